@@ -1,0 +1,93 @@
+//! Errors that point at the place in a workflow file a person has to fix.
+
+use std::fmt;
+
+/// One problem found in a workflow: where it is and what is wrong.
+///
+/// Displayed as `file:line:col: node 'x', field 'y': message`, leaving out the parts that are not
+/// known, so an editor or terminal can jump to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub node: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: None,
+            line: None,
+            column: None,
+            node: None,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn node(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn at(mut self, line: usize, column: Option<usize>) -> Self {
+        self.line = Some(line);
+        self.column = column;
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut prefix = String::new();
+        if let Some(file) = &self.file {
+            prefix.push_str(file);
+            if let Some(line) = self.line {
+                prefix.push_str(&format!(":{line}"));
+                if let Some(col) = self.column {
+                    prefix.push_str(&format!(":{col}"));
+                }
+            }
+            prefix.push_str(": ");
+        } else if let Some(line) = self.line {
+            prefix.push_str(&format!("line {line}: "));
+        }
+        match (&self.node, &self.field) {
+            (Some(n), Some(fl)) => prefix.push_str(&format!("node '{n}', field '{fl}': ")),
+            (Some(n), None) => prefix.push_str(&format!("node '{n}': ")),
+            (None, Some(fl)) => prefix.push_str(&format!("field '{fl}': ")),
+            (None, None) => {}
+        }
+        write!(f, "{prefix}{}", self.message)
+    }
+}
+
+/// Every problem found in one workflow, in the order they appear.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Diagnostics(vec![d])
+    }
+}

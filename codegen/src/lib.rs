@@ -1,0 +1,26 @@
+//! flowrun's codegen: from a workflow file to one Python script.
+//!
+//! `source` parses JSON/YAML into the [`model`], `plan` validates it and orders its nodes,
+//! `params` maps each node type to what its runtime handler reads, and `render` writes the
+//! script from `templates/` and `runtime/`, with every user value going through [`pyliteral`].
+//! This crate knows workflows and scripts; it spawns no process and touches no database.
+
+pub mod diagnostic;
+pub mod model;
+pub mod params;
+pub mod plan;
+pub mod pyliteral;
+pub mod render;
+pub mod source;
+pub mod template;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use model::Workflow;
+pub use plan::{Plan, plan};
+pub use render::{Pin, RenderOptions, Script, render};
+pub use source::{Format, Source, load_file, parse_str};
+
+/// Parses and validates, with every diagnostic located in the file.
+pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {
+    plan::plan(&source.workflow).map_err(|d| source.locate(d))
+}

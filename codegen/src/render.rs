@@ -1,0 +1,205 @@
+//! Rendering the script: the template in `templates/`, the runtime in `runtime/`, and the plan as
+//! Python literal data.
+//!
+//! The template environment escapes every value it prints through [`pyliteral`], so a value can
+//! only reach the script as a literal; the runtime sources and the pre-rendered workflow literal
+//! are the only values marked safe. Both the template and the runtime are embedded at build time.
+
+use crate::plan::Plan;
+use crate::pyliteral::{self, Data, dict};
+use minijinja::value::Value as JValue;
+use minijinja::{AutoEscape, Environment, context};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+const SCRIPT_TEMPLATE: &str = include_str!("../../templates/script.py.j2");
+const RUNTIME_CORE: &str = include_str!("../../runtime/core.py");
+
+/// The runtime source of each node type, from `runtime/nodes/`.
+const RUNTIME_NODES: &[(&str, &str)] = &[
+    ("code", include_str!("../../runtime/nodes/code.py")),
+    (
+        "condition",
+        include_str!("../../runtime/nodes/condition.py"),
+    ),
+    ("delay", include_str!("../../runtime/nodes/delay.py")),
+    ("set", include_str!("../../runtime/nodes/set.py")),
+    ("template", include_str!("../../runtime/nodes/template.py")),
+    ("trigger", include_str!("../../runtime/nodes/trigger.py")),
+];
+
+/// Output that replaces a node's execution: a pin from the definition or the command line, or
+/// an output reused from an earlier execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pin {
+    pub output: Value,
+    /// `pinned` or `reused`.
+    pub status: &'static str,
+    pub from_execution: Option<String>,
+}
+
+/// What varies a rendering besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Pins by node id; they win over `pinned` in the definition.
+    pub pins: BTreeMap<String, Pin>,
+}
+
+/// A rendered script and the hash of its bytes (its cache key).
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub text: String,
+    pub sha256: String,
+}
+
+/// The flowrun version written into scripts.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Custom("python"));
+    env.set_formatter(|out, state, value| {
+        if value.is_safe() || state.auto_escape() == AutoEscape::None {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let json: Value = serde_json::to_value(value).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+        })?;
+        out.write_str(&pyliteral::to_string(&Data::from(&json)))?;
+        Ok(())
+    });
+    env.add_template("script.py", SCRIPT_TEMPLATE)
+        .expect("templates/script.py.j2 parses");
+    env
+}
+
+/// The workflow as the runtime reads it (see `runtime/core.py`).
+pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
+    let wf = &plan.workflow;
+    let nodes = plan
+        .order
+        .iter()
+        .map(|&i| {
+            let node = &wf.nodes[i];
+            let pin = options.pins.get(&node.id).cloned().or_else(|| {
+                node.pinned.clone().map(|output| Pin {
+                    output,
+                    status: "pinned",
+                    from_execution: None,
+                })
+            });
+            let pinned = match pin {
+                Some(p) => dict([
+                    ("output", Data::from(&p.output)),
+                    ("status", Data::from(p.status)),
+                    ("from_execution", Data::from(p.from_execution.as_deref())),
+                ]),
+                None => Data::Null,
+            };
+            let ids = |v: &[usize]| {
+                Data::List(
+                    v.iter()
+                        .map(|&j| Data::from(wf.nodes[j].id.as_str()))
+                        .collect(),
+                )
+            };
+            dict([
+                ("id", Data::from(node.id.as_str())),
+                ("type", Data::from(node.kind.type_name())),
+                ("name", Data::from(node.name.as_deref())),
+                ("params", plan.params[i].clone()),
+                ("deps", ids(&plan.deps[i])),
+                (
+                    "guards",
+                    Data::List(
+                        plan.guards[i]
+                            .iter()
+                            .map(|&(c, b)| {
+                                Data::List(vec![Data::from(wf.nodes[c].id.as_str()), Data::Bool(b)])
+                            })
+                            .collect(),
+                    ),
+                ),
+                (
+                    "retry",
+                    dict([
+                        ("max_attempts", Data::from(node.retry.max_attempts as u64)),
+                        ("backoff_ms", Data::from(node.retry.backoff_ms)),
+                        ("factor", Data::from(node.retry.factor)),
+                    ]),
+                ),
+                (
+                    "on_error",
+                    Data::from(match node.on_error {
+                        crate::model::OnError::Stop => "stop",
+                        crate::model::OnError::Continue => "continue",
+                    }),
+                ),
+                ("timeout_ms", Data::from(node.timeout_ms)),
+                ("pinned", pinned),
+            ])
+        })
+        .collect();
+    dict([
+        ("id", Data::from(wf.id.as_str())),
+        ("name", Data::from(wf.name.as_deref())),
+        ("flowrun_version", Data::from(VERSION)),
+        ("inputs", Data::from(wf.inputs.as_ref())),
+        ("nodes", Data::List(nodes)),
+    ])
+}
+
+/// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.
+pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
+    let env = environment();
+    let mut types: Vec<&str> = plan
+        .workflow
+        .nodes
+        .iter()
+        .map(|n| n.kind.type_name())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let node_modules: Vec<JValue> = types
+        .iter()
+        .map(|t| {
+            let source = RUNTIME_NODES
+                .iter()
+                .find(|(name, _)| name == t)
+                .map(|(_, src)| *src)
+                .unwrap_or_else(|| panic!("runtime/nodes/{t}.py is embedded"));
+            context! { name => *t, source => JValue::from_safe_string(source.trim_end().to_string()) }
+        })
+        .collect();
+    let mut workflow = String::new();
+    pyliteral::emit(&workflow_data(plan, options), 0, &mut workflow);
+    let text = env
+        .get_template("script.py")
+        .and_then(|t| {
+            t.render(context! {
+                version => VERSION,
+                workflow_id => plan.workflow.id.as_str(),
+                runtime_core => JValue::from_safe_string(RUNTIME_CORE.trim_end().to_string()),
+                node_modules => node_modules,
+                workflow => JValue::from_safe_string(workflow),
+            })
+        })
+        .expect("the script template renders");
+    let mut text = text;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let sha256 = hex(&Sha256::digest(text.as_bytes()));
+    Script { text, sha256 }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash that identifies a definition snapshot: sha256 of its compact JSON.
+pub fn definition_hash(definition: &Value) -> String {
+    hex(&Sha256::digest(definition.to_string().as_bytes()))
+}

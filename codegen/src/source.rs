@@ -1,0 +1,338 @@
+//! From a workflow file's text to a [`Workflow`], with errors that name file, line and column.
+//!
+//! JSON and YAML are parsed straight into the top-level struct so that syntax errors and unknown
+//! top-level fields carry the parser's own line and column. Nodes are then converted one by one,
+//! so that each problem names its node and field; a [`Locator`] finds the line of that node and
+//! field in the text, since by then the parser's positions are gone.
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::*;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    /// By extension; anything not `.yaml`/`.yml` is read as JSON.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") | Some("yml") => Format::Yaml,
+            _ => Format::Json,
+        }
+    }
+}
+
+/// A parsed workflow file: the typed workflow, the definition as plain JSON (what is stored as
+/// the snapshot), and the text, kept for locating later errors.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub file: String,
+    pub format: Format,
+    pub text: String,
+    pub workflow: Workflow,
+    /// The definition as JSON, as it was written (key order kept).
+    pub definition: Value,
+}
+
+impl Source {
+    pub fn locator(&self) -> Locator<'_> {
+        Locator::new(&self.text, self.format)
+    }
+
+    /// Fills in file and line of diagnostics that name a node (and field) but no line.
+    pub fn locate(&self, mut diags: Diagnostics) -> Diagnostics {
+        let loc = self.locator();
+        for d in &mut diags.0 {
+            d.file.get_or_insert_with(|| self.file.clone());
+            if d.line.is_none() {
+                d.line = loc.find(d.node.as_deref(), d.field.as_deref());
+            }
+        }
+        diags
+    }
+}
+
+/// Reads and parses a workflow file.
+pub fn load_file(path: &Path) -> Result<Source, Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut d = Diagnostic::new(format!("cannot read the workflow file: {e}"));
+        d.file = Some(file.clone());
+        Diagnostics::from(d)
+    })?;
+    parse_str(&text, Format::from_path(path), &file)
+}
+
+/// Parses workflow text. `file` is only used in messages.
+pub fn parse_str(text: &str, format: Format, file: &str) -> Result<Source, Diagnostics> {
+    let with_file = |mut d: Diagnostic| {
+        d.file = Some(file.to_string());
+        Diagnostics::from(d)
+    };
+    let (raw, definition): (RawWorkflow, Value) = match format {
+        Format::Json => {
+            let raw =
+                serde_json::from_str::<RawWorkflow>(text).map_err(|e| with_file(json_error(&e)))?;
+            let def = serde_json::from_str::<Value>(text).map_err(|e| with_file(json_error(&e)))?;
+            (raw, def)
+        }
+        Format::Yaml => {
+            let raw = serde_yaml_ng::from_str::<RawWorkflow>(text)
+                .map_err(|e| with_file(yaml_error(&e)))?;
+            let def =
+                serde_yaml_ng::from_str::<Value>(text).map_err(|e| with_file(yaml_error(&e)))?;
+            (raw, def)
+        }
+    };
+    let mut diags = Vec::new();
+    let mut nodes = Vec::with_capacity(raw.nodes.len());
+    for (i, value) in raw.nodes.into_iter().enumerate() {
+        match convert_node(i, value) {
+            Ok(n) => nodes.push(n),
+            Err(d) => diags.push(d),
+        }
+    }
+    let workflow = Workflow {
+        id: raw.id,
+        name: raw.name,
+        description: raw.description,
+        inputs: raw.inputs,
+        connections: raw.connections,
+        timeout_ms: raw.timeout_ms,
+        nodes,
+    };
+    let source = Source {
+        file: file.to_string(),
+        format,
+        text: text.to_string(),
+        workflow,
+        definition,
+    };
+    if diags.is_empty() {
+        Ok(source)
+    } else {
+        Err(source.locate(Diagnostics(diags)))
+    }
+}
+
+/// Builds a [`Source`] from a definition that arrived as JSON data (an editor's unsaved state).
+pub fn from_value(definition: Value, label: &str) -> Result<Source, Diagnostics> {
+    let text = serde_json::to_string_pretty(&definition).expect("a JSON value serializes");
+    parse_str(&text, Format::Json, label)
+}
+
+fn json_error(e: &serde_json::Error) -> Diagnostic {
+    // serde_json appends " at line X column Y" to its message; keep only the message part.
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    let what = if e.is_syntax() || e.is_eof() {
+        "invalid JSON"
+    } else {
+        "invalid workflow"
+    };
+    let mut d = Diagnostic::new(format!("{what}: {msg}"));
+    if e.line() > 0 {
+        d = d.at(e.line(), Some(e.column()));
+    }
+    d
+}
+
+fn yaml_error(e: &serde_yaml_ng::Error) -> Diagnostic {
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    let mut d = Diagnostic::new(format!("invalid workflow: {msg}"));
+    if let Some(loc) = e.location() {
+        d = d.at(loc.line(), Some(loc.column()));
+    }
+    d
+}
+
+fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
+    let Value::Object(mut obj) = value else {
+        return Err(Diagnostic::new(format!(
+            "node #{} must be an object with at least `id` and `type`",
+            index + 1
+        )));
+    };
+    let label = match obj.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        _ => format!("#{}", index + 1),
+    };
+    let type_name = match obj.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => {
+            return Err(Diagnostic::new("`type` must be a string")
+                .node(label)
+                .field("type"));
+        }
+        None => {
+            return Err(Diagnostic::new(format!(
+                "missing `type`; one of: {}",
+                NODE_TYPES.join(", ")
+            ))
+            .node(label)
+            .field("type"));
+        }
+    };
+    let mut common = Map::new();
+    for key in COMMON_KEYS {
+        if let Some(v) = obj.remove(*key) {
+            common.insert((*key).to_string(), v);
+        }
+    }
+    let common: CommonFields = typed(Value::Object(common), &label)?;
+    let rest = Value::Object(obj);
+    let kind = match type_name.as_str() {
+        "trigger" => NodeKind::Trigger(typed(rest, &label)?),
+        "set" => NodeKind::Set(typed(rest, &label)?),
+        "template" => NodeKind::Template(typed(rest, &label)?),
+        "code" => NodeKind::Code(typed(rest, &label)?),
+        "condition" => NodeKind::Condition(typed(rest, &label)?),
+        "delay" => NodeKind::Delay(typed(rest, &label)?),
+        other => {
+            return Err(Diagnostic::new(format!(
+                "unknown node type '{other}'; one of: {}",
+                NODE_TYPES.join(", ")
+            ))
+            .node(label)
+            .field("type"));
+        }
+    };
+    Ok(Node {
+        id: common.id,
+        name: common.name,
+        notes: common.notes,
+        after: common.after,
+        timeout_ms: common.timeout_ms,
+        retry: common.retry.unwrap_or_default(),
+        on_error: common.on_error,
+        pinned: common.pinned,
+        requirements: common.requirements,
+        kind,
+    })
+}
+
+/// Deserializes part of a node, turning serde's message into one that names the field.
+fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        let field = field_in_message(&msg);
+        let mut d = Diagnostic::new(msg).node(node);
+        if let Some(f) = field {
+            d = d.field(f);
+        }
+        d
+    })
+}
+
+/// serde names fields in backticks: "unknown field `feilds`, expected `fields`" or
+/// "missing field `code`".
+fn field_in_message(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_string())
+}
+
+/// Finds the line of a node, or of a field inside a node, in the workflow text.
+///
+/// Positions are lost once a node is a `serde_json::Value`, so this searches the text: the
+/// node is the entry whose `id` is the node id (after the `nodes` key), and the field is the
+/// first key of that name inside the node's stretch of lines. Good enough to jump to; when it
+/// finds nothing the message still names node and field.
+pub struct Locator<'a> {
+    lines: Vec<&'a str>,
+    format: Format,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(text: &'a str, format: Format) -> Self {
+        Locator {
+            lines: text.lines().collect(),
+            format,
+        }
+    }
+
+    fn is_key_line(&self, line: &str, key: &str) -> bool {
+        let t = line.trim_start().trim_start_matches("- ").trim_start();
+        match self.format {
+            Format::Json => {
+                t.starts_with(&format!("\"{key}\""))
+                    && t[key.len() + 2..].trim_start().starts_with(':')
+            }
+            Format::Yaml => {
+                let t = t.trim_start_matches(['"', '\'']);
+                t.starts_with(key)
+                    && t[key.len()..]
+                        .trim_start_matches(['"', '\''])
+                        .trim_start()
+                        .starts_with(':')
+            }
+        }
+    }
+
+    fn node_id_line(&self, line: &str, id: &str) -> bool {
+        if !self.is_key_line(line, "id") {
+            return false;
+        }
+        let value = line.split_once(':').map(|x| x.1).unwrap_or("");
+        let value = value
+            .trim()
+            .trim_end_matches(',')
+            .trim()
+            .trim_matches(['"', '\'']);
+        value == id
+    }
+
+    /// 1-based line of the node (and field), if found.
+    pub fn find(&self, node: Option<&str>, field: Option<&str>) -> Option<usize> {
+        let nodes_start = self
+            .lines
+            .iter()
+            .position(|l| self.is_key_line(l, "nodes"))?;
+        let Some(node) = node else {
+            let field = field?;
+            let top = field.split(['.', '[']).next().unwrap_or(field);
+            return self
+                .lines
+                .iter()
+                .position(|l| self.is_key_line(l, top))
+                .map(|i| i + 1);
+        };
+        let node_line =
+            (nodes_start..self.lines.len()).find(|&i| self.node_id_line(self.lines[i], node))?;
+        let Some(field) = field else {
+            return Some(node_line + 1);
+        };
+        let top = field.split(['.', '[']).next().unwrap_or(field);
+        // The node's stretch ends at the next line that holds another node's `id`.
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let id_indent = indent(self.lines[node_line]);
+        let end = (node_line + 1..self.lines.len())
+            .find(|&i| self.is_key_line(self.lines[i], "id") && indent(self.lines[i]) <= id_indent)
+            .unwrap_or(self.lines.len());
+        // The field may also come before `id` inside the same object: look back to the object's
+        // opening line too.
+        let begin = (nodes_start + 1..node_line)
+            .rev()
+            .find(|&i| {
+                let t = self.lines[i].trim();
+                t == "{" || t == "}," || t.starts_with("- ") || t == "-"
+            })
+            .unwrap_or(node_line);
+        (begin..end)
+            .find(|&i| self.is_key_line(self.lines[i], top))
+            .map(|i| i + 1)
+            .or(Some(node_line + 1))
+    }
+}

@@ -1,0 +1,101 @@
+# ---------------------------------------------------------------------------
+# node type: code — runs Python source as a function body
+# params: {"code": "<source>"}  (the source is data, never templated)
+#
+# The body sees `trigger`, `nodes` ({id: {"output", "status", "error"}} of the
+# nodes finished so far), `execution` and `log(*args, level="info")`; its
+# `return` value is the output.  trigger/nodes/execution are deep copies, so
+# mutating them affects neither other nodes nor a retry.
+#
+# The function is built from the parsed module: its statements become the body
+# of a FunctionDef, compiled with filename "<node ID>", so tracebacks and
+# SyntaxErrors carry the user's own line numbers.  `_ast` (the C module behind
+# `ast`) is used directly: importing `ast` itself costs ~7 ms of startup.
+# ---------------------------------------------------------------------------
+import _ast
+
+_code_ARGS = ("trigger", "nodes", "execution", "log")
+_code_CACHE = {}
+
+
+def _code_func_name(node_id):
+    name = "".join(c if (c.isalnum() or c == "_") else "_" for c in str(node_id))
+    if not name or name[0].isdigit():
+        name = "node_" + name
+    return name
+
+
+def _code_formats_tracebacks(source):
+    """Whether the source may format tracebacks itself (then linecache must
+    know it before it runs, not only when the runtime reports an error)."""
+    for word in ("traceback", "logging", "linecache", "exc_info", "pdb", "inspect"):
+        if word in source:
+            return True
+    return False
+
+
+def _code_located(node, lineno):
+    node.lineno = lineno
+    node.col_offset = 0
+    node.end_lineno = lineno
+    node.end_col_offset = 0
+    return node
+
+
+def _code_compile(node_id, source):
+    key = (node_id, source)
+    fn = _code_CACHE.get(key)
+    if fn is not None:
+        return fn
+    filename = "<node %s>" % node_id
+    register_source(filename, source, _code_formats_tracebacks(source))
+    module = compile(source, filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+    body = list(module.body)
+    last = 1
+    if body:
+        last = getattr(body[-1], "end_lineno", None) or body[-1].lineno
+    else:
+        body = [_code_located(_ast.Pass(), 1)]
+    args = _ast.arguments(
+        posonlyargs=[],
+        args=[_code_located(_ast.arg(arg=a, annotation=None, type_comment=None), 1) for a in _code_ARGS],
+        vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+    name = _code_func_name(node_id)
+    func = _ast.FunctionDef(name=name, args=args, body=body, decorator_list=[],
+                            returns=None, type_comment=None)
+    if "type_params" in _ast.FunctionDef._fields:
+        func.type_params = []
+    _code_located(func, 1)
+    func.end_lineno = last
+    wrapper = _ast.Module(body=[func], type_ignores=[])
+    try:
+        code = compile(wrapper, filename, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        # errors found after parsing (import *, nonlocal, await...) carry no
+        # source text: add the user's line so the report shows it
+        if e.text is None and e.lineno:
+            lines = source.splitlines()
+            if 0 < e.lineno <= len(lines):
+                e.text = lines[e.lineno - 1] + "\n"
+        raise
+    namespace = {"__name__": "__flowrun_node__"}
+    exec(code, namespace)
+    # unbind it: a global named after the node would shadow a builtin the
+    # code may use (a node called `len`)
+    fn = namespace.pop(name)
+    _code_CACHE[key] = fn
+    return fn
+
+
+def node_code(ctx, params):
+    source = params.get("code")
+    if not isinstance(source, str):
+        raise NodeError("code: the code parameter must be a string of Python source", "TypeError")
+    ctx.input = ctx.dep_outputs()
+    fn = _code_compile(ctx.id, source)
+    scope = ctx.scope
+    return fn(plain_copy(scope["trigger"]), plain_copy(scope["nodes"]),
+              plain_copy(scope["execution"]), ctx.log)
+
+
+HANDLERS["code"] = node_code

@@ -1,0 +1,291 @@
+"""Node types and templates.  Run: python3 -m unittest discover -s runtime/tests"""
+import unittest
+
+from harness import R, T, node, ref, run, workflow
+
+
+class TriggerNode(unittest.TestCase):
+    def test_output_and_input_are_the_trigger_data(self):
+        r = run(workflow([node("trigger", "trigger")]), {"a": [1, 2], "b": None})
+        self.assertEqual(r.returncode, 0, r)
+        end = r.end("trigger")
+        self.assertEqual(end["status"], "success")
+        self.assertEqual(end["output"], {"a": [1, 2], "b": None})
+        self.assertEqual(end["input"], {"a": [1, 2], "b": None})
+        self.assertEqual(r.result["output"], {"a": [1, 2], "b": None})
+
+    def test_empty_stdin_is_empty_object(self):
+        r = run(workflow([node("trigger", "trigger")]), b"  \n ")
+        self.assertEqual(r.output("trigger"), {})
+
+
+class SetNode(unittest.TestCase):
+    def test_whole_string_reference_keeps_json_type(self):
+        trig = {"n": 5, "f": 1.5, "b": True, "z": None, "o": {"k": [1, "x"]}, "l": [1, 2], "s": "txt"}
+        fields = dict((k, T(R("trigger", k))) for k in trig)
+        fields["nested"] = {"list": [T(R("trigger", "o", "k", 1)), 7, T(R("trigger", "l", -1))]}
+        r = run(workflow([node("s", "set", {"fields": fields})]), trig)
+        out = r.output("s")
+        for k, v in trig.items():
+            self.assertEqual(out[k], v, k)
+            self.assertIs(type(out[k]), type(v), k)
+        self.assertEqual(out["nested"], {"list": ["x", 7, 2]})
+
+    def test_interpolation_renders_text(self):
+        trig = {"n": 5, "f": 1.5, "b": True, "z": None, "o": {"k": [1, "é"]}, "s": "txt"}
+        text = T("n=", R("trigger", "n"), " f=", R("trigger", "f"), " b=", R("trigger", "b"),
+                 " z=", R("trigger", "z"), " o=", R("trigger", "o"), " s=", R("trigger", "s"))
+        r = run(workflow([node("s", "set", {"fields": {"t": text, "empty": T(), "lit": T("only")}})]), trig)
+        out = r.output("s")
+        self.assertEqual(out["t"], 'n=5 f=1.5 b=true z=null o={"k": [1, "é"]} s=txt')
+        self.assertEqual(out["empty"], "")
+        self.assertEqual(out["lit"], "only")
+
+    def test_reference_to_upstream_node_output(self):
+        wf = workflow([
+            node("a", "set", {"fields": {"items": [{"id": 1}, {"id": 2}]}}),
+            node("b", "set", {"fields": {"second": T(ref("nodes.a.output.items[1].id")),
+                                         "all": T(ref("nodes.a.output"))}}, deps=["a"]),
+        ])
+        r = run(wf)
+        self.assertEqual(r.output("b"), {"second": 2, "all": {"items": [{"id": 1}, {"id": 2}]}})
+        self.assertEqual(r.end("b")["input"], {"fields": r.output("b")})
+
+    def test_execution_scope(self):
+        wf = workflow([node("s", "set", {"fields": {"e": T(R("execution"))}})], id="wf-1")
+        r = run(wf)
+        self.assertEqual(r.output("s")["e"], {"id": "exec-test", "mode": "test", "workflow_id": "wf-1"})
+
+    def test_missing_key_names_path_key_and_existing_keys(self):
+        wf = workflow([
+            node("ask", "set", {"fields": {"content": "hi", "model": "m"}}),
+            node("use", "set", {"fields": {"text": T("> ", ref("nodes.ask.output.contnet"))}}, deps=["ask"]),
+        ])
+        r = run(wf)
+        self.assertEqual(r.returncode, 1)
+        err = r.end("use")["error"]
+        self.assertEqual(err["type"], "TemplateError")
+        msg = err["message"]
+        for piece in ("nodes.ask.output.contnet", "'contnet'", "content, model", "fields.text"):
+            self.assertIn(piece, msg)
+        self.assertEqual(r.result["error"]["node"], "use")
+        self.assertEqual(r.result["error"]["message"], msg)
+        self.assertNotIn("script.py", err["traceback"])
+
+    def test_index_and_type_errors(self):
+        cases = [
+            (ref("trigger.l[5]"), "index 5 out of range in trigger.l (array of length 2)"),
+            (ref("trigger.s.x"), "cannot read key 'x' of trigger.s: it is a string"),
+            (ref("trigger.l.x"), "cannot read key 'x' of trigger.l: it is an array"),
+            (ref("nodes.ghost.output"), "node 'ghost' has no result"),
+        ]
+        for r_, expected in cases:
+            r = run(workflow([node("s", "set", {"fields": {"v": T(r_)}})]), {"l": [1, 2], "s": "x"})
+            self.assertIn(expected, r.end("s")["error"]["message"])
+
+    def test_many_keys_are_capped(self):
+        trig = dict(("k%02d" % i, i) for i in range(25))
+        r = run(workflow([node("s", "set", {"fields": {"v": T(ref("trigger.nope"))}})]), trig)
+        msg = r.end("s")["error"]["message"]
+        self.assertIn("k00, k01", msg)
+        self.assertIn("(15 more)", msg)
+        self.assertNotIn("k20", msg)
+
+
+class TemplateNode(unittest.TestCase):
+    def test_text_and_single_ref_conversion(self):
+        wf = workflow([
+            node("a", "template", {"template": T("Hello ", R("trigger", "name"), "!")}),
+            node("b", "template", {"template": T(R("trigger", "n"))}),
+            node("c", "template", {"template": T(R("trigger", "o"))}),
+            node("d", "template", {"template": T(R("trigger", "name"))}),
+            node("e", "template", {"template": T()}),
+        ])
+        r = run(wf, {"name": "Ann", "n": 3, "o": {"a": True}})
+        self.assertEqual(r.output("a"), {"text": "Hello Ann!"})
+        self.assertEqual(r.output("b"), {"text": "3"})
+        self.assertEqual(r.output("c"), {"text": '{"a": true}'})
+        self.assertEqual(r.output("d"), {"text": "Ann"})
+        self.assertEqual(r.output("e"), {"text": ""})
+
+
+class CodeNode(unittest.TestCase):
+    def test_return_log_and_input(self):
+        src = (
+            "total = trigger['a'] + nodes['s']['output']['b']\n"
+            "log('total is', total, {'k': [1]})\n"
+            "log('careful', level='warning')\n"
+            "log('dbg', level='debug')\n"
+            "return {'total': total, 'exec': execution['mode'], 'st': nodes['s']['status']}\n"
+        )
+        wf = workflow([
+            node("s", "set", {"fields": {"b": 2}}),
+            node("c", "code", {"code": src}, deps=["trigger", "s"]),
+        ])
+        r = run(wf, {"a": 40})
+        self.assertEqual(r.output("c"), {"total": 42, "exec": "test", "st": "success"})
+        self.assertEqual(r.end("c")["input"], {"trigger": {"a": 40}, "s": {"b": 2}})
+        logs = r.logs()
+        self.assertEqual([(l["node"], l["level"], l["message"]) for l in logs], [
+            ("c", "info", 'total is 42 {"k": [1]}'),
+            ("c", "warning", "careful"),
+            ("c", "debug", "dbg"),
+        ])
+        self.assertIsInstance(logs[0]["ts"], int)
+
+    def test_no_return_gives_null_and_empty_body(self):
+        wf = workflow([node("a", "code", {"code": "x = 1\n"}), node("b", "code", {"code": "# nothing\n"})])
+        r = run(wf)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIsNone(r.output("a"))
+        self.assertIsNone(r.output("b"))
+
+    def test_functions_closures_and_imports_work(self):
+        src = (
+            "import math\n"
+            "def sq(x):\n"
+            "    return x * x\n"
+            "k = 3\n"
+            "vals = [sq(i) + k for i in range(3)]\n"
+            "return {'vals': vals, 'pi': round(math.pi, 2), 'lam': (lambda: k)()}\n"
+        )
+        r = run(workflow([node("c", "code", {"code": src})]))
+        self.assertEqual(r.output("c"), {"vals": [3, 4, 7], "pi": 3.14, "lam": 3})
+
+    def test_mutations_do_not_leak(self):
+        wf = workflow([
+            node("s", "set", {"fields": {"l": [1]}}),
+            node("c", "code", {"code": "nodes['s']['output']['l'].append(2)\ntrigger['x'] = 1\nreturn 0"},
+                 deps=["s"]),
+            node("d", "set", {"fields": {"l": T(ref("nodes.s.output.l")), "t": T(R("trigger"))}}, deps=["c"]),
+        ])
+        r = run(wf)
+        self.assertEqual(r.output("d"), {"l": [1], "t": {}})
+
+    def test_syntax_error_names_node_and_line(self):
+        src = "x = 1\ny = 2\nreturn (x +\n"
+        r = run(workflow([node("bad", "code", {"code": src})]))
+        self.assertEqual(r.returncode, 1)
+        err = r.end("bad")["error"]
+        self.assertEqual(err["type"], "SyntaxError")
+        self.assertIn("<node bad>", err["message"])
+        self.assertIn("line 3", err["message"])
+        self.assertIn('File "<node bad>", line 3', err["traceback"])
+        self.assertIn("return (x +", err["traceback"])
+        self.assertNotIn("script.py", err["traceback"])
+
+    def test_runtime_error_traceback_has_user_lines(self):
+        src = "a = 1\n\ndef f(v):\n    return v / 0\nreturn f(a)\n"
+        r = run(workflow([node("boom", "code", {"code": src})]))
+        err = r.end("boom")["error"]
+        self.assertEqual(err["type"], "ZeroDivisionError")
+        self.assertEqual(err["message"], "division by zero")
+        tb = err["traceback"]
+        self.assertTrue(tb.startswith("Traceback (most recent call last):\n"), tb)
+        self.assertIn('File "<node boom>", line 5, in boom', tb)
+        self.assertIn("    return f(a)", tb)
+        self.assertIn('File "<node boom>", line 4, in f', tb)
+        self.assertIn("    return v / 0", tb)
+        self.assertNotIn("script.py", tb)
+        self.assertTrue(tb.rstrip().endswith("ZeroDivisionError: division by zero"))
+
+    def test_user_traceback_print_shows_source(self):
+        src = ("import traceback\n"
+               "try:\n"
+               "    {}['missing']\n"
+               "except KeyError:\n"
+               "    return traceback.format_exc()\n")
+        r = run(workflow([node("c", "code", {"code": src})]))
+        self.assertIn('File "<node c>", line 3, in c\n    {}[\'missing\']', r.output("c"))
+
+    def test_sys_exit_is_a_node_error(self):
+        wf = workflow([node("c", "code", {"code": "import sys\nsys.exit(3)"}, on_error="continue"),
+                       node("d", "set", {"fields": {"ok": True}})])
+        r = run(wf)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(r.end("c")["error"]["type"], "SystemExit")
+        self.assertEqual(r.output("d"), {"ok": True})
+
+    def test_bad_log_level_fails(self):
+        r = run(workflow([node("c", "code", {"code": "log('x', level='loud')"})]))
+        self.assertIn("level must be one of", r.end("c")["error"]["message"])
+
+    def test_odd_node_id(self):
+        r = run(workflow([node("9-lives", "code", {"code": "return 1/0"})]))
+        self.assertIn('File "<node 9-lives>", line 1', r.end("9-lives")["error"]["traceback"])
+
+
+class ConditionNode(unittest.TestCase):
+    CASES = [
+        ("eq", 1, 1.0, True), ("eq", 1, True, False), ("eq", "a", "a", True), ("eq", [1, {"a": 2}], [1, {"a": 2}], True),
+        ("ne", "a", "b", True), ("ne", None, None, False),
+        ("gt", 3, 2, True), ("ge", 2, 2, True), ("lt", "a", "b", True), ("le", 2.5, 2, False),
+        ("contains", "hello", "ell", True), ("contains", [1, 2], 2, True), ("contains", {"k": 1}, "k", True),
+        ("not_contains", [1, 2], 3, True), ("not_contains", "abc", "a", False),
+        ("exists", 0, None, True), ("exists", None, None, False), ("not_exists", None, None, True),
+        ("empty", "", None, True), ("empty", [], None, True), ("empty", {}, None, True), ("empty", 0, None, False),
+        ("not_empty", [0], None, True), ("not_empty", None, None, False),
+    ]
+    TRUTHY = [(False, False), (None, False), (0, False), ("", False), ([], False), ({}, False),
+              (1, True), ("false", True), ([0], True), ({"a": 1}, True)]
+
+    def test_ops(self):
+        nodes = []
+        for i, (op, left, right, _) in enumerate(self.CASES):
+            nodes.append(node("c%d" % i, "condition", {
+                "if": {"op": op, "left": T(R("trigger", "v", i, 0)), "right": T(R("trigger", "v", i, 1))},
+                "then": [], "else": []}))
+        for i, (value, _) in enumerate(self.TRUTHY):
+            nodes.append(node("t%d" % i, "condition", {"if": T(R("trigger", "t", i)), "then": [], "else": []}))
+        trig = {"v": [[c[1], c[2]] for c in self.CASES], "t": [v for v, _ in self.TRUTHY]}
+        r = run(workflow(nodes), trig)
+        self.assertEqual(r.returncode, 0, r)
+        for i, case in enumerate(self.CASES):
+            self.assertEqual(r.output("c%d" % i), {"result": case[3]}, case)
+        for i, (value, expected) in enumerate(self.TRUTHY):
+            self.assertEqual(r.output("t%d" % i), {"result": expected}, value)
+        self.assertEqual(r.end("c0")["input"]["if"], {"op": "eq", "left": 1, "right": 1.0})
+
+    def test_exists_on_missing_reference_is_false(self):
+        wf = workflow([
+            node("c", "condition", {"if": {"op": "exists", "left": T(ref("trigger.user.name"))}, "then": [], "else": []}),
+            node("d", "condition", {"if": {"op": "empty", "left": T(ref("trigger.nope"))}, "then": [], "else": []}),
+        ])
+        r = run(wf, {})
+        self.assertEqual(r.output("c"), {"result": False})
+        self.assertEqual(r.output("d"), {"result": True})
+
+    def test_incomparable_types_fail_clearly(self):
+        wf = workflow([node("c", "condition", {"if": {"op": "gt", "left": T(ref("trigger.a")), "right": 3},
+                                               "then": [], "else": []})])
+        r = run(wf, {"a": "abc"})
+        err = r.end("c")["error"]
+        self.assertEqual(err["type"], "TypeError")
+        self.assertIn('cannot compare a string "abc" with a number 3', err["message"])
+        r = run(workflow([node("c", "condition", {"if": {"op": "contains", "left": 5, "right": 3},
+                                                  "then": [], "else": []})]))
+        self.assertIn("left must be a string, an array or an object", r.end("c")["error"]["message"])
+
+    def test_truthy_missing_reference_fails(self):
+        r = run(workflow([node("c", "condition", {"if": T(ref("trigger.flag")), "then": [], "else": []})]))
+        self.assertEqual(r.end("c")["status"], "error")
+        self.assertIn("in if", r.end("c")["error"]["message"])
+
+
+class DelayNode(unittest.TestCase):
+    def test_sleeps(self):
+        r = run(workflow([node("d", "delay", {"ms": T(R("trigger", "ms"))})]), {"ms": 60})
+        end = r.end("d")
+        self.assertEqual(end["output"], {})
+        self.assertGreaterEqual(end["duration_ms"], 55)
+        self.assertEqual(end["input"], {"ms": 60})
+
+    def test_bad_value(self):
+        r = run(workflow([node("d", "delay", {"ms": -5})]))
+        self.assertIn("non-negative", r.end("d")["error"]["message"])
+        r = run(workflow([node("d", "delay", {"ms": "20"})]))
+        self.assertEqual(r.end("d")["status"], "success")
+
+
+if __name__ == "__main__":
+    unittest.main()

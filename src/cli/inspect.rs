@@ -1,0 +1,277 @@
+//! `flowrun history`, `show` and `logs`.
+
+use super::{Exit, open_store};
+use crate::events::{ExecStatus, now_ms};
+use crate::progress::duration;
+use crate::store::{Execution, HistoryFilter, NodeRow, Store};
+use crate::timefmt;
+use clap::Args;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Only executions of this workflow id.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Only executions with this status (success, error, timeout, cancelled, interrupted, running, queued).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only executions started at or after this time (`2026-11-25`, `2026-11-25T10:00:00Z`, or an age like `2h`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only executions started before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// How many to list.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    /// One JSON array of execution summaries on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The JSON form of an execution summary (`history --json`).
+pub fn summary_json(e: &Execution) -> Value {
+    json!({
+        "id": e.id,
+        "workflow_id": e.workflow_id,
+        "workflow_name": e.workflow_name,
+        "status": e.status,
+        "mode": e.mode,
+        "started_at": e.started_at,
+        "finished_at": e.finished_at,
+        "duration_ms": e.duration_ms,
+        "error": e.error,
+        "parent_id": e.parent_id,
+        "relation": e.relation,
+    })
+}
+
+/// The JSON form of an execution with its nodes (`show --json`, `run --json`).
+pub fn record_json(store: &Store, id: &str) -> Result<Value, Exit> {
+    let e = store.execution(id)?;
+    let nodes = store.nodes(id)?;
+    let mut v = serde_json::to_value(&e).expect("execution serializes");
+    v["nodes"] = serde_json::to_value(&nodes).expect("nodes serialize");
+    Ok(v)
+}
+
+pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    let store = open_store(db)?;
+    let now = now_ms();
+    let status = match &args.status {
+        Some(s) => Some(ExecStatus::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = ExecStatus::ALL.iter().map(|s| s.as_str()).collect();
+            Exit::new(
+                2,
+                format!("unknown status '{s}'; one of: {}", all.join(", ")),
+            )
+        })?),
+        None => None,
+    };
+    let when = |s: &Option<String>, flag: &str| -> Result<Option<i64>, Exit> {
+        s.as_ref()
+            .map(|s| {
+                timefmt::parse_when(s, now).ok_or_else(|| {
+                    Exit::new(
+                        2,
+                        format!("{flag} {s}: expected a date like 2026-11-25 or an age like 2h"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let filter = HistoryFilter {
+        workflow: args.workflow.clone(),
+        status,
+        since: when(&args.since, "--since")?,
+        until: when(&args.until, "--until")?,
+        before: None,
+        limit: args.limit,
+    };
+    let rows = store.history(&filter)?;
+    if args.json {
+        let list: Vec<Value> = rows.iter().map(summary_json).collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        eprintln!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
+        return Ok(0);
+    }
+    let wid = rows
+        .iter()
+        .map(|e| e.workflow_id.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "{:<16}  {:<wid$}  {:<11}  {:>9}  STARTED",
+        "ID", "WORKFLOW", "STATUS", "DURATION"
+    );
+    for e in &rows {
+        println!(
+            "{:<16}  {:<wid$}  {:<11}  {:>9}  {} ({})",
+            e.id,
+            e.workflow_id,
+            e.status.as_str(),
+            e.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+            timefmt::utc(e.started_at),
+            timefmt::ago(e.started_at, now),
+        );
+    }
+    Ok(0)
+}
+
+fn pretty(v: &Value, indent: &str) -> String {
+    let text = match v {
+        Value::Object(o) if o.get("$flowrun_truncated") == Some(&Value::Bool(true)) => {
+            let bytes = o.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            let preview = o.get("preview").and_then(Value::as_str).unwrap_or("");
+            format!("{preview}… [truncated: {bytes} bytes in all; stored fields are capped]")
+        }
+        _ => {
+            let compact = v.to_string();
+            if compact.chars().count() <= 100 {
+                compact
+            } else {
+                serde_json::to_string_pretty(v).expect("json")
+            }
+        }
+    };
+    text.lines()
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
+fn print_node(n: &NodeRow) {
+    let mark = match n.status.as_str() {
+        "success" => "✓",
+        "pinned" | "reused" => "●",
+        "skipped" => "○",
+        "running" => "…",
+        _ => "✗",
+    };
+    let mut head = format!("{mark} {}  {}", n.node_id, n.status);
+    if n.attempt > 1 {
+        head.push_str(&format!("  attempt {}", n.attempt));
+    }
+    if let Some(d) = n.duration_ms {
+        head.push_str(&format!("  {}", duration(d)));
+    }
+    if let Some(from) = &n.from_execution {
+        head.push_str(&format!("  (from execution {from})"));
+    }
+    println!("{head}");
+    if let Some(i) = &n.input {
+        println!("    input:  {}", pretty(i, "            "));
+    }
+    if let Some(o) = &n.output {
+        println!("    output: {}", pretty(o, "            "));
+    }
+    if let Some(e) = &n.error {
+        println!("    error:  {}: {}", e.kind, e.message);
+        if let Some(tb) = &e.traceback {
+            for l in tb.trim_end().lines() {
+                println!("      {l}");
+            }
+        }
+    }
+}
+
+pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
+    let store = open_store(db)?;
+    let id = store.resolve_id(id)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record_json(&store, &id)?).expect("json")
+        );
+        return Ok(0);
+    }
+    let e = store.execution(&id)?;
+    let nodes = store.nodes(&id)?;
+    let name = if e.workflow_name == e.workflow_id {
+        e.workflow_id.clone()
+    } else {
+        format!("{} ({})", e.workflow_name, e.workflow_id)
+    };
+    println!("execution {}  {}", e.id, e.status);
+    println!("workflow   {name}");
+    println!(
+        "started    {} UTC{}",
+        timefmt::utc(e.started_at),
+        e.duration_ms
+            .map(|d| format!(", took {}", duration(d)))
+            .unwrap_or_default()
+    );
+    if let Some(f) = &e.source_file {
+        println!("file       {f}");
+    }
+    if let (Some(p), Some(r)) = (&e.parent_id, &e.relation) {
+        println!("{r:<10} of {p}");
+    }
+    println!("trigger    {}", pretty(&e.trigger, "           "));
+    if let Some(o) = &e.output {
+        println!("output     {}", pretty(o, "           "));
+    }
+    if let Some(err) = &e.error {
+        let node = err
+            .node
+            .as_ref()
+            .map(|n| format!(" in node '{n}'"))
+            .unwrap_or_default();
+        println!("error      {}{node}: {}", err.kind, err.message);
+    }
+    if let Some(x) = &e.exit {
+        println!("process    {x}");
+    }
+    if e.log_bytes_cut > 0 {
+        println!(
+            "logs       {} bytes kept, {} bytes cut (--max-log-bytes)",
+            e.log_bytes, e.log_bytes_cut
+        );
+    }
+    println!();
+    if nodes.is_empty() {
+        println!("(no node has started)");
+    }
+    for n in &nodes {
+        print_node(n);
+    }
+    Ok(0)
+}
+
+pub fn logs(id: &str, follow: bool, db: Option<&Path>) -> Result<i32, Exit> {
+    let store = open_store(db)?;
+    let id = store.resolve_id(id)?;
+    let mut after = 0;
+    loop {
+        for ev in store.events(&id, after, Some("log"))? {
+            after = ev.seq;
+            let node = ev.node_id.as_deref().unwrap_or("-");
+            let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
+            let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
+            let tag = if stream == "stdout" {
+                String::new()
+            } else {
+                format!(" [{stream}]")
+            };
+            println!("{} {node}{tag} | {line}", timefmt::utc(ev.ts));
+        }
+        if !follow || store.execution(&id)?.status.is_final() {
+            // One more pass picks up lines written just before the end.
+            if follow {
+                for ev in store.events(&id, after, Some("log"))? {
+                    let node = ev.node_id.as_deref().unwrap_or("-");
+                    let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
+                    println!("{} {node} | {line}", timefmt::utc(ev.ts));
+                }
+            }
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

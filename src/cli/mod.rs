@@ -1,0 +1,122 @@
+//! The `flowrun` command line.
+
+mod inspect;
+mod run;
+mod workflow;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowrun",
+    version,
+    about = "Run workflow test executions locally: fast, safe and inspectable."
+)]
+pub struct Cli {
+    /// SQLite database (default: $FLOWRUN_DB, else the XDG data directory).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a workflow: validate, generate the script, execute it and record everything.
+    Run(run::RunArgs),
+    /// Check a workflow file; errors name the file, line, node and field.
+    Validate { file: PathBuf },
+    /// Print (or write with -o) the Python script generated for a workflow.
+    Codegen {
+        file: PathBuf,
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
+    /// List executions, newest first.
+    History(inspect::HistoryArgs),
+    /// Show one execution with every node's status, timing, input, output and error.
+    Show {
+        /// Execution id or a unique prefix of one.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the log lines of an execution.
+    Logs {
+        id: String,
+        /// Keep printing new lines until the execution ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a running execution (from any process).
+    Stop { id: String },
+}
+
+/// An error that ends the command with a specific exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn new(code: i32, message: impl Into<String>) -> Exit {
+        Exit {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Exit {
+    fn from(e: crate::store::StoreError) -> Self {
+        let code = match e {
+            crate::store::StoreError::NotFound(_) | crate::store::StoreError::Ambiguous { .. } => 2,
+            _ => 3,
+        };
+        Exit::new(code, e.to_string())
+    }
+}
+
+/// Opens the store, first recovering executions that dead runners left `running`.
+pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<crate::store::Store, Exit> {
+    let path = crate::paths::database(db);
+    let mut store = crate::store::Store::open(&path).map_err(|e| Exit::new(3, e.to_string()))?;
+    for id in crate::recovery::recover(&mut store) {
+        eprintln!(
+            "flowrun: execution {id} was left running by a flowrun process that is gone; marked interrupted"
+        );
+    }
+    Ok(store)
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWRUN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let db = cli.db.clone();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, db.as_deref()),
+        Command::Validate { file } => workflow::validate(&file),
+        Command::Codegen { file, output } => workflow::codegen(&file, output.as_deref()),
+        Command::History(args) => inspect::history(args, db.as_deref()),
+        Command::Show { id, json } => inspect::show(&id, json, db.as_deref()),
+        Command::Logs { id, follow } => inspect::logs(&id, follow, db.as_deref()),
+        Command::Stop { id } => run::stop(&id, db.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if !e.message.is_empty() {
+                eprintln!("error: {}", e.message);
+            }
+            e.code
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `flowrun run` and `flowrun stop`.
+
+use super::{Exit, open_store};
+use crate::events::{ExecStatus, now_ms};
+use crate::executor::{Sink, StopReason};
+use crate::progress::{Jsonl, Terminal};
+use crate::recorder::SharedStore;
+use crate::runner::{self, RunError, RunOptions};
+use clap::{Args, ValueEnum};
+use flowrun_codegen::Pin;
+use serde_json::Value;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Workflow file (.json, .yaml or .yml).
+    pub file: PathBuf,
+    /// Trigger data as JSON.
+    #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Trigger data from a JSON file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Whole-execution timeout (default: the workflow's `timeout_ms`, else 60000).
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub kill_grace_ms: u64,
+    /// Environment variable for the workflow (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// dotenv file with environment variables for the workflow (repeatable).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Pass flowrun's whole environment to the workflow (default: a small base only).
+    #[arg(long)]
+    pub inherit_env: bool,
+    /// Use the JSON in FILE as NODE's output instead of running it (repeatable).
+    #[arg(long = "pin", value_name = "NODE=FILE")]
+    pub pin: Vec<String>,
+    /// Print events as JSON lines on stdout instead of the progress display.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub events: Option<EventFormat>,
+    /// Print the finished execution record as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Cap on stored log bytes per execution; the rest is counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
+    pub max_log_bytes: u64,
+    /// Address-space limit for the workflow's process, in MiB.
+    #[arg(long, value_name = "MB")]
+    pub max_memory_mb: Option<u64>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventFormat {
+    Jsonl,
+}
+
+fn read_trigger(args: &RunArgs) -> Result<Value, Exit> {
+    let parse = |text: &str, what: &str| -> Result<Value, Exit> {
+        if text.trim().is_empty() {
+            return Ok(Value::Object(Default::default()));
+        }
+        serde_json::from_str(text)
+            .map_err(|e| Exit::new(2, format!("{what} is not valid JSON: {e}")))
+    };
+    if let Some(s) = &args.input {
+        return parse(s, "--input");
+    }
+    if let Some(f) = &args.input_file {
+        let text = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Exit::new(2, format!("reading stdin: {e}")))?;
+            s
+        } else {
+            std::fs::read_to_string(f)
+                .map_err(|e| Exit::new(2, format!("cannot read {}: {e}", f.display())))?
+        };
+        return parse(&text, &f.display().to_string());
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(Value::Object(Default::default()));
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| Exit::new(2, format!("reading stdin: {e}")))?;
+    parse(&s, "the trigger data on stdin")
+}
+
+/// Parses a dotenv file: `KEY=value` lines, `#` comments, optional `export `, optional quotes.
+pub fn parse_env_file(text: &str, file: &Path) -> Result<Vec<(String, String)>, Exit> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(Exit::new(
+                2,
+                format!("{}:{}: expected KEY=VALUE", file.display(), i + 1),
+            ));
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
+            let inner = &v[1..v.len() - 1];
+            if v.starts_with('"') {
+                inner
+                    .replace("\\n", "\n")
+                    .replace("\\\"", "\"")
+                    .replace("\\\\", "\\")
+            } else {
+                inner.to_string()
+            }
+        } else {
+            v.split(" #").next().unwrap_or(v).trim().to_string()
+        };
+        out.push((k.trim().to_string(), v));
+    }
+    Ok(out)
+}
+
+fn options(args: &RunArgs) -> Result<RunOptions, Exit> {
+    let mut env = Vec::new();
+    for f in &args.env_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Exit::new(2, format!("cannot read --env-file {}: {e}", f.display())))?;
+        env.extend(parse_env_file(&text, f)?);
+    }
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Exit::new(2, format!("--env {kv}: expected KEY=VALUE")))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    let mut pins = std::collections::BTreeMap::new();
+    for p in &args.pin {
+        let (node, file) = p
+            .split_once('=')
+            .ok_or_else(|| Exit::new(2, format!("--pin {p}: expected NODE=FILE")))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Exit::new(2, format!("--pin {p}: cannot read {file}: {e}")))?;
+        let output: Value = serde_json::from_str(&text)
+            .map_err(|e| Exit::new(2, format!("--pin {p}: {file} is not valid JSON: {e}")))?;
+        pins.insert(
+            node.to_string(),
+            Pin {
+                output,
+                status: "pinned",
+                from_execution: None,
+            },
+        );
+    }
+    Ok(RunOptions {
+        python: args.python.clone(),
+        timeout_ms: args.timeout_ms,
+        kill_grace_ms: args.kill_grace_ms,
+        max_log_bytes: args.max_log_bytes,
+        max_memory_mb: args.max_memory_mb,
+        env,
+        inherit_env: args.inherit_env,
+        pins,
+        mode: "test".into(),
+        parent: None,
+        cwd: None,
+    })
+}
+
+pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
+    let trigger = read_trigger(&args)?;
+    let opts = options(&args)?;
+    let prepared = runner::prepare(&source, trigger, opts).map_err(run_error)?;
+    let store: SharedStore = Arc::new(Mutex::new(open_store(db)?));
+    execute_prepared(&store, &prepared, args.events, args.json)
+}
+
+pub(crate) fn run_error(e: RunError) -> Exit {
+    Exit::new(e.exit_code(), e.to_string())
+}
+
+/// Records and runs a prepared execution in the foreground, with Ctrl-C and `flowrun stop`
+/// wired to stop it; prints what was asked for and returns the exit code.
+pub(crate) fn execute_prepared(
+    store: &SharedStore,
+    prepared: &runner::Prepared,
+    events: Option<EventFormat>,
+    json: bool,
+) -> Result<i32, Exit> {
+    let id = runner::new_execution_id();
+    runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(run_error)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
+    crate::executor::process::become_subreaper();
+    let types = prepared
+        .plan
+        .workflow
+        .nodes
+        .iter()
+        .map(|n| (n.id.clone(), n.kind.type_name().to_string()))
+        .collect();
+    let mut terminal;
+    let mut jsonl;
+    let viewer: &mut dyn Sink = if events == Some(EventFormat::Jsonl) {
+        jsonl = Jsonl::new(std::io::stdout().lock());
+        &mut jsonl
+    } else {
+        terminal = Terminal::new(std::io::stderr().is_terminal(), types);
+        &mut terminal
+    };
+    let outcome = rt.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let watcher = tokio::spawn(watch_for_stop(store.clone(), id.clone(), stop_tx));
+        let outcome = runner::run(store, prepared, &id, viewer, stop_rx).await;
+        watcher.abort();
+        outcome
+    });
+    if json {
+        let record = super::inspect::record_json(&store.lock().expect("store lock"), &id)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&record).expect("record serializes")
+        );
+    } else if events.is_none() {
+        if let Some(out) = &outcome.output {
+            if outcome.status == ExecStatus::Success {
+                eprintln!("output: {}", crate::events::preview(out, 400));
+            }
+        }
+        eprintln!("details: flowrun show {id}");
+    }
+    Ok(runner::exit_code(outcome.status))
+}
+
+/// Stops the execution on Ctrl-C or SIGTERM, or when another process asks through the store.
+async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break,
+            _ = tick.tick() => {
+                if store.lock().expect("store lock").stop_requested(&id).unwrap_or(false) {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stop.send(Some(StopReason::Cancel));
+}
+
+/// `flowrun stop ID`: asks the runner through the store, then waits for the execution to end. If
+/// its runner is gone, stops the process group itself and records the execution cancelled.
+pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
+    let mut store = open_store(db)?;
+    let id = store.resolve_id(id)?;
+    let e = store.execution(&id)?;
+    if e.status.is_final() {
+        println!("execution {id} already ended: {}", e.status);
+        return Ok(0);
+    }
+    store.request_stop(&id, now_ms())?;
+    // The runner polls every 100 ms and then takes at most its grace period (default 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = store.execution(&id)?;
+        if e.status.is_final() {
+            println!("execution {id} stopped: {}", e.status);
+            return Ok(0);
+        }
+        let runner_alive = e
+            .runner
+            .is_some_and(|(pid, st)| crate::executor::process::is_same_process(pid, st));
+        if !runner_alive || std::time::Instant::now() >= deadline {
+            if let Some(p) = e.process {
+                if crate::recovery::group_is_ours(p.pid, p.start_time) {
+                    crate::executor::process::signal_group(
+                        p.pgid,
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            let err = crate::events::ErrorInfo::new(
+                "Cancelled",
+                "stopped by request (the runner did not respond)",
+            );
+            store.mark_abandoned(
+                &id,
+                ExecStatus::Cancelled,
+                &err,
+                crate::events::NodeStatus::Cancelled,
+                now_ms(),
+            )?;
+            println!("execution {id} stopped: cancelled");
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,168 @@
+//! The child process: spawning it in its own session with a lifeline, and ending its group.
+//!
+//! The child calls `setsid()` before exec, so it leads a new session and process group whose id
+//! is its pid; every process it starts (unless it escapes with its own `setsid`) stays in that
+//! group, and signalling `-pgid` reaches all of them. The runner keeps the write end of a
+//! "lifeline" pipe; the runtime watches the read end (fd 3) and kills its own group when it sees
+//! EOF, which happens however the runner dies.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The fd number the lifeline's read end has in the child.
+pub const LIFELINE_FD: i32 = 3;
+
+/// What the store records to find and verify the process later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    /// Process group id (equal to `pid`: the child leads its own group).
+    pub pgid: i32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), so a reused pid is
+    /// never mistaken for this process.
+    pub start_time: Option<u64>,
+}
+
+/// How to start the interpreter on the script.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    /// Address-space limit for the child, in bytes.
+    pub max_memory: Option<u64>,
+}
+
+pub struct Spawned {
+    pub child: Child,
+    pub info: ProcessInfo,
+    /// Dropping this closes the lifeline: the runtime then kills its group.
+    pub lifeline: OwnedFd,
+}
+
+pub fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .env("FLOWRUN_LIFELINE_FD", LIFELINE_FD.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = &launch.cwd {
+        cmd.current_dir(cwd);
+    }
+    let read_fd = read_end.as_raw_fd();
+    let max_memory = launch.max_memory;
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (setsid, dup2, fcntl, setrlimit); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if read_fd == LIFELINE_FD {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it by hand.
+                if libc::fcntl(read_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(read_fd, LIFELINE_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(bytes) = max_memory {
+                let lim = libc::rlimit {
+                    rlim_cur: bytes as libc::rlim_t,
+                    rlim_max: bytes as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(read_end);
+    let pid = child.id().expect("a just-spawned child has a pid") as i32;
+    Ok(Spawned {
+        child,
+        info: ProcessInfo {
+            pid,
+            pgid: pid,
+            start_time: process_start_time(pid),
+        },
+        lifeline: write_end,
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Is the process `pid` still the one that started at `start_time`?
+pub fn is_same_process(pid: i32, start_time: Option<u64>) -> bool {
+    match (process_start_time(pid), start_time) {
+        (Some(now), Some(then)) => now == then,
+        // Without a recorded start time we cannot prove identity: do not touch it.
+        _ => false,
+    }
+}
+
+/// Sends `sig` to every process of the group. Returns false when the group is gone.
+pub fn signal_group(pgid: i32, sig: Signal) -> bool {
+    killpg(Pid::from_raw(pgid), sig).is_ok()
+}
+
+/// Does any process of the group still exist (zombies included)?
+pub fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// SIGKILLs the group and reaps what was reparented to us, waiting at most `max` for the group to
+/// be gone. Returns whether it is gone.
+pub async fn kill_group_and_wait(pgid: i32, max: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        signal_group(pgid, Signal::SIGKILL);
+        reap_group(pgid);
+        if !group_alive(pgid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Reaps finished members of the group that are our children (orphans reparented to us as
+/// subreaper). Only call once the direct child has been waited for, so its status is not taken.
+fn reap_group(pgid: i32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    while let Ok(status) = waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
+        if status == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Makes this process the reaper of orphaned descendants, so processes that outlive their parent
+/// inside an execution's group are reparented here and can be reaped, not left as zombies.
+pub fn become_subreaper() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}

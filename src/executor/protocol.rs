@@ -1,0 +1,263 @@
+//! Framing the child's stdout: protocol lines versus everything else, in bounded memory.
+//!
+//! The child writes `@@flowrun:<nonce>:event <json>` lines, and the final result between
+//! `@@flowrun:<nonce>:result-start` and `@@flowrun:<nonce>:result-end` lines. Every other line
+//! is output of the workflow's nodes. Only lines carrying this execution's nonce count, so a node
+//! that prints something that looks like a marker cannot forge events.
+//!
+//! The framer is fed chunks as they arrive and never holds more than one line, itself capped: an
+//! ordinary line keeps its first `max_line` bytes and counts the rest; a protocol line may be up
+//! to `max_frame` bytes (payloads are already capped by the runtime) and is reported as oversized
+//! past that. A trailing line without a newline is delivered by [`Framer::finish`].
+
+/// One thing read from the child's stdout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// An ordinary output line, UTF-8 decoded lossily, without its line ending. `cut` bytes past
+    /// the per-line cap were dropped.
+    Line {
+        text: String,
+        cut: u64,
+    },
+    /// The JSON text of an event.
+    Event(Vec<u8>),
+    ResultStart,
+    /// A line between result-start and result-end: the result JSON.
+    ResultLine(Vec<u8>),
+    ResultEnd,
+    /// A protocol line longer than `max_frame`: dropped, its size counted.
+    Oversized {
+        bytes: u64,
+    },
+}
+
+enum Kind {
+    /// Not enough bytes yet to tell.
+    Unknown,
+    Plain,
+    Marker,
+    Result,
+}
+
+pub struct Framer {
+    prefix: Vec<u8>,
+    max_line: usize,
+    max_frame: usize,
+    buf: Vec<u8>,
+    /// Bytes of the current line not kept in `buf`.
+    cut: u64,
+    kind: Kind,
+    in_result: bool,
+}
+
+impl Framer {
+    pub fn new(nonce: &str, max_line: usize, max_frame: usize) -> Framer {
+        Framer {
+            prefix: format!("@@flowrun:{nonce}:").into_bytes(),
+            max_line,
+            max_frame,
+            buf: Vec::new(),
+            cut: 0,
+            kind: Kind::Unknown,
+            in_result: false,
+        }
+    }
+
+    /// Feeds a chunk, appending complete frames to `out`.
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<Frame>) {
+        while !chunk.is_empty() {
+            match memchr::memchr(b'\n', chunk) {
+                Some(i) => {
+                    self.take(&chunk[..i]);
+                    self.end_line(out);
+                    chunk = &chunk[i + 1..];
+                }
+                None => {
+                    self.take(chunk);
+                    chunk = &[];
+                }
+            }
+        }
+    }
+
+    /// Delivers a last line that had no newline.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        if !self.buf.is_empty() || self.cut > 0 {
+            self.end_line(out);
+        }
+    }
+
+    fn limit(&self) -> usize {
+        match self.kind {
+            Kind::Plain => self.max_line,
+            Kind::Unknown => self.max_line.max(self.prefix.len()),
+            Kind::Marker | Kind::Result => self.max_frame,
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        if matches!(self.kind, Kind::Unknown) {
+            let need = self.prefix.len().saturating_sub(self.buf.len());
+            let head = &bytes[..need.min(bytes.len())];
+            self.buf.extend_from_slice(head);
+            let rest = &bytes[head.len()..];
+            if self.buf.len() >= self.prefix.len() || !self.prefix.starts_with(&self.buf) {
+                self.classify();
+            }
+            if !rest.is_empty() {
+                self.take(rest);
+            }
+            return;
+        }
+        let room = self.limit().saturating_sub(self.buf.len());
+        let keep = room.min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..keep]);
+        self.cut += (bytes.len() - keep) as u64;
+    }
+
+    fn classify(&mut self) {
+        self.kind = if self.buf.starts_with(&self.prefix) {
+            Kind::Marker
+        } else if self.in_result {
+            Kind::Result
+        } else {
+            Kind::Plain
+        };
+        if matches!(self.kind, Kind::Plain) && self.buf.len() > self.max_line {
+            self.cut += (self.buf.len() - self.max_line) as u64;
+            self.buf.truncate(self.max_line);
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<Frame>) {
+        if matches!(self.kind, Kind::Unknown) {
+            self.classify();
+        }
+        let mut line = std::mem::take(&mut self.buf);
+        let cut = std::mem::take(&mut self.cut);
+        let kind = std::mem::replace(&mut self.kind, Kind::Unknown);
+        if line.last() == Some(&b'\r') && cut == 0 {
+            line.pop();
+        }
+        match kind {
+            Kind::Marker => {
+                if cut > 0 {
+                    out.push(Frame::Oversized {
+                        bytes: line.len() as u64 + cut,
+                    });
+                    return;
+                }
+                let rest = &line[self.prefix.len()..];
+                if let Some(json) = rest.strip_prefix(b"event ") {
+                    out.push(Frame::Event(json.to_vec()));
+                } else if rest == b"result-start" {
+                    self.in_result = true;
+                    out.push(Frame::ResultStart);
+                } else if rest == b"result-end" {
+                    self.in_result = false;
+                    out.push(Frame::ResultEnd);
+                } else {
+                    // Our nonce but an unknown verb: keep it visible as output.
+                    out.push(Frame::Line {
+                        text: String::from_utf8_lossy(&line).into_owned(),
+                        cut,
+                    });
+                }
+            }
+            Kind::Result => {
+                if cut > 0 {
+                    out.push(Frame::Oversized {
+                        bytes: line.len() as u64 + cut,
+                    });
+                } else {
+                    out.push(Frame::ResultLine(line));
+                }
+            }
+            Kind::Plain | Kind::Unknown => out.push(Frame::Line {
+                text: String::from_utf8_lossy(&line).into_owned(),
+                cut,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[&[u8]]) -> Vec<Frame> {
+        let mut f = Framer::new("abc", 8, 64);
+        let mut out = Vec::new();
+        for c in input {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        out
+    }
+
+    fn line(s: &str, cut: u64) -> Frame {
+        Frame::Line {
+            text: s.into(),
+            cut,
+        }
+    }
+
+    #[test]
+    fn splits_events_and_lines_across_chunks() {
+        let out = frames(&[b"hel", b"lo\n@@flowrun:a", b"bc:event {\"x\":1}\nbye"]);
+        assert_eq!(
+            out,
+            vec![
+                line("hello", 0),
+                Frame::Event(b"{\"x\":1}".to_vec()),
+                line("bye", 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_nonce_is_plain_output_and_capped() {
+        let out = frames(&[b"@@flowrun:xyz:event {}\n"]);
+        assert_eq!(out, vec![line("@@flowru", 15)]);
+    }
+
+    #[test]
+    fn caps_long_lines_and_counts_the_cut() {
+        let out = frames(&[b"0123456789", b"abcdef\nok\n"]);
+        assert_eq!(out, vec![line("01234567", 8), line("ok", 0)]);
+    }
+
+    #[test]
+    fn result_block() {
+        let out = frames(&[
+            b"@@flowrun:abc:result-start\n{\"status\":\"success\"}\n@@flowrun:abc:result-end\n",
+        ]);
+        assert_eq!(
+            out,
+            vec![
+                Frame::ResultStart,
+                Frame::ResultLine(b"{\"status\":\"success\"}".to_vec()),
+                Frame::ResultEnd
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_marker_line() {
+        let mut big = b"@@flowrun:abc:event ".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 100));
+        big.push(b'\n');
+        assert_eq!(frames(&[&big]), vec![Frame::Oversized { bytes: 120 }]);
+    }
+
+    #[test]
+    fn short_prefix_of_marker_then_newline() {
+        assert_eq!(frames(&[b"@@flo\n"]), vec![line("@@flo", 0)]);
+        assert_eq!(frames(&[b"\n\n"]), vec![line("", 0), line("", 0)]);
+    }
+
+    #[test]
+    fn non_utf8_is_decoded_lossily() {
+        assert_eq!(frames(&[b"a\xffb\n"]), vec![line("a\u{fffd}b", 0)]);
+    }
+}

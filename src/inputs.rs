@@ -1,0 +1,87 @@
+//! Trigger data: defaults from the workflow's `inputs` schema, then validation against it,
+//! before anything is spawned.
+
+use serde_json::Value;
+
+/// Fills in `default`s of missing object properties, recursively (the runtime does the same when
+/// a script is run by hand).
+pub fn apply_defaults(schema: &Value, data: &mut Value) {
+    let (Some(props), Value::Object(obj)) =
+        (schema.get("properties").and_then(Value::as_object), data)
+    else {
+        return;
+    };
+    for (key, sub) in props {
+        match obj.get_mut(key) {
+            Some(v) => apply_defaults(sub, v),
+            None => {
+                if let Some(d) = sub.get("default") {
+                    obj.insert(key.clone(), d.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A problem with the input schema itself or with the data.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("field 'inputs': not a valid JSON Schema: {0}")]
+    Schema(String),
+    #[error("invalid input:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// Checks that the schema compiles.
+pub fn check_schema(schema: &Value) -> Result<(), InputError> {
+    jsonschema::validator_for(schema)
+        .map(|_| ())
+        .map_err(|e| InputError::Schema(e.to_string()))
+}
+
+/// Applies defaults and validates. Messages name the field (`/query`) that is wrong.
+pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputError> {
+    let Some(schema) = schema else {
+        return Ok(data);
+    };
+    apply_defaults(schema, &mut data);
+    let validator =
+        jsonschema::validator_for(schema).map_err(|e| InputError::Schema(e.to_string()))?;
+    let errors: Vec<String> = validator
+        .iter_errors(&data)
+        .map(|e| {
+            let path = e.instance_path.to_string();
+            let field = if path.is_empty() {
+                "input".to_string()
+            } else {
+                format!("field '{}'", path.trim_start_matches('/').replace('/', "."))
+            };
+            format!("  {field}: {e}")
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(data)
+    } else {
+        Err(InputError::Invalid(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_and_errors() {
+        let schema = json!({"type": "object", "properties": {
+            "name": {"type": "string", "default": "World"},
+            "opts": {"type": "object", "properties": {"n": {"type": "integer", "default": 3}}}
+        }, "required": ["name"]});
+        let v = prepare(Some(&schema), json!({"opts": {}})).unwrap();
+        assert_eq!(v, json!({"opts": {"n": 3}, "name": "World"}));
+        let err = prepare(Some(&schema), json!({"name": 5}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field 'name'"), "{err}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The sink that records an execution in the store as it happens.
+//!
+//! Node rows and events are batched and written when the executor has nothing else pending, or
+//! at node boundaries, so a flood of log lines costs one transaction per batch while a crash
+//! still loses nothing that was flushed.
+
+use crate::events::{Envelope, Event};
+use crate::executor::process::ProcessInfo;
+use crate::executor::{NodeDetail, Sink};
+use crate::store::{NodeRow, ProcessRow, Store, Write};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The store, shared by whatever records into it in this process.
+pub type SharedStore = Arc<Mutex<Store>>;
+
+pub struct Recorder {
+    store: SharedStore,
+    execution_id: String,
+    positions: HashMap<String, i64>,
+    pending: Vec<Write>,
+    /// The first store error: recording goes on as far as it can, and the run reports it.
+    pub error: Option<String>,
+}
+
+const BATCH: usize = 512;
+
+impl Recorder {
+    pub fn new(store: SharedStore, execution_id: &str, nodes: &[String]) -> Recorder {
+        Recorder {
+            store,
+            execution_id: execution_id.to_string(),
+            positions: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as i64))
+                .collect(),
+            pending: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn position(&self, node: &str) -> i64 {
+        self.positions.get(node).copied().unwrap_or(i64::MAX / 2)
+    }
+
+    fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let writes = std::mem::take(&mut self.pending);
+        let res = self
+            .store
+            .lock()
+            .expect("store lock")
+            .apply(&self.execution_id, &writes);
+        if let Err(e) = res {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+impl Sink for Recorder {
+    fn spawned(&mut self, info: &ProcessInfo) {
+        let row = ProcessRow {
+            pid: info.pid,
+            pgid: info.pgid,
+            start_time: info.start_time,
+        };
+        let res = self
+            .store
+            .lock()
+            .expect("store lock")
+            .set_process(&self.execution_id, row);
+        if let Err(e) = res {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn node_detail(&mut self, d: &NodeDetail) {
+        self.pending.push(Write::NodeFinished(NodeRow {
+            node_id: d.node.clone(),
+            position: self.position(&d.node),
+            status: d.status,
+            attempt: d.attempt,
+            started_at: d.started_at,
+            finished_at: Some(d.finished_at),
+            duration_ms: Some(d.duration_ms),
+            input: d.input.clone(),
+            output: d.output.clone(),
+            error: d.error.clone(),
+            from_execution: d.from_execution.clone(),
+        }));
+    }
+
+    fn event(&mut self, env: &Envelope) {
+        if let Event::NodeStart { node, attempt, ts } = &env.event {
+            self.pending.push(Write::NodeStarted {
+                node_id: node.clone(),
+                position: self.position(node),
+                attempt: *attempt,
+                started_at: *ts,
+            });
+        }
+        let ts = match &env.event {
+            Event::ExecutionStart { ts, .. }
+            | Event::NodeStart { ts, .. }
+            | Event::NodeEnd { ts, .. }
+            | Event::Log { ts, .. }
+            | Event::ExecutionEnd { ts, .. } => *ts,
+        };
+        self.pending.push(Write::Event {
+            seq: env.seq,
+            kind: env.event.kind().to_string(),
+            node_id: env.event.node().map(str::to_string),
+            ts,
+            data: serde_json::to_string(&env.event).expect("events serialize"),
+        });
+        let boundary = matches!(
+            env.event,
+            Event::NodeStart { .. }
+                | Event::NodeEnd { .. }
+                | Event::ExecutionEnd { .. }
+                | Event::ExecutionStart { .. }
+        );
+        if boundary || self.pending.len() >= BATCH {
+            self.write_pending();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.write_pending();
+    }
+}

@@ -1,0 +1,308 @@
+//! One execution from start to end: validate, render, find Python, record, execute, finish.
+//!
+//! This is the glue between the parts: codegen makes the script, the executor runs it, the
+//! recorder writes what happens to the store. The CLI and the HTTP server both start executions
+//! through here, so they behave the same.
+
+use crate::events::{ErrorInfo, ExecStatus, now_ms};
+use crate::executor::{self, Fanout, Outcome, RunSpec, Sink, StopReason, process::Launch};
+use crate::inputs;
+use crate::paths;
+use crate::python::{self, Interpreter};
+use crate::recorder::{Recorder, SharedStore};
+use crate::store::{Finish, NewExecution};
+use flowrun_codegen::{Diagnostics, Pin, Plan, RenderOptions, Source};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Default whole-execution timeout when neither the workflow nor the caller sets one.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// What a caller can vary about a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub python: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub max_log_bytes: u64,
+    pub max_memory_mb: Option<u64>,
+    /// `--env K=V` and `--env-file` values, in order.
+    pub env: Vec<(String, String)>,
+    pub inherit_env: bool,
+    pub pins: BTreeMap<String, Pin>,
+    pub mode: String,
+    /// Re-run or resume of this execution.
+    pub parent: Option<(String, &'static str)>,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            python: None,
+            timeout_ms: None,
+            kill_grace_ms: 2000,
+            max_log_bytes: 10 << 20,
+            max_memory_mb: None,
+            env: Vec::new(),
+            inherit_env: false,
+            pins: BTreeMap::new(),
+            mode: "test".into(),
+            parent: None,
+            cwd: None,
+        }
+    }
+}
+
+/// Why a run could not start. Each maps to an exit code of `flowrun run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    Input(#[from] inputs::InputError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Python(#[from] python::PythonError),
+    #[error("{0}")]
+    Environment(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Invalid(_) | RunError::Input(_) | RunError::Usage(_) => 2,
+            RunError::Python(_) | RunError::Environment(_) => 3,
+        }
+    }
+}
+
+/// A run that is ready to start: valid, its input prepared, its script on disk.
+pub struct Prepared {
+    pub plan: Plan,
+    pub source_file: Option<String>,
+    pub definition: Value,
+    pub snapshot_hash: String,
+    pub trigger: Value,
+    pub script_path: PathBuf,
+    pub interpreter: Interpreter,
+    pub options: RunOptions,
+}
+
+/// Validates the workflow and its input; everything that can fail before spawning fails here.
+pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<Prepared, RunError> {
+    let plan = flowrun_codegen::compile(source).map_err(RunError::Invalid)?;
+    for pin in options.pins.keys() {
+        if plan.workflow.node(pin).is_none() {
+            return Err(RunError::Usage(format!(
+                "--pin {pin}=…: the workflow has no node '{pin}'"
+            )));
+        }
+    }
+    let trigger = inputs::prepare(plan.workflow.inputs.as_ref(), trigger)?;
+    let cache = paths::cache_dir();
+    let interpreter = python::discover(options.python.as_deref(), &cache)?;
+    let script = flowrun_codegen::render(
+        &plan,
+        &RenderOptions {
+            pins: options.pins.clone(),
+        },
+    );
+    let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {
+        RunError::Environment(format!(
+            "cannot write the script to {}: {e}",
+            cache.display()
+        ))
+    })?;
+    Ok(Prepared {
+        snapshot_hash: flowrun_codegen::render::definition_hash(&source.definition),
+        definition: source.definition.clone(),
+        source_file: Some(source.file.clone()).filter(|f| !f.starts_with('<')),
+        plan,
+        trigger,
+        script_path,
+        interpreter,
+        options,
+    })
+}
+
+/// Scripts are content-addressed: `<cache>/scripts/<sha256>.py`, 0600 in a 0700 directory.
+fn write_script(cache: &Path, sha: &str, text: &str) -> std::io::Result<PathBuf> {
+    let dir = cache.join("scripts");
+    let path = dir.join(format!("{sha}.py"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    paths::private_dir(cache)?;
+    paths::private_dir(&dir)?;
+    paths::write_private(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// A new execution id: 16 random hex digits (prefixes work like git's).
+pub fn new_execution_id() -> String {
+    let n: u64 = rand::random();
+    format!("{n:016x}")
+}
+
+/// The child's environment: a small base, `FLOWRUN_*`, then `--env` values; or everything with
+/// `--inherit-env`.
+fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if p.options.inherit_env {
+        env.extend(std::env::vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
+    } else {
+        for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
+            if let Ok(v) = std::env::var(key) {
+                env.push((key.to_string(), v));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+        }
+    }
+    env.push(("FLOWRUN_EXECUTION_ID".into(), execution_id.to_string()));
+    env.push(("FLOWRUN_WORKFLOW_ID".into(), p.plan.workflow.id.clone()));
+    env.push(("FLOWRUN_MODE".into(), p.options.mode.clone()));
+    env.push((
+        "FLOWRUN_MAX_PAYLOAD_BYTES".into(),
+        crate::store::DEFAULT_MAX_FIELD_BYTES.to_string(),
+    ));
+    for (k, v) in &p.options.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// The id and the spec of an execution about to run.
+pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
+    let wf = &p.plan.workflow;
+    let mut args = vec!["-I".to_string()];
+    if p.plan.requirements().is_empty() {
+        // No third-party packages: skip `site` too (user-site and .pth files cost ~100 ms and
+        // can change behaviour).
+        args.push("-S".into());
+    }
+    args.push("-u".into());
+    args.push(p.script_path.display().to_string());
+    let timeout_ms = p
+        .options
+        .timeout_ms
+        .or(wf.timeout_ms)
+        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    RunSpec {
+        execution_id: execution_id.to_string(),
+        workflow_id: wf.id.clone(),
+        workflow_name: wf.display_name().to_string(),
+        mode: p.options.mode.clone(),
+        nodes: p.plan.ordered_nodes().map(|n| n.id.clone()).collect(),
+        node_timeouts: wf
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.timeout_ms
+                    .map(|t| (n.id.clone(), Duration::from_millis(t)))
+            })
+            .collect(),
+        launch: Launch {
+            program: p.interpreter.executable.clone(),
+            args,
+            env: child_env(p, execution_id),
+            cwd: p.options.cwd.clone(),
+            max_memory: p.options.max_memory_mb.map(|mb| mb << 20),
+        },
+        trigger: serde_json::to_vec(&p.trigger).expect("trigger serializes"),
+        nonce: format!("{:032x}", rand::random::<u128>()),
+        timeout: Duration::from_millis(timeout_ms),
+        kill_grace: Duration::from_millis(p.options.kill_grace_ms),
+        max_log_bytes: p.options.max_log_bytes,
+        max_line_bytes: 64 * 1024,
+    }
+}
+
+/// Writes the execution row (`running`), so it is visible before the child starts.
+pub fn record_start(
+    store: &SharedStore,
+    p: &Prepared,
+    execution_id: &str,
+    status: ExecStatus,
+) -> Result<(), RunError> {
+    let wf = &p.plan.workflow;
+    let runner_pid = std::process::id() as i32;
+    store
+        .lock()
+        .expect("store lock")
+        .insert_execution(&NewExecution {
+            id: execution_id,
+            workflow_id: &wf.id,
+            workflow_name: wf.display_name(),
+            snapshot_hash: &p.snapshot_hash,
+            definition: &p.definition,
+            source_file: p.source_file.as_deref(),
+            mode: &p.options.mode,
+            status,
+            trigger: &p.trigger,
+            started_at: now_ms(),
+            parent_id: p.options.parent.as_ref().map(|(id, _)| id.as_str()),
+            relation: p.options.parent.as_ref().map(|(_, r)| *r),
+            runner_pid,
+            runner_start_time: executor::process::process_start_time(runner_pid),
+        })
+        .map_err(|e| RunError::Environment(e.to_string()))
+}
+
+/// Runs a prepared execution whose row exists, recording everything; `viewers` see the events
+/// too. Returns the outcome once the row holds the final state.
+pub async fn run(
+    store: &SharedStore,
+    p: &Prepared,
+    execution_id: &str,
+    viewers: &mut dyn Sink,
+    stop: watch::Receiver<Option<StopReason>>,
+) -> Outcome {
+    let spec = spec(p, execution_id);
+    let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes);
+    let outcome = {
+        let mut sinks = Fanout(vec![&mut recorder, viewers]);
+        executor::execute(&spec, &mut sinks, stop).await
+    };
+    let mut outcome = outcome;
+    if let Some(e) = recorder.error.take() {
+        tracing::warn!("recording execution {execution_id}: {e}");
+        if outcome.error.is_none() {
+            outcome.error = Some(ErrorInfo::new("StoreError", e));
+        }
+    }
+    let res = store.lock().expect("store lock").finish_execution(
+        execution_id,
+        &Finish {
+            status: outcome.status,
+            output: outcome.output.as_ref(),
+            error: outcome.error.as_ref(),
+            finished_at: now_ms(),
+            duration_ms: outcome.duration_ms,
+            exit: outcome.exit.as_deref(),
+            log_bytes: outcome.log_bytes,
+            log_bytes_cut: outcome.log_bytes_cut,
+        },
+    );
+    if let Err(e) = res {
+        tracing::error!("recording the end of execution {execution_id}: {e}");
+    }
+    outcome
+}
+
+/// The exit code of `flowrun run` for an execution's status.
+pub fn exit_code(status: ExecStatus) -> i32 {
+    match status {
+        ExecStatus::Success => 0,
+        ExecStatus::Timeout => 124,
+        ExecStatus::Cancelled | ExecStatus::Interrupted => 130,
+        _ => 1,
+    }
+}

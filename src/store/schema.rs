@@ -1,0 +1,73 @@
+//! Versioned schema migrations. Append new migrations; never edit a released one.
+
+use rusqlite_migration::{M, Migrations};
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE snapshots (
+    hash        TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE executions (
+    id                  TEXT PRIMARY KEY,
+    workflow_id         TEXT NOT NULL,
+    workflow_name       TEXT NOT NULL,
+    snapshot_hash       TEXT NOT NULL REFERENCES snapshots(hash),
+    source_file         TEXT,
+    mode                TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    trigger             TEXT NOT NULL,
+    output              TEXT,
+    error               TEXT,
+    started_at          INTEGER NOT NULL,
+    finished_at         INTEGER,
+    duration_ms         REAL,
+    exit                TEXT,
+    runner_pid          INTEGER,
+    runner_start_time   INTEGER,
+    pid                 INTEGER,
+    pgid                INTEGER,
+    process_start_time  INTEGER,
+    stop_requested_at   INTEGER,
+    parent_id           TEXT,
+    relation            TEXT,
+    log_bytes           INTEGER NOT NULL DEFAULT 0,
+    log_bytes_cut       INTEGER NOT NULL DEFAULT 0,
+    event_seq           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX executions_by_start ON executions(started_at DESC, id DESC);
+CREATE INDEX executions_by_workflow ON executions(workflow_id, started_at DESC);
+CREATE INDEX executions_by_status ON executions(status, started_at DESC);
+
+CREATE TABLE node_executions (
+    execution_id    TEXT NOT NULL REFERENCES executions(id) ON DELETE CASCADE,
+    node_id         TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    started_at      INTEGER,
+    finished_at     INTEGER,
+    duration_ms     REAL,
+    input           TEXT,
+    output          TEXT,
+    error           TEXT,
+    from_execution  TEXT,
+    PRIMARY KEY (execution_id, node_id)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    execution_id TEXT NOT NULL REFERENCES executions(id) ON DELETE CASCADE,
+    seq          INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    node_id      TEXT,
+    ts           INTEGER NOT NULL,
+    data         TEXT NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;
+"#,
+    )])
+}
