@@ -14,6 +14,7 @@ pub mod progress;
 pub mod python;
 pub mod recorder;
 pub mod recovery;
+pub mod redact;
 pub mod runner;
 pub mod store;
 pub mod timefmt;

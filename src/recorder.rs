@@ -7,7 +7,7 @@
 use crate::events::{Envelope, Event};
 use crate::executor::process::ProcessInfo;
 use crate::executor::{NodeDetail, Sink};
-use crate::store::{NodeRow, ProcessRow, Store, Write};
+use crate::store::{NodeRow, ProcessRow, Store, Usage, Write};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,9 @@ pub struct Recorder {
     execution_id: String,
     positions: HashMap<String, i64>,
     pending: Vec<Write>,
+    /// Nodes whose outputs carry `usage` and `cost_usd` (LLM nodes).
+    metered: std::collections::HashSet<String>,
+    usage: Usage,
     /// The first store error: recording goes on as far as it can, and the run reports it.
     pub error: Option<String>,
 }
@@ -26,8 +29,16 @@ pub struct Recorder {
 const BATCH: usize = 512;
 
 impl Recorder {
-    pub fn new(store: SharedStore, execution_id: &str, nodes: &[String]) -> Recorder {
+    /// `metered`: the LLM nodes, whose token usage and cost are summed.
+    pub fn new(
+        store: SharedStore,
+        execution_id: &str,
+        nodes: &[String],
+        metered: std::collections::HashSet<String>,
+    ) -> Recorder {
         Recorder {
+            metered,
+            usage: Usage::default(),
             store,
             execution_id: execution_id.to_string(),
             positions: nodes
@@ -38,6 +49,11 @@ impl Recorder {
             pending: Vec::new(),
             error: None,
         }
+    }
+
+    /// Tokens and cost of the LLM nodes that succeeded so far.
+    pub fn usage(&self) -> Usage {
+        self.usage
     }
 
     fn position(&self, node: &str) -> i64 {
@@ -78,6 +94,24 @@ impl Sink for Recorder {
     }
 
     fn node_detail(&mut self, d: &NodeDetail) {
+        if self.metered.contains(&d.node) && d.status == crate::events::NodeStatus::Success {
+            if let Some(out) = &d.output {
+                let tok = |k: &str| {
+                    out.get("usage")
+                        .and_then(|u| u.get(k))
+                        .and_then(serde_json::Value::as_i64)
+                };
+                let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
+                    (None, None) => None,
+                    (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                };
+                self.usage.input_tokens = add(self.usage.input_tokens, tok("input_tokens"));
+                self.usage.output_tokens = add(self.usage.output_tokens, tok("output_tokens"));
+                if let Some(c) = out.get("cost_usd").and_then(serde_json::Value::as_f64) {
+                    self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c);
+                }
+            }
+        }
         self.pending.push(Write::NodeFinished(NodeRow {
             node_id: d.node.clone(),
             position: self.position(&d.node),

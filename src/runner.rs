@@ -10,6 +10,7 @@ use crate::inputs;
 use crate::paths;
 use crate::python::{self, Interpreter};
 use crate::recorder::{Recorder, SharedStore};
+use crate::redact::Redactor;
 use crate::store::{Finish, NewExecution};
 use flowrun_codegen::{Diagnostics, Pin, Plan, RenderOptions, Source};
 use serde_json::Value;
@@ -20,6 +21,10 @@ use tokio::sync::watch;
 
 /// Default whole-execution timeout when neither the workflow nor the caller sets one.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// How much later than a node's `timeout_ms` the runner kills a node that times its own call
+/// (HTTP, LLM, command), so the call's own timeout fires first and can be retried.
+pub const OWN_CALL_SLACK_MS: u64 = 500;
 
 /// What a caller can vary about a run.
 #[derive(Debug, Clone)]
@@ -70,13 +75,15 @@ pub enum RunError {
     Python(#[from] python::PythonError),
     #[error("{0}")]
     Environment(String),
+    #[error("{}", unbound_message(.0))]
+    Unbound(Vec<Unbound>),
 }
 
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Invalid(_) | RunError::Input(_) | RunError::Usage(_) => 2,
-            RunError::Python(_) | RunError::Environment(_) => 3,
+            RunError::Python(_) | RunError::Environment(_) | RunError::Unbound(_) => 3,
         }
     }
 }
@@ -91,6 +98,98 @@ pub struct Prepared {
     pub script_path: PathBuf,
     pub interpreter: Interpreter,
     pub options: RunOptions,
+    /// Bound connection variables `(VAR, value)` the child gets.
+    pub secrets: Vec<(String, String)>,
+    pub redactor: Redactor,
+}
+
+/// A connection that a node needs and nothing binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unbound {
+    pub connection: String,
+    pub env: String,
+    pub nodes: Vec<String>,
+}
+
+/// Looks up a variable in `--env`/`--env-file` values (last wins), then in flowrun's environment.
+fn lookup_env(options: &RunOptions, key: &str) -> Option<String> {
+    options
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var(key).ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// Binds every connection a node that will execute uses. Pinned nodes need none.
+pub fn bind_connections(
+    plan: &Plan,
+    options: &RunOptions,
+) -> Result<Vec<(String, String)>, Vec<Unbound>> {
+    let mut unbound: BTreeMap<String, Unbound> = BTreeMap::new();
+    let mut bound = Vec::new();
+    for node in &plan.workflow.nodes {
+        if node.pinned.is_some() || options.pins.contains_key(&node.id) {
+            continue;
+        }
+        for (name, _) in node.kind.connections() {
+            let Some(conn) = plan.workflow.connections.get(name) else {
+                continue;
+            };
+            match lookup_env(options, &conn.env) {
+                Some(v) => {
+                    if !bound.iter().any(|(k, _): &(String, String)| *k == conn.env) {
+                        bound.push((conn.env.clone(), v));
+                    }
+                }
+                None => {
+                    let u = unbound.entry(name.to_string()).or_insert_with(|| Unbound {
+                        connection: name.to_string(),
+                        env: conn.env.clone(),
+                        nodes: Vec::new(),
+                    });
+                    if !u.nodes.contains(&node.id) {
+                        u.nodes.push(node.id.clone());
+                    }
+                }
+            }
+        }
+    }
+    if unbound.is_empty() {
+        Ok(bound)
+    } else {
+        Err(unbound.into_values().collect())
+    }
+}
+
+/// One message naming every unbound connection and the variable to set.
+pub fn unbound_message(list: &[Unbound]) -> String {
+    let mut s = format!(
+        "{} not bound; set {} (in the environment, with --env KEY=VALUE or in an --env-file):",
+        if list.len() == 1 {
+            "a connection is".to_string()
+        } else {
+            format!("{} connections are", list.len())
+        },
+        if list.len() == 1 {
+            "its variable"
+        } else {
+            "their variables"
+        }
+    );
+    for u in list {
+        let nodes: Vec<String> = u.nodes.iter().map(|n| format!("'{n}'")).collect();
+        s.push_str(&format!(
+            "\n  {}: set {} (used by node{} {})",
+            u.connection,
+            u.env,
+            if u.nodes.len() == 1 { "" } else { "s" },
+            nodes.join(", ")
+        ));
+    }
+    s
 }
 
 /// Validates the workflow and its input; everything that can fail before spawning fails here.
@@ -104,6 +203,18 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         }
     }
     let trigger = inputs::prepare(plan.workflow.inputs.as_ref(), trigger)?;
+    let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
+    // Redact every declared connection whose value is known, used by a node or not: with
+    // --inherit-env the child sees them all.
+    let mut known: Vec<(String, String)> = secrets.clone();
+    for conn in plan.workflow.connections.values() {
+        if let Some(v) = lookup_env(&options, &conn.env) {
+            if !known.iter().any(|(k, _)| *k == conn.env) {
+                known.push((conn.env.clone(), v));
+            }
+        }
+    }
+    let redactor = Redactor::new(&known);
     let cache = paths::cache_dir();
     let interpreter = python::discover(options.python.as_deref(), &cache)?;
     let script = flowrun_codegen::render(
@@ -127,6 +238,8 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         script_path,
         interpreter,
         options,
+        secrets,
+        redactor,
     })
 }
 
@@ -164,6 +277,14 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
         }
+    }
+    // Provider endpoints set for tests and proxies (FLOWRUN_GROQ_BASE_URL, …) pass through.
+    env.extend(
+        std::env::vars().filter(|(k, _)| k.starts_with("FLOWRUN_") && k.ends_with("_BASE_URL")),
+    );
+    for (k, v) in &p.secrets {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
     }
     env.push(("FLOWRUN_EXECUTION_ID".into(), execution_id.to_string()));
     env.push(("FLOWRUN_WORKFLOW_ID".into(), p.plan.workflow.id.clone()));
@@ -222,6 +343,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         kill_grace: Duration::from_millis(p.options.kill_grace_ms),
         max_log_bytes: p.options.max_log_bytes,
         max_line_bytes: 64 * 1024,
+        redactor: p.redactor.clone(),
     }
 }
 
@@ -234,6 +356,11 @@ pub fn record_start(
 ) -> Result<(), RunError> {
     let wf = &p.plan.workflow;
     let runner_pid = std::process::id() as i32;
+    let trigger: Value = if p.redactor.is_empty() {
+        p.trigger.clone()
+    } else {
+        serde_json::from_str(&p.redactor.text(p.trigger.to_string())).unwrap_or(Value::Null)
+    };
     store
         .lock()
         .expect("store lock")
@@ -246,7 +373,7 @@ pub fn record_start(
             source_file: p.source_file.as_deref(),
             mode: &p.options.mode,
             status,
-            trigger: &p.trigger,
+            trigger: &trigger,
             started_at: now_ms(),
             parent_id: p.options.parent.as_ref().map(|(id, _)| id.as_str()),
             relation: p.options.parent.as_ref().map(|(_, r)| *r),
@@ -266,7 +393,15 @@ pub async fn run(
     stop: watch::Receiver<Option<StopReason>>,
 ) -> Outcome {
     let spec = spec(p, execution_id);
-    let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes);
+    let metered = p
+        .plan
+        .workflow
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, flowrun_codegen::model::NodeKind::Llm(_)))
+        .map(|n| n.id.clone())
+        .collect();
+    let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes, metered);
     let outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
         executor::execute(&spec, &mut sinks, stop).await
@@ -289,6 +424,7 @@ pub async fn run(
             exit: outcome.exit.as_deref(),
             log_bytes: outcome.log_bytes,
             log_bytes_cut: outcome.log_bytes_cut,
+            usage: recorder.usage(),
         },
     );
     if let Err(e) = res {

@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod model;
 pub mod params;
 pub mod plan;
+pub mod prices;
 pub mod pyliteral;
 pub mod render;
 pub mod source;

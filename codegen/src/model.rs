@@ -149,10 +149,23 @@ pub enum NodeKind {
     Code(CodeNode),
     Condition(ConditionNode),
     Delay(DelayNode),
+    HttpRequest(HttpRequestNode),
+    Llm(LlmNode),
+    Command(CommandNode),
 }
 
 /// Every node type name, in the order the docs list them.
-pub const NODE_TYPES: &[&str] = &["trigger", "set", "template", "code", "condition", "delay"];
+pub const NODE_TYPES: &[&str] = &[
+    "trigger",
+    "set",
+    "template",
+    "code",
+    "http_request",
+    "llm",
+    "command",
+    "condition",
+    "delay",
+];
 
 impl NodeKind {
     pub fn type_name(&self) -> &'static str {
@@ -163,7 +176,38 @@ impl NodeKind {
             NodeKind::Code(_) => "code",
             NodeKind::Condition(_) => "condition",
             NodeKind::Delay(_) => "delay",
+            NodeKind::HttpRequest(_) => "http_request",
+            NodeKind::Llm(_) => "llm",
+            NodeKind::Command(_) => "command",
         }
+    }
+
+    /// The connections this node needs bound, with the field that names each.
+    pub fn connections(&self) -> Vec<(&str, String)> {
+        match self {
+            NodeKind::HttpRequest(n) => n
+                .connection
+                .iter()
+                .map(|c| (c.as_str(), "connection".to_string()))
+                .collect(),
+            NodeKind::Llm(n) => vec![(n.connection.as_str(), "connection".to_string())],
+            NodeKind::Command(n) => n
+                .connections
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), format!("connections[{i}]")))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Node types that apply `timeout_ms` to their own call, so it can fail inside the node
+    /// (and be retried) before the runner's hard deadline.
+    pub fn times_own_call(&self) -> bool {
+        matches!(
+            self,
+            NodeKind::HttpRequest(_) | NodeKind::Llm(_) | NodeKind::Command(_)
+        )
     }
 }
 
@@ -224,6 +268,120 @@ pub const CONDITION_OPS: &[&str] = &[
 pub struct DelayNode {
     /// Milliseconds, a number or a template yielding one.
     pub ms: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequestNode {
+    #[serde(default = "get")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    #[serde(default)]
+    pub query: Map<String, Value>,
+    /// A JSON body (templated at any depth).
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// A raw text body (templated).
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    /// Statuses ≥ 400 that do not fail the node.
+    #[serde(default)]
+    pub allow_status: Vec<u16>,
+    /// A connection whose secret authenticates the request.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// How the connection's secret is sent (default: `Authorization: Bearer`).
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    /// Longest response body kept (default 10 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuth {
+    /// `bearer`, `header`, `query` or `basic`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Header or query parameter name for `header`/`query`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// LLM providers and how each is reached.
+pub const LLM_PROVIDERS: &[&str] = &["groq", "openai", "openai_compatible", "anthropic"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmNode {
+    pub provider: String,
+    pub model: String,
+    pub connection: String,
+    #[serde(default)]
+    pub messages: Option<Vec<Value>>,
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Required for `openai_compatible`; overrides the default for the others.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// USD per million tokens, overriding the shipped price table.
+    #[serde(default)]
+    pub price: Option<Price>,
+    /// Retries inside the node on 429, 5xx and connection errors (default 2).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandNode {
+    /// Program and arguments, each templated. Not with `shell: true`.
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    /// A shell command line; needs `shell: true`.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub shell: bool,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: Map<String, Value>,
+    #[serde(default)]
+    pub stdin: Option<Value>,
+    #[serde(default)]
+    pub allow_failure: bool,
+    /// Longest stdout/stderr kept in the output (default 1 MiB each).
+    #[serde(default)]
+    pub max_output_bytes: Option<u64>,
+    /// Connections whose variables the program gets in its environment.
+    #[serde(default)]
+    pub connections: Vec<String>,
 }
 
 impl Workflow {

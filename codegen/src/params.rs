@@ -71,8 +71,48 @@ impl Compiler<'_> {
     }
 }
 
+/// `{"name", "env"}` of a declared connection, or an error naming the field.
+fn connection(c: &mut Compiler<'_>, wf: &Workflow, field: &str, name: &str) -> Data {
+    match wf.connections.get(name) {
+        Some(conn) => dict([
+            ("name", Data::from(name)),
+            ("env", Data::from(conn.env.as_str())),
+        ]),
+        None => {
+            let declared: Vec<&str> = wf.connections.keys().map(String::as_str).collect();
+            let hint = if declared.is_empty() {
+                format!(
+                    "declare it: \"connections\": {{\"{name}\": {{\"env\": \"{}_API_KEY\"}}}}",
+                    name.to_uppercase().replace('-', "_")
+                )
+            } else {
+                format!("declared connections: {}", declared.join(", "))
+            };
+            c.error(
+                field,
+                format!("connection '{name}' is not declared in `connections`; {hint}"),
+            );
+            Data::Null
+        }
+    }
+}
+
+/// Base URL defaults and the variables that override them, per provider.
+pub fn llm_endpoint(provider: &str) -> (&'static str, &'static str) {
+    match provider {
+        "groq" => ("https://api.groq.com/openai/v1", "FLOWRUN_GROQ_BASE_URL"),
+        "openai" => ("https://api.openai.com/v1", "FLOWRUN_OPENAI_BASE_URL"),
+        "anthropic" => ("https://api.anthropic.com", "FLOWRUN_ANTHROPIC_BASE_URL"),
+        _ => ("", "FLOWRUN_OPENAI_COMPATIBLE_BASE_URL"),
+    }
+}
+
+fn opt<T: Into<Data>>(v: Option<T>) -> Data {
+    v.map(Into::into).unwrap_or(Data::Null)
+}
+
 /// Compiles a node's type-specific fields into runtime params.
-pub fn compile(node: &Node) -> Result<Params, Vec<Diagnostic>> {
+pub fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnostic>> {
     let mut c = Compiler {
         node: &node.id,
         references: Vec::new(),
@@ -115,6 +155,206 @@ pub fn compile(node: &Node) -> Result<Params, Vec<Diagnostic>> {
                 }
             };
             dict([("ms", ms)])
+        }
+        NodeKind::HttpRequest(n) => {
+            let method = n.method.to_ascii_uppercase();
+            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                .contains(&method.as_str())
+            {
+                c.error("method", format!("unknown HTTP method '{}'", n.method));
+            }
+            if n.json.is_some() && n.body.is_some() {
+                c.error("body", "give either `json` or `body`, not both");
+            }
+            let url = c.text("url", &n.url);
+            let headers = c.value("headers", &Value::Object(n.headers.clone()));
+            let query = c.value("query", &Value::Object(n.query.clone()));
+            let json = n.json.as_ref().map(|j| c.value("json", j));
+            let body = n.body.as_ref().map(|b| c.text("body", b));
+            let conn = match &n.connection {
+                Some(name) => connection(&mut c, wf, "connection", name),
+                None => Data::Null,
+            };
+            let auth = match &n.auth {
+                Some(a) => {
+                    if !["bearer", "header", "query", "basic"].contains(&a.kind.as_str()) {
+                        c.error(
+                            "auth.type",
+                            format!(
+                                "unknown auth type '{}'; one of: bearer, header, query, basic",
+                                a.kind
+                            ),
+                        );
+                    }
+                    if n.connection.is_none() {
+                        c.error("auth", "`auth` needs a `connection` that holds the secret");
+                    }
+                    dict([
+                        ("type", Data::from(a.kind.as_str())),
+                        ("name", opt(a.name.as_deref())),
+                    ])
+                }
+                None => dict([("type", Data::from("bearer")), ("name", Data::Null)]),
+            };
+            let mut entries = vec![
+                ("method".to_string(), Data::Str(method)),
+                ("url".to_string(), url),
+                ("headers".to_string(), headers),
+                ("query".to_string(), query),
+            ];
+            if let Some(j) = json {
+                entries.push(("json".to_string(), j));
+            }
+            if let Some(b) = body {
+                entries.push(("body".to_string(), b));
+            }
+            entries.extend([
+                (
+                    "follow_redirects".to_string(),
+                    Data::Bool(n.follow_redirects),
+                ),
+                (
+                    "allow_status".to_string(),
+                    Data::List(
+                        n.allow_status
+                            .iter()
+                            .map(|s| Data::from(*s as u64))
+                            .collect(),
+                    ),
+                ),
+                ("connection".to_string(), conn),
+                ("auth".to_string(), auth),
+                (
+                    "max_body_bytes".to_string(),
+                    Data::from(n.max_body_bytes.unwrap_or(10 << 20)),
+                ),
+            ]);
+            Data::Dict(entries)
+        }
+        NodeKind::Llm(n) => {
+            if !LLM_PROVIDERS.contains(&n.provider.as_str()) {
+                c.error(
+                    "provider",
+                    format!(
+                        "unknown provider '{}'; one of: {}",
+                        n.provider,
+                        LLM_PROVIDERS.join(", ")
+                    ),
+                );
+            }
+            if n.provider == "openai_compatible" && n.base_url.is_none() {
+                c.error("base_url", "provider `openai_compatible` needs a `base_url` (like http://localhost:11434/v1)");
+            }
+            if n.messages.is_none() && n.prompt.is_none() {
+                c.error("messages", "give `messages` or `prompt`");
+            }
+            if let Some(t) = n.temperature {
+                if !(0.0..=2.0).contains(&t) {
+                    c.error("temperature", "must be between 0 and 2");
+                }
+            }
+            let messages = match &n.messages {
+                Some(list) => {
+                    for (i, m) in list.iter().enumerate() {
+                        let ok = m.as_object().is_some_and(|o| {
+                            o.get("role")
+                                .and_then(Value::as_str)
+                                .is_some_and(|r| ["system", "user", "assistant"].contains(&r))
+                                && o.contains_key("content")
+                                && o.keys().all(|k| k == "role" || k == "content")
+                        });
+                        if !ok {
+                            c.error(&format!("messages[{i}]"), "a message is {\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"…\"}");
+                        }
+                    }
+                    c.value("messages", &Value::Array(list.clone()))
+                }
+                None => Data::Null,
+            };
+            let prompt = n.prompt.as_ref().map(|p| c.text("prompt", p));
+            let system = n.system.as_ref().map(|p| c.text("system", p));
+            let conn = connection(&mut c, wf, "connection", &n.connection);
+            let (default_base, base_env) = llm_endpoint(&n.provider);
+            let price = n
+                .price
+                .or_else(|| crate::prices::lookup(&n.provider, &n.model));
+            dict([
+                ("provider", Data::from(n.provider.as_str())),
+                ("model", Data::from(n.model.as_str())),
+                ("messages", messages),
+                ("prompt", opt(prompt)),
+                ("system", opt(system)),
+                ("temperature", opt(n.temperature)),
+                ("max_tokens", opt(n.max_tokens)),
+                ("connection", conn),
+                ("base_url", opt(n.base_url.as_deref())),
+                ("base_url_env", Data::from(base_env)),
+                ("default_base_url", Data::from(default_base)),
+                (
+                    "price",
+                    match price {
+                        Some(p) => dict([
+                            ("input_per_mtok", Data::from(p.input_per_mtok)),
+                            ("output_per_mtok", Data::from(p.output_per_mtok)),
+                        ]),
+                        None => Data::Null,
+                    },
+                ),
+                ("max_retries", Data::from(n.max_retries.unwrap_or(2) as u64)),
+            ])
+        }
+        NodeKind::Command(n) => {
+            match (&n.argv, &n.command, n.shell) {
+                (Some(_), None, false) | (None, Some(_), true) => {}
+                (Some(_), _, true) => c.error(
+                    "argv",
+                    "with `shell: true` give the shell line in `command`, not `argv`",
+                ),
+                (None, Some(_), false) => c.error(
+                    "shell",
+                    "`command` is a shell line: set `shell: true` (or use `argv`)",
+                ),
+                (Some(_), Some(_), false) => c.error(
+                    "command",
+                    "give `argv` or (with `shell: true`) `command`, not both",
+                ),
+                (None, None, _) => c.error("argv", "give `argv` (program and arguments)"),
+            }
+            if n.argv.as_ref().is_some_and(|a| a.is_empty()) {
+                c.error("argv", "must name at least the program");
+            }
+            let argv = n.argv.as_ref().map(|a| {
+                Data::List(
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, s)| c.text(&format!("argv[{i}]"), s))
+                        .collect(),
+                )
+            });
+            let command = n.command.as_ref().map(|s| c.text("command", s));
+            let cwd = n.cwd.as_ref().map(|s| c.text("cwd", s));
+            let env = c.value("env", &Value::Object(n.env.clone()));
+            let stdin = n.stdin.as_ref().map(|s| c.value("stdin", s));
+            let conns: Vec<Data> = n
+                .connections
+                .iter()
+                .enumerate()
+                .map(|(i, name)| connection(&mut c, wf, &format!("connections[{i}]"), name))
+                .collect();
+            dict([
+                ("argv", opt(argv)),
+                ("command", opt(command)),
+                ("shell", Data::Bool(n.shell)),
+                ("cwd", opt(cwd)),
+                ("env", env),
+                ("stdin", opt(stdin)),
+                ("allow_failure", Data::Bool(n.allow_failure)),
+                (
+                    "max_output_bytes",
+                    Data::from(n.max_output_bytes.unwrap_or(1 << 20)),
+                ),
+                ("connections", Data::List(conns)),
+            ])
         }
     };
     if c.errors.is_empty() {

@@ -208,7 +208,7 @@ pub fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
             }
         }
         // Type-specific params and their templates.
-        match params::compile(node) {
+        match params::compile(node, workflow) {
             Ok(Params { data, references }) => {
                 for (field, r) in references {
                     match check_reference(&r, node, &index) {

@@ -19,6 +19,12 @@ const RUNTIME_CORE: &str = include_str!("../../runtime/core.py");
 /// The runtime source of each node type, from `runtime/nodes/`.
 const RUNTIME_NODES: &[(&str, &str)] = &[
     ("code", include_str!("../../runtime/nodes/code.py")),
+    ("command", include_str!("../../runtime/nodes/command.py")),
+    (
+        "http_request",
+        include_str!("../../runtime/nodes/http_request.py"),
+    ),
+    ("llm", include_str!("../../runtime/nodes/llm.py")),
     (
         "condition",
         include_str!("../../runtime/nodes/condition.py"),

@@ -200,6 +200,9 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
         "code" => NodeKind::Code(typed(rest, &label)?),
         "condition" => NodeKind::Condition(typed(rest, &label)?),
         "delay" => NodeKind::Delay(typed(rest, &label)?),
+        "http_request" => NodeKind::HttpRequest(typed(rest, &label)?),
+        "llm" => NodeKind::Llm(typed(rest, &label)?),
+        "command" => NodeKind::Command(typed(rest, &label)?),
         other => {
             return Err(Diagnostic::new(format!(
                 "unknown node type '{other}'; one of: {}",

@@ -46,6 +46,9 @@ pub fn summary_json(e: &Execution) -> Value {
         "error": e.error,
         "parent_id": e.parent_id,
         "relation": e.relation,
+        "input_tokens": e.usage.input_tokens,
+        "output_tokens": e.usage.output_tokens,
+        "cost_usd": e.usage.cost_usd,
     })
 }
 
@@ -107,13 +110,26 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         .max()
         .unwrap_or(8)
         .max(8);
+    let metered = rows
+        .iter()
+        .any(|e| e.usage.input_tokens.is_some() || e.usage.cost_usd.is_some());
+    let llm_head = if metered {
+        format!("  {:>13}  {:>10}", "TOKENS IN/OUT", "COST")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<16}  {:<wid$}  {:<11}  {:>9}  STARTED",
+        "{:<16}  {:<wid$}  {:<11}  {:>9}{llm_head}  STARTED",
         "ID", "WORKFLOW", "STATUS", "DURATION"
     );
     for e in &rows {
+        let llm = if metered {
+            format!("  {:>13}  {:>10}", tokens(e), cost(e))
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16}  {:<wid$}  {:<11}  {:>9}  {} ({})",
+            "{:<16}  {:<wid$}  {:<11}  {:>9}{llm}  {} ({})",
             e.id,
             e.workflow_id,
             e.status.as_str(),
@@ -123,6 +139,21 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         );
     }
     Ok(0)
+}
+
+fn tokens(e: &Execution) -> String {
+    match (e.usage.input_tokens, e.usage.output_tokens) {
+        (None, None) => "-".into(),
+        (i, o) => format!("{}/{}", i.unwrap_or(0), o.unwrap_or(0)),
+    }
+}
+
+fn cost(e: &Execution) -> String {
+    match e.usage.cost_usd {
+        Some(c) => format!("${c:.6}"),
+        None if e.usage.input_tokens.is_some() => "unknown".into(),
+        None => "-".into(),
+    }
 }
 
 fn pretty(v: &Value, indent: &str) -> String {
@@ -227,6 +258,9 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     }
     if let Some(x) = &e.exit {
         println!("process    {x}");
+    }
+    if e.usage.input_tokens.is_some() || e.usage.cost_usd.is_some() {
+        println!("llm        {} tokens in/out, cost {}", tokens(&e), cost(&e));
     }
     if e.log_bytes_cut > 0 {
         println!(

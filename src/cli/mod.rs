@@ -93,6 +93,14 @@ pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<crate::store::S
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_) | Command::Stop { .. }) {
+        // Inspection commands end quietly when their reader goes away (`flowrun logs | head`).
+        // Not for `run`: there a closed pipe to the child must be an error, not our death.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOWRUN_LOG")

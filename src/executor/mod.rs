@@ -45,6 +45,8 @@ pub struct RunSpec {
     pub max_log_bytes: u64,
     /// Longest log line kept.
     pub max_line_bytes: usize,
+    /// Secrets to cut out of everything the child prints.
+    pub redactor: crate::redact::Redactor,
 }
 
 impl RunSpec {
@@ -269,6 +271,20 @@ impl State<'_> {
     }
 
     fn frame(&mut self, stream: Stream, frame: Frame) {
+        let r = &self.spec.redactor;
+        let frame = if r.is_empty() {
+            frame
+        } else {
+            match frame {
+                Frame::Line { text, cut } => Frame::Line {
+                    text: r.text(text),
+                    cut,
+                },
+                Frame::Event(b) => Frame::Event(r.bytes(b)),
+                Frame::ResultLine(b) => Frame::ResultLine(r.bytes(b)),
+                other => other,
+            }
+        };
         match frame {
             Frame::Line { text, cut } => {
                 if self.in_result && stream == Stream::Stdout {

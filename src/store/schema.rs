@@ -3,8 +3,9 @@
 use rusqlite_migration::{M, Migrations};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE snapshots (
     hash        TEXT PRIMARY KEY,
     workflow_id TEXT NOT NULL,
@@ -69,5 +70,14 @@ CREATE TABLE events (
     PRIMARY KEY (execution_id, seq)
 ) WITHOUT ROWID;
 "#,
-    )])
+        ),
+        // Token and cost totals of LLM nodes, per execution.
+        M::up(
+            r#"
+ALTER TABLE executions ADD COLUMN input_tokens INTEGER;
+ALTER TABLE executions ADD COLUMN output_tokens INTEGER;
+ALTER TABLE executions ADD COLUMN cost_usd REAL;
+"#,
+        ),
+    ])
 }
