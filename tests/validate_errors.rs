@@ -101,7 +101,10 @@ fn unknown_top_level_field() {
     );
     assert!(err.contains("unknown field `nodez`"), "{err}");
     let line = line_in(&err, "top.json").expect("a line");
-    assert!(text.lines().nth(line - 1).unwrap().contains("\"nodez\""), "{err}");
+    assert!(
+        text.lines().nth(line - 1).unwrap().contains("\"nodez\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -117,7 +120,10 @@ fn unknown_node_field_typo() {
     );
     assert_located(&err, &text, "typo.json", "b", "feilds", "\"feilds\"");
     assert!(err.contains("unknown field `feilds`"), "{err}");
-    assert!(err.contains("`fields`"), "the message suggests the right name:\n{err}");
+    assert!(
+        err.contains("`fields`"),
+        "the message suggests the right name:\n{err}"
+    );
 }
 
 #[test]
@@ -166,7 +172,10 @@ fn duplicate_node_id() {
     let (err, text) = invalid_json(
         &env,
         "dup.json",
-        &workflow(json!([set("a", json!({"x": 1})), set("a", json!({"y": 2}))])),
+        &workflow(json!([
+            set("a", json!({"x": 1})),
+            set("a", json!({"y": 2}))
+        ])),
     );
     assert_located(&err, &text, "dup.json", "a", "id", "\"id\": \"a\"");
     assert!(err.contains("duplicate node id 'a'"), "{err}");
@@ -235,7 +244,14 @@ fn reference_to_unknown_node() {
             {"id": "b", "type": "template", "template": "x {{ nodes.ghost.output.y }}"}
         ])),
     );
-    assert_located(&err, &text, "ghost.json", "b", "template", "\"template\": \"x");
+    assert_located(
+        &err,
+        &text,
+        "ghost.json",
+        "b",
+        "template",
+        "\"template\": \"x",
+    );
     assert!(err.contains("unknown node 'ghost'"), "{err}");
 }
 
@@ -363,7 +379,11 @@ fn run_of_an_invalid_workflow_exits_2_without_an_execution() {
     );
     let out = env.run(&wf, "{}", &[]);
     assert_code(&out, 2, "run of an invalid workflow");
-    assert!(stderr(&out).contains("unknown root 'foo'"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("unknown root 'foo'"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(env.execution_count(), 0);
 }
 

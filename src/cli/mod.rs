@@ -1,6 +1,7 @@
 //! The `flowrun` command line.
 
 mod inspect;
+mod maintain;
 mod run;
 mod workflow;
 
@@ -51,6 +52,31 @@ pub enum Command {
     },
     /// Stop a running execution (from any process).
     Stop { id: String },
+    /// Run an execution again with the same definition and trigger data (unless overridden).
+    Rerun {
+        id: String,
+        /// Run this workflow file instead of the definition the execution ran.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        exec: run::ExecArgs,
+    },
+    /// Run again from the failed node on, reusing the outputs of the nodes that succeeded.
+    Resume {
+        id: String,
+        /// A changed workflow file: changed nodes and their dependants run again.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        exec: run::ExecArgs,
+    },
+    /// Delete old executions (with their nodes, events and unused definition snapshots).
+    Prune(maintain::PruneArgs),
+    /// Delete executions by id (or unique prefix).
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 /// An error that ends the command with a specific exit code.
@@ -93,7 +119,10 @@ pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<crate::store::S
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_) | Command::Stop { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Stop { .. } | Command::Rerun { .. } | Command::Resume { .. }
+    ) {
         // Inspection commands end quietly when their reader goes away (`flowrun logs | head`).
         // Not for `run`: there a closed pipe to the child must be an error, not our death.
         // SAFETY: setting a signal disposition before any thread starts.
@@ -117,6 +146,14 @@ pub fn main() -> i32 {
         Command::Show { id, json } => inspect::show(&id, json, db.as_deref()),
         Command::Logs { id, follow } => inspect::logs(&id, follow, db.as_deref()),
         Command::Stop { id } => run::stop(&id, db.as_deref()),
+        Command::Rerun { id, file, exec } => {
+            run::again(&id, file.as_deref(), exec, false, db.as_deref())
+        }
+        Command::Resume { id, file, exec } => {
+            run::again(&id, file.as_deref(), exec, true, db.as_deref())
+        }
+        Command::Prune(args) => maintain::prune(args, db.as_deref()),
+        Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
     };
     match result {
         Ok(code) => code,

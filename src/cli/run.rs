@@ -19,6 +19,13 @@ use tokio::sync::watch;
 pub struct RunArgs {
     /// Workflow file (.json, .yaml or .yml).
     pub file: PathBuf,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// What every command that starts an execution (`run`, `rerun`, `resume`) takes.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
     /// Trigger data as JSON.
     #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
     pub input: Option<String>,
@@ -65,16 +72,10 @@ pub enum EventFormat {
     Jsonl,
 }
 
-fn read_trigger(args: &RunArgs) -> Result<Value, Exit> {
-    let parse = |text: &str, what: &str| -> Result<Value, Exit> {
-        if text.trim().is_empty() {
-            return Ok(Value::Object(Default::default()));
-        }
-        serde_json::from_str(text)
-            .map_err(|e| Exit::new(2, format!("{what} is not valid JSON: {e}")))
-    };
+/// The trigger data given with `--input`/`--input-file`, if any.
+fn given_trigger(args: &ExecArgs) -> Result<Option<Value>, Exit> {
     if let Some(s) = &args.input {
-        return parse(s, "--input");
+        return parse_json(s, "--input").map(Some);
     }
     if let Some(f) = &args.input_file {
         let text = if f.as_os_str() == "-" {
@@ -87,7 +88,22 @@ fn read_trigger(args: &RunArgs) -> Result<Value, Exit> {
             std::fs::read_to_string(f)
                 .map_err(|e| Exit::new(2, format!("cannot read {}: {e}", f.display())))?
         };
-        return parse(&text, &f.display().to_string());
+        return parse_json(&text, &f.display().to_string()).map(Some);
+    }
+    Ok(None)
+}
+
+fn parse_json(text: &str, what: &str) -> Result<Value, Exit> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(text).map_err(|e| Exit::new(2, format!("{what} is not valid JSON: {e}")))
+}
+
+/// `run`'s trigger data: `--input`, `--input-file`, else stdin when it is not a terminal.
+fn read_trigger(args: &ExecArgs) -> Result<Value, Exit> {
+    if let Some(v) = given_trigger(args)? {
+        return Ok(v);
     }
     if std::io::stdin().is_terminal() {
         return Ok(Value::Object(Default::default()));
@@ -96,7 +112,7 @@ fn read_trigger(args: &RunArgs) -> Result<Value, Exit> {
     std::io::stdin()
         .read_to_string(&mut s)
         .map_err(|e| Exit::new(2, format!("reading stdin: {e}")))?;
-    parse(&s, "the trigger data on stdin")
+    parse_json(&s, "the trigger data on stdin")
 }
 
 /// Parses a dotenv file: `KEY=value` lines, `#` comments, optional `export `, optional quotes.
@@ -136,7 +152,7 @@ pub fn parse_env_file(text: &str, file: &Path) -> Result<Vec<(String, String)>, 
     Ok(out)
 }
 
-fn options(args: &RunArgs) -> Result<RunOptions, Exit> {
+fn options(args: &ExecArgs) -> Result<RunOptions, Exit> {
     let mut env = Vec::new();
     for f in &args.env_file {
         let text = std::fs::read_to_string(f)
@@ -184,11 +200,79 @@ fn options(args: &RunArgs) -> Result<RunOptions, Exit> {
 
 pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
-    let trigger = read_trigger(&args)?;
-    let opts = options(&args)?;
+    let trigger = read_trigger(&args.exec)?;
+    let opts = options(&args.exec)?;
     let prepared = runner::prepare(&source, trigger, opts).map_err(run_error)?;
     let store: SharedStore = Arc::new(Mutex::new(open_store(db)?));
-    execute_prepared(&store, &prepared, args.events, args.json)
+    execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
+}
+
+/// `rerun` / `resume`: a new execution of an earlier one's definition (or `--file`), with its
+/// trigger data unless `--input`/`--input-file` is given.
+pub fn again(
+    id: &str,
+    file: Option<&Path>,
+    exec: ExecArgs,
+    resume: bool,
+    db: Option<&Path>,
+) -> Result<i32, Exit> {
+    let store = open_store(db)?;
+    let id = store.resolve_id(id)?;
+    let previous = store.execution(&id)?;
+    if !previous.status.is_final() {
+        return Err(Exit::new(
+            2,
+            format!(
+                "execution {id} is still {}; wait for it or stop it first",
+                previous.status
+            ),
+        ));
+    }
+    let previous_definition = store.snapshot(&previous.snapshot_hash)?.ok_or_else(|| {
+        Exit::new(
+            3,
+            format!("the definition execution {id} ran is missing from the store"),
+        )
+    })?;
+    let source = match file {
+        Some(f) => flowrun_codegen::load_file(f).map_err(|d| Exit::new(2, d.to_string()))?,
+        None => flowrun_codegen::source::from_value(
+            previous_definition.clone(),
+            &format!("<execution {id}>"),
+        )
+        .map_err(|d| Exit::new(2, d.to_string()))?,
+    };
+    let trigger = given_trigger(&exec)?.unwrap_or_else(|| previous.trigger.clone());
+    let mut opts = options(&exec)?;
+    if resume {
+        let plan = flowrun_codegen::compile(&source).map_err(|d| Exit::new(2, d.to_string()))?;
+        let rows = store.nodes(&id)?;
+        let r =
+            crate::resume::plan_resume(&id, &rows, &previous_definition, &plan, &source.definition);
+        for (node, why) in &r.reruns {
+            let why = match why {
+                crate::resume::Rerun::NoOutput(s) if s == "did not run" => {
+                    format!("it did not run in {id}")
+                }
+                crate::resume::Rerun::NoOutput(s) => format!("it ended {s} in {id}"),
+                crate::resume::Rerun::Changed => "its definition changed".into(),
+                crate::resume::Rerun::New => "it is new".into(),
+                crate::resume::Rerun::Upstream(u) => format!("'{u}' runs again"),
+            };
+            eprintln!("resume: '{node}' runs ({why})");
+        }
+        if !r.pins.is_empty() {
+            let names: Vec<&str> = r.pins.keys().map(String::as_str).collect();
+            eprintln!("resume: reusing {} from {id}", names.join(", "));
+        }
+        for (node, pin) in r.pins {
+            opts.pins.entry(node).or_insert(pin);
+        }
+    }
+    opts.parent = Some((id.clone(), if resume { "resume" } else { "rerun" }));
+    let prepared = runner::prepare(&source, trigger, opts).map_err(run_error)?;
+    let store: SharedStore = Arc::new(Mutex::new(store));
+    execute_prepared(&store, &prepared, exec.events, exec.json)
 }
 
 pub(crate) fn run_error(e: RunError) -> Exit {
@@ -220,7 +304,7 @@ pub(crate) fn execute_prepared(
     let mut terminal;
     let mut jsonl;
     let viewer: &mut dyn Sink = if events == Some(EventFormat::Jsonl) {
-        jsonl = Jsonl::new(std::io::stdout().lock());
+        jsonl = Jsonl::new(std::io::stdout());
         &mut jsonl
     } else {
         terminal = Terminal::new(std::io::stderr().is_terminal(), types);

@@ -77,7 +77,7 @@ pub struct NodeDetail {
 }
 
 /// Receives what happens during an execution, in order.
-pub trait Sink {
+pub trait Sink: Send {
     /// The child is running; `info` identifies its process group.
     fn spawned(&mut self, _info: &ProcessInfo) {}
     /// Full input/output of a node attempt, just before its `node_end` event.

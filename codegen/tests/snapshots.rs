@@ -1,0 +1,99 @@
+//! Snapshots of the script generated for every workflow in `examples/`.
+//!
+//! The runtime files (`runtime/core.py`, `runtime/nodes/*.py`) are inlined verbatim into every
+//! script; the test checks that they are, then replaces each with a one-line marker before
+//! snapshotting, so a snapshot shows what codegen itself decides (the template around the
+//! runtime, which node types are included and in which order, the `WORKFLOW` literal) and does
+//! not churn on every runtime edit. Update with `INSTA_UPDATE=always cargo test -p flowrun-codegen
+//! --test snapshots` (or `cargo insta review`) and review the diff.
+
+use flowrun_codegen::{RenderOptions, compile, load_file, render};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the codegen crate sits in the repository")
+        .to_path_buf()
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+        .expect("examples/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("json" | "yaml" | "yml")
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Replaces the inlined runtime sources by markers, checking each used one is there verbatim.
+fn without_runtime(script: &str, node_types: &[&str]) -> String {
+    let mut text = script.to_string();
+    let core = std::fs::read_to_string(repo().join("runtime/core.py")).unwrap();
+    let core = core.trim_end();
+    assert_eq!(
+        text.matches(core).count(),
+        1,
+        "runtime/core.py is not inlined exactly once"
+    );
+    text = text.replacen(core, "# [runtime/core.py, inlined verbatim]", 1);
+    for t in node_types {
+        let src = std::fs::read_to_string(repo().join(format!("runtime/nodes/{t}.py")))
+            .unwrap_or_else(|e| panic!("runtime/nodes/{t}.py: {e}"));
+        let src = src.trim_end();
+        assert_eq!(
+            text.matches(src).count(),
+            1,
+            "runtime/nodes/{t}.py is not inlined exactly once"
+        );
+        text = text.replacen(
+            src,
+            &format!("# [runtime/nodes/{t}.py, inlined verbatim]"),
+            1,
+        );
+    }
+    text
+}
+
+#[test]
+fn example_scripts() {
+    let files = examples();
+    assert!(!files.is_empty(), "no examples found");
+    for path in files {
+        let source = load_file(&path).unwrap_or_else(|d| panic!("{}: {d}", path.display()));
+        let plan = compile(&source).unwrap_or_else(|d| panic!("{}: {d}", path.display()));
+        let script = render(&plan, &RenderOptions::default());
+        // Deterministic: the same workflow, the same bytes (and hash).
+        let again = render(&plan, &RenderOptions::default());
+        assert_eq!(script.text, again.text);
+        assert_eq!(script.sha256, again.sha256);
+
+        let mut types: Vec<&str> = plan
+            .workflow
+            .nodes
+            .iter()
+            .map(|n| n.kind.type_name())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        // Only the node types the workflow uses are included.
+        assert_eq!(
+            script.text.matches("\n# ---- node type ").count(),
+            types.len(),
+            "{}",
+            path.display()
+        );
+        let name = path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "_");
+        insta::assert_snapshot!(name, without_runtime(&script.text, &types));
+    }
+}

@@ -1,0 +1,119 @@
+//! `flowrun prune` and `flowrun delete`.
+
+use super::{Exit, open_store};
+use crate::events::now_ms;
+use crate::store::Deleted;
+use crate::timefmt;
+use clap::Args;
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Delete executions that started longer ago than this (`30d`, `12h`, `2w`).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Keep only the newest N executions (per --workflow, if given).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Only executions of this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Show what would be deleted without deleting it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn report(d: &Deleted, db: &Path, before: u64) {
+    let after = file_size(db);
+    println!(
+        "deleted {} execution{}, {} node rows, {} events, {} unused definition snapshot{}; database {} → {}",
+        d.executions,
+        if d.executions == 1 { "" } else { "s" },
+        d.nodes,
+        d.events,
+        d.snapshots,
+        if d.snapshots == 1 { "" } else { "s" },
+        human(before),
+        human(after)
+    );
+}
+
+fn file_size(db: &Path) -> u64 {
+    let wal = db.with_extension(format!(
+        "{}-wal",
+        db.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::metadata(db).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+fn human(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+pub fn prune(args: PruneArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    if args.older_than.is_none() && args.keep.is_none() {
+        return Err(Exit::new(
+            2,
+            "say what to prune: --older-than AGE (like 30d) and/or --keep N",
+        ));
+    }
+    let before = match &args.older_than {
+        Some(age) => Some(
+            now_ms()
+                - timefmt::parse_age(age).ok_or_else(|| {
+                    Exit::new(
+                        2,
+                        format!(
+                            "--older-than {age}: expected an age like 90s, 15m, 12h, 30d or 2w"
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut store = open_store(db)?;
+    let ids = store.prune_candidates(before, args.keep, args.workflow.as_deref())?;
+    if args.dry_run {
+        println!(
+            "would delete {} execution{}",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" }
+        );
+        for id in &ids {
+            println!("  {id}");
+        }
+        return Ok(0);
+    }
+    let size = file_size(store.path());
+    let d = store.delete(&ids)?;
+    report(&d, store.path(), size);
+    Ok(0)
+}
+
+pub fn delete(ids: &[String], db: Option<&Path>) -> Result<i32, Exit> {
+    let mut store = open_store(db)?;
+    let mut full = Vec::new();
+    for id in ids {
+        let id = store.resolve_id(id)?;
+        let e = store.execution(&id)?;
+        if !e.status.is_final() {
+            return Err(Exit::new(
+                2,
+                format!(
+                    "execution {id} is {}; stop it first (flowrun stop {id})",
+                    e.status
+                ),
+            ));
+        }
+        full.push(id);
+    }
+    let size = file_size(store.path());
+    let d = store.delete(&full)?;
+    report(&d, store.path(), size);
+    Ok(0)
+}
