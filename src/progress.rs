@@ -212,7 +212,7 @@ impl<W: Write> Jsonl<W> {
     }
 }
 
-impl<W: Write> Sink for Jsonl<W> {
+impl<W: Write + Send> Sink for Jsonl<W> {
     fn event(&mut self, env: &Envelope) {
         let _ = serde_json::to_writer(&mut self.out, env);
         let _ = self.out.write_all(b"\n");
