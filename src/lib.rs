@@ -15,6 +15,7 @@ pub mod python;
 pub mod recorder;
 pub mod recovery;
 pub mod redact;
+pub mod requirements;
 pub mod resume;
 pub mod runner;
 pub mod store;

@@ -22,6 +22,9 @@ pub struct Recorder {
     /// Nodes whose outputs carry `usage` and `cost_usd` (LLM nodes).
     metered: std::collections::HashSet<String>,
     usage: Usage,
+    /// An LLM node succeeded without a known cost: the total cost is unknown too (a sum of
+    /// the known ones would be an undercount passed off as the total).
+    cost_unknown: bool,
     /// The first store error: recording goes on as far as it can, and the run reports it.
     pub error: Option<String>,
 }
@@ -39,6 +42,7 @@ impl Recorder {
         Recorder {
             metered,
             usage: Usage::default(),
+            cost_unknown: false,
             store,
             execution_id: execution_id.to_string(),
             positions: nodes
@@ -53,7 +57,11 @@ impl Recorder {
 
     /// Tokens and cost of the LLM nodes that succeeded so far.
     pub fn usage(&self) -> Usage {
-        self.usage
+        let mut u = self.usage;
+        if self.cost_unknown {
+            u.cost_usd = None;
+        }
+        u
     }
 
     fn position(&self, node: &str) -> i64 {
@@ -107,8 +115,9 @@ impl Sink for Recorder {
                 };
                 self.usage.input_tokens = add(self.usage.input_tokens, tok("input_tokens"));
                 self.usage.output_tokens = add(self.usage.output_tokens, tok("output_tokens"));
-                if let Some(c) = out.get("cost_usd").and_then(serde_json::Value::as_f64) {
-                    self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c);
+                match out.get("cost_usd").and_then(serde_json::Value::as_f64) {
+                    Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
+                    None => self.cost_unknown = true,
                 }
             }
         }

@@ -11,7 +11,9 @@ use crate::paths;
 use crate::python::{self, Interpreter};
 use crate::recorder::{Recorder, SharedStore};
 use crate::redact::Redactor;
+use crate::requirements;
 use crate::store::{Finish, NewExecution};
+use flowrun_codegen::model::NodeKind;
 use flowrun_codegen::{Diagnostics, Pin, Plan, RenderOptions, Source};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ pub struct RunOptions {
     /// Re-run or resume of this execution.
     pub parent: Option<(String, &'static str)>,
     pub cwd: Option<PathBuf>,
+    /// Install missing `requirements` into a managed virtual environment instead of failing.
+    pub install_deps: bool,
 }
 
 impl Default for RunOptions {
@@ -58,6 +62,7 @@ impl Default for RunOptions {
             mode: "test".into(),
             parent: None,
             cwd: None,
+            install_deps: false,
         }
     }
 }
@@ -77,13 +82,38 @@ pub enum RunError {
     Environment(String),
     #[error("{}", unbound_message(.0))]
     Unbound(Vec<Unbound>),
+    #[error("{}", missing_message(.0))]
+    MissingPackages(Vec<requirements::Missing>),
+}
+
+fn missing_message(list: &[requirements::Missing]) -> String {
+    let mut s = format!(
+        "the workflow needs Python package{} that {} not installed:",
+        if list.len() == 1 { "" } else { "s" },
+        if list.len() == 1 { "is" } else { "are" }
+    );
+    for m in list {
+        s.push_str(&format!("\n  {} ({})", m.requirement, m.reason));
+    }
+    let reqs: Vec<String> = list
+        .iter()
+        .map(|m| format!("'{}'", m.requirement))
+        .collect();
+    s.push_str(&format!(
+        "\ninstall them into a managed environment with `flowrun doctor --fix FILE` or `flowrun run --install-deps FILE`,\nor into your interpreter with: python3 -m pip install {}",
+        reqs.join(" ")
+    ));
+    s
 }
 
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Invalid(_) | RunError::Input(_) | RunError::Usage(_) => 2,
-            RunError::Python(_) | RunError::Environment(_) | RunError::Unbound(_) => 3,
+            RunError::Python(_)
+            | RunError::Environment(_)
+            | RunError::Unbound(_)
+            | RunError::MissingPackages(_) => 3,
         }
     }
 }
@@ -217,6 +247,15 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
     let redactor = Redactor::new(&known);
     let cache = paths::cache_dir();
     let interpreter = python::discover(options.python.as_deref(), &cache)?;
+    let reqs = plan.requirements();
+    let interpreter = match requirements::resolve(&cache, &interpreter, &reqs) {
+        Ok(i) => i,
+        Err(Err(e)) => return Err(RunError::Environment(e)),
+        Err(Ok(_)) if options.install_deps => {
+            requirements::install(&cache, &interpreter, &reqs).map_err(RunError::Environment)?
+        }
+        Err(Ok(missing)) => return Err(RunError::MissingPackages(missing)),
+    };
     let script = flowrun_codegen::render(
         &plan,
         &RenderOptions {
@@ -330,6 +369,17 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
                     .map(|t| (n.id.clone(), Duration::from_millis(t)))
             })
             .collect(),
+        node_grace: wf
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.kind,
+                    NodeKind::HttpRequest(_) | NodeKind::Llm(_) | NodeKind::Command(_)
+                )
+            })
+            .map(|n| (n.id.clone(), Duration::from_millis(OWN_CALL_SLACK_MS)))
+            .collect(),
         launch: Launch {
             program: p.interpreter.executable.clone(),
             args,
@@ -398,7 +448,7 @@ pub async fn run(
         .workflow
         .nodes
         .iter()
-        .filter(|n| matches!(n.kind, flowrun_codegen::model::NodeKind::Llm(_)))
+        .filter(|n| matches!(n.kind, NodeKind::Llm(_)))
         .map(|n| n.id.clone())
         .collect();
     let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes, metered);

@@ -958,3 +958,58 @@ fn yaml_example_runs() {
         Some(json!({"branch": "review", "decision": "review"}))
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// logs --follow
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn logs_follow_prints_lines_until_the_execution_ends() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "follow.json",
+        &json!({
+            "id": "follow",
+            "nodes": [
+                {"id": "talk", "type": "code",
+                 "code": "import sys, time\nprint('first')\ntime.sleep(0.15)\nsys.stderr.write('second\\n')\ntime.sleep(0.15)\nlog('third')\nreturn 1"}
+            ]
+        }),
+    );
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("flowrun"))
+        .arg("run")
+        .arg(&wf)
+        .env("FLOWRUN_DB", env.db_path())
+        .env("FLOWRUN_CACHE_DIR", env.cache_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flowrun run starts");
+    // Wait for the execution row (written before the child starts).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let id = loop {
+        if let Some(ids) = env.try_execution_ids().filter(|ids| !ids.is_empty()) {
+            break ids[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no execution row appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let followed = env.cmd(["logs", &id, "--follow"]);
+    assert!(run.wait().unwrap().success());
+    assert_success(&followed, "logs --follow");
+    assert_eq!(env.execution(&id).status, "success");
+    // --follow returned only after the end, with every line, formatted like plain `logs`.
+    let plain = env.cmd(["logs", &id]);
+    assert_success(&plain, "logs");
+    assert_eq!(stdout(&followed), stdout(&plain));
+    let text = stdout(&plain);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].ends_with("talk | first"), "{text}");
+    assert!(lines[1].ends_with("talk [stderr] | second"), "{text}");
+    assert!(lines[2].ends_with("talk [log] | third"), "{text}");
+}

@@ -278,6 +278,18 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     Ok(0)
 }
 
+fn print_log(ev: &crate::store::StoredEvent) {
+    let node = ev.node_id.as_deref().unwrap_or("-");
+    let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
+    let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
+    let tag = if stream == "stdout" {
+        String::new()
+    } else {
+        format!(" [{stream}]")
+    };
+    println!("{} {node}{tag} | {line}", timefmt::utc(ev.ts));
+}
+
 pub fn logs(id: &str, follow: bool, db: Option<&Path>) -> Result<i32, Exit> {
     let store = open_store(db)?;
     let id = store.resolve_id(id)?;
@@ -285,23 +297,13 @@ pub fn logs(id: &str, follow: bool, db: Option<&Path>) -> Result<i32, Exit> {
     loop {
         for ev in store.events(&id, after, Some("log"))? {
             after = ev.seq;
-            let node = ev.node_id.as_deref().unwrap_or("-");
-            let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
-            let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
-            let tag = if stream == "stdout" {
-                String::new()
-            } else {
-                format!(" [{stream}]")
-            };
-            println!("{} {node}{tag} | {line}", timefmt::utc(ev.ts));
+            print_log(&ev);
         }
         if !follow || store.execution(&id)?.status.is_final() {
             // One more pass picks up lines written just before the end.
             if follow {
                 for ev in store.events(&id, after, Some("log"))? {
-                    let node = ev.node_id.as_deref().unwrap_or("-");
-                    let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
-                    println!("{} {node} | {line}", timefmt::utc(ev.ts));
+                    print_log(&ev);
                 }
             }
             return Ok(0);

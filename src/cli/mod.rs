@@ -1,5 +1,6 @@
 //! The `flowrun` command line.
 
+mod doctor;
 mod inspect;
 mod maintain;
 mod run;
@@ -72,6 +73,18 @@ pub enum Command {
     },
     /// Delete old executions (with their nodes, events and unused definition snapshots).
     Prune(maintain::PruneArgs),
+    /// Check the Python interpreter, cache, database and the requirements of workflow files;
+    /// `--fix` installs missing requirements into a managed virtual environment.
+    Doctor {
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        fix: bool,
+        #[arg(long)]
+        json: bool,
+        /// Python interpreter to check (default: as `run` finds it).
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
+    },
     /// Delete executions by id (or unique prefix).
     Delete {
         #[arg(required = true)]
@@ -152,6 +165,12 @@ pub fn main() -> i32 {
         Command::Resume { id, file, exec } => {
             run::again(&id, file.as_deref(), exec, true, db.as_deref())
         }
+        Command::Doctor {
+            files,
+            fix,
+            json,
+            python,
+        } => doctor::doctor(&files, fix, json, python.as_deref(), db.as_deref()),
         Command::Prune(args) => maintain::prune(args, db.as_deref()),
         Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
     };

@@ -62,6 +62,9 @@ pub struct ExecArgs {
     /// Cap on stored log bytes per execution; the rest is counted.
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     pub max_log_bytes: u64,
+    /// Install missing `requirements` into a managed virtual environment first.
+    #[arg(long)]
+    pub install_deps: bool,
     /// Address-space limit for the workflow's process, in MiB.
     #[arg(long, value_name = "MB")]
     pub max_memory_mb: Option<u64>,
@@ -195,6 +198,7 @@ fn options(args: &ExecArgs) -> Result<RunOptions, Exit> {
         mode: "test".into(),
         parent: None,
         cwd: None,
+        install_deps: args.install_deps,
     })
 }
 

@@ -34,6 +34,10 @@ pub struct RunSpec {
     pub nodes: Vec<String>,
     /// Per-node deadlines, enforced from the node's `node_start`.
     pub node_timeouts: HashMap<String, Duration>,
+    /// Extra time past its deadline before the runner kills a node that times its own call
+    /// (HTTP, LLM, command), so the node's own timeout fires first and is an ordinary,
+    /// retryable node error.
+    pub node_grace: HashMap<String, Duration>,
     pub launch: Launch,
     /// Trigger data, written to stdin.
     pub trigger: Vec<u8>,
@@ -332,11 +336,10 @@ impl State<'_> {
     fn child_event(&mut self, ev: ChildEvent) {
         match ev {
             ChildEvent::NodeStart { node, attempt } => {
-                let deadline = self
-                    .spec
-                    .node_timeouts
-                    .get(&node)
-                    .map(|d| Instant::now() + *d);
+                let deadline = self.spec.node_timeouts.get(&node).map(|d| {
+                    let grace = self.spec.node_grace.get(&node).copied().unwrap_or_default();
+                    Instant::now() + *d + grace
+                });
                 self.running = Some((node.clone(), attempt, now_ms(), deadline));
                 self.node_status.insert(node.clone(), NodeStatus::Running);
                 self.emit(Event::NodeStart {

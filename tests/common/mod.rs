@@ -121,6 +121,19 @@ impl Env {
             .unwrap()
     }
 
+    /// Ids of all executions, or `None` while the database or its schema does not exist yet
+    /// (for polling while another process creates it).
+    pub fn try_execution_ids(&self) -> Option<Vec<String>> {
+        if !self.db_path().exists() {
+            return None;
+        }
+        let db =
+            Connection::open_with_flags(self.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let mut stmt = db.prepare("SELECT id FROM executions").ok()?;
+        let ids = stmt.query_map([], |r| r.get(0)).ok()?;
+        ids.collect::<Result<_, _>>().ok()
+    }
+
     /// Ids of all executions, oldest first.
     pub fn execution_ids(&self) -> Vec<String> {
         let db = self.db();

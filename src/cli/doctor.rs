@@ -1,0 +1,154 @@
+//! `flowrun doctor`: is everything in place to run workflows, and can it be fixed?
+
+use super::Exit;
+use crate::paths;
+use crate::python;
+use crate::requirements;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+pub fn doctor(
+    files: &[PathBuf],
+    fix: bool,
+    as_json: bool,
+    python_flag: Option<&Path>,
+    db: Option<&Path>,
+) -> Result<i32, Exit> {
+    let cache = paths::cache_dir();
+    let db_path = paths::database(db);
+    let db_size = std::fs::metadata(&db_path).map(|m| m.len()).ok();
+    let mut problems = 0;
+    let mut report = json!({
+        "cache_dir": cache,
+        "database": { "path": db_path, "bytes": db_size },
+    });
+    let interp = python::discover(python_flag, &cache);
+    match &interp {
+        Ok(i) => {
+            report["python"] = json!({
+                "executable": i.executable, "version": i.version_string(), "implementation": i.implementation,
+                "found_by": i.found_by, "candidate": i.candidate,
+            });
+        }
+        Err(e) => {
+            problems += 1;
+            report["python"] = json!({ "error": e.to_string() });
+        }
+    }
+    let mut workflows = Vec::new();
+    for file in files {
+        let mut w = json!({ "file": file });
+        match super::workflow::load_plan(file) {
+            Err(e) => {
+                problems += 1;
+                w["error"] = Value::String(e.message);
+            }
+            Ok((_, plan)) => {
+                let reqs = plan.requirements();
+                w["requirements"] = json!(reqs);
+                if let Ok(i) = &interp {
+                    match requirements::resolve(&cache, i, &reqs) {
+                        Ok(using) => {
+                            w["status"] = json!("ok");
+                            w["interpreter"] = json!(using.executable);
+                        }
+                        Err(Err(e)) => {
+                            problems += 1;
+                            w["error"] = json!(e);
+                        }
+                        Err(Ok(missing)) if fix => match requirements::install(&cache, i, &reqs) {
+                            Ok(venv) => {
+                                w["status"] = json!("installed");
+                                w["interpreter"] = json!(venv.executable);
+                            }
+                            Err(e) => {
+                                problems += 1;
+                                w["status"] = json!("install failed");
+                                w["error"] = json!(e);
+                                w["missing"] = json!(missing);
+                            }
+                        },
+                        Err(Ok(missing)) => {
+                            problems += 1;
+                            w["status"] = json!("missing");
+                            w["missing"] = json!(missing);
+                        }
+                    }
+                }
+            }
+        }
+        workflows.push(w);
+    }
+    report["workflows"] = json!(workflows);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        match &interp {
+            Ok(i) => {
+                let via = if i.candidate != i.executable {
+                    format!(" via {}", i.candidate.display())
+                } else {
+                    String::new()
+                };
+                println!(
+                    "python    ✓ {} ({} {}), found by {}{via}",
+                    i.executable.display(),
+                    i.implementation,
+                    i.version_string(),
+                    i.found_by
+                );
+            }
+            Err(e) => println!("python    ✗ {e}"),
+        }
+        println!("cache     {}", cache.display());
+        println!(
+            "database  {} ({})",
+            db_path.display(),
+            db_size
+                .map(|b| format!("{:.1} KiB", b as f64 / 1024.0))
+                .unwrap_or_else(|| "not created yet".into())
+        );
+        for w in &workflows {
+            let file = w["file"].as_str().unwrap_or("");
+            if let Some(e) = w["error"].as_str() {
+                println!("workflow  ✗ {file}: {e}");
+                continue;
+            }
+            let reqs: Vec<&str> = w["requirements"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match w["status"].as_str() {
+                Some("ok") | Some("installed") if reqs.is_empty() => println!(
+                    "workflow  ✓ {file}: no requirements (runs isolated, without site-packages)"
+                ),
+                Some("ok") | Some("installed") => println!(
+                    "workflow  ✓ {file}: {} satisfied by {}",
+                    reqs.join(", "),
+                    w["interpreter"].as_str().unwrap_or("")
+                ),
+                _ => {
+                    let missing: Vec<String> = w["missing"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|m| {
+                                    format!(
+                                        "{} ({})",
+                                        m["requirement"].as_str().unwrap_or(""),
+                                        m["reason"].as_str().unwrap_or("")
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "workflow  ✗ {file}: missing {}; fix with: flowrun doctor --fix {file}",
+                        missing.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    Ok(if problems > 0 { 3 } else { 0 })
+}

@@ -1,0 +1,269 @@
+//! Third-party packages a workflow's nodes declare (`requirements`): checking them in an
+//! interpreter's environment, and installing them into a managed virtual environment.
+//!
+//! The check runs one short Python process that reads the installed distributions with
+//! `importlib.metadata` and compares versions with `packaging` when it is importable (pip vendors
+//! it), else with a small comparator for plain `1.2.3`-style versions. Managed environments live
+//! in `<cache>/venvs/<hash>`, one per interpreter and requirement set, so workflows that need
+//! different versions do not fight.
+
+use crate::python::Interpreter;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A requirement that is not satisfied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Missing {
+    pub requirement: String,
+    /// `not installed`, or `found 1.0`.
+    pub reason: String,
+}
+
+const CHECK: &str = r#"
+import json, re, sys
+from importlib import metadata
+try:
+    from packaging.requirements import Requirement
+except Exception:
+    try:
+        from pip._vendor.packaging.requirements import Requirement
+    except Exception:
+        Requirement = None
+
+def simple(spec):
+    m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$", spec)
+    name, rest = m.group(1), m.group(3).split(";")[0].strip()
+    clauses = [c.strip() for c in rest.split(",") if c.strip()]
+    return name, clauses
+
+def key(v):
+    return [int(x) if x.isdigit() else x for x in re.split(r"[.+-]", v)]
+
+def ok(version, clause):
+    m = re.match(r"^(===|==|!=|~=|>=|<=|>|<)\s*(\S+)$", clause)
+    if not m:
+        return True
+    op, want = m.groups()
+    if want.endswith(".*"):
+        return (version + ".").startswith(want[:-1]) == (op == "==")
+    a, b = key(version), key(want)
+    try:
+        return {"==": a == b, "===": version == want, "!=": a != b, ">=": a >= b, "<=": a <= b,
+                ">": a > b, "<": a < b, "~=": a >= b and a[:len(b) - 1] == b[:len(b) - 1]}[op]
+    except TypeError:
+        return True
+
+out = []
+for spec in json.loads(sys.stdin.read()):
+    try:
+        if Requirement is not None:
+            r = Requirement(spec)
+            if r.marker is not None and not r.marker.evaluate():
+                continue
+            name, check = r.name, (lambda v, r=r: r.specifier.contains(v, prereleases=True))
+        else:
+            name, clauses = simple(spec)
+            check = lambda v, c=clauses: all(ok(v, x) for x in c)
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out.append([spec, "not installed"])
+            continue
+        if not check(version):
+            out.append([spec, "found " + version])
+    except Exception as e:
+        out.append([spec, "cannot check: %s" % e])
+print(json.dumps(out))
+"#;
+
+/// Which of `requirements` the interpreter's environment does not satisfy.
+pub fn check(interp: &Interpreter, requirements: &[String]) -> Result<Vec<Missing>, String> {
+    if requirements.is_empty() {
+        return Ok(Vec::new());
+    }
+    use std::io::Write;
+    // Isolated from the user's environment variables and cwd, but with site: that is where
+    // packages live.
+    let mut child = Command::new(&interp.executable)
+        .args(["-I", "-c", CHECK])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", interp.executable.display()))?;
+    let input = serde_json::to_vec(requirements).expect("strings serialize");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&input)
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "checking requirements with {} failed: {}",
+            interp.executable.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let list: Vec<(String, String)> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unexpected answer from the requirement check: {e}"))?;
+    Ok(list
+        .into_iter()
+        .map(|(requirement, reason)| Missing {
+            requirement,
+            reason,
+        })
+        .collect())
+}
+
+/// Where the managed environment for this interpreter and requirement set lives.
+pub fn venv_dir(cache: &Path, interp: &Interpreter, requirements: &[String]) -> PathBuf {
+    let mut reqs = requirements.to_vec();
+    reqs.sort();
+    reqs.dedup();
+    let mut h = Sha256::new();
+    h.update(interp.executable.to_string_lossy().as_bytes());
+    h.update(interp.version_string().as_bytes());
+    for r in &reqs {
+        h.update(b"\n");
+        h.update(r.as_bytes());
+    }
+    let hash: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    cache.join("venvs").join(hash)
+}
+
+/// The managed environment's interpreter, if the environment exists.
+pub fn venv_interpreter(dir: &Path, base: &Interpreter) -> Option<Interpreter> {
+    let exe = dir.join("bin").join("python");
+    exe.exists().then(|| Interpreter {
+        executable: exe.clone(),
+        version: base.version,
+        implementation: base.implementation.clone(),
+        candidate: exe,
+        found_by: format!("managed environment {}", dir.display()),
+    })
+}
+
+/// Creates (if needed) the managed environment and installs `requirements` into it with pip,
+/// streaming pip's output to stderr. pip reads its usual configuration (`PIP_INDEX_URL`,
+/// `PIP_FIND_LINKS`, `PIP_NO_INDEX`, pip.conf).
+pub fn install(
+    cache: &Path,
+    base: &Interpreter,
+    requirements: &[String],
+) -> Result<Interpreter, String> {
+    let dir = venv_dir(cache, base, requirements);
+    crate::paths::private_dir(&cache.join("venvs")).map_err(|e| e.to_string())?;
+    if venv_interpreter(&dir, base).is_none() {
+        eprintln!(
+            "flowrun: creating a virtual environment in {}",
+            dir.display()
+        );
+        let status = Command::new(&base.executable)
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", base.executable.display()))?;
+        if !status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!(
+                "`{} -m venv` failed ({status}); on Debian/Ubuntu install the venv module: sudo apt install python3-venv",
+                base.executable.display()
+            ));
+        }
+    }
+    let venv = venv_interpreter(&dir, base).ok_or("the virtual environment has no bin/python")?;
+    eprintln!("flowrun: installing {}", requirements.join(" "));
+    let mut child = Command::new(&venv.executable)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+        ])
+        .args(requirements)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  pip: {line}");
+            lines.push(line);
+        }
+        lines
+    });
+    for line in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(Result::ok)
+    {
+        eprintln!("  pip: {line}");
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        let why: Vec<&String> = errors.iter().filter(|l| l.contains("ERROR")).collect();
+        let why = if why.is_empty() {
+            errors.last().cloned().unwrap_or_default()
+        } else {
+            why.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        return Err(format!(
+            "pip could not install {}:\n{why}",
+            requirements.join(" ")
+        ));
+    }
+    let missing = check(&venv, requirements)?;
+    if !missing.is_empty() {
+        return Err(format!(
+            "after installing, still missing: {}",
+            describe(&missing)
+        ));
+    }
+    Ok(venv)
+}
+
+pub fn describe(missing: &[Missing]) -> String {
+    missing
+        .iter()
+        .map(|m| format!("{} ({})", m.requirement, m.reason))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Picks the interpreter that satisfies `requirements`: the discovered one if it does, else an
+/// existing managed environment that does; `Err(missing)` otherwise.
+pub fn resolve(
+    cache: &Path,
+    base: &Interpreter,
+    requirements: &[String],
+) -> Result<Interpreter, Result<Vec<Missing>, String>> {
+    let missing = check(base, requirements).map_err(Err)?;
+    if missing.is_empty() {
+        return Ok(base.clone());
+    }
+    if let Some(venv) = venv_interpreter(&venv_dir(cache, base, requirements), base) {
+        if check(&venv, requirements)
+            .map(|m| m.is_empty())
+            .unwrap_or(false)
+        {
+            return Ok(venv);
+        }
+    }
+    Err(Ok(missing))
+}

@@ -1,0 +1,567 @@
+//! Helpers for `tests/faults.rs`: a private sandbox per test (database, cache, TMPDIR), running
+//! the real `flowrun` binary with a watchdog, reading the store with rusqlite, and proving that
+//! no process of an execution's group is left.
+
+#![allow(dead_code)]
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long any single `flowrun` command may take before the test calls it hung.
+pub const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// One test's private world.
+pub struct Fx {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub cache: PathBuf,
+    /// Given to every command as `TMPDIR`; must stay empty.
+    pub tmp: PathBuf,
+}
+
+impl Fx {
+    pub fn new() -> Fx {
+        become_subreaper();
+        let dir = tempfile::Builder::new()
+            .prefix("flowrun-faults-")
+            .tempdir()
+            .expect("temp dir");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("private TMPDIR");
+        Fx {
+            db: dir.path().join("flowrun.db"),
+            cache: dir.path().join("cache"),
+            tmp,
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a workflow definition to `<name>.json` and returns its path.
+    pub fn workflow(&self, name: &str, def: &Value) -> PathBuf {
+        let p = self.path(&format!("{name}.json"));
+        std::fs::write(&p, serde_json::to_vec_pretty(def).unwrap()).unwrap();
+        p
+    }
+
+    /// `flowrun` with this sandbox's database, cache and TMPDIR.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flowrun"));
+        c.env("FLOWRUN_DB", &self.db)
+            .env("FLOWRUN_CACHE_DIR", &self.cache)
+            .env("TMPDIR", &self.tmp)
+            .env_remove("FLOWRUN_LOG")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts `flowrun ARGS` without waiting.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut c = self.cmd();
+        c.args(args);
+        Running::spawn(c)
+    }
+
+    /// Runs `flowrun ARGS` to its end (with the watchdog).
+    pub fn flowrun(&self, args: &[&str]) -> Finished {
+        self.spawn(args).wait(WATCHDOG)
+    }
+
+    /// `flowrun run FILE --input JSON EXTRA…`.
+    pub fn run(&self, file: &Path, input: &Value, extra: &[&str]) -> Finished {
+        self.spawn_run(file, input, extra).wait(WATCHDOG)
+    }
+
+    pub fn spawn_run(&self, file: &Path, input: &Value, extra: &[&str]) -> Running {
+        let input = input.to_string();
+        let mut args = vec!["run", file.to_str().unwrap(), "--input", &input];
+        args.extend_from_slice(extra);
+        self.spawn(&args)
+    }
+
+    pub fn conn(&self) -> Connection {
+        let c = Connection::open(&self.db).expect("open the database");
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        if !self.db.exists() {
+            return Vec::new();
+        }
+        let c = self.conn();
+        let mut s = c
+            .prepare("SELECT id FROM executions ORDER BY started_at, id")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    pub fn only_id(&self) -> String {
+        let ids = self.ids();
+        assert_eq!(ids.len(), 1, "expected one execution, found {ids:?}");
+        ids.into_iter().next().unwrap()
+    }
+
+    pub fn exec(&self, id: &str) -> ExecRow {
+        self.try_exec(id)
+            .unwrap_or_else(|| panic!("no execution row {id}"))
+    }
+
+    pub fn try_exec(&self, id: &str) -> Option<ExecRow> {
+        self.conn()
+            .query_row(
+                "SELECT id, status, pid, pgid, process_start_time, runner_pid, runner_start_time,
+                        error, exit, log_bytes, log_bytes_cut, output
+                 FROM executions WHERE id = ?1",
+                [id],
+                |r| {
+                    let json = |i: usize| -> rusqlite::Result<Option<Value>> {
+                        Ok(r.get::<_, Option<String>>(i)?
+                            .map(|s| serde_json::from_str(&s).unwrap()))
+                    };
+                    Ok(ExecRow {
+                        id: r.get(0)?,
+                        status: r.get(1)?,
+                        pid: r.get(2)?,
+                        pgid: r.get(3)?,
+                        process_start_time: r.get(4)?,
+                        runner_pid: r.get(5)?,
+                        runner_start_time: r.get(6)?,
+                        error: json(7)?,
+                        exit: r.get(8)?,
+                        log_bytes: r.get(9)?,
+                        log_bytes_cut: r.get(10)?,
+                        output: json(11)?,
+                    })
+                },
+            )
+            .optional()
+            .unwrap()
+    }
+
+    pub fn nodes(&self, id: &str) -> Vec<NodeRow> {
+        let c = self.conn();
+        let mut s = c
+            .prepare(
+                "SELECT node_id, status, error, output FROM node_executions
+                 WHERE execution_id = ?1 ORDER BY position",
+            )
+            .unwrap();
+        s.query_map([id], |r| {
+            let json = |i: usize| -> rusqlite::Result<Option<Value>> {
+                Ok(r.get::<_, Option<String>>(i)?
+                    .map(|s| serde_json::from_str(&s).unwrap()))
+            };
+            Ok(NodeRow {
+                node_id: r.get(0)?,
+                status: r.get(1)?,
+                error: json(2)?,
+                output: json(3)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    pub fn node(&self, id: &str, node: &str) -> NodeRow {
+        let rows = self.nodes(id);
+        rows.iter()
+            .find(|n| n.node_id == node)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for node {node} in {rows:?}"))
+    }
+
+    /// Stored log events of an execution: `(stream, line)`.
+    pub fn log_lines(&self, id: &str) -> Vec<(String, String)> {
+        let c = self.conn();
+        let mut s = c
+            .prepare("SELECT data FROM events WHERE execution_id = ?1 AND kind = 'log' ORDER BY seq")
+            .unwrap();
+        s.query_map([id], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|d| {
+                let v: Value = serde_json::from_str(&d.unwrap()).unwrap();
+                (
+                    v["stream"].as_str().unwrap_or_default().to_string(),
+                    v["line"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls until the newest execution is `running` with its process recorded and, if given,
+    /// `node` has a `running` row. Returns the row.
+    pub fn wait_running(&self, node: Option<&str>, run: &mut Running) -> ExecRow {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(id) = self.ids().last() {
+                let e = self.exec(id);
+                let node_ok = node.is_none_or(|n| {
+                    self.nodes(id)
+                        .iter()
+                        .any(|r| r.node_id == n && r.status == "running")
+                });
+                if e.status == "running" && e.pgid.is_some() && node_ok {
+                    return e;
+                }
+            }
+            if let Some(st) = run.child.try_wait().unwrap() {
+                let f = run.collect(st);
+                panic!("flowrun ended before the execution was running: {f}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the execution did not reach running in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts the private TMPDIR given to flowrun is still empty.
+    pub fn assert_tmp_empty(&self) {
+        let left: Vec<_> = std::fs::read_dir(&self.tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "files left in TMPDIR: {left:?}");
+    }
+
+    /// Every check that applies to any finished execution: no process of its group survives,
+    /// and nothing is left in TMPDIR.
+    pub fn assert_clean(&self, id: &str) {
+        let e = self.exec(id);
+        let pgid = e.pgid.unwrap_or_else(|| panic!("execution {id} has no pgid: {e:?}"));
+        assert_group_gone(pgid);
+        self.assert_tmp_empty();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecRow {
+    pub id: String,
+    pub status: String,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    pub process_start_time: Option<i64>,
+    pub runner_pid: Option<i32>,
+    pub runner_start_time: Option<i64>,
+    pub error: Option<Value>,
+    pub exit: Option<String>,
+    pub log_bytes: i64,
+    pub log_bytes_cut: i64,
+    pub output: Option<Value>,
+}
+
+impl ExecRow {
+    pub fn error_message(&self) -> String {
+        self.error
+            .as_ref()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub status: String,
+    pub error: Option<Value>,
+    pub output: Option<Value>,
+}
+
+/// A `flowrun` process the test started, its output collected by threads (so it never blocks
+/// on a full pipe).
+pub struct Running {
+    pub child: Child,
+    pub started: Instant,
+    out: Option<JoinHandle<Vec<u8>>>,
+    err: Option<JoinHandle<Vec<u8>>>,
+    /// Largest `VmHWM` seen while sampling (kB).
+    pub peak_hwm_kb: u64,
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+impl Running {
+    pub fn spawn(mut c: Command) -> Running {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = c.spawn().expect("spawn flowrun");
+        let out = drain(child.stdout.take().unwrap());
+        let err = drain(child.stderr.take().unwrap());
+        Running {
+            child,
+            started,
+            out: Some(out),
+            err: Some(err),
+            peak_hwm_kb: 0,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits at most `max` (then kills it and fails), sampling the process's peak RSS.
+    pub fn wait(mut self, max: Duration) -> Finished {
+        loop {
+            // Sample before try_wait: until we reap it, the pid is surely this process.
+            if let Some(kb) = status_field_kb(self.pid(), "VmHWM") {
+                self.peak_hwm_kb = self.peak_hwm_kb.max(kb);
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return self.collect(st);
+            }
+            if self.started.elapsed() > max {
+                let _ = self.child.kill();
+                let st = self.child.wait().unwrap();
+                let f = self.collect(st);
+                panic!("flowrun did not finish within {max:?} (killed): {f}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Finished {
+        let elapsed = self.started.elapsed();
+        let stdout = self.out.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        let stderr = self.err.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        Finished {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            elapsed,
+            peak_hwm_kb: self.peak_hwm_kb,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    pub peak_hwm_kb: u64,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "unexpected exit: {self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            self.elapsed,
+            tail(&self.stdout, 4000),
+            tail(&self.stderr, 4000)
+        )
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut at = s.len().saturating_sub(n);
+    while !s.is_char_boundary(at) {
+        at += 1;
+    }
+    &s[at..]
+}
+
+/// A field of `/proc/<pid>/status` in kB (`VmHWM`, `VmRSS`).
+pub fn status_field_kb(pid: i32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `(state, ppid, pgid, start time)` from `/proc/<pid>/stat`, or None when there is no such pid.
+pub fn proc_stat(pid: i32) -> Option<(char, i32, i32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((
+        f[0].chars().next()?,
+        f[1].parse().ok()?,
+        f[2].parse().ok()?,
+        f[19].parse().ok()?,
+    ))
+}
+
+/// Is `pid` a live (non-zombie) process?
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_stat(pid), Some((s, ..)) if s != 'Z' && s != 'X')
+}
+
+/// Members of process group `pgid`, from /proc: `(pid, state, ppid, command)`.
+pub fn group_members(pgid: i32) -> Vec<(i32, char, i32, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((state, ppid, g, _)) = proc_stat(pid) {
+            if g == pgid {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ");
+                v.push((pid, state, ppid, comm));
+            }
+        }
+    }
+    v
+}
+
+/// Orphans are reparented to the nearest subreaper. Making the test process one means the
+/// children of a runner that the test SIGKILLs come here (this sandbox's PID 1 does not reap
+/// them), so [`assert_group_gone_reaping`] can reap what the lifeline killed.
+pub fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes an integer and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+fn group_gone_within(pgid: i32, max: Duration, reap: bool) -> Result<Duration, String> {
+    assert!(pgid > 1, "bogus pgid {pgid}");
+    let t0 = Instant::now();
+    loop {
+        match killpg(Pid::from_raw(pgid), None) {
+            Err(Errno::ESRCH) => return Ok(t0.elapsed()),
+            Err(e) => return Err(format!("kill(-{pgid}, 0): unexpected {e}")),
+            Ok(()) => {}
+        }
+        if reap {
+            let me = std::process::id() as i32;
+            for (pid, state, ppid, _) in group_members(pgid) {
+                if state == 'Z' && ppid == me {
+                    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                }
+            }
+        }
+        if t0.elapsed() > max {
+            return Err(format!(
+                "process group {pgid} still has members after {max:?}: {:?}",
+                group_members(pgid)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// No process of the group is left: `kill(-pgid, 0)` fails with ESRCH (after a short poll).
+/// Zombies count as survivors here: the runner must have reaped everything it was parent of.
+#[track_caller]
+pub fn assert_group_gone(pgid: i32) {
+    if let Err(e) = group_gone_within(pgid, Duration::from_secs(2), false) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`assert_group_gone`] for a group whose runner is dead: its zombies are reparented to
+/// the test (a subreaper), which reaps them. Returns how long the group took to disappear.
+#[track_caller]
+pub fn assert_group_gone_reaping(pgid: i32, max: Duration) -> Duration {
+    group_gone_within(pgid, max, true).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Each pid is gone: no such process, or the pid now belongs to another process group.
+#[track_caller]
+pub fn assert_pids_gone(pids: &[i32], pgid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for &pid in pids {
+        loop {
+            match proc_stat(pid) {
+                None => break,
+                Some((_, _, g, _)) if g != pgid => break,
+                Some(st) => assert!(
+                    Instant::now() < deadline,
+                    "process {pid} of group {pgid} survived: {st:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Pids a workflow wrote, one per line.
+pub fn read_pids(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Waits until the file lists at least `n` pids.
+pub fn wait_pids(path: &Path, n: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = read_pids(path);
+        if p.len() >= n {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {p:?} in {} after 20 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `sig` to `pid` (a process the test owns).
+pub fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).unwrap();
+}
+
+/// Removes the common leading indentation of a block (Python source in Rust literals).
+pub fn dedent(s: &str) -> String {
+    let lines: Vec<&str> = s.trim_matches('\n').lines().collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
