@@ -749,6 +749,17 @@ def _error_type(exc):
     return getattr(exc, "error_type", None) or type(exc).__name__
 
 
+def _memory_message(message):
+    """MemoryError usually has no message: say what ran out, and name the limit when the runner
+    set one (`flowrun run --max-memory-mb`, passed as FLOWRUN_MAX_MEMORY_MB)."""
+    text = "out of memory"
+    limit = os.environ.get("FLOWRUN_MAX_MEMORY_MB")
+    if limit:
+        text += (" (the workflow's process is limited to %s MiB of address space"
+                 " by --max-memory-mb)" % limit)
+    return text + (": " + message if message else "")
+
+
 def _error_info(exc):
     try:
         message = str(exc)
@@ -756,6 +767,8 @@ def _error_info(exc):
         message = _safe_repr(exc)
     if isinstance(exc, SystemExit):
         message = "sys.exit(%s) called in the node" % ("" if exc.code is None else _safe_repr(exc.code))
+    elif isinstance(exc, MemoryError):
+        message = _memory_message(message)
     try:
         tb = _format_traceback(exc)
     except Exception as e2:  # never let formatting hide the real error

@@ -18,5 +18,6 @@ pub mod redact;
 pub mod requirements;
 pub mod resume;
 pub mod runner;
+pub mod server;
 pub mod store;
 pub mod timefmt;

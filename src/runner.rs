@@ -492,3 +492,124 @@ pub fn exit_code(status: ExecStatus) -> i32 {
         _ => 1,
     }
 }
+
+/// Where a re-run or resume takes its definition from.
+#[derive(Debug, Clone)]
+pub enum AgainSource<'a> {
+    /// The definition the earlier execution ran (its snapshot in the store).
+    Snapshot,
+    /// A workflow file (`--file`).
+    File(&'a Path),
+    /// A definition sent as data (the HTTP API's `workflow`).
+    Definition(Value),
+}
+
+/// A re-run or resume, worked out and ready for [`prepare`].
+#[derive(Debug)]
+pub struct AgainPlan {
+    /// The earlier execution (full id).
+    pub previous_id: String,
+    pub source: Source,
+    pub trigger: Value,
+    /// The caller's options plus the reused outputs (resume) and the parent link.
+    pub options: RunOptions,
+    /// What `resume` tells the user: which nodes run again and why, which are reused.
+    pub notes: Vec<String>,
+}
+
+/// Why a re-run or resume cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgainError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("execution {id} is still {status}; wait for it or stop it first")]
+    NotFinished { id: String, status: ExecStatus },
+    #[error("the definition execution {0} ran is missing from the store")]
+    MissingSnapshot(String),
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl AgainError {
+    /// The exit code `flowrun rerun`/`resume` uses for it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgainError::Store(
+                crate::store::StoreError::NotFound(_) | crate::store::StoreError::Ambiguous { .. },
+            ) => 2,
+            AgainError::Store(_) | AgainError::MissingSnapshot(_) => 3,
+            AgainError::NotFinished { .. } | AgainError::Invalid(_) => 2,
+        }
+    }
+}
+
+/// The shared part of `rerun` and `resume` (CLI and HTTP API): finds the earlier execution
+/// (`id` or a unique prefix), checks it has ended, takes its definition (or `source`) and its
+/// trigger data (unless `trigger` is given), and for a resume pins the outputs it can reuse.
+/// Reads the store only; [`prepare`] comes next.
+pub fn plan_again(
+    store: &crate::store::Store,
+    id: &str,
+    source: AgainSource<'_>,
+    trigger: Option<Value>,
+    mut options: RunOptions,
+    resume: bool,
+) -> Result<AgainPlan, AgainError> {
+    let id = store.resolve_id(id)?;
+    let previous = store.execution(&id)?;
+    if !previous.status.is_final() {
+        return Err(AgainError::NotFinished {
+            id,
+            status: previous.status,
+        });
+    }
+    let previous_definition = store
+        .snapshot(&previous.snapshot_hash)?
+        .ok_or_else(|| AgainError::MissingSnapshot(id.clone()))?;
+    let source = match source {
+        AgainSource::File(f) => flowrun_codegen::load_file(f).map_err(AgainError::Invalid)?,
+        AgainSource::Snapshot => flowrun_codegen::source::from_value(
+            previous_definition.clone(),
+            &format!("<execution {id}>"),
+        )
+        .map_err(AgainError::Invalid)?,
+        AgainSource::Definition(v) => {
+            flowrun_codegen::source::from_value(v, "<request>").map_err(AgainError::Invalid)?
+        }
+    };
+    let trigger = trigger.unwrap_or_else(|| previous.trigger.clone());
+    let mut notes = Vec::new();
+    if resume {
+        let plan = flowrun_codegen::compile(&source).map_err(AgainError::Invalid)?;
+        let rows = store.nodes(&id)?;
+        let r =
+            crate::resume::plan_resume(&id, &rows, &previous_definition, &plan, &source.definition);
+        for (node, why) in &r.reruns {
+            let why = match why {
+                crate::resume::Rerun::NoOutput(s) if s == "did not run" => {
+                    format!("it did not run in {id}")
+                }
+                crate::resume::Rerun::NoOutput(s) => format!("it ended {s} in {id}"),
+                crate::resume::Rerun::Changed => "its definition changed".into(),
+                crate::resume::Rerun::New => "it is new".into(),
+                crate::resume::Rerun::Upstream(u) => format!("'{u}' runs again"),
+            };
+            notes.push(format!("resume: '{node}' runs ({why})"));
+        }
+        if !r.pins.is_empty() {
+            let names: Vec<&str> = r.pins.keys().map(String::as_str).collect();
+            notes.push(format!("resume: reusing {} from {id}", names.join(", ")));
+        }
+        for (node, pin) in r.pins {
+            options.pins.entry(node).or_insert(pin);
+        }
+    }
+    options.parent = Some((id.clone(), if resume { "resume" } else { "rerun" }));
+    Ok(AgainPlan {
+        previous_id: id,
+        source,
+        trigger,
+        options,
+        notes,
+    })
+}

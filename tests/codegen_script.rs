@@ -323,14 +323,6 @@ fn script_runs_by_hand_with_the_protocol() {
         "{kinds:?}"
     );
     assert_eq!(kinds.iter().filter(|k| *k == "node_end").count(), 4);
-    // Python ran nothing but what the script holds: no bytecode or files next to it.
-    assert_eq!(
-        std::fs::read_dir(env.dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name() == "__pycache__")
-            .count(),
-        0
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -156,11 +156,9 @@ fn groq_chat_sends_the_openai_wire_format_and_records_usage_and_cost() {
 
     let show_json: Value = serde_json::from_slice(&env.cmd(["show", &id, "--json"]).stdout)
         .expect("show --json prints JSON");
-    assert_eq!(
-        show_json.to_string().contains("\"input_tokens\":12345"),
-        true,
-        "{show_json}"
-    );
+    assert_eq!(show_json["input_tokens"], json!(12345), "{show_json}");
+    assert_eq!(show_json["output_tokens"], json!(6789), "{show_json}");
+    assert_close(&show_json["cost_usd"], cost, "show --json cost_usd");
 }
 
 #[test]
@@ -594,7 +592,7 @@ fn max_retries_zero_means_one_request() {
 fn a_slow_provider_times_out_inside_the_node() {
     let env = Env::new();
     let server = Server::start(|_| {
-        Reply::openai_chat("llama-3.1-8b-instant", "too late", 1, 1).delay(Duration::from_secs(2))
+        Reply::openai_chat("llama-3.1-8b-instant", "too late", 1, 1).delay(Duration::from_secs(3))
     });
     let (out, elapsed) = run_groq(
         &env,
@@ -603,7 +601,7 @@ fn a_slow_provider_times_out_inside_the_node() {
     );
     assert_code(&out, 1, "run");
     assert!(
-        elapsed < Duration::from_millis(1900),
+        elapsed < Duration::from_secs(2),
         "the run took {elapsed:?}: it waited for the slow server"
     );
     assert_eq!(server.requests().len(), 1);

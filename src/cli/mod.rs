@@ -1,7 +1,7 @@
 //! The `flowrun` command line.
 
 mod doctor;
-mod inspect;
+pub(crate) mod inspect;
 mod maintain;
 mod run;
 mod workflow;
@@ -85,6 +85,8 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         python: Option<PathBuf>,
     },
+    /// Serve the local HTTP API with Server-Sent Events for editors (see docs/api.md).
+    Serve(crate::server::ServeArgs),
     /// Delete executions by id (or unique prefix).
     Delete {
         #[arg(required = true)]
@@ -172,6 +174,7 @@ pub fn main() -> i32 {
             python,
         } => doctor::doctor(&files, fix, json, python.as_deref(), db.as_deref()),
         Command::Prune(args) => maintain::prune(args, db.as_deref()),
+        Command::Serve(args) => crate::server::serve(args, db.as_deref()),
         Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
     };
     match result {

@@ -280,6 +280,11 @@ impl State<'_> {
             frame
         } else {
             match frame {
+                // A cut line may end inside a secret: its start is redacted too.
+                Frame::Line { text, cut } if cut > 0 => Frame::Line {
+                    text: r.cut_tail(text),
+                    cut,
+                },
                 Frame::Line { text, cut } => Frame::Line {
                     text: r.text(text),
                     cut,
@@ -515,6 +520,12 @@ pub async fn execute(
     launch
         .env
         .push(("FLOWRUN_NONCE".into(), spec.nonce.clone()));
+    if let Some(bytes) = launch.max_memory {
+        // The runtime names the limit when a node hits it (MemoryError).
+        launch
+            .env
+            .push(("FLOWRUN_MAX_MEMORY_MB".into(), (bytes >> 20).to_string()));
+    }
     let spawned = match process::spawn(&launch) {
         Ok(s) => s,
         Err(e) => {
@@ -698,6 +709,15 @@ pub async fn execute(
                     let mut msg = format!("the script ended with {exit_desc} and {why}");
                     if let Some(n) = &running {
                         msg.push_str(&format!(" while node '{n}' was running"));
+                    }
+                    if let Some(bytes) = spec.launch.max_memory {
+                        // Past RLIMIT_AS, allocations fail: code that does not handle that
+                        // crashes (SIGSEGV, SIGABRT) instead of raising MemoryError.
+                        msg.push_str(&format!(
+                            " (it ran with an address-space limit of {} MiB, --max-memory-mb: \
+                             it may have run out of memory)",
+                            bytes >> 20
+                        ));
                     }
                     let mut e = ErrorInfo::new("ProtocolError", msg.clone());
                     e.node = running;

@@ -1,10 +1,11 @@
 //! The child process: spawning it in its own session with a lifeline, and ending its group.
 //!
-//! The child calls `setsid()` before exec, so it leads a new session and process group whose id
-//! is its pid; every process it starts (unless it escapes with its own `setsid`) stays in that
-//! group, and signalling `-pgid` reaches all of them. The runner keeps the write end of a
-//! "lifeline" pipe; the runtime watches the read end (fd 3) and kills its own group when it sees
-//! EOF, which happens however the runner dies.
+//! The child starts in a new process group whose id is its pid; every process it starts (unless
+//! it leaves with its own `setsid`/`setpgid`) stays in that group, and signalling `-pgid` reaches
+//! all of them. The group is in the background of the terminal, so Ctrl-C reaches only flowrun,
+//! which then stops the group in order. The runner keeps the write end of a "lifeline" pipe; the
+//! runtime watches the read end (`FLOWRUN_LIFELINE_FD`) and kills its own group when it sees EOF,
+//! which happens however the runner dies.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -13,9 +14,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
-
-/// The fd number the lifeline's read end has in the child.
-pub const LIFELINE_FD: i32 = 3;
 
 /// What the store records to find and verify the process later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,38 +44,47 @@ pub struct Spawned {
     pub lifeline: OwnedFd,
 }
 
+/// Serializes spawns in this process: the lifeline's read end is made inheritable only for the
+/// moment of one spawn, so no other child (another execution in `flowrun serve`) inherits it.
+static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
+    // SAFETY: fcntl on an fd we own, no memory involved.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Starts the child in a new process group (its pid is the group id), with the lifeline's read
+/// end inherited and its number in `FLOWRUN_LIFELINE_FD`.
+///
+/// Without `max_memory` there is no code to run between fork and exec, so the standard library
+/// uses `posix_spawn` (a vfork-style clone), which is several milliseconds cheaper than forking
+/// this process; an address-space limit needs a `pre_exec` hook and so a real fork.
 pub fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let read_fd = read_end.as_raw_fd();
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .env("FLOWRUN_LIFELINE_FD", LIFELINE_FD.to_string())
+        .env("FLOWRUN_LIFELINE_FD", read_fd.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     if let Some(cwd) = &launch.cwd {
         cmd.current_dir(cwd);
     }
-    let read_fd = read_end.as_raw_fd();
-    let max_memory = launch.max_memory;
-    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (setsid, dup2, fcntl, setrlimit); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if read_fd == LIFELINE_FD {
-                // dup2 onto itself keeps FD_CLOEXEC: clear it by hand.
-                if libc::fcntl(read_fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(read_fd, LIFELINE_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(bytes) = max_memory {
+    if let Some(bytes) = launch.max_memory {
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // setrlimit, which is async-signal-safe; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
                 let lim = libc::rlimit {
                     rlim_cur: bytes as libc::rlim_t,
                     rlim_max: bytes as libc::rlim_t,
@@ -85,11 +92,19 @@ pub fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
                 if libc::setrlimit(libc::RLIMIT_AS, &lim) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
-    let child = cmd.spawn()?;
+    let child = {
+        let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        set_cloexec(read_fd, false)?;
+        let child = cmd.spawn();
+        // Closing our copy right after the spawn (drop below) is what matters; restoring the
+        // flag keeps the window closed if anything goes wrong in between.
+        let _ = set_cloexec(read_fd, true);
+        child?
+    };
     drop(read_end);
     let pid = child.id().expect("a just-spawned child has a pid") as i32;
     Ok(Spawned {

@@ -9,6 +9,11 @@
 //! ordinary line keeps its first `max_line` bytes and counts the rest; a protocol line may be up
 //! to `max_frame` bytes (payloads are already capped by the runtime) and is reported as oversized
 //! past that. A trailing line without a newline is delivered by [`Framer::finish`].
+//!
+//! A marker counts anywhere in a line, not only at its start: output written straight to fd 1
+//! (by a subprocess, say) may leave a line unfinished when the runtime prints its next event, so
+//! the event follows that output on the same line. Ordinary lines are scanned for the marker as
+//! bytes arrive, also past the cap, so a marker after megabytes of unfinished output is found.
 
 /// One thing read from the child's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +46,10 @@ enum Kind {
 
 pub struct Framer {
     prefix: Vec<u8>,
+    finder: memchr::memmem::Finder<'static>,
+    /// The last `prefix.len() - 1` bytes of the current ordinary line (kept or cut), to find a
+    /// marker that starts in one chunk and ends in the next.
+    tail: Vec<u8>,
     max_line: usize,
     max_frame: usize,
     buf: Vec<u8>,
@@ -52,8 +61,11 @@ pub struct Framer {
 
 impl Framer {
     pub fn new(nonce: &str, max_line: usize, max_frame: usize) -> Framer {
+        let prefix = format!("@@flowrun:{nonce}:").into_bytes();
         Framer {
-            prefix: format!("@@flowrun:{nonce}:").into_bytes(),
+            finder: memchr::memmem::Finder::new(&prefix).into_owned(),
+            tail: Vec::new(),
+            prefix,
             max_line,
             max_frame,
             buf: Vec::new(),
@@ -68,12 +80,12 @@ impl Framer {
         while !chunk.is_empty() {
             match memchr::memchr(b'\n', chunk) {
                 Some(i) => {
-                    self.take(&chunk[..i]);
+                    self.take(&chunk[..i], out);
                     self.end_line(out);
                     chunk = &chunk[i + 1..];
                 }
                 None => {
-                    self.take(chunk);
+                    self.take(chunk, out);
                     chunk = &[];
                 }
             }
@@ -95,7 +107,8 @@ impl Framer {
         }
     }
 
-    fn take(&mut self, bytes: &[u8]) {
+    /// Adds bytes of the current line (no newline among them).
+    fn take(&mut self, bytes: &[u8], out: &mut Vec<Frame>) {
         if matches!(self.kind, Kind::Unknown) {
             let need = self.prefix.len().saturating_sub(self.buf.len());
             let head = &bytes[..need.min(bytes.len())];
@@ -105,14 +118,62 @@ impl Framer {
                 self.classify();
             }
             if !rest.is_empty() {
-                self.take(rest);
+                self.take(rest, out);
             }
+            return;
+        }
+        if matches!(self.kind, Kind::Plain) && self.marker_in_plain(bytes, out) {
             return;
         }
         let room = self.limit().saturating_sub(self.buf.len());
         let keep = room.min(bytes.len());
         self.buf.extend_from_slice(&bytes[..keep]);
         self.cut += (bytes.len() - keep) as u64;
+    }
+
+    /// Looks for a marker starting in the tail of the ordinary line so far or in `bytes`. If there
+    /// is one, delivers the ordinary part as a line, continues with the marker and returns true.
+    fn marker_in_plain(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> bool {
+        let keep_tail = self.prefix.len() - 1;
+        // A marker that began in earlier bytes of this line.
+        let mut window = self.tail.clone();
+        window.extend_from_slice(&bytes[..keep_tail.min(bytes.len())]);
+        let (earlier, at) = match self.finder.find(&window) {
+            Some(i) if i < self.tail.len() => (self.tail.len() - i, 0),
+            _ => match self.finder.find(bytes) {
+                Some(j) => (0, j),
+                None => {
+                    window.extend_from_slice(&bytes[keep_tail.min(bytes.len())..]);
+                    let from = window.len().saturating_sub(keep_tail);
+                    self.tail = window.split_off(from);
+                    return false;
+                }
+            },
+        };
+        // The ordinary part of the line: what came before the marker.
+        let start = std::mem::take(&mut self.tail);
+        let start = start[start.len() - earlier..].to_vec();
+        let from_cut = (earlier as u64).min(self.cut);
+        self.cut -= from_cut;
+        let from_buf = earlier - from_cut as usize;
+        self.buf.truncate(self.buf.len() - from_buf);
+        let room = self.limit().saturating_sub(self.buf.len());
+        let keep = room.min(at);
+        self.buf.extend_from_slice(&bytes[..keep]);
+        self.cut += (at - keep) as u64;
+        let text = std::mem::take(&mut self.buf);
+        let cut = std::mem::take(&mut self.cut);
+        if !text.is_empty() || cut > 0 {
+            out.push(Frame::Line {
+                text: String::from_utf8_lossy(&text).into_owned(),
+                cut,
+            });
+        }
+        // The marker line: its first bytes, then the rest as a protocol line.
+        self.buf = start;
+        self.kind = Kind::Marker;
+        self.take(&bytes[at..], out);
+        true
     }
 
     fn classify(&mut self) {
@@ -123,6 +184,10 @@ impl Framer {
         } else {
             Kind::Plain
         };
+        if matches!(self.kind, Kind::Plain) {
+            let from = self.buf.len().saturating_sub(self.prefix.len() - 1);
+            self.tail = self.buf[from..].to_vec();
+        }
         if matches!(self.kind, Kind::Plain) && self.buf.len() > self.max_line {
             self.cut += (self.buf.len() - self.max_line) as u64;
             self.buf.truncate(self.max_line);
@@ -174,21 +239,8 @@ impl Framer {
                 }
             }
             Kind::Plain | Kind::Unknown => {
-                // Output written straight to fd 1 (by a subprocess, say) may leave the line
-                // unfinished when a marker follows; with our nonce, a marker counts anywhere.
-                if let Some(at) = memchr::memmem::find(&line, &self.prefix) {
-                    if at > 0 {
-                        out.push(Frame::Line {
-                            text: String::from_utf8_lossy(&line[..at]).into_owned(),
-                            cut: 0,
-                        });
-                    }
-                    self.buf = line[at..].to_vec();
-                    self.cut = cut;
-                    self.kind = Kind::Marker;
-                    self.end_line(out);
-                    return;
-                }
+                self.tail.clear();
+                // A marker later in the line was split off as the bytes arrived (`take`).
                 out.push(Frame::Line {
                     text: String::from_utf8_lossy(&line).into_owned(),
                     cut,
@@ -265,6 +317,86 @@ mod tests {
         let mut out = Vec::new();
         f.push(b"partial@@flowrun:abc:event {}\n", &mut out);
         assert_eq!(out, vec![line("partial", 0), Frame::Event(b"{}".to_vec())]);
+    }
+
+    #[test]
+    fn marker_after_output_longer_than_the_line_cap() {
+        // 20 bytes of unfinished output (cap 8), then an event on the same line.
+        let out = frames(&[b"0123456789", b"0123456789@@flowrun:abc:event {}\nok\n"]);
+        assert_eq!(
+            out,
+            vec![
+                line("01234567", 12),
+                Frame::Event(b"{}".to_vec()),
+                line("ok", 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn marker_split_across_chunks_after_the_cap() {
+        let mut input: Vec<&[u8]> = vec![b"0123456789abcdef@@flo"];
+        input.extend([b"wrun:a".as_slice(), b"bc:", b"event {\"x\":1}\n"]);
+        assert_eq!(
+            frames(&input),
+            vec![line("01234567", 8), Frame::Event(b"{\"x\":1}".to_vec())]
+        );
+        // Split inside the part of the line that was kept.
+        assert_eq!(
+            frames(&[b"ab@@f", b"lowrun:abc:event {}\n"]),
+            vec![line("ab", 0), Frame::Event(b"{}".to_vec())]
+        );
+    }
+
+    #[test]
+    fn marker_starting_inside_a_false_start() {
+        assert_eq!(
+            frames(&[b"@@@flowrun:abc:result-start\n"]),
+            vec![line("@", 0), Frame::ResultStart]
+        );
+        assert_eq!(
+            frames(&[b"@@@", b"flowrun:abc:event {}\n"]),
+            vec![line("@", 0), Frame::Event(b"{}".to_vec())]
+        );
+    }
+
+    #[test]
+    fn wrong_nonce_then_right_one_on_the_same_line() {
+        let mut f = Framer::new("abc", 8, 64);
+        let mut out = Vec::new();
+        f.push(b"@@flowrun:xyz:event {}@@flowrun:abc:event {}\n", &mut out);
+        assert_eq!(
+            out,
+            vec![line("@@flowru", 14), Frame::Event(b"{}".to_vec())]
+        );
+    }
+
+    proptest::proptest! {
+        /// However the bytes are split into chunks, the frames are the same.
+        #[test]
+        fn chunking_does_not_change_frames(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "x", "yyyyyyyyyyy", "\n", "\r\n", "@", "@@flo", "@@flowrun:abc:",
+                    "@@flowrun:xyz:", "event {}", "result-start", "result-end", "\u{e9}",
+                ]),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let input: Vec<u8> = pieces.concat().into_bytes();
+            let whole = frames(&[&input]);
+            let mut at: Vec<usize> = cuts.into_iter().map(|c| c % (input.len() + 1)).collect();
+            at.sort();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut from = 0;
+            for c in at {
+                chunks.push(&input[from..c]);
+                from = c;
+            }
+            chunks.push(&input[from..]);
+            proptest::prop_assert_eq!(frames(&chunks), whole);
+        }
     }
 
     #[test]

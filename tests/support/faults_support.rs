@@ -103,9 +103,10 @@ impl Fx {
             return Vec::new();
         }
         let c = self.conn();
-        let mut s = c
-            .prepare("SELECT id FROM executions ORDER BY started_at, id")
-            .unwrap();
+        // The file may exist before the runner has created the schema.
+        let Ok(mut s) = c.prepare("SELECT id FROM executions ORDER BY started_at, id") else {
+            return Vec::new();
+        };
         s.query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
@@ -192,7 +193,9 @@ impl Fx {
     pub fn log_lines(&self, id: &str) -> Vec<(String, String)> {
         let c = self.conn();
         let mut s = c
-            .prepare("SELECT data FROM events WHERE execution_id = ?1 AND kind = 'log' ORDER BY seq")
+            .prepare(
+                "SELECT data FROM events WHERE execution_id = ?1 AND kind = 'log' ORDER BY seq",
+            )
             .unwrap();
         s.query_map([id], |r| r.get::<_, String>(0))
             .unwrap()
@@ -247,7 +250,9 @@ impl Fx {
     /// and nothing is left in TMPDIR.
     pub fn assert_clean(&self, id: &str) {
         let e = self.exec(id);
-        let pgid = e.pgid.unwrap_or_else(|| panic!("execution {id} has no pgid: {e:?}"));
+        let pgid = e
+            .pgid
+            .unwrap_or_else(|| panic!("execution {id} has no pgid: {e:?}"));
         assert_group_gone(pgid);
         self.assert_tmp_empty();
     }
@@ -348,8 +353,16 @@ impl Running {
 
     fn collect(&mut self, status: ExitStatus) -> Finished {
         let elapsed = self.started.elapsed();
-        let stdout = self.out.take().map(|h| h.join().unwrap()).unwrap_or_default();
-        let stderr = self.err.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        let stdout = self
+            .out
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        let stderr = self
+            .err
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
         Finished {
             status,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),

@@ -1,0 +1,428 @@
+//! The executions this server runs: at most `--max-concurrent` at once, the rest queued in
+//! FIFO order, each with a live event buffer that SSE clients follow.
+//!
+//! Every execution started here has a [`Live`] from the moment its row is written until it has
+//! ended and its final state is in the store. The `Live` keeps every event of the execution in
+//! memory (bounded by the executor's log cap) next to a broadcast channel: a subscriber copies
+//! the buffer and subscribes under one lock, so it misses nothing and sees nothing twice, even
+//! for events the recorder has not written to the store yet (it batches log lines).
+//!
+//! Locks: `Executions::inner` may be held while the store is locked, never the other way round.
+
+use crate::events::{Envelope, ErrorInfo, Event, ExecStatus, NodeStatus, now_ms};
+use crate::executor::{Sink, StopReason};
+use crate::recorder::SharedStore;
+use crate::runner::{self, Prepared, RunError};
+use crate::store::Write;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, watch};
+
+/// Events of one execution as they happen.
+pub struct Live {
+    pub id: String,
+    state: Mutex<LiveState>,
+    tx: broadcast::Sender<Arc<Envelope>>,
+    stop: watch::Sender<Option<StopReason>>,
+    done: watch::Sender<Option<ExecStatus>>,
+}
+
+struct LiveState {
+    events: Vec<Arc<Envelope>>,
+}
+
+impl Live {
+    fn new(id: &str) -> (Arc<Live>, watch::Receiver<Option<StopReason>>) {
+        let (stop, stop_rx) = watch::channel(None);
+        let live = Arc::new(Live {
+            id: id.to_string(),
+            state: Mutex::new(LiveState { events: Vec::new() }),
+            tx: broadcast::channel(1024).0,
+            stop,
+            done: watch::channel(None).0,
+        });
+        (live, stop_rx)
+    }
+
+    fn push(&self, env: Envelope) {
+        let env = Arc::new(env);
+        let mut st = self.state.lock().expect("live lock");
+        st.events.push(env.clone());
+        // No receiver is fine: the buffer has it.
+        let _ = self.tx.send(env);
+    }
+
+    /// The events after `after` so far, and a receiver for every later one.
+    pub fn subscribe(
+        &self,
+        after: u64,
+    ) -> (Vec<Arc<Envelope>>, broadcast::Receiver<Arc<Envelope>>) {
+        let st = self.state.lock().expect("live lock");
+        let rx = self.tx.subscribe();
+        (Self::tail(&st.events, after), rx)
+    }
+
+    /// The events after `after` so far.
+    pub fn since(&self, after: u64) -> Vec<Arc<Envelope>> {
+        let st = self.state.lock().expect("live lock");
+        Self::tail(&st.events, after)
+    }
+
+    fn tail(events: &[Arc<Envelope>], after: u64) -> Vec<Arc<Envelope>> {
+        // seq is 1, 2, 3, … so event n sits at index n - 1.
+        let start = (after as usize).min(events.len());
+        events[start..].to_vec()
+    }
+
+    /// Becomes `Some(status)` once the execution has ended and the store holds its final state.
+    pub fn done(&self) -> watch::Receiver<Option<ExecStatus>> {
+        self.done.subscribe()
+    }
+
+    fn cancel(&self) {
+        self.stop.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(StopReason::Cancel);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The sink the executor feeds: every event goes to the live buffer and its subscribers.
+struct LiveSink(Arc<Live>);
+
+impl Sink for LiveSink {
+    fn event(&mut self, envelope: &Envelope) {
+        self.0.push(envelope.clone());
+    }
+}
+
+struct Job {
+    prepared: Prepared,
+    live: Arc<Live>,
+    stop_rx: watch::Receiver<Option<StopReason>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Queued and running executions of this server.
+    live: HashMap<String, Arc<Live>>,
+    queue: VecDeque<(String, Job)>,
+    running: usize,
+    /// Shutting down: nothing new is accepted or started.
+    closed: bool,
+}
+
+/// Why an execution was not accepted.
+#[derive(Debug)]
+pub enum SubmitError {
+    ShuttingDown,
+    Run(RunError),
+}
+
+/// What a stop request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was queued: it is now `cancelled`, never started.
+    Dequeued,
+    /// It runs here and is being stopped.
+    Stopping,
+    /// It runs in another flowrun process, which was asked through the store.
+    Requested,
+    /// It had already ended with this status.
+    AlreadyEnded(ExecStatus),
+}
+
+pub struct Executions {
+    store: SharedStore,
+    max_concurrent: usize,
+    inner: Mutex<Inner>,
+    /// Wakes `shutdown` when an execution ends.
+    ended: Notify,
+}
+
+impl Executions {
+    pub fn new(store: SharedStore, max_concurrent: usize) -> Arc<Executions> {
+        Arc::new(Executions {
+            store,
+            max_concurrent: max_concurrent.max(1),
+            inner: Mutex::new(Inner::default()),
+            ended: Notify::new(),
+        })
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
+    }
+
+    /// `(running, queued)` counts.
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("queue lock");
+        (inner.running, inner.queue.len())
+    }
+
+    /// The live view of an execution this server has queued or running.
+    pub fn live(&self, id: &str) -> Option<Arc<Live>> {
+        self.inner.lock().expect("queue lock").live.get(id).cloned()
+    }
+
+    /// Records a prepared execution and starts it, or queues it when `max_concurrent` run
+    /// already. Blocking (writes the store): call from a blocking thread. Must be called from
+    /// within the runtime (it spawns the execution's task).
+    pub fn submit(
+        self: &Arc<Self>,
+        prepared: Prepared,
+    ) -> Result<(String, ExecStatus), SubmitError> {
+        let id = runner::new_execution_id();
+        let mut inner = self.inner.lock().expect("queue lock");
+        if inner.closed {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let start_now = inner.running < self.max_concurrent && inner.queue.is_empty();
+        let status = if start_now {
+            ExecStatus::Running
+        } else {
+            ExecStatus::Queued
+        };
+        runner::record_start(&self.store, &prepared, &id, status).map_err(SubmitError::Run)?;
+        let (live, stop_rx) = Live::new(&id);
+        inner.live.insert(id.clone(), live.clone());
+        let job = Job {
+            prepared,
+            live,
+            stop_rx,
+        };
+        if start_now {
+            inner.running += 1;
+            drop(inner);
+            self.spawn_run(id.clone(), job);
+        } else {
+            inner.queue.push_back((id.clone(), job));
+        }
+        Ok((id, status))
+    }
+
+    fn spawn_run(self: &Arc<Self>, id: String, job: Job) {
+        let this = self.clone();
+        tokio::runtime::Handle::current().spawn(async move {
+            let Job {
+                prepared,
+                live,
+                stop_rx,
+            } = job;
+            let mut sink = LiveSink(live.clone());
+            let outcome = runner::run(&this.store, &prepared, &id, &mut sink, stop_rx).await;
+            // The store has the final state now: subscribers that come later read it there.
+            live.done.send_replace(Some(outcome.status));
+            let this2 = this.clone();
+            let _ = tokio::task::spawn_blocking(move || this2.finished(&id)).await;
+            this.ended.notify_waiters();
+        });
+    }
+
+    /// An execution ended: forget it and start what the queue allows.
+    fn finished(self: &Arc<Self>, id: &str) {
+        let mut inner = self.inner.lock().expect("queue lock");
+        inner.live.remove(id);
+        inner.running = inner.running.saturating_sub(1);
+        self.start_queued(inner);
+    }
+
+    /// Starts queued executions while there is room. Takes the lock guard and releases it.
+    fn start_queued(self: &Arc<Self>, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        let mut start = Vec::new();
+        while !inner.closed && inner.running < self.max_concurrent {
+            let Some((id, job)) = inner.queue.pop_front() else {
+                break;
+            };
+            let pid = std::process::id() as i32;
+            let res = self.store.lock().expect("store lock").set_running(
+                &id,
+                pid,
+                crate::executor::process::process_start_time(pid),
+            );
+            if let Err(e) = res {
+                tracing::warn!("marking execution {id} running: {e}");
+            }
+            inner.running += 1;
+            start.push((id, job));
+        }
+        drop(inner);
+        for (id, job) in start {
+            self.spawn_run(id, job);
+        }
+    }
+
+    /// Stops an execution: dequeues it, stops it here, or asks its runner through the store.
+    /// Blocking (store access).
+    pub fn stop(self: &Arc<Self>, id: &str) -> Result<Stopped, crate::store::StoreError> {
+        let mut inner = self.inner.lock().expect("queue lock");
+        if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
+            let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
+            drop(inner);
+            self.cancel_queued(id, job, "stopped by request before it started");
+            return Ok(Stopped::Dequeued);
+        }
+        if let Some(live) = inner.live.get(id).cloned() {
+            drop(inner);
+            // Recorded in the store too, like `flowrun stop` does.
+            let _ = self
+                .store
+                .lock()
+                .expect("store lock")
+                .request_stop(id, now_ms());
+            live.cancel();
+            return Ok(Stopped::Stopping);
+        }
+        drop(inner);
+        let mut store = self.store.lock().expect("store lock");
+        let e = store.execution(id)?;
+        if e.status.is_final() {
+            return Ok(Stopped::AlreadyEnded(e.status));
+        }
+        store.request_stop(id, now_ms())?;
+        // A runner that is gone will never answer: record what recovery would.
+        crate::recovery::recover(&mut store);
+        Ok(Stopped::Requested)
+    }
+
+    /// Records a queued execution `cancelled` without starting it: its events are
+    /// `execution_start` and `execution_end` (no node ran).
+    fn cancel_queued(&self, id: &str, job: Job, why: &str) {
+        let p = &job.prepared;
+        let wf = &p.plan.workflow;
+        let error = ErrorInfo::new("Cancelled", why);
+        let events = [
+            Event::ExecutionStart {
+                workflow_id: wf.id.clone(),
+                workflow_name: wf.display_name().to_string(),
+                mode: p.options.mode.clone(),
+                nodes: p.plan.ordered_nodes().map(|n| n.id.clone()).collect(),
+                ts: now_ms(),
+            },
+            Event::ExecutionEnd {
+                status: ExecStatus::Cancelled,
+                duration_ms: 0.0,
+                error: Some(error.clone()),
+                ts: now_ms(),
+            },
+        ];
+        let writes: Vec<Write> = events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| Write::Event {
+                seq: i as u64 + 1,
+                kind: ev.kind().to_string(),
+                node_id: None,
+                ts: now_ms(),
+                data: serde_json::to_string(ev).expect("events serialize"),
+            })
+            .collect();
+        {
+            let mut store = self.store.lock().expect("store lock");
+            if let Err(e) = store.apply(id, &writes) {
+                tracing::warn!("recording the cancellation of {id}: {e}");
+            }
+            if let Err(e) = store.mark_abandoned(
+                id,
+                ExecStatus::Cancelled,
+                &error,
+                NodeStatus::Cancelled,
+                now_ms(),
+            ) {
+                tracing::warn!("recording the cancellation of {id}: {e}");
+            }
+        }
+        for (i, event) in events.into_iter().enumerate() {
+            job.live.push(Envelope {
+                seq: i as u64 + 1,
+                execution_id: id.to_string(),
+                event,
+            });
+        }
+        job.live.done.send_replace(Some(ExecStatus::Cancelled));
+        self.inner.lock().expect("queue lock").live.remove(id);
+        self.ended.notify_waiters();
+    }
+
+    /// Every ~100 ms: executions of this server that someone asked to stop through the store
+    /// (`flowrun stop`) are stopped, queued ones dequeued.
+    pub async fn watch_stop_requests(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ids: Vec<String> = self
+                .inner
+                .lock()
+                .expect("queue lock")
+                .live
+                .keys()
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let requested: Vec<String> = {
+                    let store = this.store.lock().expect("store lock");
+                    ids.into_iter()
+                        .filter(|id| store.stop_requested(id).unwrap_or(false))
+                        .collect()
+                };
+                for id in requested {
+                    let mut inner = this.inner.lock().expect("queue lock");
+                    if let Some(pos) = inner.queue.iter().position(|(q, _)| *q == id) {
+                        let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
+                        drop(inner);
+                        this.cancel_queued(&id, job, "stopped by request before it started");
+                    } else if let Some(live) = inner.live.get(&id) {
+                        live.cancel();
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Ends everything for shutdown: queued executions are cancelled, running ones stopped like
+    /// `flowrun stop` stops them; returns when all have ended.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let (queued, running) = {
+                let mut inner = this.inner.lock().expect("queue lock");
+                inner.closed = true;
+                let queued: Vec<(String, Job)> = inner.queue.drain(..).collect();
+                let running: Vec<Arc<Live>> = inner.live.values().cloned().collect();
+                (queued, running)
+            };
+            for (id, job) in queued {
+                this.cancel_queued(&id, job, "the server shut down before it started");
+            }
+            for live in running {
+                let _ = this
+                    .store
+                    .lock()
+                    .expect("store lock")
+                    .request_stop(&live.id, now_ms());
+                live.cancel();
+            }
+        })
+        .await;
+        loop {
+            let ended = self.ended.notified();
+            if self.inner.lock().expect("queue lock").live.is_empty() {
+                return;
+            }
+            // A notification between the check and the wait is not lost (`notified` was
+            // created first); the timeout is a second safety net.
+            let _ = tokio::time::timeout(Duration::from_millis(200), ended).await;
+        }
+    }
+}

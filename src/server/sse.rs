@@ -1,0 +1,230 @@
+//! `GET /api/executions/{id}/events`: an execution's events as Server-Sent Events.
+//!
+//! Each message is `id: <seq>`, `event: <kind>`, `data: <the event JSON>` — the objects
+//! `flowrun run --events jsonl` prints. A client that sends `Last-Event-ID: N` (or
+//! `?last_event_id=N`) gets the events after `N`: first what happened already, then the live
+//! ones, without a gap and without a duplicate. After `execution_end` comes one `event: end`
+//! (data `{"execution_id", "status"}`, no id) and the stream closes. A comment line every 15 s
+//! keeps idle connections open.
+//!
+//! Executions this server runs are followed through their live buffer (see [`super::queue`]);
+//! any other (run by `flowrun run`, or ended) through the store, polled every 100 ms.
+
+use super::AppState;
+use super::api::{ApiError, blocking};
+use super::queue::Live;
+use crate::events::{Envelope, Event, ExecStatus};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Deserialize, Default)]
+pub struct EventsQuery {
+    last_event_id: Option<String>,
+}
+
+/// Where a stream is: the last seq sent, and whether `execution_end` went out.
+struct Cursor {
+    tx: mpsc::Sender<SseEvent>,
+    last: u64,
+    ended: bool,
+}
+
+impl Cursor {
+    /// Sends one event unless it was sent already. False when the client is gone.
+    async fn send(&mut self, seq: u64, kind: &str, data: String) -> bool {
+        if seq <= self.last {
+            return true;
+        }
+        let ev = SseEvent::default()
+            .id(seq.to_string())
+            .event(kind)
+            .data(data);
+        if self.tx.send(ev).await.is_err() {
+            return false;
+        }
+        self.last = seq;
+        if kind == "execution_end" {
+            self.ended = true;
+        }
+        true
+    }
+
+    async fn send_envelope(&mut self, env: &Envelope) -> bool {
+        let data = serde_json::to_string(env).expect("events serialize");
+        self.send(env.seq, env.event.kind(), data).await
+    }
+
+    async fn send_all(&mut self, list: &[Arc<Envelope>]) -> bool {
+        for env in list {
+            if !self.send_envelope(env).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+pub async fn events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = q
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let given = headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or(q.last_event_id);
+    let after = match given.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "Last-Event-ID '{s}': expected an event seq (a number)"
+            ))
+        })?,
+    };
+    let store = app.store.clone();
+    let id = blocking(move || Ok(store.lock().expect("store lock").resolve_id(&id)?)).await?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(256);
+    tokio::spawn(produce(app, id, after, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+async fn produce(app: AppState, id: String, after: u64, tx: mpsc::Sender<SseEvent>) {
+    let mut cur = Cursor {
+        tx,
+        last: after,
+        ended: false,
+    };
+    let status = match app.executions.live(&id) {
+        Some(live) => follow_live(&live, &mut cur).await,
+        None => follow_store(&app, &id, &mut cur).await,
+    };
+    let Some(status) = status else {
+        return; // the client went away, or the server is shutting down
+    };
+    let data = json!({"execution_id": id, "status": status}).to_string();
+    let _ = cur
+        .tx
+        .send(SseEvent::default().event("end").data(data))
+        .await;
+}
+
+/// Follows an execution of this server. Returns its final status, or `None` if the client left.
+async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
+    let (backlog, mut rx) = live.subscribe(cur.last);
+    let done = live.done();
+    if !cur.send_all(&backlog).await {
+        return None;
+    }
+    while !cur.ended {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(env) if env.seq == cur.last + 1 => {
+                    if !cur.send_envelope(&env).await {
+                        return None;
+                    }
+                }
+                Ok(env) if env.seq <= cur.last => {}
+                // A gap (cannot happen while the buffer and the channel agree) or a slow reader
+                // that lagged: the buffer has everything.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if !cur.send_all(&live.since(cur.last)).await {
+                        return None;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = wait_done(done.clone()) => break,
+            _ = cur.tx.closed() => return None,
+        }
+    }
+    // Ended: whatever is still in the buffer (events pushed just before `done`).
+    if !cur.send_all(&live.since(cur.last)).await {
+        return None;
+    }
+    wait_done(done).await
+}
+
+/// The final status once the execution has ended (`None` if its sender is gone first).
+pub async fn wait_done(
+    mut done: tokio::sync::watch::Receiver<Option<ExecStatus>>,
+) -> Option<ExecStatus> {
+    loop {
+        let now = *done.borrow_and_update();
+        if now.is_some() {
+            return now;
+        }
+        done.changed().await.ok()?;
+    }
+}
+
+/// The event JSON as `--events jsonl` prints it, from a stored event.
+fn stored_json(seq: u64, execution_id: &str, data: &Value) -> String {
+    if let Ok(event) = serde_json::from_value::<Event>(data.clone()) {
+        let env = Envelope {
+            seq,
+            execution_id: execution_id.to_string(),
+            event,
+        };
+        return serde_json::to_string(&env).expect("events serialize");
+    }
+    // A kind this version does not know: keep its fields as stored.
+    let mut obj = serde_json::Map::new();
+    obj.insert("seq".into(), json!(seq));
+    obj.insert("execution_id".into(), json!(execution_id));
+    if let Value::Object(fields) = data {
+        for (k, v) in fields {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(obj).to_string()
+}
+
+/// Follows an execution through the store (ended, or run by another process).
+async fn follow_store(app: &AppState, id: &str, cur: &mut Cursor) -> Option<ExecStatus> {
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let store = app.store.clone();
+        let idc = id.to_string();
+        let after = cur.last;
+        // The status is read first: once it is final, every event is already stored.
+        let (status, events) = blocking(move || {
+            let store = store.lock().expect("store lock");
+            let status = store.execution(&idc)?.status;
+            Ok((status, store.events(&idc, after, None)?))
+        })
+        .await
+        .ok()?;
+        for ev in events {
+            let data = stored_json(ev.seq, id, &ev.data);
+            if !cur.send(ev.seq, &ev.kind, data).await {
+                return None;
+            }
+        }
+        if status.is_final() {
+            return Some(status);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.wait_for(|v| *v) => return None,
+            _ = cur.tx.closed() => return None,
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! Connections and secrets end to end: binding (environment, `--env`, `--env-file`), the exit-3
+//! refusal before anything is spawned when a connection is unbound, and redaction: a bound
+//! secret that nodes deliberately print, log, return, raise with, send and echo back appears
+//! nowhere in the database files or in any CLI output, replaced by `[REDACTED:VAR]`.
+
+#[path = "support/harness.rs"]
+mod harness;
+#[path = "support/llm_server.rs"]
+mod llm_server;
+
+use harness::*;
+use llm_server::{Reply, Server};
+use serde_json::{Value, json};
+use std::path::Path;
+
+const SECRET: &str = "sk-test-7f3a9c1e5b";
+const MARK: &str = "[REDACTED:MY_SECRET]";
+
+fn groq_server() -> Server {
+    Server::start(|_| Reply::openai_chat("llama-3.1-8b-instant", "hello", 3, 1))
+}
+
+/// trigger → a code node that leaves a marker file (proof the script ran) → an llm node.
+fn groq_workflow(marker: &Path) -> Value {
+    json!({
+        "id": "needs-groq",
+        "connections": { "groq": { "env": "GROQ_API_KEY" } },
+        "nodes": [
+            { "id": "trigger", "type": "trigger" },
+            { "id": "touch", "type": "code",
+              "code": format!("open({:?}, 'w').write('ran')\nreturn 1", marker.display().to_string()) },
+            { "id": "ask", "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+              "connection": "groq", "after": ["touch"],
+              "messages": [ { "role": "user", "content": "hi" } ] }
+        ]
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binding
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unbound_connection_exits_3_before_anything_runs() {
+    let env = Env::new();
+    let server = groq_server();
+    let marker = env.path("ran.txt");
+    let file = env.write_workflow("wf.json", &groq_workflow(&marker));
+    let base = server.url("/openai/v1");
+    // GROQ_API_KEY is removed from the command's environment by the harness.
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[("FLOWRUN_GROQ_BASE_URL", base.as_str())],
+        &[],
+    );
+    assert_code(&out, 3, "run without GROQ_API_KEY");
+    let err = stderr(&out);
+    assert!(err.contains("groq"), "names the connection: {err}");
+    assert!(err.contains("GROQ_API_KEY"), "names the variable: {err}");
+    assert!(err.contains("ask"), "names the node that uses it: {err}");
+    assert_eq!(env.execution_count(), 0, "no execution row");
+    assert!(!marker.exists(), "the script must not have run");
+    assert!(
+        server.requests().is_empty(),
+        "no request reached the provider"
+    );
+
+    // An empty value is not a binding either.
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[
+            ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+            ("GROQ_API_KEY", ""),
+        ],
+        &[],
+    );
+    assert_code(&out, 3, "run with GROQ_API_KEY empty");
+    assert_eq!(env.execution_count(), 0);
+    assert!(!marker.exists());
+
+    // The same workflow with the variable set runs (so the refusal above was about binding).
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[
+            ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+            ("GROQ_API_KEY", "gsk_env_bound_1"),
+        ],
+        &[],
+    );
+    assert_code(&out, 0, "run with GROQ_API_KEY");
+    assert!(marker.exists());
+    assert_eq!(
+        env.execution_count(),
+        1,
+        "this database is the one runs go to"
+    );
+    assert_eq!(
+        server.only_request().header("authorization"),
+        Some("Bearer gsk_env_bound_1")
+    );
+}
+
+#[test]
+fn every_unbound_connection_is_listed_in_one_message() {
+    let env = Env::new();
+    let file = env.write_workflow(
+        "wf.json",
+        &json!({
+            "id": "three-conns",
+            "connections": {
+                "groq": { "env": "GROQ_API_KEY" },
+                "claude": { "env": "ANTHROPIC_API_KEY" },
+                "openai": { "env": "OPENAI_API_KEY" }
+            },
+            "nodes": [
+                { "id": "a", "type": "llm", "provider": "groq", "model": "m", "connection": "groq", "prompt": "x" },
+                { "id": "b", "type": "llm", "provider": "anthropic", "model": "m", "connection": "claude", "prompt": "x" },
+                { "id": "c", "type": "llm", "provider": "openai", "model": "m", "connection": "openai", "prompt": "x" },
+                { "id": "d", "type": "command", "argv": ["true"], "connections": ["groq"] }
+            ]
+        }),
+    );
+    let out = run_with(&env, &file, "{}", &[("OPENAI_API_KEY", "sk-bound")], &[]);
+    assert_code(&out, 3, "run");
+    let err = stderr(&out);
+    for needle in ["groq", "GROQ_API_KEY", "claude", "ANTHROPIC_API_KEY"] {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    assert!(
+        !err.contains("OPENAI_API_KEY"),
+        "a bound connection is not listed: {err}"
+    );
+    // Both in one message: the groq line names both nodes that use it.
+    let groq_line = err
+        .lines()
+        .find(|l| l.contains("GROQ_API_KEY"))
+        .unwrap_or_default();
+    assert!(
+        groq_line.contains("'a'") && groq_line.contains("'d'"),
+        "{groq_line}"
+    );
+    assert_eq!(env.execution_count(), 0);
+}
+
+#[test]
+fn env_flag_binds_a_connection() {
+    let env = Env::new();
+    let server = groq_server();
+    let marker = env.path("ran.txt");
+    let file = env.write_workflow("wf.json", &groq_workflow(&marker));
+    let base = server.url("/openai/v1");
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[("FLOWRUN_GROQ_BASE_URL", base.as_str())],
+        &["--env", "GROQ_API_KEY=gsk_from_flag_77"],
+    );
+    assert_code(&out, 0, "run --env");
+    assert_eq!(
+        server.only_request().header("authorization"),
+        Some("Bearer gsk_from_flag_77")
+    );
+}
+
+#[test]
+fn env_flag_wins_over_the_environment() {
+    let env = Env::new();
+    let server = groq_server();
+    let marker = env.path("ran.txt");
+    let file = env.write_workflow("wf.json", &groq_workflow(&marker));
+    let base = server.url("/openai/v1");
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[
+            ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+            ("GROQ_API_KEY", "gsk_from_environment"),
+        ],
+        &["--env", "GROQ_API_KEY=gsk_from_flag_88"],
+    );
+    assert_code(&out, 0, "run --env");
+    assert_eq!(
+        server.only_request().header("authorization"),
+        Some("Bearer gsk_from_flag_88")
+    );
+}
+
+#[test]
+fn env_file_binds_a_connection() {
+    let env = Env::new();
+    let server = groq_server();
+    let marker = env.path("ran.txt");
+    let file = env.write_workflow("wf.json", &groq_workflow(&marker));
+    let dotenv = env.write_file(
+        "test.env",
+        "# keys for the test\n\nUNRELATED=1\nexport GROQ_API_KEY=\"gsk_from_file 123\"\n",
+    );
+    let base = server.url("/openai/v1");
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[("FLOWRUN_GROQ_BASE_URL", base.as_str())],
+        &["--env-file", dotenv.to_str().unwrap()],
+    );
+    assert_code(&out, 0, "run --env-file");
+    assert_eq!(
+        server.only_request().header("authorization"),
+        Some("Bearer gsk_from_file 123")
+    );
+}
+
+#[test]
+fn a_pinned_node_needs_no_binding() {
+    let env = Env::new();
+    let marker = env.path("ran.txt");
+    let file = env.write_workflow("wf.json", &groq_workflow(&marker));
+    let pin = env.write_file(
+        "ask.json",
+        r#"{"content": "pinned", "model": "m", "usage": {"input_tokens": 0, "output_tokens": 0}, "cost_usd": 0}"#,
+    );
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[],
+        &["--pin", &format!("ask={}", pin.display())],
+    );
+    assert_code(&out, 0, "run --pin");
+    let id = env.only_execution_id();
+    assert_eq!(env.node(&id, "ask").status, "pinned");
+}
+
+#[test]
+fn the_child_gets_a_small_environment_unless_inherit_env() {
+    let env = Env::new();
+    let file = env.write_workflow(
+        "wf.json",
+        &json!({
+            "id": "envs",
+            "nodes": [
+                { "id": "vars", "type": "code",
+                  "code": "import os\nreturn {k: os.environ.get(k) for k in ['OTHER_SECRET', 'FROM_FLAG', 'PATH']}" }
+            ]
+        }),
+    );
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[("OTHER_SECRET", "not-for-the-child")],
+        &["--env", "FROM_FLAG=yes"],
+    );
+    assert_code(&out, 0, "run");
+    let id = env.only_execution_id();
+    let o = env.node(&id, "vars").output().clone();
+    assert_eq!(o["OTHER_SECRET"], Value::Null, "{o}");
+    assert_eq!(o["FROM_FLAG"], "yes");
+    assert!(o["PATH"].is_string());
+
+    let env2 = Env::new();
+    let file2 = env2.write_workflow(
+        "wf.json",
+        &serde_json::from_str::<Value>(&std::fs::read_to_string(&file).unwrap()).unwrap(),
+    );
+    let out = run_with(
+        &env2,
+        &file2,
+        "{}",
+        &[("OTHER_SECRET", "inherited-value")],
+        &["--inherit-env"],
+    );
+    assert_code(&out, 0, "run --inherit-env");
+    let id = env2.only_execution_id();
+    assert_eq!(
+        env2.node(&id, "vars").output()["OTHER_SECRET"],
+        "inherited-value"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction
+// ---------------------------------------------------------------------------------------------
+
+/// Every file under `dir`, recursively, with its bytes.
+fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+    out
+}
+
+fn assert_no_secret(what: &str, bytes: &[u8]) {
+    assert!(
+        !contains_bytes(bytes, SECRET.as_bytes()),
+        "the secret leaked into {what}:\n{}",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
+/// A workflow whose nodes do everything they can to leak MY_SECRET.
+fn leaky_workflow(server: &Server) -> Value {
+    json!({
+        "id": "leaky",
+        "connections": { "vault": { "env": "MY_SECRET" } },
+        "timeout_ms": 30000,
+        "nodes": [
+            { "id": "trigger", "type": "trigger" },
+            { "id": "leak_code", "type": "code",
+              "code": "import os, sys\ns = os.environ['MY_SECRET']\nprint('printed:', s)\nsys.stderr.write('stderr: ' + s + '\\n')\nlog('logged:', s)\nreturn {'secret': s, 'nested': {'list': [s, 'x' + s + 'y']}}" },
+            { "id": "boom", "type": "code", "on_error": "continue", "after": ["leak_code"],
+              "code": "import os\nraise ValueError('bad key ' + os.environ['MY_SECRET'])" },
+            { "id": "api", "type": "http_request", "on_error": "continue", "after": ["boom"],
+              "url": server.url("/whoami"), "connection": "vault" },
+            { "id": "api_query", "type": "http_request", "on_error": "continue", "after": ["api"],
+              "url": server.url("/q"), "connection": "vault",
+              "auth": { "type": "query", "name": "api_key" } },
+            { "id": "llm_denied", "type": "llm", "on_error": "continue", "after": ["api_query"],
+              "provider": "openai_compatible", "base_url": server.url("/llm/v1"),
+              "model": "m", "connection": "vault", "prompt": "hi", "max_retries": 0 },
+            { "id": "shell_echo", "type": "command", "on_error": "continue", "after": ["llm_denied"],
+              "shell": true, "connections": ["vault"],
+              "command": "echo \"cmd: $MY_SECRET\"; echo \"cmd-err: $MY_SECRET\" >&2; exit 4" },
+            { "id": "argv_echo", "type": "command", "after": ["shell_echo"],
+              "argv": ["python3", "-c", "import os; print('argv-cmd', os.environ['MY_SECRET'])"],
+              "connections": ["vault"] },
+            { "id": "final", "type": "set", "after": ["argv_echo"],
+              "fields": { "leaked": "{{ nodes.leak_code.output.secret }}",
+                          "note": "{{ trigger.note }}" } }
+        ]
+    })
+}
+
+/// 401/403 answers that echo the credentials they got, as real APIs sometimes do.
+fn echoing_server() -> Server {
+    Server::start(|req| {
+        let auth = req.header("authorization").unwrap_or("none").to_string();
+        match req.path() {
+            "/q" => Reply::text(403, &format!("forbidden: {}", req.target)),
+            "/llm/v1/chat/completions" => {
+                Reply::openai_error(401, &format!("Incorrect API key provided: {auth}"))
+            }
+            _ => Reply::text(401, &format!("invalid credentials: {auth}")),
+        }
+    })
+}
+
+#[test]
+fn a_secret_appears_nowhere_in_the_store_or_the_cli_output() {
+    let env = Env::new();
+    let server = echoing_server();
+    let file = env.write_workflow("wf.json", &leaky_workflow(&server));
+    let input = format!(r#"{{"note": "the key is {SECRET}"}}"#);
+    let secret_env = [("MY_SECRET", SECRET)];
+
+    // 1. Plain run (progress display on stderr).
+    let run1 = run_with(&env, &file, &input, &secret_env, &[]);
+    // 2. JSONL events on stdout.
+    let run2 = run_with(&env, &file, &input, &secret_env, &["--events", "jsonl"]);
+    // 3. The execution record on stdout.
+    let run3 = run_with(&env, &file, &input, &secret_env, &["--json"]);
+    for (what, out) in [
+        ("run", &run1),
+        ("run --events jsonl", &run2),
+        ("run --json", &run3),
+    ] {
+        assert_code(out, 0, what);
+        assert_no_secret(&format!("{what} stdout"), &out.stdout);
+        assert_no_secret(&format!("{what} stderr"), &out.stderr);
+    }
+
+    // The secret really was used: the server got it, from every node that sends it.
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 9, "3 runs × (api, api_query, llm_denied)");
+    let bearer = format!("Bearer {SECRET}");
+    assert!(
+        reqs.iter()
+            .filter(|r| r.path() == "/whoami" || r.path().starts_with("/llm"))
+            .all(|r| r.header("authorization") == Some(bearer.as_str()))
+    );
+    assert!(reqs.iter().filter(|r| r.path() == "/q").all(|r| {
+        r.query()
+            .contains(&("api_key".to_string(), SECRET.to_string()))
+    }));
+
+    let jsonl = stdout(&run2);
+    assert!(
+        jsonl.contains(MARK),
+        "the JSONL events show the redaction:\n{jsonl}"
+    );
+
+    // Every CLI view of every execution.
+    let db = env.db();
+    let mut stmt = db.prepare("SELECT id FROM executions").unwrap();
+    let ids: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(stmt);
+    drop(db);
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        for args in [
+            vec!["show", id.as_str()],
+            vec!["show", id.as_str(), "--json"],
+            vec!["logs", id.as_str()],
+        ] {
+            let out = env.cmd(&args);
+            assert_code(&out, 0, &args.join(" "));
+            assert_no_secret(&format!("{args:?} stdout"), &out.stdout);
+            assert_no_secret(&format!("{args:?} stderr"), &out.stderr);
+        }
+    }
+    let history = env.cmd(["history", "--json"]);
+    assert_no_secret("history --json", &history.stdout);
+
+    // The redaction marker is where the secret was.
+    let id = &ids[0];
+    let (status, output, _) = env.execution(id);
+    assert_eq!(status, "success", "on_error: continue carried it through");
+    assert_eq!(
+        output.expect("execution output"),
+        json!({ "leaked": MARK, "note": format!("the key is {MARK}") })
+    );
+    let leak = env.node(id, "leak_code");
+    assert_eq!(
+        leak.output(),
+        &json!({ "secret": MARK, "nested": { "list": [MARK, format!("x{MARK}y")] } })
+    );
+    let boom = env.node(id, "boom");
+    assert_eq!(boom.status, "error");
+    assert!(
+        boom.error_message().contains(&format!("bad key {MARK}")),
+        "{:?}",
+        boom.error
+    );
+    let tb = boom.error.as_ref().unwrap()["traceback"]
+        .as_str()
+        .unwrap_or("");
+    assert!(tb.contains(MARK), "traceback: {tb}");
+    let api = env.node(id, "api");
+    assert_eq!(api.status, "error");
+    assert!(api.error_message().contains("401"), "{:?}", api.error);
+    assert!(
+        api.error_message().contains(&format!("Bearer {MARK}")),
+        "the echoed credentials are redacted: {:?}",
+        api.error
+    );
+    assert!(
+        env.node(id, "api_query").error_message().contains(MARK),
+        "{:?}",
+        env.node(id, "api_query").error
+    );
+    assert!(
+        env.node(id, "llm_denied").error_message().contains(MARK),
+        "{:?}",
+        env.node(id, "llm_denied").error
+    );
+    let shell = env.node(id, "shell_echo");
+    assert_eq!(shell.status, "error");
+    assert!(
+        shell.error_message().contains(&format!("cmd-err: {MARK}")),
+        "{:?}",
+        shell.error
+    );
+    assert_eq!(
+        env.node(id, "argv_echo").output()["stdout"],
+        json!(format!("argv-cmd {MARK}\n"))
+    );
+
+    let logs = stdout(&env.cmd(["logs", id]));
+    for line in [
+        format!("printed: {MARK}"),
+        format!("stderr: {MARK}"),
+        format!("logged: {MARK}"),
+        format!("cmd: {MARK}"),
+    ] {
+        assert!(logs.contains(&line), "logs lack {line:?}:\n{logs}");
+    }
+    let show = stdout(&env.cmd(["show", id]));
+    assert!(show.contains(MARK), "{show}");
+
+    // Finally the bytes on disk: the database, its WAL and shm files, the script cache —
+    // everything in the test's directory.
+    let files = all_files(env.dir.path());
+    assert!(
+        files.iter().any(|(p, _)| p == &env.db_path()),
+        "the database is among the files searched"
+    );
+    for (path, bytes) in &files {
+        assert_no_secret(&path.display().to_string(), bytes);
+    }
+    assert!(contains_bytes(&env.db_bytes(), MARK.as_bytes()));
+}
+
+#[test]
+fn secrets_with_quotes_and_backslashes_are_redacted_raw_and_json_escaped() {
+    let env = Env::new();
+    let secret = r#"p"w\d-91c3e"#;
+    let file = env.write_workflow(
+        "wf.json",
+        &json!({
+            "id": "odd-secret",
+            "connections": { "odd": { "env": "OTHER_SECRET" } },
+            "nodes": [
+                { "id": "echo", "type": "command", "connections": ["odd"],
+                  "argv": ["python3", "-c", "import os; print(os.environ['OTHER_SECRET'])"] },
+                { "id": "ret", "type": "code",
+                  "code": "import os\ns = os.environ['OTHER_SECRET']\nprint(s)\nreturn {'s': s, 'json': '{\"k\": \"%s\"}' % s}" }
+            ]
+        }),
+    );
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[("OTHER_SECRET", secret)],
+        &["--events", "jsonl"],
+    );
+    assert_code(&out, 0, "run");
+    let escaped = serde_json::to_string(secret).unwrap();
+    let escaped = &escaped[1..escaped.len() - 1];
+    let mark = "[REDACTED:OTHER_SECRET]";
+    let id = env.only_execution_id();
+    assert_eq!(
+        env.node(&id, "echo").output()["stdout"],
+        json!(format!("{mark}\n"))
+    );
+    assert_eq!(env.node(&id, "ret").output()["s"], json!(mark));
+    let logs = env.cmd(["logs", &id]);
+    let show = env.cmd(["show", &id, "--json"]);
+    let bytes = env.db_bytes();
+    for (what, b) in [
+        ("run stdout", &out.stdout),
+        ("run stderr", &out.stderr),
+        ("logs", &logs.stdout),
+        ("show --json", &show.stdout),
+        ("db", &bytes),
+    ] {
+        for needle in [secret, escaped] {
+            assert!(
+                !contains_bytes(b, needle.as_bytes()),
+                "{needle:?} leaked into {what}:\n{}",
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+    assert!(stdout(&logs).contains(mark));
+}
+
+#[test]
+fn a_secret_cut_by_a_length_limit_leaves_no_prefix_behind() {
+    // Two cuts a secret can straddle: a log line over the 64 KiB line limit, and the preview
+    // the runtime keeps of an output over the payload limit (1 MiB), cut at 1024 characters.
+    // And a secret with a quote and a backslash inside such a preview is escaped twice.
+    let env = Env::new();
+    let odd = r#"o"dd\s3cret-4c1a"#;
+    let file = env.write_workflow(
+        "wf.json",
+        &json!({
+            "id": "cuts",
+            "connections": { "vault": { "env": "MY_SECRET" }, "odd": { "env": "OTHER_SECRET" } },
+            "nodes": [
+                { "id": "bind", "type": "command", "argv": ["true"], "connections": ["vault", "odd"] },
+                { "id": "long_line", "type": "code",
+                  "code": "import os\nprint('a' * (65536 - 9) + os.environ['MY_SECRET'] + 'b' * 10)\nreturn 1" },
+                { "id": "big_output", "type": "code",
+                  "code": "import os\n# the output's JSON text starts with {\"p\":\" (6 characters)\nreturn {'p': 'a' * (1024 - 6 - 9) + os.environ['MY_SECRET'] + 'z' * 1100000}" },
+                { "id": "big_odd", "type": "code",
+                  "code": "import os\nreturn {'s': os.environ['OTHER_SECRET'], 'z': 'z' * 1100000}" }
+            ]
+        }),
+    );
+    let out = run_with(
+        &env,
+        &file,
+        "{}",
+        &[("MY_SECRET", SECRET), ("OTHER_SECRET", odd)],
+        &["--events", "jsonl"],
+    );
+    assert_code(&out, 0, "run");
+    let id = env.only_execution_id();
+    let logs = env.cmd(["logs", &id]);
+    let show = env.cmd(["show", &id]);
+    let show_json = env.cmd(["show", &id, "--json"]);
+    let db = env.db_bytes();
+    // Whatever the exact cut positions, the first 7 characters of the secret are gone, and the
+    // odd secret appears in none of its forms.
+    let odd_once = serde_json::to_string(odd).unwrap();
+    let odd_once = &odd_once[1..odd_once.len() - 1];
+    let odd_twice = serde_json::to_string(odd_once).unwrap();
+    let odd_twice = &odd_twice[1..odd_twice.len() - 1];
+    for (what, bytes) in [
+        ("run stdout", &out.stdout),
+        ("run stderr", &out.stderr),
+        ("logs", &logs.stdout),
+        ("show", &show.stdout),
+        ("show --json", &show_json.stdout),
+        ("database", &db),
+    ] {
+        for needle in [
+            &SECRET[..7],
+            odd,
+            odd_once,
+            odd_twice,
+            "dd\\s3cret",
+            "s3cret-4c1a",
+        ] {
+            assert!(
+                !contains_bytes(bytes, needle.as_bytes()),
+                "{needle:?} leaked into {what}"
+            );
+        }
+    }
+    // The cuts are still there and marked.
+    let logs = stdout(&logs);
+    let long = logs
+        .lines()
+        .find(|l| l.contains("aaaa"))
+        .expect("the long line is logged");
+    assert!(
+        long.contains(MARK) && long.contains("bytes cut"),
+        "{}",
+        &long[long.len() - 80..]
+    );
+    let preview = env.node(&id, "big_output").output()["preview"]
+        .as_str()
+        .expect("the oversized output is stored as a preview")
+        .to_string();
+    assert!(
+        preview.ends_with(MARK),
+        "{}",
+        &preview[preview.len() - 40..]
+    );
+    let odd_preview = env.node(&id, "big_odd").output()["preview"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        odd_preview.contains("[REDACTED:OTHER_SECRET]"),
+        "{}",
+        &odd_preview[..60]
+    );
+}

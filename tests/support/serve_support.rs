@@ -1,0 +1,515 @@
+//! What the `flowrun serve` tests need: a real server process on an ephemeral port with its own
+//! database, cache and workflows directory, a real HTTP client, an SSE reader, and a raw-socket
+//! request for headers a client library will not send (a foreign `Host`).
+//!
+//! [`Server`] kills its process when dropped, also when a test panics.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Variables a developer's shell may set that must not reach the server.
+const SCRUBBED: &[&str] = &[
+    "FLOWRUN_LOG",
+    "FLOWRUN_PYTHON",
+    "FLOWRUN_DB",
+    "FLOWRUN_CACHE_DIR",
+    "GROQ_API_KEY",
+    "FLOWRUN_SERVE_TEST_KEY",
+];
+
+/// One test's world: database, cache and workflows directory in a temp dir.
+pub struct World {
+    pub dir: TempDir,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let w = World {
+            dir: tempfile::Builder::new()
+                .prefix("flowrun-serve-")
+                .tempdir()
+                .expect("temp dir"),
+        };
+        std::fs::create_dir_all(w.workflows()).expect("workflows dir");
+        w
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("flowrun.db")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    pub fn workflows(&self) -> PathBuf {
+        self.path("workflows")
+    }
+
+    /// Writes a saved workflow into the workflows directory.
+    pub fn save(&self, file: &str, definition: &Value) -> PathBuf {
+        let p = self.workflows().join(file);
+        std::fs::write(&p, serde_json::to_string_pretty(definition).unwrap()).unwrap();
+        p
+    }
+
+    pub fn save_text(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.workflows().join(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowrun"));
+        for v in SCRUBBED {
+            cmd.env_remove(v);
+        }
+        cmd.env("FLOWRUN_DB", self.db())
+            .env("FLOWRUN_CACHE_DIR", self.cache())
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// `flowrun ARGS…` against this world's database; waits for it (at most 60 s).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flowrun starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("flowrun {args:?} did not end within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `flowrun ARGS…` that must succeed; its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "flowrun {args:?} failed ({:?}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `flowrun serve --port 0 --workflows DIR EXTRA…`, started and ready.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        self.serve_with(extra, &[])
+    }
+
+    pub fn serve_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let stderr_path = self.path(&format!(
+            "serve-{}.stderr",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut cmd = self.command();
+        cmd.arg("serve")
+            .arg("--port")
+            .arg("0")
+            .arg("--workflows")
+            .arg(self.workflows())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("flowrun serve starts");
+        let stdout = child.stdout.take().unwrap();
+        // The guard exists before anything can panic, so the process never outlives the test.
+        let mut server = Server {
+            child,
+            url: String::new(),
+            addr: String::new(),
+            token: String::new(),
+            token_file: PathBuf::new(),
+            stderr_path,
+            agent: agent(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let second = lines.next().and_then(Result::ok);
+            let _ = tx.send((first, second));
+            // Keep reading so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let (first, second) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no URL from flowrun serve; {}", server.stderr()));
+        let first =
+            first.unwrap_or_else(|| panic!("flowrun serve printed nothing; {}", server.stderr()));
+        let url = first
+            .strip_prefix("flowrun serve: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        let second = second.expect("a second line");
+        let token_file = PathBuf::from(
+            second
+                .strip_prefix("token file: ")
+                .unwrap_or_else(|| panic!("unexpected second line: {second}")),
+        );
+        server.token = std::fs::read_to_string(&token_file)
+            .expect("token file")
+            .trim()
+            .to_string();
+        server.addr = url.trim_start_matches("http://").to_string();
+        server.url = url;
+        server.token_file = token_file;
+        server
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A running `flowrun serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub token: String,
+    pub token_file: PathBuf,
+    stderr_path: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP answer: status and JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let text = resp.into_body().read_to_string().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+impl Server {
+    /// What the server wrote on stderr so far (for failure messages).
+    pub fn stderr(&self) -> String {
+        format!(
+            "server stderr:\n{}",
+            std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        )
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// `GET path` with the token.
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None, &[("Authorization", &self.auth())])
+    }
+
+    /// `POST path` with the token and a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request(
+            "POST",
+            path,
+            Some(body.to_string()),
+            &[("Authorization", &self.auth())],
+        )
+    }
+
+    /// Any request; `headers` are all it sends besides what the client adds (Host, …).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let url = format!("{}{path}", self.url);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = match body {
+            Some(b) => self.agent.run(
+                req.header("Content-Type", "application/json")
+                    .body(b)
+                    .unwrap(),
+            ),
+            None => self.agent.run(req.body(()).unwrap()),
+        };
+        match res {
+            Ok(resp) => reply(resp),
+            Err(e) => panic!("{method} {path}: {e}; {}", self.stderr()),
+        }
+    }
+
+    /// Starts an execution and returns its id (asserting `202`).
+    pub fn start(&self, path: &str, body: &Value) -> String {
+        let r = self.post(path, body);
+        assert_eq!(r.status, 202, "{path}: {}; {}", r.text, self.stderr());
+        r.body["id"].as_str().expect("an id").to_string()
+    }
+
+    /// Polls `GET /api/executions/{id}` until its status is final (at most 30 s).
+    pub fn wait_final(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.get(&format!("/api/executions/{id}"));
+            assert_eq!(r.status, 200, "{}", r.text);
+            let s = r.body["status"].as_str().unwrap_or("").to_string();
+            if s != "running" && s != "queued" {
+                return r.body;
+            }
+            assert!(Instant::now() < deadline, "{id} still {s} after 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls until `f(record)` holds (at most 20 s).
+    pub fn wait_until(&self, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.get(&format!("/api/executions/{id}"));
+            if r.status == 200 && f(&r.body) {
+                return r.body;
+            }
+            assert!(Instant::now() < deadline, "{id}: never {what}: {}", r.text);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Opens the SSE stream of an execution (`last_event_id` as the header).
+    pub fn events(&self, id: &str, last_event_id: Option<u64>) -> Sse {
+        let url = format!("{}/api/executions/{id}/events", self.url);
+        let mut req = self.agent.get(&url).header("Authorization", &self.auth());
+        if let Some(n) = last_event_id {
+            req = req.header("Last-Event-ID", &n.to_string());
+        }
+        let resp = req.call().expect("events request");
+        assert_eq!(resp.status().as_u16(), 200);
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+        Sse {
+            reader: Box::new(BufReader::new(resp.into_body().into_reader())),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process (at most 30 s); returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl Message {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{}: {e}", self.data))
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.id
+            .as_deref()
+            .expect("an id")
+            .parse()
+            .expect("a number")
+    }
+}
+
+/// Reads an SSE stream message by message.
+pub struct Sse {
+    reader: Box<dyn BufRead + Send>,
+}
+
+impl Sse {
+    /// The next message, `None` at the end of the stream. Comments (keep-alives) are skipped.
+    pub fn next_message(&mut self) -> Option<Message> {
+        let mut id = None;
+        let mut event = String::from("message");
+        let mut data: Vec<String> = Vec::new();
+        let mut any = false;
+        loop {
+            let mut line = String::new();
+            if self
+                .reader
+                .read_line(&mut line)
+                .expect("reading the stream")
+                == 0
+            {
+                return None;
+            }
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if any {
+                    return Some(Message {
+                        id,
+                        event,
+                        data: data.join("\n"),
+                    });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            any = true;
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "id" => id = Some(value.to_string()),
+                "event" => event = value.to_string(),
+                "data" => data.push(value.to_string()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Every message up to and including `end`; asserts the stream then closes.
+    pub fn read_to_end(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next_message() {
+            let end = m.event == "end";
+            out.push(m);
+            if end {
+                assert!(
+                    self.next_message().is_none(),
+                    "the stream goes on after end"
+                );
+                return out;
+            }
+        }
+        panic!("the stream closed without an end event: {out:?}");
+    }
+}
+
+/// Sends `request` (raw HTTP/1.1 text) to `addr` and returns the status and body.
+pub fn raw(addr: &str, request: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// The mode bits of a file.
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
