@@ -50,7 +50,7 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
     let errors: Vec<String> = validator
         .iter_errors(&data)
         .map(|e| {
-            let path = e.instance_path.to_string();
+            let path = e.instance_path().to_string();
             let field = if path.is_empty() {
                 "input".to_string()
             } else {

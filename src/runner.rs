@@ -126,6 +126,8 @@ pub struct Prepared {
     pub snapshot_hash: String,
     pub trigger: Value,
     pub script_path: PathBuf,
+    /// What the interpreter runs: the compiled script when there is one, else `script_path`.
+    pub run_path: PathBuf,
     pub interpreter: Interpreter,
     pub options: RunOptions,
     /// Bound connection variables `(VAR, value)` the child gets.
@@ -274,12 +276,42 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         source_file: Some(source.file.clone()).filter(|f| !f.starts_with('<')),
         plan,
         trigger,
+        run_path: compiled_script(&interpreter, &script_path)
+            .unwrap_or_else(|| script_path.clone()),
         script_path,
         interpreter,
         options,
         secrets,
         redactor,
     })
+}
+
+/// The script compiled to bytecode for this interpreter, next to it in the cache
+/// (`<sha256>.<impl>-<major><minor>.pyc`), compiled on first use. Running the `.pyc` saves the
+/// interpreter compiling the ~40 KB script on every run (~7 ms here). `None` when compiling is
+/// not possible; the `.py` then runs as it is.
+fn compiled_script(interp: &Interpreter, script: &Path) -> Option<PathBuf> {
+    let (major, minor, _) = interp.version;
+    let tag = format!("{}-{major}{minor}", interp.implementation);
+    let pyc = script.with_extension(format!("{tag}.pyc"));
+    if pyc.is_file() {
+        return Some(pyc);
+    }
+    let status = std::process::Command::new(&interp.executable)
+        .args([
+            "-I",
+            "-S",
+            "-c",
+            "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)",
+        ])
+        .arg(script)
+        .arg(&pyc)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    (status.success() && pyc.is_file()).then_some(pyc)
 }
 
 /// Scripts are content-addressed: `<cache>/scripts/<sha256>.py`, 0600 in a 0700 directory.
@@ -349,7 +381,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         args.push("-S".into());
     }
     args.push("-u".into());
-    args.push(p.script_path.display().to_string());
+    args.push(p.run_path.display().to_string());
     let timeout_ms = p
         .options
         .timeout_ms

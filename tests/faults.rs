@@ -368,6 +368,40 @@ fn stop_by_id_prefix_also_kills_what_ignores_sigterm() {
     });
 }
 
+#[test]
+fn stop_racing_the_start_still_cancels() {
+    let fx = Fx::new();
+    let wf = stop_workflow(&fx, SLEEP_FOREVER);
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    // Stop as soon as the row exists, before the child is (surely) spawned.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        if let Some(id) = fx.ids().pop() {
+            break id;
+        }
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "flowrun ended early"
+        );
+        assert!(std::time::Instant::now() < deadline, "no execution row");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stop = fx.flowrun(&["stop", &id]);
+    stop.assert_code(0);
+    assert!(stop.stdout.contains("stopped: cancelled"), "{stop}");
+    let out = run.wait(Duration::from_secs(20));
+    out.assert_code(130);
+    let e = fx.exec(&id);
+    assert_eq!(e.status, "cancelled", "{e:?}");
+    assert!(
+        fx.nodes(&id).iter().all(|n| n.status != "running"),
+        "{:?}",
+        fx.nodes(&id)
+    );
+    assert_pids_gone(&pids(&fx), e.pgid.expect("the child was spawned"));
+    fx.assert_clean(&id);
+}
+
 /// A process in its own process group (pgid == pid), like an unrelated program that was handed
 /// a pid an execution once had.
 fn unrelated_process() -> std::process::Child {
@@ -706,6 +740,54 @@ fn stdout_flood_and_a_huge_line_keep_memory_and_logs_bounded() {
     assert!(e.log_bytes_cut as u64 > 1024 * MIB, "{e:?}");
     let stored: u64 = fx.log_lines(&id).iter().map(|(_, l)| l.len() as u64).sum();
     assert!(stored <= cap + 64 * 1024, "stored {stored} log bytes");
+    fx.assert_clean(&id);
+}
+
+#[test]
+fn an_endless_flood_of_empty_lines_is_cut_and_times_out_on_time() {
+    let fx = Fx::new();
+    // Empty lines have no bytes of their own: they must still use up the log budget, or every
+    // one becomes a stored row and the runner falls ever further behind (and past its timeout).
+    let wf = fx.workflow(
+        "newlines",
+        &json!({ "id": "newlines", "nodes": [
+            code_node("newlines", r#"
+                note(os.getpid())
+                chunk = b'\n' * (1 << 20)
+                while True:
+                    sys.stdout.buffer.write(chunk)
+            "#),
+        ]}),
+    );
+    let cap = 200_000u64;
+    let out = fx
+        .spawn_run(
+            &wf,
+            &trigger(&fx),
+            &["--timeout-ms", "2000", "--max-log-bytes", &cap.to_string()],
+        )
+        .wait(WATCHDOG);
+    out.assert_code(124);
+    eprintln!(
+        "empty lines: timed out after {:.2} s; runner peak RSS {} kB",
+        out.elapsed.as_secs_f64(),
+        out.peak_hwm_kb
+    );
+    assert!(out.elapsed < Duration::from_secs(8), "{out}");
+    assert!(out.peak_hwm_kb < MAX_RUNNER_RSS_KB, "{}", out.peak_hwm_kb);
+    let id = fx.only_id();
+    let e = fx.exec(&id);
+    assert_eq!(e.status, "timeout", "{e:?}");
+    assert_eq!(fx.node(&id, "newlines").status, "timeout");
+    let kept = fx.log_lines(&id).len() as u64;
+    assert!(kept > 0, "no lines kept");
+    assert!(
+        kept <= cap / 64 + 1,
+        "{kept} log lines stored under a {cap} byte budget"
+    );
+    assert!(e.log_bytes as u64 <= cap, "{e:?}");
+    assert!(e.log_bytes_cut > 1_000_000, "{e:?}");
+    assert_pids_gone(&pids(&fx), e.pgid.unwrap());
     fx.assert_clean(&id);
 }
 

@@ -45,7 +45,8 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
-    /// Total bytes of log lines kept; the rest is counted.
+    /// Budget for stored log lines: each costs its bytes plus [`LOG_LINE_OVERHEAD`]; once it is
+    /// used up, further lines are counted, not kept.
     pub max_log_bytes: u64,
     /// Longest log line kept.
     pub max_line_bytes: usize,
@@ -169,6 +170,19 @@ struct ChildResult {
     error: Option<ErrorInfo>,
 }
 
+/// What a stored log line costs against `--max-log-bytes` besides its own bytes: the record that
+/// holds it. Without it a flood of empty lines (zero bytes each) would never reach the budget and
+/// would be stored one row per line without end.
+pub const LOG_LINE_OVERHEAD: u64 = 64;
+
+/// Most frames in one channel message (about: one more piece may add up to [`FRAME_PIECE`]). A
+/// 64 KiB read of empty lines frames into 65536 lines; sent in batches, the bounded channel holds
+/// a bounded number of frames.
+const MAX_FRAMES_PER_MSG: usize = 1024;
+
+/// Reads are framed in pieces this size, so a batch never grows far past the limit above.
+const FRAME_PIECE: usize = 1024;
+
 enum Msg {
     Frames(Stream, Vec<Frame>),
     Closed,
@@ -187,7 +201,15 @@ async fn read_stream<R: AsyncRead + Unpin>(
             Ok(n) => n,
         };
         let mut frames = Vec::new();
-        framer.push(&buf[..n], &mut frames);
+        for piece in buf[..n].chunks(FRAME_PIECE) {
+            framer.push(piece, &mut frames);
+            if frames.len() >= MAX_FRAMES_PER_MSG {
+                let batch = std::mem::take(&mut frames);
+                if tx.send(Msg::Frames(stream, batch)).await.is_err() {
+                    return;
+                }
+            }
+        }
         if !frames.is_empty() && tx.send(Msg::Frames(stream, frames)).await.is_err() {
             return;
         }
@@ -210,6 +232,8 @@ struct State<'a> {
     running: Option<(String, u32, i64, Option<Instant>)>,
     node_status: HashMap<String, NodeStatus>,
     log_bytes: u64,
+    /// Log lines kept (each also costs [`LOG_LINE_OVERHEAD`] of the budget).
+    log_lines: u64,
     log_bytes_cut: u64,
     log_lines_cut: u64,
     log_cap_announced: bool,
@@ -238,8 +262,9 @@ impl State<'_> {
         line: String,
         cut: u64,
     ) {
-        let len = line.len() as u64 + cut;
-        if self.log_bytes + len > self.spec.max_log_bytes {
+        // A line's bytes include its line break, so that empty lines count too.
+        let len = line.len() as u64 + cut + 1;
+        if !self.log_fits(len) {
             self.log_bytes_cut += len;
             self.log_lines_cut += 1;
             if !self.log_cap_announced {
@@ -256,6 +281,7 @@ impl State<'_> {
             return;
         }
         self.log_bytes += len;
+        self.log_lines += 1;
         let line = if cut > 0 {
             format!("{line}… [{cut} bytes cut]")
         } else {
@@ -268,6 +294,12 @@ impl State<'_> {
             line,
             ts: now_ms(),
         });
+    }
+
+    /// Is there room in the log budget for a line of `len` bytes?
+    fn log_fits(&self, len: u64) -> bool {
+        let used = self.log_bytes + self.log_lines * LOG_LINE_OVERHEAD;
+        used + len + LOG_LINE_OVERHEAD <= self.spec.max_log_bytes
     }
 
     fn current_node(&self) -> Option<String> {
@@ -299,7 +331,12 @@ impl State<'_> {
                 if self.in_result && stream == Stream::Stdout {
                     self.result_lines.extend_from_slice(text.as_bytes());
                 } else {
-                    let node = self.current_node();
+                    // Past the log budget the line is only counted: skip copying the node id.
+                    let node = if self.log_fits(text.len() as u64 + cut + 1) {
+                        self.current_node()
+                    } else {
+                        None
+                    };
                     self.log(stream, None, node, text, cut);
                 }
             }
@@ -500,6 +537,7 @@ pub async fn execute(
         running: None,
         node_status: HashMap::new(),
         log_bytes: 0,
+        log_lines: 0,
         log_bytes_cut: 0,
         log_lines_cut: 0,
         log_cap_announced: false,
@@ -620,10 +658,13 @@ pub async fn execute(
                 process::signal_group(info.pgid, Signal::SIGKILL);
                 drain_deadline = None;
                 open_streams = 0;
-                // Take what the readers already framed, without waiting for more.
-                while let Ok(Msg::Frames(stream, frames)) = rx.try_recv() {
-                    for f in frames {
-                        st.frame(stream, f);
+                // Take what the readers already framed, without waiting for more (one stream
+                // may have closed while frames of the other are still queued behind it).
+                while let Ok(msg) = rx.try_recv() {
+                    if let Msg::Frames(stream, frames) = msg {
+                        for f in frames {
+                            st.frame(stream, f);
+                        }
                     }
                 }
             }

@@ -109,6 +109,9 @@ impl Framer {
 
     /// Adds bytes of the current line (no newline among them).
     fn take(&mut self, bytes: &[u8], out: &mut Vec<Frame>) {
+        if bytes.is_empty() {
+            return;
+        }
         if matches!(self.kind, Kind::Unknown) {
             let need = self.prefix.len().saturating_sub(self.buf.len());
             let head = &bytes[..need.min(bytes.len())];

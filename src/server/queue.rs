@@ -208,16 +208,51 @@ impl Executions {
 
     fn spawn_run(self: &Arc<Self>, id: String, job: Job) {
         let this = self.clone();
-        tokio::runtime::Handle::current().spawn(async move {
-            let Job {
-                prepared,
-                live,
-                stop_rx,
-            } = job;
-            let mut sink = LiveSink(live.clone());
-            let outcome = runner::run(&this.store, &prepared, &id, &mut sink, stop_rx).await;
+        let handle = tokio::runtime::Handle::current();
+        let live = job.live.clone();
+        let run = handle.spawn({
+            let this = this.clone();
+            let id = id.clone();
+            async move {
+                let Job {
+                    prepared,
+                    live,
+                    stop_rx,
+                } = job;
+                let mut sink = LiveSink(live);
+                runner::run(&this.store, &prepared, &id, &mut sink, stop_rx)
+                    .await
+                    .status
+            }
+        });
+        handle.spawn(async move {
+            let status = match run.await {
+                Ok(status) => status,
+                Err(e) => {
+                    // A bug, not the workflow: record it rather than leave the row running and
+                    // the queue one slot short.
+                    tracing::error!("execution {id}: {e}");
+                    let this2 = this.clone();
+                    let idc = id.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(mut store) = this2.store.lock() {
+                            let err =
+                                ErrorInfo::new("InternalError", format!("flowrun serve: {e}"));
+                            let _ = store.mark_abandoned(
+                                &idc,
+                                ExecStatus::Error,
+                                &err,
+                                NodeStatus::Cancelled,
+                                now_ms(),
+                            );
+                        }
+                    })
+                    .await;
+                    ExecStatus::Error
+                }
+            };
             // The store has the final state now: subscribers that come later read it there.
-            live.done.send_replace(Some(outcome.status));
+            live.done.send_replace(Some(status));
             let this2 = this.clone();
             let _ = tokio::task::spawn_blocking(move || this2.finished(&id)).await;
             this.ended.notify_waiters();

@@ -13,14 +13,14 @@
 use super::AppState;
 use super::api::{ApiError, blocking};
 use super::queue::Live;
-use crate::events::{Envelope, Event, ExecStatus};
+use crate::events::{Envelope, ExecStatus};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,26 +175,15 @@ pub async fn wait_done(
     }
 }
 
-/// The event JSON as `--events jsonl` prints it, from a stored event.
-fn stored_json(seq: u64, execution_id: &str, data: &Value) -> String {
-    if let Ok(event) = serde_json::from_value::<Event>(data.clone()) {
-        let env = Envelope {
-            seq,
-            execution_id: execution_id.to_string(),
-            event,
-        };
-        return serde_json::to_string(&env).expect("events serialize");
+/// The event JSON as `--events jsonl` prints it, from a stored event: the envelope fields, then
+/// the event's own fields exactly as recorded.
+fn stored_json(seq: u64, execution_id: &str, data: &str) -> String {
+    let head = json!({"seq": seq, "execution_id": execution_id}).to_string();
+    match data.trim().strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => head,
+        Some(rest) => format!("{},{rest}", &head[..head.len() - 1]),
+        None => head,
     }
-    // A kind this version does not know: keep its fields as stored.
-    let mut obj = serde_json::Map::new();
-    obj.insert("seq".into(), json!(seq));
-    obj.insert("execution_id".into(), json!(execution_id));
-    if let Value::Object(fields) = data {
-        for (k, v) in fields {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(obj).to_string()
 }
 
 /// Follows an execution through the store (ended, or run by another process).
@@ -208,13 +197,13 @@ async fn follow_store(app: &AppState, id: &str, cur: &mut Cursor) -> Option<Exec
         let (status, events) = blocking(move || {
             let store = store.lock().expect("store lock");
             let status = store.execution(&idc)?.status;
-            Ok((status, store.events(&idc, after, None)?))
+            Ok((status, store.events_text(&idc, after)?))
         })
         .await
         .ok()?;
-        for ev in events {
-            let data = stored_json(ev.seq, id, &ev.data);
-            if !cur.send(ev.seq, &ev.kind, data).await {
+        for (seq, kind, text) in events {
+            let data = stored_json(seq, id, &text);
+            if !cur.send(seq, &kind, data).await {
                 return None;
             }
         }
@@ -226,5 +215,24 @@ async fn follow_store(app: &AppState, id: &str, cur: &mut Cursor) -> Option<Exec
             _ = shutdown.wait_for(|v| *v) => return None,
             _ = cur.tx.closed() => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stored_events_get_their_envelope() {
+        assert_eq!(
+            super::stored_json(
+                3,
+                "ab",
+                r#"{"event":"log","line":"x","duration_ms":30.637883}"#
+            ),
+            r#"{"seq":3,"execution_id":"ab","event":"log","line":"x","duration_ms":30.637883}"#
+        );
+        assert_eq!(
+            super::stored_json(1, "ab", "{}"),
+            r#"{"seq":1,"execution_id":"ab"}"#
+        );
     }
 }

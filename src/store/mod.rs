@@ -230,6 +230,12 @@ impl Store {
             "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )
         .map_err(open_err)?;
+        // Leave the WAL in place when this connection closes: checkpointing on close costs two
+        // fsyncs per short-lived CLI process; SQLite checkpoints by itself as the WAL grows.
+        let _ = conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        );
         // Several processes may open a new database at once; a migration that loses the race
         // sees the schema already done when it tries again.
         let migrations = schema::migrations();
@@ -639,6 +645,22 @@ impl Store {
                 ts: r.get(3)?,
                 data: serde_json::from_str(&data).unwrap_or(Value::Null),
             })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Stored events after `after_seq` as `(seq, kind, JSON text)`, the text exactly as it was
+    /// recorded (no float goes through a parse and back), for the HTTP server's event stream.
+    pub fn events_text(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<(u64, String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, kind, data FROM events WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![execution_id, after_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
