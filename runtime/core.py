@@ -635,9 +635,12 @@ def _encode(text):
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
 
 
-def _emit_lines(lines):
+def _emit_lines(lines, stderr_mark=None):
     """Write protocol lines (bytes, without newline) so that the first one
-    starts at the beginning of a line, after everything printed so far."""
+    starts at the beginning of a line, after everything printed so far.
+    `stderr_mark` (bytes) goes to stderr first, as a line of its own: stdout
+    and stderr reach the runner through separate pipes, so it is what tells
+    the runner which node the stderr lines around it belong to."""
     lock = _STATE.lock
     if lock is not None:
         lock.acquire()
@@ -650,6 +653,8 @@ def _emit_lines(lines):
                 err.flush()
             except Exception:
                 pass
+        if stderr_mark is not None:
+            _write_fd(2, _STATE.prefix + stderr_mark + b"\n")
         data = b"\n".join(lines) + b"\n"
         out = _STATE.out
         if out is not None and not out.at_line_start:
@@ -662,10 +667,23 @@ def _emit_lines(lines):
             lock.release()
 
 
-def _emit_event(fields):
+def _emit_event(fields, stderr_mark=None):
     """fields: list of (key, json_text) pairs."""
     body = ",".join('"' + k + '":' + v for k, v in fields)
-    _emit_lines([_STATE.prefix + b"event " + _encode("{" + body + "}")])
+    _emit_lines([_STATE.prefix + b"event " + _encode("{" + body + "}")], stderr_mark)
+
+
+def _write_fd(fd, data):
+    while data:
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            import select
+            select.select([], [fd], [], 1.0)
+            continue
+        except OSError:
+            return
+        data = data[n:]
 
 
 def _ms(value):
@@ -855,7 +873,8 @@ class _Run(object):
         if extra:
             for k, v in extra:
                 fields.append((k, _dumps(v)))
-        _emit_event(fields)
+        # stderr written from here on belongs to no node (until the next node_start).
+        _emit_event(fields, b"at -")
 
     def finish(self, node_id, status, attempt, duration, output, error):
         self.results[node_id] = {"output": output, "status": status, "error": error}
@@ -900,7 +919,8 @@ class _Run(object):
         while True:
             attempt += 1
             _emit_event([("event", '"node_start"'), ("node", _dumps(nid)),
-                         ("attempt", str(attempt)), ("ts", str(_now_ms()))])
+                         ("attempt", str(attempt)), ("ts", str(_now_ms()))],
+                        b"at " + _encode(nid))
             ctx = _Ctx(node, self.scope, attempt)
             t0 = time.perf_counter()
             error = None

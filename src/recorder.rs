@@ -121,7 +121,7 @@ impl Sink for Recorder {
                 }
             }
         }
-        self.pending.push(Write::NodeFinished(NodeRow {
+        self.pending.push(Write::NodeFinished(Box::new(NodeRow {
             node_id: d.node.clone(),
             position: self.position(&d.node),
             status: d.status,
@@ -133,7 +133,7 @@ impl Sink for Recorder {
             output: d.output.clone(),
             error: d.error.clone(),
             from_execution: d.from_execution.clone(),
-        }));
+        })));
     }
 
     fn event(&mut self, env: &Envelope) {

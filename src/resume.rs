@@ -88,12 +88,9 @@ pub fn plan_resume(
                 .find(|(c, _)| runs.contains(c))
                 .map(|&(c, _)| Rerun::Upstream(wf.nodes[c].id.clone()))
         });
-        match reason {
-            Some(r) => {
-                runs.insert(i);
-                reruns.push((id.to_string(), r));
-            }
-            None => {}
+        if let Some(r) = reason {
+            runs.insert(i);
+            reruns.push((id.to_string(), r));
         }
     }
     let mut pins = BTreeMap::new();

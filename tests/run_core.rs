@@ -1010,7 +1010,6 @@ fn logs_follow_prints_lines_until_the_execution_ends() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].ends_with("talk | first"), "{text}");
-    // (Which node a stderr line is given to is racy: see the ignored test below.)
     assert!(lines[1].ends_with(" [stderr] | second"), "{text}");
     assert!(lines[2].ends_with("talk [log] | third"), "{text}");
 }
@@ -1037,7 +1036,6 @@ fn missing_interpreter_is_an_environment_error() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug: stdout and stderr are separate pipes with no ordering between them, so the executor attributes stderr lines to whichever node is current when it happens to read them (often the next node or none); an exact fix needs a sync point from the runtime (runtime/core.py) that the executor honours"]
 fn stderr_lines_are_attributed_to_the_node_that_wrote_them() {
     let env = Env::new();
     let nodes: Vec<Value> = (0..100)

@@ -433,11 +433,10 @@ fn examples_validate_with_a_one_line_summary() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known gaps (codegen/src/source.rs, owned elsewhere): failing tests kept as a record.
+// Duplicate keys inside a node, and located errors in compact JSON.
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug in codegen/src/source.rs: a key repeated inside a node is silently last-wins (a repeated top-level key is an error)"]
 fn duplicate_key_inside_a_node_is_an_error() {
     let env = Env::new();
     env.write_file(
@@ -456,7 +455,6 @@ fn duplicate_key_inside_a_node_is_an_error() {
 }
 
 #[test]
-#[ignore = "gap in codegen/src/source.rs Locator: in JSON written one node per line (the style of examples/hello.json) node errors get no line"]
 fn node_errors_in_compact_json_have_a_line() {
     let env = Env::new();
     env.write_file(

@@ -38,7 +38,7 @@ pub(crate) struct RawWorkflow {
     pub connections: BTreeMap<String, Connection>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    pub nodes: Vec<Value>,
+    pub nodes: Vec<crate::source::NodeObject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -91,7 +91,7 @@ pub fn parse_str(text: &str, format: Format, file: &str) -> Result<Source, Diagn
     };
     let mut diags = Vec::new();
     let mut nodes = Vec::with_capacity(raw.nodes.len());
-    for (i, value) in raw.nodes.into_iter().enumerate() {
+    for (i, NodeObject(value)) in raw.nodes.into_iter().enumerate() {
         match convert_node(i, value) {
             Ok(n) => nodes.push(n),
             Err(d) => diags.push(d),
@@ -126,6 +126,44 @@ pub fn from_value(definition: Value, label: &str) -> Result<Source, Diagnostics>
     parse_str(&text, Format::Json, label)
 }
 
+/// A node as written: a JSON object whose keys must be unique (serde_json's `Value` would keep
+/// the last of two equal keys without a word, hiding a typo such as a second `code`).
+#[derive(Debug)]
+pub(crate) struct NodeObject(pub Value);
+
+impl<'de> serde::Deserialize<'de> for NodeObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NodeObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a node object with at least `id` and `type`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<NodeObject, A::Error> {
+                let mut m = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if m.contains_key(&key) {
+                        let which = match m.get("id") {
+                            Some(Value::String(id)) => format!("node '{id}'"),
+                            _ => "a node".to_string(),
+                        };
+                        return Err(serde::de::Error::custom(format!(
+                            "{which}: duplicate field `{key}`"
+                        )));
+                    }
+                    let v: Value = map.next_value()?;
+                    m.insert(key, v);
+                }
+                Ok(NodeObject(Value::Object(m)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 fn json_error(e: &serde_json::Error) -> Diagnostic {
     // serde_json appends " at line X column Y" to its message; keep only the message part.
     let msg = e.to_string();
@@ -158,6 +196,8 @@ fn yaml_error(e: &serde_yaml_ng::Error) -> Diagnostic {
     d
 }
 
+// Errors here happen once per bad file; their size does not matter.
+#[allow(clippy::result_large_err)]
 fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
     let Value::Object(mut obj) = value else {
         return Err(Diagnostic::new(format!(
@@ -227,6 +267,7 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
 }
 
 /// Deserializes part of a node, turning serde's message into one that names the field.
+#[allow(clippy::result_large_err)]
 fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
     serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
@@ -267,33 +308,48 @@ impl<'a> Locator<'a> {
     }
 
     fn is_key_line(&self, line: &str, key: &str) -> bool {
-        let t = line.trim_start().trim_start_matches("- ").trim_start();
+        self.key_value(line, key).is_some()
+    }
+
+    /// The text after `key:` if the line holds that key (JSON: anywhere in the line, so compact
+    /// one-object-per-line JSON works too; YAML: at the start, after an optional `- `).
+    fn key_value<'l>(&self, line: &'l str, key: &str) -> Option<&'l str> {
         match self.format {
             Format::Json => {
-                t.starts_with(&format!("\"{key}\""))
-                    && t[key.len() + 2..].trim_start().starts_with(':')
+                let quoted = format!("\"{key}\"");
+                line.match_indices(&quoted).find_map(|(at, _)| {
+                    let rest = line[at + quoted.len()..].trim_start();
+                    rest.strip_prefix(':')
+                })
             }
             Format::Yaml => {
+                let t = line.trim_start().trim_start_matches("- ").trim_start();
                 let t = t.trim_start_matches(['"', '\'']);
-                t.starts_with(key)
-                    && t[key.len()..]
-                        .trim_start_matches(['"', '\''])
-                        .trim_start()
-                        .starts_with(':')
+                let rest = t.strip_prefix(key)?;
+                rest.trim_start_matches(['"', '\''])
+                    .trim_start()
+                    .strip_prefix(':')
             }
         }
     }
 
     fn node_id_line(&self, line: &str, id: &str) -> bool {
-        if !self.is_key_line(line, "id") {
+        let Some(value) = self.key_value(line, "id") else {
             return false;
-        }
-        let value = line.split_once(':').map(|x| x.1).unwrap_or("");
-        let value = value
-            .trim()
-            .trim_end_matches(',')
-            .trim()
-            .trim_matches(['"', '\'']);
+        };
+        let value = value.trim_start();
+        let value = match self.format {
+            // The JSON string right after the colon.
+            Format::Json => value
+                .strip_prefix('"')
+                .and_then(|v| v.find('"').map(|end| &v[..end]))
+                .unwrap_or(""),
+            Format::Yaml => value
+                .trim()
+                .trim_end_matches(',')
+                .trim()
+                .trim_matches(['"', '\'']),
+        };
         value == id
     }
 

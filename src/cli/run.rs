@@ -54,7 +54,7 @@ pub struct ExecArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub events: Option<EventFormat>,
     /// Print the finished execution record as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub json: bool,
     /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 on PATH).
     #[arg(long, value_name = "PATH")]
@@ -212,7 +212,8 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
 }
 
 /// `rerun` / `resume`: a new execution of an earlier one's definition (or `--file`), with its
-/// trigger data unless `--input`/`--input-file` is given.
+/// trigger data unless `--input`/`--input-file` is given. The planning is shared with the HTTP
+/// API (`runner::plan_again`).
 pub fn again(
     id: &str,
     file: Option<&Path>,
@@ -221,60 +222,20 @@ pub fn again(
     db: Option<&Path>,
 ) -> Result<i32, Exit> {
     let store = open_store(db)?;
-    let id = store.resolve_id(id)?;
-    let previous = store.execution(&id)?;
-    if !previous.status.is_final() {
-        return Err(Exit::new(
-            2,
-            format!(
-                "execution {id} is still {}; wait for it or stop it first",
-                previous.status
-            ),
-        ));
+    let source = file.map_or(runner::AgainSource::Snapshot, runner::AgainSource::File);
+    let plan = runner::plan_again(
+        &store,
+        id,
+        source,
+        given_trigger(&exec)?,
+        options(&exec)?,
+        resume,
+    )
+    .map_err(|e| Exit::new(e.exit_code(), e.to_string()))?;
+    for note in &plan.notes {
+        eprintln!("{note}");
     }
-    let previous_definition = store.snapshot(&previous.snapshot_hash)?.ok_or_else(|| {
-        Exit::new(
-            3,
-            format!("the definition execution {id} ran is missing from the store"),
-        )
-    })?;
-    let source = match file {
-        Some(f) => flowrun_codegen::load_file(f).map_err(|d| Exit::new(2, d.to_string()))?,
-        None => flowrun_codegen::source::from_value(
-            previous_definition.clone(),
-            &format!("<execution {id}>"),
-        )
-        .map_err(|d| Exit::new(2, d.to_string()))?,
-    };
-    let trigger = given_trigger(&exec)?.unwrap_or_else(|| previous.trigger.clone());
-    let mut opts = options(&exec)?;
-    if resume {
-        let plan = flowrun_codegen::compile(&source).map_err(|d| Exit::new(2, d.to_string()))?;
-        let rows = store.nodes(&id)?;
-        let r =
-            crate::resume::plan_resume(&id, &rows, &previous_definition, &plan, &source.definition);
-        for (node, why) in &r.reruns {
-            let why = match why {
-                crate::resume::Rerun::NoOutput(s) if s == "did not run" => {
-                    format!("it did not run in {id}")
-                }
-                crate::resume::Rerun::NoOutput(s) => format!("it ended {s} in {id}"),
-                crate::resume::Rerun::Changed => "its definition changed".into(),
-                crate::resume::Rerun::New => "it is new".into(),
-                crate::resume::Rerun::Upstream(u) => format!("'{u}' runs again"),
-            };
-            eprintln!("resume: '{node}' runs ({why})");
-        }
-        if !r.pins.is_empty() {
-            let names: Vec<&str> = r.pins.keys().map(String::as_str).collect();
-            eprintln!("resume: reusing {} from {id}", names.join(", "));
-        }
-        for (node, pin) in r.pins {
-            opts.pins.entry(node).or_insert(pin);
-        }
-    }
-    opts.parent = Some((id.clone(), if resume { "resume" } else { "rerun" }));
-    let prepared = runner::prepare(&source, trigger, opts).map_err(run_error)?;
+    let prepared = runner::prepare(&plan.source, plan.trigger, plan.options).map_err(run_error)?;
     let store: SharedStore = Arc::new(Mutex::new(store));
     execute_prepared(&store, &prepared, exec.events, exec.json)
 }

@@ -127,6 +127,8 @@ pub struct Outcome {
 /// What the runtime prints, as the executor reads it.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+// Parsed and matched at once, one at a time: boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum ChildEvent {
     NodeStart {
         node: String,
@@ -241,6 +243,9 @@ struct State<'a> {
     result: Option<Result<ChildResult, String>>,
     in_result: bool,
     protocol_errors: Vec<String>,
+    /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
+    /// the first mark (then the running node is the best guess).
+    stderr_node: Option<Option<String>>,
 }
 
 impl State<'_> {
@@ -326,16 +331,28 @@ impl State<'_> {
                 other => other,
             }
         };
+        if stream == Stream::Stderr && !matches!(frame, Frame::Line { .. } | Frame::At(_)) {
+            self.protocol_error("a protocol line on stderr was ignored".into());
+            return;
+        }
         match frame {
+            Frame::At(node) => {
+                if stream == Stream::Stderr {
+                    self.stderr_node = Some(node);
+                }
+            }
             Frame::Line { text, cut } => {
                 if self.in_result && stream == Stream::Stdout {
                     self.result_lines.extend_from_slice(text.as_bytes());
                 } else {
                     // Past the log budget the line is only counted: skip copying the node id.
-                    let node = if self.log_fits(text.len() as u64 + cut + 1) {
-                        self.current_node()
-                    } else {
+                    let node = if !self.log_fits(text.len() as u64 + cut + 1) {
                         None
+                    } else if stream == Stream::Stderr && self.stderr_node.is_some() {
+                        // The runtime marks stderr at each node boundary: exact attribution.
+                        self.stderr_node.clone().flatten()
+                    } else {
+                        self.current_node()
                     };
                     self.log(stream, None, node, text, cut);
                 }
@@ -545,6 +562,7 @@ pub async fn execute(
         result: None,
         in_result: false,
         protocol_errors: Vec::new(),
+        stderr_node: None,
     };
     st.emit(Event::ExecutionStart {
         workflow_id: spec.workflow_id.clone(),
@@ -590,8 +608,8 @@ pub async fn execute(
     });
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
     let out_framer = Framer::new(&spec.nonce, spec.max_line_bytes, RunSpec::MAX_FRAME);
-    // stderr never carries protocol lines: a framer whose prefix cannot match reads it.
-    let err_framer = Framer::new("\n", spec.max_line_bytes, RunSpec::MAX_FRAME);
+    // stderr carries only `at` marks (which node the lines after it belong to).
+    let err_framer = Framer::new(&spec.nonce, spec.max_line_bytes, RunSpec::MAX_FRAME);
     tokio::spawn(read_stream(
         child.stdout.take().expect("stdout is piped"),
         out_framer,

@@ -30,6 +30,9 @@ pub enum Frame {
     /// A line between result-start and result-end: the result JSON.
     ResultLine(Vec<u8>),
     ResultEnd,
+    /// `at <node>` / `at -` on stderr: the stderr lines that follow belong to that node (or to
+    /// none). stdout and stderr are separate pipes, so only a mark in stderr itself can say.
+    At(Option<String>),
     /// A protocol line longer than `max_frame`: dropped, its size counted.
     Oversized {
         bytes: u64,
@@ -216,7 +219,10 @@ impl Framer {
                     return;
                 }
                 let rest = &line[self.prefix.len()..];
-                if let Some(json) = rest.strip_prefix(b"event ") {
+                if let Some(node) = rest.strip_prefix(b"at ") {
+                    let node = String::from_utf8_lossy(node).into_owned();
+                    out.push(Frame::At((node != "-").then_some(node)));
+                } else if let Some(json) = rest.strip_prefix(b"event ") {
                     out.push(Frame::Event(json.to_vec()));
                 } else if rest == b"result-start" {
                     self.in_result = true;

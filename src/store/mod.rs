@@ -209,7 +209,7 @@ pub enum Write {
         attempt: u32,
         started_at: i64,
     },
-    NodeFinished(NodeRow),
+    NodeFinished(Box<NodeRow>),
 }
 
 impl Store {
