@@ -502,8 +502,6 @@ fn a_stale_row_whose_pid_was_reused_is_not_signalled() {
     // with a different start time.
     point_row_at(&fx, &a, vpid, wrong, Some((dead_pid(), 1)));
     point_row_at(&fx, &b, vpid, wrong, Some((dead_pid(), 1)));
-    // A row that no runner owns, with the right start time would be signalled; with the wrong
-    // one it must not be.
 
     // Any command recovers them.
     let out = fx.flowrun(&["history"]);

@@ -807,6 +807,9 @@ fn finish(
     error: Option<ErrorInfo>,
     exit: Option<String>,
 ) -> Outcome {
+    // The output of an execution is the output of its last node, which only a success has: a
+    // failed run's "last successful output" would read as if it were the answer.
+    let output = output.filter(|_| status == ExecStatus::Success);
     let duration_ms = st.started.elapsed().as_secs_f64() * 1000.0;
     st.emit(Event::ExecutionEnd {
         status,
