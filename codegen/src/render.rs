@@ -175,7 +175,8 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
                 .find(|(name, _)| name == t)
                 .map(|(_, src)| *src)
                 .unwrap_or_else(|| panic!("runtime/nodes/{t}.py is embedded"));
-            context! { name => *t, source => JValue::from_safe_string(source.trim_end().to_string()) }
+            // Type names are flowrun's own constants: printed as they are in comments.
+            context! { name => JValue::from_safe_string(t.to_string()), source => JValue::from_safe_string(source.trim_end().to_string()) }
         })
         .collect();
     let mut workflow = String::new();
@@ -184,8 +185,9 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
         .get_template("script.py")
         .and_then(|t| {
             t.render(context! {
-                version => VERSION,
-                workflow_id => plan.workflow.id.as_str(),
+                version => JValue::from_safe_string(VERSION.to_string()),
+                // Validated as [a-z0-9][a-z0-9_-]*, so it cannot break out of the comment.
+                workflow_id => JValue::from_safe_string(plan.workflow.id.clone()),
                 runtime_core => JValue::from_safe_string(RUNTIME_CORE.trim_end().to_string()),
                 node_modules => node_modules,
                 workflow => JValue::from_safe_string(workflow),
