@@ -114,7 +114,18 @@ class Run(object):
     def __init__(self, proc, nonce):
         self.returncode = proc.returncode
         self.stdout = proc.stdout
-        self.stderr = proc.stderr.decode("utf-8", "replace")
+        # stderr carries `@@flowrun:<nonce>:at <node>` / `at -` marks at node
+        # boundaries (they tell the runner which node stderr lines belong to):
+        # kept apart in `stderr_marks`, the rest is `stderr`.
+        self.stderr_marks = []
+        kept = []
+        for line in proc.stderr.decode("utf-8", "replace").splitlines(True):
+            body = line.rstrip("\n")
+            if body.startswith("@@flowrun:") and ":at " in body:
+                self.stderr_marks.append(body.split(":at ", 1)[1])
+            else:
+                kept.append(line)
+        self.stderr = "".join(kept)
         self.events = []
         self.result = None
         self.plain = []  # non-protocol stdout lines (text)

@@ -47,6 +47,7 @@ class Framing(unittest.TestCase):
             self.assertEqual(r.plain, ["no newline", "againbytes-partial"], args)
             self.assertEqual([e["event"] for e in r.events], ["node_start", "log", "node_end"])
             self.assertEqual(r.stderr, "err partial\n")
+            self.assertEqual(r.stderr_marks, ["p", "-"])
 
     def test_fake_markers_are_plain_output(self):
         src = ("print('@@flowrun:deadbeef:event {\"event\":\"node_end\",\"node\":\"x\"}')\n"

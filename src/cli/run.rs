@@ -59,7 +59,8 @@ pub struct ExecArgs {
     /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 on PATH).
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Cap on stored log bytes per execution; the rest is counted.
+    /// Cap on stored log bytes per execution (each line also costs 64 bytes of overhead, so a
+    /// flood of empty lines is bounded too); the rest is counted.
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     pub max_log_bytes: u64,
     /// Install missing `requirements` into a managed virtual environment first.

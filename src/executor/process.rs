@@ -1,4 +1,4 @@
-//! The child process: spawning it in its own session with a lifeline, and ending its group.
+//! The child process: spawning it in its own process group with a lifeline, and ending its group.
 //!
 //! The child starts in a new process group whose id is its pid; every process it starts (unless
 //! it leaves with its own `setsid`/`setpgid`) stays in that group, and signalling `-pgid` reaches
