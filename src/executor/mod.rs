@@ -432,35 +432,19 @@ impl State<'_> {
                 if started_at.is_some() {
                     self.running = None;
                 }
-                let ts = now_ms();
                 let detail = NodeDetail {
-                    node: node.clone(),
-                    status,
-                    attempt,
-                    duration_ms,
-                    started_at,
-                    finished_at: ts,
-                    input,
-                    output,
-                    error: error.clone(),
-                    from_execution,
-                };
-                self.sink.node_detail(&detail);
-                self.node_status.insert(node.clone(), status);
-                self.emit(Event::NodeEnd {
                     node,
                     status,
                     attempt,
                     duration_ms,
-                    ts,
-                    output_preview: detail
-                        .output
-                        .as_ref()
-                        .filter(|_| status.has_output())
-                        .map(|v| preview(v, 200)),
+                    started_at,
+                    finished_at: now_ms(),
+                    input,
+                    output,
                     error,
-                    retrying,
-                });
+                    from_execution,
+                };
+                self.end_node(detail, retrying);
             }
             ChildEvent::Log {
                 node,
@@ -485,32 +469,42 @@ impl State<'_> {
     fn close_running(&mut self, status: NodeStatus, error: ErrorInfo) {
         if let Some((node, attempt, started_at, _)) = self.running.take() {
             let ts = now_ms();
-            let duration_ms = (ts - started_at) as f64;
             let detail = NodeDetail {
-                node: node.clone(),
+                node,
                 status,
                 attempt,
-                duration_ms,
+                duration_ms: (ts - started_at) as f64,
                 started_at: Some(started_at),
                 finished_at: ts,
                 input: None,
                 output: None,
-                error: Some(error.clone()),
+                error: Some(error),
                 from_execution: None,
             };
-            self.sink.node_detail(&detail);
-            self.node_status.insert(node.clone(), status);
-            self.emit(Event::NodeEnd {
-                node,
-                status,
-                attempt,
-                duration_ms,
-                ts,
-                output_preview: None,
-                error: Some(error),
-                retrying: false,
-            });
+            self.end_node(detail, false);
         }
+    }
+
+    /// Records a finished node attempt: the full detail to the sinks that store it, then the
+    /// `node_end` event (with only a preview of the output) to everyone.
+    fn end_node(&mut self, detail: NodeDetail, retrying: bool) {
+        self.sink.node_detail(&detail);
+        self.node_status.insert(detail.node.clone(), detail.status);
+        let output_preview = detail
+            .output
+            .as_ref()
+            .filter(|_| detail.status.has_output())
+            .map(|v| preview(v, 200));
+        self.emit(Event::NodeEnd {
+            node: detail.node,
+            status: detail.status,
+            attempt: detail.attempt,
+            duration_ms: detail.duration_ms,
+            ts: detail.finished_at,
+            output_preview,
+            error: detail.error,
+            retrying,
+        });
     }
 }
 

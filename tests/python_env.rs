@@ -1,0 +1,926 @@
+//! The Python environment (issue 6), end to end with the real `flowrun` binary: interpreter
+//! discovery and its cache, the version check, isolated mode, requirements, and `doctor --fix`
+//! installing a wheel built in the test with real pip and no network.
+//!
+//! Fake interpreters are real executable scripts in the test's temp dir, found through a `PATH`
+//! that each command sets explicitly (`FLOWRUN_PYTHON` and `VIRTUAL_ENV` are removed unless a
+//! test sets them). A fake that should work `exec`s the real interpreter after appending a line
+//! to a trace file, so the trace says which candidate was asked, and how often.
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+use serde_json::{Value, json};
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The real interpreter behind `python3` on the test's own PATH, and its `X.Y`.
+struct RealPython {
+    exe: PathBuf,
+    xy: String,
+}
+
+fn real_python() -> &'static RealPython {
+    static REAL: OnceLock<RealPython> = OnceLock::new();
+    REAL.get_or_init(|| {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys; print(sys.executable); print('%d.%d' % sys.version_info[:2])",
+            ])
+            .output()
+            .expect("python3 is on the test's PATH");
+        assert!(out.status.success(), "python3 -c failed: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        RealPython {
+            exe: PathBuf::from(lines.next().expect("sys.executable")),
+            xy: lines.next().expect("version").to_string(),
+        }
+    })
+}
+
+/// Writes an executable file (mode 0755), creating its directory.
+fn write_exec(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A shim like pyenv's: appends `label` to `trace`, then `exec`s `target`.
+fn write_shim(path: &Path, trace: &Path, label: &str, target: &Path) {
+    write_exec(
+        path,
+        &format!(
+            "#!/bin/sh\necho '{label}' >> '{}'\nexec '{}' \"$@\"\n",
+            trace.display(),
+            target.display()
+        ),
+    );
+}
+
+/// A fake interpreter that answers flowrun's probe (`-I -S -c SCRIPT`, printing
+/// `sys.executable`, the version and the implementation) as Python `version` would, reporting
+/// itself as the executable. Anything else fails.
+fn write_fake_python(path: &Path, trace: &Path, label: &str, version: &str) {
+    write_exec(
+        path,
+        &format!(
+            "#!/bin/sh\necho '{label}' >> '{trace}'\n\
+             if [ \"$1\" = -I ] && [ \"$2\" = -S ] && [ \"$3\" = -c ]; then\n  \
+             echo '{exe}'\n  echo '{version}'\n  echo cpython\n  exit 0\nfi\n\
+             echo \"fake python: unexpected arguments $*\" >&2\nexit 2\n",
+            trace = trace.display(),
+            exe = path.display(),
+        ),
+    );
+}
+
+/// Lines of a trace file (none when it does not exist yet).
+fn trace(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A `PATH` made of these directories only.
+fn path_of(dirs: &[&Path]) -> OsString {
+    std::env::join_paths(dirs).unwrap()
+}
+
+/// `flowrun` with this env's database and cache, `PATH` set to `path`, and nothing else that
+/// could pick an interpreter or change Python's behaviour inherited from the test's environment.
+fn flowrun(env: &Env, path: &OsString) -> Command {
+    let mut cmd = env.flowrun();
+    cmd.env("PATH", path);
+    for var in [
+        "FLOWRUN_PYTHON",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PYTHONSTARTUP",
+        "PYENV_VERSION",
+        "PIP_NO_INDEX",
+        "PIP_FIND_LINKS",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.output().expect("flowrun runs")
+}
+
+/// `flowrun doctor --json ARGS`, parsed, with its exit code.
+fn doctor_json(mut cmd: Command, args: &[&str]) -> (Option<i32>, Value) {
+    let out = output(cmd.arg("doctor").arg("--json").args(args));
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json prints JSON ({e})\n{}", describe(&out)));
+    (out.status.code(), report)
+}
+
+/// A one-node workflow whose code node runs `code`.
+fn code_workflow(env: &Env, name: &str, code: &str, requirements: &[&str]) -> PathBuf {
+    let mut node = json!({ "id": "probe", "type": "code", "code": code });
+    if !requirements.is_empty() {
+        node["requirements"] = json!(requirements);
+    }
+    env.write_workflow(name, &json!({ "id": "pyenv-test", "nodes": [node] }))
+}
+
+/// Reports which interpreter ran the node and how.
+const WHERE_CODE: &str = "import sys\nreturn {'executable': sys.executable, 'prefix': sys.prefix, \
+     'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site}";
+
+/// The output of node `probe` of the only execution, asserting it succeeded.
+fn probe_output(env: &Env) -> Value {
+    let id = env.only_execution_id();
+    let node = env.node(&id, "probe").expect("a row for node 'probe'");
+    assert_eq!(node.status, "success", "{node:?}");
+    node.output.expect("node output")
+}
+
+/// The output of node `probe` of the newest execution, asserting it succeeded.
+fn last_probe_output(env: &Env) -> Value {
+    let id = env.execution_ids().pop().expect("an execution");
+    let node = env.node(&id, "probe").expect("a row for node 'probe'");
+    assert_eq!(node.status, "success", "{node:?}");
+    node.output.expect("node output")
+}
+
+/// Builds `flowrun_test_pkg-1.0.0-py3-none-any.whl` (module `flowrun_test_pkg` with
+/// `VALUE = "ok"`) into `dir` with Python's zipfile, as a build backend would.
+fn build_wheel(dir: &Path) -> PathBuf {
+    const BUILD: &str = r#"
+import base64, hashlib, os, sys, zipfile
+files = {
+    "flowrun_test_pkg/__init__.py": 'VALUE = "ok"\n',
+    "flowrun_test_pkg-1.0.0.dist-info/METADATA":
+        "Metadata-Version: 2.1\nName: flowrun-test-pkg\nVersion: 1.0.0\n",
+    "flowrun_test_pkg-1.0.0.dist-info/WHEEL":
+        "Wheel-Version: 1.0\nGenerator: flowrun-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+for name, text in files.items():
+    data = text.encode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record.append("%s,sha256=%s,%d" % (name, digest, len(data)))
+record.append("flowrun_test_pkg-1.0.0.dist-info/RECORD,,")
+files["flowrun_test_pkg-1.0.0.dist-info/RECORD"] = "\n".join(record) + "\n"
+path = os.path.join(sys.argv[1], "flowrun_test_pkg-1.0.0-py3-none-any.whl")
+with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+print(path)
+"#;
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new(&real_python().exe)
+        .args(["-I", "-c", BUILD])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "building the wheel failed: {out:?}");
+    let wheel = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(wheel.is_file());
+    wheel
+}
+
+/// Managed environments under `<cache>/venvs/`.
+fn venvs(env: &Env) -> Vec<PathBuf> {
+    match std::fs::read_dir(env.cache_dir().join("venvs")) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+const PKG: &str = "flowrun-test-pkg>=1.0";
+const PKG_CODE: &str = "import sys\nimport flowrun_test_pkg\nreturn {'value': flowrun_test_pkg.VALUE, \
+     'prefix': sys.prefix, 'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site}";
+
+/// `PIP_NO_INDEX=1 PIP_FIND_LINKS=dir`: pip installs only from `dir`, no network.
+fn offline_pip(cmd: &mut Command, find_links: &Path) {
+    cmd.env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", find_links)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Discovery order and the shim cache
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn discovery_order_flag_then_env_then_venv_then_python3_then_python() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let log = env.path("trace.log");
+    let explicit = env.path("explicit/python");
+    let from_env = env.path("flowrun-python/python");
+    let venv = env.path("venv");
+    let path_dir = env.path("path-bin");
+    let only_python_dir = env.path("only-python-bin");
+    let empty_venv = env.path("empty-venv");
+    std::fs::create_dir_all(&empty_venv).unwrap();
+    write_shim(&explicit, &log, "explicit", real);
+    write_shim(&from_env, &log, "FLOWRUN_PYTHON", real);
+    write_shim(&venv.join("bin/python"), &log, "VIRTUAL_ENV", real);
+    write_shim(&path_dir.join("python3"), &log, "PATH python3", real);
+    write_shim(&path_dir.join("python"), &log, "PATH python", real);
+    write_shim(
+        &only_python_dir.join("python"),
+        &log,
+        "PATH python only",
+        real,
+    );
+    let path = path_of(&[&path_dir]);
+
+    // Each step removes the winner of the step before; each candidate is probed exactly once.
+    let steps: Vec<(&str, Box<dyn Fn() -> Command>, &str, PathBuf)> = vec![
+        (
+            "--python",
+            Box::new(|| {
+                let mut c = flowrun(&env, &path);
+                c.env("FLOWRUN_PYTHON", &from_env)
+                    .env("VIRTUAL_ENV", &venv)
+                    .arg("--python")
+                    .arg(&explicit);
+                c
+            }),
+            "explicit",
+            explicit.clone(),
+        ),
+        (
+            "FLOWRUN_PYTHON",
+            Box::new(|| {
+                let mut c = flowrun(&env, &path);
+                c.env("FLOWRUN_PYTHON", &from_env).env("VIRTUAL_ENV", &venv);
+                c
+            }),
+            "FLOWRUN_PYTHON",
+            from_env.clone(),
+        ),
+        (
+            "VIRTUAL_ENV",
+            Box::new(|| {
+                let mut c = flowrun(&env, &path);
+                c.env("VIRTUAL_ENV", &venv);
+                c
+            }),
+            "VIRTUAL_ENV",
+            venv.join("bin/python"),
+        ),
+        (
+            "PATH",
+            // A VIRTUAL_ENV without bin/python is passed over.
+            Box::new(|| {
+                let mut c = flowrun(&env, &path);
+                c.env("VIRTUAL_ENV", &empty_venv);
+                c
+            }),
+            "PATH python3",
+            path_dir.join("python3"),
+        ),
+        (
+            "PATH",
+            Box::new(|| flowrun(&env, &path_of(&[&only_python_dir]))),
+            "PATH python only",
+            only_python_dir.join("python"),
+        ),
+    ];
+    let mut expected_trace = Vec::new();
+    for (found_by, make, label, candidate) in &steps {
+        let mut cmd = make();
+        // `--python` is an option of `doctor` itself: move it after the subcommand.
+        let args: Vec<OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
+        let mut fresh = flowrun(&env, &OsString::new());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => fresh.env(k, v),
+                None => fresh.env_remove(k),
+            };
+        }
+        let _ = &mut cmd;
+        let mut doctor_args: Vec<String> = Vec::new();
+        for a in &args {
+            doctor_args.push(a.to_string_lossy().into_owned());
+        }
+        let arg_refs: Vec<&str> = doctor_args.iter().map(String::as_str).collect();
+        let (code, report) = doctor_json(fresh, &arg_refs);
+        assert_eq!(code, Some(0), "{found_by}: {report:#}");
+        let py = &report["python"];
+        assert_eq!(py["found_by"], json!(found_by), "{py:#}");
+        assert_eq!(py["candidate"], json!(candidate), "{py:#}");
+        // The shim is resolved to the real executable.
+        assert_eq!(py["executable"], json!(real), "{py:#}");
+        assert_eq!(py["implementation"], json!("cpython"), "{py:#}");
+        expected_trace.push(label.to_string());
+        assert_eq!(trace(&log), expected_trace, "after the {found_by} step");
+    }
+
+    // python3 anywhere on PATH beats python earlier on PATH.
+    let (code, report) = doctor_json(flowrun(&env, &path_of(&[&only_python_dir, &path_dir])), &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        report["python"]["candidate"],
+        json!(path_dir.join("python3"))
+    );
+
+    // The cache directory and the database are reported too.
+    assert_eq!(report["cache_dir"], json!(env.cache_dir()));
+    assert_eq!(report["database"]["path"], json!(env.db_path()));
+}
+
+#[test]
+fn shim_is_resolved_once_and_cached() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let log = env.path("shim.log");
+    let bin = env.path("shims");
+    // Like pyenv's shim: a bash script that execs the real binary.
+    write_exec(
+        &bin.join("python3"),
+        &format!(
+            "#!/usr/bin/env bash\nset -e\necho \"shim $*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    );
+    // `/usr/bin/env bash` needs bash on PATH: the shim dir first, then the system's.
+    let path = path_of(&[&bin, Path::new("/usr/bin"), Path::new("/bin")]);
+    let wf = code_workflow(&env, "where.json", WHERE_CODE, &[]);
+
+    for run in 1..=2 {
+        let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+        assert_success(&out, &format!("run {run} through the shim"));
+        // Only the first run asked the shim (one probe); the runs spawned the real binary.
+        assert_eq!(trace(&log).len(), 1, "run {run}: {:?}", trace(&log));
+        assert!(
+            trace(&log)[0].starts_with("shim -I -S -c "),
+            "{:?}",
+            trace(&log)
+        );
+        let out = last_probe_output(&env);
+        assert_eq!(out["executable"], json!(real), "run {run}: {out:#}");
+    }
+
+    // The answer is in the cache, keyed by the shim.
+    let cache: Value = serde_json::from_slice(
+        &std::fs::read(env.cache_dir().join("interpreters.json")).expect("interpreters.json"),
+    )
+    .unwrap();
+    let entries = cache.as_array().expect("a list of entries");
+    assert_eq!(entries.len(), 1, "{cache:#}");
+    assert_eq!(entries[0]["candidate"], json!(bin.join("python3")));
+    assert_eq!(entries[0]["interpreter"]["executable"], json!(real));
+
+    // doctor reads the same cache: still one probe, and it says what the shim resolved to.
+    let (code, report) = doctor_json(flowrun(&env, &path), &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["python"]["candidate"], json!(bin.join("python3")));
+    assert_eq!(report["python"]["executable"], json!(real));
+    assert_eq!(report["python"]["found_by"], json!("PATH"));
+    assert_eq!(trace(&log).len(), 1, "{:?}", trace(&log));
+
+    let out = output(flowrun(&env, &path).arg("doctor"));
+    assert_success(&out, "doctor");
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "{} (cpython {}.",
+            real.display(),
+            real_python().xy
+        )) && text.contains(&format!("via {}", bin.join("python3").display())),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Too old, missing, broken
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn too_old_interpreter_exits_3_with_install_hints() {
+    let env = Env::new();
+    let log = env.path("old.log");
+    let bin = env.path("old-bin");
+    write_fake_python(&bin.join("python3"), &log, "old", "3.8.10");
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "wf.json", "return 1", &[]);
+
+    let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+    assert_code(&out, 3, "run with Python 3.8");
+    let err = stderr(&out);
+    for needle in [
+        bin.join("python3").display().to_string().as_str(),
+        "Python 3.8.10",
+        "3.9 or newer",
+        "Debian/Ubuntu: sudo apt install python3",
+        "macOS: brew install",
+        "Windows: winget install",
+        "--python",
+        "FLOWRUN_PYTHON",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert_eq!(env.execution_count(), 0, "nothing may be recorded");
+    assert_eq!(trace(&log), ["old"], "probed once, never run");
+
+    // doctor says the same, with exit 3.
+    let (code, report) = doctor_json(flowrun(&env, &path), &[]);
+    assert_eq!(code, Some(3), "{report:#}");
+    let e = report["python"]["error"].as_str().expect("python.error");
+    assert!(e.contains("3.8.10") && e.contains("3.9"), "{e}");
+}
+
+#[test]
+fn missing_interpreter_exits_3_with_a_clear_message() {
+    let env = Env::new();
+    let wf = code_workflow(&env, "wf.json", "return 1", &[]);
+    let empty = env.path("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+
+    // --python naming nothing.
+    let out = output(
+        flowrun(&env, &path_of(&[&empty]))
+            .args(["run", "--python", "/nonexistent/python3"])
+            .arg(&wf),
+    );
+    assert_code(&out, 3, "run --python /nonexistent");
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/python3")
+            && err.contains("--python")
+            && err.contains("no such file"),
+        "{err}"
+    );
+
+    // Nothing on PATH (an empty directory, an empty PATH, no PATH at all).
+    let no_path = |cmd: &mut Command| -> std::process::Output { output(cmd.arg("run").arg(&wf)) };
+    for (what, out) in [
+        (
+            "an empty dir",
+            no_path(&mut flowrun(&env, &path_of(&[&empty]))),
+        ),
+        ("PATH=''", no_path(&mut flowrun(&env, &OsString::new()))),
+        (
+            "no PATH",
+            no_path(flowrun(&env, &OsString::new()).env_remove("PATH")),
+        ),
+    ] {
+        assert_code(&out, 3, what);
+        let err = stderr(&out);
+        assert!(
+            err.contains("no Python interpreter found")
+                && err.contains("python3/python on PATH")
+                && err.contains("Debian/Ubuntu")
+                && err.contains("macOS")
+                && err.contains("Windows"),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(env.execution_count(), 0);
+
+    // doctor: exit 3 and the error in the report.
+    let (code, report) = doctor_json(flowrun(&env, &path_of(&[&empty])), &[]);
+    assert_eq!(code, Some(3), "{report:#}");
+    assert!(
+        report["python"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no Python interpreter found")),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn broken_interpreter_exits_3_naming_it() {
+    let env = Env::new();
+    let bin = env.path("bin");
+    write_exec(
+        &bin.join("python3"),
+        "#!/bin/sh\necho 'error while loading shared libraries: libpython3.so' >&2\nexit 127\n",
+    );
+    let wf = code_workflow(&env, "wf.json", "return 1", &[]);
+    let out = output(flowrun(&env, &path_of(&[&bin])).arg("run").arg(&wf));
+    assert_code(&out, 3, "run with a broken python3");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&bin.join("python3").display().to_string())
+            && err.contains("does not work as a Python interpreter")
+            && err.contains("libpython3.so"),
+        "{err}"
+    );
+    assert_eq!(env.execution_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Cache invalidation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn changed_interpreter_is_probed_again() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let log = env.path("trace.log");
+    let bin = env.path("bin");
+    let shim = bin.join("python3");
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "where.json", WHERE_CODE, &[]);
+    let run = || output(flowrun(&env, &path).arg("run").arg(&wf));
+
+    // 1. The shim execs the real interpreter: probed once, then cached.
+    write_shim(&shim, &log, "shim v1", real);
+    assert_success(&run(), "first run");
+    assert_success(&run(), "second run");
+    assert_eq!(trace(&log), ["shim v1"]);
+    assert_eq!(last_probe_output(&env)["executable"], json!(real));
+
+    // 2. Rewritten to point at a fake that reports Python 3.8: probed again, and refused.
+    let old = env.path("old/python3.8");
+    write_fake_python(&old, &log, "fake 3.8", "3.8.10");
+    write_shim(&shim, &log, "shim v2 (to an old fake)", &old);
+    let out = run();
+    assert_code(&out, 3, "run after the shim changed to an old interpreter");
+    assert!(stderr(&out).contains("Python 3.8.10"), "{}", describe(&out));
+    assert_eq!(trace(&log)[1..], ["shim v2 (to an old fake)", "fake 3.8"]);
+
+    // 3. The shim is unchanged but the executable it resolved to changed (an upgrade in
+    //    place): the cached answer is not trusted.
+    write_fake_python(&old, &log, "fake 3.8 upgraded", "3.8.20");
+    let out = run();
+    assert_code(&out, 3, "run after the executable changed");
+    assert!(stderr(&out).contains("Python 3.8.20"), "{}", describe(&out));
+    assert_eq!(
+        trace(&log)[3..],
+        ["shim v2 (to an old fake)", "fake 3.8 upgraded"]
+    );
+
+    // 4. Rewritten again to exec the real interpreter through another path: the new path is
+    //    used to run the workflow, and cached again.
+    let alt = env.path("alt/python3");
+    std::fs::create_dir_all(alt.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(real, &alt).unwrap();
+    write_shim(&shim, &log, "shim v3 (to another path)", &alt);
+    assert_success(&run(), "run after the shim changed to another path");
+    assert_success(&run(), "and again");
+    assert_eq!(trace(&log)[5..], ["shim v3 (to another path)"]);
+    assert_eq!(last_probe_output(&env)["executable"], json!(alt));
+    let (_, report) = doctor_json(flowrun(&env, &path), &[]);
+    assert_eq!(report["python"]["executable"], json!(alt), "{report:#}");
+    assert_eq!(trace(&log).len(), 6, "{:?}", trace(&log));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Isolated mode
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn requirement_free_workflow_runs_isolated_without_site() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let xy = &real_python().xy;
+    let markers = env.path("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    let marker_code = |name: &str| {
+        format!(
+            "open({:?}, 'w').write('ran')\n",
+            markers.join(name).display().to_string()
+        )
+    };
+    // A directory on PYTHONPATH with a module and a sitecustomize.
+    let evil = env.path("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::fs::write(evil.join("sneaky.py"), "VALUE = 'sneaky'\n").unwrap();
+    std::fs::write(evil.join("sitecustomize.py"), marker_code("sitecustomize")).unwrap();
+    // A user base whose site-packages has a usercustomize and a .pth file that runs code and
+    // adds a directory with another module.
+    let userbase = env.path("userbase");
+    let user_site = userbase.join(format!("lib/python{xy}/site-packages"));
+    let user_dir = env.path("user-modules");
+    std::fs::create_dir_all(&user_site).unwrap();
+    std::fs::create_dir_all(&user_dir).unwrap();
+    std::fs::write(user_dir.join("sneaky_user.py"), "VALUE = 1\n").unwrap();
+    std::fs::write(
+        user_site.join("usercustomize.py"),
+        marker_code("usercustomize"),
+    )
+    .unwrap();
+    std::fs::write(
+        user_site.join("zz-sneaky.pth"),
+        format!(
+            "{}\nimport os; open({:?}, 'w').write('ran')\n",
+            user_dir.display(),
+            markers.join("pth").display().to_string()
+        ),
+    )
+    .unwrap();
+    let startup = env.path("startup.py");
+    std::fs::write(&startup, marker_code("startup")).unwrap();
+    let vars: [(&str, &Path); 3] = [
+        ("PYTHONPATH", &evil),
+        ("PYTHONUSERBASE", &userbase),
+        ("PYTHONSTARTUP", &startup),
+    ];
+    let marker_files = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&markers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // Control: this set-up does reach a Python started without -I/-S.
+    let mut control = std::process::Command::new(real);
+    control
+        .args(["-c", "import sneaky, sneaky_user"])
+        .env_remove("PYTHONNOUSERSITE")
+        .env_remove("PYTHONSAFEPATH");
+    for (k, v) in vars {
+        control.env(k, v);
+    }
+    let out = control.output().unwrap();
+    assert!(out.status.success(), "control run: {out:?}");
+    assert_eq!(marker_files(), ["pth", "sitecustomize", "usercustomize"]);
+    for m in marker_files() {
+        std::fs::remove_file(markers.join(m)).unwrap();
+    }
+
+    let code = "import os, sys\n\
+        found = []\n\
+        for name in ('sneaky', 'sneaky_user'):\n    \
+            try:\n        \
+                __import__(name)\n        \
+                found.append(name)\n    \
+            except ImportError:\n        \
+                pass\n\
+        return {'found': found, 'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site, \
+                'site_imported': 'site' in sys.modules, 'pythonpath': os.environ.get('PYTHONPATH')}";
+    let wf = code_workflow(&env, "isolated.json", code, &[]);
+    let bin = env.path("bin");
+    std::os::unix::fs::create_dir_all(&bin).ok();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
+    let path = path_of(&[&bin]);
+
+    // With --inherit-env the variables reach the child, and -I makes them not matter; with
+    // --env likewise; by default they do not even reach it.
+    let mut runs: Vec<(&str, Command, Option<&Path>)> = Vec::new();
+    let mut inherit = flowrun(&env, &path);
+    inherit.args(["run", "--inherit-env"]).arg(&wf);
+    for (k, v) in vars {
+        inherit.env(k, v);
+    }
+    runs.push(("--inherit-env", inherit, Some(&evil)));
+    let mut with_env = flowrun(&env, &path);
+    with_env.arg("run").arg(&wf);
+    for (k, v) in vars {
+        with_env.arg("--env").arg(format!("{k}={}", v.display()));
+    }
+    runs.push(("--env", with_env, Some(&evil)));
+    let mut plain = flowrun(&env, &path);
+    plain.arg("run").arg(&wf);
+    for (k, v) in vars {
+        plain.env(k, v);
+    }
+    runs.push(("default environment", plain, None));
+
+    for (what, mut cmd, pythonpath) in runs {
+        let out = output(&mut cmd);
+        assert_success(&out, what);
+        let result = last_probe_output(&env);
+        assert_eq!(result["found"], json!([]), "{what}: {result:#}");
+        assert_eq!(result["isolated"], json!(1), "{what}: {result:#}");
+        assert_eq!(result["no_site"], json!(1), "{what}: {result:#}");
+        assert_eq!(result["site_imported"], json!(false), "{what}: {result:#}");
+        assert_eq!(
+            result["pythonpath"],
+            json!(pythonpath),
+            "{what}: {result:#}"
+        );
+        assert_eq!(marker_files(), Vec::<String>::new(), "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Missing requirements
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn missing_requirement_exits_3_before_spawning() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let log = env.path("trace.log");
+    let bin = env.path("bin");
+    write_shim(&bin.join("python3"), &log, "python3", real);
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
+
+    let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+    assert_code(&out, 3, "run with a missing requirement");
+    let err = stderr(&out);
+    for needle in [
+        "flowrun-test-pkg>=1.0 (not installed)",
+        "flowrun doctor --fix",
+        "flowrun run --install-deps",
+        "python3 -m pip install 'flowrun-test-pkg>=1.0'",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert_eq!(
+        env.execution_count(),
+        0,
+        "nothing spawned, nothing recorded"
+    );
+
+    // doctor FILE: exit 3, the package named with the fix command.
+    let out = output(flowrun(&env, &path).arg("doctor").arg(&wf));
+    assert_code(&out, 3, "doctor FILE");
+    let text = stdout(&out);
+    assert!(
+        text.contains("missing flowrun-test-pkg>=1.0 (not installed)")
+            && text.contains("flowrun doctor --fix"),
+        "{text}"
+    );
+
+    // doctor --json FILE lists it.
+    let (code, report) = doctor_json(flowrun(&env, &path), &[wf.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{report:#}");
+    let w = &report["workflows"][0];
+    assert_eq!(w["file"], json!(wf), "{report:#}");
+    assert_eq!(w["status"], json!("missing"), "{report:#}");
+    assert_eq!(w["requirements"], json!([PKG]), "{report:#}");
+    assert_eq!(
+        w["missing"],
+        json!([{ "requirement": PKG, "reason": "not installed" }]),
+        "{report:#}"
+    );
+    // No managed environment was created by looking.
+    assert!(venvs(&env).is_empty(), "{:?}", venvs(&env));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Installing into a managed environment (real pip, a wheel built here, no network)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn doctor_fix_installs_a_local_wheel_then_the_run_succeeds() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let wheels = env.path("wheels");
+    build_wheel(&wheels);
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
+
+    let mut fix = flowrun(&env, &path);
+    fix.args(["doctor", "--fix"]).arg(&wf);
+    offline_pip(&mut fix, &wheels);
+    let out = output(&mut fix);
+    assert_success(&out, "doctor --fix");
+    let err = stderr(&out);
+    assert!(
+        err.contains("creating a virtual environment")
+            && err.contains("installing flowrun-test-pkg>=1.0")
+            && err.contains("Successfully installed flowrun-test-pkg-1.0.0"),
+        "installation progress is shown:\n{}",
+        describe(&out)
+    );
+    assert!(
+        stdout(&out).contains("flowrun-test-pkg>=1.0 satisfied by"),
+        "{}",
+        describe(&out)
+    );
+
+    // One managed environment, under the cache directory.
+    let list = venvs(&env);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let venv = &list[0];
+    assert!(venv.join("bin/python").exists(), "{venv:?}");
+
+    // doctor now reports it satisfied by that environment.
+    let (code, report) = doctor_json(flowrun(&env, &path), &[wf.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["workflows"][0]["status"], json!("ok"), "{report:#}");
+    assert_eq!(
+        report["workflows"][0]["interpreter"],
+        json!(venv.join("bin/python")),
+        "{report:#}"
+    );
+
+    // And the run uses it, with site (packages live there) but still isolated (-I).
+    let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+    assert_success(&out, "run after doctor --fix");
+    let result = probe_output(&env);
+    assert_eq!(result["value"], json!("ok"), "{result:#}");
+    assert_eq!(result["prefix"], json!(venv), "{result:#}");
+    assert_eq!(result["isolated"], json!(1), "{result:#}");
+    assert_eq!(result["no_site"], json!(0), "{result:#}");
+}
+
+#[test]
+fn run_install_deps_installs_on_a_fresh_cache() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let wheels = env.path("wheels");
+    build_wheel(&wheels);
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
+    assert!(!env.cache_dir().exists());
+
+    let mut run = flowrun(&env, &path);
+    run.args(["run", "--install-deps"]).arg(&wf);
+    offline_pip(&mut run, &wheels);
+    let out = output(&mut run);
+    assert_success(&out, "run --install-deps");
+    assert!(
+        stderr(&out).contains("Successfully installed flowrun-test-pkg-1.0.0"),
+        "{}",
+        describe(&out)
+    );
+    let result = probe_output(&env);
+    assert_eq!(result["value"], json!("ok"), "{result:#}");
+    let list = venvs(&env);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(result["prefix"], json!(list[0]), "{result:#}");
+
+    // The next run finds the environment without installing (and without pip's variables).
+    let out = output(
+        flowrun(&env, &path)
+            .args(["run", "--install-deps"])
+            .arg(&wf),
+    );
+    assert_success(&out, "second run --install-deps");
+    assert!(!stderr(&out).contains("installing"), "{}", describe(&out));
+    assert_eq!(last_probe_output(&env)["value"], json!("ok"));
+    assert_eq!(venvs(&env).len(), 1);
+}
+
+#[test]
+fn failed_install_names_the_package_and_pips_error() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let wheels = env.path("wheels");
+    build_wheel(&wheels);
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
+    let path = path_of(&[&bin]);
+    let absent = "flowrun-absent-pkg==2.0";
+    let wf = code_workflow(&env, "needs-absent.json", "return 1", &[PKG, absent]);
+
+    let mut run = flowrun(&env, &path);
+    run.args(["run", "--install-deps"]).arg(&wf);
+    offline_pip(&mut run, &wheels);
+    let out = output(&mut run);
+    assert_code(&out, 3, "run --install-deps with a package pip cannot find");
+    let err = stderr(&out);
+    assert!(
+        err.contains("pip could not install")
+            && err.contains(absent)
+            && err.contains("ERROR: Could not find a version that satisfies the requirement flowrun-absent-pkg==2.0"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        env.execution_count(),
+        0,
+        "nothing spawned, nothing recorded"
+    );
+
+    // doctor --fix --json says the same, and which requirements are still missing.
+    let mut fix = flowrun(&env, &path);
+    offline_pip(&mut fix, &wheels);
+    let (code, report) = doctor_json(fix, &["--fix", wf.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{report:#}");
+    let w = &report["workflows"][0];
+    assert_eq!(w["status"], json!("install failed"), "{report:#}");
+    let e = w["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains(absent) && e.contains("Could not find a version"),
+        "{report:#}"
+    );
+    let missing: Vec<&str> = w["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["requirement"].as_str().unwrap())
+        .collect();
+    assert!(missing.contains(&absent), "{report:#}");
+}
