@@ -54,14 +54,30 @@ pub enum PythonError {
 const INSTALL_HINT: &str = "Install Python 3.9 or newer and point flowrun at it with --python PATH or FLOWRUN_PYTHON:\n  \
 Debian/Ubuntu: sudo apt install python3\n  macOS: brew install python@3.12\n  Windows: winget install Python.Python.3.12";
 
+/// An interpreter the user named (`--python`, `FLOWRUN_PYTHON`): a bare name (`python3.12`) is
+/// looked up on `PATH` as a shell would, and a relative path is made absolute, so it can be
+/// spawned whatever the working directory and its cache entry does not depend on it.
+fn user_named(p: &Path) -> PathBuf {
+    let bare = !p.is_absolute() && p.components().count() == 1;
+    if bare {
+        if let Ok(found) = which::which(p) {
+            return found;
+        }
+        if !p.exists() {
+            return p.to_path_buf();
+        }
+    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     if let Some(p) = explicit {
-        out.push((p.to_path_buf(), "--python".to_string()));
+        out.push((user_named(p), "--python".to_string()));
         return out;
     }
     if let Some(p) = std::env::var_os("FLOWRUN_PYTHON").filter(|v| !v.is_empty()) {
-        out.push((PathBuf::from(p), "FLOWRUN_PYTHON".to_string()));
+        out.push((user_named(Path::new(&p)), "FLOWRUN_PYTHON".to_string()));
         return out;
     }
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
@@ -156,20 +172,43 @@ fn probe(candidate: &Path, found_by: &str) -> Result<Interpreter, PythonError> {
 
 /// Finds the interpreter to run workflows with, using and updating the cache.
 pub fn discover(explicit: Option<&Path>, cache_dir: &Path) -> Result<Interpreter, PythonError> {
+    find(explicit, cache_dir, true)
+}
+
+/// Like [`discover`], but asks the candidate again even when the cache has an answer, and
+/// updates the cache (`flowrun doctor`). A shim's answer can change while the shim file does
+/// not (`pyenv global 3.12`, a `.python-version`): this is how such a change is picked up.
+pub fn rediscover(explicit: Option<&Path>, cache_dir: &Path) -> Result<Interpreter, PythonError> {
+    find(explicit, cache_dir, false)
+}
+
+fn find(
+    explicit: Option<&Path>,
+    cache_dir: &Path,
+    use_cache: bool,
+) -> Result<Interpreter, PythonError> {
     let list = candidates(explicit);
     let Some((candidate, found_by)) = list.into_iter().next() else {
         return Err(PythonError::NotFound);
     };
     if !candidate.exists() {
+        let message = if candidate.is_absolute() {
+            "no such file"
+        } else {
+            "no such file, and no such command on PATH"
+        };
         return Err(PythonError::Broken {
             path: candidate,
             found_by,
-            message: "no such file".into(),
+            message: message.into(),
         });
     }
     let mut entries = read_cache(cache_dir);
     let cstamp = stamp(&candidate);
-    if let Some(e) = entries.iter().find(|e| e.candidate == candidate) {
+    if let Some(e) = entries
+        .iter()
+        .find(|e| use_cache && e.candidate == candidate)
+    {
         if Some(e.candidate_stamp) == cstamp
             && stamp(&e.interpreter.executable) == Some(e.executable_stamp)
         {

@@ -246,15 +246,17 @@ pub fn describe(missing: &[Missing]) -> String {
         .join(", ")
 }
 
-/// Picks the interpreter that satisfies `requirements`: the discovered one if it does, else an
-/// existing managed environment that does; `Err(missing)` otherwise.
+/// Picks the interpreter that satisfies `requirements`: the managed environment made for them
+/// (`doctor --fix`, `run --install-deps`) if it exists and does, else the discovered one if it
+/// does; `Err(missing)` otherwise. The managed environment is checked first: it exists only
+/// because the discovered interpreter lacked something, and each check is a Python start that
+/// imports `importlib.metadata` and `packaging` (~100 ms), so a fixed workflow pays for one.
 pub fn resolve(
     cache: &Path,
     base: &Interpreter,
     requirements: &[String],
 ) -> Result<Interpreter, Result<Vec<Missing>, String>> {
-    let missing = check(base, requirements).map_err(Err)?;
-    if missing.is_empty() {
+    if requirements.is_empty() {
         return Ok(base.clone());
     }
     if let Some(venv) = venv_interpreter(&venv_dir(cache, base, requirements), base) {
@@ -264,6 +266,10 @@ pub fn resolve(
         {
             return Ok(venv);
         }
+    }
+    let missing = check(base, requirements).map_err(Err)?;
+    if missing.is_empty() {
+        return Ok(base.clone());
     }
     Err(Ok(missing))
 }

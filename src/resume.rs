@@ -17,6 +17,9 @@ pub enum Rerun {
     Changed,
     New,
     Upstream(String),
+    /// A node it reads is pinned (by the caller or in the definition) to an output other than
+    /// the one it read before.
+    Repinned(String),
 }
 
 /// Pins for the reusable nodes, and the reason each other node runs.
@@ -39,13 +42,15 @@ fn is_truncated(v: &Value) -> bool {
 }
 
 /// Works out a resume of `previous` (id, its node rows and the definition it ran) under `plan`
-/// (built from `definition`: the same snapshot, or a changed file).
+/// (built from `definition`: the same snapshot, or a changed file), with the caller's `pins`
+/// (`--pin`), which win over reuse.
 pub fn plan_resume(
     previous_id: &str,
     previous_rows: &[NodeRow],
     previous_definition: &Value,
     plan: &Plan,
     definition: &Value,
+    pins: &BTreeMap<String, Pin>,
 ) -> ResumePlan {
     let rows: HashMap<&str, &NodeRow> = previous_rows
         .iter()
@@ -53,12 +58,30 @@ pub fn plan_resume(
         .collect();
     let wf = &plan.workflow;
     let mut runs: HashSet<usize> = HashSet::new();
+    // Pinned nodes whose output is not the one recorded in `previous`.
+    let mut repinned: HashSet<usize> = HashSet::new();
     let mut reruns = Vec::new();
+    let upstream = |d: usize, runs: &HashSet<usize>, repinned: &HashSet<usize>| {
+        if runs.contains(&d) {
+            Some(Rerun::Upstream(wf.nodes[d].id.clone()))
+        } else if repinned.contains(&d) {
+            Some(Rerun::Repinned(wf.nodes[d].id.clone()))
+        } else {
+            None
+        }
+    };
     for &i in &plan.order {
         let node = &wf.nodes[i];
         let id = node.id.as_str();
-        if node.pinned.is_some() {
-            // Pinned in the definition: it stays pinned, neither reused nor run.
+        if let Some(out) = pins.get(id).map(|p| &p.output).or(node.pinned.as_ref()) {
+            // Pinned (`--pin` or in the definition): it stays pinned, neither reused nor run.
+            // What reads it runs again unless it read this same output before.
+            let same = rows
+                .get(id)
+                .is_some_and(|r| r.status.has_output() && r.output.as_ref() == Some(out));
+            if !same {
+                repinned.insert(i);
+            }
             continue;
         }
         let reason = match (
@@ -74,8 +97,7 @@ pub fn plan_resume(
                 {
                     plan.deps[i]
                         .iter()
-                        .find(|d| runs.contains(d))
-                        .map(|&d| Rerun::Upstream(wf.nodes[d].id.clone()))
+                        .find_map(|&d| upstream(d, &runs, &repinned))
                 }
                 Some(r) => Some(Rerun::NoOutput(r.status.to_string())),
                 None => Some(Rerun::NoOutput("did not run".into())),
@@ -85,22 +107,21 @@ pub fn plan_resume(
         let reason = reason.or_else(|| {
             plan.guards[i]
                 .iter()
-                .find(|(c, _)| runs.contains(c))
-                .map(|&(c, _)| Rerun::Upstream(wf.nodes[c].id.clone()))
+                .find_map(|&(c, _)| upstream(c, &runs, &repinned))
         });
         if let Some(r) = reason {
             runs.insert(i);
             reruns.push((id.to_string(), r));
         }
     }
-    let mut pins = BTreeMap::new();
+    let mut reuse = BTreeMap::new();
     for &i in &plan.order {
-        if runs.contains(&i) || wf.nodes[i].pinned.is_some() {
+        let id = &wf.nodes[i].id;
+        if runs.contains(&i) || wf.nodes[i].pinned.is_some() || pins.contains_key(id) {
             continue;
         }
-        let id = &wf.nodes[i].id;
         let row = rows[id.as_str()];
-        pins.insert(
+        reuse.insert(
             id.clone(),
             Pin {
                 output: row.output.clone().unwrap_or(Value::Null),
@@ -114,5 +135,8 @@ pub fn plan_resume(
             },
         );
     }
-    ResumePlan { pins, reruns }
+    ResumePlan {
+        pins: reuse,
+        reruns,
+    }
 }

@@ -560,6 +560,10 @@ pub enum AgainError {
     MissingSnapshot(String),
     #[error("{0}")]
     Invalid(Diagnostics),
+    #[error(
+        "the trigger data of execution {id} ({bytes} bytes) was over the storage limit and was not stored in full; pass the trigger data again (--input-file F)"
+    )]
+    TriggerTruncated { id: String, bytes: u64 },
 }
 
 impl AgainError {
@@ -570,7 +574,9 @@ impl AgainError {
                 crate::store::StoreError::NotFound(_) | crate::store::StoreError::Ambiguous { .. },
             ) => 2,
             AgainError::Store(_) | AgainError::MissingSnapshot(_) => 3,
-            AgainError::NotFinished { .. } | AgainError::Invalid(_) => 2,
+            AgainError::NotFinished { .. }
+            | AgainError::Invalid(_)
+            | AgainError::TriggerTruncated { .. } => 2,
         }
     }
 }
@@ -609,13 +615,29 @@ pub fn plan_again(
             flowrun_codegen::source::from_value(v, "<request>").map_err(AgainError::Invalid)?
         }
     };
-    let trigger = trigger.unwrap_or_else(|| previous.trigger.clone());
+    let trigger = match trigger {
+        Some(t) => t,
+        // What was stored is a truncation marker, not the data: never run with it.
+        None if previous.trigger.get("$flowrun_truncated") == Some(&Value::Bool(true)) => {
+            return Err(AgainError::TriggerTruncated {
+                bytes: previous.trigger["bytes"].as_u64().unwrap_or(0),
+                id,
+            });
+        }
+        None => previous.trigger.clone(),
+    };
     let mut notes = Vec::new();
     if resume {
         let plan = flowrun_codegen::compile(&source).map_err(AgainError::Invalid)?;
         let rows = store.nodes(&id)?;
-        let r =
-            crate::resume::plan_resume(&id, &rows, &previous_definition, &plan, &source.definition);
+        let r = crate::resume::plan_resume(
+            &id,
+            &rows,
+            &previous_definition,
+            &plan,
+            &source.definition,
+            &options.pins,
+        );
         for (node, why) in &r.reruns {
             let why = match why {
                 crate::resume::Rerun::NoOutput(s) if s == "did not run" => {
@@ -625,6 +647,7 @@ pub fn plan_again(
                 crate::resume::Rerun::Changed => "its definition changed".into(),
                 crate::resume::Rerun::New => "it is new".into(),
                 crate::resume::Rerun::Upstream(u) => format!("'{u}' runs again"),
+                crate::resume::Rerun::Repinned(u) => format!("'{u}' is pinned to a new output"),
             };
             notes.push(format!("resume: '{node}' runs ({why})"));
         }

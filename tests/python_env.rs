@@ -207,8 +207,9 @@ fn venvs(env: &Env) -> Vec<PathBuf> {
 }
 
 const PKG: &str = "flowrun-test-pkg>=1.0";
-const PKG_CODE: &str = "import sys\nimport flowrun_test_pkg\nreturn {'value': flowrun_test_pkg.VALUE, \
-     'prefix': sys.prefix, 'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site}";
+const PKG_CODE: &str = "import sys\nimport flowrun_test_pkg\n\
+     return {'value': flowrun_test_pkg.VALUE, 'prefix': sys.prefix, \
+     'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site}";
 
 /// `PIP_NO_INDEX=1 PIP_FIND_LINKS=dir`: pip installs only from `dir`, no network.
 fn offline_pip(cmd: &mut Command, find_links: &Path) {
@@ -247,87 +248,103 @@ fn discovery_order_flag_then_env_then_venv_then_python3_then_python() {
     let path = path_of(&[&path_dir]);
 
     // Each step removes the winner of the step before; each candidate is probed exactly once.
-    let steps: Vec<(&str, Box<dyn Fn() -> Command>, &str, PathBuf)> = vec![
-        (
-            "--python",
-            Box::new(|| {
-                let mut c = flowrun(&env, &path);
-                c.env("FLOWRUN_PYTHON", &from_env)
-                    .env("VIRTUAL_ENV", &venv)
-                    .arg("--python")
-                    .arg(&explicit);
-                c
-            }),
-            "explicit",
-            explicit.clone(),
-        ),
-        (
-            "FLOWRUN_PYTHON",
-            Box::new(|| {
-                let mut c = flowrun(&env, &path);
-                c.env("FLOWRUN_PYTHON", &from_env).env("VIRTUAL_ENV", &venv);
-                c
-            }),
-            "FLOWRUN_PYTHON",
-            from_env.clone(),
-        ),
-        (
-            "VIRTUAL_ENV",
-            Box::new(|| {
-                let mut c = flowrun(&env, &path);
-                c.env("VIRTUAL_ENV", &venv);
-                c
-            }),
-            "VIRTUAL_ENV",
-            venv.join("bin/python"),
-        ),
-        (
-            "PATH",
-            // A VIRTUAL_ENV without bin/python is passed over.
-            Box::new(|| {
-                let mut c = flowrun(&env, &path);
-                c.env("VIRTUAL_ENV", &empty_venv);
-                c
-            }),
-            "PATH python3",
-            path_dir.join("python3"),
-        ),
-        (
-            "PATH",
-            Box::new(|| flowrun(&env, &path_of(&[&only_python_dir]))),
-            "PATH python only",
-            only_python_dir.join("python"),
-        ),
+    struct Step<'a> {
+        found_by: &'a str,
+        vars: Vec<(&'a str, &'a Path)>,
+        args: Vec<&'a std::ffi::OsStr>,
+        path: OsString,
+        label: &'a str,
+        candidate: PathBuf,
+    }
+    let steps = [
+        Step {
+            found_by: "--python",
+            vars: vec![("FLOWRUN_PYTHON", &from_env), ("VIRTUAL_ENV", &venv)],
+            args: vec!["--python".as_ref(), explicit.as_os_str()],
+            path: path.clone(),
+            label: "explicit",
+            candidate: explicit.clone(),
+        },
+        Step {
+            found_by: "FLOWRUN_PYTHON",
+            vars: vec![("FLOWRUN_PYTHON", &from_env), ("VIRTUAL_ENV", &venv)],
+            args: vec![],
+            path: path.clone(),
+            label: "FLOWRUN_PYTHON",
+            candidate: from_env.clone(),
+        },
+        Step {
+            found_by: "VIRTUAL_ENV",
+            vars: vec![("VIRTUAL_ENV", &venv)],
+            args: vec![],
+            path: path.clone(),
+            label: "VIRTUAL_ENV",
+            candidate: venv.join("bin/python"),
+        },
+        // A VIRTUAL_ENV without bin/python is passed over.
+        Step {
+            found_by: "PATH",
+            vars: vec![("VIRTUAL_ENV", &empty_venv)],
+            args: vec![],
+            path: path.clone(),
+            label: "PATH python3",
+            candidate: path_dir.join("python3"),
+        },
+        Step {
+            found_by: "PATH",
+            vars: vec![],
+            args: vec![],
+            path: path_of(&[&only_python_dir]),
+            label: "PATH python only",
+            candidate: only_python_dir.join("python"),
+        },
     ];
     let mut expected_trace = Vec::new();
-    for (found_by, make, label, candidate) in &steps {
-        let mut cmd = make();
-        // `--python` is an option of `doctor` itself: move it after the subcommand.
-        let args: Vec<OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
-        let mut fresh = flowrun(&env, &OsString::new());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => fresh.env(k, v),
-                None => fresh.env_remove(k),
-            };
+    for step in &steps {
+        let mut cmd = flowrun(&env, &step.path);
+        for (k, v) in &step.vars {
+            cmd.env(k, v);
         }
-        let _ = &mut cmd;
-        let mut doctor_args: Vec<String> = Vec::new();
-        for a in &args {
-            doctor_args.push(a.to_string_lossy().into_owned());
-        }
-        let arg_refs: Vec<&str> = doctor_args.iter().map(String::as_str).collect();
-        let (code, report) = doctor_json(fresh, &arg_refs);
-        assert_eq!(code, Some(0), "{found_by}: {report:#}");
+        cmd.arg("doctor").arg("--json").args(&step.args);
+        let out = output(&mut cmd);
+        assert_success(&out, &format!("doctor, {} step", step.found_by));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let py = &report["python"];
-        assert_eq!(py["found_by"], json!(found_by), "{py:#}");
-        assert_eq!(py["candidate"], json!(candidate), "{py:#}");
+        assert_eq!(py["found_by"], json!(step.found_by), "{py:#}");
+        assert_eq!(py["candidate"], json!(step.candidate), "{py:#}");
         // The shim is resolved to the real executable.
         assert_eq!(py["executable"], json!(real), "{py:#}");
         assert_eq!(py["implementation"], json!("cpython"), "{py:#}");
-        expected_trace.push(label.to_string());
-        assert_eq!(trace(&log), expected_trace, "after the {found_by} step");
+        assert_eq!(
+            py["version"]
+                .as_str()
+                .map(|v| v.starts_with(&format!("{}.", real_python().xy))),
+            Some(true),
+            "{py:#}"
+        );
+        expected_trace.push(step.label.to_string());
+        assert_eq!(
+            trace(&log),
+            expected_trace,
+            "after the {} step",
+            step.found_by
+        );
     }
+
+    // The same order holds for `run`: --python wins over everything, and the run spawns the
+    // real executable behind it (the shim was probed once above and is cached).
+    let wf = code_workflow(&env, "where.json", WHERE_CODE, &[]);
+    let out = output(
+        flowrun(&env, &path)
+            .env("FLOWRUN_PYTHON", &from_env)
+            .env("VIRTUAL_ENV", &venv)
+            .args(["run", "--python"])
+            .arg(&explicit)
+            .arg(&wf),
+    );
+    assert_success(&out, "run --python");
+    assert_eq!(probe_output(&env)["executable"], json!(real));
+    assert_eq!(trace(&log), expected_trace, "run used the cached answer");
 
     // python3 anywhere on PATH beats python earlier on PATH.
     let (code, report) = doctor_json(flowrun(&env, &path_of(&[&only_python_dir, &path_dir])), &[]);
@@ -385,13 +402,19 @@ fn shim_is_resolved_once_and_cached() {
     assert_eq!(entries[0]["candidate"], json!(bin.join("python3")));
     assert_eq!(entries[0]["interpreter"]["executable"], json!(real));
 
-    // doctor reads the same cache: still one probe, and it says what the shim resolved to.
+    // doctor does not trust the cache: it asks the shim again (a shim's answer can change while
+    // the shim does not), says what it resolved to, and refreshes the cache for the next run.
     let (code, report) = doctor_json(flowrun(&env, &path), &[]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["python"]["candidate"], json!(bin.join("python3")));
     assert_eq!(report["python"]["executable"], json!(real));
     assert_eq!(report["python"]["found_by"], json!("PATH"));
-    assert_eq!(trace(&log).len(), 1, "{:?}", trace(&log));
+    assert_eq!(trace(&log).len(), 2, "{:?}", trace(&log));
+    assert_success(
+        &output(flowrun(&env, &path).arg("run").arg(&wf)),
+        "run after doctor",
+    );
+    assert_eq!(trace(&log).len(), 2, "{:?}", trace(&log));
 
     let out = output(flowrun(&env, &path).arg("doctor"));
     assert_success(&out, "doctor");
@@ -403,6 +426,122 @@ fn shim_is_resolved_once_and_cached() {
             real_python().xy
         )) && text.contains(&format!("via {}", bin.join("python3").display())),
         "{text}"
+    );
+}
+
+#[test]
+fn version_switch_behind_a_shim_is_picked_up_by_doctor() {
+    // Like `pyenv global X`: the shim file stays the same, a version file it reads changes.
+    let env = Env::new();
+    let real = &real_python().exe;
+    let log = env.path("trace.log");
+    let bin = env.path("shims");
+    let version_file = env.path("version");
+    let alt = env.path("versions/alt/bin/python3");
+    std::fs::create_dir_all(alt.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(real, &alt).unwrap();
+    std::fs::write(&version_file, format!("{}\n", real.display())).unwrap();
+    write_exec(
+        &bin.join("python3"),
+        &format!(
+            "#!/bin/sh\necho shim >> '{}'\nread -r target < '{}'\nexec \"$target\" \"$@\"\n",
+            log.display(),
+            version_file.display()
+        ),
+    );
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "where.json", WHERE_CODE, &[]);
+    let run = || {
+        let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+        assert_success(&out, "run");
+        last_probe_output(&env)["executable"].clone()
+    };
+
+    assert_eq!(run(), json!(real));
+    std::fs::write(&version_file, format!("{}\n", alt.display())).unwrap();
+    // The run trusts the cached answer (the shim file did not change): documented.
+    assert_eq!(run(), json!(real));
+    assert_eq!(trace(&log).len(), 1);
+    // doctor asks again, reports the switch and refreshes the cache; runs follow.
+    let (code, report) = doctor_json(flowrun(&env, &path), &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["python"]["executable"], json!(alt), "{report:#}");
+    assert_eq!(run(), json!(alt));
+    assert_eq!(trace(&log).len(), 2);
+}
+
+#[test]
+fn python_flag_takes_a_command_name_or_a_relative_path() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let log = env.path("trace.log");
+    let bin = env.path("bin");
+    write_shim(&bin.join("python3.99"), &log, "named", real);
+    write_shim(&env.path("here/py"), &log, "relative", real);
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "where.json", WHERE_CODE, &[]);
+
+    // A bare name is looked up on PATH, as a shell would.
+    for (found_by, mut cmd) in [
+        ("--python", {
+            let mut c = flowrun(&env, &path);
+            c.args(["doctor", "--json", "--python", "python3.99"]);
+            c
+        }),
+        ("FLOWRUN_PYTHON", {
+            let mut c = flowrun(&env, &path);
+            c.env("FLOWRUN_PYTHON", "python3.99")
+                .args(["doctor", "--json"]);
+            c
+        }),
+    ] {
+        let out = output(&mut cmd);
+        assert_success(&out, found_by);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["python"]["found_by"], json!(found_by), "{report:#}");
+        assert_eq!(
+            report["python"]["candidate"],
+            json!(bin.join("python3.99")),
+            "{report:#}"
+        );
+        assert_eq!(report["python"]["executable"], json!(real), "{report:#}");
+    }
+    let out = output(
+        flowrun(&env, &path)
+            .args(["run", "--python", "python3.99"])
+            .arg(&wf),
+    );
+    assert_success(&out, "run --python python3.99");
+    assert_eq!(last_probe_output(&env)["executable"], json!(real));
+
+    // A relative path is taken from the working directory and cached as an absolute path.
+    let out = output(
+        flowrun(&env, &path)
+            .args(["run", "--python", "here/py"])
+            .arg(&wf),
+    );
+    assert_success(&out, "run --python here/py");
+    let cache = std::fs::read_to_string(env.cache_dir().join("interpreters.json")).unwrap();
+    assert!(
+        cache.contains(&format!("{:?}", env.path("here/py").display().to_string())),
+        "{cache}"
+    );
+    assert_eq!(trace(&log), ["named", "named", "relative"]);
+
+    // A name that is neither on PATH nor a file.
+    let out = output(
+        flowrun(&env, &path)
+            .args(["run", "--python", "python2.7"])
+            .arg(&wf),
+    );
+    assert_code(&out, 3, "run --python python2.7");
+    assert!(
+        stderr(&out).contains(
+            "python2.7 (from --python) does not work as a Python interpreter: \
+             no such file, and no such command on PATH"
+        ),
+        "{}",
+        describe(&out)
     );
 }
 
@@ -492,14 +631,30 @@ fn missing_interpreter_exits_3_with_a_clear_message() {
     }
     assert_eq!(env.execution_count(), 0);
 
-    // doctor: exit 3 and the error in the report.
-    let (code, report) = doctor_json(flowrun(&env, &path_of(&[&empty])), &[]);
+    // doctor: exit 3 and the error in the report; a workflow given is "not checked" (not
+    // reported as missing packages).
+    let needs = code_workflow(&env, "needs.json", "return 1", &[PKG]);
+    let (code, report) = doctor_json(
+        flowrun(&env, &path_of(&[&empty])),
+        &[wf.to_str().unwrap(), needs.to_str().unwrap()],
+    );
     assert_eq!(code, Some(3), "{report:#}");
     assert!(
         report["python"]["error"]
             .as_str()
             .is_some_and(|e| e.contains("no Python interpreter found")),
         "{report:#}"
+    );
+    for w in report["workflows"].as_array().unwrap() {
+        assert_eq!(w["status"], json!("not checked"), "{report:#}");
+    }
+    let out = output(flowrun(&env, &path_of(&[&empty])).arg("doctor").arg(&needs));
+    assert_code(&out, 3, "doctor FILE without an interpreter");
+    let text = stdout(&out);
+    assert!(
+        text.contains("needs.json: not checked, there is no working Python interpreter")
+            && !text.contains("fix with"),
+        "{text}"
     );
 }
 
@@ -576,9 +731,9 @@ fn changed_interpreter_is_probed_again() {
     assert_success(&run(), "and again");
     assert_eq!(trace(&log)[5..], ["shim v3 (to another path)"]);
     assert_eq!(last_probe_output(&env)["executable"], json!(alt));
+    assert_eq!(trace(&log).len(), 6, "{:?}", trace(&log));
     let (_, report) = doctor_json(flowrun(&env, &path), &[]);
     assert_eq!(report["python"]["executable"], json!(alt), "{report:#}");
-    assert_eq!(trace(&log).len(), 6, "{:?}", trace(&log));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,11 +820,11 @@ fn requirement_free_workflow_runs_isolated_without_site() {
                 found.append(name)\n    \
             except ImportError:\n        \
                 pass\n\
-        return {'found': found, 'isolated': sys.flags.isolated, 'no_site': sys.flags.no_site, \
-                'site_imported': 'site' in sys.modules, 'pythonpath': os.environ.get('PYTHONPATH')}";
+        return {'found': found, 'isolated': sys.flags.isolated, \
+                'no_site': sys.flags.no_site, 'site_imported': 'site' in sys.modules, \
+                'pythonpath': os.environ.get('PYTHONPATH')}";
     let wf = code_workflow(&env, "isolated.json", code, &[]);
     let bin = env.path("bin");
-    std::os::unix::fs::create_dir_all(&bin).ok();
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
     let path = path_of(&[&bin]);
@@ -821,6 +976,33 @@ fn doctor_fix_installs_a_local_wheel_then_the_run_succeeds() {
         "{report:#}"
     );
 
+    // The check follows pip's rules: names are normalized, versions compared as versions.
+    let venv_python = venv.join("bin/python");
+    let other = code_workflow(
+        &env,
+        "spellings.json",
+        "return 1",
+        &[
+            "Flowrun_Test.PKG==1.0.0",
+            "flowrun-test-pkg>=1.0.0rc1,<1.1",
+            "flowrun-test-pkg>=1.10",
+        ],
+    );
+    let (code, report) = doctor_json(
+        flowrun(&env, &path),
+        &[
+            "--python",
+            venv_python.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(3), "{report:#}");
+    assert_eq!(
+        report["workflows"][0]["missing"],
+        json!([{ "requirement": "flowrun-test-pkg>=1.10", "reason": "found 1.0.0" }]),
+        "{report:#}"
+    );
+
     // And the run uses it, with site (packages live there) but still isolated (-I).
     let out = output(flowrun(&env, &path).arg("run").arg(&wf));
     assert_success(&out, "run after doctor --fix");
@@ -894,7 +1076,10 @@ fn failed_install_names_the_package_and_pips_error() {
     assert!(
         err.contains("pip could not install")
             && err.contains(absent)
-            && err.contains("ERROR: Could not find a version that satisfies the requirement flowrun-absent-pkg==2.0"),
+            && err.contains(
+                "ERROR: Could not find a version that satisfies the requirement \
+                 flowrun-absent-pkg==2.0"
+            ),
         "{}",
         describe(&out)
     );

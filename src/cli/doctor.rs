@@ -22,7 +22,8 @@ pub fn doctor(
         "cache_dir": cache,
         "database": { "path": db_path, "bytes": db_size },
     });
-    let interp = python::discover(python_flag, &cache);
+    // Always asks the interpreter again (and refreshes the cache): doctor shows what is true now.
+    let interp = python::rediscover(python_flag, &cache);
     match &interp {
         Ok(i) => {
             report["python"] = json!({
@@ -74,6 +75,9 @@ pub fn doctor(
                             w["missing"] = json!(missing);
                         }
                     }
+                } else {
+                    problems += 1;
+                    w["status"] = json!("not checked");
                 }
             }
         }
@@ -119,6 +123,9 @@ pub fn doctor(
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             match w["status"].as_str() {
+                Some("not checked") => println!(
+                    "workflow  ✗ {file}: not checked, there is no working Python interpreter (see above)"
+                ),
                 Some("ok") | Some("installed") if reqs.is_empty() => println!(
                     "workflow  ✓ {file}: no requirements (runs isolated, without site-packages)"
                 ),

@@ -12,7 +12,8 @@ pub struct PruneArgs {
     /// Delete executions that started longer ago than this (`30d`, `12h`, `2w`).
     #[arg(long, value_name = "AGE")]
     pub older_than: Option<String>,
-    /// Keep only the newest N executions (per --workflow, if given).
+    /// Keep only the newest N finished executions (of --workflow, if given). With --older-than,
+    /// an execution goes only when it is both older and beyond the newest N. Running ones stay.
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
     /// Only executions of this workflow.
@@ -38,11 +39,10 @@ fn report(d: &Deleted, db: &Path, before: u64) {
     );
 }
 
+/// The database file plus its WAL (`<path>-wal`, also for paths without an extension).
 fn file_size(db: &Path) -> u64 {
-    let wal = db.with_extension(format!(
-        "{}-wal",
-        db.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
     std::fs::metadata(db).map(|m| m.len()).unwrap_or(0)
         + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
 }

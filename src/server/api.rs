@@ -161,6 +161,7 @@ fn again_error(e: AgainError) -> ApiError {
         }
         AgainError::MissingSnapshot(_) => ApiError::internal(message),
         AgainError::Invalid(d) => ApiError::invalid(&d),
+        AgainError::TriggerTruncated { .. } => ApiError::bad_request(message),
     }
 }
 

@@ -769,7 +769,11 @@ impl Store {
             .conn
             .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
         if mode == 2 {
-            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            // The pragma frees one page per step (it yields a row for each), so it must be
+            // stepped to the end; `execute_batch` steps once and would free a single page.
+            let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
         } else {
             self.conn.execute_batch("VACUUM;")?;
         }
