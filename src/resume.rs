@@ -20,6 +20,33 @@ pub enum Rerun {
     /// A node it reads is pinned (by the caller or in the definition) to an output other than
     /// the one it read before.
     Repinned(String),
+    /// It reads the trigger data, which is not the same as before.
+    TriggerChanged,
+    /// Its output was too large to store whole, so it cannot be reused.
+    Truncated,
+}
+
+/// Can node `i` see the trigger data? Trigger nodes, templates that reference `trigger`, and
+/// code that mentions `trigger` (code is not parsed; mentioning the name is enough to count).
+fn reads_trigger(plan: &Plan, i: usize) -> bool {
+    use flowrun_codegen::model::NodeKind;
+    use flowrun_codegen::pyliteral::Data;
+    use flowrun_codegen::template::{Part, Segment};
+    fn walk(d: &Data) -> bool {
+        match d {
+            Data::Template(t) => t.parts.iter().any(|p| {
+                matches!(p, Part::Ref(r) if matches!(r.path.first(), Some(Segment::Key(k)) if k == "trigger"))
+            }),
+            Data::List(items) => items.iter().any(walk),
+            Data::Dict(entries) => entries.iter().any(|(_, v)| walk(v)),
+            _ => false,
+        }
+    }
+    match &plan.workflow.nodes[i].kind {
+        NodeKind::Trigger(_) => true,
+        NodeKind::Code(c) => c.code.contains("trigger"),
+        _ => walk(&plan.params[i]),
+    }
 }
 
 /// Pins for the reusable nodes, and the reason each other node runs.
@@ -51,6 +78,7 @@ pub fn plan_resume(
     plan: &Plan,
     definition: &Value,
     pins: &BTreeMap<String, Pin>,
+    trigger_changed: bool,
 ) -> ResumePlan {
     let rows: HashMap<&str, &NodeRow> = previous_rows
         .iter()
@@ -90,6 +118,7 @@ pub fn plan_resume(
         ) {
             (_, None) => Some(Rerun::New),
             (Some(a), Some(b)) if a != b => Some(Rerun::Changed),
+            _ if trigger_changed && reads_trigger(plan, i) => Some(Rerun::TriggerChanged),
             _ => match rows.get(id) {
                 Some(r)
                     if r.status.has_output()
@@ -99,6 +128,7 @@ pub fn plan_resume(
                         .iter()
                         .find_map(|&d| upstream(d, &runs, &repinned))
                 }
+                Some(r) if r.status.has_output() => Some(Rerun::Truncated),
                 Some(r) => Some(Rerun::NoOutput(r.status.to_string())),
                 None => Some(Rerun::NoOutput("did not run".into())),
             },

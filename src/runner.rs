@@ -637,6 +637,7 @@ pub fn plan_again(
             &plan,
             &source.definition,
             &options.pins,
+            trigger != previous.trigger,
         );
         for (node, why) in &r.reruns {
             let why = match why {
@@ -648,6 +649,12 @@ pub fn plan_again(
                 crate::resume::Rerun::New => "it is new".into(),
                 crate::resume::Rerun::Upstream(u) => format!("'{u}' runs again"),
                 crate::resume::Rerun::Repinned(u) => format!("'{u}' is pinned to a new output"),
+                crate::resume::Rerun::TriggerChanged => {
+                    "it reads the trigger data, which changed".into()
+                }
+                crate::resume::Rerun::Truncated => {
+                    format!("its output in {id} was too large to store whole")
+                }
             };
             notes.push(format!("resume: '{node}' runs ({why})"));
         }

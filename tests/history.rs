@@ -587,12 +587,14 @@ fn resume_reruns_only_the_failed_node_and_later_ones() {
 #[test]
 fn resume_with_input_gives_the_running_nodes_the_new_trigger() {
     let env = Env::new();
+    // `a` does not read the trigger (it is reused); `b` and `c` do (they run again, since the
+    // trigger data changed: same definition, different inputs).
     let wf = env.write_workflow(
         "inp.json",
         &json!({
             "id": "inp",
             "nodes": [
-                tracked("a", "return 'a'"),
+                { "id": "a", "type": "set", "fields": { "k": "constant" } },
                 tracked("b", "return 'b'"),
                 tracked("c", "if trigger['fail']:\n    raise ValueError('asked to fail')\nreturn trigger['fail']"),
             ]
@@ -606,14 +608,30 @@ fn resume_with_input_gives_the_running_nodes_the_new_trigger() {
     input["fail"] = json!(false);
     let out = env.cmd(["resume", &first, "--input", &input.to_string(), "--json"]);
     assert_success(&out, "resume with fail: false");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("'b' runs (it reads the trigger data, which changed)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second = id_of(&out);
-    assert_eq!(trail(&env), ids(&["a", "b", "c", "c"]));
+    assert_eq!(trail(&env), ids(&["b", "c", "b", "c"]));
     assert_eq!(
         statuses(&env, &second),
-        pairs(&[("a", "reused"), ("b", "reused"), ("c", "success")])
+        pairs(&[("a", "reused"), ("b", "success"), ("c", "success")])
     );
     assert_eq!(output_of(&env, &second, "c"), json!(false));
     assert_eq!(env.execution(&second).trigger["fail"], json!(false));
+
+    // The same trigger again: nothing that succeeded runs again.
+    let out = env.cmd(["resume", &second, "--input", &input.to_string(), "--json"]);
+    assert_success(&out, "resume with the same input");
+    let third = id_of(&out);
+    assert_eq!(trail(&env), ids(&["b", "c", "b", "c"]));
+    assert_eq!(
+        statuses(&env, &third),
+        pairs(&[("a", "reused"), ("b", "reused"), ("c", "reused")])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
