@@ -75,13 +75,22 @@ for spec in json.loads(sys.stdin.read()):
             out.append([spec, "found " + version])
     except Exception as e:
         out.append([spec, "cannot check: %s" % e])
-print(json.dumps(out))
+import os
+print(json.dumps({"missing": out, "paths": [p for p in sys.path if p and os.path.isdir(p)]}))
 "#;
 
 /// Which of `requirements` the interpreter's environment does not satisfy.
 pub fn check(interp: &Interpreter, requirements: &[String]) -> Result<Vec<Missing>, String> {
+    check_with_paths(interp, requirements).map(|(missing, _)| missing)
+}
+
+/// The check, plus the interpreter's `sys.path` directories (what a cached answer depends on).
+fn check_with_paths(
+    interp: &Interpreter,
+    requirements: &[String],
+) -> Result<(Vec<Missing>, Vec<PathBuf>), String> {
     if requirements.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     use std::io::Write;
     // Isolated from the user's environment variables and cwd, but with site: that is where
@@ -108,15 +117,93 @@ pub fn check(interp: &Interpreter, requirements: &[String]) -> Result<Vec<Missin
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let list: Vec<(String, String)> = serde_json::from_slice(&out.stdout)
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        missing: Vec<(String, String)>,
+        paths: Vec<PathBuf>,
+    }
+    let answer: Answer = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("unexpected answer from the requirement check: {e}"))?;
-    Ok(list
+    let missing = answer
+        .missing
         .into_iter()
         .map(|(requirement, reason)| Missing {
             requirement,
             reason,
         })
-        .collect())
+        .collect();
+    Ok((missing, answer.paths))
+}
+
+/// A requirement set found satisfied, and what that answer depends on: the interpreter file and
+/// the modification times of the directories on its `sys.path` (pip adds or removes a
+/// directory there for every package it installs, upgrades or uninstalls, which changes them).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Satisfied {
+    executable: PathBuf,
+    executable_stamp: Option<(u64, i64)>,
+    requirements: Vec<String>,
+    paths: Vec<(PathBuf, Option<i64>)>,
+}
+
+fn stamp(p: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+}
+
+fn dir_mtime(p: &Path) -> Option<i64> {
+    stamp(p).map(|(_, t)| t)
+}
+
+/// [`check`], remembering satisfied answers in `<cache>/requirements.json` so that a workflow
+/// with requirements does not pay a Python start and a metadata scan (~100 ms) on every run.
+/// Unsatisfied answers are never cached: they are checked again each time.
+pub fn check_cached(
+    cache: &Path,
+    interp: &Interpreter,
+    requirements: &[String],
+) -> Result<Vec<Missing>, String> {
+    if requirements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reqs = requirements.to_vec();
+    reqs.sort();
+    reqs.dedup();
+    let file = cache.join("requirements.json");
+    let mut entries: Vec<Satisfied> = std::fs::read(&file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let exe_stamp = stamp(&interp.executable);
+    let fresh = |e: &Satisfied| {
+        e.executable == interp.executable
+            && e.executable_stamp == exe_stamp
+            && e.requirements == reqs
+            && e.paths.iter().all(|(p, t)| dir_mtime(p) == *t)
+    };
+    if entries.iter().any(fresh) {
+        return Ok(Vec::new());
+    }
+    let (missing, paths) = check_with_paths(interp, &reqs)?;
+    if missing.is_empty() {
+        entries.retain(|e| !(e.executable == interp.executable && e.requirements == reqs));
+        entries.push(Satisfied {
+            executable: interp.executable.clone(),
+            executable_stamp: exe_stamp,
+            requirements: reqs,
+            paths: paths.iter().map(|p| (p.clone(), dir_mtime(p))).collect(),
+        });
+        // Keep the file small: the most recent answers are the useful ones.
+        if entries.len() > 64 {
+            entries.drain(..entries.len() - 64);
+        }
+        if crate::paths::private_dir(cache).is_ok() {
+            let bytes = serde_json::to_vec_pretty(&entries).expect("entries serialize");
+            let _ = crate::paths::write_private(&file, &bytes);
+        }
+    }
+    Ok(missing)
 }
 
 /// Where the managed environment for this interpreter and requirement set lives.
@@ -228,7 +315,7 @@ pub fn install(
             requirements.join(" ")
         ));
     }
-    let missing = check(&venv, requirements)?;
+    let missing = check_cached(cache, &venv, requirements)?;
     if !missing.is_empty() {
         return Err(format!(
             "after installing, still missing: {}",
@@ -260,14 +347,14 @@ pub fn resolve(
         return Ok(base.clone());
     }
     if let Some(venv) = venv_interpreter(&venv_dir(cache, base, requirements), base) {
-        if check(&venv, requirements)
+        if check_cached(cache, &venv, requirements)
             .map(|m| m.is_empty())
             .unwrap_or(false)
         {
             return Ok(venv);
         }
     }
-    let missing = check(base, requirements).map_err(Err)?;
+    let missing = check_cached(cache, base, requirements).map_err(Err)?;
     if missing.is_empty() {
         return Ok(base.clone());
     }

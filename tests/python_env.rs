@@ -1109,3 +1109,56 @@ fn failed_install_names_the_package_and_pips_error() {
         .collect();
     assert!(missing.contains(&absent), "{report:#}");
 }
+
+#[test]
+fn satisfied_requirements_are_cached_until_site_packages_change() {
+    let env = Env::new();
+    let real = &real_python().exe;
+    let wheels = env.path("wheels");
+    build_wheel(&wheels);
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
+    let path = path_of(&[&bin]);
+    let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
+    let mut run = flowrun(&env, &path);
+    run.args(["run", "--install-deps"]).arg(&wf);
+    offline_pip(&mut run, &wheels);
+    assert_success(&output(&mut run), "run --install-deps");
+    assert!(env.cache_dir().join("requirements.json").is_file());
+
+    // Take the package's metadata away without touching site-packages itself: a real check
+    // would now say "not installed", so a passing run proves the cached answer was used.
+    let venv = venvs(&env).remove(0);
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("site-packages"))
+        .next()
+        .unwrap();
+    let dist_info = site.join("flowrun_test_pkg-1.0.0.dist-info");
+    let hidden = env.path("hidden-dist-info");
+    let site_mtime = std::fs::metadata(&site).unwrap().modified().unwrap();
+    std::fs::rename(&dist_info, &hidden).unwrap();
+    // Renaming out of site-packages changes its mtime: put the old one back, as if only the
+    // files inside the package's own directory had changed.
+    std::fs::File::open(&site)
+        .unwrap()
+        .set_modified(site_mtime)
+        .unwrap();
+    let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+    assert_success(&out, "run with the cached answer");
+    assert_eq!(last_probe_output(&env)["value"], json!("ok"));
+
+    // Anything pip does changes site-packages' mtime: then the check runs again and sees it.
+    std::fs::File::open(&site)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let out = output(flowrun(&env, &path).arg("run").arg(&wf));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("flowrun-test-pkg>=1.0 (not installed)"),
+        "{}",
+        describe(&out)
+    );
+}
