@@ -16,6 +16,7 @@ pub struct Terminal {
     bar: Option<ProgressBar>,
     types: HashMap<String, String>,
     width: usize,
+    type_width: usize,
     color: bool,
 }
 
@@ -28,6 +29,7 @@ impl Terminal {
             .max()
             .unwrap_or(4)
             .clamp(4, 24);
+        let type_width = types.values().map(|t| t.len()).max().unwrap_or(4);
         Terminal {
             bar: tty.then(|| {
                 let bar = ProgressBar::new_spinner();
@@ -39,6 +41,7 @@ impl Terminal {
             }),
             types,
             width,
+            type_width,
             color: tty && std::env::var_os("NO_COLOR").is_none(),
         }
     }
@@ -128,7 +131,7 @@ impl Sink for Terminal {
                 };
                 let ty = self.types.get(node).map(String::as_str).unwrap_or("");
                 let mut s = format!(
-                    "{} {:<w$} {:<9} {:>9}",
+                    "{} {:<w$} {:<tw$} {:>9}",
                     self.paint(code, mark),
                     node,
                     ty,
@@ -137,7 +140,8 @@ impl Sink for Terminal {
                     } else {
                         duration(*duration_ms)
                     },
-                    w = self.width
+                    w = self.width,
+                    tw = self.type_width
                 );
                 if !matches!(status, NodeStatus::Success) {
                     s.push_str(&format!("  {status}"));
@@ -146,7 +150,11 @@ impl Sink for Terminal {
                     s.push_str(&format!(" (attempt {attempt})"));
                 }
                 if let Some(p) = output_preview {
-                    let p: String = p.chars().take(60).collect();
+                    let p: String = if p.chars().count() > 60 {
+                        p.chars().take(59).chain(std::iter::once('…')).collect()
+                    } else {
+                        p.clone()
+                    };
                     s.push_str(&format!("  {}", self.paint("2", &format!("→ {p}"))));
                 }
                 if let Some(e) = error {

@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Secrets shorter than this are still redacted, with a warning: short values like `test` also
+/// occur in ordinary text, which then reads `[REDACTED:…]`.
+const SHORT_SECRET: usize = 8;
+
 /// Default whole-execution timeout when neither the workflow nor the caller sets one.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
@@ -132,6 +136,8 @@ pub struct Prepared {
     pub options: RunOptions,
     /// Bound connection variables `(VAR, value)` the child gets.
     pub secrets: Vec<(String, String)>,
+    /// Things the person starting the run should know (printed by the CLI before it starts).
+    pub warnings: Vec<String>,
     pub redactor: Redactor,
 }
 
@@ -247,6 +253,16 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         }
     }
     let redactor = Redactor::new(&known);
+    let warnings = known
+        .iter()
+        .filter(|(_, v)| v.chars().count() < SHORT_SECRET)
+        .map(|(k, v)| {
+            format!(
+                "{k} is only {} characters long: every occurrence of that text in outputs, logs and errors will read [REDACTED:{k}]",
+                v.chars().count()
+            )
+        })
+        .collect();
     let cache = paths::cache_dir();
     let interpreter = python::discover(options.python.as_deref(), &cache)?;
     let reqs = plan.requirements();
@@ -282,6 +298,7 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         interpreter,
         options,
         secrets,
+        warnings,
         redactor,
     })
 }
@@ -604,6 +621,7 @@ pub fn plan_again(
     let previous_definition = store
         .snapshot(&previous.snapshot_hash)?
         .ok_or_else(|| AgainError::MissingSnapshot(id.clone()))?;
+    let from_snapshot = matches!(source, AgainSource::Snapshot);
     let source = match source {
         AgainSource::File(f) => flowrun_codegen::load_file(f).map_err(AgainError::Invalid)?,
         AgainSource::Snapshot => flowrun_codegen::source::from_value(
@@ -627,6 +645,27 @@ pub fn plan_again(
         None => previous.trigger.clone(),
     };
     let mut notes = Vec::new();
+    if from_snapshot {
+        // The file may have been fixed since: say so rather than silently run the old version.
+        if let Some(file) = previous.source_file.as_deref() {
+            let changed = flowrun_codegen::load_file(Path::new(file))
+                .map(|now| {
+                    flowrun_codegen::render::definition_hash(&now.definition)
+                        != previous.snapshot_hash
+                })
+                .unwrap_or(false);
+            if changed {
+                notes.push(format!(
+                    "note: {file} has changed since execution {id} ran; this runs the definition it ran (add --file {file} for the new one)"
+                ));
+            }
+        }
+    }
+    if resume && previous.status == ExecStatus::Success {
+        notes.push(format!(
+            "note: execution {id} succeeded, so every node is reused; `flowrun rerun {id}` runs them all again"
+        ));
+    }
     if resume {
         let plan = flowrun_codegen::compile(&source).map_err(AgainError::Invalid)?;
         let rows = store.nodes(&id)?;

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::params;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -79,35 +79,19 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `from_execution` of one node row (the common `NodeRow` does not carry it).
+/// `from_execution` of one node row.
 fn from_execution(env: &Env, id: &str, node: &str) -> Option<String> {
-    env.db()
-        .query_row(
-            "SELECT from_execution FROM node_executions WHERE execution_id = ?1 AND node_id = ?2",
-            params![id, node],
-            |r| r.get(0),
-        )
-        .optional()
-        .unwrap()
-        .unwrap_or_else(|| panic!("no row for node '{node}' of {id}"))
+    env.node(id, node).from_execution
 }
 
 /// `(parent_id, relation)` of an execution row.
 fn parent(env: &Env, id: &str) -> (Option<String>, Option<String>) {
-    env.db()
-        .query_row(
-            "SELECT parent_id, relation FROM executions WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
+    let e = env.execution(id);
+    (e.parent_id, e.relation)
 }
 
 fn output_of(env: &Env, id: &str, node: &str) -> Value {
-    env.node(id, node)
-        .unwrap_or_else(|| panic!("no row for node '{node}' of {id}"))
-        .output
-        .unwrap_or(Value::Null)
+    env.node(id, node).output.unwrap_or(Value::Null)
 }
 
 /// One integer from the database.
@@ -149,14 +133,6 @@ fn rows_of(env: &Env, ids: &[&str]) -> (i64, i64) {
     (nodes, events)
 }
 
-/// The database opened for writing, to age rows or give them chosen ids. Closed when dropped;
-/// never held while `flowrun` runs.
-fn rw_db(env: &Env) -> Connection {
-    let c = Connection::open(env.db_path()).unwrap();
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -168,7 +144,8 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
 fn set_started_at(env: &Env, id: &str, at: i64) {
-    let n = rw_db(env)
+    let n = env
+        .db_rw()
         .execute(
             "UPDATE executions SET started_at = ?2 WHERE id = ?1",
             params![id, at],
@@ -179,7 +156,7 @@ fn set_started_at(env: &Env, id: &str, at: i64) {
 
 /// Gives an execution a chosen id (in every table that refers to it).
 fn rename_execution(env: &Env, from: &str, to: &str) {
-    let db = rw_db(env);
+    let db = env.db_rw();
     db.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
     db.execute(
         "UPDATE executions SET id = ?2 WHERE id = ?1",
@@ -200,29 +177,12 @@ fn rename_execution(env: &Env, from: &str, to: &str) {
 
 /// `flowrun ARGS` started in the background (stdout piped, the rest discarded).
 fn spawn(env: &Env, args: &[&str]) -> Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("flowrun"))
+    env.command()
         .args(args)
-        .env("FLOWRUN_DB", env.db_path())
-        .env("FLOWRUN_CACHE_DIR", env.cache_dir())
-        .env_remove("FLOWRUN_LOG")
-        .current_dir(env.dir.path())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("flowrun starts")
-}
-
-/// Polls until `f` gives a value (panics after 20 s).
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Waits for a background process, killing it if it takes more than 20 s.
@@ -964,7 +924,7 @@ fn follow_and_show_a_running_execution_from_another_process() {
     });
     // The run is held at the gate inside `slow`.
     wait_for("'slow' to start", || {
-        env.node(&id, "slow").filter(|n| n.status == "running")
+        env.try_node(&id, "slow").filter(|n| n.status == "running")
     });
 
     let out = env.cmd(["show", &id]);
@@ -976,20 +936,12 @@ fn follow_and_show_a_running_execution_from_another_process() {
     );
     assert!(text.contains("✓ first  success"), "{text}");
     assert!(text.contains("… slow  running"), "{text}");
-    assert!(!text.lines().any(|l| l.contains(" last ")), "{text}");
+    // The node still to come is listed as waiting, in plan order after the running one.
+    assert!(text.contains("· last  waiting"), "{text}");
+    assert!(text.find("… slow").unwrap() < text.find("· last").unwrap(), "{text}");
     let shown = env.show_json(&id);
     assert_eq!(shown["status"], "running");
-    let nodes: Vec<(String, String)> = shown["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["node_id"].as_str().unwrap().to_string(),
-                n["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let nodes = record_node_statuses(&shown);
     assert_eq!(nodes, pairs(&[("first", "success"), ("slow", "running")]));
     assert_eq!(shown["nodes"][0]["output"], json!(1));
 
@@ -1127,7 +1079,7 @@ fn prefixes_resolve_when_unique_and_fail_when_ambiguous_or_unknown() {
 
     // More than five candidates: the first five, then "…".
     {
-        let db = rw_db(&env);
+        let db = env.db_rw();
         for i in 3..=7 {
             db.execute_batch(&format!(
                 "CREATE TEMP TABLE t AS SELECT * FROM executions WHERE id = 'abc1000000000001';
@@ -1576,14 +1528,7 @@ fn deleting_big_executions_shrinks_the_database() {
     // A database path without an extension (its WAL is `history-store-wal`), given with --db.
     let db = env.path("history-store");
     let wal = env.path("history-store-wal");
-    let flow = |args: &[&str]| {
-        env.flowrun()
-            .arg("--db")
-            .arg(&db)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let flow = |args: &[&str]| output(env.flowrun().arg("--db").arg(&db).args(args));
     let wf = env.write_workflow(
         "big.json",
         &json!({
@@ -1759,17 +1704,13 @@ fn rerun_of_an_execution_whose_trigger_was_truncated_asks_for_the_data() {
     );
     let size = 1_100_000;
     let input = write_json(&env, "in.json", &json!({"s": "y".repeat(size)}));
-    let out = env
-        .flowrun()
-        .args([
-            "run",
-            path_str(&wf),
-            "--input-file",
-            path_str(&input),
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = env.cmd([
+        "run",
+        path_str(&wf),
+        "--input-file",
+        path_str(&input),
+        "--json",
+    ]);
     assert_success(&out, "run with a big trigger");
     let first = id_of(&out);
     assert_eq!(env.execution(&first).output, Some(json!(size)));
@@ -1792,11 +1733,7 @@ fn rerun_of_an_execution_whose_trigger_was_truncated_asks_for_the_data() {
     }
     assert_eq!(env.execution_count(), 1);
     // …and run when it is given again.
-    let out = env
-        .flowrun()
-        .args(["rerun", &first, "--input-file", path_str(&input), "--json"])
-        .output()
-        .unwrap();
+    let out = env.cmd(["rerun", &first, "--input-file", path_str(&input), "--json"]);
     assert_success(&out, "rerun with the trigger given again");
     assert_eq!(env.execution(&id_of(&out)).output, Some(json!(size)));
 }

@@ -309,8 +309,10 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How an `http_request` sends its connection's secret: `"bearer"` (the default), or an object
+/// such as `{"type": "header", "name": "X-Api-Key"}` (`query` takes a parameter name too;
+/// `basic` sends the secret as `user:password`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpAuth {
     /// `bearer`, `header`, `query` or `basic`.
     #[serde(rename = "type")]
@@ -318,6 +320,35 @@ pub struct HttpAuth {
     /// Header or query parameter name for `header`/`query`.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for HttpAuth {
+    /// `"query"` alone, or `{"type": "query", "name": "key"}`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const SHAPE: &str = "`auth` is a type name (\"bearer\", \"header\", \"query\", \"basic\") or an object {\"type\": …, \"name\": …}";
+        match Value::deserialize(d)? {
+            Value::String(kind) => Ok(HttpAuth { kind, name: None }),
+            Value::Object(map) => {
+                if let Some(k) = map.keys().find(|k| *k != "type" && *k != "name") {
+                    return Err(D::Error::custom(format!(
+                        "unknown field `{k}`, expected `type` or `name`"
+                    )));
+                }
+                let kind = match map.get("type") {
+                    Some(Value::String(t)) => t.clone(),
+                    _ => return Err(D::Error::custom(format!("missing field `type`: {SHAPE}"))),
+                };
+                let name = match map.get("name") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(n)) => Some(n.clone()),
+                    Some(_) => return Err(D::Error::custom("`name` must be a string")),
+                };
+                Ok(HttpAuth { kind, name })
+            }
+            _ => Err(D::Error::custom(SHAPE)),
+        }
+    }
 }
 
 /// LLM providers and how each is reached.

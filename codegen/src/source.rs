@@ -18,6 +18,17 @@ pub enum Format {
 }
 
 impl Format {
+    /// By extension (`.json`, `.yaml`, `.yml`); for any other name, JSON when the text starts
+    /// with `{`, else YAML.
+    pub fn detect(path: &Path, text: &str) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") | Some("yml") => Format::Yaml,
+            Some("json") => Format::Json,
+            _ if text.trim_start().starts_with('{') => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+
     /// By extension; anything not `.yaml`/`.yml` is read as JSON.
     pub fn from_path(path: &Path) -> Format {
         match path.extension().and_then(|e| e.to_str()) {
@@ -65,7 +76,7 @@ pub fn load_file(path: &Path) -> Result<Source, Diagnostics> {
         d.file = Some(file.clone());
         Diagnostics::from(d)
     })?;
-    parse_str(&text, Format::from_path(path), &file)
+    parse_str(&text, Format::detect(path, &text), &file)
 }
 
 /// Parses workflow text. `file` is only used in messages.
@@ -269,9 +280,21 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
 /// Deserializes part of a node, turning serde's message into one that names the field.
 #[allow(clippy::result_large_err)]
 fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
-    serde_json::from_value(value).map_err(|e| {
-        let msg = e.to_string();
-        let field = field_in_message(&msg);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The path says where in the node it went wrong (`retry.max_atempts`, `on_error`); for
+        // a missing field it is the enclosing object, and the message names the field.
+        let path = e.path().to_string();
+        let msg = e.inner().to_string();
+        let named = msg
+            .starts_with("missing field")
+            .then(|| field_in_message(&msg))
+            .flatten();
+        let field = match (path.as_str(), named) {
+            (".", Some(f)) => Some(f),
+            (".", None) => field_in_message(&msg),
+            (p, Some(f)) => Some(format!("{p}.{f}")),
+            (p, None) => Some(p.to_string()),
+        };
         let mut d = Diagnostic::new(msg).node(node);
         if let Some(f) = field {
             d = d.field(f);
@@ -334,23 +357,36 @@ impl<'a> Locator<'a> {
     }
 
     fn node_id_line(&self, line: &str, id: &str) -> bool {
-        let Some(value) = self.key_value(line, "id") else {
-            return false;
-        };
-        let value = value.trim_start();
-        let value = match self.format {
-            // The JSON string right after the colon.
-            Format::Json => value
-                .strip_prefix('"')
-                .and_then(|v| v.find('"').map(|end| &v[..end]))
-                .unwrap_or(""),
-            Format::Yaml => value
-                .trim()
-                .trim_end_matches(',')
-                .trim()
-                .trim_matches(['"', '\'']),
-        };
-        value == id
+        match self.format {
+            // Every `"id": "…"` in the line: a compact file may hold the workflow's id and
+            // several nodes on one line.
+            Format::Json => line.match_indices("\"id\"").any(|(at, _)| {
+                line[at + 4..]
+                    .trim_start()
+                    .strip_prefix(':')
+                    .map(str::trim_start)
+                    .and_then(|v| v.strip_prefix('"'))
+                    .and_then(|v| v.find('"').map(|end| &v[..end]))
+                    == Some(id)
+            }),
+            Format::Yaml => self.key_value(line, "id").is_some_and(|value| {
+                value
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim()
+                    .trim_matches(['"', '\''])
+                    == id
+            }),
+        }
+    }
+
+    /// Does this line open the object a node is written in (`- …` in YAML, `{` in JSON)?
+    fn opens_object(&self, line: &str) -> bool {
+        let t = line.trim();
+        match self.format {
+            Format::Yaml => t == "-" || t.starts_with("- "),
+            Format::Json => t.starts_with('{'),
+        }
     }
 
     /// 1-based line of the node (and field), if found.
@@ -374,21 +410,27 @@ impl<'a> Locator<'a> {
             return Some(node_line + 1);
         };
         let top = field.split(['.', '[']).next().unwrap_or(field);
-        // The node's stretch ends at the next line that holds another node's `id`.
         let indent = |l: &str| l.len() - l.trim_start().len();
-        let id_indent = indent(self.lines[node_line]);
-        let end = (node_line + 1..self.lines.len())
-            .find(|&i| self.is_key_line(self.lines[i], "id") && indent(self.lines[i]) <= id_indent)
-            .unwrap_or(self.lines.len());
         // The field may also come before `id` inside the same object: look back to the object's
         // opening line too.
-        let begin = (nodes_start + 1..node_line)
-            .rev()
+        let begin = if self.opens_object(self.lines[node_line]) {
+            node_line
+        } else {
+            (nodes_start + 1..node_line)
+                .rev()
+                .find(|&i| self.opens_object(self.lines[i]))
+                .unwrap_or(node_line)
+        };
+        // The node's stretch ends where the next node's object opens (at the same depth), or at
+        // the next line holding another `id` as shallow as this one.
+        let (begin_indent, id_indent) = (indent(self.lines[begin]), indent(self.lines[node_line]));
+        let end = (node_line + 1..self.lines.len())
             .find(|&i| {
-                let t = self.lines[i].trim();
-                t == "{" || t == "}," || t.starts_with("- ") || t == "-"
+                let l = self.lines[i];
+                (self.opens_object(l) && indent(l) <= begin_indent)
+                    || (self.is_key_line(l, "id") && indent(l) <= id_indent)
             })
-            .unwrap_or(node_line);
+            .unwrap_or(self.lines.len());
         (begin..end)
             .find(|&i| self.is_key_line(self.lines[i], top))
             .map(|i| i + 1)

@@ -101,7 +101,15 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         return Ok(0);
     }
     if rows.is_empty() {
-        eprintln!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
+        let filtered = args.workflow.is_some()
+            || args.status.is_some()
+            || args.since.is_some()
+            || args.until.is_some();
+        if filtered {
+            eprintln!("no executions match these filters");
+        } else {
+            eprintln!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
+        }
         return Ok(0);
     }
     let wid = rows
@@ -269,10 +277,30 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         );
     }
     println!();
-    if nodes.is_empty() {
+    // Every node of the plan, in order: the ones with a row, and the ones that never ran (after
+    // a failure that stopped the run, a timeout or a stop).
+    let planned: Vec<String> = store
+        .events(&id, 0, Some("execution_start"))?
+        .first()
+        .and_then(|ev| serde_json::from_value(ev.data.get("nodes")?.clone()).ok())
+        .unwrap_or_default();
+    if nodes.is_empty() && planned.is_empty() {
         println!("(no node has started)");
     }
-    for n in &nodes {
+    for p in &planned {
+        match nodes.iter().find(|n| &n.node_id == p) {
+            Some(n) => print_node(n),
+            None => println!(
+                "· {p}  {}",
+                if e.status.is_final() {
+                    "not run"
+                } else {
+                    "waiting"
+                }
+            ),
+        }
+    }
+    for n in nodes.iter().filter(|n| !planned.contains(&n.node_id)) {
         print_node(n);
     }
     Ok(0)

@@ -28,10 +28,15 @@ pub enum Command {
     /// Run a workflow: validate, generate the script, execute it and record everything.
     Run(run::RunArgs),
     /// Check a workflow file; errors name the file, line, node and field.
-    Validate { file: PathBuf },
+    Validate {
+        /// Workflow file (.json, .yaml or .yml).
+        file: PathBuf,
+    },
     /// Print (or write with -o) the Python script generated for a workflow.
     Codegen {
+        /// Workflow file (.json, .yaml or .yml).
         file: PathBuf,
+        /// Write the script to this file instead of stdout.
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
     },
@@ -41,20 +46,26 @@ pub enum Command {
     Show {
         /// Execution id or a unique prefix of one.
         id: String,
+        /// The whole record as JSON (stable fields, see the README).
         #[arg(long)]
         json: bool,
     },
     /// Print the log lines of an execution.
     Logs {
+        /// Execution id or a unique prefix of one.
         id: String,
         /// Keep printing new lines until the execution ends.
         #[arg(short, long)]
         follow: bool,
     },
     /// Stop a running execution (from any process).
-    Stop { id: String },
+    Stop {
+        /// Execution id or a unique prefix of one.
+        id: String,
+    },
     /// Run an execution again with the same definition and trigger data (unless overridden).
     Rerun {
+        /// Execution id or a unique prefix of one.
         id: String,
         /// Run this workflow file instead of the definition the execution ran.
         #[arg(long, value_name = "FILE")]
@@ -64,6 +75,7 @@ pub enum Command {
     },
     /// Run again from the failed node on, reusing the outputs of the nodes that succeeded.
     Resume {
+        /// Execution id or a unique prefix of one.
         id: String,
         /// A changed workflow file: changed nodes and their dependants run again.
         #[arg(long, value_name = "FILE")]
@@ -76,9 +88,12 @@ pub enum Command {
     /// Check the Python interpreter, cache, database and the requirements of workflow files;
     /// `--fix` installs missing requirements into a managed virtual environment.
     Doctor {
+        /// Workflow files whose requirements to check.
         files: Vec<PathBuf>,
+        /// Install missing requirements into a managed virtual environment.
         #[arg(long)]
         fix: bool,
+        /// The report as JSON.
         #[arg(long)]
         json: bool,
         /// Python interpreter to check (default: as `run` finds it).
@@ -89,6 +104,7 @@ pub enum Command {
     Serve(crate::server::ServeArgs),
     /// Delete executions by id (or unique prefix).
     Delete {
+        /// Execution ids or unique prefixes.
         #[arg(required = true)]
         ids: Vec<String>,
     },

@@ -33,7 +33,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
     /// Whole-execution timeout (default: the workflow's `timeout_ms`, else 60000).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: Option<u64>,
     /// Time between SIGTERM and SIGKILL when stopping.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
@@ -56,7 +56,7 @@ pub struct ExecArgs {
     /// Print the finished execution record as JSON on stdout.
     #[arg(long, conflicts_with = "events")]
     pub json: bool,
-    /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 on PATH).
+    /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 then python on PATH).
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
     /// Cap on stored log bytes per execution (each line also costs 64 bytes of overhead, so a
@@ -253,6 +253,9 @@ pub(crate) fn execute_prepared(
     events: Option<EventFormat>,
     json: bool,
 ) -> Result<i32, Exit> {
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
     let id = runner::new_execution_id();
     runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(run_error)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -285,10 +288,10 @@ pub(crate) fn execute_prepared(
     });
     if json {
         let record = super::inspect::record_json(&store.lock().expect("store lock"), &id)?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&record).expect("record serializes")
-        );
+        // A reader that stops early (`| head`) must not turn a finished run into a panic.
+        use std::io::Write;
+        let text = serde_json::to_string_pretty(&record).expect("record serializes");
+        let _ = writeln!(std::io::stdout(), "{text}");
     } else if events.is_none() {
         if let Some(out) = &outcome.output {
             if outcome.status == ExecStatus::Success {

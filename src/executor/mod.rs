@@ -487,7 +487,8 @@ impl State<'_> {
 
     /// Records a finished node attempt: the full detail to the sinks that store it, then the
     /// `node_end` event (with only a preview of the output) to everyone.
-    fn end_node(&mut self, detail: NodeDetail, retrying: bool) {
+    fn end_node(&mut self, mut detail: NodeDetail, retrying: bool) {
+        detail.duration_ms = round_ms(detail.duration_ms);
         self.sink.node_detail(&detail);
         self.node_status.insert(detail.node.clone(), detail.status);
         let output_preview = detail
@@ -506,6 +507,11 @@ impl State<'_> {
             retrying,
         });
     }
+}
+
+/// Milliseconds to the microsecond: more digits are float noise, not information.
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {
@@ -804,7 +810,7 @@ fn finish(
     // The output of an execution is the output of its last node, which only a success has: a
     // failed run's "last successful output" would read as if it were the answer.
     let output = output.filter(|_| status == ExecStatus::Success);
-    let duration_ms = st.started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = round_ms(st.started.elapsed().as_secs_f64() * 1000.0);
     st.emit(Event::ExecutionEnd {
         status,
         duration_ms,

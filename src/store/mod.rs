@@ -698,6 +698,7 @@ impl Store {
         node_status: NodeStatus,
         at: i64,
     ) -> Result<bool> {
+        let error_info = error;
         let error = self.error_text(Some(error));
         let tx = self
             .conn
@@ -713,6 +714,34 @@ impl Store {
                 "UPDATE node_executions SET status = ?2, finished_at = ?3 WHERE execution_id = ?1 AND status = 'running'",
                 params![id, node_status.as_str(), at],
             )?;
+            // Every event stream ends with `execution_end`, also one whose runner died: viewers
+            // (SSE, `logs --follow`) wait for it.
+            let ended: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE execution_id = ?1 AND kind = 'execution_end')",
+                [id],
+                |r| r.get(0),
+            )?;
+            if !ended {
+                let (seq, duration_ms): (i64, f64) = tx.query_row(
+                    "SELECT event_seq + 1, duration_ms FROM executions WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0))),
+                )?;
+                let event = crate::events::Event::ExecutionEnd {
+                    status,
+                    duration_ms,
+                    error: Some(error_info.clone()),
+                    ts: at,
+                };
+                tx.execute(
+                    "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, 'execution_end', NULL, ?3, ?4)",
+                    params![id, seq, at, serde_json::to_string(&event).expect("events serialize")],
+                )?;
+                tx.execute(
+                    "UPDATE executions SET event_seq = ?2 WHERE id = ?1",
+                    params![id, seq],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(n > 0)
