@@ -7,13 +7,14 @@
 //! proving that no process of the execution's process group is left: `kill(-pgid, 0)` must fail
 //! with ESRCH, and every grandchild pid the workflow wrote down must be gone.
 
+mod common;
 #[path = "support/faults_support.rs"]
 mod faults_support;
 
+use common::mode;
 use faults_support::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -103,8 +104,8 @@ fn execution_timeout_kills_a_node_that_sleeps_forever() {
     // SIGTERM ends the sleeping node at once: no grace period needed.
     assert!(out.elapsed < Duration::from_secs(6), "{out}");
 
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "timeout", "{e:?}");
     assert!(e.error_message().contains("timeout of 1000 ms"), "{e:?}");
     assert_eq!(fx.node(&id, "first").status, "success");
@@ -140,8 +141,8 @@ fn node_timeout_ends_the_execution_and_names_the_node() {
     assert!(out.elapsed < Duration::from_secs(10), "{out}");
     assert!(out.stderr.contains("slow"), "{out}");
 
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "timeout");
     let err = e.error.clone().unwrap();
     assert_eq!(err["node"], "slow", "{err}");
@@ -209,8 +210,8 @@ fn a_node_that_ignores_sigterm_is_killed_after_the_grace_period() {
     assert!(out.elapsed >= Duration::from_millis(1700), "{out}");
     assert!(out.elapsed < Duration::from_secs(8), "{out}");
 
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "timeout");
     assert_eq!(e.exit.as_deref(), Some("killed by SIGKILL"), "{e:?}");
     assert_eq!(fx.node(&id, "stubborn").status, "timeout");
@@ -244,8 +245,8 @@ fn a_grandchild_holding_stdout_does_not_hang_the_run() {
     // A bounded drain after the child exits, not the 120 s the grandchild sleeps.
     assert!(out.elapsed < Duration::from_secs(6), "{out}");
 
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "success", "{e:?}");
     let p = pids(&fx);
     assert_eq!(p.len(), 1);
@@ -288,8 +289,8 @@ fn a_double_forked_daemon_is_killed_after_the_run() {
     out.assert_code(0);
     assert!(out.elapsed < Duration::from_secs(6), "{out}");
 
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "success");
     let p = pids(&fx);
     assert_eq!(p.len(), 1);
@@ -333,7 +334,7 @@ fn stop_and_check(fx: &Fx, wf: &Path, extra: &[&str], n_pids: usize, id_arg: fn(
     let out = run.wait(Duration::from_secs(20));
     out.assert_code(130);
 
-    let e = fx.exec(&row.id);
+    let e = fx.execution(&row.id);
     assert_eq!(e.status, "cancelled", "{e:?}");
     assert_eq!(e.error.as_ref().unwrap()["type"], "Cancelled");
     assert_eq!(fx.node(&row.id, "first").status, "success");
@@ -391,7 +392,7 @@ fn stop_racing_the_start_still_cancels() {
     assert!(stop.stdout.contains("stopped: cancelled"), "{stop}");
     let out = run.wait(Duration::from_secs(20));
     out.assert_code(130);
-    let e = fx.exec(&id);
+    let e = fx.execution(&id);
     assert_eq!(e.status, "cancelled", "{e:?}");
     assert!(
         fx.nodes(&id).iter().all(|n| n.status != "running"),
@@ -431,7 +432,7 @@ fn quick_run(fx: &Fx) -> String {
 /// Points a stored execution at `pid` as its process group, with the given start time, and
 /// optionally sets its status and runner.
 fn point_row_at(fx: &Fx, id: &str, pid: i32, start_time: u64, runner: Option<(i32, u64)>) {
-    let c = fx.conn();
+    let c = fx.db_rw();
     c.execute(
         "UPDATE executions SET pid = ?2, pgid = ?2, process_start_time = ?3 WHERE id = ?1",
         rusqlite::params![id, pid, start_time as i64],
@@ -485,7 +486,7 @@ fn stop_of_a_finished_execution_signals_nothing() {
         alive(vpid),
         "stop signalled the process of a finished execution"
     );
-    assert_eq!(fx.exec(&id).status, "success");
+    assert_eq!(fx.execution(&id).status, "success");
     kill_unrelated(victim);
     fx.assert_tmp_empty();
 }
@@ -513,7 +514,7 @@ fn a_stale_row_whose_pid_was_reused_is_not_signalled() {
         "{out}"
     );
     for id in [&a, &b] {
-        let e = fx.exec(id);
+        let e = fx.execution(id);
         assert_eq!(e.status, "interrupted", "{e:?}");
         assert_eq!(e.error.unwrap()["type"], "Interrupted");
     }
@@ -550,7 +551,7 @@ fn stop_with_an_unresponsive_runner_never_signals_a_reused_pid() {
     out.assert_code(0);
     assert!(out.stdout.contains("stopped: cancelled"), "{out}");
     assert!(alive(vpid), "stop signalled a reused pid");
-    assert_eq!(fx.exec(&id).status, "cancelled");
+    assert_eq!(fx.execution(&id).status, "cancelled");
     kill_unrelated(victim);
     fx.assert_tmp_empty();
 }
@@ -569,7 +570,7 @@ fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
         signal(run.pid(), sig);
         let out = run.wait(Duration::from_secs(20));
         out.assert_code(130);
-        let e = fx.exec(&row.id);
+        let e = fx.execution(&row.id);
         assert_eq!(e.status, "cancelled", "{sig}: {e:?}");
         assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled", "{sig}");
         assert_pids_gone(&p, row.pgid.unwrap());
@@ -607,7 +608,7 @@ fn sigkill_of_the_runner_takes_the_group_down_and_is_recovered() {
     eprintln!("group gone {took:?} after the runner was killed");
     assert_pids_gone(&p, pgid);
     assert_eq!(
-        fx.exec(&row.id).status,
+        fx.execution(&row.id).status,
         "running",
         "nobody recorded the end yet"
     );
@@ -619,7 +620,7 @@ fn sigkill_of_the_runner_takes_the_group_down_and_is_recovered() {
             .contains(&format!("execution {} was left running", row.id)),
         "{out}"
     );
-    let e = fx.exec(&row.id);
+    let e = fx.execution(&row.id);
     assert_eq!(e.status, "interrupted", "{e:?}");
     assert_eq!(fx.node(&row.id, "first").status, "success");
     assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
@@ -666,7 +667,7 @@ fn recovery_kills_what_the_lifeline_cannot_reach() {
     let out = fx.flowrun(&["history"]);
     out.assert_code(0);
     assert!(out.stderr.contains("marked interrupted"), "{out}");
-    assert_eq!(fx.exec(&row.id).status, "interrupted");
+    assert_eq!(fx.execution(&row.id).status, "interrupted");
     let pgid = row.pgid.unwrap();
     assert_group_gone_reaping(pgid, Duration::from_secs(5));
     assert_pids_gone(&p, pgid);
@@ -728,8 +729,8 @@ fn stdout_flood_and_a_huge_line_keep_memory_and_logs_bounded() {
         out.peak_hwm_kb
     );
 
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "success", "{e:?}");
     assert_eq!(e.output, Some(json!("flooded!")));
     assert_eq!(fx.node(&id, "flood").status, "success");
@@ -773,8 +774,8 @@ fn an_endless_flood_of_empty_lines_is_cut_and_times_out_on_time() {
     );
     assert!(out.elapsed < Duration::from_secs(8), "{out}");
     assert!(out.peak_hwm_kb < MAX_RUNNER_RSS_KB, "{}", out.peak_hwm_kb);
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "timeout", "{e:?}");
     assert_eq!(fx.node(&id, "newlines").status, "timeout");
     let kept = fx.log_lines(&id).len() as u64;
@@ -819,8 +820,8 @@ fn a_huge_unterminated_line_on_fd1_does_not_swallow_the_node_end() {
         out.peak_hwm_kb
     );
     assert!(out.peak_hwm_kb < MAX_RUNNER_RSS_KB, "{}", out.peak_hwm_kb);
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "success", "{e:?}");
     assert_eq!(e.output, Some(json!("raw!")));
     let nodes = fx.nodes(&id);
@@ -867,8 +868,8 @@ fn a_100_mb_trigger_on_stdin_does_not_deadlock() {
         .wait(WATCHDOG);
     out.assert_code(0);
     eprintln!("100 MB trigger: {:.2} s", out.elapsed.as_secs_f64());
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "success", "{e:?}");
     assert_eq!(e.output, Some(json!(n)));
     fx.assert_clean(&id);
@@ -892,8 +893,8 @@ fn non_utf8_output_is_recorded_lossily() {
     );
     let out = fx.run(&wf, &trigger(&fx), &[]);
     out.assert_code(0);
-    let id = fx.only_id();
-    assert_eq!(fx.exec(&id).status, "success");
+    let id = fx.only_execution_id();
+    assert_eq!(fx.execution(&id).status, "success");
     let logs = fx.log_lines(&id);
     for want in [
         ("stdout", "out \u{fffd}\u{fffd} end"),
@@ -922,8 +923,8 @@ fn max_memory_reports_memory_error_with_the_limit() {
     );
     let out = fx.run(&wf, &json!({}), &["--max-memory-mb", "200"]);
     out.assert_code(1);
-    let id = fx.only_id();
-    let e = fx.exec(&id);
+    let id = fx.only_execution_id();
+    let e = fx.execution(&id);
     assert_eq!(e.status, "error", "{e:?}");
     let hog = fx.node(&id, "hog");
     assert_eq!(hog.status, "error");
@@ -949,7 +950,7 @@ fn max_memory_reports_memory_error_with_the_limit() {
     fx.run(&crash, &json!({}), &["--max-memory-mb", "200"])
         .assert_code(1);
     let id = fx.ids().pop().unwrap();
-    let e = fx.exec(&id);
+    let e = fx.execution(&id);
     assert_eq!(e.status, "error");
     assert_eq!(e.exit.as_deref(), Some("killed by SIGSEGV"));
     let msg = e.error_message();
@@ -978,7 +979,7 @@ fn eight_concurrent_runs_on_one_fresh_database() {
             { "id": "c", "type": "set", "fields": { "n": "{{ nodes.b.output }}" } },
         ]}),
     );
-    assert!(!fx.db.exists());
+    assert!(!fx.db_path().exists());
     let runs: Vec<Running> = (0..8)
         .map(|n| fx.spawn_run(&wf, &json!({ "n": n }), &[]))
         .collect();
@@ -991,7 +992,7 @@ fn eight_concurrent_runs_on_one_fresh_database() {
     assert_eq!(ids.len(), 8);
     let mut seen = Vec::new();
     for id in &ids {
-        let e = fx.exec(id);
+        let e = fx.execution(id);
         assert_eq!(e.status, "success", "{e:?}");
         let nodes = fx.nodes(id);
         assert_eq!(
@@ -1004,10 +1005,6 @@ fn eight_concurrent_runs_on_one_fresh_database() {
     }
     seen.sort();
     assert_eq!(seen, (0..8).map(|n| n * 2).collect::<Vec<_>>());
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
@@ -1029,11 +1026,12 @@ fn scripts_are_private_and_tmpdir_stays_empty() {
         fx.assert_clean(&id);
     }
 
-    assert_eq!(mode(&fx.cache), 0o700);
-    let scripts = fx.cache.join("scripts");
+    let cache = fx.cache_dir();
+    assert_eq!(mode(&cache), 0o700);
+    let scripts = cache.join("scripts");
     assert_eq!(mode(&scripts), 0o700);
     let mut n = 0;
-    for dir in [&fx.cache, &scripts] {
+    for dir in [&cache, &scripts] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();

@@ -212,17 +212,8 @@ fn gated(id: &str, before: &str) -> Value {
     )
 }
 
-fn history_json(env: &Env, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["history", "--json"];
-    all.extend_from_slice(args);
-    let out = env.cmd(&all);
-    assert_success(&out, &format!("history {args:?}"));
-    serde_json::from_slice::<Vec<Value>>(&out.stdout)
-        .unwrap_or_else(|e| panic!("history --json prints an array ({e})\n{}", describe(&out)))
-}
-
 fn history_ids(env: &Env, args: &[&str]) -> Vec<String> {
-    history_json(env, args)
+    env.history_json(args)
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect()
@@ -317,7 +308,7 @@ fn rerun_reproduces_outputs_links_its_parent_and_uses_the_snapshot() {
     let shown = env.show_json(&again);
     assert_eq!(shown["parent_id"], json!(first));
     assert_eq!(shown["relation"], "rerun");
-    let listed = history_json(&env, &[]);
+    let listed = env.history_json(&[]);
     let row = listed.iter().find(|e| e["id"] == json!(again)).unwrap();
     assert_eq!(row["parent_id"], json!(first));
     assert_eq!(row["relation"], "rerun");
@@ -938,7 +929,10 @@ fn follow_and_show_a_running_execution_from_another_process() {
     assert!(text.contains("… slow  running"), "{text}");
     // The node still to come is listed as waiting, in plan order after the running one.
     assert!(text.contains("· last  waiting"), "{text}");
-    assert!(text.find("… slow").unwrap() < text.find("· last").unwrap(), "{text}");
+    assert!(
+        text.find("… slow").unwrap() < text.find("· last").unwrap(),
+        "{text}"
+    );
     let shown = env.show_json(&id);
     assert_eq!(shown["status"], "running");
     let nodes = record_node_statuses(&shown);
@@ -1234,7 +1228,7 @@ fn history_filters_by_workflow_status_and_time_and_prints_stable_json() {
     );
 
     // The documented fields, exactly.
-    let listed = history_json(&env, &[]);
+    let listed = env.history_json(&[]);
     let want: std::collections::BTreeSet<&str> = [
         "id",
         "workflow_id",

@@ -1,12 +1,11 @@
 //! `http_request` and `command` nodes end to end: the real binary runs real Python, which calls
 //! a real HTTP server in this test process (127.0.0.1 only) or runs real programs.
 
-#[path = "support/harness.rs"]
-mod harness;
+mod common;
 #[path = "support/llm_server.rs"]
 mod llm_server;
 
-use harness::*;
+use common::*;
 use llm_server::{Reply, Server, closed_port};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ fn workflow(id: &str, nodes: Vec<Value>) -> Value {
 fn run_node(env: &Env, node: Value, input: &str) -> (std::process::Output, String, NodeRow) {
     let node_id = node["id"].as_str().unwrap().to_string();
     let file = env.write_workflow("wf.json", &workflow("nodes", vec![node]));
-    let out = run_with(env, &file, input, &[], &[]);
+    let out = env.run_with(&file, input, &[], &[]);
     let id = env.only_execution_id();
     let row = env.node(&id, &node_id);
     (out, id, row)
@@ -150,7 +149,7 @@ fn http_404_fails_the_node_with_status_and_body_excerpt() {
         "{}",
     );
     assert_code(&out, 1, "run");
-    assert_eq!(env.execution(&id).0, "error");
+    assert_eq!(env.execution(&id).status, "error");
     assert_eq!(row.status, "error");
     assert_eq!(row.error_type(), "HttpError");
     let msg = row.error_message();
@@ -231,7 +230,7 @@ fn http_connection_refused_is_a_clear_connection_error() {
     );
     assert_code(&out, 1, "run");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(env.execution(&id).0, "error");
+    assert_eq!(env.execution(&id).status, "error");
     assert_eq!(row.error_type(), "ConnectionError");
     let msg = row.error_message();
     assert!(msg.contains(&url), "names the URL: {msg}");
@@ -255,7 +254,11 @@ fn http_timeout_fails_inside_the_node() {
     let elapsed = started.elapsed();
     assert_code(&out, 1, "run");
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
-    assert_eq!(env.execution(&id).0, "error", "not the runner's hard kill");
+    assert_eq!(
+        env.execution(&id).status,
+        "error",
+        "not the runner's hard kill"
+    );
     assert_eq!(row.error_type(), "Timeout", "{:?}", row.error);
     assert!(row.error_message().contains("timed out"), "{:?}", row.error);
 }
@@ -303,7 +306,7 @@ fn command_nonzero_exit_fails_with_code_and_stderr() {
         "{}",
     );
     assert_code(&out, 1, "run");
-    assert_eq!(env.execution(&id).0, "error");
+    assert_eq!(env.execution(&id).status, "error");
     assert_eq!(row.status, "error");
     let msg = row.error_message();
     assert!(msg.contains("code 3"), "{msg}");
@@ -418,6 +421,10 @@ fn command_timeout_kills_the_program_inside_the_node() {
     let elapsed = started.elapsed();
     assert_code(&out, 1, "run");
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
-    assert_eq!(env.execution(&id).0, "error", "not the runner's hard kill");
+    assert_eq!(
+        env.execution(&id).status,
+        "error",
+        "not the runner's hard kill"
+    );
     assert_eq!(row.error_type(), "Timeout", "{:?}", row.error);
 }

@@ -3,12 +3,11 @@
 //! completions for groq/openai/openai_compatible, Anthropic messages). The server records what
 //! it receives, so each test checks both sides: the request flowrun sent and what it recorded.
 
-#[path = "support/harness.rs"]
-mod harness;
+mod common;
 #[path = "support/llm_server.rs"]
 mod llm_server;
 
-use harness::*;
+use common::*;
 use llm_server::{Reply, Server, closed_port};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -43,16 +42,6 @@ fn openai_echo_server(content: &'static str, prompt_tokens: u64, completion: u64
     })
 }
 
-fn history_json(env: &Env) -> Vec<Value> {
-    let out = env.cmd(["history", "--json"]);
-    assert_code(&out, 0, "history --json");
-    serde_json::from_slice::<Value>(&out.stdout)
-        .expect("history --json prints JSON")
-        .as_array()
-        .expect("history --json prints an array")
-        .clone()
-}
-
 // ---------------------------------------------------------------------------------------------
 // groq / openai: success, token usage and cost
 // ---------------------------------------------------------------------------------------------
@@ -78,8 +67,7 @@ fn groq_chat_sends_the_openai_wire_format_and_records_usage_and_cost() {
     );
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("/openai/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         r#"{"query": "What is Rust?"}"#,
         &[
@@ -118,7 +106,7 @@ fn groq_chat_sends_the_openai_wire_format_and_records_usage_and_cost() {
 
     // What flowrun recorded.
     let id = env.only_execution_id();
-    let (status, output, _) = env.execution(&id);
+    let ExecRow { status, output, .. } = env.execution(&id);
     assert_eq!(status, "success");
     let ask = env.node(&id, "ask");
     assert_eq!(ask.status, "success");
@@ -141,7 +129,7 @@ fn groq_chat_sends_the_openai_wire_format_and_records_usage_and_cost() {
     );
 
     // Totals in history and show.
-    let h = history_json(&env);
+    let h = env.history_json(&[]);
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["id"], json!(id));
     assert_eq!(h[0]["input_tokens"], json!(12345));
@@ -177,8 +165,7 @@ fn openai_unknown_model_costs_null_not_a_guess() {
     );
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         r#"{"word": "ok"}"#,
         &[
@@ -211,7 +198,7 @@ fn openai_unknown_model_costs_null_not_a_guess() {
     assert!(o.get("cost_usd").is_some(), "cost_usd must be present: {o}");
     assert_eq!(o["cost_usd"], Value::Null);
 
-    let h = history_json(&env);
+    let h = env.history_json(&[]);
     assert_eq!(h[0]["input_tokens"], json!(1000));
     assert_eq!(h[0]["output_tokens"], json!(500));
     assert_eq!(h[0]["cost_usd"], Value::Null);
@@ -243,8 +230,7 @@ fn price_on_the_node_overrides_the_table() {
     });
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[
@@ -275,7 +261,7 @@ fn price_on_the_node_overrides_the_table() {
         unlisted,
         "unlisted_priced",
     );
-    let h = history_json(&env);
+    let h = env.history_json(&[]);
     assert_eq!(h[0]["input_tokens"], json!(3000));
     assert_eq!(h[0]["output_tokens"], json!(1500));
     assert_close(
@@ -301,8 +287,7 @@ fn a_total_with_an_unpriced_node_is_unknown_not_an_undercount() {
     });
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[
@@ -315,7 +300,7 @@ fn a_total_with_an_unpriced_node_is_unknown_not_an_undercount() {
     let id = env.only_execution_id();
     assert!(env.node(&id, "priced").output()["cost_usd"].is_number());
     assert_eq!(env.node(&id, "unpriced").output()["cost_usd"], Value::Null);
-    let h = history_json(&env);
+    let h = env.history_json(&[]);
     assert_eq!(h[0]["input_tokens"], json!(2000));
     assert_eq!(
         h[0]["cost_usd"],
@@ -361,8 +346,7 @@ fn anthropic_messages_wire_format() {
     );
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         r#"{"name": "Ada"}"#,
         &[
@@ -421,7 +405,7 @@ fn anthropic_messages_wire_format() {
     // claude-3-5-haiku (dated snapshot by prefix): 0.80 / 4.00.
     let cost = (2000.0 * 0.80 + 300.0 * 4.00) / 1e6;
     assert_close(&o["cost_usd"], cost, "cost_usd");
-    let h = history_json(&env);
+    let h = env.history_json(&[]);
     assert_eq!(h[0]["input_tokens"], json!(4000));
     assert_eq!(h[0]["output_tokens"], json!(600));
     assert_close(&h[0]["cost_usd"], 2.0 * cost, "total cost");
@@ -445,8 +429,7 @@ fn openai_compatible_uses_the_base_url_on_the_node() {
         vec![],
     );
     let file = env.write_workflow("wf.json", &wf);
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         r#"{"q": "hi"}"#,
         &[
@@ -496,8 +479,7 @@ fn run_groq(env: &Env, server: &Server, node: Value) -> (std::process::Output, D
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("/openai/v1");
     let started = Instant::now();
-    let out = run_with(
-        env,
+    let out = env.run_with(
         &file,
         r#"{"query": "q"}"#,
         &[
@@ -559,7 +541,7 @@ fn http_500_on_every_attempt_fails_after_one_plus_max_retries() {
     assert_eq!(server.requests().len(), 3, "1 + max_retries (default 2)");
 
     let id = env.only_execution_id();
-    let (status, _, error) = env.execution(&id);
+    let ExecRow { status, error, .. } = env.execution(&id);
     assert_eq!(status, "error");
     let error = error.expect("execution error");
     assert_eq!(error["node"], "ask", "{error}");
@@ -606,7 +588,7 @@ fn a_slow_provider_times_out_inside_the_node() {
     );
     assert_eq!(server.requests().len(), 1);
     let id = env.only_execution_id();
-    let (status, _, _) = env.execution(&id);
+    let ExecRow { status, .. } = env.execution(&id);
     // The node's own call timed out (an error of the node), not the runner's hard kill
     // (which would make the execution `timeout`).
     assert_eq!(status, "error", "{}", describe(&out));
@@ -644,7 +626,7 @@ fn llm_node_needs_a_declared_connection() {
     assert!(text.contains("connection"), "names the field: {text}");
     assert!(text.contains("groq"), "names the connection: {text}");
     // `run` refuses the same way, without recording anything.
-    let out = run_with(&env, &file, "{}", &[("GROQ_API_KEY", GROQ_KEY)], &[]);
+    let out = env.run_with(&file, "{}", &[("GROQ_API_KEY", GROQ_KEY)], &[]);
     assert_code(&out, 2, "run");
     assert_eq!(env.execution_count(), 0);
 }

@@ -97,31 +97,14 @@ fn path_of(dirs: &[&Path]) -> OsString {
     std::env::join_paths(dirs).unwrap()
 }
 
-/// `flowrun` with this env's database and cache, `PATH` set to `path`, and nothing else that
-/// could pick an interpreter or change Python's behaviour inherited from the test's environment.
+/// `flowrun` with this env's database and cache and `PATH` set to `path`. Nothing else that could
+/// pick an interpreter or change Python's behaviour is inherited from the test's environment:
+/// the common command removes `FLOWRUN_PYTHON`, `VIRTUAL_ENV`, `PYTHON*`, `PYENV_VERSION` and
+/// pip's index variables (`common::SCRUBBED`).
 fn flowrun(env: &Env, path: &OsString) -> Command {
     let mut cmd = env.flowrun();
     cmd.env("PATH", path);
-    for var in [
-        "FLOWRUN_PYTHON",
-        "VIRTUAL_ENV",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONUSERBASE",
-        "PYTHONSTARTUP",
-        "PYENV_VERSION",
-        "PIP_NO_INDEX",
-        "PIP_FIND_LINKS",
-        "PIP_INDEX_URL",
-        "PIP_EXTRA_INDEX_URL",
-    ] {
-        cmd.env_remove(var);
-    }
     cmd
-}
-
-fn output(cmd: &mut Command) -> std::process::Output {
-    cmd.output().expect("flowrun runs")
 }
 
 /// `flowrun doctor --json ARGS`, parsed, with its exit code.
@@ -148,7 +131,7 @@ const WHERE_CODE: &str = "import sys\nreturn {'executable': sys.executable, 'pre
 /// The output of node `probe` of the only execution, asserting it succeeded.
 fn probe_output(env: &Env) -> Value {
     let id = env.only_execution_id();
-    let node = env.node(&id, "probe").expect("a row for node 'probe'");
+    let node = env.node(&id, "probe");
     assert_eq!(node.status, "success", "{node:?}");
     node.output.expect("node output")
 }
@@ -156,7 +139,7 @@ fn probe_output(env: &Env) -> Value {
 /// The output of node `probe` of the newest execution, asserting it succeeded.
 fn last_probe_output(env: &Env) -> Value {
     let id = env.execution_ids().pop().expect("an execution");
-    let node = env.node(&id, "probe").expect("a row for node 'probe'");
+    let node = env.node(&id, "probe");
     assert_eq!(node.status, "success", "{node:?}");
     node.output.expect("node output")
 }

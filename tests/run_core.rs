@@ -357,7 +357,7 @@ fn retry_succeeds_on_the_third_attempt_after_backoff() {
     let e = env.execution(&id);
     assert_eq!(e.status, "success");
     assert_eq!(e.output, Some(json!({"n": 3})));
-    let flaky = env.node(&id, "flaky").expect("flaky row");
+    let flaky = env.node(&id, "flaky");
     assert_eq!(flaky.status, "success");
     assert_eq!(flaky.attempt, 3);
     assert_eq!(flaky.output, Some(json!({"attempts": 3})));
@@ -435,7 +435,7 @@ fn retry_gives_up_after_max_attempts() {
     let out = env.run(&wf, &json!({"f": counter}).to_string(), &[]);
     assert_code(&out, 1, "run that exhausts its retries");
     let id = env.only_execution_id();
-    let n = env.node(&id, "never").unwrap();
+    let n = env.node(&id, "never");
     assert_eq!(n.status, "error");
     assert_eq!(n.attempt, 2);
     assert_eq!(std::fs::read_to_string(&counter).unwrap(), "xx");
@@ -659,7 +659,7 @@ fn input_defaults_are_applied() {
     assert_eq!(e.trigger, json!({"name": "World", "excited": true}));
     assert_eq!(e.output.as_ref().unwrap()["message"], "Hello, World!");
     assert_eq!(
-        env.node(&id, "greet").unwrap().output,
+        env.node(&id, "greet").output,
         Some(json!({"text": "Hello, World"}))
     );
 }
@@ -976,28 +976,19 @@ fn logs_follow_prints_lines_until_the_execution_ends() {
             ]
         }),
     );
-    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("flowrun"))
+    let mut run = env
+        .command()
         .arg("run")
         .arg(&wf)
-        .env("FLOWRUN_DB", env.db_path())
-        .env("FLOWRUN_CACHE_DIR", env.cache_dir())
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("flowrun run starts");
     // Wait for the execution row (written before the child starts).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let id = loop {
-        if let Some(ids) = env.try_execution_ids().filter(|ids| !ids.is_empty()) {
-            break ids[0].clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no execution row appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let id = wait_for("an execution row to appear", || {
+        env.try_execution_ids()
+            .and_then(|ids| ids.into_iter().next())
+    });
     let followed = env.cmd(["logs", &id, "--follow"]);
     assert!(run.wait().unwrap().success());
     assert_success(&followed, "logs --follow");

@@ -3,12 +3,11 @@
 //! secret that nodes deliberately print, log, return, raise with, send and echo back appears
 //! nowhere in the database files or in any CLI output, replaced by `[REDACTED:VAR]`.
 
-#[path = "support/harness.rs"]
-mod harness;
+mod common;
 #[path = "support/llm_server.rs"]
 mod llm_server;
 
-use harness::*;
+use common::*;
 use llm_server::{Reply, Server};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -47,9 +46,8 @@ fn unbound_connection_exits_3_before_anything_runs() {
     let marker = env.path("ran.txt");
     let file = env.write_workflow("wf.json", &groq_workflow(&marker));
     let base = server.url("/openai/v1");
-    // GROQ_API_KEY is removed from the command's environment by the harness.
-    let out = run_with(
-        &env,
+    // GROQ_API_KEY is removed from the command's environment by `common::Env`.
+    let out = env.run_with(
         &file,
         "{}",
         &[("FLOWRUN_GROQ_BASE_URL", base.as_str())],
@@ -68,8 +66,7 @@ fn unbound_connection_exits_3_before_anything_runs() {
     );
 
     // An empty value is not a binding either.
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[
@@ -83,8 +80,7 @@ fn unbound_connection_exits_3_before_anything_runs() {
     assert!(!marker.exists());
 
     // The same workflow with the variable set runs (so the refusal above was about binding).
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[
@@ -126,7 +122,7 @@ fn every_unbound_connection_is_listed_in_one_message() {
             ]
         }),
     );
-    let out = run_with(&env, &file, "{}", &[("OPENAI_API_KEY", "sk-bound")], &[]);
+    let out = env.run_with(&file, "{}", &[("OPENAI_API_KEY", "sk-bound")], &[]);
     assert_code(&out, 3, "run");
     let err = stderr(&out);
     for needle in ["groq", "GROQ_API_KEY", "claude", "ANTHROPIC_API_KEY"] {
@@ -155,8 +151,7 @@ fn env_flag_binds_a_connection() {
     let marker = env.path("ran.txt");
     let file = env.write_workflow("wf.json", &groq_workflow(&marker));
     let base = server.url("/openai/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[("FLOWRUN_GROQ_BASE_URL", base.as_str())],
@@ -176,8 +171,7 @@ fn env_flag_wins_over_the_environment() {
     let marker = env.path("ran.txt");
     let file = env.write_workflow("wf.json", &groq_workflow(&marker));
     let base = server.url("/openai/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[
@@ -204,8 +198,7 @@ fn env_file_binds_a_connection() {
         "# keys for the test\n\nUNRELATED=1\nexport GROQ_API_KEY=\"gsk_from_file 123\"\n",
     );
     let base = server.url("/openai/v1");
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[("FLOWRUN_GROQ_BASE_URL", base.as_str())],
@@ -227,8 +220,7 @@ fn a_pinned_node_needs_no_binding() {
         "ask.json",
         r#"{"content": "pinned", "model": "m", "usage": {"input_tokens": 0, "output_tokens": 0}, "cost_usd": 0}"#,
     );
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[],
@@ -252,8 +244,7 @@ fn the_child_gets_a_small_environment_unless_inherit_env() {
             ]
         }),
     );
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[("OTHER_SECRET", "not-for-the-child")],
@@ -271,8 +262,7 @@ fn the_child_gets_a_small_environment_unless_inherit_env() {
         "wf.json",
         &serde_json::from_str::<Value>(&std::fs::read_to_string(&file).unwrap()).unwrap(),
     );
-    let out = run_with(
-        &env2,
+    let out = env2.run_with(
         &file2,
         "{}",
         &[("OTHER_SECRET", "inherited-value")],
@@ -368,11 +358,11 @@ fn a_secret_appears_nowhere_in_the_store_or_the_cli_output() {
     let secret_env = [("MY_SECRET", SECRET)];
 
     // 1. Plain run (progress display on stderr).
-    let run1 = run_with(&env, &file, &input, &secret_env, &[]);
+    let run1 = env.run_with(&file, &input, &secret_env, &[]);
     // 2. JSONL events on stdout.
-    let run2 = run_with(&env, &file, &input, &secret_env, &["--events", "jsonl"]);
+    let run2 = env.run_with(&file, &input, &secret_env, &["--events", "jsonl"]);
     // 3. The execution record on stdout.
-    let run3 = run_with(&env, &file, &input, &secret_env, &["--json"]);
+    let run3 = env.run_with(&file, &input, &secret_env, &["--json"]);
     for (what, out) in [
         ("run", &run1),
         ("run --events jsonl", &run2),
@@ -404,15 +394,7 @@ fn a_secret_appears_nowhere_in_the_store_or_the_cli_output() {
     );
 
     // Every CLI view of every execution.
-    let db = env.db();
-    let mut stmt = db.prepare("SELECT id FROM executions").unwrap();
-    let ids: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    drop(stmt);
-    drop(db);
+    let ids = env.execution_ids();
     assert_eq!(ids.len(), 3);
     for id in &ids {
         for args in [
@@ -431,7 +413,7 @@ fn a_secret_appears_nowhere_in_the_store_or_the_cli_output() {
 
     // The redaction marker is where the secret was.
     let id = &ids[0];
-    let (status, output, _) = env.execution(id);
+    let ExecRow { status, output, .. } = env.execution(id);
     assert_eq!(status, "success", "on_error: continue carried it through");
     assert_eq!(
         output.expect("execution output"),
@@ -525,8 +507,7 @@ fn secrets_with_quotes_and_backslashes_are_redacted_raw_and_json_escaped() {
             ]
         }),
     );
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[("OTHER_SECRET", secret)],
@@ -586,8 +567,7 @@ fn a_secret_cut_by_a_length_limit_leaves_no_prefix_behind() {
             ]
         }),
     );
-    let out = run_with(
-        &env,
+    let out = env.run_with(
         &file,
         "{}",
         &[("MY_SECRET", SECRET), ("OTHER_SECRET", odd)],

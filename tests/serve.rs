@@ -3,18 +3,17 @@
 //! Every test starts its own server with its own database, cache and workflows directory; the
 //! [`Server`] guard kills it at the end, also when the test fails.
 
+mod common;
 #[path = "support/serve_support.rs"]
 mod serve_support;
 
+use common::{mode, record_node_statuses, wait_for};
 use serde_json::{Value, json};
-use serve_support::{Message, World, mode, raw};
+use serve_support::{Message, World, raw};
 use std::collections::HashMap;
 
 fn example(name: &str) -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(common::example(name)).unwrap()).unwrap()
 }
 
 /// A workflow whose stream is long enough to cut in the middle: logs between delays.
@@ -85,21 +84,7 @@ fn node_statuses(events: &[Value]) -> HashMap<String, String> {
 }
 
 fn record_statuses(record: &Value) -> HashMap<String, String> {
-    record["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["node_id"].as_str().unwrap().to_string(),
-                n["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn show_json(w: &World, id: &str) -> Value {
-    serde_json::from_str(&w.cli_ok(&["show", id, "--json"])).unwrap()
+    record_node_statuses(record).into_iter().collect()
 }
 
 #[test]
@@ -127,7 +112,7 @@ fn saved_and_unsaved_executions_stream_to_the_end_like_show() {
     assert_eq!(node_statuses(&events), record_statuses(&record));
     assert_eq!(record_statuses(&record).len(), 4);
     // The API's record is `flowrun show --json`'s, and history lists it.
-    assert_eq!(show_json(&w, &id), record);
+    assert_eq!(w.show_json(&id), record);
     let history: Value = serde_json::from_str(&w.cli_ok(&["history", "--json"])).unwrap();
     assert_eq!(history[0]["id"], json!(id));
 
@@ -146,7 +131,7 @@ fn saved_and_unsaved_executions_stream_to_the_end_like_show() {
     assert_eq!(record["source_file"], Value::Null);
     assert_eq!(record["output"], json!({"total": 3}));
     assert_eq!(node_statuses(&events), record_statuses(&record));
-    assert_eq!(show_json(&w, &id2), record);
+    assert_eq!(w.show_json(&id2), record);
     let logs: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "log")
@@ -533,7 +518,7 @@ fn invalid_workflows_and_inputs_are_422_unbound_connections_409() {
     let r = srv.post("/api/workflows/broken/executions", &json!({}));
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["error"], "invalid_workflow");
-    let out = w.cli(&["validate", broken.to_str().unwrap()]);
+    let out = w.cmd(["validate", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let cli_msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -573,7 +558,7 @@ fn invalid_workflows_and_inputs_are_422_unbound_connections_409() {
         r.body["unbound"],
         json!([{"connection": "llm", "env": "FLOWRUN_SERVE_TEST_KEY", "nodes": ["ask"]}])
     );
-    let out = w.cli(&["run", needs_key.to_str().unwrap()]);
+    let out = w.cmd(["run", needs_key.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr)
@@ -626,7 +611,7 @@ fn every_security_refusal() {
     assert!(srv.token.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(mode(&srv.token_file), 0o600);
     assert_eq!(mode(srv.token_file.parent().unwrap()), 0o700);
-    assert!(srv.token_file.starts_with(w.cache()));
+    assert!(srv.token_file.starts_with(w.cache_dir()));
 
     // No token, a wrong one, another scheme: 401.
     let r = srv.request("GET", "/api/workflows", None, &[]);
@@ -806,7 +791,7 @@ fn sse_events_equal_run_events_jsonl() {
     let file = w.save("hello.json", &hello);
     let trigger = json!({"name": "Ada", "excited": false});
 
-    let out = w.cli(&[
+    let out = w.cmd([
         "run",
         file.to_str().unwrap(),
         "--input",
@@ -862,10 +847,10 @@ fn shutdown_cancels_running_and_queued_executions_and_exits_0() {
     // The open stream got the end of the execution.
     let events = check_stream(&sse.read_to_end(), &a);
     assert_eq!(events.last().unwrap()["status"], "cancelled");
-    let a_rec = show_json(&w, &a);
+    let a_rec = w.show_json(&a);
     assert_eq!(a_rec["status"], "cancelled", "{a_rec}");
     assert_eq!(record_statuses(&a_rec)["sleep"], "cancelled");
-    let b_rec = show_json(&w, &b);
+    let b_rec = w.show_json(&b);
     assert_eq!(b_rec["status"], "cancelled", "{b_rec}");
     assert_eq!(b_rec["nodes"], json!([]));
     // The token file is gone with the server.
@@ -880,12 +865,9 @@ fn executions_of_flowrun_run_stream_and_stop_through_the_server() {
     let srv = w.serve(&[]);
 
     // `flowrun run --events jsonl` in another process; the server follows it through the store.
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_flowrun"))
+    let run = w
+        .command()
         .args(["run", steps_file.to_str().unwrap(), "--events", "jsonl"])
-        .env("FLOWRUN_DB", w.db())
-        .env("FLOWRUN_CACHE_DIR", w.cache())
-        .env_remove("FLOWRUN_LOG")
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -905,12 +887,9 @@ fn executions_of_flowrun_run_stream_and_stop_through_the_server() {
     assert_eq!(api, cli);
 
     // Stopping a `flowrun run` execution over the API: its runner stops it.
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_flowrun"))
+    let mut run = w
+        .command()
         .args(["run", slow_file.to_str().unwrap()])
-        .env("FLOWRUN_DB", w.db())
-        .env("FLOWRUN_CACHE_DIR", w.cache())
-        .env_remove("FLOWRUN_LOG")
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -925,20 +904,12 @@ fn executions_of_flowrun_run_stream_and_stop_through_the_server() {
 
 /// The id of the running execution of `workflow`, once the API lists it.
 fn wait_for_running(srv: &serve_support::Server, workflow: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    wait_for(&format!("a running {workflow}"), || {
         let r = srv.get(&format!(
             "/api/executions?workflow={workflow}&status=running"
         ));
-        if let Some(id) = r.body["executions"][0]["id"].as_str() {
-            return id.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no running {workflow}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+        r.body["executions"][0]["id"].as_str().map(str::to_string)
+    })
 }
 
 #[test]

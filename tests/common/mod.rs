@@ -1,6 +1,12 @@
 //! Shared helpers for the integration tests: every test gets its own [`Env`] (a temp dir with
-//! its own database and script cache), runs the real `flowrun` binary, which runs real Python,
-//! and reads what was recorded straight from the SQLite file.
+//! its own database, script cache and empty `TMPDIR`), runs the real `flowrun` binary, which
+//! runs real Python, and reads what was recorded straight from the SQLite file.
+//!
+//! Every command starts from the same clean slate: provider keys, secrets, endpoints, proxies,
+//! interpreter and package-index settings and any `FLOWRUN_*` variable set in the developer's
+//! shell are removed (see [`SCRUBBED`]), so nothing leaks into a test.
+//!
+//! What only one suite needs stays in that suite's own file under `tests/support/`.
 
 #![allow(dead_code)]
 
@@ -8,9 +14,49 @@ use assert_cmd::Command;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
+
+/// How long any one `flowrun` command run to its end may take before the test calls it hung.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Variables removed from every `flowrun` command (besides every inherited `FLOWRUN_*` one):
+/// keys and endpoints a developer may have set, proxies, and what could pick another Python
+/// interpreter, change its behaviour or point pip at another index.
+pub const SCRUBBED: &[&str] = &[
+    "GROQ_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "LOCAL_LLM_KEY",
+    "MY_SECRET",
+    "OTHER_SECRET",
+    "FLOWRUN_GROQ_BASE_URL",
+    "FLOWRUN_OPENAI_BASE_URL",
+    "FLOWRUN_ANTHROPIC_BASE_URL",
+    "FLOWRUN_OPENAI_COMPATIBLE_BASE_URL",
+    "FLOWRUN_LOG",
+    "FLOWRUN_PYTHON",
+    "FLOWRUN_DB",
+    "FLOWRUN_CACHE_DIR",
+    "FLOWRUN_SERVE_TEST_KEY",
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "PYTHONSTARTUP",
+    "PYENV_VERSION",
+    "PIP_NO_INDEX",
+    "PIP_FIND_LINKS",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+];
 
 /// The repository root (where `examples/` lives).
 pub fn repo_root() -> PathBuf {
@@ -22,7 +68,8 @@ pub fn example(name: &str) -> PathBuf {
     repo_root().join("examples").join(name)
 }
 
-/// One test's world: a temp dir holding the database, the script cache and any files it writes.
+/// One test's world: a temp dir holding the database, the script cache, an empty private
+/// `TMPDIR` and any files the test writes.
 pub struct Env {
     pub dir: TempDir,
 }
@@ -35,12 +82,14 @@ impl Default for Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env {
+        let env = Env {
             dir: tempfile::Builder::new()
                 .prefix("flowrun-test-")
                 .tempdir()
                 .expect("temp dir"),
-        }
+        };
+        std::fs::create_dir(env.tmp_dir()).expect("private TMPDIR");
+        env
     }
 
     /// A path inside the temp dir.
@@ -56,15 +105,37 @@ impl Env {
         self.path("cache")
     }
 
-    /// `flowrun` with this env's database and cache (and a generous kill-switch timeout so a
-    /// hung child cannot hang the suite).
-    pub fn flowrun(&self) -> Command {
-        let mut cmd = Command::cargo_bin("flowrun").expect("the flowrun binary is built");
+    /// Given to every command as `TMPDIR`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.path("tmp")
+    }
+
+    /// `flowrun` as a plain process command, for tests that start it in the background: this
+    /// env's database, cache and `TMPDIR`, the temp dir as working directory, stdin from
+    /// `/dev/null`, and a scrubbed environment.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowrun"));
+        for k in SCRUBBED {
+            cmd.env_remove(k);
+        }
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("FLOWRUN_") {
+                cmd.env_remove(k);
+            }
+        }
         cmd.env("FLOWRUN_DB", self.db_path())
             .env("FLOWRUN_CACHE_DIR", self.cache_dir())
-            .env_remove("FLOWRUN_LOG")
+            .env("TMPDIR", self.tmp_dir())
             .current_dir(self.dir.path())
-            .timeout(Duration::from_secs(60));
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// [`Env::command`] as an `assert_cmd` command, killed after [`TIMEOUT`] so a hung child
+    /// cannot hang the suite (run it with [`output`], which then fails the test).
+    pub fn flowrun(&self) -> Command {
+        let mut cmd = Command::from_std(self.command());
+        cmd.timeout(TIMEOUT);
         cmd
     }
 
@@ -74,15 +145,29 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        self.flowrun().args(args).output().expect("flowrun runs")
+        output(self.flowrun().args(args))
     }
 
     /// `flowrun run FILE --input INPUT EXTRA...`.
     pub fn run(&self, file: &Path, input: &str, extra: &[&str]) -> Output {
+        self.run_with(file, input, &[], extra)
+    }
+
+    /// `flowrun run FILE --input INPUT EXTRA...` with `envs` set on the command.
+    pub fn run_with(
+        &self,
+        file: &Path,
+        input: &str,
+        envs: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Output {
         let mut cmd = self.flowrun();
         cmd.arg("run").arg(file).arg("--input").arg(input);
         cmd.args(extra);
-        cmd.output().expect("flowrun runs")
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        output(&mut cmd)
     }
 
     /// Writes a workflow as pretty JSON (one key per line, so locations can be checked).
@@ -111,6 +196,34 @@ impl Env {
         conn
     }
 
+    /// The database opened for writing, to age rows, give them chosen ids or make them stale.
+    /// Never hold it while `flowrun` runs.
+    pub fn db_rw(&self) -> Connection {
+        let conn = Connection::open(self.db_path()).expect("open the database");
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn
+    }
+
+    /// The bytes of the database and its WAL, shared-memory and journal files, concatenated.
+    pub fn db_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut found = 0;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = self.db_path().into_os_string();
+            p.push(suffix);
+            if let Ok(b) = std::fs::read(&p) {
+                found += 1;
+                all.extend(b);
+            }
+        }
+        assert!(
+            found >= 1,
+            "no database file at {}",
+            self.db_path().display()
+        );
+        all
+    }
+
     /// Number of rows in `executions` (0 when there is no database file at all).
     pub fn execution_count(&self) -> i64 {
         if !self.db_path().exists() {
@@ -121,15 +234,18 @@ impl Env {
             .unwrap()
     }
 
-    /// Ids of all executions, or `None` while the database or its schema does not exist yet
-    /// (for polling while another process creates it).
+    /// Ids of all executions, oldest first, or `None` while the database or its schema does not
+    /// exist yet (for polling while another process creates it).
     pub fn try_execution_ids(&self) -> Option<Vec<String>> {
         if !self.db_path().exists() {
             return None;
         }
         let db =
             Connection::open_with_flags(self.db_path(), OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-        let mut stmt = db.prepare("SELECT id FROM executions").ok()?;
+        db.busy_timeout(Duration::from_secs(10)).ok()?;
+        let mut stmt = db
+            .prepare("SELECT id FROM executions ORDER BY started_at, rowid")
+            .ok()?;
         let ids = stmt.query_map([], |r| r.get(0)).ok()?;
         ids.collect::<Result<_, _>>().ok()
     }
@@ -157,11 +273,20 @@ impl Env {
         ids.into_iter().next().unwrap()
     }
 
+    /// The row of an execution; panics when there is none.
     pub fn execution(&self, id: &str) -> ExecRow {
+        self.try_execution(id)
+            .unwrap_or_else(|| panic!("no execution {id}"))
+    }
+
+    /// The row of an execution, if there is one.
+    pub fn try_execution(&self, id: &str) -> Option<ExecRow> {
         self.db()
             .query_row(
                 "SELECT id, workflow_id, workflow_name, status, trigger, output, error, snapshot_hash,
-                        started_at, finished_at, duration_ms, exit
+                        started_at, finished_at, duration_ms, exit, parent_id, relation,
+                        pid, pgid, process_start_time, runner_pid, runner_start_time,
+                        log_bytes, log_bytes_cut
                  FROM executions WHERE id = ?1",
                 [id],
                 |r| {
@@ -178,12 +303,20 @@ impl Env {
                         finished_at: r.get(9)?,
                         duration_ms: r.get(10)?,
                         exit: r.get(11)?,
+                        parent_id: r.get(12)?,
+                        relation: r.get(13)?,
+                        pid: r.get(14)?,
+                        pgid: r.get(15)?,
+                        process_start_time: r.get(16)?,
+                        runner_pid: r.get(17)?,
+                        runner_start_time: r.get(18)?,
+                        log_bytes: r.get(19)?,
+                        log_bytes_cut: r.get(20)?,
                     })
                 },
             )
             .optional()
             .unwrap()
-            .unwrap_or_else(|| panic!("no execution {id}"))
     }
 
     /// The definition stored in `snapshots` under `hash`, as text.
@@ -204,7 +337,7 @@ impl Env {
         let mut stmt = db
             .prepare(
                 "SELECT node_id, position, status, attempt, started_at, finished_at, duration_ms,
-                        input, output, error
+                        input, output, error, from_execution
                  FROM node_executions WHERE execution_id = ?1 ORDER BY position",
             )
             .unwrap();
@@ -220,6 +353,7 @@ impl Env {
                 input: json(r.get(7)?),
                 output: json(r.get(8)?),
                 error: json(r.get(9)?),
+                from_execution: r.get(10)?,
             })
         })
         .unwrap()
@@ -227,8 +361,17 @@ impl Env {
         .unwrap()
     }
 
-    /// One node row, if the node has one.
-    pub fn node(&self, execution_id: &str, node_id: &str) -> Option<NodeRow> {
+    /// One node's row; panics when the node has none.
+    pub fn node(&self, execution_id: &str, node_id: &str) -> NodeRow {
+        let rows = self.nodes(execution_id);
+        rows.iter()
+            .find(|n| n.node_id == node_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for node '{node_id}' of {execution_id}: {rows:?}"))
+    }
+
+    /// One node's row, if the node has one.
+    pub fn try_node(&self, execution_id: &str, node_id: &str) -> Option<NodeRow> {
         self.nodes(execution_id)
             .into_iter()
             .find(|n| n.node_id == node_id)
@@ -257,12 +400,53 @@ impl Env {
         .unwrap()
     }
 
+    /// `flowrun history --json ARGS...`, parsed (it must succeed and print an array).
+    pub fn history_json(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["history", "--json"];
+        all.extend_from_slice(args);
+        let out = self.cmd(&all);
+        assert_success(&out, &format!("history --json {args:?}"));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout)
+            .unwrap_or_else(|e| panic!("history --json prints an array ({e})\n{}", describe(&out)))
+    }
+
     /// `flowrun show ID --json`, parsed.
     pub fn show_json(&self, id: &str) -> Value {
         let out = self.cmd(["show", id, "--json"]);
         assert_success(&out, "show --json");
         serde_json::from_slice(&out.stdout).expect("show --json prints JSON")
     }
+}
+
+/// Makes a suite's own world type, a struct with an `env: Env` field, deref to that [`Env`]:
+/// the common paths, commands and rows are its own, and its methods add what the suite needs.
+#[allow(unused_macros)]
+macro_rules! derefs_to_env {
+    ($world:ty) => {
+        impl std::ops::Deref for $world {
+            type Target = $crate::common::Env;
+
+            fn deref(&self) -> &$crate::common::Env {
+                &self.env
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use derefs_to_env;
+
+/// Runs a command built from [`Env::flowrun`] to its end and returns its output (whatever the
+/// exit code); fails the test when it had to be killed after [`TIMEOUT`].
+pub fn output(cmd: &mut Command) -> Output {
+    let started = Instant::now();
+    let out = cmd.output().expect("flowrun runs");
+    if out.status.code().is_none() && started.elapsed() >= TIMEOUT {
+        panic!(
+            "flowrun did not end within {TIMEOUT:?} (killed)\n{}",
+            describe(&out)
+        );
+    }
+    out
 }
 
 fn json(text: Option<String>) -> Option<Value> {
@@ -284,6 +468,25 @@ pub struct ExecRow {
     pub finished_at: Option<i64>,
     pub duration_ms: Option<f64>,
     pub exit: Option<String>,
+    pub parent_id: Option<String>,
+    pub relation: Option<String>,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    pub process_start_time: Option<i64>,
+    pub runner_pid: Option<i32>,
+    pub runner_start_time: Option<i64>,
+    pub log_bytes: i64,
+    pub log_bytes_cut: i64,
+}
+
+impl ExecRow {
+    /// The error's message; panics when the execution has no error.
+    pub fn error_message(&self) -> &str {
+        self.error
+            .as_ref()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or_else(|| panic!("execution has no error: {self:?}"))
+    }
 }
 
 /// A row of `node_executions`.
@@ -299,6 +502,32 @@ pub struct NodeRow {
     pub input: Option<Value>,
     pub output: Option<Value>,
     pub error: Option<Value>,
+    pub from_execution: Option<String>,
+}
+
+impl NodeRow {
+    /// The output; panics when the node has none.
+    pub fn output(&self) -> &Value {
+        self.output
+            .as_ref()
+            .unwrap_or_else(|| panic!("node has no output: {self:?}"))
+    }
+
+    /// The error's type; panics when the node has no error.
+    pub fn error_type(&self) -> &str {
+        self.error
+            .as_ref()
+            .and_then(|e| e["type"].as_str())
+            .unwrap_or_else(|| panic!("node has no error: {self:?}"))
+    }
+
+    /// The error's message; panics when the node has no error.
+    pub fn error_message(&self) -> &str {
+        self.error
+            .as_ref()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or_else(|| panic!("node has no error: {self:?}"))
+    }
 }
 
 /// A row of `events`.
@@ -340,4 +569,53 @@ pub fn assert_code(out: &Output, code: i32, what: &str) {
 
 pub fn assert_success(out: &Output, what: &str) {
     assert_code(out, 0, what);
+}
+
+/// Approximate float equality (for costs).
+pub fn assert_close(actual: &Value, expected: f64, what: &str) {
+    let a = actual
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: expected a number, got {actual}"));
+    assert!(
+        (a - expected).abs() <= 1e-12 + expected.abs() * 1e-9,
+        "{what}: expected {expected}, got {a}"
+    );
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The permission bits of a file.
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// `(node_id, status)` of every node of an execution record (`show --json`, the API), in order.
+pub fn record_node_statuses(record: &Value) -> Vec<(String, String)> {
+    record["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap().to_string(),
+                n["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `f` every 10 ms until it gives a value; fails the test after 20 s.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,14 +1,14 @@
-//! Helpers for `tests/faults.rs`: a private sandbox per test (database, cache, TMPDIR), running
-//! the real `flowrun` binary with a watchdog, reading the store with rusqlite, and proving that
-//! no process of an execution's group is left.
+//! What only `tests/faults.rs` needs on top of `tests/common`: a sandbox ([`Fx`], a common
+//! [`Env`] whose test process is a subreaper) whose `flowrun` processes run with a watchdog and
+//! their peak RSS sampled, and the proofs that no process of an execution's group is left.
 
 #![allow(dead_code)]
 
+use crate::common::{Env, ExecRow};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,58 +19,29 @@ use std::time::{Duration, Instant};
 /// How long any single `flowrun` command may take before the test calls it hung.
 pub const WATCHDOG: Duration = Duration::from_secs(60);
 
-/// One test's private world.
+/// One test's private world: a common [`Env`] (database, cache, empty `TMPDIR`), whose rows and
+/// paths it derefs to. Its `run` and `flowrun` start processes as [`Running`] and give
+/// [`Finished`] results (elapsed time, peak RSS) instead of the common `Output`.
 pub struct Fx {
-    pub dir: tempfile::TempDir,
-    pub db: PathBuf,
-    pub cache: PathBuf,
-    /// Given to every command as `TMPDIR`; must stay empty.
-    pub tmp: PathBuf,
+    pub env: Env,
 }
+
+crate::common::derefs_to_env!(Fx);
 
 impl Fx {
     pub fn new() -> Fx {
         become_subreaper();
-        let dir = tempfile::Builder::new()
-            .prefix("flowrun-faults-")
-            .tempdir()
-            .expect("temp dir");
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).expect("private TMPDIR");
-        Fx {
-            db: dir.path().join("flowrun.db"),
-            cache: dir.path().join("cache"),
-            tmp,
-            dir,
-        }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Fx { env: Env::new() }
     }
 
     /// Writes a workflow definition to `<name>.json` and returns its path.
     pub fn workflow(&self, name: &str, def: &Value) -> PathBuf {
-        let p = self.path(&format!("{name}.json"));
-        std::fs::write(&p, serde_json::to_vec_pretty(def).unwrap()).unwrap();
-        p
-    }
-
-    /// `flowrun` with this sandbox's database, cache and TMPDIR.
-    pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flowrun"));
-        c.env("FLOWRUN_DB", &self.db)
-            .env("FLOWRUN_CACHE_DIR", &self.cache)
-            .env("TMPDIR", &self.tmp)
-            .env_remove("FLOWRUN_LOG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        c
+        self.write_workflow(&format!("{name}.json"), def)
     }
 
     /// Starts `flowrun ARGS` without waiting.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut c = self.cmd();
+        let mut c = self.command();
         c.args(args);
         Running::spawn(c)
     }
@@ -92,118 +63,21 @@ impl Fx {
         self.spawn(&args)
     }
 
-    pub fn conn(&self) -> Connection {
-        let c = Connection::open(&self.db).expect("open the database");
-        c.busy_timeout(Duration::from_secs(10)).unwrap();
-        c
-    }
-
+    /// Ids of the executions so far, oldest first (none while the database or its schema does
+    /// not exist yet).
     pub fn ids(&self) -> Vec<String> {
-        if !self.db.exists() {
-            return Vec::new();
-        }
-        let c = self.conn();
-        // The file may exist before the runner has created the schema.
-        let Ok(mut s) = c.prepare("SELECT id FROM executions ORDER BY started_at, id") else {
-            return Vec::new();
-        };
-        s.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    pub fn only_id(&self) -> String {
-        let ids = self.ids();
-        assert_eq!(ids.len(), 1, "expected one execution, found {ids:?}");
-        ids.into_iter().next().unwrap()
-    }
-
-    pub fn exec(&self, id: &str) -> ExecRow {
-        self.try_exec(id)
-            .unwrap_or_else(|| panic!("no execution row {id}"))
-    }
-
-    pub fn try_exec(&self, id: &str) -> Option<ExecRow> {
-        self.conn()
-            .query_row(
-                "SELECT id, status, pid, pgid, process_start_time, runner_pid, runner_start_time,
-                        error, exit, log_bytes, log_bytes_cut, output
-                 FROM executions WHERE id = ?1",
-                [id],
-                |r| {
-                    let json = |i: usize| -> rusqlite::Result<Option<Value>> {
-                        Ok(r.get::<_, Option<String>>(i)?
-                            .map(|s| serde_json::from_str(&s).unwrap()))
-                    };
-                    Ok(ExecRow {
-                        id: r.get(0)?,
-                        status: r.get(1)?,
-                        pid: r.get(2)?,
-                        pgid: r.get(3)?,
-                        process_start_time: r.get(4)?,
-                        runner_pid: r.get(5)?,
-                        runner_start_time: r.get(6)?,
-                        error: json(7)?,
-                        exit: r.get(8)?,
-                        log_bytes: r.get(9)?,
-                        log_bytes_cut: r.get(10)?,
-                        output: json(11)?,
-                    })
-                },
-            )
-            .optional()
-            .unwrap()
-    }
-
-    pub fn nodes(&self, id: &str) -> Vec<NodeRow> {
-        let c = self.conn();
-        let mut s = c
-            .prepare(
-                "SELECT node_id, status, error, output FROM node_executions
-                 WHERE execution_id = ?1 ORDER BY position",
-            )
-            .unwrap();
-        s.query_map([id], |r| {
-            let json = |i: usize| -> rusqlite::Result<Option<Value>> {
-                Ok(r.get::<_, Option<String>>(i)?
-                    .map(|s| serde_json::from_str(&s).unwrap()))
-            };
-            Ok(NodeRow {
-                node_id: r.get(0)?,
-                status: r.get(1)?,
-                error: json(2)?,
-                output: json(3)?,
-            })
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-    }
-
-    pub fn node(&self, id: &str, node: &str) -> NodeRow {
-        let rows = self.nodes(id);
-        rows.iter()
-            .find(|n| n.node_id == node)
-            .cloned()
-            .unwrap_or_else(|| panic!("no row for node {node} in {rows:?}"))
+        self.try_execution_ids().unwrap_or_default()
     }
 
     /// Stored log events of an execution: `(stream, line)`.
     pub fn log_lines(&self, id: &str) -> Vec<(String, String)> {
-        let c = self.conn();
-        let mut s = c
-            .prepare(
-                "SELECT data FROM events WHERE execution_id = ?1 AND kind = 'log' ORDER BY seq",
-            )
-            .unwrap();
-        s.query_map([id], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|d| {
-                let v: Value = serde_json::from_str(&d.unwrap()).unwrap();
+        self.events(id)
+            .into_iter()
+            .filter(|e| e.kind == "log")
+            .map(|e| {
                 (
-                    v["stream"].as_str().unwrap_or_default().to_string(),
-                    v["line"].as_str().unwrap_or_default().to_string(),
+                    e.data["stream"].as_str().unwrap_or_default().to_string(),
+                    e.data["line"].as_str().unwrap_or_default().to_string(),
                 )
             })
             .collect()
@@ -215,7 +89,7 @@ impl Fx {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(id) = self.ids().last() {
-                let e = self.exec(id);
+                let e = self.execution(id);
                 let node_ok = node.is_none_or(|n| {
                     self.nodes(id)
                         .iter()
@@ -239,7 +113,7 @@ impl Fx {
 
     /// Asserts the private TMPDIR given to flowrun is still empty.
     pub fn assert_tmp_empty(&self) {
-        let left: Vec<_> = std::fs::read_dir(&self.tmp)
+        let left: Vec<_> = std::fs::read_dir(self.tmp_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -249,47 +123,13 @@ impl Fx {
     /// Every check that applies to any finished execution: no process of its group survives,
     /// and nothing is left in TMPDIR.
     pub fn assert_clean(&self, id: &str) {
-        let e = self.exec(id);
+        let e = self.execution(id);
         let pgid = e
             .pgid
             .unwrap_or_else(|| panic!("execution {id} has no pgid: {e:?}"));
         assert_group_gone(pgid);
         self.assert_tmp_empty();
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct ExecRow {
-    pub id: String,
-    pub status: String,
-    pub pid: Option<i32>,
-    pub pgid: Option<i32>,
-    pub process_start_time: Option<i64>,
-    pub runner_pid: Option<i32>,
-    pub runner_start_time: Option<i64>,
-    pub error: Option<Value>,
-    pub exit: Option<String>,
-    pub log_bytes: i64,
-    pub log_bytes_cut: i64,
-    pub output: Option<Value>,
-}
-
-impl ExecRow {
-    pub fn error_message(&self) -> String {
-        self.error
-            .as_ref()
-            .and_then(|e| e["message"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct NodeRow {
-    pub node_id: String,
-    pub status: String,
-    pub error: Option<Value>,
-    pub output: Option<Value>,
 }
 
 /// A `flowrun` process the test started, its output collected by threads (so it never blocks

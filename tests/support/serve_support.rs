@@ -1,32 +1,26 @@
-//! What the `flowrun serve` tests need: a real server process on an ephemeral port with its own
-//! database, cache and workflows directory, a real HTTP client, an SSE reader, and a raw-socket
-//! request for headers a client library will not send (a foreign `Host`).
+//! What only the `flowrun serve` tests need on top of `tests/common`: a real server process on an
+//! ephemeral port with the database and cache of a common [`Env`] plus a workflows directory, a
+//! real HTTP client, an SSE reader, and a raw-socket request for headers a client library will
+//! not send (a foreign `Host`).
 //!
 //! [`Server`] kills its process when dropped, also when a test panics.
 
 #![allow(dead_code)]
 
+use crate::common::{Env, assert_success};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
-/// Variables a developer's shell may set that must not reach the server.
-const SCRUBBED: &[&str] = &[
-    "FLOWRUN_LOG",
-    "FLOWRUN_PYTHON",
-    "FLOWRUN_DB",
-    "FLOWRUN_CACHE_DIR",
-    "GROQ_API_KEY",
-    "FLOWRUN_SERVE_TEST_KEY",
-];
-
-/// One test's world: database, cache and workflows directory in a temp dir.
+/// One test's world: a common [`Env`] (database, cache, empty `TMPDIR`), whose paths and
+/// commands it derefs to, with a workflows directory in its temp dir.
 pub struct World {
-    pub dir: TempDir,
+    pub env: Env,
 }
+
+crate::common::derefs_to_env!(World);
 
 impl Default for World {
     fn default() -> Self {
@@ -36,26 +30,9 @@ impl Default for World {
 
 impl World {
     pub fn new() -> World {
-        let w = World {
-            dir: tempfile::Builder::new()
-                .prefix("flowrun-serve-")
-                .tempdir()
-                .expect("temp dir"),
-        };
+        let w = World { env: Env::new() };
         std::fs::create_dir_all(w.workflows()).expect("workflows dir");
         w
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn db(&self) -> PathBuf {
-        self.path("flowrun.db")
-    }
-
-    pub fn cache(&self) -> PathBuf {
-        self.path("cache")
     }
 
     pub fn workflows(&self) -> PathBuf {
@@ -64,62 +41,18 @@ impl World {
 
     /// Writes a saved workflow into the workflows directory.
     pub fn save(&self, file: &str, definition: &Value) -> PathBuf {
-        let p = self.workflows().join(file);
-        std::fs::write(&p, serde_json::to_string_pretty(definition).unwrap()).unwrap();
-        p
+        self.write_workflow(&format!("workflows/{file}"), definition)
     }
 
     pub fn save_text(&self, file: &str, text: &str) -> PathBuf {
-        let p = self.workflows().join(file);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowrun"));
-        for v in SCRUBBED {
-            cmd.env_remove(v);
-        }
-        cmd.env("FLOWRUN_DB", self.db())
-            .env("FLOWRUN_CACHE_DIR", self.cache())
-            .current_dir(self.dir.path());
-        cmd
-    }
-
-    /// `flowrun ARGS…` against this world's database; waits for it (at most 60 s).
-    pub fn cli(&self, args: &[&str]) -> Output {
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flowrun starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("flowrun {args:?} did not end within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.write_file(&format!("workflows/{file}"), text)
     }
 
     /// `flowrun ARGS…` that must succeed; its stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "flowrun {args:?} failed ({:?}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let out = self.cmd(args);
+        assert_success(&out, &format!("flowrun {args:?}"));
+        String::from_utf8(out.stdout).expect("stdout is UTF-8")
     }
 
     /// `flowrun serve --port 0 --workflows DIR EXTRA…`, started and ready.
@@ -142,7 +75,6 @@ impl World {
             .arg("--workflows")
             .arg(self.workflows())
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap());
         for (k, v) in env {
@@ -195,8 +127,10 @@ impl World {
     }
 }
 
+/// The test's own HTTP client: no proxy from the developer's shell either.
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
@@ -506,10 +440,4 @@ pub fn raw(addr: &str, request: &str) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (status, body)
-}
-
-/// The mode bits of a file.
-pub fn mode(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
