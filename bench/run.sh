@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# flowrun's benchmark suite (issue 8). Usage: bench/run.sh [--quick]
+#
+#  1. w3 wall time, interleaved: `flowrun run bench/w3.json`, the same three steps hand-written
+#     (bench/baseline_w3.py with the same interpreter and flags), and the naive way (the generated
+#     script run with `python3` from PATH: a pyenv shim, with site). Medians and ratios.
+#  2. The runner's own peak RSS for w3 and under a 1 GiB stdout flood (bench/flood.json).
+#  3. Throughput: N executions of w3 in sequence and 4 at a time; then no leaked process and
+#     no temp file left.
+#  4. The divan micro-benchmarks (bench/protocol.rs, bench/codegen.rs, bench/store.rs).
+#
+# --quick: fewer runs, 100 executions, a 64 MiB flood instead of 1 GiB, no micro-benchmarks
+# (about 15 s once built). Results (JSON, raw output, summary.txt) go to target/bench/.
+set -euo pipefail
+
+QUICK=0
+case "${1:-}" in
+  --quick) QUICK=1 ;;
+  "") ;;
+  *) echo "usage: bench/run.sh [--quick]" >&2; exit 2 ;;
+esac
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.txt
+: >"$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+section() { echo; echo "== $* =="; }
+
+if [ "$QUICK" = 1 ]; then
+  ROUNDS=3 RUNS=8 WARMUP=3 RSS_RUNS=10 EXECS=100 FLOOD_MIB=64
+else
+  ROUNDS=5 RUNS=30 WARMUP=5 RSS_RUNS=30 EXECS=500 FLOOD_MIB=1024
+fi
+
+# --- tools ------------------------------------------------------------------------------------
+need_apt=()
+command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+[ -x /usr/bin/time ] || need_apt+=(time)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} (apt-get)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+section "build"
+cargo build --release --quiet
+FLOWRUN=$ROOT/target/release/flowrun
+
+# The real interpreter behind `python3` on PATH (a pyenv shim resolves to its binary).
+PY=$(python3 -c 'import sys; print(sys.executable)')
+PYVER=$("$PY" -c 'import sys; print(sys.version.split()[0])')
+TOOLS=("$PY" -I -S "$ROOT/bench/tools.py")
+
+WORK=$(mktemp -d -t flowrun-bench.XXXXXX)
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+export FLOWRUN_DB=$WORK/db/flowrun.db
+export FLOWRUN_CACHE_DIR=$WORK/cache
+PRIVTMP=$WORK/tmp # TMPDIR of every flowrun run below: must stay empty
+mkdir -p "$PRIVTMP"
+
+say "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)   flowrun $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
+say "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+say "python:  $PY ($PYVER); naive: $(command -v python3) (with site)"
+say "tools:   $(hyperfine --version)"
+
+# Warm the caches once (interpreter discovery, script + .pyc) and check it all works.
+TMPDIR=$PRIVTMP "$FLOWRUN" run bench/w3.json <bench/trigger.json >/dev/null 2>&1
+"$FLOWRUN" codegen bench/w3.json -o "$WORK/w3_script.py" >/dev/null 2>&1
+"$PY" -I -S bench/baseline_w3.py <bench/trigger.json >/dev/null
+python3 "$WORK/w3_script.py" <bench/trigger.json >/dev/null
+
+# --- 1. wall time ---------------------------------------------------------------------------
+section "w3 wall time: $ROUNDS interleaved rounds x $RUNS runs per command"
+# hyperfine 1.15 runs all runs of one command before the next; alternating rounds spreads the
+# drift of a busy machine over the three commands alike.
+rounds=()
+for r in $(seq "$ROUNDS"); do
+  f=$OUT/hyperfine-w3-round$r.json
+  TMPDIR=$PRIVTMP hyperfine --style none --warmup "$WARMUP" --runs "$RUNS" --export-json "$f" \
+    -n flowrun "$FLOWRUN run bench/w3.json < bench/trigger.json" \
+    -n baseline "$PY -I -S bench/baseline_w3.py < bench/trigger.json" \
+    -n naive "python3 $WORK/w3_script.py < bench/trigger.json" >/dev/null
+  rounds+=("$f")
+  echo "  round $r/$ROUNDS done"
+done
+"${TOOLS[@]}" hyperfine "$OUT/hyperfine-w3.json" "${rounds[@]}" | tee -a "$SUMMARY"
+
+# --- 2. peak RSS ------------------------------------------------------------------------------
+section "runner peak RSS"
+# VmHWM of the flowrun process itself, polled from /proc until it exits (it only grows, so the
+# last value read is the peak up to a fraction of a millisecond before exit).
+rss=$(TMPDIR=$PRIVTMP "${TOOLS[@]}" peak-rss "$RSS_RUNS" bench/trigger.json -- "$FLOWRUN" run bench/w3.json)
+echo "$rss" >"$OUT/rss-w3.json"
+med=$(echo "$rss" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["median_mib"])')
+max=$(echo "$rss" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["max_mib"])')
+ok=$(awk -v m="$max" 'BEGIN { print (m <= 20) ? "PASS" : "MISS" }')
+say "  w3, flowrun's own VmHWM over $RSS_RUNS runs: median $med MiB, max $max MiB (target <= 20 MB)  $ok"
+# For comparison: /usr/bin/time reports the max over the process and its waited-for children,
+# i.e. max(flowrun, python child).
+tv=$(TMPDIR=$PRIVTMP /usr/bin/time -v "$FLOWRUN" run bench/w3.json <bench/trigger.json 2>&1 >/dev/null |
+  awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}')
+child=$(/usr/bin/time -v "$PY" -I -S -u "$WORK/w3_script.py" <bench/trigger.json 2>&1 >/dev/null |
+  awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}')
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+say "  for comparison, /usr/bin/time -v: \`flowrun run\` $(mib "$tv") MiB (the max of flowrun and its python child), the script alone under $PY -I -S -u $(mib "$child") MiB"
+
+section "stdout flood: $FLOOD_MIB MiB"
+frss=$(TMPDIR=$PRIVTMP "${TOOLS[@]}" peak-rss 1 /dev/null -- "$FLOWRUN" run bench/flood.json --input "{\"mib\": $FLOOD_MIB}")
+echo "$frss" >"$OUT/rss-flood.json"
+fmax=$(echo "$frss" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["max_mib"])')
+fwall=$(echo "$frss" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["median_wall_s"])')
+ok=$(awk -v m="$fmax" 'BEGIN { print (m <= 40) ? "PASS" : "MISS" }')
+rate=$(awk -v w="$fwall" -v n="$FLOOD_MIB" 'BEGIN { printf "%.0f", n * 1.048576 / w }')
+say "  flood of $FLOOD_MIB MiB: flowrun's own VmHWM $fmax MiB (target <= 40 MB)  $ok; took $fwall s ($rate MB/s end to end)"
+
+# --- 3. throughput ----------------------------------------------------------------------------
+section "throughput: $EXECS executions of w3, in sequence and 4 at a time"
+count_success() {
+  "$FLOWRUN" history --workflow w3 --status success -n 1000000 --json | "${TOOLS[@]}" count-success | cut -d' ' -f1
+}
+before=$(count_success)
+t0=$(date +%s.%N)
+for _ in $(seq "$EXECS"); do
+  TMPDIR=$PRIVTMP "$FLOWRUN" run bench/w3.json <bench/trigger.json >/dev/null 2>&1
+done
+t1=$(date +%s.%N)
+seq "$EXECS" | TMPDIR=$PRIVTMP xargs -P4 -n1 sh -c 'exec "$0" run bench/w3.json < bench/trigger.json > /dev/null 2>&1' "$FLOWRUN"
+t2=$(date +%s.%N)
+after=$(count_success)
+seq_rate=$(awk -v a="$t0" -v b="$t1" -v n="$EXECS" 'BEGIN { printf "%.1f", n / (b - a) }')
+par_rate=$(awk -v a="$t1" -v b="$t2" -v n="$EXECS" 'BEGIN { printf "%.1f", n / (b - a) }')
+say "  in sequence: $seq_rate executions/s;  4 at a time: $par_rate executions/s ($(nproc) cores)"
+recorded=$((after - before))
+[ "$recorded" = $((2 * EXECS)) ] && ok=PASS || ok=MISS
+say "  recorded as success in the store: $recorded of $((2 * EXECS))  $ok"
+# The python children run the cached script under $WORK; our runners are the "$FLOWRUN run"
+# processes with this FLOWRUN_DB (other flowrun processes on the machine are not ours).
+leaked=$(
+  pgrep -af -- "$WORK" || true
+  for pid in $(pgrep -f -- "$FLOWRUN run" || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "FLOWRUN_DB=$FLOWRUN_DB"; then
+      echo "$pid $(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    fi
+  done
+)
+[ -z "$leaked" ] && ok=PASS || ok=MISS
+say "  leaked processes (pgrep -f for the scripts' directory and for '$FLOWRUN run'): ${leaked:-none}  $ok"
+left=$(find "$PRIVTMP" -mindepth 1 | head -5)
+[ -z "$left" ] && ok=PASS || ok=MISS
+say "  files left in the runs' private TMPDIR: ${left:-none}  $ok"
+say "  open descriptors: n/a: each \`flowrun run\` is its own short process (no long-lived runner in this mode); all its fds end with it"
+
+# --- 4. micro-benchmarks ------------------------------------------------------------------------
+if [ "$QUICK" = 0 ]; then
+  section "micro-benchmarks (divan)"
+  cargo bench --quiet --bench protocol --bench codegen --bench store 2>&1 | tee "$OUT/divan.txt"
+  echo
+  "${TOOLS[@]}" divan "$OUT/divan.json" "$OUT/divan.txt" | tee -a "$SUMMARY"
+fi
+
+section "summary (also in target/bench/summary.txt)"
+cat "$SUMMARY"
