@@ -159,12 +159,12 @@ impl Sink for Recorder {
             ts,
             data: serde_json::to_string(&env.event).expect("events serialize"),
         });
+        // A node's end and the execution's are written at once (a crash right after loses
+        // nothing); everything else waits for the executor's `flush`, which comes as soon as no
+        // output is pending — so a fast node's start and end share one transaction.
         let boundary = matches!(
             env.event,
-            Event::NodeStart { .. }
-                | Event::NodeEnd { .. }
-                | Event::ExecutionEnd { .. }
-                | Event::ExecutionStart { .. }
+            Event::NodeEnd { .. } | Event::ExecutionEnd { .. }
         );
         if boundary || self.pending.len() >= BATCH {
             self.write_pending();

@@ -226,9 +226,11 @@ pub fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
         }
         match &node.kind {
             NodeKind::Code(code) => {
-                for (j, other) in workflow.nodes.iter().enumerate() {
-                    if j != i && code_mentions(&code.code, &other.id) {
-                        deps[i].push((j, Edge::Code));
+                for id in code_mentioned_ids(&code.code) {
+                    if let Some(&j) = index.get(id) {
+                        if j != i {
+                            deps[i].push((j, Edge::Code));
+                        }
                     }
                 }
             }
@@ -386,16 +388,21 @@ fn check_reference(
     }
 }
 
-/// Does Python source index `nodes` with this id (`nodes['id']`, `nodes["id"]`, `nodes.get('id'`)?
-fn code_mentions(code: &str, id: &str) -> bool {
-    ["nodes['", "nodes[\"", "nodes.get('", "nodes.get(\""]
-        .iter()
-        .any(|prefix| {
-            code.match_indices(prefix).any(|(at, _)| {
-                let rest = &code[at + prefix.len()..];
-                rest.starts_with(id) && rest[id.len()..].starts_with(['\'', '"'])
-            })
-        })
+/// The ids Python source indexes `nodes` with (`nodes['id']`, `nodes["id"]`, `nodes.get('id'`),
+/// in one pass over the source.
+fn code_mentioned_ids(code: &str) -> Vec<&str> {
+    let mut ids = Vec::new();
+    for prefix in ["nodes['", "nodes[\"", "nodes.get('", "nodes.get(\""] {
+        for (at, _) in code.match_indices(prefix) {
+            let rest = &code[at + prefix.len()..];
+            if let Some(end) = rest.find(['\'', '"']) {
+                ids.push(&rest[..end]);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Kahn's algorithm, taking the lowest file index among ready nodes. On a cycle, returns one

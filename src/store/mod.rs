@@ -225,11 +225,20 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(open_err)?;
-        // auto_vacuum only takes effect on a new database (before its first table).
-        conn.execute_batch(
-            "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-        )
-        .map_err(open_err)?;
+        // synchronous first, so nothing below commits with a full sync; auto_vacuum only on a
+        // new database (it takes effect only before the first table, and setting it on an
+        // existing one rewrites page 1: a WAL and a directory fsync on every open).
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(open_err)?;
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if pages == 0 {
+            conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")
+                .map_err(open_err)?;
+        }
+        conn.execute_batch("PRAGMA journal_mode=WAL;")
+            .map_err(open_err)?;
         // Leave the WAL in place when this connection closes: checkpointing on close costs two
         // fsyncs per short-lived CLI process; SQLite checkpoints by itself as the WAL grows.
         let _ = conn.set_db_config(
