@@ -38,6 +38,20 @@ impl Plan {
         &self.workflow.connections
     }
 
+    /// The node types the workflow uses, sorted and deduplicated (the runtime modules its script
+    /// includes).
+    pub fn node_types(&self) -> Vec<&'static str> {
+        let mut types: Vec<&'static str> = self
+            .workflow
+            .nodes
+            .iter()
+            .map(|n| n.kind.type_name())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        types
+    }
+
     /// Every requirement specifier of every node, sorted and deduplicated.
     pub fn requirements(&self) -> Vec<String> {
         let mut r: Vec<String> = self

@@ -159,14 +159,7 @@ pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
 /// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.
 pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
     let env = environment();
-    let mut types: Vec<&str> = plan
-        .workflow
-        .nodes
-        .iter()
-        .map(|n| n.kind.type_name())
-        .collect();
-    types.sort_unstable();
-    types.dedup();
+    let types = plan.node_types();
     let node_modules: Vec<JValue> = types
         .iter()
         .map(|t| {

@@ -74,14 +74,7 @@ fn example_scripts() {
         assert_eq!(script.text, again.text);
         assert_eq!(script.sha256, again.sha256);
 
-        let mut types: Vec<&str> = plan
-            .workflow
-            .nodes
-            .iter()
-            .map(|n| n.kind.type_name())
-            .collect();
-        types.sort_unstable();
-        types.dedup();
+        let types = plan.node_types();
         // Only the node types the workflow uses are included.
         assert_eq!(
             script.text.matches("\n# ---- node type ").count(),
