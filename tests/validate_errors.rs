@@ -465,3 +465,21 @@ fn node_errors_in_compact_json_have_a_line() {
     assert!(err.contains("node 'b', field 'feilds'"), "{err}");
     assert!(err.contains("compact.json:5:"), "{err}");
 }
+
+#[test]
+fn a_top_level_typo_does_not_hide_node_errors() {
+    let env = Env::new();
+    env.write_file(
+        "top.json",
+        "{\n  \"id\": \"wf\",\n  \"timout_ms\": 5,\n  \"nodes\": [\n    {\"id\": \"a\", \"type\": \"code\", \"cod\": \"return 1\"}\n  ]\n}\n",
+    );
+    let err = invalid(&env, "top.json");
+    assert!(
+        err.contains("top.json:3: field 'timout_ms': unknown field `timout_ms`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("top.json:5: node 'a', field 'cod': unknown field `cod`"),
+        "{err}"
+    );
+}

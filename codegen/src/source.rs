@@ -56,16 +56,31 @@ impl Source {
     }
 
     /// Fills in file and line of diagnostics that name a node (and field) but no line.
-    pub fn locate(&self, mut diags: Diagnostics) -> Diagnostics {
-        let loc = self.locator();
-        for d in &mut diags.0 {
-            d.file.get_or_insert_with(|| self.file.clone());
-            if d.line.is_none() {
-                d.line = loc.find(d.node.as_deref(), d.field.as_deref());
-            }
-        }
-        diags
+    pub fn locate(&self, diags: Diagnostics) -> Diagnostics {
+        locate_in(&self.text, self.format, &self.file, diags)
     }
+}
+
+/// The top-level fields of a workflow file.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "inputs",
+    "connections",
+    "timeout_ms",
+    "nodes",
+];
+
+fn locate_in(text: &str, format: Format, file: &str, mut diags: Diagnostics) -> Diagnostics {
+    let loc = Locator::new(text, format);
+    for d in &mut diags.0 {
+        d.file.get_or_insert_with(|| file.to_string());
+        if d.line.is_none() {
+            d.line = loc.find(d.node.as_deref(), d.field.as_deref());
+        }
+    }
+    diags
 }
 
 /// Reads and parses a workflow file.
@@ -85,22 +100,55 @@ pub fn parse_str(text: &str, format: Format, file: &str) -> Result<Source, Diagn
         d.file = Some(file.to_string());
         Diagnostics::from(d)
     };
-    let (raw, definition): (RawWorkflow, Value) = match format {
-        Format::Json => {
-            let raw =
-                serde_json::from_str::<RawWorkflow>(text).map_err(|e| with_file(json_error(&e)))?;
-            let def = serde_json::from_str::<Value>(text).map_err(|e| with_file(json_error(&e)))?;
-            (raw, def)
-        }
-        Format::Yaml => {
-            let raw = serde_yaml_ng::from_str::<RawWorkflow>(text)
-                .map_err(|e| with_file(yaml_error(&e)))?;
-            let def =
-                serde_yaml_ng::from_str::<Value>(text).map_err(|e| with_file(yaml_error(&e)))?;
-            (raw, def)
-        }
+    // The text as plain data first: syntax errors come from here, with line and column.
+    let definition: Value = match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| with_file(json_error(&e)))?,
+        Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| with_file(yaml_error(&e)))?,
+    };
+    let parsed = match format {
+        Format::Json => serde_json::from_str::<RawWorkflow>(text).map_err(|e| json_error(&e)),
+        Format::Yaml => serde_yaml_ng::from_str::<RawWorkflow>(text).map_err(|e| yaml_error(&e)),
     };
     let mut diags = Vec::new();
+    let raw = match parsed {
+        Ok(raw) => raw,
+        Err(first) => {
+            // Unknown top-level fields: report every one, then go on without them, so that one
+            // typo at the top does not hide the problems in the nodes.
+            let unknown: Vec<String> = definition
+                .as_object()
+                .map(|o| {
+                    o.keys()
+                        .filter(|k| !TOP_LEVEL_KEYS.contains(&k.as_str()))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if unknown.is_empty() {
+                return Err(with_file(first));
+            }
+            for k in &unknown {
+                diags.push(
+                    Diagnostic::new(format!(
+                        "unknown field `{k}`, expected one of {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ))
+                    .field(k.clone()),
+                );
+            }
+            let mut cleaned = definition.clone();
+            if let Some(o) = cleaned.as_object_mut() {
+                o.retain(|k, _| TOP_LEVEL_KEYS.contains(&k.as_str()));
+            }
+            match serde_json::from_value::<RawWorkflow>(cleaned) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    diags.push(Diagnostic::new(format!("invalid workflow: {e}")));
+                    return Err(locate_in(text, format, file, Diagnostics(diags)));
+                }
+            }
+        }
+    };
     let mut nodes = Vec::with_capacity(raw.nodes.len());
     for (i, NodeObject(value)) in raw.nodes.into_iter().enumerate() {
         match convert_node(i, value) {
