@@ -91,11 +91,12 @@ pub enum RunError {
 }
 
 fn missing_message(list: &[requirements::Missing]) -> String {
-    let mut s = format!(
-        "the workflow needs Python package{} that {} not installed:",
-        if list.len() == 1 { "" } else { "s" },
-        if list.len() == 1 { "is" } else { "are" }
-    );
+    let one = list.len() == 1;
+    let mut s = if one {
+        "the workflow needs a Python package that is not installed:".to_string()
+    } else {
+        "the workflow needs Python packages that are not installed:".to_string()
+    };
     for m in list {
         s.push_str(&format!("\n  {} ({})", m.requirement, m.reason));
     }
@@ -104,7 +105,8 @@ fn missing_message(list: &[requirements::Missing]) -> String {
         .map(|m| format!("'{}'", m.requirement))
         .collect();
     s.push_str(&format!(
-        "\ninstall them into a managed environment with `flowrun doctor --fix FILE` or `flowrun run --install-deps FILE`,\nor into your interpreter with: python3 -m pip install {}",
+        "\ninstall {} into a managed environment with `flowrun doctor --fix FILE` or `flowrun run --install-deps FILE`,\nor into your interpreter with: python3 -m pip install {}",
+        if one { "it" } else { "them" },
         reqs.join(" ")
     ));
     s
@@ -235,8 +237,10 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
     let plan = flowrun_codegen::compile(source).map_err(RunError::Invalid)?;
     for pin in options.pins.keys() {
         if plan.workflow.node(pin).is_none() {
+            let ids: Vec<&str> = plan.workflow.nodes.iter().map(|n| n.id.as_str()).collect();
             return Err(RunError::Usage(format!(
-                "--pin {pin}=…: the workflow has no node '{pin}'"
+                "--pin: the workflow has no node '{pin}'; its nodes are: {}",
+                ids.join(", ")
             )));
         }
     }

@@ -587,7 +587,11 @@ fn pin_of_an_unknown_node_is_a_usage_error() {
         &["--pin", &format!("nosuch={}", pin_file.display())],
     );
     assert_code(&out, 2, "--pin of an unknown node");
-    assert!(stderr(&out).contains("nosuch"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("--pin: the workflow has no node 'nosuch'; its nodes are: "),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(env.execution_count(), 0);
 }
 
