@@ -8,8 +8,10 @@
 //! - [`security`]: bearer token, loopback `Host`, `Origin` allow-list with CORS, body limit.
 //! - [`queue`]: running and queued executions, `--max-concurrent`, live event buffers, stop.
 //! - [`api`]: the JSON endpoints. [`sse`]: the event stream. [`workflows`]: `--workflows DIR`.
+//! - [`page`]: the web page at `/` (one embedded HTML file that calls the API with the token).
 
 pub mod api;
+pub mod page;
 pub mod queue;
 pub mod security;
 pub mod sse;
@@ -83,6 +85,8 @@ pub type AppState = Arc<App>;
 pub fn router(app: AppState) -> Router {
     let max_body = app.security.max_body_bytes;
     Router::new()
+        .route("/", get(page::page))
+        .route("/index.html", get(page::page))
         .route("/api", get(api::info))
         .route("/api/workflows", get(api::list_workflows))
         .route("/api/workflows/{id}", get(api::get_workflow))
@@ -204,6 +208,7 @@ async fn run_server(
             allow_origins: origins,
             max_body_bytes: args.max_body_bytes,
             bind: args.bind,
+            port: addr.port(),
         },
         options: RunOptions {
             python: args.python.clone(),

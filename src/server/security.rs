@@ -4,10 +4,12 @@
 //! 1. `Host` must name loopback (`127.0.0.1`, `localhost`, `[::1]`, any port) or the address the
 //!    server was told to bind: a web page on another name that resolves to 127.0.0.1 (DNS
 //!    rebinding) gets `421 Misdirected Request`.
-//! 2. A request with an `Origin` (a browser) must come from an origin given with
+//! 2. A request with an `Origin` (a browser) must come from the server's own origin (the page it
+//!    serves: `http://` + a loopback name + exactly its port) or an origin given with
 //!    `--allow-origin`, else `403`. Allowed origins get CORS headers and their preflight
 //!    (`OPTIONS`) answered, without a token (browsers send none with a preflight).
-//! 3. `Authorization: Bearer <token>`, compared in constant time, else `401`.
+//! 3. `Authorization: Bearer <token>`, compared in constant time, else `401`. The web page
+//!    (`GET /`, `/index.html`) is the one exception: it holds no data, so it needs no token.
 //! 4. A declared body (`Content-Length`) over `--max-body-bytes` gets `413` before it is read;
 //!    a chunked one is cut at the same limit by the body extractor.
 
@@ -29,6 +31,45 @@ pub struct Policy {
     pub max_body_bytes: usize,
     /// The address the server listens on: also accepted as `Host` when it is not loopback.
     pub bind: IpAddr,
+    /// The port it listens on: its own origin (`http://127.0.0.1:PORT`) is always allowed.
+    pub port: u16,
+}
+
+impl Policy {
+    /// May a request with this `Origin` header value go on?
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        let o = origin.trim_end_matches('/').to_ascii_lowercase();
+        self.allow_origins.contains(&o) || own_origin(&o, self.bind, self.port)
+    }
+}
+
+/// Splits `name[:port]` (`[v6]:port` too) into the name and `:port` (or `""`).
+fn split_host(host: &str) -> Option<(&str, &str)> {
+    if host.starts_with('[') {
+        host.find(']').map(|i| (&host[..=i], &host[i + 1..]))
+    } else {
+        Some(match host.rfind(':') {
+            Some(i) => (&host[..i], &host[i..]),
+            None => (host, ""),
+        })
+    }
+}
+
+/// Is `origin` (lower case) the server's own: `http://`, a name [`host_allowed`] accepts, and
+/// exactly `port` (omitted only when it is 80, as browsers write it)?
+pub fn own_origin(origin: &str, bind: IpAddr, port: u16) -> bool {
+    let Some(host) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let Some((_, p)) = split_host(host) else {
+        return false;
+    };
+    let port_ok = if p.is_empty() {
+        port == 80
+    } else {
+        p[1..] == port.to_string()
+    };
+    port_ok && host_allowed(host, bind)
 }
 
 /// A random bearer token: 32 bytes from the OS generator, as hex.
@@ -89,16 +130,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Is `host` (a `Host` header value) a loopback name, with an optional port?
 pub fn host_allowed(host: &str, bind: IpAddr) -> bool {
     let host = host.trim().to_ascii_lowercase();
-    let (name, port) = if host.starts_with('[') {
-        match host.find(']') {
-            Some(i) => (&host[..=i], &host[i + 1..]),
-            None => return false,
-        }
-    } else {
-        match host.rfind(':') {
-            Some(i) => (&host[..i], &host[i..]),
-            None => (host.as_str(), ""),
-        }
+    let Some((name, port)) = split_host(&host) else {
+        return false;
     };
     let port_ok = port.is_empty()
         || (port.len() > 1
@@ -181,10 +214,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     let origin = match headers.get(header::ORIGIN) {
         None => None,
         Some(o) => {
-            let allowed = o.to_str().ok().is_some_and(|s| {
-                let s = s.trim_end_matches('/').to_ascii_lowercase();
-                policy.allow_origins.contains(&s)
-            });
+            let allowed = o.to_str().ok().is_some_and(|s| policy.origin_allowed(s));
             if !allowed {
                 return refuse(
                     StatusCode::FORBIDDEN,
@@ -220,8 +250,11 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
             }
         }
     }
-    let mut resp = if !bearer(headers).is_some_and(|t| constant_time_eq(t, policy.token.as_bytes()))
-    {
+    let page = matches!(*req.method(), Method::GET | Method::HEAD)
+        && super::page::is_page_path(req.uri().path());
+    let mut resp = if page {
+        next.run(req).await
+    } else if !bearer(headers).is_some_and(|t| constant_time_eq(t, policy.token.as_bytes())) {
         let mut r = refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -290,6 +323,44 @@ mod tests {
         let lan: IpAddr = "192.168.1.5".parse().unwrap();
         assert!(host_allowed("192.168.1.5:7780", lan));
         assert!(!host_allowed("192.168.1.6:7780", lan));
+    }
+
+    #[test]
+    fn own_origins() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for ok in [
+            "http://127.0.0.1:7780",
+            "http://localhost:7780",
+            "http://[::1]:7780",
+        ] {
+            assert!(own_origin(ok, lo, 7780), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:7781",
+            "http://127.0.0.1:77800",
+            "http://127.0.0.1",
+            "https://127.0.0.1:7780",
+            "http://evil.example:7780",
+            "http://127.0.0.1.evil.example:7780",
+            "http://127.0.0.1:7780/x",
+            "null",
+            "",
+        ] {
+            assert!(!own_origin(bad, lo, 7780), "{bad}");
+        }
+        assert!(own_origin("http://localhost", lo, 80));
+        let lan: IpAddr = "192.168.1.5".parse().unwrap();
+        assert!(own_origin("http://192.168.1.5:7780", lan, 7780));
+        let policy = Policy {
+            token: new_token(),
+            allow_origins: vec!["http://localhost:5173".into()],
+            max_body_bytes: 1,
+            bind: lo,
+            port: 7780,
+        };
+        assert!(policy.origin_allowed("http://LOCALHOST:7780/"));
+        assert!(policy.origin_allowed("http://localhost:5173"));
+        assert!(!policy.origin_allowed("http://localhost:5174"));
     }
 
     #[test]
