@@ -445,6 +445,14 @@ fn wait_true_rerun_resume_and_paging() {
     assert_eq!(srv.get("/api/executions?status=bogus").status, 400);
     assert_eq!(srv.get("/api/executions?cursor=zz").status, 400);
     assert_eq!(srv.get("/api/executions?limit=0").status, 400);
+    // An unknown query parameter is a mistake to report, not to ignore.
+    let r = srv.get("/api/executions?foo=1");
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("foo"), "{}", r.text);
+    // A known path with another method: 405, with a JSON error like every other one.
+    let r = srv.get("/api/executions/x/stop");
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(r.body["error"], json!("method_not_allowed"), "{}", r.text);
 }
 
 #[test]

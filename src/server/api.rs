@@ -203,6 +203,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     #[serde(default)]
     wait: Option<String>,
@@ -372,6 +373,15 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// A known path with another method: JSON like every other error.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (see docs/api.md)",
+    )
+}
+
 /// `GET /api/workflows`.
 pub async fn list_workflows(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let dir = app.workflows_dir.clone();
@@ -478,6 +488,7 @@ pub async fn start_unsaved(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     workflow: Option<String>,
     status: Option<String>,

@@ -101,6 +101,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/executions/{id}/rerun", post(api::rerun))
         .route("/api/executions/{id}/resume", post(api::resume))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
