@@ -425,12 +425,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         node_grace: wf
             .nodes
             .iter()
-            .filter(|n| {
-                matches!(
-                    n.kind,
-                    NodeKind::HttpRequest(_) | NodeKind::Llm(_) | NodeKind::Command(_)
-                )
-            })
+            .filter(|n| n.kind.times_own_call())
             .map(|n| (n.id.clone(), Duration::from_millis(OWN_CALL_SLACK_MS)))
             .collect(),
         launch: Launch {
