@@ -337,6 +337,8 @@ fn stop_and_check(fx: &Fx, wf: &Path, extra: &[&str], n_pids: usize, id_arg: fn(
     let e = fx.execution(&row.id);
     assert_eq!(e.status, "cancelled", "{e:?}");
     assert_eq!(e.error.as_ref().unwrap()["type"], "Cancelled");
+    let message = e.error.as_ref().unwrap()["message"].as_str().unwrap_or("");
+    assert!(message.starts_with("stopped by request"), "{message}");
     assert_eq!(fx.node(&row.id, "first").status, "success");
     assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
     assert!(fx.nodes(&row.id).iter().all(|n| n.node_id != "never"));
@@ -560,7 +562,7 @@ fn stop_with_an_unresponsive_runner_never_signals_a_reused_pid() {
 fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
     let fx = Fx::new();
     let wf = stop_workflow(&fx, SLEEP_FOREVER);
-    // The child runs in its own session, so a terminal's Ctrl-C reaches only the runner, which
+    // The child runs in its own process group, so a terminal's Ctrl-C reaches only the runner, which
     // must stop the group itself. SIGTERM (a service manager, `kill`) does the same.
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         let _ = std::fs::remove_file(fx.path("pids"));
@@ -572,6 +574,17 @@ fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
         out.assert_code(130);
         let e = fx.execution(&row.id);
         assert_eq!(e.status, "cancelled", "{sig}: {e:?}");
+        // The record says how it was stopped: Ctrl-C and SIGTERM are told apart from a request.
+        let message = e.error.as_ref().unwrap()["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let expected = if sig == Signal::SIGINT {
+            "stopped by Ctrl-C"
+        } else {
+            "stopped: flowrun received SIGTERM"
+        };
+        assert!(message.starts_with(expected), "{sig}: {message}");
         assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled", "{sig}");
         assert_pids_gone(&p, row.pgid.unwrap());
         fx.assert_clean(&row.id);

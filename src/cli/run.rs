@@ -308,18 +308,18 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
+    let reason = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break,
+            _ = tokio::signal::ctrl_c() => break StopReason::Interrupt,
+            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break StopReason::Terminate,
             _ = tick.tick() => {
                 if store.lock().expect("store lock").stop_requested(&id).unwrap_or(false) {
-                    break;
+                    break StopReason::Cancel;
                 }
             }
         }
-    }
-    let _ = stop.send(Some(StopReason::Cancel));
+    };
+    let _ = stop.send(Some(reason));
 }
 
 /// `flowrun stop ID`: asks the runner through the store, then waits for the execution to end. If

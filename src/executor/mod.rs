@@ -62,8 +62,23 @@ impl RunSpec {
 /// Why the runner stops an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// A person asked (`flowrun stop`, Ctrl-C, the HTTP API).
+    /// Someone asked: `flowrun stop`, the HTTP API, a server shutting down.
     Cancel,
+    /// Ctrl-C on the terminal running `flowrun run`.
+    Interrupt,
+    /// SIGTERM to the `flowrun run` process.
+    Terminate,
+}
+
+impl StopReason {
+    /// How the execution's error says it was stopped.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Cancel => "stopped by request",
+            StopReason::Interrupt => "stopped by Ctrl-C",
+            StopReason::Terminate => "stopped: flowrun received SIGTERM",
+        }
+    }
 }
 
 /// The full record of a finished node, for the store (events carry only a preview).
@@ -533,7 +548,7 @@ fn describe_exit(status: &std::process::ExitStatus) -> String {
 enum Ending {
     Timeout,
     NodeTimeout,
-    Cancel,
+    Cancel(StopReason),
 }
 
 /// How long to keep reading after the child exited, for grandchildren that still hold its pipes.
@@ -660,7 +675,7 @@ pub async fn execute(
             }
             changed = stop.changed(), if ending.is_none() && exit.is_none() => {
                 if changed.is_ok() && stop.borrow().is_some() {
-                    ending = Some(Ending::Cancel);
+                    ending = Some(Ending::Cancel(stop.borrow().unwrap_or(StopReason::Cancel)));
                     kill_at = Some(begin_stop(&info, spec.kill_grace));
                 } else if changed.is_err() {
                     // The stop handle is gone; nobody can stop us any more. Keep running.
@@ -696,15 +711,10 @@ pub async fn execute(
     let exit_text = exit.as_ref().map(describe_exit);
     let runtime_secs = started.elapsed().as_secs_f64();
     match ending {
-        Some(Ending::Cancel) => {
-            st.close_running(
-                NodeStatus::Cancelled,
-                ErrorInfo::new("Cancelled", "stopped by request"),
-            );
-            let e = ErrorInfo::new(
-                "Cancelled",
-                format!("stopped by request after {runtime_secs:.1} s"),
-            );
+        Some(Ending::Cancel(reason)) => {
+            let how = reason.describe();
+            st.close_running(NodeStatus::Cancelled, ErrorInfo::new("Cancelled", how));
+            let e = ErrorInfo::new("Cancelled", format!("{how} after {runtime_secs:.1} s"));
             finish(st, ExecStatus::Cancelled, None, Some(e), exit_text)
         }
         Some(Ending::Timeout) => {
