@@ -185,7 +185,31 @@ fn pretty(v: &Value, indent: &str) -> String {
         .join(&format!("\n{indent}"))
 }
 
-fn print_node(n: &NodeRow) {
+/// `type "Name"` of each node, from the definition the execution ran.
+fn node_labels(definition: Option<&Value>) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for n in definition
+        .and_then(|d| d.get("nodes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(ty)) = (
+            n.get("id").and_then(Value::as_str),
+            n.get("type").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let label = match n.get("name").and_then(Value::as_str) {
+            Some(name) => format!("{ty} {}", Value::String(name.to_string())),
+            None => ty.to_string(),
+        };
+        out.insert(id.to_string(), label);
+    }
+    out
+}
+
+fn print_node(n: &NodeRow, label: Option<&String>) {
     let mark = match n.status.as_str() {
         "success" => "✓",
         "pinned" | "reused" => "●",
@@ -199,6 +223,9 @@ fn print_node(n: &NodeRow) {
     }
     if let Some(d) = n.duration_ms {
         head.push_str(&format!("  {}", duration(d)));
+    }
+    if let Some(l) = label {
+        head.push_str(&format!("  · {l}"));
     }
     if let Some(from) = &n.from_execution {
         head.push_str(&format!("  (from execution {from})"));
@@ -287,9 +314,10 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     if nodes.is_empty() && planned.is_empty() {
         println!("(no node has started)");
     }
+    let labels = node_labels(store.snapshot(&e.snapshot_hash)?.as_ref());
     for p in &planned {
         match nodes.iter().find(|n| &n.node_id == p) {
-            Some(n) => print_node(n),
+            Some(n) => print_node(n, labels.get(p)),
             None => println!(
                 "· {p}  {}",
                 if e.status.is_final() {
@@ -301,7 +329,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         }
     }
     for n in nodes.iter().filter(|n| !planned.contains(&n.node_id)) {
-        print_node(n);
+        print_node(n, labels.get(&n.node_id));
     }
     Ok(0)
 }
