@@ -182,6 +182,17 @@ print(path)
 }
 
 /// Managed environments under `<cache>/venvs/`.
+/// A wheel of the test package in `<env>/wheels`, and a PATH whose only `python3` is the real
+/// interpreter: what the install tests start from.
+fn offline_setup(env: &Env) -> (PathBuf, OsString) {
+    let wheels = env.path("wheels");
+    build_wheel(&wheels);
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(&real_python().exe, bin.join("python3")).unwrap();
+    (wheels, path_of(&[&bin]))
+}
+
 fn venvs(env: &Env) -> Vec<PathBuf> {
     match std::fs::read_dir(env.cache_dir().join("venvs")) {
         Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
@@ -915,13 +926,7 @@ fn missing_requirement_exits_3_before_spawning() {
 #[test]
 fn doctor_fix_installs_a_local_wheel_then_the_run_succeeds() {
     let env = Env::new();
-    let real = &real_python().exe;
-    let wheels = env.path("wheels");
-    build_wheel(&wheels);
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
-    let path = path_of(&[&bin]);
+    let (wheels, path) = offline_setup(&env);
     let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
 
     let mut fix = flowrun(&env, &path);
@@ -999,13 +1004,7 @@ fn doctor_fix_installs_a_local_wheel_then_the_run_succeeds() {
 #[test]
 fn run_install_deps_installs_on_a_fresh_cache() {
     let env = Env::new();
-    let real = &real_python().exe;
-    let wheels = env.path("wheels");
-    build_wheel(&wheels);
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
-    let path = path_of(&[&bin]);
+    let (wheels, path) = offline_setup(&env);
     let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
     assert!(!env.cache_dir().exists());
 
@@ -1040,13 +1039,7 @@ fn run_install_deps_installs_on_a_fresh_cache() {
 #[test]
 fn failed_install_names_the_package_and_pips_error() {
     let env = Env::new();
-    let real = &real_python().exe;
-    let wheels = env.path("wheels");
-    build_wheel(&wheels);
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
-    let path = path_of(&[&bin]);
+    let (wheels, path) = offline_setup(&env);
     let absent = "flowrun-absent-pkg==2.0";
     let wf = code_workflow(&env, "needs-absent.json", "return 1", &[PKG, absent]);
 
@@ -1096,13 +1089,7 @@ fn failed_install_names_the_package_and_pips_error() {
 #[test]
 fn satisfied_requirements_are_cached_until_site_packages_change() {
     let env = Env::new();
-    let real = &real_python().exe;
-    let wheels = env.path("wheels");
-    build_wheel(&wheels);
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(real, bin.join("python3")).unwrap();
-    let path = path_of(&[&bin]);
+    let (wheels, path) = offline_setup(&env);
     let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
     let mut run = flowrun(&env, &path);
     run.args(["run", "--install-deps"]).arg(&wf);
