@@ -79,12 +79,8 @@ import os
 print(json.dumps({"missing": out, "paths": [p for p in sys.path if p and os.path.isdir(p)]}))
 "#;
 
-/// Which of `requirements` the interpreter's environment does not satisfy.
-pub fn check(interp: &Interpreter, requirements: &[String]) -> Result<Vec<Missing>, String> {
-    check_with_paths(interp, requirements).map(|(missing, _)| missing)
-}
-
-/// The check, plus the interpreter's `sys.path` directories (what a cached answer depends on).
+/// Which of `requirements` the interpreter's environment does not satisfy, and its `sys.path`
+/// directories (what a cached answer depends on; see [`check_cached`]).
 fn check_with_paths(
     interp: &Interpreter,
     requirements: &[String],
@@ -156,7 +152,7 @@ fn dir_mtime(p: &Path) -> Option<i64> {
     stamp(p).map(|(_, t)| t)
 }
 
-/// [`check`], remembering satisfied answers in `<cache>/requirements.json` so that a workflow
+/// The requirement check, remembering satisfied answers in `<cache>/requirements.json` so that a workflow
 /// with requirements does not pay a Python start and a metadata scan (~100 ms) on every run.
 /// Unsatisfied answers are never cached: they are checked again each time.
 pub fn check_cached(

@@ -28,14 +28,6 @@ impl Format {
             _ => Format::Yaml,
         }
     }
-
-    /// By extension; anything not `.yaml`/`.yml` is read as JSON.
-    pub fn from_path(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml") | Some("yml") => Format::Yaml,
-            _ => Format::Json,
-        }
-    }
 }
 
 /// A parsed workflow file: the typed workflow, the definition as plain JSON (what is stored as
