@@ -1,9 +1,7 @@
 //! The generated script: hostile field values stay data, the output is deterministic, and the
 //! script runs by hand with the same protocol the runner reads.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::path::Path;

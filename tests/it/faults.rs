@@ -7,12 +7,8 @@
 //! proving that no process of the execution's process group is left: `kill(-pgid, 0)` must fail
 //! with ESRCH, and every grandchild pid the workflow wrote down must be gone.
 
-mod common;
-#[path = "support/faults_support.rs"]
-mod faults_support;
-
-use common::mode;
-use faults_support::*;
+use crate::support::faults::*;
+use crate::support::mode;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use std::os::unix::process::{CommandExt, ExitStatusExt};

@@ -7,9 +7,7 @@
 //! Nodes that must be proved to run (or not) append their id to a "trail" file named in the
 //! trigger data, so the trail says exactly which nodes ran, in which execution, in which order.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use rusqlite::params;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

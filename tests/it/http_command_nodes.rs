@@ -1,12 +1,8 @@
 //! `http_request` and `command` nodes end to end: the real binary runs real Python, which calls
 //! a real HTTP server in this test process (127.0.0.1 only) or runs real programs.
 
-mod common;
-#[path = "support/llm_server.rs"]
-mod llm_server;
-
-use common::*;
-use llm_server::{Reply, Server, closed_port};
+use crate::support::llm_server::{Reply, Server, closed_port};
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -3,12 +3,8 @@
 //! completions for groq/openai/openai_compatible, Anthropic messages). The server records what
 //! it receives, so each test checks both sides: the request flowrun sent and what it recorded.
 
-mod common;
-#[path = "support/llm_server.rs"]
-mod llm_server;
-
-use common::*;
-use llm_server::{Reply, Server, closed_port};
+use crate::support::llm_server::{Reply, Server, closed_port};
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -7,10 +7,8 @@
 //! test sets them). A fake that should work `exec`s the real interpreter after appending a line
 //! to a trace file, so the trace says which candidate was asked, and how often.
 
-mod common;
-
+use crate::support::*;
 use assert_cmd::Command;
-use common::*;
 use serde_json::{Value, json};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;

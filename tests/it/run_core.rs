@@ -1,9 +1,7 @@
 //! `flowrun run` end to end: the real binary runs real Python, and everything it records is
 //! checked in the SQLite file and through `show`, `history` and `logs`.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;

@@ -3,12 +3,8 @@
 //! secret that nodes deliberately print, log, return, raise with, send and echo back appears
 //! nowhere in the database files or in any CLI output, replaced by `[REDACTED:VAR]`.
 
-mod common;
-#[path = "support/llm_server.rs"]
-mod llm_server;
-
-use common::*;
-use llm_server::{Reply, Server};
+use crate::support::llm_server::{Reply, Server};
+use crate::support::*;
 use serde_json::{Value, json};
 use std::path::Path;
 

@@ -3,17 +3,13 @@
 //! Every test starts its own server with its own database, cache and workflows directory; the
 //! [`Server`] guard kills it at the end, also when the test fails.
 
-mod common;
-#[path = "support/serve_support.rs"]
-mod serve_support;
-
-use common::{mode, record_node_statuses, wait_for};
+use crate::support::serve::{Message, World, raw};
+use crate::support::{mode, record_node_statuses, wait_for};
 use serde_json::{Value, json};
-use serve_support::{Message, World, raw};
 use std::collections::HashMap;
 
 fn example(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(common::example(name)).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(crate::support::example(name)).unwrap()).unwrap()
 }
 
 /// A workflow whose stream is long enough to cut in the middle: logs between delays.
@@ -911,7 +907,7 @@ fn executions_of_flowrun_run_stream_and_stop_through_the_server() {
 }
 
 /// The id of the running execution of `workflow`, once the API lists it.
-fn wait_for_running(srv: &serve_support::Server, workflow: &str) -> String {
+fn wait_for_running(srv: &crate::support::serve::Server, workflow: &str) -> String {
     wait_for(&format!("a running {workflow}"), || {
         let r = srv.get(&format!(
             "/api/executions?workflow={workflow}&status=running"

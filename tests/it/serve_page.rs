@@ -3,12 +3,8 @@
 //! the token), foreign origins may not; the embedded HTML loads nothing from elsewhere and never
 //! inserts markup from data.
 
-mod common;
-#[path = "support/serve_support.rs"]
-mod serve_support;
-
+use crate::support::serve::{Reply, World, raw};
 use serde_json::json;
-use serve_support::{Reply, World, raw};
 
 /// The file the binary embeds.
 fn page_source() -> String {

@@ -1,9 +1,7 @@
 //! `flowrun validate`: every kind of invalid workflow exits 2 with a message that names the file
 //! and, where it applies, the line (and column), the node and the field.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Runs `flowrun validate NAME` (relative to the env's dir) and returns stderr, after checking

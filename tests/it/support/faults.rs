@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::{Env, ExecRow};
+use crate::support::{Env, ExecRow};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -26,7 +26,7 @@ pub struct Fx {
     pub env: Env,
 }
 
-crate::common::derefs_to_env!(Fx);
+crate::support::derefs_to_env!(Fx);
 
 impl Fx {
     pub fn new() -> Fx {

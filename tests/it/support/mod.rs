@@ -6,9 +6,13 @@
 //! interpreter and package-index settings and any `FLOWRUN_*` variable set in the developer's
 //! shell are removed (see [`SCRUBBED`]), so nothing leaks into a test.
 //!
-//! What only one suite needs stays in that suite's own file under `tests/support/`.
+//! What only one suite needs stays in its own module beside this one (`faults`, `llm_server`, `serve`).
 
 #![allow(dead_code)]
+
+pub mod faults;
+pub mod llm_server;
+pub mod serve;
 
 use assert_cmd::Command;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -424,9 +428,9 @@ impl Env {
 macro_rules! derefs_to_env {
     ($world:ty) => {
         impl std::ops::Deref for $world {
-            type Target = $crate::common::Env;
+            type Target = $crate::support::Env;
 
-            fn deref(&self) -> &$crate::common::Env {
+            fn deref(&self) -> &$crate::support::Env {
                 &self.env
             }
         }

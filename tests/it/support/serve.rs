@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::{Env, assert_success};
+use crate::support::{Env, assert_success};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ pub struct World {
     pub env: Env,
 }
 
-crate::common::derefs_to_env!(World);
+crate::support::derefs_to_env!(World);
 
 impl Default for World {
     fn default() -> Self {

@@ -1,0 +1,18 @@
+//! flowrun's integration tests, as one test binary (one link of the whole crate instead of one
+//! per file). Each module is a suite; [`support`] is what they share: every test gets its own
+//! database, cache and empty `TMPDIR`, and runs the real `flowrun` binary on real Python.
+
+mod support;
+
+mod codegen_script;
+mod faults;
+mod history;
+mod http_command_nodes;
+mod llm_nodes;
+mod python_env;
+mod run_core;
+mod runtime_unittest;
+mod secrets;
+mod serve;
+mod serve_page;
+mod validate_errors;
