@@ -13,26 +13,29 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-const SCRIPT_TEMPLATE: &str = include_str!("../../templates/script.py.j2");
-const RUNTIME_CORE: &str = include_str!("../../runtime/core.py");
+const SCRIPT_TEMPLATE: &str = include_str!("../../../templates/script.py.j2");
+const RUNTIME_CORE: &str = include_str!("../../../runtime/core.py");
 
 /// The runtime source of each node type, from `runtime/nodes/`.
 const RUNTIME_NODES: &[(&str, &str)] = &[
-    ("code", include_str!("../../runtime/nodes/code.py")),
-    ("command", include_str!("../../runtime/nodes/command.py")),
+    ("code", include_str!("../../../runtime/nodes/code.py")),
+    ("command", include_str!("../../../runtime/nodes/command.py")),
     (
         "http_request",
-        include_str!("../../runtime/nodes/http_request.py"),
+        include_str!("../../../runtime/nodes/http_request.py"),
     ),
-    ("llm", include_str!("../../runtime/nodes/llm.py")),
+    ("llm", include_str!("../../../runtime/nodes/llm.py")),
     (
         "condition",
-        include_str!("../../runtime/nodes/condition.py"),
+        include_str!("../../../runtime/nodes/condition.py"),
     ),
-    ("delay", include_str!("../../runtime/nodes/delay.py")),
-    ("set", include_str!("../../runtime/nodes/set.py")),
-    ("template", include_str!("../../runtime/nodes/template.py")),
-    ("trigger", include_str!("../../runtime/nodes/trigger.py")),
+    ("delay", include_str!("../../../runtime/nodes/delay.py")),
+    ("set", include_str!("../../../runtime/nodes/set.py")),
+    (
+        "template",
+        include_str!("../../../runtime/nodes/template.py"),
+    ),
+    ("trigger", include_str!("../../../runtime/nodes/trigger.py")),
 ];
 
 /// Output that replaces a node's execution: a pin from the definition or the command line, or

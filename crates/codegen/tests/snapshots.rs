@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the codegen crate sits in the repository")
+        .ancestors()
+        .nth(2)
+        .expect("the codegen crate sits in crates/ of the repository")
         .to_path_buf()
 }
 
