@@ -11,7 +11,7 @@
 //! Run: `cargo bench --bench protocol` (or `bench/run.sh`).
 
 use divan::counter::BytesCount;
-use flowrun::executor::protocol::{Frame, Framer};
+use flowrun_executor::protocol::{Frame, Framer};
 
 const NONCE: &str = "4f9c2a7e1b3d5f60718293a4b5c6d7e8";
 const STREAM_BYTES: usize = 100_000_000;

@@ -12,8 +12,8 @@
 //! Run: `cargo bench --bench store` (or `bench/run.sh`).
 
 use divan::counter::ItemsCount;
-use flowrun::events::{ExecStatus, NodeStatus};
-use flowrun::store::{HistoryFilter, NewExecution, NodeRow, Store, Write};
+use flowrun_events::{ExecStatus, NodeStatus};
+use flowrun_store::{HistoryFilter, NewExecution, NodeRow, Store, Write};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 

@@ -1,3 +1,5 @@
 fn main() {
-    std::process::exit(flowrun::cli::main());
+    std::process::exit(cli::main());
 }
+
+mod cli;

@@ -1,9 +1,9 @@
 //! `flowrun doctor`: is everything in place to run workflows, and can it be fixed?
 
 use super::Exit;
-use crate::paths;
-use crate::python;
-use crate::requirements;
+use flowrun_app::paths;
+use flowrun_app::python;
+use flowrun_app::requirements;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 

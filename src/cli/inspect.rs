@@ -1,12 +1,12 @@
 //! `flowrun history`, `show` and `logs`.
 
+use super::progress::duration;
+use super::timefmt;
 use super::{Exit, open_store};
-use crate::events::{ExecStatus, now_ms};
-use crate::progress::duration;
-use crate::store::{Execution, HistoryFilter, NodeRow, Store};
-use crate::timefmt;
 use clap::Args;
-use serde_json::{Value, json};
+use flowrun_events::{ExecStatus, now_ms};
+use flowrun_store::{Execution, HistoryFilter, NodeRow};
+use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,35 +30,6 @@ pub struct HistoryArgs {
     /// One JSON array of execution summaries on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The JSON form of an execution summary (`history --json`).
-pub fn summary_json(e: &Execution) -> Value {
-    json!({
-        "id": e.id,
-        "workflow_id": e.workflow_id,
-        "workflow_name": e.workflow_name,
-        "status": e.status,
-        "mode": e.mode,
-        "started_at": e.started_at,
-        "finished_at": e.finished_at,
-        "duration_ms": e.duration_ms,
-        "error": e.error,
-        "parent_id": e.parent_id,
-        "relation": e.relation,
-        "input_tokens": e.usage.input_tokens,
-        "output_tokens": e.usage.output_tokens,
-        "cost_usd": e.usage.cost_usd,
-    })
-}
-
-/// The JSON form of an execution with its nodes (`show --json`, `run --json`).
-pub fn record_json(store: &Store, id: &str) -> Result<Value, Exit> {
-    let e = store.execution(id)?;
-    let nodes = store.nodes(id)?;
-    let mut v = serde_json::to_value(&e).expect("execution serializes");
-    v["nodes"] = serde_json::to_value(&nodes).expect("nodes serialize");
-    Ok(v)
 }
 
 pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
@@ -96,7 +67,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
     };
     let rows = store.history(&filter)?;
     if args.json {
-        let list: Vec<Value> = rows.iter().map(summary_json).collect();
+        let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
         println!("{}", serde_json::to_string_pretty(&list).expect("json"));
         return Ok(0);
     }
@@ -253,7 +224,8 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&record_json(&store, &id)?).expect("json")
+            serde_json::to_string_pretty(&flowrun_app::views::record_json(&store, &id)?)
+                .expect("json")
         );
         return Ok(0);
     }
@@ -334,7 +306,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     Ok(0)
 }
 
-fn print_log(ev: &crate::store::StoredEvent) {
+fn print_log(ev: &flowrun_store::StoredEvent) {
     let node = ev.node_id.as_deref().unwrap_or("-");
     let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
     let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");

@@ -1,10 +1,10 @@
 //! `flowrun prune` and `flowrun delete`.
 
+use super::timefmt;
 use super::{Exit, open_store};
-use crate::events::now_ms;
-use crate::store::Deleted;
-use crate::timefmt;
 use clap::Args;
+use flowrun_events::now_ms;
+use flowrun_store::Deleted;
 use std::path::Path;
 
 #[derive(Args, Debug)]

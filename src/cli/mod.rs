@@ -1,9 +1,12 @@
 //! The `flowrun` command line.
 
 mod doctor;
-pub(crate) mod inspect;
+mod inspect;
 mod maintain;
+mod progress;
 mod run;
+mod serve;
+mod timefmt;
 mod workflow;
 
 use clap::{Parser, Subcommand};
@@ -101,7 +104,7 @@ pub enum Command {
         python: Option<PathBuf>,
     },
     /// Serve the local HTTP API with Server-Sent Events for editors (see docs/api.md).
-    Serve(crate::server::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Delete executions by id (or unique prefix).
     Delete {
         /// Execution ids or unique prefixes.
@@ -126,10 +129,11 @@ impl Exit {
     }
 }
 
-impl From<crate::store::StoreError> for Exit {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<flowrun_store::StoreError> for Exit {
+    fn from(e: flowrun_store::StoreError) -> Self {
         let code = match e {
-            crate::store::StoreError::NotFound(_) | crate::store::StoreError::Ambiguous { .. } => 2,
+            flowrun_store::StoreError::NotFound(_)
+            | flowrun_store::StoreError::Ambiguous { .. } => 2,
             _ => 3,
         };
         Exit::new(code, e.to_string())
@@ -137,10 +141,10 @@ impl From<crate::store::StoreError> for Exit {
 }
 
 /// Opens the store, first recovering executions that dead runners left `running`.
-pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<crate::store::Store, Exit> {
-    let path = crate::paths::database(db);
-    let mut store = crate::store::Store::open(&path).map_err(|e| Exit::new(3, e.to_string()))?;
-    for id in crate::recovery::recover(&mut store) {
+pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<flowrun_store::Store, Exit> {
+    let (store, recovered) =
+        flowrun_app::control::open_store(db).map_err(|e| Exit::new(3, e.to_string()))?;
+    for id in recovered {
         eprintln!(
             "flowrun: execution {id} was left running by a flowrun process that is gone; marked interrupted"
         );
@@ -190,7 +194,7 @@ pub fn main() -> i32 {
             python,
         } => doctor::doctor(&files, fix, json, python.as_deref(), db.as_deref()),
         Command::Prune(args) => maintain::prune(args, db.as_deref()),
-        Command::Serve(args) => crate::server::serve(args, db.as_deref()),
+        Command::Serve(args) => serve::serve(args, db.as_deref()),
         Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
     };
     match result {

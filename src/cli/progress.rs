@@ -5,8 +5,8 @@
 //!   under their node. On a non-terminal it prints the same lines without the spinner.
 //! - [`Jsonl`]: one JSON object per event on stdout (`--events jsonl`, see docs/events.md).
 
-use crate::events::{Envelope, Event, NodeStatus, Stream};
-use crate::executor::Sink;
+use flowrun_events::{Envelope, Event, NodeStatus, Stream};
+use flowrun_executor::Sink;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::Write;

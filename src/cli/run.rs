@@ -1,17 +1,17 @@
 //! `flowrun run` and `flowrun stop`.
 
+use super::progress::{Jsonl, Terminal};
 use super::{Exit, open_store};
-use crate::events::{ExecStatus, now_ms};
-use crate::executor::{Sink, StopReason};
-use crate::progress::{Jsonl, Terminal};
-use crate::recorder::SharedStore;
-use crate::runner::{self, RunError, RunOptions};
 use clap::{Args, ValueEnum};
+use flowrun_app::SharedStore;
+use flowrun_app::control::StopOutcome;
+use flowrun_app::runner::{self, RunError, RunOptions};
 use flowrun_codegen::Pin;
+use flowrun_events::ExecStatus;
+use flowrun_executor::{Sink, StopReason};
 use serde_json::Value;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -208,7 +208,7 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let trigger = read_trigger(&args.exec)?;
     let opts = options(&args.exec)?;
     let prepared = runner::prepare(&source, trigger, opts).map_err(run_error)?;
-    let store: SharedStore = Arc::new(Mutex::new(open_store(db)?));
+    let store = SharedStore::new(open_store(db)?);
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
 }
 
@@ -237,7 +237,7 @@ pub fn again(
         eprintln!("{note}");
     }
     let prepared = runner::prepare(&plan.source, plan.trigger, plan.options).map_err(run_error)?;
-    let store: SharedStore = Arc::new(Mutex::new(store));
+    let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, exec.events, exec.json)
 }
 
@@ -262,7 +262,7 @@ pub(crate) fn execute_prepared(
         .enable_all()
         .build()
         .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
-    crate::executor::process::become_subreaper();
+    flowrun_executor::process::become_subreaper();
     let types = prepared
         .plan
         .workflow
@@ -287,7 +287,7 @@ pub(crate) fn execute_prepared(
         outcome
     });
     if json {
-        let record = super::inspect::record_json(&store.lock().expect("store lock"), &id)?;
+        let record = flowrun_app::views::record_json(&store.lock(), &id)?;
         // A reader that stops early (`| head`) must not turn a finished run into a panic.
         use std::io::Write;
         let text = serde_json::to_string_pretty(&record).expect("record serializes");
@@ -295,7 +295,7 @@ pub(crate) fn execute_prepared(
     } else if events.is_none() {
         if let Some(out) = &outcome.output {
             if outcome.status == ExecStatus::Success {
-                eprintln!("output: {}", crate::events::preview(out, 400));
+                eprintln!("output: {}", flowrun_events::preview(out, 400));
             }
         }
         eprintln!("details: flowrun show {id}");
@@ -313,7 +313,7 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
             _ = tokio::signal::ctrl_c() => break StopReason::Interrupt,
             _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break StopReason::Terminate,
             _ = tick.tick() => {
-                if store.lock().expect("store lock").stop_requested(&id).unwrap_or(false) {
+                if store.lock().stop_requested(&id).unwrap_or(false) {
                     break StopReason::Cancel;
                 }
             }
@@ -322,51 +322,15 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
     let _ = stop.send(Some(reason));
 }
 
-/// `flowrun stop ID`: asks the runner through the store, then waits for the execution to end. If
-/// its runner is gone, stops the process group itself and records the execution cancelled.
+/// `flowrun stop ID`: asks the runner through the store and waits for the execution to end; if
+/// its runner is gone, stops the process group itself (see `flowrun_app::control::stop`).
 pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
     let mut store = open_store(db)?;
     let id = store.resolve_id(id)?;
-    let e = store.execution(&id)?;
-    if e.status.is_final() {
-        println!("execution {id} already ended: {}", e.status);
-        return Ok(0);
+    match flowrun_app::control::stop(&mut store, &id)? {
+        StopOutcome::AlreadyEnded(status) => println!("execution {id} already ended: {status}"),
+        StopOutcome::Stopped(status) => println!("execution {id} stopped: {status}"),
+        StopOutcome::Forced => println!("execution {id} stopped: cancelled"),
     }
-    store.request_stop(&id, now_ms())?;
-    // The runner polls every 100 ms and then takes at most its grace period (default 2 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let e = store.execution(&id)?;
-        if e.status.is_final() {
-            println!("execution {id} stopped: {}", e.status);
-            return Ok(0);
-        }
-        let runner_alive = e
-            .runner
-            .is_some_and(|(pid, st)| crate::executor::process::is_same_process(pid, st));
-        if !runner_alive || std::time::Instant::now() >= deadline {
-            if let Some(p) = e.process {
-                if crate::recovery::group_is_ours(p.pid, p.start_time) {
-                    crate::executor::process::signal_group(
-                        p.pgid,
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            let err = crate::events::ErrorInfo::new(
-                "Cancelled",
-                "stopped by request (the runner did not respond)",
-            );
-            store.mark_abandoned(
-                &id,
-                ExecStatus::Cancelled,
-                &err,
-                crate::events::NodeStatus::Cancelled,
-                now_ms(),
-            )?;
-            println!("execution {id} stopped: cancelled");
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Ok(0)
 }

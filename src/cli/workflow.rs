@@ -10,7 +10,7 @@ pub(crate) fn load_plan(file: &Path) -> Result<(flowrun_codegen::Source, Plan), 
     let source = flowrun_codegen::load_file(file).map_err(invalid)?;
     let plan = flowrun_codegen::compile(&source).map_err(invalid)?;
     if let Some(schema) = &plan.workflow.inputs {
-        crate::inputs::check_schema(schema)
+        flowrun_app::inputs::check_schema(schema)
             .map_err(|e| Exit::new(2, format!("{}: {e}", source.file)))?;
     }
     Ok((source, plan))

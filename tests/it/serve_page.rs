@@ -8,7 +8,7 @@ use serde_json::json;
 
 /// The file the binary embeds.
 fn page_source() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server/page.html");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/server/src/page.html");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -1,13 +1,28 @@
-//! After a runner died: executions it left `running` become `interrupted`, and whatever of their
-//! process group still lives is killed.
+//! Stopping, killing and recovering executions, from any process: the one place that decides
+//! whether a recorded process group may be signalled, and that records an execution ended when
+//! its runner cannot.
 //!
-//! Runs whenever a flowrun command opens the store. A runner counts as gone when no process has
-//! its recorded pid with its recorded start time (so a reused pid is not mistaken for it).
+//! - [`open_store`]: every flowrun command opens the store through here, which first
+//!   [`recover`]s: executions left `running` by a dead runner become `interrupted`, and whatever
+//!   of their process group still lives is killed. A runner counts as gone when no process has
+//!   its recorded pid with its recorded start time (so a reused pid is not mistaken for it).
+//! - [`stop`]: asks an execution's runner through the store and waits; kills the group itself
+//!   when the runner is gone or does not answer.
 
-use crate::events::{ErrorInfo, ExecStatus, NodeStatus, now_ms};
-use crate::executor::process::{is_same_process, signal_group};
-use crate::store::Store;
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, now_ms};
+use flowrun_executor::process::{is_same_process, signal_group};
+use flowrun_store::{Store, StoreError};
 use nix::sys::signal::Signal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Opens the store (`db`, else the default path), first recovering executions that dead runners
+/// left `running`. Returns the store and the ids it marked `interrupted`.
+pub fn open_store(db: Option<&Path>) -> Result<(Store, Vec<String>), StoreError> {
+    let mut store = Store::open(&crate::paths::database(db))?;
+    let recovered = recover(&mut store);
+    Ok((store, recovered))
+}
 
 /// Marks executions of dead runners `interrupted`. Returns their ids.
 pub fn recover(store: &mut Store) -> Vec<String> {
@@ -50,8 +65,70 @@ pub fn recover(store: &mut Store) -> Vec<String> {
 /// survivors. No when the pid now belongs to a different process (the group is gone and the pid
 /// was reused).
 pub fn group_is_ours(pid: i32, start_time: Option<u64>) -> bool {
-    match crate::executor::process::process_start_time(pid) {
+    match flowrun_executor::process::process_start_time(pid) {
         None => true,
         Some(_) => is_same_process(pid, start_time),
+    }
+}
+
+/// Makes this process the reaper of orphaned descendants, so what an execution leaves behind is
+/// re-parented here, where it can be found, killed and reaped.
+pub fn become_subreaper() {
+    flowrun_executor::process::become_subreaper();
+}
+
+/// What [`stop`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// It had ended before the request, with this status.
+    AlreadyEnded(ExecStatus),
+    /// Its runner stopped it; it ended with this status.
+    Stopped(ExecStatus),
+    /// Its runner was gone or did not answer in time: the group was killed here (if it was
+    /// still the execution's) and the execution recorded `cancelled`.
+    Forced,
+}
+
+/// How long [`stop`] waits for a live runner to answer: it polls every 100 ms and then takes
+/// at most its kill grace period (default 2 s).
+pub const STOP_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Stops execution `id` (a full id) from any process: records the request, which its runner
+/// sees within 100 ms, and waits for the execution to end. If its runner is gone, or does not
+/// answer within [`STOP_ANSWER_WAIT`], kills the group itself — only when it is still the
+/// execution's (see [`group_is_ours`]) — and records the execution `cancelled`.
+pub fn stop(store: &mut Store, id: &str) -> Result<StopOutcome, StoreError> {
+    let e = store.execution(id)?;
+    if e.status.is_final() {
+        return Ok(StopOutcome::AlreadyEnded(e.status));
+    }
+    store.request_stop(id, now_ms())?;
+    let deadline = Instant::now() + STOP_ANSWER_WAIT;
+    loop {
+        let e = store.execution(id)?;
+        if e.status.is_final() {
+            return Ok(StopOutcome::Stopped(e.status));
+        }
+        let runner_alive = e.runner.is_some_and(|(pid, st)| is_same_process(pid, st));
+        if !runner_alive || Instant::now() >= deadline {
+            if let Some(p) = e.process {
+                if group_is_ours(p.pid, p.start_time) {
+                    signal_group(p.pgid, Signal::SIGKILL);
+                }
+            }
+            let err = ErrorInfo::new(
+                "Cancelled",
+                "stopped by request (the runner did not respond)",
+            );
+            store.mark_abandoned(
+                id,
+                ExecStatus::Cancelled,
+                &err,
+                NodeStatus::Cancelled,
+                now_ms(),
+            )?;
+            return Ok(StopOutcome::Forced);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -9,11 +9,11 @@
 //!
 //! Locks: `Executions::inner` may be held while the store is locked, never the other way round.
 
-use crate::events::{Envelope, ErrorInfo, Event, ExecStatus, NodeStatus, now_ms};
-use crate::executor::{Sink, StopReason};
-use crate::recorder::SharedStore;
+use crate::SharedStore;
 use crate::runner::{self, Prepared, RunError};
-use crate::store::Write;
+use flowrun_events::{Envelope, ErrorInfo, Event, ExecStatus, NodeStatus, now_ms};
+use flowrun_executor::{Sink, StopReason};
+use flowrun_store::Write;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +47,7 @@ impl Live {
 
     fn push(&self, env: Envelope) {
         let env = Arc::new(env);
-        let mut st = self.state.lock().expect("live lock");
+        let mut st = crate::lock(&self.state);
         st.events.push(env.clone());
         // No receiver is fine: the buffer has it.
         let _ = self.tx.send(env);
@@ -58,14 +58,14 @@ impl Live {
         &self,
         after: u64,
     ) -> (Vec<Arc<Envelope>>, broadcast::Receiver<Arc<Envelope>>) {
-        let st = self.state.lock().expect("live lock");
+        let st = crate::lock(&self.state);
         let rx = self.tx.subscribe();
         (Self::tail(&st.events, after), rx)
     }
 
     /// The events after `after` so far.
     pub fn since(&self, after: u64) -> Vec<Arc<Envelope>> {
-        let st = self.state.lock().expect("live lock");
+        let st = crate::lock(&self.state);
         Self::tail(&st.events, after)
     }
 
@@ -161,13 +161,13 @@ impl Executions {
 
     /// `(running, queued)` counts.
     pub fn counts(&self) -> (usize, usize) {
-        let inner = self.inner.lock().expect("queue lock");
+        let inner = crate::lock(&self.inner);
         (inner.running, inner.queue.len())
     }
 
     /// The live view of an execution this server has queued or running.
     pub fn live(&self, id: &str) -> Option<Arc<Live>> {
-        self.inner.lock().expect("queue lock").live.get(id).cloned()
+        crate::lock(&self.inner).live.get(id).cloned()
     }
 
     /// Records a prepared execution and starts it, or queues it when `max_concurrent` run
@@ -178,7 +178,7 @@ impl Executions {
         prepared: Prepared,
     ) -> Result<(String, ExecStatus), SubmitError> {
         let id = runner::new_execution_id();
-        let mut inner = self.inner.lock().expect("queue lock");
+        let mut inner = crate::lock(&self.inner);
         if inner.closed {
             return Err(SubmitError::ShuttingDown);
         }
@@ -235,17 +235,14 @@ impl Executions {
                     let this2 = this.clone();
                     let idc = id.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        if let Ok(mut store) = this2.store.lock() {
-                            let err =
-                                ErrorInfo::new("InternalError", format!("flowrun serve: {e}"));
-                            let _ = store.mark_abandoned(
-                                &idc,
-                                ExecStatus::Error,
-                                &err,
-                                NodeStatus::Cancelled,
-                                now_ms(),
-                            );
-                        }
+                        let err = ErrorInfo::new("InternalError", format!("flowrun serve: {e}"));
+                        let _ = this2.store.lock().mark_abandoned(
+                            &idc,
+                            ExecStatus::Error,
+                            &err,
+                            NodeStatus::Cancelled,
+                            now_ms(),
+                        );
                     })
                     .await;
                     ExecStatus::Error
@@ -261,7 +258,7 @@ impl Executions {
 
     /// An execution ended: forget it and start what the queue allows.
     fn finished(self: &Arc<Self>, id: &str) {
-        let mut inner = self.inner.lock().expect("queue lock");
+        let mut inner = crate::lock(&self.inner);
         inner.live.remove(id);
         inner.running = inner.running.saturating_sub(1);
         self.start_queued(inner);
@@ -275,10 +272,10 @@ impl Executions {
                 break;
             };
             let pid = std::process::id() as i32;
-            let res = self.store.lock().expect("store lock").set_running(
+            let res = self.store.lock().set_running(
                 &id,
                 pid,
-                crate::executor::process::process_start_time(pid),
+                flowrun_executor::process::process_start_time(pid),
             );
             if let Err(e) = res {
                 tracing::warn!("marking execution {id} running: {e}");
@@ -294,8 +291,8 @@ impl Executions {
 
     /// Stops an execution: dequeues it, stops it here, or asks its runner through the store.
     /// Blocking (store access).
-    pub fn stop(self: &Arc<Self>, id: &str) -> Result<Stopped, crate::store::StoreError> {
-        let mut inner = self.inner.lock().expect("queue lock");
+    pub fn stop(self: &Arc<Self>, id: &str) -> Result<Stopped, flowrun_store::StoreError> {
+        let mut inner = crate::lock(&self.inner);
         if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
             let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
             drop(inner);
@@ -305,23 +302,19 @@ impl Executions {
         if let Some(live) = inner.live.get(id).cloned() {
             drop(inner);
             // Recorded in the store too, like `flowrun stop` does.
-            let _ = self
-                .store
-                .lock()
-                .expect("store lock")
-                .request_stop(id, now_ms());
+            let _ = self.store.lock().request_stop(id, now_ms());
             live.cancel();
             return Ok(Stopped::Stopping);
         }
         drop(inner);
-        let mut store = self.store.lock().expect("store lock");
+        let mut store = self.store.lock();
         let e = store.execution(id)?;
         if e.status.is_final() {
             return Ok(Stopped::AlreadyEnded(e.status));
         }
         store.request_stop(id, now_ms())?;
         // A runner that is gone will never answer: record what recovery would.
-        crate::recovery::recover(&mut store);
+        crate::control::recover(&mut store);
         Ok(Stopped::Requested)
     }
 
@@ -358,7 +351,7 @@ impl Executions {
             })
             .collect();
         {
-            let mut store = self.store.lock().expect("store lock");
+            let mut store = self.store.lock();
             if let Err(e) = store.apply(id, &writes) {
                 tracing::warn!("recording the cancellation of {id}: {e}");
             }
@@ -380,7 +373,7 @@ impl Executions {
             });
         }
         job.live.done.send_replace(Some(ExecStatus::Cancelled));
-        self.inner.lock().expect("queue lock").live.remove(id);
+        crate::lock(&self.inner).live.remove(id);
         self.ended.notify_waiters();
     }
 
@@ -405,13 +398,13 @@ impl Executions {
             let this = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let requested: Vec<String> = {
-                    let store = this.store.lock().expect("store lock");
+                    let store = this.store.lock();
                     ids.into_iter()
                         .filter(|id| store.stop_requested(id).unwrap_or(false))
                         .collect()
                 };
                 for id in requested {
-                    let mut inner = this.inner.lock().expect("queue lock");
+                    let mut inner = crate::lock(&this.inner);
                     if let Some(pos) = inner.queue.iter().position(|(q, _)| *q == id) {
                         let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
                         drop(inner);
@@ -431,7 +424,7 @@ impl Executions {
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let (queued, running) = {
-                let mut inner = this.inner.lock().expect("queue lock");
+                let mut inner = crate::lock(&this.inner);
                 inner.closed = true;
                 let queued: Vec<(String, Job)> = inner.queue.drain(..).collect();
                 let running: Vec<Arc<Live>> = inner.live.values().cloned().collect();
@@ -441,23 +434,30 @@ impl Executions {
                 this.cancel_queued(&id, job, "the server shut down before it started");
             }
             for live in running {
-                let _ = this
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .request_stop(&live.id, now_ms());
+                let _ = this.store.lock().request_stop(&live.id, now_ms());
                 live.cancel();
             }
         })
         .await;
         loop {
             let ended = self.ended.notified();
-            if self.inner.lock().expect("queue lock").live.is_empty() {
+            if crate::lock(&self.inner).live.is_empty() {
                 return;
             }
             // A notification between the check and the wait is not lost (`notified` was
             // created first); the timeout is a second safety net.
             let _ = tokio::time::timeout(Duration::from_millis(200), ended).await;
         }
+    }
+}
+
+/// The final status once the execution has ended (`None` if its sender is gone first).
+pub async fn wait_done(mut done: watch::Receiver<Option<ExecStatus>>) -> Option<ExecStatus> {
+    loop {
+        let now = *done.borrow_and_update();
+        if now.is_some() {
+            return now;
+        }
+        done.changed().await.ok()?;
     }
 }

@@ -4,15 +4,12 @@
 //! at node boundaries, so a flood of log lines costs one transaction per batch while a crash
 //! still loses nothing that was flushed.
 
-use crate::events::{Envelope, Event};
-use crate::executor::process::ProcessInfo;
-use crate::executor::{NodeDetail, Sink};
-use crate::store::{NodeRow, ProcessRow, Store, Usage, Write};
+use crate::SharedStore;
+use flowrun_events::{Envelope, Event};
+use flowrun_executor::process::ProcessInfo;
+use flowrun_executor::{NodeDetail, Sink};
+use flowrun_store::{NodeRow, ProcessRow, Usage, Write};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// The store, shared by whatever records into it in this process.
-pub type SharedStore = Arc<Mutex<Store>>;
 
 pub struct Recorder {
     store: SharedStore,
@@ -73,11 +70,7 @@ impl Recorder {
             return;
         }
         let writes = std::mem::take(&mut self.pending);
-        let res = self
-            .store
-            .lock()
-            .expect("store lock")
-            .apply(&self.execution_id, &writes);
+        let res = self.store.lock().apply(&self.execution_id, &writes);
         if let Err(e) = res {
             self.error.get_or_insert_with(|| e.to_string());
         }
@@ -91,18 +84,14 @@ impl Sink for Recorder {
             pgid: info.pgid,
             start_time: info.start_time,
         };
-        let res = self
-            .store
-            .lock()
-            .expect("store lock")
-            .set_process(&self.execution_id, row);
+        let res = self.store.lock().set_process(&self.execution_id, row);
         if let Err(e) = res {
             self.error.get_or_insert_with(|| e.to_string());
         }
     }
 
     fn node_detail(&mut self, d: &NodeDetail) {
-        if self.metered.contains(&d.node) && d.status == crate::events::NodeStatus::Success {
+        if self.metered.contains(&d.node) && d.status == flowrun_events::NodeStatus::Success {
             if let Some(out) = &d.output {
                 let tok = |k: &str| {
                     out.get("usage")

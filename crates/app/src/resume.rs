@@ -5,8 +5,8 @@
 //! Everything else runs: the failed, timed-out or cancelled node, nodes that never ran, nodes
 //! whose definition changed (with `--file`), and everything downstream of those.
 
-use crate::store::NodeRow;
 use flowrun_codegen::{Pin, Plan};
+use flowrun_store::NodeRow;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

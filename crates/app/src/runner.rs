@@ -4,17 +4,18 @@
 //! recorder writes what happens to the store. The CLI and the HTTP server both start executions
 //! through here, so they behave the same.
 
-use crate::events::{ErrorInfo, ExecStatus, now_ms};
-use crate::executor::{self, Fanout, Outcome, RunSpec, Sink, StopReason, process::Launch};
+use crate::SharedStore;
 use crate::inputs;
 use crate::paths;
 use crate::python::{self, Interpreter};
-use crate::recorder::{Recorder, SharedStore};
-use crate::redact::Redactor;
+use crate::recorder::Recorder;
 use crate::requirements;
-use crate::store::{Finish, NewExecution};
 use flowrun_codegen::model::NodeKind;
 use flowrun_codegen::{Diagnostics, Pin, Plan, RenderOptions, Source};
+use flowrun_events::{ErrorInfo, ExecStatus, now_ms};
+use flowrun_executor::redact::Redactor;
+use flowrun_executor::{self, Fanout, Outcome, RunSpec, Sink, StopReason, process::Launch};
+use flowrun_store::{Finish, NewExecution};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -383,7 +384,7 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
     env.push(("FLOWRUN_MODE".into(), p.options.mode.clone()));
     env.push((
         "FLOWRUN_MAX_PAYLOAD_BYTES".into(),
-        crate::store::DEFAULT_MAX_FIELD_BYTES.to_string(),
+        flowrun_store::DEFAULT_MAX_FIELD_BYTES.to_string(),
     ));
     for (k, v) in &p.options.env {
         env.retain(|(ek, _)| ek != k);
@@ -461,7 +462,6 @@ pub fn record_start(
     };
     store
         .lock()
-        .expect("store lock")
         .insert_execution(&NewExecution {
             id: execution_id,
             workflow_id: &wf.id,
@@ -476,7 +476,7 @@ pub fn record_start(
             parent_id: p.options.parent.as_ref().map(|(id, _)| id.as_str()),
             relation: p.options.parent.as_ref().map(|(_, r)| *r),
             runner_pid,
-            runner_start_time: executor::process::process_start_time(runner_pid),
+            runner_start_time: flowrun_executor::process::process_start_time(runner_pid),
         })
         .map_err(|e| RunError::Environment(e.to_string()))
 }
@@ -502,7 +502,7 @@ pub async fn run(
     let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes, metered);
     let outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
-        executor::execute(&spec, &mut sinks, stop).await
+        flowrun_executor::execute(&spec, &mut sinks, stop).await
     };
     let mut outcome = outcome;
     if let Some(e) = recorder.error.take() {
@@ -511,7 +511,7 @@ pub async fn run(
             outcome.error = Some(ErrorInfo::new("StoreError", e));
         }
     }
-    let res = store.lock().expect("store lock").finish_execution(
+    let res = store.lock().finish_execution(
         execution_id,
         &Finish {
             status: outcome.status,
@@ -569,7 +569,7 @@ pub struct AgainPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum AgainError {
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] flowrun_store::StoreError),
     #[error("execution {id} is still {status}; wait for it or stop it first")]
     NotFinished { id: String, status: ExecStatus },
     #[error("the definition execution {0} ran is missing from the store")]
@@ -587,7 +587,8 @@ impl AgainError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AgainError::Store(
-                crate::store::StoreError::NotFound(_) | crate::store::StoreError::Ambiguous { .. },
+                flowrun_store::StoreError::NotFound(_)
+                | flowrun_store::StoreError::Ambiguous { .. },
             ) => 2,
             AgainError::Store(_) | AgainError::MissingSnapshot(_) => 3,
             AgainError::NotFinished { .. }
@@ -602,7 +603,7 @@ impl AgainError {
 /// trigger data (unless `trigger` is given), and for a resume pins the outputs it can reuse.
 /// Reads the store only; [`prepare`] comes next.
 pub fn plan_again(
-    store: &crate::store::Store,
+    store: &flowrun_store::Store,
     id: &str,
     source: AgainSource<'_>,
     trigger: Option<Value>,

@@ -1,70 +1,78 @@
 //! `flowrun serve`: the local HTTP API and Server-Sent Events for editors (see `docs/api.md`).
 //!
 //! One process, one store connection, one multi-threaded tokio runtime. Executions started over
-//! HTTP go through the same [`crate::runner`] and store as the CLI's, so `flowrun history` lists
+//! HTTP go through the same application layer (`flowrun_app`) and store as the CLI's, so `flowrun history` lists
 //! them and `flowrun stop` stops them (the server polls the store's stop requests like a CLI
 //! runner does).
 //!
 //! - [`security`]: bearer token, loopback `Host`, `Origin` allow-list with CORS, body limit.
-//! - [`queue`]: running and queued executions, `--max-concurrent`, live event buffers, stop.
 //! - [`api`]: the JSON endpoints. [`sse`]: the event stream. [`workflows`]: `--workflows DIR`.
+//! - The queue of running and queued executions is `flowrun_app::queue`.
 //! - [`page`]: the web page at `/` (one embedded HTML file that calls the API with the token).
 
 pub mod api;
 pub mod page;
-pub mod queue;
 pub mod security;
 pub mod sse;
 pub mod workflows;
 
-use crate::cli::Exit;
-use crate::recorder::SharedStore;
-use crate::runner::RunOptions;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use flowrun_app::SharedStore;
+use flowrun_app::queue;
+use flowrun_app::runner::RunOptions;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Default TCP port of `flowrun serve`.
 pub const DEFAULT_PORT: u16 = 7780;
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// TCP port (0: pick a free one; the URL printed says which).
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+/// How the server is set up (the CLI builds it from `flowrun serve`'s flags).
+#[derive(Debug, Clone)]
+pub struct Config {
     pub port: u16,
-    /// Address to listen on. Anything but loopback exposes the API to the network.
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
     pub bind: IpAddr,
-    /// Directory of saved workflows (.json, .yaml, .yml) that the API lists and runs.
-    #[arg(long, value_name = "DIR")]
+    /// Directory of saved workflows the API lists and runs.
     pub workflows: Option<PathBuf>,
-    /// How many executions run at once; more wait as `queued` (default: number of CPUs).
-    #[arg(long, value_name = "N")]
+    /// How many executions run at once (default: the number of CPUs).
     pub max_concurrent: Option<usize>,
-    /// A browser origin allowed to call the API (`http://localhost:5173`); repeatable.
-    #[arg(long = "allow-origin", value_name = "ORIGIN")]
-    pub allow_origin: Vec<String>,
-    /// Largest request body accepted.
-    #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
+    /// Browser origins allowed to call the API, besides the server's own.
+    pub allow_origins: Vec<String>,
     pub max_body_bytes: usize,
     /// Where to write the bearer token (default: a private directory in the cache directory).
-    #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 on PATH).
-    #[arg(long, value_name = "PATH")]
-    pub python: Option<PathBuf>,
-    /// Time between SIGTERM and SIGKILL when stopping an execution.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    pub kill_grace_ms: u64,
-    /// Cap on stored log bytes per execution; the rest is counted.
-    #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
-    pub max_log_bytes: u64,
+    /// Options every execution starts from (a request adds its own).
+    pub options: RunOptions,
+}
+
+/// Why the server could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is not usable; nothing was started.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] flowrun_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the token file {}: {source}", .path.display())]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// What every handler shares.
@@ -88,18 +96,21 @@ pub fn router(app: AppState) -> Router {
         .route("/", get(page::page))
         .route("/index.html", get(page::page))
         .route("/api", get(api::info))
-        .route("/api/workflows", get(api::list_workflows))
-        .route("/api/workflows/{id}", get(api::get_workflow))
-        .route("/api/workflows/{id}/executions", post(api::start_saved))
+        .route("/api/workflows", get(api::workflows::list))
+        .route("/api/workflows/{id}", get(api::workflows::get))
+        .route(
+            "/api/workflows/{id}/executions",
+            post(api::executions::start_saved),
+        )
         .route(
             "/api/executions",
-            get(api::list_executions).post(api::start_unsaved),
+            get(api::executions::list).post(api::executions::start_unsaved),
         )
-        .route("/api/executions/{id}", get(api::get_execution))
+        .route("/api/executions/{id}", get(api::executions::get))
         .route("/api/executions/{id}/events", get(sse::events))
-        .route("/api/executions/{id}/stop", post(api::stop))
-        .route("/api/executions/{id}/rerun", post(api::rerun))
-        .route("/api/executions/{id}/resume", post(api::resume))
+        .route("/api/executions/{id}/stop", post(api::executions::stop))
+        .route("/api/executions/{id}/rerun", post(api::executions::rerun))
+        .route("/api/executions/{id}/resume", post(api::executions::resume))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -117,106 +128,102 @@ fn write_out(line: &str) {
     let _ = out.flush();
 }
 
-/// `flowrun serve`.
-pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
+/// Runs the server until SIGINT or SIGTERM: prints its URL and token file on stdout, serves,
+/// then cancels what is queued, stops what runs and returns.
+pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
     // A client or child that goes away must give an error, not end the server.
     // SAFETY: setting a signal disposition before any thread of ours starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    if args.max_concurrent == Some(0) {
-        return Err(Exit::new(2, "--max-concurrent must be at least 1"));
+    if config.max_concurrent == Some(0) {
+        return Err(ServeError::Config(
+            "at most 0 executions at once: nothing could run; allow at least 1".into(),
+        ));
     }
-    let origins = args
-        .allow_origin
+    let origins = config
+        .allow_origins
         .iter()
-        .map(|o| security::normalize_origin(o).map_err(|e| Exit::new(2, e)))
+        .map(|o| security::normalize_origin(o).map_err(ServeError::Config))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut args = args;
-    if let Some(dir) = &args.workflows {
+    let mut config = config;
+    if let Some(dir) = &config.workflows {
         if !dir.is_dir() {
-            return Err(Exit::new(
-                2,
-                format!("--workflows {}: not a directory", dir.display()),
-            ));
+            return Err(ServeError::Config(format!(
+                "the workflows directory {} is not a directory",
+                dir.display()
+            )));
         }
         // Absolute, so the file paths the API reports mean the same to every client.
-        args.workflows = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
+        config.workflows = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
     }
-    let max_concurrent = args.max_concurrent.unwrap_or_else(|| {
+    let max_concurrent = config.max_concurrent.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    crate::executor::process::become_subreaper();
-    let store: SharedStore = Arc::new(Mutex::new(crate::cli::open_store(db)?));
+    flowrun_app::control::become_subreaper();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("flowrun-serve")
         .build()
-        .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(run_server(args, origins, max_concurrent, store))
+        .map_err(|source| ServeError::Io {
+            what: "cannot start the async runtime",
+            source,
+        })?;
+    rt.block_on(run_server(config, origins, max_concurrent, store))
 }
 
 async fn run_server(
-    args: ServeArgs,
+    config: Config,
     origins: Vec<String>,
     max_concurrent: usize,
     store: SharedStore,
-) -> Result<i32, Exit> {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port))
+) -> Result<(), ServeError> {
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| {
-            Exit::new(
-                3,
-                format!(
-                    "cannot listen on {}: {e}",
-                    SocketAddr::new(args.bind, args.port)
-                ),
-            )
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Exit::new(3, format!("cannot read the listening address: {e}")))?;
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "cannot read the listening address",
+        source,
+    })?;
     let token = security::new_token();
-    let token_file = match &args.token_file {
+    let token_file = match &config.token_file {
         Some(p) => p.clone(),
         None => security::default_token_file(addr.port()),
     };
-    security::write_token_file(&token_file, &token, args.token_file.is_none()).map_err(|e| {
-        Exit::new(
-            3,
-            format!("cannot write the token file {}: {e}", token_file.display()),
-        )
-    })?;
-    if !args.bind.is_loopback() {
+    security::write_token_file(&token_file, &token, config.token_file.is_none()).map_err(
+        |source| ServeError::TokenFile {
+            path: token_file.clone(),
+            source,
+        },
+    )?;
+    if !config.bind.is_loopback() {
         eprintln!(
             "flowrun serve: warning: listening on {}, not loopback: anyone who can reach it and has the token can run code here",
-            args.bind
+            config.bind
         );
     }
     // Signal handlers go in before the URL is printed: a client that reads it may signal at once.
-    let mut signals =
-        Signals::new().map_err(|e| Exit::new(3, format!("cannot handle signals: {e}")))?;
+    let mut signals = Signals::new().map_err(|source| ServeError::Io {
+        what: "cannot handle signals",
+        source,
+    })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let executions = queue::Executions::new(store.clone(), max_concurrent);
     let app = Arc::new(App {
         store: store.clone(),
         executions: executions.clone(),
-        workflows_dir: args.workflows.clone(),
+        workflows_dir: config.workflows.clone(),
         security: security::Policy {
             token,
             allow_origins: origins,
-            max_body_bytes: args.max_body_bytes,
-            bind: args.bind,
+            max_body_bytes: config.max_body_bytes,
+            bind: config.bind,
             port: addr.port(),
         },
-        options: RunOptions {
-            python: args.python.clone(),
-            kill_grace_ms: args.kill_grace_ms,
-            max_log_bytes: args.max_log_bytes,
-            ..RunOptions::default()
-        },
+        options: config.options.clone(),
         shutdown: shutdown_rx,
     });
     write_out(&format!("flowrun serve: listening on http://{addr}"));
@@ -251,10 +258,10 @@ async fn run_server(
         Err(_) => tracing::warn!("some connections were still open after 5 s; closing them"),
         _ => {}
     }
-    if args.token_file.is_none() {
+    if config.token_file.is_none() {
         let _ = std::fs::remove_file(&token_file);
     }
-    Ok(0)
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, registered at once.

@@ -13,7 +13,7 @@
 //! 4. A declared body (`Content-Length`) over `--max-body-bytes` gets `413` before it is read;
 //!    a chunked one is cut at the same limit by the body extractor.
 
-use super::AppState;
+use crate::AppState;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -83,12 +83,12 @@ pub fn new_token() -> String {
 pub fn default_token_file(port: u16) -> PathBuf {
     let name = format!("serve-{port}.token");
     if std::env::var_os("FLOWRUN_CACHE_DIR").is_some_and(|v| !v.is_empty()) {
-        return crate::paths::cache_dir().join("serve").join(name);
+        return flowrun_app::paths::cache_dir().join("serve").join(name);
     }
     if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(run).join("flowrun").join(name);
     }
-    crate::paths::cache_dir().join("serve").join(name)
+    flowrun_app::paths::cache_dir().join("serve").join(name)
 }
 
 /// Writes the token with mode 0600. `own_dir`: the directory is flowrun's (the default path)
@@ -99,9 +99,9 @@ pub fn write_token_file(path: &Path, token: &str, own_dir: bool) -> std::io::Res
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if own_dir || !dir.exists() {
-        crate::paths::private_dir(dir)?;
+        flowrun_app::paths::private_dir(dir)?;
     }
-    crate::paths::write_private(path, format!("{token}\n").as_bytes())
+    flowrun_app::paths::write_private(path, format!("{token}\n").as_bytes())
 }
 
 /// Checks and normalizes an `--allow-origin` value.

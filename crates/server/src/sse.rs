@@ -7,18 +7,18 @@
 //! (data `{"execution_id", "status"}`, no id) and the stream closes. A comment line every 15 s
 //! keeps idle connections open.
 //!
-//! Executions this server runs are followed through their live buffer (see [`super::queue`]);
+//! Executions this server runs are followed through their live buffer (see `flowrun_app::queue`);
 //! any other (run by `flowrun run`, or ended) through the store, polled every 100 ms.
 
-use super::AppState;
-use super::api::{ApiError, blocking};
-use super::queue::Live;
-use crate::events::{Envelope, ExecStatus};
+use crate::AppState;
+use crate::api::error::{ApiError, blocking};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use flowrun_app::queue::{Live, wait_done};
+use flowrun_events::{Envelope, ExecStatus};
 use serde::Deserialize;
 use serde_json::json;
 use std::convert::Infallible;
@@ -95,7 +95,7 @@ pub async fn events(
         })?,
     };
     let store = app.store.clone();
-    let id = blocking(move || Ok(store.lock().expect("store lock").resolve_id(&id)?)).await?;
+    let id = blocking(move || Ok(store.lock().resolve_id(&id)?)).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(produce(app, id, after, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -162,19 +162,6 @@ async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
     wait_done(done).await
 }
 
-/// The final status once the execution has ended (`None` if its sender is gone first).
-pub async fn wait_done(
-    mut done: tokio::sync::watch::Receiver<Option<ExecStatus>>,
-) -> Option<ExecStatus> {
-    loop {
-        let now = *done.borrow_and_update();
-        if now.is_some() {
-            return now;
-        }
-        done.changed().await.ok()?;
-    }
-}
-
 /// The event JSON as `--events jsonl` prints it, from a stored event: the envelope fields, then
 /// the event's own fields exactly as recorded.
 fn stored_json(seq: u64, execution_id: &str, data: &str) -> String {
@@ -195,7 +182,7 @@ async fn follow_store(app: &AppState, id: &str, cur: &mut Cursor) -> Option<Exec
         let after = cur.last;
         // The status is read first: once it is final, every event is already stored.
         let (status, events) = blocking(move || {
-            let store = store.lock().expect("store lock");
+            let store = store.lock();
             let status = store.execution(&idc)?.status;
             Ok((status, store.events_text(&idc, after)?))
         })

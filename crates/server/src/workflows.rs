@@ -65,7 +65,7 @@ pub fn load(path: &Path) -> Entry {
         }
     };
     if let Some(schema) = plan.as_ref().and_then(|p| p.workflow.inputs.as_ref()) {
-        if let Err(e) = crate::inputs::check_schema(schema) {
+        if let Err(e) = flowrun_app::inputs::check_schema(schema) {
             let mut d = Diagnostic::new(e.to_string());
             d.file = Some(source.file.clone());
             errors.push(d);
@@ -154,7 +154,7 @@ pub fn describe(e: &Entry, detail: bool) -> Value {
     let inputs = wf.and_then(|w| w.inputs.clone());
     let defaults = inputs.as_ref().map(|schema| {
         let mut data = Value::Object(Default::default());
-        crate::inputs::apply_defaults(schema, &mut data);
+        flowrun_app::inputs::apply_defaults(schema, &mut data);
         data
     });
     let missing: Vec<&str> = connections

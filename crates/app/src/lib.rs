@@ -1,0 +1,24 @@
+//! flowrun's application layer: what the CLI and the HTTP server both do, written once.
+//!
+//! One execution end to end ([`runner`]: validate, render, find Python, record, execute,
+//! finish), the sink that records it ([`recorder`]), stopping, killing and recovering
+//! executions ([`control`]), what a resume may reuse ([`resume`]), a queue of concurrent
+//! executions with live event buffers ([`queue`]), the Python environment ([`python`],
+//! [`requirements`]), trigger inputs ([`inputs`]) and where files live ([`paths`]).
+//!
+//! It knows neither flags nor HTTP: errors are typed, and each front end words them for its
+//! own users.
+
+pub mod control;
+pub mod inputs;
+pub mod paths;
+pub mod python;
+pub mod queue;
+pub mod recorder;
+pub mod requirements;
+pub mod resume;
+pub mod runner;
+mod shared;
+pub mod views;
+
+pub use shared::{SharedStore, lock};

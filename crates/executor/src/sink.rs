@@ -1,0 +1,50 @@
+//! Where an execution's events go: every viewer (store recorder, terminal, JSONL, HTTP) is a
+//! [`Sink`] and gets the same events in the same order.
+
+use crate::process::ProcessInfo;
+use flowrun_events::{Envelope, ErrorInfo, NodeStatus};
+use serde_json::Value;
+
+/// The full record of a finished node, for the store (events carry only a preview).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeDetail {
+    pub node: String,
+    pub status: NodeStatus,
+    pub attempt: u32,
+    pub duration_ms: f64,
+    pub started_at: Option<i64>,
+    pub finished_at: i64,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub from_execution: Option<String>,
+}
+
+/// Receives what happens during an execution, in order.
+pub trait Sink: Send {
+    /// The child is running; `info` identifies its process group.
+    fn spawned(&mut self, _info: &ProcessInfo) {}
+    /// Full input/output of a node attempt, just before its `node_end` event.
+    fn node_detail(&mut self, _detail: &NodeDetail) {}
+    fn event(&mut self, envelope: &Envelope);
+    /// Nothing else is pending right now: a good moment to write batched work.
+    fn flush(&mut self) {}
+}
+
+/// Sends everything to several sinks.
+pub struct Fanout<'a>(pub Vec<&'a mut dyn Sink>);
+
+impl Sink for Fanout<'_> {
+    fn spawned(&mut self, info: &ProcessInfo) {
+        self.0.iter_mut().for_each(|s| s.spawned(info));
+    }
+    fn node_detail(&mut self, d: &NodeDetail) {
+        self.0.iter_mut().for_each(|s| s.node_detail(d));
+    }
+    fn event(&mut self, e: &Envelope) {
+        self.0.iter_mut().for_each(|s| s.event(e));
+    }
+    fn flush(&mut self) {
+        self.0.iter_mut().for_each(|s| s.flush());
+    }
+}

@@ -1,0 +1,64 @@
+//! What an execution needs to run ([`RunSpec`]) and why the runner may stop it ([`StopReason`]).
+
+use crate::process::Launch;
+use crate::redact::Redactor;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Everything needed to run one execution.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub execution_id: String,
+    pub workflow_id: String,
+    pub workflow_name: String,
+    pub mode: String,
+    /// Node ids in execution order.
+    pub nodes: Vec<String>,
+    /// Per-node deadlines, enforced from the node's `node_start`.
+    pub node_timeouts: HashMap<String, Duration>,
+    /// Extra time past its deadline before the runner kills a node that times its own call
+    /// (HTTP, LLM, command), so the node's own timeout fires first and is an ordinary,
+    /// retryable node error.
+    pub node_grace: HashMap<String, Duration>,
+    pub launch: Launch,
+    /// Trigger data, written to stdin.
+    pub trigger: Vec<u8>,
+    pub nonce: String,
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Budget for stored log lines: each costs its bytes plus [`LOG_LINE_OVERHEAD`]; once it is
+    /// used up, further lines are counted, not kept.
+    pub max_log_bytes: u64,
+    /// Longest log line kept.
+    pub max_line_bytes: usize,
+    /// Secrets to cut out of everything the child prints.
+    pub redactor: Redactor,
+}
+
+impl RunSpec {
+    /// Longest protocol line accepted; the runtime caps each payload well below this.
+    pub const MAX_FRAME: usize = 64 << 20;
+}
+
+/// Why the runner stops an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Someone asked: `flowrun stop`, the HTTP API, a server shutting down.
+    Cancel,
+    /// Ctrl-C on the terminal running `flowrun run`.
+    Interrupt,
+    /// SIGTERM to the `flowrun run` process.
+    Terminate,
+}
+
+impl StopReason {
+    /// How the execution's error says it was stopped.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Cancel => "stopped by request",
+            StopReason::Interrupt => "stopped by Ctrl-C",
+            StopReason::Terminate => "stopped: flowrun received SIGTERM",
+        }
+    }
+}

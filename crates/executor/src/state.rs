@@ -1,0 +1,375 @@
+//! The execution as the runner sees it while it runs: what the child's frames mean (events,
+//! log lines, the result), which node runs, the log budget, and the events that follow.
+
+use crate::protocol::Frame;
+use crate::sink::{NodeDetail, Sink};
+use crate::spec::RunSpec;
+use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream, now_ms, preview};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What the runtime prints, as the executor reads it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+// Parsed and matched at once, one at a time: boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum ChildEvent {
+    NodeStart {
+        node: String,
+        #[serde(default)]
+        attempt: u32,
+    },
+    NodeEnd {
+        node: String,
+        status: String,
+        #[serde(default)]
+        attempt: u32,
+        #[serde(default)]
+        duration_ms: f64,
+        #[serde(default)]
+        input: Option<Value>,
+        #[serde(default)]
+        output: Option<Value>,
+        #[serde(default)]
+        error: Option<ErrorInfo>,
+        #[serde(default)]
+        retrying: bool,
+        #[serde(default)]
+        from_execution: Option<String>,
+    },
+    Log {
+        #[serde(default)]
+        node: Option<String>,
+        #[serde(default)]
+        level: Option<String>,
+        #[serde(default)]
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChildResult {
+    pub(crate) status: String,
+    #[serde(default)]
+    pub(crate) output: Option<Value>,
+    #[serde(default)]
+    pub(crate) error: Option<ErrorInfo>,
+}
+
+/// What a stored log line costs against `--max-log-bytes` besides its own bytes: the record that
+/// holds it. Without it a flood of empty lines (zero bytes each) would never reach the budget and
+/// would be stored one row per line without end.
+pub const LOG_LINE_OVERHEAD: u64 = 64;
+
+/// Tracks the execution while it runs.
+pub(crate) struct State<'a> {
+    pub(crate) spec: &'a RunSpec,
+    pub(crate) sink: &'a mut dyn Sink,
+    pub(crate) seq: u64,
+    pub(crate) started: Instant,
+    /// The node running now: id, attempt, when it started (runner clock), its deadline.
+    pub(crate) running: Option<(String, u32, i64, Option<Instant>)>,
+    pub(crate) node_status: HashMap<String, NodeStatus>,
+    pub(crate) log_bytes: u64,
+    /// Log lines kept (each also costs [`LOG_LINE_OVERHEAD`] of the budget).
+    pub(crate) log_lines: u64,
+    pub(crate) log_bytes_cut: u64,
+    pub(crate) log_lines_cut: u64,
+    pub(crate) log_cap_announced: bool,
+    pub(crate) result_lines: Vec<u8>,
+    pub(crate) result: Option<Result<ChildResult, String>>,
+    pub(crate) in_result: bool,
+    pub(crate) protocol_errors: Vec<String>,
+    /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
+    /// the first mark (then the running node is the best guess).
+    pub(crate) stderr_node: Option<Option<String>>,
+}
+
+impl<'a> State<'a> {
+    pub(crate) fn new(spec: &'a RunSpec, sink: &'a mut dyn Sink, started: Instant) -> State<'a> {
+        State {
+            spec,
+            sink,
+            seq: 0,
+            started,
+            running: None,
+            node_status: HashMap::new(),
+            log_bytes: 0,
+            log_lines: 0,
+            log_bytes_cut: 0,
+            log_lines_cut: 0,
+            log_cap_announced: false,
+            result_lines: Vec::new(),
+            result: None,
+            in_result: false,
+            protocol_errors: Vec::new(),
+            stderr_node: None,
+        }
+    }
+
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.seq += 1;
+        let env = Envelope {
+            seq: self.seq,
+            execution_id: self.spec.execution_id.clone(),
+            event,
+        };
+        self.sink.event(&env);
+    }
+
+    fn log(
+        &mut self,
+        stream: Stream,
+        level: Option<String>,
+        node: Option<String>,
+        line: String,
+        cut: u64,
+    ) {
+        // A line's bytes include its line break, so that empty lines count too.
+        let len = line.len() as u64 + cut + 1;
+        if !self.log_fits(len) {
+            self.log_bytes_cut += len;
+            self.log_lines_cut += 1;
+            if !self.log_cap_announced {
+                self.log_cap_announced = true;
+                let limit = self.spec.max_log_bytes;
+                self.emit(Event::Log {
+                    node: None,
+                    stream: Stream::Stderr,
+                    level: Some("warning".into()),
+                    line: format!("flowrun: log limit of {limit} bytes reached; further output is counted, not kept (--max-log-bytes)"),
+                    ts: now_ms(),
+                });
+            }
+            return;
+        }
+        self.log_bytes += len;
+        self.log_lines += 1;
+        let line = if cut > 0 {
+            format!("{line}… [{cut} bytes cut]")
+        } else {
+            line
+        };
+        self.emit(Event::Log {
+            node,
+            stream,
+            level,
+            line,
+            ts: now_ms(),
+        });
+    }
+
+    /// Is there room in the log budget for a line of `len` bytes?
+    fn log_fits(&self, len: u64) -> bool {
+        let used = self.log_bytes + self.log_lines * LOG_LINE_OVERHEAD;
+        used + len + LOG_LINE_OVERHEAD <= self.spec.max_log_bytes
+    }
+
+    pub(crate) fn current_node(&self) -> Option<String> {
+        self.running.as_ref().map(|r| r.0.clone())
+    }
+
+    pub(crate) fn frame(&mut self, stream: Stream, frame: Frame) {
+        let r = &self.spec.redactor;
+        let frame = if r.is_empty() {
+            frame
+        } else {
+            match frame {
+                // A cut line may end inside a secret: its start is redacted too.
+                Frame::Line { text, cut } if cut > 0 => Frame::Line {
+                    text: r.cut_tail(text),
+                    cut,
+                },
+                Frame::Line { text, cut } => Frame::Line {
+                    text: r.text(text),
+                    cut,
+                },
+                Frame::Event(b) => Frame::Event(r.bytes(b)),
+                Frame::ResultLine(b) => Frame::ResultLine(r.bytes(b)),
+                other => other,
+            }
+        };
+        if stream == Stream::Stderr && !matches!(frame, Frame::Line { .. } | Frame::At(_)) {
+            self.protocol_error("a protocol line on stderr was ignored".into());
+            return;
+        }
+        match frame {
+            Frame::At(node) => {
+                if stream == Stream::Stderr {
+                    self.stderr_node = Some(node);
+                }
+            }
+            Frame::Line { text, cut } => {
+                if self.in_result && stream == Stream::Stdout {
+                    self.result_lines.extend_from_slice(text.as_bytes());
+                } else {
+                    // Past the log budget the line is only counted: skip copying the node id.
+                    let node = if !self.log_fits(text.len() as u64 + cut + 1) {
+                        None
+                    } else if stream == Stream::Stderr && self.stderr_node.is_some() {
+                        // The runtime marks stderr at each node boundary: exact attribution.
+                        self.stderr_node.clone().flatten()
+                    } else {
+                        self.current_node()
+                    };
+                    self.log(stream, None, node, text, cut);
+                }
+            }
+            Frame::Event(json) => match serde_json::from_slice::<ChildEvent>(&json) {
+                Ok(ev) => self.child_event(ev),
+                Err(e) => self.protocol_error(format!("malformed event ignored ({e})")),
+            },
+            Frame::ResultStart => {
+                self.in_result = true;
+                self.result_lines.clear();
+            }
+            Frame::ResultLine(bytes) => self.result_lines.extend_from_slice(&bytes),
+            Frame::ResultEnd => {
+                self.in_result = false;
+                let lines = std::mem::take(&mut self.result_lines);
+                self.result = Some(
+                    serde_json::from_slice::<ChildResult>(&lines)
+                        .map_err(|e| format!("the result is not valid JSON ({e})")),
+                );
+            }
+            Frame::Oversized { bytes } => self.protocol_error(format!(
+                "a protocol line of {bytes} bytes exceeded the limit and was dropped"
+            )),
+        }
+    }
+
+    fn protocol_error(&mut self, msg: String) {
+        let node = self.current_node();
+        self.log(
+            Stream::Stderr,
+            Some("warning".into()),
+            node,
+            format!("flowrun: protocol: {msg}"),
+            0,
+        );
+        self.protocol_errors.push(msg);
+    }
+
+    fn child_event(&mut self, ev: ChildEvent) {
+        match ev {
+            ChildEvent::NodeStart { node, attempt } => {
+                let deadline = self.spec.node_timeouts.get(&node).map(|d| {
+                    let grace = self.spec.node_grace.get(&node).copied().unwrap_or_default();
+                    Instant::now() + *d + grace
+                });
+                self.running = Some((node.clone(), attempt, now_ms(), deadline));
+                self.node_status.insert(node.clone(), NodeStatus::Running);
+                self.emit(Event::NodeStart {
+                    node,
+                    attempt,
+                    ts: now_ms(),
+                });
+            }
+            ChildEvent::NodeEnd {
+                node,
+                status,
+                attempt,
+                duration_ms,
+                input,
+                output,
+                error,
+                retrying,
+                from_execution,
+            } => {
+                let Some(status) = NodeStatus::parse(&status).filter(|s| *s != NodeStatus::Running)
+                else {
+                    self.protocol_error(format!(
+                        "node_end of '{node}' has an unknown status '{status}'"
+                    ));
+                    return;
+                };
+                let started_at = match &self.running {
+                    Some((n, _, at, _)) if *n == node => Some(*at),
+                    _ => None,
+                };
+                if started_at.is_some() {
+                    self.running = None;
+                }
+                let detail = NodeDetail {
+                    node,
+                    status,
+                    attempt,
+                    duration_ms,
+                    started_at,
+                    finished_at: now_ms(),
+                    input,
+                    output,
+                    error,
+                    from_execution,
+                };
+                self.end_node(detail, retrying);
+            }
+            ChildEvent::Log {
+                node,
+                level,
+                message,
+            } => {
+                let node = node.or_else(|| self.current_node());
+                for line in message.split('\n') {
+                    self.log(
+                        Stream::Log,
+                        level.clone(),
+                        node.clone(),
+                        line.to_string(),
+                        0,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends the node that was running when the process stopped, so no node stays `running`.
+    pub(crate) fn close_running(&mut self, status: NodeStatus, error: ErrorInfo) {
+        if let Some((node, attempt, started_at, _)) = self.running.take() {
+            let ts = now_ms();
+            let detail = NodeDetail {
+                node,
+                status,
+                attempt,
+                duration_ms: (ts - started_at) as f64,
+                started_at: Some(started_at),
+                finished_at: ts,
+                input: None,
+                output: None,
+                error: Some(error),
+                from_execution: None,
+            };
+            self.end_node(detail, false);
+        }
+    }
+
+    /// Records a finished node attempt: the full detail to the sinks that store it, then the
+    /// `node_end` event (with only a preview of the output) to everyone.
+    fn end_node(&mut self, mut detail: NodeDetail, retrying: bool) {
+        detail.duration_ms = round_ms(detail.duration_ms);
+        self.sink.node_detail(&detail);
+        self.node_status.insert(detail.node.clone(), detail.status);
+        let output_preview = detail
+            .output
+            .as_ref()
+            .filter(|_| detail.status.has_output())
+            .map(|v| preview(v, 200));
+        self.emit(Event::NodeEnd {
+            node: detail.node,
+            status: detail.status,
+            attempt: detail.attempt,
+            duration_ms: detail.duration_ms,
+            ts: detail.finished_at,
+            output_preview,
+            error: detail.error,
+            retrying,
+        });
+    }
+}
+
+/// Milliseconds to the microsecond: more digits are float noise, not information.
+pub(crate) fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,324 @@
+//! Executions: start one (saved or unsaved definition), list, get, stop, re-run and resume.
+
+use super::error::{ApiError, again_error, blocking, run_error, submit_error};
+use super::{WaitQuery, parse_body, query, record, resolve, started, wait_final};
+use crate::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use flowrun_app::queue::Stopped;
+use flowrun_app::runner::{self, AgainSource};
+use flowrun_codegen::Source;
+use flowrun_events::ExecStatus;
+use flowrun_store::HistoryFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// `POST …/executions` body.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// The whole definition (an editor's unsaved state).
+    #[serde(default)]
+    workflow: Option<Value>,
+    /// Trigger data (default `{}`); the workflow's input schema applies.
+    #[serde(default)]
+    trigger: Option<Value>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// `POST …/rerun` and `…/resume` body.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct AgainBody {
+    /// A changed definition to run instead of the one the execution ran.
+    #[serde(default)]
+    workflow: Option<Value>,
+    /// Trigger data instead of the execution's.
+    #[serde(default)]
+    trigger: Option<Value>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+fn mode(m: Option<String>) -> Result<String, ApiError> {
+    match m.as_deref() {
+        None | Some("test") => Ok("test".into()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "mode '{other}' is not supported; flowrun runs test executions (mode \"test\")"
+        ))),
+    }
+}
+
+/// Prepares and submits one execution of `source`.
+async fn start(
+    app: &AppState,
+    source: Source,
+    body: StartBody,
+    wait: bool,
+) -> Result<Response, ApiError> {
+    let mut options = app.options.clone();
+    options.timeout_ms = body.timeout_ms;
+    options.mode = mode(body.mode)?;
+    let trigger = body.trigger.unwrap_or_else(|| json!({}));
+    let executions = app.executions.clone();
+    let (id, status) = blocking(move || {
+        let prepared = runner::prepare(&source, trigger, options).map_err(run_error)?;
+        executions.submit(prepared).map_err(submit_error)
+    })
+    .await?;
+    started(app, id, status, wait, None).await
+}
+
+/// `POST /api/workflows/{id}/executions`.
+pub async fn start_saved(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let wait = query(q)?.wait()?;
+    let body: StartBody = parse_body(body, app.security.max_body_bytes)?;
+    let entry = super::workflows::find_workflow(&app, &id).await?;
+    let source = match body.workflow.clone() {
+        Some(def) => {
+            let source = flowrun_codegen::source::from_value(def, "<request>")
+                .map_err(|d| ApiError::invalid(&d))?;
+            if source.workflow.id != id {
+                return Err(ApiError::bad_request(format!(
+                    "the definition in the body has id '{}', the URL names '{id}'",
+                    source.workflow.id
+                )));
+            }
+            source
+        }
+        None => {
+            if !entry.is_valid() {
+                return Err(ApiError::invalid(&entry.diagnostics()));
+            }
+            entry.source.expect("a valid entry has its source")
+        }
+    };
+    start(&app, source, body, wait).await
+}
+
+/// `POST /api/executions`: runs the definition in the body.
+pub async fn start_unsaved(
+    State(app): State<AppState>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let wait = query(q)?.wait()?;
+    let mut body: StartBody = parse_body(body, app.security.max_body_bytes)?;
+    let Some(def) = body.workflow.take() else {
+        return Err(ApiError::bad_request(
+            "the body needs \"workflow\": the definition to run (for a saved workflow use POST /api/workflows/{id}/executions)",
+        ));
+    };
+    let source =
+        flowrun_codegen::source::from_value(def, "<request>").map_err(|d| ApiError::invalid(&d))?;
+    start(&app, source, body, wait).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The opaque cursor: `started_at:id` as hex.
+fn encode_cursor(started_at: i64, id: &str) -> String {
+    format!("{started_at}:{id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_cursor(c: &str) -> Option<(i64, String)> {
+    if c.len() % 2 != 0 || c.len() > 256 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..c.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(c.get(i..i + 2)?, 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    let (t, id) = text.split_once(':')?;
+    Some((t.parse().ok()?, id.to_string()))
+}
+
+/// `GET /api/executions?workflow=&status=&limit=&cursor=`.
+pub async fn list(
+    State(app): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(ExecStatus::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = ExecStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(format!("unknown status '{s}'; one of: {}", all.join(", ")))
+        })?),
+        None => None,
+    };
+    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit={l}: expected 1 to 500")))?,
+        None => 50,
+    };
+    let before = match q.cursor.as_deref().filter(|s| !s.is_empty()) {
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this server gave"))?,
+        ),
+        None => None,
+    };
+    let filter = HistoryFilter {
+        workflow: q.workflow.filter(|w| !w.is_empty()),
+        status,
+        before,
+        limit: limit + 1,
+        ..HistoryFilter::default()
+    };
+    let store = app.store.clone();
+    blocking(move || {
+        let mut rows = store.lock().history(&filter)?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more {
+            rows.last().map(|e| encode_cursor(e.started_at, &e.id))
+        } else {
+            None
+        };
+        let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
+        Ok(Json(json!({"executions": list, "next_cursor": next})))
+    })
+    .await
+}
+
+/// `GET /api/executions/{id}`: the record `flowrun show --json` prints.
+pub async fn get(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(record(&app, &id).await?))
+}
+
+/// `POST /api/executions/{id}/stop[?wait=true]`.
+pub async fn stop(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let wait = query(q)?.wait()?;
+    let id = resolve(&app, &id).await?;
+    let executions = app.executions.clone();
+    let idc = id.clone();
+    let stopped = blocking(move || Ok(executions.stop(&idc)?)).await?;
+    match stopped {
+        Stopped::AlreadyEnded(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_ended",
+            format!("execution {id} already ended: {status}"),
+        )
+        .with("status", json!(status))),
+        Stopped::Dequeued => Ok(Json(record(&app, &id).await?).into_response()),
+        Stopped::Stopping | Stopped::Requested => {
+            // The runner takes at most its kill grace period after it sees the request.
+            let max = Duration::from_millis(app.options.kill_grace_ms) + Duration::from_secs(10);
+            if wait && wait_final(&app, &id, Some(max)).await? {
+                return Ok(Json(record(&app, &id).await?).into_response());
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "status": "stopping"})),
+            )
+                .into_response())
+        }
+    }
+}
+
+async fn again(
+    app: AppState,
+    id: String,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+    resume: bool,
+) -> Result<Response, ApiError> {
+    let wait = query(q)?.wait()?;
+    let body: AgainBody = parse_body(body, app.security.max_body_bytes)?;
+    let mut options = app.options.clone();
+    options.timeout_ms = body.timeout_ms;
+    let store = app.store.clone();
+    let executions = app.executions.clone();
+    let (id, status, parent, notes) = blocking(move || {
+        let source = match body.workflow {
+            Some(v) => AgainSource::Definition(v),
+            None => AgainSource::Snapshot,
+        };
+        let plan = {
+            let store = store.lock();
+            runner::plan_again(&store, &id, source, body.trigger, options, resume)
+                .map_err(again_error)?
+        };
+        let prepared =
+            runner::prepare(&plan.source, plan.trigger, plan.options).map_err(run_error)?;
+        let (id, status) = executions.submit(prepared).map_err(submit_error)?;
+        Ok((id, status, plan.previous_id, plan.notes))
+    })
+    .await?;
+    let extra = json!({
+        "parent_id": parent,
+        "relation": if resume { "resume" } else { "rerun" },
+        "notes": notes,
+    });
+    started(&app, id, status, wait, Some(extra)).await
+}
+
+/// `POST /api/executions/{id}/rerun`: the same definition and trigger data again.
+pub async fn rerun(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    again(app, id, q, body, false).await
+}
+
+/// `POST /api/executions/{id}/resume`: again from the failed node, reusing earlier outputs.
+pub async fn resume(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    again(app, id, q, body, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip() {
+        let c = encode_cursor(1_764_085_731_000, "5f0c9e2a4b7d1c38");
+        assert_eq!(
+            decode_cursor(&c),
+            Some((1_764_085_731_000, "5f0c9e2a4b7d1c38".to_string()))
+        );
+        assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor("abc"), None);
+    }
+}

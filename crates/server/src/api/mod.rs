@@ -1,0 +1,176 @@
+//! The JSON endpoints (see `docs/api.md`): [`executions`] starts, lists, stops and re-runs
+//! executions, [`workflows`] lists the saved ones; [`error`] is how every failure is answered.
+//!
+//! Handlers do their blocking work (store, files, Python discovery) through [`blocking`].
+
+pub mod error;
+pub mod executions;
+pub mod workflows;
+
+use crate::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use error::ApiError;
+use flowrun_events::ExecStatus;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub use error::blocking;
+
+/// A JSON body; an empty one is `T::default()`.
+pub(crate) fn parse_body<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {max} bytes (--max-body-bytes)"),
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {r}"))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+}
+
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+impl WaitQuery {
+    fn wait(&self) -> Result<bool, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "wait={other}: expected true or false"
+            ))),
+        }
+    }
+}
+
+/// Waits for an execution to end (at most `max`), then returns whether it ended.
+pub(crate) async fn wait_final(
+    app: &AppState,
+    id: &str,
+    max: Option<Duration>,
+) -> Result<bool, ApiError> {
+    let deadline = max.map(|m| tokio::time::Instant::now() + m);
+    if let Some(live) = app.executions.live(id) {
+        let fut = flowrun_app::queue::wait_done(live.done());
+        match deadline {
+            Some(d) => return Ok(tokio::time::timeout_at(d, fut).await.is_ok()),
+            None => {
+                let _ = fut.await;
+                return Ok(true);
+            }
+        }
+    }
+    loop {
+        let store = app.store.clone();
+        let idc = id.to_string();
+        let status = blocking(move || Ok(store.lock().execution(&idc)?.status)).await?;
+        if status.is_final() {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) async fn record(app: &AppState, id: &str) -> Result<Value, ApiError> {
+    let store = app.store.clone();
+    let id = id.to_string();
+    blocking(move || {
+        let store = store.lock();
+        let id = store.resolve_id(&id)?;
+        Ok(flowrun_app::views::record_json(&store, &id)?)
+    })
+    .await
+}
+
+pub(crate) async fn resolve(app: &AppState, id: &str) -> Result<String, ApiError> {
+    let store = app.store.clone();
+    let id = id.to_string();
+    blocking(move || Ok(store.lock().resolve_id(&id)?)).await
+}
+
+/// 202 with where to look, or with `?wait=true` 200 and the finished record.
+pub(crate) async fn started(
+    app: &AppState,
+    id: String,
+    status: ExecStatus,
+    wait: bool,
+    extra: Option<Value>,
+) -> Result<Response, ApiError> {
+    if wait {
+        wait_final(app, &id, None).await?;
+        return Ok(Json(record(app, &id).await?).into_response());
+    }
+    let mut body = json!({
+        "id": id,
+        "status": status,
+        "url": format!("/api/executions/{id}"),
+        "events_url": format!("/api/executions/{id}/events"),
+    });
+    if let Some(Value::Object(extra)) = extra {
+        for (k, v) in extra {
+            body[k.as_str()] = v;
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/executions/{id}"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// `GET /api`: who is here.
+pub async fn info(State(app): State<AppState>) -> Json<Value> {
+    let (running, queued) = app.executions.counts();
+    Json(json!({
+        "name": "flowrun",
+        "version": env!("CARGO_PKG_VERSION"),
+        "workflows_dir": app.workflows_dir.as_ref().map(|d| d.display().to_string()),
+        "max_concurrent": app.executions.max_concurrent(),
+        "running": running,
+        "queued": queued,
+    }))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A known path with another method: JSON like every other error.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (see docs/api.md)",
+    )
+}

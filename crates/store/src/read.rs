@@ -1,0 +1,256 @@
+//! Reading executions back: by id or prefix, their nodes and events, history, snapshots.
+
+use crate::types::*;
+use crate::{Result, Store, StoreError};
+use flowrun_events::{ExecStatus, NodeStatus};
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+impl Store {
+    /// Resolves a full id or a unique prefix of one.
+    pub fn resolve_id(&self, prefix: &str) -> Result<String> {
+        let exact: Option<String> = self
+            .conn
+            .query_row("SELECT id FROM executions WHERE id = ?1", [prefix], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = exact {
+            return Ok(id);
+        }
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(StoreError::NotFound(prefix.to_string()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM executions WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 6")?;
+        let upper = format!("{prefix}\u{10FFFF}");
+        let ids: Vec<String> = stmt
+            .query_map(params![prefix, upper], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        match ids.len() {
+            0 => Err(StoreError::NotFound(prefix.to_string())),
+            1 => Ok(ids.into_iter().next().expect("one id")),
+            n => Err(StoreError::Ambiguous {
+                prefix: prefix.to_string(),
+                more: n > 5,
+                candidates: ids.into_iter().take(5).collect(),
+            }),
+        }
+    }
+
+    const EXEC_COLS: &'static str = "id, workflow_id, workflow_name, status, mode, started_at, finished_at, duration_ms,
+        trigger, output, error, exit, snapshot_hash, source_file, parent_id, relation, log_bytes, log_bytes_cut,
+        pid, pgid, process_start_time, runner_pid, runner_start_time, stop_requested_at,
+        input_tokens, output_tokens, cost_usd";
+
+    fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
+        let json = |i: usize| -> rusqlite::Result<Option<Value>> {
+            Ok(r.get::<_, Option<String>>(i)?
+                .and_then(|s| serde_json::from_str(&s).ok()))
+        };
+        let status: String = r.get(3)?;
+        let pid: Option<i32> = r.get(18)?;
+        let pgid: Option<i32> = r.get(19)?;
+        let runner_pid: Option<i32> = r.get(21)?;
+        Ok(Execution {
+            id: r.get(0)?,
+            workflow_id: r.get(1)?,
+            workflow_name: r.get(2)?,
+            status: ExecStatus::parse(&status).unwrap_or(ExecStatus::Error),
+            mode: r.get(4)?,
+            started_at: r.get(5)?,
+            finished_at: r.get(6)?,
+            duration_ms: r.get(7)?,
+            trigger: json(8)?.unwrap_or(Value::Null),
+            output: json(9)?,
+            error: json(10)?.and_then(|v| serde_json::from_value(v).ok()),
+            exit: r.get(11)?,
+            snapshot_hash: r.get(12)?,
+            source_file: r.get(13)?,
+            parent_id: r.get(14)?,
+            relation: r.get(15)?,
+            log_bytes: r.get(16)?,
+            log_bytes_cut: r.get(17)?,
+            process: match (pid, pgid) {
+                (Some(pid), Some(pgid)) => Some(ProcessRow {
+                    pid,
+                    pgid,
+                    start_time: r.get::<_, Option<i64>>(20)?.map(|t| t as u64),
+                }),
+                _ => None,
+            },
+            runner: runner_pid
+                .map(|p| {
+                    Ok::<_, rusqlite::Error>((p, r.get::<_, Option<i64>>(22)?.map(|t| t as u64)))
+                })
+                .transpose()?,
+            stop_requested_at: r.get(23)?,
+            usage: Usage {
+                input_tokens: r.get(24)?,
+                output_tokens: r.get(25)?,
+                cost_usd: r.get(26)?,
+            },
+        })
+    }
+
+    pub fn execution(&self, id: &str) -> Result<Execution> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM executions WHERE id = ?1", Self::EXEC_COLS),
+                [id],
+                Self::execution_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
+    pub fn nodes(&self, execution_id: &str) -> Result<Vec<NodeRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node_id, position, status, attempt, started_at, finished_at, duration_ms, input, output, error, from_execution
+             FROM node_executions WHERE execution_id = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([execution_id], |r| {
+            let json = |i: usize| -> rusqlite::Result<Option<Value>> {
+                Ok(r.get::<_, Option<String>>(i)?
+                    .and_then(|s| serde_json::from_str(&s).ok()))
+            };
+            let status: String = r.get(2)?;
+            Ok(NodeRow {
+                node_id: r.get(0)?,
+                position: r.get(1)?,
+                status: NodeStatus::parse(&status).unwrap_or(NodeStatus::Error),
+                attempt: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                duration_ms: r.get(6)?,
+                input: json(7)?,
+                output: json(8)?,
+                error: json(9)?.and_then(|v| serde_json::from_value(v).ok()),
+                from_execution: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Executions, newest first.
+    pub fn history(&self, f: &HistoryFilter) -> Result<Vec<Execution>> {
+        let mut sql = format!("SELECT {} FROM executions WHERE 1=1", Self::EXEC_COLS);
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if let Some(w) = &f.workflow {
+            args.push(Box::new(w.clone()));
+            sql.push_str(&format!(" AND workflow_id = ?{}", args.len()));
+        }
+        if let Some(s) = f.status {
+            args.push(Box::new(s.as_str()));
+            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        }
+        if let Some(t) = f.since {
+            args.push(Box::new(t));
+            sql.push_str(&format!(" AND started_at >= ?{}", args.len()));
+        }
+        if let Some(t) = f.until {
+            args.push(Box::new(t));
+            sql.push_str(&format!(" AND started_at < ?{}", args.len()));
+        }
+        if let Some((t, id)) = &f.before {
+            args.push(Box::new(*t));
+            let a = args.len();
+            args.push(Box::new(id.clone()));
+            let b = args.len();
+            sql.push_str(&format!(
+                " AND (started_at < ?{a} OR (started_at = ?{a} AND id < ?{b}))"
+            ));
+        }
+        args.push(Box::new(f.limit as i64));
+        sql.push_str(&format!(
+            " ORDER BY started_at DESC, id DESC LIMIT ?{}",
+            args.len()
+        ));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())),
+            Self::execution_from_row,
+        )?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Stored events after `after_seq`, in order.
+    pub fn events(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        kind: Option<&str>,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, kind, node_id, ts, data FROM events
+             WHERE execution_id = ?1 AND seq > ?2 AND (?3 IS NULL OR kind = ?3) ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![execution_id, after_seq as i64, kind], |r| {
+            let data: String = r.get(4)?;
+            Ok(StoredEvent {
+                seq: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                node_id: r.get(2)?,
+                ts: r.get(3)?,
+                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Stored events after `after_seq` as `(seq, kind, JSON text)`, the text exactly as it was
+    /// recorded (no float goes through a parse and back), for the HTTP server's event stream.
+    pub fn events_text(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<(u64, String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, kind, data FROM events WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![execution_id, after_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The definition an execution ran.
+    pub fn snapshot(&self, hash: &str) -> Result<Option<Value>> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT definition FROM snapshots WHERE hash = ?1",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Executions still marked `running` (or `queued`), for recovery after a runner died.
+    pub fn unfinished(&self) -> Result<Vec<Execution>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM executions WHERE status IN ('running', 'queued')",
+            Self::EXEC_COLS
+        ))?;
+        let rows = stmt.query_map([], Self::execution_from_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn stop_requested(&self, id: &str) -> Result<bool> {
+        let v: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT stop_requested_at FROM executions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(matches!(v, Some(Some(_))))
+    }
+}

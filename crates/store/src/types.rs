@@ -1,0 +1,150 @@
+//! The rows the store reads and writes.
+
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus};
+use serde_json::Value;
+
+/// A new execution, as written at its start.
+#[derive(Debug, Clone)]
+pub struct NewExecution<'a> {
+    pub id: &'a str,
+    pub workflow_id: &'a str,
+    pub workflow_name: &'a str,
+    pub snapshot_hash: &'a str,
+    pub definition: &'a Value,
+    pub source_file: Option<&'a str>,
+    pub mode: &'a str,
+    pub status: ExecStatus,
+    pub trigger: &'a Value,
+    pub started_at: i64,
+    pub parent_id: Option<&'a str>,
+    pub relation: Option<&'a str>,
+    pub runner_pid: i32,
+    pub runner_start_time: Option<u64>,
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Execution {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_name: String,
+    pub status: ExecStatus,
+    pub mode: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<f64>,
+    pub trigger: Value,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub exit: Option<String>,
+    pub snapshot_hash: String,
+    pub source_file: Option<String>,
+    pub parent_id: Option<String>,
+    pub relation: Option<String>,
+    pub log_bytes: i64,
+    pub log_bytes_cut: i64,
+    #[serde(flatten)]
+    pub usage: Usage,
+    #[serde(skip)]
+    pub process: Option<ProcessRow>,
+    #[serde(skip)]
+    pub runner: Option<(i32, Option<u64>)>,
+    #[serde(skip)]
+    pub stop_requested_at: Option<i64>,
+}
+
+/// The process group recorded for a running execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRow {
+    pub pid: i32,
+    pub pgid: i32,
+    pub start_time: Option<u64>,
+}
+
+/// One node of one execution, as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub position: i64,
+    pub status: NodeStatus,
+    pub attempt: u32,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<f64>,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub from_execution: Option<String>,
+}
+
+/// A stored event: its sequence number and JSON (`{"event": ..., ...}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub node_id: Option<String>,
+    pub ts: i64,
+    pub data: Value,
+}
+
+/// Which executions `history` lists.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub workflow: Option<String>,
+    pub status: Option<ExecStatus>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Cursor: only executions that sort after this `(started_at, id)`.
+    pub before: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+/// Final state of an execution.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    pub status: ExecStatus,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a ErrorInfo>,
+    pub finished_at: i64,
+    pub duration_ms: f64,
+    pub exit: Option<&'a str>,
+    pub log_bytes: u64,
+    pub log_bytes_cut: u64,
+    pub usage: Usage,
+}
+
+/// Row counts removed by [`Store::delete`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub executions: usize,
+    pub nodes: usize,
+    pub events: usize,
+    pub snapshots: usize,
+}
+
+/// Tokens and cost of the LLM calls of an execution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// A write the recorder batches.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Event {
+        seq: u64,
+        kind: String,
+        node_id: Option<String>,
+        ts: i64,
+        data: String,
+    },
+    NodeStarted {
+        node_id: String,
+        position: i64,
+        attempt: u32,
+        started_at: i64,
+    },
+    NodeFinished(Box<NodeRow>),
+}

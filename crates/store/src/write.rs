@@ -1,0 +1,249 @@
+//! Writing an execution as it happens: its row at start, node rows and events in batches, its
+//! end; stop requests; and ending what a dead runner left behind.
+
+use crate::types::*;
+use crate::{Result, Store, json_text};
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus};
+use rusqlite::{TransactionBehavior, params};
+use serde_json::Value;
+
+impl Store {
+    /// Writes the definition snapshot (once per hash) and the execution row.
+    pub fn insert_execution(&mut self, e: &NewExecution<'_>) -> Result<()> {
+        let definition = e.definition.to_string();
+        let trigger = self.json_text(e.trigger);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO snapshots (hash, workflow_id, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![e.snapshot_hash, e.workflow_id, definition, e.started_at],
+        )?;
+        tx.execute(
+            "INSERT INTO executions (id, workflow_id, workflow_name, snapshot_hash, source_file, mode, status, trigger,
+                                     started_at, parent_id, relation, runner_pid, runner_start_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                e.id,
+                e.workflow_id,
+                e.workflow_name,
+                e.snapshot_hash,
+                e.source_file,
+                e.mode,
+                e.status.as_str(),
+                trigger,
+                e.started_at,
+                e.parent_id,
+                e.relation,
+                e.runner_pid,
+                e.runner_start_time.map(|t| t as i64),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a queued execution running under this runner.
+    pub fn set_running(
+        &mut self,
+        id: &str,
+        runner_pid: i32,
+        runner_start_time: Option<u64>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE executions SET status = 'running', runner_pid = ?2, runner_start_time = ?3 WHERE id = ?1",
+            params![id, runner_pid, runner_start_time.map(|t| t as i64)],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_process(&mut self, id: &str, p: ProcessRow) -> Result<()> {
+        self.conn.execute(
+            "UPDATE executions SET pid = ?2, pgid = ?3, process_start_time = ?4 WHERE id = ?1",
+            params![id, p.pid, p.pgid, p.start_time.map(|t| t as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// Applies batched writes of one execution in one transaction.
+    pub fn apply(&mut self, execution_id: &str, writes: &[Write]) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let max = self.max_field_bytes;
+        let this = |v: &Value| json_text(v, max);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut ev = tx.prepare_cached(
+                "INSERT OR REPLACE INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut started = tx.prepare_cached(
+                "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)
+                 ON CONFLICT (execution_id, node_id) DO UPDATE SET
+                    status = 'running', attempt = excluded.attempt, started_at = excluded.started_at,
+                    finished_at = NULL, duration_ms = NULL, error = NULL",
+            )?;
+            let mut finished = tx.prepare_cached(
+                "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, finished_at,
+                                              duration_ms, input, output, error, from_execution)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (execution_id, node_id) DO UPDATE SET
+                    status = excluded.status, attempt = excluded.attempt,
+                    started_at = COALESCE(excluded.started_at, node_executions.started_at),
+                    finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+                    input = COALESCE(excluded.input, node_executions.input),
+                    output = excluded.output, error = excluded.error, from_execution = excluded.from_execution",
+            )?;
+            let mut last_seq = None;
+            for w in writes {
+                match w {
+                    Write::Event {
+                        seq,
+                        kind,
+                        node_id,
+                        ts,
+                        data,
+                    } => {
+                        ev.execute(params![execution_id, *seq as i64, kind, node_id, ts, data])?;
+                        last_seq = Some(*seq);
+                    }
+                    Write::NodeStarted {
+                        node_id,
+                        position,
+                        attempt,
+                        started_at,
+                    } => {
+                        started.execute(params![
+                            execution_id,
+                            node_id,
+                            position,
+                            attempt,
+                            started_at
+                        ])?;
+                    }
+                    Write::NodeFinished(n) => {
+                        finished.execute(params![
+                            execution_id,
+                            n.node_id,
+                            n.position,
+                            n.status.as_str(),
+                            n.attempt,
+                            n.started_at,
+                            n.finished_at,
+                            n.duration_ms,
+                            n.input.as_ref().map(&this),
+                            n.output.as_ref().map(&this),
+                            n.error.as_ref().map(|e| this(
+                                &serde_json::to_value(e).expect("an error serializes")
+                            )),
+                            n.from_execution,
+                        ])?;
+                    }
+                }
+            }
+            if let Some(seq) = last_seq {
+                tx.execute(
+                    "UPDATE executions SET event_seq = MAX(event_seq, ?2) WHERE id = ?1",
+                    params![execution_id, seq as i64],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn finish_execution(&mut self, id: &str, f: &Finish<'_>) -> Result<()> {
+        let output = self.opt_json(f.output);
+        let error = self.error_text(f.error);
+        self.conn.execute(
+            "UPDATE executions SET status = ?2, output = ?3, error = ?4, finished_at = ?5, duration_ms = ?6, exit = ?7,
+                                   log_bytes = ?8, log_bytes_cut = ?9, input_tokens = ?10, output_tokens = ?11, cost_usd = ?12
+             WHERE id = ?1",
+            params![
+                id,
+                f.status.as_str(),
+                output,
+                error,
+                f.finished_at,
+                f.duration_ms,
+                f.exit,
+                f.log_bytes as i64,
+                f.log_bytes_cut as i64,
+                f.usage.input_tokens,
+                f.usage.output_tokens,
+                f.usage.cost_usd,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Ends an execution whose runner is gone: it and its running nodes become `status`.
+    /// Only touches it if it is still unfinished. Returns whether it changed.
+    pub fn mark_abandoned(
+        &mut self,
+        id: &str,
+        status: ExecStatus,
+        error: &ErrorInfo,
+        node_status: NodeStatus,
+        at: i64,
+    ) -> Result<bool> {
+        let error_info = error;
+        let error = self.error_text(Some(error));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
+                    duration_ms = CAST(?4 - started_at AS REAL)
+             WHERE id = ?1 AND status IN ('running', 'queued')",
+            params![id, status.as_str(), error, at],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE node_executions SET status = ?2, finished_at = ?3 WHERE execution_id = ?1 AND status = 'running'",
+                params![id, node_status.as_str(), at],
+            )?;
+            // Every event stream ends with `execution_end`, also one whose runner died: viewers
+            // (SSE, `logs --follow`) wait for it.
+            let ended: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE execution_id = ?1 AND kind = 'execution_end')",
+                [id],
+                |r| r.get(0),
+            )?;
+            if !ended {
+                let (seq, duration_ms): (i64, f64) = tx.query_row(
+                    "SELECT event_seq + 1, duration_ms FROM executions WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0))),
+                )?;
+                let event = flowrun_events::Event::ExecutionEnd {
+                    status,
+                    duration_ms,
+                    error: Some(error_info.clone()),
+                    ts: at,
+                };
+                tx.execute(
+                    "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, 'execution_end', NULL, ?3, ?4)",
+                    params![id, seq, at, serde_json::to_string(&event).expect("events serialize")],
+                )?;
+                tx.execute(
+                    "UPDATE executions SET event_seq = ?2 WHERE id = ?1",
+                    params![id, seq],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn request_stop(&mut self, id: &str, at: i64) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE executions SET stop_requested_at = COALESCE(stop_requested_at, ?2) WHERE id = ?1 AND status IN ('running', 'queued')",
+            params![id, at],
+        )?;
+        Ok(n > 0)
+    }
+}
