@@ -137,9 +137,9 @@ fn cost(e: &Execution) -> String {
 
 fn pretty(v: &Value, indent: &str) -> String {
     let text = match v {
-        Value::Object(o) if o.get("$flowrun_truncated") == Some(&Value::Bool(true)) => {
-            let bytes = o.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-            let preview = o.get("preview").and_then(Value::as_str).unwrap_or("");
+        v if flowrun_events::truncated::is_marker(v) => {
+            let bytes = flowrun_events::truncated::original_bytes(v).unwrap_or(0);
+            let preview = v["preview"].as_str().unwrap_or("");
             format!("{preview}… [truncated: {bytes} bytes in all; stored fields are capped]")
         }
         _ => {

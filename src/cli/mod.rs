@@ -1,6 +1,7 @@
 //! The `flowrun` command line.
 
 mod doctor;
+mod exit;
 mod inspect;
 mod maintain;
 mod progress;
@@ -10,6 +11,7 @@ mod timefmt;
 mod workflow;
 
 use clap::{Parser, Subcommand};
+pub(crate) use exit::Exit;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -111,33 +113,6 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-}
-
-/// An error that ends the command with a specific exit code.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Exit {
-    pub fn new(code: i32, message: impl Into<String>) -> Exit {
-        Exit {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<flowrun_store::StoreError> for Exit {
-    fn from(e: flowrun_store::StoreError) -> Self {
-        let code = match e {
-            flowrun_store::StoreError::NotFound(_)
-            | flowrun_store::StoreError::Ambiguous { .. } => 2,
-            _ => 3,
-        };
-        Exit::new(code, e.to_string())
-    }
 }
 
 /// Opens the store, first recovering executions that dead runners left `running`.

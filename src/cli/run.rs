@@ -1,11 +1,13 @@
 //! `flowrun run` and `flowrun stop`.
 
+use super::exit;
 use super::progress::{Jsonl, Terminal};
 use super::{Exit, open_store};
 use clap::{Args, ValueEnum};
 use flowrun_app::SharedStore;
+use flowrun_app::again::{self, AgainSource};
 use flowrun_app::control::StopOutcome;
-use flowrun_app::runner::{self, RunError, RunOptions};
+use flowrun_app::runner::{self, RunOptions};
 use flowrun_codegen::Pin;
 use flowrun_events::ExecStatus;
 use flowrun_executor::{Sink, StopReason};
@@ -207,14 +209,14 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
     let trigger = read_trigger(&args.exec)?;
     let opts = options(&args.exec)?;
-    let prepared = runner::prepare(&source, trigger, opts).map_err(run_error)?;
+    let prepared = runner::prepare(&source, trigger, opts).map_err(exit::run_error)?;
     let store = SharedStore::new(open_store(db)?);
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
 }
 
 /// `rerun` / `resume`: a new execution of an earlier one's definition (or `--file`), with its
 /// trigger data unless `--input`/`--input-file` is given. The planning is shared with the HTTP
-/// API (`runner::plan_again`).
+/// API (`flowrun_app::again`).
 pub fn again(
     id: &str,
     file: Option<&Path>,
@@ -223,8 +225,8 @@ pub fn again(
     db: Option<&Path>,
 ) -> Result<i32, Exit> {
     let store = open_store(db)?;
-    let source = file.map_or(runner::AgainSource::Snapshot, runner::AgainSource::File);
-    let plan = runner::plan_again(
+    let source = file.map_or(AgainSource::Snapshot, AgainSource::File);
+    let plan = again::plan_again(
         &store,
         id,
         source,
@@ -232,17 +234,14 @@ pub fn again(
         options(&exec)?,
         resume,
     )
-    .map_err(|e| Exit::new(e.exit_code(), e.to_string()))?;
+    .map_err(exit::again_error)?;
     for note in &plan.notes {
         eprintln!("{note}");
     }
-    let prepared = runner::prepare(&plan.source, plan.trigger, plan.options).map_err(run_error)?;
+    let prepared =
+        runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
     let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, exec.events, exec.json)
-}
-
-pub(crate) fn run_error(e: RunError) -> Exit {
-    Exit::new(e.exit_code(), e.to_string())
 }
 
 /// Records and runs a prepared execution in the foreground, with Ctrl-C and `flowrun stop`
@@ -257,7 +256,7 @@ pub(crate) fn execute_prepared(
         eprintln!("warning: {w}");
     }
     let id = runner::new_execution_id();
-    runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(run_error)?;
+    runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(exit::run_error)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -300,7 +299,7 @@ pub(crate) fn execute_prepared(
         }
         eprintln!("details: flowrun show {id}");
     }
-    Ok(runner::exit_code(outcome.status))
+    Ok(exit::status_code(outcome.status))
 }
 
 /// Stops the execution on Ctrl-C or SIGTERM, or when another process asks through the store.

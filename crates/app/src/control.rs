@@ -9,7 +9,7 @@
 //! - [`stop`]: asks an execution's runner through the store and waits; kills the group itself
 //!   when the runner is gone or does not answer.
 
-use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, now_ms};
+use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::process::{is_same_process, signal_group};
 use flowrun_store::{Store, StoreError};
 use nix::sys::signal::Signal;
@@ -42,8 +42,8 @@ pub fn recover(store: &mut Store) -> Vec<String> {
                 signal_group(p.pgid, Signal::SIGKILL);
             }
         }
-        let err = ErrorInfo::new(
-            "Interrupted",
+        let err = ErrorInfo::of(
+            ErrorKind::Interrupted,
             format!("the flowrun process running this execution (pid {pid}) ended before it did"),
         );
         if let Ok(true) = store.mark_abandoned(
@@ -116,8 +116,8 @@ pub fn stop(store: &mut Store, id: &str) -> Result<StopOutcome, StoreError> {
                     signal_group(p.pgid, Signal::SIGKILL);
                 }
             }
-            let err = ErrorInfo::new(
-                "Cancelled",
+            let err = ErrorInfo::of(
+                ErrorKind::Cancelled,
                 "stopped by request (the runner did not respond)",
             );
             store.mark_abandoned(

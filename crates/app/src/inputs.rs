@@ -28,8 +28,25 @@ pub fn apply_defaults(schema: &Value, data: &mut Value) {
 pub enum InputError {
     #[error("field 'inputs': not a valid JSON Schema: {0}")]
     Schema(String),
-    #[error("invalid input:\n{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    #[error("invalid input:{}", problems_text(.0))]
+    Invalid(Vec<InputProblem>),
+}
+
+/// One thing wrong with the trigger data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    /// The field, as a dotted path (`opts.n`); `None` for the data as a whole.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+fn problems_text(list: &[InputProblem]) -> String {
+    list.iter()
+        .map(|p| match &p.field {
+            Some(f) => format!("\n  field '{f}': {}", p.message),
+            None => format!("\n  input: {}", p.message),
+        })
+        .collect()
 }
 
 /// Checks that the schema compiles.
@@ -47,16 +64,14 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
     apply_defaults(schema, &mut data);
     let validator =
         jsonschema::validator_for(schema).map_err(|e| InputError::Schema(e.to_string()))?;
-    let errors: Vec<String> = validator
+    let errors: Vec<InputProblem> = validator
         .iter_errors(&data)
         .map(|e| {
             let path = e.instance_path().to_string();
-            let field = if path.is_empty() {
-                "input".to_string()
-            } else {
-                format!("field '{}'", path.trim_start_matches('/').replace('/', "."))
-            };
-            format!("  {field}: {e}")
+            InputProblem {
+                field: (!path.is_empty()).then(|| path.trim_start_matches('/').replace('/', ".")),
+                message: e.to_string(),
+            }
         })
         .collect();
     if errors.is_empty() {

@@ -9,6 +9,7 @@
 //! It knows neither flags nor HTTP: errors are typed, and each front end words them for its
 //! own users.
 
+pub mod again;
 pub mod control;
 pub mod inputs;
 pub mod paths;

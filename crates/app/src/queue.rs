@@ -11,7 +11,7 @@
 
 use crate::SharedStore;
 use crate::runner::{self, Prepared, RunError};
-use flowrun_events::{Envelope, ErrorInfo, Event, ExecStatus, NodeStatus, now_ms};
+use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::{Sink, StopReason};
 use flowrun_store::Write;
 use std::collections::{HashMap, VecDeque};
@@ -235,7 +235,8 @@ impl Executions {
                     let this2 = this.clone();
                     let idc = id.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        let err = ErrorInfo::new("InternalError", format!("flowrun serve: {e}"));
+                        let err =
+                            ErrorInfo::of(ErrorKind::InternalError, format!("flowrun serve: {e}"));
                         let _ = this2.store.lock().mark_abandoned(
                             &idc,
                             ExecStatus::Error,
@@ -323,7 +324,7 @@ impl Executions {
     fn cancel_queued(&self, id: &str, job: Job, why: &str) {
         let p = &job.prepared;
         let wf = &p.plan.workflow;
-        let error = ErrorInfo::new("Cancelled", why);
+        let error = ErrorInfo::of(ErrorKind::Cancelled, why);
         let events = [
             Event::ExecutionStart {
                 workflow_id: wf.id.clone(),

@@ -65,7 +65,7 @@ fn node_definition<'a>(definition: &'a Value, id: &str) -> Option<&'a Value> {
 }
 
 fn is_truncated(v: &Value) -> bool {
-    v.get("$flowrun_truncated") == Some(&Value::Bool(true))
+    flowrun_events::truncated::is_marker(v)
 }
 
 /// Works out a resume of `previous` (id, its node rows and the definition it ran) under `plan`

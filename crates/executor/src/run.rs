@@ -14,7 +14,7 @@ use crate::read::{Msg, read_stream};
 use crate::sink::Sink;
 use crate::spec::{RunSpec, StopReason};
 use crate::state::{State, round_ms};
-use flowrun_events::{ErrorInfo, Event, ExecStatus, NodeStatus, Stream, now_ms};
+use flowrun_events::{ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Stream, now_ms};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -90,8 +90,8 @@ pub async fn execute(
     let spawned = match process::spawn(&launch) {
         Ok(s) => s,
         Err(e) => {
-            let error = ErrorInfo::new(
-                "SpawnError",
+            let error = ErrorInfo::of(
+                ErrorKind::SpawnError,
                 format!("could not start {}: {e}", launch.program.display()),
             );
             return finish(st, ExecStatus::Error, None, Some(error), None);
@@ -203,21 +203,27 @@ pub async fn execute(
     match ending {
         Some(Ending::Cancel(reason)) => {
             let how = reason.describe();
-            st.close_running(NodeStatus::Cancelled, ErrorInfo::new("Cancelled", how));
-            let e = ErrorInfo::new("Cancelled", format!("{how} after {runtime_secs:.1} s"));
+            st.close_running(
+                NodeStatus::Cancelled,
+                ErrorInfo::of(ErrorKind::Cancelled, how),
+            );
+            let e = ErrorInfo::of(
+                ErrorKind::Cancelled,
+                format!("{how} after {runtime_secs:.1} s"),
+            );
             finish(st, ExecStatus::Cancelled, None, Some(e), exit_text)
         }
         Some(Ending::Timeout) => {
             let ms = spec.timeout.as_millis();
-            let mut e = ErrorInfo::new(
-                "Timeout",
+            let mut e = ErrorInfo::of(
+                ErrorKind::Timeout,
                 format!("the execution exceeded its timeout of {ms} ms"),
             );
             e.node = st.current_node();
             st.close_running(
                 NodeStatus::Timeout,
-                ErrorInfo::new(
-                    "Timeout",
+                ErrorInfo::of(
+                    ErrorKind::Timeout,
                     format!("the execution timeout of {ms} ms expired while this node ran"),
                 ),
             );
@@ -231,9 +237,9 @@ pub async fn execute(
                 .map(|d| d.as_millis())
                 .unwrap_or(0);
             let msg = format!("node '{node}' exceeded its timeout of {ms} ms");
-            let mut e = ErrorInfo::new("Timeout", msg.clone());
+            let mut e = ErrorInfo::of(ErrorKind::Timeout, msg.clone());
             e.node = Some(node);
-            st.close_running(NodeStatus::Timeout, ErrorInfo::new("Timeout", msg));
+            st.close_running(NodeStatus::Timeout, ErrorInfo::of(ErrorKind::Timeout, msg));
             finish(st, ExecStatus::Timeout, None, Some(e), exit_text)
         }
         None => {
@@ -243,8 +249,8 @@ pub async fn execute(
                     let status = match r.status.as_str() {
                         "success" if exit.is_some_and(|e| e.success()) => ExecStatus::Success,
                         "success" => {
-                            let e = ErrorInfo::new(
-                                "ProtocolError",
+                            let e = ErrorInfo::of(
+                                ErrorKind::ProtocolError,
                                 format!("the script reported success but ended with {exit_desc}"),
                             );
                             return finish(st, ExecStatus::Error, r.output, Some(e), exit_text);
@@ -252,8 +258,10 @@ pub async fn execute(
                         _ => ExecStatus::Error,
                     };
                     if status == ExecStatus::Error && r.error.is_none() {
-                        let e =
-                            ErrorInfo::new("Error", format!("the workflow failed ({exit_desc})"));
+                        let e = ErrorInfo::of(
+                            ErrorKind::Error,
+                            format!("the workflow failed ({exit_desc})"),
+                        );
                         return finish(st, status, r.output, Some(e), exit_text);
                     }
                     finish(st, status, r.output, r.error, exit_text)
@@ -278,12 +286,12 @@ pub async fn execute(
                             bytes >> 20
                         ));
                     }
-                    let mut e = ErrorInfo::new("ProtocolError", msg.clone());
+                    let mut e = ErrorInfo::of(ErrorKind::ProtocolError, msg.clone());
                     e.node = running;
                     st.close_running(
                         NodeStatus::Error,
-                        ErrorInfo::new(
-                            "ProcessExited",
+                        ErrorInfo::of(
+                            ErrorKind::ProcessExited,
                             format!("the process ended with {exit_desc} during this node"),
                         ),
                     );

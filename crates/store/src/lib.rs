@@ -64,12 +64,7 @@ pub fn json_text(v: &Value, max: usize) -> String {
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    serde_json::json!({
-        "$flowrun_truncated": true,
-        "bytes": text.len(),
-        "preview": &text[..cut],
-    })
-    .to_string()
+    flowrun_events::truncated::marker(text.len(), &text[..cut]).to_string()
 }
 
 impl Store {

@@ -2,7 +2,7 @@
 
 use crate::types::*;
 use crate::{Result, Store, StoreError};
-use flowrun_events::{ExecStatus, NodeStatus};
+use flowrun_events::{ExecStatus, NodeStatus, Relation};
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
@@ -73,7 +73,9 @@ impl Store {
             snapshot_hash: r.get(12)?,
             source_file: r.get(13)?,
             parent_id: r.get(14)?,
-            relation: r.get(15)?,
+            relation: r
+                .get::<_, Option<String>>(15)?
+                .and_then(|s| Relation::parse(&s)),
             log_bytes: r.get(16)?,
             log_bytes_cut: r.get(17)?,
             process: match (pid, pgid) {

@@ -1,6 +1,6 @@
 //! The rows the store reads and writes.
 
-use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus};
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Relation};
 use serde_json::Value;
 
 /// A new execution, as written at its start.
@@ -17,7 +17,7 @@ pub struct NewExecution<'a> {
     pub trigger: &'a Value,
     pub started_at: i64,
     pub parent_id: Option<&'a str>,
-    pub relation: Option<&'a str>,
+    pub relation: Option<Relation>,
     pub runner_pid: i32,
     pub runner_start_time: Option<u64>,
 }
@@ -40,7 +40,7 @@ pub struct Execution {
     pub snapshot_hash: String,
     pub source_file: Option<String>,
     pub parent_id: Option<String>,
-    pub relation: Option<String>,
+    pub relation: Option<Relation>,
     pub log_bytes: i64,
     pub log_bytes_cut: i64,
     #[serde(flatten)]

@@ -3,7 +3,7 @@
 
 use crate::types::*;
 use crate::{Result, Store, json_text};
-use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus};
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Relation};
 use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ impl Store {
                 trigger,
                 e.started_at,
                 e.parent_id,
-                e.relation,
+                e.relation.map(Relation::as_str),
                 e.runner_pid,
                 e.runner_start_time.map(|t| t as i64),
             ],

@@ -5,8 +5,10 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use flowrun_app::again::AgainError;
+use flowrun_app::inputs::{InputError, InputProblem};
 use flowrun_app::queue::SubmitError;
-use flowrun_app::runner::{AgainError, RunError};
+use flowrun_app::runner::{RunError, pip_install_command};
 use flowrun_codegen::Diagnostics;
 use flowrun_store::StoreError;
 use serde_json::{Value, json};
@@ -70,34 +72,24 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Input errors as structured diagnostics: `  field 'a.b': message` → field `a.b`.
-fn input_diagnostics(lines: &[String]) -> Value {
-    let list: Vec<Value> = lines
-        .iter()
-        .map(|l| {
-            let l = l.trim();
-            match l
-                .strip_prefix("field '")
-                .and_then(|rest| rest.split_once("': "))
-            {
-                Some((field, msg)) => json!({"field": field, "message": msg}),
-                None => json!({"field": null, "message": l.strip_prefix("input: ").unwrap_or(l)}),
-            }
-        })
-        .collect();
-    Value::Array(list)
+/// Input errors as structured diagnostics: `{field, message}` each.
+fn input_diagnostics(list: &[InputProblem]) -> Value {
+    list.iter()
+        .map(|p| json!({"field": p.field, "message": p.message}))
+        .collect()
 }
 
 /// Maps why a run could not start to a status: 422 invalid, 409 unbound, 503/500 environment.
+/// Messages say what an API client can do about it.
 pub fn run_error(e: RunError) -> ApiError {
     let message = e.to_string();
     match e {
         RunError::Invalid(d) => ApiError::invalid(&d),
-        RunError::Input(flowrun_app::inputs::InputError::Invalid(lines)) => {
+        RunError::Input(InputError::Invalid(list)) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
-                .with("diagnostics", input_diagnostics(&lines))
+                .with("diagnostics", input_diagnostics(&list))
         }
-        RunError::Input(flowrun_app::inputs::InputError::Schema(m)) => ApiError::new(
+        RunError::Input(InputError::Schema(m)) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_workflow",
             message,
@@ -106,12 +98,16 @@ pub fn run_error(e: RunError) -> ApiError {
             "diagnostics",
             json!([{"field": "inputs", "message": format!("not a valid JSON Schema: {m}")}]),
         ),
-        RunError::Usage(_) => ApiError::bad_request(message),
+        RunError::UnknownPin { .. } => ApiError::bad_request(message),
         RunError::Unbound(list) => {
             let unbound: Vec<Value> = list
                 .iter()
                 .map(|u| json!({"connection": u.connection, "env": u.env, "nodes": u.nodes}))
                 .collect();
+            let message = format!(
+                "{message}\nset {} in the environment that `flowrun serve` runs in, and restart it",
+                if list.len() == 1 { "it" } else { "them" }
+            );
             ApiError::new(StatusCode::CONFLICT, "unbound_connections", message)
                 .with("unbound", Value::Array(unbound))
         }
@@ -120,13 +116,17 @@ pub fn run_error(e: RunError) -> ApiError {
             "python_unavailable",
             message,
         ),
-        RunError::MissingPackages(_) => {
+        RunError::MissingPackages(list) => {
+            let message = format!(
+                "{message}\ninstall {} on the server's machine: `flowrun doctor --fix FILE` (a managed environment) or `{}`",
+                if list.len() == 1 { "it" } else { "them" },
+                pip_install_command(&list)
+            );
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "missing_packages", message)
         }
-        other => match other.exit_code() {
-            2 => ApiError::bad_request(message),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "environment", message),
-        },
+        RunError::Environment(_) | RunError::Store(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "environment", message)
+        }
     }
 }
 
@@ -171,11 +171,39 @@ mod tests {
     #[test]
     fn input_errors_are_structured() {
         let v = input_diagnostics(&[
-            "  field 'query': 5 is not of type \"string\"".into(),
-            "  input: \"query\" is a required property".into(),
+            InputProblem {
+                field: Some("query".into()),
+                message: "5 is not of type \"string\"".into(),
+            },
+            InputProblem {
+                field: None,
+                message: "\"query\" is a required property".into(),
+            },
         ]);
         assert_eq!(v[0]["field"], "query");
         assert_eq!(v[1]["field"], Value::Null);
         assert_eq!(v[1]["message"], "\"query\" is a required property");
+    }
+
+    #[test]
+    fn every_run_error_has_a_status() {
+        let unbound = run_error(RunError::Unbound(vec![flowrun_app::runner::Unbound {
+            connection: "groq".into(),
+            env: "GROQ_API_KEY".into(),
+            nodes: vec!["ask".into()],
+        }]));
+        assert_eq!(unbound.status, StatusCode::CONFLICT);
+        let text = unbound.body["message"].as_str().unwrap();
+        assert!(
+            text.contains("GROQ_API_KEY") && !text.contains("--env"),
+            "{text}"
+        );
+        let pin = run_error(RunError::UnknownPin {
+            node: "x".into(),
+            nodes: vec!["a".into()],
+        });
+        assert_eq!(pin.status, StatusCode::BAD_REQUEST);
+        let env = run_error(RunError::Environment("disk full".into()));
+        assert_eq!(env.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

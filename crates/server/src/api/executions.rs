@@ -9,10 +9,11 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use flowrun_app::again::{self, AgainSource};
 use flowrun_app::queue::Stopped;
-use flowrun_app::runner::{self, AgainSource};
+use flowrun_app::runner;
 use flowrun_codegen::Source;
-use flowrun_events::ExecStatus;
+use flowrun_events::{ExecStatus, Relation};
 use flowrun_store::HistoryFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -270,7 +271,7 @@ async fn again(
         };
         let plan = {
             let store = store.lock();
-            runner::plan_again(&store, &id, source, body.trigger, options, resume)
+            again::plan_again(&store, &id, source, body.trigger, options, resume)
                 .map_err(again_error)?
         };
         let prepared =
@@ -281,7 +282,7 @@ async fn again(
     .await?;
     let extra = json!({
         "parent_id": parent,
-        "relation": if resume { "resume" } else { "rerun" },
+        "relation": if resume { Relation::Resume } else { Relation::Rerun },
         "notes": notes,
     });
     started(&app, id, status, wait, Some(extra)).await

@@ -1,0 +1,173 @@
+//! Re-run and resume (CLI and HTTP API alike): which execution, which definition, which trigger
+//! data, and for a resume which outputs to reuse and why the others run again.
+
+use crate::resume::{Rerun, plan_resume};
+use crate::runner::RunOptions;
+use flowrun_codegen::{Diagnostics, Source};
+use flowrun_events::{ExecStatus, Relation};
+use flowrun_store::Store;
+use serde_json::Value;
+use std::path::Path;
+
+/// Where a re-run or resume takes its definition from.
+#[derive(Debug, Clone)]
+pub enum AgainSource<'a> {
+    /// The definition the earlier execution ran (its snapshot in the store).
+    Snapshot,
+    /// A workflow file (`--file`).
+    File(&'a Path),
+    /// A definition sent as data (the HTTP API's `workflow`).
+    Definition(Value),
+}
+
+/// A re-run or resume, worked out and ready for [`crate::runner::prepare`].
+#[derive(Debug)]
+pub struct AgainPlan {
+    /// The earlier execution (full id).
+    pub previous_id: String,
+    pub source: Source,
+    pub trigger: Value,
+    /// The caller's options plus the reused outputs (resume) and the parent link.
+    pub options: RunOptions,
+    /// What `resume` tells the user: which nodes run again and why, which are reused.
+    pub notes: Vec<String>,
+}
+
+/// Why a re-run or resume cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgainError {
+    #[error(transparent)]
+    Store(#[from] flowrun_store::StoreError),
+    #[error("execution {id} is still {status}; wait for it or stop it first")]
+    NotFinished { id: String, status: ExecStatus },
+    #[error("the definition execution {0} ran is missing from the store")]
+    MissingSnapshot(String),
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error(
+        "the trigger data of execution {id} ({bytes} bytes) was over the storage limit and was not stored in full; give the trigger data again"
+    )]
+    TriggerTruncated { id: String, bytes: u64 },
+}
+
+/// The shared part of `rerun` and `resume` (CLI and HTTP API): finds the earlier execution
+/// (`id` or a unique prefix), checks it has ended, takes its definition (or `source`) and its
+/// trigger data (unless `trigger` is given), and for a resume pins the outputs it can reuse.
+/// Reads the store only; [`crate::runner::prepare`] comes next.
+pub fn plan_again(
+    store: &Store,
+    id: &str,
+    source: AgainSource<'_>,
+    trigger: Option<Value>,
+    mut options: RunOptions,
+    resume: bool,
+) -> Result<AgainPlan, AgainError> {
+    let id = store.resolve_id(id)?;
+    let previous = store.execution(&id)?;
+    if !previous.status.is_final() {
+        return Err(AgainError::NotFinished {
+            id,
+            status: previous.status,
+        });
+    }
+    let previous_definition = store
+        .snapshot(&previous.snapshot_hash)?
+        .ok_or_else(|| AgainError::MissingSnapshot(id.clone()))?;
+    let from_snapshot = matches!(source, AgainSource::Snapshot);
+    let source = match source {
+        AgainSource::File(f) => flowrun_codegen::load_file(f).map_err(AgainError::Invalid)?,
+        AgainSource::Snapshot => flowrun_codegen::source::from_value(
+            previous_definition.clone(),
+            &format!("<execution {id}>"),
+        )
+        .map_err(AgainError::Invalid)?,
+        AgainSource::Definition(v) => {
+            flowrun_codegen::source::from_value(v, "<request>").map_err(AgainError::Invalid)?
+        }
+    };
+    let trigger = match trigger {
+        Some(t) => t,
+        // What was stored is a truncation marker, not the data: never run with it.
+        None if flowrun_events::truncated::is_marker(&previous.trigger) => {
+            return Err(AgainError::TriggerTruncated {
+                bytes: flowrun_events::truncated::original_bytes(&previous.trigger).unwrap_or(0),
+                id,
+            });
+        }
+        None => previous.trigger.clone(),
+    };
+    let mut notes = Vec::new();
+    if from_snapshot {
+        // The file may have been fixed since: say so rather than silently run the old version.
+        if let Some(file) = previous.source_file.as_deref() {
+            let changed = flowrun_codegen::load_file(Path::new(file))
+                .map(|now| {
+                    flowrun_codegen::render::definition_hash(&now.definition)
+                        != previous.snapshot_hash
+                })
+                .unwrap_or(false);
+            if changed {
+                notes.push(format!(
+                    "note: {file} has changed since execution {id} ran; this runs the definition it ran (add --file {file} for the new one)"
+                ));
+            }
+        }
+    }
+    if resume && previous.status == ExecStatus::Success {
+        notes.push(format!(
+            "note: execution {id} succeeded, so every node is reused; `flowrun rerun {id}` runs them all again"
+        ));
+    }
+    if resume {
+        let plan = flowrun_codegen::compile(&source).map_err(AgainError::Invalid)?;
+        let rows = store.nodes(&id)?;
+        let r = plan_resume(
+            &id,
+            &rows,
+            &previous_definition,
+            &plan,
+            &source.definition,
+            &options.pins,
+            trigger != previous.trigger,
+        );
+        for (node, why) in &r.reruns {
+            let why = match why {
+                Rerun::NoOutput(s) if s == "did not run" => {
+                    format!("it did not run in {id}")
+                }
+                Rerun::NoOutput(s) => format!("it ended {s} in {id}"),
+                Rerun::Changed => "its definition changed".into(),
+                Rerun::New => "it is new".into(),
+                Rerun::Upstream(u) => format!("'{u}' runs again"),
+                Rerun::Repinned(u) => format!("'{u}' is pinned to a new output"),
+                Rerun::TriggerChanged => "it reads the trigger data, which changed".into(),
+                Rerun::Truncated => {
+                    format!("its output in {id} was too large to store whole")
+                }
+            };
+            notes.push(format!("resume: '{node}' runs ({why})"));
+        }
+        if !r.pins.is_empty() {
+            let names: Vec<&str> = r.pins.keys().map(String::as_str).collect();
+            notes.push(format!("resume: reusing {} from {id}", names.join(", ")));
+        }
+        for (node, pin) in r.pins {
+            options.pins.entry(node).or_insert(pin);
+        }
+    }
+    options.parent = Some((
+        id.clone(),
+        if resume {
+            Relation::Resume
+        } else {
+            Relation::Rerun
+        },
+    ));
+    Ok(AgainPlan {
+        previous_id: id,
+        source,
+        trigger,
+        options,
+        notes,
+    })
+}

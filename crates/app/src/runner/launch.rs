@@ -1,0 +1,104 @@
+//! How an execution is launched: its id, the child's environment and the executor's spec.
+
+use super::options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS};
+use super::prepare::Prepared;
+use flowrun_executor::RunSpec;
+use flowrun_executor::process::Launch;
+use std::time::Duration;
+
+/// A new execution id: 16 random hex digits (prefixes work like git's).
+pub fn new_execution_id() -> String {
+    let n: u64 = rand::random();
+    format!("{n:016x}")
+}
+
+/// The child's environment: a small base, `FLOWRUN_*`, then `--env` values; or everything with
+/// `--inherit-env`.
+fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if p.options.inherit_env {
+        env.extend(std::env::vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
+    } else {
+        for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
+            if let Ok(v) = std::env::var(key) {
+                env.push((key.to_string(), v));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+        }
+    }
+    // Provider endpoints set for tests and proxies (FLOWRUN_GROQ_BASE_URL, …) pass through.
+    env.extend(
+        std::env::vars().filter(|(k, _)| k.starts_with("FLOWRUN_") && k.ends_with("_BASE_URL")),
+    );
+    for (k, v) in &p.secrets {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env.push(("FLOWRUN_EXECUTION_ID".into(), execution_id.to_string()));
+    env.push(("FLOWRUN_WORKFLOW_ID".into(), p.plan.workflow.id.clone()));
+    env.push(("FLOWRUN_MODE".into(), p.options.mode.clone()));
+    env.push((
+        "FLOWRUN_MAX_PAYLOAD_BYTES".into(),
+        flowrun_store::DEFAULT_MAX_FIELD_BYTES.to_string(),
+    ));
+    for (k, v) in &p.options.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// The id and the spec of an execution about to run.
+pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
+    let wf = &p.plan.workflow;
+    let mut args = vec!["-I".to_string()];
+    if p.plan.requirements().is_empty() {
+        // No third-party packages: skip `site` too (user-site and .pth files cost ~100 ms and
+        // can change behaviour).
+        args.push("-S".into());
+    }
+    args.push("-u".into());
+    args.push(p.run_path.display().to_string());
+    let timeout_ms = p
+        .options
+        .timeout_ms
+        .or(wf.timeout_ms)
+        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    RunSpec {
+        execution_id: execution_id.to_string(),
+        workflow_id: wf.id.clone(),
+        workflow_name: wf.display_name().to_string(),
+        mode: p.options.mode.clone(),
+        nodes: p.plan.ordered_nodes().map(|n| n.id.clone()).collect(),
+        node_timeouts: wf
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.timeout_ms
+                    .map(|t| (n.id.clone(), Duration::from_millis(t)))
+            })
+            .collect(),
+        node_grace: wf
+            .nodes
+            .iter()
+            .filter(|n| n.kind.times_own_call())
+            .map(|n| (n.id.clone(), Duration::from_millis(OWN_CALL_SLACK_MS)))
+            .collect(),
+        launch: Launch {
+            program: p.interpreter.executable.clone(),
+            args,
+            env: child_env(p, execution_id),
+            cwd: p.options.cwd.clone(),
+            max_memory: p.options.max_memory_mb.map(|mb| mb << 20),
+        },
+        trigger: serde_json::to_vec(&p.trigger).expect("trigger serializes"),
+        nonce: format!("{:032x}", rand::random::<u128>()),
+        timeout: Duration::from_millis(timeout_ms),
+        kill_grace: Duration::from_millis(p.options.kill_grace_ms),
+        max_log_bytes: p.options.max_log_bytes,
+        max_line_bytes: 64 * 1024,
+        redactor: p.redactor.clone(),
+    }
+}

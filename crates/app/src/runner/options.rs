@@ -1,0 +1,52 @@
+//! What a caller can vary about a run, and the defaults.
+
+use flowrun_codegen::Pin;
+use flowrun_events::Relation;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Default whole-execution timeout when neither the workflow nor the caller sets one.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// How much later than a node's `timeout_ms` the runner kills a node that times its own call
+/// (HTTP, LLM, command), so the call's own timeout fires first and can be retried.
+pub const OWN_CALL_SLACK_MS: u64 = 500;
+
+/// What a caller can vary about a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub python: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub max_log_bytes: u64,
+    pub max_memory_mb: Option<u64>,
+    /// `--env K=V` and `--env-file` values, in order.
+    pub env: Vec<(String, String)>,
+    pub inherit_env: bool,
+    pub pins: BTreeMap<String, Pin>,
+    pub mode: String,
+    /// Re-run or resume of this execution.
+    pub parent: Option<(String, Relation)>,
+    pub cwd: Option<PathBuf>,
+    /// Install missing `requirements` into a managed virtual environment instead of failing.
+    pub install_deps: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            python: None,
+            timeout_ms: None,
+            kill_grace_ms: 2000,
+            max_log_bytes: 10 << 20,
+            max_memory_mb: None,
+            env: Vec::new(),
+            inherit_env: false,
+            pins: BTreeMap::new(),
+            mode: "test".into(),
+            parent: None,
+            cwd: None,
+            install_deps: false,
+        }
+    }
+}

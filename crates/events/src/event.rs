@@ -1,0 +1,130 @@
+//! The events of an execution, as every viewer sees them.
+
+use crate::{ErrorInfo, ExecStatus, NodeStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// `log(...)` called by a code node.
+    Log,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Log => "log",
+        }
+    }
+}
+
+/// One event of an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    ExecutionStart {
+        workflow_id: String,
+        workflow_name: String,
+        mode: String,
+        /// Node ids in execution order.
+        nodes: Vec<String>,
+        ts: i64,
+    },
+    NodeStart {
+        node: String,
+        attempt: u32,
+        ts: i64,
+    },
+    NodeEnd {
+        node: String,
+        status: NodeStatus,
+        attempt: u32,
+        duration_ms: f64,
+        ts: i64,
+        /// The first ~200 characters of the output as JSON.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_preview: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+        /// This attempt failed and another one follows.
+        #[serde(default, skip_serializing_if = "is_false")]
+        retrying: bool,
+    },
+    Log {
+        #[serde(default)]
+        node: Option<String>,
+        stream: Stream,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<String>,
+        line: String,
+        ts: i64,
+    },
+    ExecutionEnd {
+        status: ExecStatus,
+        duration_ms: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+        ts: i64,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Event {
+    /// The name in the `event` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ExecutionStart { .. } => "execution_start",
+            Event::NodeStart { .. } => "node_start",
+            Event::NodeEnd { .. } => "node_end",
+            Event::Log { .. } => "log",
+            Event::ExecutionEnd { .. } => "execution_end",
+        }
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Event::NodeStart { node, .. } | Event::NodeEnd { node, .. } => Some(node),
+            Event::Log { node, .. } => node.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// An event with its place in the execution: what `--events jsonl` prints and SSE sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// 1, 2, 3, … within one execution; the SSE event id.
+    pub seq: u64,
+    pub execution_id: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The first `max` characters of a value as compact JSON, with `…` when cut.
+pub fn preview(v: &Value, max: usize) -> String {
+    let s = v.to_string();
+    if s.chars().count() <= max {
+        s
+    } else {
+        let mut p: String = s.chars().take(max).collect();
+        p.push('…');
+        p
+    }
+}

@@ -1,0 +1,34 @@
+//! How an execution relates to the one it came from.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an execution has a parent: `rerun` (the same definition and trigger again) or
+/// `resume` (again from the failed node, reusing earlier outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    Rerun,
+    Resume,
+}
+
+impl Relation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::Rerun => "rerun",
+            Relation::Resume => "resume",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Relation> {
+        [Relation::Rerun, Relation::Resume]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Relation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
