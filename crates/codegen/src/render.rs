@@ -14,7 +14,23 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 const SCRIPT_TEMPLATE: &str = include_str!("../../../templates/script.py.j2");
-const RUNTIME_CORE: &str = include_str!("../../../runtime/core.py");
+/// The runtime core, `runtime/core/*.py`, in the order the script holds them (their names' order).
+const RUNTIME_CORE: &[&str] = &[
+    include_str!("../../../runtime/core/10_prelude.py"),
+    include_str!("../../../runtime/core/20_json.py"),
+    include_str!("../../../runtime/core/30_templates.py"),
+    include_str!("../../../runtime/core/40_protocol.py"),
+    include_str!("../../../runtime/core/50_errors.py"),
+    include_str!("../../../runtime/core/60_run.py"),
+    include_str!("../../../runtime/core/70_http.py"),
+    include_str!("../../../runtime/core/80_main.py"),
+];
+
+/// The core parts as one text, two blank lines apart like the sections of one Python file.
+fn runtime_core() -> String {
+    let parts: Vec<&str> = RUNTIME_CORE.iter().map(|p| p.trim_end()).collect();
+    parts.join("\n\n\n")
+}
 
 /// The runtime source of each node type, from `runtime/nodes/`.
 const RUNTIME_NODES: &[(&str, &str)] = &[
@@ -83,7 +99,7 @@ fn environment() -> Environment<'static> {
     env
 }
 
-/// The workflow as the runtime reads it (see `runtime/core.py`).
+/// The workflow as the runtime reads it (see `runtime/core/`).
 pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
     let wf = &plan.workflow;
     let nodes = plan
@@ -184,7 +200,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
                 version => JValue::from_safe_string(VERSION.to_string()),
                 // Validated as [a-z0-9][a-z0-9_-]*, so it cannot break out of the comment.
                 workflow_id => JValue::from_safe_string(plan.workflow.id.clone()),
-                runtime_core => JValue::from_safe_string(RUNTIME_CORE.trim_end().to_string()),
+                runtime_core => JValue::from_safe_string(runtime_core()),
                 node_modules => node_modules,
                 workflow => JValue::from_safe_string(workflow),
             })
