@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------
-# JSON codec on top of the C accelerator
+# runtime/core/20_json.py: JSON codec on top of the C accelerator
 # ---------------------------------------------------------------------------
 
 def _json_default(o):

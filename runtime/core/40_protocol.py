@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------
-# JSON output: always strict, one line
+# runtime/core/40_protocol.py: JSON output, always strict, one line
 # ---------------------------------------------------------------------------
 
 def _sanitize_key(k):

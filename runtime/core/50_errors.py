@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------
-# Errors
+# runtime/core/50_errors.py: errors
 # ---------------------------------------------------------------------------
 
 _CODE_SOURCES = {}  # "<node ID>" -> source, for linecache (see register_source)

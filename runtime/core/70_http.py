@@ -1,6 +1,7 @@
 # ---------------------------------------------------------------------------
-# HTTP, shared by the http_request and llm node types (stdlib only; urllib is
-# imported here, on first use, because it costs ~40 ms of startup)
+# runtime/core/70_http.py: HTTP, shared by the http_request and llm node types
+# (stdlib only; urllib is imported here, on first use, because it costs ~40 ms
+# of startup)
 # ---------------------------------------------------------------------------
 
 class HttpResponse(object):

@@ -14,21 +14,29 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 const SCRIPT_TEMPLATE: &str = include_str!("../../../templates/script.py.j2");
-/// The runtime core, `runtime/core/*.py`, in the order the script holds them (their names' order).
-const RUNTIME_CORE: &[&str] = &[
-    include_str!("../../../runtime/core/10_prelude.py"),
-    include_str!("../../../runtime/core/20_json.py"),
-    include_str!("../../../runtime/core/30_templates.py"),
-    include_str!("../../../runtime/core/40_protocol.py"),
-    include_str!("../../../runtime/core/50_errors.py"),
-    include_str!("../../../runtime/core/60_run.py"),
-    include_str!("../../../runtime/core/70_http.py"),
-    include_str!("../../../runtime/core/80_main.py"),
+/// `(file name, text)` of each part of the runtime core, `runtime/core/*.py`.
+macro_rules! core_parts {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../../runtime/core/", $name)))),*]
+    };
+}
+
+/// The runtime core's parts in script order, which is the order of their names (a test checks
+/// that this lists every file of `runtime/core/`).
+const RUNTIME_CORE: &[(&str, &str)] = core_parts![
+    "10_prelude.py",
+    "20_json.py",
+    "30_templates.py",
+    "40_protocol.py",
+    "50_errors.py",
+    "60_run.py",
+    "70_http.py",
+    "80_main.py",
 ];
 
 /// The core parts as one text, two blank lines apart like the sections of one Python file.
 fn runtime_core() -> String {
-    let parts: Vec<&str> = RUNTIME_CORE.iter().map(|p| p.trim_end()).collect();
+    let parts: Vec<&str> = RUNTIME_CORE.iter().map(|(_, p)| p.trim_end()).collect();
     parts.join("\n\n\n")
 }
 
@@ -222,4 +230,27 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The hash that identifies a definition snapshot: sha256 of its compact JSON.
 pub fn definition_hash(definition: &Value) -> String {
     hex(&Sha256::digest(definition.to_string().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_core_lists_every_part_in_name_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../runtime/core");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("runtime/core/ exists")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let listed: Vec<&str> = RUNTIME_CORE.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed, on_disk);
+    }
 }
