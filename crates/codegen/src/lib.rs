@@ -7,6 +7,7 @@
 
 pub mod diagnostic;
 pub mod model;
+mod node_types;
 pub mod params;
 pub mod plan;
 pub mod prices;

@@ -7,6 +7,7 @@
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
+use crate::node_types::NodeType;
 use crate::params::{self, Params};
 use crate::pyliteral::Data;
 use crate::template::{EXECUTION_KEYS, NODE_FIELDS, ROOTS, Reference, Segment};
@@ -38,16 +39,24 @@ impl Plan {
         &self.workflow.connections
     }
 
-    /// The node types the workflow uses, sorted and deduplicated (the runtime modules its script
-    /// includes).
+    /// The names of the node types the workflow uses, sorted and deduplicated (the runtime
+    /// modules its script includes).
     pub fn node_types(&self) -> Vec<&'static str> {
-        let mut types: Vec<&'static str> = self
+        self.used_node_types()
+            .into_iter()
+            .map(NodeType::name)
+            .collect()
+    }
+
+    /// The node types the workflow uses, sorted by name and deduplicated.
+    pub(crate) fn used_node_types(&self) -> Vec<NodeType> {
+        let mut types: Vec<NodeType> = self
             .workflow
             .nodes
             .iter()
-            .map(|n| n.kind.type_name())
+            .map(|n| n.kind.node_type())
             .collect();
-        types.sort_unstable();
+        types.sort_unstable_by_key(|t| t.name());
         types.dedup();
         types
     }

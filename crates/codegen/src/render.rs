@@ -40,28 +40,6 @@ fn runtime_core() -> String {
     parts.join("\n\n\n")
 }
 
-/// The runtime source of each node type, from `runtime/nodes/`.
-const RUNTIME_NODES: &[(&str, &str)] = &[
-    ("code", include_str!("../../../runtime/nodes/code.py")),
-    ("command", include_str!("../../../runtime/nodes/command.py")),
-    (
-        "http_request",
-        include_str!("../../../runtime/nodes/http_request.py"),
-    ),
-    ("llm", include_str!("../../../runtime/nodes/llm.py")),
-    (
-        "condition",
-        include_str!("../../../runtime/nodes/condition.py"),
-    ),
-    ("delay", include_str!("../../../runtime/nodes/delay.py")),
-    ("set", include_str!("../../../runtime/nodes/set.py")),
-    (
-        "template",
-        include_str!("../../../runtime/nodes/template.py"),
-    ),
-    ("trigger", include_str!("../../../runtime/nodes/trigger.py")),
-];
-
 /// Output that replaces a node's execution: a pin from the definition or the command line, or
 /// an output reused from an earlier execution.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,17 +164,15 @@ pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
 /// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.
 pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
     let env = environment();
-    let types = plan.node_types();
-    let node_modules: Vec<JValue> = types
-        .iter()
+    let node_modules: Vec<JValue> = plan
+        .used_node_types()
+        .into_iter()
         .map(|t| {
-            let source = RUNTIME_NODES
-                .iter()
-                .find(|(name, _)| name == t)
-                .map(|(_, src)| *src)
-                .unwrap_or_else(|| panic!("runtime/nodes/{t}.py is embedded"));
             // Type names are flowrun's own constants: printed as they are in comments.
-            context! { name => JValue::from_safe_string(t.to_string()), source => JValue::from_safe_string(source.trim_end().to_string()) }
+            context! {
+                name => JValue::from_safe_string(t.name().to_string()),
+                source => JValue::from_safe_string(t.runtime_source().trim_end().to_string()),
+            }
         })
         .collect();
     let mut workflow = String::new();

@@ -7,6 +7,7 @@
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
+use crate::node_types::NodeType;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -268,12 +269,11 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
                 .field("type"));
         }
         None => {
-            return Err(Diagnostic::new(format!(
-                "missing `type`; one of: {}",
-                NODE_TYPES.join(", ")
-            ))
-            .node(label)
-            .field("type"));
+            return Err(
+                Diagnostic::new(format!("missing `type`; one of: {}", NodeType::names()))
+                    .node(label)
+                    .field("type"),
+            );
         }
     };
     let mut common = Map::new();
@@ -283,26 +283,15 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
         }
     }
     let common: CommonFields = typed(Value::Object(common), &label)?;
-    let rest = Value::Object(obj);
-    let kind = match type_name.as_str() {
-        "trigger" => NodeKind::Trigger(typed(rest, &label)?),
-        "set" => NodeKind::Set(typed(rest, &label)?),
-        "template" => NodeKind::Template(typed(rest, &label)?),
-        "code" => NodeKind::Code(typed(rest, &label)?),
-        "condition" => NodeKind::Condition(typed(rest, &label)?),
-        "delay" => NodeKind::Delay(typed(rest, &label)?),
-        "http_request" => NodeKind::HttpRequest(typed(rest, &label)?),
-        "llm" => NodeKind::Llm(typed(rest, &label)?),
-        "command" => NodeKind::Command(typed(rest, &label)?),
-        other => {
-            return Err(Diagnostic::new(format!(
-                "unknown node type '{other}'; one of: {}",
-                NODE_TYPES.join(", ")
-            ))
-            .node(label)
-            .field("type"));
-        }
+    let Some(node_type) = NodeType::from_name(&type_name) else {
+        return Err(Diagnostic::new(format!(
+            "unknown node type '{type_name}'; one of: {}",
+            NodeType::names()
+        ))
+        .node(label)
+        .field("type"));
     };
+    let kind = node_type.parse_fields(Value::Object(obj), &label)?;
     Ok(Node {
         id: common.id,
         name: common.name,
@@ -319,7 +308,7 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
 
 /// Deserializes part of a node, turning serde's message into one that names the field.
 #[allow(clippy::result_large_err)]
-fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
+pub(crate) fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         // The path says where in the node it went wrong (`retry.max_atempts`, `on_error`); for
         // a missing field it is the enclosing object, and the message names the field.
