@@ -5,12 +5,12 @@
 //! script from `templates/` and `runtime/`, with every user value going through [`pyliteral`].
 //! This crate knows workflows and scripts; it spawns no process and touches no database.
 
-pub mod diagnostic;
+mod diagnostic;
 pub mod model;
 mod node_types;
-pub mod params;
-pub mod plan;
-pub mod prices;
+mod params;
+mod plan;
+mod prices;
 pub mod pyliteral;
 pub mod render;
 pub mod source;
@@ -18,7 +18,7 @@ pub mod template;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::Workflow;
-pub use plan::{Plan, plan};
+pub use plan::Plan;
 pub use render::{Pin, RenderOptions, Script, render};
 pub use source::{Format, Source, load_file, parse_str};
 

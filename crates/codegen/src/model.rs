@@ -206,7 +206,7 @@ pub struct ConditionNode {
 }
 
 /// Comparison operators a structured condition may use.
-pub const CONDITION_OPS: &[&str] = &[
+pub(crate) const CONDITION_OPS: &[&str] = &[
     "eq",
     "ne",
     "gt",
@@ -310,7 +310,7 @@ impl<'de> Deserialize<'de> for HttpAuth {
 }
 
 /// LLM providers and how each is reached.
-pub const LLM_PROVIDERS: &[&str] = &["groq", "openai", "openai_compatible", "anthropic"];
+pub(crate) const LLM_PROVIDERS: &[&str] = &["groq", "openai", "openai_compatible", "anthropic"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

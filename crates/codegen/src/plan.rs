@@ -12,7 +12,7 @@ use crate::params::{self, Params};
 use crate::pyliteral::Data;
 use crate::template::{EXECUTION_KEYS, NODE_FIELDS, ROOTS, Reference, Segment};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 
 /// A valid workflow, ready to render: node params compiled and the execution order fixed.
 #[derive(Debug, Clone)]
@@ -32,11 +32,6 @@ impl Plan {
     /// Nodes in execution order.
     pub fn ordered_nodes(&self) -> impl Iterator<Item = &Node> {
         self.order.iter().map(|&i| &self.workflow.nodes[i])
-    }
-
-    /// Connections some node uses, with the variable each is bound to.
-    pub fn connections(&self) -> &BTreeMap<String, Connection> {
-        &self.workflow.connections
     }
 
     /// The names of the node types the workflow uses, sorted and deduplicated (the runtime
@@ -118,7 +113,7 @@ impl Edge {
 }
 
 /// Checks the workflow and works out the order its nodes run in. Reports every problem found.
-pub fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
+pub(crate) fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
     let mut diags = Vec::new();
     if !valid_id(&workflow.id) {
         diags.push(

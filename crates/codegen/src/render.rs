@@ -65,7 +65,7 @@ pub struct Script {
 }
 
 /// The flowrun version written into scripts.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -86,7 +86,7 @@ fn environment() -> Environment<'static> {
 }
 
 /// The workflow as the runtime reads it (see `runtime/core/`).
-pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
+pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
     let wf = &plan.workflow;
     let nodes = plan
         .order
@@ -199,7 +199,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
 }
 
 /// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

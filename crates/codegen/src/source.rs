@@ -2,7 +2,7 @@
 //!
 //! JSON and YAML are parsed straight into the top-level struct so that syntax errors and unknown
 //! top-level fields carry the parser's own line and column. Nodes are then converted one by one,
-//! so that each problem names its node and field; a [`Locator`] finds the line of that node and
+//! so that each problem names its node and field; a `Locator` finds the line of that node and
 //! field in the text, since by then the parser's positions are gone.
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -21,7 +21,7 @@ pub enum Format {
 impl Format {
     /// By extension (`.json`, `.yaml`, `.yml`); for any other name, JSON when the text starts
     /// with `{`, else YAML.
-    pub fn detect(path: &Path, text: &str) -> Format {
+    pub(crate) fn detect(path: &Path, text: &str) -> Format {
         match path.extension().and_then(|e| e.to_str()) {
             Some("yaml") | Some("yml") => Format::Yaml,
             Some("json") => Format::Json,
@@ -44,12 +44,8 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn locator(&self) -> Locator<'_> {
-        Locator::new(&self.text, self.format)
-    }
-
     /// Fills in file and line of diagnostics that name a node (and field) but no line.
-    pub fn locate(&self, diags: Diagnostics) -> Diagnostics {
+    pub(crate) fn locate(&self, diags: Diagnostics) -> Diagnostics {
         locate_in(&self.text, self.format, &self.file, diags)
     }
 }
@@ -346,13 +342,13 @@ fn field_in_message(msg: &str) -> Option<String> {
 /// node is the entry whose `id` is the node id (after the `nodes` key), and the field is the
 /// first key of that name inside the node's stretch of lines. Good enough to jump to; when it
 /// finds nothing the message still names node and field.
-pub struct Locator<'a> {
+pub(crate) struct Locator<'a> {
     lines: Vec<&'a str>,
     format: Format,
 }
 
 impl<'a> Locator<'a> {
-    pub fn new(text: &'a str, format: Format) -> Self {
+    pub(crate) fn new(text: &'a str, format: Format) -> Self {
         Locator {
             lines: text.lines().collect(),
             format,
@@ -419,7 +415,7 @@ impl<'a> Locator<'a> {
     }
 
     /// 1-based line of the node (and field), if found.
-    pub fn find(&self, node: Option<&str>, field: Option<&str>) -> Option<usize> {
+    pub(crate) fn find(&self, node: Option<&str>, field: Option<&str>) -> Option<usize> {
         let nodes_start = self
             .lines
             .iter()
