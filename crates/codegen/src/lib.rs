@@ -19,7 +19,7 @@ pub mod template;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::Workflow;
 pub use plan::Plan;
-pub use render::{Pin, RenderOptions, Script, render};
+pub use render::{Pin, PinStatus, RenderOptions, Script, render};
 pub use source::{Format, Source, load_file, parse_str};
 
 /// Parses and validates, with every diagnostic located in the file.

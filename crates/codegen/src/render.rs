@@ -9,6 +9,7 @@ use crate::plan::Plan;
 use crate::pyliteral::{self, Data, dict};
 use minijinja::value::Value as JValue;
 use minijinja::{AutoEscape, Environment, context};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -41,13 +42,72 @@ fn runtime_core() -> String {
 }
 
 /// Output that replaces a node's execution: a pin from the definition or the command line, or
-/// an output reused from an earlier execution.
+/// an output reused from an earlier execution. Build one with [`Pin::pinned`] or [`Pin::reused`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pin {
     pub output: Value,
-    /// `pinned` or `reused`.
+    /// The name of a [`PinStatus`]: `"pinned"` or `"reused"`. Still a string so that `Pin { .. }`
+    /// literals in the runner keep compiling; read it as a type with [`Pin::kind`].
     pub status: &'static str,
     pub from_execution: Option<String>,
+}
+
+/// Why a node's output is fixed rather than computed: the node's status in its `node_end` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinStatus {
+    /// Pinned by the definition (`pinned:`) or by the caller (`--pin`).
+    Pinned,
+    /// Reused from an earlier execution (resume).
+    Reused,
+}
+
+impl PinStatus {
+    /// The name, as in the script and the events (and serde).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinStatus::Pinned => "pinned",
+            PinStatus::Reused => "reused",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<PinStatus> {
+        [PinStatus::Pinned, PinStatus::Reused]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+impl Pin {
+    /// A fixed output: `pinned:` in the definition, or `--pin`.
+    pub fn pinned(output: Value) -> Pin {
+        Pin {
+            output,
+            status: PinStatus::Pinned.as_str(),
+            from_execution: None,
+        }
+    }
+
+    /// An output reused from the execution that produced it.
+    pub fn reused(output: Value, from_execution: Option<String>) -> Pin {
+        Pin {
+            output,
+            status: PinStatus::Reused.as_str(),
+            from_execution,
+        }
+    }
+
+    /// The status as a type. A `status` string that names no [`PinStatus`] is a bug in the code
+    /// that built the pin: debug builds panic, release builds take it as `pinned`.
+    pub fn kind(&self) -> PinStatus {
+        let kind = PinStatus::from_name(self.status);
+        debug_assert!(
+            kind.is_some(),
+            "Pin.status {:?} is not a PinStatus",
+            self.status
+        );
+        kind.unwrap_or(PinStatus::Pinned)
+    }
 }
 
 /// What varies a rendering besides the plan.
@@ -93,17 +153,15 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
         .iter()
         .map(|&i| {
             let node = &wf.nodes[i];
-            let pin = options.pins.get(&node.id).cloned().or_else(|| {
-                node.pinned.clone().map(|output| Pin {
-                    output,
-                    status: "pinned",
-                    from_execution: None,
-                })
-            });
+            let pin = options
+                .pins
+                .get(&node.id)
+                .cloned()
+                .or_else(|| node.pinned.clone().map(Pin::pinned));
             let pinned = match pin {
                 Some(p) => dict([
                     ("output", Data::from(&p.output)),
-                    ("status", Data::from(p.status)),
+                    ("status", Data::from(p.kind().as_str())),
                     ("from_execution", Data::from(p.from_execution.as_deref())),
                 ]),
                 None => Data::Null,
@@ -228,5 +286,51 @@ mod tests {
         on_disk.sort();
         let listed: Vec<&str> = RUNTIME_CORE.iter().map(|(name, _)| *name).collect();
         assert_eq!(listed, on_disk);
+    }
+
+    #[test]
+    fn pin_status_is_typed_with_the_same_names() {
+        assert_eq!(serde_json::json!(PinStatus::Pinned), "pinned");
+        assert_eq!(serde_json::json!(PinStatus::Reused), "reused");
+        let reused: PinStatus = serde_json::from_value("reused".into()).unwrap();
+        assert_eq!(reused, PinStatus::Reused);
+        let pin = Pin::pinned(Value::Null);
+        assert_eq!((pin.status, pin.kind()), ("pinned", PinStatus::Pinned));
+        let pin = Pin::reused(Value::Null, Some("e1".into()));
+        assert_eq!((pin.status, pin.kind()), ("reused", PinStatus::Reused));
+        assert_eq!(pin.from_execution.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn pins_reach_the_script_with_their_status() {
+        let source = crate::source::from_value(
+            serde_json::json!({"id": "w", "nodes": [
+                {"id": "a", "type": "set", "fields": {}, "pinned": {"x": 1}},
+                {"id": "b", "type": "set", "fields": {}},
+                {"id": "c", "type": "set", "fields": {}},
+            ]}),
+            "<test>",
+        )
+        .unwrap();
+        let plan = crate::compile(&source).unwrap();
+        let mut options = RenderOptions::default();
+        options.pins.insert(
+            "b".into(),
+            Pin::reused(serde_json::json!(2), Some("e1".into())),
+        );
+        let text = render(&plan, &options).text;
+        for (expected, why) in [
+            (
+                "'pinned': {'output': {'x': 1}, 'status': 'pinned', 'from_execution': None}",
+                "a: pinned in the definition",
+            ),
+            (
+                "'pinned': {'output': 2, 'status': 'reused', 'from_execution': 'e1'}",
+                "b: reused",
+            ),
+            ("'pinned': None", "c: runs"),
+        ] {
+            assert_eq!(text.matches(expected).count(), 1, "{why}\n{text}");
+        }
     }
 }
