@@ -33,7 +33,9 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
-/// Replaces the inlined runtime sources by markers, checking each used one is there verbatim.
+/// Replaces the inlined runtime sources by markers, checking each used one is there verbatim:
+/// every part of `runtime/core/` (so none is missing from render.rs's list, and the snapshot shows
+/// their order) and the node types' files.
 fn without_runtime(script: &str, node_types: &[&str]) -> String {
     let mut core_parts: Vec<String> = std::fs::read_dir(repo().join("runtime/core"))
         .expect("runtime/core/ exists")
