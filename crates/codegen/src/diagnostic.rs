@@ -28,17 +28,17 @@ impl Diagnostic {
         }
     }
 
-    pub fn node(mut self, node: impl Into<String>) -> Self {
+    pub(crate) fn node(mut self, node: impl Into<String>) -> Self {
         self.node = Some(node.into());
         self
     }
 
-    pub fn field(mut self, field: impl Into<String>) -> Self {
+    pub(crate) fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
-    pub fn at(mut self, line: usize, column: Option<usize>) -> Self {
+    pub(crate) fn at(mut self, line: usize, column: Option<usize>) -> Self {
         self.line = Some(line);
         self.column = column;
         self

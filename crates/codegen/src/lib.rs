@@ -5,11 +5,12 @@
 //! script from `templates/` and `runtime/`, with every user value going through [`pyliteral`].
 //! This crate knows workflows and scripts; it spawns no process and touches no database.
 
-pub mod diagnostic;
+mod diagnostic;
 pub mod model;
-pub mod params;
-pub mod plan;
-pub mod prices;
+mod node_types;
+mod params;
+mod plan;
+mod prices;
 pub mod pyliteral;
 pub mod render;
 pub mod source;
@@ -17,8 +18,8 @@ pub mod template;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::Workflow;
-pub use plan::{Plan, plan};
-pub use render::{Pin, RenderOptions, Script, render};
+pub use plan::Plan;
+pub use render::{Pin, PinStatus, RenderOptions, Script, render};
 pub use source::{Format, Source, load_file, parse_str};
 
 /// Parses and validates, with every diagnostic located in the file.

@@ -139,49 +139,11 @@ pub enum OnError {
     Continue,
 }
 
-/// The type-specific part of a node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum NodeKind {
-    Trigger(TriggerNode),
-    Set(SetNode),
-    Template(TemplateNode),
-    Code(CodeNode),
-    Condition(ConditionNode),
-    Delay(DelayNode),
-    HttpRequest(HttpRequestNode),
-    Llm(LlmNode),
-    Command(CommandNode),
-}
-
-/// Every node type name, in the order the docs list them.
-pub const NODE_TYPES: &[&str] = &[
-    "trigger",
-    "set",
-    "template",
-    "code",
-    "http_request",
-    "llm",
-    "command",
-    "condition",
-    "delay",
-];
+// The type-specific part of a node, declared with everything else per node type in the table of
+// `node_types.rs`.
+pub use crate::node_types::NodeKind;
 
 impl NodeKind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            NodeKind::Trigger(_) => "trigger",
-            NodeKind::Set(_) => "set",
-            NodeKind::Template(_) => "template",
-            NodeKind::Code(_) => "code",
-            NodeKind::Condition(_) => "condition",
-            NodeKind::Delay(_) => "delay",
-            NodeKind::HttpRequest(_) => "http_request",
-            NodeKind::Llm(_) => "llm",
-            NodeKind::Command(_) => "command",
-        }
-    }
-
     /// The connections this node needs bound, with the field that names each.
     pub fn connections(&self) -> Vec<(&str, String)> {
         match self {
@@ -197,17 +159,13 @@ impl NodeKind {
                 .enumerate()
                 .map(|(i, c)| (c.as_str(), format!("connections[{i}]")))
                 .collect(),
-            _ => Vec::new(),
+            NodeKind::Trigger(_)
+            | NodeKind::Set(_)
+            | NodeKind::Template(_)
+            | NodeKind::Code(_)
+            | NodeKind::Condition(_)
+            | NodeKind::Delay(_) => Vec::new(),
         }
-    }
-
-    /// Node types that apply `timeout_ms` to their own call, so it can fail inside the node
-    /// (and be retried) before the runner's hard deadline.
-    pub fn times_own_call(&self) -> bool {
-        matches!(
-            self,
-            NodeKind::HttpRequest(_) | NodeKind::Llm(_) | NodeKind::Command(_)
-        )
     }
 }
 
@@ -248,7 +206,7 @@ pub struct ConditionNode {
 }
 
 /// Comparison operators a structured condition may use.
-pub const CONDITION_OPS: &[&str] = &[
+pub(crate) const CONDITION_OPS: &[&str] = &[
     "eq",
     "ne",
     "gt",
@@ -352,7 +310,7 @@ impl<'de> Deserialize<'de> for HttpAuth {
 }
 
 /// LLM providers and how each is reached.
-pub const LLM_PROVIDERS: &[&str] = &["groq", "openai", "openai_compatible", "anthropic"];
+pub(crate) const LLM_PROVIDERS: &[&str] = &["groq", "openai", "openai_compatible", "anthropic"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

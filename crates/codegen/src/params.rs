@@ -11,7 +11,7 @@ use crate::template::{self, Reference};
 use serde_json::Value;
 
 /// The runtime params of one node and the template references inside them.
-pub struct Params {
+pub(crate) struct Params {
     pub data: Data,
     /// `(field path, reference)` for every `{{ }}` in a templated field.
     pub references: Vec<(String, Reference)>,
@@ -98,7 +98,7 @@ fn connection(c: &mut Compiler<'_>, wf: &Workflow, field: &str, name: &str) -> D
 }
 
 /// Base URL defaults and the variables that override them, per provider.
-pub fn llm_endpoint(provider: &str) -> (&'static str, &'static str) {
+pub(crate) fn llm_endpoint(provider: &str) -> (&'static str, &'static str) {
     match provider {
         "groq" => ("https://api.groq.com/openai/v1", "FLOWRUN_GROQ_BASE_URL"),
         "openai" => ("https://api.openai.com/v1", "FLOWRUN_OPENAI_BASE_URL"),
@@ -112,7 +112,7 @@ fn opt<T: Into<Data>>(v: Option<T>) -> Data {
 }
 
 /// Compiles a node's type-specific fields into runtime params.
-pub fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnostic>> {
+pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnostic>> {
     let mut c = Compiler {
         node: &node.id,
         references: Vec::new(),

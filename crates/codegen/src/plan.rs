@@ -7,11 +7,12 @@
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
+use crate::node_types::NodeType;
 use crate::params::{self, Params};
 use crate::pyliteral::Data;
 use crate::template::{EXECUTION_KEYS, NODE_FIELDS, ROOTS, Reference, Segment};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 
 /// A valid workflow, ready to render: node params compiled and the execution order fixed.
 #[derive(Debug, Clone)]
@@ -33,21 +34,24 @@ impl Plan {
         self.order.iter().map(|&i| &self.workflow.nodes[i])
     }
 
-    /// Connections some node uses, with the variable each is bound to.
-    pub fn connections(&self) -> &BTreeMap<String, Connection> {
-        &self.workflow.connections
+    /// The names of the node types the workflow uses, sorted and deduplicated (the runtime
+    /// modules its script includes).
+    pub fn node_types(&self) -> Vec<&'static str> {
+        self.used_node_types()
+            .into_iter()
+            .map(NodeType::name)
+            .collect()
     }
 
-    /// The node types the workflow uses, sorted and deduplicated (the runtime modules its script
-    /// includes).
-    pub fn node_types(&self) -> Vec<&'static str> {
-        let mut types: Vec<&'static str> = self
+    /// The node types the workflow uses, sorted by name and deduplicated.
+    pub(crate) fn used_node_types(&self) -> Vec<NodeType> {
+        let mut types: Vec<NodeType> = self
             .workflow
             .nodes
             .iter()
-            .map(|n| n.kind.type_name())
+            .map(|n| n.kind.node_type())
             .collect();
-        types.sort_unstable();
+        types.sort_unstable_by_key(|t| t.name());
         types.dedup();
         types
     }
@@ -109,7 +113,7 @@ impl Edge {
 }
 
 /// Checks the workflow and works out the order its nodes run in. Reports every problem found.
-pub fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
+pub(crate) fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
     let mut diags = Vec::new();
     if !valid_id(&workflow.id) {
         diags.push(

@@ -15,7 +15,7 @@ fn table() -> &'static Value {
 
 /// The price of `model` at `provider`: an exact entry, else the longest entry the model name
 /// starts with followed by `-` (a dated snapshot). `None` when unknown: no guessing.
-pub fn lookup(provider: &str, model: &str) -> Option<Price> {
+pub(crate) fn lookup(provider: &str, model: &str) -> Option<Price> {
     let models = table().get(provider)?.as_object()?;
     let entry = models.get(model).or_else(|| {
         models

@@ -1,7 +1,7 @@
 //! The one path by which user values reach the generated script: Python literals.
 //!
 //! Every value from a workflow file — names, strings, templates, numbers, whole configs — is
-//! written into the script by [`emit`] as a Python literal (`'...'`, numbers, `True`/`False`/
+//! written into the script by `emit` as a Python literal (`'...'`, numbers, `True`/`False`/
 //! `None`, lists, dicts) or, for parsed templates, as calls of the runtime's `_T`/`_R`
 //! constructors whose arguments are again literals. Strings are escaped so that only printable
 //! ASCII and non-ASCII letters/digits appear raw; quotes, backslashes, control characters, line
@@ -72,7 +72,7 @@ impl From<f64> for Data {
 }
 
 /// Builds a dict literal from `(key, value)` pairs, in order.
-pub fn dict<const N: usize>(entries: [(&str, Data); N]) -> Data {
+pub(crate) fn dict<const N: usize>(entries: [(&str, Data); N]) -> Data {
     Data::Dict(
         entries
             .into_iter()
@@ -170,7 +170,7 @@ const WIDTH: usize = 100;
 
 /// Writes `d` as a Python literal, breaking lists and dicts over lines when they do not fit.
 /// `indent` is the current indentation in spaces. Deterministic: the same data, the same text.
-pub fn emit(d: &Data, indent: usize, out: &mut String) {
+pub(crate) fn emit(d: &Data, indent: usize, out: &mut String) {
     let mut one_line = String::new();
     inline(d, &mut one_line);
     let fits = indent + one_line.len() <= WIDTH;
@@ -206,7 +206,7 @@ fn push_indent(n: usize, out: &mut String) {
 }
 
 /// The literal of `d` as a string.
-pub fn to_string(d: &Data) -> String {
+pub(crate) fn to_string(d: &Data) -> String {
     let mut s = String::new();
     emit(d, 0, &mut s);
     s

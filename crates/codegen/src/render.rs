@@ -9,43 +9,105 @@ use crate::plan::Plan;
 use crate::pyliteral::{self, Data, dict};
 use minijinja::value::Value as JValue;
 use minijinja::{AutoEscape, Environment, context};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 const SCRIPT_TEMPLATE: &str = include_str!("../../../templates/script.py.j2");
-const RUNTIME_CORE: &str = include_str!("../../../runtime/core.py");
+/// `(file name, text)` of each part of the runtime core, `runtime/core/*.py`.
+macro_rules! core_parts {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../../runtime/core/", $name)))),*]
+    };
+}
 
-/// The runtime source of each node type, from `runtime/nodes/`.
-const RUNTIME_NODES: &[(&str, &str)] = &[
-    ("code", include_str!("../../../runtime/nodes/code.py")),
-    ("command", include_str!("../../../runtime/nodes/command.py")),
-    (
-        "http_request",
-        include_str!("../../../runtime/nodes/http_request.py"),
-    ),
-    ("llm", include_str!("../../../runtime/nodes/llm.py")),
-    (
-        "condition",
-        include_str!("../../../runtime/nodes/condition.py"),
-    ),
-    ("delay", include_str!("../../../runtime/nodes/delay.py")),
-    ("set", include_str!("../../../runtime/nodes/set.py")),
-    (
-        "template",
-        include_str!("../../../runtime/nodes/template.py"),
-    ),
-    ("trigger", include_str!("../../../runtime/nodes/trigger.py")),
+/// The runtime core's parts in script order, which is the order of their names (the snapshot
+/// test, `tests/snapshots.rs`, fails unless this lists every file of `runtime/core/` so).
+const RUNTIME_CORE: &[(&str, &str)] = core_parts![
+    "10_prelude.py",
+    "20_json.py",
+    "30_templates.py",
+    "40_protocol.py",
+    "50_errors.py",
+    "60_run.py",
+    "70_http.py",
+    "80_main.py",
 ];
 
+/// The core parts as one text, two blank lines apart like the sections of one Python file.
+fn runtime_core() -> String {
+    let parts: Vec<&str> = RUNTIME_CORE.iter().map(|(_, p)| p.trim_end()).collect();
+    parts.join("\n\n\n")
+}
+
 /// Output that replaces a node's execution: a pin from the definition or the command line, or
-/// an output reused from an earlier execution.
+/// an output reused from an earlier execution. Build one with [`Pin::pinned`] or [`Pin::reused`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pin {
     pub output: Value,
-    /// `pinned` or `reused`.
+    /// The name of a [`PinStatus`]: `"pinned"` or `"reused"`. Still a string so that `Pin { .. }`
+    /// literals in the runner keep compiling; read it as a type with [`Pin::kind`].
     pub status: &'static str,
     pub from_execution: Option<String>,
+}
+
+/// Why a node's output is fixed rather than computed: the node's status in its `node_end` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinStatus {
+    /// Pinned by the definition (`pinned:`) or by the caller (`--pin`).
+    Pinned,
+    /// Reused from an earlier execution (resume).
+    Reused,
+}
+
+impl PinStatus {
+    /// The name, as in the script and the events (and serde).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinStatus::Pinned => "pinned",
+            PinStatus::Reused => "reused",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<PinStatus> {
+        [PinStatus::Pinned, PinStatus::Reused]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+impl Pin {
+    /// A fixed output: `pinned:` in the definition, or `--pin`.
+    pub fn pinned(output: Value) -> Pin {
+        Pin {
+            output,
+            status: PinStatus::Pinned.as_str(),
+            from_execution: None,
+        }
+    }
+
+    /// An output reused from the execution that produced it.
+    pub fn reused(output: Value, from_execution: Option<String>) -> Pin {
+        Pin {
+            output,
+            status: PinStatus::Reused.as_str(),
+            from_execution,
+        }
+    }
+
+    /// The status as a type. A `status` string that names no [`PinStatus`] is a bug in the code
+    /// that built the pin: debug builds panic, release builds take it as `pinned`.
+    pub fn kind(&self) -> PinStatus {
+        let kind = PinStatus::from_name(self.status);
+        debug_assert!(
+            kind.is_some(),
+            "Pin.status {:?} is not a PinStatus",
+            self.status
+        );
+        kind.unwrap_or(PinStatus::Pinned)
+    }
 }
 
 /// What varies a rendering besides the plan.
@@ -63,7 +125,7 @@ pub struct Script {
 }
 
 /// The flowrun version written into scripts.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -83,25 +145,23 @@ fn environment() -> Environment<'static> {
     env
 }
 
-/// The workflow as the runtime reads it (see `runtime/core.py`).
-pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
+/// The workflow as the runtime reads it (see `runtime/core/`).
+pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
     let wf = &plan.workflow;
     let nodes = plan
         .order
         .iter()
         .map(|&i| {
             let node = &wf.nodes[i];
-            let pin = options.pins.get(&node.id).cloned().or_else(|| {
-                node.pinned.clone().map(|output| Pin {
-                    output,
-                    status: "pinned",
-                    from_execution: None,
-                })
-            });
+            let pin = options
+                .pins
+                .get(&node.id)
+                .cloned()
+                .or_else(|| node.pinned.clone().map(Pin::pinned));
             let pinned = match pin {
                 Some(p) => dict([
                     ("output", Data::from(&p.output)),
-                    ("status", Data::from(p.status)),
+                    ("status", Data::from(p.kind().as_str())),
                     ("from_execution", Data::from(p.from_execution.as_deref())),
                 ]),
                 None => Data::Null,
@@ -162,17 +222,15 @@ pub fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
 /// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.
 pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
     let env = environment();
-    let types = plan.node_types();
-    let node_modules: Vec<JValue> = types
-        .iter()
+    let node_modules: Vec<JValue> = plan
+        .used_node_types()
+        .into_iter()
         .map(|t| {
-            let source = RUNTIME_NODES
-                .iter()
-                .find(|(name, _)| name == t)
-                .map(|(_, src)| *src)
-                .unwrap_or_else(|| panic!("runtime/nodes/{t}.py is embedded"));
             // Type names are flowrun's own constants: printed as they are in comments.
-            context! { name => JValue::from_safe_string(t.to_string()), source => JValue::from_safe_string(source.trim_end().to_string()) }
+            context! {
+                name => JValue::from_safe_string(t.name().to_string()),
+                source => JValue::from_safe_string(t.runtime_source().trim_end().to_string()),
+            }
         })
         .collect();
     let mut workflow = String::new();
@@ -184,7 +242,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
                 version => JValue::from_safe_string(VERSION.to_string()),
                 // Validated as [a-z0-9][a-z0-9_-]*, so it cannot break out of the comment.
                 workflow_id => JValue::from_safe_string(plan.workflow.id.clone()),
-                runtime_core => JValue::from_safe_string(RUNTIME_CORE.trim_end().to_string()),
+                runtime_core => JValue::from_safe_string(runtime_core()),
                 node_modules => node_modules,
                 workflow => JValue::from_safe_string(workflow),
             })
@@ -199,11 +257,62 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
 }
 
 /// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The hash that identifies a definition snapshot: sha256 of its compact JSON.
 pub fn definition_hash(definition: &Value) -> String {
     hex(&Sha256::digest(definition.to_string().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_status_is_typed_with_the_same_names() {
+        assert_eq!(serde_json::json!(PinStatus::Pinned), "pinned");
+        assert_eq!(serde_json::json!(PinStatus::Reused), "reused");
+        let reused: PinStatus = serde_json::from_value("reused".into()).unwrap();
+        assert_eq!(reused, PinStatus::Reused);
+        let pin = Pin::pinned(Value::Null);
+        assert_eq!((pin.status, pin.kind()), ("pinned", PinStatus::Pinned));
+        let pin = Pin::reused(Value::Null, Some("e1".into()));
+        assert_eq!((pin.status, pin.kind()), ("reused", PinStatus::Reused));
+        assert_eq!(pin.from_execution.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn pins_reach_the_script_with_their_status() {
+        let source = crate::source::from_value(
+            serde_json::json!({"id": "w", "nodes": [
+                {"id": "a", "type": "set", "fields": {}, "pinned": {"x": 1}},
+                {"id": "b", "type": "set", "fields": {}},
+                {"id": "c", "type": "set", "fields": {}},
+            ]}),
+            "<test>",
+        )
+        .unwrap();
+        let plan = crate::compile(&source).unwrap();
+        let mut options = RenderOptions::default();
+        options.pins.insert(
+            "b".into(),
+            Pin::reused(serde_json::json!(2), Some("e1".into())),
+        );
+        let text = render(&plan, &options).text;
+        for (expected, why) in [
+            (
+                "'pinned': {'output': {'x': 1}, 'status': 'pinned', 'from_execution': None}",
+                "a: pinned in the definition",
+            ),
+            (
+                "'pinned': {'output': 2, 'status': 'reused', 'from_execution': 'e1'}",
+                "b: reused",
+            ),
+            ("'pinned': None", "c: runs"),
+        ] {
+            assert_eq!(text.matches(expected).count(), 1, "{why}\n{text}");
+        }
+    }
 }

@@ -2,11 +2,12 @@
 //!
 //! JSON and YAML are parsed straight into the top-level struct so that syntax errors and unknown
 //! top-level fields carry the parser's own line and column. Nodes are then converted one by one,
-//! so that each problem names its node and field; a [`Locator`] finds the line of that node and
+//! so that each problem names its node and field; a `Locator` finds the line of that node and
 //! field in the text, since by then the parser's positions are gone.
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
+use crate::node_types::NodeType;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -20,7 +21,7 @@ pub enum Format {
 impl Format {
     /// By extension (`.json`, `.yaml`, `.yml`); for any other name, JSON when the text starts
     /// with `{`, else YAML.
-    pub fn detect(path: &Path, text: &str) -> Format {
+    pub(crate) fn detect(path: &Path, text: &str) -> Format {
         match path.extension().and_then(|e| e.to_str()) {
             Some("yaml") | Some("yml") => Format::Yaml,
             Some("json") => Format::Json,
@@ -43,12 +44,8 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn locator(&self) -> Locator<'_> {
-        Locator::new(&self.text, self.format)
-    }
-
     /// Fills in file and line of diagnostics that name a node (and field) but no line.
-    pub fn locate(&self, diags: Diagnostics) -> Diagnostics {
+    pub(crate) fn locate(&self, diags: Diagnostics) -> Diagnostics {
         locate_in(&self.text, self.format, &self.file, diags)
     }
 }
@@ -268,12 +265,11 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
                 .field("type"));
         }
         None => {
-            return Err(Diagnostic::new(format!(
-                "missing `type`; one of: {}",
-                NODE_TYPES.join(", ")
-            ))
-            .node(label)
-            .field("type"));
+            return Err(
+                Diagnostic::new(format!("missing `type`; one of: {}", NodeType::names()))
+                    .node(label)
+                    .field("type"),
+            );
         }
     };
     let mut common = Map::new();
@@ -283,26 +279,15 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
         }
     }
     let common: CommonFields = typed(Value::Object(common), &label)?;
-    let rest = Value::Object(obj);
-    let kind = match type_name.as_str() {
-        "trigger" => NodeKind::Trigger(typed(rest, &label)?),
-        "set" => NodeKind::Set(typed(rest, &label)?),
-        "template" => NodeKind::Template(typed(rest, &label)?),
-        "code" => NodeKind::Code(typed(rest, &label)?),
-        "condition" => NodeKind::Condition(typed(rest, &label)?),
-        "delay" => NodeKind::Delay(typed(rest, &label)?),
-        "http_request" => NodeKind::HttpRequest(typed(rest, &label)?),
-        "llm" => NodeKind::Llm(typed(rest, &label)?),
-        "command" => NodeKind::Command(typed(rest, &label)?),
-        other => {
-            return Err(Diagnostic::new(format!(
-                "unknown node type '{other}'; one of: {}",
-                NODE_TYPES.join(", ")
-            ))
-            .node(label)
-            .field("type"));
-        }
+    let Some(node_type) = NodeType::from_name(&type_name) else {
+        return Err(Diagnostic::new(format!(
+            "unknown node type '{type_name}'; one of: {}",
+            NodeType::names()
+        ))
+        .node(label)
+        .field("type"));
     };
+    let kind = node_type.parse_fields(Value::Object(obj), &label)?;
     Ok(Node {
         id: common.id,
         name: common.name,
@@ -319,7 +304,7 @@ fn convert_node(index: usize, value: Value) -> Result<Node, Diagnostic> {
 
 /// Deserializes part of a node, turning serde's message into one that names the field.
 #[allow(clippy::result_large_err)]
-fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
+pub(crate) fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         // The path says where in the node it went wrong (`retry.max_atempts`, `on_error`); for
         // a missing field it is the enclosing object, and the message names the field.
@@ -357,13 +342,13 @@ fn field_in_message(msg: &str) -> Option<String> {
 /// node is the entry whose `id` is the node id (after the `nodes` key), and the field is the
 /// first key of that name inside the node's stretch of lines. Good enough to jump to; when it
 /// finds nothing the message still names node and field.
-pub struct Locator<'a> {
+pub(crate) struct Locator<'a> {
     lines: Vec<&'a str>,
     format: Format,
 }
 
 impl<'a> Locator<'a> {
-    pub fn new(text: &'a str, format: Format) -> Self {
+    pub(crate) fn new(text: &'a str, format: Format) -> Self {
         Locator {
             lines: text.lines().collect(),
             format,
@@ -430,7 +415,7 @@ impl<'a> Locator<'a> {
     }
 
     /// 1-based line of the node (and field), if found.
-    pub fn find(&self, node: Option<&str>, field: Option<&str>) -> Option<usize> {
+    pub(crate) fn find(&self, node: Option<&str>, field: Option<&str>) -> Option<usize> {
         let nodes_start = self
             .lines
             .iter()

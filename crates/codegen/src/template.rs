@@ -32,19 +32,19 @@ pub enum Segment {
 }
 
 /// The roots a reference may start at.
-pub const ROOTS: &[&str] = &["trigger", "nodes", "execution"];
+pub(crate) const ROOTS: &[&str] = &["trigger", "nodes", "execution"];
 /// What `nodes.<id>.` may be followed by.
-pub const NODE_FIELDS: &[&str] = &["output", "error", "status"];
+pub(crate) const NODE_FIELDS: &[&str] = &["output", "error", "status"];
 /// The keys of `execution`.
-pub const EXECUTION_KEYS: &[&str] = &["id", "mode", "workflow_id"];
+pub(crate) const EXECUTION_KEYS: &[&str] = &["id", "mode", "workflow_id"];
 
 impl Template {
     /// True when the string has no `{{` at all: it is emitted as a plain string.
-    pub fn is_literal(&self) -> bool {
+    pub(crate) fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
-    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+    pub(crate) fn references(&self) -> impl Iterator<Item = &Reference> {
         self.parts.iter().filter_map(|p| match p {
             Part::Ref(r) => Some(r),
             Part::Text(_) => None,
@@ -54,7 +54,7 @@ impl Template {
 
 impl Reference {
     /// For `nodes.<id>...`, the node id.
-    pub fn node_id(&self) -> Option<&str> {
+    pub(crate) fn node_id(&self) -> Option<&str> {
         match self.path.as_slice() {
             [Segment::Key(root), Segment::Key(id), ..] if root == "nodes" => Some(id),
             _ => None,
@@ -88,7 +88,7 @@ fn is_plain_key(k: &str) -> bool {
 
 /// A template that does not parse: what is wrong and where in the string.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     pub offset: usize,
     pub message: String,
 }
@@ -100,7 +100,7 @@ impl fmt::Display for TemplateError {
 }
 
 /// Parses a template string. `{{` always opens an expression; `}}` outside one is plain text.
-pub fn parse(s: &str) -> Result<Template, TemplateError> {
+pub(crate) fn parse(s: &str) -> Result<Template, TemplateError> {
     let mut parts = Vec::new();
     let mut rest = s;
     let mut offset = 0;

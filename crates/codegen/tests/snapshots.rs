@@ -1,6 +1,6 @@
 //! Snapshots of the script generated for every workflow in `examples/`.
 //!
-//! The runtime files (`runtime/core.py`, `runtime/nodes/*.py`) are inlined verbatim into every
+//! The runtime files (`runtime/core/*.py`, `runtime/nodes/*.py`) are inlined verbatim into every
 //! script; the test checks that they are, then replaces each with a one-line marker before
 //! snapshotting, so a snapshot shows what codegen itself decides (the template around the
 //! runtime, which node types are included and in which order, the `WORKFLOW` literal) and does
@@ -33,31 +33,34 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
-/// Replaces the inlined runtime sources by markers, checking each used one is there verbatim.
+/// Replaces the inlined runtime sources by markers, checking each used one is there verbatim:
+/// every part of `runtime/core/` (so none is missing from render.rs's list, and the snapshot shows
+/// their order) and the node types' files.
 fn without_runtime(script: &str, node_types: &[&str]) -> String {
+    let mut core_parts: Vec<String> = std::fs::read_dir(repo().join("runtime/core"))
+        .expect("runtime/core/ exists")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".py"))
+        .map(|name| format!("runtime/core/{name}"))
+        .collect();
+    core_parts.sort();
+    let node_files = node_types.iter().map(|t| format!("runtime/nodes/{t}.py"));
     let mut text = script.to_string();
-    let core = std::fs::read_to_string(repo().join("runtime/core.py")).unwrap();
-    let core = core.trim_end();
-    assert_eq!(
-        text.matches(core).count(),
-        1,
-        "runtime/core.py is not inlined exactly once"
-    );
-    text = text.replacen(core, "# [runtime/core.py, inlined verbatim]", 1);
-    for t in node_types {
-        let src = std::fs::read_to_string(repo().join(format!("runtime/nodes/{t}.py")))
-            .unwrap_or_else(|e| panic!("runtime/nodes/{t}.py: {e}"));
+    for file in core_parts.into_iter().chain(node_files) {
+        let src =
+            std::fs::read_to_string(repo().join(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         let src = src.trim_end();
         assert_eq!(
             text.matches(src).count(),
             1,
-            "runtime/nodes/{t}.py is not inlined exactly once"
+            "{file} is not inlined exactly once"
         );
-        text = text.replacen(
-            src,
-            &format!("# [runtime/nodes/{t}.py, inlined verbatim]"),
-            1,
-        );
+        text = text.replacen(src, &format!("# [{file}, inlined verbatim]"), 1);
     }
     text
 }

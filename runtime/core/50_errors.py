@@ -1,0 +1,85 @@
+# ---------------------------------------------------------------------------
+# runtime/core/50_errors.py: errors
+# ---------------------------------------------------------------------------
+
+_CODE_SOURCES = {}  # "<node ID>" -> source, for linecache (see register_source)
+
+
+def register_source(filename, source, eager=False):
+    """Make `source` visible to tracebacks under `filename`.  Importing
+    linecache costs ~7 ms, so unless `eager` (the source itself formats
+    tracebacks) the registration happens now only if linecache is already
+    loaded, and otherwise when the runtime formats a node error."""
+    _CODE_SOURCES[filename] = source
+    if eager and "linecache" not in sys.modules:
+        import linecache  # noqa: F401
+    if "linecache" in sys.modules:
+        _linecache_put(sys.modules["linecache"], filename, source)
+
+
+def _linecache_put(linecache, filename, source):
+    lines = source.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[filename] = (len(source), None, lines, filename)
+
+
+def _own_file():
+    return _own_file.__code__.co_filename
+
+
+def _format_traceback(exc):
+    if isinstance(exc, NodeError):
+        return "%s: %s\n" % (_error_type(exc), exc)
+    import linecache
+    import traceback
+    for fn, src in _CODE_SOURCES.items():
+        if fn not in linecache.cache:
+            _linecache_put(linecache, fn, src)
+    own = _own_file()
+    tbs = []
+    tb = exc.__traceback__
+    while tb is not None:
+        tbs.append(tb)
+        tb = tb.tb_next
+    start = None
+    for t in tbs:
+        if t.tb_frame.f_code.co_filename != own:
+            start = t
+            break
+    if start is None and isinstance(exc, SyntaxError):
+        return "".join(traceback.format_exception_only(type(exc), exc))
+    if start is None:
+        start = exc.__traceback__
+    return "".join(traceback.format_exception(type(exc), exc, start))
+
+
+def _error_type(exc):
+    return getattr(exc, "error_type", None) or type(exc).__name__
+
+
+def _memory_message(message):
+    """MemoryError usually has no message: say what ran out, and name the limit when the runner
+    set one (`flowrun run --max-memory-mb`, passed as FLOWRUN_MAX_MEMORY_MB)."""
+    text = "out of memory"
+    limit = os.environ.get("FLOWRUN_MAX_MEMORY_MB")
+    if limit:
+        text += (" (the workflow's process is limited to %s MiB of address space"
+                 " by --max-memory-mb)" % limit)
+    return text + (": " + message if message else "")
+
+
+def _error_info(exc):
+    try:
+        message = str(exc)
+    except Exception:
+        message = _safe_repr(exc)
+    if isinstance(exc, SystemExit):
+        message = "sys.exit(%s) called in the node" % ("" if exc.code is None else _safe_repr(exc.code))
+    elif isinstance(exc, MemoryError):
+        message = _memory_message(message)
+    try:
+        tb = _format_traceback(exc)
+    except Exception as e2:  # never let formatting hide the real error
+        tb = "%s: %s\n(traceback unavailable: %s)\n" % (_error_type(exc), message, _safe_repr(e2))
+    return {"type": _error_type(exc), "message": message, "traceback": tb}

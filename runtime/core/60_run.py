@@ -1,0 +1,167 @@
+# ---------------------------------------------------------------------------
+# runtime/core/60_run.py: running the nodes
+# ---------------------------------------------------------------------------
+
+class _Ctx(object):
+    """What a handler gets besides its params."""
+
+    def __init__(self, node, scope, attempt):
+        self.node = node
+        self.id = node.get("id")
+        self.scope = scope
+        self.attempt = attempt
+        self.input = None
+        self.timeout_ms = node.get("timeout_ms")
+
+    def log(self, *args, **kwargs):
+        level = kwargs.pop("level", "info")
+        if kwargs:
+            raise TypeError("log() got unexpected keyword arguments: " + ", ".join(sorted(kwargs)))
+        lv = _LOG_LEVELS.get(str(level).lower())
+        if lv is None:
+            raise ValueError("log(): level must be one of info, warning, error, debug (got %r)" % (level,))
+        emit_log(self.id, lv, " ".join(to_text(a) for a in args))
+
+    def dep_outputs(self):
+        """{dep id: output} of the node's direct upstream nodes."""
+        out = {}
+        nodes = self.scope["nodes"]
+        for dep in self.node.get("deps") or ():
+            entry = nodes.get(dep)
+            if entry is not None:
+                out[dep] = entry.get("output")
+            elif dep == "trigger":
+                out[dep] = self.scope["trigger"]
+        return out
+
+
+def _skip_reason(node, results):
+    for dep in node.get("deps") or ():
+        entry = results.get(dep)
+        if entry is not None and entry["status"] == "skipped":
+            return "upstream node %s was skipped" % dep
+    for guard in node.get("guards") or ():
+        cond, branch = guard[0], guard[1]
+        entry = results.get(cond)
+        if entry is None or entry["status"] not in _OK_STATUSES:
+            return "condition %s did not run successfully" % cond
+        out = entry["output"]
+        result = out.get("result") if isinstance(out, dict) else None
+        if bool(result) != bool(branch):
+            return "condition %s is %s" % (cond, "true" if result else "false")
+    return None
+
+
+class _Run(object):
+    def __init__(self, workflow, trigger, execution):
+        self.workflow = workflow
+        self.results = {}
+        self.scope = {"trigger": trigger, "nodes": self.results, "execution": execution}
+        self.summaries = []
+        self.last_output = None
+        self.error = None
+        self.fatal = False
+
+    def node_end(self, node_id, status, attempt, duration, input_, output, error, extra=None):
+        fields = [
+            ("event", '"node_end"'),
+            ("node", _dumps(node_id)),
+            ("status", _dumps(status)),
+            ("attempt", str(int(attempt))),
+            ("duration_ms", _ms(duration)),
+            ("ts", str(_now_ms())),
+            ("input", _payload(input_)),
+            ("output", _payload(output)),
+            ("error", _error_payload(error)),
+        ]
+        if extra:
+            for k, v in extra:
+                fields.append((k, _dumps(v)))
+        # stderr written from here on belongs to no node (until the next node_start).
+        _emit_event(fields, b"at -")
+
+    def finish(self, node_id, status, attempt, duration, output, error):
+        self.results[node_id] = {"output": output, "status": status, "error": error}
+        self.summaries.append({"id": node_id, "status": status, "attempt": attempt,
+                               "duration_ms": round(duration, 3)})
+        if status in _OK_STATUSES:
+            self.last_output = output
+
+    def run_all(self):
+        for node in self.workflow.get("nodes") or ():
+            self.run_node(node)
+            if self.error is not None:
+                break
+
+    def run_node(self, node):
+        nid = node["id"]
+        pinned = node.get("pinned")
+        if pinned is not None:
+            status = pinned.get("status") or "pinned"
+            output = pinned.get("output")
+            extra = None
+            if pinned.get("from_execution") is not None:
+                extra = [("from_execution", pinned["from_execution"])]
+            self.node_end(nid, status, 0, 0.0, None, output, None, extra)
+            self.finish(nid, status, 0, 0.0, output, None)
+            return
+        if _skip_reason(node, self.results) is not None:
+            self.node_end(nid, "skipped", 0, 0.0, None, None, None)
+            self.finish(nid, "skipped", 0, 0.0, None, None)
+            return
+
+        retry = node.get("retry") or {}
+        try:
+            max_attempts = max(1, int(retry.get("max_attempts") or 1))
+            backoff = float(retry.get("backoff_ms") or 0)
+            factor = retry.get("factor")
+            factor = 2.0 if factor is None else float(factor)
+        except (TypeError, ValueError):
+            max_attempts, backoff, factor = 1, 0.0, 2.0
+        handler = HANDLERS.get(node.get("type"))
+        attempt = 0
+        while True:
+            attempt += 1
+            _emit_event([("event", '"node_start"'), ("node", _dumps(nid)),
+                         ("attempt", str(attempt)), ("ts", str(_now_ms()))],
+                        b"at " + _encode(nid))
+            ctx = _Ctx(node, self.scope, attempt)
+            t0 = time.perf_counter()
+            error = None
+            output = None
+            try:
+                if handler is None:
+                    raise NodeError("no handler for node type %r in this script" % (node.get("type"),))
+                params = node.get("params") or {}
+                if not getattr(handler, "raw_params", False):
+                    params = render(params, self.scope)
+                    ctx.input = params
+                output = handler(ctx, params)
+            except KeyboardInterrupt as e:
+                error = _error_info(e)
+                self.fatal = True
+            except (Exception, SystemExit) as e:
+                error = _error_info(e)
+            duration = (time.perf_counter() - t0) * 1000.0
+            if error is None:
+                self.node_end(nid, "success", attempt, duration, ctx.input, output, None)
+                self.finish(nid, "success", attempt, duration, output, None)
+                return
+            if attempt < max_attempts and not self.fatal:
+                try:
+                    wait = backoff * (factor ** (attempt - 1))
+                except (OverflowError, ZeroDivisionError):
+                    wait = _MAX_BACKOFF_MS
+                if not (wait >= 0):  # NaN or negative
+                    wait = 0.0
+                wait_ms = int(round(min(wait, _MAX_BACKOFF_MS)))
+                self.node_end(nid, "error", attempt, duration, ctx.input, None, error,
+                              [("retrying", True), ("retry_in_ms", wait_ms)])
+                if wait_ms:
+                    time.sleep(wait_ms / 1000.0)
+                continue
+            self.node_end(nid, "error", attempt, duration, ctx.input, None, error)
+            self.finish(nid, "error", attempt, duration, None, error)
+            if self.fatal or node.get("on_error", "stop") != "continue":
+                self.error = dict(error, node=nid)
+            return

@@ -1,0 +1,148 @@
+# ---------------------------------------------------------------------------
+# runtime/core/80_main.py: startup
+# ---------------------------------------------------------------------------
+
+def _apply_defaults(schema, data):
+    """Fill missing properties that have a "default", recursively."""
+    if not isinstance(schema, dict) or not isinstance(data, dict):
+        return
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return
+    for name, sub in props.items():
+        if not isinstance(sub, dict):
+            continue
+        if name not in data:
+            if "default" in sub:
+                data[name] = plain_copy(sub["default"])
+        elif isinstance(data[name], dict):
+            _apply_defaults(sub, data[name])
+
+
+def _read_trigger():
+    """Returns (data, None) or (None, message)."""
+    stdin = sys.stdin
+    if stdin is None:
+        return {}, None
+    try:
+        if stdin.isatty():
+            return {}, None  # run by hand without `< trigger.json`
+        raw = stdin.buffer.read()
+    except (OSError, ValueError, AttributeError):
+        return {}, None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return None, "trigger data is not valid UTF-8: %s" % e
+    if not text.strip():
+        return {}, None
+    try:
+        return _decode_json(text), None
+    except ValueError as e:
+        return None, "trigger data is not valid JSON: %s" % e
+    except RecursionError:
+        return None, "trigger data is not valid JSON: nested too deeply"
+
+
+def _lifeline(fd):
+    try:
+        while os.read(fd, 1):
+            pass
+    except BaseException:
+        pass
+    try:
+        import signal
+        os.killpg(os.getpgid(0), getattr(signal, "SIGKILL", 9))
+    finally:
+        os._exit(137)
+
+
+def _start_lifeline(value):
+    try:
+        fd = int(value)
+        os.fstat(fd)
+    except (TypeError, ValueError, OSError):
+        return  # not a usable fd: watching it would kill us at once
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        pass
+    import _thread
+    _thread.start_new_thread(_lifeline, (fd,))
+
+
+def _install_streams():
+    """Wrap sys.stdout/sys.stderr to track line starts; make them UTF-8 with
+    backslashreplace so that printing any text never fails a node."""
+    import _thread
+    _STATE.lock = _thread.allocate_lock()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+        except Exception:
+            pass
+    if sys.stdout is not None and not isinstance(sys.stdout, _LineTracker):
+        sys.stdout = _LineTracker(sys.stdout)
+    if isinstance(sys.stdout, _LineTracker):
+        _STATE.out = sys.stdout
+    if sys.stderr is not None and not isinstance(sys.stderr, _LineTracker):
+        sys.stderr = _LineTracker(sys.stderr)
+    if isinstance(sys.stderr, _LineTracker):
+        _STATE.err = sys.stderr
+
+
+def _emit_result(status, output, error, duration, summaries):
+    body = ",".join([
+        '"status":' + _dumps(status),
+        '"output":' + _payload(output),
+        '"error":' + _error_payload(error),
+        '"duration_ms":' + _ms(duration),
+        '"nodes":' + _dumps(summaries),
+    ])
+    _emit_lines([_STATE.prefix + b"result-start", _encode("{" + body + "}"),
+                  _STATE.prefix + b"result-end"])
+
+
+def main(workflow):
+    t0 = time.perf_counter()
+    nonce = os.environ.pop("FLOWRUN_NONCE", None) or os.urandom(8).hex()
+    lifeline = os.environ.pop("FLOWRUN_LIFELINE_FD", None)
+    _STATE.prefix = ("@@flowrun:" + nonce + ":").encode("utf-8")
+    try:
+        mp = int(os.environ.get("FLOWRUN_MAX_PAYLOAD_BYTES") or _DEFAULT_MAX_PAYLOAD)
+        _STATE.max_payload = mp if mp > 0 else _DEFAULT_MAX_PAYLOAD
+    except ValueError:
+        _STATE.max_payload = _DEFAULT_MAX_PAYLOAD
+    if lifeline:
+        _start_lifeline(lifeline)
+    _install_streams()
+
+    execution = {
+        "id": os.environ.get("FLOWRUN_EXECUTION_ID") or os.urandom(16).hex(),
+        "mode": os.environ.get("FLOWRUN_MODE") or "manual",
+        "workflow_id": workflow.get("id"),
+    }
+    run = None
+    try:
+        trigger, problem = _read_trigger()
+        if problem is not None:
+            error = {"node": None, "type": "InvalidTrigger", "message": problem, "traceback": ""}
+            _emit_result("error", None, error, (time.perf_counter() - t0) * 1000.0, [])
+            sys.exit(1)
+        _apply_defaults(workflow.get("inputs"), trigger)
+        run = _Run(workflow, trigger, execution)
+        run.run_all()
+        status = "error" if run.error is not None else "success"
+        _emit_result(status, run.last_output, run.error,
+                     (time.perf_counter() - t0) * 1000.0, run.summaries)
+        code = 1 if run.error is not None else 0
+    except SystemExit:
+        raise
+    except BaseException as e:  # a bug in the runtime or an interrupt
+        error = _error_info(e)
+        error = {"node": None, "type": error["type"], "message": "flowrun runtime failure: " + error["message"],
+                 "traceback": error["traceback"]}
+        _emit_result("error", run.last_output if run else None, error,
+                     (time.perf_counter() - t0) * 1000.0, run.summaries if run else [])
+        code = 1
+    sys.exit(code)
