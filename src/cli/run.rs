@@ -180,14 +180,7 @@ fn options(args: &ExecArgs) -> Result<RunOptions, Exit> {
             .map_err(|e| Exit::new(2, format!("--pin {p}: cannot read {file}: {e}")))?;
         let output: Value = serde_json::from_str(&text)
             .map_err(|e| Exit::new(2, format!("--pin {p}: {file} is not valid JSON: {e}")))?;
-        pins.insert(
-            node.to_string(),
-            Pin {
-                output,
-                status: "pinned",
-                from_execution: None,
-            },
-        );
+        pins.insert(node.to_string(), Pin::pinned(output));
     }
     Ok(RunOptions {
         python: args.python.clone(),

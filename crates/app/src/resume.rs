@@ -153,16 +153,15 @@ pub fn plan_resume(
         let row = rows[id.as_str()];
         reuse.insert(
             id.clone(),
-            Pin {
-                output: row.output.clone().unwrap_or(Value::Null),
-                status: "reused",
+            Pin::reused(
+                row.output.clone().unwrap_or(Value::Null),
                 // A node reused before points at the execution that really produced it.
-                from_execution: Some(
+                Some(
                     row.from_execution
                         .clone()
                         .unwrap_or_else(|| previous_id.to_string()),
                 ),
-            },
+            ),
         );
     }
     ResumePlan {

@@ -46,9 +46,7 @@ fn runtime_core() -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pin {
     pub output: Value,
-    /// The name of a [`PinStatus`]: `"pinned"` or `"reused"`. Still a string so that `Pin { .. }`
-    /// literals in the runner keep compiling; read it as a type with [`Pin::kind`].
-    pub status: &'static str,
+    pub status: PinStatus,
     pub from_execution: Option<String>,
 }
 
@@ -70,12 +68,6 @@ impl PinStatus {
             PinStatus::Reused => "reused",
         }
     }
-
-    fn from_name(name: &str) -> Option<PinStatus> {
-        [PinStatus::Pinned, PinStatus::Reused]
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
 }
 
 impl Pin {
@@ -83,7 +75,7 @@ impl Pin {
     pub fn pinned(output: Value) -> Pin {
         Pin {
             output,
-            status: PinStatus::Pinned.as_str(),
+            status: PinStatus::Pinned,
             from_execution: None,
         }
     }
@@ -92,21 +84,9 @@ impl Pin {
     pub fn reused(output: Value, from_execution: Option<String>) -> Pin {
         Pin {
             output,
-            status: PinStatus::Reused.as_str(),
+            status: PinStatus::Reused,
             from_execution,
         }
-    }
-
-    /// The status as a type. A `status` string that names no [`PinStatus`] is a bug in the code
-    /// that built the pin: debug builds panic, release builds take it as `pinned`.
-    pub fn kind(&self) -> PinStatus {
-        let kind = PinStatus::from_name(self.status);
-        debug_assert!(
-            kind.is_some(),
-            "Pin.status {:?} is not a PinStatus",
-            self.status
-        );
-        kind.unwrap_or(PinStatus::Pinned)
     }
 }
 
@@ -161,7 +141,7 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
             let pinned = match pin {
                 Some(p) => dict([
                     ("output", Data::from(&p.output)),
-                    ("status", Data::from(p.kind().as_str())),
+                    ("status", Data::from(p.status.as_str())),
                     ("from_execution", Data::from(p.from_execution.as_deref())),
                 ]),
                 None => Data::Null,
@@ -277,9 +257,9 @@ mod tests {
         let reused: PinStatus = serde_json::from_value("reused".into()).unwrap();
         assert_eq!(reused, PinStatus::Reused);
         let pin = Pin::pinned(Value::Null);
-        assert_eq!((pin.status, pin.kind()), ("pinned", PinStatus::Pinned));
+        assert_eq!(pin.status, PinStatus::Pinned);
         let pin = Pin::reused(Value::Null, Some("e1".into()));
-        assert_eq!((pin.status, pin.kind()), ("reused", PinStatus::Reused));
+        assert_eq!(pin.status, PinStatus::Reused);
         assert_eq!(pin.from_execution.as_deref(), Some("e1"));
     }
 
