@@ -14,7 +14,6 @@ use flowrun_executor::{Sink, StopReason};
 use serde_json::Value;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Args, Debug)]
@@ -299,17 +298,19 @@ pub(crate) fn execute_prepared(
 async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let reason = loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break StopReason::Interrupt,
-            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break StopReason::Terminate,
-            _ = tick.tick() => {
-                if store.lock().stop_requested(&id).unwrap_or(false) {
-                    break StopReason::Cancel;
-                }
-            }
-        }
+    let (requested_tx, mut requested) = tokio::sync::mpsc::unbounded_channel();
+    let poller = flowrun_app::control::watch_stop_requests(
+        store,
+        move || vec![id.clone()],
+        move |_| {
+            let _ = requested_tx.send(());
+        },
+    );
+    let reason = tokio::select! {
+        _ = tokio::signal::ctrl_c() => StopReason::Interrupt,
+        _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => StopReason::Terminate,
+        _ = requested.recv() => StopReason::Cancel,
+        _ = poller => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));
 }

@@ -9,10 +9,12 @@
 //! - [`stop`]: asks an execution's runner through the store and waits; kills the group itself
 //!   when the runner is gone or does not answer.
 
+use crate::SharedStore;
 use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::process::{is_same_process, signal_group};
 use flowrun_store::{Store, StoreError};
 use nix::sys::signal::Signal;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,13 +48,7 @@ pub fn recover(store: &mut Store) -> Vec<String> {
             ErrorKind::Interrupted,
             format!("the flowrun process running this execution (pid {pid}) ended before it did"),
         );
-        if let Ok(true) = store.mark_abandoned(
-            &e.id,
-            ExecStatus::Interrupted,
-            &err,
-            NodeStatus::Cancelled,
-            now_ms(),
-        ) {
+        if let Ok(true) = abandon(store, &e.id, ExecStatus::Interrupted, &err) {
             done.push(e.id);
         }
     }
@@ -75,6 +71,22 @@ pub fn group_is_ours(pid: i32, start_time: Option<u64>) -> bool {
 /// re-parented here, where it can be found, killed and reaped.
 pub fn become_subreaper() {
     flowrun_executor::process::become_subreaper();
+}
+
+/// Records the end of an execution its runner cannot end (dead, unresponsive, or a bug): the
+/// execution ends `status` with `error`, its running nodes `cancelled`, and its event stream gets
+/// their `node_end`s and an `execution_end` (see [`crate::synthetic::abandoned`]). False when it
+/// had ended already.
+pub fn abandon(
+    store: &mut Store,
+    id: &str,
+    status: ExecStatus,
+    error: &ErrorInfo,
+) -> Result<bool, StoreError> {
+    let at = now_ms();
+    store.end_abandoned(id, status, error, NodeStatus::Cancelled, at, |state| {
+        crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, at)
+    })
 }
 
 /// What [`stop`] did.
@@ -120,15 +132,51 @@ pub fn stop(store: &mut Store, id: &str) -> Result<StopOutcome, StoreError> {
                 ErrorKind::Cancelled,
                 "stopped by request (the runner did not respond)",
             );
-            store.mark_abandoned(
-                id,
-                ExecStatus::Cancelled,
-                &err,
-                NodeStatus::Cancelled,
-                now_ms(),
-            )?;
+            abandon(store, id, ExecStatus::Cancelled, &err)?;
             return Ok(StopOutcome::Forced);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How often a runner looks for stop requests that other processes recorded.
+pub const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Every [`STOP_POLL`]: which of the executions `ids()` lists someone asked to stop through the
+/// store (`flowrun stop`, the HTTP API of another process); `on_request` is called once for
+/// each. The one poller of stop requests, for `flowrun run` (one id) and `flowrun serve` (all
+/// it runs). Runs until aborted.
+pub async fn watch_stop_requests(
+    store: SharedStore,
+    ids: impl Fn() -> Vec<String>,
+    mut on_request: impl FnMut(String),
+) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(STOP_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let current = ids();
+        seen.retain(|id| current.contains(id));
+        let ask: Vec<String> = current
+            .into_iter()
+            .filter(|id| !seen.contains(id))
+            .collect();
+        if ask.is_empty() {
+            continue;
+        }
+        let store = store.clone();
+        let requested = tokio::task::spawn_blocking(move || {
+            let store = store.lock();
+            ask.into_iter()
+                .filter(|id| store.stop_requested(id).unwrap_or(false))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for id in requested {
+            seen.insert(id.clone());
+            on_request(id);
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod requirements;
 pub mod resume;
 pub mod runner;
 mod shared;
+pub mod synthetic;
 pub mod views;
 
 pub use shared::{SharedStore, lock};

@@ -11,9 +11,8 @@
 
 use crate::SharedStore;
 use crate::runner::{self, Prepared, RunError};
-use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, now_ms};
+use flowrun_events::{Envelope, ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::{Sink, StopReason};
-use flowrun_store::Write;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -237,12 +236,11 @@ impl Executions {
                     let _ = tokio::task::spawn_blocking(move || {
                         let err =
                             ErrorInfo::of(ErrorKind::InternalError, format!("flowrun serve: {e}"));
-                        let _ = this2.store.lock().mark_abandoned(
+                        let _ = crate::control::abandon(
+                            &mut this2.store.lock(),
                             &idc,
                             ExecStatus::Error,
                             &err,
-                            NodeStatus::Cancelled,
-                            now_ms(),
                         );
                     })
                     .await;
@@ -324,47 +322,27 @@ impl Executions {
     fn cancel_queued(&self, id: &str, job: Job, why: &str) {
         let p = &job.prepared;
         let wf = &p.plan.workflow;
+        let at = now_ms();
+        let events = crate::synthetic::never_started(
+            &wf.id,
+            wf.display_name(),
+            &p.options.mode,
+            p.plan.ordered_nodes().map(|n| n.id.clone()).collect(),
+            ExecStatus::Cancelled,
+            ErrorInfo::of(ErrorKind::Cancelled, why),
+            at,
+        );
         let error = ErrorInfo::of(ErrorKind::Cancelled, why);
-        let events = [
-            Event::ExecutionStart {
-                workflow_id: wf.id.clone(),
-                workflow_name: wf.display_name().to_string(),
-                mode: p.options.mode.clone(),
-                nodes: p.plan.ordered_nodes().map(|n| n.id.clone()).collect(),
-                ts: now_ms(),
-            },
-            Event::ExecutionEnd {
-                status: ExecStatus::Cancelled,
-                duration_ms: 0.0,
-                error: Some(error.clone()),
-                ts: now_ms(),
-            },
-        ];
-        let writes: Vec<Write> = events
-            .iter()
-            .enumerate()
-            .map(|(i, ev)| Write::Event {
-                seq: i as u64 + 1,
-                kind: ev.kind().to_string(),
-                node_id: None,
-                ts: now_ms(),
-                data: serde_json::to_string(ev).expect("events serialize"),
-            })
-            .collect();
-        {
-            let mut store = self.store.lock();
-            if let Err(e) = store.apply(id, &writes) {
-                tracing::warn!("recording the cancellation of {id}: {e}");
-            }
-            if let Err(e) = store.mark_abandoned(
-                id,
-                ExecStatus::Cancelled,
-                &error,
-                NodeStatus::Cancelled,
-                now_ms(),
-            ) {
-                tracing::warn!("recording the cancellation of {id}: {e}");
-            }
+        let res = self.store.lock().end_abandoned(
+            id,
+            ExecStatus::Cancelled,
+            &error,
+            NodeStatus::Cancelled,
+            at,
+            |_| events.clone(),
+        );
+        if let Err(e) = res {
+            tracing::warn!("recording the cancellation of {id}: {e}");
         }
         for (i, event) in events.into_iter().enumerate() {
             job.live.push(Envelope {
@@ -378,44 +356,32 @@ impl Executions {
         self.ended.notify_waiters();
     }
 
-    /// Every ~100 ms: executions of this server that someone asked to stop through the store
-    /// (`flowrun stop`) are stopped, queued ones dequeued.
+    /// Stops the executions of this server that someone asked to stop through the store
+    /// (`flowrun stop` from another process): queued ones are dequeued, running ones stopped.
+    /// Runs until aborted.
     pub async fn watch_stop_requests(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let ids: Vec<String> = self
-                .inner
-                .lock()
-                .expect("queue lock")
-                .live
-                .keys()
-                .cloned()
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
+        let ids = {
             let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let requested: Vec<String> = {
-                    let store = this.store.lock();
-                    ids.into_iter()
-                        .filter(|id| store.stop_requested(id).unwrap_or(false))
-                        .collect()
-                };
-                for id in requested {
-                    let mut inner = crate::lock(&this.inner);
-                    if let Some(pos) = inner.queue.iter().position(|(q, _)| *q == id) {
-                        let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
-                        drop(inner);
-                        this.cancel_queued(&id, job, "stopped by request before it started");
-                    } else if let Some(live) = inner.live.get(&id) {
-                        live.cancel();
-                    }
-                }
-            })
-            .await;
+            move || crate::lock(&this.inner).live.keys().cloned().collect()
+        };
+        let this = self.clone();
+        crate::control::watch_stop_requests(self.store.clone(), ids, move |id| {
+            // Dequeuing writes the store: off the async threads.
+            let this = this.clone();
+            tokio::task::spawn_blocking(move || this.stop_here(&id));
+        })
+        .await
+    }
+
+    /// Stops an execution of this server: dequeues it or stops it. Blocking.
+    fn stop_here(self: &Arc<Self>, id: &str) {
+        let mut inner = crate::lock(&self.inner);
+        if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
+            let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
+            drop(inner);
+            self.cancel_queued(id, job, "stopped by request before it started");
+        } else if let Some(live) = inner.live.get(id) {
+            live.cancel();
         }
     }
 

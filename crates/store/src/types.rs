@@ -148,3 +148,22 @@ pub enum Write {
     },
     NodeFinished(Box<NodeRow>),
 }
+
+/// What is left open of an execution whose runner cannot end it (see [`crate::Store::end_abandoned`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Abandoned {
+    /// Its nodes still recorded `running`, in plan order.
+    pub running: Vec<RunningNode>,
+    /// From its start until now.
+    pub duration_ms: f64,
+    /// Its event stream already has an `execution_end`.
+    pub ended: bool,
+}
+
+/// A node recorded `running`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningNode {
+    pub node_id: String,
+    pub attempt: u32,
+    pub started_at: Option<i64>,
+}

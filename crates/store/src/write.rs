@@ -4,7 +4,7 @@
 use crate::types::*;
 use crate::{Result, Store, json_text};
 use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Relation};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 impl Store {
@@ -180,60 +180,92 @@ impl Store {
         Ok(())
     }
 
-    /// Ends an execution whose runner is gone: it and its running nodes become `status`.
-    /// Only touches it if it is still unfinished. Returns whether it changed.
-    pub fn mark_abandoned(
+    /// Ends an execution its runner cannot end: if it is still `running` or `queued`, it
+    /// becomes `status` with `error`, its running nodes `node_status`, and the events `events`
+    /// makes from what is left open (see `flowrun_app::synthetic`) are appended to its stream.
+    /// One transaction; returns false (and writes nothing) when it had ended already.
+    pub fn end_abandoned(
         &mut self,
         id: &str,
         status: ExecStatus,
         error: &ErrorInfo,
         node_status: NodeStatus,
         at: i64,
+        events: impl FnOnce(&Abandoned) -> Vec<flowrun_events::Event>,
     ) -> Result<bool> {
-        let error_info = error;
-        let error = self.error_text(Some(error));
+        let error_text = self.error_text(Some(error));
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
-                    duration_ms = CAST(?4 - started_at AS REAL)
-             WHERE id = ?1 AND status IN ('running', 'queued')",
-            params![id, status.as_str(), error, at],
-        )?;
-        if n > 0 {
-            tx.execute(
-                "UPDATE node_executions SET status = ?2, finished_at = ?3 WHERE execution_id = ?1 AND status = 'running'",
-                params![id, node_status.as_str(), at],
+        let state = {
+            let mut stmt = tx.prepare(
+                "SELECT node_id, attempt, started_at FROM node_executions
+                 WHERE execution_id = ?1 AND status = 'running' ORDER BY position",
             )?;
-            // Every event stream ends with `execution_end`, also one whose runner died: viewers
-            // (SSE, `logs --follow`) wait for it.
+            let running = stmt
+                .query_map([id], |r| {
+                    Ok(RunningNode {
+                        node_id: r.get(0)?,
+                        attempt: r.get(1)?,
+                        started_at: r.get(2)?,
+                    })
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             let ended: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE execution_id = ?1 AND kind = 'execution_end')",
                 [id],
                 |r| r.get(0),
             )?;
-            if !ended {
-                let (seq, duration_ms): (i64, f64) = tx.query_row(
-                    "SELECT event_seq + 1, duration_ms FROM executions WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0))),
-                )?;
-                let event = flowrun_events::Event::ExecutionEnd {
-                    status,
-                    duration_ms,
-                    error: Some(error_info.clone()),
-                    ts: at,
-                };
+            let duration_ms: f64 = tx
+                .query_row(
+                    "SELECT CAST(?2 - started_at AS REAL) FROM executions WHERE id = ?1",
+                    params![id, at],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0.0);
+            Abandoned {
+                running,
+                duration_ms,
+                ended,
+            }
+        };
+        let n = tx.execute(
+            "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
+                    duration_ms = CAST(?4 - started_at AS REAL)
+             WHERE id = ?1 AND status IN ('running', 'queued')",
+            params![id, status.as_str(), error_text, at],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE node_executions SET status = ?2, finished_at = ?3,
+                        duration_ms = CAST(?3 - started_at AS REAL), error = ?4
+                 WHERE execution_id = ?1 AND status = 'running'",
+                params![id, node_status.as_str(), at, error_text],
+            )?;
+            let mut seq: i64 = tx.query_row(
+                "SELECT event_seq FROM executions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            for event in events(&state) {
+                seq += 1;
                 tx.execute(
-                    "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, 'execution_end', NULL, ?3, ?4)",
-                    params![id, seq, at, serde_json::to_string(&event).expect("events serialize")],
-                )?;
-                tx.execute(
-                    "UPDATE executions SET event_seq = ?2 WHERE id = ?1",
-                    params![id, seq],
+                    "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        id,
+                        seq,
+                        event.kind(),
+                        event.node(),
+                        at,
+                        serde_json::to_string(&event).expect("events serialize")
+                    ],
                 )?;
             }
+            tx.execute(
+                "UPDATE executions SET event_seq = ?2 WHERE id = ?1",
+                params![id, seq],
+            )?;
         }
         tx.commit()?;
         Ok(n > 0)

@@ -1,0 +1,126 @@
+//! Events flowrun makes itself, for executions its executor did not see to the end: one queued
+//! and cancelled before it started, one whose runner died or never answered a stop. Every other
+//! event comes from the executor, which reads it off the child (or, for a node still running when
+//! the process ended, closes it itself).
+//!
+//! Whatever the cause, a viewer (SSE, `logs --follow`, the JSONL stream) sees the same shape:
+//! a `node_end` for every node left running, then one `execution_end`.
+
+use flowrun_events::{ErrorInfo, Event, ExecStatus, NodeStatus};
+use flowrun_store::Abandoned;
+
+/// `execution_start` and `execution_end` of an execution that never started.
+pub fn never_started(
+    workflow_id: &str,
+    workflow_name: &str,
+    mode: &str,
+    nodes: Vec<String>,
+    status: ExecStatus,
+    error: ErrorInfo,
+    at: i64,
+) -> Vec<Event> {
+    vec![
+        Event::ExecutionStart {
+            workflow_id: workflow_id.to_string(),
+            workflow_name: workflow_name.to_string(),
+            mode: mode.to_string(),
+            nodes,
+            ts: at,
+        },
+        Event::ExecutionEnd {
+            status,
+            duration_ms: 0.0,
+            error: Some(error),
+            ts: at,
+        },
+    ]
+}
+
+/// The end of an execution whose runner cannot record it: each node still running ends
+/// `node_status` (with the execution's error), then the execution ends `status`. Nothing is
+/// added to a stream that already has its `execution_end`.
+pub fn abandoned(
+    state: &Abandoned,
+    status: ExecStatus,
+    node_status: NodeStatus,
+    error: &ErrorInfo,
+    at: i64,
+) -> Vec<Event> {
+    if state.ended {
+        return Vec::new();
+    }
+    let mut events: Vec<Event> = state
+        .running
+        .iter()
+        .map(|n| Event::NodeEnd {
+            node: n.node_id.clone(),
+            status: node_status,
+            attempt: n.attempt,
+            duration_ms: n.started_at.map_or(0.0, |s| (at - s).max(0) as f64),
+            ts: at,
+            output_preview: None,
+            error: Some(error.clone()),
+            retrying: false,
+        })
+        .collect();
+    events.push(Event::ExecutionEnd {
+        status,
+        duration_ms: state.duration_ms,
+        error: Some(error.clone()),
+        ts: at,
+    });
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowrun_events::ErrorKind;
+    use flowrun_store::RunningNode;
+
+    #[test]
+    fn abandoned_closes_running_nodes_then_the_execution() {
+        let state = Abandoned {
+            running: vec![RunningNode {
+                node_id: "slow".into(),
+                attempt: 2,
+                started_at: Some(1_000),
+            }],
+            duration_ms: 1_500.0,
+            ended: false,
+        };
+        let err = ErrorInfo::of(ErrorKind::Interrupted, "runner gone");
+        let ev = abandoned(
+            &state,
+            ExecStatus::Interrupted,
+            NodeStatus::Cancelled,
+            &err,
+            2_500,
+        );
+        assert_eq!(ev.len(), 2);
+        assert!(
+            matches!(&ev[0], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, .. } if node == "slow" && *duration_ms == 1_500.0)
+        );
+        assert!(matches!(
+            &ev[1],
+            Event::ExecutionEnd {
+                status: ExecStatus::Interrupted,
+                ..
+            }
+        ));
+        let ended = Abandoned {
+            ended: true,
+            ..state
+        };
+        assert!(
+            abandoned(
+                &ended,
+                ExecStatus::Interrupted,
+                NodeStatus::Cancelled,
+                &err,
+                1
+            )
+            .is_empty()
+        );
+    }
+}
