@@ -27,7 +27,7 @@ pub fn open_store(db: Option<&Path>) -> Result<(Store, Vec<String>), StoreError>
 }
 
 /// Marks executions of dead runners `interrupted`. Returns their ids.
-pub fn recover(store: &mut Store) -> Vec<String> {
+pub(crate) fn recover(store: &mut Store) -> Vec<String> {
     let Ok(unfinished) = store.unfinished() else {
         return Vec::new();
     };
@@ -60,7 +60,7 @@ pub fn recover(store: &mut Store) -> Vec<String> {
 /// in use as a process group id, so a group without its leader can only hold the execution's own
 /// survivors. No when the pid now belongs to a different process (the group is gone and the pid
 /// was reused).
-pub fn group_is_ours(pid: i32, start_time: Option<u64>) -> bool {
+pub(crate) fn group_is_ours(pid: i32, start_time: Option<u64>) -> bool {
     match flowrun_executor::process::process_start_time(pid) {
         None => true,
         Some(_) => is_same_process(pid, start_time),
@@ -77,7 +77,7 @@ pub fn become_subreaper() {
 /// execution ends `status` with `error`, its running nodes `cancelled`, and its event stream gets
 /// their `node_end`s and an `execution_end` (see [`crate::synthetic::abandoned`]). False when it
 /// had ended already.
-pub fn abandon(
+pub(crate) fn abandon(
     store: &mut Store,
     id: &str,
     status: ExecStatus,

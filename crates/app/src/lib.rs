@@ -15,12 +15,12 @@ pub mod inputs;
 pub mod paths;
 pub mod python;
 pub mod queue;
-pub mod recorder;
+pub(crate) mod recorder;
 pub mod requirements;
-pub mod resume;
+pub(crate) mod resume;
 pub mod runner;
 mod shared;
-pub mod synthetic;
+pub(crate) mod synthetic;
 pub mod views;
 
 pub use shared::{SharedStore, lock};

@@ -155,7 +155,7 @@ fn dir_mtime(p: &Path) -> Option<i64> {
 /// The requirement check, remembering satisfied answers in `<cache>/requirements.json` so that a workflow
 /// with requirements does not pay a Python start and a metadata scan (~100 ms) on every run.
 /// Unsatisfied answers are never cached: they are checked again each time.
-pub fn check_cached(
+pub(crate) fn check_cached(
     cache: &Path,
     interp: &Interpreter,
     requirements: &[String],
@@ -203,7 +203,7 @@ pub fn check_cached(
 }
 
 /// Where the managed environment for this interpreter and requirement set lives.
-pub fn venv_dir(cache: &Path, interp: &Interpreter, requirements: &[String]) -> PathBuf {
+pub(crate) fn venv_dir(cache: &Path, interp: &Interpreter, requirements: &[String]) -> PathBuf {
     let mut reqs = requirements.to_vec();
     reqs.sort();
     reqs.dedup();
@@ -224,7 +224,7 @@ pub fn venv_dir(cache: &Path, interp: &Interpreter, requirements: &[String]) -> 
 }
 
 /// The managed environment's interpreter, if the environment exists.
-pub fn venv_interpreter(dir: &Path, base: &Interpreter) -> Option<Interpreter> {
+pub(crate) fn venv_interpreter(dir: &Path, base: &Interpreter) -> Option<Interpreter> {
     let exe = dir.join("bin").join("python");
     exe.exists().then(|| Interpreter {
         executable: exe.clone(),

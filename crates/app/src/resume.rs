@@ -169,3 +169,139 @@ pub fn plan_resume(
         reruns,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowrun_events::NodeStatus;
+    use serde_json::json;
+
+    /// trigger → a (reads the trigger) → b → c, then d reading a alone.
+    fn definition() -> Value {
+        json!({"id": "r", "nodes": [
+            {"id": "t", "type": "trigger"},
+            {"id": "a", "type": "set", "fields": {"x": "{{ trigger.x }}"}},
+            {"id": "b", "type": "set", "fields": {"y": "{{ nodes.a.output.x }}"}},
+            {"id": "c", "type": "set", "fields": {"z": "{{ nodes.b.output.y }}"}},
+            {"id": "d", "type": "set", "fields": {"w": "{{ nodes.a.output.x }}"}}
+        ]})
+    }
+
+    fn plan_of(def: &Value) -> Plan {
+        let source = flowrun_codegen::source::from_value(def.clone(), "<test>").unwrap();
+        flowrun_codegen::compile(&source).unwrap()
+    }
+
+    fn row(id: &str, status: NodeStatus, output: Option<Value>) -> NodeRow {
+        NodeRow {
+            node_id: id.into(),
+            position: 0,
+            status,
+            attempt: 1,
+            started_at: Some(1),
+            finished_at: Some(2),
+            duration_ms: Some(1.0),
+            input: None,
+            output,
+            error: None,
+            from_execution: None,
+        }
+    }
+
+    fn ok(id: &str) -> NodeRow {
+        row(id, NodeStatus::Success, Some(json!({"id": id})))
+    }
+
+    fn reasons(p: &ResumePlan) -> Vec<(&str, &Rerun)> {
+        p.reruns.iter().map(|(n, r)| (n.as_str(), r)).collect()
+    }
+
+    #[test]
+    fn reuses_what_succeeded_and_reruns_the_failed_node_and_what_follows_it() {
+        let def = definition();
+        let rows = [ok("t"), ok("a"), row("b", NodeStatus::Error, None), ok("d")];
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &def,
+            &plan_of(&def),
+            &def,
+            &BTreeMap::new(),
+            false,
+        );
+        assert_eq!(
+            reasons(&p),
+            [
+                ("b", &Rerun::NoOutput("error".into())),
+                ("c", &Rerun::NoOutput("did not run".into())),
+            ]
+        );
+        let reused: Vec<&str> = p.pins.keys().map(String::as_str).collect();
+        assert_eq!(reused, ["a", "d", "t"]);
+        assert_eq!(p.pins["a"].output, json!({"id": "a"}));
+        assert_eq!(p.pins["a"].from_execution.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn a_changed_node_reruns_with_its_dependants_only() {
+        let old = definition();
+        let mut new = definition();
+        new["nodes"][2]["fields"]["y2"] = json!("extra");
+        let rows = [ok("t"), ok("a"), ok("b"), ok("c"), ok("d")];
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &old,
+            &plan_of(&new),
+            &new,
+            &BTreeMap::new(),
+            false,
+        );
+        assert_eq!(
+            reasons(&p),
+            [("b", &Rerun::Changed), ("c", &Rerun::Upstream("b".into()))]
+        );
+    }
+
+    #[test]
+    fn a_changed_trigger_reruns_the_nodes_that_read_it() {
+        let def = definition();
+        let rows = [ok("t"), ok("a"), ok("b"), ok("c"), ok("d")];
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &def,
+            &plan_of(&def),
+            &def,
+            &BTreeMap::new(),
+            true,
+        );
+        let names: Vec<&str> = p.reruns.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["t", "a", "b", "c", "d"]);
+        assert_eq!(p.reruns[1].1, Rerun::TriggerChanged);
+    }
+
+    #[test]
+    fn truncated_outputs_and_new_pins_are_not_reused() {
+        let def = definition();
+        let cut = flowrun_events::truncated::marker(2_000_000, "{");
+        let rows = [
+            ok("t"),
+            ok("a"),
+            row("b", NodeStatus::Success, Some(cut)),
+            ok("c"),
+            ok("d"),
+        ];
+        let pins = BTreeMap::from([("d".to_string(), Pin::pinned(json!({"new": true})))]);
+        let p = plan_resume("e1", &rows, &def, &plan_of(&def), &def, &pins, false);
+        assert_eq!(
+            reasons(&p),
+            [
+                ("b", &Rerun::Truncated),
+                ("c", &Rerun::Upstream("b".into()))
+            ]
+        );
+        // The caller's pin stays a pin: not in the reuse list.
+        assert!(!p.pins.contains_key("d"));
+    }
+}

@@ -37,7 +37,7 @@ pub struct Launch {
     pub max_memory: Option<u64>,
 }
 
-pub struct Spawned {
+pub(crate) struct Spawned {
     pub child: Child,
     pub info: ProcessInfo,
     /// Dropping this closes the lifeline: the runtime then kills its group.
@@ -64,7 +64,7 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
 /// Without `max_memory` there is no code to run between fork and exec, so the standard library
 /// uses `posix_spawn` (a vfork-style clone), which is several milliseconds cheaper than forking
 /// this process; an address-space limit needs a `pre_exec` hook and so a real fork.
-pub fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
+pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let read_fd = read_end.as_raw_fd();
     let mut cmd = Command::new(&launch.program);
@@ -141,13 +141,13 @@ pub fn signal_group(pgid: i32, sig: Signal) -> bool {
 }
 
 /// Does any process of the group still exist (zombies included)?
-pub fn group_alive(pgid: i32) -> bool {
+pub(crate) fn group_alive(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
 /// SIGKILLs the group and reaps what was reparented to us, waiting at most `max` for the group to
 /// be gone. Returns whether it is gone.
-pub async fn kill_group_and_wait(pgid: i32, max: Duration) -> bool {
+pub(crate) async fn kill_group_and_wait(pgid: i32, max: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + max;
     loop {
         signal_group(pgid, Signal::SIGKILL);

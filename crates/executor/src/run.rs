@@ -33,7 +33,6 @@ pub struct Outcome {
     pub exit: Option<String>,
     pub log_bytes: u64,
     pub log_bytes_cut: u64,
-    pub log_lines_cut: u64,
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {
@@ -334,6 +333,5 @@ fn finish(
         exit,
         log_bytes: st.log_bytes,
         log_bytes_cut: st.log_bytes_cut,
-        log_lines_cut: st.log_lines_cut,
     }
 }

@@ -55,7 +55,7 @@ pub const DEFAULT_MAX_FIELD_BYTES: usize = 1 << 20;
 
 /// A value as JSON text, replaced by a truncation marker when longer than `max` bytes: the
 /// marker says how many bytes the full value had and keeps a preview.
-pub fn json_text(v: &Value, max: usize) -> String {
+pub(crate) fn json_text(v: &Value, max: usize) -> String {
     let text = v.to_string();
     if text.len() <= max {
         return text;

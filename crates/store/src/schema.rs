@@ -2,7 +2,7 @@
 
 use rusqlite_migration::{M, Migrations};
 
-pub fn migrations() -> Migrations<'static> {
+pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(
             r#"
