@@ -1,4 +1,13 @@
 fn main() {
+    // The execution's shepherd is this binary too: answer before anything else starts (no
+    // argument parsing, no logging, no threads).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == flowrun_executor::shepherd::ARG)
+    {
+        flowrun_executor::shepherd::main(&args[2..]);
+    }
     std::process::exit(cli::main());
 }
 

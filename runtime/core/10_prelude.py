@@ -28,7 +28,7 @@
 #   50_errors.py     error info and tracebacks of node failures
 #   60_run.py        running the nodes in order: _Ctx, skips, retries
 #   70_http.py       HTTP helpers shared by the http_request and llm nodes
-#   80_main.py       startup: nonce, lifeline, trigger data, result, main()
+#   80_main.py       startup: nonce, trigger data, result, main()
 #
 # Node file API (what runtime/nodes/<type>.py may use):
 #

@@ -218,7 +218,9 @@ def run(wf, trigger=None, env=None, nonce=NONCE, args=("-I", "-S", "-u"), timeou
         stdin = json.dumps(trigger).encode("utf-8")
     full_env = dict((k, v) for k, v in os.environ.items() if not k.startswith("FLOWRUN_"))
     if nonce is not None:
-        full_env["FLOWRUN_NONCE"] = nonce
+        # As the runner does: the nonce is the first line of stdin.
+        full_env["FLOWRUN_NONCE_ON_STDIN"] = "1"
+        stdin = nonce.encode("ascii") + b"\n" + stdin
     full_env["FLOWRUN_EXECUTION_ID"] = "exec-test"
     full_env["FLOWRUN_MODE"] = "test"
     if env:

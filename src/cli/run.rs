@@ -270,13 +270,30 @@ pub(crate) fn execute_prepared(
         terminal = Terminal::new(std::io::stderr().is_terminal(), types);
         &mut terminal
     };
-    let outcome = rt.block_on(async {
+    let finished = rt.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(None);
         let watcher = tokio::spawn(watch_for_stop(store.clone(), id.clone(), stop_tx));
-        let outcome = runner::run(store, prepared, &id, viewer, stop_rx).await;
+        let finished = runner::run(store, prepared, &id, viewer, stop_rx).await;
         watcher.abort();
-        outcome
+        finished
     });
+    // This process ran one execution: anything still under it is that execution's.
+    flowrun_app::control::end_strays();
+    if let Some(e) = &finished.store_error {
+        return Err(Exit::new(
+            exit::ENVIRONMENT,
+            format!(
+                "execution {id} could not be recorded completely, so it failed: {e}\nwhat the database holds of it is incomplete (`flowrun show {id}`)"
+            ),
+        ));
+    }
+    if finished.ended_elsewhere {
+        eprintln!(
+            "flowrun: execution {id} was ended by another process first ({}); that end is the one recorded",
+            finished.outcome.status
+        );
+    }
+    let outcome = finished.outcome;
     if json {
         let record = flowrun_app::views::record_json(&store.lock(), &id)?;
         // A reader that stops early (`| head`) must not turn a finished run into a panic.

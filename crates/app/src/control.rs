@@ -12,6 +12,7 @@
 use crate::SharedStore;
 use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::process::{is_same_process, signal_group};
+use flowrun_executor::tree;
 use flowrun_store::{Store, StoreError};
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
@@ -40,9 +41,7 @@ pub(crate) fn recover(store: &mut Store) -> Vec<String> {
             continue;
         }
         if let Some(p) = e.process {
-            if group_is_ours(p.pid, p.start_time) {
-                signal_group(p.pgid, Signal::SIGKILL);
-            }
+            end_process_tree(p);
         }
         let err = ErrorInfo::of(
             ErrorKind::Interrupted,
@@ -53,6 +52,18 @@ pub(crate) fn recover(store: &mut Store) -> Vec<String> {
         }
     }
     done
+}
+
+/// Ends an execution's processes from outside its runner: the tree under its shepherd (wherever
+/// in it a process went: the shepherd is their subreaper), then its process group — each only
+/// while it is still the execution's.
+fn end_process_tree(p: flowrun_store::ProcessRow) {
+    if is_same_process(p.pid, p.start_time) {
+        tree::kill_tree(p.pid, p.start_time, Duration::from_secs(2));
+    }
+    if group_is_ours(p.pid, p.start_time) {
+        signal_group(p.pgid, Signal::SIGKILL);
+    }
 }
 
 /// May the group led by `pid` be signalled? Yes when its leader is still the recorded process,
@@ -121,12 +132,13 @@ pub fn stop(store: &mut Store, id: &str) -> Result<StopOutcome, StoreError> {
         if e.status.is_final() {
             return Ok(StopOutcome::Stopped(e.status));
         }
-        let runner_alive = e.runner.is_some_and(|(pid, st)| is_same_process(pid, st));
-        if !runner_alive || Instant::now() >= deadline {
+        // A runner that is stopped (Ctrl-Z) cannot answer: treat it like a dead one.
+        let runner_answers = e
+            .runner
+            .is_some_and(|(pid, st)| is_same_process(pid, st) && !tree::is_stopped(pid));
+        if !runner_answers || Instant::now() >= deadline {
             if let Some(p) = e.process {
-                if group_is_ours(p.pid, p.start_time) {
-                    signal_group(p.pgid, Signal::SIGKILL);
-                }
+                end_process_tree(p);
             }
             let err = ErrorInfo::of(
                 ErrorKind::Cancelled,
@@ -178,5 +190,31 @@ pub async fn watch_stop_requests(
             seen.insert(id.clone());
             on_request(id);
         }
+    }
+}
+
+/// Ends every process left under this one. Only for a process that runs a single execution
+/// (`flowrun run`): as a child subreaper, whatever escaped that execution's shepherd (a shepherd
+/// killed from outside leaves its orphans here) is that execution's.
+pub fn end_strays() {
+    let me = std::process::id() as i32;
+    for _ in 0..50 {
+        let left: Vec<i32> = flowrun_executor::tree::descendants(me)
+            .into_iter()
+            .map(|p| p.pid)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        for pid in &left {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        while let Ok(s) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        {
+            if s == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }

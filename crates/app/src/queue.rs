@@ -221,6 +221,7 @@ impl Executions {
                 let mut sink = LiveSink(live);
                 runner::run(&this.store, &prepared, &id, &mut sink, stop_rx)
                     .await
+                    .outcome
                     .status
             }
         });

@@ -24,6 +24,9 @@ pub struct Recorder {
     cost_unknown: bool,
     /// The first store error: recording goes on as far as it can, and the run reports it.
     pub error: Option<String>,
+    /// The store refused a write because the execution had ended already (`flowrun stop` or
+    /// recovery ended it for a runner that did not answer): it keeps that end.
+    pub ended_elsewhere: bool,
 }
 
 const BATCH: usize = 512;
@@ -49,6 +52,7 @@ impl Recorder {
                 .collect(),
             pending: Vec::new(),
             error: None,
+            ended_elsewhere: false,
         }
     }
 
@@ -70,9 +74,15 @@ impl Recorder {
             return;
         }
         let writes = std::mem::take(&mut self.pending);
-        let res = self.store.lock().apply(&self.execution_id, &writes);
-        if let Err(e) = res {
-            self.error.get_or_insert_with(|| e.to_string());
+        if self.ended_elsewhere {
+            return;
+        }
+        match self.store.lock().apply(&self.execution_id, &writes) {
+            Ok(true) => {}
+            Ok(false) => self.ended_elsewhere = true,
+            Err(e) => {
+                self.error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
 }

@@ -14,9 +14,11 @@ pub mod protocol;
 mod read;
 pub mod redact;
 mod run;
+pub mod shepherd;
 pub mod sink;
 pub mod spec;
 mod state;
+pub mod tree;
 
 pub use run::{Outcome, execute};
 pub use sink::{Fanout, NodeDetail, Sink};

@@ -1,11 +1,12 @@
-//! The child process: spawning it in its own process group with a lifeline, and ending its group.
+//! The child process: spawning the execution's shepherd with a lifeline, and ending its group.
 //!
-//! The child starts in a new process group whose id is its pid; every process it starts (unless
-//! it leaves with its own `setsid`/`setpgid`) stays in that group, and signalling `-pgid` reaches
-//! all of them. The group is in the background of the terminal, so Ctrl-C reaches only flowrun,
-//! which then stops the group in order. The runner keeps the write end of a "lifeline" pipe; the
-//! runtime watches the read end (`FLOWRUN_LIFELINE_FD`) and kills its own group when it sees EOF,
-//! which happens however the runner dies.
+//! The runner's child is the [`shepherd`](crate::shepherd) (`flowrun __shepherd … -- python …`),
+//! which starts a new session — so its pid is the execution's process group and session id, and
+//! nothing in the execution has a controlling terminal — and runs the interpreter under it. Ctrl-C
+//! reaches only flowrun, which then stops the execution in order. The runner keeps the write end
+//! of a "lifeline" pipe and the shepherd watches the read end: when it closes — the runner died,
+//! or the runner's grace period is over — the shepherd kills the whole tree, which it can find
+//! because it is a child subreaper.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -29,6 +30,9 @@ pub struct ProcessInfo {
 /// How to start the interpreter on the script.
 #[derive(Debug, Clone)]
 pub struct Launch {
+    /// The executable that acts as the shepherd when given [`crate::shepherd::ARG`] first (the
+    /// `flowrun` binary itself).
+    pub shepherd: PathBuf,
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -40,7 +44,7 @@ pub struct Launch {
 pub(crate) struct Spawned {
     pub child: Child,
     pub info: ProcessInfo,
-    /// Dropping this closes the lifeline: the runtime then kills its group.
+    /// Dropping this closes the lifeline: the shepherd then kills the execution's whole tree.
     pub lifeline: OwnedFd,
 }
 
@@ -58,43 +62,32 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     }
 }
 
-/// Starts the child in a new process group (its pid is the group id), with the lifeline's read
-/// end inherited and its number in `FLOWRUN_LIFELINE_FD`.
+/// Starts the shepherd, which starts the interpreter in a new session under it, with the
+/// lifeline's read end inherited (its number is the shepherd's first argument).
 ///
-/// Without `max_memory` there is no code to run between fork and exec, so the standard library
-/// uses `posix_spawn` (a vfork-style clone), which is several milliseconds cheaper than forking
-/// this process; an address-space limit needs a `pre_exec` hook and so a real fork.
+/// There is no code to run between fork and exec here, so the standard library uses
+/// `posix_spawn` (a vfork-style clone), several milliseconds cheaper than forking this process;
+/// the session and an address-space limit are set up by the shepherd.
 pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let read_fd = read_end.as_raw_fd();
-    let mut cmd = Command::new(&launch.program);
-    cmd.args(&launch.args)
+    let request = crate::shepherd::Request {
+        lifeline: read_fd,
+        max_memory: launch.max_memory,
+        program: launch.program.clone().into_os_string(),
+        args: launch.args.iter().map(Into::into).collect(),
+    };
+    let mut cmd = Command::new(&launch.shepherd);
+    cmd.arg(crate::shepherd::ARG)
+        .args(request.to_args())
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .env("FLOWRUN_LIFELINE_FD", read_fd.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
     if let Some(cwd) = &launch.cwd {
         cmd.current_dir(cwd);
-    }
-    if let Some(bytes) = launch.max_memory {
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // setrlimit, which is async-signal-safe; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: bytes as libc::rlim_t,
-                    rlim_max: bytes as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &lim) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
     }
     let child = {
         let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,10 +113,7 @@ pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    crate::tree::stat(pid).map(|s| s.start_time)
 }
 
 /// Is the process `pid` still the one that started at `start_time`?

@@ -14,6 +14,7 @@ use crate::read::{Msg, read_stream};
 use crate::sink::Sink;
 use crate::spec::{RunSpec, StopReason};
 use crate::state::{State, round_ms};
+use crate::tree;
 use flowrun_events::{ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Stream, now_ms};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -60,6 +61,9 @@ enum Ending {
 /// How long to keep reading after the child exited, for grandchildren that still hold its pipes.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
+/// How long the shepherd has to end the tree after its lifeline closed before the runner does it.
+const SHEPHERD_ANSWER: Duration = Duration::from_millis(300);
+
 /// Runs the execution to its end. Never panics on anything the child does.
 pub async fn execute(
     spec: &RunSpec,
@@ -77,9 +81,11 @@ pub async fn execute(
     });
 
     let mut launch = spec.launch.clone();
+    // The nonce goes first on stdin, not in the environment: `/proc/<pid>/environ` would show
+    // it to every process of the user.
     launch
         .env
-        .push(("FLOWRUN_NONCE".into(), spec.nonce.clone()));
+        .push(("FLOWRUN_NONCE_ON_STDIN".into(), "1".into()));
     if let Some(bytes) = launch.max_memory {
         // The runtime names the limit when a node hits it (MemoryError).
         launch
@@ -101,12 +107,16 @@ pub async fn execute(
         info,
         lifeline,
     } = spawned;
+    // Dropped to end everything: the shepherd then kills the execution's whole tree.
+    let mut lifeline = Some(lifeline);
     st.sink.spawned(&info);
 
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let trigger = spec.trigger.clone();
+    let nonce_line = format!("{}\n", spec.nonce);
     let writer = tokio::spawn(async move {
         // A child that exits without reading stdin closes the pipe: that is not our error.
+        let _ = stdin.write_all(nonce_line.as_bytes()).await;
         let _ = stdin.write_all(&trigger).await;
         let _ = stdin.shutdown().await;
     });
@@ -133,6 +143,9 @@ pub async fn execute(
     let mut drain_deadline: Option<Instant> = None;
     let mut ending: Option<Ending> = None;
     let mut kill_at: Option<Instant> = None;
+    // When the shepherd has not ended the tree this long after the lifeline closed (it may be
+    // stopped or killed), the runner ends the tree itself.
+    let mut tree_kill_at: Option<Instant> = None;
     let far = started + Duration::from_secs(100 * 365 * 86400);
 
     while exit.is_none() || open_streams > 0 {
@@ -172,8 +185,20 @@ pub async fn execute(
                 }
             }
             _ = sleep_until(kill_at.unwrap_or(far).into()), if kill_at.is_some() => {
-                process::signal_group(info.pgid, Signal::SIGKILL);
+                // The grace period is over: the shepherd kills the whole tree when its
+                // lifeline closes, wherever in it a process hides.
+                lifeline = None;
                 kill_at = None;
+                tree_kill_at = Some(Instant::now() + SHEPHERD_ANSWER);
+            }
+            _ = sleep_until(tree_kill_at.unwrap_or(far).into()), if tree_kill_at.is_some() && exit.is_none() => {
+                tree_kill_at = None;
+                let (pid, start) = (info.pid, info.start_time);
+                let _ = tokio::task::spawn_blocking(move || {
+                    tree::kill_tree(pid, start, Duration::from_secs(2))
+                })
+                .await;
+                process::signal_group(info.pgid, Signal::SIGKILL);
             }
             _ = sleep_until(drain_deadline.unwrap_or(far).into()), if drain_deadline.is_some() => {
                 // A grandchild holds our pipes open after the child is gone: end the group.
@@ -193,9 +218,10 @@ pub async fn execute(
         }
     }
     writer.abort();
-    // Nothing of the group outlives the execution, however it ended.
-    process::kill_group_and_wait(info.pgid, Duration::from_secs(2)).await;
+    // Nothing of the group outlives the execution, however it ended (the shepherd has ended the
+    // rest of the tree before it exited).
     drop(lifeline);
+    process::kill_group_and_wait(info.pgid, Duration::from_secs(2)).await;
 
     let exit_text = exit.as_ref().map(describe_exit);
     let runtime_secs = started.elapsed().as_secs_f64();
@@ -301,9 +327,11 @@ pub async fn execute(
     }
 }
 
-/// SIGTERM to the group now; returns when to follow with SIGKILL.
+/// SIGTERM to the group and to the shepherd, which passes it on to every process of the tree
+/// (also those that left the group); returns when to end everything.
 fn begin_stop(info: &ProcessInfo, grace: Duration) -> Instant {
     process::signal_group(info.pgid, Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid), Signal::SIGTERM);
     Instant::now() + grace
 }
 

@@ -66,18 +66,25 @@ impl Store {
     }
 
     /// Applies batched writes of one execution in one transaction.
-    pub fn apply(&mut self, execution_id: &str, writes: &[Write]) -> Result<()> {
+    ///
+    /// An ended execution is final: once its status is no longer `running` or `queued` (its
+    /// runner finished it, or `flowrun stop` or recovery ended it for a runner that could not),
+    /// nothing more is written and this returns false. Events are only ever appended.
+    pub fn apply(&mut self, execution_id: &str, writes: &[Write]) -> Result<bool> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let max = self.max_field_bytes;
         let this = |v: &Value| json_text(v, max);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !is_open(&tx, execution_id)? {
+            return Ok(false);
+        }
         {
             let mut ev = tx.prepare_cached(
-                "INSERT OR REPLACE INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut started = tx.prepare_cached(
                 "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at)
@@ -152,16 +159,22 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
-    pub fn finish_execution(&mut self, id: &str, f: &Finish<'_>) -> Result<()> {
+    /// Records how an execution ended. Nodes still recorded `running` end `cancelled` (an
+    /// ended execution has no running node). False, and nothing written, when it had ended
+    /// already (see [`Store::apply`]): the first end recorded is the one that stays.
+    pub fn finish_execution(&mut self, id: &str, f: &Finish<'_>) -> Result<bool> {
         let output = self.opt_json(f.output);
         let error = self.error_text(f.error);
-        self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "UPDATE executions SET status = ?2, output = ?3, error = ?4, finished_at = ?5, duration_ms = ?6, exit = ?7,
                                    log_bytes = ?8, log_bytes_cut = ?9, input_tokens = ?10, output_tokens = ?11, cost_usd = ?12
-             WHERE id = ?1",
+             WHERE id = ?1 AND status IN ('running', 'queued')",
             params![
                 id,
                 f.status.as_str(),
@@ -177,7 +190,16 @@ impl Store {
                 f.usage.cost_usd,
             ],
         )?;
-        Ok(())
+        if n > 0 {
+            tx.execute(
+                "UPDATE node_executions SET status = 'cancelled', finished_at = ?2,
+                        duration_ms = CAST(?2 - started_at AS REAL)
+                 WHERE execution_id = ?1 AND status = 'running'",
+                params![id, f.finished_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// Ends an execution its runner cannot end: if it is still `running` or `queued`, it
@@ -278,4 +300,14 @@ impl Store {
         )?;
         Ok(n > 0)
     }
+}
+
+/// Is the execution still `running` or `queued` (so still written to)?
+fn is_open(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<bool> {
+    let status: Option<String> = tx
+        .query_row("SELECT status FROM executions WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(matches!(status.as_deref(), Some("running" | "queued")))
 }

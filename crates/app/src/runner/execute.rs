@@ -47,15 +47,28 @@ pub fn record_start(
         .map_err(RunError::Store)
 }
 
+/// How a run ended, as recorded.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The end the store holds: the executor's, or the one another process recorded first.
+    pub outcome: Outcome,
+    /// Another process ended the execution first (`flowrun stop` or recovery, for a runner that
+    /// did not answer); `outcome` is that end.
+    pub ended_elsewhere: bool,
+    /// What the store could not write: what it holds of this execution is incomplete.
+    pub store_error: Option<String>,
+}
+
 /// Runs a prepared execution whose row exists, recording everything; `viewers` see the events
-/// too. Returns the outcome once the row holds the final state.
+/// too. Returns once the row holds the final state (or the store failed, which the result says:
+/// an execution whose record is incomplete never counts as a success).
 pub async fn run(
     store: &SharedStore,
     p: &Prepared,
     execution_id: &str,
     viewers: &mut dyn Sink,
     stop: watch::Receiver<Option<StopReason>>,
-) -> Outcome {
+) -> Finished {
     let spec = spec(p, execution_id);
     let metered = p
         .plan
@@ -66,16 +79,19 @@ pub async fn run(
         .map(|n| n.id.clone())
         .collect();
     let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes, metered);
-    let outcome = {
+    let mut outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
         flowrun_executor::execute(&spec, &mut sinks, stop).await
     };
-    let mut outcome = outcome;
-    if let Some(e) = recorder.error.take() {
+    let mut store_error = recorder.error.take();
+    if let Some(e) = &store_error {
         tracing::warn!("recording execution {execution_id}: {e}");
-        if outcome.error.is_none() {
-            outcome.error = Some(ErrorInfo::of(ErrorKind::StoreError, e));
-        }
+        outcome.status = ExecStatus::Error;
+        outcome.output = None;
+        outcome.error = Some(ErrorInfo::of(
+            ErrorKind::StoreError,
+            format!("the execution could not be recorded completely: {e}"),
+        ));
     }
     let res = store.lock().finish_execution(
         execution_id,
@@ -91,8 +107,28 @@ pub async fn run(
             usage: recorder.usage(),
         },
     );
-    if let Err(e) = res {
-        tracing::error!("recording the end of execution {execution_id}: {e}");
+    let mut ended_elsewhere = recorder.ended_elsewhere;
+    match res {
+        Ok(true) => {}
+        Ok(false) => ended_elsewhere = true,
+        Err(e) => {
+            tracing::error!("recording the end of execution {execution_id}: {e}");
+            store_error.get_or_insert_with(|| e.to_string());
+            outcome.status = ExecStatus::Error;
+            outcome.output = None;
+        }
     }
-    outcome
+    if ended_elsewhere {
+        // The first end recorded stays; report that one.
+        if let Ok(e) = store.lock().execution(execution_id) {
+            outcome.status = e.status;
+            outcome.error = e.error;
+            outcome.output = e.output;
+        }
+    }
+    Finished {
+        outcome,
+        ended_elsewhere,
+        store_error,
+    }
 }

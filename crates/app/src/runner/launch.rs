@@ -87,6 +87,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             .map(|n| (n.id.clone(), Duration::from_millis(OWN_CALL_SLACK_MS)))
             .collect(),
         launch: Launch {
+            shepherd: shepherd_executable(),
             program: p.interpreter.executable.clone(),
             args,
             env: child_env(p, execution_id),
@@ -101,4 +102,14 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         max_line_bytes: 64 * 1024,
         redactor: p.redactor.clone(),
     }
+}
+
+/// The executable that runs as the execution's shepherd: this `flowrun` binary itself (see
+/// `flowrun_executor::shepherd`). `FLOWRUN_SHEPHERD` names another one (for embedding the
+/// library in a program that is not `flowrun`).
+fn shepherd_executable() -> std::path::PathBuf {
+    std::env::var_os("FLOWRUN_SHEPHERD")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| "flowrun".into())
 }

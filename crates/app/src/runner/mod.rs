@@ -15,7 +15,7 @@ mod options;
 mod prepare;
 
 pub use error::{RunError, Unbound, pip_install_command};
-pub use execute::{record_start, run};
+pub use execute::{Finished, record_start, run};
 pub use launch::{new_execution_id, spec};
 pub use options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS, RunOptions};
 pub use prepare::{Prepared, bind_connections, prepare};

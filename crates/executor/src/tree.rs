@@ -1,0 +1,167 @@
+//! Process trees: finding every descendant of a process and ending them all.
+//!
+//! A process group is not enough to hold an execution: anything can leave it with `setsid` or
+//! `setpgid`, and a double fork hands a daemon to the nearest subreaper. The tree of parent links
+//! still holds them — the shepherd is a child subreaper, so an orphan of the execution becomes its
+//! child instead of init's — so ending an execution means ending the tree under its shepherd.
+//!
+//! The kernel's `/proc/<pid>/task/<tid>/children` is often compiled out, so the tree is read from
+//! the `ppid` field of every `/proc/<pid>/stat` (a few hundred small reads).
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One process as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub ppid: i32,
+    /// `R`, `S`, `D`, `T` (stopped), `t` (traced), `Z` (zombie), …
+    pub state: char,
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`. The command name (field 2) may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+pub fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    // After state and ppid, start time is the 20th of the remaining fields (field 22 overall).
+    let start_time = fields.nth(17)?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        ppid,
+        state,
+        start_time,
+    })
+}
+
+/// `/proc/<pid>/stat` of one process, if it exists.
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(
+        pid,
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+    )
+}
+
+/// Every process visible in `/proc`.
+fn all() -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        stat(pid)
+    })
+    .collect()
+}
+
+/// Every descendant of `root` (not `root` itself), parents before their children.
+pub fn descendants(root: i32) -> Vec<ProcStat> {
+    let mut children: HashMap<i32, Vec<ProcStat>> = HashMap::new();
+    for p in all() {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    let mut next = vec![root];
+    while let Some(pid) = next.pop() {
+        for c in children.remove(&pid).unwrap_or_default() {
+            next.push(c.pid);
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Sends `sig` to every descendant of `root` that is not a zombie. Returns how many it signalled.
+pub fn signal_descendants(root: i32, sig: Signal) -> usize {
+    descendants(root)
+        .iter()
+        .filter(|p| p.state != 'Z' && kill(Pid::from_raw(p.pid), sig).is_ok())
+        .count()
+}
+
+/// Ends the tree under `root` from outside it (the runner, `flowrun stop`, recovery): stops
+/// every descendant with SIGSTOP until no new one appears (a stopped process cannot fork), then
+/// SIGKILLs them all and `root` last. `root` itself is killed only while it is still the process
+/// that started at `root_start` (so a reused pid is never touched). Returns whether nothing of
+/// the tree was left running within `max`.
+pub fn kill_tree(root: i32, root_start: Option<u64>, max: Duration) -> bool {
+    let root_is_ours = |s: &ProcStat| Some(s.start_time) == root_start;
+    let deadline = Instant::now() + max;
+    loop {
+        let root_alive = stat(root).is_some_and(|s| root_is_ours(&s) && s.state != 'Z');
+        if root_alive {
+            let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
+        }
+        // Freeze: repeat until a pass finds nothing new to stop.
+        let mut frozen: Vec<i32> = Vec::new();
+        for _ in 0..64 {
+            let found: Vec<i32> = if root_alive {
+                descendants(root)
+                    .into_iter()
+                    .filter(|p| p.state != 'Z')
+                    .map(|p| p.pid)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let new: Vec<i32> = found.into_iter().filter(|p| !frozen.contains(p)).collect();
+            if new.is_empty() {
+                break;
+            }
+            for pid in &new {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+            }
+            frozen.extend(new);
+        }
+        for pid in frozen.iter().rev() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        if root_alive {
+            let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
+        }
+        let left = stat(root).is_some_and(|s| root_is_ours(&s) && s.state != 'Z')
+            || frozen
+                .iter()
+                .any(|p| stat(*p).is_some_and(|s| s.state != 'Z'));
+        if !left {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Is `pid` stopped (SIGSTOP, SIGTSTP, Ctrl-Z, or a tracer)?
+pub fn is_stopped(pid: i32) -> bool {
+    stat(pid).is_some_and(|s| matches!(s.state, 'T' | 't'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_lines_with_awkward_names() {
+        let line = "4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        let s = parse_stat(4242, line).expect("parses");
+        assert_eq!((s.ppid, s.state, s.start_time), (17, 'S', 987654));
+        assert_eq!(parse_stat(1, "garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_a_descendant_of_its_parent() {
+        let me = std::process::id() as i32;
+        let parent = stat(me).expect("own stat").ppid;
+        assert!(descendants(parent).iter().any(|p| p.pid == me));
+        assert!(!is_stopped(me));
+    }
+}
