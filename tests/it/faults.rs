@@ -10,60 +10,10 @@
 use crate::support::faults::*;
 use crate::support::mode;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Python helpers prepended to code nodes. `trigger['pids']` is a file the node appends the
-/// pids of its processes to; `trigger['dir']` is a scratch directory outside TMPDIR.
-const PY_HELPERS: &str = r#"
-import os, sys, time, signal, subprocess
-
-def note(pid):
-    with open(trigger['pids'], 'a') as f:
-        f.write('%d\n' % pid)
-
-def wait_file(path):
-    while not os.path.exists(path):
-        time.sleep(0.005)
-
-def grandchild(name, ignore_term=False, hold_stdout=True):
-    """Starts a Python grandchild that sleeps (optionally ignoring SIGTERM), waits until it is
-    set up, records its pid and returns it."""
-    ready = os.path.join(trigger['dir'], name + '.ready')
-    code = ("import signal, sys, time\n"
-            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
-            + "open(sys.argv[1], 'w').close()\n"
-            + "time.sleep(120)\n")
-    p = subprocess.Popen([sys.executable, '-I', '-S', '-c', code, ready],
-                         stdout=None if hold_stdout else subprocess.DEVNULL)
-    wait_file(ready)
-    note(p.pid)
-    return p.pid
-"#;
-
-fn code(body: &str) -> String {
-    format!("{}\n{}", dedent(PY_HELPERS), dedent(body))
-}
-
-fn code_node(id: &str, body: &str) -> Value {
-    json!({ "id": id, "type": "code", "code": code(body) })
-}
-
-/// Trigger data pointing the helpers at this test's scratch files.
-fn trigger(fx: &Fx) -> Value {
-    let scratch = fx.path("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    json!({
-        "pids": fx.path("pids").display().to_string(),
-        "dir": scratch.display().to_string(),
-    })
-}
-
-fn pids(fx: &Fx) -> Vec<i32> {
-    read_pids(&fx.path("pids"))
-}
 
 fn now_secs() -> f64 {
     SystemTime::now()

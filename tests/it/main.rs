@@ -5,6 +5,7 @@
 mod support;
 
 mod codegen_script;
+mod escapes;
 mod faults;
 mod history;
 mod http_command_nodes;

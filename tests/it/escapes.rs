@@ -1,0 +1,311 @@
+//! Processes that try to get away: grandchildren that leave the execution's process group
+//! (`setsid`, `setpgid`, a double-forked daemon), an interpreter that leaves it itself, a node
+//! that holds the GIL when the runner dies, a node that reaches for the user's terminal, and a
+//! runner that is stopped with Ctrl-Z. None of them outlives its execution.
+
+use crate::support::faults::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Python for a node: `escapee(kind)` starts a sleeping process that leaves the execution's
+/// process group — `setsid` (a new session), `setpgid` (a new group), `daemon` (a double fork
+/// whose grandchild starts a session and whose middle process exits) — notes its pid and
+/// returns it.
+const ESCAPEE: &str = r#"
+def escapee(kind):
+    path = os.path.join(trigger['dir'], kind + '.pid')
+    script = (
+        "import os, sys, time\n"
+        "kind, path = sys.argv[1], sys.argv[2]\n"
+        "if kind == 'daemon':\n"
+        "    if os.fork():\n"
+        "        os._exit(0)\n"
+        "    os.setsid()\n"
+        "    if os.fork():\n"
+        "        os._exit(0)\n"
+        "elif kind == 'setpgid':\n"
+        "    os.setpgid(0, 0)\n"
+        "else:\n"
+        "    os.setsid()\n"
+        "with open(path + '.tmp', 'w') as f:\n"
+        "    f.write(str(os.getpid()))\n"
+        "os.rename(path + '.tmp', path)\n"
+        "time.sleep(300)\n")
+    p = subprocess.Popen([sys.executable, '-I', '-S', '-c', script, kind, path],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kind == 'daemon':
+        p.wait()
+    wait_file(path)
+    pid = int(open(path).read())
+    note(pid)
+    return pid
+
+def escape_all():
+    return [escapee(k) for k in ('setsid', 'setpgid', 'daemon')]
+"#;
+
+fn escaping_workflow(fx: &Fx, then: &str) -> PathBuf {
+    let body = format!("{ESCAPEE}\nescape_all()\n{then}");
+    fx.workflow(
+        "escapes",
+        &json!({ "id": "escapes", "nodes": [ code_node("escaper", &body) ]}),
+    )
+}
+
+/// Every pid is gone (or a zombie about to be reaped) within a few seconds.
+#[track_caller]
+fn assert_dead(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for &pid in pids {
+        while alive(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} survived its execution: {:?}",
+                proc_stat(pid)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn processes_that_leave_the_group_end_with_a_normal_run() {
+    let fx = Fx::new();
+    let wf = escaping_workflow(&fx, "return 'left them running'");
+    let out = fx.run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    out.assert_code(0);
+    let p = pids(&fx);
+    assert_eq!(p.len(), 3, "{p:?} {out}");
+    assert_dead(&p);
+    fx.assert_clean(&fx.only_execution_id());
+}
+
+#[test]
+fn processes_that_leave_the_group_end_with_a_timeout() {
+    let fx = Fx::new();
+    let wf = escaping_workflow(&fx, "time.sleep(300)");
+    let out = fx.run(
+        &wf,
+        &trigger(&fx),
+        &["--timeout-ms", "3000", "--kill-grace-ms", "300"],
+    );
+    out.assert_code(124);
+    let p = pids(&fx);
+    assert_eq!(p.len(), 3, "{p:?} {out}");
+    assert_dead(&p);
+    fx.assert_clean(&fx.only_execution_id());
+}
+
+#[test]
+fn processes_that_leave_the_group_end_with_a_stop() {
+    let fx = Fx::new();
+    let wf = escaping_workflow(&fx, "time.sleep(300)");
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    let row = fx.wait_running(Some("escaper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 3);
+    let stop = fx.flowrun(&["stop", &row.id]);
+    stop.assert_code(0);
+    // `stop` says stopped only once it is: nothing of the execution is left by then.
+    assert!(p.iter().all(|&pid| !alive(pid)), "{p:?} after {stop}");
+    run.wait(Duration::from_secs(20)).assert_code(130);
+    assert_eq!(fx.execution(&row.id).status, "cancelled");
+    fx.assert_clean(&row.id);
+}
+
+#[test]
+fn processes_that_leave_the_group_end_with_a_killed_runner() {
+    let fx = Fx::new();
+    let wf = escaping_workflow(&fx, "time.sleep(300)");
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    let row = fx.wait_running(Some("escaper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 3);
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait(Duration::from_secs(10));
+    assert_dead(&p);
+    assert_group_gone_reaping(row.pgid.unwrap(), Duration::from_secs(5));
+    fx.flowrun(&["history"]).assert_code(0);
+    assert_eq!(fx.execution(&row.id).status, "interrupted");
+}
+
+#[test]
+fn an_interpreter_that_leaves_its_group_still_times_out_and_stops() {
+    let fx = Fx::new();
+    // The interpreter moves itself to a new process group and ignores SIGTERM.
+    let wf = fx.workflow(
+        "leaver",
+        &json!({ "id": "leaver", "nodes": [ code_node("sleeper", r#"
+            os.setpgid(0, 0)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            note(os.getpid())
+            time.sleep(300)
+        "#) ]}),
+    );
+    let out = fx.run(
+        &wf,
+        &trigger(&fx),
+        &["--timeout-ms", "1000", "--kill-grace-ms", "300"],
+    );
+    out.assert_code(124);
+    // The deadline held: SIGTERM ignored, then the whole tree went at the end of the grace.
+    assert!(out.elapsed < Duration::from_secs(8), "{out}");
+    let id = fx.only_execution_id();
+    assert_eq!(fx.execution(&id).status, "timeout");
+    assert_dead(&pids(&fx));
+
+    // A stop from another process reports `cancelled` only once the interpreter is gone.
+    std::fs::remove_file(fx.path("pids")).unwrap();
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 1);
+    let stop = fx.flowrun(&["stop", &row.id]);
+    stop.assert_code(0);
+    assert!(stop.stdout.contains("stopped: cancelled"), "{stop}");
+    assert!(!alive(p[0]), "the interpreter outlived the stop: {stop}");
+    run.wait(Duration::from_secs(20)).assert_code(130);
+}
+
+#[test]
+fn a_node_holding_the_gil_dies_with_its_runner() {
+    let fx = Fx::new();
+    // Catastrophic backtracking: one C call that holds the GIL for far longer than the test.
+    let wf = fx.workflow(
+        "gil",
+        &json!({ "id": "gil", "nodes": [ code_node("hog", r#"
+            import re
+            note(os.getpid())
+            re.match(r'(a+)+$', 'a' * 64 + 'b')
+        "#) ]}),
+    );
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "60000"]);
+    let row = fx.wait_running(Some("hog"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(p[0]));
+    let t0 = Instant::now();
+    signal(run.pid(), Signal::SIGKILL);
+    while alive(p[0]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the interpreter outlived its runner by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    eprintln!(
+        "time to death of a GIL-holding node after its runner's SIGKILL: {:?}",
+        t0.elapsed()
+    );
+    run.wait(Duration::from_secs(10));
+    assert_group_gone_reaping(row.pgid.unwrap(), Duration::from_secs(5));
+}
+
+#[test]
+fn nothing_in_an_execution_has_a_controlling_terminal() {
+    let fx = Fx::new();
+    let wf = fx.workflow(
+        "tty",
+        &json!({ "id": "tty", "nodes": [ code_node("reach", r#"
+            import fcntl, termios
+            try:
+                fd = os.open('/dev/tty', os.O_RDWR)
+            except OSError as e:
+                return {'tty': 'refused', 'errno': e.errno}
+            try:
+                fcntl.ioctl(fd, termios.TIOCSTI, b'x')
+                return {'tty': 'opened', 'tiocsti': 'worked'}
+            except OSError as e:
+                return {'tty': 'opened', 'tiocsti': e.errno}
+        "#) ]}),
+    );
+    // flowrun runs with a pseudo-terminal as its controlling terminal, as in a shell.
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::os::fd::AsRawFd::as_raw_fd(&pty.slave);
+    let mut cmd = fx.command();
+    cmd.args(["run", wf.to_str().unwrap(), "--input"])
+        .arg(trigger(&fx).to_string())
+        .arg("--json");
+    // SAFETY: setsid and ioctl are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = Running::spawn(cmd).wait(WATCHDOG);
+    out.assert_code(0);
+    let id = fx.only_execution_id();
+    let output = fx.node(&id, "reach").output.expect("an output");
+    assert_eq!(output["tty"], "refused", "{output}");
+    assert_eq!(output["errno"], json!(libc::ENXIO), "{output}");
+    drop(pty);
+}
+
+/// Starts a run whose node sleeps, and stops the runner (as Ctrl-Z does) once it runs.
+fn run_then_suspend(fx: &Fx, extra: &[&str]) -> (Running, crate::support::ExecRow, Vec<i32>) {
+    let wf = fx.workflow(
+        "suspended",
+        &json!({ "id": "suspended", "nodes": [ code_node("sleeper", r#"
+            note(os.getpid())
+            time.sleep(300)
+        "#) ]}),
+    );
+    let mut run = fx.spawn_run(&wf, &trigger(fx), extra);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 1);
+    signal(run.pid(), Signal::SIGSTOP);
+    (run, row, p)
+}
+
+#[test]
+fn after_ctrl_z_and_fg_the_deadline_is_enforced_at_once() {
+    let fx = Fx::new();
+    let (run, row, p) = run_then_suspend(&fx, &["--timeout-ms", "1500", "--kill-grace-ms", "200"]);
+    // The deadline passes while the runner is stopped; the node keeps running meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(alive(p[0]));
+    let t0 = Instant::now();
+    signal(run.pid(), Signal::SIGCONT);
+    let out = run.wait(Duration::from_secs(20));
+    out.assert_code(124);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the runner took {:?} after fg to enforce a deadline that had passed",
+        t0.elapsed()
+    );
+    assert!(!alive(p[0]));
+    assert_eq!(fx.execution(&row.id).status, "timeout");
+}
+
+#[test]
+fn stop_while_the_runner_is_suspended_ends_it_and_the_first_end_stays() {
+    let fx = Fx::new();
+    let (run, row, p) = run_then_suspend(&fx, &["--timeout-ms", "2000"]);
+    let t0 = Instant::now();
+    let stop = fx.flowrun(&["stop", &row.id]);
+    stop.assert_code(0);
+    assert!(stop.stdout.contains("stopped: cancelled"), "{stop}");
+    // A stopped runner cannot answer: `stop` does not wait for it (it used to take 10 s).
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    assert!(!alive(p[0]), "the node outlived the stop");
+    // Resumed after its deadline has passed, the runner finds the execution ended: the
+    // recorded end stays, and the event log keeps its one `execution_end`.
+    std::thread::sleep(Duration::from_millis(2200));
+    signal(run.pid(), Signal::SIGCONT);
+    let out = run.wait(Duration::from_secs(20));
+    out.assert_code(130);
+    let e = fx.execution(&row.id);
+    assert_eq!(e.status, "cancelled", "{e:?}");
+    let ends: Vec<_> = fx
+        .events(&row.id)
+        .into_iter()
+        .filter(|ev| ev.kind == "execution_end")
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0].data["status"], "cancelled");
+    assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
+}
