@@ -311,3 +311,43 @@ fn stop_while_the_runner_is_suspended_ends_it_and_the_first_end_stays() {
     assert_eq!(ends[0].data["status"], "cancelled");
     assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
 }
+
+/// Zombie children of `pid`: processes it should have reaped and did not.
+fn zombies_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| matches!(proc_stat(p), Some(('Z', ppid, ..)) if ppid == pid))
+        .collect()
+}
+
+#[test]
+fn a_long_lived_server_reaps_what_daemonising_nodes_leave() {
+    let world = crate::support::serve::World::new();
+    let scratch = world.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    // Each run leaves a daemon (double fork, new session) that ends on its own shortly after.
+    world.save(
+        "daemons.json",
+        &json!({ "id": "daemons", "nodes": [ { "id": "spawn", "type": "code", "code": dedent(r#"
+            import os, sys, subprocess
+            script = ("import os, time\n"
+                      "if os.fork():\n    os._exit(0)\n"
+                      "os.setsid()\n"
+                      "if os.fork():\n    os._exit(0)\n"
+                      "time.sleep(0.05)\n")
+            subprocess.run([sys.executable, '-I', '-S', '-c', script])
+            return 'spawned'
+        "#) } ]}),
+    );
+    let srv = world.serve(&[]);
+    for _ in 0..10 {
+        let id = srv.start("/api/workflows/daemons/executions", &json!({}));
+        assert_eq!(srv.wait_final(&id)["status"], "success");
+    }
+    // The daemons have ended by now; none of them may be left as a zombie of the server.
+    std::thread::sleep(Duration::from_millis(500));
+    let z = zombies_of(srv.pid());
+    assert!(z.is_empty(), "zombies under flowrun serve: {z:?}");
+}
