@@ -161,7 +161,11 @@ fn an_interpreter_that_leaves_its_group_still_times_out_and_stops() {
     let row = fx.wait_running(Some("sleeper"), &mut run);
     let p = wait_pids(&fx.path("pids"), 1);
     let (_, _, pgid, _) = proc_stat(p[0]).expect("the interpreter runs");
-    assert_ne!(Some(pgid), row.pgid, "the interpreter did not leave the group");
+    assert_ne!(
+        Some(pgid),
+        row.pgid,
+        "the interpreter did not leave the group"
+    );
     let stop = fx.flowrun(&["stop", &row.id]);
     stop.assert_code(0);
     assert!(stop.stdout.contains("stopped: cancelled"), "{stop}");

@@ -9,6 +9,7 @@
 
 mod error;
 mod event;
+pub mod json;
 mod relation;
 mod status;
 pub mod truncated;

@@ -271,6 +271,26 @@ pub async fn execute(
             let exit_desc = exit_text.clone().unwrap_or_else(|| "ended".into());
             match st.result.take() {
                 Some(Ok(r)) => {
+                    let contradiction = (r.status == "success")
+                        .then(|| st.ledger.contradicts_success())
+                        .flatten();
+                    if let Some(why) = contradiction {
+                        // A result the events disprove is not believed: the record stays true.
+                        let running = st.current_node();
+                        st.close_running(
+                            NodeStatus::Error,
+                            ErrorInfo::of(
+                                ErrorKind::ProtocolError,
+                                "the script ended without ending this node",
+                            ),
+                        );
+                        let mut e = ErrorInfo::of(
+                            ErrorKind::ProtocolError,
+                            format!("the script reported success, but {why}"),
+                        );
+                        e.node = running;
+                        return finish(st, ExecStatus::Error, None, Some(e), exit_text);
+                    }
                     let status = match r.status.as_str() {
                         "success" if exit.is_some_and(|e| e.success()) => ExecStatus::Success,
                         "success" => {

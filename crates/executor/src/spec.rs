@@ -2,7 +2,7 @@
 
 use crate::process::Launch;
 use crate::redact::Redactor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Everything needed to run one execution.
@@ -20,6 +20,8 @@ pub struct RunSpec {
     /// (HTTP, LLM, command), so the node's own timeout fires first and is an ordinary,
     /// retryable node error.
     pub node_grace: HashMap<String, Duration>,
+    /// Nodes with `on_error: continue`: their failure does not fail the execution.
+    pub continue_on_error: HashSet<String>,
     pub launch: Launch,
     /// Trigger data, written to stdin.
     pub trigger: Vec<u8>,
@@ -37,8 +39,9 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// Longest protocol line accepted; the runtime caps each payload well below this.
-    pub const MAX_FRAME: usize = 64 << 20;
+    /// Longest protocol line (and result) accepted. The runtime caps each payload field (input, output, error) at 1 MiB of JSON, so a real
+    /// event stays well under this; a forged one past it is dropped, and memory stays bounded.
+    pub const MAX_FRAME: usize = 4 << 20;
 }
 
 /// Why the runner stops an execution.

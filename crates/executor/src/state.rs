@@ -1,13 +1,14 @@
 //! The execution as the runner sees it while it runs: what the child's frames mean (events,
 //! log lines, the result), which node runs, the log budget, and the events that follow.
 
+use crate::ledger::Ledger;
 use crate::protocol::Frame;
 use crate::sink::{NodeDetail, Sink};
 use crate::spec::RunSpec;
+use flowrun_events::json::{MAX_DEPTH, parse_bounded};
 use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream, now_ms, preview};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// What the runtime prints, as the executor reads it.
@@ -71,7 +72,8 @@ pub(crate) struct State<'a> {
     pub(crate) started: Instant,
     /// The node running now: id, attempt, when it started (runner clock), its deadline.
     pub(crate) running: Option<(String, u32, i64, Option<Instant>)>,
-    pub(crate) node_status: HashMap<String, NodeStatus>,
+    /// What the plan allows, and what the child reported of each node.
+    pub(crate) ledger: Ledger,
     pub(crate) log_bytes: u64,
     /// Log lines kept (each also costs [`LOG_LINE_OVERHEAD`] of the budget).
     pub(crate) log_lines: u64,
@@ -81,6 +83,8 @@ pub(crate) struct State<'a> {
     pub(crate) result_lines: Vec<u8>,
     pub(crate) result: Option<Result<ChildResult, String>>,
     pub(crate) in_result: bool,
+    /// The result went past its size limit: what came of it was dropped.
+    pub(crate) result_cut: bool,
     pub(crate) protocol_errors: Vec<String>,
     /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
     /// the first mark (then the running node is the best guess).
@@ -95,7 +99,7 @@ impl<'a> State<'a> {
             seq: 0,
             started,
             running: None,
-            node_status: HashMap::new(),
+            ledger: Ledger::new(&spec.nodes, &spec.continue_on_error),
             log_bytes: 0,
             log_lines: 0,
             log_bytes_cut: 0,
@@ -104,6 +108,7 @@ impl<'a> State<'a> {
             result_lines: Vec::new(),
             result: None,
             in_result: false,
+            result_cut: false,
             protocol_errors: Vec::new(),
             stderr_node: None,
         }
@@ -139,7 +144,7 @@ impl<'a> State<'a> {
                     node: None,
                     stream: Stream::Stderr,
                     level: Some("warning".into()),
-                    line: format!("flowrun: log limit of {limit} bytes reached; further output is counted, not kept (--max-log-bytes)"),
+                    line: format!("flowrun: log limit of {limit} bytes reached; further output is counted, not kept"),
                     ts: now_ms(),
                 });
             }
@@ -203,7 +208,7 @@ impl<'a> State<'a> {
             }
             Frame::Line { text, cut } => {
                 if self.in_result && stream == Stream::Stdout {
-                    self.result_lines.extend_from_slice(text.as_bytes());
+                    self.add_result_bytes(text.as_bytes());
                 } else {
                     // Past the log budget the line is only counted: skip copying the node id.
                     let node = if !self.log_fits(text.len() as u64 + cut + 1) {
@@ -217,7 +222,7 @@ impl<'a> State<'a> {
                     self.log(stream, None, node, text, cut);
                 }
             }
-            Frame::Event(json) => match serde_json::from_slice::<ChildEvent>(&json) {
+            Frame::Event(json) => match parse_bounded::<ChildEvent>(&json, MAX_DEPTH) {
                 Ok(ev) => self.child_event(ev),
                 Err(e) => self.protocol_error(format!("malformed event ignored ({e})")),
             },
@@ -225,18 +230,34 @@ impl<'a> State<'a> {
                 self.in_result = true;
                 self.result_lines.clear();
             }
-            Frame::ResultLine(bytes) => self.result_lines.extend_from_slice(&bytes),
+            Frame::ResultLine(bytes) => self.add_result_bytes(&bytes),
             Frame::ResultEnd => {
                 self.in_result = false;
                 let lines = std::mem::take(&mut self.result_lines);
-                self.result = Some(
-                    serde_json::from_slice::<ChildResult>(&lines)
-                        .map_err(|e| format!("the result is not valid JSON ({e})")),
-                );
+                self.result = Some(if self.result_cut {
+                    Err(format!(
+                        "the result was larger than {} bytes",
+                        RunSpec::MAX_FRAME
+                    ))
+                } else {
+                    parse_bounded::<ChildResult>(&lines, MAX_DEPTH)
+                        .map_err(|e| format!("the result is not valid JSON ({e})"))
+                });
+                self.result_cut = false;
             }
             Frame::Oversized { bytes } => self.protocol_error(format!(
                 "a protocol line of {bytes} bytes exceeded the limit and was dropped"
             )),
+        }
+    }
+
+    /// Collects the result's text, at most [`RunSpec::MAX_FRAME`] bytes of it.
+    fn add_result_bytes(&mut self, bytes: &[u8]) {
+        if self.result_lines.len() + bytes.len() > RunSpec::MAX_FRAME {
+            self.result_cut = true;
+            self.result_lines = Vec::new();
+        } else if !self.result_cut {
+            self.result_lines.extend_from_slice(bytes);
         }
     }
 
@@ -255,12 +276,15 @@ impl<'a> State<'a> {
     fn child_event(&mut self, ev: ChildEvent) {
         match ev {
             ChildEvent::NodeStart { node, attempt } => {
+                if let Err(e) = self.ledger.start(&node, attempt) {
+                    self.protocol_error(format!("{e}: ignored"));
+                    return;
+                }
                 let deadline = self.spec.node_timeouts.get(&node).map(|d| {
                     let grace = self.spec.node_grace.get(&node).copied().unwrap_or_default();
                     Instant::now() + *d + grace
                 });
                 self.running = Some((node.clone(), attempt, now_ms(), deadline));
-                self.node_status.insert(node.clone(), NodeStatus::Running);
                 self.emit(Event::NodeStart {
                     node,
                     attempt,
@@ -285,6 +309,10 @@ impl<'a> State<'a> {
                     ));
                     return;
                 };
+                if let Err(e) = self.ledger.end(&node, attempt, status, retrying) {
+                    self.protocol_error(format!("{e}: ignored"));
+                    return;
+                }
                 let started_at = match &self.running {
                     Some((n, _, at, _)) if *n == node => Some(*at),
                     _ => None,
@@ -328,6 +356,7 @@ impl<'a> State<'a> {
     /// Ends the node that was running when the process stopped, so no node stays `running`.
     pub(crate) fn close_running(&mut self, status: NodeStatus, error: ErrorInfo) {
         if let Some((node, attempt, started_at, _)) = self.running.take() {
+            self.ledger.close(&node, status);
             let ts = now_ms();
             let detail = NodeDetail {
                 node,
@@ -350,7 +379,6 @@ impl<'a> State<'a> {
     fn end_node(&mut self, mut detail: NodeDetail, retrying: bool) {
         detail.duration_ms = round_ms(detail.duration_ms);
         self.sink.node_detail(&detail);
-        self.node_status.insert(detail.node.clone(), detail.status);
         let output_preview = detail
             .output
             .as_ref()

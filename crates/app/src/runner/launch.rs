@@ -86,6 +86,12 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             .filter(|n| n.kind.times_own_call())
             .map(|n| (n.id.clone(), Duration::from_millis(OWN_CALL_SLACK_MS)))
             .collect(),
+        continue_on_error: wf
+            .nodes
+            .iter()
+            .filter(|n| n.on_error == flowrun_codegen::model::OnError::Continue)
+            .map(|n| n.id.clone())
+            .collect(),
         launch: Launch {
             shepherd: shepherd_executable(),
             program: p.interpreter.executable.clone(),

@@ -1,0 +1,207 @@
+//! What the plan makes possible, checked against what the child reports.
+//!
+//! The protocol's nonce keeps stray and echoed markers out, but code running in the workflow's
+//! own process can always print a line that looks like an event. The runner therefore accepts
+//! only events the plan allows — a node of this workflow, one start per attempt, attempts in
+//! order, one end per start, nothing after a node's last end — and a result only if it agrees
+//! with the events it saw. What it refuses is logged as a protocol error and never recorded, so
+//! a row cannot be forged and a failed node cannot be turned into a success after the fact.
+
+use flowrun_events::NodeStatus;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Default, Clone)]
+struct NodeState {
+    /// The last attempt started.
+    attempt: u32,
+    /// That attempt is running (started, not ended).
+    running: bool,
+    /// The node's last `node_end` came (no retry follows): nothing more may come for it.
+    ended: Option<NodeStatus>,
+}
+
+/// Every node of the plan and what the child has said of it so far.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    nodes: HashMap<String, NodeState>,
+    /// Nodes with `on_error: continue`: their failure does not fail the execution.
+    continue_on_error: HashSet<String>,
+}
+
+impl Ledger {
+    pub(crate) fn new<'a>(
+        plan: impl IntoIterator<Item = &'a String>,
+        continue_on_error: &HashSet<String>,
+    ) -> Ledger {
+        Ledger {
+            nodes: plan
+                .into_iter()
+                .map(|n| (n.clone(), NodeState::default()))
+                .collect(),
+            continue_on_error: continue_on_error.clone(),
+        }
+    }
+
+    fn node(&mut self, node: &str) -> Result<&mut NodeState, String> {
+        self.nodes
+            .get_mut(node)
+            .ok_or_else(|| format!("an event for '{node}', which is not a node of this workflow"))
+    }
+
+    /// A `node_start`: allowed for a node of the plan that is not running and has not ended,
+    /// with an attempt after the last one.
+    pub(crate) fn start(&mut self, node: &str, attempt: u32) -> Result<(), String> {
+        let n = self.node(node)?;
+        if let Some(status) = n.ended {
+            return Err(format!(
+                "node_start of '{node}', which had already ended {status}"
+            ));
+        }
+        if n.running {
+            return Err(format!(
+                "a second node_start of '{node}' while attempt {} runs",
+                n.attempt
+            ));
+        }
+        if attempt <= n.attempt {
+            return Err(format!(
+                "node_start of '{node}' attempt {attempt} after attempt {}",
+                n.attempt
+            ));
+        }
+        n.attempt = attempt;
+        n.running = true;
+        Ok(())
+    }
+
+    /// A `node_end`: the end of the running attempt, or — for a node that does not run
+    /// (skipped, pinned, reused) — attempt 0 of a node that never started.
+    pub(crate) fn end(
+        &mut self,
+        node: &str,
+        attempt: u32,
+        status: NodeStatus,
+        retrying: bool,
+    ) -> Result<(), String> {
+        let n = self.node(node)?;
+        if let Some(prev) = n.ended {
+            return Err(format!(
+                "a second node_end of '{node}', which had ended {prev}"
+            ));
+        }
+        let runs = !matches!(
+            status,
+            NodeStatus::Skipped | NodeStatus::Pinned | NodeStatus::Reused
+        );
+        if runs {
+            if !n.running || attempt != n.attempt {
+                return Err(format!(
+                    "node_end of '{node}' attempt {attempt}, which was not running"
+                ));
+            }
+        } else if attempt != 0 || n.attempt != 0 || n.running || retrying {
+            return Err(format!("node_end {status} of '{node}', which had started"));
+        }
+        n.running = false;
+        if !retrying {
+            n.ended = Some(status);
+        }
+        Ok(())
+    }
+
+    /// The runner itself ended the attempt that was running (timeout, stop, the process died).
+    pub(crate) fn close(&mut self, node: &str, status: NodeStatus) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.running = false;
+            n.ended = Some(status);
+        }
+    }
+
+    /// Why a result of `success` cannot be true, given the events: a node still running, or a
+    /// node that failed without `on_error: continue`.
+    pub(crate) fn contradicts_success(&self) -> Option<String> {
+        let mut ids: Vec<&String> = self.nodes.keys().collect();
+        ids.sort();
+        for id in ids {
+            let n = &self.nodes[id];
+            if n.running {
+                return Some(format!("node '{id}' never ended"));
+            }
+            if let Some(s) = n.ended {
+                let failed = matches!(
+                    s,
+                    NodeStatus::Error | NodeStatus::Timeout | NodeStatus::Cancelled
+                );
+                if failed && !self.continue_on_error.contains(id) {
+                    return Some(format!("node '{id}' ended {s}"));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> Ledger {
+        let plan = ["a".to_string(), "b".to_string(), "c".to_string()];
+        Ledger::new(&plan, &HashSet::from(["c".to_string()]))
+    }
+
+    #[test]
+    fn the_runtimes_own_sequence_is_accepted() {
+        let mut l = ledger();
+        l.start("a", 1).unwrap();
+        l.end("a", 1, NodeStatus::Error, true).unwrap();
+        l.start("a", 2).unwrap();
+        l.end("a", 2, NodeStatus::Success, false).unwrap();
+        l.end("b", 0, NodeStatus::Skipped, false).unwrap();
+        l.start("c", 1).unwrap();
+        l.end("c", 1, NodeStatus::Error, false).unwrap();
+        assert_eq!(
+            l.contradicts_success(),
+            None,
+            "c may fail: on_error continue"
+        );
+    }
+
+    #[test]
+    fn what_the_plan_makes_impossible_is_refused() {
+        let mut l = ledger();
+        assert!(l.start("ghost", 1).unwrap_err().contains("not a node"));
+        assert!(
+            l.end("a", 1, NodeStatus::Success, false).is_err(),
+            "end without start"
+        );
+        l.start("a", 1).unwrap();
+        assert!(l.start("a", 2).is_err(), "second start while running");
+        l.end("a", 1, NodeStatus::Error, false).unwrap();
+        assert!(
+            l.end("a", 1, NodeStatus::Success, false).is_err(),
+            "second end of an ended attempt"
+        );
+        assert!(l.start("a", 2).is_err(), "a start after the last end");
+        assert!(l.end("b", 3, NodeStatus::Pinned, false).is_err());
+        assert_eq!(
+            l.contradicts_success().as_deref(),
+            Some("node 'a' ended error")
+        );
+    }
+
+    #[test]
+    fn a_node_left_running_contradicts_success() {
+        let mut l = ledger();
+        l.start("b", 1).unwrap();
+        assert_eq!(
+            l.contradicts_success().as_deref(),
+            Some("node 'b' never ended")
+        );
+        l.close("b", NodeStatus::Timeout);
+        assert_eq!(
+            l.contradicts_success().as_deref(),
+            Some("node 'b' ended timeout")
+        );
+    }
+}
