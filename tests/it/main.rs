@@ -14,5 +14,7 @@ mod run_core;
 mod runtime_unittest;
 mod secrets;
 mod serve;
+mod serve_limits;
 mod serve_page;
+mod serve_token;
 mod validate_errors;

@@ -191,10 +191,32 @@ fn reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing() {
     let n = full.len() - 1;
     assert_eq!(ids, [(n - 1).to_string(), n.to_string()]);
     assert!(r.text.contains("event: end"));
-    // A Last-Event-ID at or past the end: just `end`.
-    let tail = srv.events(&id, Some(n as u64)).read_to_end();
-    assert_eq!(tail.len(), 1);
-    assert_eq!(tail[0].event, "end");
+    // One before the end: `execution_end`, then `end`.
+    let tail = srv.events(&id, Some(n as u64 - 1)).read_to_end();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0].event, "execution_end");
+    // At or past the end (what `EventSource` sends when it reconnects after `end`): 204, so it
+    // stops reconnecting; by header or by query.
+    let auth = format!("Bearer {}", srv.token);
+    for (path, last) in [
+        (format!("/api/executions/{id}/events"), Some(n.to_string())),
+        (
+            format!("/api/executions/{id}/events"),
+            Some((n + 5).to_string()),
+        ),
+        (
+            format!("/api/executions/{id}/events?last_event_id={n}"),
+            None,
+        ),
+    ] {
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if let Some(l) = &last {
+            headers.push(("Last-Event-ID", l.as_str()));
+        }
+        let r = srv.request("GET", &path, None, &headers);
+        assert_eq!(r.status, 204, "{path} {last:?}: {}", r.text);
+        assert_eq!(r.text, "");
+    }
     // Not a number: 400.
     let r = srv.request(
         "GET",
@@ -857,8 +879,8 @@ fn shutdown_cancels_running_and_queued_executions_and_exits_0() {
     let b_rec = w.show_json(&b);
     assert_eq!(b_rec["status"], "cancelled", "{b_rec}");
     assert_eq!(b_rec["nodes"], json!([]));
-    // The token file is gone with the server.
-    assert!(!srv.token_file.exists());
+    // The token file stays for the next start (see serve_token.rs).
+    assert!(srv.token_file.exists());
 }
 
 #[test]

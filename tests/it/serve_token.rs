@@ -1,0 +1,274 @@
+//! `flowrun serve`'s token file across restarts, the token files it refuses, the origins of
+//! desktop editors, and error messages worded for API clients (no CLI flags).
+
+use crate::support::serve::{ServeOpts, World};
+use crate::support::{assert_code, mode, stderr};
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+
+fn set_mode(p: &std::path::Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// `flowrun serve --port 0 --token-file PATH`, which must refuse to start: its stderr.
+fn refused(w: &World, path: &std::path::Path) -> String {
+    let out = w.cmd([
+        "serve",
+        "--port",
+        "0",
+        "--token-file",
+        path.to_str().unwrap(),
+    ]);
+    assert_code(&out, 2, &format!("serve --token-file {}", path.display()));
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+    err
+}
+
+#[test]
+fn the_token_survives_a_restart_and_the_old_one_keeps_working() {
+    let w = World::new();
+    let file = w.path("editor.token");
+    let file_arg = file.to_str().unwrap().to_string();
+    let mut first = w.serve(&["--token-file", &file_arg]);
+    let token = first.token.clone();
+    assert_eq!(first.token_file, file);
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(first.terminate(), Some(0));
+    // The explicit file stays, and the next start uses its token again.
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    let second = w.serve(&["--token-file", &file_arg]);
+    assert_eq!(second.token, token);
+    assert!(
+        second.stderr().contains("used again"),
+        "{}",
+        second.stderr()
+    );
+    // What a page or editor kept from before the restart still works.
+    let r = second.request(
+        "GET",
+        "/api",
+        None,
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    drop(second);
+
+    // The default file (one per port, in the cache directory) is kept too: the same port gets
+    // the same token.
+    let mut one = w.serve(&[]);
+    let (port, token, default_file) = (one.port(), one.token.clone(), one.token_file.clone());
+    assert!(default_file.starts_with(w.cache_dir()), "{default_file:?}");
+    assert_eq!(one.terminate(), Some(0));
+    assert!(default_file.exists(), "the default token file is kept");
+    let two = w.serve_opts(ServeOpts {
+        port: Some(port),
+        ..ServeOpts::default()
+    });
+    assert_eq!(two.token_file, default_file);
+    assert_eq!(two.token, token);
+}
+
+#[test]
+fn token_files_that_are_not_ours_are_refused_and_left_alone() {
+    let w = World::new();
+
+    // `/` and a directory: not a file path (this used to panic).
+    let err = refused(&w, std::path::Path::new("/"));
+    assert!(err.contains("not a file path"), "{err}");
+    std::fs::create_dir(w.path("adir")).unwrap();
+    let err = refused(&w, &w.path("adir"));
+    assert!(err.contains("a directory"), "{err}");
+
+    // A symbolic link, even to a good token file: not followed.
+    let good = w.path("good.token");
+    std::fs::write(&good, format!("{}\n", "a".repeat(64))).unwrap();
+    set_mode(&good, 0o600);
+    std::os::unix::fs::symlink(&good, w.path("link.token")).unwrap();
+    let err = refused(&w, &w.path("link.token"));
+    assert!(err.contains("symbolic link"), "{err}");
+
+    // A file that holds something else: not overwritten.
+    let notes = w.path("notes.txt");
+    std::fs::write(&notes, "my notes\n").unwrap();
+    let err = refused(&w, &notes);
+    assert!(err.contains("does not hold a flowrun token"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
+
+    // Another user's file.
+    // SAFETY: geteuid cannot fail.
+    let other = if unsafe { libc::geteuid() } == 0 {
+        let p = w.path("theirs.token");
+        std::fs::write(&p, format!("{}\n", "b".repeat(64))).unwrap();
+        set_mode(&p, 0o600);
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        p
+    } else {
+        std::path::PathBuf::from("/etc/passwd")
+    };
+    let err = refused(&w, &other);
+    assert!(err.contains("belongs to another user"), "{err}");
+
+    // The default path is checked the same way, and the message says how to choose another.
+    let dir = w.cache_dir().join("serve");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::create_dir(dir.join(format!("serve-{port}.token"))).unwrap();
+    let out = w.cmd(["serve", "--port", &port.to_string()]);
+    assert_code(
+        &out,
+        2,
+        "serve on a port whose default token file is a directory",
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("a directory") && err.contains("--token-file PATH"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_token_file_with_a_loose_mode_gets_a_new_token_and_an_empty_one_is_filled() {
+    let w = World::new();
+    let loose = w.path("loose.token");
+    let old = "c".repeat(64);
+    std::fs::write(&loose, format!("{old}\n")).unwrap();
+    set_mode(&loose, 0o644);
+    let s = w.serve(&["--token-file", loose.to_str().unwrap()]);
+    assert_ne!(s.token, old, "a token others could read is not used again");
+    assert_eq!(s.token.len(), 64);
+    assert_eq!(mode(&loose), 0o600);
+    assert!(s.stderr().contains("had mode 0644"), "{}", s.stderr());
+    drop(s);
+
+    // `mktemp` makes an empty 0600 file: a place for the token.
+    let empty = w.path("empty.token");
+    std::fs::write(&empty, "").unwrap();
+    set_mode(&empty, 0o600);
+    let s = w.serve(&["--token-file", empty.to_str().unwrap()]);
+    assert_eq!(s.token.len(), 64);
+    assert_eq!(
+        std::fs::read_to_string(&empty).unwrap(),
+        format!("{}\n", s.token)
+    );
+}
+
+#[test]
+fn desktop_editor_origins_are_allowed_only_when_given() {
+    let w = World::new();
+    w.save(
+        "quick.json",
+        &json!({"id": "quick", "nodes": [{"id": "only", "type": "set", "fields": {"n": 1}}]}),
+    );
+    let editors = ["null", "file://", "app://flowrun-editor"];
+    let s = w.serve(&[
+        "--allow-origin",
+        "null",
+        "--allow-origin",
+        "file://",
+        "--allow-origin",
+        "APP://flowrun-editor",
+    ]);
+    assert!(
+        s.stderr().contains("Origin null is allowed"),
+        "{}",
+        s.stderr()
+    );
+    let auth = format!("Bearer {}", s.token);
+    for origin in editors {
+        let r = s.request(
+            "POST",
+            "/api/workflows/quick/executions?wait=true",
+            Some("{}".into()),
+            &[("Origin", origin), ("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 200, "{origin}: {}", r.text);
+        assert_eq!(r.body["status"], "success", "{origin}");
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+        // The preflight a browser engine sends first.
+        let r = s.request(
+            "OPTIONS",
+            "/api/executions",
+            None,
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "authorization"),
+            ],
+        );
+        assert_eq!(r.status, 204, "{origin}: {}", r.text);
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    }
+    for other in ["app://other", "file:", "nul", "http://flowrun-editor"] {
+        let r = s.request(
+            "GET",
+            "/api",
+            None,
+            &[("Origin", other), ("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 403, "{other}: {}", r.text);
+        assert!(
+            !r.body["message"].as_str().unwrap().contains("--"),
+            "{}",
+            r.text
+        );
+    }
+    drop(s);
+
+    // Without the flags none of them is allowed: `null` never is by default.
+    let s = w.serve(&[]);
+    let auth = format!("Bearer {}", s.token);
+    for origin in editors {
+        let r = s.request(
+            "GET",
+            "/api",
+            None,
+            &[("Origin", origin), ("Authorization", &auth)],
+        );
+        assert_eq!(r.status, 403, "{origin}: {}", r.text);
+    }
+
+    // What is no origin is refused at start-up, naming the flag.
+    for bad in ["http://localhost:5173/path", "*", "localhost:5173"] {
+        let out = w.cmd(["serve", "--port", "0", "--allow-origin", bad]);
+        assert_code(&out, 2, &format!("--allow-origin {bad}"));
+        assert!(stderr(&out).contains("--allow-origin"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn error_messages_name_no_cli_flag() {
+    let w = World::new();
+    let s = w.serve_opts(ServeOpts {
+        extra: &["--max-body-bytes", "100"],
+        no_workflows: true,
+        ..ServeOpts::default()
+    });
+    let r = s.post(
+        "/api/executions",
+        &json!({"workflow": {"id": "x".repeat(200), "nodes": []}}),
+    );
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.body["max_body_bytes"], 100);
+    let r2 = s.post("/api/workflows/hello/executions", &json!({}));
+    assert_eq!(r2.status, 404, "{}", r2.text);
+    assert!(
+        r2.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no workflows directory"),
+        "{}",
+        r2.text
+    );
+    let r3 = s.request("GET", "/api", None, &[]);
+    assert_eq!(r3.status, 401);
+    for r in [r, r2, r3] {
+        let m = r.body["message"].as_str().unwrap();
+        assert!(!m.contains("--"), "{m}");
+    }
+}
