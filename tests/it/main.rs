@@ -16,5 +16,5 @@ mod secrets;
 mod serve;
 mod serve_limits;
 mod serve_page;
-mod serve_token;
+mod serve_security;
 mod validate_errors;

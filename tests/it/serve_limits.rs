@@ -2,6 +2,7 @@
 //! past the file-descriptor limit, idle connections, long idle streams, and a real `EventSource`
 //! that reconnects after the end.
 
+use crate::serve::{quick, slow};
 use crate::support::serve::{ServeOpts, World, node, npm_package};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
@@ -9,17 +10,6 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// Runs until stopped.
-fn slow() -> Value {
-    json!({
-        "id": "slow",
-        "nodes": [
-            {"id": "begin", "type": "code", "code": "print('begin')\nreturn 1"},
-            {"id": "sleep", "type": "delay", "ms": 30000}
-        ]
-    })
-}
 
 /// A slowloris: `n` connections that each send a request head one byte a second, reconnecting
 /// when the server closes them. Stops when dropped (and after 90 s in any case).
@@ -111,6 +101,10 @@ fn trickling_connections_past_the_fd_limit_do_not_shut_out_the_user() {
         let r = s.get("/api");
         let took = started.elapsed();
         assert_eq!(r.status, 200, "request {i}: {}", r.text);
+        eprintln!(
+            "request {i} during the attack: {took:?} ({} connections closed by the server so far)",
+            attack.closed_by_server.load(Ordering::SeqCst)
+        );
         assert!(
             took < Duration::from_secs(8),
             "request {i} took {took:?} during the attack (the head timeout is 10 s); {}",
@@ -119,11 +113,11 @@ fn trickling_connections_past_the_fd_limit_do_not_shut_out_the_user() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // An execution runs and its stream reads to the end during the attack as well.
-    w.save(
-        "quick.json",
-        &json!({"id": "quick", "nodes": [{"id": "a", "type": "set", "fields": {"n": 1}}]}),
+    w.save("quick.json", &quick());
+    let id = s.start(
+        "/api/workflows/quick/executions",
+        &json!({"trigger": {"n": 1}}),
     );
-    let id = s.start("/api/workflows/quick/executions", &json!({}));
     let msgs = s.events(&id, None).read_to_end();
     assert_eq!(msgs.last().unwrap().event, "end");
     assert!(
@@ -259,12 +253,12 @@ const timer = setInterval(() => {
 #[test]
 fn a_real_event_source_stops_reconnecting_after_the_end() {
     let w = World::new();
-    w.save(
-        "quick.json",
-        &json!({"id": "quick", "nodes": [{"id": "a", "type": "set", "fields": {"n": 1}}]}),
-    );
+    w.save("quick.json", &quick());
     let s = w.serve(&[]);
-    let id = s.start("/api/workflows/quick/executions", &json!({}));
+    let id = s.start(
+        "/api/workflows/quick/executions",
+        &json!({"trigger": {"n": 1}}),
+    );
     s.wait_final(&id);
     let script = w.path("client.js");
     std::fs::write(&script, CLIENT).unwrap();

@@ -386,12 +386,7 @@ impl Drop for Page {
 #[test]
 fn after_a_restart_with_a_new_token_the_page_asks_for_it_and_shows_no_failure() {
     let w = World::new();
-    w.save(
-        "slow.json",
-        &json!({"id": "slow", "nodes": [
-            {"id": "begin", "type": "code", "code": "return 1"},
-            {"id": "sleep", "type": "delay", "ms": 30000}]}),
-    );
+    w.save("slow.json", &crate::serve::slow());
     let file = w.path("page.token");
     let file_arg = file.to_str().unwrap().to_string();
     let mut first = w.serve(&["--token-file", &file_arg]);
