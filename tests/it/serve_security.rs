@@ -8,6 +8,12 @@ use crate::support::{assert_code, mode, stderr};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 
+/// A port nothing listens on now (the next server takes it).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 fn set_mode(p: &std::path::Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
 }
@@ -57,10 +63,15 @@ fn the_token_survives_a_restart_and_the_old_one_keeps_working() {
     assert_eq!(r.status, 200, "{}", r.text);
     drop(second);
 
-    // The default file (one per port, in the cache directory) is kept too: the same port gets
-    // the same token.
-    let mut one = w.serve(&[]);
-    let (port, token, default_file) = (one.port(), one.token.clone(), one.token_file.clone());
+    // The default file (one per port, in the cache directory) is kept too when the port is
+    // fixed: the same port gets the same token.
+    let port = free_port();
+    let fixed = ServeOpts {
+        port: Some(port),
+        ..ServeOpts::default()
+    };
+    let mut one = w.serve_opts(fixed);
+    let (token, default_file) = (one.token.clone(), one.token_file.clone());
     assert!(default_file.starts_with(w.cache_dir()), "{default_file:?}");
     assert_eq!(one.terminate(), Some(0));
     assert!(default_file.exists(), "the default token file is kept");
@@ -115,11 +126,7 @@ fn token_files_that_are_not_ours_are_refused_and_left_alone() {
     // The default path is checked the same way, and the message says how to choose another.
     let dir = w.cache_dir().join("serve");
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     std::fs::create_dir(dir.join(format!("serve-{port}.token"))).unwrap();
     let out = w.cmd(["serve", "--port", &port.to_string()]);
     assert_code(

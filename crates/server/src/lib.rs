@@ -269,6 +269,11 @@ async fn run_server(
     {
         tracing::warn!("some connections were still open after 5 s; closing them");
     }
+    // The token file stays for the next start on the same port; with `--port 0` there is no
+    // such start, so the default file of a port picked at random goes with the server.
+    if config.token_file.is_none() && config.port == 0 {
+        let _ = std::fs::remove_file(&token_file);
+    }
     Ok(())
 }
 
