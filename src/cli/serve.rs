@@ -1,8 +1,10 @@
 //! `flowrun serve`: its flags, turned into the server's configuration.
 
+use super::exit::{ENVIRONMENT, USAGE};
 use super::{Exit, open_store};
 use flowrun_app::SharedStore;
 use flowrun_app::runner::RunOptions;
+use flowrun_server::token::TokenFileError;
 use flowrun_server::{Config, DEFAULT_PORT, ServeError};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,13 +23,15 @@ pub struct ServeArgs {
     /// How many executions run at once; more wait as `queued` (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub max_concurrent: Option<usize>,
-    /// A browser origin allowed to call the API (`http://localhost:5173`); repeatable.
+    /// An origin allowed to call the API from a browser or desktop editor: `http://localhost:5173`,
+    /// `app://editor`, `file://`, or `null` (never allowed unless given); repeatable.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
     /// Largest request body accepted.
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
-    /// Where to write the bearer token (default: a private directory in the cache directory).
+    /// The bearer token's file: its token is used again when it is a 0600 file of ours (default:
+    /// one per port in a private directory of the cache directory).
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// Python interpreter (default: $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 on PATH).
@@ -43,14 +47,19 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if args.max_concurrent == Some(0) {
-        return Err(Exit::new(2, "--max-concurrent must be at least 1"));
+        return Err(Exit::new(USAGE, "--max-concurrent must be at least 1"));
     }
     if let Some(dir) = args.workflows.as_deref().filter(|d| !d.is_dir()) {
         return Err(Exit::new(
-            2,
+            USAGE,
             format!("--workflows {}: not a directory", dir.display()),
         ));
     }
+    for o in &args.allow_origin {
+        flowrun_server::security::normalize_origin(o)
+            .map_err(|m| Exit::new(USAGE, format!("--allow-origin {m}")))?;
+    }
+    let explicit_token_file = args.token_file.is_some();
     let config = Config {
         port: args.port,
         bind: args.bind,
@@ -69,7 +78,18 @@ pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let store = SharedStore::new(open_store(db)?);
     match flowrun_server::serve(config, store) {
         Ok(()) => Ok(0),
-        Err(ServeError::Config(m)) => Err(Exit::new(2, m)),
-        Err(e) => Err(Exit::new(3, e.to_string())),
+        Err(ServeError::Config(m)) => Err(Exit::new(USAGE, m)),
+        Err(ServeError::Token(TokenFileError::Refused { path, reason })) => {
+            let message = if explicit_token_file {
+                format!("--token-file {}: {reason}", path.display())
+            } else {
+                format!(
+                    "the token file {}: {reason} (or choose one with --token-file PATH)",
+                    path.display()
+                )
+            };
+            Err(Exit::new(USAGE, message))
+        }
+        Err(e) => Err(Exit::new(ENVIRONMENT, e.to_string())),
     }
 }

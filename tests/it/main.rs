@@ -15,5 +15,7 @@ mod run_core;
 mod runtime_unittest;
 mod secrets;
 mod serve;
+mod serve_limits;
 mod serve_page;
+mod serve_security;
 mod validate_errors;

@@ -5,15 +5,19 @@
 //! them and `flowrun stop` stops them (the server polls the store's stop requests like a CLI
 //! runner does).
 //!
+//! - [`listen`]: accepting connections, with a request-head timeout and a connection cap.
 //! - [`security`]: bearer token, loopback `Host`, `Origin` allow-list with CORS, body limit.
 //! - [`api`]: the JSON endpoints. [`sse`]: the event stream. [`workflows`]: `--workflows DIR`.
 //! - The queue of running and queued executions is `flowrun_app::queue`.
+//! - [`token`]: the bearer token, kept in its file across restarts.
 //! - [`page`]: the web page at `/` (one embedded HTML file that calls the API with the token).
 
 pub mod api;
+pub mod listen;
 pub mod page;
 pub mod security;
 pub mod sse;
+pub mod token;
 pub mod workflows;
 
 use axum::Router;
@@ -63,11 +67,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot write the token file {}: {source}", .path.display())]
-    TokenFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Token(#[from] token::TokenFileError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -188,17 +189,27 @@ async fn run_server(
         what: "cannot read the listening address",
         source,
     })?;
-    let token = security::new_token();
     let token_file = match &config.token_file {
         Some(p) => p.clone(),
-        None => security::default_token_file(addr.port()),
+        None => token::default_token_file(addr.port()),
     };
-    security::write_token_file(&token_file, &token, config.token_file.is_none()).map_err(
-        |source| ServeError::TokenFile {
-            path: token_file.clone(),
-            source,
-        },
-    )?;
+    let (token, how) = token::load_or_create(&token_file, config.token_file.is_none())?;
+    match how {
+        token::Origin::Reused => eprintln!(
+            "flowrun serve: the token in {} is used again (remove the file for a new one)",
+            token_file.display()
+        ),
+        token::Origin::Replaced { mode } => eprintln!(
+            "flowrun serve: warning: the token file {} had mode {mode:04o}, not 0600: others may have read its token; a new token replaces it",
+            token_file.display()
+        ),
+        token::Origin::Written => {}
+    }
+    if origins.iter().any(|o| o == "null") {
+        eprintln!(
+            "flowrun serve: warning: Origin null is allowed: every sandboxed page and local file in a browser sends it (they still need the token)"
+        );
+    }
     if !config.bind.is_loopback() {
         eprintln!(
             "flowrun serve: warning: listening on {}, not loopback: anyone who can reach it and has the token can run code here",
@@ -230,14 +241,13 @@ async fn run_server(
     write_out(&format!("token file: {}", token_file.display()));
 
     let poller = tokio::spawn(executions.clone().watch_stop_requests());
-    let (stop_accepting_tx, mut stop_accepting_rx) = watch::channel(false);
-    let server = tokio::spawn(
-        axum::serve(listener, router(app.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = stop_accepting_rx.wait_for(|v| *v).await;
-            })
-            .into_future(),
-    );
+    let (stop_accepting_tx, stop_accepting_rx) = watch::channel(false);
+    let server = tokio::spawn(listen::serve(
+        listener,
+        router(app.clone()),
+        listen::connection_cap(max_concurrent),
+        stop_accepting_rx,
+    ));
 
     signals.recv().await;
     eprintln!("flowrun serve: shutting down");
@@ -253,12 +263,15 @@ async fn run_server(
     poller.abort();
     // Streams still open (following executions of other processes) end now.
     let _ = shutdown_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => tracing::warn!("server: {e}"),
-        Err(_) => tracing::warn!("some connections were still open after 5 s; closing them"),
-        _ => {}
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after 5 s; closing them");
     }
-    if config.token_file.is_none() {
+    // The token file stays for the next start on the same port; with `--port 0` there is no
+    // such start, so the default file of a port picked at random goes with the server.
+    if config.token_file.is_none() && config.port == 0 {
         let _ = std::fs::remove_file(&token_file);
     }
     Ok(())

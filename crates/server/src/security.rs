@@ -20,7 +20,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 /// The server's security settings.
 pub struct Policy {
@@ -38,7 +37,7 @@ pub struct Policy {
 impl Policy {
     /// May a request with this `Origin` header value go on?
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        let o = origin.trim_end_matches('/').to_ascii_lowercase();
+        let o = canonical(origin);
         self.allow_origins.contains(&o) || own_origin(&o, self.bind, self.port)
     }
 }
@@ -72,48 +71,47 @@ pub fn own_origin(origin: &str, bind: IpAddr, port: u16) -> bool {
     port_ok && host_allowed(host, bind)
 }
 
-/// A random bearer token: 32 bytes from the OS generator, as hex.
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// An `Origin` as compared: lower case, without one trailing `/` after a host.
+fn canonical(origin: &str) -> String {
+    let o = origin.trim().to_ascii_lowercase();
+    match o.strip_suffix('/') {
+        Some(rest) if !rest.ends_with('/') => rest.to_string(),
+        _ => o,
+    }
 }
 
-/// `$FLOWRUN_CACHE_DIR/serve/`, else `$XDG_RUNTIME_DIR/flowrun/`, else `<cache dir>/serve/`;
-/// one file per port, so several servers do not overwrite each other's token.
-pub fn default_token_file(port: u16) -> PathBuf {
-    let name = format!("serve-{port}.token");
-    if std::env::var_os("FLOWRUN_CACHE_DIR").is_some_and(|v| !v.is_empty()) {
-        return flowrun_app::paths::cache_dir().join("serve").join(name);
-    }
-    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(run).join("flowrun").join(name);
-    }
-    flowrun_app::paths::cache_dir().join("serve").join(name)
-}
-
-/// Writes the token with mode 0600. `own_dir`: the directory is flowrun's (the default path)
-/// and is made private (0700) whatever it was; otherwise it is only created private when missing.
-pub fn write_token_file(path: &Path, token: &str, own_dir: bool) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if own_dir || !dir.exists() {
-        flowrun_app::paths::private_dir(dir)?;
-    }
-    flowrun_app::paths::write_private(path, format!("{token}\n").as_bytes())
-}
-
-/// Checks and normalizes an `--allow-origin` value.
+/// Checks and normalizes an origin the server is told to allow: `scheme://host[:port]` (any
+/// scheme: `http://localhost:5173`, `app://editor`; a scheme other than http(s) may have no host:
+/// `file://`) or `null` (what sandboxed pages, local files and some desktop editors send). No path,
+/// no wildcard.
 pub fn normalize_origin(o: &str) -> Result<String, String> {
-    let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
-    let rest = o
-        .strip_prefix("http://")
-        .or_else(|| o.strip_prefix("https://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.contains('/') && !host.contains('*') => Ok(o),
-        _ => Err(format!(
-            "--allow-origin {o}: expected an origin like http://localhost:5173 (scheme, host and port; no path, no wildcard)"
+    let o = canonical(o);
+    if o == "null" {
+        return Ok(o);
+    }
+    let problem = match o.split_once("://") {
+        None => Some("no scheme"),
+        Some((scheme, host)) => {
+            let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+            let web = matches!(scheme, "http" | "https");
+            if !scheme_ok {
+                Some("not a valid scheme")
+            } else if host.is_empty() && web {
+                Some("no host")
+            } else if host.contains(['/', '*', '?', '#', ' ', '@']) {
+                Some("a path, wildcard or other part that an origin does not have")
+            } else {
+                None
+            }
+        }
+    };
+    match problem {
+        None => Ok(o),
+        Some(p) => Err(format!(
+            "'{o}': {p}; expected an origin like http://localhost:5173, app://editor, file:// or null (scheme, host and port; no path, no wildcard)"
         )),
     }
 }
@@ -220,7 +218,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
                     StatusCode::FORBIDDEN,
                     "forbidden_origin",
                     &format!(
-                        "origin '{}' is not allowed; start the server with --allow-origin ORIGIN to allow it",
+                        "origin '{}' is not allowed: only the server's own page and the origins the server was started to allow may call it",
                         String::from_utf8_lossy(o.as_bytes())
                     ),
                 );
@@ -252,9 +250,17 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     }
     let page = matches!(*req.method(), Method::GET | Method::HEAD)
         && super::page::is_page_path(req.uri().path());
+    let authenticated =
+        bearer(headers).is_some_and(|t| constant_time_eq(t, policy.token.as_bytes()));
+    if authenticated {
+        // This connection is the user's: it is never closed to make room for others.
+        if let Some(mark) = req.extensions().get::<crate::listen::ConnMark>() {
+            mark.authenticated();
+        }
+    }
     let mut resp = if page {
         next.run(req).await
-    } else if !bearer(headers).is_some_and(|t| constant_time_eq(t, policy.token.as_bytes())) {
+    } else if !authenticated {
         let mut r = refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -283,11 +289,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
 
 /// `413` with the limit in the message.
 pub fn too_large(max: usize) -> Response {
-    refuse(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        &format!("the request body is larger than {max} bytes (--max-body-bytes)"),
-    )
+    crate::api::error::ApiError::too_large(max).into_response()
 }
 
 #[cfg(test)]
@@ -352,7 +354,7 @@ mod tests {
         let lan: IpAddr = "192.168.1.5".parse().unwrap();
         assert!(own_origin("http://192.168.1.5:7780", lan, 7780));
         let policy = Policy {
-            token: new_token(),
+            token: crate::token::new_token(),
             allow_origins: vec!["http://localhost:5173".into()],
             max_body_bytes: 1,
             bind: lo,
@@ -364,18 +366,58 @@ mod tests {
     }
 
     #[test]
-    fn origins_and_tokens() {
+    fn origins_and_comparison() {
         assert_eq!(
             normalize_origin("http://LocalHost:5173/").unwrap(),
             "http://localhost:5173"
         );
-        assert!(normalize_origin("*").is_err());
-        assert!(normalize_origin("localhost:5173").is_err());
-        assert!(normalize_origin("http://a/b").is_err());
-        let t = new_token();
-        assert_eq!(t.len(), 64);
-        assert!(constant_time_eq(t.as_bytes(), t.as_bytes()));
-        assert!(!constant_time_eq(t.as_bytes(), &t.as_bytes()[1..]));
+        assert_eq!(normalize_origin("null").unwrap(), "null");
+        assert_eq!(normalize_origin(" NULL ").unwrap(), "null");
+        assert_eq!(normalize_origin("file://").unwrap(), "file://");
+        assert_eq!(normalize_origin("app://Editor").unwrap(), "app://editor");
+        assert_eq!(
+            normalize_origin("vscode-webview://abc123").unwrap(),
+            "vscode-webview://abc123"
+        );
+        for bad in [
+            "*",
+            "localhost:5173",
+            "http://a/b",
+            "http://",
+            "https://*.example",
+            "1app://x",
+            "app://x?y",
+            "nul",
+            "",
+        ] {
+            assert!(normalize_origin(bad).is_err(), "{bad}");
+        }
+        assert!(!normalize_origin("*").unwrap_err().contains("--"));
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let policy = Policy {
+            token: crate::token::new_token(),
+            allow_origins: ["null", "file://", "app://editor"]
+                .iter()
+                .map(|o| normalize_origin(o).unwrap())
+                .collect(),
+            max_body_bytes: 1,
+            bind: lo,
+            port: 7780,
+        };
+        for ok in [
+            "null",
+            "file://",
+            "FILE://",
+            "app://editor",
+            "app://editor/",
+        ] {
+            assert!(policy.origin_allowed(ok), "{ok}");
+        }
+        for bad in ["file:", "app://other", "app://editor.evil", "http://editor"] {
+            assert!(!policy.origin_allowed(bad), "{bad}");
+        }
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
         assert!(!constant_time_eq(b"abc", b"abd"));
     }
 }

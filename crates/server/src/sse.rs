@@ -4,8 +4,10 @@
 //! `flowrun run --events jsonl` prints. A client that sends `Last-Event-ID: N` (or
 //! `?last_event_id=N`) gets the events after `N`: first what happened already, then the live
 //! ones, without a gap and without a duplicate. After `execution_end` comes one `event: end`
-//! (data `{"execution_id", "status"}`, no id) and the stream closes. A comment line every 15 s
-//! keeps idle connections open.
+//! (data `{"execution_id", "status"}`, no id) and the stream closes. A client that reconnects
+//! after that with a `Last-Event-ID` at or past `execution_end` gets `204 No Content`, which tells
+//! an `EventSource` to stop reconnecting. A comment line after 10 s without a message keeps idle
+//! connections open, and `X-Accel-Buffering: no` keeps proxies from holding events back.
 //!
 //! Executions this server runs are followed through their live buffer (see `flowrun_app::queue`);
 //! any other (run by `flowrun run`, or ended) through the store, polled every 100 ms.
@@ -14,7 +16,7 @@ use crate::AppState;
 use crate::api::error::{ApiError, blocking};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flowrun_app::queue::{Live, wait_done};
@@ -25,6 +27,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+
+/// The longest a stream stays silent: a comment line then keeps the connection (and any proxy or
+/// client idle timeout of more than 10 s) from closing it.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize, Default)]
 pub struct EventsQuery {
@@ -95,15 +101,31 @@ pub async fn events(
         })?,
     };
     let store = app.store.clone();
-    let id = blocking(move || Ok(store.lock().resolve_id(&id)?)).await?;
+    let reconnect = given.is_some();
+    let (id, finished) = blocking(move || {
+        let store = store.lock();
+        let id = store.resolve_id(&id)?;
+        // Ended, and the client has everything up to `execution_end`: nothing more will come.
+        let finished = reconnect
+            && store.execution(&id)?.status.is_final()
+            && store.events_text(&id, after)?.is_empty();
+        Ok((id, finished))
+    })
+    .await?;
+    if finished {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(produce(app, id, after, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 async fn produce(app: AppState, id: String, after: u64, tx: mpsc::Sender<SseEvent>) {

@@ -61,6 +61,22 @@ impl World {
     }
 
     pub fn serve_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        self.serve_opts(ServeOpts {
+            extra,
+            env,
+            ..ServeOpts::default()
+        })
+    }
+
+    /// `flowrun serve` as `o` says, started and ready.
+    pub fn serve_opts(&self, o: ServeOpts) -> Server {
+        let ServeOpts {
+            extra,
+            env,
+            port,
+            no_workflows,
+            nofile,
+        } = o;
         let stderr_path = self.path(&format!(
             "serve-{}.stderr",
             std::time::SystemTime::now()
@@ -71,14 +87,31 @@ impl World {
         let mut cmd = self.command();
         cmd.arg("serve")
             .arg("--port")
-            .arg("0")
-            .arg("--workflows")
-            .arg(self.workflows())
-            .args(extra)
+            .arg(port.unwrap_or(0).to_string());
+        if !no_workflows {
+            cmd.arg("--workflows").arg(self.workflows());
+        }
+        cmd.args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("flowrun serve starts");
         let stdout = child.stdout.take().unwrap();
@@ -125,6 +158,19 @@ impl World {
         server.token_file = token_file;
         server
     }
+}
+
+/// How to start `flowrun serve` besides the defaults (`--port 0 --workflows DIR`).
+#[derive(Default)]
+pub struct ServeOpts<'a> {
+    pub extra: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// A fixed port instead of 0.
+    pub port: Option<u16>,
+    /// Without `--workflows`.
+    pub no_workflows: bool,
+    /// The server's file-descriptor limit (soft and hard).
+    pub nofile: Option<u64>,
 }
 
 /// The test's own HTTP client: no proxy from the developer's shell either.
@@ -205,6 +251,10 @@ impl Server {
             "server stderr:\n{}",
             std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
         )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     pub fn pid(&self) -> i32 {
@@ -301,6 +351,13 @@ impl Server {
         }
         let resp = req.call().expect("events request");
         assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            resp.headers()
+                .get("x-accel-buffering")
+                .and_then(|v| v.to_str().ok()),
+            Some("no"),
+            "proxies must not buffer the stream"
+        );
         let ct = resp
             .headers()
             .get("content-type")
@@ -440,4 +497,68 @@ pub fn raw(addr: &str, request: &str) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (status, body)
+}
+
+impl Sse {
+    /// The next raw line of the stream (comments included), without its line ending; `None` at
+    /// the end of the stream.
+    pub fn next_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self
+            .reader
+            .read_line(&mut line)
+            .expect("reading the stream")
+        {
+            0 => None,
+            _ => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+        }
+    }
+}
+
+/// The Node.js program (`node`, or Debian's `nodejs`). Fails the test when there is none: the
+/// checks that use it must not pass without running (`.ci/run` installs it).
+pub fn node() -> &'static str {
+    ["node", "nodejs"]
+        .into_iter()
+        .find(|n| {
+            std::process::Command::new(n)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs Node.js and found neither `node` nor `nodejs` on PATH; install it (Debian: apt-get install nodejs npm)"
+            )
+        })
+}
+
+/// Installs the npm package `spec` (`name@version`) once into `target/test-node` and returns
+/// the directory to `require()` it from. Fails the test when npm is missing or the install fails.
+pub fn npm_package(spec: &str) -> PathBuf {
+    let (name, version) = spec.rsplit_once('@').expect("name@version");
+    let prefix = crate::support::repo_root().join("target/test-node");
+    let dir = prefix.join("node_modules").join(name);
+    let installed = std::fs::read_to_string(dir.join("package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|p| p["version"] == version);
+    if !installed {
+        std::fs::create_dir_all(&prefix).unwrap();
+        let out = std::process::Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(spec)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("this test needs npm to install {spec} ({e}); install it (Debian: apt-get install npm)")
+            });
+        assert!(
+            out.status.success(),
+            "npm install {spec} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
 }

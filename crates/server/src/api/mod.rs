@@ -30,11 +30,7 @@ pub(crate) fn parse_body<T: DeserializeOwned + Default>(
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {max} bytes (--max-body-bytes)"),
-            )
+            ApiError::too_large(max)
         } else {
             ApiError::bad_request(format!("cannot read the request body: {r}"))
         }

@@ -38,7 +38,7 @@ pub(crate) async fn find_workflow(app: &AppState, id: &str) -> Result<workflows:
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no workflow '{id}': the server was started without --workflows DIR"),
+                format!("no workflow '{id}': the server has no workflows directory (it was started without one)"),
             ));
         }
         workflows::find(dir.as_deref(), &id)

@@ -1,0 +1,305 @@
+//! `flowrun serve` under clients that misbehave or never stop: slow request heads (slowloris)
+//! past the file-descriptor limit, idle connections, long idle streams, and a real `EventSource`
+//! that reconnects after the end.
+
+use crate::serve::{quick, slow};
+use crate::support::serve::{ServeOpts, World, node, npm_package};
+use serde_json::{Value, json};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A slowloris: `n` connections that each send a request head one byte a second, reconnecting
+/// when the server closes them. Stops when dropped (and after 90 s in any case).
+struct Trickler {
+    stop: Arc<AtomicBool>,
+    connected: Arc<AtomicUsize>,
+    closed_by_server: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Trickler {
+    fn start(addr: &str, n: usize) -> Trickler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicUsize::new(0));
+        let closed_by_server = Arc::new(AtomicUsize::new(0));
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        let head = format!(
+            "GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {}\r\n\r\n",
+            "z".repeat(200)
+        )
+        .into_bytes();
+        let (s, c, k) = (stop.clone(), connected.clone(), closed_by_server.clone());
+        let thread = std::thread::spawn(move || {
+            let open = || TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok();
+            let mut conns: Vec<(Option<TcpStream>, usize)> = Vec::new();
+            for _ in 0..n {
+                conns.push((open(), 0));
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+            let end = Instant::now() + Duration::from_secs(90);
+            while !s.load(Ordering::SeqCst) && Instant::now() < end {
+                for (conn, sent) in conns.iter_mut() {
+                    let ok = match conn {
+                        Some(stream) => stream.write_all(&head[*sent..*sent + 1]).is_ok(),
+                        None => false,
+                    };
+                    if ok {
+                        // Never the last byte: the head is never complete.
+                        *sent = (*sent + 1) % (head.len() - 1);
+                    } else {
+                        if conn.is_some() {
+                            k.fetch_add(1, Ordering::SeqCst);
+                        }
+                        *conn = open();
+                        *sent = 0;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Trickler {
+            stop,
+            connected,
+            closed_by_server,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn trickling_connections_past_the_fd_limit_do_not_shut_out_the_user() {
+    let w = World::new();
+    // 256 file descriptors: the server caps itself at 256 - 32 - 8 * 2 = 208 connections.
+    let s = w.serve_opts(ServeOpts {
+        extra: &["--max-concurrent", "2"],
+        nofile: Some(256),
+        ..ServeOpts::default()
+    });
+    let attack = Trickler::start(&s.addr, 400);
+    crate::support::wait_for("400 trickling connections", || {
+        (attack.connected.load(Ordering::SeqCst) == 400).then_some(())
+    });
+    // A few rounds of trickling, so every slot the server has is taken.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The user's requests (with the token) answer at once; without the cap and the shedding
+    // they would wait behind the attack, or never be accepted (EMFILE), for minutes.
+    for i in 0..5 {
+        let started = Instant::now();
+        let r = s.get("/api");
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text);
+        eprintln!(
+            "request {i} during the attack: {took:?} ({} connections closed by the server so far)",
+            attack.closed_by_server.load(Ordering::SeqCst)
+        );
+        assert!(
+            took < Duration::from_secs(8),
+            "request {i} took {took:?} during the attack (the head timeout is 10 s); {}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // An execution runs and its stream reads to the end during the attack as well.
+    w.save("quick.json", &quick());
+    let id = s.start(
+        "/api/workflows/quick/executions",
+        &json!({"trigger": {"n": 1}}),
+    );
+    let msgs = s.events(&id, None).read_to_end();
+    assert_eq!(msgs.last().unwrap().event, "end");
+    assert!(
+        attack.closed_by_server.load(Ordering::SeqCst) > 0,
+        "the server closed none of the trickling connections"
+    );
+    drop(attack);
+    assert_eq!(s.get("/api").status, 200);
+}
+
+/// Reads from `stream` until the server closes it (EOF or reset), at most `max`; returns when.
+fn wait_closed(
+    stream: &mut TcpStream,
+    max: Duration,
+    mut tick: impl FnMut(&mut TcpStream),
+) -> Duration {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return started.elapsed(),
+        }
+        assert!(started.elapsed() < max, "still open after {max:?}");
+        tick(stream);
+    }
+}
+
+#[test]
+fn slow_heads_and_idle_connections_are_closed_after_10_s() {
+    let w = World::new();
+    let s = w.serve(&[]);
+    let addr = s.addr.clone();
+    // A head that trickles in a byte every half second: closed ~10 s after the connection
+    // opened, however many bytes keep coming.
+    let trickle = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        let head = b"GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\r\n";
+        let mut i = 0;
+        wait_closed(&mut c, Duration::from_secs(40), |c| {
+            let _ = c.write_all(&head[i % head.len()..i % head.len() + 1]);
+            i += 1;
+        })
+    });
+    // A kept-alive connection that goes quiet after one request: closed too.
+    let mut idle = TcpStream::connect(&s.addr).unwrap();
+    idle.write_all(
+        format!(
+            "GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            s.token
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let idle_for = wait_closed(&mut idle, Duration::from_secs(40), |_| {});
+    let trickled_for = trickle.join().unwrap();
+    for (what, t) in [
+        ("trickling head", trickled_for),
+        ("idle connection", idle_for),
+    ] {
+        assert!(
+            t >= Duration::from_secs(9) && t < Duration::from_secs(40),
+            "{what} closed after {t:?}"
+        );
+    }
+    assert_eq!(s.get("/api").status, 200);
+}
+
+#[test]
+fn an_idle_stream_gets_a_heartbeat_within_10_s() {
+    let w = World::new();
+    w.save("slow.json", &slow());
+    let s = w.serve(&[]);
+    let id = s.start("/api/workflows/slow/executions", &json!({}));
+    let mut sse = s.events(&id, None);
+    let mut last_message = Instant::now();
+    let gap = loop {
+        let line = sse.next_line().expect("the stream stays open");
+        if line.starts_with(':') {
+            break last_message.elapsed();
+        }
+        if !line.is_empty() {
+            last_message = Instant::now();
+        }
+    };
+    // 10 s, with room for a busy machine; it was 15 s.
+    assert!(
+        gap < Duration::from_millis(13_500),
+        "first heartbeat after {gap:?}"
+    );
+    let r = s.post(&format!("/api/executions/{id}/stop?wait=true"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// The `eventsource` npm package: a WHATWG-conformant `EventSource` that reconnects with
+/// `Last-Event-ID` like a browser does.
+const EVENTSOURCE: &str = "eventsource@3.0.7";
+
+/// Follows one stream with a real `EventSource` until it is closed for good (or 25 s), and
+/// prints what it saw as JSON.
+const CLIENT: &str = r#"
+const { EventSource } = require(process.env.EVENTSOURCE_DIR);
+const [url, token] = process.argv.slice(2);
+const seen = { opens: 0, kinds: [], ids: [], errors: [] };
+const es = new EventSource(url, {
+  fetch: (input, init) => fetch(input, { ...init, headers: { ...init.headers, Authorization: "Bearer " + token } }),
+});
+es.addEventListener("open", () => { seen.opens += 1; });
+for (const kind of ["execution_start", "node_start", "node_end", "log", "execution_end", "end"]) {
+  es.addEventListener(kind, (e) => { seen.kinds.push(kind); seen.ids.push(e.lastEventId); });
+}
+es.addEventListener("error", (e) => { seen.errors.push({ code: e.code === undefined ? null : e.code, readyState: es.readyState }); });
+const started = Date.now();
+const timer = setInterval(() => {
+  if (es.readyState === EventSource.CLOSED || Date.now() - started > 25000) {
+    clearInterval(timer);
+    seen.readyState = es.readyState;
+    seen.ms = Date.now() - started;
+    es.close();
+    console.log(JSON.stringify(seen));
+  }
+}, 50);
+"#;
+
+#[test]
+fn a_real_event_source_stops_reconnecting_after_the_end() {
+    let w = World::new();
+    w.save("quick.json", &quick());
+    let s = w.serve(&[]);
+    let id = s.start(
+        "/api/workflows/quick/executions",
+        &json!({"trigger": {"n": 1}}),
+    );
+    s.wait_final(&id);
+    let script = w.path("client.js");
+    std::fs::write(&script, CLIENT).unwrap();
+    let out = std::process::Command::new(node())
+        .arg(&script)
+        .arg(format!("{}/api/executions/{id}/events", s.url))
+        .arg(&s.token)
+        .env("EVENTSOURCE_DIR", npm_package(EVENTSOURCE))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    // Everything once, through `end`…
+    let kinds = seen["kinds"].as_array().unwrap();
+    assert_eq!(kinds.first().unwrap(), "execution_start", "{seen}");
+    assert_eq!(kinds.last().unwrap(), "end", "{seen}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "execution_end").count(),
+        1,
+        "{seen}"
+    );
+    // …then one reconnect, with the last id, answered 204: closed for good (readyState 2), not
+    // reconnecting every few seconds.
+    assert_eq!(seen["opens"], 1, "{seen}");
+    assert_eq!(seen["readyState"], 2, "{seen}");
+    let errors = seen["errors"].as_array().unwrap();
+    assert_eq!(errors.last().unwrap()["code"], 204, "{seen}");
+    // The ids were 1..n, the last one `execution_end`'s seq: the reconnect sent it as
+    // `Last-Event-ID` (without one the server answers 200 and replays everything).
+    let ids: Vec<&str> = seen["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.as_str().filter(|i| !i.is_empty()))
+        .collect();
+    let n = w.events(&id).len();
+    let expected: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected, "{seen}");
+}
