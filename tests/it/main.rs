@@ -8,6 +8,7 @@ mod codegen_script;
 mod faults;
 mod history;
 mod http_command_nodes;
+mod httpbin;
 mod llm_nodes;
 mod python_env;
 mod run_core;

@@ -246,6 +246,9 @@ pub struct HttpRequestNode {
     pub body: Option<String>,
     #[serde(default = "yes")]
     pub follow_redirects: bool,
+    /// Most redirects followed; one more fails the node with `TooManyRedirects` (default 10).
+    #[serde(default)]
+    pub max_redirects: Option<u32>,
     /// Statuses ≥ 400 that do not fail the node.
     #[serde(default)]
     pub allow_status: Vec<u16>,

@@ -214,6 +214,10 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     Data::Bool(n.follow_redirects),
                 ),
                 (
+                    "max_redirects".to_string(),
+                    Data::from(u64::from(n.max_redirects.unwrap_or(10))),
+                ),
+                (
                     "allow_status".to_string(),
                     Data::List(
                         n.allow_status
