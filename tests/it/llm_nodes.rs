@@ -598,6 +598,64 @@ fn a_slow_provider_times_out_inside_the_node() {
     );
 }
 
+#[test]
+fn a_connection_error_is_retried_after_milliseconds_until_a_late_server_answers() {
+    let env = Env::new();
+    // Nothing listens on the port yet: the first tries are refused.
+    let port = closed_port();
+    let wf = llm_workflow(
+        "late-server",
+        ("groq", "GROQ_API_KEY"),
+        groq_node(json!({ "max_retries": 3 })),
+        vec![],
+    );
+    let file = env.write_workflow("wf.json", &wf);
+    let child = env
+        .command()
+        .arg("run")
+        .arg(&file)
+        .args(["--input", r#"{"query": "q"}"#])
+        .env(
+            "FLOWRUN_GROQ_BASE_URL",
+            format!("http://127.0.0.1:{port}/openai/v1"),
+        )
+        .env("GROQ_API_KEY", GROQ_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn flowrun");
+    // The provider (a proxy, a local model server) comes up once the first try was refused and
+    // the node said it waits 500 ms; the retries after it wait 1 s and 2 s.
+    let first_wait = |env: &Env| -> Option<()> {
+        let id = env.try_execution_ids()?.into_iter().next()?;
+        env.events(&id)
+            .iter()
+            .any(|e| e.kind == "log" && e.data.to_string().contains("retrying in 500 ms"))
+            .then_some(())
+    };
+    wait_for("the first refused try", || first_wait(&env));
+    let server = Server::start_on(port, |_| {
+        Reply::openai_chat("llama-3.1-8b-instant", "up now", 3, 2)
+    });
+    let up = Instant::now();
+    let out = child.wait_with_output().expect("flowrun ends");
+    let elapsed = up.elapsed();
+    assert_code(&out, 0, "run");
+    // At most 1 s + 2 s of waiting; with waits in seconds the run would end at the workflow's
+    // 20 s timeout.
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "retries wait milliseconds, not seconds: the run ended {elapsed:?} after the server came up"
+    );
+    assert_eq!(server.requests().len(), 1, "one try reached the server");
+    let id = env.only_execution_id();
+    let ask = env.node(&id, "ask");
+    assert_eq!(ask.status, "success");
+    assert_eq!(ask.output()["content"], "up now");
+    let logs = stdout(&env.cmd(["logs", &id]));
+    assert!(logs.contains("retrying in 500 ms"), "{logs}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // validation
 // ---------------------------------------------------------------------------------------------
@@ -627,10 +685,13 @@ fn llm_node_needs_a_declared_connection() {
     assert_eq!(env.execution_count(), 0);
 }
 
-#[test]
-fn openai_compatible_needs_base_url() {
-    let env = Env::new();
-    let file = env.write_workflow(
+/// (Not `local-…`: the redactor also replaces a secret's first bytes at the end of a JSON
+/// string, and the node id `ask_local` ends so.)
+const COMPAT_KEY: &str = "sk-compat-93b1";
+
+/// A workflow with one `openai_compatible` node that has no `base_url`.
+fn compat_without_base_url(env: &Env) -> std::path::PathBuf {
+    env.write_workflow(
         "wf.json",
         &json!({
             "id": "no-base",
@@ -640,12 +701,48 @@ fn openai_compatible_needs_base_url() {
                   "connection": "local", "prompt": "hi" }
             ]
         }),
-    );
+    )
+}
+
+#[test]
+fn openai_compatible_takes_its_base_url_from_the_variable() {
+    let env = Env::new();
+    let server = openai_echo_server("from the variable", 2, 1);
+    let file = compat_without_base_url(&env);
     let out = env.cmd(["validate".as_ref(), file.as_os_str()]);
-    assert_code(&out, 2, "validate");
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(text.contains("ask_local"), "names the node: {text}");
-    assert!(text.contains("base_url"), "names the field: {text}");
+    assert_code(&out, 0, "validate: the variable may give the base URL");
+    let base = server.url("/local/v1");
+    let out = env.run_with(
+        &file,
+        "{}",
+        &[
+            ("FLOWRUN_OPENAI_COMPATIBLE_BASE_URL", base.as_str()),
+            ("LOCAL_LLM_KEY", COMPAT_KEY),
+        ],
+        &[],
+    );
+    assert_code(&out, 0, "run");
+    assert_eq!(server.only_request().target, "/local/v1/chat/completions");
+    let id = env.only_execution_id();
+    assert_eq!(
+        env.node(&id, "ask_local").output()["content"],
+        "from the variable"
+    );
+}
+
+#[test]
+fn openai_compatible_without_any_base_url_fails_naming_the_variable() {
+    let env = Env::new();
+    let file = compat_without_base_url(&env);
+    let out = env.run_with(&file, "{}", &[("LOCAL_LLM_KEY", COMPAT_KEY)], &[]);
+    assert_code(&out, 1, "run");
+    let id = env.only_execution_id();
+    let row = env.node(&id, "ask_local");
+    assert_eq!(row.status, "error");
+    assert_eq!(row.error_type(), "MissingBaseUrl", "{:?}", row.error);
+    let msg = row.error_message();
+    assert!(msg.contains("FLOWRUN_OPENAI_COMPATIBLE_BASE_URL"), "{msg}");
+    assert!(msg.contains("base_url"), "names the field too: {msg}");
 }
 
 #[test]
