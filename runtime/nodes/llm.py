@@ -8,8 +8,10 @@
 #   None, "max_retries": int}
 # output: {"content", "model", "usage": {"input_tokens", "output_tokens"},
 #   "cost_usd"}  (cost_usd is null when the model's price is unknown)
-# 429 and 5xx answers (and connection errors) are retried inside the node,
-# waiting what Retry-After asks for, within the node's timeout.
+# 429 and 5xx answers are retried inside the node, waiting what Retry-After
+# asks for (else 500 ms, doubling); connection errors after 500 ms, doubling;
+# all within the node's timeout.  base_url: the node's, else the variable
+# base_url_env, else the provider's default (openai_compatible has none).
 # ---------------------------------------------------------------------------
 
 _LLM_DEFAULT_TIMEOUT_MS = 120000
@@ -31,8 +33,12 @@ def _llm_messages(params):
 def _llm_request(params, secret, messages):
     """(url, headers, body) in the provider's wire format."""
     provider = params["provider"]
-    base = (params.get("base_url") or os.environ.get(params.get("base_url_env") or "")
+    base_env = params.get("base_url_env") or ""
+    base = (params.get("base_url") or os.environ.get(base_env)
             or params.get("default_base_url") or "").rstrip("/")
+    if not base:
+        raise NodeError("%s: no base URL: give the node a `base_url` or set the environment variable %s "
+                        "(like http://localhost:11434/v1)" % (provider, base_env), "MissingBaseUrl")
     system = params.get("system")
     body = {"model": params["model"]}
     if provider == "anthropic":
@@ -94,12 +100,12 @@ def node_llm(ctx, params):
         if remaining <= 0:
             raise NodeError("%s: no time left within the node's timeout of %d ms" % (provider, timeout_ms), "Timeout")
         try:
-            resp = http_call("POST", url, headers, payload, remaining)
+            resp = http_call("POST", url, headers, payload, remaining, secret_headers=("x-api-key",))
         except NodeError as e:
             if getattr(e, "error_type", None) == "ConnectionError" and tries <= max_retries:
                 wait = 500 * (2 ** (tries - 1))
                 ctx.log("%s: %s; retrying in %d ms" % (provider, e, wait), level="warning")
-                time.sleep(min(wait, max(0, deadline - time.monotonic())))
+                time.sleep(min(wait / 1000.0, max(0, deadline - time.monotonic())))
                 continue
             raise
         if resp.status == 429 or resp.status >= 500:

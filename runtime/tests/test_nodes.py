@@ -287,5 +287,93 @@ class DelayNode(unittest.TestCase):
         self.assertEqual(r.end("d")["status"], "success")
 
 
+
+def _serve(routes):
+    """A threaded HTTP server on 127.0.0.1 answering GET path -> (headers, body)
+    from `routes`; returns (base URL, server)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            headers, body = routes[self.path]
+            self.send_response(200)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return "http://127.0.0.1:%d" % server.server_address[1], server
+
+
+def _http_node(url, **params):
+    p = {"method": "GET", "url": url, "headers": {}, "query": {}, "follow_redirects": True,
+         "max_redirects": 10, "allow_status": [], "connection": None, "auth": None,
+         "max_body_bytes": 10 << 20}
+    p.update(params)
+    return node("h", "http_request", p)
+
+
+class HttpRequestNode(unittest.TestCase):
+    """What httpbin does not send (tests/it/httpbin.rs covers the rest)."""
+
+    def setUp(self):
+        import gzip
+        import zlib
+        raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        text = "é" * 3000
+        routes = {
+            "/raw-deflate": ([("Content-Encoding", "deflate"), ("Content-Type", "text/plain; charset=utf-8")],
+                             raw.compress(text.encode("utf-8")) + raw.flush()),
+            "/two-members": ([("Content-Encoding", "gzip")],
+                             gzip.compress(b'{"a": ') + gzip.compress(b'1}')),
+            "/untyped-text": ([], "naïve".encode("utf-8")),
+            "/untyped-bytes": ([], b"\xff\xfe\x00binary"),
+            "/brotli": ([("Content-Encoding", "br"), ("Content-Type", "text/plain")], b"\x0b\x02\x80hi\x03"),
+            "/gzip-bomb": ([("Content-Encoding", "gzip"), ("Content-Type", "text/plain")],
+                           gzip.compress(b"x" * (8 << 20))),
+        }
+        self.base, self.server = _serve(routes)
+        self.text = text
+
+    def tearDown(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fetch(self, path, **params):
+        r = run(workflow([_http_node(self.base + path, **params)]))
+        end = r.end("h")
+        self.assertEqual(end["status"], "success", end)
+        return end["output"]
+
+    def test_raw_deflate_and_multi_member_gzip_are_decoded(self):
+        self.assertEqual(self.fetch("/raw-deflate")["body"], self.text)
+        self.assertEqual(self.fetch("/two-members")["body"], {"a": 1})
+
+    def test_a_body_without_content_type_is_text_only_when_it_is_utf8(self):
+        self.assertEqual(self.fetch("/untyped-text")["body"], "naïve")
+        out = self.fetch("/untyped-bytes")
+        self.assertIsNone(out["body"])
+        self.assertEqual(out["body_base64"], "//4AYmluYXJ5")
+        self.assertIsNone(out["content_type"])
+
+    def test_an_encoding_the_stdlib_cannot_decode_comes_back_as_it_came(self):
+        out = self.fetch("/brotli")
+        self.assertIsNone(out["body"])
+        self.assertEqual(out["body_base64"], "CwKAaGkD")
+        self.assertEqual(out["headers"]["content-encoding"], "br")
+
+    def test_max_body_bytes_bounds_the_decoded_body(self):
+        out = self.fetch("/gzip-bomb", max_body_bytes=1000)
+        self.assertEqual(out["body"], "x" * 1000)
+        self.assertEqual(out["body_truncated_at"], 1000)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -259,6 +259,62 @@ fn http_timeout_fails_inside_the_node() {
     assert!(row.error_message().contains("timed out"), "{:?}", row.error);
 }
 
+#[test]
+fn http_trickled_headers_time_out_inside_the_node() {
+    let env = Env::new();
+    // A byte every 200 ms: each read returns quickly, the headers alone take ~18 s.
+    let server = Server::start(|_| {
+        Reply::json(200, &json!({"ok": true})).trickle(Duration::from_millis(200))
+    });
+    let started = Instant::now();
+    let (out, id, row) = run_node(
+        &env,
+        json!({ "id": "fetch", "type": "http_request", "url": server.url("/trickle"),
+                "timeout_ms": 1000 }),
+        "{}",
+    );
+    let elapsed = started.elapsed();
+    assert_code(&out, 1, "run");
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    assert_eq!(
+        env.execution(&id).status,
+        "error",
+        "the node's own timeout, not the runner's hard kill"
+    );
+    assert_eq!(row.error_type(), "Timeout", "{:?}", row.error);
+    assert!(
+        row.error_message().contains("timed out after 1000 ms"),
+        "{:?}",
+        row.error
+    );
+}
+
+#[test]
+fn http_goes_through_the_proxy_the_environment_names() {
+    let env = Env::new();
+    let proxy = Server::start(|req| Reply::json(200, &json!({"proxied": req.target})));
+    let file = env.write_workflow(
+        "wf.json",
+        &workflow(
+            "proxied",
+            vec![json!({ "id": "fetch", "type": "http_request",
+                         "url": "http://example.invalid/path?q=1" })],
+        ),
+    );
+    let setting = format!("http_proxy={}", proxy.url(""));
+    let out = env.run_with(&file, "{}", &[], &["--env", &setting]);
+    assert_code(&out, 0, "run");
+    let req = proxy.only_request();
+    // `.invalid` never resolves: only the proxy can have answered.
+    assert_eq!(req.target, "http://example.invalid/path?q=1");
+    assert_eq!(req.header("host"), Some("example.invalid"));
+    let row = env.node(&env.only_execution_id(), "fetch");
+    assert_eq!(
+        row.output()["body"],
+        json!({"proxied": "http://example.invalid/path?q=1"})
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // command
 // ---------------------------------------------------------------------------------------------

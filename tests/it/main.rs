@@ -9,6 +9,7 @@ mod escapes;
 mod faults;
 mod history;
 mod http_command_nodes;
+mod httpbin;
 mod llm_nodes;
 mod python_env;
 mod run_core;

@@ -246,6 +246,9 @@ pub struct HttpRequestNode {
     pub body: Option<String>,
     #[serde(default = "yes")]
     pub follow_redirects: bool,
+    /// Most redirects followed; one more fails the node with `TooManyRedirects` (default 10).
+    #[serde(default)]
+    pub max_redirects: Option<u32>,
     /// Statuses ≥ 400 that do not fail the node.
     #[serde(default)]
     pub allow_status: Vec<u16>,
@@ -328,7 +331,8 @@ pub struct LlmNode {
     pub temperature: Option<f64>,
     #[serde(default)]
     pub max_tokens: Option<u64>,
-    /// Required for `openai_compatible`; overrides the default for the others.
+    /// Overrides the provider's default (and its `FLOWRUN_<PROVIDER>_BASE_URL` variable);
+    /// `openai_compatible` has no default, so it needs this or `FLOWRUN_OPENAI_COMPATIBLE_BASE_URL`.
     #[serde(default)]
     pub base_url: Option<String>,
     /// USD per million tokens, overriding the shipped price table.

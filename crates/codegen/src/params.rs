@@ -214,6 +214,10 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     Data::Bool(n.follow_redirects),
                 ),
                 (
+                    "max_redirects".to_string(),
+                    Data::from(u64::from(n.max_redirects.unwrap_or(10))),
+                ),
+                (
                     "allow_status".to_string(),
                     Data::List(
                         n.allow_status
@@ -242,9 +246,8 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     ),
                 );
             }
-            if n.provider == "openai_compatible" && n.base_url.is_none() {
-                c.error("base_url", "provider `openai_compatible` needs a `base_url` (like http://localhost:11434/v1)");
-            }
+            // `openai_compatible` without `base_url` takes FLOWRUN_OPENAI_COMPATIBLE_BASE_URL at
+            // run time (the node fails naming the variable when neither is there).
             if n.messages.is_none() && n.prompt.is_none() {
                 c.error("messages", "give `messages` or `prompt`");
             }

@@ -25,6 +25,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Wait this long (after reading the request) before answering.
     pub delay: Duration,
+    /// Send the answer one byte at a time, this long apart (a trickling server).
+    pub trickle: Option<Duration>,
 }
 
 impl Reply {
@@ -34,6 +36,7 @@ impl Reply {
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into(),
             delay: Duration::ZERO,
+            trickle: None,
         }
     }
 
@@ -52,6 +55,12 @@ impl Reply {
 
     pub fn delay(mut self, d: Duration) -> Reply {
         self.delay = d;
+        self
+    }
+
+    /// Sends the whole answer, status line and headers included, one byte every `every`.
+    pub fn trickle(mut self, every: Duration) -> Reply {
+        self.trickle = Some(every);
         self
     }
 
@@ -207,7 +216,17 @@ impl Server {
     /// A server whose answers come from the queue (see [`Server::push`]) and, once it is
     /// empty, from `handler`.
     pub fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Server::start_on(0, handler)
+    }
+
+    /// [`Server::start`] on a given port of 127.0.0.1 (0: an ephemeral one), e.g. one that a
+    /// client was already told to use, for a server that comes up late.
+    pub fn start_on(
+        port: u16,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             queue: VecDeque::new(),
@@ -398,7 +417,16 @@ fn write_reply(mut conn: &TcpStream, r: &Reply, head: bool) -> std::io::Result<(
     if !head {
         bytes.extend_from_slice(&r.body);
     }
-    conn.write_all(&bytes)?;
+    match r.trickle {
+        Some(every) => {
+            for b in bytes {
+                conn.write_all(&[b])?;
+                conn.flush()?;
+                std::thread::sleep(every);
+            }
+        }
+        None => conn.write_all(&bytes)?,
+    }
     conn.flush()?;
     let _ = conn.shutdown(std::net::Shutdown::Write);
     Ok(())
