@@ -2,8 +2,9 @@
 //! an ephemeral port, plus the reference clients the `http_request` node is compared with:
 //! `requests` (from the same venv) and `curl`.
 //!
-//! The venv comes from `bash .ci/httpbin-venv` (which `.ci/run` runs); it lives in
-//! `$FLOWRUN_HTTPBIN_VENV`, else `target/httpbin-venv`. Without it the tests FAIL, saying so.
+//! The venv comes from `bash .ci/httpbin-venv` (which `.ci/run` runs, and the first test that
+//! needs it runs when it is missing); it lives in `$FLOWRUN_HTTPBIN_VENV`, else
+//! `target/httpbin-venv`. When it cannot be created the tests FAIL, saying so.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -37,15 +38,33 @@ pub fn venv() -> PathBuf {
     }
 }
 
-/// The venv's interpreter; panics, telling how to create the venv, when it is not there.
+/// The venv's interpreter. A missing venv is created on first use with [`SETUP`] (under a file
+/// lock: nextest runs tests as parallel processes), so `cargo nextest run --workspace` works on
+/// a fresh checkout; when it cannot be created, the test fails saying how to create it.
 pub fn python() -> PathBuf {
     let python = venv().join("bin").join("python");
-    assert!(
-        python.exists(),
-        "the httpbin test venv is missing ({} does not exist): create it with `{SETUP}` \
-         from the repository root (set FLOWRUN_HTTPBIN_VENV to put it elsewhere)",
-        python.display()
-    );
+    let stamp = venv().join("flowrun-requirements.txt");
+    if !(python.exists() && stamp.exists()) {
+        let root = super::repo_root();
+        std::fs::create_dir_all(root.join("target")).expect("target/ is writable");
+        let lock = std::fs::File::create(root.join("target").join("httpbin-venv.lock"))
+            .expect("create the venv lock file");
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .expect("lock the venv lock file");
+        let out = Command::new("bash")
+            .arg(root.join(".ci").join("httpbin-venv"))
+            .current_dir(&root)
+            .output()
+            .expect("run .ci/httpbin-venv");
+        assert!(
+            out.status.success() && python.exists(),
+            "the httpbin test venv is missing ({}) and `{SETUP}` could not create it \
+             (set FLOWRUN_HTTPBIN_VENV to put it elsewhere):\n{}{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     python
 }
 
