@@ -20,6 +20,28 @@ struct NodeState {
     ended: Option<NodeStatus>,
 }
 
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) message: String,
+    /// The event contradicts one already accepted (a second end of an ended attempt): one of
+    /// the two was forged, and nothing says which, so the node's output cannot be trusted.
+    pub(crate) conflict: bool,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn refuse<T>(message: String) -> Result<T, Refusal> {
+    Err(Refusal {
+        message,
+        conflict: false,
+    })
+}
+
 /// Every node of the plan and what the child has said of it so far.
 #[derive(Debug)]
 pub(crate) struct Ledger {
@@ -42,29 +64,41 @@ impl Ledger {
         }
     }
 
-    fn node(&mut self, node: &str) -> Result<&mut NodeState, String> {
-        self.nodes
-            .get_mut(node)
-            .ok_or_else(|| format!("an event for '{node}', which is not a node of this workflow"))
+    fn node(&mut self, node: &str) -> Result<&mut NodeState, Refusal> {
+        match self.nodes.get_mut(node) {
+            Some(n) => Ok(n),
+            None => refuse(format!(
+                "an event for '{node}', which is not a node of this workflow"
+            )),
+        }
+    }
+
+    /// The node running now, if any.
+    fn running(&self) -> Option<&String> {
+        self.nodes.iter().find(|(_, n)| n.running).map(|(id, _)| id)
     }
 
     /// A `node_start`: allowed for a node of the plan that is not running and has not ended,
-    /// with an attempt after the last one.
-    pub(crate) fn start(&mut self, node: &str, attempt: u32) -> Result<(), String> {
+    /// with an attempt after the last one, while no other node runs (the runtime runs one node
+    /// at a time).
+    pub(crate) fn start(&mut self, node: &str, attempt: u32) -> Result<(), Refusal> {
+        if let Some(other) = self.running().filter(|o| *o != node) {
+            return refuse(format!("node_start of '{node}' while '{other}' runs"));
+        }
         let n = self.node(node)?;
         if let Some(status) = n.ended {
-            return Err(format!(
+            return refuse(format!(
                 "node_start of '{node}', which had already ended {status}"
             ));
         }
         if n.running {
-            return Err(format!(
+            return refuse(format!(
                 "a second node_start of '{node}' while attempt {} runs",
                 n.attempt
             ));
         }
         if attempt <= n.attempt {
-            return Err(format!(
+            return refuse(format!(
                 "node_start of '{node}' attempt {attempt} after attempt {}",
                 n.attempt
             ));
@@ -82,12 +116,13 @@ impl Ledger {
         attempt: u32,
         status: NodeStatus,
         retrying: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let n = self.node(node)?;
         if let Some(prev) = n.ended {
-            return Err(format!(
-                "a second node_end of '{node}', which had ended {prev}"
-            ));
+            return Err(Refusal {
+                message: format!("a second node_end of '{node}', which had ended {prev}"),
+                conflict: true,
+            });
         }
         let runs = !matches!(
             status,
@@ -95,12 +130,12 @@ impl Ledger {
         );
         if runs {
             if !n.running || attempt != n.attempt {
-                return Err(format!(
+                return refuse(format!(
                     "node_end of '{node}' attempt {attempt}, which was not running"
                 ));
             }
         } else if attempt != 0 || n.attempt != 0 || n.running || retrying {
-            return Err(format!("node_end {status} of '{node}', which had started"));
+            return refuse(format!("node_end {status} of '{node}', which had started"));
         }
         n.running = false;
         if !retrying {
@@ -170,18 +205,22 @@ mod tests {
     #[test]
     fn what_the_plan_makes_impossible_is_refused() {
         let mut l = ledger();
-        assert!(l.start("ghost", 1).unwrap_err().contains("not a node"));
+        assert!(
+            l.start("ghost", 1)
+                .unwrap_err()
+                .message
+                .contains("not a node")
+        );
         assert!(
             l.end("a", 1, NodeStatus::Success, false).is_err(),
             "end without start"
         );
         l.start("a", 1).unwrap();
         assert!(l.start("a", 2).is_err(), "second start while running");
+        assert!(l.start("b", 1).is_err(), "a start while another node runs");
         l.end("a", 1, NodeStatus::Error, false).unwrap();
-        assert!(
-            l.end("a", 1, NodeStatus::Success, false).is_err(),
-            "second end of an ended attempt"
-        );
+        let second = l.end("a", 1, NodeStatus::Success, false).unwrap_err();
+        assert!(second.conflict, "second end of an ended attempt: {second}");
         assert!(l.start("a", 2).is_err(), "a start after the last end");
         assert!(l.end("b", 3, NodeStatus::Pinned, false).is_err());
         assert_eq!(

@@ -271,9 +271,13 @@ pub async fn execute(
             let exit_desc = exit_text.clone().unwrap_or_else(|| "ended".into());
             match st.result.take() {
                 Some(Ok(r)) => {
-                    let contradiction = (r.status == "success")
-                        .then(|| st.ledger.contradicts_success())
-                        .flatten();
+                    let contradiction = if st.second_result {
+                        Some("a second result followed it".to_string())
+                    } else if r.status == "success" {
+                        st.ledger.contradicts_success()
+                    } else {
+                        None
+                    };
                     if let Some(why) = contradiction {
                         // A result the events disprove is not believed: the record stays true.
                         let running = st.current_node();
@@ -286,7 +290,7 @@ pub async fn execute(
                         );
                         let mut e = ErrorInfo::of(
                             ErrorKind::ProtocolError,
-                            format!("the script reported success, but {why}"),
+                            format!("the script reported {}, but {why}", r.status),
                         );
                         e.node = running;
                         return finish(st, ExecStatus::Error, None, Some(e), exit_text);

@@ -6,7 +6,7 @@ use crate::protocol::Frame;
 use crate::sink::{NodeDetail, Sink};
 use crate::spec::RunSpec;
 use flowrun_events::json::{MAX_DEPTH, parse_bounded};
-use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream, now_ms, preview};
+use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, NodeStatus, Stream, now_ms, preview};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Instant;
@@ -85,6 +85,8 @@ pub(crate) struct State<'a> {
     pub(crate) in_result: bool,
     /// The result went past its size limit: what came of it was dropped.
     pub(crate) result_cut: bool,
+    /// A second result came after the first: something forged one.
+    pub(crate) second_result: bool,
     pub(crate) protocol_errors: Vec<String>,
     /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
     /// the first mark (then the running node is the best guess).
@@ -109,6 +111,7 @@ impl<'a> State<'a> {
             result: None,
             in_result: false,
             result_cut: false,
+            second_result: false,
             protocol_errors: Vec::new(),
             stderr_node: None,
         }
@@ -222,15 +225,28 @@ impl<'a> State<'a> {
                     self.log(stream, None, node, text, cut);
                 }
             }
+            Frame::Event(_) if self.result.is_some() || self.in_result => {
+                self.protocol_error("an event after the result: ignored".into());
+            }
             Frame::Event(json) => match parse_bounded::<ChildEvent>(&json, MAX_DEPTH) {
                 Ok(ev) => self.child_event(ev),
                 Err(e) => self.protocol_error(format!("malformed event ignored ({e})")),
             },
+            Frame::ResultStart if self.result.is_some() => {
+                // Only the runtime's one result counts; another is forged.
+                self.protocol_error("a second result: the execution cannot be trusted".into());
+                self.second_result = true;
+            }
             Frame::ResultStart => {
                 self.in_result = true;
                 self.result_lines.clear();
             }
-            Frame::ResultLine(bytes) => self.add_result_bytes(&bytes),
+            Frame::ResultLine(bytes) => {
+                if self.in_result {
+                    self.add_result_bytes(&bytes);
+                }
+            }
+            Frame::ResultEnd if !self.in_result => {}
             Frame::ResultEnd => {
                 self.in_result = false;
                 let lines = std::mem::take(&mut self.result_lines);
@@ -311,6 +327,9 @@ impl<'a> State<'a> {
                 };
                 if let Err(e) = self.ledger.end(&node, attempt, status, retrying) {
                     self.protocol_error(format!("{e}: ignored"));
+                    if e.conflict {
+                        self.distrust(&node, attempt, &e.message);
+                    }
                     return;
                 }
                 let started_at = match &self.running {
@@ -372,6 +391,30 @@ impl<'a> State<'a> {
             };
             self.end_node(detail, false);
         }
+    }
+
+    /// Two ends were reported for one attempt of `node`: one was forged, and nothing says which.
+    /// The node is recorded as failed with a protocol error instead of either output, so a
+    /// forged success can never stand.
+    fn distrust(&mut self, node: &str, attempt: u32, why: &str) {
+        let ts = now_ms();
+        let detail = NodeDetail {
+            node: node.to_string(),
+            status: NodeStatus::Error,
+            attempt,
+            duration_ms: 0.0,
+            started_at: None,
+            finished_at: ts,
+            input: None,
+            output: None,
+            error: Some(ErrorInfo::of(
+                ErrorKind::ProtocolError,
+                format!("{why}: its output cannot be trusted"),
+            )),
+            from_execution: None,
+        };
+        self.ledger.close(node, NodeStatus::Error);
+        self.end_node(detail, false);
     }
 
     /// Records a finished node attempt: the full detail to the sinks that store it, then the
