@@ -159,8 +159,10 @@ fn missing_node_type() {
         "notype.json",
         &workflow(json!([{"id": "a", "fields": {}}])),
     );
-    // No `type` line exists: the node's line is the place to fix.
-    assert_located(&err, &text, "notype.json", "a", "type", "\"a\"");
+    // No `type` line exists: the node's first line is the place to fix.
+    assert_located(&err, &text, "notype.json", "a", "type", "{");
+    let line = line_in(&err, "notype.json").unwrap();
+    assert!(text.lines().nth(line).unwrap().contains("\"a\""), "{err}");
     assert!(err.contains("missing `type`"), "{err}");
 }
 
@@ -226,7 +228,14 @@ fn unknown_template_root() {
         "root.json",
         &workflow(json!([set("a", json!({"v": "{{ foo.x }}"}))])),
     );
-    assert_located(&err, &text, "root.json", "a", "fields.v", "\"fields\"");
+    assert_located(
+        &err,
+        &text,
+        "root.json",
+        "a",
+        "fields.v",
+        "\"v\": \"{{ foo.x }}\"",
+    );
     assert!(err.contains("unknown root 'foo'"), "{err}");
     assert!(err.contains("{{ foo.x }}"), "{err}");
 }
@@ -261,7 +270,7 @@ fn reference_to_own_output() {
         "own.json",
         &workflow(json!([set("a", json!({"v": "{{ nodes.a.output.v }}"}))])),
     );
-    assert_located(&err, &text, "own.json", "a", "fields.v", "\"fields\"");
+    assert_located(&err, &text, "own.json", "a", "fields.v", "\"v\":");
     assert!(err.contains("its own output"), "{err}");
 }
 
@@ -295,7 +304,7 @@ fn after_naming_unknown_node() {
             {"id": "b", "type": "set", "fields": {}, "after": ["a", "ghost"]}
         ])),
     );
-    assert_located(&err, &text, "after.json", "b", "after[1]", "\"after\"");
+    assert_located(&err, &text, "after.json", "b", "after[1]", "\"ghost\"");
     assert!(err.contains("unknown node 'ghost'"), "{err}");
 }
 
@@ -309,7 +318,7 @@ fn condition_then_naming_unknown_node() {
             {"id": "c", "type": "condition", "if": "{{ trigger.ok }}", "then": ["ghost"]}
         ])),
     );
-    assert_located(&err, &text, "then.json", "c", "then[0]", "\"then\"");
+    assert_located(&err, &text, "then.json", "c", "then[0]", "\"ghost\"");
     assert!(err.contains("unknown node 'ghost'"), "{err}");
 }
 
@@ -321,7 +330,7 @@ fn bad_template_syntax() {
         "syntax.json",
         &workflow(json!([set("a", json!({"v": "{{ trigger.a + 1 }}"}))])),
     );
-    assert_located(&err, &text, "syntax.json", "a", "fields.v", "\"fields\"");
+    assert_located(&err, &text, "syntax.json", "a", "fields.v", "\"v\":");
     assert!(err.contains("invalid template"), "{err}");
 }
 
@@ -473,11 +482,11 @@ fn a_top_level_typo_does_not_hide_node_errors() {
     );
     let err = invalid(&env, "top.json");
     assert!(
-        err.contains("top.json:3: field 'timout_ms': unknown field `timout_ms`"),
+        err.contains("top.json:3:3: field 'timout_ms': unknown field `timout_ms`"),
         "{err}"
     );
     assert!(
-        err.contains("top.json:5: node 'a', field 'cod': unknown field `cod`"),
+        err.contains("top.json:5:33: node 'a', field 'cod': unknown field `cod`"),
         "{err}"
     );
 }
