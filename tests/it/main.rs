@@ -16,3 +16,4 @@ mod secrets;
 mod serve;
 mod serve_page;
 mod validate_errors;
+mod workflow_files;

@@ -490,3 +490,167 @@ fn a_top_level_typo_does_not_hide_node_errors() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Everything in one pass; code references; several files and --json.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn duplicate_node_id_points_at_the_second_node() {
+    let env = Env::new();
+    let (err, text) = invalid_json(
+        &env,
+        "dup2.json",
+        &workflow(json!([
+            set("a", json!({"x": 1})),
+            set("b", json!({})),
+            set("a", json!({"y": 2}))
+        ])),
+    );
+    let line = line_in(&err, "dup2.json").unwrap();
+    let second = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("\"id\": \"a\""))
+        .nth(1)
+        .map(|(i, _)| i + 1)
+        .unwrap();
+    assert_eq!(line, second, "{err}");
+    env.write_file(
+        "dup2.yaml",
+        "id: wf\nnodes:\n  - id: a\n    type: set\n    fields: {}\n  - type: set\n    id: a\n    fields: {}\n",
+    );
+    let err = invalid(&env, "dup2.yaml");
+    assert!(
+        err.contains("dup2.yaml:7: node 'a', field 'id': duplicate node id 'a'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn code_reading_an_unknown_node_is_an_error() {
+    let env = Env::new();
+    let (err, text) = invalid_json(
+        &env,
+        "code.json",
+        &workflow(json!([
+            set("a", json!({})),
+            {"id": "b", "type": "code", "code": "x = nodes['a']\n# nodes['old'] is gone\ny = nodes[\"missing\"]\nz = nodes.get('gone')\nreturn nodes['b']"}
+        ])),
+    );
+    assert_located(&err, &text, "code.json", "b", "code", "\"code\"");
+    assert!(
+        err.contains("`nodes[\"missing\"]`: unknown node 'missing'; nodes are: a, b"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`nodes.get('gone')`: unknown node 'gone'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`nodes['b']`: a node cannot read its own output"),
+        "{err}"
+    );
+    assert!(!err.contains("'old'") && !err.contains("'a';"), "{err}");
+}
+
+/// One run reports the errors that used to take several fix-and-rerun rounds: a top-level typo,
+/// two bad fields in one node, an unknown type, a duplicate id, references to unknown nodes from
+/// nodes that parse and from nodes that do not, and a cycle.
+#[test]
+fn everything_is_reported_in_one_pass() {
+    let env = Env::new();
+    env.write_file(
+        "all.yaml",
+        "id: wf\n\
+         timout_ms: 5\n\
+         nodes:\n\
+         \x20 - id: a\n    type: set\n    feilds: {}\n    retry: {max_atempts: 2}\n    after: [ghost1]\n\
+         \x20 - id: b\n    type: sett\n    after: [c]\n\
+         \x20 - id: c\n    type: set\n    fields: {v: '{{ nodes.ghost2.output }}'}\n    after: [b]\n\
+         \x20 - id: a\n    type: condition\n    if: '{{ trigger.x }}'\n    then: [ghost3]\n\
+         \x20 - id: Bad\n    type: code\n    code: return 1\n    on_error: sometimes\n    after: [ghost4]\n",
+    );
+    let err = invalid(&env, "all.yaml");
+    for expected in [
+        "all.yaml:2: field 'timout_ms': unknown field `timout_ms`",
+        "all.yaml:6: node 'a', field 'feilds': unknown field `feilds`",
+        "all.yaml:7: node 'a', field 'retry.max_atempts': unknown field `max_atempts`",
+        "all.yaml:8: node 'a', field 'after[0]': unknown node 'ghost1'",
+        "all.yaml:10: node 'b', field 'type': unknown node type 'sett'",
+        "all.yaml:14: node 'c', field 'fields.v': `{{ nodes.ghost2.output }}`: unknown node 'ghost2'",
+        "all.yaml:16: node 'a', field 'id': duplicate node id 'a'",
+        "all.yaml:19: node 'a', field 'then[0]': unknown node 'ghost3'",
+        "all.yaml:20: node 'Bad', field 'id': invalid node id 'Bad'",
+        "all.yaml:23: node 'Bad', field 'on_error': unknown variant `sometimes`",
+        "all.yaml:24: node 'Bad', field 'after[0]': unknown node 'ghost4'",
+        "cycle: ",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(
+        err.contains("'b' → 'c'") && err.contains("'c' → 'b'"),
+        "{err}"
+    );
+    // A typo'd field is not also reported missing.
+    assert!(!err.contains("missing field `fields`"), "{err}");
+}
+
+#[test]
+fn several_files_each_get_their_result() {
+    let env = Env::new();
+    env.write_workflow("good.json", &workflow(json!([set("a", json!({}))])));
+    env.write_workflow("bad.json", &workflow(json!([set("A", json!({}))])));
+    let good = example("hello.json");
+    let out = env.cmd([
+        std::ffi::OsStr::new("validate"),
+        good.as_os_str(),
+        std::ffi::OsStr::new("bad.json"),
+        std::ffi::OsStr::new("good.json"),
+        std::ffi::OsStr::new("nope.yaml"),
+    ]);
+    assert_code(&out, 2, "validate of several files, some invalid");
+    let ok = stdout(&out);
+    assert_eq!(ok.lines().count(), 2, "{}", describe(&out));
+    assert!(
+        ok.lines().nth(1).unwrap().starts_with("ok: good.json"),
+        "{ok}"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("error: bad.json:"), "{err}");
+    assert!(err.contains("invalid node id 'A'"), "{err}");
+    assert!(err.contains("error: nope.yaml: cannot read"), "{err}");
+    let out = env.cmd(["validate", "good.json", "good.json"]);
+    assert_success(&out, "validate of valid files");
+}
+
+#[test]
+fn json_output_for_editors_and_ci() {
+    let env = Env::new();
+    env.write_workflow("good.json", &workflow(json!([set("a", json!({}))])));
+    env.write_file(
+        "bad.yaml",
+        "id: wf\nnodes:\n  - id: a\n    type: set\n    feilds: {}\n",
+    );
+    let out = env.cmd(["validate", "--json", "good.json", "bad.yaml"]);
+    assert_code(&out, 2, "validate --json with an invalid file");
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert_eq!(doc["valid"], false);
+    assert_eq!(
+        doc["files"][0],
+        json!({"file": "good.json", "valid": true, "workflow_id": "wf", "name": null,
+               "order": ["a"], "diagnostics": []})
+    );
+    let bad = &doc["files"][1];
+    assert_eq!(bad["file"], "bad.yaml");
+    assert_eq!(bad["valid"], false);
+    assert_eq!(
+        bad["diagnostics"],
+        json!([{"file": "bad.yaml", "line": 5, "column": null, "node": "a", "field": "feilds",
+                "message": "unknown field `feilds`, expected `fields`"}])
+    );
+    let out = env.cmd(["validate", "--json", "good.json"]);
+    assert_success(&out, "validate --json of a valid file");
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["valid"], true);
+}
