@@ -163,11 +163,10 @@ fn top_field<T: DeserializeOwned>(
     let value = top.get(key)?.clone();
     serde_path_to_error::deserialize(value)
         .map_err(|e| {
-            let (path, msg) = (e.path().to_string(), e.inner().to_string());
-            let field = match (path.as_str(), field_in_message(&msg)) {
-                (".", Some(f)) if msg.starts_with("missing field") => format!("{key}.{f}"),
-                (".", _) => key.to_string(),
-                (p, _) => format!("{key}.{p}"),
+            let (field, msg) = field_and_message(&e);
+            let field = match field {
+                Some(f) => format!("{key}.{f}"),
+                None => key.to_string(),
             };
             diags.push(Diagnostic::new(msg).field(field));
         })
@@ -316,20 +315,7 @@ fn each_error<T>(
 /// Deserializes part of a node, turning serde's message into one that names the field.
 pub(crate) fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        // The path says where in the node it went wrong (`retry.max_atempts`, `on_error`); for
-        // a missing field it is the enclosing object, and the message names the field.
-        let path = e.path().to_string();
-        let msg = e.inner().to_string();
-        let named = msg
-            .starts_with("missing field")
-            .then(|| field_in_message(&msg))
-            .flatten();
-        let field = match (path.as_str(), named) {
-            (".", Some(f)) => Some(f),
-            (".", None) => field_in_message(&msg),
-            (p, Some(f)) => Some(format!("{p}.{f}")),
-            (p, None) => Some(p.to_string()),
-        };
+        let (field, msg) = field_and_message(&e);
         let mut d = Diagnostic::new(msg).node(node);
         if let Some(f) = field {
             d = d.field(f);
@@ -338,10 +324,100 @@ pub(crate) fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, 
     })
 }
 
+/// The field serde's error is about, and its message. The path says where it went wrong
+/// (`retry.max_atempts`, `on_error`); for a missing or unknown field it is the enclosing
+/// object, and the message names the field.
+fn field_and_message(
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> (Option<String>, String) {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    let named = (msg.starts_with("missing field") || msg.starts_with("unknown field"))
+        .then(|| field_in_message(&msg))
+        .flatten();
+    let field = match (path.as_str(), named) {
+        (".", named) => named,
+        (p, Some(f)) if msg.starts_with("missing field") => Some(format!("{p}.{f}")),
+        (p, _) => Some(p.to_string()),
+    };
+    (field, msg)
+}
+
 /// serde names fields in backticks: "unknown field `feilds`, expected `fields`" or
 /// "missing field `code`".
 fn field_in_message(msg: &str) -> Option<String> {
     let start = msg.find('`')? + 1;
     let len = msg[start..].find('`')?;
     Some(msg[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::source::{Format, parse_str};
+
+    fn errors(text: &str, format: Format) -> Vec<String> {
+        let d = parse_str(text, format, "wf").expect_err("invalid");
+        d.0.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn every_wrong_field_of_a_node_is_reported() {
+        let e = errors(
+            "id: w\nnodes:\n  - id: a\n    type: http_request\n    url: 1\n    method: [x]\n    retry: {factor: z}\n    colour: red\n",
+            Format::Yaml,
+        );
+        for field in ["'url'", "'method'", "'retry.factor'", "'colour'"] {
+            assert!(e.iter().any(|m| m.contains(field)), "{field}: {e:#?}");
+        }
+        assert!(!e.iter().any(|m| m.contains("missing field")), "{e:#?}");
+    }
+
+    #[test]
+    fn a_node_in_part_is_still_checked_and_can_be_named() {
+        let e = errors(
+            "id: w\nnodes:\n  - id: c\n    type: condition\n    if: 3\n    iff: x\n    then: [ghost, b]\n  - id: b\n    type: code\n    cod: x\n  - id: d\n    type: code\n    code: return nodes['c'], nodes['nope']\n",
+            Format::Yaml,
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("wf:7: node 'c', field 'then[0]': unknown node 'ghost'")),
+            "{e:#?}"
+        );
+        assert!(e.iter().any(|m| m.contains("`nodes['nope']`")), "{e:#?}");
+        assert!(!e.iter().any(|m| m.contains("'b';")), "{e:#?}");
+        assert_eq!(e.len(), 4, "{e:#?}");
+    }
+
+    #[test]
+    fn a_duplicate_key_names_its_node() {
+        let e = errors(
+            "{\"id\": \"w\", \"nodes\": [\n {\"id\": \"a\", \"type\": \"set\", \"fields\": {}},\n {\"id\": \"b\", \"type\": \"code\",\n  \"code\": \"1\", \"code\": \"2\"}]}",
+            Format::Json,
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("wf:4:"), "{e:#?}");
+        assert!(
+            e[0].contains("node 'b'") && e[0].contains("duplicate key `code`"),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn the_top_level_is_read_field_by_field() {
+        let e = errors(
+            "{\"id\": 5, \"name\": [], \"timeout_ms\": \"x\", \"x-tool\": {\"a\": 1}, \"nodes\": {}}",
+            Format::Json,
+        );
+        for field in [
+            "field 'id'",
+            "field 'name'",
+            "field 'timeout_ms'",
+            "field 'nodes'",
+        ] {
+            assert!(e.iter().any(|m| m.contains(field)), "{field}: {e:#?}");
+        }
+        assert_eq!(e.len(), 4, "{e:#?}");
+        let e = errors("[1, 2]", Format::Json);
+        assert!(e[0].contains("a workflow is an object"), "{e:#?}");
+    }
 }

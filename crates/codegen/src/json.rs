@@ -75,17 +75,7 @@ impl<'de> Visitor<'de> for UniqueVisitor {
 }
 
 fn json_error(e: &serde_json::Error) -> Diagnostic {
-    // serde_json appends " at line X column Y" to its message; keep only the message part.
-    let msg = e.to_string();
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
-    };
-    let msg = if msg.starts_with("recursion limit exceeded") {
-        crate::yaml::too_deep()
-    } else {
-        msg
-    };
+    let msg = crate::yaml::parser_message(&e.to_string());
     let mut d = Diagnostic::new(format!("invalid JSON: {msg}"));
     if e.line() > 0 {
         d = d.at(e.line(), Some(e.column()));

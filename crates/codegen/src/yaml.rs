@@ -293,19 +293,20 @@ fn number(n: &serde_yaml_ng::Number) -> Option<Value> {
     }
 }
 
-/// serde_yaml_ng's error as a diagnostic with line and column.
-pub(crate) fn yaml_error(e: &serde_yaml_ng::Error) -> Diagnostic {
-    let msg = e.to_string();
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
-    };
-    let msg = if msg.starts_with("recursion limit exceeded") {
+/// A parser's message without the " at line X column Y" it appends (the diagnostic has them),
+/// and with the nesting limit explained.
+pub(crate) fn parser_message(msg: &str) -> String {
+    let msg = msg.rfind(" at line ").map_or(msg, |i| &msg[..i]);
+    if msg.starts_with("recursion limit exceeded") {
         too_deep()
     } else {
-        msg
-    };
-    let mut d = Diagnostic::new(format!("invalid YAML: {msg}"));
+        msg.to_string()
+    }
+}
+
+/// serde_yaml_ng's error as a diagnostic with line and column.
+pub(crate) fn yaml_error(e: &serde_yaml_ng::Error) -> Diagnostic {
+    let mut d = Diagnostic::new(format!("invalid YAML: {}", parser_message(&e.to_string())));
     if let Some(loc) = e.location() {
         d = d.at(loc.line(), Some(loc.column()));
     }
