@@ -492,7 +492,7 @@ fn a_top_level_typo_does_not_hide_node_errors() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Everything in one pass; code references; several files and --json.
+// Everything in one pass; code references (several files and --json: workflow_files.rs).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -594,63 +594,4 @@ fn everything_is_reported_in_one_pass() {
     );
     // A typo'd field is not also reported missing.
     assert!(!err.contains("missing field `fields`"), "{err}");
-}
-
-#[test]
-fn several_files_each_get_their_result() {
-    let env = Env::new();
-    env.write_workflow("good.json", &workflow(json!([set("a", json!({}))])));
-    env.write_workflow("bad.json", &workflow(json!([set("A", json!({}))])));
-    let good = example("hello.json");
-    let out = env.cmd([
-        std::ffi::OsStr::new("validate"),
-        good.as_os_str(),
-        std::ffi::OsStr::new("bad.json"),
-        std::ffi::OsStr::new("good.json"),
-        std::ffi::OsStr::new("nope.yaml"),
-    ]);
-    assert_code(&out, 2, "validate of several files, some invalid");
-    let ok = stdout(&out);
-    assert_eq!(ok.lines().count(), 2, "{}", describe(&out));
-    assert!(
-        ok.lines().nth(1).unwrap().starts_with("ok: good.json"),
-        "{ok}"
-    );
-    let err = stderr(&out);
-    assert!(err.contains("error: bad.json:"), "{err}");
-    assert!(err.contains("invalid node id 'A'"), "{err}");
-    assert!(err.contains("error: nope.yaml: cannot read"), "{err}");
-    let out = env.cmd(["validate", "good.json", "good.json"]);
-    assert_success(&out, "validate of valid files");
-}
-
-#[test]
-fn json_output_for_editors_and_ci() {
-    let env = Env::new();
-    env.write_workflow("good.json", &workflow(json!([set("a", json!({}))])));
-    env.write_file(
-        "bad.yaml",
-        "id: wf\nnodes:\n  - id: a\n    type: set\n    feilds: {}\n",
-    );
-    let out = env.cmd(["validate", "--json", "good.json", "bad.yaml"]);
-    assert_code(&out, 2, "validate --json with an invalid file");
-    let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
-    assert_eq!(doc["valid"], false);
-    assert_eq!(
-        doc["files"][0],
-        json!({"file": "good.json", "valid": true, "workflow_id": "wf", "name": null,
-               "order": ["a"], "diagnostics": []})
-    );
-    let bad = &doc["files"][1];
-    assert_eq!(bad["file"], "bad.yaml");
-    assert_eq!(bad["valid"], false);
-    assert_eq!(
-        bad["diagnostics"],
-        json!([{"file": "bad.yaml", "line": 5, "column": null, "node": "a", "field": "feilds",
-                "message": "unknown field `feilds`, expected `fields`"}])
-    );
-    let out = env.cmd(["validate", "--json", "good.json"]);
-    assert_success(&out, "validate --json of a valid file");
-    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(doc["valid"], true);
 }
