@@ -32,10 +32,14 @@ pub struct Cli {
 pub enum Command {
     /// Run a workflow: validate, generate the script, execute it and record everything.
     Run(run::RunArgs),
-    /// Check a workflow file; errors name the file, line, node and field.
+    /// Check workflow files; errors name the file, line, node and field. Exit 2 if any is invalid.
     Validate {
-        /// Workflow file (.json, .yaml or .yml).
-        file: PathBuf,
+        /// Workflow files (.json, .yaml or .yml).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON document on stdout: per file, whether it is valid and every problem found.
+        #[arg(long)]
+        json: bool,
     },
     /// Print (or write with -o) the Python script generated for a workflow.
     Codegen {
@@ -150,7 +154,7 @@ pub fn main() -> i32 {
     let db = cli.db.clone();
     let result = match cli.command {
         Command::Run(args) => run::run(args, db.as_deref()),
-        Command::Validate { file } => workflow::validate(&file),
+        Command::Validate { files, json } => workflow::validate(&files, json),
         Command::Codegen { file, output } => workflow::codegen(&file, output.as_deref()),
         Command::History(args) => inspect::history(args, db.as_deref()),
         Command::Show { id, json } => inspect::show(&id, json, db.as_deref()),

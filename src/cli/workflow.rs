@@ -1,26 +1,38 @@
 //! `flowrun validate` and `flowrun codegen`.
 
 use super::Exit;
-use flowrun_codegen::{Diagnostics, Plan, RenderOptions};
-use std::path::Path;
+use flowrun_codegen::{Diagnostics, Plan, RenderOptions, Source};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 
-/// Loads and checks a workflow file, including its input schema.
-pub(crate) fn load_plan(file: &Path) -> Result<(flowrun_codegen::Source, Plan), Exit> {
-    let invalid = |d: Diagnostics| Exit::new(2, d.to_string());
-    let source = flowrun_codegen::load_file(file).map_err(invalid)?;
-    let plan = flowrun_codegen::compile(&source).map_err(invalid)?;
+/// Loads and checks a workflow file, including its input schema: the plan, or every problem.
+fn check(file: &Path) -> Result<(Source, Plan), Diagnostics> {
+    let source = flowrun_codegen::load_file(file)?;
+    let plan = flowrun_codegen::compile(&source)?;
     if let Some(schema) = &plan.workflow.inputs {
-        flowrun_app::inputs::check_schema(schema)
-            .map_err(|e| Exit::new(2, format!("{}: {e}", source.file)))?;
+        if let Err(e) = flowrun_app::inputs::check_schema(schema) {
+            let message = match e {
+                flowrun_app::inputs::InputError::Schema(why) => {
+                    format!("not a valid JSON Schema: {why}")
+                }
+                other => other.to_string(),
+            };
+            return Err(source.diagnostic("inputs", message).into());
+        }
     }
     Ok((source, plan))
 }
 
-pub fn validate(file: &Path) -> Result<i32, Exit> {
-    let (source, plan) = load_plan(file)?;
+/// Loads and checks a workflow file; exit 2 with every problem when it is invalid.
+pub(crate) fn load_plan(file: &Path) -> Result<(Source, Plan), Exit> {
+    check(file).map_err(|d| Exit::new(2, d.to_string()))
+}
+
+/// `ok: FILE — workflow 'id' (Name), N nodes: a → b`
+fn summary(source: &Source, plan: &Plan) -> String {
     let wf = &plan.workflow;
     let order: Vec<&str> = plan.ordered_nodes().map(|n| n.id.as_str()).collect();
-    println!(
+    format!(
         "ok: {} — workflow '{}'{}, {} node{}: {}",
         source.file,
         wf.id,
@@ -31,8 +43,56 @@ pub fn validate(file: &Path) -> Result<i32, Exit> {
         order.len(),
         if order.len() == 1 { "" } else { "s" },
         order.join(" → ")
-    );
-    Ok(0)
+    )
+}
+
+/// One file's entry in `validate --json` (the fields are documented in the README).
+fn json_entry(file: &Path, result: &Result<(Source, Plan), Diagnostics>) -> Value {
+    match result {
+        Ok((source, plan)) => json!({
+            "file": source.file,
+            "valid": true,
+            "workflow_id": plan.workflow.id,
+            "name": plan.workflow.name,
+            "order": plan.ordered_nodes().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            "diagnostics": [],
+        }),
+        Err(d) => json!({
+            "file": file.display().to_string(),
+            "valid": false,
+            "workflow_id": null,
+            "name": null,
+            "order": null,
+            "diagnostics": d.0,
+        }),
+    }
+}
+
+/// Checks each file: a one-line summary per valid file on stdout and every problem of the
+/// invalid ones on stderr, or with `json` one JSON document on stdout. Exit 2 if any is invalid.
+pub fn validate(files: &[PathBuf], json: bool) -> Result<i32, Exit> {
+    let mut entries = Vec::with_capacity(files.len());
+    let mut all_valid = true;
+    for file in files {
+        let result = check(file);
+        all_valid &= result.is_ok();
+        if json {
+            entries.push(json_entry(file, &result));
+            continue;
+        }
+        match result {
+            Ok((source, plan)) => println!("{}", summary(&source, &plan)),
+            Err(d) => eprintln!("error: {d}"),
+        }
+    }
+    if json {
+        let doc = json!({"valid": all_valid, "files": entries});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON serializes")
+        );
+    }
+    Ok(if all_valid { 0 } else { super::exit::USAGE })
 }
 
 pub fn codegen(file: &Path, output: Option<&Path>) -> Result<i32, Exit> {

@@ -20,3 +20,4 @@ mod serve_limits;
 mod serve_page;
 mod serve_security;
 mod validate_errors;
+mod workflow_files;

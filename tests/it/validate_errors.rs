@@ -159,8 +159,10 @@ fn missing_node_type() {
         "notype.json",
         &workflow(json!([{"id": "a", "fields": {}}])),
     );
-    // No `type` line exists: the node's line is the place to fix.
-    assert_located(&err, &text, "notype.json", "a", "type", "\"a\"");
+    // No `type` line exists: the node's first line is the place to fix.
+    assert_located(&err, &text, "notype.json", "a", "type", "{");
+    let line = line_in(&err, "notype.json").unwrap();
+    assert!(text.lines().nth(line).unwrap().contains("\"a\""), "{err}");
     assert!(err.contains("missing `type`"), "{err}");
 }
 
@@ -226,7 +228,14 @@ fn unknown_template_root() {
         "root.json",
         &workflow(json!([set("a", json!({"v": "{{ foo.x }}"}))])),
     );
-    assert_located(&err, &text, "root.json", "a", "fields.v", "\"fields\"");
+    assert_located(
+        &err,
+        &text,
+        "root.json",
+        "a",
+        "fields.v",
+        "\"v\": \"{{ foo.x }}\"",
+    );
     assert!(err.contains("unknown root 'foo'"), "{err}");
     assert!(err.contains("{{ foo.x }}"), "{err}");
 }
@@ -261,7 +270,7 @@ fn reference_to_own_output() {
         "own.json",
         &workflow(json!([set("a", json!({"v": "{{ nodes.a.output.v }}"}))])),
     );
-    assert_located(&err, &text, "own.json", "a", "fields.v", "\"fields\"");
+    assert_located(&err, &text, "own.json", "a", "fields.v", "\"v\":");
     assert!(err.contains("its own output"), "{err}");
 }
 
@@ -295,7 +304,7 @@ fn after_naming_unknown_node() {
             {"id": "b", "type": "set", "fields": {}, "after": ["a", "ghost"]}
         ])),
     );
-    assert_located(&err, &text, "after.json", "b", "after[1]", "\"after\"");
+    assert_located(&err, &text, "after.json", "b", "after[1]", "\"ghost\"");
     assert!(err.contains("unknown node 'ghost'"), "{err}");
 }
 
@@ -309,7 +318,7 @@ fn condition_then_naming_unknown_node() {
             {"id": "c", "type": "condition", "if": "{{ trigger.ok }}", "then": ["ghost"]}
         ])),
     );
-    assert_located(&err, &text, "then.json", "c", "then[0]", "\"then\"");
+    assert_located(&err, &text, "then.json", "c", "then[0]", "\"ghost\"");
     assert!(err.contains("unknown node 'ghost'"), "{err}");
 }
 
@@ -321,7 +330,7 @@ fn bad_template_syntax() {
         "syntax.json",
         &workflow(json!([set("a", json!({"v": "{{ trigger.a + 1 }}"}))])),
     );
-    assert_located(&err, &text, "syntax.json", "a", "fields.v", "\"fields\"");
+    assert_located(&err, &text, "syntax.json", "a", "fields.v", "\"v\":");
     assert!(err.contains("invalid template"), "{err}");
 }
 
@@ -473,11 +482,116 @@ fn a_top_level_typo_does_not_hide_node_errors() {
     );
     let err = invalid(&env, "top.json");
     assert!(
-        err.contains("top.json:3: field 'timout_ms': unknown field `timout_ms`"),
+        err.contains("top.json:3:3: field 'timout_ms': unknown field `timout_ms`"),
         "{err}"
     );
     assert!(
-        err.contains("top.json:5: node 'a', field 'cod': unknown field `cod`"),
+        err.contains("top.json:5:33: node 'a', field 'cod': unknown field `cod`"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything in one pass; code references (several files and --json: workflow_files.rs).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn duplicate_node_id_points_at_the_second_node() {
+    let env = Env::new();
+    let (err, text) = invalid_json(
+        &env,
+        "dup2.json",
+        &workflow(json!([
+            set("a", json!({"x": 1})),
+            set("b", json!({})),
+            set("a", json!({"y": 2}))
+        ])),
+    );
+    let line = line_in(&err, "dup2.json").unwrap();
+    let second = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("\"id\": \"a\""))
+        .nth(1)
+        .map(|(i, _)| i + 1)
+        .unwrap();
+    assert_eq!(line, second, "{err}");
+    env.write_file(
+        "dup2.yaml",
+        "id: wf\nnodes:\n  - id: a\n    type: set\n    fields: {}\n  - type: set\n    id: a\n    fields: {}\n",
+    );
+    let err = invalid(&env, "dup2.yaml");
+    assert!(
+        err.contains("dup2.yaml:7: node 'a', field 'id': duplicate node id 'a'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn code_reading_an_unknown_node_is_an_error() {
+    let env = Env::new();
+    let (err, text) = invalid_json(
+        &env,
+        "code.json",
+        &workflow(json!([
+            set("a", json!({})),
+            {"id": "b", "type": "code", "code": "x = nodes['a']\n# nodes['old'] is gone\ny = nodes[\"missing\"]\nz = nodes.get('gone')\nreturn nodes['b']"}
+        ])),
+    );
+    assert_located(&err, &text, "code.json", "b", "code", "\"code\"");
+    assert!(
+        err.contains("`nodes[\"missing\"]`: unknown node 'missing'; nodes are: a, b"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`nodes.get('gone')`: unknown node 'gone'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`nodes['b']`: a node cannot read its own output"),
+        "{err}"
+    );
+    assert!(!err.contains("'old'") && !err.contains("'a';"), "{err}");
+}
+
+/// One run reports the errors that used to take several fix-and-rerun rounds: a top-level typo,
+/// two bad fields in one node, an unknown type, a duplicate id, references to unknown nodes from
+/// nodes that parse and from nodes that do not, and a cycle.
+#[test]
+fn everything_is_reported_in_one_pass() {
+    let env = Env::new();
+    env.write_file(
+        "all.yaml",
+        "id: wf\n\
+         timout_ms: 5\n\
+         nodes:\n\
+         \x20 - id: a\n    type: set\n    feilds: {}\n    retry: {max_atempts: 2}\n    after: [ghost1]\n\
+         \x20 - id: b\n    type: sett\n    after: [c]\n\
+         \x20 - id: c\n    type: set\n    fields: {v: '{{ nodes.ghost2.output }}'}\n    after: [b]\n\
+         \x20 - id: a\n    type: condition\n    if: '{{ trigger.x }}'\n    then: [ghost3]\n\
+         \x20 - id: Bad\n    type: code\n    code: return 1\n    on_error: sometimes\n    after: [ghost4]\n",
+    );
+    let err = invalid(&env, "all.yaml");
+    for expected in [
+        "all.yaml:2: field 'timout_ms': unknown field `timout_ms`",
+        "all.yaml:6: node 'a', field 'feilds': unknown field `feilds`",
+        "all.yaml:7: node 'a', field 'retry.max_atempts': unknown field `max_atempts`",
+        "all.yaml:8: node 'a', field 'after[0]': unknown node 'ghost1'",
+        "all.yaml:10: node 'b', field 'type': unknown node type 'sett'",
+        "all.yaml:14: node 'c', field 'fields.v': `{{ nodes.ghost2.output }}`: unknown node 'ghost2'",
+        "all.yaml:16: node 'a', field 'id': duplicate node id 'a'",
+        "all.yaml:19: node 'a', field 'then[0]': unknown node 'ghost3'",
+        "all.yaml:20: node 'Bad', field 'id': invalid node id 'Bad'",
+        "all.yaml:23: node 'Bad', field 'on_error': unknown variant `sometimes`",
+        "all.yaml:24: node 'Bad', field 'after[0]': unknown node 'ghost4'",
+        "cycle: ",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(
+        err.contains("'b' → 'c'") && err.contains("'c' → 'b'"),
+        "{err}"
+    );
+    // A typo'd field is not also reported missing.
+    assert!(!err.contains("missing field `fields`"), "{err}");
 }

@@ -5,7 +5,8 @@ use std::fmt;
 /// One problem found in a workflow: where it is and what is wrong.
 ///
 /// Displayed as `file:line:col: node 'x', field 'y': message`, leaving out the parts that are not
-/// known, so an editor or terminal can jump to it.
+/// known, so an editor or terminal can jump to it. Serialized (`validate --json`, the HTTP API)
+/// as `{file, line, column, node, field, message}`, each present and `null` when not known.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     pub file: Option<String>,
@@ -14,6 +15,9 @@ pub struct Diagnostic {
     pub node: Option<String>,
     pub field: Option<String>,
     pub message: String,
+    /// The node's position in `nodes`, to find its line when two nodes share an id.
+    #[serde(skip)]
+    pub(crate) index: Option<usize>,
 }
 
 impl Diagnostic {
@@ -25,7 +29,14 @@ impl Diagnostic {
             node: None,
             field: None,
             message: message.into(),
+            index: None,
         }
+    }
+
+    /// Names the node written at position `index` of `nodes`, whose id is `node`.
+    pub(crate) fn node_at(mut self, index: usize, node: impl Into<String>) -> Self {
+        self.index = Some(index);
+        self.node(node)
     }
 
     pub(crate) fn node(mut self, node: impl Into<String>) -> Self {
@@ -83,6 +94,15 @@ impl fmt::Display for Diagnostics {
             write!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+impl Diagnostics {
+    /// In the order of their places in the file (those without a line last), keeping the order
+    /// they were found in otherwise.
+    pub(crate) fn sorted(mut self) -> Self {
+        self.0.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+        self
     }
 }
 

@@ -5,7 +5,15 @@
 //! script from `templates/` and `runtime/`, with every user value going through [`pyliteral`].
 //! This crate knows workflows and scripts; it spawns no process and touches no database.
 
+// Errors (a `Diagnostic`) are returned once per invalid file: their size does not matter, and
+// boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
+mod code_refs;
+mod convert;
 mod diagnostic;
+mod json;
+mod locate;
 pub mod model;
 mod node_types;
 mod params;
@@ -15,12 +23,13 @@ pub mod pyliteral;
 pub mod render;
 pub mod source;
 pub mod template;
+mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::Workflow;
 pub use plan::Plan;
 pub use render::{Pin, PinStatus, RenderOptions, Script, render};
-pub use source::{Format, Source, load_file, parse_str};
+pub use source::{Format, MAX_FILE_BYTES, Source, load_file, parse_str};
 
 /// Parses and validates, with every diagnostic located in the file.
 pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {

@@ -22,25 +22,6 @@ pub struct Workflow {
     pub nodes: Vec<Node>,
 }
 
-/// The top-level fields of a workflow file, parsed before the nodes so that every node can be
-/// checked on its own and reported with its id.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawWorkflow {
-    pub id: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub inputs: Option<Value>,
-    #[serde(default)]
-    pub connections: BTreeMap<String, Connection>,
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    pub nodes: Vec<crate::source::NodeObject>,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {

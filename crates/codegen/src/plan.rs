@@ -5,6 +5,7 @@
 //! lists it. Among nodes that are ready at the same time, file order wins, so a plain list of
 //! nodes runs top to bottom.
 
+use crate::code_refs;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
 use crate::node_types::NodeType;
@@ -112,16 +113,108 @@ impl Edge {
     }
 }
 
+/// What the checks see of one node written in the file: all of it, or, when its own fields did
+/// not parse, what could still be read of it. A node in part still has its id checked, its
+/// `after`, `then`/`else` and code references followed, and other nodes may name it, so that a
+/// typo in one node does not hide the workflow's other problems.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Written<'a> {
+    Whole(&'a Node),
+    Part(&'a Partial),
+}
+
+/// What could be read of a node whose own fields did not parse.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Partial {
+    /// `id`, when it is a string.
+    pub id: Option<String>,
+    pub after: Vec<String>,
+    pub then: Vec<String>,
+    pub otherwise: Vec<String>,
+    /// `code`, for a `code` node.
+    pub code: Option<String>,
+    pub trigger: bool,
+}
+
+impl<'a> Written<'a> {
+    fn id(self) -> Option<&'a str> {
+        match self {
+            Written::Whole(n) => Some(&n.id),
+            Written::Part(p) => p.id.as_deref(),
+        }
+    }
+
+    fn after(self) -> &'a [String] {
+        match self {
+            Written::Whole(n) => &n.after,
+            Written::Part(p) => &p.after,
+        }
+    }
+
+    /// `then` and `else`, for a condition.
+    fn branches(self) -> Option<(&'a [String], &'a [String])> {
+        match self {
+            Written::Whole(Node {
+                kind: NodeKind::Condition(c),
+                ..
+            }) => Some((&c.then, &c.otherwise)),
+            Written::Whole(_) => None,
+            Written::Part(p) => Some((&p.then, &p.otherwise)),
+        }
+    }
+
+    fn code(self) -> Option<&'a str> {
+        match self {
+            Written::Whole(Node {
+                kind: NodeKind::Code(c),
+                ..
+            }) => Some(&c.code),
+            Written::Whole(_) => None,
+            Written::Part(p) => p.code.as_deref(),
+        }
+    }
+
+    fn is_trigger(self) -> bool {
+        match self {
+            Written::Whole(n) => matches!(n.kind, NodeKind::Trigger(_)),
+            Written::Part(p) => p.trigger,
+        }
+    }
+}
+
+/// Which top-level fields were read: the checks of a field that could not be read are left out
+/// (its own error is already reported).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Known {
+    pub id: bool,
+    pub nodes: bool,
+}
+
 /// Checks the workflow and works out the order its nodes run in. Reports every problem found.
 pub(crate) fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
+    let written: Vec<Written> = workflow.nodes.iter().map(Written::Whole).collect();
+    let known = Known {
+        id: true,
+        nodes: true,
+    };
+    check(workflow, &written, known)
+}
+
+/// [`plan`] over the nodes as written (`written[i]` is the i-th item of `nodes`); a plan only
+/// when every node is whole and nothing is wrong.
+pub(crate) fn check(
+    workflow: &Workflow,
+    written: &[Written],
+    known: Known,
+) -> Result<Plan, Diagnostics> {
     let mut diags = Vec::new();
-    if !valid_id(&workflow.id) {
+    if known.id && !valid_id(&workflow.id) {
         diags.push(
             Diagnostic::new(format!("invalid workflow id '{}': {ID_RULE}", workflow.id))
                 .field("id"),
         );
     }
-    if workflow.nodes.is_empty() {
+    if known.nodes && written.is_empty() {
         diags.push(Diagnostic::new("a workflow needs at least one node").field("nodes"));
     }
     for (name, conn) in &workflow.connections {
@@ -145,77 +238,63 @@ pub(crate) fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
         diags.push(Diagnostic::new("must be at least 1 ms").field("timeout_ms"));
     }
 
+    // A node without a readable id is named by its position.
+    let labels: Vec<String> = written
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w.id().map_or_else(|| format!("#{}", i + 1), str::to_string))
+        .collect();
     let mut index: HashMap<&str, usize> = HashMap::new();
-    for (i, node) in workflow.nodes.iter().enumerate() {
-        if !valid_id(&node.id) {
+    for (i, w) in written.iter().enumerate() {
+        let Some(id) = w.id() else { continue };
+        if !valid_id(id) {
             diags.push(
-                Diagnostic::new(format!("invalid node id '{}': {ID_RULE}", node.id))
-                    .node(&node.id)
+                Diagnostic::new(format!("invalid node id '{id}': {ID_RULE}"))
+                    .node_at(i, id)
                     .field("id"),
             );
         }
-        if index.insert(node.id.as_str(), i).is_some() {
+        if let Some(first) = index.get(id) {
+            // Reported at the second node: the first keeps its id.
             diags.push(
                 Diagnostic::new(format!(
-                    "duplicate node id '{}': node ids must be unique",
-                    node.id
+                    "duplicate node id '{id}': node ids must be unique (node #{} has it too)",
+                    first + 1
                 ))
-                .node(&node.id)
+                .node_at(i, id)
                 .field("id"),
             );
+        } else {
+            index.insert(id, i);
         }
     }
-    let triggers: Vec<&str> = workflow
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.kind, NodeKind::Trigger(_)))
-        .map(|n| n.id.as_str())
+    let triggers: Vec<usize> = (0..written.len())
+        .filter(|&i| written[i].is_trigger())
         .collect();
     if triggers.len() > 1 {
+        let names: Vec<&str> = triggers.iter().map(|&i| labels[i].as_str()).collect();
         diags.push(
             Diagnostic::new(format!(
                 "only one trigger node is allowed, found {}",
-                triggers.join(", ")
+                names.join(", ")
             ))
-            .node(triggers[1])
+            .node_at(triggers[1], names[1])
             .field("type"),
         );
     }
 
-    let n = workflow.nodes.len();
+    let n = written.len();
     // deps[i]: (upstream index, why)
     let mut deps: Vec<Vec<(usize, Edge)>> = vec![Vec::new(); n];
     let mut guards: Vec<Vec<(usize, bool)>> = vec![Vec::new(); n];
     let mut params: Vec<Data> = Vec::with_capacity(n);
+    let mut whole = true;
 
-    for (i, node) in workflow.nodes.iter().enumerate() {
-        let at = |msg: String, field: &str| Diagnostic::new(msg).node(&node.id).field(field);
-        // Per-node settings.
-        if node.retry.max_attempts == 0 || node.retry.max_attempts > 100 {
-            diags.push(at(
-                "`max_attempts` must be between 1 and 100".into(),
-                "retry.max_attempts",
-            ));
-        }
-        if !(node.retry.factor.is_finite() && node.retry.factor >= 1.0) {
-            diags.push(at("`factor` must be a number ≥ 1".into(), "retry.factor"));
-        }
-        if node.timeout_ms == Some(0) {
-            diags.push(at("must be at least 1 ms".into(), "timeout_ms"));
-        }
-        for (k, req) in node.requirements.iter().enumerate() {
-            if req.trim().is_empty()
-                || req.contains(['\n', '\r'])
-                || req.trim_start().starts_with('-')
-            {
-                diags.push(at(
-                    format!("'{req}' is not a pip requirement specifier"),
-                    &format!("requirements[{k}]"),
-                ));
-            }
-        }
+    for (i, w) in written.iter().enumerate() {
+        let label = labels[i].as_str();
+        let at = |msg: String, field: &str| Diagnostic::new(msg).node_at(i, label).field(field);
         // `after`
-        for (k, dep) in node.after.iter().enumerate() {
+        for (k, dep) in w.after().iter().enumerate() {
             match index.get(dep.as_str()) {
                 Some(&j) if j == i => diags.push(at(
                     "a node cannot run after itself".into(),
@@ -225,115 +304,89 @@ pub(crate) fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
                 None => diags.push(at(unknown_node(dep, &index), &format!("after[{k}]"))),
             }
         }
-        // Type-specific params and their templates.
-        match params::compile(node, workflow) {
-            Ok(Params { data, references }) => {
-                for (field, r) in references {
-                    match check_reference(&r, node, &index) {
-                        Ok(Some(j)) => deps[i].push((j, Edge::Template(field))),
-                        Ok(None) => {}
-                        Err(msg) => diags.push(at(msg, &field)),
-                    }
-                }
-                params.push(data);
-            }
-            Err(errs) => {
-                diags.extend(errs);
-                params.push(Data::Null);
-            }
-        }
-        match &node.kind {
-            NodeKind::Code(code) => {
-                for id in code_mentioned_ids(&code.code) {
-                    if let Some(&j) = index.get(id) {
-                        if j != i {
-                            deps[i].push((j, Edge::Code));
+        if let Written::Whole(node) = w {
+            node_settings(node, &mut |msg, field| diags.push(at(msg, field)));
+            // Type-specific params and their templates.
+            match params::compile(node, workflow) {
+                Ok(Params { data, references }) => {
+                    for (field, r) in references {
+                        match check_reference(&r, node, &index) {
+                            Ok(Some(j)) => deps[i].push((j, Edge::Template(field))),
+                            Ok(None) => {}
+                            Err(msg) => diags.push(at(msg, &field)),
                         }
                     }
+                    params.push(data);
+                }
+                Err(errs) => {
+                    diags.extend(errs.into_iter().map(|mut d| {
+                        d.index = Some(i);
+                        d
+                    }));
+                    params.push(Data::Null);
                 }
             }
-            NodeKind::Condition(cond) => {
-                for (branch, list, value) in
-                    [("then", &cond.then, true), ("else", &cond.otherwise, false)]
-                {
-                    for (k, target) in list.iter().enumerate() {
-                        let field = format!("{branch}[{k}]");
-                        match index.get(target.as_str()) {
-                            Some(&j) if j == i => {
-                                diags.push(at("a condition cannot list itself".into(), &field))
-                            }
-                            Some(&j) => {
-                                if guards[j].iter().any(|&(c, _)| c == i) {
-                                    diags.push(at(
-                                        format!("'{target}' is listed in both `then` and `else`"),
-                                        &field,
-                                    ));
-                                } else {
-                                    guards[j].push((i, value));
-                                    deps[j].push((
-                                        i,
-                                        Edge::Branch {
-                                            condition: node.id.clone(),
-                                            branch,
-                                        },
-                                    ));
-                                }
-                            }
-                            None => diags.push(at(unknown_node(target, &index), &field)),
+        } else {
+            whole = false;
+        }
+        if let Some(code) = w.code() {
+            for r in code_refs::scan(code) {
+                match index.get(r.id) {
+                    Some(&j) if j == i => diags.push(at(
+                        format!("`{}`: a node cannot read its own output", r.written),
+                        "code",
+                    )),
+                    Some(&j) => deps[i].push((j, Edge::Code)),
+                    None => diags.push(at(
+                        format!("`{}`: {}", r.written, unknown_node(r.id, &index)),
+                        "code",
+                    )),
+                }
+            }
+        }
+        if let Some((then, otherwise)) = w.branches() {
+            for (branch, list, value) in [("then", then, true), ("else", otherwise, false)] {
+                for (k, target) in list.iter().enumerate() {
+                    let field = format!("{branch}[{k}]");
+                    match index.get(target.as_str()) {
+                        Some(&j) if j == i => {
+                            diags.push(at("a condition cannot list itself".into(), &field))
                         }
+                        Some(&j) => {
+                            if guards[j].iter().any(|&(c, _)| c == i) {
+                                diags.push(at(
+                                    format!("'{target}' is listed in both `then` and `else`"),
+                                    &field,
+                                ));
+                            } else {
+                                guards[j].push((i, value));
+                                deps[j].push((
+                                    i,
+                                    Edge::Branch {
+                                        condition: label.to_string(),
+                                        branch,
+                                    },
+                                ));
+                            }
+                        }
+                        None => diags.push(at(unknown_node(target, &index), &field)),
                     }
                 }
             }
-            _ => {}
         }
-    }
-    if !diags.is_empty() {
-        return Err(Diagnostics(diags));
     }
 
+    // A cycle among the edges that are known is reported with the other problems.
     let order = match topo_order(n, &deps) {
-        Ok(order) => order,
+        Ok(order) => Some(order),
         Err(cycle) => {
-            let mut text = String::new();
-            for w in cycle.windows(2) {
-                let (from, to) = (w[0], w[1]);
-                let edge = deps[to]
-                    .iter()
-                    .find(|(j, _)| *j == from)
-                    .map(|(_, e)| e.clone())
-                    .expect("edge exists");
-                text.push_str(&format!(
-                    "'{}' → '{}' ({}), ",
-                    workflow.nodes[from].id,
-                    workflow.nodes[to].id,
-                    edge.describe()
-                ));
-            }
-            text.truncate(text.len().saturating_sub(2));
-            let names: Vec<&str> = cycle
-                .iter()
-                .map(|&i| workflow.nodes[i].id.as_str())
-                .collect();
-            let first = cycle[1];
-            let field = deps[first]
-                .iter()
-                .find(|(j, _)| *j == cycle[0])
-                .map(|(_, e)| match e {
-                    Edge::After => "after".to_string(),
-                    Edge::Template(f) => f.clone(),
-                    Edge::Code => "code".to_string(),
-                    Edge::Branch { condition, .. } => format!("(branch of {condition})"),
-                })
-                .unwrap_or_default();
-            return Err(
-                Diagnostic::new(format!("cycle: {}; because {text}", names.join(" → ")))
-                    .node(workflow.nodes[first].id.clone())
-                    .field(field)
-                    .into(),
-            );
+            diags.push(cycle_error(&cycle, &deps, &labels));
+            None
         }
     };
-
+    let (Some(order), true, true) = (order, diags.is_empty(), whole) else {
+        return Err(Diagnostics(diags));
+    };
     let deps = deps
         .into_iter()
         .map(|d| {
@@ -350,6 +403,68 @@ pub(crate) fn plan(workflow: &Workflow) -> Result<Plan, Diagnostics> {
         guards,
         params,
     })
+}
+
+/// Checks a node's own settings: retry, timeout, requirements.
+fn node_settings(node: &Node, report: &mut dyn FnMut(String, &str)) {
+    if node.retry.max_attempts == 0 || node.retry.max_attempts > 100 {
+        report(
+            "`max_attempts` must be between 1 and 100".into(),
+            "retry.max_attempts",
+        );
+    }
+    if !(node.retry.factor.is_finite() && node.retry.factor >= 1.0) {
+        report("`factor` must be a number ≥ 1".into(), "retry.factor");
+    }
+    if node.timeout_ms == Some(0) {
+        report("must be at least 1 ms".into(), "timeout_ms");
+    }
+    for (k, req) in node.requirements.iter().enumerate() {
+        if req.trim().is_empty() || req.contains(['\n', '\r']) || req.trim_start().starts_with('-')
+        {
+            report(
+                format!("'{req}' is not a pip requirement specifier"),
+                &format!("requirements[{k}]"),
+            );
+        }
+    }
+}
+
+/// The error for a cycle (indices, first repeated at the end), at the edge that closes it.
+fn cycle_error(cycle: &[usize], deps: &[Vec<(usize, Edge)>], labels: &[String]) -> Diagnostic {
+    let edge = |from: usize, to: usize| {
+        deps[to]
+            .iter()
+            .find(|(j, _)| *j == from)
+            .map(|(_, e)| e.clone())
+            .expect("edge exists")
+    };
+    let because: Vec<String> = cycle
+        .windows(2)
+        .map(|w| {
+            format!(
+                "'{}' → '{}' ({})",
+                labels[w[0]],
+                labels[w[1]],
+                edge(w[0], w[1]).describe()
+            )
+        })
+        .collect();
+    let names: Vec<&str> = cycle.iter().map(|&i| labels[i].as_str()).collect();
+    let first = cycle[1];
+    let field = match edge(cycle[0], first) {
+        Edge::After => "after".to_string(),
+        Edge::Template(f) => f,
+        Edge::Code => "code".to_string(),
+        Edge::Branch { condition, .. } => format!("(branch of {condition})"),
+    };
+    Diagnostic::new(format!(
+        "cycle: {}; because {}",
+        names.join(" → "),
+        because.join(", ")
+    ))
+    .node_at(first, labels[first].clone())
+    .field(field)
 }
 
 fn unknown_node(id: &str, index: &HashMap<&str, usize>) -> String {
@@ -404,23 +519,6 @@ fn check_reference(
             ROOTS.join(", ")
         )),
     }
-}
-
-/// The ids Python source indexes `nodes` with (`nodes['id']`, `nodes["id"]`, `nodes.get('id'`),
-/// in one pass over the source.
-fn code_mentioned_ids(code: &str) -> Vec<&str> {
-    let mut ids = Vec::new();
-    for prefix in ["nodes['", "nodes[\"", "nodes.get('", "nodes.get(\""] {
-        for (at, _) in code.match_indices(prefix) {
-            let rest = &code[at + prefix.len()..];
-            if let Some(end) = rest.find(['\'', '"']) {
-                ids.push(&rest[..end]);
-            }
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// Kahn's algorithm, taking the lowest file index among ready nodes. On a cycle, returns one

@@ -1,0 +1,423 @@
+//! From a workflow's data to the typed [`Workflow`], field by field and node by node, collecting
+//! every problem instead of stopping at the first.
+//!
+//! Top-level keys starting with `x-` are allowed and ignored (a place for YAML anchors, as in
+//! Compose files); any other unknown key is an error, at the top as in the nodes. A node whose
+//! fields do not all parse is kept in part ([`Partial`]) so the plan's checks still see its id,
+//! `after`, `then`/`else` and code.
+
+use crate::diagnostic::Diagnostic;
+use crate::model::*;
+use crate::node_types::NodeType;
+use crate::plan::{Known, Partial, Written};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The top-level fields of a workflow file.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "inputs",
+    "connections",
+    "timeout_ms",
+    "nodes",
+];
+
+/// What was read of a workflow.
+pub(crate) struct Read {
+    /// The workflow with its whole nodes.
+    pub workflow: Workflow,
+    /// The definition as stored: the data without top-level `x-` keys.
+    pub definition: Value,
+    pub diagnostics: Vec<Diagnostic>,
+    pub known: Known,
+    /// Each item of `nodes`: its index in `workflow.nodes`, or what could be read of it.
+    pub nodes: Vec<Result<usize, Partial>>,
+}
+
+/// The nodes as written, for [`crate::plan::check`], from [`Read::nodes`] and the workflow of
+/// [`Read::workflow`].
+pub(crate) fn written<'a>(
+    nodes: &'a [Result<usize, Partial>],
+    workflow: &'a Workflow,
+) -> Vec<Written<'a>> {
+    nodes
+        .iter()
+        .map(|n| match n {
+            Ok(i) => Written::Whole(&workflow.nodes[*i]),
+            Err(p) => Written::Part(p),
+        })
+        .collect()
+}
+
+pub(crate) fn workflow(data: Value) -> Read {
+    let mut diags = Vec::new();
+    let mut workflow = Workflow {
+        id: String::new(),
+        name: None,
+        description: None,
+        inputs: None,
+        connections: BTreeMap::new(),
+        timeout_ms: None,
+        nodes: Vec::new(),
+    };
+    let mut top = match data {
+        Value::Object(top) => top,
+        other => {
+            diags.push(Diagnostic::new(format!(
+                "a workflow is an object with `id` and `nodes`, not {}",
+                kind(&other)
+            )));
+            return Read {
+                workflow,
+                definition: other,
+                diagnostics: diags,
+                known: Known {
+                    id: false,
+                    nodes: false,
+                },
+                nodes: Vec::new(),
+            };
+        }
+    };
+    top.retain(|k, _| !k.starts_with("x-"));
+    for k in top.keys() {
+        if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
+            diags.push(
+                Diagnostic::new(format!(
+                    "unknown field `{k}`, expected one of {} (or a key starting with `x-`, which is ignored)",
+                    TOP_LEVEL_KEYS.join(", ")
+                ))
+                .field(k.clone()),
+            );
+        }
+    }
+    let id = top_field::<String>(&top, "id", &mut diags);
+    if id.is_none() && !top.contains_key("id") {
+        diags.push(Diagnostic::new("missing field `id`").field("id"));
+    }
+    workflow.name = top_field(&top, "name", &mut diags).flatten();
+    workflow.description = top_field(&top, "description", &mut diags).flatten();
+    workflow.inputs = top.get("inputs").cloned().filter(|v| !v.is_null());
+    workflow.connections = top_field(&top, "connections", &mut diags).unwrap_or_default();
+    workflow.timeout_ms = top_field(&top, "timeout_ms", &mut diags).flatten();
+    let mut nodes = Vec::new();
+    let nodes_known = match top.get("nodes") {
+        Some(Value::Array(items)) => {
+            for (k, item) in items.iter().enumerate() {
+                nodes.push(match node(k, item.clone(), &mut diags) {
+                    Ok(n) => {
+                        workflow.nodes.push(n);
+                        Ok(workflow.nodes.len() - 1)
+                    }
+                    Err(p) => Err(p),
+                });
+            }
+            true
+        }
+        Some(other) => {
+            diags.push(
+                Diagnostic::new(format!("`nodes` is a list of nodes, not {}", kind(other)))
+                    .field("nodes"),
+            );
+            false
+        }
+        None => {
+            diags.push(Diagnostic::new("missing field `nodes`").field("nodes"));
+            false
+        }
+    };
+    let known = Known {
+        id: id.is_some(),
+        nodes: nodes_known,
+    };
+    workflow.id = id.unwrap_or_default();
+    Read {
+        workflow,
+        definition: Value::Object(top),
+        diagnostics: diags,
+        known,
+        nodes,
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A top-level field, when present and of the right type (else its error is reported).
+fn top_field<T: DeserializeOwned>(
+    top: &Map<String, Value>,
+    key: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let value = top.get(key)?.clone();
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| {
+            let (field, msg) = field_and_message(&e);
+            let field = match field {
+                Some(f) => format!("{key}.{f}"),
+                None => key.to_string(),
+            };
+            diags.push(Diagnostic::new(msg).field(field));
+        })
+        .ok()
+}
+
+/// One item of `nodes`: the node, or (its problems reported) what could be read of it.
+fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Partial> {
+    let Value::Object(mut obj) = value else {
+        diags.push(
+            Diagnostic::new(format!(
+                "a node is an object with at least `id` and `type`, not {}",
+                kind(&value)
+            ))
+            .node_at(k, format!("#{}", k + 1)),
+        );
+        return Err(Partial::default());
+    };
+    let partial = partial(&obj);
+    let label = partial.id.clone().unwrap_or_else(|| format!("#{}", k + 1));
+    let before = diags.len();
+    let node_type = match obj.remove("type") {
+        Some(Value::String(t)) => {
+            let found = NodeType::from_name(&t);
+            if found.is_none() {
+                diags.push(
+                    Diagnostic::new(format!(
+                        "unknown node type '{t}'; one of: {}",
+                        NodeType::names()
+                    ))
+                    .node_at(k, &label)
+                    .field("type"),
+                );
+            }
+            found
+        }
+        Some(_) => {
+            diags.push(
+                Diagnostic::new("`type` must be a string")
+                    .node_at(k, &label)
+                    .field("type"),
+            );
+            None
+        }
+        None => {
+            diags.push(
+                Diagnostic::new(format!("missing `type`; one of: {}", NodeType::names()))
+                    .node_at(k, &label)
+                    .field("type"),
+            );
+            None
+        }
+    };
+    let mut common = Map::new();
+    for key in COMMON_KEYS {
+        if let Some(v) = obj.remove(*key) {
+            common.insert((*key).to_string(), v);
+        }
+    }
+    let common: Option<CommonFields> = each_error(k, common, |v| typed(v, &label), diags);
+    // The type's own fields can only be checked once the type is known.
+    let kind = node_type.and_then(|t| each_error(k, obj, |v| t.parse_fields(v, &label), diags));
+    match (common, kind) {
+        (Some(c), Some(kind)) if diags.len() == before => Ok(Node {
+            id: c.id,
+            name: c.name,
+            notes: c.notes,
+            after: c.after,
+            timeout_ms: c.timeout_ms,
+            retry: c.retry.unwrap_or_default(),
+            on_error: c.on_error,
+            pinned: c.pinned,
+            requirements: c.requirements,
+            kind,
+        }),
+        _ => Err(partial),
+    }
+}
+
+/// What the plan's checks can use of a node whatever else is wrong with it.
+fn partial(obj: &Map<String, Value>) -> Partial {
+    let strings = |key: &str| -> Vec<String> {
+        obj.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ty = obj.get("type").and_then(Value::as_str);
+    let condition = ty == Some(NodeType::Condition.name());
+    Partial {
+        id: obj.get("id").and_then(Value::as_str).map(String::from),
+        after: strings("after"),
+        then: if condition { strings("then") } else { vec![] },
+        otherwise: if condition { strings("else") } else { vec![] },
+        code: (ty == Some(NodeType::Code.name()))
+            .then(|| obj.get("code").and_then(Value::as_str).map(String::from))
+            .flatten(),
+        trigger: ty == Some(NodeType::Trigger.name()),
+    }
+}
+
+/// Parses the object; when one of its fields is wrong, reports it and parses again without that
+/// field, so that every wrong field is reported, not only serde's first. `None` if any was.
+fn each_error<T>(
+    k: usize,
+    mut obj: Map<String, Value>,
+    parse: impl Fn(Value) -> Result<T, Diagnostic>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let mut removed: Vec<String> = Vec::new();
+    let mut unknown_seen = false;
+    loop {
+        let mut d = match parse(Value::Object(obj.clone())) {
+            Ok(t) if removed.is_empty() => return Some(t),
+            Ok(_) => return None,
+            Err(d) => d,
+        };
+        d.index = Some(k);
+        let key = d
+            .field
+            .as_deref()
+            .map(|f| f.split(['.', '[']).next().unwrap_or(f).to_string());
+        // A required field taken out after its own error is already reported; one missing
+        // after an unknown field is most likely that field misspelled.
+        if d.message.starts_with("missing field")
+            && (unknown_seen || key.as_ref().is_some_and(|k| removed.contains(k)))
+        {
+            return None;
+        }
+        unknown_seen |= d.message.starts_with("unknown field");
+        diags.push(d);
+        match key.filter(|key| obj.contains_key(key)) {
+            Some(key) => {
+                obj.remove(&key);
+                removed.push(key);
+            }
+            None => return None,
+        }
+    }
+}
+
+/// Deserializes part of a node, turning serde's message into one that names the field.
+pub(crate) fn typed<T: DeserializeOwned>(value: Value, node: &str) -> Result<T, Diagnostic> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let (field, msg) = field_and_message(&e);
+        let mut d = Diagnostic::new(msg).node(node);
+        if let Some(f) = field {
+            d = d.field(f);
+        }
+        d
+    })
+}
+
+/// The field serde's error is about, and its message. The path says where it went wrong
+/// (`retry.max_atempts`, `on_error`); for a missing or unknown field it is the enclosing
+/// object, and the message names the field.
+fn field_and_message(
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> (Option<String>, String) {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    let named = (msg.starts_with("missing field") || msg.starts_with("unknown field"))
+        .then(|| field_in_message(&msg))
+        .flatten();
+    let field = match (path.as_str(), named) {
+        (".", named) => named,
+        (p, Some(f)) if msg.starts_with("missing field") => Some(format!("{p}.{f}")),
+        (p, _) => Some(p.to_string()),
+    };
+    (field, msg)
+}
+
+/// serde names fields in backticks: "unknown field `feilds`, expected `fields`" or
+/// "missing field `code`".
+fn field_in_message(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(msg[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::source::{Format, parse_str};
+
+    fn errors(text: &str, format: Format) -> Vec<String> {
+        let d = parse_str(text, format, "wf").expect_err("invalid");
+        d.0.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn every_wrong_field_of_a_node_is_reported() {
+        let e = errors(
+            "id: w\nnodes:\n  - id: a\n    type: http_request\n    url: 1\n    method: [x]\n    retry: {factor: z}\n    colour: red\n",
+            Format::Yaml,
+        );
+        for field in ["'url'", "'method'", "'retry.factor'", "'colour'"] {
+            assert!(e.iter().any(|m| m.contains(field)), "{field}: {e:#?}");
+        }
+        assert!(!e.iter().any(|m| m.contains("missing field")), "{e:#?}");
+    }
+
+    #[test]
+    fn a_node_in_part_is_still_checked_and_can_be_named() {
+        let e = errors(
+            "id: w\nnodes:\n  - id: c\n    type: condition\n    if: 3\n    iff: x\n    then: [ghost, b]\n  - id: b\n    type: code\n    cod: x\n  - id: d\n    type: code\n    code: return nodes['c'], nodes['nope']\n",
+            Format::Yaml,
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("wf:7: node 'c', field 'then[0]': unknown node 'ghost'")),
+            "{e:#?}"
+        );
+        assert!(e.iter().any(|m| m.contains("`nodes['nope']`")), "{e:#?}");
+        assert!(!e.iter().any(|m| m.contains("'b';")), "{e:#?}");
+        assert_eq!(e.len(), 4, "{e:#?}");
+    }
+
+    #[test]
+    fn a_duplicate_key_names_its_node() {
+        let e = errors(
+            "{\"id\": \"w\", \"nodes\": [\n {\"id\": \"a\", \"type\": \"set\", \"fields\": {}},\n {\"id\": \"b\", \"type\": \"code\",\n  \"code\": \"1\", \"code\": \"2\"}]}",
+            Format::Json,
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("wf:4:"), "{e:#?}");
+        assert!(
+            e[0].contains("node 'b'") && e[0].contains("duplicate key `code`"),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn the_top_level_is_read_field_by_field() {
+        let e = errors(
+            "{\"id\": 5, \"name\": [], \"timeout_ms\": \"x\", \"x-tool\": {\"a\": 1}, \"nodes\": {}}",
+            Format::Json,
+        );
+        for field in [
+            "field 'id'",
+            "field 'name'",
+            "field 'timeout_ms'",
+            "field 'nodes'",
+        ] {
+            assert!(e.iter().any(|m| m.contains(field)), "{field}: {e:#?}");
+        }
+        assert_eq!(e.len(), 4, "{e:#?}");
+        let e = errors("[1, 2]", Format::Json);
+        assert!(e[0].contains("a workflow is an object"), "{e:#?}");
+    }
+}

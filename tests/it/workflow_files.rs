@@ -1,0 +1,291 @@
+//! Workflow files as people write them, and files that are not workflows: YAML merge keys and
+//! `x-` keys, byte-order marks, hostile nesting, files too big or not regular; `validate` of
+//! several files, and its `--json` document.
+
+use crate::support::llm_server::{Reply, Server};
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// A YAML workflow whose `set` node and `http_request` body are built with merge keys from
+/// anchors held in top-level `x-` keys, run for real against a server on 127.0.0.1.
+#[test]
+fn yaml_merge_keys_reach_the_output_and_the_server_without_a_literal_merge_key() {
+    let env = Env::new();
+    let server = Server::start(|req| Reply::json(200, req.body_json()));
+    let file = env.write_file(
+        "merge.yaml",
+        &format!(
+            "id: merge\n\
+             x-common: &common\n  retry: {{max_attempts: 2}}\n  on_error: stop\n\
+             x-body: &body\n  source: flowrun\n  tags: [a, b]\n  size: 1\n\
+             x-more: &more\n  <<: *body\n  extra: true\n\
+             nodes:\n\
+             \x20 - id: fields\n    type: set\n    <<: *common\n    fields:\n      <<: *more\n      size: 2\n      name: '{{{{ trigger.name }}}}'\n\
+             \x20 - id: post\n    type: http_request\n    <<: *common\n    method: POST\n    url: {}\n    json:\n      <<: [*body, {{kind: list}}]\n      size: 3\n",
+            server.url("/echo")
+        ),
+    );
+    let out = env.run(&file, r#"{"name": "Ada"}"#, &[]);
+    assert_code(&out, 0, "run of a YAML file with merge keys");
+    let id = env.only_execution_id();
+    let fields = env.node(&id, "fields").output.expect("an output");
+    assert_eq!(
+        fields,
+        json!({"source": "flowrun", "tags": ["a", "b"], "size": 2, "extra": true, "name": "Ada"})
+    );
+    let body = server.only_request().body_json().clone();
+    assert_eq!(
+        body,
+        json!({"source": "flowrun", "tags": ["a", "b"], "size": 3, "kind": "list"})
+    );
+    for text in [fields.to_string(), body.to_string()] {
+        assert!(
+            !text.contains("<<"),
+            "a literal merge key got through: {text}"
+        );
+    }
+    // Nor in the stored definition (what rerun and resume run again).
+    let def: String = env
+        .db()
+        .query_row("SELECT definition FROM snapshots", [], |r| r.get(0))
+        .expect("the definition is stored");
+    assert!(!def.contains("<<") && !def.contains("x-body"), "{def}");
+    assert!(def.contains("\"extra\":true"), "{def}");
+}
+
+#[test]
+fn x_keys_are_allowed_at_the_top_only() {
+    let env = Env::new();
+    env.write_file(
+        "x.yaml",
+        "id: x\nx-anything: {whatever: [1, 2]}\nx-note: text\nnodes:\n  - {id: a, type: set, fields: {}}\n",
+    );
+    let out = env.cmd(["validate", "x.yaml"]);
+    assert_success(&out, "validate with top-level x- keys");
+    // Inside a node an `x-` key is a field like any other: a typo is not silently ignored.
+    env.write_file(
+        "xnode.yaml",
+        "id: x\nnodes:\n  - id: a\n    type: set\n    x-note: text\n    fields: {}\n",
+    );
+    let out = env.cmd(["validate", "xnode.yaml"]);
+    assert_code(&out, 2, "x- key inside a node");
+    assert!(
+        stderr(&out).contains("xnode.yaml:5: node 'a', field 'x-note': unknown field `x-note`"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn merge_errors_are_located() {
+    let env = Env::new();
+    env.write_file(
+        "badmerge.yaml",
+        "id: m\nnodes:\n  - id: a\n    type: set\n    fields:\n      <<: 3\n",
+    );
+    let out = env.cmd(["validate", "badmerge.yaml"]);
+    assert_code(&out, 2, "merge of a scalar");
+    let err = stderr(&out);
+    assert!(
+        err.contains("badmerge.yaml:6: node 'a', field 'fields.<<':"),
+        "{err}"
+    );
+    assert!(err.contains("merges mappings"), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_is_not_an_error() {
+    let env = Env::new();
+    let bom = "\u{feff}";
+    env.write_file(
+        "bom.json",
+        &format!("{bom}{{\"id\": \"b\", \"nodes\": [{{\"id\": \"a\", \"type\": \"set\", \"fields\": {{}}}}]}}"),
+    );
+    env.write_file(
+        "bom.yaml",
+        &format!("{bom}id: b\nnodes:\n  - {{id: a, type: set, fields: {{}}}}\n"),
+    );
+    // Without an extension the format is found after the mark.
+    env.write_file(
+        "bom-workflow",
+        &format!("{bom}{{\"id\": \"b\", \"nodes\": [{{\"id\": \"a\", \"type\": \"set\", \"fields\": {{}}}}]}}"),
+    );
+    let out = env.cmd(["validate", "bom.json", "bom.yaml", "bom-workflow"]);
+    assert_success(&out, "validate of files with a BOM");
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", describe(&out));
+    // Errors on the first line keep editor columns (the mark is not one).
+    env.write_file(
+        "bomerr.json",
+        &format!("{bom}{{\"id\": \"b\" \"nodes\": []}}"),
+    );
+    let out = env.cmd(["validate", "bomerr.json"]);
+    assert!(
+        stderr(&out).contains("bomerr.json:1:12:"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Deep nesting is refused at once. The bound is generous for a busy machine: the real time is
+/// about 10 ms for each file here (before, the YAML one took 29 s).
+#[test]
+fn hostile_nesting_is_refused_quickly_with_a_place() {
+    let env = Env::new();
+    let depth = 100_000;
+    let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    env.write_file(
+        "deep.yaml",
+        &format!("id: d\nnodes:\n  - id: a\n    type: set\n    fields: {{a: {deep}}}\n"),
+    );
+    env.write_file(
+        "deep.json",
+        &format!("{{\"id\": \"d\", \"nodes\": [{{\"id\": \"a\", \"type\": \"set\", \"fields\": {{\"a\": {deep}}}}}]}}"),
+    );
+    // Block nesting too (each level one more indentation).
+    let mut block = String::from("id: d\nnodes:\n  - id: a\n    type: set\n    fields:\n");
+    for i in 0..400 {
+        block.push_str(&format!("{}k:\n", " ".repeat(6 + i)));
+    }
+    env.write_file("block.yaml", &block);
+    for (file, line) in [("deep.yaml", 5), ("deep.json", 1), ("block.yaml", 0)] {
+        let started = Instant::now();
+        let out = env.cmd(["validate", file]);
+        let took = started.elapsed();
+        assert_code(&out, 2, file);
+        let err = stderr(&out);
+        assert!(err.contains("nesting is deeper than 128 levels"), "{err}");
+        if line > 0 {
+            assert!(err.contains(&format!("{file}:{line}:")), "{err}");
+        }
+        assert!(took < Duration::from_secs(5), "{file} took {took:?}");
+    }
+}
+
+#[test]
+fn files_that_are_not_regular_or_too_big_are_refused_at_once() {
+    let env = Env::new();
+    let started = Instant::now();
+    let out = env.cmd(["validate", "/dev/zero"]);
+    assert_code(&out, 2, "validate /dev/zero");
+    assert!(
+        stderr(&out).contains("/dev/zero: cannot read the workflow file: it is not a regular file"),
+        "{}",
+        describe(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let out = env.cmd(["validate", "."]);
+    assert!(
+        stderr(&out).contains("it is a directory"),
+        "{}",
+        describe(&out)
+    );
+    // A named pipe would block a reader forever.
+    let fifo = env.path("pipe.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let out = env.cmd(["validate", "pipe.json"]);
+    assert_code(&out, 2, "validate of a FIFO");
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        describe(&out)
+    );
+    // One byte over the limit; `run` refuses it the same way, before anything runs.
+    let big = env.path("big.json");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len((16 << 20) + 1).unwrap();
+    let out = env.cmd(["validate", "big.json"]);
+    assert_code(&out, 2, "validate of a file over 16 MiB");
+    assert!(
+        stderr(&out).contains(
+            "big.json: the workflow file is 16777217 bytes; workflow files are at most 16 MiB"
+        ),
+        "{}",
+        describe(&out)
+    );
+    let out = env.run(&big, "{}", &[]);
+    assert_code(&out, 2, "run of a file over 16 MiB");
+    assert!(
+        stderr(&out).contains("at most 16 MiB"),
+        "{}",
+        describe(&out)
+    );
+    // Text that is not UTF-8.
+    std::fs::write(env.path("latin1.yaml"), b"id: w\nname: caf\xe9\n").unwrap();
+    let out = env.cmd(["validate", "latin1.yaml"]);
+    assert!(
+        stderr(&out).contains(
+            "latin1.yaml: the workflow file is not UTF-8 text (an invalid byte on line 2)"
+        ),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// A workflow `wf` of one `set` node.
+fn one_node(id: &str) -> Value {
+    json!({"id": "wf", "nodes": [{"id": id, "type": "set", "fields": {}}]})
+}
+
+#[test]
+fn several_files_each_get_their_result() {
+    let env = Env::new();
+    env.write_workflow("good.json", &one_node("a"));
+    env.write_workflow("bad.json", &one_node("A"));
+    let good = example("hello.json");
+    let out = env.cmd([
+        std::ffi::OsStr::new("validate"),
+        good.as_os_str(),
+        std::ffi::OsStr::new("bad.json"),
+        std::ffi::OsStr::new("good.json"),
+        std::ffi::OsStr::new("nope.yaml"),
+    ]);
+    assert_code(&out, 2, "validate of several files, some invalid");
+    let ok = stdout(&out);
+    assert_eq!(ok.lines().count(), 2, "{}", describe(&out));
+    assert!(
+        ok.lines().nth(1).unwrap().starts_with("ok: good.json"),
+        "{ok}"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("error: bad.json:"), "{err}");
+    assert!(err.contains("invalid node id 'A'"), "{err}");
+    assert!(err.contains("error: nope.yaml: cannot read"), "{err}");
+    let out = env.cmd(["validate", "good.json", "good.json"]);
+    assert_success(&out, "validate of valid files");
+}
+
+#[test]
+fn json_output_for_editors_and_ci() {
+    let env = Env::new();
+    env.write_workflow("good.json", &one_node("a"));
+    env.write_file(
+        "bad.yaml",
+        "id: wf\nnodes:\n  - id: a\n    type: set\n    feilds: {}\n",
+    );
+    let out = env.cmd(["validate", "--json", "good.json", "bad.yaml"]);
+    assert_code(&out, 2, "validate --json with an invalid file");
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert_eq!(doc["valid"], false);
+    assert_eq!(
+        doc["files"][0],
+        json!({"file": "good.json", "valid": true, "workflow_id": "wf", "name": null,
+               "order": ["a"], "diagnostics": []})
+    );
+    let bad = &doc["files"][1];
+    assert_eq!(bad["file"], "bad.yaml");
+    assert_eq!(bad["valid"], false);
+    assert_eq!(
+        bad["diagnostics"],
+        json!([{"file": "bad.yaml", "line": 5, "column": null, "node": "a", "field": "feilds",
+                "message": "unknown field `feilds`, expected `fields`"}])
+    );
+    let out = env.cmd(["validate", "--json", "good.json"]);
+    assert_success(&out, "validate --json of a valid file");
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["valid"], true);
+}
