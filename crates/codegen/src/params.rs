@@ -97,6 +97,17 @@ fn connection(c: &mut Compiler<'_>, wf: &Workflow, field: &str, name: &str) -> D
     }
 }
 
+/// A `connections` list: `{"name", "env"}` of each.
+fn connections(c: &mut Compiler<'_>, wf: &Workflow, names: &[String]) -> Data {
+    Data::List(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| connection(c, wf, &format!("connections[{i}]"), name))
+            .collect(),
+    )
+}
+
 /// Base URL defaults and the variables that override them, per provider.
 pub(crate) fn llm_endpoint(provider: &str) -> (&'static str, &'static str) {
     match provider {
@@ -128,7 +139,16 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             let t = c.text("template", &n.template);
             dict([("template", t)])
         }
-        NodeKind::Code(n) => dict([("code", Data::Str(n.code.clone()))]),
+        NodeKind::Code(n) => {
+            let mut entries = vec![("code".to_string(), Data::Str(n.code.clone()))];
+            if !n.connections.is_empty() {
+                entries.push((
+                    "connections".to_string(),
+                    connections(&mut c, wf, &n.connections),
+                ));
+            }
+            Data::Dict(entries)
+        }
         NodeKind::Condition(n) => {
             let cond = condition(&mut c, &n.condition);
             dict([
@@ -335,12 +355,7 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             let cwd = n.cwd.as_ref().map(|s| c.text("cwd", s));
             let env = c.value("env", &Value::Object(n.env.clone()));
             let stdin = n.stdin.as_ref().map(|s| c.value("stdin", s));
-            let conns: Vec<Data> = n
-                .connections
-                .iter()
-                .enumerate()
-                .map(|(i, name)| connection(&mut c, wf, &format!("connections[{i}]"), name))
-                .collect();
+            let conns = connections(&mut c, wf, &n.connections);
             dict([
                 ("argv", opt(argv)),
                 ("command", opt(command)),
@@ -353,7 +368,7 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     "max_output_bytes",
                     Data::from(n.max_output_bytes.unwrap_or(1 << 20)),
                 ),
-                ("connections", Data::List(conns)),
+                ("connections", conns),
             ])
         }
     };
