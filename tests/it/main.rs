@@ -12,6 +12,7 @@ mod llm_nodes;
 mod python_env;
 mod run_core;
 mod runtime_unittest;
+mod secret_forms;
 mod secrets;
 mod serve;
 mod serve_page;
