@@ -16,4 +16,5 @@ mod secret_forms;
 mod secrets;
 mod serve;
 mod serve_page;
+mod shell;
 mod validate_errors;

@@ -352,6 +352,19 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                 )
             });
             let command = n.command.as_ref().map(|s| c.text("command", s));
+            // Each value in a shell line is quoted for where it sits (see `shell.rs`).
+            let quoting = match &command {
+                Some(Data::Template(t)) if n.shell => match crate::shell::quoting(t) {
+                    Ok(q) => Data::List(q.iter().map(|q| Data::from(q.name())).collect()),
+                    Err(errors) => {
+                        for e in errors {
+                            c.error("command", format!("{e}: its value cannot be quoted there; put it in `env` and write \"$NAME\" in the line instead"));
+                        }
+                        Data::Null
+                    }
+                },
+                _ => Data::Null,
+            };
             let cwd = n.cwd.as_ref().map(|s| c.text("cwd", s));
             let env = c.value("env", &Value::Object(n.env.clone()));
             let stdin = n.stdin.as_ref().map(|s| c.value("stdin", s));
@@ -359,6 +372,7 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             dict([
                 ("argv", opt(argv)),
                 ("command", opt(command)),
+                ("command_quoting", quoting),
                 ("shell", Data::Bool(n.shell)),
                 ("cwd", opt(cwd)),
                 ("env", env),

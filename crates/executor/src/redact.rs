@@ -133,7 +133,11 @@ fn forms_of(value: &str) -> Vec<String> {
     encoded.push(hex);
     encoded.push(utf8_percent_encode(value, QUOTE_SAFE_SLASH).to_string());
     encoded.push(utf8_percent_encode(value, QUOTE_SAFE_NONE).to_string());
-    encoded.push(utf8_percent_encode(value, QUOTE_PLUS).to_string().replace(' ', "+"));
+    encoded.push(
+        utf8_percent_encode(value, QUOTE_PLUS)
+            .to_string()
+            .replace(' ', "+"),
+    );
     forms.extend(encoded.into_iter().filter(|f| f.len() >= MIN_ENCODED));
     forms
 }
@@ -181,7 +185,11 @@ impl Redactor {
         let mut starts: Vec<Vec<(usize, usize)>> = Vec::new();
         let mut patterns: Vec<&str> = Vec::new();
         let mut longest = 0;
-        for (i, (form, _)) in forms.iter().enumerate().filter(|(_, (f, _))| f.len() > MIN_TAIL) {
+        for (i, (form, _)) in forms
+            .iter()
+            .enumerate()
+            .filter(|(_, (f, _))| f.len() > MIN_TAIL)
+        {
             longest = longest.max(form.len());
             for (k, _) in form.char_indices().skip(1) {
                 let p = &form[..k];
@@ -193,8 +201,8 @@ impl Redactor {
                 starts[slot].push((i, k));
             }
         }
-        let prefixes = (!patterns.is_empty())
-            .then(|| (automaton(MatchKind::Standard, &patterns), starts));
+        let prefixes =
+            (!patterns.is_empty()).then(|| (automaton(MatchKind::Standard, &patterns), starts));
         Redactor {
             inner: Some(Arc::new(Inner {
                 forms,
@@ -372,7 +380,11 @@ impl Inner {
             out.push_str(rest);
         }
         carry.0 = self.ending(&out);
-        let tail = carry.0.iter().filter(|(_, k)| *k >= MIN_TAIL).max_by_key(|(_, k)| *k);
+        let tail = carry
+            .0
+            .iter()
+            .filter(|(_, k)| *k >= MIN_TAIL)
+            .max_by_key(|(_, k)| *k);
         if let Some(&(f, k)) = tail {
             out.truncate(out.len() - k);
             out.push_str(self.mark(self.forms[f].1));
