@@ -70,15 +70,18 @@ struct Inner {
     exact: HashMap<String, usize>,
     /// Proper prefixes (at character boundaries) of the forms longer than [`MIN_TAIL`], each
     /// with every `(form, length)` it is the start of.
-    prefixes: Option<(AhoCorasick, Vec<Vec<(usize, usize)>>)>,
+    prefixes: Option<(AhoCorasick, Vec<Vec<Start>>)>,
     /// The longest of those forms, in bytes.
     longest: usize,
 }
 
-/// What the previous line of one stream ended with that may be the start of a secret:
-/// `(form, bytes of it)`. See [`Redactor::line`].
+/// The start of a form: `(form, bytes of it)`.
+type Start = (usize, usize);
+
+/// What the previous line of one stream ended with that may be the start of a secret.
+/// See [`Redactor::line`].
 #[derive(Clone, Debug, Default)]
-pub struct Carry(Vec<(usize, usize)>);
+pub struct Carry(Vec<Start>);
 
 /// The JSON string-body form of `s` (its JSON literal without the quotes).
 fn json_escaped(s: &str) -> String {
@@ -182,7 +185,7 @@ impl Redactor {
         });
         let exact = forms.iter().map(|(f, s)| (f.clone(), *s)).collect();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut starts: Vec<Vec<(usize, usize)>> = Vec::new();
+        let mut starts: Vec<Vec<Start>> = Vec::new();
         let mut patterns: Vec<&str> = Vec::new();
         let mut longest = 0;
         for (i, (form, _)) in forms
@@ -319,8 +322,8 @@ impl Inner {
         Some(ac.replace_all(k, &marks))
     }
 
-    /// `(form, length)` of every start of a form that `s` ends with.
-    fn ending(&self, s: &str) -> Vec<(usize, usize)> {
+    /// Every start of a form that `s` ends with.
+    fn ending(&self, s: &str) -> Vec<Start> {
         let Some((ac, starts)) = &self.prefixes else {
             return Vec::new();
         };
@@ -397,8 +400,8 @@ struct Continuation {
     /// Bytes of the line that belong to the secret.
     len: usize,
     secret: usize,
-    /// `(form, bytes of it)` the line reaches when it is all inside the secret.
-    middle: Option<(usize, usize)>,
+    /// How far into the form the line reaches when it is all inside the secret.
+    middle: Option<Start>,
 }
 
 #[cfg(test)]
