@@ -28,9 +28,9 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Secrets shorter than this (in characters) are redacted everywhere in text, with a warning,
-/// but not inside longer object keys or numbers: `ok` would otherwise turn `input_tokens` into
-/// `input_t[REDACTED:…]ens`, and `1` every number with a 1 into a string.
+/// Secrets shorter than this (in characters) are redacted in strings and text, with a warning,
+/// but not in object keys or numbers: `ok` would otherwise turn `input_tokens` into
+/// `input_t[REDACTED:…]ens`, `1` every count with a 1 into a string, `200` every HTTP status.
 pub const SHORT_SECRET: usize = 8;
 
 /// Shortest start of a secret replaced where a line or string ends without a continuation.
@@ -64,10 +64,8 @@ struct Inner {
     /// All forms (leftmost-longest); pattern `i` is `forms[i]`.
     whole: AhoCorasick,
     /// The forms of secrets of [`SHORT_SECRET`] characters or more, with their secret: what is
-    /// replaced inside an object key or a number.
+    /// replaced in an object key or a number.
     long: Option<(AhoCorasick, Vec<usize>)>,
-    /// Form → secret, for a key or number that is exactly a secret.
-    exact: HashMap<String, usize>,
     /// Proper prefixes (at character boundaries) of the forms longer than [`MIN_TAIL`], each
     /// with every `(form, length)` it is the start of.
     prefixes: Option<(AhoCorasick, Vec<Vec<Start>>)>,
@@ -183,7 +181,6 @@ impl Redactor {
                 long.iter().map(|(_, s)| *s).collect(),
             )
         });
-        let exact = forms.iter().map(|(f, s)| (f.clone(), *s)).collect();
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut starts: Vec<Vec<Start>> = Vec::new();
         let mut patterns: Vec<&str> = Vec::new();
@@ -212,7 +209,6 @@ impl Redactor {
                 marks,
                 whole,
                 long,
-                exact,
                 prefixes,
                 longest,
             })),
@@ -260,8 +256,8 @@ impl Redactor {
         out
     }
 
-    /// Every string, key and number inside `v`. A key or number is replaced when it is a secret,
-    /// or when it contains one of [`SHORT_SECRET`] characters or more.
+    /// Every string inside `v`, and every key and number that holds a secret of
+    /// [`SHORT_SECRET`] characters or more.
     pub fn value(&self, v: &mut Value) {
         let Some(inner) = &self.inner else { return };
         match v {
@@ -309,11 +305,8 @@ impl Inner {
         &self.marks[secret]
     }
 
-    /// A key or a number's text, redacted, when it needs to be.
+    /// A key or a number's text, redacted, when it holds a long secret.
     fn key(&self, k: &str) -> Option<String> {
-        if let Some(s) = self.exact.get(k) {
-            return Some(self.mark(*s).to_string());
-        }
         let (ac, secrets) = self.long.as_ref()?;
         if !ac.is_match(k) {
             return None;

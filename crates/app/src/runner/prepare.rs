@@ -112,7 +112,7 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         .filter(|(_, v)| v.chars().count() < SHORT_SECRET)
         .map(|(k, v)| {
             format!(
-                "{k} is only {} characters long: every occurrence of that text in output values, logs and errors will read [REDACTED:{k}] (object keys and numbers only where they are exactly that text)",
+                "{k} is only {} characters long: every occurrence of that text in output strings, logs and errors will read [REDACTED:{k}] (object keys and numbers are left as they are)",
                 v.chars().count()
             )
         })
