@@ -375,6 +375,11 @@ impl Inner {
         } else {
             out.push_str(rest);
         }
+        // A CRLF line ends before its `\r`.
+        let cr = out.ends_with('\r');
+        if cr {
+            out.pop();
+        }
         carry.0 = self.ending(&out);
         let tail = carry
             .0
@@ -384,6 +389,9 @@ impl Inner {
         if let Some(&(f, k)) = tail {
             out.truncate(out.len() - k);
             out.push_str(self.mark(self.forms[f].1));
+        }
+        if cr {
+            out.push('\r');
         }
         out
     }

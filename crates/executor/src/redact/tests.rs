@@ -196,6 +196,11 @@ fn a_secret_split_over_two_lines_is_redacted_at_every_split() {
         assert_eq!(r.line("x".into(), false, &mut other), "x");
         assert!(r.line(b.into(), false, &mut c).starts_with(MARK));
     }
+    // CRLF line ends.
+    assert_eq!(
+        r.string(format!("key: {}\r\n{}\r\n", &KEY[..9], &KEY[9..])),
+        format!("key: {MARK}\r\n{MARK}\r\n")
+    );
     // A line that merely starts like the end of a secret, after an unrelated line, is kept.
     let mut c = Carry::default();
     r.line("nothing here".into(), false, &mut c);
