@@ -1,11 +1,15 @@
 # ---------------------------------------------------------------------------
 # node type: code — runs Python source as a function body
-# params: {"code": "<source>"}  (the source is data, never templated)
+# params: {"code": "<source>", "connections"?: [{"name", "env"}]}  (the
+#   source is data, never templated)
 #
 # The body sees `trigger`, `nodes` ({id: {"output", "status", "error"}} of the
 # nodes finished so far), `execution` and `log(*args, level="info")`; its
 # `return` value is the output.  trigger/nodes/execution are deep copies, so
-# mutating them affects neither other nodes nor a retry.
+# mutating them affects neither other nodes nor a retry.  A declared
+# connection is read from the environment, as a command node's program does
+# (`os.environ["GROQ_API_KEY"]`, which is also where provider SDKs look): the
+# runner binds it before the run starts and redacts it from everything.
 #
 # The function is built from the parsed module: its statements become the body
 # of a FunctionDef, compiled with filename "<node ID>", so tracebacks and
@@ -92,6 +96,8 @@ def node_code(ctx, params):
     if not isinstance(source, str):
         raise NodeError("code: the code parameter must be a string of Python source", "TypeError")
     ctx.input = ctx.dep_outputs()
+    for conn in params.get("connections") or ():
+        connection_secret(conn)  # a clear error, not a KeyError, if it is not bound
     fn = _code_compile(ctx.id, source)
     scope = ctx.scope
     return fn(plain_copy(scope["trigger"]), plain_copy(scope["nodes"]),

@@ -1,9 +1,14 @@
 # ---------------------------------------------------------------------------
 # node type: command — runs a program (argv, or a shell string with shell=true)
-# params (rendered): {"argv": [str] | None, "command": str | None, "shell":
-#   bool, "cwd": str | None, "env": {k: v}, "stdin": str | None,
-#   "allow_failure": bool, "max_output_bytes": int, "connections":
-#   [{"name", "env"}]}
+# params: {"argv": [str] | None, "command": str | None, "command_quoting":
+#   ["word" | "double" | "single"] | None, "shell": bool, "cwd": str | None,
+#   "env": {k: v}, "stdin": str | None, "allow_failure": bool,
+#   "max_output_bytes": int, "connections": [{"name", "env"}]}
+# Params are rendered here (raw_params): in a shell line each template value
+# is quoted for where it sits, as codegen found it (crates/codegen/src/
+# shell.rs, one entry of command_quoting per reference): "word" makes it one
+# single-quoted shell word, "double" escapes it for inside "...", "single"
+# for inside '...'. A value never becomes shell code.
 # output: {"exit_code", "stdout", "stderr"} (+ "stdout_cut_bytes" /
 #   "stderr_cut_bytes" when the output was longer than max_output_bytes)
 # The program stays in the execution's process group, so a stop or timeout
@@ -63,11 +68,54 @@ def _command_collect(proc, stdin_bytes, limit, deadline):
     return bytes(kept[proc.stdout]), bytes(kept[proc.stderr]), cut[proc.stdout], cut[proc.stderr], timed_out
 
 
+def _command_quote(value, quoting):
+    """`value`'s text, quoted for its place in a shell line."""
+    text = to_text(value)
+    if quoting == "word":
+        return "'" + text.replace("'", "'\"'\"'") + "'"
+    if quoting == "double":
+        for c in ("\\", "$", "`", '"'):
+            text = text.replace(c, "\\" + c)
+        return text
+    if quoting == "single":
+        return text.replace("'", "'\\''")
+    raise NodeError("command: unknown quoting %r for a template value (a script from "
+                    "another flowrun version?)" % (quoting,), "ValueError")
+
+
+def _command_shell_line(line, quoting, scope):
+    """The shell line with every template value quoted for its place."""
+    if type(line) is not _T:
+        return to_text(line)
+    refs = [p for p in line.parts if type(p) is _R]
+    if len(refs) != len(quoting or ()):
+        raise NodeError("command: the shell line's quoting does not match its templates "
+                        "(a script from another flowrun version?)", "ValueError")
+    out = []
+    values = iter(quoting)
+    for p in line.parts:
+        if type(p) is _R:
+            out.append(_command_quote(_resolve(p, scope, False), next(values)))
+        else:
+            out.append(p if type(p) is str else to_text(p))
+    return "".join(out)
+
+
 def node_command(ctx, params):
     import subprocess
+    line = params.get("command")
+    quoting = params.get("command_quoting")
+    params = render(dict((k, v) for k, v in params.items()
+                         if k not in ("command", "command_quoting")), ctx.scope)
     shell = bool(params.get("shell"))
+    try:
+        params["command"] = _command_shell_line(line, quoting, ctx.scope) if shell else render(line, ctx.scope)
+    except TemplateError as e:
+        e.loc.append("command")
+        raise
+    ctx.input = params
     if shell:
-        args = to_text(params.get("command"))
+        args = params["command"]
     else:
         args = [to_text(a) for a in params.get("argv") or []]
         if not args:
@@ -124,4 +172,5 @@ def node_command(ctx, params):
     return result
 
 
+node_command.raw_params = True
 HANDLERS["command"] = node_command

@@ -210,6 +210,19 @@ class CodeNode(unittest.TestCase):
         r = run(workflow([node("c", "code", {"code": "log('x', level='loud')"})]))
         self.assertIn("level must be one of", r.end("c")["error"]["message"])
 
+    def test_declared_connections_are_read_from_the_environment(self):
+        conn = {"name": "groq", "env": "FLOWRUN_TEST_GROQ_KEY"}
+        src = "import os\nreturn os.environ['FLOWRUN_TEST_GROQ_KEY'][::-1]"
+        wf = workflow([node("c", "code", {"code": src, "connections": [conn]})])
+        r = run(wf, env={"FLOWRUN_TEST_GROQ_KEY": "gsk-123"})
+        self.assertEqual(r.output("c"), "321-ksg")
+        # Unbound (the runner refuses that before it starts; run by hand it is a clear error
+        # before the code runs, not a KeyError from inside it).
+        r = run(wf)
+        err = r.end("c")["error"]
+        self.assertEqual(err["type"], "ConnectionNotBound", err)
+        self.assertIn("FLOWRUN_TEST_GROQ_KEY", err["message"])
+
     def test_odd_node_id(self):
         r = run(workflow([node("9-lives", "code", {"code": "return 1/0"})]))
         self.assertIn('File "<node 9-lives>", line 1', r.end("9-lives")["error"]["traceback"])

@@ -21,6 +21,7 @@ mod plan;
 mod prices;
 pub mod pyliteral;
 pub mod render;
+mod shell;
 pub mod source;
 pub mod template;
 mod yaml;

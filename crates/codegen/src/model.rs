@@ -134,8 +134,8 @@ impl NodeKind {
                 .map(|c| (c.as_str(), "connection".to_string()))
                 .collect(),
             NodeKind::Llm(n) => vec![(n.connection.as_str(), "connection".to_string())],
-            NodeKind::Command(n) => n
-                .connections
+            NodeKind::Command(CommandNode { connections, .. })
+            | NodeKind::Code(CodeNode { connections, .. }) => connections
                 .iter()
                 .enumerate()
                 .map(|(i, c)| (c.as_str(), format!("connections[{i}]")))
@@ -143,7 +143,6 @@ impl NodeKind {
             NodeKind::Trigger(_)
             | NodeKind::Set(_)
             | NodeKind::Template(_)
-            | NodeKind::Code(_)
             | NodeKind::Condition(_)
             | NodeKind::Delay(_) => Vec::new(),
         }
@@ -172,6 +171,10 @@ pub struct TemplateNode {
 pub struct CodeNode {
     /// Python source, run as a function body. Not templated.
     pub code: String,
+    /// Connections the code reads from the environment (`os.environ["GROQ_API_KEY"]`): bound
+    /// before the run starts, like a `command` node's.
+    #[serde(default)]
+    pub connections: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

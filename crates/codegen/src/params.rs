@@ -97,6 +97,17 @@ fn connection(c: &mut Compiler<'_>, wf: &Workflow, field: &str, name: &str) -> D
     }
 }
 
+/// A `connections` list: `{"name", "env"}` of each.
+fn connections(c: &mut Compiler<'_>, wf: &Workflow, names: &[String]) -> Data {
+    Data::List(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| connection(c, wf, &format!("connections[{i}]"), name))
+            .collect(),
+    )
+}
+
 /// Base URL defaults and the variables that override them, per provider.
 pub(crate) fn llm_endpoint(provider: &str) -> (&'static str, &'static str) {
     match provider {
@@ -128,7 +139,16 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             let t = c.text("template", &n.template);
             dict([("template", t)])
         }
-        NodeKind::Code(n) => dict([("code", Data::Str(n.code.clone()))]),
+        NodeKind::Code(n) => {
+            let mut entries = vec![("code".to_string(), Data::Str(n.code.clone()))];
+            if !n.connections.is_empty() {
+                entries.push((
+                    "connections".to_string(),
+                    connections(&mut c, wf, &n.connections),
+                ));
+            }
+            Data::Dict(entries)
+        }
         NodeKind::Condition(n) => {
             let cond = condition(&mut c, &n.condition);
             dict([
@@ -335,18 +355,27 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                 )
             });
             let command = n.command.as_ref().map(|s| c.text("command", s));
+            // Each value in a shell line is quoted for where it sits (see `shell.rs`).
+            let quoting = match &command {
+                Some(Data::Template(t)) if n.shell => match crate::shell::quoting(t) {
+                    Ok(q) => Data::List(q.iter().map(|q| Data::from(q.name())).collect()),
+                    Err(errors) => {
+                        for e in errors {
+                            c.error("command", format!("{e}: its value cannot be quoted there; put it in `env` and write \"$NAME\" in the line instead"));
+                        }
+                        Data::Null
+                    }
+                },
+                _ => Data::Null,
+            };
             let cwd = n.cwd.as_ref().map(|s| c.text("cwd", s));
             let env = c.value("env", &Value::Object(n.env.clone()));
             let stdin = n.stdin.as_ref().map(|s| c.value("stdin", s));
-            let conns: Vec<Data> = n
-                .connections
-                .iter()
-                .enumerate()
-                .map(|(i, name)| connection(&mut c, wf, &format!("connections[{i}]"), name))
-                .collect();
+            let conns = connections(&mut c, wf, &n.connections);
             dict([
                 ("argv", opt(argv)),
                 ("command", opt(command)),
+                ("command_quoting", quoting),
                 ("shell", Data::Bool(n.shell)),
                 ("cwd", opt(cwd)),
                 ("env", env),
@@ -356,7 +385,7 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     "max_output_bytes",
                     Data::from(n.max_output_bytes.unwrap_or(1 << 20)),
                 ),
-                ("connections", Data::List(conns)),
+                ("connections", conns),
             ])
         }
     };

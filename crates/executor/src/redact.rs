@@ -1,28 +1,85 @@
 //! Redaction of bound connection secrets from everything printed or stored.
 //!
-//! Applied by the executor to every line and protocol frame the child prints, before anything
-//! else sees them, so the store, the terminal, JSONL and the HTTP server all get the redacted
-//! text. A secret is replaced by `[REDACTED:VARIABLE]` as it is, in its JSON-escaped form (a
-//! secret with a quote or backslash appears escaped inside event JSON) and escaped twice (JSON
-//! text inside a JSON string, like the preview of an oversized payload). Where a length limit
-//! cut through a secret (a log line over the line limit, a payload preview), what the cut left
-//! of its start (4 bytes or more) is replaced too.
+//! The executor applies it to what the child prints before anything else sees it, so the store,
+//! the terminal, JSONL and the HTTP server all get the redacted text. Protocol frames are parsed
+//! first and redacted value by value ([`Redactor::value`]): the JSON around the values is never
+//! touched, so a secret of one character cannot break the framing. Printed lines are redacted
+//! as text ([`Redactor::line`]).
+//!
+//! What is matched, for each secret: the value as it is; JSON-escaped once, twice (JSON text
+//! inside a JSON string, like a payload preview) and with non-ASCII as `\uXXXX`; and, when at
+//! least [`MIN_ENCODED`] long, its encodings — standard and URL-safe base64 (padded, unpadded,
+//! and the part that is the same whatever the secret's byte offset inside a longer base64 text:
+//! the three alignments), hex (lower and upper case), and percent-encoded as Python's
+//! `urllib.parse.quote` (safe `/` and safe nothing) and `quote_plus` produce. A match is replaced
+//! by `[REDACTED:VARIABLE]`.
+//!
+//! Where a line or a string ends with the start of a secret (a cut, or a secret printed over two
+//! lines), that start is replaced when it is [`MIN_TAIL`] bytes or more; a line (or a line in a
+//! string) that begins with the rest of a secret whose start ended the line before is replaced
+//! too, whatever its length. Reversed or otherwise transformed values are out of reach.
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use flowrun_events::ErrorInfo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Secrets shorter than this (in characters) are redacted in strings and text, with a warning,
+/// but not in object keys or numbers: `ok` would otherwise turn `input_tokens` into
+/// `input_t[REDACTED:…]ens`, `1` every count with a 1 into a string, `200` every HTTP status.
+pub const SHORT_SECRET: usize = 8;
+
+/// Shortest start of a secret replaced where a line or string ends without a continuation.
+pub const MIN_TAIL: usize = 4;
+
+/// Shortest encoded form (base64, hex, percent) matched: shorter ones are ordinary text.
+pub const MIN_ENCODED: usize = 8;
+
+/// Characters Python's `urllib.parse.quote(s, safe="")` leaves as they are.
+const QUOTE_SAFE_NONE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~');
+/// `quote(s)` (safe `/`).
+const QUOTE_SAFE_SLASH: &AsciiSet = &QUOTE_SAFE_NONE.remove(b'/');
+/// `quote_plus(s)`: spaces stay, to become `+`.
+const QUOTE_PLUS: &AsciiSet = &QUOTE_SAFE_NONE.remove(b' ');
 
 #[derive(Clone, Debug, Default)]
 pub struct Redactor {
-    inner: Option<(AhoCorasick, Vec<String>)>,
-    /// What a cut can leave of a secret at the end of a JSON string inside a protocol frame
-    /// (the runtime's preview of an oversized payload is cut at a fixed length): a proper
-    /// prefix of an escaped form followed by `"`.
-    tails: Option<(AhoCorasick, Vec<String>)>,
-    /// `(form, replacement)` for every form of every secret, for [`Redactor::cut_tail`].
-    forms: Vec<(String, String)>,
+    inner: Option<Arc<Inner>>,
 }
 
-/// Shortest secret prefix redacted at a cut: what stays is at most 3 bytes of a secret's start.
-const MIN_TAIL: usize = 4;
+#[derive(Debug)]
+struct Inner {
+    /// Every form of every secret, and the index of its secret in `marks`.
+    forms: Vec<(String, usize)>,
+    /// `[REDACTED:VAR]` per secret.
+    marks: Vec<String>,
+    /// All forms (leftmost-longest); pattern `i` is `forms[i]`.
+    whole: AhoCorasick,
+    /// The forms of secrets of [`SHORT_SECRET`] characters or more, with their secret: what is
+    /// replaced in an object key or a number.
+    long: Option<(AhoCorasick, Vec<usize>)>,
+    /// Proper prefixes (at character boundaries) of the forms longer than [`MIN_TAIL`], each
+    /// with every `(form, length)` it is the start of.
+    prefixes: Option<(AhoCorasick, Vec<Vec<Start>>)>,
+    /// The longest of those forms, in bytes.
+    longest: usize,
+}
+
+/// The start of a form: `(form, bytes of it)`.
+type Start = (usize, usize);
+
+/// What the previous line of one stream ended with that may be the start of a secret.
+/// See [`Redactor::line`].
+#[derive(Clone, Debug, Default)]
+pub struct Carry(Vec<Start>);
 
 /// The JSON string-body form of `s` (its JSON literal without the quotes).
 fn json_escaped(s: &str) -> String {
@@ -30,49 +87,131 @@ fn json_escaped(s: &str) -> String {
     quoted[1..quoted.len() - 1].to_string()
 }
 
+/// `s` with every non-ASCII character as `\uXXXX` (UTF-16), as Python's `json.dumps` writes it.
+fn ascii_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The base64 characters that encode only bytes of `secret` when it starts `offset` bytes (mod
+/// 3) into the encoded data: the same whatever surrounds it.
+fn base64_part(engine: &impl Engine, secret: &[u8], offset: usize) -> String {
+    let mut data = vec![0u8; offset];
+    data.extend_from_slice(secret);
+    let text = engine.encode(&data);
+    let start = (8 * offset).div_ceil(6);
+    let end = 8 * (offset + secret.len()) / 6;
+    text.get(start..end).unwrap_or_default().to_string()
+}
+
+/// Every form of `value` that is matched (see the module comment).
+fn forms_of(value: &str) -> Vec<String> {
+    let once = json_escaped(value);
+    let twice = json_escaped(&once);
+    let ascii = ascii_escaped(&once);
+    let mut forms = vec![value.to_string(), once, twice, ascii];
+    let bytes = value.as_bytes();
+    let mut encoded = Vec::new();
+    for (engine, padding) in [(&STANDARD, "="), (&URL_SAFE, "=")] {
+        let full = engine.encode(bytes);
+        encoded.push(full.trim_end_matches(padding).to_string());
+        encoded.push(full);
+        for offset in 0..3 {
+            encoded.push(base64_part(engine, bytes, offset));
+        }
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    encoded.push(hex.to_uppercase());
+    encoded.push(hex);
+    encoded.push(utf8_percent_encode(value, QUOTE_SAFE_SLASH).to_string());
+    encoded.push(utf8_percent_encode(value, QUOTE_SAFE_NONE).to_string());
+    encoded.push(
+        utf8_percent_encode(value, QUOTE_PLUS)
+            .to_string()
+            .replace(' ', "+"),
+    );
+    forms.extend(encoded.into_iter().filter(|f| f.len() >= MIN_ENCODED));
+    forms
+}
+
+fn automaton<I, P>(kind: MatchKind, patterns: I) -> AhoCorasick
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<[u8]>,
+{
+    AhoCorasick::builder()
+        .match_kind(kind)
+        .build(patterns)
+        .expect("literal patterns build")
+}
+
 impl Redactor {
     /// `secrets`: `(variable name, value)`; empty values are ignored.
-    ///
-    /// Each secret is matched as it is, JSON-escaped (inside event JSON) and JSON-escaped twice
-    /// (a JSON text inside a JSON string, like the runtime's preview of an oversized payload).
     pub fn new(secrets: &[(String, String)]) -> Redactor {
-        let mut forms: Vec<(String, String)> = Vec::new();
-        for (var, value) in secrets {
-            if value.is_empty() {
-                continue;
-            }
-            let replacement = format!("[REDACTED:{var}]");
-            let once = json_escaped(value);
-            let twice = json_escaped(&once);
-            for form in [value.clone(), once, twice] {
+        let mut forms: Vec<(String, usize)> = Vec::new();
+        let mut marks = Vec::new();
+        let mut long_secret = Vec::new();
+        for (var, value) in secrets.iter().filter(|(_, v)| !v.is_empty()) {
+            let secret = marks.len();
+            marks.push(format!("[REDACTED:{var}]"));
+            long_secret.push(value.chars().count() >= SHORT_SECRET);
+            for form in forms_of(value) {
                 if !forms.iter().any(|(f, _)| *f == form) {
-                    forms.push((form, replacement.clone()));
+                    forms.push((form, secret));
                 }
             }
         }
         if forms.is_empty() {
             return Redactor::default();
         }
-        let build = |pairs: &[(String, String)]| {
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(pairs.iter().map(|(p, _)| p))
-                .expect("literal patterns build");
-            (ac, pairs.iter().map(|(_, r)| r.clone()).collect())
-        };
-        let mut tails: Vec<(String, String)> = Vec::new();
-        for (form, replacement) in &forms {
-            for (k, _) in form.char_indices().filter(|(k, _)| *k >= MIN_TAIL) {
-                let pattern = format!("{}\"", &form[..k]);
-                if !tails.iter().any(|(p, _)| *p == pattern) {
-                    tails.push((pattern, format!("{replacement}\"")));
-                }
+        let whole = automaton(MatchKind::LeftmostLongest, forms.iter().map(|(f, _)| f));
+        let long: Vec<&(String, usize)> = forms.iter().filter(|(_, s)| long_secret[*s]).collect();
+        let long = (!long.is_empty()).then(|| {
+            (
+                automaton(MatchKind::LeftmostLongest, long.iter().map(|(f, _)| f)),
+                long.iter().map(|(_, s)| *s).collect(),
+            )
+        });
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut starts: Vec<Vec<Start>> = Vec::new();
+        let mut patterns: Vec<&str> = Vec::new();
+        let mut longest = 0;
+        for (i, (form, _)) in forms
+            .iter()
+            .enumerate()
+            .filter(|(_, (f, _))| f.len() > MIN_TAIL)
+        {
+            longest = longest.max(form.len());
+            for (k, _) in form.char_indices().skip(1) {
+                let p = &form[..k];
+                let slot = *index.entry(p).or_insert_with(|| {
+                    patterns.push(p);
+                    starts.push(Vec::new());
+                    starts.len() - 1
+                });
+                starts[slot].push((i, k));
             }
         }
+        let prefixes =
+            (!patterns.is_empty()).then(|| (automaton(MatchKind::Standard, &patterns), starts));
         Redactor {
-            inner: Some(build(&forms)),
-            tails: (!tails.is_empty()).then(|| build(&tails)),
-            forms,
+            inner: Some(Arc::new(Inner {
+                forms,
+                marks,
+                whole,
+                long,
+                prefixes,
+                longest,
+            })),
         }
     }
 
@@ -80,97 +219,191 @@ impl Redactor {
         self.inner.is_none()
     }
 
-    /// A protocol frame (JSON): whole secrets, then what a cut left of one at a string's end.
-    pub fn bytes(&self, b: Vec<u8>) -> Vec<u8> {
-        let b = match &self.inner {
-            Some((ac, rep)) if ac.is_match(&b) => ac.replace_all_bytes(&b, rep),
-            _ => b,
-        };
-        match &self.tails {
-            Some((ac, rep)) if ac.is_match(&b) => ac.replace_all_bytes(&b, rep),
-            _ => b,
+    /// Text where only whole secrets are replaced (a message flowrun writes about the child).
+    pub fn text(&self, s: String) -> String {
+        match &self.inner {
+            Some(inner) => inner.whole(s),
+            None => s,
         }
     }
 
-    /// A line that was cut after `s` (a log line over the length limit): whole secrets, and a
-    /// secret the cut went through, whose start ends the line.
-    pub fn cut_tail(&self, s: String) -> String {
-        let mut s = self.text(s);
-        let mut best: Option<(usize, &str)> = None;
-        for (form, replacement) in &self.forms {
-            for (k, _) in form.char_indices().filter(|(k, _)| *k >= MIN_TAIL) {
-                if s.ends_with(&form[..k]) && best.is_none_or(|(n, _)| k > n) {
-                    best = Some((k, replacement));
+    /// A string value: whole secrets, a secret continued from one line to the next, and the
+    /// start of a secret that ends a line or the string.
+    pub fn string(&self, s: String) -> String {
+        let Some(inner) = &self.inner else { return s };
+        let s = inner.whole(s);
+        if !s.contains('\n') {
+            return inner.line(&s, false, &mut Carry::default());
+        }
+        let mut carry = Carry::default();
+        let lines: Vec<String> = s
+            .split('\n')
+            .map(|l| inner.line(l, false, &mut carry))
+            .collect();
+        lines.join("\n")
+    }
+
+    /// A printed line of one stream, after `carry` (that stream's state, updated here): whole
+    /// secrets; the rest of a secret whose start ended the previous line; the start of a secret
+    /// that ends this line ([`MIN_TAIL`] bytes or more). `cut`: the rest of the line was dropped,
+    /// so the next line continues nothing.
+    pub fn line(&self, s: String, cut: bool, carry: &mut Carry) -> String {
+        let Some(inner) = &self.inner else { return s };
+        let out = inner.line(&s, true, carry);
+        if cut {
+            carry.0.clear();
+        }
+        out
+    }
+
+    /// Every string inside `v`, and every key and number that holds a secret of
+    /// [`SHORT_SECRET`] characters or more.
+    pub fn value(&self, v: &mut Value) {
+        let Some(inner) = &self.inner else { return };
+        match v {
+            Value::String(s) => *s = self.string(std::mem::take(s)),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.value(item)),
+            Value::Object(map) => {
+                if map.keys().any(|k| inner.key(k).is_some()) {
+                    let old = std::mem::take(map);
+                    for (k, item) in old {
+                        let k = inner.key(&k).unwrap_or(k);
+                        map.insert(k, item);
+                    }
+                }
+                map.values_mut().for_each(|item| self.value(item));
+            }
+            Value::Number(n) => {
+                if let Some(s) = inner.key(&n.to_string()) {
+                    *v = Value::String(s);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    /// The message and traceback of an error (its type and node are names, not values).
+    pub fn error(&self, e: &mut ErrorInfo) {
+        if self.is_empty() {
+            return;
+        }
+        e.message = self.string(std::mem::take(&mut e.message));
+        e.traceback = e.traceback.take().map(|t| self.string(t));
+    }
+}
+
+impl Inner {
+    fn whole(&self, s: String) -> String {
+        if !self.whole.is_match(&s) {
+            return s;
+        }
+        let marks: Vec<&str> = self.forms.iter().map(|(_, i)| self.mark(*i)).collect();
+        self.whole.replace_all(&s, &marks)
+    }
+
+    fn mark(&self, secret: usize) -> &str {
+        &self.marks[secret]
+    }
+
+    /// A key or a number's text, redacted, when it holds a long secret.
+    fn key(&self, k: &str) -> Option<String> {
+        let (ac, secrets) = self.long.as_ref()?;
+        if !ac.is_match(k) {
+            return None;
+        }
+        let marks: Vec<&str> = secrets.iter().map(|s| self.mark(*s)).collect();
+        Some(ac.replace_all(k, &marks))
+    }
+
+    /// Every start of a form that `s` ends with.
+    fn ending(&self, s: &str) -> Vec<Start> {
+        let Some((ac, starts)) = &self.prefixes else {
+            return Vec::new();
+        };
+        let mut from = s.len().saturating_sub(self.longest);
+        while !s.is_char_boundary(from) {
+            from += 1;
+        }
+        let window = &s[from..];
+        ac.find_overlapping_iter(window)
+            .filter(|m| m.end() == window.len())
+            .flat_map(|m| starts[m.pattern().as_usize()].iter().copied())
+            .collect()
+    }
+
+    /// The longest continuation of `carry` that `line` starts with. `middle`: the line is all
+    /// inside a secret that goes on past a line break of its own.
+    fn continuation(&self, carry: &Carry, line: &str) -> Option<Continuation> {
+        let mut best: Option<Continuation> = None;
+        for &(f, k) in &carry.0 {
+            let (form, secret) = &self.forms[f];
+            // The line break may be the secret's own (a multi-line secret) or not.
+            let skip = usize::from(form[k..].starts_with('\n'));
+            let rest = &form[k + skip..];
+            let found = match rest.find('\n') {
+                Some(q) if line == &rest[..q] => Some((line.len(), Some((f, k + skip + q)))),
+                Some(_) => None,
+                None if !rest.is_empty() && line.starts_with(rest) => Some((rest.len(), None)),
+                None => None,
+            };
+            if let Some((len, middle)) = found {
+                if best.as_ref().is_none_or(|b| len > b.len) {
+                    best = Some(Continuation {
+                        len,
+                        secret: *secret,
+                        middle,
+                    });
                 }
             }
         }
-        if let Some((k, replacement)) = best {
-            s.truncate(s.len() - k);
-            s.push_str(replacement);
-        }
-        s
+        best
     }
 
-    pub fn text(&self, s: String) -> String {
-        match &self.inner {
-            Some((ac, rep)) if ac.is_match(&s) => ac.replace_all(&s, rep),
-            _ => s,
+    fn line(&self, s: &str, whole: bool, carry: &mut Carry) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        if let Some(c) = self.continuation(carry, s) {
+            out.push_str(self.mark(c.secret));
+            if let Some(reached) = c.middle {
+                carry.0 = vec![reached];
+                return out;
+            }
+            rest = &s[c.len..];
         }
+        if whole {
+            out.push_str(&self.whole(rest.to_string()));
+        } else {
+            out.push_str(rest);
+        }
+        // A CRLF line ends before its `\r`.
+        let cr = out.ends_with('\r');
+        if cr {
+            out.pop();
+        }
+        carry.0 = self.ending(&out);
+        let tail = carry
+            .0
+            .iter()
+            .filter(|(_, k)| *k >= MIN_TAIL)
+            .max_by_key(|(_, k)| *k);
+        if let Some(&(f, k)) = tail {
+            out.truncate(out.len() - k);
+            out.push_str(self.mark(self.forms[f].1));
+        }
+        if cr {
+            out.push('\r');
+        }
+        out
     }
+}
+
+struct Continuation {
+    /// Bytes of the line that belong to the secret.
+    len: usize,
+    secret: usize,
+    /// How far into the form the line reaches when it is all inside the secret.
+    middle: Option<Start>,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_raw_and_json_escaped() {
-        let r = Redactor::new(&[("KEY".into(), "s3cr\"et".into())]);
-        assert_eq!(r.text("a s3cr\"et b".into()), "a [REDACTED:KEY] b");
-        assert_eq!(
-            r.text(r#"{"x":"s3cr\"et"}"#.into()),
-            r#"{"x":"[REDACTED:KEY]"}"#
-        );
-        assert_eq!(r.text("nothing".into()), "nothing");
-    }
-
-    #[test]
-    fn redacts_twice_escaped() {
-        let r = Redactor::new(&[("KEY".into(), "s3cr\"et".into())]);
-        // A JSON text inside a JSON string (a payload preview): the secret is escaped twice.
-        let inner = serde_json::json!({ "x": "s3cr\"et" }).to_string();
-        let outer = serde_json::json!({ "preview": inner }).to_string();
-        assert!(outer.contains(r#"s3cr\\\"et"#), "{outer}");
-        let redacted = r.text(outer);
-        assert_eq!(redacted, r#"{"preview":"{\"x\":\"[REDACTED:KEY]\"}"}"#);
-    }
-
-    #[test]
-    fn redacts_a_secret_cut_at_the_end_of_a_string_or_line() {
-        let r = Redactor::new(&[("KEY".into(), "sk-test-7f3a9c1e5b".into())]);
-        assert_eq!(
-            String::from_utf8(r.bytes(br#"{"preview":"aaa sk-test-7f3a"}"#.to_vec())).unwrap(),
-            r#"{"preview":"aaa [REDACTED:KEY]"}"#
-        );
-        // Fewer than MIN_TAIL bytes are kept as they are; an unrelated string is untouched.
-        assert_eq!(
-            r.bytes(br#"{"a":"sk-"}"#.to_vec()),
-            br#"{"a":"sk-"}"#.to_vec()
-        );
-        assert_eq!(
-            r.cut_tail("aaa sk-test-7f3a9c1e".into()),
-            "aaa [REDACTED:KEY]"
-        );
-        assert_eq!(
-            r.cut_tail("aaa sk-test-7f3a9c1e5b".into()),
-            "aaa [REDACTED:KEY]"
-        );
-        assert_eq!(
-            r.cut_tail("sk-test-7f3a9c1e5b and sk-t".into()),
-            "[REDACTED:KEY] and [REDACTED:KEY]"
-        );
-        assert_eq!(r.cut_tail("plain line".into()), "plain line");
-        assert!(Redactor::new(&[]).is_empty());
-        assert_eq!(Redactor::new(&[]).cut_tail("x".into()), "x");
-    }
-}
+mod tests;

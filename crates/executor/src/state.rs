@@ -3,6 +3,7 @@
 
 use crate::ledger::Ledger;
 use crate::protocol::Frame;
+use crate::redact::{Carry, Redactor};
 use crate::sink::{NodeDetail, Sink};
 use crate::spec::RunSpec;
 use flowrun_events::json::{MAX_DEPTH, parse_bounded};
@@ -59,6 +60,28 @@ pub(crate) struct ChildResult {
     pub(crate) error: Option<ErrorInfo>,
 }
 
+/// `ev` with the secrets in its values (not in its protocol fields) redacted.
+fn redacted(mut ev: ChildEvent, r: &Redactor) -> ChildEvent {
+    match &mut ev {
+        ChildEvent::NodeEnd {
+            input,
+            output,
+            error,
+            ..
+        } => {
+            for v in [input, output].into_iter().flatten() {
+                r.value(v);
+            }
+            if let Some(e) = error {
+                r.error(e);
+            }
+        }
+        ChildEvent::Log { message, .. } => *message = r.string(std::mem::take(message)),
+        ChildEvent::NodeStart { .. } => {}
+    }
+    ev
+}
+
 /// What a stored log line costs against `--max-log-bytes` besides its own bytes: the record that
 /// holds it. Without it a flood of empty lines (zero bytes each) would never reach the budget and
 /// would be stored one row per line without end.
@@ -91,6 +114,8 @@ pub(crate) struct State<'a> {
     /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
     /// the first mark (then the running node is the best guess).
     pub(crate) stderr_node: Option<Option<String>>,
+    /// Per stream (stdout, stderr): the start of a secret the last line may have ended with.
+    line_carry: [Carry; 2],
 }
 
 impl<'a> State<'a> {
@@ -114,6 +139,7 @@ impl<'a> State<'a> {
             second_result: false,
             protocol_errors: Vec::new(),
             stderr_node: None,
+            line_carry: Default::default(),
         }
     }
 
@@ -180,24 +206,19 @@ impl<'a> State<'a> {
     }
 
     pub(crate) fn frame(&mut self, stream: Stream, frame: Frame) {
-        let r = &self.spec.redactor;
-        let frame = if r.is_empty() {
-            frame
-        } else {
-            match frame {
-                // A cut line may end inside a secret: its start is redacted too.
-                Frame::Line { text, cut } if cut > 0 => Frame::Line {
-                    text: r.cut_tail(text),
+        // Redaction. A printed line is text, redacted per stream (so that a secret printed over
+        // two lines is caught). Events and the result are redacted once parsed, value by value
+        // (`redacted`, `ResultEnd`): the protocol's own JSON is never touched.
+        let spec = self.spec;
+        let frame = match frame {
+            Frame::Line { text, cut } if !(self.in_result && stream == Stream::Stdout) => {
+                let carry = &mut self.line_carry[usize::from(stream == Stream::Stderr)];
+                Frame::Line {
+                    text: spec.redactor.line(text, cut > 0, carry),
                     cut,
-                },
-                Frame::Line { text, cut } => Frame::Line {
-                    text: r.text(text),
-                    cut,
-                },
-                Frame::Event(b) => Frame::Event(r.bytes(b)),
-                Frame::ResultLine(b) => Frame::ResultLine(r.bytes(b)),
-                other => other,
+                }
             }
+            other => other,
         };
         if stream == Stream::Stderr && !matches!(frame, Frame::Line { .. } | Frame::At(_)) {
             self.protocol_error("a protocol line on stderr was ignored".into());
@@ -229,7 +250,7 @@ impl<'a> State<'a> {
                 self.protocol_error("an event after the result: ignored".into());
             }
             Frame::Event(json) => match parse_bounded::<ChildEvent>(&json, MAX_DEPTH) {
-                Ok(ev) => self.child_event(ev),
+                Ok(ev) => self.child_event(redacted(ev, &spec.redactor)),
                 Err(e) => self.protocol_error(format!("malformed event ignored ({e})")),
             },
             Frame::ResultStart if self.result.is_some() => {
@@ -250,6 +271,7 @@ impl<'a> State<'a> {
             Frame::ResultEnd => {
                 self.in_result = false;
                 let lines = std::mem::take(&mut self.result_lines);
+                let r = &spec.redactor;
                 self.result = Some(if self.result_cut {
                     Err(format!(
                         "the result was larger than {} bytes",
@@ -257,7 +279,16 @@ impl<'a> State<'a> {
                     ))
                 } else {
                     parse_bounded::<ChildResult>(&lines, MAX_DEPTH)
-                        .map_err(|e| format!("the result is not valid JSON ({e})"))
+                        .map(|mut res| {
+                            if let Some(o) = &mut res.output {
+                                r.value(o);
+                            }
+                            if let Some(e) = &mut res.error {
+                                r.error(e);
+                            }
+                            res
+                        })
+                        .map_err(|e| r.text(format!("the result is not valid JSON ({e})")))
                 });
                 self.result_cut = false;
             }
@@ -278,6 +309,8 @@ impl<'a> State<'a> {
     }
 
     fn protocol_error(&mut self, msg: String) {
+        // A parse error may quote the text it choked on.
+        let msg = self.spec.redactor.text(msg);
         let node = self.current_node();
         self.log(
             Stream::Stderr,

@@ -21,11 +21,8 @@ pub fn record_start(
 ) -> Result<(), RunError> {
     let wf = &p.plan.workflow;
     let runner_pid = std::process::id() as i32;
-    let trigger: Value = if p.redactor.is_empty() {
-        p.trigger.clone()
-    } else {
-        serde_json::from_str(&p.redactor.text(p.trigger.to_string())).unwrap_or(Value::Null)
-    };
+    let mut trigger: Value = p.trigger.clone();
+    p.redactor.value(&mut trigger);
     store
         .lock()
         .insert_execution(&NewExecution {

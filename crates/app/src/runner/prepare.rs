@@ -6,14 +6,10 @@ use super::options::RunOptions;
 use crate::python::{self, Interpreter};
 use crate::{inputs, paths, requirements};
 use flowrun_codegen::{Plan, RenderOptions, Source};
-use flowrun_executor::redact::Redactor;
+use flowrun_executor::redact::{Redactor, SHORT_SECRET};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Secrets shorter than this are still redacted, with a warning: short values like `test` also
-/// occur in ordinary text, which then reads `[REDACTED:…]`.
-const SHORT_SECRET: usize = 8;
 
 /// A run that is ready to start: valid, its input prepared, its script on disk.
 pub struct Prepared {
@@ -116,7 +112,7 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         .filter(|(_, v)| v.chars().count() < SHORT_SECRET)
         .map(|(k, v)| {
             format!(
-                "{k} is only {} characters long: every occurrence of that text in outputs, logs and errors will read [REDACTED:{k}]",
+                "{k} is only {} characters long: every occurrence of that text in output strings, logs and errors will read [REDACTED:{k}] (object keys and numbers are left as they are)",
                 v.chars().count()
             )
         })
