@@ -11,6 +11,7 @@ mod history;
 mod http_command_nodes;
 mod httpbin;
 mod llm_nodes;
+mod protocol;
 mod python_env;
 mod run_core;
 mod runtime_unittest;

@@ -39,6 +39,18 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// Roughly the bytes the frame holds (what it weighs against the reader's budget).
+    pub fn weight(&self) -> usize {
+        match self {
+            Frame::Line { text, .. } => text.len() + 32,
+            Frame::Event(b) | Frame::ResultLine(b) => b.len() + 32,
+            Frame::At(n) => n.as_ref().map_or(0, String::len) + 32,
+            Frame::ResultStart | Frame::ResultEnd | Frame::Oversized { .. } => 32,
+        }
+    }
+}
+
 enum Kind {
     /// Not enough bytes yet to tell.
     Unknown,

@@ -121,6 +121,7 @@ pub async fn execute(
         let _ = stdin.shutdown().await;
     });
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
+    let budget = crate::read::budget();
     let out_framer = Framer::new(&spec.nonce, spec.max_line_bytes, RunSpec::MAX_FRAME);
     // stderr carries only `at` marks (which node the lines after it belong to).
     let err_framer = Framer::new(&spec.nonce, spec.max_line_bytes, RunSpec::MAX_FRAME);
@@ -129,12 +130,14 @@ pub async fn execute(
         out_framer,
         Stream::Stdout,
         tx.clone(),
+        budget.clone(),
     ));
     tokio::spawn(read_stream(
         child.stderr.take().expect("stderr is piped"),
         err_framer,
         Stream::Stderr,
         tx,
+        budget,
     ));
 
     let exec_deadline = started + spec.timeout;
@@ -152,7 +155,7 @@ pub async fn execute(
         let node_deadline = st.running.as_ref().and_then(|r| r.3);
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(Msg::Frames(stream, frames)) => {
+                Some(Msg::Frames(stream, frames, _budget)) => {
                     for f in frames {
                         st.frame(stream, f);
                     }
@@ -208,7 +211,7 @@ pub async fn execute(
                 // Take what the readers already framed, without waiting for more (one stream
                 // may have closed while frames of the other are still queued behind it).
                 while let Ok(msg) = rx.try_recv() {
-                    if let Msg::Frames(stream, frames) = msg {
+                    if let Msg::Frames(stream, frames, _budget) = msg {
                         for f in frames {
                             st.frame(stream, f);
                         }

@@ -454,8 +454,12 @@ pub fn output(cmd: &mut Command) -> Output {
     out
 }
 
+/// Stored JSON, as deep as flowrun stores it (deeper than serde_json's default limit of 128).
 fn json(text: Option<String>) -> Option<Value> {
-    text.map(|t| serde_json::from_str(&t).unwrap_or_else(|e| panic!("stored JSON {t:?}: {e}")))
+    text.map(|t| {
+        flowrun_events::json::parse_bounded(t.as_bytes(), flowrun_events::json::MAX_DEPTH)
+            .unwrap_or_else(|e| panic!("stored JSON {t:?}: {e}"))
+    })
 }
 
 /// A row of `executions`.
