@@ -4,7 +4,7 @@ use super::exit::{ENVIRONMENT, USAGE};
 use super::{Exit, open_store};
 use flowrun_app::SharedStore;
 use flowrun_app::runner::RunOptions;
-use flowrun_server::token::TokenFileError;
+use flowrun_server::TokenFileError;
 use flowrun_server::{Config, DEFAULT_PORT, ServeError};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -56,7 +56,7 @@ pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
         ));
     }
     for o in &args.allow_origin {
-        flowrun_server::security::normalize_origin(o)
+        flowrun_server::normalize_origin(o)
             .map_err(|m| Exit::new(USAGE, format!("--allow-origin {m}")))?;
     }
     let explicit_token_file = args.token_file.is_some();

@@ -101,7 +101,6 @@ pub(crate) struct State<'a> {
     /// Log lines kept (each also costs [`LOG_LINE_OVERHEAD`] of the budget).
     pub(crate) log_lines: u64,
     pub(crate) log_bytes_cut: u64,
-    pub(crate) log_lines_cut: u64,
     pub(crate) log_cap_announced: bool,
     pub(crate) result_lines: Vec<u8>,
     pub(crate) result: Option<Result<ChildResult, String>>,
@@ -110,7 +109,6 @@ pub(crate) struct State<'a> {
     pub(crate) result_cut: bool,
     /// A second result came after the first: something forged one.
     pub(crate) second_result: bool,
-    pub(crate) protocol_errors: Vec<String>,
     /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
     /// the first mark (then the running node is the best guess).
     pub(crate) stderr_node: Option<Option<String>>,
@@ -130,14 +128,12 @@ impl<'a> State<'a> {
             log_bytes: 0,
             log_lines: 0,
             log_bytes_cut: 0,
-            log_lines_cut: 0,
             log_cap_announced: false,
             result_lines: Vec::new(),
             result: None,
             in_result: false,
             result_cut: false,
             second_result: false,
-            protocol_errors: Vec::new(),
             stderr_node: None,
             line_carry: Default::default(),
         }
@@ -165,7 +161,6 @@ impl<'a> State<'a> {
         let len = line.len() as u64 + cut + 1;
         if !self.log_fits(len) {
             self.log_bytes_cut += len;
-            self.log_lines_cut += 1;
             if !self.log_cap_announced {
                 self.log_cap_announced = true;
                 let limit = self.spec.max_log_bytes;
@@ -319,7 +314,6 @@ impl<'a> State<'a> {
             format!("flowrun: protocol: {msg}"),
             0,
         );
-        self.protocol_errors.push(msg);
     }
 
     fn child_event(&mut self, ev: ChildEvent) {

@@ -12,13 +12,16 @@
 //! - [`token`]: the bearer token, kept in its file across restarts.
 //! - [`page`]: the web page at `/` (one embedded HTML file that calls the API with the token).
 
-pub mod api;
-pub mod listen;
-pub mod page;
-pub mod security;
-pub mod sse;
-pub mod token;
-pub mod workflows;
+mod api;
+mod listen;
+mod page;
+mod security;
+mod sse;
+mod token;
+mod workflows;
+
+pub use security::normalize_origin;
+pub use token::TokenFileError;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -77,7 +80,7 @@ pub enum ServeError {
 }
 
 /// What every handler shares.
-pub struct App {
+pub(crate) struct App {
     pub store: SharedStore,
     pub executions: Arc<queue::Executions>,
     pub workflows_dir: Option<PathBuf>,
@@ -88,10 +91,10 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub type AppState = Arc<App>;
+pub(crate) type AppState = Arc<App>;
 
 /// The router with every endpoint behind the security checks.
-pub fn router(app: AppState) -> Router {
+pub(crate) fn router(app: AppState) -> Router {
     let max_body = app.security.max_body_bytes;
     Router::new()
         .route("/", get(page::page))
