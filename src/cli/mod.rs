@@ -2,11 +2,13 @@
 
 mod doctor;
 mod exit;
+mod input;
 mod inspect;
 mod maintain;
 mod progress;
 mod run;
 mod serve;
+mod text;
 mod timefmt;
 mod workflow;
 
@@ -176,7 +178,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             if !e.message.is_empty() {
-                eprintln!("error: {}", e.message);
+                eprintln!("error: {}", text::clean(&e.message));
             }
             e.code
         }

@@ -222,8 +222,9 @@ impl<W: Write> Jsonl<W> {
 
 impl<W: Write + Send> Sink for Jsonl<W> {
     fn event(&mut self, env: &Envelope) {
-        let _ = serde_json::to_writer(&mut self.out, env);
-        let _ = self.out.write_all(b"\n");
+        let mut line = super::text::json_line(env);
+        line.push('\n');
+        let _ = self.out.write_all(line.as_bytes());
         let _ = self.out.flush();
     }
 }
