@@ -4,6 +4,7 @@
 
 mod support;
 
+mod cli_display;
 mod cli_run;
 mod codegen_script;
 mod escapes;
