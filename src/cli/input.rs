@@ -188,6 +188,28 @@ pub fn env_arg(arg: &str) -> Result<(String, String, bool), Exit> {
     }
 }
 
+/// The variables of `--env-file`s, then `--env`s (the last of a name wins), and the names whose
+/// last `--env` was `KEY=VALUE` (a value on the command line).
+pub fn env_values(
+    env_files: &[std::path::PathBuf],
+    env_args: &[String],
+) -> Result<(Vec<(String, String)>, Vec<String>), Exit> {
+    let mut env = Vec::new();
+    for f in env_files {
+        env.extend(env_file(f)?);
+    }
+    let mut on_command_line = Vec::new();
+    for arg in env_args {
+        let (k, v, literal) = env_arg(arg)?;
+        on_command_line.retain(|n| *n != k);
+        if literal {
+            on_command_line.push(k.clone());
+        }
+        env.push((k, v));
+    }
+    Ok((env, on_command_line))
+}
+
 /// A `--pin NODE=FILE`: the node and the JSON output in FILE.
 pub fn pin(arg: &str) -> Result<(String, serde_json::Value), Exit> {
     let (node, file) = arg

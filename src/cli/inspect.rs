@@ -25,7 +25,7 @@ pub struct HistoryArgs {
     /// Only executions started before this time (same forms as --since).
     #[arg(long)]
     pub until: Option<String>,
-    /// How many to list.
+    /// How many to list (0: all of them); when there are more, stderr says how many.
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: usize,
     /// One JSON array of execution summaries on stdout.
@@ -64,12 +64,34 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         since: when(&args.since, "--since")?,
         until: when(&args.until, "--until")?,
         before: None,
-        limit: args.limit,
+        limit: if args.limit == 0 {
+            usize::MAX
+        } else {
+            args.limit
+        },
     };
     let rows = store.history(&filter)?;
+    // Not silently the newest 20 of many: say how many more there are.
+    let more = if rows.len() == filter.limit {
+        store
+            .history_count(&filter)?
+            .saturating_sub(rows.len() as u64)
+    } else {
+        0
+    };
+    let note_more = || {
+        if more > 0 {
+            eprintln!(
+                "… and {more} more execution{} (-n {} or -n 0 lists all)",
+                if more == 1 { "" } else { "s" },
+                rows.len() as u64 + more
+            );
+        }
+    };
     if args.json {
         let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
         println!("{}", json_pretty(&list));
+        note_more();
         return Ok(0);
     }
     if rows.is_empty() {
@@ -118,6 +140,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             timefmt::ago(e.started_at, now),
         );
     }
+    note_more();
     Ok(0)
 }
 

@@ -97,20 +97,7 @@ fn given_trigger(args: &ExecArgs) -> Result<Option<Value>, Exit> {
 /// The run options, and the names given as `--env KEY=VALUE` (their values are on the command
 /// line, where any user can read them with `ps`).
 fn options(args: &ExecArgs) -> Result<(RunOptions, Vec<String>), Exit> {
-    let mut env = Vec::new();
-    for f in &args.env_file {
-        env.extend(input::env_file(f)?);
-    }
-    let mut on_command_line = Vec::new();
-    for arg in &args.env {
-        let (k, v, literal) = input::env_arg(arg)?;
-        // The last --env of a name is the one that counts.
-        on_command_line.retain(|n| *n != k);
-        if literal {
-            on_command_line.push(k.clone());
-        }
-        env.push((k, v));
-    }
+    let (env, on_command_line) = input::env_values(&args.env_file, &args.env)?;
     let mut pins = std::collections::BTreeMap::new();
     for p in &args.pin {
         let (node, output) = input::pin(p)?;

@@ -5,6 +5,7 @@
 mod support;
 
 mod cli_display;
+mod cli_inspect;
 mod cli_run;
 mod codegen_script;
 mod escapes;

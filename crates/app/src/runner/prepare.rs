@@ -157,7 +157,13 @@ pub fn prepare(
     Ok(Prepared {
         snapshot_hash: flowrun_codegen::render::definition_hash(&source.definition),
         definition: source.definition.clone(),
-        source_file: Some(source.file.clone()).filter(|f| !f.starts_with('<')),
+        // Absolute, so a later `rerun`/`resume` from another directory still finds the file.
+        source_file: Some(source.file.clone())
+            .filter(|f| !f.starts_with('<'))
+            .map(|f| match std::path::absolute(&f) {
+                Ok(p) => p.display().to_string(),
+                Err(_) => f,
+            }),
         plan,
         trigger: stored_trigger,
         trigger_json: checked.json,
