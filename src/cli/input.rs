@@ -188,12 +188,15 @@ pub fn env_arg(arg: &str) -> Result<(String, String, bool), Exit> {
     }
 }
 
-/// The variables of `--env-file`s, then `--env`s (the last of a name wins), and the names whose
-/// last `--env` was `KEY=VALUE` (a value on the command line).
+/// Variables for the workflow, `(name, value)` in order (the last of a name wins).
+pub type EnvVars = Vec<(String, String)>;
+
+/// The variables of `--env-file`s, then `--env`s, and the names whose last `--env` was
+/// `KEY=VALUE` (a value on the command line).
 pub fn env_values(
     env_files: &[std::path::PathBuf],
     env_args: &[String],
-) -> Result<(Vec<(String, String)>, Vec<String>), Exit> {
+) -> Result<(EnvVars, Vec<String>), Exit> {
     let mut env = Vec::new();
     for f in env_files {
         env.extend(env_file(f)?);

@@ -162,8 +162,7 @@ fn ctrl_c_on_a_narrow_terminal_leaves_a_clean_screen() {
     let raw = String::from_utf8_lossy(&run.raw);
     let frame = raw
         .split('\r')
-        .filter(|f| f.contains("second code · step 2 of 2"))
-        .last()
+        .rfind(|f| f.contains("second code · step 2 of 2"))
         .unwrap_or_else(|| panic!("no spinner frame for 'second': {raw:?}"));
     let shown = console_strip(frame);
     let secs: u64 = shown
