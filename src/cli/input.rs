@@ -106,6 +106,9 @@ pub fn trigger_text(
     };
     if f.as_os_str() == "-" {
         let what = "the trigger data on stdin (--input-file -)";
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprintln!("reading the trigger data (JSON) from the terminal; end it with Ctrl-D");
+        }
         let text = read_limited(std::io::stdin().lock(), MAX_TRIGGER_BYTES, what, 0)?;
         return Ok(Some((text, what.into())));
     }
