@@ -1,9 +1,16 @@
 //! `flowrun doctor`: is everything in place to run workflows, and can it be fixed?
+//!
+//! For each workflow file it checks what `run` would check before spawning: the file is valid,
+//! its requirements are installed, and its connections are bound (with the same `--env` and
+//! `--env-file` values `run` would get), so `doctor` and `run` agree. Exit code: 2 when a file
+//! is invalid (as `validate`), else 3 when something is missing, else 0.
 
-use super::Exit;
+use super::text::{clean, clean_line};
+use super::{Exit, exit};
 use flowrun_app::paths;
 use flowrun_app::python;
 use flowrun_app::requirements;
+use flowrun_app::runner::{self, RunError, RunOptions};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -12,8 +19,14 @@ pub fn doctor(
     fix: bool,
     as_json: bool,
     python_flag: Option<&Path>,
+    env: Vec<(String, String)>,
     db: Option<&Path>,
 ) -> Result<i32, Exit> {
+    let bind_with = RunOptions {
+        env,
+        ..RunOptions::default()
+    };
+    let mut invalid = false;
     let cache = paths::cache_dir();
     let db_path = paths::database(db);
     let db_size = std::fs::metadata(&db_path).map(|m| m.len()).ok();
@@ -42,9 +55,19 @@ pub fn doctor(
         match super::workflow::load_plan(file) {
             Err(e) => {
                 problems += 1;
+                invalid = true;
                 w["error"] = Value::String(e.message);
             }
             Ok((_, plan)) => {
+                if let Err(list) = runner::bind_connections(&plan, &bind_with) {
+                    problems += 1;
+                    w["unbound"] = list
+                        .iter()
+                        .map(|u| json!({ "connection": u.connection, "env": u.env, "nodes": u.nodes }))
+                        .collect();
+                    // Worded as `run` words it, with the flags that fix it.
+                    w["unbound_message"] = json!(exit::run_error(RunError::Unbound(list)).message);
+                }
                 let reqs = plan.requirements();
                 w["requirements"] = json!(reqs);
                 if let Ok(i) = &interp {
@@ -85,7 +108,7 @@ pub fn doctor(
     }
     report["workflows"] = json!(workflows);
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+        println!("{}", super::text::json_pretty(&report));
     } else {
         match &interp {
             Ok(i) => {
@@ -113,10 +136,13 @@ pub fn doctor(
                 .unwrap_or_else(|| "not created yet".into())
         );
         for w in &workflows {
-            let file = w["file"].as_str().unwrap_or("");
+            let file = clean_line(w["file"].as_str().unwrap_or(""));
             if let Some(e) = w["error"].as_str() {
-                println!("workflow  ✗ {file}: {e}");
+                println!("workflow  ✗ {file}: {}", clean(e));
                 continue;
+            }
+            if let Some(m) = w["unbound_message"].as_str() {
+                println!("workflow  ✗ {file}: {}", clean(m));
             }
             let reqs: Vec<&str> = w["requirements"]
                 .as_array()
@@ -126,11 +152,15 @@ pub fn doctor(
                 Some("not checked") => println!(
                     "workflow  ✗ {file}: not checked, there is no working Python interpreter (see above)"
                 ),
+                // A workflow with an unbound connection got its ✗ above; its requirements are
+                // still worth knowing.
                 Some("ok") | Some("installed") if reqs.is_empty() => println!(
-                    "workflow  ✓ {file}: no requirements (runs isolated, without site-packages)"
+                    "workflow  {} {file}: no requirements (runs isolated, without site-packages)",
+                    mark(w)
                 ),
                 Some("ok") | Some("installed") => println!(
-                    "workflow  ✓ {file}: {} satisfied by {}",
+                    "workflow  {} {file}: {} satisfied by {}",
+                    mark(w),
                     reqs.join(", "),
                     w["interpreter"].as_str().unwrap_or("")
                 ),
@@ -157,5 +187,20 @@ pub fn doctor(
             }
         }
     }
-    Ok(if problems > 0 { 3 } else { 0 })
+    Ok(if invalid {
+        exit::USAGE
+    } else if problems > 0 {
+        exit::ENVIRONMENT
+    } else {
+        0
+    })
+}
+
+/// ✓ for a workflow whose requirements are met, unless a connection is unbound.
+fn mark(w: &Value) -> &'static str {
+    if w.get("unbound").is_some() {
+        "✗"
+    } else {
+        "✓"
+    }
 }

@@ -73,7 +73,9 @@ pub fn again_error(e: AgainError) -> Exit {
         AgainError::TriggerTruncated { .. } => {
             Exit::new(USAGE, format!("{e} (--input JSON or --input-file F)"))
         }
-        AgainError::NotFinished { .. } | AgainError::Invalid(_) => Exit::new(USAGE, e.to_string()),
+        AgainError::NotFinished { .. }
+        | AgainError::Invalid(_)
+        | AgainError::OtherWorkflow { .. } => Exit::new(USAGE, e.to_string()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `flowrun history`, `show` and `logs`.
 
 use super::progress::duration;
+use super::text::{clean, clean_line, json_pretty};
 use super::timefmt;
 use super::{Exit, open_store};
 use clap::Args;
@@ -24,7 +25,7 @@ pub struct HistoryArgs {
     /// Only executions started before this time (same forms as --since).
     #[arg(long)]
     pub until: Option<String>,
-    /// How many to list.
+    /// How many to list (0: all of them); when there are more, stderr says how many.
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: usize,
     /// One JSON array of execution summaries on stdout.
@@ -63,12 +64,34 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         since: when(&args.since, "--since")?,
         until: when(&args.until, "--until")?,
         before: None,
-        limit: args.limit,
+        limit: if args.limit == 0 {
+            usize::MAX
+        } else {
+            args.limit
+        },
     };
     let rows = store.history(&filter)?;
+    // Not silently the newest 20 of many: say how many more there are.
+    let more = if rows.len() == filter.limit {
+        store
+            .history_count(&filter)?
+            .saturating_sub(rows.len() as u64)
+    } else {
+        0
+    };
+    let note_more = || {
+        if more > 0 {
+            eprintln!(
+                "… and {more} more execution{} (-n {} or -n 0 lists all)",
+                if more == 1 { "" } else { "s" },
+                rows.len() as u64 + more
+            );
+        }
+    };
     if args.json {
         let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
-        println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+        println!("{}", json_pretty(&list));
+        note_more();
         return Ok(0);
     }
     if rows.is_empty() {
@@ -85,7 +108,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
     }
     let wid = rows
         .iter()
-        .map(|e| e.workflow_id.len())
+        .map(|e| clean_line(&e.workflow_id).chars().count())
         .max()
         .unwrap_or(8)
         .max(8);
@@ -110,13 +133,14 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         println!(
             "{:<16}  {:<wid$}  {:<11}  {:>9}{llm}  {} ({})",
             e.id,
-            e.workflow_id,
+            clean_line(&e.workflow_id),
             e.status.as_str(),
             e.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
             timefmt::utc(e.started_at),
             timefmt::ago(e.started_at, now),
         );
     }
+    note_more();
     Ok(0)
 }
 
@@ -151,7 +175,8 @@ fn pretty(v: &Value, indent: &str) -> String {
             }
         }
     };
-    text.lines()
+    clean(&text)
+        .lines()
         .collect::<Vec<_>>()
         .join(&format!("\n{indent}"))
 }
@@ -188,7 +213,7 @@ fn print_node(n: &NodeRow, label: Option<&String>) {
         "running" => "…",
         _ => "✗",
     };
-    let mut head = format!("{mark} {}  {}", n.node_id, n.status);
+    let mut head = format!("{mark} {}  {}", clean_line(&n.node_id), n.status);
     if n.attempt > 1 {
         head.push_str(&format!("  attempt {}", n.attempt));
     }
@@ -196,7 +221,7 @@ fn print_node(n: &NodeRow, label: Option<&String>) {
         head.push_str(&format!("  {}", duration(d)));
     }
     if let Some(l) = label {
-        head.push_str(&format!("  · {l}"));
+        head.push_str(&format!("  · {}", clean_line(l)));
     }
     if let Some(from) = &n.from_execution {
         head.push_str(&format!("  (from execution {from})"));
@@ -209,10 +234,14 @@ fn print_node(n: &NodeRow, label: Option<&String>) {
         println!("    output: {}", pretty(o, "            "));
     }
     if let Some(e) = &n.error {
-        println!("    error:  {}: {}", e.kind, e.message);
+        println!(
+            "    error:  {}: {}",
+            e.kind,
+            clean(&e.message).replace('\n', "\n            ")
+        );
         if let Some(tb) = &e.traceback {
             for l in tb.trim_end().lines() {
-                println!("      {l}");
+                println!("      {}", clean_line(l));
             }
         }
     }
@@ -224,17 +253,20 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&flowrun_app::views::record_json(&store, &id)?)
-                .expect("json")
+            json_pretty(&flowrun_app::views::record_json(&store, &id)?)
         );
         return Ok(0);
     }
     let e = store.execution(&id)?;
     let nodes = store.nodes(&id)?;
     let name = if e.workflow_name == e.workflow_id {
-        e.workflow_id.clone()
+        clean_line(&e.workflow_id).into_owned()
     } else {
-        format!("{} ({})", e.workflow_name, e.workflow_id)
+        format!(
+            "{} ({})",
+            clean_line(&e.workflow_name),
+            clean_line(&e.workflow_id)
+        )
     };
     println!("execution {}  {}", e.id, e.status);
     println!("workflow   {name}");
@@ -246,7 +278,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
             .unwrap_or_default()
     );
     if let Some(f) = &e.source_file {
-        println!("file       {f}");
+        println!("file       {}", clean_line(f));
     }
     if let (Some(p), Some(r)) = (&e.parent_id, &e.relation) {
         println!("{r:<10} of {p}");
@@ -259,12 +291,16 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         let node = err
             .node
             .as_ref()
-            .map(|n| format!(" in node '{n}'"))
+            .map(|n| format!(" in node '{}'", clean_line(n)))
             .unwrap_or_default();
-        println!("error      {}{node}: {}", err.kind, err.message);
+        println!(
+            "error      {}{node}: {}",
+            err.kind,
+            clean(&err.message).replace('\n', "\n           ")
+        );
     }
     if let Some(x) = &e.exit {
-        println!("process    {x}");
+        println!("process    {}", clean_line(x));
     }
     if e.usage.input_tokens.is_some() || e.usage.cost_usd.is_some() {
         println!("llm        {} tokens in/out, cost {}", tokens(&e), cost(&e));
@@ -291,7 +327,8 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         match nodes.iter().find(|n| &n.node_id == p) {
             Some(n) => print_node(n, labels.get(p)),
             None => println!(
-                "· {p}  {}",
+                "· {}  {}",
+                clean_line(p),
                 if e.status.is_final() {
                     "not run"
                 } else {
@@ -307,7 +344,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
 }
 
 fn print_log(ev: &flowrun_store::StoredEvent) {
-    let node = ev.node_id.as_deref().unwrap_or("-");
+    let node = clean_line(ev.node_id.as_deref().unwrap_or("-"));
     let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
     let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
     let tag = if stream == "stdout" {
@@ -315,7 +352,12 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
     } else {
         format!(" [{stream}]")
     };
-    println!("{} {node}{tag} | {line}", timefmt::utc(ev.ts));
+    println!(
+        "{} {node}{} | {}",
+        timefmt::utc(ev.ts),
+        clean_line(&tag),
+        clean_line(line)
+    );
 }
 
 pub fn logs(id: &str, follow: bool, db: Option<&Path>) -> Result<i32, Exit> {

@@ -2,11 +2,13 @@
 
 mod doctor;
 mod exit;
+mod input;
 mod inspect;
 mod maintain;
 mod progress;
 mod run;
 mod serve;
+mod text;
 mod timefmt;
 mod workflow;
 
@@ -94,8 +96,9 @@ pub enum Command {
     },
     /// Delete old executions (with their nodes, events and unused definition snapshots).
     Prune(maintain::PruneArgs),
-    /// Check the Python interpreter, cache, database and the requirements of workflow files;
-    /// `--fix` installs missing requirements into a managed virtual environment.
+    /// Check the Python interpreter, cache, database and workflow files (valid, requirements
+    /// installed, connections bound); `--fix` installs missing requirements into a managed
+    /// virtual environment.
     Doctor {
         /// Workflow files whose requirements to check.
         files: Vec<PathBuf>,
@@ -108,6 +111,12 @@ pub enum Command {
         /// Python interpreter to check (default: as `run` finds it).
         #[arg(long, value_name = "PATH")]
         python: Option<PathBuf>,
+        /// A variable as `run --env` takes it (KEY or KEY=VALUE), for checking connections.
+        #[arg(long = "env", value_name = "KEY[=VALUE]")]
+        env: Vec<String>,
+        /// A dotenv file as `run --env-file` takes it, for checking connections.
+        #[arg(long = "env-file", value_name = "FILE")]
+        env_file: Vec<PathBuf>,
     },
     /// Serve the local HTTP API with Server-Sent Events for editors (see docs/api.md).
     Serve(serve::ServeArgs),
@@ -171,7 +180,11 @@ pub fn main() -> i32 {
             fix,
             json,
             python,
-        } => doctor::doctor(&files, fix, json, python.as_deref(), db.as_deref()),
+            env,
+            env_file,
+        } => input::env_values(&env_file, &env).and_then(|(env, _)| {
+            doctor::doctor(&files, fix, json, python.as_deref(), env, db.as_deref())
+        }),
         Command::Prune(args) => maintain::prune(args, db.as_deref()),
         Command::Serve(args) => serve::serve(args, db.as_deref()),
         Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
@@ -180,7 +193,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             if !e.message.is_empty() {
-                eprintln!("error: {}", e.message);
+                eprintln!("error: {}", text::clean(&e.message));
             }
             e.code
         }

@@ -1,20 +1,116 @@
 //! What a person (or a program) sees while an execution runs.
 //!
-//! - [`Terminal`]: a spinner for the running node, then one line per finished node with a
-//!   checkmark or cross, its duration and a short output preview; node output lines are shown
-//!   under their node. On a non-terminal it prints the same lines without the spinner.
+//! - [`Terminal`]: a spinner for the running node (its type, its step in the plan, its own
+//!   elapsed time), then one line per finished node with a checkmark or cross, its duration and
+//!   a short output preview cut to the terminal's width; node output lines are shown under
+//!   their node. On a non-terminal it prints the same lines without the spinner. Text from the
+//!   workflow is neutralised (`super::text`).
 //! - [`Jsonl`]: one JSON object per event on stdout (`--events jsonl`, see docs/events.md).
 
-use flowrun_events::{Envelope, Event, NodeStatus, Stream};
+use super::text::{clean, clean_line};
+use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream};
 use flowrun_executor::Sink;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
+/// Columns left free at the right edge of the spinner's line for the terminal's echo of
+/// Ctrl-C (`^C`, even twice). See [`Narrower`].
+const RIGHT_MARGIN: u16 = 4;
+
+/// stderr as indicatif draws on it, with room at the right edge.
+///
+/// indicatif pads each line it draws with spaces to the terminal's width, so the cursor waits
+/// at the edge and the next line starts below by wrapping. The terminal's echo of Ctrl-C then
+/// wraps too: `^C` lands on a new line, indicatif (which counts one line) clears only that one,
+/// and the spinner's line stays on the screen. Here the width is a few columns less, the padding
+/// is replaced by "erase to the end of the line" (which also wipes an echoed `^C` at the next
+/// redraw), and the line break the padding would have caused is written when the next line
+/// starts, unless a cursor move or `\r` comes first.
+#[derive(Debug)]
+struct Narrower {
+    term: console::Term,
+    newline_due: std::sync::atomic::AtomicBool,
+}
+
+impl Narrower {
+    fn new() -> Narrower {
+        Narrower {
+            term: console::Term::stderr(),
+            newline_due: false.into(),
+        }
+    }
+
+    fn no_newline(&self) {
+        self.newline_due
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn newline_if_due(&self) -> std::io::Result<()> {
+        if self
+            .newline_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.term.write_str("\r\n")?;
+        }
+        Ok(())
+    }
+}
+
+impl TermLike for Narrower {
+    fn width(&self) -> u16 {
+        self.term.size().1.saturating_sub(RIGHT_MARGIN).max(20)
+    }
+    fn height(&self) -> u16 {
+        self.term.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.no_newline();
+        self.term.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.no_newline();
+        self.term.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.term.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.term.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.newline_if_due()?;
+        self.term.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        if s.bytes().all(|b| b == b' ') {
+            // indicatif's padding after a line.
+            self.newline_due
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return self.term.write_str("\x1b[K");
+        }
+        if s.starts_with('\r') {
+            self.no_newline();
+        } else {
+            self.newline_if_due()?;
+        }
+        self.term.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.no_newline();
+        self.term.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.term.flush()
+    }
+}
+
 pub struct Terminal {
     bar: Option<ProgressBar>,
     types: HashMap<String, String>,
+    /// The nodes in plan order (from `execution_start`), for "step 2 of 5".
+    order: Vec<String>,
     width: usize,
     type_width: usize,
     color: bool,
@@ -25,14 +121,18 @@ impl Terminal {
     pub fn new(tty: bool, types: HashMap<String, String>) -> Terminal {
         let width = types
             .keys()
-            .map(|k| k.len())
+            .map(|k| console::measure_text_width(&clean_line(k)))
             .max()
             .unwrap_or(4)
             .clamp(4, 24);
         let type_width = types.values().map(|t| t.len()).max().unwrap_or(4);
         Terminal {
             bar: tty.then(|| {
-                let bar = ProgressBar::new_spinner();
+                let bar = ProgressBar::with_draw_target(
+                    None,
+                    ProgressDrawTarget::term_like(Box::new(Narrower::new())),
+                );
+                // `elapsed` is the running node's: reset at each node_start.
                 bar.set_style(
                     ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
                         .expect("valid template"),
@@ -40,10 +140,18 @@ impl Terminal {
                 bar
             }),
             types,
+            order: Vec::new(),
             width,
             type_width,
             color: tty && std::env::var_os("NO_COLOR").is_none(),
         }
+    }
+
+    /// Columns available for one line, when drawing on a terminal.
+    fn columns(&self) -> Option<usize> {
+        self.bar.as_ref()?;
+        let cols = console::Term::stderr().size_checked()?.1;
+        Some(cols.saturating_sub(RIGHT_MARGIN).max(20) as usize)
     }
 
     fn line(&self, s: &str) {
@@ -56,11 +164,24 @@ impl Terminal {
     }
 
     fn paint(&self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
+        paint(self.color, code, s)
+    }
+}
+
+impl Drop for Terminal {
+    /// However the run ended, no spinner is left on the screen.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
+    }
+}
+
+fn paint(color: bool, code: &str, s: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
     }
 }
 
@@ -78,6 +199,103 @@ pub fn duration(ms: f64) -> String {
     }
 }
 
+/// `s` cut to at most `cols` columns, with `…` where it was cut.
+fn fit(s: &str, cols: usize) -> String {
+    console::truncate_str(s, cols, "…").into_owned()
+}
+
+/// What a `node_end` line shows, before it is laid out.
+pub struct NodeEndLine<'a> {
+    pub node: &'a str,
+    pub ty: &'a str,
+    pub status: NodeStatus,
+    pub retrying: bool,
+    pub attempt: u32,
+    pub duration_ms: f64,
+    pub preview: Option<&'a str>,
+    pub error: Option<&'a ErrorInfo>,
+}
+
+/// One finished node as a line: mark, node, type, duration, status, then the output preview or
+/// the error, cut to fit `cols` columns when drawing on a terminal (a wrapped preview would
+/// fill a narrow terminal). Everything from the workflow is [`clean_line`]d.
+pub fn node_end_line(
+    n: &NodeEndLine<'_>,
+    widths: (usize, usize),
+    cols: Option<usize>,
+    color: bool,
+) -> String {
+    let (mark, code) = match n.status {
+        NodeStatus::Success => ("✓", "32"),
+        NodeStatus::Pinned | NodeStatus::Reused => ("●", "34"),
+        NodeStatus::Skipped => ("○", "2"),
+        NodeStatus::Error if n.retrying => ("↻", "33"),
+        _ => ("✗", "31"),
+    };
+    let node = clean_line(n.node);
+    let dur = if n.status == NodeStatus::Skipped {
+        String::new()
+    } else {
+        duration(n.duration_ms)
+    };
+    let mut head = format!(
+        "{:<w$} {:<tw$} {:>9}",
+        node,
+        n.ty,
+        dur,
+        w = widths.0,
+        tw = widths.1
+    );
+    if !matches!(n.status, NodeStatus::Success) {
+        head.push_str(&format!("  {}", n.status));
+    }
+    if n.attempt > 1 {
+        head.push_str(&format!(" (attempt {})", n.attempt));
+    }
+    // Columns left for the preview or error after the mark, the head and two spaces.
+    let room = cols.map(|c| c.saturating_sub(2 + console::measure_text_width(&head) + 2));
+    let tail = |text: String, max: usize| match room {
+        // Too little room for anything useful: the line ends after the head.
+        Some(r) if r < 4 => String::new(),
+        Some(r) => fit(&text, r.min(max)),
+        None => fit(&text, max),
+    };
+    let mut s = format!("{} {}", paint(color, code, mark), fit_head(&head, cols));
+    if let Some(p) = n.preview {
+        let t = tail(format!("→ {}", clean_line(p)), 62);
+        if !t.is_empty() {
+            s.push_str(&format!("  {}", paint(color, "2", &t)));
+        }
+    }
+    if let Some(e) = n.error {
+        let first = e.message.lines().next().unwrap_or("");
+        let t = tail(format!("{}: {}", e.kind, clean_line(first)), usize::MAX);
+        if !t.is_empty() {
+            s.push_str(&format!("  {}", paint(color, "31", &t)));
+        }
+    }
+    s
+}
+
+fn fit_head(head: &str, cols: Option<usize>) -> String {
+    match cols {
+        Some(c) => fit(head, c.saturating_sub(2)),
+        None => head.to_string(),
+    }
+}
+
+/// The spinner's message for a running node: `fetch http_request · step 2 of 5`.
+pub fn running_message(node: &str, ty: &str, attempt: u32, step: Option<(usize, usize)>) -> String {
+    let mut m = format!("{} {ty}", clean_line(node));
+    if attempt > 1 {
+        m.push_str(&format!(" (attempt {attempt})"));
+    }
+    if let Some((i, n)) = step {
+        m.push_str(&format!(" · step {i} of {n}"));
+    }
+    m
+}
+
 impl Sink for Terminal {
     fn event(&mut self, env: &Envelope) {
         match &env.event {
@@ -87,10 +305,15 @@ impl Sink for Terminal {
                 nodes,
                 ..
             } => {
+                self.order = nodes.clone();
                 let title = if workflow_name == workflow_id {
-                    workflow_id.clone()
+                    clean_line(workflow_id).into_owned()
                 } else {
-                    format!("{workflow_name} ({workflow_id})")
+                    format!(
+                        "{} ({})",
+                        clean_line(workflow_name),
+                        clean_line(workflow_id)
+                    )
                 };
                 self.line(&format!(
                     "{} {title} · execution {} · {} node{}",
@@ -101,14 +324,22 @@ impl Sink for Terminal {
                 ));
             }
             Event::NodeStart { node, attempt, .. } => {
+                let cols = self.columns();
                 if let Some(bar) = &self.bar {
                     let ty = self.types.get(node).map(String::as_str).unwrap_or("");
-                    let att = if *attempt > 1 {
-                        format!(" (attempt {attempt})")
-                    } else {
-                        String::new()
+                    let step = self
+                        .order
+                        .iter()
+                        .position(|n| n == node)
+                        .map(|i| (i + 1, self.order.len()));
+                    let msg = running_message(node, ty, *attempt, step);
+                    // Room for the spinner and the elapsed time.
+                    let msg = match cols {
+                        Some(c) => fit(&msg, c.saturating_sub(10)),
+                        None => msg,
                     };
-                    bar.set_message(format!("{node} {ty}{att}"));
+                    bar.reset_elapsed();
+                    bar.set_message(msg);
                     bar.enable_steady_tick(Duration::from_millis(80));
                 }
             }
@@ -122,54 +353,28 @@ impl Sink for Terminal {
                 retrying,
                 ..
             } => {
-                let (mark, code) = match status {
-                    NodeStatus::Success => ("✓", "32"),
-                    NodeStatus::Pinned | NodeStatus::Reused => ("●", "34"),
-                    NodeStatus::Skipped => ("○", "2"),
-                    NodeStatus::Error if *retrying => ("↻", "33"),
-                    _ => ("✗", "31"),
-                };
                 let ty = self.types.get(node).map(String::as_str).unwrap_or("");
-                let mut s = format!(
-                    "{} {:<w$} {:<tw$} {:>9}",
-                    self.paint(code, mark),
-                    node,
-                    ty,
-                    if *status == NodeStatus::Skipped {
-                        String::new()
-                    } else {
-                        duration(*duration_ms)
+                let line = node_end_line(
+                    &NodeEndLine {
+                        node,
+                        ty,
+                        status: *status,
+                        retrying: *retrying,
+                        attempt: *attempt,
+                        duration_ms: *duration_ms,
+                        preview: output_preview.as_deref(),
+                        error: error.as_ref(),
                     },
-                    w = self.width,
-                    tw = self.type_width
+                    (self.width, self.type_width),
+                    self.columns(),
+                    self.color,
                 );
-                if !matches!(status, NodeStatus::Success) {
-                    s.push_str(&format!("  {status}"));
-                }
-                if *attempt > 1 {
-                    s.push_str(&format!(" (attempt {attempt})"));
-                }
-                if let Some(p) = output_preview {
-                    let p: String = if p.chars().count() > 60 {
-                        p.chars().take(59).chain(std::iter::once('…')).collect()
-                    } else {
-                        p.clone()
-                    };
-                    s.push_str(&format!("  {}", self.paint("2", &format!("→ {p}"))));
-                }
-                if let Some(e) = error {
-                    let first = e.message.lines().next().unwrap_or("");
-                    s.push_str(&format!(
-                        "  {}",
-                        self.paint("31", &format!("{}: {first}", e.kind))
-                    ));
-                }
-                self.line(&s);
+                self.line(&line);
             }
             Event::Log {
                 node, stream, line, ..
             } => {
-                let who = node.as_deref().unwrap_or("-");
+                let who = clean_line(node.as_deref().unwrap_or("-"));
                 let bar = if *stream == Stream::Stderr {
                     "┃"
                 } else {
@@ -178,7 +383,7 @@ impl Sink for Terminal {
                 self.line(&format!(
                     "  {} {}",
                     self.paint("2", &format!("{who} {bar}")),
-                    line
+                    clean_line(line)
                 ));
             }
             Event::ExecutionEnd {
@@ -201,7 +406,7 @@ impl Sink for Terminal {
                     duration(*duration_ms)
                 );
                 if let Some(e) = error {
-                    s.push_str(&format!(" — {}: {}", e.kind, e.message));
+                    s.push_str(&format!(" — {}: {}", e.kind, clean(&e.message)));
                 }
                 self.line(&s);
             }
@@ -222,8 +427,83 @@ impl<W: Write> Jsonl<W> {
 
 impl<W: Write + Send> Sink for Jsonl<W> {
     fn event(&mut self, env: &Envelope) {
-        let _ = serde_json::to_writer(&mut self.out, env);
-        let _ = self.out.write_all(b"\n");
+        let mut line = super::text::json_line(env);
+        line.push('\n');
+        let _ = self.out.write_all(line.as_bytes());
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(s: &str) -> String {
+        console::strip_ansi_codes(s).into_owned()
+    }
+
+    #[test]
+    fn a_node_line_fits_a_narrow_terminal() {
+        let preview = format!("\"{}\"", "x".repeat(300));
+        let n = NodeEndLine {
+            node: "fetch",
+            ty: "http_request",
+            status: NodeStatus::Success,
+            retrying: false,
+            attempt: 1,
+            duration_ms: 12.0,
+            preview: Some(&preview),
+            error: None,
+        };
+        for cols in [20, 40, 60, 200] {
+            let line = node_end_line(&n, (5, 12), Some(cols), true);
+            let w = console::measure_text_width(&plain(&line));
+            assert!(w <= cols, "{cols} columns: {w}: {line:?}");
+            assert!(plain(&line).starts_with("✓ fetch"), "{line:?}");
+        }
+        // Not on a terminal: the usual 60-odd characters of preview.
+        let line = node_end_line(&n, (5, 12), None, false);
+        assert!(line.contains("→ \"xxx") && line.ends_with('…'), "{line}");
+    }
+
+    #[test]
+    fn workflow_text_in_a_node_line_is_neutralised() {
+        let err = ErrorInfo::of(
+            flowrun_events::ErrorKind::Timeout,
+            "bad \x1b[2J\nsecond line",
+        );
+        let n = NodeEndLine {
+            node: "n",
+            ty: "code",
+            status: NodeStatus::Error,
+            retrying: false,
+            attempt: 2,
+            duration_ms: 1.0,
+            preview: Some("\x1b]0;title\x07\u{202e}"),
+            error: Some(&err),
+        };
+        let line = node_end_line(&n, (4, 4), None, false);
+        assert!(
+            !line.contains('\x1b') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        assert!(line.contains("\\x1b]0;title\\x07\\u{202e}"), "{line}");
+        assert!(
+            line.contains("bad \\x1b[2J") && !line.contains("second"),
+            "{line}"
+        );
+        assert!(line.contains("(attempt 2)"), "{line}");
+    }
+
+    #[test]
+    fn the_running_message_says_which_step() {
+        assert_eq!(
+            running_message("fetch", "http_request", 1, Some((2, 5))),
+            "fetch http_request · step 2 of 5"
+        );
+        assert_eq!(
+            running_message("a\x1bb", "code", 3, None),
+            "a\\x1bb code (attempt 3)"
+        );
     }
 }

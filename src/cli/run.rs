@@ -1,18 +1,18 @@
 //! `flowrun run` and `flowrun stop`.
 
-use super::exit;
 use super::progress::{Jsonl, Terminal};
 use super::{Exit, open_store};
+use super::{exit, input, text};
 use clap::{Args, ValueEnum};
 use flowrun_app::SharedStore;
 use flowrun_app::again::{self, AgainSource};
 use flowrun_app::control::StopOutcome;
-use flowrun_app::runner::{self, RunOptions};
+use flowrun_app::runner::{self, RunError, RunOptions, Trigger};
 use flowrun_codegen::Pin;
 use flowrun_events::ExecStatus;
 use flowrun_executor::{Sink, StopReason};
 use serde_json::Value;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
 
@@ -30,7 +30,7 @@ pub struct ExecArgs {
     /// Trigger data as JSON.
     #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
     pub input: Option<String>,
-    /// Trigger data from a JSON file (`-` for stdin).
+    /// Trigger data from a JSON file, or `-` to read it from stdin (only then is stdin read).
     #[arg(long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
     /// Whole-execution timeout (default: the workflow's `timeout_ms`, else 60000).
@@ -39,8 +39,9 @@ pub struct ExecArgs {
     /// Time between SIGTERM and SIGKILL when stopping.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub kill_grace_ms: u64,
-    /// Environment variable for the workflow (repeatable).
-    #[arg(long = "env", value_name = "K=V")]
+    /// Environment variable for the workflow (repeatable): KEY=VALUE, or KEY for the value of
+    /// KEY in flowrun's own environment (keeps secrets off the command line).
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// dotenv file with environment variables for the workflow (repeatable).
     #[arg(long = "env-file", value_name = "FILE")]
@@ -77,111 +78,32 @@ pub enum EventFormat {
     Jsonl,
 }
 
-/// The trigger data given with `--input`/`--input-file`, if any.
+/// The trigger data of `rerun`/`resume` when `--input`/`--input-file` is given, parsed (a resume
+/// compares it with the earlier execution's).
 fn given_trigger(args: &ExecArgs) -> Result<Option<Value>, Exit> {
-    if let Some(s) = &args.input {
-        return parse_json(s, "--input").map(Some);
+    let Some((text, what)) =
+        input::trigger_text(args.input.as_deref(), args.input_file.as_deref())?
+    else {
+        return Ok(None);
+    };
+    if text.trim_ascii().is_empty() {
+        return Ok(Some(Value::Object(Default::default())));
     }
-    if let Some(f) = &args.input_file {
-        let text = if f.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Exit::new(2, format!("reading stdin: {e}")))?;
-            s
-        } else {
-            std::fs::read_to_string(f)
-                .map_err(|e| Exit::new(2, format!("cannot read {}: {e}", f.display())))?
-        };
-        return parse_json(&text, &f.display().to_string()).map(Some);
-    }
-    Ok(None)
+    flowrun_events::json::parse_bounded(&text, flowrun_events::json::MAX_DEPTH)
+        .map(Some)
+        .map_err(|e| Exit::new(exit::USAGE, format!("{what} is not valid JSON: {e}")))
 }
 
-fn parse_json(text: &str, what: &str) -> Result<Value, Exit> {
-    if text.trim().is_empty() {
-        return Ok(Value::Object(Default::default()));
-    }
-    serde_json::from_str(text).map_err(|e| Exit::new(2, format!("{what} is not valid JSON: {e}")))
-}
-
-/// `run`'s trigger data: `--input`, `--input-file`, else stdin when it is not a terminal.
-fn read_trigger(args: &ExecArgs) -> Result<Value, Exit> {
-    if let Some(v) = given_trigger(args)? {
-        return Ok(v);
-    }
-    if std::io::stdin().is_terminal() {
-        return Ok(Value::Object(Default::default()));
-    }
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(|e| Exit::new(2, format!("reading stdin: {e}")))?;
-    parse_json(&s, "the trigger data on stdin")
-}
-
-/// Parses a dotenv file: `KEY=value` lines, `#` comments, optional `export `, optional quotes.
-pub fn parse_env_file(text: &str, file: &Path) -> Result<Vec<(String, String)>, Exit> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            return Err(Exit::new(
-                2,
-                format!("{}:{}: expected KEY=VALUE", file.display(), i + 1),
-            ));
-        };
-        let v = v.trim();
-        let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"'))
-                || (v.starts_with('\'') && v.ends_with('\'')))
-        {
-            let inner = &v[1..v.len() - 1];
-            if v.starts_with('"') {
-                inner
-                    .replace("\\n", "\n")
-                    .replace("\\\"", "\"")
-                    .replace("\\\\", "\\")
-            } else {
-                inner.to_string()
-            }
-        } else {
-            v.split(" #").next().unwrap_or(v).trim().to_string()
-        };
-        out.push((k.trim().to_string(), v));
-    }
-    Ok(out)
-}
-
-fn options(args: &ExecArgs) -> Result<RunOptions, Exit> {
-    let mut env = Vec::new();
-    for f in &args.env_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Exit::new(2, format!("cannot read --env-file {}: {e}", f.display())))?;
-        env.extend(parse_env_file(&text, f)?);
-    }
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| Exit::new(2, format!("--env {kv}: expected KEY=VALUE")))?;
-        env.push((k.to_string(), v.to_string()));
-    }
+/// The run options, and the names given as `--env KEY=VALUE` (their values are on the command
+/// line, where any user can read them with `ps`).
+fn options(args: &ExecArgs) -> Result<(RunOptions, Vec<String>), Exit> {
+    let (env, on_command_line) = input::env_values(&args.env_file, &args.env)?;
     let mut pins = std::collections::BTreeMap::new();
     for p in &args.pin {
-        let (node, file) = p
-            .split_once('=')
-            .ok_or_else(|| Exit::new(2, format!("--pin {p}: expected NODE=FILE")))?;
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Exit::new(2, format!("--pin {p}: cannot read {file}: {e}")))?;
-        let output: Value = serde_json::from_str(&text)
-            .map_err(|e| Exit::new(2, format!("--pin {p}: {file} is not valid JSON: {e}")))?;
-        pins.insert(node.to_string(), Pin::pinned(output));
+        let (node, output) = input::pin(p)?;
+        pins.insert(node, Pin::pinned(output));
     }
-    Ok(RunOptions {
+    let options = RunOptions {
         python: args.python.clone(),
         timeout_ms: args.timeout_ms,
         kill_grace_ms: args.kill_grace_ms,
@@ -194,14 +116,49 @@ fn options(args: &ExecArgs) -> Result<RunOptions, Exit> {
         parent: None,
         cwd: None,
         install_deps: args.install_deps,
-    })
+    };
+    Ok((options, on_command_line))
 }
 
+/// Warns when a connection's secret was given as `--env KEY=VALUE`, and so is on the command
+/// line.
+fn warn_secrets_on_command_line(prepared: &runner::Prepared, on_command_line: &[String]) {
+    let mut vars: Vec<&String> = prepared
+        .plan
+        .workflow
+        .connections
+        .values()
+        .map(|c| &c.env)
+        .filter(|v| on_command_line.contains(v))
+        .collect();
+    vars.dedup();
+    for var in vars {
+        eprintln!(
+            "warning: --env {var}=… puts a secret on the command line, where any user of this machine can read it (ps); use --env {var} (its value from your environment) or --env-file FILE"
+        );
+    }
+}
+
+/// `flowrun run FILE`: trigger data from `--input` or `--input-file` (`-`: stdin), else `{}`.
+/// Stdin is never read unless asked for: `run` in a `while read` loop or under a CI runner
+/// whose stdin is an open pipe must neither eat the loop's input nor wait for an EOF.
 pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
-    let trigger = read_trigger(&args.exec)?;
-    let opts = options(&args.exec)?;
-    let prepared = runner::prepare(&source, trigger, opts).map_err(exit::run_error)?;
+    let given = input::trigger_text(args.exec.input.as_deref(), args.exec.input_file.as_deref())?;
+    let (opts, on_command_line) = options(&args.exec)?;
+    let (trigger, what) = match given {
+        Some((text, what)) => (Trigger::Text(text), Some(what)),
+        None => (Trigger::Value(Value::Object(Default::default())), None),
+    };
+    let prepared = runner::prepare(&source, trigger, opts).map_err(|e| {
+        let input_error = matches!(e, RunError::Input(_));
+        let mut x = exit::run_error(e);
+        if let (true, Some(what)) = (input_error, what) {
+            x.message = format!("{what}: {}", x.message);
+        }
+        x
+    })?;
+    warn_secrets_on_command_line(&prepared, &on_command_line);
     let store = SharedStore::new(open_store(db)?);
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
 }
@@ -218,20 +175,15 @@ pub fn again(
 ) -> Result<i32, Exit> {
     let store = open_store(db)?;
     let source = file.map_or(AgainSource::Snapshot, AgainSource::File);
-    let plan = again::plan_again(
-        &store,
-        id,
-        source,
-        given_trigger(&exec)?,
-        options(&exec)?,
-        resume,
-    )
-    .map_err(exit::again_error)?;
+    let (options, on_command_line) = options(&exec)?;
+    let plan = again::plan_again(&store, id, source, given_trigger(&exec)?, options, resume)
+        .map_err(exit::again_error)?;
     for note in &plan.notes {
-        eprintln!("{note}");
+        eprintln!("{}", text::clean(note));
     }
     let prepared =
         runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
+    warn_secrets_on_command_line(&prepared, &on_command_line);
     let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, exec.events, exec.json)
 }
@@ -245,7 +197,7 @@ pub(crate) fn execute_prepared(
     json: bool,
 ) -> Result<i32, Exit> {
     for w in &prepared.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", text::clean(w));
     }
     let id = runner::new_execution_id();
     runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(exit::run_error)?;
@@ -294,17 +246,22 @@ pub(crate) fn execute_prepared(
         );
     }
     let outcome = finished.outcome;
+    // A reader that stops early (`| head`) must not turn a finished run into a panic.
+    use std::io::Write;
     if json {
         let record = flowrun_app::views::record_json(&store.lock(), &id)?;
-        // A reader that stops early (`| head`) must not turn a finished run into a panic.
-        use std::io::Write;
-        let text = serde_json::to_string_pretty(&record).expect("record serializes");
-        let _ = writeln!(std::io::stdout(), "{text}");
+        let _ = writeln!(std::io::stdout(), "{}", text::json_pretty(&record));
     } else if events.is_none() {
-        if let Some(out) = &outcome.output {
-            if outcome.status == ExecStatus::Success {
-                eprintln!("output: {}", flowrun_events::preview(out, 400));
-            }
+        // The execution's output is what `run` prints (`flowrun run wf.json > out.json`, `| jq`):
+        // one line of JSON, indented on a terminal; nothing when it did not succeed.
+        if outcome.status == ExecStatus::Success {
+            let output = outcome.output.as_ref().unwrap_or(&Value::Null);
+            let text = if std::io::stdout().is_terminal() {
+                text::json_pretty(output)
+            } else {
+                text::json_line(output)
+            };
+            let _ = writeln!(std::io::stdout(), "{text}");
         }
         eprintln!("details: flowrun show {id}");
     }

@@ -4,6 +4,9 @@
 
 mod support;
 
+mod cli_display;
+mod cli_inspect;
+mod cli_run;
 mod codegen_script;
 mod escapes;
 mod faults;

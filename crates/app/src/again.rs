@@ -48,6 +48,16 @@ pub enum AgainError {
         "the trigger data of execution {id} ({bytes} bytes) was over the storage limit and was not stored in full; give the trigger data again"
     )]
     TriggerTruncated { id: String, bytes: u64 },
+    /// A resume's new definition is of another workflow: none of its outputs can be reused.
+    #[error(
+        "execution {id} ran workflow '{ran}', but {file} is workflow '{given}'; a resume reuses outputs of the same workflow (run the other one with `run`)"
+    )]
+    OtherWorkflow {
+        id: String,
+        ran: String,
+        given: String,
+        file: String,
+    },
 }
 
 /// The shared part of `rerun` and `resume` (CLI and HTTP API): finds the earlier execution
@@ -85,6 +95,21 @@ pub fn plan_again(
             flowrun_codegen::source::from_value(v, "<request>").map_err(AgainError::Invalid)?
         }
     };
+    if resume && !from_snapshot {
+        let given = source
+            .definition
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if given != previous.workflow_id {
+            return Err(AgainError::OtherWorkflow {
+                ran: previous.workflow_id.clone(),
+                given: given.to_string(),
+                file: source.file.clone(),
+                id,
+            });
+        }
+    }
     let trigger = match trigger {
         Some(t) => t,
         // What was stored is a truncation marker, not the data: never run with it.

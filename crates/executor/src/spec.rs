@@ -23,8 +23,8 @@ pub struct RunSpec {
     /// Nodes with `on_error: continue`: their failure does not fail the execution.
     pub continue_on_error: HashSet<String>,
     pub launch: Launch,
-    /// Trigger data, written to stdin.
-    pub trigger: Vec<u8>,
+    /// Trigger data (JSON text), written to stdin; shared, not copied, per execution.
+    pub trigger: bytes::Bytes,
     pub nonce: String,
     pub timeout: Duration,
     /// Between SIGTERM and SIGKILL.

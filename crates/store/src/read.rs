@@ -139,9 +139,9 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Executions, newest first.
-    pub fn history(&self, f: &HistoryFilter) -> Result<Vec<Execution>> {
-        let mut sql = format!("SELECT {} FROM executions WHERE 1=1", Self::EXEC_COLS);
+    /// The `WHERE` clause of a history filter (cursor and limit aside) and its arguments.
+    fn history_where(f: &HistoryFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+        let mut sql = String::from(" WHERE 1=1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
         if let Some(w) = &f.workflow {
             args.push(Box::new(w.clone()));
@@ -159,6 +159,13 @@ impl Store {
             args.push(Box::new(t));
             sql.push_str(&format!(" AND started_at < ?{}", args.len()));
         }
+        (sql, args)
+    }
+
+    /// Executions, newest first.
+    pub fn history(&self, f: &HistoryFilter) -> Result<Vec<Execution>> {
+        let (filter, mut args) = Self::history_where(f);
+        let mut sql = format!("SELECT {} FROM executions{filter}", Self::EXEC_COLS);
         if let Some((t, id)) = &f.before {
             args.push(Box::new(*t));
             let a = args.len();
@@ -168,7 +175,8 @@ impl Store {
                 " AND (started_at < ?{a} OR (started_at = ?{a} AND id < ?{b}))"
             ));
         }
-        args.push(Box::new(f.limit as i64));
+        // SQLite reads a negative limit as none.
+        args.push(Box::new(i64::try_from(f.limit).unwrap_or(-1)));
         sql.push_str(&format!(
             " ORDER BY started_at DESC, id DESC LIMIT ?{}",
             args.len()
@@ -179,6 +187,19 @@ impl Store {
             Self::execution_from_row,
         )?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// How many executions match a history filter (its cursor and limit aside).
+    pub fn history_count(&self, f: &HistoryFilter) -> Result<u64> {
+        let (filter, args) = Self::history_where(f);
+        let n: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM executions{filter}"))?
+            .query_row(
+                rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())),
+                |r| r.get(0),
+            )?;
+        Ok(n as u64)
     }
 
     /// Stored events after `after_seq`, in order.

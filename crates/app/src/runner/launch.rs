@@ -100,7 +100,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             cwd: p.options.cwd.clone(),
             max_memory: p.options.max_memory_mb.map(|mb| mb << 20),
         },
-        trigger: serde_json::to_vec(&p.trigger).expect("trigger serializes"),
+        trigger: p.trigger_json.clone(),
         nonce: format!("{:032x}", rand::random::<u128>()),
         timeout: Duration::from_millis(timeout_ms),
         kill_grace: Duration::from_millis(p.options.kill_grace_ms),

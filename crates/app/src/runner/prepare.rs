@@ -3,8 +3,9 @@
 
 use super::error::{RunError, Unbound};
 use super::options::RunOptions;
+use super::trigger::{self, Trigger};
 use crate::python::{self, Interpreter};
-use crate::{inputs, paths, requirements};
+use crate::{paths, requirements};
 use flowrun_codegen::{Plan, RenderOptions, Source};
 use flowrun_executor::redact::{Redactor, SHORT_SECRET};
 use serde_json::Value;
@@ -17,7 +18,11 @@ pub struct Prepared {
     pub source_file: Option<String>,
     pub definition: Value,
     pub snapshot_hash: String,
+    /// The trigger data as the store keeps it: whole, or a truncation marker when it is over
+    /// the store's field limit (see [`trigger`](super::trigger)).
     pub trigger: Value,
+    /// The trigger data as the child reads it (JSON text), held once and shared.
+    pub trigger_json: bytes::Bytes,
     pub script_path: PathBuf,
     /// What the interpreter runs: the compiled script when there is one, else `script_path`.
     pub run_path: PathBuf,
@@ -84,7 +89,11 @@ pub fn bind_connections(
 }
 
 /// Validates the workflow and its input; everything that can fail before spawning fails here.
-pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<Prepared, RunError> {
+pub fn prepare(
+    source: &Source,
+    trigger: impl Into<Trigger>,
+    options: RunOptions,
+) -> Result<Prepared, RunError> {
     let plan = flowrun_codegen::compile(source).map_err(RunError::Invalid)?;
     for pin in options.pins.keys() {
         if plan.workflow.node(pin).is_none() {
@@ -94,7 +103,7 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
             });
         }
     }
-    let trigger = inputs::prepare(plan.workflow.inputs.as_ref(), trigger)?;
+    let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
     // Redact every declared connection whose value is known, used by a node or not: with
     // --inherit-env the child sees them all.
@@ -117,6 +126,7 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
             )
         })
         .collect();
+    let stored_trigger = trigger::stored(&mut checked, &redactor);
     let cache = paths::cache_dir();
     let interpreter = python::discover(options.python.as_deref(), &cache)?;
     let reqs = plan.requirements();
@@ -143,9 +153,16 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
     Ok(Prepared {
         snapshot_hash: flowrun_codegen::render::definition_hash(&source.definition),
         definition: source.definition.clone(),
-        source_file: Some(source.file.clone()).filter(|f| !f.starts_with('<')),
+        // Absolute, so a later `rerun`/`resume` from another directory still finds the file.
+        source_file: Some(source.file.clone())
+            .filter(|f| !f.starts_with('<'))
+            .map(|f| match std::path::absolute(&f) {
+                Ok(p) => p.display().to_string(),
+                Err(_) => f,
+            }),
         plan,
-        trigger,
+        trigger: stored_trigger,
+        trigger_json: checked.json,
         run_path: compiled_script(&interpreter, &script_path)
             .unwrap_or_else(|| script_path.clone()),
         script_path,

@@ -161,7 +161,9 @@ pub(crate) fn again_error(e: AgainError) -> ApiError {
         }
         AgainError::MissingSnapshot(_) => ApiError::internal(message),
         AgainError::Invalid(d) => ApiError::invalid(&d),
-        AgainError::TriggerTruncated { .. } => ApiError::bad_request(message),
+        AgainError::TriggerTruncated { .. } | AgainError::OtherWorkflow { .. } => {
+            ApiError::bad_request(message)
+        }
     }
 }
 

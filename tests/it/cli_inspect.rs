@@ -1,0 +1,186 @@
+//! `history`, `doctor`, `rerun` and `resume` as people and scripts use them: no silent limits,
+//! `doctor` agreeing with `run`, resumes of the same workflow only, files found from anywhere.
+
+use crate::support::*;
+use serde_json::json;
+
+fn quick(env: &Env, name: &str, id: &str) -> std::path::PathBuf {
+    env.write_workflow(
+        name,
+        &json!({ "id": id, "nodes": [ { "id": "n", "type": "code", "code": "return 1" } ] }),
+    )
+}
+
+#[test]
+fn history_says_how_many_more_there_are_and_n_0_lists_all() {
+    let env = Env::new();
+    let wf = quick(&env, "wf.json", "wf");
+    for _ in 0..3 {
+        assert_success(&env.run(&wf, "{}", &[]), "run");
+    }
+    let out = env.cmd(["history", "-n", "2"]);
+    assert_success(&out, "history -n 2");
+    assert_eq!(
+        stdout(&out).lines().count(),
+        3,
+        "a header and 2 rows\n{}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains("… and 1 more execution (-n 3 or -n 0 lists all)"),
+        "{}",
+        describe(&out)
+    );
+    // --json: the array on stdout, the note on stderr.
+    let out = env.cmd(["history", "--json", "-n", "1"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(
+        stderr(&out).contains("… and 2 more executions"),
+        "{}",
+        describe(&out)
+    );
+    // -n 0 lists every one (it said "no executions yet").
+    let out = env.cmd(["history", "-n", "0"]);
+    assert_success(&out, "history -n 0");
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", describe(&out));
+    assert_eq!(stderr(&out), "", "{}", describe(&out));
+    assert_eq!(env.history_json(&["-n", "0"]).len(), 3);
+    // All shown: no note.
+    let out = env.cmd(["history", "-n", "3"]);
+    assert_eq!(stderr(&out), "", "{}", describe(&out));
+}
+
+fn needs_connection(env: &Env) -> std::path::PathBuf {
+    env.write_workflow(
+        "conn.json",
+        &json!({ "id": "conn",
+            "connections": { "svc": { "env": "MY_SECRET" } },
+            "nodes": [ { "id": "c", "type": "command", "connections": ["svc"], "argv": ["true"] } ] }),
+    )
+}
+
+#[test]
+fn doctor_and_run_agree_on_unbound_connections() {
+    let env = Env::new();
+    let wf = needs_connection(&env);
+    let file = wf.to_str().unwrap();
+    let run = env.run(&wf, "{}", &[]);
+    assert_code(&run, 3, "run with an unbound connection");
+    let out = env.cmd(["doctor", file]);
+    assert_code(&out, 3, "doctor with an unbound connection");
+    let text = stdout(&out);
+    assert!(
+        !text.lines().any(|l| l.starts_with("workflow  ✓")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("workflow  ✗ {file}: a connection is not bound:"))
+            && text.contains("svc: set MY_SECRET (used by node 'c')")
+            && text.contains("--env KEY"),
+        "{text}"
+    );
+    let out = env.cmd(["doctor", "--json", file]);
+    assert_code(&out, 3, "doctor --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["workflows"][0]["unbound"],
+        json!([{ "connection": "svc", "env": "MY_SECRET", "nodes": ["c"] }])
+    );
+    // Bound as run would bind it: from the environment, --env KEY or an --env-file.
+    let mut cmd = env.flowrun();
+    cmd.args(["doctor", file])
+        .env("MY_SECRET", "value-1234567890");
+    let out = output(&mut cmd);
+    assert_success(&out, "doctor with MY_SECRET set");
+    assert!(
+        stdout(&out).contains(&format!("workflow  ✓ {file}")),
+        "{}",
+        describe(&out)
+    );
+    let dotenv = env.write_file(".env", "MY_SECRET=value-1234567890\n");
+    let out = env.cmd(["doctor", file, "--env-file", dotenv.to_str().unwrap()]);
+    assert_success(&out, "doctor --env-file");
+}
+
+#[test]
+fn doctor_exits_2_for_an_invalid_file_as_validate_does() {
+    let env = Env::new();
+    let bad = env.write_file(
+        "bad.json",
+        r#"{"id": "bad", "nodes": [{"id": "x", "type": "nope"}]}"#,
+    );
+    let validate = env.cmd(["validate", bad.to_str().unwrap()]);
+    assert_code(&validate, 2, "validate");
+    let out = env.cmd(["doctor", bad.to_str().unwrap()]);
+    assert_code(&out, 2, "doctor of an invalid file");
+    assert!(stdout(&out).contains("workflow  ✗"), "{}", describe(&out));
+    // A valid file beside it does not change that.
+    let good = quick(&env, "good.json", "good");
+    let out = env.cmd(["doctor", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_code(&out, 2, "doctor of a valid and an invalid file");
+    let out = env.cmd(["doctor", good.to_str().unwrap()]);
+    assert_success(&out, "doctor of a valid file");
+}
+
+#[test]
+fn resume_refuses_a_file_of_another_workflow() {
+    let env = Env::new();
+    let a = env.write_workflow(
+        "a.json",
+        &json!({ "id": "wf-a", "nodes": [
+            { "id": "one", "type": "code", "code": "return 1" },
+            { "id": "two", "type": "code", "code": "raise ValueError('x')", "after": ["one"] } ] }),
+    );
+    let b = env.write_workflow(
+        "b.json",
+        &json!({ "id": "wf-b", "nodes": [
+            { "id": "one", "type": "code", "code": "return 'other'" },
+            { "id": "two", "type": "code", "code": "return 2", "after": ["one"] } ] }),
+    );
+    assert_code(&env.run(&a, "{}", &[]), 1, "run a");
+    let id = env.only_execution_id();
+    let out = env.cmd(["resume", &id, "--file", b.to_str().unwrap()]);
+    assert_code(&out, 2, "resume with another workflow's file");
+    assert!(
+        stderr(&out).contains("ran workflow 'wf-a'") && stderr(&out).contains("is workflow 'wf-b'"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(env.execution_ids().len(), 1, "nothing ran");
+}
+
+#[test]
+fn the_file_changed_note_shows_from_another_directory() {
+    let env = Env::new();
+    let wf = quick(&env, "wf.json", "wf");
+    // Run with a relative path from the file's directory.
+    let out = output(env.flowrun().args(["run", "wf.json"]));
+    assert_success(&out, "run wf.json");
+    let id = env.only_execution_id();
+    let shown = env.show_json(&id);
+    let stored = shown["source_file"].as_str().map(str::to_string);
+    let stored = stored.unwrap_or_else(|| stdout(&env.cmd(["show", &id])));
+    assert!(
+        stored.contains(&wf.display().to_string()),
+        "stored: {stored}"
+    );
+    std::fs::write(
+        &wf,
+        json!({ "id": "wf", "nodes": [ { "id": "n", "type": "code", "code": "return 2" } ] })
+            .to_string(),
+    )
+    .unwrap();
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out = output(env.flowrun().current_dir(&elsewhere).args(["rerun", &id]));
+    assert_success(&out, "rerun from another directory");
+    assert!(
+        stderr(&out).contains(&format!(
+            "note: {} has changed since execution {id} ran",
+            wf.display()
+        )),
+        "{}",
+        describe(&out)
+    );
+}
