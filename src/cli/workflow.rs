@@ -81,16 +81,13 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<i32, Exit> {
             continue;
         }
         match result {
-            Ok((source, plan)) => println!("{}", summary(&source, &plan)),
-            Err(d) => eprintln!("error: {d}"),
+            Ok((source, plan)) => println!("{}", super::text::clean(&summary(&source, &plan))),
+            Err(d) => eprintln!("error: {}", super::text::clean(&d.to_string())),
         }
     }
     if json {
         let doc = json!({"valid": all_valid, "files": entries});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("JSON serializes")
-        );
+        println!("{}", super::text::json_pretty(&doc));
     }
     Ok(if all_valid { 0 } else { super::exit::USAGE })
 }
