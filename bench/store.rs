@@ -70,6 +70,7 @@ fn node_start(i: usize, seq: u64, ts: i64) -> [Write; 2] {
     [
         Write::NodeStarted {
             node_id: node_id(i),
+            part: None,
             position: i as i64,
             attempt: 1,
             started_at: ts,
@@ -96,6 +97,8 @@ fn node_end(i: usize, seq: u64, ts: i64) -> [Write; 2] {
     [
         Write::NodeFinished(Box::new(NodeRow {
             node_id: node_id(i),
+            part: None,
+            reason: None,
             position: i as i64,
             status: NodeStatus::Success,
             attempt: 1,

@@ -12,7 +12,7 @@
 #     parts define (a class's base class, a constant); inside a function any
 #     global of any part is fine;
 #   * names private to a node file are prefixed `_<type>_` to avoid clashes;
-#   * top-level imports stay cheap (os, sys, time here, and the C module
+#   * top-level imports stay cheap (_thread, os, sys, time here, and the C module
 #     _json in 20_json.py); anything else is imported inside the function
 #     that needs it (startup time matters: the `json` package alone pulls in
 #     `re` and `enum`, ~7 ms, so JSON goes through the C accelerator `_json`
@@ -26,7 +26,10 @@
 #   40_protocol.py   JSON-able output, payload caps, stream tracking and the
 #                    protocol writer (events, log lines, stderr marks)
 #   50_errors.py     error info and tracebacks of node failures
-#   60_run.py        running the nodes in order: _Ctx, skips, retries
+#   55_compare.py    the condition operators (condition nodes, repeat's until)
+#   60_run.py        running one node: _Ctx, skips (the join rule), retries
+#   62_loops.py      for_each (items) and repeat (iterations)
+#   64_schedule.py   which node runs when: in order, or up to max_parallel
 #   70_http.py       HTTP helpers shared by the http_request and llm nodes
 #   80_main.py       startup: nonce, trigger data, result, main()
 #
@@ -38,7 +41,8 @@
 #                                        handler has `handler.raw_params = True`
 #                                        (it then calls render() itself)
 #   ctx.id, ctx.node (the WORKFLOW node dict), ctx.attempt, ctx.scope
-#   ({"trigger", "nodes", "execution"}), ctx.input (what node_end records as
+#   ({"trigger", "nodes", "execution"}, plus "item"/"index" in a for_each
+#   node and "iteration"/"previous" in a repeat node), ctx.input (what node_end records as
 #   "input"; defaults to the rendered params, a handler may replace it),
 #   ctx.log(*args, level="info"), ctx.timeout_ms, ctx.dep_outputs()
 #   render(value, scope, lenient=False)  evaluate templates inside value
@@ -57,6 +61,7 @@
 # ("Child-process protocol"); runtime/README.md lists the decisions taken
 # here, and runtime/tests/ shows each of them at work.
 # ---------------------------------------------------------------------------
+import _thread
 import os
 import sys
 import time

@@ -146,6 +146,9 @@ class _BinTracker(object):
         self._raw = raw
 
     def write(self, data):
+        if _STATE.by_thread and getattr(_OUTPUT_OWNER, "node", None) is not None:
+            _node_output(self._owner.name, bytes(data).decode("utf-8", "replace"))
+            return len(data)
         try:
             self._owner._stream.flush()  # keep order with buffered text
         except Exception:
@@ -167,12 +170,16 @@ class _LineTracker(object):
     """Proxy for sys.stdout / sys.stderr: forwards everything, remembers
     whether the last character written ended a line."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, name):
         self._stream = stream
+        self.name = name
         self.at_line_start = True
         self._buffer = None
 
     def write(self, s):
+        if _STATE.by_thread and getattr(_OUTPUT_OWNER, "node", None) is not None:
+            _node_output(self.name, s)
+            return len(s)
         n = self._stream.write(s)
         if s:
             self.at_line_start = s[-1] == "\n"
@@ -199,9 +206,48 @@ class _State(object):
         self.out = None
         self.err = None
         self.lock = None
+        # Nodes run side by side: their output is attributed per thread (_node_output).
+        self.by_thread = False
+        # Guards the run's shared results when nodes or items run in threads.
+        self.run_lock = _thread.allocate_lock()
 
 
 _STATE = _State()
+
+# Which node (and item or iteration) the current thread runs, for attributing its output.
+_OUTPUT_OWNER = _thread._local()
+
+# Longest partial line kept per thread and stream before it goes out as a line of its own.
+_NODE_LINE_MAX = 65536
+
+
+def _node_output(stream, text):
+    """Output of a node running beside others: each complete line goes out as a
+    `log` event naming the node and the stream."""
+    pending = getattr(_OUTPUT_OWNER, "pending", None)
+    if pending is None:
+        pending = _OUTPUT_OWNER.pending = {}
+    buf = pending.get(stream, "") + text
+    lines = buf.split("\n")
+    rest = lines.pop()
+    if len(rest) > _NODE_LINE_MAX:
+        lines.append(rest)
+        rest = ""
+    pending[stream] = rest
+    for line in lines:
+        emit_log(_OUTPUT_OWNER.node, None, line, stream, getattr(_OUTPUT_OWNER, "part", None))
+
+
+def _flush_node_output():
+    """Sends what the current thread's node printed without a final newline."""
+    pending = getattr(_OUTPUT_OWNER, "pending", None)
+    if not pending or getattr(_OUTPUT_OWNER, "node", None) is None:
+        return
+    for stream in sorted(pending):
+        if pending[stream]:
+            emit_log(_OUTPUT_OWNER.node, None, pending[stream], stream,
+                     getattr(_OUTPUT_OWNER, "part", None))
+    pending.clear()
 
 
 def _now_ms():
@@ -251,8 +297,9 @@ def _emit_lines(lines, stderr_mark=None):
         err = _STATE.err
         if err is not None and not err.at_line_start:
             try:
-                err.write("\n")
-                err.flush()
+                err._stream.write("\n")
+                err._stream.flush()
+                err.at_line_start = True
             except Exception:
                 pass
         if stderr_mark is not None:
@@ -295,14 +342,19 @@ def _ms(value):
     return repr(round(value, 3))
 
 
-def emit_log(node_id, level, message):
-    _emit_event([
+def emit_log(node_id, level, message, stream=None, part=None):
+    fields = [
         ("event", '"log"'),
         ("node", _dumps(node_id)),
         ("level", _dumps(level)),
         ("message", _dumps(_fit_text(message))),
         ("ts", str(_now_ms())),
-    ])
+    ]
+    if stream is not None:
+        fields.append(("stream", _dumps(stream)))
+    if part is not None:
+        fields.append((part[0], str(int(part[1]))))
+    _emit_event(fields)
 
 
 _LOG_LEVELS = {"info": "info", "warning": "warning", "warn": "warning",

@@ -36,19 +36,22 @@ class _Ctx(object):
 
 
 def _skip_reason(node, results):
-    for dep in node.get("deps") or ():
-        entry = results.get(dep)
-        if entry is not None and entry["status"] == "skipped":
-            return "upstream node %s was skipped" % dep
+    """Why `node` is skipped, or None when it runs. A node runs when all its
+    upstream nodes have ended; it is skipped only on a branch a condition did
+    not take, or when every upstream node it depends on was skipped (so a node
+    after an if/else runs, and sees the skipped side's output as null)."""
     for guard in node.get("guards") or ():
         cond, branch = guard[0], guard[1]
         entry = results.get(cond)
         if entry is None or entry["status"] not in _OK_STATUSES:
-            return "condition %s did not run successfully" % cond
+            return "branch not taken by %s" % cond
         out = entry["output"]
         result = out.get("result") if isinstance(out, dict) else None
         if bool(result) != bool(branch):
-            return "condition %s is %s" % (cond, "true" if result else "false")
+            return "branch not taken by %s" % cond
+    deps = node.get("deps") or ()
+    if deps and all((results.get(d) or {}).get("status") == "skipped" for d in deps):
+        return "every upstream skipped"
     return None
 
 
@@ -61,8 +64,23 @@ class _Run(object):
         self.last_output = None
         self.error = None
         self.fatal = False
+        try:
+            self.max_parallel = max(1, int(workflow.get("max_parallel") or 1))
+        except (TypeError, ValueError):
+            self.max_parallel = 1
 
-    def node_end(self, node_id, status, attempt, duration, input_, output, error, extra=None):
+    def node_start(self, node_id, attempt, part=None):
+        fields = [("event", '"node_start"'), ("node", _dumps(node_id)),
+                  ("attempt", str(int(attempt))), ("ts", str(_now_ms()))]
+        if part is not None:
+            fields.append((part[0], str(int(part[1]))))
+        # Raw stderr lines after this mark are this node's; with nodes running side by side
+        # they are attributed line by line instead (see _NodeOutput), so the mark says none.
+        mark = b"at -" if _STATE.by_thread else b"at " + _encode(node_id)
+        _emit_event(fields, mark)
+
+    def node_end(self, node_id, status, attempt, duration, input_, output, error, extra=None,
+                 part=None):
         fields = [
             ("event", '"node_end"'),
             ("node", _dumps(node_id)),
@@ -74,6 +92,8 @@ class _Run(object):
             ("output", _payload(output)),
             ("error", _error_payload(error)),
         ]
+        if part is not None:
+            fields.append((part[0], str(int(part[1]))))
         if extra:
             for k, v in extra:
                 fields.append((k, _dumps(v)))
@@ -81,17 +101,22 @@ class _Run(object):
         _emit_event(fields, b"at -")
 
     def finish(self, node_id, status, attempt, duration, output, error):
-        self.results[node_id] = {"output": output, "status": status, "error": error}
-        self.summaries.append({"id": node_id, "status": status, "attempt": attempt,
-                               "duration_ms": round(duration, 3)})
-        if status in _OK_STATUSES:
-            self.last_output = output
+        with _STATE.run_lock:
+            self.results[node_id] = {"output": output, "status": status, "error": error}
+            self.summaries.append({"id": node_id, "status": status, "attempt": attempt,
+                                   "duration_ms": round(duration, 3)})
+            if status in _OK_STATUSES:
+                self.last_output = output
+
+    def fail(self, node, error):
+        """A node failed for good: the execution stops unless it may continue."""
+        with _STATE.run_lock:
+            if self.fatal or node.get("on_error", "stop") != "continue":
+                if self.error is None:
+                    self.error = dict(error, node=node["id"])
 
     def run_all(self):
-        for node in self.workflow.get("nodes") or ():
-            self.run_node(node)
-            if self.error is not None:
-                break
+        _schedule(self)
 
     def run_node(self, node):
         nid = node["id"]
@@ -105,11 +130,27 @@ class _Run(object):
             self.node_end(nid, status, 0, 0.0, None, output, None, extra)
             self.finish(nid, status, 0, 0.0, output, None)
             return
-        if _skip_reason(node, self.results) is not None:
-            self.node_end(nid, "skipped", 0, 0.0, None, None, None)
+        reason = _skip_reason(node, self.results)
+        if reason is not None:
+            self.node_end(nid, "skipped", 0, 0.0, None, None, None, [("reason", reason)])
             self.finish(nid, "skipped", 0, 0.0, None, None)
             return
+        if node.get("for_each") is not None:
+            _run_for_each(self, node)
+            return
+        if node.get("repeat") is not None:
+            _run_repeat(self, node)
+            return
+        status, attempt, duration, output, error = self.attempts(node, self.scope)
+        self.finish(nid, status, attempt, duration, output, error)
+        if error is not None:
+            self.fail(node, error)
 
+    def attempts(self, node, scope, part=None):
+        """Runs the node's handler in `scope` until it succeeds or its retries are
+        spent, with a node_start/node_end per attempt (for `part`: ("item", i) or
+        ("iteration", k)). Returns (status, attempt, duration, output, error)."""
+        nid = node["id"]
         retry = node.get("retry") or {}
         try:
             max_attempts = max(1, int(retry.get("max_attempts") or 1))
@@ -122,10 +163,10 @@ class _Run(object):
         attempt = 0
         while True:
             attempt += 1
-            _emit_event([("event", '"node_start"'), ("node", _dumps(nid)),
-                         ("attempt", str(attempt)), ("ts", str(_now_ms()))],
-                        b"at " + _encode(nid))
-            ctx = _Ctx(node, self.scope, attempt)
+            self.node_start(nid, attempt, part)
+            ctx = _Ctx(node, scope, attempt)
+            _OUTPUT_OWNER.node = nid
+            _OUTPUT_OWNER.part = part
             t0 = time.perf_counter()
             error = None
             output = None
@@ -134,7 +175,7 @@ class _Run(object):
                     raise NodeError("no handler for node type %r in this script" % (node.get("type"),))
                 params = node.get("params") or {}
                 if not getattr(handler, "raw_params", False):
-                    params = render(params, self.scope)
+                    params = render(params, scope)
                     ctx.input = params
                 output = handler(ctx, params)
             except KeyboardInterrupt as e:
@@ -142,11 +183,13 @@ class _Run(object):
                 self.fatal = True
             except (Exception, SystemExit) as e:
                 error = _error_info(e)
+            _flush_node_output()
+            _OUTPUT_OWNER.node = None
             duration = (time.perf_counter() - t0) * 1000.0
             if error is None:
-                self.node_end(nid, "success", attempt, duration, ctx.input, output, None)
-                self.finish(nid, "success", attempt, duration, output, None)
-                return
+                self.node_end(nid, "success", attempt, duration, ctx.input, output, None,
+                              part=part)
+                return "success", attempt, duration, output, None
             if attempt < max_attempts and not self.fatal:
                 try:
                     wait = backoff * (factor ** (attempt - 1))
@@ -156,12 +199,9 @@ class _Run(object):
                     wait = 0.0
                 wait_ms = int(round(min(wait, _MAX_BACKOFF_MS)))
                 self.node_end(nid, "error", attempt, duration, ctx.input, None, error,
-                              [("retrying", True), ("retry_in_ms", wait_ms)])
+                              [("retrying", True), ("retry_in_ms", wait_ms)], part=part)
                 if wait_ms:
                     time.sleep(wait_ms / 1000.0)
                 continue
-            self.node_end(nid, "error", attempt, duration, ctx.input, None, error)
-            self.finish(nid, "error", attempt, duration, None, error)
-            if self.fatal or node.get("on_error", "stop") != "continue":
-                self.error = dict(error, node=nid)
-            return
+            self.node_end(nid, "error", attempt, duration, ctx.input, None, error, part=part)
+            return "error", attempt, duration, None, error

@@ -69,11 +69,11 @@ def _install_streams():
         except Exception:
             pass
     if sys.stdout is not None and not isinstance(sys.stdout, _LineTracker):
-        sys.stdout = _LineTracker(sys.stdout)
+        sys.stdout = _LineTracker(sys.stdout, "stdout")
     if isinstance(sys.stdout, _LineTracker):
         _STATE.out = sys.stdout
     if sys.stderr is not None and not isinstance(sys.stderr, _LineTracker):
-        sys.stderr = _LineTracker(sys.stderr)
+        sys.stderr = _LineTracker(sys.stderr, "stderr")
     if isinstance(sys.stderr, _LineTracker):
         _STATE.err = sys.stderr
 

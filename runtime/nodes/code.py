@@ -4,7 +4,9 @@
 #   source is data, never templated)
 #
 # The body sees `trigger`, `nodes` ({id: {"output", "status", "error"}} of the
-# nodes finished so far), `execution` and `log(*args, level="info")`; its
+# nodes finished so far), `execution` and `log(*args, level="info")` — and
+# `item`, `index` in a for_each node, `iteration`, `previous` in a repeat
+# node (None elsewhere); its
 # `return` value is the output.  trigger/nodes/execution are deep copies, so
 # mutating them affects neither other nodes nor a retry.  A declared
 # connection is read from the environment, as a command node's program does
@@ -18,7 +20,7 @@
 # ---------------------------------------------------------------------------
 import _ast
 
-_code_ARGS = ("trigger", "nodes", "execution", "log")
+_code_ARGS = ("trigger", "nodes", "execution", "log", "item", "index", "iteration", "previous")
 _code_CACHE = {}
 
 
@@ -100,8 +102,12 @@ def node_code(ctx, params):
         connection_secret(conn)  # a clear error, not a KeyError, if it is not bound
     fn = _code_compile(ctx.id, source)
     scope = ctx.scope
-    return fn(plain_copy(scope["trigger"]), plain_copy(scope["nodes"]),
-              plain_copy(scope["execution"]), ctx.log)
+    with _STATE.run_lock:  # other nodes may be finishing meanwhile
+        nodes = plain_copy(scope["nodes"])
+    return fn(plain_copy(scope["trigger"]), nodes,
+              plain_copy(scope["execution"]), ctx.log,
+              plain_copy(scope.get("item")), scope.get("index"),
+              scope.get("iteration"), plain_copy(scope.get("previous")))
 
 
 HANDLERS["code"] = node_code

@@ -71,6 +71,9 @@ pub struct ExecArgs {
     /// Address-space limit for the workflow's process, in MiB.
     #[arg(long, value_name = "MB")]
     pub max_memory_mb: Option<u64>,
+    /// How many independent nodes may run at once (default: the workflow's `max_parallel`, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: Option<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +115,8 @@ fn options(args: &ExecArgs) -> Result<(RunOptions, Vec<String>), Exit> {
         env,
         inherit_env: args.inherit_env,
         pins,
+        reused_items: Default::default(),
+        max_parallel: args.max_parallel,
         mode: "test".into(),
         parent: None,
         cwd: None,

@@ -51,7 +51,7 @@ fn forged_events_never_make_a_failed_node_succeed_or_a_ghost_appear() {
     let logs = fx.log_lines(&id);
     for refused in [
         "not a node of this workflow",
-        "while 'a' runs",
+        "node_start of 'b' while 1 node(s) run",
         "a second node_end of 'a'",
     ] {
         assert!(

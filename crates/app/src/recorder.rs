@@ -18,6 +18,8 @@ pub struct Recorder {
     pending: Vec<Write>,
     /// Nodes whose outputs carry `usage` and `cost_usd` (LLM nodes).
     metered: std::collections::HashSet<String>,
+    /// Nodes with `for_each` or `repeat`.
+    looping: std::collections::HashSet<String>,
     usage: Usage,
     /// An LLM node succeeded without a known cost: the total cost is unknown too (a sum of
     /// the known ones would be an undercount passed off as the total).
@@ -32,15 +34,18 @@ pub struct Recorder {
 const BATCH: usize = 512;
 
 impl Recorder {
-    /// `metered`: the LLM nodes, whose token usage and cost are summed.
+    /// `metered`: the LLM nodes, whose token usage and cost are summed; `looping`: the nodes
+    /// with `for_each` or `repeat`, whose calls are their items or iterations.
     pub fn new(
         store: SharedStore,
         execution_id: &str,
         nodes: &[String],
         metered: std::collections::HashSet<String>,
+        looping: std::collections::HashSet<String>,
     ) -> Recorder {
         Recorder {
             metered,
+            looping,
             usage: Usage::default(),
             cost_unknown: false,
             store,
@@ -101,7 +106,13 @@ impl Sink for Recorder {
     }
 
     fn node_detail(&mut self, d: &NodeDetail) {
-        if self.metered.contains(&d.node) && d.status == flowrun_events::NodeStatus::Success {
+        // The calls of a node with `for_each` or `repeat` are its items or iterations: its own
+        // row repeats them (a list of outputs, or the last one) and counts for nothing.
+        let a_call = d.part.is_some() || !self.looping.contains(&d.node);
+        if a_call
+            && self.metered.contains(&d.node)
+            && d.status == flowrun_events::NodeStatus::Success
+        {
             if let Some(out) = &d.output {
                 let tok = |k: &str| {
                     out.get("usage")
@@ -122,6 +133,8 @@ impl Sink for Recorder {
         }
         self.pending.push(Write::NodeFinished(Box::new(NodeRow {
             node_id: d.node.clone(),
+            part: d.part,
+            reason: d.reason.clone(),
             position: self.position(&d.node),
             status: d.status,
             attempt: d.attempt,
@@ -136,9 +149,17 @@ impl Sink for Recorder {
     }
 
     fn event(&mut self, env: &Envelope) {
-        if let Event::NodeStart { node, attempt, ts } = &env.event {
+        if let Event::NodeStart {
+            node,
+            attempt,
+            ts,
+            item,
+            iteration,
+        } = &env.event
+        {
             self.pending.push(Write::NodeStarted {
                 node_id: node.clone(),
+                part: flowrun_events::Part::from_fields(*item, *iteration),
                 position: self.position(node),
                 attempt: *attempt,
                 started_at: *ts,

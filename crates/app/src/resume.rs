@@ -195,6 +195,8 @@ mod tests {
     fn row(id: &str, status: NodeStatus, output: Option<Value>) -> NodeRow {
         NodeRow {
             node_id: id.into(),
+            part: None,
+            reason: None,
             position: 0,
             status,
             attempt: 1,

@@ -52,15 +52,21 @@ pub fn abandoned(
     let mut events: Vec<Event> = state
         .running
         .iter()
-        .map(|n| Event::NodeEnd {
-            node: n.node_id.clone(),
-            status: node_status,
-            attempt: n.attempt,
-            duration_ms: n.started_at.map_or(0.0, |s| (at - s).max(0) as f64),
-            ts: at,
-            output_preview: None,
-            error: Some(error.clone()),
-            retrying: false,
+        .map(|n| {
+            let (item, iteration) = flowrun_events::Part::fields(n.part);
+            Event::NodeEnd {
+                node: n.node_id.clone(),
+                status: node_status,
+                attempt: n.attempt,
+                duration_ms: n.started_at.map_or(0.0, |s| (at - s).max(0) as f64),
+                ts: at,
+                output_preview: None,
+                error: Some(error.clone()),
+                retrying: false,
+                item,
+                iteration,
+                reason: None,
+            }
         })
         .collect();
     events.push(Event::ExecutionEnd {
@@ -83,6 +89,7 @@ mod tests {
         let state = Abandoned {
             running: vec![RunningNode {
                 node_id: "slow".into(),
+                part: None,
                 attempt: 2,
                 started_at: Some(1_000),
             }],

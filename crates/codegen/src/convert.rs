@@ -22,6 +22,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "inputs",
     "connections",
     "timeout_ms",
+    "max_parallel",
     "nodes",
 ];
 
@@ -61,6 +62,7 @@ pub(crate) fn workflow(data: Value) -> Read {
         inputs: None,
         connections: BTreeMap::new(),
         timeout_ms: None,
+        max_parallel: None,
         nodes: Vec::new(),
     };
     let mut top = match data {
@@ -103,6 +105,10 @@ pub(crate) fn workflow(data: Value) -> Read {
     workflow.inputs = top.get("inputs").cloned().filter(|v| !v.is_null());
     workflow.connections = top_field(&top, "connections", &mut diags).unwrap_or_default();
     workflow.timeout_ms = top_field(&top, "timeout_ms", &mut diags).flatten();
+    workflow.max_parallel = top_field(&top, "max_parallel", &mut diags).flatten();
+    if workflow.max_parallel == Some(0) {
+        diags.push(Diagnostic::new("must be at least 1").field("max_parallel"));
+    }
     let mut nodes = Vec::new();
     let nodes_known = match top.get("nodes") {
         Some(Value::Array(items)) => {
@@ -227,6 +233,20 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
         }
     }
     let common: Option<CommonFields> = each_error(k, common, |v| typed(v, &label), diags);
+    if let Some(c) = common.as_ref().filter(|c| c.for_each.is_none()) {
+        for (field, given) in [
+            ("max_concurrent", c.max_concurrent.is_some()),
+            ("fail_fast", c.fail_fast.is_some()),
+        ] {
+            if given {
+                diags.push(
+                    Diagnostic::new(format!("`{field}` only applies to a node with `for_each`"))
+                        .node_at(k, &label)
+                        .field(field),
+                );
+            }
+        }
+    }
     // The type's own fields can only be checked once the type is known.
     let kind = node_type.and_then(|t| each_error(k, obj, |v| t.parse_fields(v, &label), diags));
     match (common, kind) {
@@ -240,6 +260,12 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
             on_error: c.on_error,
             pinned: c.pinned,
             requirements: c.requirements,
+            for_each: c.for_each.map(|items| ForEach {
+                items,
+                max_concurrent: c.max_concurrent.unwrap_or(1),
+                fail_fast: c.fail_fast.unwrap_or(true),
+            }),
+            repeat: c.repeat,
             kind,
         }),
         _ => Err(partial),

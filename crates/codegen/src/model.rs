@@ -19,6 +19,8 @@ pub struct Workflow {
     pub connections: BTreeMap<String, Connection>,
     /// Whole-execution timeout; the runner's default applies when absent.
     pub timeout_ms: Option<u64>,
+    /// How many independent nodes may run at once (default 1: one after another, in order).
+    pub max_parallel: Option<u32>,
     pub nodes: Vec<Node>,
 }
 
@@ -44,7 +46,33 @@ pub struct Node {
     pub pinned: Option<Value>,
     /// pip requirement specifiers the node's code needs.
     pub requirements: Vec<String>,
+    /// Run the node once per item of a list.
+    pub for_each: Option<ForEach>,
+    /// Run the node again until a condition holds.
+    pub repeat: Option<Repeat>,
     pub kind: NodeKind,
+}
+
+/// `for_each`: the node runs once per item, with `item` and `index` in scope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForEach {
+    /// A template yielding a list (`"{{ trigger.urls }}"`), or a list.
+    pub items: Value,
+    /// Items running at once (default 1).
+    pub max_concurrent: u32,
+    /// After an item fails, start no new item (default true).
+    pub fail_fast: bool,
+}
+
+/// `repeat`: the node runs again, with `iteration` and `previous` in scope, until `until` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    /// A condition as a `condition` node's `if` takes it (a template's truthiness, or
+    /// `{op, left, right}`), with `output` — this iteration's — in scope.
+    pub until: Value,
+    /// At most this many iterations (1 to 1000); reaching it without `until` is an error.
+    pub max_iterations: u32,
 }
 
 /// The fields shared by all node types. `type` is read separately.
@@ -68,6 +96,14 @@ pub(crate) struct CommonFields {
     pub pinned: Option<Value>,
     #[serde(default)]
     pub requirements: Vec<String>,
+    #[serde(default)]
+    pub for_each: Option<Value>,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    #[serde(default)]
+    pub fail_fast: Option<bool>,
+    #[serde(default)]
+    pub repeat: Option<Repeat>,
 }
 
 /// Names of the fields in [`CommonFields`] plus `type`; everything else belongs to the node type.
@@ -82,6 +118,10 @@ pub(crate) const COMMON_KEYS: &[&str] = &[
     "on_error",
     "pinned",
     "requirements",
+    "for_each",
+    "max_concurrent",
+    "fail_fast",
+    "repeat",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -400,16 +400,21 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
 }
 
 fn condition(c: &mut Compiler<'_>, v: &Value) -> Data {
+    condition_at(c, "if", v)
+}
+
+/// A condition — a template's truthiness, or `{op, left, right}` — in field `at`.
+fn condition_at(c: &mut Compiler<'_>, at: &str, v: &Value) -> Data {
     let Value::Object(map) = v else {
-        return c.value("if", v);
+        return c.value(at, v);
     };
     if !map.contains_key("op") {
-        return c.value("if", v);
+        return c.value(at, v);
     }
     for key in map.keys() {
         if !["op", "left", "right"].contains(&key.as_str()) {
             c.error(
-                &format!("if.{key}"),
+                &format!("{at}.{key}"),
                 format!("unknown field `{key}` in a comparison; expected `op`, `left`, `right`"),
             );
         }
@@ -418,7 +423,7 @@ fn condition(c: &mut Compiler<'_>, v: &Value) -> Data {
         Some(Value::String(op)) if CONDITION_OPS.contains(&op.as_str()) => op.clone(),
         other => {
             c.error(
-                "if.op",
+                &format!("{at}.op"),
                 format!(
                     "unknown operator {}; one of: {}",
                     other.map(|v| v.to_string()).unwrap_or_default(),
@@ -428,7 +433,66 @@ fn condition(c: &mut Compiler<'_>, v: &Value) -> Data {
             String::new()
         }
     };
-    let left = c.value("if.left", map.get("left").unwrap_or(&Value::Null));
-    let right = c.value("if.right", map.get("right").unwrap_or(&Value::Null));
+    let left = c.value(
+        &format!("{at}.left"),
+        map.get("left").unwrap_or(&Value::Null),
+    );
+    let right = c.value(
+        &format!("{at}.right"),
+        map.get("right").unwrap_or(&Value::Null),
+    );
     dict([("op", Data::Str(op)), ("left", left), ("right", right)])
+}
+
+/// A node's `for_each` and `repeat.until`, compiled like its params: `(for_each, until)` data
+/// (null when the node has none) and the references in each, with their field.
+pub(crate) struct Modifiers {
+    pub for_each: Data,
+    pub until: Data,
+    pub references: Vec<(String, Reference)>,
+}
+
+/// Compiles the templates of a node's `for_each` and `repeat.until`.
+pub(crate) fn modifiers(node: &Node) -> Result<Modifiers, Vec<Diagnostic>> {
+    let mut c = Compiler {
+        node: &node.id,
+        references: Vec::new(),
+        errors: Vec::new(),
+    };
+    let for_each = match &node.for_each {
+        Some(fe) => match &fe.items {
+            Value::String(text) => match c.text("for_each", text) {
+                Data::Str(_) => {
+                    c.error(
+                        "for_each",
+                        "expected a template yielding a list (such as \"{{ trigger.urls }}\") or a list",
+                    );
+                    Data::Null
+                }
+                d => d,
+            },
+            Value::Array(_) => c.value("for_each", &fe.items),
+            _ => {
+                c.error(
+                    "for_each",
+                    "expected a template yielding a list (such as \"{{ trigger.urls }}\") or a list",
+                );
+                Data::Null
+            }
+        },
+        None => Data::Null,
+    };
+    let until = match &node.repeat {
+        Some(r) => condition_at(&mut c, "repeat.until", &r.until),
+        None => Data::Null,
+    };
+    if c.errors.is_empty() {
+        Ok(Modifiers {
+            for_each,
+            until,
+            references: c.references,
+        })
+    } else {
+        Err(c.errors)
+    }
 }

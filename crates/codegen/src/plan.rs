@@ -27,6 +27,9 @@ pub struct Plan {
     pub guards: Vec<Vec<(usize, bool)>>,
     /// Runtime params of each node.
     pub params: Vec<Data>,
+    /// Each node's compiled `for_each` and `repeat.until` (null when it has none).
+    pub for_each: Vec<Data>,
+    pub until: Vec<Data>,
 }
 
 impl Plan {
@@ -288,6 +291,8 @@ pub(crate) fn check(
     let mut deps: Vec<Vec<(usize, Edge)>> = vec![Vec::new(); n];
     let mut guards: Vec<Vec<(usize, bool)>> = vec![Vec::new(); n];
     let mut params: Vec<Data> = Vec::with_capacity(n);
+    let mut for_each: Vec<Data> = Vec::with_capacity(n);
+    let mut until: Vec<Data> = Vec::with_capacity(n);
     let mut whole = true;
 
     for (i, w) in written.iter().enumerate() {
@@ -307,10 +312,42 @@ pub(crate) fn check(
         if let Written::Whole(node) = w {
             node_settings(node, &mut |msg, field| diags.push(at(msg, field)));
             // Type-specific params and their templates.
+            // Names a node's own templates may start with besides the usual roots.
+            let scope: &[&str] = match (&node.for_each, &node.repeat) {
+                (Some(_), _) => &["item", "index"],
+                (None, Some(_)) => &["iteration", "previous"],
+                (None, None) => &[],
+            };
+            match params::modifiers(node) {
+                Ok(m) => {
+                    for (field, r) in m.references {
+                        let extra: &[&str] = if field.starts_with("repeat.until") {
+                            &["iteration", "previous", "output"]
+                        } else {
+                            &[]
+                        };
+                        match check_reference(&r, node, &index, extra) {
+                            Ok(Some(j)) => deps[i].push((j, Edge::Template(field))),
+                            Ok(None) => {}
+                            Err(msg) => diags.push(at(msg, &field)),
+                        }
+                    }
+                    for_each.push(m.for_each);
+                    until.push(m.until);
+                }
+                Err(errs) => {
+                    diags.extend(errs.into_iter().map(|mut d| {
+                        d.index = Some(i);
+                        d
+                    }));
+                    for_each.push(Data::Null);
+                    until.push(Data::Null);
+                }
+            }
             match params::compile(node, workflow) {
                 Ok(Params { data, references }) => {
                     for (field, r) in references {
-                        match check_reference(&r, node, &index) {
+                        match check_reference(&r, node, &index, scope) {
                             Ok(Some(j)) => deps[i].push((j, Edge::Template(field))),
                             Ok(None) => {}
                             Err(msg) => diags.push(at(msg, &field)),
@@ -402,6 +439,8 @@ pub(crate) fn check(
         deps,
         guards,
         params,
+        for_each,
+        until,
     })
 }
 
@@ -418,6 +457,25 @@ fn node_settings(node: &Node, report: &mut dyn FnMut(String, &str)) {
     }
     if node.timeout_ms == Some(0) {
         report("must be at least 1 ms".into(), "timeout_ms");
+    }
+    if let Some(fe) = &node.for_each {
+        if fe.max_concurrent == 0 {
+            report("must be at least 1".into(), "max_concurrent");
+        }
+        if node.repeat.is_some() {
+            report(
+                "a node takes `for_each` or `repeat`, not both (put the repeat in a sub-workflow or a second node)".into(),
+                "repeat",
+            );
+        }
+    }
+    if let Some(r) = &node.repeat {
+        if r.max_iterations == 0 || r.max_iterations > 1000 {
+            report(
+                "`max_iterations` must be between 1 and 1000".into(),
+                "repeat.max_iterations",
+            );
+        }
     }
     for (k, req) in node.requirements.iter().enumerate() {
         if req.trim().is_empty() || req.contains(['\n', '\r']) || req.trim_start().starts_with('-')
@@ -478,14 +536,25 @@ fn check_reference(
     r: &Reference,
     node: &Node,
     index: &HashMap<&str, usize>,
+    extra: &[&str],
 ) -> Result<Option<usize>, String> {
     let Some(Segment::Key(root)) = r.path.first() else {
         return Err(format!(
             "`{{{{ {r} }}}}`: a path starts with one of {}",
-            ROOTS.join(", ")
+            roots(extra)
         ));
     };
     match root.as_str() {
+        other if extra.contains(&other) => Ok(None),
+        "item" | "index" => Err(format!(
+            "`{{{{ {r} }}}}`: `{root}` is only in scope in a node with `for_each`"
+        )),
+        "iteration" | "previous" => Err(format!(
+            "`{{{{ {r} }}}}`: `{root}` is only in scope in a node with `repeat`"
+        )),
+        "output" => Err(format!(
+            "`{{{{ {r} }}}}`: `output` is only in scope in `repeat.until`"
+        )),
         "trigger" => Ok(None),
         "execution" => match r.path.get(1) {
             Some(Segment::Key(k)) if EXECUTION_KEYS.contains(&k.as_str()) && r.path.len() == 2 => {
@@ -516,9 +585,19 @@ fn check_reference(
         }
         other => Err(format!(
             "`{{{{ {r} }}}}`: unknown root '{other}'; a path starts with one of {}",
-            ROOTS.join(", ")
+            roots(extra)
         )),
     }
+}
+
+/// The roots a reference may start at here, for messages.
+fn roots(extra: &[&str]) -> String {
+    ROOTS
+        .iter()
+        .chain(extra.iter())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Kahn's algorithm, taking the lowest file index among ready nodes. On a cycle, returns one

@@ -30,7 +30,10 @@ const RUNTIME_CORE: &[(&str, &str)] = core_parts![
     "30_templates.py",
     "40_protocol.py",
     "50_errors.py",
+    "55_compare.py",
     "60_run.py",
+    "62_loops.py",
+    "64_schedule.py",
     "70_http.py",
     "80_main.py",
 ];
@@ -95,6 +98,11 @@ impl Pin {
 pub struct RenderOptions {
     /// Pins by node id; they win over `pinned` in the definition.
     pub pins: BTreeMap<String, Pin>,
+    /// Items of `for_each` nodes reused from an earlier execution (a resume): node id → item
+    /// index → the item's output. Only the other items run.
+    pub reused_items: BTreeMap<String, BTreeMap<usize, Pin>>,
+    /// Overrides the workflow's `max_parallel`.
+    pub max_parallel: Option<u32>,
 }
 
 /// A rendered script and the hash of its bytes (its cache key).
@@ -187,6 +195,31 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
                 ),
                 ("timeout_ms", Data::from(node.timeout_ms)),
                 ("pinned", pinned),
+                ("for_each", plan.for_each[i].clone()),
+                (
+                    "max_concurrent",
+                    Data::from(node.for_each.as_ref().map(|f| f.max_concurrent as u64)),
+                ),
+                (
+                    "fail_fast",
+                    node.for_each
+                        .as_ref()
+                        .map_or(Data::Null, |f| Data::Bool(f.fail_fast)),
+                ),
+                (
+                    "repeat",
+                    match &node.repeat {
+                        Some(r) => dict([
+                            ("until", plan.until[i].clone()),
+                            ("max_iterations", Data::from(r.max_iterations as u64)),
+                        ]),
+                        None => Data::Null,
+                    },
+                ),
+                (
+                    "reuse_items",
+                    reused_items(options.reused_items.get(&node.id)),
+                ),
             ])
         })
         .collect();
@@ -195,8 +228,33 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
         ("name", Data::from(wf.name.as_deref())),
         ("flowrun_version", Data::from(VERSION)),
         ("inputs", Data::from(wf.inputs.as_ref())),
+        (
+            "max_parallel",
+            Data::from(options.max_parallel.or(wf.max_parallel).map(u64::from)),
+        ),
         ("nodes", Data::List(nodes)),
     ])
+}
+
+/// `{"<index>": {"output", "from_execution"}}` of the reused items of a `for_each` node.
+fn reused_items(items: Option<&BTreeMap<usize, Pin>>) -> Data {
+    match items {
+        Some(items) if !items.is_empty() => Data::Dict(
+            items
+                .iter()
+                .map(|(i, p)| {
+                    (
+                        i.to_string(),
+                        dict([
+                            ("output", Data::from(&p.output)),
+                            ("from_execution", Data::from(p.from_execution.as_deref())),
+                        ]),
+                    )
+                })
+                .collect(),
+        ),
+        _ => Data::Null,
+    }
 }
 
 /// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.

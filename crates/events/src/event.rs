@@ -30,6 +30,12 @@ pub enum Event {
         node: String,
         attempt: u32,
         ts: i64,
+        /// The item of a `for_each` node this start is for (0-based).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
+        /// The iteration of a `repeat` node this start is for (1-based).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iteration: Option<u32>,
     },
     NodeEnd {
         node: String,
@@ -45,6 +51,13 @@ pub enum Event {
         /// This attempt failed and another one follows.
         #[serde(default, skip_serializing_if = "is_false")]
         retrying: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iteration: Option<u32>,
+        /// Why a node was skipped: `branch not taken by <condition>`, `every upstream skipped`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Log {
         #[serde(default)]
@@ -54,6 +67,10 @@ pub enum Event {
         level: Option<String>,
         line: String,
         ts: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iteration: Option<u32>,
     },
     ExecutionEnd {
         status: ExecStatus,
@@ -66,6 +83,46 @@ pub enum Event {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Which part of a node an event is about: one item of a `for_each` node, or one iteration of a
+/// `repeat` node. The wire format has two optional fields, `item` and `iteration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Item(u32),
+    Iteration(u32),
+}
+
+impl Part {
+    /// The part from the wire fields (an item wins if both are given).
+    pub fn from_fields(item: Option<u32>, iteration: Option<u32>) -> Option<Part> {
+        item.map(Part::Item).or(iteration.map(Part::Iteration))
+    }
+
+    /// `(item, iteration)` for the wire.
+    pub fn fields(part: Option<Part>) -> (Option<u32>, Option<u32>) {
+        match part {
+            Some(Part::Item(i)) => (Some(i), None),
+            Some(Part::Iteration(k)) => (None, Some(k)),
+            None => (None, None),
+        }
+    }
+
+    /// `item` or `iteration`, as stored.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Part::Item(_) => "item",
+            Part::Iteration(_) => "iteration",
+        }
+    }
+
+    /// The item index or the iteration number.
+    pub fn number(self) -> u32 {
+        match self {
+            Part::Item(n) | Part::Iteration(n) => n,
+        }
+    }
 }
 
 impl Event {

@@ -15,6 +15,6 @@ mod status;
 pub mod truncated;
 
 pub use error::{ErrorInfo, ErrorKind};
-pub use event::{Envelope, Event, Stream, now_ms, preview};
+pub use event::{Envelope, Event, Part, Stream, now_ms, preview};
 pub use relation::Relation;
 pub use status::{ExecStatus, NodeStatus};

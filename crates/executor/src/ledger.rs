@@ -2,22 +2,31 @@
 //!
 //! The protocol's nonce keeps stray and echoed markers out, but code running in the workflow's
 //! own process can always print a line that looks like an event. The runner therefore accepts
-//! only events the plan allows — a node of this workflow, one start per attempt, attempts in
-//! order, one end per start, nothing after a node's last end — and a result only if it agrees
-//! with the events it saw. What it refuses is logged as a protocol error and never recorded, so
-//! a row cannot be forged and a failed node cannot be turned into a success after the fact.
+//! only events the plan allows — a node of this workflow, started only once every node it
+//! depends on has ended and while fewer than `max_parallel` nodes run, one start per attempt,
+//! attempts in order, one end per start, nothing after a node's last end; items and iterations
+//! only inside their node's own start and end — and a result only if it agrees with the events
+//! it saw. What it refuses is logged as a protocol error and never recorded, so a row cannot be
+//! forged and a failed node cannot be turned into a success after the fact.
 
-use flowrun_events::NodeStatus;
+use flowrun_events::{NodeStatus, Part};
 use std::collections::{HashMap, HashSet};
 
+/// One node, or one item or iteration of it: its attempts so far.
 #[derive(Debug, Default, Clone)]
-struct NodeState {
+struct Track {
     /// The last attempt started.
     attempt: u32,
     /// That attempt is running (started, not ended).
     running: bool,
-    /// The node's last `node_end` came (no retry follows): nothing more may come for it.
+    /// The last `node_end` came (no retry follows): nothing more may come for it.
     ended: Option<NodeStatus>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct NodeState {
+    own: Track,
+    parts: HashMap<Part, Track>,
 }
 
 /// Why an event was refused.
@@ -42,25 +51,42 @@ fn refuse<T>(message: String) -> Result<T, Refusal> {
     })
 }
 
+/// What the plan says of the nodes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rules {
+    /// Nodes with `on_error: continue`: their failure does not fail the execution.
+    pub(crate) continue_on_error: HashSet<String>,
+    /// The nodes each node waits for (its deps and the conditions that guard it).
+    pub(crate) upstream: HashMap<String, Vec<String>>,
+    /// Nodes with `for_each` or `repeat`: their work is done in items or iterations.
+    pub(crate) looping: HashSet<String>,
+    /// How many nodes may run at once.
+    pub(crate) max_parallel: usize,
+}
+
 /// Every node of the plan and what the child has said of it so far.
 #[derive(Debug)]
 pub(crate) struct Ledger {
     nodes: HashMap<String, NodeState>,
-    /// Nodes with `on_error: continue`: their failure does not fail the execution.
-    continue_on_error: HashSet<String>,
+    rules: Rules,
+}
+
+fn describe(node: &str, part: Option<Part>) -> String {
+    match part {
+        None => format!("'{node}'"),
+        Some(Part::Item(i)) => format!("item {i} of '{node}'"),
+        Some(Part::Iteration(k)) => format!("iteration {k} of '{node}'"),
+    }
 }
 
 impl Ledger {
-    pub(crate) fn new<'a>(
-        plan: impl IntoIterator<Item = &'a String>,
-        continue_on_error: &HashSet<String>,
-    ) -> Ledger {
+    pub(crate) fn new<'a>(plan: impl IntoIterator<Item = &'a String>, rules: Rules) -> Ledger {
         Ledger {
             nodes: plan
                 .into_iter()
                 .map(|n| (n.clone(), NodeState::default()))
                 .collect(),
-            continue_on_error: continue_on_error.clone(),
+            rules,
         }
     }
 
@@ -73,54 +99,114 @@ impl Ledger {
         }
     }
 
-    /// The node running now, if any.
-    fn running(&self) -> Option<&String> {
-        self.nodes.iter().find(|(_, n)| n.running).map(|(id, _)| id)
+    /// The track of a node or of one of its parts (an item or iteration only inside the
+    /// node's own start and end).
+    fn track(&mut self, node: &str, part: Option<Part>) -> Result<&mut Track, Refusal> {
+        let looping = self.rules.looping.contains(node);
+        let n = self.node(node)?;
+        match part {
+            None => Ok(&mut n.own),
+            Some(p) => {
+                if !looping {
+                    return refuse(format!(
+                        "an event for {}, which has no items or iterations",
+                        describe(node, part)
+                    ));
+                }
+                if !n.own.running {
+                    return refuse(format!(
+                        "an event for {} outside the node's own start and end",
+                        describe(node, part)
+                    ));
+                }
+                Ok(n.parts.entry(p).or_default())
+            }
+        }
     }
 
-    /// A `node_start`: allowed for a node of the plan that is not running and has not ended,
-    /// with an attempt after the last one, while no other node runs (the runtime runs one node
-    /// at a time).
-    pub(crate) fn start(&mut self, node: &str, attempt: u32) -> Result<(), Refusal> {
-        if let Some(other) = self.running().filter(|o| *o != node) {
-            return refuse(format!("node_start of '{node}' while '{other}' runs"));
+    /// Nodes running now (their own start came, their own end not yet).
+    fn running_nodes(&self) -> usize {
+        self.nodes.values().filter(|n| n.own.running).count()
+    }
+
+    /// A `node_start`: allowed for a node of the plan once everything it depends on has ended,
+    /// while fewer than `max_parallel` nodes run, with an attempt after the last one.
+    pub(crate) fn start(
+        &mut self,
+        node: &str,
+        attempt: u32,
+        part: Option<Part>,
+    ) -> Result<(), Refusal> {
+        let what = describe(node, part);
+        if part.is_none() && self.nodes.contains_key(node) {
+            let waiting: Vec<&String> = self
+                .rules
+                .upstream
+                .get(node)
+                .into_iter()
+                .flatten()
+                .filter(|u| self.nodes.get(*u).is_none_or(|s| s.own.ended.is_none()))
+                .collect();
+            if let Some(u) = waiting.first() {
+                return refuse(format!("node_start of {what} before '{u}' ended"));
+            }
+            let busy = self.running_nodes();
+            let already = self.nodes.get(node).is_some_and(|n| n.own.running);
+            if !already && busy >= self.rules.max_parallel.max(1) {
+                return refuse(format!(
+                    "node_start of {what} while {busy} node(s) run (at most {})",
+                    self.rules.max_parallel.max(1)
+                ));
+            }
         }
-        let n = self.node(node)?;
-        if let Some(status) = n.ended {
+        let t = self.track(node, part)?;
+        if let Some(status) = t.ended {
             return refuse(format!(
-                "node_start of '{node}', which had already ended {status}"
+                "node_start of {what}, which had already ended {status}"
             ));
         }
-        if n.running {
+        if t.running {
             return refuse(format!(
-                "a second node_start of '{node}' while attempt {} runs",
-                n.attempt
+                "a second node_start of {what} while attempt {} runs",
+                t.attempt
             ));
         }
-        if attempt <= n.attempt {
+        if attempt <= t.attempt {
             return refuse(format!(
-                "node_start of '{node}' attempt {attempt} after attempt {}",
-                n.attempt
+                "node_start of {what} attempt {attempt} after attempt {}",
+                t.attempt
             ));
         }
-        n.attempt = attempt;
-        n.running = true;
+        t.attempt = attempt;
+        t.running = true;
         Ok(())
     }
 
-    /// A `node_end`: the end of the running attempt, or — for a node that does not run
-    /// (skipped, pinned, reused) — attempt 0 of a node that never started.
+    /// A `node_end`: the end of the running attempt, or — for what does not run (skipped,
+    /// pinned, reused) — attempt 0 of something that never started. A node ends only after
+    /// all of its items or iterations have.
     pub(crate) fn end(
         &mut self,
         node: &str,
         attempt: u32,
         status: NodeStatus,
         retrying: bool,
+        part: Option<Part>,
     ) -> Result<(), Refusal> {
-        let n = self.node(node)?;
-        if let Some(prev) = n.ended {
+        let what = describe(node, part);
+        if part.is_none() {
+            let n = self.node(node)?;
+            if let Some(p) = n.parts.iter().find(|(_, t)| t.running).map(|(p, _)| *p) {
+                return refuse(format!(
+                    "node_end of {what} while {} runs",
+                    describe(node, Some(p))
+                ));
+            }
+        }
+        let t = self.track(node, part)?;
+        if let Some(prev) = t.ended {
             return Err(Refusal {
-                message: format!("a second node_end of '{node}', which had ended {prev}"),
+                message: format!("a second node_end of {what}, which had ended {prev}"),
                 conflict: true,
             });
         }
@@ -129,26 +215,30 @@ impl Ledger {
             NodeStatus::Skipped | NodeStatus::Pinned | NodeStatus::Reused
         );
         if runs {
-            if !n.running || attempt != n.attempt {
+            if !t.running || attempt != t.attempt {
                 return refuse(format!(
-                    "node_end of '{node}' attempt {attempt}, which was not running"
+                    "node_end of {what} attempt {attempt}, which was not running"
                 ));
             }
-        } else if attempt != 0 || n.attempt != 0 || n.running || retrying {
-            return refuse(format!("node_end {status} of '{node}', which had started"));
+        } else if attempt != 0 || t.attempt != 0 || t.running || retrying {
+            return refuse(format!("node_end {status} of {what}, which had started"));
         }
-        n.running = false;
+        t.running = false;
         if !retrying {
-            n.ended = Some(status);
+            t.ended = Some(status);
         }
         Ok(())
     }
 
-    /// The runner itself ended the attempt that was running (timeout, stop, the process died).
-    pub(crate) fn close(&mut self, node: &str, status: NodeStatus) {
+    /// The runner itself ended what was running (timeout, stop, the process died).
+    pub(crate) fn close(&mut self, node: &str, part: Option<Part>, status: NodeStatus) {
         if let Some(n) = self.nodes.get_mut(node) {
-            n.running = false;
-            n.ended = Some(status);
+            let t = match part {
+                None => &mut n.own,
+                Some(p) => n.parts.entry(p).or_default(),
+            };
+            t.running = false;
+            t.ended = Some(status);
         }
     }
 
@@ -159,15 +249,15 @@ impl Ledger {
         ids.sort();
         for id in ids {
             let n = &self.nodes[id];
-            if n.running {
+            if n.own.running {
                 return Some(format!("node '{id}' never ended"));
             }
-            if let Some(s) = n.ended {
+            if let Some(s) = n.own.ended {
                 let failed = matches!(
                     s,
                     NodeStatus::Error | NodeStatus::Timeout | NodeStatus::Cancelled
                 );
-                if failed && !self.continue_on_error.contains(id) {
+                if failed && !self.rules.continue_on_error.contains(id) {
                     return Some(format!("node '{id}' ended {s}"));
                 }
             }
@@ -180,21 +270,34 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn ledger() -> Ledger {
-        let plan = ["a".to_string(), "b".to_string(), "c".to_string()];
-        Ledger::new(&plan, &HashSet::from(["c".to_string()]))
+    fn ledger(max_parallel: usize) -> Ledger {
+        let plan = [
+            "a".to_string(),
+            "b".to_string(),
+            "c".to_string(),
+            "l".to_string(),
+        ];
+        Ledger::new(
+            &plan,
+            Rules {
+                continue_on_error: HashSet::from(["c".to_string()]),
+                upstream: HashMap::from([("b".to_string(), vec!["a".to_string()])]),
+                looping: HashSet::from(["l".to_string()]),
+                max_parallel,
+            },
+        )
     }
 
     #[test]
     fn the_runtimes_own_sequence_is_accepted() {
-        let mut l = ledger();
-        l.start("a", 1).unwrap();
-        l.end("a", 1, NodeStatus::Error, true).unwrap();
-        l.start("a", 2).unwrap();
-        l.end("a", 2, NodeStatus::Success, false).unwrap();
-        l.end("b", 0, NodeStatus::Skipped, false).unwrap();
-        l.start("c", 1).unwrap();
-        l.end("c", 1, NodeStatus::Error, false).unwrap();
+        let mut l = ledger(1);
+        l.start("a", 1, None).unwrap();
+        l.end("a", 1, NodeStatus::Error, true, None).unwrap();
+        l.start("a", 2, None).unwrap();
+        l.end("a", 2, NodeStatus::Success, false, None).unwrap();
+        l.end("b", 0, NodeStatus::Skipped, false, None).unwrap();
+        l.start("c", 1, None).unwrap();
+        l.end("c", 1, NodeStatus::Error, false, None).unwrap();
         assert_eq!(
             l.contradicts_success(),
             None,
@@ -203,26 +306,57 @@ mod tests {
     }
 
     #[test]
-    fn what_the_plan_makes_impossible_is_refused() {
-        let mut l = ledger();
+    fn items_live_inside_their_node() {
+        let mut l = ledger(2);
         assert!(
-            l.start("ghost", 1)
+            l.start("l", 1, Some(Part::Item(0))).is_err(),
+            "item before the node"
+        );
+        l.start("l", 1, None).unwrap();
+        l.start("l", 1, Some(Part::Item(0))).unwrap();
+        l.start("l", 1, Some(Part::Item(1))).unwrap();
+        assert!(
+            l.end("l", 1, NodeStatus::Success, false, None).is_err(),
+            "items still run"
+        );
+        l.end("l", 1, NodeStatus::Success, false, Some(Part::Item(1)))
+            .unwrap();
+        l.end("l", 1, NodeStatus::Error, false, Some(Part::Item(0)))
+            .unwrap();
+        l.end("l", 0, NodeStatus::Skipped, false, Some(Part::Item(2)))
+            .unwrap();
+        l.end("l", 1, NodeStatus::Error, false, None).unwrap();
+        assert!(
+            l.start("a", 1, Some(Part::Item(0))).is_err(),
+            "a does not loop"
+        );
+    }
+
+    #[test]
+    fn what_the_plan_makes_impossible_is_refused() {
+        let mut l = ledger(1);
+        assert!(
+            l.start("ghost", 1, None)
                 .unwrap_err()
                 .message
                 .contains("not a node")
         );
         assert!(
-            l.end("a", 1, NodeStatus::Success, false).is_err(),
+            l.end("a", 1, NodeStatus::Success, false, None).is_err(),
             "end without start"
         );
-        l.start("a", 1).unwrap();
-        assert!(l.start("a", 2).is_err(), "second start while running");
-        assert!(l.start("b", 1).is_err(), "a start while another node runs");
-        l.end("a", 1, NodeStatus::Error, false).unwrap();
-        let second = l.end("a", 1, NodeStatus::Success, false).unwrap_err();
+        assert!(l.start("b", 1, None).is_err(), "b starts before a ended");
+        l.start("a", 1, None).unwrap();
+        assert!(l.start("a", 2, None).is_err(), "second start while running");
+        assert!(
+            l.start("c", 1, None).is_err(),
+            "a second node while max_parallel is 1"
+        );
+        l.end("a", 1, NodeStatus::Error, false, None).unwrap();
+        let second = l.end("a", 1, NodeStatus::Success, false, None).unwrap_err();
         assert!(second.conflict, "second end of an ended attempt: {second}");
-        assert!(l.start("a", 2).is_err(), "a start after the last end");
-        assert!(l.end("b", 3, NodeStatus::Pinned, false).is_err());
+        assert!(l.start("a", 2, None).is_err(), "a start after the last end");
+        assert!(l.end("b", 3, NodeStatus::Pinned, false, None).is_err());
         assert_eq!(
             l.contradicts_success().as_deref(),
             Some("node 'a' ended error")
@@ -230,17 +364,22 @@ mod tests {
     }
 
     #[test]
-    fn a_node_left_running_contradicts_success() {
-        let mut l = ledger();
-        l.start("b", 1).unwrap();
-        assert_eq!(
-            l.contradicts_success().as_deref(),
-            Some("node 'b' never ended")
+    fn nodes_run_side_by_side_up_to_max_parallel() {
+        let mut l = ledger(2);
+        l.start("a", 1, None).unwrap();
+        l.start("c", 1, None).unwrap();
+        assert!(
+            l.start("l", 1, None).is_err(),
+            "a third node past max_parallel 2"
         );
-        l.close("b", NodeStatus::Timeout);
         assert_eq!(
             l.contradicts_success().as_deref(),
-            Some("node 'b' ended timeout")
+            Some("node 'a' never ended")
+        );
+        l.close("a", None, NodeStatus::Timeout);
+        assert_eq!(
+            l.contradicts_success().as_deref(),
+            Some("node 'a' ended timeout")
         );
     }
 }

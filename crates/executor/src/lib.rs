@@ -9,6 +9,7 @@
 //! - `state`: what the frames mean; `run`: the loop with deadlines and stops; [`sink`]: viewers;
 //! - [`redact`]: secrets cut out of everything the child prints.
 
+mod child;
 mod ledger;
 pub mod process;
 pub mod protocol;

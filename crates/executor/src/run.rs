@@ -51,10 +51,11 @@ fn describe_exit(status: &std::process::ExitStatus) -> String {
 }
 
 /// Why the runner is ending the process itself.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 enum Ending {
     Timeout,
-    NodeTimeout,
+    /// This node ran past its deadline.
+    NodeTimeout(String),
     Cancel(StopReason),
 }
 
@@ -152,7 +153,7 @@ pub async fn execute(
     let far = started + Duration::from_secs(100 * 365 * 86400);
 
     while exit.is_none() || open_streams > 0 {
-        let node_deadline = st.running.as_ref().and_then(|r| r.3);
+        let node_deadline = st.next_deadline();
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Frames(stream, frames, _budget)) => {
@@ -174,8 +175,8 @@ pub async fn execute(
                 ending = Some(Ending::Timeout);
                 kill_at = Some(begin_stop(&info, spec.kill_grace));
             }
-            _ = sleep_until(node_deadline.unwrap_or(far).into()), if ending.is_none() && exit.is_none() && node_deadline.is_some() => {
-                ending = Some(Ending::NodeTimeout);
+            _ = sleep_until(node_deadline.as_ref().map_or(far, |d| d.0).into()), if ending.is_none() && exit.is_none() && node_deadline.is_some() => {
+                ending = Some(Ending::NodeTimeout(node_deadline.map(|d| d.1).unwrap_or_default()));
                 kill_at = Some(begin_stop(&info, spec.kill_grace));
             }
             changed = stop.changed(), if ending.is_none() && exit.is_none() => {
@@ -231,10 +232,12 @@ pub async fn execute(
     match ending {
         Some(Ending::Cancel(reason)) => {
             let how = reason.describe();
-            st.close_running(
-                NodeStatus::Cancelled,
-                ErrorInfo::of(ErrorKind::Cancelled, how),
-            );
+            st.close_running(|_| {
+                (
+                    NodeStatus::Cancelled,
+                    ErrorInfo::of(ErrorKind::Cancelled, how),
+                )
+            });
             let e = ErrorInfo::of(
                 ErrorKind::Cancelled,
                 format!("{how} after {runtime_secs:.1} s"),
@@ -248,17 +251,18 @@ pub async fn execute(
                 format!("the execution exceeded its timeout of {ms} ms"),
             );
             e.node = st.current_node();
-            st.close_running(
-                NodeStatus::Timeout,
-                ErrorInfo::of(
-                    ErrorKind::Timeout,
-                    format!("the execution timeout of {ms} ms expired while this node ran"),
-                ),
-            );
+            st.close_running(|_| {
+                (
+                    NodeStatus::Timeout,
+                    ErrorInfo::of(
+                        ErrorKind::Timeout,
+                        format!("the execution timeout of {ms} ms expired while this node ran"),
+                    ),
+                )
+            });
             finish(st, ExecStatus::Timeout, None, Some(e), exit_text)
         }
-        Some(Ending::NodeTimeout) => {
-            let node = st.current_node().unwrap_or_default();
+        Some(Ending::NodeTimeout(node)) => {
             let ms = spec
                 .node_timeouts
                 .get(&node)
@@ -266,8 +270,21 @@ pub async fn execute(
                 .unwrap_or(0);
             let msg = format!("node '{node}' exceeded its timeout of {ms} ms");
             let mut e = ErrorInfo::of(ErrorKind::Timeout, msg.clone());
-            e.node = Some(node);
-            st.close_running(NodeStatus::Timeout, ErrorInfo::of(ErrorKind::Timeout, msg));
+            e.node = Some(node.clone());
+            // Nodes running beside the one that timed out are stopped with it.
+            st.close_running(|n| {
+                if n == node {
+                    (NodeStatus::Timeout, ErrorInfo::of(ErrorKind::Timeout, &msg))
+                } else {
+                    (
+                        NodeStatus::Cancelled,
+                        ErrorInfo::of(
+                            ErrorKind::Cancelled,
+                            format!("stopped because node '{node}' timed out"),
+                        ),
+                    )
+                }
+            });
             finish(st, ExecStatus::Timeout, None, Some(e), exit_text)
         }
         None => {
@@ -284,13 +301,15 @@ pub async fn execute(
                     if let Some(why) = contradiction {
                         // A result the events disprove is not believed: the record stays true.
                         let running = st.current_node();
-                        st.close_running(
-                            NodeStatus::Error,
-                            ErrorInfo::of(
-                                ErrorKind::ProtocolError,
-                                "the script ended without ending this node",
-                            ),
-                        );
+                        st.close_running(|_| {
+                            (
+                                NodeStatus::Error,
+                                ErrorInfo::of(
+                                    ErrorKind::ProtocolError,
+                                    "the script ended without ending this node",
+                                ),
+                            )
+                        });
                         let mut e = ErrorInfo::of(
                             ErrorKind::ProtocolError,
                             format!("the script reported {}, but {why}", r.status),
@@ -340,13 +359,15 @@ pub async fn execute(
                     }
                     let mut e = ErrorInfo::of(ErrorKind::ProtocolError, msg.clone());
                     e.node = running;
-                    st.close_running(
-                        NodeStatus::Error,
-                        ErrorInfo::of(
-                            ErrorKind::ProcessExited,
-                            format!("the process ended with {exit_desc} during this node"),
-                        ),
-                    );
+                    st.close_running(|_| {
+                        (
+                            NodeStatus::Error,
+                            ErrorInfo::of(
+                                ErrorKind::ProcessExited,
+                                format!("the process ended with {exit_desc} during this node"),
+                            ),
+                        )
+                    });
                     finish(st, ExecStatus::Error, None, Some(e), exit_text)
                 }
             }

@@ -2,13 +2,15 @@
 //! [`Sink`] and gets the same events in the same order.
 
 use crate::process::ProcessInfo;
-use flowrun_events::{Envelope, ErrorInfo, NodeStatus};
+use flowrun_events::{Envelope, ErrorInfo, NodeStatus, Part};
 use serde_json::Value;
 
 /// The full record of a finished node, for the store (events carry only a preview).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeDetail {
     pub node: String,
+    /// The item or iteration this is the record of; `None` for the node itself.
+    pub part: Option<Part>,
     pub status: NodeStatus,
     pub attempt: u32,
     pub duration_ms: f64,
@@ -18,6 +20,8 @@ pub struct NodeDetail {
     pub output: Option<Value>,
     pub error: Option<ErrorInfo>,
     pub from_execution: Option<String>,
+    /// Why it was skipped.
+    pub reason: Option<String>,
 }
 
 /// Receives what happens during an execution, in order.

@@ -22,6 +22,12 @@ pub struct RunSpec {
     pub node_grace: HashMap<String, Duration>,
     /// Nodes with `on_error: continue`: their failure does not fail the execution.
     pub continue_on_error: HashSet<String>,
+    /// The nodes each node waits for: its deps and the conditions guarding it.
+    pub upstream: HashMap<String, Vec<String>>,
+    /// Nodes with `for_each` or `repeat` (their `timeout_ms` applies per item or iteration).
+    pub looping: HashSet<String>,
+    /// How many nodes may run at once.
+    pub max_parallel: usize,
     pub launch: Launch,
     /// Trigger data (JSON text), written to stdin; shared, not copied, per execution.
     pub trigger: bytes::Bytes,

@@ -1,86 +1,16 @@
 //! The execution as the runner sees it while it runs: what the child's frames mean (events,
 //! log lines, the result), which node runs, the log budget, and the events that follow.
 
-use crate::ledger::Ledger;
+use crate::child::{ChildEvent, ChildResult, Running, redacted};
+use crate::ledger::{Ledger, Rules};
 use crate::protocol::Frame;
-use crate::redact::{Carry, Redactor};
-use crate::sink::{NodeDetail, Sink};
+use crate::redact::Carry;
+use crate::sink::Sink;
 use crate::spec::RunSpec;
 use flowrun_events::json::{MAX_DEPTH, parse_bounded};
-use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, NodeStatus, Stream, now_ms, preview};
-use serde::Deserialize;
-use serde_json::Value;
+use flowrun_events::{Envelope, Event, Part, Stream, now_ms};
+use std::collections::BTreeMap;
 use std::time::Instant;
-
-/// What the runtime prints, as the executor reads it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-// Parsed and matched at once, one at a time: boxing the big variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
-enum ChildEvent {
-    NodeStart {
-        node: String,
-        #[serde(default)]
-        attempt: u32,
-    },
-    NodeEnd {
-        node: String,
-        status: String,
-        #[serde(default)]
-        attempt: u32,
-        #[serde(default)]
-        duration_ms: f64,
-        #[serde(default)]
-        input: Option<Value>,
-        #[serde(default)]
-        output: Option<Value>,
-        #[serde(default)]
-        error: Option<ErrorInfo>,
-        #[serde(default)]
-        retrying: bool,
-        #[serde(default)]
-        from_execution: Option<String>,
-    },
-    Log {
-        #[serde(default)]
-        node: Option<String>,
-        #[serde(default)]
-        level: Option<String>,
-        #[serde(default)]
-        message: String,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ChildResult {
-    pub(crate) status: String,
-    #[serde(default)]
-    pub(crate) output: Option<Value>,
-    #[serde(default)]
-    pub(crate) error: Option<ErrorInfo>,
-}
-
-/// `ev` with the secrets in its values (not in its protocol fields) redacted.
-fn redacted(mut ev: ChildEvent, r: &Redactor) -> ChildEvent {
-    match &mut ev {
-        ChildEvent::NodeEnd {
-            input,
-            output,
-            error,
-            ..
-        } => {
-            for v in [input, output].into_iter().flatten() {
-                r.value(v);
-            }
-            if let Some(e) = error {
-                r.error(e);
-            }
-        }
-        ChildEvent::Log { message, .. } => *message = r.string(std::mem::take(message)),
-        ChildEvent::NodeStart { .. } => {}
-    }
-    ev
-}
 
 /// What a stored log line costs against `--max-log-bytes` besides its own bytes: the record that
 /// holds it. Without it a flood of empty lines (zero bytes each) would never reach the budget and
@@ -93,8 +23,8 @@ pub(crate) struct State<'a> {
     pub(crate) sink: &'a mut dyn Sink,
     pub(crate) seq: u64,
     pub(crate) started: Instant,
-    /// The node running now: id, attempt, when it started (runner clock), its deadline.
-    pub(crate) running: Option<(String, u32, i64, Option<Instant>)>,
+    /// What runs now: nodes, and items or iterations of nodes.
+    pub(crate) running: BTreeMap<(String, Option<Part>), Running>,
     /// What the plan allows, and what the child reported of each node.
     pub(crate) ledger: Ledger,
     pub(crate) log_bytes: u64,
@@ -123,8 +53,16 @@ impl<'a> State<'a> {
             sink,
             seq: 0,
             started,
-            running: None,
-            ledger: Ledger::new(&spec.nodes, &spec.continue_on_error),
+            running: BTreeMap::new(),
+            ledger: Ledger::new(
+                &spec.nodes,
+                Rules {
+                    continue_on_error: spec.continue_on_error.clone(),
+                    upstream: spec.upstream.clone(),
+                    looping: spec.looping.clone(),
+                    max_parallel: spec.max_parallel,
+                },
+            ),
             log_bytes: 0,
             log_lines: 0,
             log_bytes_cut: 0,
@@ -149,11 +87,24 @@ impl<'a> State<'a> {
         self.sink.event(&env);
     }
 
-    fn log(
+    pub(crate) fn log(
         &mut self,
         stream: Stream,
         level: Option<String>,
         node: Option<String>,
+        line: String,
+        cut: u64,
+    ) {
+        self.log_part(stream, level, node, None, line, cut);
+    }
+
+    /// A log line of an item or iteration of a node (`part`), or of the node itself.
+    pub(crate) fn log_part(
+        &mut self,
+        stream: Stream,
+        level: Option<String>,
+        node: Option<String>,
+        part: Option<Part>,
         line: String,
         cut: u64,
     ) {
@@ -170,6 +121,8 @@ impl<'a> State<'a> {
                     level: Some("warning".into()),
                     line: format!("flowrun: log limit of {limit} bytes reached; further output is counted, not kept"),
                     ts: now_ms(),
+                    item: None,
+                    iteration: None,
                 });
             }
             return;
@@ -181,12 +134,15 @@ impl<'a> State<'a> {
         } else {
             line
         };
+        let (item, iteration) = Part::fields(part);
         self.emit(Event::Log {
             node,
             stream,
             level,
             line,
             ts: now_ms(),
+            item,
+            iteration,
         });
     }
 
@@ -194,10 +150,6 @@ impl<'a> State<'a> {
     fn log_fits(&self, len: u64) -> bool {
         let used = self.log_bytes + self.log_lines * LOG_LINE_OVERHEAD;
         used + len + LOG_LINE_OVERHEAD <= self.spec.max_log_bytes
-    }
-
-    pub(crate) fn current_node(&self) -> Option<String> {
-        self.running.as_ref().map(|r| r.0.clone())
     }
 
     pub(crate) fn frame(&mut self, stream: Stream, frame: Frame) {
@@ -303,7 +255,7 @@ impl<'a> State<'a> {
         }
     }
 
-    fn protocol_error(&mut self, msg: String) {
+    pub(crate) fn protocol_error(&mut self, msg: String) {
         // A parse error may quote the text it choked on.
         let msg = self.spec.redactor.text(msg);
         let node = self.current_node();
@@ -314,156 +266,6 @@ impl<'a> State<'a> {
             format!("flowrun: protocol: {msg}"),
             0,
         );
-    }
-
-    fn child_event(&mut self, ev: ChildEvent) {
-        match ev {
-            ChildEvent::NodeStart { node, attempt } => {
-                if let Err(e) = self.ledger.start(&node, attempt) {
-                    self.protocol_error(format!("{e}: ignored"));
-                    return;
-                }
-                let deadline = self.spec.node_timeouts.get(&node).map(|d| {
-                    let grace = self.spec.node_grace.get(&node).copied().unwrap_or_default();
-                    Instant::now() + *d + grace
-                });
-                self.running = Some((node.clone(), attempt, now_ms(), deadline));
-                self.emit(Event::NodeStart {
-                    node,
-                    attempt,
-                    ts: now_ms(),
-                });
-            }
-            ChildEvent::NodeEnd {
-                node,
-                status,
-                attempt,
-                duration_ms,
-                input,
-                output,
-                error,
-                retrying,
-                from_execution,
-            } => {
-                let Some(status) = NodeStatus::parse(&status).filter(|s| *s != NodeStatus::Running)
-                else {
-                    self.protocol_error(format!(
-                        "node_end of '{node}' has an unknown status '{status}'"
-                    ));
-                    return;
-                };
-                if let Err(e) = self.ledger.end(&node, attempt, status, retrying) {
-                    self.protocol_error(format!("{e}: ignored"));
-                    if e.conflict {
-                        self.distrust(&node, attempt, &e.message);
-                    }
-                    return;
-                }
-                let started_at = match &self.running {
-                    Some((n, _, at, _)) if *n == node => Some(*at),
-                    _ => None,
-                };
-                if started_at.is_some() {
-                    self.running = None;
-                }
-                let detail = NodeDetail {
-                    node,
-                    status,
-                    attempt,
-                    duration_ms,
-                    started_at,
-                    finished_at: now_ms(),
-                    input,
-                    output,
-                    error,
-                    from_execution,
-                };
-                self.end_node(detail, retrying);
-            }
-            ChildEvent::Log {
-                node,
-                level,
-                message,
-            } => {
-                let node = node.or_else(|| self.current_node());
-                for line in message.split('\n') {
-                    self.log(
-                        Stream::Log,
-                        level.clone(),
-                        node.clone(),
-                        line.to_string(),
-                        0,
-                    );
-                }
-            }
-        }
-    }
-
-    /// Ends the node that was running when the process stopped, so no node stays `running`.
-    pub(crate) fn close_running(&mut self, status: NodeStatus, error: ErrorInfo) {
-        if let Some((node, attempt, started_at, _)) = self.running.take() {
-            self.ledger.close(&node, status);
-            let ts = now_ms();
-            let detail = NodeDetail {
-                node,
-                status,
-                attempt,
-                duration_ms: (ts - started_at) as f64,
-                started_at: Some(started_at),
-                finished_at: ts,
-                input: None,
-                output: None,
-                error: Some(error),
-                from_execution: None,
-            };
-            self.end_node(detail, false);
-        }
-    }
-
-    /// Two ends were reported for one attempt of `node`: one was forged, and nothing says which.
-    /// The node is recorded as failed with a protocol error instead of either output, so a
-    /// forged success can never stand.
-    fn distrust(&mut self, node: &str, attempt: u32, why: &str) {
-        let ts = now_ms();
-        let detail = NodeDetail {
-            node: node.to_string(),
-            status: NodeStatus::Error,
-            attempt,
-            duration_ms: 0.0,
-            started_at: None,
-            finished_at: ts,
-            input: None,
-            output: None,
-            error: Some(ErrorInfo::of(
-                ErrorKind::ProtocolError,
-                format!("{why}: its output cannot be trusted"),
-            )),
-            from_execution: None,
-        };
-        self.ledger.close(node, NodeStatus::Error);
-        self.end_node(detail, false);
-    }
-
-    /// Records a finished node attempt: the full detail to the sinks that store it, then the
-    /// `node_end` event (with only a preview of the output) to everyone.
-    fn end_node(&mut self, mut detail: NodeDetail, retrying: bool) {
-        detail.duration_ms = round_ms(detail.duration_ms);
-        self.sink.node_detail(&detail);
-        let output_preview = detail
-            .output
-            .as_ref()
-            .filter(|_| detail.status.has_output())
-            .map(|v| preview(v, 200));
-        self.emit(Event::NodeEnd {
-            node: detail.node,
-            status: detail.status,
-            attempt: detail.attempt,
-            duration_ms: detail.duration_ms,
-            ts: detail.finished_at,
-            output_preview,
-            error: detail.error,
-            retrying,
-        });
     }
 }
 

@@ -50,8 +50,7 @@ impl Store {
 
     fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
         let json = |i: usize| -> rusqlite::Result<Option<Value>> {
-            Ok(r.get::<_, Option<String>>(i)?
-                .and_then(|s| serde_json::from_str(&s).ok()))
+            Ok(r.get::<_, Option<String>>(i)?.and_then(|s| stored_json(&s)))
         };
         let status: String = r.get(3)?;
         let pid: Option<i32> = r.get(18)?;
@@ -113,13 +112,13 @@ impl Store {
 
     pub fn nodes(&self, execution_id: &str) -> Result<Vec<NodeRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT node_id, position, status, attempt, started_at, finished_at, duration_ms, input, output, error, from_execution
-             FROM node_executions WHERE execution_id = ?1 ORDER BY position",
+            "SELECT node_id, position, status, attempt, started_at, finished_at, duration_ms, input, output, error, from_execution,
+                    part, part_kind, reason
+             FROM node_executions WHERE execution_id = ?1 ORDER BY position, part",
         )?;
         let rows = stmt.query_map([execution_id], |r| {
             let json = |i: usize| -> rusqlite::Result<Option<Value>> {
-                Ok(r.get::<_, Option<String>>(i)?
-                    .and_then(|s| serde_json::from_str(&s).ok()))
+                Ok(r.get::<_, Option<String>>(i)?.and_then(|s| stored_json(&s)))
             };
             let status: String = r.get(2)?;
             Ok(NodeRow {
@@ -134,6 +133,8 @@ impl Store {
                 output: json(8)?,
                 error: json(9)?.and_then(|v| serde_json::from_value(v).ok()),
                 from_execution: r.get(10)?,
+                part: crate::write::part_of(r.get(11)?, r.get::<_, Option<String>>(12)?.as_deref()),
+                reason: r.get(13)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -220,7 +221,7 @@ impl Store {
                 kind: r.get(1)?,
                 node_id: r.get(2)?,
                 ts: r.get(3)?,
-                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                data: stored_json(&data).unwrap_or(Value::Null),
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -252,7 +253,7 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        Ok(text.and_then(|t| stored_json(&t)))
     }
 
     /// Executions still marked `running` (or `queued`), for recovery after a runner died.
@@ -276,4 +277,9 @@ impl Store {
             .optional()?;
         Ok(matches!(v, Some(Some(_))))
     }
+}
+
+/// Stored JSON, as deep as flowrun stores it (serde_json alone stops at 128 levels).
+fn stored_json(text: &str) -> Option<Value> {
+    flowrun_events::json::parse_bounded(text.as_bytes(), flowrun_events::json::MAX_DEPTH).ok()
 }

@@ -79,5 +79,36 @@ ALTER TABLE executions ADD COLUMN output_tokens INTEGER;
 ALTER TABLE executions ADD COLUMN cost_usd REAL;
 "#,
         ),
+        // One row per item of a `for_each` node and per iteration of a `repeat` node besides
+        // the node's own (`part` -1), and why a node was skipped.
+        M::up(
+            r#"
+CREATE TABLE node_executions_3 (
+    execution_id    TEXT NOT NULL REFERENCES executions(id) ON DELETE CASCADE,
+    node_id         TEXT NOT NULL,
+    part            INTEGER NOT NULL DEFAULT -1,
+    part_kind       TEXT,
+    position        INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    started_at      INTEGER,
+    finished_at     INTEGER,
+    duration_ms     REAL,
+    input           TEXT,
+    output          TEXT,
+    error           TEXT,
+    from_execution  TEXT,
+    reason          TEXT,
+    PRIMARY KEY (execution_id, node_id, part)
+) WITHOUT ROWID;
+INSERT INTO node_executions_3 (execution_id, node_id, position, status, attempt, started_at,
+                               finished_at, duration_ms, input, output, error, from_execution)
+    SELECT execution_id, node_id, position, status, attempt, started_at, finished_at,
+           duration_ms, input, output, error, from_execution
+    FROM node_executions;
+DROP TABLE node_executions;
+ALTER TABLE node_executions_3 RENAME TO node_executions;
+"#,
+        ),
     ])
 }

@@ -1,6 +1,6 @@
 //! The rows the store reads and writes.
 
-use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Relation};
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Part, Relation};
 use serde_json::Value;
 
 /// A new execution, as written at its start.
@@ -65,6 +65,10 @@ pub struct ProcessRow {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NodeRow {
     pub node_id: String,
+    /// The item (of a `for_each` node) or iteration (of a `repeat` node) this row is; `None`
+    /// for the node's own row.
+    #[serde(skip)]
+    pub part: Option<Part>,
     pub position: i64,
     pub status: NodeStatus,
     pub attempt: u32,
@@ -75,6 +79,9 @@ pub struct NodeRow {
     pub output: Option<Value>,
     pub error: Option<ErrorInfo>,
     pub from_execution: Option<String>,
+    /// Why the node was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A stored event: its sequence number and JSON (`{"event": ..., ...}`).
@@ -142,6 +149,7 @@ pub enum Write {
     },
     NodeStarted {
         node_id: String,
+        part: Option<Part>,
         position: i64,
         attempt: u32,
         started_at: i64,
@@ -164,6 +172,7 @@ pub struct Abandoned {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunningNode {
     pub node_id: String,
+    pub part: Option<Part>,
     pub attempt: u32,
     pub started_at: Option<i64>,
 }

@@ -3,7 +3,7 @@
 
 use crate::types::*;
 use crate::{Result, Store, json_text};
-use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Relation};
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Part, Relation};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
@@ -87,22 +87,23 @@ impl Store {
                 "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut started = tx.prepare_cached(
-                "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)
-                 ON CONFLICT (execution_id, node_id) DO UPDATE SET
+                "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, part, part_kind)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)
+                 ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
                     status = 'running', attempt = excluded.attempt, started_at = excluded.started_at,
                     finished_at = NULL, duration_ms = NULL, error = NULL",
             )?;
             let mut finished = tx.prepare_cached(
                 "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, finished_at,
-                                              duration_ms, input, output, error, from_execution)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (execution_id, node_id) DO UPDATE SET
+                                              duration_ms, input, output, error, from_execution, part, part_kind, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
                     status = excluded.status, attempt = excluded.attempt,
                     started_at = COALESCE(excluded.started_at, node_executions.started_at),
                     finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
                     input = COALESCE(excluded.input, node_executions.input),
-                    output = excluded.output, error = excluded.error, from_execution = excluded.from_execution",
+                    output = excluded.output, error = excluded.error, from_execution = excluded.from_execution,
+                    reason = excluded.reason",
             )?;
             let mut last_seq = None;
             for w in writes {
@@ -119,6 +120,7 @@ impl Store {
                     }
                     Write::NodeStarted {
                         node_id,
+                        part,
                         position,
                         attempt,
                         started_at,
@@ -128,7 +130,9 @@ impl Store {
                             node_id,
                             position,
                             attempt,
-                            started_at
+                            started_at,
+                            part_number(*part),
+                            part.map(Part::kind),
                         ])?;
                     }
                     Write::NodeFinished(n) => {
@@ -147,6 +151,9 @@ impl Store {
                                 &serde_json::to_value(e).expect("an error serializes")
                             )),
                             n.from_execution,
+                            part_number(n.part),
+                            n.part.map(Part::kind),
+                            n.reason,
                         ])?;
                     }
                 }
@@ -221,8 +228,8 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let state = {
             let mut stmt = tx.prepare(
-                "SELECT node_id, attempt, started_at FROM node_executions
-                 WHERE execution_id = ?1 AND status = 'running' ORDER BY position",
+                "SELECT node_id, attempt, started_at, part, part_kind FROM node_executions
+                 WHERE execution_id = ?1 AND status = 'running' ORDER BY position, part DESC",
             )?;
             let running = stmt
                 .query_map([id], |r| {
@@ -230,6 +237,7 @@ impl Store {
                         node_id: r.get(0)?,
                         attempt: r.get(1)?,
                         started_at: r.get(2)?,
+                        part: part_of(r.get(3)?, r.get::<_, Option<String>>(4)?.as_deref()),
                     })
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -310,4 +318,19 @@ fn is_open(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<bool> {
         })
         .optional()?;
     Ok(matches!(status.as_deref(), Some("running" | "queued")))
+}
+
+/// The `part` column: the item index or iteration number, -1 for the node's own row.
+pub(crate) fn part_number(part: Option<Part>) -> i64 {
+    part.map_or(-1, |p| i64::from(p.number()))
+}
+
+/// The part a row is, from its `part` and `part_kind` columns.
+pub(crate) fn part_of(number: i64, kind: Option<&str>) -> Option<Part> {
+    let n = u32::try_from(number).ok()?;
+    match kind? {
+        "item" => Some(Part::Item(n)),
+        "iteration" => Some(Part::Iteration(n)),
+        _ => None,
+    }
 }

@@ -336,15 +336,58 @@ impl Env {
             .unwrap()
     }
 
-    /// Node rows of an execution, in plan order.
+    /// Node rows of an execution (each node's own row, not its items or iterations), in plan
+    /// order.
     pub fn nodes(&self, execution_id: &str) -> Vec<NodeRow> {
+        self.node_rows(execution_id, "part = -1")
+    }
+
+    /// The item rows (`for_each`) of a node, in index order: `(index, row)`.
+    pub fn items(&self, execution_id: &str, node: &str) -> Vec<(i64, NodeRow)> {
+        self.parts(execution_id, node, "item")
+    }
+
+    /// The iteration rows (`repeat`) of a node, in order: `(iteration, row)`.
+    pub fn iterations(&self, execution_id: &str, node: &str) -> Vec<(i64, NodeRow)> {
+        self.parts(execution_id, node, "iteration")
+    }
+
+    fn parts(&self, execution_id: &str, node: &str, kind: &str) -> Vec<(i64, NodeRow)> {
         let db = self.db();
         let mut stmt = db
             .prepare(
+                "SELECT part FROM node_executions
+                 WHERE execution_id = ?1 AND node_id = ?2 AND part_kind = ?3 ORDER BY part",
+            )
+            .unwrap();
+        let numbers: Vec<i64> = stmt
+            .query_map([execution_id, node, kind], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        numbers
+            .into_iter()
+            .map(|n| {
+                let row = self
+                    .node_rows(
+                        execution_id,
+                        &format!("node_id = '{node}' AND part_kind = '{kind}' AND part = {n}"),
+                    )
+                    .pop()
+                    .unwrap();
+                (n, row)
+            })
+            .collect()
+    }
+
+    fn node_rows(&self, execution_id: &str, filter: &str) -> Vec<NodeRow> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(&format!(
                 "SELECT node_id, position, status, attempt, started_at, finished_at, duration_ms,
                         input, output, error, from_execution
-                 FROM node_executions WHERE execution_id = ?1 ORDER BY position",
-            )
+                 FROM node_executions WHERE execution_id = ?1 AND {filter} ORDER BY position, part"
+            ))
             .unwrap();
         stmt.query_map([execution_id], |r| {
             Ok(NodeRow {

@@ -75,7 +75,13 @@ pub async fn run(
         .filter(|n| matches!(n.kind, NodeKind::Llm(_)))
         .map(|n| n.id.clone())
         .collect();
-    let mut recorder = Recorder::new(store.clone(), execution_id, &spec.nodes, metered);
+    let mut recorder = Recorder::new(
+        store.clone(),
+        execution_id,
+        &spec.nodes,
+        metered,
+        spec.looping.clone(),
+    );
     let mut outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
         flowrun_executor::execute(&spec, &mut sinks, stop).await

@@ -86,6 +86,25 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             .filter(|n| n.kind.times_own_call())
             .map(|n| (n.id.clone(), Duration::from_millis(OWN_CALL_SLACK_MS)))
             .collect(),
+        upstream: p
+            .plan
+            .order
+            .iter()
+            .map(|&i| {
+                let ups = p.plan.deps[i]
+                    .iter()
+                    .map(|&j| wf.nodes[j].id.clone())
+                    .collect();
+                (wf.nodes[i].id.clone(), ups)
+            })
+            .collect(),
+        looping: wf
+            .nodes
+            .iter()
+            .filter(|n| n.for_each.is_some() || n.repeat.is_some())
+            .map(|n| n.id.clone())
+            .collect(),
+        max_parallel: p.options.max_parallel.or(wf.max_parallel).unwrap_or(1) as usize,
         continue_on_error: wf
             .nodes
             .iter()

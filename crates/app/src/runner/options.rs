@@ -24,6 +24,10 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     pub inherit_env: bool,
     pub pins: BTreeMap<String, Pin>,
+    /// Items of `for_each` nodes reused from an earlier execution (resume): node → index → pin.
+    pub reused_items: BTreeMap<String, BTreeMap<usize, Pin>>,
+    /// How many independent nodes run at once (default: the workflow's `max_parallel`, else 1).
+    pub max_parallel: Option<u32>,
     pub mode: String,
     /// Re-run or resume of this execution.
     pub parent: Option<(String, Relation)>,
@@ -43,6 +47,8 @@ impl Default for RunOptions {
             env: Vec::new(),
             inherit_env: false,
             pins: BTreeMap::new(),
+            reused_items: BTreeMap::new(),
+            max_parallel: None,
             mode: "test".into(),
             parent: None,
             cwd: None,

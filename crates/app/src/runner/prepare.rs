@@ -142,6 +142,8 @@ pub fn prepare(
         &plan,
         &RenderOptions {
             pins: options.pins.clone(),
+            reused_items: options.reused_items.clone(),
+            max_parallel: options.max_parallel,
         },
     );
     let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {

@@ -110,7 +110,11 @@ pub(super) fn stored(checked: &mut Checked, redactor: &Redactor) -> Value {
         cut -= 1;
     }
     let preview = String::from_utf8_lossy(&text[..cut]).into_owned();
-    let preview = redactor.line(preview, true, &mut flowrun_executor::redact::Carry::default());
+    let preview = redactor.line(
+        preview,
+        true,
+        &mut flowrun_executor::redact::Carry::default(),
+    );
     flowrun_events::truncated::marker(text.len(), &preview)
 }
 

@@ -1,0 +1,322 @@
+//! What the child's events mean: nodes (and items and iterations of nodes) starting and ending,
+//! log messages, and what is running at any moment — several nodes at once when the workflow
+//! has `max_parallel` > 1, each with its own deadline.
+
+use crate::redact::Redactor;
+use crate::sink::NodeDetail;
+use crate::state::{State, round_ms};
+use flowrun_events::{ErrorInfo, ErrorKind, Event, NodeStatus, Part, Stream, now_ms, preview};
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Instant;
+
+/// What the runtime prints, as the executor reads it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+// Parsed and matched at once, one at a time: boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ChildEvent {
+    NodeStart {
+        node: String,
+        #[serde(default)]
+        attempt: u32,
+        #[serde(default)]
+        item: Option<u32>,
+        #[serde(default)]
+        iteration: Option<u32>,
+    },
+    NodeEnd {
+        node: String,
+        status: String,
+        #[serde(default)]
+        attempt: u32,
+        #[serde(default)]
+        duration_ms: f64,
+        #[serde(default)]
+        input: Option<Value>,
+        #[serde(default)]
+        output: Option<Value>,
+        #[serde(default)]
+        error: Option<ErrorInfo>,
+        #[serde(default)]
+        retrying: bool,
+        #[serde(default)]
+        from_execution: Option<String>,
+        #[serde(default)]
+        item: Option<u32>,
+        #[serde(default)]
+        iteration: Option<u32>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Log {
+        #[serde(default)]
+        node: Option<String>,
+        #[serde(default)]
+        level: Option<String>,
+        #[serde(default)]
+        message: String,
+        /// `stdout`/`stderr` for a line a node printed while others ran beside it (the runtime
+        /// attributes those itself); absent for `log()` messages.
+        #[serde(default)]
+        stream: Option<String>,
+        #[serde(default)]
+        item: Option<u32>,
+        #[serde(default)]
+        iteration: Option<u32>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChildResult {
+    pub(crate) status: String,
+    #[serde(default)]
+    pub(crate) output: Option<Value>,
+    #[serde(default)]
+    pub(crate) error: Option<ErrorInfo>,
+}
+
+/// `ev` with the secrets in its values (not in its protocol fields) redacted.
+pub(crate) fn redacted(mut ev: ChildEvent, r: &Redactor) -> ChildEvent {
+    match &mut ev {
+        ChildEvent::NodeEnd {
+            input,
+            output,
+            error,
+            ..
+        } => {
+            for v in [input, output].into_iter().flatten() {
+                r.value(v);
+            }
+            if let Some(e) = error {
+                r.error(e);
+            }
+        }
+        ChildEvent::Log { message, .. } => *message = r.string(std::mem::take(message)),
+        ChildEvent::NodeStart { .. } => {}
+    }
+    ev
+}
+
+/// Something running now: a node, or an item or iteration of one.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub(crate) attempt: u32,
+    /// When it started (runner clock, ms since the epoch).
+    pub(crate) started_at: i64,
+    /// When the runner ends the execution if it is still running.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl State<'_> {
+    /// The node output belongs to when it cannot say: the one node running, if only one is.
+    pub(crate) fn current_node(&self) -> Option<String> {
+        let mut nodes = self.running.keys().map(|(n, _)| n);
+        let first = nodes.next()?;
+        nodes.all(|n| n == first).then(|| first.clone())
+    }
+
+    /// The first deadline of what runs, and the node it is for.
+    pub(crate) fn next_deadline(&self) -> Option<(Instant, String)> {
+        self.running
+            .iter()
+            .filter_map(|((node, _), r)| r.deadline.map(|d| (d, node.clone())))
+            .min_by_key(|(d, _)| *d)
+    }
+
+    /// Where a node's `timeout_ms` applies: to the node's run, or — for a node with `for_each`
+    /// or `repeat` — to each item or iteration (each is one call of the node).
+    fn deadline(&self, node: &str, part: Option<Part>) -> Option<Instant> {
+        let looping = self.spec.looping.contains(node);
+        if looping != part.is_some() {
+            return None;
+        }
+        self.spec.node_timeouts.get(node).map(|d| {
+            let grace = self.spec.node_grace.get(node).copied().unwrap_or_default();
+            Instant::now() + *d + grace
+        })
+    }
+
+    pub(crate) fn child_event(&mut self, ev: ChildEvent) {
+        match ev {
+            ChildEvent::NodeStart {
+                node,
+                attempt,
+                item,
+                iteration,
+            } => {
+                let part = Part::from_fields(item, iteration);
+                if let Err(e) = self.ledger.start(&node, attempt, part) {
+                    self.protocol_error(format!("{e}: ignored"));
+                    return;
+                }
+                let running = Running {
+                    attempt,
+                    started_at: now_ms(),
+                    deadline: self.deadline(&node, part),
+                };
+                self.running.insert((node.clone(), part), running);
+                self.emit(Event::NodeStart {
+                    node,
+                    attempt,
+                    ts: now_ms(),
+                    item,
+                    iteration,
+                });
+            }
+            ChildEvent::NodeEnd {
+                node,
+                status,
+                attempt,
+                duration_ms,
+                input,
+                output,
+                error,
+                retrying,
+                from_execution,
+                item,
+                iteration,
+                reason,
+            } => {
+                let part = Part::from_fields(item, iteration);
+                let Some(status) = NodeStatus::parse(&status).filter(|s| *s != NodeStatus::Running)
+                else {
+                    self.protocol_error(format!(
+                        "node_end of '{node}' has an unknown status '{status}'"
+                    ));
+                    return;
+                };
+                if let Err(e) = self.ledger.end(&node, attempt, status, retrying, part) {
+                    self.protocol_error(format!("{e}: ignored"));
+                    if e.conflict {
+                        self.distrust(&node, part, attempt, &e.message);
+                    }
+                    return;
+                }
+                let started_at = self
+                    .running
+                    .remove(&(node.clone(), part))
+                    .map(|r| r.started_at);
+                let detail = NodeDetail {
+                    node,
+                    part,
+                    status,
+                    attempt,
+                    duration_ms,
+                    started_at,
+                    finished_at: now_ms(),
+                    input,
+                    output,
+                    error,
+                    from_execution,
+                    reason,
+                };
+                self.end_node(detail, retrying);
+            }
+            ChildEvent::Log {
+                node,
+                level,
+                message,
+                stream,
+                item,
+                iteration,
+            } => {
+                let part = Part::from_fields(item, iteration);
+                let node = node.or_else(|| self.current_node());
+                let stream = match stream.as_deref() {
+                    Some("stdout") => Stream::Stdout,
+                    Some("stderr") => Stream::Stderr,
+                    _ => Stream::Log,
+                };
+                for line in message.split('\n') {
+                    self.log_part(
+                        stream,
+                        level.clone(),
+                        node.clone(),
+                        part,
+                        line.to_string(),
+                        0,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends everything that was running when the process stopped, so nothing stays `running`:
+    /// items and iterations before their node. `how(node)` gives each one's status and error.
+    pub(crate) fn close_running(&mut self, how: impl Fn(&str) -> (NodeStatus, ErrorInfo)) {
+        let running = std::mem::take(&mut self.running);
+        for ((node, part), r) in running.into_iter().rev() {
+            let (status, error) = how(&node);
+            self.ledger.close(&node, part, status);
+            let ts = now_ms();
+            let detail = NodeDetail {
+                node,
+                part,
+                status,
+                attempt: r.attempt,
+                duration_ms: (ts - r.started_at) as f64,
+                started_at: Some(r.started_at),
+                finished_at: ts,
+                input: None,
+                output: None,
+                error: Some(error),
+                from_execution: None,
+                reason: None,
+            };
+            self.end_node(detail, false);
+        }
+    }
+
+    /// Two ends were reported for one attempt of `node`: one was forged, and nothing says which.
+    /// The node is recorded as failed with a protocol error instead of either output, so a
+    /// forged success can never stand.
+    fn distrust(&mut self, node: &str, part: Option<Part>, attempt: u32, why: &str) {
+        let ts = now_ms();
+        let detail = NodeDetail {
+            node: node.to_string(),
+            part,
+            status: NodeStatus::Error,
+            attempt,
+            duration_ms: 0.0,
+            started_at: None,
+            finished_at: ts,
+            input: None,
+            output: None,
+            error: Some(ErrorInfo::of(
+                ErrorKind::ProtocolError,
+                format!("{why}: its output cannot be trusted"),
+            )),
+            from_execution: None,
+            reason: None,
+        };
+        self.ledger.close(node, part, NodeStatus::Error);
+        self.end_node(detail, false);
+    }
+
+    /// Records a finished node attempt: the full detail to the sinks that store it, then the
+    /// `node_end` event (with only a preview of the output) to everyone.
+    fn end_node(&mut self, mut detail: NodeDetail, retrying: bool) {
+        detail.duration_ms = round_ms(detail.duration_ms);
+        self.sink.node_detail(&detail);
+        let output_preview = detail
+            .output
+            .as_ref()
+            .filter(|_| detail.status.has_output())
+            .map(|v| preview(v, 200));
+        let (item, iteration) = Part::fields(detail.part);
+        self.emit(Event::NodeEnd {
+            node: detail.node,
+            status: detail.status,
+            attempt: detail.attempt,
+            duration_ms: detail.duration_ms,
+            ts: detail.finished_at,
+            output_preview,
+            error: detail.error,
+            retrying,
+            item,
+            iteration,
+            reason: detail.reason,
+        });
+    }
+}

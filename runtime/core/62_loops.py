@@ -1,0 +1,166 @@
+# ---------------------------------------------------------------------------
+# runtime/core/62_loops.py: `for_each` and `repeat`
+#
+# Both are modifiers of any node: the node's handler runs once per item (with
+# `item` and `index` in scope) or once per iteration (with `iteration`, 1, 2,
+# …, and `previous`, the last iteration's output). Each item or iteration has
+# its own node_start/node_end (carrying "item" or "iteration") and its own
+# retries; the node itself is bracketed by a node_start/node_end of its own,
+# whose output is the list of item outputs in index order, or the last
+# iteration's output.
+# ---------------------------------------------------------------------------
+
+def _part_scope(run, **extra):
+    scope = dict(run.scope)
+    scope.update(extra)
+    return scope
+
+
+def _items_error(failed, total):
+    first = failed[0]
+    message = "%d of %d items failed; item %d: %s: %s" % (
+        len(failed), total, first[0], first[1].get("type"), first[1].get("message"))
+    return {"type": "ItemsFailed", "message": message, "traceback": first[1].get("traceback") or ""}
+
+
+def _run_for_each(run, node):
+    nid = node["id"]
+    t0 = time.perf_counter()
+    run.node_start(nid, 1)
+    try:
+        items = render(node.get("for_each"), run.scope)
+        if not isinstance(items, list):
+            raise NodeError("for_each: expected a list, got %s" % _json_type(items), "TypeError")
+    except TemplateError as e:
+        e.loc.append("for_each")
+        _loop_failed(run, node, _error_info(e), t0)
+        return
+    except (Exception, SystemExit) as e:
+        _loop_failed(run, node, _error_info(e), t0)
+        return
+    try:
+        limit = max(1, int(node.get("max_concurrent") or 1))
+    except (TypeError, ValueError):
+        limit = 1
+    fail_fast = node.get("fail_fast", True) is not False
+    reused = node.get("reuse_items") or {}
+    total = len(items)
+    outputs = [None] * total
+    failed = []
+    state = {"stop": False}
+
+    def one(i):
+        key = str(i)
+        if key in reused:
+            outputs[i] = reused[key].get("output")
+            run.node_end(nid, "reused", 0, 0.0, None, outputs[i], None,
+                         [("from_execution", reused[key].get("from_execution"))], part=("item", i))
+            return
+        if state["stop"] or run.error is not None:
+            run.node_end(nid, "skipped", 0, 0.0, None, None, None,
+                         [("reason", "an earlier item failed (fail_fast)")], part=("item", i))
+            return
+        scope = _part_scope(run, item=items[i], index=i)
+        status, _, _, output, error = run.attempts(node, scope, ("item", i))
+        if error is not None:
+            with _STATE.run_lock:
+                failed.append((i, error))
+                if fail_fast:
+                    state["stop"] = True
+        else:
+            outputs[i] = output
+
+    _run_parts(one, total, limit)
+    duration = (time.perf_counter() - t0) * 1000.0
+    if failed:
+        failed.sort(key=lambda f: f[0])
+        error = _items_error(failed, total)
+        run.node_end(nid, "error", 1, duration, {"items": total}, None, error)
+        run.finish(nid, "error", 1, duration, None, error)
+        run.fail(node, error)
+        return
+    run.node_end(nid, "success", 1, duration, {"items": total}, outputs, None)
+    run.finish(nid, "success", 1, duration, outputs, None)
+
+
+def _run_parts(one, total, limit):
+    """Calls one(i) for i in 0..total, at most `limit` at a time, in index order."""
+    if limit <= 1 or total <= 1:
+        for i in range(total):
+            one(i)
+        return
+    import threading
+    cv = threading.Condition()
+    state = {"next": 0, "running": 0}
+
+    def worker(i):
+        try:
+            one(i)
+        finally:
+            with cv:
+                state["running"] -= 1
+                cv.notify_all()
+
+    with cv:
+        while state["next"] < total or state["running"]:
+            while state["next"] < total and state["running"] < limit:
+                i = state["next"]
+                state["next"] += 1
+                state["running"] += 1
+                t = threading.Thread(target=worker, args=(i,), daemon=True)
+                t.start()
+            cv.wait()
+
+
+def _loop_failed(run, node, error, t0):
+    nid = node["id"]
+    duration = (time.perf_counter() - t0) * 1000.0
+    run.node_end(nid, "error", 1, duration, None, None, error)
+    run.finish(nid, "error", 1, duration, None, error)
+    run.fail(node, error)
+
+
+def _run_repeat(run, node):
+    nid = node["id"]
+    t0 = time.perf_counter()
+    spec = node.get("repeat") or {}
+    until = spec.get("until")
+    try:
+        limit = max(1, int(spec.get("max_iterations") or 1))
+    except (TypeError, ValueError):
+        limit = 1
+    run.node_start(nid, 1)
+    previous = None
+    iteration = 0
+    done = False
+    while iteration < limit:
+        iteration += 1
+        scope = _part_scope(run, iteration=iteration, previous=previous)
+        status, _, _, output, error = run.attempts(node, scope, ("iteration", iteration))
+        if error is not None:
+            _loop_failed(run, node, error, t0)
+            return
+        previous = output
+        try:
+            done, _ = evaluate_condition(until, _part_scope(run, iteration=iteration,
+                                                            previous=previous, output=output))
+        except TemplateError as e:
+            e.loc.extend(["until", "repeat"])
+            _loop_failed(run, node, _error_info(e), t0)
+            return
+        except (Exception, SystemExit) as e:
+            _loop_failed(run, node, _error_info(e), t0)
+            return
+        if done or run.error is not None:
+            break
+    duration = (time.perf_counter() - t0) * 1000.0
+    if not done:
+        error = {"type": "RepeatLimit",
+                 "message": "repeat reached max_iterations (%d) without `until` holding" % limit,
+                 "traceback": ""}
+        run.node_end(nid, "error", 1, duration, {"iterations": iteration}, previous, error)
+        run.finish(nid, "error", 1, duration, None, error)
+        run.fail(node, error)
+        return
+    run.node_end(nid, "success", 1, duration, {"iterations": iteration}, previous, None)
+    run.finish(nid, "success", 1, duration, previous, None)

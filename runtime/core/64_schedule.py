@@ -1,0 +1,73 @@
+# ---------------------------------------------------------------------------
+# runtime/core/64_schedule.py: which node runs when
+#
+# With max_parallel 1 (the default) nodes run one after another in plan order,
+# exactly as written. With N > 1 a node starts as soon as every node it
+# depends on (its deps and the conditions guarding it) has ended, at most N at
+# once, in threads of this one process; among ready nodes plan order wins.
+# After a node fails for good (on_error: stop) nothing new starts; running
+# nodes finish.
+#
+# Output of nodes running side by side cannot be told apart on fd 1, so then
+# what a node prints through sys.stdout/sys.stderr (its print(), a command's
+# output, an LLM node's warnings) goes out line by line as `log` events naming
+# the node (see _NodeOutput); only what foreign code writes straight to the
+# file descriptors stays unattributed.
+# ---------------------------------------------------------------------------
+
+def _concurrent(run):
+    if run.max_parallel > 1:
+        return True
+    for node in run.workflow.get("nodes") or ():
+        try:
+            if node.get("for_each") is not None and int(node.get("max_concurrent") or 1) > 1:
+                return True
+        except (TypeError, ValueError):
+            pass
+    return False
+
+
+def _schedule(run):
+    nodes = list(run.workflow.get("nodes") or ())
+    _STATE.by_thread = _concurrent(run)
+    if run.max_parallel <= 1:
+        for node in nodes:
+            if run.error is not None:
+                break
+            run.run_node(node)
+        return
+    import threading
+    cv = threading.Condition()
+    ended = set()
+    running = {}
+
+    def upstream(node):
+        ups = list(node.get("deps") or ())
+        ups.extend(g[0] for g in node.get("guards") or ())
+        return ups
+
+    def worker(node):
+        try:
+            run.run_node(node)
+        finally:
+            with cv:
+                ended.add(node["id"])
+                running.pop(node["id"], None)
+                cv.notify_all()
+
+    with cv:
+        pending = nodes
+        while True:
+            if run.error is None:
+                i = 0
+                while i < len(pending) and len(running) < run.max_parallel:
+                    node = pending[i]
+                    if all(u in ended for u in upstream(node)):
+                        pending.pop(i)
+                        running[node["id"]] = True
+                        threading.Thread(target=worker, args=(node,), daemon=True).start()
+                    else:
+                        i += 1
+            if not running:
+                break
+            cv.wait()
