@@ -6,7 +6,8 @@
 #     script run with `python3` from PATH: a pyenv shim, with site). Medians and ratios.
 #  2. The runner's own peak RSS for w3 and under a 1 GiB stdout flood (bench/flood.json).
 #  3. Throughput: N executions of w3 in sequence and 4 at a time; then no leaked process and
-#     no temp file left.
+#     no temp file left. The fan-out example (for_each over 4 LLM calls against a stand-in that
+#     takes 300 ms per answer) one item at a time and four at a time.
 #  4. The divan micro-benchmarks (bench/protocol.rs, bench/codegen.rs, bench/store.rs).
 #
 # --quick: fewer runs, 100 executions, a 64 MiB flood instead of 1 GiB, no micro-benchmarks
@@ -154,6 +155,27 @@ left=$(find "$PRIVTMP" -mindepth 1 | head -5)
 [ -z "$left" ] && ok=PASS || ok=MISS
 say "  files left in the runs' private TMPDIR: ${left:-none}  $ok"
 say "  open descriptors: n/a: each \`flowrun run\` is its own short process (no long-lived runner in this mode); all its fds end with it"
+
+# --- 3b. orchestration ---------------------------------------------------------------------------
+section "fan-out: examples/fanout.yaml, 4 topics, a stand-in model taking 300 ms per answer"
+STANDIN_PORT=$("$PY" -I -S -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$PY" -I -S "$ROOT/examples/llm_standin.py" "$STANDIN_PORT" 300 2>/dev/null &
+STANDIN=$!
+sleep 0.3
+# max_parallel 1 with one item at a time, against max_parallel 4 with four items at a time.
+sed 's/max_concurrent: 3/max_concurrent: 1/' examples/fanout.yaml >"$WORK/fanout-1.yaml"
+sed 's/max_concurrent: 3/max_concurrent: 4/' examples/fanout.yaml >"$WORK/fanout-4.yaml"
+FAN_RUNS=$([ "$QUICK" = 1 ] && echo 3 || echo 10)
+FLOWRUN_GROQ_BASE_URL=http://127.0.0.1:$STANDIN_PORT/openai/v1 GROQ_API_KEY=bench-not-a-key \
+  TMPDIR=$PRIVTMP hyperfine -N --warmup 1 --runs "$FAN_RUNS" --export-json "$OUT/fanout.json" \
+  "$FLOWRUN run $WORK/fanout-1.yaml --max-parallel 1" \
+  "$FLOWRUN run $WORK/fanout-4.yaml --max-parallel 4" >/dev/null
+kill "$STANDIN" 2>/dev/null || true
+read -r fan1 fan4 < <("$PY" -I -S -c '
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))["results"]
+print(*("%.0f" % (statistics.median(x["times"]) * 1000) for x in r))' "$OUT/fanout.json")
+say "  fan-out of 4 LLM calls: max_parallel 1 (items one by one) $fan1 ms, max_parallel 4 (4 items at once) $fan4 ms ($(awk -v a="$fan1" -v b="$fan4" 'BEGIN { printf "%.1f", a / b }')x)"
 
 # --- 4. micro-benchmarks ------------------------------------------------------------------------
 if [ "$QUICK" = 0 ]; then

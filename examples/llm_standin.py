@@ -7,14 +7,21 @@ for trying workflows without a key or network:
         flowrun run examples/http-to-groq.json --input '{"query": "hi"}'
 
 It answers every chat request by echoing the last user message, with made-up token counts.
+A second argument makes it take that many milliseconds per answer, as a real model does
+(`python3 examples/llm_standin.py 8999 700`): handy to watch `for_each` items run side by side.
 """
 import json
 import sys
+import time
+
+DELAY_MS = 0
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
+        if DELAY_MS:
+            time.sleep(DELAY_MS / 1000.0)
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         last = next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
         text = "You asked: %s" % last
@@ -40,4 +47,5 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8999
+    DELAY_MS = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

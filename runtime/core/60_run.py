@@ -69,11 +69,13 @@ class _Run(object):
         except (TypeError, ValueError):
             self.max_parallel = 1
 
-    def node_start(self, node_id, attempt, part=None):
+    def node_start(self, node_id, attempt, part=None, items=None):
         fields = [("event", '"node_start"'), ("node", _dumps(node_id)),
                   ("attempt", str(int(attempt))), ("ts", str(_now_ms()))]
         if part is not None:
             fields.append((part[0], str(int(part[1]))))
+        if items is not None:
+            fields.append(("items", str(int(items))))
         # Raw stderr lines after this mark are this node's; with nodes running side by side
         # they are attributed line by line instead (see _NodeOutput), so the mark says none.
         mark = b"at -" if _STATE.by_thread else b"at " + _encode(node_id)

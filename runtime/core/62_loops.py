@@ -26,18 +26,21 @@ def _items_error(failed, total):
 def _run_for_each(run, node):
     nid = node["id"]
     t0 = time.perf_counter()
-    run.node_start(nid, 1)
     try:
         items = render(node.get("for_each"), run.scope)
         if not isinstance(items, list):
             raise NodeError("for_each: expected a list, got %s" % _json_type(items), "TypeError")
     except TemplateError as e:
         e.loc.append("for_each")
+        run.node_start(nid, 1)
         _loop_failed(run, node, _error_info(e), t0)
         return
     except (Exception, SystemExit) as e:
+        run.node_start(nid, 1)
         _loop_failed(run, node, _error_info(e), t0)
         return
+    # The node's own start says how many items it has (for "3/10 items" displays).
+    run.node_start(nid, 1, None, len(items))
     try:
         limit = max(1, int(node.get("max_concurrent") or 1))
     except (TypeError, ValueError):

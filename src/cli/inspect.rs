@@ -205,15 +205,63 @@ fn node_labels(definition: Option<&Value>) -> std::collections::HashMap<String, 
     out
 }
 
-fn print_node(n: &NodeRow, label: Option<&String>) {
-    let mark = match n.status.as_str() {
+fn mark(status: &str) -> &'static str {
+    match status {
         "success" => "✓",
         "pinned" | "reused" => "●",
         "skipped" => "○",
         "running" => "…",
         _ => "✗",
-    };
-    let mut head = format!("{mark} {}  {}", clean_line(&n.node_id), n.status);
+    }
+}
+
+/// The most item or iteration lines `show` prints under a node (`show --json` has them all).
+const SHOWN_PARTS: usize = 50;
+
+/// One line per item or iteration of a node, under it.
+fn print_parts(parts: &[&NodeRow]) {
+    for p in parts.iter().take(SHOWN_PARTS) {
+        let what = match p.part {
+            Some(flowrun_events::Part::Item(i)) => format!("item {i}"),
+            Some(flowrun_events::Part::Iteration(k)) => format!("iteration {k}"),
+            None => continue,
+        };
+        let mut line = format!("    {} {what}  {}", mark(p.status.as_str()), p.status);
+        if p.attempt > 1 {
+            line.push_str(&format!("  attempt {}", p.attempt));
+        }
+        if let Some(d) = p.duration_ms {
+            line.push_str(&format!("  {}", duration(d)));
+        }
+        if let Some(o) = p.output.as_ref().filter(|_| p.status.has_output()) {
+            line.push_str(&format!(
+                "  → {}",
+                clean_line(&flowrun_events::preview(o, 80))
+            ));
+        }
+        if let Some(e) = &p.error {
+            line.push_str(&format!("  {}: {}", e.kind, clean_line(&e.message)));
+        }
+        if let Some(r) = &p.reason {
+            line.push_str(&format!("  ({})", clean_line(r)));
+        }
+        println!("{line}");
+    }
+    if parts.len() > SHOWN_PARTS {
+        println!(
+            "    … {} more (show --json lists them all)",
+            parts.len() - SHOWN_PARTS
+        );
+    }
+}
+
+fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
+    let mut head = format!(
+        "{} {}  {}",
+        mark(n.status.as_str()),
+        clean_line(&n.node_id),
+        n.status
+    );
     if n.attempt > 1 {
         head.push_str(&format!("  attempt {}", n.attempt));
     }
@@ -227,6 +275,9 @@ fn print_node(n: &NodeRow, label: Option<&String>) {
         head.push_str(&format!("  (from execution {from})"));
     }
     println!("{head}");
+    if let Some(r) = &n.reason {
+        println!("    skipped: {}", clean_line(r));
+    }
     if let Some(i) = &n.input {
         println!("    input:  {}", pretty(i, "            "));
     }
@@ -245,6 +296,7 @@ fn print_node(n: &NodeRow, label: Option<&String>) {
             }
         }
     }
+    print_parts(parts);
 }
 
 pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
@@ -258,7 +310,12 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         return Ok(0);
     }
     let e = store.execution(&id)?;
-    let nodes = store.nodes(&id)?;
+    let (nodes, parts): (Vec<NodeRow>, Vec<NodeRow>) = store
+        .nodes(&id)?
+        .into_iter()
+        .partition(|n| n.part.is_none());
+    let parts_of =
+        |node: &str| -> Vec<&NodeRow> { parts.iter().filter(|p| p.node_id == node).collect() };
     let name = if e.workflow_name == e.workflow_id {
         clean_line(&e.workflow_id).into_owned()
     } else {
@@ -325,7 +382,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     let labels = node_labels(store.snapshot(&e.snapshot_hash)?.as_ref());
     for p in &planned {
         match nodes.iter().find(|n| &n.node_id == p) {
-            Some(n) => print_node(n, labels.get(p)),
+            Some(n) => print_node(n, labels.get(p), &parts_of(p)),
             None => println!(
                 "· {}  {}",
                 clean_line(p),
@@ -338,7 +395,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         }
     }
     for n in nodes.iter().filter(|n| !planned.contains(&n.node_id)) {
-        print_node(n, labels.get(&n.node_id));
+        print_node(n, labels.get(&n.node_id), &parts_of(&n.node_id));
     }
     Ok(0)
 }

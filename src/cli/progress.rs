@@ -106,8 +106,20 @@ impl TermLike for Narrower {
     }
 }
 
+/// A node the display shows as running.
+#[derive(Debug, Clone, Default)]
+struct Running {
+    attempt: u32,
+    /// `for_each`: items ended so far, of how many.
+    items: Option<(u32, u32)>,
+    /// `repeat`: the iteration running.
+    iteration: Option<u32>,
+}
+
 pub struct Terminal {
     bar: Option<ProgressBar>,
+    /// What runs now, in the order it started.
+    running: Vec<(String, Running)>,
     types: HashMap<String, String>,
     /// The nodes in plan order (from `execution_start`), for "step 2 of 5".
     order: Vec<String>,
@@ -140,6 +152,7 @@ impl Terminal {
                 bar
             }),
             types,
+            running: Vec::new(),
             order: Vec::new(),
             width,
             type_width,
@@ -165,6 +178,45 @@ impl Terminal {
 
     fn paint(&self, code: &str, s: &str) -> String {
         paint(self.color, code, s)
+    }
+}
+
+impl Terminal {
+    /// The spinner's message: the node running, with its step, or every node running side by
+    /// side.
+    fn redraw(&self) {
+        let Some(bar) = &self.bar else { return };
+        let label = |(node, r): &(String, Running)| {
+            running_label(
+                node,
+                self.types.get(node).map(String::as_str).unwrap_or(""),
+                r,
+            )
+        };
+        let msg = match self.running.as_slice() {
+            [] => return,
+            [(node, r)] => {
+                let step = self
+                    .order
+                    .iter()
+                    .position(|n| n == node)
+                    .map(|i| (i + 1, self.order.len()));
+                let ty = self.types.get(node).map(String::as_str).unwrap_or("");
+                running_message(node, ty, r, step)
+            }
+            many => format!(
+                "{} running: {}",
+                many.len(),
+                many.iter().map(label).collect::<Vec<_>>().join(" | ")
+            ),
+        };
+        // Room for the spinner and the elapsed time.
+        let msg = match self.columns() {
+            Some(c) => fit(&msg, c.saturating_sub(10)),
+            None => msg,
+        };
+        bar.set_message(msg);
+        bar.enable_steady_tick(Duration::from_millis(80));
     }
 }
 
@@ -284,12 +336,28 @@ fn fit_head(head: &str, cols: Option<usize>) -> String {
     }
 }
 
-/// The spinner's message for a running node: `fetch http_request · step 2 of 5`.
-pub fn running_message(node: &str, ty: &str, attempt: u32, step: Option<(usize, usize)>) -> String {
+/// What the spinner says of one running node: `fetch http_request (3/10 items)`.
+fn running_label(node: &str, ty: &str, r: &Running) -> String {
     let mut m = format!("{} {ty}", clean_line(node));
-    if attempt > 1 {
-        m.push_str(&format!(" (attempt {attempt})"));
+    let mut notes = Vec::new();
+    if r.attempt > 1 {
+        notes.push(format!("attempt {}", r.attempt));
     }
+    if let Some((done, total)) = r.items {
+        notes.push(format!("{done}/{total} items"));
+    }
+    if let Some(k) = r.iteration {
+        notes.push(format!("iteration {k}"));
+    }
+    if !notes.is_empty() {
+        m.push_str(&format!(" ({})", notes.join(", ")));
+    }
+    m
+}
+
+/// The spinner's message for one running node: `fetch http_request (3/10 items) · step 2 of 5`.
+fn running_message(node: &str, ty: &str, r: &Running, step: Option<(usize, usize)>) -> String {
+    let mut m = running_label(node, ty, r);
     if let Some((i, n)) = step {
         m.push_str(&format!(" · step {i} of {n}"));
     }
@@ -323,25 +391,39 @@ impl Sink for Terminal {
                     if nodes.len() == 1 { "" } else { "s" }
                 ));
             }
-            Event::NodeStart { node, attempt, .. } => {
-                let cols = self.columns();
-                if let Some(bar) = &self.bar {
-                    let ty = self.types.get(node).map(String::as_str).unwrap_or("");
-                    let step = self
-                        .order
-                        .iter()
-                        .position(|n| n == node)
-                        .map(|i| (i + 1, self.order.len()));
-                    let msg = running_message(node, ty, *attempt, step);
-                    // Room for the spinner and the elapsed time.
-                    let msg = match cols {
-                        Some(c) => fit(&msg, c.saturating_sub(10)),
-                        None => msg,
-                    };
-                    bar.reset_elapsed();
-                    bar.set_message(msg);
-                    bar.enable_steady_tick(Duration::from_millis(80));
+            Event::NodeStart {
+                node,
+                attempt,
+                item,
+                iteration,
+                items,
+                ..
+            } => {
+                match (item, iteration) {
+                    (Some(_), _) => {}
+                    (None, Some(k)) => {
+                        if let Some((_, r)) = self.running.iter_mut().find(|(n, _)| n == node) {
+                            r.iteration = Some(*k);
+                        }
+                    }
+                    (None, None) => {
+                        let r = Running {
+                            attempt: *attempt,
+                            items: items.map(|n| (0, n)),
+                            iteration: None,
+                        };
+                        match self.running.iter_mut().find(|(n, _)| n == node) {
+                            Some(slot) => slot.1 = r,
+                            None => self.running.push((node.clone(), r)),
+                        }
+                        if self.running.len() == 1 {
+                            if let Some(bar) = &self.bar {
+                                bar.reset_elapsed();
+                            }
+                        }
+                    }
                 }
+                self.redraw();
             }
             Event::NodeEnd {
                 node,
@@ -351,9 +433,36 @@ impl Sink for Terminal {
                 output_preview,
                 error,
                 retrying,
+                item,
+                iteration,
                 ..
             } => {
+                if item.is_some() || iteration.is_some() {
+                    // An item or iteration: counted on its node's spinner line, not a line of
+                    // its own (show lists them).
+                    if let (Some(_), Some((_, r))) =
+                        (item, self.running.iter_mut().find(|(n, _)| n == node))
+                    {
+                        if let Some((done, _)) = &mut r.items {
+                            *done += 1;
+                        }
+                    }
+                    self.redraw();
+                    if status.has_output() || *status == flowrun_events::NodeStatus::Skipped {
+                        return;
+                    }
+                }
+                if item.is_none() && iteration.is_none() && !retrying {
+                    self.running.retain(|(n, _)| n != node);
+                    self.redraw();
+                }
                 let ty = self.types.get(node).map(String::as_str).unwrap_or("");
+                // A failed item or iteration says which: `each[2]`, `draft#3`.
+                let node = &match (item, iteration) {
+                    (Some(i), _) => format!("{node}[{i}]"),
+                    (None, Some(k)) => format!("{node}#{k}"),
+                    _ => node.clone(),
+                };
                 let line = node_end_line(
                     &NodeEndLine {
                         node,
@@ -497,13 +606,30 @@ mod tests {
 
     #[test]
     fn the_running_message_says_which_step() {
+        let first = Running {
+            attempt: 1,
+            ..Running::default()
+        };
         assert_eq!(
-            running_message("fetch", "http_request", 1, Some((2, 5))),
+            running_message("fetch", "http_request", &first, Some((2, 5))),
             "fetch http_request · step 2 of 5"
         );
+        let third = Running {
+            attempt: 3,
+            ..Running::default()
+        };
         assert_eq!(
-            running_message("a\x1bb", "code", 3, None),
+            running_message("a\x1bb", "code", &third, None),
             "a\\x1bb code (attempt 3)"
+        );
+        let looping = Running {
+            attempt: 1,
+            items: Some((3, 10)),
+            iteration: None,
+        };
+        assert_eq!(
+            running_message("each", "llm", &looping, Some((1, 2))),
+            "each llm (3/10 items) · step 1 of 2"
         );
     }
 }

@@ -14,6 +14,7 @@ mod history;
 mod http_command_nodes;
 mod httpbin;
 mod llm_nodes;
+mod orchestration;
 mod protocol;
 mod python_env;
 mod run_core;

@@ -176,9 +176,17 @@ pub fn plan_again(
             let names: Vec<&str> = r.pins.keys().map(String::as_str).collect();
             notes.push(format!("resume: reusing {} from {id}", names.join(", ")));
         }
+        for (node, items) in &r.items {
+            let reused: Vec<String> = items.keys().map(usize::to_string).collect();
+            notes.push(format!(
+                "resume: '{node}' reuses its items {} and runs the others",
+                reused.join(", ")
+            ));
+        }
         for (node, pin) in r.pins {
             options.pins.entry(node).or_insert(pin);
         }
+        options.reused_items = r.items;
     }
     options.parent = Some((
         id.clone(),

@@ -155,6 +155,7 @@ impl Sink for Recorder {
             ts,
             item,
             iteration,
+            ..
         } = &env.event
         {
             self.pending.push(Write::NodeStarted {

@@ -53,6 +53,9 @@ fn reads_trigger(plan: &Plan, i: usize) -> bool {
 pub struct ResumePlan {
     pub pins: BTreeMap<String, Pin>,
     pub reruns: Vec<(String, Rerun)>,
+    /// For a `for_each` node that runs again because some of its items failed: the items that
+    /// succeeded, reused (only the others run).
+    pub items: BTreeMap<String, BTreeMap<usize, Pin>>,
 }
 
 /// The definition of node `id` in a workflow definition, as JSON.
@@ -82,6 +85,7 @@ pub fn plan_resume(
 ) -> ResumePlan {
     let rows: HashMap<&str, &NodeRow> = previous_rows
         .iter()
+        .filter(|r| r.part.is_none())
         .map(|r| (r.node_id.as_str(), r))
         .collect();
     let wf = &plan.workflow;
@@ -144,6 +148,41 @@ pub fn plan_resume(
             reruns.push((id.to_string(), r));
         }
     }
+    // A for_each node that failed only in some items, with nothing else changed, keeps the
+    // items that succeeded: the list they came from is the same (its upstream is reused).
+    let mut items: BTreeMap<String, BTreeMap<usize, Pin>> = BTreeMap::new();
+    for (id, why) in &reruns {
+        let Rerun::NoOutput(_) = why else { continue };
+        let Some(node) = wf.node(id) else { continue };
+        if node.for_each.is_none() {
+            continue;
+        }
+        let ok: BTreeMap<usize, Pin> = previous_rows
+            .iter()
+            .filter(|r| r.node_id == *id && r.status.has_output())
+            .filter_map(|r| match r.part {
+                Some(flowrun_events::Part::Item(i))
+                    if r.output.as_ref().is_none_or(|o| !is_truncated(o)) =>
+                {
+                    Some((
+                        i as usize,
+                        Pin::reused(
+                            r.output.clone().unwrap_or(Value::Null),
+                            Some(
+                                r.from_execution
+                                    .clone()
+                                    .unwrap_or_else(|| previous_id.to_string()),
+                            ),
+                        ),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        if !ok.is_empty() {
+            items.insert(id.clone(), ok);
+        }
+    }
     let mut reuse = BTreeMap::new();
     for &i in &plan.order {
         let id = &wf.nodes[i].id;
@@ -167,6 +206,7 @@ pub fn plan_resume(
     ResumePlan {
         pins: reuse,
         reruns,
+        items,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The JSON views of stored executions, shared by the CLI (`history --json`, `show --json`,
 //! `run --json`) and the HTTP API, so both print the same stable fields (listed in the README).
 
-use flowrun_store::{Execution, Store, StoreError};
+use flowrun_events::Part;
+use flowrun_store::{Execution, NodeRow, Store, StoreError};
 use serde_json::{Value, json};
 
 /// The JSON form of an execution summary (`history --json`, `GET /api/executions`).
@@ -25,11 +26,48 @@ pub fn summary_json(e: &Execution) -> Value {
 }
 
 /// The JSON form of an execution with its nodes (`show --json`, `run --json`,
-/// `GET /api/executions/{id}`).
+/// `GET /api/executions/{id}`). The rows of a `for_each` node's items and a `repeat` node's
+/// iterations are listed under the node, as `items` (each with its `index`) and `iterations`
+/// (each with its `iteration`).
 pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     let e = store.execution(id)?;
-    let nodes = store.nodes(id)?;
+    let rows = store.nodes(id)?;
     let mut v = serde_json::to_value(&e).expect("execution serializes");
-    v["nodes"] = serde_json::to_value(&nodes).expect("nodes serialize");
+    v["nodes"] = nodes_json(rows);
     Ok(v)
+}
+
+/// Node rows as JSON: each node's own row, with its parts nested under it.
+pub fn nodes_json(rows: Vec<NodeRow>) -> Value {
+    let mut nodes: Vec<Value> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = Default::default();
+    let (own, parts): (Vec<NodeRow>, Vec<NodeRow>) =
+        rows.into_iter().partition(|r| r.part.is_none());
+    for r in own {
+        at.insert(r.node_id.clone(), nodes.len());
+        nodes.push(serde_json::to_value(&r).expect("a node row serializes"));
+    }
+    for r in parts {
+        let Some(part) = r.part else { continue };
+        let (list, key) = match part {
+            Part::Item(_) => ("items", "index"),
+            Part::Iteration(_) => ("iterations", "iteration"),
+        };
+        let mut row = serde_json::to_value(&r).expect("a node row serializes");
+        row[key] = json!(part.number());
+        let node = match at.get(&r.node_id) {
+            Some(&i) => &mut nodes[i],
+            // An item whose node has no row yet (it is still running).
+            None => {
+                at.insert(r.node_id.clone(), nodes.len());
+                nodes.push(json!({"node_id": r.node_id, "status": "running"}));
+                nodes.last_mut().expect("just pushed")
+            }
+        };
+        match node[list].as_array_mut() {
+            Some(a) => a.push(row),
+            None => node[list] = json!([row]),
+        }
+    }
+    Value::Array(nodes)
 }

@@ -36,6 +36,9 @@ pub enum Event {
         /// The iteration of a `repeat` node this start is for (1-based).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         iteration: Option<u32>,
+        /// On the start of a `for_each` node itself: how many items it has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<u32>,
     },
     NodeEnd {
         node: String,

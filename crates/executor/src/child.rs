@@ -24,6 +24,8 @@ pub(crate) enum ChildEvent {
         item: Option<u32>,
         #[serde(default)]
         iteration: Option<u32>,
+        #[serde(default)]
+        items: Option<u32>,
     },
     NodeEnd {
         node: String,
@@ -144,6 +146,7 @@ impl State<'_> {
                 attempt,
                 item,
                 iteration,
+                items,
             } => {
                 let part = Part::from_fields(item, iteration);
                 if let Err(e) = self.ledger.start(&node, attempt, part) {
@@ -162,6 +165,7 @@ impl State<'_> {
                     ts: now_ms(),
                     item,
                     iteration,
+                    items,
                 });
             }
             ChildEvent::NodeEnd {

@@ -33,6 +33,9 @@ pub struct StartBody {
     timeout_ms: Option<u64>,
     #[serde(default)]
     mode: Option<String>,
+    /// How many independent nodes run at once (default: the workflow's `max_parallel`).
+    #[serde(default)]
+    max_parallel: Option<u32>,
 }
 
 /// `POST …/rerun` and `…/resume` body.
@@ -68,6 +71,10 @@ async fn start(
     let mut options = app.options.clone();
     options.timeout_ms = body.timeout_ms;
     options.mode = mode(body.mode)?;
+    if body.max_parallel == Some(0) {
+        return Err(ApiError::bad_request("max_parallel must be at least 1"));
+    }
+    options.max_parallel = body.max_parallel;
     let trigger = body.trigger.unwrap_or_else(|| json!({}));
     let executions = app.executions.clone();
     let (id, status) = blocking(move || {
