@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agents;
 mod codegen_script;
 mod escapes;
 mod faults;
