@@ -233,6 +233,10 @@ fn doctor_runs_a_real_agent_cli_for_its_version() {
         .clone();
     assert_eq!(gemini["path"], json!(bin.join("gemini")), "{gemini}");
     assert_eq!(gemini["version"], package["version"], "{gemini}");
+    eprintln!(
+        "doctor ran the real Gemini CLI {} for its version",
+        gemini["version"]
+    );
 }
 
 #[test]
