@@ -365,23 +365,6 @@ def _agent_priced(run, prices):
     return (round(cost, 8), "price_table") if cost is not None else (None, None)
 
 
-def _agent_env(params):
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("FLOWRUN_LIFELINE"):
-            del env[k]
-    for k in params.get("hidden_env") or ():
-        env.pop(k, None)
-    for conn in params.get("connections") or ():
-        env[conn["env"]] = connection_secret(conn)
-    for k, v in (params.get("env") or {}).items():
-        if v is None:
-            env.pop(str(k), None)
-        else:
-            env[str(k)] = to_text(v)
-    return env
-
-
 def _agent_end(proc, sig):
     """Signals the agent's whole process group (its pid: it leads a session)."""
     import signal
@@ -513,8 +496,9 @@ def node_agent(ctx, params):
     timeout_ms = ctx.timeout_ms or _AGENT_DEFAULT_TIMEOUT_MS
     started = time.monotonic()
     deadline = started + timeout_ms / 1000.0
+    env = program_env(params, params.get("hidden_env") or ())
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=_agent_env(params), close_fds=True,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, close_fds=True,
                                 stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as e:
