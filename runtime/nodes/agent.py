@@ -54,6 +54,14 @@ def _agent_line(text, n=_AGENT_SUMMARY_CHARS):
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
+def _agent_plain(text):
+    """text without terminal escape sequences (colours)."""
+    if "\x1b" not in text:
+        return text
+    import re
+    return re.sub(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|.)", "", text)
+
+
 def _agent_brief(value):
     """A tool call's arguments in a few words: the command, path or pattern
     when there is one, else the compact JSON."""
@@ -541,7 +549,7 @@ def node_agent(ctx, params):
         proc.wait()
     duration_ms = int((time.monotonic() - started) * 1000)
     code = proc.returncode
-    stderr_tail = pipes.err_tail.decode("utf-8", "replace").strip()
+    stderr_tail = _agent_plain(pipes.err_tail.decode("utf-8", "replace")).strip()
     tail = (": " + _agent_line(stderr_tail[-500:], 500)) if stderr_tail else ""
     if ended == "timeout":
         raise NodeError("%s did not finish within the node's timeout of %d ms; its process group was killed"

@@ -121,6 +121,13 @@ class Events(unittest.TestCase):
         self.assertEqual((run.text, run.turns), ("", 2))
 
 
+class Messages(unittest.TestCase):
+    def test_terminal_colours_are_taken_out_of_what_a_cli_printed(self):
+        plain = RT["_agent_plain"]
+        self.assertEqual(plain("\x1b[31mnot trusted\x1b[0m, see \x1b]8;;u\x07link"), "not trusted, see link")
+        self.assertEqual(plain("plain"), "plain")
+
+
 class Prices(unittest.TestCase):
     PRICES = {"m": [1.0, 2.0], "m-large": [10.0, 20.0, 1.0], "c": [3.0, 15.0, 0.3, 3.75]}
 

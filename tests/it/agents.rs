@@ -459,3 +459,42 @@ fn a_second_node_resumes_the_first_ones_session() {
         n.error_message()
     );
 }
+
+#[test]
+fn the_terminal_shows_the_agents_latest_action_on_the_running_node() {
+    // On a terminal (a pseudo-terminal from util-linux's `script`), the running node's spinner
+    // says what the agent did last: here its session started, then it thinks for 2 s.
+    let w = World::new();
+    let wf = workflow(vec![agent(
+        "plan",
+        "claude_code",
+        json!({"env": {"STANDIN_SCENARIO": "slow", "STANDIN_SLEEP": "2"}}),
+    )]);
+    let file = w.write_workflow("wf.json", &wf);
+    let quote =
+        |p: &std::path::Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let line = format!(
+        "{} run {} --input '{{}}'",
+        quote(std::path::Path::new(env!("CARGO_BIN_EXE_flowrun"))),
+        quote(&file)
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(w.dir.path())
+        .env("PATH", crate::support::agents::path_with_standins())
+        .env("HOME", w.home())
+        .env("FLOWRUN_DB", w.db_path())
+        .env("FLOWRUN_CACHE_DIR", w.cache_dir())
+        .env("TMPDIR", w.tmp_dir())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux `script` runs (apt-get install util-linux)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("plan agent · session "),
+        "the spinner does not show the agent's action:\n{screen}"
+    );
+    assert!(!screen.contains("\"subtype\":\"init\""), "{screen}");
+}
