@@ -54,6 +54,8 @@
 #   register_source(filename, source)    source lines for tracebacks (code)
 #   http_call, HttpResponse, connection_secret, retry_after_ms
 #                                        HTTP and secrets (70_http.py)
+#   program_env(params, hidden=())       the environment of a program a node
+#                                        runs, with its connections and env
 #   _dumps(v), _quote(s), _json_type(v)  compact JSON, a JSON string literal,
 #                                        "a string"/"an object"/... for messages
 #

@@ -86,6 +86,23 @@ def connection_secret(conn):
     return value
 
 
+def program_env(params, hidden=()):
+    """The environment of a program a node runs (command, agent): ours without the variables
+    in `hidden` and flowrun's own protocol ones, plus the node's connections
+    (params["connections"]: [{"name", "env"}]) and its `env` (a None value removes one)."""
+    env = dict(os.environ)
+    for k in [k for k in env if k.startswith("FLOWRUN_LIFELINE") or k in hidden]:
+        del env[k]
+    for conn in params.get("connections") or ():
+        env[conn["env"]] = connection_secret(conn)
+    for k, v in (params.get("env") or {}).items():
+        if v is None:
+            env.pop(str(k), None)
+        else:
+            env[str(k)] = to_text(v)
+    return env
+
+
 def _http_requote(text):
     """Quotes what must be quoted in a URL part the way requests' requote_uri
     does: spaces become %20, non-ASCII its UTF-8 bytes, escapes of unreserved

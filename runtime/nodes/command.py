@@ -120,17 +120,7 @@ def node_command(ctx, params):
         args = [to_text(a) for a in params.get("argv") or []]
         if not args:
             raise NodeError("command: argv is empty", "ValueError")
-    env = dict(os.environ)
-    for conn in params.get("connections") or []:
-        env[conn["env"]] = connection_secret(conn)
-    for k, v in (params.get("env") or {}).items():
-        if v is None:
-            env.pop(str(k), None)
-        else:
-            env[str(k)] = to_text(v)
-    # Our own protocol variables are not the program's business.
-    for k in [k for k in env if k.startswith("FLOWRUN_LIFELINE")]:
-        env.pop(k, None)
+    env = program_env(params)
     stdin = params.get("stdin")
     stdin_bytes = None if stdin is None else (stdin if isinstance(stdin, str) else to_text(stdin)).encode("utf-8")
     cwd = params.get("cwd")

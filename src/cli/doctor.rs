@@ -107,6 +107,8 @@ pub fn doctor(
         workflows.push(w);
     }
     report["workflows"] = json!(workflows);
+    let (agents, agent_lines) = agent_clis();
+    report["agents"] = agents;
     if as_json {
         println!("{}", super::text::json_pretty(&report));
     } else {
@@ -186,6 +188,7 @@ pub fn doctor(
                 }
             }
         }
+        agent_lines.iter().for_each(|l| println!("{l}"));
     }
     Ok(if invalid {
         exit::USAGE
@@ -203,4 +206,33 @@ fn mark(w: &Value) -> &'static str {
     } else {
         "✓"
     }
+}
+
+/// The agent CLIs that `agent` nodes run, as found on PATH: JSON entries (`agent`, `command`,
+/// `path`, `version` or `error`, `npm_package`) and one line each. A CLI that is not installed
+/// is not a problem here; a run that needs it says so before it starts.
+fn agent_clis() -> (Value, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut lines = Vec::new();
+    for a in flowrun_app::agents::installed() {
+        let mut e = json!({ "agent": a.agent, "name": a.name, "command": a.command,
+                            "path": a.path, "npm_package": a.npm_package });
+        let line = match (&a.path, &a.version) {
+            (Some(p), Ok(v)) => {
+                e["version"] = json!(v);
+                format!("agent     ✓ {}: {} ({}), {v}", a.agent, p.display(), a.name)
+            }
+            (Some(p), Err(err)) => {
+                e["error"] = json!(err);
+                format!("agent     ✗ {}: {}: {err}", a.agent, p.display())
+            }
+            (None, _) => format!(
+                "agent     - {}: `{}` not found on PATH (install {}: npm install -g {})",
+                a.agent, a.command, a.name, a.npm_package
+            ),
+        };
+        entries.push(e);
+        lines.push(line);
+    }
+    (Value::Array(entries), lines)
 }

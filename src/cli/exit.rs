@@ -59,6 +59,12 @@ pub fn run_error(e: RunError) -> Exit {
                 pip_install_command(&list)
             ),
         ),
+        RunError::MissingAgents(_) => Exit::new(
+            ENVIRONMENT,
+            format!(
+                "{message}\nflowrun looks on the PATH the workflow runs with: yours, or the one given with --env PATH=…"
+            ),
+        ),
         RunError::Python(_) | RunError::Environment(_) | RunError::Store(_) => {
             Exit::new(ENVIRONMENT, message)
         }
@@ -121,6 +127,25 @@ mod tests {
             e.message
                 .starts_with("--pin: the workflow has no node 'nope'")
                 && e.message.contains("a, b")
+        );
+        let e = run_error(RunError::MissingAgents(vec![
+            flowrun_app::agents::MissingAgent {
+                agent: "claude_code".into(),
+                name: "Claude Code".into(),
+                command: "claude".into(),
+                npm_package: "@anthropic-ai/claude-code".into(),
+                nodes: vec!["plan".into(), "build".into()],
+            },
+        ]));
+        assert_eq!(e.code, ENVIRONMENT);
+        assert!(
+            e.message
+                .contains("claude (Claude Code, for nodes 'plan', 'build')")
+                && e.message
+                    .contains("npm install -g @anthropic-ai/claude-code")
+                && e.message.contains("--env PATH="),
+            "{}",
+            e.message
         );
         let e = again_error(AgainError::Store(StoreError::NotFound("x".into())));
         assert_eq!(e.code, USAGE);

@@ -237,6 +237,29 @@ fn paint(color: bool, code: &str, s: &str) -> String {
     }
 }
 
+impl Terminal {
+    /// An `agent` node's log line: its summaries (what the agent just did) become the running
+    /// node's spinner text as well as a line; the raw event JSON (level `debug`) is left to
+    /// `flowrun logs`. Returns whether the line is not to be printed.
+    fn agent_action(&self, node: Option<&str>, level: Option<&str>, line: &str) -> bool {
+        let Some(node) = node.filter(|n| self.types.get(*n).is_some_and(|t| t == "agent")) else {
+            return false;
+        };
+        if level == Some("debug") {
+            return true;
+        }
+        if let Some(bar) = &self.bar {
+            let action: String = if line.chars().count() > 60 {
+                line.chars().take(59).chain(std::iter::once('…')).collect()
+            } else {
+                line.to_string()
+            };
+            bar.set_message(format!("{node} agent · {action}"));
+        }
+        false
+    }
+}
+
 /// `1.2 ms`, `340 ms`, `2.41 s`, `3 m 05 s`.
 pub fn duration(ms: f64) -> String {
     if ms < 10.0 {
@@ -481,8 +504,15 @@ impl Sink for Terminal {
                 self.line(&line);
             }
             Event::Log {
-                node, stream, line, ..
+                node,
+                stream,
+                line,
+                level,
+                ..
             } => {
+                if self.agent_action(node.as_deref(), level.as_deref(), line) {
+                    return;
+                }
                 let who = clean_line(node.as_deref().unwrap_or("-"));
                 let bar = if *stream == Stream::Stderr {
                     "┃"

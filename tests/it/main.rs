@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agents;
 mod cli_display;
 mod cli_inspect;
 mod cli_run;

@@ -2,7 +2,7 @@
 //!
 //! One execution end to end ([`runner`]: validate, render, find Python, record, execute,
 //! finish), the sink that records it ([`recorder`]), stopping, killing and recovering
-//! executions ([`control`]), what a resume may reuse ([`resume`]), a queue of concurrent
+//! executions ([`control`]), the agent CLIs that `agent` nodes run ([`agents`]), what a resume may reuse ([`resume`]), a queue of concurrent
 //! executions with live event buffers ([`queue`]), the Python environment ([`python`],
 //! [`requirements`]), trigger inputs ([`inputs`]) and where files live ([`paths`]).
 //!
@@ -10,6 +10,7 @@
 //! own users.
 
 pub mod again;
+pub mod agents;
 pub mod control;
 pub mod inputs;
 pub mod paths;

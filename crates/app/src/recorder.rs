@@ -5,23 +5,25 @@
 //! still loses nothing that was flushed.
 
 use crate::SharedStore;
+use flowrun_codegen::model::NodeKind;
 use flowrun_events::{Envelope, Event};
 use flowrun_executor::process::ProcessInfo;
 use flowrun_executor::{NodeDetail, Sink};
 use flowrun_store::{NodeRow, ProcessRow, Usage, Write};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 
 pub struct Recorder {
     store: SharedStore,
     execution_id: String,
     positions: HashMap<String, i64>,
     pending: Vec<Write>,
-    /// Nodes whose outputs carry `usage` and `cost_usd` (LLM nodes).
-    metered: std::collections::HashSet<String>,
+    /// Nodes whose outputs carry `usage` and `cost_usd` (LLM and agent nodes).
+    metered: HashSet<String>,
     /// Nodes with `for_each` or `repeat`.
-    looping: std::collections::HashSet<String>,
+    looping: HashSet<String>,
     usage: Usage,
-    /// An LLM node succeeded without a known cost: the total cost is unknown too (a sum of
+    /// A metered node succeeded without a known cost: the total cost is unknown too (a sum of
     /// the known ones would be an undercount passed off as the total).
     cost_unknown: bool,
     /// The first store error: recording goes on as far as it can, and the run reports it.
@@ -33,15 +35,40 @@ pub struct Recorder {
 
 const BATCH: usize = 512;
 
+/// The nodes whose token usage and cost count in the execution's totals: `llm` and `agent`
+/// nodes, whose outputs carry `usage` and `cost_usd`.
+pub fn metered(workflow: &flowrun_codegen::Workflow) -> HashSet<String> {
+    workflow
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::Llm(_) | NodeKind::Agent(_)))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// The tokens a metered node's output counts for: `(input, output)`. Input counts every token
+/// the model read: an agent's `input_tokens` (not cached) plus its `cache_read_tokens` and
+/// `cache_write_tokens`; an LLM node has only `input_tokens`.
+fn tokens(out: &Value) -> (Option<i64>, Option<i64>) {
+    let usage = out.get("usage");
+    let tok = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_i64);
+    let input = ["input_tokens", "cache_read_tokens", "cache_write_tokens"]
+        .iter()
+        .filter_map(|k| tok(k))
+        .reduce(|a, b| a + b);
+    (input, tok("output_tokens"))
+}
+
 impl Recorder {
-    /// `metered`: the LLM nodes, whose token usage and cost are summed; `looping`: the nodes
-    /// with `for_each` or `repeat`, whose calls are their items or iterations.
+    /// `metered`: the LLM and agent nodes ([`metered`]), whose token usage and cost are summed;
+    /// `looping`: the nodes with `for_each` or `repeat`, whose calls are their items or
+    /// iterations.
     pub fn new(
         store: SharedStore,
         execution_id: &str,
         nodes: &[String],
-        metered: std::collections::HashSet<String>,
-        looping: std::collections::HashSet<String>,
+        metered: HashSet<String>,
+        looping: HashSet<String>,
     ) -> Recorder {
         Recorder {
             metered,
@@ -61,7 +88,7 @@ impl Recorder {
         }
     }
 
-    /// Tokens and cost of the LLM nodes that succeeded so far.
+    /// Tokens and cost of the LLM and agent nodes that succeeded so far.
     pub fn usage(&self) -> Usage {
         let mut u = self.usage;
         if self.cost_unknown {
@@ -114,18 +141,14 @@ impl Sink for Recorder {
             && d.status == flowrun_events::NodeStatus::Success
         {
             if let Some(out) = &d.output {
-                let tok = |k: &str| {
-                    out.get("usage")
-                        .and_then(|u| u.get(k))
-                        .and_then(serde_json::Value::as_i64)
-                };
                 let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
                     (None, None) => None,
                     (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
                 };
-                self.usage.input_tokens = add(self.usage.input_tokens, tok("input_tokens"));
-                self.usage.output_tokens = add(self.usage.output_tokens, tok("output_tokens"));
-                match out.get("cost_usd").and_then(serde_json::Value::as_f64) {
+                let (input, output) = tokens(out);
+                self.usage.input_tokens = add(self.usage.input_tokens, input);
+                self.usage.output_tokens = add(self.usage.output_tokens, output);
+                match out.get("cost_usd").and_then(Value::as_f64) {
                     Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
                     None => self.cost_unknown = true,
                 }
@@ -194,5 +217,36 @@ impl Sink for Recorder {
 
     fn flush(&mut self) {
         self.write_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn agent_tokens_count_every_input_token_once() {
+        let agent = json!({"usage": {"input_tokens": 10, "output_tokens": 5,
+                                     "cache_read_tokens": 100, "cache_write_tokens": 7}});
+        assert_eq!(tokens(&agent), (Some(117), Some(5)));
+        let llm = json!({"usage": {"input_tokens": 9, "output_tokens": 6}});
+        assert_eq!(tokens(&llm), (Some(9), Some(6)));
+        let unknown = json!({"usage": {"input_tokens": null, "output_tokens": null}});
+        assert_eq!(tokens(&unknown), (None, None));
+        assert_eq!(tokens(&json!("text")), (None, None));
+    }
+
+    #[test]
+    fn llm_and_agent_nodes_are_metered() {
+        let wf = json!({"id": "w", "nodes": [
+            {"id": "a", "type": "agent", "agent": "codex", "prompt": "p"},
+            {"id": "l", "type": "llm", "provider": "groq", "model": "m", "connection": "c",
+             "prompt": "p"},
+            {"id": "c", "type": "command", "argv": ["true"]}],
+            "connections": {"c": {"env": "C_KEY"}}});
+        let source = flowrun_codegen::source::from_value(wf, "<test>").unwrap();
+        let m = metered(&source.workflow);
+        assert_eq!(m, HashSet::from(["a".to_string(), "l".to_string()]));
     }
 }

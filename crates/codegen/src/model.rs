@@ -175,7 +175,8 @@ impl NodeKind {
                 .collect(),
             NodeKind::Llm(n) => vec![(n.connection.as_str(), "connection".to_string())],
             NodeKind::Command(CommandNode { connections, .. })
-            | NodeKind::Code(CodeNode { connections, .. }) => connections
+            | NodeKind::Code(CodeNode { connections, .. })
+            | NodeKind::Agent(AgentNode { connections, .. }) => connections
                 .iter()
                 .enumerate()
                 .map(|(i, c)| (c.as_str(), format!("connections[{i}]")))
@@ -399,6 +400,98 @@ pub struct CommandNode {
     /// Connections whose variables the program gets in its environment.
     #[serde(default)]
     pub connections: Vec<String>,
+}
+
+/// A coding-agent CLI an `agent` node can drive: its `agent:` name, what it is called, the
+/// executable it runs by default (found on `PATH`), the npm package that installs it, and the
+/// price-table provider of its models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentCli {
+    pub agent: &'static str,
+    pub name: &'static str,
+    pub command: &'static str,
+    pub npm_package: &'static str,
+    pub(crate) provider: &'static str,
+}
+
+/// Every agent CLI, in the order the docs list them.
+pub const AGENT_CLIS: &[AgentCli] = &[
+    AgentCli {
+        agent: "claude_code",
+        name: "Claude Code",
+        command: "claude",
+        npm_package: "@anthropic-ai/claude-code",
+        provider: "anthropic",
+    },
+    AgentCli {
+        agent: "codex",
+        name: "Codex CLI",
+        command: "codex",
+        npm_package: "@openai/codex",
+        provider: "openai",
+    },
+    AgentCli {
+        agent: "gemini",
+        name: "Gemini CLI",
+        command: "gemini",
+        npm_package: "@google/gemini-cli",
+        provider: "google",
+    },
+];
+
+/// The agent CLI called `agent` (`claude_code`, `codex`, `gemini`).
+pub fn agent_cli(agent: &str) -> Option<&'static AgentCli> {
+    AGENT_CLIS.iter().find(|a| a.agent == agent)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentNode {
+    /// `claude_code`, `codex` or `gemini`.
+    pub agent: String,
+    /// What the agent is asked to do (templated).
+    pub prompt: String,
+    /// The directory the agent works in (templated).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// The model, as the CLI spells it (templated); the CLI's default when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Claude Code's `--max-turns`.
+    #[serde(default)]
+    pub max_turns: Option<u64>,
+    /// Passed as the CLI spells it: Claude's `--permission-mode`, Codex's `--sandbox`,
+    /// Gemini's `--approval-mode`.
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// Claude's `--allowedTools`, Gemini's `--allowed-tools`.
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// A session to continue (templated), e.g. `{{ nodes.plan.output.session_id }}`.
+    #[serde(default)]
+    pub resume_session: Option<String>,
+    /// The executable: a name found on `PATH` or a path; the agent's default when absent.
+    /// Not templated: it is checked before anything runs.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Extra arguments (each templated), after flowrun's own.
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Map<String, Value>,
+    /// Connections whose variables the agent gets in its environment (and no others).
+    #[serde(default)]
+    pub connections: Vec<String>,
+}
+
+impl AgentNode {
+    /// The executable the node runs: its `command`, else its CLI's default.
+    pub fn executable(&self) -> &str {
+        match &self.command {
+            Some(c) => c,
+            None => agent_cli(&self.agent).map(|a| a.command).unwrap_or(""),
+        }
+    }
 }
 
 impl Workflow {

@@ -116,6 +116,7 @@ node_types! {
     Command(CommandNode) = "command", times_own_call: true;
     Condition(ConditionNode) = "condition", times_own_call: false;
     Delay(DelayNode) = "delay", times_own_call: false;
+    Agent(AgentNode) = "agent", times_own_call: true;
 }
 
 impl NodeType {
@@ -158,6 +159,7 @@ mod tests {
             NodeType::Command => json!({"argv": ["true"]}),
             NodeType::Condition => json!({"if": "{{ trigger.ok }}"}),
             NodeType::Delay => json!({"ms": 1}),
+            NodeType::Agent => json!({"agent": "claude_code", "prompt": "hi"}),
         };
         let mut node = json!({"id": "n", "type": t.name()});
         node.as_object_mut()
@@ -205,7 +207,7 @@ mod tests {
         assert_eq!(NodeType::from_name("Set"), None);
         assert_eq!(
             NodeType::names(),
-            "trigger, set, template, code, http_request, llm, command, condition, delay"
+            "trigger, set, template, code, http_request, llm, command, condition, delay, agent"
         );
     }
 
@@ -216,7 +218,7 @@ mod tests {
             .filter(|t| t.times_own_call())
             .map(|t| t.name())
             .collect();
-        assert_eq!(timed, ["http_request", "llm", "command"]);
+        assert_eq!(timed, ["http_request", "llm", "command", "agent"]);
     }
 
     #[test]

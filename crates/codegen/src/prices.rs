@@ -35,6 +35,13 @@ pub(crate) fn lookup(provider: &str, model: &str) -> Option<Price> {
     })
 }
 
+/// Every model listed for `provider`, as the table has it (`model: [input, output,
+/// cache_read?, cache_write?]`), for agent nodes: the model an agent CLI uses is known only when
+/// it runs, so its node gets the whole section and looks the model up then.
+pub(crate) fn models(provider: &str) -> Option<&'static serde_json::Map<String, Value>> {
+    table().get(provider)?.as_object()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +68,29 @@ mod tests {
             0.15
         );
         assert!(lookup("groq", "no-such-model").is_none());
+        // Cache prices after the first two numbers leave `lookup` as it was.
+        assert_eq!(
+            lookup("anthropic", "claude-sonnet-4-5-20250929")
+                .unwrap()
+                .input_per_mtok,
+            3.0
+        );
         assert!(lookup("openai_compatible", "anything").is_none());
+    }
+
+    #[test]
+    fn every_agent_provider_has_a_section_of_number_lists() {
+        for cli in crate::model::AGENT_CLIS {
+            let models = models(cli.provider).unwrap_or_else(|| panic!("{}", cli.provider));
+            assert!(!models.is_empty());
+            for (name, entry) in models {
+                let nums = entry.as_array().unwrap();
+                assert!(
+                    (2..=4).contains(&nums.len()) && nums.iter().all(|n| n.as_f64().is_some()),
+                    "{}: {name}: {entry}",
+                    cli.provider
+                );
+            }
+        }
     }
 }

@@ -6,10 +6,11 @@
 //! interpreter and package-index settings and any `FLOWRUN_*` variable set in the developer's
 //! shell are removed (see [`SCRUBBED`]), so nothing leaks into a test.
 //!
-//! What only one suite needs stays in its own module beside this one (`faults`, `httpbin`, `llm_server`, `serve`).
+//! What only one suite needs stays in its own module beside this one (`agents`, `faults`, `httpbin`, `llm_server`, `serve`).
 
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod faults;
 pub mod httpbin;
 pub mod llm_server;

@@ -2,6 +2,7 @@
 //! with its flags and exit codes, the HTTP API with statuses and fields); the messages here name
 //! no flag and no endpoint.
 
+use crate::agents::MissingAgent;
 use crate::inputs::InputError;
 use crate::python::PythonError;
 use crate::requirements::Missing;
@@ -27,6 +28,10 @@ pub enum RunError {
     Unbound(Vec<Unbound>),
     #[error("{}", missing_message(.0))]
     MissingPackages(Vec<Missing>),
+    /// Agent CLIs that `agent` nodes run and that are not installed (or not where the nodes
+    /// say): nothing was spawned.
+    #[error("{}", missing_agents_message(.0))]
+    MissingAgents(Vec<MissingAgent>),
     #[error("cannot record the execution: {0}")]
     Store(#[from] StoreError),
 }
@@ -67,6 +72,35 @@ fn missing_message(list: &[Missing]) -> String {
     };
     for m in list {
         s.push_str(&format!("\n  {} ({})", m.requirement, m.reason));
+    }
+    s
+}
+
+/// One message naming each missing agent CLI, the nodes that need it and how to install it.
+fn missing_agents_message(list: &[MissingAgent]) -> String {
+    let mut s = if list.len() == 1 {
+        "an agent CLI that the workflow runs is not installed:".to_string()
+    } else {
+        format!(
+            "{} agent CLIs that the workflow runs are not installed:",
+            list.len()
+        )
+    };
+    for m in list {
+        let nodes: Vec<String> = m.nodes.iter().map(|n| format!("'{n}'")).collect();
+        let place = if m.command.contains('/') {
+            "no executable file there"
+        } else {
+            "not found on PATH"
+        };
+        s.push_str(&format!(
+            "\n  {} ({}, for node{} {}): {place}; install it with `npm install -g {}`, or give the node's `command` the path of the executable",
+            m.command,
+            m.name,
+            if m.nodes.len() == 1 { "" } else { "s" },
+            nodes.join(", "),
+            m.npm_package
+        ));
     }
     s
 }

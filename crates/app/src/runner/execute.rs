@@ -5,7 +5,6 @@ use super::launch::spec;
 use super::prepare::Prepared;
 use crate::SharedStore;
 use crate::recorder::Recorder;
-use flowrun_codegen::model::NodeKind;
 use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, now_ms};
 use flowrun_executor::{Fanout, Outcome, Sink, StopReason};
 use flowrun_store::{Finish, NewExecution};
@@ -67,14 +66,7 @@ pub async fn run(
     stop: watch::Receiver<Option<StopReason>>,
 ) -> Finished {
     let spec = spec(p, execution_id);
-    let metered = p
-        .plan
-        .workflow
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.kind, NodeKind::Llm(_)))
-        .map(|n| n.id.clone())
-        .collect();
+    let metered = crate::recorder::metered(&p.plan.workflow);
     let mut recorder = Recorder::new(
         store.clone(),
         execution_id,

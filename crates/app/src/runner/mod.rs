@@ -19,5 +19,5 @@ pub use error::{RunError, Unbound, pip_install_command};
 pub use execute::{Finished, record_start, run};
 pub use launch::{new_execution_id, spec};
 pub use options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS, RunOptions};
-pub use prepare::{Prepared, bind_connections, prepare};
+pub use prepare::{Prepared, bind_connections, missing_agents, prepare};
 pub use trigger::Trigger;

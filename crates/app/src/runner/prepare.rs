@@ -1,9 +1,10 @@
 //! Everything that can fail before anything is spawned fails here: validation, pins, trigger
-//! input, connections, the interpreter and its packages, writing the script.
+//! input, connections, the agent CLIs, the interpreter and its packages, writing the script.
 
 use super::error::{RunError, Unbound};
 use super::options::RunOptions;
 use super::trigger::{self, Trigger};
+use crate::agents::{self, MissingAgent};
 use crate::python::{self, Interpreter};
 use crate::{paths, requirements};
 use flowrun_codegen::{Plan, RenderOptions, Source};
@@ -88,6 +89,31 @@ pub fn bind_connections(
     }
 }
 
+/// The agent CLIs that nodes which will run need and that are not there. They are looked for
+/// as the child will look: names on the `PATH` it gets (an `--env` value, else flowrun's own),
+/// paths relative to the directory it runs in.
+pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<MissingAgent> {
+    let path = options
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let cwd = options
+        .cwd
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    agents::missing(
+        plan,
+        |node| options.pins.contains_key(node),
+        Some(&path),
+        &cwd,
+    )
+}
+
 /// Validates the workflow and its input; everything that can fail before spawning fails here.
 pub fn prepare(
     source: &Source,
@@ -105,6 +131,10 @@ pub fn prepare(
     }
     let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
+    let missing = missing_agents(&plan, &options);
+    if !missing.is_empty() {
+        return Err(RunError::MissingAgents(missing));
+    }
     // Redact every declared connection whose value is known, used by a node or not: with
     // --inherit-env the child sees them all.
     let mut known: Vec<(String, String)> = secrets.clone();

@@ -134,6 +134,25 @@ pub fn run_error(e: RunError) -> ApiError {
             );
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "missing_packages", message)
         }
+        RunError::MissingAgents(list) => {
+            let missing: Vec<Value> = list
+                .iter()
+                .map(|m| {
+                    json!({"agent": m.agent, "command": m.command, "nodes": m.nodes,
+                           "npm_package": m.npm_package})
+                })
+                .collect();
+            let message = format!(
+                "{message}\ninstall {} on the server's machine, on the PATH that `flowrun serve` runs with (a running server keeps the PATH it started with)",
+                if list.len() == 1 { "it" } else { "them" }
+            );
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent_cli_missing",
+                message,
+            )
+            .with("missing", Value::Array(missing))
+        }
         RunError::Environment(_) | RunError::Store(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "environment", message)
         }
@@ -215,6 +234,25 @@ mod tests {
             nodes: vec!["a".into()],
         });
         assert_eq!(pin.status, StatusCode::BAD_REQUEST);
+        let agents = run_error(RunError::MissingAgents(vec![
+            flowrun_app::agents::MissingAgent {
+                agent: "codex".into(),
+                name: "Codex CLI".into(),
+                command: "codex".into(),
+                npm_package: "@openai/codex".into(),
+                nodes: vec!["fix".into()],
+            },
+        ]));
+        assert_eq!(agents.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(agents.body["error"], "agent_cli_missing");
+        assert_eq!(agents.body["missing"][0]["npm_package"], "@openai/codex");
+        let text = agents.body["message"].as_str().unwrap();
+        assert!(
+            text.contains("codex")
+                && text.contains("npm install -g @openai/codex")
+                && !text.contains("--env"),
+            "{text}"
+        );
         let env = run_error(RunError::Environment("disk full".into()));
         assert_eq!(env.status, StatusCode::INTERNAL_SERVER_ERROR);
     }

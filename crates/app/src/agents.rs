@@ -1,0 +1,190 @@
+//! The coding-agent CLIs that `agent` nodes run: finding each one before a run starts (a missing
+//! CLI fails the run before anything is spawned, like an unbound connection) and asking the
+//! installed ones for their version (`doctor`).
+
+use flowrun_codegen::Plan;
+use flowrun_codegen::model::{AGENT_CLIS, NodeKind, agent_cli};
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An agent CLI that nodes need and that is not there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingAgent {
+    /// `claude_code`, `codex`, `gemini`.
+    pub agent: String,
+    /// What the CLI is called (`Claude Code`).
+    pub name: String,
+    /// The executable the nodes name (their `command`, else the CLI's default).
+    pub command: String,
+    /// The npm package that installs the CLI.
+    pub npm_package: String,
+    /// The nodes that run it.
+    pub nodes: Vec<String>,
+}
+
+/// The executable `command` names: a name looked up on `path`, or a path (relative to `cwd`)
+/// to an executable file. `None` when there is none.
+pub fn find(command: &str, path: Option<&OsStr>, cwd: &Path) -> Option<PathBuf> {
+    which::which_in(command, path, cwd).ok()
+}
+
+/// Every agent CLI that a node which will run (not pinned, not in `pins`) needs and that is
+/// not found on `path` (relative paths from `cwd`), one entry per executable.
+pub fn missing(
+    plan: &Plan,
+    pinned: impl Fn(&str) -> bool,
+    path: Option<&OsStr>,
+    cwd: &Path,
+) -> Vec<MissingAgent> {
+    let mut missing: BTreeMap<(String, String), MissingAgent> = BTreeMap::new();
+    for node in &plan.workflow.nodes {
+        let NodeKind::Agent(a) = &node.kind else {
+            continue;
+        };
+        if node.pinned.is_some() || pinned(&node.id) {
+            continue;
+        }
+        let Some(cli) = agent_cli(&a.agent) else {
+            continue;
+        };
+        let command = a.executable();
+        if find(command, path, cwd).is_some() {
+            continue;
+        }
+        missing
+            .entry((a.agent.clone(), command.to_string()))
+            .or_insert_with(|| MissingAgent {
+                agent: cli.agent.to_string(),
+                name: cli.name.to_string(),
+                command: command.to_string(),
+                npm_package: cli.npm_package.to_string(),
+                nodes: Vec::new(),
+            })
+            .nodes
+            .push(node.id.clone());
+    }
+    missing.into_values().collect()
+}
+
+/// What `doctor` reports of one agent CLI: where its default executable is on this process's
+/// `PATH`, and the version it prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub agent: &'static str,
+    pub name: &'static str,
+    pub command: &'static str,
+    pub npm_package: &'static str,
+    pub path: Option<PathBuf>,
+    /// The first line `--version` printed, or why there is none.
+    pub version: Result<String, String>,
+}
+
+/// Each agent CLI, found on this process's `PATH` or not, with its version.
+pub fn installed() -> Vec<Installed> {
+    let path: Option<OsString> = std::env::var_os("PATH");
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    AGENT_CLIS
+        .iter()
+        .map(|cli| {
+            let path = find(cli.command, path.as_deref(), &cwd);
+            let version = match &path {
+                Some(p) => version(p, Duration::from_secs(20)),
+                None => Err("not found on PATH".into()),
+            };
+            Installed {
+                agent: cli.agent,
+                name: cli.name,
+                command: cli.command,
+                npm_package: cli.npm_package,
+                path,
+                version,
+            }
+        })
+        .collect()
+}
+
+/// The first non-empty line `exe --version` prints, within `timeout` (a CLI that hangs is
+/// killed and reported).
+pub fn version(exe: &Path, timeout: Duration) -> Result<String, String> {
+    let mut child = Command::new(exe)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`--version` did not answer within {} s",
+                    timeout.as_secs()
+                ));
+            }
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    let first = |t: &str| {
+        t.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+    };
+    match (status.success(), first(&out)) {
+        (true, Some(line)) => Ok(line),
+        (true, None) => Err("`--version` printed nothing".into()),
+        (false, _) => Err(format!(
+            "`--version` failed ({status}){}",
+            first(&err).map(|l| format!(": {l}")).unwrap_or_default()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_names_on_the_path_and_relative_paths_from_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let exe = bin.join("fake-agent");
+        std::fs::write(&exe, "#!/bin/sh\necho '1.2.3 (Fake)'\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([&bin]).unwrap();
+        assert_eq!(
+            find("fake-agent", Some(&path), dir.path()).as_deref(),
+            Some(exe.as_path())
+        );
+        assert!(find("fake-agent", Some(OsStr::new("/nonexistent")), dir.path()).is_none());
+        assert!(find("./bin/fake-agent", None, dir.path()).is_some());
+        assert!(find("./bin/nope", None, dir.path()).is_none());
+        assert_eq!(
+            version(&exe, Duration::from_secs(10)).as_deref(),
+            Ok("1.2.3 (Fake)")
+        );
+        let slow = bin.join("slow-agent");
+        std::fs::write(&slow, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = version(&slow, Duration::from_millis(300)).unwrap_err();
+        assert!(e.contains("did not answer"), "{e}");
+    }
+}
