@@ -183,7 +183,7 @@ fn node_labels(definition: Option<&Value>) -> std::collections::HashMap<String, 
 fn print_node(n: &NodeRow, label: Option<&String>) {
     let mark = match n.status.as_str() {
         "success" => "✓",
-        "pinned" | "reused" => "●",
+        "pinned" | "reused" | "mocked" => "●",
         "skipped" => "○",
         "running" => "…",
         _ => "✗",

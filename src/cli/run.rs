@@ -194,6 +194,7 @@ fn options(args: &ExecArgs) -> Result<RunOptions, Exit> {
         parent: None,
         cwd: None,
         install_deps: args.install_deps,
+        ..RunOptions::default()
     })
 }
 

@@ -101,7 +101,9 @@ impl Sink for Recorder {
     }
 
     fn node_detail(&mut self, d: &NodeDetail) {
-        if self.metered.contains(&d.node) && d.status == flowrun_events::NodeStatus::Success {
+        use flowrun_events::NodeStatus;
+        let mocked = d.status == NodeStatus::Mocked;
+        if self.metered.contains(&d.node) && (d.status == NodeStatus::Success || mocked) {
             if let Some(out) = &d.output {
                 let tok = |k: &str| {
                     out.get("usage")
@@ -116,6 +118,10 @@ impl Sink for Recorder {
                 self.usage.output_tokens = add(self.usage.output_tokens, tok("output_tokens"));
                 match out.get("cost_usd").and_then(serde_json::Value::as_f64) {
                     Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
+                    // A mocked call made no request: it costs what its mock says, else nothing.
+                    None if mocked => {
+                        self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0))
+                    }
                     None => self.cost_unknown = true,
                 }
             }

@@ -48,12 +48,16 @@ pub(crate) struct Ledger {
     nodes: HashMap<String, NodeState>,
     /// Nodes with `on_error: continue`: their failure does not fail the execution.
     continue_on_error: HashSet<String>,
+    /// Nodes a workflow test mocked: only they end `mocked`, and they never end `success`
+    /// (their handler does not run).
+    mocked: HashSet<String>,
 }
 
 impl Ledger {
     pub(crate) fn new<'a>(
         plan: impl IntoIterator<Item = &'a String>,
         continue_on_error: &HashSet<String>,
+        mocked: &HashSet<String>,
     ) -> Ledger {
         Ledger {
             nodes: plan
@@ -61,6 +65,7 @@ impl Ledger {
                 .map(|n| (n.clone(), NodeState::default()))
                 .collect(),
             continue_on_error: continue_on_error.clone(),
+            mocked: mocked.clone(),
         }
     }
 
@@ -109,7 +114,8 @@ impl Ledger {
     }
 
     /// A `node_end`: the end of the running attempt, or — for a node that does not run
-    /// (skipped, pinned, reused) — attempt 0 of a node that never started.
+    /// (skipped, pinned, reused) — attempt 0 of a node that never started. A mocked node's
+    /// attempts start and end like any others, `mocked` instead of `success`.
     pub(crate) fn end(
         &mut self,
         node: &str,
@@ -117,6 +123,16 @@ impl Ledger {
         status: NodeStatus,
         retrying: bool,
     ) -> Result<(), Refusal> {
+        let is_mocked = self.mocked.contains(node);
+        match status {
+            NodeStatus::Mocked if !is_mocked => {
+                return refuse(format!("node_end mocked of '{node}', which is not mocked"));
+            }
+            NodeStatus::Success if is_mocked => {
+                return refuse(format!("node_end success of '{node}', which is mocked"));
+            }
+            _ => {}
+        }
         let n = self.node(node)?;
         if let Some(prev) = n.ended {
             return Err(Refusal {
@@ -182,7 +198,32 @@ mod tests {
 
     fn ledger() -> Ledger {
         let plan = ["a".to_string(), "b".to_string(), "c".to_string()];
-        Ledger::new(&plan, &HashSet::from(["c".to_string()]))
+        Ledger::new(&plan, &HashSet::from(["c".to_string()]), &HashSet::new())
+    }
+
+    #[test]
+    fn only_mocked_nodes_end_mocked_and_they_start_like_others() {
+        let plan = ["a".to_string(), "m".to_string()];
+        let mut l = Ledger::new(&plan, &HashSet::new(), &HashSet::from(["m".to_string()]));
+        l.start("a", 1).unwrap();
+        assert!(
+            l.end("a", 1, NodeStatus::Mocked, false).is_err(),
+            "a is not mocked"
+        );
+        l.end("a", 1, NodeStatus::Success, false).unwrap();
+        assert!(
+            l.end("m", 0, NodeStatus::Mocked, false).is_err(),
+            "a mocked node starts first"
+        );
+        l.start("m", 1).unwrap();
+        l.end("m", 1, NodeStatus::Error, true).unwrap();
+        l.start("m", 2).unwrap();
+        assert!(
+            l.end("m", 2, NodeStatus::Success, false).is_err(),
+            "a mocked node's handler never runs"
+        );
+        l.end("m", 2, NodeStatus::Mocked, false).unwrap();
+        assert_eq!(l.contradicts_success(), None);
     }
 
     #[test]

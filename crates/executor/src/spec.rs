@@ -22,6 +22,8 @@ pub struct RunSpec {
     pub node_grace: HashMap<String, Duration>,
     /// Nodes with `on_error: continue`: their failure does not fail the execution.
     pub continue_on_error: HashSet<String>,
+    /// Nodes a workflow test mocked (they end `mocked`, see `flowrun_codegen::mock`).
+    pub mocked: HashSet<String>,
     pub launch: Launch,
     /// Trigger data, written to stdin.
     pub trigger: Vec<u8>,

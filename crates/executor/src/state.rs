@@ -124,7 +124,7 @@ impl<'a> State<'a> {
             seq: 0,
             started,
             running: None,
-            ledger: Ledger::new(&spec.nodes, &spec.continue_on_error),
+            ledger: Ledger::new(&spec.nodes, &spec.continue_on_error, &spec.mocked),
             log_bytes: 0,
             log_lines: 0,
             log_bytes_cut: 0,

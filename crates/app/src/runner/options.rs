@@ -1,6 +1,6 @@
 //! What a caller can vary about a run, and the defaults.
 
-use flowrun_codegen::Pin;
+use flowrun_codegen::{Mock, Pin};
 use flowrun_events::Relation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +24,12 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     pub inherit_env: bool,
     pub pins: BTreeMap<String, Pin>,
+    /// Workflow tests: node outcomes fixed instead of running the nodes (see
+    /// `flowrun_codegen::mock`); a mocked node needs no connection.
+    pub mocks: BTreeMap<String, Mock>,
+    /// Nodes that make network requests and are neither mocked nor pinned fail at once (and
+    /// need no connection).
+    pub offline: bool,
     pub mode: String,
     /// Re-run or resume of this execution.
     pub parent: Option<(String, Relation)>,
@@ -43,6 +49,8 @@ impl Default for RunOptions {
             env: Vec::new(),
             inherit_env: false,
             pins: BTreeMap::new(),
+            mocks: BTreeMap::new(),
+            offline: false,
             mode: "test".into(),
             parent: None,
             cwd: None,

@@ -42,7 +42,8 @@ fn lookup_env(options: &RunOptions, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Binds every connection a node that will execute uses. Pinned nodes need none.
+/// Binds every connection a node that will execute uses. Pinned and mocked nodes need none, nor
+/// (offline) nodes that would make requests: they fail at once.
 pub fn bind_connections(
     plan: &Plan,
     options: &RunOptions,
@@ -50,7 +51,11 @@ pub fn bind_connections(
     let mut unbound: BTreeMap<String, Unbound> = BTreeMap::new();
     let mut bound = Vec::new();
     for node in &plan.workflow.nodes {
-        if node.pinned.is_some() || options.pins.contains_key(&node.id) {
+        if node.pinned.is_some()
+            || options.pins.contains_key(&node.id)
+            || options.mocks.contains_key(&node.id)
+            || (options.offline && flowrun_codegen::mock::makes_requests(node.kind.type_name()))
+        {
             continue;
         }
         for (name, _) in node.kind.connections() {
@@ -94,6 +99,16 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
             });
         }
     }
+    if let Some(node) = options
+        .mocks
+        .keys()
+        .find(|m| plan.workflow.node(m).is_none())
+    {
+        let message = format!("the workflow has no node '{node}' to mock");
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
+    }
     let trigger = inputs::prepare(plan.workflow.inputs.as_ref(), trigger)?;
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
     // Redact every declared connection whose value is known, used by a node or not: with
@@ -132,6 +147,8 @@ pub fn prepare(source: &Source, trigger: Value, options: RunOptions) -> Result<P
         &plan,
         &RenderOptions {
             pins: options.pins.clone(),
+            mocks: options.mocks.clone(),
+            offline: options.offline,
         },
     );
     let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {
