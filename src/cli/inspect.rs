@@ -30,6 +30,9 @@ pub struct HistoryArgs {
     /// One JSON array of execution summaries on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Include the executions of `flowrun test` (mode test-suite), hidden otherwise.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
@@ -64,6 +67,11 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         until: when(&args.until, "--until")?,
         before: None,
         limit: args.limit,
+        exclude_modes: if args.all {
+            Vec::new()
+        } else {
+            vec![flowrun_app::testing::MODE.to_string()]
+        },
     };
     let rows = store.history(&filter)?;
     if args.json {
@@ -80,6 +88,9 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             eprintln!("no executions match these filters");
         } else {
             eprintln!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
+        }
+        if !args.all {
+            eprintln!("(executions of `flowrun test` are listed with --all)");
         }
         return Ok(0);
     }
