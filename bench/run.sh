@@ -6,7 +6,7 @@
 #     script run with `python3` from PATH: a pyenv shim, with site). Medians and ratios.
 #  2. The runner's own peak RSS for w3 and under a 1 GiB stdout flood (bench/flood.json).
 #  3. Throughput: N executions of w3 in sequence and 4 at a time; then no leaked process and
-#     no temp file left.
+#     no temp file left. 3b: `flowrun test` of 100 cases of the examples, -j 1 and -j 4.
 #  4. The divan micro-benchmarks (bench/protocol.rs, bench/codegen.rs, bench/store.rs).
 #
 # --quick: fewer runs, 100 executions, a 64 MiB flood instead of 1 GiB, no micro-benchmarks
@@ -154,6 +154,29 @@ left=$(find "$PRIVTMP" -mindepth 1 | head -5)
 [ -z "$left" ] && ok=PASS || ok=MISS
 say "  files left in the runs' private TMPDIR: ${left:-none}  $ok"
 say "  open descriptors: n/a: each \`flowrun run\` is its own short process (no long-lived runner in this mode); all its fds end with it"
+
+# --- 3b. flowrun test ----------------------------------------------------------------------------
+section "flowrun test: 100 cases of the examples, -j 1 and -j 4 (cold: a new interpreter per case)"
+# 11 copies of examples/ (9 cases each) and one more case: 100 cases, offline, LLMs mocked.
+SUITE=$WORK/suite
+for i in $(seq 11); do
+  mkdir -p "$SUITE/c$i"
+  cp -r examples/. "$SUITE/c$i/"
+done
+printf 'workflow: ./hello.json\ncases:\n  - name: the hundredth\n    expect: { status: success }\n' >"$SUITE/c1/extra.test.yaml"
+TMPDIR=$PRIVTMP "$FLOWRUN" test "$SUITE" --offline -j 4 >"$OUT/test-suite.txt" 2>&1 # scripts cached once
+tail -1 "$OUT/test-suite.txt" | grep -qx '100 passed, 0 failed' && ok=PASS || ok=MISS
+TMPDIR=$PRIVTMP hyperfine --style none --warmup 0 --runs "$ROUNDS" --export-json "$OUT/hyperfine-test.json" \
+  -n "test -j 1" "$FLOWRUN test $SUITE --offline -j 1" \
+  -n "test -j 4" "$FLOWRUN test $SUITE --offline -j 4" >/dev/null
+"$PY" -I -S -c '
+import json, statistics, sys
+r = {x["command"]: x["times"] for x in json.load(open(sys.argv[1]))["results"]}
+one, four = statistics.median(r["test -j 1"]), statistics.median(r["test -j 4"])
+print("  -j 1: %.2f s, -j 4: %.2f s (medians of %d; %.1f and %.1f cases/s; -j 4 is %.2fx faster)"
+      % (one, four, len(r["test -j 1"]), 100 / one, 100 / four, one / four))
+' "$OUT/hyperfine-test.json" | tee -a "$SUMMARY"
+say "  100 cases passed: $ok"
 
 # --- 4. micro-benchmarks ------------------------------------------------------------------------
 if [ "$QUICK" = 0 ]; then

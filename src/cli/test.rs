@@ -97,7 +97,9 @@ fn gh_escape(s: &str, property: bool) -> String {
 
 fn annotate(level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
     let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
-    println!(
+    // A reader that went away (`| head`) is not an error of the tests.
+    let _ = writeln!(
+        std::io::stdout(),
         "::{level} file={}{line},title={}::{}",
         gh_escape(file, true),
         gh_escape(title, true),
@@ -218,7 +220,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     }
     if json {
         let doc = report::json(&suite, results);
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        let text = serde_json::to_string_pretty(&doc).expect("json");
+        let _ = writeln!(std::io::stdout(), "{text}");
     }
     let written = results
         .iter()
@@ -370,14 +373,17 @@ fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     } else {
         format!("mocked: {}", done.mocked.join(", "))
     };
-    println!(
+    let mut w = std::io::stdout();
+    let _ = writeln!(
+        w,
         "{} {}: case \"{}\" from execution {id} ({mocked}); snapshot in {}",
         if done.created { "wrote" } else { "added to" },
         done.test_file.display(),
         done.case,
         done.snapshot_file.display()
     );
-    println!(
+    let _ = writeln!(
+        w,
         "replay it offline: flowrun test {} --offline",
         done.test_file.display()
     );

@@ -71,7 +71,8 @@ fn xml(s: &str, attribute: bool) -> String {
 }
 
 fn secs(ms: f64) -> String {
-    format!("{:.3}", ms / 1000.0)
+    // An empty sum of f64 is -0.0, which would print as "-0.000".
+    format!("{:.3}", if ms > 0.0 { ms / 1000.0 } else { 0.0 })
 }
 
 /// JUnit XML of a run: `testsuites` → a `testsuite` per test file (with results) → a `testcase`
