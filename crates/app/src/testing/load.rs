@@ -147,7 +147,9 @@ impl Reader<'_> {
         known: &[&str],
     ) {
         for k in obj.keys() {
-            if !known.contains(&k.as_str()) && !(at.0.is_empty() && k.starts_with("x-")) {
+            // Top-level `x-…` keys hold YAML anchors, as in workflow files.
+            let anchors = at.0.is_empty() && k.starts_with("x-");
+            if !(known.contains(&k.as_str()) || anchors) {
                 self.problem(
                     &at.key(k),
                     case,

@@ -127,6 +127,17 @@ fn count(results: &[CaseResult], kind: impl Fn(&Failure) -> bool) -> usize {
         .count()
 }
 
+/// `<tag message="first failure" type="ty">every failure, the execution</tag>`.
+fn failure_element(body: &mut String, tag: &str, ty: &str, a: &Attempt) {
+    let head = a.failures.first().map(headline).unwrap_or_default();
+    let _ = writeln!(
+        body,
+        "      <{tag} message=\"{}\" type=\"{ty}\">{}</{tag}>",
+        xml(&head, true),
+        xml(&attempt_text(a), false)
+    );
+}
+
 fn testcase(x: &mut String, file: &str, r: &CaseResult) {
     let line = r.line.map(|l| format!(" line=\"{l}\"")).unwrap_or_default();
     let _ = write!(
@@ -150,24 +161,12 @@ fn testcase(x: &mut String, file: &str, r: &CaseResult) {
                 } else {
                     ("failure", "AssertionError")
                 };
-                let head = a.failures.first().map(headline).unwrap_or_default();
-                let _ = writeln!(
-                    body,
-                    "      <{tag} message=\"{}\" type=\"{ty}\">{}</{tag}>",
-                    xml(&head, true),
-                    xml(&attempt_text(a), false)
-                );
+                failure_element(&mut body, tag, ty, a);
             }
         }
         Verdict::Flaky => {
             for a in &r.attempts[..r.attempts.len() - 1] {
-                let head = a.failures.first().map(headline).unwrap_or_default();
-                let _ = writeln!(
-                    body,
-                    "      <flakyFailure message=\"{}\" type=\"AssertionError\">{}</flakyFailure>",
-                    xml(&head, true),
-                    xml(&attempt_text(a), false)
-                );
+                failure_element(&mut body, "flakyFailure", "AssertionError", a);
             }
         }
     }
