@@ -169,7 +169,8 @@ cases:
     assert_eq!(shown["mode"], "test-suite");
 }
 
-/// An LLM workflow whose provider is the counting server.
+/// An LLM workflow whose provider is the counting server, which then calls `trigger.target`
+/// (the server's `/data`) with an `http_request` node.
 fn llm_workflow(env: &Env) {
     env.write_workflow(
         "ask.json",
@@ -177,9 +178,25 @@ fn llm_workflow(env: &Env) {
             {"id": "ask", "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
              "connection": "groq", "prompt": "{{ trigger.q }}",
              "retry": {"max_attempts": 3, "backoff_ms": 10, "factor": 1}},
-            {"id": "answer", "type": "set", "fields": {"text": "{{ nodes.ask.output.content }}"}}
+            {"id": "fetch", "type": "http_request", "url": "{{ trigger.target }}", "after": ["ask"]},
+            {"id": "answer", "type": "set", "fields": {"text": "{{ nodes.ask.output.content }}", "data": "{{ nodes.fetch.output.body }}"}}
         ]}),
     );
+}
+
+/// The counting server: `/data` answers JSON, anything else an OpenAI-style chat answer.
+fn counting_server() -> Server {
+    Server::start(|req| {
+        if req.path() == "/data" {
+            return Reply::json(200, &json!({"rows": 3}));
+        }
+        let q = req
+            .json
+            .as_ref()
+            .and_then(|b| b["messages"][0]["content"].as_str());
+        let q = q.unwrap_or("").to_string();
+        Reply::openai_chat("llama-3.1-8b-instant", &format!("answer to {q}"), 7, 3)
+    })
 }
 
 fn groq(server: &Server) -> Vec<(&'static str, String)> {
@@ -193,13 +210,15 @@ fn groq(server: &Server) -> Vec<(&'static str, String)> {
 fn mocks_of_an_output_an_error_and_attempts_make_no_request() {
     let env = Env::new();
     llm_workflow(&env);
-    let server = Server::start(|_| Reply::openai_chat("m", "from the server", 1, 1));
+    let server = counting_server();
     env.write_file(
         "ask.test.yaml",
         r#"workflow: ./ask.json
+mock:
+  fetch: { status: 200, headers: {}, body: { rows: 1 } }
 cases:
   - name: output
-    trigger: { q: "What is a DAG?" }
+    trigger: { q: "What is a DAG?", target: "http://127.0.0.1:9/never" }
     mock:
       ask: { content: "A directed acyclic graph.", model: stub, usage: { input_tokens: 9, output_tokens: 6 } }
     expect:
@@ -208,6 +227,8 @@ cases:
       nodes.ask.status: mocked
       nodes.ask.attempt: 1
       nodes.ask.input.prompt: "What is a DAG?"
+      nodes.fetch.status: mocked
+      output.data: { equals: { rows: 1 } }
       input_tokens: 9
       cost_usd: { lt: 0.01 }
   - name: error
@@ -220,7 +241,7 @@ cases:
       nodes.ask.attempt: 3
       nodes.answer: { exists: false }
   - name: a retry exercised
-    trigger: { q: x }
+    trigger: { q: x, target: "http://127.0.0.1:9/never" }
     mock:
       ask:
         - { error: { type: Timeout, message: "timed out" } }
@@ -240,7 +261,7 @@ cases:
     assert_eq!(
         server.requests().len(),
         0,
-        "a mocked llm node makes no request"
+        "mocked llm and http_request nodes make no request"
     );
     // The retry went through the runtime's retry loop: two starts, two ends.
     let id = case(&report, "a retry exercised")["attempts"][0]["execution_id"]
@@ -272,16 +293,17 @@ cases:
         .count();
     assert_eq!(starts, 2);
     // Without the mock, the same workflow does call the server: the count above means something.
-    let out = env.run_with(&env.path("ask.json"), r#"{"q": "hi"}"#, &envs, &[]);
+    let trigger = json!({"q": "hi", "target": server.url("/data")}).to_string();
+    let out = env.run_with(&env.path("ask.json"), &trigger, &envs, &[]);
     assert_code(&out, 0, "a real run");
-    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
 fn offline_fails_an_unmocked_llm_node_at_once_without_a_request() {
     let env = Env::new();
     llm_workflow(&env);
-    let server = Server::start(|_| Reply::openai_chat("m", "from the server", 1, 1));
+    let server = counting_server();
     env.write_file(
         "ask.test.yaml",
         "workflow: ./ask.json\ncases:\n  - name: unmocked\n    trigger: { q: x }\n    expect: { status: success }\n",
@@ -384,27 +406,15 @@ fn snapshots_are_written_compared_and_updated_with_ignores() {
 fn record_from_then_replay_offline_gives_the_same_output() {
     let env = Env::new();
     llm_workflow(&env);
-    let server = Server::start(|req| {
-        let q = req
-            .json
-            .as_ref()
-            .and_then(|b| b["messages"][0]["content"].as_str())
-            .unwrap_or("")
-            .to_string();
-        Reply::openai_chat("llama-3.1-8b-instant", &format!("answer to {q}"), 7, 3)
-    });
+    let server = counting_server();
     let envs = groq(&server);
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = env.run_with(
-        &env.path("ask.json"),
-        r#"{"q": "What is a DAG?"}"#,
-        &envs,
-        &[],
-    );
+    let trigger = json!({"q": "What is a DAG?", "target": server.url("/data")}).to_string();
+    let out = env.run_with(&env.path("ask.json"), &trigger, &envs, &[]);
     assert_code(&out, 0, "the real run");
     let id = env.only_execution_id();
     let original = env.show_json(&id);
-    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.requests().len(), 2);
     // Record it (by a prefix of its id, as `show` takes), into a new test file.
     let out = env.cmd([
         "test",
@@ -415,7 +425,11 @@ fn record_from_then_replay_offline_gives_the_same_output() {
         "a DAG",
     ]);
     assert_code(&out, 0, "record-from");
-    assert!(stdout(&out).contains("mocked: ask"), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("mocked: ask, fetch"),
+        "{}",
+        describe(&out)
+    );
     let text = std::fs::read_to_string(env.path("recorded.test.yaml")).unwrap();
     assert!(text.starts_with("workflow: ./ask.json\ncases:\n"), "{text}");
     // Replay offline: no request, the same output.
@@ -426,14 +440,17 @@ fn record_from_then_replay_offline_gives_the_same_output() {
     );
     assert_eq!(code, 0, "{err}\n{text}");
     assert_eq!(case(&report, "a DAG")["snapshot"], "matched");
-    assert_eq!(server.requests().len(), 1, "the replay made no request");
+    assert_eq!(server.requests().len(), 2, "the replay made no request");
     let replay = case(&report, "a DAG")["attempts"][0]["execution_id"]
         .as_str()
         .unwrap()
         .to_string();
     let replayed = env.show_json(&replay);
     assert_eq!(replayed["output"], original["output"]);
-    assert_eq!(replayed["output"]["text"], "answer to What is a DAG?");
+    assert_eq!(
+        replayed["output"],
+        json!({"text": "answer to What is a DAG?", "data": {"rows": 3}})
+    );
     assert_eq!(replayed["input_tokens"], original["input_tokens"]);
     // A second recording is appended to the same file and replays too.
     let out = env.cmd(["test", "--record-from", &id, "recorded.test.yaml"]);
