@@ -317,3 +317,49 @@ fn the_examples_pass_offline() {
         }
     }
 }
+
+#[test]
+fn ctrl_c_stops_the_running_cases_and_starts_no_more() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let env = Env::new();
+    env.write_workflow(
+        "slow.json",
+        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    );
+    env.write_file(
+        "slow.test.yaml",
+        "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n",
+    );
+    let mut child = env
+        .command()
+        .args(["test", "slow.test.yaml", "-j", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the first case to run", || {
+        let ids = env.try_execution_ids()?;
+        let id = ids.first()?.clone();
+        (env.try_node(&id, "wait")?.status == "running").then_some(id)
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped long before the delay ends"
+    );
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(env.execution(&id).status, "cancelled");
+    assert_eq!(env.execution_ids(), [id], "the second case never started");
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert!(
+        text.contains("○ slow.test.yaml › second (skipped: interrupted)"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("0 passed, 1 failed, 1 skipped"),
+        "{text}"
+    );
+}

@@ -272,6 +272,26 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
             return (attempt, (None, None));
         }
     };
+    // A case that says nothing of the status expects a success (a smoke test is a trigger).
+    if !case
+        .expect
+        .iter()
+        .any(|x| x.path.0.len() == 1 && x.path.first_key() == Some("status"))
+    {
+        let status = record.get("status").cloned().unwrap_or(Value::Null);
+        if status != "success" {
+            attempt.failures.push(Failure::Assertion {
+                path: "status".into(),
+                line: case.line,
+                mismatch: super::expect::Mismatch {
+                    operator: "equals".into(),
+                    expected: "\"success\" (a case without `status` in `expect` expects a success)"
+                        .into(),
+                    actual: status.to_string(),
+                },
+            });
+        }
+    }
     for x in &case.expect {
         if let Err(mismatch) = x.check.check(x.path.get(&record)) {
             attempt.failures.push(Failure::Assertion {
