@@ -479,3 +479,38 @@ fn record_from_then_replay_offline_gives_the_same_output() {
         describe(&out)
     );
 }
+
+#[test]
+fn record_from_keeps_the_failed_attempts_of_a_retried_node() {
+    let env = Env::new();
+    let server = Server::scripted([
+        Reply::text(503, "busy"),
+        Reply::json(200, &json!({"ok": true})),
+    ]);
+    env.write_workflow(
+        "fetch.json",
+        &json!({"id": "fetch", "nodes": [
+            {"id": "get", "type": "http_request", "url": server.url("/x"),
+             "retry": {"max_attempts": 2, "backoff_ms": 1}}
+        ]}),
+    );
+    let out = env.run(&env.path("fetch.json"), "{}", &[]);
+    assert_code(&out, 0, "the real run: 503, then 200");
+    let id = env.only_execution_id();
+    let out = env.cmd(["test", "--record-from", &id, "--name", "retried"]);
+    assert_code(&out, 0, "record-from");
+    // The default file: beside the workflow, named after it.
+    let text = std::fs::read_to_string(env.path("fetch.test.yaml")).unwrap();
+    let file: Value = serde_yaml_ng::from_str(&text).expect("the test file is YAML");
+    let mock = &file["cases"][0]["mock"]["get"];
+    assert_eq!(mock[0]["error"]["type"], "HttpError", "{text}");
+    assert_eq!(mock[1]["body"], json!({"ok": true}), "{text}");
+    let (code, report, err) = test_json(&env, &["fetch.test.yaml", "--offline"], &[("CI", "true")]);
+    assert_eq!(code, 0, "{err}\n{text}");
+    let replay = case(&report, "retried")["attempts"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(env.node(&replay, "get").attempt, 2, "the retry is replayed");
+    assert_eq!(server.requests().len(), 2, "the replay made no request");
+}
