@@ -7,7 +7,8 @@
 #  2. The runner's own peak RSS for w3 and under a 1 GiB stdout flood (bench/flood.json).
 #  3. Throughput: N executions of w3 in sequence and 4 at a time; then no leaked process and
 #     no temp file left. The fan-out example (for_each over 4 LLM calls against a stand-in that
-#     takes 300 ms per answer) one item at a time and four at a time.
+#     takes 300 ms per answer) one item at a time and four at a time. 3c: `flowrun test` of 100
+#     cases of the examples, -j 1 and -j 4.
 #  4. The divan micro-benchmarks (bench/protocol.rs, bench/codegen.rs, bench/store.rs).
 #
 # --quick: fewer runs, 100 executions, a 64 MiB flood instead of 1 GiB, no micro-benchmarks
@@ -176,6 +177,36 @@ import json, statistics, sys
 r = json.load(open(sys.argv[1]))["results"]
 print(*("%.0f" % (statistics.median(x["times"]) * 1000) for x in r))' "$OUT/fanout.json")
 say "  fan-out of 4 LLM calls: max_parallel 1 (items one by one) $fan1 ms, max_parallel 4 (4 items at once) $fan4 ms ($(awk -v a="$fan1" -v b="$fan4" 'BEGIN { printf "%.1f", a / b }')x)"
+# --- 3c. flowrun test ----------------------------------------------------------------------------
+section "flowrun test: 100 cases of the examples, -j 1 and -j 4 (cold: a new interpreter per case)"
+# Copies of examples/ and hello.json cases to make exactly 100, offline, models and agents mocked.
+PER_COPY=$(TMPDIR=$PRIVTMP "$FLOWRUN" test examples --offline 2>/dev/null | tail -1 | awk '{ print $1 }')
+COPIES=$((100 / PER_COPY))
+EXTRA=$((100 - COPIES * PER_COPY))
+SUITE=$WORK/suite
+for i in $(seq "$COPIES"); do
+  mkdir -p "$SUITE/c$i"
+  cp -r examples/. "$SUITE/c$i/"
+done
+if [ "$EXTRA" -gt 0 ]; then
+  printf 'workflow: ./hello.json\ncases:\n' >"$SUITE/c1/extra.test.yaml"
+  for k in $(seq "$EXTRA"); do
+    printf '  - name: extra %s\n    expect: { status: success }\n' "$k" >>"$SUITE/c1/extra.test.yaml"
+  done
+fi
+TMPDIR=$PRIVTMP "$FLOWRUN" test "$SUITE" --offline -j 4 >"$OUT/test-suite.txt" 2>&1 # scripts cached once
+tail -1 "$OUT/test-suite.txt" | grep -qx '100 passed, 0 failed' && ok=PASS || ok=MISS
+TMPDIR=$PRIVTMP hyperfine --style none --warmup 0 --runs "$ROUNDS" --export-json "$OUT/hyperfine-test.json" \
+  -n "test -j 1" "$FLOWRUN test $SUITE --offline -j 1" \
+  -n "test -j 4" "$FLOWRUN test $SUITE --offline -j 4" >/dev/null
+"$PY" -I -S -c '
+import json, statistics, sys
+r = {x["command"]: x["times"] for x in json.load(open(sys.argv[1]))["results"]}
+one, four = statistics.median(r["test -j 1"]), statistics.median(r["test -j 4"])
+print("  -j 1: %.2f s, -j 4: %.2f s (medians of %d; %.1f and %.1f cases/s; -j 4 is %.2fx faster)"
+      % (one, four, len(r["test -j 1"]), 100 / one, 100 / four, one / four))
+' "$OUT/hyperfine-test.json" | tee -a "$SUMMARY"
+say "  100 cases passed: $ok"
 
 # --- 4. micro-benchmarks ------------------------------------------------------------------------
 if [ "$QUICK" = 0 ]; then

@@ -73,5 +73,5 @@ HANDLERS = {}
 _DEFAULT_MAX_PAYLOAD = 1048576
 _PREVIEW_CHARS = 1024
 _SANITIZE_MAX_DEPTH = 400
-_OK_STATUSES = ("success", "pinned", "reused")
+_OK_STATUSES = ("success", "pinned", "reused", "mocked")
 _MAX_BACKOFF_MS = 86400000  # a day: the runner's timeouts end such a run anyway

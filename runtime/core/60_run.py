@@ -35,6 +35,22 @@ class _Ctx(object):
         return out
 
 
+def _mock_outcome(mock, attempt):
+    """The output of a mocked attempt (see crates/codegen/src/mock.rs); raises its error. The
+    last outcome listed repeats for further attempts."""
+    attempts = mock.get("attempts") or [{"output": None}]
+    outcome = attempts[min(attempt, len(attempts)) - 1]
+    if "error" in outcome:
+        e = outcome.get("error") or {}
+        raise NodeError(to_text(e.get("message")), e.get("type") or "MockError")
+    return plain_copy(outcome.get("output"))
+
+
+def _offline_error(node):
+    return NodeError("node %s (%s) is not mocked and this run is offline: it would make network "
+                     "requests, so it was not run" % (node.get("id"), node.get("type")), "Offline")
+
+
 def _skip_reason(node, results):
     """Why `node` is skipped, or None when it runs. A node runs when all its
     upstream nodes have ended; it is skipped only on a branch a condition did
@@ -162,6 +178,12 @@ class _Run(object):
         except (TypeError, ValueError):
             max_attempts, backoff, factor = 1, 0.0, 2.0
         handler = HANDLERS.get(node.get("type"))
+        # A test's mock replaces the handler's call: templates, attempts, retries and on_error
+        # are as usual. Offline, a node that would make requests fails at once, never retried.
+        mock = node.get("mock")
+        offline = bool(node.get("offline"))
+        if offline:
+            max_attempts = 1
         attempt = 0
         while True:
             attempt += 1
@@ -173,13 +195,18 @@ class _Run(object):
             error = None
             output = None
             try:
+                if offline:
+                    raise _offline_error(node)
                 if handler is None:
                     raise NodeError("no handler for node type %r in this script" % (node.get("type"),))
                 params = node.get("params") or {}
                 if not getattr(handler, "raw_params", False):
                     params = render(params, scope)
                     ctx.input = params
-                output = handler(ctx, params)
+                if mock is not None:
+                    output = _mock_outcome(mock, attempt)
+                else:
+                    output = handler(ctx, params)
             except KeyboardInterrupt as e:
                 error = _error_info(e)
                 self.fatal = True
@@ -189,9 +216,10 @@ class _Run(object):
             _OUTPUT_OWNER.node = None
             duration = (time.perf_counter() - t0) * 1000.0
             if error is None:
-                self.node_end(nid, "success", attempt, duration, ctx.input, output, None,
+                status = "success" if mock is None else "mocked"
+                self.node_end(nid, status, attempt, duration, ctx.input, output, None,
                               part=part)
-                return "success", attempt, duration, output, None
+                return status, attempt, duration, output, None
             if attempt < max_attempts and not self.fatal:
                 try:
                     wait = backoff * (factor ** (attempt - 1))

@@ -82,8 +82,14 @@ def _run_for_each(run, node):
         run.finish(nid, "error", 1, duration, None, error)
         run.fail(node, error)
         return
-    run.node_end(nid, "success", 1, duration, {"items": total}, outputs, None)
-    run.finish(nid, "success", 1, duration, outputs, None)
+    status = _loop_status(node)
+    run.node_end(nid, status, 1, duration, {"items": total}, outputs, None)
+    run.finish(nid, status, 1, duration, outputs, None)
+
+
+def _loop_status(node):
+    """A looping node that a test mocked ends `mocked`, as its items or iterations did."""
+    return "success" if node.get("mock") is None else "mocked"
 
 
 def _run_parts(one, total, limit):
@@ -165,5 +171,6 @@ def _run_repeat(run, node):
         run.finish(nid, "error", 1, duration, None, error)
         run.fail(node, error)
         return
-    run.node_end(nid, "success", 1, duration, {"iterations": iteration}, previous, None)
-    run.finish(nid, "success", 1, duration, previous, None)
+    status = _loop_status(node)
+    run.node_end(nid, status, 1, duration, {"iterations": iteration}, previous, None)
+    run.finish(nid, status, 1, duration, previous, None)

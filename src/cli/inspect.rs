@@ -31,6 +31,9 @@ pub struct HistoryArgs {
     /// One JSON array of execution summaries on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Include the executions of `flowrun test` (mode test-suite), hidden otherwise.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
@@ -69,6 +72,11 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         } else {
             args.limit
         },
+        exclude_modes: if args.all {
+            Vec::new()
+        } else {
+            vec![flowrun_app::testing::MODE.to_string()]
+        },
     };
     let rows = store.history(&filter)?;
     // Not silently the newest 20 of many: say how many more there are.
@@ -103,6 +111,9 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             eprintln!("no executions match these filters");
         } else {
             eprintln!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
+        }
+        if !args.all {
+            eprintln!("(executions of `flowrun test` are listed with --all)");
         }
         return Ok(0);
     }
@@ -208,7 +219,7 @@ fn node_labels(definition: Option<&Value>) -> std::collections::HashMap<String, 
 fn mark(status: &str) -> &'static str {
     match status {
         "success" => "✓",
-        "pinned" | "reused" => "●",
+        "pinned" | "reused" | "mocked" => "●",
         "skipped" => "○",
         "running" => "…",
         _ => "✗",

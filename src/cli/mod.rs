@@ -8,6 +8,7 @@ mod maintain;
 mod progress;
 mod run;
 mod serve;
+mod test;
 mod text;
 mod timefmt;
 mod workflow;
@@ -120,6 +121,9 @@ pub enum Command {
     },
     /// Serve the local HTTP API with Server-Sent Events for editors (see docs/api.md).
     Serve(serve::ServeArgs),
+    /// Run workflow test files (*.test.yaml, *.test.json): mocked nodes, assertions, snapshots;
+    /// exit 0 all passed, 1 a case failed, 2 an invalid test file or workflow.
+    Test(test::TestArgs),
     /// Delete executions by id (or unique prefix).
     Delete {
         /// Execution ids or unique prefixes.
@@ -144,7 +148,11 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::Stop { .. } | Command::Rerun { .. } | Command::Resume { .. }
+        Command::Run(_)
+            | Command::Stop { .. }
+            | Command::Rerun { .. }
+            | Command::Resume { .. }
+            | Command::Test(_)
     ) {
         // Inspection commands end quietly when their reader goes away (`flowrun logs | head`).
         // Not for `run`: there a closed pipe to the child must be an error, not our death.
@@ -188,6 +196,7 @@ pub fn main() -> i32 {
         Command::Prune(args) => maintain::prune(args, db.as_deref()),
         Command::Serve(args) => serve::serve(args, db.as_deref()),
         Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
+        Command::Test(args) => test::test(args, db.as_deref()),
     };
     match result {
         Ok(code) => code,

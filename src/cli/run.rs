@@ -121,6 +121,7 @@ fn options(args: &ExecArgs) -> Result<(RunOptions, Vec<String>), Exit> {
         parent: None,
         cwd: None,
         install_deps: args.install_deps,
+        ..RunOptions::default()
     };
     Ok((options, on_command_line))
 }

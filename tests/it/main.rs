@@ -29,3 +29,5 @@ mod serve_security;
 mod shell;
 mod validate_errors;
 mod workflow_files;
+mod workflow_tests;
+mod workflow_tests_ci;

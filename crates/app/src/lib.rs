@@ -2,7 +2,8 @@
 //!
 //! One execution end to end ([`runner`]: validate, render, find Python, record, execute,
 //! finish), the sink that records it ([`recorder`]), stopping, killing and recovering
-//! executions ([`control`]), the agent CLIs that `agent` nodes run ([`agents`]), what a resume may reuse ([`resume`]), a queue of concurrent
+//! executions ([`control`]), the agent CLIs that `agent` nodes run ([`agents`]), what a resume
+//! may reuse ([`resume`]), workflow tests ([`testing`]), a queue of concurrent
 //! executions with live event buffers ([`queue`]), the Python environment ([`python`],
 //! [`requirements`]), trigger inputs ([`inputs`]) and where files live ([`paths`]).
 //!
@@ -22,6 +23,7 @@ pub(crate) mod resume;
 pub mod runner;
 mod shared;
 pub(crate) mod synthetic;
+pub mod testing;
 pub mod views;
 
 pub use shared::{SharedStore, lock};

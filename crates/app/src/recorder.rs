@@ -135,11 +135,10 @@ impl Sink for Recorder {
     fn node_detail(&mut self, d: &NodeDetail) {
         // The calls of a node with `for_each` or `repeat` are its items or iterations: its own
         // row repeats them (a list of outputs, or the last one) and counts for nothing.
+        use flowrun_events::NodeStatus;
         let a_call = d.part.is_some() || !self.looping.contains(&d.node);
-        if a_call
-            && self.metered.contains(&d.node)
-            && d.status == flowrun_events::NodeStatus::Success
-        {
+        let mocked = d.status == NodeStatus::Mocked;
+        if a_call && self.metered.contains(&d.node) && (d.status == NodeStatus::Success || mocked) {
             if let Some(out) = &d.output {
                 let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
                     (None, None) => None,
@@ -150,6 +149,10 @@ impl Sink for Recorder {
                 self.usage.output_tokens = add(self.usage.output_tokens, output);
                 match out.get("cost_usd").and_then(Value::as_f64) {
                     Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
+                    // A mocked call made no request: it costs what its mock says, else nothing.
+                    None if mocked => {
+                        self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0))
+                    }
                     None => self.cost_unknown = true,
                 }
             }

@@ -14,6 +14,7 @@ mod convert;
 mod diagnostic;
 mod json;
 mod locate;
+pub mod mock;
 pub mod model;
 mod node_types;
 mod params;
@@ -27,6 +28,7 @@ pub mod template;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;
 pub use render::{Pin, PinStatus, RenderOptions, Script, render};

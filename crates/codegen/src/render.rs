@@ -5,6 +5,7 @@
 //! only reach the script as a literal; the runtime sources and the pre-rendered workflow literal
 //! are the only values marked safe. Both the template and the runtime are embedded at build time.
 
+use crate::mock::{Mock, makes_requests};
 use crate::plan::Plan;
 use crate::pyliteral::{self, Data, dict};
 use minijinja::value::Value as JValue;
@@ -103,6 +104,10 @@ pub struct RenderOptions {
     pub reused_items: BTreeMap<String, BTreeMap<usize, Pin>>,
     /// Overrides the workflow's `max_parallel`.
     pub max_parallel: Option<u32>,
+    /// Mocks by node id (workflow tests); they win over pins (see [`crate::mock`]).
+    pub mocks: BTreeMap<String, Mock>,
+    /// Nodes that make network requests and are neither mocked nor pinned fail at once.
+    pub offline: bool,
 }
 
 /// A rendered script and the hash of its bytes (its cache key).
@@ -141,11 +146,20 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
         .iter()
         .map(|&i| {
             let node = &wf.nodes[i];
+            let mock = options.mocks.get(&node.id);
             let pin = options
                 .pins
                 .get(&node.id)
                 .cloned()
-                .or_else(|| node.pinned.clone().map(Pin::pinned));
+                .or_else(|| node.pinned.clone().map(Pin::pinned))
+                .filter(|_| mock.is_none());
+            // Only set in tests: a script without mocks has no such keys (and the same bytes).
+            let mut extra = Vec::new();
+            if let Some(m) = mock {
+                extra.push(("mock".to_string(), m.data()));
+            } else if options.offline && pin.is_none() && makes_requests(node.kind.type_name()) {
+                extra.push(("offline".to_string(), Data::Bool(true)));
+            }
             let pinned = match pin {
                 Some(p) => dict([
                     ("output", Data::from(&p.output)),
@@ -161,7 +175,7 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
                         .collect(),
                 )
             };
-            dict([
+            let mut data = dict([
                 ("id", Data::from(node.id.as_str())),
                 ("type", Data::from(node.kind.type_name())),
                 ("name", Data::from(node.name.as_deref())),
@@ -220,7 +234,11 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
                     "reuse_items",
                     reused_items(options.reused_items.get(&node.id)),
                 ),
-            ])
+            ]);
+            if let Data::Dict(fields) = &mut data {
+                fields.extend(extra);
+            }
+            data
         })
         .collect();
     dict([
@@ -352,5 +370,70 @@ mod tests {
         ] {
             assert_eq!(text.matches(expected).count(), 1, "{why}\n{text}");
         }
+    }
+
+    #[test]
+    fn mocks_and_offline_reach_the_script_and_leave_other_scripts_alone() {
+        use crate::mock::{Mock, MockOutcome};
+        let source = crate::source::from_value(
+            serde_json::json!({"id": "w", "connections": {"g": {"env": "G"}}, "nodes": [
+                {"id": "a", "type": "http_request", "url": "http://x", "pinned": {"p": 1}},
+                {"id": "b", "type": "http_request", "url": "http://x"},
+                {"id": "c", "type": "llm", "provider": "groq", "model": "m", "prompt": "hi",
+                 "connection": "g"},
+                {"id": "d", "type": "set", "fields": {}},
+            ]}),
+            "<test>",
+        )
+        .unwrap();
+        let plan = crate::compile(&source).unwrap();
+        let plain = render(&plan, &RenderOptions::default()).text;
+        assert!(!plain.contains("'mock'") && !plain.contains("'offline'"));
+        let mut options = RenderOptions {
+            offline: true,
+            ..Default::default()
+        };
+        options.mocks.insert(
+            "c".into(),
+            Mock::new(vec![
+                MockOutcome::Error {
+                    kind: "RateLimit".into(),
+                    message: "slow down".into(),
+                },
+                MockOutcome::Output(serde_json::json!({"content": "hi"})),
+            ]),
+        );
+        // Compared without whitespace: the literal is pretty-printed.
+        let compact = |o: &RenderOptions| {
+            let t = pyliteral::to_string(&workflow_data(&plan, o));
+            t.split_whitespace()
+                .collect::<String>()
+                .replace(",]", "]")
+                .replace(",}", "}")
+        };
+        let text = compact(&options);
+        for (expected, count, why) in [
+            (
+                "'offline': True",
+                1,
+                "b only: a is pinned, c mocked, d makes no request",
+            ),
+            (
+                "'mock': {'attempts': [{'error': {'type': 'RateLimit', 'message': 'slow down'}}, {'output': {'content': 'hi'}}]}",
+                1,
+                "c",
+            ),
+        ] {
+            let expected: String = expected.split_whitespace().collect();
+            assert_eq!(text.matches(&expected).count(), count, "{why}\n{text}");
+        }
+        // A mock wins over a pin.
+        options
+            .mocks
+            .insert("a".into(), Mock::output(serde_json::json!(2)));
+        let text = compact(&options);
+        let a = &text[text.find("'id':'a'").unwrap()..];
+        let a = &a[..a.find("'mock':{'attempts':[{'output':2}]}").unwrap()];
+        assert!(a.contains("'pinned':None,"), "{a}");
     }
 }

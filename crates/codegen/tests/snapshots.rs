@@ -22,11 +22,12 @@ fn examples() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
         .expect("examples/ exists")
         .map(|e| e.expect("dir entry").path())
+        // Workflows, not their test files (`*.test.yaml`, run by `flowrun test`).
         .filter(|p| {
             matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("json" | "yaml" | "yml")
-            )
+            ) && !p.to_string_lossy().contains(".test.")
         })
         .collect();
     files.sort();

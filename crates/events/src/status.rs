@@ -65,18 +65,21 @@ pub enum NodeStatus {
     Skipped,
     Pinned,
     Reused,
+    /// Its outcome was fixed by a workflow test (`flowrun test`): it was not executed.
+    Mocked,
     Timeout,
     Cancelled,
 }
 
 impl NodeStatus {
-    pub const ALL: [NodeStatus; 8] = [
+    pub const ALL: [NodeStatus; 9] = [
         NodeStatus::Running,
         NodeStatus::Success,
         NodeStatus::Error,
         NodeStatus::Skipped,
         NodeStatus::Pinned,
         NodeStatus::Reused,
+        NodeStatus::Mocked,
         NodeStatus::Timeout,
         NodeStatus::Cancelled,
     ];
@@ -89,6 +92,7 @@ impl NodeStatus {
             NodeStatus::Skipped => "skipped",
             NodeStatus::Pinned => "pinned",
             NodeStatus::Reused => "reused",
+            NodeStatus::Mocked => "mocked",
             NodeStatus::Timeout => "timeout",
             NodeStatus::Cancelled => "cancelled",
         }
@@ -102,7 +106,7 @@ impl NodeStatus {
     pub fn has_output(self) -> bool {
         matches!(
             self,
-            NodeStatus::Success | NodeStatus::Pinned | NodeStatus::Reused
+            NodeStatus::Success | NodeStatus::Pinned | NodeStatus::Reused | NodeStatus::Mocked
         )
     }
 }

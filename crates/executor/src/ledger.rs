@@ -62,6 +62,9 @@ pub(crate) struct Rules {
     pub(crate) looping: HashSet<String>,
     /// How many nodes may run at once.
     pub(crate) max_parallel: usize,
+    /// Nodes a workflow test mocked: only they end `mocked`, and they never end `success`
+    /// (their handler does not run).
+    pub(crate) mocked: HashSet<String>,
 }
 
 /// Every node of the plan and what the child has said of it so far.
@@ -184,7 +187,8 @@ impl Ledger {
 
     /// A `node_end`: the end of the running attempt, or — for what does not run (skipped,
     /// pinned, reused) — attempt 0 of something that never started. A node ends only after
-    /// all of its items or iterations have.
+    /// all of its items or iterations have. A mocked node's attempts start and end like any
+    /// others, `mocked` instead of `success`.
     pub(crate) fn end(
         &mut self,
         node: &str,
@@ -194,6 +198,16 @@ impl Ledger {
         part: Option<Part>,
     ) -> Result<(), Refusal> {
         let what = describe(node, part);
+        let is_mocked = self.rules.mocked.contains(node);
+        match status {
+            NodeStatus::Mocked if !is_mocked => {
+                return refuse(format!("node_end mocked of {what}, which is not mocked"));
+            }
+            NodeStatus::Success if is_mocked => {
+                return refuse(format!("node_end success of {what}, which is mocked"));
+            }
+            _ => {}
+        }
         if part.is_none() {
             let n = self.node(node)?;
             if let Some(p) = n.parts.iter().find(|(_, t)| t.running).map(|(p, _)| *p) {
@@ -284,8 +298,39 @@ mod tests {
                 upstream: HashMap::from([("b".to_string(), vec!["a".to_string()])]),
                 looping: HashSet::from(["l".to_string()]),
                 max_parallel,
+                ..Rules::default()
             },
         )
+    }
+
+    #[test]
+    fn only_mocked_nodes_end_mocked_and_they_start_like_others() {
+        let plan = ["a".to_string(), "m".to_string()];
+        let rules = Rules {
+            mocked: HashSet::from(["m".to_string()]),
+            max_parallel: 1,
+            ..Rules::default()
+        };
+        let mut l = Ledger::new(&plan, rules);
+        l.start("a", 1, None).unwrap();
+        assert!(
+            l.end("a", 1, NodeStatus::Mocked, false, None).is_err(),
+            "a is not mocked"
+        );
+        l.end("a", 1, NodeStatus::Success, false, None).unwrap();
+        assert!(
+            l.end("m", 0, NodeStatus::Mocked, false, None).is_err(),
+            "a mocked node starts first"
+        );
+        l.start("m", 1, None).unwrap();
+        l.end("m", 1, NodeStatus::Error, true, None).unwrap();
+        l.start("m", 2, None).unwrap();
+        assert!(
+            l.end("m", 2, NodeStatus::Success, false, None).is_err(),
+            "a mocked node's handler never runs"
+        );
+        l.end("m", 2, NodeStatus::Mocked, false, None).unwrap();
+        assert_eq!(l.contradicts_success(), None);
     }
 
     #[test]

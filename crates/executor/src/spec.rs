@@ -28,6 +28,8 @@ pub struct RunSpec {
     pub looping: HashSet<String>,
     /// How many nodes may run at once.
     pub max_parallel: usize,
+    /// Nodes a workflow test mocked (they end `mocked`, see `flowrun_codegen::mock`).
+    pub mocked: HashSet<String>,
     pub launch: Launch,
     /// Trigger data (JSON text), written to stdin; shared, not copied, per execution.
     pub trigger: bytes::Bytes,

@@ -61,6 +61,7 @@ impl<'a> State<'a> {
                     upstream: spec.upstream.clone(),
                     looping: spec.looping.clone(),
                     max_parallel: spec.max_parallel,
+                    mocked: spec.mocked.clone(),
                 },
             ),
             log_bytes: 0,

@@ -152,6 +152,10 @@ impl Store {
             args.push(Box::new(s.as_str()));
             sql.push_str(&format!(" AND status = ?{}", args.len()));
         }
+        for m in &f.exclude_modes {
+            args.push(Box::new(m.clone()));
+            sql.push_str(&format!(" AND mode != ?{}", args.len()));
+        }
         if let Some(t) = f.since {
             args.push(Box::new(t));
             sql.push_str(&format!(" AND started_at >= ?{}", args.len()));

@@ -103,6 +103,8 @@ pub struct HistoryFilter {
     pub until: Option<i64>,
     /// Cursor: only executions that sort after this `(started_at, id)`.
     pub before: Option<(i64, String)>,
+    /// Leave out executions of these modes (`history` hides `test-suite` unless `--all`).
+    pub exclude_modes: Vec<String>,
     pub limit: usize,
 }
 

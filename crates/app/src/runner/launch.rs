@@ -111,6 +111,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             .filter(|n| n.on_error == flowrun_codegen::model::OnError::Continue)
             .map(|n| n.id.clone())
             .collect(),
+        mocked: p.options.mocks.keys().cloned().collect(),
         launch: Launch {
             shepherd: shepherd_executable(),
             program: p.interpreter.executable.clone(),

@@ -1,6 +1,6 @@
 //! What a caller can vary about a run, and the defaults.
 
-use flowrun_codegen::Pin;
+use flowrun_codegen::{Mock, Pin};
 use flowrun_events::Relation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +28,12 @@ pub struct RunOptions {
     pub reused_items: BTreeMap<String, BTreeMap<usize, Pin>>,
     /// How many independent nodes run at once (default: the workflow's `max_parallel`, else 1).
     pub max_parallel: Option<u32>,
+    /// Workflow tests: node outcomes fixed instead of running the nodes (see
+    /// `flowrun_codegen::mock`); a mocked node needs no connection.
+    pub mocks: BTreeMap<String, Mock>,
+    /// Nodes that make network requests and are neither mocked nor pinned fail at once (and
+    /// need no connection).
+    pub offline: bool,
     pub mode: String,
     /// Re-run or resume of this execution.
     pub parent: Option<(String, Relation)>,
@@ -49,6 +55,8 @@ impl Default for RunOptions {
             pins: BTreeMap::new(),
             reused_items: BTreeMap::new(),
             max_parallel: None,
+            mocks: BTreeMap::new(),
+            offline: false,
             mode: "test".into(),
             parent: None,
             cwd: None,

@@ -48,7 +48,8 @@ fn lookup_env(options: &RunOptions, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Binds every connection a node that will execute uses. Pinned nodes need none.
+/// Binds every connection a node that will execute uses. Pinned and mocked nodes need none, nor
+/// (offline) nodes that would make requests: they fail at once.
 pub fn bind_connections(
     plan: &Plan,
     options: &RunOptions,
@@ -56,7 +57,11 @@ pub fn bind_connections(
     let mut unbound: BTreeMap<String, Unbound> = BTreeMap::new();
     let mut bound = Vec::new();
     for node in &plan.workflow.nodes {
-        if node.pinned.is_some() || options.pins.contains_key(&node.id) {
+        if node.pinned.is_some()
+            || options.pins.contains_key(&node.id)
+            || options.mocks.contains_key(&node.id)
+            || (options.offline && flowrun_codegen::mock::makes_requests(node.kind.type_name()))
+        {
             continue;
         }
         for (name, _) in node.kind.connections() {
@@ -108,7 +113,10 @@ pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<MissingAgent> {
         .unwrap_or_else(|| PathBuf::from("/"));
     agents::missing(
         plan,
-        |node| options.pins.contains_key(node),
+        // Pinned, mocked and offline agent nodes never start their CLI.
+        |node| {
+            options.pins.contains_key(node) || options.mocks.contains_key(node) || options.offline
+        },
         Some(&path),
         &cwd,
     )
@@ -128,6 +136,16 @@ pub fn prepare(
                 nodes: plan.workflow.nodes.iter().map(|n| n.id.clone()).collect(),
             });
         }
+    }
+    if let Some(node) = options
+        .mocks
+        .keys()
+        .find(|m| plan.workflow.node(m).is_none())
+    {
+        let message = format!("the workflow has no node '{node}' to mock");
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
     }
     let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
@@ -174,6 +192,8 @@ pub fn prepare(
             pins: options.pins.clone(),
             reused_items: options.reused_items.clone(),
             max_parallel: options.max_parallel,
+            mocks: options.mocks.clone(),
+            offline: options.offline,
         },
     );
     let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {

@@ -1,0 +1,359 @@
+//! Assertions: `expect: { PATH: ASSERTION }` of a test case, checked against the execution record.
+//!
+//! An assertion is a bare value (scalar or list: equality) or a mapping of operators, all of
+//! which must hold: `equals`, `contains`, `matches` (a regex), `schema` (JSON Schema), `exists`,
+//! `lt`/`le`/`gt`/`ge`, `not` (an assertion that must fail). A mapping is always operators, so a
+//! typo is an error instead of a silent equality check; compare with an object by `equals: {…}`.
+
+use serde_json::Value;
+
+/// The operator names, in the order messages list them.
+pub const OPERATORS: &[&str] = &[
+    "equals", "contains", "matches", "schema", "exists", "lt", "le", "gt", "ge", "not",
+];
+
+#[derive(Debug)]
+pub(crate) enum Check {
+    Equals(Value),
+    Contains(Value),
+    Matches(regex::Regex),
+    Schema(Box<jsonschema::Validator>, Value),
+    Exists(bool),
+    Compare(&'static str, f64),
+    Not(Box<Check>),
+    All(Vec<Check>),
+}
+
+/// Why an assertion failed: the operator, what it expected, what was there.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Mismatch {
+    pub operator: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl Check {
+    /// Reads an assertion as a test file writes it; the error says what is wrong with it.
+    pub(crate) fn parse(v: &Value) -> Result<Check, String> {
+        let Value::Object(ops) = v else {
+            return Ok(Check::Equals(v.clone()));
+        };
+        if ops.is_empty() {
+            return Err(
+                "an empty mapping: give operators (equals, contains, …), or equals: {} to compare with an empty object".into(),
+            );
+        }
+        let mut all = Vec::new();
+        for (op, arg) in ops {
+            let check = match op.as_str() {
+                "equals" => Check::Equals(arg.clone()),
+                "contains" => Check::Contains(arg.clone()),
+                "matches" => {
+                    let re = arg
+                        .as_str()
+                        .ok_or("matches: expected a regular expression (a string)")?;
+                    Check::Matches(
+                        regex::Regex::new(re)
+                            .map_err(|e| format!("matches: not a valid regular expression: {e}"))?,
+                    )
+                }
+                "schema" => {
+                    let validator = jsonschema::validator_for(arg)
+                        .map_err(|e| format!("schema: not a valid JSON Schema: {e}"))?;
+                    Check::Schema(Box::new(validator), arg.clone())
+                }
+                "exists" => Check::Exists(arg.as_bool().ok_or("exists: expected true or false")?),
+                "lt" | "le" | "gt" | "ge" => {
+                    let n = arg
+                        .as_f64()
+                        .ok_or_else(|| format!("{op}: expected a number"))?;
+                    let op = OPERATORS.iter().find(|o| **o == op).expect("listed");
+                    Check::Compare(op, n)
+                }
+                "not" => Check::Not(Box::new(
+                    Check::parse(arg).map_err(|e| format!("not: {e}"))?,
+                )),
+                other => {
+                    return Err(format!(
+                        "unknown operator '{other}' (one of: {}); to compare with an object, write equals: {{…}}",
+                        OPERATORS.join(", ")
+                    ));
+                }
+            };
+            all.push(check);
+        }
+        Ok(if all.len() == 1 {
+            all.pop().expect("one")
+        } else {
+            Check::All(all)
+        })
+    }
+
+    /// Checks `actual` (`None`: the path does not exist).
+    pub(crate) fn check(&self, actual: Option<&Value>) -> Result<(), Mismatch> {
+        let fail = |operator: &str, expected: String| {
+            Err(Mismatch {
+                operator: operator.to_string(),
+                expected,
+                actual: show(actual),
+            })
+        };
+        match self {
+            Check::All(list) => list.iter().try_for_each(|c| c.check(actual)),
+            Check::Equals(want) => match actual {
+                Some(a) if same(a, want) => Ok(()),
+                _ => fail("equals", compact(want)),
+            },
+            Check::Contains(want) => {
+                let ok = match (actual, want) {
+                    (Some(Value::String(s)), Value::String(w)) => s.contains(w.as_str()),
+                    (Some(Value::Array(items)), w) => items.iter().any(|i| same(i, w)),
+                    (Some(Value::Object(_)), Value::Object(w)) => subset(actual.expect("some"), w),
+                    _ => false,
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    let what = match want {
+                        Value::String(_) => "a text or list containing",
+                        Value::Object(_) => "an object or list containing",
+                        _ => "a list containing",
+                    };
+                    fail("contains", format!("{what} {}", compact(want)))
+                }
+            }
+            Check::Matches(re) => match actual {
+                Some(Value::String(s)) if re.is_match(s) => Ok(()),
+                _ => fail("matches", format!("a text matching /{}/", re.as_str())),
+            },
+            Check::Schema(validator, schema) => {
+                let Some(a) = actual else {
+                    return fail(
+                        "schema",
+                        format!("a value valid against {}", compact(schema)),
+                    );
+                };
+                let errors: Vec<String> = validator
+                    .iter_errors(a)
+                    .take(3)
+                    .map(|e| {
+                        let at = e.instance_path().to_string();
+                        if at.is_empty() {
+                            e.to_string()
+                        } else {
+                            format!("{at}: {e}")
+                        }
+                    })
+                    .collect();
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    fail(
+                        "schema",
+                        format!("a value valid against the schema ({})", errors.join("; ")),
+                    )
+                }
+            }
+            Check::Exists(want) => {
+                let there = actual.is_some_and(|v| !v.is_null());
+                if there == *want {
+                    Ok(())
+                } else if *want {
+                    fail("exists", "a value (not null)".into())
+                } else {
+                    fail("exists", "no value (missing or null)".into())
+                }
+            }
+            Check::Compare(op, bound) => {
+                let ok = actual.and_then(Value::as_f64).is_some_and(|a| match *op {
+                    "lt" => a < *bound,
+                    "le" => a <= *bound,
+                    "gt" => a > *bound,
+                    _ => a >= *bound,
+                });
+                let sign = match *op {
+                    "lt" => "<",
+                    "le" => "<=",
+                    "gt" => ">",
+                    _ => ">=",
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    fail(op, format!("a number {sign} {}", num(*bound)))
+                }
+            }
+            Check::Not(inner) => match inner.check(actual) {
+                Err(_) => Ok(()),
+                Ok(()) => {
+                    let described = match inner.check_describe() {
+                        Some(d) => d,
+                        None => "the inner assertion to fail".into(),
+                    };
+                    fail("not", format!("not {described}"))
+                }
+            },
+        }
+    }
+
+    /// What the assertion asks for, in words (for `not`).
+    fn check_describe(&self) -> Option<String> {
+        Some(match self {
+            Check::Equals(v) => compact(v),
+            Check::Contains(v) => format!("containing {}", compact(v)),
+            Check::Matches(re) => format!("matching /{}/", re.as_str()),
+            Check::Schema(_, s) => format!("valid against {}", compact(s)),
+            Check::Exists(true) => "existing".into(),
+            Check::Exists(false) => "missing".into(),
+            Check::Compare(op, n) => format!("{op} {}", num(*n)),
+            Check::Not(inner) => format!("not {}", inner.check_describe()?),
+            Check::All(list) => list
+                .iter()
+                .map(Check::check_describe)
+                .collect::<Option<Vec<_>>>()?
+                .join(" and "),
+        })
+    }
+}
+
+/// Equal as JSON, numbers by value (`1` equals `1.0`).
+pub(crate) fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Every entry of `want` is in `actual` (an object), with an equal value.
+fn subset(actual: &Value, want: &serde_json::Map<String, Value>) -> bool {
+    want.iter()
+        .all(|(k, v)| actual.get(k).is_some_and(|a| same(a, v)))
+}
+
+fn num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A value as compact JSON, cut after 300 characters.
+fn compact(v: &Value) -> String {
+    flowrun_events::preview(v, 300)
+}
+
+fn show(v: Option<&Value>) -> String {
+    match v {
+        None => "(missing)".into(),
+        Some(v) => compact(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(assertion: Value, actual: Value) -> Result<(), Mismatch> {
+        Check::parse(&assertion).unwrap().check(Some(&actual))
+    }
+
+    #[test]
+    fn each_operator_passes_and_fails() {
+        let cases = [
+            (json!("success"), json!("success"), json!("error")),
+            (
+                json!({"equals": {"a": 1}}),
+                json!({"a": 1.0}),
+                json!({"a": 2}),
+            ),
+            (
+                json!({"contains": "cycl"}),
+                json!("acyclic"),
+                json!("graph"),
+            ),
+            (json!({"contains": 2}), json!([1, 2]), json!([1, 3])),
+            (
+                json!({"contains": {"a": 1}}),
+                json!({"a": 1, "b": 2}),
+                json!({"b": 2}),
+            ),
+            (
+                json!({"matches": "^A.*h$"}),
+                json!("A graph"),
+                json!("a graph"),
+            ),
+            (
+                json!({"schema": {"type": "object", "required": ["x"]}}),
+                json!({"x": 1}),
+                json!({"y": 1}),
+            ),
+            (json!({"exists": true}), json!(0), json!(null)),
+            (json!({"exists": false}), json!(null), json!(false)),
+            (json!({"lt": 0.01}), json!(0.001), json!(0.01)),
+            (json!({"le": 3}), json!(3), json!(4)),
+            (json!({"gt": 0, "lt": 10}), json!(5), json!(10)),
+            (json!({"ge": 2}), json!(2), json!("2")),
+            (
+                json!({"not": {"contains": "x"}}),
+                json!("abc"),
+                json!("xyz"),
+            ),
+            (json!({"not": "error"}), json!("success"), json!("error")),
+        ];
+        for (assertion, good, bad) in cases {
+            assert_eq!(
+                check(assertion.clone(), good.clone()),
+                Ok(()),
+                "{assertion} on {good}"
+            );
+            let m = check(assertion.clone(), bad.clone()).unwrap_err();
+            assert_eq!(m.actual, bad.to_string(), "{assertion}");
+        }
+    }
+
+    #[test]
+    fn a_missing_value_fails_everything_but_exists_false() {
+        let missing = |a: Value| Check::parse(&a).unwrap().check(None);
+        assert!(missing(json!({"exists": false})).is_ok());
+        assert!(missing(json!({"not": 1})).is_ok());
+        let m = missing(json!({"contains": "x"})).unwrap_err();
+        assert_eq!(m.actual, "(missing)");
+    }
+
+    #[test]
+    fn mismatches_say_operator_expected_and_actual() {
+        let m = check(json!({"contains": "acyclic"}), json!("A tree")).unwrap_err();
+        assert_eq!(m.operator, "contains");
+        assert_eq!(m.expected, "a text or list containing \"acyclic\"");
+        assert_eq!(m.actual, "\"A tree\"");
+        let m = check(json!({"not": {"lt": 5}}), json!(1)).unwrap_err();
+        assert_eq!(
+            (m.operator.as_str(), m.expected.as_str()),
+            ("not", "not lt 5")
+        );
+    }
+
+    #[test]
+    fn bad_assertions_are_errors() {
+        for (a, why) in [
+            (json!({"contians": "x"}), "unknown operator 'contians'"),
+            (json!({}), "an empty mapping"),
+            (json!({"matches": "("}), "not a valid regular expression"),
+            (json!({"schema": {"type": 5}}), "not a valid JSON Schema"),
+            (json!({"lt": "x"}), "lt: expected a number"),
+            (json!({"exists": "yes"}), "exists: expected true or false"),
+            (json!({"not": {"nope": 1}}), "not: unknown operator"),
+        ] {
+            let e = Check::parse(&a).unwrap_err();
+            assert!(e.contains(why), "{a}: {e}");
+        }
+    }
+}

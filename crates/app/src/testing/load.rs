@@ -1,0 +1,559 @@
+//! Finding and reading test files: every problem is reported at once, each with the file, the
+//! line, the case and the path it is about.
+
+use super::expect::Check;
+use super::located::{self, Located};
+use super::path::{Path as JPath, Seg};
+use super::{mocks, model::*};
+use flowrun_codegen::{Mock, Plan};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A problem with a test file (or the workflow it names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub case: Option<String>,
+    /// Where in the file: `cases[0].expect["output.text"]`, `workflow`, …
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        f.write_str(":")?;
+        if let Some(c) = &self.case {
+            write!(f, " case {}:", Value::String(c.clone()))?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, " {p}:")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// The fields of the execution record assertions can name, and of each node in it.
+pub const RECORD_FIELDS: &[&str] = &[
+    "id",
+    "status",
+    "mode",
+    "workflow_id",
+    "workflow_name",
+    "trigger",
+    "output",
+    "error",
+    "duration_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "nodes",
+    "logs",
+];
+pub const NODE_FIELDS: &[&str] = &[
+    "status",
+    "attempt",
+    "duration_ms",
+    "input",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+    "from_execution",
+];
+
+/// Is this file name a test file's (`*.test.yaml`, `*.test.yml`, `*.test.json`)?
+pub fn is_test_file(name: &str) -> bool {
+    [".test.yaml", ".test.yml", ".test.json"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+/// The test files under `paths` (files as given; directories searched, skipping hidden ones,
+/// `target`, `node_modules` and `__snapshots__`), sorted, each once.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| Problem {
+            file: p.display().to_string(),
+            line: None,
+            case: None,
+            path: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        if meta.is_dir() {
+            walk(p, &mut out);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Ok(ty) = e.file_type() else { continue };
+        if ty.is_dir() {
+            let skip = name.starts_with('.')
+                || ["target", "node_modules", "__snapshots__"].contains(&name.as_str());
+            if !skip {
+                walk(&e.path(), out);
+            }
+        } else if ty.is_file() && is_test_file(&name) {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Collects the problems of one file.
+struct Reader<'a> {
+    file: String,
+    located: &'a Located,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, path: &JPath, case: Option<&str>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            line: self.located.line(path),
+            case: case.map(str::to_string),
+            path: (!path.0.is_empty()).then(|| path.to_string()),
+            message: message.into(),
+        });
+    }
+
+    /// Fields of `obj` not in `known` are problems.
+    fn unknown_fields(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &JPath,
+        case: Option<&str>,
+        known: &[&str],
+    ) {
+        for k in obj.keys() {
+            // Top-level `x-…` keys hold YAML anchors, as in workflow files.
+            let anchors = at.0.is_empty() && k.starts_with("x-");
+            if !(known.contains(&k.as_str()) || anchors) {
+                self.problem(
+                    &at.key(k),
+                    case,
+                    format!("unknown field '{k}' (one of: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+/// Reads a test file and the workflow it names.
+pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
+    let file = path.display().to_string();
+    let fail = |line, message: String| {
+        vec![Problem {
+            file: file.clone(),
+            line,
+            case: None,
+            path: None,
+            message,
+        }]
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+    let json = path.extension().is_some_and(|e| e == "json");
+    let located = located::parse(&text, json).map_err(|(line, m)| fail(line, m))?;
+    let mut r = Reader {
+        file: file.clone(),
+        located: &located,
+        problems: Vec::new(),
+    };
+    let root = JPath::default();
+    let Value::Object(top) = &located.value else {
+        return Err(fail(
+            Some(1),
+            "expected a mapping with `workflow` and `cases`".into(),
+        ));
+    };
+    r.unknown_fields(top, &root, None, &["workflow", "cases", "mock"]);
+    let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let loaded = match top.get("workflow") {
+        Some(Value::String(w)) => {
+            // `./w.json` beside `examples/t.test.yaml` is `examples/w.json` (not `examples/./w.json`).
+            let wpath: PathBuf = dir
+                .join(w)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            match flowrun_codegen::load_file(&wpath)
+                .and_then(|s| flowrun_codegen::compile(&s).map(|p| (s, p)))
+            {
+                Ok(sp) => Some(sp),
+                Err(d) => {
+                    r.problem(
+                        &root.key("workflow"),
+                        None,
+                        format!("the workflow {w} is invalid:\n{d}"),
+                    );
+                    None
+                }
+            }
+        }
+        Some(_) => {
+            r.problem(
+                &root.key("workflow"),
+                None,
+                "expected the workflow file's path (relative to this file)",
+            );
+            None
+        }
+        None => {
+            r.problem(
+                &root,
+                None,
+                "missing field `workflow`: the workflow file to test, relative to this file",
+            );
+            None
+        }
+    };
+    let plan = loaded.as_ref().map(|(_, p)| p);
+    let shared_mocks = match top.get("mock") {
+        Some(m) => read_mocks(&mut r, m, &root.key("mock"), None, plan),
+        None => BTreeMap::new(),
+    };
+    let mut cases = Vec::new();
+    match top.get("cases") {
+        Some(Value::Array(list)) if !list.is_empty() => {
+            for (i, c) in list.iter().enumerate() {
+                let at = root.key("cases").child(Seg::Index(i));
+                if let Some(case) = read_case(&mut r, c, &at, plan, &shared_mocks) {
+                    if cases.iter().any(|k: &Case| k.name == case.name) {
+                        let name = case.name.clone();
+                        r.problem(
+                            &at.key("name"),
+                            Some(&name),
+                            "two cases have this name; names are unique in a file",
+                        );
+                    }
+                    cases.push(case);
+                }
+            }
+        }
+        Some(_) => r.problem(&root.key("cases"), None, "expected a list of cases"),
+        None => r.problem(&root, None, "missing field `cases`"),
+    }
+    if !r.problems.is_empty() {
+        let mut problems = r.problems;
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        return Err(problems);
+    }
+    let (source, _) = loaded.expect("no problem, so the workflow loaded");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    Ok(TestFile {
+        file,
+        snapshot_file: dir.join("__snapshots__").join(format!("{name}.snap.json")),
+        dir,
+        source: Arc::new(source),
+        cases,
+    })
+}
+
+fn read_mocks(
+    r: &mut Reader,
+    v: &Value,
+    at: &JPath,
+    case: Option<&str>,
+    plan: Option<&Plan>,
+) -> BTreeMap<String, Mock> {
+    let mut out = BTreeMap::new();
+    let Value::Object(m) = v else {
+        r.problem(at, case, "expected a mapping of node id to its mock");
+        return out;
+    };
+    for (node, mv) in m {
+        let here = at.key(node);
+        let mock = match mocks::parse(mv) {
+            Ok(m) => m,
+            Err(e) => {
+                r.problem(&here, case, e);
+                continue;
+            }
+        };
+        if let Some(plan) = plan {
+            match plan.workflow.node(node) {
+                None => {
+                    r.problem(
+                        &here,
+                        case,
+                        format!(
+                            "the workflow has no node '{node}' to mock; its nodes are: {}",
+                            node_ids(plan)
+                        ),
+                    );
+                    continue;
+                }
+                Some(n) if mock.attempts().len() > n.retry.max_attempts as usize => {
+                    r.problem(
+                        &here,
+                        case,
+                        format!(
+                            "{} attempts are mocked, but node '{node}' makes at most {} (its retry.max_attempts)",
+                            mock.attempts().len(),
+                            n.retry.max_attempts
+                        ),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
+        out.insert(node.clone(), mock);
+    }
+    out
+}
+
+fn node_ids(plan: &Plan) -> String {
+    let ids: Vec<&str> = plan.workflow.nodes.iter().map(|n| n.id.as_str()).collect();
+    ids.join(", ")
+}
+
+const CASE_FIELDS: &[&str] = &[
+    "name",
+    "trigger",
+    "mock",
+    "expect",
+    "snapshot",
+    "ignore",
+    "skip",
+    "timeout_ms",
+    "env",
+];
+
+fn read_case(
+    r: &mut Reader,
+    v: &Value,
+    at: &JPath,
+    plan: Option<&Plan>,
+    shared: &BTreeMap<String, Mock>,
+) -> Option<Case> {
+    let Value::Object(c) = v else {
+        r.problem(
+            at,
+            None,
+            "expected a case: a mapping with name, trigger, mock, expect, …",
+        );
+        return None;
+    };
+    let name = match c.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => {
+            r.problem(at, None, "a case needs a name (a non-empty string)");
+            return None;
+        }
+    };
+    let case = Some(name.as_str());
+    r.unknown_fields(c, at, case, CASE_FIELDS);
+    let trigger = match c.get("trigger") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(t @ Value::Object(_)) => t.clone(),
+        Some(_) => {
+            r.problem(
+                &at.key("trigger"),
+                case,
+                "expected the trigger data as a mapping",
+            );
+            Value::Null
+        }
+    };
+    let mut mocks = shared.clone();
+    if let Some(m) = c.get("mock") {
+        mocks.extend(read_mocks(r, m, &at.key("mock"), case, plan));
+    }
+    let mut expect = Vec::new();
+    match c.get("expect") {
+        None => {}
+        Some(Value::Object(e)) => {
+            for (text, assertion) in e {
+                let here = at.key("expect").key(text);
+                let path = match JPath::parse(text).and_then(|p| check_path(&p, plan).map(|_| p)) {
+                    Ok(p) => p,
+                    Err(m) => {
+                        r.problem(&here, case, m);
+                        continue;
+                    }
+                };
+                match Check::parse(assertion) {
+                    Ok(check) => expect.push(Expectation {
+                        line: r.located.line(&here),
+                        text: text.clone(),
+                        path,
+                        check,
+                    }),
+                    Err(m) => r.problem(&here, case, m),
+                }
+            }
+        }
+        Some(_) => r.problem(
+            &at.key("expect"),
+            case,
+            "expected a mapping of path to assertion",
+        ),
+    }
+    let mut ignore = Vec::new();
+    let snapshot = match c.get("snapshot") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(Value::Object(s)) => {
+            r.unknown_fields(s, &at.key("snapshot"), case, &["ignore"]);
+            ignore.extend(read_ignore(
+                r,
+                s.get("ignore"),
+                &at.key("snapshot").key("ignore"),
+                case,
+            ));
+            true
+        }
+        Some(_) => {
+            r.problem(
+                &at.key("snapshot"),
+                case,
+                "expected true, false or {ignore: [paths]}",
+            );
+            false
+        }
+    };
+    if c.contains_key("ignore") {
+        if !snapshot {
+            r.problem(
+                &at.key("ignore"),
+                case,
+                "ignore: paths left out of the snapshot, but this case has no `snapshot: true`",
+            );
+        }
+        ignore.extend(read_ignore(r, c.get("ignore"), &at.key("ignore"), case));
+    }
+    let skip = match c.get("skip") {
+        None | Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some(String::new()),
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            r.problem(
+                &at.key("skip"),
+                case,
+                "expected true or a reason (a string)",
+            );
+            None
+        }
+    };
+    let timeout_ms = match c.get("timeout_ms") {
+        None => None,
+        Some(t) => match t.as_u64().filter(|t| *t > 0) {
+            Some(t) => Some(t),
+            None => {
+                r.problem(
+                    &at.key("timeout_ms"),
+                    case,
+                    "expected a positive number of milliseconds",
+                );
+                None
+            }
+        },
+    };
+    let mut env = Vec::new();
+    match c.get("env") {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => env.push((k.clone(), s.clone())),
+                    Value::Number(_) | Value::Bool(_) => env.push((k.clone(), v.to_string())),
+                    _ => r.problem(&at.key("env").key(k), case, "expected a text value"),
+                }
+            }
+        }
+        Some(_) => r.problem(
+            &at.key("env"),
+            case,
+            "expected a mapping of variable to value",
+        ),
+    }
+    Some(Case {
+        name,
+        line: r.located.line(at),
+        trigger,
+        mocks,
+        expect,
+        snapshot: snapshot.then_some(ignore),
+        skip,
+        timeout_ms,
+        env,
+    })
+}
+
+fn read_ignore(r: &mut Reader, v: Option<&Value>, at: &JPath, case: Option<&str>) -> Vec<JPath> {
+    let Some(Value::Array(list)) = v else {
+        if v.is_some() {
+            r.problem(at, case, "expected a list of paths");
+        }
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        match p.as_str().map(JPath::parse) {
+            Some(Ok(p)) => out.push(p),
+            Some(Err(e)) => r.problem(&at.child(Seg::Index(i)), case, e),
+            None => r.problem(&at.child(Seg::Index(i)), case, "expected a path (a string)"),
+        }
+    }
+    out
+}
+
+/// A path an assertion names must start at a field of the record, and name a node the
+/// workflow has.
+fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
+    let root = p.first_key().unwrap_or("");
+    if !RECORD_FIELDS.contains(&root) {
+        return Err(format!(
+            "unknown field '{root}' of the execution record (one of: {})",
+            RECORD_FIELDS.join(", ")
+        ));
+    }
+    if root != "nodes" {
+        return Ok(());
+    }
+    let Some(Seg::Key(node)) = p.0.get(1) else {
+        return Ok(());
+    };
+    if let Some(plan) = plan {
+        if plan.workflow.node(node).is_none() {
+            return Err(format!(
+                "the workflow has no node '{node}'; its nodes are: {}",
+                node_ids(plan)
+            ));
+        }
+    }
+    match p.0.get(2) {
+        Some(Seg::Key(f)) if !NODE_FIELDS.contains(&f.as_str()) => Err(format!(
+            "unknown field '{f}' of a node (one of: {})",
+            NODE_FIELDS.join(", ")
+        )),
+        Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),
+        _ => Ok(()),
+    }
+}

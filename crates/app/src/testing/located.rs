@@ -1,0 +1,209 @@
+//! A test file's text as JSON data, with the line of every key and list item, so that each
+//! problem found later (an unknown field, a bad assertion, a failed case) can name its line.
+//!
+//! The data comes from the same parsers as workflows use (serde_json; serde_yaml_ng with merge
+//! keys applied); the lines come from a second, event-level pass with saphyr-parser, which also
+//! finds duplicate keys (serde_json would silently keep the last one).
+
+use super::path::{Path, Seg};
+use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Data with the 1-based line of each path that is written in the text.
+#[derive(Debug, Default)]
+pub(crate) struct Located {
+    pub(crate) value: Value,
+    lines: HashMap<Path, usize>,
+}
+
+impl Located {
+    /// The line of `path`, or of its nearest ancestor written in the text (a value that came
+    /// from a merge key or an alias has its parent's line).
+    pub(crate) fn line(&self, path: &Path) -> Option<usize> {
+        let mut p = path.0.as_slice();
+        loop {
+            if let Some(l) = self.lines.get(&Path(p.to_vec())) {
+                return Some(*l);
+            }
+            if p.is_empty() {
+                return None;
+            }
+            p = &p[..p.len() - 1];
+        }
+    }
+}
+
+/// A syntax problem: its line if known, and what is wrong.
+pub(crate) type SyntaxError = (Option<usize>, String);
+
+/// Parses JSON (`json`) or YAML text.
+pub(crate) fn parse(text: &str, json: bool) -> Result<Located, SyntaxError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let value = if json {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| (Some(e.line()), format!("invalid JSON: {e}")))?
+    } else {
+        let mut y: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| (e.location().map(|l| l.line()), format!("invalid YAML: {e}")))?;
+        y.apply_merge()
+            .map_err(|e| (None, format!("invalid YAML: {e}")))?;
+        serde_json::to_value(&y).map_err(|e| (None, format!("invalid YAML: {e}")))?
+    };
+    let mut lines = Lines::default();
+    // The data parsed, so this pass fails only where saphyr is stricter; lines are then unknown.
+    if Parser::new_from_str(text).load(&mut lines, false).is_ok() {
+        if let Some((line, key)) = lines.duplicate {
+            return Err((Some(line), format!("duplicate key '{key}'")));
+        }
+    }
+    Ok(Located {
+        value,
+        lines: lines.lines,
+    })
+}
+
+enum Frame {
+    Map {
+        path: Path,
+        /// The key of the value that comes next; `None` while a key is expected.
+        key: Option<String>,
+        seen: std::collections::HashSet<String>,
+    },
+    Seq {
+        path: Path,
+        index: usize,
+    },
+    /// A complex key (a mapping or list used as a key): nothing inside is recorded.
+    Skip,
+}
+
+#[derive(Default)]
+struct Lines {
+    stack: Vec<Frame>,
+    lines: HashMap<Path, usize>,
+    duplicate: Option<(usize, String)>,
+}
+
+impl Lines {
+    /// Where a node that starts now sits: `Some(path)` for a value, `None` when it is a key
+    /// (handled here) or inside a complex key.
+    fn place(&mut self, scalar_key: Option<&str>, line: usize) -> Option<Path> {
+        match self.stack.last_mut() {
+            None => Some(Path::default()),
+            Some(Frame::Skip) => None,
+            Some(Frame::Seq { path, index }) => {
+                let p = path.child(Seg::Index(*index));
+                *index += 1;
+                self.lines.entry(p.clone()).or_insert(line);
+                Some(p)
+            }
+            Some(Frame::Map { path, key, seen }) => match key.take() {
+                Some(k) => Some(path.key(&k)),
+                None => {
+                    let k = scalar_key.unwrap_or("").to_string();
+                    if !seen.insert(k.clone()) && self.duplicate.is_none() && k != "<<" {
+                        self.duplicate = Some((line, k.clone()));
+                    }
+                    self.lines.entry(path.key(&k)).or_insert(line);
+                    *key = Some(k);
+                    None
+                }
+            },
+        }
+    }
+
+    fn is_key_position(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+}
+
+impl<'input> SpannedEventReceiver<'input> for Lines {
+    fn on_event(&mut self, ev: Event<'input>, span: Span) {
+        let line = span.start.line();
+        match ev {
+            Event::Scalar(text, ..) => {
+                self.place(Some(&text), line);
+            }
+            Event::Alias(_) => {
+                self.place(Some(""), line);
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let complex_key = self.is_key_position();
+                let map = matches!(ev, Event::MappingStart(..));
+                let frame = match self.place(None, line) {
+                    _ if complex_key => Frame::Skip,
+                    None => Frame::Skip,
+                    Some(path) => {
+                        self.lines.entry(path.clone()).or_insert(line);
+                        if map {
+                            Frame::Map {
+                                path,
+                                key: None,
+                                seen: Default::default(),
+                            }
+                        } else {
+                            Frame::Seq { path, index: 0 }
+                        }
+                    }
+                };
+                self.stack.push(frame);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(l: &Located, p: &str) -> Option<usize> {
+        l.line(&Path::parse(p).unwrap())
+    }
+
+    #[test]
+    fn yaml_lines_of_keys_and_items() {
+        let text = "workflow: ./w.json\ncases:\n  - name: one\n    expect:\n      output.text: { contains: x }\n  - name: two\n    trigger: {a: 1}\n";
+        let l = parse(text, false).unwrap();
+        assert_eq!(l.value["cases"][1]["trigger"]["a"], 1);
+        assert_eq!(line(&l, "workflow"), Some(1));
+        assert_eq!(line(&l, "cases[0]"), Some(3));
+        assert_eq!(line(&l, "cases[0].name"), Some(3));
+        assert_eq!(line(&l, "cases[0].expect[\"output.text\"]"), Some(5));
+        assert_eq!(line(&l, "cases[1]"), Some(6));
+        assert_eq!(line(&l, "cases[1].trigger.a"), Some(7));
+        assert_eq!(
+            line(&l, "cases[1].nothing.here"),
+            Some(6),
+            "nearest ancestor"
+        );
+    }
+
+    #[test]
+    fn json_lines_and_duplicates() {
+        let text = "{\n  \"workflow\": \"w.json\",\n  \"cases\": [\n    {\"name\": \"a\"}\n  ]\n}";
+        let l = parse(text, true).unwrap();
+        assert_eq!(line(&l, "cases[0].name"), Some(4));
+        let e = parse("{\"a\": 1,\n \"a\": 2}", true).unwrap_err();
+        assert_eq!(e, (Some(2), "duplicate key 'a'".to_string()));
+        let e = parse("a: 1\nb: [\n", false).unwrap_err();
+        assert!(e.1.starts_with("invalid YAML"), "{e:?}");
+    }
+
+    #[test]
+    fn merges_and_anchors() {
+        let text = "x-mocks: &m\n  ask: {content: hi}\ncases:\n  - name: a\n    mock:\n      <<: *m\n      other: 1\n";
+        let l = parse(text, false).unwrap();
+        assert_eq!(l.value["cases"][0]["mock"]["ask"]["content"], "hi");
+        assert_eq!(
+            line(&l, "cases[0].mock.ask"),
+            Some(5),
+            "from the merge: the parent's line"
+        );
+        assert_eq!(line(&l, "cases[0].mock.other"), Some(7));
+    }
+}

@@ -1,0 +1,157 @@
+//! A node's mock as a test file writes it, read ([`parse`]) and written ([`to_value`], for
+//! `--record-from`).
+//!
+//! - a value: the node's output, for every attempt;
+//! - `{error: {type, message}}` (that key alone): every attempt fails with that error;
+//! - a list: one of the above per attempt (the last repeats), to exercise `retry`;
+//! - `{output: X}` (that key alone): the output X, written so when X is itself a list or looks
+//!   like one of the forms above.
+
+use flowrun_codegen::{Mock, MockOutcome};
+use serde_json::{Map, Value, json};
+
+/// Reads a mock; the error says what is wrong.
+pub(crate) fn parse(v: &Value) -> Result<Mock, String> {
+    match v {
+        Value::Array(items) if items.is_empty() => {
+            Err("an empty list: give one outcome per attempt".into())
+        }
+        Value::Array(items) => {
+            let attempts = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| outcome(item).map_err(|e| format!("attempt {}: {e}", i + 1)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Mock::new(attempts))
+        }
+        v => Ok(Mock::new(vec![outcome(v)?])),
+    }
+}
+
+fn only_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get(key),
+        _ => None,
+    }
+}
+
+fn outcome(v: &Value) -> Result<MockOutcome, String> {
+    if let Some(out) = only_key(v, "output") {
+        return Ok(MockOutcome::Output(out.clone()));
+    }
+    let Some(e) = only_key(v, "error") else {
+        return Ok(MockOutcome::Output(v.clone()));
+    };
+    let Value::Object(e) = e else {
+        return Err("error: expected {type, message}".into());
+    };
+    if let Some(k) = e.keys().find(|k| *k != "type" && *k != "message") {
+        return Err(format!(
+            "error: unknown field '{k}' (an error has type and message)"
+        ));
+    }
+    let text = |k: &str| match e.get(k) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("error.{k}: expected a string")),
+    };
+    Ok(MockOutcome::Error {
+        kind: text("type")?.unwrap_or_else(|| "MockError".into()),
+        message: text("message")?.ok_or("error: a message is required")?,
+    })
+}
+
+/// The mock as a test file writes it: the shortest form that reads back the same.
+pub(crate) fn to_value(mock: &Mock) -> Value {
+    let one = |o: &MockOutcome, alone: bool| match o {
+        MockOutcome::Error { kind, message } => {
+            json!({"error": {"type": kind, "message": message}})
+        }
+        MockOutcome::Output(v) => {
+            let ambiguous = (alone && v.is_array())
+                || only_key(v, "output").is_some()
+                || only_key(v, "error").is_some();
+            if ambiguous {
+                Value::Object(Map::from_iter([("output".to_string(), v.clone())]))
+            } else {
+                v.clone()
+            }
+        }
+    };
+    match mock.attempts() {
+        [o] => one(o, true),
+        list => Value::Array(list.iter().map(|o| one(o, false)).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let out = |v: Value| MockOutcome::Output(v);
+        let err = |k: &str, m: &str| MockOutcome::Error {
+            kind: k.into(),
+            message: m.into(),
+        };
+        for (written, attempts) in [
+            (
+                json!({"content": "hi"}),
+                vec![out(json!({"content": "hi"}))],
+            ),
+            (json!("text"), vec![out(json!("text"))]),
+            (
+                json!({"error": {"type": "RateLimit", "message": "429"}}),
+                vec![err("RateLimit", "429")],
+            ),
+            (
+                json!({"error": {"message": "x"}}),
+                vec![err("MockError", "x")],
+            ),
+            (
+                json!([{"error": {"message": "x"}}, {"content": "ok"}]),
+                vec![err("MockError", "x"), out(json!({"content": "ok"}))],
+            ),
+            (json!({"output": [1, 2]}), vec![out(json!([1, 2]))]),
+            (
+                json!({"output": {"error": "not a mock error"}}),
+                vec![out(json!({"error": "not a mock error"}))],
+            ),
+            (
+                json!({"error": "x", "other": 1}),
+                vec![out(json!({"error": "x", "other": 1}))],
+            ),
+        ] {
+            let m = parse(&written).unwrap();
+            assert_eq!(m.attempts(), attempts.as_slice(), "{written}");
+            assert_eq!(parse(&to_value(&m)).unwrap(), m, "round trip of {written}");
+        }
+        assert_eq!(to_value(&Mock::output(json!([1]))), json!({"output": [1]}));
+        assert_eq!(to_value(&Mock::output(json!({"a": 1}))), json!({"a": 1}));
+    }
+
+    #[test]
+    fn bad_mocks() {
+        for (v, why) in [
+            (json!([]), "an empty list"),
+            (json!({"error": "boom"}), "error: expected {type, message}"),
+            (json!({"error": {"type": "X"}}), "a message is required"),
+            (
+                json!({"error": {"message": 1}}),
+                "error.message: expected a string",
+            ),
+            (
+                json!({"error": {"message": "m", "code": 1}}),
+                "unknown field 'code'",
+            ),
+            (
+                json!([1, {"error": {}}]),
+                "attempt 2: error: a message is required",
+            ),
+        ] {
+            let e = parse(&v).unwrap_err();
+            assert!(e.contains(why), "{v}: {e}");
+        }
+    }
+}

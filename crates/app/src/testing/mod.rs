@@ -1,0 +1,60 @@
+//! Workflow tests (`flowrun test`): test files that run a workflow's cases with mocked nodes and
+//! check what each execution recorded.
+//!
+//! - [`load`]: finding and reading test files, every problem located (file, line, case, path);
+//! - [`expect`]: the assertions; [`snapshot`]: snapshots beside the test file;
+//! - [`select`]: `filter` and partitions; [`run`](mod@run): running the cases through
+//!   [`crate::runner`] as executions of mode `test-suite`, concurrently, with retries;
+//! - [`record`]: a case written from a stored execution; [`report`]: JUnit XML and JSON.
+//!
+//! Like the rest of this crate it knows no flag and prints nothing: the CLI does.
+
+pub mod expect;
+pub mod load;
+mod located;
+pub(crate) mod mocks;
+pub mod model;
+pub mod path;
+pub mod record;
+pub mod report;
+pub mod run;
+pub mod select;
+pub mod snapshot;
+
+pub use load::{Problem, discover, is_test_file};
+pub use model::*;
+pub use run::{MODE, Settings, Suite, SuiteOutcome};
+pub use select::{Partition, select};
+
+/// Finds and reads the test files under `paths` and their stored snapshots; every problem of
+/// every file at once.
+pub fn load_suite(paths: &[std::path::PathBuf]) -> Result<Suite, Vec<Problem>> {
+    let found = discover(paths).map_err(|p| vec![p])?;
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for f in &found {
+        match load::load(f) {
+            Ok(t) => files.push(t),
+            Err(p) => problems.extend(p),
+        }
+    }
+    let mut snapshots = Vec::new();
+    for f in &files {
+        let any = f.cases.iter().any(|c| c.snapshot.is_some());
+        match any.then(|| snapshot::load(&f.snapshot_file)).transpose() {
+            Ok(s) => snapshots.push(s.unwrap_or_default()),
+            Err(message) => problems.push(Problem {
+                file: f.snapshot_file.display().to_string(),
+                line: None,
+                case: None,
+                path: None,
+                message,
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Suite { files, snapshots })
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,200 @@
+//! Paths into JSON values, as test files write them: `output.text`, `nodes.ask.output.usage`,
+//! `output.items[0].name`, `output["a key.with dots"]` — the syntax of templates.
+
+use serde_json::Value;
+use std::fmt;
+
+/// One step of a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A parsed path (never empty once parsed from text).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Path(pub Vec<Seg>);
+
+impl Path {
+    /// Parses `a.b[0]["c d"]`.
+    pub fn parse(text: &str) -> Result<Path, String> {
+        let b = text.as_bytes();
+        let mut segs = Vec::new();
+        let mut i = 0;
+        let bad = |why: &str| Err(format!("'{text}' is not a valid path: {why}"));
+        if text.is_empty() {
+            return bad("it is empty");
+        }
+        while i < b.len() {
+            match b[i] {
+                b'[' => {
+                    let Some(end) = find_close(text, i) else {
+                        return bad("a '[' is not closed");
+                    };
+                    let inner = &text[i + 1..end];
+                    if inner.starts_with('"') {
+                        match serde_json::from_str::<String>(inner) {
+                            Ok(k) => segs.push(Seg::Key(k)),
+                            Err(_) => return bad("a quoted key is not a JSON string"),
+                        }
+                    } else {
+                        match inner.parse::<usize>() {
+                            Ok(n) => segs.push(Seg::Index(n)),
+                            Err(_) => return bad("[…] holds an index (0, 1, …) or a quoted key"),
+                        }
+                    }
+                    i = end + 1;
+                    if i < b.len() && b[i] == b'.' {
+                        i += 1;
+                        if i == b.len() {
+                            return bad("it ends with '.'");
+                        }
+                    } else if i < b.len() && b[i] != b'[' {
+                        return bad("expected '.' or '[' after ']'");
+                    }
+                }
+                b'.' => return bad("an empty key between dots"),
+                _ => {
+                    let start = i;
+                    while i < b.len() && b[i] != b'.' && b[i] != b'[' {
+                        i += 1;
+                    }
+                    segs.push(Seg::Key(text[start..i].to_string()));
+                    if i < b.len() && b[i] == b'.' {
+                        i += 1;
+                        if i == b.len() {
+                            return bad("it ends with '.'");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Path(segs))
+    }
+
+    /// The value at this path, if there is one.
+    pub fn get<'a>(&self, mut v: &'a Value) -> Option<&'a Value> {
+        for seg in &self.0 {
+            v = match (seg, v) {
+                (Seg::Key(k), Value::Object(m)) => m.get(k)?,
+                (Seg::Index(i), Value::Array(a)) => a.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    /// The value at this path, for replacing; `None` when the path does not exist.
+    pub fn get_mut<'a>(&self, mut v: &'a mut Value) -> Option<&'a mut Value> {
+        for seg in &self.0 {
+            v = match (seg, v) {
+                (Seg::Key(k), Value::Object(m)) => m.get_mut(k)?,
+                (Seg::Index(i), Value::Array(a)) => a.get_mut(*i)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    pub fn child(&self, seg: Seg) -> Path {
+        let mut p = self.clone();
+        p.0.push(seg);
+        p
+    }
+
+    pub fn key(&self, k: &str) -> Path {
+        self.child(Seg::Key(k.to_string()))
+    }
+
+    pub fn first_key(&self) -> Option<&str> {
+        match self.0.first() {
+            Some(Seg::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// The `]` closing the `[` at `open`, skipping a quoted key's characters.
+fn find_close(text: &str, open: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut i = open + 1;
+    if b.get(i) == Some(&b'"') {
+        i += 1;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    i += 1;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    text[i.min(text.len())..].find(']').map(|j| i + j)
+}
+
+/// A key that can be written bare in a path.
+fn bare(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if bare(k) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(k)?;
+                }
+                Seg::Key(k) => write!(f, "[{}]", Value::String(k.clone()))?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_parse_and_print_back() {
+        for text in [
+            "status",
+            "output.text",
+            "nodes.my-node.output.items[0].name",
+            "output[\"a key.with dots\"].x",
+            "output[2][3]",
+        ] {
+            let p = Path::parse(text).unwrap();
+            assert_eq!(p.to_string(), text);
+        }
+        let p = Path::parse("a[1][\"b]c\"]").unwrap();
+        assert_eq!(
+            p.0,
+            vec![Seg::Key("a".into()), Seg::Index(1), Seg::Key("b]c".into())]
+        );
+        for bad in ["", "a.", ".a", "a..b", "a[x]", "a[1", "a[1]b"] {
+            assert!(Path::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lookup() {
+        let v = json!({"a": [{"b": 1}], "c d": null});
+        assert_eq!(Path::parse("a[0].b").unwrap().get(&v), Some(&json!(1)));
+        assert_eq!(
+            Path::parse("[\"c d\"]").unwrap().get(&v),
+            Some(&Value::Null)
+        );
+        assert_eq!(Path::parse("a[1]").unwrap().get(&v), None);
+        assert_eq!(Path::parse("a.b").unwrap().get(&v), None);
+    }
+}

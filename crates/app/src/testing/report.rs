@@ -1,0 +1,224 @@
+//! Reports of a suite run: a failure in words, JUnit XML (one `testsuite` per test file, one
+//! `testcase` per case) and JSON.
+
+use super::model::*;
+use super::run::Suite;
+use serde_json::{Value, json};
+use std::fmt::Write;
+
+/// A failure in words: the path, the operator, expected and actual (or the snapshot's diff).
+pub fn describe(f: &Failure) -> String {
+    match f {
+        Failure::Assertion { path, mismatch, .. } => format!(
+            "{path}: {}\n  expected: {}\n  actual:   {}",
+            mismatch.operator, mismatch.expected, mismatch.actual
+        ),
+        Failure::Snapshot { message, diff } if diff.is_empty() => format!("snapshot: {message}"),
+        Failure::Snapshot { message, diff } => format!("snapshot: {message}\n{}", diff.trim_end()),
+        Failure::Setup { message } => format!("the case could not run: {message}"),
+    }
+}
+
+/// The first line of a failure (a JUnit `message`, an annotation's title).
+pub fn headline(f: &Failure) -> String {
+    match f {
+        Failure::Assertion { path, mismatch, .. } => format!(
+            "{path}: {} {} (actual: {})",
+            mismatch.operator, mismatch.expected, mismatch.actual
+        ),
+        Failure::Snapshot { message, .. } => format!("snapshot: {message}"),
+        Failure::Setup { message } => {
+            format!("could not run: {}", message.lines().next().unwrap_or(""))
+        }
+    }
+}
+
+/// Every failure of an attempt, with its execution.
+pub fn attempt_text(a: &Attempt) -> String {
+    let mut s: Vec<String> = a.failures.iter().map(describe).collect();
+    if let Some(e) = &a.error {
+        s.push(format!("the execution failed: {e}"));
+    }
+    if let Some(id) = &a.execution_id {
+        s.push(format!(
+            "execution {id} ({}): inspect it with `flowrun show {id}`",
+            a.status.as_deref().unwrap_or("?")
+        ));
+    }
+    s.join("\n")
+}
+
+/// Text fit for XML 1.0, escaped; characters XML cannot hold (most control characters) become
+/// U+FFFD. In attributes, line breaks and tabs are kept as character references.
+fn xml(s: &str, attribute: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            '\r' if attribute => out.push_str("&#13;"),
+            '\t' if attribute => out.push_str("&#9;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn secs(ms: f64) -> String {
+    // An empty sum of f64 is -0.0, which would print as "-0.000".
+    format!("{:.3}", if ms > 0.0 { ms / 1000.0 } else { 0.0 })
+}
+
+/// JUnit XML of a run: `testsuites` → a `testsuite` per test file (with results) → a `testcase`
+/// per case, `failure` (assertions, snapshots) or `error` (a case that could not run) holding
+/// the expected and actual values, `skipped`, and for a flaky case a `flakyFailure` per failed
+/// attempt (Maven Surefire's form).
+pub fn junit(suite: &Suite, results: &[CaseResult]) -> String {
+    let totals = Totals::of(results);
+    let all_ms: f64 = results.iter().map(CaseResult::duration_ms).sum();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"flowrun test\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\">",
+        results.len(),
+        count(results, |f| !matches!(f, Failure::Setup { .. })),
+        count(results, |f| matches!(f, Failure::Setup { .. })),
+        totals.skipped,
+        secs(all_ms)
+    );
+    for (fi, file) in suite.files.iter().enumerate() {
+        let mine: Vec<&CaseResult> = results.iter().filter(|r| r.at.file == fi).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let owned: Vec<CaseResult> = mine.iter().map(|r| (*r).clone()).collect();
+        let t = Totals::of(&owned);
+        let name = xml(&file.file, true);
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\" file=\"{name}\">",
+            owned.len(),
+            count(&owned, |f| !matches!(f, Failure::Setup { .. })),
+            count(&owned, |f| matches!(f, Failure::Setup { .. })),
+            t.skipped,
+            secs(owned.iter().map(CaseResult::duration_ms).sum())
+        );
+        for r in mine {
+            testcase(&mut x, &name, r);
+        }
+        x.push_str("  </testsuite>\n");
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
+
+/// Failed cases whose deciding failure is of this kind.
+fn count(results: &[CaseResult], kind: impl Fn(&Failure) -> bool) -> usize {
+    results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Failed)
+        .filter(|r| r.last().and_then(|a| a.failures.first()).is_some_and(&kind))
+        .count()
+}
+
+/// `<tag message="first failure" type="ty">every failure, the execution</tag>`.
+fn failure_element(body: &mut String, tag: &str, ty: &str, a: &Attempt) {
+    let head = a.failures.first().map(headline).unwrap_or_default();
+    let _ = writeln!(
+        body,
+        "      <{tag} message=\"{}\" type=\"{ty}\">{}</{tag}>",
+        xml(&head, true),
+        xml(&attempt_text(a), false)
+    );
+}
+
+fn testcase(x: &mut String, file: &str, r: &CaseResult) {
+    let line = r.line.map(|l| format!(" line=\"{l}\"")).unwrap_or_default();
+    let _ = write!(
+        x,
+        "    <testcase name=\"{}\" classname=\"{file}\" file=\"{file}\"{line} time=\"{}\"",
+        xml(&r.name, true),
+        secs(r.duration_ms())
+    );
+    let mut body = String::new();
+    match r.verdict {
+        Verdict::Passed => {}
+        Verdict::Skipped => {
+            let reason = r.skip_reason.as_deref().unwrap_or("");
+            let _ = writeln!(body, "      <skipped message=\"{}\"/>", xml(reason, true));
+        }
+        Verdict::Failed => {
+            if let Some(a) = r.last() {
+                let setup = matches!(a.failures.first(), Some(Failure::Setup { .. }));
+                let (tag, ty) = if setup {
+                    ("error", "SetupError")
+                } else {
+                    ("failure", "AssertionError")
+                };
+                failure_element(&mut body, tag, ty, a);
+            }
+        }
+        Verdict::Flaky => {
+            for a in &r.attempts[..r.attempts.len() - 1] {
+                failure_element(&mut body, "flakyFailure", "AssertionError", a);
+            }
+        }
+    }
+    let ids: Vec<&str> = r
+        .attempts
+        .iter()
+        .filter_map(|a| a.execution_id.as_deref())
+        .collect();
+    if !ids.is_empty() {
+        let _ = writeln!(
+            body,
+            "      <system-out>{}</system-out>",
+            xml(&format!("executions: {}", ids.join(", ")), false)
+        );
+    }
+    if body.is_empty() {
+        x.push_str("/>\n");
+    } else {
+        x.push_str(">\n");
+        x.push_str(&body);
+        x.push_str("    </testcase>\n");
+    }
+}
+
+/// The run as one JSON document: the totals, the summary line, and per file its cases.
+pub fn json(suite: &Suite, results: &[CaseResult]) -> Value {
+    let totals = Totals::of(results);
+    let files: Vec<Value> = suite
+        .files
+        .iter()
+        .enumerate()
+        .filter_map(|(fi, f)| {
+            let cases: Vec<Value> = results
+                .iter()
+                .filter(|r| r.at.file == fi)
+                .map(|r| serde_json::to_value(r).expect("serializes"))
+                .collect();
+            (!cases.is_empty())
+                .then(|| json!({"file": f.file, "workflow": f.source.file, "cases": cases}))
+        })
+        .collect();
+    json!({"totals": totals, "summary": totals.line(), "files": files})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_escapes_and_drops_what_xml_cannot_hold() {
+        assert_eq!(xml("a<b>&\"'", false), "a&lt;b&gt;&amp;&quot;&apos;");
+        assert_eq!(xml("a\nb\u{1}", true), "a&#10;b\u{FFFD}");
+        assert_eq!(xml("a\nb\tc", false), "a\nb\tc");
+    }
+}

@@ -1,0 +1,346 @@
+//! Running the chosen cases: each through [`crate::runner`] (prepare, record, run) as an
+//! execution of mode `test-suite`, up to `jobs` at once, with retries; then its record checked
+//! against the case's assertions and snapshot.
+
+use super::model::*;
+use super::snapshot;
+use crate::SharedStore;
+use crate::runner::{self, RunOptions};
+use flowrun_events::{Envelope, ExecStatus};
+use flowrun_executor::{Sink, StopReason};
+use flowrun_store::{Store, StoreError};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Semaphore, watch};
+
+/// The mode test executions are stored with.
+pub const MODE: &str = "test-suite";
+
+/// How the cases run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Cases running at once (at least 1).
+    pub jobs: usize,
+    /// Runs again a case that failed, up to this many times; one that then passes is flaky.
+    pub retries: u32,
+    /// Unmocked nodes that make network requests fail at once.
+    pub offline: bool,
+    /// Write the snapshots that differ (the case passes).
+    pub update_snapshots: bool,
+    /// Write snapshots a case does not have yet; when false (on CI) a missing one fails.
+    pub write_new_snapshots: bool,
+    pub python: Option<PathBuf>,
+    /// Variables for every case (a case's own `env` wins).
+    pub env: Vec<(String, String)>,
+    /// Whole-execution timeout of every case without its own.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Loaded test files and their stored snapshots.
+pub struct Suite {
+    pub files: Vec<TestFile>,
+    pub(crate) snapshots: Vec<Map<String, Value>>,
+}
+
+/// What a suite run gave.
+pub struct SuiteOutcome {
+    /// In file order, then case order.
+    pub results: Vec<CaseResult>,
+    /// Snapshot files that could not be written.
+    pub snapshot_errors: Vec<String>,
+}
+
+/// Events of test executions go to the store only.
+struct Quiet;
+
+impl Sink for Quiet {
+    fn event(&mut self, _: &Envelope) {}
+}
+
+/// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
+/// (every log line, joined by newlines).
+pub fn record_view(store: &Store, id: &str) -> Result<Value, StoreError> {
+    let mut v = crate::views::record_json(store, id)?;
+    let mut nodes = Map::new();
+    if let Some(Value::Array(rows)) = v.get_mut("nodes").map(Value::take) {
+        for mut row in rows {
+            if let Value::Object(m) = &mut row {
+                m.remove("position");
+                if let Some(Value::String(id)) = m.remove("node_id") {
+                    nodes.insert(id, row);
+                }
+            }
+        }
+    }
+    v["nodes"] = Value::Object(nodes);
+    let lines: Vec<String> = store
+        .events(id, 0, Some("log"))?
+        .iter()
+        .filter_map(|e| e.data.get("line").and_then(Value::as_str).map(String::from))
+        .collect();
+    v["logs"] = Value::String(lines.join("\n"));
+    Ok(v)
+}
+
+struct Ctx {
+    store: SharedStore,
+    suite: Arc<Suite>,
+    settings: Settings,
+    stop: watch::Receiver<Option<StopReason>>,
+}
+
+/// Runs `chosen`; `on_result` sees each case's result as it ends. Snapshots to write are
+/// written at the end, per file.
+pub async fn run(
+    store: &SharedStore,
+    suite: Arc<Suite>,
+    chosen: &[CaseRef],
+    settings: &Settings,
+    stop: watch::Receiver<Option<StopReason>>,
+    mut on_result: impl FnMut(&CaseResult),
+) -> SuiteOutcome {
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        suite,
+        settings: settings.clone(),
+        stop,
+    });
+    let permits = Arc::new(Semaphore::new(settings.jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &at in chosen {
+        let (ctx, permits) = (ctx.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("never closed");
+            run_case(&ctx, at).await
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let r = done.expect("a case task does not panic");
+        on_result(&r);
+        results.push(r);
+    }
+    results.sort_by_key(|r| r.at);
+    let snapshot_errors = write_snapshots(&ctx, &results);
+    SuiteOutcome {
+        results,
+        snapshot_errors,
+    }
+}
+
+fn write_snapshots(ctx: &Ctx, results: &[CaseResult]) -> Vec<String> {
+    let mut per_file: BTreeMap<usize, Vec<(String, Value)>> = BTreeMap::new();
+    for r in results {
+        if let Some(v) = &r.snapshot_write {
+            per_file
+                .entry(r.at.file)
+                .or_default()
+                .push((r.name.clone(), v.clone()));
+        }
+    }
+    let mut errors = Vec::new();
+    for (fi, writes) in per_file {
+        let f = &ctx.suite.files[fi];
+        let names: Vec<String> = f.cases.iter().map(|c| c.name.clone()).collect();
+        let keep = ctx.settings.update_snapshots.then_some(names.as_slice());
+        if let Err(e) = snapshot::write(&f.snapshot_file, &writes, keep) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
+    let case = &ctx.suite.files[at.file].cases[at.case];
+    let mut result = CaseResult {
+        at,
+        name: case.name.clone(),
+        line: case.line,
+        verdict: Verdict::Failed,
+        skip_reason: None,
+        attempts: Vec::new(),
+        snapshot: None,
+        snapshot_write: None,
+    };
+    if let Some(reason) = &case.skip {
+        result.verdict = Verdict::Skipped;
+        result.skip_reason = Some(reason.clone());
+        return result;
+    }
+    for _ in 0..=ctx.settings.retries {
+        if ctx.stop.borrow().is_some() {
+            if result.attempts.is_empty() {
+                result.verdict = Verdict::Skipped;
+                result.skip_reason = Some("interrupted".into());
+            }
+            return result;
+        }
+        let (attempt, snap) = attempt(ctx, at).await;
+        let passed = attempt.failures.is_empty();
+        let setup = attempt.execution_id.is_none();
+        result.attempts.push(attempt);
+        (result.snapshot, result.snapshot_write) = snap;
+        if passed {
+            result.verdict = if result.attempts.len() == 1 {
+                Verdict::Passed
+            } else {
+                Verdict::Flaky
+            };
+            return result;
+        }
+        if setup {
+            // It could not start: another try would not either.
+            break;
+        }
+    }
+    result
+}
+
+type SnapshotResult = (Option<SnapshotNote>, Option<Value>);
+
+/// One execution of a case, checked.
+async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
+    let file = &ctx.suite.files[at.file];
+    let case = &file.cases[at.case];
+    let t0 = Instant::now();
+    let setup_failed = |message: String| Attempt {
+        execution_id: None,
+        status: None,
+        error: None,
+        duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        failures: vec![Failure::Setup { message }],
+    };
+    let mut env = ctx.settings.env.clone();
+    env.extend(case.env.iter().cloned());
+    let options = RunOptions {
+        python: ctx.settings.python.clone(),
+        timeout_ms: case.timeout_ms.or(ctx.settings.timeout_ms),
+        env,
+        mocks: case.mocks.clone(),
+        offline: ctx.settings.offline,
+        mode: MODE.into(),
+        // Relative paths in the workflow (a command's, a code node's) mean the same wherever
+        // the tests are started from: the workflow file's directory.
+        cwd: std::path::Path::new(&file.source.file).parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d.to_path_buf()
+            }
+        }),
+        ..RunOptions::default()
+    };
+    let (source, trigger, store) = (file.source.clone(), case.trigger.clone(), ctx.store.clone());
+    let id = runner::new_execution_id();
+    let idc = id.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let p = runner::prepare(&source, trigger, options)?;
+        runner::record_start(&store, &p, &idc, ExecStatus::Running)?;
+        Ok::<_, runner::RunError>(p)
+    })
+    .await
+    .expect("prepare does not panic");
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => return (setup_failed(e.to_string()), (None, None)),
+    };
+    let finished = runner::run(&ctx.store, &prepared, &id, &mut Quiet, ctx.stop.clone()).await;
+    let store = ctx.store.clone();
+    let idc = id.clone();
+    let record = tokio::task::spawn_blocking(move || record_view(&store.lock(), &idc))
+        .await
+        .expect("reading does not panic");
+    let mut attempt = Attempt {
+        execution_id: Some(id),
+        status: Some(finished.outcome.status.to_string()),
+        error: finished.outcome.error.as_ref().map(|e| match &e.node {
+            Some(n) => format!("{} in node '{n}': {}", e.kind, e.message),
+            None => format!("{}: {}", e.kind, e.message),
+        }),
+        duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        failures: Vec::new(),
+    };
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => {
+            attempt.failures.push(Failure::Setup {
+                message: format!("cannot read the execution back: {e}"),
+            });
+            return (attempt, (None, None));
+        }
+    };
+    // A case that says nothing of the status expects a success (a smoke test is a trigger).
+    if !case
+        .expect
+        .iter()
+        .any(|x| x.path.0.len() == 1 && x.path.first_key() == Some("status"))
+    {
+        let status = record.get("status").cloned().unwrap_or(Value::Null);
+        if status != "success" {
+            attempt.failures.push(Failure::Assertion {
+                path: "status".into(),
+                line: case.line,
+                mismatch: super::expect::Mismatch {
+                    operator: "equals".into(),
+                    expected: "\"success\" (a case without `status` in `expect` expects a success)"
+                        .into(),
+                    actual: status.to_string(),
+                },
+            });
+        }
+    }
+    for x in &case.expect {
+        if let Err(mismatch) = x.check.check(x.path.get(&record)) {
+            attempt.failures.push(Failure::Assertion {
+                path: x.text.clone(),
+                line: x.line,
+                mismatch,
+            });
+        }
+    }
+    let snap = match &case.snapshot {
+        None => (None, None),
+        Some(ignore) => check_snapshot(ctx, at, &record, ignore, &mut attempt.failures),
+    };
+    (attempt, snap)
+}
+
+fn check_snapshot(
+    ctx: &Ctx,
+    at: CaseRef,
+    record: &Value,
+    ignore: &[super::path::Path],
+    failures: &mut Vec<Failure>,
+) -> SnapshotResult {
+    let name = &ctx.suite.files[at.file].cases[at.case].name;
+    let actual = snapshot::of_record(record, ignore);
+    let s = &ctx.settings;
+    match ctx.suite.snapshots[at.file].get(name) {
+        Some(stored) => match snapshot::compare(stored, &actual, ignore) {
+            Ok(()) => (Some(SnapshotNote::Matched), None),
+            Err(_) if s.update_snapshots => (Some(SnapshotNote::Updated), Some(actual)),
+            Err(diff) => {
+                failures.push(Failure::Snapshot {
+                    message: "the snapshot differs".into(),
+                    diff,
+                });
+                (None, None)
+            }
+        },
+        None if s.update_snapshots || s.write_new_snapshots => {
+            (Some(SnapshotNote::Written), Some(actual))
+        }
+        None => {
+            failures.push(Failure::Snapshot {
+                message:
+                    "no snapshot is stored for this case, and new snapshots are not written on CI"
+                        .into(),
+                diff: String::new(),
+            });
+            (None, None)
+        }
+    }
+}

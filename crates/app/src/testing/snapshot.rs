@@ -1,0 +1,179 @@
+//! Snapshots: what a case's execution gave — its status, output, error and each node's status —
+//! kept in `__snapshots__/<test file name>.snap.json` beside the test file (one JSON object, a
+//! key per case name), compared on later runs. Paths a case ignores are replaced by
+//! `"[ignored]"` on both sides.
+
+use super::expect::same;
+use super::path::Path as JPath;
+use serde_json::{Map, Value, json};
+use std::path::Path;
+
+/// What an ignored value reads as in a snapshot.
+pub const IGNORED: &str = "[ignored]";
+
+/// The snapshot of an execution record (as the assertions see it), with `ignore` applied.
+pub(crate) fn of_record(record: &Value, ignore: &[JPath]) -> Value {
+    let error = record.get("error").filter(|e| !e.is_null()).map(
+        |e| json!({"type": e.get("type"), "message": e.get("message"), "node": e.get("node")}),
+    );
+    let nodes: Map<String, Value> = record
+        .get("nodes")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(id, n)| (id.clone(), n.get("status").cloned().unwrap_or(Value::Null)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut v = json!({
+        "status": record.get("status"),
+        "output": record.get("output"),
+        "error": error,
+        "nodes": nodes,
+    });
+    apply_ignores(&mut v, ignore);
+    v
+}
+
+pub(crate) fn apply_ignores(v: &mut Value, ignore: &[JPath]) {
+    for p in ignore {
+        if let Some(slot) = p.get_mut(v) {
+            *slot = Value::String(IGNORED.into());
+        }
+    }
+}
+
+/// The snapshots stored for a test file (none when the file does not exist yet).
+pub(crate) fn load(file: &Path) -> Result<Map<String, Value>, String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(format!(
+                "{}: expected a JSON object of case name to snapshot",
+                file.display()
+            )),
+            Err(e) => Err(format!("{}: not valid JSON: {e}", file.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    }
+}
+
+/// Does `actual` match the stored snapshot (with `ignore` applied to the stored one too, in
+/// case it was written before the path was ignored)? `Err(diff)` when not.
+pub(crate) fn compare(stored: &Value, actual: &Value, ignore: &[JPath]) -> Result<(), String> {
+    let mut stored = stored.clone();
+    apply_ignores(&mut stored, ignore);
+    if same(&stored, actual) {
+        return Ok(());
+    }
+    Err(diff(&stored, actual))
+}
+
+/// A unified diff, stored snapshot → actual, of the pretty JSON.
+pub(crate) fn diff(stored: &Value, actual: &Value) -> String {
+    let a = pretty(stored);
+    let b = pretty(actual);
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(3)
+        .header("snapshot", "actual")
+        .to_string()
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("json");
+    s.push('\n');
+    s
+}
+
+/// Writes a test file's snapshots: `writes` (case name → snapshot) over what is stored; with
+/// `keep` set, only entries for those case names stay (the file's cases, in their order).
+pub(crate) fn write(
+    file: &Path,
+    writes: &[(String, Value)],
+    keep: Option<&[String]>,
+) -> Result<(), String> {
+    let mut stored = load(file)?;
+    for (name, v) in writes {
+        stored.insert(name.clone(), v.clone());
+    }
+    let out: Map<String, Value> = match keep {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| stored.get(n).map(|v| (n.clone(), v.clone())))
+            .collect(),
+        None => stored,
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Written whole, then renamed: a reader never sees half a file.
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, pretty(&Value::Object(out)))
+        .and_then(|_| std::fs::rename(&tmp, file))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: {e}", file.display())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_to_snapshot_with_ignores() {
+        let record = json!({"status": "success", "output": {"a": 1, "id": "e1"}, "error": null,
+            "duration_ms": 5.0, "nodes": {"x": {"status": "mocked", "output": 1}}});
+        let ignore = [
+            JPath::parse("output.id").unwrap(),
+            JPath::parse("output.nope").unwrap(),
+        ];
+        let s = of_record(&record, &ignore);
+        assert_eq!(
+            s,
+            json!({"status": "success", "output": {"a": 1, "id": "[ignored]"}, "error": null,
+                   "nodes": {"x": "mocked"}})
+        );
+        let mut other = record.clone();
+        other["output"]["id"] = json!("e2");
+        assert_eq!(compare(&s, &of_record(&other, &ignore), &ignore), Ok(()));
+        other["output"]["a"] = json!(2);
+        let d = compare(&s, &of_record(&other, &ignore), &ignore).unwrap_err();
+        assert!(
+            d.contains("-    \"a\": 1,") && d.contains("+    \"a\": 2,"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn write_merges_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir
+            .path()
+            .join("__snapshots__")
+            .join("t.test.yaml.snap.json");
+        write(&f, &[("b".into(), json!(2)), ("a".into(), json!(1))], None).unwrap();
+        write(
+            &f,
+            &[("c".into(), json!(3))],
+            Some(&["a".into(), "c".into()]),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({"a": 1, "c": 3})
+        );
+        assert!(
+            text.find("\"a\"").unwrap() < text.find("\"c\"").unwrap(),
+            "in case order"
+        );
+    }
+}

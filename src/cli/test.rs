@@ -1,0 +1,391 @@
+//! `flowrun test`: runs workflow test files (see `flowrun_app::testing`), prints each case as it
+//! ends, writes the reports asked for, and maps the outcome to an exit code: 0 every case
+//! passed (flaky ones included), 1 a case failed, 2 an invalid test file, workflow or usage,
+//! 3 the environment (database), 130 interrupted.
+
+use super::{Exit, open_store};
+use clap::Args;
+use flowrun_app::SharedStore;
+use flowrun_app::testing::{
+    self, CaseResult, Failure, Partition, Problem, Settings, SnapshotNote, Suite, Totals, Verdict,
+    record::RecordError, report,
+};
+use flowrun_executor::StopReason;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+const USAGE: i32 = super::exit::USAGE;
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Test files (*.test.yaml, *.test.json) or directories to search for them (default: .).
+    /// With --record-from: the test file to add the case to.
+    pub paths: Vec<PathBuf>,
+    /// Cases running at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub jobs: Option<u64>,
+    /// Run one shard: hash:K/N (by a stable hash of each case) or count:K/N (even runs in order).
+    #[arg(long, value_name = "hash:K/N|count:K/N", value_parser = parse_partition)]
+    pub partition: Option<Partition>,
+    /// Run a failed case again up to N times; one that then passes is reported flaky.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+    /// Only the cases whose name or test file's path contains TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Write a JUnit XML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// The results as one JSON document on stdout (the progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Fail at once every http_request, llm and agent node that has no mock (no request is made).
+    #[arg(long)]
+    pub offline: bool,
+    /// Write the snapshots that differ or are missing instead of failing.
+    #[arg(long)]
+    pub update_snapshots: bool,
+    /// Write a test case from a stored execution: its trigger, the outputs of its http_request,
+    /// llm and agent nodes as mocks, its output as a snapshot.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["junit", "json", "partition", "filter", "update_snapshots"])]
+    pub record_from: Option<String>,
+    /// With --record-from: the new case's name.
+    #[arg(long, value_name = "NAME", requires = "record_from")]
+    pub name: Option<String>,
+    /// Python interpreter (default: as `run` finds it).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Environment variable for every case (repeatable; a case's own `env` wins).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Whole-execution timeout of each case (default: the case's `timeout_ms`, the workflow's, 60000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: Option<u64>,
+}
+
+fn parse_partition(s: &str) -> Result<Partition, String> {
+    s.parse()
+}
+
+/// Where the human report goes: stdout, or stderr when stdout carries the JSON.
+fn out(json: bool) -> Box<dyn Write> {
+    if json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    }
+}
+
+/// Running on GitHub Actions: failures are also printed as workflow commands (annotations).
+fn github() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// `%`, CR, LF escaped as GitHub's workflow commands need; in properties `:` and `,` too.
+fn gh_escape(s: &str, property: bool) -> String {
+    let mut o = s
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    if property {
+        o = o.replace(':', "%3A").replace(',', "%2C");
+    }
+    o
+}
+
+fn annotate(level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
+    let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
+    // A reader that went away (`| head`) is not an error of the tests.
+    let _ = writeln!(
+        std::io::stdout(),
+        "::{level} file={}{line},title={}::{}",
+        gh_escape(file, true),
+        gh_escape(title, true),
+        gh_escape(message, false)
+    );
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        eprintln!("error: {p}");
+        if github() {
+            annotate("error", &p.file, p.line, "invalid test file", &p.message);
+        }
+    }
+}
+
+pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    if let Some(id) = &args.record_from {
+        return record(id, &args, db);
+    }
+    let mut env = Vec::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Exit::new(USAGE, format!("--env {kv}: expected KEY=VALUE")))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.paths.clone()
+    };
+    let suite = match testing::load_suite(&paths) {
+        Ok(s) => s,
+        Err(problems) => {
+            print_problems(&problems);
+            let files: std::collections::BTreeSet<&str> =
+                problems.iter().map(|p| p.file.as_str()).collect();
+            return Err(Exit::new(
+                USAGE,
+                format!("{} invalid test file(s); nothing was run", files.len()),
+            ));
+        }
+    };
+    if suite.files.is_empty() {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Exit::new(
+            USAGE,
+            format!(
+                "no test files (*.test.yaml, *.test.yml, *.test.json) under {}",
+                shown.join(", ")
+            ),
+        ));
+    }
+    let chosen = testing::select(&suite.files, args.filter.as_deref(), args.partition);
+    let jobs = args
+        .jobs
+        .map(|j| j as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let on_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let settings = Settings {
+        jobs,
+        retries: args.retries,
+        offline: args.offline,
+        update_snapshots: args.update_snapshots,
+        write_new_snapshots: !on_ci,
+        python: args.python.clone(),
+        env,
+        timeout_ms: args.timeout_ms,
+    };
+    let store = SharedStore::new(open_store(db)?);
+    flowrun_app::control::become_subreaper();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(jobs.clamp(1, 4))
+        .enable_all()
+        .build()
+        .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
+    let suite = Arc::new(suite);
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let json = args.json;
+    let outcome = rt.block_on(async {
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = stop_tx.send(Some(StopReason::Interrupt));
+            }
+        });
+        let s = suite.clone();
+        let mut w = out(json);
+        let o = testing::run::run(
+            &store,
+            suite.clone(),
+            &chosen,
+            &settings,
+            stop_rx.clone(),
+            |r| {
+                print_case(&mut w, &s, r, settings.retries);
+            },
+        )
+        .await;
+        watcher.abort();
+        o
+    });
+    flowrun_app::control::end_strays();
+    let results = &outcome.results;
+    let mut w = out(json);
+    for e in &outcome.snapshot_errors {
+        let _ = writeln!(w, "error: cannot write a snapshot file: {e}");
+    }
+    if github() {
+        annotations(&suite, results);
+    }
+    if let Some(f) = &args.junit {
+        if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(f, report::junit(&suite, results))
+            .map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))?;
+    }
+    if json {
+        let doc = report::json(&suite, results);
+        let text = serde_json::to_string_pretty(&doc).expect("json");
+        let _ = writeln!(std::io::stdout(), "{text}");
+    }
+    let written = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.snapshot,
+                Some(SnapshotNote::Written | SnapshotNote::Updated)
+            )
+        })
+        .count();
+    if written > 0 && outcome.snapshot_errors.is_empty() {
+        let _ = writeln!(
+            w,
+            "{written} snapshot(s) written (commit the __snapshots__ directories)"
+        );
+    }
+    let totals = Totals::of(results);
+    let _ = writeln!(w, "{}", totals.line());
+    let interrupted = stop_rx.borrow().is_some();
+    Ok(if interrupted {
+        130
+    } else if totals.failed > 0 || !outcome.snapshot_errors.is_empty() {
+        1
+    } else {
+        0
+    })
+}
+
+fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
+    let file = &suite.files[r.at.file].file;
+    let ms = r.duration_ms();
+    let _ = match r.verdict {
+        Verdict::Passed => writeln!(w, "✓ {file} › {} ({ms:.0} ms)", r.name),
+        Verdict::Skipped => {
+            let why = r.skip_reason.as_deref().filter(|s| !s.is_empty());
+            writeln!(
+                w,
+                "○ {file} › {} (skipped{})",
+                r.name,
+                why.map(|s| format!(": {s}")).unwrap_or_default()
+            )
+        }
+        Verdict::Flaky => writeln!(
+            w,
+            "↻ {file} › {} (flaky: passed on attempt {} of {}, {ms:.0} ms)",
+            r.name,
+            r.attempts.len(),
+            retries + 1
+        ),
+        Verdict::Failed => {
+            let at = r.line.map(|l| format!(":{l}")).unwrap_or_default();
+            let _ = writeln!(w, "✗ {file}{at} › {} ({ms:.0} ms)", r.name);
+            if let Some(a) = r.last() {
+                for f in &a.failures {
+                    let mut text = report::describe(f);
+                    if matches!(f, Failure::Snapshot { diff, .. } if diff.is_empty()) {
+                        text.push_str(
+                            " (write it with `flowrun test --update-snapshots` and commit it)",
+                        );
+                    }
+                    for line in text.lines() {
+                        let _ = writeln!(w, "    {line}");
+                    }
+                }
+                if let Some(e) = &a.error {
+                    let _ = writeln!(w, "    the execution failed: {e}");
+                }
+                if let Some(id) = &a.execution_id {
+                    let _ = writeln!(w, "    details: flowrun show {id}");
+                }
+            }
+            if r.attempts.len() > 1 {
+                writeln!(w, "    (failed {} attempts)", r.attempts.len())
+            } else {
+                Ok(())
+            }
+        }
+    };
+}
+
+fn annotations(suite: &Suite, results: &[CaseResult]) {
+    for r in results {
+        let file = &suite.files[r.at.file].file;
+        let title = format!("flowrun test › {}", r.name);
+        match r.verdict {
+            Verdict::Failed => {
+                let Some(a) = r.last() else { continue };
+                for f in &a.failures {
+                    let line = match f {
+                        Failure::Assertion { line, .. } => line.or(r.line),
+                        _ => r.line,
+                    };
+                    let mut text = report::describe(f);
+                    if let Some(id) = &a.execution_id {
+                        text.push_str(&format!("\ndetails: flowrun show {id}"));
+                    }
+                    annotate("error", file, line, &title, &text);
+                }
+            }
+            Verdict::Flaky => annotate(
+                "warning",
+                file,
+                r.line,
+                &title,
+                &format!("flaky: passed on attempt {}", r.attempts.len()),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// `flowrun test --record-from ID [FILE] [--name NAME]`.
+fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    if args.paths.len() > 1 {
+        return Err(Exit::new(
+            USAGE,
+            "--record-from writes one test file: give at most one FILE",
+        ));
+    }
+    if let Some(f) = args.paths.first() {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if !testing::is_test_file(&name) {
+            return Err(Exit::new(
+                USAGE,
+                format!(
+                    "{}: a test file's name ends with .test.yaml, .test.yml or .test.json",
+                    f.display()
+                ),
+            ));
+        }
+    }
+    let store = open_store(db)?;
+    let id = store.resolve_id(id)?;
+    let done = testing::record::record_from(
+        &store,
+        &id,
+        args.paths.first().map(PathBuf::as_path),
+        args.name.as_deref(),
+    )
+    .map_err(|e| match e {
+        RecordError::Store(s) => Exit::from(s),
+        e => Exit::new(USAGE, e.to_string()),
+    })?;
+    let mocked = if done.mocked.is_empty() {
+        "no node mocked".to_string()
+    } else {
+        format!("mocked: {}", done.mocked.join(", "))
+    };
+    let mut w = std::io::stdout();
+    let _ = writeln!(
+        w,
+        "{} {}: case \"{}\" from execution {id} ({mocked}); snapshot in {}",
+        if done.created { "wrote" } else { "added to" },
+        done.test_file.display(),
+        done.case,
+        done.snapshot_file.display()
+    );
+    let _ = writeln!(
+        w,
+        "replay it offline: flowrun test {} --offline",
+        done.test_file.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,365 @@
+//! `flowrun test` as CI uses it: partitions, retries and flaky cases, JUnit XML (checked with a
+//! real XML parser), exit codes, located errors for bad test files, GitHub annotations, history,
+//! and the repository's own examples.
+
+use crate::support::*;
+use crate::workflow_tests::{case, test_json};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+fn names(report: &Value) -> Vec<String> {
+    report["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["cases"].as_array().cloned().unwrap_or_default())
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn partitions_cover_every_case_exactly_once() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    // Skipped cases are selected and reported like any other, and start no process: the shards
+    // are about selection.
+    let mut all = BTreeSet::new();
+    for f in 0..3 {
+        let mut text = String::from("workflow: ./w.json\ncases:\n");
+        for c in 0..(4 + f) {
+            let name = format!("file {f} case {c}");
+            text.push_str(&format!(
+                "  - {{ name: \"{name}\", skip: partition test }}\n"
+            ));
+            all.insert(name);
+        }
+        env.write_file(&format!("t{f}.test.yaml"), &text);
+    }
+    for kind in ["hash", "count"] {
+        let (code, report, _) = test_json(&env, &[".", "--partition", &format!("{kind}:1/1")], &[]);
+        assert_eq!(code, 0);
+        let one: BTreeSet<String> = names(&report).into_iter().collect();
+        assert_eq!(one, all, "{kind}:1/1 is everything");
+        let mut seen: Vec<String> = Vec::new();
+        let mut sizes = Vec::new();
+        for k in 1..=3 {
+            let (code, report, err) =
+                test_json(&env, &[".", "--partition", &format!("{kind}:{k}/3")], &[]);
+            assert_eq!(code, 0, "{err}");
+            let shard = names(&report);
+            sizes.push(shard.len());
+            assert!(
+                err.trim_end()
+                    .ends_with(&format!("0 passed, 0 failed, {} skipped", shard.len())),
+                "{err}"
+            );
+            seen.extend(shard);
+        }
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(
+            seen.len(),
+            all.len(),
+            "{kind}: no case in two shards: {seen:?}"
+        );
+        assert_eq!(unique, all, "{kind}: every case in a shard");
+        if kind == "count" {
+            assert_eq!(sizes, [5, 5, 5], "count shards are even");
+        }
+    }
+    let out = env.cmd(["test", ".", "--partition", "hash:4/3"]);
+    assert_code(&out, 2, "K > N");
+}
+
+fn flaky_workflow(env: &Env) {
+    // Fails on its first run, passes on later ones: the count lives in a file beside the
+    // workflow (cases run in the workflow's directory).
+    env.write_workflow(
+        "flaky.json",
+        &json!({"id": "flaky", "nodes": [{"id": "count", "type": "code", "code":
+            "import os\np = os.environ['COUNTER']\nn = int(open(p).read()) + 1 if os.path.exists(p) else 1\nopen(p, 'w').write(str(n))\nreturn {'runs': n}"}]}),
+    );
+    env.write_file(
+        "flaky.test.yaml",
+        "workflow: ./flaky.json\ncases:\n  - name: passes the second time\n    env: { COUNTER: a.txt }\n    expect:\n      output.runs: { ge: 2 }\n  - name: always fails\n    env: { COUNTER: b.txt }\n    expect:\n      output.runs: 0\n  - name: skipped\n    skip: true\n",
+    );
+}
+
+#[test]
+fn retries_mark_a_flaky_case_and_junit_is_valid_xml() {
+    let env = Env::new();
+    flaky_workflow(&env);
+    let junit = env.path("reports/junit.xml");
+    let (code, report, err) = test_json(
+        &env,
+        &[
+            "flaky.test.yaml",
+            "--retries",
+            "2",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "a case failed\n{err}");
+    assert_eq!(report["summary"], "0 passed, 1 failed, 1 flaky, 1 skipped");
+    assert!(
+        err.trim_end()
+            .ends_with("0 passed, 1 failed, 1 flaky, 1 skipped"),
+        "{err}"
+    );
+    let flaky = case(&report, "passes the second time");
+    assert_eq!(flaky["verdict"], "flaky");
+    assert_eq!(flaky["attempts"].as_array().unwrap().len(), 2);
+    assert!(
+        err.contains("↻ flaky.test.yaml › passes the second time (flaky: passed on attempt 2 of 3"),
+        "{err}"
+    );
+    assert_eq!(
+        case(&report, "always fails")["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "1 + 2 retries"
+    );
+    // The report, read back by Python's XML parser and checked element by element.
+    let check = r#"
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+assert root.tag == "testsuites", root.tag
+suites = root.findall("testsuite")
+assert len(suites) == 1, len(suites)
+s = suites[0]
+assert s.get("name") == "flaky.test.yaml" and s.get("tests") == "3", s.attrib
+assert s.get("failures") == "1" and s.get("skipped") == "1" and s.get("errors") == "0", s.attrib
+cases = {c.get("name"): c for c in s.findall("testcase")}
+assert set(cases) == {"passes the second time", "always fails", "skipped"}, cases
+for c in cases.values():
+    float(c.get("time")); int(c.get("line")); assert not c.get("time").startswith("-")
+    assert c.get("classname") == "flaky.test.yaml"
+f = cases["always fails"].find("failure")
+assert f is not None and f.get("type") == "AssertionError"
+assert f.get("message") == "output.runs: equals 0 (actual: 3)", f.get("message")
+assert "expected: 0" in f.text and "actual:   3" in f.text and "flowrun show" in f.text, f.text
+assert cases["skipped"].find("skipped") is not None
+fl = cases["passes the second time"]
+assert fl.find("failure") is None and len(fl.findall("flakyFailure")) == 1
+assert "actual:   1" in fl.find("flakyFailure").text
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-I", "-c", check])
+        .arg(&junit)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "JUnit XML check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&junit).unwrap_or_default()
+    );
+}
+
+#[test]
+fn junit_has_one_suite_per_file_and_survives_hostile_names() {
+    let env = Env::new();
+    env.write_workflow("w.json", &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {"v": "{{ trigger.v }}"}}]}));
+    env.write_file("a.test.yaml", "workflow: ./w.json\ncases:\n  - name: \"<&>\\\"' \\u0001 ]]>\"\n    trigger: { v: \"x\\u0002<y>\" }\n    expect: { output.v: \"z\" }\n");
+    env.write_file("b.test.json", r#"{"workflow": "./w.json", "cases": [{"name": "ok", "trigger": {"v": 1}, "expect": {"output.v": 1}}]}"#);
+    let out = env.cmd(["test", ".", "--junit", "junit.xml"]);
+    assert_code(&out, 1, "one case fails");
+    let check = r#"
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = {s.get("name"): s for s in root.findall("testsuite")}
+assert set(suites) == {"./a.test.yaml", "./b.test.json"}, suites
+bad = suites["./a.test.yaml"].find("testcase")
+assert bad.get("name").startswith("<&>\"' "), bad.get("name")
+assert "x\\u0002<y>" in bad.find("failure").text, bad.find("failure").text
+assert "\ufffd" in bad.get("name")
+assert suites["./b.test.json"].find("testcase").find("failure") is None
+print("ok")
+"#;
+    let py = std::process::Command::new("python3")
+        .args(["-I", "-c", check])
+        .arg(env.path("junit.xml"))
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&py.stderr),
+        std::fs::read_to_string(env.path("junit.xml")).unwrap()
+    );
+}
+
+#[test]
+fn a_bad_test_file_is_exit_2_with_file_line_case_and_path() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    expect:\n      output.x: { contians: 1 }\n      nodes.nope.status: success\n    mock:\n      ghost: 1\n  - name: two\n    snapshto: true\n",
+    );
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: fine\n",
+    );
+    let out = env.cmd(["test", "."]);
+    assert_code(&out, 2, "invalid test file");
+    let err = stderr(&out);
+    for line in [
+        "error: ./bad.test.yaml:5: case \"one\": cases[0].expect[\"output.x\"]: unknown operator 'contians'",
+        "error: ./bad.test.yaml:6: case \"one\": cases[0].expect[\"nodes.nope.status\"]: the workflow has no node 'nope'; its nodes are: a",
+        "error: ./bad.test.yaml:8: case \"one\": cases[0].mock.ghost: the workflow has no node 'ghost' to mock",
+        "error: ./bad.test.yaml:10: case \"two\": cases[1].snapshto: unknown field 'snapshto'",
+        "1 invalid test file(s); nothing was run",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+    // On GitHub Actions, each is an annotation too.
+    let mut cmd = env.flowrun();
+    cmd.args(["test", "bad.test.yaml"])
+        .env("GITHUB_ACTIONS", "true");
+    let out = output(&mut cmd);
+    assert!(
+        stdout(&out).contains(
+            "::error file=bad.test.yaml,line=5,title=invalid test file::unknown operator 'contians'"
+        ),
+        "{}",
+        describe(&out)
+    );
+    // An invalid workflow is exit 2, naming it.
+    env.write_file(
+        "w.json",
+        "{\"id\": \"w\", \"nodes\": [{\"id\": \"a\", \"type\": \"sett\"}]}",
+    );
+    let out = env.cmd(["test", "ok.test.yaml"]);
+    assert_code(&out, 2, "invalid workflow");
+    assert!(
+        stderr(&out).contains("ok.test.yaml:1: workflow: the workflow ./w.json is invalid"),
+        "{}",
+        describe(&out)
+    );
+    // No test files at all.
+    std::fs::create_dir(env.path("empty")).unwrap();
+    let out = env.cmd(["test", "empty"]);
+    assert_code(&out, 2, "no test files");
+}
+
+#[test]
+fn exit_codes_annotations_and_history() {
+    let env = Env::new();
+    env.write_workflow("w.json", &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {"v": "{{ trigger.v }}"}}]}));
+    env.write_file("w.test.yaml", "workflow: ./w.json\ncases:\n  - name: passes\n    trigger: { v: 1 }\n    expect:\n      output.v: 1\n  - name: fails\n    trigger: { v: 2 }\n    expect:\n      status: success\n      output.v: 1\n");
+    let out = env.cmd(["test", "w.test.yaml", "--filter", "passes"]);
+    assert_code(&out, 0, "all passed");
+    assert!(
+        stdout(&out).trim_end().ends_with("1 passed, 0 failed"),
+        "{}",
+        describe(&out)
+    );
+    let mut cmd = env.flowrun();
+    cmd.args(["test", "w.test.yaml"])
+        .env("GITHUB_ACTIONS", "true");
+    let out = output(&mut cmd);
+    assert_code(&out, 1, "a case failed");
+    let text = stdout(&out);
+    assert!(
+        text.contains("::error file=w.test.yaml,line=11,title=flowrun test › fails::output.v: equals%0A  expected: 1%0A  actual:   2%0Adetails: flowrun show "),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("1 passed, 1 failed"), "{text}");
+    // Test executions are stored with mode test-suite and left out of history unless --all.
+    let out = env.run(&env.path("w.json"), r#"{"v": 3}"#, &[]);
+    assert_code(&out, 0, "a plain run");
+    let listed = env.history_json(&[]);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["mode"], "test");
+    let all = env.history_json(&["--all"]);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.iter().filter(|e| e["mode"] == "test-suite").count(), 3);
+}
+
+#[test]
+fn the_examples_pass_offline() {
+    // What .ci/run runs: flowrun tests itself the way its users will.
+    let env = Env::new();
+    let out = env.cmd([
+        "test".as_ref(),
+        example("").as_os_str(),
+        "--offline".as_ref(),
+        "--junit".as_ref(),
+        env.path("junit.xml").as_os_str(),
+    ]);
+    assert_code(&out, 0, "examples");
+    let text = stdout(&out);
+    let last = text.trim_end().lines().last().unwrap_or("");
+    assert!(last.ends_with(" passed, 0 failed"), "{text}");
+    // Every workflow in examples/ has a test file.
+    for e in std::fs::read_dir(example("")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_workflow =
+            (name.ends_with(".json") || name.ends_with(".yaml")) && !name.contains(".test.");
+        if is_workflow {
+            let stem = name.rsplit_once('.').unwrap().0;
+            assert!(
+                example(&format!("{stem}.test.yaml")).exists(),
+                "{name} has no test file"
+            );
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_the_running_cases_and_starts_no_more() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let env = Env::new();
+    env.write_workflow(
+        "slow.json",
+        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    );
+    env.write_file(
+        "slow.test.yaml",
+        "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n",
+    );
+    let mut child = env
+        .command()
+        .args(["test", "slow.test.yaml", "-j", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the first case to run", || {
+        let ids = env.try_execution_ids()?;
+        let id = ids.first()?.clone();
+        (env.try_node(&id, "wait")?.status == "running").then_some(id)
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped long before the delay ends"
+    );
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(env.execution(&id).status, "cancelled");
+    assert_eq!(env.execution_ids(), [id], "the second case never started");
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert!(
+        text.contains("○ slow.test.yaml › second (skipped: interrupted)"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("0 passed, 1 failed, 1 skipped"),
+        "{text}"
+    );
+}
