@@ -71,6 +71,8 @@ struct Inner {
     prefixes: Option<(AhoCorasick, Vec<Vec<Start>>)>,
     /// The longest of those forms, in bytes.
     longest: usize,
+    /// The longest of all forms, in bytes.
+    max_form: usize,
 }
 
 /// The start of a form: `(form, bytes of it)`.
@@ -203,8 +205,10 @@ impl Redactor {
         }
         let prefixes =
             (!patterns.is_empty()).then(|| (automaton(MatchKind::Standard, &patterns), starts));
+        let max_form = forms.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
         Redactor {
             inner: Some(Arc::new(Inner {
+                max_form,
                 forms,
                 marks,
                 whole,
@@ -225,6 +229,32 @@ impl Redactor {
             Some(inner) => inner.whole(s),
             None => s,
         }
+    }
+
+    /// How many bytes of `pending` — streamed text not sent yet, which no secret straddles the
+    /// start of — may be sent now, to be redacted with [`text`](Self::text): everything when the
+    /// stream has ended (`last`), else all but what could be the start of a secret that the
+    /// next piece completes (the last `longest form - 1` bytes), moved past a whole secret that
+    /// straddles that point. So a secret split across pieces is always redacted whole.
+    pub fn releasable(&self, pending: &str, last: bool) -> usize {
+        let Some(inner) = &self.inner else {
+            return pending.len();
+        };
+        if last {
+            return pending.len();
+        }
+        let mut at = pending
+            .len()
+            .saturating_sub(inner.max_form.saturating_sub(1));
+        while !pending.is_char_boundary(at) {
+            at -= 1;
+        }
+        for m in inner.whole.find_iter(pending) {
+            if m.start() < at && m.end() > at {
+                at = m.end();
+            }
+        }
+        at
     }
 
     /// A string value: whole secrets, a secret continued from one line to the next, and the

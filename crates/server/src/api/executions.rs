@@ -1,6 +1,7 @@
 //! Executions: start one (saved or unsaved definition), list, get, stop, re-run and resume.
 
 use super::error::{ApiError, again_error, blocking, run_error, submit_error};
+use super::request::RunBody;
 use super::{WaitQuery, parse_body, query, record, resolve, started, wait_final};
 use crate::AppState;
 use axum::Json;
@@ -19,62 +20,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// `POST …/executions` body.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct StartBody {
-    /// The whole definition (an editor's unsaved state).
-    #[serde(default)]
-    workflow: Option<Value>,
-    /// Trigger data (default `{}`); the workflow's input schema applies.
-    #[serde(default)]
-    trigger: Option<Value>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    mode: Option<String>,
-    /// How many independent nodes run at once (default: the workflow's `max_parallel`).
-    #[serde(default)]
-    max_parallel: Option<u32>,
-}
-
-/// `POST …/rerun` and `…/resume` body.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct AgainBody {
-    /// A changed definition to run instead of the one the execution ran.
-    #[serde(default)]
-    workflow: Option<Value>,
-    /// Trigger data instead of the execution's.
-    #[serde(default)]
-    trigger: Option<Value>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-}
-
-fn mode(m: Option<String>) -> Result<String, ApiError> {
-    match m.as_deref() {
-        None | Some("test") => Ok("test".into()),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "mode '{other}' is not supported; flowrun runs test executions (mode \"test\")"
-        ))),
-    }
-}
-
 /// Prepares and submits one execution of `source`.
 async fn start(
     app: &AppState,
     source: Source,
-    body: StartBody,
+    body: RunBody,
     wait: bool,
 ) -> Result<Response, ApiError> {
-    let mut options = app.options.clone();
-    options.timeout_ms = body.timeout_ms;
-    options.mode = mode(body.mode)?;
-    if body.max_parallel == Some(0) {
-        return Err(ApiError::bad_request("max_parallel must be at least 1"));
-    }
-    options.max_parallel = body.max_parallel;
+    let options = body.options(&app.options, &source.workflow)?;
     let trigger = body.trigger.unwrap_or_else(|| json!({}));
     let executions = app.executions.clone();
     let (id, status) = blocking(move || {
@@ -93,7 +46,7 @@ pub async fn start_saved(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let body: StartBody = parse_body(body, app.security.max_body_bytes)?;
+    let body: RunBody = parse_body(body, app.security.max_body_bytes)?;
     let entry = super::workflows::find_workflow(&app, &id).await?;
     let source = match body.workflow.clone() {
         Some(def) => {
@@ -124,7 +77,7 @@ pub async fn start_unsaved(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let mut body: StartBody = parse_body(body, app.security.max_body_bytes)?;
+    let mut body: RunBody = parse_body(body, app.security.max_body_bytes)?;
     let Some(def) = body.workflow.take() else {
         return Err(ApiError::bad_request(
             "the body needs \"workflow\": the definition to run (for a saved workflow use POST /api/workflows/{id}/executions)",
@@ -266,23 +219,26 @@ async fn again(
     resume: bool,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let body: AgainBody = parse_body(body, app.security.max_body_bytes)?;
-    let mut options = app.options.clone();
-    options.timeout_ms = body.timeout_ms;
+    let mut body: RunBody = parse_body(body, app.security.max_body_bytes)?;
+    let base = app.options.clone();
     let store = app.store.clone();
     let executions = app.executions.clone();
     let (id, status, parent, notes) = blocking(move || {
-        let source = match body.workflow {
+        let source = match body.workflow.take() {
             Some(v) => AgainSource::Definition(v),
             None => AgainSource::Snapshot,
         };
+        let trigger = body.trigger.take();
+        let mut options = base.clone();
+        options.timeout_ms = body.timeout_ms;
         let plan = {
             let store = store.lock();
-            again::plan_again(&store, &id, source, body.trigger, options, resume)
-                .map_err(again_error)?
+            again::plan_again(&store, &id, source, trigger, options, resume).map_err(again_error)?
         };
-        let prepared =
-            runner::prepare(&plan.source, plan.trigger, plan.options).map_err(run_error)?;
+        // The request's fields on top of what the plan set (pins of a resume, the parent).
+        let mut options = body.options(&plan.options, &plan.source.workflow)?;
+        options.timeout_ms = body.timeout_ms.or(plan.options.timeout_ms);
+        let prepared = runner::prepare(&plan.source, plan.trigger, options).map_err(run_error)?;
         let (id, status) = executions.submit(prepared).map_err(submit_error)?;
         Ok((id, status, plan.previous_id, plan.notes))
     })
@@ -313,6 +269,38 @@ pub async fn resume(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     again(app, id, q, body, true).await
+}
+
+/// `DELETE /api/executions/{id}`: the execution, its nodes and events (not while it is queued
+/// or running).
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = app.store.clone();
+    let id = blocking(move || {
+        let mut store = store.lock();
+        let id = store.resolve_id(&id)?;
+        let e = store.execution(&id)?;
+        if !e.status.is_final() {
+            return Err(ApiError::not_finished(&id, e.status));
+        }
+        store.delete(std::slice::from_ref(&id))?;
+        Ok(id)
+    })
+    .await?;
+    app.feed.deleted(&id);
+    Ok(Json(json!({"id": id, "deleted": true})))
+}
+
+/// `POST /api/executions/{id}/pause`: a hook for pausing (not supported by this server yet;
+/// `GET /api` says `features.pause: false`).
+pub async fn pause(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    resolve(&app, &id).await?;
+    Err(ApiError::not_implemented("pausing an execution"))
 }
 
 #[cfg(test)]
