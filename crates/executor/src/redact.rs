@@ -71,8 +71,6 @@ struct Inner {
     prefixes: Option<(AhoCorasick, Vec<Vec<Start>>)>,
     /// The longest of those forms, in bytes.
     longest: usize,
-    /// The longest of all forms, in bytes.
-    max_form: usize,
 }
 
 /// The start of a form: `(form, bytes of it)`.
@@ -205,10 +203,8 @@ impl Redactor {
         }
         let prefixes =
             (!patterns.is_empty()).then(|| (automaton(MatchKind::Standard, &patterns), starts));
-        let max_form = forms.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
         Redactor {
             inner: Some(Arc::new(Inner {
-                max_form,
                 forms,
                 marks,
                 whole,
@@ -234,8 +230,10 @@ impl Redactor {
     /// How many bytes of `pending` — streamed text not sent yet, which no secret straddles the
     /// start of — may be sent now, to be redacted with [`text`](Self::text): everything when the
     /// stream has ended (`last`), else all but what could be the start of a secret that the
-    /// next piece completes (the last `longest form - 1` bytes), moved past a whole secret that
-    /// straddles that point. So a secret split across pieces is always redacted whole.
+    /// next piece completes (the longest end of `pending` that begins a form, and at least the
+    /// last [`MIN_TAIL`] - 1 bytes, which covers the short forms the prefix search leaves out),
+    /// moved past a whole secret that straddles that point. So a secret split across pieces is
+    /// always redacted whole.
     pub fn releasable(&self, pending: &str, last: bool) -> usize {
         let Some(inner) = &self.inner else {
             return pending.len();
@@ -243,9 +241,9 @@ impl Redactor {
         if last {
             return pending.len();
         }
-        let mut at = pending
-            .len()
-            .saturating_sub(inner.max_form.saturating_sub(1));
+        let started = inner.ending(pending).iter().map(|(_, k)| *k).max();
+        let hold = started.unwrap_or(0).max(MIN_TAIL - 1);
+        let mut at = pending.len().saturating_sub(hold);
         while !pending.is_char_boundary(at) {
             at -= 1;
         }
