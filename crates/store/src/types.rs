@@ -103,6 +103,8 @@ pub struct HistoryFilter {
     pub until: Option<i64>,
     /// Cursor: only executions that sort after this `(started_at, id)`.
     pub before: Option<(i64, String)>,
+    /// Only executions whose id starts with this.
+    pub id_prefix: Option<String>,
     pub limit: usize,
 }
 

@@ -95,6 +95,22 @@ pub struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    /// Only ids starting with this (hex digits).
+    id: Option<String>,
+    /// Started at or after / before (ms since the epoch).
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn ms_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}={s}: expected milliseconds since the Unix epoch"
+            ))
+        }),
+    }
 }
 
 /// The opaque cursor: `started_at:id` as hex.
@@ -146,16 +162,28 @@ pub async fn list(
         ),
         None => None,
     };
+    let id_prefix = q.id.filter(|s| !s.is_empty());
+    if let Some(p) = &id_prefix {
+        if p.len() > 16 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(format!(
+                "id={p}: execution ids are up to 16 hex digits"
+            )));
+        }
+    }
     let filter = HistoryFilter {
         workflow: q.workflow.filter(|w| !w.is_empty()),
         status,
         before,
+        since: ms_param("since", q.since.as_deref())?,
+        until: ms_param("until", q.until.as_deref())?,
+        id_prefix: id_prefix.map(|p| p.to_ascii_lowercase()),
         limit: limit + 1,
-        ..HistoryFilter::default()
     };
     let store = app.store.clone();
     blocking(move || {
-        let mut rows = store.lock().history(&filter)?;
+        let store = store.lock();
+        let total = store.history_count(&filter)?;
+        let mut rows = store.history(&filter)?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next = if more {
@@ -164,7 +192,9 @@ pub async fn list(
             None
         };
         let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
-        Ok(Json(json!({"executions": list, "next_cursor": next})))
+        Ok(Json(
+            json!({"executions": list, "next_cursor": next, "total": total}),
+        ))
     })
     .await
 }
