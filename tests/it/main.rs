@@ -15,6 +15,7 @@ mod http_command_nodes;
 mod httpbin;
 mod llm_nodes;
 mod orchestration;
+mod page_browser;
 mod protocol;
 mod python_env;
 mod run_core;

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod faults;
 pub mod httpbin;
 pub mod llm_server;

@@ -60,7 +60,6 @@ function historyRow(x) {
   const when = x.started_at ? new Date(x.started_at).toLocaleString() : "";
   const cost = [formatTokens(x.input_tokens, x.output_tokens), formatCost(x.cost_usd)].filter(Boolean).join(" · ");
   open.append(el("span", "muted small-text", " " + [x.status, when, typeof x.duration_ms === "number" ? formatMs(x.duration_ms) : "", x.relation ? x.relation + " of " + (x.parent_id || "").slice(0, 8) : "", cost].filter(Boolean).join(" · ")));
-  open.setAttribute("aria-label", "Open execution " + x.id.slice(0, 8) + " of " + (x.workflow_name || x.workflow_id) + ", " + x.status);
   open.addEventListener("click", () => follow(x.id, true));
   li.append(open);
   const ended = !["running", "queued"].includes(x.status);

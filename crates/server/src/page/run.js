@@ -337,12 +337,14 @@ function closePanel() {
 
 // ---- actions ----
 
+const ACTIONS = { stop: "/stop", pause: "/pause", rerun: "/rerun", resume: "/resume" };
+
 async function action(kind) {
   const exec = current;
   if (!exec) return;
   const msg = $("action-message");
   msg.textContent = "";
-  const path = "/api/executions/" + encodeURIComponent(exec.id) + "/" + kind;
+  const path = "/api/executions/" + encodeURIComponent(exec.id) + ACTIONS[kind];
   const r = await api("POST", path, kind === "stop" ? undefined : {});
   if (kind === "stop" || kind === "pause") {
     msg.textContent = r.status === 200 || r.status === 202 ? (kind === "stop" ? "stopping…" : "pausing…") : errorText(r.body, r.status);
