@@ -79,7 +79,7 @@ const scenarios = {
     const partial = await page.waitForFunction((full) => {
       const s = document.querySelector("#nodes li.current .stream");
       const t = s ? s.textContent : "";
-      return t.length > 0 && t.length < full.length && full.startsWith(t) ? t : false;
+      return t.length > 25 && t.length < full.length && full.startsWith(t) ? t : false;
     }, full, { timeout: 20000 });
     const seen = await partial.jsonValue();
     check(await page.isVisible("#nodes li.current .dur"), "the running step has its own timer");
@@ -96,7 +96,11 @@ const scenarios = {
     await page.waitForFunction(() => document.querySelector("#copy-message").textContent === "copied");
     const clip = await page.evaluate(() => navigator.clipboard.readText());
     check(clip.includes(full), "the copy button copied the output");
-    await screenshot(page, "run-view.png");
+    // The history row has followed the run to its end by itself.
+    await page.waitForFunction(() => {
+      const row = document.querySelector("#history li[data-id]");
+      return row && row.dataset.status === "success";
+    });
     check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
     await b.close();
     return { partial: seen };
