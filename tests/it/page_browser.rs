@@ -6,11 +6,12 @@
 
 use crate::support::browser::{Scenario, run};
 use crate::support::llm_server::{Reply, Server as Llm};
-use crate::support::serve::{Server, ServeOpts, World};
+use crate::support::serve::{ServeOpts, Server, World};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const ANSWER: &str = "Once upon a time, a workflow ran in three steps and every one of them was seen.";
+const ANSWER: &str =
+    "Once upon a time, a workflow ran in three steps and every one of them was seen.";
 const KEY: &str = "sk-page-test-3b8d0c1e";
 
 /// The saved workflows every scenario can use.
@@ -85,7 +86,10 @@ fn a_three_step_run_shows_its_steps_and_the_llm_text_as_it_streams() {
     let s = w.serve_with(&[], &[("OPENAI_API_KEY", KEY)]);
     let result = run("watch_stream", config(&s), &w.tmp_dir());
     let partial = result["partial"].as_str().unwrap();
-    assert!(!partial.is_empty() && partial.len() < ANSWER.len(), "{partial}");
+    assert!(
+        !partial.is_empty() && partial.len() < ANSWER.len(),
+        "{partial}"
+    );
     assert!(
         crate::support::repo_root()
             .join("docs/screenshots/run-view.png")
