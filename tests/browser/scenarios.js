@@ -18,6 +18,14 @@ async function waitStatus(page, status) {
   }, status, { timeout: 30000 });
 }
 
+// Opens the page and starts the workflow "Slow"; returns once its long delay runs.
+async function startSlow(page) {
+  await open(page);
+  await selectWorkflow(page, "Slow");
+  await page.click("#run-button");
+  await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 2");
+}
+
 async function count(workflow) {
   const r = await api("GET", "/api/executions?workflow=" + workflow);
   return r.body.total;
@@ -132,10 +140,7 @@ const scenarios = {
   async stop_rerun_delete() {
     const b = await browser();
     const { page } = b;
-    await open(page);
-    await selectWorkflow(page, "Slow");
-    await page.click("#run-button");
-    await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 2");
+    await startSlow(page);
     const first = await text(page, "#ex-id");
     await page.click("#stop-button");
     await waitStatus(page, "cancelled");
@@ -292,10 +297,7 @@ const scenarios = {
   async new_token() {
     const b = await browser();
     const { page } = b;
-    await open(page);
-    await selectWorkflow(page, "Slow");
-    await page.click("#run-button");
-    await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 2");
+    await startSlow(page);
     const answer = await step("restart");
     await page.waitForFunction(() => document.querySelector("#message").textContent.includes("the server restarted"), null, { timeout: 30000 });
     await page.waitForFunction(() => document.querySelector("#ex-status").textContent.includes("not known"), null, { timeout: 30000 });

@@ -937,7 +937,11 @@ fn follow_and_show_a_running_execution_from_another_process() {
     // The JSON view lists the planned node still to come as pending.
     assert_eq!(
         nodes,
-        pairs(&[("first", "success"), ("slow", "running"), ("last", "pending")])
+        pairs(&[
+            ("first", "success"),
+            ("slow", "running"),
+            ("last", "pending")
+        ])
     );
     assert_eq!(shown["nodes"][0]["output"], json!(1));
 

@@ -49,17 +49,7 @@ pub async fn start_saved(
     let body: RunBody = parse_body(body, app.security.max_body_bytes)?;
     let entry = super::workflows::find_workflow(&app, &id).await?;
     let source = match body.workflow.clone() {
-        Some(def) => {
-            let source = flowrun_codegen::source::from_value(def, "<request>")
-                .map_err(|d| ApiError::invalid(&d))?;
-            if source.workflow.id != id {
-                return Err(ApiError::bad_request(format!(
-                    "the definition in the body has id '{}', the URL names '{id}'",
-                    source.workflow.id
-                )));
-            }
-            source
-        }
+        Some(def) => super::definition_for(def, &id)?,
         None => {
             if !entry.is_valid() {
                 return Err(ApiError::invalid(&entry.diagnostics()));

@@ -99,6 +99,19 @@ pub(crate) async fn wait_final(
     }
 }
 
+/// An editor's definition from a request body, whose `id` must be the one in the URL.
+pub(crate) fn definition_for(def: Value, id: &str) -> Result<flowrun_codegen::Source, ApiError> {
+    let source =
+        flowrun_codegen::source::from_value(def, "<request>").map_err(|d| ApiError::invalid(&d))?;
+    if source.workflow.id != id {
+        return Err(ApiError::bad_request(format!(
+            "the definition in the body has id '{}', the URL names '{id}'",
+            source.workflow.id
+        )));
+    }
+    Ok(source)
+}
+
 pub(crate) async fn record(app: &AppState, id: &str) -> Result<Value, ApiError> {
     let store = app.store.clone();
     let id = id.to_string();

@@ -111,14 +111,7 @@ pub async fn put(
         return Err(ApiError::no_workflows_dir());
     };
     blocking(move || {
-        let source = flowrun_codegen::source::from_value(def, "<request>")
-            .map_err(|d| ApiError::invalid(&d))?;
-        if source.workflow.id != id {
-            return Err(ApiError::bad_request(format!(
-                "the definition in the body has id '{}', the URL names '{id}'",
-                source.workflow.id
-            )));
-        }
+        let source = super::definition_for(def, &id)?;
         let checked = workflows::check(std::path::Path::new("<request>"), source);
         if !checked.is_valid() {
             return Err(ApiError::invalid(&checked.diagnostics()));
