@@ -363,12 +363,28 @@ class _HttpDecoder(object):
         return self._obj.flush()
 
 
-def _http_read_body(resp, limit):
+def _http_read_body(resp, limit, on_data=None):
     """(body bytes, truncated, encoding left as is): reads to the end, or to
-    one byte past `limit` of the decoded body."""
+    one byte past `limit` of the decoded body.  With `on_data`, each piece of
+    the decoded body goes to it as it arrives instead (the body is b"")."""
     coding = (resp.getheader("content-encoding") or "").strip().lower()
     kind = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}.get(coding)
     decoder = _HttpDecoder(kind) if kind else None
+    if on_data is not None:
+        # read1: what has arrived, without waiting for a whole buffer (a stream
+        # of server-sent events comes a few bytes at a time).
+        while True:
+            chunk = resp.read1(_HTTP_READ_CHUNK)
+            if not chunk:
+                if decoder is not None:
+                    rest = decoder.flush()
+                    if rest:
+                        on_data(rest)
+                break
+            data = decoder.feed(chunk, 0) if decoder else chunk
+            if data:
+                on_data(data)
+        return b"", False, None
     cap = None if limit is None else limit + 1
     out = bytearray()
     while cap is None or len(out) < cap:
@@ -400,12 +416,14 @@ def _http_one_line(value):
 
 def http_call(method, url, headers=None, body=None, timeout_ms=None,
               follow_redirects=True, max_redirects=10, max_body_bytes=None,
-              secret_headers=(), secret_query=None):
+              secret_headers=(), secret_query=None, on_data=None):
     """One HTTP call (following redirects). Returns an HttpResponse for every
     status (4xx/5xx too); raises a one-line NodeError for a bad URL, a
     connection problem, a timeout, too many redirects or a body that does not
     decode. timeout_ms bounds the whole call. secret_headers and
-    secret_query name what must not follow a redirect to another origin."""
+    secret_query name what must not follow a redirect to another origin.
+    on_data: called with each piece of a 2xx answer's body as it arrives (a
+    stream); that response's body is then empty."""
     import http.client
     import socket
     method = method.upper()
@@ -453,7 +471,8 @@ def http_call(method, url, headers=None, body=None, timeout_ms=None,
                     target = nxt
                     shown = target.url
                     continue
-                data, truncated, encoded = _http_read_body(resp, max_body_bytes)
+                stream = on_data if on_data is not None and 200 <= resp.status < 300 else None
+                data, truncated, encoded = _http_read_body(resp, max_body_bytes, stream)
                 hdrs = [(k.lower(), v) for k, v in resp.getheaders()]
                 return HttpResponse(resp.status, resp.reason or "", hdrs, data, target.url,
                                     truncated, encoded)

@@ -67,6 +67,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         since: when(&args.since, "--since")?,
         until: when(&args.until, "--until")?,
         before: None,
+        id_prefix: None,
         limit: if args.limit == 0 {
             usize::MAX
         } else {

@@ -525,6 +525,8 @@ impl Sink for Terminal {
                     clean_line(line)
                 ));
             }
+            // Streamed LLM text goes to live viewers (`Sink::delta`), not to the terminal.
+            Event::NodeDelta { .. } => {}
             Event::ExecutionEnd {
                 status,
                 duration_ms,

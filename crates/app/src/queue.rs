@@ -11,9 +11,9 @@
 
 use crate::SharedStore;
 use crate::runner::{self, Prepared, RunError};
-use flowrun_events::{Envelope, ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
+use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Part, now_ms};
 use flowrun_executor::{Sink, StopReason};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
@@ -29,14 +29,23 @@ pub struct Live {
 
 struct LiveState {
     events: Vec<Arc<Envelope>>,
+    /// The text streamed so far by each node (or item or iteration) that streams now, for
+    /// viewers that join while it arrives; gone at the node's end.
+    streams: BTreeMap<(String, Option<Part>), String>,
 }
+
+/// The most streamed text of one node kept for viewers that join late.
+const MAX_STREAM_KEPT: usize = 1 << 20;
 
 impl Live {
     fn new(id: &str) -> (Arc<Live>, watch::Receiver<Option<StopReason>>) {
         let (stop, stop_rx) = watch::channel(None);
         let live = Arc::new(Live {
             id: id.to_string(),
-            state: Mutex::new(LiveState { events: Vec::new() }),
+            state: Mutex::new(LiveState {
+                events: Vec::new(),
+                streams: BTreeMap::new(),
+            }),
             tx: broadcast::channel(1024).0,
             stop,
             done: watch::channel(None).0,
@@ -47,19 +56,94 @@ impl Live {
     fn push(&self, env: Envelope) {
         let env = Arc::new(env);
         let mut st = crate::lock(&self.state);
+        match &env.event {
+            Event::NodeStart {
+                node,
+                item,
+                iteration,
+                ..
+            }
+            | Event::NodeEnd {
+                node,
+                item,
+                iteration,
+                ..
+            } => {
+                st.streams
+                    .remove(&(node.clone(), Part::from_fields(*item, *iteration)));
+            }
+            _ => {}
+        }
         st.events.push(env.clone());
         // No receiver is fine: the buffer has it.
         let _ = self.tx.send(env);
     }
 
-    /// The events after `after` so far, and a receiver for every later one.
+    /// A `node_delta`: kept as the text so far of its node, and sent to every subscriber.
+    fn push_delta(&self, env: Envelope) {
+        let mut st = crate::lock(&self.state);
+        if let Event::NodeDelta {
+            node,
+            text,
+            item,
+            iteration,
+            ..
+        } = &env.event
+        {
+            let kept = st
+                .streams
+                .entry((node.clone(), Part::from_fields(*item, *iteration)))
+                .or_default();
+            if kept.len() + text.len() <= MAX_STREAM_KEPT {
+                kept.push_str(text);
+            }
+        }
+        let _ = self.tx.send(Arc::new(env));
+    }
+
+    /// The events after `after` so far, then the text streamed so far by what streams now
+    /// (`node_delta` with `so_far`), and a receiver for every later event and delta.
     pub fn subscribe(
         &self,
         after: u64,
     ) -> (Vec<Arc<Envelope>>, broadcast::Receiver<Arc<Envelope>>) {
         let st = crate::lock(&self.state);
         let rx = self.tx.subscribe();
-        (Self::tail(&st.events, after), rx)
+        let mut backlog = Self::tail(&st.events, after);
+        backlog.extend(self.so_far(&st));
+        (backlog, rx)
+    }
+
+    /// The text streamed so far by each node that streams now, as `node_delta` events with
+    /// `so_far` (their `seq` is the last event's).
+    fn so_far(&self, st: &LiveState) -> Vec<Arc<Envelope>> {
+        let seq = st.events.len() as u64;
+        st.streams
+            .iter()
+            .map(|((node, part), text)| {
+                let (item, iteration) = Part::fields(*part);
+                Arc::new(Envelope {
+                    seq,
+                    execution_id: self.id.clone(),
+                    event: Event::NodeDelta {
+                        node: node.clone(),
+                        text: text.clone(),
+                        ts: now_ms(),
+                        item,
+                        iteration,
+                        so_far: true,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// After a lag: the events after `after` and the text streamed so far, as at subscribing.
+    pub fn catch_up(&self, after: u64) -> Vec<Arc<Envelope>> {
+        let st = crate::lock(&self.state);
+        let mut list = Self::tail(&st.events, after);
+        list.extend(self.so_far(&st));
+        list
     }
 
     /// The events after `after` so far.
@@ -97,6 +181,9 @@ struct LiveSink(Arc<Live>);
 impl Sink for LiveSink {
     fn event(&mut self, envelope: &Envelope) {
         self.0.push(envelope.clone());
+    }
+    fn delta(&mut self, envelope: &Envelope) {
+        self.0.push_delta(envelope.clone());
     }
 }
 

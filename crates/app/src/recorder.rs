@@ -192,13 +192,10 @@ impl Sink for Recorder {
                 started_at: *ts,
             });
         }
-        let ts = match &env.event {
-            Event::ExecutionStart { ts, .. }
-            | Event::NodeStart { ts, .. }
-            | Event::NodeEnd { ts, .. }
-            | Event::Log { ts, .. }
-            | Event::ExecutionEnd { ts, .. } => *ts,
-        };
+        if env.event.is_live_only() {
+            return; // node_delta: for viewers only; the node's output keeps the answer
+        }
+        let ts = env.event.ts();
         self.pending.push(Write::Event {
             seq: env.seq,
             kind: env.event.kind().to_string(),

@@ -28,6 +28,7 @@ pub fn never_started(
             ts: at,
         },
         Event::ExecutionEnd {
+            output: None,
             status,
             duration_ms: 0.0,
             error: Some(error),
@@ -70,6 +71,7 @@ pub fn abandoned(
         })
         .collect();
     events.push(Event::ExecutionEnd {
+        output: None,
         status,
         duration_ms: state.duration_ms,
         error: Some(error.clone()),

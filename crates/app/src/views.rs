@@ -1,7 +1,7 @@
 //! The JSON views of stored executions, shared by the CLI (`history --json`, `show --json`,
 //! `run --json`) and the HTTP API, so both print the same stable fields (listed in the README).
 
-use flowrun_events::Part;
+use flowrun_events::{NodeStatus, Part};
 use flowrun_store::{Execution, NodeRow, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -29,12 +29,57 @@ pub fn summary_json(e: &Execution) -> Value {
 /// `GET /api/executions/{id}`). The rows of a `for_each` node's items and a `repeat` node's
 /// iterations are listed under the node, as `items` (each with its `index`) and `iterations`
 /// (each with its `iteration`).
+///
+/// `plan` lists the nodes of the definition it ran, in execution order (`{id, type, name}`);
+/// while the execution is queued or running, `nodes` has every planned node, those that have
+/// not started yet as `{"node_id", "status": "pending"}`.
 pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     let e = store.execution(id)?;
     let rows = store.nodes(id)?;
+    let plan = plan_json(store, &e);
     let mut v = serde_json::to_value(&e).expect("execution serializes");
-    v["nodes"] = nodes_json(rows);
+    let mut nodes = nodes_json(rows);
+    if let (false, Some(plan)) = (e.status.is_final(), &plan) {
+        nodes = with_pending(nodes, plan);
+    }
+    v["nodes"] = nodes;
+    v["plan"] = plan.unwrap_or(Value::Null);
     Ok(v)
+}
+
+/// The nodes of the definition an execution ran, in execution order: `[{id, type, name}]`;
+/// `None` when its snapshot is gone or no longer compiles.
+pub fn plan_json(store: &Store, e: &Execution) -> Option<Value> {
+    let definition = store.snapshot(&e.snapshot_hash).ok()??;
+    let source = flowrun_codegen::source::from_value(definition, "<snapshot>").ok()?;
+    let plan = flowrun_codegen::compile(&source).ok()?;
+    Some(
+        plan.ordered_nodes()
+            .map(|n| json!({"id": n.id, "type": n.kind.type_name(), "name": n.name}))
+            .collect(),
+    )
+}
+
+/// `nodes` in plan order, with a `pending` entry for each planned node without a row.
+fn with_pending(nodes: Value, plan: &Value) -> Value {
+    let mut rows: Vec<Value> = match nodes {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for id in plan
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_str())
+    {
+        match rows.iter().position(|r| r["node_id"] == id) {
+            Some(i) => out.push(rows.remove(i)),
+            None => out.push(json!({"node_id": id, "status": NodeStatus::Pending})),
+        }
+    }
+    out.extend(rows);
+    Value::Array(out)
 }
 
 /// Node rows as JSON: each node's own row, with its parts nested under it.

@@ -366,6 +366,10 @@ pub struct LlmNode {
     /// Retries inside the node on 429, 5xx and connection errors (default 2).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Ask for the answer as a stream and send its text to viewers as it arrives
+    /// (`node_delta` events); the output is the same.
+    #[serde(default)]
+    pub stream: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -301,7 +301,7 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             let price = n
                 .price
                 .or_else(|| crate::prices::lookup(&n.provider, &n.model));
-            dict([
+            let mut params = dict([
                 ("provider", Data::from(n.provider.as_str())),
                 ("model", Data::from(n.model.as_str())),
                 ("messages", messages),
@@ -324,7 +324,14 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     },
                 ),
                 ("max_retries", Data::from(n.max_retries.unwrap_or(2) as u64)),
-            ])
+            ]);
+            // Only when asked: the scripts of other llm nodes stay as they were.
+            if n.stream == Some(true) {
+                if let Data::Dict(entries) = &mut params {
+                    entries.push(("stream".to_string(), Data::Bool(true)));
+                }
+            }
+            params
         }
         NodeKind::Command(n) => {
             match (&n.argv, &n.command, n.shell) {

@@ -75,11 +75,32 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         iteration: Option<u32>,
     },
+    /// Text of a node's answer as it arrives (an `llm` node with `stream: true`). Sent live to
+    /// the viewers of the execution only: never stored, and not numbered (its envelope's `seq`
+    /// is that of the event before it). The node's output holds the whole answer.
+    NodeDelta {
+        node: String,
+        /// Text to append to what came before for this node (or item or iteration).
+        text: String,
+        ts: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iteration: Option<u32>,
+        /// `text` is everything so far, not a continuation: what a viewer that joins while the
+        /// answer arrives gets first.
+        #[serde(default, skip_serializing_if = "is_false")]
+        so_far: bool,
+    },
     ExecutionEnd {
         status: ExecStatus,
         duration_ms: f64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
+        /// The execution's output (a success's; over the store's field limit: a truncation
+        /// marker).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
         ts: i64,
     },
 }
@@ -136,13 +157,33 @@ impl Event {
             Event::NodeStart { .. } => "node_start",
             Event::NodeEnd { .. } => "node_end",
             Event::Log { .. } => "log",
+            Event::NodeDelta { .. } => "node_delta",
             Event::ExecutionEnd { .. } => "execution_end",
+        }
+    }
+
+    /// Sent live only, never stored or numbered (`node_delta`).
+    pub fn is_live_only(&self) -> bool {
+        matches!(self, Event::NodeDelta { .. })
+    }
+
+    /// When the runner saw it (ms since the epoch).
+    pub fn ts(&self) -> i64 {
+        match self {
+            Event::ExecutionStart { ts, .. }
+            | Event::NodeStart { ts, .. }
+            | Event::NodeEnd { ts, .. }
+            | Event::Log { ts, .. }
+            | Event::NodeDelta { ts, .. }
+            | Event::ExecutionEnd { ts, .. } => *ts,
         }
     }
 
     pub fn node(&self) -> Option<&str> {
         match self {
-            Event::NodeStart { node, .. } | Event::NodeEnd { node, .. } => Some(node),
+            Event::NodeStart { node, .. }
+            | Event::NodeEnd { node, .. }
+            | Event::NodeDelta { node, .. } => Some(node),
             Event::Log { node, .. } => node.as_deref(),
             _ => None,
         }

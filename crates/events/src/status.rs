@@ -59,6 +59,9 @@ impl fmt::Display for ExecStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
+    /// Planned and not started yet: only in the views of a queued or running execution (a
+    /// node without a row); never stored, never in an event.
+    Pending,
     Running,
     Success,
     Error,
@@ -72,7 +75,8 @@ pub enum NodeStatus {
 }
 
 impl NodeStatus {
-    pub const ALL: [NodeStatus; 9] = [
+    pub const ALL: [NodeStatus; 10] = [
+        NodeStatus::Pending,
         NodeStatus::Running,
         NodeStatus::Success,
         NodeStatus::Error,
@@ -86,6 +90,7 @@ impl NodeStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            NodeStatus::Pending => "pending",
             NodeStatus::Running => "running",
             NodeStatus::Success => "success",
             NodeStatus::Error => "error",

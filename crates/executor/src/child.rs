@@ -5,10 +5,12 @@
 use crate::redact::Redactor;
 use crate::sink::NodeDetail;
 use crate::state::{State, round_ms};
-use flowrun_events::{ErrorInfo, ErrorKind, Event, NodeStatus, Part, Stream, now_ms, preview};
+use flowrun_events::{
+    Envelope, ErrorInfo, ErrorKind, Event, NodeStatus, Part, Stream, now_ms, preview,
+};
 use serde::Deserialize;
 use serde_json::Value;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the runtime prints, as the executor reads it.
 #[derive(Debug, Deserialize)]
@@ -50,6 +52,16 @@ pub(crate) enum ChildEvent {
         iteration: Option<u32>,
         #[serde(default)]
         reason: Option<String>,
+    },
+    /// Text of a streamed answer as it arrives (an `llm` node with `stream: true`).
+    NodeDelta {
+        node: String,
+        #[serde(default)]
+        text: String,
+        #[serde(default)]
+        item: Option<u32>,
+        #[serde(default)]
+        iteration: Option<u32>,
     },
     Log {
         #[serde(default)]
@@ -95,9 +107,24 @@ pub(crate) fn redacted(mut ev: ChildEvent, r: &Redactor) -> ChildEvent {
             }
         }
         ChildEvent::Log { message, .. } => *message = r.string(std::mem::take(message)),
-        ChildEvent::NodeStart { .. } => {}
+        // Redacted when sent (`send_delta`): a secret may be split across deltas.
+        ChildEvent::NodeStart { .. } | ChildEvent::NodeDelta { .. } => {}
     }
     ev
+}
+
+/// The most `node_delta` events a viewer gets per second for one node: text that arrives
+/// faster is sent together.
+pub(crate) const DELTA_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Streamed text is sent at once when this much is waiting, whatever the interval.
+const DELTA_FLUSH_BYTES: usize = 64 << 10;
+
+/// Streamed text of one running node (or item or iteration) not sent yet.
+#[derive(Debug, Default)]
+pub(crate) struct DeltaBuf {
+    pending: String,
+    last_sent: Option<Instant>,
 }
 
 /// Something running now: a node, or an item or iteration of one.
@@ -197,10 +224,11 @@ impl State<'_> {
                     }
                     return;
                 }
-                let started_at = self
-                    .running
-                    .remove(&(node.clone(), part))
-                    .map(|r| r.started_at);
+                // What is left of a streamed answer goes out before the end.
+                let key = (node.clone(), part);
+                self.send_delta(&key, true);
+                self.deltas.remove(&key);
+                let started_at = self.running.remove(&key).map(|r| r.started_at);
                 let detail = NodeDetail {
                     node,
                     part,
@@ -216,6 +244,26 @@ impl State<'_> {
                     reason,
                 };
                 self.end_node(detail, retrying);
+            }
+            ChildEvent::NodeDelta {
+                node,
+                text,
+                item,
+                iteration,
+            } => {
+                let part = Part::from_fields(item, iteration);
+                if let Err(e) = self.ledger.delta(&node, part) {
+                    self.protocol_error(format!("{e}: ignored"));
+                    return;
+                }
+                let key = (node, part);
+                let buf = self.deltas.entry(key.clone()).or_default();
+                buf.pending.push_str(&text);
+                let due = buf.last_sent.is_none_or(|t| t.elapsed() >= DELTA_INTERVAL)
+                    || buf.pending.len() >= DELTA_FLUSH_BYTES;
+                if due {
+                    self.send_delta(&key, false);
+                }
             }
             ChildEvent::Log {
                 node,
@@ -246,9 +294,40 @@ impl State<'_> {
         }
     }
 
+    /// Sends what may go of the text streamed by `key` (everything when `last`), redacted, as
+    /// one `node_delta` to the live viewers: not stored, not numbered.
+    fn send_delta(&mut self, key: &(String, Option<Part>), last: bool) {
+        let Some(buf) = self.deltas.get_mut(key) else {
+            return;
+        };
+        let r = &self.spec.redactor;
+        let n = r.releasable(&buf.pending, last);
+        if n == 0 {
+            return;
+        }
+        let raw: String = buf.pending.drain(..n).collect();
+        buf.last_sent = Some(Instant::now());
+        let text = r.text(raw);
+        let (item, iteration) = Part::fields(key.1);
+        let env = Envelope {
+            seq: self.seq,
+            execution_id: self.spec.execution_id.clone(),
+            event: Event::NodeDelta {
+                node: key.0.clone(),
+                text,
+                ts: now_ms(),
+                item,
+                iteration,
+                so_far: false,
+            },
+        };
+        self.sink.delta(&env);
+    }
+
     /// Ends everything that was running when the process stopped, so nothing stays `running`:
     /// items and iterations before their node. `how(node)` gives each one's status and error.
     pub(crate) fn close_running(&mut self, how: impl Fn(&str) -> (NodeStatus, ErrorInfo)) {
+        self.deltas.clear();
         let running = std::mem::take(&mut self.running);
         for ((node, part), r) in running.into_iter().rev() {
             let (status, error) = how(&node);
@@ -295,6 +374,7 @@ impl State<'_> {
             reason: None,
         };
         self.ledger.close(node, part, NodeStatus::Error);
+        self.deltas.remove(&(node.to_string(), part));
         self.end_node(detail, false);
     }
 

@@ -244,6 +244,26 @@ impl Ledger {
         Ok(())
     }
 
+    /// A `node_delta` (streamed text): allowed only while that node — or that item or
+    /// iteration of it — runs.
+    pub(crate) fn delta(&self, node: &str, part: Option<Part>) -> Result<(), Refusal> {
+        let what = describe(node, part);
+        let Some(n) = self.nodes.get(node) else {
+            return refuse(format!(
+                "an event for '{node}', which is not a node of this workflow"
+            ));
+        };
+        let running = match part {
+            None => n.own.running,
+            Some(p) => n.own.running && n.parts.get(&p).is_some_and(|t| t.running),
+        };
+        if running {
+            Ok(())
+        } else {
+            refuse(format!("node_delta of {what}, which is not running"))
+        }
+    }
+
     /// The runner itself ended what was running (timeout, stop, the process died).
     pub(crate) fn close(&mut self, node: &str, part: Option<Part>, status: NodeStatus) {
         if let Some(n) = self.nodes.get_mut(node) {
@@ -406,6 +426,27 @@ mod tests {
             l.contradicts_success().as_deref(),
             Some("node 'a' ended error")
         );
+    }
+
+    #[test]
+    fn deltas_only_while_running() {
+        let mut l = ledger(2);
+        assert!(l.delta("a", None).is_err(), "before its start");
+        assert!(l.delta("ghost", None).is_err());
+        l.start("a", 1, None).unwrap();
+        l.delta("a", None).unwrap();
+        l.end("a", 1, NodeStatus::Success, false, None).unwrap();
+        assert!(l.delta("a", None).is_err(), "after its end");
+        l.start("l", 1, None).unwrap();
+        assert!(
+            l.delta("l", Some(Part::Item(0))).is_err(),
+            "item not started"
+        );
+        l.start("l", 1, Some(Part::Item(0))).unwrap();
+        l.delta("l", Some(Part::Item(0))).unwrap();
+        l.end("l", 1, NodeStatus::Success, false, Some(Part::Item(0)))
+            .unwrap();
+        assert!(l.delta("l", Some(Part::Item(0))).is_err(), "item ended");
     }
 
     #[test]

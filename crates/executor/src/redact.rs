@@ -227,6 +227,34 @@ impl Redactor {
         }
     }
 
+    /// How many bytes of `pending` — streamed text not sent yet, which no secret straddles the
+    /// start of — may be sent now, to be redacted with [`text`](Self::text): everything when the
+    /// stream has ended (`last`), else all but what could be the start of a secret that the
+    /// next piece completes (the longest end of `pending` that begins a form, and at least the
+    /// last [`MIN_TAIL`] - 1 bytes, which covers the short forms the prefix search leaves out),
+    /// moved past a whole secret that straddles that point. So a secret split across pieces is
+    /// always redacted whole.
+    pub fn releasable(&self, pending: &str, last: bool) -> usize {
+        let Some(inner) = &self.inner else {
+            return pending.len();
+        };
+        if last {
+            return pending.len();
+        }
+        let started = inner.ending(pending).iter().map(|(_, k)| *k).max();
+        let hold = started.unwrap_or(0).max(MIN_TAIL - 1);
+        let mut at = pending.len().saturating_sub(hold);
+        while !pending.is_char_boundary(at) {
+            at -= 1;
+        }
+        for m in inner.whole.find_iter(pending) {
+            if m.start() < at && m.end() > at {
+                at = m.end();
+            }
+        }
+        at
+    }
+
     /// A string value: whole secrets, a secret continued from one line to the next, and the
     /// start of a secret that ends a line or the string.
     pub fn string(&self, s: String) -> String {

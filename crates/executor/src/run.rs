@@ -375,6 +375,20 @@ pub async fn execute(
     }
 }
 
+/// The most of the output `execution_end` carries; a larger one is a truncation marker there
+/// (the record has it whole, up to the store's limit).
+pub const END_OUTPUT_MAX_BYTES: usize = 64 << 10;
+
+/// The output as `execution_end` carries it.
+fn end_output(v: &Value) -> Value {
+    let text = v.to_string();
+    if text.len() <= END_OUTPUT_MAX_BYTES {
+        return v.clone();
+    }
+    let preview: String = text.chars().take(200).collect();
+    flowrun_events::truncated::marker(text.len(), &preview)
+}
+
 /// SIGTERM to the group and to the shepherd, which passes it on to every process of the tree
 /// (also those that left the group); returns when to end everything.
 fn begin_stop(info: &ProcessInfo, grace: Duration) -> Instant {
@@ -398,6 +412,7 @@ fn finish(
         status,
         duration_ms,
         error: error.clone(),
+        output: output.as_ref().map(end_output),
         ts: now_ms(),
     });
     st.sink.flush();

@@ -31,6 +31,9 @@ pub trait Sink: Send {
     /// Full input/output of a node attempt, just before its `node_end` event.
     fn node_detail(&mut self, _detail: &NodeDetail) {}
     fn event(&mut self, envelope: &Envelope);
+    /// A `node_delta` (streamed text of a running node): for live viewers only, never stored.
+    /// Its `seq` is that of the last event before it.
+    fn delta(&mut self, _envelope: &Envelope) {}
     /// Nothing else is pending right now: a good moment to write batched work.
     fn flush(&mut self) {}
 }
@@ -47,6 +50,9 @@ impl Sink for Fanout<'_> {
     }
     fn event(&mut self, e: &Envelope) {
         self.0.iter_mut().for_each(|s| s.event(e));
+    }
+    fn delta(&mut self, e: &Envelope) {
+        self.0.iter_mut().for_each(|s| s.delta(e));
     }
     fn flush(&mut self) {
         self.0.iter_mut().for_each(|s| s.flush());

@@ -1,7 +1,7 @@
 //! The execution as the runner sees it while it runs: what the child's frames mean (events,
 //! log lines, the result), which node runs, the log budget, and the events that follow.
 
-use crate::child::{ChildEvent, ChildResult, Running, redacted};
+use crate::child::{ChildEvent, ChildResult, DeltaBuf, Running, redacted};
 use crate::ledger::{Ledger, Rules};
 use crate::protocol::Frame;
 use crate::redact::Carry;
@@ -44,6 +44,8 @@ pub(crate) struct State<'a> {
     pub(crate) stderr_node: Option<Option<String>>,
     /// Per stream (stdout, stderr): the start of a secret the last line may have ended with.
     line_carry: [Carry; 2],
+    /// Streamed text (`node_delta`) of what runs, not sent yet.
+    pub(crate) deltas: BTreeMap<(String, Option<Part>), DeltaBuf>,
 }
 
 impl<'a> State<'a> {
@@ -75,6 +77,7 @@ impl<'a> State<'a> {
             second_result: false,
             stderr_node: None,
             line_carry: Default::default(),
+            deltas: BTreeMap::new(),
         }
     }
 

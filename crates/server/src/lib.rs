@@ -13,6 +13,7 @@
 //! - [`page`]: the web page at `/` (one embedded HTML file that calls the API with the token).
 
 mod api;
+mod feed;
 mod listen;
 mod page;
 mod security;
@@ -89,6 +90,8 @@ pub(crate) struct App {
     pub options: RunOptions,
     /// Becomes true when the server shuts down: streams that follow other processes end.
     pub shutdown: watch::Receiver<bool>,
+    /// The server-wide stream of execution summaries (`GET /api/events`).
+    pub feed: Arc<feed::Feed>,
 }
 
 pub(crate) type AppState = Arc<App>;
@@ -100,8 +103,16 @@ pub(crate) fn router(app: AppState) -> Router {
         .route("/", get(page::page))
         .route("/index.html", get(page::page))
         .route("/api", get(api::info))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/api/events", get(feed::events))
+        .route("/api/validate", post(api::validate::validate))
         .route("/api/workflows", get(api::workflows::list))
-        .route("/api/workflows/{id}", get(api::workflows::get))
+        .route(
+            "/api/workflows/{id}",
+            get(api::workflows::get)
+                .put(api::workflows::put)
+                .delete(api::workflows::delete),
+        )
         .route(
             "/api/workflows/{id}/executions",
             post(api::executions::start_saved),
@@ -110,7 +121,11 @@ pub(crate) fn router(app: AppState) -> Router {
             "/api/executions",
             get(api::executions::list).post(api::executions::start_unsaved),
         )
-        .route("/api/executions/{id}", get(api::executions::get))
+        .route(
+            "/api/executions/{id}",
+            get(api::executions::get).delete(api::executions::delete),
+        )
+        .route("/api/executions/{id}/pause", post(api::executions::pause))
         .route("/api/executions/{id}/events", get(sse::events))
         .route("/api/executions/{id}/stop", post(api::executions::stop))
         .route("/api/executions/{id}/rerun", post(api::executions::rerun))
@@ -238,12 +253,14 @@ async fn run_server(
             port: addr.port(),
         },
         options: config.options.clone(),
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
+        feed: feed::Feed::new(),
     });
     write_out(&format!("flowrun serve: listening on http://{addr}"));
     write_out(&format!("token file: {}", token_file.display()));
 
     let poller = tokio::spawn(executions.clone().watch_stop_requests());
+    tokio::spawn(feed::poll(app.feed.clone(), store.clone(), shutdown_rx));
     let (stop_accepting_tx, stop_accepting_rx) = watch::channel(false);
     let server = tokio::spawn(listen::serve(
         listener,

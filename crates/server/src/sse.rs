@@ -65,6 +65,21 @@ impl Cursor {
     }
 
     async fn send_envelope(&mut self, env: &Envelope) -> bool {
+        if env.event.is_live_only() {
+            // A `node_delta`: no id (it is not numbered and not stored), and only to a client
+            // that has every event before it.
+            if env.seq != self.last {
+                return true;
+            }
+            let mut v = serde_json::to_value(env).expect("events serialize");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("seq");
+            }
+            let ev = SseEvent::default()
+                .event(env.event.kind())
+                .data(v.to_string());
+            return self.tx.send(ev).await.is_ok();
+        }
         let data = serde_json::to_string(env).expect("events serialize");
         self.send(env.seq, env.event.kind(), data).await
     }
@@ -158,16 +173,21 @@ async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
     while !cur.ended {
         tokio::select! {
             r = rx.recv() => match r {
-                Ok(env) if env.seq == cur.last + 1 => {
+                Ok(env) if env.event.is_live_only() && env.seq <= cur.last => {
+                    if !cur.send_envelope(&env).await {
+                        return None;
+                    }
+                }
+                Ok(env) if env.seq == cur.last + 1 && !env.event.is_live_only() => {
                     if !cur.send_envelope(&env).await {
                         return None;
                     }
                 }
                 Ok(env) if env.seq <= cur.last => {}
                 // A gap (cannot happen while the buffer and the channel agree) or a slow reader
-                // that lagged: the buffer has everything.
+                // that lagged: the buffer has every event, and the text streamed so far.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !cur.send_all(&live.since(cur.last)).await {
+                    if !cur.send_all(&live.catch_up(cur.last)).await {
                         return None;
                     }
                 }

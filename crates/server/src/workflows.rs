@@ -40,22 +40,29 @@ fn is_workflow_file(p: &Path) -> bool {
 
 /// Loads and checks one file the way `flowrun validate` does.
 pub fn load(path: &Path) -> Entry {
+    match flowrun_codegen::load_file(path) {
+        Ok(source) => check(path, source),
+        Err(d) => unparsed(path, d),
+    }
+}
+
+/// A file (or request) whose definition does not even parse: listed under its file name.
+pub fn unparsed(path: &Path, d: Diagnostics) -> Entry {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let source = match flowrun_codegen::load_file(path) {
-        Ok(s) => s,
-        Err(d) => {
-            return Entry {
-                id: stem,
-                file: path.to_path_buf(),
-                source: None,
-                plan: None,
-                errors: d.0,
-            };
-        }
-    };
+    Entry {
+        id: stem,
+        file: path.to_path_buf(),
+        source: None,
+        plan: None,
+        errors: d.0,
+    }
+}
+
+/// Checks a parsed definition the way `flowrun validate` does: plan and input schema.
+pub fn check(path: &Path, source: Source) -> Entry {
     let mut errors = Vec::new();
     let plan = match flowrun_codegen::compile(&source) {
         Ok(plan) => Some(plan),
@@ -122,12 +129,18 @@ pub fn find(dir: Option<&Path>, id: &str) -> std::io::Result<Option<Entry>> {
     Ok(scan(dir)?.into_iter().find(|e| e.id == id))
 }
 
-fn bound(var: &str) -> bool {
+/// Is `var` set (not empty) in the server's environment?
+pub fn bound_here(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty())
 }
 
 /// The JSON an editor needs to show a workflow and build its run form.
 pub fn describe(e: &Entry, detail: bool) -> Value {
+    describe_with(e, detail, &bound_here)
+}
+
+/// [`describe`], with `bound` telling which variables bind a connection.
+pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> Value {
     let wf = e.source.as_ref().map(|s| &s.workflow);
     let mut connections = Vec::new();
     if let Some(wf) = wf {

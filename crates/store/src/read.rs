@@ -148,6 +148,11 @@ impl Store {
             args.push(Box::new(w.clone()));
             sql.push_str(&format!(" AND workflow_id = ?{}", args.len()));
         }
+        if let Some(p) = &f.id_prefix {
+            args.push(Box::new(p.clone()));
+            let n = args.len();
+            sql.push_str(&format!(" AND substr(id, 1, length(?{n})) = ?{n}"));
+        }
         if let Some(s) = f.status {
             args.push(Box::new(s.as_str()));
             sql.push_str(&format!(" AND status = ?{}", args.len()));

@@ -105,6 +105,8 @@ pub struct HistoryFilter {
     pub before: Option<(i64, String)>,
     /// Leave out executions of these modes (`history` hides `test-suite` unless `--all`).
     pub exclude_modes: Vec<String>,
+    /// Only executions whose id starts with this.
+    pub id_prefix: Option<String>,
     pub limit: usize,
 }
 

@@ -27,6 +27,9 @@ pub struct Reply {
     pub delay: Duration,
     /// Send the answer one byte at a time, this long apart (a trickling server).
     pub trickle: Option<Duration>,
+    /// A streamed answer: the body in these pieces, `Transfer-Encoding: chunked`, each piece
+    /// after waiting its duration (`body` is then unused).
+    pub chunks: Vec<(Vec<u8>, Duration)>,
 }
 
 impl Reply {
@@ -37,7 +40,111 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             trickle: None,
+            chunks: Vec::new(),
         }
+    }
+
+    /// A streamed answer of server-sent events: each `(event, data)` as one chunk, `every`
+    /// apart (`event` None: a `data:` line alone, as OpenAI sends them).
+    pub fn sse(events: Vec<(Option<&str>, String)>, every: Duration) -> Reply {
+        let mut r = Reply::new(200, "text/event-stream; charset=utf-8", Vec::new());
+        r.headers.push(("Cache-Control".into(), "no-cache".into()));
+        for (event, data) in events {
+            let mut text = String::new();
+            if let Some(e) = event {
+                text.push_str(&format!("event: {e}\n"));
+            }
+            text.push_str(&format!("data: {data}\n\n"));
+            r.chunks.push((text.into_bytes(), every));
+        }
+        r
+    }
+
+    /// An OpenAI-style streamed chat completion (`stream: true`, as OpenAI, Groq and
+    /// compatible servers send it): one `chat.completion.chunk` per piece of `pieces`, a last
+    /// chunk with the usage and no choices (`stream_options.include_usage`), then `[DONE]`.
+    pub fn openai_stream(
+        model: &str,
+        pieces: &[&str],
+        prompt_tokens: u64,
+        completion: u64,
+        every: Duration,
+    ) -> Reply {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-test-1", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                   "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string()
+        };
+        let mut events = vec![(
+            None,
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        )];
+        for p in pieces {
+            events.push((None, chunk(json!({"content": p}), Value::Null)));
+        }
+        events.push((None, chunk(json!({}), json!("stop"))));
+        events.push((
+            None,
+            json!({"id": "chatcmpl-test-1", "object": "chat.completion.chunk", "model": model, "choices": [],
+                   "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": prompt_tokens + completion}})
+            .to_string(),
+        ));
+        events.push((None, "[DONE]".to_string()));
+        Reply::sse(events, every)
+    }
+
+    /// An Anthropic streamed message (`stream: true`): `message_start` (with the input
+    /// tokens), `content_block_start`, a `ping`, one `content_block_delta` per piece,
+    /// `content_block_stop`, `message_delta` (with the output tokens), `message_stop`.
+    pub fn anthropic_stream(
+        model: &str,
+        pieces: &[&str],
+        input_tokens: u64,
+        output: u64,
+        every: Duration,
+    ) -> Reply {
+        let mut events = vec![
+            (
+                Some("message_start"),
+                json!({"type": "message_start", "message": {
+                "id": "msg_test_1", "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})
+                .to_string(),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}})
+                .to_string(),
+            ),
+            (Some("ping"), json!({"type": "ping"}).to_string()),
+        ];
+        for p in pieces {
+            events.push((
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": p}})
+                .to_string(),
+            ));
+        }
+        events.push((
+            Some("content_block_stop"),
+            json!({"type": "content_block_stop", "index": 0}).to_string(),
+        ));
+        events.push((
+            Some("message_delta"),
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": output}})
+            .to_string(),
+        ));
+        events.push((
+            Some("message_stop"),
+            json!({"type": "message_stop"}).to_string(),
+        ));
+        Reply::sse(events, every)
     }
 
     pub fn json(status: u16, value: &Value) -> Reply {
@@ -404,7 +511,32 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// A streamed answer: chunked, each piece after its pause.
+fn write_chunked(mut conn: &TcpStream, r: &Reply) -> std::io::Result<()> {
+    let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    for (k, v) in &r.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    conn.write_all(out.as_bytes())?;
+    conn.flush()?;
+    for (piece, pause) in &r.chunks {
+        std::thread::sleep(*pause);
+        conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
+        conn.write_all(piece)?;
+        conn.write_all(b"\r\n")?;
+        conn.flush()?;
+    }
+    conn.write_all(b"0\r\n\r\n")?;
+    conn.flush()?;
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
 fn write_reply(mut conn: &TcpStream, r: &Reply, head: bool) -> std::io::Result<()> {
+    if !r.chunks.is_empty() && !head {
+        return write_chunked(conn, r);
+    }
     let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     for (k, v) in &r.headers {
         out.push_str(&format!("{k}: {v}\r\n"));

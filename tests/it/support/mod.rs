@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod browser;
 pub mod faults;
 pub mod httpbin;
 pub mod llm_server;

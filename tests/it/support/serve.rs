@@ -307,6 +307,21 @@ impl Server {
         }
     }
 
+    /// `PUT path` with the token and a JSON body.
+    pub fn put(&self, path: &str, body: &Value) -> Reply {
+        self.request(
+            "PUT",
+            path,
+            Some(body.to_string()),
+            &[("Authorization", &self.auth())],
+        )
+    }
+
+    /// `DELETE path` with the token.
+    pub fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, None, &[("Authorization", &self.auth())])
+    }
+
     /// Starts an execution and returns its id (asserting `202`).
     pub fn start(&self, path: &str, body: &Value) -> String {
         let r = self.post(path, body);
@@ -344,7 +359,12 @@ impl Server {
 
     /// Opens the SSE stream of an execution (`last_event_id` as the header).
     pub fn events(&self, id: &str, last_event_id: Option<u64>) -> Sse {
-        let url = format!("{}/api/executions/{id}/events", self.url);
+        self.sse(&format!("/api/executions/{id}/events"), last_event_id)
+    }
+
+    /// Opens an SSE stream at `path` (`last_event_id` as the header).
+    pub fn sse(&self, path: &str, last_event_id: Option<u64>) -> Sse {
+        let url = format!("{}{path}", self.url);
         let mut req = self.agent.get(&url).header("Authorization", &self.auth());
         if let Some(n) = last_event_id {
             req = req.header("Last-Event-ID", &n.to_string());

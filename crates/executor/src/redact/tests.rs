@@ -220,3 +220,50 @@ fn a_multi_line_secret_printed_line_by_line() {
     assert_eq!(out, ["key:", MARK, MARK, MARK, MARK, "after"]);
     assert_eq!(r.string(printed), format!("key:\n{MARK}\nafter"));
 }
+
+/// Streams `pieces` the way the executor sends `node_delta` text: release what may go, redact
+/// it, keep the rest for the next piece.
+fn stream(r: &Redactor, pieces: &[&str]) -> Vec<String> {
+    let mut pending = String::new();
+    let mut out = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        pending.push_str(p);
+        let n = r.releasable(&pending, i + 1 == pieces.len());
+        let sent: String = pending.drain(..n).collect();
+        out.push(r.text(sent));
+    }
+    out
+}
+
+#[test]
+fn a_secret_split_across_streamed_pieces_is_redacted_whole() {
+    let r = redactor(KEY);
+    // Split at every place: the secret never goes out, not even in part.
+    for cut1 in 1..KEY.len() {
+        for cut2 in cut1 + 1..KEY.len() {
+            let pieces = [
+                &format!("the key is {}", &KEY[..cut1])[..],
+                &KEY[cut1..cut2],
+                &format!("{} and more text after it", &KEY[cut2..]),
+                " end",
+            ];
+            let sent = stream(&r, &pieces);
+            let all = sent.concat();
+            assert_eq!(all, format!("the key is {MARK} and more text after it end"));
+            for s in &sent {
+                assert!(!s.contains(&KEY[..3]) || s.contains(MARK), "{sent:?}");
+            }
+        }
+    }
+    // Without secrets, everything goes at once.
+    let none = Redactor::default();
+    assert_eq!(stream(&none, &["ab", "cd"]), ["ab", "cd"]);
+    // Text that could not begin a secret is held back only a few bytes.
+    let sent = stream(&r, &["x".repeat(500).as_str(), "y"]);
+    assert_eq!(sent[0].len(), 500 - (MIN_TAIL - 1));
+    // A short secret (no prefix search for it) split in two is still caught.
+    let short = redactor("abc");
+    let sent = stream(&short, &["xx a", "bc yy", "z"]);
+    assert_eq!(sent.concat(), "xx [REDACTED:KEY] yyz");
+    assert!(!sent[0].contains('a'), "{sent:?}");
+}

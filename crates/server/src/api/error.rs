@@ -47,6 +47,44 @@ impl ApiError {
         .with("max_body_bytes", json!(max))
     }
 
+    /// `400` for a request field this server does not support yet (a hook for work to come).
+    pub fn not_supported(field: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_supported",
+            format!("{field} is not supported yet by this server"),
+        )
+        .with("field", json!(field))
+    }
+
+    /// `501` for an endpoint this server does not support yet.
+    pub fn not_implemented(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_supported",
+            format!("{what} is not supported yet by this server (GET /api lists its features)"),
+        )
+    }
+
+    /// `409`: the execution is queued or running.
+    pub fn not_finished(id: &str, status: flowrun_events::ExecStatus) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_finished",
+            format!("execution {id} is {status}; stop it first"),
+        )
+        .with("status", json!(status))
+    }
+
+    /// `409`: the server has no workflows directory to write to.
+    pub fn no_workflows_dir() -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_workflows_dir",
+            "the server has no workflows directory (it was started without one)",
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

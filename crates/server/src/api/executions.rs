@@ -1,6 +1,7 @@
 //! Executions: start one (saved or unsaved definition), list, get, stop, re-run and resume.
 
 use super::error::{ApiError, again_error, blocking, run_error, submit_error};
+use super::request::RunBody;
 use super::{WaitQuery, parse_body, query, record, resolve, started, wait_final};
 use crate::AppState;
 use axum::Json;
@@ -19,62 +20,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// `POST …/executions` body.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct StartBody {
-    /// The whole definition (an editor's unsaved state).
-    #[serde(default)]
-    workflow: Option<Value>,
-    /// Trigger data (default `{}`); the workflow's input schema applies.
-    #[serde(default)]
-    trigger: Option<Value>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    mode: Option<String>,
-    /// How many independent nodes run at once (default: the workflow's `max_parallel`).
-    #[serde(default)]
-    max_parallel: Option<u32>,
-}
-
-/// `POST …/rerun` and `…/resume` body.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct AgainBody {
-    /// A changed definition to run instead of the one the execution ran.
-    #[serde(default)]
-    workflow: Option<Value>,
-    /// Trigger data instead of the execution's.
-    #[serde(default)]
-    trigger: Option<Value>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-}
-
-fn mode(m: Option<String>) -> Result<String, ApiError> {
-    match m.as_deref() {
-        None | Some("test") => Ok("test".into()),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "mode '{other}' is not supported; flowrun runs test executions (mode \"test\")"
-        ))),
-    }
-}
-
 /// Prepares and submits one execution of `source`.
 async fn start(
     app: &AppState,
     source: Source,
-    body: StartBody,
+    body: RunBody,
     wait: bool,
 ) -> Result<Response, ApiError> {
-    let mut options = app.options.clone();
-    options.timeout_ms = body.timeout_ms;
-    options.mode = mode(body.mode)?;
-    if body.max_parallel == Some(0) {
-        return Err(ApiError::bad_request("max_parallel must be at least 1"));
-    }
-    options.max_parallel = body.max_parallel;
+    let options = body.options(&app.options, &source.workflow)?;
     let trigger = body.trigger.unwrap_or_else(|| json!({}));
     let executions = app.executions.clone();
     let (id, status) = blocking(move || {
@@ -93,20 +46,10 @@ pub async fn start_saved(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let body: StartBody = parse_body(body, app.security.max_body_bytes)?;
+    let body: RunBody = parse_body(body, app.security.max_body_bytes)?;
     let entry = super::workflows::find_workflow(&app, &id).await?;
     let source = match body.workflow.clone() {
-        Some(def) => {
-            let source = flowrun_codegen::source::from_value(def, "<request>")
-                .map_err(|d| ApiError::invalid(&d))?;
-            if source.workflow.id != id {
-                return Err(ApiError::bad_request(format!(
-                    "the definition in the body has id '{}', the URL names '{id}'",
-                    source.workflow.id
-                )));
-            }
-            source
-        }
+        Some(def) => super::definition_for(def, &id)?,
         None => {
             if !entry.is_valid() {
                 return Err(ApiError::invalid(&entry.diagnostics()));
@@ -124,7 +67,7 @@ pub async fn start_unsaved(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let mut body: StartBody = parse_body(body, app.security.max_body_bytes)?;
+    let mut body: RunBody = parse_body(body, app.security.max_body_bytes)?;
     let Some(def) = body.workflow.take() else {
         return Err(ApiError::bad_request(
             "the body needs \"workflow\": the definition to run (for a saved workflow use POST /api/workflows/{id}/executions)",
@@ -142,6 +85,22 @@ pub struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    /// Only ids starting with this (hex digits).
+    id: Option<String>,
+    /// Started at or after / before (ms since the epoch).
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn ms_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}={s}: expected milliseconds since the Unix epoch"
+            ))
+        }),
+    }
 }
 
 /// The opaque cursor: `started_at:id` as hex.
@@ -193,16 +152,29 @@ pub async fn list(
         ),
         None => None,
     };
+    let id_prefix = q.id.filter(|s| !s.is_empty());
+    if let Some(p) = &id_prefix {
+        if p.len() > 16 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request(format!(
+                "id={p}: execution ids are up to 16 hex digits"
+            )));
+        }
+    }
     let filter = HistoryFilter {
         workflow: q.workflow.filter(|w| !w.is_empty()),
         status,
         before,
+        since: ms_param("since", q.since.as_deref())?,
+        until: ms_param("until", q.until.as_deref())?,
+        id_prefix: id_prefix.map(|p| p.to_ascii_lowercase()),
         limit: limit + 1,
-        ..HistoryFilter::default()
+        exclude_modes: Vec::new(),
     };
     let store = app.store.clone();
     blocking(move || {
-        let mut rows = store.lock().history(&filter)?;
+        let store = store.lock();
+        let total = store.history_count(&filter)?;
+        let mut rows = store.history(&filter)?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next = if more {
@@ -211,7 +183,9 @@ pub async fn list(
             None
         };
         let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
-        Ok(Json(json!({"executions": list, "next_cursor": next})))
+        Ok(Json(
+            json!({"executions": list, "next_cursor": next, "total": total}),
+        ))
     })
     .await
 }
@@ -266,23 +240,26 @@ async fn again(
     resume: bool,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let body: AgainBody = parse_body(body, app.security.max_body_bytes)?;
-    let mut options = app.options.clone();
-    options.timeout_ms = body.timeout_ms;
+    let mut body: RunBody = parse_body(body, app.security.max_body_bytes)?;
+    let base = app.options.clone();
     let store = app.store.clone();
     let executions = app.executions.clone();
     let (id, status, parent, notes) = blocking(move || {
-        let source = match body.workflow {
+        let source = match body.workflow.take() {
             Some(v) => AgainSource::Definition(v),
             None => AgainSource::Snapshot,
         };
+        let trigger = body.trigger.take();
+        let mut options = base.clone();
+        options.timeout_ms = body.timeout_ms;
         let plan = {
             let store = store.lock();
-            again::plan_again(&store, &id, source, body.trigger, options, resume)
-                .map_err(again_error)?
+            again::plan_again(&store, &id, source, trigger, options, resume).map_err(again_error)?
         };
-        let prepared =
-            runner::prepare(&plan.source, plan.trigger, plan.options).map_err(run_error)?;
+        // The request's fields on top of what the plan set (pins of a resume, the parent).
+        let mut options = body.options(&plan.options, &plan.source.workflow)?;
+        options.timeout_ms = body.timeout_ms.or(plan.options.timeout_ms);
+        let prepared = runner::prepare(&plan.source, plan.trigger, options).map_err(run_error)?;
         let (id, status) = executions.submit(prepared).map_err(submit_error)?;
         Ok((id, status, plan.previous_id, plan.notes))
     })
@@ -313,6 +290,38 @@ pub async fn resume(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     again(app, id, q, body, true).await
+}
+
+/// `DELETE /api/executions/{id}`: the execution, its nodes and events (not while it is queued
+/// or running).
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = app.store.clone();
+    let id = blocking(move || {
+        let mut store = store.lock();
+        let id = store.resolve_id(&id)?;
+        let e = store.execution(&id)?;
+        if !e.status.is_final() {
+            return Err(ApiError::not_finished(&id, e.status));
+        }
+        store.delete(std::slice::from_ref(&id))?;
+        Ok(id)
+    })
+    .await?;
+    app.feed.deleted(&id);
+    Ok(Json(json!({"id": id, "deleted": true})))
+}
+
+/// `POST /api/executions/{id}/pause`: a hook for pausing (not supported by this server yet;
+/// `GET /api` says `features.pause: false`).
+pub async fn pause(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    resolve(&app, &id).await?;
+    Err(ApiError::not_implemented("pausing an execution"))
 }
 
 #[cfg(test)]

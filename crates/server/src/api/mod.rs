@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod executions;
+pub mod request;
+pub mod validate;
 pub mod workflows;
 
 use crate::AppState;
@@ -97,6 +99,19 @@ pub(crate) async fn wait_final(
     }
 }
 
+/// An editor's definition from a request body, whose `id` must be the one in the URL.
+pub(crate) fn definition_for(def: Value, id: &str) -> Result<flowrun_codegen::Source, ApiError> {
+    let source =
+        flowrun_codegen::source::from_value(def, "<request>").map_err(|d| ApiError::invalid(&d))?;
+    if source.workflow.id != id {
+        return Err(ApiError::bad_request(format!(
+            "the definition in the body has id '{}', the URL names '{id}'",
+            source.workflow.id
+        )));
+    }
+    Ok(source)
+}
+
 pub(crate) async fn record(app: &AppState, id: &str) -> Result<Value, ApiError> {
     let store = app.store.clone();
     let id = id.to_string();
@@ -155,7 +170,35 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
         "max_concurrent": app.executions.max_concurrent(),
         "running": running,
         "queued": queued,
+        // What this server supports, so an editor can show only what works.
+        "features": {
+            "validate": true,
+            "save_workflows": app.workflows_dir.is_some(),
+            "delete_executions": true,
+            "server_events": true,
+            "stream": true,
+            "env": true,
+            "secrets": true,
+            "cwd": true,
+            "max_parallel": true,
+            "pause": false,
+            "break_before": false,
+            "max_cost_usd": false,
+            "agents": false,
+        },
     }))
+}
+
+/// The OpenAPI description of this API (`docs/api.md` is its prose).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI.replace("__VERSION__", env!("CARGO_PKG_VERSION")),
+    )
+        .into_response()
 }
 
 pub async fn not_found() -> ApiError {

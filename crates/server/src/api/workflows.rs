@@ -62,3 +62,95 @@ pub async fn get(
     let entry = find_workflow(&app, &id).await?;
     Ok(Json(workflows::describe(&entry, true)))
 }
+
+/// `PUT /api/workflows/{id}` body: the definition to save.
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    #[serde(default)]
+    workflow: Option<Value>,
+}
+
+/// Writes `text` to `path` atomically: a private temporary file in the same directory (hidden,
+/// so a listing never sees it), flushed, then renamed over `path`.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".flowrun-save-")
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    // Readable like a file an editor writes (a temp file is 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o644);
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `PUT /api/workflows/{id}`: validates the definition and writes it into the workflows
+/// directory (the file that has this id, else `{id}.json`), atomically. `201` when new, `200`
+/// when it replaced a file; the body is the workflow as `GET` gives it.
+pub async fn put(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let body: PutBody = super::parse_body(body, app.security.max_body_bytes)?;
+    let Some(def) = body.workflow else {
+        return Err(ApiError::bad_request(
+            "the body needs \"workflow\": the definition to save",
+        ));
+    };
+    let Some(dir) = app.workflows_dir.clone() else {
+        return Err(ApiError::no_workflows_dir());
+    };
+    blocking(move || {
+        let source = super::definition_for(def, &id)?;
+        let checked = workflows::check(std::path::Path::new("<request>"), source);
+        if !checked.is_valid() {
+            return Err(ApiError::invalid(&checked.diagnostics()));
+        }
+        let existing = workflows::find(Some(&dir), &id)
+            .map_err(|e| ApiError::internal(format!("cannot read the workflows directory: {e}")))?;
+        let (file, created) = match existing {
+            Some(e) => (e.file, false),
+            None => (dir.join(format!("{id}.json")), true),
+        };
+        let definition = &checked.source.as_ref().expect("valid").definition;
+        let mut text = serde_json::to_string_pretty(definition).expect("JSON serializes");
+        text.push('\n');
+        write_atomically(&file, &text)
+            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", file.display())))?;
+        let saved = workflows::load(&file);
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, Json(workflows::describe(&saved, true))).into_response())
+    })
+    .await
+}
+
+/// `DELETE /api/workflows/{id}`: removes the workflow's file.
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = find_workflow(&app, &id).await?;
+    let file = entry.file.clone();
+    blocking(move || {
+        std::fs::remove_file(&file)
+            .map_err(|e| ApiError::internal(format!("cannot remove {}: {e}", file.display())))?;
+        Ok(Json(
+            json!({"id": entry.id, "file": file.display().to_string(), "deleted": true}),
+        ))
+    })
+    .await
+}

@@ -1,6 +1,10 @@
-//! The web page at `/` and `/index.html`: one self-contained HTML file (`page.html`, embedded at
-//! build time; no external scripts, styles or fonts) that lists workflows, runs one and follows
-//! its execution live through the API.
+//! The web page at `/` and `/index.html`: one self-contained HTML document, assembled from the
+//! files beside this one (`index.html`, `page.css`, and the scripts `core.js`, `form.js`,
+//! `run.js`, `history.js`, `main.js`, in that order, as one inline script) and embedded at build
+//! time: no external scripts, styles or fonts, no build step. It lists workflows, runs one
+//! through a form generated from its input schema, follows the execution live (step X of Y,
+//! streamed LLM text, the output), shows each node's input, output, error and logs, and keeps a
+//! filtered history that refreshes itself.
 //!
 //! The page holds no data, so it is served without a token (the `Host` and `Origin` checks still
 //! apply); every API call it makes sends the token the user pasted into it. Its inline script and
@@ -10,8 +14,23 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+/// The page's parts as they are in the repository.
+const INDEX: &str = include_str!("index.html");
+const STYLE: &str = include_str!("page.css");
+const SCRIPTS: [&str; 5] = [
+    include_str!("core.js"),
+    include_str!("form.js"),
+    include_str!("run.js"),
+    include_str!("history.js"),
+    include_str!("main.js"),
+];
+
 /// The page, with `__NONCE__` where each response's nonce goes.
-pub const PAGE_HTML: &str = include_str!("page.html");
+pub static PAGE_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    INDEX
+        .replace("/*STYLE*/", STYLE)
+        .replace("/*SCRIPT*/", &SCRIPTS.join("\n"))
+});
 
 const NONCE_PLACEHOLDER: &str = "__NONCE__";
 
@@ -62,16 +81,20 @@ mod tests {
 
     #[test]
     fn page_has_nonce_slots_and_no_external_resources() {
-        assert!(PAGE_HTML.matches(NONCE_PLACEHOLDER).count() >= 2);
+        let page: &str = &PAGE_HTML;
+        assert!(page.matches(NONCE_PLACEHOLDER).count() >= 2);
         for bad in [
             "src=\"http",
             "href=\"http",
             "innerHTML",
             "@import",
             "url(http",
+            "</script>\n<script",
         ] {
-            assert!(!PAGE_HTML.contains(bad), "page.html contains {bad}");
+            assert!(!page.contains(bad), "the page contains {bad}");
         }
+        assert_eq!(page.matches("<script").count(), 1, "one inline script");
+        assert!(!page.contains("/*SCRIPT*/") && !page.contains("/*STYLE*/"));
         assert!(is_page_path("/") && is_page_path("/index.html"));
         assert!(!is_page_path("/api") && !is_page_path("/index.htm"));
     }

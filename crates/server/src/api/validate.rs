@@ -1,0 +1,139 @@
+//! `POST /api/validate`: everything an editor shows about an unsaved definition, without running
+//! anything: diagnostics, the input schema with its defaults, the connections it needs and
+//! whether each is bound, and per node what it reads.
+
+use super::error::{ApiError, blocking};
+use super::parse_body;
+use crate::AppState;
+use crate::workflows;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use flowrun_codegen::Plan;
+use flowrun_codegen::pyliteral::Data;
+use flowrun_codegen::template::Part;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    #[serde(default)]
+    workflow: Option<Value>,
+    /// Variables the editor would send with a run (`env`, `secrets`): connections they bind
+    /// count as bound. Their values are not used or kept.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+/// Template references inside compiled params, each once, in order.
+fn references(d: &Data, out: &mut Vec<String>) {
+    match d {
+        Data::Template(t) => {
+            for p in &t.parts {
+                if let Part::Ref(r) = p {
+                    let s = r.to_string();
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        Data::List(items) => items.iter().for_each(|i| references(i, out)),
+        Data::Dict(entries) => entries.iter().for_each(|(_, v)| references(v, out)),
+        Data::Null | Data::Bool(_) | Data::Number(_) | Data::Str(_) => {}
+    }
+}
+
+/// Per node, in execution order: what it reads (`trigger.x`, `nodes.a.output…`, `item`, …),
+/// the nodes it waits for, and the environment variables it needs (its connections').
+fn nodes(plan: &Plan) -> Value {
+    plan.order
+        .iter()
+        .map(|&i| {
+            let n = &plan.workflow.nodes[i];
+            let mut reads = Vec::new();
+            references(&plan.params[i], &mut reads);
+            references(&plan.for_each[i], &mut reads);
+            references(&plan.until[i], &mut reads);
+            let env: Vec<&str> = n
+                .kind
+                .connections()
+                .iter()
+                .filter_map(|(c, _)| plan.workflow.connections.get(*c))
+                .map(|c| c.env.as_str())
+                .collect();
+            let after: Vec<&str> = plan.deps[i]
+                .iter()
+                .map(|&d| plan.workflow.nodes[d].id.as_str())
+                .collect();
+            json!({"id": n.id, "type": n.kind.type_name(), "name": n.name,
+                   "reads": reads, "after": after, "env": env})
+        })
+        .collect()
+}
+
+/// The agent CLIs a workflow needs, and whether each is found. A hook: agent nodes (and with
+/// them this list) come with the agent work; until then no workflow needs one.
+fn agent_clis(_plan: Option<&Plan>) -> Vec<Value> {
+    Vec::new()
+}
+
+/// `POST /api/validate`.
+pub async fn validate(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: ValidateBody = parse_body(body, app.security.max_body_bytes)?;
+    let Some(def) = body.workflow else {
+        return Err(ApiError::bad_request(
+            "the body needs \"workflow\": the definition to check",
+        ));
+    };
+    blocking(move || {
+        let file = Path::new("<request>");
+        let entry = match flowrun_codegen::source::from_value(def, "<request>") {
+            Ok(source) => workflows::check(file, source),
+            Err(d) => workflows::unparsed(file, d),
+        };
+        let given = |var: &str| {
+            body.env
+                .get(var)
+                .or(body.secrets.get(var))
+                .is_some_and(|v| !v.is_empty())
+                || workflows::bound_here(var)
+        };
+        let mut v = workflows::describe_with(&entry, false, &given);
+        let obj = v.as_object_mut().expect("describe gives an object");
+        obj.remove("file");
+        obj.insert("diagnostics".into(), json!(entry.errors));
+        obj.remove("errors");
+        let agents = agent_clis(entry.plan.as_ref());
+        let agents_ready = agents.iter().all(|a| a["available"] == true);
+        if !agents_ready {
+            obj.insert("ready".into(), json!(false));
+        }
+        obj.insert("agents".into(), Value::Array(agents));
+        let node_list = match (&entry.plan, &entry.source) {
+            (Some(plan), _) => nodes(plan),
+            (None, Some(s)) => s
+                .workflow
+                .nodes
+                .iter()
+                .map(|n| {
+                    json!({"id": n.id, "type": n.kind.type_name(), "name": n.name,
+                                "reads": null, "after": null, "env": null})
+                })
+                .collect(),
+            _ => json!([]),
+        };
+        obj.insert("nodes".into(), node_list);
+        Ok(Json(v))
+    })
+    .await
+}

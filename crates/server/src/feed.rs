@@ -1,0 +1,212 @@
+//! `GET /api/events`: one server-wide stream of execution summaries, so a history view refreshes
+//! itself: `execution_start` when an execution appears, `execution_end` when it has ended,
+//! `execution_deleted` when this server deleted one.
+//!
+//! It covers every execution of the store, also those other processes start (`flowrun run`):
+//! one task polls the store every [`POLL`] for executions it has not seen and for the end of
+//! those it saw running, and broadcasts what changed to every client.
+
+use crate::AppState;
+use crate::sse::HEARTBEAT;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use flowrun_app::SharedStore;
+use flowrun_events::{ExecStatus, now_ms};
+use flowrun_store::HistoryFilter;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// How often the store is looked at.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// How far back a poll looks for executions it has not seen: a runner writes its row with the
+/// time it started, which may be a little before the poll that comes after.
+const WINDOW_MS: i64 = 60_000;
+
+/// One message of the stream: its SSE event name and data.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub kind: &'static str,
+    pub data: String,
+}
+
+pub struct Feed {
+    tx: broadcast::Sender<Arc<Message>>,
+}
+
+impl Feed {
+    pub fn new() -> Arc<Feed> {
+        Arc::new(Feed {
+            tx: broadcast::channel(1024).0,
+        })
+    }
+
+    fn send(&self, kind: &'static str, data: Value) {
+        // No client is fine.
+        let _ = self.tx.send(Arc::new(Message {
+            kind,
+            data: data.to_string(),
+        }));
+    }
+
+    /// This server deleted an execution.
+    pub fn deleted(&self, id: &str) {
+        self.send(
+            "execution_deleted",
+            json!({"event": "execution_deleted", "id": id}),
+        );
+    }
+
+    fn summary(&self, kind: &'static str, e: &flowrun_store::Execution) {
+        let mut v = flowrun_app::views::summary_json(e);
+        v["event"] = json!(kind);
+        self.send(kind, v);
+    }
+}
+
+/// What the poller knows: each execution it has seen lately, with its status.
+struct Seen {
+    status: ExecStatus,
+    started_at: i64,
+}
+
+/// Polls the store until the server shuts down.
+pub async fn poll(feed: Arc<Feed>, store: SharedStore, mut shutdown: watch::Receiver<bool>) {
+    let mut seen: Option<HashMap<String, Seen>> = None;
+    loop {
+        let st = store.clone();
+        let feed2 = feed.clone();
+        let mut known = seen.take();
+        let res = tokio::task::spawn_blocking(move || {
+            // The first look only learns what is there.
+            let feed = if known.is_none() { None } else { Some(&*feed2) };
+            let map = known.get_or_insert_with(HashMap::new);
+            if let Err(e) = step(&st, map, feed) {
+                tracing::warn!("server-wide events: {e}");
+            }
+            known
+        })
+        .await;
+        seen = res.ok().flatten();
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+/// One look at the store: what appeared and what ended since the last one. `feed` is `None`
+/// on the first look, which only learns what is there.
+fn step(
+    store: &SharedStore,
+    seen: &mut HashMap<String, Seen>,
+    feed: Option<&Feed>,
+) -> Result<(), flowrun_store::StoreError> {
+    let now = now_ms();
+    let store = store.lock();
+    let mut rows = store.history(&HistoryFilter {
+        since: Some(now - WINDOW_MS),
+        limit: 2000,
+        ..HistoryFilter::default()
+    })?;
+    // Those seen running that are no longer in the window (long runs).
+    let listed: std::collections::HashSet<String> = rows.iter().map(|e| e.id.clone()).collect();
+    let running: Vec<String> = seen
+        .iter()
+        .filter(|(id, s)| !s.status.is_final() && !listed.contains(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in running {
+        match store.execution(&id) {
+            Ok(e) => rows.push(e),
+            Err(flowrun_store::StoreError::NotFound(_)) => {
+                seen.remove(&id);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if feed.is_none() {
+        for e in store.unfinished()? {
+            rows.push(e);
+        }
+    }
+    drop(store);
+    rows.sort_by_key(|e| (e.started_at, e.id.clone()));
+    for e in rows {
+        let before = seen.get(&e.id).map(|s| s.status);
+        if let Some(feed) = feed {
+            if before.is_none() {
+                feed.summary("execution_start", &e);
+            }
+            if e.status.is_final() && before.is_none_or(|s| !s.is_final()) {
+                feed.summary("execution_end", &e);
+            }
+        }
+        seen.insert(
+            e.id.clone(),
+            Seen {
+                status: e.status,
+                started_at: e.started_at,
+            },
+        );
+    }
+    seen.retain(|_, s| !s.status.is_final() || s.started_at >= now - 2 * WINDOW_MS);
+    Ok(())
+}
+
+/// `GET /api/events`.
+pub async fn events(State(app): State<AppState>) -> Response {
+    let mut rx = app.feed.tx.subscribe();
+    let mut shutdown = app.shutdown.clone();
+    let stream = async_stream(move |tx: tokio::sync::mpsc::Sender<SseEvent>| async move {
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Ok(m) => {
+                        if tx.send(SseEvent::default().event(m.kind).data(m.data.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Too slow: some messages are gone; the client reloads its list.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let data = json!({"event": "lagged", "missed": n}).to_string();
+                        if tx.send(SseEvent::default().event("lagged").data(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                // (The guard `wait_for` gives is not `Send`: dropped at once.)
+                _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// A stream of SSE events that `produce` sends into its channel.
+fn async_stream<F, Fut>(
+    produce: F,
+) -> impl futures_util::Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    tokio::spawn(produce(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    })
+}

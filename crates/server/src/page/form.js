@@ -1,0 +1,263 @@
+// ---- workflows and the run form generated from their `inputs` JSON Schema ----
+let selectedWorkflow = null;
+let formFields = []; // {key, schema, input, error, required}
+let starting = false; // a start request is in flight: one click, one run
+
+async function loadWorkflows() {
+  const list = $("workflows");
+  const r = await api("GET", "/api/workflows");
+  list.replaceChildren();
+  if (r.status !== 200) {
+    list.append(el("li", "bad", errorText(r.body, r.status)));
+    return;
+  }
+  const workflows = (r.body && r.body.workflows) || [];
+  state.workflows = workflows;
+  fillWorkflowFilter(workflows);
+  if (!workflows.length) list.append(el("li", "muted", "no workflows (start flowrun serve with --workflows DIR)"));
+  for (const w of workflows) {
+    const li = el("li");
+    const open = el("button", "open");
+    open.type = "button";
+    open.append(el("strong", null, w.name || w.id));
+    if (w.name && w.name !== w.id) open.append(el("span", "muted mono", " " + w.id));
+    if (!w.valid) open.append(el("span", "badge bad", "invalid"));
+    const unbound = (w.connections || []).filter((c) => c.required && !c.bound);
+    if (unbound.length) open.append(el("span", "badge bad", "needs " + unbound.map((c) => c.env).join(", ")));
+    if (w.description) open.append(el("span", "muted small-text", " — " + w.description));
+    open.addEventListener("click", () => selectWorkflow(w, li));
+    li.append(open);
+    li.dataset.id = w.id;
+    list.append(li);
+    if (selectedWorkflow && selectedWorkflow.id === w.id) selectWorkflow(w, li, true);
+  }
+}
+
+function fillWorkflowFilter(workflows) {
+  const sel = $("f-workflow");
+  const keep = sel.value;
+  sel.replaceChildren(el("option", null, "all"));
+  sel.firstChild.value = "";
+  for (const w of workflows) {
+    const o = el("option", null, w.name && w.name !== w.id ? w.name + " (" + w.id + ")" : w.id);
+    o.value = w.id;
+    sel.append(o);
+  }
+  sel.value = keep;
+}
+
+// Why Run cannot be pressed, or "" when it can.
+function runBlocker(w) {
+  if (!w.valid) return "the workflow is not valid (see above)";
+  const missing = (w.connections || []).filter((c) => c.required && !c.bound);
+  if (missing.length) return "missing connection" + (missing.length > 1 ? "s" : "") + ": set " + missing.map((c) => c.env).join(", ") + " where flowrun serve runs, and restart it";
+  const agents = (w.agents || []).filter((a) => !a.available);
+  if (agents.length) return "missing agent CLI: " + agents.map((a) => a.command || a.name).join(", ");
+  if (starting) return "starting…";
+  return "";
+}
+
+function updateRunButton() {
+  const w = selectedWorkflow;
+  if (!w) return;
+  const why = runBlocker(w);
+  $("run-button").disabled = !!why;
+  $("run-reason").textContent = why;
+}
+
+function selectWorkflow(w, li, refresh) {
+  for (const x of document.querySelectorAll("#workflows li.selected")) x.classList.remove("selected");
+  li.classList.add("selected");
+  const same = selectedWorkflow && selectedWorkflow.id === w.id;
+  selectedWorkflow = w;
+  show($("run"), true);
+  $("wf-name").textContent = w.name || w.id;
+  $("wf-desc").textContent = w.description || "";
+  const problems = $("wf-problems");
+  problems.replaceChildren();
+  for (const e of w.errors || []) {
+    const where = [e.file && e.line ? e.file.split("/").pop() + ":" + e.line : null, e.node ? "node '" + e.node + "'" : null, e.field ? "field '" + e.field + "'" : null].filter(Boolean).join(", ");
+    problems.append(el("li", null, (where ? where + ": " : "") + e.message));
+  }
+  if (!(same && refresh)) buildForm(w);
+  $("run-message").textContent = "";
+  updateRunButton();
+  if (!refresh) {
+    const first = $("fields").querySelector("input, select, textarea");
+    (first || $("run-button")).focus();
+  }
+}
+
+function fieldKind(s) {
+  if (Array.isArray(s.enum)) return "enum";
+  const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
+  if (t === "boolean") return "boolean";
+  if (t === "integer" || t === "number") return t;
+  if (t === "array" || t === "object") return "json";
+  if (t === "string" || t === undefined) return "string";
+  return "json";
+}
+
+function buildForm(w) {
+  const box = $("fields");
+  box.replaceChildren();
+  formFields = [];
+  const schema = w.inputs || {};
+  const props = schema.properties || {};
+  const keys = Object.keys(props);
+  show($("no-inputs"), keys.length === 0);
+  const required = new Set(schema.required || []);
+  const defaults = w.defaults || {};
+  keys.forEach((key, i) => {
+    const s = props[key] || {};
+    const kind = fieldKind(s);
+    const id = "in-" + i;
+    const wrap = el("div", "field" + (kind === "boolean" ? " check" : ""));
+    const label = el("label", null, s.title || key);
+    label.htmlFor = id;
+    if (required.has(key)) {
+      const star = el("span", "req", " *");
+      star.setAttribute("aria-hidden", "true");
+      label.append(star);
+    }
+    let input;
+    const value = defaults[key] !== undefined ? defaults[key] : s.default;
+    if (kind === "enum") {
+      input = el("select");
+      if (!required.has(key)) input.append(el("option", null, ""));
+      for (const v of s.enum) {
+        const o = el("option", null, typeof v === "string" ? v : JSON.stringify(v));
+        o.value = JSON.stringify(v);
+        input.append(o);
+      }
+      if (value !== undefined) input.value = JSON.stringify(value);
+    } else if (kind === "boolean") {
+      input = el("input");
+      input.type = "checkbox";
+      input.checked = value === true;
+    } else if (kind === "json") {
+      input = el("textarea", "json");
+      input.spellcheck = false;
+      input.value = value !== undefined ? JSON.stringify(value, null, 2) : "";
+    } else if (kind === "string" && ((s.maxLength || 0) > 120 || s.format === "textarea" || s.multiline || (typeof value === "string" && (value.length > 60 || value.includes("\n"))))) {
+      input = el("textarea");
+      input.value = value !== undefined ? String(value) : "";
+    } else {
+      input = el("input");
+      input.type = kind === "string" ? "text" : "number";
+      if (kind === "integer") input.step = "1";
+      if (kind === "number") input.step = "any";
+      if (typeof s.minimum === "number") input.min = String(s.minimum);
+      if (typeof s.maximum === "number") input.max = String(s.maximum);
+      input.value = value !== undefined && value !== null ? String(value) : "";
+    }
+    input.id = id;
+    input.name = key;
+    if (required.has(key)) input.setAttribute("aria-required", "true");
+    const error = el("span", "error");
+    error.id = id + "-error";
+    const described = [error.id];
+    wrap.append(label);
+    if (s.description) {
+      const hint = el("span", "hint muted", s.description);
+      hint.id = id + "-hint";
+      described.push(hint.id);
+      if (kind === "boolean") wrap.append(input, hint); else wrap.append(hint, input);
+    } else {
+      wrap.append(input);
+    }
+    input.setAttribute("aria-describedby", described.join(" "));
+    wrap.append(error);
+    box.append(wrap);
+    const f = { key, schema: s, kind, input, error, required: required.has(key) };
+    input.addEventListener("input", () => { if (input.getAttribute("aria-invalid") === "true") checkField(f); });
+    formFields.push(f);
+  });
+}
+
+function fieldError(f, msg) {
+  f.error.textContent = msg || "";
+  if (msg) f.input.setAttribute("aria-invalid", "true"); else f.input.removeAttribute("aria-invalid");
+  return msg || "";
+}
+
+// The field's value, or {error}; `undefined` for an empty optional field.
+function fieldValue(f) {
+  const s = f.schema;
+  const raw = f.kind === "boolean" ? null : f.input.value;
+  if (f.kind === "boolean") return { value: f.input.checked };
+  if (raw.trim() === "" && f.kind !== "string") {
+    return f.required ? { error: "required" } : { value: undefined };
+  }
+  if (f.kind === "string") {
+    if (raw === "") return f.required ? { error: "required" } : { value: undefined };
+    if (typeof s.minLength === "number" && raw.length < s.minLength) return { error: "at least " + s.minLength + " characters" };
+    if (typeof s.maxLength === "number" && raw.length > s.maxLength) return { error: "at most " + s.maxLength + " characters" };
+    if (typeof s.pattern === "string") {
+      try { if (!new RegExp(s.pattern, "u").test(raw)) return { error: "does not match the pattern " + s.pattern }; } catch (_) { /* the server checks */ }
+    }
+    return { value: raw };
+  }
+  if (f.kind === "enum") return { value: JSON.parse(raw) };
+  if (f.kind === "integer" || f.kind === "number") {
+    const n = Number(raw);
+    if (!isFinite(n)) return { error: "not a number" };
+    if (f.kind === "integer" && !Number.isInteger(n)) return { error: "a whole number" };
+    if (typeof s.minimum === "number" && n < s.minimum) return { error: "at least " + s.minimum };
+    if (typeof s.maximum === "number" && n > s.maximum) return { error: "at most " + s.maximum };
+    return { value: n };
+  }
+  let v;
+  try { v = JSON.parse(raw); } catch (e) { return { error: "not valid JSON: " + e.message }; }
+  const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
+  if (t === "array" && !Array.isArray(v)) return { error: "a JSON array, like [1, 2]" };
+  if (t === "object" && (v === null || typeof v !== "object" || Array.isArray(v))) return { error: "a JSON object, like {\"a\": 1}" };
+  return { value: v };
+}
+
+function checkField(f) {
+  const r = fieldValue(f);
+  fieldError(f, r.error);
+  return r;
+}
+
+async function runSelected(ev) {
+  if (ev) ev.preventDefault();
+  const w = selectedWorkflow;
+  if (!w || starting || runBlocker(w)) return;
+  $("run-message").textContent = "";
+  const trigger = {};
+  let firstBad = null;
+  for (const f of formFields) {
+    const r = checkField(f);
+    if (r.error) { if (!firstBad) firstBad = f; continue; }
+    if (r.value !== undefined) trigger[f.key] = r.value;
+  }
+  if (firstBad) {
+    $("run-message").textContent = "fix the marked field" + (formFields.filter((f) => f.error.textContent).length > 1 ? "s" : "") + " first; nothing was started";
+    firstBad.input.focus();
+    return;
+  }
+  starting = true;
+  updateRunButton();
+  try {
+    const r = await api("POST", "/api/workflows/" + encodeURIComponent(w.id) + "/executions", { trigger });
+    if (r.status !== 202 && r.status !== 200) {
+      let text = errorText(r.body, r.status);
+      const d = r.body && r.body.diagnostics;
+      if (Array.isArray(d) && r.body.error === "invalid_input") {
+        for (const x of d) {
+          const f = formFields.find((g) => g.key === x.field);
+          if (f) fieldError(f, x.message);
+        }
+      }
+      $("run-message").textContent = text;
+      return;
+    }
+    follow(r.body.id, true);
+    refreshHistory();
+  } finally {
+    starting = false;
+    updateRunButton();
+  }
+}

@@ -1,0 +1,118 @@
+// ---- history: filters, paging, live refresh from GET /api/events ----
+const PAGE_SIZE = 20;
+let historyCursor = null;
+let historyTimer = null;
+let feed = null; // {abort}
+
+function historyQuery(cursor) {
+  const q = new URLSearchParams();
+  q.set("limit", String(PAGE_SIZE));
+  const wf = $("f-workflow").value;
+  if (wf) q.set("workflow", wf);
+  const st = $("f-status").value;
+  if (st) q.set("status", st);
+  const since = Number($("f-since").value);
+  if (since) q.set("since", String(Date.now() - since));
+  const id = $("f-id").value.trim().toLowerCase();
+  if (id) q.set("id", id);
+  if (cursor) q.set("cursor", cursor);
+  return "/api/executions?" + q.toString();
+}
+
+async function loadHistory(more) {
+  const list = $("history");
+  const idText = $("f-id").value.trim();
+  if (idText && !/^[0-9a-fA-F]{1,16}$/.test(idText)) {
+    list.replaceChildren(el("li", "bad", "an execution id is up to 16 hex digits (0-9, a-f)"));
+    $("f-id").setAttribute("aria-invalid", "true");
+    return;
+  }
+  $("f-id").removeAttribute("aria-invalid");
+  const r = await api("GET", historyQuery(more ? historyCursor : null));
+  if (!more) list.replaceChildren();
+  if (r.status !== 200) {
+    list.append(el("li", "bad", errorText(r.body, r.status)));
+    return;
+  }
+  const rows = (r.body && r.body.executions) || [];
+  historyCursor = r.body.next_cursor;
+  show($("more"), !!historyCursor);
+  const shown = list.querySelectorAll("li[data-id]").length + rows.length;
+  $("history-count").textContent = typeof r.body.total === "number" ? "showing " + shown + " of " + r.body.total : "";
+  if (!more && !rows.length) list.append(el("li", "muted", "no executions match"));
+  for (const x of rows) list.append(historyRow(x));
+}
+
+function refreshHistory() {
+  clearTimeout(historyTimer);
+  historyTimer = setTimeout(() => loadHistory(false), 200);
+}
+
+function historyRow(x) {
+  const li = el("li");
+  li.dataset.id = x.id;
+  li.dataset.status = x.status;
+  const open = el("button", "open");
+  open.type = "button";
+  const icon = el("span", "icon");
+  setIcon(icon, x.status);
+  open.append(icon, " ", el("strong", null, x.workflow_name || x.workflow_id), " ", el("span", "muted mono", x.id.slice(0, 8)));
+  const when = x.started_at ? new Date(x.started_at).toLocaleString() : "";
+  const cost = [formatTokens(x.input_tokens, x.output_tokens), formatCost(x.cost_usd)].filter(Boolean).join(" · ");
+  open.append(el("span", "muted small-text", " " + [x.status, when, typeof x.duration_ms === "number" ? formatMs(x.duration_ms) : "", x.relation ? x.relation + " of " + (x.parent_id || "").slice(0, 8) : "", cost].filter(Boolean).join(" · ")));
+  open.addEventListener("click", () => follow(x.id, true));
+  li.append(open);
+  const ended = !["running", "queued"].includes(x.status);
+  if (ended) {
+    const actions = el("div", "row");
+    const short = x.id.slice(0, 8);
+    actions.append(button("Re-run", "small", () => againFromRow(x.id, "rerun"), "Re-run " + short));
+    if (x.status !== "success") actions.append(button("Resume", "small", () => againFromRow(x.id, "resume"), "Resume " + short));
+    const del = button("Delete", "small", () => {
+      show(del, false);
+      const yes = button("Yes, delete " + short, "small", async () => {
+        const r = await deleteExecution(x.id);
+        if (r.status !== 200) actions.append(el("span", "bad", errorText(r.body, r.status)));
+        if (current && current.id === x.id && r.status === 200) { current = null; show($("execution"), false); show($("panel"), false); }
+      });
+      const no = button("Cancel", "small", () => { yes.remove(); no.remove(); show(del, true); del.focus(); });
+      actions.append(yes, no);
+      yes.focus();
+    }, "Delete " + short);
+    actions.append(del);
+    li.append(actions);
+  }
+  return li;
+}
+
+async function againFromRow(id, kind) {
+  const r = await api("POST", "/api/executions/" + encodeURIComponent(id) + "/" + kind, {});
+  if (r.status !== 202 && r.status !== 200) { say(errorText(r.body, r.status), true); return; }
+  follow(r.body.id, true);
+  refreshHistory();
+}
+
+// The server-wide stream: any execution that starts, ends or is deleted refreshes the list.
+async function followFeed() {
+  if (feed) feed.abort.abort();
+  const me = { abort: new AbortController() };
+  feed = me;
+  let failures = 0;
+  while (feed === me && token()) {
+    let resp = null;
+    try { resp = await openEvents("/api/events", null, me.abort.signal); } catch (_) { if (me.abort.signal.aborted) return; }
+    if (resp && resp.status === 401) { $("live-status").textContent = ""; return; }
+    if (resp && resp.status === 200) {
+      failures = 0;
+      $("live-status").textContent = "live";
+      refreshHistory();
+      try {
+        await readEvents(resp, () => { if (feed !== me) return false; refreshHistory(); return true; });
+      } catch (_) { if (me.abort.signal.aborted) return; }
+    }
+    if (feed !== me) return;
+    failures += 1;
+    $("live-status").textContent = "live updates lost — retrying";
+    await sleep(Math.min(1000 * failures, 5000));
+  }
+}

@@ -1,0 +1,54 @@
+// ---- start: the token, the features, the lists ----
+
+async function start() {
+  if (!token()) {
+    say("paste the token from the token file that `flowrun serve` printed", false);
+    return;
+  }
+  say("", false);
+  const info = await api("GET", "/api");
+  if (info.status === 200) state.features = (info.body && info.body.features) || {};
+  loadWorkflows();
+  loadHistory(false);
+  followFeed();
+}
+
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const t = $("token").value.trim();
+  if (t) sessionStorage.setItem(TOKEN_KEY, t);
+  state.tokenWorked = false;
+  $("token").value = "";
+  start();
+  if (current && current.needsToken) follow(current.id);
+});
+$("forget-token").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.tokenWorked = false;
+  if (current) current.abort.abort();
+  if (feed) feed.abort.abort();
+  current = null;
+  feed = null;
+  $("workflows").replaceChildren();
+  $("history").replaceChildren();
+  for (const x of ["run", "execution", "panel"]) show($(x), false);
+  selectedWorkflow = null;
+  start();
+});
+$("reload").addEventListener("click", loadWorkflows);
+$("run-form").addEventListener("submit", runSelected);
+$("stop-button").addEventListener("click", () => action("stop"));
+$("pause-button").addEventListener("click", () => action("pause"));
+$("rerun-button").addEventListener("click", () => action("rerun"));
+$("resume-button").addEventListener("click", () => action("resume"));
+$("delete-button").addEventListener("click", () => { show($("confirm-delete"), true); $("confirm-yes").focus(); });
+$("confirm-yes").addEventListener("click", deleteCurrent);
+$("confirm-no").addEventListener("click", () => { show($("confirm-delete"), false); $("delete-button").focus(); });
+$("copy-output").addEventListener("click", copyOutput);
+$("panel-close").addEventListener("click", closePanel);
+$("panel").addEventListener("keydown", (e) => { if (e.key === "Escape") closePanel(); });
+$("more").addEventListener("click", () => loadHistory(true));
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(false); });
+for (const id of ["f-workflow", "f-status", "f-since"]) $(id).addEventListener("change", () => loadHistory(false));
+$("f-id").addEventListener("input", refreshHistory);
+start();

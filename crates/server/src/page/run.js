@@ -1,0 +1,389 @@
+// ---- one execution: every planned step, live, and what it produced ----
+const MAX_LOG_LINES = 2000;
+let current = null;
+
+function newExec(id) {
+  return { id, abort: new AbortController(), rows: new Map(), order: [], ended: false, lastId: null, status: "queued",
+    startedAt: null, endedMs: null, logs: [], record: null, refreshTimer: null, panelNode: null };
+}
+
+function nodeRow(exec, id, info) {
+  let row = exec.rows.get(id);
+  if (row) {
+    if (info && info.name && row.nameEl.textContent === id) { row.nameEl.textContent = info.name; row.idEl.textContent = id; }
+    if (info && info.type) row.type = info.type;
+    return row;
+  }
+  const li = el("li", "node");
+  const head = el("div", "head");
+  const open = el("button", "open");
+  open.type = "button";
+  const icon = el("span", "icon");
+  const step = el("span", "step");
+  const nameEl = el("span", "name", info && info.name ? info.name : id);
+  const idEl = el("span", "muted mono small-text", info && info.name ? id : "");
+  const label = el("span", "muted small-text");
+  open.append(step, icon, nameEl, idEl, label);
+  const meta = el("span", "meta");
+  const tokens = el("span", "tokens");
+  const dur = el("span", "dur");
+  meta.append(tokens, dur);
+  head.append(open, meta);
+  const stream = el("div", "stream hidden");
+  stream.setAttribute("aria-live", "off");
+  stream.setAttribute("aria-label", "Streamed answer");
+  const preview = el("div", "preview muted");
+  const err = el("div", "err bad");
+  li.append(head, stream, preview, err);
+  $("nodes").append(li);
+  exec.order.push(id);
+  step.textContent = exec.order.length + ".";
+  row = { id, li, open, icon, nameEl, idEl, label, tokens, dur, stream, preview, err, status: "pending",
+    type: info && info.type, started: null, logs: [], parts: null };
+  setIcon(icon, "pending");
+  open.addEventListener("click", () => openPanel(id));
+  exec.rows.set(id, row);
+  return row;
+}
+
+function setRowStatus(row, status) {
+  row.status = status;
+  setIcon(row.icon, status);
+  row.li.classList.toggle("current", status === "running");
+  if (status === "running") row.li.setAttribute("aria-current", "step"); else row.li.removeAttribute("aria-current");
+}
+
+function updateStep(exec) {
+  const total = exec.order.length;
+  const begun = [...exec.rows.values()].filter((r) => r.status !== "pending").length;
+  const running = [...exec.rows.values()].filter((r) => r.status === "running");
+  let text = "";
+  if (!exec.ended && total) {
+    const at = running.length ? exec.order.indexOf(running[0].id) + 1 : Math.min(begun + 1, total);
+    text = "step " + at + " of " + total + (running.length > 1 ? " (" + running.length + " running)" : "");
+  } else if (total) {
+    text = begun + " of " + total + " steps ran";
+  }
+  $("ex-step").textContent = text;
+}
+
+function tick() {
+  const exec = current;
+  if (!exec) return;
+  const now = Date.now();
+  for (const row of exec.rows.values()) {
+    if (row.status === "running" && row.started) row.dur.textContent = formatMs(now - row.started) + "…";
+  }
+  if (exec.startedAt) $("ex-elapsed").textContent = formatMs((exec.ended && exec.endedMs ? exec.endedMs : now) - exec.startedAt);
+}
+setInterval(tick, 250);
+
+function setStatus(exec, status, text) {
+  exec.status = status;
+  const s = $("ex-status");
+  s.replaceChildren();
+  const icon = el("span", "icon");
+  setIcon(icon, status);
+  s.append(icon, " ", el("strong", null, text || status));
+  updateActions(exec);
+}
+
+function updateActions(exec) {
+  const running = exec.status === "running" || exec.status === "queued";
+  const ended = exec.ended || !running;
+  show($("stop-button"), running && !exec.ended);
+  show($("pause-button"), running && !exec.ended && !!state.features.pause);
+  show($("rerun-button"), ended && exec.status !== "pending");
+  show($("resume-button"), ended && ["error", "timeout", "cancelled", "interrupted", "paused"].includes(exec.status));
+  show($("delete-button"), ended && exec.status !== "pending");
+}
+
+async function refreshRecord(exec) {
+  const r = await api("GET", "/api/executions/" + encodeURIComponent(exec.id));
+  if (r.status !== 200 || exec !== current) return r;
+  exec.record = r.body;
+  for (const p of r.body.plan || []) nodeRow(exec, p.id, p);
+  for (const n of r.body.nodes || []) {
+    const row = nodeRow(exec, n.node_id);
+    const out = n.output;
+    if (out && typeof out === "object" && out.usage) {
+      const t = formatTokens(out.usage.input_tokens, out.usage.output_tokens);
+      row.tokens.textContent = [t, formatCost(out.cost_usd)].filter(Boolean).join(" · ");
+    }
+  }
+  const b = r.body;
+  $("ex-totals").textContent = [formatTokens(b.input_tokens, b.output_tokens), formatCost(b.cost_usd)].filter(Boolean).join(" · ");
+  if (exec.panelNode) fillPanel(exec, exec.panelNode);
+  updateStep(exec);
+  return r;
+}
+
+function refreshSoon(exec) {
+  clearTimeout(exec.refreshTimer);
+  exec.refreshTimer = setTimeout(() => refreshRecord(exec), 300);
+}
+
+function addLog(exec, node, line) {
+  const list = node && exec.rows.has(node) ? exec.rows.get(node).logs : exec.logs;
+  if (list.length < MAX_LOG_LINES) list.push(line);
+  else if (list.length === MAX_LOG_LINES) list.push("… more lines in `flowrun logs " + exec.id.slice(0, 8) + "`");
+  if (!node) {
+    const pre = $("ex-logs");
+    show(pre, true);
+    pre.textContent = exec.logs.join("\n");
+  } else if (exec.panelNode === node) {
+    $("panel-logs").textContent = list.join("\n");
+  }
+}
+
+function errorLine(e) {
+  return e ? (e.node ? "node '" + e.node + "': " : "") + (e.type ? e.type + ": " : "") + (e.message || "") : "";
+}
+
+function handle(exec, kind, d) {
+  switch (kind) {
+    case "execution_start":
+      $("ex-title").textContent = d.workflow_name || d.workflow_id || "";
+      for (const n of d.nodes || []) nodeRow(exec, n);
+      exec.startedAt = d.ts || Date.now();
+      setStatus(exec, "running");
+      break;
+    case "node_start": {
+      const row = nodeRow(exec, d.node);
+      if (d.item !== undefined || d.iteration !== undefined) {
+        if (d.iteration !== undefined) row.label.textContent = " iteration " + d.iteration;
+        break;
+      }
+      setRowStatus(row, "running");
+      row.started = d.ts || Date.now();
+      row.parts = typeof d.items === "number" ? { done: 0, total: d.items } : null;
+      row.label.textContent = row.parts ? " 0/" + row.parts.total + " items" : d.attempt > 1 ? " attempt " + d.attempt : "";
+      row.stream.textContent = "";
+      show(row.stream, false);
+      if (!exec.replaying) row.li.scrollIntoView({ block: "nearest" });
+      break;
+    }
+    case "node_delta": {
+      const row = nodeRow(exec, d.node);
+      if (d.so_far) row.stream.textContent = d.text; else row.stream.append(d.text);
+      show(row.stream, true);
+      break;
+    }
+    case "node_end": {
+      const row = nodeRow(exec, d.node);
+      if (d.item !== undefined || d.iteration !== undefined) {
+        if (d.item !== undefined && row.parts && !d.retrying) {
+          row.parts.done += 1;
+          row.label.textContent = " " + row.parts.done + "/" + row.parts.total + " items";
+        }
+        if (d.error) row.err.textContent = (d.item !== undefined ? "item " + d.item : "iteration " + d.iteration) + ": " + errorLine(d.error);
+        break;
+      }
+      setRowStatus(row, d.retrying ? "running" : d.status);
+      if (!row.parts) row.label.textContent = d.retrying ? " " + d.status + ", retrying" : ["success", "error"].includes(d.status) ? "" : " " + d.status + (d.reason ? " (" + d.reason + ")" : "");
+      row.dur.textContent = d.status === "skipped" ? "" : formatMs(d.duration_ms);
+      row.preview.textContent = d.output_preview && row.stream.classList.contains("hidden") ? d.output_preview : "";
+      row.err.textContent = errorLine(d.error);
+      if (row.type === "llm" || exec.panelNode === d.node) refreshSoon(exec);
+      break;
+    }
+    case "log": {
+      const line = (d.stream === "log" && d.level ? "[" + d.level + "] " : d.stream === "stderr" ? "! " : "") + (d.line || "");
+      addLog(exec, d.node, line);
+      break;
+    }
+    case "execution_end": {
+      exec.ended = true;
+      exec.endedMs = d.ts || Date.now();
+      for (const row of exec.rows.values()) if (row.status === "running") setRowStatus(row, d.status);
+      setStatus(exec, d.status, d.status + (typeof d.duration_ms === "number" ? " in " + formatMs(d.duration_ms) : ""));
+      $("ex-error").textContent = errorLine(d.error);
+      if (d.output !== undefined) {
+        show($("output-panel"), true);
+        $("ex-output").textContent = isTruncated(d.output) ? truncatedNote(d.output) + "\n\n" + d.output.preview : pretty(d.output);
+      }
+      refreshRecord(exec);
+      tick();
+      break;
+    }
+  }
+  updateStep(exec);
+}
+
+async function follow(id, fresh) {
+  if (current) current.abort.abort();
+  const exec = newExec(id);
+  current = exec;
+  show($("execution"), true);
+  show($("panel"), false);
+  for (const x of ["nodes", "ex-logs", "ex-output"]) $(x).replaceChildren();
+  for (const x of ["ex-error", "action-message", "ex-title", "ex-step", "ex-elapsed", "ex-totals", "ex-connection", "copy-message"]) $(x).textContent = "";
+  show($("ex-logs"), false);
+  show($("output-panel"), false);
+  show($("confirm-delete"), false);
+  $("ex-id").textContent = id;
+  setStatus(exec, "queued", "waiting…");
+  if (fresh) $("execution").scrollIntoView({ block: "start" });
+  const first = await refreshRecord(exec);
+  if (first.status === 404 || (first.status && first.status !== 200 && first.status !== 401)) {
+    setStatus(exec, "error", errorText(first.body, first.status));
+    exec.ended = true;
+    updateActions(exec);
+    return;
+  }
+  if (first.body && first.body.status && !["running", "queued"].includes(first.body.status)) exec.replaying = true;
+  const url = "/api/executions/" + encodeURIComponent(id) + "/events";
+  let failures = 0;
+  while (!exec.ended && current === exec) {
+    let resp = null;
+    try {
+      resp = await openEvents(url, exec.lastId, exec.abort.signal);
+    } catch (e) {
+      if (exec.abort.signal.aborted) return;
+    }
+    if (resp) {
+      // A 401 says nothing about the execution: it is not shown as failed.
+      if (resp.status === 401) {
+        tokenRefused();
+        exec.needsToken = true;
+        setStatus(exec, "pending", "not known: paste the new token to follow it again");
+        return;
+      }
+      state.tokenWorked = true;
+      if (resp.status === 204) { exec.ended = true; break; }
+      if (resp.status !== 200) {
+        let body = null;
+        try { body = await resp.json(); } catch (_) { body = null; }
+        $("ex-connection").textContent = "cannot follow this execution: " + errorText(body, resp.status);
+        return;
+      }
+      failures = 0;
+      $("ex-connection").textContent = "";
+      try {
+        await readEvents(resp, (kind, data, eid) => {
+          if (exec !== current) return false;
+          if (eid !== null) exec.lastId = eid;
+          if (kind === "end") { exec.ended = true; return false; }
+          handle(exec, kind, data);
+          return true;
+        });
+      } catch (e) {
+        if (exec.abort.signal.aborted) return;
+      }
+      exec.replaying = false;
+    }
+    if (exec.ended || current !== exec) break;
+    failures += 1;
+    $("ex-connection").textContent = "the connection to the server was lost — retrying (" + failures + ")…";
+    await sleep(Math.min(500 * failures, 3000));
+  }
+  if (current === exec) {
+    $("ex-connection").textContent = "";
+    updateActions(exec);
+  }
+}
+
+// ---- the node panel: input, output, error with traceback, logs ----
+
+function openPanel(node) {
+  const exec = current;
+  if (!exec) return;
+  exec.panelNode = node;
+  show($("panel"), true);
+  fillPanel(exec, node);
+  refreshRecord(exec);
+  $("panel").focus();
+}
+
+function fillPanel(exec, node) {
+  const row = exec.rows.get(node);
+  const rec = exec.record && (exec.record.nodes || []).find((n) => n.node_id === node);
+  $("panel-title").textContent = (row ? row.nameEl.textContent : node) + (row && row.nameEl.textContent !== node ? " (" + node + ")" : "");
+  const status = rec ? rec.status : row ? row.status : "pending";
+  const meta = [status, rec && rec.attempt > 1 ? "attempt " + rec.attempt : "", rec && typeof rec.duration_ms === "number" ? formatMs(rec.duration_ms) : "", row && row.type ? row.type : ""];
+  $("panel-meta").textContent = meta.filter(Boolean).join(" · ");
+  const waiting = status === "pending" ? "(not started yet)" : status === "running" ? "(running…)" : "(none)";
+  $("panel-input").textContent = rec && rec.input !== null && rec.input !== undefined ? pretty(rec.input) : waiting;
+  const out = rec ? rec.output : undefined;
+  show($("panel-truncated"), isTruncated(out));
+  $("panel-truncated").textContent = isTruncated(out) ? truncatedNote(out) : "";
+  $("panel-output").textContent = out !== null && out !== undefined ? pretty(out) : waiting;
+  const e = rec && rec.error;
+  show($("panel-error-box"), !!e);
+  $("panel-error").textContent = e ? (e.type ? e.type + ": " : "") + (e.message || "") : "";
+  $("panel-traceback").textContent = e && e.traceback ? e.traceback : "";
+  $("panel-logs").textContent = row && row.logs.length ? row.logs.join("\n") : "(no log lines)";
+  const parts = $("panel-parts");
+  parts.replaceChildren();
+  const list = rec && (rec.items || rec.iterations);
+  if (list && list.length) {
+    parts.append(el("h3", null, rec.items ? "Items" : "Iterations"));
+    const ul = el("ul", "list");
+    for (const p of list) {
+      const what = rec.items ? "item " + p.index : "iteration " + p.iteration;
+      const li = el("li", null, what + ": " + p.status + (p.error ? " — " + errorLine(p.error) : ""));
+      ul.append(li);
+    }
+    parts.append(ul);
+  }
+}
+
+function closePanel() {
+  const exec = current;
+  show($("panel"), false);
+  if (exec && exec.panelNode && exec.rows.has(exec.panelNode)) exec.rows.get(exec.panelNode).open.focus();
+  if (exec) exec.panelNode = null;
+}
+
+// ---- actions ----
+
+const ACTIONS = { stop: "/stop", pause: "/pause", rerun: "/rerun", resume: "/resume" };
+
+async function action(kind) {
+  const exec = current;
+  if (!exec) return;
+  const msg = $("action-message");
+  msg.textContent = "";
+  const path = "/api/executions/" + encodeURIComponent(exec.id) + ACTIONS[kind];
+  const r = await api("POST", path, kind === "stop" ? undefined : {});
+  if (kind === "stop" || kind === "pause") {
+    msg.textContent = r.status === 200 || r.status === 202 ? (kind === "stop" ? "stopping…" : "pausing…") : errorText(r.body, r.status);
+    return;
+  }
+  if (r.status !== 202 && r.status !== 200) { msg.textContent = errorText(r.body, r.status); return; }
+  follow(r.body.id, true);
+  refreshHistory();
+}
+
+async function deleteCurrent() {
+  const exec = current;
+  if (!exec) return;
+  const r = await deleteExecution(exec.id);
+  show($("confirm-delete"), false);
+  if (r.status !== 200) { $("action-message").textContent = errorText(r.body, r.status); return; }
+  current = null;
+  show($("execution"), false);
+  show($("panel"), false);
+  say("execution " + exec.id.slice(0, 8) + " deleted", false);
+}
+
+async function deleteExecution(id) {
+  const r = await api("DELETE", "/api/executions/" + encodeURIComponent(id));
+  if (r.status === 200) refreshHistory();
+  return r;
+}
+
+async function copyOutput() {
+  const text = $("ex-output").textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    $("copy-message").textContent = "copied";
+  } catch (_) {
+    const range = document.createRange();
+    range.selectNodeContents($("ex-output"));
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    $("copy-message").textContent = "selected: press Ctrl+C to copy";
+  }
+}

@@ -1,0 +1,314 @@
+// The page of `flowrun serve`, driven in Debian's Chromium by playwright-core. Each scenario is
+// run by a Rust test in tests/it/page_browser.rs, which starts the real server (and the LLM
+// stand-in, and the CLI) and passes what it set up as JSON: node scenarios.js NAME CONFIG.
+"use strict";
+const fs = require("fs");
+const path = require("path");
+const { config, browser, open, step, check, text, screenshot, api, run } = require("./lib");
+
+async function selectWorkflow(page, name) {
+  await page.click(`#workflows li button:has-text("${name}")`);
+  await page.waitForSelector("#run:not(.hidden)");
+}
+
+async function waitStatus(page, status) {
+  await page.waitForFunction((s) => {
+    const t = document.querySelector("#ex-status .icon");
+    return t && t.title === s;
+  }, status, { timeout: 30000 });
+}
+
+// Opens the page and starts the workflow "Slow"; returns once its long delay runs.
+async function startSlow(page) {
+  await open(page);
+  await selectWorkflow(page, "Slow");
+  await page.click("#run-button");
+  await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 2");
+}
+
+async function count(workflow) {
+  const r = await api("GET", "/api/executions?workflow=" + workflow);
+  return r.body.total;
+}
+
+const scenarios = {
+  // The generated form: a required field left empty is an error and nothing starts; filled,
+  // a double click starts exactly one run; missing connections disable Run with the reason.
+  async form_run() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Greeter");
+    check(await page.isVisible("label:has-text('Your name')"), "a labelled field per input");
+    check((await page.inputValue("#in-1")) === "2", "the default of times is filled in");
+    check(await page.isVisible("#in-0[aria-required=true]"), "the required field is marked");
+    await page.fill("#in-0", "");
+    await page.click("#run-button");
+    await page.waitForSelector("#in-0[aria-invalid=true]");
+    check((await text(page, "#in-0-error")).includes("required"), "the field says it is required");
+    check((await text(page, "#run-message")).includes("nothing was started"), "the form says nothing started");
+    await page.fill("#in-1", "2.5");
+    await page.click("#run-button");
+    check((await text(page, "#in-1-error")).includes("whole number"), "an integer field refuses 2.5");
+    check((await count("greet")) === 0, "nothing was started");
+    await page.fill("#in-0", "Ada");
+    await page.fill("#in-1", "3");
+    await page.dblclick("#run-button");
+    await waitStatus(page, "success");
+    await page.waitForSelector("#output-panel:not(.hidden)");
+    check((await text(page, "#ex-output")).includes("Hello, Ada x3"), "the output is shown");
+    await page.waitForTimeout(500);
+    check((await count("greet")) === 1, "a double click started one run, not two");
+    // A workflow whose connection is missing: Run is disabled and says why.
+    await selectWorkflow(page, "Needs a key");
+    check(await page.isDisabled("#run-button"), "Run is disabled while a connection is missing");
+    check((await text(page, "#run-reason")).includes("FLOWRUN_PAGE_MISSING_KEY"), "the reason names the variable");
+    // A workflow without inputs has no form.
+    await selectWorkflow(page, "Slow");
+    check(await page.isVisible("#no-inputs"), "no inputs: no form");
+    check((await page.$$("#fields input, #fields textarea, #fields select")).length === 0, "no fields");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // A 3-step run with a streamed LLM answer: step X of Y, the running step highlighted, the
+  // text growing while it arrives, tokens and cost, the output with its copy button.
+  async watch_stream() {
+    const b = await browser({ permissions: ["clipboard-read", "clipboard-write"] });
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Story");
+    await page.click("#run-button");
+    await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 3");
+    const current = await page.textContent("#nodes li.current .name");
+    check(current === "Ask the model", "the running step is highlighted, by its name: " + current);
+    // Part of the answer is shown before the whole of it has arrived.
+    const full = config.answer;
+    const partial = await page.waitForFunction((full) => {
+      const s = document.querySelector("#nodes li.current .stream");
+      const t = s ? s.textContent : "";
+      return t.length > 25 && t.length < full.length && full.startsWith(t) ? t : false;
+    }, full, { timeout: 20000 });
+    const seen = await partial.jsonValue();
+    check(await page.isVisible("#nodes li.current .dur"), "the running step has its own timer");
+    await screenshot(page, "run-view.png");
+    await waitStatus(page, "success");
+    check((await text(page, "#ex-step")) === "3 of 3 steps ran", "all steps counted");
+    const streamed = await page.textContent("#nodes li:nth-child(2) .stream");
+    check(streamed === full, "the streamed text is the whole answer: " + streamed);
+    await page.waitForFunction(() => document.querySelector("#nodes li:nth-child(2) .tokens").textContent.includes("in /"));
+    check((await text(page, "#nodes li:nth-child(2) .tokens")).includes("12 in / 9 out tokens"), "tokens per step");
+    check((await text(page, "#ex-totals")).includes("12 in / 9 out"), "token totals");
+    check((await text(page, "#ex-output")).includes(full), "the output");
+    await page.click("#copy-output");
+    await page.waitForFunction(() => document.querySelector("#copy-message").textContent === "copied");
+    const clip = await page.evaluate(() => navigator.clipboard.readText());
+    check(clip.includes(full), "the copy button copied the output");
+    // The history row has followed the run to its end by itself.
+    await page.waitForFunction(() => {
+      const row = document.querySelector("#history li[data-id]");
+      return row && row.dataset.status === "success";
+    });
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+    return { partial: seen };
+  },
+
+  // A failed node: its panel shows the error with the traceback, its input and its logs.
+  async traceback() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Fails");
+    await page.click("#run-button");
+    await waitStatus(page, "error");
+    await page.click("#nodes li:nth-child(2) button.open");
+    await page.waitForSelector("#panel:not(.hidden)");
+    await page.waitForFunction(() => document.querySelector("#panel-traceback").textContent.includes("Traceback"));
+    const tb = await text(page, "#panel-traceback");
+    check(tb.includes("ValueError: the input was bad") && tb.includes("line"), "the traceback: " + tb);
+    check((await text(page, "#panel-error")).includes("ValueError"), "the error line");
+    check((await text(page, "#panel-logs")).includes("about to fail"), "the node's logs");
+    check((await text(page, "#panel-meta")).startsWith("error"), "the status");
+    await screenshot(page, "node-panel.png", "#panel");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // Stop a run, re-run it, stop that, delete it (with confirmation) from the view and another
+  // from the history list.
+  async stop_rerun_delete() {
+    const b = await browser();
+    const { page } = b;
+    await startSlow(page);
+    const first = await text(page, "#ex-id");
+    await page.click("#stop-button");
+    await waitStatus(page, "cancelled");
+    await page.click("#rerun-button");
+    await page.waitForFunction((f) => document.querySelector("#ex-id").textContent !== f, first);
+    const second = await text(page, "#ex-id");
+    await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 2");
+    await page.click("#stop-button");
+    await waitStatus(page, "cancelled");
+    await page.click("#delete-button");
+    await page.click("#confirm-yes");
+    await page.waitForSelector("#execution.hidden", { state: "attached" });
+    check((await api("GET", "/api/executions/" + second)).status === 404, "the re-run is deleted");
+    // The first one, from its history row.
+    const row = `#history li[data-id="${first}"]`;
+    await page.waitForSelector(row);
+    await page.click(`${row} button:has-text("Delete")`);
+    await page.click(`${row} button:has-text("Yes, delete")`);
+    await page.waitForSelector(row, { state: "detached" });
+    check((await api("GET", "/api/executions/" + first)).status === 404, "the first one is deleted");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // The history refreshes itself when the CLI runs something (GET /api/events).
+  async history_cli() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await page.waitForFunction(() => document.querySelector("#live-status").textContent === "live");
+    const answer = await step("run_cli");
+    await page.waitForSelector(`#history li[data-id="${answer.id}"]`, { timeout: 15000 });
+    // Filters: by workflow and by id prefix.
+    await page.selectOption("#f-status", "success");
+    await page.waitForFunction((id) => {
+      const rows = document.querySelectorAll("#history li[data-id]");
+      return rows.length === 1 && rows[0].dataset.id === id;
+    }, answer.id);
+    await page.selectOption("#f-workflow", "greet");
+    await page.waitForFunction(() => document.querySelector("#history").textContent.includes("no executions match"));
+    await page.selectOption("#f-workflow", "");
+    await page.selectOption("#f-status", "");
+    await page.fill("#f-id", answer.id.slice(0, 6));
+    await page.waitForFunction((id) => {
+      const rows = document.querySelectorAll("#history li[data-id]");
+      return rows.length === 1 && rows[0].dataset.id === id;
+    }, answer.id);
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // From load to result with the keyboard alone.
+  async keyboard() {
+    const b = await browser();
+    const { page } = b;
+    await page.goto(config.url);
+    const kb = page.keyboard;
+    const focused = () => page.evaluate(() => document.activeElement && (document.activeElement.id || document.activeElement.textContent));
+    const tabTo = async (want, max) => {
+      for (let i = 0; i < (max || 40); i++) {
+        const f = await focused();
+        if (typeof want === "string" ? f === want : want(f)) return;
+        await kb.press("Tab");
+      }
+      throw new Error("Tab never reached " + want);
+    };
+    await tabTo("token");
+    await kb.type(config.token);
+    await kb.press("Enter");
+    await page.waitForSelector("#workflows li button");
+    await tabTo((f) => typeof f === "string" && f.startsWith("Greeter"));
+    await kb.press("Enter");
+    // The form's first field has the focus.
+    check((await focused()) === "in-0", "focus moves to the first field");
+    await kb.type("Keys");
+    await kb.press("Enter");
+    await waitStatus(page, "success");
+    check((await text(page, "#ex-output")).includes("Hello, Keys x2"), "the result");
+    // A step opens its panel with the keyboard, and Escape closes it.
+    await tabTo((f) => typeof f === "string" && f.includes("Say hello"));
+    await kb.press("Enter");
+    await page.waitForSelector("#panel:not(.hidden)");
+    await page.waitForFunction(() => document.querySelector("#panel-output").textContent.includes("Hello, Keys"));
+    await kb.press("Escape");
+    await page.waitForSelector("#panel.hidden", { state: "attached" });
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // axe-core (from the test's own node_modules, never in the page): no serious or critical
+  // violations with a run and a node panel open, at desktop width and at 375 px.
+  async axe() {
+    const b = await browser({ bypassCSP: true });
+    const { page } = b;
+    const axeSource = fs.readFileSync(path.join(config.modules, "axe-core", "axe.min.js"), "utf8");
+    await open(page);
+    await selectWorkflow(page, "Greeter");
+    await page.fill("#in-0", "");
+    await page.click("#run-button"); // a field error shown
+    await page.fill("#in-0", "Axe");
+    await page.click("#run-button");
+    await waitStatus(page, "success");
+    await page.click("#nodes li:nth-child(1) button.open");
+    await page.waitForSelector("#panel:not(.hidden)");
+    const report = [];
+    for (const width of [1200, 375]) {
+      await page.setViewportSize({ width, height: 800 });
+      await page.evaluate(axeSource);
+      const r = await page.evaluate(() => window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }));
+      const bad = r.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+      check(bad.length === 0, "axe at " + width + " px: " + JSON.stringify(bad.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target) }))));
+      report.push({ width, violations: r.violations.map((v) => v.id + ":" + v.impact), passes: r.passes.length });
+      if (width === 375) {
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+        check(overflow <= 376, "no sideways scrolling at 375 px (width " + overflow + ")");
+        check(await page.isVisible("#run-button"), "Run is reachable at 375 px");
+        await screenshot(page, "mobile.png");
+      }
+    }
+    await b.close();
+    return report;
+  },
+
+  // The server restarts with the same token: the page says the stream was lost, retries, and
+  // follows the execution (run by the CLI) to its end. A request that fails for real says why.
+  async reconnect() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    const started = await step("start_cli");
+    const row = `#history li[data-id="${started.id}"] button.open`;
+    await page.waitForSelector(row, { timeout: 15000 });
+    await page.click(row);
+    await page.waitForFunction(() => document.querySelector("#ex-status .icon").title === "running");
+    await page.evaluate(() => {
+      window.__sawLost = false;
+      new MutationObserver(() => {
+        if (document.querySelector("#ex-connection").textContent.includes("lost")) window.__sawLost = true;
+      }).observe(document.querySelector("#ex-connection"), { childList: true, characterData: true, subtree: true });
+    });
+    await step("restart");
+    await waitStatus(page, "success");
+    check(await page.evaluate(() => window.__sawLost), "the page said the connection was lost");
+    check((await text(page, "#ex-connection")) === "", "and no longer says so");
+    check((await text(page, "#ex-step")) === "3 of 3 steps ran", "every step seen: " + await text(page, "#ex-step"));
+    // A real failure: an execution that does not exist.
+    await page.evaluate(() => follow("ffffffffffffff00"));
+    await page.waitForFunction(() => document.querySelector("#ex-status").textContent.includes("no execution"));
+    await b.close();
+  },
+
+  // The server restarts with a new token (its token file removed): the page asks for it, shows
+  // the execution as not known (never as failed), and follows it again with the new token.
+  async new_token() {
+    const b = await browser();
+    const { page } = b;
+    await startSlow(page);
+    const answer = await step("restart");
+    await page.waitForFunction(() => document.querySelector("#message").textContent.includes("the server restarted"), null, { timeout: 30000 });
+    await page.waitForFunction(() => document.querySelector("#ex-status").textContent.includes("not known"), null, { timeout: 30000 });
+    check((await page.getAttribute("#ex-status .icon", "title")) !== "error", "not shown as failed");
+    await page.fill("#token", answer.token);
+    await page.click("#save-token");
+    // The new server recovered the execution of the dead one: interrupted.
+    await waitStatus(page, "interrupted");
+    check((await text(page, "#message")) === "", "the message is gone");
+    await b.close();
+  },
+};
+
+run(scenarios);

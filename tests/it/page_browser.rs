@@ -1,0 +1,212 @@
+//! The web page in a real browser: Debian's Chromium driven by playwright-core
+//! (`tests/browser/scenarios.js`) against the real `flowrun serve`, real Python and, for the
+//! streamed LLM answer, the provider stand-in. Screenshots of the run view and the node panel
+//! go to `docs/screenshots/` (shown in the README). These tests fail — never skip — when
+//! Chromium, Node.js or npm is missing. They run in the `browser` nextest group (one at a time).
+
+use crate::support::browser::{Scenario, run};
+use crate::support::llm_server::{Reply, Server as Llm};
+use crate::support::serve::{ServeOpts, Server, World};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const ANSWER: &str =
+    "Once upon a time, a workflow ran in three steps and every one of them was seen.";
+const KEY: &str = "sk-page-test-3b8d0c1e";
+
+/// The saved workflows every scenario can use.
+fn world() -> World {
+    let w = World::new();
+    w.save(
+        "greet.json",
+        &json!({"id": "greet", "name": "Greeter", "description": "says hello",
+            "inputs": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string", "title": "Your name"},
+                "times": {"type": "integer", "default": 2, "minimum": 1}}},
+            "nodes": [
+                {"id": "hello", "name": "Say hello", "type": "template", "template": "Hello, {{ trigger.name }} x{{ trigger.times }}"},
+                {"id": "done", "type": "set", "fields": {"greeting": "{{ nodes.hello.output.text }}"}}]}),
+    );
+    w.save(
+        "fails.json",
+        &json!({"id": "fails", "name": "Fails", "nodes": [
+            {"id": "ok", "type": "template", "template": "fine"},
+            {"id": "bad", "name": "Check the input", "type": "code",
+             "code": "print('about to fail')\nraise ValueError('the input was bad')"}]}),
+    );
+    w.save(
+        "slow.json",
+        &json!({"id": "slow", "name": "Slow", "nodes": [
+            {"id": "begin", "type": "template", "template": "go"},
+            {"id": "sleep", "name": "Wait a long time", "type": "delay", "ms": 30000}]}),
+    );
+    w.save(
+        "needs-key.json",
+        &json!({"id": "needs-key", "name": "Needs a key",
+            "connections": {"k": {"env": "FLOWRUN_PAGE_MISSING_KEY"}},
+            "nodes": [{"id": "call", "type": "http_request", "url": "http://127.0.0.1:9/", "connection": "k"}]}),
+    );
+    w
+}
+
+fn config(s: &Server) -> Value {
+    json!({"url": s.url, "token": s.token, "answer": ANSWER})
+}
+
+#[test]
+fn the_form_validates_before_anything_starts_and_a_double_click_runs_once() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("form_run", config(&s), &w.tmp_dir());
+}
+
+#[test]
+fn a_three_step_run_shows_its_steps_and_the_llm_text_as_it_streams() {
+    let w = world();
+    // The answer in pieces, 150 ms apart: the page must show part of it before the end.
+    let words: Vec<String> = ANSWER.split_inclusive(' ').map(str::to_string).collect();
+    let pieces: Vec<&str> = words.iter().map(String::as_str).collect();
+    let llm = Llm::scripted([Reply::openai_stream(
+        "gpt-4o-mini",
+        &pieces,
+        12,
+        9,
+        Duration::from_millis(150),
+    )]);
+    w.save(
+        "story.json",
+        &json!({"id": "story", "name": "Story",
+            "connections": {"openai": {"env": "OPENAI_API_KEY"}},
+            "nodes": [
+                {"id": "prep", "name": "Prepare the prompt", "type": "template", "template": "Tell a story"},
+                {"id": "ask", "name": "Ask the model", "type": "llm", "provider": "openai", "model": "gpt-4o-mini",
+                 "connection": "openai", "prompt": "{{ nodes.prep.output.text }}", "stream": true, "base_url": llm.url("")},
+                {"id": "finish", "name": "Finish", "type": "set", "fields": {"story": "{{ nodes.ask.output.content }}"}}]}),
+    );
+    let s = w.serve_with(&[], &[("OPENAI_API_KEY", KEY)]);
+    let result = run("watch_stream", config(&s), &w.tmp_dir());
+    let partial = result["partial"].as_str().unwrap();
+    assert!(
+        !partial.is_empty() && partial.len() < ANSWER.len(),
+        "{partial}"
+    );
+    assert!(
+        crate::support::repo_root()
+            .join("docs/screenshots/run-view.png")
+            .is_file()
+    );
+}
+
+#[test]
+fn a_failed_nodes_panel_shows_its_traceback() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("traceback", config(&s), &w.tmp_dir());
+    assert!(
+        crate::support::repo_root()
+            .join("docs/screenshots/node-panel.png")
+            .is_file()
+    );
+}
+
+#[test]
+fn stop_rerun_and_delete_from_the_page() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("stop_rerun_delete", config(&s), &w.tmp_dir());
+}
+
+#[test]
+fn the_history_refreshes_when_the_cli_runs_something() {
+    let w = world();
+    let s = w.serve(&[]);
+    let mut sc = Scenario::start("history_cli", config(&s), &w.tmp_dir());
+    sc.expect_step("run_cli");
+    let file = w.write_workflow(
+        "from-cli.json",
+        &json!({"id": "from-cli", "nodes": [{"id": "t", "type": "template", "template": "x"}]}),
+    );
+    w.cli_ok(&["run", file.to_str().unwrap()]);
+    let id = w.only_execution_id();
+    sc.answer(json!({"id": id}));
+    sc.finish();
+}
+
+#[test]
+fn keyboard_only_from_load_to_result() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("keyboard", config(&s), &w.tmp_dir());
+}
+
+#[test]
+fn axe_finds_no_serious_problem_at_desktop_width_and_375_px() {
+    let w = world();
+    let s = w.serve(&[]);
+    let report = run("axe", config(&s), &w.tmp_dir());
+    assert_eq!(report.as_array().unwrap().len(), 2, "{report}");
+}
+
+#[test]
+fn after_a_restart_with_the_same_token_the_page_follows_on() {
+    let w = world();
+    let token_file = w.path("page.token");
+    let tf = token_file.to_str().unwrap().to_string();
+    let mut s = w.serve(&["--token-file", &tf]);
+    let port = s.port();
+    let mut sc = Scenario::start("reconnect", config(&s), &w.tmp_dir());
+    sc.expect_step("start_cli");
+    // Three steps of about 1.2 s each, run by the CLI: they go on while the server restarts.
+    let file = w.write_workflow(
+        "cli-slow.json",
+        &json!({"id": "cli-slow", "nodes": [
+            {"id": "a", "type": "delay", "ms": 1200},
+            {"id": "b", "type": "delay", "ms": 1200},
+            {"id": "c", "type": "delay", "ms": 1200}]}),
+    );
+    let mut cli = w.command();
+    let mut cli = cli
+        .arg("run")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = crate::support::wait_for("the CLI's execution", || w.try_execution_ids()?.pop());
+    sc.answer(json!({"id": id}));
+    sc.expect_step("restart");
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let s2 = w.serve_opts(ServeOpts {
+        extra: &["--token-file", &tf],
+        port: Some(port),
+        ..Default::default()
+    });
+    assert_eq!(s2.token, s.token, "the token survives the restart");
+    sc.answer(json!({}));
+    sc.finish();
+    assert!(cli.wait().unwrap().success());
+}
+
+#[test]
+fn after_a_restart_with_a_new_token_the_page_asks_for_it_and_shows_no_failure() {
+    let w = world();
+    let token_file = w.path("page.token");
+    let tf = token_file.to_str().unwrap().to_string();
+    let mut s = w.serve(&["--token-file", &tf]);
+    let port = s.port();
+    let mut sc = Scenario::start("new_token", config(&s), &w.tmp_dir());
+    sc.expect_step("restart");
+    std::fs::remove_file(&token_file).unwrap();
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let s2 = w.serve_opts(ServeOpts {
+        extra: &["--token-file", &tf],
+        port: Some(port),
+        ..Default::default()
+    });
+    assert_ne!(s2.token, s.token);
+    sc.answer(json!({"token": s2.token}));
+    sc.finish();
+}

@@ -1,0 +1,179 @@
+//! What the browser tests need: Debian's Chromium, Node.js, and the npm packages
+//! `playwright-core` (drives Chromium; never downloads a browser of its own) and `axe-core`
+//! (the accessibility check, loaded by the test, never by the page), installed once into
+//! `target/test-browser`. Each is required: a missing one fails the test with what to install.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const PACKAGES: [&str; 2] = ["playwright-core@1.65.1", "axe-core@4.14.1"];
+
+/// `/usr/bin/chromium`, or a failed test saying how to install it.
+pub fn chromium() -> &'static str {
+    assert!(
+        std::path::Path::new(CHROMIUM).is_file(),
+        "the browser tests need Debian's Chromium at {CHROMIUM}: apt-get install -y chromium (.ci/run does)"
+    );
+    CHROMIUM
+}
+
+/// `target/test-browser/node_modules` with [`PACKAGES`] in it, installed under a lock so
+/// tests running side by side do not install over each other.
+pub fn node_modules() -> PathBuf {
+    let prefix = crate::support::repo_root().join("target/test-browser");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let lock = std::fs::File::create(prefix.join(".install.lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let modules = prefix.join("node_modules");
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|spec| {
+            let (name, version) = spec.rsplit_once('@').unwrap();
+            std::fs::read_to_string(modules.join(name).join("package.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_none_or(|p| p["version"] != version)
+        })
+        .collect();
+    if !missing.is_empty() {
+        // All of them in one command: npm removes what a --no-save install does not name.
+        let out = Command::new("npm")
+            .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .args(PACKAGES)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("the browser tests need npm to install {PACKAGES:?} ({e}): apt-get install -y npm")
+            });
+        assert!(
+            out.status.success(),
+            "npm install {PACKAGES:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(lock);
+    modules
+}
+
+/// A scenario of `tests/browser/scenarios.js` running in Node.js: it reports the steps it
+/// reaches (`{"step", "data"}` lines) and waits for an answer to each; its last line is
+/// `{"ok": true, "result"}`.
+pub struct Scenario {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    stderr: PathBuf,
+    name: String,
+}
+
+impl Scenario {
+    /// Starts scenario `name` with `config` (plus where Chromium, the packages and the
+    /// screenshots are).
+    pub fn start(name: &str, mut config: Value, tmp: &std::path::Path) -> Scenario {
+        let node = crate::support::serve::node();
+        config["chromium"] = chromium().into();
+        config["modules"] = node_modules().display().to_string().into();
+        config["tmp"] = tmp.display().to_string().into();
+        let screenshots = crate::support::repo_root().join("docs/screenshots");
+        config["screenshots"] = screenshots.display().to_string().into();
+        let script = crate::support::repo_root().join("tests/browser/scenarios.js");
+        let stderr = tmp.join(format!("{name}.stderr"));
+        let mut child = Command::new(node)
+            .arg(&script)
+            .arg(name)
+            .arg(config.to_string())
+            .env("TMPDIR", tmp)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Scenario {
+            child,
+            stdin,
+            lines,
+            stderr,
+            name: name.to_string(),
+        }
+    }
+
+    fn failure(&mut self, what: &str) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        format!(
+            "browser scenario {}: {what}\n{}",
+            self.name,
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    /// The next line from the scenario (at most 120 s).
+    fn next(&mut self) -> Value {
+        match self.lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(l) => serde_json::from_str(&l).unwrap_or_else(|_| panic!("not JSON: {l}")),
+            Err(_) => {
+                let msg = self.failure("failed (or said nothing for 120 s)");
+                panic!("{msg}")
+            }
+        }
+    }
+
+    /// Waits for the scenario to reach `step`; returns its data.
+    pub fn expect_step(&mut self, step: &str) -> Value {
+        let v = self.next();
+        if v["step"] != step {
+            let msg = self.failure(&format!("expected step {step}, got {v}"));
+            panic!("{msg}");
+        }
+        v["data"].clone()
+    }
+
+    /// Answers the step the scenario waits on.
+    pub fn answer(&mut self, v: Value) {
+        writeln!(self.stdin, "{v}").unwrap();
+    }
+
+    /// Waits for the scenario to pass; returns its result.
+    pub fn finish(mut self) -> Value {
+        let v = self.next();
+        if v["ok"] != true {
+            let msg = self.failure(&format!("unexpected line {v}"));
+            panic!("{msg}");
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{}", self.failure("exited with an error"));
+        v["result"].clone()
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a scenario that needs no steps to its end.
+pub fn run(name: &str, config: Value, tmp: &std::path::Path) -> Value {
+    Scenario::start(name, config, tmp).finish()
+}
