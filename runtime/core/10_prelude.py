@@ -30,6 +30,7 @@
 #   60_run.py        running one node: _Ctx, skips (the join rule), retries
 #   62_loops.py      for_each (items) and repeat (iterations)
 #   64_schedule.py   which node runs when: in order, or up to max_parallel
+#   66_limits.py     pause, breakpoints and cost limits
 #   70_http.py       HTTP helpers shared by the http_request and llm nodes
 #   80_main.py       startup: nonce, trigger data, result, main()
 #

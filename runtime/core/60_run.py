@@ -80,6 +80,10 @@ class _Run(object):
         self.last_output = None
         self.error = None
         self.fatal = False
+        # Set when the run pauses (see 66_limits.py): the Paused error saying where.
+        self.paused = None
+        self.cost_usd = 0.0
+        self.cost_warned = False
         try:
             self.max_parallel = max(1, int(workflow.get("max_parallel") or 1))
         except (TypeError, ValueError):
@@ -197,6 +201,7 @@ class _Run(object):
             try:
                 if offline:
                     raise _offline_error(node)
+                _cost_limit(self, node)
                 if handler is None:
                     raise NodeError("no handler for node type %r in this script" % (node.get("type"),))
                 params = node.get("params") or {}
@@ -217,6 +222,7 @@ class _Run(object):
             duration = (time.perf_counter() - t0) * 1000.0
             if error is None:
                 status = "success" if mock is None else "mocked"
+                _cost_add(self, node, output)
                 self.node_end(nid, status, attempt, duration, ctx.input, output, None,
                               part=part)
                 return status, attempt, duration, output, None

@@ -5,8 +5,8 @@
 # exactly as written. With N > 1 a node starts as soon as every node it
 # depends on (its deps and the conditions guarding it) has ended, at most N at
 # once, in threads of this one process; among ready nodes plan order wins.
-# After a node fails for good (on_error: stop) nothing new starts; running
-# nodes finish.
+# After a node fails for good (on_error: stop), or once the run pauses (see
+# 66_limits.py), nothing new starts; running nodes finish.
 #
 # Output of nodes running side by side cannot be told apart on fd 1, so then
 # what a node prints through sys.stdout/sys.stderr (its print(), a command's
@@ -32,7 +32,7 @@ def _schedule(run):
     _STATE.by_thread = _concurrent(run)
     if run.max_parallel <= 1:
         for node in nodes:
-            if run.error is not None:
+            if run.error is not None or _pause_before(run, node):
                 break
             run.run_node(node)
         return
@@ -58,11 +58,13 @@ def _schedule(run):
     with cv:
         pending = nodes
         while True:
-            if run.error is None:
+            if run.error is None and run.paused is None:
                 i = 0
                 while i < len(pending) and len(running) < run.max_parallel:
                     node = pending[i]
                     if all(u in ended for u in upstream(node)):
+                        if _pause_before(run, node):
+                            break
                         pending.pop(i)
                         running[node["id"]] = True
                         threading.Thread(target=worker, args=(node,), daemon=True).start()

@@ -90,6 +90,24 @@ def _emit_result(status, output, error, duration, summaries):
                   _STATE.prefix + b"result-end"])
 
 
+def _outcome(run):
+    """(status, output, error) of a run that ended: a failure wins over a pause; the output is
+    the workflow's `output` when it has one, else the last node's."""
+    if run.error is not None:
+        return "error", run.last_output, run.error
+    if run.paused is not None:
+        return "paused", None, run.paused
+    if "output" not in run.workflow:
+        return "success", run.last_output, None
+    try:
+        return "success", render(run.workflow["output"], run.scope), None
+    except (Exception, RecursionError) as e:
+        error = _error_info(e)
+        error["message"] = "the workflow's `output`: " + error["message"]
+        error["node"] = None
+        return "error", None, error
+
+
 def main(workflow):
     t0 = time.perf_counter()
     nonce = _read_nonce()
@@ -100,6 +118,7 @@ def main(workflow):
     except ValueError:
         _STATE.max_payload = _DEFAULT_MAX_PAYLOAD
     _install_streams()
+    _install_pause_handler()
 
     execution = {
         "id": os.environ.get("FLOWRUN_EXECUTION_ID") or os.urandom(16).hex(),
@@ -116,10 +135,9 @@ def main(workflow):
         _apply_defaults(workflow.get("inputs"), trigger)
         run = _Run(workflow, trigger, execution)
         run.run_all()
-        status = "error" if run.error is not None else "success"
-        _emit_result(status, run.last_output, run.error,
-                     (time.perf_counter() - t0) * 1000.0, run.summaries)
-        code = 1 if run.error is not None else 0
+        status, output, error = _outcome(run)
+        _emit_result(status, output, error, (time.perf_counter() - t0) * 1000.0, run.summaries)
+        code = 1 if status == "error" else 0
     except SystemExit:
         raise
     except BaseException as e:  # a bug in the runtime or an interrupt

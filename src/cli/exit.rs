@@ -2,7 +2,8 @@
 //! return typed errors whose messages name no flag; here they get the flags that fix them.
 //!
 //! Exit codes of `run` (and `rerun`, `resume`): 0 success, 1 the workflow failed, 2 invalid
-//! workflow, input or usage, 3 environment problem, 124 timeout, 130 stopped.
+//! workflow, input or usage, 3 environment problem, 75 paused (`EX_TEMPFAIL`: not done, and not
+//! failed — `flowrun resume` continues it), 124 timeout, 130 stopped.
 
 use flowrun_app::again::AgainError;
 use flowrun_app::runner::{RunError, pip_install_command};
@@ -11,6 +12,8 @@ use flowrun_store::StoreError;
 
 pub const USAGE: i32 = 2;
 pub const ENVIRONMENT: i32 = 3;
+/// A paused execution is neither a success (a CI job must not pass on it) nor a failure.
+pub const PAUSED: i32 = 75;
 
 /// An error that ends the command with a specific exit code.
 #[derive(Debug)]
@@ -44,6 +47,9 @@ pub fn run_error(e: RunError) -> Exit {
     match e {
         RunError::Invalid(_) | RunError::Input(_) => Exit::new(USAGE, message),
         RunError::UnknownPin { .. } => Exit::new(USAGE, format!("--pin: {message}")),
+        RunError::UnknownBreakpoint { .. } => {
+            Exit::new(USAGE, format!("--break-before: {message}"))
+        }
         RunError::Unbound(list) => Exit::new(
             ENVIRONMENT,
             format!(
@@ -91,6 +97,7 @@ pub fn status_code(status: ExecStatus) -> i32 {
         ExecStatus::Success => 0,
         ExecStatus::Timeout => 124,
         ExecStatus::Cancelled | ExecStatus::Interrupted => 130,
+        ExecStatus::Paused => PAUSED,
         ExecStatus::Error | ExecStatus::Queued | ExecStatus::Running => 1,
     }
 }
@@ -107,6 +114,7 @@ mod tests {
         assert_eq!(status_code(ExecStatus::Timeout), 124);
         assert_eq!(status_code(ExecStatus::Cancelled), 130);
         assert_eq!(status_code(ExecStatus::Interrupted), 130);
+        assert_eq!(status_code(ExecStatus::Paused), 75);
     }
 
     #[test]

@@ -349,6 +349,9 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     if let Some(f) = &e.source_file {
         println!("file       {}", clean_line(f));
     }
+    if let Some(d) = &e.cwd {
+        println!("cwd        {}", clean_line(d));
+    }
     if let (Some(p), Some(r)) = (&e.parent_id, &e.relation) {
         println!("{r:<10} of {p}");
     }

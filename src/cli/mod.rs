@@ -75,6 +75,12 @@ pub enum Command {
         /// Execution id or a unique prefix of one.
         id: String,
     },
+    /// Pause a running execution (from any process): the nodes running now finish, no new one
+    /// starts, and it ends `paused`; `flowrun resume ID` continues it.
+    Pause {
+        /// Execution id or a unique prefix of one.
+        id: String,
+    },
     /// Run an execution again with the same definition and trigger data (unless overridden).
     Rerun {
         /// Execution id or a unique prefix of one.
@@ -150,6 +156,7 @@ pub fn main() -> i32 {
         cli.command,
         Command::Run(_)
             | Command::Stop { .. }
+            | Command::Pause { .. }
             | Command::Rerun { .. }
             | Command::Resume { .. }
             | Command::Test(_)
@@ -177,6 +184,7 @@ pub fn main() -> i32 {
         Command::Show { id, json } => inspect::show(&id, json, db.as_deref()),
         Command::Logs { id, follow } => inspect::logs(&id, follow, db.as_deref()),
         Command::Stop { id } => run::stop(&id, db.as_deref()),
+        Command::Pause { id } => run::pause(&id, db.as_deref()),
         Command::Rerun { id, file, exec } => {
             run::again(&id, file.as_deref(), exec, false, db.as_deref())
         }

@@ -1,4 +1,4 @@
-//! `flowrun run` and `flowrun stop`.
+//! `flowrun run`, `flowrun stop` and `flowrun pause`.
 
 use super::progress::{Jsonl, Terminal};
 use super::{Exit, open_store};
@@ -6,11 +6,12 @@ use super::{exit, input, text};
 use clap::{Args, ValueEnum};
 use flowrun_app::SharedStore;
 use flowrun_app::again::{self, AgainSource};
-use flowrun_app::control::StopOutcome;
+use flowrun_app::control::{PauseOutcome, StopOutcome};
 use flowrun_app::runner::{self, RunError, RunOptions, Trigger};
 use flowrun_codegen::Pin;
 use flowrun_events::ExecStatus;
 use flowrun_executor::{Sink, StopReason};
+use flowrun_store::Request;
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,18 @@ pub struct ExecArgs {
     /// How many independent nodes may run at once (default: the workflow's `max_parallel`, else 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_parallel: Option<u32>,
+    /// Pause before NODE (repeatable): the execution ends `paused` there (exit 75), and
+    /// `flowrun resume ID` continues it.
+    #[arg(long = "break-before", value_name = "NODE")]
+    pub break_before: Vec<String>,
+    /// No LLM or agent call starts once the execution's cost reaches USD (overrides the
+    /// workflow's `max_cost_usd`).
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// Directory the nodes run in (default: the workflow's `cwd`, relative to its file, else
+    /// the file's directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,9 +130,11 @@ fn options(args: &ExecArgs) -> Result<(RunOptions, Vec<String>), Exit> {
         pins,
         reused_items: Default::default(),
         max_parallel: args.max_parallel,
+        break_before: args.break_before.clone(),
+        max_cost_usd: args.max_cost_usd,
         mode: "test".into(),
         parent: None,
-        cwd: None,
+        cwd: args.cwd.clone(),
         install_deps: args.install_deps,
         ..RunOptions::default()
     };
@@ -269,30 +284,66 @@ pub(crate) fn execute_prepared(
             };
             let _ = writeln!(std::io::stdout(), "{text}");
         }
+        if outcome.status == ExecStatus::Paused {
+            eprintln!("continue with: flowrun resume {id}");
+        }
         eprintln!("details: flowrun show {id}");
     }
     Ok(exit::status_code(outcome.status))
 }
 
-/// Stops the execution on Ctrl-C or SIGTERM, or when another process asks through the store.
+/// Stops the execution on Ctrl-C or SIGTERM, or when another process asks through the store;
+/// pauses it when another process asks for that.
 async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let (requested_tx, mut requested) = tokio::sync::mpsc::unbounded_channel();
-    let poller = flowrun_app::control::watch_stop_requests(
+    let poller = flowrun_app::control::watch_requests(
         store,
         move || vec![id.clone()],
-        move |_| {
-            let _ = requested_tx.send(());
+        move |_, request| {
+            let _ = requested_tx.send(request);
         },
     );
-    let reason = tokio::select! {
-        _ = tokio::signal::ctrl_c() => StopReason::Interrupt,
-        _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => StopReason::Terminate,
-        _ = requested.recv() => StopReason::Cancel,
-        _ = poller => StopReason::Cancel,
+    tokio::pin!(poller);
+    let reason = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break StopReason::Interrupt,
+            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break StopReason::Terminate,
+            r = requested.recv() => match r {
+                Some(Request::Pause) => {
+                    let _ = stop.send(Some(StopReason::Pause));
+                }
+                _ => break StopReason::Cancel,
+            },
+            _ = &mut poller => break StopReason::Cancel,
+        }
     };
     let _ = stop.send(Some(reason));
+}
+
+/// `flowrun pause ID`: asks the runner through the store; the execution pauses once the nodes
+/// running now have ended (see `flowrun_app::control::pause`).
+pub fn pause(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
+    let mut store = open_store(db)?;
+    let id = store.resolve_id(id)?;
+    let wait = flowrun_app::control::PAUSE_ANSWER_WAIT;
+    match flowrun_app::control::pause(&mut store, &id, wait)? {
+        PauseOutcome::NotRunning(status) => {
+            return Err(Exit::new(
+                exit::USAGE,
+                format!("execution {id} is {status}, not running: there is nothing to pause"),
+            ));
+        }
+        PauseOutcome::Ended(ExecStatus::Paused) => {
+            println!("execution {id} paused; continue it with: flowrun resume {id}")
+        }
+        PauseOutcome::Ended(status) => println!("execution {id} ended before it paused: {status}"),
+        PauseOutcome::Requested => println!(
+            "execution {id} pauses once its running nodes have ended (`flowrun show {id}`)"
+        ),
+    }
+    Ok(0)
 }
 
 /// `flowrun stop ID`: asks the runner through the store and waits for the execution to end; if

@@ -17,6 +17,7 @@ mod httpbin;
 mod llm_nodes;
 mod orchestration;
 mod page_browser;
+mod pause_limits;
 mod protocol;
 mod python_env;
 mod run_core;

@@ -252,8 +252,8 @@ fn env_secrets_and_cwd_per_request_and_secrets_never_stored() {
         ("secrets", json!({"NOT_A_CONNECTION": "x"}), "bad_request"),
         ("env", json!({"FLOWRUN_MODE": "x"}), "bad_request"),
         ("cwd", json!("relative/dir"), "bad_request"),
-        ("max_cost_usd", json!(0.5), "not_supported"),
-        ("break_before", json!(["show"]), "not_supported"),
+        ("max_cost_usd", json!(-0.5), "bad_request"),
+        ("break_before", json!(["no-such-node"]), "bad_request"),
     ] {
         let mut b = body.clone();
         b[field] = value;
@@ -275,11 +275,13 @@ fn env_secrets_and_cwd_per_request_and_secrets_never_stored() {
 }
 
 #[test]
-fn features_pause_hook_and_openapi() {
+fn features_pause_and_openapi() {
     let w = World::new();
     let s = w.serve(&[]);
     let info = s.get("/api").body;
-    assert_eq!(info["features"]["pause"], false);
+    assert_eq!(info["features"]["pause"], true);
+    assert_eq!(info["features"]["break_before"], true);
+    assert_eq!(info["features"]["max_cost_usd"], true);
     assert_eq!(info["features"]["validate"], true);
     assert_eq!(info["features"]["save_workflows"], true);
     let id = s.start(
@@ -287,9 +289,10 @@ fn features_pause_hook_and_openapi() {
         &json!({"workflow": crate::serve::quick()}),
     );
     s.wait_final(&id);
+    // An ended execution has nothing to pause.
     let r = s.post(&format!("/api/executions/{id}/pause"), &json!({}));
-    assert_eq!(r.status, 501, "{}", r.text);
-    assert_eq!(r.body["error"], "not_supported");
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["error"], "not_running");
     assert_eq!(
         s.post("/api/executions/ffffffffffffffff/pause", &json!({}))
             .status,

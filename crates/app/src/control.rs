@@ -8,14 +8,16 @@
 //!   its recorded pid with its recorded start time (so a reused pid is not mistaken for it).
 //! - [`stop`]: asks an execution's runner through the store and waits; kills the group itself
 //!   when the runner is gone or does not answer.
+//! - [`pause`]: asks an execution's runner through the store to pause it, and waits a while.
+//! - [`watch_requests`]: the one poller of those requests, in the runners.
 
 use crate::SharedStore;
 use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::process::{is_same_process, signal_group};
 use flowrun_executor::tree;
-use flowrun_store::{Store, StoreError};
+use flowrun_store::{Request, Store, StoreError};
 use nix::sys::signal::Signal;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -151,28 +153,71 @@ pub fn stop(store: &mut Store, id: &str) -> Result<StopOutcome, StoreError> {
     }
 }
 
-/// How often a runner looks for stop requests that other processes recorded.
-pub const STOP_POLL: Duration = Duration::from_millis(100);
+/// What [`pause`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseOutcome {
+    /// It was not running (queued, or ended with this status): nothing to pause.
+    NotRunning(ExecStatus),
+    /// Its runner paused it (or it ended otherwise meanwhile, with this status).
+    Ended(ExecStatus),
+    /// Asked: it pauses once the nodes running now have ended, which had not happened within
+    /// the wait.
+    Requested,
+}
 
-/// Every [`STOP_POLL`]: which of the executions `ids()` lists someone asked to stop through the
-/// store (`flowrun stop`, the HTTP API of another process); `on_request` is called once for
-/// each. The one poller of stop requests, for `flowrun run` (one id) and `flowrun serve` (all
-/// it runs). Runs until aborted.
-pub async fn watch_stop_requests(
+/// How long [`pause`] waits for the execution to pause before saying it was asked.
+pub const PAUSE_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Pauses execution `id` (a full id) from any process: records the request, which its runner
+/// sees within [`REQUEST_POLL`] and passes to the runtime (no new node starts; the running
+/// ones finish), and waits up to `wait` for the execution to end. A paused execution keeps its
+/// state in the store and has no process left; `resume` continues it.
+pub fn pause(store: &mut Store, id: &str, wait: Duration) -> Result<PauseOutcome, StoreError> {
+    let e = store.execution(id)?;
+    if e.status != ExecStatus::Running {
+        return Ok(PauseOutcome::NotRunning(e.status));
+    }
+    if !store.request_pause(id, now_ms())? {
+        let e = store.execution(id)?;
+        return Ok(PauseOutcome::NotRunning(e.status));
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        let e = store.execution(id)?;
+        if e.status.is_final() {
+            return Ok(PauseOutcome::Ended(e.status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(PauseOutcome::Requested);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How often a runner looks for stop and pause requests that other processes recorded.
+pub const REQUEST_POLL: Duration = Duration::from_millis(100);
+
+/// Every [`REQUEST_POLL`]: which of the executions `ids()` lists someone asked, through the
+/// store, to stop or pause (`flowrun stop`/`pause`, the HTTP API of another process);
+/// `on_request` is called once per execution and request (a pause, then a stop, are two calls).
+/// The one poller of requests, for `flowrun run` (one id) and `flowrun serve` (all it runs).
+/// Runs until aborted.
+pub async fn watch_requests(
     store: SharedStore,
     ids: impl Fn() -> Vec<String>,
-    mut on_request: impl FnMut(String),
+    mut on_request: impl FnMut(String, Request),
 ) {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut tick = tokio::time::interval(STOP_POLL);
+    let mut seen: HashMap<String, Request> = HashMap::new();
+    let mut tick = tokio::time::interval(REQUEST_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let current = ids();
-        seen.retain(|id| current.contains(id));
+        seen.retain(|id, _| current.contains(id));
+        // A stop is final: nothing more to ask once it was seen.
         let ask: Vec<String> = current
             .into_iter()
-            .filter(|id| !seen.contains(id))
+            .filter(|id| seen.get(id) != Some(&Request::Stop))
             .collect();
         if ask.is_empty() {
             continue;
@@ -181,14 +226,16 @@ pub async fn watch_stop_requests(
         let requested = tokio::task::spawn_blocking(move || {
             let store = store.lock();
             ask.into_iter()
-                .filter(|id| store.stop_requested(id).unwrap_or(false))
+                .filter_map(|id| store.requested(&id).ok().flatten().map(|r| (id, r)))
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for id in requested {
-            seen.insert(id.clone());
-            on_request(id);
+        for (id, request) in requested {
+            if seen.get(&id) != Some(&request) {
+                seen.insert(id.clone(), request);
+                on_request(id, request);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::SharedStore;
 use crate::runner::{self, Prepared, RunError};
 use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Part, now_ms};
 use flowrun_executor::{Sink, StopReason};
+use flowrun_store::Request;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -165,8 +166,19 @@ impl Live {
 
     fn cancel(&self) {
         self.stop.send_if_modified(|v| {
-            if v.is_none() {
+            if v.is_none() || *v == Some(StopReason::Pause) {
                 *v = Some(StopReason::Cancel);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn pause(&self) {
+        self.stop.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(StopReason::Pause);
                 true
             } else {
                 false
@@ -221,6 +233,19 @@ pub enum Stopped {
     Requested,
     /// It had already ended with this status.
     AlreadyEnded(ExecStatus),
+}
+
+/// What [`Executions::pause`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paused {
+    /// It runs here: it pauses once the nodes running now have ended.
+    Pausing,
+    /// It runs in another flowrun process, which was asked through the store.
+    Requested,
+    /// It is still queued: nothing of it runs, so there is nothing to pause.
+    Queued,
+    /// It is not running (it ended with this status).
+    NotRunning(ExecStatus),
 }
 
 pub struct Executions {
@@ -405,6 +430,29 @@ impl Executions {
         Ok(Stopped::Requested)
     }
 
+    /// Pauses an execution: a running one here, or through the store (its runner is another
+    /// process). Blocking (store access). A queued one has nothing to pause yet.
+    pub fn pause(self: &Arc<Self>, id: &str) -> Result<Paused, flowrun_store::StoreError> {
+        let inner = crate::lock(&self.inner);
+        if inner.queue.iter().any(|(q, _)| q == id) {
+            return Ok(Paused::Queued);
+        }
+        if let Some(live) = inner.live.get(id).cloned() {
+            drop(inner);
+            let _ = self.store.lock().request_pause(id, now_ms());
+            live.pause();
+            return Ok(Paused::Pausing);
+        }
+        drop(inner);
+        let mut store = self.store.lock();
+        let e = store.execution(id)?;
+        if e.status != ExecStatus::Running {
+            return Ok(Paused::NotRunning(e.status));
+        }
+        store.request_pause(id, now_ms())?;
+        Ok(Paused::Requested)
+    }
+
     /// Records a queued execution `cancelled` without starting it: its events are
     /// `execution_start` and `execution_end` (no node ran).
     fn cancel_queued(&self, id: &str, job: Job, why: &str) {
@@ -444,19 +492,26 @@ impl Executions {
         self.ended.notify_waiters();
     }
 
-    /// Stops the executions of this server that someone asked to stop through the store
-    /// (`flowrun stop` from another process): queued ones are dequeued, running ones stopped.
-    /// Runs until aborted.
-    pub async fn watch_stop_requests(self: Arc<Self>) {
+    /// Stops or pauses the executions of this server that someone asked to through the store
+    /// (`flowrun stop`/`pause` from another process): queued ones are dequeued, running ones
+    /// stopped or paused. Runs until aborted.
+    pub async fn watch_requests(self: Arc<Self>) {
         let ids = {
             let this = self.clone();
             move || crate::lock(&this.inner).live.keys().cloned().collect()
         };
         let this = self.clone();
-        crate::control::watch_stop_requests(self.store.clone(), ids, move |id| {
-            // Dequeuing writes the store: off the async threads.
+        crate::control::watch_requests(self.store.clone(), ids, move |id, request| {
             let this = this.clone();
-            tokio::task::spawn_blocking(move || this.stop_here(&id));
+            match request {
+                // Dequeuing writes the store: off the async threads.
+                Request::Stop => drop(tokio::task::spawn_blocking(move || this.stop_here(&id))),
+                Request::Pause => {
+                    if let Some(live) = crate::lock(&this.inner).live.get(&id) {
+                        live.pause();
+                    }
+                }
+            }
         })
         .await
     }

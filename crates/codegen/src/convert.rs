@@ -23,6 +23,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "connections",
     "timeout_ms",
     "max_parallel",
+    "output",
+    "cwd",
+    "max_cost_usd",
+    "warn_cost_usd",
     "nodes",
 ];
 
@@ -63,6 +67,10 @@ pub(crate) fn workflow(data: Value) -> Read {
         connections: BTreeMap::new(),
         timeout_ms: None,
         max_parallel: None,
+        output: None,
+        cwd: None,
+        max_cost_usd: None,
+        warn_cost_usd: None,
         nodes: Vec::new(),
     };
     let mut top = match data {
@@ -109,6 +117,10 @@ pub(crate) fn workflow(data: Value) -> Read {
     if workflow.max_parallel == Some(0) {
         diags.push(Diagnostic::new("must be at least 1").field("max_parallel"));
     }
+    workflow.output = top.get("output").cloned().filter(|v| !v.is_null());
+    workflow.cwd = top_field(&top, "cwd", &mut diags).flatten();
+    workflow.max_cost_usd = top_field(&top, "max_cost_usd", &mut diags).flatten();
+    workflow.warn_cost_usd = top_field(&top, "warn_cost_usd", &mut diags).flatten();
     let mut nodes = Vec::new();
     let nodes_known = match top.get("nodes") {
         Some(Value::Array(items)) => {

@@ -22,6 +22,7 @@ mod plan;
 mod prices;
 pub mod pyliteral;
 pub mod render;
+mod settings;
 mod shell;
 pub mod source;
 pub mod template;

@@ -21,6 +21,16 @@ pub struct Workflow {
     pub timeout_ms: Option<u64>,
     /// How many independent nodes may run at once (default 1: one after another, in order).
     pub max_parallel: Option<u32>,
+    /// The execution's output (a value whose strings may be templates); default: the output of
+    /// the last node that ran.
+    pub output: Option<Value>,
+    /// Where every node runs, relative to the workflow file's directory (default: that
+    /// directory).
+    pub cwd: Option<String>,
+    /// No LLM or agent call starts once the execution's cost has reached this (US dollars).
+    pub max_cost_usd: Option<f64>,
+    /// A warning, once, when the execution's cost reaches this.
+    pub warn_cost_usd: Option<f64>,
     pub nodes: Vec<Node>,
 }
 

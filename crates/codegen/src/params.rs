@@ -557,6 +557,33 @@ pub(crate) struct Modifiers {
     pub references: Vec<(String, Reference)>,
 }
 
+/// Compiles the workflow's `output`: a value whose strings, at any depth, are templates. Returns
+/// it and its references (by field path), or what is wrong with it.
+pub(crate) fn workflow_output(v: &Value) -> Result<Params, Vec<Diagnostic>> {
+    let mut c = Compiler {
+        node: "",
+        references: Vec::new(),
+        errors: Vec::new(),
+    };
+    let data = c.value("output", v);
+    if c.errors.is_empty() {
+        Ok(Params {
+            data,
+            references: c.references,
+        })
+    } else {
+        // Not a node's field: the diagnostics name none.
+        Err(c
+            .errors
+            .into_iter()
+            .map(|mut d| {
+                d.node = None;
+                d
+            })
+            .collect())
+    }
+}
+
 /// Compiles the templates of a node's `for_each` and `repeat.until`.
 pub(crate) fn modifiers(node: &Node) -> Result<Modifiers, Vec<Diagnostic>> {
     let mut c = Compiler {

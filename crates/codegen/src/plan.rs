@@ -30,6 +30,8 @@ pub struct Plan {
     /// Each node's compiled `for_each` and `repeat.until` (null when it has none).
     pub for_each: Vec<Data>,
     pub until: Vec<Data>,
+    /// The workflow's compiled `output` (null: the last node's output).
+    pub output: Data,
 }
 
 impl Plan {
@@ -413,6 +415,7 @@ pub(crate) fn check(
         }
     }
 
+    let output = crate::settings::check(workflow, &index, &mut diags);
     // A cycle among the edges that are known is reported with the other problems.
     let order = match topo_order(n, &deps) {
         Ok(order) => Some(order),
@@ -441,6 +444,7 @@ pub(crate) fn check(
         params,
         for_each,
         until,
+        output,
     })
 }
 

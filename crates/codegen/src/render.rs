@@ -35,6 +35,7 @@ const RUNTIME_CORE: &[(&str, &str)] = core_parts![
     "60_run.py",
     "62_loops.py",
     "64_schedule.py",
+    "66_limits.py",
     "70_http.py",
     "80_main.py",
 ];
@@ -108,6 +109,10 @@ pub struct RenderOptions {
     pub mocks: BTreeMap<String, Mock>,
     /// Nodes that make network requests and are neither mocked nor pinned fail at once.
     pub offline: bool,
+    /// Nodes the runtime pauses before (the execution ends `paused` there).
+    pub break_before: Vec<String>,
+    /// Overrides the workflow's `max_cost_usd`.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// A rendered script and the hash of its bytes (its cache key).
@@ -241,7 +246,7 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
             data
         })
         .collect();
-    dict([
+    let mut data = dict([
         ("id", Data::from(wf.id.as_str())),
         ("name", Data::from(wf.name.as_deref())),
         ("flowrun_version", Data::from(VERSION)),
@@ -251,7 +256,26 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
             Data::from(options.max_parallel.or(wf.max_parallel).map(u64::from)),
         ),
         ("nodes", Data::List(nodes)),
-    ])
+    ]);
+    // Only what is set: a workflow without these has the same script bytes as before them.
+    let mut extra: Vec<(String, Data)> = Vec::new();
+    if !matches!(plan.output, Data::Null) {
+        extra.push(("output".into(), plan.output.clone()));
+    }
+    if !options.break_before.is_empty() {
+        let ids = options.break_before.iter().map(|n| Data::from(n.as_str()));
+        extra.push(("break_before".into(), Data::List(ids.collect())));
+    }
+    if let Some(max) = options.max_cost_usd.or(wf.max_cost_usd) {
+        extra.push(("max_cost_usd".into(), Data::from(max)));
+    }
+    if let Some(warn) = wf.warn_cost_usd {
+        extra.push(("warn_cost_usd".into(), Data::from(warn)));
+    }
+    if let Data::Dict(fields) = &mut data {
+        fields.extend(extra);
+    }
+    data
 }
 
 /// `{"<index>": {"output", "from_execution"}}` of the reused items of a `for_each` node.

@@ -14,10 +14,13 @@ pub enum ExecStatus {
     Timeout,
     Cancelled,
     Interrupted,
+    /// Ended on purpose before its last node (`flowrun pause`, a breakpoint): nothing of it
+    /// runs, its state is in the store, and `resume` continues it.
+    Paused,
 }
 
 impl ExecStatus {
-    pub const ALL: [ExecStatus; 7] = [
+    pub const ALL: [ExecStatus; 8] = [
         ExecStatus::Queued,
         ExecStatus::Running,
         ExecStatus::Success,
@@ -25,6 +28,7 @@ impl ExecStatus {
         ExecStatus::Timeout,
         ExecStatus::Cancelled,
         ExecStatus::Interrupted,
+        ExecStatus::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +40,7 @@ impl ExecStatus {
             ExecStatus::Timeout => "timeout",
             ExecStatus::Cancelled => "cancelled",
             ExecStatus::Interrupted => "interrupted",
+            ExecStatus::Paused => "paused",
         }
     }
 

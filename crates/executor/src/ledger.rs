@@ -276,6 +276,19 @@ impl Ledger {
         }
     }
 
+    /// A node (or an item or iteration of one) still running, if any: a `paused` result cannot
+    /// be true while one is.
+    pub(crate) fn still_running(&self) -> Option<String> {
+        let mut ids: Vec<&String> = self.nodes.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .find(|id| {
+                let n = &self.nodes[*id];
+                n.own.running || n.parts.values().any(|t| t.running)
+            })
+            .cloned()
+    }
+
     /// Why a result of `success` cannot be true, given the events: a node still running, or a
     /// node that failed without `on_error: continue`.
     pub(crate) fn contradicts_success(&self) -> Option<String> {

@@ -180,8 +180,19 @@ pub async fn execute(
                 kill_at = Some(begin_stop(&info, spec.kill_grace));
             }
             changed = stop.changed(), if ending.is_none() && exit.is_none() => {
-                if changed.is_ok() && stop.borrow().is_some() {
-                    ending = Some(Ending::Cancel(stop.borrow().unwrap_or(StopReason::Cancel)));
+                let reason = *stop.borrow();
+                if changed.is_ok() && reason == Some(StopReason::Pause) {
+                    if !st.pause_requested {
+                        st.pause_requested = true;
+                        // The shepherd passes it on to the interpreter only: the runtime starts
+                        // no new node, and ends `paused` once the running ones have ended.
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(info.pid),
+                            Signal::SIGUSR1,
+                        );
+                    }
+                } else if changed.is_ok() && reason.is_some() {
+                    ending = Some(Ending::Cancel(reason.unwrap_or(StopReason::Cancel)));
                     kill_at = Some(begin_stop(&info, spec.kill_grace));
                 } else if changed.is_err() {
                     // The stop handle is gone; nobody can stop us any more. Keep running.
@@ -295,6 +306,14 @@ pub async fn execute(
                         Some("a second result followed it".to_string())
                     } else if r.status == "success" {
                         st.ledger.contradicts_success()
+                    } else if r.status == "paused" {
+                        st.ledger
+                            .still_running()
+                            .map(|n| format!("node '{n}' never ended"))
+                            .or_else(|| {
+                                (!st.pause_requested && spec.break_before.is_empty())
+                                    .then(|| "nobody asked for a pause".to_string())
+                            })
                     } else {
                         None
                     };
@@ -326,6 +345,7 @@ pub async fn execute(
                             );
                             return finish(st, ExecStatus::Error, r.output, Some(e), exit_text);
                         }
+                        "paused" => ExecStatus::Paused,
                         _ => ExecStatus::Error,
                     };
                     if status == ExecStatus::Error && r.error.is_none() {

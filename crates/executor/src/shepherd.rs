@@ -14,7 +14,8 @@
 //!    kills what is left of the tree and exits with the interpreter's status), the lifeline pipe
 //!    closes (the runner died or wants everything gone: it kills the whole tree and exits), or a
 //!    SIGTERM/SIGINT/SIGHUP (it passes SIGTERM on to every process of the tree, wherever its
-//!    group, and keeps waiting — the runner follows with the lifeline after its grace period).
+//!    group, and keeps waiting — the runner follows with the lifeline after its grace period), or
+//!    a SIGUSR1 (a pause request: passed on to the interpreter alone).
 //!
 //! It reaps every child it adopts, so a long-lived `flowrun serve` gathers no zombies. Being a
 //! separate process, it ends the tree even while the interpreter holds the GIL in a long C call.
@@ -96,6 +97,7 @@ fn handled() -> SigSet {
         Signal::SIGINT,
         Signal::SIGHUP,
         Signal::SIGQUIT,
+        Signal::SIGUSR1,
     ] {
         s.add(sig);
     }
@@ -144,6 +146,10 @@ fn spawn(req: &Request) -> Pid {
         Ok(ForkResult::Child) => unsafe {
             let empty = SigSet::empty();
             libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut());
+            // A pause request that comes before the runtime installed its handler is dropped,
+            // not fatal (SIGUSR1's default action ends the process). The runtime's handler
+            // replaces this, so what the nodes start gets the default again.
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
             if let Some(bytes) = req.max_memory {
                 let lim = libc::rlimit {
                     rlim_cur: bytes as libc::rlim_t,
@@ -196,7 +202,10 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
         }
         if fds[1].revents != 0 {
             while let Ok(Some(info)) = signals.read_signal() {
-                if info.ssi_signo != Signal::SIGCHLD as u32 {
+                if info.ssi_signo == Signal::SIGUSR1 as u32 {
+                    // A pause request, for the interpreter alone (see the runtime's main).
+                    let _ = nix::sys::signal::kill(child, Signal::SIGUSR1);
+                } else if info.ssi_signo != Signal::SIGCHLD as u32 {
                     // Passed on to the whole tree, wherever its processes' groups are.
                     tree::signal_descendants(getpid().as_raw(), Signal::SIGTERM);
                 }

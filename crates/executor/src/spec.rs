@@ -28,6 +28,9 @@ pub struct RunSpec {
     pub looping: HashSet<String>,
     /// How many nodes may run at once.
     pub max_parallel: usize,
+    /// Nodes the runtime pauses before (`--break-before`): a `paused` result is believed only
+    /// when one of these or a pause request explains it.
+    pub break_before: Vec<String>,
     /// Nodes a workflow test mocked (they end `mocked`, see `flowrun_codegen::mock`).
     pub mocked: HashSet<String>,
     pub launch: Launch,
@@ -61,6 +64,9 @@ pub enum StopReason {
     Interrupt,
     /// SIGTERM to the `flowrun run` process.
     Terminate,
+    /// Not a stop: `flowrun pause` or the API asked that no new node start. Running nodes
+    /// finish, and the runtime ends the execution `paused`. A later stop still stops it.
+    Pause,
 }
 
 impl StopReason {
@@ -70,6 +76,7 @@ impl StopReason {
             StopReason::Cancel => "stopped by request",
             StopReason::Interrupt => "stopped by Ctrl-C",
             StopReason::Terminate => "stopped: flowrun received SIGTERM",
+            StopReason::Pause => "paused by request",
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct State<'a> {
     pub(crate) result_cut: bool,
     /// A second result came after the first: something forged one.
     pub(crate) second_result: bool,
+    /// A pause was asked of the runtime (so a `paused` result may be true).
+    pub(crate) pause_requested: bool,
     /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
     /// the first mark (then the running node is the best guess).
     pub(crate) stderr_node: Option<Option<String>>,
@@ -75,6 +77,7 @@ impl<'a> State<'a> {
             in_result: false,
             result_cut: false,
             second_result: false,
+            pause_requested: false,
             stderr_node: None,
             line_carry: Default::default(),
             deltas: BTreeMap::new(),

@@ -259,7 +259,7 @@ async fn run_server(
     write_out(&format!("flowrun serve: listening on http://{addr}"));
     write_out(&format!("token file: {}", token_file.display()));
 
-    let poller = tokio::spawn(executions.clone().watch_stop_requests());
+    let poller = tokio::spawn(executions.clone().watch_requests());
     tokio::spawn(feed::poll(app.feed.clone(), store.clone(), shutdown_rx));
     let (stop_accepting_tx, stop_accepting_rx) = watch::channel(false);
     let server = tokio::spawn(listen::serve(

@@ -46,7 +46,7 @@ impl Store {
     const EXEC_COLS: &'static str = "id, workflow_id, workflow_name, status, mode, started_at, finished_at, duration_ms,
         trigger, output, error, exit, snapshot_hash, source_file, parent_id, relation, log_bytes, log_bytes_cut,
         pid, pgid, process_start_time, runner_pid, runner_start_time, stop_requested_at,
-        input_tokens, output_tokens, cost_usd";
+        input_tokens, output_tokens, cost_usd, pause_requested_at, cwd";
 
     fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
         let json = |i: usize| -> rusqlite::Result<Option<Value>> {
@@ -91,6 +91,8 @@ impl Store {
                 })
                 .transpose()?,
             stop_requested_at: r.get(23)?,
+            pause_requested_at: r.get(27)?,
+            cwd: r.get(28)?,
             usage: Usage {
                 input_tokens: r.get(24)?,
                 output_tokens: r.get(25)?,
@@ -276,15 +278,24 @@ impl Store {
     }
 
     pub fn stop_requested(&self, id: &str) -> Result<bool> {
-        let v: Option<Option<i64>> = self
+        Ok(self.requested(id)? == Some(Request::Stop))
+    }
+
+    /// What another process asked of a running execution: a stop wins over a pause.
+    pub fn requested(&self, id: &str) -> Result<Option<Request>> {
+        let v: Option<(Option<i64>, Option<i64>)> = self
             .conn
             .query_row(
-                "SELECT stop_requested_at FROM executions WHERE id = ?1",
+                "SELECT stop_requested_at, pause_requested_at FROM executions WHERE id = ?1",
                 [id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(matches!(v, Some(Some(_))))
+        Ok(match v {
+            Some((Some(_), _)) => Some(Request::Stop),
+            Some((None, Some(_))) => Some(Request::Pause),
+            _ => None,
+        })
     }
 }
 

@@ -110,5 +110,13 @@ DROP TABLE node_executions;
 ALTER TABLE node_executions_3 RENAME TO node_executions;
 "#,
         ),
+        // Pause requests (`flowrun pause`, the API), like stop requests; and the directory an
+        // execution's nodes ran in.
+        M::up(
+            r#"
+ALTER TABLE executions ADD COLUMN pause_requested_at INTEGER;
+ALTER TABLE executions ADD COLUMN cwd TEXT;
+"#,
+        ),
     ])
 }

@@ -20,6 +20,8 @@ pub struct NewExecution<'a> {
     pub relation: Option<Relation>,
     pub runner_pid: i32,
     pub runner_start_time: Option<u64>,
+    /// The directory the execution's nodes run in.
+    pub cwd: Option<&'a str>,
 }
 
 /// An execution as stored.
@@ -51,6 +53,9 @@ pub struct Execution {
     pub runner: Option<(i32, Option<u64>)>,
     #[serde(skip)]
     pub stop_requested_at: Option<i64>,
+    pub pause_requested_at: Option<i64>,
+    /// The directory the execution's nodes ran in.
+    pub cwd: Option<String>,
 }
 
 /// The process group recorded for a running execution.
@@ -179,4 +184,11 @@ pub struct RunningNode {
     pub part: Option<Part>,
     pub attempt: u32,
     pub started_at: Option<i64>,
+}
+
+/// What another process asked of a running execution through the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Stop,
+    Pause,
 }

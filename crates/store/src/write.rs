@@ -21,8 +21,8 @@ impl Store {
         )?;
         tx.execute(
             "INSERT INTO executions (id, workflow_id, workflow_name, snapshot_hash, source_file, mode, status, trigger,
-                                     started_at, parent_id, relation, runner_pid, runner_start_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                     started_at, parent_id, relation, runner_pid, runner_start_time, cwd)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 e.id,
                 e.workflow_id,
@@ -37,6 +37,7 @@ impl Store {
                 e.relation.map(Relation::as_str),
                 e.runner_pid,
                 e.runner_start_time.map(|t| t as i64),
+                e.cwd,
             ],
         )?;
         tx.commit()?;
@@ -298,6 +299,16 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Asks a running execution to pause (its runner polls for this as for a stop). False when
+    /// it is not running.
+    pub fn request_pause(&mut self, id: &str, at: i64) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE executions SET pause_requested_at = COALESCE(pause_requested_at, ?2) WHERE id = ?1 AND status = 'running'",
+            params![id, at],
+        )?;
         Ok(n > 0)
     }
 

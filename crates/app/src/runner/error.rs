@@ -19,6 +19,8 @@ pub enum RunError {
     /// An output was given for a node the workflow does not have.
     #[error("the workflow has no node '{node}'; its nodes are: {}", .nodes.join(", "))]
     UnknownPin { node: String, nodes: Vec<String> },
+    #[error("no node '{node}' to pause before; nodes are: {}", .nodes.join(", "))]
+    UnknownBreakpoint { node: String, nodes: Vec<String> },
     #[error("{0}")]
     Python(#[from] PythonError),
     /// The cache could not be written, a managed environment not installed, …

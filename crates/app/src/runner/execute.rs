@@ -39,6 +39,7 @@ pub fn record_start(
             relation: p.options.parent.as_ref().map(|(_, r)| *r),
             runner_pid,
             runner_start_time: flowrun_executor::process::process_start_time(runner_pid),
+            cwd: p.options.cwd.as_deref().and_then(|d| d.to_str()),
         })
         .map_err(RunError::Store)
 }

@@ -112,6 +112,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             .map(|n| n.id.clone())
             .collect(),
         mocked: p.options.mocks.keys().cloned().collect(),
+        break_before: p.options.break_before.clone(),
         launch: Launch {
             shepherd: shepherd_executable(),
             program: p.interpreter.executable.clone(),

@@ -34,6 +34,10 @@ pub struct RunOptions {
     /// Nodes that make network requests and are neither mocked nor pinned fail at once (and
     /// need no connection).
     pub offline: bool,
+    /// Pause before these nodes (`--break-before`): the execution ends `paused` there.
+    pub break_before: Vec<String>,
+    /// Overrides the workflow's `max_cost_usd`.
+    pub max_cost_usd: Option<f64>,
     pub mode: String,
     /// Re-run or resume of this execution.
     pub parent: Option<(String, Relation)>,
@@ -57,6 +61,8 @@ impl Default for RunOptions {
             max_parallel: None,
             mocks: BTreeMap::new(),
             offline: false,
+            break_before: Vec::new(),
+            max_cost_usd: None,
             mode: "test".into(),
             parent: None,
             cwd: None,

@@ -122,6 +122,39 @@ pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<MissingAgent> {
     )
 }
 
+/// Where the nodes run: the caller's directory (`--cwd`, the API's `cwd`) when given, else the
+/// workflow's `cwd` relative to its file's directory, else that directory (for a definition
+/// without a file: flowrun's own working directory). Absolute, and it must exist.
+fn working_directory(
+    source: &Source,
+    plan: &Plan,
+    given: Option<&Path>,
+) -> Result<PathBuf, RunError> {
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let dir = match given {
+        Some(d) => here.join(d),
+        None => {
+            let file_dir = Some(Path::new(&source.file))
+                .filter(|_| !source.file.starts_with('<'))
+                .and_then(Path::parent)
+                .map(|d| here.join(d))
+                .unwrap_or_else(|| here.clone());
+            match &plan.workflow.cwd {
+                Some(c) => file_dir.join(c),
+                None => file_dir,
+            }
+        }
+    };
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    if !dir.is_dir() {
+        return Err(RunError::Environment(format!(
+            "the working directory {} does not exist (or is not a directory)",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
 /// Validates the workflow and its input; everything that can fail before spawning fails here.
 pub fn prepare(
     source: &Source,
@@ -138,6 +171,24 @@ pub fn prepare(
         }
     }
     if let Some(node) = options
+        .break_before
+        .iter()
+        .find(|n| plan.workflow.node(n).is_none())
+    {
+        return Err(RunError::UnknownBreakpoint {
+            node: node.clone(),
+            nodes: plan.workflow.nodes.iter().map(|n| n.id.clone()).collect(),
+        });
+    }
+    if let Some(v) = options.max_cost_usd
+        && !(v.is_finite() && v >= 0.0)
+    {
+        let message = format!("a cost limit is a number of US dollars ≥ 0, not {v}");
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
+    }
+    if let Some(node) = options
         .mocks
         .keys()
         .find(|m| plan.workflow.node(m).is_none())
@@ -148,6 +199,8 @@ pub fn prepare(
         ));
     }
     let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
+    let mut options = options;
+    options.cwd = Some(working_directory(source, &plan, options.cwd.as_deref())?);
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
     let missing = missing_agents(&plan, &options);
     if !missing.is_empty() {
@@ -194,6 +247,8 @@ pub fn prepare(
             max_parallel: options.max_parallel,
             mocks: options.mocks.clone(),
             offline: options.offline,
+            break_before: options.break_before.clone(),
+            max_cost_usd: options.max_cost_usd,
         },
     );
     let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {

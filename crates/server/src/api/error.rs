@@ -47,25 +47,6 @@ impl ApiError {
         .with("max_body_bytes", json!(max))
     }
 
-    /// `400` for a request field this server does not support yet (a hook for work to come).
-    pub fn not_supported(field: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "not_supported",
-            format!("{field} is not supported yet by this server"),
-        )
-        .with("field", json!(field))
-    }
-
-    /// `501` for an endpoint this server does not support yet.
-    pub fn not_implemented(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_supported",
-            format!("{what} is not supported yet by this server (GET /api lists its features)"),
-        )
-    }
-
     /// `409`: the execution is queued or running.
     pub fn not_finished(id: &str, status: flowrun_events::ExecStatus) -> ApiError {
         ApiError::new(
@@ -146,7 +127,9 @@ pub fn run_error(e: RunError) -> ApiError {
             "diagnostics",
             json!([{"field": "inputs", "message": format!("not a valid JSON Schema: {m}")}]),
         ),
-        RunError::UnknownPin { .. } => ApiError::bad_request(message),
+        RunError::UnknownPin { .. } | RunError::UnknownBreakpoint { .. } => {
+            ApiError::bad_request(message)
+        }
         RunError::Unbound(list) => {
             let unbound: Vec<Value> = list
                 .iter()

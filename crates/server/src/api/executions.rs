@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowrun_app::again::{self, AgainSource};
-use flowrun_app::queue::Stopped;
+use flowrun_app::queue::{Paused, Stopped};
 use flowrun_app::runner;
 use flowrun_codegen::Source;
 use flowrun_events::{ExecStatus, Relation};
@@ -314,14 +314,44 @@ pub async fn delete(
     Ok(Json(json!({"id": id, "deleted": true})))
 }
 
-/// `POST /api/executions/{id}/pause`: a hook for pausing (not supported by this server yet;
-/// `GET /api` says `features.pause: false`).
+/// `POST /api/executions/{id}/pause[?wait=true]`: the nodes running now finish, no new one
+/// starts, and the execution ends `paused` (`…/resume` continues it). 202 `{"status":
+/// "pausing"}`, or with `wait=true` the record once it has ended; 409 when it is not running.
 pub async fn pause(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    resolve(&app, &id).await?;
-    Err(ApiError::not_implemented("pausing an execution"))
+    let wait = query(q)?.wait()?;
+    let id = resolve(&app, &id).await?;
+    let executions = app.executions.clone();
+    let idc = id.clone();
+    let paused = blocking(move || Ok(executions.pause(&idc)?)).await?;
+    match paused {
+        Paused::NotRunning(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("execution {id} is {status}, not running: there is nothing to pause"),
+        )
+        .with("status", json!(status))),
+        Paused::Queued => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("execution {id} is still queued: nothing of it runs yet (stop it instead)"),
+        )
+        .with("status", json!(ExecStatus::Queued))),
+        Paused::Pausing | Paused::Requested => {
+            // Running nodes finish first: as long as the execution's own timeout at most.
+            if wait && wait_final(&app, &id, None).await? {
+                return Ok(Json(record(&app, &id).await?).into_response());
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "status": "pausing"})),
+            )
+                .into_response())
+        }
+    }
 }
 
 #[cfg(test)]

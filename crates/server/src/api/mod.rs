@@ -181,9 +181,9 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "secrets": true,
             "cwd": true,
             "max_parallel": true,
-            "pause": false,
-            "break_before": false,
-            "max_cost_usd": false,
+            "pause": true,
+            "break_before": true,
+            "max_cost_usd": true,
             "agents": false,
         },
     }))

@@ -1,6 +1,6 @@
 //! The body of every request that starts an execution (`POST …/executions`, `…/rerun`,
 //! `…/resume`) and what it changes about the run: per-request `env`, `secrets`, `cwd`,
-//! `max_parallel`; `max_cost_usd` and `break_before` are refused until the runner has them.
+//! `max_parallel`, `max_cost_usd` and `break_before`.
 
 use super::error::ApiError;
 use flowrun_app::runner::RunOptions;
@@ -98,12 +98,22 @@ impl RunBody {
         if self.max_parallel.is_some() {
             options.max_parallel = self.max_parallel;
         }
-        // Hooks: accepted in the body, refused until the runner supports them.
-        if self.max_cost_usd.is_some() {
-            return Err(ApiError::not_supported("max_cost_usd"));
+        if let Some(v) = self.max_cost_usd {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ApiError::bad_request(
+                    "max_cost_usd: a number of US dollars ≥ 0",
+                ));
+            }
+            options.max_cost_usd = Some(v);
         }
-        if self.break_before.is_some() {
-            return Err(ApiError::not_supported("break_before"));
+        if let Some(nodes) = &self.break_before {
+            if let Some(n) = nodes.iter().find(|n| workflow.node(n).is_none()) {
+                return Err(ApiError::bad_request(format!(
+                    "break_before: workflow '{}' has no node '{n}'",
+                    workflow.id
+                )));
+            }
+            options.break_before = nodes.clone();
         }
         if let Some(cwd) = &self.cwd {
             let p = PathBuf::from(cwd);
@@ -201,13 +211,10 @@ mod tests {
             ),
             (serde_json::json!({"env": {"A": "x\u{0}"}}), "NUL"),
             (serde_json::json!({"cwd": "relative"}), "absolute"),
+            (serde_json::json!({"max_cost_usd": -1.0}), "≥ 0"),
             (
-                serde_json::json!({"max_cost_usd": 1.0}),
-                "not supported yet",
-            ),
-            (
-                serde_json::json!({"break_before": ["t"]}),
-                "not supported yet",
+                serde_json::json!({"break_before": ["nope"]}),
+                "no node 'nope'",
             ),
         ] {
             let e = body(v.clone()).options(&base, &w).unwrap_err();

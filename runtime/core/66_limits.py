@@ -1,0 +1,86 @@
+# ---------------------------------------------------------------------------
+# runtime/core/66_limits.py: pause, breakpoints and cost limits
+#
+# Pause: the runner sends SIGUSR1 (through the shepherd, to this process only).
+# The handler just sets a flag; the scheduler starts no new node once it is set,
+# lets the running ones finish, and the execution ends `paused` (exit 0) with
+# an error of type Paused saying before which node. `break_before` (a list of
+# node ids in WORKFLOW) pauses the same way before the first of them that would
+# run. The runner believes a `paused` result only when it asked for a pause or
+# gave breakpoints.
+#
+# Cost: `max_cost_usd` / `warn_cost_usd` in WORKFLOW. The running total is the
+# sum of `cost_usd` of the llm and agent calls that ended (mocked ones too).
+# Before an llm or agent call starts, a total at or past the limit fails the
+# node with CostLimit and ends the execution (not retried, whatever on_error
+# says): no call starts past the limit. Crossing the warning threshold logs one
+# `warning` line.
+# ---------------------------------------------------------------------------
+
+_METERED_TYPES = ("llm", "agent")
+
+
+def _on_pause_signal(signum, frame):
+    _STATE.pause_requested = True
+
+
+def _install_pause_handler():
+    import signal
+    _STATE.pause_requested = False
+    try:
+        signal.signal(signal.SIGUSR1, _on_pause_signal)
+    except (ValueError, OSError, AttributeError):
+        pass  # not the main thread, or no SIGUSR1 here: pausing is not possible
+
+
+def _pause_before(run, node):
+    """Whether the run pauses instead of starting `node`; sets run.paused when it does."""
+    if run.paused is not None:
+        return True
+    nid = node["id"]
+    if getattr(_STATE, "pause_requested", False):
+        why = "paused by request before node '%s'" % nid
+    elif nid in (run.workflow.get("break_before") or ()):
+        if node.get("pinned") is not None or _skip_reason(node, run.results) is not None:
+            return False  # it would not run: no reason to stop in front of it
+        why = "paused before node '%s' (break_before)" % nid
+    else:
+        return False
+    with _STATE.run_lock:
+        if run.paused is None:
+            run.paused = {"type": "Paused", "message": why, "traceback": "", "node": nid}
+    return True
+
+
+def _cost_limit(run, node):
+    """Raises CostLimit when `node` would start a metered call past the execution's limit."""
+    limit = run.workflow.get("max_cost_usd")
+    if limit is None or node.get("type") not in _METERED_TYPES:
+        return
+    with _STATE.run_lock:
+        total = run.cost_usd
+    if total >= float(limit):
+        run.fatal = True
+        raise NodeError("the execution's cost reached $%.6f, its limit (max_cost_usd) is $%.6f: "
+                        "node '%s' was not started" % (total, float(limit), node["id"]),
+                        "CostLimit")
+
+
+def _cost_add(run, node, output):
+    """Counts a metered call's cost; warns once when the total reaches warn_cost_usd."""
+    if node.get("type") not in _METERED_TYPES or not isinstance(output, dict):
+        return
+    cost = output.get("cost_usd")
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
+        return
+    warn = run.workflow.get("warn_cost_usd")
+    with _STATE.run_lock:
+        run.cost_usd += float(cost)
+        total = run.cost_usd
+        crossed = warn is not None and not run.cost_warned and total >= float(warn)
+        if crossed:
+            run.cost_warned = True
+    if crossed:
+        emit_log(node["id"], "warning",
+                 "the execution's cost reached $%.6f, past its warning threshold "
+                 "(warn_cost_usd) of $%.6f" % (total, float(warn)))

@@ -1,0 +1,340 @@
+//! Pause and breakpoints, cost limits, the workflow's `output` and working directories — run by
+//! real Python, recorded in real SQLite, LLM calls against a real HTTP stand-in that counts them.
+
+use crate::support::llm_server::{Reply, Server};
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Node statuses of an execution's own rows (items and iterations left out), by id.
+fn statuses(env: &Env, id: &str) -> Vec<(String, String)> {
+    record_node_statuses(&env.show_json(id))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// No process of the execution's group is left.
+fn group_gone(env: &Env, id: &str) -> bool {
+    let pgid = env.execution(id).pgid.expect("a recorded process group");
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err()
+}
+
+fn three_steps(env: &Env) -> std::path::PathBuf {
+    // Node two starts a process of its own that would outlive it if nothing ended it.
+    env.write_workflow(
+        "three.json",
+        &json!({ "id": "three", "nodes": [
+            { "id": "one", "type": "code", "code": "return 1" },
+            { "id": "two", "type": "code", "code":
+                "import subprocess, time\nsubprocess.Popen(['sleep', '300'])\ntime.sleep(1.0)\nreturn nodes['one']['output'] + 1" },
+            { "id": "three", "type": "code", "code": "return nodes['two']['output'] + 1" }
+        ]}),
+    )
+}
+
+#[test]
+fn pause_lets_the_running_node_finish_and_resume_reuses_it() {
+    let env = Env::new();
+    let wf = three_steps(&env);
+    let child = env
+        .command()
+        .arg("run")
+        .arg(&wf)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Through the CLI until the execution exists (the runner may be migrating the database).
+    wait_for("the execution to start", || {
+        let out = env.cmd(["history", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    });
+    wait_for("node two to start", || {
+        env.execution_ids().first().is_some_and(|id| {
+            env.events(id)
+                .iter()
+                .any(|e| e.kind == "node_start" && e.data["node"] == "two")
+        })
+    });
+    let id = env.only_execution_id();
+    let out = env.cmd(["pause", &id]);
+    assert_success(&out, "pause");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("paused"),
+        "{}",
+        describe(&out)
+    );
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(75), "{}", describe(&run));
+    assert!(String::from_utf8_lossy(&run.stderr).contains(&format!("flowrun resume {id}")));
+
+    let e = env.execution(&id);
+    assert_eq!(e.status, "paused");
+    assert_eq!(e.error.as_ref().unwrap()["type"], "Paused");
+    assert!(
+        group_gone(&env, &id),
+        "a process of the paused execution is alive"
+    );
+    let record = env.show_json(&id);
+    assert_eq!(
+        record["nodes"][1]["output"], 2,
+        "node two's output is stored"
+    );
+    assert_eq!(
+        statuses(&env, &id),
+        [
+            ("one".into(), "success".into()),
+            ("two".into(), "success".into())
+        ]
+    );
+    let listed = env.cmd(["history", "--status", "paused", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    let out = env.cmd(["resume", &id]);
+    assert_success(&out, "resume");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let resumed = env.execution_ids().into_iter().find(|x| *x != id).unwrap();
+    assert_eq!(
+        statuses(&env, &resumed),
+        [
+            ("one".into(), "reused".into()),
+            ("two".into(), "reused".into()),
+            ("three".into(), "success".into())
+        ]
+    );
+}
+
+#[test]
+fn break_before_pauses_before_the_named_node_and_a_pause_is_never_forged() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "bp.json",
+        &json!({ "id": "bp", "nodes": [
+            { "id": "one", "type": "code", "code": "return 1" },
+            { "id": "two", "type": "code", "code": "return 2" },
+            { "id": "three", "type": "code", "code": "return 3" }
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &["--break-before", "three"]);
+    assert_code(&out, 75, "run --break-before three");
+    let id = env.only_execution_id();
+    let e = env.execution(&id);
+    assert_eq!(e.status, "paused");
+    assert_eq!(e.error.as_ref().unwrap()["node"], "three");
+    assert_eq!(statuses(&env, &id).len(), 2, "three never started");
+    let out = env.cmd(["resume", &id]);
+    assert_success(&out, "resume");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+
+    // Unknown nodes are refused before anything runs.
+    let out = env.run(&wf, "{}", &["--break-before", "nope"]);
+    assert_code(&out, 2, "unknown breakpoint");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--break-before"));
+
+    // A node cannot fake a pause: SIGUSR1 to itself with nobody asking ends in success (the
+    // runtime pauses, the runner does not believe it).
+    let forged = env.write_workflow(
+        "forged.json",
+        &json!({ "id": "forged", "nodes": [
+            { "id": "a", "type": "code", "code": "import os, signal\nos.kill(os.getpid(), signal.SIGUSR1)\nreturn 1" },
+            { "id": "b", "type": "code", "code": "return 2" }
+        ]}),
+    );
+    let out = env.run(&forged, "{}", &[]);
+    assert_code(&out, 1, "a pause nobody asked for");
+    let last = env.execution_ids().pop().unwrap();
+    let e = env.execution(&last);
+    assert_eq!(e.status, "error");
+    assert!(
+        e.error.as_ref().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("nobody asked for a pause"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn break_before_through_the_api() {
+    let w = crate::support::serve::World::new();
+    let s = w.serve(&[]);
+    let wf = json!({ "id": "bp", "nodes": [
+        { "id": "one", "type": "code", "code": "return 1" },
+        { "id": "two", "type": "code", "code": "return 2" }
+    ]});
+    let id = s.start(
+        "/api/executions",
+        &json!({"workflow": wf, "break_before": ["two"]}),
+    );
+    let record = s.wait_final(&id);
+    assert_eq!(record["status"], "paused", "{record}");
+    let r = s.post(
+        &format!("/api/executions/{id}/resume?wait=true"),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "success");
+    assert_eq!(r.body["output"], 2);
+}
+
+/// Three LLM calls in a chain; each answer costs $0.05 (1M prompt tokens of
+/// llama-3.1-8b-instant at $0.05/M).
+fn llm_chain(env: &Env, extra: Value) -> std::path::PathBuf {
+    let ask = |id: &str, after: &[&str]| {
+        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+                "connection": "groq", "after": after,
+                "messages": [ { "role": "user", "content": "hi" } ] })
+    };
+    let mut wf = json!({ "id": "costly", "connections": { "groq": { "env": "GROQ_API_KEY" } },
+        "nodes": [ask("a", &[]), ask("b", &["a"]), ask("c", &["b"])] });
+    for (k, v) in extra.as_object().unwrap() {
+        wf[k] = v.clone();
+    }
+    env.write_workflow("costly.json", &wf)
+}
+
+fn priced_server() -> Server {
+    Server::start(|_| Reply::openai_chat("llama-3.1-8b-instant", "ok", 1_000_000, 0))
+}
+
+#[test]
+fn no_llm_call_starts_past_the_cost_limit() {
+    let env = Env::new();
+    let server = priced_server();
+    let wf = llm_chain(&env, json!({ "max_cost_usd": 0.08, "warn_cost_usd": 0.04 }));
+    let base = server.url("/openai/v1");
+    let envs = [
+        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
+    ];
+    let out = env.run_with(&wf, "{}", &envs, &[]);
+    assert_code(&out, 1, "run past the limit");
+    // a ($0.05) and b (started at $0.05 < $0.08) ran; c would start at $0.10.
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "the call after the limit was made"
+    );
+    let id = env.only_execution_id();
+    let e = env.execution(&id);
+    let err = e.error.clone().unwrap();
+    assert_eq!(err["type"], "CostLimit");
+    assert_eq!(err["node"], "c");
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("$0.100000") && msg.contains("$0.080000"),
+        "{msg}"
+    );
+    // The warning: one log line, printed by the progress display too.
+    let warnings: Vec<_> = env
+        .events(&id)
+        .into_iter()
+        .filter(|x| x.kind == "log" && x.data["level"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].data["node"], "a");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warn_cost_usd"));
+
+    // --max-cost-usd overrides the workflow's: only the first call.
+    let out = env.run_with(&wf, "{}", &envs, &["--max-cost-usd", "0.01"]);
+    assert_code(&out, 1, "run with a lower limit");
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn the_workflow_output_field_gives_the_executions_output() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "out.json",
+        &json!({ "id": "out",
+        "output": { "answer": "{{ nodes.double.output }}", "for": "{{ trigger.name }}" },
+        "nodes": [
+           { "id": "double", "type": "code", "code": "return 21 * 2" },
+           { "id": "last", "type": "set", "fields": { "ignored": true } }
+        ]}),
+    );
+    let out = env.run(&wf, r#"{"name": "Ada"}"#, &[]);
+    assert_success(&out, "run");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, json!({"answer": 42, "for": "Ada"}));
+
+    let bad = env.write_workflow(
+        "bad.json",
+        &json!({ "id": "bad", "output": "{{ nodes.nope.output }}",
+                 "nodes": [ { "id": "a", "type": "set", "fields": {} } ]}),
+    );
+    let out = env.cmd(["validate", bad.to_str().unwrap()]);
+    assert_code(&out, 2, "unknown node in output");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown node 'nope'"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn nodes_run_in_the_workflows_directory_not_the_callers() {
+    let env = Env::new();
+    let project = env.path("project");
+    std::fs::create_dir_all(project.join("sub")).unwrap();
+    std::fs::write(project.join("sub/data.txt"), "from sub").unwrap();
+    let wf = json!({ "id": "where", "cwd": "sub", "nodes": [
+        { "id": "read", "type": "code", "code": "import os\nreturn {'cwd': os.getcwd(), 'data': open('data.txt').read()}" },
+        { "id": "cmd", "type": "command", "argv": ["cat", "data.txt"] }
+    ]});
+    let file = project.join("where.json");
+    std::fs::write(&file, wf.to_string()).unwrap();
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // Run from another directory, with a relative path to the file.
+    let out = output(
+        env.flowrun()
+            .current_dir(&elsewhere)
+            .args(["run", "../project/where.json"]),
+    );
+    assert_success(&out, "run from elsewhere");
+    let id = env.only_execution_id();
+    let record = env.show_json(&id);
+    let sub = std::fs::canonicalize(project.join("sub")).unwrap();
+    assert_eq!(record["nodes"][0]["output"]["data"], "from sub");
+    assert_eq!(
+        std::fs::canonicalize(record["nodes"][0]["output"]["cwd"].as_str().unwrap()).unwrap(),
+        sub
+    );
+    assert_eq!(record["nodes"][1]["output"]["stdout"], "from sub");
+    assert_eq!(
+        std::fs::canonicalize(record["cwd"].as_str().unwrap()).unwrap(),
+        sub
+    );
+    let shown = env.cmd(["show", &id]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("cwd "));
+
+    // --cwd wins, relative to the caller; a missing directory is refused before anything runs.
+    std::fs::write(elsewhere.join("data.txt"), "from elsewhere").unwrap();
+    let out = output(env.flowrun().current_dir(&elsewhere).args([
+        "run",
+        "../project/where.json",
+        "--cwd",
+        ".",
+        "--json",
+    ]));
+    assert_success(&out, "run --cwd .");
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["nodes"][0]["output"]["data"], "from elsewhere");
+    let out = output(env.flowrun().current_dir(&elsewhere).args([
+        "run",
+        "../project/where.json",
+        "--cwd",
+        "missing",
+    ]));
+    assert_code(&out, 3, "missing cwd");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
