@@ -165,6 +165,29 @@ const scenarios = {
     await b.close();
   },
 
+  // A breakpoint from the run options: the run pauses before the chosen step, the step before
+  // it done, and Resume is offered; a bad cost limit starts nothing.
+  async breakpoint() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Slow");
+    await page.click("#run-options summary");
+    await page.fill("#max-cost", "-1");
+    const before = await count("slow");
+    await page.click("#run-button");
+    check((await text(page, "#cost-error")).includes("0 or more"), "the cost limit is refused");
+    check((await count("slow")) === before, "nothing started");
+    await page.fill("#max-cost", "0.5");
+    await page.selectOption("#break-before", "sleep");
+    await page.click("#run-button");
+    await waitStatus(page, "paused");
+    await page.waitForSelector("#resume-button:not(.hidden)");
+    check((await text(page, "#ex-status")).length > 0, "the status is shown");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
   // The history refreshes itself when the CLI runs something (GET /api/events).
   async history_cli() {
     const b = await browser();

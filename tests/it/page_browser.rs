@@ -98,6 +98,19 @@ fn a_three_step_run_shows_its_steps_and_the_llm_text_as_it_streams() {
 }
 
 #[test]
+fn a_breakpoint_from_the_run_options_pauses_the_run() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("breakpoint", config(&s), &w.tmp_dir());
+    let paused = w
+        .execution_ids()
+        .into_iter()
+        .filter(|id| w.execution(id).status == "paused")
+        .count();
+    assert_eq!(paused, 1, "one execution paused, recorded in the store");
+}
+
+#[test]
 fn a_failed_nodes_panel_shows_its_traceback() {
     let w = world();
     let s = w.serve(&[]);

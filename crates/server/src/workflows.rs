@@ -188,7 +188,8 @@ pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> V
         "connections": connections,
         "ready": e.is_valid() && missing.is_empty(),
     });
-    if detail {
+    // The steps in run order, in the list too: the page offers them as breakpoints.
+    {
         let order: Vec<Value> = match (&e.plan, wf) {
             (Some(plan), _) => plan
                 .ordered_nodes()
@@ -202,6 +203,8 @@ pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> V
             _ => Vec::new(),
         };
         v["nodes"] = Value::Array(order);
+    }
+    if detail {
         v["definition"] = e
             .source
             .as_ref()

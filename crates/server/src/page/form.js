@@ -79,7 +79,7 @@ function selectWorkflow(w, li, refresh) {
     const where = [e.file && e.line ? e.file.split("/").pop() + ":" + e.line : null, e.node ? "node '" + e.node + "'" : null, e.field ? "field '" + e.field + "'" : null].filter(Boolean).join(", ");
     problems.append(el("li", null, (where ? where + ": " : "") + e.message));
   }
-  if (!(same && refresh)) buildForm(w);
+  if (!(same && refresh)) { buildForm(w); buildRunOptions(w); }
   $("run-message").textContent = "";
   updateRunButton();
   if (!refresh) {
@@ -96,6 +96,44 @@ function fieldKind(s) {
   if (t === "array" || t === "object") return "json";
   if (t === "string" || t === undefined) return "string";
   return "json";
+}
+
+// Breakpoint and cost limit, when the server supports them (GET /api features).
+function buildRunOptions(w) {
+  const canBreak = !!state.features.break_before, canCost = !!state.features.max_cost_usd;
+  show($("run-options"), canBreak || canCost);
+  show($("break-field"), canBreak);
+  show($("cost-field"), canCost);
+  const sel = $("break-before");
+  sel.replaceChildren(el("option", null, "(run to the end)"));
+  sel.firstChild.value = "";
+  for (const n of w.nodes || []) {
+    const o = el("option", null, n.name ? n.name + " (" + n.id + ")" : n.id);
+    o.value = n.id;
+    sel.append(o);
+  }
+  $("max-cost").value = "";
+  $("cost-error").textContent = "";
+  $("max-cost").removeAttribute("aria-invalid");
+}
+
+// What the run options add to the request body; null (and the field marked) when invalid.
+function runOptions() {
+  const body = {};
+  if (state.features.break_before && $("break-before").value) body.break_before = [$("break-before").value];
+  const raw = $("max-cost").value.trim();
+  $("cost-error").textContent = "";
+  $("max-cost").removeAttribute("aria-invalid");
+  if (state.features.max_cost_usd && raw) {
+    const n = Number(raw);
+    if (!isFinite(n) || n < 0) {
+      $("cost-error").textContent = "a number of dollars, 0 or more";
+      $("max-cost").setAttribute("aria-invalid", "true");
+      return null;
+    }
+    body.max_cost_usd = n;
+  }
+  return body;
 }
 
 function buildForm(w) {
@@ -238,10 +276,17 @@ async function runSelected(ev) {
     firstBad.input.focus();
     return;
   }
+  const extra = runOptions();
+  if (extra === null) {
+    $("run-message").textContent = "fix the cost limit first; nothing was started";
+    $("run-options").open = true;
+    $("max-cost").focus();
+    return;
+  }
   starting = true;
   updateRunButton();
   try {
-    const r = await api("POST", "/api/workflows/" + encodeURIComponent(w.id) + "/executions", { trigger });
+    const r = await api("POST", "/api/workflows/" + encodeURIComponent(w.id) + "/executions", Object.assign({ trigger }, extra));
     if (r.status !== 202 && r.status !== 200) {
       let text = errorText(r.body, r.status);
       const d = r.body && r.body.diagnostics;
