@@ -31,10 +31,12 @@ class NodeError(Exception):
     """A node failure whose message says it all: its traceback is just the
     `Type: message` line, not the runtime's own frames."""
 
-    def __init__(self, message, error_type=None):
+    def __init__(self, message, error_type=None, spent=None):
         Exception.__init__(self, message)
         if error_type:
             self.error_type = error_type
+        # {"usage": {...}, "cost_usd": x}: what a failed call spent, counted like a success's.
+        self.spent = spent
 
 
 class TemplateError(NodeError):

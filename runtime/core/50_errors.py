@@ -82,4 +82,10 @@ def _error_info(exc):
         tb = _format_traceback(exc)
     except Exception as e2:  # never let formatting hide the real error
         tb = "%s: %s\n(traceback unavailable: %s)\n" % (_error_type(exc), message, _safe_repr(e2))
-    return {"type": _error_type(exc), "message": message, "traceback": tb}
+    info = {"type": _error_type(exc), "message": message, "traceback": tb}
+    spent = getattr(exc, "spent", None)
+    if isinstance(spent, dict):
+        for k in ("usage", "cost_usd"):
+            if spent.get(k) is not None:
+                info[k] = spent[k]
+    return info

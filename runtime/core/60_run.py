@@ -226,6 +226,7 @@ class _Run(object):
                 self.node_end(nid, status, attempt, duration, ctx.input, output, None,
                               part=part)
                 return status, attempt, duration, output, None
+            _cost_add(self, node, error)
             if attempt < max_attempts and not self.fatal:
                 try:
                     wait = backoff * (factor ** (attempt - 1))

@@ -561,22 +561,27 @@ def node_agent(ctx, params):
             command, tokens[0], tokens[2], tokens[3], tokens[1],
             "$%.6f (%s)" % (cost, "reported" if source == "reported" else "price table")
             if cost is not None else "unknown"))
+    usage = tokens or (None, None, None, None)
+    usage = {"input_tokens": usage[0], "output_tokens": usage[1],
+             "cache_read_tokens": usage[2], "cache_write_tokens": usage[3]}
+    # A run that fails after using tokens still cost them: the error says so, and the
+    # execution's totals and cost limit count it.
+    spent = {"usage": usage if tokens is not None else None, "cost_usd": cost}
     if run.final is None:
         said = " (its last error: %s)" % _agent_line(run.last_error, 500) if run.last_error else ""
         raise NodeError("%s ended (exit code %s) without its final result event%s%s"
-                        % (command, code, said, tail), "AgentNoResult")
+                        % (command, code, said, tail), "AgentNoResult", spent)
     if run.failure:
-        raise NodeError("%s reported an error: %s (exit code %s)" % (command, run.failure, code), "AgentFailed")
+        raise NodeError("%s reported an error: %s (exit code %s)" % (command, run.failure, code),
+                        "AgentFailed", spent)
     if ended is None and code != 0:
-        raise NodeError("%s exited with code %s after its final result%s" % (command, code, tail), "AgentExitCode")
+        raise NodeError("%s exited with code %s after its final result%s" % (command, code, tail),
+                        "AgentExitCode", spent)
     if not run.text.strip():
         raise NodeError("%s's final result is empty: the agent gave no answer (exit code %s)"
-                        % (command, code), "AgentEmptyResult")
-    usage = tokens or (None, None, None, None)
+                        % (command, code), "AgentEmptyResult", spent)
     return {"text": run.text, "session_id": run.session_id, "model": run.model,
-            "usage": {"input_tokens": usage[0], "output_tokens": usage[1],
-                      "cache_read_tokens": usage[2], "cache_write_tokens": usage[3]},
-            "cost_usd": cost, "cost_source": source, "turns": run.turns,
+            "usage": usage, "cost_usd": cost, "cost_source": source, "turns": run.turns,
             "duration_ms": duration_ms, "exit_code": code}
 
 

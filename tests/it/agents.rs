@@ -260,6 +260,18 @@ fn false_endings_fail_the_node_saying_which() {
         "AgentFailed",
         &["subtype error_max_turns"],
     );
+    // A run that failed after using tokens still cost them: its error says what it spent, and
+    // the execution's totals count it.
+    let failed = w.node(&id, "claude-max-turns");
+    let err = failed.error.as_ref().unwrap();
+    let spent = err["cost_usd"].as_f64().expect("the failed run's cost");
+    assert!(spent > 0.0, "{err}");
+    assert!(err["usage"]["output_tokens"].as_i64().unwrap() > 0, "{err}");
+    let total = w.show_json(&id)["cost_usd"].as_f64().unwrap();
+    assert!(
+        total >= spent,
+        "total {total} counts the failed run's {spent}"
+    );
     check(
         "codex-is_error",
         "AgentFailed",

@@ -138,23 +138,29 @@ impl Sink for Recorder {
         use flowrun_events::NodeStatus;
         let a_call = d.part.is_some() || !self.looping.contains(&d.node);
         let mocked = d.status == NodeStatus::Mocked;
-        if a_call && self.metered.contains(&d.node) && (d.status == NodeStatus::Success || mocked) {
-            if let Some(out) = &d.output {
-                let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
-                    (None, None) => None,
-                    (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-                };
-                let (input, output) = tokens(out);
-                self.usage.input_tokens = add(self.usage.input_tokens, input);
-                self.usage.output_tokens = add(self.usage.output_tokens, output);
-                match out.get("cost_usd").and_then(Value::as_f64) {
-                    Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
-                    // A mocked call made no request: it costs what its mock says, else nothing.
-                    None if mocked => {
-                        self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0))
-                    }
-                    None => self.cost_unknown = true,
-                }
+        // What the call spent: a success's output, or what a failed call's error says it spent
+        // (an agent that used tokens, then failed).
+        let spent = match (&d.output, &d.error) {
+            (Some(out), _) if d.status == NodeStatus::Success || mocked => Some(out.clone()),
+            (_, Some(e)) if e.usage.is_some() || e.cost_usd.is_some() => Some(serde_json::json!({
+                "usage": e.usage, "cost_usd": e.cost_usd,
+            })),
+            _ => None,
+        };
+        if let Some(out) = spent.filter(|_| a_call && self.metered.contains(&d.node)) {
+            let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            };
+            let (input, output) = tokens(&out);
+            self.usage.input_tokens = add(self.usage.input_tokens, input);
+            self.usage.output_tokens = add(self.usage.output_tokens, output);
+            match out.get("cost_usd").and_then(Value::as_f64) {
+                Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
+                // A mocked call made no request: it costs what its mock says, else nothing.
+                None if mocked => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0)),
+                None if d.status == NodeStatus::Success => self.cost_unknown = true,
+                None => {}
             }
         }
         self.pending.push(Write::NodeFinished(Box::new(NodeRow {

@@ -13,6 +13,12 @@ pub struct ErrorInfo {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
+    /// What a failed call spent before it failed (an `agent` node whose CLI reported an error
+    /// after using tokens): counted in the execution's totals like a success's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl ErrorInfo {
@@ -22,6 +28,8 @@ impl ErrorInfo {
             kind: kind.into(),
             message: message.into(),
             traceback: None,
+            usage: None,
+            cost_usd: None,
         }
     }
 }
