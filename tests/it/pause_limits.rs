@@ -185,6 +185,45 @@ fn break_before_through_the_api() {
     assert_eq!(r.body["output"], 2);
 }
 
+#[test]
+fn pause_through_the_api_and_from_another_process() {
+    let w = crate::support::serve::World::new();
+    let s = w.serve(&[]);
+    let wf = json!({ "id": "slowish", "nodes": [
+        { "id": "one", "type": "delay", "ms": 50 },
+        { "id": "two", "type": "delay", "ms": 800 },
+        { "id": "three", "type": "template", "template": "done" }
+    ]});
+    let running_two = |r: &Value| {
+        r["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|x| x["node_id"] == "two" && x["status"] == "running")
+        })
+    };
+    // Through this server.
+    let id = s.start("/api/executions", &json!({"workflow": wf}));
+    s.wait_until(&id, "running node two", running_two);
+    let r = s.post(&format!("/api/executions/{id}/pause?wait=true"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "paused", "{}", r.text);
+    assert_eq!(r.body["error"]["node"], "three");
+    let again = s.post(&format!("/api/executions/{id}/pause"), &json!({}));
+    assert_eq!(again.status, 409, "{}", again.text);
+    // From another process (`flowrun pause`), which the server's poller passes on.
+    let id = s.start("/api/executions", &json!({"workflow": wf}));
+    s.wait_until(&id, "running node two", running_two);
+    let out = w.cmd(["pause", &id]);
+    assert_success(&out, "flowrun pause");
+    let record = s.wait_final(&id);
+    assert_eq!(record["status"], "paused", "{record}");
+    let r = s.post(
+        &format!("/api/executions/{id}/resume?wait=true"),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["output"], json!({"text": "done"}));
+}
+
 /// Three LLM calls in a chain; each answer costs $0.05 (1M prompt tokens of
 /// llama-3.1-8b-instant at $0.05/M).
 fn llm_chain(env: &Env, extra: Value) -> std::path::PathBuf {
