@@ -174,15 +174,20 @@ fn break_before_through_the_api() {
         "/api/executions",
         &json!({"workflow": wf, "break_before": ["two"]}),
     );
-    let record = s.wait_final(&id);
+    assert_eq!(paused_then_resumed(&s, &id), json!(2));
+}
+
+/// Waits for `id` to end `paused`, resumes it through the API and returns the resumed output.
+fn paused_then_resumed(s: &crate::support::serve::Server, id: &str) -> Value {
+    let record = s.wait_final(id);
     assert_eq!(record["status"], "paused", "{record}");
     let r = s.post(
         &format!("/api/executions/{id}/resume?wait=true"),
         &json!({}),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["status"], "success");
-    assert_eq!(r.body["output"], 2);
+    assert_eq!(r.body["status"], "success", "{}", r.text);
+    r.body["output"].clone()
 }
 
 #[test]
@@ -214,14 +219,7 @@ fn pause_through_the_api_and_from_another_process() {
     s.wait_until(&id, "running node two", running_two);
     let out = w.cmd(["pause", &id]);
     assert_success(&out, "flowrun pause");
-    let record = s.wait_final(&id);
-    assert_eq!(record["status"], "paused", "{record}");
-    let r = s.post(
-        &format!("/api/executions/{id}/resume?wait=true"),
-        &json!({}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["output"], json!({"text": "done"}));
+    assert_eq!(paused_then_resumed(&s, &id), json!({"text": "done"}));
 }
 
 /// Three LLM calls in a chain; each answer costs $0.05 (1M prompt tokens of

@@ -220,14 +220,7 @@ pub async fn stop(
         Stopped::Stopping | Stopped::Requested => {
             // The runner takes at most its kill grace period after it sees the request.
             let max = Duration::from_millis(app.options.kill_grace_ms) + Duration::from_secs(10);
-            if wait && wait_final(&app, &id, Some(max)).await? {
-                return Ok(Json(record(&app, &id).await?).into_response());
-            }
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id, "status": "stopping"})),
-            )
-                .into_response())
+            asked(&app, id, wait, Some(max), "stopping").await
         }
     }
 }
@@ -340,18 +333,28 @@ pub async fn pause(
             format!("execution {id} is still queued: nothing of it runs yet (stop it instead)"),
         )
         .with("status", json!(ExecStatus::Queued))),
-        Paused::Pausing | Paused::Requested => {
-            // Running nodes finish first: as long as the execution's own timeout at most.
-            if wait && wait_final(&app, &id, None).await? {
-                return Ok(Json(record(&app, &id).await?).into_response());
-            }
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id, "status": "pausing"})),
-            )
-                .into_response())
-        }
+        // Running nodes finish first: as long as the execution's own timeout at most.
+        Paused::Pausing | Paused::Requested => asked(&app, id, wait, None, "pausing").await,
     }
+}
+
+/// The answer to a stop or pause that was passed on: with `wait`, the record once the
+/// execution has ended (within `max`); else `202` `{"id", "status": <doing>}`.
+async fn asked(
+    app: &AppState,
+    id: String,
+    wait: bool,
+    max: Option<Duration>,
+    doing: &str,
+) -> Result<Response, ApiError> {
+    if wait && wait_final(app, &id, max).await? {
+        return Ok(Json(record(app, &id).await?).into_response());
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": doing})),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
