@@ -116,6 +116,7 @@ node_types! {
     Command(CommandNode) = "command", times_own_call: true;
     Condition(ConditionNode) = "condition", times_own_call: false;
     Delay(DelayNode) = "delay", times_own_call: false;
+    Workflow(WorkflowNode) = "workflow", times_own_call: false;
     Agent(AgentNode) = "agent", times_own_call: true;
 }
 
@@ -159,6 +160,7 @@ mod tests {
             NodeType::Command => json!({"argv": ["true"]}),
             NodeType::Condition => json!({"if": "{{ trigger.ok }}"}),
             NodeType::Delay => json!({"ms": 1}),
+            NodeType::Workflow => json!({"workflow": "./child.yaml"}),
             NodeType::Agent => json!({"agent": "claude_code", "prompt": "hi"}),
         };
         let mut node = json!({"id": "n", "type": t.name()});
@@ -207,7 +209,7 @@ mod tests {
         assert_eq!(NodeType::from_name("Set"), None);
         assert_eq!(
             NodeType::names(),
-            "trigger, set, template, code, http_request, llm, command, condition, delay, agent"
+            "trigger, set, template, code, http_request, llm, command, condition, delay, workflow, agent"
         );
     }
 

@@ -110,5 +110,14 @@ DROP TABLE node_executions;
 ALTER TABLE node_executions_3 RENAME TO node_executions;
 "#,
         ),
+        // Sub-workflows: the node (and `for_each` item) of the parent execution that started a
+        // child execution (`relation` 'sub'), and a way to find a parent's children.
+        M::up(
+            r#"
+ALTER TABLE executions ADD COLUMN parent_node TEXT;
+ALTER TABLE executions ADD COLUMN parent_item INTEGER;
+CREATE INDEX executions_by_parent ON executions(parent_id, started_at);
+"#,
+        ),
     ])
 }

@@ -40,7 +40,18 @@ pub fn record_start(
             runner_pid,
             runner_start_time: flowrun_executor::process::process_start_time(runner_pid),
         })
-        .map_err(RunError::Store)
+        .map_err(RunError::Store)?;
+    if let Some(sub) = &p.options.sub {
+        let link = flowrun_store::SubLink {
+            parent_node: sub.parent_node.clone(),
+            item: sub.item,
+        };
+        store
+            .lock()
+            .set_sub_link(execution_id, &link)
+            .map_err(RunError::Store)?;
+    }
+    Ok(())
 }
 
 /// How a run ended, as recorded.
@@ -65,7 +76,9 @@ pub async fn run(
     viewers: &mut dyn Sink,
     stop: watch::Receiver<Option<StopReason>>,
 ) -> Finished {
-    let spec = spec(p, execution_id);
+    let mut spec = spec(p, execution_id);
+    let db = store.lock().path().to_path_buf();
+    crate::subflow::add_env(&mut spec, p, &db);
     let metered = crate::recorder::metered(&p.plan.workflow);
     let mut recorder = Recorder::new(
         store.clone(),
