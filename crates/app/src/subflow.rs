@@ -106,3 +106,44 @@ fn add_child_id(nodes: &mut serde_json::Value, link: &flowrun_store::SubLink, ch
         None => row["child_executions"] = serde_json::json!([child]),
     }
 }
+
+/// After a parent's run, whose end leaves nothing of its process tree: records the end of the
+/// child executions (and theirs) still `running`. Their sub runners were in the tree — killed
+/// when the parent's interpreter went first (a stop or timeout reaches every process of the
+/// tree at once), before they could record the end themselves. They end as the parent did
+/// (`timeout`, else `cancelled`), their running nodes `cancelled`.
+pub(crate) fn end_left_children(
+    store: &crate::SharedStore,
+    parent_id: &str,
+    parent_status: flowrun_events::ExecStatus,
+) {
+    use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus};
+    let (status, kind) = match parent_status {
+        ExecStatus::Timeout => (ExecStatus::Timeout, ErrorKind::Timeout),
+        _ => (ExecStatus::Cancelled, ErrorKind::Cancelled),
+    };
+    let mut pending = vec![parent_id.to_string()];
+    while let Some(parent) = pending.pop() {
+        let children = match store.lock().children(&parent) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("reading the children of execution {parent}: {e}");
+                continue;
+            }
+        };
+        for (child, _) in children {
+            if !child.status.is_final() {
+                let error = ErrorInfo::of(
+                    kind,
+                    format!("ended with its parent execution {parent} ({parent_status})"),
+                );
+                if let Err(e) =
+                    crate::control::abandon(&mut store.lock(), &child.id, status, &error)
+                {
+                    tracing::warn!("ending child execution {}: {e}", child.id);
+                }
+            }
+            pending.push(child.id);
+        }
+    }
+}

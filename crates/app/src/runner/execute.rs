@@ -115,6 +115,9 @@ pub async fn run(
             usage: recorder.usage(),
         },
     );
+    if crate::subflow::has_sub_workflows(p) {
+        crate::subflow::end_left_children(store, execution_id, outcome.status);
+    }
     let mut ended_elsewhere = recorder.ended_elsewhere;
     match res {
         Ok(true) => {}
