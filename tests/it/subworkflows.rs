@@ -333,7 +333,7 @@ fn chain(env: &Env, n: usize) -> PathBuf {
             json!([{"id": "bottom", "type": "code", "code": "return trigger['depth']"}])
         };
         put(
-            &env,
+            env,
             &format!("chain/c{i}.json"),
             &json!({"id": format!("c{i}"), "nodes": nodes}),
         );
