@@ -10,7 +10,8 @@
 # runner prints one JSON line when the child execution starts and one with its
 # result; the environment this execution's runner set says where flowrun and
 # the database are (FLOWRUN_SUB_EXE, FLOWRUN_SUB_DB) and how deep this
-# execution is (FLOWRUN_SUB_DEPTH).
+# execution is (FLOWRUN_SUB_DEPTH), and the kill grace, timeout and offline
+# mode its child inherits (FLOWRUN_SUB_KILL_GRACE_MS, _TIMEOUT_MS, _OFFLINE).
 # ---------------------------------------------------------------------------
 
 
@@ -44,6 +45,11 @@ def node_workflow(ctx, params):
     grace = os.environ.get("FLOWRUN_SUB_KILL_GRACE_MS")
     if grace:
         argv += ["--kill-grace-ms", grace]
+    timeout = os.environ.get("FLOWRUN_SUB_TIMEOUT_MS")
+    if timeout:
+        argv += ["--timeout-ms", timeout]
+    if os.environ.get("FLOWRUN_SUB_OFFLINE") == "1":
+        argv.append("--offline")
     if ctx.node.get("for_each") is not None and isinstance(scope.get("index"), int):
         argv += ["--item", str(scope["index"])]
     argv += ["--", path]

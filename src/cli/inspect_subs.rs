@@ -37,7 +37,8 @@ pub(crate) fn print_history_children(
     Ok(())
 }
 
-/// `history --json`: the summaries of the children of `parent`, each with its own `children`.
+/// `history --json`: the summaries of the children of `parent`, each with its own `children`
+/// when it has any.
 pub(crate) fn children_json(store: &Store, parent: &str) -> Result<Value, StoreError> {
     let mut out = Vec::new();
     for (child, link) in store.children(parent)? {
@@ -57,7 +58,11 @@ pub(crate) fn summary_with_children(
         v["parent_node"] = link.parent_node.clone().into();
         v["parent_item"] = link.item.into();
     }
-    v["children"] = children_json(store, &e.id)?;
+    // Only when there are some: the summary of an execution without children stays as it was.
+    let children = children_json(store, &e.id)?;
+    if children.as_array().is_some_and(|c| !c.is_empty()) {
+        v["children"] = children;
+    }
     Ok(v)
 }
 

@@ -47,6 +47,12 @@ pub struct SubArgs {
     pub mode: String,
     #[arg(long, default_value_t = 1000)]
     pub kill_grace_ms: u64,
+    /// The child's timeout when its workflow sets none (the parent's).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Nodes that would make network requests fail at once (`flowrun test --offline`).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Views nothing: the child's events go to the store, where `show` and the API read them.
@@ -95,6 +101,10 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let options = RunOptions {
         python: args.python,
         kill_grace_ms: args.kill_grace_ms,
+        timeout_ms: args
+            .timeout_ms
+            .filter(|_| source.workflow.timeout_ms.is_none()),
+        offline: args.offline,
         mode: args.mode,
         parent: Some((args.parent, Relation::Sub)),
         sub: Some(SubCall {

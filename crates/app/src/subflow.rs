@@ -31,8 +31,9 @@ pub(crate) fn has_sub_workflows(p: &Prepared) -> bool {
 }
 
 /// Adds what the `workflow` handler needs to the child's environment: this flowrun executable
-/// (the shepherd's), the database, this execution's depth, and half the kill grace (so a child
-/// stopped with its parent ends, and is recorded, before the parent's grace runs out).
+/// (the shepherd's), the database, this execution's depth, half the kill grace (so a child
+/// stopped with its parent ends, and is recorded, before the parent's grace runs out), the
+/// timeout and whether the run is offline (`flowrun test --offline`).
 pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     if !has_sub_workflows(p) {
         return;
@@ -51,6 +52,15 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
         "FLOWRUN_SUB_KILL_GRACE_MS".into(),
         (p.options.kill_grace_ms / 2).to_string(),
     ));
+    // A child without a `timeout_ms` of its own gets its parent's: the parent's deadline bounds
+    // it anyway, and the runner's 60 s default must not cut a child of a longer parent short.
+    env.push((
+        "FLOWRUN_SUB_TIMEOUT_MS".into(),
+        spec.timeout.as_millis().to_string(),
+    ));
+    if p.options.offline {
+        env.push(("FLOWRUN_SUB_OFFLINE".into(), "1".into()));
+    }
 }
 
 /// Adds the sub-workflow links to an execution's record (`show --json`, the API): its own
