@@ -31,7 +31,9 @@ pub struct HistoryArgs {
     /// One JSON array of execution summaries on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Include the executions of `flowrun test` (mode test-suite), hidden otherwise.
+    /// Every execution, flat: include those of `flowrun test` (mode test-suite) and list the
+    /// child executions of `workflow` nodes as rows of their own (otherwise they are shown
+    /// indented under their parent).
     #[arg(long)]
     pub all: bool,
 }
@@ -78,6 +80,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         } else {
             vec![flowrun_app::testing::MODE.to_string()]
         },
+        top_level: !args.all,
     };
     let rows = store.history(&filter)?;
     // Not silently the newest 20 of many: say how many more there are.
@@ -98,7 +101,13 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         }
     };
     if args.json {
-        let list: Vec<Value> = rows.iter().map(flowrun_app::views::summary_json).collect();
+        let list: Vec<Value> = if args.all {
+            rows.iter().map(flowrun_app::views::summary_json).collect()
+        } else {
+            rows.iter()
+                .map(|e| super::inspect_subs::summary_with_children(&store, e, None))
+                .collect::<Result<_, _>>()?
+        };
         println!("{}", json_pretty(&list));
         note_more();
         return Ok(0);
@@ -151,6 +160,9 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             timefmt::utc(e.started_at),
             timefmt::ago(e.started_at, now),
         );
+        if !args.all {
+            super::inspect_subs::print_history_children(&store, &e.id, 1)?;
+        }
     }
     note_more();
     Ok(0)
@@ -354,6 +366,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     }
     if let (Some(p), Some(r)) = (&e.parent_id, &e.relation) {
         println!("{r:<10} of {p}");
+        super::inspect_subs::print_called_by(&store, &e)?;
     }
     println!("trigger    {}", pretty(&e.trigger, "           "));
     if let Some(o) = &e.output {
@@ -412,6 +425,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     for n in nodes.iter().filter(|n| !planned.contains(&n.node_id)) {
         print_node(n, labels.get(&n.node_id), &parts_of(&n.node_id));
     }
+    super::inspect_subs::print_show_children(&store, &id)?;
     Ok(0)
 }
 

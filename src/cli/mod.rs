@@ -4,10 +4,12 @@ mod doctor;
 mod exit;
 mod input;
 mod inspect;
+mod inspect_subs;
 mod maintain;
 mod progress;
 mod run;
 mod serve;
+mod sub;
 mod test;
 mod text;
 mod timefmt;
@@ -130,6 +132,9 @@ pub enum Command {
     /// Run workflow test files (*.test.yaml, *.test.json): mocked nodes, assertions, snapshots;
     /// exit 0 all passed, 1 a case failed, 2 an invalid test file or workflow.
     Test(test::TestArgs),
+    /// Runs one child execution of a `workflow` node (started by the node's handler).
+    #[command(name = "__sub", hide = true)]
+    Sub(sub::SubArgs),
     /// Delete executions by id (or unique prefix).
     Delete {
         /// Execution ids or unique prefixes.
@@ -160,6 +165,7 @@ pub fn main() -> i32 {
             | Command::Rerun { .. }
             | Command::Resume { .. }
             | Command::Test(_)
+            | Command::Sub(_)
     ) {
         // Inspection commands end quietly when their reader goes away (`flowrun logs | head`).
         // Not for `run`: there a closed pipe to the child must be an error, not our death.
@@ -205,6 +211,7 @@ pub fn main() -> i32 {
         Command::Serve(args) => serve::serve(args, db.as_deref()),
         Command::Delete { ids } => maintain::delete(&ids, db.as_deref()),
         Command::Test(args) => test::test(args, db.as_deref()),
+        Command::Sub(args) => sub::sub(args, db.as_deref()),
     };
     match result {
         Ok(code) => code,

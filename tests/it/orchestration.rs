@@ -38,14 +38,6 @@ fn independent_nodes_run_side_by_side_up_to_max_parallel() {
     assert_success(&out, "parallel run");
     let id = env.only_execution_id();
     let ev = node_events(&env, &id);
-    // From the first start to the last end, as recorded (one after another would be ≥ 2.1 s;
-    // measured on the recorded events so that a busy machine's slow process start-up does
-    // not count).
-    let span = ev.iter().map(|e| e.2).max().unwrap() - ev.iter().map(|e| e.2).min().unwrap();
-    assert!(
-        span < 1600,
-        "three 700 ms nodes side by side took {span} ms"
-    );
     let starts: Vec<&str> = ev
         .iter()
         .filter(|e| e.1 == "node_start")
@@ -53,6 +45,8 @@ fn independent_nodes_run_side_by_side_up_to_max_parallel() {
         .collect();
     assert_eq!(starts, ["a", "b", "c"], "plan order among ready nodes");
     let first_end = ev.iter().position(|e| e.1 == "node_end").unwrap();
+    // Side by side, shown by the order of the recorded events rather than by a duration (a
+    // busy machine makes timings flaky): all three started before any ended.
     assert_eq!(first_end, 3, "all three started before any ended: {ev:?}");
 
     // --max-parallel 1: one after another, in order, whatever the file says.

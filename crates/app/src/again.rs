@@ -86,9 +86,14 @@ pub fn plan_again(
     let from_snapshot = matches!(source, AgainSource::Snapshot);
     let source = match source {
         AgainSource::File(f) => flowrun_codegen::load_file(f).map_err(AgainError::Invalid)?,
+        // Named by the file it came from, so what it names relative to that file (a
+        // sub-workflow) is found again, whatever directory this runs in.
         AgainSource::Snapshot => flowrun_codegen::source::from_value(
             previous_definition.clone(),
-            &format!("<execution {id}>"),
+            &previous
+                .source_file
+                .clone()
+                .unwrap_or_else(|| format!("<execution {id}>")),
         )
         .map_err(AgainError::Invalid)?,
         AgainSource::Definition(v) => {
@@ -121,6 +126,10 @@ pub fn plan_again(
         }
         None => previous.trigger.clone(),
     };
+    // The same definition runs where it ran, unless told otherwise.
+    if from_snapshot && options.cwd.is_none() {
+        options.cwd = previous.cwd.as_ref().map(std::path::PathBuf::from);
+    }
     let mut notes = Vec::new();
     if from_snapshot {
         // The file may have been fixed since: say so rather than silently run the old version.

@@ -22,6 +22,7 @@ pub mod requirements;
 pub(crate) mod resume;
 pub mod runner;
 mod shared;
+pub mod subflow;
 pub(crate) mod synthetic;
 pub mod testing;
 pub mod views;

@@ -44,6 +44,7 @@ pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     }
     v["nodes"] = nodes;
     v["plan"] = plan.unwrap_or(Value::Null);
+    crate::subflow::link_json(store, id, &mut v)?;
     Ok(v)
 }
 
@@ -52,7 +53,7 @@ pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
 pub fn plan_json(store: &Store, e: &Execution) -> Option<Value> {
     let definition = store.snapshot(&e.snapshot_hash).ok()??;
     let source = flowrun_codegen::source::from_value(definition, "<snapshot>").ok()?;
-    let plan = flowrun_codegen::compile(&source).ok()?;
+    let plan = flowrun_codegen::compile_shallow(&source).ok()?;
     Some(
         plan.ordered_nodes()
             .map(|n| json!({"id": n.id, "type": n.kind.type_name(), "name": n.name}))

@@ -25,6 +25,7 @@ pub mod render;
 mod settings;
 mod shell;
 pub mod source;
+pub mod subflow;
 pub mod template;
 mod yaml;
 
@@ -37,5 +38,13 @@ pub use source::{Format, MAX_FILE_BYTES, Source, load_file, parse_str};
 
 /// Parses and validates, with every diagnostic located in the file.
 pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {
+    let mut plan = compile_shallow(source)?;
+    subflow::resolve(source, &mut plan)?;
+    Ok(plan)
+}
+
+/// Compiles a workflow without reading the child files its `workflow` nodes name (their params
+/// keep the paths as written): for looking at a stored definition, whose files may be gone.
+pub fn compile_shallow(source: &Source) -> Result<Plan, Diagnostics> {
     plan::plan(&source.workflow).map_err(|d| source.locate(d))
 }

@@ -195,7 +195,8 @@ impl NodeKind {
             | NodeKind::Set(_)
             | NodeKind::Template(_)
             | NodeKind::Condition(_)
-            | NodeKind::Delay(_) => Vec::new(),
+            | NodeKind::Delay(_)
+            | NodeKind::Workflow(_) => Vec::new(),
         }
     }
 }
@@ -261,6 +262,22 @@ pub(crate) const CONDITION_OPS: &[&str] = &[
 pub struct DelayNode {
     /// Milliseconds, a number or a template yielding one.
     pub ms: Value,
+}
+
+/// `type: workflow`: runs another workflow file as a linked child execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowNode {
+    /// The child's file, relative to the file that names it (not templated).
+    pub workflow: String,
+    /// The child's trigger data: an object whose strings may be templates, or one template
+    /// yielding an object (`"{{ item }}"`).
+    #[serde(default = "empty_object")]
+    pub inputs: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -176,6 +176,21 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             };
             dict([("ms", ms)])
         }
+        NodeKind::Workflow(n) => {
+            let inputs = match &n.inputs {
+                Value::Object(_) => c.value("inputs", &n.inputs),
+                Value::String(s) if s.contains("{{") => c.text("inputs", s),
+                _ => {
+                    c.error("inputs", "an object, or a template yielding one");
+                    Data::Null
+                }
+            };
+            // `crate::subflow` replaces the path with the child file's absolute one.
+            dict([
+                ("workflow", Data::from(n.workflow.as_str())),
+                ("inputs", inputs),
+            ])
+        }
         NodeKind::HttpRequest(n) => {
             let method = n.method.to_ascii_uppercase();
             if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

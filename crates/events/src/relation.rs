@@ -3,13 +3,15 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Why an execution has a parent: `rerun` (the same definition and trigger again) or
-/// `resume` (again from the failed node, reusing earlier outputs).
+/// Why an execution has a parent: `rerun` (the same definition and trigger again),
+/// `resume` (again from the failed node, reusing earlier outputs) or `sub` (a child execution
+/// started by a `workflow` node of the parent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Relation {
     Rerun,
     Resume,
+    Sub,
 }
 
 impl Relation {
@@ -17,11 +19,12 @@ impl Relation {
         match self {
             Relation::Rerun => "rerun",
             Relation::Resume => "resume",
+            Relation::Sub => "sub",
         }
     }
 
     pub fn parse(s: &str) -> Option<Relation> {
-        [Relation::Rerun, Relation::Resume]
+        [Relation::Rerun, Relation::Resume, Relation::Sub]
             .into_iter()
             .find(|r| r.as_str() == s)
     }

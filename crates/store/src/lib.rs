@@ -8,6 +8,7 @@
 mod maintain;
 mod read;
 mod schema;
+mod subs;
 mod types;
 mod write;
 

@@ -159,6 +159,9 @@ impl Store {
             args.push(Box::new(s.as_str()));
             sql.push_str(&format!(" AND status = ?{}", args.len()));
         }
+        if f.top_level {
+            sql.push_str(" AND (relation IS NULL OR relation != 'sub')");
+        }
         for m in &f.exclude_modes {
             args.push(Box::new(m.clone()));
             sql.push_str(&format!(" AND mode != ?{}", args.len()));

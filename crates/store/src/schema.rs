@@ -118,5 +118,14 @@ ALTER TABLE executions ADD COLUMN pause_requested_at INTEGER;
 ALTER TABLE executions ADD COLUMN cwd TEXT;
 "#,
         ),
+        // Sub-workflows: the node (and `for_each` item) of the parent execution that started a
+        // child execution (`relation` 'sub'), and a way to find a parent's children.
+        M::up(
+            r#"
+ALTER TABLE executions ADD COLUMN parent_node TEXT;
+ALTER TABLE executions ADD COLUMN parent_item INTEGER;
+CREATE INDEX executions_by_parent ON executions(parent_id, started_at);
+"#,
+        ),
     ])
 }

@@ -99,6 +99,13 @@ pub struct StoredEvent {
     pub data: Value,
 }
 
+/// What started a child execution: the parent's `workflow` node, and the `for_each` item.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubLink {
+    pub parent_node: String,
+    pub item: Option<u64>,
+}
+
 /// Which executions `history` lists.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
@@ -113,6 +120,8 @@ pub struct HistoryFilter {
     /// Only executions whose id starts with this.
     pub id_prefix: Option<String>,
     pub limit: usize,
+    /// Leave out child executions of `workflow` nodes (`relation` `sub`).
+    pub top_level: bool,
 }
 
 /// Final state of an execution.

@@ -41,7 +41,18 @@ pub fn record_start(
             runner_start_time: flowrun_executor::process::process_start_time(runner_pid),
             cwd: p.options.cwd.as_deref().and_then(|d| d.to_str()),
         })
-        .map_err(RunError::Store)
+        .map_err(RunError::Store)?;
+    if let Some(sub) = &p.options.sub {
+        let link = flowrun_store::SubLink {
+            parent_node: sub.parent_node.clone(),
+            item: sub.item,
+        };
+        store
+            .lock()
+            .set_sub_link(execution_id, &link)
+            .map_err(RunError::Store)?;
+    }
+    Ok(())
 }
 
 /// How a run ended, as recorded.
@@ -66,7 +77,9 @@ pub async fn run(
     viewers: &mut dyn Sink,
     stop: watch::Receiver<Option<StopReason>>,
 ) -> Finished {
-    let spec = spec(p, execution_id);
+    let mut spec = spec(p, execution_id);
+    let db = store.lock().path().to_path_buf();
+    crate::subflow::add_env(&mut spec, p, &db);
     let metered = crate::recorder::metered(&p.plan.workflow);
     let mut recorder = Recorder::new(
         store.clone(),
@@ -103,6 +116,9 @@ pub async fn run(
             usage: recorder.usage(),
         },
     );
+    if crate::subflow::has_sub_workflows(p) {
+        crate::subflow::end_left_children(store, execution_id, outcome.status);
+    }
     let mut ended_elsewhere = recorder.ended_elsewhere;
     match res {
         Ok(true) => {}

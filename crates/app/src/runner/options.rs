@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub cwd: Option<PathBuf>,
     /// Install missing `requirements` into a managed virtual environment instead of failing.
     pub install_deps: bool,
+    /// A child execution of a `workflow` node: the node that called it (`parent` is the
+    /// parent execution, relation `sub`).
+    pub sub: Option<crate::subflow::SubCall>,
 }
 
 impl Default for RunOptions {
@@ -67,6 +70,7 @@ impl Default for RunOptions {
             parent: None,
             cwd: None,
             install_deps: false,
+            sub: None,
         }
     }
 }

@@ -169,6 +169,7 @@ pub async fn list(
         id_prefix: id_prefix.map(|p| p.to_ascii_lowercase()),
         limit: limit + 1,
         exclude_modes: Vec::new(),
+        top_level: false,
     };
     let store = app.store.clone();
     blocking(move || {

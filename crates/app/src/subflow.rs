@@ -1,0 +1,159 @@
+//! Sub-workflows, the runner's side: what the script of a workflow with `workflow` nodes needs
+//! in its environment to start child executions, and how a child execution is linked to the
+//! node that started it.
+//!
+//! A `workflow` node's handler (`runtime/nodes/workflow.py`) starts `flowrun __sub` (the CLI's
+//! `sub` module), which runs the child through [`crate::runner`] like `flowrun run` does, as
+//! an execution with `parent_id`, `relation: sub` and the [`SubCall`] recorded.
+
+use crate::runner::Prepared;
+use flowrun_executor::RunSpec;
+use std::path::Path;
+
+pub use flowrun_codegen::subflow::MAX_DEPTH;
+
+/// How a child execution was called: by which node (and `for_each` item) of its parent, and how
+/// deep it is (the parent's depth + 1; a top-level execution is at depth 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubCall {
+    pub parent_node: String,
+    pub item: Option<u64>,
+    pub depth: u32,
+}
+
+/// Does the workflow start child executions?
+pub(crate) fn has_sub_workflows(p: &Prepared) -> bool {
+    p.plan
+        .workflow
+        .nodes
+        .iter()
+        .any(|n| matches!(n.kind, flowrun_codegen::model::NodeKind::Workflow(_)))
+}
+
+/// Adds what the `workflow` handler needs to the child's environment: this flowrun executable
+/// (the shepherd's), the database, this execution's depth, half the kill grace (so a child
+/// stopped with its parent ends, and is recorded, before the parent's grace runs out), the
+/// timeout and whether the run is offline (`flowrun test --offline`).
+pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
+    if !has_sub_workflows(p) {
+        return;
+    }
+    let depth = p.options.sub.as_ref().map_or(0, |s| s.depth);
+    let env = &mut spec.launch.env;
+    env.retain(|(k, _)| !k.starts_with("FLOWRUN_SUB_"));
+    env.push((
+        "FLOWRUN_SUB_EXE".into(),
+        spec.launch.shepherd.display().to_string(),
+    ));
+    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    env.push(("FLOWRUN_SUB_DB".into(), db.display().to_string()));
+    env.push(("FLOWRUN_SUB_DEPTH".into(), depth.to_string()));
+    env.push((
+        "FLOWRUN_SUB_KILL_GRACE_MS".into(),
+        (p.options.kill_grace_ms / 2).to_string(),
+    ));
+    // A child without a `timeout_ms` of its own gets its parent's: the parent's deadline bounds
+    // it anyway, and the runner's 60 s default must not cut a child of a longer parent short.
+    env.push((
+        "FLOWRUN_SUB_TIMEOUT_MS".into(),
+        spec.timeout.as_millis().to_string(),
+    ));
+    if p.options.offline {
+        env.push(("FLOWRUN_SUB_OFFLINE".into(), "1".into()));
+    }
+}
+
+/// Adds the sub-workflow links to an execution's record (`show --json`, the API): its own
+/// `parent_node` and `parent_item` when a `workflow` node started it, `children` (the records
+/// of the child executions its `workflow` nodes started, nested the same way), and on each
+/// `workflow` node row (or `for_each` item row) the `child_executions` it started (one per
+/// attempt).
+pub(crate) fn link_json(
+    store: &flowrun_store::Store,
+    id: &str,
+    record: &mut serde_json::Value,
+) -> Result<(), flowrun_store::StoreError> {
+    use serde_json::{Value, json};
+    let link = store.sub_link(id)?;
+    record["parent_node"] = json!(link.as_ref().map(|l| &l.parent_node));
+    record["parent_item"] = json!(link.as_ref().and_then(|l| l.item));
+    let children = store.children(id)?;
+    if children.is_empty() {
+        record["children"] = json!([]);
+        return Ok(());
+    }
+    let mut list = Vec::new();
+    for (child, link) in &children {
+        add_child_id(&mut record["nodes"], link, &child.id);
+        // A child is younger than its parent, so this recursion ends (at most MAX_DEPTH deep
+        // unless the store was written by hand).
+        list.push(crate::views::record_json(store, &child.id)?);
+    }
+    record["children"] = Value::Array(list);
+    Ok(())
+}
+
+/// Lists `child` under the node row (or the item row) that started it.
+fn add_child_id(nodes: &mut serde_json::Value, link: &flowrun_store::SubLink, child: &str) {
+    let Some(node) = nodes
+        .as_array_mut()
+        .and_then(|a| a.iter_mut().find(|n| n["node_id"] == *link.parent_node))
+    else {
+        return;
+    };
+    let row = match link.item {
+        Some(i) => match node["items"]
+            .as_array_mut()
+            .and_then(|a| a.iter_mut().find(|r| r["index"] == i))
+        {
+            Some(r) => r,
+            None => return,
+        },
+        None => node,
+    };
+    match row["child_executions"].as_array_mut() {
+        Some(a) => a.push(child.into()),
+        None => row["child_executions"] = serde_json::json!([child]),
+    }
+}
+
+/// After a parent's run, whose end leaves nothing of its process tree: records the end of the
+/// child executions (and theirs) still `running`. Their sub runners were in the tree — killed
+/// when the parent's interpreter went first (a stop or timeout reaches every process of the
+/// tree at once), before they could record the end themselves. They end as the parent did
+/// (`timeout`, else `cancelled`), their running nodes `cancelled`.
+pub(crate) fn end_left_children(
+    store: &crate::SharedStore,
+    parent_id: &str,
+    parent_status: flowrun_events::ExecStatus,
+) {
+    use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus};
+    let (status, kind) = match parent_status {
+        ExecStatus::Timeout => (ExecStatus::Timeout, ErrorKind::Timeout),
+        _ => (ExecStatus::Cancelled, ErrorKind::Cancelled),
+    };
+    let mut pending = vec![parent_id.to_string()];
+    while let Some(parent) = pending.pop() {
+        let children = match store.lock().children(&parent) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("reading the children of execution {parent}: {e}");
+                continue;
+            }
+        };
+        for (child, _) in children {
+            if !child.status.is_final() {
+                let error = ErrorInfo::of(
+                    kind,
+                    format!("ended with its parent execution {parent} ({parent_status})"),
+                );
+                if let Err(e) =
+                    crate::control::abandon(&mut store.lock(), &child.id, status, &error)
+                {
+                    tracing::warn!("ending child execution {}: {e}", child.id);
+                }
+            }
+            pending.push(child.id);
+        }
+    }
+}

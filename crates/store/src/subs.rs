@@ -1,0 +1,57 @@
+//! Sub-workflow links: which node (and `for_each` item) of a parent execution started a child
+//! execution (`relation` `sub`), and a parent's children.
+
+use crate::types::{Execution, SubLink};
+use crate::{Result, Store};
+use rusqlite::{OptionalExtension, params};
+
+impl Store {
+    /// Records the parent node (and item) of a child execution whose row exists.
+    pub fn set_sub_link(&mut self, id: &str, link: &SubLink) -> Result<()> {
+        self.conn.execute(
+            "UPDATE executions SET parent_node = ?2, parent_item = ?3 WHERE id = ?1",
+            params![id, link.parent_node, link.item.map(|i| i as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// The parent node (and item) that started this execution, if a `workflow` node did.
+    pub fn sub_link(&self, id: &str) -> Result<Option<SubLink>> {
+        let row: Option<(Option<String>, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT parent_node, parent_item FROM executions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(node, item)| {
+            node.map(|parent_node| SubLink {
+                parent_node,
+                item: item.map(|i| i as u64),
+            })
+        }))
+    }
+
+    /// The child executions a parent's `workflow` nodes started, in the order they started,
+    /// each with its link.
+    pub fn children(&self, parent_id: &str) -> Result<Vec<(Execution, SubLink)>> {
+        let ids: Vec<(String, Option<String>, Option<i64>)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, parent_node, parent_item FROM executions
+                 WHERE parent_id = ?1 AND relation = 'sub' ORDER BY started_at, parent_item, id",
+            )?;
+            stmt.query_map([parent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, node, item) in ids {
+            let link = SubLink {
+                parent_node: node.unwrap_or_default(),
+                item: item.map(|i| i as u64),
+            };
+            out.push((self.execution(&id)?, link));
+        }
+        Ok(out)
+    }
+}

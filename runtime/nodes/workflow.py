@@ -1,0 +1,97 @@
+# ---------------------------------------------------------------------------
+# node type: workflow — runs another workflow file as a linked child execution
+# params (rendered): {"workflow": absolute path of the child file, "inputs": {}}
+#   ->  the child execution's output
+# The child runs in its own runner, `flowrun __sub`, started here as a plain
+# subprocess (an argv list, no shell) inside this execution's process tree, so
+# a stop or timeout of this execution reaches it: the sub runner stops its
+# child execution on SIGTERM, and the child's own process tree dies with the
+# sub runner (its lifeline). The inputs reach it on stdin as JSON. The sub
+# runner prints one JSON line when the child execution starts and one with its
+# result; the environment this execution's runner set says where flowrun and
+# the database are (FLOWRUN_SUB_EXE, FLOWRUN_SUB_DB) and how deep this
+# execution is (FLOWRUN_SUB_DEPTH), and the kill grace, timeout and offline
+# mode its child inherits (FLOWRUN_SUB_KILL_GRACE_MS, _TIMEOUT_MS, _OFFLINE).
+# ---------------------------------------------------------------------------
+
+
+def node_workflow(ctx, params):
+    import json
+    import subprocess
+    exe = os.environ.get("FLOWRUN_SUB_EXE")
+    db = os.environ.get("FLOWRUN_SUB_DB")
+    if not exe or not db:
+        raise NodeError("workflow: a sub-workflow runs only under flowrun's runner (flowrun run), "
+                        "which records the child execution; this script was started by hand",
+                        "SubWorkflow")
+    path = params.get("workflow")
+    inputs = params.get("inputs")
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise NodeError("workflow: inputs must be an object, got %s" % _json_type(inputs),
+                        "ValueError")
+    try:
+        depth = int(os.environ.get("FLOWRUN_SUB_DEPTH") or 0)
+    except ValueError:
+        depth = 0
+    scope = ctx.scope
+    argv = [exe, "--db", db, "__sub",
+            "--parent", str(scope["execution"]["id"]),
+            "--node", str(ctx.id),
+            "--depth", str(depth + 1),
+            "--python", sys.executable,
+            "--mode", os.environ.get("FLOWRUN_MODE") or "test"]
+    grace = os.environ.get("FLOWRUN_SUB_KILL_GRACE_MS")
+    if grace:
+        argv += ["--kill-grace-ms", grace]
+    timeout = os.environ.get("FLOWRUN_SUB_TIMEOUT_MS")
+    if timeout:
+        argv += ["--timeout-ms", timeout]
+    if os.environ.get("FLOWRUN_SUB_OFFLINE") == "1":
+        argv.append("--offline")
+    if ctx.node.get("for_each") is not None and isinstance(scope.get("index"), int):
+        argv += ["--item", str(scope["index"])]
+    argv += ["--", path]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                close_fds=True)
+    except OSError as e:
+        raise NodeError("workflow: cannot start flowrun (%s): %s" % (exe, e), "SubWorkflow")
+    result = None
+    try:
+        try:
+            proc.stdin.write(_dumps(inputs).encode("utf-8"))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("event") == "started":
+                ctx.log("child execution %s started: %s" % (msg.get("execution_id"), path))
+            elif msg.get("event") == "result":
+                result = msg
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+    if result is None:
+        raise NodeError("workflow: the sub-workflow runner for %s ended (exit %s) without a result"
+                        % (path, code), "SubWorkflow")
+    child = result.get("execution_id")
+    if result.get("status") == "success":
+        return result.get("output")
+    err = result.get("error") or {}
+    what = "%s: %s" % (err.get("type") or "Error", err.get("message") or "")
+    if child:
+        raise NodeError("child execution %s (%s) ended %s: %s"
+                        % (child, path, result.get("status"), what), "SubWorkflow")
+    raise NodeError("the child workflow %s did not start: %s" % (path, what),
+                    err.get("type") or "SubWorkflow")
+
+
+HANDLERS["workflow"] = node_workflow

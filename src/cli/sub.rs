@@ -1,0 +1,193 @@
+//! `flowrun __sub`: the runner of one child execution of a `workflow` node (hidden).
+//!
+//! The node's handler (`runtime/nodes/workflow.py`) starts it inside the parent execution's
+//! process tree with the child's file, the parent execution, node (and `for_each` item), the
+//! depth and the interpreter as arguments, the database as `--db`, and the inputs as JSON on
+//! stdin. It runs the child through `flowrun_app::runner` as `flowrun run` does, recorded with
+//! `parent_id`, `relation: sub` and the node, and prints two JSON lines on stdout for the
+//! handler: `{"event": "started", "execution_id"}` once the child's row exists, and
+//! `{"event": "result", "execution_id", "status", "output", "error"}` at the end (also when the
+//! child could not start: then `execution_id` is null). SIGTERM, SIGINT and SIGHUP (the parent
+//! being stopped) and `flowrun stop CHILD` stop the child; if this process is killed instead,
+//! the child's lifeline closes and its shepherd ends the child's processes.
+
+use super::{Exit, open_store};
+use clap::Args;
+use flowrun_app::SharedStore;
+use flowrun_app::runner::{self, RunOptions, Trigger};
+use flowrun_app::subflow::{MAX_DEPTH, SubCall};
+use flowrun_events::{Envelope, ErrorInfo, ExecStatus, Relation};
+use flowrun_executor::{Sink, StopReason};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::watch;
+
+#[derive(Args, Debug)]
+pub struct SubArgs {
+    /// The child workflow file.
+    pub file: PathBuf,
+    /// The parent execution.
+    #[arg(long)]
+    pub parent: String,
+    /// The parent's `workflow` node.
+    #[arg(long)]
+    pub node: String,
+    /// The `for_each` item of the node.
+    #[arg(long)]
+    pub item: Option<u64>,
+    /// The child's depth (the parent's + 1).
+    #[arg(long)]
+    pub depth: u32,
+    /// The interpreter (the parent's).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The parent's mode.
+    #[arg(long, default_value = "test")]
+    pub mode: String,
+    #[arg(long, default_value_t = 1000)]
+    pub kill_grace_ms: u64,
+    /// The child's timeout when its workflow sets none (the parent's).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Nodes that would make network requests fail at once (`flowrun test --offline`).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Views nothing: the child's events go to the store, where `show` and the API read them.
+struct Quiet;
+
+impl Sink for Quiet {
+    fn event(&mut self, _envelope: &Envelope) {}
+}
+
+fn say(line: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn not_started(kind: &str, message: String) -> Result<i32, Exit> {
+    say(&json!({
+        "event": "result",
+        "execution_id": null,
+        "status": "error",
+        "output": null,
+        "error": {"type": kind, "message": message},
+    }));
+    Ok(0)
+}
+
+pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    if args.depth > MAX_DEPTH {
+        return not_started(
+            "DepthLimit",
+            format!(
+                "sub-workflows nest at most {MAX_DEPTH} levels deep; {} would be at depth {}",
+                args.file.display(),
+                args.depth
+            ),
+        );
+    }
+    let mut text = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut text) {
+        return not_started("SubWorkflow", format!("cannot read the inputs: {e}"));
+    }
+    let source = match flowrun_codegen::load_file(&args.file) {
+        Ok(s) => s,
+        Err(d) => return not_started("Invalid", d.to_string()),
+    };
+    let options = RunOptions {
+        python: args.python,
+        kill_grace_ms: args.kill_grace_ms,
+        timeout_ms: args
+            .timeout_ms
+            .filter(|_| source.workflow.timeout_ms.is_none()),
+        offline: args.offline,
+        mode: args.mode,
+        parent: Some((args.parent, Relation::Sub)),
+        sub: Some(SubCall {
+            parent_node: args.node,
+            item: args.item,
+            depth: args.depth,
+        }),
+        ..RunOptions::default()
+    };
+    let prepared = match runner::prepare(&source, Trigger::Text(text), options) {
+        Ok(p) => p,
+        Err(e) => return not_started("SubWorkflow", e.to_string()),
+    };
+    let store = SharedStore::new(open_store(db)?);
+    let id = runner::new_execution_id();
+    if let Err(e) = runner::record_start(&store, &prepared, &id, ExecStatus::Running) {
+        return not_started("StoreError", e.to_string());
+    }
+    say(&json!({"event": "started", "execution_id": id}));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
+    flowrun_executor::process::become_subreaper();
+    let finished = rt.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let watcher = tokio::spawn(watch_for_stop(store.clone(), id.clone(), stop_tx));
+        let finished = runner::run(&store, &prepared, &id, &mut Quiet, stop_rx).await;
+        watcher.abort();
+        finished
+    });
+    flowrun_app::control::end_strays();
+    let o = finished.outcome;
+    let error: Option<ErrorInfo> = o.error;
+    say(&json!({
+        "event": "result",
+        "execution_id": id,
+        "status": o.status,
+        "output": o.output,
+        "error": error,
+    }));
+    Ok(0)
+}
+
+/// Stops the child when this runner is signalled (its parent is being stopped) or when another
+/// process asks through the store (`flowrun stop CHILD`); pauses it on `flowrun pause CHILD`.
+async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let (requested_tx, mut requested) = tokio::sync::mpsc::unbounded_channel();
+    let poller = flowrun_app::control::watch_requests(
+        store,
+        move || vec![id.clone()],
+        move |_, request| {
+            let _ = requested_tx.send(request);
+        },
+    );
+    tokio::pin!(poller);
+    let reason = loop {
+        tokio::select! {
+            _ = recv(&mut term) => break StopReason::Terminate,
+            _ = recv(&mut int) => break StopReason::Terminate,
+            _ = recv(&mut hup) => break StopReason::Terminate,
+            r = requested.recv() => match r {
+                // `flowrun pause CHILD`: the child pauses; its node then fails, naming it, and
+                // the parent's resume runs it again.
+                Some(flowrun_store::Request::Pause) => {
+                    let _ = stop.send(Some(StopReason::Pause));
+                }
+                _ => break StopReason::Cancel,
+            },
+            _ = &mut poller => break StopReason::Cancel,
+        }
+    };
+    let _ = stop.send(Some(reason));
+}
