@@ -131,7 +131,11 @@ class _Run(object):
                 self.last_output = output
 
     def fail(self, node, error):
-        """A node failed for good: the execution stops unless it may continue."""
+        """A node failed for good: the execution stops unless it may continue. A node that
+        did not finish because the run is pausing (a paused child, items not started) pauses
+        the run instead."""
+        if _pause_failure(self, node, error):
+            return
         with _STATE.run_lock:
             if self.fatal or node.get("on_error", "stop") != "continue":
                 if self.error is None:

@@ -50,6 +50,7 @@ def _run_for_each(run, node):
     total = len(items)
     outputs = [None] * total
     failed = []
+    pausing = []
     state = {"stop": False}
 
     def one(i):
@@ -58,6 +59,13 @@ def _run_for_each(run, node):
             outputs[i] = reused[key].get("output")
             run.node_end(nid, "reused", 0, 0.0, None, outputs[i], None,
                          [("from_execution", reused[key].get("from_execution"))], part=("item", i))
+            return
+        if getattr(_STATE, "pause_requested", False):
+            # Pausing: no new item starts (resume runs it).
+            run.node_end(nid, "skipped", 0, 0.0, None, None, None,
+                         [("reason", "the execution is pausing")], part=("item", i))
+            with _STATE.run_lock:
+                pausing.append(i)
             return
         if state["stop"] or run.error is not None:
             run.node_end(nid, "skipped", 0, 0.0, None, None, None,
@@ -75,6 +83,15 @@ def _run_for_each(run, node):
 
     _run_parts(one, total, limit)
     duration = (time.perf_counter() - t0) * 1000.0
+    paused_items = [f for f in failed if f[1].get("type") in _PAUSE_TYPES]
+    if (pausing or paused_items) and len(paused_items) == len(failed):
+        error = {"type": "Paused", "traceback": "",
+                 "message": "%d of %d items did not finish (the execution is pausing)"
+                            % (len(pausing) + len(paused_items), total)}
+        run.node_end(nid, "error", 1, duration, {"items": total}, None, error)
+        run.finish(nid, "error", 1, duration, None, error)
+        run.fail(node, error)
+        return
     if failed:
         failed.sort(key=lambda f: f[0])
         error = _items_error(failed, total)

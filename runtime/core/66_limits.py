@@ -52,6 +52,21 @@ def _pause_before(run, node):
     return True
 
 
+_PAUSE_TYPES = ("Paused", "ChildPaused")
+
+
+def _pause_failure(run, node, error):
+    """True (and the run paused before `node`) when `node` failed only because the run is
+    pausing: a child execution paused with it, or items left unstarted. Resume runs it again."""
+    if not getattr(_STATE, "pause_requested", False) or error.get("type") not in _PAUSE_TYPES:
+        return False
+    with _STATE.run_lock:
+        if run.paused is None:
+            run.paused = {"type": "Paused", "message": "paused by request during node '%s' (%s)"
+                          % (node["id"], error.get("message")), "traceback": "", "node": node["id"]}
+    return True
+
+
 def _cost_limit(run, node):
     """Raises CostLimit when `node` would start a metered call past the execution's limit."""
     limit = run.workflow.get("max_cost_usd")

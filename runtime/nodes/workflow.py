@@ -87,6 +87,10 @@ def node_workflow(ctx, params):
         return result.get("output")
     err = result.get("error") or {}
     what = "%s: %s" % (err.get("type") or "Error", err.get("message") or "")
+    if child and result.get("status") == "paused":
+        # Paused with its parent (see 66_limits.py): the parent pauses too, and its resume
+        # runs this child again.
+        raise NodeError("child execution %s (%s) paused: %s" % (child, path, what), "ChildPaused")
     if child:
         raise NodeError("child execution %s (%s) ended %s: %s"
                         % (child, path, result.get("status"), what), "SubWorkflow")

@@ -177,7 +177,7 @@ pub fn pause(store: &mut Store, id: &str, wait: Duration) -> Result<PauseOutcome
     if e.status != ExecStatus::Running {
         return Ok(PauseOutcome::NotRunning(e.status));
     }
-    if !store.request_pause(id, now_ms())? {
+    if !request_pause(store, id)? {
         let e = store.execution(id)?;
         return Ok(PauseOutcome::NotRunning(e.status));
     }
@@ -192,6 +192,26 @@ pub fn pause(store: &mut Store, id: &str, wait: Duration) -> Result<PauseOutcome
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Records a pause request for a running execution and for each of its running child executions
+/// (sub-workflows, at any depth): a child pauses with its parent, whose resume runs it again.
+/// False when `id` itself is not running.
+pub(crate) fn request_pause(store: &mut Store, id: &str) -> Result<bool, StoreError> {
+    let at = now_ms();
+    if !store.request_pause(id, at)? {
+        return Ok(false);
+    }
+    let mut parents = vec![id.to_string()];
+    while let Some(p) = parents.pop() {
+        for (child, _) in store.children(&p)? {
+            if child.status == ExecStatus::Running {
+                store.request_pause(&child.id, at)?;
+                parents.push(child.id);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// How often a runner looks for stop and pause requests that other processes recorded.

@@ -439,7 +439,7 @@ impl Executions {
         }
         if let Some(live) = inner.live.get(id).cloned() {
             drop(inner);
-            let _ = self.store.lock().request_pause(id, now_ms());
+            let _ = crate::control::request_pause(&mut self.store.lock(), id);
             live.pause();
             return Ok(Paused::Pausing);
         }
@@ -449,7 +449,7 @@ impl Executions {
         if e.status != ExecStatus::Running {
             return Ok(Paused::NotRunning(e.status));
         }
-        store.request_pause(id, now_ms())?;
+        crate::control::request_pause(&mut store, id)?;
         Ok(Paused::Requested)
     }
 
