@@ -38,6 +38,10 @@ pub struct Request {
     pub lifeline: RawFd,
     /// Address-space limit (RLIMIT_AS) for the interpreter, in bytes.
     pub max_memory: Option<u64>,
+    /// A warm start (`crate::warm`): supervise this already forked interpreter (our child)
+    /// instead of spawning one, and let it run by writing `g` to the release descriptor once
+    /// we are in charge (subreaper, signals blocked into the signalfd).
+    pub adopt: Option<(i32, RawFd)>,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -49,6 +53,10 @@ impl Request {
         if let Some(m) = self.max_memory {
             a.push("--max-memory".into());
             a.push(m.to_string().into());
+        }
+        if let Some((pid, release)) = self.adopt {
+            a.extend(["--adopt".into(), pid.to_string().into()]);
+            a.extend(["--release".into(), release.to_string().into()]);
         }
         a.push("--".into());
         a.push(self.program.clone());
@@ -64,6 +72,7 @@ impl Request {
             .and_then(|a| a.to_str()?.parse().ok())
             .ok_or("expected the lifeline descriptor")?;
         let mut max_memory = None;
+        let (mut adopt, mut release) = (None, None);
         loop {
             match it.next().and_then(|a| a.to_str()) {
                 Some("--") => break,
@@ -74,13 +83,33 @@ impl Request {
                             .ok_or("--max-memory expects bytes")?,
                     )
                 }
+                Some("--adopt") => {
+                    adopt = Some(
+                        it.next()
+                            .and_then(|a| a.to_str()?.parse().ok())
+                            .ok_or("--adopt expects a pid")?,
+                    )
+                }
+                Some("--release") => {
+                    release = Some(
+                        it.next()
+                            .and_then(|a| a.to_str()?.parse().ok())
+                            .ok_or("--release expects a descriptor")?,
+                    )
+                }
                 other => return Err(format!("unexpected argument {other:?}")),
             }
         }
         let program = it.next().ok_or("expected the program to run")?.clone();
+        let adopt = match (adopt, release) {
+            (Some(pid), Some(fd)) => Some((pid, fd)),
+            (None, None) => None,
+            _ => return Err("--adopt and --release go together".into()),
+        };
         Ok(Request {
             lifeline,
             max_memory,
+            adopt,
             program,
             args: it.cloned().collect(),
         })
@@ -126,7 +155,10 @@ pub fn main(args: &[OsString]) -> ! {
     else {
         std::process::exit(70);
     };
-    let child = spawn(&req);
+    let child = match req.adopt {
+        Some((pid, release)) => adopt(Pid::from_raw(pid), release),
+        None => spawn(&req),
+    };
     let end = supervise(child, req.lifeline, &signals);
     finish(end, child)
 }
@@ -164,6 +196,17 @@ fn spawn(req: &Request) -> Pid {
     }
 }
 
+/// Takes charge of an interpreter forked by a warm template (our child, waiting on `release`):
+/// lets it run, and notices if it already ended (its SIGCHLD may have come before the signalfd).
+fn adopt(child: Pid, release: RawFd) -> Pid {
+    // SAFETY: writing one byte from a local buffer to, then closing, a descriptor we were given.
+    unsafe {
+        libc::write(release, b"g".as_ptr().cast(), 1);
+        libc::close(release);
+    }
+    child
+}
+
 /// How the supervised program ended, or that the runner is gone.
 enum End {
     Exited(WaitStatus),
@@ -173,6 +216,10 @@ enum End {
 fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
     // SAFETY: the lifeline descriptor stays open for the shepherd's whole life.
     let lifeline = unsafe { BorrowedFd::borrow_raw(lifeline) };
+    // An adopted child may have ended before its SIGCHLD could reach the signalfd.
+    if let Some(status) = reap(Some(child)) {
+        return End::Exited(status);
+    }
     loop {
         let mut fds = [
             libc::pollfd {
@@ -284,6 +331,7 @@ mod tests {
         let r = Request {
             lifeline: 7,
             max_memory: Some(200 << 20),
+            adopt: None,
             program: "/usr/bin/python3".into(),
             args: vec!["-I".into(), "--".into(), "script.pyc".into()],
         };
@@ -292,7 +340,22 @@ mod tests {
             max_memory: None,
             ..r
         };
-        assert_eq!(Request::parse(&plain.to_args()), Ok(plain));
+        assert_eq!(Request::parse(&plain.to_args()), Ok(plain.clone()));
+        let warm = Request {
+            adopt: Some((4242, 4)),
+            ..plain
+        };
+        assert_eq!(Request::parse(&warm.to_args()), Ok(warm));
+        assert!(
+            Request::parse(&[
+                "3".into(),
+                "--adopt".into(),
+                "9".into(),
+                "--".into(),
+                "p".into()
+            ])
+            .is_err()
+        );
         assert!(Request::parse(&["x".into()]).is_err());
         assert!(Request::parse(&["3".into(), "--".into()]).is_err());
     }

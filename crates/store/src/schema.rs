@@ -110,5 +110,7 @@ DROP TABLE node_executions;
 ALTER TABLE node_executions_3 RENAME TO node_executions;
 "#,
         ),
+        // How the execution's interpreter started: `warm` (forked from a template) or `cold`.
+        M::up("ALTER TABLE executions ADD COLUMN start TEXT;"),
     ])
 }
