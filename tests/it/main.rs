@@ -31,6 +31,7 @@ mod serve_security;
 mod serve_stream;
 mod shell;
 mod validate_errors;
+mod warm;
 mod workflow_files;
 mod workflow_tests;
 mod workflow_tests_ci;
