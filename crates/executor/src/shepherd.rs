@@ -9,7 +9,9 @@
 //!    group id is the shepherd's pid;
 //! 2. becomes a child subreaper, so a process that leaves the group (`setsid`, `setpgid`, a double
 //!    fork) and is orphaned becomes the shepherd's child, not init's — still in the tree;
-//! 3. forks and execs the interpreter with default signal handling and no lifeline;
+//! 3. forks and execs the interpreter with default signal handling and no lifeline — or, for a
+//!    warm start (`--adopt PID --release FD`, see `crate::warm`), takes charge of the interpreter
+//!    a template forked as its child and lets it run by writing to the release descriptor;
 //! 4. waits, without a thread and without Python, for one of: the interpreter exits (then it
 //!    kills what is left of the tree and exits with the interpreter's status), the lifeline pipe
 //!    closes (the runner died or wants everything gone: it kills the whole tree and exits), or a
