@@ -22,7 +22,6 @@ pub fn summary_json(e: &Execution) -> Value {
         "input_tokens": e.usage.input_tokens,
         "output_tokens": e.usage.output_tokens,
         "cost_usd": e.usage.cost_usd,
-        "start": e.start,
     })
 }
 
