@@ -10,6 +10,7 @@
 #     takes 300 ms per answer) one item at a time and four at a time. 3c: `flowrun test` of 100
 #     cases of the examples, -j 1 and -j 4.
 #  4. The divan micro-benchmarks (bench/protocol.rs, bench/codegen.rs, bench/store.rs).
+#  5, 6. Warm starts through `flowrun serve`, and cold `flowrun run` under a CPU hog (bench/warm.sh).
 #
 # --quick: fewer runs, 100 executions, a 64 MiB flood instead of 1 GiB, no micro-benchmarks
 # (about 15 s once built). Results (JSON, raw output, summary.txt) go to target/bench/.
@@ -178,7 +179,7 @@ r = json.load(open(sys.argv[1]))["results"]
 print(*("%.0f" % (statistics.median(x["times"]) * 1000) for x in r))' "$OUT/fanout.json")
 say "  fan-out of 4 LLM calls: max_parallel 1 (items one by one) $fan1 ms, max_parallel 4 (4 items at once) $fan4 ms ($(awk -v a="$fan1" -v b="$fan4" 'BEGIN { printf "%.1f", a / b }')x)"
 # --- 3c. flowrun test ----------------------------------------------------------------------------
-section "flowrun test: 100 cases of the examples, -j 1 and -j 4 (cold: a new interpreter per case)"
+section "flowrun test: 100 cases of the examples, -j 1 and -j 4, warm (the default) and --cold"
 # Copies of examples/ and hello.json cases to make exactly 100, offline, models and agents mocked.
 PER_COPY=$(TMPDIR=$PRIVTMP "$FLOWRUN" test examples --offline 2>/dev/null | tail -1 | awk '{ print $1 }')
 COPIES=$((100 / PER_COPY))
@@ -198,15 +199,24 @@ TMPDIR=$PRIVTMP "$FLOWRUN" test "$SUITE" --offline -j 4 >"$OUT/test-suite.txt" 2
 tail -1 "$OUT/test-suite.txt" | grep -qx '100 passed, 0 failed' && ok=PASS || ok=MISS
 TMPDIR=$PRIVTMP hyperfine --style none --warmup 0 --runs "$ROUNDS" --export-json "$OUT/hyperfine-test.json" \
   -n "test -j 1" "$FLOWRUN test $SUITE --offline -j 1" \
-  -n "test -j 4" "$FLOWRUN test $SUITE --offline -j 4" >/dev/null
+  -n "test -j 4" "$FLOWRUN test $SUITE --offline -j 4" \
+  -n "test -j 1 --cold" "$FLOWRUN test $SUITE --offline -j 1 --cold" \
+  -n "test -j 4 --cold" "$FLOWRUN test $SUITE --offline -j 4 --cold" >/dev/null
 "$PY" -I -S -c '
 import json, statistics, sys
 r = {x["command"]: x["times"] for x in json.load(open(sys.argv[1]))["results"]}
-one, four = statistics.median(r["test -j 1"]), statistics.median(r["test -j 4"])
-print("  -j 1: %.2f s, -j 4: %.2f s (medians of %d; %.1f and %.1f cases/s; -j 4 is %.2fx faster)"
-      % (one, four, len(r["test -j 1"]), 100 / one, 100 / four, one / four))
+for how in ("", " --cold"):
+    one, four = statistics.median(r["test -j 1" + how]), statistics.median(r["test -j 4" + how])
+    print("  %-5s -j 1: %.2f s, -j 4: %.2f s (medians of %d; %.1f and %.1f cases/s; -j 4 is %.2fx faster)"
+          % (how.strip(" -") or "warm", one, four, len(r["test -j 1"]), 100 / one, 100 / four, one / four))
+w, c = statistics.median(r["test -j 1"]), statistics.median(r["test -j 1 --cold"])
+print("  warm vs cold, -j 1: %.1fx (target >= 5x: %s)" % (c / w, "PASS" if c / w >= 5 else "MISS"))
 ' "$OUT/hyperfine-test.json" | tee -a "$SUMMARY"
 say "  100 cases passed: $ok"
+
+# --- 5, 6. warm starts through serve; cold run under load ----------------------------------------
+# shellcheck source=bench/warm.sh
+. bench/warm.sh
 
 # --- 4. micro-benchmarks ------------------------------------------------------------------------
 if [ "$QUICK" = 0 ]; then

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Cap on stored log bytes per execution; the rest is counted.
     #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
     pub max_log_bytes: u64,
+    /// Start every execution cold (a new interpreter) instead of forking it from a warm
+    /// template of its interpreter.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
@@ -76,6 +80,10 @@ pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
         },
     };
     let store = SharedStore::new(open_store(db)?);
+    if !args.cold {
+        flowrun_app::control::become_subreaper();
+        flowrun_app::control::enable_warm_starts();
+    }
     match flowrun_server::serve(config, store) {
         Ok(()) => Ok(0),
         Err(ServeError::Config(m)) => Err(Exit::new(USAGE, m)),

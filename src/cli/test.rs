@@ -63,6 +63,10 @@ pub struct TestArgs {
     /// Whole-execution timeout of each case (default: the case's `timeout_ms`, the workflow's, 60000).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: Option<u64>,
+    /// Start every case cold (a new interpreter) instead of forking it from a warm template of
+    /// its interpreter.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 fn parse_partition(s: &str) -> Result<Partition, String> {
@@ -172,6 +176,9 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     };
     let store = SharedStore::new(open_store(db)?);
     flowrun_app::control::become_subreaper();
+    if !args.cold {
+        flowrun_app::control::enable_warm_starts();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(jobs.clamp(1, 4))
         .enable_all()

@@ -33,6 +33,7 @@ mod serve_stream;
 mod shell;
 mod subworkflows;
 mod validate_errors;
+mod warm;
 mod workflow_files;
 mod workflow_tests;
 mod workflow_tests_ci;

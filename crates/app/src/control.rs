@@ -86,6 +86,13 @@ pub fn become_subreaper() {
     flowrun_executor::process::become_subreaper();
 }
 
+/// Turns on warm starts for this process: executions are forked from a template interpreter
+/// (see `flowrun_executor::warm`) and fall back to cold starts. Call [`become_subreaper`] first:
+/// a warm execution becomes this process's child by being re-parented to it.
+pub fn enable_warm_starts() {
+    flowrun_executor::warm::enable();
+}
+
 /// Records the end of an execution its runner cannot end (dead, unresponsive, or a bug): the
 /// execution ends `status` with `error`, its running nodes `cancelled`, and its event stream gets
 /// their `node_end`s and an `execution_end` (see [`crate::synthetic::abandoned`]). False when it

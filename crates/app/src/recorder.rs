@@ -126,7 +126,13 @@ impl Sink for Recorder {
             pgid: info.pgid,
             start_time: info.start_time,
         };
-        let res = self.store.lock().set_process(&self.execution_id, row);
+        let start = if info.warm { "warm" } else { "cold" };
+        let res = {
+            let mut store = self.store.lock();
+            store
+                .set_process(&self.execution_id, row)
+                .and_then(|()| store.set_start(&self.execution_id, start))
+        };
         if let Err(e) = res {
             self.error.get_or_insert_with(|| e.to_string());
         }

@@ -21,6 +21,7 @@ pub mod sink;
 pub mod spec;
 mod state;
 pub mod tree;
+pub mod warm;
 
 pub use run::{Outcome, execute};
 pub use sink::{Fanout, NodeDetail, Sink};

@@ -12,8 +12,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
 
 /// What the store records to find and verify the process later.
@@ -25,6 +27,8 @@ pub struct ProcessInfo {
     /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22), so a reused pid is
     /// never mistaken for this process.
     pub start_time: Option<u64>,
+    /// Forked from a warm template (`crate::warm`) rather than started cold.
+    pub warm: bool,
 }
 
 /// How to start the interpreter on the script.
@@ -41,8 +45,46 @@ pub struct Launch {
     pub max_memory: Option<u64>,
 }
 
+/// The running shepherd: its pipes and a way to wait for its exit, whether this process spawned
+/// it (cold) or adopted it from a warm template.
+pub(crate) struct Proc {
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    pub stdout: Option<Pin<Box<dyn AsyncRead + Send>>>,
+    pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
+    waiter: Waiter,
+}
+
+enum Waiter {
+    Cold(Child),
+    Warm(crate::warm::Adopted),
+}
+
+impl Proc {
+    pub(crate) fn warm(
+        stdin: Pin<Box<dyn AsyncWrite + Send>>,
+        stdout: Pin<Box<dyn AsyncRead + Send>>,
+        stderr: Pin<Box<dyn AsyncRead + Send>>,
+        adopted: crate::warm::Adopted,
+    ) -> Proc {
+        Proc {
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            waiter: Waiter::Warm(adopted),
+        }
+    }
+
+    /// Waits for the shepherd to exit (cancel-safe).
+    pub(crate) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match &mut self.waiter {
+            Waiter::Cold(c) => c.wait().await,
+            Waiter::Warm(a) => a.wait().await,
+        }
+    }
+}
+
 pub(crate) struct Spawned {
-    pub child: Child,
+    pub child: Proc,
     pub info: ProcessInfo,
     /// Dropping this closes the lifeline: the shepherd then kills the execution's whole tree.
     pub lifeline: OwnedFd,
@@ -62,18 +104,31 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     }
 }
 
+/// Starts the execution: forked from a warm template when warm starts are on and that works
+/// (`crate::warm`), else cold — a template can make an execution faster, never fail it.
+pub(crate) async fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
+    if let Some(pool) = crate::warm::pool() {
+        match crate::warm::spawn(pool, launch).await {
+            Ok(s) => return Ok(s),
+            Err(e) => tracing::debug!("warm start failed, starting cold: {e}"),
+        }
+    }
+    spawn_cold(launch)
+}
+
 /// Starts the shepherd, which starts the interpreter in a new session under it, with the
 /// lifeline's read end inherited (its number is the shepherd's first argument).
 ///
 /// There is no code to run between fork and exec here, so the standard library uses
 /// `posix_spawn` (a vfork-style clone), several milliseconds cheaper than forking this process;
 /// the session and an address-space limit are set up by the shepherd.
-pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
+fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let read_fd = read_end.as_raw_fd();
     let request = crate::shepherd::Request {
         lifeline: read_fd,
         max_memory: launch.max_memory,
+        adopt: None,
         program: launch.program.clone().into_os_string(),
         args: launch.args.iter().map(Into::into).collect(),
     };
@@ -89,7 +144,7 @@ pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     if let Some(cwd) = &launch.cwd {
         cmd.current_dir(cwd);
     }
-    let child = {
+    let mut child = {
         let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         set_cloexec(read_fd, false)?;
         let child = cmd.spawn();
@@ -100,12 +155,28 @@ pub(crate) fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
     };
     drop(read_end);
     let pid = child.id().expect("a just-spawned child has a pid") as i32;
+    let proc = Proc {
+        stdin: child
+            .stdin
+            .take()
+            .map(|s| Box::pin(s) as Pin<Box<dyn AsyncWrite + Send>>),
+        stdout: child
+            .stdout
+            .take()
+            .map(|s| Box::pin(s) as Pin<Box<dyn AsyncRead + Send>>),
+        stderr: child
+            .stderr
+            .take()
+            .map(|s| Box::pin(s) as Pin<Box<dyn AsyncRead + Send>>),
+        waiter: Waiter::Cold(child),
+    };
     Ok(Spawned {
-        child,
+        child: proc,
         info: ProcessInfo {
             pid,
             pgid: pid,
             start_time: process_start_time(pid),
+            warm: false,
         },
         lifeline: write_end,
     })

@@ -93,7 +93,7 @@ pub async fn execute(
             .env
             .push(("FLOWRUN_MAX_MEMORY_MB".into(), (bytes >> 20).to_string()));
     }
-    let spawned = match process::spawn(&launch) {
+    let spawned = match process::spawn(&launch).await {
         Ok(s) => s,
         Err(e) => {
             let error = ErrorInfo::of(

@@ -9,7 +9,9 @@
 //!    group id is the shepherd's pid;
 //! 2. becomes a child subreaper, so a process that leaves the group (`setsid`, `setpgid`, a double
 //!    fork) and is orphaned becomes the shepherd's child, not init's — still in the tree;
-//! 3. forks and execs the interpreter with default signal handling and no lifeline;
+//! 3. forks and execs the interpreter with default signal handling and no lifeline — or, for a
+//!    warm start (`--adopt PID --release FD`, see `crate::warm`), takes charge of the interpreter
+//!    a template forked as its child and lets it run by writing to the release descriptor;
 //! 4. waits, without a thread and without Python, for one of: the interpreter exits (then it
 //!    kills what is left of the tree and exits with the interpreter's status), the lifeline pipe
 //!    closes (the runner died or wants everything gone: it kills the whole tree and exits), or a
@@ -39,6 +41,10 @@ pub struct Request {
     pub lifeline: RawFd,
     /// Address-space limit (RLIMIT_AS) for the interpreter, in bytes.
     pub max_memory: Option<u64>,
+    /// A warm start (`crate::warm`): supervise this already forked interpreter (our child)
+    /// instead of spawning one, and let it run by writing `g` to the release descriptor once
+    /// we are in charge (subreaper, signals blocked into the signalfd).
+    pub adopt: Option<(i32, RawFd)>,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -50,6 +56,10 @@ impl Request {
         if let Some(m) = self.max_memory {
             a.push("--max-memory".into());
             a.push(m.to_string().into());
+        }
+        if let Some((pid, release)) = self.adopt {
+            a.extend(["--adopt".into(), pid.to_string().into()]);
+            a.extend(["--release".into(), release.to_string().into()]);
         }
         a.push("--".into());
         a.push(self.program.clone());
@@ -65,6 +75,7 @@ impl Request {
             .and_then(|a| a.to_str()?.parse().ok())
             .ok_or("expected the lifeline descriptor")?;
         let mut max_memory = None;
+        let (mut adopt, mut release) = (None, None);
         loop {
             match it.next().and_then(|a| a.to_str()) {
                 Some("--") => break,
@@ -75,13 +86,33 @@ impl Request {
                             .ok_or("--max-memory expects bytes")?,
                     )
                 }
+                Some("--adopt") => {
+                    adopt = Some(
+                        it.next()
+                            .and_then(|a| a.to_str()?.parse().ok())
+                            .ok_or("--adopt expects a pid")?,
+                    )
+                }
+                Some("--release") => {
+                    release = Some(
+                        it.next()
+                            .and_then(|a| a.to_str()?.parse().ok())
+                            .ok_or("--release expects a descriptor")?,
+                    )
+                }
                 other => return Err(format!("unexpected argument {other:?}")),
             }
         }
         let program = it.next().ok_or("expected the program to run")?.clone();
+        let adopt = match (adopt, release) {
+            (Some(pid), Some(fd)) => Some((pid, fd)),
+            (None, None) => None,
+            _ => return Err("--adopt and --release go together".into()),
+        };
         Ok(Request {
             lifeline,
             max_memory,
+            adopt,
             program,
             args: it.cloned().collect(),
         })
@@ -121,6 +152,14 @@ pub fn main(args: &[OsString]) -> ! {
         libc::fcntl(req.lifeline, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let mask = handled();
+    // An ignored signal never reaches the signalfd: take back the default for each (a warm
+    // start's template ignores SIGUSR1 until its execution's runtime installs its handler).
+    for sig in mask.iter() {
+        // SAFETY: setting a disposition on this single-threaded process.
+        unsafe {
+            libc::signal(sig as libc::c_int, libc::SIG_DFL);
+        }
+    }
     if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).is_err() {
         std::process::exit(70);
     }
@@ -128,7 +167,10 @@ pub fn main(args: &[OsString]) -> ! {
     else {
         std::process::exit(70);
     };
-    let child = spawn(&req);
+    let child = match req.adopt {
+        Some((pid, release)) => adopt(Pid::from_raw(pid), release),
+        None => spawn(&req),
+    };
     let end = supervise(child, req.lifeline, &signals);
     finish(end, child)
 }
@@ -170,6 +212,17 @@ fn spawn(req: &Request) -> Pid {
     }
 }
 
+/// Takes charge of an interpreter forked by a warm template (our child, waiting on `release`):
+/// lets it run, and notices if it already ended (its SIGCHLD may have come before the signalfd).
+fn adopt(child: Pid, release: RawFd) -> Pid {
+    // SAFETY: writing one byte from a local buffer to, then closing, a descriptor we were given.
+    unsafe {
+        libc::write(release, b"g".as_ptr().cast(), 1);
+        libc::close(release);
+    }
+    child
+}
+
 /// How the supervised program ended, or that the runner is gone.
 enum End {
     Exited(WaitStatus),
@@ -179,6 +232,10 @@ enum End {
 fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
     // SAFETY: the lifeline descriptor stays open for the shepherd's whole life.
     let lifeline = unsafe { BorrowedFd::borrow_raw(lifeline) };
+    // An adopted child may have ended before its SIGCHLD could reach the signalfd.
+    if let Some(status) = reap(Some(child)) {
+        return End::Exited(status);
+    }
     loop {
         let mut fds = [
             libc::pollfd {
@@ -244,12 +301,36 @@ fn reap(watch: Option<Pid>) -> Option<WaitStatus> {
     found
 }
 
+/// Does this process have any child, running or ended (without reaping it)?
+fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only reports into the local siginfo.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+    }
+}
+
 /// Kills what is left of the tree, reaps it, and ends like the program did (killed by SIGKILL,
 /// when the lifeline closed first).
 fn finish(end: End, child: Pid) -> ! {
     let me = getpid().as_raw();
     let mut end = end;
     for _ in 0..500 {
+        if let Some(status) = reap(Some(child)) {
+            end = End::Exited(status);
+        }
+        // No child at all (not even a zombie) means no descendant: any orphan below us would
+        // have been re-parented to us, the subreaper. Most executions end here, without
+        // reading all of /proc.
+        if !has_children() {
+            break;
+        }
         let left = tree::descendants(me);
         if left.is_empty() {
             break;
@@ -293,6 +374,7 @@ mod tests {
         let r = Request {
             lifeline: 7,
             max_memory: Some(200 << 20),
+            adopt: None,
             program: "/usr/bin/python3".into(),
             args: vec!["-I".into(), "--".into(), "script.pyc".into()],
         };
@@ -301,7 +383,22 @@ mod tests {
             max_memory: None,
             ..r
         };
-        assert_eq!(Request::parse(&plain.to_args()), Ok(plain));
+        assert_eq!(Request::parse(&plain.to_args()), Ok(plain.clone()));
+        let warm = Request {
+            adopt: Some((4242, 4)),
+            ..plain
+        };
+        assert_eq!(Request::parse(&warm.to_args()), Ok(warm));
+        assert!(
+            Request::parse(&[
+                "3".into(),
+                "--adopt".into(),
+                "9".into(),
+                "--".into(),
+                "p".into()
+            ])
+            .is_err()
+        );
         assert!(Request::parse(&["x".into()]).is_err());
         assert!(Request::parse(&["3".into(), "--".into()]).is_err());
     }

@@ -43,10 +43,14 @@ pub fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
 
 /// `/proc/<pid>/stat` of one process, if it exists.
 pub fn stat(pid: i32) -> Option<ProcStat> {
-    parse_stat(
-        pid,
-        &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
-    )
+    use std::io::Read;
+    // One read: a stat line is ~300 bytes, and read_to_string would start at 32 and grow.
+    let mut text = String::with_capacity(1024);
+    std::fs::File::open(format!("/proc/{pid}/stat"))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    parse_stat(pid, &text)
 }
 
 /// Every process visible in `/proc`.

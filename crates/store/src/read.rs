@@ -46,7 +46,7 @@ impl Store {
     const EXEC_COLS: &'static str = "id, workflow_id, workflow_name, status, mode, started_at, finished_at, duration_ms,
         trigger, output, error, exit, snapshot_hash, source_file, parent_id, relation, log_bytes, log_bytes_cut,
         pid, pgid, process_start_time, runner_pid, runner_start_time, stop_requested_at,
-        input_tokens, output_tokens, cost_usd, pause_requested_at, cwd";
+        input_tokens, output_tokens, cost_usd, pause_requested_at, cwd, start";
 
     fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
         let json = |i: usize| -> rusqlite::Result<Option<Value>> {
@@ -98,6 +98,7 @@ impl Store {
                 output_tokens: r.get(25)?,
                 cost_usd: r.get(26)?,
             },
+            start: r.get(29)?,
         })
     }
 

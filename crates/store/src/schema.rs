@@ -127,5 +127,7 @@ ALTER TABLE executions ADD COLUMN parent_item INTEGER;
 CREATE INDEX executions_by_parent ON executions(parent_id, started_at);
 "#,
         ),
+        // How the execution's interpreter started: `warm` (forked from a template) or `cold`.
+        M::up("ALTER TABLE executions ADD COLUMN start TEXT;"),
     ])
 }

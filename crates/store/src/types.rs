@@ -47,6 +47,9 @@ pub struct Execution {
     pub log_bytes_cut: i64,
     #[serde(flatten)]
     pub usage: Usage,
+    /// `warm` or `cold`: how the interpreter started (None before it did, and for executions
+    /// recorded before this was).
+    pub start: Option<String>,
     #[serde(skip)]
     pub process: Option<ProcessRow>,
     #[serde(skip)]

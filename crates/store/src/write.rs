@@ -66,6 +66,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records how the execution's interpreter started: `warm` or `cold`.
+    pub fn set_start(&mut self, id: &str, start: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE executions SET start = ?2 WHERE id = ?1",
+            params![id, start],
+        )?;
+        Ok(())
+    }
+
     /// Applies batched writes of one execution in one transaction.
     ///
     /// An ended execution is final: once its status is no longer `running` or `queued` (its

@@ -1,0 +1,63 @@
+# Warm starts and the cold path under load (issue 18); sourced by bench/run.sh, which defines
+# FLOWRUN, PY, WORK, OUT, PRIVTMP, ROUNDS, RUNS, WARMUP, EXECS, say and section.
+#
+#  5. w3 through `flowrun serve`: POST /api/workflows/w3/executions?wait=true, one after another
+#     on one kept-alive connection, warm (the default) and `--cold`: medians and p99 end to end,
+#     and the execution's own duration as recorded (spawn to end, the child's part).
+#  6. `flowrun run` against the hand-written baseline, idle and with a CPU hog on every core.
+
+serve_rows() { # serve_rows LABEL [serve flags]
+  local label=$1; shift
+  local dir=$WORK/serve-$label
+  mkdir -p "$dir/wfs"
+  cp bench/w3.json "$dir/wfs/"
+  (cd "$dir" && TMPDIR=$PRIVTMP exec "$FLOWRUN" serve --port 0 --workflows wfs "$@" >serve.out 2>serve.err) &
+  local pid=$!
+  for _ in $(seq 100); do
+    [ -s "$dir/serve.out" ] && [ "$(wc -l <"$dir/serve.out")" -ge 2 ] && break
+    sleep 0.1
+  done
+  local url token
+  url=$(head -1 "$dir/serve.out" | sed 's/.*listening on //')
+  token=$(cat "$(sed -n 2p "$dir/serve.out" | sed 's/token file: //')")
+  local line
+  line=$("$PY" -I -S bench/serve_load.py "$url" "$token" w3 "$EXECS" bench/trigger.json "$OUT/serve-$label.json")
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  say "  $label: $line"
+}
+
+section "w3 through flowrun serve: $EXECS executions with ?wait=true, one at a time"
+serve_rows warm
+serve_rows cold --cold
+"$PY" -I -S -c '
+import json, statistics, sys
+w = json.load(open(sys.argv[1])); c = json.load(open(sys.argv[2]))
+mw, mc = statistics.median(w["http_ms"]), statistics.median(c["http_ms"])
+xw = statistics.median(w["exec_ms"])
+print("  warm vs cold end to end: %.1fx; targets: warm <= 5 ms median end to end %s, <= 3 ms the execution %s"
+      % (mc / mw, "PASS" if mw <= 5 else "MISS", "PASS" if xw <= 3 else "MISS"))
+' "$OUT/serve-warm.json" "$OUT/serve-cold.json" | tee -a "$SUMMARY"
+
+section "flowrun run under load: $RUNS runs each, idle and with $(nproc) busy loops"
+load_rows() { # load_rows LABEL
+  TMPDIR=$PRIVTMP hyperfine --style none --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/hyperfine-load-$1.json" \
+    -n flowrun "$FLOWRUN run bench/w3.json < bench/trigger.json" \
+    -n baseline "$PY -I -S bench/baseline_w3.py < bench/trigger.json" >/dev/null
+  "$PY" -I -S -c '
+import json, statistics, sys
+r = {x["command"]: x["times"] for x in json.load(open(sys.argv[1]))["results"]}
+f, b = statistics.median(r["flowrun"]) * 1000, statistics.median(r["baseline"]) * 1000
+print("  %-5s flowrun run %.1f ms, baseline %.1f ms: %.2fx (target <= 1.3x: %s), runner overhead %.1f ms"
+      % (sys.argv[2], f, b, f / b, "PASS" if f / b <= 1.3 else "MISS", f - b))
+' "$OUT/hyperfine-load-$1.json" "$1" | tee -a "$SUMMARY"
+}
+load_rows idle
+hogs=()
+for _ in $(seq "$(nproc)"); do
+  "$PY" -I -S -c 'while True: pass' &
+  hogs+=($!)
+done
+load_rows hog
+kill "${hogs[@]}"
+wait "${hogs[@]}" 2>/dev/null || true

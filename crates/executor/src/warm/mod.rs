@@ -1,0 +1,208 @@
+//! Warm starts: executions forked from a loaded interpreter instead of starting Python.
+//!
+//! `flowrun serve` and `flowrun test` call [`enable`]; `flowrun run`, a one-shot, does not (its
+//! one execution would pay for the template and gain nothing). Then every execution first asks
+//! the [`Pool`] for a warm start, and starts cold when that fails for any reason: a warm start
+//! can make an execution faster, never fail it.
+//!
+//! The process tree of a warm execution is the tree of a cold one — the runner's child is the
+//! `flowrun __shepherd` process (new session, subreaper, lifeline, signals), the interpreter is
+//! the shepherd's child, fds 0/1/2 are the runner's pipes — only the interpreter was forked from
+//! a template instead of exec'd. `runtime/warm/template.py` says how; this module keeps the
+//! templates: one per interpreter and requirement set ([`Key`]), started on first use and
+//! waited for (so the first execution is warm too), and retired when
+//!
+//! - the requirement set changed under it: the interpreter's venv was rebuilt or packages were
+//!   added ([`fingerprint`]: the interpreter's inode and mtime, the mtimes of its
+//!   `site-packages`), since its preloaded modules may be stale;
+//! - it started [`MAX_USES`] executions, or its resident memory grew [`MAX_GROWTH_KIB`] past
+//!   what it had when ready (it never runs workflow code, so growth means a leak of its own or
+//!   a cache of large scripts, and every fork copies its page tables and counts its address
+//!   space against the execution's memory limit);
+//! - it died or misbehaved (no answer, a wrong answer): the execution goes cold, and the next
+//!   one starts a new template;
+//! - more than [`MAX_TEMPLATES`] interpreters are in use: the least recently used goes.
+
+mod spawn;
+mod template;
+
+pub(crate) use spawn::{Adopted, spawn};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+use template::Template;
+
+/// Executions per template before it is replaced. A template starts in ~60 ms, so replacing it
+/// every 500 executions costs ~0.1 ms per execution; it is a bound on anything the template's
+/// own loop might accumulate (its script cache holds the 32 newest scripts).
+pub const MAX_USES: u32 = 500;
+
+/// Growth of a template's resident memory (over its size when ready) that retires it: 64 MiB.
+/// A ready template holds ~25 MiB; forking copies page tables in proportion, and a child's
+/// `--max-memory-mb` limit counts the address space it inherits.
+pub const MAX_GROWTH_KIB: u64 = 64 << 10;
+
+/// Templates kept at once (interpreter and requirement sets in use); each holds ~25 MiB.
+pub const MAX_TEMPLATES: usize = 4;
+
+/// What one template serves: the interpreter and its flags (`-I`, `-S` when the workflow needs
+/// no packages, `-u`), which together name the requirement set (a venv has its own interpreter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    pub program: PathBuf,
+    pub flags: Vec<String>,
+}
+
+/// What makes a template stale when it changes: the interpreter file (a rebuilt venv has a new
+/// one) and its `site-packages` directories (packages installed or removed).
+pub(crate) fn fingerprint(program: &Path) -> Vec<(u64, Option<SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.modified().ok()))
+    };
+    let mut out: Vec<_> = stamp(program).into_iter().collect();
+    let lib = program
+        .parent()
+        .and_then(Path::parent)
+        .map(|root| root.join("lib"));
+    if let Some(Ok(entries)) = lib.map(std::fs::read_dir) {
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path().join("site-packages"))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        out.extend(dirs.iter().filter_map(|d| stamp(d)));
+    }
+    out
+}
+
+struct Slot {
+    template: Template,
+    fingerprint: Vec<(u64, Option<SystemTime>)>,
+    last_used: u64,
+}
+
+/// The templates of this process.
+pub struct Pool {
+    slots: tokio::sync::Mutex<(HashMap<Key, Slot>, u64)>,
+    /// Templates started and retired so far (for `flowrun serve`'s logs and the tests).
+    stats: std::sync::Mutex<Stats>,
+}
+
+/// Counts of what the pool did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub started: u64,
+    pub retired: u64,
+    pub failed: u64,
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+/// Turns warm starts on for this process. The caller must be a child subreaper
+/// (`process::become_subreaper`): that is how a warm execution's shepherd becomes its child.
+pub fn enable() {
+    POOL.get_or_init(|| Pool {
+        slots: tokio::sync::Mutex::new((HashMap::new(), 0)),
+        stats: std::sync::Mutex::new(Stats::default()),
+    });
+}
+
+/// The pool, when warm starts are on.
+pub(crate) fn pool() -> Option<&'static Pool> {
+    POOL.get()
+}
+
+/// What the pool did so far, when warm starts are on.
+pub fn stats() -> Option<Stats> {
+    pool().map(|p| *p.stats.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Why a template goes, if it must.
+fn stale(slot: &mut Slot, fingerprint: &[(u64, Option<SystemTime>)]) -> Option<&'static str> {
+    if slot.fingerprint != fingerprint {
+        return Some("its requirement set changed");
+    }
+    if slot.template.uses >= MAX_USES {
+        return Some("it started its share of executions");
+    }
+    if !slot.template.alive() {
+        return Some("it is gone");
+    }
+    let grown = slot
+        .template
+        .rss_kib()
+        .is_some_and(|now| now > slot.template.base_rss_kib + MAX_GROWTH_KIB);
+    if grown {
+        return Some("its memory grew");
+    }
+    None
+}
+
+impl Pool {
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Runs `f` with the template for `key`, started (and waited for) if there is none or the
+    /// one there is stale. A template `f` fails with is retired: the next call starts another.
+    pub(crate) async fn with_template<T>(
+        &self,
+        key: &Key,
+        f: impl AsyncFnOnce(&mut Template) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let print = fingerprint(&key.program);
+        let mut guard = self.slots.lock().await;
+        let (slots, clock) = &mut *guard;
+        *clock += 1;
+        let now = *clock;
+        let why = slots.get_mut(key).and_then(|slot| stale(slot, &print));
+        if let Some(why) = why {
+            tracing::debug!(why, "retiring a warm template");
+            slots.remove(key);
+            self.count(|s| s.retired += 1);
+        }
+        if !slots.contains_key(key) {
+            if slots.len() >= MAX_TEMPLATES {
+                let oldest = slots
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    slots.remove(&k);
+                    self.count(|s| s.retired += 1);
+                }
+            }
+            let template = match Template::start(&key.program, &key.flags).await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.count(|s| s.failed += 1);
+                    return Err(e);
+                }
+            };
+            self.count(|s| s.started += 1);
+            let slot = Slot {
+                template,
+                fingerprint: print,
+                last_used: now,
+            };
+            slots.insert(key.clone(), slot);
+        }
+        let slot = slots.get_mut(key).expect("inserted above");
+        slot.last_used = now;
+        let res = f(&mut slot.template).await;
+        if res.is_err() {
+            slots.remove(key);
+            self.count(|s| {
+                s.failed += 1;
+                s.retired += 1;
+            });
+        }
+        res
+    }
+}

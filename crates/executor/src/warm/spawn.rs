@@ -1,0 +1,155 @@
+//! A warm start: the runner's pipes and lifeline go to the template, which forks the execution;
+//! its shepherd becomes the runner's child, which waits for it through a pidfd.
+
+use super::template::Request;
+use super::{Key, Pool};
+use crate::process::{Launch, Proc, ProcessInfo, Spawned};
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+/// Starts the execution from the template for its interpreter. Any error means: start it cold
+/// (nothing of the execution has run, and whatever the template forked is gone with the pipes
+/// and lifeline dropped here).
+pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawned> {
+    let Some((script, flags)) = launch.args.split_last() else {
+        return Err(std::io::Error::other("no script to run"));
+    };
+    if !is_subreaper() {
+        // The shepherd would be re-parented past us, and we could not wait for it.
+        return Err(std::io::Error::other(
+            "this process is not a child subreaper",
+        ));
+    }
+    let key = Key {
+        program: launch.program.clone(),
+        flags: flags.to_vec(),
+    };
+    let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (life_r, life_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let cwd = match &launch.cwd {
+        Some(c) => c.clone(),
+        None => std::env::current_dir()?,
+    };
+    let req = Request {
+        shepherd: &launch.shepherd,
+        program: &launch.program,
+        args: &launch.args,
+        script,
+        env: &launch.env,
+        cwd,
+        max_memory: launch.max_memory,
+    };
+    let fds = [
+        in_r.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        life_r.as_raw_fd(),
+    ];
+    let pid = pool
+        .with_template(&key, async |t| t.fork(&req, fds).await)
+        .await?;
+    // The execution has its own copies now; ours would keep its pipes open past its end.
+    drop((in_r, out_w, err_w, life_r));
+    let ours = crate::tree::stat(pid).is_some_and(|s| s.ppid == std::process::id() as i32);
+    if !ours {
+        return Err(std::io::Error::other(
+            "the warm execution did not become this process's child",
+        ));
+    }
+    let waiter = Adopted::new(pid)?;
+    let info = ProcessInfo {
+        pid,
+        pgid: pid,
+        start_time: crate::process::process_start_time(pid),
+        warm: true,
+    };
+    let proc = Proc::warm(
+        Box::pin(pipe::Sender::from_owned_fd(in_w)?),
+        Box::pin(pipe::Receiver::from_owned_fd(out_r)?),
+        Box::pin(pipe::Receiver::from_owned_fd(err_r)?),
+        waiter,
+    );
+    Ok(Spawned {
+        child: proc,
+        info,
+        lifeline: life_w,
+    })
+}
+
+fn is_subreaper() -> bool {
+    let mut v: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int to the pointer we pass.
+    let r = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut libc::c_int) };
+    r == 0 && v != 0
+}
+
+/// A child this process did not spawn but adopted (a warm execution's shepherd), waited for
+/// through a pidfd, which becomes readable when it exits.
+pub(crate) struct Adopted {
+    pid: i32,
+    pidfd: AsyncFd<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl Adopted {
+    fn new(pid: i32) -> std::io::Result<Adopted> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just returned to us, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(Adopted {
+            pid,
+            // SAFETY: the pidfd is owned by the AsyncFd and closed only when it drops.
+            pidfd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? },
+            status: None,
+        })
+    }
+
+    /// Waits for the exit and reaps it. Cancel-safe, like `tokio::process::Child::wait`.
+    pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        loop {
+            if let Some(s) = self.status {
+                return Ok(s);
+            }
+            let mut guard = self.pidfd.readable().await?;
+            let mut raw: libc::c_int = 0;
+            // SAFETY: waitpid on our own child, writing its status into a local.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+            if r == self.pid {
+                self.status = Some(ExitStatus::from_raw(raw));
+            } else if r == 0 {
+                guard.clear_ready();
+            } else {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+impl Drop for Adopted {
+    /// Like `kill_on_drop` for a cold child: an execution dropped before its end is killed, and
+    /// reaped off the runtime's threads.
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let pid = self.pid;
+            // SAFETY: our own, not yet reaped, child: the pid cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            std::thread::spawn(move || {
+                let mut raw = 0;
+                // SAFETY: as above.
+                unsafe { libc::waitpid(pid, &mut raw, 0) };
+            });
+        }
+    }
+}

@@ -1,0 +1,268 @@
+# ---------------------------------------------------------------------------
+# flowrun warm template (runtime/warm/template.py)
+#
+# One long-lived interpreter per interpreter and requirement set, started by
+# `flowrun serve` / `flowrun test` (crates/executor/src/warm/) with the same
+# flags a cold execution gets (-I [-S] -u) and this file as `-c` source.  It
+# imports what the runtime's nodes import, then waits on fd 3, a SOCK_SEQPACKET
+# socket to the runner, for requests: one JSON message per execution with four
+# descriptors attached (SCM_RIGHTS): the execution's stdin, stdout and stderr
+# pipes and the read end of its lifeline.
+#
+# Per request it forks twice, so that the execution is NOT the template's
+# child:
+#
+#   template ─fork─► A ─fork─► S ─fork─► W
+#                    A exits at once: S is re-parented to the nearest child
+#                    subreaper above the template, the runner (flowrun serve
+#                    and flowrun test are subreapers), exactly like a cold
+#                    execution's shepherd is the runner's child.
+#   S: setsid (pgid = sid = its pid), fds 0/1/2 = the execution's pipes,
+#      fd 3 = the lifeline, fd 4 = W's release pipe, everything else closed,
+#      then exec `flowrun __shepherd 3 --adopt W --release 4 -- python …`: the
+#      same Rust shepherd as a cold start (subreaper, lifeline watched without
+#      the GIL, signals passed on), supervising W instead of spawning.
+#   W: waits until the shepherd, now in charge, writes "g" to the release
+#      pipe (nothing of the execution runs unsupervised), then dup2s the
+#      pipes onto 0/1/2, closes every other descriptor, applies the memory
+#      limit, replaces the environment, changes directory, reseeds random,
+#      and runs the script as `__main__` (this file's frames left by returning),
+#      then ends as a cold interpreter would (threads joined, atexit, streams
+#      flushed, the exit status of SystemExit) but with os._exit: freeing every
+#      preloaded module at finalization costs more than the execution.
+#
+# The template itself never runs workflow code, so nothing an execution does
+# (globals, sys.modules, environment, cwd, files, threads) can reach the
+# next one: each starts from the same pristine fork.  The template answers
+# {"pid": S} once A is reaped (S is the runner's child by then), or
+# {"error": "..."}; it exits when the runner's end of the socket closes.
+# Stdlib only, Python 3.9+.
+# ---------------------------------------------------------------------------
+import os
+import sys
+import time
+import _json
+import socket
+import marshal
+
+# What the runtime imports inside its nodes (see runtime/nodes/): paid once here instead of in
+# every execution.  None of these starts a thread or opens a descriptor at import.
+import base64
+import email.utils
+import http.client
+import io
+import json
+import linecache
+import random
+import re
+import resource
+import select
+import selectors
+import signal
+import subprocess
+import threading
+import traceback
+import urllib.parse
+import urllib.request
+import zlib
+
+_MAX_FD = 65536
+_CODE_CACHE = {}  # script path -> (mtime_ns, size, code object); compiled once per template
+_CODE_CACHE_MAX = 32
+
+
+def _code_of(path):
+    """The script's code object, from its .pyc (16-byte header, then marshal) or its source."""
+    st = os.stat(path)
+    hit = _CODE_CACHE.get(path)
+    if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+        return hit[2]
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".pyc"):
+        code = marshal.loads(data[16:])
+    else:
+        code = compile(data, path, "exec", dont_inherit=True)
+    if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+        _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+    _CODE_CACHE[path] = (st.st_mtime_ns, st.st_size, code)
+    return code
+
+
+def _high(fd):
+    """A copy of fd at 10 or above, so moving descriptors onto 0..4 never overwrites one."""
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _shepherd_side(req, fds, sock):
+    """In S (the future shepherd).  Returns only in W, with what W must run."""
+    os.setsid()
+    os.close(sock.detach())
+    rel_r, rel_w = os.pipe()
+    worker = os.fork()
+    if worker == 0:
+        os.close(rel_w)
+        go = os.read(rel_r, 1)
+        if go != b"g":
+            os._exit(70)  # the shepherd never took over: run nothing
+        os.close(rel_r)
+        return _worker_setup(req, fds)
+    os.close(rel_r)
+    high = [_high(fd) for fd in list(fds) + [rel_w]]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target, inheritable=True)
+    os.closerange(5, _MAX_FD)
+    shepherd = req["shepherd"]
+    argv = [shepherd, "__shepherd", "3", "--adopt", str(worker), "--release", "4", "--",
+            req["program"]] + list(req["args"])
+    try:
+        os.execve(shepherd, argv, dict(req["env"]))
+    finally:
+        os._exit(127)
+
+
+def _worker_setup(req, fds):
+    """In W: the execution's descriptors, limits, environment, directory and randomness."""
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target, inheritable=True)
+    os.closerange(3, _MAX_FD)
+    limit = req.get("max_memory")
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.environ.clear()
+    os.environ.update(dict(req["env"]))
+    time.tzset()
+    if req.get("cwd"):
+        os.chdir(req["cwd"])
+    random.seed()
+    sys.argv = [req["script"]]
+    return req["script"]
+
+
+def _start(req, fds, sock):
+    """In the template: forks A (and through it S and W).  Returns ("template", pid of S) in
+    the template and ("worker", script) in W."""
+    code = _code_of(req["script"])
+    r, w = os.pipe()
+    a = os.fork()
+    if a == 0:
+        os.close(r)
+        s = -1
+        try:
+            s = os.fork()
+        except BaseException:
+            os._exit(71)
+        if s == 0:
+            os.close(w)
+            try:
+                return ("worker", (code, _shepherd_side(req, fds, sock)))
+            except SystemExit:
+                raise
+            except BaseException:
+                os._exit(70)
+        os.write(w, str(s).encode("ascii"))
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 32)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(a, 0)
+    if not data:
+        raise OSError("the intermediate process did not report the execution's pid")
+    return ("template", int(data))
+
+
+def _serve(sock):
+    """Answers requests until the runner closes its end.  Returns only in a worker."""
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)  # the runner is gone
+        reply = None
+        try:
+            req = json.loads(msg.decode("utf-8"))
+            if len(fds) != 4:
+                raise ValueError("expected 4 descriptors, got %d" % len(fds))
+            kind, value = _start(req, fds, sock)
+            if kind == "worker":
+                return value
+            reply = {"pid": value}
+        except Exception as e:
+            reply = {"error": "%s: %s" % (type(e).__name__, e)}
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps(reply).encode("utf-8"))
+
+
+def _template_main():
+    # A pause request (SIGUSR1, see runtime/core/66_limits.py) that reaches an execution before
+    # its runtime installed the handler is dropped, as in a cold start, not fatal. The shepherd
+    # resets it to the default for itself.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    sock = socket.socket(fileno=3)
+    sock.send(json.dumps({"ready": os.getpid()}).encode("utf-8"))
+    return _serve(sock)
+
+
+def _finish(main, code):
+    """Ends W the way the interpreter would — non-daemon threads joined, atexit handlers run,
+    streams flushed, the exit status of SystemExit — but without tearing down every module this
+    template preloaded, which costs more than the execution itself (os._exit)."""
+    try:
+        exec(code, main.__dict__)
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    except KeyboardInterrupt:
+        status = "interrupt"
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        status = 1
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    if status is None:
+        status = 0
+    elif status == "interrupt":
+        status = -signal.SIGINT
+    elif not isinstance(status, int):
+        try:
+            sys.stderr.write(str(status) + "\n")
+        except BaseException:
+            pass
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    if status < 0:
+        # Like the interpreter after an unhandled Ctrl-C: end by the signal itself.
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    os._exit(status & 0xFF)
+
+
+_code, _script = _template_main()
+# From here on this process is W, the execution: run the script as a cold `python script` would,
+# in a fresh `__main__`, and end the way the interpreter ends.
+_main = type(sys)("__main__")
+_main.__file__ = _script
+_main.__builtins__ = __builtins__
+sys.modules["__main__"] = _main
+del _template_main, _serve, _start
+_finish(_main, _code)
