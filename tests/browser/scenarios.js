@@ -188,6 +188,32 @@ const scenarios = {
     await b.close();
   },
 
+  // A parent's view lists the executions its workflow node started; each opens, and says (with
+  // a link) which execution called it. The history lists only the parent.
+  async family() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Family");
+    await page.click("#run-button");
+    await waitStatus(page, "success");
+    await page.waitForSelector("#children-panel:not(.hidden)");
+    const parent = await text(page, "#ex-id");
+    check((await page.locator("#ex-children li").count()) === 2, "two children listed");
+    check((await text(page, "#ex-children")).includes("each[1]"), "named by node and item");
+    await page.click("#ex-children li:nth-child(2) button");
+    await page.waitForFunction((p) => document.querySelector("#ex-id").textContent !== p, parent);
+    await page.waitForSelector("#ex-parent:not(.hidden)");
+    check((await text(page, "#ex-output")).includes("yo!"), "the child's output");
+    await page.click("#ex-parent button");
+    await page.waitForFunction((p) => document.querySelector("#ex-id").textContent === p, parent);
+    const list = await api("GET", "/api/executions?top_level=true");
+    await page.waitForSelector(`#history li[data-id="${list.body.executions[0].id}"]`);
+    check((await page.locator("#history li").count()) === 1, "only the parent in the history");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
   // The history refreshes itself when the CLI runs something (GET /api/events).
   async history_cli() {
     const b = await browser();

@@ -35,6 +35,17 @@ fn world() -> World {
              "code": "print('about to fail')\nraise ValueError('the input was bad')"}]}),
     );
     w.save(
+        "echo-child.json",
+        &json!({"id": "echo-child", "name": "Echo child", "nodes": [
+            {"id": "say", "type": "template", "template": "{{ trigger.word }}!"}]}),
+    );
+    w.save(
+        "family.json",
+        &json!({"id": "family", "name": "Family", "nodes": [
+            {"id": "each", "type": "workflow", "workflow": "./echo-child.json",
+             "for_each": ["hi", "yo"], "inputs": {"word": "{{ item }}"}}]}),
+    );
+    w.save(
         "slow.json",
         &json!({"id": "slow", "name": "Slow", "nodes": [
             {"id": "begin", "type": "template", "template": "go"},
@@ -108,6 +119,13 @@ fn a_breakpoint_from_the_run_options_pauses_the_run() {
         .filter(|id| w.execution(id).status == "paused")
         .count();
     assert_eq!(paused, 1, "one execution paused, recorded in the store");
+}
+
+#[test]
+fn a_parent_lists_its_sub_workflow_executions_and_each_links_back() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("family", config(&s), &w.tmp_dir());
 }
 
 #[test]

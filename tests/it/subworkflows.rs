@@ -186,6 +186,12 @@ fn the_api_record_lists_the_children() {
         assert_eq!(got.body["parent_node"], "each");
         assert_eq!(got.body["output"], json!({"twice": 2 * (i as i64 + 5)}));
     }
+    // The list has all four; `top_level=true` only the parent.
+    assert_eq!(srv.get("/api/executions").body["total"], 4);
+    let top = srv.get("/api/executions?top_level=true").body;
+    assert_eq!(top["total"], 1, "{top}");
+    assert_eq!(top["executions"][0]["id"], id.as_str());
+    assert_eq!(srv.get("/api/executions?top_level=yes").status, 400);
 }
 
 /// A child that records its interpreter's pid and its shepherd's, starts a grandchild, and
@@ -512,4 +518,25 @@ fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
     // Item 0's child is reused; items 1 and 2 run new children.
     let kids: Vec<Option<i64>> = children(&env, &resumed).iter().map(|k| k.2).collect();
     assert_eq!(kids, [Some(1), Some(2)]);
+}
+
+#[test]
+fn deleting_or_pruning_a_parent_takes_its_children_with_it() {
+    let env = Env::new();
+    put(&env, "kids/doubler.json", &doubler());
+    let parent = put(&env, "fan.json", &fan_parent("./kids/doubler.json", true));
+    let input = r#"{"ns": [1, 2], "fail_on": null, "ok_file": ""}"#;
+    for _ in 0..2 {
+        assert_success(&env.run(&parent, input, &[]), "the parent");
+    }
+    assert_eq!(env.execution_ids().len(), 6, "two parents, four children");
+    let first = top_level_ids(&env)[0].clone();
+    assert_success(&env.cmd(["delete", &first]), "delete the first parent");
+    assert_eq!(env.execution_ids().len(), 3, "its children went with it");
+    assert!(children(&env, &first).is_empty());
+    // --keep counts top-level executions: the one parent left stays, with its children.
+    assert_success(&env.cmd(["prune", "--keep", "1"]), "prune --keep 1");
+    assert_eq!(env.execution_ids().len(), 3);
+    assert_success(&env.cmd(["prune", "--keep", "0"]), "prune --keep 0");
+    assert!(env.execution_ids().is_empty(), "{:?}", env.execution_ids());
 }

@@ -8,6 +8,9 @@ impl Store {
     /// Deletes executions (with their nodes and events) and the snapshots no execution uses any
     /// more, then gives the space back. Running and queued executions are never deleted.
     pub fn delete(&mut self, ids: &[String]) -> Result<Deleted> {
+        // A sub-workflow's execution goes with its parent: it is part of it.
+        let with_children = self.with_sub_executions(ids)?;
+        let ids = with_children.as_slice();
         let mut out = Deleted::default();
         let tx = self
             .conn
@@ -27,6 +30,28 @@ impl Store {
             self.reclaim()?;
         }
         Ok(out)
+    }
+
+    /// `ids` and, at any depth, the child executions of their `workflow` nodes.
+    fn with_sub_executions(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut all: Vec<String> = ids.to_vec();
+        let mut seen: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        let mut frontier: Vec<String> = ids.to_vec();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM executions WHERE parent_id = ?1 AND relation = 'sub'",
+        )?;
+        while let Some(parent) = frontier.pop() {
+            let kids: Vec<String> = stmt
+                .query_map([&parent], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            for k in kids {
+                if seen.insert(k.clone()) {
+                    all.push(k.clone());
+                    frontier.push(k);
+                }
+            }
+        }
+        Ok(all)
     }
 
     /// Gives freed pages back to the file system: incremental vacuum where enabled (new
@@ -60,6 +85,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT id, started_at FROM executions
              WHERE status NOT IN ('running', 'queued') AND (?1 IS NULL OR workflow_id = ?1)
+               AND relation IS NOT 'sub'  -- a sub-workflow's execution goes with its parent
              ORDER BY started_at DESC, id DESC",
         )?;
         let rows: Vec<(String, i64)> = stmt

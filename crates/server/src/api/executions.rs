@@ -90,6 +90,8 @@ pub struct ListQuery {
     /// Started at or after / before (ms since the epoch).
     since: Option<String>,
     until: Option<String>,
+    /// `true`: leave out sub-workflow executions (they are in their parent's record).
+    top_level: Option<String>,
 }
 
 fn ms_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -169,7 +171,15 @@ pub async fn list(
         id_prefix: id_prefix.map(|p| p.to_ascii_lowercase()),
         limit: limit + 1,
         exclude_modes: Vec::new(),
-        top_level: false,
+        top_level: match q.top_level.as_deref() {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "top_level: expected true or false, not '{other}'"
+                )));
+            }
+        },
     };
     let store = app.store.clone();
     blocking(move || {

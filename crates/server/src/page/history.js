@@ -7,6 +7,8 @@ let feed = null; // {abort}
 function historyQuery(cursor) {
   const q = new URLSearchParams();
   q.set("limit", String(PAGE_SIZE));
+  // Sub-workflow executions are listed in their parent's view.
+  q.set("top_level", "true");
   const wf = $("f-workflow").value;
   if (wf) q.set("workflow", wf);
   const st = $("f-status").value;

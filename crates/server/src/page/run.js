@@ -112,10 +112,34 @@ async function refreshRecord(exec) {
     }
   }
   const b = r.body;
+  showFamily(b);
   $("ex-totals").textContent = [formatTokens(b.input_tokens, b.output_tokens), formatCost(b.cost_usd)].filter(Boolean).join(" · ");
   if (exec.panelNode) fillPanel(exec, exec.panelNode);
   updateStep(exec);
   return r;
+}
+
+// The executions a `workflow` node started (each one opens like any other), and the parent of
+// a sub-workflow's execution.
+function showFamily(b) {
+  const list = $("ex-children");
+  list.replaceChildren();
+  for (const c of b.children || []) {
+    const li = el("li");
+    const icon = el("span", "icon");
+    setIcon(icon, c.status);
+    const where = c.parent_node + (c.parent_item !== null && c.parent_item !== undefined ? "[" + c.parent_item + "]" : "");
+    const open = button(where + " → " + (c.workflow_name || c.workflow_id) + " " + c.id.slice(0, 8), "open", () => follow(c.id));
+    li.append(icon, " ", open);
+    list.append(li);
+  }
+  show($("children-panel"), (b.children || []).length > 0);
+  const parent = $("ex-parent");
+  parent.replaceChildren();
+  if (b.relation === "sub" && b.parent_id) {
+    parent.append("Called by node '" + b.parent_node + "' of ", button(b.parent_id.slice(0, 8), "small", () => follow(b.parent_id)));
+  }
+  show(parent, b.relation === "sub" && !!b.parent_id);
 }
 
 function refreshSoon(exec) {
