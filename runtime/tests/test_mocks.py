@@ -45,6 +45,15 @@ class Mocks(unittest.TestCase):
         self.assertEqual(ends[2]["output"], "third time")
         self.assertEqual([s["attempt"] for s in r.starts("ask")], [1, 2, 3])
 
+    def test_a_mocked_failure_is_retried_without_waiting_its_backoff(self):
+        n = node("ask", "set", {"fields": {}}, retry={"max_attempts": 2, "backoff_ms": 600000, "factor": 1})
+        wf = workflow([mocked(n, {"error": {"type": "RateLimit", "message": "429"}}, {"output": "ok"})])
+        r = run(wf)
+        self.assertEqual(r.returncode, 0, r)
+        first = r.ends("ask")[0]
+        self.assertEqual((first["retrying"], first["retry_in_ms"]), (True, 0))
+        self.assertEqual(r.end("ask")["status"], "mocked")
+
     def test_the_last_outcome_repeats_and_an_error_fails_the_run(self):
         n = node("ask", "set", {"fields": {}}, retry={"max_attempts": 2, "backoff_ms": 0, "factor": 1})
         wf = workflow([mocked(n, {"error": {"type": "Boom", "message": "down"}}),
