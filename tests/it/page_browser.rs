@@ -1,7 +1,8 @@
 //! The web page in a real browser: Debian's Chromium driven by playwright-core
 //! (`tests/browser/scenarios.js`) against the real `flowrun serve`, real Python and, for the
 //! streamed LLM answer, the provider stand-in. Screenshots of the run view and the node panel
-//! go to `docs/screenshots/` (shown in the README). These tests fail — never skip — when
+//! go to `target/screenshots/` (`FLOWRUN_SCREENSHOTS_DIR=docs/screenshots` refreshes the
+//! README's). These tests fail — never skip — when
 //! Chromium, Node.js or npm is missing. They run in the `browser` nextest group (one at a time).
 
 use crate::support::browser::{Scenario, run};
@@ -95,17 +96,14 @@ fn a_three_step_run_shows_its_steps_and_the_llm_text_as_it_streams() {
                 {"id": "finish", "name": "Finish", "type": "set", "fields": {"story": "{{ nodes.ask.output.content }}"}}]}),
     );
     let s = w.serve_with(&[], &[("OPENAI_API_KEY", KEY)]);
+    let started = std::time::SystemTime::now();
     let result = run("watch_stream", config(&s), &w.tmp_dir());
     let partial = result["partial"].as_str().unwrap();
     assert!(
         !partial.is_empty() && partial.len() < ANSWER.len(),
         "{partial}"
     );
-    assert!(
-        crate::support::repo_root()
-            .join("docs/screenshots/run-view.png")
-            .is_file()
-    );
+    crate::support::browser::assert_saved("run-view.png", started);
 }
 
 #[test]
@@ -132,12 +130,9 @@ fn a_parent_lists_its_sub_workflow_executions_and_each_links_back() {
 fn a_failed_nodes_panel_shows_its_traceback() {
     let w = world();
     let s = w.serve(&[]);
+    let started = std::time::SystemTime::now();
     run("traceback", config(&s), &w.tmp_dir());
-    assert!(
-        crate::support::repo_root()
-            .join("docs/screenshots/node-panel.png")
-            .is_file()
-    );
+    crate::support::browser::assert_saved("node-panel.png", started);
 }
 
 #[test]

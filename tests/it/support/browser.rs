@@ -78,6 +78,31 @@ pub struct Scenario {
     name: String,
 }
 
+/// Where the scenarios save their screenshots: `target/screenshots`, so that running the tests
+/// leaves the checkout as it was; `FLOWRUN_SCREENSHOTS_DIR=docs/screenshots` refreshes the
+/// README's.
+pub fn screenshots_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("FLOWRUN_SCREENSHOTS_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|d| crate::support::repo_root().join(d))
+        .unwrap_or_else(|| crate::support::repo_root().join("target/screenshots"));
+    std::fs::create_dir_all(&dir).expect("the screenshots directory");
+    dir
+}
+
+/// Asserts that the scenario just saved screenshot `name` (modified after `since`).
+pub fn assert_saved(name: &str, since: std::time::SystemTime) {
+    let file = screenshots_dir().join(name);
+    let modified = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("no screenshot {}: {e}", file.display()));
+    assert!(
+        modified >= since,
+        "{} was not written by this run",
+        file.display()
+    );
+}
+
 impl Scenario {
     /// Starts scenario `name` with `config` (plus where Chromium, the packages and the
     /// screenshots are).
@@ -86,8 +111,7 @@ impl Scenario {
         config["chromium"] = chromium().into();
         config["modules"] = node_modules().display().to_string().into();
         config["tmp"] = tmp.display().to_string().into();
-        let screenshots = crate::support::repo_root().join("docs/screenshots");
-        config["screenshots"] = screenshots.display().to_string().into();
+        config["screenshots"] = screenshots_dir().display().to_string().into();
         let script = crate::support::repo_root().join("tests/browser/scenarios.js");
         let stderr = tmp.join(format!("{name}.stderr"));
         let mut child = Command::new(node)
