@@ -5,6 +5,7 @@
 //! lists it. Among nodes that are ready at the same time, file order wins, so a plain list of
 //! nodes runs top to bottom.
 
+mod graph;
 use crate::code_refs;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
@@ -12,6 +13,7 @@ use crate::node_types::NodeType;
 use crate::params::{self, Params};
 use crate::pyliteral::Data;
 use crate::template::{EXECUTION_KEYS, NODE_FIELDS, ROOTS, Reference, Segment};
+use graph::{cycle_error, topo_order};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -492,43 +494,6 @@ fn node_settings(node: &Node, report: &mut dyn FnMut(String, &str)) {
     }
 }
 
-/// The error for a cycle (indices, first repeated at the end), at the edge that closes it.
-fn cycle_error(cycle: &[usize], deps: &[Vec<(usize, Edge)>], labels: &[String]) -> Diagnostic {
-    let edge = |from: usize, to: usize| {
-        deps[to]
-            .iter()
-            .find(|(j, _)| *j == from)
-            .map(|(_, e)| e.clone())
-            .expect("edge exists")
-    };
-    let because: Vec<String> = cycle
-        .windows(2)
-        .map(|w| {
-            format!(
-                "'{}' → '{}' ({})",
-                labels[w[0]],
-                labels[w[1]],
-                edge(w[0], w[1]).describe()
-            )
-        })
-        .collect();
-    let names: Vec<&str> = cycle.iter().map(|&i| labels[i].as_str()).collect();
-    let first = cycle[1];
-    let field = match edge(cycle[0], first) {
-        Edge::After => "after".to_string(),
-        Edge::Template(f) => f,
-        Edge::Code => "code".to_string(),
-        Edge::Branch { condition, .. } => format!("(branch of {condition})"),
-    };
-    Diagnostic::new(format!(
-        "cycle: {}; because {}",
-        names.join(" → "),
-        because.join(", ")
-    ))
-    .node_at(first, labels[first].clone())
-    .field(field)
-}
-
 fn unknown_node(id: &str, index: &HashMap<&str, usize>) -> String {
     let mut known: Vec<&str> = index.keys().copied().collect();
     known.sort_unstable();
@@ -602,60 +567,4 @@ fn roots(extra: &[&str]) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Kahn's algorithm, taking the lowest file index among ready nodes. On a cycle, returns one
-/// cycle as indices, first node repeated at the end.
-fn topo_order(n: usize, deps: &[Vec<(usize, Edge)>]) -> Result<Vec<usize>, Vec<usize>> {
-    let mut indegree = vec![0usize; n];
-    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, d) in deps.iter().enumerate() {
-        let mut ups: Vec<usize> = d.iter().map(|(j, _)| *j).collect();
-        ups.sort_unstable();
-        ups.dedup();
-        indegree[i] = ups.len();
-        for j in ups {
-            downstream[j].push(i);
-        }
-    }
-    let mut ready: BinaryHeap<Reverse<usize>> =
-        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(Reverse(i)) = ready.pop() {
-        order.push(i);
-        for &k in &downstream[i] {
-            indegree[k] -= 1;
-            if indegree[k] == 0 {
-                ready.push(Reverse(k));
-            }
-        }
-    }
-    if order.len() == n {
-        return Ok(order);
-    }
-    // Walk upstream from a node left over until a node repeats: that is a cycle.
-    let left: Vec<bool> = (0..n).map(|i| indegree[i] > 0).collect();
-    let start = (0..n).find(|&i| left[i]).expect("a node is left");
-    let mut path = vec![start];
-    let mut seen = HashMap::new();
-    seen.insert(start, 0);
-    let mut cur = start;
-    loop {
-        let next = deps[cur]
-            .iter()
-            .map(|(j, _)| *j)
-            .filter(|&j| left[j])
-            .min()
-            .expect("a left node has a left upstream");
-        if let Some(&pos) = seen.get(&next) {
-            let mut cycle: Vec<usize> = path[pos..].to_vec();
-            cycle.push(next);
-            // `path` follows upstream edges; a cycle reads better downstream.
-            cycle.reverse();
-            return Err(cycle);
-        }
-        seen.insert(next, path.len());
-        path.push(next);
-        cur = next;
-    }
 }

@@ -7,10 +7,13 @@
 //!   workflow is neutralised (`super::text`).
 //! - [`Jsonl`]: one JSON object per event on stdout (`--events jsonl`, see docs/events.md).
 
+mod lines;
 use super::text::{clean, clean_line};
 use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream};
 use flowrun_executor::Sink;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+pub use lines::{NodeEndLine, duration, node_end_line};
+use lines::{fit, running_label, running_message};
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
@@ -258,133 +261,6 @@ impl Terminal {
         }
         false
     }
-}
-
-/// `1.2 ms`, `340 ms`, `2.41 s`, `3 m 05 s`.
-pub fn duration(ms: f64) -> String {
-    if ms < 10.0 {
-        format!("{ms:.1} ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else if ms < 60_000.0 {
-        format!("{:.2} s", ms / 1000.0)
-    } else {
-        let s = (ms / 1000.0) as u64;
-        format!("{} m {:02} s", s / 60, s % 60)
-    }
-}
-
-/// `s` cut to at most `cols` columns, with `…` where it was cut.
-fn fit(s: &str, cols: usize) -> String {
-    console::truncate_str(s, cols, "…").into_owned()
-}
-
-/// What a `node_end` line shows, before it is laid out.
-pub struct NodeEndLine<'a> {
-    pub node: &'a str,
-    pub ty: &'a str,
-    pub status: NodeStatus,
-    pub retrying: bool,
-    pub attempt: u32,
-    pub duration_ms: f64,
-    pub preview: Option<&'a str>,
-    pub error: Option<&'a ErrorInfo>,
-}
-
-/// One finished node as a line: mark, node, type, duration, status, then the output preview or
-/// the error, cut to fit `cols` columns when drawing on a terminal (a wrapped preview would
-/// fill a narrow terminal). Everything from the workflow is [`clean_line`]d.
-pub fn node_end_line(
-    n: &NodeEndLine<'_>,
-    widths: (usize, usize),
-    cols: Option<usize>,
-    color: bool,
-) -> String {
-    let (mark, code) = match n.status {
-        NodeStatus::Success => ("✓", "32"),
-        NodeStatus::Pinned | NodeStatus::Reused => ("●", "34"),
-        NodeStatus::Skipped => ("○", "2"),
-        NodeStatus::Error if n.retrying => ("↻", "33"),
-        _ => ("✗", "31"),
-    };
-    let node = clean_line(n.node);
-    let dur = if n.status == NodeStatus::Skipped {
-        String::new()
-    } else {
-        duration(n.duration_ms)
-    };
-    let mut head = format!(
-        "{:<w$} {:<tw$} {:>9}",
-        node,
-        n.ty,
-        dur,
-        w = widths.0,
-        tw = widths.1
-    );
-    if !matches!(n.status, NodeStatus::Success) {
-        head.push_str(&format!("  {}", n.status));
-    }
-    if n.attempt > 1 {
-        head.push_str(&format!(" (attempt {})", n.attempt));
-    }
-    // Columns left for the preview or error after the mark, the head and two spaces.
-    let room = cols.map(|c| c.saturating_sub(2 + console::measure_text_width(&head) + 2));
-    let tail = |text: String, max: usize| match room {
-        // Too little room for anything useful: the line ends after the head.
-        Some(r) if r < 4 => String::new(),
-        Some(r) => fit(&text, r.min(max)),
-        None => fit(&text, max),
-    };
-    let mut s = format!("{} {}", paint(color, code, mark), fit_head(&head, cols));
-    if let Some(p) = n.preview {
-        let t = tail(format!("→ {}", clean_line(p)), 62);
-        if !t.is_empty() {
-            s.push_str(&format!("  {}", paint(color, "2", &t)));
-        }
-    }
-    if let Some(e) = n.error {
-        let first = e.message.lines().next().unwrap_or("");
-        let t = tail(format!("{}: {}", e.kind, clean_line(first)), usize::MAX);
-        if !t.is_empty() {
-            s.push_str(&format!("  {}", paint(color, "31", &t)));
-        }
-    }
-    s
-}
-
-fn fit_head(head: &str, cols: Option<usize>) -> String {
-    match cols {
-        Some(c) => fit(head, c.saturating_sub(2)),
-        None => head.to_string(),
-    }
-}
-
-/// What the spinner says of one running node: `fetch http_request (3/10 items)`.
-fn running_label(node: &str, ty: &str, r: &Running) -> String {
-    let mut m = format!("{} {ty}", clean_line(node));
-    let mut notes = Vec::new();
-    if r.attempt > 1 {
-        notes.push(format!("attempt {}", r.attempt));
-    }
-    if let Some((done, total)) = r.items {
-        notes.push(format!("{done}/{total} items"));
-    }
-    if let Some(k) = r.iteration {
-        notes.push(format!("iteration {k}"));
-    }
-    if !notes.is_empty() {
-        m.push_str(&format!(" ({})", notes.join(", ")));
-    }
-    m
-}
-
-/// The spinner's message for one running node: `fetch http_request (3/10 items) · step 2 of 5`.
-fn running_message(node: &str, ty: &str, r: &Running, step: Option<(usize, usize)>) -> String {
-    let mut m = running_label(node, ty, r);
-    if let Some((i, n)) = step {
-        m.push_str(&format!(" · step {i} of {n}"));
-    }
-    m
 }
 
 impl Sink for Terminal {
