@@ -1,0 +1,186 @@
+//! The runner itself: SIGKILLed, the lifeline across exec, concurrent runners, private scripts.
+
+use super::stop_workflow;
+use crate::support::faults::*;
+use crate::support::mode;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// The runner dies
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sigkill_of_the_runner_takes_the_group_down_and_is_recovered() {
+    let fx = Fx::new();
+    let wf = stop_workflow(
+        &fx,
+        r#"
+        note(os.getpid())
+        grandchild('plain')
+        grandchild('stubborn', ignore_term=True)
+        while True:
+            time.sleep(1)
+        "#,
+    );
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 3);
+    let pgid = row.pgid.unwrap();
+
+    signal(run.pid(), Signal::SIGKILL);
+    let out = run.wait(Duration::from_secs(10));
+    assert_eq!(out.status.signal(), Some(9), "{out}");
+    // The lifeline: the shepherd sees EOF and kills the execution's tree.
+    let took = assert_group_gone_reaping(pgid, Duration::from_secs(5));
+    eprintln!("group gone {took:?} after the runner was killed");
+    assert_pids_gone(&p, pgid);
+    assert_eq!(
+        fx.execution(&row.id).status,
+        "running",
+        "nobody recorded the end yet"
+    );
+
+    let out = fx.flowrun(&["history"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains(&format!("execution {} was left running", row.id)),
+        "{out}"
+    );
+    let e = fx.execution(&row.id);
+    assert_eq!(e.status, "interrupted", "{e:?}");
+    assert_eq!(fx.node(&row.id, "first").status, "success");
+    assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
+    fx.assert_clean(&row.id);
+}
+
+#[test]
+fn the_lifeline_holds_after_the_node_execs_another_program() {
+    let fx = Fx::new();
+    // The node replaces the Python process by another program. The lifeline is watched by the
+    // shepherd, not by the interpreter, so nothing of the execution outlives the runner anyway.
+    let wf = stop_workflow(
+        &fx,
+        r#"
+        import shutil
+        note(os.getpid())
+        grandchild('plain')
+        os.execv(shutil.which('sleep'), ['sleep', '120'])
+        "#,
+    );
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{}/comm", p[0]))
+        .is_ok_and(|c| c.trim() == "sleep")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never exec'd"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait(Duration::from_secs(10));
+    let pgid = row.pgid.unwrap();
+    let took = assert_group_gone_reaping(pgid, Duration::from_secs(5));
+    eprintln!("group gone {took:?} after the runner was killed");
+    assert_pids_gone(&p, pgid);
+
+    // The next command finds the dead runner and marks the execution interrupted.
+    let out = fx.flowrun(&["history"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("marked interrupted"), "{out}");
+    assert_eq!(fx.execution(&row.id).status, "interrupted");
+    fx.assert_tmp_empty();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency and temp files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn eight_concurrent_runs_on_one_fresh_database() {
+    let fx = Fx::new();
+    let wf = fx.workflow(
+        "concurrent",
+        &json!({ "id": "concurrent", "nodes": [
+            { "id": "a", "type": "code", "code": "print('a' * 100)\nreturn trigger['n']" },
+            { "id": "b", "type": "code", "code": "log('b', nodes['a']['output'])\nreturn nodes['a']['output'] * 2" },
+            { "id": "c", "type": "set", "fields": { "n": "{{ nodes.b.output }}" } },
+        ]}),
+    );
+    assert!(!fx.db_path().exists());
+    let runs: Vec<Running> = (0..8)
+        .map(|n| fx.spawn_run(&wf, &json!({ "n": n }), &[]))
+        .collect();
+    let outs: Vec<Finished> = runs.into_iter().map(|r| r.wait(WATCHDOG)).collect();
+    for out in &outs {
+        out.assert_code(0);
+        assert!(!out.stderr.to_lowercase().contains("locked"), "{out}");
+    }
+    let ids = fx.ids();
+    assert_eq!(ids.len(), 8);
+    let mut seen = Vec::new();
+    for id in &ids {
+        let e = fx.execution(id);
+        assert_eq!(e.status, "success", "{e:?}");
+        let nodes = fx.nodes(id);
+        assert_eq!(
+            nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert!(nodes.iter().all(|n| n.status == "success"), "{nodes:?}");
+        seen.push(e.output.unwrap()["n"].as_i64().unwrap());
+        fx.assert_clean(id);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..8).map(|n| n * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn scripts_are_private_and_tmpdir_stays_empty() {
+    let fx = Fx::new();
+    let ok = fx.workflow(
+        "ok",
+        &json!({ "id": "ok", "nodes": [{ "id": "one", "type": "code", "code": "return 1" }] }),
+    );
+    let bad = fx.workflow(
+        "bad",
+        &json!({ "id": "bad", "nodes": [{ "id": "boom", "type": "code", "code": "raise ValueError('boom')" }] }),
+    );
+    fx.run(&ok, &json!({}), &[]).assert_code(0);
+    fx.assert_tmp_empty();
+    fx.run(&bad, &json!({}), &[]).assert_code(1);
+    fx.assert_tmp_empty();
+    for id in fx.ids() {
+        fx.assert_clean(&id);
+    }
+
+    let cache = fx.cache_dir();
+    assert_eq!(mode(&cache), 0o700);
+    let scripts = cache.join("scripts");
+    assert_eq!(mode(&scripts), 0o700);
+    let mut n = 0;
+    for dir in [&cache, &scripts] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp"), "temp file left: {}", p.display());
+            if p.is_file() {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+                n += 1;
+            }
+        }
+    }
+    let py = std::fs::read_dir(&scripts)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("py".as_ref()))
+        .count();
+    assert_eq!(py, 2, "one cached script per workflow");
+    assert!(n >= 2);
+}

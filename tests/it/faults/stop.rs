@@ -1,0 +1,290 @@
+//! Stop requests from other processes, stale rows with reused pids, Ctrl-C/SIGTERM to the runner.
+
+use super::{SLEEP_FOREVER, stop_workflow};
+use crate::support::faults::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Stop requests
+// ---------------------------------------------------------------------------------------------
+
+/// Starts a run of `wf`, waits until `sleeper` runs with `n_pids` pids written, stops it with
+/// `flowrun stop <id_arg(id)>` and checks everything that must hold afterwards.
+fn stop_and_check(fx: &Fx, wf: &Path, extra: &[&str], n_pids: usize, id_arg: fn(&str) -> String) {
+    let mut args = vec!["--timeout-ms", "30000"];
+    args.extend_from_slice(extra);
+    let mut run = fx.spawn_run(wf, &trigger(fx), &args);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    wait_pids(&fx.path("pids"), n_pids);
+    assert!(alive(row.pid.unwrap()));
+
+    let stop = fx.flowrun(&["stop", &id_arg(&row.id)]);
+    stop.assert_code(0);
+    assert!(
+        stop.stdout
+            .contains(&format!("execution {} stopped", row.id)),
+        "{stop}"
+    );
+    let out = run.wait(Duration::from_secs(20));
+    out.assert_code(130);
+
+    let e = fx.execution(&row.id);
+    assert_eq!(e.status, "cancelled", "{e:?}");
+    assert_eq!(e.error.as_ref().unwrap()["type"], "Cancelled");
+    let message = e.error.as_ref().unwrap()["message"].as_str().unwrap_or("");
+    assert!(message.starts_with("stopped by request"), "{message}");
+    assert_eq!(fx.node(&row.id, "first").status, "success");
+    assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
+    assert!(fx.nodes(&row.id).iter().all(|n| n.node_id != "never"));
+    assert_pids_gone(&pids(fx), row.pgid.unwrap());
+    fx.assert_clean(&row.id);
+}
+
+#[test]
+fn stop_from_another_process_cancels_the_run() {
+    let fx = Fx::new();
+    let wf = stop_workflow(&fx, SLEEP_FOREVER);
+    stop_and_check(&fx, &wf, &[], 2, |id| id.to_string());
+}
+
+#[test]
+fn stop_by_id_prefix_also_kills_what_ignores_sigterm() {
+    let fx = Fx::new();
+    let wf = stop_workflow(
+        &fx,
+        r#"
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note(os.getpid())
+        grandchild('stubborn', ignore_term=True)
+        while True:
+            time.sleep(1)
+        "#,
+    );
+    stop_and_check(&fx, &wf, &["--kill-grace-ms", "200"], 2, |id| {
+        id[..6].to_string()
+    });
+}
+
+#[test]
+fn stop_racing_the_start_still_cancels() {
+    let fx = Fx::new();
+    let wf = stop_workflow(&fx, SLEEP_FOREVER);
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    // Stop as soon as the row exists, before the child is (surely) spawned.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        if let Some(id) = fx.ids().pop() {
+            break id;
+        }
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "flowrun ended early"
+        );
+        assert!(std::time::Instant::now() < deadline, "no execution row");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stop = fx.flowrun(&["stop", &id]);
+    stop.assert_code(0);
+    assert!(stop.stdout.contains("stopped: cancelled"), "{stop}");
+    let out = run.wait(Duration::from_secs(20));
+    out.assert_code(130);
+    let e = fx.execution(&id);
+    assert_eq!(e.status, "cancelled", "{e:?}");
+    assert!(
+        fx.nodes(&id).iter().all(|n| n.status != "running"),
+        "{:?}",
+        fx.nodes(&id)
+    );
+    assert_pids_gone(&pids(&fx), e.pgid.expect("the child was spawned"));
+    fx.assert_clean(&id);
+}
+
+/// A process in its own process group (pgid == pid), like an unrelated program that was handed
+/// a pid an execution once had.
+fn unrelated_process() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .expect("spawn sleep")
+}
+
+fn quick_run(fx: &Fx) -> String {
+    let wf = fx.workflow(
+        "quick",
+        &json!({ "id": "quick", "nodes": [{ "id": "one", "type": "code", "code": "return 1" }] }),
+    );
+    let before = fx.ids();
+    fx.run(&wf, &json!({}), &[]).assert_code(0);
+    let id = fx
+        .ids()
+        .into_iter()
+        .find(|i| !before.contains(i))
+        .expect("a new execution");
+    fx.assert_clean(&id);
+    id
+}
+
+/// Points a stored execution at `pid` as its process group, with the given start time, and
+/// optionally sets its status and runner.
+fn point_row_at(fx: &Fx, id: &str, pid: i32, start_time: u64, runner: Option<(i32, u64)>) {
+    let c = fx.db_rw();
+    c.execute(
+        "UPDATE executions SET pid = ?2, pgid = ?2, process_start_time = ?3 WHERE id = ?1",
+        rusqlite::params![id, pid, start_time as i64],
+    )
+    .unwrap();
+    if let Some((rpid, rstart)) = runner {
+        c.execute(
+            "UPDATE executions SET status = 'running', finished_at = NULL, duration_ms = NULL,
+                    error = NULL, runner_pid = ?2, runner_start_time = ?3 WHERE id = ?1",
+            rusqlite::params![id, rpid, rstart as i64],
+        )
+        .unwrap();
+    }
+}
+
+fn start_time(pid: i32) -> u64 {
+    proc_stat(pid).expect("process exists").3
+}
+
+/// A pid with no process behind it (a runner that is gone).
+fn dead_pid() -> i32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    c.wait().unwrap();
+    c.id() as i32
+}
+
+fn kill_unrelated(mut p: std::process::Child) {
+    let _ = p.kill();
+    let _ = p.wait();
+}
+
+#[test]
+fn stop_of_a_finished_execution_signals_nothing() {
+    let fx = Fx::new();
+    let id = quick_run(&fx);
+    // Even with a live process recorded under the right start time, a finished execution is
+    // not signalled.
+    let victim = unrelated_process();
+    let vpid = victim.id() as i32;
+    point_row_at(&fx, &id, vpid, start_time(vpid), None);
+
+    let out = fx.flowrun(&["stop", &id]);
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains(&format!("execution {id} already ended: success")),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        alive(vpid),
+        "stop signalled the process of a finished execution"
+    );
+    assert_eq!(fx.execution(&id).status, "success");
+    kill_unrelated(victim);
+    fx.assert_tmp_empty();
+}
+
+#[test]
+fn a_stale_row_whose_pid_was_reused_is_not_signalled() {
+    let fx = Fx::new();
+    let a = quick_run(&fx);
+    let b = quick_run(&fx);
+    let victim = unrelated_process();
+    let vpid = victim.id() as i32;
+    let wrong = start_time(vpid) + 4321;
+    // Both rows: `running`, their runner gone, their process group now an unrelated process
+    // with a different start time.
+    point_row_at(&fx, &a, vpid, wrong, Some((dead_pid(), 1)));
+    point_row_at(&fx, &b, vpid, wrong, Some((dead_pid(), 1)));
+
+    // Any command recovers them.
+    let out = fx.flowrun(&["history"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains(&format!("execution {a} was left running"))
+            && out.stderr.contains("marked interrupted"),
+        "{out}"
+    );
+    for id in [&a, &b] {
+        let e = fx.execution(id);
+        assert_eq!(e.status, "interrupted", "{e:?}");
+        assert_eq!(e.error.unwrap()["type"], "Interrupted");
+    }
+    assert!(alive(vpid), "recovery signalled a reused pid");
+
+    // `flowrun stop` on such a row (made stale again) does not signal it either.
+    point_row_at(&fx, &b, vpid, wrong, Some((dead_pid(), 1)));
+    let out = fx.flowrun(&["stop", &b]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("already ended: interrupted"), "{out}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(alive(vpid), "stop signalled a reused pid");
+    kill_unrelated(victim);
+    fx.assert_tmp_empty();
+}
+
+#[test]
+fn stop_with_an_unresponsive_runner_never_signals_a_reused_pid() {
+    let fx = Fx::new();
+    let id = quick_run(&fx);
+    let victim = unrelated_process();
+    let vpid = victim.id() as i32;
+    // The runner looks alive (it is this test process) but never answers the stop request; the
+    // recorded group is now someone else's.
+    let me = std::process::id() as i32;
+    point_row_at(
+        &fx,
+        &id,
+        vpid,
+        start_time(vpid) + 4321,
+        Some((me, start_time(me))),
+    );
+    let out = fx.flowrun(&["stop", &id]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("stopped: cancelled"), "{out}");
+    assert!(alive(vpid), "stop signalled a reused pid");
+    assert_eq!(fx.execution(&id).status, "cancelled");
+    kill_unrelated(victim);
+    fx.assert_tmp_empty();
+}
+
+#[test]
+fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
+    let fx = Fx::new();
+    let wf = stop_workflow(&fx, SLEEP_FOREVER);
+    // The child runs in its own process group, so a terminal's Ctrl-C reaches only the runner, which
+    // must stop the group itself. SIGTERM (a service manager, `kill`) does the same.
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let _ = std::fs::remove_file(fx.path("pids"));
+        let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+        let row = fx.wait_running(Some("sleeper"), &mut run);
+        let p = wait_pids(&fx.path("pids"), 2);
+        signal(run.pid(), sig);
+        let out = run.wait(Duration::from_secs(20));
+        out.assert_code(130);
+        let e = fx.execution(&row.id);
+        assert_eq!(e.status, "cancelled", "{sig}: {e:?}");
+        // The record says how it was stopped: Ctrl-C and SIGTERM are told apart from a request.
+        let message = e.error.as_ref().unwrap()["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let expected = if sig == Signal::SIGINT {
+            "stopped by Ctrl-C"
+        } else {
+            "stopped: flowrun received SIGTERM"
+        };
+        assert!(message.starts_with(expected), "{sig}: {message}");
+        assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled", "{sig}");
+        assert_pids_gone(&p, row.pgid.unwrap());
+        fx.assert_clean(&row.id);
+    }
+}

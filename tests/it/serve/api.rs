@@ -1,0 +1,274 @@
+//! The API: `wait=true`, rerun, resume, paging, and 422/409 for invalid requests.
+
+use super::{quick, record_statuses};
+use crate::support::serve::World;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+#[test]
+fn wait_true_rerun_resume_and_paging() {
+    let w = World::new();
+    w.save("quick.json", &quick());
+    let flaky = json!({
+        "id": "flaky",
+        "nodes": [
+            {"id": "a", "type": "code", "code": "return 41"},
+            {"id": "b", "type": "code",
+             "code": "if trigger.get('fail'):\n    raise ValueError('boom')\nreturn nodes['a']['output'] + 1"}
+        ]
+    });
+    w.save("flaky.json", &flaky);
+    let srv = w.serve(&[]);
+
+    // ?wait=true answers with the finished record.
+    let r = srv.post(
+        "/api/workflows/quick/executions?wait=true",
+        &json!({"trigger": {"n": 7}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "success");
+    assert_eq!(r.body["output"], json!({"n": 7}));
+    assert_eq!(r.body["nodes"][0]["status"], "success");
+    let q1 = r.body["id"].as_str().unwrap().to_string();
+    let r = srv.post(
+        "/api/executions?wait=true",
+        &json!({"workflow": quick(), "trigger": {"n": 8}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["output"], json!({"n": 8}));
+
+    // Rerun: same definition and trigger, linked to its parent.
+    let r = srv.post(&format!("/api/executions/{q1}/rerun?wait=true"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["relation"], "rerun");
+    assert_eq!(r.body["parent_id"], json!(q1));
+    assert_eq!(r.body["output"], json!({"n": 7}));
+
+    // Resume: a failed execution again from the failed node, with new trigger data.
+    let r = srv.post(
+        "/api/workflows/flaky/executions?wait=true",
+        &json!({"trigger": {"fail": true}}),
+    );
+    assert_eq!(r.body["status"], "error", "{}", r.text);
+    let failed = r.body["id"].as_str().unwrap().to_string();
+    let r = srv.post(
+        &format!("/api/executions/{failed}/resume"),
+        &json!({"trigger": {"fail": false}}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["relation"], "resume");
+    assert_eq!(r.body["parent_id"], json!(failed));
+    let notes: Vec<&str> = r.body["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("'b' runs")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("reusing a")), "{notes:?}");
+    let resumed = srv.wait_final(r.body["id"].as_str().unwrap());
+    assert_eq!(resumed["status"], "success", "{resumed}");
+    assert_eq!(resumed["output"], json!(42));
+    let st = record_statuses(&resumed);
+    assert_eq!((st["a"].as_str(), st["b"].as_str()), ("reused", "success"));
+    // Unknown execution: 404.
+    let r = srv.post("/api/executions/ffffffffffffffff/rerun", &json!({}));
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // Paging: 5 executions, newest first, 2 per page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/executions?limit=2&cursor={c}"),
+            None => "/api/executions?limit=2".to_string(),
+        };
+        let r = srv.get(&path);
+        assert_eq!(r.status, 200, "{}", r.text);
+        pages += 1;
+        for e in r.body["executions"].as_array().unwrap() {
+            seen.push((
+                e["started_at"].as_i64().unwrap(),
+                e["id"].as_str().unwrap().to_string(),
+            ));
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first");
+    let r = srv.get("/api/executions?workflow=quick&status=success");
+    assert_eq!(
+        r.body["executions"].as_array().unwrap().len(),
+        3,
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["next_cursor"], Value::Null);
+    let r = srv.get("/api/executions?status=error");
+    assert_eq!(r.body["executions"][0]["id"], json!(failed));
+    assert_eq!(srv.get("/api/executions?status=bogus").status, 400);
+    assert_eq!(srv.get("/api/executions?cursor=zz").status, 400);
+    assert_eq!(srv.get("/api/executions?limit=0").status, 400);
+    // An unknown query parameter is a mistake to report, not to ignore.
+    let r = srv.get("/api/executions?foo=1");
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("foo"), "{}", r.text);
+    // A known path with another method: 405, with a JSON error like every other one.
+    let r = srv.get("/api/executions/x/stop");
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(r.body["error"], json!("method_not_allowed"), "{}", r.text);
+}
+
+#[test]
+fn invalid_workflows_and_inputs_are_422_unbound_connections_409() {
+    let w = World::new();
+    // A node with a field no node type has.
+    let broken = w.save(
+        "broken.json",
+        &json!({"id": "broken", "nodes": [{"id": "x", "type": "set", "fields": {}, "colour": "red"}]}),
+    );
+    w.save(
+        "asks.json",
+        &json!({
+            "id": "asks",
+            "inputs": {"type": "object", "properties": {"query": {"type": "string", "default": "hi"}}, "required": ["query"]},
+            "nodes": [{"id": "echo", "type": "set", "fields": {"q": "{{ trigger.query }}"}}]
+        }),
+    );
+    let needs_key = w.save(
+        "needs-key.json",
+        &json!({
+            "id": "needs-key",
+            "connections": {"llm": {"env": "FLOWRUN_SERVE_TEST_KEY"}, "spare": {"env": "HOME"}},
+            "nodes": [{"id": "ask", "type": "llm", "provider": "groq", "model": "m", "connection": "llm",
+                       "messages": [{"role": "user", "content": "hi"}]}]
+        }),
+    );
+    let srv = w.serve(&[]);
+
+    // The list says what is wrong and what is missing.
+    let r = srv.get("/api/workflows");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let list = r.body["workflows"].as_array().unwrap();
+    let by_id: HashMap<&str, &Value> = list
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap(), w))
+        .collect();
+    assert_eq!(by_id.len(), 3, "{list:?}");
+    let b = by_id["broken"];
+    assert_eq!(b["valid"], false);
+    assert_eq!(b["errors"][0]["node"], "x", "{b}");
+    assert!(b["errors"][0]["line"].as_u64().is_some(), "{b}");
+    let a = by_id["asks"];
+    assert_eq!(a["valid"], true);
+    assert_eq!(a["defaults"], json!({"query": "hi"}));
+    assert_eq!(a["inputs"]["required"], json!(["query"]));
+    let k = by_id["needs-key"];
+    assert_eq!(k["ready"], false);
+    let conns = k["connections"].as_array().unwrap();
+    let llm = conns.iter().find(|c| c["name"] == "llm").unwrap();
+    assert_eq!(
+        (
+            llm["bound"].clone(),
+            llm["required"].clone(),
+            llm["env"].clone()
+        ),
+        (json!(false), json!(true), json!("FLOWRUN_SERVE_TEST_KEY"))
+    );
+    let spare = conns.iter().find(|c| c["name"] == "spare").unwrap();
+    assert_eq!(
+        (spare["bound"].clone(), spare["required"].clone()),
+        (json!(true), json!(false))
+    );
+    let detail = srv.get("/api/workflows/asks").body;
+    assert_eq!(detail["nodes"][0]["id"], "echo");
+    assert_eq!(detail["nodes"][0]["type"], "set");
+    assert_eq!(detail["definition"]["id"], "asks");
+    assert_eq!(srv.get("/api/workflows/nope").status, 404);
+
+    // Invalid saved workflow: 422 with `flowrun validate`'s message.
+    let r = srv.post("/api/workflows/broken/executions", &json!({}));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"], "invalid_workflow");
+    let out = w.cmd(["validate", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let cli_msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        cli_msg.trim().strip_prefix("error: ").unwrap(),
+        r.body["message"].as_str().unwrap()
+    );
+    assert_eq!(r.body["diagnostics"][0]["node"], "x");
+
+    // Invalid unsaved definition: node and field named.
+    let r = srv.post(
+        "/api/executions",
+        &json!({"workflow": {"id": "bad-ref", "nodes": [
+            {"id": "a", "type": "set", "fields": {"v": "{{ nodes.ghost.output }}"}}]}}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    let d = &r.body["diagnostics"][0];
+    assert_eq!(d["node"], "a", "{d}");
+    assert!(d["field"].as_str().unwrap().contains("fields"), "{d}");
+    assert!(d["message"].as_str().unwrap().contains("ghost"), "{d}");
+
+    // Invalid input: 422 naming the field; a default fills a missing one.
+    let r = srv.post(
+        "/api/workflows/asks/executions",
+        &json!({"trigger": {"query": 5}}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"], "invalid_input");
+    assert_eq!(r.body["diagnostics"][0]["field"], "query");
+    let r = srv.post("/api/workflows/asks/executions?wait=true", &json!({}));
+    assert_eq!(r.body["output"], json!({"q": "hi"}), "{}", r.text);
+
+    // Unbound connection: 409 listing it; the message says what `flowrun run` says of it, but
+    // tells an API client what it can do (no CLI flag: the server has no `--env`).
+    let r = srv.post("/api/workflows/needs-key/executions", &json!({}));
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["error"], "unbound_connections");
+    assert_eq!(
+        r.body["unbound"],
+        json!([{"connection": "llm", "env": "FLOWRUN_SERVE_TEST_KEY", "nodes": ["ask"]}])
+    );
+    let out = w.cmd(["run", needs_key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let cli = String::from_utf8_lossy(&out.stderr);
+    let api = r.body["message"].as_str().unwrap();
+    let what = "a connection is not bound:\n  llm: set FLOWRUN_SERVE_TEST_KEY (used by node 'ask')";
+    assert!(cli.contains(what) && cli.contains("--env"), "{cli}");
+    assert!(api.starts_with(what), "{api}");
+    assert!(!api.contains("--env"), "the API names no CLI flag: {api}");
+
+    // Bad bodies: 400.
+    let r = srv.request(
+        "POST",
+        "/api/executions",
+        Some("{not json".into()),
+        &[("Authorization", &format!("Bearer {}", srv.token))],
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = srv.post(
+        "/api/executions",
+        &json!({"workflow": quick(), "trigerr": {}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.body["message"].as_str().unwrap().contains("trigerr"));
+    let r = srv.post(
+        "/api/workflows/asks/executions",
+        &json!({"workflow": quick()}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(srv.get("/api/executions/0123456789abcdef").status, 404);
+    assert_eq!(srv.get("/api/nothing-here").status, 404);
+    // Nothing was recorded for any refused start.
+    let history: Value = serde_json::from_str(&w.cli_ok(&["history", "--json"])).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+}
