@@ -285,7 +285,10 @@ fn a_parent_timeout_ends_the_child_too() {
     fx.assert_clean(&id);
     let kids = children(&fx.env, &id);
     assert_eq!(kids.len(), 1);
-    assert_eq!(fx.execution(&kids[0].0).status, "timeout");
+    // Ended with its parent: recorded `cancelled` by its own runner when that one sees the
+    // parent's SIGTERM first, else `timeout` by the parent's runner after the tree is gone.
+    let status = fx.execution(&kids[0].0).status;
+    assert!(status == "timeout" || status == "cancelled", "{status}");
 }
 
 #[test]
@@ -457,8 +460,11 @@ fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
     put(
         &env,
         "kids/slow.json",
+        // Only the second call waits, and long enough for the pause to reach it on a busy
+        // machine.
         &json!({"id": "slow", "nodes": [
-            {"id": "wait", "type": "delay", "ms": 700},
+            {"id": "wait", "type": "code", "code":
+                "import time\nif trigger['n'] == 2:\n    time.sleep(3)\nreturn 1"},
             {"id": "answer", "type": "code", "code": "return {'twice': 2 * trigger['n']}"}
         ]}),
     );

@@ -83,12 +83,18 @@ impl Fx {
             .collect()
     }
 
-    /// Polls until the newest execution is `running` with its process recorded and, if given,
+    /// Polls until the newest top-level execution is `running` with its process recorded and, if given,
     /// `node` has a `running` row. Returns the row.
     pub fn wait_running(&self, node: Option<&str>, run: &mut Running) -> ExecRow {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(id) = self.ids().last() {
+            // The newest top-level execution (a sub-workflow's child starts after it).
+            let newest = self
+                .ids()
+                .into_iter()
+                .rev()
+                .find(|id| self.execution(id).relation.as_deref() != Some("sub"));
+            if let Some(id) = newest.as_ref() {
                 let e = self.execution(id);
                 let node_ok = node.is_none_or(|n| {
                     self.nodes(id)
