@@ -25,11 +25,11 @@
 #      then exec `flowrun __shepherd 3 --adopt W --release 4 -- python …`: the
 #      same Rust shepherd as a cold start (subreaper, lifeline watched without
 #      the GIL, signals passed on), supervising W instead of spawning.
-#   W: waits until the shepherd, now in charge, writes "g" to the release
-#      pipe (nothing of the execution runs unsupervised), then dup2s the
-#      pipes onto 0/1/2, closes every other descriptor, applies the memory
-#      limit, replaces the environment, changes directory, reseeds random,
-#      and runs the script as `__main__` (this file's frames left by returning),
+#   W: dup2s the pipes onto 0/1/2, closes every other descriptor but the
+#      release pipe, applies the memory limit, replaces the environment,
+#      changes directory and reseeds random while S execs the shepherd; then
+#      waits until the shepherd, now in charge, writes "g" to the release
+#      pipe (nothing of the workflow runs unsupervised), and runs the script as `__main__` (this file's frames left by returning),
 #      then ends as a cold interpreter would (threads joined, atexit, streams
 #      flushed, the exit status of SystemExit) but with os._exit: freeing every
 #      preloaded module at finalization costs more than the execution.
@@ -116,11 +116,13 @@ def _shepherd_side(req, fds, sock):
     worker = os.fork()
     if worker == 0:
         os.close(rel_w)
+        # Prepared while the shepherd starts (nothing of the workflow runs before the "g").
+        script = _worker_setup(req, fds, rel_r)
         go = os.read(rel_r, 1)
         if go != b"g":
             os._exit(70)  # the shepherd never took over: run nothing
         os.close(rel_r)
-        return _worker_setup(req, fds)
+        return script
     os.close(rel_r)
     high = [_high(fd) for fd in list(fds) + [rel_w]]
     for target, fd in enumerate(high):
@@ -135,11 +137,13 @@ def _shepherd_side(req, fds, sock):
         os._exit(127)
 
 
-def _worker_setup(req, fds):
-    """In W: the execution's descriptors, limits, environment, directory and randomness."""
+def _worker_setup(req, fds, keep):
+    """In W: the execution's descriptors (all others closed but `keep`, the release pipe),
+    limits, environment, directory and randomness."""
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
-    os.closerange(3, _MAX_FD)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _MAX_FD)
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
