@@ -9,24 +9,27 @@
 # descriptors attached (SCM_RIGHTS): the execution's stdin, stdout and stderr
 # pipes and the read end of its lifeline.
 #
-# Per request it forks twice, so that the execution is NOT the template's
-# child:
+# Per request it makes S so that the execution is NOT the template's child:
 #
-#   template ─fork─► A ─fork─► S ─fork─► W
-#                    A exits at once: S is re-parented to the nearest child
-#                    subreaper above the template, the runner (flowrun serve
-#                    and flowrun test are subreapers), exactly like a cold
-#                    execution's shepherd is the runner's child.
+#   template ─clone(CLONE_PARENT)─► S ─fork─► W
+#                    S's parent is the template's parent, the runner, exactly
+#                    like a cold execution's shepherd is the runner's child.
+#                    Where that system call is not available (no ctypes, an
+#                    unknown architecture), through an intermediate process:
+#                    template ─fork─► A ─fork─► S, A exits at once, and S is
+#                    re-parented to the nearest child subreaper above the
+#                    template, the runner (flowrun serve and flowrun test are
+#                    subreapers).
 #   S: setsid (pgid = sid = its pid), fds 0/1/2 = the execution's pipes,
 #      fd 3 = the lifeline, fd 4 = W's release pipe, everything else closed,
 #      then exec `flowrun __shepherd 3 --adopt W --release 4 -- python …`: the
 #      same Rust shepherd as a cold start (subreaper, lifeline watched without
 #      the GIL, signals passed on), supervising W instead of spawning.
-#   W: waits until the shepherd, now in charge, writes "g" to the release
-#      pipe (nothing of the execution runs unsupervised), then dup2s the
-#      pipes onto 0/1/2, closes every other descriptor, applies the memory
-#      limit, replaces the environment, changes directory, reseeds random,
-#      and runs the script as `__main__` (this file's frames left by returning),
+#   W: dup2s the pipes onto 0/1/2, closes every other descriptor but the
+#      release pipe, applies the memory limit, replaces the environment,
+#      changes directory and reseeds random while S execs the shepherd; then
+#      waits until the shepherd, now in charge, writes "g" to the release
+#      pipe (nothing of the workflow runs unsupervised), and runs the script as `__main__` (this file's frames left by returning),
 #      then ends as a cold interpreter would (threads joined, atexit, streams
 #      flushed, the exit status of SystemExit) but with os._exit: freeing every
 #      preloaded module at finalization costs more than the execution.
@@ -34,7 +37,7 @@
 # The template itself never runs workflow code, so nothing an execution does
 # (globals, sys.modules, environment, cwd, files, threads) can reach the
 # next one: each starts from the same pristine fork.  The template answers
-# {"pid": S} once A is reaped (S is the runner's child by then), or
+# {"pid": S} once S is the runner's child (at once, or once A is reaped), or
 # {"error": "..."}; it exits when the runner's end of the socket closes.
 # Stdlib only, Python 3.9+.
 # ---------------------------------------------------------------------------
@@ -65,6 +68,16 @@ import traceback
 import urllib.parse
 import urllib.request
 import zlib
+
+try:
+    import ctypes
+    _SYSCALL = ctypes.PyDLL(None, use_errno=True).syscall
+    _SYSCALL.restype = ctypes.c_long
+    # clone's number; its first argument (the flags) is the only one used, the rest are null.
+    _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}[os.uname().machine]
+except Exception:
+    _SYSCALL = None
+_CLONE_PARENT = 0x00008000
 
 _MAX_FD = 65536
 _CODE_CACHE = {}  # script path -> (mtime_ns, size, code object); compiled once per template
@@ -103,11 +116,13 @@ def _shepherd_side(req, fds, sock):
     worker = os.fork()
     if worker == 0:
         os.close(rel_w)
+        # Prepared while the shepherd starts (nothing of the workflow runs before the "g").
+        script = _worker_setup(req, fds, rel_r)
         go = os.read(rel_r, 1)
         if go != b"g":
             os._exit(70)  # the shepherd never took over: run nothing
         os.close(rel_r)
-        return _worker_setup(req, fds)
+        return script
     os.close(rel_r)
     high = [_high(fd) for fd in list(fds) + [rel_w]]
     for target, fd in enumerate(high):
@@ -122,11 +137,13 @@ def _shepherd_side(req, fds, sock):
         os._exit(127)
 
 
-def _worker_setup(req, fds):
-    """In W: the execution's descriptors, limits, environment, directory and randomness."""
+def _worker_setup(req, fds, keep):
+    """In W: the execution's descriptors (all others closed but `keep`, the release pipe),
+    limits, environment, directory and randomness."""
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
-    os.closerange(3, _MAX_FD)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _MAX_FD)
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -140,10 +157,37 @@ def _worker_setup(req, fds):
     return req["script"]
 
 
+def _clone_parent():
+    """clone(CLONE_PARENT | SIGCHLD): a copy of this process whose parent is the template's
+    parent (the runner), made directly instead of through an intermediate process that exits.
+    Returns 0 in the copy, its pid here, or None when this is not available (no ctypes, an
+    unknown architecture, a refusing kernel or sandbox): then the intermediate process it is.
+
+    A raw system call, not fork(): neither the interpreter's nor libc's fork handlers run, which
+    is sound only because the template is single-threaded and holds no lock here, and because the
+    copy (S) only makes system calls, forks W with os.fork (which sets everything up properly for
+    W) and execs the shepherd.  The GIL stays held across the call (PyDLL)."""
+    if _SYSCALL is None:
+        return None
+    pid = _SYSCALL(_SYS_CLONE, ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD), None, None,
+                   None, None)
+    return pid if pid >= 0 else None
+
+
 def _start(req, fds, sock):
-    """In the template: forks A (and through it S and W).  Returns ("template", pid of S) in
-    the template and ("worker", script) in W."""
+    """In the template: makes S (directly, or through A) and through it W.  Returns
+    ("template", pid of S) in the template and ("worker", script) in W."""
     code = _code_of(req["script"])
+    s = _clone_parent()
+    if s == 0:
+        try:
+            return ("worker", (code, _shepherd_side(req, fds, sock)))
+        except SystemExit:
+            raise
+        except BaseException:
+            os._exit(70)
+    if s is not None:
+        return ("template", s)
     r, w = os.pipe()
     a = os.fork()
     if a == 0:

@@ -235,7 +235,11 @@ pub async fn watch_requests(
     mut on_request: impl FnMut(String, Request),
 ) {
     let mut seen: HashMap<String, Request> = HashMap::new();
-    let mut tick = tokio::time::interval(REQUEST_POLL);
+    // The first look after one period, not at once: a short execution then never starts a
+    // blocking thread nor queries the store for requests (one recorded before the start is
+    // seen at the first tick, as one recorded during the first period always was).
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + REQUEST_POLL, REQUEST_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -273,6 +277,11 @@ pub async fn watch_requests(
 pub fn end_strays() {
     let me = std::process::id() as i32;
     for _ in 0..50 {
+        // No child at all means nothing below (an orphan would be our child): most runs end
+        // here without reading every `/proc/<pid>/stat` (~1-2 ms, more on a busy machine).
+        if !flowrun_executor::tree::has_children() {
+            return;
+        }
         let left: Vec<i32> = flowrun_executor::tree::descendants(me)
             .into_iter()
             .map(|p| p.pid)

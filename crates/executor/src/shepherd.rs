@@ -301,21 +301,6 @@ fn reap(watch: Option<Pid>) -> Option<WaitStatus> {
     found
 }
 
-/// Does this process have any child, running or ended (without reaping it)?
-fn has_children() -> bool {
-    // SAFETY: waitid with WNOWAIT only reports into the local siginfo.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
-    }
-}
-
 /// Kills what is left of the tree, reaps it, and ends like the program did (killed by SIGKILL,
 /// when the lifeline closed first).
 fn finish(end: End, child: Pid) -> ! {
@@ -328,7 +313,7 @@ fn finish(end: End, child: Pid) -> ! {
         // No child at all (not even a zombie) means no descendant: any orphan below us would
         // have been re-parented to us, the subreaper. Most executions end here, without
         // reading all of /proc.
-        if !has_children() {
+        if !tree::has_children() {
             break;
         }
         let left = tree::descendants(me);

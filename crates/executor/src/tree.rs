@@ -82,6 +82,23 @@ pub fn descendants(root: i32) -> Vec<ProcStat> {
     out
 }
 
+/// Does this process have any child, running or ended (without reaping it)? In a child subreaper
+/// that has none, nothing is left below it: any orphan of its tree would have become its child.
+/// Cheaper than [`descendants`], which reads every `/proc/<pid>/stat`.
+pub fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only reports into the local siginfo.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+    }
+}
+
 /// Sends `sig` to every descendant of `root` that is not a zombie. Returns how many it signalled.
 pub fn signal_descendants(root: i32, sig: Signal) -> usize {
     descendants(root)

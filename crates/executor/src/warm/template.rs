@@ -1,8 +1,9 @@
 //! One warm template process (`runtime/warm/template.py`) and the conversation with it.
 //!
-//! The template is the runner's direct child — it must be: the execution it forks is handed to
-//! the runner by re-parenting (the template's intermediate process exits, and the orphan goes to
-//! the nearest child subreaper above it, the runner). It lives in its own process group, so a
+//! The template is the runner's direct child — it must be: the execution it forks is the
+//! runner's child too, made with `clone(CLONE_PARENT)` (or, where the template cannot make that
+//! call, handed over by re-parenting: the template's intermediate process exits, and the orphan
+//! goes to the nearest child subreaper above it, the runner). It lives in its own process group, so a
 //! Ctrl-C on the terminal reaches flowrun only, and it exits by itself when the runner's end of
 //! its socket closes (the runner died or retired it).
 //!
@@ -29,7 +30,7 @@ const SOURCE: &str = include_str!("../../../../runtime/warm/template.py");
 /// something is wrong (a broken venv, a machine swapping), and the execution goes cold.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-/// How long a template may take to answer a request (two forks and a pipe read: ~1 ms).
+/// How long a template may take to answer a request (a clone, or two forks and a pipe read: ~1 ms).
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 /// What one warm start asks of the template.
