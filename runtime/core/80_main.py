@@ -147,24 +147,4 @@ def main(workflow):
         _emit_result("error", run.last_output if run else None, error,
                      (time.perf_counter() - t0) * 1000.0, run.summaries if run else [])
         code = 1
-    _end(code)
-
-
-def _end(code):
-    """Ends the process as the interpreter would at exit — non-daemon threads joined, atexit
-    handlers run, streams flushed — but through os._exit, without finalizing every module and
-    a last full garbage collection (~2-3 ms of CPU per execution, more on a busy machine).  A
-    warm start ends the same way (runtime/warm/template.py)."""
-    try:
-        if "threading" in sys.modules:
-            sys.modules["threading"]._shutdown()
-        import atexit
-        atexit._run_exitfuncs()
-    except BaseException:
-        pass
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-    os._exit(code)
+    sys.exit(code)
