@@ -27,6 +27,10 @@ def _concurrent(run):
     return False
 
 
+def _runs_alone(node):
+    return node.get("type") == "code" and (node.get("params") or {}).get("cwd") is not None
+
+
 def _schedule(run):
     nodes = list(run.workflow.get("nodes") or ())
     _STATE.by_thread = _concurrent(run)
@@ -46,11 +50,15 @@ def _schedule(run):
         ups.extend(g[0] for g in node.get("guards") or ())
         return ups
 
+    alone = {"running": False}
+
     def worker(node):
         try:
             run.run_node(node)
         finally:
             with cv:
+                if _runs_alone(node):
+                    alone["running"] = False
                 ended.add(node["id"])
                 running.pop(node["id"], None)
                 cv.notify_all()
@@ -63,9 +71,14 @@ def _schedule(run):
                 while i < len(pending) and len(running) < run.max_parallel:
                     node = pending[i]
                     if all(u in ended for u in upstream(node)):
+                        # A node with its own working directory runs alone (the directory is
+                        # the process's): not beside a running node, and none beside it.
+                        if _runs_alone(node) and running or alone["running"]:
+                            break
                         if _pause_before(run, node):
                             break
                         pending.pop(i)
+                        alone["running"] = _runs_alone(node)
                         running[node["id"]] = True
                         threading.Thread(target=worker, args=(node,), daemon=True).start()
                     else:

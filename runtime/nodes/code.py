@@ -104,10 +104,43 @@ def node_code(ctx, params):
     scope = ctx.scope
     with _STATE.run_lock:  # other nodes may be finishing meanwhile
         nodes = plain_copy(scope["nodes"])
-    return fn(plain_copy(scope["trigger"]), nodes,
-              plain_copy(scope["execution"]), ctx.log,
-              plain_copy(scope.get("item")), scope.get("index"),
-              scope.get("iteration"), plain_copy(scope.get("previous")))
+    args = (plain_copy(scope["trigger"]), nodes, plain_copy(scope["execution"]), ctx.log,
+            plain_copy(scope.get("item")), scope.get("index"),
+            scope.get("iteration"), plain_copy(scope.get("previous")))
+    cwd = params.get("cwd")
+    if cwd is None:
+        return fn(*args)
+    _code_enter_dir(to_text(cwd))
+    try:
+        return fn(*args)
+    finally:
+        _code_leave_dir()
+
+
+# The node's own `cwd`: the process's working directory while it runs. The scheduler runs such
+# a node alone (64_schedule.py); its items may overlap, all in the same directory, so the first
+# to enter changes it and the last to leave changes it back.
+_code_DIR = {"depth": 0, "back": None}
+
+
+def _code_enter_dir(path):
+    with _STATE.run_lock:
+        if _code_DIR["depth"] == 0:
+            back = os.getcwd()
+            try:
+                os.chdir(path)
+            except OSError as e:
+                raise NodeError("code: cannot run in %r: %s" % (path, e.strerror or e),
+                                type(e).__name__)
+            _code_DIR["back"] = back
+        _code_DIR["depth"] += 1
+
+
+def _code_leave_dir():
+    with _STATE.run_lock:
+        _code_DIR["depth"] -= 1
+        if _code_DIR["depth"] == 0:
+            os.chdir(_code_DIR["back"])
 
 
 HANDLERS["code"] = node_code

@@ -375,3 +375,54 @@ fn nodes_run_in_the_workflows_directory_not_the_callers() {
     assert_code(&out, 3, "missing cwd");
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
+
+#[test]
+fn a_code_node_with_its_own_cwd_runs_there_and_alone() {
+    let env = Env::new();
+    let project = env.path("proj");
+    std::fs::create_dir_all(project.join("sub")).unwrap();
+    std::fs::write(project.join("sub/data.txt"), "in sub").unwrap();
+    let wf = json!({ "id": "cw", "max_parallel": 2, "nodes": [
+        { "id": "inside", "type": "code", "cwd": "{{ trigger.dir }}", "code":
+            "import os, time\ntime.sleep(0.3)\nreturn {'cwd': os.getcwd(), 'data': open('data.txt').read()}" },
+        { "id": "beside", "type": "code", "code": "import os\nreturn os.getcwd()" },
+        { "id": "missing", "type": "code", "cwd": "nope", "code": "return 1", "on_error": "continue" }
+    ]});
+    let file = project.join("cw.json");
+    std::fs::write(&file, wf.to_string()).unwrap();
+    let out = env.run(&file, r#"{"dir": "sub"}"#, &[]);
+    assert_success(&out, "run");
+    let id = env.only_execution_id();
+    let record = env.show_json(&id);
+    let proj = std::fs::canonicalize(&project).unwrap();
+    let node = |n: usize| record["nodes"][n].clone();
+    assert_eq!(node(0)["output"]["data"], "in sub");
+    assert_eq!(
+        std::fs::canonicalize(node(0)["output"]["cwd"].as_str().unwrap()).unwrap(),
+        proj.join("sub")
+    );
+    // The other node ran in the execution's directory: not beside the one that changed it.
+    assert_eq!(
+        std::fs::canonicalize(node(1)["output"].as_str().unwrap()).unwrap(),
+        proj
+    );
+    let ev: Vec<(String, String)> = env
+        .events(&id)
+        .into_iter()
+        .filter(|e| e.kind == "node_start" || e.kind == "node_end")
+        .map(|e| (e.kind.clone(), e.data["node"].as_str().unwrap().to_string()))
+        .collect();
+    let pos = |k: &str, n: &str| ev.iter().position(|e| e.0 == k && e.1 == n).unwrap();
+    assert!(
+        pos("node_end", "inside") < pos("node_start", "beside"),
+        "{ev:?}"
+    );
+    assert!(
+        node(2)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run in 'nope'"),
+        "{}",
+        node(2)
+    );
+}

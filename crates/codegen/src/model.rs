@@ -227,6 +227,10 @@ pub struct CodeNode {
     /// before the run starts, like a `command` node's.
     #[serde(default)]
     pub connections: Vec<String>,
+    /// The directory the code runs in, relative to the execution's (templated). The working
+    /// directory is the process's, so such a node never runs beside another node.
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

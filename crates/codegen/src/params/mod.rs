@@ -149,6 +149,9 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
                     connections(&mut c, wf, &n.connections),
                 ));
             }
+            if let Some(cwd) = &n.cwd {
+                entries.push(("cwd".to_string(), c.text("cwd", cwd)));
+            }
             Data::Dict(entries)
         }
         NodeKind::Condition(n) => {
