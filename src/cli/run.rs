@@ -297,6 +297,21 @@ pub(crate) fn execute_prepared(
 async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let reason = tokio::select! {
+        _ = tokio::signal::ctrl_c() => StopReason::Interrupt,
+        _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => StopReason::Terminate,
+        _ = stop_requested(store, id, &stop) => StopReason::Cancel,
+    };
+    let _ = stop.send(Some(reason));
+}
+
+/// Passes what other processes ask of execution `id` through the store to its executor: a
+/// pause as [`StopReason::Pause`]; returns once a stop is asked (the caller sends that).
+pub(super) async fn stop_requested(
+    store: SharedStore,
+    id: String,
+    stop: &watch::Sender<Option<StopReason>>,
+) {
     let (requested_tx, mut requested) = tokio::sync::mpsc::unbounded_channel();
     let poller = flowrun_app::control::watch_requests(
         store,
@@ -306,20 +321,17 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
         },
     );
     tokio::pin!(poller);
-    let reason = loop {
+    loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break StopReason::Interrupt,
-            _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => break StopReason::Terminate,
             r = requested.recv() => match r {
                 Some(Request::Pause) => {
                     let _ = stop.send(Some(StopReason::Pause));
                 }
-                _ => break StopReason::Cancel,
+                _ => return,
             },
-            _ = &mut poller => break StopReason::Cancel,
+            _ = &mut poller => return,
         }
-    };
-    let _ = stop.send(Some(reason));
+    }
 }
 
 /// `flowrun pause ID`: asks the runner through the store; the execution pauses once the nodes

@@ -164,30 +164,13 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
             None => std::future::pending().await,
         }
     }
-    let (requested_tx, mut requested) = tokio::sync::mpsc::unbounded_channel();
-    let poller = flowrun_app::control::watch_requests(
-        store,
-        move || vec![id.clone()],
-        move |_, request| {
-            let _ = requested_tx.send(request);
-        },
-    );
-    tokio::pin!(poller);
-    let reason = loop {
-        tokio::select! {
-            _ = recv(&mut term) => break StopReason::Terminate,
-            _ = recv(&mut int) => break StopReason::Terminate,
-            _ = recv(&mut hup) => break StopReason::Terminate,
-            r = requested.recv() => match r {
-                // `flowrun pause CHILD`: the child pauses; its node then fails, naming it, and
-                // the parent's resume runs it again.
-                Some(flowrun_store::Request::Pause) => {
-                    let _ = stop.send(Some(StopReason::Pause));
-                }
-                _ => break StopReason::Cancel,
-            },
-            _ = &mut poller => break StopReason::Cancel,
-        }
+    // `flowrun pause CHILD` pauses the child: its node then fails naming it (or, when its
+    // parent is pausing too, the parent pauses), and the parent's resume runs it again.
+    let reason = tokio::select! {
+        _ = recv(&mut term) => StopReason::Terminate,
+        _ = recv(&mut int) => StopReason::Terminate,
+        _ = recv(&mut hup) => StopReason::Terminate,
+        _ = super::run::stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));
 }
