@@ -49,12 +49,20 @@ impl ApiError {
 
     /// `409`: the execution is queued or running.
     pub fn not_finished(id: &str, status: flowrun_events::ExecStatus) -> ApiError {
-        ApiError::new(
-            StatusCode::CONFLICT,
+        ApiError::in_state(
             "not_finished",
             format!("execution {id} is {status}; stop it first"),
+            status,
         )
-        .with("status", json!(status))
+    }
+
+    /// `409`: the execution's status (`status` in the body) does not allow what was asked.
+    pub fn in_state(
+        error: &'static str,
+        message: String,
+        status: flowrun_events::ExecStatus,
+    ) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, error, message).with("status", json!(status))
     }
 
     /// `409`: the server has no workflows directory to write to.

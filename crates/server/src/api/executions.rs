@@ -221,12 +221,11 @@ pub async fn stop(
     let idc = id.clone();
     let stopped = blocking(move || Ok(executions.stop(&idc)?)).await?;
     match stopped {
-        Stopped::AlreadyEnded(status) => Err(ApiError::new(
-            StatusCode::CONFLICT,
+        Stopped::AlreadyEnded(status) => Err(ApiError::in_state(
             "already_ended",
             format!("execution {id} already ended: {status}"),
-        )
-        .with("status", json!(status))),
+            status,
+        )),
         Stopped::Dequeued => Ok(Json(record(&app, &id).await?).into_response()),
         Stopped::Stopping | Stopped::Requested => {
             // The runner takes at most its kill grace period after it sees the request.
@@ -332,18 +331,16 @@ pub async fn pause(
     let idc = id.clone();
     let paused = blocking(move || Ok(executions.pause(&idc)?)).await?;
     match paused {
-        Paused::NotRunning(status) => Err(ApiError::new(
-            StatusCode::CONFLICT,
+        Paused::NotRunning(status) => Err(ApiError::in_state(
             "not_running",
             format!("execution {id} is {status}, not running: there is nothing to pause"),
-        )
-        .with("status", json!(status))),
-        Paused::Queued => Err(ApiError::new(
-            StatusCode::CONFLICT,
+            status,
+        )),
+        Paused::Queued => Err(ApiError::in_state(
             "not_running",
             format!("execution {id} is still queued: nothing of it runs yet (stop it instead)"),
-        )
-        .with("status", json!(ExecStatus::Queued))),
+            ExecStatus::Queued,
+        )),
         // Running nodes finish first: as long as the execution's own timeout at most.
         Paused::Pausing | Paused::Requested => asked(&app, id, wait, None, "pausing").await,
     }
