@@ -88,13 +88,12 @@ def _run_for_each(run, node):
         error = {"type": "Paused", "traceback": "",
                  "message": "%d of %d items did not finish (the execution is pausing)"
                             % (len(pausing) + len(paused_items), total)}
-        run.node_end(nid, "error", 1, duration, {"items": total}, None, error)
-        run.finish(nid, "error", 1, duration, None, error)
-        run.fail(node, error)
-        return
-    if failed:
+    elif failed:
         failed.sort(key=lambda f: f[0])
         error = _items_error(failed, total)
+    else:
+        error = None
+    if error is not None:
         run.node_end(nid, "error", 1, duration, {"items": total}, None, error)
         run.finish(nid, "error", 1, duration, None, error)
         run.fail(node, error)

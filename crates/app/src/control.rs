@@ -180,10 +180,6 @@ pub const PAUSE_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// ones finish), and waits up to `wait` for the execution to end. A paused execution keeps its
 /// state in the store and has no process left; `resume` continues it.
 pub fn pause(store: &mut Store, id: &str, wait: Duration) -> Result<PauseOutcome, StoreError> {
-    let e = store.execution(id)?;
-    if e.status != ExecStatus::Running {
-        return Ok(PauseOutcome::NotRunning(e.status));
-    }
     if !request_pause(store, id)? {
         let e = store.execution(id)?;
         return Ok(PauseOutcome::NotRunning(e.status));

@@ -165,24 +165,22 @@ impl Live {
     }
 
     fn cancel(&self) {
-        self.stop.send_if_modified(|v| {
-            if v.is_none() || *v == Some(StopReason::Pause) {
-                *v = Some(StopReason::Cancel);
-                true
-            } else {
-                false
-            }
-        });
+        self.ask(StopReason::Cancel);
     }
 
     fn pause(&self) {
+        self.ask(StopReason::Pause);
+    }
+
+    /// Tells the executor, once: a pause may become a stop, nothing else changes what was asked.
+    fn ask(&self, reason: StopReason) {
         self.stop.send_if_modified(|v| {
-            if v.is_none() {
-                *v = Some(StopReason::Pause);
-                true
-            } else {
-                false
+            let takes =
+                v.is_none() || (*v == Some(StopReason::Pause) && reason != StopReason::Pause);
+            if takes {
+                *v = Some(reason);
             }
+            takes
         });
     }
 }

@@ -11,6 +11,7 @@ use flowrun_executor::process::ProcessInfo;
 use flowrun_executor::{NodeDetail, Sink};
 use flowrun_store::{NodeRow, ProcessRow, Usage, Write};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 pub struct Recorder {
@@ -146,11 +147,11 @@ impl Sink for Recorder {
         let mocked = d.status == NodeStatus::Mocked;
         // What the call spent: a success's output, or what a failed call's error says it spent
         // (an agent that used tokens, then failed).
-        let spent = match (&d.output, &d.error) {
-            (Some(out), _) if d.status == NodeStatus::Success || mocked => Some(out.clone()),
-            (_, Some(e)) if e.usage.is_some() || e.cost_usd.is_some() => Some(serde_json::json!({
-                "usage": e.usage, "cost_usd": e.cost_usd,
-            })),
+        let spent: Option<Cow<'_, Value>> = match (&d.output, &d.error) {
+            (Some(out), _) if d.status == NodeStatus::Success || mocked => Some(Cow::Borrowed(out)),
+            (_, Some(e)) if e.usage.is_some() || e.cost_usd.is_some() => Some(Cow::Owned(
+                serde_json::json!({"usage": e.usage, "cost_usd": e.cost_usd}),
+            )),
             _ => None,
         };
         if let Some(out) = spent.filter(|_| a_call && self.metered.contains(&d.node)) {

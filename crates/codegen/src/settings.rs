@@ -66,11 +66,9 @@ fn check_reference(r: &Reference, index: &HashMap<&str, usize>) -> Result<(), St
         }
         [Segment::Key(root), Segment::Key(id), rest @ ..] if root == "nodes" => {
             if !index.contains_key(id.as_str()) {
-                let mut known: Vec<&str> = index.keys().copied().collect();
-                known.sort_unstable();
                 return Err(format!(
-                    "`{{{{ {r} }}}}`: unknown node '{id}'; nodes are: {}",
-                    known.join(", ")
+                    "`{{{{ {r} }}}}`: {}",
+                    crate::plan::unknown_node(id, index)
                 ));
             }
             match rest.first() {

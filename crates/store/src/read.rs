@@ -281,10 +281,6 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    pub fn stop_requested(&self, id: &str) -> Result<bool> {
-        Ok(self.requested(id)? == Some(Request::Stop))
-    }
-
     /// What another process asked of a running execution: a stop wins over a pause.
     pub fn requested(&self, id: &str) -> Result<Option<Request>> {
         let v: Option<(Option<i64>, Option<i64>)> = self

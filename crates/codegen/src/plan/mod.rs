@@ -494,7 +494,7 @@ fn node_settings(node: &Node, report: &mut dyn FnMut(String, &str)) {
     }
 }
 
-fn unknown_node(id: &str, index: &HashMap<&str, usize>) -> String {
+pub(crate) fn unknown_node(id: &str, index: &HashMap<&str, usize>) -> String {
     let mut known: Vec<&str> = index.keys().copied().collect();
     known.sort_unstable();
     format!("unknown node '{id}'; nodes are: {}", known.join(", "))
