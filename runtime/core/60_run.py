@@ -172,10 +172,13 @@ class _Run(object):
         if error is not None:
             self.fail(node, error)
 
-    def attempts(self, node, scope, part=None):
+    def attempts(self, node, scope, part=None, may_start=None, on_failure=None):
         """Runs the node's handler in `scope` until it succeeds or its retries are
         spent, with a node_start/node_end per attempt (for `part`: ("item", i) or
-        ("iteration", k)). Returns (status, attempt, duration, output, error)."""
+        ("iteration", k)). Returns (status, attempt, duration, output, error), or None
+        when `may_start()` says no. `may_start` (before the first node_start) and
+        `on_failure` (before the last node_end of a failure) run under the run lock,
+        so a start is either before a failure or sees it."""
         nid = node["id"]
         retry = node.get("retry") or {}
         try:
@@ -195,7 +198,13 @@ class _Run(object):
         attempt = 0
         while True:
             attempt += 1
-            self.node_start(nid, attempt, part)
+            if attempt == 1 and may_start is not None:
+                with _STATE.run_lock:
+                    if not may_start():
+                        return None
+                    self.node_start(nid, attempt, part)
+            else:
+                self.node_start(nid, attempt, part)
             ctx = _Ctx(node, scope, attempt)
             _OUTPUT_OWNER.node = nid
             _OUTPUT_OWNER.part = part
@@ -248,5 +257,8 @@ class _Run(object):
                 if wait_ms:
                     time.sleep(wait_ms / 1000.0)
                 continue
+            if on_failure is not None:
+                with _STATE.run_lock:
+                    on_failure(error)
             self.node_end(nid, "error", attempt, duration, ctx.input, None, error, part=part)
             return "error", attempt, duration, None, error

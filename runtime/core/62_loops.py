@@ -67,19 +67,23 @@ def _run_for_each(run, node):
             with _STATE.run_lock:
                 pausing.append(i)
             return
-        if state["stop"] or run.error is not None:
+        scope = _part_scope(run, item=items[i], index=i)
+
+        def may_start():
+            return not state["stop"] and run.error is None
+
+        def on_failure(error):
+            # Before the failing item's end is written: no item starts after it.
+            failed.append((i, error))
+            if fail_fast:
+                state["stop"] = True
+
+        ran = run.attempts(node, scope, ("item", i), may_start, on_failure)
+        if ran is None:
             run.node_end(nid, "skipped", 0, 0.0, None, None, None,
                          [("reason", "an earlier item failed (fail_fast)")], part=("item", i))
-            return
-        scope = _part_scope(run, item=items[i], index=i)
-        status, _, _, output, error = run.attempts(node, scope, ("item", i))
-        if error is not None:
-            with _STATE.run_lock:
-                failed.append((i, error))
-                if fail_fast:
-                    state["stop"] = True
-        else:
-            outputs[i] = output
+        elif ran[4] is None:
+            outputs[i] = ran[3]
 
     _run_parts(one, total, limit)
     duration = (time.perf_counter() - t0) * 1000.0
