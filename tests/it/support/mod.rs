@@ -33,7 +33,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Variables removed from every `flowrun` command (besides every inherited `FLOWRUN_*` one):
 /// keys and endpoints a developer may have set, proxies, and what could pick another Python
-/// interpreter, change its behaviour or point pip at another index.
+/// interpreter, change its behaviour or point pip at another index, and the CI markers
+/// (`flowrun test` fails a missing snapshot and prints annotations on CI: a test that wants that
+/// sets them itself, so the suite behaves the same on a laptop and on the CI machine).
 pub const SCRUBBED: &[&str] = &[
     "GROQ_API_KEY",
     "OPENAI_API_KEY",
@@ -66,6 +68,8 @@ pub const SCRUBBED: &[&str] = &[
     "PIP_FIND_LINKS",
     "PIP_INDEX_URL",
     "PIP_EXTRA_INDEX_URL",
+    "CI",
+    "GITHUB_ACTIONS",
 ];
 
 /// The repository root (where `examples/` lives).
