@@ -45,7 +45,9 @@ def _read_trigger():
     except (OSError, ValueError, AttributeError):
         return {}, None
     try:
-        text = raw.decode("utf-8-sig")
+        # A byte-order mark is dropped by hand: the "utf-8-sig" codec is looked up and imported
+        # at run time, "utf-8" is built in.
+        text = (raw[3:] if raw[:3] == b"\xef\xbb\xbf" else raw).decode("utf-8")
     except UnicodeDecodeError as e:
         return None, "trigger data is not valid UTF-8: %s" % e
     if not text.strip():

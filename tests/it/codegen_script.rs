@@ -323,6 +323,65 @@ fn script_runs_by_hand_with_the_protocol() {
     assert_eq!(kinds.iter().filter(|k| *k == "node_end").count(), 4);
 }
 
+/// The modules a plain workflow's script must not import on its way: each costs milliseconds of
+/// every cold start (`signal` pulls in `enum`, `functools` and `collections`, ~4.5 ms; `json` and
+/// `re` ~7 ms; the `utf-8-sig` codec is looked up and imported), and a node that needs one
+/// imports it itself. Measured with `-X importtime`, which lists every import as it happens.
+#[test]
+fn a_plain_workflow_imports_nothing_slow_at_start() {
+    let env = Env::new();
+    let script = env.path("w3.py");
+    let w3 = repo_root().join("bench/w3.json");
+    let out = env.cmd([
+        std::ffi::OsStr::new("codegen"),
+        w3.as_os_str(),
+        std::ffi::OsStr::new("-o"),
+        script.as_os_str(),
+    ]);
+    assert_success(&out, "codegen -o");
+    // With a byte-order mark, which the runtime drops without the utf-8-sig codec.
+    let trigger = env.write_file("trigger.json", "\u{feff}{\"name\": \"Ada\", \"n\": 3}");
+    let out = Command::new("python3")
+        .args(["-I", "-S", "-u", "-X", "importtime"])
+        .arg(&script)
+        .stdin(Stdio::from(std::fs::File::open(&trigger).unwrap()))
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(r#""node":"answer","status":"success""#)
+            && stdout.contains(r#""name":"Ada""#),
+        "{stdout}"
+    );
+    let imported: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("import time:"))
+        .filter_map(|l| l.rsplit('|').next())
+        .map(str::trim)
+        .collect();
+    assert!(
+        imported.contains(&"_ast"),
+        "the code node's import is listed: {imported:?}"
+    );
+    for slow in [
+        "signal",
+        "enum",
+        "functools",
+        "collections",
+        "re",
+        "json",
+        "encodings.utf_8_sig",
+        "ast",
+    ] {
+        assert!(
+            !imported.contains(&slow),
+            "{slow} imported at start: {imported:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // pyliteral::string round-trips through Python for arbitrary strings
 // ---------------------------------------------------------------------------------------------
