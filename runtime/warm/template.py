@@ -4,7 +4,7 @@
 # One long-lived interpreter per interpreter and requirement set, started by
 # `flowrun serve` / `flowrun test` (crates/executor/src/warm/) with the same
 # flags a cold execution gets (-I [-S] -u) and this file as `-c` source.  It
-# imports what the runtime's nodes import, then waits on fd 3, a SOCK_SEQPACKET
+# imports what every execution's runtime needs, then waits on fd 3, a SOCK_SEQPACKET
 # socket to the runner, for requests: one JSON message per execution with four
 # descriptors attached (SCM_RIGHTS): the execution's stdin, stdout and stderr
 # pipes and the read end of its lifeline.
@@ -29,10 +29,16 @@
 #      release pipe, applies the memory limit, replaces the environment,
 #      changes directory and reseeds random while S execs the shepherd; then
 #      waits until the shepherd, now in charge, writes "g" to the release
-#      pipe (nothing of the workflow runs unsupervised), and runs the script as `__main__` (this file's frames left by returning),
-#      then ends as a cold interpreter would (threads joined, atexit, streams
+#      pipe (nothing of the workflow runs unsupervised), and calls the script's
+#      main as its last line would (this file's frames left by returning), the
+#      script being `__main__`, then ends as a cold interpreter would (threads joined, atexit, streams
 #      flushed, the exit status of SystemExit) but with os._exit: freeing every
 #      preloaded module at finalization costs more than the execution.
+#
+# The first request for a script prepares it in the template (_prepare): the
+# modules its nodes import (from a fixed list) are loaded and its top level is
+# run — definitions and the WORKFLOW literal only, the generated script calls
+# main under `if __name__ == "__main__"` — so a fork starts at main.
 #
 # The template itself never runs workflow code, so nothing an execution does
 # (globals, sys.modules, environment, cwd, files, threads) can reach the
@@ -48,26 +54,32 @@ import _json
 import socket
 import marshal
 
-# What the runtime imports inside its nodes (see runtime/nodes/): paid once here instead of in
-# every execution.  None of these starts a thread or opens a descriptor at import.
-import base64
-import email.utils
-import http.client
-import io
+# Preloaded for every execution: what the runtime of any workflow uses at start.  What only some
+# node types import (http.client and urllib for `http_request` and `llm`, subprocess for
+# `command` and `agent`, threading for loops and parallel nodes...) is imported here when a
+# script that needs it first arrives (_NODE_MODULES, _prepare): every fork copies the page
+# tables of all that is loaded and every exit tears them down, ~0.7 ms per execution for the
+# full set, which a plain workflow should not pay.
+import gc
 import json
-import linecache
 import random
-import re
 import resource
-import select
-import selectors
 import signal
-import subprocess
-import threading
-import traceback
-import urllib.parse
-import urllib.request
-import zlib
+
+# What the runtime imports for each node type it runs (runtime/nodes/, runtime/core/70_http.py):
+# preloaded once a script with such a node arrives.  Were this table to fall behind the runtime,
+# an execution would import the missing module itself: slower, never wrong.
+_HTTP_MODULES = ("base64", "email.utils", "http.client", "io", "socket", "urllib.parse",
+                 "urllib.request", "zlib")
+_NODE_MODULES = {
+    "http_request": _HTTP_MODULES,
+    "llm": _HTTP_MODULES,
+    "agent": ("json", "re", "selectors", "signal", "subprocess"),
+    "command": ("selectors", "subprocess"),
+    "workflow": ("json", "subprocess"),
+}
+# Nodes side by side, for_each and repeat run in threads.
+_THREAD_MODULES = ("threading",)
 
 try:
     import ctypes
@@ -80,26 +92,65 @@ except Exception:
 _CLONE_PARENT = 0x00008000
 
 _MAX_FD = 65536
-_CODE_CACHE = {}  # script path -> (mtime_ns, size, code object); compiled once per template
-_CODE_CACHE_MAX = 32
+_PREPARED = {}  # script path -> (mtime_ns, size, module): run up to its main once per template
+_PREPARED_MAX = 16
 
 
-def _code_of(path):
-    """The script's code object, from its .pyc (16-byte header, then marshal) or its source."""
+def _modules_for(workflow):
+    """The modules the runtime will import to run `workflow` (the script's WORKFLOW)."""
+    names = set()
+    nodes = workflow.get("nodes") or ()
+    if (workflow.get("max_parallel") or 1) > 1:
+        names.update(_THREAD_MODULES)
+    for node in nodes:
+        names.update(_NODE_MODULES.get(node.get("type"), ()))
+        if node.get("for_each") is not None or node.get("repeat") is not None:
+            names.update(_THREAD_MODULES)
+    return sorted(names)
+
+
+def _prepare(path):
+    """The script as a module that has run up to its `main` (definitions and WORKFLOW only: the
+    generated script calls main under `if __name__ == "__main__"`, and nothing else at its top
+    level runs or reads anything of an execution), and what its nodes import loaded here.
+    Cached per path, size and mtime; a fork gets its own copy of the module, so nothing one
+    execution does to it reaches another."""
     st = os.stat(path)
-    hit = _CODE_CACHE.get(path)
+    hit = _PREPARED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2]
     with open(path, "rb") as f:
         data = f.read()
     if path.endswith(".pyc"):
-        code = marshal.loads(data[16:])
+        code = marshal.loads(data[16:])  # 16-byte header, then the marshalled code
     else:
         code = compile(data, path, "exec", dont_inherit=True)
-    if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
-        _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
-    _CODE_CACHE[path] = (st.st_mtime_ns, st.st_size, code)
-    return code
+    module = type(sys)("__flowrun_warm__")
+    module.__file__ = path
+    module.__builtins__ = __builtins__
+    exec(code, module.__dict__)
+    for name in _modules_for(module.__dict__.get("WORKFLOW") or {}):
+        try:
+            __import__(name)
+        except Exception:
+            pass  # the execution will say so itself
+    # What a cold `python script` names __main__: its classes and functions say so too (an
+    # exception's module shows in a formatted traceback).
+    module.__name__ = "__main__"
+    for value in list(module.__dict__.values()):
+        if getattr(value, "__module__", None) == "__flowrun_warm__":
+            try:
+                value.__module__ = "__main__"
+            except (AttributeError, TypeError):
+                pass
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.pop(next(iter(_PREPARED)))
+    _PREPARED[path] = (st.st_mtime_ns, st.st_size, module)
+    # Objects that exist now are never collected in an execution: a collection there would
+    # write to (and so copy) every page that holds one.
+    gc.collect()
+    gc.freeze()
+    return module
 
 
 def _high(fd):
@@ -176,12 +227,12 @@ def _clone_parent():
 
 def _start(req, fds, sock):
     """In the template: makes S (directly, or through A) and through it W.  Returns
-    ("template", pid of S) in the template and ("worker", script) in W."""
-    code = _code_of(req["script"])
+    ("template", pid of S) in the template and ("worker", (module, script)) in W."""
+    module = _prepare(req["script"])
     s = _clone_parent()
     if s == 0:
         try:
-            return ("worker", (code, _shepherd_side(req, fds, sock)))
+            return ("worker", (module, _shepherd_side(req, fds, sock)))
         except SystemExit:
             raise
         except BaseException:
@@ -200,7 +251,7 @@ def _start(req, fds, sock):
         if s == 0:
             os.close(w)
             try:
-                return ("worker", (code, _shepherd_side(req, fds, sock)))
+                return ("worker", (module, _shepherd_side(req, fds, sock)))
             except SystemExit:
                 raise
             except BaseException:
@@ -258,12 +309,14 @@ def _template_main():
     return _serve(sock)
 
 
-def _finish(main, code):
-    """Ends W the way the interpreter would — non-daemon threads joined, atexit handlers run,
-    streams flushed, the exit status of SystemExit — but without tearing down every module this
-    template preloaded, which costs more than the execution itself (os._exit)."""
+def _finish(module):
+    """Runs the execution — the prepared script's main(WORKFLOW), as its last line would under
+    a cold `python script` — and ends W the way the interpreter would: non-daemon threads
+    joined, atexit handlers run, streams flushed, the exit status of SystemExit; but with
+    os._exit, since freeing every preloaded module at finalization costs more than the
+    execution itself."""
     try:
-        exec(code, main.__dict__)
+        module.main(module.WORKFLOW)
         status = 0
     except SystemExit as e:
         status = e.code
@@ -301,12 +354,9 @@ def _finish(main, code):
     os._exit(status & 0xFF)
 
 
-_code, _script = _template_main()
-# From here on this process is W, the execution: run the script as a cold `python script` would,
-# in a fresh `__main__`, and end the way the interpreter ends.
-_main = type(sys)("__main__")
-_main.__file__ = _script
-_main.__builtins__ = __builtins__
-sys.modules["__main__"] = _main
+_module, _script = _template_main()
+# From here on this process is W, the execution: the prepared script becomes `__main__`, as it
+# is under a cold `python script`.
+sys.modules["__main__"] = _module
 del _template_main, _serve, _start
-_finish(_main, _code)
+_finish(_module)

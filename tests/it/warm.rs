@@ -175,6 +175,11 @@ fn every_example_records_the_same_events_warm_and_cold() {
 /// Mutates every kind of process state an execution could leave to the next one.
 const MUTATE: &str = r#"
 import os, sys, types, random, threading, time, json, builtins
+# The script's own module (prepared once per template, before any fork): what an execution
+# leaves in it must not reach the next execution of the same workflow.
+main = sys.modules['__main__']
+before = getattr(main, 'LEAKED_MAIN', None)
+main.LEAKED_MAIN = 'script global'
 json.LEAKED = 'module global'
 builtins.LEAKED = 'builtin'
 mod = types.ModuleType('leaky_module')
@@ -184,7 +189,8 @@ os.chdir('/')
 mod.kept_open = open('/proc/self/status')
 threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
 random.seed(12345)
-return {'seeded_draw': random.random(), 'threads': threading.active_count()}
+return {'seeded_draw': random.random(), 'threads': threading.active_count(), 'main_before': before,
+        'main_name': main.__name__, 'runtime_module': main.NodeError.__module__}
 "#;
 
 /// Reports what the execution sees of that state.
@@ -232,7 +238,8 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
     let baseline = run_wait(&srv, "check");
     let mutated = run_wait(&srv, "mutate");
     let after = run_wait(&srv, "check");
-    for r in [&baseline, &mutated, &after] {
+    let again = run_wait(&srv, "mutate");
+    for r in [&baseline, &mutated, &after, &again] {
         assert_eq!(r["status"], "success", "{r:#}");
         assert_eq!(r["start"], "warm", "{r:#}");
     }
@@ -240,6 +247,12 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
         mutated["output"]["threads"], 2,
         "the mutation ran: {mutated:#}"
     );
+    for m in [&mutated, &again] {
+        assert_eq!(m["output"]["main_before"], Value::Null, "{m:#}");
+        // The script runs as `__main__`, its classes too, as under a cold `python script`.
+        assert_eq!(m["output"]["main_name"], "__main__");
+        assert_eq!(m["output"]["runtime_module"], "__main__");
+    }
     let out = &after["output"];
     assert_eq!(out["module_global"], Value::Null);
     assert_eq!(out["builtin"], Value::Null);
