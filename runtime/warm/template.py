@@ -83,12 +83,15 @@ _THREAD_MODULES = ("threading",)
 
 try:
     import ctypes
-    _SYSCALL = ctypes.PyDLL(None, use_errno=True).syscall
+    _LIBC = ctypes.PyDLL(None, use_errno=True)
+    _PRCTL = _LIBC.prctl
+    _PRCTL.restype = ctypes.c_int
+    _SYSCALL = _LIBC.syscall
     _SYSCALL.restype = ctypes.c_long
     # clone's number; its first argument (the flags) is the only one used, the rest are null.
     _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}[os.uname().machine]
 except Exception:
-    _SYSCALL = None
+    _SYSCALL = _PRCTL = None
 _CLONE_PARENT = 0x00008000
 
 _MAX_FD = 65536
@@ -163,9 +166,17 @@ def _shepherd_side(req, fds, sock):
     """In S (the future shepherd).  Returns only in W, with what W must run."""
     os.setsid()
     os.close(sock.detach())
-    rel_r, rel_w = os.pipe()
+    # S becomes the subreaper before W exists (the attribute survives exec): then W runs at
+    # once, while S execs the shepherd, and whatever W starts and orphans in the meantime is
+    # S's child all the same; the shepherd reaps a W that ended before it was up, and the
+    # lifeline and the runner's signals wait in their descriptor and S's group.  Without
+    # prctl, W waits for the shepherd's "g" on a release pipe.
+    released = _subreaper()
+    rel_r, rel_w = (None, None) if released else os.pipe()
     worker = os.fork()
     if worker == 0:
+        if released:
+            return _worker_setup(req, fds, None)
         os.close(rel_w)
         # Prepared while the shepherd starts (nothing of the workflow runs before the "g").
         script = _worker_setup(req, fds, rel_r)
@@ -174,27 +185,43 @@ def _shepherd_side(req, fds, sock):
             os._exit(70)  # the shepherd never took over: run nothing
         os.close(rel_r)
         return script
-    os.close(rel_r)
-    high = [_high(fd) for fd in list(fds) + [rel_w]]
+    extra = []
+    if not released:
+        os.close(rel_r)
+        extra = [rel_w]
+    high = [_high(fd) for fd in list(fds) + extra]
     for target, fd in enumerate(high):
         os.dup2(fd, target, inheritable=True)
-    os.closerange(5, _MAX_FD)
+    os.closerange(len(high), _MAX_FD)
     shepherd = req["shepherd"]
-    argv = [shepherd, "__shepherd", "3", "--adopt", str(worker), "--release", "4", "--",
-            req["program"]] + list(req["args"])
+    argv = [shepherd, "__shepherd", "3", "--adopt", str(worker)]
+    if not released:
+        argv += ["--release", "4"]
+    argv += ["--", req["program"]] + list(req["args"])
     try:
         os.execve(shepherd, argv, dict(req["env"]))
     finally:
         os._exit(127)
 
 
+def _subreaper():
+    """prctl(PR_SET_CHILD_SUBREAPER, 1) on this process; False where it cannot be done."""
+    if _PRCTL is None:
+        return False
+    return _PRCTL(36, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) == 0
+
+
 def _worker_setup(req, fds, keep):
-    """In W: the execution's descriptors (all others closed but `keep`, the release pipe),
-    limits, environment, directory and randomness."""
+    """In W: the execution's descriptors (all others closed but `keep`, the release pipe, if
+    any), limits, environment, directory and randomness."""
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _MAX_FD)
+    if keep is None:
+        os.closerange(3, _MAX_FD)
+    else:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, _MAX_FD)
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -297,6 +297,45 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
     }
 }
 
+/// The first thing the node does: a double-forked daemon in a session of its own, which notes
+/// its pid and sleeps. A warm interpreter runs while its shepherd is still being exec'd, so an
+/// escape this early is one that happens before the shepherd is up.
+const DAEMON_AT_ONCE: &str = r#"
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.write(w, str(os.getpid()).encode())
+    time.sleep(300)
+    os._exit(0)
+os.close(w)
+return int(os.read(r, 32))
+"#;
+
+#[test]
+fn a_daemon_started_at_once_by_a_warm_execution_ends_with_it() {
+    let w = World::new();
+    w.save("daemon.json", &code_workflow("daemon", DAEMON_AT_ONCE));
+    let srv = w.serve(&[]);
+    for _ in 0..5 {
+        let r = run_wait(&srv, "daemon");
+        assert_eq!(r["status"], "success", "{r:#}");
+        assert_eq!(r["start"], "warm", "{r:#}");
+        let pid = r["output"].as_i64().unwrap() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while faults::alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon {pid} outlived its warm execution: {:?}",
+                faults::proc_stat(pid)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 const SLOW: &str = "import time\ntime.sleep(1.5)\nreturn 'slept'";
 
 #[test]

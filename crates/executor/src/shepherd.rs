@@ -10,8 +10,9 @@
 //! 2. becomes a child subreaper, so a process that leaves the group (`setsid`, `setpgid`, a double
 //!    fork) and is orphaned becomes the shepherd's child, not init's — still in the tree;
 //! 3. forks and execs the interpreter with default signal handling and no lifeline — or, for a
-//!    warm start (`--adopt PID --release FD`, see `crate::warm`), takes charge of the interpreter
-//!    a template forked as its child and lets it run by writing to the release descriptor;
+//!    warm start (`--adopt PID [--release FD]`, see `crate::warm`), takes charge of the
+//!    interpreter a template forked as its child (and lets it run by writing to the release
+//!    descriptor, where the template could not make it the subreaper before the fork);
 //! 4. waits, without a thread and without Python, for one of: the interpreter exits (then it
 //!    kills what is left of the tree and exits with the interpreter's status), the lifeline pipe
 //!    closes (the runner died or wants everything gone: it kills the whole tree and exits), or a
@@ -42,9 +43,11 @@ pub struct Request {
     /// Address-space limit (RLIMIT_AS) for the interpreter, in bytes.
     pub max_memory: Option<u64>,
     /// A warm start (`crate::warm`): supervise this already forked interpreter (our child)
-    /// instead of spawning one, and let it run by writing `g` to the release descriptor once
-    /// we are in charge (subreaper, signals blocked into the signalfd).
-    pub adopt: Option<(i32, RawFd)>,
+    /// instead of spawning one. With a release descriptor, the interpreter waits until we
+    /// write `g` to it, once we are in charge (subreaper, signals blocked into the signalfd);
+    /// without one it runs already, the template having made us the subreaper before forking
+    /// it (the attribute survives exec).
+    pub adopt: Option<(i32, Option<RawFd>)>,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -59,7 +62,9 @@ impl Request {
         }
         if let Some((pid, release)) = self.adopt {
             a.extend(["--adopt".into(), pid.to_string().into()]);
-            a.extend(["--release".into(), release.to_string().into()]);
+            if let Some(fd) = release {
+                a.extend(["--release".into(), fd.to_string().into()]);
+            }
         }
         a.push("--".into());
         a.push(self.program.clone());
@@ -105,9 +110,9 @@ impl Request {
         }
         let program = it.next().ok_or("expected the program to run")?.clone();
         let adopt = match (adopt, release) {
-            (Some(pid), Some(fd)) => Some((pid, fd)),
+            (Some(pid), release) => Some((pid, release)),
             (None, None) => None,
-            _ => return Err("--adopt and --release go together".into()),
+            (None, Some(_)) => return Err("--release goes with --adopt".into()),
         };
         Ok(Request {
             lifeline,
@@ -212,13 +217,17 @@ fn spawn(req: &Request) -> Pid {
     }
 }
 
-/// Takes charge of an interpreter forked by a warm template (our child, waiting on `release`):
-/// lets it run, and notices if it already ended (its SIGCHLD may have come before the signalfd).
-fn adopt(child: Pid, release: RawFd) -> Pid {
-    // SAFETY: writing one byte from a local buffer to, then closing, a descriptor we were given.
-    unsafe {
-        libc::write(release, b"g".as_ptr().cast(), 1);
-        libc::close(release);
+/// Takes charge of an interpreter forked by a warm template (our child): lets it run when it
+/// waits on a release descriptor. [`supervise`] notices if it already ended (its SIGCHLD may
+/// have come before the signalfd).
+fn adopt(child: Pid, release: Option<RawFd>) -> Pid {
+    if let Some(fd) = release {
+        // SAFETY: writing one byte from a local buffer to, then closing, a descriptor we were
+        // given.
+        unsafe {
+            libc::write(fd, b"g".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
     }
     child
 }
@@ -370,14 +379,19 @@ mod tests {
         };
         assert_eq!(Request::parse(&plain.to_args()), Ok(plain.clone()));
         let warm = Request {
-            adopt: Some((4242, 4)),
-            ..plain
+            adopt: Some((4242, Some(4))),
+            ..plain.clone()
         };
         assert_eq!(Request::parse(&warm.to_args()), Ok(warm));
+        let running = Request {
+            adopt: Some((4242, None)),
+            ..plain
+        };
+        assert_eq!(Request::parse(&running.to_args()), Ok(running));
         assert!(
             Request::parse(&[
                 "3".into(),
-                "--adopt".into(),
+                "--release".into(),
                 "9".into(),
                 "--".into(),
                 "p".into()
