@@ -8,7 +8,8 @@
 #  3. Throughput: N executions of w3 in sequence and 4 at a time; then no leaked process and
 #     no temp file left. The fan-out example (for_each over 4 LLM calls against a stand-in that
 #     takes 300 ms per answer) one item at a time and four at a time. 3c: `flowrun test` of 100
-#     cases of the examples, -j 1 and -j 4.
+#     cases of the examples, -j 1 and -j 4, warm and cold; and 100 cases of hello.json, warm
+#     and cold.
 #  4. The divan micro-benchmarks (bench/protocol.rs, bench/codegen.rs, bench/store.rs).
 #  5, 6. Warm starts through `flowrun serve`, and cold `flowrun run` under a CPU hog (bench/warm.sh).
 #
@@ -213,6 +214,28 @@ w, c = statistics.median(r["test -j 1"]), statistics.median(r["test -j 1 --cold"
 print("  warm vs cold, -j 1: %.1fx (target >= 5x: %s)" % (c / w, "PASS" if c / w >= 5 else "MISS"))
 ' "$OUT/hyperfine-test.json" | tee -a "$SUMMARY"
 say "  100 cases passed: $ok"
+# The examples' cases include work no start can shorten (a `command` node running a project's
+# unit tests, sub-workflows whose children start their own interpreter): the same comparison on
+# 100 cases of one plain workflow (hello.json) shows what the start itself costs.
+PLAIN=$WORK/plain
+mkdir -p "$PLAIN"
+cp examples/hello.json "$PLAIN/"
+{
+  printf 'workflow: ./hello.json\ncases:\n'
+  for k in $(seq 100); do
+    printf '  - name: case %s\n    trigger: { name: "n%s" }\n    expect: { status: success }\n' "$k" "$k"
+  done
+} >"$PLAIN/hello.test.yaml"
+TMPDIR=$PRIVTMP "$FLOWRUN" test "$PLAIN" --offline >/dev/null 2>&1 # script cached once
+TMPDIR=$PRIVTMP hyperfine --style none --warmup 1 --runs "$ROUNDS" --export-json "$OUT/hyperfine-test-plain.json" \
+  -n "warm" "$FLOWRUN test $PLAIN --offline -j 1" \
+  -n "cold" "$FLOWRUN test $PLAIN --offline -j 1 --cold" >/dev/null
+"$PY" -I -S -c '
+import json, statistics, sys
+r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
+print("  100 cases of hello.json, -j 1: warm %.2f s, cold %.2f s (%.1f and %.1f ms a case): warm vs cold %.1fx (target >= 5x: %s)"
+      % (r["warm"], r["cold"], r["warm"] * 10, r["cold"] * 10, r["cold"] / r["warm"], "PASS" if r["cold"] / r["warm"] >= 5 else "MISS"))
+' "$OUT/hyperfine-test-plain.json" | tee -a "$SUMMARY"
 
 # --- 5, 6. warm starts through serve; cold run under load ----------------------------------------
 # shellcheck source=bench/warm.sh

@@ -150,7 +150,9 @@ def _prepare(path):
         _PREPARED.pop(next(iter(_PREPARED)))
     _PREPARED[path] = (st.st_mtime_ns, st.st_size, module)
     # Objects that exist now are never collected in an execution: a collection there would
-    # write to (and so copy) every page that holds one.
+    # write to (and so copy) every page that holds one. Unfrozen first, so that the cycles of a
+    # module evicted above are collected here rather than kept for good.
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return module

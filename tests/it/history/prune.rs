@@ -242,8 +242,9 @@ fn deleting_big_executions_shrinks_the_database() {
     assert!(!env.db_path().exists(), "--db was not used");
     let before = db_and_wal_size(&db);
     assert!(before > 8 * 400_000, "database only {before} bytes");
+    // The WAL is in use (checkpointed every 200 frames, it keeps the size it reached).
     assert!(
-        file_size(&wal) > 1 << 20,
+        file_size(&wal) > 512 << 10,
         "the WAL holds {} bytes",
         file_size(&wal)
     );
