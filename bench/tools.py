@@ -6,6 +6,10 @@
                                               VmHWM of that process itself (not its children)
   tools.py divan OUT.json DIVAN.txt...        parse divan's tables, print medians against targets
   tools.py count-success                      count a `flowrun history --json` array on stdin
+  tools.py alternate N STDIN OUT.json -- A... -- B...
+                                              run commands A and B one after the other, N times
+                                              each (A, B, A, B...), STDIN on stdin, output
+                                              discarded; write {"a": [s...], "b": [s...]}
 """
 
 import json
@@ -188,6 +192,24 @@ def divan(out, files):
         json.dump(results, f, indent=1)
 
 
+def alternate(n, stdin_path, out, a, b):
+    """On a machine whose load shifts (a CPU hog's share moves with the scheduler's state), runs
+    of one command after all runs of another see different machines; alternating them one by
+    one makes both see the same."""
+    times = {"a": [], "b": []}
+    for i in range(n + 2):
+        for key, argv in (("a", a), ("b", b)):
+            with open(stdin_path, "rb") as stdin:
+                t0 = time.perf_counter()
+                subprocess.run(argv, stdin=stdin, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, check=True)
+                dt = time.perf_counter() - t0
+            if i >= 2:  # two unmeasured rounds to warm the caches
+                times[key].append(dt)
+    with open(out, "w") as f:
+        json.dump(times, f)
+
+
 def count_success():
     rows = json.load(sys.stdin)
     print(sum(1 for r in rows if r.get("status") == "success"), len(rows))
@@ -205,6 +227,12 @@ def main():
         divan(sys.argv[2], sys.argv[3:])
     elif cmd == "count-success":
         count_success()
+    elif cmd == "alternate":
+        n, stdin_path, out = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        rest = sys.argv[5:]
+        assert rest[0] == "--" and rest.count("--") == 2, "alternate N STDIN OUT -- A... -- B..."
+        cut = rest.index("--", 1)
+        alternate(n, stdin_path, out, rest[1:cut], rest[cut + 1:])
     else:
         sys.exit(__doc__)
 

@@ -1,5 +1,5 @@
 # Warm starts and the cold path under load (issue 18); sourced by bench/run.sh, which defines
-# FLOWRUN, PY, WORK, OUT, PRIVTMP, ROUNDS, RUNS, WARMUP, EXECS, say and section.
+# FLOWRUN, PY, TOOLS, WORK, OUT, PRIVTMP, ROUNDS, RUNS, WARMUP, EXECS, say and section.
 #
 #  5. w3 through `flowrun serve`: POST /api/workflows/w3/executions?wait=true, one after another
 #     on one kept-alive connection, warm (the default) and `--cold`: medians and p99 end to end,
@@ -41,16 +41,19 @@ print("  warm vs cold end to end: %.1fx; targets: warm <= 5 ms median end to end
 
 section "flowrun run under load: $RUNS runs each, idle and with $(nproc) busy loops"
 load_rows() { # load_rows LABEL
-  TMPDIR=$PRIVTMP hyperfine --style none --warmup "$WARMUP" --runs "$RUNS" --export-json "$OUT/hyperfine-load-$1.json" \
-    -n flowrun "$FLOWRUN run bench/w3.json < bench/trigger.json" \
-    -n baseline "$PY -I -S bench/baseline_w3.py < bench/trigger.json" >/dev/null
+  # Alternated run by run (bench/tools.py alternate): under a hog, the share the scheduler gives
+  # a new process swings from run to run by 2-3x (the baseline alone: 15 to 41 ms medians of 20
+  # consecutive runs), which consecutive blocks of runs would read as a difference between the
+  # commands.
+  TMPDIR=$PRIVTMP "${TOOLS[@]}" alternate "$RUNS" bench/trigger.json "$OUT/load-$1.json" \
+    -- "$FLOWRUN" run bench/w3.json -- "$PY" -I -S bench/baseline_w3.py
   "$PY" -I -S -c '
 import json, statistics, sys
-r = {x["command"]: x["times"] for x in json.load(open(sys.argv[1]))["results"]}
-f, b = statistics.median(r["flowrun"]) * 1000, statistics.median(r["baseline"]) * 1000
+r = json.load(open(sys.argv[1]))
+f, b = statistics.median(r["a"]) * 1000, statistics.median(r["b"]) * 1000
 print("  %-5s flowrun run %.1f ms, baseline %.1f ms: %.2fx (target <= 1.3x: %s), runner overhead %.1f ms"
       % (sys.argv[2], f, b, f / b, "PASS" if f / b <= 1.3 else "MISS", f - b))
-' "$OUT/hyperfine-load-$1.json" "$1" | tee -a "$SUMMARY"
+' "$OUT/load-$1.json" "$1" | tee -a "$SUMMARY"
 }
 load_rows idle
 hogs=()
