@@ -93,6 +93,9 @@ try:
 except Exception:
     _SYSCALL = _PRCTL = None
 _CLONE_PARENT = 0x00008000
+# The signals the shepherd handles (crates/executor/src/shepherd.rs, `handled`).
+_SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1)
 
 _MAX_FD = 65536
 _PREPARED = {}  # script path -> (mtime_ns, size, module): run up to its main once per template
@@ -168,6 +171,10 @@ def _shepherd_side(req, fds, sock):
     """In S (the future shepherd).  Returns only in W, with what W must run."""
     os.setsid()
     os.close(sock.detach())
+    # Until the shepherd is in charge, what it handles waits: blocked here, pending across the
+    # exec, read from its signalfd once it starts (a stop that comes this early ends the tree
+    # through the shepherd rather than ending S alone). W takes the template's mask back.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHEPHERD_SIGNALS)
     # S becomes the subreaper before W exists (the attribute survives exec): then W runs at
     # once, while S execs the shepherd, and whatever W starts and orphans in the meantime is
     # S's child all the same; the shepherd reaps a W that ended before it was up, and the
@@ -177,6 +184,7 @@ def _shepherd_side(req, fds, sock):
     rel_r, rel_w = (None, None) if released else os.pipe()
     worker = os.fork()
     if worker == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if released:
             return _worker_setup(req, fds, None)
         os.close(rel_w)

@@ -336,6 +336,57 @@ fn a_daemon_started_at_once_by_a_warm_execution_ends_with_it() {
     }
 }
 
+/// As DAEMON_AT_ONCE, the daemon's pid in a file of the trigger's directory, then a long sleep.
+const DAEMON_THEN_SLEEP: &str = r#"
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    path = os.path.join(trigger['dir'], str(os.getpid()))
+    open(path + '.tmp', 'w').close()
+    os.rename(path + '.tmp', path)
+    time.sleep(300)
+    os._exit(0)
+time.sleep(300)
+"#;
+
+#[test]
+fn a_stop_right_after_a_warm_start_ends_everything() {
+    let w = World::new();
+    w.save("sleeper.json", &code_workflow("sleeper", DAEMON_THEN_SLEEP));
+    let dir = w.path("pids");
+    std::fs::create_dir_all(&dir).unwrap();
+    let srv = w.serve(&[]);
+    for _ in 0..5 {
+        // The stop comes while the shepherd may still be starting: it must end the tree all
+        // the same (what it handles waits, blocked, until it is in charge).
+        let id = srv.start(
+            "/api/workflows/sleeper/executions",
+            &json!({"trigger": {"dir": dir}}),
+        );
+        let r = srv.post(&format!("/api/executions/{id}/stop?wait=true"), &json!({}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let end = srv.wait_final(&id);
+        assert_eq!(end["status"], "cancelled", "{end:#}");
+        assert_eq!(end["start"], "warm", "{end:#}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        while faults::alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon {pid} outlived its stopped execution: {:?}",
+                faults::proc_stat(pid)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 const SLOW: &str = "import time\ntime.sleep(1.5)\nreturn 'slept'";
 
 #[test]
