@@ -323,16 +323,21 @@ fn a_daemon_started_at_once_by_a_warm_execution_ends_with_it() {
         let r = run_wait(&srv, "daemon");
         assert_eq!(r["status"], "success", "{r:#}");
         assert_eq!(r["start"], "warm", "{r:#}");
-        let pid = r["output"].as_i64().unwrap() as i32;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while faults::alive(pid) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "daemon {pid} outlived its warm execution: {:?}",
-                faults::proc_stat(pid)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        assert_ends(r["output"].as_i64().unwrap() as i32);
+    }
+}
+
+/// The process `pid` is gone (or a zombie about to be reaped) within 5 s.
+#[track_caller]
+fn assert_ends(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while faults::alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} outlived its warm execution: {:?}",
+            faults::proc_stat(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -371,18 +376,9 @@ fn a_stop_right_after_a_warm_start_ends_everything() {
         assert_eq!(end["status"], "cancelled", "{end:#}");
         assert_eq!(end["start"], "warm", "{end:#}");
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        while faults::alive(pid) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "daemon {pid} outlived its stopped execution: {:?}",
-                faults::proc_stat(pid)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
+            assert_ends(pid);
         }
     }
 }
