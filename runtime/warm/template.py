@@ -20,20 +20,25 @@
 #                    re-parented to the nearest child subreaper above the
 #                    template, the runner (flowrun serve and flowrun test are
 #                    subreapers).
-#   S: setsid (pgid = sid = its pid), fds 0/1/2 = the execution's pipes,
-#      fd 3 = the lifeline, fd 4 = W's release pipe, everything else closed,
-#      then exec `flowrun __shepherd 3 --adopt W --release 4 -- python …`: the
-#      same Rust shepherd as a cold start (subreaper, lifeline watched without
-#      the GIL, signals passed on), supervising W instead of spawning.
-#   W: dup2s the pipes onto 0/1/2, closes every other descriptor but the
-#      release pipe, applies the memory limit, replaces the environment,
-#      changes directory and reseeds random while S execs the shepherd; then
-#      waits until the shepherd, now in charge, writes "g" to the release
-#      pipe (nothing of the workflow runs unsupervised), and calls the script's
-#      main as its last line would (this file's frames left by returning), the
-#      script being `__main__`, then ends as a cold interpreter would (threads joined, atexit, streams
-#      flushed, the exit status of SystemExit) but with os._exit: freeing every
-#      preloaded module at finalization costs more than the execution.
+#   S: setsid (pgid = sid = its pid), becomes a child subreaper (prctl, which
+#      survives exec), blocks the signals the shepherd handles (they stay
+#      pending across the exec), forks W, puts the execution's pipes on
+#      0/1/2 and the lifeline on 3, closes everything else, then execs
+#      `flowrun __shepherd 3 --adopt W -- python …`: the same Rust shepherd as
+#      a cold start (lifeline watched without the GIL, signals passed on,
+#      what is left killed when W ends), supervising W instead of spawning.
+#   W: takes the template's signal mask back, dup2s the pipes onto 0/1/2,
+#      closes every other descriptor, applies the memory limit, replaces the
+#      environment, changes directory, reseeds random, and runs at once —
+#      while S execs the shepherd: whatever W starts and orphans meanwhile is
+#      S's child already, a W that ended first is reaped when the shepherd
+#      starts.  Without prctl (no ctypes) S passes `--release 4`, a pipe on
+#      which W waits for the shepherd's "g" before it runs anything.  W calls
+#      the script's main as its last line would (this file's frames left by
+#      returning), the script being `__main__`, then ends as a cold
+#      interpreter would (threads joined, atexit, streams flushed, the exit
+#      status of SystemExit) but with os._exit: freeing every preloaded module
+#      at finalization costs more than the execution.
 #
 # The first request for a script prepares it in the template (_prepare): the
 # modules its nodes import (from a fixed list) are loaded and its top level is
@@ -54,7 +59,7 @@ import _json
 import socket
 import marshal
 
-# Preloaded for every execution: what the runtime of any workflow uses at start.  What only some
+# Preloaded for every execution: what this file and the runtime of any workflow use.  What only some
 # node types import (http.client and urllib for `http_request` and `llm`, subprocess for
 # `command` and `agent`, threading for loops and parallel nodes...) is imported here when a
 # script that needs it first arrives (_NODE_MODULES, _prepare): every fork copies the page
@@ -77,6 +82,8 @@ _NODE_MODULES = {
     "agent": ("json", "re", "selectors", "signal", "subprocess"),
     "command": ("selectors", "subprocess"),
     "workflow": ("json", "subprocess"),
+    # A failing code node's traceback (runtime/core/50_errors.py).
+    "code": ("linecache", "traceback"),
 }
 # Nodes side by side, for_each and repeat run in threads.
 _THREAD_MODULES = ("threading",)
@@ -88,10 +95,11 @@ try:
     _PRCTL.restype = ctypes.c_int
     _SYSCALL = _LIBC.syscall
     _SYSCALL.restype = ctypes.c_long
-    # clone's number; its first argument (the flags) is the only one used, the rest are null.
-    _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}[os.uname().machine]
 except Exception:
     _SYSCALL = _PRCTL = None
+# clone's number; its first argument (the flags) is the only one used, the rest are null.  On
+# another architecture S is made through an intermediate process (prctl works everywhere).
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}.get(os.uname().machine)
 _CLONE_PARENT = 0x00008000
 # The signals the shepherd handles (crates/executor/src/shepherd.rs, `handled`).
 _SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
@@ -100,6 +108,12 @@ _SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHU
 _MAX_FD = 65536
 _PREPARED = {}  # script path -> (mtime_ns, size, module): run up to its main once per template
 _PREPARED_MAX = 16
+_FUNCTION = type(lambda: None)
+
+
+def _rename_function(value):
+    if isinstance(value, _FUNCTION) and value.__module__ == "__flowrun_warm__":
+        value.__module__ = "__main__"
 
 
 def _modules_for(workflow):
@@ -118,9 +132,9 @@ def _modules_for(workflow):
 def _prepare(path):
     """The script as a module that has run up to its `main` (definitions and WORKFLOW only: the
     generated script calls main under `if __name__ == "__main__"`, and nothing else at its top
-    level runs or reads anything of an execution), and what its nodes import loaded here.
-    Cached per path, size and mtime; a fork gets its own copy of the module, so nothing one
-    execution does to it reaches another."""
+    level runs or reads anything of an execution), and what its nodes import loaded here;
+    with the code of its last line, `main(WORKFLOW)`.  Cached per path, size and mtime; a fork
+    gets its own copy of the module, so nothing one execution does to it reaches another."""
     st = os.stat(path)
     hit = _PREPARED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
@@ -135,30 +149,43 @@ def _prepare(path):
     module.__file__ = path
     module.__builtins__ = __builtins__
     exec(code, module.__dict__)
-    for name in _modules_for(module.__dict__.get("WORKFLOW") or {}):
+    try:
+        names = _modules_for(module.__dict__.get("WORKFLOW") or {})
+    except Exception:
+        names = ()  # a surprise in WORKFLOW: the execution imports what it needs itself
+    for name in names:
         try:
             __import__(name)
         except Exception:
             pass  # the execution will say so itself
-    # What a cold `python script` names __main__: its classes and functions say so too (an
-    # exception's module shows in a formatted traceback).
+    # What a cold `python script` names __main__: its classes, their methods and its functions
+    # say so too (an exception's module shows in a formatted traceback, pickle looks it up).
     module.__name__ = "__main__"
     for value in list(module.__dict__.values()):
-        if getattr(value, "__module__", None) == "__flowrun_warm__":
-            try:
-                value.__module__ = "__main__"
-            except (AttributeError, TypeError):
-                pass
+        if isinstance(value, type) and value.__module__ == "__flowrun_warm__":
+            value.__module__ = "__main__"
+            for member in list(vars(value).values()):
+                _rename_function(getattr(member, "__func__", member))
+        else:
+            _rename_function(value)
+    # The script's last line, `main(WORKFLOW)`, as a code object of the script's own file and
+    # line: W runs it, so its outermost frame is the one a cold run has (a stack printed by a
+    # node, an uncaught exception's traceback).
+    import dis
+    last = max(line for _, line in dis.findlinestarts(code) if line is not None)
+    main = compile("\n" * (last - 1) + "main(WORKFLOW)\n", code.co_filename, "exec",
+                   dont_inherit=True)
+    _PREPARED.pop(path, None)
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.pop(next(iter(_PREPARED)))
-    _PREPARED[path] = (st.st_mtime_ns, st.st_size, module)
+    _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main))
     # Objects that exist now are never collected in an execution: a collection there would
     # write to (and so copy) every page that holds one. Unfrozen first, so that the cycles of a
     # module evicted above are collected here rather than kept for good.
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    return module
+    return module, main
 
 
 def _high(fd):
@@ -255,7 +282,7 @@ def _clone_parent():
     is sound only because the template is single-threaded and holds no lock here, and because the
     copy (S) only makes system calls, forks W with os.fork (which sets everything up properly for
     W) and execs the shepherd.  The GIL stays held across the call (PyDLL)."""
-    if _SYSCALL is None:
+    if _SYSCALL is None or _SYS_CLONE is None:
         return None
     pid = _SYSCALL(_SYS_CLONE, ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD), None, None,
                    None, None)
@@ -264,12 +291,12 @@ def _clone_parent():
 
 def _start(req, fds, sock):
     """In the template: makes S (directly, or through A) and through it W.  Returns
-    ("template", pid of S) in the template and ("worker", (module, script)) in W."""
-    module = _prepare(req["script"])
+    ("template", pid of S) in the template and ("worker", ((module, main), script)) in W."""
+    prepared = _prepare(req["script"])
     s = _clone_parent()
     if s == 0:
         try:
-            return ("worker", (module, _shepherd_side(req, fds, sock)))
+            return ("worker", (prepared, _shepherd_side(req, fds, sock)))
         except SystemExit:
             raise
         except BaseException:
@@ -288,7 +315,7 @@ def _start(req, fds, sock):
         if s == 0:
             os.close(w)
             try:
-                return ("worker", (module, _shepherd_side(req, fds, sock)))
+                return ("worker", (prepared, _shepherd_side(req, fds, sock)))
             except SystemExit:
                 raise
             except BaseException:
@@ -346,22 +373,10 @@ def _template_main():
     return _serve(sock)
 
 
-def _finish(module):
-    """Runs the execution — the prepared script's main(WORKFLOW), as its last line would under
-    a cold `python script` — and ends W the way the interpreter would: non-daemon threads
-    joined, atexit handlers run, streams flushed, the exit status of SystemExit; but with
-    os._exit, since freeing every preloaded module at finalization costs more than the
-    execution itself."""
-    try:
-        module.main(module.WORKFLOW)
-        status = 0
-    except SystemExit as e:
-        status = e.code
-    except KeyboardInterrupt:
-        status = "interrupt"
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
-        status = 1
+def _finish(status):
+    """Ends W the way the interpreter would after the script — non-daemon threads joined,
+    atexit handlers run, streams flushed, the exit status of SystemExit — but with os._exit,
+    since freeing every preloaded module at finalization costs more than the execution."""
     try:
         if "threading" in sys.modules:
             sys.modules["threading"]._shutdown()
@@ -391,9 +406,21 @@ def _finish(module):
     os._exit(status & 0xFF)
 
 
-_module, _script = _template_main()
+_prepared, _script = _template_main()
 # From here on this process is W, the execution: the prepared script becomes `__main__`, as it
-# is under a cold `python script`.
-sys.modules["__main__"] = _module
+# is under a cold `python script`, and its last line, `main(WORKFLOW)`, runs right from here, so
+# that the stack a node sees is a cold one's with this file's frame under it.
+sys.modules["__main__"] = _prepared[0]
 del _template_main, _serve, _start
-_finish(_module)
+try:
+    exec(_prepared[1], _prepared[0].__dict__)
+    _status = 0
+except SystemExit as _e:
+    _status = _e.code
+except KeyboardInterrupt:
+    _status = "interrupt"
+except BaseException:
+    _kind, _value, _tb = sys.exc_info()
+    sys.excepthook(_kind, _value, _tb.tb_next)  # from the script's frame on, as cold
+    _status = 1
+_finish(_status)

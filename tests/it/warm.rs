@@ -190,7 +190,8 @@ mod.kept_open = open('/proc/self/status')
 threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
 random.seed(12345)
 return {'seeded_draw': random.random(), 'threads': threading.active_count(), 'main_before': before,
-        'main_name': main.__name__, 'runtime_module': main.NodeError.__module__}
+        'main_name': main.__name__, 'runtime_module': main.NodeError.__module__,
+        'method_module': main._State.__init__.__module__}
 "#;
 
 /// Reports what the execution sees of that state.
@@ -252,6 +253,7 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
         // The script runs as `__main__`, its classes too, as under a cold `python script`.
         assert_eq!(m["output"]["main_name"], "__main__");
         assert_eq!(m["output"]["runtime_module"], "__main__");
+        assert_eq!(m["output"]["method_module"], "__main__");
     }
     let out = &after["output"];
     assert_eq!(out["module_global"], Value::Null);
@@ -295,6 +297,34 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
     ] {
         assert_eq!(cold_out["output"][k], out[k], "{k} warm and cold: {out:#}");
     }
+}
+
+/// The outermost frames of the stack a node sees: file (its name), function and line.
+const STACK: &str = r#"
+import os, traceback
+return [[os.path.basename(f.filename), f.name, f.lineno] for f in traceback.extract_stack()[:3]]
+"#;
+
+#[test]
+fn a_warm_stack_starts_where_a_cold_one_does() {
+    let w = World::new();
+    w.save("stack.json", &code_workflow("stack", STACK));
+    let srv = w.serve(&[]);
+    let warm = run_wait(&srv, "stack");
+    assert_eq!(warm["start"], "warm", "{warm:#}");
+    let cold = Env::new();
+    let run = cold.run(&w.workflows().join("stack.json"), "{}", &["--json"]);
+    assert_success(&run, "flowrun run stack");
+    let cold: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(cold["start"], "cold");
+    // The script's last line, `main(WORKFLOW)`, then main; warm, under the template's one
+    // frame (`-c`), which a running interpreter cannot drop.
+    let (warm, cold) = (&warm["output"], &cold["output"]);
+    assert_eq!(warm[0][0], "<string>", "{warm}");
+    assert_eq!(warm[1], cold[0], "warm {warm}\ncold {cold}");
+    assert_eq!(warm[2], cold[1], "warm {warm}\ncold {cold}");
+    assert_eq!(cold[0][1], "<module>");
+    assert_eq!(cold[1][1], "main");
 }
 
 /// The first thing the node does: a double-forked daemon in a session of its own, which notes

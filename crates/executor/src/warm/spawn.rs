@@ -13,9 +13,10 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
-/// Starts the execution from the template for its interpreter. Any error means: start it cold
-/// (nothing of the execution has run, and whatever the template forked is gone with the pipes
-/// and lifeline dropped here).
+/// Starts the execution from the template for its interpreter. Any error means: start it cold.
+/// Before the template answers nothing of the execution runs; after it, the interpreter may be
+/// running already (it does not wait for its shepherd), so an error from then on kills what the
+/// template forked ([`abandon`]) before the cold start can run the workflow again.
 pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawned> {
     let Some((script, flags)) = launch.args.split_last() else {
         return Err(std::io::Error::other("no script to run"));
@@ -60,11 +61,18 @@ pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawn
     drop((in_r, out_w, err_w, life_r));
     let ours = crate::tree::stat(pid).is_some_and(|s| s.ppid == std::process::id() as i32);
     if !ours {
+        abandon(pid, false);
         return Err(std::io::Error::other(
             "the warm execution did not become this process's child",
         ));
     }
-    let waiter = Adopted::new(pid)?;
+    let waiter = match Adopted::new(pid) {
+        Ok(w) => w,
+        Err(e) => {
+            abandon(pid, true);
+            return Err(e);
+        }
+    };
     let info = ProcessInfo {
         pid,
         pgid: pid,
@@ -82,6 +90,16 @@ pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawn
         info,
         lifeline: life_w,
     })
+}
+
+/// Kills the process group of a warm start that will not be used (S's session and group are
+/// its pid; W is in it) and, when S is our child, reaps it on a blocking thread.
+fn abandon(pid: i32, ours: bool) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+    if ours {
+        tokio::task::spawn_blocking(move || nix::sys::wait::waitpid(pid, None));
+    }
 }
 
 fn is_subreaper() -> bool {
