@@ -238,7 +238,34 @@ def _shepherd_side(req, fds, sock):
     try:
         os.execve(shepherd, argv, dict(req["env"]))
     finally:
+        # No shepherd (its binary gone, say): W may be running already, so do its last duty
+        # before going — end the group and everything orphaned to S, the subreaper.
+        _end_tree()
         os._exit(127)
+
+
+def _end_tree():
+    """Kills every child S has or is given (W first; what W started, as it is orphaned to S, the
+    subreaper), until none is left."""
+    children = "/proc/self/task/%d/children" % os.getpid()
+    for _ in range(1000):
+        try:
+            with open(children) as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            if not pids:
+                return
+        time.sleep(0.001)
 
 
 def _subreaper():

@@ -299,6 +299,43 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
     }
 }
 
+#[test]
+fn without_its_shepherd_a_warm_execution_leaves_nothing() {
+    // `serve` from a copy of the binary, which goes away once the template is up: S's exec of
+    // the shepherd then fails. The execution ends (an error naming exit code 127), and nothing
+    // of it is left — W does not wait for its shepherd, so S ends it and what it started
+    // (`_end_tree` in the template). (An exec fails in microseconds, W reaches a node in about
+    // a millisecond: here the daemon is usually never started.)
+    let w = World::new();
+    w.save("daemon.json", &code_workflow("daemon", DAEMON_THEN_SLEEP));
+    w.save("quick.json", &code_workflow("quick", "return 42"));
+    let copy = w.path("flowrun-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_flowrun"), &copy).unwrap();
+    let dir = w.path("pids");
+    std::fs::create_dir_all(&dir).unwrap();
+    let srv = w.serve_opts(crate::support::serve::ServeOpts {
+        program: Some(&copy),
+        ..Default::default()
+    });
+    assert_eq!(run_wait(&srv, "quick")["start"], "warm");
+    std::fs::remove_file(&copy).unwrap();
+    let id = srv.start(
+        "/api/workflows/daemon/executions",
+        &json!({"trigger": {"dir": dir}}),
+    );
+    let end = srv.wait_final(&id);
+    assert_eq!(end["status"], "error", "{end:#}");
+    assert!(
+        end["error"]["message"].as_str().unwrap().contains("127"),
+        "{end:#}"
+    );
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
+            assert_ends(pid);
+        }
+    }
+}
+
 /// The outermost frames of the stack a node sees: file (its name), function and line.
 const STACK: &str = r#"
 import os, traceback

@@ -128,7 +128,12 @@ impl Env {
     /// env's database, cache and `TMPDIR`, the temp dir as working directory, stdin from
     /// `/dev/null`, and a scrubbed environment.
     pub fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowrun"));
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_flowrun")))
+    }
+
+    /// [`Env::command`] for another copy of the binary.
+    pub fn command_of(&self, program: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
         for k in SCRUBBED {
             cmd.env_remove(k);
         }

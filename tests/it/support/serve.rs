@@ -76,6 +76,7 @@ impl World {
             port,
             no_workflows,
             nofile,
+            program,
         } = o;
         let stderr_path = self.path(&format!(
             "serve-{}.stderr",
@@ -84,7 +85,10 @@ impl World {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut cmd = self.command();
+        let mut cmd = match program {
+            Some(p) => self.command_of(p),
+            None => self.command(),
+        };
         cmd.arg("serve")
             .arg("--port")
             .arg(port.unwrap_or(0).to_string());
@@ -171,6 +175,8 @@ pub struct ServeOpts<'a> {
     pub no_workflows: bool,
     /// The server's file-descriptor limit (soft and hard).
     pub nofile: Option<u64>,
+    /// Another copy of the binary to run.
+    pub program: Option<&'a std::path::Path>,
 }
 
 /// The test's own HTTP client: no proxy from the developer's shell either.
