@@ -172,6 +172,10 @@ async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
     }
     while !cur.ended {
         tokio::select! {
+            // What the channel holds goes first: the execution is marked done only after its
+            // last event and delta were pushed, and a delta left in the channel when `done`
+            // won the race would be lost (only events are in the buffer read below).
+            biased;
             r = rx.recv() => match r {
                 Ok(env) if env.event.is_live_only() && env.seq <= cur.last => {
                     if !cur.send_envelope(&env).await {
