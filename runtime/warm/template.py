@@ -106,7 +106,7 @@ _SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHU
                      signal.SIGUSR1)
 
 _MAX_FD = 65536
-_PREPARED = {}  # script path -> (mtime_ns, size, module): run up to its main once per template
+_PREPARED = {}  # script path -> (mtime_ns, size, (module, main)): see _prepare
 _PREPARED_MAX = 16
 _FUNCTION = type(lambda: None)
 
@@ -316,18 +316,24 @@ def _clone_parent():
     return pid if pid >= 0 else None
 
 
+def _in_s(prepared, req, fds, sock):
+    """In S, however it was made: returns only in W, with what W runs; S itself execs the
+    shepherd or ends, never back into the template's loop."""
+    try:
+        return ("worker", (prepared, _shepherd_side(req, fds, sock)))
+    except SystemExit:
+        raise
+    except BaseException:
+        os._exit(70)
+
+
 def _start(req, fds, sock):
     """In the template: makes S (directly, or through A) and through it W.  Returns
     ("template", pid of S) in the template and ("worker", ((module, main), script)) in W."""
     prepared = _prepare(req["script"])
     s = _clone_parent()
     if s == 0:
-        try:
-            return ("worker", (prepared, _shepherd_side(req, fds, sock)))
-        except SystemExit:
-            raise
-        except BaseException:
-            os._exit(70)
+        return _in_s(prepared, req, fds, sock)
     if s is not None:
         return ("template", s)
     r, w = os.pipe()
@@ -341,12 +347,7 @@ def _start(req, fds, sock):
             os._exit(71)
         if s == 0:
             os.close(w)
-            try:
-                return ("worker", (prepared, _shepherd_side(req, fds, sock)))
-            except SystemExit:
-                raise
-            except BaseException:
-                os._exit(70)
+            return _in_s(prepared, req, fds, sock)
         os.write(w, str(s).encode("ascii"))
         os._exit(0)
     os.close(w)

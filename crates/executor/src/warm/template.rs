@@ -25,9 +25,9 @@ use tokio::io::unix::AsyncFd;
 /// The template's source, run with `-c`: embedded, so nothing is written to disk for it.
 const SOURCE: &str = include_str!("../../../../runtime/warm/template.py");
 
-/// How long a new template may take to import what it preloads and say it is ready. A cold
-/// interpreter with these imports starts in ~60 ms on an idle machine; several seconds means
-/// something is wrong (a broken venv, a machine swapping), and the execution goes cold.
+/// How long a new template may take to import what it preloads and say it is ready. It starts
+/// in a few tens of ms on an idle machine; several seconds means something is wrong (a broken
+/// venv, a machine swapping), and the execution goes cold.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// How long a template may take to answer a request (a clone, or two forks and a pipe read: ~1 ms).
