@@ -16,8 +16,8 @@ use clap::Args;
 use flowrun_app::SharedStore;
 use flowrun_app::runner::{self, RunOptions, Trigger};
 use flowrun_app::subflow::{MAX_DEPTH, SubCall};
-use flowrun_events::{Envelope, ErrorInfo, ExecStatus, Relation};
-use flowrun_executor::{Sink, StopReason};
+use flowrun_events::{ErrorInfo, ExecStatus, Relation};
+use flowrun_executor::{Quiet, StopReason};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -53,13 +53,6 @@ pub struct SubArgs {
     /// Nodes that would make network requests fail at once (`flowrun test --offline`).
     #[arg(long)]
     pub offline: bool,
-}
-
-/// Views nothing: the child's events go to the store, where `show` and the API read them.
-struct Quiet;
-
-impl Sink for Quiet {
-    fn event(&mut self, _envelope: &Envelope) {}
 }
 
 fn say(line: &Value) {

@@ -24,6 +24,6 @@ pub mod tree;
 pub mod warm;
 
 pub use run::{Outcome, execute};
-pub use sink::{Fanout, NodeDetail, Sink};
+pub use sink::{Fanout, NodeDetail, Quiet, Sink};
 pub use spec::{RunSpec, StopReason};
 pub use state::LOG_LINE_OVERHEAD;

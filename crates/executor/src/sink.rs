@@ -38,6 +38,14 @@ pub trait Sink: Send {
     fn flush(&mut self) {}
 }
 
+/// Views nothing: for runs whose events only the store's recorder needs (a test case, a
+/// sub-workflow's child).
+pub struct Quiet;
+
+impl Sink for Quiet {
+    fn event(&mut self, _envelope: &Envelope) {}
+}
+
 /// Sends everything to several sinks.
 pub struct Fanout<'a>(pub Vec<&'a mut dyn Sink>);
 

@@ -6,8 +6,8 @@ use super::model::*;
 use super::snapshot;
 use crate::SharedStore;
 use crate::runner::{self, RunOptions};
-use flowrun_events::{Envelope, ExecStatus};
-use flowrun_executor::{Sink, StopReason};
+use flowrun_events::ExecStatus;
+use flowrun_executor::{Quiet, StopReason};
 use flowrun_store::{Store, StoreError};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -51,13 +51,6 @@ pub struct SuiteOutcome {
     pub results: Vec<CaseResult>,
     /// Snapshot files that could not be written.
     pub snapshot_errors: Vec<String>,
-}
-
-/// Events of test executions go to the store only.
-struct Quiet;
-
-impl Sink for Quiet {
-    fn event(&mut self, _: &Envelope) {}
 }
 
 /// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
