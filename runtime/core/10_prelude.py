@@ -59,6 +59,9 @@
 #                                        runs, with its connections and env
 #   _dumps(v), _quote(s), _json_type(v)  compact JSON, a JSON string literal,
 #                                        "a string"/"an object"/... for messages
+#   FORK_PREPARE.append(fn)              fn(WORKFLOW) does, once in a warm
+#                                        template, work every execution of the
+#                                        script would repeat (see 80_main.py)
 #
 # The protocol, scheduling and data rules are the contract in docs/design.md
 # ("Child-process protocol"); runtime/README.md lists the decisions taken
@@ -70,6 +73,7 @@ import sys
 import time
 
 HANDLERS = {}
+FORK_PREPARE = []
 
 _DEFAULT_MAX_PAYLOAD = 1048576
 _PREVIEW_CHARS = 1024

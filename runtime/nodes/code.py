@@ -93,6 +93,23 @@ def _code_compile(node_id, source):
     return fn
 
 
+def _code_prepare_for_fork(workflow):
+    """Compiles each code node's source (a literal: it is never templated) into the cache, so
+    that executions forked from a warm template skip it: ~0.5 ms a node.  Compiling defines the
+    node's function and runs nothing of its body; a source that does not compile is left for
+    the execution to report."""
+    for node in workflow.get("nodes") or ():
+        source = (node.get("params") or {}).get("code")
+        if node.get("type") == "code" and isinstance(source, str):
+            try:
+                _code_compile(node["id"], source)
+            except Exception:
+                pass
+
+
+FORK_PREPARE.append(_code_prepare_for_fork)
+
+
 def node_code(ctx, params):
     source = params.get("code")
     if not isinstance(source, str):

@@ -158,6 +158,13 @@ def _prepare(path):
             __import__(name)
         except Exception:
             pass  # the execution will say so itself
+    # Work every execution of this script would repeat, done once here (runtime/core/80_main.py).
+    hook = module.__dict__.get("prepare_for_fork")
+    if callable(hook):
+        try:
+            hook(module.__dict__.get("WORKFLOW") or {})
+        except Exception:
+            pass
     # What a cold `python script` names __main__: its classes, their methods and its functions
     # say so too (an exception's module shows in a formatted traceback, pickle looks it up).
     module.__name__ = "__main__"
