@@ -41,9 +41,22 @@
 #      at finalization costs more than the execution.
 #
 # The first request for a script prepares it in the template (_prepare): the
-# modules its nodes import (from a fixed list) are loaded and its top level is
+# modules its nodes import (from a fixed list) are loaded, its top level is
 # run — definitions and the WORKFLOW literal only, the generated script calls
-# main under `if __name__ == "__main__"` — so a fork starts at main.
+# main under `if __name__ == "__main__"` — and the runtime's prepare_for_fork
+# hooks do once what every execution would repeat (compiling code nodes), so
+# a fork starts at main.
+#
+# The spare (_make_spare, _use_spare): when the runner says an execution
+# ended (a bare b"spare" message), the template makes the next execution's S
+# and W ahead of its request — S execs the shepherd with `--spare` and waits
+# for the execution's descriptors on a socket, W waits for its request on
+# another — and reports it ({"spare": S}).  A request for a script the spare's
+# W holds goes to it: the shepherd gets the four descriptors, W the request
+# and three of them, and no clone, fork or exec is left between the request
+# and the workflow's first line.  Any other request retires the spare (its
+# sockets closed, its shepherd ends W; {"retired": S}) and is served as below;
+# the runner reaps a spare it is told of once it ends.
 #
 # The template itself never runs workflow code, so nothing an execution does
 # (globals, sys.modules, environment, cwd, files, threads) can reach the
@@ -106,8 +119,13 @@ _SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHU
                      signal.SIGUSR1)
 
 _MAX_FD = 65536
-_PREPARED = {}  # script path -> (mtime_ns, size, (module, main)): see _prepare
+_PREPARED = {}  # script path -> (mtime_ns, size, (module, main), serial): see _prepare
 _PREPARED_MAX = 16
+_SERIAL = [0]  # bumped each time _prepare loads a script: the serial of its _PREPARED entry
+# The spare (see _make_spare): (pid of S, W's socket, the shepherd's socket, _SERIAL when made).
+_SPARE = None
+# (shepherd, program, args) of the last request: what a spare is made with.
+_LAST = None
 _FUNCTION = type(lambda: None)
 
 
@@ -138,7 +156,7 @@ def _prepare(path):
     st = os.stat(path)
     hit = _PREPARED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-        return hit[2]
+        return hit[2], hit[3]
     with open(path, "rb") as f:
         data = f.read()
     if path.endswith(".pyc"):
@@ -185,14 +203,15 @@ def _prepare(path):
     _PREPARED.pop(path, None)
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.pop(next(iter(_PREPARED)))
-    _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main))
+    _SERIAL[0] += 1
+    _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main), _SERIAL[0])
     # Objects that exist now are never collected in an execution: a collection there would
     # write to (and so copy) every page that holds one. Unfrozen first, so that the cycles of a
     # module evicted above are collected here rather than kept for good.
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    return module, main
+    return (module, main), _SERIAL[0]
 
 
 def _high(fd):
@@ -335,9 +354,15 @@ def _in_s(prepared, req, fds, sock):
 
 
 def _start(req, fds, sock):
-    """In the template: makes S (directly, or through A) and through it W.  Returns
-    ("template", pid of S) in the template and ("worker", ((module, main), script)) in W."""
-    prepared = _prepare(req["script"])
+    """In the template: hands the request to the spare, or makes S (directly, or through A) and
+    through it W.  Returns ("template", pid of S) in the template and ("worker", ((module,
+    main), script)) in W."""
+    global _LAST
+    prepared, serial = _prepare(req["script"])
+    _LAST = (req["shepherd"], req["program"], list(req["args"]))
+    s = _use_spare(req, fds, serial, sock)
+    if s is not None:
+        return ("template", s)
     s = _clone_parent()
     if s == 0:
         return _in_s(prepared, req, fds, sock)
@@ -371,6 +396,122 @@ def _start(req, fds, sock):
     return ("template", int(data))
 
 
+def _make_spare(sock):
+    """Makes the next execution's S and W now, ahead of its request, so that its start costs
+    neither a clone, a fork nor the shepherd's exec: S (the runner's child, by clone) forks W,
+    which waits on a socket for its request (_spare_wait), and execs the shepherd with
+    `--spare`, which waits on another for the execution's descriptors.  Made when the runner
+    says an execution ended (b"spare"), with what the last request named (shepherd,
+    interpreter): not while one runs, whose two cores it would take (the clone, S's fork and
+    the shepherd's exec cost ~2 ms of CPU), but while the runner records its end and a caller
+    prepares the next request.  Reported to the runner ({"spare": S}), which kills and reaps
+    a spare that is never used.  It is used only for a
+    script prepared before it was made (_use_spare); without clone (no ctypes, an unknown
+    architecture) or prctl there is none.  Returns, in the spare's W only, its socket."""
+    global _SPARE
+    if _LAST is None or _PRCTL is None:
+        return None
+    w_ours, w_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    h_ours, h_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s = _clone_parent()
+    if s == 0:
+        try:
+            return _spare_s(sock, (w_ours, h_ours), w_theirs, h_theirs)
+        except SystemExit:
+            raise
+        except BaseException:
+            os._exit(70)
+    w_theirs.close()
+    h_theirs.close()
+    if s is None:
+        w_ours.close()
+        h_ours.close()
+        return None
+    _SPARE = (s, w_ours, h_ours, _SERIAL[0])
+    sock.send(json.dumps({"spare": s}).encode("utf-8"))
+    return None
+
+
+def _spare_s(sock, ours, w_sock, h_sock):
+    """In a spare's S: as _shepherd_side, but before any request.  Returns only in W, with its
+    socket."""
+    os.setsid()
+    for other in (sock,) + ours:
+        os.close(other.detach())
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHEPHERD_SIGNALS)
+    if not _subreaper():
+        os._exit(70)
+    worker = os.fork()
+    if worker == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        h_sock.close()
+        return w_sock
+    w_sock.close()
+    os.dup2(_high(h_sock.fileno()), 3, inheritable=True)
+    os.closerange(4, _MAX_FD)
+    shepherd, program, args = _LAST
+    argv = [shepherd, "__shepherd", "3", "--adopt", str(worker), "--spare", "--", program] + args
+    try:
+        os.execve(shepherd, argv, {})
+    finally:
+        _end_tree()
+        os._exit(127)
+
+
+def _spare_wait(conn):
+    """In a spare's W: waits for its execution's request and descriptors, then becomes that
+    execution's W as one forked for it would.  Ends quietly when the template retires the
+    spare or goes (its end of the socket closes)."""
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+        req = json.loads(msg.decode("utf-8")) if msg else None
+        entry = _PREPARED[req["script"]] if req else None
+    except BaseException:
+        os._exit(70)
+    if entry is None or len(fds) != 3:
+        os._exit(0)
+    return entry[2], _worker_setup(req, fds, None)
+
+
+def _running(pid):
+    """Is `pid` there and not a zombie?"""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def _use_spare(req, fds, serial, sock):
+    """Gives the request to the spare, if there is one made after the script was prepared
+    (its W holds the prepared module) and still there; returns its S, or None (and a spare
+    that cannot serve is retired: let go, and reported so that the runner reaps it).  The
+    shepherd gets the descriptors first: W runs nothing before it has its request, so a
+    failure up to then leaves nothing of the execution behind."""
+    global _SPARE
+    spare, _SPARE = _SPARE, None
+    if spare is None:
+        return None
+    s, w_sock, h_sock, made = spare
+    used = False
+    try:
+        if serial <= made and _running(s):
+            socket.send_fds(h_sock, [b"go"], list(fds))
+            socket.send_fds(w_sock, [json.dumps(req).encode("utf-8")], list(fds[:3]))
+            used = True
+    except OSError:
+        pass
+    finally:
+        w_sock.close()
+        h_sock.close()
+    if used:
+        return s
+    # Its sockets closed: its shepherd ends W, reaps it and exits (the runner reaps S).
+    sock.send(json.dumps({"retired": s}).encode("utf-8"))
+    return None
+
+
 def _serve(sock):
     """Answers requests until the runner closes its end.  Returns only in a worker."""
     while True:
@@ -382,17 +523,25 @@ def _serve(sock):
             os._exit(0)
         if not msg:
             os._exit(0)  # the runner is gone
-        reply = None
+        if msg == b"spare" and not fds:
+            # An execution ended (see _make_spare): the time to make the next one's spare.
+            if _SPARE is None:
+                spare = _make_spare(sock)
+                if spare is not None:
+                    return _spare_wait(spare)  # in the spare's W only
+            continue
+        reply = {}
         try:
             req = json.loads(msg.decode("utf-8"))
+            reply["seq"] = req.get("seq")
             if len(fds) != 4:
                 raise ValueError("expected 4 descriptors, got %d" % len(fds))
             kind, value = _start(req, fds, sock)
             if kind == "worker":
                 return value
-            reply = {"pid": value}
+            reply["pid"] = value
         except Exception as e:
-            reply = {"error": "%s: %s" % (type(e).__name__, e)}
+            reply["error"] = ("%s: %s" % (type(e).__name__, e))[:2000]
         for fd in fds:
             os.close(fd)
         sock.send(json.dumps(reply).encode("utf-8"))

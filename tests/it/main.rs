@@ -34,6 +34,7 @@ mod shell;
 mod subworkflows;
 mod validate_errors;
 mod warm;
+mod warm_spare;
 mod workflow_files;
 mod workflow_tests;
 mod workflow_tests_ci;

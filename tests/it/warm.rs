@@ -11,23 +11,14 @@ use std::path::Path;
 /// The first line of `runtime/warm/template.py`'s header names it in its `-c` argument.
 const TEMPLATE_MARK: &str = "flowrun warm template";
 
-/// Pids of the warm templates of `parent` (its children running the template source).
-fn templates(parent: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Some((state, ppid, _, _)) = faults::proc_stat(pid) else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if ppid == parent && state != 'Z' && contains_bytes(&cmdline, TEMPLATE_MARK.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out.sort();
-    out
+/// Pids of the warm templates of `parent` (its children running the template source; not the
+/// copy of one a warm start makes, in the moment before it execs the shepherd: that one leads
+/// a session of its own).
+pub(crate) fn templates(parent: i32) -> Vec<i32> {
+    faults::children_with(parent, &[TEMPLATE_MARK])
+        .into_iter()
+        .filter(|&pid| faults::session(pid) != Some(pid))
+        .collect()
 }
 
 /// What must be equal between a warm and a cold execution: the events without times, durations
@@ -217,11 +208,11 @@ return {
 }
 "#;
 
-fn code_workflow(id: &str, code: &str) -> Value {
+pub(crate) fn code_workflow(id: &str, code: &str) -> Value {
     json!({"id": id, "nodes": [{"id": "probe", "type": "code", "code": code}]})
 }
 
-fn run_wait(srv: &Server, workflow: &str) -> Value {
+pub(crate) fn run_wait(srv: &Server, workflow: &str) -> Value {
     let r = srv.post(
         &format!("/api/workflows/{workflow}/executions?wait=true"),
         &json!({"trigger": {}}),
@@ -306,6 +297,11 @@ fn without_its_shepherd_a_warm_execution_leaves_nothing() {
     // of it is left — W does not wait for its shepherd, so S ends it and what it started
     // (`_end_tree` in the template). (An exec fails in microseconds, W reaches a node in about
     // a millisecond: here the daemon is usually never started.)
+    //
+    // A spare made while the binary was there has its shepherd running: it serves one more
+    // execution. The spare made after that cannot exec its shepherd (its S ends, a zombie until
+    // the runner hears of it); the template then retires it and starts the next execution the
+    // ordinary way, whose exec fails.
     let w = World::new();
     w.save("daemon.json", &code_workflow("daemon", DAEMON_THEN_SLEEP));
     w.save("quick.json", &code_workflow("quick", "return 42"));
@@ -318,7 +314,19 @@ fn without_its_shepherd_a_warm_execution_leaves_nothing() {
         ..Default::default()
     });
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
+    wait_for("a spare", || {
+        (!crate::warm_spare::spares(srv.pid()).is_empty()).then_some(())
+    });
     std::fs::remove_file(&copy).unwrap();
+    let served = run_wait(&srv, "quick");
+    assert_eq!(
+        served["status"], "success",
+        "the spare's shepherd runs: {served:#}"
+    );
+    assert_eq!(served["start"], "warm");
+    wait_for("the next spare to fail its exec", || {
+        faults::zombie_children(srv.pid()).first().copied()
+    });
     let id = srv.start(
         "/api/workflows/daemon/executions",
         &json!({"trigger": {"dir": dir}}),
@@ -396,7 +404,7 @@ fn a_daemon_started_at_once_by_a_warm_execution_ends_with_it() {
 
 /// The process `pid` is gone (or a zombie about to be reaped) within 5 s.
 #[track_caller]
-fn assert_ends(pid: i32) {
+pub(crate) fn assert_ends(pid: i32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while faults::alive(pid) {
         assert!(

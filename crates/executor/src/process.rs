@@ -88,6 +88,9 @@ pub(crate) struct Spawned {
     pub info: ProcessInfo,
     /// Dropping this closes the lifeline: the shepherd then kills the execution's whole tree.
     pub lifeline: OwnedFd,
+    /// Bytes of the stdin given to [`spawn`] already in the pipe: the rest is the caller's to
+    /// write.
+    pub stdin_written: usize,
 }
 
 /// Serializes spawns in this process: the lifeline's read end is made inheritable only for the
@@ -106,9 +109,12 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
 
 /// Starts the execution: forked from a warm template when warm starts are on and that works
 /// (`crate::warm`), else cold — a template can make an execution faster, never fail it.
-pub(crate) async fn spawn(launch: &Launch) -> std::io::Result<Spawned> {
+///
+/// `stdin` is what the child will read: a warm start puts what fits in its pipe before the
+/// interpreter is given the execution, so that it does not wait for the caller to write it.
+pub(crate) async fn spawn(launch: &Launch, stdin: &[&[u8]]) -> std::io::Result<Spawned> {
     if let Some(pool) = crate::warm::pool() {
-        match crate::warm::spawn(pool, launch).await {
+        match crate::warm::spawn(pool, launch, stdin).await {
             Ok(s) => return Ok(s),
             Err(e) => tracing::debug!("warm start failed, starting cold: {e}"),
         }
@@ -129,6 +135,7 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
         lifeline: read_fd,
         max_memory: launch.max_memory,
         adopt: None,
+        spare: false,
         program: launch.program.clone().into_os_string(),
         args: launch.args.iter().map(Into::into).collect(),
     };
@@ -179,6 +186,7 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
             warm: false,
         },
         lifeline: write_end,
+        stdin_written: 0,
     })
 }
 

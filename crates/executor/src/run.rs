@@ -93,7 +93,9 @@ pub async fn execute(
             .env
             .push(("FLOWRUN_MAX_MEMORY_MB".into(), (bytes >> 20).to_string()));
     }
-    let spawned = match process::spawn(&launch).await {
+    let nonce_line = format!("{}\n", spec.nonce);
+    let trigger = spec.trigger.clone();
+    let spawned = match process::spawn(&launch, &[nonce_line.as_bytes(), &trigger]).await {
         Ok(s) => s,
         Err(e) => {
             let error = ErrorInfo::of(
@@ -107,18 +109,22 @@ pub async fn execute(
         mut child,
         info,
         lifeline,
+        stdin_written,
     } = spawned;
     // Dropped to end everything: the shepherd then kills the execution's whole tree.
     let mut lifeline = Some(lifeline);
     st.sink.spawned(&info);
 
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let trigger = spec.trigger.clone();
-    let nonce_line = format!("{}\n", spec.nonce);
     let writer = tokio::spawn(async move {
-        // A child that exits without reading stdin closes the pipe: that is not our error.
-        let _ = stdin.write_all(nonce_line.as_bytes()).await;
-        let _ = stdin.write_all(&trigger).await;
+        // What the spawn did not put in the pipe already. A child that exits without reading
+        // stdin closes the pipe: that is not our error.
+        let mut skip = stdin_written;
+        for part in [nonce_line.as_bytes(), &trigger[..]] {
+            let done = skip.min(part.len());
+            skip -= done;
+            let _ = stdin.write_all(&part[done..]).await;
+        }
         let _ = stdin.shutdown().await;
     });
     let (tx, mut rx) = mpsc::channel::<Msg>(64);

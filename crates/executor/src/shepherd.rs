@@ -12,7 +12,9 @@
 //! 3. forks and execs the interpreter with default signal handling and no lifeline — or, for a
 //!    warm start (`--adopt PID [--release FD]`, see `crate::warm`), takes charge of the
 //!    interpreter a template forked as its child (and lets it run by writing to the release
-//!    descriptor, where the template could not make it the subreaper before the fork);
+//!    descriptor, where the template could not make it the subreaper before the fork) — and,
+//!    for a template's spare (`--spare`), first waits on the descriptor it was given, a socket,
+//!    for the execution's stdin, stdout, stderr and lifeline;
 //! 4. waits, without a thread and without Python, for one of: the interpreter exits (then it
 //!    kills what is left of the tree and exits with the interpreter's status), the lifeline pipe
 //!    closes (the runner died or wants everything gone: it kills the whole tree and exits), or a
@@ -48,6 +50,10 @@ pub struct Request {
     /// without one it runs already, the template having made us the subreaper before forking
     /// it (the attribute survives exec).
     pub adopt: Option<(i32, Option<RawFd>)>,
+    /// A warm template's spare (`--spare`, with `--adopt`): the descriptor is not the lifeline
+    /// yet but a socket on which the execution's stdin, stdout, stderr and lifeline arrive
+    /// when a request is given to the spare; until then the interpreter waits for its own.
+    pub spare: bool,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -66,6 +72,9 @@ impl Request {
                 a.extend(["--release".into(), fd.to_string().into()]);
             }
         }
+        if self.spare {
+            a.push("--spare".into());
+        }
         a.push("--".into());
         a.push(self.program.clone());
         a.extend(self.args.iter().cloned());
@@ -80,7 +89,7 @@ impl Request {
             .and_then(|a| a.to_str()?.parse().ok())
             .ok_or("expected the lifeline descriptor")?;
         let mut max_memory = None;
-        let (mut adopt, mut release) = (None, None);
+        let (mut adopt, mut release, mut spare) = (None, None, false);
         loop {
             match it.next().and_then(|a| a.to_str()) {
                 Some("--") => break,
@@ -98,6 +107,7 @@ impl Request {
                             .ok_or("--adopt expects a pid")?,
                     )
                 }
+                Some("--spare") => spare = true,
                 Some("--release") => {
                     release = Some(
                         it.next()
@@ -114,10 +124,14 @@ impl Request {
             (None, None) => None,
             (None, Some(_)) => return Err("--release goes with --adopt".into()),
         };
+        if spare && adopt.is_none() {
+            return Err("--spare goes with --adopt".into());
+        }
         Ok(Request {
             lifeline,
             max_memory,
             adopt,
+            spare,
             program,
             args: it.cloned().collect(),
         })
@@ -176,7 +190,17 @@ pub fn main(args: &[OsString]) -> ! {
         Some((pid, release)) => adopt(Pid::from_raw(pid), release),
         None => spawn(&req),
     };
-    let end = supervise(child, req.lifeline, &signals);
+    let lifeline = if req.spare {
+        match assignment(req.lifeline, &signals) {
+            Some(fd) => fd,
+            // Never used: the template retired the spare or went away, or its interpreter
+            // ended. What is there goes.
+            None => finish(End::LifelineClosed, child),
+        }
+    } else {
+        req.lifeline
+    };
+    let end = supervise(child, lifeline, &signals);
     finish(end, child)
 }
 
@@ -230,6 +254,73 @@ fn adopt(child: Pid, release: Option<RawFd>) -> Pid {
         }
     }
     child
+}
+
+/// A spare's wait for its execution: the stdin, stdout and stderr it puts on 0, 1 and 2, as a
+/// shepherd started for the execution has them, and the lifeline it returns; or None when the
+/// socket closes first (the spare is not wanted) or, with nothing to take, a signal comes (the
+/// interpreter ended; nobody else signals a spare). Signals that come once the execution is
+/// given — the runner's stop or pause right after the start — wait in the signalfd for
+/// [`supervise`].
+fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: sock,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&signals.as_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfd entries.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        let mut buf = [0u8; 16];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+        let got: Vec<RawFd> = match recvmsg::<()>(sock, &mut iov, Some(&mut space), flags) {
+            Ok(msg) if msg.bytes == 0 => return None,
+            Ok(msg) => msg
+                .cmsgs()
+                .ok()?
+                .flat_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds,
+                    _ => Vec::new(),
+                })
+                .collect(),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
+                if fds[1].revents != 0 {
+                    return None;
+                }
+                continue;
+            }
+            Err(_) => return None,
+        };
+        if got.len() != 4 {
+            for fd in got {
+                // SAFETY: closing descriptors we were just given.
+                unsafe { libc::close(fd) };
+            }
+            return None;
+        }
+        // SAFETY: moving descriptors we own onto 0, 1 and 2 (where a shepherd started for the
+        // execution has its pipes), then closing what is no longer needed.
+        unsafe {
+            for (target, fd) in got[..3].iter().enumerate() {
+                libc::dup2(*fd, target as libc::c_int);
+                libc::close(*fd);
+            }
+            libc::close(sock);
+        }
+        return Some(got[3]);
+    }
 }
 
 /// How the supervised program ended, or that the runner is gone.
@@ -369,6 +460,7 @@ mod tests {
             lifeline: 7,
             max_memory: Some(200 << 20),
             adopt: None,
+            spare: false,
             program: "/usr/bin/python3".into(),
             args: vec!["-I".into(), "--".into(), "script.pyc".into()],
         };
@@ -385,9 +477,15 @@ mod tests {
         assert_eq!(Request::parse(&warm.to_args()), Ok(warm));
         let running = Request {
             adopt: Some((4242, None)),
-            ..plain
+            ..plain.clone()
         };
-        assert_eq!(Request::parse(&running.to_args()), Ok(running));
+        assert_eq!(Request::parse(&running.to_args()), Ok(running.clone()));
+        let spare = Request {
+            spare: true,
+            ..running
+        };
+        assert_eq!(Request::parse(&spare.to_args()), Ok(spare));
+        assert!(Request::parse(&["3".into(), "--spare".into(), "--".into(), "p".into()]).is_err());
         assert!(
             Request::parse(&[
                 "3".into(),

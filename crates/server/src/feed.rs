@@ -110,19 +110,30 @@ fn step(
 ) -> Result<(), flowrun_store::StoreError> {
     let now = now_ms();
     let store = store.lock();
-    let mut rows = store.history(&HistoryFilter {
+    // Ids and statuses first: a whole row is read only for an execution that is new or whose
+    // status changed (a busy server has hundreds in the window, most of them unchanged, and
+    // the store is locked meanwhile).
+    let listed = store.statuses(&HistoryFilter {
         since: Some(now - WINDOW_MS),
         limit: 2000,
         ..HistoryFilter::default()
     })?;
-    // Those seen running that are no longer in the window (long runs).
-    let listed: std::collections::HashSet<String> = rows.iter().map(|e| e.id.clone()).collect();
-    let running: Vec<String> = seen
+    let in_window: std::collections::HashSet<&str> =
+        listed.iter().map(|(id, ..)| id.as_str()).collect();
+    // Those seen running that are no longer in the window (long runs), and what changed in it.
+    let mut changed: Vec<String> = seen
         .iter()
-        .filter(|(id, s)| !s.status.is_final() && !listed.contains(*id))
+        .filter(|(id, s)| !s.status.is_final() && !in_window.contains(id.as_str()))
         .map(|(id, _)| id.clone())
         .collect();
-    for id in running {
+    changed.extend(
+        listed
+            .iter()
+            .filter(|(id, status, _)| seen.get(id).is_none_or(|s| s.status != *status))
+            .map(|(id, ..)| id.clone()),
+    );
+    let mut rows = Vec::new();
+    for id in changed {
         match store.execution(&id) {
             Ok(e) => rows.push(e),
             Err(flowrun_store::StoreError::NotFound(_)) => {

@@ -205,6 +205,30 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Id, status and start of the executions a history filter matches (its cursor aside),
+    /// newest first: what a poller compares with what it saw, before it reads a whole row.
+    pub fn statuses(&self, f: &HistoryFilter) -> Result<Vec<(String, ExecStatus, i64)>> {
+        let (filter, mut args) = Self::history_where(f);
+        args.push(Box::new(i64::try_from(f.limit).unwrap_or(-1)));
+        let sql = format!(
+            "SELECT id, status, started_at FROM executions{filter} ORDER BY started_at DESC, id DESC LIMIT ?{}",
+            args.len()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())),
+            |r| {
+                let status: String = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    ExecStatus::parse(&status).unwrap_or(ExecStatus::Error),
+                    r.get(2)?,
+                ))
+            },
+        )?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// How many executions match a history filter (its cursor and limit aside).
     pub fn history_count(&self, f: &HistoryFilter) -> Result<u64> {
         let (filter, args) = Self::history_where(f);

@@ -169,10 +169,10 @@ impl Store {
                 }
             }
             if let Some(seq) = last_seq {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE executions SET event_seq = MAX(event_seq, ?2) WHERE id = ?1",
-                    params![execution_id, seq as i64],
-                )?;
+                )?
+                .execute(params![execution_id, seq as i64])?;
             }
         }
         tx.commit()?;
@@ -333,9 +333,8 @@ impl Store {
 /// Is the execution still `running` or `queued` (so still written to)?
 fn is_open(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<bool> {
     let status: Option<String> = tx
-        .query_row("SELECT status FROM executions WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT status FROM executions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?;
     Ok(matches!(status.as_deref(), Some("running" | "queued")))
 }

@@ -474,3 +474,49 @@ pub fn trigger(fx: &Fx) -> Value {
 pub fn pids(fx: &Fx) -> Vec<i32> {
     read_pids(&fx.path("pids"))
 }
+
+/// Live children of `parent` whose command line holds each of `marks`.
+pub fn children_with(parent: i32, marks: &[&str]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Some((state, ppid, _, _)) = proc_stat(pid) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent
+            && state != 'Z'
+            && marks
+                .iter()
+                .all(|m| crate::support::contains_bytes(&cmdline, m.as_bytes()))
+        {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Zombie children of `parent`.
+pub fn zombie_children(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some(('Z', ppid, _, _)) = proc_stat(pid) {
+            if ppid == parent {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The session id of `pid`.
+pub fn session(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].split(' ').nth(3)?.parse().ok()
+}

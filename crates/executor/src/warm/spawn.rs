@@ -17,7 +17,11 @@ use tokio::net::unix::pipe;
 /// Before the template answers nothing of the execution runs; after it, the interpreter may be
 /// running already (it does not wait for its shepherd), so an error from then on kills what the
 /// template forked ([`abandon`]) before the cold start can run the workflow again.
-pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawned> {
+pub(crate) async fn spawn(
+    pool: &Pool,
+    launch: &Launch,
+    stdin: &[&[u8]],
+) -> std::io::Result<Spawned> {
     let Some((script, flags)) = launch.args.split_last() else {
         return Err(std::io::Error::other("no script to run"));
     };
@@ -35,6 +39,9 @@ pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawn
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (life_r, life_w) = pipe2(OFlag::O_CLOEXEC)?;
+    // Written before the template hears of the execution: the interpreter reads its stdin as
+    // soon as it runs, without waiting for our answer to come back and a writer task to start.
+    let stdin_written = prefill(&in_w, stdin);
     let cwd = match &launch.cwd {
         Some(c) => c.clone(),
         None => std::env::current_dir()?,
@@ -54,8 +61,8 @@ pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawn
         err_w.as_raw_fd(),
         life_r.as_raw_fd(),
     ];
-    let pid = pool
-        .with_template(&key, async |t| t.fork(&req, fds).await)
+    let (pid, nudge) = pool
+        .with_template(&key, async |t| Ok((t.fork(&req, fds).await?, t.nudge())))
         .await?;
     // The execution has its own copies now; ours would keep its pipes open past its end.
     drop((in_r, out_w, err_w, life_r));
@@ -66,7 +73,7 @@ pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawn
             "the warm execution did not become this process's child",
         ));
     }
-    let waiter = match Adopted::new(pid) {
+    let waiter = match Adopted::new(pid, nudge) {
         Ok(w) => w,
         Err(e) => {
             abandon(pid, true);
@@ -89,7 +96,34 @@ pub(crate) async fn spawn(pool: &Pool, launch: &Launch) -> std::io::Result<Spawn
         child: proc,
         info,
         lifeline: life_w,
+        stdin_written,
     })
+}
+
+/// Writes what of `parts` fits in the pipe now (never blocking); returns how many bytes.
+fn prefill(pipe: &OwnedFd, parts: &[&[u8]]) -> usize {
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own (tokio's pipe sender keeps it non-blocking).
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+            return 0;
+        }
+    }
+    let mut total = 0;
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            match nix::unistd::write(pipe, rest) {
+                Ok(n) if n > 0 => {
+                    total += n;
+                    rest = &rest[n..];
+                }
+                _ => return total,
+            }
+        }
+    }
+    total
 }
 
 /// Kills the process group of a warm start that will not be used (S's session and group are
@@ -115,10 +149,12 @@ pub(crate) struct Adopted {
     pid: i32,
     pidfd: AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
+    /// Sent once it has exited: the template may make a spare now.
+    nudge: Option<super::template::Nudge>,
 }
 
 impl Adopted {
-    fn new(pid: i32) -> std::io::Result<Adopted> {
+    fn new(pid: i32, nudge: Option<super::template::Nudge>) -> std::io::Result<Adopted> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
@@ -131,6 +167,7 @@ impl Adopted {
             // SAFETY: the pidfd is owned by the AsyncFd and closed only when it drops.
             pidfd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? },
             status: None,
+            nudge,
         })
     }
 
@@ -146,6 +183,9 @@ impl Adopted {
             let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
             if r == self.pid {
                 self.status = Some(ExitStatus::from_raw(raw));
+                if let Some(n) = self.nudge.take() {
+                    n.send();
+                }
             } else if r == 0 {
                 guard.clear_ready();
             } else {

@@ -50,6 +50,9 @@ pub(crate) struct Template {
     child: Option<std::process::Child>,
     /// Executions started from it.
     pub uses: u32,
+    /// The spares it made (see `_make_spare` in the template) and has not used or retired: the
+    /// runner's children, which nobody else waits for — killed and reaped when it goes.
+    spares: Vec<i32>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
 }
@@ -95,6 +98,7 @@ impl Template {
             },
             child: Some(child),
             uses: 0,
+            spares: Vec::new(),
             base_rss_kib: 0,
         };
         let ready = tokio::time::timeout(READY_WITHIN, t.receive()).await;
@@ -114,7 +118,9 @@ impl Template {
     /// Asks for one execution: returns the pid of its shepherd, which is this process's child
     /// by the time the answer arrives. `fds` are the child's stdin, stdout, stderr and lifeline.
     pub async fn fork(&mut self, req: &Request<'_>, fds: [RawFd; 4]) -> std::io::Result<i32> {
+        let seq = self.uses;
         let body = serde_json::json!({
+            "seq": seq,
             "shepherd": req.shepherd,
             "program": req.program,
             "args": req.args,
@@ -130,13 +136,31 @@ impl Template {
             Ok(r) => r?,
             Err(_) => return Err(other("the warm template did not take the request".into())),
         }
-        let answer = match tokio::time::timeout(ANSWER_WITHIN, self.receive()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(other("the warm template did not answer in time".into())),
-        };
-        match answer.get("pid").and_then(Value::as_i64) {
-            Some(pid) if pid > 0 => Ok(pid as i32),
-            _ => Err(other(format!("the warm template answered {answer}"))),
+        let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.receive()).await {
+                Ok(r) => r?,
+                Err(_) => return Err(other("the warm template did not answer in time".into())),
+            };
+            match Message::of(&msg) {
+                Message::Spare(pid) => self.spares.push(pid),
+                Message::Retired(pid) => {
+                    self.spares.retain(|&p| p != pid);
+                    end_spare(pid);
+                }
+                // The answer to a request whose runner gave up waiting (its execution was
+                // dropped as it started): nobody supervises what it started.
+                Message::Answer(n, Some(pid)) if n != i64::from(seq) => end_spare(pid),
+                Message::Answer(n, None) if n != i64::from(seq) => {}
+                Message::Answer(_, Some(pid)) => {
+                    // A spare put to use is an execution now: waited for as one.
+                    self.spares.retain(|&p| p != pid);
+                    return Ok(pid);
+                }
+                Message::Answer(_, None) | Message::Other => {
+                    return Err(other(format!("the warm template answered {msg}")));
+                }
+            }
         }
     }
 
@@ -157,7 +181,7 @@ impl Template {
     }
 
     async fn receive(&self) -> std::io::Result<Value> {
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = vec![0u8; 4096];
         loop {
             let mut guard = self.sock.readable().await?;
             let res = guard.try_io(|s| {
@@ -175,6 +199,11 @@ impl Template {
         }
     }
 
+    /// What [`Nudge::send`] tells the template through: a copy of our end of its socket.
+    pub fn nudge(&self) -> Option<Nudge> {
+        self.sock.get_ref().try_clone().ok().map(Nudge)
+    }
+
     /// Is the template process still there (not exited, not a zombie)?
     pub fn alive(&mut self) -> bool {
         self.child
@@ -189,14 +218,146 @@ impl Template {
     }
 }
 
-impl Drop for Template {
-    /// Retiring a template kills it and reaps it off the runtime's threads. Executions it
-    /// started are not its children and are not touched.
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            std::thread::spawn(move || child.wait());
+/// Tells a template that an execution it started has ended: the moment to make the next one's
+/// spare (`_make_spare` in the template), when the machine has room for it.
+pub(crate) struct Nudge(OwnedFd);
+
+impl Nudge {
+    /// Never blocks nor fails: a template that is gone or busy just makes no spare.
+    pub fn send(self) {
+        let _ = nix::sys::socket::send(
+            self.0.as_raw_fd(),
+            b"spare",
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+    }
+}
+
+/// What the template says on its socket.
+enum Message {
+    /// `{"seq", "pid"}` or `{"seq", "error"}`: the answer to request `seq`.
+    Answer(i64, Option<i32>),
+    /// `{"spare": S}`: it made a spare, S being our child.
+    Spare(i32),
+    /// `{"retired": S}`: it killed a spare that could not serve.
+    Retired(i32),
+    Other,
+}
+
+impl Message {
+    fn of(v: &Value) -> Message {
+        let pid = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_i64)
+                .filter(|&p| p > 0 && p <= i64::from(i32::MAX))
+                .map(|p| p as i32)
+        };
+        if let Some(p) = pid("spare") {
+            Message::Spare(p)
+        } else if let Some(p) = pid("retired") {
+            Message::Retired(p)
+        } else if let Some(seq) = v.get("seq").and_then(Value::as_i64) {
+            Message::Answer(seq, pid("pid"))
+        } else {
+            Message::Other
         }
+    }
+}
+
+/// Reaps, off the runtime's threads, a spare (or an execution nobody waits for) that the
+/// template reported, if it is our child (a pid the template got wrong is never touched). It
+/// ends by itself: its shepherd ends its interpreter and reaps it when the template closes its
+/// end of their socket (it retired the spare, or it went away), or when its lifeline closes.
+/// Killed after [`SPARE_ENDS_WITHIN`] if it has not; then its interpreter, orphaned to us, is
+/// reaped too.
+fn end_spare(pid: i32) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let me = std::process::id() as i32;
+    if crate::tree::stat(pid).is_none_or(|s| s.ppid != me) {
+        return;
+    }
+    let s = nix::unistd::Pid::from_raw(pid);
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + SPARE_ENDS_WITHIN;
+        while let Ok(WaitStatus::StillAlive) = waitpid(s, Some(WaitPidFlag::WNOHANG)) {
+            if std::time::Instant::now() >= deadline {
+                // Our child, not reaped: its pid and group id cannot have been reused.
+                let _ = nix::sys::signal::killpg(s, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(s, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(s, None);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // What of its group is left to us: nothing, unless the shepherd died before its
+        // interpreter (then that one is re-parented here, the subreaper).
+        for _ in 0..400 {
+            match waitpid(nix::unistd::Pid::from_raw(-pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// How long a spare may take to end once its template let it go.
+const SPARE_ENDS_WITHIN: Duration = Duration::from_secs(5);
+
+impl Drop for Template {
+    /// Retiring a template: its socket is shut for writing, so that it ends by itself once it
+    /// has made and reported any spare it was making (killed if it takes more than a second);
+    /// then the spares it reported — read off the socket, also those not read yet — are ended
+    /// and reaped, off the runtime's threads. Executions it started are not its children and
+    /// are not touched.
+    fn drop(&mut self) {
+        let mut spares = std::mem::take(&mut self.spares);
+        let child = self.child.take();
+        let sock = self.sock.get_ref().try_clone().ok();
+        std::thread::spawn(move || {
+            if let Some(s) = &sock {
+                let _ =
+                    nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+            }
+            if let Some(mut child) = child {
+                let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                loop {
+                    match child.try_wait() {
+                        Ok(None) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        Ok(None) => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            if let Some(s) = &sock {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = recv(s.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    if n == 0 {
+                        break;
+                    }
+                    let Ok(v) = serde_json::from_slice::<Value>(&buf[..n]) else {
+                        continue;
+                    };
+                    match Message::of(&v) {
+                        Message::Spare(p) | Message::Retired(p) | Message::Answer(_, Some(p)) => {
+                            spares.push(p)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            spares.sort_unstable();
+            spares.dedup();
+            for pid in spares {
+                end_spare(pid);
+            }
+        });
     }
 }
 

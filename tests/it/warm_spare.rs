@@ -1,0 +1,176 @@
+//! A warm template's spare (`_make_spare` in `runtime/warm/template.py`): the next execution's
+//! shepherd and interpreter, made when an execution ends, serve the next request of a script
+//! they hold; one that cannot is retired, and whatever way a template goes, its spare goes too
+//! and is reaped — `flowrun serve` gathers no process and no zombie. Nothing here is timed.
+
+use crate::support::serve::Server;
+use crate::support::serve::World;
+use crate::support::*;
+use crate::warm::{assert_ends, code_workflow, run_wait, templates};
+use serde_json::json;
+
+/// Live spare shepherds of `parent`: `flowrun __shepherd … --spare …` (whole arguments: the
+/// template's own command line holds the source that writes them).
+pub(crate) fn spares(parent: i32) -> Vec<i32> {
+    faults::children_with(parent, &["__shepherd"])
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.get(1) == Some(&&b"__shepherd"[..]) && args.contains(&&b"--spare"[..])
+        })
+        .collect()
+}
+
+/// The spare shepherd of the server's template, once there is one.
+fn spare(srv: &Server) -> i32 {
+    wait_for("a spare", || spares(srv.pid()).first().copied())
+}
+
+/// The shepherd pid the store recorded for an execution.
+fn recorded_pid(w: &World, id: &str) -> i32 {
+    w.db()
+        .query_row("SELECT pid FROM executions WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+/// Its only child: the interpreter waiting for its execution.
+fn only_child(pid: i32) -> i32 {
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kids: Vec<i32> = kids
+        .split_whitespace()
+        .map(|k| k.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    kids[0]
+}
+
+/// Gone from /proc: ended and reaped (a zombie would still be listed).
+fn assert_reaped(pid: i32) {
+    wait_for(&format!("process {pid} to be reaped"), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+}
+
+#[test]
+fn the_next_execution_starts_from_the_spare_made_when_one_ended() {
+    let w = World::new();
+    w.save("quick.json", &code_workflow("quick", "return 42"));
+    let srv = w.serve(&[]);
+    let first = run_wait(&srv, "quick");
+    assert_eq!(first["start"], "warm");
+    for _ in 0..3 {
+        let s = spare(&srv);
+        let interpreter = only_child(s);
+        let r = run_wait(&srv, "quick");
+        assert_eq!(r["status"], "success", "{r:#}");
+        assert_eq!(r["output"], 42);
+        assert_eq!(r["start"], "warm");
+        assert_eq!(
+            recorded_pid(&w, r["id"].as_str().unwrap()),
+            s,
+            "the execution's shepherd is the spare's"
+        );
+        // It ended with its execution, and was reaped.
+        assert_reaped(s);
+        assert_reaped(interpreter);
+    }
+}
+
+#[test]
+fn a_spare_serves_only_the_scripts_its_template_had_prepared() {
+    let w = World::new();
+    w.save("quick.json", &code_workflow("quick", "return 42"));
+    w.save("other.json", &code_workflow("other", "return 'other'"));
+    let srv = w.serve(&[]);
+    assert_eq!(run_wait(&srv, "quick")["start"], "warm");
+    let s = spare(&srv);
+    let interpreter = only_child(s);
+    // A script the spare's interpreter does not hold: the spare is retired, and the execution
+    // is forked the ordinary way, with the new script prepared.
+    let r = run_wait(&srv, "other");
+    assert_eq!(r["status"], "success", "{r:#}");
+    assert_eq!(r["output"], "other");
+    assert_eq!(r["start"], "warm");
+    assert_ne!(recorded_pid(&w, r["id"].as_str().unwrap()), s);
+    assert_reaped(s);
+    assert_reaped(interpreter);
+    // The spare made after it holds both.
+    let next = spare(&srv);
+    let r = run_wait(&srv, "other");
+    assert_eq!(recorded_pid(&w, r["id"].as_str().unwrap()), next);
+    let next = spare(&srv);
+    let r = run_wait(&srv, "quick");
+    assert_eq!(recorded_pid(&w, r["id"].as_str().unwrap()), next);
+}
+
+#[test]
+fn a_retired_or_killed_template_takes_its_spare_with_it() {
+    let w = World::new();
+    w.save("quick.json", &code_workflow("quick", "return 42"));
+    let srv = w.serve(&[]);
+    assert_eq!(run_wait(&srv, "quick")["start"], "warm");
+    let template = templates(srv.pid());
+    assert_eq!(template.len(), 1);
+    let s = spare(&srv);
+    let interpreter = only_child(s);
+    // Its template killed: the spare's shepherd sees its socket close and ends what it holds.
+    faults::signal(template[0], nix::sys::signal::Signal::SIGKILL);
+    assert_ends(interpreter);
+    assert_ends(s);
+    // The next execution finds the template gone: a new one serves it, and the old one's spare
+    // is reaped.
+    let r = run_wait(&srv, "quick");
+    assert_eq!(r["status"], "success", "{r:#}");
+    assert_eq!(r["start"], "warm");
+    assert_reaped(s);
+    assert_reaped(interpreter);
+    assert!(
+        faults::zombie_children(srv.pid()).is_empty(),
+        "{:?}",
+        faults::zombie_children(srv.pid())
+    );
+
+    // Retired for being stuck (SIGSTOP: it does not answer): the spare it made goes as well.
+    let s = spare(&srv);
+    let interpreter = only_child(s);
+    let stuck = templates(srv.pid());
+    faults::signal(stuck[0], nix::sys::signal::Signal::SIGSTOP);
+    let r = run_wait(&srv, "quick");
+    assert_eq!(r["status"], "success", "{r:#}");
+    assert_eq!(r["start"], "cold");
+    assert_reaped(s);
+    assert_reaped(interpreter);
+    wait_for("the stuck template to be gone", || {
+        (!templates(srv.pid()).contains(&stuck[0])).then_some(())
+    });
+}
+
+#[test]
+fn a_stop_right_after_a_spare_takes_its_execution_ends_it() {
+    let w = World::new();
+    w.save(
+        "sleeper.json",
+        &code_workflow("sleeper", "import time\ntime.sleep(60)"),
+    );
+    let srv = w.serve(&[]);
+    let stop = |id: &str| {
+        let r = srv.post(&format!("/api/executions/{id}/stop?wait=true"), &json!({}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let end = srv.wait_final(id);
+        assert_eq!(end["status"], "cancelled", "{end:#}");
+    };
+    // Once, so that the template has the script prepared when it makes the spares below.
+    stop(&srv.start("/api/workflows/sleeper/executions", &json!({"trigger": {}})));
+    for _ in 0..3 {
+        let s = spare(&srv);
+        let interpreter = only_child(s);
+        let id = srv.start("/api/workflows/sleeper/executions", &json!({"trigger": {}}));
+        stop(&id);
+        assert_eq!(recorded_pid(&w, &id), s);
+        assert_reaped(s);
+        assert_reaped(interpreter);
+    }
+}
