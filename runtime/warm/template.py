@@ -47,16 +47,17 @@
 # hooks do once what every execution would repeat (compiling code nodes), so
 # a fork starts at main.
 #
-# The spare (_make_spare, _use_spare): when the runner says an execution
-# ended (a bare b"spare" message), the template makes the next execution's S
-# and W ahead of its request — S execs the shepherd with `--spare` and waits
+# Spares (_make_spare, _use_spare): when the runner says an execution ended
+# (a bare b"spare" message), the template makes executions' S and W ahead of
+# their requests, up to two — S execs the shepherd with `--spare` and waits
 # for the execution's descriptors on a socket, W waits for its request on
-# another — and reports it ({"spare": S}).  A request for a script the spare's
-# W holds goes to it: the shepherd gets the four descriptors, W the request
+# another — and reports each ({"spare": S}).  A request for a script the
+# oldest spare's W holds goes to it: the shepherd gets the four descriptors, W the request
 # and three of them, and no clone, fork or exec is left between the request
-# and the workflow's first line.  Any other request retires the spare (its
-# sockets closed, its shepherd ends W; {"retired": S}) and is served as below;
-# the runner reaps a spare it is told of once it ends.
+# and the workflow's first line.  A spare that cannot serve a request is
+# retired (its sockets closed, its shepherd ends W; {"retired": S}) and, if
+# none can, the request is served as below; the runner reaps a spare it is
+# told of once it ends.
 #
 # The template itself never runs workflow code, so nothing an execution does
 # (globals, sys.modules, environment, cwd, files, threads) can reach the
@@ -122,8 +123,11 @@ _MAX_FD = 65536
 _PREPARED = {}  # script path -> (mtime_ns, size, (module, main), serial): see _prepare
 _PREPARED_MAX = 16
 _SERIAL = [0]  # bumped each time _prepare loads a script: the serial of its _PREPARED entry
-# The spare (see _make_spare): (pid of S, W's socket, the shepherd's socket, _SERIAL when made).
-_SPARE = None
+# The spares (see _make_spare), oldest first: (pid of S, W's socket, the shepherd's socket,
+# _SERIAL when made).  Two: the one an execution takes, and one for the execution that comes
+# right after it (`flowrun test`'s next case) while the one taken is being replaced.
+_SPARES = []
+_MAX_SPARES = 2
 # (shepherd, program, args) of the last request: what a spare is made with.
 _LAST = None
 _FUNCTION = type(lambda: None)
@@ -408,7 +412,6 @@ def _make_spare(sock):
     a spare that is never used.  It is used only for a
     script prepared before it was made (_use_spare); without clone (no ctypes, an unknown
     architecture) or prctl there is none.  Returns, in the spare's W only, its socket."""
-    global _SPARE
     if _LAST is None or _PRCTL is None:
         return None
     w_ours, w_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -427,7 +430,7 @@ def _make_spare(sock):
         w_ours.close()
         h_ours.close()
         return None
-    _SPARE = (s, w_ours, h_ours, _SERIAL[0])
+    _SPARES.append((s, w_ours, h_ours, _SERIAL[0]))
     sock.send(json.dumps({"spare": s}).encode("utf-8"))
     return None
 
@@ -484,15 +487,20 @@ def _running(pid):
 
 
 def _use_spare(req, fds, serial, sock):
-    """Gives the request to the spare, if there is one made after the script was prepared
-    (its W holds the prepared module) and still there; returns its S, or None (and a spare
-    that cannot serve is retired: let go, and reported so that the runner reaps it).  The
-    shepherd gets the descriptors first: W runs nothing before it has its request, so a
-    failure up to then leaves nothing of the execution behind."""
-    global _SPARE
-    spare, _SPARE = _SPARE, None
-    if spare is None:
-        return None
+    """Gives the request to the oldest spare made after the script was prepared (its W holds
+    the prepared module) and still there; returns its S, or None.  A spare found unable to
+    serve is retired: let go, and reported so that the runner reaps it."""
+    while _SPARES:
+        s = _give(_SPARES.pop(0), req, fds, serial, sock)
+        if s is not None:
+            return s
+    return None
+
+
+def _give(spare, req, fds, serial, sock):
+    """The request to one spare: its S, or None (the spare retired).  The shepherd gets the
+    descriptors first: W runs nothing before it has its request, so a failure up to then
+    leaves nothing of the execution behind."""
     s, w_sock, h_sock, made = spare
     used = False
     try:
@@ -524,11 +532,14 @@ def _serve(sock):
         if not msg:
             os._exit(0)  # the runner is gone
         if msg == b"spare" and not fds:
-            # An execution ended (see _make_spare): the time to make the next one's spare.
-            if _SPARE is None:
+            # An execution ended (see _make_spare): the time to make the next ones' spares.
+            while len(_SPARES) < _MAX_SPARES:
+                count = len(_SPARES)
                 spare = _make_spare(sock)
                 if spare is not None:
                     return _spare_wait(spare)  # in the spare's W only
+                if len(_SPARES) == count:
+                    break  # none can be made
             continue
         reply = {}
         try:

@@ -13,7 +13,7 @@
 //! waited for (so the first execution is warm too).
 //!
 //! When a warm execution ends, its template is told (a nudge, see `spawn::Adopted`) and makes
-//! a *spare*: the next execution's shepherd, already exec'd, and its interpreter, already
+//! *spares*, up to two: an execution's shepherd, already exec'd, and its interpreter, already
 //! forked, waiting for a request. The runner puts what fits of the execution's stdin in its
 //! pipe before it asks. So a request for a script the template had prepared costs no clone, no
 //! fork and no exec before the workflow's first line: on the benchmark workflow, 2-3 ms less
