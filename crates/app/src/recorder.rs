@@ -130,9 +130,7 @@ impl Sink for Recorder {
         let start = if info.warm { "warm" } else { "cold" };
         let res = {
             let mut store = self.store.lock();
-            store
-                .set_process(&self.execution_id, row)
-                .and_then(|()| store.set_start(&self.execution_id, start))
+            store.set_process(&self.execution_id, row, start)
         };
         if let Err(e) = res {
             self.error.get_or_insert_with(|| e.to_string());

@@ -104,11 +104,11 @@ impl Store {
 
     pub fn execution(&self, id: &str) -> Result<Execution> {
         self.conn
-            .query_row(
-                &format!("SELECT {} FROM executions WHERE id = ?1", Self::EXEC_COLS),
-                [id],
-                Self::execution_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM executions WHERE id = ?1",
+                Self::EXEC_COLS
+            ))?
+            .query_row([id], Self::execution_from_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
     }

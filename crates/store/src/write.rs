@@ -15,15 +15,17 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        // Statements a server runs for every execution are prepared once per connection.
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO snapshots (hash, workflow_id, definition, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![e.snapshot_hash, e.workflow_id, definition, e.started_at],
-        )?;
-        tx.execute(
+        )?
+        .execute(params![e.snapshot_hash, e.workflow_id, definition, e.started_at])?;
+        tx.prepare_cached(
             "INSERT INTO executions (id, workflow_id, workflow_name, snapshot_hash, source_file, mode, status, trigger,
                                      started_at, parent_id, relation, runner_pid, runner_start_time, cwd)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
+        )?
+        .execute(params![
                 e.id,
                 e.workflow_id,
                 e.workflow_name,
@@ -51,27 +53,28 @@ impl Store {
         runner_pid: i32,
         runner_start_time: Option<u64>,
     ) -> Result<()> {
-        self.conn.execute(
-            "UPDATE executions SET status = 'running', runner_pid = ?2, runner_start_time = ?3 WHERE id = ?1",
-            params![id, runner_pid, runner_start_time.map(|t| t as i64)],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE executions SET status = 'running', runner_pid = ?2, runner_start_time = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, runner_pid, runner_start_time.map(|t| t as i64)])?;
         Ok(())
     }
 
-    pub fn set_process(&mut self, id: &str, p: ProcessRow) -> Result<()> {
-        self.conn.execute(
-            "UPDATE executions SET pid = ?2, pgid = ?3, process_start_time = ?4 WHERE id = ?1",
-            params![id, p.pid, p.pgid, p.start_time.map(|t| t as i64)],
-        )?;
-        Ok(())
-    }
-
-    /// Records how the execution's interpreter started: `warm` or `cold`.
-    pub fn set_start(&mut self, id: &str, start: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE executions SET start = ?2 WHERE id = ?1",
-            params![id, start],
-        )?;
+    /// Records the execution's process and how its interpreter started: `warm` or `cold`.
+    pub fn set_process(&mut self, id: &str, p: ProcessRow, start: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE executions SET pid = ?2, pgid = ?3, process_start_time = ?4, start = ?5
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                p.pid,
+                p.pgid,
+                p.start_time.map(|t| t as i64),
+                start
+            ])?;
         Ok(())
     }
 
@@ -188,11 +191,12 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
+        let n = tx.prepare_cached(
             "UPDATE executions SET status = ?2, output = ?3, error = ?4, finished_at = ?5, duration_ms = ?6, exit = ?7,
                                    log_bytes = ?8, log_bytes_cut = ?9, input_tokens = ?10, output_tokens = ?11, cost_usd = ?12
              WHERE id = ?1 AND status IN ('running', 'queued')",
-            params![
+        )?
+        .execute(params![
                 id,
                 f.status.as_str(),
                 output,
@@ -208,12 +212,12 @@ impl Store {
             ],
         )?;
         if n > 0 {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE node_executions SET status = 'cancelled', finished_at = ?2,
                         duration_ms = CAST(?2 - started_at AS REAL)
                  WHERE execution_id = ?1 AND status = 'running'",
-                params![id, f.finished_at],
-            )?;
+            )?
+            .execute(params![id, f.finished_at])?;
         }
         tx.commit()?;
         Ok(n > 0)
