@@ -19,13 +19,12 @@
 //! string) that begins with the rest of a secret whose start ended the line before is replaced
 //! too, whatever its length. Reversed or otherwise transformed values are out of reach.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use flowrun_events::ErrorInfo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Secrets shorter than this (in characters) are redacted in strings and text, with a warning,
@@ -66,15 +65,31 @@ struct Inner {
     /// The forms of secrets of [`SHORT_SECRET`] characters or more, with their secret: what is
     /// replaced in an object key or a number.
     long: Option<(AhoCorasick, Vec<usize>)>,
-    /// Proper prefixes (at character boundaries) of the forms longer than [`MIN_TAIL`], each
-    /// with every `(form, length)` it is the start of.
-    prefixes: Option<(AhoCorasick, Vec<Vec<Start>>)>,
-    /// The longest of those forms, in bytes.
-    longest: usize,
+    /// The forms longer than [`MIN_TAIL`], each with its prefix function (Knuth–Morris–Pratt):
+    /// with it [`Inner::ending`] finds every start of the form that a text ends with in one
+    /// pass over the text's last bytes. (A table of all the forms' prefixes grows with the
+    /// square of their length: a 2 KB secret's took tens of seconds to build.)
+    prefixes: Vec<(usize, Vec<usize>)>,
 }
 
 /// The start of a form: `(form, bytes of it)`.
 type Start = (usize, usize);
+
+/// `pi[q]`: the length of the longest proper prefix of `p[..=q]` that is also its suffix.
+fn prefix_function(p: &[u8]) -> Vec<usize> {
+    let mut pi = vec![0; p.len()];
+    let mut k = 0;
+    for q in 1..p.len() {
+        while k > 0 && p[k] != p[q] {
+            k = pi[k - 1];
+        }
+        if p[k] == p[q] {
+            k += 1;
+        }
+        pi[q] = k;
+    }
+    pi
+}
 
 /// What the previous line of one stream ended with that may be the start of a secret.
 /// See [`Redactor::line`].
@@ -148,11 +163,21 @@ where
     I: IntoIterator<Item = P>,
     P: AsRef<[u8]>,
 {
+    let patterns: Vec<P> = patterns.into_iter().collect();
+    let bytes: usize = patterns.iter().map(|p| p.as_ref().len()).sum();
+    // The crate picks a DFA for a few patterns, whatever their length; building one for long
+    // secrets' forms took seconds (a 1000-character secret: ~10 s). Past this size, the
+    // contiguous NFA: built in linear time, searched a little slower.
+    let nfa = (bytes > DFA_MAX_BYTES).then_some(AhoCorasickKind::ContiguousNFA);
     AhoCorasick::builder()
         .match_kind(kind)
+        .kind(nfa)
         .build(patterns)
         .expect("literal patterns build")
 }
+
+/// Total length of the patterns above which no DFA is built (see [`automaton`]).
+const DFA_MAX_BYTES: usize = 4096;
 
 impl Redactor {
     /// `secrets`: `(variable name, value)`; empty values are ignored.
@@ -181,28 +206,12 @@ impl Redactor {
                 long.iter().map(|(_, s)| *s).collect(),
             )
         });
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut starts: Vec<Vec<Start>> = Vec::new();
-        let mut patterns: Vec<&str> = Vec::new();
-        let mut longest = 0;
-        for (i, (form, _)) in forms
+        let prefixes = forms
             .iter()
             .enumerate()
             .filter(|(_, (f, _))| f.len() > MIN_TAIL)
-        {
-            longest = longest.max(form.len());
-            for (k, _) in form.char_indices().skip(1) {
-                let p = &form[..k];
-                let slot = *index.entry(p).or_insert_with(|| {
-                    patterns.push(p);
-                    starts.push(Vec::new());
-                    starts.len() - 1
-                });
-                starts[slot].push((i, k));
-            }
-        }
-        let prefixes =
-            (!patterns.is_empty()).then(|| (automaton(MatchKind::Standard, &patterns), starts));
+            .map(|(i, (f, _))| (i, prefix_function(f.as_bytes())))
+            .collect();
         Redactor {
             inner: Some(Arc::new(Inner {
                 forms,
@@ -210,7 +219,6 @@ impl Redactor {
                 whole,
                 long,
                 prefixes,
-                longest,
             })),
         }
     }
@@ -343,20 +351,39 @@ impl Inner {
         Some(ac.replace_all(k, &marks))
     }
 
-    /// Every start of a form that `s` ends with.
+    /// Every start of a form that `s` ends with: `(form, length)` for each proper prefix of a
+    /// form longer than [`MIN_TAIL`], at a character boundary, that is a suffix of `s`.
     fn ending(&self, s: &str) -> Vec<Start> {
-        let Some((ac, starts)) = &self.prefixes else {
-            return Vec::new();
-        };
-        let mut from = s.len().saturating_sub(self.longest);
-        while !s.is_char_boundary(from) {
-            from += 1;
+        let mut out = Vec::new();
+        for (i, pi) in &self.prefixes {
+            let form = self.forms[*i].0.as_str();
+            let (p, n) = (form.as_bytes(), form.len());
+            // The longest prefix of the form that the text's last n bytes end with...
+            let mut q = 0;
+            for &c in &s.as_bytes()[s.len().saturating_sub(n)..] {
+                if q == n {
+                    q = pi[n - 1];
+                }
+                while q > 0 && p[q] != c {
+                    q = pi[q - 1];
+                }
+                if p[q] == c {
+                    q += 1;
+                }
+            }
+            // ...then every shorter one, down the chain of borders; the whole form is not a
+            // start (the whole-form search has it).
+            if q == n {
+                q = pi[n - 1];
+            }
+            while q > 0 {
+                if form.is_char_boundary(q) {
+                    out.push((*i, q));
+                }
+                q = pi[q - 1];
+            }
         }
-        let window = &s[from..];
-        ac.find_overlapping_iter(window)
-            .filter(|m| m.end() == window.len())
-            .flat_map(|m| starts[m.pattern().as_usize()].iter().copied())
-            .collect()
+        out
     }
 
     /// The longest continuation of `carry` that `line` starts with. `middle`: the line is all

@@ -267,3 +267,32 @@ fn a_secret_split_across_streamed_pieces_is_redacted_whole() {
     assert_eq!(sent.concat(), "xx [REDACTED:KEY] yyz");
     assert!(!sent[0].contains('a'), "{sent:?}");
 }
+
+#[test]
+fn a_long_secret_is_redacted_split_at_any_point() {
+    // A service account's JSON key is a few kilobytes: its forms (base64, hex, percent-encoded)
+    // are longer. Splits at a few places, and a repetitive value (long borders in its prefix
+    // function).
+    let secret: String = (0..3000)
+        .map(|i| ["ab", "漢", "x", "\"", "\\"][i % 5])
+        .collect::<String>()
+        + "end-of-key";
+    for value in [secret.clone(), "ab".repeat(2000)] {
+        let r = redactor(&value);
+        for i in [MIN_TAIL, 100, value.len() / 2, value.len() - 1] {
+            let mut i = i;
+            while !value.is_char_boundary(i) {
+                i += 1;
+            }
+            let (a, b) = value.split_at(i);
+            let mut c = Carry::default();
+            assert_eq!(
+                r.line(format!("k: {a}"), false, &mut c),
+                format!("k: {MARK}")
+            );
+            assert!(r.line(format!("{b} end"), false, &mut c).starts_with(MARK));
+        }
+        let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(r.string(format!("[{hex}]")), format!("[{MARK}]"));
+    }
+}
