@@ -93,18 +93,36 @@ def _code_compile(node_id, source):
     return fn
 
 
+# Sources longer than this are compiled by the execution, as cold: the template compiles
+# before it answers the runner, which waits 2 s (a 5 MB source takes seconds).
+_code_PREPARE_MAX = 100000
+
+
 def _code_prepare_for_fork(workflow):
     """Compiles each code node's source (a literal: it is never templated) into the cache, so
     that executions forked from a warm template skip it: ~0.5 ms a node.  Compiling defines the
-    node's function and runs nothing of its body; a source that does not compile is left for
-    the execution to report."""
+    node's function and runs nothing of its body.  Left for the execution, as in a cold run: a
+    source that does not compile, and one whose compilation warns (a SyntaxWarning goes to the
+    stderr of whoever compiles it: the execution's log, not the template's).  Warnings are
+    made errors through the C module's filters: importing `warnings` here would change how
+    every execution prints one (with its source line, which a cold run does not show)."""
+    import _warnings
+    error = ("error", None, Warning, None, 0)
     for node in workflow.get("nodes") or ():
         source = (node.get("params") or {}).get("code")
-        if node.get("type") == "code" and isinstance(source, str):
-            try:
-                _code_compile(node["id"], source)
-            except Exception:
-                pass
+        if node.get("type") != "code" or not isinstance(source, str):
+            continue
+        if len(source) > _code_PREPARE_MAX:
+            continue
+        _warnings.filters.insert(0, error)
+        _warnings._filters_mutated()
+        try:
+            _code_compile(node["id"], source)
+        except Exception:
+            pass
+        finally:
+            _warnings.filters.remove(error)
+            _warnings._filters_mutated()
 
 
 FORK_PREPARE.append(_code_prepare_for_fork)

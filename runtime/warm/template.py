@@ -81,7 +81,6 @@ import marshal
 # full set, which a plain workflow should not pay.
 import gc
 import json
-import random
 import resource
 import signal
 
@@ -324,7 +323,12 @@ def _worker_setup(req, fds, keep):
     time.tzset()
     if req.get("cwd"):
         os.chdir(req["cwd"])
-    random.seed()
+    # `random`, if a node type's modules brought it in (email.utils does), would otherwise give
+    # every execution the template's sequence; not preloaded for its own sake: it imports
+    # `warnings`, which changes how a warning is printed (with its source line) from a cold run.
+    rnd = sys.modules.get("random")
+    if rnd is not None:
+        rnd.seed()
     sys.argv = [req["script"]]
     return req["script"]
 
@@ -357,14 +361,16 @@ def _in_s(prepared, req, fds, sock):
         os._exit(70)
 
 
-def _start(req, fds, sock):
-    """In the template: hands the request to the spare, or makes S (directly, or through A) and
-    through it W.  Returns ("template", pid of S) in the template and ("worker", ((module,
-    main), script)) in W."""
+def _start(req, msg, fds, sock):
+    """In the template: hands the request (`msg`, as the runner sent it) to a spare, or makes S
+    (directly, or through A) and through it W.  Returns ("template", pid of S) in the template
+    and ("worker", ((module, main), script)) in W."""
     global _LAST
     prepared, serial = _prepare(req["script"])
-    _LAST = (req["shepherd"], req["program"], list(req["args"]))
-    s = _use_spare(req, fds, serial, sock)
+    # What a spare's shepherd is exec'd with: the interpreter and its flags (not the script,
+    # which is the request's).
+    _LAST = (req["shepherd"], req["program"], list(req["args"])[:-1])
+    s = _use_spare(msg, fds, serial, sock)
     if s is not None:
         return ("template", s)
     s = _clone_parent()
@@ -408,8 +414,8 @@ def _make_spare(sock):
     says an execution ended (b"spare"), with what the last request named (shepherd,
     interpreter): not while one runs, whose two cores it would take (the clone, S's fork and
     the shepherd's exec cost ~2 ms of CPU), but while the runner records its end and a caller
-    prepares the next request.  Reported to the runner ({"spare": S}), which kills and reaps
-    a spare that is never used.  It is used only for a
+    prepares the next request.  Reported to the runner ({"spare": S}), which reaps a spare
+    that ends unused (its template let it go, or went away).  It is used only for a
     script prepared before it was made (_use_spare); without clone (no ctypes, an unknown
     architecture) or prctl there is none.  Returns, in the spare's W only, its socket."""
     if _LAST is None or _PRCTL is None:
@@ -439,7 +445,9 @@ def _spare_s(sock, ours, w_sock, h_sock):
     """In a spare's S: as _shepherd_side, but before any request.  Returns only in W, with its
     socket."""
     os.setsid()
-    for other in (sock,) + ours:
+    # The template's ends: of this spare's sockets, and of the older spares' (whose shepherds
+    # and Ws must see them close when the template lets them go, not when this one ends).
+    for other in (sock,) + ours + tuple(x for spare in _SPARES for x in spare[1:3]):
         os.close(other.detach())
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHEPHERD_SIGNALS)
     if not _subreaper():
@@ -469,11 +477,11 @@ def _spare_wait(conn):
         msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
         req = json.loads(msg.decode("utf-8")) if msg else None
         entry = _PREPARED[req["script"]] if req else None
+        if entry is None or len(fds) != 3:
+            os._exit(0)
+        return entry[2], _worker_setup(req, fds, None)
     except BaseException:
         os._exit(70)
-    if entry is None or len(fds) != 3:
-        os._exit(0)
-    return entry[2], _worker_setup(req, fds, None)
 
 
 def _running(pid):
@@ -486,27 +494,30 @@ def _running(pid):
     return state not in (b"Z", b"X")
 
 
-def _use_spare(req, fds, serial, sock):
+def _use_spare(msg, fds, serial, sock):
     """Gives the request to the oldest spare made after the script was prepared (its W holds
     the prepared module) and still there; returns its S, or None.  A spare found unable to
     serve is retired: let go, and reported so that the runner reaps it."""
     while _SPARES:
-        s = _give(_SPARES.pop(0), req, fds, serial, sock)
+        s = _give(_SPARES.pop(0), msg, fds, serial, sock)
         if s is not None:
             return s
     return None
 
 
-def _give(spare, req, fds, serial, sock):
+def _give(spare, msg, fds, serial, sock):
     """The request to one spare: its S, or None (the spare retired).  The shepherd gets the
-    descriptors first: W runs nothing before it has its request, so a failure up to then
-    leaves nothing of the execution behind."""
+    descriptors first, then W the request as the runner sent it (the same bytes: if the
+    runner's message fitted a socket, it fits this one).  W runs nothing of the workflow
+    before it has its request and the runner has written its stdin, so a failure here leaves
+    nothing of it behind: a retired spare's W ends at once (its socket closes), and its
+    shepherd, which may hold the execution's descriptors, ends with it."""
     s, w_sock, h_sock, made = spare
     used = False
     try:
         if serial <= made and _running(s):
             socket.send_fds(h_sock, [b"go"], list(fds))
-            socket.send_fds(w_sock, [json.dumps(req).encode("utf-8")], list(fds[:3]))
+            socket.send_fds(w_sock, [msg], list(fds[:3]))
             used = True
     except OSError:
         pass
@@ -547,7 +558,7 @@ def _serve(sock):
             reply["seq"] = req.get("seq")
             if len(fds) != 4:
                 raise ValueError("expected 4 descriptors, got %d" % len(fds))
-            kind, value = _start(req, fds, sock)
+            kind, value = _start(req, msg, fds, sock)
             if kind == "worker":
                 return value
             reply["pid"] = value

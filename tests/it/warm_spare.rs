@@ -173,3 +173,66 @@ fn a_stop_right_after_a_spare_takes_its_execution_ends_it() {
         assert_reaped(interpreter);
     }
 }
+
+#[test]
+fn a_compile_warning_is_logged_warm_as_cold() {
+    // A SyntaxWarning goes to the stderr of whoever compiles the code: the template must not
+    // swallow it by compiling ahead of the execution.
+    let w = World::new();
+    let def = w.save(
+        "warns.json",
+        &code_workflow("warns", "x = 1\nreturn x is 1"),
+    );
+    let srv = w.serve(&[]);
+    let log_bytes = |db: &rusqlite::Connection, id: &str| -> i64 {
+        db.query_row(
+            "SELECT log_bytes FROM executions WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let first = run_wait(&srv, "warns");
+    let s = spare(&srv);
+    let second = run_wait(&srv, "warns");
+    assert_eq!(recorded_pid(&w, second["id"].as_str().unwrap()), s);
+    let cold = Env::new();
+    let run = cold.run(&def, "{}", &["--json"]);
+    assert_success(&run, "flowrun run warns");
+    let cold_run: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let cold_bytes = log_bytes(&cold.db(), cold_run["id"].as_str().unwrap());
+    assert!(cold_bytes > 0, "the warning is logged cold");
+    for r in [&first, &second] {
+        assert_eq!(r["start"], "warm");
+        assert_eq!(
+            log_bytes(&w.db(), r["id"].as_str().unwrap()),
+            cold_bytes,
+            "{r:#}"
+        );
+    }
+}
+
+#[test]
+fn a_large_request_in_any_script_is_given_to_a_spare_as_it_came() {
+    // 40,000 CJK characters in a bound connection (an environment string may not pass 128 KiB):
+    // 120 KB of UTF-8 in the request, twice that if the template wrote the request out again
+    // with JSON's \u escapes — too large a message for the spare's socket.
+    let w = World::new();
+    w.save(
+        "big.json",
+        &json!({
+            "id": "big",
+            "connections": { "big": { "env": "BIG" } },
+            "nodes": [{ "id": "probe", "type": "code", "connections": ["big"],
+                        "code": "import os\nreturn len(os.environ['BIG'])" }]
+        }),
+    );
+    let value = "漢".repeat(40_000);
+    let srv = w.serve_with(&[], &[("BIG", value.as_str())]);
+    assert_eq!(run_wait(&srv, "big")["output"], 40_000);
+    let s = spare(&srv);
+    let r = run_wait(&srv, "big");
+    assert_eq!(r["status"], "success", "{r:#}");
+    assert_eq!(r["output"], 40_000);
+    assert_eq!(recorded_pid(&w, r["id"].as_str().unwrap()), s);
+}

@@ -311,11 +311,22 @@ fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
             return None;
         }
         // SAFETY: moving descriptors we own onto 0, 1 and 2 (where a shepherd started for the
-        // execution has its pipes), then closing what is no longer needed.
+        // execution has its pipes), by way of copies at 10 or above so that none is overwritten
+        // before it is moved, then closing what is no longer needed.
         unsafe {
-            for (target, fd) in got[..3].iter().enumerate() {
-                libc::dup2(*fd, target as libc::c_int);
-                libc::close(*fd);
+            let high: Vec<RawFd> = got[..3]
+                .iter()
+                .map(|&fd| {
+                    let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    libc::close(fd);
+                    h
+                })
+                .collect();
+            for (target, fd) in high.into_iter().enumerate() {
+                if fd < 0 || libc::dup2(fd, target as libc::c_int) < 0 {
+                    return None;
+                }
+                libc::close(fd);
             }
             libc::close(sock);
         }

@@ -14,8 +14,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
 /// Starts the execution from the template for its interpreter. Any error means: start it cold.
-/// Before the template answers nothing of the execution runs; after it, the interpreter may be
-/// running already (it does not wait for its shepherd), so an error from then on kills what the
+/// Nothing of the workflow runs before its stdin is written, which is the last thing done here,
+/// once the execution is ours: the interpreter may be up already (it does not wait for its
+/// shepherd, and a spare's is up before the request), so an error until then kills what the
 /// template forked ([`abandon`]) before the cold start can run the workflow again.
 pub(crate) async fn spawn(
     pool: &Pool,
@@ -39,9 +40,6 @@ pub(crate) async fn spawn(
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (life_r, life_w) = pipe2(OFlag::O_CLOEXEC)?;
-    // Written before the template hears of the execution: the interpreter reads its stdin as
-    // soon as it runs, without waiting for our answer to come back and a writer task to start.
-    let stdin_written = prefill(&in_w, stdin);
     let cwd = match &launch.cwd {
         Some(c) => c.clone(),
         None => std::env::current_dir()?,
@@ -86,10 +84,27 @@ pub(crate) async fn spawn(
         start_time: crate::process::process_start_time(pid),
         warm: true,
     };
+    let pipes = (|| {
+        Ok::<_, std::io::Error>((
+            pipe::Sender::from_owned_fd(in_w)?,
+            pipe::Receiver::from_owned_fd(out_r)?,
+            pipe::Receiver::from_owned_fd(err_r)?,
+        ))
+    })();
+    let (stdin_pipe, stdout_pipe, stderr_pipe) = match pipes {
+        Ok(p) => p,
+        Err(e) => {
+            drop(waiter); // kills the shepherd and reaps it
+            abandon(pid, false);
+            return Err(e);
+        }
+    };
+    // Now, not when a writer task gets to it: the interpreter is waiting for it.
+    let stdin_written = prefill(&stdin_pipe, stdin);
     let proc = Proc::warm(
-        Box::pin(pipe::Sender::from_owned_fd(in_w)?),
-        Box::pin(pipe::Receiver::from_owned_fd(out_r)?),
-        Box::pin(pipe::Receiver::from_owned_fd(err_r)?),
+        Box::pin(stdin_pipe),
+        Box::pin(stdout_pipe),
+        Box::pin(stderr_pipe),
         waiter,
     );
     Ok(Spawned {
@@ -100,16 +115,9 @@ pub(crate) async fn spawn(
     })
 }
 
-/// Writes what of `parts` fits in the pipe now (never blocking); returns how many bytes.
-fn prefill(pipe: &OwnedFd, parts: &[&[u8]]) -> usize {
-    let fd = pipe.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own (tokio's pipe sender keeps it non-blocking).
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-            return 0;
-        }
-    }
+/// Writes what of `parts` fits in the pipe now (never blocking: tokio's sender is
+/// non-blocking); returns how many bytes.
+fn prefill(pipe: &pipe::Sender, parts: &[&[u8]]) -> usize {
     let mut total = 0;
     for part in parts {
         let mut rest = *part;

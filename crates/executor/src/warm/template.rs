@@ -144,13 +144,18 @@ impl Template {
             };
             match Message::of(&msg) {
                 Message::Spare(pid) => self.spares.push(pid),
-                Message::Retired(pid) => {
+                // Only a spare it reported (and we did not hand to an execution or reap).
+                Message::Retired(pid) if self.spares.contains(&pid) => {
                     self.spares.retain(|&p| p != pid);
                     end_spare(pid);
                 }
+                Message::Retired(_) => {}
                 // The answer to a request whose runner gave up waiting (its execution was
                 // dropped as it started): nobody supervises what it started.
-                Message::Answer(n, Some(pid)) if n != i64::from(seq) => end_spare(pid),
+                Message::Answer(n, Some(pid)) if n != i64::from(seq) => {
+                    self.spares.retain(|&p| p != pid);
+                    end_spare(pid);
+                }
                 Message::Answer(n, None) if n != i64::from(seq) => {}
                 Message::Answer(_, Some(pid)) => {
                     // A spare put to use is an execution now: waited for as one.
@@ -181,7 +186,7 @@ impl Template {
     }
 
     async fn receive(&self) -> std::io::Result<Value> {
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 16 << 10];
         loop {
             let mut guard = self.sock.readable().await?;
             let res = guard.try_io(|s| {
@@ -239,7 +244,7 @@ enum Message {
     Answer(i64, Option<i32>),
     /// `{"spare": S}`: it made a spare, S being our child.
     Spare(i32),
-    /// `{"retired": S}`: it killed a spare that could not serve.
+    /// `{"retired": S}`: it let go of a spare that could not serve.
     Retired(i32),
     Other,
 }
@@ -265,7 +270,8 @@ impl Message {
 }
 
 /// Reaps, off the runtime's threads, a spare (or an execution nobody waits for) that the
-/// template reported, if it is our child (a pid the template got wrong is never touched). It
+/// template reported, if it is our child. Each pid comes here once, while not reaped (so not
+/// reused): a spare is taken off the list when it is handed to an execution or ended. It
 /// ends by itself: its shepherd ends its interpreter and reaps it when the template closes its
 /// end of their socket (it retired the spare, or it went away), or when its lifeline closes.
 /// Killed after [`SPARE_ENDS_WITHIN`] if it has not; then its interpreter, orphaned to us, is
@@ -336,7 +342,7 @@ impl Drop for Template {
                 }
             }
             if let Some(s) = &sock {
-                let mut buf = vec![0u8; 4096];
+                let mut buf = vec![0u8; 16 << 10];
                 while let Ok(n) = recv(s.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                     if n == 0 {
                         break;
@@ -345,9 +351,8 @@ impl Drop for Template {
                         continue;
                     };
                     match Message::of(&v) {
-                        Message::Spare(p) | Message::Retired(p) | Message::Answer(_, Some(p)) => {
-                            spares.push(p)
-                        }
+                        Message::Spare(p) | Message::Answer(_, Some(p)) => spares.push(p),
+                        // Its report came first and put it on the list, or it is not ours.
                         _ => {}
                     }
                 }
