@@ -11,13 +11,17 @@ use std::path::Path;
 /// The first line of `runtime/warm/template.py`'s header names it in its `-c` argument.
 const TEMPLATE_MARK: &str = "flowrun warm template";
 
-/// Pids of the warm templates of `parent` (its children running the template source; not the
-/// copy of one a warm start makes, in the moment before it execs the shepherd: that one leads
-/// a session of its own).
+/// Pids of the warm templates of `parent` (its children running the template source, each the
+/// leader of its own process group; not the copy of one a warm start makes, in the moment
+/// before it execs the shepherd: that one is in its template's group until it leads a session
+/// of its own).
 pub(crate) fn templates(parent: i32) -> Vec<i32> {
     faults::children_with(parent, &[TEMPLATE_MARK])
         .into_iter()
-        .filter(|&pid| faults::session(pid) != Some(pid))
+        .filter(|&pid| {
+            let group = faults::proc_stat(pid).map(|(_, _, pgid, _)| pgid);
+            group == Some(pid) && faults::session(pid) != Some(pid)
+        })
         .collect()
 }
 

@@ -22,10 +22,31 @@ pub(crate) fn spares(parent: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The oldest spare shepherd of the server's template (the one the next request gets), once
-/// there is one.
-fn spare(srv: &Server) -> i32 {
-    wait_for("a spare", || spares(srv.pid()).first().copied())
+/// The server's spares once its template has made both, each as (shepherd, interpreter).
+/// (Which one the next request gets is the template's business: the oldest, which pids do not
+/// tell once they wrap.)
+fn ready(srv: &Server) -> Vec<(i32, i32)> {
+    wait_for("two spares", || {
+        let pairs: Vec<(i32, i32)> = spares(srv.pid())
+            .into_iter()
+            .filter_map(|s| {
+                let kids = std::fs::read_to_string(format!("/proc/{s}/task/{s}/children")).ok()?;
+                let kids: Vec<i32> = kids.split_whitespace().flat_map(str::parse).collect();
+                (kids.len() == 1).then(|| (s, kids[0]))
+            })
+            .collect();
+        (pairs.len() == 2).then_some(pairs)
+    })
+}
+
+/// The spare among `ready` that an execution started from.
+#[track_caller]
+fn taken(w: &World, ready: &[(i32, i32)], r: &serde_json::Value) -> (i32, i32) {
+    let pid = recorded_pid(w, r["id"].as_str().unwrap());
+    *ready
+        .iter()
+        .find(|(s, _)| *s == pid)
+        .unwrap_or_else(|| panic!("shepherd {pid} is none of the spares {ready:?}"))
 }
 
 /// The shepherd pid the store recorded for an execution.
@@ -35,17 +56,6 @@ fn recorded_pid(w: &World, id: &str) -> i32 {
             r.get(0)
         })
         .unwrap()
-}
-
-/// Its only child: the interpreter waiting for its execution.
-fn only_child(pid: i32) -> i32 {
-    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-    let kids: Vec<i32> = kids
-        .split_whitespace()
-        .map(|k| k.parse().unwrap())
-        .collect();
-    assert_eq!(kids.len(), 1, "{kids:?}");
-    kids[0]
 }
 
 /// Gone from /proc: ended and reaped (a zombie would still be listed).
@@ -63,18 +73,13 @@ fn the_next_execution_starts_from_the_spare_made_when_one_ended() {
     let first = run_wait(&srv, "quick");
     assert_eq!(first["start"], "warm");
     for _ in 0..3 {
-        let s = spare(&srv);
-        let interpreter = only_child(s);
+        let spares = ready(&srv);
         let r = run_wait(&srv, "quick");
         assert_eq!(r["status"], "success", "{r:#}");
         assert_eq!(r["output"], 42);
         assert_eq!(r["start"], "warm");
-        assert_eq!(
-            recorded_pid(&w, r["id"].as_str().unwrap()),
-            s,
-            "the execution's shepherd is the spare's"
-        );
-        // It ended with its execution, and was reaped.
+        // The execution's shepherd is a spare's, which ended with it and was reaped.
+        let (s, interpreter) = taken(&w, &spares, &r);
         assert_reaped(s);
         assert_reaped(interpreter);
     }
@@ -87,24 +92,24 @@ fn a_spare_serves_only_the_scripts_its_template_had_prepared() {
     w.save("other.json", &code_workflow("other", "return 'other'"));
     let srv = w.serve(&[]);
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
-    let s = spare(&srv);
-    let interpreter = only_child(s);
-    // A script the spare's interpreter does not hold: the spare is retired, and the execution
-    // is forked the ordinary way, with the new script prepared.
+    let spares = ready(&srv);
+    // A script the spares' interpreters do not hold: they are retired, and the execution is
+    // forked the ordinary way, with the new script prepared.
     let r = run_wait(&srv, "other");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["output"], "other");
     assert_eq!(r["start"], "warm");
-    assert_ne!(recorded_pid(&w, r["id"].as_str().unwrap()), s);
-    assert_reaped(s);
-    assert_reaped(interpreter);
-    // The spare made after it holds both.
-    let next = spare(&srv);
-    let r = run_wait(&srv, "other");
-    assert_eq!(recorded_pid(&w, r["id"].as_str().unwrap()), next);
-    let next = spare(&srv);
-    let r = run_wait(&srv, "quick");
-    assert_eq!(recorded_pid(&w, r["id"].as_str().unwrap()), next);
+    let pid = recorded_pid(&w, r["id"].as_str().unwrap());
+    assert!(spares.iter().all(|(s, _)| *s != pid), "{pid} {spares:?}");
+    for (s, interpreter) in spares {
+        assert_reaped(s);
+        assert_reaped(interpreter);
+    }
+    // The spares made after it hold both.
+    let next = ready(&srv);
+    taken(&w, &next, &run_wait(&srv, "other"));
+    let next = ready(&srv);
+    taken(&w, &next, &run_wait(&srv, "quick"));
 }
 
 #[test]
@@ -115,33 +120,37 @@ fn a_retired_or_killed_template_takes_its_spare_with_it() {
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
     let template = templates(srv.pid());
     assert_eq!(template.len(), 1);
-    let s = spare(&srv);
-    let interpreter = only_child(s);
-    // Its template killed: the spare's shepherd sees its socket close and ends what it holds.
+    let spares = ready(&srv);
+    // Its template killed: each spare's shepherd sees its socket close and ends what it holds.
     faults::signal(template[0], nix::sys::signal::Signal::SIGKILL);
-    assert_ends(interpreter);
-    assert_ends(s);
-    // The next execution finds the template gone: a new one serves it, and the old one's spare
-    // is reaped.
+    for &(s, interpreter) in &spares {
+        assert_ends(interpreter);
+        assert_ends(s);
+    }
+    // The next execution finds the template gone: a new one serves it, and the old one's
+    // spares are reaped.
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "warm");
-    assert_reaped(s);
-    assert_reaped(interpreter);
+    for (s, interpreter) in spares {
+        assert_reaped(s);
+        assert_reaped(interpreter);
+    }
     wait_for("no zombie left under the server", || {
         faults::zombie_children(srv.pid()).is_empty().then_some(())
     });
 
     // Retired for being stuck (SIGSTOP: it does not answer): the spare it made goes as well.
-    let s = spare(&srv);
-    let interpreter = only_child(s);
+    let spares = ready(&srv);
     let stuck = templates(srv.pid());
     faults::signal(stuck[0], nix::sys::signal::Signal::SIGSTOP);
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "cold");
-    assert_reaped(s);
-    assert_reaped(interpreter);
+    for (s, interpreter) in spares {
+        assert_reaped(s);
+        assert_reaped(interpreter);
+    }
     wait_for("the stuck template to be gone", || {
         (!templates(srv.pid()).contains(&stuck[0])).then_some(())
     });
@@ -164,11 +173,10 @@ fn a_stop_right_after_a_spare_takes_its_execution_ends_it() {
     // Once, so that the template has the script prepared when it makes the spares below.
     stop(&srv.start("/api/workflows/sleeper/executions", &json!({"trigger": {}})));
     for _ in 0..3 {
-        let s = spare(&srv);
-        let interpreter = only_child(s);
+        let spares = ready(&srv);
         let id = srv.start("/api/workflows/sleeper/executions", &json!({"trigger": {}}));
         stop(&id);
-        assert_eq!(recorded_pid(&w, &id), s);
+        let (s, interpreter) = taken(&w, &spares, &json!({ "id": id }));
         assert_reaped(s);
         assert_reaped(interpreter);
     }
@@ -193,9 +201,9 @@ fn a_compile_warning_is_logged_warm_as_cold() {
         .unwrap()
     };
     let first = run_wait(&srv, "warns");
-    let s = spare(&srv);
+    let spares = ready(&srv);
     let second = run_wait(&srv, "warns");
-    assert_eq!(recorded_pid(&w, second["id"].as_str().unwrap()), s);
+    taken(&w, &spares, &second);
     let cold = Env::new();
     let run = cold.run(&def, "{}", &["--json"]);
     assert_success(&run, "flowrun run warns");
@@ -230,9 +238,9 @@ fn a_large_request_in_any_script_is_given_to_a_spare_as_it_came() {
     let value = "漢".repeat(40_000);
     let srv = w.serve_with(&[], &[("BIG", value.as_str())]);
     assert_eq!(run_wait(&srv, "big")["output"], 40_000);
-    let s = spare(&srv);
+    let spares = ready(&srv);
     let r = run_wait(&srv, "big");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["output"], 40_000);
-    assert_eq!(recorded_pid(&w, r["id"].as_str().unwrap()), s);
+    taken(&w, &spares, &r);
 }

@@ -287,9 +287,15 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-/// `413` with the limit in the message.
+/// `413` with the limit in the message, refused on its `Content-Length`: the body is not read,
+/// so the connection cannot carry another request. `Connection: close` says so, or a client
+/// sends its next request down a connection the server is closing ("peer disconnected": seen
+/// as a flaky `serve_security::error_messages_name_no_cli_flag`).
 pub fn too_large(max: usize) -> Response {
-    crate::api::error::ApiError::too_large(max).into_response()
+    let mut r = crate::api::error::ApiError::too_large(max).into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 #[cfg(test)]
