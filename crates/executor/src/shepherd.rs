@@ -265,22 +265,9 @@ fn adopt(child: Pid, release: Option<RawFd>) -> Pid {
 fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: sock,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&signals.as_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfd entries.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        let Some((_, signalled)) = poll_two(sock, signals) else {
             continue; // EINTR
-        }
+        };
         let mut buf = [0u8; 16];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 4]);
@@ -296,7 +283,7 @@ fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
                 })
                 .collect(),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
-                if fds[1].revents != 0 {
+                if signalled {
                     return None;
                 }
                 continue;
@@ -348,27 +335,14 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
         return End::Exited(status);
     }
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&lifeline),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&signals.as_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfd entries.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
+        let Some((line, signalled)) = poll_two(std::os::fd::AsRawFd::as_raw_fd(&lifeline), signals)
+        else {
             continue; // EINTR
-        }
-        if fds[0].revents != 0 && lifeline_closed(lifeline) {
+        };
+        if line && lifeline_closed(lifeline) {
             return End::LifelineClosed;
         }
-        if fds[1].revents != 0 {
+        if signalled {
             while let Ok(Some(info)) = signals.read_signal() {
                 if info.ssi_signo == Signal::SIGUSR1 as u32 {
                     // A pause request, for the interpreter alone (see the runtime's main).
@@ -383,6 +357,28 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
             }
         }
     }
+}
+
+/// Waits until `fd` or the signalfd is readable (or closed): whether each is, or None when a
+/// signal interrupted the wait.
+fn poll_two(fd: RawFd, signals: &SignalFd) -> Option<(bool, bool)> {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&signals.as_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfd entries.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        return None;
+    }
+    Some((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// Reads the lifeline: true once it is closed (EOF or error).
