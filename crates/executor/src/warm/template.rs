@@ -23,7 +23,12 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// The template's source, run with `-c`: embedded, so nothing is written to disk for it.
-const SOURCE: &str = include_str!("../../../../runtime/warm/template.py");
+/// Its parts, in this order (`template.py` says what each holds).
+const SOURCE: &str = concat!(
+    include_str!("../../../../runtime/warm/template.py"),
+    include_str!("../../../../runtime/warm/spares.py"),
+    include_str!("../../../../runtime/warm/serve.py"),
+);
 
 /// How long a new template may take to import what it preloads and say it is ready. It starts
 /// in a few tens of ms on an idle machine; several seconds means something is wrong (a broken

@@ -1,0 +1,105 @@
+# ---------------------------------------------------------------------------
+# flowrun warm template, part 3: the loop and W's end (runtime/warm/serve.py)
+#
+# Run as one `-c` source after template.py and spares.py: its last lines are
+# where W, the execution, starts running the script.
+# ---------------------------------------------------------------------------
+def _serve(sock):
+    """Answers requests until the runner closes its end.  Returns only in a worker."""
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)  # the runner is gone
+        if msg == b"spare" and not fds:
+            # An execution ended (see _make_spare): the time to make the next ones' spares.
+            while len(_SPARES) < _MAX_SPARES:
+                count = len(_SPARES)
+                spare = _make_spare(sock)
+                if spare is not None:
+                    return _spare_wait(spare)  # in the spare's W only
+                if len(_SPARES) == count:
+                    break  # none can be made
+            continue
+        reply = {}
+        try:
+            req = json.loads(msg.decode("utf-8"))
+            reply["seq"] = req.get("seq")
+            if len(fds) != 4:
+                raise ValueError("expected 4 descriptors, got %d" % len(fds))
+            kind, value = _start(req, msg, fds, sock)
+            if kind == "worker":
+                return value
+            reply["pid"] = value
+        except Exception as e:
+            reply["error"] = ("%s: %s" % (type(e).__name__, e))[:2000]
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps(reply).encode("utf-8"))
+
+
+def _template_main():
+    # A pause request (SIGUSR1, see runtime/core/66_limits.py) that reaches an execution before
+    # its runtime installed the handler is dropped, as in a cold start, not fatal. The shepherd
+    # resets it to the default for itself.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    sock = socket.socket(fileno=3)
+    sock.send(json.dumps({"ready": os.getpid()}).encode("utf-8"))
+    return _serve(sock)
+
+
+def _finish(status):
+    """Ends W the way the interpreter would after the script — non-daemon threads joined,
+    atexit handlers run, streams flushed, the exit status of SystemExit — but with os._exit,
+    since freeing every preloaded module at finalization costs more than the execution."""
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    if status is None:
+        status = 0
+    elif status == "interrupt":
+        status = -signal.SIGINT
+    elif not isinstance(status, int):
+        try:
+            sys.stderr.write(str(status) + "\n")
+        except BaseException:
+            pass
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    if status < 0:
+        # Like the interpreter after an unhandled Ctrl-C: end by the signal itself.
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    os._exit(status & 0xFF)
+
+
+_prepared, _script = _template_main()
+# From here on this process is W, the execution: the prepared script becomes `__main__`, as it
+# is under a cold `python script`, and its last line, `main(WORKFLOW)`, runs right from here, so
+# that the stack a node sees is a cold one's with this file's frame under it.
+sys.modules["__main__"] = _prepared[0]
+del _template_main, _serve, _start
+try:
+    exec(_prepared[1], _prepared[0].__dict__)
+    _status = 0
+except SystemExit as _e:
+    _status = _e.code
+except KeyboardInterrupt:
+    _status = "interrupt"
+except BaseException:
+    _kind, _value, _tb = sys.exc_info()
+    sys.excepthook(_kind, _value, _tb.tb_next)  # from the script's frame on, as cold
+    _status = 1
+_finish(_status)
