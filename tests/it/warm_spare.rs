@@ -58,6 +58,14 @@ fn recorded_pid(w: &World, id: &str) -> i32 {
         .unwrap()
 }
 
+/// Each spare's shepherd and interpreter reaped.
+fn assert_all_reaped(spares: &[(i32, i32)]) {
+    for &(s, interpreter) in spares {
+        assert_reaped(s);
+        assert_reaped(interpreter);
+    }
+}
+
 /// Gone from /proc: ended and reaped (a zombie would still be listed).
 fn assert_reaped(pid: i32) {
     wait_for(&format!("process {pid} to be reaped"), || {
@@ -101,10 +109,7 @@ fn a_spare_serves_only_the_scripts_its_template_had_prepared() {
     assert_eq!(r["start"], "warm");
     let pid = recorded_pid(&w, r["id"].as_str().unwrap());
     assert!(spares.iter().all(|(s, _)| *s != pid), "{pid} {spares:?}");
-    for (s, interpreter) in spares {
-        assert_reaped(s);
-        assert_reaped(interpreter);
-    }
+    assert_all_reaped(&spares);
     // The spares made after it hold both.
     let next = ready(&srv);
     taken(&w, &next, &run_wait(&srv, "other"));
@@ -132,10 +137,7 @@ fn a_retired_or_killed_template_takes_its_spare_with_it() {
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "warm");
-    for (s, interpreter) in spares {
-        assert_reaped(s);
-        assert_reaped(interpreter);
-    }
+    assert_all_reaped(&spares);
     wait_for("no zombie left under the server", || {
         faults::zombie_children(srv.pid()).is_empty().then_some(())
     });
@@ -147,10 +149,7 @@ fn a_retired_or_killed_template_takes_its_spare_with_it() {
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "cold");
-    for (s, interpreter) in spares {
-        assert_reaped(s);
-        assert_reaped(interpreter);
-    }
+    assert_all_reaped(&spares);
     wait_for("the stuck template to be gone", || {
         (!templates(srv.pid()).contains(&stuck[0])).then_some(())
     });
