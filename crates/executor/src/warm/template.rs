@@ -289,16 +289,17 @@ fn end_spare(pid: i32) {
     }
     let s = nix::unistd::Pid::from_raw(pid);
     std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + SPARE_ENDS_WITHIN;
-        while let Ok(WaitStatus::StillAlive) = waitpid(s, Some(WaitPidFlag::WNOHANG)) {
-            if std::time::Instant::now() >= deadline {
-                // Our child, not reaped: its pid and group id cannot have been reused.
-                let _ = nix::sys::signal::killpg(s, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::signal::kill(s, nix::sys::signal::Signal::SIGKILL);
-                let _ = waitpid(s, None);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let reaped = || {
+            !matches!(
+                waitpid(s, Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        };
+        if !ends_within(SPARE_ENDS_WITHIN, reaped) {
+            // Our child, not reaped: its pid and group id cannot have been reused.
+            let _ = nix::sys::signal::killpg(s, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(s, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(s, None);
         }
         // What of its group is left to us: nothing, unless the shepherd died before its
         // interpreter (then that one is re-parented here, the subreaper).
@@ -310,6 +311,21 @@ fn end_spare(pid: i32) {
             }
         }
     });
+}
+
+/// Polls `ended` until it says so (true) or `limit` has passed (false). For the waits of a
+/// thread that must not block for good on a process that does not end.
+fn ends_within(limit: Duration, mut ended: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ended() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// How long a spare may take to end once its template let it go.
@@ -331,19 +347,11 @@ impl Drop for Template {
                     nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Write);
             }
             if let Some(mut child) = child {
-                let deadline = std::time::Instant::now() + Duration::from_secs(1);
-                loop {
-                    match child.try_wait() {
-                        Ok(None) if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(2))
-                        }
-                        Ok(None) => {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            break;
-                        }
-                        _ => break,
-                    }
+                if !ends_within(Duration::from_secs(1), || {
+                    !matches!(child.try_wait(), Ok(None))
+                }) {
+                    let _ = child.kill();
+                    let _ = child.wait();
                 }
             }
             if let Some(s) = &sock {
