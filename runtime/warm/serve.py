@@ -15,14 +15,19 @@ def _serve(sock):
             os._exit(0)
         if not msg:
             os._exit(0)  # the runner is gone
-        if msg == b"spare" and not fds:
-            # An execution ended (see _make_spare): the time to make the next ones' spares.
-            while len(_SPARES) < _MAX_SPARES:
-                count = len(_SPARES)
+        if not fds:
+            # The runner's nudge: an execution ended, the time to make the next ones' spares
+            # (see _make_spare); it names the spares it used or let go of since the last one.
+            try:
+                _MADE.difference_update(json.loads(msg.decode("utf-8"))["gone"])
+            except Exception:
+                continue
+            while len(_MADE) < _MAX_SPARES:
+                count = len(_MADE)
                 spare = _make_spare(sock)
                 if spare is not None:
                     return _spare_wait(spare)  # in the spare's W only
-                if len(_SPARES) == count:
+                if len(_MADE) == count:
                     break  # none can be made
             continue
         reply = {}
@@ -31,7 +36,7 @@ def _serve(sock):
             reply["seq"] = req.get("seq")
             if len(fds) != 4:
                 raise ValueError("expected 4 descriptors, got %d" % len(fds))
-            kind, value = _start(req, msg, fds, sock)
+            kind, value = _start(req, fds, sock)
             if kind == "worker":
                 return value
             reply["pid"] = value

@@ -48,17 +48,19 @@
 # hooks do once what every execution would repeat (compiling code nodes), so
 # a fork starts at main.
 #
-# Spares (spares.py: _make_spare, _use_spare): when the runner says an execution ended
-# (a bare b"spare" message), the template makes executions' S and W ahead of
-# their requests, up to two — S execs the shepherd with `--spare` and waits
-# for the execution's descriptors on a socket, W waits for its request on
-# another — and reports each ({"spare": S}).  A request for a script the
-# oldest spare's W holds goes to it: the shepherd gets the four descriptors, W the request
-# and three of them, and no clone, fork or exec is left between the request
-# and the workflow's first line.  A spare that cannot serve a request is
-# retired (its sockets closed, its shepherd ends W; {"retired": S}) and, if
-# none can, the request is served as below; the runner reaps a spare it is
-# told of once it ends.
+# Spares (spares.py: _make_spare): when the runner says an execution ended (a
+# {"gone": [...]} message naming the spares it used or let go since), the
+# template makes executions' S and W ahead of their requests, up to two in the
+# runner's hands — S execs the shepherd with `--spare` and waits for the
+# execution's descriptors on a socket, W waits for its request on another —
+# and hands both sockets to the runner ({"spare": S, "scripts": [...]}, the
+# scripts W holds prepared).  The runner gives a request for one of those
+# scripts to the spare itself: the shepherd gets the four descriptors, W the
+# request and three of them, and neither the template nor a clone, fork or
+# exec is left between the request and the workflow's first line.  Other
+# requests come here and are served as below; the runner lets go of the
+# spares that do not hold their script (it closes their sockets: the
+# shepherd ends W and exits) and reaps them.
 #
 # The template itself never runs workflow code, so nothing an execution does
 # (globals, sys.modules, environment, cwd, files, threads) can reach the
@@ -120,9 +122,8 @@ _SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHU
                      signal.SIGUSR1)
 
 _MAX_FD = 65536
-_PREPARED = {}  # script path -> (mtime_ns, size, (module, main), serial): see _prepare
+_PREPARED = {}  # script path -> (mtime_ns, size, (module, main)): see _prepare
 _PREPARED_MAX = 16
-_SERIAL = [0]  # bumped each time _prepare loads a script: the serial of its _PREPARED entry
 # (shepherd, program, args) of the last request: what a spare is made with.
 _LAST = None
 _FUNCTION = type(lambda: None)
@@ -155,7 +156,7 @@ def _prepare(path):
     st = os.stat(path)
     hit = _PREPARED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-        return hit[2], hit[3]
+        return hit[2]
     with open(path, "rb") as f:
         data = f.read()
     if path.endswith(".pyc"):
@@ -202,15 +203,14 @@ def _prepare(path):
     _PREPARED.pop(path, None)
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.pop(next(iter(_PREPARED)))
-    _SERIAL[0] += 1
-    _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main), _SERIAL[0])
+    _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main))
     # Objects that exist now are never collected in an execution: a collection there would
     # write to (and so copy) every page that holds one. Unfrozen first, so that the cycles of a
     # module evicted above are collected here rather than kept for good.
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    return (module, main), _SERIAL[0]
+    return (module, main)
 
 
 def _high(fd):
@@ -357,18 +357,14 @@ def _in_s(prepared, req, fds, sock):
         os._exit(70)
 
 
-def _start(req, msg, fds, sock):
-    """In the template: hands the request (`msg`, as the runner sent it) to a spare, or makes S
-    (directly, or through A) and through it W.  Returns ("template", pid of S) in the template
-    and ("worker", ((module, main), script)) in W."""
+def _start(req, fds, sock):
+    """In the template: makes S (directly, or through A) and through it W.  Returns ("template",
+    pid of S) in the template and ("worker", ((module, main), script)) in W."""
     global _LAST
-    prepared, serial = _prepare(req["script"])
+    prepared = _prepare(req["script"])
     # What a spare's shepherd is exec'd with: the interpreter and its flags (not the script,
     # which is the request's).
     _LAST = (req["shepherd"], req["program"], list(req["args"])[:-1])
-    s = _use_spare(msg, fds, serial, sock)
-    if s is not None:
-        return ("template", s)
     s = _clone_parent()
     if s == 0:
         return _in_s(prepared, req, fds, sock)

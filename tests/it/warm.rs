@@ -506,13 +506,23 @@ fn a_template_that_does_not_answer_is_replaced_and_the_execution_starts_cold() {
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
     let first = templates(srv.pid());
     assert_eq!(first.len(), 1);
+    // Its spares, made before it stopped, serve without it (see warm_spare); the execution
+    // after them is the template's to start.
+    crate::warm_spare::ready(&srv);
     faults::signal(first[0], nix::sys::signal::Signal::SIGSTOP);
-    let r = run_wait(&srv, "quick");
-    assert_eq!(r["status"], "success", "{r:#}");
-    assert_eq!(r["output"], 42);
+    let mut starts = Vec::new();
+    let r = loop {
+        let r = run_wait(&srv, "quick");
+        assert_eq!(r["status"], "success", "{r:#}");
+        assert_eq!(r["output"], 42);
+        starts.push(r["start"].clone());
+        if r["start"] != "warm" || starts.len() > 2 {
+            break r;
+        }
+    };
     assert_eq!(
         r["start"], "cold",
-        "a stuck template costs a cold start, not the execution"
+        "a stuck template costs a cold start, not the execution: {starts:?}"
     );
     let r = run_wait(&srv, "quick");
     assert_eq!(r["start"], "warm");

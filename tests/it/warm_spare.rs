@@ -1,12 +1,13 @@
-//! A warm template's spare (`_make_spare` in `runtime/warm/template.py`): the next execution's
-//! shepherd and interpreter, made when an execution ends, serve the next request of a script
-//! they hold; one that cannot is retired, and whatever way a template goes, its spare goes too
-//! and is reaped — `flowrun serve` gathers no process and no zombie. Nothing here is timed.
+//! A warm template's spare (`_make_spare` in `runtime/warm/spares.py`): the next execution's
+//! shepherd and interpreter, made when an execution ends and handed to the runner, serve the
+//! next request of a script they hold; one that cannot is let go, and whatever way a template
+//! goes, its spares go too and are reaped — `flowrun serve` gathers no process and no zombie.
+//! Nothing here is timed.
 
 use crate::support::serve::Server;
 use crate::support::serve::World;
 use crate::support::*;
-use crate::warm::{assert_ends, code_workflow, run_wait, templates};
+use crate::warm::{code_workflow, run_wait, templates};
 use serde_json::json;
 
 /// Live spare shepherds of `parent`: `flowrun __shepherd … --spare …` (whole arguments: the
@@ -23,9 +24,9 @@ pub(crate) fn spares(parent: i32) -> Vec<i32> {
 }
 
 /// The server's spares once its template has made both, each as (shepherd, interpreter).
-/// (Which one the next request gets is the template's business: the oldest, which pids do not
+/// (Which one the next request gets is the runner's business: the oldest, which pids do not
 /// tell once they wrap.)
-fn ready(srv: &Server) -> Vec<(i32, i32)> {
+pub(crate) fn ready(srv: &Server) -> Vec<(i32, i32)> {
     wait_for("two spares", || {
         let pairs: Vec<(i32, i32)> = spares(srv.pid())
             .into_iter()
@@ -101,8 +102,8 @@ fn a_spare_serves_only_the_scripts_its_template_had_prepared() {
     let srv = w.serve(&[]);
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
     let spares = ready(&srv);
-    // A script the spares' interpreters do not hold: they are retired, and the execution is
-    // forked the ordinary way, with the new script prepared.
+    // A script the spares' interpreters do not hold: they are let go, and the execution is
+    // forked by the template, with the new script prepared.
     let r = run_wait(&srv, "other");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["output"], "other");
@@ -126,32 +127,43 @@ fn a_retired_or_killed_template_takes_its_spare_with_it() {
     let template = templates(srv.pid());
     assert_eq!(template.len(), 1);
     let spares = ready(&srv);
-    // Its template killed: each spare's shepherd sees its socket close and ends what it holds.
+    // Its template killed: the next execution finds it gone, a new one serves it, and the old
+    // one's spares, not used, are let go and reaped.
     faults::signal(template[0], nix::sys::signal::Signal::SIGKILL);
-    for &(s, interpreter) in &spares {
-        assert_ends(interpreter);
-        assert_ends(s);
-    }
-    // The next execution finds the template gone: a new one serves it, and the old one's
-    // spares are reaped.
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "warm");
+    assert!(
+        !spares
+            .iter()
+            .any(|&(s, _)| s == recorded_pid(&w, r["id"].as_str().unwrap()))
+    );
     assert_all_reaped(&spares);
     wait_for("no zombie left under the server", || {
         faults::zombie_children(srv.pid()).is_empty().then_some(())
     });
 
-    // Retired for being stuck (SIGSTOP: it does not answer): the spare it made goes as well.
+    // Stuck (SIGSTOP): the spares it made before serve the next two executions (they need
+    // nothing of it); the one after them asks it, gets no answer, and starts cold. Everything
+    // is reaped, and the stuck template is gone.
     let spares = ready(&srv);
     let stuck = templates(srv.pid());
     faults::signal(stuck[0], nix::sys::signal::Signal::SIGSTOP);
+    for _ in 0..2 {
+        let r = run_wait(&srv, "quick");
+        assert_eq!(r["status"], "success", "{r:#}");
+        assert_eq!(r["start"], "warm");
+        taken(&w, &spares, &r);
+    }
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "cold");
     assert_all_reaped(&spares);
     wait_for("the stuck template to be gone", || {
         (!templates(srv.pid()).contains(&stuck[0])).then_some(())
+    });
+    wait_for("no zombie left under the server", || {
+        faults::zombie_children(srv.pid()).is_empty().then_some(())
     });
 }
 

@@ -14,13 +14,15 @@
 //!
 //! When a warm execution ends, its template is told (a nudge, see `spawn::Adopted`) and makes
 //! *spares*, up to two: an execution's shepherd, already exec'd, and its interpreter, already
-//! forked, waiting for a request. The runner writes the execution's stdin as soon as the
-//! execution is its own, in the spawn, not in a task that starts later. So a request for a
-//! script the template had prepared costs no clone, no fork and no exec before the workflow's
-//! first line: on the benchmark workflow, 1-2 ms less than forking on request. Spares are made
+//! forked, each waiting on a socket, both of which the template hands to the runner. A request
+//! for a script a spare holds goes straight to it, without the template; the runner writes the
+//! execution's stdin as soon as the execution is its own, in the spawn, not in a task that
+//! starts later. So such a request costs no message to the template, no clone, no fork and no
+//! exec before the workflow's first line: on the benchmark workflow, 1.5-2.5 ms less than
+//! forking on request. Spares are made
 //! then, and not right after a request is answered, because on two cores their ~2 ms of CPU
 //! each (a clone, a fork, the shepherd's exec) would otherwise be taken from the execution that
-//! is running. The runner reaps the spares it is told of (`template::Template`), used or not,
+//! is running. The runner reaps the spares it holds (`template::Template`), used or not,
 //! however the template goes.
 //!
 //! A template is retired when

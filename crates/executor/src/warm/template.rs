@@ -11,13 +11,14 @@
 //! execution's descriptors attached to the request (`SCM_RIGHTS`).
 
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
 use serde_json::Value;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -55,9 +56,12 @@ pub(crate) struct Template {
     child: Option<std::process::Child>,
     /// Executions started from it.
     pub uses: u32,
-    /// The spares it made (see `_make_spare` in the template) and has not used or retired: the
-    /// runner's children, which nobody else waits for — killed and reaped when it goes.
-    spares: Vec<i32>,
+    /// The spares it made (see `_make_spare` in the template) and handed to us, not used or let
+    /// go yet: their S are the runner's children, which nobody else waits for.
+    spares: Vec<Spare>,
+    /// The spares used or let go since the last nudge: the template counts the spares in our
+    /// hands so as to make no more than two.
+    gone: Arc<Mutex<Vec<i32>>>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
 }
@@ -104,10 +108,11 @@ impl Template {
             child: Some(child),
             uses: 0,
             spares: Vec::new(),
+            gone: Arc::default(),
             base_rss_kib: 0,
         };
         let ready = tokio::time::timeout(READY_WITHIN, t.receive()).await;
-        match ready {
+        match ready.map(|r| r.map(|(v, _fds)| v)) {
             Ok(Ok(v)) if v.get("ready").is_some() => {
                 t.base_rss_kib = rss_kib(t.pid).unwrap_or(0);
                 Ok(t)
@@ -121,7 +126,8 @@ impl Template {
     }
 
     /// Asks for one execution: returns the pid of its shepherd, which is this process's child
-    /// by the time the answer arrives. `fds` are the child's stdin, stdout, stderr and lifeline.
+    /// by the time it returns. `fds` are the child's stdin, stdout and stderr and its lifeline.
+    /// A spare that holds the script takes it directly; otherwise the template forks it.
     pub async fn fork(&mut self, req: &Request<'_>, fds: [RawFd; 4]) -> std::io::Result<i32> {
         let seq = self.uses;
         let body = serde_json::json!({
@@ -136,6 +142,27 @@ impl Template {
         })
         .to_string();
         self.uses += 1;
+        // What the template said since the last request: the spares it made meanwhile.
+        while let Some(msg) = self.receive_now()? {
+            self.take(msg, None);
+        }
+        // Spares that lack the script are of no use to what runs now: let go, so that the next
+        // ones, made with it prepared, take their place.
+        let (fit, unfit): (Vec<Spare>, Vec<Spare>) = std::mem::take(&mut self.spares)
+            .into_iter()
+            .partition(|s| s.scripts.iter().any(|p| p == req.script));
+        self.spares = fit;
+        for spare in unfit {
+            self.let_go(spare);
+        }
+        while !self.spares.is_empty() {
+            let spare = self.spares.remove(0);
+            if spare.give(body.as_bytes(), &fds).is_ok() {
+                self.gone_now(spare.pid);
+                return Ok(spare.pid);
+            }
+            self.let_go(spare);
+        }
         let sent = tokio::time::timeout(ANSWER_WITHIN, self.send(body.as_bytes(), &fds)).await;
         match sent {
             Ok(r) => r?,
@@ -147,31 +174,68 @@ impl Template {
                 Ok(r) => r?,
                 Err(_) => return Err(other("the warm template did not answer in time".into())),
             };
-            match Message::of(&msg) {
-                Message::Spare(pid) => self.spares.push(pid),
-                // Only a spare it reported (and we did not hand to an execution or reap).
-                Message::Retired(pid) if self.spares.contains(&pid) => {
-                    self.spares.retain(|&p| p != pid);
-                    end_spare(pid);
-                }
-                Message::Retired(_) => {}
-                // The answer to a request whose runner gave up waiting (its execution was
-                // dropped as it started): nobody supervises what it started.
-                Message::Answer(n, Some(pid)) if n != i64::from(seq) => {
-                    self.spares.retain(|&p| p != pid);
-                    end_spare(pid);
-                }
-                Message::Answer(n, None) if n != i64::from(seq) => {}
-                Message::Answer(_, Some(pid)) => {
-                    // A spare put to use is an execution now: waited for as one.
-                    self.spares.retain(|&p| p != pid);
-                    return Ok(pid);
-                }
-                Message::Answer(_, None) | Message::Other => {
-                    return Err(other(format!("the warm template answered {msg}")));
-                }
+            if let Some(pid) = self.take(msg, Some(seq)) {
+                return pid;
             }
         }
+    }
+
+    /// Takes in one message of the template's: a spare is kept, the answer to request `seq`
+    /// returned (`Some`); an answer to an earlier request, whose runner gave up waiting (its
+    /// execution was dropped as it started), is ended: nobody supervises what it started.
+    fn take(
+        &mut self,
+        (v, mut fds): (Value, Vec<OwnedFd>),
+        seq: Option<u32>,
+    ) -> Option<std::io::Result<i32>> {
+        match Message::of(&v) {
+            Message::Spare(pid) if fds.len() == 2 => {
+                let h = fds.pop().expect("two");
+                let w = fds.pop().expect("two");
+                let scripts = v["scripts"].as_array().map_or_else(Vec::new, |a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect()
+                });
+                let spare = Spare { pid, scripts, w, h };
+                if self.spares.len() < MAX_SPARES {
+                    self.spares.push(spare);
+                } else {
+                    self.let_go(spare);
+                }
+            }
+            // Without its sockets it cannot be used: they are closed already, so it ends.
+            Message::Spare(pid) => {
+                self.gone_now(pid);
+                end_spare(pid);
+            }
+            Message::Answer(n, pid) if Some(n) != seq.map(i64::from) => {
+                if let Some(pid) = pid {
+                    end_spare(pid);
+                }
+            }
+            Message::Answer(_, Some(pid)) => return Some(Ok(pid)),
+            Message::Answer(_, None) | Message::Other => {
+                return Some(Err(other(format!("the warm template answered {v}"))));
+            }
+        }
+        None
+    }
+
+    /// Lets a spare go: its sockets close, so its shepherd ends its interpreter and exits; S is
+    /// reaped.
+    fn let_go(&self, spare: Spare) {
+        let pid = spare.pid;
+        drop(spare);
+        self.gone_now(pid);
+        end_spare(pid);
+    }
+
+    fn gone_now(&self, pid: i32) {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pid);
     }
 
     async fn send(&self, body: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
@@ -190,28 +254,33 @@ impl Template {
         }
     }
 
-    async fn receive(&self) -> std::io::Result<Value> {
-        let mut buf = vec![0u8; 16 << 10];
+    /// The template's next message, with the descriptors that came with it.
+    async fn receive(&self) -> std::io::Result<(Value, Vec<OwnedFd>)> {
         loop {
             let mut guard = self.sock.readable().await?;
-            let res = guard.try_io(|s| {
-                recv(s.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(std::io::Error::from)
-            });
-            match res {
-                Ok(Ok(0)) => return Err(other("the warm template is gone".into())),
-                Ok(Ok(n)) => {
-                    return serde_json::from_slice(&buf[..n])
-                        .map_err(|e| other(format!("the warm template said nonsense: {e}")));
-                }
-                Ok(Err(e)) => return Err(e),
+            match guard.try_io(|s| receive_from(s.as_raw_fd())) {
+                Ok(r) => return r,
                 Err(_would_block) => continue,
             }
         }
     }
 
+    /// A message the template has sent already, if any.
+    fn receive_now(&self) -> std::io::Result<Option<(Value, Vec<OwnedFd>)>> {
+        match receive_from(self.sock.get_ref().as_raw_fd()) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// What [`Nudge::send`] tells the template through: a copy of our end of its socket.
     pub fn nudge(&self) -> Option<Nudge> {
-        self.sock.get_ref().try_clone().ok().map(Nudge)
+        let sock = self.sock.get_ref().try_clone().ok()?;
+        Some(Nudge {
+            sock,
+            gone: self.gone.clone(),
+        })
     }
 
     /// Is the template process still there (not exited, not a zombie)?
@@ -228,29 +297,92 @@ impl Template {
     }
 }
 
-/// Tells a template that an execution it started has ended: the moment to make the next one's
-/// spare (`_make_spare` in the template), when the machine has room for it.
-pub(crate) struct Nudge(OwnedFd);
+/// Tells a template that an execution it started has ended: the moment to make the next ones'
+/// spares (`_make_spare` in the template), when the machine has room for them; with the spares
+/// used or let go since the last nudge (`{"gone": [S, …]}`).
+pub(crate) struct Nudge {
+    sock: OwnedFd,
+    gone: Arc<Mutex<Vec<i32>>>,
+}
 
 impl Nudge {
-    /// Never blocks nor fails: a template that is gone or busy just makes no spare.
+    /// Never blocks nor fails: a template that is gone or busy just makes no spare (and hears
+    /// of the spares gone with the next nudge).
     pub fn send(self) {
-        let _ = nix::sys::socket::send(
-            self.0.as_raw_fd(),
-            b"spare",
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        let msg = serde_json::json!({ "gone": *gone }).to_string();
+        let sent = nix::sys::socket::send(
+            self.sock.as_raw_fd(),
+            msg.as_bytes(),
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
+        if sent.is_ok() {
+            gone.clear();
+        }
     }
+}
+
+/// The most spares kept per template (the template makes no more than this either).
+const MAX_SPARES: usize = 2;
+
+/// A spare in our hands: S (our child, the shepherd waiting for the execution's descriptors on
+/// `h`) and its W (waiting for the request on `w`), which holds `scripts` prepared. Dropping it
+/// closes both sockets: the shepherd then ends W and exits.
+struct Spare {
+    pid: i32,
+    scripts: Vec<String>,
+    w: OwnedFd,
+    h: OwnedFd,
+}
+
+impl Spare {
+    /// Gives it the execution: the four descriptors to the shepherd first, then the request and
+    /// the first three to W — in this order, so that a W that has its request always has a
+    /// shepherd. Nothing of the workflow runs before its stdin is written (by the caller, after
+    /// this), so after a failure the spare is let go and the same descriptors given to another.
+    fn give(&self, body: &[u8], fds: &[RawFd; 4]) -> std::io::Result<()> {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        for (sock, msg, fds) in [(&self.h, &b"go"[..], &fds[..]), (&self.w, body, &fds[..3])] {
+            let iov = [IoSlice::new(msg)];
+            let cmsg = [ControlMessage::ScmRights(fds)];
+            sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, flags, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// One message from a template's socket (`fd`), with its descriptors (close-on-exec).
+fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), flags)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            // SAFETY: descriptors the kernel just gave us, owned from here on.
+            fds.extend(got.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    let n = msg.bytes;
+    if n == 0 {
+        return Err(other("the warm template is gone".into()));
+    }
+    let v = serde_json::from_slice(&buf[..n])
+        .map_err(|e| other(format!("the warm template said nonsense: {e}")))?;
+    Ok((v, fds))
 }
 
 /// What the template says on its socket.
 enum Message {
     /// `{"seq", "pid"}` or `{"seq", "error"}`: the answer to request `seq`.
     Answer(i64, Option<i32>),
-    /// `{"spare": S}`: it made a spare, S being our child.
+    /// `{"spare": S, "scripts": […]}` with W's and the shepherd's sockets: it made a spare, S
+    /// being our child.
     Spare(i32),
-    /// `{"retired": S}`: it let go of a spare that could not serve.
-    Retired(i32),
     Other,
 }
 
@@ -264,8 +396,6 @@ impl Message {
         };
         if let Some(p) = pid("spare") {
             Message::Spare(p)
-        } else if let Some(p) = pid("retired") {
-            Message::Retired(p)
         } else if let Some(seq) = v.get("seq").and_then(Value::as_i64) {
             Message::Answer(seq, pid("pid"))
         } else {
@@ -333,12 +463,12 @@ const SPARE_ENDS_WITHIN: Duration = Duration::from_secs(5);
 
 impl Drop for Template {
     /// Retiring a template: its socket is shut for writing, so that it ends by itself once it
-    /// has made and reported any spare it was making (killed if it takes more than a second);
-    /// then the spares it reported — read off the socket, also those not read yet — are ended
-    /// and reaped, off the runtime's threads. Executions it started are not its children and
-    /// are not touched.
+    /// has made and sent any spare it was making (killed if it takes more than a second); then
+    /// its spares — those we held and those in messages not read yet — are let go and reaped,
+    /// off the runtime's threads. Executions it started are not its children and are not
+    /// touched.
     fn drop(&mut self) {
-        let mut spares = std::mem::take(&mut self.spares);
+        let mut spares: Vec<i32> = self.spares.drain(..).map(|s| s.pid).collect();
         let child = self.child.take();
         let sock = self.sock.get_ref().try_clone().ok();
         std::thread::spawn(move || {
@@ -355,18 +485,10 @@ impl Drop for Template {
                 }
             }
             if let Some(s) = &sock {
-                let mut buf = vec![0u8; 16 << 10];
-                while let Ok(n) = recv(s.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                    if n == 0 {
-                        break;
-                    }
-                    let Ok(v) = serde_json::from_slice::<Value>(&buf[..n]) else {
-                        continue;
-                    };
-                    match Message::of(&v) {
-                        Message::Spare(p) | Message::Answer(_, Some(p)) => spares.push(p),
-                        // Its report came first and put it on the list, or it is not ours.
-                        _ => {}
+                // Their sockets close as they are read: the spares end.
+                while let Ok((v, _fds)) = receive_from(s.as_raw_fd()) {
+                    if let Message::Spare(p) | Message::Answer(_, Some(p)) = Message::of(&v) {
+                        spares.push(p);
                     }
                 }
             }
