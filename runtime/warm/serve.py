@@ -12,9 +12,9 @@ def _serve(sock):
         except InterruptedError:
             continue
         except OSError:
-            os._exit(0)
+            _end_template()
         if not msg:
-            os._exit(0)  # the runner is gone
+            _end_template()  # the runner is gone, or retired this template
         if not fds:
             # The runner's nudge: an execution ended, the time to make the next ones' spares
             # (see _make_spare); it names the spares it used or let go of since the last one.
@@ -45,6 +45,18 @@ def _serve(sock):
         for fd in fds:
             os.close(fd)
         sock.send(json.dumps(reply).encode("utf-8"))
+
+
+def _end_template():
+    """The runner is done with this template: what it learned goes, and so does it."""
+    if _PAGES_DIR is not None:
+        try:
+            for name in os.listdir(_PAGES_DIR):
+                os.unlink(os.path.join(_PAGES_DIR, name))
+            os.rmdir(_PAGES_DIR)
+        except OSError:
+            pass
+    os._exit(0)
 
 
 def _template_main():
@@ -83,6 +95,7 @@ def _finish(status):
             stream.flush()
         except BaseException:
             pass
+    _learn_pages()
     if status < 0:
         # Like the interpreter after an unhandled Ctrl-C: end by the signal itself.
         signal.signal(-status, signal.SIG_DFL)

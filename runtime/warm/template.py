@@ -111,8 +111,10 @@ try:
     _PRCTL.restype = ctypes.c_int
     _SYSCALL = _LIBC.syscall
     _SYSCALL.restype = ctypes.c_long
+    _MADVISE = _LIBC.madvise
+    _MADVISE.restype = ctypes.c_int
 except Exception:
-    _SYSCALL = _PRCTL = None
+    _SYSCALL = _PRCTL = _MADVISE = None
 # clone's number; its first argument (the flags) is the only one used, the rest are null.  On
 # another architecture S is made through an intermediate process (prctl works everywhere).
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}.get(os.uname().machine)
@@ -204,6 +206,7 @@ def _prepare(path):
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.pop(next(iter(_PREPARED)))
     _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main))
+    _PAGES[1] = _PAGES_DIR and os.path.join(_PAGES_DIR, "pages")  # learn them again (spares.py)
     # Objects that exist now are never collected in an execution: a collection there would
     # write to (and so copy) every page that holds one. Unfrozen first, so that the cycles of a
     # module evicted above are collected here rather than kept for good.

@@ -64,6 +64,9 @@ pub(crate) struct Template {
     gone: Arc<Mutex<Vec<i32>>>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
+    /// Where its executions tell it which pages they write (`_learn_pages` in
+    /// `runtime/warm/spares.py`): private to this user, removed with the template.
+    _pages: Option<tempfile::TempDir>,
 }
 
 impl Template {
@@ -76,7 +79,16 @@ impl Template {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )?;
         let theirs_fd = theirs.as_raw_fd();
+        // Without it (no writable temporary directory) its spares copy nothing ahead.
+        let pages = tempfile::Builder::new()
+            .prefix("flowrun-warm-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .ok();
         let mut cmd = std::process::Command::new(program);
+        if let Some(dir) = &pages {
+            cmd.env("FLOWRUN_WARM_DIR", dir.path());
+        }
         cmd.args(args)
             .arg("-c")
             .arg(SOURCE)
@@ -110,6 +122,7 @@ impl Template {
             spares: Vec::new(),
             gone: Arc::default(),
             base_rss_kib: 0,
+            _pages: pages,
         };
         let ready = tokio::time::timeout(READY_WITHIN, t.receive()).await;
         match ready.map(|r| r.map(|(v, _fds)| v)) {

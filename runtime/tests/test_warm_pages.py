@@ -1,0 +1,74 @@
+"""The warm template's learned pages (runtime/warm/spares.py: _learn_pages, _take_pages,
+_prefault): what one execution writes is read back by the template only where it lies in the
+template's own writable private mappings, whatever the file holds.
+Run: python3 -m unittest discover -s runtime/tests"""
+import os
+import tempfile
+import unittest
+
+WARM = os.path.join(os.path.dirname(__file__), "..", "warm")
+
+
+def template(pages_dir):
+    """template.py and spares.py (serve.py, which starts serving, left out) in a namespace of
+    their own, with FLOWRUN_WARM_DIR as the runner sets it."""
+    os.environ["FLOWRUN_WARM_DIR"] = pages_dir
+    try:
+        source = ""
+        for name in ("template.py", "spares.py"):
+            with open(os.path.join(WARM, name)) as f:
+                source += f.read()
+        ns = {"__name__": "flowrun_warm_test"}
+        exec(compile(source, "template", "exec"), ns)
+        return ns
+    finally:
+        del os.environ["FLOWRUN_WARM_DIR"]
+
+
+class LearnedPages(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.ns = template(self.dir.name)
+        self.path = os.path.join(self.dir.name, "pages")
+        self.ns["_PAGES"][1] = self.path  # as after a script is prepared
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_what_an_execution_learns_the_template_takes_and_a_spare_copies(self):
+        self.ns["_learn_pages"]()
+        self.assertTrue(os.path.exists(self.path))
+        self.ns["_take_pages"]()
+        runs, learning = self.ns["_PAGES"]
+        self.assertIsNone(learning, "learned once per script")
+        self.assertFalse(os.path.exists(self.path), "the file is taken")
+        self.assertGreater(sum(n for _, n in runs), 0)
+        maps = self.ns["_writable_private"]()
+        for lo, n in runs:
+            self.assertTrue(any(a <= lo and lo + n * 4096 <= b for a, b in maps), (lo, n))
+        self.ns["_prefault"]()  # writes nothing visible; must not fail
+
+    def test_a_file_of_anything_else_is_ignored_line_by_line(self):
+        lo, hi = self.ns["_writable_private"]()[0]
+        inside = (lo, 1)
+        lines = [
+            "not hex at all",
+            "1 2 3",
+            "%x 0" % lo,                       # an empty run
+            "%x %x" % (hi, 4),                 # past the mapping's end
+            "10 5",                            # not mapped here
+            "%x %x" % (lo, 1 << 40),           # far too many pages
+            "%x %x" % inside,
+        ]
+        with open(self.path, "wb") as f:
+            f.write(("\n".join(lines) + "\n").encode() + b"\0\xff\xfe 12\n")
+        self.ns["_take_pages"]()
+        self.assertEqual(self.ns["_PAGES"][0], [inside])
+
+    def test_without_a_file_nothing_changes(self):
+        self.ns["_take_pages"]()
+        self.assertEqual(self.ns["_PAGES"], [[], self.path])
+
+
+if __name__ == "__main__":
+    unittest.main()
