@@ -51,9 +51,29 @@ fn problems_text(list: &[InputProblem]) -> String {
 
 /// Checks that the schema compiles.
 pub fn check_schema(schema: &Value) -> Result<(), InputError> {
-    jsonschema::validator_for(schema)
-        .map(|_| ())
-        .map_err(|e| InputError::Schema(e.to_string()))
+    validator(schema).map(|_| ())
+}
+
+/// The schema's validator, built once per process for each schema (`serve` and `test` check
+/// every execution's trigger against its workflow's: building it was most of that work).
+fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, InputError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    const KEEP: usize = 64;
+    let built = BUILT.get_or_init(Mutex::default);
+    let key = schema.to_string();
+    if let Some(v) = crate::lock(built).get(&key) {
+        return Ok(v.clone());
+    }
+    let v =
+        Arc::new(jsonschema::validator_for(schema).map_err(|e| InputError::Schema(e.to_string()))?);
+    let mut built = crate::lock(built);
+    if built.len() >= KEEP {
+        built.clear();
+    }
+    built.insert(key, v.clone());
+    Ok(v)
 }
 
 /// Applies defaults and validates. Messages name the field (`/query`) that is wrong.
@@ -62,8 +82,7 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
         return Ok(data);
     };
     apply_defaults(schema, &mut data);
-    let validator =
-        jsonschema::validator_for(schema).map_err(|e| InputError::Schema(e.to_string()))?;
+    let validator = validator(schema)?;
     let errors: Vec<InputProblem> = validator
         .iter_errors(&data)
         .map(|e| {

@@ -41,9 +41,14 @@ const RUNTIME_CORE: &[(&str, &str)] = core_parts![
 ];
 
 /// The core parts as one text, two blank lines apart like the sections of one Python file.
-fn runtime_core() -> String {
-    let parts: Vec<&str> = RUNTIME_CORE.iter().map(|(_, p)| p.trim_end()).collect();
-    parts.join("\n\n\n")
+/// The runtime's core parts joined, once per process (~40 KB: `serve` and `test` render a
+/// script per execution).
+fn runtime_core() -> &'static str {
+    static CORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CORE.get_or_init(|| {
+        let parts: Vec<&str> = RUNTIME_CORE.iter().map(|(_, p)| p.trim_end()).collect();
+        parts.join("\n\n\n")
+    })
 }
 
 /// Output that replaces a node's execution: a pin from the definition or the command line, or
@@ -125,7 +130,13 @@ pub struct Script {
 /// The flowrun version written into scripts.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn environment() -> Environment<'static> {
+/// The template environment, its template parsed once per process.
+fn environment() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(new_environment)
+}
+
+fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Custom("python"));
     env.set_formatter(|out, state, value| {
@@ -322,7 +333,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
                 version => JValue::from_safe_string(VERSION.to_string()),
                 // Validated as [a-z0-9][a-z0-9_-]*, so it cannot break out of the comment.
                 workflow_id => JValue::from_safe_string(plan.workflow.id.clone()),
-                runtime_core => JValue::from_safe_string(runtime_core()),
+                runtime_core => JValue::from_safe_string(runtime_core().to_string()),
                 node_modules => node_modules,
                 workflow => JValue::from_safe_string(workflow),
             })

@@ -124,9 +124,72 @@ pub fn scan(dir: Option<&Path>) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// The entry for workflow `id` (the first file that has it).
+/// The entry for workflow `id` (the first file that has it, as [`scan`] lists them), loaded
+/// and checked now; the other files are only asked their id ([`id_of`]), so a request for one
+/// workflow costs one compilation however many the directory holds.
 pub fn find(dir: Option<&Path>, id: &str) -> std::io::Result<Option<Entry>> {
-    Ok(scan(dir)?.into_iter().find(|e| e.id == id))
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_workflow_file(p))
+        .collect();
+    files.sort();
+    Ok(files.iter().find(|f| id_of(f) == id).map(|f| load(f)))
+}
+
+/// The id a file's entry has (its workflow's `id`, or its name when it does not parse), parsed
+/// once per version of the file: its size, modification and change times and inode. The id is
+/// the file's own content; what it compiles to may depend on other files (sub-workflows), so
+/// only the id is kept. A file whose change time is under two seconds old is read every time:
+/// two writes of the same size within one tick of the file system's clock have the same stamp
+/// (and the modification time can be set back; the change time cannot).
+fn id_of(path: &Path) -> String {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Mutex, OnceLock};
+    type Stamp = (u64, i64, i64, i64, i64, u64);
+    static IDS: OnceLock<Mutex<HashMap<PathBuf, (Stamp, String)>>> = OnceLock::new();
+    const KEEP: usize = 4096;
+    let settled = |m: &std::fs::Metadata| {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().max(0) as u32);
+        changed
+            .elapsed()
+            .is_ok_and(|age| age >= std::time::Duration::from_secs(2))
+    };
+    let stamp = std::fs::metadata(path).ok().filter(settled).map(|m| {
+        let stamp: Stamp = (
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+        );
+        stamp
+    });
+    let ids = IDS.get_or_init(Mutex::default);
+    let lock = || ids.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(stamp) = stamp
+        && let Some((seen, id)) = lock().get(path)
+        && *seen == stamp
+    {
+        return id.clone();
+    }
+    let id = match flowrun_codegen::load_file(path) {
+        Ok(source) => source.workflow.id,
+        Err(d) => unparsed(path, d).id,
+    };
+    if let Some(stamp) = stamp {
+        let mut ids = lock();
+        if ids.len() >= KEEP {
+            ids.clear();
+        }
+        ids.insert(path.to_path_buf(), (stamp, id.clone()));
+    }
+    id
 }
 
 /// Is `var` set (not empty) in the server's environment?
@@ -212,4 +275,63 @@ pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> V
             .unwrap_or(Value::Null);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, id: &str, pad: &str) {
+        let text = format!(
+            r#"{{"id": "{id}", "nodes": [{{"id": "a", "type": "code", "code": "return 1{pad}"}}]}}"#
+        );
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn find_sees_a_file_change_its_id_and_keeps_the_first_of_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Some(dir.path());
+        write(dir.path(), "a.json", "first", "");
+        write(dir.path(), "b.json", "other", "");
+        assert_eq!(
+            find(d, "first").unwrap().unwrap().file,
+            dir.path().join("a.json")
+        );
+        // Read from what was kept once the file has settled; a change after that, of the same
+        // size and with its modification time set back (an editor or `touch -r` can), is seen
+        // all the same: its change time tells.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(find(d, "first").unwrap().unwrap().id, "first");
+        let mtime = std::fs::metadata(dir.path().join("a.json"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        write(dir.path(), "a.json", "fresh", "");
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("a.json"));
+        f.unwrap().set_modified(mtime).unwrap();
+        assert!(find(d, "first").unwrap().is_none());
+        assert!(find(d, "fresh").unwrap().unwrap().is_valid());
+        // And once that change has settled too.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(find(d, "first").unwrap().is_none());
+        assert!(find(d, "fresh").unwrap().unwrap().is_valid());
+        // A second file with the id: the first in name order is the one, as in `scan`.
+        write(dir.path(), "0.json", "other", " ");
+        let found = find(d, "other").unwrap().unwrap();
+        assert_eq!(found.file, dir.path().join("0.json"));
+        let listed = scan(d).unwrap();
+        assert_eq!(
+            listed.iter().find(|e| e.id == "other").unwrap().file,
+            found.file
+        );
+        // A file that does not parse is found by its name, with its diagnostics.
+        std::fs::write(dir.path().join("broken.json"), "{").unwrap();
+        let broken = find(d, "broken").unwrap().unwrap();
+        assert!(!broken.is_valid());
+        std::fs::remove_file(dir.path().join("a.json")).unwrap();
+        assert!(find(d, "fresh").unwrap().is_none());
+    }
 }

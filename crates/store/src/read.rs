@@ -11,9 +11,8 @@ impl Store {
     pub fn resolve_id(&self, prefix: &str) -> Result<String> {
         let exact: Option<String> = self
             .conn
-            .query_row("SELECT id FROM executions WHERE id = ?1", [prefix], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT id FROM executions WHERE id = ?1")?
+            .query_row([prefix], |r| r.get(0))
             .optional()?;
         if let Some(id) = exact {
             return Ok(id);
@@ -25,9 +24,9 @@ impl Store {
         {
             return Err(StoreError::NotFound(prefix.to_string()));
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id FROM executions WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 6")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM executions WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 6",
+        )?;
         let upper = format!("{prefix}\u{10FFFF}");
         let ids: Vec<String> = stmt
             .query_map(params![prefix, upper], |r| r.get(0))?
@@ -286,11 +285,8 @@ impl Store {
     pub fn snapshot(&self, hash: &str) -> Result<Option<Value>> {
         let text: Option<String> = self
             .conn
-            .query_row(
-                "SELECT definition FROM snapshots WHERE hash = ?1",
-                [hash],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT definition FROM snapshots WHERE hash = ?1")?
+            .query_row([hash], |r| r.get(0))
             .optional()?;
         Ok(text.and_then(|t| stored_json(&t)))
     }
@@ -309,11 +305,10 @@ impl Store {
     pub fn requested(&self, id: &str) -> Result<Option<Request>> {
         let v: Option<(Option<i64>, Option<i64>)> = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT stop_requested_at, pause_requested_at FROM executions WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         Ok(match v {
             Some((Some(_), _)) => Some(Request::Stop),

@@ -19,11 +19,8 @@ impl Store {
     pub fn sub_link(&self, id: &str) -> Result<Option<SubLink>> {
         let row: Option<(Option<String>, Option<i64>)> = self
             .conn
-            .query_row(
-                "SELECT parent_node, parent_item FROM executions WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT parent_node, parent_item FROM executions WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         Ok(row.and_then(|(node, item)| {
             node.map(|parent_node| SubLink {
