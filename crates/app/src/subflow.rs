@@ -30,8 +30,8 @@ pub(crate) fn has_sub_workflows(p: &Prepared) -> bool {
         .any(|n| matches!(n.kind, flowrun_codegen::model::NodeKind::Workflow(_)))
 }
 
-/// Adds what the `workflow` handler needs to the child's environment: this flowrun executable
-/// (the shepherd's), the database, this execution's depth, half the kill grace (so a child
+/// Adds what the `workflow` handler needs to the child's environment: this flowrun executable,
+/// the database, this execution's depth, half the kill grace (so a child
 /// stopped with its parent ends, and is recorded, before the parent's grace runs out), the
 /// timeout and whether the run is offline (`flowrun test --offline`).
 pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
@@ -43,7 +43,7 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     env.retain(|(k, _)| !k.starts_with("FLOWRUN_SUB_"));
     env.push((
         "FLOWRUN_SUB_EXE".into(),
-        spec.launch.shepherd.display().to_string(),
+        crate::runner::flowrun_executable().display().to_string(),
     ));
     let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
     env.push(("FLOWRUN_SUB_DB".into(), db.display().to_string()));
