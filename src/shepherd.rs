@@ -4,6 +4,14 @@
 //! spare ahead of its request, a cold start on the way to the interpreter), and a small binary
 //! maps, relocates and tears down in a fraction of the time of the whole CLI.
 
+/// What `flowrun` looks for in this file before it execs it (see `build.rs`).
+#[used]
+static BUILD: &str = concat!(
+    "flowrun-shepherd-build:",
+    env!("FLOWRUN_SHEPHERD_BUILD"),
+    ";"
+);
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let rest = match args.get(1) {

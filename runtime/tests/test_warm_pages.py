@@ -30,7 +30,9 @@ class LearnedPages(unittest.TestCase):
         self.dir = tempfile.TemporaryDirectory()
         self.ns = template(self.dir.name)
         self.path = os.path.join(self.dir.name, "pages")
-        self.ns["_PAGES"][1] = self.path  # as after a script is prepared
+        # As after a script is prepared.
+        self.ns["_PAGES"][1] = self.path
+        self.ns["_MAPS"][:] = self.ns["_writable_private"]()
 
     def tearDown(self):
         self.dir.cleanup()
@@ -45,7 +47,8 @@ class LearnedPages(unittest.TestCase):
         self.assertGreater(sum(n for _, n in runs), 0)
         maps = self.ns["_writable_private"]()
         for lo, n in runs:
-            self.assertTrue(any(a <= lo and lo + n * 4096 <= b for a, b in maps), (lo, n))
+            self.assertTrue(any(a <= lo and lo + n * self.ns["_PAGE"] <= b for a, b in maps),
+                            (lo, n))
         self.ns["_prefault"]()  # writes nothing visible; must not fail
 
     def test_a_file_of_anything_else_is_ignored_line_by_line(self):
@@ -64,6 +67,27 @@ class LearnedPages(unittest.TestCase):
             f.write(("\n".join(lines) + "\n").encode() + b"\0\xff\xfe 12\n")
         self.ns["_take_pages"]()
         self.assertEqual(self.ns["_PAGES"][0], [inside])
+
+    def test_a_fifo_or_a_link_there_is_not_waited_on_nor_followed(self):
+        os.mkfifo(self.path)
+        self.ns["_take_pages"]()  # would block for good on open() without O_NONBLOCK
+        self.assertEqual(self.ns["_PAGES"], [[], None])
+        target = os.path.join(self.dir.name, "elsewhere")
+        lo, _ = self.ns["_writable_private"]()[0]
+        with open(target, "w") as f:
+            f.write("%x 1\n" % lo)
+        os.symlink(target, self.path)
+        self.ns["_PAGES"][1] = self.path
+        self.ns["_take_pages"]()
+        self.assertEqual(self.ns["_PAGES"][0], [], "a link is not followed")
+
+    def test_an_execution_scans_only_the_templates_mappings(self):
+        self.ns["_MAPS"][:] = self.ns["_MAPS"][:1]
+        self.ns["_learn_pages"]()
+        self.ns["_take_pages"]()
+        lo, hi = self.ns["_MAPS"][0]
+        for start, n in self.ns["_PAGES"][0]:
+            self.assertTrue(lo <= start and start + n * self.ns["_PAGE"] <= hi)
 
     def test_without_a_file_nothing_changes(self):
         self.ns["_take_pages"]()

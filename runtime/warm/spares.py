@@ -104,8 +104,13 @@ def _spare_wait(conn):
 # a file in a private directory the runner made for this template (FLOWRUN_WARM_DIR).
 _PAGES = [[], None]
 _PAGES_DIR = os.environ.get("FLOWRUN_WARM_DIR") or None
-_PAGES_MAX = 16384  # 64 MiB: what a spare may copy ahead at most
-_PAGE = 4096
+if _PAGES_DIR is not None and not os.path.isabs(_PAGES_DIR):
+    _PAGES_DIR = None  # a relative $TMPDIR would be the workflow's directory in W
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PAGES_MAX = (64 << 20) // _PAGE  # what a spare may copy ahead at most
+# The template's own writable private mappings when it last prepared a script: all an execution
+# scans (what lies outside them is not the template's, and a large heap would cost its time).
+_MAPS = []
 
 
 def _writable_private():
@@ -132,7 +137,7 @@ def _learn_pages():
         runs = []
         fd = os.open("/proc/self/pagemap", os.O_RDONLY)
         try:
-            for lo, hi in _writable_private():
+            for lo, hi in _MAPS:
                 data = os.pread(fd, ((hi - lo) // _PAGE) * 8, (lo // _PAGE) * 8)
                 start = None
                 for i, v in enumerate(struct.unpack("%dQ" % (len(data) // 8), data)):
@@ -161,12 +166,19 @@ def _take_pages():
     path = _PAGES[1]
     if path is None:
         return
+    # Workflow code runs in W and may put anything there: a regular file only (not a FIFO to
+    # block on, not a link), read without waiting.
     try:
-        with open(path, "rb") as f:
-            text = f.read(1 << 20)
-        os.unlink(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return
+    try:
+        os.unlink(path)
+        text = os.read(fd, 1 << 20) if _stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return
+    finally:
+        os.close(fd)
     maps = _writable_private()
     runs, total = [], 0
     for line in text.splitlines():

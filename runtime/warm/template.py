@@ -70,6 +70,7 @@
 # Stdlib only, Python 3.9+.
 # ---------------------------------------------------------------------------
 import os
+import stat as _stat
 import sys
 import time
 import _json
@@ -207,6 +208,7 @@ def _prepare(path):
         _PREPARED.pop(next(iter(_PREPARED)))
     _PREPARED[path] = (st.st_mtime_ns, st.st_size, (module, main))
     _PAGES[1] = _PAGES_DIR and os.path.join(_PAGES_DIR, "pages")  # learn them again (spares.py)
+    _MAPS[:] = _writable_private() if _PAGES_DIR else []
     # Objects that exist now are never collected in an execution: a collection there would
     # write to (and so copy) every page that holds one. Unfrozen first, so that the cycles of a
     # module evicted above are collected here rather than kept for good.

@@ -31,6 +31,7 @@ mod serve_page;
 mod serve_security;
 mod serve_stream;
 mod shell;
+mod shepherd_binary;
 mod subworkflows;
 mod validate_errors;
 mod warm;

@@ -130,6 +130,16 @@ fn a_retired_or_killed_template_takes_its_spare_with_it() {
     // Its template killed: the next execution finds it gone, a new one serves it, and the old
     // one's spares, not used, are let go and reaped.
     faults::signal(template[0], nix::sys::signal::Signal::SIGKILL);
+    // Dead (a zombie until the server reaps it): a request that finds it half-dead goes cold.
+    wait_for("the killed template to be dead", || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", template[0]));
+        stat.map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .then_some(())
+    });
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "warm");

@@ -136,7 +136,12 @@ pub fn find(dir: Option<&Path>, id: &str) -> std::io::Result<Option<Entry>> {
         .filter(|p| is_workflow_file(p))
         .collect();
     files.sort();
-    Ok(files.iter().find(|f| id_of(f) == id).map(|f| load(f)))
+    // Loaded again, not from what `id_of` read: the file may have changed in between.
+    Ok(files
+        .iter()
+        .filter(|f| id_of(f) == id)
+        .map(|f| load(f))
+        .find(|e| e.id == id))
 }
 
 /// The id a file's entry has (its workflow's `id`, or its name when it does not parse), parsed
@@ -178,11 +183,13 @@ fn id_of(path: &Path) -> String {
     {
         return id.clone();
     }
-    let id = match flowrun_codegen::load_file(path) {
-        Ok(source) => source.workflow.id,
-        Err(d) => unparsed(path, d).id,
+    // Only a parsed file's id is kept: one that could not be read (no descriptor left, an I/O
+    // error) or parsed is asked again next time.
+    let (id, keep) = match flowrun_codegen::load_file(path) {
+        Ok(source) => (source.workflow.id, true),
+        Err(d) => (unparsed(path, d).id, false),
     };
-    if let Some(stamp) = stamp {
+    if let Some(stamp) = stamp.filter(|_| keep) {
         let mut ids = lock();
         if ids.len() >= KEEP {
             ids.clear();

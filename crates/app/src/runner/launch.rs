@@ -145,9 +145,53 @@ fn shepherd_executable() -> std::path::PathBuf {
                 return me;
             }
             let sibling = me.with_file_name("flowrun-shepherd");
-            if sibling.is_file() { sibling } else { me }
+            if same_build(&sibling) { sibling } else { me }
         })
         .clone()
+}
+
+/// The build mark of the `flowrun-shepherd` this binary goes with (see `build.rs`).
+static SHEPHERD_BUILD: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Says which `flowrun-shepherd` may be used: one whose file holds `mark` (the binary's
+/// `main` calls this first; without it, no other file is used as the shepherd).
+pub fn use_shepherd_built_as(mark: &'static str) {
+    let _ = SHEPHERD_BUILD.set(mark);
+}
+
+/// Is `file` an executable `flowrun-shepherd` of this build? Read once per process, in pieces,
+/// up to the mark (in its read-only data, before any debug information): ~0.5 MB at most for a
+/// release build, and never more than a piece in memory.
+fn same_build(file: &std::path::Path) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mark) = SHEPHERD_BUILD.get().map(|m| m.as_bytes()) else {
+        return false;
+    };
+    let executable =
+        std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !executable {
+        return false;
+    }
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return false;
+    };
+    let finder = memchr::memmem::Finder::new(mark);
+    let mut buf = vec![0u8; 64 << 10];
+    // What the last piece ended with: the mark may straddle two pieces.
+    let mut kept = 0;
+    loop {
+        let n = match f.read(&mut buf[kept..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let end = kept + n;
+        if finder.find(&buf[..end]).is_some() {
+            return true;
+        }
+        kept = (mark.len() - 1).min(end);
+        buf.copy_within(end - kept..end, 0);
+    }
 }
 
 /// The `flowrun` executable (a `workflow` node's child runner starts it again):

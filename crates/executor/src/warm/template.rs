@@ -86,9 +86,10 @@ impl Template {
             .tempdir()
             .ok();
         let mut cmd = std::process::Command::new(program);
-        if let Some(dir) = &pages {
-            cmd.env("FLOWRUN_WARM_DIR", dir.path());
-        }
+        match &pages {
+            Some(dir) => cmd.env("FLOWRUN_WARM_DIR", dir.path()),
+            None => cmd.env_remove("FLOWRUN_WARM_DIR"),
+        };
         cmd.args(args)
             .arg("-c")
             .arg(SOURCE)
