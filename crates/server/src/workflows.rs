@@ -93,11 +93,7 @@ pub fn scan(dir: Option<&Path>) -> std::io::Result<Vec<Entry>> {
     let Some(dir) = dir else {
         return Ok(Vec::new());
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_workflow_file(p))
-        .collect();
-    files.sort();
+    let files = workflow_files(dir)?;
     let mut seen: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
     let mut first_file: Vec<(String, PathBuf)> = Vec::new();
@@ -124,6 +120,17 @@ pub fn scan(dir: Option<&Path>) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// The workflow files of `dir`, in name order: the order [`scan`] lists them in, and the first
+/// of two with one id is the one that counts.
+fn workflow_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_workflow_file(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The entry for workflow `id` (the first file that has it, as [`scan`] lists them), loaded
 /// and checked now; the other files are only asked their id ([`id_of`]), so a request for one
 /// workflow costs one compilation however many the directory holds.
@@ -131,11 +138,7 @@ pub fn find(dir: Option<&Path>, id: &str) -> std::io::Result<Option<Entry>> {
     let Some(dir) = dir else {
         return Ok(None);
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_workflow_file(p))
-        .collect();
-    files.sort();
+    let files = workflow_files(dir)?;
     // Loaded again, not from what `id_of` read: the file may have changed in between.
     Ok(files
         .iter()
