@@ -57,23 +57,13 @@ pub fn check_schema(schema: &Value) -> Result<(), InputError> {
 /// The schema's validator, built once per process for each schema (`serve` and `test` check
 /// every execution's trigger against its workflow's: building it was most of that work).
 fn validator(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, InputError> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    static BUILT: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
-    const KEEP: usize = 64;
-    let built = BUILT.get_or_init(Mutex::default);
-    let key = schema.to_string();
-    if let Some(v) = crate::lock(built).get(&key) {
-        return Ok(v.clone());
-    }
-    let v =
-        Arc::new(jsonschema::validator_for(schema).map_err(|e| InputError::Schema(e.to_string()))?);
-    let mut built = crate::lock(built);
-    if built.len() >= KEEP {
-        built.clear();
-    }
-    built.insert(key, v.clone());
-    Ok(v)
+    static BUILT: crate::shared::Memo<std::sync::Arc<jsonschema::Validator>> =
+        crate::shared::Memo::new(64);
+    BUILT.get_or(&schema.to_string(), || {
+        jsonschema::validator_for(schema)
+            .map(std::sync::Arc::new)
+            .map_err(|e| InputError::Schema(e.to_string()))
+    })
 }
 
 /// Applies defaults and validates. Messages name the field (`/query`) that is wrong.

@@ -55,27 +55,20 @@ pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
 /// process (`serve` answers every `?wait=true` with a record: compiling the definition again
 /// each time was a tenth of its work per execution).
 pub fn plan_json(store: &Store, e: &Execution) -> Option<Value> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static PLANS: OnceLock<Mutex<HashMap<String, Value>>> = OnceLock::new();
-    const KEEP: usize = 256;
-    let plans = PLANS.get_or_init(Mutex::default);
-    if let Some(p) = crate::lock(plans).get(&e.snapshot_hash) {
-        return Some(p.clone());
-    }
-    let definition = store.snapshot(&e.snapshot_hash).ok()??;
-    let source = flowrun_codegen::source::from_value(definition, "<snapshot>").ok()?;
-    let plan = flowrun_codegen::compile_shallow(&source).ok()?;
-    let plan: Value = plan
-        .ordered_nodes()
-        .map(|n| json!({"id": n.id, "type": n.kind.type_name(), "name": n.name}))
-        .collect();
-    let mut plans = crate::lock(plans);
-    if plans.len() >= KEEP {
-        plans.clear();
-    }
-    plans.insert(e.snapshot_hash.clone(), plan.clone());
-    Some(plan)
+    static PLANS: crate::shared::Memo<Value> = crate::shared::Memo::new(256);
+    PLANS
+        .get_or(&e.snapshot_hash, || {
+            let definition = store.snapshot(&e.snapshot_hash).ok().flatten().ok_or(())?;
+            let source =
+                flowrun_codegen::source::from_value(definition, "<snapshot>").map_err(|_| ())?;
+            let plan = flowrun_codegen::compile_shallow(&source).map_err(|_| ())?;
+            Ok::<Value, ()>(
+                plan.ordered_nodes()
+                    .map(|n| json!({"id": n.id, "type": n.kind.type_name(), "name": n.name}))
+                    .collect(),
+            )
+        })
+        .ok()
 }
 
 /// `nodes` in plan order, with a `pending` entry for each planned node without a row.

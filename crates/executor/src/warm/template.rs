@@ -421,8 +421,9 @@ impl Message {
 /// Reaps, off the runtime's threads, a spare (or an execution nobody waits for) that the
 /// template reported, if it is our child. Each pid comes here once, while not reaped (so not
 /// reused): a spare is taken off the list when it is handed to an execution or ended. It
-/// ends by itself: its shepherd ends its interpreter and reaps it when the template closes its
-/// end of their socket (it retired the spare, or it went away), or when its lifeline closes.
+/// ends by itself: its shepherd ends its interpreter and reaps it when the runner drops its
+/// end of their socket (the spare was let go, or its template retired), or when its lifeline
+/// closes.
 /// Killed after [`SPARE_ENDS_WITHIN`] if it has not; then its interpreter, orphaned to us, is
 /// reaped too.
 fn end_spare(pid: i32) {
