@@ -6,7 +6,7 @@
 //! the trigger and earlier nodes through templates, so validation and ordering have real edges
 //! to check. Run: `cargo bench --bench codegen` (or `bench/run.sh`).
 
-use flowrun_codegen::{Format, RenderOptions, compile, parse_str, render};
+use flowrun_codegen::{Format, RenderOptions, compile, parse_str, render_fresh};
 use serde_json::{Value, json};
 
 fn main() {
@@ -14,7 +14,7 @@ fn main() {
     let text = workflow(500);
     let source = parse_str(&text, Format::Json, "w500.json").expect("w500 parses");
     let plan = compile(&source).expect("w500 validates");
-    let script = render(&plan, &RenderOptions::default());
+    let script = render_fresh(&plan, &RenderOptions::default());
     assert!(script.text.len() > 10_000);
     divan::main();
 }
@@ -84,7 +84,7 @@ fn codegen_500_nodes(b: divan::Bencher) {
     b.bench(|| {
         let source = parse_str(divan::black_box(&text), Format::Json, "w500.json").expect("parses");
         let plan = compile(&source).expect("validates");
-        render(&plan, &RenderOptions::default())
+        render_fresh(&plan, &RenderOptions::default())
     });
 }
 
@@ -108,6 +108,6 @@ mod steps {
     fn render_script(b: divan::Bencher) {
         let source = parse_str(&workflow(500), Format::Json, "w500.json").expect("parses");
         let plan = compile(&source).expect("validates");
-        b.bench(|| render(divan::black_box(&plan), &RenderOptions::default()));
+        b.bench(|| render_fresh(divan::black_box(&plan), &RenderOptions::default()));
     }
 }

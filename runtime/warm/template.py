@@ -114,8 +114,9 @@ try:
     _SYSCALL.restype = ctypes.c_long
     _MADVISE = _LIBC.madvise
     _MADVISE.restype = ctypes.c_int
+    _CLEARENV = _LIBC.clearenv
 except Exception:
-    _SYSCALL = _PRCTL = _MADVISE = None
+    _SYSCALL = _PRCTL = _MADVISE = _CLEARENV = None
 # clone's number; its first argument (the flags) is the only one used, the rest are null.  On
 # another architecture S is made through an intermediate process (prctl works everywhere).
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}.get(os.uname().machine)
@@ -319,8 +320,7 @@ def _worker_setup(req, fds, keep):
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    os.environ.clear()
-    os.environ.update(dict(req["env"]))
+    _replace_environ(req["env"])
     time.tzset()
     if req.get("cwd"):
         os.chdir(req["cwd"])
@@ -332,6 +332,24 @@ def _worker_setup(req, fds, keep):
         rnd.seed()
     sys.argv = [req["script"]]
     return req["script"]
+
+
+def _replace_environ(pairs):
+    """os.environ and the C environment become exactly `pairs`, in their order (a name given
+    twice keeps its first place and its last value, as dict() does).  os.environ.clear() would
+    unsetenv the template's variables one at a time, each a scan of the C array: ~0.15 ms of
+    W's start with a shell's forty.  clearenv drops them all at once; os.putenv checks each new
+    one as os.environ would (a NUL or a '=' in a name raises).  Without ctypes: clear()."""
+    if _CLEARENV is None:
+        os.environ.clear()
+        os.environ.update(dict(pairs))
+        return
+    _CLEARENV()
+    data = os.environ._data
+    data.clear()
+    for name, value in pairs:
+        os.putenv(name, value)
+        data[os.environ.encodekey(name)] = os.environ.encodevalue(value)
 
 
 def _clone_parent():

@@ -33,7 +33,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;
-pub use render::{Pin, PinStatus, RenderOptions, Script, render};
+pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh};
 pub use source::{Format, MAX_FILE_BYTES, Source, load_file, parse_str};
 
 /// Parses and validates, with every diagnostic located in the file.

@@ -6,6 +6,7 @@
 //! are the only values marked safe. Both the template and the runtime are embedded at build time.
 
 use crate::mock::{Mock, makes_requests};
+use crate::node_types::NodeType;
 use crate::plan::Plan;
 use crate::pyliteral::{self, Data, dict};
 use minijinja::value::Value as JValue;
@@ -13,7 +14,7 @@ use minijinja::{AutoEscape, Environment, context};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 const SCRIPT_TEMPLATE: &str = include_str!("../../../templates/script.py.j2");
 /// `(file name, text)` of each part of the runtime core, `runtime/core/*.py`.
@@ -310,12 +311,60 @@ fn reused_items(items: Option<&BTreeMap<usize, Pin>>) -> Data {
     }
 }
 
+/// Scripts rendered lately, by all they are made of: the workflow's id, the node types whose
+/// runtime they carry and the workflow literal. `flowrun serve` and `flowrun test` render the
+/// same workflow for every execution, and filling the template and hashing its ~100 KB were
+/// most of that work (~0.15 ms a request); the literal is made every time, so a changed
+/// workflow, sub-workflow or option is a different key. Emptied at [`RENDERED_KEEP`] entries.
+static RENDERED: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Script>>> =
+    std::sync::OnceLock::new();
+const RENDERED_KEEP: usize = 16;
+
 /// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.
+/// The same script again comes from [`RENDERED`].
 pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
+    let (key, literal_at, types) = render_key(plan, options);
+    let kept = RENDERED.get_or_init(Default::default);
+    let lock = || {
+        kept.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(script) = lock().get(&key) {
+        return script.clone();
+    }
+    let script = render_template(plan, &types, &key[literal_at..]);
+    let mut kept = lock();
+    if kept.len() >= RENDERED_KEEP {
+        kept.clear();
+    }
+    kept.insert(key, script.clone());
+    script
+}
+
+/// [`render`] without what was rendered before: what a benchmark of rendering measures.
+pub fn render_fresh(plan: &Plan, options: &RenderOptions) -> Script {
+    let (key, literal_at, types) = render_key(plan, options);
+    render_template(plan, &types, &key[literal_at..])
+}
+
+/// The key of [`RENDERED`], where the workflow literal starts in it, and the node types.
+fn render_key(plan: &Plan, options: &RenderOptions) -> (String, usize, Vec<NodeType>) {
+    let types = plan.used_node_types();
+    let mut key = plan.workflow.id.clone();
+    for t in &types {
+        key.push(' ');
+        key.push_str(t.name());
+    }
+    key.push('\n');
+    let literal_at = key.len();
+    pyliteral::emit(&workflow_data(plan, options), 0, &mut key);
+    (key, literal_at, types)
+}
+
+fn render_template(plan: &Plan, types: &[NodeType], workflow: &str) -> Script {
     let env = environment();
-    let node_modules: Vec<JValue> = plan
-        .used_node_types()
-        .into_iter()
+    let node_modules: Vec<JValue> = types
+        .iter()
         .map(|t| {
             // Type names are flowrun's own constants: printed as they are in comments.
             context! {
@@ -324,8 +373,6 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
             }
         })
         .collect();
-    let mut workflow = String::new();
-    pyliteral::emit(&workflow_data(plan, options), 0, &mut workflow);
     let text = env
         .get_template("script.py")
         .and_then(|t| {
@@ -335,7 +382,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
                 workflow_id => JValue::from_safe_string(plan.workflow.id.clone()),
                 runtime_core => JValue::from_safe_string(runtime_core().to_string()),
                 node_modules => node_modules,
-                workflow => JValue::from_safe_string(workflow),
+                workflow => JValue::from_safe_string(workflow.to_string()),
             })
         })
         .expect("the script template renders");
@@ -360,6 +407,42 @@ pub fn definition_hash(definition: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_script_rendered_again_is_the_same_and_a_change_is_never_served_stale() {
+        let plan_of = |value: &str| {
+            let source = crate::source::from_value(
+                serde_json::json!({"id": "w", "nodes": [
+                    {"id": "a", "type": "set", "fields": {"v": value}},
+                ]}),
+                "<test>",
+            )
+            .unwrap();
+            crate::compile(&source).unwrap()
+        };
+        let (one, two) = (plan_of("one"), plan_of("two"));
+        let none = RenderOptions::default();
+        let first = render(&one, &none);
+        assert_eq!(first.text, render_fresh(&one, &none).text);
+        let again = render(&one, &none);
+        assert_eq!((&again.text, &again.sha256), (&first.text, &first.sha256));
+        // Another definition, other options: other scripts, each as rendered afresh.
+        let other = render(&two, &none);
+        assert_ne!(other.sha256, first.sha256);
+        assert!(other.text.contains("'two'") && !other.text.contains("'one'"));
+        let limited = RenderOptions {
+            max_cost_usd: Some(1.5),
+            ..RenderOptions::default()
+        };
+        let changed = render(&one, &limited);
+        assert_ne!(changed.sha256, first.sha256);
+        assert_eq!(changed.text, render_fresh(&one, &limited).text);
+        // Past the bound it starts over, and still renders right.
+        for i in 0..RENDERED_KEEP + 2 {
+            let plan = plan_of(&format!("v{i}"));
+            assert_eq!(render(&plan, &none).text, render_fresh(&plan, &none).text);
+        }
+    }
 
     #[test]
     fn pin_status_is_typed_with_the_same_names() {

@@ -116,16 +116,20 @@ pub async fn execute(
     st.sink.spawned(&info);
 
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let writer = tokio::spawn(async move {
-        // What the spawn did not put in the pipe already. A child that exits without reading
-        // stdin closes the pipe: that is not our error.
-        let mut skip = stdin_written;
-        for part in [nonce_line.as_bytes(), &trigger[..]] {
-            let done = skip.min(part.len());
-            skip -= done;
-            let _ = stdin.write_all(&part[done..]).await;
-        }
-        let _ = stdin.shutdown().await;
+    // All of it in the pipe already (a warm start's spawn writes what fits): closed now, so the
+    // child reads its end at once rather than when a writer task gets to run.
+    let writer = (stdin_written < nonce_line.len() + trigger.len()).then(|| {
+        tokio::spawn(async move {
+            // What the spawn did not put in the pipe already. A child that exits without
+            // reading stdin closes the pipe: that is not our error.
+            let mut skip = stdin_written;
+            for part in [nonce_line.as_bytes(), &trigger[..]] {
+                let done = skip.min(part.len());
+                skip -= done;
+                let _ = stdin.write_all(&part[done..]).await;
+            }
+            let _ = stdin.shutdown().await;
+        })
     });
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
     let budget = crate::read::budget();
@@ -238,7 +242,9 @@ pub async fn execute(
             }
         }
     }
-    writer.abort();
+    if let Some(writer) = writer {
+        writer.abort();
+    }
     // Nothing of the group outlives the execution, however it ended (the shepherd has ended the
     // rest of the tree before it exited).
     drop(lifeline);
