@@ -214,13 +214,11 @@ impl Sink for Recorder {
             ts,
             data: serde_json::to_string(&env.event).expect("events serialize"),
         });
-        // A node's end and the execution's are written at once (a crash right after loses
-        // nothing); everything else waits for the executor's `flush`, which comes as soon as no
-        // output is pending — so a fast node's start and end share one transaction.
-        let boundary = matches!(
-            env.event,
-            Event::NodeEnd { .. } | Event::ExecutionEnd { .. }
-        );
+        // The execution's end is written at once; everything else, nodes' ends included, waits
+        // for the executor's `flush`, which comes as soon as it has handled all the output that
+        // was there to read — so the nodes that ended within one read of the child's output
+        // share one transaction, and none waits longer than that read.
+        let boundary = matches!(env.event, Event::ExecutionEnd { .. });
         if boundary || self.pending.len() >= BATCH {
             self.write_pending();
         }

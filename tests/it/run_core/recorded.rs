@@ -298,3 +298,46 @@ fn yaml_example_runs() {
         Some(json!({"branch": "review", "decision": "review"}))
     );
 }
+
+/// A node's end is in the store while the node after it still runs and keeps printing: ends are
+/// written as soon as the runner has handled what there was to read, not with the execution's.
+#[test]
+fn a_nodes_end_is_recorded_while_the_next_node_runs_and_prints() {
+    let env = Env::new();
+    let gate = env.path("gate");
+    let code = format!(
+        "import os, time\nwhile not os.path.exists({gate:?}):\n    print('waiting', flush=True)\n    time.sleep(0.05)\nreturn {{'through': True}}",
+        gate = gate.display().to_string()
+    );
+    let file = env.write_workflow(
+        "gated.json",
+        &json!({"id": "gated", "nodes": [
+            {"id": "trigger", "type": "trigger"},
+            {"id": "first", "type": "set", "fields": {"x": 1}},
+            {"id": "gate", "type": "code", "code": code},
+        ]}),
+    );
+    let mut child = env
+        .command()
+        .arg("run")
+        .arg(&file)
+        .args(["--input", "{}"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the execution's row", || {
+        env.try_execution_ids().and_then(|ids| ids.first().cloned())
+    });
+    let first = wait_for("first's end in the store while gate runs", || {
+        let rows = env.nodes(&id);
+        let gate = rows.iter().find(|n| n.node_id == "gate")?;
+        let first = rows.iter().find(|n| n.node_id == "first")?;
+        (gate.status == "running" && first.status == "success").then(|| first.clone())
+    });
+    assert_eq!(first.output, Some(json!({"x": 1})));
+    assert_eq!(env.execution(&id).status, "running");
+    std::fs::write(&gate, "").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(env.node(&id, "gate").status, "success");
+}
