@@ -81,29 +81,55 @@ pub(crate) fn dict<const N: usize>(entries: [(&str, Data); N]) -> Data {
     )
 }
 
+/// The bytes a string literal holds as they are: printable ASCII but the quote and backslash.
+static AS_IT_IS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        table[b as usize] = b != b'\\' && b != b'\'';
+        b += 1;
+    }
+    table
+};
+
 /// Writes `s` as a Python string literal in single quotes.
 pub fn string(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.reserve(s.len() + 2);
     out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            ' '..='~' => out.push(c),
-            c if !c.is_ascii() && c.is_alphanumeric() => out.push(c),
-            c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
+    let mut rest = s;
+    while !rest.is_empty() {
+        // The longest run that is written as it is: printable ASCII but the quote and the
+        // backslash (most of every string), copied at once rather than a char at a time.
+        let plain = rest
+            .bytes()
+            .position(|b| !AS_IT_IS[b as usize])
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..plain]);
+        rest = &rest[plain..];
+        let Some(c) = rest.chars().next() else {
+            break;
+        };
+        rest = &rest[c.len_utf8()..];
+        let _ = match c {
+            '\\' => out.write_str("\\\\"),
+            '\'' => out.write_str("\\'"),
+            '\n' => out.write_str("\\n"),
+            '\r' => out.write_str("\\r"),
+            '\t' => out.write_str("\\t"),
+            c if !c.is_ascii() && c.is_alphanumeric() => out.write_char(c),
+            c if (c as u32) <= 0xff => write!(out, "\\x{:02x}", c as u32),
+            c if (c as u32) <= 0xffff => write!(out, "\\u{:04x}", c as u32),
+            c => write!(out, "\\U{:08x}", c as u32),
+        };
     }
     out.push('\'');
 }
 
 fn number(n: &serde_json::Number, out: &mut String) {
+    use std::fmt::Write;
     // JSON numbers are valid Python numbers as serde_json prints them (`1`, `-2.5`, `1e-07`).
-    out.push_str(&n.to_string());
+    let _ = write!(out, "{n}");
 }
 
 /// The literal on one line.
@@ -233,6 +259,35 @@ mod tests {
         assert_eq!(lit("\u{1F600}"), r"'\U0001f600'");
         assert_eq!(lit("héllo 日本"), "'héllo 日本'");
         assert_eq!(lit("'''\"\"\""), r#"'\'\'\'"""'"#);
+    }
+
+    /// What `string` writes, one char at a time: the rule it must keep when it copies runs.
+    fn by_char(s: &str) -> String {
+        let mut out = String::from("'");
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                ' '..='~' => out.push(c),
+                c if !c.is_ascii() && c.is_alphanumeric() => out.push(c),
+                c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push_str(&format!("\\U{:08x}", c as u32)),
+            }
+        }
+        out.push('\'');
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn runs_are_written_as_each_char_would_be(s in "(?s).{0,40}", t in "[ -~\\\\'\n]{0,40}") {
+            proptest::prop_assert_eq!(lit(&s), by_char(&s));
+            proptest::prop_assert_eq!(lit(&t), by_char(&t));
+        }
     }
 
     #[test]
