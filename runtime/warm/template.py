@@ -114,9 +114,12 @@ try:
     _SYSCALL.restype = ctypes.c_long
     _MADVISE = _LIBC.madvise
     _MADVISE.restype = ctypes.c_int
-    _CLEARENV = _LIBC.clearenv
 except Exception:
-    _SYSCALL = _PRCTL = _MADVISE = _CLEARENV = None
+    _SYSCALL = _PRCTL = _MADVISE = None
+try:
+    _CLEARENV = _LIBC.clearenv  # glibc and musl have it; a libc without it costs only speed
+except Exception:
+    _CLEARENV = None
 # clone's number; its first argument (the flags) is the only one used, the rest are null.  On
 # another architecture S is made through an intermediate process (prctl works everywhere).
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}.get(os.uname().machine)

@@ -514,3 +514,42 @@ fn record_from_keeps_the_failed_attempts_of_a_retried_node() {
     assert_eq!(env.node(&replay, "get").attempt, 2, "the retry is replayed");
     assert_eq!(server.requests().len(), 2, "the replay made no request");
 }
+
+/// A variable name with '=' (which a cold child would see as another variable, and a warm one
+/// could not be given) is refused before anything starts, warm and cold alike, with what is
+/// wrong; a value with '=' is fine.
+#[test]
+fn an_environment_name_with_an_equals_sign_is_refused_warm_and_cold_alike() {
+    let env = Env::new();
+    env.write_workflow(
+        "e.json",
+        &json!({"id": "e", "nodes": [
+            {"id": "trigger", "type": "trigger"},
+            {"id": "c", "type": "code", "code": "import os\nreturn {'a': os.environ.get('A')}"},
+        ]}),
+    );
+    env.write_file(
+        "e.test.yaml",
+        "workflow: ./e.json\ncases:\n  - name: bad name\n    env: { \"A=B\": x }\n    expect: { status: success }\n  - name: good\n    env: { A: \"B=x\" }\n    expect:\n      output.a: \"B=x\"\n",
+    );
+    let dir = env.path(".");
+    let dir = dir.to_str().unwrap();
+    for mode in [&[][..], &["--cold"][..]] {
+        let mut args = vec![dir];
+        args.extend_from_slice(mode);
+        let (code, report, err) = test_json(&env, &args, &[]);
+        assert_eq!(code, 1, "{mode:?}: {report:#}\n{err}");
+        assert_eq!(
+            case(&report, "good")["verdict"],
+            "passed",
+            "{mode:?}: {report:#}"
+        );
+        let bad = case(&report, "bad name");
+        assert_ne!(bad["verdict"], "passed", "{mode:?}: {report:#}");
+        assert!(
+            bad.to_string()
+                .contains("cannot be passed as an environment variable"),
+            "{mode:?}: {bad:#}"
+        );
+    }
+}

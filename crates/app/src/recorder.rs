@@ -1,8 +1,10 @@
 //! The sink that records an execution in the store as it happens.
 //!
-//! Node rows and events are batched and written when the executor has nothing else pending, or
-//! at node boundaries, so a flood of log lines costs one transaction per batch while a crash
-//! still loses nothing that was flushed.
+//! Node rows and events are batched and written when the executor has handled all the output
+//! there was to read, every 512 writes, and at the execution's end: a flood of log lines costs
+//! one transaction per batch, the nodes that ended within one read share one, and a node's end
+//! is in the store while the next node runs. A crash of the runner loses at most the batch it
+//! was handling; recovery ends what it left running.
 
 use crate::SharedStore;
 use flowrun_codegen::model::NodeKind;

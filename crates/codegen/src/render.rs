@@ -315,10 +315,17 @@ fn reused_items(items: Option<&BTreeMap<usize, Pin>>) -> Data {
 /// runtime they carry and the workflow literal. `flowrun serve` and `flowrun test` render the
 /// same workflow for every execution, and filling the template and hashing its ~100 KB were
 /// most of that work (~0.15 ms a request); the literal is made every time, so a changed
-/// workflow, sub-workflow or option is a different key. Emptied at [`RENDERED_KEEP`] entries.
-static RENDERED: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Script>>> =
-    std::sync::OnceLock::new();
-const RENDERED_KEEP: usize = 16;
+/// workflow, sub-workflow or option is a different key. Bounded in bytes (key and script):
+/// emptied when the next one would pass [`RENDERED_BYTES`], and a script over a quarter of that
+/// (a resume's pins can make the literal large) is not kept at all.
+static RENDERED: std::sync::OnceLock<std::sync::Mutex<Rendered>> = std::sync::OnceLock::new();
+const RENDERED_BYTES: usize = 16 << 20;
+
+#[derive(Default)]
+struct Rendered {
+    scripts: HashMap<String, Script>,
+    bytes: usize,
+}
 
 /// Renders the script for a plan. Deterministic: the same plan and options give the same bytes.
 /// The same script again comes from [`RENDERED`].
@@ -329,15 +336,20 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
         kept.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
-    if let Some(script) = lock().get(&key) {
+    if let Some(script) = lock().scripts.get(&key) {
         return script.clone();
     }
     let script = render_template(plan, &types, &key[literal_at..]);
+    let size = key.len() + script.text.len();
     let mut kept = lock();
-    if kept.len() >= RENDERED_KEEP {
-        kept.clear();
+    // Another thread may have rendered the same meanwhile: it is kept once.
+    if size <= RENDERED_BYTES / 4 && !kept.scripts.contains_key(&key) {
+        if kept.bytes + size > RENDERED_BYTES {
+            *kept = Rendered::default();
+        }
+        kept.bytes += size;
+        kept.scripts.insert(key, script.clone());
     }
-    kept.insert(key, script.clone());
     script
 }
 
@@ -437,10 +449,27 @@ mod tests {
         let changed = render(&one, &limited);
         assert_ne!(changed.sha256, first.sha256);
         assert_eq!(changed.text, render_fresh(&one, &limited).text);
-        // Past the bound it starts over, and still renders right.
-        for i in 0..RENDERED_KEEP + 2 {
-            let plan = plan_of(&format!("v{i}"));
+        // Past the bound it starts over, and still renders right; a script too large to keep
+        // is rendered and not kept.
+        let kept = || {
+            let r = RENDERED.get().unwrap().lock().unwrap();
+            (r.scripts.len(), r.bytes)
+        };
+        let big = "x".repeat(RENDERED_BYTES / 4);
+        for i in 0..40 {
+            let value = if i % 10 == 3 {
+                format!("{big}{i}")
+            } else {
+                format!("v{i}")
+            };
+            let plan = plan_of(&value);
+            let before = kept();
             assert_eq!(render(&plan, &none).text, render_fresh(&plan, &none).text);
+            let after = kept();
+            assert!(after.1 <= RENDERED_BYTES, "{after:?}");
+            if i % 10 == 3 {
+                assert_eq!(after, before, "a script of over 4 MiB was kept");
+            }
         }
     }
 

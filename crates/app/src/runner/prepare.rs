@@ -188,6 +188,20 @@ pub fn prepare(
             flowrun_codegen::Diagnostic::new(message).into(),
         ));
     }
+    // A name with '=' would reach a cold child as another variable (`A=B=v` is `A`) and make a
+    // warm one fail; a NUL cannot be passed at all.
+    if let Some((name, _)) = options
+        .env
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+    {
+        let message = format!(
+            "{name:?} cannot be passed as an environment variable: a name is not empty and has no '=', and neither name nor value has a NUL character"
+        );
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
+    }
     if let Some(node) = options
         .mocks
         .keys()

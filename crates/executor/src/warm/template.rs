@@ -520,9 +520,9 @@ fn other(msg: String) -> std::io::Error {
     std::io::Error::other(msg)
 }
 
-/// `VmRSS` of `/proc/<pid>/status`, in KiB.
-/// From `statm` (resident pages, its second field): checked before every request, and the
-/// kernel writes `status`, ~1.3 KB of fifty lines, for the one line we would read of it.
+/// A process's resident memory (`VmRSS`) in KiB, from `statm` (resident pages, its second
+/// field): checked before every request, and the kernel writes `status`, ~1.3 KB of fifty
+/// lines, for the one line we would read of it.
 fn rss_kib(pid: i32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
