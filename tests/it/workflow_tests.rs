@@ -553,3 +553,33 @@ fn an_environment_name_with_an_equals_sign_is_refused_warm_and_cold_alike() {
         );
     }
 }
+
+/// `flowrun test` ends its warm templates before it ends whatever is left: the private
+/// directory each keeps in `$TMPDIR` (pages learned by its executions) goes with it.
+#[test]
+fn a_warm_test_run_leaves_nothing_in_tmpdir() {
+    let env = Env::new();
+    std::fs::copy(example("hello.json"), env.path("hello.json")).unwrap();
+    env.write_file(
+        "hello.test.yaml",
+        "workflow: ./hello.json\ncases:\n  - name: one\n    trigger: { name: a }\n  - name: two\n    trigger: { name: b }\n",
+    );
+    let dir = env.path(".");
+    let (code, report, err) = test_json(&env, &[dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    let warm: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM executions WHERE start = 'warm'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(warm, 2, "both cases started warm");
+    let left: Vec<String> = std::fs::read_dir(env.tmp_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("flowrun-warm-"))
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}

@@ -93,6 +93,12 @@ pub fn enable_warm_starts() {
     flowrun_executor::warm::enable();
 }
 
+/// Ends this process's warm templates and removes what they kept in `$TMPDIR`: call it before
+/// [`end_strays`], which would kill them first and leave their directories behind.
+pub fn end_warm_starts() {
+    flowrun_executor::warm::retire_all();
+}
+
 /// Records the end of an execution its runner cannot end (dead, unresponsive, or a bug): the
 /// execution ends `status` with `error`, its running nodes `cancelled`, and its event stream gets
 /// their `node_end`s and an `execution_end` (see [`crate::synthetic::abandoned`]). False when it

@@ -129,6 +129,21 @@ pub fn enable() {
     });
 }
 
+/// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
+/// with it, and each is told to end): for a process about to end, which would otherwise kill
+/// its templates with whatever else it leaves before they could remove that directory.
+pub fn retire_all() {
+    let Some(pool) = pool() else {
+        return;
+    };
+    if let Ok(mut guard) = pool.slots.try_lock() {
+        let (slots, _) = &mut *guard;
+        let n = slots.len() as u64;
+        slots.clear();
+        pool.count(|s| s.retired += n);
+    }
+}
+
 /// The pool, when warm starts are on.
 pub(crate) fn pool() -> Option<&'static Pool> {
     POOL.get()
