@@ -1,4 +1,4 @@
-//! A build id that `flowrun` and `flowrun-shepherd` both embed (`FLOWRUN_SHEPHERD_BUILD`):
+//! A build mark that `flowrun` and `flowrun-shepherd` both embed (`FLOWRUN_SHEPHERD_MARK`):
 //! `flowrun` execs the `flowrun-shepherd` next to it only if that file carries the same id, so a
 //! shepherd left from an older build (`cargo run` and `cargo build --bin flowrun` rebuild only
 //! `flowrun`; an install that replaced only `flowrun`) is never used: `flowrun` runs itself as
@@ -12,5 +12,6 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    println!("cargo:rustc-env=FLOWRUN_SHEPHERD_BUILD={now:x}");
+    // The whole mark, so that its form is written once for both binaries.
+    println!("cargo:rustc-env=FLOWRUN_SHEPHERD_MARK=flowrun-shepherd-build:{now:x};");
 }

@@ -9,11 +9,7 @@ fn main() {
         flowrun_executor::shepherd::main(&args[2..]);
     }
     // The `flowrun-shepherd` next to this binary is used only if it was built with it.
-    flowrun_app::runner::use_shepherd_built_as(concat!(
-        "flowrun-shepherd-build:",
-        env!("FLOWRUN_SHEPHERD_BUILD"),
-        ";"
-    ));
+    flowrun_app::runner::use_shepherd_built_as(env!("FLOWRUN_SHEPHERD_MARK"));
     std::process::exit(cli::main());
 }
 

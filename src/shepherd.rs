@@ -6,11 +6,7 @@
 
 /// What `flowrun` looks for in this file before it execs it (see `build.rs`).
 #[used]
-static BUILD: &str = concat!(
-    "flowrun-shepherd-build:",
-    env!("FLOWRUN_SHEPHERD_BUILD"),
-    ";"
-);
+static BUILD: &str = env!("FLOWRUN_SHEPHERD_MARK");
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -209,7 +209,6 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         watcher.abort();
         o
     });
-    flowrun_app::control::end_warm_starts();
     flowrun_app::control::end_strays();
     let results = &outcome.results;
     let mut w = out(json);

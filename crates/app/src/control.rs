@@ -93,12 +93,6 @@ pub fn enable_warm_starts() {
     flowrun_executor::warm::enable();
 }
 
-/// Ends this process's warm templates and removes what they kept in `$TMPDIR`: call it before
-/// [`end_strays`], which would kill them first and leave their directories behind.
-pub fn end_warm_starts() {
-    flowrun_executor::warm::retire_all();
-}
-
 /// Records the end of an execution its runner cannot end (dead, unresponsive, or a bug): the
 /// execution ends `status` with `error`, its running nodes `cancelled`, and its event stream gets
 /// their `node_end`s and an `execution_end` (see [`crate::synthetic::abandoned`]). False when it
@@ -273,10 +267,13 @@ pub async fn watch_requests(
     }
 }
 
-/// Ends every process left under this one. Only for a process that runs a single execution
-/// (`flowrun run`): as a child subreaper, whatever escaped that execution's shepherd (a shepherd
-/// killed from outside leaves its orphans here) is that execution's.
+/// Ends every process left under this one. Only for a process that runs executions and is done
+/// (`flowrun run`, `flowrun test`): as a child subreaper, whatever escaped an execution's
+/// shepherd (a shepherd killed from outside leaves its orphans here) is an execution's. Warm
+/// templates are retired first, so that each removes the directory it keeps in `$TMPDIR`
+/// rather than being killed with it still there.
 pub fn end_strays() {
+    flowrun_executor::warm::retire_all();
     let me = std::process::id() as i32;
     for _ in 0..50 {
         // No child at all means nothing below (an orphan would be our child): most runs end

@@ -41,9 +41,8 @@ const RUNTIME_CORE: &[(&str, &str)] = core_parts![
     "80_main.py",
 ];
 
-/// The core parts as one text, two blank lines apart like the sections of one Python file.
-/// The runtime's core parts joined, once per process (~40 KB: `serve` and `test` render a
-/// script per execution).
+/// The core parts as one text, two blank lines apart like the sections of one Python file;
+/// joined once per process (~40 KB).
 fn runtime_core() -> &'static str {
     static CORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CORE.get_or_init(|| {
