@@ -14,7 +14,10 @@ use crate::runner::{self, Prepared, RunError};
 use flowrun_events::{Envelope, ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Part, now_ms};
 use flowrun_executor::{Sink, StopReason};
 use flowrun_store::Request;
+use futures_util::FutureExt;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, watch};
@@ -26,6 +29,17 @@ pub struct Live {
     tx: broadcast::Sender<Arc<Envelope>>,
     stop: watch::Sender<Option<StopReason>>,
     done: watch::Sender<Option<ExecStatus>>,
+    /// The final record, for a caller that waits for it ([`Live::final_record`]).
+    record: Mutex<FinalRecord>,
+}
+
+/// The record of an execution as it ended, made by its own task when someone waits for it: that
+/// task has just written the end and holds nothing else, while the caller would need another
+/// thread to read the store (`?wait=true` answers every request with a record).
+enum FinalRecord {
+    NotWanted,
+    Wanted,
+    Made(Value),
 }
 
 struct LiveState {
@@ -50,6 +64,7 @@ impl Live {
             tx: broadcast::channel(1024).0,
             stop,
             done: watch::channel(None).0,
+            record: Mutex::new(FinalRecord::NotWanted),
         });
         (live, stop_rx)
     }
@@ -162,6 +177,37 @@ impl Live {
     /// Becomes `Some(status)` once the execution has ended and the store holds its final state.
     pub fn done(&self) -> watch::Receiver<Option<ExecStatus>> {
         self.done.subscribe()
+    }
+
+    /// Waits for the end and returns the execution's record as [`views::record_json`] makes
+    /// it, built by the execution's task right after it recorded the end. `None` when it was
+    /// too late to ask (the task had looked already) or the record could not be read: then
+    /// read the store, which holds the same. For one caller: the record is handed over, not
+    /// copied.
+    ///
+    /// [`views::record_json`]: crate::views::record_json
+    pub async fn final_record(&self) -> Option<Value> {
+        {
+            let mut r = crate::lock(&self.record);
+            if matches!(*r, FinalRecord::NotWanted) {
+                *r = FinalRecord::Wanted;
+            }
+        }
+        wait_done(self.done()).await?;
+        match std::mem::replace(&mut *crate::lock(&self.record), FinalRecord::NotWanted) {
+            FinalRecord::Made(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// In the execution's task, once the end is recorded: the record, if someone waits for it.
+    fn make_record(&self, store: &SharedStore) {
+        let mut r = crate::lock(&self.record);
+        if matches!(*r, FinalRecord::Wanted)
+            && let Ok(v) = crate::views::record_json(&store.lock(), &self.id)
+        {
+            *r = FinalRecord::Made(v);
+        }
     }
 
     fn cancel(&self) {
@@ -315,40 +361,39 @@ impl Executions {
         Ok((id, status))
     }
 
+    /// Runs the execution in a task of its own, which, once the end is recorded, makes the
+    /// record a caller waits for, frees the execution's slot (starting what is queued) and
+    /// then says it is done: all in that one task, since every hand-over to another task or
+    /// thread is a wake-up on the way of a `?wait=true` answer.
     fn spawn_run(self: &Arc<Self>, id: String, job: Job) {
         let this = self.clone();
-        let handle = tokio::runtime::Handle::current();
-        let live = job.live.clone();
-        let run = handle.spawn({
-            let this = this.clone();
-            let id = id.clone();
-            async move {
-                let Job {
-                    prepared,
-                    live,
-                    stop_rx,
-                } = job;
-                let mut sink = LiveSink(live);
-                runner::run(&this.store, &prepared, &id, &mut sink, stop_rx)
-                    .await
-                    .outcome
-                    .status
-            }
-        });
-        handle.spawn(async move {
-            let status = match run.await {
-                Ok(status) => status,
-                Err(e) => {
+        tokio::runtime::Handle::current().spawn(async move {
+            let Job {
+                prepared,
+                live,
+                stop_rx,
+            } = job;
+            let mut sink = LiveSink(live.clone());
+            let run = runner::run(&this.store, &prepared, &id, &mut sink, stop_rx);
+            let status = match AssertUnwindSafe(run).catch_unwind().await {
+                Ok(finished) => finished.outcome.status,
+                Err(panic) => {
                     // A bug, not the workflow: record it rather than leave the row running and
                     // the queue one slot short.
-                    tracing::error!("execution {id}: {e}");
-                    let this2 = this.clone();
-                    let idc = id.clone();
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    tracing::error!("execution {id}: {what}");
+                    let err = ErrorInfo::of(
+                        ErrorKind::InternalError,
+                        format!("flowrun serve: the execution's task panicked: {what}"),
+                    );
+                    let (store, idc) = (this.store.clone(), id.clone());
                     let _ = tokio::task::spawn_blocking(move || {
-                        let err =
-                            ErrorInfo::of(ErrorKind::InternalError, format!("flowrun serve: {e}"));
                         let _ = crate::control::abandon(
-                            &mut this2.store.lock(),
+                            &mut store.lock(),
                             &idc,
                             ExecStatus::Error,
                             &err,
@@ -359,14 +404,15 @@ impl Executions {
                 }
             };
             // The store has the final state now: subscribers that come later read it there.
+            live.make_record(&this.store);
+            this.finished(&id);
             live.done.send_replace(Some(status));
-            let this2 = this.clone();
-            let _ = tokio::task::spawn_blocking(move || this2.finished(&id)).await;
             this.ended.notify_waiters();
         });
     }
 
-    /// An execution ended: forget it and start what the queue allows.
+    /// An execution ended: forget it and start what the queue allows (a store write for each
+    /// one started, as the runner's own writes are, in the task).
     fn finished(self: &Arc<Self>, id: &str) {
         let mut inner = crate::lock(&self.inner);
         inner.live.remove(id);

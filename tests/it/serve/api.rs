@@ -30,6 +30,9 @@ fn wait_true_rerun_resume_and_paging() {
     assert_eq!(r.body["output"], json!({"n": 7}));
     assert_eq!(r.body["nodes"][0]["status"], "success");
     let q1 = r.body["id"].as_str().unwrap().to_string();
+    // It is the record the store holds (the execution's task made it as the execution ended).
+    let stored = srv.get(&format!("/api/executions/{q1}"));
+    assert_eq!(stored.body, r.body);
     let r = srv.post(
         "/api/executions?wait=true",
         &json!({"workflow": quick(), "trigger": {"n": 8}}),

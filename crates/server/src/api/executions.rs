@@ -27,15 +27,17 @@ async fn start(
     body: RunBody,
     wait: bool,
 ) -> Result<Response, ApiError> {
+    let app2 = app.clone();
+    let (id, status) = blocking(move || submit(&app2, source, body)).await?;
+    started(app, id, status, wait, None).await
+}
+
+/// [`start`]'s part on a blocking thread: prepares (files, the script) and submits (the row).
+fn submit(app: &AppState, source: Source, body: RunBody) -> Result<(String, ExecStatus), ApiError> {
     let options = body.options(&app.options, &source.workflow)?;
     let trigger = body.trigger.unwrap_or_else(|| json!({}));
-    let executions = app.executions.clone();
-    let (id, status) = blocking(move || {
-        let prepared = runner::prepare(&source, trigger, options).map_err(run_error)?;
-        executions.submit(prepared).map_err(submit_error)
-    })
-    .await?;
-    started(app, id, status, wait, None).await
+    let prepared = runner::prepare(&source, trigger, options).map_err(run_error)?;
+    app.executions.submit(prepared).map_err(submit_error)
 }
 
 /// `POST /api/workflows/{id}/executions`.
@@ -46,18 +48,25 @@ pub async fn start_saved(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
-    let body: RunBody = parse_body(body, app.security.max_body_bytes)?;
-    let entry = super::workflows::find_workflow(&app, &id).await?;
-    let source = match body.workflow.clone() {
-        Some(def) => super::definition_for(def, &id)?,
-        None => {
-            if !entry.is_valid() {
-                return Err(ApiError::invalid(&entry.diagnostics()));
+    let mut body: RunBody = parse_body(body, app.security.max_body_bytes)?;
+    // Found, prepared and submitted on one blocking thread: each hand-over between threads is a
+    // wake-up on the way of the answer.
+    let app2 = app.clone();
+    let (id, status) = blocking(move || {
+        let entry = super::workflows::find_workflow_now(app2.workflows_dir.as_deref(), &id)?;
+        let source = match body.workflow.take() {
+            Some(def) => super::definition_for(def, &id)?,
+            None => {
+                if !entry.is_valid() {
+                    return Err(ApiError::invalid(&entry.diagnostics()));
+                }
+                entry.source.expect("a valid entry has its source")
             }
-            entry.source.expect("a valid entry has its source")
-        }
-    };
-    start(&app, source, body, wait).await
+        };
+        submit(&app2, source, body)
+    })
+    .await?;
+    started(&app, id, status, wait, None).await
 }
 
 /// `POST /api/executions`: runs the definition in the body.

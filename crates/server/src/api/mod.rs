@@ -138,6 +138,14 @@ pub(crate) async fn started(
     extra: Option<Value>,
 ) -> Result<Response, ApiError> {
     if wait {
+        // Made by the execution's task as it ends; the store is read only when it was too late
+        // to ask.
+        let live = app.executions.live(&id);
+        if let Some(live) = live
+            && let Some(record) = live.final_record().await
+        {
+            return Ok(Json(record).into_response());
+        }
         wait_final(app, &id, None).await?;
         return Ok(Json(record(app, &id).await?).into_response());
     }

@@ -33,25 +33,32 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> 
 pub(crate) async fn find_workflow(app: &AppState, id: &str) -> Result<workflows::Entry, ApiError> {
     let dir = app.workflows_dir.clone();
     let id = id.to_string();
-    blocking(move || {
-        if dir.is_none() {
-            return Err(ApiError::new(
+    blocking(move || find_workflow_now(dir.as_deref(), &id)).await
+}
+
+/// [`find_workflow`] on this thread (it reads files): for a caller on a blocking thread already.
+pub(crate) fn find_workflow_now(
+    dir: Option<&std::path::Path>,
+    id: &str,
+) -> Result<workflows::Entry, ApiError> {
+    if dir.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no workflow '{id}': the server has no workflows directory (it was started without one)"
+            ),
+        ));
+    }
+    workflows::find(dir, id)
+        .map_err(|e| ApiError::internal(format!("cannot read the workflows directory: {e}")))?
+        .ok_or_else(|| {
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no workflow '{id}': the server has no workflows directory (it was started without one)"),
-            ));
-        }
-        workflows::find(dir.as_deref(), &id)
-            .map_err(|e| ApiError::internal(format!("cannot read the workflows directory: {e}")))?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no workflow '{id}' in the workflows directory"),
-                )
-            })
-    })
-    .await
+                format!("no workflow '{id}' in the workflows directory"),
+            )
+        })
 }
 
 /// `GET /api/workflows/{id}`.
