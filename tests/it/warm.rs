@@ -203,6 +203,8 @@ return {
     'module': 'leaky_module' in sys.modules,
     'env': os.environ.get('LEAKED_ENV'),
     'server_env': os.environ.get('SERVER_ONLY_VAR'),
+    # The environment block the kernel shows (a fork's is its template's).
+    'proc_environ': b'SERVER_ONLY_VAR' in open('/proc/self/environ', 'rb').read(),
     'cwd': os.getcwd(),
     'fds': fds,
     'links': links,
@@ -260,6 +262,12 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
         Value::Null,
         "the environment is the execution's"
     );
+    for r in [&baseline, &after] {
+        assert_eq!(
+            r["output"]["proc_environ"], false,
+            "the server's environment is not in /proc/self/environ either: {r:#}"
+        );
+    }
     // The workflow file's directory, as for every execution (not the previous one's).
     assert_eq!(out["cwd"], json!(w.workflows().canonicalize().unwrap()));
     assert_eq!(
@@ -287,6 +295,7 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
         "builtin",
         "module",
         "env",
+        "proc_environ",
         "threads",
         "tasks",
     ] {

@@ -19,7 +19,7 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
     if p.options.inherit_env {
         env.extend(std::env::vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
     } else {
-        for key in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"] {
+        for key in flowrun_executor::process::BASE_ENV {
             if let Ok(v) = std::env::var(key) {
                 env.push((key.to_string(), v));
             }

@@ -86,6 +86,15 @@ impl Template {
             .tempdir()
             .ok();
         let mut cmd = std::process::Command::new(program);
+        // Not this process's environment: every execution forked from the template replaces
+        // its own (os.environ and the C one), but the block the kernel shows as
+        // /proc/self/environ is the template's, and a workflow must not read flowrun's there.
+        cmd.env_clear();
+        for key in crate::process::BASE_ENV {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
         match &pages {
             Some(dir) => cmd.env("FLOWRUN_WARM_DIR", dir.path()),
             None => cmd.env_remove("FLOWRUN_WARM_DIR"),
