@@ -30,7 +30,8 @@
 #      what is left killed when W ends), supervising W instead of spawning.
 #   W: takes the template's signal mask back, dup2s the pipes onto 0/1/2,
 #      closes every other descriptor, applies the memory limit, replaces the
-#      environment, changes directory, reseeds random, and runs at once —
+#      environment (read first from its stdin, never sent to the template),
+#      changes directory, reseeds random, and runs at once —
 #      while S execs the shepherd: whatever W starts and orphans meanwhile is
 #      S's child already, a W that ended first is reaped when the shepherd
 #      starts.  Without prctl (no ctypes) S passes `--release 4`, a pipe on
@@ -270,7 +271,8 @@ def _shepherd_side(req, fds, sock):
         argv += ["--release", "4"]
     argv += ["--", req["program"]] + list(req["args"])
     try:
-        os.execve(shepherd, argv, dict(req["env"]))
+        # The shepherd adopts W and starts nothing: it needs no environment.
+        os.execve(shepherd, argv, {})
     finally:
         # No shepherd (its binary gone, say): W may be running already, so do its last duty
         # before going — end the group and everything orphaned to S, the subreaper.
@@ -323,7 +325,7 @@ def _worker_setup(req, fds, keep):
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    _replace_environ(req["env"])
+    _replace_environ(_read_env())
     time.tzset()
     if req.get("cwd"):
         os.chdir(req["cwd"])
@@ -335,6 +337,24 @@ def _worker_setup(req, fds, keep):
         rnd.seed()
     sys.argv = [req["script"]]
     return req["script"]
+
+
+def _read_env():
+    """The execution's environment, which the runner writes first on W's stdin (its length in 8
+    bytes, then JSON pairs; crates/executor/src/warm/spawn.rs): never in a request to the
+    template, whose memory every later fork inherits, secrets and all."""
+    size = int.from_bytes(_read_exactly(8), "big")
+    return json.loads(_read_exactly(size).decode("utf-8"))
+
+
+def _read_exactly(n):
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            raise EOFError("stdin ended inside the environment")
+        data += chunk
+    return data
 
 
 def _replace_environ(pairs):

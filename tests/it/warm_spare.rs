@@ -244,8 +244,8 @@ fn a_compile_warning_is_logged_warm_as_cold() {
 #[test]
 fn a_large_request_in_any_script_is_given_to_a_spare_as_it_came() {
     // 40,000 CJK characters in a bound connection (an environment string may not pass 128 KiB):
-    // 120 KB of UTF-8 in the request, twice that if the template wrote the request out again
-    // with JSON's \u escapes — too large a message for the spare's socket.
+    // 120 KB of UTF-8 in the environment, which travels on the execution's stdin (not in the
+    // request, see warm_memory.rs), more than a pipe holds until it is made larger.
     let w = World::new();
     w.save(
         "big.json",

@@ -36,7 +36,18 @@ pub(crate) async fn spawn(
         program: launch.program.clone(),
         flags: flags.to_vec(),
     };
+    // The environment goes to the interpreter on its own stdin, ahead of what the workflow
+    // reads there, never through the template: what the template has held, every later fork
+    // can read in its own memory (secrets included).
+    let env = env_block(&launch.env);
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC)?;
+    // All of the environment must fit in the empty pipe (written before anything can read it):
+    // a pipe holds 64 KiB, and may be made larger up to the system's limit (1 MiB by default,
+    // /proc/sys/fs/pipe-max-size); a larger environment starts cold.
+    if env.len() > PIPE_HOLDS {
+        let size = (env.len() + PIPE_HOLDS).min(i32::MAX as usize) as i32;
+        nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))?;
+    }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (life_r, life_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -49,7 +60,6 @@ pub(crate) async fn spawn(
         program: &launch.program,
         args: &launch.args,
         script,
-        env: &launch.env,
         cwd,
         max_memory: launch.max_memory,
     };
@@ -100,6 +110,13 @@ pub(crate) async fn spawn(
         }
     };
     // Now, not when a writer task gets to it: the interpreter is waiting for it.
+    if prefill(&stdin_pipe, &[&env]) != env.len() {
+        drop(waiter);
+        abandon(pid, false);
+        return Err(std::io::Error::other(
+            "the environment did not fit in the warm start's stdin",
+        ));
+    }
     let stdin_written = prefill(&stdin_pipe, stdin);
     let proc = Proc::warm(
         Box::pin(stdin_pipe),
@@ -113,6 +130,18 @@ pub(crate) async fn spawn(
         lifeline: life_w,
         stdin_written,
     })
+}
+
+/// What a new pipe holds: 16 pages.
+const PIPE_HOLDS: usize = 64 << 10;
+
+/// The environment as the interpreter reads it first on stdin (`_read_env` in
+/// runtime/warm/template.py): its length in 8 bytes, big-endian, then `[[name, value], …]`.
+fn env_block(env: &[(String, String)]) -> Vec<u8> {
+    let json = serde_json::to_vec(env).expect("strings serialize");
+    let mut out = (json.len() as u64).to_be_bytes().to_vec();
+    out.extend(json);
+    out
 }
 
 /// Writes what of `parts` fits in the pipe now (never blocking: tokio's sender is

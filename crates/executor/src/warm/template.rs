@@ -45,7 +45,6 @@ pub(crate) struct Request<'a> {
     pub program: &'a std::path::Path,
     pub args: &'a [String],
     pub script: &'a str,
-    pub env: &'a [(String, String)],
     pub cwd: PathBuf,
     pub max_memory: Option<u64>,
 }
@@ -159,7 +158,6 @@ impl Template {
             "program": req.program,
             "args": req.args,
             "script": req.script,
-            "env": req.env,
             "cwd": req.cwd,
             "max_memory": req.max_memory,
         })

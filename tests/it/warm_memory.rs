@@ -1,0 +1,105 @@
+//! What an execution hands a warm start never stays in its template: every later execution is a
+//! fork of the template and can read all of the template's memory as its own.
+
+use crate::support::serve::World;
+use crate::warm::{code_workflow, templates};
+use serde_json::json;
+
+/// Whether `needle` is anywhere in the writable memory of process `pid` (read through
+/// /proc/PID/mem, which this test may: it is the process's ancestor).
+fn in_memory(pid: i32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem");
+    let mut read_any = false;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (lo, hi) = range.split_once('-').unwrap();
+        let lo = u64::from_str_radix(lo, 16).unwrap();
+        let hi = u64::from_str_radix(hi, 16).unwrap();
+        let mut buf = vec![0u8; (hi - lo) as usize];
+        if mem.seek(SeekFrom::Start(lo)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue; // [vvar] and the like
+        }
+        read_any = true;
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    assert!(read_any, "could not read the memory of process {pid}");
+    false
+}
+
+#[test]
+fn an_executions_environment_never_reaches_its_template() {
+    let w = World::new();
+    w.save(
+        "probe.json",
+        &code_workflow("probe", "import os\nreturn os.environ.get('PROBE_SECRET')"),
+    );
+    let srv = w.serve(&[]);
+    let secret = format!("probe-{:016x}-secret", rand_u64());
+    // The first execution of a script goes through the template (no spare holds it yet), the
+    // second to a spare: both get the value, the template never.
+    for _ in 0..2 {
+        let r = srv.post(
+            "/api/workflows/probe/executions?wait=true",
+            &json!({"trigger": {}, "env": {"PROBE_SECRET": secret}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["status"], "success", "{}", r.text);
+        assert_eq!(r.body["start"], "warm", "{}", r.text);
+        assert_eq!(r.body["output"], json!(secret));
+    }
+    let found = templates(srv.pid());
+    assert_eq!(found.len(), 1, "one template: {found:?}");
+    assert!(
+        !in_memory(found[0], secret.as_bytes()),
+        "the template holds an execution's environment"
+    );
+    // The check itself finds what is there: the template's own marker.
+    assert!(in_memory(found[0], b"flowrun warm template"));
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+#[test]
+fn an_environment_larger_than_a_pipe_still_starts_warm() {
+    // The environment travels on the warm start's stdin before anything reads it: past the
+    // 64 KiB a pipe holds, the pipe is made larger (to 1 MiB by default). Each variable stays
+    // under the 128 KiB an exec takes, for the cold start the check compares with.
+    let w = World::new();
+    w.save(
+        "probe.json",
+        &code_workflow(
+            "probe",
+            "import os\nreturn sum(len(v) for k, v in os.environ.items() if k.startswith('BIG'))",
+        ),
+    );
+    let srv = w.serve(&[]);
+    let big: serde_json::Map<String, serde_json::Value> = (0..3)
+        .map(|i| (format!("BIG{i}"), json!("x".repeat(100_000))))
+        .collect();
+    for env in [json!(big), json!({}), json!(big)] {
+        let want = env.as_object().unwrap().len() as u64 * 100_000;
+        let r = srv.post(
+            "/api/workflows/probe/executions?wait=true",
+            &json!({"trigger": {}, "env": env}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["status"], "success", "{}", r.text);
+        assert_eq!(r.body["start"], "warm", "{}", r.text);
+        assert_eq!(r.body["output"].as_u64(), Some(want));
+    }
+}
