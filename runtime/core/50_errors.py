@@ -24,6 +24,19 @@ def _linecache_put(linecache, filename, source):
     linecache.cache[filename] = (len(source), None, lines, filename)
 
 
+def _own_sources_in_linecache():
+    """linecache as a cold start of this script has it: a warm one is a fork of a template that
+    prepared other scripts too, whose code nodes put their sources there under the same kind of
+    name ("<node c>"): those go, this script's own take their place."""
+    linecache = sys.modules.get("linecache")
+    if linecache is None:
+        return
+    for name in [n for n in linecache.cache if n.startswith("<node ") and n not in _CODE_SOURCES]:
+        del linecache.cache[name]
+    for name, source in _CODE_SOURCES.items():
+        _linecache_put(linecache, name, source)
+
+
 def _own_file():
     return _own_file.__code__.co_filename
 
@@ -34,8 +47,7 @@ def _format_traceback(exc):
     import linecache
     import traceback
     for fn, src in _CODE_SOURCES.items():
-        if fn not in linecache.cache:
-            _linecache_put(linecache, fn, src)
+        _linecache_put(linecache, fn, src)
     own = _own_file()
     tbs = []
     tb = exc.__traceback__

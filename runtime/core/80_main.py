@@ -134,6 +134,7 @@ def main(workflow):
         _STATE.max_payload = _DEFAULT_MAX_PAYLOAD
     _install_streams()
     _install_pause_handler()
+    _own_sources_in_linecache()
 
     execution = {
         "id": os.environ.get("FLOWRUN_EXECUTION_ID") or os.urandom(16).hex(),

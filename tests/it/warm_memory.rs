@@ -103,3 +103,54 @@ fn an_environment_larger_than_a_pipe_still_starts_warm() {
         assert_eq!(r.body["output"].as_u64(), Some(want));
     }
 }
+
+#[test]
+fn a_traceback_shows_its_own_workflows_source_whatever_the_template_prepared() {
+    // Two workflows with a code node of the same id: the template prepares both, and each puts
+    // its node's source in the one `linecache` (tracebacks read it) under the same name.
+    let w = World::new();
+    let lx = json!({"id": "lx", "nodes": [
+        {"id": "probe", "type": "code",
+         "code": "import linecache\nreturn linecache.getline('<node d>', 1)"},
+        {"id": "c", "type": "code", "code": "x = 1\ny = 2\nraise ValueError('lx fails here')\n"}
+    ]});
+    let ly = json!({"id": "ly", "nodes": [
+        {"id": "c", "type": "code", "code": "a = 1\nb = 2\nreturn 'ly line three'\n"},
+        {"id": "d", "type": "code", "code": "return 'only ly has d'"}
+    ]});
+    w.save("lx.json", &lx);
+    w.save("ly.json", &ly);
+    let srv = w.serve(&[]);
+    let run = |id: &str| {
+        let r = srv.post(
+            &format!("/api/workflows/{id}/executions?wait=true"),
+            &json!({"trigger": {}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["start"], "warm", "{}", r.text);
+        r.body
+    };
+    run("lx");
+    run("ly");
+    for r in [run("lx"), run("lx")] {
+        let c = r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == "c")
+            .unwrap();
+        let tb = c["error"]["traceback"].as_str().unwrap_or_default();
+        assert!(tb.contains("raise ValueError('lx fails here')"), "{tb}");
+        assert!(!tb.contains("ly line three"), "{tb}");
+        let probe = r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == "probe")
+            .unwrap();
+        assert_eq!(
+            probe["output"], "",
+            "another workflow's node source is visible: {r:#}"
+        );
+    }
+}
