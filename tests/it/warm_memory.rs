@@ -154,3 +154,37 @@ fn a_traceback_shows_its_own_workflows_source_whatever_the_template_prepared() {
         );
     }
 }
+
+#[test]
+fn signals_flowrun_was_started_ignoring_are_not_ignored_by_a_warm_execution() {
+    // `nohup flowrun serve` ignores HUP, a shell's background job INT: a cold execution's
+    // shepherd gives its interpreter the default for both, so must a warm start.
+    const PROBE: &str = "import signal\nreturn {s.name: signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)}";
+    let w = World::new();
+    w.save("sig.json", &code_workflow("sig", PROBE));
+    let srv = w.serve_opts(crate::support::serve::ServeOpts {
+        ignored: &[libc::SIGHUP, libc::SIGINT, libc::SIGQUIT],
+        ..Default::default()
+    });
+    let none = json!({"SIGHUP": false, "SIGINT": false, "SIGQUIT": false, "SIGTERM": false});
+    for _ in 0..2 {
+        let r = srv.post(
+            "/api/workflows/sig/executions?wait=true",
+            &json!({"trigger": {}}),
+        );
+        assert_eq!(r.body["start"], "warm", "{}", r.text);
+        assert_eq!(r.body["output"], none, "{}", r.text);
+    }
+    let r = w
+        .serve_opts(crate::support::serve::ServeOpts {
+            extra: &["--cold"],
+            ignored: &[libc::SIGHUP, libc::SIGINT, libc::SIGQUIT],
+            ..Default::default()
+        })
+        .post(
+            "/api/workflows/sig/executions?wait=true",
+            &json!({"trigger": {}}),
+        );
+    assert_eq!(r.body["start"], "cold", "{}", r.text);
+    assert_eq!(r.body["output"], none, "{}", r.text);
+}

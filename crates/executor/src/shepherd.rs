@@ -139,7 +139,7 @@ impl Request {
 }
 
 /// Signals the shepherd waits for instead of dying of them.
-fn handled() -> SigSet {
+pub(crate) fn handled() -> SigSet {
     let mut s = SigSet::empty();
     for sig in [
         Signal::SIGCHLD,

@@ -77,6 +77,7 @@ impl World {
             no_workflows,
             nofile,
             program,
+            ignored,
         } = o;
         let stderr_path = self.path(&format!(
             "serve-{}.stderr",
@@ -112,6 +113,19 @@ impl World {
                     };
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if !ignored.is_empty() {
+            use std::os::unix::process::CommandExt;
+            let ignored = ignored.to_vec();
+            // SAFETY: only signal(), which is async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &sig in &ignored {
+                        libc::signal(sig, libc::SIG_IGN);
                     }
                     Ok(())
                 });
@@ -177,6 +191,8 @@ pub struct ServeOpts<'a> {
     pub nofile: Option<u64>,
     /// Another copy of the binary to run.
     pub program: Option<&'a std::path::Path>,
+    /// Signals the server starts with ignored, as under `nohup` or in a shell's background job.
+    pub ignored: &'a [i32],
 }
 
 /// The test's own HTTP client: no proxy from the developer's shell either.

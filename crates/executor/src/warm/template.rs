@@ -105,9 +105,19 @@ impl Template {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0);
-        // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl.
+        // What flowrun itself was started with ignored (HUP under nohup, INT in a shell's
+        // background job) the template and every fork of it would keep: a cold execution's
+        // shepherd gives its interpreter the default for these, and so does this.
+        let defaults: Vec<libc::c_int> = crate::shepherd::handled()
+            .iter()
+            .map(|s| s as libc::c_int)
+            .collect();
+        // SAFETY: between fork and exec only async-signal-safe calls: signal, dup2 and fcntl.
         unsafe {
             cmd.pre_exec(move || {
+                for &sig in &defaults {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
                 if libc::dup2(theirs_fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
