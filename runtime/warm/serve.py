@@ -48,14 +48,27 @@ def _serve(sock):
 
 
 def _end_template():
-    """The runner is done with this template: what it learned goes, and so does it."""
+    """The runner is done with this template: what it learned goes, and so does it.  The
+    directory is removed through a descriptor, never by following a path an execution could
+    have changed (its W knows the path and runs workflow code): a link put in its place is not
+    followed, and what is inside is unlinked, never followed either."""
     if _PAGES_DIR is not None:
         try:
-            for name in os.listdir(_PAGES_DIR):
-                os.unlink(os.path.join(_PAGES_DIR, name))
-            os.rmdir(_PAGES_DIR)
+            fd = os.open(_PAGES_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            pass
+            fd = None  # gone, or no longer the directory it was
+        if fd is not None:
+            try:
+                for name in os.listdir(fd):
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except OSError:
+                        pass
+                os.rmdir(_PAGES_DIR)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
     os._exit(0)
 
 

@@ -108,6 +108,7 @@ if _PAGES_DIR is not None and not os.path.isabs(_PAGES_DIR):
     _PAGES_DIR = None  # a relative $TMPDIR would be the workflow's directory in W
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PAGES_MAX = (64 << 20) // _PAGE  # what a spare may copy ahead at most
+_RUNS_MAX = 4096  # runs taken from what an execution learned (a template has ~2,000 such pages)
 # The template's own writable private mappings when it last prepared a script: all an execution
 # scans (what lies outside them is not the template's, and a large heap would cost its time).
 _MAPS = []
@@ -174,14 +175,15 @@ def _take_pages():
         return
     try:
         os.unlink(path)
-        text = os.read(fd, 1 << 20) if _stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        text = os.read(fd, _RUNS_MAX * 32) if _stat.S_ISREG(os.fstat(fd).st_mode) else b""
     except OSError:
         return
     finally:
         os.close(fd)
     maps = _writable_private()
     runs, total = [], 0
-    for line in text.splitlines():
+    # Bounded: a workflow could write any number of lines there, each checked against the maps.
+    for line in text.splitlines()[:_RUNS_MAX]:
         try:
             lo, count = (int(x, 16) for x in line.split())
         except ValueError:

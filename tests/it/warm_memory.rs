@@ -188,3 +188,48 @@ fn signals_flowrun_was_started_ignoring_are_not_ignored_by_a_warm_execution() {
     assert_eq!(r.body["start"], "cold", "{}", r.text);
     assert_eq!(r.body["output"], none, "{}", r.text);
 }
+
+#[test]
+fn a_workflow_cannot_point_its_templates_directory_elsewhere() {
+    // W knows the template's private directory (it writes what it learned there): one that puts
+    // a link to another directory in its place must not have the template empty that one.
+    const SWAP: &str = "import os\nenv = dict(l.split('=', 1) for l in open('/proc/self/environ').read().split('\\0') if '=' in l)\nd = env.get('FLOWRUN_WARM_DIR') or __import__('sys').modules['__main__'].__dict__.get('_PAGES_DIR')\nif not d:\n    return None\nos.rename(d, d + '.moved')\nos.symlink(trigger['victim'], d)\nreturn d";
+    let w = World::new();
+    w.save("swap.json", &code_workflow("swap", SWAP));
+    let victim = w.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep.txt"), "mine").unwrap();
+    let mut srv = w.serve(&[]);
+    let r = srv.post(
+        "/api/workflows/swap/executions?wait=true",
+        &json!({"trigger": {"victim": victim}}),
+    );
+    assert_eq!(r.body["status"], "success", "{}", r.text);
+    assert_eq!(r.body["start"], "warm", "{}", r.text);
+    let dir = r.body["output"]
+        .as_str()
+        .expect("the directory was found")
+        .to_string();
+    let template = templates(srv.pid());
+    srv.terminate(); // the template sees its socket close and cleans up
+    crate::support::wait_for("the template to end", || {
+        let ended = |p: i32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(true)
+        };
+        template.iter().all(|&p| ended(p)).then_some(())
+    });
+    assert!(
+        victim.join("keep.txt").exists(),
+        "the template emptied {victim:?} through {dir}"
+    );
+    let _ = std::fs::remove_file(&dir);
+    let _ = std::fs::remove_dir_all(format!("{dir}.moved"));
+}
