@@ -233,3 +233,40 @@ fn a_workflow_cannot_point_its_templates_directory_elsewhere() {
     let _ = std::fs::remove_file(&dir);
     let _ = std::fs::remove_dir_all(format!("{dir}.moved"));
 }
+
+#[test]
+fn what_an_interpreter_reads_as_it_starts_is_the_executions_own() {
+    // The locale decides the interpreter's UTF-8 mode and its streams' encoding as it starts:
+    // a warm execution asking for LC_ALL=C gets a template started with it, as a cold one
+    // starts with it.
+    const PROBE: &str = "import sys, locale, os\nreturn {'utf8_mode': sys.flags.utf8_mode, 'ctype': locale.setlocale(locale.LC_CTYPE), 'fs': sys.getfilesystemencoding(), 'environ': sorted(l.split('=')[0] for l in open('/proc/self/environ').read().split('\\0') if l and not l.startswith('FLOWRUN_WARM_DIR='))}";
+    let w = World::new();
+    w.save("loc.json", &code_workflow("loc", PROBE));
+    let warm = w.serve(&[]);
+    let cold = w.serve(&["--cold"]);
+    for env in [
+        json!({"LC_ALL": "C"}),
+        json!({}),
+        json!({"LC_ALL": "C.UTF-8"}),
+    ] {
+        let body = json!({"trigger": {}, "env": env});
+        let path = "/api/workflows/loc/executions?wait=true";
+        let (a, b) = (warm.post(path, &body).body, cold.post(path, &body).body);
+        assert_eq!(
+            (a["start"].as_str(), b["start"].as_str()),
+            (Some("warm"), Some("cold"))
+        );
+        for k in ["utf8_mode", "ctype", "fs"] {
+            assert_eq!(
+                a["output"][k], b["output"][k],
+                "{k} with {env}: warm {a:#} cold {b:#}"
+            );
+        }
+        // Of the environment block the kernel shows, nothing but what the interpreter reads
+        // as it starts (a cold one shows all of its environment there).
+        for name in a["output"]["environ"].as_array().unwrap() {
+            let name = name.as_str().unwrap();
+            assert!(name == "LANG" || name.starts_with("LC_"), "{name} in {a:#}");
+        }
+    }
+}

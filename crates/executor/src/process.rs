@@ -32,8 +32,7 @@ pub struct ProcessInfo {
 }
 
 /// The variables of flowrun's own environment a child starts with (unless it inherits all of
-/// them): what a program expects to find, nothing of the user's. A warm template starts with
-/// these alone too: its forks read its environment block as theirs (`/proc/self/environ`).
+/// them): what a program expects to find, nothing of the user's.
 pub const BASE_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
 /// How to start the interpreter on the script.

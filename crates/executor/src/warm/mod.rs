@@ -64,11 +64,44 @@ pub const MAX_GROWTH_KIB: u64 = 64 << 10;
 pub const MAX_TEMPLATES: usize = 4;
 
 /// What one template serves: the interpreter and its flags (`-I`, `-S` when the workflow needs
-/// no packages, `-u`), which together name the requirement set (a venv has its own interpreter).
+/// no packages, `-u`), which together name the requirement set (a venv has its own interpreter),
+/// and the variables of the execution's environment that are read as a process starts
+/// ([`at_start`]), which the template is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     pub program: PathBuf,
     pub flags: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The variables of `env` that take effect as a process starts, before any code of the
+/// execution runs: the dynamic loader's (`LD_LIBRARY_PATH`, `LD_PRELOAD`, …), libc's
+/// (`GLIBC_TUNABLES`, `MALLOC_*`) and the locale the interpreter sets up (`LANG`, `LC_*`: its
+/// UTF-8 mode and the encoding of its streams). A fork has its template's, whatever its own
+/// environment says; so executions differing in these get different templates. Sorted, the
+/// last value of a name given twice.
+pub(crate) fn at_start(env: &[(String, String)]) -> Vec<(String, String)> {
+    let read_at_start = |name: &str| {
+        ["LD_", "LC_", "MALLOC_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || [
+                "LANG",
+                "LANGUAGE",
+                "GLIBC_TUNABLES",
+                "LOCPATH",
+                "GCONV_PATH",
+            ]
+            .contains(&name)
+    };
+    let kept: std::collections::BTreeMap<&str, &str> = env
+        .iter()
+        .filter(|(k, _)| read_at_start(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    kept.into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// What makes a template stale when it changes: the interpreter file (a rebuilt venv has a new
@@ -209,7 +242,7 @@ impl Pool {
                     self.count(|s| s.retired += 1);
                 }
             }
-            let template = match Template::start(&key.program, &key.flags).await {
+            let template = match Template::start(&key.program, &key.flags, &key.env).await {
                 Ok(t) => t,
                 Err(e) => {
                     self.count(|s| s.failed += 1);
@@ -235,5 +268,41 @@ impl Pool {
             });
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_start;
+
+    #[test]
+    fn what_a_process_reads_as_it_starts_is_the_templates_key() {
+        let env: Vec<(String, String)> = [
+            ("PATH", "/bin"),
+            ("LC_ALL", "C"),
+            ("GROQ_API_KEY", "secret"),
+            ("LD_LIBRARY_PATH", "/opt/lib"),
+            ("LANG", "C.UTF-8"),
+            ("MALLOC_ARENA_MAX", "2"),
+            ("GLIBC_TUNABLES", "glibc.malloc.check=3"),
+            ("LC_ALL", "POSIX"),
+            ("HOME", "/root"),
+            ("XLD_FOO", "no"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kept = at_start(&env);
+        let got: Vec<(&str, &str)> = kept.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("GLIBC_TUNABLES", "glibc.malloc.check=3"),
+                ("LANG", "C.UTF-8"),
+                ("LC_ALL", "POSIX"),
+                ("LD_LIBRARY_PATH", "/opt/lib"),
+                ("MALLOC_ARENA_MAX", "2"),
+            ]
+        );
     }
 }

@@ -35,6 +35,7 @@ pub(crate) async fn spawn(
     let key = Key {
         program: launch.program.clone(),
         flags: flags.to_vec(),
+        env: super::at_start(&launch.env),
     };
     // The environment goes to the interpreter on its own stdin, ahead of what the workflow
     // reads there, never through the template: what the template has held, every later fork

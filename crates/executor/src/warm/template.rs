@@ -69,8 +69,13 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Starts `program args… -c SOURCE` with the socket as its fd 3 and waits until it is ready.
-    pub async fn start(program: &std::path::Path, args: &[String]) -> std::io::Result<Template> {
+    /// Starts `program args… -c SOURCE` with the socket as its fd 3 and `env` alone (see
+    /// [`super::at_start`]), and waits until it is ready.
+    pub async fn start(
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> std::io::Result<Template> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -87,13 +92,9 @@ impl Template {
         let mut cmd = std::process::Command::new(program);
         // Not this process's environment: every execution forked from the template replaces
         // its own (os.environ and the C one), but the block the kernel shows as
-        // /proc/self/environ is the template's, and a workflow must not read flowrun's there.
-        cmd.env_clear();
-        for key in crate::process::BASE_ENV {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
-        }
+        // /proc/self/environ is the template's, and a workflow must not read flowrun's there;
+        // what is read as a process starts is its executions' own.
+        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         match &pages {
             Some(dir) => cmd.env("FLOWRUN_WARM_DIR", dir.path()),
             None => cmd.env_remove("FLOWRUN_WARM_DIR"),
