@@ -155,6 +155,9 @@ fn working_directory(
     Ok(dir)
 }
 
+/// The longest `NAME=value` an exec takes, its NUL included (Linux: 32 pages).
+const MAX_ENV_STRING: usize = 32 * 4096;
+
 /// Validates the workflow and its input; everything that can fail before spawning fails here.
 pub fn prepare(
     source: &Source,
@@ -197,6 +200,22 @@ pub fn prepare(
     {
         let message = format!(
             "{name:?} cannot be passed as an environment variable: a name is not empty and has no '=', and neither name nor value has a NUL character"
+        );
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
+    }
+    // The kernel takes no longer `NAME=value` string in an exec (MAX_ARG_STRLEN): a cold start
+    // would fail to spawn, a warm one (its environment comes on stdin) would not.
+    if let Some((name, value)) = options
+        .env
+        .iter()
+        .find(|(k, v)| k.len() + v.len() + 2 > MAX_ENV_STRING)
+    {
+        let message = format!(
+            "{name:?} cannot be passed as an environment variable: its value is {} bytes, and a variable is at most {} KiB (name=value)",
+            value.len(),
+            MAX_ENV_STRING >> 10
         );
         return Err(RunError::Invalid(
             flowrun_codegen::Diagnostic::new(message).into(),
