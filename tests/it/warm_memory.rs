@@ -132,22 +132,16 @@ fn a_traceback_shows_its_own_workflows_source_whatever_the_template_prepared() {
     };
     run("lx");
     run("ly");
+    let node = |r: &serde_json::Value, id: &str| {
+        let nodes = r["nodes"].as_array().unwrap();
+        nodes.iter().find(|n| n["node_id"] == id).unwrap().clone()
+    };
     for r in [run("lx"), run("lx")] {
-        let c = r["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["node_id"] == "c")
-            .unwrap();
+        let c = node(&r, "c");
         let tb = c["error"]["traceback"].as_str().unwrap_or_default();
         assert!(tb.contains("raise ValueError('lx fails here')"), "{tb}");
         assert!(!tb.contains("ly line three"), "{tb}");
-        let probe = r["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["node_id"] == "probe")
-            .unwrap();
+        let probe = node(&r, "probe");
         assert_eq!(
             probe["output"], "",
             "another workflow's node source is visible: {r:#}"
