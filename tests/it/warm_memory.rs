@@ -264,3 +264,41 @@ fn what_an_interpreter_reads_as_it_starts_is_the_executions_own() {
         }
     }
 }
+
+#[test]
+fn an_environment_no_exec_takes_fails_warm_as_it_does_cold() {
+    // Each variable under the 128 KiB an exec takes for one, all of them over what it takes in
+    // all (ARG_MAX, a quarter of the stack limit: 256 KiB with a 1 MiB stack) though within
+    // what a pipe may hold (1 MiB): a cold start fails to spawn, and a warm one must not run it.
+    let w = World::new();
+    w.save("probe.json", &code_workflow("probe", "return 1"));
+    let env: serde_json::Map<String, serde_json::Value> = (0..4)
+        .map(|i| (format!("BIG{i}"), json!("x".repeat(100_000))))
+        .collect();
+    let body = json!({"trigger": {}, "env": env});
+    let path = "/api/workflows/probe/executions?wait=true";
+    let serve = |extra: &'static [&'static str]| {
+        w.serve_opts(crate::support::serve::ServeOpts {
+            extra,
+            stack: Some(1 << 20),
+            ..Default::default()
+        })
+    };
+    let cold = serve(&["--cold"]).post(path, &body).body;
+    assert_eq!(cold["status"], "error", "{cold:#}");
+    assert_eq!(cold["error"]["type"], "SpawnError", "{cold:#}");
+    let warm = serve(&[]).post(path, &body).body;
+    assert_eq!(warm["status"], "error", "{warm:#}");
+    assert_eq!(
+        (&warm["start"], &warm["error"]["type"]),
+        (&cold["start"], &cold["error"]["type"])
+    );
+    // And what it does take runs warm there too.
+    let fits = json!({"trigger": {}, "env": {"BIG": "x".repeat(100_000)}});
+    let r = serve(&[]).post(path, &fits).body;
+    assert_eq!(
+        (r["status"].as_str(), r["start"].as_str()),
+        (Some("success"), Some("warm")),
+        "{r:#}"
+    );
+}

@@ -182,15 +182,10 @@ pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
             .unwrap_or(2)
     });
     flowrun_app::control::become_subreaper();
-    // Half the cores run the server's tasks, the rest are left to the executions' children: on
-    // two cores one worker, which answered `?wait=true` ~0.3-0.5 ms sooner than two (fewer
-    // hand-overs between workers, and the interpreter keeps a core). Files and the store are
-    // read and written on the blocking threads, so one worker still answers while they work.
-    let workers = std::thread::available_parallelism()
-        .map(|n| (n.get() / 2).max(1))
-        .unwrap_or(1);
+    // One worker per core (tokio's default). One worker on two cores answered `?wait=true`
+    // ~0.3-0.5 ms sooner, but an execution's task writes the store on its worker, and a store
+    // held by another process (busy for up to 30 s) would then stall every request.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
         .enable_all()
         .thread_name("flowrun-serve")
         .build()

@@ -78,6 +78,7 @@ impl World {
             nofile,
             program,
             ignored,
+            stack,
         } = o;
         let stderr_path = self.path(&format!(
             "serve-{}.stderr",
@@ -102,7 +103,8 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        if let Some(n) = nofile {
+        for (resource, n) in [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_STACK, stack)] {
+            let Some(n) = n else { continue };
             use std::os::unix::process::CommandExt;
             // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
             unsafe {
@@ -111,7 +113,7 @@ impl World {
                         rlim_cur: n,
                         rlim_max: n,
                     };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    if libc::setrlimit(resource, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
@@ -193,6 +195,8 @@ pub struct ServeOpts<'a> {
     pub program: Option<&'a std::path::Path>,
     /// Signals the server starts with ignored, as under `nohup` or in a shell's background job.
     pub ignored: &'a [i32],
+    /// The server's stack limit in bytes (a quarter of it is what an exec takes, ARG_MAX).
+    pub stack: Option<u64>,
 }
 
 /// The test's own HTTP client: no proxy from the developer's shell either.

@@ -187,8 +187,11 @@ impl Executions {
                 }
             };
             // The store has the final state now: subscribers that come later read it there.
-            live.make_record(&this.store);
-            this.finished(&id);
+            // Whatever happens in between, `done` is sent: a caller waits for it.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                live.make_record(&this.store);
+                this.finished(&id);
+            }));
             live.done.send_replace(Some(status));
             this.ended.notify_waiters();
         });

@@ -41,12 +41,19 @@ pub(crate) async fn spawn(
     // reads there, never through the template: what the template has held, every later fork
     // can read in its own memory (secrets included).
     let env = env_block(&launch.env);
+    if over_exec_limit(launch) {
+        // A cold start cannot exec it (E2BIG): neither may a warm one run it.
+        return Err(std::io::Error::other(
+            "the environment and arguments are over what an exec takes",
+        ));
+    }
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC)?;
     // All of the environment must fit in the empty pipe (written before anything can read it):
     // a pipe holds 64 KiB, and may be made larger up to the system's limit (1 MiB by default,
-    // /proc/sys/fs/pipe-max-size); a larger environment starts cold.
+    // /proc/sys/fs/pipe-max-size; the kernel rounds up to a power of two pages, so ask for no
+    // more than the environment); a larger environment starts cold.
     if env.len() > PIPE_HOLDS {
-        let size = (env.len() + PIPE_HOLDS).min(i32::MAX as usize) as i32;
+        let size = env.len().min(i32::MAX as usize) as i32;
         nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))?;
     }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -131,6 +138,22 @@ pub(crate) async fn spawn(
         lifeline: life_w,
         stdin_written,
     })
+}
+
+/// Whether the environment and arguments are more than an exec of them takes (`ARG_MAX`: the
+/// strings, their NULs and pointers), which a cold start would fail on.
+fn over_exec_limit(launch: &Launch) -> bool {
+    // SAFETY: sysconf reads a limit and touches no memory of ours.
+    let max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    let size: usize = launch
+        .env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2 + 8)
+        .sum::<usize>()
+        + launch.args.iter().map(|a| a.len() + 1 + 8).sum::<usize>()
+        + launch.program.as_os_str().len()
+        + 9;
+    max > 0 && size > max as usize
 }
 
 /// What a new pipe holds: 16 pages.
