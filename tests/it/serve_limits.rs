@@ -1,6 +1,6 @@
 //! `flowrun serve` under clients that misbehave or never stop: slow request heads (slowloris)
 //! past the file-descriptor limit, idle connections, long idle streams, and a real `EventSource`
-//! that reconnects after the end.
+//! that reconnects after the end; and a database another process holds for writing.
 
 use crate::serve::{quick, slow};
 use crate::support::serve::{ServeOpts, World, node, npm_package};
@@ -302,4 +302,77 @@ fn a_real_event_source_stops_reconnecting_after_the_end() {
     let n = w.events(&id).len();
     let expected: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
     assert_eq!(ids, expected, "{seen}");
+}
+
+#[test]
+fn serve_keeps_answering_while_another_process_holds_the_database() {
+    let w = World::new();
+    w.save(
+        "later.json",
+        &json!({
+            "id": "later",
+            "nodes": [
+                {"id": "begin", "type": "code", "code": "return 1"},
+                {"id": "wait", "type": "delay", "ms": 1500},
+                {"id": "end", "type": "code", "code": "return 2"}
+            ]
+        }),
+    );
+    let s = w.serve(&[]);
+    // Two executions: the first to write waits for the database, the other for the store's
+    // lock, which the first holds.
+    let ids: Vec<String> = (0..2)
+        .map(|_| s.start("/api/workflows/later/executions", &json!({"trigger": {}})))
+        .collect();
+    for id in &ids {
+        s.wait_until(id, "begin recorded", |r| {
+            r["nodes"].as_array().is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n["node_id"] == "begin" && n["status"] == "success")
+            })
+        });
+    }
+    // Another process takes the database for writing while the executions wait; their next
+    // writes wait for it (up to 30 s), in the executions' tasks.
+    let holder = w.db_rw();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // What needs no store answers meanwhile: a waiting write gives its worker's other tasks
+    // to another thread (on two cores serve has one worker, which otherwise slept in SQLite).
+    for i in 0..3 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (url, token) = (s.url.clone(), s.token.clone());
+        std::thread::spawn(move || {
+            let r = ureq::get(format!("{url}/api"))
+                .header("Authorization", format!("Bearer {token}"))
+                .call()
+                .map(|r| r.status().as_u16());
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(200)) => {}
+            Ok(other) => panic!("GET /api {i} while the database is held: {other:?}"),
+            Err(_) => panic!(
+                "GET /api {i} had no answer in 5 s while another process held the database; {}",
+                s.stderr()
+            ),
+        }
+    }
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    // The executions' writes went through once the database was free: their records are whole.
+    for id in &ids {
+        let rec = s.wait_final(id);
+        assert_eq!(rec["status"], "success", "{rec}");
+        let ended: Vec<&str> = rec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["status"] == "success")
+            .map(|n| n["node_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ended, ["begin", "wait", "end"], "{rec}");
+    }
 }

@@ -2,26 +2,65 @@
 
 use flowrun_store::Store;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 
 /// Locks `m`, also when a thread panicked while holding it: every value kept behind these locks
 /// (the store connection, queues, event buffers) stays consistent between statements, so a
 /// panic elsewhere must not take the rest of a long-lived server down with it.
+///
+/// A lock held elsewhere is waited for off the async workers ([`off_workers`]): a holder can be
+/// waiting in its turn for the database, up to 30 s.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    match m.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            off_workers(|| m.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+    }
 }
 
 /// The store, shared by whatever records into it in this process (one connection per process).
+///
+/// An execution's task writes it from an async worker (a hand-over to another thread per write
+/// would be a wake-up on the way of every answer), and a write can wait: for another task's
+/// write, or up to 30 s for another process that holds the database. Either wait gives the
+/// worker's other tasks to another thread first ([`off_workers`]), so that `serve` keeps
+/// answering whatever does not need the store, however few its workers.
 #[derive(Clone)]
 pub struct SharedStore(Arc<Mutex<Store>>);
 
 impl SharedStore {
     pub fn new(store: Store) -> SharedStore {
+        // It fails only on a closed connection, whose timeout then stays.
+        let _ = store.on_busy(wait_while_busy);
         SharedStore(Arc::new(Mutex::new(store)))
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Store> {
         lock(&self.0)
+    }
+}
+
+/// The store's wait for a database another process holds, off the async workers.
+fn wait_while_busy(attempt: i32) -> bool {
+    match flowrun_store::busy_pause(attempt) {
+        Some(pause) => {
+            off_workers(|| std::thread::sleep(pause));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Runs `f`, which may block, without holding up the other tasks of a multi-thread runtime
+/// when called on one of its workers: tokio moves them to another thread first. Elsewhere (a
+/// blocking thread, a current-thread runtime, no runtime) it just runs `f`.
+pub(crate) fn off_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

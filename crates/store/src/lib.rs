@@ -68,6 +68,21 @@ pub(crate) fn json_text(v: &Value, max: usize) -> String {
     flowrun_events::truncated::marker(text.len(), &text[..cut]).to_string()
 }
 
+/// How long a writer waits for another connection to let go of the database: 30 s in all.
+const BUSY_FOR: Duration = Duration::from_secs(30);
+
+/// The pause before attempt `attempt` (0 for the first) to use a database another connection
+/// holds, or `None` once [`BUSY_FOR`] has been waited: short at first, as a write of another
+/// process is over in a millisecond or two, then 100 ms (SQLite's own schedule).
+pub fn busy_pause(attempt: i32) -> Option<Duration> {
+    const FIRST: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+    let n = usize::try_from(attempt).unwrap_or(0);
+    let waited: u64 =
+        FIRST.iter().take(n).sum::<u64>() + 100 * n.saturating_sub(FIRST.len()) as u64;
+    let pause = FIRST.get(n).copied().unwrap_or(100);
+    (waited + pause <= BUSY_FOR.as_millis() as u64).then(|| Duration::from_millis(pause))
+}
+
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -79,8 +94,7 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_FOR).map_err(open_err)?;
         // synchronous first, so nothing below commits with a full sync; auto_vacuum only on a
         // new database (it takes effect only before the first table, and setting it on an
         // existing one rewrites page 1: a WAL and a directory fsync on every open).
@@ -140,6 +154,15 @@ impl Store {
         &self.path
     }
 
+    /// Replaces the busy timeout: while another connection holds the database, SQLite calls
+    /// `handler` with the number of times it has been called for this statement, and gives up
+    /// when it returns `false`. A handler that waits [`busy_pause`] and returns whether there
+    /// was one waits as the timeout does. A process that runs many tasks on a few threads
+    /// waits in its own way, so that one writer waiting does not hold up the others.
+    pub fn on_busy(&self, handler: fn(i32) -> bool) -> Result<()> {
+        Ok(self.conn.busy_handler(Some(handler))?)
+    }
+
     pub(crate) fn json_text(&self, v: &Value) -> String {
         json_text(v, self.max_field_bytes)
     }
@@ -155,5 +178,22 @@ impl Store {
     /// Raw access for tests and maintenance commands.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_pauses_add_up_to_the_timeout() {
+        let pauses: Vec<Duration> = (0..).map_while(busy_pause).collect();
+        let total: Duration = pauses.iter().sum();
+        assert_eq!(pauses[0], Duration::from_millis(1));
+        assert!(
+            total <= BUSY_FOR && total > BUSY_FOR - Duration::from_millis(100),
+            "{total:?}"
+        );
+        assert_eq!(busy_pause(-1), Some(Duration::from_millis(1)));
     }
 }
