@@ -103,12 +103,13 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        for (resource, n) in [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_STACK, stack)] {
-            let Some(n) = n else { continue };
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
+        let limits = [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_STACK, stack)];
+        let ignored = ignored.to_vec();
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit and signal, both async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (resource, n) in limits.iter().filter_map(|(r, n)| Some((*r, (*n)?))) {
                     let limit = libc::rlimit {
                         rlim_cur: n,
                         rlim_max: n,
@@ -116,22 +117,12 @@ impl World {
                     if libc::setrlimit(resource, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
-        }
-        if !ignored.is_empty() {
-            use std::os::unix::process::CommandExt;
-            let ignored = ignored.to_vec();
-            // SAFETY: only signal(), which is async-signal-safe, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    for &sig in &ignored {
-                        libc::signal(sig, libc::SIG_IGN);
-                    }
-                    Ok(())
-                });
-            }
+                }
+                for &sig in &ignored {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                Ok(())
+            });
         }
         let mut child = cmd.spawn().expect("flowrun serve starts");
         let stdout = child.stdout.take().unwrap();
