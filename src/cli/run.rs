@@ -164,6 +164,15 @@ fn warn_secrets_on_command_line(prepared: &runner::Prepared, on_command_line: &[
 /// Stdin is never read unless asked for: `run` in a `while read` loop or under a CI runner
 /// whose stdin is an open pipe must neither eat the loop's input nor wait for an EOF.
 pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
+    // An existing store is opened on another thread while the workflow is prepared: each takes
+    // about a millisecond (the schema check; the database and its recovery), and a cold run is
+    // what a user waits for. When preparing fails, its error is the one reported and the
+    // thread ends with the process (SQLite keeps what it wrote whole). A run that fails to
+    // prepare creates no database, so a new one is made only after.
+    let opening = flowrun_app::paths::database(db).exists().then(|| {
+        let db = db.map(Path::to_path_buf);
+        std::thread::spawn(move || open_store(db.as_deref()))
+    });
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
     let given = input::trigger_text(args.exec.input.as_deref(), args.exec.input_file.as_deref())?;
     let (opts, on_command_line) = options(&args.exec)?;
@@ -180,7 +189,13 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
         x
     })?;
     warn_secrets_on_command_line(&prepared, &on_command_line);
-    let store = SharedStore::new(open_store(db)?);
+    let store = match opening {
+        Some(opening) => opening
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+        None => open_store(db)?,
+    };
+    let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
 }
 

@@ -421,3 +421,43 @@ fn a_large_trigger_is_held_once() {
     );
     assert!(peak < 200 * 1024, "peak RSS {peak} kB");
 }
+
+/// `run` opens an existing database while it prepares the workflow; a run that fails to prepare
+/// creates none, and leaves an existing one whole however early its process ends.
+#[test]
+fn a_run_that_fails_to_prepare_creates_no_database_and_leaves_one_whole() {
+    let env = Env::new();
+    let good = echo(&env);
+    let bad = env.write_workflow(
+        "bad.json",
+        &json!({ "id": "bad", "nodes": [
+            { "id": "a", "type": "set", "fields": { "v": "{{ foo.x }}" } }
+        ]}),
+    );
+    let out = env.run(&bad, "{}", &[]);
+    assert_code(&out, 2, "run of an invalid workflow");
+    assert!(
+        !env.db_path().exists(),
+        "a failed run made {}",
+        env.db_path().display()
+    );
+
+    assert_code(
+        &env.run(&good, r#"{"n": 1}"#, &[]),
+        0,
+        "run of a valid workflow",
+    );
+    for i in 0..10 {
+        let out = env.run(&bad, "{}", &[]);
+        assert_code(&out, 2, &format!("invalid run {i} on an existing database"));
+        assert!(
+            stderr(&out).contains("unknown root 'foo'"),
+            "{}",
+            describe(&out)
+        );
+    }
+    assert_code(&env.run(&good, r#"{"n": 2}"#, &[]), 0, "a run after them");
+    assert_eq!(env.execution_count(), 2);
+    let history = env.cmd(["history", "--json"]);
+    assert_code(&history, 0, "history");
+}
