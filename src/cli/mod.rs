@@ -145,9 +145,18 @@ pub enum Command {
 
 /// Opens the store, first recovering executions that dead runners left `running`.
 pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<flowrun_store::Store, Exit> {
-    let (store, recovered) =
-        flowrun_app::control::open_store(db).map_err(|e| Exit::new(3, e.to_string()))?;
-    for id in recovered {
+    recover(open_store_only(db)?)
+}
+
+/// Opens the store (and brings its schema up to date), nothing else: [`recover`] follows.
+pub(crate) fn open_store_only(db: Option<&std::path::Path>) -> Result<flowrun_store::Store, Exit> {
+    flowrun_store::Store::open(&flowrun_app::paths::database(db))
+        .map_err(|e| Exit::new(3, e.to_string()))
+}
+
+/// Recovers executions that dead runners left `running`, and says so.
+pub(crate) fn recover(mut store: flowrun_store::Store) -> Result<flowrun_store::Store, Exit> {
+    for id in flowrun_app::control::recover(&mut store) {
         eprintln!(
             "flowrun: execution {id} was left running by a flowrun process that is gone; marked interrupted"
         );

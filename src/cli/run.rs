@@ -1,7 +1,7 @@
 //! `flowrun run`, `flowrun stop` and `flowrun pause`.
 
 use super::progress::{Jsonl, Terminal};
-use super::{Exit, open_store};
+use super::{Exit, open_store, open_store_only, recover};
 use super::{exit, input, text};
 use clap::{Args, ValueEnum};
 use flowrun_app::SharedStore;
@@ -165,13 +165,14 @@ fn warn_secrets_on_command_line(prepared: &runner::Prepared, on_command_line: &[
 /// whose stdin is an open pipe must neither eat the loop's input nor wait for an EOF.
 pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     // An existing store is opened on another thread while the workflow is prepared: each takes
-    // about a millisecond (the schema check; the database and its recovery), and a cold run is
-    // what a user waits for. When preparing fails, its error is the one reported and the
-    // thread ends with the process (SQLite keeps what it wrote whole). A run that fails to
-    // prepare creates no database, so a new one is made only after.
+    // about a millisecond (the schema check; the database), and a cold run is what a user waits
+    // for. When preparing fails, its error is the one reported and the thread ends with the
+    // process (SQLite keeps what it wrote whole). Only what a successful prepare goes on to do
+    // changes anything: a new database is made, and executions of dead runners are recovered
+    // (their processes ended, the notice printed), after it.
     let opening = flowrun_app::paths::database(db).exists().then(|| {
         let db = db.map(Path::to_path_buf);
-        std::thread::spawn(move || open_store(db.as_deref()))
+        std::thread::spawn(move || open_store_only(db.as_deref()))
     });
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
     let given = input::trigger_text(args.exec.input.as_deref(), args.exec.input_file.as_deref())?;
@@ -190,9 +191,11 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     })?;
     warn_secrets_on_command_line(&prepared, &on_command_line);
     let store = match opening {
-        Some(opening) => opening
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+        Some(opening) => recover(
+            opening
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+        )?,
         None => open_store(db)?,
     };
     let store = SharedStore::new(store);

@@ -423,9 +423,10 @@ fn a_large_trigger_is_held_once() {
 }
 
 /// `run` opens an existing database while it prepares the workflow; a run that fails to prepare
-/// creates none, and leaves an existing one whole however early its process ends.
+/// creates none, changes nothing in an existing one (no recovery of executions left by dead
+/// runners: the next run that starts does that, and says so), and leaves it whole.
 #[test]
-fn a_run_that_fails_to_prepare_creates_no_database_and_leaves_one_whole() {
+fn a_run_that_fails_to_prepare_creates_no_database_and_changes_none() {
     let env = Env::new();
     let good = echo(&env);
     let bad = env.write_workflow(
@@ -434,30 +435,49 @@ fn a_run_that_fails_to_prepare_creates_no_database_and_leaves_one_whole() {
             { "id": "a", "type": "set", "fields": { "v": "{{ foo.x }}" } }
         ]}),
     );
-    let out = env.run(&bad, "{}", &[]);
-    assert_code(&out, 2, "run of an invalid workflow");
-    assert!(
-        !env.db_path().exists(),
-        "a failed run made {}",
-        env.db_path().display()
-    );
+    for i in 0..20 {
+        let out = env.run(&bad, "{}", &[]);
+        assert_code(&out, 2, &format!("invalid run {i}"));
+        assert!(!env.db_path().exists(), "invalid run {i} made a database");
+    }
 
     assert_code(
         &env.run(&good, r#"{"n": 1}"#, &[]),
         0,
         "run of a valid workflow",
     );
+    // Its row as a runner that is gone left it: `running`.
+    let id = env.only_execution_id();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    env.db_rw()
+        .execute(
+            "UPDATE executions SET status = 'running', finished_at = NULL, runner_pid = ?2,
+             runner_start_time = 1 WHERE id = ?1",
+            rusqlite::params![id, gone.id() as i64],
+        )
+        .unwrap();
     for i in 0..10 {
         let out = env.run(&bad, "{}", &[]);
         assert_code(&out, 2, &format!("invalid run {i} on an existing database"));
-        assert!(
-            stderr(&out).contains("unknown root 'foo'"),
-            "{}",
-            describe(&out)
-        );
+        let err = stderr(&out);
+        assert!(err.contains("unknown root 'foo'"), "{}", describe(&out));
+        assert!(!err.contains("marked interrupted"), "{}", describe(&out));
     }
-    assert_code(&env.run(&good, r#"{"n": 2}"#, &[]), 0, "a run after them");
+    assert_eq!(env.execution(&id).status, "running");
+    let check: String = env
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+
+    let out = env.run(&good, r#"{"n": 2}"#, &[]);
+    assert_code(&out, 0, "a run after them");
+    assert!(
+        stderr(&out).contains("marked interrupted"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(env.execution(&id).status, "interrupted");
     assert_eq!(env.execution_count(), 2);
-    let history = env.cmd(["history", "--json"]);
-    assert_code(&history, 0, "history");
 }

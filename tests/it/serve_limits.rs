@@ -318,9 +318,12 @@ fn serve_keeps_answering_while_another_process_holds_the_database() {
             ]
         }),
     );
-    let s = w.serve(&[]);
-    // Two executions: the first to write waits for the database, the other for the store's
-    // lock, which the first holds.
+    // On two CPUs, whatever this machine has: serve then runs one async worker.
+    let s = w.serve_opts(ServeOpts {
+        cpus: Some(2),
+        ..ServeOpts::default()
+    });
+    // Two executions running, whose writes will wait for the store's lock or the database.
     let ids: Vec<String> = (0..2)
         .map(|_| s.start("/api/workflows/later/executions", &json!({"trigger": {}})))
         .collect();
@@ -332,35 +335,57 @@ fn serve_keeps_answering_while_another_process_holds_the_database() {
             })
         });
     }
-    // Another process takes the database for writing while the executions wait; their next
-    // writes wait for it (up to 30 s), in the executions' tasks.
+    // `GET /api` needs no store: it answers within 5 s, however long the database is held.
+    let answers = |when: &str| {
+        for i in 0..3 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (url, token) = (s.url.clone(), s.token.clone());
+            std::thread::spawn(move || {
+                let r = ureq::get(format!("{url}/api"))
+                    .header("Authorization", format!("Bearer {token}"))
+                    .call()
+                    .map(|mut r| r.body_mut().read_json::<Value>().unwrap());
+                let _ = tx.send(r);
+            });
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(info)) => assert_eq!(
+                    (&info["running"], &info["queued"]),
+                    (&json!(2), &json!(0)),
+                    "{when}: {info}"
+                ),
+                Ok(Err(e)) => panic!("GET /api {i} {when}: {e}"),
+                Err(_) => panic!("GET /api {i} {when}: no answer in 5 s; {}", s.stderr()),
+            }
+        }
+    };
+    // Another process takes the database for writing. The executions' next writes, as their
+    // delays end, wait for it (up to 30 s) in their tasks: one in SQLite's busy wait, the
+    // other for the store's lock. Each gives its async worker's other tasks to another thread
+    // first (serve has one worker, which otherwise slept).
     let holder = w.db_rw();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-
-    // What needs no store answers meanwhile: a waiting write gives its worker's other tasks
-    // to another thread (on two cores serve has one worker, which otherwise slept in SQLite).
-    for i in 0..3 {
-        let (tx, rx) = std::sync::mpsc::channel();
+    answers("while the executions wait for the database");
+    // A third is submitted: its row waits for the store, with the queue's lock held; the
+    // counts are read without that lock.
+    let third = {
         let (url, token) = (s.url.clone(), s.token.clone());
         std::thread::spawn(move || {
-            let r = ureq::get(format!("{url}/api"))
+            ureq::post(format!("{url}/api/workflows/later/executions"))
                 .header("Authorization", format!("Bearer {token}"))
-                .call()
-                .map(|r| r.status().as_u16());
-            let _ = tx.send(r);
-        });
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(200)) => {}
-            Ok(other) => panic!("GET /api {i} while the database is held: {other:?}"),
-            Err(_) => panic!(
-                "GET /api {i} had no answer in 5 s while another process held the database; {}",
-                s.stderr()
-            ),
-        }
-    }
+                .send_json(json!({"trigger": {}}))
+                .map(|mut r| r.body_mut().read_json::<Value>().unwrap())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    answers("while a submission waits for the store");
     holder.execute_batch("ROLLBACK").unwrap();
     drop(holder);
+    let third = third
+        .join()
+        .unwrap()
+        .expect("the third execution is accepted");
+    let ids = [ids, vec![third["id"].as_str().expect("an id").to_string()]].concat();
 
     // The executions' writes went through once the database was free: their records are whole.
     for id in &ids {

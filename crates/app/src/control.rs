@@ -29,8 +29,10 @@ pub fn open_store(db: Option<&Path>) -> Result<(Store, Vec<String>), StoreError>
     Ok((store, recovered))
 }
 
-/// Marks executions of dead runners `interrupted`. Returns their ids.
-pub(crate) fn recover(store: &mut Store) -> Vec<String> {
+/// Marks executions of dead runners `interrupted` (ending what is left of their processes).
+/// Returns their ids. [`open_store`] does this; a caller that opens the store itself (to open
+/// it beside other work) calls it when it goes on to use it.
+pub fn recover(store: &mut Store) -> Vec<String> {
     let Ok(unfinished) = store.unfinished() else {
         return Vec::new();
     };

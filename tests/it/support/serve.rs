@@ -79,6 +79,7 @@ impl World {
             program,
             ignored,
             stack,
+            cpus,
         } = o;
         let stderr_path = self.path(&format!(
             "serve-{}.stderr",
@@ -106,9 +107,17 @@ impl World {
         let limits = [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_STACK, stack)];
         let ignored = ignored.to_vec();
         use std::os::unix::process::CommandExt;
-        // SAFETY: only setrlimit and signal, both async-signal-safe, between fork and exec.
+        // SAFETY: only setrlimit, signal and sched_setaffinity (system calls) between fork and
+        // exec.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(n) = cpus {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    (0..n).for_each(|cpu| libc::CPU_SET(cpu, &mut set));
+                    if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 for (resource, n) in limits.iter().filter_map(|(r, n)| Some((*r, (*n)?))) {
                     let limit = libc::rlimit {
                         rlim_cur: n,
@@ -188,6 +197,8 @@ pub struct ServeOpts<'a> {
     pub ignored: &'a [i32],
     /// The server's stack limit in bytes (a quarter of it is what an exec takes, ARG_MAX).
     pub stack: Option<u64>,
+    /// Runs the server on its first `n` CPUs only: the cores it sizes itself by.
+    pub cpus: Option<usize>,
 }
 
 /// The test's own HTTP client: no proxy from the developer's shell either.

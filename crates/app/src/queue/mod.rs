@@ -17,6 +17,7 @@ use flowrun_store::Request;
 use futures_util::FutureExt;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -79,6 +80,10 @@ pub struct Executions {
     store: SharedStore,
     max_concurrent: usize,
     inner: Mutex<Inner>,
+    /// `(running, queued)` as of the last change, read without `inner`: that lock is held while
+    /// the store is written, which can wait up to 30 s for another process, and `GET /api`
+    /// answers meanwhile.
+    counts: [AtomicUsize; 2],
     /// Wakes `shutdown` when an execution ends.
     ended: Notify,
 }
@@ -89,6 +94,7 @@ impl Executions {
             store,
             max_concurrent: max_concurrent.max(1),
             inner: Mutex::new(Inner::default()),
+            counts: Default::default(),
             ended: Notify::new(),
         })
     }
@@ -99,8 +105,17 @@ impl Executions {
 
     /// `(running, queued)` counts.
     pub fn counts(&self) -> (usize, usize) {
-        let inner = crate::lock(&self.inner);
-        (inner.running, inner.queue.len())
+        let [running, queued] = &self.counts;
+        (
+            running.load(Ordering::Relaxed),
+            queued.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Makes `inner`'s counts what [`counts`](Self::counts) reads; called after each change.
+    fn publish(&self, inner: &Inner) {
+        self.counts[0].store(inner.running, Ordering::Relaxed);
+        self.counts[1].store(inner.queue.len(), Ordering::Relaxed);
     }
 
     /// The live view of an execution this server has queued or running.
@@ -136,10 +151,12 @@ impl Executions {
         };
         if start_now {
             inner.running += 1;
+            self.publish(&inner);
             drop(inner);
             self.spawn_run(id.clone(), job);
         } else {
             inner.queue.push_back((id.clone(), job));
+            self.publish(&inner);
         }
         Ok((id, status))
     }
@@ -225,6 +242,7 @@ impl Executions {
             inner.running += 1;
             start.push((id, job));
         }
+        self.publish(&inner);
         drop(inner);
         for (id, job) in start {
             self.spawn_run(id, job);
@@ -237,6 +255,7 @@ impl Executions {
         let mut inner = crate::lock(&self.inner);
         if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
             let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
+            self.publish(&inner);
             drop(inner);
             self.cancel_queued(id, job, "stopped by request before it started");
             return Ok(Stopped::Dequeued);
@@ -351,6 +370,7 @@ impl Executions {
         let mut inner = crate::lock(&self.inner);
         if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
             let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
+            self.publish(&inner);
             drop(inner);
             self.cancel_queued(id, job, "stopped by request before it started");
         } else if let Some(live) = inner.live.get(id) {
@@ -367,6 +387,7 @@ impl Executions {
                 let mut inner = crate::lock(&this.inner);
                 inner.closed = true;
                 let queued: Vec<(String, Job)> = inner.queue.drain(..).collect();
+                this.publish(&inner);
                 let running: Vec<Arc<Live>> = inner.live.values().cloned().collect();
                 (queued, running)
             };
