@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
@@ -224,7 +224,7 @@ impl Executions {
     }
 
     /// Starts queued executions while there is room. Takes the lock guard and releases it.
-    fn start_queued(self: &Arc<Self>, mut inner: std::sync::MutexGuard<'_, Inner>) {
+    fn start_queued(self: &Arc<Self>, mut inner: MutexGuard<'_, Inner>) {
         let mut start = Vec::new();
         while !inner.closed && inner.running < self.max_concurrent {
             let Some((id, job)) = inner.queue.pop_front() else {
@@ -252,14 +252,10 @@ impl Executions {
     /// Stops an execution: dequeues it, stops it here, or asks its runner through the store.
     /// Blocking (store access).
     pub fn stop(self: &Arc<Self>, id: &str) -> Result<Stopped, flowrun_store::StoreError> {
-        let mut inner = crate::lock(&self.inner);
-        if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
-            let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
-            self.publish(&inner);
-            drop(inner);
-            self.cancel_queued(id, job, "stopped by request before it started");
+        let inner = crate::lock(&self.inner);
+        let Some(inner) = self.cancel_if_queued(inner, id) else {
             return Ok(Stopped::Dequeued);
-        }
+        };
         if let Some(live) = inner.live.get(id).cloned() {
             drop(inner);
             // Recorded in the store too, like `flowrun stop` does.
@@ -367,15 +363,29 @@ impl Executions {
 
     /// Stops an execution of this server: dequeues it or stops it. Blocking.
     fn stop_here(self: &Arc<Self>, id: &str) {
-        let mut inner = crate::lock(&self.inner);
-        if let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) {
-            let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
-            self.publish(&inner);
-            drop(inner);
-            self.cancel_queued(id, job, "stopped by request before it started");
-        } else if let Some(live) = inner.live.get(id) {
+        let inner = crate::lock(&self.inner);
+        if let Some(inner) = self.cancel_if_queued(inner, id)
+            && let Some(live) = inner.live.get(id)
+        {
             live.cancel();
         }
+    }
+
+    /// A stop request for `id`: when it is queued, takes it out and records it `cancelled`
+    /// (the lock released first) and returns `None`; else gives the lock back.
+    fn cancel_if_queued<'a>(
+        self: &Arc<Self>,
+        mut inner: MutexGuard<'a, Inner>,
+        id: &str,
+    ) -> Option<MutexGuard<'a, Inner>> {
+        let Some(pos) = inner.queue.iter().position(|(q, _)| q == id) else {
+            return Some(inner);
+        };
+        let (_, job) = inner.queue.remove(pos).expect("position is in the queue");
+        self.publish(&inner);
+        drop(inner);
+        self.cancel_queued(id, job, "stopped by request before it started");
+        None
     }
 
     /// Ends everything for shutdown: queued executions are cancelled, running ones stopped like
