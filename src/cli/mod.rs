@@ -150,8 +150,7 @@ pub(crate) fn open_store(db: Option<&std::path::Path>) -> Result<flowrun_store::
 
 /// Opens the store (and brings its schema up to date), nothing else: [`recover`] follows.
 pub(crate) fn open_store_only(db: Option<&std::path::Path>) -> Result<flowrun_store::Store, Exit> {
-    flowrun_store::Store::open(&flowrun_app::paths::database(db))
-        .map_err(|e| Exit::new(3, e.to_string()))
+    flowrun_app::control::open(db).map_err(|e| Exit::new(3, e.to_string()))
 }
 
 /// Recovers executions that dead runners left `running`, and says so.

@@ -191,14 +191,12 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     })?;
     warn_secrets_on_command_line(&prepared, &on_command_line);
     let store = match opening {
-        Some(opening) => recover(
-            opening
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-        )?,
-        None => open_store(db)?,
+        Some(opening) => opening
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+        None => open_store_only(db)?,
     };
-    let store = SharedStore::new(store);
+    let store = SharedStore::new(recover(store)?);
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
 }
 

@@ -21,17 +21,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Opens the store (`db`, else the default path), first recovering executions that dead runners
-/// left `running`. Returns the store and the ids it marked `interrupted`.
-pub fn open_store(db: Option<&Path>) -> Result<(Store, Vec<String>), StoreError> {
-    let mut store = Store::open(&crate::paths::database(db))?;
-    let recovered = recover(&mut store);
-    Ok((store, recovered))
+/// Opens the store (`db`, else the default path) and brings its schema up to date. Before
+/// using it, a front end runs [`recover`] (apart, so that opening can overlap other work that
+/// may still fail and must then change nothing).
+pub fn open(db: Option<&Path>) -> Result<Store, StoreError> {
+    Store::open(&crate::paths::database(db))
 }
 
 /// Marks executions of dead runners `interrupted` (ending what is left of their processes).
-/// Returns their ids. [`open_store`] does this; a caller that opens the store itself (to open
-/// it beside other work) calls it when it goes on to use it.
+/// Returns their ids.
 pub fn recover(store: &mut Store) -> Vec<String> {
     let Ok(unfinished) = store.unfinished() else {
         return Vec::new();

@@ -169,15 +169,13 @@ pub async fn execute(
     tokio::pin!(exec_sleep);
     let node_sleep = sleep_until(far.into());
     tokio::pin!(node_sleep);
-    let mut node_sleep_at = far;
     let at = |when: Option<Instant>| async move { sleep_until(when.unwrap_or(far).into()).await };
 
     while exit.is_none() || open_streams > 0 {
         let node_deadline = st.next_deadline();
-        let node_at = node_deadline.as_ref().map_or(far, |d| d.0);
-        if node_at != node_sleep_at {
-            node_sleep.as_mut().reset(node_at.into());
-            node_sleep_at = node_at;
+        let node_at = node_deadline.as_ref().map_or(far, |d| d.0).into();
+        if node_sleep.deadline() != node_at {
+            node_sleep.as_mut().reset(node_at);
         }
         tokio::select! {
             msg = rx.recv() => match msg {

@@ -37,16 +37,16 @@ pub(crate) async fn spawn(
         flags: flags.to_vec(),
         env: super::at_start(&launch.env),
     };
-    // The environment goes to the interpreter on its own stdin, ahead of what the workflow
-    // reads there, never through the template: what the template has held, every later fork
-    // can read in its own memory (secrets included).
-    let env = env_block(&launch.env);
     if over_exec_limit(launch) {
         // A cold start cannot exec it (E2BIG): neither may a warm one run it.
         return Err(std::io::Error::other(
             "the environment and arguments are over what an exec takes",
         ));
     }
+    // The environment goes to the interpreter on its own stdin, ahead of what the workflow
+    // reads there, never through the template: what the template has held, every later fork
+    // can read in its own memory (secrets included).
+    let env = env_block(&launch.env);
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC)?;
     // All of the environment must fit in the empty pipe (written before anything can read it):
     // a pipe holds 64 KiB, and may be made larger up to the system's limit (1 MiB by default,
