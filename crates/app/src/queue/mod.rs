@@ -190,16 +190,14 @@ impl Executions {
                         ErrorKind::InternalError,
                         format!("flowrun serve: the execution's task panicked: {what}"),
                     );
-                    let (store, idc) = (this.store.clone(), id.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let _ = crate::control::abandon(
-                            &mut store.lock(),
-                            &idc,
-                            ExecStatus::Error,
-                            &err,
-                        );
-                    })
-                    .await;
+                    // In the task, as its other writes are (a wait for the store is off the
+                    // workers).
+                    let _ = crate::control::abandon(
+                        &mut this.store.lock(),
+                        &id,
+                        ExecStatus::Error,
+                        &err,
+                    );
                     ExecStatus::Error
                 }
             };
