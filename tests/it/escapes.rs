@@ -355,3 +355,109 @@ fn a_long_lived_server_reaps_what_daemonising_nodes_leave() {
     let z = zombies_of(srv.pid());
     assert!(z.is_empty(), "zombies under flowrun serve: {z:?}");
 }
+
+/// A node's last word: kill its own shepherd with the one signal it cannot handle, so that
+/// nothing ends the tree for it, then linger.
+const KILL_SHEPHERD: &str = "os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(60)";
+
+/// Escapees of a node that killed its shepherd came to the server (a subreaper); the execution
+/// is recorded as ended only once they are gone, none is left a zombie, and the server's own
+/// children (its template, the spares it holds) are not taken for them.
+#[test]
+fn processes_of_a_node_that_kills_its_shepherd_end_with_the_execution_in_serve() {
+    let world = crate::support::serve::World::new();
+    let scratch = world.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let pids_file = world.path("pids");
+    let body = format!("{ESCAPEE}\nescape_all()\n{KILL_SHEPHERD}");
+    world.save(
+        "killer.json",
+        &json!({ "id": "killer", "nodes": [ code_node("escaper", &body) ]}),
+    );
+    world.save(
+        "quick.json",
+        &json!({ "id": "quick", "nodes": [ { "id": "s", "type": "set", "fields": { "ok": true } } ]}),
+    );
+    let srv = world.serve(&[]);
+    let quick = |srv: &crate::support::serve::Server| {
+        let id = srv.start("/api/workflows/quick/executions", &json!({"trigger": {}}));
+        srv.wait_final(&id)
+    };
+    // Spares exist once a warm execution has ended.
+    assert_eq!(quick(&srv)["start"], "warm");
+    let trig =
+        json!({ "pids": pids_file.display().to_string(), "dir": scratch.display().to_string() });
+    let id = srv.start(
+        "/api/workflows/killer/executions",
+        &json!({ "trigger": trig }),
+    );
+    let rec = srv.wait_final(&id);
+    assert_eq!(rec["status"], "error", "{rec:#}");
+    let p = read_pids(&pids_file);
+    assert_eq!(p.len(), 3, "{p:?} {rec:#}");
+    let left: Vec<_> = p.iter().filter(|&&pid| alive(pid)).collect();
+    assert!(
+        left.is_empty(),
+        "alive after the end was recorded: {left:?}"
+    );
+    let z = zombies_of(srv.pid());
+    assert!(z.is_empty(), "zombies under flowrun serve: {z:?}");
+    // The spares the template made as the killer's shepherd went (while the sweep waited for
+    // the escapees to come of age) are the server's, not strays: both are there.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while children_with(srv.pid(), &["__shepherd", "--spare"]).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "spares left after the sweep: {:?}",
+            children_with(srv.pid(), &["__shepherd", "--spare"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        let r = quick(&srv);
+        assert_eq!(
+            (&r["status"], &r["start"]),
+            (&json!("success"), &json!("warm")),
+            "{r:#}"
+        );
+    }
+}
+
+/// The same in `flowrun test`: the escapees of one case are gone before the next case runs
+/// (it looks for them), not only when the suite ends.
+#[test]
+fn processes_of_a_node_that_kills_its_shepherd_end_before_the_next_case() {
+    let fx = Fx::new();
+    let trig = trigger(&fx);
+    let body = format!("{ESCAPEE}\nescape_all()\n{KILL_SHEPHERD}");
+    fx.workflow(
+        "killer",
+        &json!({ "id": "killer", "nodes": [ code_node("escaper", &body) ]}),
+    );
+    fx.workflow(
+        "look",
+        &json!({ "id": "look", "nodes": [ code_node("look", r#"
+            pids = [int(l) for l in open(trigger['pids']).read().split()]
+            def alive(pid):
+                try:
+                    state = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()[0]
+                except OSError:
+                    return False
+                return state not in ('Z', 'X')
+            return {'noted': len(pids), 'alive': [p for p in pids if alive(p)]}
+        "#) ]}),
+    );
+    let yaml = |wf: &str, expect: &str| {
+        format!(
+            "workflow: ./{wf}.json\ncases:\n  - name: {wf}\n    trigger: {trig}\n    expect: {expect}\n"
+        )
+    };
+    fx.write_file("a_killer.test.yaml", &yaml("killer", "{ status: error }"));
+    fx.write_file(
+        "b_look.test.yaml",
+        &yaml("look", "{ output.noted: 3, output.alive: [] }"),
+    );
+    let dir = fx.path(".");
+    let out = fx.flowrun(&["test", dir.to_str().unwrap(), "-j", "1"]);
+    out.assert_code(0);
+}

@@ -20,6 +20,7 @@ pub mod shepherd;
 pub mod sink;
 pub mod spec;
 mod state;
+pub mod strays;
 pub mod tree;
 pub mod warm;
 

@@ -56,6 +56,8 @@ pub(crate) struct Proc {
     pub stdout: Option<Pin<Box<dyn AsyncRead + Send>>>,
     pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
     waiter: Waiter,
+    /// A cold shepherd is ours from its spawn (a warm one's `Adopted` owns it).
+    _own: Option<crate::strays::Own>,
 }
 
 enum Waiter {
@@ -75,6 +77,7 @@ impl Proc {
             stdout: Some(stdout),
             stderr: Some(stderr),
             waiter: Waiter::Warm(adopted),
+            _own: None,
         }
     }
 
@@ -166,6 +169,7 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
     };
     drop(read_end);
     let pid = child.id().expect("a just-spawned child has a pid") as i32;
+    let own = crate::strays::Own::new(pid);
     let proc = Proc {
         stdin: child
             .stdin
@@ -180,6 +184,7 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
             .take()
             .map(|s| Box::pin(s) as Pin<Box<dyn AsyncRead + Send>>),
         waiter: Waiter::Cold(child),
+        _own: Some(own),
     };
     Ok(Spawned {
         child: proc,
@@ -244,6 +249,14 @@ fn reap_group(pgid: i32) {
             break;
         }
     }
+}
+
+/// Is this process a child subreaper ([`become_subreaper`])?
+pub(crate) fn is_subreaper() -> bool {
+    let mut v: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int to the pointer we pass.
+    let r = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut libc::c_int) };
+    r == 0 && v != 0
 }
 
 /// Makes this process the reaper of orphaned descendants, so processes that outlive their parent

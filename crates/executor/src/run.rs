@@ -14,10 +14,11 @@ use crate::read::{Msg, read_stream};
 use crate::sink::Sink;
 use crate::spec::{RunSpec, StopReason};
 use crate::state::{State, round_ms};
-use crate::tree;
+use crate::{strays, tree};
 use flowrun_events::{ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Stream, now_ms};
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
@@ -262,6 +263,14 @@ pub async fn execute(
     // rest of the tree before it exited).
     drop(lifeline);
     process::kill_group_and_wait(info.pgid, Duration::from_secs(2)).await;
+    // A shepherd that ended by a signal may have been killed before it could end the tree: what
+    // it left came here (see `strays`).
+    if exit.is_none_or(|e| e.signal().is_some()) && process::is_subreaper() {
+        let _ = tokio::task::spawn_blocking(|| {
+            strays::sweep(Duration::from_secs(5), crate::warm::take_reports)
+        })
+        .await;
+    }
 
     let exit_text = exit.as_ref().map(describe_exit);
     let runtime_secs = started.elapsed().as_secs_f64();

@@ -20,6 +20,9 @@ pub struct ProcStat {
     pub ppid: i32,
     /// `R`, `S`, `D`, `T` (stopped), `t` (traced), `Z` (zombie), …
     pub state: char,
+    /// Session id: an execution's processes are never in the runner's (its shepherd starts a
+    /// new one, and no process can join a session it was not born in).
+    pub session: i32,
     /// Start time in clock ticks since boot.
     pub start_time: u64,
 }
@@ -31,12 +34,16 @@ pub fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
     let mut fields = rest.split(' ');
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    // After state and ppid, start time is the 20th of the remaining fields (field 22 overall).
-    let start_time = fields.nth(17)?.parse().ok()?;
+    let _pgrp = fields.next()?;
+    let session = fields.next()?.parse().ok()?;
+    // After state, ppid, pgrp and session, start time is the 16th of the remaining fields
+    // (field 22 overall).
+    let start_time = fields.nth(15)?.parse().ok()?;
     Some(ProcStat {
         pid,
         ppid,
         state,
+        session,
         start_time,
     })
 }
@@ -63,6 +70,11 @@ fn all() -> Vec<ProcStat> {
         stat(pid)
     })
     .collect()
+}
+
+/// The children of `parent`, zombies included.
+pub fn children(parent: i32) -> Vec<ProcStat> {
+    all().into_iter().filter(|p| p.ppid == parent).collect()
 }
 
 /// Every descendant of `root` (not `root` itself), parents before their children.
@@ -174,7 +186,10 @@ mod tests {
     fn parses_stat_lines_with_awkward_names() {
         let line = "4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
         let s = parse_stat(4242, line).expect("parses");
-        assert_eq!((s.ppid, s.state, s.start_time), (17, 'S', 987654));
+        assert_eq!(
+            (s.ppid, s.state, s.session, s.start_time),
+            (17, 'S', 4242, 987654)
+        );
         assert_eq!(parse_stat(1, "garbage"), None);
     }
 
@@ -183,6 +198,12 @@ mod tests {
         let me = std::process::id() as i32;
         let parent = stat(me).expect("own stat").ppid;
         assert!(descendants(parent).iter().any(|p| p.pid == me));
+        let mine = children(parent)
+            .into_iter()
+            .find(|p| p.pid == me)
+            .expect("a child");
+        // SAFETY: getsid(0) reads this process's session id.
+        assert_eq!(mine.session, unsafe { libc::getsid(0) });
         assert!(!is_stopped(me));
     }
 }

@@ -177,6 +177,21 @@ pub fn retire_all() {
     }
 }
 
+/// Takes in what the templates reported and nobody read yet — the spares they made, which are
+/// this process's children from the moment they exist — unless an execution is being started
+/// from one (that start reads them). For `crate::strays::sweep`, which must not take them for
+/// strays.
+pub(crate) fn take_reports() {
+    let Some(pool) = pool() else {
+        return;
+    };
+    if let Ok(mut guard) = pool.slots.try_lock() {
+        for slot in guard.0.values_mut() {
+            slot.template.take_reports();
+        }
+    }
+}
+
 /// The pool, when warm starts are on.
 pub(crate) fn pool() -> Option<&'static Pool> {
     POOL.get()

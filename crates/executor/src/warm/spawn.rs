@@ -26,7 +26,7 @@ pub(crate) async fn spawn(
     let Some((script, flags)) = launch.args.split_last() else {
         return Err(std::io::Error::other("no script to run"));
     };
-    if !is_subreaper() {
+    if !crate::process::is_subreaper() {
         // The shepherd would be re-parented past us, and we could not wait for it.
         return Err(std::io::Error::other(
             "this process is not a child subreaper",
@@ -197,13 +197,6 @@ fn abandon(pid: i32, ours: bool) {
     }
 }
 
-fn is_subreaper() -> bool {
-    let mut v: libc::c_int = 0;
-    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int to the pointer we pass.
-    let r = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut libc::c_int) };
-    r == 0 && v != 0
-}
-
 /// A child this process did not spawn but adopted (a warm execution's shepherd), waited for
 /// through a pidfd, which becomes readable when it exits.
 pub(crate) struct Adopted {
@@ -212,10 +205,12 @@ pub(crate) struct Adopted {
     status: Option<ExitStatus>,
     /// Sent once it has exited: the template may make a spare now.
     nudge: Option<super::template::Nudge>,
+    _own: crate::strays::Own,
 }
 
 impl Adopted {
     fn new(pid: i32, nudge: Option<super::template::Nudge>) -> std::io::Result<Adopted> {
+        let own = crate::strays::Own::new(pid);
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
@@ -229,6 +224,7 @@ impl Adopted {
             pidfd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? },
             status: None,
             nudge,
+            _own: own,
         })
     }
 

@@ -63,6 +63,7 @@ pub(crate) struct Template {
     gone: Arc<Mutex<Vec<i32>>>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
+    _own: crate::strays::Own,
     /// Where its executions tell it which pages they write (`_learn_pages` in
     /// `runtime/warm/spares.py`): private to this user, removed with the template.
     _pages: Option<tempfile::TempDir>,
@@ -131,8 +132,9 @@ impl Template {
         }
         let child = cmd.spawn()?;
         drop(theirs);
+        let pid = child.id() as i32;
         let mut t = Template {
-            pid: child.id() as i32,
+            pid,
             // SAFETY: the socket is owned by the AsyncFd and closed only when it drops.
             sock: unsafe {
                 AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE)?
@@ -143,6 +145,7 @@ impl Template {
             gone: Arc::default(),
             base_rss_kib: 0,
             _pages: pages,
+            _own: crate::strays::Own::new(pid),
         };
         let ready = tokio::time::timeout(READY_WITHIN, t.receive()).await;
         match ready.map(|r| r.map(|(v, _fds)| v)) {
@@ -229,7 +232,13 @@ impl Template {
                         .filter_map(|p| p.as_str().map(str::to_string))
                         .collect()
                 });
-                let spare = Spare { pid, scripts, w, h };
+                let spare = Spare {
+                    pid,
+                    scripts,
+                    w,
+                    h,
+                    _own: crate::strays::Own::new(pid),
+                };
                 if self.spares.len() < MAX_SPARES {
                     self.spares.push(spare);
                 } else {
@@ -294,6 +303,14 @@ impl Template {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }
+        }
+    }
+
+    /// Takes in what the template reported since it was last read (the spares it made), so that
+    /// they are owned (`crate::strays`).
+    pub fn take_reports(&mut self) {
+        while let Ok(Some(msg)) = self.receive_now() {
+            self.take(msg, None);
         }
     }
 
@@ -365,6 +382,7 @@ struct Spare {
     scripts: Vec<String>,
     w: OwnedFd,
     h: OwnedFd,
+    _own: crate::strays::Own,
 }
 
 impl Spare {

@@ -1,0 +1,158 @@
+//! What escaped an execution to this process, and how it is ended.
+//!
+//! An execution's shepherd is a child subreaper: whatever its tree orphans becomes its child,
+//! and it ends all of it before it exits. A shepherd that is killed (by SIGKILL, which it cannot
+//! handle — a node can send it to its own parent) ends nothing: its children, and later theirs,
+//! are re-parented to the nearest subreaper above it, the runner (`flowrun serve`, `run` and
+//! `test` are subreapers). The runner then has children it never started: [`sweep`] finds and
+//! ends them, when an execution's shepherd ended by a signal.
+//!
+//! Telling them from the runner's own children: the runner's own are in its session (what it
+//! runs besides executions) or [`Own`]ed — registered as they are spawned or adopted (cold
+//! shepherds, warm templates, the spares and shepherds they hand over). A process of an
+//! execution is in another session (its shepherd started one, and nothing can join a session
+//! from outside) and owned by nobody. Between being made and being registered, a child of ours
+//! is neither: a template's clone reaches us before its message does. So a child is taken for a
+//! stray only once it is [`MIN_AGE`] old; the sweep waits for younger ones.
+
+use crate::tree::{self, ProcStat};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Children this process started or adopted, by pid (a count: a spare's S is owned by the spare
+/// and then by the execution that adopts it).
+static OWNED: Mutex<Option<HashMap<i32, u32>>> = Mutex::new(None);
+
+/// How old a child not owned and not of our session must be to be taken for a stray: longer
+/// than a template takes to report what it made (it answers within milliseconds, and a request
+/// it has not answered in two seconds is given up), short enough not to keep the end of an
+/// execution whose shepherd was killed waiting long.
+pub const MIN_AGE: Duration = Duration::from_secs(1);
+
+/// A child of this process that [`sweep`] must not touch, for as long as this lives.
+#[derive(Debug)]
+pub(crate) struct Own(i32);
+
+impl Own {
+    pub(crate) fn new(pid: i32) -> Own {
+        let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+        *owned
+            .get_or_insert_with(HashMap::new)
+            .entry(pid)
+            .or_default() += 1;
+        Own(pid)
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = owned.as_mut()
+            && let Some(n) = map.get_mut(&self.0)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.0);
+            }
+        }
+    }
+}
+
+fn owned(pid: i32) -> bool {
+    let owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+    owned.as_ref().is_some_and(|m| m.contains_key(&pid))
+}
+
+/// Clock ticks since boot, the unit of a process's start time in `/proc/<pid>/stat`.
+fn ticks_now() -> Option<u64> {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the local we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return None;
+    }
+    let ns = u64::try_from(t.tv_sec).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec).ok()?;
+    Some(ns / (1_000_000_000 / hz()))
+}
+
+/// Clock ticks per second.
+fn hz() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100)
+}
+
+/// Is `p` a child of ours that no part of this process started or adopted?
+fn is_stray(p: &ProcStat, session: i32) -> bool {
+    p.session != session && !owned(p.pid)
+}
+
+/// Ends every stray child of this process (see the module's doc) and what is under it, reaps
+/// them, and repeats while any is left (ending one re-parents its children here), for at most
+/// `max`. `before` runs at the start of each round: the warm pool takes in what its templates
+/// reported, so that the spares they made are owned. Returns how many strays it ended.
+pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let me = std::process::id() as i32;
+    // SAFETY: getsid(0) reads this process's session id.
+    let session = unsafe { libc::getsid(0) };
+    let min_age = MIN_AGE.as_millis() as u64;
+    let deadline = Instant::now() + max;
+    let mut ended = 0;
+    loop {
+        before();
+        let strays: Vec<ProcStat> = tree::children(me)
+            .into_iter()
+            .filter(|p| is_stray(p, session))
+            .collect();
+        if strays.is_empty() {
+            return ended;
+        }
+        let now = ticks_now().unwrap_or(u64::MAX);
+        for p in strays {
+            let age_ms = now.saturating_sub(p.start_time) * 1000 / hz();
+            if age_ms < min_age {
+                continue;
+            }
+            if p.state != 'Z' {
+                tree::kill_tree(p.pid, Some(p.start_time), Duration::from_secs(2));
+                ended += 1;
+            }
+            // Ours and not reaped: the pid cannot have been reused since it was listed.
+            let _ = waitpid(
+                nix::unistd::Pid::from_raw(p.pid),
+                Some(WaitPidFlag::WNOHANG),
+            );
+        }
+        if Instant::now() >= deadline {
+            return ended;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owned_pid_stays_owned_until_its_last_owner_goes() {
+        let a = Own::new(-7);
+        let b = Own::new(-7);
+        assert!(owned(-7));
+        drop(a);
+        assert!(owned(-7));
+        drop(b);
+        assert!(!owned(-7));
+    }
+
+    #[test]
+    fn this_process_started_long_after_boot() {
+        let me = tree::stat(std::process::id() as i32).expect("own stat");
+        let now = ticks_now().expect("a clock");
+        assert!(now >= me.start_time, "{now} < {}", me.start_time);
+    }
+}
