@@ -423,16 +423,34 @@ fn processes_of_a_node_that_kills_its_shepherd_end_with_the_execution_in_serve()
     }
 }
 
-/// The same in `flowrun test`: the escapees of one case are gone before the next case runs
-/// (it looks for them), not only when the suite ends.
-#[test]
-fn processes_of_a_node_that_kills_its_shepherd_end_before_the_next_case() {
+/// Python for a node: `hopper()` starts a process in a new session that forks every 0.1 s and
+/// lets its parent exit (so it never grows old under one pid), noting each pid.
+const HOPPER: &str = r#"
+def hopper():
+    script = (
+        "import os, sys, time\n"
+        "path = sys.argv[1]\n"
+        "os.setsid()\n"
+        "while True:\n"
+        "    with open(path, 'a') as f:\n"
+        "        f.write('%d\\n' % os.getpid())\n"
+        "    time.sleep(0.1)\n"
+        "    if os.fork():\n"
+        "        os._exit(0)\n")
+    subprocess.Popen([sys.executable, '-I', '-S', '-c', script, trigger['pids']],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+"#;
+
+/// A `flowrun test` suite of two cases: `escaper` runs `body` (its status expected to be
+/// `status`), then `look` finds whether any process it noted is alive: none may be, before the
+/// next case runs, not only once the suite ends. Returns how long the first case took (ms).
+fn escapees_are_gone_before_the_next_case(body: &str, status: &str) -> f64 {
     let fx = Fx::new();
     let trig = trigger(&fx);
-    let body = format!("{ESCAPEE}\nescape_all()\n{KILL_SHEPHERD}");
     fx.workflow(
-        "killer",
-        &json!({ "id": "killer", "nodes": [ code_node("escaper", &body) ]}),
+        "escaper",
+        &json!({ "id": "escaper", "nodes": [ code_node("escaper", body) ]}),
     );
     fx.workflow(
         "look",
@@ -452,12 +470,53 @@ fn processes_of_a_node_that_kills_its_shepherd_end_before_the_next_case() {
             "workflow: ./{wf}.json\ncases:\n  - name: {wf}\n    trigger: {trig}\n    expect: {expect}\n"
         )
     };
-    fx.write_file("a_killer.test.yaml", &yaml("killer", "{ status: error }"));
+    fx.write_file(
+        "a_escaper.test.yaml",
+        &yaml("escaper", &format!("{{ status: {status} }}")),
+    );
     fx.write_file(
         "b_look.test.yaml",
-        &yaml("look", "{ output.noted: 3, output.alive: [] }"),
+        &yaml("look", "{ output.noted: { gt: 2 }, output.alive: [] }"),
     );
     let dir = fx.path(".");
-    let out = fx.flowrun(&["test", dir.to_str().unwrap(), "-j", "1"]);
+    let out = fx.flowrun(&["test", dir.to_str().unwrap(), "-j", "1", "--json"]);
     out.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("a JSON report");
+    crate::workflow_tests::case(&report, "escaper")["attempts"][0]["duration_ms"]
+        .as_f64()
+        .expect("a duration")
+}
+
+#[test]
+fn processes_of_a_node_that_kills_its_shepherd_end_before_the_next_case() {
+    escapees_are_gone_before_the_next_case(
+        &format!("{ESCAPEE}\nescape_all()\n{KILL_SHEPHERD}"),
+        "error",
+    );
+}
+
+/// A process that keeps taking a new pid is frozen while it is too young to be judged (a second),
+/// and ended: not waited for until the runner gives up waiting (ten seconds) and ends whatever
+/// is left.
+#[test]
+fn a_process_that_keeps_changing_its_pid_ends_before_the_next_case() {
+    let ms = escapees_are_gone_before_the_next_case(
+        &format!("{HOPPER}\nhopper()\n{KILL_SHEPHERD}"),
+        "error",
+    );
+    assert!(ms < 8000.0, "the case took {ms} ms");
+}
+
+/// A node that takes its shepherd's descriptors away (its limit set to zero) leaves it unable to
+/// read /proc: the shepherd ends by SIGKILL rather than as if nothing were left, the execution
+/// is an error, and what it left is ended.
+#[test]
+fn a_shepherd_that_cannot_see_its_tree_does_not_end_as_if_it_were_empty() {
+    escapees_are_gone_before_the_next_case(
+        &format!(
+            "{ESCAPEE}\nescape_all()\nimport resource\n\
+             resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (0, 0))\nreturn 'done'"
+        ),
+        "error",
+    );
 }

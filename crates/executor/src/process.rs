@@ -102,7 +102,9 @@ pub(crate) struct Spawned {
 
 /// Serializes spawns in this process: the lifeline's read end is made inheritable only for the
 /// moment of one spawn, so no other child (another execution in `flowrun serve`) inherits it.
-static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// A cold shepherd is registered (`strays::Own`) before it is released, and `strays::sweep`
+/// lists this process's children under it.
+pub(crate) static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     // SAFETY: fcntl on an fd we own, no memory involved.
@@ -158,18 +160,19 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
     if let Some(cwd) = &launch.cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = {
+    let (mut child, own) = {
         let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         set_cloexec(read_fd, false)?;
         let child = cmd.spawn();
         // Closing our copy right after the spawn (drop below) is what matters; restoring the
         // flag keeps the window closed if anything goes wrong in between.
         let _ = set_cloexec(read_fd, true);
-        child?
+        let child = child?;
+        let pid = child.id().expect("a just-spawned child has a pid") as i32;
+        (child, crate::strays::Own::new(pid))
     };
     drop(read_end);
     let pid = child.id().expect("a just-spawned child has a pid") as i32;
-    let own = crate::strays::Own::new(pid);
     let proc = Proc {
         stdin: child
             .stdin

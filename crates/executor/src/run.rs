@@ -267,7 +267,7 @@ pub async fn execute(
     // it left came here (see `strays`).
     if exit.is_none_or(|e| e.signal().is_some()) && process::is_subreaper() {
         let _ = tokio::task::spawn_blocking(|| {
-            strays::sweep(Duration::from_secs(5), crate::warm::take_reports)
+            strays::sweep(Duration::from_secs(10), crate::warm::take_reports)
         })
         .await;
     }

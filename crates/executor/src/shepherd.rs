@@ -167,6 +167,10 @@ pub fn main(args: &[OsString]) -> ! {
     unsafe {
         libc::setsid();
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // Not to be traced or have its descriptors opened through /proc by the execution's
+        // processes (same user, not root): what it supervises must not be able to steer it.
+        // The interpreter it execs is dumpable again.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         // The interpreter must not inherit the lifeline: only the shepherd watches it.
         libc::fcntl(req.lifeline, libc::F_SETFD, libc::FD_CLOEXEC);
     }
@@ -409,10 +413,15 @@ fn reap(watch: Option<Pid>) -> Option<WaitStatus> {
 }
 
 /// Kills what is left of the tree, reaps it, and ends like the program did (killed by SIGKILL,
-/// when the lifeline closed first).
+/// when the lifeline closed first). A tree it could not see whole, or not end in time (its
+/// `/proc` reads refused — a process of the execution can lower the shepherd's descriptor limit
+/// to zero — or a fork storm outlasting it), ends it by SIGKILL too, whatever the program did:
+/// the runner then ends what is left itself (`crate::strays`), which it does only after a
+/// shepherd that ended by a signal.
 fn finish(end: End, child: Pid) -> ! {
     let me = getpid().as_raw();
     let mut end = end;
+    let mut ended_all = false;
     for _ in 0..500 {
         if let Some(status) = reap(Some(child)) {
             end = End::Exited(status);
@@ -421,10 +430,14 @@ fn finish(end: End, child: Pid) -> ! {
         // have been re-parented to us, the subreaper. Most executions end here, without
         // reading all of /proc.
         if !tree::has_children() {
+            ended_all = true;
             break;
         }
-        let left = tree::descendants(me);
+        let Some(left) = tree::descendants_checked(me) else {
+            break;
+        };
         if left.is_empty() {
+            ended_all = true;
             break;
         }
         for p in left.iter().filter(|p| p.state != 'Z') {
@@ -434,6 +447,10 @@ fn finish(end: End, child: Pid) -> ! {
             end = End::Exited(status);
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+    if !ended_all {
+        let _ = nix::sys::signal::killpg(getpid(), Signal::SIGKILL);
+        end = End::LifelineClosed;
     }
     match end {
         End::Exited(WaitStatus::Exited(_, code)) => std::process::exit(code),

@@ -12,8 +12,10 @@
 //! shepherds, warm templates, the spares and shepherds they hand over). A process of an
 //! execution is in another session (its shepherd started one, and nothing can join a session
 //! from outside) and owned by nobody. Between being made and being registered, a child of ours
-//! is neither: a template's clone reaches us before its message does. So a child is taken for a
-//! stray only once it is [`MIN_AGE`] old; the sweep waits for younger ones.
+//! can be neither: a template makes a spare's shepherd (our child, by `clone(CLONE_PARENT)`)
+//! before it sends us word of it. So a child is taken for a stray only once it is [`MIN_AGE`]
+//! old; a younger one is frozen meanwhile, so that a stray cannot stay young by forking anew
+//! and letting its parent exit.
 
 use crate::tree::{self, ProcStat};
 use std::collections::HashMap;
@@ -91,44 +93,80 @@ fn is_stray(p: &ProcStat, session: i32) -> bool {
 }
 
 /// Ends every stray child of this process (see the module's doc) and what is under it, reaps
-/// them, and repeats while any is left (ending one re-parents its children here), for at most
-/// `max`. `before` runs at the start of each round: the warm pool takes in what its templates
-/// reported, so that the spares they made are owned. Returns how many strays it ended.
+/// them, and repeats while any is left (ending one re-parents its children here). A child too
+/// young to be judged is frozen (SIGSTOP) at once, so that it can neither fork a new pid nor
+/// hand itself on, and let go (SIGCONT) if it turns out to be ours; at [`MIN_AGE`] it is
+/// ended. After `max`, whatever is not ours is ended whatever its age. `before` runs when a
+/// round finds a child that looks like a stray: the warm pool takes in what its templates
+/// reported, so that the spares they made are owned (then the round looks again). Returns how
+/// many strays it ended.
 pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
+    use nix::sys::signal::{Signal, kill};
     use nix::sys::wait::{WaitPidFlag, waitpid};
     let me = std::process::id() as i32;
     // SAFETY: getsid(0) reads this process's session id.
     let session = unsafe { libc::getsid(0) };
     let min_age = MIN_AGE.as_millis() as u64;
     let deadline = Instant::now() + max;
+    let mut frozen: Vec<i32> = Vec::new();
     let mut ended = 0;
+    let list = || {
+        // A cold shepherd is registered under this lock as it is spawned: never seen between
+        // the two.
+        let _spawning = crate::process::SPAWN_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        tree::children(me)
+    };
     loop {
-        before();
-        let strays: Vec<ProcStat> = tree::children(me)
-            .into_iter()
-            .filter(|p| is_stray(p, session))
-            .collect();
+        let mut children = list();
+        if children.iter().any(|p| is_stray(p, session)) {
+            // Maybe spares not taken in yet: take them in, and look again.
+            before();
+            children = list();
+        }
+        let strays: Vec<ProcStat> = {
+            // What was frozen and has been found to be ours since goes on.
+            frozen.retain(|&pid| match children.iter().find(|p| p.pid == pid) {
+                None => false,
+                Some(p) if !is_stray(p, session) => {
+                    let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+                    false
+                }
+                Some(_) => true,
+            });
+            children
+                .into_iter()
+                .filter(|p| is_stray(p, session))
+                .collect()
+        };
         if strays.is_empty() {
             return ended;
         }
+        let late = Instant::now() >= deadline;
         let now = ticks_now().unwrap_or(u64::MAX);
         for p in strays {
+            let pid = nix::unistd::Pid::from_raw(p.pid);
             let age_ms = now.saturating_sub(p.start_time) * 1000 / hz();
-            if age_ms < min_age {
+            if age_ms < min_age && !late {
+                if p.state != 'Z' && !frozen.contains(&p.pid) {
+                    let _ = kill(pid, Signal::SIGSTOP);
+                    frozen.push(p.pid);
+                }
                 continue;
             }
             if p.state != 'Z' {
                 tree::kill_tree(p.pid, Some(p.start_time), Duration::from_secs(2));
                 ended += 1;
             }
-            // Ours and not reaped: the pid cannot have been reused since it was listed.
-            let _ = waitpid(
-                nix::unistd::Pid::from_raw(p.pid),
-                Some(WaitPidFlag::WNOHANG),
-            );
-        }
-        if Instant::now() >= deadline {
-            return ended;
+            frozen.retain(|&f| f != p.pid);
+            // Still the child that was listed (its owner, had it one, might have reaped it since
+            // and its pid been reused): reaped.
+            let same =
+                tree::stat(p.pid).is_some_and(|s| s.ppid == me && s.start_time == p.start_time);
+            if same {
+                let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }

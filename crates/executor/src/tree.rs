@@ -62,14 +62,38 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
 
 /// Every process visible in `/proc`.
 fn all() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        stat(pid)
-    })
-    .collect()
+    all_checked().unwrap_or_default()
+}
+
+/// Every process visible in `/proc`, or `None` when `/proc` could not be read whole: it cannot
+/// be listed, or a process's `stat` cannot be opened for another reason than the process having
+/// ended (no descriptor left, as when a process's `RLIMIT_NOFILE` was set to 0 from outside).
+fn all_checked() -> Option<Vec<ProcStat>> {
+    use std::io::Read;
+    let dir = std::fs::read_dir("/proc").ok()?;
+    let mut out = Vec::new();
+    for e in dir {
+        let Some(pid) = e
+            .ok()?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let mut text = String::with_capacity(1024);
+        match std::fs::File::open(format!("/proc/{pid}/stat")) {
+            Ok(mut f) => {
+                if f.read_to_string(&mut text).is_ok() {
+                    out.extend(parse_stat(pid, &text));
+                }
+            }
+            // It ended since the directory was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The children of `parent`, zombies included.
@@ -79,8 +103,18 @@ pub fn children(parent: i32) -> Vec<ProcStat> {
 
 /// Every descendant of `root` (not `root` itself), parents before their children.
 pub fn descendants(root: i32) -> Vec<ProcStat> {
+    descendants_in(root, all())
+}
+
+/// As [`descendants`], or `None` when `/proc` could not be read whole (see [`all_checked`]):
+/// for the shepherd, which must not take "could not look" for "nothing left".
+pub fn descendants_checked(root: i32) -> Option<Vec<ProcStat>> {
+    all_checked().map(|all| descendants_in(root, all))
+}
+
+fn descendants_in(root: i32, all: Vec<ProcStat>) -> Vec<ProcStat> {
     let mut children: HashMap<i32, Vec<ProcStat>> = HashMap::new();
-    for p in all() {
+    for p in all {
         children.entry(p.ppid).or_default().push(p);
     }
     let mut out = Vec::new();

@@ -178,17 +178,16 @@ pub fn retire_all() {
 }
 
 /// Takes in what the templates reported and nobody read yet — the spares they made, which are
-/// this process's children from the moment they exist — unless an execution is being started
-/// from one (that start reads them). For `crate::strays::sweep`, which must not take them for
-/// strays.
+/// this process's children from the moment they exist — once no execution is being started
+/// from them (which may be reading them, or holding a shepherd it has not adopted yet). For
+/// `crate::strays::sweep`, on a blocking thread, which must not take them for strays.
 pub(crate) fn take_reports() {
     let Some(pool) = pool() else {
         return;
     };
-    if let Ok(mut guard) = pool.slots.try_lock() {
-        for slot in guard.0.values_mut() {
-            slot.template.take_reports();
-        }
+    let mut guard = pool.slots.blocking_lock();
+    for slot in guard.0.values_mut() {
+        slot.template.take_reports();
     }
 }
 

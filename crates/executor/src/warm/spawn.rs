@@ -77,7 +77,7 @@ pub(crate) async fn spawn(
         err_w.as_raw_fd(),
         life_r.as_raw_fd(),
     ];
-    let (pid, nudge) = pool
+    let ((pid, own), nudge) = pool
         .with_template(&key, async |t| Ok((t.fork(&req, fds).await?, t.nudge())))
         .await?;
     // The execution has its own copies now; ours would keep its pipes open past its end.
@@ -89,7 +89,7 @@ pub(crate) async fn spawn(
             "the warm execution did not become this process's child",
         ));
     }
-    let waiter = match Adopted::new(pid, nudge) {
+    let waiter = match Adopted::new(pid, nudge, own) {
         Ok(w) => w,
         Err(e) => {
             abandon(pid, true);
@@ -209,8 +209,11 @@ pub(crate) struct Adopted {
 }
 
 impl Adopted {
-    fn new(pid: i32, nudge: Option<super::template::Nudge>) -> std::io::Result<Adopted> {
-        let own = crate::strays::Own::new(pid);
+    fn new(
+        pid: i32,
+        nudge: Option<super::template::Nudge>,
+        own: crate::strays::Own,
+    ) -> std::io::Result<Adopted> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {

@@ -162,9 +162,14 @@ impl Template {
     }
 
     /// Asks for one execution: returns the pid of its shepherd, which is this process's child
-    /// by the time it returns. `fds` are the child's stdin, stdout and stderr and its lifeline.
-    /// A spare that holds the script takes it directly; otherwise the template forks it.
-    pub async fn fork(&mut self, req: &Request<'_>, fds: [RawFd; 4]) -> std::io::Result<i32> {
+    /// by the time it returns, and owned (`crate::strays`). `fds` are the child's stdin, stdout
+    /// and stderr and its lifeline. A spare that holds the script takes it directly; otherwise
+    /// the template forks it.
+    pub async fn fork(
+        &mut self,
+        req: &Request<'_>,
+        fds: [RawFd; 4],
+    ) -> std::io::Result<(i32, crate::strays::Own)> {
         let seq = self.uses;
         let body = serde_json::json!({
             "seq": seq,
@@ -194,7 +199,9 @@ impl Template {
             let spare = self.spares.remove(0);
             if spare.give(body.as_bytes(), &fds).is_ok() {
                 self.gone_now(spare.pid);
-                return Ok(spare.pid);
+                // Its ownership goes with it: the spare was never unowned.
+                let Spare { pid, _own: own, .. } = spare;
+                return Ok((pid, own));
             }
             self.let_go(spare);
         }
@@ -210,7 +217,7 @@ impl Template {
                 Err(_) => return Err(other("the warm template did not answer in time".into())),
             };
             if let Some(pid) = self.take(msg, Some(seq)) {
-                return pid;
+                return pid.map(|pid| (pid, crate::strays::Own::new(pid)));
             }
         }
     }
