@@ -5,7 +5,8 @@
 //! handle — a node can send it to its own parent) ends nothing: its children, and later theirs,
 //! are re-parented to the nearest subreaper above it, the runner (`flowrun serve`, `run` and
 //! `test` are subreapers). The runner then has children it never started: [`sweep`] finds and
-//! ends them, when an execution's shepherd ended by a signal.
+//! ends them, when an execution's shepherd ended by a signal. (A shepherd that cannot see its
+//! whole tree, or end it, ends by SIGKILL itself for that reason: `shepherd::finish`.)
 //!
 //! Telling them from the runner's own children: the runner's own are in its session (what it
 //! runs besides executions) or [`Own`]ed — registered as they are spawned or adopted (cold
