@@ -8,6 +8,12 @@ fn main() {
     {
         flowrun_executor::shepherd::main(&args[2..]);
     }
+    // Not dumpable: the executions it runs are the same user's processes, and must not trace it
+    // (and, say, write the store as it) or open its descriptors through /proc. Root still can.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     // The `flowrun-shepherd` next to this binary is used only if it was built with it.
     flowrun_app::runner::use_shepherd_built_as(env!("FLOWRUN_SHEPHERD_MARK"));
     std::process::exit(cli::main());

@@ -73,6 +73,11 @@ def _end_template():
 
 
 def _template_main():
+    # Not dumpable (PR_SET_DUMPABLE 0), as the runner is not: an execution is the same user's
+    # process and must not trace the template (and run code in it, outside any execution) or
+    # read its memory through /proc. Its W are made dumpable again (_worker_setup).
+    if _PRCTL is not None:
+        _PRCTL(4, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     # A pause request (SIGUSR1, see runtime/core/66_limits.py) that reaches an execution before
     # its runtime installed the handler is dropped, as in a cold start, not fatal. The shepherd
     # resets it to the default for itself.

@@ -314,7 +314,10 @@ def _subreaper():
 
 def _worker_setup(req, fds, keep):
     """In W: the execution's descriptors (all others closed but `keep`, the release pipe, if
-    any), limits, environment, directory and randomness."""
+    any), limits, environment, directory and randomness; dumpable again, as a cold interpreter
+    is (the template is not: see _template_main)."""
+    if _PRCTL is not None:
+        _PRCTL(4, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
     if keep is None:

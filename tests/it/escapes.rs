@@ -442,6 +442,23 @@ def hopper():
     time.sleep(0.5)
 "#;
 
+/// Python for a node: `headless()` starts a process in a new session whose main thread exits
+/// while another thread runs on (`Zl` in ps: a zombie to whoever reads only its state), noting
+/// its pid.
+const HEADLESS: &str = r#"
+def headless():
+    script = (
+        "import ctypes, os, sys, threading, time\n"
+        "os.setsid()\n"
+        "threading.Thread(target=time.sleep, args=(300,)).start()\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write('%d\\n' % os.getpid())\n"
+        "ctypes.CDLL(None).syscall(60, 0)\n")
+    subprocess.Popen([sys.executable, '-I', '-S', '-c', script, trigger['pids']],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+"#;
+
 /// A `flowrun test` suite of two cases: `escaper` runs `body` (its status expected to be
 /// `status`), then `look` finds whether any process it noted is alive: none may be, before the
 /// next case runs, not only once the suite ends. Returns how long the first case took (ms).
@@ -458,10 +475,12 @@ fn escapees_are_gone_before_the_next_case(body: &str, status: &str) -> f64 {
             pids = [int(l) for l in open(trigger['pids']).read().split()]
             def alive(pid):
                 try:
-                    state = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()[0]
+                    fields = open('/proc/%d/stat' % pid).read().rsplit(')', 1)[1].split()
                 except OSError:
                     return False
-                return state not in ('Z', 'X')
+                # A zombie whose other threads still run ('Zl') is alive.
+                return fields[0] not in ('Z', 'X') or int(fields[17]) > 1
+            
             return {'noted': len(pids), 'alive': [p for p in pids if alive(p)]}
         "#) ]}),
     );
@@ -519,4 +538,43 @@ fn a_shepherd_that_cannot_see_its_tree_does_not_end_as_if_it_were_empty() {
         ),
         "error",
     );
+}
+
+/// A process whose main thread exited while others run is not taken for a zombie: the shepherd
+/// ends it when the run ends, and so does the runner when the shepherd was killed.
+#[test]
+fn a_process_whose_main_thread_exited_is_ended_all_the_same() {
+    escapees_are_gone_before_the_next_case(
+        &format!("{ESCAPEE}\nescape_all()\n{HEADLESS}\nheadless()\nreturn 'left them'"),
+        "success",
+    );
+    escapees_are_gone_before_the_next_case(
+        &format!("{ESCAPEE}\nescape_all()\n{HEADLESS}\nheadless()\n{KILL_SHEPHERD}"),
+        "error",
+    );
+}
+
+/// The runner and the warm template are not dumpable (an execution, the same user, cannot trace
+/// them or open their descriptors); an execution's interpreter is, warm as cold, as a process
+/// started by hand would be.
+#[test]
+fn an_interpreter_is_dumpable_warm_and_cold() {
+    let world = crate::support::serve::World::new();
+    world.save(
+        "dumpable.json",
+        &json!({ "id": "dumpable", "nodes": [ { "id": "d", "type": "code", "code": dedent(r#"
+            import ctypes
+            libc = ctypes.CDLL(None)
+            return {'me': libc.prctl(3, 0, 0, 0, 0)}
+        "#) } ]}),
+    );
+    for extra in [&[][..], &["--cold"][..]] {
+        let srv = world.serve(extra);
+        let id = srv.start(
+            "/api/workflows/dumpable/executions",
+            &json!({"trigger": {}}),
+        );
+        let r = srv.wait_final(&id);
+        assert_eq!(r["output"]["me"], 1, "{extra:?}: {r:#}");
+    }
 }

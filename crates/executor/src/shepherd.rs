@@ -440,7 +440,7 @@ fn finish(end: End, child: Pid) -> ! {
             ended_all = true;
             break;
         }
-        for p in left.iter().filter(|p| p.state != 'Z') {
+        for p in left.iter().filter(|p| p.runs()) {
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
         if let Some(status) = reap(Some(child)) {

@@ -93,14 +93,18 @@ fn is_stray(p: &ProcStat, session: i32) -> bool {
     p.session != session && !owned(p.pid)
 }
 
+/// How long after `max` a sweep goes on trying to end what it found before it gives up (a
+/// process that does not die: frozen by a cgroup, in an uninterruptible wait).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+
 /// Ends every stray child of this process (see the module's doc) and what is under it, reaps
 /// them, and repeats while any is left (ending one re-parents its children here). A child too
 /// young to be judged is frozen (SIGSTOP) at once, so that it can neither fork a new pid nor
 /// hand itself on, and let go (SIGCONT) if it turns out to be ours; at [`MIN_AGE`] it is
-/// ended. After `max`, whatever is not ours is ended whatever its age. `before` runs when a
-/// round finds a child that looks like a stray: the warm pool takes in what its templates
-/// reported, so that the spares they made are owned (then the round looks again). Returns how
-/// many strays it ended.
+/// ended. After `max`, whatever is not ours is ended whatever its age; [`GIVE_UP_AFTER`] later
+/// the sweep returns whatever is left. `before` runs when a round finds a child that looks like
+/// a stray: the warm pool takes in what its templates reported, so that the spares they made
+/// are owned (then the round looks again). Returns how many strays it ended.
 pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
     use nix::sys::signal::{Signal, kill};
     use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -109,67 +113,125 @@ pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
     let session = unsafe { libc::getsid(0) };
     let min_age = MIN_AGE.as_millis() as u64;
     let deadline = Instant::now() + max;
+    let give_up = deadline + GIVE_UP_AFTER;
     let mut frozen: Vec<i32> = Vec::new();
     let mut ended = 0;
+    let signal = |pid: i32, sig| kill(nix::unistd::Pid::from_raw(pid), sig);
+    // Every process, read whole (a cold shepherd is registered under this lock as it is spawned:
+    // never seen between the two), or None.
     let list = || {
-        // A cold shepherd is registered under this lock as it is spawned: never seen between
-        // the two.
         let _spawning = crate::process::SPAWN_LOCK
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        tree::children(me)
+        tree::all_checked()
     };
     loop {
-        let mut children = list();
-        if children.iter().any(|p| is_stray(p, session)) {
+        if Instant::now() >= give_up {
+            return ended;
+        }
+        let Some(mut all) = list().or_else(|| {
+            // A process of the execution may have lowered our descriptor limit.
+            raise_nofile_limit();
+            list()
+        }) else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        if all.iter().any(|p| p.ppid == me && is_stray(p, session)) {
             // Maybe spares not taken in yet: take them in, and look again.
             before();
-            children = list();
+            match list() {
+                Some(again) => all = again,
+                None => continue,
+            }
         }
-        let strays: Vec<ProcStat> = {
-            // What was frozen and has been found to be ours since goes on.
-            frozen.retain(|&pid| match children.iter().find(|p| p.pid == pid) {
+        // What was frozen and has been found to be ours since goes on.
+        frozen.retain(
+            |&pid| match all.iter().find(|p| p.pid == pid && p.ppid == me) {
                 None => false,
                 Some(p) if !is_stray(p, session) => {
-                    let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+                    let _ = signal(pid, Signal::SIGCONT);
                     false
                 }
                 Some(_) => true,
-            });
-            children
-                .into_iter()
-                .filter(|p| is_stray(p, session))
-                .collect()
-        };
+            },
+        );
+        let strays: Vec<&ProcStat> = all
+            .iter()
+            .filter(|p| p.ppid == me && is_stray(p, session))
+            .collect();
         if strays.is_empty() {
             return ended;
         }
         let late = Instant::now() >= deadline;
         let now = ticks_now().unwrap_or(u64::MAX);
+        let mut roots = Vec::new();
         for p in strays {
-            let pid = nix::unistd::Pid::from_raw(p.pid);
             let age_ms = now.saturating_sub(p.start_time) * 1000 / hz();
             if age_ms < min_age && !late {
-                if p.state != 'Z' && !frozen.contains(&p.pid) {
-                    let _ = kill(pid, Signal::SIGSTOP);
+                if p.runs() && !frozen.contains(&p.pid) {
+                    let _ = signal(p.pid, Signal::SIGSTOP);
                     frozen.push(p.pid);
                 }
-                continue;
-            }
-            if p.state != 'Z' {
-                tree::kill_tree(p.pid, Some(p.start_time), Duration::from_secs(2));
-                ended += 1;
-            }
-            frozen.retain(|&f| f != p.pid);
-            // Still the child that was listed (its owner, had it one, might have reaped it since
-            // and its pid been reused): reaped.
-            let same =
-                tree::stat(p.pid).is_some_and(|s| s.ppid == me && s.start_time == p.start_time);
-            if same {
-                let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            } else if p.runs() {
+                roots.push(p.pid);
+            } else if tree::stat(p.pid)
+                .is_some_and(|s| s.ppid == me && s.start_time == p.start_time)
+            {
+                // Ended, and still the child that was listed (its owner, had it one, might
+                // have reaped it since and its pid been reused): reaped.
+                let _ = waitpid(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    Some(WaitPidFlag::WNOHANG),
+                );
             }
         }
+        // Their trees, found in the same listing (one read of /proc a round, however many
+        // there are): frozen, so nothing forks meanwhile, then killed. What they started since
+        // comes here as they die, for the next round.
+        let doomed = with_trees(&roots, &all);
+        for &pid in &doomed {
+            let _ = signal(pid, Signal::SIGSTOP);
+        }
+        for &pid in &doomed {
+            let _ = signal(pid, Signal::SIGKILL);
+        }
+        frozen.retain(|f| !roots.contains(f));
+        ended += roots.len();
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `roots` and every descendant of theirs in `all`.
+fn with_trees(roots: &[i32], all: &[ProcStat]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in all {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut out = roots.to_vec();
+    let mut next = roots.to_vec();
+    while let Some(pid) = next.pop() {
+        for &c in children.get(&pid).into_iter().flatten() {
+            out.push(c);
+            next.push(c);
+        }
+    }
+    out
+}
+
+/// Raises this process's soft limit of open descriptors to its hard limit, for a sweep that
+/// could not read /proc: a process of the execution (the same user) may have lowered it.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the local struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -23,8 +23,18 @@ pub struct ProcStat {
     /// Session id: an execution's processes are never in the runner's (its shepherd starts a
     /// new one, and no process can join a session it was not born in).
     pub session: i32,
+    /// Threads that have not exited (field 20).
+    pub threads: u32,
     /// Start time in clock ticks since boot.
     pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Does anything of it still run? A zombie does not — unless its main thread exited and
+    /// other threads go on (`Zl` in ps), which only a signal to the process ends.
+    pub fn runs(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X') || self.threads > 1
+    }
 }
 
 /// Parses the text of `/proc/<pid>/stat`. The command name (field 2) may hold spaces and
@@ -36,14 +46,16 @@ pub fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
     let ppid = fields.next()?.parse().ok()?;
     let _pgrp = fields.next()?;
     let session = fields.next()?.parse().ok()?;
-    // After state, ppid, pgrp and session, start time is the 16th of the remaining fields
-    // (field 22 overall).
-    let start_time = fields.nth(15)?.parse().ok()?;
+    // After state, ppid, pgrp and session: the thread count is the 14th of the remaining fields
+    // (field 20 overall), the start time the 16th (field 22).
+    let threads = fields.nth(13)?.parse().ok()?;
+    let start_time = fields.nth(1)?.parse().ok()?;
     Some(ProcStat {
         pid,
         ppid,
         state,
         session,
+        threads,
         start_time,
     })
 }
@@ -68,7 +80,7 @@ fn all() -> Vec<ProcStat> {
 /// Every process visible in `/proc`, or `None` when `/proc` could not be read whole: it cannot
 /// be listed, or a process's `stat` cannot be opened for another reason than the process having
 /// ended (no descriptor left, as when a process's `RLIMIT_NOFILE` was set to 0 from outside).
-fn all_checked() -> Option<Vec<ProcStat>> {
+pub fn all_checked() -> Option<Vec<ProcStat>> {
     use std::io::Read;
     let dir = std::fs::read_dir("/proc").ok()?;
     let mut out = Vec::new();
@@ -149,7 +161,7 @@ pub fn has_children() -> bool {
 pub fn signal_descendants(root: i32, sig: Signal) -> usize {
     descendants(root)
         .iter()
-        .filter(|p| p.state != 'Z' && kill(Pid::from_raw(p.pid), sig).is_ok())
+        .filter(|p| p.runs() && kill(Pid::from_raw(p.pid), sig).is_ok())
         .count()
 }
 
@@ -162,7 +174,7 @@ pub fn kill_tree(root: i32, root_start: Option<u64>, max: Duration) -> bool {
     let root_is_ours = |s: &ProcStat| Some(s.start_time) == root_start;
     let deadline = Instant::now() + max;
     loop {
-        let root_alive = stat(root).is_some_and(|s| root_is_ours(&s) && s.state != 'Z');
+        let root_alive = stat(root).is_some_and(|s| root_is_ours(&s) && s.runs());
         if root_alive {
             let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
         }
@@ -172,7 +184,7 @@ pub fn kill_tree(root: i32, root_start: Option<u64>, max: Duration) -> bool {
             let found: Vec<i32> = if root_alive {
                 descendants(root)
                     .into_iter()
-                    .filter(|p| p.state != 'Z')
+                    .filter(ProcStat::runs)
                     .map(|p| p.pid)
                     .collect()
             } else {
@@ -193,10 +205,8 @@ pub fn kill_tree(root: i32, root_start: Option<u64>, max: Duration) -> bool {
         if root_alive {
             let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
         }
-        let left = stat(root).is_some_and(|s| root_is_ours(&s) && s.state != 'Z')
-            || frozen
-                .iter()
-                .any(|p| stat(*p).is_some_and(|s| s.state != 'Z'));
+        let left = stat(root).is_some_and(|s| root_is_ours(&s) && s.runs())
+            || frozen.iter().any(|p| stat(*p).is_some_and(|s| s.runs()));
         if !left {
             return true;
         }
@@ -221,8 +231,8 @@ mod tests {
         let line = "4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
         let s = parse_stat(4242, line).expect("parses");
         assert_eq!(
-            (s.ppid, s.state, s.session, s.start_time),
-            (17, 'S', 4242, 987654)
+            (s.ppid, s.state, s.session, s.threads, s.start_time),
+            (17, 'S', 4242, 1, 987654)
         );
         assert_eq!(parse_stat(1, "garbage"), None);
     }

@@ -344,7 +344,7 @@ impl Template {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-            && crate::tree::stat(self.pid).is_some_and(|s| s.state != 'Z')
+            && crate::tree::stat(self.pid).is_some_and(|s| s.runs())
     }
 
     /// Resident memory now, in KiB.
