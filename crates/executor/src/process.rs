@@ -160,7 +160,7 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
     if let Some(cwd) = &launch.cwd {
         cmd.current_dir(cwd);
     }
-    let (mut child, own) = {
+    let (mut child, own, pid) = {
         let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         set_cloexec(read_fd, false)?;
         let child = cmd.spawn();
@@ -169,10 +169,9 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
         let _ = set_cloexec(read_fd, true);
         let child = child?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        (child, crate::strays::Own::new(pid))
+        (child, crate::strays::Own::new(pid), pid)
     };
     drop(read_end);
-    let pid = child.id().expect("a just-spawned child has a pid") as i32;
     let proc = Proc {
         stdin: child
             .stdin

@@ -189,7 +189,12 @@ pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
         // Their trees, found in the same listing (one read of /proc a round, however many
         // there are): frozen, so nothing forks meanwhile, then killed. What they started since
         // comes here as they die, for the next round.
-        let doomed = with_trees(&roots, &all);
+        let below = tree::descendants_in(&roots, all);
+        let doomed: Vec<i32> = roots
+            .iter()
+            .copied()
+            .chain(below.iter().map(|p| p.pid))
+            .collect();
         for &pid in &doomed {
             let _ = signal(pid, Signal::SIGSTOP);
         }
@@ -200,23 +205,6 @@ pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
         ended += roots.len();
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// `roots` and every descendant of theirs in `all`.
-fn with_trees(roots: &[i32], all: &[ProcStat]) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for p in all {
-        children.entry(p.ppid).or_default().push(p.pid);
-    }
-    let mut out = roots.to_vec();
-    let mut next = roots.to_vec();
-    while let Some(pid) = next.pop() {
-        for &c in children.get(&pid).into_iter().flatten() {
-            out.push(c);
-            next.push(c);
-        }
-    }
-    out
 }
 
 /// Raises this process's soft limit of open descriptors to its hard limit, for a sweep that

@@ -62,14 +62,20 @@ pub fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
 
 /// `/proc/<pid>/stat` of one process, if it exists.
 pub fn stat(pid: i32) -> Option<ProcStat> {
+    read_stat(pid).ok().flatten()
+}
+
+/// `/proc/<pid>/stat`: an error when it cannot be opened, `None` when it cannot be read or
+/// parsed (the process ended meanwhile).
+fn read_stat(pid: i32) -> std::io::Result<Option<ProcStat>> {
     use std::io::Read;
     // One read: a stat line is ~300 bytes, and read_to_string would start at 32 and grow.
     let mut text = String::with_capacity(1024);
-    std::fs::File::open(format!("/proc/{pid}/stat"))
-        .ok()?
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat"))?;
+    Ok(file
         .read_to_string(&mut text)
-        .ok()?;
-    parse_stat(pid, &text)
+        .ok()
+        .and_then(|_| parse_stat(pid, &text)))
 }
 
 /// Every process visible in `/proc`.
@@ -81,7 +87,6 @@ fn all() -> Vec<ProcStat> {
 /// be listed, or a process's `stat` cannot be opened for another reason than the process having
 /// ended (no descriptor left, as when a process's `RLIMIT_NOFILE` was set to 0 from outside).
 pub fn all_checked() -> Option<Vec<ProcStat>> {
-    use std::io::Read;
     let dir = std::fs::read_dir("/proc").ok()?;
     let mut out = Vec::new();
     for e in dir {
@@ -93,13 +98,8 @@ pub fn all_checked() -> Option<Vec<ProcStat>> {
         else {
             continue;
         };
-        let mut text = String::with_capacity(1024);
-        match std::fs::File::open(format!("/proc/{pid}/stat")) {
-            Ok(mut f) => {
-                if f.read_to_string(&mut text).is_ok() {
-                    out.extend(parse_stat(pid, &text));
-                }
-            }
+        match read_stat(pid) {
+            Ok(p) => out.extend(p),
             // It ended since the directory was listed.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(_) => return None,
@@ -108,29 +108,26 @@ pub fn all_checked() -> Option<Vec<ProcStat>> {
     Some(out)
 }
 
-/// The children of `parent`, zombies included.
-pub fn children(parent: i32) -> Vec<ProcStat> {
-    all().into_iter().filter(|p| p.ppid == parent).collect()
-}
-
 /// Every descendant of `root` (not `root` itself), parents before their children.
 pub fn descendants(root: i32) -> Vec<ProcStat> {
-    descendants_in(root, all())
+    descendants_in(&[root], all())
 }
 
 /// As [`descendants`], or `None` when `/proc` could not be read whole (see [`all_checked`]):
 /// for the shepherd, which must not take "could not look" for "nothing left".
 pub fn descendants_checked(root: i32) -> Option<Vec<ProcStat>> {
-    all_checked().map(|all| descendants_in(root, all))
+    all_checked().map(|all| descendants_in(&[root], all))
 }
 
-fn descendants_in(root: i32, all: Vec<ProcStat>) -> Vec<ProcStat> {
+/// Every descendant of any of `roots` (not the roots themselves) among `all`, one listing of
+/// `/proc`, parents before their children.
+pub fn descendants_in(roots: &[i32], all: Vec<ProcStat>) -> Vec<ProcStat> {
     let mut children: HashMap<i32, Vec<ProcStat>> = HashMap::new();
     for p in all {
         children.entry(p.ppid).or_default().push(p);
     }
     let mut out = Vec::new();
-    let mut next = vec![root];
+    let mut next = roots.to_vec();
     while let Some(pid) = next.pop() {
         for c in children.remove(&pid).unwrap_or_default() {
             next.push(c.pid);
@@ -242,9 +239,9 @@ mod tests {
         let me = std::process::id() as i32;
         let parent = stat(me).expect("own stat").ppid;
         assert!(descendants(parent).iter().any(|p| p.pid == me));
-        let mine = children(parent)
+        let mine = descendants(parent)
             .into_iter()
-            .find(|p| p.pid == me)
+            .find(|p| p.pid == me && p.ppid == parent)
             .expect("a child");
         // SAFETY: getsid(0) reads this process's session id.
         assert_eq!(mine.session, unsafe { libc::getsid(0) });
