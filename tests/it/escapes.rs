@@ -423,11 +423,21 @@ fn processes_of_a_node_that_kills_its_shepherd_end_with_the_execution_in_serve()
     }
 }
 
-/// Python for a node: `hopper()` starts a process in a new session that forks every 0.1 s and
-/// lets its parent exit (so it never grows old under one pid), noting each pid.
+/// Python for a node: `detached(script)` runs `script` in an interpreter of its own, given the
+/// file of pids to note its own in, and gives it half a second to get there.
+const DETACHED: &str = r#"
+def detached(script):
+    subprocess.Popen([sys.executable, '-I', '-S', '-c', script, trigger['pids']],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+"#;
+
+/// Python for a node, after [`DETACHED`]: `hopper()` starts a process in a new session that
+/// forks every 0.1 s and lets its parent exit (so it never grows old under one pid), noting each
+/// pid.
 const HOPPER: &str = r#"
 def hopper():
-    script = (
+    detached(
         "import os, sys, time\n"
         "path = sys.argv[1]\n"
         "os.setsid()\n"
@@ -437,26 +447,20 @@ def hopper():
         "    time.sleep(0.1)\n"
         "    if os.fork():\n"
         "        os._exit(0)\n")
-    subprocess.Popen([sys.executable, '-I', '-S', '-c', script, trigger['pids']],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
 "#;
 
-/// Python for a node: `headless()` starts a process in a new session whose main thread exits
-/// while another thread runs on (`Zl` in ps: a zombie to whoever reads only its state), noting
-/// its pid.
+/// Python for a node, after [`DETACHED`]: `headless()` starts a process in a new session whose
+/// main thread exits while another thread runs on (`Zl` in ps: a zombie to whoever reads only
+/// its state), noting its pid.
 const HEADLESS: &str = r#"
 def headless():
-    script = (
+    detached(
         "import ctypes, os, sys, threading, time\n"
         "os.setsid()\n"
         "threading.Thread(target=time.sleep, args=(300,)).start()\n"
         "with open(sys.argv[1], 'a') as f:\n"
         "    f.write('%d\\n' % os.getpid())\n"
         "ctypes.CDLL(None).syscall(60, 0)\n")
-    subprocess.Popen([sys.executable, '-I', '-S', '-c', script, trigger['pids']],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
 "#;
 
 /// A `flowrun test` suite of two cases: `escaper` runs `body` (its status expected to be
@@ -520,7 +524,7 @@ fn processes_of_a_node_that_kills_its_shepherd_end_before_the_next_case() {
 #[test]
 fn a_process_that_keeps_changing_its_pid_ends_before_the_next_case() {
     let ms = escapees_are_gone_before_the_next_case(
-        &format!("{HOPPER}\nhopper()\n{KILL_SHEPHERD}"),
+        &format!("{DETACHED}\n{HOPPER}\nhopper()\n{KILL_SHEPHERD}"),
         "error",
     );
     assert!(ms < 8000.0, "the case took {ms} ms");
@@ -545,11 +549,11 @@ fn a_shepherd_that_cannot_see_its_tree_does_not_end_as_if_it_were_empty() {
 #[test]
 fn a_process_whose_main_thread_exited_is_ended_all_the_same() {
     escapees_are_gone_before_the_next_case(
-        &format!("{ESCAPEE}\nescape_all()\n{HEADLESS}\nheadless()\nreturn 'left them'"),
+        &format!("{ESCAPEE}\nescape_all()\n{DETACHED}\n{HEADLESS}\nheadless()\nreturn 'left them'"),
         "success",
     );
     escapees_are_gone_before_the_next_case(
-        &format!("{ESCAPEE}\nescape_all()\n{HEADLESS}\nheadless()\n{KILL_SHEPHERD}"),
+        &format!("{ESCAPEE}\nescape_all()\n{DETACHED}\n{HEADLESS}\nheadless()\n{KILL_SHEPHERD}"),
         "error",
     );
 }
