@@ -158,7 +158,15 @@ const scenarios = {
     const row = `#history li[data-id="${first}"]`;
     await page.waitForSelector(row);
     await page.click(`${row} button:has-text("Delete")`);
-    await page.click(`${row} button:has-text("Yes, delete")`);
+    // Something else starts meanwhile: the list's live refresh waits for the answer rather than
+    // rebuilding the row under the user, the question gone.
+    const other = await api("POST", "/api/workflows/greet/executions?wait=true", { trigger: { name: "x" } });
+    check(other.status === 200, "another run: " + JSON.stringify(other.body));
+    await page.waitForTimeout(1000);
+    const yes = `${row} button:has-text("Yes, delete")`;
+    check(await page.isVisible(yes), "the question is still asked after a refresh came");
+    check(await page.locator(yes).evaluate((e) => e === document.activeElement), "and still has the focus");
+    await page.click(yes);
     await page.waitForSelector(row, { state: "detached" });
     check((await api("GET", "/api/executions/" + first)).status === 404, "the first one is deleted");
     check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));

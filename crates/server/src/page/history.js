@@ -3,6 +3,10 @@ const PAGE_SIZE = 20;
 let historyCursor = null;
 let historyTimer = null;
 let feed = null; // {abort}
+// The row whose "Yes, delete" is showing: a live refresh would rebuild it under the user (the
+// question gone, the focus lost), so it waits until the question is answered.
+let confirming = null;
+let refreshWaiting = false;
 
 function historyQuery(cursor) {
   const q = new URLSearchParams();
@@ -47,7 +51,16 @@ async function loadHistory(more) {
 
 function refreshHistory() {
   clearTimeout(historyTimer);
-  historyTimer = setTimeout(() => loadHistory(false), 200);
+  historyTimer = setTimeout(() => {
+    if (confirming && confirming.isConnected) { refreshWaiting = true; return; }
+    loadHistory(false);
+  }, 200);
+}
+
+// The question on `li` is answered (or asked: `li`): a refresh that waited for it runs now.
+function confirmingDelete(li) {
+  confirming = li;
+  if (!li && refreshWaiting) { refreshWaiting = false; refreshHistory(); }
 }
 
 function historyRow(x) {
@@ -72,12 +85,14 @@ function historyRow(x) {
     if (x.status !== "success") actions.append(button("Resume", "small", () => againFromRow(x.id, "resume"), "Resume " + short));
     const del = button("Delete", "small", () => {
       show(del, false);
+      confirmingDelete(li);
       const yes = button("Yes, delete " + short, "small", async () => {
+        confirmingDelete(null);
         const r = await deleteExecution(x.id);
         if (r.status !== 200) actions.append(el("span", "bad", errorText(r.body, r.status)));
         if (current && current.id === x.id && r.status === 200) { current = null; show($("execution"), false); show($("panel"), false); }
       });
-      const no = button("Cancel", "small", () => { yes.remove(); no.remove(); show(del, true); del.focus(); });
+      const no = button("Cancel", "small", () => { yes.remove(); no.remove(); show(del, true); del.focus(); confirmingDelete(null); });
       actions.append(yes, no);
       yes.focus();
     }, "Delete " + short);
