@@ -236,6 +236,19 @@ r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(sys.arg
 print("  100 cases of hello.json, -j 1: warm %.2f s, cold %.2f s (%.1f and %.1f ms a case): warm vs cold %.1fx (target >= 5x: %s)"
       % (r["warm"], r["cold"], r["warm"] * 10, r["cold"] * 10, r["cold"] / r["warm"], "PASS" if r["cold"] / r["warm"] >= 5 else "MISS"))
 ' "$OUT/hyperfine-test-plain.json" | tee -a "$SUMMARY"
+# The floor under a warm case, in the same minutes: a fork of an interpreter holding hello.json
+# prepared, running it with nothing around it (bench/fork_floor.py); a case also asks the runner
+# to check and record it. Cold per case over this is a ratio no warm start reaches here now.
+"$FLOWRUN" codegen examples/hello.json -o "$WORK/hello-floor.py" >/dev/null
+printf '{"name": "n1", "excited": true}' >"$WORK/hello-trigger.json" # its inputs' defaults applied
+"$PY" -I -S bench/fork_floor.py 300 "$OUT/floor-hello.json" "$WORK/hello-floor.py" "$WORK/hello-trigger.json" >/dev/null
+"$PY" -I -S -c '
+import json, statistics, sys
+r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
+f = statistics.median(json.load(open(sys.argv[2]))["run_ms"])
+print("  floor: fork and run hello.json %.2f ms; a cold case over it: %.1fx, the most a warm start could gain here now"
+      % (f, r["cold"] * 10 / f))
+' "$OUT/hyperfine-test-plain.json" "$OUT/floor-hello.json" | tee -a "$SUMMARY"
 
 # --- 5, 6. warm starts through serve; cold run under load ----------------------------------------
 # shellcheck source=bench/warm.sh
