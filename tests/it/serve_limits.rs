@@ -401,3 +401,56 @@ fn serve_keeps_answering_while_another_process_holds_the_database() {
         assert_eq!(ended, ["begin", "wait", "end"], "{rec}");
     }
 }
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn streams_whose_clients_do_not_read_hold_a_page_not_the_record() {
+    let w = World::new();
+    // ~8 MB of log events, stored by `flowrun run`: followed through the store.
+    let wf = w.save(
+        "loud.json",
+        &json!({"id": "loud", "nodes": [
+            {"id": "talk", "type": "code",
+             "code": "for i in range(20000):\n    print('%05d ' % i + 'x' * 400)\nreturn {}"}]}),
+    );
+    let out = w.cli_ok(&["run", wf.to_str().unwrap(), "--json"]);
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = w.serve(&[]);
+    assert_eq!(s.get("/api/executions").status, 200);
+    let before = rss_kib(s.pid());
+    let head = format!(
+        "GET /api/executions/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
+        s.token
+    );
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.write_all(head.as_bytes()).unwrap();
+        clients.push(c); // never read
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    assert_eq!(s.get("/api/executions").status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let grew = rss_kib(s.pid()).saturating_sub(before);
+    // Each stream had read the whole record (~9 MB) and held it: 30 of them took the server
+    // past 250 MB. Now each holds a page and its buffer (~400 KB) besides the connection's.
+    assert!(grew < 80 * 1024, "the server grew by {grew} KiB");
+    // A client that reads gets every event, in order, to the end.
+    drop(clients);
+    let msgs = s.events(&id, None).read_to_end();
+    let logs = msgs.iter().filter(|m| m.event == "log").count();
+    assert!(logs >= 20000, "{logs} log events");
+    assert_eq!(msgs.last().unwrap().event, "end");
+}

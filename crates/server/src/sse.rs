@@ -10,7 +10,10 @@
 //! connections open, and `X-Accel-Buffering: no` keeps proxies from holding events back.
 //!
 //! Executions this server runs are followed through their live buffer (see `flowrun_app::queue`);
-//! any other (run by `flowrun run`, or ended) through the store, polled every 100 ms.
+//! any other (run by `flowrun run`, or ended) through the store, polled every 100 ms and read a
+//! page ([`PAGE_BYTES`]) at a time. What a stream holds for a client that does not read is
+//! bounded by [`BUFFER_BYTES`] of events (one event at least, however long): the stream waits
+//! for the client, and reads nothing more meanwhile.
 
 use crate::AppState;
 use crate::api::error::{ApiError, blocking};
@@ -26,11 +29,23 @@ use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
 /// The longest a stream stays silent: a comment line then keeps the connection (and any proxy or
 /// client idle timeout of more than 10 s) from closing it.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The most event text a stream keeps for its client, sent but not yet taken by the connection
+/// (which buffers up to ~400 KB more itself): a client that stops reading holds this much, not
+/// the execution's whole record.
+pub const BUFFER_BYTES: usize = 256 << 10;
+
+/// The most event text read from the store at once for one stream.
+pub const PAGE_BYTES: usize = 128 << 10;
+
+/// A message with the share of [`BUFFER_BYTES`] it holds, given back when the connection takes
+/// it.
+type Held = (SseEvent, OwnedSemaphorePermit);
 
 #[derive(Deserialize, Default)]
 pub struct EventsQuery {
@@ -39,22 +54,34 @@ pub struct EventsQuery {
 
 /// Where a stream is: the last seq sent, and whether `execution_end` went out.
 struct Cursor {
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<Held>,
+    room: Arc<Semaphore>,
     last: u64,
     ended: bool,
 }
 
 impl Cursor {
+    /// Sends one message once the client has taken enough of the ones before it. False when the
+    /// client is gone.
+    async fn push(&self, ev: SseEvent, bytes: usize) -> bool {
+        let share = bytes.clamp(1, BUFFER_BYTES) as u32;
+        let Ok(permit) = self.room.clone().acquire_many_owned(share).await else {
+            return false;
+        };
+        self.tx.send((ev, permit)).await.is_ok()
+    }
+
     /// Sends one event unless it was sent already. False when the client is gone.
     async fn send(&mut self, seq: u64, kind: &str, data: String) -> bool {
         if seq <= self.last {
             return true;
         }
+        let bytes = data.len();
         let ev = SseEvent::default()
             .id(seq.to_string())
             .event(kind)
             .data(data);
-        if self.tx.send(ev).await.is_err() {
+        if !self.push(ev, bytes).await {
             return false;
         }
         self.last = seq;
@@ -75,10 +102,10 @@ impl Cursor {
             if let Some(o) = v.as_object_mut() {
                 o.remove("seq");
             }
-            let ev = SseEvent::default()
-                .event(env.event.kind())
-                .data(v.to_string());
-            return self.tx.send(ev).await.is_ok();
+            let data = v.to_string();
+            let bytes = data.len();
+            let ev = SseEvent::default().event(env.event.kind()).data(data);
+            return self.push(ev, bytes).await;
         }
         let data = serde_json::to_string(env).expect("events serialize");
         self.send(env.seq, env.event.kind(), data).await
@@ -123,17 +150,20 @@ pub async fn events(
         // Ended, and the client has everything up to `execution_end`: nothing more will come.
         let finished = reconnect
             && store.execution(&id)?.status.is_final()
-            && store.events_text(&id, after)?.is_empty();
+            && !store.has_events_after(&id, after)?;
         Ok((id, finished))
     })
     .await?;
     if finished {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let (tx, rx) = mpsc::channel::<SseEvent>(256);
+    let (tx, rx) = mpsc::channel::<Held>(256);
     tokio::spawn(produce(app, id, after, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+        // The permit goes back as the connection takes the message.
+        rx.recv()
+            .await
+            .map(|(e, _permit)| (Ok::<_, Infallible>(e), rx))
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
@@ -143,9 +173,10 @@ pub async fn events(
     Ok(resp)
 }
 
-async fn produce(app: AppState, id: String, after: u64, tx: mpsc::Sender<SseEvent>) {
+async fn produce(app: AppState, id: String, after: u64, tx: mpsc::Sender<Held>) {
     let mut cur = Cursor {
         tx,
+        room: Arc::new(Semaphore::new(BUFFER_BYTES)),
         last: after,
         ended: false,
     };
@@ -157,9 +188,8 @@ async fn produce(app: AppState, id: String, after: u64, tx: mpsc::Sender<SseEven
         return; // the client went away, or the server is shutting down
     };
     let data = json!({"execution_id": id, "status": status}).to_string();
-    let _ = cur
-        .tx
-        .send(SseEvent::default().event("end").data(data))
+    let bytes = data.len();
+    cur.push(SseEvent::default().event("end").data(data), bytes)
         .await;
 }
 
@@ -230,15 +260,20 @@ async fn follow_store(app: &AppState, id: &str, cur: &mut Cursor) -> Option<Exec
         let (status, events) = blocking(move || {
             let store = store.lock();
             let status = store.execution(&idc)?.status;
-            Ok((status, store.events_text(&idc, after)?))
+            Ok((status, store.events_text(&idc, after, PAGE_BYTES)?))
         })
         .await
         .ok()?;
+        // A page that may not be the last: the next one at once.
+        let more = events.iter().map(|(_, _, text)| text.len()).sum::<usize>() >= PAGE_BYTES;
         for (seq, kind, text) in events {
             let data = stored_json(seq, id, &text);
             if !cur.send(seq, &kind, data).await {
                 return None;
             }
+        }
+        if more {
+            continue;
         }
         if status.is_final() {
             return Some(status);

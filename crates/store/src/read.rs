@@ -266,19 +266,37 @@ impl Store {
     }
 
     /// Stored events after `after_seq` as `(seq, kind, JSON text)`, the text exactly as it was
-    /// recorded (no float goes through a parse and back), for the HTTP server's event stream.
+    /// recorded (no float goes through a parse and back), for the HTTP server's event stream:
+    /// the first ones only, as many as fit in `max_bytes` of text (one at least, however long),
+    /// so that a reader holds one page at a time whatever an execution recorded.
     pub fn events_text(
         &self,
         execution_id: &str,
         after_seq: u64,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, String, String)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, kind, data FROM events WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![execution_id, after_seq as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        let mut rows = stmt.query(params![execution_id, after_seq as i64])?;
+        let (mut page, mut bytes) = (Vec::new(), 0usize);
+        while bytes < max_bytes {
+            let Some(r) = rows.next()? else { break };
+            let data: String = r.get(2)?;
+            bytes += data.len();
+            page.push((r.get::<_, i64>(0)? as u64, r.get(1)?, data));
+        }
+        Ok(page)
+    }
+
+    /// Whether any event after `after_seq` is stored.
+    pub fn has_events_after(&self, execution_id: &str, after_seq: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM events WHERE execution_id = ?1 AND seq > ?2 LIMIT 1")?
+            .query_row(params![execution_id, after_seq as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// The definition an execution ran.
