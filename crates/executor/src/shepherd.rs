@@ -269,8 +269,12 @@ fn adopt(child: Pid, release: Option<RawFd>) -> Pid {
 fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     loop {
-        let Some((_, signalled)) = poll_two(sock, signals) else {
-            continue; // EINTR
+        let signalled = match poll_two(sock, signals) {
+            Ok((_, signalled)) => signalled,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // See `supervise`: a limit lowered under two descriptors, raised if it can be.
+            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 3 => continue,
+            Err(_) => return None,
         };
         let mut buf = [0u8; 16];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
@@ -339,9 +343,18 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
         return End::Exited(status);
     }
     loop {
-        let Some((line, signalled)) = poll_two(std::os::fd::AsRawFd::as_raw_fd(&lifeline), signals)
-        else {
-            continue; // EINTR
+        let (line, signalled) = match poll_two(std::os::fd::AsRawFd::as_raw_fd(&lifeline), signals)
+        {
+            Ok(ready) => ready,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // poll refuses two descriptors once a process of the execution (the same user)
+            // lowered our descriptor limit below that. Raised again if it can be, else the
+            // shepherd cannot wait any more and ends everything: looping here would spin
+            // for ever, the program's end and the runner's gone unseen.
+            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 3 => {
+                continue;
+            }
+            Err(_) => return End::LifelineClosed,
         };
         if line && lifeline_closed(lifeline) {
             return End::LifelineClosed;
@@ -363,9 +376,8 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
     }
 }
 
-/// Waits until `fd` or the signalfd is readable (or closed): whether each is, or None when a
-/// signal interrupted the wait.
-fn poll_two(fd: RawFd, signals: &SignalFd) -> Option<(bool, bool)> {
+/// Waits until `fd` or the signalfd is readable (or closed): whether each is.
+fn poll_two(fd: RawFd, signals: &SignalFd) -> Result<(bool, bool), nix::errno::Errno> {
     let mut fds = [
         libc::pollfd {
             fd,
@@ -380,9 +392,9 @@ fn poll_two(fd: RawFd, signals: &SignalFd) -> Option<(bool, bool)> {
     ];
     // SAFETY: two valid pollfd entries.
     if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-        return None;
+        return Err(nix::errno::Errno::last());
     }
-    Some((fds[0].revents != 0, fds[1].revents != 0))
+    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// Reads the lifeline: true once it is closed (EOF or error).

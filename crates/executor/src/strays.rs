@@ -207,20 +207,27 @@ pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
     }
 }
 
-/// Raises this process's soft limit of open descriptors to its hard limit, for a sweep that
-/// could not read /proc: a process of the execution (the same user) may have lowered it.
-fn raise_nofile_limit() {
+/// Raises this process's soft limit of open descriptors to its hard limit, for a sweep (or a
+/// shepherd) that could not read /proc or poll: a process of the execution (the same user) may
+/// have lowered it. Returns the soft limit now (0 if it cannot be read).
+pub(crate) fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit and setrlimit read and write the local struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            }
         }
     }
+    lim.rlim_cur
 }
 
 #[cfg(test)]
