@@ -3,6 +3,7 @@
 //! passed (flaky ones included), 1 a case failed, 2 an invalid test file, workflow or usage,
 //! 3 the environment (database), 130 interrupted.
 
+use super::text::{clean, clean_line};
 use super::{Exit, open_store};
 use clap::Args;
 use flowrun_app::SharedStore;
@@ -99,21 +100,25 @@ fn gh_escape(s: &str, property: bool) -> String {
     o
 }
 
+/// One workflow command. Its parts come from test files and executions: controls are shown as
+/// escapes (`clean`), and no newline reaches the log raw, so no part can start a command of its
+/// own.
 fn annotate(level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
+    let (file, title, message) = (clean_line(file), clean_line(title), clean(message));
     let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
     // A reader that went away (`| head`) is not an error of the tests.
     let _ = writeln!(
         std::io::stdout(),
         "::{level} file={}{line},title={}::{}",
-        gh_escape(file, true),
-        gh_escape(title, true),
-        gh_escape(message, false)
+        gh_escape(&file, true),
+        gh_escape(&title, true),
+        gh_escape(&message, false)
     );
 }
 
 fn print_problems(problems: &[Problem]) {
     for p in problems {
-        eprintln!("error: {p}");
+        eprintln!("error: {}", clean(&p.to_string()));
         if github() {
             annotate("error", &p.file, p.line, "invalid test file", &p.message);
         }
@@ -257,30 +262,33 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     })
 }
 
+/// One case's lines. A test file's names and reasons and what an execution says (its error,
+/// what it output) are shown, not obeyed: controls as escapes, each on its own line of the
+/// report, so none moves the cursor or starts a line of its own (a CI log's `::error::`).
 fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
-    let file = &suite.files[r.at.file].file;
+    let file = clean_line(&suite.files[r.at.file].file);
+    let name = clean_line(&r.name);
     let ms = r.duration_ms();
     let _ = match r.verdict {
-        Verdict::Passed => writeln!(w, "✓ {file} › {} ({ms:.0} ms)", r.name),
+        Verdict::Passed => writeln!(w, "✓ {file} › {name} ({ms:.0} ms)"),
         Verdict::Skipped => {
             let why = r.skip_reason.as_deref().filter(|s| !s.is_empty());
             writeln!(
                 w,
-                "○ {file} › {} (skipped{})",
-                r.name,
-                why.map(|s| format!(": {s}")).unwrap_or_default()
+                "○ {file} › {name} (skipped{})",
+                why.map(|s| format!(": {}", clean_line(s)))
+                    .unwrap_or_default()
             )
         }
         Verdict::Flaky => writeln!(
             w,
-            "↻ {file} › {} (flaky: passed on attempt {} of {}, {ms:.0} ms)",
-            r.name,
+            "↻ {file} › {name} (flaky: passed on attempt {} of {}, {ms:.0} ms)",
             r.attempts.len(),
             retries + 1
         ),
         Verdict::Failed => {
             let at = r.line.map(|l| format!(":{l}")).unwrap_or_default();
-            let _ = writeln!(w, "✗ {file}{at} › {} ({ms:.0} ms)", r.name);
+            let _ = writeln!(w, "✗ {file}{at} › {name} ({ms:.0} ms)");
             if let Some(a) = r.last() {
                 for f in &a.failures {
                     let mut text = report::describe(f);
@@ -290,11 +298,15 @@ fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
                         );
                     }
                     for line in text.lines() {
-                        let _ = writeln!(w, "    {line}");
+                        let _ = writeln!(w, "    {}", clean_line(line));
                     }
                 }
                 if let Some(e) = &a.error {
-                    let _ = writeln!(w, "    the execution failed: {e}");
+                    let _ = writeln!(
+                        w,
+                        "    the execution failed: {}",
+                        clean_line(&e.to_string())
+                    );
                 }
                 if let Some(id) = &a.execution_id {
                     let _ = writeln!(w, "    details: flowrun show {id}");

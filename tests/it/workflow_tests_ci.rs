@@ -196,6 +196,39 @@ print("ok")
     );
 }
 
+/// What a test file names and what an execution says reach the terminal and a CI log as text:
+/// no escape sequence, and no line of its own (a GitHub workflow command).
+#[test]
+fn a_report_shows_hostile_names_and_errors_without_obeying_them() {
+    let env = Env::new();
+    env.write_workflow("w.json", &json!({"id": "w", "nodes": [{"id": "c", "type": "code",
+        "code": "raise RuntimeError('bad\\x1b[31mRED\\x1b]0;TITLE\\x07\\n::error title=injected::from the workflow')"}]}));
+    env.write_file("w.test.yaml", "workflow: ./w.json\ncases:\n  - name: \"evil \\e[31mred\\n::warning::by name\"\n    expect: { status: success }\n  - name: skipped\n    skip: \"why \\e]0;pwned\\a\\n::notice::x\"\n");
+    let mut cmd = env.flowrun();
+    cmd.args(["test", "w.test.yaml"])
+        .env("GITHUB_ACTIONS", "true");
+    let out = output(&mut cmd);
+    assert_code(&out, 1, "the case fails");
+    let text = stdout(&out);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("::warning::by") && !line.starts_with("::notice::"),
+            "{text}"
+        );
+        assert!(!line.starts_with("::error title=injected"), "{text}");
+    }
+    assert!(text.contains("bad\\x1b[31mRED"), "{text}");
+    assert!(
+        text.contains("evil \\x1b[31mred\\x0a::warning::by name"),
+        "{text}"
+    );
+    assert!(
+        text.contains("why \\x1b]0;pwned\\x07\\x0a::notice::x"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_bad_test_file_is_exit_2_with_file_line_case_and_path() {
     let env = Env::new();
