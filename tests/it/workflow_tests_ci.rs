@@ -285,6 +285,36 @@ fn a_bad_test_file_is_exit_2_with_file_line_case_and_path() {
     std::fs::create_dir(env.path("empty")).unwrap();
     let out = env.cmd(["test", "empty"]);
     assert_code(&out, 2, "no test files");
+    // A pipe is refused, not waited for; nesting past 128 levels at once, with its place
+    // (100,000 levels took 20 s to refuse).
+    let fifo = env.path("fifo.test.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = env.cmd(["test", "fifo.test.yaml"]);
+    assert_code(&out, 2, "a pipe");
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        describe(&out)
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    let depth = 100_000;
+    env.write_file(
+        "deep.test.yaml",
+        &format!(
+            "workflow: ./w.json\ncases:\n  - name: deep\n    trigger: {{x: {}{}}}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+    );
+    let t = std::time::Instant::now();
+    let out = env.cmd(["test", "deep.test.yaml"]);
+    assert_code(&out, 2, "too deep");
+    assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+    assert!(
+        stderr(&out).contains("deep.test.yaml:4: invalid YAML: nesting is deeper than 128"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]

@@ -34,7 +34,9 @@ pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;
 pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh};
-pub use source::{Format, MAX_FILE_BYTES, Source, load_file, parse_str};
+pub use source::{
+    Format, MAX_FILE_BYTES, Source, load_file, parse_str, read_text_file, yaml_too_deep,
+};
 
 /// Parses and validates, with every diagnostic located in the file.
 pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {

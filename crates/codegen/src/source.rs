@@ -101,21 +101,31 @@ pub fn load_file(path: &Path) -> Result<Source, Diagnostics> {
 /// The text of a workflow file: a regular file (not a directory, device or pipe, which could be
 /// read forever), at most [`MAX_FILE_BYTES`], in UTF-8.
 fn read_text(path: &Path) -> Result<String, String> {
-    let cannot = |e: std::io::Error| format!("cannot read the workflow file: {e}");
+    read_text_file(
+        path,
+        "workflow file",
+        "a workflow is a .json, .yaml or .yml file",
+    )
+}
+
+/// The text of a file flowrun reads for its data (a workflow, a test file, a snapshot file),
+/// named `what` in messages (`hint` follows the refusal of a directory or device): a regular file
+/// (not a directory, device or pipe, which could be read forever), at most [`MAX_FILE_BYTES`],
+/// in UTF-8.
+pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("cannot read the {what}: {e}");
     let meta = std::fs::metadata(path).map_err(cannot)?;
     if !meta.is_file() {
-        let what = if meta.is_dir() {
+        let kind = if meta.is_dir() {
             "a directory"
         } else {
             "not a regular file (a device, pipe or socket)"
         };
-        return Err(format!(
-            "cannot read the workflow file: it is {what}; a workflow is a .json, .yaml or .yml file"
-        ));
+        return Err(format!("cannot read the {what}: it is {kind}; {hint}"));
     }
     let too_big = |size: u64| {
         format!(
-            "the workflow file is {size} bytes; workflow files are at most {} MiB",
+            "the {what} is {size} bytes; {what}s are at most {} MiB",
             MAX_FILE_BYTES >> 20
         )
     };
@@ -131,13 +141,20 @@ fn read_text(path: &Path) -> Result<String, String> {
         return Err(too_big(bytes.len() as u64));
     }
     if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
-        return Err("the workflow file is UTF-16 text; save it as UTF-8".into());
+        return Err(format!("the {what} is UTF-16 text; save it as UTF-8"));
     }
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        format!("the workflow file is not UTF-8 text (an invalid byte on line {line})")
+        format!("the {what} is not UTF-8 text (an invalid byte on line {line})")
     })
+}
+
+/// Where YAML text nests flow collections (`[`, `{`) deeper than flowrun reads, as a 1-based
+/// line and column, found in one pass: parsers refuse such text only after work that grows
+/// with the square of the depth.
+pub fn yaml_too_deep(text: &str) -> Option<(usize, usize, String)> {
+    yaml::flow_too_deep(text, yaml::MAX_DEPTH).map(|(l, c)| (l, c, yaml::too_deep()))
 }
 
 /// Parses workflow text. `file` is only used in messages.

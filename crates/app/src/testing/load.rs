@@ -172,8 +172,12 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
             message,
         }]
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+    let text = flowrun_codegen::read_text_file(
+        path,
+        "test file",
+        "a test file is a .test.yaml, .test.yml or .test.json file",
+    )
+    .map_err(|e| fail(None, e))?;
     let json = path.extension().is_some_and(|e| e == "json");
     let located = located::parse(&text, json).map_err(|(line, m)| fail(line, m))?;
     let mut r = Reader {

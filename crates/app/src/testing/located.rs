@@ -40,6 +40,14 @@ pub(crate) type SyntaxError = (Option<usize>, String);
 /// Parses JSON (`json`) or YAML text.
 pub(crate) fn parse(text: &str, json: bool) -> Result<Located, SyntaxError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if !json {
+        if let Some((line, column, what)) = flowrun_codegen::yaml_too_deep(text) {
+            return Err((
+                Some(line),
+                format!("invalid YAML: {what} (column {column})"),
+            ));
+        }
+    }
     let value = if json {
         serde_json::from_str::<Value>(text)
             .map_err(|e| (Some(e.line()), format!("invalid JSON: {e}")))?

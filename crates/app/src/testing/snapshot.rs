@@ -44,18 +44,23 @@ pub(crate) fn apply_ignores(v: &mut Value, ignore: &[JPath]) {
 }
 
 /// The snapshots stored for a test file (none when the file does not exist yet).
+/// Read as workflow files are: a regular file of at most 16 MiB (a FIFO or a link to a device
+/// put there would block or fill memory).
 pub(crate) fn load(file: &Path) -> Result<Map<String, Value>, String> {
-    match std::fs::read_to_string(file) {
-        Ok(text) => match serde_json::from_str(&text) {
-            Ok(Value::Object(m)) => Ok(m),
-            Ok(_) => Err(format!(
-                "{}: expected a JSON object of case name to snapshot",
-                file.display()
-            )),
-            Err(e) => Err(format!("{}: not valid JSON: {e}", file.display())),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Map::new()),
-        Err(e) => Err(format!("{}: {e}", file.display())),
+    match std::fs::metadata(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        _ => {}
+    }
+    let text =
+        flowrun_codegen::read_text_file(file, "snapshot file", "snapshots are kept in a JSON file")
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!(
+            "{}: expected a JSON object of case name to snapshot",
+            file.display()
+        )),
+        Err(e) => Err(format!("{}: not valid JSON: {e}", file.display())),
     }
 }
 
@@ -107,20 +112,25 @@ pub(crate) fn write(
     };
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Written whole, then renamed: a reader never sees half a file.
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        file.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, pretty(&Value::Object(out)))
-        .and_then(|_| std::fs::rename(&tmp, file))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("{}: {e}", file.display())
-        })
+    // Written whole, then renamed: a reader never sees half a file. The temporary file is new
+    // (created exclusively, under a random name): a link planted at a predictable name would
+    // have had the snapshot written through it, wherever it pointed.
+    let fail = |e: std::io::Error| format!("{}: {e}", file.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".flowrun-snapshot")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        tmp.write_all(pretty(&Value::Object(out)).as_bytes())
+            .map_err(fail)?;
+        // As a file the user wrote: readable by others (it is committed), not 0600.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
+    }
+    tmp.persist(file).map(|_| ()).map_err(|e| fail(e.error))
 }
 
 #[cfg(test)]
@@ -175,5 +185,32 @@ mod tests {
             text.find("\"a\"").unwrap() < text.find("\"c\"").unwrap(),
             "in case order"
         );
+    }
+
+    #[test]
+    fn writing_goes_through_no_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = dir.path().join("__snapshots__");
+        std::fs::create_dir(&snaps).unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        // The temporary name the writer used to take: `.<file>.tmp<pid>`.
+        let f = snaps.join("t.test.yaml.snap.json");
+        let planted = snaps.join(format!(".t.test.yaml.snap.json.tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write(&f, &[("a".into(), json!(1))], None).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&f).unwrap().file_type().is_file());
+        assert_eq!(load(&f).unwrap()["a"], json!(1));
+    }
+
+    #[test]
+    fn a_snapshot_file_that_is_a_pipe_is_refused_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.test.yaml.snap.json");
+        nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load(&f).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(write(&f, &[("a".into(), json!(1))], None).is_err());
     }
 }
