@@ -234,7 +234,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
                 let h = resp.headers_mut();
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("GET, POST, OPTIONS"),
+                    HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
                 );
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,

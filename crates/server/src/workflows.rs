@@ -1,5 +1,6 @@
-//! Saved workflows: every `.json`, `.yaml` and `.yml` file directly in `--workflows DIR`,
-//! read again on every request (an editor saves them while the server runs).
+//! Saved workflows: every `.json`, `.yaml` and `.yml` file directly in `--workflows DIR` but
+//! hidden files and test files (`*.test.yaml`, kept beside their workflows), read again on every
+//! request (an editor saves them while the server runs).
 
 use flowrun_codegen::{Diagnostic, Diagnostics, Plan, Source};
 use serde_json::{Value, json};
@@ -28,14 +29,14 @@ impl Entry {
 }
 
 fn is_workflow_file(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     p.is_file()
         && p.extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "json" | "yaml" | "yml"))
-        && !p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'))
+        && !name.starts_with('.')
+        // The test files kept beside their workflows (`hello.test.yaml`) are not workflows.
+        && !flowrun_app::testing::is_test_file(name)
 }
 
 /// Loads and checks one file the way `flowrun validate` does.

@@ -154,6 +154,11 @@ fn invalid_workflows_and_inputs_are_422_unbound_connections_409() {
                        "messages": [{"role": "user", "content": "hi"}]}]
         }),
     );
+    // A test file kept beside its workflow is not one (nor listed as a broken one).
+    w.save_text(
+        "asks.test.yaml",
+        "workflow: ./asks.json\ncases:\n  - name: one\n",
+    );
     let srv = w.serve(&[]);
 
     // The list says what is wrong and what is missing.
