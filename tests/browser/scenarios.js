@@ -173,6 +173,38 @@ const scenarios = {
     await b.close();
   },
 
+  // Run, Stop and Delete with the keyboard: the focus follows what each opened or left (it fell
+  // to the page's start when the button pressed was disabled or hidden), and "stopping…" goes
+  // once the execution has stopped.
+  async keyboard_stop_delete() {
+    const b = await browser();
+    const { page } = b;
+    const kb = page.keyboard;
+    const focused = () => page.evaluate(() => document.activeElement && document.activeElement.id);
+    const waitFocus = (id) => page.waitForFunction((i) => document.activeElement && document.activeElement.id === i, id, { timeout: 10000 })
+      .catch(async () => { throw new Error("focus on " + (await focused()) + ", not " + id); });
+    await open(page);
+    await selectWorkflow(page, "Slow");
+    await page.focus("#run-button");
+    await kb.press("Enter");
+    await waitFocus("ex-heading");
+    await page.waitForSelector("#stop-button:not(.hidden)");
+    await kb.press("Tab");
+    check((await focused()) === "stop-button", "Stop is a Tab away: " + (await focused()));
+    await kb.press("Enter");
+    await waitStatus(page, "cancelled");
+    await waitFocus("rerun-button");
+    await page.waitForFunction(() => document.querySelector("#action-message").textContent === "", null, { timeout: 10000 });
+    await page.focus("#delete-button");
+    await kb.press("Enter");
+    await waitFocus("confirm-yes");
+    await kb.press("Enter");
+    await page.waitForSelector("#execution.hidden", { state: "attached" });
+    await waitFocus("history-heading");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
   // A breakpoint from the run options: the run pauses before the chosen step, the step before
   // it done, and Resume is offered; a bad cost limit starts nothing.
   async breakpoint() {

@@ -143,6 +143,13 @@ fn stop_rerun_and_delete_from_the_page() {
 }
 
 #[test]
+fn run_stop_and_delete_with_the_keyboard_keep_the_focus_where_the_user_is() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("keyboard_stop_delete", config(&s), &w.tmp_dir());
+}
+
+#[test]
 fn the_history_refreshes_when_the_cli_runs_something() {
     let w = world();
     let s = w.serve(&[]);

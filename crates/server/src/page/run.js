@@ -88,14 +88,29 @@ function setStatus(exec, status, text) {
   updateActions(exec);
 }
 
+const ACTION_BUTTONS = ["stop-button", "pause-button", "rerun-button", "resume-button", "delete-button"];
+
 function updateActions(exec) {
   const running = exec.status === "running" || exec.status === "queued";
   const ended = exec.ended || !running;
+  // The button pressed (Stop) may go with the state it belonged to: the focus then moves to the
+  // first action there is now (Re-run), not to the page's start.
+  const hadFocus = $("ex-actions").contains(document.activeElement);
   show($("stop-button"), running && !exec.ended);
   show($("pause-button"), running && !exec.ended && !!state.features.pause);
   show($("rerun-button"), ended && exec.status !== "pending");
   show($("resume-button"), ended && ["error", "timeout", "cancelled", "interrupted", "paused"].includes(exec.status));
   show($("delete-button"), ended && exec.status !== "pending");
+  if (ended && $("action-message").dataset.pending) {
+    $("action-message").textContent = "";
+    delete $("action-message").dataset.pending;
+  }
+  // A hidden button keeps the focus until the next rendering takes it away: asked directly.
+  const active = document.activeElement;
+  if (hadFocus && (active.classList.contains("hidden") || !$("ex-actions").contains(active))) {
+    const next = ACTION_BUTTONS.map($).find((b) => !b.classList.contains("hidden"));
+    (next || $("ex-heading")).focus();
+  }
 }
 
 async function refreshRecord(exec) {
@@ -242,12 +257,18 @@ async function follow(id, fresh) {
   show($("panel"), false);
   for (const x of ["nodes", "ex-logs", "ex-output"]) $(x).replaceChildren();
   for (const x of ["ex-error", "action-message", "ex-title", "ex-step", "ex-elapsed", "ex-totals", "ex-connection", "copy-message"]) $(x).textContent = "";
+  delete $("action-message").dataset.pending;
   show($("ex-logs"), false);
   show($("output-panel"), false);
   show($("confirm-delete"), false);
   $("ex-id").textContent = id;
   setStatus(exec, "queued", "waiting…");
-  if (fresh) $("execution").scrollIntoView({ block: "start" });
+  if (fresh) {
+    $("execution").scrollIntoView({ block: "start" });
+    // What was pressed (Run, Re-run, a history row) is disabled or rebuilt: the focus goes to
+    // what it opened, a Tab away from its actions.
+    $("ex-heading").focus({ preventScroll: true });
+  }
   const first = await refreshRecord(exec);
   if (first.status === 404 || (first.status && first.status !== 200 && first.status !== 401)) {
     setStatus(exec, "error", errorText(first.body, first.status));
@@ -368,10 +389,14 @@ async function action(kind) {
   if (!exec) return;
   const msg = $("action-message");
   msg.textContent = "";
+  delete msg.dataset.pending;
   const path = "/api/executions/" + encodeURIComponent(exec.id) + ACTIONS[kind];
   const r = await api("POST", path, kind === "stop" ? undefined : {});
   if (kind === "stop" || kind === "pause") {
-    msg.textContent = r.status === 200 || r.status === 202 ? (kind === "stop" ? "stopping…" : "pausing…") : errorText(r.body, r.status);
+    const asked = r.status === 200 || r.status === 202;
+    msg.textContent = asked ? (kind === "stop" ? "stopping…" : "pausing…") : errorText(r.body, r.status);
+    // Cleared when the execution ends (updateActions).
+    if (asked) msg.dataset.pending = "1";
     return;
   }
   if (r.status !== 202 && r.status !== 200) { msg.textContent = errorText(r.body, r.status); return; }
@@ -389,6 +414,8 @@ async function deleteCurrent() {
   show($("execution"), false);
   show($("panel"), false);
   say("execution " + exec.id.slice(0, 8) + " deleted", false);
+  // The pane with the focus is gone: on to the history, where the next one is chosen.
+  $("history-heading").focus();
 }
 
 async function deleteExecution(id) {
