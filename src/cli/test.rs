@@ -58,8 +58,9 @@ pub struct TestArgs {
     /// Python interpreter (default: as `run` finds it).
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Environment variable for every case (repeatable; a case's own `env` wins).
-    #[arg(long = "env", value_name = "K=V")]
+    /// Environment variable for every case: KEY (its value from flowrun's environment) or KEY=VALUE
+    /// (repeatable; a case's own `env` wins).
+    #[arg(long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// Whole-execution timeout of each case (default: the case's `timeout_ms`, the workflow's, 60000).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -80,6 +81,24 @@ fn out(json: bool) -> Box<dyn Write> {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
+    }
+}
+
+/// Warns when a connection of a workflow under test got its secret as `--env KEY=VALUE`, and so
+/// on the command line, where any user of the machine can read it (`ps`), as `run` does.
+fn warn_secrets_on_command_line(suite: &testing::Suite, on_command_line: &[String]) {
+    let mut vars: Vec<&String> = suite
+        .files
+        .iter()
+        .flat_map(|f| f.source.workflow.connections.values().map(|c| &c.env))
+        .filter(|v| on_command_line.contains(v))
+        .collect();
+    vars.sort();
+    vars.dedup();
+    for var in vars {
+        eprintln!(
+            "warning: --env {var}=… puts a secret on the command line, where any user of this machine can read it (ps); use --env {var} (its value from your environment)"
+        );
     }
 }
 
@@ -129,13 +148,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if let Some(id) = &args.record_from {
         return record(id, &args, db);
     }
-    let mut env = Vec::new();
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| Exit::new(USAGE, format!("--env {kv}: expected KEY=VALUE")))?;
-        env.push((k.to_string(), v.to_string()));
-    }
+    // As `run` takes them: `--env KEY` (its value from our environment) or `--env KEY=VALUE`.
+    let (env, on_command_line) = super::input::env_values(&[], &args.env)?;
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -163,11 +177,25 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
             ),
         ));
     }
+    // A filter that matches nothing is a mistake (a typo in a CI job), not a suite that passed;
+    // an empty shard is not: more shards than cases leaves some empty.
+    if let Some(f) = args.filter.as_deref() {
+        if testing::select(&suite.files, Some(f), None).is_empty() {
+            return Err(Exit::new(
+                USAGE,
+                format!(
+                    "--filter {}: no case's name or test file's path contains it",
+                    clean_line(f)
+                ),
+            ));
+        }
+    }
     let chosen = testing::select(&suite.files, args.filter.as_deref(), args.partition);
     let jobs = args
         .jobs
         .map(|j| j as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    warn_secrets_on_command_line(&suite, &on_command_line);
     let on_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
     let settings = Settings {
         jobs,

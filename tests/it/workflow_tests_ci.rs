@@ -229,6 +229,36 @@ fn a_report_shows_hostile_names_and_errors_without_obeying_them() {
     );
 }
 
+/// `--env KEY` takes the value from flowrun's own environment, as `run` does, and a secret given
+/// as `--env KEY=VALUE` (on the command line, where `ps` shows it) is warned about.
+#[test]
+fn env_takes_a_name_alone_and_warns_of_a_secret_on_the_command_line() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "connections": {"svc": {"env": "SVC_KEY"}},
+        "nodes": [{"id": "c", "type": "code", "connections": ["svc"],
+                   "code": "import os\nreturn {'n': len(os.environ['SVC_KEY'])}"}]}),
+    );
+    env.write_file(
+        "w.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: bound\n    expect: { output.n: 11 }\n",
+    );
+    let mut cmd = env.flowrun();
+    cmd.args(["test", "w.test.yaml", "--env", "SVC_KEY"])
+        .env("SVC_KEY", "from-my-env");
+    let out = output(&mut cmd);
+    assert_code(&out, 0, "bound from the environment");
+    assert!(!stderr(&out).contains("warning"), "{}", describe(&out));
+    let out = env.cmd(["test", "w.test.yaml", "--env", "SVC_KEY=on-the-line"]);
+    assert_code(&out, 0, "bound on the command line");
+    assert!(
+        stderr(&out).contains("warning: --env SVC_KEY=… puts a secret on the command line"),
+        "{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn a_bad_test_file_is_exit_2_with_file_line_case_and_path() {
     let env = Env::new();
@@ -322,6 +352,13 @@ fn exit_codes_annotations_and_history() {
     let env = Env::new();
     env.write_workflow("w.json", &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {"v": "{{ trigger.v }}"}}]}));
     env.write_file("w.test.yaml", "workflow: ./w.json\ncases:\n  - name: passes\n    trigger: { v: 1 }\n    expect:\n      output.v: 1\n  - name: fails\n    trigger: { v: 2 }\n    expect:\n      status: success\n      output.v: 1\n");
+    let out = env.cmd(["test", "w.test.yaml", "--filter", "pases"]);
+    assert_code(&out, 2, "a filter that matches nothing");
+    assert!(
+        stderr(&out).contains("--filter pases: no case"),
+        "{}",
+        describe(&out)
+    );
     let out = env.cmd(["test", "w.test.yaml", "--filter", "passes"]);
     assert_code(&out, 0, "all passed");
     assert!(
