@@ -259,6 +259,43 @@ fn env_takes_a_name_alone_and_warns_of_a_secret_on_the_command_line() {
     );
 }
 
+/// A link to a test file in a searched directory is run (it was skipped without a word: a CI
+/// job passed, running fewer cases than it had); an empty list of cases is named as such.
+#[test]
+fn a_linked_test_file_is_found_and_an_empty_case_list_is_named() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    std::fs::create_dir(env.path("shared")).unwrap();
+    std::fs::create_dir(env.path("suite")).unwrap();
+    env.write_file(
+        "shared/w.test.yaml",
+        "workflow: ../w.json\ncases:\n  - name: linked\n",
+    );
+    std::os::unix::fs::symlink(
+        env.path("shared/w.test.yaml"),
+        env.path("suite/w.test.yaml"),
+    )
+    .unwrap();
+    let out = env.cmd(["test", "suite"]);
+    assert_code(&out, 0, "the linked file's case ran");
+    assert!(
+        stdout(&out).trim_end().ends_with("1 passed, 0 failed"),
+        "{}",
+        describe(&out)
+    );
+    env.write_file("empty.test.yaml", "workflow: ./w.json\ncases: []\n");
+    let out = env.cmd(["test", "empty.test.yaml"]);
+    assert_code(&out, 2, "no cases");
+    assert!(
+        stderr(&out).contains("the list of cases is empty"),
+        "{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn a_bad_test_file_is_exit_2_with_file_line_case_and_path() {
     let env = Env::new();

@@ -77,7 +77,8 @@ pub fn is_test_file(name: &str) -> bool {
 }
 
 /// The test files under `paths` (files as given; directories searched, skipping hidden ones,
-/// `target`, `node_modules` and `__snapshots__`), sorted, each once.
+/// `target`, `node_modules` and `__snapshots__`; links to test files included), sorted, each
+/// once.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     let mut out = Vec::new();
     for p in paths {
@@ -114,7 +115,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             if !skip {
                 walk(&e.path(), out);
             }
-        } else if ty.is_file() && is_test_file(&name) {
+        } else if is_test_file(&name) && (ty.is_file() || ty.is_symlink()) {
+            // A link to a test file counts (one to a directory is not followed: no loops); what
+            // it points to is read as any test file is, and refused if it is not a regular file.
             out.push(e.path());
         }
     }
@@ -256,6 +259,11 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
                 }
             }
         }
+        Some(Value::Array(_)) => r.problem(
+            &root.key("cases"),
+            None,
+            "the list of cases is empty: a test file tests something",
+        ),
         Some(_) => r.problem(&root.key("cases"), None, "expected a list of cases"),
         None => r.problem(&root, None, "missing field `cases`"),
     }
