@@ -128,6 +128,35 @@ fn workflows_are_saved_atomically_and_deleted() {
     assert!(!file.exists());
     assert_eq!(s.get("/api/workflows/saved").status, 404);
     assert_eq!(s.delete("/api/workflows/saved").status, 404);
+
+    // Other data in the directory (served with --workflows . in a project) is left alone, by
+    // PUT and DELETE alike; a workflow that does not parse yet is still one.
+    let package = w.save_text("package.json", "{\"name\": \"my-app\"}\n");
+    let compose = w.save_text("docker-compose.yml", "services: {}\n");
+    let r = s.put(
+        "/api/workflows/package",
+        &json!({"workflow": {"id": "package", "nodes": [{"id": "t", "type": "template", "template": "x"}]}}),
+    );
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (409, Some("not_a_workflow")),
+        "{}",
+        r.text
+    );
+    let r = s.delete("/api/workflows/docker-compose");
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (409, Some("not_a_workflow")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        std::fs::read_to_string(&package).unwrap(),
+        "{\"name\": \"my-app\"}\n"
+    );
+    assert!(compose.exists());
+    w.save_text("half.json", "{\"id\": \"half\", \"nodes\": [");
+    assert_eq!(s.delete("/api/workflows/half").status, 200);
 }
 
 #[test]

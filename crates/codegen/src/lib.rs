@@ -35,7 +35,8 @@ pub use model::Workflow;
 pub use plan::Plan;
 pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh};
 pub use source::{
-    Format, MAX_FILE_BYTES, Source, load_file, parse_str, read_text_file, yaml_too_deep,
+    Format, MAX_FILE_BYTES, Source, load_file, may_be_workflow, parse_str, read_text_file,
+    yaml_too_deep,
 };
 
 /// Parses and validates, with every diagnostic located in the file.

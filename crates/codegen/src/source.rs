@@ -150,6 +150,25 @@ pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, Str
     })
 }
 
+/// Whether a file that does not load as a workflow is one in the making: text that does not
+/// parse as data at all, or data with `nodes`. Other data (a `package.json`, a compose file
+/// beside the workflows) is not a workflow: the server neither replaces nor deletes it.
+pub fn may_be_workflow(path: &Path) -> bool {
+    let Ok(text) = read_text(path) else {
+        return false;
+    };
+    let text = without_bom(&text);
+    let data = match Format::detect(path, text) {
+        Format::Json => crate::json::parse(text).ok(),
+        Format::Yaml => yaml_data(text).ok(),
+    };
+    match data {
+        None => true,
+        Some(Value::Object(m)) => m.contains_key("nodes"),
+        Some(_) => false,
+    }
+}
+
 /// Where YAML text nests flow collections (`[`, `{`) deeper than flowrun reads, as a 1-based
 /// line and column, found in one pass: parsers refuse such text only after work that grows
 /// with the square of the depth.

@@ -99,6 +99,22 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The entry, unless its file holds data that is not a workflow (found by the file's name: a
+/// `package.json` is `package`): `409`, and the file is left alone.
+fn not_other_data(entry: workflows::Entry) -> Result<workflows::Entry, ApiError> {
+    if entry.source.is_some() || flowrun_codegen::may_be_workflow(&entry.file) {
+        return Ok(entry);
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "not_a_workflow",
+        format!(
+            "{} holds data that is not a workflow (it has no `nodes`): flowrun neither replaces nor deletes it",
+            entry.file.display()
+        ),
+    ))
+}
+
 /// `PUT /api/workflows/{id}`: validates the definition and writes it into the workflows
 /// directory (the file that has this id, else `{id}.json`), atomically. `201` when new, `200`
 /// when it replaced a file; the body is the workflow as `GET` gives it.
@@ -126,7 +142,7 @@ pub async fn put(
         let existing = workflows::find(Some(&dir), &id)
             .map_err(|e| ApiError::internal(format!("cannot read the workflows directory: {e}")))?;
         let (file, created) = match existing {
-            Some(e) => (e.file, false),
+            Some(e) => (not_other_data(e)?.file, false),
             None => (dir.join(format!("{id}.json")), true),
         };
         let definition = &checked.source.as_ref().expect("valid").definition;
@@ -153,6 +169,7 @@ pub async fn delete(
     let entry = find_workflow(&app, &id).await?;
     let file = entry.file.clone();
     blocking(move || {
+        let entry = not_other_data(entry)?;
         std::fs::remove_file(&file)
             .map_err(|e| ApiError::internal(format!("cannot remove {}: {e}", file.display())))?;
         Ok(Json(
