@@ -444,3 +444,25 @@ fn the_server_wide_stream_follows_this_server_and_other_processes() {
     assert_eq!(s.delete(&format!("/api/executions/{cli_id}")).status, 200);
     next_where(&rx, "execution_deleted", is("execution_deleted", cli_id));
 }
+
+/// The history an editor shows is the one `flowrun history` shows: a CI run's cases (`flowrun
+/// test`, mode `test-suite`) are left out unless asked for.
+#[test]
+fn the_list_leaves_out_test_suites_unless_asked() {
+    let w = World::new();
+    let wf = w.save("quick.json", &crate::serve::quick());
+    w.save_text(
+        "quick.test.yaml",
+        "workflow: ./quick.json\ncases:\n  - { name: a, trigger: { n: 1 } }\n  - { name: b, trigger: { n: 2 } }\n",
+    );
+    w.cli_ok(&["test", w.workflows().to_str().unwrap()]);
+    w.cli_ok(&["run", wf.to_str().unwrap(), "--input", r#"{"n": 3}"#]);
+    let s = w.serve(&[]);
+    let r = s.get("/api/executions");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["total"], 1, "{}", r.text);
+    assert_eq!(r.body["executions"][0]["mode"], "test");
+    let r = s.get("/api/executions?test_suites=true");
+    assert_eq!(r.body["total"], 3, "{}", r.text);
+    assert_eq!(s.get("/api/executions?test_suites=yes").status, 400);
+}

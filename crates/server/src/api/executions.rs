@@ -101,6 +101,19 @@ pub struct ListQuery {
     until: Option<String>,
     /// `true`: leave out sub-workflow executions (they are in their parent's record).
     top_level: Option<String>,
+    /// `true`: the executions of `flowrun test` suites too (left out, as `flowrun history` leaves
+    /// them out without `--all`: a CI run's cases would bury an editor's runs).
+    test_suites: Option<String>,
+}
+
+fn flag(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name}: expected true or false, not '{other}'"
+        ))),
+    }
 }
 
 fn ms_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -179,16 +192,12 @@ pub async fn list(
         until: ms_param("until", q.until.as_deref())?,
         id_prefix: id_prefix.map(|p| p.to_ascii_lowercase()),
         limit: limit + 1,
-        exclude_modes: Vec::new(),
-        top_level: match q.top_level.as_deref() {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "top_level: expected true or false, not '{other}'"
-                )));
-            }
+        exclude_modes: if flag("test_suites", q.test_suites.as_deref())? {
+            Vec::new()
+        } else {
+            vec!["test-suite".to_string()]
         },
+        top_level: flag("top_level", q.top_level.as_deref())?,
     };
     let store = app.store.clone();
     blocking(move || {
