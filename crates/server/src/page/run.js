@@ -394,6 +394,9 @@ async function action(kind) {
   const r = await api("POST", path, kind === "stop" ? undefined : {});
   if (kind === "stop" || kind === "pause") {
     const asked = r.status === 200 || r.status === 202;
+    // The end may have come before this answer: then there is nothing to wait for.
+    const over = exec !== current || exec.ended || !["running", "queued"].includes(exec.status);
+    if (asked && over) return;
     msg.textContent = asked ? (kind === "stop" ? "stopping…" : "pausing…") : errorText(r.body, r.status);
     // Cleared when the execution ends (updateActions).
     if (asked) msg.dataset.pending = "1";
