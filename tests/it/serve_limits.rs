@@ -403,12 +403,7 @@ fn serve_keeps_answering_while_another_process_holds_the_database() {
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+    crate::support::faults::status_field_kb(pid, "VmRSS").expect("the server's VmRSS")
 }
 
 #[test]
