@@ -491,12 +491,15 @@ fn ctrl_c_stops_the_running_cases_and_starts_no_more() {
     assert_eq!(env.execution_ids(), [id], "the second case never started");
     let mut text = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    // The running case was stopped by the interruption, not failed: both are reported so.
+    for case in ["first", "second"] {
+        assert!(
+            text.contains(&format!("○ slow.test.yaml › {case} (skipped: interrupted)")),
+            "{text}"
+        );
+    }
     assert!(
-        text.contains("○ slow.test.yaml › second (skipped: interrupted)"),
-        "{text}"
-    );
-    assert!(
-        text.trim_end().ends_with("0 passed, 1 failed, 1 skipped"),
+        text.trim_end().ends_with("0 passed, 0 failed, 2 skipped"),
         "{text}"
     );
 }

@@ -173,6 +173,14 @@ async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
         }
         let (attempt, snap) = attempt(ctx, at).await;
         let passed = attempt.failures.is_empty();
+        if !passed && ctx.stop.borrow().is_some() && attempt.status.as_deref() == Some("cancelled")
+        {
+            // Stopped by the interruption (Ctrl-C), not failed: reported as those not started.
+            result.attempts.push(attempt);
+            result.verdict = Verdict::Skipped;
+            result.skip_reason = Some("interrupted".into());
+            return result;
+        }
         let setup = attempt.execution_id.is_none();
         result.attempts.push(attempt);
         (result.snapshot, result.snapshot_write) = snap;
