@@ -260,9 +260,10 @@ fn env_takes_a_name_alone_and_warns_of_a_secret_on_the_command_line() {
 }
 
 /// A link to a test file in a searched directory is run (it was skipped without a word: a CI
-/// job passed, running fewer cases than it had); an empty list of cases is named as such.
+/// job passed, running fewer cases than it had); an empty list of cases is named as such, and a
+/// case without a name has its other problems reported too.
 #[test]
-fn a_linked_test_file_is_found_and_an_empty_case_list_is_named() {
+fn a_linked_test_file_is_found_and_empty_or_nameless_cases_are_named() {
     let env = Env::new();
     env.write_workflow(
         "w.json",
@@ -294,6 +295,21 @@ fn a_linked_test_file_is_found_and_an_empty_case_list_is_named() {
         "{}",
         describe(&out)
     );
+    // A case without a name has its other problems reported too.
+    env.write_file(
+        "nameless.test.yaml",
+        "workflow: ./w.json\ncases:\n  - timeout_ms: -1\n    tirgger: {}\n",
+    );
+    let out = env.cmd(["test", "nameless.test.yaml"]);
+    assert_code(&out, 2, "invalid");
+    let err = stderr(&out);
+    for want in [
+        "a case needs a name",
+        "timeout_ms",
+        "unknown field 'tirgger'",
+    ] {
+        assert!(err.contains(want), "{want:?} in {}", describe(&out));
+    }
 }
 
 #[test]

@@ -372,14 +372,15 @@ fn read_case(
         );
         return None;
     };
-    let name = match c.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+    // Without a name the case is still read, so that its other problems are reported too.
+    let (name, named) = match c.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => (s.clone(), true),
         _ => {
             r.problem(at, None, "a case needs a name (a non-empty string)");
-            return None;
+            (String::new(), false)
         }
     };
-    let case = Some(name.as_str());
+    let case = named.then_some(name.as_str());
     r.unknown_fields(c, at, case, CASE_FIELDS);
     let trigger = match c.get("trigger") {
         None | Some(Value::Null) => Value::Object(Map::new()),
@@ -504,6 +505,9 @@ fn read_case(
             case,
             "expected a mapping of variable to value",
         ),
+    }
+    if !named {
+        return None;
     }
     Some(Case {
         name,
