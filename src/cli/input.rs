@@ -228,6 +228,25 @@ pub fn pin(arg: &str) -> Result<(String, serde_json::Value), Exit> {
     Ok((node.to_string(), output))
 }
 
+/// Warns for each connection variable (`vars`, the connections of what is about to run) whose
+/// secret was given as `--env KEY=VALUE` (`on_command_line`), and so is on the command line,
+/// where any user of the machine can read it (`ps`).
+pub fn warn_secrets_on_command_line<'a>(
+    vars: impl Iterator<Item = &'a String>,
+    on_command_line: &[String],
+    env_file: bool,
+) {
+    let or_file = if env_file { " or --env-file FILE" } else { "" };
+    let mut vars: Vec<&String> = vars.filter(|v| on_command_line.contains(v)).collect();
+    vars.sort();
+    vars.dedup();
+    for var in vars {
+        eprintln!(
+            "warning: --env {var}=… puts a secret on the command line, where any user of this machine can read it (ps); use --env {var} (its value from your environment){or_file}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,25 +141,6 @@ fn options(args: &ExecArgs) -> Result<(RunOptions, Vec<String>), Exit> {
     Ok((options, on_command_line))
 }
 
-/// Warns when a connection's secret was given as `--env KEY=VALUE`, and so is on the command
-/// line.
-fn warn_secrets_on_command_line(prepared: &runner::Prepared, on_command_line: &[String]) {
-    let mut vars: Vec<&String> = prepared
-        .plan
-        .workflow
-        .connections
-        .values()
-        .map(|c| &c.env)
-        .filter(|v| on_command_line.contains(v))
-        .collect();
-    vars.dedup();
-    for var in vars {
-        eprintln!(
-            "warning: --env {var}=… puts a secret on the command line, where any user of this machine can read it (ps); use --env {var} (its value from your environment) or --env-file FILE"
-        );
-    }
-}
-
 /// `flowrun run FILE`: trigger data from `--input` or `--input-file` (`-`: stdin), else `{}`.
 /// Stdin is never read unless asked for: `run` in a `while read` loop or under a CI runner
 /// whose stdin is an open pipe must neither eat the loop's input nor wait for an EOF.
@@ -189,7 +170,11 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
         }
         x
     })?;
-    warn_secrets_on_command_line(&prepared, &on_command_line);
+    input::warn_secrets_on_command_line(
+        prepared.plan.workflow.connections.values().map(|c| &c.env),
+        &on_command_line,
+        true,
+    );
     let store = match opening {
         Some(opening) => opening
             .join()
@@ -220,7 +205,11 @@ pub fn again(
     }
     let prepared =
         runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
-    warn_secrets_on_command_line(&prepared, &on_command_line);
+    input::warn_secrets_on_command_line(
+        prepared.plan.workflow.connections.values().map(|c| &c.env),
+        &on_command_line,
+        true,
+    );
     let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, exec.events, exec.json)
 }

@@ -84,24 +84,6 @@ fn out(json: bool) -> Box<dyn Write> {
     }
 }
 
-/// Warns when a connection of a workflow under test got its secret as `--env KEY=VALUE`, and so
-/// on the command line, where any user of the machine can read it (`ps`), as `run` does.
-fn warn_secrets_on_command_line(suite: &testing::Suite, on_command_line: &[String]) {
-    let mut vars: Vec<&String> = suite
-        .files
-        .iter()
-        .flat_map(|f| f.source.workflow.connections.values().map(|c| &c.env))
-        .filter(|v| on_command_line.contains(v))
-        .collect();
-    vars.sort();
-    vars.dedup();
-    for var in vars {
-        eprintln!(
-            "warning: --env {var}=… puts a secret on the command line, where any user of this machine can read it (ps); use --env {var} (its value from your environment)"
-        );
-    }
-}
-
 /// Running on GitHub Actions: failures are also printed as workflow commands (annotations).
 fn github() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
@@ -137,7 +119,14 @@ fn annotate(level: &str, file: &str, line: Option<usize>, title: &str, message: 
 
 fn print_problems(problems: &[Problem]) {
     for p in problems {
-        eprintln!("error: {}", clean(&p.to_string()));
+        // Each line of its own, cleaned: a test file's keys and names are in these messages,
+        // and a line they started could be a CI log's command (GitHub reads stderr too).
+        let text = p.to_string();
+        let mut lines = text.lines();
+        eprintln!("error: {}", clean_line(lines.next().unwrap_or("")));
+        for line in lines {
+            eprintln!("  {}", clean_line(line));
+        }
         if github() {
             annotate("error", &p.file, p.line, "invalid test file", &p.message);
         }
@@ -195,7 +184,14 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         .jobs
         .map(|j| j as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    warn_secrets_on_command_line(&suite, &on_command_line);
+    super::input::warn_secrets_on_command_line(
+        suite
+            .files
+            .iter()
+            .flat_map(|f| f.source.workflow.connections.values().map(|c| &c.env)),
+        &on_command_line,
+        false,
+    );
     let on_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
     let settings = Settings {
         jobs,
@@ -246,7 +242,11 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let results = &outcome.results;
     let mut w = out(json);
     for e in &outcome.snapshot_errors {
-        let _ = writeln!(w, "error: cannot write a snapshot file: {e}");
+        let _ = writeln!(
+            w,
+            "error: cannot write a snapshot file: {}",
+            clean_line(&e.to_string())
+        );
     }
     if github() {
         annotations(&suite, results);
@@ -423,16 +423,17 @@ fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let mut w = std::io::stdout();
     let _ = writeln!(
         w,
-        "{} {}: case \"{}\" from execution {id} ({mocked}); snapshot in {}",
+        "{} {}: case \"{}\" from execution {id} ({}); snapshot in {}",
         if done.created { "wrote" } else { "added to" },
-        done.test_file.display(),
-        done.case,
-        done.snapshot_file.display()
+        clean_line(&done.test_file.display().to_string()),
+        clean_line(&done.case),
+        clean_line(&mocked),
+        clean_line(&done.snapshot_file.display().to_string())
     );
     let _ = writeln!(
         w,
         "replay it offline: flowrun test {} --offline",
-        done.test_file.display()
+        clean_line(&done.test_file.display().to_string())
     );
     Ok(0)
 }

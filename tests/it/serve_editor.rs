@@ -155,8 +155,30 @@ fn workflows_are_saved_atomically_and_deleted() {
         "{\"name\": \"my-app\"}\n"
     );
     assert!(compose.exists());
+    // Nor is text that does not parse as a workflow's would: JSON with comments, several YAML
+    // documents.
+    let tsconfig = w.save_text("tsconfig.json", "{\n  // strict\n  \"strict\": true,\n}\n");
+    let manifest = w.save_text("deploy.yaml", "kind: Service\n---\nkind: Deployment\n");
+    for id in ["tsconfig", "deploy"] {
+        let r = s.delete(&format!("/api/workflows/{id}"));
+        assert_eq!(r.status, 409, "{id}: {}", r.text);
+    }
+    assert!(tsconfig.exists() && manifest.exists());
     w.save_text("half.json", "{\"id\": \"half\", \"nodes\": [");
     assert_eq!(s.delete("/api/workflows/half").status, 200);
+    // A save under an id whose file holds another workflow does not replace it.
+    let other = json!({"id": "b", "nodes": [{"id": "t", "type": "template", "template": "b"}]});
+    let a_file = w.save("a.json", &other);
+    let mine = json!({"id": "a", "nodes": [{"id": "t", "type": "template", "template": "a"}]});
+    let r = s.put("/api/workflows/a", &json!({"workflow": mine}));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (409, Some("file_exists")),
+        "{}",
+        r.text
+    );
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&a_file).unwrap()).unwrap();
+    assert_eq!(kept, other);
 }
 
 #[test]

@@ -227,6 +227,16 @@ fn a_report_shows_hostile_names_and_errors_without_obeying_them() {
         text.contains("why \\x1b]0;pwned\\x07\\x0a::notice::x"),
         "{text}"
     );
+    // An invalid file's problems name its keys: on stderr too, no line of theirs.
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: x\n    \"bogus\\n::error::INJECTED\": 1\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml"]);
+    assert_code(&out, 2, "invalid");
+    let err = stderr(&out);
+    assert!(err.contains("unknown field 'bogus"), "{err}");
+    assert!(err.lines().all(|l| !l.starts_with("::")), "{err}");
 }
 
 /// `--env KEY` takes the value from flowrun's own environment, as `run` does, and a secret given

@@ -13,6 +13,7 @@
 pub mod again;
 pub mod agents;
 pub mod control;
+pub mod files;
 pub mod inputs;
 pub mod paths;
 pub mod python;

@@ -114,7 +114,21 @@ fn read_text(path: &Path) -> Result<String, String> {
 /// in UTF-8.
 pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, String> {
     let cannot = |e: std::io::Error| format!("cannot read the {what}: {e}");
-    let meta = std::fs::metadata(path).map_err(cannot)?;
+    // The path is looked at before it is opened (opening some devices does something), and
+    // what was opened — without waiting, as a FIFO swapped in meanwhile would — is looked at
+    // again.
+    let mut meta = std::fs::metadata(path).map_err(cannot)?;
+    let mut file = None;
+    if meta.is_file() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(cannot)?;
+        meta = f.metadata().map_err(cannot)?;
+        file = Some(f);
+    }
     if !meta.is_file() {
         let kind = if meta.is_dir() {
             "a directory"
@@ -133,8 +147,10 @@ pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, Str
         return Err(too_big(meta.len()));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+    // A regular file reads the same with O_NONBLOCK.
+    file.expect("opened when a regular file")
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         // It grew while being read.
@@ -150,9 +166,10 @@ pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, Str
     })
 }
 
-/// Whether a file that does not load as a workflow is one in the making: text that does not
-/// parse as data at all, or data with `nodes`. Other data (a `package.json`, a compose file
-/// beside the workflows) is not a workflow: the server neither replaces nor deletes it.
+/// Whether a file that does not load as a workflow is one in the making: data with `nodes`, or
+/// text that does not parse but names `nodes` (a workflow half written). Anything else (a
+/// `package.json`, a `tsconfig.json` with comments, a manifest of several YAML documents) is not
+/// a workflow: the server neither replaces nor deletes it.
 pub fn may_be_workflow(path: &Path) -> bool {
     let Ok(text) = read_text(path) else {
         return false;
@@ -163,7 +180,7 @@ pub fn may_be_workflow(path: &Path) -> bool {
         Format::Yaml => yaml_data(text).ok(),
     };
     match data {
-        None => true,
+        None => text.contains("nodes"),
         Some(Value::Object(m)) => m.contains_key("nodes"),
         Some(_) => false,
     }

@@ -273,7 +273,7 @@ fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
             Ok((_, signalled)) => signalled,
             Err(nix::errno::Errno::EINTR) => continue,
             // See `supervise`: a limit lowered under two descriptors, raised if it can be.
-            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 3 => continue,
+            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 2 => continue,
             Err(_) => return None,
         };
         let mut buf = [0u8; 16];
@@ -351,7 +351,7 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
             // lowered our descriptor limit below that. Raised again if it can be, else the
             // shepherd cannot wait any more and ends everything: looping here would spin
             // for ever, the program's end and the runner's gone unseen.
-            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 3 => {
+            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 2 => {
                 continue;
             }
             Err(_) => return End::LifelineClosed,

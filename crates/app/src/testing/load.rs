@@ -90,7 +90,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
             message: format!("cannot read: {e}"),
         })?;
         if meta.is_dir() {
-            walk(p, &mut out);
+            walk(p, &mut out)?;
         } else {
             out.push(p.clone());
         }
@@ -100,27 +100,38 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// A directory that cannot be read is a problem, not a directory without tests: a CI job would
+/// pass running fewer cases than it has.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Problem> {
+    let cannot = |path: &Path, e: std::io::Error| Problem {
+        file: path.display().to_string(),
+        line: None,
+        case: None,
+        path: None,
+        message: format!("cannot read: {e}"),
     };
-    let mut entries: Vec<_> = entries.flatten().collect();
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| cannot(dir, e))? {
+        entries.push(e.map_err(|e| cannot(dir, e))?);
+    }
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().to_string();
-        let Ok(ty) = e.file_type() else { continue };
+        let ty = e.file_type().map_err(|err| cannot(&e.path(), err))?;
         if ty.is_dir() {
             let skip = name.starts_with('.')
                 || ["target", "node_modules", "__snapshots__"].contains(&name.as_str());
             if !skip {
-                walk(&e.path(), out);
+                walk(&e.path(), out)?;
             }
         } else if is_test_file(&name) && (ty.is_file() || ty.is_symlink()) {
             // A link to a test file counts (one to a directory is not followed: no loops); what
             // it points to is read as any test file is, and refused if it is not a regular file.
+            // Its `workflow:` is relative to the link's directory, as for any file found there.
             out.push(e.path());
         }
     }
+    Ok(())
 }
 
 /// Collects the problems of one file.

@@ -112,25 +112,10 @@ pub(crate) fn write(
     };
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Written whole, then renamed: a reader never sees half a file. The temporary file is new
-    // (created exclusively, under a random name): a link planted at a predictable name would
-    // have had the snapshot written through it, wherever it pointed.
-    let fail = |e: std::io::Error| format!("{}: {e}", file.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".flowrun-snapshot")
-        .tempfile_in(dir)
-        .map_err(fail)?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        tmp.write_all(pretty(&Value::Object(out)).as_bytes())
-            .map_err(fail)?;
-        // As a file the user wrote: readable by others (it is committed), not 0600.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(fail)?;
-    }
-    tmp.persist(file).map(|_| ()).map_err(|e| fail(e.error))
+    // Written whole, then renamed: a reader never sees half a file (nor a link planted in the
+    // directory has it written through).
+    crate::files::write_atomically(file, &pretty(&Value::Object(out)))
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 #[cfg(test)]

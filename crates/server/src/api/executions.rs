@@ -106,16 +106,6 @@ pub struct ListQuery {
     test_suites: Option<String>,
 }
 
-fn flag(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
-    match v {
-        None | Some("") | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "{name}: expected true or false, not '{other}'"
-        ))),
-    }
-}
-
 fn ms_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     match v.filter(|s| !s.is_empty()) {
         None => Ok(None),
@@ -192,12 +182,12 @@ pub async fn list(
         until: ms_param("until", q.until.as_deref())?,
         id_prefix: id_prefix.map(|p| p.to_ascii_lowercase()),
         limit: limit + 1,
-        exclude_modes: if flag("test_suites", q.test_suites.as_deref())? {
+        exclude_modes: if super::flag("test_suites", q.test_suites.as_deref())? {
             Vec::new()
         } else {
-            vec!["test-suite".to_string()]
+            vec![flowrun_app::testing::MODE.to_string()]
         },
-        top_level: flag("top_level", q.top_level.as_deref())?,
+        top_level: super::flag("top_level", q.top_level.as_deref())?,
     };
     let store = app.store.clone();
     blocking(move || {

@@ -58,13 +58,19 @@ pub struct WaitQuery {
 
 impl WaitQuery {
     fn wait(&self) -> Result<bool, ApiError> {
-        match self.wait.as_deref() {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "wait={other}: expected true or false"
-            ))),
-        }
+        flag("wait", self.wait.as_deref())
+    }
+}
+
+/// A query flag: absent, `false` or `0` is false; `true`, `1` or present without a value
+/// (`?wait`) is true.
+pub(crate) fn flag(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name}={other}: expected true or false"
+        ))),
     }
 }
 

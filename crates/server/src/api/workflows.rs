@@ -78,27 +78,6 @@ pub struct PutBody {
     workflow: Option<Value>,
 }
 
-/// Writes `text` to `path` atomically: a private temporary file in the same directory (hidden,
-/// so a listing never sees it), flushed, then renamed over `path`.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".flowrun-save-")
-        .tempfile_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    // Readable like a file an editor writes (a temp file is 0600).
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0o644);
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// The entry, unless its file holds data that is not a workflow (found by the file's name: a
 /// `package.json` is `package`): `409`, and the file is left alone.
 fn not_other_data(entry: workflows::Entry) -> Result<workflows::Entry, ApiError> {
@@ -145,10 +124,23 @@ pub async fn put(
             Some(e) => (not_other_data(e)?.file, false),
             None => (dir.join(format!("{id}.json")), true),
         };
+        if created && std::fs::symlink_metadata(&file).is_ok() {
+            // `{id}.json` is there but holds another workflow's id (or is not a file): a save
+            // under this id must not replace it.
+            let other = workflows::load(&file).id;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "file_exists",
+                format!(
+                    "{} exists and holds the workflow '{other}': save this one under its own id's file, or rename that one",
+                    file.display()
+                ),
+            ));
+        }
         let definition = &checked.source.as_ref().expect("valid").definition;
         let mut text = serde_json::to_string_pretty(definition).expect("JSON serializes");
         text.push('\n');
-        write_atomically(&file, &text)
+        flowrun_app::files::write_atomically(&file, &text)
             .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", file.display())))?;
         let saved = workflows::load(&file);
         let status = if created {

@@ -108,7 +108,9 @@ function updateActions(exec) {
   // A hidden button keeps the focus until the next rendering takes it away: asked directly.
   const active = document.activeElement;
   if (hadFocus && (active.classList.contains("hidden") || !$("ex-actions").contains(active))) {
-    const next = ACTION_BUTTONS.map($).find((b) => !b.classList.contains("hidden"));
+    // Paused, Resume is what comes next; otherwise the first action there is.
+    const order = exec.status === "paused" ? ["resume-button", ...ACTION_BUTTONS] : ACTION_BUTTONS;
+    const next = order.map($).find((b) => !b.classList.contains("hidden"));
     (next || $("ex-heading")).focus();
   }
 }
