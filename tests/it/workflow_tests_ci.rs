@@ -292,6 +292,22 @@ fn a_linked_test_file_is_found_and_empty_or_nameless_cases_are_named() {
     .unwrap();
     let out = env.cmd(["test", "suite"]);
     assert_code(&out, 0, "the linked file's case ran");
+    // Its `workflow:` is relative to the link's directory, not the file's: one level deeper,
+    // `../w.json` is suite/w.json, which is not there.
+    std::fs::create_dir(env.path("suite/deeper")).unwrap();
+    std::os::unix::fs::symlink(
+        env.path("shared/w.test.yaml"),
+        env.path("suite/deeper/w.test.yaml"),
+    )
+    .unwrap();
+    let deep = env.cmd(["test", "suite/deeper"]);
+    assert_code(&deep, 2, "resolved from the link's directory");
+    assert!(
+        stderr(&deep).contains("suite/deeper/../w.json"),
+        "{}",
+        describe(&deep)
+    );
+    std::fs::remove_file(env.path("suite/deeper/w.test.yaml")).unwrap();
     assert!(
         stdout(&out).trim_end().ends_with("1 passed, 0 failed"),
         "{}",

@@ -78,7 +78,9 @@ fn json_error(e: &serde_json::Error) -> Diagnostic {
     let msg = crate::yaml::parser_message(&e.to_string());
     let mut d = Diagnostic::new(format!("invalid JSON: {msg}"));
     if e.line() > 0 {
-        d = d.at(e.line(), Some(e.column()));
+        // serde_json says column 0 before the first character of a line (an empty file); a
+        // column here is 1-based, as an editor's.
+        d = d.at(e.line(), Some(e.column().max(1)));
     }
     d
 }
@@ -86,6 +88,12 @@ fn json_error(e: &serde_json::Error) -> Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_file_is_refused_at_line_1_column_1() {
+        let d = parse("").unwrap_err();
+        assert_eq!((d.line, d.column), (Some(1), Some(1)), "{d}");
+    }
 
     #[test]
     fn duplicate_keys_are_located() {
