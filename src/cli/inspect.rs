@@ -1,7 +1,7 @@
 //! `flowrun history`, `show` and `logs`.
 
 use super::progress::duration;
-use super::text::{clean, clean_line, json_pretty};
+use super::text::{clean, clean_line, json_line, json_pretty};
 use super::timefmt;
 use super::{Exit, open_store};
 use clap::Args;
@@ -446,20 +446,59 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
     );
 }
 
-pub fn logs(id: &str, follow: bool, db: Option<&Path>) -> Result<i32, Exit> {
+/// `flowrun logs ID [--node NODE] [--json] [-f]`. After the lines of an execution that failed,
+/// stderr names the nodes that failed and why: the logs of a failed step seldom say it (the
+/// error is not printed by the node), and `show` has the traceback.
+pub fn logs(
+    id: &str,
+    follow: bool,
+    node: Option<&str>,
+    json: bool,
+    db: Option<&Path>,
+) -> Result<i32, Exit> {
     let store = open_store(db)?;
     let id = store.resolve_id(id)?;
+    let print = |ev: &flowrun_store::StoredEvent| {
+        if node.is_some_and(|n| ev.node_id.as_deref() != Some(n)) {
+            return;
+        }
+        if json {
+            let mut v = serde_json::json!({"seq": ev.seq, "execution_id": id});
+            if let (Some(o), Some(d)) = (v.as_object_mut(), ev.data.as_object()) {
+                o.extend(d.clone());
+            }
+            println!("{}", json_line(&v));
+        } else {
+            print_log(ev);
+        }
+    };
     let mut after = 0;
     loop {
         for ev in store.events(&id, after, Some("log"))? {
             after = ev.seq;
-            print_log(&ev);
+            print(&ev);
         }
-        if !follow || store.execution(&id)?.status.is_final() {
+        let ended = store.execution(&id)?.status.is_final();
+        if !follow || ended {
             // One more pass picks up lines written just before the end.
             if follow {
                 for ev in store.events(&id, after, Some("log"))? {
-                    print_log(&ev);
+                    print(&ev);
+                }
+            }
+            if ended {
+                for n in store.nodes(&id)? {
+                    let Some(e) = n.error.as_ref() else { continue };
+                    if node.is_some_and(|want| n.node_id != want) {
+                        continue;
+                    }
+                    eprintln!(
+                        "flowrun: node '{}' failed: {}: {} (the traceback: flowrun show {})",
+                        clean_line(&n.node_id),
+                        clean_line(&e.kind),
+                        clean_line(&e.message),
+                        &id[..8.min(id.len())]
+                    );
                 }
             }
             return Ok(0);

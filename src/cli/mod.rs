@@ -71,6 +71,12 @@ pub enum Command {
         /// Keep printing new lines until the execution ends.
         #[arg(short, long)]
         follow: bool,
+        /// Only the lines of this node.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// One JSON object per line, as `run --events jsonl` prints log events.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a running execution (from any process).
     Stop {
@@ -196,7 +202,12 @@ pub fn main() -> i32 {
         Command::Codegen { file, output } => workflow::codegen(&file, output.as_deref()),
         Command::History(args) => inspect::history(args, db.as_deref()),
         Command::Show { id, json } => inspect::show(&id, json, db.as_deref()),
-        Command::Logs { id, follow } => inspect::logs(&id, follow, db.as_deref()),
+        Command::Logs {
+            id,
+            follow,
+            node,
+            json,
+        } => inspect::logs(&id, follow, node.as_deref(), json, db.as_deref()),
         Command::Stop { id } => run::stop(&id, db.as_deref()),
         Command::Pause { id } => run::pause(&id, db.as_deref()),
         Command::Rerun { id, file, exec } => {

@@ -1,5 +1,6 @@
-//! `history`, `doctor`, `rerun` and `resume` as people and scripts use them: no silent limits,
-//! `doctor` agreeing with `run`, resumes of the same workflow only, files found from anywhere.
+//! `history`, `doctor`, `rerun`, `resume` and `logs` as people and scripts use them: no silent
+//! limits, `doctor` agreeing with `run`, resumes of the same workflow only, files found from
+//! anywhere, a failed step's logs that say it failed.
 
 use crate::support::*;
 use serde_json::json;
@@ -183,4 +184,42 @@ fn the_file_changed_note_shows_from_another_directory() {
         "{}",
         describe(&out)
     );
+}
+
+/// Someone reading a failed step's logs: one node's lines, as JSON for a script, and (on stderr)
+/// which node failed and why, which its printed lines seldom say.
+#[test]
+fn logs_of_one_node_as_json_and_the_failure_named() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "boom.json",
+        &json!({"id": "boom", "nodes": [
+            {"id": "a", "type": "code", "code": "print('step a')\nreturn 1"},
+            {"id": "b", "type": "code", "code": "print('about to divide')\nreturn 1/0", "after": ["a"]}]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "the workflow fails");
+    let id = env.execution_ids().remove(0);
+    let out = env.cmd(["logs", &id]);
+    assert_code(&out, 0, "logs");
+    assert!(
+        stdout(&out).contains("a | step a") && stdout(&out).contains("b | about to divide"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains("node 'b' failed: ZeroDivisionError: division by zero"),
+        "{}",
+        describe(&out)
+    );
+    let out = env.cmd(["logs", &id, "--node", "b", "--json"]);
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", describe(&out));
+    assert_eq!(lines[0]["event"], "log");
+    assert_eq!(lines[0]["node"], "b");
+    assert_eq!(lines[0]["line"], "about to divide");
+    assert_eq!(lines[0]["execution_id"], id.as_str());
 }
