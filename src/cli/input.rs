@@ -228,16 +228,20 @@ pub fn pin(arg: &str) -> Result<(String, serde_json::Value), Exit> {
     Ok((node.to_string(), output))
 }
 
-/// Warns for each connection variable (`vars`, the connections of what is about to run) whose
-/// secret was given as `--env KEY=VALUE` (`on_command_line`), and so is on the command line,
-/// where any user of the machine can read it (`ps`).
+/// Warns for each connection variable of `workflows` (what is about to run) whose secret was
+/// given as `--env KEY=VALUE` (`on_command_line`), and so is on the command line, where any user
+/// of the machine can read it (`ps`).
 pub fn warn_secrets_on_command_line<'a>(
-    vars: impl Iterator<Item = &'a String>,
+    workflows: impl IntoIterator<Item = &'a flowrun_codegen::Workflow>,
     on_command_line: &[String],
     env_file: bool,
 ) {
     let or_file = if env_file { " or --env-file FILE" } else { "" };
-    let mut vars: Vec<&String> = vars.filter(|v| on_command_line.contains(v)).collect();
+    let mut vars: Vec<&String> = workflows
+        .into_iter()
+        .flat_map(|w| w.connections.values().map(|c| &c.env))
+        .filter(|v| on_command_line.contains(v))
+        .collect();
     vars.sort();
     vars.dedup();
     for var in vars {

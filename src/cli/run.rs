@@ -170,11 +170,7 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
         }
         x
     })?;
-    input::warn_secrets_on_command_line(
-        prepared.plan.workflow.connections.values().map(|c| &c.env),
-        &on_command_line,
-        true,
-    );
+    input::warn_secrets_on_command_line([&prepared.plan.workflow], &on_command_line, true);
     let store = match opening {
         Some(opening) => opening
             .join()
@@ -205,11 +201,7 @@ pub fn again(
     }
     let prepared =
         runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
-    input::warn_secrets_on_command_line(
-        prepared.plan.workflow.connections.values().map(|c| &c.env),
-        &on_command_line,
-        true,
-    );
+    input::warn_secrets_on_command_line([&prepared.plan.workflow], &on_command_line, true);
     let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, exec.events, exec.json)
 }

@@ -185,10 +185,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         .map(|j| j as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     super::input::warn_secrets_on_command_line(
-        suite
-            .files
-            .iter()
-            .flat_map(|f| f.source.workflow.connections.values().map(|c| &c.env)),
+        suite.files.iter().map(|f| &f.source.workflow),
         &on_command_line,
         false,
     );

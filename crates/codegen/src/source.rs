@@ -117,26 +117,27 @@ pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, Str
     // The path is looked at before it is opened (opening some devices does something), and
     // what was opened — without waiting, as a FIFO swapped in meanwhile would — is looked at
     // again.
-    let mut meta = std::fs::metadata(path).map_err(cannot)?;
-    let mut file = None;
-    if meta.is_file() {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(cannot)?;
-        meta = f.metadata().map_err(cannot)?;
-        file = Some(f);
-    }
-    if !meta.is_file() {
+    let regular = |meta: std::fs::Metadata| {
+        if meta.is_file() {
+            return Ok(meta);
+        }
         let kind = if meta.is_dir() {
             "a directory"
         } else {
             "not a regular file (a device, pipe or socket)"
         };
-        return Err(format!("cannot read the {what}: it is {kind}; {hint}"));
-    }
+        Err(format!("cannot read the {what}: it is {kind}; {hint}"))
+    };
+    regular(std::fs::metadata(path).map_err(cannot)?)?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(cannot)?
+    };
+    let meta = regular(file.metadata().map_err(cannot)?)?;
     let too_big = |size: u64| {
         format!(
             "the {what} is {size} bytes; {what}s are at most {} MiB",
@@ -148,8 +149,7 @@ pub fn read_text_file(path: &Path, what: &str, hint: &str) -> Result<String, Str
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // A regular file reads the same with O_NONBLOCK.
-    file.expect("opened when a regular file")
-        .take(MAX_FILE_BYTES + 1)
+    file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {

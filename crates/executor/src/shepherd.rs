@@ -263,19 +263,14 @@ fn adopt(child: Pid, release: Option<RawFd>) -> Pid {
 /// A spare's wait for its execution: the stdin, stdout and stderr it puts on 0, 1 and 2, as a
 /// shepherd started for the execution has them, and the lifeline it returns; or None when the
 /// socket closes first (the spare is not wanted) or, with nothing to take, a signal comes (the
-/// interpreter ended; nobody else signals a spare). Signals that come once the execution is
+/// interpreter ended; nobody else signals a spare), or it cannot wait ([`poll_two`]). Signals
+/// that come once the execution is
 /// given — the runner's stop or pause right after the start — wait in the signalfd for
 /// [`supervise`].
 fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     loop {
-        let signalled = match poll_two(sock, signals) {
-            Ok((_, signalled)) => signalled,
-            Err(nix::errno::Errno::EINTR) => continue,
-            // See `supervise`: a limit lowered under two descriptors, raised if it can be.
-            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 2 => continue,
-            Err(_) => return None,
-        };
+        let (_, signalled) = poll_two(sock, signals)?;
         let mut buf = [0u8; 16];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 4]);
@@ -343,18 +338,10 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
         return End::Exited(status);
     }
     loop {
-        let (line, signalled) = match poll_two(std::os::fd::AsRawFd::as_raw_fd(&lifeline), signals)
-        {
-            Ok(ready) => ready,
-            Err(nix::errno::Errno::EINTR) => continue,
-            // poll refuses two descriptors once a process of the execution (the same user)
-            // lowered our descriptor limit below that. Raised again if it can be, else the
-            // shepherd cannot wait any more and ends everything: looping here would spin
-            // for ever, the program's end and the runner's gone unseen.
-            Err(nix::errno::Errno::EINVAL) if crate::strays::raise_nofile_limit() >= 2 => {
-                continue;
-            }
-            Err(_) => return End::LifelineClosed,
+        // A shepherd that cannot wait any more ends everything (see `poll_two`).
+        let Some((line, signalled)) = poll_two(std::os::fd::AsRawFd::as_raw_fd(&lifeline), signals)
+        else {
+            return End::LifelineClosed;
         };
         if line && lifeline_closed(lifeline) {
             return End::LifelineClosed;
@@ -376,8 +363,11 @@ fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
     }
 }
 
-/// Waits until `fd` or the signalfd is readable (or closed): whether each is.
-fn poll_two(fd: RawFd, signals: &SignalFd) -> Result<(bool, bool), nix::errno::Errno> {
+/// Waits until `fd` or the signalfd is readable (or closed): whether each is. None when it
+/// cannot wait: poll refuses two descriptors once a process of the execution (the same user)
+/// lowered our descriptor limit below that, and the limit is raised again only if it can be —
+/// retrying as it is would spin for ever, the program's end and the runner's gone unseen.
+fn poll_two(fd: RawFd, signals: &SignalFd) -> Option<(bool, bool)> {
     let mut fds = [
         libc::pollfd {
             fd,
@@ -390,11 +380,17 @@ fn poll_two(fd: RawFd, signals: &SignalFd) -> Result<(bool, bool), nix::errno::E
             revents: 0,
         },
     ];
-    // SAFETY: two valid pollfd entries.
-    if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-        return Err(nix::errno::Errno::last());
+    loop {
+        // SAFETY: two valid pollfd entries.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } >= 0 {
+            return Some((fds[0].revents != 0, fds[1].revents != 0));
+        }
+        match nix::errno::Errno::last() {
+            nix::errno::Errno::EINTR => {}
+            nix::errno::Errno::EINVAL if crate::strays::raise_nofile_limit() >= 2 => {}
+            _ => return None,
+        }
     }
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// Reads the lifeline: true once it is closed (EOF or error).

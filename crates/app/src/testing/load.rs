@@ -82,13 +82,7 @@ pub fn is_test_file(name: &str) -> bool {
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| Problem {
-            file: p.display().to_string(),
-            line: None,
-            case: None,
-            path: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let meta = std::fs::metadata(p).map_err(|e| cannot_read(p, e))?;
         if meta.is_dir() {
             walk(p, &mut out)?;
         } else {
@@ -100,24 +94,27 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     Ok(out)
 }
 
-/// A directory that cannot be read is a problem, not a directory without tests: a CI job would
-/// pass running fewer cases than it has.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Problem> {
-    let cannot = |path: &Path, e: std::io::Error| Problem {
+fn cannot_read(path: &Path, e: std::io::Error) -> Problem {
+    Problem {
         file: path.display().to_string(),
         line: None,
         case: None,
         path: None,
         message: format!("cannot read: {e}"),
-    };
+    }
+}
+
+/// A directory that cannot be read is a problem, not a directory without tests: a CI job would
+/// pass running fewer cases than it has.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Problem> {
     let mut entries = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| cannot(dir, e))? {
-        entries.push(e.map_err(|e| cannot(dir, e))?);
+    for e in std::fs::read_dir(dir).map_err(|e| cannot_read(dir, e))? {
+        entries.push(e.map_err(|e| cannot_read(dir, e))?);
     }
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().to_string();
-        let ty = e.file_type().map_err(|err| cannot(&e.path(), err))?;
+        let ty = e.file_type().map_err(|err| cannot_read(&e.path(), err))?;
         if ty.is_dir() {
             let skip = name.starts_with('.')
                 || ["target", "node_modules", "__snapshots__"].contains(&name.as_str());
