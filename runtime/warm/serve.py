@@ -1,50 +1,86 @@
 # ---------------------------------------------------------------------------
-# flowrun warm template, part 3: the loop and W's end (runtime/warm/serve.py)
+# flowrun warm template, part 4: the loop and W's end (runtime/warm/serve.py)
 #
-# Run as one `-c` source after template.py and spares.py: its last lines are
+# Run as one `-c` source after template.py, supervise.py and spares.py: its last lines are
 # where W, the execution, starts running the script.
 # ---------------------------------------------------------------------------
 def _serve(sock):
-    """Answers requests until the runner closes its end.  Returns only in a worker."""
-    while True:
+    """Answers requests and supervises executions (supervise.py) until the runner has closed its
+    end and the last execution has ended.  Returns only in a worker."""
+    serving = True
+    _POLL.register(sock.fileno(), _POLL_IN)
+    while serving or _RUNNING:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
-        except InterruptedError:
-            continue
+            events = _POLL.poll()
         except OSError:
-            _end_template()
-        if not msg:
-            _end_template()  # the runner is gone, or retired this template
-        if not fds:
-            # The runner's nudge: an execution ended, the time to make the next ones' spares
-            # (see _make_spare); it names the spares it used or let go of since the last one.
-            try:
-                _MADE.difference_update(json.loads(msg.decode("utf-8"))["gone"])
-            except Exception:
-                continue
-            while len(_MADE) < _MAX_SPARES:
-                count = len(_MADE)
-                spare = _make_spare(sock)
-                if spare is not None:
-                    return _spare_wait(spare)  # in the spare's W only
-                if len(_MADE) == count:
-                    break  # none can be made
+            # More descriptors watched than the limit an execution lowered allows.
+            if not _raise_nofile():
+                _abandon()
             continue
-        reply = {}
+        for fd, _events in events:
+            if fd != sock.fileno():
+                _supervise(fd)
+                continue
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+            except InterruptedError:
+                continue
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                # The runner is gone, or retired this template: no more requests. What runs
+                # goes on; a runner that is gone closed their lifelines, which ends them.
+                serving = False
+                _POLL.unregister(sock.fileno())
+                for fd in fds:
+                    os.close(fd)
+                continue
+            worker = _answer(sock, msg, fds)
+            if worker is not None:
+                sock.detach()
+                return worker
+    _end_template()
+
+
+def _answer(sock, msg, fds):
+    """One message of the runner's: a request (with the execution's three pipes) or a nudge.
+    Returns what W runs, in W only."""
+    if not fds:
+        # The runner's nudge: an execution ended, the time to make the next ones' spares (see
+        # _make_spare); it names the spares it used or let go of since the last one.
         try:
-            req = json.loads(msg.decode("utf-8"))
-            reply["seq"] = req.get("seq")
-            if len(fds) != 4:
-                raise ValueError("expected 4 descriptors, got %d" % len(fds))
-            kind, value = _start(req, fds, sock)
-            if kind == "worker":
-                return value
-            reply["pid"] = value
-        except Exception as e:
-            reply["error"] = ("%s: %s" % (type(e).__name__, e))[:2000]
-        for fd in fds:
-            os.close(fd)
-        sock.send(json.dumps(reply).encode("utf-8"))
+            _MADE.difference_update(json.loads(msg.decode("utf-8"))["gone"])
+        except Exception:
+            return None
+        while len(_MADE) < _MAX_SPARES:
+            count = len(_MADE)
+            spare = _make_spare(sock)
+            if spare is not None:
+                return _spare_wait(spare)  # in the spare's W only
+            if len(_MADE) == count:
+                break  # none can be made
+        return None
+    reply, ends = {}, None
+    try:
+        req = json.loads(msg.decode("utf-8"))
+        reply["seq"] = req.get("seq")
+        if len(fds) != 3:
+            raise ValueError("expected 3 descriptors, got %d" % len(fds))
+        kind, value = _start(req, fds)
+        if kind == "worker":
+            return value
+        reply["pid"], ends = value
+    except Exception as e:
+        reply["error"] = ("%s: %s" % (type(e).__name__, e))[:2000]
+    for fd in fds:
+        os.close(fd)
+    try:
+        socket.send_fds(sock, [json.dumps(reply).encode("utf-8")], list(ends or ()))
+    except OSError:
+        pass  # the runner is gone: the execution's lifeline closes below, and it is ended
+    if ends is not None:
+        _close_ends(ends)
+    return None
 
 
 def _end_template():
@@ -79,10 +115,14 @@ def _template_main():
     if _PRCTL is not None:
         _PRCTL(4, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     # A pause request (SIGUSR1, see runtime/core/66_limits.py) that reaches an execution before
-    # its runtime installed the handler is dropped, as in a cold start, not fatal. The shepherd
-    # resets it to the default for itself.
+    # its runtime installed the handler is dropped, as in a cold start, not fatal.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     sock = socket.socket(fileno=3)
+    # Supervising executions takes being their subreaper and pidfds (Linux 5.3): without them the
+    # runner starts every execution cold.
+    if not hasattr(os, "pidfd_open") or not _subreaper():
+        sock.send(json.dumps({"error": "no pidfd_open or no child subreaper here"}).encode())
+        os._exit(0)
     sock.send(json.dumps({"ready": os.getpid()}).encode("utf-8"))
     return _serve(sock)
 
@@ -126,7 +166,7 @@ _prepared, _script = _template_main()
 # is under a cold `python script`, and its last line, `main(WORKFLOW)`, runs right from here, so
 # that the stack a node sees is a cold one's with this file's frame under it.
 sys.modules["__main__"] = _prepared[0]
-del _template_main, _serve, _start
+del _template_main, _serve, _answer, _start
 try:
     exec(_prepared[1], _prepared[0].__dict__)
     _status = 0

@@ -4,43 +4,40 @@
 # One long-lived interpreter per interpreter and requirement set, started by
 # `flowrun serve` / `flowrun test` (crates/executor/src/warm/) with the same
 # flags a cold execution gets (-I [-S] -u) and, as one `-c` source, this file
-# followed by spares.py and serve.py (the request loop, and where W starts).  It
-# imports what every execution's runtime needs, then waits on fd 3, a SOCK_SEQPACKET
-# socket to the runner, for requests: one JSON message per execution with four
-# descriptors attached (SCM_RIGHTS): the execution's stdin, stdout and stderr
-# pipes and the read end of its lifeline.
+# followed by supervise.py, spares.py and serve.py (the request loop, and where
+# W starts).  It imports what every execution's runtime needs, then waits on
+# fd 3, a SOCK_SEQPACKET socket to the runner, for requests: one JSON message
+# per execution with the execution's stdin, stdout and stderr pipes attached
+# (SCM_RIGHTS).
 #
-# Per request it makes S so that the execution is NOT the template's child:
+# Per request it forks W, the execution, and supervises it (supervise.py): the
+# template is a child subreaper and W's parent, and does for all its
+# executions what a cold execution's `flowrun __shepherd` does for one:
 #
-#   template ─clone(CLONE_PARENT)─► S ─fork─► W
-#                    S's parent is the template's parent, the runner, exactly
-#                    like a cold execution's shepherd is the runner's child.
-#                    Where that system call is not available (no ctypes, an
-#                    unknown architecture), through an intermediate process:
-#                    template ─fork─► A ─fork─► S, A exits at once, and S is
-#                    re-parented to the nearest child subreaper above the
-#                    template, the runner (flowrun serve and flowrun test are
-#                    subreapers).
-#   S: setsid (pgid = sid = its pid), becomes a child subreaper (prctl, which
-#      survives exec), blocks the signals the shepherd handles (they stay
-#      pending across the exec), forks W, puts the execution's pipes on
-#      0/1/2 and the lifeline on 3, closes everything else, then execs
-#      `flowrun __shepherd 3 --adopt W -- python …`: the same Rust shepherd as
-#      a cold start (lifeline watched without the GIL, signals passed on,
-#      what is left killed when W ends), supervising W instead of spawning.
-#   W: takes the template's signal mask back, dup2s the pipes onto 0/1/2,
+#   runner ─► template (subreaper) ─fork─► W (setsid, subreaper) ─► what the
+#                                                 workflow starts
+#
+#   W: starts a session (its pid is the execution's process group and
+#      session), becomes a child subreaper, so that what its tree orphans
+#      stays in its tree while it runs; puts the execution's pipes on 0/1/2,
 #      closes every other descriptor, applies the memory limit, replaces the
 #      environment (read first from its stdin, never sent to the template),
-#      changes directory, reseeds random, and runs at once —
-#      while S execs the shepherd: whatever W starts and orphans meanwhile is
-#      S's child already, a W that ended first is reaped when the shepherd
-#      starts.  Without prctl (no ctypes) S passes `--release 4`, a pipe on
-#      which W waits for the shepherd's "g" before it runs anything.  W calls
-#      the script's main as its last line would (this file's frames left by
-#      returning), the script being `__main__`, then ends as a cold
-#      interpreter would (threads joined, atexit, streams flushed, the exit
-#      status of SystemExit) but with os._exit: freeing every preloaded module
-#      at finalization costs more than the execution.
+#      changes directory, reseeds random, and runs the script's main as its
+#      last line would (this file's frames left by returning), the script
+#      being `__main__`; then ends as a cold interpreter would (threads
+#      joined, atexit, streams flushed, the exit status of SystemExit) but
+#      with os._exit: freeing every preloaded module at finalization costs
+#      more than the execution.
+#   The template answers {"pid": W} with three descriptors for the runner:
+#      the write end of W's lifeline (closed: W's tree is killed; a "t"
+#      written: SIGTERM to all of it, wherever its processes' groups), the
+#      read end of its status pipe (W's wait status, written once W has
+#      ended and everything it left is gone), and a pidfd of W.  When W ends,
+#      what it left is re-parented here: every child of the template that is
+#      not one of its executions is such a leftover, and is killed.  If the
+#      template itself dies, its executions are re-parented to the runner (a
+#      subreaper), which then waits for them itself and ends what they leave
+#      (crates/executor/src/warm/supervised.rs).
 #
 # The first request for a script prepares it in the template (_prepare): the
 # modules its nodes import (from a fixed list) are loaded, its top level is
@@ -51,24 +48,23 @@
 #
 # Spares (spares.py: _make_spare): when the runner says an execution ended (a
 # {"gone": [...]} message naming the spares it used or let go since), the
-# template makes executions' S and W ahead of their requests, up to two in the
-# runner's hands — S execs the shepherd with `--spare` and waits for the
-# execution's descriptors on a socket, W waits for its request on another —
-# and hands both sockets to the runner ({"spare": S, "scripts": [...]}, the
-# scripts W holds prepared).  The runner gives a request for one of those
-# scripts to the spare itself: the shepherd gets the four descriptors, W the
-# request and three of them, and neither the template nor a clone, fork or
-# exec is left between the request and the workflow's first line.  Other
-# requests come here and are served as below; the runner lets go of the
-# spares that do not hold their script (it closes their sockets: the
-# shepherd ends W and exits) and reaps them.
+# template forks executions' W ahead of their requests, up to two in the
+# runner's hands — each waits for its request on a socket — and hands the
+# runner that socket with the three descriptors above ({"spare": W,
+# "scripts": [...]}, the scripts W holds prepared).  The runner gives a
+# request for one of those scripts to the spare itself: W gets the request
+# and the execution's pipes, and neither the template nor a fork is left
+# between the request and the workflow's first line.  Other requests come
+# here and are served as below; the runner lets go of the spares that do not
+# hold their script (it closes their descriptors: W ends, the template reaps
+# it).
 #
 # The template itself never runs workflow code, so nothing an execution does
-# (globals, sys.modules, environment, cwd, files, threads) can reach the
-# next one: each starts from the same pristine fork.  The template answers
-# {"pid": S} once S is the runner's child (at once, or once A is reaped), or
-# {"error": "..."}; it exits when the runner's end of the socket closes.
-# Stdlib only, Python 3.9+.
+# (globals, sys.modules, environment, cwd, files, threads) can reach the next
+# one: each starts from the same pristine fork.  It answers {"error": "..."}
+# to a request it cannot serve; once the runner's end of the socket closes it
+# serves no more, and exits when the last of its executions has ended.
+# Stdlib only, Python 3.9+, Linux (pidfd_open: 5.3).
 # ---------------------------------------------------------------------------
 import os
 import stat as _stat
@@ -111,29 +107,17 @@ try:
     _LIBC = ctypes.PyDLL(None, use_errno=True)
     _PRCTL = _LIBC.prctl
     _PRCTL.restype = ctypes.c_int
-    _SYSCALL = _LIBC.syscall
-    _SYSCALL.restype = ctypes.c_long
     _MADVISE = _LIBC.madvise
     _MADVISE.restype = ctypes.c_int
 except Exception:
-    _SYSCALL = _PRCTL = _MADVISE = None
+    _PRCTL = _MADVISE = None
 try:
     _CLEARENV = _LIBC.clearenv  # glibc and musl have it; a libc without it costs only speed
 except Exception:
     _CLEARENV = None
-# clone's number; its first argument (the flags) is the only one used, the rest are null.  On
-# another architecture S is made through an intermediate process (prctl works everywhere).
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}.get(os.uname().machine)
-_CLONE_PARENT = 0x00008000
-# The signals the shepherd handles (crates/executor/src/shepherd.rs, `handled`).
-_SHEPHERD_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1)
-
 _MAX_FD = 65536
 _PREPARED = {}  # script path -> (mtime_ns, size, (module, main)): see _prepare
 _PREPARED_MAX = 16
-# (shepherd, program, args) of the last request: what a spare is made with.
-_LAST = None
 _FUNCTION = type(lambda: None)
 
 
@@ -223,87 +207,6 @@ def _prepare(path):
     return (module, main)
 
 
-def _high(fd):
-    """A copy of fd at 10 or above, so moving descriptors onto 0..4 never overwrites one."""
-    import fcntl
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-
-
-def _shepherd_side(req, fds, sock):
-    """In S (the future shepherd).  Returns only in W, with what W must run."""
-    os.setsid()
-    os.close(sock.detach())
-    # Until the shepherd is in charge, what it handles waits: blocked here, pending across the
-    # exec, read from its signalfd once it starts (a stop that comes this early ends the tree
-    # through the shepherd rather than ending S alone). W takes the template's mask back.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHEPHERD_SIGNALS)
-    # S becomes the subreaper before W exists (the attribute survives exec): then W runs at
-    # once, while S execs the shepherd, and whatever W starts and orphans in the meantime is
-    # S's child all the same; the shepherd reaps a W that ended before it was up, and the
-    # lifeline and the runner's signals wait in their descriptor and S's group.  Without
-    # prctl, W waits for the shepherd's "g" on a release pipe.
-    released = _subreaper()
-    rel_r, rel_w = (None, None) if released else os.pipe()
-    worker = os.fork()
-    if worker == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if released:
-            return _worker_setup(req, fds, None)
-        os.close(rel_w)
-        # Prepared while the shepherd starts (nothing of the workflow runs before the "g").
-        script = _worker_setup(req, fds, rel_r)
-        go = os.read(rel_r, 1)
-        if go != b"g":
-            os._exit(70)  # the shepherd never took over: run nothing
-        os.close(rel_r)
-        return script
-    extra = []
-    if not released:
-        os.close(rel_r)
-        extra = [rel_w]
-    high = [_high(fd) for fd in list(fds) + extra]
-    for target, fd in enumerate(high):
-        os.dup2(fd, target, inheritable=True)
-    os.closerange(len(high), _MAX_FD)
-    shepherd = req["shepherd"]
-    argv = [shepherd, "__shepherd", "3", "--adopt", str(worker)]
-    if not released:
-        argv += ["--release", "4"]
-    argv += ["--", req["program"]] + list(req["args"])
-    try:
-        # The shepherd adopts W and starts nothing: it needs no environment.
-        os.execve(shepherd, argv, {})
-    finally:
-        # No shepherd (its binary gone, say): W may be running already, so do its last duty
-        # before going — end the group and everything orphaned to S, the subreaper.
-        _end_tree()
-        os._exit(127)
-
-
-def _end_tree():
-    """Kills every child S has or is given (W first; what W started, as it is orphaned to S, the
-    subreaper), until none is left."""
-    children = "/proc/self/task/%d/children" % os.getpid()
-    for _ in range(1000):
-        try:
-            with open(children) as f:
-                pids = [int(p) for p in f.read().split()]
-        except (OSError, ValueError):
-            pids = []
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            if not pids:
-                return
-        time.sleep(0.001)
-
-
 def _subreaper():
     """prctl(PR_SET_CHILD_SUBREAPER, 1) on this process; False where it cannot be done."""
     if _PRCTL is None:
@@ -312,19 +215,15 @@ def _subreaper():
                   ctypes.c_ulong(0)) == 0
 
 
-def _worker_setup(req, fds, keep):
-    """In W: the execution's descriptors (all others closed but `keep`, the release pipe, if
-    any), limits, environment, directory and randomness; dumpable again, as a cold interpreter
-    is (the template is not: see _template_main)."""
+def _worker_setup(req, fds):
+    """In W: the execution's descriptors (all others closed), limits, environment, directory and
+    randomness; dumpable again, as a cold interpreter is (the template is not: see
+    _template_main).  Its session and subreaper were set up as it was forked (_fork_execution)."""
     if _PRCTL is not None:
         _PRCTL(4, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
-    if keep is None:
-        os.closerange(3, _MAX_FD)
-    else:
-        os.closerange(3, keep)
-        os.closerange(keep + 1, _MAX_FD)
+    os.closerange(3, _MAX_FD)
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -378,70 +277,14 @@ def _replace_environ(pairs):
         data[os.environ.encodekey(name)] = os.environ.encodevalue(value)
 
 
-def _clone_parent():
-    """clone(CLONE_PARENT | SIGCHLD): a copy of this process whose parent is the template's
-    parent (the runner), made directly instead of through an intermediate process that exits.
-    Returns 0 in the copy, its pid here, or None when this is not available (no ctypes, an
-    unknown architecture, a refusing kernel or sandbox): then the intermediate process it is.
-
-    A raw system call, not fork(): neither the interpreter's nor libc's fork handlers run, which
-    is sound only because the template is single-threaded and holds no lock here, and because the
-    copy (S) only makes system calls, forks W with os.fork (which sets everything up properly for
-    W) and execs the shepherd.  The GIL stays held across the call (PyDLL)."""
-    if _SYSCALL is None or _SYS_CLONE is None:
-        return None
-    pid = _SYSCALL(_SYS_CLONE, ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD), None, None,
-                   None, None)
-    return pid if pid >= 0 else None
-
-
-def _in_s(prepared, req, fds, sock):
-    """In S, however it was made: returns only in W, with what W runs; S itself execs the
-    shepherd or ends, never back into the template's loop."""
-    try:
-        return ("worker", (prepared, _shepherd_side(req, fds, sock)))
-    except SystemExit:
-        raise
-    except BaseException:
-        os._exit(70)
-
-
-def _start(req, fds, sock):
-    """In the template: makes S (directly, or through A) and through it W.  Returns ("template",
-    pid of S) in the template and ("worker", ((module, main), script)) in W."""
-    global _LAST
+def _start(req, fds):
+    """In the template: forks W for the request.  Returns ("template", (W, the runner's three
+    descriptors)) in the template and ("worker", ((module, main), script)) in W."""
     prepared = _prepare(req["script"])
-    # What a spare's shepherd is exec'd with: the interpreter and its flags (not the script,
-    # which is the request's).
-    _LAST = (req["shepherd"], req["program"], list(req["args"])[:-1])
-    s = _clone_parent()
-    if s == 0:
-        return _in_s(prepared, req, fds, sock)
-    if s is not None:
-        return ("template", s)
-    r, w = os.pipe()
-    a = os.fork()
-    if a == 0:
-        os.close(r)
-        s = -1
+    pid, ends = _fork_execution()
+    if pid == 0:
         try:
-            s = os.fork()
+            return ("worker", (prepared, _worker_setup(req, fds)))
         except BaseException:
-            os._exit(71)
-        if s == 0:
-            os.close(w)
-            return _in_s(prepared, req, fds, sock)
-        os.write(w, str(s).encode("ascii"))
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 32)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
-    os.waitpid(a, 0)
-    if not data:
-        raise OSError("the intermediate process did not report the execution's pid")
-    return ("template", int(data))
+            os._exit(70)
+    return ("template", (pid, ends))

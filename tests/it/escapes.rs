@@ -360,16 +360,29 @@ fn a_long_lived_server_reaps_what_daemonising_nodes_leave() {
 /// nothing ends the tree for it, then linger.
 const KILL_SHEPHERD: &str = "os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(60)";
 
-/// Escapees of a node that killed its shepherd came to the server (a subreaper); the execution
-/// is recorded as ended only once they are gone, none is left a zombie, and the server's own
-/// children (its template, the spares it holds) are not taken for them.
+/// A warm execution's parent is its template (`runtime/warm/supervise.py`), which supervises the
+/// others too: killing it ends none of them. The execution goes on, its runner waiting for it
+/// (`warm::Supervised`), and what it leaves is ended all the same.
+const KILL_TEMPLATE: &str =
+    "os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(1)\nreturn 'went on'";
+
+/// How a suite of [`escapees_are_gone_before_the_next_case`] starts its executions.
+#[derive(Clone, Copy)]
+enum Start {
+    Warm,
+    Cold,
+}
+
+/// A warm execution whose node killed its template (its parent) came to the server (a
+/// subreaper), and so did its escapees: the execution goes on and is recorded as ended only once
+/// they are gone, none is left a zombie, and the next executions start warm from a new template.
 #[test]
-fn processes_of_a_node_that_kills_its_shepherd_end_with_the_execution_in_serve() {
+fn processes_of_a_node_that_kills_its_template_end_with_the_execution_in_serve() {
     let world = crate::support::serve::World::new();
     let scratch = world.path("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     let pids_file = world.path("pids");
-    let body = format!("{ESCAPEE}\nescape_all()\n{KILL_SHEPHERD}");
+    let body = format!("{ESCAPEE}\nescape_all()\n{KILL_TEMPLATE}");
     world.save(
         "killer.json",
         &json!({ "id": "killer", "nodes": [ code_node("escaper", &body) ]}),
@@ -392,7 +405,8 @@ fn processes_of_a_node_that_kills_its_shepherd_end_with_the_execution_in_serve()
         &json!({ "trigger": trig }),
     );
     let rec = srv.wait_final(&id);
-    assert_eq!(rec["status"], "error", "{rec:#}");
+    assert_eq!(rec["status"], "success", "{rec:#}");
+    assert_eq!(rec["start"], "warm", "{rec:#}");
     let p = read_pids(&pids_file);
     assert_eq!(p.len(), 3, "{p:?} {rec:#}");
     let left: Vec<_> = p.iter().filter(|&&pid| alive(pid)).collect();
@@ -402,17 +416,6 @@ fn processes_of_a_node_that_kills_its_shepherd_end_with_the_execution_in_serve()
     );
     let z = zombies_of(srv.pid());
     assert!(z.is_empty(), "zombies under flowrun serve: {z:?}");
-    // The spares the template made as the killer's shepherd went (while the sweep waited for
-    // the escapees to come of age) are the server's, not strays: both are there.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while children_with(srv.pid(), &["__shepherd", "--spare"]).len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "spares left after the sweep: {:?}",
-            children_with(srv.pid(), &["__shepherd", "--spare"])
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     for _ in 0..3 {
         let r = quick(&srv);
         assert_eq!(
@@ -466,7 +469,7 @@ def headless():
 /// A `flowrun test` suite of two cases: `escaper` runs `body` (its status expected to be
 /// `status`), then `look` finds whether any process it noted is alive: none may be, before the
 /// next case runs, not only once the suite ends. Returns how long the first case took (ms).
-fn escapees_are_gone_before_the_next_case(body: &str, status: &str) -> f64 {
+fn escapees_are_gone_before_the_next_case(start: Start, body: &str, status: &str) -> f64 {
     let fx = Fx::new();
     let trig = trigger(&fx);
     fx.workflow(
@@ -502,7 +505,11 @@ fn escapees_are_gone_before_the_next_case(body: &str, status: &str) -> f64 {
         &yaml("look", "{ output.noted: { gt: 2 }, output.alive: [] }"),
     );
     let dir = fx.path(".");
-    let out = fx.flowrun(&["test", dir.to_str().unwrap(), "-j", "1", "--json"]);
+    let mut args = vec!["test", dir.to_str().unwrap(), "-j", "1", "--json"];
+    if let Start::Cold = start {
+        args.push("--cold");
+    }
+    let out = fx.flowrun(&args);
     out.assert_code(0);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("a JSON report");
     crate::workflow_tests::case(&report, "escaper")["attempts"][0]["duration_ms"]
@@ -513,48 +520,79 @@ fn escapees_are_gone_before_the_next_case(body: &str, status: &str) -> f64 {
 #[test]
 fn processes_of_a_node_that_kills_its_shepherd_end_before_the_next_case() {
     escapees_are_gone_before_the_next_case(
+        Start::Cold,
         &format!("{ESCAPEE}\nescape_all()\n{KILL_SHEPHERD}"),
         "error",
     );
 }
 
+#[test]
+fn processes_of_a_node_that_kills_its_template_end_before_the_next_case() {
+    escapees_are_gone_before_the_next_case(
+        Start::Warm,
+        &format!("{ESCAPEE}\nescape_all()\n{KILL_TEMPLATE}"),
+        "success",
+    );
+}
+
 /// A process that keeps taking a new pid is frozen while it is too young to be judged (a second),
 /// and ended: not waited for until the runner gives up waiting (ten seconds) and ends whatever
-/// is left.
+/// is left. Warm, the template ends it as it ends what an execution left, whatever its pid.
 #[test]
 fn a_process_that_keeps_changing_its_pid_ends_before_the_next_case() {
     let ms = escapees_are_gone_before_the_next_case(
+        Start::Cold,
         &format!("{DETACHED}\n{HOPPER}\nhopper()\n{KILL_SHEPHERD}"),
         "error",
     );
     assert!(ms < 8000.0, "the case took {ms} ms");
+    for end in ["return 'left it'", KILL_TEMPLATE] {
+        let ms = escapees_are_gone_before_the_next_case(
+            Start::Warm,
+            &format!("{DETACHED}\n{HOPPER}\nhopper()\n{end}"),
+            "success",
+        );
+        assert!(ms < 8000.0, "the case took {ms} ms");
+    }
 }
 
 /// A node that takes its shepherd's descriptors away (its limit set to zero) leaves it unable to
 /// read /proc: the shepherd ends by SIGKILL rather than as if nothing were left, the execution
-/// is an error, and what it left is ended.
+/// is an error, and what it left is ended. Warm, the node takes its template's away: the
+/// template raises its limit again if it can; here it cannot (the hard limit is zero too), so it
+/// kills its executions and itself, and they and what they left fall to the runner — an error
+/// as well, however the interpreter ended, since how it ended was lost with the template.
 #[test]
 fn a_shepherd_that_cannot_see_its_tree_does_not_end_as_if_it_were_empty() {
-    escapees_are_gone_before_the_next_case(
-        &format!(
-            "{ESCAPEE}\nescape_all()\nimport resource\n\
-             resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (0, 0))\nreturn 'done'"
-        ),
-        "error",
+    let body = format!(
+        "{ESCAPEE}\nescape_all()\nimport resource\n\
+         resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (0, 0))\nreturn 'done'"
     );
+    escapees_are_gone_before_the_next_case(Start::Cold, &body, "error");
+    escapees_are_gone_before_the_next_case(Start::Warm, &body, "error");
 }
 
 /// A process whose main thread exited while others run is not taken for a zombie: the shepherd
-/// ends it when the run ends, and so does the runner when the shepherd was killed.
+/// (or the template) ends it when the run ends, and so does the runner when the shepherd (or the
+/// template) was killed.
 #[test]
 fn a_process_whose_main_thread_exited_is_ended_all_the_same() {
+    let left = format!("{ESCAPEE}\nescape_all()\n{DETACHED}\n{HEADLESS}\nheadless()\n");
     escapees_are_gone_before_the_next_case(
-        &format!("{ESCAPEE}\nescape_all()\n{DETACHED}\n{HEADLESS}\nheadless()\nreturn 'left them'"),
+        Start::Cold,
+        &format!("{left}return 'left them'"),
         "success",
     );
     escapees_are_gone_before_the_next_case(
-        &format!("{ESCAPEE}\nescape_all()\n{DETACHED}\n{HEADLESS}\nheadless()\n{KILL_SHEPHERD}"),
-        "error",
+        Start::Warm,
+        &format!("{left}return 'left them'"),
+        "success",
+    );
+    escapees_are_gone_before_the_next_case(Start::Cold, &format!("{left}{KILL_SHEPHERD}"), "error");
+    escapees_are_gone_before_the_next_case(
+        Start::Warm,
+        &format!("{left}{KILL_TEMPLATE}"),
+        "success",
     );
 }
 

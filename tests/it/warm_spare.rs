@@ -10,47 +10,46 @@ use crate::support::*;
 use crate::warm::{code_workflow, run_wait, templates};
 use serde_json::json;
 
-/// Live spare shepherds of `parent`: `flowrun __shepherd … --spare …` (whole arguments: the
-/// template's own command line holds the source that writes them).
-pub(crate) fn spares(parent: i32) -> Vec<i32> {
-    faults::children_with(parent, &["__shepherd"])
-        .into_iter()
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            args.get(1) == Some(&&b"__shepherd"[..]) && args.contains(&&b"--spare"[..])
+/// The children of a process (each thread's, as /proc lists them).
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|k| {
+            k.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
         })
         .collect()
 }
 
-/// The server's spares once its template has made both, each as (shepherd, interpreter).
-/// (Which one the next request gets is the runner's business: the oldest, which pids do not
-/// tell once they wrap.)
-pub(crate) fn ready(srv: &Server) -> Vec<(i32, i32)> {
+/// The server's spares once its template has made both: its children while nothing runs (a
+/// spare is an execution's interpreter, forked ahead and waiting for its request). (Which one
+/// the next request gets is the runner's business: the oldest, which pids do not tell once they
+/// wrap.)
+pub(crate) fn ready(srv: &Server) -> Vec<i32> {
     wait_for("two spares", || {
-        let pairs: Vec<(i32, i32)> = spares(srv.pid())
-            .into_iter()
-            .filter_map(|s| {
-                let kids = std::fs::read_to_string(format!("/proc/{s}/task/{s}/children")).ok()?;
-                let kids: Vec<i32> = kids.split_whitespace().flat_map(str::parse).collect();
-                (kids.len() == 1).then(|| (s, kids[0]))
-            })
-            .collect();
-        (pairs.len() == 2).then_some(pairs)
+        let t = templates(srv.pid());
+        let kids = children(*t.first()?);
+        (t.len() == 1 && kids.len() == 2).then_some(kids)
     })
 }
 
 /// The spare among `ready` that an execution started from.
 #[track_caller]
-fn taken(w: &World, ready: &[(i32, i32)], r: &serde_json::Value) -> (i32, i32) {
+fn taken(w: &World, ready: &[i32], r: &serde_json::Value) -> i32 {
     let pid = recorded_pid(w, r["id"].as_str().unwrap());
-    *ready
-        .iter()
-        .find(|(s, _)| *s == pid)
-        .unwrap_or_else(|| panic!("shepherd {pid} is none of the spares {ready:?}"))
+    assert!(
+        ready.contains(&pid),
+        "interpreter {pid} is none of the spares {ready:?}"
+    );
+    pid
 }
 
-/// The shepherd pid the store recorded for an execution.
+/// The interpreter pid the store recorded for an execution.
 fn recorded_pid(w: &World, id: &str) -> i32 {
     w.db()
         .query_row("SELECT pid FROM executions WHERE id = ?1", [id], |r| {
@@ -59,11 +58,10 @@ fn recorded_pid(w: &World, id: &str) -> i32 {
         .unwrap()
 }
 
-/// Each spare's shepherd and interpreter reaped.
-fn assert_all_reaped(spares: &[(i32, i32)]) {
-    for &(s, interpreter) in spares {
+/// Each spare reaped.
+fn assert_all_reaped(spares: &[i32]) {
+    for &s in spares {
         assert_reaped(s);
-        assert_reaped(interpreter);
     }
 }
 
@@ -87,10 +85,8 @@ fn the_next_execution_starts_from_the_spare_made_when_one_ended() {
         assert_eq!(r["status"], "success", "{r:#}");
         assert_eq!(r["output"], 42);
         assert_eq!(r["start"], "warm");
-        // The execution's shepherd is a spare's, which ended with it and was reaped.
-        let (s, interpreter) = taken(&w, &spares, &r);
-        assert_reaped(s);
-        assert_reaped(interpreter);
+        // The execution's interpreter is a spare, which ended and was reaped.
+        assert_reaped(taken(&w, &spares, &r));
     }
 }
 
@@ -109,7 +105,7 @@ fn a_spare_serves_only_the_scripts_its_template_had_prepared() {
     assert_eq!(r["output"], "other");
     assert_eq!(r["start"], "warm");
     let pid = recorded_pid(&w, r["id"].as_str().unwrap());
-    assert!(spares.iter().all(|(s, _)| *s != pid), "{pid} {spares:?}");
+    assert!(!spares.contains(&pid), "{pid} {spares:?}");
     assert_all_reaped(&spares);
     // The spares made after it hold both.
     let next = ready(&srv);
@@ -143,31 +139,27 @@ fn a_retired_or_killed_template_takes_its_spare_with_it() {
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
     assert_eq!(r["start"], "warm");
-    assert!(
-        !spares
-            .iter()
-            .any(|&(s, _)| s == recorded_pid(&w, r["id"].as_str().unwrap()))
-    );
+    assert!(!spares.contains(&recorded_pid(&w, r["id"].as_str().unwrap())));
     assert_all_reaped(&spares);
     wait_for("no zombie left under the server", || {
         faults::zombie_children(srv.pid()).is_empty().then_some(())
     });
 
-    // Stuck (SIGSTOP): the spares it made before serve the next two executions (they need
-    // nothing of it); the one after them asks it, gets no answer, and starts cold. Everything
-    // is reaped, and the stuck template is gone.
+    // Stuck (SIGSTOP): a spare it made before serves the next execution (it needs nothing of
+    // the template to start). Its end goes unreported: the server kills the stuck template and
+    // waits for the execution itself. The next one is served by a new template, and everything
+    // of the old one is reaped.
     let spares = ready(&srv);
     let stuck = templates(srv.pid());
     faults::signal(stuck[0], nix::sys::signal::Signal::SIGSTOP);
-    for _ in 0..2 {
-        let r = run_wait(&srv, "quick");
-        assert_eq!(r["status"], "success", "{r:#}");
-        assert_eq!(r["start"], "warm");
-        taken(&w, &spares, &r);
-    }
     let r = run_wait(&srv, "quick");
     assert_eq!(r["status"], "success", "{r:#}");
-    assert_eq!(r["start"], "cold");
+    assert_eq!(r["start"], "warm");
+    taken(&w, &spares, &r);
+    let r = run_wait(&srv, "quick");
+    assert_eq!(r["status"], "success", "{r:#}");
+    assert_eq!(r["start"], "warm");
+    assert!(!spares.contains(&recorded_pid(&w, r["id"].as_str().unwrap())));
     assert_all_reaped(&spares);
     wait_for("the stuck template to be gone", || {
         (!templates(srv.pid()).contains(&stuck[0])).then_some(())
@@ -197,9 +189,7 @@ fn a_stop_right_after_a_spare_takes_its_execution_ends_it() {
         let spares = ready(&srv);
         let id = srv.start("/api/workflows/sleeper/executions", &json!({"trigger": {}}));
         stop(&id);
-        let (s, interpreter) = taken(&w, &spares, &json!({ "id": id }));
-        assert_reaped(s);
-        assert_reaped(interpreter);
+        assert_reaped(taken(&w, &spares, &json!({ "id": id })));
     }
 }
 
@@ -276,9 +266,8 @@ fn private_dirty_kib(pid: i32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// A server that has run `quick` a few times, warm, and its two spares, each as (shepherd,
-/// interpreter).
-fn after_a_few(w: &World, env: &[(&str, &str)]) -> (Server, Vec<(i32, i32)>) {
+/// A server that has run `quick` a few times, warm, and its two spares.
+fn after_a_few(w: &World, env: &[(&str, &str)]) -> (Server, Vec<i32>) {
     let srv = w.serve_with(&[], env);
     for _ in 0..3 {
         let r = run_wait(&srv, "quick");
@@ -297,7 +286,7 @@ fn a_spare_copies_ahead_the_pages_an_execution_writes() {
     // spare's interpreter owns only the few pages its own set-up wrote.
     let missing = w.path("no-such-dir");
     let (_srv, spares) = after_a_few(&w, &[("TMPDIR", missing.to_str().unwrap())]);
-    let unlearned: Vec<u64> = spares.iter().map(|&(_, i)| private_dirty_kib(i)).collect();
+    let unlearned: Vec<u64> = spares.iter().map(|&i| private_dirty_kib(i)).collect();
     let most = *unlearned.iter().max().unwrap();
     // An execution learns which pages of its template it writes, and the spares made after it
     // write them while they wait (they may still be at it when they are seen), so that the
@@ -306,7 +295,7 @@ fn a_spare_copies_ahead_the_pages_an_execution_writes() {
     wait_for(
         &format!("the spares to own 256 KiB more than without learning ({unlearned:?} KiB)"),
         || {
-            let learned: Vec<u64> = spares.iter().map(|&(_, i)| private_dirty_kib(i)).collect();
+            let learned: Vec<u64> = spares.iter().map(|&i| private_dirty_kib(i)).collect();
             learned.iter().all(|&kib| kib >= most + 256).then_some(())
         },
     );

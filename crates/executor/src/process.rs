@@ -1,4 +1,5 @@
 //! The child process: spawning the execution's shepherd with a lifeline, and ending its group.
+//! (A warm execution has no shepherd: its template supervises it, `crate::warm`.)
 //!
 //! The runner's child is the [`shepherd`](crate::shepherd) (`flowrun __shepherd … -- python …`),
 //! which starts a new session — so its pid is the execution's process group and session id, and
@@ -56,13 +57,13 @@ pub(crate) struct Proc {
     pub stdout: Option<Pin<Box<dyn AsyncRead + Send>>>,
     pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
     waiter: Waiter,
-    /// A cold shepherd is ours from its spawn (a warm one's `Adopted` owns it).
+    /// A cold shepherd is ours from its spawn (a warm execution's `Supervised` owns it).
     _own: Option<crate::strays::Own>,
 }
 
 enum Waiter {
     Cold(Child),
-    Warm(crate::warm::Adopted),
+    Warm(crate::warm::Supervised),
 }
 
 impl Proc {
@@ -70,7 +71,7 @@ impl Proc {
         stdin: Pin<Box<dyn AsyncWrite + Send>>,
         stdout: Pin<Box<dyn AsyncRead + Send>>,
         stderr: Pin<Box<dyn AsyncRead + Send>>,
-        adopted: crate::warm::Adopted,
+        adopted: crate::warm::Supervised,
     ) -> Proc {
         Proc {
             stdin: Some(stdin),
@@ -78,6 +79,15 @@ impl Proc {
             stderr: Some(stderr),
             waiter: Waiter::Warm(adopted),
             _own: None,
+        }
+    }
+
+    /// Whether what the execution left may have come to this process (`crate::strays`): a
+    /// warm execution whose template did not see it to its end.
+    pub(crate) fn lost(&self) -> bool {
+        match &self.waiter {
+            Waiter::Cold(_) => false,
+            Waiter::Warm(s) => s.lost(),
         }
     }
 
@@ -143,8 +153,6 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
     let request = crate::shepherd::Request {
         lifeline: read_fd,
         max_memory: launch.max_memory,
-        adopt: None,
-        spare: false,
         program: launch.program.clone().into_os_string(),
         args: launch.args.iter().map(Into::into).collect(),
     };

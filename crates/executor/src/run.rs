@@ -18,6 +18,7 @@ use crate::{strays, tree};
 use flowrun_events::{ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Stream, now_ms};
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -197,19 +198,20 @@ pub async fn execute(
             }
             _ = &mut exec_sleep, if ending.is_none() && exit.is_none() => {
                 ending = Some(Ending::Timeout);
-                kill_at = Some(begin_stop(&info, spec.kill_grace));
+                kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
             }
             _ = &mut node_sleep, if ending.is_none() && exit.is_none() && node_deadline.is_some() => {
                 ending = Some(Ending::NodeTimeout(node_deadline.map(|d| d.1).unwrap_or_default()));
-                kill_at = Some(begin_stop(&info, spec.kill_grace));
+                kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
             }
             changed = stop.changed(), if ending.is_none() && exit.is_none() => {
                 let reason = *stop.borrow();
                 if changed.is_ok() && reason == Some(StopReason::Pause) {
                     if !st.pause_requested {
                         st.pause_requested = true;
-                        // The shepherd passes it on to the interpreter only: the runtime starts
-                        // no new node, and ends `paused` once the running ones have ended.
+                        // For the interpreter only (a cold execution's shepherd passes it on; a
+                        // warm one's pid is its interpreter's): the runtime starts no new node,
+                        // and ends `paused` once the running ones have ended.
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(info.pid),
                             Signal::SIGUSR1,
@@ -217,15 +219,15 @@ pub async fn execute(
                     }
                 } else if changed.is_ok() && reason.is_some() {
                     ending = Some(Ending::Cancel(reason.unwrap_or(StopReason::Cancel)));
-                    kill_at = Some(begin_stop(&info, spec.kill_grace));
+                    kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
                 } else if changed.is_err() {
                     // The stop handle is gone; nobody can stop us any more. Keep running.
                     stop = watch::channel(None).1;
                 }
             }
             _ = at(kill_at), if kill_at.is_some() => {
-                // The grace period is over: the shepherd kills the whole tree when its
-                // lifeline closes, wherever in it a process hides.
+                // The grace period is over: the shepherd (or the warm template) kills the
+                // whole tree when its lifeline closes, wherever in it a process hides.
                 lifeline = None;
                 kill_at = None;
                 tree_kill_at = Some(Instant::now() + SHEPHERD_ANSWER);
@@ -265,11 +267,12 @@ pub async fn execute(
     process::kill_group_and_wait(info.pgid, Duration::from_secs(2)).await;
     // A shepherd that ended by a signal may have been killed before it could end the tree: what
     // it left came here (see `strays`).
-    if exit.is_none_or(|e| e.signal().is_some()) && process::is_subreaper() {
-        let _ = tokio::task::spawn_blocking(|| {
-            strays::sweep(Duration::from_secs(10), crate::warm::take_reports)
-        })
-        .await;
+    // So may a warm execution's, when its template died or had to be killed.
+    if (exit.is_none_or(|e| e.signal().is_some()) || child.lost()) && process::is_subreaper() {
+        let _ = tokio::task::spawn_blocking(|| strays::sweep(Duration::from_secs(10))).await;
+    }
+    if child.lost() {
+        crate::warm::retire_dead().await;
     }
 
     let exit_text = exit.as_ref().map(describe_exit);
@@ -443,11 +446,18 @@ fn end_output(v: &Value) -> Value {
     flowrun_events::truncated::marker(text.len(), &preview)
 }
 
-/// SIGTERM to the group and to the shepherd, which passes it on to every process of the tree
-/// (also those that left the group); returns when to end everything.
-fn begin_stop(info: &ProcessInfo, grace: Duration) -> Instant {
+/// SIGTERM to the group and to whoever passes it on to every process of the tree (also those
+/// that left the group): the shepherd of a cold execution, the template of a warm one (told
+/// through the lifeline). Returns when to end everything.
+fn begin_stop(info: &ProcessInfo, lifeline: Option<&OwnedFd>, grace: Duration) -> Instant {
     process::signal_group(info.pgid, Signal::SIGTERM);
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid), Signal::SIGTERM);
+    if info.warm {
+        if let Some(fd) = lifeline {
+            let _ = nix::unistd::write(fd, b"t");
+        }
+    } else {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(info.pid), Signal::SIGTERM);
+    }
     Instant::now() + grace
 }
 

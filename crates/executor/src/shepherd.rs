@@ -9,12 +9,7 @@
 //!    group id is the shepherd's pid;
 //! 2. becomes a child subreaper, so a process that leaves the group (`setsid`, `setpgid`, a double
 //!    fork) and is orphaned becomes the shepherd's child, not init's — still in the tree;
-//! 3. forks and execs the interpreter with default signal handling and no lifeline — or, for a
-//!    warm start (`--adopt PID [--release FD]`, see `crate::warm`), takes charge of the
-//!    interpreter a template forked as its child (and lets it run by writing to the release
-//!    descriptor, where the template could not make it the subreaper before the fork) — and,
-//!    for a template's spare (`--spare`), first waits on the descriptor it was given, a socket,
-//!    for the execution's stdin, stdout, stderr and lifeline;
+//! 3. forks and execs the interpreter with default signal handling and no lifeline;
 //! 4. waits, without a thread and without Python, for one of: the interpreter exits (then it
 //!    kills what is left of the tree and exits with the interpreter's status), the lifeline pipe
 //!    closes (the runner died or wants everything gone: it kills the whole tree and exits), or a
@@ -22,7 +17,9 @@
 //!    group, and keeps waiting — the runner follows with the lifeline after its grace period), or
 //!    a SIGUSR1 (a pause request: passed on to the interpreter alone).
 //!
-//! It reaps every child it adopts, so a long-lived `flowrun serve` gathers no zombies. Being a
+//! It reaps every child it adopts, so a long-lived `flowrun serve` gathers no zombies. (A warm
+//! execution has no shepherd of its own: its template does all this for the executions it forks,
+//! `runtime/warm/supervise.py`.) Being a
 //! separate process, it ends the tree even while the interpreter holds the GIL in a long C call.
 
 use crate::tree;
@@ -44,16 +41,6 @@ pub struct Request {
     pub lifeline: RawFd,
     /// Address-space limit (RLIMIT_AS) for the interpreter, in bytes.
     pub max_memory: Option<u64>,
-    /// A warm start (`crate::warm`): supervise this already forked interpreter (our child)
-    /// instead of spawning one. With a release descriptor, the interpreter waits until we
-    /// write `g` to it, once we are in charge (subreaper, signals blocked into the signalfd);
-    /// without one it runs already, the template having made us the subreaper before forking
-    /// it (the attribute survives exec).
-    pub adopt: Option<(i32, Option<RawFd>)>,
-    /// A warm template's spare (`--spare`, with `--adopt`): the descriptor is not the lifeline
-    /// yet but a socket on which the execution's stdin, stdout, stderr and lifeline arrive
-    /// when a request is given to the spare; until then the interpreter waits for its own.
-    pub spare: bool,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -65,15 +52,6 @@ impl Request {
         if let Some(m) = self.max_memory {
             a.push("--max-memory".into());
             a.push(m.to_string().into());
-        }
-        if let Some((pid, release)) = self.adopt {
-            a.extend(["--adopt".into(), pid.to_string().into()]);
-            if let Some(fd) = release {
-                a.extend(["--release".into(), fd.to_string().into()]);
-            }
-        }
-        if self.spare {
-            a.push("--spare".into());
         }
         a.push("--".into());
         a.push(self.program.clone());
@@ -89,7 +67,6 @@ impl Request {
             .and_then(|a| a.to_str()?.parse().ok())
             .ok_or("expected the lifeline descriptor")?;
         let mut max_memory = None;
-        let (mut adopt, mut release, mut spare) = (None, None, false);
         loop {
             match it.next().and_then(|a| a.to_str()) {
                 Some("--") => break,
@@ -100,38 +77,13 @@ impl Request {
                             .ok_or("--max-memory expects bytes")?,
                     )
                 }
-                Some("--adopt") => {
-                    adopt = Some(
-                        it.next()
-                            .and_then(|a| a.to_str()?.parse().ok())
-                            .ok_or("--adopt expects a pid")?,
-                    )
-                }
-                Some("--spare") => spare = true,
-                Some("--release") => {
-                    release = Some(
-                        it.next()
-                            .and_then(|a| a.to_str()?.parse().ok())
-                            .ok_or("--release expects a descriptor")?,
-                    )
-                }
                 other => return Err(format!("unexpected argument {other:?}")),
             }
         }
         let program = it.next().ok_or("expected the program to run")?.clone();
-        let adopt = match (adopt, release) {
-            (Some(pid), release) => Some((pid, release)),
-            (None, None) => None,
-            (None, Some(_)) => return Err("--release goes with --adopt".into()),
-        };
-        if spare && adopt.is_none() {
-            return Err("--spare goes with --adopt".into());
-        }
         Ok(Request {
             lifeline,
             max_memory,
-            adopt,
-            spare,
             program,
             args: it.cloned().collect(),
         })
@@ -175,8 +127,8 @@ pub fn main(args: &[OsString]) -> ! {
         libc::fcntl(req.lifeline, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     let mask = handled();
-    // An ignored signal never reaches the signalfd: take back the default for each (a warm
-    // start's template ignores SIGUSR1 until its execution's runtime installs its handler).
+    // An ignored signal never reaches the signalfd: take back the default for each (flowrun
+    // may have been started ignoring some: HUP under nohup, INT in a shell's background job).
     for sig in mask.iter() {
         // SAFETY: setting a disposition on this single-threaded process.
         unsafe {
@@ -190,20 +142,8 @@ pub fn main(args: &[OsString]) -> ! {
     else {
         std::process::exit(70);
     };
-    let child = match req.adopt {
-        Some((pid, release)) => adopt(Pid::from_raw(pid), release),
-        None => spawn(&req),
-    };
-    let lifeline = if req.spare {
-        match assignment(req.lifeline, &signals) {
-            Some(fd) => fd,
-            // Never used: the template retired the spare or went away, or its interpreter
-            // ended. What is there goes.
-            None => finish(End::LifelineClosed, child),
-        }
-    } else {
-        req.lifeline
-    };
+    let child = spawn(&req);
+    let lifeline = req.lifeline;
     let end = supervise(child, lifeline, &signals);
     finish(end, child)
 }
@@ -245,85 +185,6 @@ fn spawn(req: &Request) -> Pid {
     }
 }
 
-/// Takes charge of an interpreter forked by a warm template (our child): lets it run when it
-/// waits on a release descriptor. [`supervise`] notices if it already ended (its SIGCHLD may
-/// have come before the signalfd).
-fn adopt(child: Pid, release: Option<RawFd>) -> Pid {
-    if let Some(fd) = release {
-        // SAFETY: writing one byte from a local buffer to, then closing, a descriptor we were
-        // given.
-        unsafe {
-            libc::write(fd, b"g".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
-    }
-    child
-}
-
-/// A spare's wait for its execution: the stdin, stdout and stderr it puts on 0, 1 and 2, as a
-/// shepherd started for the execution has them, and the lifeline it returns; or None when the
-/// socket closes first (the spare is not wanted) or, with nothing to take, a signal comes (the
-/// interpreter ended; nobody else signals a spare), or it cannot wait ([`poll_two`]). Signals
-/// that come once the execution is
-/// given — the runner's stop or pause right after the start — wait in the signalfd for
-/// [`supervise`].
-fn assignment(sock: RawFd, signals: &SignalFd) -> Option<RawFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    loop {
-        let (_, signalled) = poll_two(sock, signals)?;
-        let mut buf = [0u8; 16];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-        let got: Vec<RawFd> = match recvmsg::<()>(sock, &mut iov, Some(&mut space), flags) {
-            Ok(msg) if msg.bytes == 0 => return None,
-            Ok(msg) => msg
-                .cmsgs()
-                .ok()?
-                .flat_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => fds,
-                    _ => Vec::new(),
-                })
-                .collect(),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
-                if signalled {
-                    return None;
-                }
-                continue;
-            }
-            Err(_) => return None,
-        };
-        if got.len() != 4 {
-            for fd in got {
-                // SAFETY: closing descriptors we were just given.
-                unsafe { libc::close(fd) };
-            }
-            return None;
-        }
-        // SAFETY: moving descriptors we own onto 0, 1 and 2 (where a shepherd started for the
-        // execution has its pipes), by way of copies at 10 or above so that none is overwritten
-        // before it is moved, then closing what is no longer needed.
-        unsafe {
-            let high: Vec<RawFd> = got[..3]
-                .iter()
-                .map(|&fd| {
-                    let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-                    libc::close(fd);
-                    h
-                })
-                .collect();
-            for (target, fd) in high.into_iter().enumerate() {
-                if fd < 0 || libc::dup2(fd, target as libc::c_int) < 0 {
-                    return None;
-                }
-                libc::close(fd);
-            }
-            libc::close(sock);
-        }
-        return Some(got[3]);
-    }
-}
-
 /// How the supervised program ended, or that the runner is gone.
 enum End {
     Exited(WaitStatus),
@@ -333,7 +194,7 @@ enum End {
 fn supervise(child: Pid, lifeline: RawFd, signals: &SignalFd) -> End {
     // SAFETY: the lifeline descriptor stays open for the shepherd's whole life.
     let lifeline = unsafe { BorrowedFd::borrow_raw(lifeline) };
-    // An adopted child may have ended before its SIGCHLD could reach the signalfd.
+    // The child may have ended before its SIGCHLD could reach the signalfd.
     if let Some(status) = reap(Some(child)) {
         return End::Exited(status);
     }
@@ -491,8 +352,6 @@ mod tests {
         let r = Request {
             lifeline: 7,
             max_memory: Some(200 << 20),
-            adopt: None,
-            spare: false,
             program: "/usr/bin/python3".into(),
             args: vec!["-I".into(), "--".into(), "script.pyc".into()],
         };
@@ -502,32 +361,7 @@ mod tests {
             ..r
         };
         assert_eq!(Request::parse(&plain.to_args()), Ok(plain.clone()));
-        let warm = Request {
-            adopt: Some((4242, Some(4))),
-            ..plain.clone()
-        };
-        assert_eq!(Request::parse(&warm.to_args()), Ok(warm));
-        let running = Request {
-            adopt: Some((4242, None)),
-            ..plain.clone()
-        };
-        assert_eq!(Request::parse(&running.to_args()), Ok(running.clone()));
-        let spare = Request {
-            spare: true,
-            ..running
-        };
-        assert_eq!(Request::parse(&spare.to_args()), Ok(spare));
         assert!(Request::parse(&["3".into(), "--spare".into(), "--".into(), "p".into()]).is_err());
-        assert!(
-            Request::parse(&[
-                "3".into(),
-                "--release".into(),
-                "9".into(),
-                "--".into(),
-                "p".into()
-            ])
-            .is_err()
-        );
         assert!(Request::parse(&["x".into()]).is_err());
         assert!(Request::parse(&["3".into(), "--".into()]).is_err());
     }

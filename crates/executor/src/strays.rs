@@ -6,30 +6,29 @@
 //! are re-parented to the nearest subreaper above it, the runner (`flowrun serve`, `run` and
 //! `test` are subreapers). The runner then has children it never started: [`sweep`] finds and
 //! ends them, when an execution's shepherd ended by a signal. (A shepherd that cannot see its
-//! whole tree, or end it, ends by SIGKILL itself for that reason: `shepherd::finish`.)
+//! whole tree, or end it, ends by SIGKILL itself for that reason: `shepherd::finish`.) A warm
+//! template is the subreaper of the executions it forks, and the same holds of it: when it
+//! dies, they and what they leave come to the runner (`warm::Supervised`).
 //!
 //! Telling them from the runner's own children: the runner's own are in its session (what it
-//! runs besides executions) or [`Own`]ed — registered as they are spawned or adopted (cold
-//! shepherds, warm templates, the spares and shepherds they hand over). A process of an
-//! execution is in another session (its shepherd started one, and nothing can join a session
-//! from outside) and owned by nobody. Between being made and being registered, a child of ours
-//! can be neither: a template makes a spare's shepherd (our child, by `clone(CLONE_PARENT)`)
-//! before it sends us word of it. So a child is taken for a stray only once it is [`MIN_AGE`]
-//! old; a younger one is frozen meanwhile, so that a stray cannot stay young by forking anew
-//! and letting its parent exit.
+//! runs besides executions) or [`Own`]ed — registered as they are spawned (cold shepherds, warm
+//! templates) or started (warm executions, which become the runner's children only if their
+//! template dies). A process of an execution is in another session (its shepherd or its
+//! interpreter started one, and nothing can join a session from outside) and owned by nobody.
+//! A child is taken for a stray only once it is [`MIN_AGE`] old, a margin for a child spawned
+//! and not registered yet; a younger one is frozen meanwhile, so that a stray cannot stay young
+//! by forking anew and letting its parent exit.
 
 use crate::tree::{self, ProcStat};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Children this process started or adopted, by pid (a count: a spare's S is owned by the spare
-/// and then by the execution that adopts it).
+/// Children this process started, by pid (a count: a pid may be registered twice).
 static OWNED: Mutex<Option<HashMap<i32, u32>>> = Mutex::new(None);
 
-/// How old a child not owned and not of our session must be to be taken for a stray: longer
-/// than a template takes to report what it made (it answers within milliseconds, and a request
-/// it has not answered in two seconds is given up), short enough not to keep the end of an
+/// How old a child not owned and not of our session must be to be taken for a stray: a margin
+/// for a child spawned and not yet registered, short enough not to keep the end of an
 /// execution whose shepherd was killed waiting long.
 pub const MIN_AGE: Duration = Duration::from_secs(1);
 
@@ -102,10 +101,8 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 /// young to be judged is frozen (SIGSTOP) at once, so that it can neither fork a new pid nor
 /// hand itself on, and let go (SIGCONT) if it turns out to be ours; at [`MIN_AGE`] it is
 /// ended. After `max`, whatever is not ours is ended whatever its age; [`GIVE_UP_AFTER`] later
-/// the sweep returns whatever is left. `before` runs when a round finds a child that looks like
-/// a stray: the warm pool takes in what its templates reported, so that the spares they made
-/// are owned (then the round looks again). Returns how many strays it ended.
-pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
+/// the sweep returns whatever is left. Returns how many strays it ended.
+pub fn sweep(max: Duration) -> usize {
     use nix::sys::signal::{Signal, kill};
     use nix::sys::wait::{WaitPidFlag, waitpid};
     let me = std::process::id() as i32;
@@ -129,7 +126,7 @@ pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
         if Instant::now() >= give_up {
             return ended;
         }
-        let Some(mut all) = list().or_else(|| {
+        let Some(all) = list().or_else(|| {
             // A process of the execution may have lowered our descriptor limit.
             raise_nofile_limit();
             list()
@@ -137,14 +134,6 @@ pub fn sweep(max: Duration, mut before: impl FnMut()) -> usize {
             std::thread::sleep(Duration::from_millis(2));
             continue;
         };
-        if all.iter().any(|p| p.ppid == me && is_stray(p, session)) {
-            // Maybe spares not taken in yet: take them in, and look again.
-            before();
-            match list() {
-                Some(again) => all = again,
-                None => continue,
-            }
-        }
         // What was frozen and has been found to be ours since goes on.
         frozen.retain(
             |&pid| match all.iter().find(|p| p.pid == pid && p.ppid == me) {

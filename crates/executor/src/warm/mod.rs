@@ -5,25 +5,27 @@
 //! the [`Pool`] for a warm start, and starts cold when that fails for any reason: a warm start
 //! can make an execution faster, never fail it.
 //!
-//! The process tree of a warm execution is the tree of a cold one — the runner's child is the
-//! `flowrun __shepherd` process (new session, subreaper, lifeline, signals), the interpreter is
-//! the shepherd's child, fds 0/1/2 are the runner's pipes — only the interpreter was forked from
-//! a template instead of exec'd. `runtime/warm/template.py` says how; this module keeps the
+//! A warm execution's interpreter is forked from a template instead of exec'd, and the
+//! template is its parent and supervisor: it does for all its executions what a cold
+//! execution's `flowrun __shepherd` does for one (new session, subreaper, lifeline, a stop
+//! passed on to the whole tree, what is left ended when the interpreter ends), in one process
+//! and one poll, so that no shepherd is exec'd per execution; fds 0/1/2 are the runner's pipes,
+//! as cold. `runtime/warm/template.py` and `supervise.py` say how; this module keeps the
 //! templates: one per interpreter and requirement set ([`Key`]), started on first use and
-//! waited for (so the first execution is warm too).
+//! waited for (so the first execution is warm too). The runner waits for a warm execution
+//! through the template's report of its end ([`Supervised`]); a template that dies hands its
+//! executions to the runner, a child subreaper, which then waits for them and ends what they
+//! leave itself.
 //!
-//! When a warm execution ends, its template is told (a nudge, see `spawn::Adopted`) and makes
-//! *spares*, up to two: an execution's shepherd, already exec'd, and its interpreter, already
-//! forked, each waiting on a socket, both of which the template hands to the runner. A request
-//! for a script a spare holds goes straight to it, without the template; the runner writes the
-//! execution's stdin as soon as the execution is its own, in the spawn, not in a task that
-//! starts later. So such a request costs no message to the template, no clone, no fork and no
-//! exec before the workflow's first line: on the benchmark workflow, 1.5-2.5 ms less than
-//! forking on request. Spares are made
-//! then, and not right after a request is answered, because on two cores their ~2 ms of CPU
-//! each (a clone, a fork, the shepherd's exec) would otherwise be taken from the execution that
-//! is running. The runner reaps the spares it holds (`template::Template`), used or not,
-//! however the template goes.
+//! When a warm execution ends, its template is told (a nudge, see `template::Nudge`) and makes
+//! *spares*, up to two: an execution's interpreter, already forked and waiting on a socket,
+//! which the template hands to the runner. A request for a script a spare holds goes straight
+//! to it, without the template; the runner writes the execution's stdin as soon as the
+//! execution is its own, in the spawn, not in a task that starts later. So such a request costs
+//! no message to the template and no fork before the workflow's first line. Spares are made
+//! then, and not right after a request is answered, because on two cores their CPU (the fork,
+//! and the copy-on-write faults a spare takes while it waits) would otherwise be taken from the
+//! execution that is running. A spare the runner lets go sees its descriptors close and ends.
 //!
 //! A template is retired when
 //!
@@ -35,13 +37,16 @@
 //!   a cache of large scripts, and every fork copies its page tables and counts its address
 //!   space against the execution's memory limit);
 //! - it died or misbehaved (no answer, a wrong answer): the execution goes cold, and the next
-//!   one starts a new template;
+//!   one starts a new template. One that misbehaved is killed, its executions handed to the
+//!   runner; one retired for any other reason ends only once the executions it runs have.
 //! - more than [`MAX_TEMPLATES`] interpreters are in use: the least recently used goes.
 
 mod spawn;
+mod supervised;
 mod template;
 
-pub(crate) use spawn::{Adopted, spawn};
+pub(crate) use spawn::spawn;
+pub(crate) use supervised::Supervised;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -177,18 +182,17 @@ pub fn retire_all() {
     }
 }
 
-/// Takes in what the templates reported and nobody read yet — the spares they made, which are
-/// this process's children from the moment they exist — once no execution is being started
-/// from them (which may be reading them, or holding a shepherd it has not adopted yet). For
-/// `crate::strays::sweep`, on a blocking thread, which must not take them for strays.
-pub(crate) fn take_reports() {
+/// Retires the templates that died (reaping them): for an execution whose template was lost,
+/// so that a dead one is not left a zombie until the next execution asks for it.
+pub(crate) async fn retire_dead() {
     let Some(pool) = pool() else {
         return;
     };
-    let mut guard = pool.slots.blocking_lock();
-    for slot in guard.0.values_mut() {
-        slot.template.take_reports();
-    }
+    let mut guard = pool.slots.lock().await;
+    let before = guard.0.len();
+    guard.0.retain(|_, slot| slot.template.alive());
+    let n = (before - guard.0.len()) as u64;
+    pool.count(|s| s.retired += n);
 }
 
 /// The pool, when warm starts are on.
@@ -275,6 +279,8 @@ impl Pool {
         slot.last_used = now;
         let res = f(&mut slot.template).await;
         if res.is_err() {
+            // Killed, not left to end what it runs: those executions come to us.
+            slot.template.failed = true;
             slots.remove(key);
             self.count(|s| {
                 s.failed += 1;

@@ -1,23 +1,21 @@
-//! A warm start: the runner's pipes and lifeline go to the template, which forks the execution;
-//! its shepherd becomes the runner's child, which waits for it through a pidfd.
+//! A warm start: the runner's pipes go to the template, which forks the execution and
+//! supervises it; the runner gets its lifeline and waits for the template's report of its end
+//! ([`Supervised`]).
 
-use super::template::Request;
+use super::supervised::Supervised;
+use super::template::{Handle, Request};
 use super::{Key, Pool};
 use crate::process::{Launch, Proc, ProcessInfo, Spawned};
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use std::os::fd::AsRawFd;
 use tokio::net::unix::pipe;
 
 /// Starts the execution from the template for its interpreter. Any error means: start it cold.
 /// Nothing of the workflow runs before its stdin is written, which is the last thing done here,
-/// once the execution is ours: the interpreter may be up already (it does not wait for its
-/// shepherd, and a spare's is up before the request), so an error until then kills what the
-/// template forked ([`abandon`]) before the cold start can run the workflow again.
+/// once the execution is ours: the interpreter may be up already (a spare is up before the
+/// request), so an error until then drops its lifeline — the template ends what it forked —
+/// before the cold start can run the workflow again.
 pub(crate) async fn spawn(
     pool: &Pool,
     launch: &Launch,
@@ -27,7 +25,8 @@ pub(crate) async fn spawn(
         return Err(std::io::Error::other("no script to run"));
     };
     if !crate::process::is_subreaper() {
-        // The shepherd would be re-parented past us, and we could not wait for it.
+        // Should the template die, its executions would be re-parented past us, and we could
+        // neither wait for them nor end what they leave.
         return Err(std::io::Error::other(
             "this process is not a child subreaper",
         ));
@@ -58,69 +57,41 @@ pub(crate) async fn spawn(
     }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
-    let (life_r, life_w) = pipe2(OFlag::O_CLOEXEC)?;
     let cwd = match &launch.cwd {
         Some(c) => c.clone(),
         None => std::env::current_dir()?,
     };
     let req = Request {
-        shepherd: &launch.shepherd,
-        program: &launch.program,
-        args: &launch.args,
         script,
         cwd,
         max_memory: launch.max_memory,
     };
-    let fds = [
-        in_r.as_raw_fd(),
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        life_r.as_raw_fd(),
-    ];
-    let ((pid, own), nudge) = pool
+    let fds = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    let (handle, nudge) = pool
         .with_template(&key, async |t| Ok((t.fork(&req, fds).await?, t.nudge())))
         .await?;
     // The execution has its own copies now; ours would keep its pipes open past its end.
-    drop((in_r, out_w, err_w, life_r));
-    let ours = crate::tree::stat(pid).is_some_and(|s| s.ppid == std::process::id() as i32);
-    if !ours {
-        abandon(pid, false);
-        return Err(std::io::Error::other(
-            "the warm execution did not become this process's child",
-        ));
-    }
-    let waiter = match Adopted::new(pid, nudge, own) {
-        Ok(w) => w,
-        Err(e) => {
-            abandon(pid, true);
-            return Err(e);
-        }
-    };
+    drop((in_r, out_w, err_w));
+    let Handle {
+        pid,
+        lifeline,
+        status,
+        pidfd,
+        template,
+    } = handle;
+    // From here on, an error drops the lifeline: the template kills what it forked.
+    let waiter = Supervised::new(pid, status, pidfd, template, nudge)?;
     let info = ProcessInfo {
         pid,
         pgid: pid,
         start_time: crate::process::process_start_time(pid),
         warm: true,
     };
-    let pipes = (|| {
-        Ok::<_, std::io::Error>((
-            pipe::Sender::from_owned_fd(in_w)?,
-            pipe::Receiver::from_owned_fd(out_r)?,
-            pipe::Receiver::from_owned_fd(err_r)?,
-        ))
-    })();
-    let (stdin_pipe, stdout_pipe, stderr_pipe) = match pipes {
-        Ok(p) => p,
-        Err(e) => {
-            drop(waiter); // kills the shepherd and reaps it
-            abandon(pid, false);
-            return Err(e);
-        }
-    };
+    let stdin_pipe = pipe::Sender::from_owned_fd(in_w)?;
+    let stdout_pipe = pipe::Receiver::from_owned_fd(out_r)?;
+    let stderr_pipe = pipe::Receiver::from_owned_fd(err_r)?;
     // Now, not when a writer task gets to it: the interpreter is waiting for it.
     if prefill(&stdin_pipe, &[&env]) != env.len() {
-        drop(waiter);
-        abandon(pid, false);
         return Err(std::io::Error::other(
             "the environment did not fit in the warm start's stdin",
         ));
@@ -135,7 +106,7 @@ pub(crate) async fn spawn(
     Ok(Spawned {
         child: proc,
         info,
-        lifeline: life_w,
+        lifeline,
         stdin_written,
     })
 }
@@ -185,89 +156,4 @@ fn prefill(pipe: &pipe::Sender, parts: &[&[u8]]) -> usize {
         }
     }
     total
-}
-
-/// Kills the process group of a warm start that will not be used (S's session and group are
-/// its pid; W is in it) and, when S is our child, reaps it on a blocking thread.
-fn abandon(pid: i32, ours: bool) {
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-    if ours {
-        tokio::task::spawn_blocking(move || nix::sys::wait::waitpid(pid, None));
-    }
-}
-
-/// A child this process did not spawn but adopted (a warm execution's shepherd), waited for
-/// through a pidfd, which becomes readable when it exits.
-pub(crate) struct Adopted {
-    pid: i32,
-    pidfd: AsyncFd<OwnedFd>,
-    status: Option<ExitStatus>,
-    /// Sent once it has exited: the template may make a spare now.
-    nudge: Option<super::template::Nudge>,
-    _own: crate::strays::Own,
-}
-
-impl Adopted {
-    fn new(
-        pid: i32,
-        nudge: Option<super::template::Nudge>,
-        own: crate::strays::Own,
-    ) -> std::io::Result<Adopted> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a descriptor just returned to us, owned from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        Ok(Adopted {
-            pid,
-            // SAFETY: the pidfd is owned by the AsyncFd and closed only when it drops.
-            pidfd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? },
-            status: None,
-            nudge,
-            _own: own,
-        })
-    }
-
-    /// Waits for the exit and reaps it. Cancel-safe, like `tokio::process::Child::wait`.
-    pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        loop {
-            if let Some(s) = self.status {
-                return Ok(s);
-            }
-            let mut guard = self.pidfd.readable().await?;
-            let mut raw: libc::c_int = 0;
-            // SAFETY: waitpid on our own child, writing its status into a local.
-            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
-            if r == self.pid {
-                self.status = Some(ExitStatus::from_raw(raw));
-                if let Some(n) = self.nudge.take() {
-                    n.send();
-                }
-            } else if r == 0 {
-                guard.clear_ready();
-            } else {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-}
-
-impl Drop for Adopted {
-    /// Like `kill_on_drop` for a cold child: an execution dropped before its end is killed, and
-    /// reaped off the runtime's threads.
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let pid = self.pid;
-            // SAFETY: our own, not yet reaped, child: the pid cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            std::thread::spawn(move || {
-                let mut raw = 0;
-                // SAFETY: as above.
-                unsafe { libc::waitpid(pid, &mut raw, 0) };
-            });
-        }
-    }
 }

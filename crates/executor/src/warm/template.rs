@@ -1,21 +1,20 @@
 //! One warm template process (`runtime/warm/template.py`) and the conversation with it.
 //!
-//! The template is the runner's direct child — it must be: the execution it forks is the
-//! runner's child too, made with `clone(CLONE_PARENT)` (or, where the template cannot make that
-//! call, handed over by re-parenting: the template's intermediate process exits, and the orphan
-//! goes to the nearest child subreaper above it, the runner). It lives in its own process group, so a
-//! Ctrl-C on the terminal reaches flowrun only, and it exits by itself when the runner's end of
-//! its socket closes (the runner died or retired it).
+//! The template is the runner's direct child, in its own process group (a Ctrl-C on the
+//! terminal reaches flowrun only), and the parent and supervisor of the executions it forks
+//! (`runtime/warm/supervise.py`). It stops taking requests when the runner's end of its socket
+//! closes (the runner died or retired it) and exits once the last of its executions has ended.
 //!
 //! The socket is a `SOCK_SEQPACKET` pair: one message per request and per answer, with the
-//! execution's descriptors attached to the request (`SCM_RIGHTS`).
+//! execution's pipes attached to the request and the runner's ends of its supervision
+//! ([`Handle`]) to the answer (`SCM_RIGHTS`).
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
 use serde_json::Value;
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,7 @@ use tokio::io::unix::AsyncFd;
 /// Its parts, in this order (`template.py` says what each holds).
 const SOURCE: &str = concat!(
     include_str!("../../../../runtime/warm/template.py"),
+    include_str!("../../../../runtime/warm/supervise.py"),
     include_str!("../../../../runtime/warm/spares.py"),
     include_str!("../../../../runtime/warm/serve.py"),
 );
@@ -41,28 +41,64 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 /// What one warm start asks of the template.
 pub(crate) struct Request<'a> {
-    pub shepherd: &'a std::path::Path,
-    pub program: &'a std::path::Path,
-    pub args: &'a [String],
     pub script: &'a str,
     pub cwd: PathBuf,
     pub max_memory: Option<u64>,
+}
+
+/// An execution the template forked and supervises, as the runner holds it.
+pub(crate) struct Handle {
+    /// The interpreter, W: the execution's process group and session.
+    pub pid: i32,
+    /// The write end of W's lifeline: closed, the template kills W's tree; a `t` written, it
+    /// passes SIGTERM to all of it.
+    pub lifeline: OwnedFd,
+    /// The read end of W's status pipe: W's wait status as text, once W and what it left are
+    /// gone; closed without it when the template died.
+    pub status: OwnedFd,
+    /// A pidfd of W.
+    pub pidfd: OwnedFd,
+    /// A pidfd of the template, to end one that does not report W's end (stopped, say).
+    pub template: Option<Arc<OwnedFd>>,
+}
+
+impl Handle {
+    /// From the three descriptors the template sends with an execution, in its order.
+    fn of(pid: i32, fds: &mut Vec<OwnedFd>, template: Option<Arc<OwnedFd>>) -> Option<Handle> {
+        if fds.len() != 3 {
+            return None;
+        }
+        let pidfd = fds.pop()?;
+        let status = fds.pop()?;
+        let lifeline = fds.pop()?;
+        Some(Handle {
+            pid,
+            lifeline,
+            status,
+            pidfd,
+            template,
+        })
+    }
 }
 
 pub(crate) struct Template {
     pub pid: i32,
     sock: AsyncFd<OwnedFd>,
     child: Option<std::process::Child>,
+    /// A pidfd of it, opened while it is our unreaped child (so it is this process for good).
+    pidfd: Option<Arc<OwnedFd>>,
     /// Executions started from it.
     pub uses: u32,
     /// The spares it made (see `_make_spare` in the template) and handed to us, not used or let
-    /// go yet: their S are the runner's children, which nobody else waits for.
+    /// go yet.
     spares: Vec<Spare>,
     /// The spares used or let go since the last nudge: the template counts the spares in our
     /// hands so as to make no more than two.
     gone: Arc<Mutex<Vec<i32>>>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
+    /// Retired for failing (no answer, a wrong one): killed, not left to end its executions.
+    pub failed: bool,
     _own: crate::strays::Own,
     /// Where its executions tell it which pages they write (`_learn_pages` in
     /// `runtime/warm/spares.py`): private to this user, removed with the template.
@@ -140,10 +176,13 @@ impl Template {
                 AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE)?
             },
             child: Some(child),
+            pidfd: pidfd_open(pid).ok().map(Arc::new),
             uses: 0,
             spares: Vec::new(),
             gone: Arc::default(),
             base_rss_kib: 0,
+            // Until it says it is ready.
+            failed: true,
             _pages: pages,
             _own: crate::strays::Own::new(pid),
         };
@@ -151,6 +190,7 @@ impl Template {
         match ready.map(|r| r.map(|(v, _fds)| v)) {
             Ok(Ok(v)) if v.get("ready").is_some() => {
                 t.base_rss_kib = rss_kib(t.pid).unwrap_or(0);
+                t.failed = false;
                 Ok(t)
             }
             Ok(Ok(v)) => Err(other(format!(
@@ -161,21 +201,12 @@ impl Template {
         }
     }
 
-    /// Asks for one execution: returns the pid of its shepherd, which is this process's child
-    /// by the time it returns, and owned (`crate::strays`). `fds` are the child's stdin, stdout
-    /// and stderr and its lifeline. A spare that holds the script takes it directly; otherwise
-    /// the template forks it.
-    pub async fn fork(
-        &mut self,
-        req: &Request<'_>,
-        fds: [RawFd; 4],
-    ) -> std::io::Result<(i32, crate::strays::Own)> {
+    /// Asks for one execution: returns its [`Handle`]. `fds` are the child's stdin, stdout and
+    /// stderr. A spare that holds the script takes it directly; otherwise the template forks it.
+    pub async fn fork(&mut self, req: &Request<'_>, fds: [RawFd; 3]) -> std::io::Result<Handle> {
         let seq = self.uses;
         let body = serde_json::json!({
             "seq": seq,
-            "shepherd": req.shepherd,
-            "program": req.program,
-            "args": req.args,
             "script": req.script,
             "cwd": req.cwd,
             "max_memory": req.max_memory,
@@ -197,13 +228,11 @@ impl Template {
         }
         while !self.spares.is_empty() {
             let spare = self.spares.remove(0);
+            self.gone_now(spare.handle.pid);
             if spare.give(body.as_bytes(), &fds).is_ok() {
-                self.gone_now(spare.pid);
-                // Its ownership goes with it: the spare was never unowned.
-                let Spare { pid, _own: own, .. } = spare;
-                return Ok((pid, own));
+                return Ok(spare.handle);
             }
-            self.let_go(spare);
+            spare.let_go();
         }
         let sent = tokio::time::timeout(ANSWER_WITHIN, self.send(body.as_bytes(), &fds)).await;
         match sent {
@@ -216,35 +245,36 @@ impl Template {
                 Ok(r) => r?,
                 Err(_) => return Err(other("the warm template did not answer in time".into())),
             };
-            if let Some(pid) = self.take(msg, Some(seq)) {
-                return pid.map(|pid| (pid, crate::strays::Own::new(pid)));
+            if let Some(handle) = self.take(msg, Some(seq)) {
+                return handle;
             }
         }
     }
 
     /// Takes in one message of the template's: a spare is kept, the answer to request `seq`
-    /// returned (`Some`); an answer to an earlier request, whose runner gave up waiting (its
-    /// execution was dropped as it started), is ended: nobody supervises what it started.
+    /// returned (`Some`). An answer to an earlier request, whose runner gave up waiting (its
+    /// execution was dropped as it started), is dropped: its lifeline closes, and the template
+    /// ends what it forked.
     fn take(
         &mut self,
         (v, mut fds): (Value, Vec<OwnedFd>),
         seq: Option<u32>,
-    ) -> Option<std::io::Result<i32>> {
+    ) -> Option<std::io::Result<Handle>> {
         match Message::of(&v) {
-            Message::Spare(pid) if fds.len() == 2 => {
-                let h = fds.pop().expect("two");
-                let w = fds.pop().expect("two");
+            Message::Spare(pid) if fds.len() == 4 => {
+                let w = fds.remove(0);
+                let handle = Handle::of(pid, &mut fds, self.pidfd.clone())?;
                 let scripts = v["scripts"].as_array().map_or_else(Vec::new, |a| {
                     a.iter()
                         .filter_map(|p| p.as_str().map(str::to_string))
                         .collect()
                 });
+                let _own = crate::strays::Own::new(pid);
                 let spare = Spare {
-                    pid,
                     scripts,
                     w,
-                    h,
-                    _own: crate::strays::Own::new(pid),
+                    handle,
+                    _own,
                 };
                 if self.spares.len() < MAX_SPARES {
                     self.spares.push(spare);
@@ -252,17 +282,17 @@ impl Template {
                     self.let_go(spare);
                 }
             }
-            // Without its sockets it cannot be used: they are closed already, so it ends.
-            Message::Spare(pid) => {
-                self.gone_now(pid);
-                end_spare(pid);
+            // Without its descriptors it cannot be used, and ends (its lifeline closed).
+            Message::Spare(pid) => self.gone_now(pid),
+            Message::Answer(n, _) if Some(n) != seq.map(i64::from) => {}
+            Message::Answer(_, Some(pid)) => {
+                let handle = Handle::of(pid, &mut fds, self.pidfd.clone());
+                return Some(handle.ok_or_else(|| {
+                    other(format!(
+                        "the warm template answered {v} without its descriptors"
+                    ))
+                }));
             }
-            Message::Answer(n, pid) if Some(n) != seq.map(i64::from) => {
-                if let Some(pid) = pid {
-                    end_spare(pid);
-                }
-            }
-            Message::Answer(_, Some(pid)) => return Some(Ok(pid)),
             Message::Answer(_, None) | Message::Other => {
                 return Some(Err(other(format!("the warm template answered {v}"))));
             }
@@ -270,13 +300,11 @@ impl Template {
         None
     }
 
-    /// Lets a spare go: its sockets close, so its shepherd ends its interpreter and exits; S is
-    /// reaped.
+    /// Lets a spare go: its descriptors close, so its interpreter ends and the template reaps
+    /// it (or we do, when the template is gone and it was re-parented here).
     fn let_go(&self, spare: Spare) {
-        let pid = spare.pid;
-        drop(spare);
-        self.gone_now(pid);
-        end_spare(pid);
+        self.gone_now(spare.handle.pid);
+        spare.let_go();
     }
 
     fn gone_now(&self, pid: i32) {
@@ -313,14 +341,6 @@ impl Template {
         }
     }
 
-    /// Takes in what the template reported since it was last read (the spares it made), so that
-    /// they are owned (`crate::strays`).
-    pub fn take_reports(&mut self) {
-        while let Ok(Some(msg)) = self.receive_now() {
-            self.take(msg, None);
-        }
-    }
-
     /// A message the template has sent already, if any.
     fn receive_now(&self) -> std::io::Result<Option<(Value, Vec<OwnedFd>)>> {
         match receive_from(self.sock.get_ref().as_raw_fd()) {
@@ -353,6 +373,18 @@ impl Template {
     }
 }
 
+/// A pidfd of `pid` (pidfd_open).
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just returned to us, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Tells a template that an execution it started has ended: the moment to make the next ones'
 /// spares (`_make_spare` in the template), when the machine has room for them; with the spares
 /// used or let go since the last nudge (`{"gone": [S, …]}`).
@@ -381,32 +413,79 @@ impl Nudge {
 /// The most spares kept per template (the template makes no more than this either).
 const MAX_SPARES: usize = 2;
 
-/// A spare in our hands: S (our child, the shepherd waiting for the execution's descriptors on
-/// `h`) and its W (waiting for the request on `w`), which holds `scripts` prepared. Dropping it
-/// closes both sockets: the shepherd then ends W and exits.
+/// A spare in our hands: W (waiting for its request on `w`), which holds `scripts` prepared, and
+/// its supervision. Its descriptors closed, W ends.
 struct Spare {
-    pid: i32,
     scripts: Vec<String>,
     w: OwnedFd,
-    h: OwnedFd,
+    handle: Handle,
+    /// Never a stray: should the template die, the spare is our child, and may still be used.
     _own: crate::strays::Own,
 }
 
 impl Spare {
-    /// Gives it the execution: the four descriptors to the shepherd first, then the request and
-    /// the first three to W — in this order, so that a W that has its request always has a
-    /// shepherd. Nothing of the workflow runs before its stdin is written (by the caller, after
-    /// this), so after a failure the spare is let go and the same descriptors given to another.
-    fn give(&self, body: &[u8], fds: &[RawFd; 4]) -> std::io::Result<()> {
+    /// Gives it the execution: the request and the execution's three pipes. Nothing of the
+    /// workflow runs before its stdin is written (by the caller, after this), so after a
+    /// failure the spare is let go and the same descriptors given to another.
+    fn give(&self, body: &[u8], fds: &[RawFd; 3]) -> std::io::Result<()> {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        for (sock, msg, fds) in [(&self.h, &b"go"[..], &fds[..]), (&self.w, body, &fds[..3])] {
-            let iov = [IoSlice::new(msg)];
-            let cmsg = [ControlMessage::ScmRights(fds)];
-            sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, flags, None)?;
-        }
+        let iov = [IoSlice::new(body)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        sendmsg::<()>(self.w.as_raw_fd(), &iov, &cmsg, flags, None)?;
         Ok(())
     }
+
+    /// Closes its descriptors: W ends, and the template reaps it — or, if the template is gone
+    /// and W was re-parented to us, we do, off the runtime's threads.
+    fn let_go(self) {
+        let Spare {
+            w, handle, _own, ..
+        } = self;
+        drop(w);
+        let me = std::process::id() as i32;
+        if crate::tree::stat(handle.pid).is_some_and(|s| s.ppid == me) {
+            std::thread::spawn(move || {
+                reap_orphan(&handle.pidfd, SPARE_ENDS_WITHIN);
+                drop(_own);
+            });
+        }
+    }
 }
+
+/// Waits (at most `limit`, then kills it) for the process of `pidfd` to end, and reaps it if it
+/// is this process's child (an execution or spare whose template died). Through its pidfd, so
+/// that a pid reused meanwhile is never touched. Returns its status when it was ours.
+pub(crate) fn reap_orphan(pidfd: &OwnedFd, limit: Duration) -> Option<nix::sys::wait::WaitStatus> {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ended = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) } > 0;
+    if !ended {
+        pidfd_kill(pidfd);
+    }
+    waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED).ok()
+}
+
+/// SIGKILL to the process of `pidfd` (never to a process that took its pid since).
+pub(crate) fn pidfd_kill(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal takes a descriptor, a signal and no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+/// How long a spare may take to end once it was let go.
+const SPARE_ENDS_WITHIN: Duration = Duration::from_secs(5);
 
 /// One message from a template's socket (`fd`), with its descriptors (close-on-exec).
 fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> {
@@ -461,46 +540,6 @@ impl Message {
     }
 }
 
-/// Reaps, off the runtime's threads, a spare (or an execution nobody waits for) that the
-/// template reported, if it is our child. Each pid comes here once, while not reaped (so not
-/// reused): a spare is taken off the list when it is handed to an execution or ended. It
-/// ends by itself: its shepherd ends its interpreter and reaps it when the runner drops its
-/// end of their socket (the spare was let go, or its template retired), or when its lifeline
-/// closes.
-/// Killed after [`SPARE_ENDS_WITHIN`] if it has not; then its interpreter, orphaned to us, is
-/// reaped too.
-fn end_spare(pid: i32) {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    let me = std::process::id() as i32;
-    if crate::tree::stat(pid).is_none_or(|s| s.ppid != me) {
-        return;
-    }
-    let s = nix::unistd::Pid::from_raw(pid);
-    std::thread::spawn(move || {
-        let reaped = || {
-            !matches!(
-                waitpid(s, Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::StillAlive)
-            )
-        };
-        if !ends_within(SPARE_ENDS_WITHIN, reaped) {
-            // Our child, not reaped: its pid and group id cannot have been reused.
-            let _ = nix::sys::signal::killpg(s, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(s, nix::sys::signal::Signal::SIGKILL);
-            let _ = waitpid(s, None);
-        }
-        // What of its group is left to us: nothing, unless the shepherd died before its
-        // interpreter (then that one is re-parented here, the subreaper).
-        for _ in 0..400 {
-            match waitpid(nix::unistd::Pid::from_raw(-pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-    });
-}
-
 /// Polls `ended` until it says so (true) or `limit` has passed (false). For the waits of a
 /// thread that must not block for good on a process that does not end.
 fn ends_within(limit: Duration, mut ended: impl FnMut() -> bool) -> bool {
@@ -516,44 +555,57 @@ fn ends_within(limit: Duration, mut ended: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// How long a spare may take to end once its template let it go.
-const SPARE_ENDS_WITHIN: Duration = Duration::from_secs(5);
-
 impl Drop for Template {
-    /// Retiring a template: its socket is shut for writing, so that it ends by itself once it
-    /// has made and sent any spare it was making (killed if it takes more than a second); then
-    /// its spares — those we held and those in messages not read yet — are let go and reaped,
-    /// off the runtime's threads. Executions it started are not its children and are not
-    /// touched.
+    /// Retiring a template: its socket is shut for writing, so that it takes no more requests
+    /// and exits once the executions it runs have ended (they go on: retiring it ends none of
+    /// them); its spares are let go — those we held and those in messages not read yet, read
+    /// until it exits — and it is reaped, off the runtime's threads. A template retired for
+    /// failing is killed instead: its executions are re-parented to us (`supervised`).
     fn drop(&mut self) {
-        let mut spares: Vec<i32> = self.spares.drain(..).map(|s| s.pid).collect();
+        for spare in self.spares.drain(..) {
+            spare.let_go();
+        }
         let child = self.child.take();
         let sock = self.sock.get_ref().try_clone().ok();
+        let failed = self.failed;
         std::thread::spawn(move || {
+            let Some(mut child) = child else {
+                return;
+            };
+            if failed {
+                let _ = child.kill();
+            }
             if let Some(s) = &sock {
                 let _ =
                     nix::sys::socket::shutdown(s.as_raw_fd(), nix::sys::socket::Shutdown::Write);
             }
-            if let Some(mut child) = child {
-                if !ends_within(Duration::from_secs(1), || {
-                    !matches!(child.try_wait(), Ok(None))
-                }) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
-            if let Some(s) = &sock {
-                // Their sockets close as they are read: the spares end.
-                while let Ok((v, _fds)) = receive_from(s.as_raw_fd()) {
-                    if let Message::Spare(p) | Message::Answer(_, Some(p)) = Message::of(&v) {
-                        spares.push(p);
+            loop {
+                if let Some(s) = &sock {
+                    // Their descriptors close as they are read: the spares end.
+                    while let Ok((v, mut fds)) = receive_from(s.as_raw_fd()) {
+                        if let Message::Spare(pid) = Message::of(&v)
+                            && fds.len() == 4
+                        {
+                            let w = fds.remove(0);
+                            if let Some(handle) = Handle::of(pid, &mut fds, None) {
+                                let _own = crate::strays::Own::new(pid);
+                                let scripts = Vec::new();
+                                Spare {
+                                    scripts,
+                                    w,
+                                    handle,
+                                    _own,
+                                }
+                                .let_go();
+                            }
+                        }
                     }
                 }
-            }
-            spares.sort_unstable();
-            spares.dedup();
-            for pid in spares {
-                end_spare(pid);
+                if ends_within(Duration::from_millis(100), || {
+                    !matches!(child.try_wait(), Ok(None))
+                }) {
+                    return;
+                }
             }
         });
     }

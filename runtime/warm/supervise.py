@@ -1,0 +1,228 @@
+# ---------------------------------------------------------------------------
+# flowrun warm template, part 2: supervision (runtime/warm/supervise.py)
+#
+# Run as one `-c` source with template.py before it and spares.py and serve.py
+# after it.  The template is the parent of every execution it forks (W) and a
+# child subreaper, and does for them what `flowrun __shepherd` does for a cold
+# execution (crates/executor/src/shepherd.rs): it watches each one's lifeline,
+# passes a stop on to its whole tree, and once W has ended kills whatever W
+# left (re-parented here), then tells the runner how W ended.  One process and
+# one poll for all of them, instead of a shepherd exec'd for each.
+# ---------------------------------------------------------------------------
+import select
+
+# The executions forked and not yet ended, spares included: W's pid -> _Execution.
+_RUNNING = {}
+# Descriptor -> (what it is, the execution): what the poll below watches besides the socket.
+_WATCHED = {}
+_POLL = select.poll()
+_POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+class _Execution:
+    """One W, and the template's ends of its lifeline, status pipe and pidfd."""
+
+    __slots__ = ("pid", "lifeline", "status_fd", "pidfd", "raw")
+
+    def __init__(self, pid, lifeline, status_fd, pidfd):
+        self.pid = pid
+        self.lifeline = lifeline
+        self.status_fd = status_fd
+        self.pidfd = pidfd
+        self.raw = None  # W's wait status, once reaped
+
+
+def _watch(fd, kind, ex):
+    _WATCHED[fd] = (kind, ex)
+    _POLL.register(fd, _POLL_IN)
+
+
+def _unwatch(fd):
+    if _WATCHED.pop(fd, None) is not None:
+        _POLL.unregister(fd)
+    os.close(fd)
+
+
+def _fork_execution():
+    """Forks W, registered for supervision before it runs anything.  Returns (0, None) in W —
+    its own session and a child subreaper, every descriptor of the template closed — and
+    (W, (lifeline's write end, status's read end, pidfd)) here: the runner's, to be sent and
+    then closed (the pidfd stays the template's too)."""
+    life_r, life_w = os.pipe()
+    status_r, status_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        if not _subreaper():
+            os._exit(70)
+        return 0, None
+    # Never blocking: an event polled for a descriptor closed since, whose number a new one took
+    # in the same turn, finds nothing to read.
+    os.set_blocking(life_r, False)
+    pidfd = os.pidfd_open(pid)
+    ex = _Execution(pid, life_r, status_w, pidfd)
+    _RUNNING[pid] = ex
+    _watch(life_r, "lifeline", ex)
+    _watch(pidfd, "ended", ex)
+    return pid, (life_w, status_r, pidfd)
+
+
+def _close_ends(ends):
+    """The template's copies of the runner's ends, once sent (or not: then W's lifeline closes
+    and W is ended)."""
+    os.close(ends[0])
+    os.close(ends[1])
+
+
+def _on_lifeline(ex):
+    """The runner wrote to W's lifeline ("t": stop) or closed it (end everything)."""
+    try:
+        data = os.read(ex.lifeline, 64)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if data:
+        if b"t" in data:
+            _signal_tree(ex.pid, signal.SIGTERM)
+        return
+    _unwatch(ex.lifeline)
+    ex.lifeline = None
+    # W first: what it leaves comes here as it dies, and is ended with the rest (_on_end).
+    _signal_tree(ex.pid, signal.SIGKILL)
+
+
+def _signal_tree(pid, sig):
+    """`sig` to W's group and to every process under W, wherever its group (W is their
+    subreaper, so what left its group is still under it).  W is this process's child and not
+    reaped: its pid is its own."""
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        pass
+    for p in [pid] + _descendants(pid):
+        try:
+            os.kill(p, sig)
+        except OSError:
+            pass
+
+
+def _descendants(pid):
+    """Every process under `pid` (each thread's children, as /proc lists them)."""
+    out, todo = [], [pid]
+    while todo and len(out) < 100000:
+        p = todo.pop()
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t), "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _reap():
+    """Reaps every child that has ended: an execution's status is kept for _on_end, what else
+    ended (what an execution left, killed by _end_leftovers) is just gone."""
+    while True:
+        try:
+            pid, raw = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return
+        ex = _RUNNING.get(pid)
+        if ex is not None:
+            ex.raw = raw
+
+
+def _raise_nofile():
+    """Raises this process's soft limit of descriptors to its hard limit: an execution (the same
+    user) can lower it, with prlimit, below what polling and reading /proc take.  False when it
+    cannot be raised."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard == resource.RLIM_INFINITY or hard >= 64
+    except (OSError, ValueError):
+        return False
+
+
+def _abandon():
+    """The template can no longer supervise (its descriptor limit taken away): its executions'
+    groups are killed, and so is it.  What they leave and what they are then falls to the runner,
+    a subreaper, which waits for them and ends what is left (crates/executor/src/warm/)."""
+    for pid in list(_RUNNING):
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _end_leftovers():
+    """Kills every child of the template that is none of its executions — what an ended W left,
+    re-parented here — until none is left (each one killed hands its own children here).
+    False when some remain after a while (a fork storm outrunning it)."""
+    children = "/proc/self/task/%d/children" % os.getpid()
+    for _ in range(2000):
+        _reap()
+        try:
+            with open(children, "rb") as f:
+                kids = [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            # Not "nothing left": what is there cannot be seen.
+            if not _raise_nofile():
+                _abandon()
+            continue
+        left = [k for k in kids if k not in _RUNNING]
+        if not left:
+            return True
+        for k in left:
+            try:
+                # Our child, not reaped: its pid is its own.
+                os.kill(k, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.0005)
+    return False
+
+
+def _on_end(ex):
+    """W ended: what it left is ended, then the runner is told how W ended (its wait status, as
+    text) and the execution is forgotten."""
+    _reap()
+    if ex.raw is None:
+        return  # not ended after all (an event for a descriptor whose number was reused)
+    del _RUNNING[ex.pid]
+    whole = _end_leftovers()
+    _unwatch(ex.pidfd)
+    if ex.lifeline is not None:
+        _unwatch(ex.lifeline)
+    # A tree that could not be ended whole is reported as killed: the runner then looks for
+    # what is left itself.
+    raw = ex.raw if whole else signal.SIGKILL
+    try:
+        os.write(ex.status_fd, b"%d\n" % raw)
+    except OSError:
+        pass  # the runner let the execution go (a spare it did not use)
+    os.close(ex.status_fd)
+
+
+def _supervise(fd):
+    """One event of the poll that is not the socket's."""
+    kind, ex = _WATCHED.get(fd, (None, None))
+    if kind == "lifeline":
+        _on_lifeline(ex)
+    elif kind == "ended":
+        _on_end(ex)
