@@ -1,7 +1,7 @@
 """The least a warm execution could cost on this machine right now (standard library only; run
 with the real interpreter, -I -S):
 
-  fork_floor.py N OUT.json [SCRIPT TRIGGER.json [SHEPHERD]]
+  fork_floor.py N OUT.json [SCRIPT TRIGGER.json]
 
 An interpreter with what a warm template always has loaded (json, socket, signal, resource,
 ctypes, ...) forks N times, one after another; each child starts a session, writes a line
@@ -14,19 +14,16 @@ pipe the parent reads to the end, then exits ("run"). No shepherd, no runner, no
 HTTP: a warm execution through `flowrun serve` does all of this and more, so its time is never
 below this one.
 
-With the shepherd binary (`target/release/flowrun-shepherd`) too, each case is made the way a
-warm execution's processes are (runtime/warm/spares.py): a copy of this interpreter (S) starts
-a session, becomes a subreaper, forks the one that runs the workflow (W) and execs the
-shepherd over itself, which supervises W, reaps it and exits ("shepherd"). What it adds to
-"run" is the price of a shepherd per execution, whoever implements it.
+The template does what this loop does, and more: it also watches each execution's lifeline
+and pidfd in a poll, ends what the execution leaves and reports its end
+(runtime/warm/supervise.py), and the runner checks and records it.
 
 Measured in the same run as the rows it sits under, it says how fast the machine is at the
 moment (a VM's speed drifts by 1.5x within an hour), which an absolute target in milliseconds
-cannot. Writes {"fork_ms": [...], "run_ms": [...], "shepherd_ms": [...], "cpu_ms": {...}}
+cannot. Writes {"fork_ms": [...], "run_ms": [...], "cpu_ms": {...}}
 (cpu_ms: the children's CPU, user and system, a case) and prints medians and p99s.
 """
 
-import ctypes
 import gc
 import json
 import marshal  # noqa: F401  (loaded, as in a template: its pages are the child's to copy)
@@ -37,8 +34,6 @@ import socket  # noqa: F401
 import statistics
 import sys
 import time
-
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 def pct(xs, p):
@@ -79,11 +74,10 @@ def prepare(path):
 
 
 class Case:
-    """One execution of the prepared workflow, with or without a shepherd around it."""
+    """One execution of the prepared workflow."""
 
-    def __init__(self, module, trigger, shepherd=None):
-        self.module, self.trigger, self.shepherd = module, trigger, shepherd
-        self.prctl = ctypes.CDLL(None, use_errno=True).prctl if shepherd else None
+    def __init__(self, module, trigger):
+        self.module, self.trigger = module, trigger
 
     def _run(self, stdin, out):
         """In W: the workflow, then exit (as a warm W ends: os._exit after flushing)."""
@@ -100,32 +94,14 @@ class Case:
             sys.stdout.flush()
             os._exit(0)
 
-    def _s(self, stdin, out, lifeline):
-        """In S: what a spare's S does before its exec (runtime/warm/spares.py, _spare_s)."""
-        try:
-            os.setsid()
-            self.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-            worker = os.fork()
-            if worker == 0:
-                self._run(stdin, out)
-            os.dup2(lifeline, 3, inheritable=True)
-            os.closerange(4, 256)
-            argv = [self.shepherd, "__shepherd", "3", "--adopt", str(worker), "--",
-                    sys.executable]
-            os.execve(self.shepherd, argv, {})
-        finally:
-            os._exit(127)
-
     def __call__(self, _case):
-        (ri, wi), (ro, wo), (lr, lw) = os.pipe(), os.pipe(), os.pipe()
+        (ri, wi), (ro, wo) = os.pipe(), os.pipe()
         t0 = time.perf_counter()
         pid = os.fork()
         if pid == 0:
-            if self.shepherd:
-                self._s(ri, wo, lr)
             os.setsid()
             self._run(ri, wo)
-        for fd in (ri, wo, lr):
+        for fd in (ri, wo):
             os.close(fd)
         os.write(wi, self.trigger)
         os.close(wi)
@@ -138,7 +114,6 @@ class Case:
         _, status = os.waitpid(pid, 0)
         dt = (time.perf_counter() - t0) * 1000.0
         os.close(ro)
-        os.close(lw)  # the lifeline, held until the shepherd is gone
         result = out.partition(b":result-start\n")[2]
         if status != 0 or not result.startswith(b'{"status":"success"'):
             sys.exit("the workflow did not succeed (status %d): %r" % (status, out[-300:]))
@@ -163,9 +138,6 @@ def main():
         with open(sys.argv[4], "rb") as f:
             trigger = f.read()
         kinds.append(("run", "fork and run the workflow", Case(module, trigger)))
-        if len(sys.argv) > 5:
-            kinds.append(("shepherd", "the same under a shepherd of its own",
-                          Case(module, trigger, sys.argv[5])))
     result, parts = {"cpu_ms": {}}, []
     for key, what, case in kinds:
         times, cpu = measure(n, case)

@@ -237,20 +237,19 @@ print("  100 cases of hello.json, -j 1: warm %.2f s, cold %.2f s (%.1f and %.1f 
       % (r["warm"], r["cold"], r["warm"] * 10, r["cold"] * 10, r["cold"] / r["warm"], "PASS" if r["cold"] / r["warm"] >= 5 else "MISS"))
 ' "$OUT/hyperfine-test-plain.json" | tee -a "$SUMMARY"
 # The floor under a warm case, in the same minutes: a fork of an interpreter holding hello.json
-# prepared, running it with nothing around it, and the same with a shepherd of its own made as a
-# spare's is (bench/fork_floor.py); a case also asks the runner to check and record it. Cold per
-# case over these is a ratio no warm start reaches here now, without and with a shepherd.
+# prepared, running it with nothing around it (bench/fork_floor.py); a case also has the template
+# supervise it and the runner check and record it. Cold per case over the floor is a ratio no warm
+# start reaches here now.
 "$FLOWRUN" codegen examples/hello.json -o "$WORK/hello-floor.py" >/dev/null
 printf '{"name": "n1", "excited": true}' >"$WORK/hello-trigger.json" # its inputs' defaults applied
-"$PY" -I -S bench/fork_floor.py 300 "$OUT/floor-hello.json" "$WORK/hello-floor.py" "$WORK/hello-trigger.json" \
-  "$ROOT/target/release/flowrun-shepherd" >/dev/null
+"$PY" -I -S bench/fork_floor.py 300 "$OUT/floor-hello.json" "$WORK/hello-floor.py" "$WORK/hello-trigger.json" >/dev/null
 "$PY" -I -S -c '
 import json, statistics, sys
 r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
 f = json.load(open(sys.argv[2]))
-run, shep = statistics.median(f["run_ms"]), statistics.median(f["shepherd_ms"])
-print("  floor: fork and run hello.json %.2f ms (%.2f ms of CPU), %.2f ms (%.2f ms of CPU) with a shepherd of its own; a cold case over them: %.1fx and %.1fx, the most a warm start could gain here now"
-      % (run, f["cpu_ms"]["run"], shep, f["cpu_ms"]["shepherd"], r["cold"] * 10 / run, r["cold"] * 10 / shep))
+run = statistics.median(f["run_ms"])
+print("  floor: fork and run hello.json %.2f ms (%.2f ms of CPU); a cold case over it: %.1fx, the most a warm start could gain here now; a warm case is %.2f ms above it"
+      % (run, f["cpu_ms"]["run"], r["cold"] * 10 / run, r["warm"] * 10 - run))
 ' "$OUT/hyperfine-test-plain.json" "$OUT/floor-hello.json" | tee -a "$SUMMARY"
 
 # --- 5, 6. warm starts through serve; cold run under load ----------------------------------------

@@ -32,18 +32,16 @@ section "w3 through flowrun serve: $EXECS executions with ?wait=true, one at a t
 serve_rows warm
 serve_rows cold --cold
 # The floor, in the same minutes: a fork of an interpreter holding w3 prepared, running it with
-# nothing around it (no shepherd, runner, store or HTTP), and the same with a shepherd of its own
-# made as a spare's is (bench/fork_floor.py).
+# nothing around it (bench/fork_floor.py).
 "$FLOWRUN" codegen bench/w3.json -o "$WORK/w3-floor.py" >/dev/null
-say "  floor: $("$PY" -I -S bench/fork_floor.py "$EXECS" "$OUT/floor-w3.json" "$WORK/w3-floor.py" bench/trigger.json "$(dirname "$FLOWRUN")/flowrun-shepherd")"
+say "  floor: $("$PY" -I -S bench/fork_floor.py "$EXECS" "$OUT/floor-w3.json" "$WORK/w3-floor.py" bench/trigger.json)"
 "$PY" -I -S -c '
 import json, statistics, sys
 w = json.load(open(sys.argv[1])); c = json.load(open(sys.argv[2])); f = json.load(open(sys.argv[3]))
 mw, mc = statistics.median(w["http_ms"]), statistics.median(c["http_ms"])
 xw, fw = statistics.median(w["exec_ms"]), statistics.median(f["run_ms"])
-fs = statistics.median(f["shepherd_ms"])
-print("  warm vs cold end to end: %.1fx; the execution %.2f ms: the floor %.2f ms, %.2f ms with a shepherd of its own; targets: warm <= 5 ms median end to end %s, <= 3 ms the execution %s"
-      % (mc / mw, xw, fw, fs, "PASS" if mw <= 5 else "MISS", "PASS" if xw <= 3 else "MISS"))
+print("  warm vs cold end to end: %.1fx; the execution %.2f ms, the floor %.2f ms; targets: warm <= 5 ms median end to end %s, <= 3 ms the execution %s"
+      % (mc / mw, xw, fw, "PASS" if mw <= 5 else "MISS", "PASS" if xw <= 3 else "MISS"))
 ' "$OUT/serve-warm.json" "$OUT/serve-cold.json" "$OUT/floor-w3.json" | tee -a "$SUMMARY"
 
 section "flowrun run under load: $((RUNS < 30 ? 30 : RUNS)) runs each, alternated, idle and with $(nproc) busy loops"

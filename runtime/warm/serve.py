@@ -54,7 +54,10 @@ def _answer(sock, msg, fds):
             return None
         while len(_MADE) < _MAX_SPARES:
             count = len(_MADE)
-            spare = _make_spare(sock)
+            try:
+                spare = _make_spare(sock)
+            except Exception:
+                break  # no descriptors or processes to spare now: requests are forked
             if spare is not None:
                 return _spare_wait(spare)  # in the spare's W only
             if len(_MADE) == count:

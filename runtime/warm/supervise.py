@@ -56,10 +56,18 @@ def _fork_execution():
         if not _subreaper():
             os._exit(70)
         return 0, None
-    # Never blocking: an event polled for a descriptor closed since, whose number a new one took
-    # in the same turn, finds nothing to read.
-    os.set_blocking(life_r, False)
-    pidfd = os.pidfd_open(pid)
+    try:
+        # Never blocking: an event polled for a descriptor closed since, whose number a new one
+        # took in the same turn, finds nothing to read.
+        os.set_blocking(life_r, False)
+        pidfd = os.pidfd_open(pid)
+    except BaseException:
+        # Not supervised, so not run: W waits for its environment on stdin, and is killed here.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for fd in (life_r, life_w, status_r, status_w):
+            os.close(fd)
+        raise
     ex = _Execution(pid, life_r, status_w, pidfd)
     _RUNNING[pid] = ex
     _watch(life_r, "lifeline", ex)
