@@ -123,9 +123,16 @@ def _template_main():
     sock = socket.socket(fileno=3)
     # Supervising executions takes being their subreaper and pidfds (Linux 5.3): without them the
     # runner starts every execution cold.
-    if not hasattr(os, "pidfd_open") or not _subreaper():
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # not only in the library: in the kernel too
+        supervised = _subreaper()
+    except (AttributeError, OSError):
+        supervised = False
+    if not supervised:
         sock.send(json.dumps({"error": "no pidfd_open or no child subreaper here"}).encode())
         os._exit(0)
+    # As many descriptors as it may: three per execution it supervises.
+    _raise_nofile()
     sock.send(json.dumps({"ready": os.getpid()}).encode("utf-8"))
     return _serve(sock)
 

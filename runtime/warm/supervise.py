@@ -92,23 +92,30 @@ def _on_lifeline(ex):
         data = b""
     if data:
         if b"t" in data:
-            _signal_tree(ex.pid, signal.SIGTERM)
+            _signal_tree(ex, signal.SIGTERM)
         return
     _unwatch(ex.lifeline)
     ex.lifeline = None
     # W first: what it leaves comes here as it dies, and is ended with the rest (_on_end).
-    _signal_tree(ex.pid, signal.SIGKILL)
+    _signal_tree(ex, signal.SIGKILL)
 
 
-def _signal_tree(pid, sig):
+def _signal_tree(ex, sig):
     """`sig` to W's group and to every process under W, wherever its group (W is their
-    subreaper, so what left its group is still under it).  W is this process's child and not
-    reaped: its pid is its own."""
+    subreaper, so what left its group is still under it), as the shepherd passes a stop on
+    (crates/executor/src/tree.rs, signal_descendants).  Only while W is not reaped, so that its
+    pid and group id are still its own; W itself through its pidfd."""
+    if ex.raw is not None:
+        return  # ended: what it left is ended by _on_end
     try:
-        os.killpg(pid, sig)
+        os.killpg(ex.pid, sig)
     except OSError:
         pass
-    for p in [pid] + _descendants(pid):
+    try:
+        signal.pidfd_send_signal(ex.pidfd, sig)
+    except OSError:
+        pass
+    for p in _descendants(ex.pid):
         try:
             os.kill(p, sig)
         except OSError:
@@ -154,13 +161,13 @@ def _reap():
 
 def _raise_nofile():
     """Raises this process's soft limit of descriptors to its hard limit: an execution (the same
-    user) can lower it, with prlimit, below what polling and reading /proc take.  False when it
-    cannot be raised."""
+    user) can lower it, with prlimit, below what polling and reading /proc take.  False when
+    even the hard limit leaves too few for what it watches (and a few to read /proc with)."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard == resource.RLIM_INFINITY or hard >= 64
+        return hard == resource.RLIM_INFINITY or hard >= len(_WATCHED) + 32
     except (OSError, ValueError):
         return False
 
@@ -169,21 +176,23 @@ def _abandon():
     """The template can no longer supervise (its descriptor limit taken away): its executions'
     groups are killed, and so is it.  What they leave and what they are then falls to the runner,
     a subreaper, which waits for them and ends what is left (crates/executor/src/warm/)."""
-    for pid in list(_RUNNING):
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    for ex in list(_RUNNING.values()):
+        if ex.raw is None:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(ex.pid, signal.SIGKILL)
+                except OSError:
+                    pass
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _end_leftovers():
     """Kills every child of the template that is none of its executions — what an ended W left,
     re-parented here — until none is left (each one killed hands its own children here).
-    False when some remain after a while (a fork storm outrunning it)."""
+    False when some remain after a while (a fork storm outrunning it), as the shepherd gives up
+    (crates/executor/src/shepherd.rs, finish: 500 rounds of 1 ms)."""
     children = "/proc/self/task/%d/children" % os.getpid()
-    for _ in range(2000):
+    for _ in range(500):
         _reap()
         try:
             with open(children, "rb") as f:
@@ -202,7 +211,7 @@ def _end_leftovers():
                 os.kill(k, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.0005)
+        time.sleep(0.001)
     return False
 
 

@@ -219,11 +219,13 @@ def _worker_setup(req, fds):
     """In W: the execution's descriptors (all others closed), limits, environment, directory and
     randomness; dumpable again, as a cold interpreter is (the template is not: see
     _template_main).  Its session and subreaper were set up as it was forked (_fork_execution)."""
-    if _PRCTL is not None:
-        _PRCTL(4, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
     os.closerange(3, _MAX_FD)
+    # Only now: while W held the template's socket and other executions' pipes, no process of
+    # the user could open them through /proc/W/fd.
+    if _PRCTL is not None:
+        _PRCTL(4, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -50,8 +50,8 @@ pub struct Launch {
     pub max_memory: Option<u64>,
 }
 
-/// The running shepherd: its pipes and a way to wait for its exit, whether this process spawned
-/// it (cold) or adopted it from a warm template.
+/// The running execution: its pipes and a way to wait for its end — its shepherd's exit (cold)
+/// or its template's report (warm).
 pub(crate) struct Proc {
     pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
     pub stdout: Option<Pin<Box<dyn AsyncRead + Send>>>,
@@ -71,13 +71,13 @@ impl Proc {
         stdin: Pin<Box<dyn AsyncWrite + Send>>,
         stdout: Pin<Box<dyn AsyncRead + Send>>,
         stderr: Pin<Box<dyn AsyncRead + Send>>,
-        adopted: crate::warm::Supervised,
+        supervised: crate::warm::Supervised,
     ) -> Proc {
         Proc {
             stdin: Some(stdin),
             stdout: Some(stdout),
             stderr: Some(stderr),
-            waiter: Waiter::Warm(adopted),
+            waiter: Waiter::Warm(supervised),
             _own: None,
         }
     }

@@ -272,7 +272,7 @@ pub async fn execute(
         let _ = tokio::task::spawn_blocking(|| strays::sweep(Duration::from_secs(10))).await;
     }
     if child.lost() {
-        crate::warm::retire_dead().await;
+        crate::warm::retire_dead();
     }
 
     let exit_text = exit.as_ref().map(describe_exit);

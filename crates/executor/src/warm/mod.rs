@@ -159,7 +159,8 @@ pub struct Stats {
 static POOL: OnceLock<Pool> = OnceLock::new();
 
 /// Turns warm starts on for this process. The caller must be a child subreaper
-/// (`process::become_subreaper`): that is how a warm execution's shepherd becomes its child.
+/// (`process::become_subreaper`): that is how a warm execution whose template died becomes its
+/// child.
 pub fn enable() {
     POOL.get_or_init(|| Pool {
         slots: tokio::sync::Mutex::new((HashMap::new(), 0)),
@@ -184,11 +185,15 @@ pub fn retire_all() {
 
 /// Retires the templates that died (reaping them): for an execution whose template was lost,
 /// so that a dead one is not left a zombie until the next execution asks for it.
-pub(crate) async fn retire_dead() {
+pub(crate) fn retire_dead() {
     let Some(pool) = pool() else {
         return;
     };
-    let mut guard = pool.slots.lock().await;
+    // Not waited for: a template being started holds the lock for as long as that takes, and
+    // the next request finds a dead one anyway.
+    let Ok(mut guard) = pool.slots.try_lock() else {
+        return;
+    };
     let before = guard.0.len();
     guard.0.retain(|_, slot| slot.template.alive());
     let n = (before - guard.0.len()) as u64;
@@ -278,9 +283,8 @@ impl Pool {
         let slot = slots.get_mut(key).expect("inserted above");
         slot.last_used = now;
         let res = f(&mut slot.template).await;
-        if res.is_err() {
+        if res.is_err() && slot.template.broken {
             // Killed, not left to end what it runs: those executions come to us.
-            slot.template.failed = true;
             slots.remove(key);
             self.count(|s| {
                 s.failed += 1;

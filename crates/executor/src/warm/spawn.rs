@@ -78,9 +78,10 @@ pub(crate) async fn spawn(
         status,
         pidfd,
         template,
+        own,
     } = handle;
     // From here on, an error drops the lifeline: the template kills what it forked.
-    let waiter = Supervised::new(pid, status, pidfd, template, nudge)?;
+    let waiter = Supervised::new(pid, status, pidfd, template, nudge, own)?;
     let info = ProcessInfo {
         pid,
         pgid: pid,

@@ -4,21 +4,21 @@
 //! which then waits for them itself; one that does not report an ended execution in time
 //! (stopped, stuck) is killed so that they are handed over.
 
-use super::template::{Nudge, pidfd_kill, reap_orphan};
+use super::template::{Nudge, TemplateRef, pidfd_kill, reap_orphan};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
-/// How long the template may take to report an execution's end once its interpreter has ended:
-/// it reaps it and ends what it left in a millisecond or two; longer means it is stopped or
-/// stuck, and is killed.
+/// How long the template may take to report an execution's end once its interpreter has ended
+/// before it is looked at: it reaps it and ends what it left in a millisecond or two (a second
+/// at most, against a fork storm). One found stopped then is killed; one that runs (a busy
+/// machine) is waited for as long again.
 const REPORT_WITHIN: Duration = Duration::from_secs(2);
 
 /// How long a template that is ending (its status pipes closed) may take to be gone, and so to
@@ -32,7 +32,8 @@ pub(crate) struct Supervised {
     /// The template's report: W's wait status as text.
     report: Vec<u8>,
     pidfd: AsyncFd<OwnedFd>,
-    template: Option<AsyncFd<OwnedFd>>,
+    /// The template's pid and pidfd (registered to learn when it is gone).
+    template: Option<(i32, AsyncFd<OwnedFd>)>,
     /// When the interpreter was seen to end, the report not read yet.
     ended_at: Option<Instant>,
     status: Option<ExitStatus>,
@@ -56,12 +57,17 @@ impl Supervised {
         pid: i32,
         status: OwnedFd,
         pidfd: OwnedFd,
-        template: Option<Arc<OwnedFd>>,
+        template: Option<TemplateRef>,
         nudge: Option<Nudge>,
+        own: crate::strays::Own,
     ) -> std::io::Result<Supervised> {
-        let template = match template.map(|t| t.try_clone()) {
-            // SAFETY: the descriptor is owned by the AsyncFd and closed only when it drops.
-            Some(Ok(t)) => Some(unsafe { AsyncFd::register_with_interest(t, Interest::READABLE)? }),
+        let template = match template.map(|t| (t.pid, t.pidfd.try_clone())) {
+            Some((pid, Ok(fd))) => {
+                // SAFETY: the descriptor is owned by the AsyncFd and closed only when it drops.
+                Some((pid, unsafe {
+                    AsyncFd::register_with_interest(fd, Interest::READABLE)?
+                }))
+            }
             _ => None,
         };
         Ok(Supervised {
@@ -74,7 +80,7 @@ impl Supervised {
             ended_at: None,
             status: None,
             nudge,
-            _own: crate::strays::Own::new(pid),
+            _own: own,
         })
     }
 
@@ -112,19 +118,22 @@ impl Supervised {
                             self.ended_at = Some(Instant::now());
                         }
                         _ = tokio::time::sleep_until(report_due.unwrap_or_else(Instant::now)),
-                            if report_due.is_some() => {
-                            // Ended, and the template silent: it is stopped or stuck. Killed,
-                            // it hands its executions to us.
-                            if let Some(t) = &self.template {
-                                pidfd_kill(t.get_ref());
+                            if report_due.is_some() && self.template.is_some() => {
+                            // Ended, and the template silent. Stopped, it is killed and hands
+                            // its executions to us; running, it is given as long again.
+                            let (tpid, tfd) = self.template.as_ref().expect("checked");
+                            if stopped(*tpid, tfd.get_ref()) {
+                                pidfd_kill(tfd.get_ref());
+                                self.phase = Phase::Handover(Instant::now());
+                            } else {
+                                self.ended_at = Some(Instant::now());
                             }
-                            self.phase = Phase::Handover(Instant::now());
                         }
                     }
                 }
                 Phase::Handover(since) => {
                     let by = *since + HANDOVER_WITHIN;
-                    if let Some(t) = &self.template {
+                    if let Some((_, t)) = &self.template {
                         // Readable once it has exited, its children re-parented to us.
                         let _ = tokio::time::timeout_at(by, t.readable()).await;
                     }
@@ -143,6 +152,19 @@ impl Supervised {
             }
         }
     }
+}
+
+/// Whether the template (`pid`, while its pidfd says it has not exited: so still that process)
+/// is stopped (`T`, `t`: SIGSTOP, a debugger) and so cannot report.
+fn stopped(pid: i32, pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let exited = unsafe { libc::poll(&mut p, 1, 0) } > 0;
+    exited || crate::tree::is_stopped(pid)
 }
 
 /// `"<wait status>\n"`, as the template writes it.

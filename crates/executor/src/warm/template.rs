@@ -36,7 +36,7 @@ const SOURCE: &str = concat!(
 /// venv, a machine swapping), and the execution goes cold.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-/// How long a template may take to answer a request (a clone, or two forks and a pipe read: ~1 ms).
+/// How long a template may take to answer a request (a fork and a few pipes: ~1 ms).
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 /// What one warm start asks of the template.
@@ -58,13 +58,23 @@ pub(crate) struct Handle {
     pub status: OwnedFd,
     /// A pidfd of W.
     pub pidfd: OwnedFd,
-    /// A pidfd of the template, to end one that does not report W's end (stopped, say).
-    pub template: Option<Arc<OwnedFd>>,
+    /// The template, to end one that does not report W's end because it is stopped.
+    pub template: Option<TemplateRef>,
+    /// W is never a stray (`crate::strays`): should the template die, it is our child.
+    pub own: crate::strays::Own,
+}
+
+/// A template as its executions' waiters know it: its pid, and a pidfd opened while it was our
+/// unreaped child (so it is that process for good).
+#[derive(Clone)]
+pub(crate) struct TemplateRef {
+    pub pid: i32,
+    pub pidfd: Arc<OwnedFd>,
 }
 
 impl Handle {
     /// From the three descriptors the template sends with an execution, in its order.
-    fn of(pid: i32, fds: &mut Vec<OwnedFd>, template: Option<Arc<OwnedFd>>) -> Option<Handle> {
+    fn of(pid: i32, fds: &mut Vec<OwnedFd>, template: Option<TemplateRef>) -> Option<Handle> {
         if fds.len() != 3 {
             return None;
         }
@@ -77,6 +87,7 @@ impl Handle {
             status,
             pidfd,
             template,
+            own: crate::strays::Own::new(pid),
         })
     }
 }
@@ -85,8 +96,8 @@ pub(crate) struct Template {
     pub pid: i32,
     sock: AsyncFd<OwnedFd>,
     child: Option<std::process::Child>,
-    /// A pidfd of it, opened while it is our unreaped child (so it is this process for good).
-    pidfd: Option<Arc<OwnedFd>>,
+    /// Itself as its executions' waiters know it (no pidfd, no such reference).
+    me: Option<TemplateRef>,
     /// Executions started from it.
     pub uses: u32,
     /// The spares it made (see `_make_spare` in the template) and handed to us, not used or let
@@ -97,8 +108,10 @@ pub(crate) struct Template {
     gone: Arc<Mutex<Vec<i32>>>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
-    /// Retired for failing (no answer, a wrong one): killed, not left to end its executions.
-    pub failed: bool,
+    /// Retired for misbehaving (no answer in time, a malformed one): killed, not left to end its
+    /// executions. (An answer that it could not start an execution — no descriptors or
+    /// processes left for now — sends that execution cold and keeps the template.)
+    pub broken: bool,
     _own: crate::strays::Own,
     /// Where its executions tell it which pages they write (`_learn_pages` in
     /// `runtime/warm/spares.py`): private to this user, removed with the template.
@@ -176,13 +189,16 @@ impl Template {
                 AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE)?
             },
             child: Some(child),
-            pidfd: pidfd_open(pid).ok().map(Arc::new),
+            me: pidfd_open(pid).ok().map(|fd| TemplateRef {
+                pid,
+                pidfd: Arc::new(fd),
+            }),
             uses: 0,
             spares: Vec::new(),
             gone: Arc::default(),
             base_rss_kib: 0,
             // Until it says it is ready.
-            failed: true,
+            broken: true,
             _pages: pages,
             _own: crate::strays::Own::new(pid),
         };
@@ -190,7 +206,7 @@ impl Template {
         match ready.map(|r| r.map(|(v, _fds)| v)) {
             Ok(Ok(v)) if v.get("ready").is_some() => {
                 t.base_rss_kib = rss_kib(t.pid).unwrap_or(0);
-                t.failed = false;
+                t.broken = false;
                 Ok(t)
             }
             Ok(Ok(v)) => Err(other(format!(
@@ -214,8 +230,15 @@ impl Template {
         .to_string();
         self.uses += 1;
         // What the template said since the last request: the spares it made meanwhile.
-        while let Some(msg) = self.receive_now()? {
-            self.take(msg, None);
+        loop {
+            match self.receive_now() {
+                Ok(Some(msg)) => _ = self.take(msg, None),
+                Ok(None) => break,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
         }
         // Spares that lack the script are of no use to what runs now: let go, so that the next
         // ones, made with it prepared, take their place.
@@ -234,6 +257,8 @@ impl Template {
             }
             spare.let_go();
         }
+        // Any failure from here on but an answer saying so is the template's: it is broken.
+        self.broken = true;
         let sent = tokio::time::timeout(ANSWER_WITHIN, self.send(body.as_bytes(), &fds)).await;
         match sent {
             Ok(r) => r?,
@@ -245,6 +270,7 @@ impl Template {
                 Ok(r) => r?,
                 Err(_) => return Err(other("the warm template did not answer in time".into())),
             };
+            self.broken = false;
             if let Some(handle) = self.take(msg, Some(seq)) {
                 return handle;
             }
@@ -262,20 +288,7 @@ impl Template {
     ) -> Option<std::io::Result<Handle>> {
         match Message::of(&v) {
             Message::Spare(pid) if fds.len() == 4 => {
-                let w = fds.remove(0);
-                let handle = Handle::of(pid, &mut fds, self.pidfd.clone())?;
-                let scripts = v["scripts"].as_array().map_or_else(Vec::new, |a| {
-                    a.iter()
-                        .filter_map(|p| p.as_str().map(str::to_string))
-                        .collect()
-                });
-                let _own = crate::strays::Own::new(pid);
-                let spare = Spare {
-                    scripts,
-                    w,
-                    handle,
-                    _own,
-                };
+                let spare = Spare::of(pid, &v, fds, self.me.clone())?;
                 if self.spares.len() < MAX_SPARES {
                     self.spares.push(spare);
                 } else {
@@ -286,14 +299,21 @@ impl Template {
             Message::Spare(pid) => self.gone_now(pid),
             Message::Answer(n, _) if Some(n) != seq.map(i64::from) => {}
             Message::Answer(_, Some(pid)) => {
-                let handle = Handle::of(pid, &mut fds, self.pidfd.clone());
+                let handle = Handle::of(pid, &mut fds, self.me.clone());
+                self.broken |= handle.is_none();
                 return Some(handle.ok_or_else(|| {
                     other(format!(
                         "the warm template answered {v} without its descriptors"
                     ))
                 }));
             }
-            Message::Answer(_, None) | Message::Other => {
+            // It could not start this one (no descriptors or processes to spare, say): this
+            // execution goes cold, and the template stays.
+            Message::Answer(_, None) => {
+                return Some(Err(other(format!("the warm template answered {v}"))));
+            }
+            Message::Other => {
+                self.broken = true;
                 return Some(Err(other(format!("the warm template answered {v}"))));
             }
         }
@@ -387,7 +407,7 @@ pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 
 /// Tells a template that an execution it started has ended: the moment to make the next ones'
 /// spares (`_make_spare` in the template), when the machine has room for them; with the spares
-/// used or let go since the last nudge (`{"gone": [S, …]}`).
+/// used or let go since the last nudge (`{"gone": [W, …]}`).
 pub(crate) struct Nudge {
     sock: OwnedFd,
     gone: Arc<Mutex<Vec<i32>>>,
@@ -419,11 +439,30 @@ struct Spare {
     scripts: Vec<String>,
     w: OwnedFd,
     handle: Handle,
-    /// Never a stray: should the template die, the spare is our child, and may still be used.
-    _own: crate::strays::Own,
 }
 
 impl Spare {
+    /// From the template's `{"spare": W, "scripts": […]}` and its four descriptors (W's socket,
+    /// then its [`Handle`]'s).
+    fn of(
+        pid: i32,
+        v: &Value,
+        mut fds: Vec<OwnedFd>,
+        template: Option<TemplateRef>,
+    ) -> Option<Spare> {
+        if fds.len() != 4 {
+            return None;
+        }
+        let w = fds.remove(0);
+        let handle = Handle::of(pid, &mut fds, template)?;
+        let scripts = v["scripts"].as_array().map_or_else(Vec::new, |a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        });
+        Some(Spare { scripts, w, handle })
+    }
+
     /// Gives it the execution: the request and the execution's three pipes. Nothing of the
     /// workflow runs before its stdin is written (by the caller, after this), so after a
     /// failure the spare is let go and the same descriptors given to another.
@@ -438,16 +477,11 @@ impl Spare {
     /// Closes its descriptors: W ends, and the template reaps it — or, if the template is gone
     /// and W was re-parented to us, we do, off the runtime's threads.
     fn let_go(self) {
-        let Spare {
-            w, handle, _own, ..
-        } = self;
+        let Spare { w, handle, .. } = self;
         drop(w);
         let me = std::process::id() as i32;
         if crate::tree::stat(handle.pid).is_some_and(|s| s.ppid == me) {
-            std::thread::spawn(move || {
-                reap_orphan(&handle.pidfd, SPARE_ENDS_WITHIN);
-                drop(_own);
-            });
+            std::thread::spawn(move || reap_orphan(&handle.pidfd, SPARE_ENDS_WITHIN));
         }
     }
 }
@@ -516,8 +550,8 @@ fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> {
 enum Message {
     /// `{"seq", "pid"}` or `{"seq", "error"}`: the answer to request `seq`.
     Answer(i64, Option<i32>),
-    /// `{"spare": S, "scripts": […]}` with W's and the shepherd's sockets: it made a spare, S
-    /// being our child.
+    /// `{"spare": W, "scripts": […]}` with W's socket and its [`Handle`]'s descriptors: it made
+    /// a spare.
     Spare(i32),
     Other,
 }
@@ -567,7 +601,7 @@ impl Drop for Template {
         }
         let child = self.child.take();
         let sock = self.sock.get_ref().try_clone().ok();
-        let failed = self.failed;
+        let failed = self.broken;
         std::thread::spawn(move || {
             let Some(mut child) = child else {
                 return;
@@ -582,22 +616,11 @@ impl Drop for Template {
             loop {
                 if let Some(s) = &sock {
                     // Their descriptors close as they are read: the spares end.
-                    while let Ok((v, mut fds)) = receive_from(s.as_raw_fd()) {
+                    while let Ok((v, fds)) = receive_from(s.as_raw_fd()) {
                         if let Message::Spare(pid) = Message::of(&v)
-                            && fds.len() == 4
+                            && let Some(spare) = Spare::of(pid, &v, fds, None)
                         {
-                            let w = fds.remove(0);
-                            if let Some(handle) = Handle::of(pid, &mut fds, None) {
-                                let _own = crate::strays::Own::new(pid);
-                                let scripts = Vec::new();
-                                Spare {
-                                    scripts,
-                                    w,
-                                    handle,
-                                    _own,
-                                }
-                                .let_go();
-                            }
+                            spare.let_go();
                         }
                     }
                 }
