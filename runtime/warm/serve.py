@@ -15,7 +15,7 @@ def _serve(sock):
         except OSError:
             # More descriptors watched than the limit an execution lowered allows.
             if not _raise_nofile():
-                _abandon()
+                _give_up()
             continue
         for fd, _events in events:
             if fd != sock.fileno():

@@ -172,25 +172,21 @@ def _raise_nofile():
         return False
 
 
-def _abandon():
-    """The template can no longer supervise (its descriptor limit taken away): its executions'
-    groups are killed, and so is it.  What they leave and what they are then falls to the runner,
-    a subreaper, which waits for them and ends what is left (crates/executor/src/warm/)."""
-    for ex in list(_RUNNING.values()):
-        if ex.raw is None:
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(ex.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+def _give_up():
+    """The template can no longer supervise: its descriptor limit was taken away for good, or
+    what an execution left outruns it.  It ends itself, and only itself: its executions, what
+    they left and what they run are re-parented to the runner, a subreaper, which waits for them
+    and ends what is left (crates/executor/src/warm/supervised.rs).  An execution of the same
+    template fails for none of that."""
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _end_leftovers():
     """Kills every child of the template that is none of its executions — what an ended W left,
-    re-parented here — until none is left (each one killed hands its own children here).
-    False when some remain after a while (a fork storm outrunning it), as the shepherd gives up
-    (crates/executor/src/shepherd.rs, finish: 500 rounds of 1 ms)."""
+    re-parented here — with all that is under it, until none is left: each round frozen first
+    (SIGSTOP: nothing forks meanwhile), then killed, as the runner's sweep does
+    (crates/executor/src/strays.rs).  False when some remain after as many rounds as the
+    shepherd tries (crates/executor/src/shepherd.rs, finish), or they cannot be seen."""
     children = "/proc/self/task/%d/children" % os.getpid()
     for _ in range(500):
         _reap()
@@ -200,24 +196,28 @@ def _end_leftovers():
         except (OSError, ValueError):
             # Not "nothing left": what is there cannot be seen.
             if not _raise_nofile():
-                _abandon()
+                return False
             continue
         left = [k for k in kids if k not in _RUNNING]
         if not left:
             return True
-        for k in left:
-            try:
-                # Our child, not reaped: its pid is its own.
-                os.kill(k, signal.SIGKILL)
-            except OSError:
-                pass
+        # Our children, not reaped: their pids are their own; what is under them was listed
+        # just now and is frozen before anything is killed.
+        doomed = left + [p for k in left for p in _descendants(k)]
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for p in doomed:
+                try:
+                    os.kill(p, sig)
+                except OSError:
+                    pass
         time.sleep(0.001)
     return False
 
 
 def _on_end(ex):
     """W ended: what it left is ended, then the runner is told how W ended (its wait status, as
-    text) and the execution is forgotten."""
+    text) and the execution is forgotten.  When what it left cannot be ended, the report says
+    so ("lost") and the template gives up: the runner ends the rest."""
     _reap()
     if ex.raw is None:
         return  # not ended after all (an event for a descriptor whose number was reused)
@@ -226,14 +226,13 @@ def _on_end(ex):
     _unwatch(ex.pidfd)
     if ex.lifeline is not None:
         _unwatch(ex.lifeline)
-    # A tree that could not be ended whole is reported as killed: the runner then looks for
-    # what is left itself.
-    raw = ex.raw if whole else signal.SIGKILL
     try:
-        os.write(ex.status_fd, b"%d\n" % raw)
+        os.write(ex.status_fd, b"%d\n" % ex.raw if whole else b"%d lost\n" % ex.raw)
     except OSError:
         pass  # the runner let the execution go (a spare it did not use)
     os.close(ex.status_fd)
+    if not whole:
+        _give_up()
 
 
 def _supervise(fd):

@@ -35,6 +35,7 @@ mod shepherd_binary;
 mod subworkflows;
 mod validate_errors;
 mod warm;
+mod warm_attacks;
 mod warm_memory;
 mod warm_spare;
 mod workflow_files;

@@ -31,6 +31,8 @@ pub(crate) struct Supervised {
     phase: Phase,
     /// The template's report: W's wait status as text.
     report: Vec<u8>,
+    /// W's status, reported by a template that then gave up (`lost`).
+    reported: Option<i32>,
     pidfd: AsyncFd<OwnedFd>,
     /// The template's pid and pidfd (registered to learn when it is gone).
     template: Option<(i32, AsyncFd<OwnedFd>)>,
@@ -74,6 +76,7 @@ impl Supervised {
             pid,
             phase: Phase::Reported(pipe::Receiver::from_owned_fd(status)?),
             report: Vec::new(),
+            reported: None,
             // SAFETY: as above.
             pidfd: unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE)? },
             template,
@@ -104,11 +107,20 @@ impl Supervised {
                         n = pipe.read(&mut buf) => match n {
                             Ok(n) if n > 0 => {
                                 self.report.extend_from_slice(&buf[..n]);
-                                if let Some(raw) = parse_report(&self.report) {
-                                    self.status = Some(ExitStatus::from_raw(raw));
-                                    if let Some(n) = self.nudge.take() {
-                                        n.send();
+                                match parse_report(&self.report) {
+                                    Some((raw, false)) => {
+                                        self.status = Some(ExitStatus::from_raw(raw));
+                                        if let Some(n) = self.nudge.take() {
+                                            n.send();
+                                        }
                                     }
+                                    // It could not end what the interpreter left, and gives
+                                    // up: that comes to us once it is gone.
+                                    Some((raw, true)) => {
+                                        self.reported = Some(raw);
+                                        self.phase = Phase::Handover(Instant::now());
+                                    }
+                                    None => {}
                                 }
                             }
                             // The template died before it could report.
@@ -140,6 +152,10 @@ impl Supervised {
                     self.phase = Phase::Orphan;
                 }
                 Phase::Orphan => {
+                    if let Some(raw) = self.reported {
+                        self.status = Some(ExitStatus::from_raw(raw));
+                        continue;
+                    }
                     let mut guard = self.pidfd.readable().await?;
                     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
                     match waitid(Id::PIDFd(self.pidfd.get_ref().as_fd()), flags) {
@@ -167,10 +183,15 @@ fn stopped(pid: i32, pidfd: &OwnedFd) -> bool {
     exited || crate::tree::is_stopped(pid)
 }
 
-/// `"<wait status>\n"`, as the template writes it.
-fn parse_report(text: &[u8]) -> Option<i32> {
-    let line = text.strip_suffix(b"\n")?;
-    std::str::from_utf8(line).ok()?.parse().ok()
+/// `"<wait status>\n"`, or `"<wait status> lost\n"` when the template could not end what the
+/// interpreter left and gives up, as the template writes it: the status, and whether it is lost.
+fn parse_report(text: &[u8]) -> Option<(i32, bool)> {
+    let line = std::str::from_utf8(text.strip_suffix(b"\n")?).ok()?;
+    let (raw, lost) = match line.strip_suffix(" lost") {
+        Some(raw) => (raw, true),
+        None => (line, false),
+    };
+    Some((raw.parse().ok()?, lost))
 }
 
 /// A wait status as the kernel packs it (what `ExitStatus::from_raw` takes).
@@ -199,5 +220,18 @@ impl Drop for Supervised {
         if crate::tree::stat(self.pid).is_some_and(|s| s.ppid == me) {
             std::thread::spawn(move || reap_orphan(&pidfd, Duration::from_secs(5)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_report;
+
+    #[test]
+    fn a_report_is_a_status_and_whether_the_template_gave_up() {
+        assert_eq!(parse_report(b"256\n"), Some((256, false)));
+        assert_eq!(parse_report(b"9 lost\n"), Some((9, true)));
+        assert_eq!(parse_report(b"25"), None);
+        assert_eq!(parse_report(b"x\n"), None);
     }
 }
