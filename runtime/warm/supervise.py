@@ -45,9 +45,10 @@ def _unwatch(fd):
 
 def _fork_execution():
     """Forks W, registered for supervision before it runs anything.  Returns (0, None) in W —
-    its own session and a child subreaper, every descriptor of the template closed — and
-    (W, (lifeline's write end, status's read end, pidfd)) here: the runner's, to be sent and
-    then closed (the pidfd stays the template's too)."""
+    its own session and a child subreaper; the caller closes the template's descriptors there
+    before anything of a workflow runs — and (W, (lifeline's write end, status's read end,
+    pidfd)) here: the runner's, to be sent and then closed (the pidfd stays the template's
+    too)."""
     life_r, life_w = os.pipe()
     status_r, status_w = os.pipe()
     pid = os.fork()

@@ -303,29 +303,14 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
     }
 }
 
-/// A daemon (noted in a file of the trigger's directory), then a second and a half's sleep.
-const DAEMON_THEN_RETURN: &str = r#"
-import os, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    path = os.path.join(trigger['dir'], str(os.getpid()))
-    open(path + '.tmp', 'w').close()
-    os.rename(path + '.tmp', path)
-    time.sleep(300)
-    os._exit(0)
-time.sleep(1.5)
-return 'slept'
-"#;
-
 #[test]
 fn a_warm_execution_whose_template_died_leaves_nothing() {
     // The template, killed while the execution runs, hands it to the server (a subreaper): the
     // execution ends as it would have, and the daemon it started, re-parented to the server once
     // the interpreter is gone, is ended with it.
     let w = World::new();
-    w.save("daemon.json", &code_workflow("daemon", DAEMON_THEN_RETURN));
+    let body = format!("{DAEMON_IN_DIR}time.sleep(1.5)\nreturn 'slept'\n");
+    w.save("daemon.json", &code_workflow("daemon", &body));
     let dir = w.path("pids");
     std::fs::create_dir_all(&dir).unwrap();
     let srv = w.serve(&[]);
@@ -424,8 +409,9 @@ pub(crate) fn assert_ends(pid: i32) {
     }
 }
 
-/// As DAEMON_AT_ONCE, the daemon's pid in a file of the trigger's directory, then a long sleep.
-const DAEMON_THEN_SLEEP: &str = r#"
+/// As DAEMON_AT_ONCE, the daemon's pid in a file of the trigger's directory; what the node does
+/// next follows.
+const DAEMON_IN_DIR: &str = r#"
 import os, time
 if os.fork() == 0:
     os.setsid()
@@ -436,13 +422,13 @@ if os.fork() == 0:
     os.rename(path + '.tmp', path)
     time.sleep(300)
     os._exit(0)
-time.sleep(300)
 "#;
 
 #[test]
 fn a_stop_right_after_a_warm_start_ends_everything() {
     let w = World::new();
-    w.save("sleeper.json", &code_workflow("sleeper", DAEMON_THEN_SLEEP));
+    let body = format!("{DAEMON_IN_DIR}time.sleep(300)\n");
+    w.save("sleeper.json", &code_workflow("sleeper", &body));
     let dir = w.path("pids");
     std::fs::create_dir_all(&dir).unwrap();
     let srv = w.serve(&[]);
