@@ -41,6 +41,7 @@
 //!   runner; one retired for any other reason ends only once the executions it runs have.
 //! - more than [`MAX_TEMPLATES`] interpreters are in use: the least recently used goes.
 
+mod handle;
 mod spawn;
 mod supervised;
 mod template;

@@ -2,8 +2,9 @@
 //! supervises it; the runner gets its lifeline and waits for the template's report of its end
 //! ([`Supervised`]).
 
+use super::handle::Handle;
 use super::supervised::Supervised;
-use super::template::{Handle, Request};
+use super::template::Request;
 use super::{Key, Pool};
 use crate::process::{Launch, Proc, ProcessInfo, Spawned};
 use nix::fcntl::OFlag;

@@ -4,7 +4,8 @@
 //! which then waits for them itself; one that does not report an ended execution in time
 //! (stopped, stuck) is killed so that they are handed over.
 
-use super::template::{Nudge, TemplateRef, pidfd_kill, reap_orphan};
+use super::handle::{TemplateRef, pidfd_kill, reap_orphan};
+use super::template::Nudge;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;

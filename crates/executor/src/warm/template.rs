@@ -9,12 +9,13 @@
 //! execution's pipes attached to the request and the runner's ends of its supervision
 //! ([`Handle`]) to the answer (`SCM_RIGHTS`).
 
+use super::handle::{Handle, Spare, TemplateRef, pidfd_open};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
 use serde_json::Value;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -44,52 +45,6 @@ pub(crate) struct Request<'a> {
     pub script: &'a str,
     pub cwd: PathBuf,
     pub max_memory: Option<u64>,
-}
-
-/// An execution the template forked and supervises, as the runner holds it.
-pub(crate) struct Handle {
-    /// The interpreter, W: the execution's process group and session.
-    pub pid: i32,
-    /// The write end of W's lifeline: closed, the template kills W's tree; a `t` written, it
-    /// passes SIGTERM to all of it.
-    pub lifeline: OwnedFd,
-    /// The read end of W's status pipe: W's wait status as text, once W and what it left are
-    /// gone; closed without it when the template died.
-    pub status: OwnedFd,
-    /// A pidfd of W.
-    pub pidfd: OwnedFd,
-    /// The template, to end one that does not report W's end because it is stopped.
-    pub template: Option<TemplateRef>,
-    /// W is never a stray (`crate::strays`): should the template die, it is our child.
-    pub own: crate::strays::Own,
-}
-
-/// A template as its executions' waiters know it: its pid, and a pidfd opened while it was our
-/// unreaped child (so it is that process for good).
-#[derive(Clone)]
-pub(crate) struct TemplateRef {
-    pub pid: i32,
-    pub pidfd: Arc<OwnedFd>,
-}
-
-impl Handle {
-    /// From the three descriptors the template sends with an execution, in its order.
-    fn of(pid: i32, fds: &mut Vec<OwnedFd>, template: Option<TemplateRef>) -> Option<Handle> {
-        if fds.len() != 3 {
-            return None;
-        }
-        let pidfd = fds.pop()?;
-        let status = fds.pop()?;
-        let lifeline = fds.pop()?;
-        Some(Handle {
-            pid,
-            lifeline,
-            status,
-            pidfd,
-            template,
-            own: crate::strays::Own::new(pid),
-        })
-    }
 }
 
 pub(crate) struct Template {
@@ -393,18 +348,6 @@ impl Template {
     }
 }
 
-/// A pidfd of `pid` (pidfd_open).
-pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just returned to us, owned from here on.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Tells a template that an execution it started has ended: the moment to make the next ones'
 /// spares (`_make_spare` in the template), when the machine has room for them; with the spares
 /// used or let go since the last nudge (`{"gone": [W, …]}`).
@@ -432,94 +375,6 @@ impl Nudge {
 
 /// The most spares kept per template (the template makes no more than this either).
 const MAX_SPARES: usize = 2;
-
-/// A spare in our hands: W (waiting for its request on `w`), which holds `scripts` prepared, and
-/// its supervision. Its descriptors closed, W ends.
-struct Spare {
-    scripts: Vec<String>,
-    w: OwnedFd,
-    handle: Handle,
-}
-
-impl Spare {
-    /// From the template's `{"spare": W, "scripts": […]}` and its four descriptors (W's socket,
-    /// then its [`Handle`]'s).
-    fn of(
-        pid: i32,
-        v: &Value,
-        mut fds: Vec<OwnedFd>,
-        template: Option<TemplateRef>,
-    ) -> Option<Spare> {
-        if fds.len() != 4 {
-            return None;
-        }
-        let w = fds.remove(0);
-        let handle = Handle::of(pid, &mut fds, template)?;
-        let scripts = v["scripts"].as_array().map_or_else(Vec::new, |a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect()
-        });
-        Some(Spare { scripts, w, handle })
-    }
-
-    /// Gives it the execution: the request and the execution's three pipes. Nothing of the
-    /// workflow runs before its stdin is written (by the caller, after this), so after a
-    /// failure the spare is let go and the same descriptors given to another.
-    fn give(&self, body: &[u8], fds: &[RawFd; 3]) -> std::io::Result<()> {
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        let iov = [IoSlice::new(body)];
-        let cmsg = [ControlMessage::ScmRights(fds)];
-        sendmsg::<()>(self.w.as_raw_fd(), &iov, &cmsg, flags, None)?;
-        Ok(())
-    }
-
-    /// Closes its descriptors: W ends, and the template reaps it — or, if the template is gone
-    /// and W was re-parented to us, we do, off the runtime's threads.
-    fn let_go(self) {
-        let Spare { w, handle, .. } = self;
-        drop(w);
-        let me = std::process::id() as i32;
-        if crate::tree::stat(handle.pid).is_some_and(|s| s.ppid == me) {
-            std::thread::spawn(move || reap_orphan(&handle.pidfd, SPARE_ENDS_WITHIN));
-        }
-    }
-}
-
-/// Waits (at most `limit`, then kills it) for the process of `pidfd` to end, and reaps it if it
-/// is this process's child (an execution or spare whose template died). Through its pidfd, so
-/// that a pid reused meanwhile is never touched. Returns its status when it was ours.
-pub(crate) fn reap_orphan(pidfd: &OwnedFd, limit: Duration) -> Option<nix::sys::wait::WaitStatus> {
-    use nix::sys::wait::{Id, WaitPidFlag, waitid};
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let ended = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) } > 0;
-    if !ended {
-        pidfd_kill(pidfd);
-    }
-    waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED).ok()
-}
-
-/// SIGKILL to the process of `pidfd` (never to a process that took its pid since).
-pub(crate) fn pidfd_kill(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal takes a descriptor, a signal and no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
-    }
-}
-
-/// How long a spare may take to end once it was let go.
-const SPARE_ENDS_WITHIN: Duration = Duration::from_secs(5);
 
 /// One message from a template's socket (`fd`), with its descriptors (close-on-exec).
 fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> {
