@@ -9,9 +9,10 @@ def _serve(sock):
     end and the last execution has ended.  Returns only in a worker."""
     serving = True
     _POLL.register(sock.fileno(), _POLL_IN)
-    while serving or _RUNNING:
+    while serving or _RUNNING or _ENDING:
         try:
-            events = _POLL.poll()
+            # Without waiting while what ended executions left is being ended, a round a turn.
+            events = _POLL.poll(1 if _ENDING else None)
         except OSError:
             # More descriptors watched than the limit an execution lowered allows.
             if not _raise_nofile():
@@ -39,6 +40,7 @@ def _serve(sock):
             if worker is not None:
                 sock.detach()
                 return worker
+        _end_leftovers()
     _end_template()
 
 

@@ -182,58 +182,113 @@ def _give_up():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _end_leftovers():
-    """Kills every child of the template that is none of its executions — what an ended W left,
-    re-parented here — with all that is under it, until none is left: each round frozen first
-    (SIGSTOP: nothing forks meanwhile), then killed, as the runner's sweep does
-    (crates/executor/src/strays.rs).  False when some remain after as many rounds as the
-    shepherd tries (crates/executor/src/shepherd.rs, finish), or they cannot be seen."""
-    children = "/proc/self/task/%d/children" % os.getpid()
-    for _ in range(500):
-        _reap()
+# Executions that ended and whose leftovers are being ended: their reports wait for that, done
+# one round per turn of the poll, so that the other executions' stops, ends and requests are
+# served in between (a fork storm left behind takes many rounds).
+_ENDING = []
+_ROUNDS = [0]
+# Rounds before the template gives up, as many as the shepherd tries
+# (crates/executor/src/shepherd.rs, finish).
+_MAX_ROUNDS = 500
+
+
+def _session(pid):
+    """The session of `pid` (/proc/<pid>/stat), or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _leftovers_round():
+    """One round of ending what ended executions left: every child of the template that is none
+    of its executions and in none of their sessions — what an ended W left, re-parented here
+    (a process of a running W that left it, by CLONE_PARENT or because W stopped being a
+    subreaper, waits for its W's end) — is frozen (SIGSTOP: nothing forks meanwhile) with all
+    that is under it, then killed, as the runner's sweep does (crates/executor/src/strays.rs).
+    True when none is left, False when some were, None when they cannot be seen."""
+    _reap()
+    try:
+        with open("/proc/self/task/%d/children" % os.getpid(), "rb") as f:
+            kids = [int(k) for k in f.read().split()]
+    except (OSError, ValueError):
+        # Not "nothing left": what is there cannot be seen.
+        return False if _raise_nofile() else None
+    left = [k for k in kids if k not in _RUNNING and _session(k) not in _RUNNING]
+    if not left:
+        return True
+    # Our children, not reaped: their pids are their own. Each process is frozen as soon as it
+    # is found, before its children are read, so that a storm cannot fork faster than the walk
+    # goes (a child forked in the moment before the stop lands comes here when its parent is
+    # killed, for the next round); then all of them are killed.
+    doomed = _freeze_trees(left)
+    for p in doomed:
         try:
-            with open(children, "rb") as f:
-                kids = [int(k) for k in f.read().split()]
-        except (OSError, ValueError):
-            # Not "nothing left": what is there cannot be seen.
-            if not _raise_nofile():
-                return False
-            continue
-        left = [k for k in kids if k not in _RUNNING]
-        if not left:
-            return True
-        # Our children, not reaped: their pids are their own; what is under them was listed
-        # just now and is frozen before anything is killed.
-        doomed = left + [p for k in left for p in _descendants(k)]
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for p in doomed:
-                try:
-                    os.kill(p, sig)
-                except OSError:
-                    pass
-        time.sleep(0.001)
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
     return False
 
 
+def _freeze_trees(roots):
+    """SIGSTOPs each of `roots` and everything under it, each process before its children are
+    read; returns all of them."""
+    out, todo = [], list(roots)
+    while todo and len(out) < 100000:
+        p = todo.pop()
+        try:
+            os.kill(p, signal.SIGSTOP)
+        except OSError:
+            continue
+        out.append(p)
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t), "rb") as f:
+                    todo.extend(int(k) for k in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def _end_leftovers():
+    """A round for what ended, if anything did: once none is left, the runner is told how each
+    W ended (its wait status, as text) and the executions are forgotten; when what they left
+    cannot be ended (too many rounds, or it cannot be seen), each report says so ("lost") and
+    the template gives up: the runner ends the rest.  The loop polls without waiting while
+    anything is being ended."""
+    if not _ENDING:
+        return
+    done = _leftovers_round()
+    if done is False and _ROUNDS[0] < _MAX_ROUNDS:
+        _ROUNDS[0] += 1
+        return
+    for ex in _ENDING:
+        try:
+            os.write(ex.status_fd, b"%d\n" % ex.raw if done else b"%d lost\n" % ex.raw)
+        except OSError:
+            pass  # the runner let the execution go (a spare it did not use)
+        os.close(ex.status_fd)
+    del _ENDING[:]
+    _ROUNDS[0] = 0
+    if not done:
+        _give_up()
+
+
 def _on_end(ex):
-    """W ended: what it left is ended, then the runner is told how W ended (its wait status, as
-    text) and the execution is forgotten.  When what it left cannot be ended, the report says
-    so ("lost") and the template gives up: the runner ends the rest."""
+    """W ended: reaped, and its report waits until what it left is ended (_end_leftovers)."""
     _reap()
     if ex.raw is None:
         return  # not ended after all (an event for a descriptor whose number was reused)
     del _RUNNING[ex.pid]
-    whole = _end_leftovers()
     _unwatch(ex.pidfd)
     if ex.lifeline is not None:
         _unwatch(ex.lifeline)
-    try:
-        os.write(ex.status_fd, b"%d\n" % ex.raw if whole else b"%d lost\n" % ex.raw)
-    except OSError:
-        pass  # the runner let the execution go (a spare it did not use)
-    os.close(ex.status_fd)
-    if not whole:
-        _give_up()
+    _ENDING.append(ex)
 
 
 def _supervise(fd):

@@ -170,3 +170,69 @@ fn a_fork_storm_left_behind_ends_before_its_execution_and_fails_no_other() {
     let z = zombie_children(srv.pid());
     assert!(z.is_empty(), "zombies under flowrun serve: {z:?}");
 }
+
+/// A node that stops its interpreter being a subreaper, then double-forks a sleeper: the
+/// sleeper is re-parented to the template while its execution still runs. It is that
+/// execution's (its session), so it lives as long as the execution does — as under a cold
+/// execution's shepherd — even when another execution ends meanwhile, and is ended with it.
+const LEAVES_ITS_INTERPRETER: &str = r#"
+import ctypes, os, time
+ctypes.CDLL(None).prctl(36, 0, 0, 0, 0)
+if os.fork() == 0:
+    if os.fork() == 0:
+        with open(trigger['pids'], 'a') as f:
+            f.write('%d\n' % os.getpid())
+        time.sleep(300)
+    os._exit(0)
+time.sleep(2.5)
+return 'went on'
+"#;
+
+#[test]
+fn a_process_that_leaves_its_interpreter_for_the_template_lives_as_long_as_its_execution() {
+    let world = World::new();
+    world.save(
+        "leaver.json",
+        &json!({ "id": "leaver", "nodes": [ code_node("n", LEAVES_ITS_INTERPRETER) ]}),
+    );
+    world.save(
+        "quick.json",
+        &json!({ "id": "quick", "nodes": [ { "id": "s", "type": "set", "fields": { "ok": true } } ]}),
+    );
+    let pids = world.path("pids");
+    let srv = world.serve(&["--max-concurrent", "4"]);
+    let id = srv.start(
+        "/api/workflows/leaver/executions",
+        &json!({ "trigger": { "pids": pids.display().to_string() } }),
+    );
+    let sleeper = wait_for_sleeper(&pids);
+    let quick = srv.post(
+        "/api/workflows/quick/executions?wait=true",
+        &json!({"trigger": {}}),
+    );
+    assert_eq!(quick.body["status"], "success", "{}", quick.text);
+    let rec = srv.get(&format!("/api/executions/{id}"));
+    assert_eq!(
+        rec.body["status"], "running",
+        "the leaver ended early: {}",
+        rec.text
+    );
+    assert!(
+        alive(sleeper),
+        "the sleeper was ended while its execution still ran"
+    );
+    let rec = srv.wait_final(&id);
+    assert_eq!(rec["status"], "success", "{rec:#}");
+    assert!(!alive(sleeper), "the sleeper outlived its execution");
+}
+
+fn wait_for_sleeper(pids: &std::path::Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(&p) = read_pids(pids).first() {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "the sleeper never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
