@@ -114,20 +114,24 @@ impl Spare {
 
 /// Waits (at most `limit`, then kills it) for the process of `pidfd` to end, and reaps it if it
 /// is this process's child (an execution or spare whose template died). Through its pidfd, so
-/// that a pid reused meanwhile is never touched. Returns its status when it was ours.
-pub(crate) fn reap_orphan(pidfd: &OwnedFd, limit: Duration) -> Option<nix::sys::wait::WaitStatus> {
+/// that a pid reused meanwhile is never touched.
+pub(crate) fn reap_orphan(pidfd: &OwnedFd, limit: Duration) {
     use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    if !pidfd_exited(pidfd, limit) {
+        pidfd_kill(pidfd);
+    }
+    let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+}
+
+/// Whether the process of `pidfd` has exited, waiting at most `limit` for it.
+pub(crate) fn pidfd_exited(pidfd: &OwnedFd, limit: Duration) -> bool {
     let mut p = libc::pollfd {
         fd: pidfd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    let ended = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) } > 0;
-    if !ended {
-        pidfd_kill(pidfd);
-    }
-    waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED).ok()
+    unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) > 0 }
 }
 
 /// SIGKILL to the process of `pidfd` (never to a process that took its pid since).

@@ -4,7 +4,7 @@
 //! which then waits for them itself; one that does not report an ended execution in time
 //! (stopped, stuck) is killed so that they are handed over.
 
-use super::handle::{TemplateRef, pidfd_kill, reap_orphan};
+use super::handle::{TemplateRef, pidfd_exited, pidfd_kill, reap_orphan};
 use super::template::Nudge;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
@@ -174,14 +174,7 @@ impl Supervised {
 /// Whether the template (`pid`, while its pidfd says it has not exited: so still that process)
 /// is stopped (`T`, `t`: SIGSTOP, a debugger) and so cannot report.
 fn stopped(pid: i32, pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no waiting.
-    let exited = unsafe { libc::poll(&mut p, 1, 0) } > 0;
-    exited || crate::tree::is_stopped(pid)
+    pidfd_exited(pidfd, Duration::ZERO) || crate::tree::is_stopped(pid)
 }
 
 /// `"<wait status>\n"`, or `"<wait status> lost\n"` when the template could not end what the
