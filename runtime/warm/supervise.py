@@ -124,10 +124,19 @@ def _signal_tree(ex, sig):
 
 
 def _descendants(pid):
-    """Every process under `pid` (each thread's children, as /proc lists them)."""
-    out, todo = [], [pid]
+    """Every process under `pid`."""
+    return _walk([pid])[1:]
+
+
+def _walk(roots, before=None):
+    """Every process of the trees under `roots` (each thread's children, as /proc lists them),
+    roots first.  `before(p)` runs on each before its children are read; False: it is gone."""
+    out, todo = [], list(roots)
     while todo and len(out) < 100000:
         p = todo.pop()
+        if before is not None and not before(p):
+            continue
+        out.append(p)
         try:
             tasks = os.listdir("/proc/%d/task" % p)
         except OSError:
@@ -135,11 +144,9 @@ def _descendants(pid):
         for t in tasks:
             try:
                 with open("/proc/%d/task/%s/children" % (p, t), "rb") as f:
-                    kids = [int(k) for k in f.read().split()]
+                    todo.extend(int(k) for k in f.read().split())
             except (OSError, ValueError):
                 continue
-            out.extend(kids)
-            todo.extend(kids)
     return out
 
 
@@ -234,25 +241,13 @@ def _leftovers_round():
 def _freeze_trees(roots):
     """SIGSTOPs each of `roots` and everything under it, each process before its children are
     read; returns all of them."""
-    out, todo = [], list(roots)
-    while todo and len(out) < 100000:
-        p = todo.pop()
+    def stop(p):
         try:
             os.kill(p, signal.SIGSTOP)
+            return True
         except OSError:
-            continue
-        out.append(p)
-        try:
-            tasks = os.listdir("/proc/%d/task" % p)
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open("/proc/%d/task/%s/children" % (p, t), "rb") as f:
-                    todo.extend(int(k) for k in f.read().split())
-            except (OSError, ValueError):
-                continue
-    return out
+            return False
+    return _walk(roots, stop)
 
 
 def _end_leftovers():
