@@ -535,12 +535,19 @@ fn a_changed_requirement_set_recycles_the_template() {
         .find(|p| p.is_dir())
         .expect("the venv's site-packages");
     w.save("quick.json", &code_workflow("quick", "return 42"));
+    w.save("slow.json", &code_workflow("slow", SLOW));
     let python = venv.join("bin").join("python");
     let srv = w.serve(&["--python", python.to_str().unwrap()]);
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
     assert_eq!(run_wait(&srv, "quick")["start"], "warm");
     let before = templates(srv.pid());
     assert_eq!(before.len(), 1, "one template, used twice");
+    // An execution it forked runs through its retirement: the template supervises it to its end.
+    let slow = srv.start("/api/workflows/slow/executions", &json!({"trigger": {}}));
+    wait_for("the slow execution to run its node", || {
+        let r = srv.get(&format!("/api/executions/{slow}"));
+        (r.body["nodes"][0]["status"] == "running").then_some(())
+    });
 
     // A package appears in the venv: the requirement set the template loaded is gone.
     add_package(&site);
@@ -548,8 +555,20 @@ fn a_changed_requirement_set_recycles_the_template() {
     assert_eq!(r["status"], "success");
     assert_eq!(r["start"], "warm");
     let after = templates(srv.pid());
-    assert_eq!(after.len(), 1, "the stale template was retired: {after:?}");
-    assert_ne!(after, before, "a new template serves the new set");
+    assert!(
+        after.iter().any(|t| !before.contains(t)),
+        "a new template serves the new set: {after:?}"
+    );
+    let done = srv.wait_final(&slow);
+    assert_eq!(done["status"], "success", "{done:#}");
+    assert_eq!(done["start"], "warm");
+    wait_for(
+        "the stale template to be gone once its execution ended",
+        || {
+            let now = templates(srv.pid());
+            (now.len() == 1 && !now.contains(&before[0])).then_some(())
+        },
+    );
 }
 
 fn add_package(site: &Path) {
