@@ -218,6 +218,14 @@ pub(crate) fn code_workflow(id: &str, code: &str) -> Value {
     json!({"id": id, "nodes": [{"id": "probe", "type": "code", "code": code}]})
 }
 
+/// Waits until execution `id`'s first node runs.
+pub(crate) fn node_running(srv: &Server, id: &str) {
+    wait_for(&format!("execution {id} to run its node"), || {
+        let r = srv.get(&format!("/api/executions/{id}"));
+        (r.body["nodes"][0]["status"] == "running").then_some(())
+    });
+}
+
 pub(crate) fn run_wait(srv: &Server, workflow: &str) -> Value {
     let r = srv.post(
         &format!("/api/workflows/{workflow}/executions?wait=true"),
@@ -466,10 +474,7 @@ fn killing_the_template_fails_no_execution_and_it_is_replaced() {
 
     // An execution forked from it is running when the template is killed.
     let id = srv.start("/api/workflows/slow/executions", &json!({"trigger": {}}));
-    wait_for("the slow execution to run its node", || {
-        let r = srv.get(&format!("/api/executions/{id}"));
-        (r.body["nodes"][0]["status"] == "running").then_some(())
-    });
+    node_running(&srv, &id);
     faults::signal(first[0], nix::sys::signal::Signal::SIGKILL);
     let done = wait_for("the slow execution to end", || {
         let r = srv.get(&format!("/api/executions/{id}"));
@@ -544,10 +549,7 @@ fn a_changed_requirement_set_recycles_the_template() {
     assert_eq!(before.len(), 1, "one template, used twice");
     // An execution it forked runs through its retirement: the template supervises it to its end.
     let slow = srv.start("/api/workflows/slow/executions", &json!({"trigger": {}}));
-    wait_for("the slow execution to run its node", || {
-        let r = srv.get(&format!("/api/executions/{slow}"));
-        (r.body["nodes"][0]["status"] == "running").then_some(())
-    });
+    node_running(&srv, &slow);
 
     // A package appears in the venv: the requirement set the template loaded is gone.
     add_package(&site);

@@ -7,8 +7,9 @@
 use crate::escapes::{ESCAPEE, KILL_TEMPLATE};
 use crate::support::faults::*;
 use crate::support::serve::{Server, World};
+use crate::support::wait_for;
+use crate::warm::node_running;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 /// A warm execution whose node killed its template (its parent) came to the server (a
 /// subreaper), and so did its escapees: the execution goes on and is recorded as ended only once
@@ -71,7 +72,7 @@ fn beside_a_victim(world: &World, srv: &Server, attack: &str, trigger: serde_jso
         &json!({ "id": "victim", "nodes": [ code_node("n", "import time\ntime.sleep(2.5)\nreturn 'slept'") ]}),
     );
     let victim = srv.start("/api/workflows/victim/executions", &json!({"trigger": {}}));
-    wait_for_running(srv, &victim);
+    node_running(srv, &victim);
     let id = srv.start(
         &format!("/api/workflows/{attack}/executions"),
         &json!({ "trigger": trigger }),
@@ -82,18 +83,6 @@ fn beside_a_victim(world: &World, srv: &Server, attack: &str, trigger: serde_jso
     let rec = srv.wait_final(&victim);
     assert_eq!(rec["status"], "success", "the victim: {rec:#}");
     assert_eq!(rec["output"], "slept");
-}
-
-fn wait_for_running(srv: &Server, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = srv.get(&format!("/api/executions/{id}"));
-        if r.body["nodes"][0]["status"] == "running" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} never ran: {}", r.text);
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A node that sets its template's descriptor limit to zero (it cannot raise it again) leaves
@@ -205,7 +194,7 @@ fn a_process_that_leaves_its_interpreter_for_the_template_lives_as_long_as_its_e
         "/api/workflows/leaver/executions",
         &json!({ "trigger": { "pids": pids.display().to_string() } }),
     );
-    let sleeper = wait_for_sleeper(&pids);
+    let sleeper = wait_for("the sleeper to start", || read_pids(&pids).first().copied());
     let quick = srv.post(
         "/api/workflows/quick/executions?wait=true",
         &json!({"trigger": {}}),
@@ -224,15 +213,4 @@ fn a_process_that_leaves_its_interpreter_for_the_template_lives_as_long_as_its_e
     let rec = srv.wait_final(&id);
     assert_eq!(rec["status"], "success", "{rec:#}");
     assert!(!alive(sleeper), "the sleeper outlived its execution");
-}
-
-fn wait_for_sleeper(pids: &std::path::Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(&p) = read_pids(pids).first() {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "the sleeper never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
