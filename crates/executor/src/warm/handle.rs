@@ -105,22 +105,25 @@ impl Spare {
     pub(super) fn let_go(self) {
         let Spare { w, handle, .. } = self;
         drop(w);
-        let me = std::process::id() as i32;
-        if crate::tree::stat(handle.pid).is_some_and(|s| s.ppid == me) {
-            std::thread::spawn(move || reap_orphan(&handle.pidfd, SPARE_ENDS_WITHIN));
-        }
+        reap_if_ours(handle.pid, handle.pidfd);
     }
 }
 
-/// Waits (at most `limit`, then kills it) for the process of `pidfd` to end, and reaps it if it
-/// is this process's child (an execution or spare whose template died). Through its pidfd, so
-/// that a pid reused meanwhile is never touched.
-pub(crate) fn reap_orphan(pidfd: &OwnedFd, limit: Duration) {
+/// When `pid` is this process's child (an execution or spare whose template died, re-parented
+/// to us), waits off the runtime's threads (at most [`ENDS_WITHIN`], then kills it) for it to
+/// end, and reaps it. Through its pidfd, so that a pid reused meanwhile is never touched.
+pub(crate) fn reap_if_ours(pid: i32, pidfd: OwnedFd) {
     use nix::sys::wait::{Id, WaitPidFlag, waitid};
-    if !pidfd_exited(pidfd, limit) {
-        pidfd_kill(pidfd);
+    let me = std::process::id() as i32;
+    if crate::tree::stat(pid).is_none_or(|s| s.ppid != me) {
+        return;
     }
-    let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+    std::thread::spawn(move || {
+        if !pidfd_exited(&pidfd, ENDS_WITHIN) {
+            pidfd_kill(&pidfd);
+        }
+        let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+    });
 }
 
 /// Whether the process of `pidfd` has exited, waiting at most `limit` for it.
@@ -148,8 +151,8 @@ pub(crate) fn pidfd_kill(pidfd: &OwnedFd) {
     }
 }
 
-/// How long a spare may take to end once it was let go.
-const SPARE_ENDS_WITHIN: Duration = Duration::from_secs(5);
+/// How long a spare let go, or an execution dropped before its end, may take to end.
+const ENDS_WITHIN: Duration = Duration::from_secs(5);
 
 /// A pidfd of `pid` (pidfd_open).
 pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {

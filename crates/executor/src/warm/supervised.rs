@@ -4,7 +4,7 @@
 //! which then waits for them itself; one that does not report an ended execution in time
 //! (stopped, stuck) is killed so that they are handed over.
 
-use super::handle::{TemplateRef, pidfd_exited, pidfd_kill, reap_orphan};
+use super::handle::{TemplateRef, pidfd_exited, pidfd_kill, reap_if_ours};
 use super::template::Nudge;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use std::os::fd::{AsFd, OwnedFd};
@@ -210,10 +210,7 @@ impl Drop for Supervised {
             Err(_) => return,
         };
         pidfd_kill(&pidfd);
-        let me = std::process::id() as i32;
-        if crate::tree::stat(self.pid).is_some_and(|s| s.ppid == me) {
-            std::thread::spawn(move || reap_orphan(&pidfd, Duration::from_secs(5)));
-        }
+        reap_if_ours(self.pid, pidfd);
     }
 }
 
