@@ -49,9 +49,14 @@ def _answer(sock, msg, fds):
     Returns what W runs, in W only."""
     if not fds:
         # The runner's nudge: an execution ended, the time to make the next ones' spares (see
-        # _make_spare); it names the spares it used or let go of since the last one.
+        # _make_spare); it names the spares it used or let go of since the last one.  Or a
+        # script to prepare ahead: its first executions start cold meanwhile.
         try:
-            _MADE.difference_update(json.loads(msg.decode("utf-8"))["gone"])
+            nudge = json.loads(msg.decode("utf-8"))
+            if "prepare" in nudge:
+                _prepare(nudge["prepare"])
+                return None
+            _MADE.difference_update(nudge["gone"])
         except Exception:
             return None
         while len(_MADE) < _MAX_SPARES:

@@ -37,6 +37,7 @@ mod validate_errors;
 mod warm;
 mod warm_attacks;
 mod warm_memory;
+mod warm_ready;
 mod warm_spare;
 mod workflow_files;
 mod workflow_tests;

@@ -143,6 +143,10 @@ impl Env {
             }
         }
         cmd.env("FLOWRUN_DB", self.db_path())
+            // Every warm execution warm, its template waited for as it starts and prepares the
+            // script: what most warm tests check. `warm_ready.rs` tests the default, where
+            // executions start cold meanwhile.
+            .env("FLOWRUN_WARM_WAIT", "1")
             .env("FLOWRUN_CACHE_DIR", self.cache_dir())
             .env("TMPDIR", self.tmp_dir())
             .current_dir(self.dir.path())

@@ -11,8 +11,9 @@
 //! passed on to the whole tree, what is left ended when the interpreter ends), in one process
 //! and one poll, so that no shepherd is exec'd per execution; fds 0/1/2 are the runner's pipes,
 //! as cold. `runtime/warm/template.py` and `supervise.py` say how; this module keeps the
-//! templates: one per interpreter and requirement set ([`Key`]), started on first use and
-//! waited for (so the first execution is warm too). The runner waits for a warm execution
+//! templates: one per interpreter and requirement set ([`Key`]), started on first use in the
+//! background; executions start cold until it is ready, and until it has prepared their script
+//! (see [`Pool::with_template`]). The runner waits for a warm execution
 //! through the template's report of its end ([`Supervised`]); a template that dies hands its
 //! executions to the runner, a child subreaper, which then waits for them and ends what they
 //! leave itself.
@@ -144,7 +145,11 @@ struct Slot {
 
 /// The templates of this process.
 pub struct Pool {
-    slots: tokio::sync::Mutex<(HashMap<Key, Slot>, u64)>,
+    slots: tokio::sync::Mutex<Slots>,
+    /// Wait for a template to start and for a script to be prepared in it, rather than start
+    /// executions cold meanwhile (`FLOWRUN_WARM_WAIT=1`): every execution warm, for
+    /// measurements and tests that need each one to be.
+    wait: bool,
     /// Templates started and retired so far (for `flowrun serve`'s logs and the tests).
     stats: std::sync::Mutex<Stats>,
 }
@@ -164,9 +169,19 @@ static POOL: OnceLock<Pool> = OnceLock::new();
 /// child.
 pub fn enable() {
     POOL.get_or_init(|| Pool {
-        slots: tokio::sync::Mutex::new((HashMap::new(), 0)),
+        slots: tokio::sync::Mutex::new(Slots::default()),
+        wait: std::env::var_os("FLOWRUN_WARM_WAIT").is_some_and(|v| v == "1"),
         stats: std::sync::Mutex::new(Stats::default()),
     });
+}
+
+/// The templates in use, by key, and those being started.
+#[derive(Default)]
+struct Slots {
+    ready: HashMap<Key, Slot>,
+    starting: std::collections::HashSet<Key>,
+    /// Counts uses, for the least recently used template to go first.
+    clock: u64,
 }
 
 /// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
@@ -177,9 +192,9 @@ pub fn retire_all() {
         return;
     };
     if let Ok(mut guard) = pool.slots.try_lock() {
-        let (slots, _) = &mut *guard;
-        let n = slots.len() as u64;
-        slots.clear();
+        let slots = &mut *guard;
+        let n = slots.ready.len() as u64;
+        slots.ready.clear();
         pool.count(|s| s.retired += n);
     }
 }
@@ -195,9 +210,9 @@ pub(crate) fn retire_dead() {
     let Ok(mut guard) = pool.slots.try_lock() else {
         return;
     };
-    let before = guard.0.len();
-    guard.0.retain(|_, slot| slot.template.alive());
-    let n = (before - guard.0.len()) as u64;
+    let before = guard.ready.len();
+    guard.ready.retain(|_, slot| slot.template.alive());
+    let n = (before - guard.ready.len()) as u64;
     pool.count(|s| s.retired += n);
 }
 
@@ -237,62 +252,115 @@ impl Pool {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Runs `f` with the template for `key`, started (and waited for) if there is none or the
-    /// one there is stale. A template `f` fails with is retired: the next call starts another.
+    /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
+    /// another is started in the background and this call fails (the execution starts cold),
+    /// as do those that come before it is ready; so does one for a `script` the template has
+    /// not prepared, which it is asked to prepare now. A warm start never makes an execution
+    /// wait for what a cold one does not (unless `FLOWRUN_WARM_WAIT=1`: then the start and the
+    /// preparing are waited for). A template `f` fails with is retired: the next call starts
+    /// another.
     pub(crate) async fn with_template<T>(
-        &self,
+        &'static self,
         key: &Key,
+        script: &str,
         f: impl AsyncFnOnce(&mut Template) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
         let print = fingerprint(&key.program);
         let mut guard = self.slots.lock().await;
-        let (slots, clock) = &mut *guard;
-        *clock += 1;
-        let now = *clock;
-        let why = slots.get_mut(key).and_then(|slot| stale(slot, &print));
+        let slots = &mut *guard;
+        slots.clock += 1;
+        let now = slots.clock;
+        let why = slots
+            .ready
+            .get_mut(key)
+            .and_then(|slot| stale(slot, &print));
         if let Some(why) = why {
             tracing::debug!(why, "retiring a warm template");
-            slots.remove(key);
+            slots.ready.remove(key);
             self.count(|s| s.retired += 1);
         }
-        if !slots.contains_key(key) {
-            if slots.len() >= MAX_TEMPLATES {
-                let oldest = slots
-                    .iter()
-                    .min_by_key(|(_, s)| s.last_used)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    slots.remove(&k);
-                    self.count(|s| s.retired += 1);
+        if !slots.ready.contains_key(key) {
+            if !self.wait {
+                if slots.starting.insert(key.clone()) {
+                    let (key, script) = (key.clone(), script.to_string());
+                    tokio::spawn(async move {
+                        let started = Template::start(&key.program, &key.flags, &key.env).await;
+                        let started = started.map(|mut t| {
+                            t.prepare(&script);
+                            t
+                        });
+                        let mut guard = self.slots.lock().await;
+                        guard.starting.remove(&key);
+                        if let Err(e) = self.keep(&mut guard, key, started, print) {
+                            tracing::debug!("a warm template did not start: {e}");
+                        }
+                    });
                 }
+                return Err(std::io::Error::other("the warm template is starting"));
             }
-            let template = match Template::start(&key.program, &key.flags, &key.env).await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.count(|s| s.failed += 1);
-                    return Err(e);
-                }
-            };
-            self.count(|s| s.started += 1);
-            let slot = Slot {
-                template,
-                fingerprint: print,
-                last_used: now,
-            };
-            slots.insert(key.clone(), slot);
+            let started = Template::start(&key.program, &key.flags, &key.env).await;
+            if let Err(e) = self.keep(slots, key.clone(), started, print) {
+                return Err(std::io::Error::other(e));
+            }
         }
-        let slot = slots.get_mut(key).expect("inserted above");
+        let slot = slots.ready.get_mut(key).expect("kept above");
         slot.last_used = now;
+        if !self.wait && !slot.template.holds(script) {
+            // Prepared in the background too: what preparing costs the template (compiling
+            // the script, running its top level, importing what its nodes need) would be this
+            // execution's wait, longer than a cold start.
+            slot.template.prepare(script);
+            return Err(std::io::Error::other(
+                "the warm template is preparing the script",
+            ));
+        }
         let res = f(&mut slot.template).await;
         if res.is_err() && slot.template.broken {
             // Killed, not left to end what it runs: those executions come to us.
-            slots.remove(key);
+            slots.ready.remove(key);
             self.count(|s| {
                 s.failed += 1;
                 s.retired += 1;
             });
         }
         res
+    }
+
+    /// Keeps a template that started (the least recently used one going, when
+    /// [`MAX_TEMPLATES`] are in use already), or counts the failure.
+    fn keep(
+        &self,
+        slots: &mut Slots,
+        key: Key,
+        started: std::io::Result<Template>,
+        fingerprint: Vec<(u64, Option<SystemTime>)>,
+    ) -> Result<(), String> {
+        let template = match started {
+            Ok(t) => t,
+            Err(e) => {
+                self.count(|s| s.failed += 1);
+                return Err(e.to_string());
+            }
+        };
+        self.count(|s| s.started += 1);
+        if slots.ready.len() >= MAX_TEMPLATES {
+            let oldest = slots
+                .ready
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                slots.ready.remove(&k);
+                self.count(|s| s.retired += 1);
+            }
+        }
+        let slot = Slot {
+            template,
+            fingerprint,
+            last_used: slots.clock,
+        };
+        slots.ready.insert(key, slot);
+        Ok(())
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::net::unix::pipe;
 /// request), so an error until then drops its lifeline — the template ends what it forked —
 /// before the cold start can run the workflow again.
 pub(crate) async fn spawn(
-    pool: &Pool,
+    pool: &'static Pool,
     launch: &Launch,
     stdin: &[&[u8]],
 ) -> std::io::Result<Spawned> {
@@ -69,7 +69,9 @@ pub(crate) async fn spawn(
     };
     let fds = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
     let (handle, nudge) = pool
-        .with_template(&key, async |t| Ok((t.fork(&req, fds).await?, t.nudge())))
+        .with_template(&key, script, async |t| {
+            Ok((t.fork(&req, fds).await?, t.nudge()))
+        })
         .await?;
     // The execution has its own copies now; ours would keep its pipes open past its end.
     drop((in_r, out_w, err_w));

@@ -37,6 +37,9 @@ const SOURCE: &str = concat!(
 /// venv, a machine swapping), and the execution goes cold.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
+/// Scripts a template keeps prepared (`_PREPARED_MAX` in `runtime/warm/template.py`).
+const PREPARED_MAX: usize = 16;
+
 /// How long a template may take to answer a request (a fork and a few pipes: ~1 ms).
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
@@ -61,6 +64,9 @@ pub(crate) struct Template {
     /// The spares used or let go since the last nudge: the template counts the spares in our
     /// hands so as to make no more than two.
     gone: Arc<Mutex<Vec<i32>>>,
+    /// The scripts it was asked to prepare or to run, the latest last: as many as it keeps
+    /// prepared (`_PREPARED_MAX` in `runtime/warm/template.py`).
+    asked: std::collections::VecDeque<String>,
     /// Resident memory right after it said ready, in KiB.
     pub base_rss_kib: u64,
     /// Retired for misbehaving (no answer in time, a malformed one): killed, not left to end its
@@ -151,6 +157,7 @@ impl Template {
             uses: 0,
             spares: Vec::new(),
             gone: Arc::default(),
+            asked: Default::default(),
             base_rss_kib: 0,
             // Until it says it is ready.
             broken: true,
@@ -184,6 +191,7 @@ impl Template {
         })
         .to_string();
         self.uses += 1;
+        self.asked_now(req.script);
         // What the template said since the last request: the spares it made meanwhile.
         loop {
             match self.receive_now() {
@@ -230,6 +238,33 @@ impl Template {
                 return handle;
             }
         }
+    }
+
+    /// Has it been asked to prepare `script` (or to run it, which prepares it)? A script it
+    /// holds no longer (it keeps the latest few) is prepared again when next asked for.
+    pub fn holds(&self, script: &str) -> bool {
+        self.asked.iter().any(|s| s == script)
+    }
+
+    /// Asks it to prepare `script` now, without waiting: the request that comes next for it
+    /// waits at most for what is left of that. Never fails: a template that is gone or busy
+    /// prepares it on that request instead.
+    pub fn prepare(&mut self, script: &str) {
+        self.asked_now(script);
+        let msg = serde_json::json!({ "prepare": script }).to_string();
+        let _ = nix::sys::socket::send(
+            self.sock.get_ref().as_raw_fd(),
+            msg.as_bytes(),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+    }
+
+    fn asked_now(&mut self, script: &str) {
+        self.asked.retain(|s| s != script);
+        if self.asked.len() >= PREPARED_MAX {
+            self.asked.pop_front();
+        }
+        self.asked.push_back(script.to_string());
     }
 
     /// Takes in one message of the template's: a spare is kept, the answer to request `seq`

@@ -1,0 +1,154 @@
+//! By default no execution waits for a warm template: while one starts, and while it prepares a
+//! script it has not run yet, executions start cold (`crates/executor/src/warm/mod.rs`,
+//! `Pool::with_template`); the ones after start warm. (The other warm tests set
+//! `FLOWRUN_WARM_WAIT=1`, which waits instead.) Nothing here is timed: which executions start
+//! cold is decided by what the template holds, not by how fast it gets there.
+
+use crate::support::serve::{Server, World};
+use crate::support::*;
+use crate::warm::{code_workflow, run_wait, templates};
+
+/// `FLOWRUN_WARM_WAIT` set to anything but `1` is the default.
+const DEFAULT: &[(&str, &str)] = &[("FLOWRUN_WARM_WAIT", "0")];
+
+/// Runs `workflow` until an execution of it starts warm; returns the starts seen, in order.
+fn until_warm(srv: &Server, workflow: &str) -> Vec<String> {
+    let mut starts = Vec::new();
+    wait_for(&format!("a warm execution of {workflow}"), || {
+        let r = run_wait(srv, workflow);
+        assert_eq!(r["status"], "success", "{r:#}");
+        starts.push(r["start"].as_str().unwrap_or_default().to_string());
+        (r["start"] == "warm").then_some(())
+    });
+    starts
+}
+
+#[test]
+fn a_server_runs_cold_until_its_template_holds_the_script_then_warm() {
+    let w = World::new();
+    w.save("one.json", &code_workflow("one", "return 1"));
+    w.save("two.json", &code_workflow("two", "return 2"));
+    let srv = w.serve_with(&[], DEFAULT);
+    // No template yet: this one starts one, and does not wait for it.
+    let first = run_wait(&srv, "one");
+    assert_eq!(first["status"], "success", "{first:#}");
+    assert_eq!(first["start"], "cold", "{first:#}");
+    assert_eq!(first["output"], 1);
+    let starts = until_warm(&srv, "one");
+    assert!(
+        starts
+            .iter()
+            .skip_while(|s| *s == "cold")
+            .all(|s| s == "warm"),
+        "{starts:?}"
+    );
+    assert_eq!(templates(srv.pid()).len(), 1);
+    // The template is ready, but has not prepared this script: it does now, while this
+    // execution starts cold; the next ones are warm.
+    let other = run_wait(&srv, "two");
+    assert_eq!(other["start"], "cold", "{other:#}");
+    assert_eq!(other["output"], 2);
+    until_warm(&srv, "two");
+    // And the first script is still held.
+    let again = run_wait(&srv, "one");
+    assert_eq!(again["start"], "warm", "{again:#}");
+    assert_eq!(templates(srv.pid()).len(), 1, "one template served both");
+}
+
+/// A suite of one case takes no longer than its cold start: it does not wait for a template,
+/// and the template it started is gone with it, its private directory too.
+#[test]
+fn a_suite_does_not_wait_for_its_template_and_leaves_nothing() {
+    let env = Env::new();
+    std::fs::copy(example("hello.json"), env.path("hello.json")).unwrap();
+    env.write_file(
+        "hello.test.yaml",
+        "workflow: ./hello.json\ncases:\n  - name: one\n    trigger: { name: a }\n",
+    );
+    let dir = env.path(".");
+    let out = output(env.flowrun().env("FLOWRUN_WARM_WAIT", "0").args([
+        "test",
+        dir.to_str().unwrap(),
+        "--offline",
+    ]));
+    assert_success(&out, "flowrun test");
+    let starts: Vec<String> = {
+        let db = env.db();
+        let mut q = db.prepare("SELECT start FROM executions").unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(starts, ["cold"], "the only case started cold");
+    wait_for("the template's private directory to go", || {
+        let left: Vec<String> = std::fs::read_dir(env.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("flowrun-warm-"))
+            .collect();
+        left.is_empty().then_some(())
+    });
+    let marked = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|e| contains_bytes(&e, env.tmp_dir().to_string_lossy().as_bytes()))
+            .unwrap_or(false)
+    };
+    wait_for("no process of the suite to be left", || {
+        let left: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&pid| marked(pid))
+            .collect();
+        left.is_empty().then_some(())
+    });
+}
+
+/// Many cases: the first ones start cold while the template starts (its start is a few cold
+/// starts' worth of work, so sixty cases leave it ample room on a loaded machine), and once
+/// one is warm the rest are, each with the output its case expects.
+#[test]
+fn a_suite_turns_warm_once_its_template_is_ready() {
+    let env = Env::new();
+    env.write_workflow(
+        "echo.json",
+        &code_workflow("echo", "return {'n': trigger['n'] * 2}"),
+    );
+    let mut suite = String::from("workflow: ./echo.json\ncases:\n");
+    for n in 0..60 {
+        suite.push_str(&format!(
+            "  - name: c{n}\n    trigger: {{ n: {n} }}\n    expect: {{ output.n: {} }}\n",
+            n * 2
+        ));
+    }
+    env.write_file("echo.test.yaml", &suite);
+    let dir = env.path(".");
+    let out = output(env.flowrun().env("FLOWRUN_WARM_WAIT", "0").args([
+        "test",
+        dir.to_str().unwrap(),
+        "--offline",
+        "-j",
+        "1",
+    ]));
+    assert_success(&out, "flowrun test");
+    let starts: Vec<String> = {
+        let db = env.db();
+        let mut q = db
+            .prepare("SELECT start FROM executions ORDER BY started_at, rowid")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(starts.len(), 60);
+    assert_eq!(starts[0], "cold", "{starts:?}");
+    let warm_from = starts.iter().position(|s| s == "warm");
+    let Some(from) = warm_from else {
+        panic!("no case started warm: {starts:?}");
+    };
+    assert!(
+        starts[from..].iter().all(|s| s == "warm"),
+        "a cold start after a warm one: {starts:?}"
+    );
+}
