@@ -39,7 +39,9 @@
 #      subreaper), which then waits for them itself and ends what they leave
 #      (crates/executor/src/warm/supervised.rs).
 #
-# The first request for a script prepares it in the template (_prepare): the
+# The runner's {"prepare": path} (a script it will ask for next, whose first
+# executions start cold meanwhile), or else the first request for a script,
+# prepares it in the template (_prepare): the
 # modules its nodes import (from a fixed list) are loaded, its top level is
 # run — definitions and the WORKFLOW literal only, the generated script calls
 # main under `if __name__ == "__main__"` — and the runtime's prepare_for_fork
@@ -148,6 +150,7 @@ def _prepare(path):
     st = os.stat(path)
     hit = _PREPARED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+        _PREPARED[path] = _PREPARED.pop(path)  # the latest used last: the oldest goes first
         return hit[2]
     with open(path, "rb") as f:
         data = f.read()

@@ -67,6 +67,9 @@ pub const MAX_USES: u32 = 500;
 /// `--max-memory-mb` limit counts the address space it inherits.
 pub const MAX_GROWTH_KIB: u64 = 64 << 10;
 
+/// How long after a template failed to start its key starts cold without trying another.
+const START_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Templates kept at once (interpreter and requirement sets in use); each holds ~25 MiB.
 pub const MAX_TEMPLATES: usize = 4;
 
@@ -150,6 +153,10 @@ pub struct Pool {
     /// executions cold meanwhile (`FLOWRUN_WARM_WAIT=1`): every execution warm, for
     /// measurements and tests that need each one to be.
     wait: bool,
+    /// Set by [`retire_all`]: the process is ending, and a template that finishes starting now
+    /// is dropped rather than kept (kept, it would outlive the sweep of what the process
+    /// leaves, and its private directory with it).
+    closed: std::sync::atomic::AtomicBool,
     /// Templates started and retired so far (for `flowrun serve`'s logs and the tests).
     stats: std::sync::Mutex<Stats>,
 }
@@ -171,6 +178,7 @@ pub fn enable() {
     POOL.get_or_init(|| Pool {
         slots: tokio::sync::Mutex::new(Slots::default()),
         wait: std::env::var_os("FLOWRUN_WARM_WAIT").is_some_and(|v| v == "1"),
+        closed: Default::default(),
         stats: std::sync::Mutex::new(Stats::default()),
     });
 }
@@ -180,6 +188,10 @@ pub fn enable() {
 struct Slots {
     ready: HashMap<Key, Slot>,
     starting: std::collections::HashSet<Key>,
+    /// When a template of each key last failed to start: none is started again for
+    /// [`START_AGAIN_AFTER`] (one that cannot start here, without `pidfd_open` say, would
+    /// otherwise cost every execution a Python started for nothing).
+    failed: HashMap<Key, std::time::Instant>,
     /// Counts uses, for the least recently used template to go first.
     clock: u64,
 }
@@ -191,11 +203,18 @@ pub fn retire_all() {
     let Some(pool) = pool() else {
         return;
     };
-    if let Ok(mut guard) = pool.slots.try_lock() {
-        let slots = &mut *guard;
-        let n = slots.ready.len() as u64;
-        slots.ready.clear();
-        pool.count(|s| s.retired += n);
+    pool.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Held only for moments once no execution runs (a template that finished starting being
+    // kept): waited for that long, not for an execution's request.
+    for _ in 0..50 {
+        if let Ok(mut guard) = pool.slots.try_lock() {
+            let slots = &mut *guard;
+            let n = slots.ready.len() as u64;
+            slots.ready.clear();
+            pool.count(|s| s.retired += n);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -205,8 +224,8 @@ pub(crate) fn retire_dead() {
     let Some(pool) = pool() else {
         return;
     };
-    // Not waited for: a template being started holds the lock for as long as that takes, and
-    // the next request finds a dead one anyway.
+    // Not waited for: a request holds the lock while its template answers (or, with
+    // FLOWRUN_WARM_WAIT=1, while one starts), and the next request finds a dead one anyway.
     let Ok(mut guard) = pool.slots.try_lock() else {
         return;
     };
@@ -265,6 +284,11 @@ impl Pool {
         script: &str,
         f: impl AsyncFnOnce(&mut Template) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other(
+                "warm starts are over for this process",
+            ));
+        }
         let print = fingerprint(&key.program);
         let mut guard = self.slots.lock().await;
         let slots = &mut *guard;
@@ -281,7 +305,11 @@ impl Pool {
         }
         if !slots.ready.contains_key(key) {
             if !self.wait {
-                if slots.starting.insert(key.clone()) {
+                let failed_lately = slots
+                    .failed
+                    .get(key)
+                    .is_some_and(|t| t.elapsed() < START_AGAIN_AFTER);
+                if !failed_lately && slots.starting.insert(key.clone()) {
                     let (key, script) = (key.clone(), script.to_string());
                     tokio::spawn(async move {
                         let started = Template::start(&key.program, &key.flags, &key.env).await;
@@ -291,8 +319,12 @@ impl Pool {
                         });
                         let mut guard = self.slots.lock().await;
                         guard.starting.remove(&key);
-                        if let Err(e) = self.keep(&mut guard, key, started, print) {
+                        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                            return; // dropped: it ends, and its directory goes
+                        }
+                        if let Err(e) = self.keep(&mut guard, key.clone(), started, print) {
                             tracing::debug!("a warm template did not start: {e}");
+                            guard.failed.insert(key, std::time::Instant::now());
                         }
                     });
                 }
@@ -343,6 +375,7 @@ impl Pool {
             }
         };
         self.count(|s| s.started += 1);
+        slots.failed.remove(&key);
         if slots.ready.len() >= MAX_TEMPLATES {
             let oldest = slots
                 .ready

@@ -140,7 +140,14 @@ impl Template {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        // Under the lock every spawn takes (crate::process): no other execution's pipes are
+        // open across this fork without close-on-exec, to be inherited by the template.
+        let child = {
+            let _spawning = crate::process::SPAWN_LOCK
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            cmd.spawn()?
+        };
         drop(theirs);
         let pid = child.id() as i32;
         let mut t = Template {
