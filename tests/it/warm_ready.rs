@@ -67,14 +67,7 @@ fn a_suite_does_not_wait_for_its_template_and_leaves_nothing() {
         "--offline",
     ]));
     assert_success(&out, "flowrun test");
-    let starts: Vec<String> = {
-        let db = env.db();
-        let mut q = db.prepare("SELECT start FROM executions").unwrap();
-        q.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let starts = env.execution_starts();
     assert_eq!(starts, ["cold"], "the only case started cold");
     wait_for("the template's private directory to go", || {
         let left: Vec<String> = std::fs::read_dir(env.tmp_dir())
@@ -126,16 +119,7 @@ fn a_suite_turns_warm_once_its_template_is_ready() {
         "1",
     ]));
     assert_success(&out, "flowrun test");
-    let starts: Vec<String> = {
-        let db = env.db();
-        let mut q = db
-            .prepare("SELECT start FROM executions ORDER BY started_at, rowid")
-            .unwrap();
-        q.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let starts = env.execution_starts();
     assert_eq!(starts.len(), 60);
     assert_eq!(starts[0], "cold", "{starts:?}");
     let warm_from = starts.iter().position(|s| s == "warm");

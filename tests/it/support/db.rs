@@ -81,6 +81,18 @@ impl Env {
             .unwrap()
     }
 
+    /// How each execution started (`warm` or `cold`), oldest first.
+    pub fn execution_starts(&self) -> Vec<String> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT start FROM executions ORDER BY started_at, rowid")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// The id of the one execution in the database; panics when there is not exactly one.
     pub fn only_execution_id(&self) -> String {
         let ids = self.execution_ids();
