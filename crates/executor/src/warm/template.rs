@@ -258,11 +258,9 @@ impl Template {
     /// prepares it on that request instead.
     pub fn prepare(&mut self, script: &str) {
         self.asked_now(script);
-        let msg = serde_json::json!({ "prepare": script }).to_string();
-        let _ = nix::sys::socket::send(
+        send_now(
             self.sock.get_ref().as_raw_fd(),
-            msg.as_bytes(),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            &serde_json::json!({ "prepare": script }),
         );
     }
 
@@ -403,13 +401,7 @@ impl Nudge {
     /// of the spares gone with the next nudge).
     pub fn send(self) {
         let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = serde_json::json!({ "gone": *gone }).to_string();
-        let sent = nix::sys::socket::send(
-            self.sock.as_raw_fd(),
-            msg.as_bytes(),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        );
-        if sent.is_ok() {
+        if send_now(self.sock.as_raw_fd(), &serde_json::json!({ "gone": *gone })) {
             gone.clear();
         }
     }
@@ -419,6 +411,13 @@ impl Nudge {
 const MAX_SPARES: usize = 2;
 
 /// One message from a template's socket (`fd`), with its descriptors (close-on-exec).
+/// Sends a message without descriptors, never waiting (a template that is busy or gone does
+/// not get it): whether it went.
+fn send_now(fd: RawFd, msg: &Value) -> bool {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    nix::sys::socket::send(fd, msg.to_string().as_bytes(), flags).is_ok()
+}
+
 fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, recvmsg};
     use std::os::fd::FromRawFd;
