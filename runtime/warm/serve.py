@@ -54,7 +54,7 @@ def _answer(sock, msg, fds):
         try:
             nudge = json.loads(msg.decode("utf-8"))
             if "prepare" in nudge:
-                _prepare(nudge["prepare"])
+                _prepare(nudge["prepare"], nudge.get("code"))
                 return None
             _MADE.difference_update(nudge["gone"])
         except Exception:

@@ -184,3 +184,43 @@ fn scripts_are_private_and_tmpdir_stays_empty() {
     assert_eq!(py, 2, "one cached script per workflow");
     assert!(n >= 2);
 }
+
+/// A new script's first run does not wait for its bytecode: it runs the `.py`, while the `.pyc`
+/// is compiled beside it in the background (private, like the script) and waited for before
+/// `flowrun run` ends; the next run runs the `.pyc`.
+#[test]
+fn a_new_scripts_first_run_runs_its_source_and_leaves_its_pyc_for_the_next() {
+    let fx = Fx::new();
+    let wf = fx.workflow(
+        "argv",
+        &json!({ "id": "argv", "nodes": [
+            { "id": "which", "type": "code", "code": "import sys\nreturn sys.argv[0]" }
+        ] }),
+    );
+    let ran = |fx: &Fx| {
+        fx.run(&wf, &json!({}), &[]).assert_code(0);
+        let id = fx.ids().pop().expect("an execution");
+        fx.node(&id, "which").output().as_str().unwrap().to_string()
+    };
+    let first = ran(&fx);
+    assert!(first.ends_with(".py"), "the first run ran {first}");
+    let scripts = fx.cache_dir().join("scripts");
+    let pyc: Vec<_> = std::fs::read_dir(&scripts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() == Some("pyc".as_ref()))
+        .collect();
+    assert_eq!(
+        pyc.len(),
+        1,
+        "the .pyc is there once the first run has ended"
+    );
+    assert_eq!(mode(&pyc[0]), 0o600);
+    let second = ran(&fx);
+    assert_eq!(
+        second,
+        pyc[0].display().to_string(),
+        "the second run ran the .pyc"
+    );
+    fx.assert_tmp_empty();
+}

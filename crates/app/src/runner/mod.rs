@@ -8,6 +8,7 @@
 //! - [`record_start`], then [`run`]: the execution row, the child, the final state;
 //! - `launch`: the child's environment and the executor's spec; `options`: [`RunOptions`].
 
+mod bytecode;
 mod error;
 mod execute;
 mod launch;
@@ -15,6 +16,7 @@ mod options;
 mod prepare;
 mod trigger;
 
+pub use bytecode::wait as wait_for_bytecode;
 pub use error::{RunError, Unbound, pip_install_command};
 pub use execute::{Finished, record_start, run};
 pub(crate) use launch::flowrun_executable;

@@ -303,8 +303,7 @@ pub fn prepare(
         plan,
         trigger: stored_trigger,
         trigger_json: checked.json,
-        run_path: compiled_script(&interpreter, &script_path)
-            .unwrap_or_else(|| script_path.clone()),
+        run_path: super::bytecode::run_path(&interpreter, &script_path),
         script_path,
         interpreter,
         options,
@@ -312,34 +311,6 @@ pub fn prepare(
         warnings,
         redactor,
     })
-}
-
-/// The script compiled to bytecode for this interpreter, next to it in the cache
-/// (`<sha256>.<impl>-<major><minor>.pyc`), compiled on first use. Running the `.pyc` saves the
-/// interpreter compiling the ~40 KB script on every run (~7 ms here). `None` when compiling is
-/// not possible; the `.py` then runs as it is.
-fn compiled_script(interp: &Interpreter, script: &Path) -> Option<PathBuf> {
-    let (major, minor, _) = interp.version;
-    let tag = format!("{}-{major}{minor}", interp.implementation);
-    let pyc = script.with_extension(format!("{tag}.pyc"));
-    if pyc.is_file() {
-        return Some(pyc);
-    }
-    let status = std::process::Command::new(&interp.executable)
-        .args([
-            "-I",
-            "-S",
-            "-c",
-            "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)",
-        ])
-        .arg(script)
-        .arg(&pyc)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    (status.success() && pyc.is_file()).then_some(pyc)
 }
 
 /// Scripts are content-addressed: `<cache>/scripts/<sha256>.py`, 0600 in a 0700 directory.

@@ -54,7 +54,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::SystemTime;
-use template::Template;
+use template::{Script, Template};
 
 /// Executions per template before it is replaced. A template starts in ~25 ms (plus what the
 /// scripts it prepares import, and preparing them again), so replacing it every 500 executions
@@ -281,7 +281,7 @@ impl Pool {
     pub(crate) async fn with_template<T>(
         &'static self,
         key: &Key,
-        script: &str,
+        script: Script<'_>,
         f: impl AsyncFnOnce(&mut Template) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -310,11 +310,15 @@ impl Pool {
                     .get(key)
                     .is_some_and(|t| t.elapsed() < START_AGAIN_AFTER);
                 if !failed_lately && slots.starting.insert(key.clone()) {
-                    let (key, script) = (key.clone(), script.to_string());
+                    let key = key.clone();
+                    let (path, load) = (script.path.to_string(), script.load.to_string());
                     tokio::spawn(async move {
                         let started = Template::start(&key.program, &key.flags, &key.env).await;
                         let started = started.map(|mut t| {
-                            t.prepare(&script);
+                            t.prepare(Script {
+                                path: &path,
+                                load: &load,
+                            });
                             t
                         });
                         let mut guard = self.slots.lock().await;
@@ -337,7 +341,7 @@ impl Pool {
         }
         let slot = slots.ready.get_mut(key).expect("kept above");
         slot.last_used = now;
-        if !self.wait && !slot.template.holds(script) {
+        if !self.wait && !slot.template.holds(script.path) {
             // Prepared in the background too: what preparing costs the template (compiling
             // the script, running its top level, importing what its nodes need) would be this
             // execution's wait, longer than a cold start.
