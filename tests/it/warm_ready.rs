@@ -131,3 +131,52 @@ fn a_suite_turns_warm_once_its_template_is_ready() {
         "a cold start after a warm one: {starts:?}"
     );
 }
+
+/// More keys than templates kept (a key: the interpreter, its flags and the variables read as a
+/// process starts, here an `LC_*` one per case), in rotation: no more than `MAX_TEMPLATES` (4)
+/// templates are ever started, none replaced while in use — the other keys start cold — and
+/// every case passes. Replacing the least recently used at once would start one for nearly
+/// every case, each evicted before it was used.
+#[test]
+fn more_keys_than_templates_start_no_more_templates_than_are_kept() {
+    const KEYS: usize = 8;
+    let env = Env::new();
+    env.write_workflow("echo.json", &code_workflow("echo", "return trigger['n']"));
+    let mut suite = String::from("workflow: ./echo.json\ncases:\n");
+    for round in 0..4 {
+        for key in 0..KEYS {
+            suite.push_str(&format!(
+                "  - name: r{round}k{key}\n    trigger: {{ n: {key} }}\n    env: {{ LC_FLOWRUN_KEY: \"k{key}\" }}\n    expect: {{ output: {key} }}\n"
+            ));
+        }
+    }
+    env.write_file("echo.test.yaml", &suite);
+    let dir = env.path(".");
+    let mut child = env
+        .command()
+        .env("FLOWRUN_WARM_WAIT", "0")
+        .args(["test", dir.to_str().unwrap(), "--offline", "-j", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let (mut seen, mut most) = (std::collections::BTreeSet::new(), 0);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "flowrun test hung");
+        let now = templates(pid);
+        most = most.max(now.len());
+        seen.extend(now);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, "flowrun test");
+    assert_eq!(env.execution_starts().len(), 4 * KEYS);
+    assert!(!seen.is_empty(), "no template was seen at all");
+    assert!(most <= 4, "{most} templates at once");
+    assert!(
+        seen.len() <= 4,
+        "{} templates started: {seen:?}",
+        seen.len()
+    );
+}

@@ -40,7 +40,9 @@
 //! - it died or misbehaved (no answer, a wrong answer): the execution goes cold, and the next
 //!   one starts a new template. One that misbehaved is killed, its executions handed to the
 //!   runner; one retired for any other reason ends only once the executions it runs have.
-//! - more than [`MAX_TEMPLATES`] interpreters are in use: the least recently used goes.
+//! - more than [`MAX_TEMPLATES`] interpreters are in use: the least recently used goes, once it
+//!   has gone unused for [`IDLE_BEFORE_REPLACED`]; until then the other keys start cold, and no
+//!   more than [`MAX_TEMPLATES`] templates are ever ready or starting.
 
 mod handle;
 mod spawn;
@@ -71,7 +73,15 @@ pub const MAX_GROWTH_KIB: u64 = 64 << 10;
 const START_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Templates kept at once (interpreter and requirement sets in use); each holds ~25 MiB.
+/// Templates being started count too: a burst of executions for many keys starts no more.
 pub const MAX_TEMPLATES: usize = 4;
+
+/// How long a template must have gone unused before one for another key may be started to take
+/// its place, once [`MAX_TEMPLATES`] are in use. Replacing the least recently used one at once
+/// would, with more keys than that in rotation, start a template (~25 ms of CPU) for nearly
+/// every execution and evict each before it was used; so the keys beyond the first few start
+/// cold until one of those goes idle.
+const IDLE_BEFORE_REPLACED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one template serves: the interpreter and its flags (`-I`, `-S` when the workflow needs
 /// no packages, `-u`), which together name the requirement set (a venv has its own interpreter),
@@ -144,6 +154,7 @@ struct Slot {
     template: Template,
     fingerprint: Vec<(u64, Option<SystemTime>)>,
     last_used: u64,
+    used_at: std::time::Instant,
 }
 
 /// The templates of this process.
@@ -194,6 +205,23 @@ struct Slots {
     failed: HashMap<Key, std::time::Instant>,
     /// Counts uses, for the least recently used template to go first.
     clock: u64,
+}
+
+impl Slots {
+    /// May another template be started? While fewer than [`MAX_TEMPLATES`] are ready or
+    /// starting; beyond that only to replace one unused for [`IDLE_BEFORE_REPLACED`] (each
+    /// one starting takes the place of one such, the least recently used, as it is kept).
+    fn room(&self) -> bool {
+        if self.ready.len() + self.starting.len() < MAX_TEMPLATES {
+            return true;
+        }
+        let idle = self
+            .ready
+            .values()
+            .filter(|s| s.used_at.elapsed() >= IDLE_BEFORE_REPLACED)
+            .count();
+        idle > self.starting.len()
+    }
 }
 
 /// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
@@ -272,7 +300,8 @@ impl Pool {
     }
 
     /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
-    /// another is started in the background and this call fails (the execution starts cold),
+    /// another is started in the background (when there is room: [`Slots::room`]) and this
+    /// call fails (the execution starts cold),
     /// as do those that come before it is ready; so does one for a `script` the template has
     /// not prepared, which it is asked to prepare now. A warm start never makes an execution
     /// wait for what a cold one does not (unless `FLOWRUN_WARM_WAIT=1`: then the start and the
@@ -309,7 +338,7 @@ impl Pool {
                     .failed
                     .get(key)
                     .is_some_and(|t| t.elapsed() < START_AGAIN_AFTER);
-                if !failed_lately && slots.starting.insert(key.clone()) {
+                if !failed_lately && slots.room() && slots.starting.insert(key.clone()) {
                     let key = key.clone();
                     let (path, load) = (script.path.to_string(), script.load.to_string());
                     tokio::spawn(async move {
@@ -341,6 +370,7 @@ impl Pool {
         }
         let slot = slots.ready.get_mut(key).expect("kept above");
         slot.last_used = now;
+        slot.used_at = std::time::Instant::now();
         if !self.wait && !slot.template.holds(script.path) {
             // Prepared in the background too: what preparing costs the template (compiling
             // the script, running its top level, importing what its nodes need) would be this
@@ -395,6 +425,7 @@ impl Pool {
             template,
             fingerprint,
             last_used: slots.clock,
+            used_at: std::time::Instant::now(),
         };
         slots.ready.insert(key, slot);
         Ok(())
