@@ -14,6 +14,9 @@ fn main() {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    // Its wakeups run at once on a busy machine (and those of the shepherds and threads it
+    // starts, which inherit it); what runs a workflow gets the default back.
+    flowrun_executor::sched::shorten();
     // The `flowrun-shepherd` next to this binary is used only if it was built with it.
     flowrun_app::runner::use_shepherd_built_as(env!("FLOWRUN_SHEPHERD_MARK"));
     std::process::exit(cli::main());

@@ -22,6 +22,7 @@ mod protocol;
 mod python_env;
 mod run_core;
 mod runtime_unittest;
+mod sched_slice;
 mod secret_forms;
 mod secrets;
 mod serve;

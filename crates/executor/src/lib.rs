@@ -16,6 +16,7 @@ pub mod protocol;
 mod read;
 pub mod redact;
 mod run;
+pub mod sched;
 pub mod shepherd;
 pub mod sink;
 pub mod spec;

@@ -165,6 +165,9 @@ fn spawn(req: &Request) -> Pid {
             // not fatal (SIGUSR1's default action ends the process). The runtime's handler
             // replaces this, so what the nodes start gets the default again.
             libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            // The interpreter competes for the CPU as any process does, not with the
+            // runner's short slice (crate::sched).
+            crate::sched::reset();
             if let Some(bytes) = req.max_memory {
                 let lim = libc::rlimit {
                     rlim_cur: bytes as libc::rlim_t,

@@ -135,12 +135,16 @@ impl Template {
             .iter()
             .map(|s| s as libc::c_int)
             .collect();
-        // SAFETY: between fork and exec only async-signal-safe calls: signal, dup2 and fcntl.
+        // SAFETY: between fork and exec only async-signal-safe calls: signal, dup2, fcntl and the
+        // two system calls of sched::reset.
         unsafe {
             cmd.pre_exec(move || {
                 for &sig in &defaults {
                     libc::signal(sig, libc::SIG_DFL);
                 }
+                // Its executions are forks of it: the default slice, as a cold one's
+                // interpreter has (crate::sched).
+                crate::sched::reset();
                 if libc::dup2(theirs_fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }

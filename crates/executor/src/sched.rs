@@ -1,0 +1,93 @@
+//! The scheduler's time slice of flowrun's own processes, and the default for what runs the
+//! workflow.
+//!
+//! The runner, a shepherd and a warm template work in short bursts between waits: a few frames
+//! read and recorded, a child reaped, a report passed on. On a machine whose cores are all busy,
+//! each of those wakeups used to wait for a slice of the task already running (Linux's EEVDF
+//! scheduler runs a woken task first only when its deadline — its eligible time plus its slice —
+//! comes before the running task's). The runner of one cold execution wakes ~25 times, so its
+//! overhead under a CPU hog was 2-3x what it is idle. A short slice (Linux 6.12's custom slice
+//! for normal tasks, `sched_attr.sched_runtime`, settable without privilege) gives such a task
+//! an early deadline on each wakeup, so its burst runs at once; it takes no larger share of the
+//! CPU (its slices are short, and it is as fair as before), and it is inherited by what the
+//! runner starts. So the interpreter of an execution, its template and everything a workflow
+//! starts get the default back ([`reset`]): the workflow's own code competes as any process
+//! does, warm or cold, and as the hand-written baseline it is measured against.
+//!
+//! On an older kernel, or where the call is refused, nothing changes and nothing fails.
+
+/// The slice asked for flowrun's own processes: the kernel's least (0.1 ms).
+const SHORT_SLICE_NS: u64 = 100_000;
+
+/// Asks for a short slice for the calling thread and the threads and processes it starts
+/// from now on (the runner calls it first thing, before its runtime's threads exist).
+pub fn shorten() -> bool {
+    set_runtime(SHORT_SLICE_NS)
+}
+
+/// Back to the default slice, for the calling thread. Async-signal-safe (two system calls):
+/// for the child of a fork, before it execs what runs a workflow.
+pub fn reset() -> bool {
+    set_runtime(0)
+}
+
+/// Sets `sched_runtime` (the requested slice of a normal task; 0: the default) and keeps the
+/// rest of the thread's policy (its niceness, SCHED_BATCH or SCHED_IDLE) as it is.
+fn set_runtime(ns: u64) -> bool {
+    // SAFETY: the kernel fills and reads a `sched_attr` of the size given, which it is; no
+    // other memory is touched.
+    unsafe {
+        let mut attr: libc::sched_attr = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::sched_attr>() as libc::c_uint;
+        if libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut _, size, 0) != 0 {
+            return false;
+        }
+        let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
+        if !normal.contains(&(attr.sched_policy as libc::c_int)) {
+            return false; // a real-time or deadline policy is not ours to change
+        }
+        if attr.sched_runtime == ns {
+            return true;
+        }
+        attr.size = size;
+        attr.sched_flags = 0;
+        attr.sched_runtime = ns;
+        libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const _, 0) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel that knows custom slices takes and reports them (as `sched_runtime`, which
+    /// otherwise reports the default slice); `reset` undoes `shorten`. (In a thread of its
+    /// own: the attribute is per thread.)
+    #[test]
+    fn a_short_slice_is_set_and_reset() {
+        std::thread::spawn(|| {
+            let runtime = || unsafe {
+                let mut attr: libc::sched_attr = std::mem::zeroed();
+                let size = std::mem::size_of::<libc::sched_attr>() as libc::c_uint;
+                assert_eq!(
+                    libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut _, size, 0),
+                    0
+                );
+                attr.sched_runtime
+            };
+            let default = runtime();
+            assert!(shorten());
+            if default == 0 {
+                // Before Linux 6.12 a normal task has no slice to choose, and none is reported.
+                eprintln!("this kernel has no custom slices: nothing to check");
+                assert_eq!(runtime(), 0);
+                return;
+            }
+            assert_eq!(runtime(), SHORT_SLICE_NS);
+            assert!(reset());
+            assert_eq!(runtime(), default);
+        })
+        .join()
+        .unwrap();
+    }
+}
