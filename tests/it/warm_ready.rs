@@ -134,7 +134,7 @@ fn a_suite_turns_warm_once_its_template_is_ready() {
 
 /// More keys than templates kept (a key: the interpreter, its flags and the variables read as a
 /// process starts, here an `LC_*` one per case), in rotation: no more than `MAX_TEMPLATES` (4)
-/// templates are ever started, none replaced while in use — the other keys start cold — and
+/// templates are ever started, none replaced while others wait — the other keys start cold — and
 /// every case passes. Replacing the least recently used at once would start one for nearly
 /// every case, each evicted before it was used.
 #[test]

@@ -76,8 +76,8 @@ const START_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(30
 /// Templates being started count too: a burst of executions for many keys starts no more.
 pub const MAX_TEMPLATES: usize = 4;
 
-/// How long a template must have gone unused before one for another key may be started to take
-/// its place, once [`MAX_TEMPLATES`] are in use. Replacing the least recently used one at once
+/// How long a template must have gone unused (no execution started from it; one may still be
+/// running, and goes on) before one for another key may be started to take its place, once [`MAX_TEMPLATES`] are in use. Replacing the least recently used one at once
 /// would, with more keys than that in rotation, start a template (~25 ms of CPU) for nearly
 /// every execution and evict each before it was used; so the keys beyond the first few start
 /// cold until one of those goes idle.
@@ -208,19 +208,28 @@ struct Slots {
 }
 
 impl Slots {
-    /// May another template be started? While fewer than [`MAX_TEMPLATES`] are ready or
-    /// starting; beyond that only to replace one unused for [`IDLE_BEFORE_REPLACED`] (each
-    /// one starting takes the place of one such, the least recently used, as it is kept).
-    fn room(&self) -> bool {
+    /// Makes room for another template to start, if there may be one: while fewer than
+    /// [`MAX_TEMPLATES`] are ready or starting; beyond that by retiring now the least recently
+    /// used of those unused for [`IDLE_BEFORE_REPLACED`] (it ends once the executions it runs
+    /// have), so that no more than [`MAX_TEMPLATES`] are ever ready or starting. False: no room,
+    /// and the key starts cold.
+    fn make_room(&mut self, pool: &Pool) -> bool {
         if self.ready.len() + self.starting.len() < MAX_TEMPLATES {
             return true;
         }
         let idle = self
             .ready
-            .values()
-            .filter(|s| s.used_at.elapsed() >= IDLE_BEFORE_REPLACED)
-            .count();
-        idle > self.starting.len()
+            .iter()
+            .filter(|(_, s)| s.used_at.elapsed() >= IDLE_BEFORE_REPLACED)
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(k, _)| k.clone());
+        let Some(key) = idle else {
+            return false;
+        };
+        tracing::debug!("retiring a warm template unused for a while, for another key");
+        self.ready.remove(&key);
+        pool.count(|s| s.retired += 1);
+        true
     }
 }
 
@@ -300,7 +309,7 @@ impl Pool {
     }
 
     /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
-    /// another is started in the background (when there is room: [`Slots::room`]) and this
+    /// another is started in the background (when there is room: [`Slots::make_room`]) and this
     /// call fails (the execution starts cold),
     /// as do those that come before it is ready; so does one for a `script` the template has
     /// not prepared, which it is asked to prepare now. A warm start never makes an execution
@@ -338,7 +347,8 @@ impl Pool {
                     .failed
                     .get(key)
                     .is_some_and(|t| t.elapsed() < START_AGAIN_AFTER);
-                if !failed_lately && slots.room() && slots.starting.insert(key.clone()) {
+                if !failed_lately && !slots.starting.contains(key) && slots.make_room(self) {
+                    slots.starting.insert(key.clone());
                     let key = key.clone();
                     let (path, load) = (script.path.to_string(), script.load.to_string());
                     tokio::spawn(async move {
