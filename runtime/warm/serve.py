@@ -183,6 +183,9 @@ _prepared, _script = _template_main()
 # is under a cold `python script`, and its last line, `main(WORKFLOW)`, runs right from here, so
 # that the stack a node sees is a cold one's with this file's frame under it.
 sys.modules["__main__"] = _prepared[0]
+# Named by what a cold start of this execution would run (its `.pyc` once there is one), even
+# when the template prepared it from the `.py`: sys.argv[0] is that too (_worker_setup).
+_prepared[0].__file__ = _script
 del _template_main, _serve, _answer, _start
 try:
     exec(_prepared[1], _prepared[0].__dict__)

@@ -272,9 +272,9 @@ pub async fn watch_requests(
 /// shepherd (a shepherd killed from outside leaves its orphans here) is an execution's. Warm
 /// templates are retired first, so that each removes the directory it keeps in `$TMPDIR`
 /// rather than being killed with it still there; a script's `.pyc` being compiled in the
-/// background is waited for (briefly), so that the next run finds it.
+/// background is waited for (up to 10 s), so that the next run finds it.
 pub fn end_strays() {
-    crate::runner::wait_for_bytecode(Duration::from_secs(2));
+    crate::runner::wait_for_bytecode(Duration::from_secs(10));
     flowrun_executor::warm::retire_all();
     let me = std::process::id() as i32;
     for _ in 0..50 {

@@ -121,6 +121,14 @@ pub(crate) struct Spawned {
 /// lists this process's children under it.
 pub(crate) static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Spawns a helper of this process's own (not an execution: it stays in this session, where
+/// [`crate::strays`] counts it as the runner's) under [`SPAWN_LOCK`], so that it cannot inherit
+/// the lifeline an execution's spawn makes inheritable for a moment.
+pub fn spawn_helper(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let _spawning = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    cmd.spawn()
+}
+
 fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     // SAFETY: fcntl on an fd we own, no memory involved.
     let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };

@@ -224,3 +224,38 @@ fn a_new_scripts_first_run_runs_its_source_and_leaves_its_pyc_for_the_next() {
     );
     fx.assert_tmp_empty();
 }
+
+/// A run that fails after its script was written, before it starts (here the store cannot be
+/// opened), compiles nothing in the background: no process outlives it and no `.pyc` appears.
+#[test]
+fn a_run_that_fails_before_it_starts_leaves_no_compile_behind() {
+    let fx = Fx::new();
+    let wf = fx.workflow(
+        "one",
+        &json!({ "id": "one", "nodes": [{ "id": "n", "type": "code", "code": "return 1" }] }),
+    );
+    let junk = fx.write_file("junk.db", "this is not a database");
+    let out = fx
+        .command()
+        .env("FLOWRUN_DB", &junk)
+        .arg("run")
+        .arg(&wf)
+        .args(["--input", "{}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let cache = fx.cache_dir().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&cache))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+    let pyc = std::fs::read_dir(fx.cache_dir().join("scripts"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("pyc".as_ref()))
+        .count();
+    assert_eq!(pyc, 0, "nothing was compiled for a run that did not start");
+}

@@ -4,14 +4,17 @@
 //! Running the `.pyc` saves the interpreter compiling the ~40 KB script on every run (~7 ms
 //! here). Compiling it takes a Python of its own (~35-45 ms), which the first run of a new
 //! script — every run after an edit in an editor, every run on a fresh CI machine — used to
-//! wait for. Now that run starts on the `.py` at once while the `.pyc` is written beside it in
-//! the background; later runs find it. `py_compile` writes it atomically (a temporary file, then
-//! a rename), so a compile cut short leaves no `.pyc` for a run to load, only a stray temporary
-//! file.
+//! wait for. Now that run starts on the `.py` at once, and the `.pyc` is compiled beside it
+//! while it runs ([`start`], from `runner::run`, so that a run that fails before it starts
+//! leaves nothing behind); later runs find it. The compile writes a file of its own (its pid in
+//! the name) and renames it into place, so a compile cut short leaves no `.pyc` for a run to
+//! load and stands in the way of no later one.
 //!
 //! The compiling Python is a child of this process and in its session, so the stray sweep
-//! (`flowrun_executor::strays`) counts it as the runner's own. [`wait`] lets a process that is about to end (and kill
-//! what is left under it: `control::end_strays`) finish what it started first.
+//! (`flowrun_executor::strays`) counts it as the runner's own. It runs at the default priority:
+//! on a busy machine a lower one starved it for seconds. [`wait`] lets a process that is about
+//! to end (and kill what is left under it: `control::end_strays`) finish it first — as long as
+//! compiling before the run took, and the run went on meanwhile.
 
 use crate::python::Interpreter;
 use std::collections::HashSet;
@@ -24,65 +27,71 @@ use std::time::{Duration, Instant};
 /// start meanwhile (a suite's cases, an editor's Run pressed again).
 static COMPILING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 static DONE: Condvar = Condvar::new();
-/// The compile's niceness: ~10% of a core against a busy one, ~40 ms become ~400.
-const NICE: libc::c_int = 10;
 
-/// What the interpreter should run: the `.pyc` when it is there; else the script itself, while
-/// the `.pyc` is compiled in the background for the runs after this one.
-pub(super) fn run_path(interp: &Interpreter, script: &Path) -> PathBuf {
+/// Compiles the script to `pyc` through a file of its own, renamed into place.
+const COMPILE: &str = "import os, py_compile, sys
+tmp = '%s.tmp-%d' % (sys.argv[2], os.getpid())
+py_compile.compile(sys.argv[1], cfile=tmp, doraise=True)
+os.replace(tmp, sys.argv[2])";
+
+/// A `.pyc` to compile once the run that found none starts.
+#[derive(Debug, Clone)]
+pub struct PendingBytecode {
+    python: PathBuf,
+    script: PathBuf,
+    pyc: PathBuf,
+}
+
+/// What the interpreter should run: the `.pyc` when it is there; else the script itself, and
+/// the `.pyc` to compile for the runs after this one.
+pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<PendingBytecode>) {
     let (major, minor, _) = interp.version;
     let tag = format!("{}-{major}{minor}", interp.implementation);
     let pyc = script.with_extension(format!("{tag}.pyc"));
     if pyc.is_file() {
-        return pyc;
+        return (pyc, None);
     }
-    start(&interp.executable, script, pyc);
-    script.to_path_buf()
+    let missing = PendingBytecode {
+        python: interp.executable.clone(),
+        script: script.to_path_buf(),
+        pyc,
+    };
+    (script.to_path_buf(), Some(missing))
 }
 
-/// Starts compiling `script` into `pyc` unless this process already is. Nothing fails if it
+/// Starts compiling `m` in the background unless this process already is. Nothing fails if it
 /// cannot: the `.py` runs instead.
-fn start(python: &Path, script: &Path, pyc: PathBuf) {
+pub(super) fn start(m: &PendingBytecode) {
     let mut compiling = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
-    let set = compiling.get_or_insert_with(HashSet::new);
-    if set.contains(&pyc) {
+    if !compiling
+        .get_or_insert_with(HashSet::new)
+        .insert(m.pyc.clone())
+    {
         return;
     }
-    let child = Command::new(python)
-        .args([
-            "-I",
-            "-S",
-            "-c",
-            "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)",
-        ])
-        .arg(script)
-        .arg(&pyc)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else { return };
-    // Behind the run that goes on meanwhile (and, under `serve` or `test`, its template
-    // preparing the same script): the compile is for the runs after it. Not so far behind that
-    // a busy machine starves it: a one-shot run waits for it before it ends.
-    // SAFETY: setpriority takes no pointer; a failure (the process gone) changes nothing.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, child.id(), NICE);
-    }
-    set.insert(pyc.clone());
-    let key = pyc.clone();
-    // A thread waits for it, so that it is reaped as soon as it ends (no zombie under a server
-    // that runs for days) and [`wait`] hears of it.
-    let waiter = std::thread::Builder::new()
+    drop(compiling);
+    let job = m.clone();
+    // The thread spawns the compile and waits for it, so that it is reaped as soon as it ends
+    // (no zombie under a server that runs for days) and [`wait`] hears of it; no thread, no
+    // compile.
+    let thread = std::thread::Builder::new()
         .name("flowrun-pyc".into())
         .spawn(move || {
-            let _ = child.wait();
-            finished(&pyc);
+            let mut cmd = Command::new(&job.python);
+            cmd.args(["-I", "-S", "-c", COMPILE])
+                .arg(&job.script)
+                .arg(&job.pyc)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Ok(mut child) = flowrun_executor::process::spawn_helper(&mut cmd) {
+                let _ = child.wait();
+            }
+            finished(&job.pyc);
         });
-    if let Err(e) = waiter {
-        // No thread: the compile is left to run on and be reaped by the last sweep.
-        tracing::debug!("cannot wait for the .pyc compile: {e}");
-        set.remove(&key);
+    if let Err(e) = thread {
+        tracing::debug!("cannot start compiling the .pyc: {e}");
+        finished(&m.pyc);
     }
 }
 

@@ -88,6 +88,9 @@ pub async fn run(
         metered,
         spec.looping.clone(),
     );
+    if let Some(missing) = &p.bytecode {
+        super::bytecode::start(missing);
+    }
     let mut outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
         flowrun_executor::execute(&spec, &mut sinks, stop).await

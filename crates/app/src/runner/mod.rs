@@ -16,7 +16,7 @@ mod options;
 mod prepare;
 mod trigger;
 
-pub use bytecode::wait as wait_for_bytecode;
+pub use bytecode::{PendingBytecode, wait as wait_for_bytecode};
 pub use error::{RunError, Unbound, pip_install_command};
 pub use execute::{Finished, record_start, run};
 pub(crate) use launch::flowrun_executable;

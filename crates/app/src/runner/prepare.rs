@@ -27,6 +27,9 @@ pub struct Prepared {
     pub script_path: PathBuf,
     /// What the interpreter runs: the compiled script when there is one, else `script_path`.
     pub run_path: PathBuf,
+    /// The compiled script to make, when there is none yet: started as the run starts
+    /// (`runner::run`), for the runs after it.
+    pub bytecode: Option<super::bytecode::PendingBytecode>,
     pub interpreter: Interpreter,
     pub options: RunOptions,
     /// Bound connection variables `(VAR, value)` the child gets.
@@ -290,6 +293,7 @@ pub fn prepare(
             cache.display()
         ))
     })?;
+    let (run_path, bytecode) = super::bytecode::run_path(&interpreter, &script_path);
     Ok(Prepared {
         snapshot_hash: flowrun_codegen::render::definition_hash(&source.definition),
         definition: source.definition.clone(),
@@ -303,7 +307,8 @@ pub fn prepare(
         plan,
         trigger: stored_trigger,
         trigger_json: checked.json,
-        run_path: super::bytecode::run_path(&interpreter, &script_path),
+        run_path,
+        bytecode,
         script_path,
         interpreter,
         options,
