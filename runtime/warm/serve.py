@@ -54,7 +54,7 @@ def _answer(sock, msg, fds):
         try:
             nudge = json.loads(msg.decode("utf-8"))
             if "prepare" in nudge:
-                _prepare(nudge["prepare"], nudge.get("code"))
+                _prepare(nudge["prepare"])
                 return None
             _MADE.difference_update(nudge["gone"])
         except Exception:
@@ -183,9 +183,6 @@ _prepared, _script = _template_main()
 # is under a cold `python script`, and its last line, `main(WORKFLOW)`, runs right from here, so
 # that the stack a node sees is a cold one's with this file's frame under it.
 sys.modules["__main__"] = _prepared[0]
-# Named by what a cold start of this execution would run (its `.pyc` once there is one), even
-# when the template prepared it from the `.py`: sys.argv[0] is that too (_worker_setup).
-_prepared[0].__file__ = _script
 del _template_main, _serve, _answer, _start
 try:
     exec(_prepared[1], _prepared[0].__dict__)

@@ -141,29 +141,25 @@ def _modules_for(workflow):
     return sorted(names)
 
 
-def _prepare(path, load=None):
+def _prepare(path):
     """The script as a module that has run up to its `main` (definitions and WORKFLOW only: the
     generated script calls main under `if __name__ == "__main__"`, and nothing else at its top
     level runs or reads anything of an execution), and what its nodes import loaded here;
     with the code of its last line, `main(WORKFLOW)`.  Cached per path, size and mtime; a fork
-    gets its own copy of the module, so nothing one execution does to it reaches another.
-    `load`: the file to load it from when not `path` itself, the script's `.pyc` (which the
-    runner compiles in the background after the script's first run; the entry stays under the
-    script's own path, which does not change as the `.pyc` appears)."""
+    gets its own copy of the module, so nothing one execution does to it reaches another."""
     st = os.stat(path)
     hit = _PREPARED.get(path)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         _PREPARED[path] = _PREPARED.pop(path)  # the latest used last: the oldest goes first
         return hit[2]
-    load = load or path
-    with open(load, "rb") as f:
+    with open(path, "rb") as f:
         data = f.read()
-    if load.endswith(".pyc"):
+    if path.endswith(".pyc"):
         code = marshal.loads(data[16:])  # 16-byte header, then the marshalled code
     else:
         code = compile(data, path, "exec", dont_inherit=True)
     module = type(sys)("__flowrun_warm__")
-    module.__file__ = load
+    module.__file__ = path
     module.__builtins__ = __builtins__
     exec(code, module.__dict__)
     try:
@@ -246,10 +242,8 @@ def _worker_setup(req, fds):
     rnd = sys.modules.get("random")
     if rnd is not None:
         rnd.seed()
-    # What a cold start runs, and so names as sys.argv[0] (the `.pyc` once there is one).
-    script = req.get("code") or req["script"]
-    sys.argv = [script]
-    return script
+    sys.argv = [req["script"]]
+    return req["script"]
 
 
 def _read_env():
@@ -291,7 +285,7 @@ def _replace_environ(pairs):
 def _start(req, fds):
     """In the template: forks W for the request.  Returns ("template", (W, the runner's three
     descriptors)) in the template and ("worker", ((module, main), script)) in W."""
-    prepared = _prepare(req["script"], req.get("code"))
+    prepared = _prepare(req["script"])
     pid, ends = _fork_execution()
     if pid == 0:
         try:

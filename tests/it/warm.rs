@@ -578,30 +578,3 @@ fn add_package(site: &Path) {
     std::fs::create_dir(&pkg).unwrap();
     std::fs::write(pkg.join("__init__.py"), "MARK = 1\n").unwrap();
 }
-
-/// A warm execution names the file a cold one would run — the `.py` on a new script's first
-/// run, its `.pyc` once compiled — as `sys.argv[0]` and `__main__.__file__` alike, even though
-/// the template prepared the script from its `.py`.
-#[test]
-fn a_warm_execution_names_what_a_cold_one_runs() {
-    let w = World::new();
-    let code = "import sys, __main__\nreturn [sys.argv[0], __main__.__file__]";
-    w.save("names.json", &code_workflow("names", code));
-    let srv = w.serve(&[]);
-    let first = run_wait(&srv, "names");
-    assert_eq!(first["start"], "warm", "{first:#}");
-    let py = first["output"][0].as_str().unwrap().to_string();
-    assert!(py.ends_with(".py"), "{first:#}");
-    assert_eq!(first["output"][1], py.as_str(), "{first:#}");
-    let scripts = w.cache_dir().join("scripts");
-    let pyc = wait_for("the script's .pyc", || {
-        std::fs::read_dir(&scripts)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension() == Some("pyc".as_ref()))
-    });
-    let second = run_wait(&srv, "names");
-    assert_eq!(second["start"], "warm", "{second:#}");
-    let pyc = pyc.display().to_string();
-    assert_eq!(second["output"], json!([pyc, pyc]), "{second:#}");
-}

@@ -43,12 +43,7 @@ pub struct Launch {
     /// `flowrun` binary itself).
     pub shepherd: PathBuf,
     pub program: PathBuf,
-    /// The interpreter's arguments, the script to run last.
     pub args: Vec<String>,
-    /// The script's source when the last argument is something else (its compiled `.pyc`, which
-    /// appears after its first run): what a warm template is asked to prepare instead, so that
-    /// the template's script is the same from the first run on.
-    pub source: Option<String>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
     /// Address-space limit for the child, in bytes.

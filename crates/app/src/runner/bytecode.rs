@@ -3,18 +3,25 @@
 //!
 //! Running the `.pyc` saves the interpreter compiling the ~40 KB script on every run (~7 ms
 //! here). Compiling it takes a Python of its own (~35-45 ms), which the first run of a new
-//! script — every run after an edit in an editor, every run on a fresh CI machine — used to
-//! wait for. Now that run starts on the `.py` at once, and the `.pyc` is compiled beside it
-//! while it runs ([`start`], from `runner::run`, so that a run that fails before it starts
-//! leaves nothing behind); later runs find it. The compile writes a file of its own (its pid in
-//! the name) and renames it into place, so a compile cut short leaves no `.pyc` for a run to
-//! load and stands in the way of no later one.
+//! script used to wait for.
 //!
+//! - **A one-shot run** (`flowrun run`, a sub-workflow's `flowrun __sub`; every run on a fresh
+//!   CI machine is a first run) does not wait: it runs the `.py` while the `.pyc` is compiled
+//!   beside it ([`start`], from `runner::run`, so that a run that fails before it starts leaves
+//!   nothing behind), and waits for that compile only as it ends ([`wait`], from
+//!   `control::end_strays`, which then kills what is left under it): a w3 first run 62 -> 48 ms.
+//!   The compile runs at the default priority: at a lower one a busy machine starved it for
+//!   seconds, all of them waited for.
+//! - **A process with warm starts** (`flowrun serve`, `flowrun test`) compiles before the first
+//!   run, as before: its template then prepares the script from the `.pyc` for every later run
+//!   (from the `.py` it costs the template ~7 ms and then the `.pyc` appears under another
+//!   name, to prepare again). Measured the other way through `serve`, the first run after an
+//!   edit was ~5 ms faster and a second one right after it 5-10 ms slower.
+//!
+//! The compile writes a file of its own (its pid in the name) and renames it into place, so a
+//! compile cut short leaves no `.pyc` for a run to load and stands in the way of no later one.
 //! The compiling Python is a child of this process and in its session, so the stray sweep
-//! (`flowrun_executor::strays`) counts it as the runner's own. It runs at the default priority:
-//! on a busy machine a lower one starved it for seconds. [`wait`] lets a process that is about
-//! to end (and kill what is left under it: `control::end_strays`) finish it first — as long as
-//! compiling before the run took, and the run went on meanwhile.
+//! (`flowrun_executor::strays`) counts it as the runner's own.
 
 use crate::python::Interpreter;
 use std::collections::HashSet;
@@ -23,8 +30,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// `.pyc` files being written by this process: one compile per script however many of its runs
-/// start meanwhile (a suite's cases, an editor's Run pressed again).
+/// `.pyc` files being written in the background by this process: one compile per script
+/// however many of its runs start meanwhile (the cases of a `flowrun test --cold`).
 static COMPILING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 static DONE: Condvar = Condvar::new();
 
@@ -42,8 +49,8 @@ pub struct PendingBytecode {
     pyc: PathBuf,
 }
 
-/// What the interpreter should run: the `.pyc` when it is there; else the script itself, and
-/// the `.pyc` to compile for the runs after this one.
+/// What the interpreter should run: the `.pyc` when it is there, or compiled now in a process
+/// with warm starts; else the script itself, and the `.pyc` to compile for the runs after it.
 pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<PendingBytecode>) {
     let (major, minor, _) = interp.version;
     let tag = format!("{}-{major}{minor}", interp.implementation);
@@ -51,12 +58,32 @@ pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<
     if pyc.is_file() {
         return (pyc, None);
     }
-    let missing = PendingBytecode {
+    let pending = PendingBytecode {
         python: interp.executable.clone(),
         script: script.to_path_buf(),
         pyc,
     };
-    (script.to_path_buf(), Some(missing))
+    if flowrun_executor::warm::enabled() {
+        let compiled = flowrun_executor::process::spawn_helper(&mut compile_command(&pending))
+            .and_then(|mut c| c.wait())
+            .is_ok_and(|s| s.success())
+            && pending.pyc.is_file();
+        let run = if compiled { &pending.pyc } else { script };
+        return (run.to_path_buf(), None);
+    }
+    (script.to_path_buf(), Some(pending))
+}
+
+/// The Python that compiles `p`, its output thrown away.
+fn compile_command(p: &PendingBytecode) -> Command {
+    let mut cmd = Command::new(&p.python);
+    cmd.args(["-I", "-S", "-c", COMPILE])
+        .arg(&p.script)
+        .arg(&p.pyc)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// Starts compiling `m` in the background unless this process already is. Nothing fails if it
@@ -77,13 +104,7 @@ pub(super) fn start(m: &PendingBytecode) {
     let thread = std::thread::Builder::new()
         .name("flowrun-pyc".into())
         .spawn(move || {
-            let mut cmd = Command::new(&job.python);
-            cmd.args(["-I", "-S", "-c", COMPILE])
-                .arg(&job.script)
-                .arg(&job.pyc)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+            let mut cmd = compile_command(&job);
             if let Ok(mut child) = flowrun_executor::process::spawn_helper(&mut cmd) {
                 let _ = child.wait();
             }

@@ -117,7 +117,6 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             shepherd: shepherd_executable(),
             program: p.interpreter.executable.clone(),
             args,
-            source: Some(p.script_path.display().to_string()),
             env: child_env(p, execution_id),
             cwd: p.options.cwd.clone(),
             max_memory: p.options.max_memory_mb.map(|mb| mb << 20),

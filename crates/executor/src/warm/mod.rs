@@ -56,7 +56,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::SystemTime;
-use template::{Script, Template};
+use template::Template;
 
 /// Executions per template before it is replaced. A template starts in ~25 ms (plus what the
 /// scripts it prepares import, and preparing them again), so replacing it every 500 executions
@@ -272,6 +272,11 @@ pub(crate) fn retire_dead() {
     pool.count(|s| s.retired += n);
 }
 
+/// Are warm starts on in this process?
+pub fn enabled() -> bool {
+    pool().is_some()
+}
+
 /// The pool, when warm starts are on.
 pub(crate) fn pool() -> Option<&'static Pool> {
     POOL.get()
@@ -319,7 +324,7 @@ impl Pool {
     pub(crate) async fn with_template<T>(
         &'static self,
         key: &Key,
-        script: Script<'_>,
+        script: &str,
         f: impl AsyncFnOnce(&mut Template) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -349,15 +354,11 @@ impl Pool {
                     .is_some_and(|t| t.elapsed() < START_AGAIN_AFTER);
                 if !failed_lately && !slots.starting.contains(key) && slots.make_room(self) {
                     slots.starting.insert(key.clone());
-                    let key = key.clone();
-                    let (path, load) = (script.path.to_string(), script.load.to_string());
+                    let (key, script) = (key.clone(), script.to_string());
                     tokio::spawn(async move {
                         let started = Template::start(&key.program, &key.flags, &key.env).await;
                         let started = started.map(|mut t| {
-                            t.prepare(Script {
-                                path: &path,
-                                load: &load,
-                            });
+                            t.prepare(&script);
                             t
                         });
                         let mut guard = self.slots.lock().await;
@@ -381,7 +382,7 @@ impl Pool {
         let slot = slots.ready.get_mut(key).expect("kept above");
         slot.last_used = now;
         slot.used_at = std::time::Instant::now();
-        if !self.wait && !slot.template.holds(script.path) {
+        if !self.wait && !slot.template.holds(script) {
             // Prepared in the background too: what preparing costs the template (compiling
             // the script, running its top level, importing what its nodes need) would be this
             // execution's wait, longer than a cold start.

@@ -4,7 +4,7 @@
 
 use super::handle::Handle;
 use super::supervised::Supervised;
-use super::template::{Request, Script};
+use super::template::Request;
 use super::{Key, Pool};
 use crate::process::{Launch, Proc, ProcessInfo, Spawned};
 use nix::fcntl::OFlag;
@@ -22,12 +22,8 @@ pub(crate) async fn spawn(
     launch: &Launch,
     stdin: &[&[u8]],
 ) -> std::io::Result<Spawned> {
-    let Some((last, flags)) = launch.args.split_last() else {
+    let Some((script, flags)) = launch.args.split_last() else {
         return Err(std::io::Error::other("no script to run"));
-    };
-    let script = Script {
-        path: launch.source.as_deref().unwrap_or(last),
-        load: last,
     };
     if !crate::process::is_subreaper() {
         // Should the template die, its executions would be re-parented past us, and we could

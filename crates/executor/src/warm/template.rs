@@ -43,20 +43,9 @@ const PREPARED_MAX: usize = 16;
 /// How long a template may take to answer a request (a fork and a few pipes: ~1 ms).
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
-/// A script as a template knows it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Script<'a> {
-    /// The script's source: what the template keeps it prepared under, the same from the
-    /// script's first run on.
-    pub path: &'a str,
-    /// What a cold start would run, and so what the template loads it from: its `.pyc` once
-    /// there is one (compiled after its first run), else `path`.
-    pub load: &'a str,
-}
-
 /// What one warm start asks of the template.
 pub(crate) struct Request<'a> {
-    pub script: Script<'a>,
+    pub script: &'a str,
     pub cwd: PathBuf,
     pub max_memory: Option<u64>,
 }
@@ -207,14 +196,13 @@ impl Template {
         let seq = self.uses;
         let body = serde_json::json!({
             "seq": seq,
-            "script": req.script.path,
-            "code": req.script.load,
+            "script": req.script,
             "cwd": req.cwd,
             "max_memory": req.max_memory,
         })
         .to_string();
         self.uses += 1;
-        self.asked_now(req.script.path);
+        self.asked_now(req.script);
         // What the template said since the last request: the spares it made meanwhile.
         loop {
             match self.receive_now() {
@@ -230,7 +218,7 @@ impl Template {
         // ones, made with it prepared, take their place.
         let (fit, unfit): (Vec<Spare>, Vec<Spare>) = std::mem::take(&mut self.spares)
             .into_iter()
-            .partition(|s| s.scripts.iter().any(|p| p == req.script.path));
+            .partition(|s| s.scripts.iter().any(|p| p == req.script));
         self.spares = fit;
         for spare in unfit {
             self.let_go(spare);
@@ -272,11 +260,11 @@ impl Template {
     /// Asks it to prepare `script` now, without waiting: the request that comes next for it
     /// waits at most for what is left of that. Never fails: a template that is gone or busy
     /// prepares it on that request instead.
-    pub fn prepare(&mut self, script: Script<'_>) {
-        self.asked_now(script.path);
+    pub fn prepare(&mut self, script: &str) {
+        self.asked_now(script);
         send_now(
             self.sock.get_ref().as_raw_fd(),
-            &serde_json::json!({ "prepare": script.path, "code": script.load }),
+            &serde_json::json!({ "prepare": script }),
         );
     }
 
