@@ -1,8 +1,8 @@
 //! The scheduler's time slice of flowrun's own processes, and the default for what runs the
 //! workflow.
 //!
-//! The runner, a shepherd and a warm template work in short bursts between waits: a few frames
-//! read and recorded, a child reaped, a report passed on. On a machine whose cores are all busy,
+//! The runner and a cold execution's shepherd work in short bursts between waits: a few frames
+//! read and recorded, a child reaped, an exit passed on. On a machine whose cores are all busy,
 //! each of those wakeups used to wait for a slice of the task already running (Linux's EEVDF
 //! scheduler runs a woken task first only when its deadline — its eligible time plus its slice —
 //! comes before the running task's). The runner of one cold execution wakes ~25 times, so its
@@ -50,7 +50,8 @@ fn set_runtime(ns: u64) -> bool {
             return true;
         }
         attr.size = size;
-        attr.sched_flags = 0;
+        // Only what this size of `sched_attr` can carry (utilization clamps need a larger one).
+        attr.sched_flags &= libc::SCHED_FLAG_RESET_ON_FORK as u64;
         attr.sched_runtime = ns;
         libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const _, 0) == 0
     }

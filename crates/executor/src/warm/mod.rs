@@ -77,10 +77,11 @@ const START_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(30
 pub const MAX_TEMPLATES: usize = 4;
 
 /// How long a template must have gone unused (no execution started from it; one may still be
-/// running, and goes on) before one for another key may be started to take its place, once [`MAX_TEMPLATES`] are in use. Replacing the least recently used one at once
-/// would, with more keys than that in rotation, start a template (~25 ms of CPU) for nearly
-/// every execution and evict each before it was used; so the keys beyond the first few start
-/// cold until one of those goes idle.
+/// running, and goes on) before one for another key may be started to take its place, once
+/// [`MAX_TEMPLATES`] are in use. Replacing the least recently used one at once would, with more
+/// keys than that in rotation, start a template (~25 ms of CPU) for nearly every execution and
+/// evict each before it was used; so the keys beyond the first few start cold until one of
+/// those goes idle.
 const IDLE_BEFORE_REPLACED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one template serves: the interpreter and its flags (`-I`, `-S` when the workflow needs
@@ -315,9 +316,8 @@ impl Pool {
 
     /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
     /// another is started in the background (when there is room: [`Slots::make_room`]) and this
-    /// call fails (the execution starts cold),
-    /// as do those that come before it is ready; so does one for a `script` the template has
-    /// not prepared, which it is asked to prepare now. A warm start never makes an execution
+    /// call fails (the execution starts cold), as do those that come before it is ready; so
+    /// does one for a `script` the template has not prepared, which it is asked to prepare now. A warm start never makes an execution
     /// wait for what a cold one does not (unless `FLOWRUN_WARM_WAIT=1`: then the start and the
     /// preparing are waited for). A template `f` fails with is retired: the next call starts
     /// another.
