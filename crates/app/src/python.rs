@@ -23,6 +23,12 @@ pub struct Interpreter {
     pub candidate: PathBuf,
     /// How the candidate was found (`--python`, `FLOWRUN_PYTHON`, `VIRTUAL_ENV`, `PATH`).
     pub found_by: String,
+    /// The magic number of its bytecode (`importlib.util.MAGIC_NUMBER`, in hex), which names
+    /// the scripts' `.pyc` files: builds of one version can differ in it (a pre-release and
+    /// the release), and a `.pyc` of the other one fails every run. `None` in a cache entry
+    /// written before it was asked, or from an interpreter that does not say.
+    #[serde(default)]
+    pub bytecode_magic: Option<String>,
 }
 
 impl Interpreter {
@@ -128,7 +134,7 @@ fn write_cache(cache_dir: &Path, entries: &[CacheEntry]) {
 
 /// Asks a candidate what it really is. Runs it isolated and without site, so it is quick.
 fn probe(candidate: &Path, found_by: &str) -> Result<Interpreter, PythonError> {
-    let script = "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3]); print(sys.implementation.name)";
+    let script = "import sys, importlib.util; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3]); print(sys.implementation.name); print(getattr(importlib.util, 'MAGIC_NUMBER', b'').hex())";
     let broken = |message: String| PythonError::Broken {
         path: candidate.to_path_buf(),
         found_by: found_by.to_string(),
@@ -167,6 +173,11 @@ fn probe(candidate: &Path, found_by: &str) -> Result<Interpreter, PythonError> {
         implementation: imp.to_string(),
         candidate: candidate.to_path_buf(),
         found_by: found_by.to_string(),
+        bytecode_magic: lines
+            .next()
+            .map(str::trim)
+            .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string),
     })
 }
 

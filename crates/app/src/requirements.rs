@@ -232,6 +232,7 @@ pub(crate) fn venv_interpreter(dir: &Path, base: &Interpreter) -> Option<Interpr
         implementation: base.implementation.clone(),
         candidate: exe,
         found_by: format!("managed environment {}", dir.display()),
+        bytecode_magic: base.bytecode_magic.clone(),
     })
 }
 

@@ -259,3 +259,57 @@ fn a_run_that_fails_before_it_starts_leaves_no_compile_behind() {
         .count();
     assert_eq!(pyc, 0, "nothing was compiled for a run that did not start");
 }
+
+/// The `.pyc` is named by the interpreter's bytecode magic number too: one written by another
+/// build of the same Python version (a pre-release and the release sharing a cache, or a
+/// flowrun that named it by version only), whose magic differs, is never loaded — it would
+/// fail every run ("Bad magic number").
+#[test]
+fn a_pyc_of_another_build_of_the_same_python_is_not_loaded() {
+    let fx = Fx::new();
+    let wf = fx.workflow(
+        "one",
+        &json!({ "id": "one", "nodes": [{ "id": "n", "type": "code", "code": "return 1" }] }),
+    );
+    fx.run(&wf, &json!({}), &[]).assert_code(0);
+    let scripts = fx.cache_dir().join("scripts");
+    let files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&scripts)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let py = files()
+        .into_iter()
+        .find(|p| p.extension() == Some("py".as_ref()))
+        .unwrap();
+    let ours = files()
+        .into_iter()
+        .find(|p| p.extension() == Some("pyc".as_ref()))
+        .unwrap();
+    // The other build's name: `<sha>.cpython-311.pyc` (the interpreter's cache tag), holding a
+    // `.pyc` whose magic number is not ours.
+    let tag = std::process::Command::new("python3")
+        .args([
+            "-I",
+            "-S",
+            "-c",
+            "import sys; print(sys.implementation.cache_tag)",
+        ])
+        .output()
+        .unwrap();
+    let tag = String::from_utf8(tag.stdout).unwrap();
+    let theirs = py.with_extension(format!("{}.pyc", tag.trim()));
+    let mut bytes = std::fs::read(&ours).unwrap();
+    bytes[0] ^= 0xff;
+    for p in files()
+        .into_iter()
+        .filter(|p| p.extension() == Some("pyc".as_ref()))
+    {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::write(&theirs, &bytes).unwrap();
+    fx.run(&wf, &json!({}), &[]).assert_code(0);
+    assert_ne!(ours, theirs, "ours is named by the magic number too");
+    assert!(ours.is_file(), "ours is compiled again");
+}

@@ -1,5 +1,5 @@
 //! The script compiled to bytecode, next to it in the cache
-//! (`<sha256>.<impl>-<major><minor>.pyc`).
+//! (`<sha256>.<impl>-<major><minor>-<magic>.pyc`: see [`pyc_path`]).
 //!
 //! Running the `.pyc` saves the interpreter compiling the ~40 KB script on every run (~7 ms
 //! here). Compiling it takes a Python of its own (~35-45 ms), which the first run of a new
@@ -52,9 +52,7 @@ pub struct PendingBytecode {
 /// What the interpreter should run: the `.pyc` when it is there, or compiled now in a process
 /// with warm starts; else the script itself, and the `.pyc` to compile for the runs after it.
 pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<PendingBytecode>) {
-    let (major, minor, _) = interp.version;
-    let tag = format!("{}-{major}{minor}", interp.implementation);
-    let pyc = script.with_extension(format!("{tag}.pyc"));
+    let pyc = pyc_path(interp, script);
     if pyc.is_file() {
         return (pyc, None);
     }
@@ -72,6 +70,20 @@ pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<
         return (run.to_path_buf(), None);
     }
     (script.to_path_buf(), Some(pending))
+}
+
+/// Where `script`'s bytecode for `interp` goes: named by the interpreter's implementation,
+/// version and bytecode magic number, so that two builds of one version whose bytecode differs
+/// (a pre-release and the release, sharing a cache) never load each other's `.pyc` — that
+/// fails every run ("Bad magic number"). Without a known magic number, the name has none.
+fn pyc_path(interp: &Interpreter, script: &Path) -> PathBuf {
+    let (major, minor, _) = interp.version;
+    let mut tag = format!("{}-{major}{minor}", interp.implementation);
+    if let Some(magic) = &interp.bytecode_magic {
+        tag.push('-');
+        tag.push_str(magic);
+    }
+    script.with_extension(format!("{tag}.pyc"))
 }
 
 /// The Python that compiles `p`, its output thrown away.
