@@ -5,8 +5,8 @@
 //! read and recorded, a child reaped, an exit passed on. On a machine whose cores are all busy,
 //! each of those wakeups used to wait for a slice of the task already running (Linux's EEVDF
 //! scheduler runs a woken task first only when its deadline — its eligible time plus its slice —
-//! comes before the running task's). The runner of one cold execution wakes ~25 times, so its
-//! overhead under a CPU hog was 2-3x what it is idle. A short slice (Linux 6.12's custom slice
+//! comes before the running task's). The runner and shepherd of one cold execution switch in and
+//! out 13-26 times (`perf stat`), so their overhead under a CPU hog was 2-3x what it is idle. A short slice (Linux 6.12's custom slice
 //! for normal tasks, `sched_attr.sched_runtime`, settable without privilege) gives such a task
 //! an early deadline on each wakeup, so its burst runs at once; it takes no larger share of the
 //! CPU (its slices are short, and it is as fair as before), and it is inherited by what the
