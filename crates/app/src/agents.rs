@@ -110,13 +110,14 @@ pub fn installed() -> Vec<Installed> {
 /// The first non-empty line `exe --version` prints, within `timeout` (a CLI that hangs is
 /// killed and reported).
 pub fn version(exe: &Path, timeout: Duration) -> Result<String, String> {
-    let mut child = Command::new(exe)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run it: {e}"))?;
+    let mut child = flowrun_executor::process::spawn_helper(
+        Command::new(exe)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run it: {e}"))?;
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {

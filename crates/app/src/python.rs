@@ -140,11 +140,15 @@ fn probe(candidate: &Path, found_by: &str) -> Result<Interpreter, PythonError> {
         found_by: found_by.to_string(),
         message,
     };
-    let out = Command::new(candidate)
-        .args(["-I", "-S", "-c", script])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| broken(e.to_string()))?;
+    let out = flowrun_executor::process::spawn_helper(
+        Command::new(candidate)
+            .args(["-I", "-S", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .and_then(|c| c.wait_with_output())
+    .map_err(|e| broken(e.to_string()))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(broken(format!(

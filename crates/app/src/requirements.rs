@@ -8,6 +8,7 @@
 //! different versions do not fight.
 
 use crate::python::Interpreter;
+use flowrun_executor::process::spawn_helper;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -91,13 +92,14 @@ fn check_with_paths(
     use std::io::Write;
     // Isolated from the user's environment variables and cwd, but with site: that is where
     // packages live.
-    let mut child = Command::new(&interp.executable)
-        .args(["-I", "-c", CHECK])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", interp.executable.display()))?;
+    let mut child = spawn_helper(
+        Command::new(&interp.executable)
+            .args(["-I", "-c", CHECK])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run {}: {e}", interp.executable.display()))?;
     let input = serde_json::to_vec(requirements).expect("strings serialize");
     child
         .stdin
@@ -251,11 +253,13 @@ pub fn install(
             "flowrun: creating a virtual environment in {}",
             dir.display()
         );
-        let status = Command::new(&base.executable)
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .map_err(|e| format!("cannot run {}: {e}", base.executable.display()))?;
+        let status = spawn_helper(
+            Command::new(&base.executable)
+                .args(["-m", "venv"])
+                .arg(&dir),
+        )
+        .and_then(|mut c| c.wait())
+        .map_err(|e| format!("cannot run {}: {e}", base.executable.display()))?;
         if !status.success() {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(format!(
@@ -266,20 +270,21 @@ pub fn install(
     }
     let venv = venv_interpreter(&dir, base).ok_or("the virtual environment has no bin/python")?;
     eprintln!("flowrun: installing {}", requirements.join(" "));
-    let mut child = Command::new(&venv.executable)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "off",
-        ])
-        .args(requirements)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run pip: {e}"))?;
+    let mut child = spawn_helper(
+        Command::new(&venv.executable)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+            ])
+            .args(requirements)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run pip: {e}"))?;
     let stderr = child.stderr.take().expect("piped");
     let errors = std::thread::spawn(move || {
         let mut lines = Vec::new();
