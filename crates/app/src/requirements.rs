@@ -8,7 +8,7 @@
 //! different versions do not fight.
 
 use crate::python::Interpreter;
-use flowrun_executor::process::spawn_helper;
+use flowrun_executor::process::{run_helper, spawn_helper};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -253,12 +253,11 @@ pub fn install(
             "flowrun: creating a virtual environment in {}",
             dir.display()
         );
-        let status = spawn_helper(
+        let status = run_helper(
             Command::new(&base.executable)
                 .args(["-m", "venv"])
                 .arg(&dir),
         )
-        .and_then(|mut c| c.wait())
         .map_err(|e| format!("cannot run {}: {e}", base.executable.display()))?;
         if !status.success() {
             let _ = std::fs::remove_dir_all(&dir);

@@ -124,6 +124,11 @@ pub fn spawn_helper(cmd: &mut std::process::Command) -> std::io::Result<std::pro
     cmd.spawn()
 }
 
+/// [`spawn_helper`], then waits for it to end.
+pub fn run_helper(cmd: &mut std::process::Command) -> std::io::Result<std::process::ExitStatus> {
+    spawn_helper(cmd)?.wait()
+}
+
 fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     // SAFETY: fcntl on an fd we own, no memory involved.
     let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };

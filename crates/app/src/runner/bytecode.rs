@@ -62,8 +62,7 @@ pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<
         pyc,
     };
     if flowrun_executor::warm::enabled() {
-        let compiled = flowrun_executor::process::spawn_helper(&mut compile_command(&pending))
-            .and_then(|mut c| c.wait())
+        let compiled = flowrun_executor::process::run_helper(&mut compile_command(&pending))
             .is_ok_and(|s| s.success())
             && pending.pyc.is_file();
         let run = if compiled { &pending.pyc } else { script };
@@ -116,10 +115,7 @@ pub(super) fn start(m: &PendingBytecode) {
     let thread = std::thread::Builder::new()
         .name("flowrun-pyc".into())
         .spawn(move || {
-            let mut cmd = compile_command(&job);
-            if let Ok(mut child) = flowrun_executor::process::spawn_helper(&mut cmd) {
-                let _ = child.wait();
-            }
+            let _ = flowrun_executor::process::run_helper(&mut compile_command(&job));
             finished(&job.pyc);
         });
     if let Err(e) = thread {

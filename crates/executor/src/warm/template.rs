@@ -144,14 +144,9 @@ impl Template {
                 Ok(())
             });
         }
-        // Under the lock every spawn takes (crate::process): no other execution's pipes are
-        // open across this fork without close-on-exec, to be inherited by the template.
-        let child = {
-            let _spawning = crate::process::SPAWN_LOCK
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            cmd.spawn()?
-        };
+        // Under the lock every spawn takes: no other execution's pipes are open across this
+        // fork without close-on-exec, to be inherited by the template.
+        let child = crate::process::spawn_helper(&mut cmd)?;
         drop(theirs);
         let pid = child.id() as i32;
         let mut t = Template {
@@ -414,7 +409,6 @@ impl Nudge {
 /// The most spares kept per template (the template makes no more than this either).
 const MAX_SPARES: usize = 2;
 
-/// One message from a template's socket (`fd`), with its descriptors (close-on-exec).
 /// Sends a message without descriptors, never waiting (a template that is busy or gone does
 /// not get it): whether it went.
 fn send_now(fd: RawFd, msg: &Value) -> bool {
@@ -422,6 +416,7 @@ fn send_now(fd: RawFd, msg: &Value) -> bool {
     nix::sys::socket::send(fd, msg.to_string().as_bytes(), flags).is_ok()
 }
 
+/// One message from a template's socket (`fd`), with its descriptors (close-on-exec).
 fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, recvmsg};
     use std::os::fd::FromRawFd;
