@@ -215,19 +215,22 @@ impl Slots {
     /// have), so that no more than [`MAX_TEMPLATES`] are ever ready or starting. False: no room,
     /// and the key starts cold.
     fn make_room(&mut self, pool: &Pool) -> bool {
-        if self.ready.len() + self.starting.len() < MAX_TEMPLATES {
-            return true;
-        }
-        let idle = self
+        self.ready.len() + self.starting.len() < MAX_TEMPLATES
+            || self.retire_least_recent(pool, |s| s.used_at.elapsed() >= IDLE_BEFORE_REPLACED)
+    }
+
+    /// Retires the least recently used of the ready templates that `eligible` picks, if any.
+    fn retire_least_recent(&mut self, pool: &Pool, eligible: impl Fn(&Slot) -> bool) -> bool {
+        let oldest = self
             .ready
             .iter()
-            .filter(|(_, s)| s.used_at.elapsed() >= IDLE_BEFORE_REPLACED)
+            .filter(|(_, s)| eligible(s))
             .min_by_key(|(_, s)| s.last_used)
             .map(|(k, _)| k.clone());
-        let Some(key) = idle else {
+        let Some(key) = oldest else {
             return false;
         };
-        tracing::debug!("retiring a warm template unused for a while, for another key");
+        tracing::debug!("retiring the least recently used warm template, for another key");
         self.ready.remove(&key);
         pool.count(|s| s.retired += 1);
         true
@@ -317,10 +320,10 @@ impl Pool {
     /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
     /// another is started in the background (when there is room: [`Slots::make_room`]) and this
     /// call fails (the execution starts cold), as do those that come before it is ready; so
-    /// does one for a `script` the template has not prepared, which it is asked to prepare now. A warm start never makes an execution
-    /// wait for what a cold one does not (unless `FLOWRUN_WARM_WAIT=1`: then the start and the
-    /// preparing are waited for). A template `f` fails with is retired: the next call starts
-    /// another.
+    /// does one for a `script` the template has not prepared, which it is asked to prepare now.
+    /// A warm start never makes an execution wait for what a cold one does not (unless
+    /// `FLOWRUN_WARM_WAIT=1`: then the start and the preparing are waited for). A template `f`
+    /// fails with is retired: the next call starts another.
     pub(crate) async fn with_template<T>(
         &'static self,
         key: &Key,
@@ -422,15 +425,7 @@ impl Pool {
         self.count(|s| s.started += 1);
         slots.failed.remove(&key);
         if slots.ready.len() >= MAX_TEMPLATES {
-            let oldest = slots
-                .ready
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                slots.ready.remove(&k);
-                self.count(|s| s.retired += 1);
-            }
+            slots.retire_least_recent(self, |_| true);
         }
         let slot = Slot {
             template,
