@@ -177,10 +177,7 @@ fn scripts_are_private_and_tmpdir_stays_empty() {
             }
         }
     }
-    let py = std::fs::read_dir(&scripts)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("py".as_ref()))
-        .count();
+    let py = cached(&fx, "py").len();
     assert_eq!(py, 2, "one cached script per workflow");
     assert!(n >= 2);
 }
@@ -204,12 +201,7 @@ fn a_new_scripts_first_run_runs_its_source_and_leaves_its_pyc_for_the_next() {
     };
     let first = ran(&fx);
     assert!(first.ends_with(".py"), "the first run ran {first}");
-    let scripts = fx.cache_dir().join("scripts");
-    let pyc: Vec<_> = std::fs::read_dir(&scripts)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension() == Some("pyc".as_ref()))
-        .collect();
+    let pyc = cached(&fx, "pyc");
     assert_eq!(
         pyc.len(),
         1,
@@ -253,10 +245,7 @@ fn a_run_that_fails_before_it_starts_leaves_no_compile_behind() {
         .filter(|c| c.contains(&cache))
         .collect();
     assert!(left.is_empty(), "left running: {left:?}");
-    let pyc = std::fs::read_dir(fx.cache_dir().join("scripts"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("pyc".as_ref()))
-        .count();
+    let pyc = cached(&fx, "pyc").len();
     assert_eq!(pyc, 0, "nothing was compiled for a run that did not start");
 }
 
@@ -272,21 +261,8 @@ fn a_pyc_of_another_build_of_the_same_python_is_not_loaded() {
         &json!({ "id": "one", "nodes": [{ "id": "n", "type": "code", "code": "return 1" }] }),
     );
     fx.run(&wf, &json!({}), &[]).assert_code(0);
-    let scripts = fx.cache_dir().join("scripts");
-    let files = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&scripts)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect()
-    };
-    let py = files()
-        .into_iter()
-        .find(|p| p.extension() == Some("py".as_ref()))
-        .unwrap();
-    let ours = files()
-        .into_iter()
-        .find(|p| p.extension() == Some("pyc".as_ref()))
-        .unwrap();
+    let py = cached(&fx, "py").pop().unwrap();
+    let ours = cached(&fx, "pyc").pop().unwrap();
     // The other build's name: `<sha>.cpython-311.pyc` (the interpreter's cache tag), holding a
     // `.pyc` whose magic number is not ours.
     let tag = std::process::Command::new("python3")
@@ -302,14 +278,20 @@ fn a_pyc_of_another_build_of_the_same_python_is_not_loaded() {
     let theirs = py.with_extension(format!("{}.pyc", tag.trim()));
     let mut bytes = std::fs::read(&ours).unwrap();
     bytes[0] ^= 0xff;
-    for p in files()
-        .into_iter()
-        .filter(|p| p.extension() == Some("pyc".as_ref()))
-    {
+    for p in cached(&fx, "pyc") {
         std::fs::remove_file(p).unwrap();
     }
     std::fs::write(&theirs, &bytes).unwrap();
     fx.run(&wf, &json!({}), &[]).assert_code(0);
     assert_ne!(ours, theirs, "ours is named by the magic number too");
     assert!(ours.is_file(), "ours is compiled again");
+}
+
+/// The files of the script cache (`<cache>/scripts`) with extension `ext`.
+fn cached(fx: &Fx, ext: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(fx.cache_dir().join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() == Some(ext.as_ref()))
+        .collect()
 }

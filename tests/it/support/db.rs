@@ -71,21 +71,21 @@ impl Env {
 
     /// Ids of all executions, oldest first.
     pub fn execution_ids(&self) -> Vec<String> {
-        let db = self.db();
-        let mut stmt = db
-            .prepare("SELECT id FROM executions ORDER BY started_at, rowid")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        self.executions_column("id")
     }
 
     /// How each execution started (`warm` or `cold`), oldest first.
     pub fn execution_starts(&self) -> Vec<String> {
+        self.executions_column("start")
+    }
+
+    /// One text column of every execution, oldest first.
+    fn executions_column(&self, column: &str) -> Vec<String> {
         let db = self.db();
         let mut stmt = db
-            .prepare("SELECT start FROM executions ORDER BY started_at, rowid")
+            .prepare(&format!(
+                "SELECT {column} FROM executions ORDER BY started_at, rowid"
+            ))
             .unwrap();
         stmt.query_map([], |r| r.get(0))
             .unwrap()
