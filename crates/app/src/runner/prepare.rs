@@ -167,6 +167,13 @@ pub fn prepare(
     trigger: impl Into<Trigger>,
     options: RunOptions,
 ) -> Result<Prepared, RunError> {
+    // The trigger is checked once the script is rendered: the first check of a process waits
+    // for its draft's meta-schema validator, built meanwhile (`inputs::start_meta_schema`).
+    let meta_schema = source
+        .definition
+        .get("inputs")
+        .filter(|s| !s.is_null())
+        .and_then(crate::inputs::start_meta_schema);
     let plan = flowrun_codegen::compile(source).map_err(RunError::Invalid)?;
     for pin in options.pins.keys() {
         if plan.workflow.node(pin).is_none() {
@@ -234,7 +241,6 @@ pub fn prepare(
             flowrun_codegen::Diagnostic::new(message).into(),
         ));
     }
-    let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
     let mut options = options;
     options.cwd = Some(working_directory(source, &plan, options.cwd.as_deref())?);
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
@@ -263,18 +269,6 @@ pub fn prepare(
             )
         })
         .collect();
-    let stored_trigger = trigger::stored(&mut checked, &redactor);
-    let cache = paths::cache_dir();
-    let interpreter = python::discover(options.python.as_deref(), &cache)?;
-    let reqs = plan.requirements();
-    let interpreter = match requirements::resolve(&cache, &interpreter, &reqs) {
-        Ok(i) => i,
-        Err(Err(e)) => return Err(RunError::Environment(e)),
-        Err(Ok(_)) if options.install_deps => {
-            requirements::install(&cache, &interpreter, &reqs).map_err(RunError::Environment)?
-        }
-        Err(Ok(missing)) => return Err(RunError::MissingPackages(missing)),
-    };
     let script = flowrun_codegen::render(
         &plan,
         &RenderOptions {
@@ -287,6 +281,24 @@ pub fn prepare(
             max_cost_usd: options.max_cost_usd,
         },
     );
+    if let Some(thread) = meta_schema {
+        let _ = thread.join();
+    }
+    // Before anything is written, probed or installed: a trigger the workflow refuses changes
+    // nothing.
+    let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
+    let stored_trigger = trigger::stored(&mut checked, &redactor);
+    let cache = paths::cache_dir();
+    let interpreter = python::discover(options.python.as_deref(), &cache)?;
+    let reqs = plan.requirements();
+    let interpreter = match requirements::resolve(&cache, &interpreter, &reqs) {
+        Ok(i) => i,
+        Err(Err(e)) => return Err(RunError::Environment(e)),
+        Err(Ok(_)) if options.install_deps => {
+            requirements::install(&cache, &interpreter, &reqs).map_err(RunError::Environment)?
+        }
+        Err(Ok(missing)) => return Err(RunError::MissingPackages(missing)),
+    };
     let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {
         RunError::Environment(format!(
             "cannot write the script to {}: {e}",
