@@ -147,8 +147,12 @@ mod tests {
         assert!(err.contains('7'), "{err}");
         // A `$schema` no draft has: the thread's check fails quietly, the build says why.
         let unknown = json!({"$schema": "https://example.com/no-such-draft", "type": "object"});
-        let _ = std::thread::spawn(move || jsonschema::meta::validate(&unknown).is_err())
+        let copy = unknown.clone();
+        let refused = std::thread::spawn(move || jsonschema::meta::validate(&copy).is_err())
             .join()
             .expect("no panic for an unknown meta-schema");
+        assert!(refused);
+        let err = prepare(Some(&unknown), json!({})).unwrap_err().to_string();
+        assert!(err.contains("no-such-draft"), "{err}");
     }
 }
