@@ -217,6 +217,38 @@ fn invalid_input_fails_before_anything_runs() {
 }
 
 #[test]
+fn invalid_input_is_reported_before_what_the_environment_lacks() {
+    // The trigger is the caller's to fix (exit 2): it is checked before the working directory,
+    // the connections and the agent CLIs, as it was before the meta-schema's thread.
+    let env = Env::new();
+    let inputs = json!({"type": "object", "properties": {"count": {"type": "integer"}}});
+    let cases = [
+        (
+            "unbound.json",
+            json!({"id": "unbound", "inputs": inputs,
+                   "connections": {"svc": {"env": "FLOWRUN_TEST_NEVER_SET_KEY"}},
+                   "nodes": [{"id": "call", "type": "http_request",
+                              "url": "http://127.0.0.1:9/", "connection": "svc"}]}),
+        ),
+        (
+            "nowhere.json",
+            json!({"id": "nowhere", "inputs": inputs, "cwd": "no-such-directory",
+                   "nodes": [{"id": "s", "type": "set", "fields": {"a": "1"}}]}),
+        ),
+    ];
+    for (name, wf) in cases {
+        let wf = env.write_workflow(name, &wf);
+        let out = env.run(&wf, &json!({"count": "three"}).to_string(), &[]);
+        assert_code(&out, 2, name);
+        assert!(stderr(&out).contains("count"), "{name}: {}", describe(&out));
+        // With valid input, what the environment lacks is what is reported.
+        let out = env.run(&wf, &json!({"count": 3}).to_string(), &[]);
+        assert_code(&out, 3, name);
+    }
+    assert_eq!(env.execution_count(), 0);
+}
+
+#[test]
 fn input_defaults_are_applied() {
     let env = Env::new();
     let out = env.run(&example("hello.json"), "{}", &[]);

@@ -167,8 +167,9 @@ pub fn prepare(
     trigger: impl Into<Trigger>,
     options: RunOptions,
 ) -> Result<Prepared, RunError> {
-    // The trigger is checked once the script is rendered: the first check of a process waits
-    // for its draft's meta-schema validator, built meanwhile (`inputs::start_meta_schema`).
+    // The trigger is checked once the plan is compiled and the script rendered: the first check
+    // of a process waits for its draft's meta-schema validator, built meanwhile
+    // (`inputs::start_meta_schema`).
     let meta_schema = source
         .definition
         .get("inputs")
@@ -241,6 +242,24 @@ pub fn prepare(
             flowrun_codegen::Diagnostic::new(message).into(),
         ));
     }
+    let script = flowrun_codegen::render(
+        &plan,
+        &RenderOptions {
+            pins: options.pins.clone(),
+            reused_items: options.reused_items.clone(),
+            max_parallel: options.max_parallel,
+            mocks: options.mocks.clone(),
+            offline: options.offline,
+            break_before: options.break_before.clone(),
+            max_cost_usd: options.max_cost_usd,
+        },
+    );
+    if let Some(thread) = meta_schema {
+        let _ = thread.join();
+    }
+    // Before anything else can fail (a refused trigger is the caller's error, reported as such:
+    // exit 2, 422) and before anything is written, probed or installed.
+    let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
     let mut options = options;
     options.cwd = Some(working_directory(source, &plan, options.cwd.as_deref())?);
     let secrets = bind_connections(&plan, &options).map_err(RunError::Unbound)?;
@@ -269,24 +288,6 @@ pub fn prepare(
             )
         })
         .collect();
-    let script = flowrun_codegen::render(
-        &plan,
-        &RenderOptions {
-            pins: options.pins.clone(),
-            reused_items: options.reused_items.clone(),
-            max_parallel: options.max_parallel,
-            mocks: options.mocks.clone(),
-            offline: options.offline,
-            break_before: options.break_before.clone(),
-            max_cost_usd: options.max_cost_usd,
-        },
-    );
-    if let Some(thread) = meta_schema {
-        let _ = thread.join();
-    }
-    // Before anything is written, probed or installed: a trigger the workflow refuses changes
-    // nothing.
-    let mut checked = trigger::check(plan.workflow.inputs.as_ref(), trigger.into())?;
     let stored_trigger = trigger::stored(&mut checked, &redactor);
     let cache = paths::cache_dir();
     let interpreter = python::discover(options.python.as_deref(), &cache)?;
