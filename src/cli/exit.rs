@@ -137,12 +137,13 @@ mod tests {
                 && e.message.contains("a, b")
         );
         let e = run_error(RunError::MissingAgents(vec![
-            flowrun_app::agents::MissingAgent {
+            flowrun_app::agents::NeededAgent {
                 agent: "claude_code".into(),
                 name: "Claude Code".into(),
                 command: "claude".into(),
                 npm_package: "@anthropic-ai/claude-code".into(),
                 nodes: vec!["plan".into(), "build".into()],
+                path: None,
             },
         ]));
         assert_eq!(e.code, ENVIRONMENT);

@@ -3,7 +3,7 @@
 //! installed ones for their version (`doctor`).
 
 use flowrun_codegen::Plan;
-use flowrun_codegen::model::{AGENT_CLIS, NodeKind, agent_cli};
+use flowrun_codegen::model::{AGENT_CLIS, NodeKind, Workflow, agent_cli};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// An agent CLI that nodes need and that is not there.
+/// An agent CLI that nodes need, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingAgent {
+pub struct NeededAgent {
     /// `claude_code`, `codex`, `gemini`.
     pub agent: String,
     /// What the CLI is called (`Claude Code`).
@@ -24,6 +24,8 @@ pub struct MissingAgent {
     pub npm_package: String,
     /// The nodes that run it.
     pub nodes: Vec<String>,
+    /// The executable found; `None` when it is not there.
+    pub path: Option<PathBuf>,
 }
 
 /// The executable `command` names: a name looked up on `path`, or a path (relative to `cwd`)
@@ -32,16 +34,16 @@ pub fn find(command: &str, path: Option<&OsStr>, cwd: &Path) -> Option<PathBuf> 
     which::which_in(command, path, cwd).ok()
 }
 
-/// Every agent CLI that a node which will run (not pinned, not in `pins`) needs and that is
-/// not found on `path` (relative paths from `cwd`), one entry per executable.
-pub fn missing(
-    plan: &Plan,
+/// Every agent CLI that a node of `workflow` which will run (not pinned, not in `pins`) needs,
+/// one entry per executable, each looked for on `path` (relative paths from `cwd`).
+pub fn needed(
+    workflow: &Workflow,
     pinned: impl Fn(&str) -> bool,
     path: Option<&OsStr>,
     cwd: &Path,
-) -> Vec<MissingAgent> {
-    let mut missing: BTreeMap<(String, String), MissingAgent> = BTreeMap::new();
-    for node in &plan.workflow.nodes {
+) -> Vec<NeededAgent> {
+    let mut needed: BTreeMap<(String, String), NeededAgent> = BTreeMap::new();
+    for node in &workflow.nodes {
         let NodeKind::Agent(a) = &node.kind else {
             continue;
         };
@@ -52,22 +54,33 @@ pub fn missing(
             continue;
         };
         let command = a.executable();
-        if find(command, path, cwd).is_some() {
-            continue;
-        }
-        missing
+        needed
             .entry((a.agent.clone(), command.to_string()))
-            .or_insert_with(|| MissingAgent {
+            .or_insert_with(|| NeededAgent {
                 agent: cli.agent.to_string(),
                 name: cli.name.to_string(),
                 command: command.to_string(),
                 npm_package: cli.npm_package.to_string(),
                 nodes: Vec::new(),
+                path: find(command, path, cwd),
             })
             .nodes
             .push(node.id.clone());
     }
-    missing.into_values().collect()
+    needed.into_values().collect()
+}
+
+/// [`needed`], only those that are not found.
+pub fn missing(
+    plan: &Plan,
+    pinned: impl Fn(&str) -> bool,
+    path: Option<&OsStr>,
+    cwd: &Path,
+) -> Vec<NeededAgent> {
+    needed(&plan.workflow, pinned, path, cwd)
+        .into_iter()
+        .filter(|a| a.path.is_none())
+        .collect()
 }
 
 /// What `doctor` reports of one agent CLI: where its default executable is on this process's

@@ -2,9 +2,11 @@
 //! hidden files and test files (`*.test.yaml`, kept beside their workflows), read again on every
 //! request (an editor saves them while the server runs).
 
+use flowrun_codegen::model::Workflow;
 use flowrun_codegen::{Diagnostic, Diagnostics, Plan, Source};
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// One workflow file and what became of it.
@@ -210,11 +212,35 @@ pub fn bound_here(var: &str) -> bool {
 
 /// The JSON an editor needs to show a workflow and build its run form.
 pub fn describe(e: &Entry, detail: bool) -> Value {
-    describe_with(e, detail, &bound_here)
+    describe_with(e, detail, &bound_here, None)
 }
 
-/// [`describe`], with `bound` telling which variables bind a connection.
-pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> Value {
+/// The agent CLIs that `wf`'s nodes need, each with whether it is found: looked for as a run
+/// of this definition would look (`runner::missing_agents`), on `path` (the server's own
+/// `PATH` when `None`) and from the directory its nodes would run in.
+fn agents(wf: &Workflow, file: &str, path: Option<&OsStr>) -> Vec<Value> {
+    let own = std::env::var_os("PATH");
+    let path = path.or(own.as_deref());
+    let cwd = flowrun_app::runner::default_working_directory(file, wf.cwd.as_deref());
+    flowrun_app::agents::needed(wf, |_| false, path, &cwd)
+        .into_iter()
+        .map(|a| {
+            json!({"agent": a.agent, "name": a.name, "command": a.command,
+                   "npm_package": a.npm_package, "nodes": a.nodes,
+                   "available": a.path.is_some(),
+                   "path": a.path.map(|p| p.display().to_string())})
+        })
+        .collect()
+}
+
+/// [`describe`], with `bound` telling which variables bind a connection and `path` where agent
+/// CLIs are looked for (`None`: the server's `PATH`).
+pub fn describe_with(
+    e: &Entry,
+    detail: bool,
+    bound: &dyn Fn(&str) -> bool,
+    path: Option<&OsStr>,
+) -> Value {
     let wf = e.source.as_ref().map(|s| &s.workflow);
     let mut connections = Vec::new();
     if let Some(wf) = wf {
@@ -249,6 +275,11 @@ pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> V
         .filter(|c| c["required"] == true && c["bound"] == false)
         .filter_map(|c| c["name"].as_str())
         .collect();
+    let agents = match (wf, &e.source) {
+        (Some(wf), Some(source)) => agents(wf, &source.file, path),
+        _ => Vec::new(),
+    };
+    let agents_found = agents.iter().all(|a| a["available"] == true);
     let mut v = json!({
         "id": e.id,
         "name": wf.map(|w| w.display_name().to_string()).unwrap_or_else(|| e.id.clone()),
@@ -260,7 +291,8 @@ pub fn describe_with(e: &Entry, detail: bool, bound: &dyn Fn(&str) -> bool) -> V
         "defaults": defaults,
         "timeout_ms": wf.and_then(|w| w.timeout_ms),
         "connections": connections,
-        "ready": e.is_valid() && missing.is_empty(),
+        "agents": agents,
+        "ready": e.is_valid() && missing.is_empty() && agents_found,
     });
     // The steps in run order, in the list too: the page offers them as breakpoints.
     {

@@ -312,3 +312,48 @@ fn the_agent_review_example_runs_against_the_standins() {
     );
     assert!(standins().join("claude").exists());
 }
+
+#[test]
+fn validate_and_the_workflow_list_say_which_agent_clis_are_found() {
+    let w = crate::support::serve::World::new();
+    let wf = json!({"id": "review", "nodes": [
+        agent("plan", "claude_code", json!({})),
+        agent("fix", "claude_code", json!({})),
+        agent("held", "gemini", json!({"pinned": {"text": "kept"}}))]});
+    w.save("review.json", &wf);
+    let srv = w.serve_with(&[], &[("PATH", &path_without_agents())]);
+    assert_eq!(srv.get("/api").body["features"]["agents"], true);
+
+    // Not on the server's PATH: the list and validate say so, and the workflow is not ready
+    // (the page's Run button says why). A pinned node's CLI is not needed.
+    let missing = json!([{"agent": "claude_code", "name": "Claude Code", "command": "claude",
+                          "npm_package": "@anthropic-ai/claude-code", "nodes": ["plan", "fix"],
+                          "available": false, "path": null}]);
+    let list = srv.get("/api/workflows").body;
+    let listed = list["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "review");
+    let listed = listed.unwrap_or_else(|| panic!("review is listed: {list}"));
+    assert_eq!(listed["agents"], missing, "{listed}");
+    assert_eq!(listed["ready"], false);
+    let r = srv.post("/api/validate", &json!({"workflow": wf}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["valid"], true);
+    assert_eq!(r.body["agents"], missing);
+    assert_eq!(r.body["ready"], false);
+
+    // On the PATH a run with this `env` would have: found, and ready.
+    let r = srv.post(
+        "/api/validate",
+        &json!({"workflow": wf, "env": {"PATH": path_with_standins()}}),
+    );
+    let found = &r.body["agents"][0];
+    assert_eq!(found["available"], true, "{}", r.body);
+    assert_eq!(
+        found["path"],
+        standins().join("claude").display().to_string()
+    );
+    assert_eq!(r.body["ready"], true);
+}

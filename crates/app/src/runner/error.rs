@@ -2,7 +2,7 @@
 //! with its flags and exit codes, the HTTP API with statuses and fields); the messages here name
 //! no flag and no endpoint.
 
-use crate::agents::MissingAgent;
+use crate::agents::NeededAgent;
 use crate::inputs::InputError;
 use crate::python::PythonError;
 use crate::requirements::Missing;
@@ -33,7 +33,7 @@ pub enum RunError {
     /// Agent CLIs that `agent` nodes run and that are not installed (or not where the nodes
     /// say): nothing was spawned.
     #[error("{}", missing_agents_message(.0))]
-    MissingAgents(Vec<MissingAgent>),
+    MissingAgents(Vec<NeededAgent>),
     #[error("cannot record the execution: {0}")]
     Store(#[from] StoreError),
 }
@@ -79,7 +79,7 @@ fn missing_message(list: &[Missing]) -> String {
 }
 
 /// One message naming each missing agent CLI, the nodes that need it and how to install it.
-fn missing_agents_message(list: &[MissingAgent]) -> String {
+fn missing_agents_message(list: &[NeededAgent]) -> String {
     let mut s = if list.len() == 1 {
         "an agent CLI that the workflow runs is not installed:".to_string()
     } else {

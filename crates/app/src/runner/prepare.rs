@@ -4,7 +4,7 @@
 use super::error::{RunError, Unbound};
 use super::options::RunOptions;
 use super::trigger::{self, Trigger};
-use crate::agents::{self, MissingAgent};
+use crate::agents::{self, NeededAgent};
 use crate::python::{self, Interpreter};
 use crate::{paths, requirements};
 use flowrun_codegen::{Plan, RenderOptions, Source};
@@ -100,7 +100,7 @@ pub fn bind_connections(
 /// The agent CLIs that nodes which will run need and that are not there. They are looked for
 /// as the child will look: names on the `PATH` it gets (an `--env` value, else flowrun's own),
 /// paths relative to the directory it runs in.
-pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<MissingAgent> {
+pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<NeededAgent> {
     let path = options
         .env
         .iter()
@@ -133,22 +133,15 @@ fn working_directory(
     plan: &Plan,
     given: Option<&Path>,
 ) -> Result<PathBuf, RunError> {
-    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let dir = match given {
-        Some(d) => here.join(d),
-        None => {
-            let file_dir = Some(Path::new(&source.file))
-                .filter(|_| !source.file.starts_with('<'))
-                .and_then(Path::parent)
-                .map(|d| here.join(d))
-                .unwrap_or_else(|| here.clone());
-            match &plan.workflow.cwd {
-                Some(c) => file_dir.join(c),
-                None => file_dir,
-            }
+        Some(d) => {
+            let d = std::env::current_dir()
+                .unwrap_or_else(|_| PathBuf::from("/"))
+                .join(d);
+            std::path::absolute(&d).unwrap_or(d)
         }
+        None => default_working_directory(&source.file, plan.workflow.cwd.as_deref()),
     };
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
     if !dir.is_dir() {
         return Err(RunError::Environment(format!(
             "the working directory {} does not exist (or is not a directory)",
@@ -156,6 +149,23 @@ fn working_directory(
         )));
     }
     Ok(dir)
+}
+
+/// Where a workflow's nodes run when the caller names no directory: the workflow's `cwd`
+/// relative to its file's directory, else that directory (for a definition without a file,
+/// `file` starting with `<`: flowrun's own working directory). Absolute; it may not exist.
+pub fn default_working_directory(file: &str, cwd: Option<&str>) -> PathBuf {
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let file_dir = Some(Path::new(file))
+        .filter(|_| !file.starts_with('<'))
+        .and_then(Path::parent)
+        .map(|d| here.join(d))
+        .unwrap_or(here);
+    let dir = match cwd {
+        Some(c) => file_dir.join(c),
+        None => file_dir,
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// The longest `NAME=value` an exec takes, its NUL included (Linux: 32 pages).

@@ -264,12 +264,13 @@ mod tests {
         });
         assert_eq!(pin.status, StatusCode::BAD_REQUEST);
         let agents = run_error(RunError::MissingAgents(vec![
-            flowrun_app::agents::MissingAgent {
+            flowrun_app::agents::NeededAgent {
                 agent: "codex".into(),
                 name: "Codex CLI".into(),
                 command: "codex".into(),
                 npm_package: "@openai/codex".into(),
                 nodes: vec!["fix".into()],
+                path: None,
             },
         ]));
         assert_eq!(agents.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -198,7 +198,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "pause": true,
             "break_before": true,
             "max_cost_usd": true,
-            "agents": false,
+            "agents": true,
         },
     }))
 }

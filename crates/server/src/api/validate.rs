@@ -1,6 +1,7 @@
 //! `POST /api/validate`: everything an editor shows about an unsaved definition, without running
 //! anything: diagnostics, the input schema with its defaults, the connections it needs and
-//! whether each is bound, and per node what it reads.
+//! whether each is bound, the agent CLIs it needs and whether each is found, and per node what
+//! it reads.
 
 use super::error::{ApiError, blocking};
 use super::parse_body;
@@ -78,12 +79,6 @@ fn nodes(plan: &Plan) -> Value {
         .collect()
 }
 
-/// The agent CLIs a workflow needs, and whether each is found. A hook: agent nodes (and with
-/// them this list) come with the agent work; until then no workflow needs one.
-fn agent_clis(_plan: Option<&Plan>) -> Vec<Value> {
-    Vec::new()
-}
-
 /// `POST /api/validate`.
 pub async fn validate(
     State(app): State<AppState>,
@@ -108,17 +103,13 @@ pub async fn validate(
                 .is_some_and(|v| !v.is_empty())
                 || workflows::bound_here(var)
         };
-        let mut v = workflows::describe_with(&entry, false, &given);
+        // Agent CLIs are looked for on the PATH a run with this `env` would have.
+        let path = body.env.get("PATH").map(std::ffi::OsStr::new);
+        let mut v = workflows::describe_with(&entry, false, &given, path);
         let obj = v.as_object_mut().expect("describe gives an object");
         obj.remove("file");
         obj.insert("diagnostics".into(), json!(entry.errors));
         obj.remove("errors");
-        let agents = agent_clis(entry.plan.as_ref());
-        let agents_ready = agents.iter().all(|a| a["available"] == true);
-        if !agents_ready {
-            obj.insert("ready".into(), json!(false));
-        }
-        obj.insert("agents".into(), Value::Array(agents));
         let node_list = match (&entry.plan, &entry.source) {
             (Some(plan), _) => nodes(plan),
             (None, Some(s)) => s
