@@ -383,7 +383,11 @@ fn snapshots_are_written_compared_and_updated_with_ignores() {
     env.write_workflow("snap.json", &wf("Hi"));
     let (code, _, err) = test_json(&env, &["."], &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("snapshot: the snapshot differs"), "{err}");
+    assert!(
+        err.contains("snapshot: the snapshot differs")
+            && err.contains("accept it with `flowrun test --update-snapshots`"),
+        "{err}"
+    );
     assert!(
         err.contains("-    \"text\": \"Hello, Ada\"") && err.contains("+    \"text\": \"Hi, Ada\""),
         "{err}"

@@ -545,3 +545,45 @@ fn ctrl_c_stops_the_running_cases_and_starts_no_more() {
         "{text}"
     );
 }
+
+#[test]
+fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {"v": 1}}]}),
+    );
+    // What a snapshot does not hold is an error before anything runs, not an ignore that
+    // silently checks nothing.
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    snapshot:\n      ignore: [output.v, nodes.nope, nodes.a.output, outptu, error.trace, status.x]\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml"]);
+    assert_code(&out, 2, "invalid ignores");
+    let err = stderr(&out);
+    for want in [
+        "cases[0].snapshot.ignore[1]: the workflow has no node 'nope'; its nodes are: a",
+        "cases[0].snapshot.ignore[2]: a snapshot keeps only each node's status: ignore `nodes.a`",
+        "cases[0].snapshot.ignore[3]: unknown field 'outptu' of a snapshot (one of: status, output, error, nodes)",
+        "cases[0].snapshot.ignore[4]: a snapshot keeps an error's type, message, node",
+        "cases[0].snapshot.ignore[5]: a snapshot's `status` is a string",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("ignore[0]"), "output.v is fine: {err}");
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+
+    // `nodes.a.status` ignores the node's status, which is how a snapshot keeps a node.
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    snapshot: { ignore: [nodes.a.status] }\n",
+    );
+    let out = env.cmd(["test", "ok.test.yaml"]);
+    assert_code(&out, 0, "written");
+    let snap: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("__snapshots__/ok.test.yaml.snap.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(snap["one"]["nodes"], json!({"a": "[ignored]"}), "{snap}");
+}

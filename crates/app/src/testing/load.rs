@@ -4,7 +4,7 @@
 use super::expect::Check;
 use super::located::{self, Located};
 use super::path::{Path as JPath, Seg};
-use super::{mocks, model::*};
+use super::{mocks, model::*, snapshot};
 use flowrun_codegen::{Mock, Plan};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -447,6 +447,7 @@ fn read_case(
                 s.get("ignore"),
                 &at.key("snapshot").key("ignore"),
                 case,
+                plan,
             ));
             true
         }
@@ -467,7 +468,13 @@ fn read_case(
                 "ignore: paths left out of the snapshot, but this case has no `snapshot: true`",
             );
         }
-        ignore.extend(read_ignore(r, c.get("ignore"), &at.key("ignore"), case));
+        ignore.extend(read_ignore(
+            r,
+            c.get("ignore"),
+            &at.key("ignore"),
+            case,
+            plan,
+        ));
     }
     let skip = match c.get("skip") {
         None | Some(Value::Bool(false)) => None,
@@ -530,7 +537,13 @@ fn read_case(
     })
 }
 
-fn read_ignore(r: &mut Reader, v: Option<&Value>, at: &JPath, case: Option<&str>) -> Vec<JPath> {
+fn read_ignore(
+    r: &mut Reader,
+    v: Option<&Value>,
+    at: &JPath,
+    case: Option<&str>,
+    plan: Option<&Plan>,
+) -> Vec<JPath> {
     let Some(Value::Array(list)) = v else {
         if v.is_some() {
             r.problem(at, case, "expected a list of paths");
@@ -539,7 +552,10 @@ fn read_ignore(r: &mut Reader, v: Option<&Value>, at: &JPath, case: Option<&str>
     };
     let mut out = Vec::new();
     for (i, p) in list.iter().enumerate() {
-        match p.as_str().map(JPath::parse) {
+        let checked = p
+            .as_str()
+            .map(|p| JPath::parse(p).and_then(|p| snapshot::ignore_path(p, plan)));
+        match checked {
             Some(Ok(p)) => out.push(p),
             Some(Err(e)) => r.problem(&at.child(Seg::Index(i)), case, e),
             None => r.problem(&at.child(Seg::Index(i)), case, "expected a path (a string)"),

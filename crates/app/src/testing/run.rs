@@ -325,7 +325,9 @@ fn check_snapshot(
             Err(_) if s.update_snapshots => (Some(SnapshotNote::Updated), Some(actual)),
             Err(diff) => {
                 failures.push(Failure::Snapshot {
-                    message: "the snapshot differs".into(),
+                    message: "the snapshot differs (if the change is meant, accept it with \
+                              `flowrun test --update-snapshots` and commit the snapshot)"
+                        .into(),
                     diff,
                 });
                 (None, None)

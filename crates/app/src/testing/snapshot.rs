@@ -4,7 +4,8 @@
 //! `"[ignored]"` on both sides.
 
 use super::expect::same;
-use super::path::Path as JPath;
+use super::path::{Path as JPath, Seg};
+use flowrun_codegen::Plan;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -33,6 +34,54 @@ pub(crate) fn of_record(record: &Value, ignore: &[JPath]) -> Value {
     });
     apply_ignores(&mut v, ignore);
     v
+}
+
+/// A path that a case's snapshot ignores, checked against what a snapshot holds (an ignore
+/// that names nothing would leave the snapshot failing, or a typo silently checking nothing):
+/// `status`, `output…`, `error` with its `type`, `message` and `node`, and `nodes.<id>` of a
+/// node the workflow has. A node is kept as its bare status, so `nodes.<id>.status` stands for
+/// `nodes.<id>`. The path to apply.
+pub(crate) fn ignore_path(p: JPath, plan: Option<&Plan>) -> Result<JPath, String> {
+    const ERROR_FIELDS: &[&str] = &["type", "message", "node"];
+    let key = |i: usize| match p.0.get(i) {
+        Some(Seg::Key(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    match (p.first_key(), p.0.len()) {
+        (Some("status"), 1) | (Some("error"), 1) | (Some("nodes"), 1) | (Some("output"), _) => {
+            Ok(p)
+        }
+        (Some("status"), _) => Err("a snapshot's `status` is a string: ignore `status`".into()),
+        (Some("error"), 2) if key(1).is_some_and(|f| ERROR_FIELDS.contains(&f)) => Ok(p),
+        (Some("error"), _) => Err(format!(
+            "a snapshot keeps an error's {}: ignore `error` or one of them",
+            ERROR_FIELDS.join(", ")
+        )),
+        (Some("nodes"), n) => {
+            let Some(id) = key(1) else {
+                return Err("`nodes.<id>`: a node's id".into());
+            };
+            if let Some(plan) = plan.filter(|p| p.workflow.node(id).is_none()) {
+                let ids: Vec<&str> = plan.workflow.nodes.iter().map(|n| n.id.as_str()).collect();
+                return Err(format!(
+                    "the workflow has no node '{id}'; its nodes are: {}",
+                    ids.join(", ")
+                ));
+            }
+            match (n, key(2)) {
+                (2, _) => Ok(p),
+                (3, Some("status")) => Ok(JPath(p.0[..2].to_vec())),
+                _ => Err(format!(
+                    "a snapshot keeps only each node's status: ignore `nodes.{id}` (its status); \
+                     a node's output is not in the snapshot"
+                )),
+            }
+        }
+        (root, _) => Err(format!(
+            "unknown field '{}' of a snapshot (one of: status, output, error, nodes)",
+            root.unwrap_or("")
+        )),
+    }
 }
 
 pub(crate) fn apply_ignores(v: &mut Value, ignore: &[JPath]) {
