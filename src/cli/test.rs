@@ -133,6 +133,14 @@ fn print_problems(problems: &[Problem]) {
     }
 }
 
+/// Writes the `--junit` report, making its directory if needed.
+fn write_junit(f: &Path, xml: &str) -> Result<(), Exit> {
+    if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(f, xml).map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))
+}
+
 pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if let Some(id) = &args.record_from {
         return record(id, &args, db);
@@ -148,12 +156,16 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems);
-            let files: std::collections::BTreeSet<&str> =
-                problems.iter().map(|p| p.file.as_str()).collect();
-            return Err(Exit::new(
-                USAGE,
-                format!("{} invalid test file(s); nothing was run", files.len()),
-            ));
+            // The reports asked for say so too: a CI job reads them whatever the exit code.
+            if let Some(f) = &args.junit {
+                write_junit(f, &report::junit_invalid(&problems))?;
+            }
+            if args.json {
+                let doc = report::json_invalid(&problems);
+                let text = serde_json::to_string_pretty(&doc).expect("json");
+                let _ = writeln!(std::io::stdout(), "{text}");
+            }
+            return Err(Exit::new(USAGE, report::invalid_line(&problems)));
         }
     };
     if suite.files.is_empty() {
@@ -249,11 +261,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         annotations(&suite, results);
     }
     if let Some(f) = &args.junit {
-        if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::write(f, report::junit(&suite, results))
-            .map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))?;
+        write_junit(f, &report::junit(&suite, results))?;
     }
     if json {
         let doc = report::json(&suite, results);

@@ -43,3 +43,4 @@ mod warm_spare;
 mod workflow_files;
 mod workflow_tests;
 mod workflow_tests_ci;
+mod workflow_tests_invalid;

@@ -1,6 +1,7 @@
 //! Reports of a suite run: a failure in words, JUnit XML (one `testsuite` per test file, one
 //! `testcase` per case) and JSON.
 
+use super::load::Problem;
 use super::model::*;
 use super::run::Suite;
 use serde_json::{Value, json};
@@ -209,6 +210,71 @@ pub fn json(suite: &Suite, results: &[CaseResult]) -> Value {
         })
         .collect();
     json!({"totals": totals, "summary": totals.line(), "files": files})
+}
+
+/// The test files that `problems` are about, each once, in order.
+fn invalid_files(problems: &[Problem]) -> Vec<&str> {
+    let mut files: Vec<&str> = Vec::new();
+    for p in problems {
+        if !files.contains(&p.file.as_str()) {
+            files.push(&p.file);
+        }
+    }
+    files
+}
+
+/// The line a run with invalid test files ends with: nothing of it ran.
+pub fn invalid_line(problems: &[Problem]) -> String {
+    format!(
+        "{} invalid test file(s); nothing was run",
+        invalid_files(problems).len()
+    )
+}
+
+/// JUnit XML when test files are invalid and nothing ran: per invalid file a `testsuite` with
+/// one `testcase` whose `error` lists the file's problems, so that a CI job which publishes the
+/// report whatever happened shows why the suite did not run rather than nothing.
+pub fn junit_invalid(problems: &[Problem]) -> String {
+    let files = invalid_files(problems);
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"flowrun test\" tests=\"{n}\" failures=\"0\" errors=\"{n}\" skipped=\"0\" time=\"0.000\">",
+        n = files.len()
+    );
+    for file in files {
+        let mine: Vec<&Problem> = problems.iter().filter(|p| p.file == file).collect();
+        let name = xml(file, true);
+        let first = mine.first().map(|p| p.message.as_str()).unwrap_or("");
+        let body: Vec<String> = mine.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{name}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\" file=\"{name}\">\n    <testcase name=\"invalid test file\" classname=\"{name}\" file=\"{name}\"{line} time=\"0.000\">\n      <error type=\"invalid test file\" message=\"{}\">{}</error>\n    </testcase>\n  </testsuite>",
+            xml(first, true),
+            xml(&body.join("\n"), false),
+            line = mine
+                .iter()
+                .find_map(|p| p.line)
+                .map(|l| format!(" line=\"{l}\""))
+                .unwrap_or_default(),
+        );
+    }
+    x.push_str("</testsuites>\n");
+    x
+}
+
+/// `--json` when test files are invalid and nothing ran: no totals counted, no files run, and
+/// `errors`, each problem with its `file`, `line`, `case`, `path` and `message`.
+pub fn json_invalid(problems: &[Problem]) -> Value {
+    let errors: Vec<Value> = problems
+        .iter()
+        .map(|p| {
+            json!({"file": p.file, "line": p.line, "case": p.case, "path": p.path,
+                   "message": p.message})
+        })
+        .collect();
+    json!({"totals": Totals::default(), "summary": invalid_line(problems), "files": [],
+           "errors": errors})
 }
 
 #[cfg(test)]

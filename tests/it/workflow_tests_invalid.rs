@@ -1,0 +1,114 @@
+//! `flowrun test` with test files that are wrong: what is refused before anything runs, and
+//! what the reports a CI job reads (`--junit`, `--json`) say then.
+
+use crate::support::*;
+use serde_json::{Value, json};
+
+#[test]
+fn invalid_test_files_still_give_the_junit_and_json_reports() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      ghost: 1\n",
+    );
+    env.write_file("broken.test.yaml", "workflow: ./w.json\ncases: [\n");
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: fine\n",
+    );
+    let junit = env.path("reports/junit.xml");
+    let out = env.cmd(["test", ".", "--json", "--junit", junit.to_str().unwrap()]);
+    assert_code(&out, 2, "invalid test files");
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+    let doc: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("--json gives one JSON document ({e}): {}", describe(&out)));
+    assert_eq!(doc["summary"], "2 invalid test file(s); nothing was run");
+    assert_eq!(doc["files"], json!([]));
+    let errors = doc["errors"].as_array().expect("errors");
+    let ghost = errors
+        .iter()
+        .find(|e| e["file"] == "./bad.test.yaml")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(ghost["line"], 5);
+    assert_eq!(ghost["case"], "one");
+    assert_eq!(
+        ghost["message"],
+        "the workflow has no node 'ghost' to mock; its nodes are: a"
+    );
+    assert!(
+        errors.iter().any(|e| e["file"] == "./broken.test.yaml"),
+        "{doc}"
+    );
+
+    // The JUnit report, read back by Python's XML parser: an error per invalid file.
+    let check = r#"
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+assert root.tag == "testsuites" and root.get("errors") == "2", root.attrib
+suites = {s.get("name"): s for s in root.findall("testsuite")}
+assert set(suites) == {"./bad.test.yaml", "./broken.test.yaml"}, suites
+case = suites["./bad.test.yaml"].find("testcase")
+assert case.get("name") == "invalid test file" and case.get("line") == "5", case.attrib
+e = case.find("error")
+assert e.get("message") == "the workflow has no node 'ghost' to mock; its nodes are: a", e.attrib
+assert "bad.test.yaml:5" in e.text, e.text
+print("ok")
+"#;
+    let py = std::process::Command::new("python3")
+        .args(["-I", "-c", check])
+        .arg(&junit)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        py.status.success() && String::from_utf8_lossy(&py.stdout).trim() == "ok",
+        "JUnit XML check failed:\n{}\n{}",
+        String::from_utf8_lossy(&py.stderr),
+        std::fs::read_to_string(&junit).unwrap_or_default()
+    );
+}
+
+#[test]
+fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {"v": 1}}]}),
+    );
+    // What a snapshot does not hold is an error before anything runs, not an ignore that
+    // silently checks nothing.
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    snapshot:\n      ignore: [output.v, nodes.nope, nodes.a.output, outptu, error.trace, status.x]\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml"]);
+    assert_code(&out, 2, "invalid ignores");
+    let err = stderr(&out);
+    for want in [
+        "cases[0].snapshot.ignore[1]: the workflow has no node 'nope'; its nodes are: a",
+        "cases[0].snapshot.ignore[2]: a snapshot keeps only each node's status: ignore `nodes.a`",
+        "cases[0].snapshot.ignore[3]: unknown field 'outptu' of a snapshot (one of: status, output, error, nodes)",
+        "cases[0].snapshot.ignore[4]: a snapshot keeps an error's type, message, node",
+        "cases[0].snapshot.ignore[5]: a snapshot's `status` is a string",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("ignore[0]"), "output.v is fine: {err}");
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+
+    // `nodes.a.status` ignores the node's status, which is how a snapshot keeps a node.
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    snapshot: { ignore: [nodes.a.status] }\n",
+    );
+    let out = env.cmd(["test", "ok.test.yaml"]);
+    assert_code(&out, 0, "written");
+    let snap: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("__snapshots__/ok.test.yaml.snap.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(snap["one"]["nodes"], json!({"a": "[ignored]"}), "{snap}");
+}
