@@ -152,6 +152,17 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     } else {
         args.paths.clone()
     };
+    // A report that cannot be written is known now, not after every case has run.
+    if let Some(f) = args.junit.as_deref().filter(|f| f.is_dir()) {
+        return Err(Exit::new(
+            USAGE,
+            format!(
+                "--junit {}: a directory; give the report's file name (as in --junit {})",
+                f.display(),
+                f.join("junit.xml").display()
+            ),
+        ));
+    }
     let suite = match testing::load_suite(&paths) {
         Ok(s) => s,
         Err(problems) => {

@@ -478,7 +478,8 @@ fn record_from_then_replay_offline_gives_the_same_output() {
     ]);
     assert_code(&out, 2, "a duplicate name");
     assert!(
-        stderr(&out).contains("has a case named \"a DAG\" already"),
+        stderr(&out)
+            .contains("has a case named \"a DAG\" already (name the new one with `--name`)"),
         "{}",
         describe(&out)
     );

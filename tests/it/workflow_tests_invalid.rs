@@ -112,3 +112,34 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
     .unwrap();
     assert_eq!(snap["one"]["nodes"], json!({"a": "[ignored]"}), "{snap}");
 }
+
+#[test]
+fn a_workflow_given_as_a_test_file_and_a_report_directory_are_named_as_such() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    let out = env.cmd(["test", "w.json"]);
+    assert_code(&out, 2, "a workflow file");
+    let err = stderr(&out);
+    assert!(
+        err.contains("w.json:1: this is a workflow, not a test file")
+            && !err.contains("unknown field"),
+        "{err}"
+    );
+    // A --junit directory is refused before any case runs.
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: fine\n",
+    );
+    std::fs::create_dir(env.path("reports")).unwrap();
+    let out = env.cmd(["test", "ok.test.yaml", "--junit", "reports"]);
+    assert_code(&out, 2, "--junit DIR");
+    assert!(
+        stderr(&out).contains("--junit reports: a directory; give the report's file name"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+}

@@ -5,6 +5,8 @@
 //! `lt`/`le`/`gt`/`ge`, `not` (an assertion that must fail). A mapping is always operators, so a
 //! typo is an error instead of a silent equality check; compare with an object by `equals: {…}`.
 
+use super::path::{Path as JPath, Seg};
+use flowrun_codegen::Plan;
 use serde_json::Value;
 
 /// The operator names, in the order messages list them.
@@ -254,6 +256,74 @@ fn show(v: Option<&Value>) -> String {
         None => "(missing)".into(),
         Some(v) => compact(v),
     }
+}
+
+/// The fields of the execution record assertions can name, and of each node in it.
+pub const RECORD_FIELDS: &[&str] = &[
+    "id",
+    "status",
+    "mode",
+    "workflow_id",
+    "workflow_name",
+    "trigger",
+    "output",
+    "error",
+    "duration_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "nodes",
+    "logs",
+];
+pub const NODE_FIELDS: &[&str] = &[
+    "status",
+    "attempt",
+    "duration_ms",
+    "input",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+    "from_execution",
+];
+
+/// A path an assertion names must start at a field of the record, and name a node the
+/// workflow has.
+pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
+    let root = p.first_key().unwrap_or("");
+    if !RECORD_FIELDS.contains(&root) {
+        return Err(format!(
+            "unknown field '{root}' of the execution record (one of: {})",
+            RECORD_FIELDS.join(", ")
+        ));
+    }
+    if root != "nodes" {
+        return Ok(());
+    }
+    let Some(Seg::Key(node)) = p.0.get(1) else {
+        return Ok(());
+    };
+    if let Some(plan) = plan {
+        if plan.workflow.node(node).is_none() {
+            return Err(format!(
+                "the workflow has no node '{node}'; its nodes are: {}",
+                node_ids(plan)
+            ));
+        }
+    }
+    match p.0.get(2) {
+        Some(Seg::Key(f)) if !NODE_FIELDS.contains(&f.as_str()) => Err(format!(
+            "unknown field '{f}' of a node (one of: {})",
+            NODE_FIELDS.join(", ")
+        )),
+        Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn node_ids(plan: &Plan) -> String {
+    let ids: Vec<&str> = plan.workflow.nodes.iter().map(|n| n.id.as_str()).collect();
+    ids.join(", ")
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Finding and reading test files: every problem is reported at once, each with the file, the
 //! line, the case and the path it is about.
 
-use super::expect::Check;
+use super::expect::{Check, check_path, node_ids};
 use super::located::{self, Located};
 use super::path::{Path as JPath, Seg};
 use super::{mocks, model::*, snapshot};
@@ -39,35 +39,6 @@ impl fmt::Display for Problem {
         write!(f, " {}", self.message)
     }
 }
-
-/// The fields of the execution record assertions can name, and of each node in it.
-pub const RECORD_FIELDS: &[&str] = &[
-    "id",
-    "status",
-    "mode",
-    "workflow_id",
-    "workflow_name",
-    "trigger",
-    "output",
-    "error",
-    "duration_ms",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "nodes",
-    "logs",
-];
-pub const NODE_FIELDS: &[&str] = &[
-    "status",
-    "attempt",
-    "duration_ms",
-    "input",
-    "output",
-    "error",
-    "started_at",
-    "finished_at",
-    "from_execution",
-];
 
 /// Is this file name a test file's (`*.test.yaml`, `*.test.yml`, `*.test.json`)?
 pub fn is_test_file(name: &str) -> bool {
@@ -203,6 +174,14 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
             "expected a mapping with `workflow` and `cases`".into(),
         ));
     };
+    if top.contains_key("nodes") && !top.contains_key("cases") {
+        return Err(fail(
+            Some(1),
+            "this is a workflow, not a test file: a test file names one (`workflow: ./file`) \
+             and lists `cases:` to run against it"
+                .into(),
+        ));
+    }
     r.unknown_fields(top, &root, None, &["workflow", "cases", "mock"]);
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let loaded = match top.get("workflow") {
@@ -346,11 +325,6 @@ fn read_mocks(
         out.insert(node.clone(), mock);
     }
     out
-}
-
-fn node_ids(plan: &Plan) -> String {
-    let ids: Vec<&str> = plan.workflow.nodes.iter().map(|n| n.id.as_str()).collect();
-    ids.join(", ")
 }
 
 const CASE_FIELDS: &[&str] = &[
@@ -562,38 +536,4 @@ fn read_ignore(
         }
     }
     out
-}
-
-/// A path an assertion names must start at a field of the record, and name a node the
-/// workflow has.
-fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
-    let root = p.first_key().unwrap_or("");
-    if !RECORD_FIELDS.contains(&root) {
-        return Err(format!(
-            "unknown field '{root}' of the execution record (one of: {})",
-            RECORD_FIELDS.join(", ")
-        ));
-    }
-    if root != "nodes" {
-        return Ok(());
-    }
-    let Some(Seg::Key(node)) = p.0.get(1) else {
-        return Ok(());
-    };
-    if let Some(plan) = plan {
-        if plan.workflow.node(node).is_none() {
-            return Err(format!(
-                "the workflow has no node '{node}'; its nodes are: {}",
-                node_ids(plan)
-            ));
-        }
-    }
-    match p.0.get(2) {
-        Some(Seg::Key(f)) if !NODE_FIELDS.contains(&f.as_str()) => Err(format!(
-            "unknown field '{f}' of a node (one of: {})",
-            NODE_FIELDS.join(", ")
-        )),
-        Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),
-        _ => Ok(()),
-    }
 }

@@ -278,7 +278,9 @@ fn write_case(file: &Path, workflow: &Path, name: &str, case: Value) -> Result<(
         .cloned()
         .unwrap_or_default();
     if cases.iter().any(|c| c["name"] == name) {
-        return Err(bad(format!("it has a case named \"{name}\" already")));
+        return Err(bad(format!(
+            "it has a case named \"{name}\" already (name the new one with `--name`)"
+        )));
     }
     let text = if json {
         let mut doc = located.value.clone();

@@ -28,11 +28,27 @@ pub fn headline(f: &Failure) -> String {
             mismatch.operator, mismatch.expected, mismatch.actual
         ),
         Failure::Snapshot { message, .. } => format!("snapshot: {message}"),
-        Failure::Setup { message } => {
-            format!("could not run: {}", message.lines().next().unwrap_or(""))
-        }
+        Failure::Setup { message } => format!("could not run: {}", one_line(message)),
     }
 }
+
+/// A message of several lines as one (`invalid input:` and the fields under it), cut to
+/// [`HEADLINE_MAX`] characters: its first line alone often ends before it says anything.
+fn one_line(message: &str) -> String {
+    let joined = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match joined.char_indices().nth(HEADLINE_MAX) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
+/// The most characters of a failure's message a headline keeps.
+const HEADLINE_MAX: usize = 300;
 
 /// Every failure of an attempt, with its execution.
 pub fn attempt_text(a: &Attempt) -> String {
@@ -280,6 +296,26 @@ pub fn json_invalid(problems: &[Problem]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_headline_says_what_follows_its_first_line_and_stays_short() {
+        let f = Failure::Setup {
+            message: "invalid input:\n  field 'topic': 5 is not of type \"string\"\n".into(),
+        };
+        assert_eq!(
+            headline(&f),
+            "could not run: invalid input: field 'topic': 5 is not of type \"string\""
+        );
+        let long = Failure::Setup {
+            message: "é".repeat(1000),
+        };
+        let h = headline(&long);
+        assert_eq!(
+            h.chars().count(),
+            "could not run: ".len() + HEADLINE_MAX + 1
+        );
+        assert!(h.ends_with('…'));
+    }
 
     #[test]
     fn xml_escapes_and_drops_what_xml_cannot_hold() {

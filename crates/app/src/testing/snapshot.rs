@@ -62,10 +62,9 @@ pub(crate) fn ignore_path(p: JPath, plan: Option<&Plan>) -> Result<JPath, String
                 return Err("`nodes.<id>`: a node's id".into());
             };
             if let Some(plan) = plan.filter(|p| p.workflow.node(id).is_none()) {
-                let ids: Vec<&str> = plan.workflow.nodes.iter().map(|n| n.id.as_str()).collect();
                 return Err(format!(
                     "the workflow has no node '{id}'; its nodes are: {}",
-                    ids.join(", ")
+                    super::expect::node_ids(plan)
                 ));
             }
             match (n, key(2)) {
