@@ -101,11 +101,37 @@ fn gh_escape(s: &str, property: bool) -> String {
     o
 }
 
+/// A test file's path as GitHub places an annotation: relative to the repository's root
+/// (`GITHUB_WORKSPACE`, else the working directory), however it was given (`./t.test.yaml`,
+/// an absolute path); a file outside it keeps its path, without `./`.
+fn gh_path(file: &str) -> String {
+    let here = std::env::current_dir().unwrap_or_default();
+    let mut abs = PathBuf::new();
+    for c in here.join(file).components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            c => abs.push(c),
+        }
+    }
+    let root = std::env::var_os("GITHUB_WORKSPACE")
+        .map(PathBuf::from)
+        .filter(|r| r.is_absolute())
+        .unwrap_or(here);
+    match abs.strip_prefix(&root) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => file.strip_prefix("./").unwrap_or(file).to_string(),
+    }
+}
+
 /// One workflow command. Its parts come from test files and executions: controls are shown as
 /// escapes (`clean`), and no newline reaches the log raw, so no part can start a command of its
 /// own.
 fn annotate(level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
-    let (file, title, message) = (clean_line(file), clean_line(title), clean(message));
+    let file = gh_path(file);
+    let (file, title, message) = (clean_line(&file), clean_line(title), clean(message));
     let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
     // A reader that went away (`| head`) is not an error of the tests.
     let _ = writeln!(

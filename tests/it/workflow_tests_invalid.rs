@@ -143,3 +143,51 @@ fn a_workflow_given_as_a_test_file_and_a_report_directory_are_named_as_such() {
     );
     assert_eq!(env.execution_count(), 0, "nothing ran");
 }
+
+#[test]
+fn annotations_name_the_file_from_the_repository_root_however_it_was_given() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      ghost: 1\n",
+    );
+    let abs = env.path("bad.test.yaml");
+    let dir = env.path("");
+    let dir_name = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let annotation = |given: &str, workspace: Option<&std::path::Path>| {
+        let mut cmd = env.flowrun();
+        cmd.args(["test", given])
+            .env("GITHUB_ACTIONS", "true")
+            .env_remove("GITHUB_WORKSPACE");
+        if let Some(w) = workspace {
+            cmd.env("GITHUB_WORKSPACE", w);
+        }
+        let out = output(&mut cmd);
+        assert_code(&out, 2, "invalid");
+        let text = stdout(&out);
+        text.lines()
+            .find(|l| l.starts_with("::error file="))
+            .unwrap_or_else(|| panic!("an annotation: {}", describe(&out)))
+            .split(",line=")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        annotation("./bad.test.yaml", None),
+        "::error file=bad.test.yaml"
+    );
+    assert_eq!(
+        annotation(abs.to_str().unwrap(), None),
+        "::error file=bad.test.yaml"
+    );
+    // The repository's root is GITHUB_WORKSPACE when set.
+    assert_eq!(
+        annotation("./bad.test.yaml", dir.parent()),
+        format!("::error file={dir_name}/bad.test.yaml")
+    );
+}
