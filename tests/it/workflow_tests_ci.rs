@@ -150,16 +150,22 @@ assert fl.find("failure") is None and len(fl.findall("flakyFailure")) == 1
 assert "actual:   1" in fl.find("flakyFailure").text
 print("ok")
 "#;
+    check_junit(&junit, check);
+}
+
+/// Reads a JUnit report back with Python's XML parser and runs `check` on it (a script that
+/// gets the report's path as `sys.argv[1]` and prints `ok` when every assertion held).
+pub(crate) fn check_junit(junit: &std::path::Path, check: &str) {
     let out = std::process::Command::new("python3")
         .args(["-I", "-c", check])
-        .arg(&junit)
+        .arg(junit)
         .output()
         .expect("python3 runs");
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
         "JUnit XML check failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&junit).unwrap_or_default()
+        std::fs::read_to_string(junit).unwrap_or_default()
     );
 }
 
@@ -183,17 +189,7 @@ assert "\ufffd" in bad.get("name")
 assert suites["./b.test.json"].find("testcase").find("failure") is None
 print("ok")
 "#;
-    let py = std::process::Command::new("python3")
-        .args(["-I", "-c", check])
-        .arg(env.path("junit.xml"))
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&py.stderr),
-        std::fs::read_to_string(env.path("junit.xml")).unwrap()
-    );
+    check_junit(&env.path("junit.xml"), check);
 }
 
 /// What a test file names and what an execution says reach the terminal and a CI log as text:

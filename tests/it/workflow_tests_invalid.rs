@@ -4,13 +4,18 @@
 use crate::support::*;
 use serde_json::{Value, json};
 
-#[test]
-fn invalid_test_files_still_give_the_junit_and_json_reports() {
-    let env = Env::new();
+/// `w.json`: a workflow of one node, `a`.
+fn one_node_workflow(env: &Env) {
     env.write_workflow(
         "w.json",
         &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
     );
+}
+
+#[test]
+fn invalid_test_files_still_give_the_junit_and_json_reports() {
+    let env = Env::new();
+    one_node_workflow(&env);
     env.write_file(
         "bad.test.yaml",
         "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      ghost: 1\n",
@@ -58,17 +63,7 @@ assert e.get("message") == "the workflow has no node 'ghost' to mock; its nodes 
 assert "bad.test.yaml:5" in e.text, e.text
 print("ok")
 "#;
-    let py = std::process::Command::new("python3")
-        .args(["-I", "-c", check])
-        .arg(&junit)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        py.status.success() && String::from_utf8_lossy(&py.stdout).trim() == "ok",
-        "JUnit XML check failed:\n{}\n{}",
-        String::from_utf8_lossy(&py.stderr),
-        std::fs::read_to_string(&junit).unwrap_or_default()
-    );
+    crate::workflow_tests_ci::check_junit(&junit, check);
 }
 
 #[test]
@@ -116,10 +111,7 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
 #[test]
 fn a_workflow_given_as_a_test_file_and_a_report_directory_are_named_as_such() {
     let env = Env::new();
-    env.write_workflow(
-        "w.json",
-        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
-    );
+    one_node_workflow(&env);
     let out = env.cmd(["test", "w.json"]);
     assert_code(&out, 2, "a workflow file");
     let err = stderr(&out);
@@ -147,10 +139,7 @@ fn a_workflow_given_as_a_test_file_and_a_report_directory_are_named_as_such() {
 #[test]
 fn annotations_name_the_file_from_the_repository_root_however_it_was_given() {
     let env = Env::new();
-    env.write_workflow(
-        "w.json",
-        &json!({"id": "w", "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
-    );
+    one_node_workflow(&env);
     env.write_file(
         "bad.test.yaml",
         "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      ghost: 1\n",
