@@ -180,3 +180,27 @@ fn annotations_name_the_file_from_the_repository_root_however_it_was_given() {
         format!("::error file={dir_name}/bad.test.yaml")
     );
 }
+
+#[test]
+fn an_assertion_on_a_status_no_execution_or_node_has_is_refused_at_load() {
+    let env = Env::new();
+    one_node_workflow(&env);
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    expect:\n      status: succes\n      nodes.a.status: { not: mock }\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml"]);
+    assert_code(&out, 2, "unknown statuses");
+    let err = stderr(&out);
+    for want in [
+        "bad.test.yaml:5: case \"one\": cases[0].expect.status: no status is \"succes\" (one of: queued, running, success, error, timeout, cancelled, interrupted, paused)",
+        "bad.test.yaml:6: case \"one\": cases[0].expect[\"nodes.a.status\"]: no status is \"mock\" (one of: pending, running, success, error, skipped, pinned, reused, mocked, timeout, cancelled)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    expect:\n      status: success\n      nodes.a.status: { not: error }\n",
+    );
+    assert_code(&env.cmd(["test", "ok.test.yaml"]), 0, "known statuses");
+}

@@ -7,6 +7,7 @@
 
 use super::path::{Path as JPath, Seg};
 use flowrun_codegen::Plan;
+use flowrun_events::{ExecStatus, NodeStatus};
 use serde_json::Value;
 
 /// The operator names, in the order messages list them.
@@ -318,6 +319,41 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
         )),
         Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),
         _ => Ok(()),
+    }
+}
+
+/// An assertion on a status (`status`, `nodes.<id>.status`) that compares it with a value no
+/// status has (`succes`) could never pass, or could never fail under `not`: refused when the
+/// test file loads, listing the statuses there are.
+pub(crate) fn check_status(p: &JPath, check: &Check) -> Result<(), String> {
+    let key = |i: usize| match p.0.get(i) {
+        Some(Seg::Key(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    let statuses: Vec<&str> = match (p.0.len(), key(0), key(2)) {
+        (1, Some("status"), _) => ExecStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        (3, Some("nodes"), Some("status")) => NodeStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        _ => return Ok(()),
+    };
+    fn compared(c: &Check, out: &mut Vec<Value>) {
+        match c {
+            Check::Equals(v) => out.push(v.clone()),
+            Check::Not(c) => compared(c, out),
+            Check::All(cs) => cs.iter().for_each(|c| compared(c, out)),
+            _ => {}
+        }
+    }
+    let mut values = Vec::new();
+    compared(check, &mut values);
+    match values
+        .iter()
+        .find(|v| !v.as_str().is_some_and(|s| statuses.contains(&s)))
+    {
+        Some(v) => Err(format!(
+            "no status is {v} (one of: {})",
+            statuses.join(", ")
+        )),
+        None => Ok(()),
     }
 }
 

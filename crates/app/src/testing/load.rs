@@ -1,7 +1,7 @@
 //! Finding and reading test files: every problem is reported at once, each with the file, the
 //! line, the case and the path it is about.
 
-use super::expect::{Check, check_path, node_ids};
+use super::expect::{Check, check_path, check_status, node_ids};
 use super::located::{self, Located};
 use super::path::{Path as JPath, Seg};
 use super::{mocks, model::*, snapshot};
@@ -393,7 +393,7 @@ fn read_case(
                         continue;
                     }
                 };
-                match Check::parse(assertion) {
+                match Check::parse(assertion).and_then(|c| check_status(&path, &c).map(|_| c)) {
                     Ok(check) => expect.push(Expectation {
                         line: r.located.line(&here),
                         text: text.clone(),
