@@ -105,21 +105,14 @@ fn gh_escape(s: &str, property: bool) -> String {
 /// (`GITHUB_WORKSPACE`, else the working directory), however it was given (`./t.test.yaml`,
 /// an absolute path); a file outside it keeps its path, without `./`.
 fn gh_path(file: &str) -> String {
+    // Both resolved (links, `..`): a workspace reached through a link is still the root.
     let here = std::env::current_dir().unwrap_or_default();
-    let mut abs = PathBuf::new();
-    for c in here.join(file).components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                abs.pop();
-            }
-            c => abs.push(c),
-        }
-    }
+    let abs = std::fs::canonicalize(here.join(file)).unwrap_or_else(|_| here.join(file));
     let root = std::env::var_os("GITHUB_WORKSPACE")
         .map(PathBuf::from)
         .filter(|r| r.is_absolute())
         .unwrap_or(here);
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     match abs.strip_prefix(&root) {
         Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
         _ => file.strip_prefix("./").unwrap_or(file).to_string(),
@@ -128,22 +121,26 @@ fn gh_path(file: &str) -> String {
 
 /// One workflow command. Its parts come from test files and executions: controls are shown as
 /// escapes (`clean`), and no newline reaches the log raw, so no part can start a command of its
-/// own.
-fn annotate(level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
+/// own. On stderr when stdout holds the `--json` document (the runner reads both streams).
+fn annotate(json: bool, level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
     let file = gh_path(file);
     let (file, title, message) = (clean_line(&file), clean_line(title), clean(message));
     let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
-    // A reader that went away (`| head`) is not an error of the tests.
-    let _ = writeln!(
-        std::io::stdout(),
+    let text = format!(
         "::{level} file={}{line},title={}::{}",
         gh_escape(&file, true),
         gh_escape(&title, true),
         gh_escape(&message, false)
     );
+    // A reader that went away (`| head`) is not an error of the tests.
+    let _ = if json {
+        writeln!(std::io::stderr(), "{text}")
+    } else {
+        writeln!(std::io::stdout(), "{text}")
+    };
 }
 
-fn print_problems(problems: &[Problem]) {
+fn print_problems(problems: &[Problem], json: bool) {
     for p in problems {
         // Each line of its own, cleaned: a test file's keys and names are in these messages,
         // and a line they started could be a CI log's command (GitHub reads stderr too).
@@ -154,7 +151,14 @@ fn print_problems(problems: &[Problem]) {
             eprintln!("  {}", clean_line(line));
         }
         if github() {
-            annotate("error", &p.file, p.line, "invalid test file", &p.message);
+            annotate(
+                json,
+                "error",
+                &p.file,
+                p.line,
+                "invalid test file",
+                &p.message,
+            );
         }
     }
 }
@@ -179,7 +183,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         args.paths.clone()
     };
     // A report that cannot be written is known now, not after every case has run.
-    if let Some(f) = args.junit.as_deref().filter(|f| f.is_dir()) {
+    let dir_like = |f: &&Path| f.is_dir() || f.as_os_str().as_encoded_bytes().ends_with(b"/");
+    if let Some(f) = args.junit.as_deref().filter(dir_like) {
         return Err(Exit::new(
             USAGE,
             format!(
@@ -192,7 +197,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let suite = match testing::load_suite(&paths) {
         Ok(s) => s,
         Err(problems) => {
-            print_problems(&problems);
+            print_problems(&problems, args.json);
             // The reports asked for say so too: a CI job reads them whatever the exit code.
             if let Some(f) = &args.junit {
                 write_junit(f, &report::junit_invalid(&problems))?;
@@ -295,7 +300,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         );
     }
     if github() {
-        annotations(&suite, results);
+        annotations(&suite, results, json);
     }
     if let Some(f) = &args.junit {
         write_junit(f, &report::junit(&suite, results))?;
@@ -391,7 +396,7 @@ fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
     };
 }
 
-fn annotations(suite: &Suite, results: &[CaseResult]) {
+fn annotations(suite: &Suite, results: &[CaseResult], json: bool) {
     for r in results {
         let file = &suite.files[r.at.file].file;
         let title = format!("flowrun test › {}", r.name);
@@ -407,10 +412,11 @@ fn annotations(suite: &Suite, results: &[CaseResult]) {
                     if let Some(id) = &a.execution_id {
                         text.push_str(&format!("\ndetails: flowrun show {id}"));
                     }
-                    annotate("error", file, line, &title, &text);
+                    annotate(json, "error", file, line, &title, &text);
                 }
             }
             Verdict::Flaky => annotate(
+                json,
                 "warning",
                 file,
                 r.line,

@@ -126,13 +126,17 @@ fn a_workflow_given_as_a_test_file_and_a_report_directory_are_named_as_such() {
         "workflow: ./w.json\ncases:\n  - name: fine\n",
     );
     std::fs::create_dir(env.path("reports")).unwrap();
-    let out = env.cmd(["test", "ok.test.yaml", "--junit", "reports"]);
-    assert_code(&out, 2, "--junit DIR");
-    assert!(
-        stderr(&out).contains("--junit reports: a directory; give the report's file name"),
-        "{}",
-        describe(&out)
-    );
+    for given in ["reports", "new-dir/"] {
+        let out = env.cmd(["test", "ok.test.yaml", "--junit", given]);
+        assert_code(&out, 2, "--junit DIR");
+        assert!(
+            stderr(&out).contains(&format!(
+                "--junit {given}: a directory; give the report's file name"
+            )),
+            "{}",
+            describe(&out)
+        );
+    }
     assert_eq!(env.execution_count(), 0, "nothing ran");
 }
 
@@ -174,10 +178,29 @@ fn annotations_name_the_file_from_the_repository_root_however_it_was_given() {
         annotation(abs.to_str().unwrap(), None),
         "::error file=bad.test.yaml"
     );
-    // The repository's root is GITHUB_WORKSPACE when set.
+    // The repository's root is GITHUB_WORKSPACE when set, also when reached through a link.
     assert_eq!(
         annotation("./bad.test.yaml", dir.parent()),
         format!("::error file={dir_name}/bad.test.yaml")
+    );
+    let link = env.path("link-to-parent");
+    std::os::unix::fs::symlink(dir.parent().unwrap(), &link).unwrap();
+    assert_eq!(
+        annotation("./bad.test.yaml", Some(&link)),
+        format!("::error file={dir_name}/bad.test.yaml")
+    );
+    // With --json, annotations go to stderr: stdout stays one JSON document.
+    let mut cmd = env.flowrun();
+    cmd.args(["test", "bad.test.yaml", "--json"])
+        .env("GITHUB_ACTIONS", "true");
+    let out = output(&mut cmd);
+    assert_code(&out, 2, "invalid");
+    let doc: Result<Value, _> = serde_json::from_str(&stdout(&out));
+    assert!(doc.is_ok(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("::error file=bad.test.yaml,line=5"),
+        "{}",
+        describe(&out)
     );
 }
 

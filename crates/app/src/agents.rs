@@ -28,6 +28,15 @@ pub struct NeededAgent {
     pub path: Option<PathBuf>,
 }
 
+/// The `PATH` an execution's child gets, on which its agent CLIs are looked for: `given` (an
+/// `--env` or a request's value), else flowrun's own, else the usual default of a shell.
+pub fn search_path(given: Option<&str>) -> OsString {
+    given
+        .map(OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
 /// The executable `command` names: a name looked up on `path`, or a path (relative to `cwd`)
 /// to an executable file. `None` when there is none.
 pub fn find(command: &str, path: Option<&OsStr>, cwd: &Path) -> Option<PathBuf> {

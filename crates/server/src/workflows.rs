@@ -6,7 +6,6 @@ use flowrun_codegen::model::Workflow;
 use flowrun_codegen::{Diagnostic, Diagnostics, Plan, Source};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// One workflow file and what became of it.
@@ -212,17 +211,27 @@ pub fn bound_here(var: &str) -> bool {
 
 /// The JSON an editor needs to show a workflow and build its run form.
 pub fn describe(e: &Entry, detail: bool) -> Value {
-    describe_with(e, detail, &bound_here, None)
+    describe_with(e, detail, &bound_here, &AgentLookup::default())
 }
 
-/// The agent CLIs that `wf`'s nodes need, each with whether it is found: looked for as a run
-/// of this definition would look (`runner::missing_agents`), on `path` (the server's own
-/// `PATH` when `None`) and from the directory its nodes would run in.
-fn agents(wf: &Workflow, file: &str, path: Option<&OsStr>) -> Vec<Value> {
-    let own = std::env::var_os("PATH");
-    let path = path.or(own.as_deref());
-    let cwd = flowrun_app::runner::default_working_directory(file, wf.cwd.as_deref());
-    flowrun_app::agents::needed(wf, |_| false, path, &cwd)
+/// Where a run of a definition would look for its agent CLIs: the `PATH` and the directory a
+/// request gives (`env.PATH`, `cwd`), else the server's own `PATH` and the workflow's
+/// directory.
+#[derive(Default)]
+pub struct AgentLookup<'a> {
+    pub path: Option<&'a str>,
+    pub cwd: Option<&'a Path>,
+}
+
+/// The agent CLIs that `wf`'s nodes need, each with whether it is found, looked for as a run
+/// looks before it starts (`runner::missing_agents`).
+fn agents(wf: &Workflow, file: &str, lookup: &AgentLookup) -> Vec<Value> {
+    let path = flowrun_app::agents::search_path(lookup.path);
+    let cwd = match lookup.cwd {
+        Some(d) => std::env::current_dir().unwrap_or_default().join(d),
+        None => flowrun_app::runner::default_working_directory(file, wf.cwd.as_deref()),
+    };
+    flowrun_app::agents::needed(wf, |_| false, Some(&path), &cwd)
         .into_iter()
         .map(|a| {
             json!({"agent": a.agent, "name": a.name, "command": a.command,
@@ -233,13 +242,13 @@ fn agents(wf: &Workflow, file: &str, path: Option<&OsStr>) -> Vec<Value> {
         .collect()
 }
 
-/// [`describe`], with `bound` telling which variables bind a connection and `path` where agent
-/// CLIs are looked for (`None`: the server's `PATH`).
+/// [`describe`], with `bound` telling which variables bind a connection and `lookup` where
+/// agent CLIs are looked for.
 pub fn describe_with(
     e: &Entry,
     detail: bool,
     bound: &dyn Fn(&str) -> bool,
-    path: Option<&OsStr>,
+    lookup: &AgentLookup,
 ) -> Value {
     let wf = e.source.as_ref().map(|s| &s.workflow);
     let mut connections = Vec::new();
@@ -276,7 +285,7 @@ pub fn describe_with(
         .filter_map(|c| c["name"].as_str())
         .collect();
     let agents = match (wf, &e.source) {
-        (Some(wf), Some(source)) => agents(wf, &source.file, path),
+        (Some(wf), Some(source)) => agents(wf, &source.file, lookup),
         _ => Vec::new(),
     };
     let agents_found = agents.iter().all(|a| a["available"] == true);

@@ -356,4 +356,19 @@ fn validate_and_the_workflow_list_say_which_agent_clis_are_found() {
         standins().join("claude").display().to_string()
     );
     assert_eq!(r.body["ready"], true);
+
+    // A command given as a path is looked for from the request's `cwd`, as a run's would be.
+    let bin = w.path("tools/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(standins().join("claude"), bin.join("claude")).unwrap();
+    let local = json!({"id": "local", "nodes": [
+        agent("plan", "claude_code", json!({"command": "./bin/claude"}))]});
+    let r = srv.post("/api/validate", &json!({"workflow": local}));
+    assert_eq!(r.body["agents"][0]["available"], false, "{}", r.body);
+    let r = srv.post(
+        "/api/validate",
+        &json!({"workflow": local, "cwd": w.path("tools").to_str().unwrap()}),
+    );
+    assert_eq!(r.body["agents"][0]["available"], true, "{}", r.body);
+    assert_eq!(r.body["ready"], true);
 }

@@ -101,14 +101,8 @@ pub fn bind_connections(
 /// as the child will look: names on the `PATH` it gets (an `--env` value, else flowrun's own),
 /// paths relative to the directory it runs in.
 pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<NeededAgent> {
-    let path = options
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| std::ffi::OsString::from(v))
-        .or_else(|| std::env::var_os("PATH"))
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let given = options.env.iter().rev().find(|(k, _)| k == "PATH");
+    let path = agents::search_path(given.map(|(_, v)| v.as_str()));
     let cwd = options
         .cwd
         .clone()

@@ -261,12 +261,12 @@ pub fn junit_invalid(problems: &[Problem]) -> String {
     for file in files {
         let mine: Vec<&Problem> = problems.iter().filter(|p| p.file == file).collect();
         let name = xml(file, true);
-        let first = mine.first().map(|p| p.message.as_str()).unwrap_or("");
+        let first = one_line(mine.first().map(|p| p.message.as_str()).unwrap_or(""));
         let body: Vec<String> = mine.iter().map(|p| p.to_string()).collect();
         let _ = writeln!(
             x,
             "  <testsuite name=\"{name}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\" file=\"{name}\">\n    <testcase name=\"invalid test file\" classname=\"{name}\" file=\"{name}\"{line} time=\"0.000\">\n      <error type=\"invalid test file\" message=\"{}\">{}</error>\n    </testcase>\n  </testsuite>",
-            xml(first, true),
+            xml(&first, true),
             xml(&body.join("\n"), false),
             line = mine
                 .iter()

@@ -25,11 +25,15 @@ pub struct ValidateBody {
     #[serde(default)]
     workflow: Option<Value>,
     /// Variables the editor would send with a run (`env`, `secrets`): connections they bind
-    /// count as bound. Their values are not used or kept.
+    /// count as bound, and agent CLIs are looked for on `env`'s `PATH`. Their values are not
+    /// kept, and no other value is used.
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
+    /// The directory a run would be given (`cwd`): where relative agent commands are looked for.
+    #[serde(default)]
+    cwd: Option<String>,
 }
 
 /// Template references inside compiled params, each once, in order.
@@ -103,9 +107,12 @@ pub async fn validate(
                 .is_some_and(|v| !v.is_empty())
                 || workflows::bound_here(var)
         };
-        // Agent CLIs are looked for on the PATH a run with this `env` would have.
-        let path = body.env.get("PATH").map(std::ffi::OsStr::new);
-        let mut v = workflows::describe_with(&entry, false, &given, path);
+        // Agent CLIs are looked for as a run with this `env` and `cwd` would look.
+        let lookup = workflows::AgentLookup {
+            path: body.env.get("PATH").map(String::as_str),
+            cwd: body.cwd.as_deref().map(Path::new),
+        };
+        let mut v = workflows::describe_with(&entry, false, &given, &lookup);
         let obj = v.as_object_mut().expect("describe gives an object");
         obj.remove("file");
         obj.insert("diagnostics".into(), json!(entry.errors));

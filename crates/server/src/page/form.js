@@ -52,7 +52,7 @@ function runBlocker(w) {
   const missing = (w.connections || []).filter((c) => c.required && !c.bound);
   if (missing.length) return "missing connection" + (missing.length > 1 ? "s" : "") + ": set " + missing.map((c) => c.env).join(", ") + " where flowrun serve runs, and restart it";
   const agents = (w.agents || []).filter((a) => !a.available);
-  if (agents.length) return "missing agent CLI" + (agents.length > 1 ? "s" : "") + ": install " + agents.map((a) => a.command + " (npm install -g " + a.npm_package + ")").join(", ") + " on the PATH flowrun serve runs with, and restart it";
+  if (agents.length) return "missing agent CLI" + (agents.length > 1 ? "s" : "") + ": " + agents.map((a) => a.command.includes("/") ? "no executable file at " + a.command : "install " + a.command + " (npm install -g " + a.npm_package + ") on the PATH flowrun serve runs with").join("; ");
   if (starting) return "starting…";
   return "";
 }
