@@ -146,7 +146,10 @@ cases:
         (Some("gt"), Some("a number > 1"), Some("1"))
     );
     assert_eq!(by_path("nodes.calc.status")["expected"], "not \"success\"");
-    assert_eq!(by_path("output.missing")["actual"], "(missing)");
+    assert_eq!(
+        by_path("output.missing")["actual"],
+        "(missing: `output` has no 'missing'; it has text, n, items, obj)"
+    );
     // The terminal report says the same, and which execution to look at.
     let id = bad["attempts"][0]["execution_id"].as_str().unwrap();
     assert!(

@@ -84,6 +84,60 @@ impl Path {
         Some(v)
     }
 
+    /// Why this path finds nothing in `v`: the first step that fails, and what is there
+    /// instead (the keys an object has, how long a list is, the type of a value). `None` when
+    /// the path finds a value.
+    pub fn why_missing(&self, mut v: &Value) -> Option<String> {
+        const KEYS_SHOWN: usize = 20;
+        for (i, seg) in self.0.iter().enumerate() {
+            let at = if i == 0 {
+                "the record".to_string()
+            } else {
+                format!("`{}`", Path(self.0[..i].to_vec()))
+            };
+            v = match (seg, v) {
+                (Seg::Key(k), Value::Object(m)) => match m.get(k) {
+                    Some(next) => next,
+                    None => {
+                        let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+                        let more = keys.len().saturating_sub(KEYS_SHOWN);
+                        keys.truncate(KEYS_SHOWN);
+                        let more = if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        };
+                        return Some(if keys.is_empty() {
+                            format!("{at} is an empty object")
+                        } else {
+                            format!("{at} has no '{k}'; it has {}{more}", keys.join(", "))
+                        });
+                    }
+                },
+                (Seg::Index(n), Value::Array(a)) => match a.get(*n) {
+                    Some(next) => next,
+                    None => return Some(format!("{at} has {} item(s), no [{n}]", a.len())),
+                },
+                (seg, other) => {
+                    let kind = match other {
+                        Value::Null => "null",
+                        Value::Bool(_) => "a boolean",
+                        Value::Number(_) => "a number",
+                        Value::String(_) => "a string",
+                        Value::Array(_) => "a list",
+                        Value::Object(_) => "an object",
+                    };
+                    let wanted = match seg {
+                        Seg::Key(_) => "an object",
+                        Seg::Index(_) => "a list",
+                    };
+                    return Some(format!("{at} is {kind}, not {wanted}"));
+                }
+            };
+        }
+        None
+    }
+
     /// The value at this path, for replacing; `None` when the path does not exist.
     pub fn get_mut<'a>(&self, mut v: &'a mut Value) -> Option<&'a mut Value> {
         for seg in &self.0 {
@@ -162,6 +216,37 @@ impl fmt::Display for Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_that_finds_nothing_says_where_it_stopped_and_what_is_there() {
+        let record = serde_json::json!({"status": "success",
+            "output": {"message": "hi", "length": 2, "items": [1, 2], "body": "text"}});
+        let why = |p: &str| Path::parse(p).unwrap().why_missing(&record);
+        assert_eq!(why("output.message"), None);
+        assert_eq!(
+            why("output.mesage").as_deref(),
+            Some("`output` has no 'mesage'; it has message, length, items, body")
+        );
+        assert_eq!(
+            why("outptu").as_deref(),
+            Some("the record has no 'outptu'; it has status, output")
+        );
+        assert_eq!(
+            why("output.items[5]").as_deref(),
+            Some("`output.items` has 2 item(s), no [5]")
+        );
+        assert_eq!(
+            why("output.body.x").as_deref(),
+            Some("`output.body` is a string, not an object")
+        );
+        let many: serde_json::Map<String, Value> =
+            (0..25).map(|i| (format!("k{i:02}"), Value::Null)).collect();
+        let text = Path::parse("x")
+            .unwrap()
+            .why_missing(&Value::Object(many))
+            .unwrap();
+        assert!(text.ends_with("k19 and 5 more"), "{text}");
+    }
     use serde_json::json;
 
     #[test]

@@ -294,7 +294,11 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
         }
     }
     for x in &case.expect {
-        if let Err(mismatch) = x.check.check(x.path.get(&record)) {
+        if let Err(mut mismatch) = x.check.check(x.path.get(&record)) {
+            // A missing value says where the path stopped finding one (a typo's likely place).
+            if let Some(why) = x.path.why_missing(&record) {
+                mismatch.actual = format!("(missing: {why})");
+            }
             attempt.failures.push(Failure::Assertion {
                 path: x.text.clone(),
                 line: x.line,
