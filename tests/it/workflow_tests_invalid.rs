@@ -227,3 +227,30 @@ fn an_assertion_on_a_status_no_execution_or_node_has_is_refused_at_load() {
     );
     assert_code(&env.cmd(["test", "ok.test.yaml"]), 0, "known statuses");
 }
+
+#[test]
+fn an_invalid_workflow_is_annotated_in_its_own_file_at_each_problem() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("flows")).unwrap();
+    env.write_file(
+        "flows/w.json",
+        "{\"id\": \"w\",\n \"nodes\": [\n  {\"id\": \"a\", \"type\": \"sett\"}\n ]}\n",
+    );
+    env.write_file(
+        "flows/t.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n",
+    );
+    let mut cmd = env.flowrun();
+    cmd.args(["test", "flows"]).env("GITHUB_ACTIONS", "true");
+    let out = output(&mut cmd);
+    assert_code(&out, 2, "invalid workflow");
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "::error file=flows/w.json,line=3,title=invalid workflow (of flows/t.test.yaml)::node 'a', field 'type': unknown node type 'sett'"
+        ),
+        "{}",
+        describe(&out)
+    );
+    assert!(!text.contains("file=flows/t.test.yaml"), "{text}");
+}

@@ -21,6 +21,9 @@ pub struct Problem {
     /// Where in the file: `cases[0].expect["output.text"]`, `workflow`, …
     pub path: Option<String>,
     pub message: String,
+    /// When the problem is that the workflow it names is invalid: the workflow's own
+    /// diagnostics, each at its place in the workflow file (GitHub annotates them there).
+    pub within: Vec<flowrun_codegen::Diagnostic>,
 }
 
 impl fmt::Display for Problem {
@@ -72,6 +75,7 @@ fn cannot_read(path: &Path, e: std::io::Error) -> Problem {
         case: None,
         path: None,
         message: format!("cannot read: {e}"),
+        within: Vec::new(),
     }
 }
 
@@ -117,6 +121,7 @@ impl Reader<'_> {
             case: case.map(str::to_string),
             path: (!path.0.is_empty()).then(|| path.to_string()),
             message: message.into(),
+            within: Vec::new(),
         });
     }
 
@@ -152,6 +157,7 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
             case: None,
             path: None,
             message,
+            within: Vec::new(),
         }]
     };
     let text = flowrun_codegen::read_text_file(
@@ -202,6 +208,9 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
                         None,
                         format!("the workflow {w} is invalid:\n{d}"),
                     );
+                    if let Some(p) = r.problems.last_mut() {
+                        p.within = d.0;
+                    }
                     None
                 }
             }
