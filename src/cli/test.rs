@@ -150,7 +150,7 @@ fn print_problems(problems: &[Problem], json: bool) {
         for line in lines {
             eprintln!("  {}", clean_line(line));
         }
-        if github() && p.within.is_empty() {
+        if github() && p.within.is_none() {
             annotate(
                 json,
                 "error",
@@ -161,7 +161,7 @@ fn print_problems(problems: &[Problem], json: bool) {
             );
         }
         // An invalid workflow is annotated where each of its problems is, in its own file.
-        for d in p.within.iter().filter(|_| github()) {
+        for d in p.within.iter().flat_map(|w| &w.0).filter(|_| github()) {
             let place = match (&d.node, &d.field) {
                 (Some(n), Some(f)) => format!("node '{n}', field '{f}': "),
                 (Some(n), None) => format!("node '{n}': "),

@@ -23,7 +23,7 @@ pub struct Problem {
     pub message: String,
     /// When the problem is that the workflow it names is invalid: the workflow's own
     /// diagnostics, each at its place in the workflow file (GitHub annotates them there).
-    pub within: Vec<flowrun_codegen::Diagnostic>,
+    pub within: Option<Box<flowrun_codegen::Diagnostics>>,
 }
 
 impl fmt::Display for Problem {
@@ -75,7 +75,7 @@ fn cannot_read(path: &Path, e: std::io::Error) -> Problem {
         case: None,
         path: None,
         message: format!("cannot read: {e}"),
-        within: Vec::new(),
+        within: None,
     }
 }
 
@@ -121,7 +121,7 @@ impl Reader<'_> {
             case: case.map(str::to_string),
             path: (!path.0.is_empty()).then(|| path.to_string()),
             message: message.into(),
-            within: Vec::new(),
+            within: None,
         });
     }
 
@@ -157,7 +157,7 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
             case: None,
             path: None,
             message,
-            within: Vec::new(),
+            within: None,
         }]
     };
     let text = flowrun_codegen::read_text_file(
@@ -209,7 +209,7 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
                         format!("the workflow {w} is invalid:\n{d}"),
                     );
                     if let Some(p) = r.problems.last_mut() {
-                        p.within = d.0;
+                        p.within = Some(Box::new(d));
                     }
                     None
                 }

@@ -49,7 +49,7 @@ pub fn load_suite(paths: &[std::path::PathBuf]) -> Result<Suite, Vec<Problem>> {
                 case: None,
                 path: None,
                 message,
-                within: Vec::new(),
+                within: None,
             }),
         }
     }
