@@ -227,10 +227,7 @@ pub struct AgentLookup<'a> {
 /// looks before it starts (`runner::missing_agents`).
 fn agents(wf: &Workflow, file: &str, lookup: &AgentLookup) -> Vec<Value> {
     let path = flowrun_app::agents::search_path(lookup.path);
-    let cwd = match lookup.cwd {
-        Some(d) => std::env::current_dir().unwrap_or_default().join(d),
-        None => flowrun_app::runner::default_working_directory(file, wf.cwd.as_deref()),
-    };
+    let cwd = flowrun_app::runner::nodes_directory(lookup.cwd, file, wf.cwd.as_deref());
     flowrun_app::agents::needed(wf, |_| false, Some(&path), &cwd)
         .into_iter()
         .map(|a| {

@@ -22,5 +22,5 @@ pub use execute::{Finished, record_start, run};
 pub(crate) use launch::flowrun_executable;
 pub use launch::{new_execution_id, spec, use_shepherd_built_as};
 pub use options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS, RunOptions};
-pub use prepare::{Prepared, bind_connections, default_working_directory, missing_agents, prepare};
+pub use prepare::{Prepared, bind_connections, missing_agents, nodes_directory, prepare};
 pub use trigger::Trigger;

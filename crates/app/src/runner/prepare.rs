@@ -119,23 +119,13 @@ pub fn missing_agents(plan: &Plan, options: &RunOptions) -> Vec<NeededAgent> {
     )
 }
 
-/// Where the nodes run: the caller's directory (`--cwd`, the API's `cwd`) when given, else the
-/// workflow's `cwd` relative to its file's directory, else that directory (for a definition
-/// without a file: flowrun's own working directory). Absolute, and it must exist.
+/// [`nodes_directory`], which must exist.
 fn working_directory(
     source: &Source,
     plan: &Plan,
     given: Option<&Path>,
 ) -> Result<PathBuf, RunError> {
-    let dir = match given {
-        Some(d) => {
-            let d = std::env::current_dir()
-                .unwrap_or_else(|_| PathBuf::from("/"))
-                .join(d);
-            std::path::absolute(&d).unwrap_or(d)
-        }
-        None => default_working_directory(&source.file, plan.workflow.cwd.as_deref()),
-    };
+    let dir = nodes_directory(given, &source.file, plan.workflow.cwd.as_deref());
     if !dir.is_dir() {
         return Err(RunError::Environment(format!(
             "the working directory {} does not exist (or is not a directory)",
@@ -145,19 +135,25 @@ fn working_directory(
     Ok(dir)
 }
 
-/// Where a workflow's nodes run when the caller names no directory: the workflow's `cwd`
-/// relative to its file's directory, else that directory (for a definition without a file,
-/// `file` starting with `<`: flowrun's own working directory). Absolute; it may not exist.
-pub fn default_working_directory(file: &str, cwd: Option<&str>) -> PathBuf {
+/// Where a workflow's nodes run: the directory the caller gives (`--cwd`, the API's `cwd`),
+/// else the workflow's `cwd` relative to its file's directory, else that directory (for a
+/// definition without a file, `file` starting with `<`: flowrun's own working directory).
+/// Absolute; it may not exist.
+pub fn nodes_directory(given: Option<&Path>, file: &str, cwd: Option<&str>) -> PathBuf {
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let file_dir = Some(Path::new(file))
-        .filter(|_| !file.starts_with('<'))
-        .and_then(Path::parent)
-        .map(|d| here.join(d))
-        .unwrap_or(here);
-    let dir = match cwd {
-        Some(c) => file_dir.join(c),
-        None => file_dir,
+    let dir = match given {
+        Some(d) => here.join(d),
+        None => {
+            let file_dir = Some(Path::new(file))
+                .filter(|_| !file.starts_with('<'))
+                .and_then(Path::parent)
+                .map(|d| here.join(d))
+                .unwrap_or(here);
+            match cwd {
+                Some(c) => file_dir.join(c),
+                None => file_dir,
+            }
+        }
     };
     std::path::absolute(&dir).unwrap_or(dir)
 }
