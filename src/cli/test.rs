@@ -162,19 +162,13 @@ fn print_problems(problems: &[Problem], json: bool) {
         }
         // An invalid workflow is annotated where each of its problems is, in its own file.
         for d in p.within.iter().flat_map(|w| &w.0).filter(|_| github()) {
-            let place = match (&d.node, &d.field) {
-                (Some(n), Some(f)) => format!("node '{n}', field '{f}': "),
-                (Some(n), None) => format!("node '{n}': "),
-                (None, Some(f)) => format!("field '{f}': "),
-                (None, None) => String::new(),
-            };
             annotate(
                 json,
                 "error",
                 d.file.as_deref().unwrap_or(&p.file),
                 d.line,
                 &format!("invalid workflow (of {})", gh_path(&p.file)),
-                &format!("{place}{}", d.message),
+                &d.detail(),
             );
         }
     }

@@ -7,6 +7,7 @@
 //! `after`, `then`/`else` and code.
 
 use crate::diagnostic::Diagnostic;
+use crate::json::value_kind;
 use crate::model::*;
 use crate::node_types::NodeType;
 use crate::plan::{Known, Partial, Written};
@@ -78,7 +79,7 @@ pub(crate) fn workflow(data: Value) -> Read {
         other => {
             diags.push(Diagnostic::new(format!(
                 "a workflow is an object with `id` and `nodes`, not {}",
-                kind(&other)
+                value_kind(&other)
             )));
             return Read {
                 workflow,
@@ -137,8 +138,11 @@ pub(crate) fn workflow(data: Value) -> Read {
         }
         Some(other) => {
             diags.push(
-                Diagnostic::new(format!("`nodes` is a list of nodes, not {}", kind(other)))
-                    .field("nodes"),
+                Diagnostic::new(format!(
+                    "`nodes` is a list of nodes, not {}",
+                    value_kind(other)
+                ))
+                .field("nodes"),
             );
             false
         }
@@ -158,17 +162,6 @@ pub(crate) fn workflow(data: Value) -> Read {
         diagnostics: diags,
         known,
         nodes,
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -197,7 +190,7 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
         diags.push(
             Diagnostic::new(format!(
                 "a node is an object with at least `id` and `type`, not {}",
-                kind(&value)
+                value_kind(&value)
             ))
             .node_at(k, format!("#{}", k + 1)),
         );

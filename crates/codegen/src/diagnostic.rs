@@ -71,13 +71,20 @@ impl fmt::Display for Diagnostic {
         } else if let Some(line) = self.line {
             prefix.push_str(&format!("line {line}: "));
         }
+        write!(f, "{prefix}{}", self.detail())
+    }
+}
+
+impl Diagnostic {
+    /// The node, the field and the message, without the place in the file (for a report that
+    /// gives the file and line apart, as a GitHub annotation does).
+    pub fn detail(&self) -> String {
         match (&self.node, &self.field) {
-            (Some(n), Some(fl)) => prefix.push_str(&format!("node '{n}', field '{fl}': ")),
-            (Some(n), None) => prefix.push_str(&format!("node '{n}': ")),
-            (None, Some(fl)) => prefix.push_str(&format!("field '{fl}': ")),
-            (None, None) => {}
+            (Some(n), Some(fl)) => format!("node '{n}', field '{fl}': {}", self.message),
+            (Some(n), None) => format!("node '{n}': {}", self.message),
+            (None, Some(fl)) => format!("field '{fl}': {}", self.message),
+            (None, None) => self.message.clone(),
         }
-        write!(f, "{prefix}{}", self.message)
     }
 }
 

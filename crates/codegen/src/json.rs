@@ -6,6 +6,19 @@ use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor}
 use serde_json::{Map, Value};
 use std::fmt;
 
+/// What a JSON value is, in words ("a string", "a list", …), for messages about a value of
+/// the wrong type.
+pub fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Parses JSON text; errors (syntax, duplicate keys, nesting) carry line and column.
 pub(crate) fn parse(text: &str) -> Result<Value, Diagnostic> {
     serde_json::from_str::<Unique>(text)

@@ -304,14 +304,7 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
     let Some(Seg::Key(node)) = p.0.get(1) else {
         return Ok(());
     };
-    if let Some(plan) = plan {
-        if plan.workflow.node(node).is_none() {
-            return Err(format!(
-                "the workflow has no node '{node}'; its nodes are: {}",
-                node_ids(plan)
-            ));
-        }
-    }
+    known_node(plan, node)?;
     match p.0.get(2) {
         Some(Seg::Key(f)) if !NODE_FIELDS.contains(&f.as_str()) => Err(format!(
             "unknown field '{f}' of a node (one of: {})",
@@ -326,10 +319,7 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
 /// status has (`succes`) could never pass, or could never fail under `not`: refused when the
 /// test file loads, listing the statuses there are.
 pub(crate) fn check_status(p: &JPath, check: &Check) -> Result<(), String> {
-    let key = |i: usize| match p.0.get(i) {
-        Some(Seg::Key(k)) => Some(k.as_str()),
-        _ => None,
-    };
+    let key = |i: usize| p.key_at(i);
     let statuses: Vec<&str> = match (p.0.len(), key(0), key(2)) {
         (1, Some("status"), _) => ExecStatus::ALL.iter().map(|s| s.as_str()).collect(),
         (3, Some("nodes"), Some("status")) => NodeStatus::ALL.iter().map(|s| s.as_str()).collect(),
@@ -352,6 +342,17 @@ pub(crate) fn check_status(p: &JPath, check: &Check) -> Result<(), String> {
         Some(v) => Err(format!(
             "no status is {v} (one of: {})",
             statuses.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A node a path names must be one the workflow has (when it is known).
+pub(crate) fn known_node(plan: Option<&Plan>, id: &str) -> Result<(), String> {
+    match plan.filter(|p| p.workflow.node(id).is_none()) {
+        Some(plan) => Err(format!(
+            "the workflow has no node '{id}'; its nodes are: {}",
+            node_ids(plan)
         )),
         None => Ok(()),
     }

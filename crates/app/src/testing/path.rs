@@ -119,14 +119,7 @@ impl Path {
                     None => return Some(format!("{at} has {} item(s), no [{n}]", a.len())),
                 },
                 (seg, other) => {
-                    let kind = match other {
-                        Value::Null => "null",
-                        Value::Bool(_) => "a boolean",
-                        Value::Number(_) => "a number",
-                        Value::String(_) => "a string",
-                        Value::Array(_) => "a list",
-                        Value::Object(_) => "an object",
-                    };
+                    let kind = flowrun_codegen::value_kind(other);
                     let wanted = match seg {
                         Seg::Key(_) => "an object",
                         Seg::Index(_) => "a list",
@@ -161,7 +154,12 @@ impl Path {
     }
 
     pub fn first_key(&self) -> Option<&str> {
-        match self.0.first() {
+        self.key_at(0)
+    }
+
+    /// The key of the `i`th step, when that step is a key (not an index).
+    pub fn key_at(&self, i: usize) -> Option<&str> {
+        match self.0.get(i) {
             Some(Seg::Key(k)) => Some(k),
             _ => None,
         }

@@ -4,7 +4,7 @@
 //! `"[ignored]"` on both sides.
 
 use super::expect::same;
-use super::path::{Path as JPath, Seg};
+use super::path::Path as JPath;
 use flowrun_codegen::Plan;
 use serde_json::{Map, Value, json};
 use std::path::Path;
@@ -43,10 +43,7 @@ pub(crate) fn of_record(record: &Value, ignore: &[JPath]) -> Value {
 /// `nodes.<id>`. The path to apply.
 pub(crate) fn ignore_path(p: JPath, plan: Option<&Plan>) -> Result<JPath, String> {
     const ERROR_FIELDS: &[&str] = &["type", "message", "node"];
-    let key = |i: usize| match p.0.get(i) {
-        Some(Seg::Key(k)) => Some(k.as_str()),
-        _ => None,
-    };
+    let key = |i: usize| p.key_at(i);
     match (p.first_key(), p.0.len()) {
         (Some("status"), 1) | (Some("error"), 1) | (Some("nodes"), 1) | (Some("output"), _) => {
             Ok(p)
@@ -61,12 +58,7 @@ pub(crate) fn ignore_path(p: JPath, plan: Option<&Plan>) -> Result<JPath, String
             let Some(id) = key(1) else {
                 return Err("`nodes.<id>`: a node's id".into());
             };
-            if let Some(plan) = plan.filter(|p| p.workflow.node(id).is_none()) {
-                return Err(format!(
-                    "the workflow has no node '{id}'; its nodes are: {}",
-                    super::expect::node_ids(plan)
-                ));
-            }
+            super::expect::known_node(plan, id)?;
             match (n, key(2)) {
                 (2, _) => Ok(p),
                 (3, Some("status")) => Ok(JPath(p.0[..2].to_vec())),
