@@ -150,14 +150,17 @@ cases:
         by_path("output.missing")["actual"],
         "(missing: `output` has no 'missing'; it has text, n, items, obj)"
     );
-    // The terminal report says the same, and which execution to look at.
+    // The terminal report says the same, with the line each assertion is on (the ✗ line has the
+    // case's), and which execution to look at.
     let id = bad["attempts"][0]["execution_id"].as_str().unwrap();
     assert!(
         err.contains("✗ calc.test.yaml:21 › every operator fails"),
         "{err}"
     );
     assert!(
-        err.contains("output.items[0]: gt\n      expected: a number > 1\n      actual:   1"),
+        err.contains(
+            "output.items[0] (line 32): gt\n      expected: a number > 1\n      actual:   1"
+        ),
         "{err}"
     );
     assert!(

@@ -254,3 +254,97 @@ fn an_invalid_workflow_is_annotated_in_its_own_file_at_each_problem() {
     );
     assert!(!text.contains("file=flows/t.test.yaml"), "{text}");
 }
+
+#[test]
+fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_refusal() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w",
+                "inputs": {"type": "object", "required": ["email"],
+                           "properties": {"email": {"type": "string"},
+                                          "n": {"type": "integer", "default": 3}}},
+                "nodes": [{"id": "a", "type": "set", "fields": {"to": "{{ trigger.email }}"}}]}),
+    );
+    // Refused without saying so: a mistake of the test file, found before anything runs (it
+    // was a case that "could not run", exit 1, found only by running it).
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: no email\n    trigger: { n: 1 }\n  - name: both\n    trigger: {}\n    refused: true\n    expect: { status: success }\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml"]);
+    assert_code(&out, 2, "a refused trigger");
+    let err = stderr(&out);
+    for want in [
+        "bad.test.yaml:4: case \"no email\": cases[0].trigger: the workflow's `inputs` schema refuses this trigger, so the case cannot run; to test that it is refused, add `refused: true` to the case. invalid input:",
+        "\"email\" is a required property",
+        "bad.test.yaml:8: case \"both\": cases[1].expect: a refused trigger starts no execution, so `expect` has nothing to check",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+
+    // Expected: checked as a run checks it (defaults applied first), with no execution.
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: email is required\n    trigger: { n: 1 }\n    refused: { contains: email }\n  - name: refused at all\n    trigger: { email: 7 }\n    refused: true\n  - name: runs\n    trigger: { email: a@b.c }\n",
+    );
+    let out = env.cmd(["test", "ok.test.yaml", "--json"]);
+    assert_code(&out, 0, "refused as expected");
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["totals"]["passed"], 3, "{doc:#}");
+    assert_eq!(
+        doc["files"][0]["cases"][0]["attempts"][0]["execution_id"],
+        Value::Null,
+        "{doc:#}"
+    );
+    assert_eq!(env.execution_count(), 1, "only the case that runs ran");
+    // The same trigger given to `flowrun run` is refused too (exit 2), with the same words.
+    let run = env.run(&env.path("w.json"), r#"{"n": 1}"#, &[]);
+    assert_code(&run, 2, "a run refuses it");
+    assert!(
+        stderr(&run).contains("\"email\" is a required property"),
+        "{}",
+        describe(&run)
+    );
+
+    // A refusal that does not come, or says something else, fails the case (exit 1) on the
+    // line of its `refused`.
+    env.write_file(
+        "fails.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: accepted\n    trigger: { email: a@b.c }\n    refused: true\n  - name: other reason\n    trigger: {}\n    refused: { contains: phone }\n",
+    );
+    let out = env.cmd(["test", "fails.test.yaml"]);
+    assert_code(&out, 1, "refusals that did not hold");
+    let text = stdout(&out);
+    for want in [
+        "✗ fails.test.yaml:3 › accepted",
+        "refused (line 5): exists\n      expected: a refusal of the trigger by the workflow's `inputs` schema\n      actual:   none: the schema accepts it (nothing was run)",
+        "✗ fails.test.yaml:6 › other reason",
+        "refused (line 8): contains\n      expected: a text or list containing \"phone\"",
+    ] {
+        assert!(
+            text.contains(want),
+            "missing {want:?} in:\n{}",
+            describe(&out)
+        );
+    }
+    assert!(!text.contains("details: flowrun show"), "{text}");
+    assert_eq!(env.execution_count(), 1, "still only the one");
+
+    // A workflow without `inputs` refuses nothing.
+    one_node_workflow(&env);
+    env.write_file(
+        "none.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: x\n    refused: true\n",
+    );
+    let out = env.cmd(["test", "none.test.yaml"]);
+    assert_code(&out, 2, "nothing to refuse");
+    assert!(
+        stderr(&out).contains(
+            "cases[0].refused: the workflow has no `inputs` schema, so it refuses no trigger"
+        ),
+        "{}",
+        describe(&out)
+    );
+}

@@ -4,7 +4,7 @@
 use super::expect::{Check, check_path, check_status, node_ids};
 use super::located::{self, Located};
 use super::path::{Path as JPath, Seg};
-use super::{mocks, model::*, snapshot};
+use super::{mocks, model::*, refused, snapshot};
 use flowrun_codegen::{Mock, Plan};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -339,6 +339,7 @@ fn read_mocks(
 const CASE_FIELDS: &[&str] = &[
     "name",
     "trigger",
+    "refused",
     "mock",
     "expect",
     "snapshot",
@@ -504,6 +505,37 @@ fn read_case(
             "expected a mapping of variable to value",
         ),
     }
+    let refused = c.get("refused").and_then(|v| {
+        let here = at.key("refused");
+        let check = refused::parse(v).map_err(|m| r.problem(&here, case, m)).ok()?;
+        for (key, what) in [("expect", "expect"), ("snapshot", "snapshot")] {
+            if c.contains_key(key) {
+                r.problem(
+                    &at.key(key),
+                    case,
+                    format!("a refused trigger starts no execution, so `{what}` has nothing to check; `refused` takes an assertion on the refusal's message ({{contains: …}})"),
+                );
+            }
+        }
+        Some(Expectation {
+            text: "refused".into(),
+            path: JPath::parse("refused").expect("a plain key"),
+            line: r.located.line(&here),
+            check,
+        })
+    });
+    if let (Some(plan), Value::Object(_)) = (plan, &trigger) {
+        let expects = c.contains_key("refused");
+        if let Some(m) = refused::problem(plan.workflow.inputs.as_ref(), &trigger, expects) {
+            let key = if expects { "refused" } else { "trigger" };
+            let here = if c.contains_key(key) {
+                at.key(key)
+            } else {
+                at.clone()
+            };
+            r.problem(&here, case, m);
+        }
+    }
     if !named {
         return None;
     }
@@ -511,6 +543,7 @@ fn read_case(
         name,
         line: r.located.line(at),
         trigger,
+        refused,
         mocks,
         expect,
         snapshot: snapshot.then_some(ignore),

@@ -27,6 +27,9 @@ pub struct Case {
     pub name: String,
     pub line: Option<usize>,
     pub trigger: Value,
+    /// `Some(assertion on the message)` when the case expects the workflow's `inputs` schema to
+    /// refuse the trigger (`refused: true` is `exists`): nothing is run. Its path is `refused`.
+    pub refused: Option<Expectation>,
     pub mocks: BTreeMap<String, Mock>,
     pub expect: Vec<Expectation>,
     /// `Some(ignored paths)` when the case is snapshot-tested.

@@ -7,12 +7,20 @@ use super::run::Suite;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
-/// A failure in words: the path, the operator, expected and actual (or the snapshot's diff).
+/// A failure in words: the path (and the line of the test file it is written on), the operator,
+/// expected and actual (or the snapshot's diff).
 pub fn describe(f: &Failure) -> String {
     match f {
-        Failure::Assertion { path, mismatch, .. } => format!(
-            "{path}: {}\n  expected: {}\n  actual:   {}",
-            mismatch.operator, mismatch.expected, mismatch.actual
+        Failure::Assertion {
+            path,
+            line,
+            mismatch,
+        } => format!(
+            "{path}{}: {}\n  expected: {}\n  actual:   {}",
+            line.map(|l| format!(" (line {l})")).unwrap_or_default(),
+            mismatch.operator,
+            mismatch.expected,
+            mismatch.actual
         ),
         Failure::Snapshot { message, diff } if diff.is_empty() => format!("snapshot: {message}"),
         Failure::Snapshot { message, diff } => format!("snapshot: {message}\n{}", diff.trim_end()),

@@ -214,6 +214,16 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
         duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
         failures: vec![Failure::Setup { message }],
     };
+    if let Some(want) = &case.refused {
+        // Nothing runs: the schema alone decides, as it would before a run.
+        let schema = file.source.workflow.inputs.as_ref();
+        let failures = super::refused::check(schema, &case.trigger, want);
+        let attempt = Attempt {
+            failures,
+            ..setup_failed(String::new())
+        };
+        return (attempt, (None, None));
+    }
     let mut env = ctx.settings.env.clone();
     env.extend(case.env.iter().cloned());
     let options = RunOptions {

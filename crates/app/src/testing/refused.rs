@@ -1,0 +1,151 @@
+//! Triggers the workflow's `inputs` schema refuses: a case that expects it (`refused:`), and a
+//! case that does not but would be refused anyway.
+//!
+//! A refused trigger starts no execution (`flowrun run` exits 2, the API answers 422), so a case
+//! cannot check one through `expect`. Checking it needs no child either: the schema is applied
+//! here exactly as [`crate::runner::prepare`] applies it ([`crate::inputs::prepare`]), so a
+//! case that expects a refusal costs no process, and one that is refused without saying so is
+//! found when the file is read: its trigger is a mistake of the test file (exit 2), not a
+//! failure of the workflow.
+
+use super::expect::{Check, Mismatch};
+use super::model::{Expectation, Failure};
+use crate::inputs::{self, InputError};
+use serde_json::Value;
+
+/// Reads a case's `refused`: `true` (refused, whatever the message says) or an assertion on the
+/// refusal's message (`{contains: query}`), as `expect` writes them.
+pub(crate) fn parse(v: &Value) -> Result<Check, String> {
+    match v {
+        Value::Bool(true) => Ok(Check::Exists(true)),
+        Value::Bool(false) | Value::Null => Err(
+            "expected true, or an assertion on the refusal's message ({contains: …}); a case that is \
+             not refused leaves `refused` out"
+                .into(),
+        ),
+        v => Check::parse(v),
+    }
+}
+
+/// The refusal's message, if the workflow's `inputs` schema refuses `trigger` (defaults applied
+/// first, as a run applies them). A schema that does not compile is the workflow's problem,
+/// reported when it is compiled: not a refusal of this trigger.
+pub(crate) fn refusal(schema: Option<&Value>, trigger: &Value) -> Option<String> {
+    match inputs::prepare(schema, trigger.clone()) {
+        Err(e @ InputError::Invalid(_)) => Some(e.to_string()),
+        Err(InputError::Schema(_)) | Ok(_) => None,
+    }
+}
+
+/// What is wrong with a case's trigger and `refused`, found when the file is read: a trigger
+/// refused by a case that does not expect it, or a `refused` that can never hold.
+pub(crate) fn problem(
+    schema: Option<&Value>,
+    trigger: &Value,
+    expects_refusal: bool,
+) -> Option<String> {
+    if expects_refusal {
+        return schema
+            .is_none()
+            .then(|| "the workflow has no `inputs` schema, so it refuses no trigger".to_string());
+    }
+    refusal(schema, trigger).map(|message| {
+        format!(
+            "the workflow's `inputs` schema refuses this trigger, so the case cannot run; to \
+             test that it is refused, add `refused: true` to the case. {message}"
+        )
+    })
+}
+
+/// Checks a case that expects its trigger to be refused: no execution is started either way.
+pub(crate) fn check(schema: Option<&Value>, trigger: &Value, want: &Expectation) -> Vec<Failure> {
+    let failed = |mismatch| {
+        vec![Failure::Assertion {
+            path: want.text.clone(),
+            line: want.line,
+            mismatch,
+        }]
+    };
+    match refusal(schema, trigger) {
+        Some(message) => match want.check.check(Some(&Value::String(message))) {
+            Ok(()) => Vec::new(),
+            Err(m) => failed(m),
+        },
+        None => failed(Mismatch {
+            operator: "exists".into(),
+            expected: "a refusal of the trigger by the workflow's `inputs` schema".into(),
+            actual: "none: the schema accepts it (nothing was run)".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::path::Path as JPath;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "required": ["query"],
+               "properties": {"query": {"type": "string"}, "n": {"type": "integer", "default": 3}}})
+    }
+
+    #[test]
+    fn a_refusal_is_found_as_a_run_would_find_it() {
+        let s = schema();
+        assert!(refusal(Some(&s), &json!({"query": "q"})).is_none());
+        let m = refusal(Some(&s), &json!({})).unwrap();
+        assert!(
+            m.starts_with("invalid input:") && m.contains("query"),
+            "{m}"
+        );
+        // Defaults are applied before the check, as a run applies them.
+        let typed =
+            json!({"type": "object", "properties": {"n": {"type": "integer", "default": 3}}});
+        assert!(refusal(Some(&typed), &json!({})).is_none());
+        assert!(refusal(None, &json!({"anything": 1})).is_none());
+    }
+
+    fn expecting(v: Value) -> Expectation {
+        Expectation {
+            text: "refused".into(),
+            path: JPath::parse("refused").unwrap(),
+            line: Some(7),
+            check: parse(&v).unwrap(),
+        }
+    }
+
+    #[test]
+    fn refused_checks_the_message_and_fails_on_an_accepted_trigger() {
+        let s = schema();
+        let yes = expecting(json!(true));
+        assert!(check(Some(&s), &json!({}), &yes).is_empty());
+        let about_query = expecting(json!({"contains": "query"}));
+        assert!(check(Some(&s), &json!({"n": "x"}), &about_query).is_empty());
+        let about_other = expecting(json!({"contains": "email"}));
+        let f = check(Some(&s), &json!({}), &about_other);
+        assert!(
+            matches!(&f[..], [Failure::Assertion { path, line: Some(7), .. }] if path == "refused")
+        );
+        let f = check(Some(&s), &json!({"query": "fine"}), &yes);
+        let [Failure::Assertion { mismatch, .. }] = &f[..] else {
+            panic!("{f:?}")
+        };
+        assert!(mismatch.actual.contains("accepts"), "{mismatch:?}");
+        assert!(parse(&json!(false)).is_err());
+    }
+
+    #[test]
+    fn problems_found_when_the_file_is_read() {
+        let s = schema();
+        let p = problem(Some(&s), &json!({}), false).unwrap();
+        assert!(p.contains("refused: true") && p.contains("query"), "{p}");
+        assert!(problem(Some(&s), &json!({"query": "q"}), false).is_none());
+        assert!(problem(Some(&s), &json!({}), true).is_none());
+        assert!(
+            problem(None, &json!({}), true)
+                .unwrap()
+                .contains("no `inputs`")
+        );
+    }
+}
