@@ -1,4 +1,4 @@
-//! `flowrun test`: assertions, mocks, `--offline`, snapshots and `--record-from`, with the real
+//! `flowrun test`: assertions, mocks, `--offline` and snapshots, with the real
 //! binary, real Python and a real (counting) HTTP server on 127.0.0.1 standing in for the LLM.
 
 use crate::support::llm_server::{Reply, Server};
@@ -177,7 +177,7 @@ cases:
 
 /// An LLM workflow whose provider is the counting server, which then calls `trigger.target`
 /// (the server's `/data`) with an `http_request` node.
-fn llm_workflow(env: &Env) {
+pub(crate) fn llm_workflow(env: &Env) {
     env.write_workflow(
         "ask.json",
         &json!({"id": "ask", "connections": {"groq": {"env": "GROQ_API_KEY"}}, "nodes": [
@@ -191,7 +191,7 @@ fn llm_workflow(env: &Env) {
 }
 
 /// The counting server: `/data` answers JSON, anything else an OpenAI-style chat answer.
-fn counting_server() -> Server {
+pub(crate) fn counting_server() -> Server {
     Server::start(|req| {
         if req.path() == "/data" {
             return Reply::json(200, &json!({"rows": 3}));
@@ -205,7 +205,7 @@ fn counting_server() -> Server {
     })
 }
 
-fn groq(server: &Server) -> Vec<(&'static str, String)> {
+pub(crate) fn groq(server: &Server) -> Vec<(&'static str, String)> {
     vec![
         ("FLOWRUN_GROQ_BASE_URL", server.url("/openai/v1")),
         ("GROQ_API_KEY", KEY.to_string()),
@@ -410,120 +410,6 @@ fn snapshots_are_written_compared_and_updated_with_ignores() {
     assert_eq!(stored().as_object().unwrap().len(), 1);
     let (code, _, _) = test_json(&env, &["."], &[("CI", "true")]);
     assert_eq!(code, 0);
-}
-
-#[test]
-fn record_from_then_replay_offline_gives_the_same_output() {
-    let env = Env::new();
-    llm_workflow(&env);
-    let server = counting_server();
-    let envs = groq(&server);
-    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let trigger = json!({"q": "What is a DAG?", "target": server.url("/data")}).to_string();
-    let out = env.run_with(&env.path("ask.json"), &trigger, &envs, &[]);
-    assert_code(&out, 0, "the real run");
-    let id = env.only_execution_id();
-    let original = env.show_json(&id);
-    assert_eq!(server.requests().len(), 2);
-    // Record it (by a prefix of its id, as `show` takes), into a new test file.
-    let out = env.cmd([
-        "test",
-        "--record-from",
-        &id[..8],
-        "recorded.test.yaml",
-        "--name",
-        "a DAG",
-    ]);
-    assert_code(&out, 0, "record-from");
-    assert!(
-        stdout(&out).contains("mocked: ask, fetch"),
-        "{}",
-        describe(&out)
-    );
-    let text = std::fs::read_to_string(env.path("recorded.test.yaml")).unwrap();
-    assert!(text.starts_with("workflow: ./ask.json\ncases:\n"), "{text}");
-    // Replay offline: no request, the same output.
-    let (code, report, err) = test_json(
-        &env,
-        &["recorded.test.yaml", "--offline"],
-        &[("CI", "true")],
-    );
-    assert_eq!(code, 0, "{err}\n{text}");
-    assert_eq!(case(&report, "a DAG")["snapshot"], "matched");
-    assert_eq!(server.requests().len(), 2, "the replay made no request");
-    let replay = case(&report, "a DAG")["attempts"][0]["execution_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let replayed = env.show_json(&replay);
-    assert_eq!(replayed["output"], original["output"]);
-    assert_eq!(
-        replayed["output"],
-        json!({"text": "answer to What is a DAG?", "data": {"rows": 3}})
-    );
-    assert_eq!(replayed["input_tokens"], original["input_tokens"]);
-    // A second recording is appended to the same file and replays too.
-    let out = env.cmd(["test", "--record-from", &id, "recorded.test.yaml"]);
-    assert_code(&out, 0, "record-from again");
-    assert!(
-        stdout(&out).starts_with("added to recorded.test.yaml"),
-        "{}",
-        describe(&out)
-    );
-    let (code, report, err) = test_json(&env, &["recorded.test.yaml", "--offline"], &[]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(report["summary"], "2 passed, 0 failed");
-    // The same name again is refused.
-    let out = env.cmd([
-        "test",
-        "--record-from",
-        &id,
-        "recorded.test.yaml",
-        "--name",
-        "a DAG",
-    ]);
-    assert_code(&out, 2, "a duplicate name");
-    assert!(
-        stderr(&out)
-            .contains("has a case named \"a DAG\" already (name the new one with `--name`)"),
-        "{}",
-        describe(&out)
-    );
-}
-
-#[test]
-fn record_from_keeps_the_failed_attempts_of_a_retried_node() {
-    let env = Env::new();
-    let server = Server::scripted([
-        Reply::text(503, "busy"),
-        Reply::json(200, &json!({"ok": true})),
-    ]);
-    env.write_workflow(
-        "fetch.json",
-        &json!({"id": "fetch", "nodes": [
-            {"id": "get", "type": "http_request", "url": server.url("/x"),
-             "retry": {"max_attempts": 2, "backoff_ms": 1}}
-        ]}),
-    );
-    let out = env.run(&env.path("fetch.json"), "{}", &[]);
-    assert_code(&out, 0, "the real run: 503, then 200");
-    let id = env.only_execution_id();
-    let out = env.cmd(["test", "--record-from", &id, "--name", "retried"]);
-    assert_code(&out, 0, "record-from");
-    // The default file: beside the workflow, named after it.
-    let text = std::fs::read_to_string(env.path("fetch.test.yaml")).unwrap();
-    let file: Value = serde_yaml_ng::from_str(&text).expect("the test file is YAML");
-    let mock = &file["cases"][0]["mock"]["get"];
-    assert_eq!(mock[0]["error"]["type"], "HttpError", "{text}");
-    assert_eq!(mock[1]["body"], json!({"ok": true}), "{text}");
-    let (code, report, err) = test_json(&env, &["fetch.test.yaml", "--offline"], &[("CI", "true")]);
-    assert_eq!(code, 0, "{err}\n{text}");
-    let replay = case(&report, "retried")["attempts"][0]["execution_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(env.node(&replay, "get").attempt, 2, "the retry is replayed");
-    assert_eq!(server.requests().len(), 2, "the replay made no request");
 }
 
 /// A variable name with '=' (which a cold child would see as another variable, and a warm one

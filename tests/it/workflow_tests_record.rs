@@ -1,0 +1,133 @@
+//! `flowrun test --record-from`: a case written from a stored execution, replayed offline with
+//! the real binary, real Python and a real (counting) HTTP server on 127.0.0.1.
+
+use crate::support::llm_server::{Reply, Server};
+use crate::support::*;
+use crate::workflow_tests::{case, counting_server, groq, llm_workflow, test_json};
+use serde_json::{Value, json};
+
+#[test]
+fn record_from_then_replay_offline_gives_the_same_output() {
+    let env = Env::new();
+    llm_workflow(&env);
+    let server = counting_server();
+    let envs = groq(&server);
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let trigger = json!({"q": "What is a DAG?", "target": server.url("/data")}).to_string();
+    let out = env.run_with(&env.path("ask.json"), &trigger, &envs, &[]);
+    assert_code(&out, 0, "the real run");
+    let id = env.only_execution_id();
+    let original = env.show_json(&id);
+    assert_eq!(server.requests().len(), 2);
+    // Record it (by a prefix of its id, as `show` takes), into a new test file.
+    let out = env.cmd([
+        "test",
+        "--record-from",
+        &id[..8],
+        "recorded.test.yaml",
+        "--name",
+        "a DAG",
+    ]);
+    assert_code(&out, 0, "record-from");
+    assert!(
+        stdout(&out).contains("mocked: ask, fetch"),
+        "{}",
+        describe(&out)
+    );
+    let text = std::fs::read_to_string(env.path("recorded.test.yaml")).unwrap();
+    assert!(text.starts_with("workflow: ./ask.json\ncases:\n"), "{text}");
+    // Replay offline: no request, the same output.
+    let (code, report, err) = test_json(
+        &env,
+        &["recorded.test.yaml", "--offline"],
+        &[("CI", "true")],
+    );
+    assert_eq!(code, 0, "{err}\n{text}");
+    assert_eq!(case(&report, "a DAG")["snapshot"], "matched");
+    assert_eq!(server.requests().len(), 2, "the replay made no request");
+    let replay = case(&report, "a DAG")["attempts"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let replayed = env.show_json(&replay);
+    assert_eq!(replayed["output"], original["output"]);
+    assert_eq!(
+        replayed["output"],
+        json!({"text": "answer to What is a DAG?", "data": {"rows": 3}})
+    );
+    assert_eq!(replayed["input_tokens"], original["input_tokens"]);
+    // A second recording is appended to the same file and replays too.
+    let out = env.cmd(["test", "--record-from", &id, "recorded.test.yaml"]);
+    assert_code(&out, 0, "record-from again");
+    assert!(
+        stdout(&out).starts_with("added to recorded.test.yaml"),
+        "{}",
+        describe(&out)
+    );
+    let (code, report, err) = test_json(&env, &["recorded.test.yaml", "--offline"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["summary"], "2 passed, 0 failed");
+    // The same name again is refused.
+    let out = env.cmd([
+        "test",
+        "--record-from",
+        &id,
+        "recorded.test.yaml",
+        "--name",
+        "a DAG",
+    ]);
+    assert_code(&out, 2, "a duplicate name");
+    assert!(
+        stderr(&out)
+            .contains("has a case named \"a DAG\" already (name the new one with `--name`)"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn record_from_keeps_the_failed_attempts_of_a_retried_node() {
+    let env = Env::new();
+    let server = Server::scripted([
+        Reply::text(503, "busy"),
+        Reply::json(200, &json!({"ok": true})),
+    ]);
+    env.write_workflow(
+        "fetch.json",
+        &json!({"id": "fetch",
+                "inputs": {"type": "object", "properties": {
+                    "tag": {"type": "string", "default": "a"},
+                    "page": {"type": "integer", "default": 1}}},
+                "nodes": [
+            {"id": "get", "type": "http_request", "url": server.url("/x"),
+             "query": {"tag": "{{ trigger.tag }}", "page": "{{ trigger.page }}"},
+             "retry": {"max_attempts": 2, "backoff_ms": 1}}
+        ]}),
+    );
+    let out = env.run(&env.path("fetch.json"), r#"{"tag": "b"}"#, &[]);
+    assert_code(&out, 0, "the real run: 503, then 200");
+    let id = env.only_execution_id();
+    let out = env.cmd(["test", "--record-from", &id, "--name", "retried"]);
+    assert_code(&out, 0, "record-from");
+    // The default file: beside the workflow, named after it.
+    let text = std::fs::read_to_string(env.path("fetch.test.yaml")).unwrap();
+    let file: Value = serde_yaml_ng::from_str(&text).expect("the test file is YAML");
+    // The trigger as it was given: what a default filled in is left to the default.
+    assert_eq!(file["cases"][0]["trigger"], json!({"tag": "b"}), "{text}");
+    let mock = &file["cases"][0]["mock"]["get"];
+    assert_eq!(mock[0]["error"]["type"], "HttpError", "{text}");
+    assert_eq!(mock[1]["body"], json!({"ok": true}), "{text}");
+    let (code, report, err) = test_json(&env, &["fetch.test.yaml", "--offline"], &[("CI", "true")]);
+    assert_eq!(code, 0, "{err}\n{text}");
+    let replay = case(&report, "retried")["attempts"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(env.node(&replay, "get").attempt, 2, "the retry is replayed");
+    assert_eq!(
+        env.show_json(&replay)["trigger"],
+        json!({"tag": "b", "page": 1}),
+        "the replay's trigger is the recorded one's"
+    );
+    assert_eq!(server.requests().len(), 2, "the replay made no request");
+}
