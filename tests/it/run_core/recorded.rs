@@ -341,3 +341,47 @@ fn a_nodes_end_is_recorded_while_the_next_node_runs_and_prints() {
     assert!(child.wait().unwrap().success());
     assert_eq!(env.node(&id, "gate").status, "success");
 }
+
+/// `flowrun run wf --events jsonl | head -1`: the reader goes away after the first event. The
+/// execution is not stopped by it (only Ctrl-C or `flowrun stop` stop one): it runs to its end,
+/// is recorded whole, and `run` exits with its status.
+#[test]
+fn a_reader_that_goes_away_does_not_stop_the_execution() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let file = env.write_workflow(
+        "ticks.json",
+        &json!({"id": "ticks", "nodes": [
+            {"id": "a", "type": "code",
+             "code": "import time\ntime.sleep(0.3)\nfor i in range(200):\n    print('tick', i)\nreturn {'n': 200}"},
+            {"id": "b", "type": "set", "fields": {"done": true}, "after": ["a"]}
+        ]}),
+    );
+    let mut child = env
+        .command()
+        .args(["run", file.to_str().unwrap(), "--events", "jsonl"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["event"], "execution_start");
+    drop(reader);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the execution succeeded");
+    let id = env.only_execution_id();
+    let record = env.show_json(&id);
+    assert_eq!(record["status"], "success", "{record:#}");
+    assert_eq!(record["output"], json!({"done": true}));
+    let ticks: Vec<String> = env
+        .events(&id)
+        .into_iter()
+        .filter(|e| e.kind == "log")
+        .map(|e| e.data["line"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ticks.len(), 200, "every log line is stored");
+    assert_eq!(ticks[199], "tick 199");
+}
