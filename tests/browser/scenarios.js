@@ -71,6 +71,28 @@ const scenarios = {
     await b.close();
   },
 
+  // Agent CLIs the server cannot find: Run is disabled and says how to get each; a workflow
+  // whose CLI is found can run.
+  async agent_reason() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Reviews code");
+    check(await page.isDisabled("#run-button"), "Run is disabled while the agent CLI is missing");
+    const reason = await text(page, "#run-reason");
+    check(reason.includes("missing agent CLI: install claude (npm install -g @anthropic-ai/claude-code)"), "the reason says how to install it: " + reason);
+    check((await page.getAttribute("#run-button", "aria-describedby")) === "run-reason", "the reason describes the button");
+    await selectWorkflow(page, "Local tool");
+    check(await page.isDisabled("#run-button"), "Run is disabled for a command path with no file");
+    const local = await text(page, "#run-reason");
+    check(local.includes("no executable file at ./bin/no-such-claude") && !local.includes("npm install"), "a path command is not installed from npm: " + local);
+    await selectWorkflow(page, "Found tool");
+    check(!(await page.isDisabled("#run-button")), "a workflow whose CLI is found can run");
+    check((await text(page, "#run-reason")) === "", "and has no reason");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
   // A 3-step run with a streamed LLM answer: step X of Y, the running step highlighted, the
   // text growing while it arrives, tokens and cost, the output with its copy button.
   async watch_stream() {

@@ -72,6 +72,36 @@ fn the_form_validates_before_anything_starts_and_a_double_click_runs_once() {
     run("form_run", config(&s), &w.tmp_dir());
 }
 
+/// The Run button's reason for an agent CLI the server cannot find (`GET /api/workflows` lists
+/// each workflow's `agents`): an install hint, or the path that has no executable file.
+#[test]
+fn run_is_disabled_with_how_to_get_a_missing_agent_cli() {
+    use crate::support::agents::{agent, path_without_agents, standins};
+    let w = world();
+    let found = standins().join("claude");
+    for (file, name, fields) in [
+        ("review.json", "Reviews code", json!({})),
+        (
+            "local.json",
+            "Local tool",
+            json!({"command": "./bin/no-such-claude"}),
+        ),
+        (
+            "found.json",
+            "Found tool",
+            json!({"command": found.to_str().unwrap()}),
+        ),
+    ] {
+        w.save(
+            file,
+            &json!({"id": file.trim_end_matches(".json"), "name": name,
+                    "nodes": [agent("review", "claude_code", fields)]}),
+        );
+    }
+    let s = w.serve_with(&[], &[("PATH", &path_without_agents())]);
+    run("agent_reason", config(&s), &w.tmp_dir());
+}
+
 #[test]
 fn a_three_step_run_shows_its_steps_and_the_llm_text_as_it_streams() {
     let w = world();
