@@ -214,7 +214,11 @@ fn pause_through_the_api_and_from_another_process() {
     assert_eq!(r.body["error"]["node"], "three");
     let again = s.post(&format!("/api/executions/{id}/pause"), &json!({}));
     assert_eq!(again.status, 409, "{}", again.text);
-    // From another process (`flowrun pause`), which the server's poller passes on.
+    // From another process (`flowrun pause`), which the server's poller passes on. Node two
+    // runs longer here: a process to start and a poll to wait for must both fit in it while
+    // the rest of the suite keeps both cores busy (800 ms did not, once in a full run).
+    let mut wf = wf;
+    wf["nodes"][1]["ms"] = json!(2500);
     let id = s.start("/api/executions", &json!({"workflow": wf}));
     s.wait_until(&id, "running node two", running_two);
     let out = w.cmd(["pause", &id]);
