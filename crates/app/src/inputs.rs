@@ -23,28 +23,6 @@ pub fn apply_defaults(schema: &Value, data: &mut Value) {
     }
 }
 
-/// Leaves out what [`apply_defaults`] would put back: each property equal to its `default`
-/// (recursively, in the order `apply_defaults` fills them in), so that applying the defaults to
-/// the result gives `data` again. A recorded test case's trigger is written this way: it keeps
-/// what the caller gave, and follows the schema when a default changes.
-pub fn without_defaults(schema: &Value, data: &mut Value) {
-    let (Some(props), Value::Object(obj)) =
-        (schema.get("properties").and_then(Value::as_object), data)
-    else {
-        return;
-    };
-    for (key, sub) in props {
-        let Some(v) = obj.get_mut(key) else { continue };
-        // A default is put back whole (nothing inside it is filled in), so a value equal to it
-        // goes whole; any other value is filled in property by property.
-        if sub.get("default") == Some(v) {
-            obj.remove(key);
-        } else {
-            without_defaults(sub, v);
-        }
-    }
-}
-
 /// A problem with the input schema itself or with the data.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -142,37 +120,6 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn without_defaults_keeps_what_applying_them_puts_back() {
-        let schema = json!({"type": "object", "properties": {
-            "name": {"type": "string", "default": "World"},
-            "opts": {"type": "object", "default": {}, "properties": {
-                "n": {"type": "integer", "default": 3},
-                "deep": {"type": "object", "properties": {"m": {"default": [1]}}}}},
-            "plain": {"type": "integer"}
-        }});
-        for given in [
-            json!({}),
-            json!({"name": "Ada"}),
-            json!({"opts": {}}),
-            json!({"opts": {"n": 4, "deep": {}}}),
-            json!({"name": "World", "opts": {"n": 3, "deep": {"m": [2]}}, "plain": 1}),
-            json!({"opts": "not an object", "extra": {"n": 3}}),
-        ] {
-            let mut applied = given.clone();
-            apply_defaults(&schema, &mut applied);
-            let mut kept = applied.clone();
-            without_defaults(&schema, &mut kept);
-            let mut again = kept.clone();
-            apply_defaults(&schema, &mut again);
-            assert_eq!(again, applied, "from {given}: kept {kept}");
-        }
-        let mut v = json!({"name": "World", "opts": {"n": 3, "deep": {"m": [1]}}, "plain": 1});
-        without_defaults(&schema, &mut v);
-        // `opts` is not its default ({}) whole, so it stays, with what is filled in taken out.
-        assert_eq!(v, json!({"opts": {"deep": {}}, "plain": 1}));
-    }
 
     #[test]
     fn defaults_and_errors() {

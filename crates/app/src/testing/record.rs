@@ -159,12 +159,7 @@ pub fn record_from(
         .unwrap_or_else(|| format!("recorded from execution {id}"));
     let mut case = Map::new();
     case.insert("name".into(), json!(case_name));
-    // The trigger as given: what the `inputs` defaults filled in is theirs to fill in again.
-    let mut trigger = e.trigger.clone();
-    if let Some(schema) = definition.get("inputs") {
-        crate::inputs::without_defaults(schema, &mut trigger);
-    }
-    case.insert("trigger".into(), trigger);
+    case.insert("trigger".into(), e.trigger.clone());
     if !mock_map.is_empty() {
         case.insert("mock".into(), Value::Object(mock_map));
     }
