@@ -419,7 +419,7 @@ fn annotations(suite: &Suite, results: &[CaseResult], json: bool) {
                         Failure::Assertion { line, .. } => line.or(r.line),
                         _ => r.line,
                     };
-                    let mut text = report::describe(f);
+                    let mut text = report::describe_at_line(f);
                     if let Some(id) = &a.execution_id {
                         text.push_str(&format!("\ndetails: flowrun show {id}"));
                     }

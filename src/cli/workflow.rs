@@ -8,18 +8,7 @@ use std::path::{Path, PathBuf};
 /// Loads and checks a workflow file, including its input schema: the plan, or every problem.
 fn check(file: &Path) -> Result<(Source, Plan), Diagnostics> {
     let source = flowrun_codegen::load_file(file)?;
-    let plan = flowrun_codegen::compile(&source)?;
-    if let Some(schema) = &plan.workflow.inputs {
-        if let Err(e) = flowrun_app::inputs::check_schema(schema) {
-            let message = match e {
-                flowrun_app::inputs::InputError::Schema(why) => {
-                    format!("not a valid JSON Schema: {why}")
-                }
-                other => other.to_string(),
-            };
-            return Err(source.diagnostic("inputs", message).into());
-        }
-    }
+    let plan = flowrun_app::inputs::compile(&source)?;
     Ok((source, plan))
 }
 

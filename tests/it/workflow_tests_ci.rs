@@ -448,7 +448,7 @@ fn exit_codes_annotations_and_history() {
     assert_code(&out, 1, "a case failed");
     let text = stdout(&out);
     assert!(
-        text.contains("::error file=w.test.yaml,line=11,title=flowrun test › fails::output.v (line 11): equals%0A  expected: 1%0A  actual:   2%0Adetails: flowrun show "),
+        text.contains("::error file=w.test.yaml,line=11,title=flowrun test › fails::output.v: equals%0A  expected: 1%0A  actual:   2%0Adetails: flowrun show "),
         "{text}"
     );
     assert!(text.trim_end().ends_with("1 passed, 1 failed"), "{text}");

@@ -270,7 +270,7 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
     // was a case that "could not run", exit 1, found only by running it).
     env.write_file(
         "bad.test.yaml",
-        "workflow: ./w.json\ncases:\n  - name: no email\n    trigger: { n: 1 }\n  - name: both\n    trigger: {}\n    refused: true\n    expect: { status: success }\n",
+        "workflow: ./w.json\ncases:\n  - name: no email\n    trigger: { n: 1 }\n  - name: both\n    trigger: {}\n    refused: true\n    expect: { status: success }\n    mock: { a: 1 }\n  - name: never\n    trigger: {}\n    refused: { exists: false }\n",
     );
     let out = env.cmd(["test", "bad.test.yaml"]);
     assert_code(&out, 2, "a refused trigger");
@@ -279,6 +279,8 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
         "bad.test.yaml:4: case \"no email\": cases[0].trigger: the workflow's `inputs` schema refuses this trigger, so the case cannot run; to test that it is refused, add `refused: true` to the case. invalid input:",
         "\"email\" is a required property",
         "bad.test.yaml:8: case \"both\": cases[1].expect: a refused trigger starts no execution, so `expect` has nothing to check",
+        "bad.test.yaml:9: case \"both\": cases[1].mock: a refused trigger starts no execution, so `mock` does nothing",
+        "bad.test.yaml:12: case \"never\": cases[2].refused: exists: false can never hold",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -319,7 +321,7 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
     let text = stdout(&out);
     for want in [
         "✗ fails.test.yaml:3 › accepted",
-        "refused (line 5): exists\n      expected: a refusal of the trigger by the workflow's `inputs` schema\n      actual:   none: the schema accepts it (nothing was run)",
+        "refused (line 5): exists\n      expected: a value (not null)\n      actual:   (none: the workflow's `inputs` schema accepts the trigger; nothing was run)",
         "✗ fails.test.yaml:6 › other reason",
         "refused (line 8): contains\n      expected: a text or list containing \"phone\"",
     ] {
@@ -331,6 +333,27 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
     }
     assert!(!text.contains("details: flowrun show"), "{text}");
     assert_eq!(env.execution_count(), 1, "still only the one");
+
+    // An `inputs` that is not a valid JSON Schema makes the workflow invalid, as `validate`
+    // says: it neither refuses nor accepts.
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "inputs": {"type": "bogus"},
+                "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    let out = env.cmd(["test", "fails.test.yaml"]);
+    assert_code(&out, 2, "an invalid inputs schema");
+    assert!(
+        stderr(&out).contains("the workflow ./w.json is invalid:")
+            && stderr(&out).contains("field 'inputs': not a valid JSON Schema"),
+        "{}",
+        describe(&out)
+    );
+    assert_code(
+        &env.cmd(["validate", "w.json"]),
+        2,
+        "validate says the same",
+    );
 
     // A workflow without `inputs` refuses nothing.
     one_node_workflow(&env);

@@ -49,6 +49,20 @@ fn problems_text(list: &[InputProblem]) -> String {
         .collect()
 }
 
+/// Compiles a workflow as every front end checks one (`validate`, the server's list, `flowrun
+/// test`): codegen's plan, then its `inputs` schema, which codegen cannot check (it has no JSON
+/// Schema validator). The schema's problem is located at its field.
+pub fn compile(
+    source: &flowrun_codegen::Source,
+) -> Result<flowrun_codegen::Plan, flowrun_codegen::Diagnostics> {
+    let plan = flowrun_codegen::compile(source)?;
+    if let Some(Err(InputError::Schema(why))) = plan.workflow.inputs.as_ref().map(check_schema) {
+        let message = format!("not a valid JSON Schema: {why}");
+        return Err(source.diagnostic("inputs", message).into());
+    }
+    Ok(plan)
+}
+
 /// Checks that the schema compiles.
 pub fn check_schema(schema: &Value) -> Result<(), InputError> {
     validator(schema).map(|_| ())

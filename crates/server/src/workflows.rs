@@ -66,20 +66,13 @@ pub fn unparsed(path: &Path, d: Diagnostics) -> Entry {
 /// Checks a parsed definition the way `flowrun validate` does: plan and input schema.
 pub fn check(path: &Path, source: Source) -> Entry {
     let mut errors = Vec::new();
-    let plan = match flowrun_codegen::compile(&source) {
+    let plan = match flowrun_app::inputs::compile(&source) {
         Ok(plan) => Some(plan),
         Err(d) => {
             errors = d.0;
             None
         }
     };
-    if let Some(schema) = plan.as_ref().and_then(|p| p.workflow.inputs.as_ref()) {
-        if let Err(e) = flowrun_app::inputs::check_schema(schema) {
-            let mut d = Diagnostic::new(e.to_string());
-            d.file = Some(source.file.clone());
-            errors.push(d);
-        }
-    }
     Entry {
         id: source.workflow.id.clone(),
         file: path.to_path_buf(),

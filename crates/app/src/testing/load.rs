@@ -199,7 +199,7 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect();
             match flowrun_codegen::load_file(&wpath)
-                .and_then(|s| flowrun_codegen::compile(&s).map(|p| (s, p)))
+                .and_then(|s| crate::inputs::compile(&s).map(|p| (s, p)))
             {
                 Ok(sp) => Some(sp),
                 Err(d) => {
@@ -508,12 +508,17 @@ fn read_case(
     let refused = c.get("refused").and_then(|v| {
         let here = at.key("refused");
         let check = refused::parse(v).map_err(|m| r.problem(&here, case, m)).ok()?;
-        for (key, what) in [("expect", "expect"), ("snapshot", "snapshot")] {
+        for key in ["expect", "snapshot", "mock", "env", "timeout_ms"] {
             if c.contains_key(key) {
+                let why = if matches!(key, "expect" | "snapshot") {
+                    "has nothing to check; `refused` takes an assertion on the refusal's message ({contains: …})"
+                } else {
+                    "does nothing"
+                };
                 r.problem(
                     &at.key(key),
                     case,
-                    format!("a refused trigger starts no execution, so `{what}` has nothing to check; `refused` takes an assertion on the refusal's message ({{contains: …}})"),
+                    format!("a refused trigger starts no execution, so `{key}` {why}"),
                 );
             }
         }
@@ -525,8 +530,11 @@ fn read_case(
         })
     });
     if let (Some(plan), Value::Object(_)) = (plan, &trigger) {
+        // A `refused` that could not be read has had its problem reported.
         let expects = c.contains_key("refused");
-        if let Some(m) = refused::problem(plan.workflow.inputs.as_ref(), &trigger, expects) {
+        let unreadable = expects && refused.is_none();
+        let problem = refused::problem(plan.workflow.inputs.as_ref(), &trigger, expects);
+        if let Some(m) = problem.filter(|_| !unreadable) {
             let key = if expects { "refused" } else { "trigger" };
             let here = if c.contains_key(key) {
                 at.key(key)

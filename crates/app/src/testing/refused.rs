@@ -23,7 +23,18 @@ pub(crate) fn parse(v: &Value) -> Result<Check, String> {
              not refused leaves `refused` out"
                 .into(),
         ),
-        v => Check::parse(v),
+        Value::Object(_) | Value::String(_) => match Check::parse(v)? {
+            Check::Exists(false) => Err(
+                "exists: false can never hold: a refusal always has a message (leave `refused` out \
+                 for a case that runs)"
+                    .into(),
+            ),
+            check => Ok(check),
+        },
+        _ => Err(format!(
+            "expected true, or an assertion on the refusal's message (a text, {{contains: …}}, \
+             {{matches: …}}); {v} is never a message"
+        )),
     }
 }
 
@@ -71,10 +82,16 @@ pub(crate) fn check(schema: Option<&Value>, trigger: &Value, want: &Expectation)
             Ok(()) => Vec::new(),
             Err(m) => failed(m),
         },
+        // Said in the words of the assertion written, as for a path that finds nothing (and
+        // failed even for one, such as `not`, that nothing would satisfy).
         None => failed(Mismatch {
-            operator: "exists".into(),
-            expected: "a refusal of the trigger by the workflow's `inputs` schema".into(),
-            actual: "none: the schema accepts it (nothing was run)".into(),
+            actual: "(none: the workflow's `inputs` schema accepts the trigger; nothing was run)"
+                .into(),
+            ..want.check.check(None).err().unwrap_or(Mismatch {
+                operator: "exists".into(),
+                expected: "a refusal by the workflow's `inputs` schema".into(),
+                actual: String::new(),
+            })
         }),
     }
 }
@@ -132,7 +149,22 @@ mod tests {
             panic!("{f:?}")
         };
         assert!(mismatch.actual.contains("accepts"), "{mismatch:?}");
-        assert!(parse(&json!(false)).is_err());
+        // In the words of the assertion written; `not` fails too.
+        let f = check(Some(&s), &json!({"query": "fine"}), &about_query);
+        assert!(
+            matches!(&f[..], [Failure::Assertion { mismatch, .. }] if mismatch.operator == "contains")
+        );
+        let unlike = expecting(json!({"not": {"contains": "email"}}));
+        assert_eq!(check(Some(&s), &json!({"query": "fine"}), &unlike).len(), 1);
+        for never in [
+            json!(false),
+            json!(null),
+            json!(1),
+            json!({"exists": false}),
+        ] {
+            assert!(parse(&never).is_err(), "{never}");
+        }
+        assert!(parse(&json!("invalid input:")).is_ok());
     }
 
     #[test]

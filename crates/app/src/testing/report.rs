@@ -10,6 +10,16 @@ use std::fmt::Write;
 /// A failure in words: the path (and the line of the test file it is written on), the operator,
 /// expected and actual (or the snapshot's diff).
 pub fn describe(f: &Failure) -> String {
+    words(f, true)
+}
+
+/// [`describe`] for a report placed at the assertion's line already (a GitHub annotation):
+/// without the line.
+pub fn describe_at_line(f: &Failure) -> String {
+    words(f, false)
+}
+
+fn words(f: &Failure, with_line: bool) -> String {
     match f {
         Failure::Assertion {
             path,
@@ -17,7 +27,10 @@ pub fn describe(f: &Failure) -> String {
             mismatch,
         } => format!(
             "{path}{}: {}\n  expected: {}\n  actual:   {}",
-            line.map(|l| format!(" (line {l})")).unwrap_or_default(),
+            match line {
+                Some(l) if with_line => format!(" (line {l})"),
+                _ => String::new(),
+            },
             mismatch.operator,
             mismatch.expected,
             mismatch.actual
