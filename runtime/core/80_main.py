@@ -3,7 +3,10 @@
 # ---------------------------------------------------------------------------
 
 def _apply_defaults(schema, data):
-    """Fill missing properties that have a "default", recursively."""
+    """Fill missing properties that have a "default", recursively, also inside a default just
+    filled in, so that applying them again changes nothing (the runner applied them before it
+    validated the trigger: the nodes must see what it validated). The runner's apply_defaults
+    (crates/app/src/inputs.rs) is the same rule."""
     if not isinstance(schema, dict) or not isinstance(data, dict):
         return
     props = schema.get("properties")
@@ -13,10 +16,10 @@ def _apply_defaults(schema, data):
         if not isinstance(sub, dict):
             continue
         if name not in data:
-            if "default" in sub:
-                data[name] = plain_copy(sub["default"])
-        elif isinstance(data[name], dict):
-            _apply_defaults(sub, data[name])
+            if "default" not in sub:
+                continue
+            data[name] = plain_copy(sub["default"])
+        _apply_defaults(sub, data[name])
 
 
 def _read_nonce():

@@ -201,6 +201,17 @@ class TriggerData(unittest.TestCase):
         r = run(wf, b"")
         self.assertEqual(r.output("trigger"), {"query": "hi", "given": "unused"})
 
+    def test_defaults_inside_a_default_are_filled_in_once(self):
+        # As the runner fills them in before it validates: a second pass changes nothing.
+        inputs = {"type": "object", "properties": {
+            "o": {"type": "object", "default": {}, "properties": {
+                "n": {"type": "integer", "default": 3},
+                "deep": {"type": "object", "default": {"k": 1}, "properties": {"m": {"default": [1]}}}}}}}
+        wf = workflow([node("trigger", "trigger")], inputs=inputs)
+        want = {"o": {"n": 3, "deep": {"k": 1, "m": [1]}}}
+        self.assertEqual(run(wf, b"").output("trigger"), want)
+        self.assertEqual(run(wf, want).output("trigger"), want)
+
 
 if __name__ == "__main__":
     unittest.main()

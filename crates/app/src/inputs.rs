@@ -3,25 +3,7 @@
 
 use serde_json::Value;
 
-/// Fills in `default`s of missing object properties, recursively (the runtime does the same when
-/// a script is run by hand).
-pub fn apply_defaults(schema: &Value, data: &mut Value) {
-    let (Some(props), Value::Object(obj)) =
-        (schema.get("properties").and_then(Value::as_object), data)
-    else {
-        return;
-    };
-    for (key, sub) in props {
-        match obj.get_mut(key) {
-            Some(v) => apply_defaults(sub, v),
-            None => {
-                if let Some(d) = sub.get("default") {
-                    obj.insert(key.clone(), d.clone());
-                }
-            }
-        }
-    }
-}
+pub use flowrun_codegen::apply_defaults;
 
 /// A problem with the input schema itself or with the data.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +116,26 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn defaults_are_filled_in_inside_a_default_so_applying_them_again_changes_nothing() {
+        let schema = json!({"type": "object", "properties": {
+            "o": {"type": "object", "default": {}, "properties": {
+                "n": {"type": "integer", "default": 3},
+                "deep": {"type": "object", "default": {"k": 1}, "properties": {"m": {"default": [1]}}}}}}});
+        let mut once = json!({});
+        apply_defaults(&schema, &mut once);
+        assert_eq!(once, json!({"o": {"n": 3, "deep": {"k": 1, "m": [1]}}}));
+        let mut twice = once.clone();
+        apply_defaults(&schema, &mut twice);
+        assert_eq!(twice, once);
+        // A default the schema itself refuses is refused (it used to pass here, then reach the
+        // nodes through the runtime's second pass).
+        let bad = json!({"type": "object", "properties": {"o": {"type": "object", "default": {},
+            "properties": {"n": {"type": "integer", "default": "x"}}}}});
+        let e = prepare(Some(&bad), json!({})).unwrap_err().to_string();
+        assert!(e.contains("field 'o.n'"), "{e}");
+    }
 
     #[test]
     fn defaults_and_errors() {

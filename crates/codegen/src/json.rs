@@ -98,6 +98,27 @@ fn json_error(e: &serde_json::Error) -> Diagnostic {
     d
 }
 
+/// Fills in `default`s of missing object properties, recursively, also inside a default just
+/// filled in, so that applying them again changes nothing: the runtime applies them too (for a
+/// script run by hand), and what the runner validated must be what the nodes see. The runtime's
+/// `_apply_defaults` is the same rule; a `workflow` node's static `inputs` are checked with it.
+pub fn apply_defaults(schema: &Value, data: &mut Value) {
+    let (Some(props), Value::Object(obj)) =
+        (schema.get("properties").and_then(Value::as_object), data)
+    else {
+        return;
+    };
+    for (key, sub) in props {
+        if !obj.contains_key(key) {
+            let Some(d) = sub.get("default") else {
+                continue;
+            };
+            obj.insert(key.clone(), d.clone());
+        }
+        apply_defaults(sub, obj.get_mut(key).expect("present"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

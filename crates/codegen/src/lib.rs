@@ -30,7 +30,7 @@ pub mod template;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use json::value_kind;
+pub use json::{apply_defaults, value_kind};
 pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;

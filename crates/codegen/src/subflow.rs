@@ -180,7 +180,7 @@ impl Checker {
         let name = path.display();
         if !has_template(&wn.inputs) {
             let mut data = wn.inputs.clone();
-            apply_defaults(schema, &mut data);
+            crate::apply_defaults(schema, &mut data);
             let validator = jsonschema::validator_for(schema).ok()?;
             let problems: Vec<String> = validator
                 .iter_errors(&data)
@@ -222,21 +222,5 @@ fn has_template(v: &Value) -> bool {
         Value::Array(a) => a.iter().any(has_template),
         Value::Object(m) => m.values().any(has_template),
         _ => false,
-    }
-}
-
-/// The schema's top-level `default`s for missing properties (as the runner applies them).
-fn apply_defaults(schema: &Value, data: &mut Value) {
-    let (Some(props), Value::Object(obj)) =
-        (schema.get("properties").and_then(Value::as_object), data)
-    else {
-        return;
-    };
-    for (key, sub) in props {
-        if !obj.contains_key(key) {
-            if let Some(d) = sub.get("default") {
-                obj.insert(key.clone(), d.clone());
-            }
-        }
     }
 }
