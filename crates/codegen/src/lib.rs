@@ -31,6 +31,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use json::{apply_defaults, value_kind};
+pub use locate::Seg;
 pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;
@@ -39,6 +40,7 @@ pub use source::{
     Format, MAX_FILE_BYTES, Source, load_file, may_be_workflow, parse_str, read_text_file,
     yaml_too_deep,
 };
+pub use yaml::yaml_to_json;
 
 /// Parses and validates, with every diagnostic located in the file.
 pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 /// One step of a path into the data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Seg {
+pub enum Seg {
     Key(String),
     Index(usize),
 }

@@ -182,6 +182,12 @@ pub(crate) struct PathError {
     pub message: String,
 }
 
+/// YAML data as JSON, as a workflow file's is read (see [`to_json`]), for other files flowrun
+/// reads the same way (test files): on error, the path to the value at fault and what is wrong.
+pub fn yaml_to_json(v: Yaml) -> Result<Value, (Vec<crate::locate::Seg>, String)> {
+    to_json(v, &mut Vec::new()).map_err(|e| (e.path, e.message))
+}
+
 /// Applies YAML merge keys and turns the data into JSON.
 ///
 /// `<<: *a` (or `<<: [*a, *b]`) copies the keys of the aliased mappings that the mapping does not

@@ -52,11 +52,32 @@ pub(crate) fn parse(text: &str, json: bool) -> Result<Located, SyntaxError> {
         serde_json::from_str::<Value>(text)
             .map_err(|e| (Some(e.line()), format!("invalid JSON: {e}")))?
     } else {
-        let mut y: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+        let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
             .map_err(|e| (e.location().map(|l| l.line()), format!("invalid YAML: {e}")))?;
-        y.apply_merge()
-            .map_err(|e| (None, format!("invalid YAML: {e}")))?;
-        serde_json::to_value(&y).map_err(|e| (None, format!("invalid YAML: {e}")))?
+        // As a workflow file's data: merges applied, tags refused, numbers finite (`.nan` is
+        // no JSON value; serde's conversion would make it null without a word).
+        match flowrun_codegen::yaml_to_json(y) {
+            Ok(v) => v,
+            Err((at, message)) => {
+                let at = Path(
+                    at.into_iter()
+                        .map(|s| match s {
+                            flowrun_codegen::Seg::Key(k) => Seg::Key(k),
+                            flowrun_codegen::Seg::Index(i) => Seg::Index(i),
+                        })
+                        .collect(),
+                );
+                let mut lines = Lines::default();
+                let _ = Parser::new_from_str(text).load(&mut lines, false);
+                let line = lines.lines.get(&at).copied();
+                let place = if at.0.is_empty() {
+                    String::new()
+                } else {
+                    format!("{at}: ")
+                };
+                return Err((line, format!("invalid YAML: {place}{message}")));
+            }
+        }
     };
     let mut lines = Lines::default();
     // The data parsed, so this pass fails only where saphyr is stricter; lines are then unknown.
@@ -200,6 +221,23 @@ mod tests {
         assert_eq!(e, (Some(2), "duplicate key 'a'".to_string()));
         let e = parse("a: 1\nb: [\n", false).unwrap_err();
         assert!(e.1.starts_with("invalid YAML"), "{e:?}");
+    }
+
+    #[test]
+    fn yaml_that_is_no_json_is_refused_at_its_line_as_in_a_workflow_file() {
+        // `.nan` became null without a word; a tag was dropped.
+        let e = parse("cases:\n  - name: a\n    trigger: { v: .nan }\n", false).unwrap_err();
+        assert_eq!(
+            e,
+            (
+                Some(3),
+                "invalid YAML: cases[0].trigger.v: .nan is not a number JSON can hold (finite numbers only)"
+                    .to_string()
+            )
+        );
+        let e = parse("cases:\n  - !case { name: a }\n", false).unwrap_err();
+        assert_eq!(e.0, Some(2), "{e:?}");
+        assert!(e.1.contains("YAML tags such as `!case`"), "{e:?}");
     }
 
     #[test]
