@@ -355,6 +355,18 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
         "validate says the same",
     );
 
+    // A trigger is any JSON value, as `flowrun run --input` takes: a list for a list's schema.
+    env.write_workflow(
+        "list.json",
+        &json!({"id": "list", "inputs": {"type": "array", "items": {"type": "integer"}},
+                "nodes": [{"id": "a", "type": "set", "fields": {"first": "{{ trigger[0] }}"}}]}),
+    );
+    env.write_file(
+        "list.test.yaml",
+        "workflow: ./list.json\ncases:\n  - name: a list\n    trigger: [4, 5]\n    expect: { output.first: 4 }\n  - name: not numbers\n    trigger: [x]\n    refused: { contains: integer }\n",
+    );
+    assert_code(&env.cmd(["test", "list.test.yaml"]), 0, "a list trigger");
+
     // A workflow without `inputs` refuses nothing.
     one_node_workflow(&env);
     env.write_file(
