@@ -410,6 +410,15 @@ fn snapshots_are_written_compared_and_updated_with_ignores() {
     assert_eq!(stored().as_object().unwrap().len(), 1);
     let (code, _, _) = test_json(&env, &["."], &[("CI", "true")]);
     assert_eq!(code, 0);
+    // A case that no longer keeps a snapshot loses it on update, also when nothing else is
+    // written; with none left, the file goes.
+    env.write_file(
+        "snap.test.yaml",
+        "workflow: ./snap.json\ncases:\n  - name: greets\n    trigger: { name: Ada }\n",
+    );
+    let (code, _, _) = test_json(&env, &[".", "--update-snapshots"], &[]);
+    assert_eq!(code, 0);
+    assert!(!snap_file.exists(), "{}", stored());
 }
 
 /// A variable name with '=' (which a cold child would see as another variable, and a warm one

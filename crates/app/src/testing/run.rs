@@ -134,10 +134,22 @@ fn write_snapshots(ctx: &Ctx, results: &[CaseResult]) -> Vec<String> {
                 .push((r.name.clone(), v.clone()));
         }
     }
+    if ctx.settings.update_snapshots {
+        // Every file: entries of cases that are gone or no longer snapshot-tested are dropped
+        // even where nothing new was written.
+        for fi in 0..ctx.suite.files.len() {
+            per_file.entry(fi).or_default();
+        }
+    }
     let mut errors = Vec::new();
     for (fi, writes) in per_file {
         let f = &ctx.suite.files[fi];
-        let names: Vec<String> = f.cases.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<String> = f
+            .cases
+            .iter()
+            .filter(|c| c.snapshot.is_some())
+            .map(|c| c.name.clone())
+            .collect();
         let keep = ctx.settings.update_snapshots.then_some(names.as_slice());
         if let Err(e) = snapshot::write(&f.snapshot_file, &writes, keep) {
             errors.push(e);

@@ -133,13 +133,15 @@ fn pretty(v: &Value) -> String {
 }
 
 /// Writes a test file's snapshots: `writes` (case name → snapshot) over what is stored; with
-/// `keep` set, only entries for those case names stay (the file's cases, in their order).
+/// `keep` set, only entries for those case names stay (the file's snapshot cases, in their
+/// order), and a file left with none is removed. A file that would not change is not written.
 pub(crate) fn write(
     file: &Path,
     writes: &[(String, Value)],
     keep: Option<&[String]>,
 ) -> Result<(), String> {
-    let mut stored = load(file)?;
+    let before = load(file)?;
+    let mut stored = before.clone();
     for (name, v) in writes {
         stored.insert(name.clone(), v.clone());
     }
@@ -150,6 +152,17 @@ pub(crate) fn write(
             .collect(),
         None => stored,
     };
+    if out == before && file.exists() {
+        return Ok(());
+    }
+    if out.is_empty() && keep.is_some() {
+        return match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("{}: {e}", file.display()))
+            }
+            _ => Ok(()),
+        };
+    }
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Written whole, then renamed: a reader never sees half a file (nor a link planted in the
@@ -210,6 +223,15 @@ mod tests {
             text.find("\"a\"").unwrap() < text.find("\"c\"").unwrap(),
             "in case order"
         );
+        // Nothing to write, nothing stale: the file is left as it is; none left: removed.
+        let written = std::fs::metadata(&f).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&f, &[], Some(&["a".into(), "c".into()])).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), written);
+        write(&f, &[], Some(&[])).unwrap();
+        assert!(!f.exists());
+        write(&f, &[], Some(&[])).unwrap();
+        assert!(!f.exists(), "no file is made for nothing");
     }
 
     #[test]
