@@ -124,6 +124,25 @@ fn record_from_keeps_the_failed_attempts_of_a_retried_node() {
     assert_eq!(mock[1]["body"], json!({"ok": true}), "{text}");
     let (code, report, err) = test_json(&env, &["fetch.test.yaml", "--offline"], &[("CI", "true")]);
     assert_eq!(code, 0, "{err}\n{text}");
+    // Once the workflow's schema refuses that trigger, recording it again is refused: the case
+    // would make the whole test file invalid.
+    let mut changed: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("fetch.json")).unwrap()).unwrap();
+    changed["inputs"]["required"] = json!(["user"]);
+    env.write_workflow("fetch.json", &changed);
+    let out = env.cmd(["test", "--record-from", &id, "--name", "again"]);
+    assert_code(&out, 2, "a trigger the workflow now refuses");
+    assert!(
+        stderr(&out).contains("(as it is now) refuses the trigger of execution")
+            && stderr(&out).contains("\"user\" is a required property"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("fetch.test.yaml")).unwrap(),
+        text,
+        "the test file is left as it was"
+    );
     let replay = case(&report, "retried")["attempts"][0]["execution_id"]
         .as_str()
         .unwrap()

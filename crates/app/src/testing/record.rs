@@ -30,6 +30,14 @@ pub enum RecordError {
         "{what} of execution {id} was cut when it was stored (too large): it cannot be replayed"
     )]
     Truncated { id: String, what: String },
+    #[error(
+        "the workflow {file} (as it is now) refuses the trigger of execution {id}, so a case of it could not run: {message}\nrecord an execution of the workflow as it is now, or write the case by hand with `refused: true`"
+    )]
+    Refused {
+        file: String,
+        id: String,
+        message: String,
+    },
     #[error("{0}")]
     TestFile(String),
 }
@@ -83,6 +91,19 @@ pub fn record_from(
     };
     if truncated(&e.trigger) {
         return Err(cut("the trigger data"));
+    }
+    // A case must run against the workflow as it is now: a trigger its `inputs` schema refuses
+    // (changed since the run) would make the whole test file invalid.
+    let schema = flowrun_codegen::load_file(&workflow)
+        .ok()
+        .and_then(|s| crate::inputs::compile(&s).ok())
+        .and_then(|p| p.workflow.inputs);
+    if let Some(message) = super::refused::refusal(schema.as_ref(), &e.trigger) {
+        return Err(RecordError::Refused {
+            file: workflow.display().to_string(),
+            id: id.into(),
+            message,
+        });
     }
     let definition = store.snapshot(&e.snapshot_hash)?.unwrap_or(Value::Null);
     let pinned_in_definition = |node: &str| {
