@@ -6,7 +6,7 @@ def _apply_defaults(schema, data):
     """Fill missing properties that have a "default", recursively, also inside a default just
     filled in, so that applying them again changes nothing (the runner applied them before it
     validated the trigger: the nodes must see what it validated). The runner's apply_defaults
-    (crates/app/src/inputs.rs) is the same rule."""
+    (crates/codegen/src/json.rs) is the same rule."""
     if not isinstance(schema, dict) or not isinstance(data, dict):
         return
     props = schema.get("properties")

@@ -321,7 +321,7 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
     let text = stdout(&out);
     for want in [
         "✗ fails.test.yaml:3 › accepted",
-        "refused (line 5): exists\n      expected: a value (not null)\n      actual:   (none: the workflow's `inputs` schema accepts the trigger; nothing was run)",
+        "refused (line 5): exists\n      expected: a refusal by the workflow's `inputs` schema\n      actual:   (none: the workflow's `inputs` schema accepts the trigger; nothing was run)",
         "✗ fails.test.yaml:6 › other reason",
         "refused (line 8): contains\n      expected: a text or list containing \"phone\"",
     ] {

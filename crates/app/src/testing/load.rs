@@ -107,14 +107,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Problem> {
 }
 
 /// Collects the problems of one file.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     file: String,
-    located: &'a Located,
+    pub(super) located: &'a Located,
     problems: Vec<Problem>,
 }
 
 impl Reader<'_> {
-    fn problem(&mut self, path: &JPath, case: Option<&str>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: &JPath, case: Option<&str>, message: impl Into<String>) {
         self.problems.push(Problem {
             file: self.file.clone(),
             line: self.located.line(path),
@@ -499,45 +499,7 @@ fn read_case(
             "expected a mapping of variable to value",
         ),
     }
-    let refused = c.get("refused").and_then(|v| {
-        let here = at.key("refused");
-        let check = refused::parse(v).map_err(|m| r.problem(&here, case, m)).ok()?;
-        for key in ["expect", "snapshot", "mock", "env", "timeout_ms"] {
-            if c.contains_key(key) {
-                let why = if matches!(key, "expect" | "snapshot") {
-                    "has nothing to check; `refused` takes an assertion on the refusal's message ({contains: …})"
-                } else {
-                    "does nothing"
-                };
-                r.problem(
-                    &at.key(key),
-                    case,
-                    format!("a refused trigger starts no execution, so `{key}` {why}"),
-                );
-            }
-        }
-        Some(Expectation {
-            text: "refused".into(),
-            path: JPath::parse("refused").expect("a plain key"),
-            line: r.located.line(&here),
-            check,
-        })
-    });
-    if let Some(plan) = plan {
-        // A `refused` that could not be read has had its problem reported.
-        let expects = c.contains_key("refused");
-        let unreadable = expects && refused.is_none();
-        let problem = refused::problem(plan.workflow.inputs.as_ref(), &trigger, expects);
-        if let Some(m) = problem.filter(|_| !unreadable) {
-            let key = if expects { "refused" } else { "trigger" };
-            let here = if c.contains_key(key) {
-                at.key(key)
-            } else {
-                at.clone()
-            };
-            r.problem(&here, case, m);
-        }
-    }
+    let refused = refused::read(r, c, at, case, plan, &trigger);
     if !named {
         return None;
     }

@@ -1,8 +1,9 @@
 //! A test file's text as JSON data, with the line of every key and list item, so that each
 //! problem found later (an unknown field, a bad assertion, a failed case) can name its line.
 //!
-//! The data comes from the same parsers as workflows use (serde_json; serde_yaml_ng with merge
-//! keys applied); the lines come from a second, event-level pass with saphyr-parser, which also
+//! The data comes from the same parsers as workflows use (serde_json; serde_yaml_ng, turned into
+//! JSON by codegen's `yaml_to_json`: merge keys applied, tags refused, numbers finite); the lines
+//! come from a second, event-level pass with saphyr-parser, which also
 //! finds duplicate keys (serde_json would silently keep the last one).
 
 use super::path::{Path, Seg};
@@ -69,7 +70,13 @@ pub(crate) fn parse(text: &str, json: bool) -> Result<Located, SyntaxError> {
                 );
                 let mut lines = Lines::default();
                 let _ = Parser::new_from_str(text).load(&mut lines, false);
-                let line = lines.lines.get(&at).copied();
+                // The nearest place known: a key written another way (`0x10` is "16") or a
+                // value inside a list of merges has no line of its own.
+                let located = Located {
+                    value: Value::Null,
+                    lines: lines.lines,
+                };
+                let line = located.line(&at);
                 let place = if at.0.is_empty() {
                     String::new()
                 } else {
@@ -235,6 +242,16 @@ mod tests {
                     .to_string()
             )
         );
+        // A value with no line of its own (inside a list of merges, under a key written as
+        // `0x10`) is placed at the nearest one known.
+        let e = parse(
+            "cases:\n  - name: a\n    trigger:\n      <<:\n        - {k: 1}\n        - {v: .inf}\n",
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(e.0, Some(3..=6)), "{e:?}");
+        let e = parse("cases:\n  - name: a\n    trigger: {0x10: .nan}\n", false).unwrap_err();
+        assert_eq!(e.0, Some(3), "{e:?}");
         let e = parse("cases:\n  - !case { name: a }\n", false).unwrap_err();
         assert_eq!(e.0, Some(2), "{e:?}");
         assert!(e.1.contains("YAML tags such as `!case`"), "{e:?}");

@@ -9,9 +9,64 @@
 //! failure of the workflow.
 
 use super::expect::{Check, Mismatch};
+use super::load::Reader;
 use super::model::{Expectation, Failure};
+use super::path::Path as JPath;
 use crate::inputs::{self, InputError};
-use serde_json::Value;
+use flowrun_codegen::Plan;
+use serde_json::{Map, Value};
+
+/// Reads a case's `refused` (case `c` at `at`), and reports what is wrong with it and with the
+/// trigger: a refused trigger the case does not expect, fields a refused case cannot use.
+pub(super) fn read(
+    r: &mut Reader,
+    c: &Map<String, Value>,
+    at: &JPath,
+    case: Option<&str>,
+    plan: Option<&Plan>,
+    trigger: &Value,
+) -> Option<Expectation> {
+    let expects = c.contains_key("refused");
+    let here = at.key("refused");
+    let refused = c.get("refused").and_then(|v| {
+        let check = parse(v).map_err(|m| r.problem(&here, case, m)).ok()?;
+        for key in ["expect", "snapshot", "mock", "env", "timeout_ms"] {
+            if c.contains_key(key) {
+                let why = if matches!(key, "expect" | "snapshot") {
+                    "has nothing to check; `refused` takes an assertion on the refusal's message ({contains: …})"
+                } else {
+                    "does nothing"
+                };
+                r.problem(
+                    &at.key(key),
+                    case,
+                    format!("a refused trigger starts no execution, so `{key}` {why}"),
+                );
+            }
+        }
+        Some(Expectation {
+            text: "refused".into(),
+            path: JPath::parse("refused").expect("a plain key"),
+            line: r.located.line(&here),
+            check,
+        })
+    });
+    // A `refused` that could not be read has had its problem reported.
+    let unreadable = expects && refused.is_none();
+    let schema = plan.map(|p| p.workflow.inputs.as_ref());
+    if let Some(m) = schema.and_then(|s| problem(s, trigger, expects)) {
+        if !unreadable {
+            let key = if expects { "refused" } else { "trigger" };
+            let place = if c.contains_key(key) {
+                at.key(key)
+            } else {
+                at.clone()
+            };
+            r.problem(&place, case, m);
+        }
+    }
+    refused
+}
 
 /// Reads a case's `refused`: `true` (refused, whatever the message says) or an assertion on the
 /// refusal's message (`{contains: query}`), as `expect` writes them.
@@ -23,7 +78,11 @@ pub(crate) fn parse(v: &Value) -> Result<Check, String> {
              not refused leaves `refused` out"
                 .into(),
         ),
-        Value::Object(_) | Value::String(_) => match Check::parse(v)? {
+        Value::String(s) => Err(format!(
+            "a bare text would have to be the whole message; write {{contains: {}}} (or matches)",
+            Value::String(s.clone())
+        )),
+        Value::Object(_) => match Check::parse(v)? {
             Check::Exists(false) => Err(
                 "exists: false can never hold: a refusal always has a message (leave `refused` out \
                  for a case that runs)"
@@ -87,7 +146,12 @@ pub(crate) fn check(schema: Option<&Value>, trigger: &Value, want: &Expectation)
         None => failed(Mismatch {
             actual: "(none: the workflow's `inputs` schema accepts the trigger; nothing was run)"
                 .into(),
-            ..want.check.check(None).err().unwrap_or(Mismatch {
+            ..match want.check {
+                // `refused: true`
+                Check::Exists(true) => None,
+                _ => want.check.check(None).err(),
+            }
+            .unwrap_or(Mismatch {
                 operator: "exists".into(),
                 expected: "a refusal by the workflow's `inputs` schema".into(),
                 actual: String::new(),
@@ -99,7 +163,6 @@ pub(crate) fn check(schema: Option<&Value>, trigger: &Value, want: &Expectation)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::path::Path as JPath;
     use serde_json::json;
 
     fn schema() -> Value {
@@ -164,7 +227,11 @@ mod tests {
         ] {
             assert!(parse(&never).is_err(), "{never}");
         }
-        assert!(parse(&json!("invalid input:")).is_ok());
+        assert!(
+            parse(&json!("email"))
+                .unwrap_err()
+                .contains("{contains: \"email\"}")
+        );
     }
 
     #[test]

@@ -231,8 +231,11 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
         let schema = file.source.workflow.inputs.as_ref();
         let failures = super::refused::check(schema, &case.trigger, want);
         let attempt = Attempt {
+            execution_id: None,
+            status: None,
+            error: None,
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
             failures,
-            ..setup_failed(String::new())
         };
         return (attempt, (None, None));
     }
