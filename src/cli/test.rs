@@ -8,7 +8,7 @@ use super::{Exit, open_store};
 use clap::Args;
 use flowrun_app::SharedStore;
 use flowrun_app::testing::{
-    self, CaseResult, Failure, Partition, Problem, Settings, SnapshotNote, Suite, Totals, Verdict,
+    self, CaseResult, Failure, Partition, Problem, Settings, Suite, Totals, Verdict,
     record::RecordError, report,
 };
 use flowrun_executor::StopReason;
@@ -304,11 +304,10 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let results = &outcome.results;
     let mut w = out(json);
     for e in &outcome.snapshot_errors {
-        let _ = writeln!(
-            w,
-            "error: cannot write a snapshot file: {}",
-            clean_line(&e.to_string())
-        );
+        let _ = writeln!(w, "error: {}", clean_line(e));
+    }
+    for d in &outcome.snapshots_dropped {
+        let _ = writeln!(w, "{}", clean_line(d));
     }
     if github() {
         annotations(&suite, results, json);
@@ -317,20 +316,13 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         write_junit(f, &report::junit(&suite, results))?;
     }
     if json {
-        let doc = report::json(&suite, results);
+        let mut doc = report::json(&suite, results);
+        doc["snapshot_errors"] = serde_json::json!(outcome.snapshot_errors);
         let text = serde_json::to_string_pretty(&doc).expect("json");
         let _ = writeln!(std::io::stdout(), "{text}");
     }
-    let written = results
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.snapshot,
-                Some(SnapshotNote::Written | SnapshotNote::Updated)
-            )
-        })
-        .count();
-    if written > 0 && outcome.snapshot_errors.is_empty() {
+    let written = outcome.snapshots_written;
+    if written > 0 {
         let _ = writeln!(
             w,
             "{written} snapshot(s) written (commit the __snapshots__ directories)"

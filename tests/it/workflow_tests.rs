@@ -494,3 +494,56 @@ fn a_warm_test_run_leaves_nothing_in_tmpdir() {
         .collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }
+
+/// `--update-snapshots` drops only what no case keeps: never the snapshot of a case that was
+/// not run (`--filter`, a partition, `skip`), and says what it dropped.
+#[test]
+fn update_snapshots_drops_only_what_no_case_keeps_and_says_so() {
+    let env = Env::new();
+    code_workflow(&env);
+    let cases = |third: &str| {
+        format!(
+            "workflow: ./calc.json\ncases:\n  - name: one\n    trigger: {{ x: 1 }}\n    snapshot: true\n  - name: two\n    trigger: {{ x: 2 }}\n    snapshot: true\n  - name: parked\n    skip: later\n    trigger: {{ x: 3 }}\n    snapshot: true\n{third}"
+        )
+    };
+    env.write_file(
+        "calc.test.yaml",
+        &cases("  - name: three\n    trigger: { x: 4 }\n    snapshot: true\n"),
+    );
+    let snap_file = env.path("__snapshots__/calc.test.yaml.snap.json");
+    let stored = || -> Vec<String> {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&snap_file).unwrap()).unwrap();
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    let (code, _, err) = test_json(&env, &["."], &[]);
+    assert_eq!(code, 0, "{err}");
+    // The skipped case's snapshot, as one written before it was parked.
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&snap_file).unwrap()).unwrap();
+    v["parked"] = json!({"status": "success"});
+    std::fs::write(&snap_file, v.to_string()).unwrap();
+    // Only some cases run: the others' snapshots stay.
+    for only in [
+        vec!["--filter", "one"],
+        vec!["--partition", "count:1/2"],
+        vec!["--partition", "count:2/2"],
+    ] {
+        let mut args = vec![".", "--update-snapshots"];
+        args.extend(only.iter());
+        let (code, _, err) = test_json(&env, &args, &[]);
+        assert_eq!(code, 0, "{only:?}: {err}");
+        assert_eq!(stored(), ["one", "two", "parked", "three"], "{only:?}");
+    }
+    // `three` no longer keeps one: dropped, and said so.
+    env.write_file(
+        "calc.test.yaml",
+        &cases("  - name: three\n    trigger: { x: 4 }\n"),
+    );
+    let (code, report, err) = test_json(&env, &[".", "--update-snapshots", "--filter", "one"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stored(), ["one", "two", "parked"]);
+    assert!(
+        err.contains("the snapshots of cases that keep none now: \"three\""),
+        "{err}"
+    );
+    assert_eq!(report["snapshot_errors"], json!([]));
+}

@@ -49,8 +49,13 @@ pub struct Suite {
 pub struct SuiteOutcome {
     /// In file order, then case order.
     pub results: Vec<CaseResult>,
-    /// Snapshot files that could not be written.
+    /// What could not be done to which snapshot file.
     pub snapshot_errors: Vec<String>,
+    /// How many snapshots were written (in files written without an error).
+    pub snapshots_written: usize,
+    /// What `--update-snapshots` dropped, a line each: the entries of cases that no longer
+    /// keep a snapshot, the files no case keeps one in.
+    pub snapshots_dropped: Vec<String>,
 }
 
 /// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
@@ -117,16 +122,19 @@ pub async fn run(
         results.push(r);
     }
     results.sort_by_key(|r| r.at);
-    let snapshot_errors = write_snapshots(&ctx, &results);
-    SuiteOutcome {
+    let mut outcome = SuiteOutcome {
         results,
-        snapshot_errors,
-    }
+        snapshot_errors: Vec::new(),
+        snapshots_written: 0,
+        snapshots_dropped: Vec::new(),
+    };
+    write_snapshots(&ctx, &mut outcome);
+    outcome
 }
 
-fn write_snapshots(ctx: &Ctx, results: &[CaseResult]) -> Vec<String> {
+fn write_snapshots(ctx: &Ctx, outcome: &mut SuiteOutcome) {
     let mut per_file: BTreeMap<usize, Vec<(String, Value)>> = BTreeMap::new();
-    for r in results {
+    for r in &outcome.results {
         if let Some(v) = &r.snapshot_write {
             per_file
                 .entry(r.at.file)
@@ -136,12 +144,12 @@ fn write_snapshots(ctx: &Ctx, results: &[CaseResult]) -> Vec<String> {
     }
     if ctx.settings.update_snapshots {
         // Every file: entries of cases that are gone or no longer snapshot-tested are dropped
-        // even where nothing new was written.
+        // even where nothing new was written. The cases kept are all the file's snapshot
+        // cases, not only those run (`--filter`, a partition, `skip`).
         for fi in 0..ctx.suite.files.len() {
             per_file.entry(fi).or_default();
         }
     }
-    let mut errors = Vec::new();
     for (fi, writes) in per_file {
         let f = &ctx.suite.files[fi];
         let names: Vec<String> = f
@@ -151,11 +159,30 @@ fn write_snapshots(ctx: &Ctx, results: &[CaseResult]) -> Vec<String> {
             .map(|c| c.name.clone())
             .collect();
         let keep = ctx.settings.update_snapshots.then_some(names.as_slice());
-        if let Err(e) = snapshot::write(&f.snapshot_file, &writes, keep) {
-            errors.push(e);
+        match snapshot::write(&f.snapshot_file, &writes, keep) {
+            Ok(pruned) => {
+                outcome.snapshots_written += writes.len();
+                let file = f.snapshot_file.display();
+                if pruned.removed {
+                    outcome.snapshots_dropped.push(format!(
+                        "removed {file}: no case of {} keeps a snapshot",
+                        f.file
+                    ));
+                } else if !pruned.dropped.is_empty() {
+                    let names: Vec<String> = pruned
+                        .dropped
+                        .iter()
+                        .map(|n| Value::String(n.clone()).to_string())
+                        .collect();
+                    outcome.snapshots_dropped.push(format!(
+                        "dropped from {file} the snapshots of cases that keep none now: {}",
+                        names.join(", ")
+                    ));
+                }
+            }
+            Err(e) => outcome.snapshot_errors.push(e),
         }
     }
-    errors
 }
 
 async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {

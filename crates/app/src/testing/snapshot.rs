@@ -132,15 +132,36 @@ fn pretty(v: &Value) -> String {
     s
 }
 
+/// What [`write`] did to a snapshot file besides writing `writes`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Entries dropped: of cases that are gone or keep no snapshot any more.
+    pub dropped: Vec<String>,
+    /// The file was removed: no case of its test file keeps a snapshot.
+    pub removed: bool,
+}
+
 /// Writes a test file's snapshots: `writes` (case name → snapshot) over what is stored; with
 /// `keep` set, only entries for those case names stay (the file's snapshot cases, in their
-/// order), and a file left with none is removed. A file that would not change is not written.
+/// order), and a file left with none is removed (unread: nothing in it is wanted). A file whose
+/// text would not change is not written. Errors say what could not be done to which file.
 pub(crate) fn write(
     file: &Path,
     writes: &[(String, Value)],
     keep: Option<&[String]>,
-) -> Result<(), String> {
-    let before = load(file)?;
+) -> Result<Pruned, String> {
+    let remove = || match std::fs::remove_file(file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot remove {}: {e}", file.display())),
+    };
+    if writes.is_empty() && keep.is_some_and(|k| k.is_empty()) {
+        return Ok(Pruned {
+            dropped: Vec::new(),
+            removed: remove()?,
+        });
+    }
+    let before = load(file).map_err(|e| format!("cannot update {e}"))?;
     let mut stored = before.clone();
     for (name, v) in writes {
         stored.insert(name.clone(), v.clone());
@@ -152,23 +173,32 @@ pub(crate) fn write(
             .collect(),
         None => stored,
     };
-    if out == before && file.exists() {
-        return Ok(());
-    }
+    let dropped = before
+        .keys()
+        .filter(|k| !out.contains_key(*k))
+        .cloned()
+        .collect();
     if out.is_empty() && keep.is_some() {
-        return match std::fs::remove_file(file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(format!("{}: {e}", file.display()))
-            }
-            _ => Ok(()),
-        };
+        return Ok(Pruned {
+            dropped,
+            removed: remove()?,
+        });
     }
+    let text = pretty(&Value::Object(out));
+    // Compared as text: the order of the entries counts (the cases' order).
+    if std::fs::read_to_string(file).is_ok_and(|t| t == text) {
+        return Ok(Pruned::default());
+    }
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", file.display());
     let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(cannot)?;
     // Written whole, then renamed: a reader never sees half a file (nor a link planted in the
     // directory has it written through).
-    crate::files::write_atomically(file, &pretty(&Value::Object(out)))
-        .map_err(|e| format!("{}: {e}", file.display()))
+    crate::files::write_atomically(file, &text).map_err(cannot)?;
+    Ok(Pruned {
+        dropped,
+        removed: false,
+    })
 }
 
 #[cfg(test)]
@@ -223,14 +253,27 @@ mod tests {
             text.find("\"a\"").unwrap() < text.find("\"c\"").unwrap(),
             "in case order"
         );
-        // Nothing to write, nothing stale: the file is left as it is; none left: removed.
-        let written = std::fs::metadata(&f).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        write(&f, &[], Some(&["a".into(), "c".into()])).unwrap();
-        assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), written);
-        write(&f, &[], Some(&[])).unwrap();
-        assert!(!f.exists());
-        write(&f, &[], Some(&[])).unwrap();
+        // Nothing to write, nothing stale: the file is left as it is (a rewrite is a new file,
+        // renamed over it); another order is a change; none left: removed, unread.
+        use std::os::unix::fs::MetadataExt;
+        let inode = || std::fs::metadata(&f).unwrap().ino();
+        let first = inode();
+        let kept = ["a".to_string(), "c".to_string()];
+        assert_eq!(write(&f, &[], Some(&kept)).unwrap(), Pruned::default());
+        assert_eq!(inode(), first, "not rewritten");
+        let reordered = ["c".to_string(), "a".to_string()];
+        write(&f, &[], Some(&reordered)).unwrap();
+        assert_ne!(inode(), first, "rewritten in the new order");
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.find("\"c\"").unwrap() < text.find("\"a\"").unwrap());
+        assert_eq!(
+            write(&f, &[], Some(&["c".into()])).unwrap().dropped,
+            vec!["a".to_string()]
+        );
+        std::fs::write(&f, "not JSON").unwrap();
+        let gone = write(&f, &[], Some(&[])).unwrap();
+        assert!(gone.removed && !f.exists());
+        assert!(!write(&f, &[], Some(&[])).unwrap().removed);
         assert!(!f.exists(), "no file is made for nothing");
     }
 
