@@ -309,6 +309,22 @@ fn a_linked_test_file_is_found_and_empty_or_nameless_cases_are_named() {
         "{}",
         describe(&out)
     );
+    // One file named several ways runs once; the link, a test file of its own, runs too.
+    let abs = env.path("shared/w.test.yaml");
+    let out = env.cmd([
+        "test",
+        "shared/w.test.yaml",
+        "./shared/w.test.yaml",
+        abs.to_str().unwrap(),
+        "shared",
+        "suite",
+    ]);
+    assert_code(&out, 0, "each file once");
+    assert!(
+        stdout(&out).trim_end().ends_with("2 passed, 0 failed"),
+        "{}",
+        describe(&out)
+    );
     env.write_file("empty.test.yaml", "workflow: ./w.json\ncases: []\n");
     let out = env.cmd(["test", "empty.test.yaml"]);
     assert_code(&out, 2, "no cases");

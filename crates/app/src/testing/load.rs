@@ -64,7 +64,19 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
         }
     }
     out.sort();
-    out.dedup();
+    // One file named twice (`a.test.yaml ./a.test.yaml`, or a directory and a file in it)
+    // runs once, under the first of its names. A link is not followed: its `workflow:` is
+    // relative to its own directory, so it is a test file of its own.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = std::fs::canonicalize(dir.unwrap_or(Path::new(".")));
+        let key = match (dir, p.file_name()) {
+            (Ok(d), Some(name)) => d.join(name),
+            _ => p.clone(),
+        };
+        seen.insert(key)
+    });
     Ok(out)
 }
 
