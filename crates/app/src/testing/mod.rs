@@ -2,7 +2,8 @@
 //! check what each execution recorded.
 //!
 //! - [`load`]: finding and reading test files, every problem located (file, line, case, path);
-//! - [`expect`]: the assertions; [`refused`]: triggers the workflow's `inputs` refuses; [`snapshot`]: snapshots beside the test file;
+//! - [`expect`]: the assertions; [`refused`]: triggers the workflow's `inputs` refuses;
+//!   [`snapshot`]: snapshots beside the test file;
 //! - [`select`]: `filter` and partitions; [`run`](mod@run): running the cases through
 //!   [`crate::runner`] as executions of mode `test-suite`, concurrently, with retries;
 //! - [`record`]: a case written from a stored execution; [`report`]: JUnit XML and JSON.

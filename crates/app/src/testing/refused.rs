@@ -91,7 +91,7 @@ pub(crate) fn parse(v: &Value) -> Result<Check, String> {
             check => Ok(check),
         },
         _ => Err(format!(
-            "expected true, or an assertion on the refusal's message (a text, {{contains: …}}, \
+            "expected true, or an assertion on the refusal's message ({{contains: …}}, \
              {{matches: …}}); {v} is never a message"
         )),
     }
