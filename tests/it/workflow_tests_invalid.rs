@@ -255,9 +255,8 @@ fn an_invalid_workflow_is_annotated_in_its_own_file_at_each_problem() {
     assert!(!text.contains("file=flows/t.test.yaml"), "{text}");
 }
 
-#[test]
-fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_refusal() {
-    let env = Env::new();
+/// `email` is required; `n` defaults to 3.
+fn email_workflow(env: &Env) {
     env.write_workflow(
         "w.json",
         &json!({"id": "w",
@@ -266,6 +265,12 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
                                           "n": {"type": "integer", "default": 3}}},
                 "nodes": [{"id": "a", "type": "set", "fields": {"to": "{{ trigger.email }}"}}]}),
     );
+}
+
+#[test]
+fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_refusal() {
+    let env = Env::new();
+    email_workflow(&env);
     // Refused without saying so: a mistake of the test file, found before anything runs (it
     // was a case that "could not run", exit 1, found only by running it).
     env.write_file(
@@ -285,7 +290,12 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     assert_eq!(env.execution_count(), 0, "nothing ran");
+}
 
+#[test]
+fn an_expected_refusal_is_checked_as_a_run_checks_the_trigger_and_starts_nothing() {
+    let env = Env::new();
+    email_workflow(&env);
     // Expected: checked as a run checks it (defaults applied first), with no execution.
     env.write_file(
         "ok.test.yaml",
@@ -333,7 +343,16 @@ fn a_trigger_the_inputs_schema_refuses_is_invalid_unless_the_case_expects_the_re
     }
     assert!(!text.contains("details: flowrun show"), "{text}");
     assert_eq!(env.execution_count(), 1, "still only the one");
+}
 
+#[test]
+fn refusals_need_a_valid_inputs_schema_and_a_trigger_may_be_any_json_value() {
+    let env = Env::new();
+    // A case expecting a refusal, against workflows that cannot refuse it.
+    env.write_file(
+        "fails.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: accepted\n    trigger: { email: a@b.c }\n    refused: true\n",
+    );
     // An `inputs` that is not a valid JSON Schema makes the workflow invalid, as `validate`
     // says: it neither refuses nor accepts.
     env.write_workflow(
