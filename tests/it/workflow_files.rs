@@ -289,3 +289,47 @@ fn json_output_for_editors_and_ci() {
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(doc["valid"], true);
 }
+
+/// A `default` its own schema refuses makes every trigger without that field refused; `validate`
+/// (and so the server's list and `flowrun test`, which check a workflow the same way) says so
+/// at `inputs`, while a run that gives the field still works.
+#[test]
+fn a_default_its_own_schema_refuses_makes_the_workflow_invalid() {
+    let env = Env::new();
+    let file = env.write_workflow(
+        "bd.json",
+        &json!({"id": "bd", "inputs": {"type": "object", "properties": {
+                    "o": {"type": "object", "default": {},
+                          "properties": {"n": {"type": "integer", "default": "x"}}},
+                    "k": {"type": "string", "enum": ["a", "b"], "default": "a"}}},
+                "nodes": [{"id": "a", "type": "set", "fields": {}}]}),
+    );
+    let out = env.cmd(["validate", "bd.json"]);
+    assert_code(&out, 2, "an invalid default");
+    assert!(
+        stderr(&out).contains(
+            "field 'inputs': the default of 'o.n' does not satisfy its own schema: \"x\" is not of type \"integer\""
+        ) && !stderr(&out).contains("'k'"),
+        "{}",
+        describe(&out)
+    );
+    env.write_file(
+        "bd.test.yaml",
+        "workflow: ./bd.json\ncases:\n  - name: given\n    trigger: { o: { n: 1 } }\n",
+    );
+    let out = env.cmd(["test", "bd.test.yaml"]);
+    assert_code(&out, 2, "the test file names an invalid workflow");
+    assert!(
+        stderr(&out).contains("the default of 'o.n'"),
+        "{}",
+        describe(&out)
+    );
+    assert_code(
+        &env.run(&file, r#"{"o": {"n": 1}}"#, &[]),
+        0,
+        "a run that gives it",
+    );
+    let out = env.run(&file, "{}", &[]);
+    assert_code(&out, 2, "a run that leaves it to the default");
+    assert!(stderr(&out).contains("field 'o.n'"), "{}", describe(&out));
+}

@@ -38,11 +38,74 @@ pub fn compile(
     source: &flowrun_codegen::Source,
 ) -> Result<flowrun_codegen::Plan, flowrun_codegen::Diagnostics> {
     let plan = flowrun_codegen::compile(source)?;
-    if let Some(Err(InputError::Schema(why))) = plan.workflow.inputs.as_ref().map(check_schema) {
-        let message = format!("not a valid JSON Schema: {why}");
-        return Err(source.diagnostic("inputs", message).into());
+    let Some(schema) = plan.workflow.inputs.as_ref() else {
+        return Ok(plan);
+    };
+    let problems = match validator(schema) {
+        Err(InputError::Schema(why)) => vec![format!("not a valid JSON Schema: {why}")],
+        Err(e) => vec![e.to_string()],
+        Ok(v) => bad_defaults(schema, &v),
+    };
+    if problems.is_empty() {
+        return Ok(plan);
     }
-    Ok(plan)
+    let all = problems
+        .into_iter()
+        .map(|m| source.diagnostic("inputs", m))
+        .collect();
+    Err(flowrun_codegen::Diagnostics(all))
+}
+
+/// The `default`s their own schema refuses. Each would make every trigger without its field
+/// refused, which a run only says as a problem of that field. A default is checked where it
+/// lands, `{"o": {"n": DEFAULT}}` (its own defaults filled in) against the whole schema, so that
+/// `$ref`s resolve; only the errors inside it count (the rest of that instance is not the
+/// default's to satisfy: required neighbours, say).
+fn bad_defaults(schema: &Value, validator: &jsonschema::Validator) -> Vec<String> {
+    type Found = Vec<(String, String)>;
+    fn walk(sub: &Value, at: &mut Vec<String>, v: &jsonschema::Validator, out: &mut Found) {
+        let Some(props) = sub.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, s) in props {
+            at.push(key.clone());
+            if let Some(d) = s.get("default") {
+                let mut value = d.clone();
+                apply_defaults(s, &mut value);
+                let instance = at.iter().rev().fold(value, |inner, k| {
+                    Value::Object(serde_json::Map::from_iter([(k.clone(), inner)]))
+                });
+                let pointer: String = at
+                    .iter()
+                    .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
+                    .collect();
+                for e in v.iter_errors(&instance) {
+                    let place = e.instance_path().to_string();
+                    if place == pointer || place.starts_with(&format!("{pointer}/")) {
+                        // Named by where it is wrong: a default inside this one is checked
+                        // on its own too, and its problem is said once.
+                        let field = place
+                            .trim_start_matches('/')
+                            .split('/')
+                            .map(|k| k.replace("~1", "/").replace("~0", "~"))
+                            .collect::<Vec<_>>()
+                            .join(".");
+                        let found = (field, e.to_string());
+                        if !out.contains(&found) {
+                            out.push(found);
+                        }
+                    }
+                }
+            }
+            walk(s, at, v, out);
+            at.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, &mut Vec::new(), validator, &mut out);
+    out.into_iter()
+        .map(|(field, e)| format!("the default of '{field}' does not satisfy its own schema: {e}"))
+        .collect()
 }
 
 /// Checks that the schema compiles.
@@ -135,6 +198,34 @@ mod tests {
             "properties": {"n": {"type": "integer", "default": "x"}}}}});
         let e = prepare(Some(&bad), json!({})).unwrap_err().to_string();
         assert!(e.contains("field 'o.n'"), "{e}");
+    }
+
+    #[test]
+    fn a_default_its_own_schema_refuses_is_found_wherever_it_is() {
+        let schema = json!({"type": "object", "required": ["q"],
+            "$defs": {"count": {"type": "integer", "minimum": 1}},
+            "properties": {
+                "q": {"type": "string"},
+                "ok": {"type": "integer", "default": 2},
+                "n": {"$ref": "#/$defs/count", "default": 0},
+                "o": {"type": "object", "required": ["must"], "default": {},
+                      "properties": {"must": {"type": "string"},
+                                     "deep": {"type": "boolean", "default": "yes"}}}}});
+        let v = validator(&schema).unwrap();
+        let bad = bad_defaults(&schema, &v);
+        assert_eq!(bad.len(), 3, "{bad:#?}");
+        assert!(bad[0].starts_with("the default of 'n' does not satisfy its own schema: 0 is less than the minimum of 1"), "{bad:#?}");
+        // `o`'s default lacks its required `must`: that is the default's own problem.
+        assert!(
+            bad[1].starts_with("the default of 'o' ")
+                && bad[1].contains("\"must\" is a required property"),
+            "{bad:#?}"
+        );
+        assert!(bad[2].starts_with("the default of 'o.deep' "), "{bad:#?}");
+        // The root's `required: [q]` is not any default's to satisfy.
+        assert!(!bad.iter().any(|b| b.contains("\"q\"")), "{bad:#?}");
+        let fine = json!({"properties": {"a": {"type": "string", "default": "x"}}});
+        assert!(bad_defaults(&fine, &validator(&fine).unwrap()).is_empty());
     }
 
     #[test]
