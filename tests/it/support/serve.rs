@@ -274,9 +274,20 @@ fn reply(resp: ureq::http::Response<ureq::Body>) -> Reply {
 
 impl Server {
     /// What the server wrote on stderr so far (for failure messages).
+    /// The server's stderr, and whether its process still runs: a request that fails with a
+    /// closed connection and an empty stderr tells apart a server that died (by a signal, say)
+    /// from one that closed the connection.
     pub fn stderr(&self) -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // The state follows the command's closing parenthesis: `Z` is exited, not yet reaped.
+        let state = match stat.as_deref().ok().and_then(|s| s.rsplit_once(") ")) {
+            Some((_, rest)) if rest.starts_with('Z') => "exited".to_string(),
+            Some((_, rest)) => format!("running (state {})", &rest[..1]),
+            None => "gone".to_string(),
+        };
         format!(
-            "server stderr:\n{}",
+            "server process {}: {state}; server stderr:\n{}",
+            self.child.id(),
             std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
         )
     }
