@@ -15,6 +15,7 @@ pub mod browser;
 pub mod faults;
 pub mod httpbin;
 pub mod llm_server;
+pub mod node;
 pub mod serve;
 
 mod db;
