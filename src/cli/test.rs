@@ -174,6 +174,13 @@ fn print_problems(problems: &[Problem], json: bool) {
     }
 }
 
+/// Prints the `--json` document on stdout (a run's, or an invalid suite's). A reader that went
+/// away (`| head`) is not an error of the tests.
+fn print_document(doc: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(doc).expect("json");
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 /// Writes the `--junit` report, making its directory if needed.
 fn write_junit(f: &Path, xml: &str) -> Result<(), Exit> {
     if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -215,8 +222,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
             }
             if args.json {
                 let doc = report::json_invalid(&problems);
-                let text = serde_json::to_string_pretty(&doc).expect("json");
-                let _ = writeln!(std::io::stdout(), "{text}");
+                print_document(&doc);
             }
             return Err(Exit::new(USAGE, report::invalid_line(&problems)));
         }
@@ -316,10 +322,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         write_junit(f, &report::junit(&suite, results))?;
     }
     if json {
-        let mut doc = report::json(&suite, results);
-        doc["snapshot_errors"] = serde_json::json!(outcome.snapshot_errors);
-        let text = serde_json::to_string_pretty(&doc).expect("json");
-        let _ = writeln!(std::io::stdout(), "{text}");
+        let doc = report::json(&suite, &outcome);
+        print_document(&doc);
     }
     let written = outcome.snapshots_written;
     if written > 0 {

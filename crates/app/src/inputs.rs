@@ -108,11 +108,6 @@ fn bad_defaults(schema: &Value, validator: &jsonschema::Validator) -> Vec<String
         .collect()
 }
 
-/// Checks that the schema compiles.
-pub fn check_schema(schema: &Value) -> Result<(), InputError> {
-    validator(schema).map(|_| ())
-}
-
 /// Starts building, on another thread, what the first validator of a process needs before
 /// anything else: its draft's meta-schema validator (jsonschema checks every schema it compiles
 /// against it, builds it once per process, ~1.1 ms for Draft 2020-12, and offers no public way

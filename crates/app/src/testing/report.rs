@@ -3,7 +3,7 @@
 
 use super::load::Problem;
 use super::model::*;
-use super::run::Suite;
+use super::run::{Suite, SuiteOutcome};
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -229,8 +229,10 @@ fn testcase(x: &mut String, file: &str, r: &CaseResult) {
     }
 }
 
-/// The run as one JSON document: the totals, the summary line, and per file its cases.
-pub fn json(suite: &Suite, results: &[CaseResult]) -> Value {
+/// The run as one JSON document: the totals, the summary line, per file its cases, and what
+/// could not be done to snapshot files.
+pub fn json(suite: &Suite, outcome: &SuiteOutcome) -> Value {
+    let results = &outcome.results;
     let totals = Totals::of(results);
     let files: Vec<Value> = suite
         .files
@@ -246,7 +248,8 @@ pub fn json(suite: &Suite, results: &[CaseResult]) -> Value {
                 .then(|| json!({"file": f.file, "workflow": f.source.file, "cases": cases}))
         })
         .collect();
-    json!({"totals": totals, "summary": totals.line(), "files": files})
+    json!({"totals": totals, "summary": totals.line(), "files": files,
+           "snapshot_errors": outcome.snapshot_errors})
 }
 
 /// The test files that `problems` are about, each once, in order.

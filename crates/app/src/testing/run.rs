@@ -246,25 +246,20 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
     let file = &ctx.suite.files[at.file];
     let case = &file.cases[at.case];
     let t0 = Instant::now();
-    let setup_failed = |message: String| Attempt {
+    // An attempt that started no execution: refused as expected (or not), or unable to start.
+    let no_execution = |failures: Vec<Failure>| Attempt {
         execution_id: None,
         status: None,
         error: None,
         duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-        failures: vec![Failure::Setup { message }],
+        failures,
     };
+    let setup_failed = |message: String| no_execution(vec![Failure::Setup { message }]);
     if let Some(want) = &case.refused {
         // Nothing runs: the schema alone decides, as it would before a run.
         let schema = file.source.workflow.inputs.as_ref();
         let failures = super::refused::check(schema, &case.trigger, want);
-        let attempt = Attempt {
-            execution_id: None,
-            status: None,
-            error: None,
-            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            failures,
-        };
-        return (attempt, (None, None));
+        return (no_execution(failures), (None, None));
     }
     let mut env = ctx.settings.env.clone();
     env.extend(case.env.iter().cloned());
