@@ -3,7 +3,7 @@
 //! passed (flaky ones included), 1 a case failed, 2 an invalid test file, workflow or usage,
 //! 3 the environment (database), 130 interrupted.
 
-use super::text::{clean, clean_line};
+use super::text::{clean, clean_line, json_pretty};
 use super::{Exit, open_store};
 use clap::Args;
 use flowrun_app::SharedStore;
@@ -176,9 +176,10 @@ fn print_problems(problems: &[Problem], json: bool) {
 
 /// Prints the `--json` document on stdout (a run's, or an invalid suite's). A reader that went
 /// away (`| head`) is not an error of the tests.
+/// As every `--json` of the CLI: what a test file or an execution named can move no cursor and
+/// reorder no text on a terminal (`json_pretty` writes such characters as `\uXXXX`).
 fn print_document(doc: &serde_json::Value) {
-    let text = serde_json::to_string_pretty(doc).expect("json");
-    let _ = writeln!(std::io::stdout(), "{text}");
+    let _ = writeln!(std::io::stdout(), "{}", json_pretty(doc));
 }
 
 /// Writes the `--junit` report, making its directory if needed.

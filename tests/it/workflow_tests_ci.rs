@@ -199,14 +199,16 @@ fn a_report_shows_hostile_names_and_errors_without_obeying_them() {
     let env = Env::new();
     env.write_workflow("w.json", &json!({"id": "w", "nodes": [{"id": "c", "type": "code",
         "code": "raise RuntimeError('bad\\x1b[31mRED\\x1b]0;TITLE\\x07\\n::error title=injected::from the workflow')"}]}));
-    env.write_file("w.test.yaml", "workflow: ./w.json\ncases:\n  - name: \"evil \\e[31mred\\n::warning::by name\"\n    expect: { status: success }\n  - name: skipped\n    skip: \"why \\e]0;pwned\\a\\n::notice::x\"\n");
+    env.write_file("w.test.yaml", "workflow: ./w.json\ncases:\n  - name: \"evil \\e[31mred\\n::warning::by name\\u202E\\x7f\"\n    expect: { status: success }\n  - name: skipped\n    skip: \"why \\e]0;pwned\\a\\n::notice::x\"\n");
     let mut cmd = env.flowrun();
     cmd.args(["test", "w.test.yaml"])
         .env("GITHUB_ACTIONS", "true");
     let out = output(&mut cmd);
     assert_code(&out, 1, "the case fails");
     let text = stdout(&out);
-    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    for c in ['\x1b', '\x07', '\x7f', '\u{202e}'] {
+        assert!(!text.contains(c), "{text:?}");
+    }
     for line in text.lines() {
         assert!(
             !line.starts_with("::warning::by") && !line.starts_with("::notice::"),
@@ -222,6 +224,18 @@ fn a_report_shows_hostile_names_and_errors_without_obeying_them() {
     assert!(
         text.contains("why \\x1b]0;pwned\\x07\\x0a::notice::x"),
         "{text}"
+    );
+    // `--json` keeps the exact text, with nothing a terminal would obey or reorder raw.
+    let out = env.cmd(["test", "w.test.yaml", "--json"]);
+    assert_code(&out, 1, "the case fails");
+    let raw = stdout(&out);
+    for c in ['\x1b', '\x07', '\x7f', '\u{202e}'] {
+        assert!(!raw.contains(c), "--json wrote {c:?} raw:\n{raw}");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&raw).expect("--json is JSON");
+    assert_eq!(
+        doc["files"][0]["cases"][0]["name"],
+        json!("evil \x1b[31mred\n::warning::by name\u{202e}\x7f")
     );
     // An invalid file's problems name its keys: on stderr too, no line of theirs.
     env.write_file(
