@@ -24,47 +24,14 @@ pub fn chromium() -> &'static str {
     CHROMIUM
 }
 
-/// `target/test-browser/node_modules` with [`PACKAGES`] in it, installed under a lock so
-/// tests running side by side do not install over each other.
+/// `target/test-browser/node_modules` with [`PACKAGES`] in it (Playwright told never to
+/// download a browser of its own).
 pub fn node_modules() -> PathBuf {
-    let prefix = crate::support::repo_root().join("target/test-browser");
-    std::fs::create_dir_all(&prefix).unwrap();
-    let lock = std::fs::File::create(prefix.join(".install.lock")).unwrap();
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let modules = prefix.join("node_modules");
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|spec| {
-            let (name, version) = spec.rsplit_once('@').unwrap();
-            std::fs::read_to_string(modules.join(name).join("package.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .is_none_or(|p| p["version"] != version)
-        })
-        .collect();
-    if !missing.is_empty() {
-        // All of them in one command: npm removes what a --no-save install does not name.
-        let out = Command::new("npm")
-            .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .args(PACKAGES)
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("the browser tests need npm to install {PACKAGES:?} ({e}): apt-get install -y npm")
-            });
-        assert!(
-            out.status.success(),
-            "npm install {PACKAGES:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    drop(lock);
-    modules
+    crate::support::npm_install(
+        "test-browser",
+        &PACKAGES,
+        &[("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")],
+    )
 }
 
 /// A scenario of `tests/browser/scenarios.js` running in Node.js: it reports the steps it

@@ -20,6 +20,7 @@ pub mod serve;
 
 mod db;
 pub use db::{EventRow, ExecRow, NodeRow};
+pub use node::npm_install;
 
 use assert_cmd::Command;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};

@@ -23,31 +23,49 @@ pub fn node() -> &'static str {
 }
 
 /// Installs the npm package `spec` (`name@version`) once into `target/test-node` and returns
-/// the directory to `require()` it from. Fails the test when npm is missing or the install fails.
+/// the directory to `require()` it from.
 pub fn npm_package(spec: &str) -> PathBuf {
-    let (name, version) = spec.rsplit_once('@').expect("name@version");
-    let prefix = crate::support::repo_root().join("target/test-node");
-    let dir = prefix.join("node_modules").join(name);
-    let installed = std::fs::read_to_string(dir.join("package.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .is_some_and(|p| p["version"] == version);
-    if !installed {
-        std::fs::create_dir_all(&prefix).unwrap();
+    let (name, _) = spec.rsplit_once('@').expect("name@version");
+    npm_install("test-node", &[spec], &[]).join(name)
+}
+
+/// Installs the npm packages `specs` (`name@version`) once into `target/<dir>` and returns its
+/// `node_modules`. Under a lock, since tests run side by side in processes of their own; all of
+/// them in one command, since npm removes from the prefix what a `--no-save` install does not
+/// name (so a prefix holds one fixed set). Fails the test when npm is missing or the install
+/// fails.
+pub fn npm_install(dir: &str, specs: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let prefix = crate::support::repo_root().join("target").join(dir);
+    std::fs::create_dir_all(&prefix).unwrap();
+    let lock = std::fs::File::create(prefix.join(".install.lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let modules = prefix.join("node_modules");
+    let installed = |spec: &&str| {
+        let (name, version) = spec.rsplit_once('@').expect("name@version");
+        std::fs::read_to_string(modules.join(name).join("package.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|p| p["version"] == version)
+    };
+    if !specs.iter().all(installed) {
         let out = std::process::Command::new("npm")
             .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
             .arg(&prefix)
-            .arg(spec)
+            .args(specs)
+            .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| {
-                panic!("this test needs npm to install {spec} ({e}); install it (Debian: apt-get install npm)")
+                panic!("this test needs npm to install {specs:?} ({e}); install it (Debian: apt-get install npm)")
             });
         assert!(
             out.status.success(),
-            "npm install {spec} failed:\n{}{}",
+            "npm install {specs:?} failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    dir
+    drop(lock);
+    modules
 }
