@@ -44,6 +44,10 @@ def _serve(sock):
     _end_template()
 
 
+class _Retire(Exception):
+    pass
+
+
 def _answer(sock, msg, fds):
     """One message of the runner's: a request (with the execution's three pipes) or a nudge.
     Returns what W runs, in W only."""
@@ -59,7 +63,7 @@ def _answer(sock, msg, fds):
             _MADE.difference_update(nudge["gone"])
         except Exception:
             return None
-        while len(_MADE) < _MAX_SPARES:
+        while len(_MADE) < _MAX_SPARES and _restore(_OWN):
             count = len(_MADE)
             try:
                 spare = _make_spare(sock)
@@ -73,6 +77,11 @@ def _answer(sock, msg, fds):
     reply, ends = {}, None
     try:
         req = json.loads(msg.decode("utf-8"))
+        if not _restore(_OWN):
+            # Changed from outside beyond what it can undo (a hard limit lowered, a niceness
+            # raised): every W would inherit it.  An answer without `seq` retires the template
+            # (crates/executor/src/warm/template.rs); this execution and the next start cold.
+            raise _Retire("its limits or scheduling were changed from outside")
         reply["seq"] = req.get("seq")
         if len(fds) != 3:
             raise ValueError("expected 3 descriptors, got %d" % len(fds))
@@ -80,6 +89,8 @@ def _answer(sock, msg, fds):
         if kind == "worker":
             return value
         reply["pid"], ends = value
+    except _Retire as e:
+        reply = {"retire": str(e)}
     except Exception as e:
         reply["error"] = ("%s: %s" % (type(e).__name__, e))[:2000]
     for fd in fds:
@@ -138,8 +149,11 @@ def _template_main():
     if not supervised:
         sock.send(json.dumps({"error": "no pidfd_open or no child subreaper here"}).encode())
         os._exit(0)
+    global _COLD, _OWN
+    _COLD = _attrs()
     # As many descriptors as it may: three per execution it supervises.
     _raise_nofile()
+    _OWN = _attrs()
     sock.send(json.dumps({"ready": os.getpid()}).encode("utf-8"))
     return _serve(sock)
 

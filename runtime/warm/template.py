@@ -218,6 +218,54 @@ def _subreaper():
                   ctypes.c_ulong(0)) == 0
 
 
+# What a node can change about its template, or a spare, from outside, by a system call on
+# another process of its user — limits (prlimit), niceness (setpriority), CPUs
+# (sched_setaffinity), scheduling policy (sched_setscheduler) — and every process forked from it
+# would inherit.  _COLD: as the template started, which is how a cold interpreter starts (taken
+# before it raises its own descriptor limit); _OWN: as it serves.  Set by _template_main.
+_RLIMITS = [getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
+_COLD = None
+_OWN = None
+
+
+def _attrs():
+    def get(f, *args):
+        try:
+            return f(*args)
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    return (tuple(get(resource.getrlimit, r) for r in _RLIMITS),
+            get(os.getpriority, os.PRIO_PROCESS, 0),
+            get(os.sched_getaffinity, 0),
+            get(os.sched_getscheduler, 0))
+
+
+def _restore(want):
+    """Puts back what differs from `want` (an _attrs()); True when all of it is as wanted.  A
+    hard limit lowered or a niceness raised cannot be undone without privilege (~6 us when
+    nothing changed)."""
+    now = _attrs()
+    if want is None or now == want:
+        return True
+    limits, nice, cpus, policy = want
+    for r, have, lim in zip(_RLIMITS, now[0], limits):
+        if lim is not None and have != lim:
+            try:
+                resource.setrlimit(r, lim)
+            except (OSError, ValueError):
+                pass
+    for ok, put in ((now[1] == nice, lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)),
+                    (now[2] == cpus, lambda: os.sched_setaffinity(0, cpus)),
+                    (now[3] == policy, lambda: os.sched_setscheduler(0, policy, os.sched_param(0)))):
+        if not ok:
+            try:
+                put()
+            except (OSError, TypeError):
+                pass
+    return _attrs() == want
+
+
 def _worker_setup(req, fds):
     """In W: the execution's descriptors (all others closed), limits, environment, directory and
     randomness; dumpable again, as a cold interpreter is (the template is not: see
@@ -229,6 +277,9 @@ def _worker_setup(req, fds):
     # the user could open them through /proc/W/fd.
     if _PRCTL is not None:
         _PRCTL(4, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    # A cold interpreter's limits and scheduling, not the template's (its descriptor limit is
+    # raised) nor what a node set on a spare: what cannot be put back stays (see _answer).
+    _restore(_COLD)
     limit = req.get("max_memory")
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -39,6 +39,7 @@ mod warm;
 mod warm_attacks;
 mod warm_memory;
 mod warm_ready;
+mod warm_settings;
 mod warm_spare;
 mod workflow_files;
 mod workflow_tests;

@@ -92,7 +92,12 @@ impl Spare {
     /// Gives it the execution: the request and the execution's three pipes. Nothing of the
     /// workflow runs before its stdin is written (by the caller, after this), so after a
     /// failure the spare is let go and the same descriptors given to another.
+    ///
+    /// Continued first: a node of an earlier execution (the same user) may have stopped it
+    /// (SIGSTOP), which would leave this execution waiting for its deadline. What an execution
+    /// running beside it does to it after that, it could do to any running execution.
     pub(super) fn give(&self, body: &[u8], fds: &[RawFd; 3]) -> std::io::Result<()> {
+        pidfd_signal(&self.handle.pidfd, libc::SIGCONT);
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         let iov = [IoSlice::new(body)];
         let cmsg = [ControlMessage::ScmRights(fds)];
@@ -139,12 +144,17 @@ pub(crate) fn pidfd_exited(pidfd: &OwnedFd, limit: Duration) -> bool {
 
 /// SIGKILL to the process of `pidfd` (never to a process that took its pid since).
 pub(crate) fn pidfd_kill(pidfd: &OwnedFd) {
+    pidfd_signal(pidfd, libc::SIGKILL);
+}
+
+/// `signal` to the process of `pidfd` (never to a process that took its pid since).
+fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) {
     // SAFETY: pidfd_send_signal takes a descriptor, a signal and no siginfo.
     unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            libc::SIGKILL,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         );

@@ -124,8 +124,8 @@ impl Template {
             .iter()
             .map(|s| s as libc::c_int)
             .collect();
-        // SAFETY: between fork and exec only async-signal-safe calls: signal, dup2, fcntl and the
-        // two system calls of sched::reset.
+        // SAFETY: between fork and exec only async-signal-safe calls: signal, pipe2, dup2, close,
+        // fcntl and the two system calls of sched::reset.
         unsafe {
             cmd.pre_exec(move || {
                 for &sig in &defaults {
@@ -134,6 +134,7 @@ impl Template {
                 // Its executions are forks of it: the default slice, as a cold one's
                 // interpreter has (crate::sched).
                 crate::sched::reset();
+                non_seekable_stdio();
                 if libc::dup2(theirs_fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -547,5 +548,53 @@ fn page_size() -> u64 {
     match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         n if n > 0 => n as u64,
         _ => 4096,
+    }
+}
+
+/// The template's stdin, stdout and stderr become pipes (a read end at end of file, a write end
+/// without a reader) where they were `/dev/null`: Python decides as it starts whether
+/// `sys.stdout` and the others can seek, and every W keeps those stream objects over its own
+/// pipes (on `/dev/null`, `tell()` failed with `OSError`, not a cold run's
+/// `UnsupportedOperation`). The template writes nothing there.
+///
+/// # Safety
+/// Async-signal-safe: for a `pre_exec` hook, before anything is put on descriptor 3.
+unsafe fn non_seekable_stdio() {
+    for (end, onto) in [(0, &[0][..]), (1, &[1, 2][..])] {
+        let mut p = [-1; 2];
+        // SAFETY: pipe2 fills two descriptors; dup2 and close take descriptors we own.
+        unsafe {
+            if libc::pipe2(p.as_mut_ptr(), 0) != 0 {
+                continue;
+            }
+            for &fd in onto {
+                libc::dup2(p[end], fd);
+            }
+            for fd in p {
+                if !onto.contains(&fd) {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Message;
+    use serde_json::json;
+
+    /// A template changed beyond what it can undo answers without `seq` (runtime/warm/serve.py,
+    /// `_Retire`): taken as broken, so it is retired and the execution starts cold.
+    #[test]
+    fn an_answer_without_its_seq_is_no_answer() {
+        assert!(matches!(
+            Message::of(&json!({"retire": "x"})),
+            Message::Other
+        ));
+        assert!(matches!(
+            Message::of(&json!({"seq": 1, "error": "x"})),
+            Message::Answer(1, None)
+        ));
     }
 }

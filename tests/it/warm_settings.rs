@@ -1,0 +1,145 @@
+//! What a node can change of its warm template, or of a spare waiting beside it, from outside —
+//! by system calls on another process of its user: stop it, lower its limits (`prlimit`),
+//! change its CPUs or its scheduling policy — and what a warm interpreter inherits from the
+//! template's start. A later execution sees none of it: it starts, and sees the limits,
+//! scheduling and standard streams a cold execution does.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
+
+/// What an execution sees of its process: limits, scheduling, and its standard streams; with
+/// `tamper` in its trigger, after it changed its template and the spares (as below).
+const PROBE: &str = r#"import os, resource, sys
+spares = tamper() if trigger.get('tamper') else None
+limits = {n: list(resource.getrlimit(getattr(resource, n)))
+          for n in ('RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_CORE', 'RLIMIT_NPROC')}
+try:
+    sys.stdout.tell()
+    tell = 'ok'
+except Exception as e:
+    tell = type(e).__name__
+return {'limits': limits, 'cpus': sorted(os.sched_getaffinity(0)),
+        'policy': os.sched_getscheduler(0), 'nice': os.getpriority(os.PRIO_PROCESS, 0),
+        'seekable': [s.seekable() for s in (sys.stdin, sys.stdout, sys.stderr)], 'tell': tell,
+        'spares': spares}"#;
+
+/// Changes its template (its parent) and every spare beside it (the template's other children),
+/// then stops the spares; returns how many there were.
+const TAMPER: &str = r#"def tamper():
+  import os, resource, signal
+  me, template = os.getpid(), os.getppid()
+  spares = []
+  for p in os.listdir('/proc'):
+      if p.isdigit() and int(p) != me:
+          try:
+              stat = open('/proc/%s/stat' % p).read().rpartition(')')[2].split()
+          except OSError:
+              continue
+          if int(stat[1]) == template:
+              spares.append(int(p))
+  for p in [template] + spares:
+      if len(os.sched_getaffinity(p)) > 1:
+          os.sched_setaffinity(p, {min(os.sched_getaffinity(p))})
+      os.sched_setscheduler(p, os.SCHED_BATCH, os.sched_param(0))
+      hard = resource.prlimit(p, resource.RLIMIT_FSIZE)[1]
+      resource.prlimit(p, resource.RLIMIT_FSIZE, (1000, hard))
+  for p in spares:
+      os.kill(p, signal.SIGSTOP)
+  return len(spares)"#;
+
+fn code(id: &str, code: &str) -> Value {
+    json!({"id": id, "nodes": [{"id": "n", "type": "code", "code": code}]})
+}
+
+/// The probe, its `tamper` defined first.
+fn probe() -> Value {
+    code("probe", &format!("{TAMPER}\n{PROBE}"))
+}
+
+/// The executions of `flowrun test --json`'s document, in case order, with their records.
+fn executions(env: &Env, out: &std::process::Output) -> Vec<Value> {
+    assert_code(out, 0, "every case passes");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("--json is JSON");
+    doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["cases"].as_array().unwrap().clone())
+        .map(|c| env.show_json(c["attempts"][0]["execution_id"].as_str().unwrap()))
+        .collect()
+}
+
+/// `flowrun ARGS` with a soft descriptor limit below its hard one, as in a shell after `ulimit
+/// -Sn 512`: the template raises its own, and its executions must not inherit that.
+fn with_low_nofile(env: &Env, args: &[&str]) -> std::process::Output {
+    let mut cmd = env.command();
+    // SAFETY: only getrlimit and setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_max > 512 {
+                lim.rlim_cur = 512;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            Ok(())
+        });
+    }
+    output(
+        assert_cmd::Command::from_std(cmd)
+            .timeout(TIMEOUT)
+            .args(args),
+    )
+}
+
+#[test]
+fn a_node_that_stops_and_retunes_its_template_and_spares_changes_no_later_execution() {
+    let env = Env::new();
+    env.write_workflow("probe.json", &probe());
+    // A stopped spare took the next execution and left it waiting for its deadline: 20 s here,
+    // so that it fails in its own words rather than the test's.
+    env.write_file(
+        "a.test.yaml",
+        "workflow: ./probe.json\ncases:\n  - name: before\n  - name: tamper\n    trigger: { tamper: true }\n    expect: { output.spares: { gt: 0 } }\n  - name: after\n    timeout_ms: 20000\n  - name: later\n    timeout_ms: 20000\n",
+    );
+    let warm = with_low_nofile(&env, &["test", ".", "-j", "1", "--offline", "--json"]);
+    let warm = executions(&env, &warm);
+    let cold = with_low_nofile(
+        &env,
+        &[
+            "test",
+            ".",
+            "--filter",
+            "before",
+            "--cold",
+            "--offline",
+            "--json",
+        ],
+    );
+    let cold = executions(&env, &cold);
+    assert_eq!(cold[0]["start"], "cold");
+    let expected = &cold[0]["output"];
+    assert_eq!(expected["limits"]["RLIMIT_NOFILE"][0], 512, "{expected}");
+    assert_eq!(expected["seekable"], json!([false, false, false]));
+    assert_eq!(expected["tell"], "UnsupportedOperation");
+    assert_eq!(warm.len(), 4);
+    for (name, e) in ["before", "tamper", "after", "later"].iter().zip(&warm) {
+        assert_eq!(e["status"], "success", "{name}: {e:#}");
+        assert_eq!(e["start"], "warm", "{name}: {e:#}");
+    }
+    for (name, e) in [
+        ("before", &warm[0]),
+        ("after", &warm[2]),
+        ("later", &warm[3]),
+    ] {
+        assert_eq!(&e["output"], expected, "{name}, warm and cold");
+    }
+    assert!(
+        warm[1]["output"]["spares"].as_u64() > Some(0),
+        "{:#}",
+        warm[1]
+    );
+}
