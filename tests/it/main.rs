@@ -30,6 +30,7 @@ mod serve_editor;
 mod serve_limits;
 mod serve_page;
 mod serve_security;
+mod serve_slow_clients;
 mod serve_stream;
 mod shell;
 mod shepherd_binary;

@@ -7,7 +7,7 @@
 //! those it saw running, and broadcasts what changed to every client.
 
 use crate::AppState;
-use crate::sse::HEARTBEAT;
+use crate::sse::{HEARTBEAT, Outbox};
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -17,7 +17,6 @@ use flowrun_events::{ExecStatus, now_ms};
 use flowrun_store::HistoryFilter;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -28,6 +27,10 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// How far back a poll looks for executions it has not seen: a runner writes its row with the
 /// time it started, which may be a little before the poll that comes after.
 const WINDOW_MS: i64 = 60_000;
+
+/// The longest text (a name, an error's message or traceback) a message carries in full; a
+/// longer one is cut, ending in `…`.
+pub const MAX_TEXT_CHARS: usize = 1000;
 
 /// One message of the stream: its SSE event name and data.
 #[derive(Debug, Clone)]
@@ -47,7 +50,10 @@ impl Feed {
         })
     }
 
-    fn send(&self, kind: &'static str, data: Value) {
+    fn send(&self, kind: &'static str, mut data: Value) {
+        // Each message is small, whatever the execution holds (a name of megabytes, an error's
+        // traceback): the channel keeps the last 1,024 for its slowest client.
+        cut_texts(&mut data, MAX_TEXT_CHARS);
         // No client is fine.
         let _ = self.tx.send(Arc::new(Message {
             kind,
@@ -175,27 +181,27 @@ fn step(
 pub async fn events(State(app): State<AppState>) -> Response {
     let mut rx = app.feed.tx.subscribe();
     let mut shutdown = app.shutdown.clone();
-    let stream = async_stream(move |tx: tokio::sync::mpsc::Sender<SseEvent>| async move {
+    // What a client has not read yet is bounded in bytes (`Outbox`): one that stops reading
+    // then lags here, and gets `lagged` when it reads again.
+    let (out, stream) = Outbox::new();
+    tokio::spawn(async move {
         loop {
-            tokio::select! {
+            let ev = tokio::select! {
                 m = rx.recv() => match m {
-                    Ok(m) => {
-                        if tx.send(SseEvent::default().event(m.kind).data(m.data.clone())).await.is_err() {
-                            return;
-                        }
-                    }
+                    Ok(m) => (SseEvent::default().event(m.kind).data(&m.data), m.data.len()),
                     // Too slow: some messages are gone; the client reloads its list.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         let data = json!({"event": "lagged", "missed": n}).to_string();
-                        if tx.send(SseEvent::default().event("lagged").data(data)).await.is_err() {
-                            return;
-                        }
+                        (SseEvent::default().event("lagged").data(&data), data.len())
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 // (The guard `wait_for` gives is not `Send`: dropped at once.)
                 _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
-                _ = tx.closed() => return,
+                _ = out.closed() => return,
+            };
+            if !out.push(ev.0, ev.1).await {
+                return;
             }
         }
     });
@@ -207,17 +213,32 @@ pub async fn events(State(app): State<AppState>) -> Response {
     resp
 }
 
-/// A stream of SSE events that `produce` sends into its channel.
-fn async_stream<F, Fut>(
-    produce: F,
-) -> impl futures_util::Stream<Item = Result<SseEvent, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
-    tokio::spawn(produce(tx));
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    })
+/// Cuts every text of `v` longer than `max` characters to its first `max`, then `…`.
+fn cut_texts(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) => {
+            if let Some((at, _)) = s.char_indices().nth(max) {
+                s.truncate(at);
+                s.push('…');
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| cut_texts(x, max)),
+        Value::Object(m) => m.values_mut().for_each(|x| cut_texts(x, max)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character() {
+        let mut v = json!({"name": "é".repeat(5), "error": {"message": "abc", "n": 7}});
+        cut_texts(&mut v, 3);
+        assert_eq!(
+            v,
+            json!({"name": "ééé…", "error": {"message": "abc", "n": 7}})
+        );
+    }
 }

@@ -29,7 +29,7 @@ use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 
 /// The longest a stream stays silent: a comment line then keeps the connection (and any proxy or
 /// client idle timeout of more than 10 s) from closing it.
@@ -47,6 +47,47 @@ pub const PAGE_BYTES: usize = 128 << 10;
 /// it.
 type Held = (SseEvent, OwnedSemaphorePermit);
 
+/// A stream's messages on their way to its connection: each holds its share of
+/// [`BUFFER_BYTES`] until the connection takes it, so a client that stops reading holds that
+/// much of the server's memory, whatever comes after.
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Held>,
+    room: Arc<Semaphore>,
+}
+
+impl Outbox {
+    /// An outbox and the stream of what is pushed into it, for an [`Sse`] response.
+    pub(crate) fn new() -> (
+        Outbox,
+        impl futures_util::Stream<Item = Result<SseEvent, Infallible>>,
+    ) {
+        let (tx, rx) = mpsc::channel::<Held>(256);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            // The permit goes back as the connection takes the message.
+            rx.recv()
+                .await
+                .map(|(e, _permit)| (Ok::<_, Infallible>(e), rx))
+        });
+        let room = Arc::new(Semaphore::new(BUFFER_BYTES));
+        (Outbox { tx, room }, stream)
+    }
+
+    /// Sends one message (of `bytes` of text) once the client has taken enough of the ones
+    /// before it. False when the client is gone.
+    pub(crate) async fn push(&self, ev: SseEvent, bytes: usize) -> bool {
+        let share = bytes.clamp(1, BUFFER_BYTES) as u32;
+        let Ok(permit) = self.room.clone().acquire_many_owned(share).await else {
+            return false;
+        };
+        self.tx.send((ev, permit)).await.is_ok()
+    }
+
+    /// Resolves when the client is gone.
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
 #[derive(Deserialize, Default)]
 pub struct EventsQuery {
     last_event_id: Option<String>,
@@ -54,21 +95,31 @@ pub struct EventsQuery {
 
 /// Where a stream is: the last seq sent, and whether `execution_end` went out.
 struct Cursor {
-    tx: mpsc::Sender<Held>,
-    room: Arc<Semaphore>,
+    out: Outbox,
     last: u64,
     ended: bool,
+    /// Followed live: the execution's end, after which a client that takes nothing for
+    /// [`LET_GO`] is let go.
+    live_done: Option<watch::Receiver<Option<ExecStatus>>>,
 }
 
+/// How long a stream of an execution that has ended waits for a client to take its next
+/// message (the connection's buffers may still grow for a few seconds after the client stopped
+/// reading). Then it ends without `end`: an `EventSource` reconnects with its `Last-Event-ID` and is
+/// served from the store a page at a time, where a stream that waited on would keep the
+/// finished execution's whole in-memory record (every event) for a client that may never read.
+pub const LET_GO: Duration = Duration::from_secs(10);
+
 impl Cursor {
-    /// Sends one message once the client has taken enough of the ones before it. False when the
-    /// client is gone.
     async fn push(&self, ev: SseEvent, bytes: usize) -> bool {
-        let share = bytes.clamp(1, BUFFER_BYTES) as u32;
-        let Ok(permit) = self.room.clone().acquire_many_owned(share).await else {
-            return false;
+        let Some(done) = &self.live_done else {
+            return self.out.push(ev, bytes).await;
         };
-        self.tx.send((ev, permit)).await.is_ok()
+        let done = done.clone();
+        tokio::select! {
+            sent = self.out.push(ev, bytes) => sent,
+            _ = async { wait_done(done).await; tokio::time::sleep(LET_GO).await } => false,
+        }
     }
 
     /// Sends one event unless it was sent already. False when the client is gone.
@@ -157,14 +208,8 @@ pub async fn events(
     if finished {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let (tx, rx) = mpsc::channel::<Held>(256);
-    tokio::spawn(produce(app, id, after, tx));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        // The permit goes back as the connection takes the message.
-        rx.recv()
-            .await
-            .map(|(e, _permit)| (Ok::<_, Infallible>(e), rx))
-    });
+    let (out, stream) = Outbox::new();
+    tokio::spawn(produce(app, id, after, out));
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response();
@@ -173,15 +218,18 @@ pub async fn events(
     Ok(resp)
 }
 
-async fn produce(app: AppState, id: String, after: u64, tx: mpsc::Sender<Held>) {
+async fn produce(app: AppState, id: String, after: u64, out: Outbox) {
     let mut cur = Cursor {
-        tx,
-        room: Arc::new(Semaphore::new(BUFFER_BYTES)),
+        out,
         last: after,
         ended: false,
+        live_done: None,
     };
     let status = match app.executions.live(&id) {
-        Some(live) => follow_live(&live, &mut cur).await,
+        Some(live) => {
+            cur.live_done = Some(live.done());
+            follow_live(&live, &mut cur).await
+        }
         None => follow_store(&app, &id, &mut cur).await,
     };
     let Some(status) = status else {
@@ -212,7 +260,8 @@ async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
                         return None;
                     }
                 }
-                Ok(env) if env.seq == cur.last + 1 && !env.event.is_live_only() => {
+                // (Checked: a client's `Last-Event-ID` may be the largest seq there is.)
+                Ok(env) if cur.last.checked_add(1) == Some(env.seq) && !env.event.is_live_only() => {
                     if !cur.send_envelope(&env).await {
                         return None;
                     }
@@ -228,7 +277,7 @@ async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = wait_done(done.clone()) => break,
-            _ = cur.tx.closed() => return None,
+            _ = cur.out.closed() => return None,
         }
     }
     // Ended: whatever is still in the buffer (events pushed just before `done`).
@@ -281,7 +330,7 @@ async fn follow_store(app: &AppState, id: &str, cur: &mut Cursor) -> Option<Exec
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = shutdown.wait_for(|v| *v) => return None,
-            _ = cur.tx.closed() => return None,
+            _ = cur.out.closed() => return None,
         }
     }
 }
