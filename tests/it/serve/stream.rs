@@ -151,6 +151,21 @@ fn reconnecting_with_last_event_id_misses_nothing_and_repeats_nothing() {
     assert_eq!(r.status, 400, "{}", r.text);
 }
 
+/// A `Last-Event-ID` past every event there can be, on a running execution: nothing is
+/// repeated, the stream ends with `end` as the execution does (a debug build's addition
+/// overflowed and the stream's task panicked, the client left without `end`).
+#[test]
+fn the_largest_last_event_id_on_a_running_execution_ends_it_quietly() {
+    let w = World::new();
+    w.save("steps.json", &steps());
+    let srv = w.serve(&[]);
+    let id = srv.start("/api/workflows/steps/executions", &json!({}));
+    let msgs = srv.events(&id, Some(u64::MAX)).read_to_end();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(srv.wait_final(&id)["status"], "success");
+    assert!(!srv.stderr().contains("panicked"), "{}", srv.stderr());
+}
+
 /// What stays the same between two runs of one workflow with one trigger.
 fn normalize(mut v: Value, id: &str) -> Value {
     let obj = v.as_object_mut().unwrap();
