@@ -1,6 +1,7 @@
 //! `flowrun serve` under clients that misbehave or never stop: slow request heads (slowloris)
 //! past the file-descriptor limit, idle connections, long idle streams, and a real `EventSource`
-//! that reconnects after the end; and a database another process holds for writing.
+//! that reconnects after the end; a queue of large definitions; and a database another process
+//! holds for writing.
 
 use crate::serve::{quick, slow};
 use crate::support::serve::{ServeOpts, World, node, npm_package};
@@ -448,4 +449,43 @@ fn streams_whose_clients_do_not_read_hold_a_page_not_the_record() {
     let logs = msgs.iter().filter(|m| m.event == "log").count();
     assert!(logs >= 20000, "{logs} log events");
     assert_eq!(msgs.last().unwrap().event, "end");
+}
+
+/// Executions waiting to start hold their whole definitions: the queue takes at most 64 MiB of
+/// them (and 10,000 executions), and refuses the next with `503 queue_full` rather than hold it
+/// (40 queued 4 MB definitions took the server to 533 MB before). Room comes back as they go.
+#[test]
+fn the_queue_holds_a_bounded_share_of_definitions() {
+    let w = World::new();
+    w.save("slow.json", &slow());
+    let s = w.serve(&["--max-concurrent", "1"]);
+    let blocker = s.start("/api/workflows/slow/executions", &json!({}));
+    let big = json!({"workflow": {"id": "big", "name": "N".repeat(9 << 20),
+        "nodes": [{"id": "a", "type": "template", "template": "hi"}]}});
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        let r = s.post("/api/executions", &big);
+        if r.status != 202 {
+            assert_eq!(r.status, 503, "{}", r.text);
+            assert_eq!(r.body["error"], "queue_full", "{}", r.text);
+            assert!(
+                r.body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("7 executions wait")
+            );
+            break;
+        }
+        assert_eq!(r.body["status"], "queued", "{}", r.text);
+        queued.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(queued.len(), 7, "9 MiB each: seven fit in 64 MiB");
+    // A small one still fits, and a big one does once one of those is gone.
+    let small = s.post("/api/workflows/slow/executions", &json!({}));
+    assert_eq!(small.status, 202, "{}", small.text);
+    let stopped = s.post(&format!("/api/executions/{}/stop", queued[0]), &json!({}));
+    assert!(stopped.status < 300, "{}", stopped.text);
+    assert_eq!(s.post("/api/executions", &big).status, 202);
+    let stopped = s.post(&format!("/api/executions/{blocker}/stop"), &json!({}));
+    assert!(stopped.status < 300, "{}", stopped.text);
 }

@@ -31,7 +31,16 @@ struct Job {
     prepared: Prepared,
     live: Arc<Live>,
     stop_rx: watch::Receiver<Option<StopReason>>,
+    /// Its definition's and trigger's bytes, as JSON: what it holds while it waits.
+    bytes: usize,
 }
+
+/// The most executions that may wait to start, and the most bytes of definitions and triggers
+/// they may hold (a queued execution keeps its whole prepared definition, up to the request's
+/// 10 MiB, and about three times that in memory): past either, a submission is refused rather
+/// than held, whatever a client sends.
+pub const MAX_QUEUED: usize = 10_000;
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
 struct Inner {
@@ -47,6 +56,11 @@ struct Inner {
 #[derive(Debug)]
 pub enum SubmitError {
     ShuttingDown,
+    /// The queue holds [`MAX_QUEUED`] executions or [`MAX_QUEUED_BYTES`] already.
+    QueueFull {
+        waiting: usize,
+        bytes: usize,
+    },
     Run(RunError),
 }
 
@@ -136,6 +150,20 @@ impl Executions {
             return Err(SubmitError::ShuttingDown);
         }
         let start_now = inner.running < self.max_concurrent && inner.queue.is_empty();
+        let bytes = if start_now {
+            0
+        } else {
+            prepared.definition.to_string().len() + prepared.trigger_json.len()
+        };
+        if !start_now {
+            let held: usize = inner.queue.iter().map(|(_, j)| j.bytes).sum();
+            if inner.queue.len() >= MAX_QUEUED || held + bytes > MAX_QUEUED_BYTES {
+                return Err(SubmitError::QueueFull {
+                    waiting: inner.queue.len(),
+                    bytes: held,
+                });
+            }
+        }
         let status = if start_now {
             ExecStatus::Running
         } else {
@@ -148,6 +176,7 @@ impl Executions {
             prepared,
             live,
             stop_rx,
+            bytes,
         };
         if start_now {
             inner.running += 1;
@@ -172,6 +201,7 @@ impl Executions {
                 prepared,
                 live,
                 stop_rx,
+                ..
             } = job;
             let mut sink = LiveSink(live.clone());
             let run = runner::run(&this.store, &prepared, &id, &mut sink, stop_rx);

@@ -195,6 +195,16 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
             "shutting_down",
             "the server is shutting down",
         ),
+        SubmitError::QueueFull { waiting, bytes } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!(
+                "{waiting} executions wait to start already, holding {} MiB of definitions: try again once some have run (at most {} wait, holding at most {} MiB)",
+                bytes >> 20,
+                flowrun_app::queue::MAX_QUEUED,
+                flowrun_app::queue::MAX_QUEUED_BYTES >> 20
+            ),
+        ),
         SubmitError::Run(e) => run_error(e),
     }
 }
