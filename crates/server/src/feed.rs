@@ -186,7 +186,7 @@ pub async fn events(State(app): State<AppState>) -> Response {
     let (out, stream) = Outbox::new();
     tokio::spawn(async move {
         loop {
-            let ev = tokio::select! {
+            let (ev, bytes) = tokio::select! {
                 m = rx.recv() => match m {
                     Ok(m) => (SseEvent::default().event(m.kind).data(&m.data), m.data.len()),
                     // Too slow: some messages are gone; the client reloads its list.
@@ -200,7 +200,7 @@ pub async fn events(State(app): State<AppState>) -> Response {
                 _ = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
                 _ = out.closed() => return,
             };
-            if !out.push(ev.0, ev.1).await {
+            if !out.push(ev, bytes).await {
                 return;
             }
         }

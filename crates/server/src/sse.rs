@@ -105,8 +105,8 @@ struct Cursor {
 
 /// How long a stream of an execution that has ended waits for a client to take its next
 /// message (the connection's buffers may still grow for a few seconds after the client stopped
-/// reading). Then it ends without `end`: an `EventSource` reconnects with its `Last-Event-ID` and is
-/// served from the store a page at a time, where a stream that waited on would keep the
+/// reading). Then it ends without `end`: an `EventSource` reconnects with its `Last-Event-ID`
+/// and is served from the store a page at a time, where a stream that waited on would keep the
 /// finished execution's whole in-memory record (every event) for a client that may never read.
 pub const LET_GO: Duration = Duration::from_secs(10);
 

@@ -153,9 +153,7 @@ impl Executions {
         let bytes = if start_now {
             0
         } else {
-            prepared.definition.to_string().len() + prepared.trigger_json.len()
-        };
-        if !start_now {
+            let bytes = prepared.definition.to_string().len() + prepared.trigger_json.len();
             let held: usize = inner.queue.iter().map(|(_, j)| j.bytes).sum();
             if inner.queue.len() >= MAX_QUEUED || held + bytes > MAX_QUEUED_BYTES {
                 return Err(SubmitError::QueueFull {
@@ -163,7 +161,8 @@ impl Executions {
                     bytes: held,
                 });
             }
-        }
+            bytes
+        };
         let status = if start_now {
             ExecStatus::Running
         } else {
