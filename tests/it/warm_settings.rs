@@ -25,7 +25,8 @@ return {'limits': limits, 'cpus': sorted(os.sched_getaffinity(0)),
         'spares': spares}"#;
 
 /// Changes its template (its parent) and every spare beside it (the template's other children),
-/// then stops the spares; returns how many there were.
+/// lowers the spares' descriptor limit and raises their niceness, then stops them; returns how
+/// many there were.
 const TAMPER: &str = r#"def tamper():
   import os, resource, signal
   me, template = os.getpid(), os.getppid()
@@ -45,6 +46,9 @@ const TAMPER: &str = r#"def tamper():
       hard = resource.prlimit(p, resource.RLIMIT_FSIZE)[1]
       resource.prlimit(p, resource.RLIMIT_FSIZE, (1000, hard))
   for p in spares:
+      # Too few descriptors to take an execution's pipes, and a niceness it cannot lower.
+      resource.prlimit(p, resource.RLIMIT_NOFILE, (5, 5))
+      os.setpriority(os.PRIO_PROCESS, p, 5)
       os.kill(p, signal.SIGSTOP)
   return len(spares)"#;
 

@@ -93,10 +93,16 @@ impl Spare {
     /// workflow runs before its stdin is written (by the caller, after this), so after a
     /// failure the spare is let go and the same descriptors given to another.
     ///
-    /// Continued first: a node of an earlier execution (the same user) may have stopped it
-    /// (SIGSTOP), which would leave this execution waiting for its deadline. What an execution
-    /// running beside it does to it after that, it could do to any running execution.
+    /// A node of an earlier execution (the same user) may have changed it from outside. Stopped
+    /// (SIGSTOP), it is continued, or this execution would wait for its deadline; with a hard
+    /// limit or a niceness other than ours (what a cold interpreter would have), which it could
+    /// not put back, it is refused, so this execution goes to another spare or the template (a
+    /// descriptor limit of 5 left it unable to take its pipes: the execution failed). What an
+    /// execution running beside it does to it after that, it could do to any running execution.
     pub(super) fn give(&self, body: &[u8], fds: &[RawFd; 3]) -> std::io::Result<()> {
+        if !as_ours(self.handle.pid) {
+            return Err(std::io::Error::other("its limits were changed"));
+        }
         pidfd_signal(&self.handle.pidfd, libc::SIGCONT);
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         let iov = [IoSlice::new(body)];
@@ -111,6 +117,47 @@ impl Spare {
         let Spare { w, handle, .. } = self;
         drop(w);
         reap_if_ours(handle.pid, handle.pidfd);
+    }
+}
+
+/// Whether `pid` has this process's hard limits and niceness (~15 µs: 33 system calls).
+fn as_ours(pid: i32) -> bool {
+    // SAFETY: prlimit and getrlimit fill the rlimit given; getpriority reads a number (errno is
+    // cleared first: -1 is a valid niceness).
+    unsafe {
+        for resource in [
+            libc::RLIMIT_CPU,
+            libc::RLIMIT_FSIZE,
+            libc::RLIMIT_DATA,
+            libc::RLIMIT_STACK,
+            libc::RLIMIT_CORE,
+            libc::RLIMIT_RSS,
+            libc::RLIMIT_NPROC,
+            libc::RLIMIT_NOFILE,
+            libc::RLIMIT_MEMLOCK,
+            libc::RLIMIT_AS,
+            libc::RLIMIT_LOCKS,
+            libc::RLIMIT_SIGPENDING,
+            libc::RLIMIT_MSGQUEUE,
+            libc::RLIMIT_NICE,
+            libc::RLIMIT_RTPRIO,
+            libc::RLIMIT_RTTIME,
+        ] {
+            let mut theirs: libc::rlimit = std::mem::zeroed();
+            let mut ours: libc::rlimit = std::mem::zeroed();
+            if libc::prlimit(pid, resource, std::ptr::null(), &mut theirs) != 0
+                || libc::getrlimit(resource, &mut ours) != 0
+            {
+                continue; // a resource this kernel does not know, or `pid` is gone (given, it fails)
+            }
+            if theirs.rlim_max != ours.rlim_max {
+                return false;
+            }
+        }
+        *libc::__errno_location() = 0;
+        let theirs = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
+        let ours = libc::getpriority(libc::PRIO_PROCESS, 0);
+        theirs == ours || *libc::__errno_location() != 0
     }
 }
 
