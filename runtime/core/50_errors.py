@@ -101,3 +101,13 @@ def _error_info(exc):
             if spent.get(k) is not None:
                 info[k] = spent[k]
     return info
+
+
+def _no_dir_message(kind, cwd):
+    """For a node (`kind`) that could not start in its `cwd`: when the directory is not there,
+    says where it was looked for and from where (relative to the execution's working directory,
+    the workflow file's), which the OSError's "No such file or directory" does not; else None."""
+    if not cwd or os.path.isdir(cwd):
+        return None
+    return ("%s: the working directory %s does not exist (a relative cwd is taken from %s, "
+            "the workflow's directory)" % (kind, os.path.abspath(cwd), os.getcwd()))

@@ -510,6 +510,9 @@ def node_agent(ctx, params):
                                 stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as e:
+        problem = _no_dir_message("agent", cwd)
+        if problem is not None:
+            raise NodeError(problem, "FileNotFoundError")
         where = " in %s" % cwd if cwd else ""
         raise NodeError("agent: cannot run %s%s: %s" % (argv[0], where, e.strerror or e), type(e).__name__)
     pipes = _AgentPipes(proc, None if stdin_text is None else stdin_text.encode("utf-8"), on_line)

@@ -165,7 +165,8 @@ def _code_enter_dir(path):
             try:
                 os.chdir(path)
             except OSError as e:
-                raise NodeError("code: cannot run in %r: %s" % (path, e.strerror or e),
+                raise NodeError(_no_dir_message("code", path)
+                                or "code: cannot run in %r: %s" % (path, e.strerror or e),
                                 type(e).__name__)
             _code_DIR["back"] = back
         _code_DIR["depth"] += 1

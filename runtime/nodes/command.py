@@ -131,6 +131,9 @@ def node_command(ctx, params):
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, close_fds=True)
     except FileNotFoundError as e:
+        problem = _no_dir_message("command", cwd)
+        if problem is not None:
+            raise NodeError(problem, "FileNotFoundError")
         where = " in %s" % cwd if cwd else ""
         raise NodeError("command: cannot run %s%s: %s" % (to_text(args if shell else args[0]), where, e.strerror), "FileNotFoundError")
     except (PermissionError, NotADirectoryError, OSError) as e:

@@ -418,7 +418,14 @@ fn command_missing_cwd_is_a_clear_error() {
         "{}",
     );
     assert_code(&out, 1, "run");
-    assert!(row.error_message().contains("nope"), "{:?}", row.error);
+    let message = row.error_message();
+    assert!(
+        message.contains(&format!(
+            "the working directory {} does not exist",
+            env.path("nope").display()
+        )),
+        "{message}"
+    );
 }
 
 #[test]
