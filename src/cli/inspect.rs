@@ -235,6 +235,7 @@ fn mark(status: &str) -> &'static str {
         "pinned" | "reused" | "mocked" => "●",
         "skipped" => "○",
         "running" => "…",
+        "cancelled" => "■",
         _ => "✗",
     }
 }

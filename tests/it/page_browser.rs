@@ -203,6 +203,22 @@ fn keyboard_only_from_load_to_result() {
 }
 
 #[test]
+fn a_long_unbroken_workflow_name_never_widens_the_page() {
+    let w = world();
+    let long = format!("Long{}", "x".repeat(296));
+    w.save(
+        "long.json",
+        &json!({"id": "long", "name": long, "inputs": {"type": "object", "required": ["v"],
+                "properties": {"v": {"type": "string"}}},
+            "nodes": [{"id": "say", "type": "template", "template": "{{ trigger.v }}"}]}),
+    );
+    let s = w.serve(&[]);
+    let mut c = config(&s);
+    c["long_name"] = json!(long);
+    run("long_names", c, &w.tmp_dir());
+}
+
+#[test]
 fn axe_finds_no_serious_problem_at_desktop_width_and_375_px() {
     let w = world();
     let s = w.serve(&[]);

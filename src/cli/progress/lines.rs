@@ -47,6 +47,8 @@ pub fn node_end_line(
         NodeStatus::Pinned | NodeStatus::Reused => ("●", "34"),
         NodeStatus::Skipped => ("○", "2"),
         NodeStatus::Error if n.retrying => ("↻", "33"),
+        // Stopped on request: not a failure of the node's.
+        NodeStatus::Cancelled => ("■", "33"),
         _ => ("✗", "31"),
     };
     let node = clean_line(n.node);

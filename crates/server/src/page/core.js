@@ -99,7 +99,7 @@ function truncatedNote(v) {
   return "This output was " + v.bytes + " bytes, more than the store keeps per field; only its first characters are kept (the preview below). The node itself received the whole value.";
 }
 
-const ICONS = { success: "✓", pinned: "●", reused: "●", mocked: "●", error: "✗", timeout: "✗", cancelled: "✗", interrupted: "✗", skipped: "○", pending: "·", paused: "Ⅱ" };
+const ICONS = { success: "✓", pinned: "●", reused: "●", mocked: "●", error: "✗", timeout: "✗", cancelled: "■", interrupted: "✗", skipped: "○", pending: "·", paused: "Ⅱ" };
 
 function setIcon(icon, status) {
   icon.replaceChildren();

@@ -66,8 +66,12 @@ function updateRunButton() {
 }
 
 function selectWorkflow(w, li, refresh) {
-  for (const x of document.querySelectorAll("#workflows li.selected")) x.classList.remove("selected");
+  for (const x of document.querySelectorAll("#workflows li.selected")) {
+    x.classList.remove("selected");
+    x.querySelector("button.open")?.removeAttribute("aria-current");
+  }
   li.classList.add("selected");
+  li.querySelector("button.open")?.setAttribute("aria-current", "true");
   const same = selectedWorkflow && selectedWorkflow.id === w.id;
   selectedWorkflow = w;
   show($("run"), true);
