@@ -153,13 +153,27 @@ def node_code(ctx, params):
 
 
 # The node's own `cwd`: the process's working directory while it runs. The scheduler runs such
-# a node alone (64_schedule.py); its items may overlap, all in the same directory, so the first
-# to enter changes it and the last to leave changes it back.
-_code_DIR = {"depth": 0, "back": None}
+# a node alone (64_schedule.py), but its items may overlap: those in the directory that is
+# current share it (the first to enter changes it, the last to leave changes it back); an item
+# whose `cwd` is another directory waits until they have all left.
+_code_DIR = {"depth": 0, "back": None, "at": None, "cv": None}
+
+
+def _code_dir_cv():
+    with _STATE.run_lock:
+        if _code_DIR["cv"] is None:
+            import threading
+            _code_DIR["cv"] = threading.Condition()
+        return _code_DIR["cv"]
 
 
 def _code_enter_dir(path):
-    with _STATE.run_lock:
+    cv = _code_dir_cv()
+    with cv:
+        while _code_DIR["depth"] > 0:
+            if os.path.realpath(os.path.join(_code_DIR["back"], path)) == _code_DIR["at"]:
+                break
+            cv.wait()
         if _code_DIR["depth"] == 0:
             back = os.getcwd()
             try:
@@ -168,15 +182,17 @@ def _code_enter_dir(path):
                 raise NodeError(_no_dir_message("code", path)
                                 or "code: cannot run in %r: %s" % (path, e.strerror or e),
                                 type(e).__name__)
-            _code_DIR["back"] = back
+            _code_DIR["back"], _code_DIR["at"] = back, os.getcwd()
         _code_DIR["depth"] += 1
 
 
 def _code_leave_dir():
-    with _STATE.run_lock:
+    cv = _code_dir_cv()
+    with cv:
         _code_DIR["depth"] -= 1
         if _code_DIR["depth"] == 0:
             os.chdir(_code_DIR["back"])
+            cv.notify_all()
 
 
 HANDLERS["code"] = node_code

@@ -431,3 +431,35 @@ fn a_code_node_with_its_own_cwd_runs_there_and_alone() {
         "{message}"
     );
 }
+
+/// Items of one code node whose `cwd` differs run in their own directory each, even side by side
+/// (`max_concurrent`): the directory is the process's, so an item for another one waits until
+/// those in the current one have left. Items for the same directory still overlap.
+#[test]
+fn overlapping_items_of_a_code_node_each_run_in_their_own_cwd() {
+    let env = Env::new();
+    let project = env.path("items");
+    for d in ["one", "two"] {
+        std::fs::create_dir_all(project.join(d)).unwrap();
+        std::fs::write(project.join(d).join("name.txt"), d).unwrap();
+    }
+    let wf = json!({ "id": "ic", "nodes": [
+        { "id": "each", "type": "code", "cwd": "{{ item }}", "for_each": ["two", "one", "two", "one"],
+          "max_concurrent": 4, "code":
+            "import os, time\ntime.sleep(0.2)\nreturn [os.path.basename(os.getcwd()), open('name.txt').read(), item]" }
+    ]});
+    let file = project.join("ic.json");
+    std::fs::write(&file, wf.to_string()).unwrap();
+    let out = env.run(&file, "{}", &[]);
+    assert_success(&out, "run");
+    let record = env.show_json(&env.only_execution_id());
+    let items = record["output"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 4, "{record}");
+    for it in &items {
+        assert_eq!(
+            it[0], it[2],
+            "an item ran in another item's directory: {items:?}"
+        );
+        assert_eq!(it[1], it[2], "{items:?}");
+    }
+}
