@@ -71,11 +71,31 @@ def _sanitize(v, stack, depth):
 
 
 def _dumps(v):
-    """Compact strict JSON text of any value."""
+    """Compact strict JSON text of any value, nested at most _SANITIZE_MAX_DEPTH levels (deeper
+    is "<too deep>"): the runner refuses a deeper event whole, and would lose the node's end."""
     try:
-        return _encode_json(v, ",", ":")
+        text = _encode_json(v, ",", ":")
     except (TypeError, ValueError, RecursionError):
         return _encode_json(_sanitize(v, set(), 0), ",", ":")
+    # Fewer brackets than levels allowed (counted at C speed, strings' included) cannot be too
+    # deep: only a value with that many containers is walked.
+    if text.count("[") + text.count("{") > _SANITIZE_MAX_DEPTH and _too_deep(v):
+        return _encode_json(_sanitize(v, set(), 0), ",", ":")
+    return text
+
+
+def _too_deep(v):
+    """Whether containers nest more than _SANITIZE_MAX_DEPTH levels in v (without recursion)."""
+    todo = [(v, 0)]
+    while todo:
+        x, depth = todo.pop()
+        if depth > _SANITIZE_MAX_DEPTH:
+            return True
+        if isinstance(x, dict):
+            todo.extend((y, depth + 1) for y in x.values() if isinstance(y, (dict, list, tuple)))
+        elif isinstance(x, (list, tuple)):
+            todo.extend((y, depth + 1) for y in x if isinstance(y, (dict, list, tuple)))
+    return False
 
 
 def _payload(v):

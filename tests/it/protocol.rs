@@ -118,6 +118,10 @@ fn deep_outputs_are_recorded_as_deep_as_the_runtime_makes_them() {
         "deep",
         &json!({ "id": "deep", "nodes": [
             code_node("d300", "v = 1\nfor _ in range(300):\n    v = [v]\nreturn v"),
+            // Deeper than the runner reads (420) yet shallow enough for Python's encoder: its
+            // event was refused whole, the node never ended and the nodes after it were lost.
+            code_node("d500", "v = 1\nfor _ in range(500):\n    v = [v]\nreturn v"),
+            code_node("after", "return 'ran'"),
             code_node("d5000", "v = 1\nfor _ in range(5000):\n    v = {'k': v}\nreturn v"),
         ]}),
     );
@@ -140,6 +144,13 @@ fn deep_outputs_are_recorded_as_deep_as_the_runtime_makes_them() {
         .expect("d5000 output")
         .to_string();
     assert!(text.contains("too deep"), "no marker where it was cut");
+    let text = fx
+        .node(&id, "d500")
+        .output
+        .expect("d500 output")
+        .to_string();
+    assert!(text.contains("too deep"), "no marker where d500 was cut");
+    assert_eq!(fx.node(&id, "after").output, Some(json!("ran")));
 }
 
 #[test]
