@@ -12,6 +12,9 @@ class _Ctx(object):
         self.attempt = attempt
         self.input = None
         self.timeout_ms = node.get("timeout_ms")
+        # What a call spent when its output does not say (a sub-workflow's): {"cost_usd": x}.
+        self.spent = None
+        self.run = None
 
     def log(self, *args, **kwargs):
         level = kwargs.pop("level", "info")
@@ -206,6 +209,7 @@ class _Run(object):
             else:
                 self.node_start(nid, attempt, part)
             ctx = _Ctx(node, scope, attempt)
+            ctx.run = self
             _OUTPUT_OWNER.node = nid
             _OUTPUT_OWNER.part = part
             t0 = time.perf_counter()
@@ -235,7 +239,7 @@ class _Run(object):
             duration = (time.perf_counter() - t0) * 1000.0
             if error is None:
                 status = "success" if mock is None else "mocked"
-                _cost_add(self, node, output)
+                _cost_add(self, node, output if ctx.spent is None else ctx.spent)
                 self.node_end(nid, status, attempt, duration, ctx.input, output, None,
                               part=part)
                 return status, attempt, duration, output, None

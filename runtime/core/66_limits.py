@@ -10,14 +10,15 @@
 # gave breakpoints.
 #
 # Cost: `max_cost_usd` / `warn_cost_usd` in WORKFLOW. The running total is the
-# sum of `cost_usd` of the llm and agent calls that ended (mocked ones too).
-# Before an llm or agent call starts, a total at or past the limit fails the
+# sum of `cost_usd` of the llm and agent calls that ended (mocked ones too), and
+# of what sub-workflows spent (each runs with what is left as its own limit).
+# Before such a call or child starts, a total at or past the limit fails the
 # node with CostLimit and ends the execution (not retried, whatever on_error
 # says): no call starts past the limit. Crossing the warning threshold logs one
 # `warning` line.
 # ---------------------------------------------------------------------------
 
-_METERED_TYPES = ("llm", "agent")
+_METERED_TYPES = ("llm", "agent", "workflow")
 
 
 def _on_pause_signal(signum, frame):
@@ -81,6 +82,17 @@ def _cost_limit(run, node):
         raise NodeError("the execution's cost reached $%.6f, its limit (max_cost_usd) is $%.6f: "
                         "node '%s' was not started" % (total, float(limit), node["id"]),
                         "CostLimit")
+
+
+def _cost_left(run):
+    """What the execution may still spend under its max_cost_usd (never below 0), or None: a
+    sub-workflow's limit (runtime/nodes/workflow.py), whose spending then counts here."""
+    limit = run.workflow.get("max_cost_usd") if run is not None else None
+    if limit is None:
+        return None
+    with _STATE.run_lock:
+        total = run.cost_usd
+    return max(0.0, float(limit) - total)
 
 
 def _cost_add(run, node, output):

@@ -11,7 +11,9 @@
 # result; the environment this execution's runner set says where flowrun and
 # the database are (FLOWRUN_SUB_EXE, FLOWRUN_SUB_DB) and how deep this
 # execution is (FLOWRUN_SUB_DEPTH), and the kill grace, timeout and offline
-# mode its child inherits (FLOWRUN_SUB_KILL_GRACE_MS, _TIMEOUT_MS, _OFFLINE).
+# mode its child inherits (FLOWRUN_SUB_KILL_GRACE_MS, _TIMEOUT_MS, _OFFLINE). Under a
+# max_cost_usd, what this execution has left is the child's limit (or the child's own, when
+# lower), and what the child spent (the result's cost_usd) counts here (66_limits.py).
 # ---------------------------------------------------------------------------
 
 
@@ -50,6 +52,9 @@ def node_workflow(ctx, params):
         argv += ["--timeout-ms", timeout]
     if os.environ.get("FLOWRUN_SUB_OFFLINE") == "1":
         argv.append("--offline")
+    left = _cost_left(ctx.run)
+    if left is not None:
+        argv += ["--max-cost-usd", repr(left)]
     if ctx.node.get("for_each") is not None and isinstance(scope.get("index"), int):
         argv += ["--item", str(scope["index"])]
     argv += ["--", path]
@@ -83,17 +88,32 @@ def node_workflow(ctx, params):
         raise NodeError("workflow: the sub-workflow runner for %s ended (exit %s) without a result"
                         % (path, code), "SubWorkflow")
     child = result.get("execution_id")
+    cost = result.get("cost_usd")
+    spent = {"cost_usd": cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else 0.0}
+    ctx.spent = spent
     if result.get("status") == "success":
-        return result.get("output")
+        output = result.get("output")
+        if isinstance(output, dict) and output.get("$flowrun_truncated") is True:
+            raise NodeError("child execution %s (%s) succeeded, but its output is %s bytes: more than "
+                            "a sub-workflow passes back (FLOWRUN_MAX_PAYLOAD_BYTES, 1 MiB by "
+                            "default); return less from it, or a path to a file"
+                            % (child, path, output.get("bytes")), "SubWorkflow", spent)
+        return output
     err = result.get("error") or {}
     what = "%s: %s" % (err.get("type") or "Error", err.get("message") or "")
     if child and result.get("status") == "paused":
         # Paused with its parent (see 66_limits.py): the parent pauses too, and its resume
         # runs this child again.
-        raise NodeError("child execution %s (%s) paused: %s" % (child, path, what), "ChildPaused")
+        raise NodeError("child execution %s (%s) paused: %s" % (child, path, what), "ChildPaused",
+                        spent)
+    if child and err.get("type") == "CostLimit" and ctx.run is not None:
+        # The child was refused a call by what this execution had left: so is this execution.
+        ctx.run.fatal = True
+        raise NodeError("child execution %s (%s) reached the cost limit: %s" % (child, path, what),
+                        "CostLimit", spent)
     if child:
         raise NodeError("child execution %s (%s) ended %s: %s"
-                        % (child, path, result.get("status"), what), "SubWorkflow")
+                        % (child, path, result.get("status"), what), "SubWorkflow", spent)
     raise NodeError("the child workflow %s did not start: %s" % (path, what),
                     err.get("type") or "SubWorkflow")
 

@@ -6,7 +6,7 @@
 //! stdin. It runs the child through `flowrun_app::runner` as `flowrun run` does, recorded with
 //! `parent_id`, `relation: sub` and the node, and prints two JSON lines on stdout for the
 //! handler: `{"event": "started", "execution_id"}` once the child's row exists, and
-//! `{"event": "result", "execution_id", "status", "output", "error"}` at the end (also when the
+//! `{"event": "result", "execution_id", "status", "output", "error", "cost_usd"}` at the end (also when the
 //! child could not start: then `execution_id` is null). SIGTERM, SIGINT and SIGHUP (the parent
 //! being stopped) and `flowrun stop CHILD` stop the child; if this process is killed instead,
 //! the child's lifeline closes and its shepherd ends the child's processes.
@@ -53,6 +53,10 @@ pub struct SubArgs {
     /// Nodes that would make network requests fail at once (`flowrun test --offline`).
     #[arg(long)]
     pub offline: bool,
+    /// What the parent may still spend (its `max_cost_usd` less what it spent): the child's
+    /// limit, or its own when that is lower.
+    #[arg(long)]
+    pub max_cost_usd: Option<f64>,
 }
 
 fn say(line: &Value) {
@@ -98,6 +102,12 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
             .timeout_ms
             .filter(|_| source.workflow.timeout_ms.is_none()),
         offline: args.offline,
+        max_cost_usd: args.max_cost_usd.map(|left| {
+            source
+                .workflow
+                .max_cost_usd
+                .map_or(left, |own| own.min(left))
+        }),
         mode: args.mode,
         parent: Some((args.parent, Relation::Sub)),
         sub: Some(SubCall {
@@ -132,12 +142,19 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     flowrun_app::control::end_strays();
     let o = finished.outcome;
     let error: Option<ErrorInfo> = o.error;
+    // What the child spent, as recorded: the parent counts it against its own limit.
+    let cost = store
+        .lock()
+        .execution(&id)
+        .ok()
+        .and_then(|e| e.usage.cost_usd);
     say(&json!({
         "event": "result",
         "execution_id": id,
         "status": o.status,
         "output": o.output,
         "error": error,
+        "cost_usd": cost,
     }));
     Ok(0)
 }

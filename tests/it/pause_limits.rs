@@ -290,6 +290,80 @@ fn no_llm_call_starts_past_the_cost_limit() {
     assert_eq!(server.requests().len(), 3);
 }
 
+/// A sub-workflow spends from its parent's budget: it runs with what is left as its limit, and
+/// what it spent counts in the parent's total (a child with three $0.05 calls under a parent's
+/// $0.08 made all three, and the parent went on).
+#[test]
+fn a_sub_workflow_spends_from_its_parents_cost_limit() {
+    let env = Env::new();
+    let server = priced_server();
+    llm_chain(&env, json!({})); // costly.json: three calls, no limit of its own
+    let parent = env.write_workflow(
+        "parent.json",
+        &json!({ "id": "parent", "max_cost_usd": 0.08, "nodes": [
+            { "id": "child", "type": "workflow", "workflow": "./costly.json" },
+            { "id": "after", "type": "code", "code": "return 'ran'" }
+        ]}),
+    );
+    let base = server.url("/openai/v1");
+    let envs = [
+        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
+    ];
+    let out = env.run_with(&parent, "{}", &envs, &["--inherit-env"]);
+    assert_code(&out, 1, "a child past its parent's limit");
+    // The child's a ($0.05) and b (started at $0.05 < $0.08) ran; c would start at $0.10.
+    assert_eq!(server.requests().len(), 2, "{}", describe(&out));
+    let db = env.db();
+    let (parent_id, parent_error): (String, String) = db
+        .query_row(
+            "SELECT id, error FROM executions WHERE parent_id IS NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let err: Value = serde_json::from_str(&parent_error).unwrap();
+    assert_eq!(err["type"], "CostLimit", "{err}");
+    assert_eq!(err["node"], "child", "{err}");
+    let child_error: String = db
+        .query_row(
+            "SELECT error FROM executions WHERE parent_id = ?1",
+            [&parent_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(child_error.contains("$0.080000"), "{child_error}");
+    assert!(
+        env.nodes(&parent_id)
+            .iter()
+            .all(|n| n.node_id != "after" || n.status != "success"),
+        "a node ran past the limit"
+    );
+
+    // A parent that spent its budget in a child starts no other metered call (nor child).
+    let twice = env.write_workflow(
+        "twice.json",
+        &json!({ "id": "twice", "max_cost_usd": 0.04, "nodes": [
+            { "id": "one", "type": "workflow", "workflow": "./single.json" },
+            { "id": "two", "type": "workflow", "workflow": "./single.json" }
+        ]}),
+    );
+    let mut single =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(env.path("costly.json")).unwrap())
+            .unwrap();
+    single["id"] = json!("single");
+    single["nodes"] = json!([single["nodes"][0].clone()]);
+    env.write_workflow("single.json", &single);
+    let out = env.run_with(&twice, "{}", &envs, &["--inherit-env"]);
+    assert_code(&out, 1, "the second child past the limit");
+    assert_eq!(server.requests().len(), 3, "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CostLimit"),
+        "{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn the_workflow_output_field_gives_the_executions_output() {
     let env = Env::new();

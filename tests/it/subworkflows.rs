@@ -546,3 +546,33 @@ fn deleting_or_pruning_a_parent_takes_its_children_with_it() {
     assert_success(&env.cmd(["prune", "--keep", "0"]), "prune --keep 0");
     assert!(env.execution_ids().is_empty(), "{:?}", env.execution_ids());
 }
+
+/// A child's output larger than the protocol carries (1 MiB) reached the parent's next nodes as
+/// the truncation marker, with the node a success; it fails the node, saying what to do.
+#[test]
+fn a_child_output_too_large_to_pass_back_fails_its_node_by_name() {
+    let env = Env::new();
+    put(
+        &env,
+        "big.json",
+        &json!({"id": "big", "nodes": [
+            {"id": "make", "type": "code", "code": "return {'s': 'y' * (2 << 20)}"}]}),
+    );
+    let parent = put(
+        &env,
+        "parent.json",
+        &json!({"id": "parent", "nodes": [
+            {"id": "call", "type": "workflow", "workflow": "./big.json"},
+            {"id": "keys", "type": "code", "code": "return sorted(nodes['call']['output'])"}]}),
+    );
+    let out = env.run(&parent, "{}", &[]);
+    assert_code(&out, 1, "a child whose output cannot come back");
+    let id = top_level_ids(&env).pop().unwrap();
+    let call = env.node(&id, "call");
+    assert_eq!(call.status, "error");
+    let message = call.error_message();
+    assert!(
+        message.contains("more than a sub-workflow passes back"),
+        "{message}"
+    );
+}
