@@ -149,12 +149,21 @@ pub fn plan_resume(
         }
     }
     // A for_each node that failed only in some items, with nothing else changed, keeps the
-    // items that succeeded: the list they came from is the same (its upstream is reused).
+    // items that succeeded: the list they came from is the same (its upstream is reused). When
+    // a node it reads runs again or is pinned anew, or it reads a trigger that changed, the list
+    // may differ (items are matched by index): every item runs again.
     let mut items: BTreeMap<String, BTreeMap<usize, Pin>> = BTreeMap::new();
     for (id, why) in &reruns {
         let Rerun::NoOutput(_) = why else { continue };
-        let Some(node) = wf.node(id) else { continue };
-        if node.for_each.is_none() {
+        let Some(i) = wf.nodes.iter().position(|n| n.id == *id) else {
+            continue;
+        };
+        let moved = |d: &usize| runs.contains(d) || repinned.contains(d);
+        if wf.nodes[i].for_each.is_none()
+            || plan.deps[i].iter().any(moved)
+            || plan.guards[i].iter().any(|(c, _)| moved(c))
+            || (trigger_changed && reads_trigger(plan, i))
+        {
             continue;
         }
         let ok: BTreeMap<usize, Pin> = previous_rows
@@ -345,5 +354,44 @@ mod tests {
         );
         // The caller's pin stays a pin: not in the reuse list.
         assert!(!p.pins.contains_key("d"));
+    }
+
+    /// mk → each (for_each over mk's output), whose item 1 failed.
+    fn items_case() -> (Value, Vec<NodeRow>) {
+        let def = json!({"id": "r", "nodes": [
+            {"id": "mk", "type": "code", "code": "return [1, 2, 3]"},
+            {"id": "each", "type": "set", "for_each": "{{ nodes.mk.output }}",
+             "fields": {"v": "{{ item }}"}}
+        ]});
+        let item = |i: u32, status| NodeRow {
+            part: Some(flowrun_events::Part::Item(i)),
+            ..row("each", status, Some(json!({"v": i})))
+        };
+        let rows = vec![
+            ok("mk"),
+            row("each", NodeStatus::Error, None),
+            item(0, NodeStatus::Success),
+            item(1, NodeStatus::Error),
+            item(2, NodeStatus::Success),
+        ];
+        (def, rows)
+    }
+
+    #[test]
+    fn a_for_each_keeps_its_good_items_only_while_its_list_cannot_have_changed() {
+        let (def, rows) = items_case();
+        let none = BTreeMap::new();
+        let p = plan_resume("e1", &rows, &def, &plan_of(&def), &def, &none, false);
+        let kept: Vec<usize> = p.items["each"].keys().copied().collect();
+        assert_eq!(kept, [0, 2]);
+        // The node that makes the list changed: items are matched by index, so none is kept.
+        let mut new = def.clone();
+        new["nodes"][0]["code"] = json!("return ['x', 'y', 'z']");
+        let p = plan_resume("e1", &rows, &def, &plan_of(&new), &new, &none, false);
+        assert!(p.items.is_empty(), "{:?}", p.items);
+        // Pinned to another list: the same.
+        let pins = BTreeMap::from([("mk".to_string(), Pin::pinned(json!(["x", "y", "z"])))]);
+        let p = plan_resume("e1", &rows, &def, &plan_of(&def), &def, &pins, false);
+        assert!(p.items.is_empty(), "{:?}", p.items);
     }
 }
