@@ -331,6 +331,23 @@ fn a_failing_child_fails_its_node_by_name_and_resume_reruns_only_it() {
     assert_eq!(new_kids.len(), 1, "{new_kids:?}");
     assert_eq!(new_kids[0].2, Some(1));
     assert_eq!(new_kids[0].3, "success");
+
+    // Fixed in the child's file instead: every item runs again (reusing the others would mix
+    // what two versions of the child returned).
+    let none = env.path("no-such-file").display().to_string();
+    let input = json!({"ns": [1, 2, 3], "fail_on": 2, "ok_file": none});
+    let out = env.run(&parent, &input.to_string(), &[]);
+    assert_code(&out, 1, "a child failed again");
+    let third = top_level_ids(&env).pop().unwrap();
+    let mut fixed = doubler();
+    fixed["nodes"][0]["code"] = json!("return {'twice': 2 * trigger['n'], 'v': 2}");
+    put(&env, "kids/doubler.json", &fixed);
+    let out = env.cmd(["resume", third.as_str()]);
+    assert_success(&out, "resume after the child changed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("child workflow's file changed"), "{said}");
+    let fourth = top_level_ids(&env).pop().unwrap();
+    assert_eq!(children(&env, &fourth).len(), 3, "every item's child ran");
 }
 
 fn chain(env: &Env, n: usize) -> PathBuf {

@@ -1,7 +1,7 @@
 //! Re-run and resume (CLI and HTTP API alike): which execution, which definition, which trigger
 //! data, and for a resume which outputs to reuse and why the others run again.
 
-use crate::resume::{Rerun, plan_resume};
+use crate::resume::{Rerun, SinceThen, plan_resume};
 use crate::runner::RunOptions;
 use flowrun_codegen::{Diagnostics, Source};
 use flowrun_events::{ExecStatus, Relation};
@@ -162,7 +162,10 @@ pub fn plan_again(
             &plan,
             &source.definition,
             &options.pins,
-            trigger != previous.trigger,
+            &SinceThen {
+                trigger: trigger != previous.trigger,
+                children: changed_children(store, &id, &plan)?,
+            },
         );
         for (node, why) in &r.reruns {
             let why = match why {
@@ -177,6 +180,9 @@ pub fn plan_again(
                 Rerun::TriggerChanged => "it reads the trigger data, which changed".into(),
                 Rerun::Truncated => {
                     format!("its output in {id} was too large to store whole")
+                }
+                Rerun::ChildChanged => {
+                    format!("its child workflow's file changed since {id} ran it")
                 }
             };
             notes.push(format!("resume: '{node}' runs ({why})"));
@@ -212,4 +218,40 @@ pub fn plan_again(
         options,
         notes,
     })
+}
+
+/// The `workflow` nodes of `plan` whose child file (its definition, now) is not what one of
+/// their children in execution `id` ran: reusing their outputs or items would mix versions.
+fn changed_children(
+    store: &Store,
+    id: &str,
+    plan: &flowrun_codegen::Plan,
+) -> Result<std::collections::BTreeSet<String>, AgainError> {
+    use flowrun_codegen::model::NodeKind;
+    use flowrun_codegen::pyliteral::Data;
+    let mut changed = std::collections::BTreeSet::new();
+    let children = store.children(id)?;
+    for (i, node) in plan.workflow.nodes.iter().enumerate() {
+        if !matches!(node.kind, NodeKind::Workflow(_)) {
+            continue;
+        }
+        // The child's absolute path, as the compiler resolved it into the node's params.
+        let Data::Dict(params) = &plan.params[i] else {
+            continue;
+        };
+        let Some(Data::Str(file)) = params.iter().find(|(k, _)| k == "workflow").map(|(_, v)| v)
+        else {
+            continue;
+        };
+        let now = flowrun_codegen::load_file(Path::new(file))
+            .map(|s| flowrun_codegen::render::definition_hash(&s.definition))
+            .ok();
+        if children
+            .iter()
+            .any(|(e, link)| link.parent_node == node.id && Some(&e.snapshot_hash) != now.as_ref())
+        {
+            changed.insert(node.id.clone());
+        }
+    }
+    Ok(changed)
 }

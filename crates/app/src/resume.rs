@@ -8,7 +8,7 @@
 use flowrun_codegen::{Pin, Plan};
 use flowrun_store::NodeRow;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Why a node runs again (for the message `resume` prints).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,17 @@ pub enum Rerun {
     TriggerChanged,
     /// Its output was too large to store whole, so it cannot be reused.
     Truncated,
+    /// A `workflow` node whose child file is not the one its children ran.
+    ChildChanged,
+}
+
+/// What changed since the earlier execution besides its definition.
+#[derive(Debug, Default)]
+pub struct SinceThen {
+    /// The trigger data is not the same.
+    pub trigger: bool,
+    /// The `workflow` nodes whose child file changed since their children ran.
+    pub children: BTreeSet<String>,
 }
 
 /// Can node `i` see the trigger data? Trigger nodes, templates that reference `trigger`, and
@@ -81,8 +92,9 @@ pub fn plan_resume(
     plan: &Plan,
     definition: &Value,
     pins: &BTreeMap<String, Pin>,
-    trigger_changed: bool,
+    since: &SinceThen,
 ) -> ResumePlan {
+    let trigger_changed = since.trigger;
     let rows: HashMap<&str, &NodeRow> = previous_rows
         .iter()
         .filter(|r| r.part.is_none())
@@ -122,6 +134,7 @@ pub fn plan_resume(
         ) {
             (_, None) => Some(Rerun::New),
             (Some(a), Some(b)) if a != b => Some(Rerun::Changed),
+            _ if since.children.contains(id) => Some(Rerun::ChildChanged),
             _ if trigger_changed && reads_trigger(plan, i) => Some(Rerun::TriggerChanged),
             _ => match rows.get(id) {
                 Some(r)
@@ -278,7 +291,7 @@ mod tests {
             &plan_of(&def),
             &def,
             &BTreeMap::new(),
-            false,
+            &SinceThen::default(),
         );
         assert_eq!(
             reasons(&p),
@@ -306,7 +319,7 @@ mod tests {
             &plan_of(&new),
             &new,
             &BTreeMap::new(),
-            false,
+            &SinceThen::default(),
         );
         assert_eq!(
             reasons(&p),
@@ -325,7 +338,10 @@ mod tests {
             &plan_of(&def),
             &def,
             &BTreeMap::new(),
-            true,
+            &SinceThen {
+                trigger: true,
+                ..SinceThen::default()
+            },
         );
         let names: Vec<&str> = p.reruns.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["t", "a", "b", "c", "d"]);
@@ -344,7 +360,15 @@ mod tests {
             ok("d"),
         ];
         let pins = BTreeMap::from([("d".to_string(), Pin::pinned(json!({"new": true})))]);
-        let p = plan_resume("e1", &rows, &def, &plan_of(&def), &def, &pins, false);
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &def,
+            &plan_of(&def),
+            &def,
+            &pins,
+            &SinceThen::default(),
+        );
         assert_eq!(
             reasons(&p),
             [
@@ -381,17 +405,41 @@ mod tests {
     fn a_for_each_keeps_its_good_items_only_while_its_list_cannot_have_changed() {
         let (def, rows) = items_case();
         let none = BTreeMap::new();
-        let p = plan_resume("e1", &rows, &def, &plan_of(&def), &def, &none, false);
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &def,
+            &plan_of(&def),
+            &def,
+            &none,
+            &SinceThen::default(),
+        );
         let kept: Vec<usize> = p.items["each"].keys().copied().collect();
         assert_eq!(kept, [0, 2]);
         // The node that makes the list changed: items are matched by index, so none is kept.
         let mut new = def.clone();
         new["nodes"][0]["code"] = json!("return ['x', 'y', 'z']");
-        let p = plan_resume("e1", &rows, &def, &plan_of(&new), &new, &none, false);
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &def,
+            &plan_of(&new),
+            &new,
+            &none,
+            &SinceThen::default(),
+        );
         assert!(p.items.is_empty(), "{:?}", p.items);
         // Pinned to another list: the same.
         let pins = BTreeMap::from([("mk".to_string(), Pin::pinned(json!(["x", "y", "z"])))]);
-        let p = plan_resume("e1", &rows, &def, &plan_of(&def), &def, &pins, false);
+        let p = plan_resume(
+            "e1",
+            &rows,
+            &def,
+            &plan_of(&def),
+            &def,
+            &pins,
+            &SinceThen::default(),
+        );
         assert!(p.items.is_empty(), "{:?}", p.items);
     }
 }
