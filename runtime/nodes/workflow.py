@@ -101,11 +101,16 @@ def node_workflow(ctx, params):
         return output
     err = result.get("error") or {}
     what = "%s: %s" % (err.get("type") or "Error", err.get("message") or "")
-    if child and result.get("status") == "paused":
+    if child and result.get("status") == "paused" and (
+            result.get("parent_pausing") or getattr(_STATE, "pause_requested", False)):
         # Paused with its parent (see 66_limits.py): the parent pauses too, and its resume
         # runs this child again.
         raise NodeError("child execution %s (%s) paused: %s" % (child, path, what), "ChildPaused",
                         spent)
+    if child and result.get("status") == "paused":
+        raise NodeError("child execution %s (%s) was paused on its own (flowrun pause %s): "
+                        "`flowrun resume %s` finishes it; a resume of this execution runs it again"
+                        % (child, path, child, child), "SubWorkflow", spent)
     if child and err.get("type") == "CostLimit" and ctx.run is not None:
         # The child was refused a call by what this execution had left: so is this execution.
         ctx.run.fatal = True

@@ -6,9 +6,10 @@
 //! stdin. It runs the child through `flowrun_app::runner` as `flowrun run` does, recorded with
 //! `parent_id`, `relation: sub` and the node, and prints two JSON lines on stdout for the
 //! handler: `{"event": "started", "execution_id"}` once the child's row exists, and
-//! `{"event": "result", "execution_id", "status", "output", "error", "cost_usd"}` at the end (also when the
-//! child could not start: then `execution_id` is null). SIGTERM, SIGINT and SIGHUP (the parent
-//! being stopped) and `flowrun stop CHILD` stop the child; if this process is killed instead,
+//! `{"event": "result", "execution_id", "status", "output", "error", "cost_usd",
+//! "parent_pausing"}` at the end (also when the child could not start: then `execution_id` is
+//! null). SIGTERM, SIGINT and SIGHUP (the parent being stopped) and `flowrun stop CHILD` stop
+//! the child; if this process is killed instead,
 //! the child's lifeline closes and its shepherd ends the child's processes.
 
 use super::{Exit, open_store};
@@ -109,7 +110,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
                 .map_or(left, |own| own.min(left))
         }),
         mode: args.mode,
-        parent: Some((args.parent, Relation::Sub)),
+        parent: Some((args.parent.clone(), Relation::Sub)),
         sub: Some(SubCall {
             parent_node: args.node,
             item: args.item,
@@ -148,6 +149,13 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         .execution(&id)
         .ok()
         .and_then(|e| e.usage.cost_usd);
+    // Paused with its parent (whose resume runs it again), or on its own (`flowrun pause
+    // CHILD`): the parent's node fails then, and the child waits for its own resume.
+    let parent_pausing = o.status == ExecStatus::Paused
+        && store
+            .lock()
+            .execution(&args.parent)
+            .is_ok_and(|p| p.pause_requested_at.is_some());
     say(&json!({
         "event": "result",
         "execution_id": id,
@@ -155,6 +163,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         "output": o.output,
         "error": error,
         "cost_usd": cost,
+        "parent_pausing": parent_pausing,
     }));
     Ok(0)
 }

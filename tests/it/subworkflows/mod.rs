@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod pause;
+
 /// The child used by most tests: doubles `n`; fails for `n == fail_on` unless the file
 /// `trigger.ok_file` exists (so a resume after creating it succeeds).
 fn doubler() -> Value {
@@ -468,79 +470,6 @@ fn sub_workflows_nest_at_most_eight_deep() {
     assert_eq!(line["status"], "error");
     assert_eq!(line["error"]["type"], "DepthLimit");
     assert_eq!(line["execution_id"], Value::Null);
-}
-
-#[test]
-fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
-    let env = Env::new();
-    // A child that takes a while in its first node, so the pause comes while it runs.
-    put(
-        &env,
-        "kids/slow.json",
-        // Only the second call waits, and long enough for the pause to reach it on a busy
-        // machine.
-        &json!({"id": "slow", "nodes": [
-            {"id": "wait", "type": "code", "code":
-                "import time\nif trigger['n'] == 2:\n    time.sleep(3)\nreturn 1"},
-            {"id": "answer", "type": "code", "code": "return {'twice': 2 * trigger['n']}"}
-        ]}),
-    );
-    let parent = put(
-        &env,
-        "fan.json",
-        &json!({"id": "fan", "nodes": [
-            {"id": "each", "type": "workflow", "workflow": "./kids/slow.json",
-             "for_each": "{{ trigger.ns }}", "inputs": {"n": "{{ item }}"}},
-            {"id": "sum", "type": "code",
-             "code": "return sum(o['twice'] for o in nodes['each']['output'])"}
-        ]}),
-    );
-    let run = env
-        .command()
-        .args([
-            "run",
-            parent.to_str().unwrap(),
-            "--input",
-            r#"{"ns": [1, 2, 3]}"#,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Until the second child runs its first node.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let parent_id = loop {
-        assert!(Instant::now() < deadline, "the second child never started");
-        std::thread::sleep(Duration::from_millis(30));
-        if !env.db_path().exists() {
-            continue;
-        }
-        let Some(top) = std::panic::catch_unwind(|| top_level_ids(&env))
-            .ok()
-            .and_then(|ids| ids.first().cloned())
-        else {
-            continue;
-        };
-        if children(&env, &top).len() == 2 {
-            break top;
-        }
-    };
-    let out = env.cmd(["pause", &parent_id]);
-    assert_success(&out, "flowrun pause");
-    let run = run.wait_with_output().unwrap();
-    assert_eq!(run.status.code(), Some(75), "{}", describe(&run));
-    assert_eq!(env.execution(&parent_id).status, "paused");
-    let kids = children(&env, &parent_id);
-    let statuses: Vec<&str> = kids.iter().map(|k| k.3.as_str()).collect();
-    assert_eq!(statuses, ["success", "paused"], "the third never started");
-
-    let out = env.cmd(["resume", &parent_id]);
-    assert_success(&out, "resume");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
-    let resumed = top_level_ids(&env).pop().unwrap();
-    // Item 0's child is reused; items 1 and 2 run new children.
-    let kids: Vec<Option<i64>> = children(&env, &resumed).iter().map(|k| k.2).collect();
-    assert_eq!(kids, [Some(1), Some(2)]);
 }
 
 #[test]
