@@ -81,6 +81,10 @@ class _Run(object):
         self.scope = {"trigger": trigger, "nodes": self.results, "execution": execution}
         self.summaries = []
         self.last_output = None
+        # The output of the last node in the workflow's order that gave one, not of the last to
+        # finish: with nodes side by side, which that is depends on timing.
+        self.last_position = -1
+        self.positions = dict((n.get("id"), i) for i, n in enumerate(workflow.get("nodes") or ()))
         self.error = None
         self.fatal = False
         # Set when the run pauses (see 66_limits.py): the Paused error saying where.
@@ -130,8 +134,9 @@ class _Run(object):
             self.results[node_id] = {"output": output, "status": status, "error": error}
             self.summaries.append({"id": node_id, "status": status, "attempt": attempt,
                                    "duration_ms": round(duration, 3)})
-            if status in _OK_STATUSES:
-                self.last_output = output
+            position = self.positions.get(node_id, -1)
+            if status in _OK_STATUSES and position >= self.last_position:
+                self.last_output, self.last_position = output, position
 
     def fail(self, node, error):
         """A node failed for good: the execution stops unless it may continue. A node that

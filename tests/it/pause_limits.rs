@@ -364,6 +364,24 @@ fn a_sub_workflow_spends_from_its_parents_cost_limit() {
     );
 }
 
+/// Without an `output` field, nodes side by side give the output of the last in order, however
+/// they finish (it was the last to finish: a test's snapshot of it flaked).
+#[test]
+fn the_default_output_is_the_last_nodes_in_order_not_the_last_to_finish() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "side.json",
+        &json!({ "id": "side", "max_parallel": 2, "nodes": [
+           { "id": "slow", "type": "code", "code": "import time\ntime.sleep(0.3)\nreturn 'slow'" },
+           { "id": "quick", "type": "code", "code": "return 'quick'" }
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_success(&out, "run");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, json!("quick"));
+}
+
 #[test]
 fn the_workflow_output_field_gives_the_executions_output() {
     let env = Env::new();
