@@ -17,10 +17,13 @@ def _part_scope(run, **extra):
 
 
 def _items_error(failed, total):
-    first = failed[0]
+    # An item refused by the cost limit ends the execution as CostLimit, as a node would.
+    limited = [f for f in failed if f[1].get("type") == "CostLimit"]
+    first = (limited or failed)[0]
     message = "%d of %d items failed; item %d: %s: %s" % (
         len(failed), total, first[0], first[1].get("type"), first[1].get("message"))
-    return {"type": "ItemsFailed", "message": message, "traceback": first[1].get("traceback") or ""}
+    return {"type": "CostLimit" if limited else "ItemsFailed", "message": message,
+            "traceback": first[1].get("traceback") or ""}
 
 
 def _run_for_each(run, node):

@@ -290,6 +290,31 @@ fn no_llm_call_starts_past_the_cost_limit() {
     assert_eq!(server.requests().len(), 3);
 }
 
+/// Items past the limit: the execution's error is CostLimit, as for a node (it was ItemsFailed).
+#[test]
+fn items_refused_by_the_cost_limit_end_the_execution_as_cost_limit() {
+    let env = Env::new();
+    let server = priced_server();
+    let wf = env.write_workflow(
+        "items.json",
+        &json!({ "id": "items", "max_cost_usd": 0.08,
+            "connections": { "groq": { "env": "GROQ_API_KEY" } },
+            "nodes": [{ "id": "ask", "type": "llm", "provider": "groq",
+                "model": "llama-3.1-8b-instant", "connection": "groq", "for_each": [1, 2, 3],
+                "messages": [ { "role": "user", "content": "hi {{ item }}" } ] }] }),
+    );
+    let base = server.url("/openai/v1");
+    let envs = [
+        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
+    ];
+    let out = env.run_with(&wf, "{}", &envs, &[]);
+    assert_code(&out, 1, "items past the limit");
+    assert_eq!(server.requests().len(), 2, "{}", describe(&out));
+    let err = env.execution(&env.only_execution_id()).error.unwrap();
+    assert_eq!(err["type"], "CostLimit", "{err}");
+}
+
 /// A sub-workflow spends from its parent's budget: it runs with what is left as its limit, and
 /// what it spent counts in the parent's total (a child with three $0.05 calls under a parent's
 /// $0.08 made all three, and the parent went on).
