@@ -43,8 +43,9 @@
 #                                        (it then calls render() itself)
 #   ctx.id, ctx.node (the WORKFLOW node dict), ctx.attempt, ctx.scope
 #   ({"trigger", "nodes", "execution"}, plus "item"/"index" in a for_each
-#   node and "iteration"/"previous" in a repeat node), ctx.input (what node_end records as
-#   "input"; defaults to the rendered params, a handler may replace it),
+#   node and "iteration"/"previous" in a repeat node), ctx.input (the node's recorded
+#   "input", sent as `node_input` when set; defaults to the rendered params, a handler may
+#   replace it: assign a whole value, since changing it in place is seen only at node_end),
 #   ctx.log(*args, level="info"), ctx.timeout_ms, ctx.dep_outputs()
 #   render(value, scope, lenient=False)  evaluate templates inside value
 #   to_text(value)                       text form used for interpolation

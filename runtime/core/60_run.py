@@ -2,6 +2,11 @@
 # runtime/core/60_run.py: running the nodes
 # ---------------------------------------------------------------------------
 
+# The node types that may take a while, whose input is sent as soon as it is known
+# (`node_input`) rather than only with their end: what a reader of a hung node needs.
+_EARLY_INPUT = ("code", "command", "http_request", "llm", "agent", "workflow", "delay")
+
+
 class _Ctx(object):
     """What a handler gets besides its params."""
 
@@ -10,11 +15,24 @@ class _Ctx(object):
         self.id = node.get("id")
         self.scope = scope
         self.attempt = attempt
-        self.input = None
+        self._input = None
         self.timeout_ms = node.get("timeout_ms")
         # What a call spent when its output does not say (a sub-workflow's): {"cost_usd": x}.
         self.spent = None
         self.run = None
+        self.part = None
+
+    @property
+    def input(self):
+        return self._input
+
+    @input.setter
+    def input(self, value):
+        # Recorded as soon as it is known, not only at the node's end: the input of a node that
+        # hangs, times out or is stopped is what its reader needs most.
+        self._input = value
+        if value is not None and self.run is not None and self.node.get("type") in _EARLY_INPUT:
+            self.run.node_input(self.id, self.attempt, self.part, value)
 
     def log(self, *args, **kwargs):
         level = kwargs.pop("level", "info")
@@ -107,6 +125,14 @@ class _Run(object):
         # they are attributed line by line instead (see _NodeOutput), so the mark says none.
         mark = b"at -" if _STATE.by_thread else b"at " + _encode(node_id)
         _emit_event(fields, mark)
+
+    def node_input(self, node_id, attempt, part, value):
+        """`node_input`: what a running node (attempt, item or iteration) was given."""
+        fields = [("event", '"node_input"'), ("node", _dumps(node_id)),
+                  ("attempt", str(int(attempt))), ("input", _payload(value))]
+        if part is not None:
+            fields.append((part[0], str(int(part[1]))))
+        _emit_event(fields)
 
     def node_end(self, node_id, status, attempt, duration, input_, output, error, extra=None,
                  part=None):
@@ -214,7 +240,7 @@ class _Run(object):
             else:
                 self.node_start(nid, attempt, part)
             ctx = _Ctx(node, scope, attempt)
-            ctx.run = self
+            ctx.run, ctx.part = self, part
             _OUTPUT_OWNER.node = nid
             _OUTPUT_OWNER.part = part
             t0 = time.perf_counter()
@@ -229,7 +255,10 @@ class _Run(object):
                 params = node.get("params") or {}
                 if not getattr(handler, "raw_params", False):
                     params = render(params, scope)
-                    ctx.input = params
+                    if getattr(handler, "own_input", False):
+                        ctx._input = params  # the handler says what its input is, and sends it
+                    else:
+                        ctx.input = params
                 if mock is not None:
                     output = _mock_outcome(mock, attempt)
                 else:

@@ -475,8 +475,9 @@ def node_agent(ctx, params):
     if os.sep in argv[0]:
         argv[0] = os.path.abspath(argv[0])  # relative to the run's directory, not the node's cwd
     cwd = to_text(params["cwd"]) if params.get("cwd") else None
-    ctx.input = dict((k, v) for k, v in params.items() if k not in ("prices", "hidden_env"))
-    ctx.input["argv"] = argv if stdin_text is not None else argv[:-1] + ["--prompt=…"]
+    shown = dict((k, v) for k, v in params.items() if k not in ("prices", "hidden_env"))
+    shown["argv"] = argv if stdin_text is not None else argv[:-1] + ["--prompt=…"]
+    ctx.input = shown
     run = _AgentRun(agent, to_text(params["model"]) if params.get("model") else None)
     feed = _AGENT_FEED[agent]
 
@@ -588,4 +589,5 @@ def node_agent(ctx, params):
             "duration_ms": duration_ms, "exit_code": code}
 
 
+node_agent.own_input = True  # sets ctx.input itself
 HANDLERS["agent"] = node_agent

@@ -195,4 +195,5 @@ def _code_leave_dir():
             cv.notify_all()
 
 
+node_code.own_input = True  # sets ctx.input itself
 HANDLERS["code"] = node_code

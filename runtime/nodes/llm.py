@@ -289,4 +289,5 @@ def node_llm(ctx, params):
             "usage": {"input_tokens": in_tok, "output_tokens": out_tok}, "cost_usd": cost}
 
 
+node_llm.own_input = True  # sets ctx.input itself
 HANDLERS["llm"] = node_llm

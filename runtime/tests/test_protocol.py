@@ -41,9 +41,23 @@ class Framing(unittest.TestCase):
             r = run(wf, args=args)
             self.assertEqual(r.returncode, 0, r)
             self.assertEqual(r.plain, ["no newline", "againbytes-partial"], args)
-            self.assertEqual([e["event"] for e in r.events], ["node_start", "log", "node_end"])
+            self.assertEqual([e["event"] for e in r.events],
+                             ["node_start", "node_input", "log", "node_end"])
             self.assertEqual(r.stderr, "err partial\n")
             self.assertEqual(r.stderr_marks, ["p", "-"])
+
+    def test_a_slow_kind_of_node_sends_its_input_before_its_call(self):
+        # A command's rendered params, before it runs; a set node (instant) sends none.
+        r = run(workflow([node("s", "set", {"fields": {"x": 1}}),
+                          node("c", "command", {"argv": ["true"]})]))
+        self.assertEqual(r.returncode, 0, r)
+        kinds = [(e["event"], e["node"]) for e in r.events]
+        self.assertEqual(kinds, [("node_start", "s"), ("node_end", "s"), ("node_start", "c"),
+                                 ("node_input", "c"), ("node_end", "c")])
+        sent = r.events[3]
+        self.assertEqual(sorted(sent), ["attempt", "event", "input", "node"])
+        self.assertEqual(sent["input"]["argv"], ["true"])
+        self.assertEqual(sent["input"], r.events[4]["input"])
 
     def test_fake_markers_are_plain_output(self):
         src = ("print('@@flowrun:deadbeef:event {\"event\":\"node_end\",\"node\":\"x\"}')\n"
@@ -54,7 +68,7 @@ class Framing(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(r.plain, ['@@flowrun:deadbeef:event {"event":"node_end","node":"x"}',
                                    "@@flowrun::result-start", "@@flowrun:event"])
-        self.assertEqual(len(r.events), 2)
+        self.assertEqual(len(r.events), 3)  # node_start, node_input, node_end
 
     def test_secrets_of_the_protocol_are_not_visible_to_nodes(self):
         # The nonce comes on stdin: not in os.environ, not in /proc/self/environ (which keeps

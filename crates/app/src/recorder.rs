@@ -187,6 +187,14 @@ impl Sink for Recorder {
         })));
     }
 
+    fn node_input(&mut self, node: &str, part: Option<flowrun_events::Part>, input: &Value) {
+        self.pending.push(Write::NodeInput {
+            node_id: node.to_string(),
+            part,
+            input: input.clone(),
+        });
+    }
+
     fn event(&mut self, env: &Envelope) {
         if let Event::NodeStart {
             node,

@@ -53,6 +53,17 @@ pub(crate) enum ChildEvent {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// What a running node (attempt, item or iteration) was given, as soon as it is known.
+    NodeInput {
+        node: String,
+        #[serde(default)]
+        attempt: u32,
+        input: Value,
+        #[serde(default)]
+        item: Option<u32>,
+        #[serde(default)]
+        iteration: Option<u32>,
+    },
     /// Text of a streamed answer as it arrives (an `llm` node with `stream: true`).
     NodeDelta {
         node: String,
@@ -106,6 +117,7 @@ pub(crate) fn redacted(mut ev: ChildEvent, r: &Redactor) -> ChildEvent {
                 r.error(e);
             }
         }
+        ChildEvent::NodeInput { input, .. } => r.value(input),
         ChildEvent::Log { message, .. } => *message = r.string(std::mem::take(message)),
         // Redacted when sent (`send_delta`): a secret may be split across deltas.
         ChildEvent::NodeStart { .. } | ChildEvent::NodeDelta { .. } => {}
@@ -135,6 +147,8 @@ pub(crate) struct Running {
     pub(crate) started_at: i64,
     /// When the runner ends the execution if it is still running.
     pub(crate) deadline: Option<Instant>,
+    /// What it was given (`node_input`): recorded with it if the runner has to end it.
+    pub(crate) input: Option<Value>,
 }
 
 impl State<'_> {
@@ -184,6 +198,7 @@ impl State<'_> {
                     attempt,
                     started_at: now_ms(),
                     deadline: self.deadline(&node, part),
+                    input: None,
                 };
                 self.running.insert((node.clone(), part), running);
                 self.emit(Event::NodeStart {
@@ -244,6 +259,28 @@ impl State<'_> {
                     reason,
                 };
                 self.end_node(detail, retrying);
+            }
+            ChildEvent::NodeInput {
+                node,
+                attempt,
+                input,
+                item,
+                iteration,
+            } => {
+                let part = Part::from_fields(item, iteration);
+                let Some(r) = self
+                    .running
+                    .get_mut(&(node.clone(), part))
+                    .filter(|r| r.attempt == attempt)
+                else {
+                    self.protocol_error(format!(
+                        "node_input of '{node}' attempt {attempt}, which is not running: ignored"
+                    ));
+                    return;
+                };
+                r.input = Some(input);
+                let input = r.input.as_ref().expect("just set");
+                self.sink.node_input(&node, part, input);
             }
             ChildEvent::NodeDelta {
                 node,
@@ -341,7 +378,7 @@ impl State<'_> {
                 duration_ms: (ts - r.started_at) as f64,
                 started_at: Some(r.started_at),
                 finished_at: ts,
-                input: None,
+                input: r.input,
                 output: None,
                 error: Some(error),
                 from_execution: None,

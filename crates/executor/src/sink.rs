@@ -30,6 +30,9 @@ pub trait Sink: Send {
     fn spawned(&mut self, _info: &ProcessInfo) {}
     /// Full input/output of a node attempt, just before its `node_end` event.
     fn node_detail(&mut self, _detail: &NodeDetail) {}
+    /// What a running node (or item or iteration: `part`) was given, for the store: its row
+    /// shows it while it runs, and keeps it if the runner has to end it. No event.
+    fn node_input(&mut self, _node: &str, _part: Option<Part>, _input: &Value) {}
     fn event(&mut self, envelope: &Envelope);
     /// A `node_delta` (streamed text of a running node): for live viewers only, never stored.
     /// Its `seq` is that of the last event before it.
@@ -55,6 +58,11 @@ impl Sink for Fanout<'_> {
     }
     fn node_detail(&mut self, d: &NodeDetail) {
         self.0.iter_mut().for_each(|s| s.node_detail(d));
+    }
+    fn node_input(&mut self, node: &str, part: Option<Part>, input: &Value) {
+        self.0
+            .iter_mut()
+            .for_each(|s| s.node_input(node, part, input));
     }
     fn event(&mut self, e: &Envelope) {
         self.0.iter_mut().for_each(|s| s.event(e));

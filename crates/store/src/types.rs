@@ -176,6 +176,12 @@ pub enum Write {
         started_at: i64,
     },
     NodeFinished(Box<NodeRow>),
+    /// What a running node (or item or iteration) was given; written only while it runs.
+    NodeInput {
+        node_id: String,
+        part: Option<Part>,
+        input: Value,
+    },
 }
 
 /// What is left open of an execution whose runner cannot end it (see [`crate::Store::end_abandoned`]).

@@ -118,6 +118,10 @@ impl Store {
                     output = excluded.output, error = excluded.error, from_execution = excluded.from_execution,
                     reason = excluded.reason",
             )?;
+            let mut input = tx.prepare_cached(
+                "UPDATE node_executions SET input = ?4
+                 WHERE execution_id = ?1 AND node_id = ?2 AND part = ?3 AND status = 'running'",
+            )?;
             let mut last_seq = None;
             for w in writes {
                 match w {
@@ -146,6 +150,18 @@ impl Store {
                             started_at,
                             part_number(*part),
                             part.map(Part::kind),
+                        ])?;
+                    }
+                    Write::NodeInput {
+                        node_id,
+                        part,
+                        input: value,
+                    } => {
+                        input.execute(params![
+                            execution_id,
+                            node_id,
+                            part_number(*part),
+                            this(value)
                         ])?;
                     }
                     Write::NodeFinished(n) => {

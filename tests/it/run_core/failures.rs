@@ -250,3 +250,56 @@ fn missing_interpreter_is_an_environment_error() {
     );
     assert_eq!(env.execution_count(), 0);
 }
+
+/// A node's input is in its row while it runs, and stays when the runner ends it (a timeout):
+/// it was written only with the node's end, so the node a reader most needed to see (one that
+/// hangs) showed no input, in `show`, the API and the page alike.
+#[test]
+fn a_running_or_timed_out_node_shows_what_it_was_given() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "hang.json",
+        &json!({"id": "hang", "nodes": [
+            {"id": "wait", "type": "command", "argv": ["sleep", "{{ trigger.secs }}"]}]}),
+    );
+    let run = env
+        .command()
+        .args(["run", wf.to_str().unwrap(), "--input", r#"{"secs": "30"}"#])
+        .args(["--timeout-ms", "4000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let argv = json!(["sleep", "30"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no input while it ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let Ok(db) = std::panic::catch_unwind(|| env.db()) else {
+            continue;
+        };
+        let row: Option<(String, Option<String>)> = db
+            .query_row(
+                "SELECT status, input FROM node_executions WHERE node_id = 'wait'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        if let Some((status, Some(input))) = row {
+            assert_eq!(status, "running");
+            let input: serde_json::Value = serde_json::from_str(&input).unwrap();
+            assert_eq!(input["argv"], argv, "{input}");
+            break;
+        }
+    }
+    let out = run.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let id = env.only_execution_id();
+    assert_eq!(env.execution(&id).status, "timeout");
+    let node = env.node(&id, "wait");
+    assert_eq!(node.status, "timeout");
+    assert_eq!(node.input.expect("the input kept")["argv"], argv);
+}
