@@ -165,8 +165,17 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let prepared = runner::prepare(&source, trigger, opts).map_err(|e| {
         let input_error = matches!(e, RunError::Input(_));
         let mut x = exit::run_error(e);
-        if let (true, Some(what)) = (input_error, what) {
-            x.message = format!("{what}: {}", x.message);
+        match (input_error, what) {
+            (true, Some(what)) => x.message = format!("{what}: {}", x.message),
+            // Nothing given: say how, rather than leave the reader with what is missing.
+            (true, None) => {
+                x.message = format!(
+                    "{}\nhint: no trigger data was given: pass it with --input '{{\"name\": …}}' or --input-file FILE (`flowrun validate {}` lists the inputs)",
+                    x.message,
+                    args.file.display()
+                )
+            }
+            _ => {}
         }
         x
     })?;

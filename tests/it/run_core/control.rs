@@ -208,6 +208,14 @@ fn invalid_input_fails_before_anything_runs() {
     assert_code(&out, 2, "run with a missing field");
     assert!(stderr(&out).contains("marker"), "{}", describe(&out));
     assert_eq!(env.execution_count(), 0);
+    // No trigger data at all: the message says how to give it.
+    let out = env.cmd(["run", wf.to_str().unwrap()]);
+    assert_code(&out, 2, "run without input");
+    assert!(
+        stderr(&out).contains("no trigger data was given: pass it with --input"),
+        "{}",
+        describe(&out)
+    );
 
     // Valid input runs.
     let out = env.run(&wf, &json!({"count": 2, "marker": marker}).to_string(), &[]);

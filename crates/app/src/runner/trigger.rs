@@ -62,7 +62,17 @@ fn parse_text(text: &[u8]) -> Result<Value, InputError> {
     if text.trim_ascii().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    parse_bounded(text, MAX_DEPTH).map_err(not_json)
+    parse_bounded(text, MAX_DEPTH).map_err(|e| {
+        // {'name': 'Ada'}: a Python dict, or a shell's quotes the wrong way round.
+        let single = text.iter().position(|&b| b == b'\'');
+        let double = text.iter().position(|&b| b == b'"');
+        match single {
+            Some(s) if double.is_none_or(|d| s < d) => not_json(format!(
+                "{e} (JSON takes double quotes: '{{\"name\": \"Ada\"}}')"
+            )),
+            _ => not_json(e),
+        }
+    })
 }
 
 /// Applies the schema (if any) and produces the bytes for the child, serializing at most once.
@@ -144,6 +154,10 @@ mod tests {
     fn bad_or_deep_text_is_an_input_error() {
         let e = check(None, Trigger::Text(b"{\"a\": ".to_vec())).unwrap_err();
         assert!(e.to_string().contains("not valid JSON"), "{e}");
+        assert!(!e.to_string().contains("double quotes"), "{e}");
+        // Python's quotes: said so.
+        let e = check(None, Trigger::Text(b"{'name': 'Ada'}".to_vec())).unwrap_err();
+        assert!(e.to_string().contains("JSON takes double quotes"), "{e}");
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         let e = check(None, Trigger::Text(deep.into_bytes())).unwrap_err();
         assert!(e.to_string().contains("nested more than"), "{e}");
