@@ -322,6 +322,8 @@ const scenarios = {
     await kb.type(config.token);
     await kb.press("Enter");
     await page.waitForSelector("#workflows li button");
+    // The token is confirmed (the field it was typed in empties).
+    await page.waitForFunction(() => document.querySelector("#message").textContent.startsWith("Connected"));
     await tabTo((f) => typeof f === "string" && f.startsWith("Greeter"));
     await kb.press("Enter");
     // The form's first field has the focus.
@@ -417,7 +419,8 @@ const scenarios = {
     await page.click("#save-token");
     // The new server recovered the execution of the dead one: interrupted.
     await waitStatus(page, "interrupted");
-    check((await text(page, "#message")) === "", "the message is gone");
+    // "Connected", then nothing: the lost-token message is gone.
+    await page.waitForFunction(() => document.querySelector("#message").textContent === "", null, { timeout: 10000 });
     await b.close();
   },
 

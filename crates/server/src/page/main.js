@@ -1,6 +1,6 @@
 // ---- start: the token, the features, the lists ----
 
-async function start() {
+async function start(given) {
   if (!token()) {
     say("paste the token from the token file that `flowrun serve` printed", false);
     return;
@@ -8,6 +8,11 @@ async function start() {
   say("", false);
   const info = await api("GET", "/api");
   if (info.status === 200) state.features = (info.body && info.body.features) || {};
+  // A token just given is confirmed (the field empties either way), for a few seconds.
+  if (given && info.status === 200) {
+    say("Connected: the token works.", false);
+    setTimeout(() => { if ($("message").textContent.startsWith("Connected")) say("", false); }, 3000);
+  }
   loadWorkflows();
   loadHistory(false);
   followFeed();
@@ -19,7 +24,7 @@ $("token-form").addEventListener("submit", (e) => {
   if (t) sessionStorage.setItem(TOKEN_KEY, t);
   state.tokenWorked = false;
   $("token").value = "";
-  start();
+  start(true);
   if (current && current.needsToken) follow(current.id);
 });
 $("forget-token").addEventListener("click", () => {
