@@ -5,7 +5,7 @@ use super::text::{clean, clean_line, json_line, json_pretty};
 use super::timefmt;
 use super::{Exit, open_store};
 use clap::Args;
-use flowrun_events::{ExecStatus, now_ms};
+use flowrun_events::{ExecStatus, NodeStatus, now_ms};
 use flowrun_store::{Execution, HistoryFilter, NodeRow};
 use serde_json::Value;
 use std::path::Path;
@@ -156,7 +156,10 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             e.id,
             clean_line(&e.workflow_id),
             e.status.as_str(),
-            e.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+            e.duration_ms
+                .map(duration)
+                .or_else(|| running_for(e.status, e.started_at, now))
+                .unwrap_or_else(|| "-".into()),
             timefmt::utc(e.started_at),
             timefmt::ago(e.started_at, now),
         );
@@ -280,6 +283,12 @@ fn print_parts(parts: &[&NodeRow]) {
     }
 }
 
+/// How long a running execution has run so far, ending `…` (not its duration yet).
+fn running_for(status: ExecStatus, started_at: i64, now: i64) -> Option<String> {
+    (status == ExecStatus::Running)
+        .then(|| format!("{}…", duration((now - started_at).max(0) as f64)))
+}
+
 fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
     let mut head = format!(
         "{} {}  {}",
@@ -292,6 +301,11 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
     }
     if let Some(d) = n.duration_ms {
         head.push_str(&format!("  {}", duration(d)));
+    } else if let (NodeStatus::Running, Some(at)) = (n.status, n.started_at) {
+        head.push_str(&format!(
+            "  for {}",
+            duration((now_ms() - at).max(0) as f64)
+        ));
     }
     if let Some(l) = label {
         head.push_str(&format!("  · {}", clean_line(l)));
@@ -357,6 +371,8 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         timefmt::utc(e.started_at),
         e.duration_ms
             .map(|d| format!(", took {}", duration(d)))
+            .or_else(|| running_for(e.status, e.started_at, now_ms())
+                .map(|d| format!(", running for {d}")))
             .unwrap_or_default()
     );
     if let Some(f) = &e.source_file {

@@ -295,9 +295,21 @@ fn a_running_or_timed_out_node_shows_what_it_was_given() {
             break;
         }
     }
+    // And how long it has run so far, in show and history (it said only "running" and "-").
+    let id = env.only_execution_id();
+    let shown = stdout(&env.cmd(["show", &id]));
+    assert!(shown.contains(", running for "), "{shown}");
+    assert!(shown.contains("wait  running  for "), "{shown}");
+    assert!(shown.contains("\"sleep\""), "the input in show: {shown}");
+    let listed = stdout(&env.cmd(["history"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(" running ") && l.contains("…")),
+        "{listed}"
+    );
     let out = run.wait_with_output().unwrap();
     assert!(!out.status.success());
-    let id = env.only_execution_id();
     assert_eq!(env.execution(&id).status, "timeout");
     let node = env.node(&id, "wait");
     assert_eq!(node.status, "timeout");
