@@ -70,7 +70,7 @@ pub fn validate(files: &[PathBuf], json: bool) -> Result<i32, Exit> {
             continue;
         }
         match result {
-            Ok((source, plan)) => println!("{}", super::text::clean(&summary(&source, &plan))),
+            Ok((source, plan)) => println!("{}", super::text::clean_line(&summary(&source, &plan))),
             Err(d) => eprintln!("error: {}", super::text::clean(&d.to_string())),
         }
     }

@@ -257,6 +257,13 @@ fn several_files_each_get_their_result() {
     assert!(err.contains("error: nope.yaml: cannot read"), "{err}");
     let out = env.cmd(["validate", "good.json", "good.json"]);
     assert_success(&out, "validate of valid files");
+    // One line a file, whatever its name holds (a newline in a name made it two).
+    let mut named = one_node("a");
+    named["name"] = json!("two\nlines");
+    env.write_workflow("named.json", &named);
+    let out = env.cmd(["validate", "named.json"]);
+    assert_success(&out, "validate of a name with a newline");
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", describe(&out));
 }
 
 #[test]
