@@ -139,8 +139,10 @@ def node_command(ctx, params):
     except (PermissionError, NotADirectoryError, OSError) as e:
         raise NodeError("command: cannot run %s: %s" % (to_text(args if shell else args[0]), e), type(e).__name__)
     deadline = time.monotonic() + timeout_ms / 1000.0
+    exited = None
     try:
         out, err, out_cut, err_cut, timed_out = _command_collect(proc, stdin_bytes, limit, deadline)
+        exited = proc.poll()
     finally:
         if proc.poll() is None:
             try:
@@ -150,6 +152,11 @@ def node_command(ctx, params):
                 proc.kill()
                 proc.wait()
                 timed_out = True
+    if timed_out and exited is not None:
+        # The command ended, but something it started in the background kept its output open.
+        raise NodeError("command exited (status %d), but its stdout or stderr was still open "
+                        "after %d ms: a process it left running holds it (redirect what runs in "
+                        "the background: `cmd > /dev/null 2>&1 &`)" % (exited, timeout_ms), "Timeout")
     if timed_out:
         raise NodeError("command timed out after %d ms and was killed" % timeout_ms, "Timeout")
     result = {"exit_code": proc.returncode,

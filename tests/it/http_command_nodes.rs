@@ -428,6 +428,25 @@ fn command_missing_cwd_is_a_clear_error() {
     );
 }
 
+/// A command that exits at once but leaves a process holding its output: the message says so,
+/// where it said the command "timed out and was killed".
+#[test]
+fn a_command_whose_background_process_holds_its_output_says_so() {
+    let env = Env::new();
+    let (out, _, row) = run_node(
+        &env,
+        json!({ "id": "cmd", "type": "command", "shell": true, "timeout_ms": 1000,
+                "command": "sleep 30 & echo started" }),
+        "{}",
+    );
+    assert_code(&out, 1, "run");
+    let message = row.error_message();
+    assert!(
+        message.contains("command exited (status 0), but its stdout or stderr was still open"),
+        "{message}"
+    );
+}
+
 #[test]
 fn command_shell_line_env_and_stdin() {
     let env = Env::new();
