@@ -450,8 +450,18 @@ const scenarios = {
     }
     const current = await page.evaluate(() => [...document.querySelectorAll("#workflows button[aria-current=true]")].map((x) => x.textContent));
     check(current.length === 1 && current[0].startsWith(long.slice(0, 40)), "the selected workflow is aria-current: " + JSON.stringify(current));
+    // An output too large to store: its node panel shows the text kept, not the marker.
+    await selectWorkflow(page, "Big");
+    await page.click("#run-button");
+    await page.waitForFunction(() => document.querySelector("#ex-title").textContent === "Big");
+    await waitStatus(page, "success");
+    await page.click("#nodes li:nth-child(1) button.open");
+    await page.waitForFunction(() => document.querySelector("#panel-output").textContent.startsWith('{"rows":[{"i":0'));
+    check(!(await text(page, "#panel-output")).includes("$flowrun_truncated"), "the marker itself is not shown");
+    check((await text(page, "#panel-truncated")).includes("bytes"), "the note says how large it was");
+    await page.keyboard.press("Escape");
     // The option is there (selectOption throws otherwise), and filters: nothing here paused.
-    await page.waitForFunction(() => document.querySelector("#history-count").textContent === "showing 1 of 1");
+    await page.waitForFunction(() => document.querySelector("#history-count").textContent === "showing 2 of 2");
     await page.selectOption("#f-status", "paused");
     await page.waitForFunction(() => document.querySelector("#history-count").textContent === "showing 0 of 0");
     check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));

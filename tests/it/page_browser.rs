@@ -202,6 +202,8 @@ fn keyboard_only_from_load_to_result() {
     run("keyboard", config(&s), &w.tmp_dir());
 }
 
+/// Also: an output too large to store shows, in its node panel, the text the store kept (not
+/// that text escaped inside the truncation marker).
 #[test]
 fn a_long_unbroken_workflow_name_never_widens_the_page() {
     let w = world();
@@ -211,6 +213,11 @@ fn a_long_unbroken_workflow_name_never_widens_the_page() {
         &json!({"id": "long", "name": long, "inputs": {"type": "object", "required": ["v"],
                 "properties": {"v": {"type": "string"}}},
             "nodes": [{"id": "say", "type": "template", "template": "{{ trigger.v }}"}]}),
+    );
+    w.save(
+        "big.json",
+        &json!({"id": "big", "name": "Big", "nodes": [{"id": "rows", "type": "code",
+            "code": "return {'rows': [{'i': i, 'text': 'x' * 100} for i in range(15000)]}"}]}),
     );
     let s = w.serve(&[]);
     let mut c = config(&s);

@@ -95,6 +95,12 @@ function isTruncated(v) {
   return v !== null && typeof v === "object" && v["$flowrun_truncated"] === true;
 }
 
+// A value to read: pretty JSON, or for a truncation marker the text it kept (itself JSON, cut),
+// not the marker with that text escaped inside it.
+function shownValue(v) {
+  return isTruncated(v) ? String(v.preview || "") + " …" : pretty(v);
+}
+
 function truncatedNote(v) {
   return "This output was " + v.bytes + " bytes, more than the store keeps per field; only its first characters are kept (the preview below). The node itself received the whole value.";
 }

@@ -350,11 +350,11 @@ function fillPanel(exec, node) {
   const meta = [status, rec && rec.attempt > 1 ? "attempt " + rec.attempt : "", rec && typeof rec.duration_ms === "number" ? formatMs(rec.duration_ms) : "", row && row.type ? row.type : ""];
   $("panel-meta").textContent = meta.filter(Boolean).join(" · ");
   const waiting = status === "pending" ? "(not started yet)" : status === "running" ? "(running…)" : "(none)";
-  $("panel-input").textContent = rec && rec.input !== null && rec.input !== undefined ? pretty(rec.input) : waiting;
+  $("panel-input").textContent = rec && rec.input !== null && rec.input !== undefined ? shownValue(rec.input) : waiting;
   const out = rec ? rec.output : undefined;
   show($("panel-truncated"), isTruncated(out));
   $("panel-truncated").textContent = isTruncated(out) ? truncatedNote(out) : "";
-  $("panel-output").textContent = out !== null && out !== undefined ? pretty(out) : waiting;
+  $("panel-output").textContent = out !== null && out !== undefined ? shownValue(out) : waiting;
   const e = rec && rec.error;
   show($("panel-error-box"), !!e);
   $("panel-error").textContent = e ? (e.type ? e.type + ": " : "") + (e.message || "") : "";
