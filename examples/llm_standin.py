@@ -3,7 +3,7 @@
 for trying workflows without a key or network:
 
     python3 examples/llm_standin.py 8999 &
-    FLOWRUN_GROQ_BASE_URL=http://127.0.0.1:8999/openai/v1 GROQ_API_KEY=test \\
+    FLOWRUN_GROQ_BASE_URL=http://127.0.0.1:8999/openai/v1 GROQ_API_KEY=gsk-stand-in-key \\
         flowrun run examples/http-to-groq.json --input '{"query": "hi"}'
 
 It answers every chat request by echoing the last user message, with made-up token counts.
