@@ -28,8 +28,8 @@ pub struct RunArgs {
 /// What every command that starts an execution (`run`, `rerun`, `resume`) takes.
 #[derive(Args, Debug)]
 pub struct ExecArgs {
-    /// Trigger data as JSON.
-    #[arg(long, value_name = "JSON", conflicts_with = "input_file")]
+    /// Trigger data as JSON (`-i`).
+    #[arg(short, long, value_name = "JSON", conflicts_with = "input_file")]
     pub input: Option<String>,
     /// Trigger data from a JSON file, or `-` to read it from stdin (only then is stdin read).
     #[arg(long, value_name = "FILE")]

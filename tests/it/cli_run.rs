@@ -86,6 +86,10 @@ fn input_file_dash_reads_the_trigger_from_stdin() {
     );
     assert_success(&out, "run --input-file -");
     assert_eq!(stdout(&out), "{\"from\":\"stdin\"}\n");
+    // -i is --input.
+    let out = env.cmd(["run", wf.to_str().unwrap(), "-i", r#"{"from": "-i"}"#]);
+    assert_success(&out, "run -i");
+    assert_eq!(stdout(&out), "{\"from\":\"-i\"}\n");
 }
 
 #[test]
