@@ -254,6 +254,25 @@ mod tests {
         flowrun_codegen::compile(&source).unwrap()
     }
 
+    /// A resume of execution e1, recorded as `rows` of `old`, with `new` and `pins`, nothing
+    /// else changed.
+    fn resumed(
+        rows: &[NodeRow],
+        old: &Value,
+        new: &Value,
+        pins: &BTreeMap<String, Pin>,
+    ) -> ResumePlan {
+        plan_resume(
+            "e1",
+            rows,
+            old,
+            &plan_of(new),
+            new,
+            pins,
+            &SinceThen::default(),
+        )
+    }
+
     fn row(id: &str, status: NodeStatus, output: Option<Value>) -> NodeRow {
         NodeRow {
             node_id: id.into(),
@@ -284,15 +303,7 @@ mod tests {
     fn reuses_what_succeeded_and_reruns_the_failed_node_and_what_follows_it() {
         let def = definition();
         let rows = [ok("t"), ok("a"), row("b", NodeStatus::Error, None), ok("d")];
-        let p = plan_resume(
-            "e1",
-            &rows,
-            &def,
-            &plan_of(&def),
-            &def,
-            &BTreeMap::new(),
-            &SinceThen::default(),
-        );
+        let p = resumed(&rows, &def, &def, &BTreeMap::new());
         assert_eq!(
             reasons(&p),
             [
@@ -312,15 +323,7 @@ mod tests {
         let mut new = definition();
         new["nodes"][2]["fields"]["y2"] = json!("extra");
         let rows = [ok("t"), ok("a"), ok("b"), ok("c"), ok("d")];
-        let p = plan_resume(
-            "e1",
-            &rows,
-            &old,
-            &plan_of(&new),
-            &new,
-            &BTreeMap::new(),
-            &SinceThen::default(),
-        );
+        let p = resumed(&rows, &old, &new, &BTreeMap::new());
         assert_eq!(
             reasons(&p),
             [("b", &Rerun::Changed), ("c", &Rerun::Upstream("b".into()))]
@@ -360,15 +363,7 @@ mod tests {
             ok("d"),
         ];
         let pins = BTreeMap::from([("d".to_string(), Pin::pinned(json!({"new": true})))]);
-        let p = plan_resume(
-            "e1",
-            &rows,
-            &def,
-            &plan_of(&def),
-            &def,
-            &pins,
-            &SinceThen::default(),
-        );
+        let p = resumed(&rows, &def, &def, &pins);
         assert_eq!(
             reasons(&p),
             [
@@ -405,41 +400,17 @@ mod tests {
     fn a_for_each_keeps_its_good_items_only_while_its_list_cannot_have_changed() {
         let (def, rows) = items_case();
         let none = BTreeMap::new();
-        let p = plan_resume(
-            "e1",
-            &rows,
-            &def,
-            &plan_of(&def),
-            &def,
-            &none,
-            &SinceThen::default(),
-        );
+        let p = resumed(&rows, &def, &def, &none);
         let kept: Vec<usize> = p.items["each"].keys().copied().collect();
         assert_eq!(kept, [0, 2]);
         // The node that makes the list changed: items are matched by index, so none is kept.
         let mut new = def.clone();
         new["nodes"][0]["code"] = json!("return ['x', 'y', 'z']");
-        let p = plan_resume(
-            "e1",
-            &rows,
-            &def,
-            &plan_of(&new),
-            &new,
-            &none,
-            &SinceThen::default(),
-        );
+        let p = resumed(&rows, &def, &new, &none);
         assert!(p.items.is_empty(), "{:?}", p.items);
         // Pinned to another list: the same.
         let pins = BTreeMap::from([("mk".to_string(), Pin::pinned(json!(["x", "y", "z"])))]);
-        let p = plan_resume(
-            "e1",
-            &rows,
-            &def,
-            &plan_of(&def),
-            &def,
-            &pins,
-            &SinceThen::default(),
-        );
+        let p = resumed(&rows, &def, &def, &pins);
         assert!(p.items.is_empty(), "{:?}", p.items);
     }
 }
