@@ -109,6 +109,9 @@ class _Run(object):
         self.paused = None
         self.cost_usd = 0.0
         self.cost_warned = False
+        # Held by sub-workflows running now (66_limits.py, _cost_reserve): what each may spend.
+        self.cost_reserved = 0.0
+        self.children_running = 0
         try:
             self.max_parallel = max(1, int(workflow.get("max_parallel") or 1))
         except (TypeError, ValueError):

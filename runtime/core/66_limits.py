@@ -84,15 +84,35 @@ def _cost_limit(run, node):
                         "CostLimit")
 
 
-def _cost_left(run):
-    """What the execution may still spend under its max_cost_usd (never below 0), or None: a
-    sub-workflow's limit (runtime/nodes/workflow.py), whose spending then counts here."""
+def _cost_reserve(run, node):
+    """For a sub-workflow about to start under a max_cost_usd: the limit it runs with, held
+    until it ends (_cost_release; then what it spent counts instead).  What is left and not held
+    by children running beside it, shared between this child and the ones that may still start
+    beside it (a for_each node's max_concurrent, the workflow's max_parallel): children side by
+    side never spend more together than the execution had left.  None without a limit."""
     limit = run.workflow.get("max_cost_usd") if run is not None else None
     if limit is None:
         return None
+    slots = run.max_parallel
+    if node.get("for_each") is not None:
+        try:
+            slots = max(slots, int(node.get("max_concurrent") or 1))
+        except (TypeError, ValueError):
+            pass
     with _STATE.run_lock:
-        total = run.cost_usd
-    return max(0.0, float(limit) - total)
+        left = max(0.0, float(limit) - run.cost_usd - run.cost_reserved)
+        share = left / max(1, slots - run.children_running)
+        run.cost_reserved += share
+        run.children_running += 1
+    return share
+
+
+def _cost_release(run, share):
+    if share is None:
+        return
+    with _STATE.run_lock:
+        run.cost_reserved = max(0.0, run.cost_reserved - share)
+        run.children_running -= 1
 
 
 def _cost_add(run, node, output):

@@ -18,8 +18,6 @@
 
 
 def node_workflow(ctx, params):
-    import json
-    import subprocess
     exe = os.environ.get("FLOWRUN_SUB_EXE")
     db = os.environ.get("FLOWRUN_SUB_DB")
     if not exe or not db:
@@ -52,12 +50,23 @@ def node_workflow(ctx, params):
         argv += ["--timeout-ms", timeout]
     if os.environ.get("FLOWRUN_SUB_OFFLINE") == "1":
         argv.append("--offline")
-    left = _cost_left(ctx.run)
-    if left is not None:
-        argv += ["--max-cost-usd", repr(left)]
     if ctx.node.get("for_each") is not None and isinstance(scope.get("index"), int):
         argv += ["--item", str(scope["index"])]
+    share = _cost_reserve(ctx.run, ctx.node)
+    if share is not None:
+        argv += ["--max-cost-usd", repr(share)]
     argv += ["--", path]
+    try:
+        return _workflow_run(ctx, argv, inputs, path, exe)
+    finally:
+        _cost_release(ctx.run, share)
+
+
+def _workflow_run(ctx, argv, inputs, path, exe):
+    """Runs the sub-workflow runner `argv`: the child's output, or the NodeError that says how
+    it ended."""
+    import json
+    import subprocess
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 close_fds=True)
@@ -102,7 +111,8 @@ def node_workflow(ctx, params):
     err = result.get("error") or {}
     what = "%s: %s" % (err.get("type") or "Error", err.get("message") or "")
     if child and result.get("status") == "paused" and (
-            result.get("parent_pausing") or getattr(_STATE, "pause_requested", False)):
+            getattr(_STATE, "pause_requested", False)
+            or (result.get("parent_pausing") and _pause_signal_comes())):
         # Paused with its parent (see 66_limits.py): the parent pauses too, and its resume
         # runs this child again.
         raise NodeError("child execution %s (%s) paused: %s" % (child, path, what), "ChildPaused",
@@ -111,8 +121,9 @@ def node_workflow(ctx, params):
         raise NodeError("child execution %s (%s) was paused on its own (flowrun pause %s): "
                         "`flowrun resume %s` finishes it; a resume of this execution runs it again"
                         % (child, path, child, child), "SubWorkflow", spent)
-    if child and err.get("type") == "CostLimit" and ctx.run is not None:
-        # The child was refused a call by what this execution had left: so is this execution.
+    if child and err.get("type") == "CostLimit" and result.get("limit_from_parent"):
+        # The child was refused a call by what this execution gave it: so is this execution.
+        # (Its own lower limit is its failure alone: the node fails, on_error decides.)
         ctx.run.fatal = True
         raise NodeError("child execution %s (%s) reached the cost limit: %s" % (child, path, what),
                         "CostLimit", spent)
@@ -121,6 +132,18 @@ def node_workflow(ctx, params):
                         % (child, path, result.get("status"), what), "SubWorkflow", spent)
     raise NodeError("the child workflow %s did not start: %s" % (path, what),
                     err.get("type") or "SubWorkflow")
+
+
+def _pause_signal_comes():
+    """A child paused with this execution (its result says the pause was asked of this one too)
+    can end before this execution's runner has told it (SIGUSR1): waits for that, up to 5 s, so
+    that this execution pauses too rather than failing the node."""
+    deadline = time.monotonic() + 5.0
+    while not getattr(_STATE, "pause_requested", False):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 HANDLERS["workflow"] = node_workflow

@@ -7,8 +7,8 @@
 //! `parent_id`, `relation: sub` and the node, and prints two JSON lines on stdout for the
 //! handler: `{"event": "started", "execution_id"}` once the child's row exists, and
 //! `{"event": "result", "execution_id", "status", "output", "error", "cost_usd",
-//! "parent_pausing"}` at the end (also when the child could not start: then `execution_id` is
-//! null). SIGTERM, SIGINT and SIGHUP (the parent being stopped) and `flowrun stop CHILD` stop
+//! "limit_from_parent", "parent_pausing"}` at the end (also when the child could not start: then
+//! `execution_id` is null). SIGTERM, SIGINT and SIGHUP (the parent being stopped) and `flowrun stop CHILD` stop
 //! the child; if this process is killed instead,
 //! the child's lifeline closes and its shepherd ends the child's processes.
 
@@ -96,6 +96,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         Ok(s) => s,
         Err(d) => return not_started("Invalid", d.to_string()),
     };
+    let own_limit = source.workflow.max_cost_usd;
     let options = RunOptions {
         python: args.python,
         kill_grace_ms: args.kill_grace_ms,
@@ -143,12 +144,13 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     flowrun_app::control::end_strays();
     let o = finished.outcome;
     let error: Option<ErrorInfo> = o.error;
-    // What the child spent, as recorded: the parent counts it against its own limit.
-    let cost = store
-        .lock()
-        .execution(&id)
-        .ok()
-        .and_then(|e| e.usage.cost_usd);
+    // What the child and its own children spent, as recorded: the parent counts it against
+    // its own limit. And whether the limit the child ran with was the parent's share (a child
+    // refused a call by its own lower limit fails its node; by the parent's, its parent).
+    let cost = family_cost(&store.lock(), &id);
+    let limit_from_parent = args
+        .max_cost_usd
+        .is_some_and(|left| own_limit.is_none_or(|own| left <= own));
     // Paused with its parent (whose resume runs it again), or on its own (`flowrun pause
     // CHILD`): the parent's node fails then, and the child waits for its own resume.
     let parent_pausing = o.status == ExecStatus::Paused
@@ -163,6 +165,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         "output": o.output,
         "error": error,
         "cost_usd": cost,
+        "limit_from_parent": limit_from_parent,
         "parent_pausing": parent_pausing,
     }));
     Ok(0)
@@ -192,4 +195,16 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
         _ = super::run::stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));
+}
+
+/// What execution `id` and every execution under it (sub-workflows, at any depth) spent, as
+/// each recorded its own calls; None when none of them says.
+fn family_cost(store: &flowrun_store::Store, id: &str) -> Option<f64> {
+    let mut total = store.execution(id).ok()?.usage.cost_usd;
+    for (child, _) in store.children(id).unwrap_or_default() {
+        if let Some(c) = family_cost(store, &child.id) {
+            total = Some(total.unwrap_or(0.0) + c);
+        }
+    }
+    total
 }

@@ -9,6 +9,7 @@ mod cli_display;
 mod cli_inspect;
 mod cli_run;
 mod codegen_script;
+mod cost_limits;
 mod escapes;
 mod faults;
 mod history;

@@ -1,7 +1,6 @@
 //! Pause and breakpoints, cost limits, the workflow's `output` and working directories — run by
 //! real Python, recorded in real SQLite, LLM calls against a real HTTP stand-in that counts them.
 
-use crate::support::llm_server::{Reply, Server};
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -226,169 +225,6 @@ fn pause_through_the_api_and_from_another_process() {
     assert_eq!(paused_then_resumed(&s, &id), json!({"text": "done"}));
 }
 
-/// Three LLM calls in a chain; each answer costs $0.05 (1M prompt tokens of
-/// llama-3.1-8b-instant at $0.05/M).
-fn llm_chain(env: &Env, extra: Value) -> std::path::PathBuf {
-    let ask = |id: &str, after: &[&str]| {
-        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
-                "connection": "groq", "after": after,
-                "messages": [ { "role": "user", "content": "hi" } ] })
-    };
-    let mut wf = json!({ "id": "costly", "connections": { "groq": { "env": "GROQ_API_KEY" } },
-        "nodes": [ask("a", &[]), ask("b", &["a"]), ask("c", &["b"])] });
-    for (k, v) in extra.as_object().unwrap() {
-        wf[k] = v.clone();
-    }
-    env.write_workflow("costly.json", &wf)
-}
-
-fn priced_server() -> Server {
-    Server::start(|_| Reply::openai_chat("llama-3.1-8b-instant", "ok", 1_000_000, 0))
-}
-
-#[test]
-fn no_llm_call_starts_past_the_cost_limit() {
-    let env = Env::new();
-    let server = priced_server();
-    let wf = llm_chain(&env, json!({ "max_cost_usd": 0.08, "warn_cost_usd": 0.04 }));
-    let base = server.url("/openai/v1");
-    let envs = [
-        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
-    ];
-    let out = env.run_with(&wf, "{}", &envs, &[]);
-    assert_code(&out, 1, "run past the limit");
-    // a ($0.05) and b (started at $0.05 < $0.08) ran; c would start at $0.10.
-    assert_eq!(
-        server.requests().len(),
-        2,
-        "the call after the limit was made"
-    );
-    let id = env.only_execution_id();
-    let e = env.execution(&id);
-    let err = e.error.clone().unwrap();
-    assert_eq!(err["type"], "CostLimit");
-    assert_eq!(err["node"], "c");
-    let msg = err["message"].as_str().unwrap();
-    assert!(
-        msg.contains("$0.100000") && msg.contains("$0.080000"),
-        "{msg}"
-    );
-    // The warning: one log line, printed by the progress display too.
-    let warnings: Vec<_> = env
-        .events(&id)
-        .into_iter()
-        .filter(|x| x.kind == "log" && x.data["level"] == "warning")
-        .collect();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert_eq!(warnings[0].data["node"], "a");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warn_cost_usd"));
-
-    // --max-cost-usd overrides the workflow's: only the first call.
-    let out = env.run_with(&wf, "{}", &envs, &["--max-cost-usd", "0.01"]);
-    assert_code(&out, 1, "run with a lower limit");
-    assert_eq!(server.requests().len(), 3);
-}
-
-/// Items past the limit: the execution's error is CostLimit, as for a node (it was ItemsFailed).
-#[test]
-fn items_refused_by_the_cost_limit_end_the_execution_as_cost_limit() {
-    let env = Env::new();
-    let server = priced_server();
-    let wf = env.write_workflow(
-        "items.json",
-        &json!({ "id": "items", "max_cost_usd": 0.08,
-            "connections": { "groq": { "env": "GROQ_API_KEY" } },
-            "nodes": [{ "id": "ask", "type": "llm", "provider": "groq",
-                "model": "llama-3.1-8b-instant", "connection": "groq", "for_each": [1, 2, 3],
-                "messages": [ { "role": "user", "content": "hi {{ item }}" } ] }] }),
-    );
-    let base = server.url("/openai/v1");
-    let envs = [
-        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
-    ];
-    let out = env.run_with(&wf, "{}", &envs, &[]);
-    assert_code(&out, 1, "items past the limit");
-    assert_eq!(server.requests().len(), 2, "{}", describe(&out));
-    let err = env.execution(&env.only_execution_id()).error.unwrap();
-    assert_eq!(err["type"], "CostLimit", "{err}");
-}
-
-/// A sub-workflow spends from its parent's budget: it runs with what is left as its limit, and
-/// what it spent counts in the parent's total (a child with three $0.05 calls under a parent's
-/// $0.08 made all three, and the parent went on).
-#[test]
-fn a_sub_workflow_spends_from_its_parents_cost_limit() {
-    let env = Env::new();
-    let server = priced_server();
-    llm_chain(&env, json!({})); // costly.json: three calls, no limit of its own
-    let parent = env.write_workflow(
-        "parent.json",
-        &json!({ "id": "parent", "max_cost_usd": 0.08, "nodes": [
-            { "id": "child", "type": "workflow", "workflow": "./costly.json" },
-            { "id": "after", "type": "code", "code": "return 'ran'" }
-        ]}),
-    );
-    let base = server.url("/openai/v1");
-    let envs = [
-        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
-    ];
-    let out = env.run_with(&parent, "{}", &envs, &["--inherit-env"]);
-    assert_code(&out, 1, "a child past its parent's limit");
-    // The child's a ($0.05) and b (started at $0.05 < $0.08) ran; c would start at $0.10.
-    assert_eq!(server.requests().len(), 2, "{}", describe(&out));
-    let db = env.db();
-    let (parent_id, parent_error): (String, String) = db
-        .query_row(
-            "SELECT id, error FROM executions WHERE parent_id IS NULL",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    let err: Value = serde_json::from_str(&parent_error).unwrap();
-    assert_eq!(err["type"], "CostLimit", "{err}");
-    assert_eq!(err["node"], "child", "{err}");
-    let child_error: String = db
-        .query_row(
-            "SELECT error FROM executions WHERE parent_id = ?1",
-            [&parent_id],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(child_error.contains("$0.080000"), "{child_error}");
-    assert!(
-        env.nodes(&parent_id)
-            .iter()
-            .all(|n| n.node_id != "after" || n.status != "success"),
-        "a node ran past the limit"
-    );
-
-    // A parent that spent its budget in a child starts no other metered call (nor child).
-    let twice = env.write_workflow(
-        "twice.json",
-        &json!({ "id": "twice", "max_cost_usd": 0.04, "nodes": [
-            { "id": "one", "type": "workflow", "workflow": "./single.json" },
-            { "id": "two", "type": "workflow", "workflow": "./single.json" }
-        ]}),
-    );
-    let mut single =
-        serde_json::from_str::<Value>(&std::fs::read_to_string(env.path("costly.json")).unwrap())
-            .unwrap();
-    single["id"] = json!("single");
-    single["nodes"] = json!([single["nodes"][0].clone()]);
-    env.write_workflow("single.json", &single);
-    let out = env.run_with(&twice, "{}", &envs, &["--inherit-env"]);
-    assert_code(&out, 1, "the second child past the limit");
-    assert_eq!(server.requests().len(), 3, "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("CostLimit"),
-        "{}",
-        describe(&out)
-    );
-}
-
 /// Without an `output` field, nodes side by side give the output of the last in order, however
 /// they finish (it was the last to finish: a test's snapshot of it flaked).
 #[test]
@@ -549,11 +385,12 @@ fn a_code_node_with_its_own_cwd_runs_there_and_alone() {
     );
 }
 
-/// Items of one code node whose `cwd` differs run in their own directory each, even side by side
-/// (`max_concurrent`): the directory is the process's, so an item for another one waits until
-/// those in the current one have left. Items for the same directory still overlap.
+/// Items of one code node whose `cwd` is a template run in their own directory each, one at a
+/// time whatever `max_concurrent` says: the directory is the process's (side by side, both ran
+/// in the first item's; then, waiting for each other, an item's wait counted against its
+/// `timeout_ms`).
 #[test]
-fn overlapping_items_of_a_code_node_each_run_in_their_own_cwd() {
+fn items_of_a_code_node_each_run_in_their_own_cwd_one_at_a_time() {
     let env = Env::new();
     let project = env.path("items");
     for d in ["one", "two"] {
@@ -572,6 +409,16 @@ fn overlapping_items_of_a_code_node_each_run_in_their_own_cwd() {
     let record = env.show_json(&env.only_execution_id());
     let items = record["output"].as_array().unwrap().clone();
     assert_eq!(items.len(), 4, "{record}");
+    // One at a time: no item's time went on waiting for another's directory.
+    let ran: Vec<(i64, i64)> = env
+        .items(record["id"].as_str().unwrap(), "each")
+        .iter()
+        .map(|(_, r)| (r.started_at.unwrap(), r.finished_at.unwrap()))
+        .collect();
+    assert!(
+        ran.windows(2).all(|w| w[0].1 <= w[1].0),
+        "items overlapped: {ran:?}"
+    );
     for it in &items {
         assert_eq!(
             it[0], it[2],
