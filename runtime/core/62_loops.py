@@ -48,6 +48,10 @@ def _run_for_each(run, node):
         limit = max(1, int(node.get("max_concurrent") or 1))
     except (TypeError, ValueError):
         limit = 1
+    if node.get("type") == "code" and isinstance((node.get("params") or {}).get("cwd"), _T):
+        # Each item's own directory would be the process's for all: one item at a time (else
+        # an item waits for another's directory, and the wait counts against its timeout).
+        limit = 1
     fail_fast = node.get("fail_fast", True) is not False
     reused = node.get("reuse_items") or {}
     total = len(items)

@@ -153,9 +153,9 @@ def node_code(ctx, params):
 
 
 # The node's own `cwd`: the process's working directory while it runs. The scheduler runs such
-# a node alone (64_schedule.py), but its items may overlap: those in the directory that is
-# current share it (the first to enter changes it, the last to leave changes it back); an item
-# whose `cwd` is another directory waits until they have all left.
+# a node alone (64_schedule.py), and its items one at a time when `cwd` is a template (62_loops.py);
+# items of a fixed `cwd` overlap, sharing it (the first to enter changes it, the last to leave
+# changes it back). An item whose `cwd` is another directory would wait until they have all left.
 _code_DIR = {"depth": 0, "back": None, "at": None, "cv": None}
 
 
