@@ -231,6 +231,7 @@ def node_llm(ctx, params):
     secret = connection_secret(params["connection"])
     messages = _llm_messages(params)
     url, headers, body = _llm_request(params, secret, messages)
+    ctx.input = {"provider": provider, "url": url, "request": body}  # before the call
     payload = _dumps(body).encode("utf-8")
     timeout_ms = ctx.timeout_ms or _LLM_DEFAULT_TIMEOUT_MS
     deadline = time.monotonic() + timeout_ms / 1000.0
@@ -284,7 +285,6 @@ def node_llm(ctx, params):
     cost = None
     if price and in_tok is not None and out_tok is not None:
         cost = round((in_tok * price["input_per_mtok"] + out_tok * price["output_per_mtok"]) / 1e6, 8)
-    ctx.input = {"provider": provider, "url": url, "request": body}
     return {"content": content, "model": model or params["model"],
             "usage": {"input_tokens": in_tok, "output_tokens": out_tok}, "cost_usd": cost}
 
