@@ -115,6 +115,40 @@ fn max_retries_zero_means_one_request() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
+/// An llm node the runner ends (the execution's timeout) keeps its input: the request it was
+/// making (it was set only once the answer came, so a hung call showed none).
+#[test]
+fn an_llm_call_cut_by_the_executions_timeout_keeps_its_request() {
+    let env = Env::new();
+    let server = Server::start(|_| {
+        Reply::openai_chat("llama-3.1-8b-instant", "too late", 1, 1).delay(Duration::from_secs(5))
+    });
+    let wf = llm_workflow(
+        "groq-hang",
+        ("groq", "GROQ_API_KEY"),
+        groq_node(json!({})),
+        vec![],
+    );
+    let file = env.write_workflow("wf.json", &wf);
+    let base = server.url("/openai/v1");
+    let out = env.run_with(
+        &file,
+        r#"{"query": "q"}"#,
+        &[
+            ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+            ("GROQ_API_KEY", GROQ_KEY),
+        ],
+        &["--timeout-ms", "1500"],
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    let id = env.only_execution_id();
+    assert_eq!(env.execution(&id).status, "timeout");
+    let ask = env.node(&id, "ask");
+    let input = ask.input.expect("the request kept");
+    assert_eq!(input["provider"], "groq", "{input}");
+    assert!(input["request"]["messages"].is_array(), "{input}");
+}
+
 #[test]
 fn a_slow_provider_times_out_inside_the_node() {
     let env = Env::new();
