@@ -164,7 +164,7 @@ pub fn plan_again(
             &options.pins,
             &SinceThen {
                 trigger: trigger != previous.trigger,
-                children: changed_children(store, &id, &plan)?,
+                children: changed_children(store, &id, &plan, &rows)?,
             },
         );
         for (node, why) in &r.reruns {
@@ -220,38 +220,62 @@ pub fn plan_again(
     })
 }
 
-/// The `workflow` nodes of `plan` whose child file (its definition, now) is not what one of
-/// their children in execution `id` ran: reusing their outputs or items would mix versions.
+/// The `workflow` nodes of `plan` whose children ran a file (theirs, or one of their own
+/// children's, at any depth) that has changed since, or is gone: reusing their outputs or items
+/// would mix versions. Their children are those of execution `id`, and of the executions its
+/// rows (`rows`) reused the node's outputs from.
 fn changed_children(
     store: &Store,
     id: &str,
     plan: &flowrun_codegen::Plan,
+    rows: &[flowrun_store::NodeRow],
 ) -> Result<std::collections::BTreeSet<String>, AgainError> {
     use flowrun_codegen::model::NodeKind;
-    use flowrun_codegen::pyliteral::Data;
     let mut changed = std::collections::BTreeSet::new();
-    let children = store.children(id)?;
-    for (i, node) in plan.workflow.nodes.iter().enumerate() {
+    for node in &plan.workflow.nodes {
         if !matches!(node.kind, NodeKind::Workflow(_)) {
             continue;
         }
-        // The child's absolute path, as the compiler resolved it into the node's params.
-        let Data::Dict(params) = &plan.params[i] else {
-            continue;
-        };
-        let Some(Data::Str(file)) = params.iter().find(|(k, _)| k == "workflow").map(|(_, v)| v)
-        else {
-            continue;
-        };
-        let now = flowrun_codegen::load_file(Path::new(file))
-            .map(|s| flowrun_codegen::render::definition_hash(&s.definition))
-            .ok();
-        if children
-            .iter()
-            .any(|(e, link)| link.parent_node == node.id && Some(&e.snapshot_hash) != now.as_ref())
-        {
-            changed.insert(node.id.clone());
+        let mut ran_in = std::collections::BTreeSet::from([id.to_string()]);
+        ran_in.extend(
+            rows.iter()
+                .filter(|r| r.node_id == node.id)
+                .filter_map(|r| r.from_execution.clone()),
+        );
+        'node: for run in &ran_in {
+            for (child, link) in store.children(run)? {
+                if link.parent_node == node.id && family_changed(store, &child, 0)? {
+                    changed.insert(node.id.clone());
+                    break 'node;
+                }
+            }
         }
     }
     Ok(changed)
+}
+
+/// Whether execution `e`, or one of its children at any depth, ran a file whose definition is
+/// not the one it ran now (changed, or gone).
+fn family_changed(
+    store: &Store,
+    e: &flowrun_store::Execution,
+    depth: u32,
+) -> Result<bool, AgainError> {
+    if let Some(file) = &e.source_file {
+        let now = flowrun_codegen::load_file(Path::new(file))
+            .map(|s| flowrun_codegen::render::definition_hash(&s.definition))
+            .ok();
+        if now.as_deref() != Some(e.snapshot_hash.as_str()) {
+            return Ok(true);
+        }
+    }
+    if depth >= crate::subflow::MAX_DEPTH {
+        return Ok(false);
+    }
+    for (child, _) in store.children(&e.id)? {
+        if family_changed(store, &child, depth + 1)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod pause;
+mod resume;
 
 /// The child used by most tests: doubles `n`; fails for `n == fail_on` unless the file
 /// `trigger.ok_file` exists (so a resume after creating it succeeds).
