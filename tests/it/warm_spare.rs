@@ -26,15 +26,19 @@ fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The server's spares once its template has made both: its children while nothing runs (a
-/// spare is an execution's interpreter, forked ahead and waiting for its request). (Which one
-/// the next request gets is the runner's business: the oldest, which pids do not tell once they
-/// wrap.)
+/// The server's spares once its template has made both and handed them over: its children
+/// while nothing runs (a spare is an execution's interpreter, forked ahead and waiting for its
+/// request), the template back in its loop (`poll`): a spare is visible as a child as soon as it
+/// is forked, before the template has sent it to the runner, and a template killed in between
+/// leaves a spare the runner never heard of. (Which one the next request gets is the runner's
+/// business: the oldest, which pids do not tell once they wrap.)
 pub(crate) fn ready(srv: &Server) -> Vec<i32> {
     wait_for("two spares", || {
         let t = templates(srv.pid());
         let kids = children(*t.first()?);
-        (t.len() == 1 && kids.len() == 2).then_some(kids)
+        let waiting = std::fs::read_to_string(format!("/proc/{}/wchan", t[0]))
+            .is_ok_and(|w| w.contains("poll"));
+        (t.len() == 1 && kids.len() == 2 && waiting).then_some(kids)
     })
 }
 
