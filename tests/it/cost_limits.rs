@@ -30,12 +30,7 @@ fn no_llm_call_starts_past_the_cost_limit() {
     let env = Env::new();
     let server = priced_server();
     let wf = llm_chain(&env, json!({ "max_cost_usd": 0.08, "warn_cost_usd": 0.04 }));
-    let base = server.url("/openai/v1");
-    let envs = [
-        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
-    ];
-    let out = env.run_with(&wf, "{}", &envs, &[]);
+    let out = run_priced(&env, &wf, &server, &[]);
     assert_code(&out, 1, "run past the limit");
     // a ($0.05) and b (started at $0.05 < $0.08) ran; c would start at $0.10.
     assert_eq!(
@@ -64,7 +59,7 @@ fn no_llm_call_starts_past_the_cost_limit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("warn_cost_usd"));
 
     // --max-cost-usd overrides the workflow's: only the first call.
-    let out = env.run_with(&wf, "{}", &envs, &["--max-cost-usd", "0.01"]);
+    let out = run_priced(&env, &wf, &server, &["--max-cost-usd", "0.01"]);
     assert_code(&out, 1, "run with a lower limit");
     assert_eq!(server.requests().len(), 3);
 }
@@ -82,12 +77,7 @@ fn items_refused_by_the_cost_limit_end_the_execution_as_cost_limit() {
                 "model": "llama-3.1-8b-instant", "connection": "groq", "for_each": [1, 2, 3],
                 "messages": [ { "role": "user", "content": "hi {{ item }}" } ] }] }),
     );
-    let base = server.url("/openai/v1");
-    let envs = [
-        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
-    ];
-    let out = env.run_with(&wf, "{}", &envs, &[]);
+    let out = run_priced(&env, &wf, &server, &[]);
     assert_code(&out, 1, "items past the limit");
     assert_eq!(server.requests().len(), 2, "{}", describe(&out));
     let err = env.execution(&env.only_execution_id()).error.unwrap();
@@ -109,12 +99,7 @@ fn a_sub_workflow_spends_from_its_parents_cost_limit() {
             { "id": "after", "type": "code", "code": "return 'ran'" }
         ]}),
     );
-    let base = server.url("/openai/v1");
-    let envs = [
-        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-        ("GROQ_API_KEY", "gsk-cost-limit-test-key"),
-    ];
-    let out = env.run_with(&parent, "{}", &envs, &["--inherit-env"]);
+    let out = run_priced(&env, &parent, &server, &["--inherit-env"]);
     assert_code(&out, 1, "a child past its parent's limit");
     // The child's a ($0.05) and b (started at $0.05 < $0.08) ran; c would start at $0.10.
     assert_eq!(server.requests().len(), 2, "{}", describe(&out));
@@ -158,7 +143,7 @@ fn a_sub_workflow_spends_from_its_parents_cost_limit() {
     single["id"] = json!("single");
     single["nodes"] = json!([single["nodes"][0].clone()]);
     env.write_workflow("single.json", &single);
-    let out = env.run_with(&twice, "{}", &envs, &["--inherit-env"]);
+    let out = run_priced(&env, &twice, &server, &["--inherit-env"]);
     assert_code(&out, 1, "the second child past the limit");
     assert_eq!(server.requests().len(), 3, "{}", describe(&out));
     assert!(

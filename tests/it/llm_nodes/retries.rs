@@ -20,6 +20,16 @@ fn groq_node(extra: Value) -> Value {
 }
 
 fn run_groq(env: &Env, server: &Server, node: Value) -> (std::process::Output, Duration) {
+    run_groq_with(env, server, node, &[])
+}
+
+/// `run_groq` with more arguments for `flowrun run`.
+fn run_groq_with(
+    env: &Env,
+    server: &Server,
+    node: Value,
+    extra: &[&str],
+) -> (std::process::Output, Duration) {
     let wf = llm_workflow("groq-retry", ("groq", "GROQ_API_KEY"), node, vec![]);
     let file = env.write_workflow("wf.json", &wf);
     let base = server.url("/openai/v1");
@@ -31,7 +41,7 @@ fn run_groq(env: &Env, server: &Server, node: Value) -> (std::process::Output, D
             ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
             ("GROQ_API_KEY", GROQ_KEY),
         ],
-        &[],
+        extra,
     );
     (out, started.elapsed())
 }
@@ -123,21 +133,10 @@ fn an_llm_call_cut_by_the_executions_timeout_keeps_its_request() {
     let server = Server::start(|_| {
         Reply::openai_chat("llama-3.1-8b-instant", "too late", 1, 1).delay(Duration::from_secs(5))
     });
-    let wf = llm_workflow(
-        "groq-hang",
-        ("groq", "GROQ_API_KEY"),
+    let (out, _) = run_groq_with(
+        &env,
+        &server,
         groq_node(json!({})),
-        vec![],
-    );
-    let file = env.write_workflow("wf.json", &wf);
-    let base = server.url("/openai/v1");
-    let out = env.run_with(
-        &file,
-        r#"{"query": "q"}"#,
-        &[
-            ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
-            ("GROQ_API_KEY", GROQ_KEY),
-        ],
         &["--timeout-ms", "1500"],
     );
     assert!(!out.status.success(), "{}", describe(&out));
