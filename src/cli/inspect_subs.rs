@@ -103,7 +103,11 @@ fn print_tree(
         }
         line.push_str(&format!("  ({})", called_by(&link)));
         if let Some(err) = &child.error {
-            line.push_str(&format!("  {}: {}", err.kind, clean_line(&err.message)));
+            // One line of a listing: the message's first, the rest in the child's own `show`.
+            let mut lines = err.message.lines();
+            let first = lines.next().unwrap_or_default();
+            let more = if lines.next().is_some() { " …" } else { "" };
+            line.push_str(&format!("  {}: {}{more}", err.kind, clean_line(first)));
         }
         println!("{line}");
         let grandchildren = store.children(&child.id)?;

@@ -223,3 +223,37 @@ fn logs_of_one_node_as_json_and_the_failure_named() {
     assert_eq!(lines[0]["line"], "about to divide");
     assert_eq!(lines[0]["execution_id"], id.as_str());
 }
+
+/// A child's multi-line error, in its parent's `show`: the first line, then `…` (it was the
+/// whole message on one line, each newline printed as `\x0a`).
+#[test]
+fn show_lists_a_failed_childs_error_by_its_first_line() {
+    let env = Env::new();
+    env.write_workflow(
+        "child.json",
+        &json!({ "id": "child", "nodes": [ { "id": "n", "type": "code",
+            "code": "raise ValueError('first line\\nsecond line')" } ] }),
+    );
+    let parent = env.write_workflow(
+        "parent.json",
+        &json!({ "id": "parent", "nodes": [
+            { "id": "call", "type": "workflow", "workflow": "./child.json" } ] }),
+    );
+    let out = env.run(&parent, "{}", &[]);
+    assert_code(&out, 1, "a failed child");
+    let db = env.db();
+    let id: String = db
+        .query_row(
+            "SELECT id FROM executions WHERE parent_id IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let shown = stdout(&env.cmd(["show", &id]));
+    let line = shown
+        .lines()
+        .find(|l| l.contains("↳"))
+        .unwrap_or_else(|| panic!("no child line:\n{shown}"));
+    assert!(line.ends_with("first line …"), "{line}");
+    assert!(!line.contains("x0a"), "{line}");
+}
