@@ -174,7 +174,7 @@ impl Template {
         let ready = tokio::time::timeout(READY_WITHIN, t.receive()).await;
         match ready.map(|r| r.map(|(v, _fds)| v)) {
             Ok(Ok(v)) if v.get("ready").is_some() => {
-                t.base_rss_kib = rss_kib(t.pid).unwrap_or(0);
+                t.base_rss_kib = crate::tree::rss_kib(t.pid).unwrap_or(0);
                 t.broken = false;
                 Ok(t)
             }
@@ -384,7 +384,7 @@ impl Template {
 
     /// Resident memory now, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.pid)
+        crate::tree::rss_kib(self.pid)
     }
 }
 
@@ -520,9 +520,21 @@ impl Drop for Template {
                         }
                     }
                 }
+                let mut status = None;
                 if ends_within(Duration::from_millis(100), || {
-                    !matches!(child.try_wait(), Ok(None))
+                    let r = child.try_wait();
+                    status = r.as_ref().ok().copied().flatten();
+                    !matches!(r, Ok(None))
                 }) {
+                    // Killed, it may have forked a spare it never handed over: that spare is
+                    // ours now (we are their subreaper), known to nobody, and it ends as it
+                    // finds its socket closed. The sweep ends it if it has not, and reaps it.
+                    use std::os::unix::process::ExitStatusExt;
+                    if status.is_some_and(|s| s.signal().is_some())
+                        && crate::process::is_subreaper()
+                    {
+                        crate::strays::sweep(Duration::from_secs(10));
+                    }
                     return;
                 }
             }
@@ -532,23 +544,6 @@ impl Drop for Template {
 
 fn other(msg: String) -> std::io::Error {
     std::io::Error::other(msg)
-}
-
-/// A process's resident memory (`VmRSS`) in KiB, from `statm` (resident pages, its second
-/// field): checked before every request, and the kernel writes `status`, ~1.3 KB of fifty
-/// lines, for the one line we would read of it.
-fn rss_kib(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * page_size() / 1024)
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf reads a constant of the system.
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as u64,
-        _ => 4096,
-    }
 }
 
 /// The template's stdin, stdout and stderr become pipes (a read end at end of file, a write end
