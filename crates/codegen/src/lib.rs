@@ -40,7 +40,7 @@ pub use source::{
     Format, MAX_FILE_BYTES, Source, load_file, may_be_workflow, parse_str, read_text_file,
     yaml_too_deep,
 };
-pub use yaml::yaml_to_json;
+pub use yaml::{syntax_error as yaml_syntax_error, yaml_to_json};
 
 /// Parses and validates, with every diagnostic located in the file.
 pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {

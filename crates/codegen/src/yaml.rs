@@ -311,12 +311,74 @@ pub(crate) fn parser_message(msg: &str) -> String {
 }
 
 /// serde_yaml_ng's error as a diagnostic with line and column.
-pub(crate) fn yaml_error(e: &serde_yaml_ng::Error) -> Diagnostic {
-    let mut d = Diagnostic::new(format!("invalid YAML: {}", parser_message(&e.to_string())));
-    if let Some(loc) = e.location() {
-        d = d.at(loc.line(), Some(loc.column()));
+pub(crate) fn yaml_error(e: &serde_yaml_ng::Error, text: &str) -> Diagnostic {
+    let (at, message) = syntax_error(e, text);
+    let d = Diagnostic::new(message);
+    match at {
+        Some((line, column)) => d.at(line, Some(column)),
+        None => d,
     }
-    d
+}
+
+/// serde_yaml_ng's error in `text` as `invalid YAML: …` and where it is (1-based line and
+/// column). A duplicate key is placed on its second occurrence, where serde_yaml_ng gives the
+/// start of the mapping (its first key): in a long mapping that is another line.
+pub fn syntax_error(e: &serde_yaml_ng::Error, text: &str) -> (Option<(usize, usize)>, String) {
+    let msg = e.to_string();
+    let at = e.location().map(|l| (l.line(), l.column()));
+    // `duplicate entry with key "x"`, after the path of the mapping (`expect: `).
+    const DUP: &str = "duplicate entry with key ";
+    let dup = msg
+        .find(DUP)
+        .map(|i| &msg[i + DUP.len()..])
+        .map(|rest| rest.rfind(" at line ").map_or(rest, |i| &rest[..i]))
+        .and_then(|k| serde_json::from_str::<String>(k).ok());
+    let at = match (at, dup) {
+        (Some((line, column)), Some(key)) => {
+            Some(second_key(text, line, column, &key).unwrap_or((line, column)))
+        }
+        (at, _) => at,
+    };
+    (at, format!("invalid YAML: {}", parser_message(&msg)))
+}
+
+/// Where `key` is written the second time in the block mapping whose first key is at `line`,
+/// `column`: the lines after it whose text at that column starts with the key (plain or quoted)
+/// and a `:`, until one is indented less (the mapping has ended). None in flow style.
+fn second_key(text: &str, line: usize, column: usize, key: &str) -> Option<(usize, usize)> {
+    let indent = column.checked_sub(1)?;
+    let forms = [
+        format!("{key}:"),
+        format!("{}:", Value::String(key.to_string())),
+        format!("'{}':", key.replace('\'', "''")),
+    ];
+    let is_key = |rest: &str| {
+        forms.iter().any(|f| {
+            rest.strip_prefix(f.as_str())
+                .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t']))
+        })
+    };
+    let mut seen = 0;
+    for (i, l) in text.lines().enumerate().skip(line - 1) {
+        let body = l.trim_start_matches(' ');
+        let first = i + 1 == line;
+        if !first && (body.is_empty() || body.starts_with('#')) {
+            continue;
+        }
+        let lead = l.len() - body.len();
+        if !first && lead < indent {
+            return None;
+        }
+        // The first key may follow a list item's `- ` (what makes the mapping start there).
+        let at_column = lead == indent || first;
+        if at_column && l.get(indent..).is_some_and(is_key) {
+            seen += 1;
+            if seen == 2 {
+                return Some((i + 1, column));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -326,6 +388,31 @@ mod tests {
     fn json(text: &str) -> Value {
         let y: Yaml = serde_yaml_ng::from_str(text).unwrap();
         to_json(y, &mut Vec::new()).map_err(|e| e.message).unwrap()
+    }
+
+    /// serde_yaml_ng names the mapping's first key; the error names the key written twice.
+    #[test]
+    fn a_duplicate_key_is_placed_on_its_second_occurrence() {
+        let at = |text: &str| {
+            let e = serde_yaml_ng::from_str::<Yaml>(text).unwrap_err();
+            syntax_error(&e, text)
+        };
+        let text = "a: 1\nexpect:\n  x: 1\n  # note\n  y: 2\n\n  x: 3\nz: 0\n";
+        let (place, message) = at(text);
+        assert_eq!(place, Some((7, 3)), "{message}");
+        assert_eq!(
+            message,
+            "invalid YAML: expect: duplicate entry with key \"x\""
+        );
+        // In a list item, the first key after its `- `; quoted the second time.
+        let text = "cases:\n  - name: one\n    expect: {}\n    \"name\": two\n";
+        assert_eq!(at(text).0, Some((4, 5)));
+        // A key of a nested mapping with the same name is not the duplicate.
+        let text = "n:\n  k: 1\n  sub:\n    k: 2\n  k: 3\n";
+        assert_eq!(at(text).0, Some((5, 3)));
+        // Flow style: where serde_yaml_ng says.
+        let text = "x: {a: 1, a: 2}\n";
+        assert_eq!(at(text).0.map(|p| p.0), Some(1));
     }
 
     #[test]

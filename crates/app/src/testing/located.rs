@@ -53,8 +53,14 @@ pub(crate) fn parse(text: &str, json: bool) -> Result<Located, SyntaxError> {
         serde_json::from_str::<Value>(text)
             .map_err(|e| (Some(e.line()), format!("invalid JSON: {e}")))?
     } else {
-        let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| (e.location().map(|l| l.line()), format!("invalid YAML: {e}")))?;
+        let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (at, message) = flowrun_codegen::yaml_syntax_error(&e, text);
+            let message = match at {
+                Some((_, column)) => format!("{message} (column {column})"),
+                None => message,
+            };
+            (at.map(|a| a.0), message)
+        })?;
         // As a workflow file's data: merges applied, tags refused, numbers finite (`.nan` is
         // no JSON value; serde's conversion would make it null without a word).
         match flowrun_codegen::yaml_to_json(y) {
