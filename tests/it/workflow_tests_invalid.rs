@@ -106,6 +106,21 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
     )
     .unwrap();
     assert_eq!(snap["one"]["nodes"], json!({"a": "[ignored]"}), "{snap}");
+
+    // A snapshot file that is no JSON (a bad hand edit) is named once, before anything runs.
+    std::fs::write(
+        env.path("__snapshots__/ok.test.yaml.snap.json"),
+        "{\"one\": ",
+    )
+    .unwrap();
+    let out = env.cmd(["test", "ok.test.yaml"]);
+    assert_code(&out, 2, "a broken snapshot file");
+    let err = stderr(&out);
+    assert!(
+        err.contains("__snapshots__/ok.test.yaml.snap.json: not valid JSON")
+            && err.matches("ok.test.yaml.snap.json").count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -137,6 +152,16 @@ fn a_workflow_given_as_a_test_file_and_a_report_directory_are_named_as_such() {
             describe(&out)
         );
     }
+    // So is a file that cannot be written (a directory on its path is a file).
+    env.write_file("plain", "");
+    let out = env.cmd(["test", "ok.test.yaml", "--junit", "plain/junit.xml"]);
+    assert_code(&out, 2, "--junit under a file");
+    assert!(
+        stderr(&out).contains("--junit plain/junit.xml: cannot be written:")
+            && stderr(&out).contains("nothing was run"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(env.execution_count(), 0, "nothing ran");
 }
 

@@ -83,7 +83,8 @@ pub(crate) fn apply_ignores(v: &mut Value, ignore: &[JPath]) {
     }
 }
 
-/// The snapshots stored for a test file (none when the file does not exist yet).
+/// The snapshots stored for a test file (none when the file does not exist yet). Errors do not
+/// name the file: the caller does.
 /// Read as workflow files are: a regular file of at most 16 MiB (a FIFO or a link to a device
 /// put there would block or fill memory).
 pub(crate) fn load(file: &Path) -> Result<Map<String, Value>, String> {
@@ -91,16 +92,15 @@ pub(crate) fn load(file: &Path) -> Result<Map<String, Value>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
         _ => {}
     }
-    let text =
-        flowrun_codegen::read_text_file(file, "snapshot file", "snapshots are kept in a JSON file")
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = flowrun_codegen::read_text_file(
+        file,
+        "snapshot file",
+        "snapshots are kept in a JSON file",
+    )?;
     match serde_json::from_str(&text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(format!(
-            "{}: expected a JSON object of case name to snapshot",
-            file.display()
-        )),
-        Err(e) => Err(format!("{}: not valid JSON: {e}", file.display())),
+        Ok(_) => Err("expected a JSON object of case name to snapshot".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
     }
 }
 
@@ -155,13 +155,21 @@ pub(crate) fn write(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(format!("cannot remove {}: {e}", file.display())),
     };
+    // Two runs of the same test file at once (shards of a suite, a `--filter` each) each read,
+    // merge and write it: under one lock, so that neither writes over what the other added.
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", file.display());
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let _locked = match lock_dir(dir, writes.is_empty()) {
+        Ok(l) => l,
+        Err(e) => return Err(cannot(e)),
+    };
     if writes.is_empty() && keep.is_some_and(|k| k.is_empty()) {
         return Ok(Pruned {
             dropped: Vec::new(),
             removed: remove()?,
         });
     }
-    let before = load(file).map_err(|e| format!("cannot update {e}"))?;
+    let before = load(file).map_err(|e| format!("cannot update {}: {e}", file.display()))?;
     let mut stored = before.clone();
     for (name, v) in writes {
         stored.insert(name.clone(), v.clone());
@@ -189,9 +197,6 @@ pub(crate) fn write(
     if std::fs::read_to_string(file).is_ok_and(|t| t == text) {
         return Ok(Pruned::default());
     }
-    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", file.display());
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(cannot)?;
     // Written whole, then renamed: a reader never sees half a file (nor a link planted in the
     // directory has it written through).
     crate::files::write_atomically(file, &text).map_err(cannot)?;
@@ -199,6 +204,27 @@ pub(crate) fn write(
         dropped,
         removed: false,
     })
+}
+
+/// An exclusive lock on the snapshots' directory (made first, unless nothing would be written
+/// in it), held until the value is dropped; `None` when there is no directory to lock. The
+/// directory, not the file: the file is replaced by a rename, and a lock file would be one more
+/// file to commit.
+fn lock_dir(
+    dir: &Path,
+    only_removing: bool,
+) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    if !only_removing {
+        std::fs::create_dir_all(dir)?;
+    }
+    let d = match std::fs::File::open(dir) {
+        Ok(d) => d,
+        Err(e) if only_removing && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive)
+        .map(Some)
+        .map_err(|(_, e)| e.into())
 }
 
 #[cfg(test)]
@@ -228,6 +254,31 @@ mod tests {
             d.contains("-    \"a\": 1,") && d.contains("+    \"a\": 2,"),
             "{d}"
         );
+    }
+
+    /// Runs writing new snapshots of the same test file at once (shards, `--filter`s) keep each
+    /// other's: each reads, merges and writes under the directory's lock.
+    #[test]
+    fn writers_at_once_keep_each_others_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir
+            .path()
+            .join("__snapshots__")
+            .join("t.test.yaml.snap.json");
+        for round in 0..5 {
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for i in 0..8 {
+                    let (f, start) = (&f, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        write(f, &[(format!("r{round} c{i}"), json!(i))], None).unwrap();
+                    });
+                }
+            });
+            let stored = load(&f).unwrap();
+            assert_eq!(stored.len(), 8 * (round + 1), "{stored:?}");
+        }
     }
 
     #[test]
