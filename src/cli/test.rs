@@ -15,6 +15,7 @@ use flowrun_executor::StopReason;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 const USAGE: i32 = super::exit::USAGE;
@@ -62,7 +63,8 @@ pub struct TestArgs {
     /// (repeatable; a case's own `env` wins).
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
-    /// Whole-execution timeout of each case (default: the case's `timeout_ms`, the workflow's, 60000).
+    /// Whole-execution timeout of each case that sets no `timeout_ms` of its own (a case's own
+    /// wins; without either, the workflow's `timeout_ms`, else 60000).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: Option<u64>,
     /// Start every case cold (a new interpreter) instead of forking it from a warm template of
@@ -190,6 +192,29 @@ fn write_junit(f: &Path, xml: &str) -> Result<(), Exit> {
     std::fs::write(f, xml).map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))
 }
 
+/// Whether the JUnit report can be written where asked (its directories made, the file opened
+/// for writing, nothing in it changed): checked before anything runs.
+fn writable(f: &Path) -> Result<(), Exit> {
+    if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(f)
+        .map(drop)
+        .map_err(|e| {
+            Exit::new(
+                USAGE,
+                format!(
+                    "--junit {}: cannot be written: {e}; nothing was run",
+                    f.display()
+                ),
+            )
+        })
+}
+
 pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if let Some(id) = &args.record_from {
         return record(id, &args, db);
@@ -212,6 +237,9 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
                 f.join("junit.xml").display()
             ),
         ));
+    }
+    if let Some(f) = &args.junit {
+        writable(f)?;
     }
     let suite = match testing::load_suite(&paths) {
         Ok(s) => s,
@@ -286,10 +314,18 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let (stop_tx, stop_rx) = watch::channel(None);
     let json = args.json;
     let outcome = rt.block_on(async {
+        // SIGTERM is how CI cancels a job (and `timeout`, `docker stop`): the report, the JUnit
+        // and JSON documents and the snapshots of the cases that ended are written for it too.
         let watcher = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = stop_tx.send(Some(StopReason::Interrupt));
-            }
+            let mut term = signal(SignalKind::terminate()).ok();
+            let reason = tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => StopReason::Interrupt,
+                    Err(_) => return,
+                },
+                Some(_) = async { term.as_mut()?.recv().await } => StopReason::Terminate,
+            };
+            let _ = stop_tx.send(Some(reason));
         });
         let s = suite.clone();
         let mut w = out(json);
@@ -334,8 +370,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         );
     }
     let totals = Totals::of(results);
-    let _ = writeln!(w, "{}", totals.line());
-    let interrupted = stop_rx.borrow().is_some();
+    let _ = writeln!(w, "{}", outcome.summary());
+    let interrupted = outcome.interrupted.is_some();
     Ok(if interrupted {
         130
     } else if totals.failed > 0 || !outcome.snapshot_errors.is_empty() {

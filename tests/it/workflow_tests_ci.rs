@@ -523,51 +523,69 @@ fn the_examples_pass_offline() {
     }
 }
 
+/// Ctrl-C, and SIGTERM (how CI cancels a job, and `timeout` and `docker stop` end a command):
+/// the running case is stopped, no other starts, and the report — the last line, the JUnit
+/// document — is written, saying so.
 #[test]
-fn ctrl_c_stops_the_running_cases_and_starts_no_more() {
+fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let env = Env::new();
-    env.write_workflow(
-        "slow.json",
-        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
-    );
-    env.write_file(
-        "slow.test.yaml",
-        "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n",
-    );
-    let mut child = env
-        .command()
-        .args(["test", "slow.test.yaml", "-j", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = wait_for("the first case to run", || {
-        let ids = env.try_execution_ids()?;
-        let id = ids.first()?.clone();
-        (env.try_node(&id, "wait")?.status == "running").then_some(id)
-    });
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let started = std::time::Instant::now();
-    let status = child.wait().unwrap();
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
-        "stopped long before the delay ends"
-    );
-    assert_eq!(status.code(), Some(130));
-    assert_eq!(env.execution(&id).status, "cancelled");
-    assert_eq!(env.execution_ids(), [id], "the second case never started");
-    let mut text = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
-    // The running case was stopped by the interruption, not failed: both are reported so.
-    for case in ["first", "second"] {
+    for (signal, by) in [
+        (Signal::SIGINT, "Ctrl-C (SIGINT)"),
+        (Signal::SIGTERM, "SIGTERM"),
+    ] {
+        let env = Env::new();
+        env.write_workflow(
+            "slow.json",
+            &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+        );
+        env.write_file(
+            "slow.test.yaml",
+            "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n",
+        );
+        let junit = env.path("junit.xml");
+        let mut child = env
+            .command()
+            .args(["test", "slow.test.yaml", "-j", "1", "--junit"])
+            .arg(&junit)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let id = wait_for("the first case to run", || {
+            let ids = env.try_execution_ids()?;
+            let id = ids.first()?.clone();
+            (env.try_node(&id, "wait")?.status == "running").then_some(id)
+        });
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let started = std::time::Instant::now();
+        let status = child.wait().unwrap();
         assert!(
-            text.contains(&format!("○ slow.test.yaml › {case} (skipped: interrupted)")),
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "stopped long before the delay ends"
+        );
+        assert_eq!(status.code(), Some(130), "{signal}");
+        assert_eq!(env.execution(&id).status, "cancelled");
+        assert_eq!(env.execution_ids(), [id], "the second case never started");
+        let mut text = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+        // The running case was stopped by the interruption, not failed: both are reported so.
+        for case in ["first", "second"] {
+            assert!(
+                text.contains(&format!("○ slow.test.yaml › {case} (skipped: interrupted)")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.trim_end().ends_with(&format!(
+                "0 passed, 0 failed, 2 skipped; interrupted by {by}"
+            )),
             "{text}"
         );
+        let xml = std::fs::read_to_string(&junit).expect("the JUnit document is written");
+        assert_eq!(
+            xml.matches("<skipped message=\"interrupted\"").count(),
+            2,
+            "{xml}"
+        );
     }
-    assert!(
-        text.trim_end().ends_with("0 passed, 0 failed, 2 skipped"),
-        "{text}"
-    );
 }

@@ -4,6 +4,7 @@
 use super::load::Problem;
 use super::model::*;
 use super::run::{Suite, SuiteOutcome};
+use flowrun_executor::StopReason;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -248,8 +249,12 @@ pub fn json(suite: &Suite, outcome: &SuiteOutcome) -> Value {
                 .then(|| json!({"file": f.file, "workflow": f.source.file, "cases": cases}))
         })
         .collect();
-    json!({"totals": totals, "summary": totals.line(), "files": files,
-           "snapshot_errors": outcome.snapshot_errors})
+    let interrupted = outcome.interrupted.map(|r| match r {
+        StopReason::Terminate => "SIGTERM",
+        _ => "SIGINT",
+    });
+    json!({"totals": totals, "summary": outcome.summary(), "interrupted": interrupted,
+           "files": files, "snapshot_errors": outcome.snapshot_errors})
 }
 
 /// The test files that `problems` are about, each once, in order.

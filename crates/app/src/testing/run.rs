@@ -56,6 +56,22 @@ pub struct SuiteOutcome {
     /// What `--update-snapshots` dropped, a line each: the entries of cases that no longer
     /// keep a snapshot, the files no case keeps one in.
     pub snapshots_dropped: Vec<String>,
+    /// Why the run stopped before its end (Ctrl-C, SIGTERM), if it did: the cases it cut short
+    /// or never started are skipped.
+    pub interrupted: Option<StopReason>,
+}
+
+impl SuiteOutcome {
+    /// The last line of the report: the totals, and the interruption if there was one (the
+    /// exit status says it too, but a log read later shows this line).
+    pub fn summary(&self) -> String {
+        let line = Totals::of(&self.results).line();
+        match self.interrupted {
+            Some(StopReason::Terminate) => format!("{line}; interrupted by SIGTERM"),
+            Some(_) => format!("{line}; interrupted by Ctrl-C (SIGINT)"),
+            None => line,
+        }
+    }
 }
 
 /// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
@@ -127,6 +143,7 @@ pub async fn run(
         snapshot_errors: Vec::new(),
         snapshots_written: 0,
         snapshots_dropped: Vec::new(),
+        interrupted: *ctx.stop.borrow(),
     };
     write_snapshots(&ctx, &mut outcome);
     outcome
