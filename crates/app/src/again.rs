@@ -16,8 +16,9 @@ pub enum AgainSource<'a> {
     Snapshot,
     /// A workflow file (`--file`).
     File(&'a Path),
-    /// A definition sent as data (the HTTP API's `workflow`).
-    Definition(Value),
+    /// A definition sent as data (the HTTP API's `workflow`), read where the caller placed it
+    /// (`Source::placed_in`), else where the file the earlier execution ran was.
+    Definition(Box<Source>),
 }
 
 /// A re-run or resume, worked out and ready for [`crate::runner::prepare`].
@@ -48,9 +49,10 @@ pub enum AgainError {
         "the trigger data of execution {id} ({bytes} bytes) was over the storage limit and was not stored in full; give the trigger data again"
     )]
     TriggerTruncated { id: String, bytes: u64 },
-    /// A resume's new definition is of another workflow: none of its outputs can be reused.
+    /// A rerun's or resume's new definition is of another workflow: a resume could reuse none
+    /// of its outputs, and a rerun would be recorded as one of a workflow it is not.
     #[error(
-        "execution {id} ran workflow '{ran}', but {file} is workflow '{given}'; a resume reuses outputs of the same workflow (run the other one with `run`)"
+        "execution {id} ran workflow '{ran}', but {file} is workflow '{given}'; a rerun or resume runs the same workflow again, perhaps changed (run the other one with `run`)"
     )]
     OtherWorkflow {
         id: String,
@@ -96,11 +98,21 @@ pub fn plan_again(
                 .unwrap_or_else(|| format!("<execution {id}>")),
         )
         .map_err(AgainError::Invalid)?,
-        AgainSource::Definition(v) => {
-            flowrun_codegen::source::from_value(v, "<request>").map_err(AgainError::Invalid)?
+        // An editor's changed version: read where the file it ran was, so that its relative
+        // paths (a sub-workflow, its nodes' directory) mean what they meant.
+        AgainSource::Definition(s) => {
+            let file_dir = previous
+                .source_file
+                .as_deref()
+                .map(Path::new)
+                .and_then(Path::parent);
+            match file_dir {
+                Some(dir) if s.dir.is_none() => s.placed_in(dir.to_path_buf()),
+                _ => *s,
+            }
         }
     };
-    if resume && !from_snapshot {
+    if !from_snapshot {
         let given = source
             .definition
             .get("id")

@@ -51,9 +51,35 @@ pub struct Source {
     /// The definition as JSON, as it was written (key order kept), with YAML merge keys applied
     /// and top-level `x-` keys left out.
     pub definition: Value,
+    /// For a definition without a file (`file` starts with `<`: an editor's request): the
+    /// directory its relative paths start from, as if it were a file there ([`Source::placed_in`]).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl Source {
+    /// A definition without a file read as if it were in `dir`: a saved workflow's edited
+    /// version finds its sub-workflows and runs its nodes where the saved one does.
+    pub fn placed_in(mut self, dir: std::path::PathBuf) -> Source {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// The directory the workflow's relative paths start from (a sub-workflow's file, its nodes'
+    /// working directory): its file's; for a definition without one, where it was placed, else
+    /// the current directory. Absolute.
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        use std::path::{Path, PathBuf};
+        let cwd = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let dir = if self.file.starts_with('<') {
+            self.dir.clone().unwrap_or_else(cwd)
+        } else {
+            let file =
+                std::path::absolute(&self.file).unwrap_or_else(|_| PathBuf::from(&self.file));
+            file.parent().map(Path::to_path_buf).unwrap_or_else(cwd)
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
     /// Fills in file and line of diagnostics that name a node (and field) but no line.
     pub(crate) fn locate(&self, diags: Diagnostics) -> Diagnostics {
         locate_in(&self.text, self.format, &self.file, diags)
@@ -215,6 +241,7 @@ pub fn parse_str(text: &str, format: Format, file: &str) -> Result<Source, Diagn
         text: text.to_string(),
         workflow,
         definition,
+        dir: None,
     };
     if diagnostics.is_empty() {
         return Ok(source);

@@ -20,17 +20,6 @@ use std::path::{Path, PathBuf};
 /// most `MAX_DEPTH`.
 pub const MAX_DEPTH: u32 = 8;
 
-/// The directory a workflow's relative paths start from: its file's, or the current directory
-/// for a definition that has no file (`<request>`, `<execution …>`).
-pub fn base_dir(source: &Source) -> PathBuf {
-    let cwd = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    if source.file.starts_with('<') {
-        return cwd();
-    }
-    let file = std::path::absolute(&source.file).unwrap_or_else(|_| PathBuf::from(&source.file));
-    file.parent().map(Path::to_path_buf).unwrap_or_else(cwd)
-}
-
 /// Checks the child files of `source`'s `workflow` nodes and writes their absolute paths into
 /// the plan's params. Errors are located in the files they are about.
 pub(crate) fn resolve(source: &Source, plan: &mut Plan) -> Result<(), Diagnostics> {
@@ -76,7 +65,7 @@ impl Checker {
         source: &Source,
         stack: &mut Vec<PathBuf>,
     ) -> (Vec<Diagnostic>, Vec<(usize, PathBuf)>) {
-        let base = base_dir(source);
+        let base = source.base_dir();
         let mut diags = Vec::new();
         let mut paths = Vec::new();
         for (index, node) in source.workflow.nodes.iter().enumerate() {

@@ -142,6 +142,25 @@ pub fn find(dir: Option<&Path>, id: &str) -> std::io::Result<Option<Entry>> {
         .find(|e| e.id == id))
 }
 
+/// An editor's definition read as if it were saved: in the directory of the workflow file with
+/// its id, else in the workflows directory (where `PUT` would save it). Its relative paths (a
+/// sub-workflow's file, its nodes' working directory) then mean what they mean in the file, not
+/// whatever directory the server was started in.
+pub fn placed(dir: Option<&Path>, source: Source) -> Source {
+    let Some(dir) = dir else {
+        return source;
+    };
+    let id = source.workflow.id.as_str();
+    let file = workflow_files(dir)
+        .ok()
+        .and_then(|files| files.into_iter().find(|f| id_of(f) == id));
+    let at = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+    source.placed_in(at)
+}
+
 /// The id a file's entry has (its workflow's `id`, or its name when it does not parse), parsed
 /// once per version of the file: its size, modification and change times and inode. The id is
 /// the file's own content; what it compiles to may depend on other files (sub-workflows), so
@@ -218,9 +237,9 @@ pub struct AgentLookup<'a> {
 
 /// The agent CLIs that `wf`'s nodes need, each with whether it is found, looked for as a run
 /// looks before it starts (`runner::missing_agents`).
-fn agents(wf: &Workflow, file: &str, lookup: &AgentLookup) -> Vec<Value> {
+fn agents(wf: &Workflow, base: &Path, lookup: &AgentLookup) -> Vec<Value> {
     let path = flowrun_app::agents::search_path(lookup.path);
-    let cwd = flowrun_app::runner::nodes_directory(lookup.cwd, file, wf.cwd.as_deref());
+    let cwd = flowrun_app::runner::nodes_directory(lookup.cwd, base, wf.cwd.as_deref());
     flowrun_app::agents::needed(wf, |_| false, Some(&path), &cwd)
         .into_iter()
         .map(|a| {
@@ -275,7 +294,7 @@ pub fn describe_with(
         .filter_map(|c| c["name"].as_str())
         .collect();
     let agents = match (wf, &e.source) {
-        (Some(wf), Some(source)) => agents(wf, &source.file, lookup),
+        (Some(wf), Some(source)) => agents(wf, &source.base_dir(), lookup),
         _ => Vec::new(),
     };
     let agents_found = agents.iter().all(|a| a["available"] == true);

@@ -125,7 +125,7 @@ fn working_directory(
     plan: &Plan,
     given: Option<&Path>,
 ) -> Result<PathBuf, RunError> {
-    let dir = nodes_directory(given, &source.file, plan.workflow.cwd.as_deref());
+    let dir = nodes_directory(given, &source.base_dir(), plan.workflow.cwd.as_deref());
     if !dir.is_dir() {
         return Err(RunError::Environment(format!(
             "the working directory {} does not exist (or is not a directory)",
@@ -136,24 +136,14 @@ fn working_directory(
 }
 
 /// Where a workflow's nodes run: the directory the caller gives (`--cwd`, the API's `cwd`),
-/// else the workflow's `cwd` relative to its file's directory, else that directory (for a
-/// definition without a file, `file` starting with `<`: flowrun's own working directory).
-/// Absolute; it may not exist.
-pub fn nodes_directory(given: Option<&Path>, file: &str, cwd: Option<&str>) -> PathBuf {
+/// else the workflow's `cwd` relative to `base` (its file's directory: `Source::base_dir`),
+/// else `base`. Absolute; it may not exist.
+pub fn nodes_directory(given: Option<&Path>, base: &Path, cwd: Option<&str>) -> PathBuf {
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let dir = match given {
-        Some(d) => here.join(d),
-        None => {
-            let file_dir = Some(Path::new(file))
-                .filter(|_| !file.starts_with('<'))
-                .and_then(Path::parent)
-                .map(|d| here.join(d))
-                .unwrap_or(here);
-            match cwd {
-                Some(c) => file_dir.join(c),
-                None => file_dir,
-            }
-        }
+    let dir = match (given, cwd) {
+        (Some(d), _) => here.join(d),
+        (None, Some(c)) => here.join(base).join(c),
+        (None, None) => here.join(base),
     };
     std::path::absolute(&dir).unwrap_or(dir)
 }

@@ -55,7 +55,7 @@ pub async fn start_saved(
     let (id, status) = blocking(move || {
         let entry = super::workflows::find_workflow_now(app2.workflows_dir.as_deref(), &id)?;
         let source = match body.workflow.take() {
-            Some(def) => super::definition_for(def, &id)?,
+            Some(def) => super::definition_for(&app2, def, &id)?,
             None => {
                 if !entry.is_valid() {
                     return Err(ApiError::invalid(&entry.diagnostics()));
@@ -82,8 +82,7 @@ pub async fn start_unsaved(
             "the body needs \"workflow\": the definition to run (for a saved workflow use POST /api/workflows/{id}/executions)",
         ));
     };
-    let source =
-        flowrun_codegen::source::from_value(def, "<request>").map_err(|d| ApiError::invalid(&d))?;
+    let source = super::unsaved(&app, def)?;
     start(&app, source, body, wait).await
 }
 
@@ -255,9 +254,10 @@ async fn again(
     let base = app.options.clone();
     let store = app.store.clone();
     let executions = app.executions.clone();
+    let app2 = app.clone();
     let (id, status, parent, notes) = blocking(move || {
         let source = match body.workflow.take() {
-            Some(v) => AgainSource::Definition(v),
+            Some(v) => AgainSource::Definition(Box::new(super::unsaved(&app2, v)?)),
             None => AgainSource::Snapshot,
         };
         let trigger = body.trigger.take();

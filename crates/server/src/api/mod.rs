@@ -105,10 +105,14 @@ pub(crate) async fn wait_final(
     }
 }
 
-/// An editor's definition from a request body, whose `id` must be the one in the URL.
-pub(crate) fn definition_for(def: Value, id: &str) -> Result<flowrun_codegen::Source, ApiError> {
-    let source =
-        flowrun_codegen::source::from_value(def, "<request>").map_err(|d| ApiError::invalid(&d))?;
+/// An editor's definition from a request body, whose `id` must be the one in the URL: read as
+/// that workflow's file would be (`workflows::placed`).
+pub(crate) fn definition_for(
+    app: &AppState,
+    def: Value,
+    id: &str,
+) -> Result<flowrun_codegen::Source, ApiError> {
+    let source = unsaved(app, def)?;
     if source.workflow.id != id {
         return Err(ApiError::bad_request(format!(
             "the definition in the body has id '{}', the URL names '{id}'",
@@ -116,6 +120,16 @@ pub(crate) fn definition_for(def: Value, id: &str) -> Result<flowrun_codegen::So
         )));
     }
     Ok(source)
+}
+
+/// An editor's definition from a request body, read as if saved (`workflows::placed`).
+pub(crate) fn unsaved(app: &AppState, def: Value) -> Result<flowrun_codegen::Source, ApiError> {
+    let source =
+        flowrun_codegen::source::from_value(def, "<request>").map_err(|d| ApiError::invalid(&d))?;
+    Ok(crate::workflows::placed(
+        app.workflows_dir.as_deref(),
+        source,
+    ))
 }
 
 pub(crate) async fn record(app: &AppState, id: &str) -> Result<Value, ApiError> {

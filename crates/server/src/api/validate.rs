@@ -97,7 +97,10 @@ pub async fn validate(
     blocking(move || {
         let file = Path::new("<request>");
         let entry = match flowrun_codegen::source::from_value(def, "<request>") {
-            Ok(source) => workflows::check(file, source),
+            Ok(source) => workflows::check(
+                file,
+                workflows::placed(app.workflows_dir.as_deref(), source),
+            ),
             Err(d) => workflows::unparsed(file, d),
         };
         let given = |var: &str| {

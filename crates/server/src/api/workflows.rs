@@ -113,7 +113,7 @@ pub async fn put(
         return Err(ApiError::no_workflows_dir());
     };
     blocking(move || {
-        let source = super::definition_for(def, &id)?;
+        let source = super::definition_for(&app, def, &id)?;
         let checked = workflows::check(std::path::Path::new("<request>"), source);
         if !checked.is_valid() {
             return Err(ApiError::invalid(&checked.diagnostics()));
