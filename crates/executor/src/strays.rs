@@ -196,6 +196,50 @@ pub fn sweep(max: Duration) -> usize {
     }
 }
 
+/// Reaps the stray children of this process (see [`sweep`]) as they exit on their own, waiting
+/// up to `within` for those still running; true when none is left. For strays that end by
+/// themselves — a spare whose template was killed before it handed the spare over sees its
+/// socket close and exits — without freezing them: a process frozen by a sweep stays frozen for
+/// good if this process dies before the sweep is done with it (nothing continues it then).
+pub fn reap_exited(within: Duration) -> bool {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let me = std::process::id() as i32;
+    // SAFETY: getsid(0) reads this process's session id.
+    let session = unsafe { libc::getsid(0) };
+    let deadline = Instant::now() + within;
+    loop {
+        let all = {
+            let _spawning = crate::process::SPAWN_LOCK
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            tree::all_checked()
+        };
+        let Some(all) = all else {
+            return false;
+        };
+        let mut running = false;
+        for p in all.iter().filter(|p| p.ppid == me && is_stray(p, session)) {
+            if p.runs() {
+                running = true;
+            } else if tree::stat(p.pid)
+                .is_some_and(|s| s.ppid == me && s.start_time == p.start_time)
+            {
+                let _ = waitpid(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    Some(WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+        if !running {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Raises this process's soft limit of open descriptors to its hard limit, for a sweep (or a
 /// shepherd) that could not read /proc or poll: a process of the execution (the same user) may
 /// have lowered it. Returns the soft limit now (0 if it cannot be read).

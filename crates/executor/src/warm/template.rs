@@ -528,10 +528,11 @@ impl Drop for Template {
                 }) {
                     // Killed, it may have forked a spare it never handed over: that spare is
                     // ours now (we are their subreaper), known to nobody, and it ends as it
-                    // finds its socket closed. The sweep ends it if it has not, and reaps it.
+                    // finds its socket closed. Reaped then; ended by a sweep if it does not.
                     use std::os::unix::process::ExitStatusExt;
                     if status.is_some_and(|s| s.signal().is_some())
                         && crate::process::is_subreaper()
+                        && !crate::strays::reap_exited(Duration::from_secs(2))
                     {
                         crate::strays::sweep(Duration::from_secs(10));
                     }
