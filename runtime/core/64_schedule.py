@@ -5,8 +5,12 @@
 # exactly as written. With N > 1 a node starts as soon as every node it
 # depends on (its deps and the conditions guarding it) has ended, at most N at
 # once, in threads of this one process; among ready nodes plan order wins.
-# After a node fails for good (on_error: stop), or once the run pauses (see
-# 66_limits.py), nothing new starts; running nodes finish.
+# Once the run pauses (see 66_limits.py) nothing new starts and running nodes
+# finish. After a node fails for good (on_error: stop) the run ends at once:
+# the nodes running beside it are not waited for (one running `sleep 100`
+# would hold the execution to its timeout, which would then be reported as
+# its error); they end with the process, and the runner records them
+# cancelled, "stopped because node '<id>' failed".
 #
 # Output of nodes running side by side cannot be told apart on fd 1, so then
 # what a node prints through sys.stdout/sys.stderr (its print(), a command's
@@ -83,6 +87,6 @@ def _schedule(run):
                         threading.Thread(target=worker, args=(node,), daemon=True).start()
                     else:
                         i += 1
-            if not running:
+            if not running or run.error is not None:
                 break
             cv.wait()

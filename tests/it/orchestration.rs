@@ -145,6 +145,68 @@ fn a_node_timeout_holds_while_other_nodes_run() {
     assert_eq!(env.node(&id, "other").status, "cancelled");
 }
 
+/// A node that fails for good ends the execution at once, with its error: the nodes running
+/// beside it (code asleep, a command's process) are stopped with it, not waited for — they
+/// would have held it until its timeout, which would then have been its error.
+#[test]
+fn a_failure_stops_the_nodes_running_beside_it() {
+    let env = Env::new();
+    let marker = format!("{}", 900 + std::process::id() % 97);
+    let wf = env.write_workflow(
+        "failfast.json",
+        &json!({ "id": "failfast", "max_parallel": 3, "timeout_ms": 60000, "nodes": [
+            { "id": "slow", "type": "code", "code": "import time\ntime.sleep(60)\nreturn 1" },
+            { "id": "cmd", "type": "command", "argv": ["sleep", marker] },
+            { "id": "bad", "type": "code",
+              "code": "import time\ntime.sleep(0.5)\nraise ValueError('broken')" },
+            { "id": "after", "type": "set", "fields": {}, "after": ["slow", "cmd", "bad"] },
+        ]}),
+    );
+    let t0 = Instant::now();
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "a failed node");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let id = env.only_execution_id();
+    let e = env.execution(&id);
+    assert_eq!(e.status, "error", "{e:?}");
+    assert!(e.error_message().contains("broken"), "{e:?}");
+    assert_eq!(env.node(&id, "bad").status, "error");
+    for n in ["slow", "cmd"] {
+        let row = env.node(&id, n);
+        assert_eq!(row.status, "cancelled", "{row:?}");
+        assert!(
+            row.error_message()
+                .contains("stopped because node 'bad' failed"),
+            "{row:?}"
+        );
+    }
+    assert!(
+        env.nodes(&id).iter().all(|n| n.node_id != "after"),
+        "the node after them never started"
+    );
+    // The command's process ended with the execution.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^sleep {marker}$")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "left running: {:?}", left);
+    // The same, warm (`flowrun test` forks its executions from a template).
+    env.write_file(
+        "failfast.test.yaml",
+        "workflow: ./failfast.json\ncases:\n  - name: fails fast\n    expect:\n      status: error\n      error.node: bad\n      nodes.slow.status: cancelled\n      nodes.cmd.status: cancelled\n",
+    );
+    let out = env.cmd(["test", "failfast.test.yaml"]);
+    assert_success(&out, "the case");
+    let warm = env.execution_ids().pop().unwrap();
+    let start: String = env
+        .db()
+        .query_row("SELECT start FROM executions WHERE id = ?1", [&warm], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(start, "warm");
+}
+
 #[test]
 fn a_node_after_an_if_else_runs_and_skips_say_why() {
     let env = Env::new();

@@ -385,6 +385,21 @@ pub async fn execute(
                         "paused" => ExecStatus::Paused,
                         _ => ExecStatus::Error,
                     };
+                    if status == ExecStatus::Error {
+                        // Nodes running beside the one that failed are not waited for (the
+                        // runtime ends at a failure): they were stopped with the execution.
+                        let failed = r.error.as_ref().and_then(|e| e.node.clone());
+                        st.close_running(|_| {
+                            let why = match &failed {
+                                Some(n) => format!("stopped because node '{n}' failed"),
+                                None => "stopped because the execution failed".to_string(),
+                            };
+                            (
+                                NodeStatus::Cancelled,
+                                ErrorInfo::of(ErrorKind::Cancelled, why),
+                            )
+                        });
+                    }
                     if status == ExecStatus::Error && r.error.is_none() {
                         let e = ErrorInfo::of(
                             ErrorKind::Error,
