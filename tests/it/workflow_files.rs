@@ -289,7 +289,8 @@ fn json_output_for_editors_and_ci() {
     assert_eq!(
         bad["diagnostics"],
         json!([{"file": "bad.yaml", "line": 5, "column": null, "node": "a", "field": "feilds",
-                "message": "unknown field `feilds`, expected `fields`"}])
+                "message": "unknown field `feilds`, did you mean `fields`? (a set node takes `fields`; every node takes `id`, `type`, `name`, `notes`, `after`, `timeout_ms`, `retry`, `on_error`, `pinned`, `requirements`, `for_each`, `max_concurrent`, `fail_fast`, `repeat`)",
+                "node_index": 0}])
     );
     let out = env.cmd(["validate", "--json", "good.json"]);
     assert_success(&out, "validate --json of a valid file");

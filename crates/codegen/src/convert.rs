@@ -253,7 +253,13 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
         }
     }
     // The type's own fields can only be checked once the type is known.
-    let kind = node_type.and_then(|t| each_error(k, obj, |v| t.parse_fields(v, &label), diags));
+    let kind = node_type.and_then(|t| {
+        let parse = |v| {
+            t.parse_fields(v, &label)
+                .map_err(|d| unknown_of(d, t.name()))
+        };
+        each_error(k, obj, parse, diags)
+    });
     match (common, kind) {
         (Some(c), Some(kind)) if diags.len() == before => Ok(Node {
             id: c.id,
@@ -374,6 +380,57 @@ fn field_and_message(
     (field, msg)
 }
 
+/// serde's "unknown field `timout_ms`, expected one of `code`, `cwd`" about a node type's own
+/// fields lists only those: the fields every node takes (`timeout_ms`, `retry`, `on_error`…) were
+/// taken out before. Said again with both, and the closest name when one is a likely typo.
+fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
+    let Some(rest) = d.message.strip_prefix("unknown field `") else {
+        return d;
+    };
+    let Some((given, expected)) = rest.split_once('`') else {
+        return d;
+    };
+    let own: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let every = own.iter().chain(crate::model::COMMON_KEYS.iter());
+    let close = every
+        .map(|f| (edit_distance(given, f), *f))
+        .filter(|&(n, f)| n <= 2 && n < f.len())
+        .min();
+    let hint = match close {
+        Some((_, f)) => format!(", did you mean `{f}`?"),
+        None => String::new(),
+    };
+    let quote = |fields: &[&str]| {
+        let q: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        q.join(", ")
+    };
+    let own = match own.as_slice() {
+        [] => format!("a {type_name} node has no fields of its own"),
+        fields => format!("a {type_name} node takes {}", quote(fields)),
+    };
+    d.message = format!(
+        "unknown field `{given}`{hint} ({own}; every node takes {})",
+        quote(crate::model::COMMON_KEYS)
+    );
+    d
+}
+
+/// Levenshtein distance of two short names (field names: a few dozen characters at most).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
 /// serde names fields in backticks: "unknown field `feilds`, expected `fields`" or
 /// "missing field `code`".
 fn field_in_message(msg: &str) -> Option<String> {
@@ -389,6 +446,23 @@ mod tests {
     fn errors(text: &str, format: Format) -> Vec<String> {
         let d = parse_str(text, format, "wf").expect_err("invalid");
         d.0.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// A misspelt field every node takes is named as such (serde lists only the type's own).
+    #[test]
+    fn an_unknown_field_names_the_fields_a_node_takes_and_the_closest() {
+        let e = errors(
+            "id: w\nnodes:\n  - id: b\n    type: code\n    code: return 1\n    timout_ms: 5\n  - id: d\n    type: delay\n    ms: 1\n    on_eror: continue\n    zzz: 1\n",
+            Format::Yaml,
+        );
+        let has = |want: &str| assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+        has("unknown field `timout_ms`, did you mean `timeout_ms`? (a code node takes `code`,");
+        has(
+            "unknown field `on_eror`, did you mean `on_error`? (a delay node takes `ms`; every node takes `id`, `type`,",
+        );
+        has("unknown field `zzz` (a delay node takes `ms`;");
+        assert_eq!(super::edit_distance("feilds", "fields"), 2);
+        assert_eq!(super::edit_distance("", "ms"), 2);
     }
 
     #[test]

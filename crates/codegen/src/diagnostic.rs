@@ -6,7 +6,8 @@ use std::fmt;
 ///
 /// Displayed as `file:line:col: node 'x', field 'y': message`, leaving out the parts that are not
 /// known, so an editor or terminal can jump to it. Serialized (`validate --json`, the HTTP API)
-/// as `{file, line, column, node, field, message}`, each present and `null` when not known.
+/// as `{file, line, column, node, field, message, node_index}`, each present and `null` when not
+/// known (`node_index`: the node's position in `nodes`, which tells two nodes with one id apart).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     pub file: Option<String>,
@@ -15,8 +16,9 @@ pub struct Diagnostic {
     pub node: Option<String>,
     pub field: Option<String>,
     pub message: String,
-    /// The node's position in `nodes`, to find its line when two nodes share an id.
-    #[serde(skip)]
+    /// The node's position in `nodes`, to find its line when two nodes share an id (and for an
+    /// editor, to mark the right one).
+    #[serde(rename = "node_index")]
     pub(crate) index: Option<usize>,
 }
 

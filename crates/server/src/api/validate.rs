@@ -96,6 +96,17 @@ pub async fn validate(
     };
     blocking(move || {
         let file = Path::new("<request>");
+        // What the list of nodes shows of a definition that does not parse: its nodes as written.
+        let written = def.get("nodes").and_then(Value::as_array).map(|nodes| {
+            let field = |n: &Value, k: &str| n.get(k).filter(|v| v.is_string()).cloned();
+            nodes
+                .iter()
+                .map(|n| {
+                    json!({"id": field(n, "id"), "type": field(n, "type"), "name": field(n, "name"),
+                           "reads": null, "after": null, "env": null})
+                })
+                .collect::<Vec<Value>>()
+        });
         let entry = match flowrun_codegen::source::from_value(def, "<request>") {
             Ok(source) => workflows::check(
                 file,
@@ -131,7 +142,7 @@ pub async fn validate(
                                 "reads": null, "after": null, "env": null})
                 })
                 .collect(),
-            _ => json!([]),
+            _ => json!(written.unwrap_or_default()),
         };
         obj.insert("nodes".into(), node_list);
         Ok(Json(v))
