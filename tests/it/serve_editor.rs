@@ -77,6 +77,30 @@ fn validate_reports_everything_and_runs_nothing() {
         "{d}"
     );
     assert!(d["message"].as_str().unwrap().contains("ghost"));
+    // A node's misspelt field, while being typed: the nodes as written stay listed, and the
+    // diagnostic says which node (by position too) and what was meant.
+    let typing = json!({"id": "t", "nodes": [
+        {"id": "b", "type": "code", "code": "return 1", "timout_ms": 5},
+        {"id": "b", "type": "delay", "ms": 1}]});
+    let r = s.post("/api/validate", &json!({"workflow": typing}));
+    assert_eq!(r.body["valid"], false, "{}", r.text);
+    let ids: Vec<&str> = r.body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["code", "delay"], "{}", r.text);
+    let d = &r.body["diagnostics"][0];
+    assert_eq!(d["node_index"], 0, "{}", r.text);
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `timeout_ms`?"),
+        "{}",
+        r.text
+    );
     // Nothing was run or recorded.
     let list = s.get("/api/executions");
     assert_eq!(list.body["executions"], json!([]));
