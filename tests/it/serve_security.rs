@@ -345,6 +345,28 @@ fn every_security_refusal() {
         &format!("GET /api HTTP/1.1\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(status, 421, "no Host at all");
+    // A loopback Host beside a foreign one, or a request line naming a foreign host: 400.
+    let port = srv.addr.rsplit(':').next().unwrap();
+    for head in [
+        format!("GET /api HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n"),
+        format!("GET http://evil.example/api HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+    ] {
+        let (status, body) = raw(
+            &srv.addr,
+            &format!("{head}Authorization: {auth}\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 400, "{head}: {body}");
+    }
+    // A head over 64 KiB, even in one piece: 431, said in JSON.
+    let (status, body) = raw(
+        &srv.addr,
+        &format!(
+            "GET /api HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(100_000)
+        ),
+    );
+    assert_eq!(status, 431, "{body}");
+    assert!(body.contains("head_too_large"), "{body}");
     for ok in ["localhost", "127.0.0.1", "[::1]"] {
         let (status, body) = raw(
             &srv.addr,

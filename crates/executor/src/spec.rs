@@ -64,6 +64,8 @@ pub enum StopReason {
     Interrupt,
     /// SIGTERM to the `flowrun run` process.
     Terminate,
+    /// The server running it is shutting down (SIGTERM or Ctrl-C to `flowrun serve`).
+    Shutdown,
     /// Not a stop: `flowrun pause` or the API asked that no new node start. Running nodes
     /// finish, and the runtime ends the execution `paused`. A later stop still stops it.
     Pause,
@@ -76,6 +78,7 @@ impl StopReason {
             StopReason::Cancel => "stopped by request",
             StopReason::Interrupt => "stopped by Ctrl-C",
             StopReason::Terminate => "stopped: flowrun received SIGTERM",
+            StopReason::Shutdown => "stopped: the server shut down",
             StopReason::Pause => "paused by request",
         }
     }

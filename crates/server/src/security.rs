@@ -185,11 +185,50 @@ fn add_cors(resp: &mut Response, origin: &HeaderValue) {
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let policy = &app.security;
     let headers = req.headers();
+    // hyper caps what it buffers of a head, not the head: one that arrives in a single read is
+    // parsed whatever its size.
+    let head = req.uri().to_string().len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > crate::listen::MAX_HEAD_BYTES {
+        let mut r = refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "head_too_large",
+            &format!(
+                "the request line and headers are {head} bytes; at most {} KiB are taken",
+                crate::listen::MAX_HEAD_BYTES >> 10
+            ),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    // Two Host headers (RFC 9112: a 400), or a request line naming another host than the
+    // header: which one would a proxy in between have checked?
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request has more than one Host header",
+        );
+    }
+    let named = req.uri().authority().map(|a| a.as_str().to_string());
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()));
+        .map(str::to_string);
+    if let (Some(n), Some(h)) = (&named, &host)
+        && !n.eq_ignore_ascii_case(h)
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("the request line names host '{n}', its Host header '{h}'"),
+        );
+    }
+    let host = host.or(named);
     match host {
         Some(h) if host_allowed(&h, policy.bind) => {}
         Some(h) => {

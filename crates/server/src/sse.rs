@@ -89,6 +89,7 @@ impl Outbox {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     last_event_id: Option<String>,
 }
@@ -178,9 +179,8 @@ pub async fn events(
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = q
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = crate::api::query(q)?;
+    // The header wins over the query: it is what a reconnecting EventSource sends.
     let given = headers
         .get("last-event-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())

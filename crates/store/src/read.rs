@@ -17,6 +17,10 @@ impl Store {
         if let Some(id) = exact {
             return Ok(id);
         }
+        // Ids are lowercase hex: `A52D` (copied from somewhere that shouts) is `a52d`, as the
+        // list's `id` filter takes it.
+        let lower = prefix.to_ascii_lowercase();
+        let prefix = lower.as_str();
         if prefix.is_empty()
             || !prefix
                 .bytes()

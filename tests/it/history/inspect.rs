@@ -143,6 +143,10 @@ fn prefixes_resolve_when_unique_and_fail_when_ambiguous_or_unknown() {
     let out = env.cmd(["show", "fed"]);
     assert_success(&out, "show by a short prefix");
     assert!(stdout(&out).starts_with("execution fed3000000000003"));
+    // In capitals too, as the API's list filter takes them.
+    let out = env.cmd(["show", "FED3"]);
+    assert_success(&out, "show by a prefix in capitals");
+    assert!(stdout(&out).starts_with("execution fed3000000000003"));
     let out = env.cmd(["logs", "abc2"]);
     assert_success(&out, "logs by prefix");
     assert!(

@@ -46,6 +46,24 @@ fn wait_true_rerun_resume_and_paging() {
     assert_eq!(r.body["relation"], "rerun");
     assert_eq!(r.body["parent_id"], json!(q1));
     assert_eq!(r.body["output"], json!({"n": 7}));
+    // What a rerun says besides comes with the record it waited for, as with its 202.
+    assert!(r.body["notes"].is_array(), "{}", r.text);
+    // A query an endpoint does not take is refused, on every endpoint, in the API's words.
+    for path in [
+        format!("/api/executions/{q1}?foo=1"),
+        format!("/api/executions/{q1}/events?foo=1"),
+        "/api/executions?foo=1".to_string(),
+    ] {
+        let r = srv.get(&path);
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        let m = r.body["message"].as_str().unwrap();
+        assert!(
+            m.starts_with("the query string is not valid: ") && m.contains("unknown field `foo`"),
+            "{m}"
+        );
+    }
+    let r = srv.post("/api/executions", &json!([1]));
+    assert!(!r.text.contains("struct"), "{}", r.text);
 
     // Resume: a failed execution again from the failed node, with new trigger data.
     let r = srv.post(

@@ -146,9 +146,18 @@ fn shutdown_cancels_running_and_queued_executions_and_exits_0() {
     assert_eq!(events.last().unwrap()["status"], "cancelled");
     let a_rec = w.show_json(&a);
     assert_eq!(a_rec["status"], "cancelled", "{a_rec}");
+    let why = a_rec["error"]["message"].as_str().unwrap();
+    assert!(
+        why.starts_with("stopped: the server shut down after"),
+        "{a_rec}"
+    );
     assert_eq!(record_statuses(&a_rec)["sleep"], "cancelled");
     let b_rec = w.show_json(&b);
     assert_eq!(b_rec["status"], "cancelled", "{b_rec}");
+    assert_eq!(
+        b_rec["error"]["message"], "the server shut down before it started",
+        "{b_rec}"
+    );
     assert_eq!(b_rec["nodes"], json!([]));
     // The default token file of a port picked at random (`--port 0`) goes with the server: no
     // later start can use it (a fixed port keeps it, see serve_security.rs).

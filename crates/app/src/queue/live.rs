@@ -202,6 +202,11 @@ impl Live {
         self.ask(StopReason::Cancel);
     }
 
+    /// A stop because the server is shutting down (which the execution's error says).
+    pub(super) fn shut_down(&self) {
+        self.ask(StopReason::Shutdown);
+    }
+
     pub(super) fn pause(&self) {
         self.ask(StopReason::Pause);
     }

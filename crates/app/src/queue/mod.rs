@@ -433,7 +433,7 @@ impl Executions {
             }
             for live in running {
                 let _ = this.store.lock().request_stop(&live.id, now_ms());
-                live.cancel();
+                live.shut_down();
             }
         })
         .await;

@@ -212,7 +212,9 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<super::NoQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    query(q)?;
     Ok(Json(record(&app, &id).await?))
 }
 

@@ -40,14 +40,40 @@ pub(crate) fn parse_body<T: DeserializeOwned + Default>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not valid: {}",
+            no_type_names(&e.to_string())
+        ))
+    })
+}
+
+/// serde names the Rust type it expected ("expected struct RunBody"): a caller knows it as a
+/// JSON object.
+fn no_type_names(msg: &str) -> String {
+    match (msg.find("expected struct "), msg.rfind(" at line ")) {
+        (Some(i), end) => {
+            let end = end.filter(|&e| e > i).unwrap_or(msg.len());
+            format!("{}expected a JSON object{}", &msg[..i], &msg[end..])
+        }
+        _ => msg.to_string(),
+    }
 }
 
 pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+    q.map(|Query(t)| t).map_err(|e| {
+        let text = e.body_text();
+        let why = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::bad_request(format!("the query string is not valid: {why}"))
+    })
 }
+
+/// The query of an endpoint that takes none: anything in it is refused, as elsewhere.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -161,13 +187,22 @@ pub(crate) async fn started(
         // Made by the execution's task as it ends; the store is read only when it was too late
         // to ask.
         let live = app.executions.live(&id);
-        if let Some(live) = live
-            && let Some(record) = live.final_record().await
-        {
-            return Ok(Json(record).into_response());
+        let mut done = match live {
+            Some(live) => live.final_record().await,
+            None => None,
+        };
+        if done.is_none() {
+            wait_final(app, &id, None).await?;
+            done = Some(record(app, &id).await?);
         }
-        wait_final(app, &id, None).await?;
-        return Ok(Json(record(app, &id).await?).into_response());
+        let mut done = done.unwrap_or_default();
+        // What a rerun or resume says besides (`notes`), as its 202 answer would.
+        if let (Some(Value::Object(extra)), Value::Object(record)) = (extra, &mut done) {
+            for (k, v) in extra {
+                record.entry(k).or_insert(v);
+            }
+        }
+        return Ok(Json(done).into_response());
     }
     let mut body = json!({
         "id": id,
