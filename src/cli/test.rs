@@ -22,7 +22,8 @@ const USAGE: i32 = super::exit::USAGE;
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
-    /// Test files (*.test.yaml, *.test.json) or directories to search for them (default: .).
+    /// Test files (*.test.yaml, *.test.yml, *.test.json) or directories to search for them
+    /// (default: .).
     /// With --record-from: the test file to add the case to.
     pub paths: Vec<PathBuf>,
     /// Cases running at once (default: the number of CPUs).

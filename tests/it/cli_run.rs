@@ -444,6 +444,15 @@ fn a_run_that_fails_to_prepare_creates_no_database_and_changes_none() {
         assert_code(&out, 2, &format!("invalid run {i}"));
         assert!(!env.db_path().exists(), "invalid run {i} made a database");
     }
+    // A timeout of 0 would end the execution at once: refused as the workflow's own would be.
+    let out = env.run(&good, r#"{"n": 1}"#, &["--timeout-ms", "0"]);
+    assert_code(&out, 2, "--timeout-ms 0");
+    assert!(
+        stderr(&out).contains("'0' for '--timeout-ms"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!env.db_path().exists(), "--timeout-ms 0 made a database");
 
     assert_code(
         &env.run(&good, r#"{"n": 1}"#, &[]),

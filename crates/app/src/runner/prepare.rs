@@ -184,6 +184,12 @@ pub fn prepare(
             nodes: plan.workflow.nodes.iter().map(|n| n.id.clone()).collect(),
         });
     }
+    if options.timeout_ms == Some(0) {
+        // As the workflow's own `timeout_ms` is checked: 0 would end every execution at once.
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new("a timeout is at least 1 ms, not 0").into(),
+        ));
+    }
     if let Some(v) = options.max_cost_usd
         && !(v.is_finite() && v >= 0.0)
     {

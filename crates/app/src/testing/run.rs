@@ -256,6 +256,11 @@ async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
     result
 }
 
+/// Milliseconds since `t0`, to the microsecond (a report's `65.349`, not `65.34853799999999`).
+fn elapsed_ms(t0: Instant) -> f64 {
+    (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
 type SnapshotResult = (Option<SnapshotNote>, Option<Value>);
 
 /// One execution of a case, checked.
@@ -268,7 +273,7 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
         execution_id: None,
         status: None,
         error: None,
-        duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: elapsed_ms(t0),
         failures,
     };
     let setup_failed = |message: String| no_execution(vec![Failure::Setup { message }]);
@@ -325,7 +330,7 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
             Some(n) => format!("{} in node '{n}': {}", e.kind, e.message),
             None => format!("{}: {}", e.kind, e.message),
         }),
-        duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: elapsed_ms(t0),
         failures: Vec::new(),
     };
     let record = match record {

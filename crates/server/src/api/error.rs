@@ -144,7 +144,12 @@ pub fn run_error(e: RunError) -> ApiError {
                 .map(|u| json!({"connection": u.connection, "env": u.env, "nodes": u.nodes}))
                 .collect();
             let message = format!(
-                "{message}\nset {} in the environment that `flowrun serve` runs in, and restart it",
+                "{message}\ngive {} for this run in the request's `secrets` ({{\"VAR\": \"value\"}}), or set {} in the environment that `flowrun serve` runs in and restart it",
+                if list.len() == 1 {
+                    "its value"
+                } else {
+                    "their values"
+                },
                 if list.len() == 1 { "it" } else { "them" }
             );
             ApiError::new(StatusCode::CONFLICT, "unbound_connections", message)

@@ -82,6 +82,11 @@ impl RunBody {
     /// definition that will run (its connections are what `secrets` may bind).
     pub fn options(&self, base: &RunOptions, workflow: &Workflow) -> Result<RunOptions, ApiError> {
         let mut options = base.clone();
+        if self.timeout_ms == Some(0) {
+            return Err(ApiError::bad_request(
+                "timeout_ms must be at least 1 (0 would end the execution at once)",
+            ));
+        }
         if let Some(t) = self.timeout_ms {
             options.timeout_ms = Some(t);
         }
@@ -212,6 +217,7 @@ mod tests {
             (serde_json::json!({"env": {"A": "x\u{0}"}}), "NUL"),
             (serde_json::json!({"cwd": "relative"}), "absolute"),
             (serde_json::json!({"max_cost_usd": -1.0}), "≥ 0"),
+            (serde_json::json!({"timeout_ms": 0}), "at least 1"),
             (
                 serde_json::json!({"break_before": ["nope"]}),
                 "no node 'nope'",
