@@ -298,3 +298,67 @@ fn invalid_workflows_and_inputs_are_422_unbound_connections_409() {
     let history: Value = serde_json::from_str(&w.cli_ok(&["history", "--json"])).unwrap();
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
 }
+
+/// An editor's unsaved version of a saved workflow is read as its file is: its sub-workflow is
+/// found beside the file and its nodes run in the file's directory, whatever directory the
+/// server runs in — when it is validated, saved, run, and rerun. A rerun is of the same
+/// workflow: a definition with another id is refused.
+#[test]
+fn an_edited_definition_means_what_its_saved_file_means() {
+    let w = World::new();
+    std::fs::create_dir(w.workflows().join("parts")).unwrap();
+    w.save(
+        "parts/child.json",
+        &json!({"id": "child", "nodes": [{"id": "say", "type": "set", "fields": {"v": "child ran"}}]}),
+    );
+    w.save(
+        "sub.json",
+        &json!({"id": "sub", "nodes": [
+            {"id": "where", "type": "command", "argv": ["pwd"]},
+            {"id": "child", "type": "workflow", "workflow": "./parts/child.json"}]}),
+    );
+    let s = w.serve(&[]);
+    let here = std::fs::canonicalize(w.workflows()).unwrap();
+    let check = |r: &crate::support::serve::Reply, what: &str| {
+        assert_eq!(r.status, 200, "{what}: {}", r.text);
+        assert_eq!(r.body["status"], "success", "{what}: {}", r.text);
+        assert_eq!(r.body["output"]["v"], "child ran", "{what}: {}", r.text);
+        let id = r.body["id"].as_str().unwrap();
+        let rec = s.get(&format!("/api/executions/{id}")).body;
+        let node = rec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == "where")
+            .unwrap();
+        let dir = node["output"]["stdout"].as_str().unwrap().trim();
+        assert_eq!(std::fs::canonicalize(dir).unwrap(), here, "{what}");
+    };
+    let edited = json!({"workflow": s.get("/api/workflows/sub").body["definition"]});
+    let v = s.post("/api/validate", &edited);
+    assert_eq!(v.body["valid"], true, "{}", v.text);
+    assert_eq!(s.put("/api/workflows/sub", &edited).status, 200);
+    check(
+        &s.post("/api/workflows/sub/executions?wait=true", &edited),
+        "saved, edited",
+    );
+    let r = s.post("/api/executions?wait=true", &edited);
+    check(&r, "unsaved");
+    let first = r.body["id"].as_str().unwrap().to_string();
+    check(
+        &s.post(&format!("/api/executions/{first}/rerun?wait=true"), &edited),
+        "rerun",
+    );
+    let mut other = edited.clone();
+    other["workflow"]["id"] = json!("zzz");
+    let r = s.post(&format!("/api/executions/{first}/rerun"), &other);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a rerun or resume runs the same workflow"),
+        "{}",
+        r.text
+    );
+}
