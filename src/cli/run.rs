@@ -203,8 +203,12 @@ pub fn again(
     let store = open_store(db)?;
     let source = file.map_or(AgainSource::Snapshot, AgainSource::File);
     let (options, on_command_line) = options(&exec)?;
-    let plan = again::plan_again(&store, id, source, given_trigger(&exec)?, options, resume)
+    let mut plan = again::plan_again(&store, id, source, given_trigger(&exec)?, options, resume)
         .map_err(exit::again_error)?;
+    // A definition that had no file (an editor's, run by `flowrun serve`): its relative paths
+    // are read from where it ran.
+    let ran_in = plan.options.cwd.clone();
+    plan.place_unsaved(ran_in);
     for note in &plan.notes {
         eprintln!("{}", text::clean(note));
     }

@@ -204,6 +204,26 @@ fn a_template_killed_while_it_makes_a_spare_leaves_no_zombie() {
     }
 }
 
+/// A template killed while nothing runs is reaped and its spares let go at once, not when the
+/// next request comes: no zombie waits under the server meanwhile.
+#[test]
+fn a_template_killed_while_idle_is_reaped_without_waiting_for_a_request() {
+    let w = World::new();
+    w.save("quick.json", &code_workflow("quick", "return 42"));
+    let srv = w.serve(&[]);
+    assert_eq!(run_wait(&srv, "quick")["start"], "warm");
+    let spares = ready(&srv);
+    let template = templates(srv.pid())[0];
+    faults::signal(template, nix::sys::signal::Signal::SIGKILL);
+    assert_reaped(template);
+    assert_all_reaped(&spares);
+    wait_for("no zombie left under the server", || {
+        faults::zombie_children(srv.pid()).is_empty().then_some(())
+    });
+    // And the next execution is served as ever.
+    assert_eq!(run_wait(&srv, "quick")["status"], "success");
+}
+
 #[test]
 fn a_stop_right_after_a_spare_takes_its_execution_ends_it() {
     let w = World::new();

@@ -16,8 +16,8 @@ pub enum AgainSource<'a> {
     Snapshot,
     /// A workflow file (`--file`).
     File(&'a Path),
-    /// A definition sent as data (the HTTP API's `workflow`), read where the caller placed it
-    /// (`Source::placed_in`), else where the file the earlier execution ran was.
+    /// A definition sent as data (the HTTP API's `workflow`), read where the file the earlier
+    /// execution ran was; when it had none, the caller places it ([`AgainPlan::place_unsaved`]).
     Definition(Box<Source>),
 }
 
@@ -32,6 +32,19 @@ pub struct AgainPlan {
     pub options: RunOptions,
     /// What `resume` tells the user: which nodes run again and why, which are reused.
     pub notes: Vec<String>,
+}
+
+impl AgainPlan {
+    /// A definition without a file — an editor's, sent now or run before — is read as if it
+    /// were in `dir` (`Source::placed_in`), unless the earlier execution's file placed it: the
+    /// caller's rule (the server's workflows directory; the CLI, where the earlier run ran).
+    pub fn place_unsaved(&mut self, dir: Option<std::path::PathBuf>) {
+        if self.source.file.starts_with('<') && self.source.dir.is_none() {
+            if let Some(dir) = dir {
+                self.source.dir = Some(dir);
+            }
+        }
+    }
 }
 
 /// Why a re-run or resume cannot start.

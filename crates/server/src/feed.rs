@@ -178,7 +178,13 @@ fn step(
 }
 
 /// `GET /api/events`.
-pub async fn events(State(app): State<AppState>) -> Response {
+pub async fn events(
+    State(app): State<AppState>,
+    q: Result<axum::extract::Query<crate::api::NoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(e) = crate::api::query(q) {
+        return e.into_response();
+    }
     let mut rx = app.feed.tx.subscribe();
     let mut shutdown = app.shutdown.clone();
     // What a client has not read yet is bounded in bytes (`Outbox`): one that stops reading

@@ -49,19 +49,39 @@ fn wait_true_rerun_resume_and_paging() {
     // What a rerun says besides comes with the record it waited for, as with its 202.
     assert!(r.body["notes"].is_array(), "{}", r.text);
     // A query an endpoint does not take is refused, on every endpoint, in the API's words.
-    for path in [
-        format!("/api/executions/{q1}?foo=1"),
-        format!("/api/executions/{q1}/events?foo=1"),
-        "/api/executions?foo=1".to_string(),
+    for (method, path) in [
+        ("GET", format!("/api/executions/{q1}?foo=1")),
+        ("GET", format!("/api/executions/{q1}/events?foo=1")),
+        ("GET", "/api/executions?foo=1".to_string()),
+        ("GET", "/api?foo=1".to_string()),
+        ("GET", "/api/openapi.json?foo=1".to_string()),
+        ("GET", "/api/events?foo=1".to_string()),
+        ("GET", "/api/workflows?foo=1".to_string()),
+        ("GET", "/api/workflows/flaky?foo=1".to_string()),
+        ("PUT", "/api/workflows/flaky?foo=1".to_string()),
+        ("DELETE", "/api/workflows/flaky?foo=1".to_string()),
+        ("POST", "/api/validate?foo=1".to_string()),
+        // `?dry_run=true` must not delete.
+        ("DELETE", format!("/api/executions/{q1}?foo=1")),
     ] {
-        let r = srv.get(&path);
+        let r = srv.request(
+            method,
+            &path,
+            Some("{}".into()),
+            &[("Authorization", &srv.auth())],
+        );
         assert_eq!(r.status, 400, "{path}: {}", r.text);
         let m = r.body["message"].as_str().unwrap();
         assert!(
             m.starts_with("the query string is not valid: ") && m.contains("unknown field `foo`"),
-            "{m}"
+            "{method} {path}: {m}"
         );
     }
+    assert_eq!(
+        srv.get(&format!("/api/executions/{q1}")).status,
+        200,
+        "not deleted"
+    );
     let r = srv.post("/api/executions", &json!([1]));
     assert!(!r.text.contains("struct"), "{}", r.text);
 
@@ -349,6 +369,34 @@ fn an_edited_definition_means_what_its_saved_file_means() {
         &s.post(&format!("/api/executions/{first}/rerun?wait=true"), &edited),
         "rerun",
     );
+    // Its snapshot again (the page's Re-run, a resume, the CLI's rerun), read as it was.
+    check(
+        &s.post(
+            &format!("/api/executions/{first}/rerun?wait=true"),
+            &json!({}),
+        ),
+        "rerun of the snapshot",
+    );
+    let out = w.cli_ok(&["rerun", &first, "--json"]);
+    assert!(out.contains("\"status\": \"success\""), "{out}");
+    // A workflow file the server does not have: a rerun with its definition reads it where
+    // that file is.
+    std::fs::create_dir(w.path("elsewhere")).unwrap();
+    w.write_workflow(
+        "elsewhere/kid.json",
+        &json!({"id": "kid", "nodes": [{"id": "say", "type": "set", "fields": {"v": "kid ran"}}]}),
+    );
+    let ext = json!({"id": "ext", "nodes": [
+        {"id": "child", "type": "workflow", "workflow": "./kid.json"}]});
+    w.write_workflow("elsewhere/ext.json", &ext);
+    let out = w.cli_ok(&["run", "elsewhere/ext.json", "--json"]);
+    let ran: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ran_id = ran["id"].as_str().unwrap();
+    let r = s.post(
+        &format!("/api/executions/{ran_id}/rerun?wait=true"),
+        &json!({"workflow": ext}),
+    );
+    assert_eq!(r.body["status"], "success", "{}", r.text);
     let mut other = edited.clone();
     other["workflow"]["id"] = json!("zzz");
     let r = s.post(&format!("/api/executions/{first}/rerun"), &other);

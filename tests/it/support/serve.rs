@@ -301,7 +301,7 @@ impl Server {
         self.child.id() as i32
     }
 
-    fn auth(&self) -> String {
+    pub fn auth(&self) -> String {
         format!("Bearer {}", self.token)
     }
 

@@ -406,10 +406,34 @@ impl Pool {
         res
     }
 
+    /// Retires a template as soon as its process ends, whatever it was doing (killed while
+    /// idle, say): reaped, and the spares it made let go, rather than left a zombie with two
+    /// spares waiting until the next execution asks for it.
+    fn watch_death(&'static self, death: Option<std::os::fd::OwnedFd>) {
+        let Some(fd) = death else {
+            return;
+        };
+        // SAFETY: the descriptor is owned by the AsyncFd and closed only when it drops.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        let Ok(fd) = registered else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = fd.readable().await;
+            let mut guard = self.slots.lock().await;
+            let before = guard.ready.len();
+            guard.ready.retain(|_, slot| slot.template.alive());
+            let n = (before - guard.ready.len()) as u64;
+            self.count(|s| s.retired += n);
+        });
+    }
+
     /// Keeps a template that started (the least recently used one going, when
     /// [`MAX_TEMPLATES`] are in use already), or counts the failure.
     fn keep(
-        &self,
+        &'static self,
         slots: &mut Slots,
         key: Key,
         started: std::io::Result<Template>,
@@ -424,6 +448,7 @@ impl Pool {
         };
         self.count(|s| s.started += 1);
         slots.failed.remove(&key);
+        self.watch_death(template.death());
         if slots.ready.len() >= MAX_TEMPLATES {
             slots.retire_least_recent(self, |_| true);
         }

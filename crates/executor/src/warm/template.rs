@@ -382,6 +382,12 @@ impl Template {
             && crate::tree::stat(self.pid).is_some_and(|s| s.runs())
     }
 
+    /// A descriptor that turns readable when the template process ends (a duplicate of its
+    /// pidfd), when there is one.
+    pub fn death(&self) -> Option<OwnedFd> {
+        self.me.as_ref()?.pidfd.try_clone().ok()
+    }
+
     /// Resident memory now, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         crate::tree::rss_kib(self.pid)

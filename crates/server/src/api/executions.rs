@@ -259,16 +259,25 @@ async fn again(
     let app2 = app.clone();
     let (id, status, parent, notes) = blocking(move || {
         let source = match body.workflow.take() {
-            Some(v) => AgainSource::Definition(Box::new(super::unsaved(&app2, v)?)),
+            Some(v) => AgainSource::Definition(Box::new(
+                flowrun_codegen::source::from_value(v, "<request>")
+                    .map_err(|d| ApiError::invalid(&d))?,
+            )),
             None => AgainSource::Snapshot,
         };
         let trigger = body.trigger.take();
         let mut options = base.clone();
         options.timeout_ms = body.timeout_ms;
-        let plan = {
+        let mut plan = {
             let store = store.lock();
             again::plan_again(&store, &id, source, trigger, options, resume).map_err(again_error)?
         };
+        // Read as the first run was: an unsaved definition as if saved (`workflows::placed`).
+        if plan.source.file.starts_with('<') && plan.source.dir.is_none() {
+            let dir = app2.workflows_dir.as_deref();
+            let placed = crate::workflows::placed(dir, plan.source.clone());
+            plan.place_unsaved(placed.dir);
+        }
         // The request's fields on top of what the plan set (pins of a resume, the parent).
         let mut options = body.options(&plan.options, &plan.source.workflow)?;
         options.timeout_ms = body.timeout_ms.or(plan.options.timeout_ms);
@@ -310,7 +319,10 @@ pub async fn resume(
 pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<super::NoQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // `?dry_run=true` must not delete: a change is refused on any query it does not take.
+    query(q)?;
     let store = app.store.clone();
     let id = blocking(move || {
         let mut store = store.lock();

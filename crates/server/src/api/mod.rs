@@ -224,9 +224,13 @@ pub(crate) async fn started(
 }
 
 /// `GET /api`: who is here.
-pub async fn info(State(app): State<AppState>) -> Json<Value> {
+pub async fn info(
+    State(app): State<AppState>,
+    q: Result<Query<NoQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    query(q)?;
     let (running, queued) = app.executions.counts();
-    Json(json!({
+    Ok(Json(json!({
         "name": "flowrun",
         "version": env!("CARGO_PKG_VERSION"),
         "workflows_dir": app.workflows_dir.as_ref().map(|d| d.display().to_string()),
@@ -249,14 +253,17 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "max_cost_usd": true,
             "agents": true,
         },
-    }))
+    })))
 }
 
 /// The OpenAPI description of this API (`docs/api.md` is its prose).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// `GET /api/openapi.json`.
-pub async fn openapi() -> Response {
+pub async fn openapi(q: Result<Query<NoQuery>, QueryRejection>) -> Response {
+    if let Err(e) = query(q) {
+        return e.into_response();
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
         OPENAPI.replace("__VERSION__", env!("CARGO_PKG_VERSION")),

@@ -9,7 +9,11 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 /// `GET /api/workflows`.
-pub async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    super::query(q)?;
     let dir = app.workflows_dir.clone();
     blocking(move || {
         let entries = workflows::scan(dir.as_deref()).map_err(|e| {
@@ -65,7 +69,9 @@ pub(crate) fn find_workflow_now(
 pub async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    super::query(q)?;
     let entry = find_workflow(&app, &id).await?;
     Ok(Json(workflows::describe(&entry, true)))
 }
@@ -100,9 +106,11 @@ fn not_other_data(entry: workflows::Entry) -> Result<workflows::Entry, ApiError>
 pub async fn put(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
+    super::query(q)?;
     let body: PutBody = super::parse_body(body, app.security.max_body_bytes)?;
     let Some(def) = body.workflow else {
         return Err(ApiError::bad_request(
@@ -157,7 +165,9 @@ pub async fn put(
 pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    super::query(q)?;
     let entry = find_workflow(&app, &id).await?;
     let file = entry.file.clone();
     blocking(move || {
