@@ -14,7 +14,10 @@ def register_source(filename, source, eager=False):
     if eager and "linecache" not in sys.modules:
         import linecache  # noqa: F401
     if "linecache" in sys.modules:
-        _linecache_put(sys.modules["linecache"], filename, source)
+        # Through `import`, not sys.modules: a node in another thread may be importing it
+        # right now, and the module found there would be half made; `import` waits for it.
+        import linecache
+        _linecache_put(linecache, filename, source)
 
 
 def _linecache_put(linecache, filename, source):

@@ -207,6 +207,34 @@ fn a_failure_stops_the_nodes_running_beside_it() {
     assert_eq!(start, "warm");
 }
 
+/// Code nodes failing side by side each report their own error: the first to fail imports
+/// what formats tracebacks while the others register their sources with it (a half-imported
+/// module made 21 of 40 such errors an AttributeError in a cold run).
+#[test]
+fn code_nodes_failing_side_by_side_each_report_their_own_error() {
+    let env = Env::new();
+    let nodes: Vec<Value> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|id| {
+            json!({"id": id, "type": "code", "on_error": "continue",
+                        "code": "raise ValueError('mine')"})
+        })
+        .collect();
+    let wf = env.write_workflow(
+        "side.json",
+        &json!({"id": "side", "max_parallel": 4, "nodes": nodes}),
+    );
+    for _ in 0..8 {
+        let out = env.run(&wf, "{}", &[]);
+        assert_success(&out, "failures that continue");
+        let id = env.execution_ids().pop().unwrap();
+        for n in ["a", "b", "c", "d"] {
+            let row = env.node(&id, n);
+            assert!(row.error_message().contains("mine"), "{row:?}");
+        }
+    }
+}
+
 #[test]
 fn a_node_after_an_if_else_runs_and_skips_say_why() {
     let env = Env::new();
