@@ -214,6 +214,14 @@ fn lock_dir(
     dir: &Path,
     only_removing: bool,
 ) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    lock_dir_within(dir, only_removing, LOCK_WAIT)
+}
+
+fn lock_dir_within(
+    dir: &Path,
+    only_removing: bool,
+    wait: std::time::Duration,
+) -> std::io::Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     if !only_removing {
         std::fs::create_dir_all(dir)?;
     }
@@ -222,10 +230,37 @@ fn lock_dir(
         Err(e) if only_removing && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive)
-        .map(Some)
-        .map_err(|(_, e)| e.into())
+    // Another run writing there holds it for moments; one suspended (Ctrl-Z) or hung holding
+    // it would hold this one for good, uninterruptibly: said, and given up after a while.
+    let started = std::time::Instant::now();
+    let mut d = d;
+    let mut said = false;
+    loop {
+        match nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(Some(locked)),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => d = back,
+            Err((_, e)) => return Err(e.into()),
+        }
+        if started.elapsed() >= wait {
+            return Err(std::io::Error::other(format!(
+                "another process has held {} locked for {:.0} s (a flowrun test suspended or hung?); nothing was written",
+                dir.display(),
+                wait.as_secs_f64()
+            )));
+        }
+        if !said {
+            eprintln!(
+                "waiting for {}: another process is writing snapshots there",
+                dir.display()
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
+
+/// How long [`lock_dir`] waits for another writer of the same snapshots.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -279,6 +314,23 @@ mod tests {
             let stored = load(&f).unwrap();
             assert_eq!(stored.len(), 8 * (round + 1), "{stored:?}");
         }
+    }
+
+    /// A writer that holds the lock for good (suspended, hung) is waited for a while, not for
+    /// ever.
+    #[test]
+    fn a_lock_held_for_good_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = nix::fcntl::Flock::lock(
+            std::fs::File::open(dir.path()).unwrap(),
+            nix::fcntl::FlockArg::LockExclusive,
+        )
+        .unwrap();
+        let wait = std::time::Duration::from_millis(200);
+        let e = lock_dir_within(dir.path(), false, wait).unwrap_err();
+        assert!(e.to_string().contains("has held"), "{e}");
+        drop(held);
+        assert!(lock_dir_within(dir.path(), false, wait).unwrap().is_some());
     }
 
     #[test]
