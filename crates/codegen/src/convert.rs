@@ -404,9 +404,15 @@ fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
         let q: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
         q.join(", ")
     };
+    // As said aloud: an agent, an LLM ("el"), an HTTP request ("aitch").
+    let a = if type_name.starts_with(['a', 'e', 'i', 'o', 'u', 'l', 'h']) {
+        "an"
+    } else {
+        "a"
+    };
     let own = match own.as_slice() {
-        [] => format!("a {type_name} node has no fields of its own"),
-        fields => format!("a {type_name} node takes {}", quote(fields)),
+        [] => format!("{a} {type_name} node has no fields of its own"),
+        fields => format!("{a} {type_name} node takes {}", quote(fields)),
     };
     d.message = format!(
         "unknown field `{given}`{hint} ({own}; every node takes {})",

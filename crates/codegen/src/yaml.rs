@@ -221,6 +221,7 @@ pub(crate) fn to_json(v: Yaml, path: &mut Vec<crate::locate::Seg>) -> Result<Val
         }
         Yaml::Mapping(m) => {
             let mut out = Map::new();
+            let mut seen = std::collections::HashSet::new();
             // Keys written in the mapping win over merged ones wherever the `<<` sits.
             let mut own = std::collections::HashSet::new();
             for k in m.keys() {
@@ -264,6 +265,15 @@ pub(crate) fn to_json(v: Yaml, path: &mut Vec<crate::locate::Seg>) -> Result<Val
                     ));
                 };
                 path.push(Seg::Key(key.clone()));
+                if !seen.insert(key.clone()) {
+                    // YAML told them apart (`1` and "1", `true` and "true"); JSON cannot.
+                    return Err(err(
+                        path,
+                        format!(
+                            "duplicate key `{key}`: written twice, once as a string and once not (JSON keys are strings)"
+                        ),
+                    ));
+                }
                 let value = to_json(item, path)?;
                 path.pop();
                 // A merged key that came first is overridden by the mapping's own.
@@ -342,11 +352,88 @@ pub fn syntax_error(e: &serde_yaml_ng::Error, text: &str) -> (Option<(usize, usi
     (at, format!("invalid YAML: {}", parser_message(&msg)))
 }
 
+/// Where `key` is written the second time in the flow mapping (`{ x: 1, x: 2 }`, on one line or
+/// several) whose `{` is at `line` (1-based), `col` (0-based): the keys of its own level, after
+/// its `{` or a `,`, quoted strings skipped.
+fn second_flow_key(text: &str, line: usize, col: usize, key: &str) -> Option<(usize, usize)> {
+    let forms = [
+        key.to_string(),
+        Value::String(key.to_string()).to_string(),
+        format!("'{}'", key.replace('\'', "''")),
+    ];
+    let offset = text
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum::<usize>()
+        + col;
+    let rest = text.get(offset..)?;
+    let (mut depth, mut seen, mut at_key) = (0usize, 0, false);
+    let (mut l, mut c) = (line, col + 1);
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, ch)) = chars.next() {
+        if at_key && !ch.is_whitespace() {
+            at_key = false;
+            let here = &rest[i..];
+            let is_key = forms.iter().any(|f| {
+                here.strip_prefix(f.as_str())
+                    .is_some_and(|after| after.trim_start_matches([' ', '\t']).starts_with(':'))
+            });
+            if is_key {
+                seen += 1;
+                if seen == 2 {
+                    return Some((l, c));
+                }
+            }
+        }
+        match ch {
+            '{' | '[' => {
+                depth += 1;
+                at_key = depth == 1 && ch == '{';
+            }
+            '}' | ']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            ',' if depth == 1 => at_key = true,
+            '"' | '\'' => {
+                // Skipped whole: a key or value in quotes holds no structure.
+                let mut escaped = false;
+                for (_, q) in chars.by_ref() {
+                    c += 1;
+                    if q == ch && !escaped {
+                        break;
+                    }
+                    escaped = ch == '"' && q == '\\' && !escaped;
+                    if q == '\n' {
+                        l += 1;
+                        c = 0;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if ch == '\n' {
+            l += 1;
+            c = 1;
+        } else {
+            c += 1;
+        }
+    }
+    None
+}
+
 /// Where `key` is written the second time in the block mapping whose first key is at `line`,
 /// `column`: the lines after it whose text at that column starts with the key (plain or quoted)
 /// and a `:`, until one is indented less (the mapping has ended). None in flow style.
 fn second_key(text: &str, line: usize, column: usize, key: &str) -> Option<(usize, usize)> {
     let indent = column.checked_sub(1)?;
+    let start_line = text.lines().nth(line.checked_sub(1)?)?;
+    if start_line.get(indent..)?.starts_with('{') {
+        return second_flow_key(text, line, indent, key);
+    }
     let forms = [
         format!("{key}:"),
         format!("{}:", Value::String(key.to_string())),
@@ -410,9 +497,16 @@ mod tests {
         // A key of a nested mapping with the same name is not the duplicate.
         let text = "n:\n  k: 1\n  sub:\n    k: 2\n  k: 3\n";
         assert_eq!(at(text).0, Some((5, 3)));
-        // Flow style: where serde_yaml_ng says.
-        let text = "x: {a: 1, a: 2}\n";
-        assert_eq!(at(text).0.map(|p| p.0), Some(1));
+        // Flow style, on one line or several: the second one too.
+        assert_eq!(at("x: {a: 1, \"b,\": 2, a: 2}\n").0, Some((1, 20)));
+        assert_eq!(
+            at("x: {\n  a: 1,\n  c: {a: 3},\n  a: 2\n}\n").0,
+            Some((4, 3))
+        );
+        // `1` and "1" are two keys to YAML and one to JSON: refused, not one value dropped.
+        let y: Yaml = serde_yaml_ng::from_str("m:\n  1: a\n  \"1\": b\n").unwrap();
+        let e = to_json(y, &mut Vec::new()).unwrap_err();
+        assert!(e.message.contains("duplicate key `1`"), "{}", e.message);
     }
 
     #[test]

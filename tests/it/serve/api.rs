@@ -84,6 +84,11 @@ fn wait_true_rerun_resume_and_paging() {
     );
     let r = srv.post("/api/executions", &json!([1]));
     assert!(!r.text.contains("struct"), "{}", r.text);
+    let r = srv.post(
+        "/api/workflows/flaky/executions",
+        &json!({"timeout_ms": -1}),
+    );
+    assert!(r.text.contains("expected a whole number ≥ 0"), "{}", r.text);
 
     // Resume: a failed execution again from the failed node, with new trigger data.
     let r = srv.post(
