@@ -6,11 +6,15 @@
 # depends on (its deps and the conditions guarding it) has ended, at most N at
 # once, in threads of this one process; among ready nodes plan order wins.
 # Once the run pauses (see 66_limits.py) nothing new starts and running nodes
-# finish. After a node fails for good (on_error: stop) the run ends at once:
-# the nodes running beside it are not waited for (one running `sleep 100`
-# would hold the execution to its timeout, which would then be reported as
-# its error); they end with the process, and the runner records them
-# cancelled, "stopped because node '<id>' failed".
+# finish. After a node fails for good (on_error: stop) nothing new starts, and
+# the nodes running beside it get _FAILED_GRACE_S to end on their own: a quick
+# one ends as it would have (the record does not depend on which of two
+# near-simultaneous ends came first), a slow one — `sleep 100` would hold the
+# execution to its timeout, which would then be reported as its error — ends
+# with the process, and the runner records it cancelled, "stopped because node
+# '<id>' failed".
+
+_FAILED_GRACE_S = 2.0
 #
 # Output of nodes running side by side cannot be told apart on fd 1, so then
 # what a node prints through sys.stdout/sys.stderr (its print(), a command's
@@ -67,6 +71,7 @@ def _schedule(run):
                 running.pop(node["id"], None)
                 cv.notify_all()
 
+    failed_at = None
     with cv:
         pending = nodes
         while True:
@@ -87,6 +92,14 @@ def _schedule(run):
                         threading.Thread(target=worker, args=(node,), daemon=True).start()
                     else:
                         i += 1
-            if not running or run.error is not None:
+            if not running:
                 break
+            if run.error is not None:
+                if failed_at is None:
+                    failed_at = time.monotonic()
+                left = _FAILED_GRACE_S - (time.monotonic() - failed_at)
+                if left <= 0:
+                    break
+                cv.wait(left)
+                continue
             cv.wait()

@@ -145,9 +145,9 @@ fn a_node_timeout_holds_while_other_nodes_run() {
     assert_eq!(env.node(&id, "other").status, "cancelled");
 }
 
-/// A node that fails for good ends the execution at once, with its error: the nodes running
-/// beside it (code asleep, a command's process) are stopped with it, not waited for — they
-/// would have held it until its timeout, which would then have been its error.
+/// A node that fails for good ends the execution with its error: the nodes running beside it
+/// (code asleep, a command's process) are stopped with it after a moment, not waited for —
+/// they would have held it until its timeout, which would then have been its error.
 #[test]
 fn a_failure_stops_the_nodes_running_beside_it() {
     let env = Env::new();

@@ -386,8 +386,9 @@ pub async fn execute(
                         _ => ExecStatus::Error,
                     };
                     if status == ExecStatus::Error {
-                        // Nodes running beside the one that failed are not waited for (the
-                        // runtime ends at a failure): they were stopped with the execution.
+                        // Nodes running beside the one that failed are waited for only a moment
+                        // (runtime/core/64_schedule.py): those still running were stopped with
+                        // the execution.
                         let failed = r.error.as_ref().and_then(|e| e.node.clone());
                         st.close_running(|_| {
                             let why = match &failed {
