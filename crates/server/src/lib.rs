@@ -176,6 +176,16 @@ pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
         // Absolute, so the file paths the API reports mean the same to every client.
         config.workflows = Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()));
     }
+    // A server whose interpreter does not work refuses every run: said as it starts, not only in
+    // the 503 of the first run.
+    if let Err(e) = flowrun_app::python::discover(
+        config.options.python.as_deref(),
+        &flowrun_app::paths::cache_dir(),
+    ) {
+        eprintln!(
+            "warning: {e}\nevery run will be refused (503 python_unavailable) until that is fixed (`flowrun doctor` says how)"
+        );
+    }
     let max_concurrent = config.max_concurrent.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

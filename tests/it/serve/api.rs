@@ -415,3 +415,21 @@ fn an_edited_definition_means_what_its_saved_file_means() {
         r.text
     );
 }
+
+/// A server whose `--python` does not work says so as it starts, and refuses runs with a 503
+/// that names the problem.
+#[test]
+fn a_broken_interpreter_is_said_at_start_and_refuses_runs() {
+    let w = World::new();
+    w.save("quick.json", &quick());
+    let srv = w.serve(&["--python", "/nonexistent/python3"]);
+    let r = srv.post("/api/workflows/quick/executions", &json!({}));
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["error"], "python_unavailable", "{}", r.text);
+    let said = srv.stderr();
+    assert!(
+        said.contains("/nonexistent/python3")
+            && said.contains("every run will be refused (503 python_unavailable)"),
+        "{said}"
+    );
+}
