@@ -13,8 +13,6 @@
 # execution to its timeout, which would then be reported as its error — ends
 # with the process, and the runner records it cancelled, "stopped because node
 # '<id>' failed".
-
-_FAILED_GRACE_S = 2.0
 #
 # Output of nodes running side by side cannot be told apart on fd 1, so then
 # what a node prints through sys.stdout/sys.stderr (its print(), a command's
@@ -22,6 +20,11 @@ _FAILED_GRACE_S = 2.0
 # the node (see _NodeOutput); only what foreign code writes straight to the
 # file descriptors stays unattributed.
 # ---------------------------------------------------------------------------
+
+# How long nodes running beside a failed one may take to end on their own (see above): enough
+# for a quick node to end as it would have, short enough that a failure is reported at once.
+_FAILED_GRACE_S = 2.0
+
 
 def _concurrent(run):
     if run.max_parallel > 1:
