@@ -156,9 +156,18 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
     let errors: Vec<InputProblem> = validator
         .iter_errors(&data)
         .map(|e| {
-            let path = e.instance_path().to_string();
+            let mut field = field_path(&e.instance_path().to_string());
+            // A missing property is the field a form marks, not the object it belongs in.
+            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
+                if let Some(name) = property.as_str() {
+                    field = Some(match field {
+                        Some(parent) => format!("{parent}.{name}"),
+                        None => name.to_string(),
+                    });
+                }
+            }
             InputProblem {
-                field: (!path.is_empty()).then(|| path.trim_start_matches('/').replace('/', ".")),
+                field,
                 message: e.to_string(),
             }
         })
@@ -170,10 +179,49 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
     }
 }
 
+/// A JSON pointer (`/tags/1/name`) as the paths of workflow diagnostics write it
+/// (`tags[1].name`); None for the whole input.
+fn field_path(pointer: &str) -> Option<String> {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Fields as a form marks them: a missing one by its own name, list items by index, as
+    /// workflow diagnostics write paths (`then[0]`).
+    #[test]
+    fn problems_name_the_field_a_form_would_mark() {
+        let schema = json!({"type": "object", "required": ["user"], "properties": {
+            "user": {"type": "object", "required": ["age"], "properties": {"age": {"type": "integer"}}},
+            "tags": {"type": "array", "items": {"type": "string"}}}});
+        let fields = |data: Value| -> Vec<Option<String>> {
+            match prepare(Some(&schema), data) {
+                Err(InputError::Invalid(p)) => p.into_iter().map(|p| p.field).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(fields(json!({"user": {}})), [Some("user.age".into())]);
+        assert_eq!(fields(json!({})), [Some("user".into())]);
+        assert_eq!(
+            fields(json!({"user": {"age": 1}, "tags": ["a", 2]})),
+            [Some("tags[1]".into())]
+        );
+    }
 
     #[test]
     fn defaults_are_filled_in_inside_a_default_so_applying_them_again_changes_nothing() {
