@@ -242,7 +242,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if let Some(f) = &args.junit {
         writable(f)?;
     }
-    let suite = match testing::load_suite(&paths) {
+    let suite = match testing::load_suite(&paths, args.update_snapshots) {
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems, args.json);
@@ -257,6 +257,9 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
             return Err(Exit::new(USAGE, report::invalid_line(&problems)));
         }
     };
+    for note in &suite.replaced {
+        eprintln!("{}", clean_line(note));
+    }
     if suite.files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         return Err(Exit::new(

@@ -121,6 +121,19 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
             && err.matches("ok.test.yaml.snap.json").count() == 1,
         "{err}"
     );
+    // `--update-snapshots` writes it anew (a merge's conflict markers, say), and says so.
+    let out = env.cmd(["test", "ok.test.yaml", "--update-snapshots"]);
+    assert_code(&out, 0, "a broken snapshot file, updated");
+    assert!(
+        stderr(&out).contains("replacing __snapshots__/ok.test.yaml.snap.json: not valid JSON"),
+        "{}",
+        describe(&out)
+    );
+    let snap: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("__snapshots__/ok.test.yaml.snap.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(snap["one"]["nodes"], json!({"a": "[ignored]"}), "{snap}");
 }
 
 #[test]

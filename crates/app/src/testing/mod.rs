@@ -29,8 +29,10 @@ pub use run::{MODE, Settings, Suite, SuiteOutcome};
 pub use select::{Partition, select};
 
 /// Finds and reads the test files under `paths` and their stored snapshots; every problem of
-/// every file at once.
-pub fn load_suite(paths: &[std::path::PathBuf]) -> Result<Suite, Vec<Problem>> {
+/// every file at once. `updating` (`--update-snapshots`): a snapshot file that holds none (not
+/// JSON, say a merge's conflict markers) is taken as empty, to be written anew, and said in
+/// `Suite::replaced`.
+pub fn load_suite(paths: &[std::path::PathBuf], updating: bool) -> Result<Suite, Vec<Problem>> {
     let found = discover(paths).map_err(|p| vec![p])?;
     let mut files = Vec::new();
     let mut problems = Vec::new();
@@ -41,9 +43,18 @@ pub fn load_suite(paths: &[std::path::PathBuf]) -> Result<Suite, Vec<Problem>> {
         }
     }
     let mut snapshots = Vec::new();
+    let mut replaced = Vec::new();
     for f in &files {
         let any = f.cases.iter().any(|c| c.snapshot.is_some());
-        match any.then(|| snapshot::load(&f.snapshot_file)).transpose() {
+        let mut read = |file: &std::path::Path| match snapshot::load_lenient(file)? {
+            (m, Some(broken)) if updating => {
+                replaced.push(format!("replacing {}: {broken}", file.display()));
+                Ok(m)
+            }
+            (_, Some(broken)) => Err(broken),
+            (m, None) => Ok(m),
+        };
+        match any.then(|| read(&f.snapshot_file)).transpose() {
             Ok(s) => snapshots.push(s.unwrap_or_default()),
             Err(message) => problems.push(Problem {
                 file: f.snapshot_file.display().to_string(),
@@ -56,7 +67,11 @@ pub fn load_suite(paths: &[std::path::PathBuf]) -> Result<Suite, Vec<Problem>> {
         }
     }
     if problems.is_empty() {
-        Ok(Suite { files, snapshots })
+        Ok(Suite {
+            files,
+            snapshots,
+            replaced,
+        })
     } else {
         Err(problems)
     }

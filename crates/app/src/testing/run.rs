@@ -43,6 +43,8 @@ pub struct Settings {
 pub struct Suite {
     pub files: Vec<TestFile>,
     pub(crate) snapshots: Vec<Map<String, Value>>,
+    /// Snapshot files that held none and are written anew (`--update-snapshots`), a line each.
+    pub replaced: Vec<String>,
 }
 
 /// What a suite run gave.

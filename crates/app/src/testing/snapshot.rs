@@ -88,8 +88,18 @@ pub(crate) fn apply_ignores(v: &mut Value, ignore: &[JPath]) {
 /// Read as workflow files are: a regular file of at most 16 MiB (a FIFO or a link to a device
 /// put there would block or fill memory).
 pub(crate) fn load(file: &Path) -> Result<Map<String, Value>, String> {
+    match load_lenient(file)? {
+        (_, Some(broken)) => Err(broken),
+        (m, None) => Ok(m),
+    }
+}
+
+/// [`load`], but a file that reads and holds no snapshots (not JSON — a merge's conflict
+/// markers —, not an object) is taken as empty, with what is wrong with it: for
+/// `--update-snapshots`, which writes it anew. A file that cannot be read is still an error.
+pub(crate) fn load_lenient(file: &Path) -> Result<(Map<String, Value>, Option<String>), String> {
     match std::fs::metadata(file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Map::new(), None)),
         _ => {}
     }
     let text = flowrun_codegen::read_text_file(
@@ -97,11 +107,14 @@ pub(crate) fn load(file: &Path) -> Result<Map<String, Value>, String> {
         "snapshot file",
         "snapshots are kept in a JSON file",
     )?;
-    match serde_json::from_str(&text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("expected a JSON object of case name to snapshot".into()),
-        Err(e) => Err(format!("not valid JSON: {e}")),
-    }
+    Ok(match serde_json::from_str(&text) {
+        Ok(Value::Object(m)) => (m, None),
+        Ok(_) => (
+            Map::new(),
+            Some("expected a JSON object of case name to snapshot".into()),
+        ),
+        Err(e) => (Map::new(), Some(format!("not valid JSON: {e}"))),
+    })
 }
 
 /// Does `actual` match the stored snapshot (with `ignore` applied to the stored one too, in
@@ -169,7 +182,12 @@ pub(crate) fn write(
             removed: remove()?,
         });
     }
-    let before = load(file).map_err(|e| format!("cannot update {}: {e}", file.display()))?;
+    // Updating (`keep`) writes the file anew: one that holds no snapshots is replaced.
+    let before = match keep {
+        Some(_) => load_lenient(file).map(|(m, _)| m),
+        None => load(file),
+    }
+    .map_err(|e| format!("cannot update {}: {e}", file.display()))?;
     let mut stored = before.clone();
     for (name, v) in writes {
         stored.insert(name.clone(), v.clone());
