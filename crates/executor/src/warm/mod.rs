@@ -45,6 +45,7 @@
 //!   more than [`MAX_TEMPLATES`] templates are ever ready or starting.
 
 mod handle;
+mod message;
 mod spawn;
 mod supervised;
 mod template;
