@@ -178,13 +178,7 @@ fn step(
 }
 
 /// `GET /api/events`.
-pub async fn events(
-    State(app): State<AppState>,
-    q: Result<axum::extract::Query<crate::api::NoQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(e) = crate::api::query(q) {
-        return e.into_response();
-    }
+pub async fn events(State(app): State<AppState>, _: crate::api::NoQuery) -> Response {
     let mut rx = app.feed.tx.subscribe();
     let mut shutdown = app.shutdown.clone();
     // What a client has not read yet is bounded in bytes (`Outbox`): one that stops reading

@@ -147,18 +147,24 @@ pub fn find(dir: Option<&Path>, id: &str) -> std::io::Result<Option<Entry>> {
 /// sub-workflow's file, its nodes' working directory) then mean what they mean in the file, not
 /// whatever directory the server was started in.
 pub fn placed(dir: Option<&Path>, source: Source) -> Source {
-    let Some(dir) = dir else {
-        return source;
-    };
-    let id = source.workflow.id.as_str();
+    match placement(dir, &source.workflow.id) {
+        Some(at) => source.placed_in(at),
+        None => source,
+    }
+}
+
+/// Where [`placed`] puts a definition of workflow `id`: the directory of its file in `dir`, else
+/// `dir`; None without a workflows directory.
+pub fn placement(dir: Option<&Path>, id: &str) -> Option<PathBuf> {
+    let dir = dir?;
     let file = workflow_files(dir)
         .ok()
         .and_then(|files| files.into_iter().find(|f| id_of(f) == id));
-    let at = file
-        .as_deref()
-        .and_then(Path::parent)
-        .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
-    source.placed_in(at)
+    Some(
+        file.as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| dir.to_path_buf(), Path::to_path_buf),
+    )
 }
 
 /// The id a file's entry has (its workflow's `id`, or its name when it does not parse), parsed

@@ -212,9 +212,8 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<super::NoQuery>, QueryRejection>,
+    _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
-    query(q)?;
     Ok(Json(record(&app, &id).await?))
 }
 
@@ -273,11 +272,11 @@ async fn again(
             again::plan_again(&store, &id, source, trigger, options, resume).map_err(again_error)?
         };
         // Read as the first run was: an unsaved definition as if saved (`workflows::placed`).
-        if plan.source.file.starts_with('<') && plan.source.dir.is_none() {
-            let dir = app2.workflows_dir.as_deref();
-            let placed = crate::workflows::placed(dir, plan.source.clone());
-            plan.place_unsaved(placed.dir);
-        }
+        let (dir, id) = (
+            app2.workflows_dir.as_deref(),
+            plan.source.workflow.id.clone(),
+        );
+        plan.place_unsaved(|| crate::workflows::placement(dir, &id));
         // The request's fields on top of what the plan set (pins of a resume, the parent).
         let mut options = body.options(&plan.options, &plan.source.workflow)?;
         options.timeout_ms = body.timeout_ms.or(plan.options.timeout_ms);
@@ -319,10 +318,8 @@ pub async fn resume(
 pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<super::NoQuery>, QueryRejection>,
+    _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
-    // `?dry_run=true` must not delete: a change is refused on any query it does not take.
-    query(q)?;
     let store = app.store.clone();
     let id = blocking(move || {
         let mut store = store.lock();

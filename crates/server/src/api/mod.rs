@@ -79,10 +79,25 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     })
 }
 
-/// The query of an endpoint that takes none: anything in it is refused, as elsewhere.
-#[derive(Deserialize, Default)]
+/// The extractor of an endpoint that takes no query: anything in one is refused (400), as the
+/// endpoints that take some refuse what they do not take — `DELETE …?dry_run=true` deletes
+/// nothing.
+pub struct NoQuery;
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NoQuery {}
+struct NoFields {}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        query(Query::<NoFields>::from_request_parts(parts, state).await).map(|_| NoQuery)
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -233,13 +248,9 @@ pub(crate) async fn started(
 }
 
 /// `GET /api`: who is here.
-pub async fn info(
-    State(app): State<AppState>,
-    q: Result<Query<NoQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    query(q)?;
+pub async fn info(State(app): State<AppState>, _: NoQuery) -> Json<Value> {
     let (running, queued) = app.executions.counts();
-    Ok(Json(json!({
+    Json(json!({
         "name": "flowrun",
         "version": env!("CARGO_PKG_VERSION"),
         "workflows_dir": app.workflows_dir.as_ref().map(|d| d.display().to_string()),
@@ -262,17 +273,14 @@ pub async fn info(
             "max_cost_usd": true,
             "agents": true,
         },
-    })))
+    }))
 }
 
 /// The OpenAPI description of this API (`docs/api.md` is its prose).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// `GET /api/openapi.json`.
-pub async fn openapi(q: Result<Query<NoQuery>, QueryRejection>) -> Response {
-    if let Err(e) = query(q) {
-        return e.into_response();
-    }
+pub async fn openapi(_: NoQuery) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         OPENAPI.replace("__VERSION__", env!("CARGO_PKG_VERSION")),

@@ -86,10 +86,9 @@ fn nodes(plan: &Plan) -> Value {
 /// `POST /api/validate`.
 pub async fn validate(
     State(app): State<AppState>,
-    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
+    _: super::NoQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    super::query(q)?;
     let body: ValidateBody = parse_body(body, app.security.max_body_bytes)?;
     let Some(def) = body.workflow else {
         return Err(ApiError::bad_request(

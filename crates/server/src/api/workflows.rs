@@ -9,11 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 /// `GET /api/workflows`.
-pub async fn list(
-    State(app): State<AppState>,
-    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    super::query(q)?;
+pub async fn list(State(app): State<AppState>, _: super::NoQuery) -> Result<Json<Value>, ApiError> {
     let dir = app.workflows_dir.clone();
     blocking(move || {
         let entries = workflows::scan(dir.as_deref()).map_err(|e| {
@@ -69,9 +65,8 @@ pub(crate) fn find_workflow_now(
 pub async fn get(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
+    _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
-    super::query(q)?;
     let entry = find_workflow(&app, &id).await?;
     Ok(Json(workflows::describe(&entry, true)))
 }
@@ -106,11 +101,10 @@ fn not_other_data(entry: workflows::Entry) -> Result<workflows::Entry, ApiError>
 pub async fn put(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
+    _: super::NoQuery,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    super::query(q)?;
     let body: PutBody = super::parse_body(body, app.security.max_body_bytes)?;
     let Some(def) = body.workflow else {
         return Err(ApiError::bad_request(
@@ -165,9 +159,8 @@ pub async fn put(
 pub async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    q: Result<axum::extract::Query<super::NoQuery>, axum::extract::rejection::QueryRejection>,
+    _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
-    super::query(q)?;
     let entry = find_workflow(&app, &id).await?;
     let file = entry.file.clone();
     blocking(move || {
