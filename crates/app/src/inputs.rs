@@ -180,21 +180,21 @@ pub fn prepare(schema: Option<&Value>, mut data: Value) -> Result<Value, InputEr
 }
 
 /// A JSON pointer (`/tags/1/name`) as the paths of workflow diagnostics write it
-/// (`tags[1].name`); None for the whole input.
+/// (`tags[1].name`, `flowrun_codegen::path_text`); None for the whole input.
 fn field_path(pointer: &str) -> Option<String> {
-    let mut out = String::new();
-    for seg in pointer.split('/').skip(1) {
-        let seg = seg.replace("~1", "/").replace("~0", "~");
-        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{seg}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
+    use flowrun_codegen::Seg;
+    let path: Vec<Seg> = pointer
+        .split('/')
+        .skip(1)
+        .map(|seg| {
+            let seg = seg.replace("~1", "/").replace("~0", "~");
+            match seg.parse::<usize>() {
+                Ok(i) if seg.bytes().all(|b| b.is_ascii_digit()) => Seg::Index(i),
+                _ => Seg::Key(seg),
             }
-            out.push_str(&seg);
-        }
-    }
-    (!out.is_empty()).then_some(out)
+        })
+        .collect();
+    (!path.is_empty()).then(|| flowrun_codegen::path_text(&path))
 }
 
 #[cfg(test)]

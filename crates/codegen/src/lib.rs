@@ -31,7 +31,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use json::{apply_defaults, value_kind};
-pub use locate::Seg;
+pub use locate::{Seg, path_text};
 pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;

@@ -46,7 +46,7 @@ pub(crate) fn parse_path(field: &str) -> Vec<Seg> {
 }
 
 /// Path steps → `retry.max_attempts`, `after[1]`.
-pub(crate) fn path_text(path: &[Seg]) -> String {
+pub fn path_text(path: &[Seg]) -> String {
     let mut s = String::new();
     for seg in path {
         match seg {

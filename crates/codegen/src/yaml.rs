@@ -352,15 +352,25 @@ pub fn syntax_error(e: &serde_yaml_ng::Error, text: &str) -> (Option<(usize, usi
     (at, format!("invalid YAML: {}", parser_message(&msg)))
 }
 
-/// Where `key` is written the second time in the flow mapping (`{ x: 1, x: 2 }`, on one line or
-/// several) whose `{` is at `line` (1-based), `col` (0-based): the keys of its own level, after
-/// its `{` or a `,`, quoted strings skipped.
-fn second_flow_key(text: &str, line: usize, col: usize, key: &str) -> Option<(usize, usize)> {
+/// What follows the `:` when `text` starts with `key` written as a mapping key — plain, in
+/// double quotes or in single quotes — then that `:`.
+fn after_key<'t>(text: &'t str, key: &str) -> Option<&'t str> {
     let forms = [
         key.to_string(),
         Value::String(key.to_string()).to_string(),
         format!("'{}'", key.replace('\'', "''")),
     ];
+    forms.iter().find_map(|f| {
+        text.strip_prefix(f.as_str())?
+            .trim_start_matches([' ', '\t'])
+            .strip_prefix(':')
+    })
+}
+
+/// Where `key` is written the second time in the flow mapping (`{ x: 1, x: 2 }`, on one line or
+/// several) whose `{` is at `line` (1-based), `col` (0-based): the keys of its own level, after
+/// its `{` or a `,`, quoted strings skipped.
+fn second_flow_key(text: &str, line: usize, col: usize, key: &str) -> Option<(usize, usize)> {
     let offset = text
         .split_inclusive('\n')
         .take(line - 1)
@@ -370,16 +380,11 @@ fn second_flow_key(text: &str, line: usize, col: usize, key: &str) -> Option<(us
     let rest = text.get(offset..)?;
     let (mut depth, mut seen, mut at_key) = (0usize, 0, false);
     let (mut l, mut c) = (line, col + 1);
-    let mut chars = rest.char_indices().peekable();
+    let mut chars = rest.char_indices();
     while let Some((i, ch)) = chars.next() {
         if at_key && !ch.is_whitespace() {
             at_key = false;
-            let here = &rest[i..];
-            let is_key = forms.iter().any(|f| {
-                here.strip_prefix(f.as_str())
-                    .is_some_and(|after| after.trim_start_matches([' ', '\t']).starts_with(':'))
-            });
-            if is_key {
+            if after_key(&rest[i..], key).is_some() {
                 seen += 1;
                 if seen == 2 {
                     return Some((l, c));
@@ -434,16 +439,9 @@ fn second_key(text: &str, line: usize, column: usize, key: &str) -> Option<(usiz
     if start_line.get(indent..)?.starts_with('{') {
         return second_flow_key(text, line, indent, key);
     }
-    let forms = [
-        format!("{key}:"),
-        format!("{}:", Value::String(key.to_string())),
-        format!("'{}':", key.replace('\'', "''")),
-    ];
+    // In block style `key:x` is one plain scalar: the `:` of a key ends it or comes before a space.
     let is_key = |rest: &str| {
-        forms.iter().any(|f| {
-            rest.strip_prefix(f.as_str())
-                .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t']))
-        })
+        after_key(rest, key).is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t']))
     };
     let mut seen = 0;
     for (i, l) in text.lines().enumerate().skip(line - 1) {
