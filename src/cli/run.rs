@@ -208,7 +208,7 @@ pub fn again(
     // A definition that had no file (an editor's, run by `flowrun serve`): its relative paths
     // are read from where it ran.
     let ran_in = plan.options.cwd.clone();
-    plan.place_unsaved(ran_in);
+    plan.place_unsaved(|| ran_in);
     for note in &plan.notes {
         eprintln!("{}", text::clean(note));
     }

@@ -186,10 +186,8 @@ fn print_document(doc: &serde_json::Value) {
 }
 
 /// Writes the `--junit` report, making its directory if needed.
+/// Its directories were made by [`writable`], before anything ran.
 fn write_junit(f: &Path, xml: &str) -> Result<(), Exit> {
-    if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::create_dir_all(dir);
-    }
     std::fs::write(f, xml).map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))
 }
 

@@ -36,13 +36,12 @@ pub struct AgainPlan {
 
 impl AgainPlan {
     /// A definition without a file — an editor's, sent now or run before — is read as if it
-    /// were in `dir` (`Source::placed_in`), unless the earlier execution's file placed it: the
-    /// caller's rule (the server's workflows directory; the CLI, where the earlier run ran).
-    pub fn place_unsaved(&mut self, dir: Option<std::path::PathBuf>) {
+    /// were in the directory `dir()` gives (`Source::placed_in`), unless the earlier execution's
+    /// file placed it: the caller's rule (the server's workflows directory; the CLI, where the
+    /// earlier run ran), asked only when needed.
+    pub fn place_unsaved(&mut self, dir: impl FnOnce() -> Option<std::path::PathBuf>) {
         if self.source.file.starts_with('<') && self.source.dir.is_none() {
-            if let Some(dir) = dir {
-                self.source.dir = Some(dir);
-            }
+            self.source.dir = dir();
         }
     }
 }

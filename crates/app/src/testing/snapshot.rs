@@ -243,7 +243,7 @@ fn lock_dir_within(
     if !only_removing {
         std::fs::create_dir_all(dir)?;
     }
-    let d = match std::fs::File::open(dir) {
+    let mut d = match std::fs::File::open(dir) {
         Ok(d) => d,
         Err(e) if only_removing && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -251,7 +251,6 @@ fn lock_dir_within(
     // Another run writing there holds it for moments; one suspended (Ctrl-Z) or hung holding
     // it would hold this one for good, uninterruptibly: said, and given up after a while.
     let started = std::time::Instant::now();
-    let mut d = d;
     let mut said = false;
     loop {
         match nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusiveNonblock) {
