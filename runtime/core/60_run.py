@@ -128,6 +128,7 @@ class _Run(object):
         # they are attributed line by line instead (see _NodeOutput), so the mark says none.
         mark = b"at -" if _STATE.by_thread else b"at " + _encode(node_id)
         _emit_event(fields, mark)
+        _announce()
 
     def node_input(self, node_id, attempt, part, value):
         """`node_input`: what a running node (attempt, item or iteration) was given."""
@@ -157,6 +158,7 @@ class _Run(object):
                 fields.append((k, _dumps(v)))
         # stderr written from here on belongs to no node (until the next node_start).
         _emit_event(fields, b"at -")
+        _announce()
 
     def finish(self, node_id, status, attempt, duration, output, error):
         with _STATE.run_lock:

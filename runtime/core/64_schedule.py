@@ -4,7 +4,9 @@
 # With max_parallel 1 (the default) nodes run one after another in plan order,
 # exactly as written. With N > 1 a node starts as soon as every node it
 # depends on (its deps and the conditions guarding it) has ended, at most N at
-# once, in threads of this one process; among ready nodes plan order wins.
+# once, in threads of this one process; among ready nodes plan order wins, in
+# the record too: a node's thread says it started (_announce) before the next
+# ready node's thread is started, so their node_start events are in that order.
 # Once the run pauses (see 66_limits.py) nothing new starts and running nodes
 # finish. After a node fails for good (on_error: stop) nothing new starts, and
 # the nodes running beside it get _FAILED_GRACE_S to end on their own: a quick
@@ -24,6 +26,21 @@
 # How long nodes running beside a failed one may take to end on their own (see above): enough
 # for a quick node to end as it would have, short enough that a failure is reported at once.
 _FAILED_GRACE_S = 2.0
+
+# In a thread the scheduler started for a node: the event its first node_start (or node_end, for
+# a node that does not start: pinned, skipped) sets (see _announce).
+_LAUNCH = _thread._local()
+# The longest the scheduler waits for that: a node says it started within microseconds; were
+# one ever not to, the next would start anyway, only perhaps out of plan order in the record.
+_LAUNCH_WAIT_S = 5.0
+
+
+def _announce():
+    """In a node's thread, once its first event is out: the scheduler may start the next."""
+    launched = getattr(_LAUNCH, "event", None)
+    if launched is not None:
+        _LAUNCH.event = None
+        launched.set()
 
 
 def _concurrent(run):
@@ -63,10 +80,12 @@ def _schedule(run):
 
     alone = {"running": False}
 
-    def worker(node):
+    def worker(node, launched):
+        _LAUNCH.event = launched
         try:
             run.run_node(node)
         finally:
+            launched.set()  # before taking cv, which the scheduler may hold while it waits
             with cv:
                 if _runs_alone(node):
                     alone["running"] = False
@@ -92,7 +111,9 @@ def _schedule(run):
                         pending.pop(i)
                         alone["running"] = _runs_alone(node)
                         running[node["id"]] = True
-                        threading.Thread(target=worker, args=(node,), daemon=True).start()
+                        launched = threading.Event()
+                        threading.Thread(target=worker, args=(node, launched), daemon=True).start()
+                        launched.wait(_LAUNCH_WAIT_S)
                     else:
                         i += 1
             if not running:

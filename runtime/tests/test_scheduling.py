@@ -181,5 +181,23 @@ class Pinned(unittest.TestCase):
         self.assertEqual(r.result["nodes"], [{"id": "a", "status": "pinned", "attempt": 0, "duration_ms": 0.0}])
 
 
+
+class Parallel(unittest.TestCase):
+    def test_ready_nodes_start_in_plan_order_in_the_record(self):
+        # Each node runs in a thread of its own; the record must not depend on which of them the
+        # interpreter happened to run first (a pinned node ends without starting).
+        nodes = [node("n%d" % i, "set", {"fields": {"i": i}}) for i in range(12)]
+        nodes[5]["pinned"] = {"output": 5}
+        wf = workflow(nodes)
+        wf["max_parallel"] = 12
+        for _ in range(10):
+            r = run(wf)
+            self.assertEqual(r.returncode, 0, r)
+            first = []
+            for e in r.events:
+                if e["event"] in ("node_start", "node_end") and e["node"] not in first:
+                    first.append(e["node"])
+            self.assertEqual(first, ["n%d" % i for i in range(12)])
+
 if __name__ == "__main__":
     unittest.main()
