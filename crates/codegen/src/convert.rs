@@ -394,7 +394,7 @@ fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
     let every = own.iter().chain(crate::model::COMMON_KEYS.iter());
     let close = every
         .map(|f| (edit_distance(given, f), *f))
-        .filter(|&(n, f)| n <= 2 && n < f.len())
+        .filter(|&(n, f)| n < f.len() && (n <= 2 || (n == 3 && same_stem(given, f))))
         .min();
     let hint = match close {
         Some((_, f)) => format!(", did you mean `{f}`?"),
@@ -437,6 +437,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// A plural or another ending of the same word (`retries` for `retry`, `timeouts` for
+/// `timeout_ms`): three edits apart, but the first four letters the same.
+fn same_stem(a: &str, b: &str) -> bool {
+    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count() >= 4
+}
+
 /// serde names fields in backticks: "unknown field `feilds`, expected `fields`" or
 /// "missing field `code`".
 fn field_in_message(msg: &str) -> Option<String> {
@@ -467,6 +473,14 @@ mod tests {
             "unknown field `on_eror`, did you mean `on_error`? (a delay node takes `ms`; every node takes `id`, `type`,",
         );
         has("unknown field `zzz` (a delay node takes `ms`;");
+        let e = errors(
+            "id: w\nnodes:\n  - id: b\n    type: code\n    code: return 1\n    retries: 3\n    timeouts: 5\n    coded: 1\n",
+            Format::Yaml,
+        );
+        let has = |want: &str| assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+        has("unknown field `retries`, did you mean `retry`?");
+        has("unknown field `timeouts`, did you mean `timeout_ms`?");
+        has("unknown field `coded`, did you mean `code`?");
         assert_eq!(super::edit_distance("feilds", "fields"), 2);
         assert_eq!(super::edit_distance("", "ms"), 2);
     }
