@@ -63,6 +63,10 @@
 #   FORK_PREPARE.append(fn)              fn(WORKFLOW) does, once in a warm
 #                                        template, work every execution of the
 #                                        script would repeat (see 80_main.py)
+#   START_CHECKS.append(fn)              fn(run) checks, before any node runs,
+#                                        what would fail a node for sure (a code
+#                                        node's syntax): it fails that node and
+#                                        sets run.error, and nothing runs
 #
 # The protocol, scheduling and data rules are the contract in docs/design.md
 # ("Child-process protocol"); runtime/README.md lists the decisions taken
@@ -75,6 +79,7 @@ import time
 
 HANDLERS = {}
 FORK_PREPARE = []
+START_CHECKS = []
 
 _DEFAULT_MAX_PAYLOAD = 1048576
 _PREVIEW_CHARS = 1024

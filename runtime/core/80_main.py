@@ -153,7 +153,11 @@ def main(workflow):
             sys.exit(1)
         _apply_defaults(workflow.get("inputs"), trigger)
         run = _Run(workflow, trigger, execution)
-        run.run_all()
+        for check in START_CHECKS:
+            if run.error is None:
+                check(run)
+        if run.error is None:
+            run.run_all()
         status, output, error = _outcome(run)
         _emit_result(status, output, error, (time.perf_counter() - t0) * 1000.0, run.summaries)
         code = 1 if status == "error" else 0

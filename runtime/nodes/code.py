@@ -128,6 +128,44 @@ def _code_prepare_for_fork(workflow):
 FORK_PREPARE.append(_code_prepare_for_fork)
 
 
+def _code_check_syntax(run):
+    """Before any node runs: a code node that will run (neither pinned nor mocked) and whose
+    source does not parse fails the execution at once, and no node runs — not those before it,
+    whose requests and commands would have been made for a run bound to fail (a Python file
+    with a syntax error anywhere runs none of its lines either).  Parsed only (not compiled,
+    which the node does as it runs), with warnings ignored: a source that parses but warns
+    warns in the node's own log when it runs, as before.  A source a warm template compiled
+    already parses."""
+    import _warnings
+    ignore = ("ignore", None, Warning, None, 0)
+    for node in run.workflow.get("nodes") or ():
+        source = (node.get("params") or {}).get("code")
+        if (node.get("type") != "code" or not isinstance(source, str)
+                or node.get("pinned") is not None or node.get("mock") is not None
+                or (node["id"], source) in _code_CACHE):
+            continue
+        filename = "<node %s>" % node["id"]
+        _warnings.filters.insert(0, ignore)
+        _warnings._filters_mutated()
+        try:
+            compile(source, filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+            continue
+        except (SyntaxError, ValueError) as e:
+            register_source(filename, source, False)
+            error = _error_info(e)
+        finally:
+            _warnings.filters.remove(ignore)
+            _warnings._filters_mutated()
+        # The execution's error, naming the node; the node itself never starts (the nodes it
+        # depends on have not ended: a start now would be out of order).
+        error["message"] = "its source does not compile, so no node ran: " + error["message"]
+        run.error = dict(error, node=node["id"])
+        return
+
+
+START_CHECKS.append(_code_check_syntax)
+
+
 def node_code(ctx, params):
     source = params.get("code")
     if not isinstance(source, str):

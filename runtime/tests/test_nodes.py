@@ -162,17 +162,38 @@ class CodeNode(unittest.TestCase):
         r = run(wf)
         self.assertEqual(r.output("d"), {"l": [1], "t": {}})
 
-    def test_syntax_error_names_node_and_line(self):
+    def test_syntax_error_names_node_and_line_and_nothing_runs(self):
+        # The broken node comes last and sits on a branch: still, nothing runs, not even the
+        # command before it (its side effects would be for a run bound to fail).
         src = "x = 1\ny = 2\nreturn (x +\n"
-        r = run(workflow([node("bad", "code", {"code": src})]))
+        r = run(workflow([
+            node("first", "command", {"argv": ["echo", "ran"]}),
+            node("bad", "code", {"code": src}, deps=["first"]),
+        ]))
         self.assertEqual(r.returncode, 1)
-        err = r.end("bad")["error"]
+        self.assertEqual([e for e in r.events if e["event"] in ("node_start", "node_end")], [])
+        err = r.result["error"]
+        self.assertEqual(err["node"], "bad")
         self.assertEqual(err["type"], "SyntaxError")
+        self.assertTrue(err["message"].startswith("its source does not compile, so no node ran: "),
+                        err["message"])
         self.assertIn("<node bad>", err["message"])
         self.assertIn("line 3", err["message"])
         self.assertIn('File "<node bad>", line 3', err["traceback"])
         self.assertIn("return (x +", err["traceback"])
         self.assertNotIn("script.py", err["traceback"])
+
+    def test_syntax_errors_of_nodes_that_will_not_run_stop_nothing(self):
+        # Pinned and mocked code nodes never run their source; one that parses but warns
+        # (an invalid escape) warns in its own log as it runs, not before.
+        bad = "return (\n"
+        pinned = node("pinned", "code", {"code": bad}, pinned={"output": 1})
+        mocked = node("mocked", "code", {"code": bad}, deps=["pinned"])
+        mocked["mock"] = {"attempts": [{"output": 2}]}
+        warns = node("warns", "code", {"code": "return len('\\d')"}, deps=["mocked"])
+        r = run(workflow([pinned, mocked, warns]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.output("warns"), 2)
 
     def test_runtime_error_traceback_has_user_lines(self):
         src = "a = 1\n\ndef f(v):\n    return v / 0\nreturn f(a)\n"

@@ -400,6 +400,16 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
             err.kind,
             clean(&err.message).replace('\n', "\n           ")
         );
+        // A node's traceback is printed with the node; one no node carries (the error of a
+        // node that never started: a code node that does not compile) is printed here.
+        let carried = |n: &String| nodes.iter().any(|row| &row.node_id == n);
+        if !err.node.as_ref().is_some_and(carried)
+            && let Some(tb) = err.traceback.as_deref().filter(|t| !t.trim().is_empty())
+        {
+            for l in tb.trim_end().lines() {
+                println!("             {}", clean_line(l));
+            }
+        }
     }
     if let Some(x) = &e.exit {
         println!("process    {}", clean_line(x));

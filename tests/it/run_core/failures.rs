@@ -76,6 +76,92 @@ fn failing_code_node_stops_the_run_with_its_traceback() {
     );
 }
 
+/// A code node whose source does not parse fails the execution before any node runs, cold and
+/// warm, wherever it sits: the command before it, which would leave a file, never starts.
+#[test]
+fn a_code_node_that_does_not_compile_fails_the_run_before_any_node_runs() {
+    let env = Env::new();
+    let marker = env.path("first-ran");
+    env.write_workflow(
+        "broken.json",
+        &json!({
+            "id": "broken",
+            "nodes": [
+                {"id": "first", "type": "command", "argv": ["touch", marker]},
+                {"id": "fine", "type": "code", "code": "return 1"},
+                {"id": "bad", "type": "code", "code": "x = 1\nreturn (x +\n"}
+            ]
+        }),
+    );
+    let check = |id: &str, start: &str| {
+        assert!(
+            !marker.exists(),
+            "a node ran before the broken one was found"
+        );
+        let e = env.execution(id);
+        assert_eq!(e.status, "error");
+        let err = e.error.as_ref().expect("execution error");
+        assert_eq!(err["type"], "SyntaxError", "{err}");
+        assert_eq!(err["node"], "bad", "{err}");
+        let message = e.error_message();
+        assert!(
+            message.starts_with("its source does not compile, so no node ran: ")
+                && message.contains("line 2"),
+            "{message}"
+        );
+        assert!(
+            err["traceback"].as_str().unwrap().contains("return (x +"),
+            "{err}"
+        );
+        assert_eq!(env.nodes(id).len(), 0, "no node has a row: none started");
+        let how: String = env
+            .db()
+            .query_row("SELECT start FROM executions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(how, start);
+    };
+
+    let out = env.run(&env.path("broken.json"), "{}", &[]);
+    assert_code(
+        &out,
+        1,
+        "run of a workflow with a code node that does not compile",
+    );
+    let id = env.only_execution_id();
+    check(&id, "cold");
+    let out = env.cmd(["show", &id]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "error      SyntaxError in node 'bad': its source does not compile, so no node ran: "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  File \"<node bad>\", line 2\n") && text.contains("  return (x +\n"),
+        "the traceback, which no node carries: {text}"
+    );
+
+    env.write_file(
+        "broken.test.yaml",
+        "workflow: ./broken.json\ncases:\n  - name: refused\n    expect: { status: error }\n",
+    );
+    let out = env.cmd(["test", "broken.test.yaml"]);
+    assert_success(
+        &out,
+        "flowrun test of the broken workflow, expecting its error",
+    );
+    let warm: String = env
+        .db()
+        .query_row("SELECT id FROM executions WHERE id != ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    check(&warm, "warm");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. on_error: continue
 // ---------------------------------------------------------------------------------------------
