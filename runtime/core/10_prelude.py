@@ -65,8 +65,8 @@
 #                                        script would repeat (see 80_main.py)
 #   START_CHECKS.append(fn)              fn(run) checks, before any node runs,
 #                                        what would fail a node for sure (a code
-#                                        node's syntax): it fails that node and
-#                                        sets run.error, and nothing runs
+#                                        node's syntax); it sets run.error,
+#                                        naming the node, and no node runs
 #
 # The protocol, scheduling and data rules are the contract in docs/design.md
 # ("Child-process protocol"); runtime/README.md lists the decisions taken

@@ -163,8 +163,8 @@ class CodeNode(unittest.TestCase):
         self.assertEqual(r.output("d"), {"l": [1], "t": {}})
 
     def test_syntax_error_names_node_and_line_and_nothing_runs(self):
-        # The broken node comes last and sits on a branch: still, nothing runs, not even the
-        # command before it (its side effects would be for a run bound to fail).
+        # The broken node comes after a command: nothing runs, not even the command (its side
+        # effects would be for a run bound to fail).
         src = "x = 1\ny = 2\nreturn (x +\n"
         r = run(workflow([
             node("first", "command", {"argv": ["echo", "ran"]}),
@@ -184,8 +184,8 @@ class CodeNode(unittest.TestCase):
         self.assertNotIn("script.py", err["traceback"])
 
     def test_syntax_errors_of_nodes_that_will_not_run_stop_nothing(self):
-        # Pinned and mocked code nodes never run their source; one that parses but warns
-        # (an invalid escape) warns in its own log as it runs, not before.
+        # Pinned and mocked code nodes never run their source, so it is not checked; one that
+        # parses but warns (an invalid escape) is no error either.
         bad = "return (\n"
         pinned = node("pinned", "code", {"code": bad}, pinned={"output": 1})
         mocked = node("mocked", "code", {"code": bad}, deps=["pinned"])

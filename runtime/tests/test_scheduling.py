@@ -181,7 +181,6 @@ class Pinned(unittest.TestCase):
         self.assertEqual(r.result["nodes"], [{"id": "a", "status": "pinned", "attempt": 0, "duration_ms": 0.0}])
 
 
-
 class Parallel(unittest.TestCase):
     def test_ready_nodes_start_in_plan_order_in_the_record(self):
         # Each node runs in a thread of its own; the record must not depend on which of them the
@@ -198,6 +197,7 @@ class Parallel(unittest.TestCase):
                 if e["event"] in ("node_start", "node_end") and e["node"] not in first:
                     first.append(e["node"])
             self.assertEqual(first, ["n%d" % i for i in range(12)])
+
 
 if __name__ == "__main__":
     unittest.main()
