@@ -228,6 +228,9 @@ class _State(object):
         self.lock = None
         # Nodes run side by side: their output is attributed per thread (_node_output).
         self.by_thread = False
+        # The result is out: nothing more goes out, whichever thread is still running (a node
+        # or item left running by a failure, see 64_schedule.py and 62_loops.py).
+        self.closed = False
         # Guards the run's shared results when nodes or items run in threads.
         self.run_lock = _thread.allocate_lock()
 
@@ -303,16 +306,21 @@ def _encode(text):
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
 
 
-def _emit_lines(lines, stderr_mark=None):
+def _emit_lines(lines, stderr_mark=None, last=False):
     """Write protocol lines (bytes, without newline) so that the first one
     starts at the beginning of a line, after everything printed so far.
     `stderr_mark` (bytes) goes to stderr first, as a line of its own: stdout
     and stderr reach the runner through separate pipes, so it is what tells
-    the runner which node the stderr lines around it belong to."""
+    the runner which node the stderr lines around it belong to.  `last`: the
+    result, after which nothing is written (an event after it would be a
+    protocol error on the record)."""
     lock = _STATE.lock
     if lock is not None:
         lock.acquire()
     try:
+        if _STATE.closed:
+            return
+        _STATE.closed = last
         _flush_streams()
         err = _STATE.err
         if err is not None and not err.at_line_start:

@@ -59,6 +59,7 @@ def _run_for_each(run, node):
     failed = []
     pausing = []
     state = {"stop": False}
+    failed_at = []
 
     def one(i):
         key = str(i)
@@ -84,6 +85,8 @@ def _run_for_each(run, node):
             failed.append((i, error))
             if fail_fast:
                 state["stop"] = True
+                if not failed_at and error.get("type") not in _PAUSE_TYPES:
+                    failed_at.append(time.monotonic())
 
         ran = run.attempts(node, scope, ("item", i), may_start, on_failure)
         if ran is None:
@@ -92,7 +95,25 @@ def _run_for_each(run, node):
         elif ran[4] is None:
             outputs[i] = ran[3]
 
-    _run_parts(one, total, limit)
+    def give_up_at():
+        # As nodes running beside a failed one (64_schedule.py): the items still running get
+        # _FAILED_GRACE_S to end on their own, then the node fails with them still running
+        # (the runner records them cancelled) — only when its failure ends the execution: after
+        # one that lets the execution go on (on_error: continue), the nodes after it would run
+        # beside items of a node that had ended.
+        if not failed_at or not (run.fatal or node.get("on_error", "stop") != "continue"):
+            return None
+        return failed_at[0] + _FAILED_GRACE_S
+
+    if _run_parts(one, total, limit, give_up_at):
+        failed.sort(key=lambda f: f[0])
+        error = _items_error(failed, total)
+        with _STATE.run_lock:
+            if run.error is None:
+                # The node's row is the runner's to end (it is still running, with items):
+                # failed, with this error.
+                run.error = dict(error, node=nid)
+        return
     duration = (time.perf_counter() - t0) * 1000.0
     paused_items = [f for f in failed if f[1].get("type") in _PAUSE_TYPES]
     if (pausing or paused_items) and len(paused_items) == len(failed):
@@ -119,12 +140,15 @@ def _loop_status(node):
     return "success" if node.get("mock") is None else "mocked"
 
 
-def _run_parts(one, total, limit):
-    """Calls one(i) for i in 0..total, at most `limit` at a time, in index order."""
+def _run_parts(one, total, limit, give_up_at=None):
+    """Calls one(i) for i in 0..total, at most `limit` at a time, in index order.  `give_up_at()`
+    says when to stop waiting for the running ones (a time.monotonic(), or None: never); then
+    those not started yet are called at once (each records itself skipped: nothing starts after
+    a failure) and True is returned, the others left running."""
     if limit <= 1 or total <= 1:
         for i in range(total):
             one(i)
-        return
+        return False
     import threading
     cv = threading.Condition()
     state = {"next": 0, "running": 0}
@@ -145,7 +169,22 @@ def _run_parts(one, total, limit):
                 state["running"] += 1
                 t = threading.Thread(target=worker, args=(i,), daemon=True)
                 t.start()
-            cv.wait()
+            at = give_up_at() if give_up_at is not None else None
+            if at is None:
+                cv.wait()
+                continue
+            left = at - time.monotonic()
+            if left > 0:
+                cv.wait(left)
+                continue
+            rest = range(state["next"], total)
+            state["next"] = total
+            break
+        else:
+            return False
+    for i in rest:
+        one(i)
+    return True
 
 
 def _loop_failed(run, node, error, t0):

@@ -92,7 +92,7 @@ def _emit_result(status, output, error, duration, summaries):
         '"nodes":' + _dumps(summaries),
     ])
     _emit_lines([_STATE.prefix + b"result-start", _encode("{" + body + "}"),
-                  _STATE.prefix + b"result-end"])
+                  _STATE.prefix + b"result-end"], last=True)
 
 
 def _outcome(run):

@@ -199,5 +199,67 @@ class Parallel(unittest.TestCase):
             self.assertEqual(first, ["n%d" % i for i in range(12)])
 
 
+
+ITEMS = (
+    "import time\n"
+    "if item == 'fail':\n"
+    "    time.sleep(0.2)\n"
+    "    raise ValueError('item failed')\n"
+    "if item == 'hang':\n"
+    "    time.sleep(float(trigger['hang_s']))\n"
+    "return item\n"
+)
+
+
+class ForEachFailFast(unittest.TestCase):
+    def each(self, on_error="stop"):
+        n = node("each", "code", {"code": ITEMS}, on_error=on_error)
+        n["for_each"] = ["hang", "fail", "later", "last"]
+        n["max_concurrent"] = 2
+        return workflow([n, node("after", "set", {"fields": {}}, deps=["each"])])
+
+    def test_a_failed_item_ends_the_execution_without_waiting_for_a_hung_one(self):
+        # Item 0 would sleep 100 s: the failure of item 1 ends the execution after the grace,
+        # the unstarted items recorded skipped, and the node left to the runner (still
+        # running, with item 0): its error is the execution's, naming it.
+        r = run(self.each(), {"hang_s": 100}, timeout=20)
+        self.assertEqual(r.returncode, 1, r)
+        ends = {e.get("item"): e for e in r.ends("each")}
+        self.assertEqual(ends[1]["status"], "error")
+        self.assertEqual((ends[2]["status"], ends[3]["status"]), ("skipped", "skipped"))
+        self.assertNotIn(0, ends)
+        self.assertNotIn(None, ends)  # the node's own end: the runner's, with this error
+        err = r.result["error"]
+        self.assertEqual((err["node"], err["type"]), ("each", "ItemsFailed"))
+        self.assertIn("item 1: ValueError: item failed", err["message"])
+        self.assertEqual(r.starts("after"), [])
+
+    def test_after_on_error_continue_the_items_still_running_are_waited_for(self):
+        # The execution goes on after the node: its items all end first.
+        r = run(self.each("continue"), {"hang_s": 2.5}, timeout=20)
+        self.assertEqual(r.returncode, 0, r)
+        ends = {e.get("item"): e for e in r.ends("each")}
+        self.assertEqual((ends[0]["status"], ends[None]["status"]), ("success", "error"))
+        self.assertEqual(r.end("after")["status"], "success")
+
+
+class AfterTheResult(unittest.TestCase):
+    def test_nothing_goes_out_after_the_result(self):
+        # A node left running by a failure beside it prints on and on; once the result is out,
+        # none of it may follow (an event after the result is a protocol error on the record).
+        wf = workflow([
+            node("chatty", "code", {"code": "import time\nwhile True:\n    print('x')\n    time.sleep(0.001)\n"}),
+            # Its atexit handler keeps the process up a moment after the result.
+            node("bad", "code", {"code": "import atexit, time\natexit.register(time.sleep, 0.5)\n"
+                                         "time.sleep(0.3)\nraise ValueError('no')\n"}),
+        ])
+        wf["max_parallel"] = 2
+        r = run(wf, timeout=20)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.result["error"]["node"], "bad")
+        raw = r.stdout.split(b"\n")
+        end = raw.index(("@@flowrun:%s:result-end" % r.nonce).encode())
+        self.assertEqual([l for l in raw[end + 1:] if l.startswith(b"@@flowrun:")], [])
+
 if __name__ == "__main__":
     unittest.main()

@@ -207,6 +207,89 @@ fn a_failure_stops_the_nodes_running_beside_it() {
     assert_eq!(start, "warm");
 }
 
+/// A failed item of a `for_each` node with `fail_fast` (the default) ends the execution without
+/// waiting for an item that hangs: the node fails with the items' error, the hung item is
+/// cancelled with its process, the items not started are skipped. Cold and warm.
+#[test]
+fn a_failed_item_does_not_wait_for_a_hung_one() {
+    let env = Env::new();
+    let marker = format!("{}", 700 + std::process::id() % 97);
+    env.write_workflow(
+        "items.json",
+        &json!({ "id": "items", "timeout_ms": 60000, "nodes": [
+            { "id": "each", "type": "command", "for_each": ["hang", "fail", "later"],
+              "max_concurrent": 2, "shell": true,
+              "command": "if [ {{ item }} = hang ]; then exec sleep {{ trigger.marker }}; else sleep 0.5; exit 3; fi" },
+            { "id": "after", "type": "set", "fields": {}, "after": ["each"] },
+        ]}),
+    );
+    let check = |id: &str| {
+        let e = env.execution(id);
+        assert_eq!(e.status, "error", "{e:?}");
+        let err = e.error.as_ref().unwrap();
+        assert_eq!(
+            (&err["node"], &err["type"]),
+            (&json!("each"), &json!("ItemsFailed"))
+        );
+        let node = env.node(id, "each");
+        assert_eq!(node.status, "error", "{node:?}");
+        assert!(
+            node.error_message()
+                .starts_with("1 of 3 items failed; item 1:"),
+            "{node:?}"
+        );
+        let items: Vec<(i64, String)> = env
+            .items(id, "each")
+            .into_iter()
+            .map(|(i, row)| (i, row.status))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (0, "cancelled".into()),
+                (1, "error".into()),
+                (2, "skipped".into())
+            ]
+        );
+        let hung = &env.items(id, "each")[0].1;
+        assert!(
+            hung.error_message()
+                .contains("stopped because node 'each' failed"),
+            "{hung:?}"
+        );
+        assert!(
+            env.try_node(id, "after").is_none(),
+            "the node after it never started"
+        );
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "left running: {left:?}");
+    };
+    let t0 = Instant::now();
+    let trigger = format!(r#"{{"marker": "{marker}"}}"#);
+    let out = env.run(&env.path("items.json"), &trigger, &[]);
+    assert_code(&out, 1, "a failed item");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    check(&env.only_execution_id());
+    env.write_file(
+        "items.test.yaml",
+        &format!("workflow: ./items.json\ncases:\n  - name: fails fast\n    trigger: {{ marker: \"{marker}\" }}\n    expect: {{ status: error }}\n"),
+    );
+    let out = env.cmd(["test", "items.test.yaml"]);
+    assert_success(&out, "the case");
+    let warm = env.execution_ids().pop().unwrap();
+    let start: String = env
+        .db()
+        .query_row("SELECT start FROM executions WHERE id = ?1", [&warm], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(start, "warm");
+    check(&warm);
+}
+
 /// Code nodes failing side by side each report their own error: the first to fail imports
 /// what formats tracebacks while the others register their sources with it (a half-imported
 /// module made 21 of 40 such errors an AttributeError in a cold run).

@@ -363,11 +363,14 @@ impl State<'_> {
 
     /// Ends everything that was running when the process stopped, so nothing stays `running`:
     /// items and iterations before their node. `how(node)` gives each one's status and error.
-    pub(crate) fn close_running(&mut self, how: impl Fn(&str) -> (NodeStatus, ErrorInfo)) {
+    pub(crate) fn close_running(
+        &mut self,
+        how: impl Fn(&str, Option<Part>) -> (NodeStatus, ErrorInfo),
+    ) {
         self.deltas.clear();
         let running = std::mem::take(&mut self.running);
         for ((node, part), r) in running.into_iter().rev() {
-            let (status, error) = how(&node);
+            let (status, error) = how(&node, part);
             self.ledger.close(&node, part, status);
             let ts = now_ms();
             let detail = NodeDetail {
