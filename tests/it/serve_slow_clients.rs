@@ -1,6 +1,6 @@
 //! Clients of the event streams that stop reading: what they hold of the server is bounded —
 //! a stream of an execution that has ended lets them go, and the server-wide stream's messages
-//! are small whatever the executions hold.
+//! are small whatever the executions hold. And a request whose body comes late.
 
 use crate::support::serve::{Message, World};
 use serde_json::{Value, json};
@@ -128,4 +128,45 @@ fn the_server_wide_stream_carries_short_texts_whatever_an_execution_holds() {
     // The list itself has the name in full.
     let listed = s.get("/api/executions");
     assert_eq!(listed.body["executions"][0]["workflow_name"], json!(name));
+}
+
+/// A stop or pause whose body arrives after its head is answered once the body is in, on a
+/// connection that then serves the next request: answered before it, the connection was closed
+/// under the client, whose next request failed ("Peer disconnected", seen once in the suite).
+#[test]
+fn a_body_that_comes_late_leaves_the_connection_usable() {
+    let w = World::new();
+    let s = w.serve(&[]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port())).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    for action in ["stop", "pause"] {
+        let head = format!(
+            "POST /api/executions/ffffffffffffffff/{action} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+            s.token
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let early = c.read(&mut buf);
+        assert!(
+            early.is_err(),
+            "{action}: answered before its body: {:?}",
+            early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        );
+        c.write_all(b"{}").unwrap();
+        let mut answer = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&answer).contains("}") && Instant::now() < deadline {
+            if let Ok(n) = c.read(&mut buf) {
+                assert!(n > 0, "{action}: the connection was closed");
+                answer.extend_from_slice(&buf[..n]);
+            }
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 404"), "{action}: {text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("connection: close"),
+            "{text}"
+        );
+    }
 }
