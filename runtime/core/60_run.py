@@ -104,6 +104,9 @@ class _Run(object):
         self.last_position = -1
         self.positions = dict((n.get("id"), i) for i, n in enumerate(workflow.get("nodes") or ()))
         self.error = None
+        # When a failure that will end the run happened, before run.error says so: a for_each
+        # item's, while the node waits for its other items (62_loops.py). Nothing new starts.
+        self.failing_since = None
         self.fatal = False
         # Set when the run pauses (see 66_limits.py): the Paused error saying where.
         self.paused = None

@@ -85,8 +85,11 @@ def _run_for_each(run, node):
             failed.append((i, error))
             if fail_fast:
                 state["stop"] = True
-                if not failed_at and error.get("type") not in _PAUSE_TYPES:
+                if not failed_at and error.get("type") not in _PAUSE_TYPES and ends_run():
                     failed_at.append(time.monotonic())
+                    # Nor does any node (64_schedule.py): the run is ending.
+                    if run.failing_since is None:
+                        run.failing_since = failed_at[0]
 
         ran = run.attempts(node, scope, ("item", i), may_start, on_failure)
         if ran is None:
@@ -95,15 +98,16 @@ def _run_for_each(run, node):
         elif ran[4] is None:
             outputs[i] = ran[3]
 
+    def ends_run():
+        # After a failure that lets the execution go on (on_error: continue) the nodes after
+        # this one run: its items are waited for, never left running beside them.
+        return run.fatal or node.get("on_error", "stop") != "continue"
+
     def give_up_at():
         # As nodes running beside a failed one (64_schedule.py): the items still running get
         # _FAILED_GRACE_S to end on their own, then the node fails with them still running
-        # (the runner records them cancelled) — only when its failure ends the execution: after
-        # one that lets the execution go on (on_error: continue), the nodes after it would run
-        # beside items of a node that had ended.
-        if not failed_at or not (run.fatal or node.get("on_error", "stop") != "continue"):
-            return None
-        return failed_at[0] + _FAILED_GRACE_S
+        # (the runner records them cancelled).
+        return failed_at[0] + _FAILED_GRACE_S if failed_at else None
 
     if _run_parts(one, total, limit, give_up_at):
         failed.sort(key=lambda f: f[0])

@@ -97,7 +97,8 @@ def _schedule(run):
     with cv:
         pending = nodes
         while True:
-            if run.error is None and run.paused is None:
+            ending = run.error is not None or run.failing_since is not None
+            if not ending and run.paused is None:
                 i = 0
                 while i < len(pending) and len(running) < run.max_parallel:
                     node = pending[i]
@@ -118,12 +119,14 @@ def _schedule(run):
                         i += 1
             if not running:
                 break
-            if run.error is not None:
+            if ending:
                 if failed_at is None:
-                    failed_at = time.monotonic()
+                    failed_at = run.failing_since or time.monotonic()
                 left = _FAILED_GRACE_S - (time.monotonic() - failed_at)
-                if left <= 0:
+                if left <= 0 and run.error is not None:
                     break
-                cv.wait(left)
+                # Past the grace with no error yet: the failing for_each node sets it as its
+                # own grace ends (the same moment), then returns.
+                cv.wait(left if left > 0 else 0.01)
                 continue
             cv.wait()

@@ -242,6 +242,20 @@ class ForEachFailFast(unittest.TestCase):
         self.assertEqual((ends[0]["status"], ends[None]["status"]), ("success", "error"))
         self.assertEqual(r.end("after")["status"], "success")
 
+    def test_after_a_failed_item_no_node_starts(self):
+        # The failure ends the run: a node that becomes ready during the items' grace (after a
+        # 1 s delay, the grace being 2 s) never starts, as after a node's own failure.
+        each = self.each()
+        each["nodes"][0]["deps"] = []
+        each["nodes"][1] = node("deploy", "set", {"fields": {}}, deps=["wait"])
+        each["nodes"].insert(1, node("wait", "delay", {"ms": 1000}))
+        each["max_parallel"] = 2
+        r = run(each, {"hang_s": 100}, timeout=20)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.result["error"]["node"], "each")
+        self.assertEqual(r.end("wait")["status"], "success")
+        self.assertEqual(r.starts("deploy"), [])
+
 
 class AfterTheResult(unittest.TestCase):
     def test_nothing_goes_out_after_the_result(self):
