@@ -48,7 +48,7 @@ def _code_located(node, lineno):
     return node
 
 
-def _code_compile(node_id, source):
+def _code_compile(node_id, source, cache=True):
     key = (node_id, source)
     fn = _code_CACHE.get(key)
     if fn is not None:
@@ -89,7 +89,8 @@ def _code_compile(node_id, source):
     # unbind it: a global named after the node would shadow a builtin the
     # code may use (a node called `len`)
     fn = namespace.pop(name)
-    _code_CACHE[key] = fn
+    if cache:
+        _code_CACHE[key] = fn
     return fn
 
 
@@ -106,23 +107,16 @@ def _code_prepare_for_fork(workflow):
     stderr of whoever compiles it: the execution's log, not the template's).  Warnings are
     made errors through the C module's filters: importing `warnings` here would change how
     every execution prints one (with its source line, which a cold run does not show)."""
-    import _warnings
-    error = ("error", None, Warning, None, 0)
     for node in workflow.get("nodes") or ():
         source = (node.get("params") or {}).get("code")
         if node.get("type") != "code" or not isinstance(source, str):
             continue
         if len(source) > _code_PREPARE_MAX:
             continue
-        _warnings.filters.insert(0, error)
-        _warnings._filters_mutated()
         try:
-            _code_compile(node["id"], source)
+            _code_with_warnings("error", _code_compile, node["id"], source)
         except Exception:
             pass
-        finally:
-            _warnings.filters.remove(error)
-            _warnings._filters_mutated()
 
 
 FORK_PREPARE.append(_code_prepare_for_fork)
@@ -130,37 +124,47 @@ FORK_PREPARE.append(_code_prepare_for_fork)
 
 def _code_check_syntax(run):
     """Before any node runs: a code node that will run (neither pinned nor mocked) and whose
-    source does not parse fails the execution at once, and no node runs — not those before it,
-    whose requests and commands would have been made for a run bound to fail (a Python file
-    with a syntax error anywhere runs none of its lines either).  Parsed only (not compiled,
-    which the node does as it runs), with warnings ignored: a source that parses but warns
-    warns in the node's own log when it runs, as before.  A source a warm template compiled
-    already parses."""
-    import _warnings
-    ignore = ("ignore", None, Warning, None, 0)
+    source does not compile fails the execution at once, and no node runs — not those before
+    it, whose requests and commands would have been made for a run bound to fail (a Python file
+    with a syntax error anywhere runs none of its lines either).  Compiled as the node would
+    compile it, into the cache the node then takes it from, with warnings made errors; a source
+    that fails so is compiled again with warnings ignored, and not kept: only an error then is
+    the source's own, and one that merely warns warns in the node's log when it runs, as
+    before.  A source a warm template compiled is in the cache already."""
     for node in run.workflow.get("nodes") or ():
         source = (node.get("params") or {}).get("code")
         if (node.get("type") != "code" or not isinstance(source, str)
-                or node.get("pinned") is not None or node.get("mock") is not None
-                or (node["id"], source) in _code_CACHE):
+                or node.get("pinned") is not None or node.get("mock") is not None):
             continue
-        filename = "<node %s>" % node["id"]
-        _warnings.filters.insert(0, ignore)
-        _warnings._filters_mutated()
         try:
-            compile(source, filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+            _code_with_warnings("error", _code_compile, node["id"], source)
             continue
-        except (SyntaxError, ValueError) as e:
-            register_source(filename, source, False)
+        except Exception:
+            pass
+        try:
+            _code_with_warnings("ignore", _code_compile, node["id"], source, False)
+            continue
+        except Exception as e:  # SyntaxError, and RecursionError or MemoryError on deep nesting
             error = _error_info(e)
-        finally:
-            _warnings.filters.remove(ignore)
-            _warnings._filters_mutated()
         # The execution's error, naming the node; the node itself never starts (the nodes it
         # depends on have not ended: a start now would be out of order).
         error["message"] = "its source does not compile, so no node ran: " + error["message"]
         run.error = dict(error, node=node["id"])
         return
+
+
+def _code_with_warnings(action, f, *args):
+    """f(*args) with every warning's action `action`, set through the C module's filters
+    (importing `warnings` would change how every execution prints one)."""
+    import _warnings
+    rule = (action, None, Warning, None, 0)
+    _warnings.filters.insert(0, rule)
+    _warnings._filters_mutated()
+    try:
+        return f(*args)
+    finally:
+        _warnings.filters.remove(rule)
+        _warnings._filters_mutated()
 
 
 START_CHECKS.append(_code_check_syntax)

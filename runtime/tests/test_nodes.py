@@ -183,6 +183,20 @@ class CodeNode(unittest.TestCase):
         self.assertIn("return (x +", err["traceback"])
         self.assertNotIn("script.py", err["traceback"])
 
+    def test_compile_time_errors_and_deep_nesting_stop_the_run_too(self):
+        # Errors Python finds only as it compiles (not as it parses), and a source too deeply
+        # nested to parse (a RecursionError, not a SyntaxError), name the node all the same.
+        for src, kind in (("nonlocal x\n", "SyntaxError"), ("from os import *\n", "SyntaxError"),
+                          ("break\n", "SyntaxError"), ("await f()\n", "SyntaxError"),
+                          ("return " + "1+" * 200000 + "1\n", "RecursionError")):
+            r = run(workflow([node("first", "command", {"argv": ["echo", "ran"]}),
+                              node("bad", "code", {"code": src}, deps=["first"])]))
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.starts("first"), [], src[:20])
+            err = r.result["error"]
+            self.assertEqual((err["node"], err["type"]), ("bad", kind), err)
+            self.assertTrue(err["message"].startswith("its source does not compile"), err)
+
     def test_syntax_errors_of_nodes_that_will_not_run_stop_nothing(self):
         # Pinned and mocked code nodes never run their source, so it is not checked; one that
         # parses but warns (an invalid escape) is no error either.
