@@ -473,6 +473,57 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
     );
 }
 
+/// After `logs` of an ended execution, on stderr: each node, item or iteration that failed or
+/// was stopped, and the execution's error when no node carries it (a code node that does not
+/// compile fails it before any node starts).
+fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) -> Result<(), Exit> {
+    let short = &id[..8.min(id.len())];
+    let rows = store.nodes(id)?;
+    for n in &rows {
+        let Some(e) = n.error.as_ref() else { continue };
+        if node.is_some_and(|want| n.node_id != want) {
+            continue;
+        }
+        let part = match n.part {
+            Some(flowrun_events::Part::Item(i)) => format!(" item {i}"),
+            Some(flowrun_events::Part::Iteration(k)) => format!(" iteration {k}"),
+            None => String::new(),
+        };
+        let how = if n.status == NodeStatus::Cancelled {
+            "was stopped"
+        } else {
+            "failed"
+        };
+        eprintln!(
+            "flowrun: node '{}'{part} {how}: {}: {} (the traceback: flowrun show {short})",
+            clean_line(&n.node_id),
+            clean_line(&e.kind),
+            clean_line(&e.message),
+        );
+    }
+    let exec = store.execution(id)?;
+    if exec.status != ExecStatus::Error {
+        return Ok(());
+    }
+    if let Some(e) = exec.error.as_ref().filter(|e| {
+        let named = e.node.as_deref();
+        node.is_none_or(|want| named == Some(want))
+            && !named.is_some_and(|n| rows.iter().any(|r| r.node_id == n))
+    }) {
+        let at = e
+            .node
+            .as_deref()
+            .map(|n| format!(" in node '{}'", clean_line(n)))
+            .unwrap_or_default();
+        eprintln!(
+            "flowrun: the execution failed{at}: {}: {} (flowrun show {short})",
+            clean_line(&e.kind),
+            clean_line(&e.message),
+        );
+    }
+    Ok(())
+}
+
 /// `flowrun logs ID [--node NODE] [--json] [-f]`. After the lines of an execution that failed,
 /// stderr names the nodes that failed and why: the logs of a failed step seldom say it (the
 /// error is not printed by the node), and `show` has the traceback.
@@ -514,19 +565,7 @@ pub fn logs(
                 }
             }
             if ended {
-                for n in store.nodes(&id)? {
-                    let Some(e) = n.error.as_ref() else { continue };
-                    if node.is_some_and(|want| n.node_id != want) {
-                        continue;
-                    }
-                    eprintln!(
-                        "flowrun: node '{}' failed: {}: {} (the traceback: flowrun show {})",
-                        clean_line(&n.node_id),
-                        clean_line(&e.kind),
-                        clean_line(&e.message),
-                        &id[..8.min(id.len())]
-                    );
-                }
+                print_failures(&store, &id, node)?;
             }
             return Ok(0);
         }

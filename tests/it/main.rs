@@ -11,6 +11,7 @@ mod cli_run;
 mod codegen_script;
 mod cost_limits;
 mod escapes;
+mod fail_fast;
 mod faults;
 mod history;
 mod http_command_nodes;

@@ -143,6 +143,13 @@ fn a_code_node_that_does_not_compile_fails_the_run_before_any_node_runs() {
         text.contains("  File \"<node bad>\", line 2\n") && text.contains("  return (x +\n"),
         "the traceback, which no node carries: {text}"
     );
+    let logs = stderr(&env.cmd(["logs", &id]));
+    assert!(
+        logs.contains(
+            "flowrun: the execution failed in node 'bad': SyntaxError: its source does not compile"
+        ),
+        "{logs}"
+    );
 
     env.write_file(
         "broken.test.yaml",

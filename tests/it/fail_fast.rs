@@ -1,0 +1,160 @@
+//! A failure that ends the execution does not wait for what runs beside it: nodes side by side
+//! (`max_parallel`) and the items of a `for_each` node get a short grace, then are stopped and
+//! recorded `cancelled` — cold and warm, with nothing of them left running.
+
+use crate::support::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A node that fails for good ends the execution with its error: the nodes running beside it
+/// (code asleep, a command's process) are stopped with it after a moment, not waited for —
+/// they would have held it until its timeout, which would then have been its error.
+#[test]
+fn a_failure_stops_the_nodes_running_beside_it() {
+    let env = Env::new();
+    let marker = format!("{}", 900 + std::process::id() % 97);
+    let wf = env.write_workflow(
+        "failfast.json",
+        &json!({ "id": "failfast", "max_parallel": 3, "timeout_ms": 60000, "nodes": [
+            { "id": "slow", "type": "code", "code": "import time\ntime.sleep(60)\nreturn 1" },
+            { "id": "cmd", "type": "command", "argv": ["sleep", marker] },
+            { "id": "bad", "type": "code",
+              "code": "import time\ntime.sleep(0.5)\nraise ValueError('broken')" },
+            { "id": "after", "type": "set", "fields": {}, "after": ["slow", "cmd", "bad"] },
+        ]}),
+    );
+    let t0 = Instant::now();
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "a failed node");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let id = env.only_execution_id();
+    let e = env.execution(&id);
+    assert_eq!(e.status, "error", "{e:?}");
+    assert!(e.error_message().contains("broken"), "{e:?}");
+    assert_eq!(env.node(&id, "bad").status, "error");
+    for n in ["slow", "cmd"] {
+        let row = env.node(&id, n);
+        assert_eq!(row.status, "cancelled", "{row:?}");
+        assert!(
+            row.error_message()
+                .contains("stopped because node 'bad' failed"),
+            "{row:?}"
+        );
+    }
+    assert!(
+        env.nodes(&id).iter().all(|n| n.node_id != "after"),
+        "the node after them never started"
+    );
+    // The command's process ended with the execution.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^sleep {marker}$")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "left running: {:?}", left);
+    // The same, warm (`flowrun test` forks its executions from a template).
+    env.write_file(
+        "failfast.test.yaml",
+        "workflow: ./failfast.json\ncases:\n  - name: fails fast\n    expect:\n      status: error\n      error.node: bad\n      nodes.slow.status: cancelled\n      nodes.cmd.status: cancelled\n",
+    );
+    let out = env.cmd(["test", "failfast.test.yaml"]);
+    assert_success(&out, "the case");
+    let warm = env.execution_ids().pop().unwrap();
+    let start: String = env
+        .db()
+        .query_row("SELECT start FROM executions WHERE id = ?1", [&warm], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(start, "warm");
+}
+
+/// A failed item of a `for_each` node with `fail_fast` (the default) ends the execution without
+/// waiting for an item that hangs: the node fails with the items' error, the hung item is
+/// cancelled with its process, the items not started are skipped. Cold and warm.
+#[test]
+fn a_failed_item_does_not_wait_for_a_hung_one() {
+    let env = Env::new();
+    let marker = format!("{}", 700 + std::process::id() % 97);
+    env.write_workflow(
+        "items.json",
+        &json!({ "id": "items", "timeout_ms": 60000, "nodes": [
+            { "id": "each", "type": "command", "for_each": ["hang", "fail", "later"],
+              "max_concurrent": 2, "shell": true,
+              "command": "if [ {{ item }} = hang ]; then exec sleep {{ trigger.marker }}; else sleep 0.5; exit 3; fi" },
+            { "id": "after", "type": "set", "fields": {}, "after": ["each"] },
+        ]}),
+    );
+    let check = |id: &str| {
+        let e = env.execution(id);
+        assert_eq!(e.status, "error", "{e:?}");
+        let err = e.error.as_ref().unwrap();
+        assert_eq!(
+            (&err["node"], &err["type"]),
+            (&json!("each"), &json!("ItemsFailed"))
+        );
+        let node = env.node(id, "each");
+        assert_eq!(node.status, "error", "{node:?}");
+        assert!(
+            node.error_message()
+                .starts_with("1 of 3 items failed; item 1:"),
+            "{node:?}"
+        );
+        let items: Vec<(i64, String)> = env
+            .items(id, "each")
+            .into_iter()
+            .map(|(i, row)| (i, row.status))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (0, "cancelled".into()),
+                (1, "error".into()),
+                (2, "skipped".into())
+            ]
+        );
+        let hung = &env.items(id, "each")[0].1;
+        assert!(
+            hung.error_message()
+                .contains("stopped because node 'each' failed"),
+            "{hung:?}"
+        );
+        assert!(
+            env.try_node(id, "after").is_none(),
+            "the node after it never started"
+        );
+        let logs = stderr(&env.cmd(["logs", id]));
+        assert!(
+            logs.contains(
+                "node 'each' item 0 was stopped: Cancelled: stopped because node 'each' failed"
+            ) && logs.contains("node 'each' item 1 failed:")
+                && logs.contains("node 'each' failed: ItemsFailed: 1 of 3 items failed"),
+            "{logs}"
+        );
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "left running: {left:?}");
+    };
+    let t0 = Instant::now();
+    let trigger = format!(r#"{{"marker": "{marker}"}}"#);
+    let out = env.run(&env.path("items.json"), &trigger, &[]);
+    assert_code(&out, 1, "a failed item");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    check(&env.only_execution_id());
+    env.write_file(
+        "items.test.yaml",
+        &format!("workflow: ./items.json\ncases:\n  - name: fails fast\n    trigger: {{ marker: \"{marker}\" }}\n    expect: {{ status: error }}\n"),
+    );
+    let out = env.cmd(["test", "items.test.yaml"]);
+    assert_success(&out, "the case");
+    let warm = env.execution_ids().pop().unwrap();
+    let start: String = env
+        .db()
+        .query_row("SELECT start FROM executions WHERE id = ?1", [&warm], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(start, "warm");
+    check(&warm);
+}
