@@ -181,6 +181,33 @@ fn add_cors(resp: &mut Response, origin: &HeaderValue) {
     );
 }
 
+/// Runs the request once its body is read (at most `max` bytes), whatever the handler does with
+/// it: one answered with its body unread — a query or a path refused before the body is taken, a
+/// handler that takes none — had hyper close the connection when the body had not all arrived
+/// yet, and the client's next request on it failed ("Peer disconnected", twice in the suite).
+async fn read_body_first(req: Request, next: Next, max: usize) -> Response {
+    let sized = req.headers().contains_key(header::CONTENT_LENGTH);
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        // Without a length, a body over the limit ends here.
+        Err(_) if !sized => too_large(max),
+        Err(_) => {
+            let mut r = refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read to its end",
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
 /// The middleware in front of every route.
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let policy = &app.security;
@@ -318,7 +345,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     {
         too_large(policy.max_body_bytes)
     } else {
-        next.run(req).await
+        read_body_first(req, next, policy.max_body_bytes).await
     };
     if let Some(o) = &origin {
         add_cors(&mut resp, o);

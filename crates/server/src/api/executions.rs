@@ -217,15 +217,12 @@ pub async fn get(
     Ok(Json(record(&app, &id).await?))
 }
 
-/// `POST /api/executions/{id}/stop[?wait=true]`. A body (an editor may send `{}`) means nothing,
-/// but is read before the answer, here and in `pause`: answered with its body unread, hyper
-/// closes the connection when the body has not arrived yet, and the client's next request on it
-/// fails.
+/// `POST /api/executions/{id}/stop[?wait=true]`. A body (an editor may send `{}`) means nothing
+/// (read all the same, as every request's is: `security::read_body_first`).
 pub async fn stop(
     State(app): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
-    _body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
     let id = resolve(&app, &id).await?;
@@ -347,7 +344,6 @@ pub async fn pause(
     State(app): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
-    _body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
     let id = resolve(&app, &id).await?;
