@@ -6,6 +6,28 @@ use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// The last execution recorded, which `flowrun test` started warm.
+fn last_warm(env: &Env) -> String {
+    let id = env.execution_ids().pop().unwrap();
+    let start: String = env
+        .db()
+        .query_row("SELECT start FROM executions WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(start, "warm");
+    id
+}
+
+/// No `sleep MARKER` is left: the process a stopped node or item ran ended with it.
+fn assert_no_sleep(marker: &str) {
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^sleep {marker}$")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "left running: {left:?}");
+}
+
 /// A node that fails for good ends the execution with its error: the nodes running beside it
 /// (code asleep, a command's process) are stopped with it after a moment, not waited for —
 /// they would have held it until its timeout, which would then have been its error.
@@ -46,11 +68,7 @@ fn a_failure_stops_the_nodes_running_beside_it() {
         "the node after them never started"
     );
     // The command's process ended with the execution.
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &format!("^sleep {marker}$")])
-        .output()
-        .unwrap();
-    assert!(left.stdout.is_empty(), "left running: {:?}", left);
+    assert_no_sleep(&marker);
     // The same, warm (`flowrun test` forks its executions from a template).
     env.write_file(
         "failfast.test.yaml",
@@ -58,14 +76,7 @@ fn a_failure_stops_the_nodes_running_beside_it() {
     );
     let out = env.cmd(["test", "failfast.test.yaml"]);
     assert_success(&out, "the case");
-    let warm = env.execution_ids().pop().unwrap();
-    let start: String = env
-        .db()
-        .query_row("SELECT start FROM executions WHERE id = ?1", [&warm], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(start, "warm");
+    last_warm(&env);
 }
 
 /// A failed item of a `for_each` node with `fail_fast` (the default) ends the execution without
@@ -130,11 +141,7 @@ fn a_failed_item_does_not_wait_for_a_hung_one() {
                 && logs.contains("node 'each' failed: ItemsFailed: 1 of 3 items failed"),
             "{logs}"
         );
-        let left = std::process::Command::new("pgrep")
-            .args(["-f", &format!("^sleep {marker}$")])
-            .output()
-            .unwrap();
-        assert!(left.stdout.is_empty(), "left running: {left:?}");
+        assert_no_sleep(&marker);
     };
     let t0 = Instant::now();
     let trigger = format!(r#"{{"marker": "{marker}"}}"#);
@@ -148,13 +155,6 @@ fn a_failed_item_does_not_wait_for_a_hung_one() {
     );
     let out = env.cmd(["test", "items.test.yaml"]);
     assert_success(&out, "the case");
-    let warm = env.execution_ids().pop().unwrap();
-    let start: String = env
-        .db()
-        .query_row("SELECT start FROM executions WHERE id = ?1", [&warm], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(start, "warm");
+    let warm = last_warm(&env);
     check(&warm);
 }
