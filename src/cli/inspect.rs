@@ -5,7 +5,7 @@ use super::text::{clean, clean_line, json_line, json_pretty};
 use super::timefmt;
 use super::{Exit, open_store};
 use clap::Args;
-use flowrun_events::{ExecStatus, NodeStatus, now_ms};
+use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, now_ms};
 use flowrun_store::{Execution, HistoryFilter, NodeRow};
 use serde_json::Value;
 use std::path::Path;
@@ -390,20 +390,15 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         println!("output     {}", pretty(o, "           "));
     }
     if let Some(err) = &e.error {
-        let node = err
-            .node
-            .as_ref()
-            .map(|n| format!(" in node '{}'", clean_line(n)))
-            .unwrap_or_default();
         println!(
-            "error      {}{node}: {}",
+            "error      {}{}: {}",
             err.kind,
+            in_node(err),
             clean(&err.message).replace('\n', "\n           ")
         );
         // A node's traceback is printed with the node; one no node carries (the error of a
         // node that never started: a code node that does not compile) is printed here.
-        let carried = |n: &String| nodes.iter().any(|row| &row.node_id == n);
-        if !err.node.as_ref().is_some_and(carried)
+        if carried_by_no_row(err, &nodes)
             && let Some(tb) = err.traceback.as_deref().filter(|t| !t.trim().is_empty())
         {
             for l in tb.trim_end().lines() {
@@ -506,22 +501,32 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
         return Ok(());
     }
     if let Some(e) = exec.error.as_ref().filter(|e| {
-        let named = e.node.as_deref();
-        node.is_none_or(|want| named == Some(want))
-            && !named.is_some_and(|n| rows.iter().any(|r| r.node_id == n))
+        node.is_none_or(|want| e.node.as_deref() == Some(want)) && carried_by_no_row(e, &rows)
     }) {
-        let at = e
-            .node
-            .as_deref()
-            .map(|n| format!(" in node '{}'", clean_line(n)))
-            .unwrap_or_default();
         eprintln!(
-            "flowrun: the execution failed{at}: {}: {} (flowrun show {short})",
+            "flowrun: the execution failed{}: {}: {} (flowrun show {short})",
+            in_node(e),
             clean_line(&e.kind),
             clean_line(&e.message),
         );
     }
     Ok(())
+}
+
+/// " in node 'ID'" for an error that names its node, else nothing.
+fn in_node(e: &ErrorInfo) -> String {
+    e.node
+        .as_deref()
+        .map(|n| format!(" in node '{}'", clean_line(n)))
+        .unwrap_or_default()
+}
+
+/// The execution's error is not one of `rows`' own: it names no node, or one without a row (a
+/// code node that does not compile fails the execution before any node starts).
+fn carried_by_no_row(e: &ErrorInfo, rows: &[NodeRow]) -> bool {
+    !e.node
+        .as_deref()
+        .is_some_and(|n| rows.iter().any(|r| r.node_id == n))
 }
 
 /// `flowrun logs ID [--node NODE] [--json] [-f]`. After the lines of an execution that failed,
