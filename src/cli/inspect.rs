@@ -246,13 +246,19 @@ fn mark(status: &str) -> &'static str {
 /// The most item or iteration lines `show` prints under a node (`show --json` has them all).
 const SHOWN_PARTS: usize = 50;
 
+/// `item 3`, `iteration 2`: which part of its node a row is; None for the node's own row.
+fn part_name(part: Option<flowrun_events::Part>) -> Option<String> {
+    match part? {
+        flowrun_events::Part::Item(i) => Some(format!("item {i}")),
+        flowrun_events::Part::Iteration(k) => Some(format!("iteration {k}")),
+    }
+}
+
 /// One line per item or iteration of a node, under it.
 fn print_parts(parts: &[&NodeRow]) {
     for p in parts.iter().take(SHOWN_PARTS) {
-        let what = match p.part {
-            Some(flowrun_events::Part::Item(i)) => format!("item {i}"),
-            Some(flowrun_events::Part::Iteration(k)) => format!("iteration {k}"),
-            None => continue,
+        let Some(what) = part_name(p.part) else {
+            continue;
         };
         let mut line = format!("    {} {what}  {}", mark(p.status.as_str()), p.status);
         if p.attempt > 1 {
@@ -479,11 +485,9 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
         if node.is_some_and(|want| n.node_id != want) {
             continue;
         }
-        let part = match n.part {
-            Some(flowrun_events::Part::Item(i)) => format!(" item {i}"),
-            Some(flowrun_events::Part::Iteration(k)) => format!(" iteration {k}"),
-            None => String::new(),
-        };
+        let part = part_name(n.part)
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default();
         let how = if n.status == NodeStatus::Cancelled {
             "was stopped"
         } else {
