@@ -48,4 +48,5 @@ mod workflow_files;
 mod workflow_tests;
 mod workflow_tests_ci;
 mod workflow_tests_invalid;
+mod workflow_tests_jobs;
 mod workflow_tests_record;

@@ -106,7 +106,19 @@ struct Ctx {
     suite: Arc<Suite>,
     settings: Settings,
     stop: watch::Receiver<Option<StopReason>>,
+    /// One per case that may run now (`jobs`): held from the execution's row to its end.
+    running: Semaphore,
+    /// One per case prepared or being prepared and not yet ended (`jobs` + [`AHEAD`]): the
+    /// next cases' preparing overlaps the executions that run.
+    prepared: Semaphore,
 }
+
+/// Cases prepared ahead of those running (validated, their script found or generated): with
+/// `-j 1`, the next case is ready when the running one ends, and its preparing (~0.4 ms) and
+/// the last case's check run beside an execution instead of between two. Only its preparing:
+/// its execution's row is written and its child started once a case ends, so no more than
+/// `jobs` executions ever run or show as running.
+const AHEAD: usize = 1;
 
 /// Runs `chosen`; `on_result` sees each case's result as it ends. Snapshots to write are
 /// written at the end, per file.
@@ -118,20 +130,19 @@ pub async fn run(
     stop: watch::Receiver<Option<StopReason>>,
     mut on_result: impl FnMut(&CaseResult),
 ) -> SuiteOutcome {
+    let jobs = settings.jobs.max(1);
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         suite,
         settings: settings.clone(),
         stop,
+        running: Semaphore::new(jobs),
+        prepared: Semaphore::new(jobs + AHEAD),
     });
-    let permits = Arc::new(Semaphore::new(settings.jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for &at in chosen {
-        let (ctx, permits) = (ctx.clone(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("never closed");
-            run_case(&ctx, at).await
-        });
+        let ctx = ctx.clone();
+        tasks.spawn(async move { run_case(&ctx, at).await });
     }
     let mut results = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -229,7 +240,14 @@ async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
             }
             return result;
         }
-        let (attempt, snap) = attempt(ctx, at).await;
+        let Some((attempt, snap)) = attempt(ctx, at).await else {
+            // Interrupted while it waited for its turn to run.
+            if result.attempts.is_empty() {
+                result.verdict = Verdict::Skipped;
+                result.skip_reason = Some("interrupted".into());
+            }
+            return result;
+        };
         let passed = attempt.failures.is_empty();
         if !passed && ctx.stop.borrow().is_some() && attempt.status.as_deref() == Some("cancelled")
         {
@@ -258,33 +276,36 @@ async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
     result
 }
 
-/// Milliseconds since `t0`, to the microsecond (a report's `65.349`, not `65.34853799999999`).
-fn elapsed_ms(t0: Instant) -> f64 {
-    (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3
+/// Milliseconds, to the microsecond (a report's `65.349`, not `65.34853799999999`).
+fn as_ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 type SnapshotResult = (Option<SnapshotNote>, Option<Value>);
 
-/// One execution of a case, checked.
-async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
+/// One execution of a case, checked; None when the suite was interrupted before it started.
+/// Its duration leaves out the time it waited, prepared, for a case before it to end.
+async fn attempt(ctx: &Ctx, at: CaseRef) -> Option<(Attempt, SnapshotResult)> {
     let file = &ctx.suite.files[at.file];
     let case = &file.cases[at.case];
-    let t0 = Instant::now();
     // An attempt that started no execution: refused as expected (or not), or unable to start.
-    let no_execution = |failures: Vec<Failure>| Attempt {
+    let no_execution = |failures: Vec<Failure>, took: f64| Attempt {
         execution_id: None,
         status: None,
         error: None,
-        duration_ms: elapsed_ms(t0),
+        duration_ms: took,
         failures,
     };
-    let setup_failed = |message: String| no_execution(vec![Failure::Setup { message }]);
+    let setup_failed = |message: String, took| no_execution(vec![Failure::Setup { message }], took);
     if let Some(want) = &case.refused {
         // Nothing runs: the schema alone decides, as it would before a run.
+        let t0 = Instant::now();
         let schema = file.source.workflow.inputs.as_ref();
         let failures = super::refused::check(schema, &case.trigger, want);
-        return (no_execution(failures), (None, None));
+        return Some((no_execution(failures, as_ms(t0.elapsed())), (None, None)));
     }
+    let ahead = ctx.prepared.acquire().await.expect("never closed");
+    let t0 = Instant::now();
     let mut env = ctx.settings.env.clone();
     env.extend(case.env.iter().cloned());
     let options = RunOptions {
@@ -305,21 +326,32 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
         }),
         ..RunOptions::default()
     };
-    let (source, trigger, store) = (file.source.clone(), case.trigger.clone(), ctx.store.clone());
-    let id = runner::new_execution_id();
-    let idc = id.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        let p = runner::prepare(&source, trigger, options)?;
-        runner::record_start(&store, &p, &idc, ExecStatus::Running)?;
-        Ok::<_, runner::RunError>(p)
-    })
-    .await
-    .expect("prepare does not panic");
+    let (source, trigger) = (file.source.clone(), case.trigger.clone());
+    let prepared = tokio::task::spawn_blocking(move || runner::prepare(&source, trigger, options))
+        .await
+        .expect("prepare does not panic");
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return (setup_failed(e.to_string()), (None, None)),
+        Err(e) => {
+            return Some((
+                setup_failed(e.to_string(), as_ms(t0.elapsed())),
+                (None, None),
+            ));
+        }
     };
+    let preparing = t0.elapsed();
+    let turn = ctx.running.acquire().await.expect("never closed");
+    if ctx.stop.borrow().is_some() {
+        return None;
+    }
+    let t1 = Instant::now();
+    let took = || as_ms(preparing + t1.elapsed());
+    let id = runner::new_execution_id();
+    if let Err(e) = runner::record_start(&ctx.store, &prepared, &id, ExecStatus::Running) {
+        return Some((setup_failed(e.to_string(), took()), (None, None)));
+    }
     let finished = runner::run(&ctx.store, &prepared, &id, &mut Quiet, ctx.stop.clone()).await;
+    drop((turn, ahead));
     let store = ctx.store.clone();
     let idc = id.clone();
     let record = tokio::task::spawn_blocking(move || record_view(&store.lock(), &idc))
@@ -332,7 +364,7 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
             Some(n) => format!("{} in node '{n}': {}", e.kind, e.message),
             None => format!("{}: {}", e.kind, e.message),
         }),
-        duration_ms: elapsed_ms(t0),
+        duration_ms: took(),
         failures: Vec::new(),
     };
     let record = match record {
@@ -341,7 +373,7 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
             attempt.failures.push(Failure::Setup {
                 message: format!("cannot read the execution back: {e}"),
             });
-            return (attempt, (None, None));
+            return Some((attempt, (None, None)));
         }
     };
     // A case that says nothing of the status expects a success (a smoke test is a trigger).
@@ -381,7 +413,8 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> (Attempt, SnapshotResult) {
         None => (None, None),
         Some(ignore) => check_snapshot(ctx, at, &record, ignore, &mut attempt.failures),
     };
-    (attempt, snap)
+    attempt.duration_ms = took();
+    Some((attempt, snap))
 }
 
 fn check_snapshot(

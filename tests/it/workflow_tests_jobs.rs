@@ -1,0 +1,54 @@
+//! `flowrun test -j N`: how many cases run at once. The next cases are prepared while one runs
+//! (crates/app/src/testing/run.rs), but no more than N executions ever run, and a case's row is
+//! written only as it starts.
+
+use crate::support::*;
+use crate::workflow_tests::{case, test_json};
+use serde_json::json;
+
+/// With `-j 1` each case's execution starts after the one before it has ended: in the record
+/// (no row written ahead of its start), in what its node did, and in the duration the report
+/// gives (which leaves out the time a prepared case waited for its turn).
+#[test]
+fn one_job_runs_the_cases_one_after_another() {
+    let env = Env::new();
+    env.write_workflow(
+        "nap.json",
+        &json!({"id": "nap", "nodes": [{"id": "nap", "type": "code",
+            "code": "import time\nt0 = time.time()\ntime.sleep(0.4)\nreturn {'from': t0, 'to': time.time()}"}]}),
+    );
+    env.write_file(
+        "nap.test.yaml",
+        "workflow: ./nap.json\ncases:\n  - name: one\n  - name: two\n  - name: three\n",
+    );
+    let (code, report, err) = test_json(&env, &["nap.test.yaml", "-j", "1"], &[]);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let ids = env.execution_ids();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let rows: Vec<_> = ids.iter().map(|id| env.execution(id)).collect();
+    for pair in rows.windows(2) {
+        let ended = pair[0].finished_at.expect("ended");
+        assert!(
+            pair[1].started_at >= ended,
+            "execution {} started at {} before {} ended at {ended}",
+            pair[1].id,
+            pair[1].started_at,
+            pair[0].id
+        );
+        let (a, b) = (
+            pair[0].output.as_ref().unwrap(),
+            pair[1].output.as_ref().unwrap(),
+        );
+        assert!(b["from"].as_f64() >= a["to"].as_f64(), "{a} then {b}");
+    }
+    for name in ["one", "two", "three"] {
+        let took = case(&report, name)["attempts"][0]["duration_ms"]
+            .as_f64()
+            .unwrap();
+        // Its own 0.4 s and its start; waiting 0.4 s more for a case before it would pass 0.8.
+        assert!(
+            (400.0..790.0).contains(&took),
+            "case {name} took {took} ms\n{report:#}"
+        );
+    }
+}
