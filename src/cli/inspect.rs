@@ -335,10 +335,8 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
             e.kind,
             clean(&e.message).replace('\n', "\n            ")
         );
-        if let Some(tb) = &e.traceback {
-            for l in tb.trim_end().lines() {
-                println!("      {}", clean_line(l));
-            }
+        for l in traceback(e).into_iter().flat_map(str::lines) {
+            println!("      {}", clean_line(l));
         }
     }
     print_parts(parts);
@@ -404,10 +402,8 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         );
         // A node's traceback is printed with the node; one no node carries (the error of a
         // node that never started: a code node that does not compile) is printed here.
-        if carried_by_no_row(err, &nodes)
-            && let Some(tb) = err.traceback.as_deref().filter(|t| !t.trim().is_empty())
-        {
-            for l in tb.trim_end().lines() {
+        if carried_by_no_row(err, &nodes) {
+            for l in traceback(err).into_iter().flat_map(str::lines) {
                 println!("             {}", clean_line(l));
             }
         }
@@ -523,6 +519,17 @@ fn in_node(e: &ErrorInfo) -> String {
         .as_deref()
         .map(|n| format!(" in node '{}'", clean_line(n)))
         .unwrap_or_default()
+}
+
+/// An error's traceback, when it says more than the error line above it: a command's or an
+/// HTTP request's is only `Type: message` again.
+fn traceback(e: &ErrorInfo) -> Option<&str> {
+    let tb = e.traceback.as_deref()?.trim_end();
+    let only_the_line = tb
+        .strip_prefix(e.kind.as_str())
+        .and_then(|r| r.strip_prefix(": "))
+        == Some(e.message.trim_end());
+    (!tb.trim().is_empty() && !only_the_line).then_some(tb)
 }
 
 /// The execution's error is not one of `rows`' own: it names no node, or one without a row (a

@@ -257,3 +257,32 @@ fn show_lists_a_failed_childs_error_by_its_first_line() {
     assert!(line.ends_with("first line …"), "{line}");
     assert!(!line.contains("x0a"), "{line}");
 }
+
+/// `show` prints a node's traceback under its error when it says more: a code node's frames,
+/// not a failed command's `Type: message` a second time.
+#[test]
+fn show_prints_a_traceback_only_when_it_says_more_than_the_error() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "two.json",
+        &json!({"id": "two", "max_parallel": 2, "nodes": [
+            {"id": "cmd", "type": "command", "shell": true, "on_error": "continue",
+             "command": "echo oops >&2; exit 3"},
+            {"id": "div", "type": "code", "code": "return 1/0"}]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "the workflow fails");
+    let shown = stdout(&env.cmd(["show", &env.only_execution_id()]));
+    assert_eq!(
+        shown
+            .matches("CommandFailed: command exited with code 3")
+            .count(),
+        1,
+        "the command's error once, no traceback repeating it:\n{shown}"
+    );
+    assert!(
+        shown.contains("Traceback (most recent call last)")
+            && shown.contains("ZeroDivisionError: division by zero"),
+        "the code node's traceback:\n{shown}"
+    );
+}
