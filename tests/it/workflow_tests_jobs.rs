@@ -52,3 +52,35 @@ fn one_job_runs_the_cases_one_after_another() {
         );
     }
 }
+
+/// With `-j 1` the cases start in their order, whatever each takes to prepare: a case may count
+/// on what the one before it left (here a file), as the escape tests' `look` case does. The
+/// first workflow has 400 nodes and takes far longer to check and generate than the second.
+#[test]
+fn one_job_starts_the_cases_in_their_order_however_long_each_takes_to_prepare() {
+    let env = Env::new();
+    let mut nodes = vec![json!({"id": "first", "type": "code",
+        "code": "open('mark', 'w').write('first')\nreturn 1"})];
+    for i in 0..400 {
+        nodes.push(json!({"id": format!("n{i}"), "type": "set", "fields": {"i": i}}));
+    }
+    env.write_workflow("big.json", &json!({"id": "big", "nodes": nodes}));
+    env.write_workflow(
+        "small.json",
+        &json!({"id": "small", "nodes": [{"id": "second", "type": "code",
+            "code": "return open('mark').read()"}]}),
+    );
+    env.write_file(
+        "a_big.test.yaml",
+        "workflow: ./big.json\ncases:\n  - name: big\n",
+    );
+    env.write_file(
+        "b_small.test.yaml",
+        "workflow: ./small.json\ncases:\n  - name: small\n    expect: { output: first }\n",
+    );
+    let (code, report, err) = test_json(&env, &[".", "-j", "1"], &[]);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    let ids = env.execution_ids();
+    let workflows: Vec<String> = ids.iter().map(|id| env.execution(id).workflow_id).collect();
+    assert_eq!(workflows, ["big", "small"]);
+}

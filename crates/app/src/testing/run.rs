@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 /// The mode test executions are stored with.
 pub const MODE: &str = "test-suite";
@@ -120,6 +120,50 @@ struct Ctx {
 /// `jobs` executions ever run or show as running.
 const AHEAD: usize = 1;
 
+/// A case's place in a line: it takes a permit once the case before it has taken its own (or
+/// given up on it), so that the cases are prepared and started in their order (`-j 1` runs
+/// them one after another as they are written: a case may count on what the one before it
+/// left), however long each takes to prepare.
+struct Turn {
+    /// Closed by the case before this one when it is this one's turn.
+    after: Option<oneshot::Receiver<()>>,
+    /// Closed, for the case after this one, by [`Turn::pass`] or when this case ends.
+    then: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// One turn for each case of `n`, in their order.
+    fn line(n: usize) -> Vec<Turn> {
+        let mut turns = Vec::with_capacity(n);
+        let mut after = None;
+        for _ in 0..n {
+            let (then, next) = oneshot::channel();
+            turns.push(Turn {
+                after: after.replace(next),
+                then: Some(then),
+            });
+        }
+        turns
+    }
+
+    /// Waits for the case before this one to pass the turn (at once after the first time).
+    async fn wait(&mut self) {
+        if let Some(after) = self.after.take() {
+            let _ = after.await; // the sender closed: the turn is ours
+        }
+    }
+
+    fn pass(&mut self) {
+        self.then = None;
+    }
+}
+
+/// A case's two turns: to take a permit to prepare, and one to run.
+struct Turns {
+    prepare: Turn,
+    run: Turn,
+}
+
 /// Runs `chosen`; `on_result` sees each case's result as it ends. Snapshots to write are
 /// written at the end, per file.
 pub async fn run(
@@ -140,9 +184,13 @@ pub async fn run(
         prepared: Semaphore::new(jobs + AHEAD),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for &at in chosen {
+    let lines = Turn::line(chosen.len())
+        .into_iter()
+        .zip(Turn::line(chosen.len()));
+    for (&at, (prepare, run)) in chosen.iter().zip(lines) {
         let ctx = ctx.clone();
-        tasks.spawn(async move { run_case(&ctx, at).await });
+        let mut turns = Turns { prepare, run };
+        tasks.spawn(async move { run_case(&ctx, at, &mut turns).await });
     }
     let mut results = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -215,7 +263,7 @@ fn write_snapshots(ctx: &Ctx, outcome: &mut SuiteOutcome) {
     }
 }
 
-async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
+async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
     let case = &ctx.suite.files[at.file].cases[at.case];
     let mut result = CaseResult {
         at,
@@ -240,7 +288,7 @@ async fn run_case(ctx: &Ctx, at: CaseRef) -> CaseResult {
             }
             return result;
         }
-        let Some((attempt, snap)) = attempt(ctx, at).await else {
+        let Some((attempt, snap)) = attempt(ctx, at, turns).await else {
             // Interrupted while it waited for its turn to run.
             if result.attempts.is_empty() {
                 result.verdict = Verdict::Skipped;
@@ -285,7 +333,7 @@ type SnapshotResult = (Option<SnapshotNote>, Option<Value>);
 
 /// One execution of a case, checked; None when the suite was interrupted before it started.
 /// Its duration leaves out the time it waited, prepared, for a case before it to end.
-async fn attempt(ctx: &Ctx, at: CaseRef) -> Option<(Attempt, SnapshotResult)> {
+async fn attempt(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> Option<(Attempt, SnapshotResult)> {
     let file = &ctx.suite.files[at.file];
     let case = &file.cases[at.case];
     // An attempt that started no execution: refused as expected (or not), or unable to start.
@@ -304,7 +352,9 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> Option<(Attempt, SnapshotResult)> {
         let failures = super::refused::check(schema, &case.trigger, want);
         return Some((no_execution(failures, as_ms(t0.elapsed())), (None, None)));
     }
+    turns.prepare.wait().await;
     let ahead = ctx.prepared.acquire().await.expect("never closed");
+    turns.prepare.pass();
     let t0 = Instant::now();
     let mut env = ctx.settings.env.clone();
     env.extend(case.env.iter().cloned());
@@ -340,7 +390,9 @@ async fn attempt(ctx: &Ctx, at: CaseRef) -> Option<(Attempt, SnapshotResult)> {
         }
     };
     let preparing = t0.elapsed();
+    turns.run.wait().await;
     let turn = ctx.running.acquire().await.expect("never closed");
+    turns.run.pass();
     if ctx.stop.borrow().is_some() {
         return None;
     }
