@@ -208,10 +208,33 @@ async fn read_body_first(req: Request, next: Next, max: usize) -> Response {
     }
 }
 
+/// Does the request carry a body (a length over 0, or chunks)?
+fn carries_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// A refusal given before the request's body is read (a wrong host, origin or token: the body
+/// of a request not the user's is not read). With a body on its way, the connection cannot
+/// carry another request, and `Connection: close` says so: without it a client sent its next
+/// request down the connection hyper was closing ("Peer disconnected", seen as a flaky
+/// `serve_page::the_servers_own_origin_may_call_the_api_…` after a 403).
+fn refused_unread(has_body: bool, status: StatusCode, code: &str, message: &str) -> Response {
+    let mut r = refuse(status, code, message);
+    if has_body {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
 /// The middleware in front of every route.
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let policy = &app.security;
     let headers = req.headers();
+    let has_body = carries_body(headers);
     // hyper caps what it buffers of a head, not the head: one that arrives in a single read is
     // parsed whatever its size.
     let head = req.uri().to_string().len()
@@ -235,7 +258,8 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     // Two Host headers (RFC 9112: a 400), or a request line naming another host than the
     // header: which one would a proxy in between have checked?
     if headers.get_all(header::HOST).iter().count() > 1 {
-        return refuse(
+        return refused_unread(
+            has_body,
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the request has more than one Host header",
@@ -249,7 +273,8 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     if let (Some(n), Some(h)) = (&named, &host)
         && !n.eq_ignore_ascii_case(h)
     {
-        return refuse(
+        return refused_unread(
+            has_body,
             StatusCode::BAD_REQUEST,
             "bad_request",
             &format!("the request line names host '{n}', its Host header '{h}'"),
@@ -259,7 +284,8 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     match host {
         Some(h) if host_allowed(&h, policy.bind) => {}
         Some(h) => {
-            return refuse(
+            return refused_unread(
+                has_body,
                 StatusCode::MISDIRECTED_REQUEST,
                 "forbidden_host",
                 &format!(
@@ -268,7 +294,8 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
             );
         }
         None => {
-            return refuse(
+            return refused_unread(
+                has_body,
                 StatusCode::MISDIRECTED_REQUEST,
                 "forbidden_host",
                 "the request has no Host header",
@@ -280,7 +307,8 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
         Some(o) => {
             let allowed = o.to_str().ok().is_some_and(|s| policy.origin_allowed(s));
             if !allowed {
-                return refuse(
+                return refused_unread(
+                    has_body,
                     StatusCode::FORBIDDEN,
                     "forbidden_origin",
                     &format!(
@@ -327,7 +355,8 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     let mut resp = if page {
         next.run(req).await
     } else if !authenticated {
-        let mut r = refuse(
+        let mut r = refused_unread(
+            has_body,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token: send 'Authorization: Bearer TOKEN' with the token from the file `flowrun serve` printed",
