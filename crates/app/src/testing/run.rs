@@ -158,6 +158,19 @@ impl Turn {
     }
 }
 
+impl Drop for Turn {
+    /// A case that ends without waiting for its turn (skipped, refused by its schema, or unable
+    /// to start) passes it on only once it would have come: the case after it keeps its place.
+    fn drop(&mut self) {
+        if let (Some(after), Some(then)) = (self.after.take(), self.then.take()) {
+            tokio::spawn(async move {
+                let _ = after.await;
+                drop(then);
+            });
+        }
+    }
+}
+
 /// A case's two turns: to take a permit to prepare, and one to run.
 struct Turns {
     prepare: Turn,
