@@ -91,3 +91,72 @@ fn one_job_starts_the_cases_in_their_order_however_long_each_takes_to_prepare() 
     let workflows: Vec<String> = ids.iter().map(|id| env.execution(id).workflow_id).collect();
     assert_eq!(workflows, ["big", "small"]);
 }
+
+/// With `--retries`, a failed case runs again right after it failed, as it did before cases
+/// were prepared ahead, not after the case prepared meanwhile.
+#[test]
+fn a_retry_runs_before_the_next_case() {
+    let env = Env::new();
+    env.write_workflow(
+        "flaky.json",
+        &json!({"id": "flaky", "nodes": [{"id": "n", "type": "code",
+            "code": "import os\nopen('order', 'a').write('flaky\\n')\nif not os.path.exists('tried'):\n    open('tried', 'w').close()\n    raise RuntimeError('first try')\nreturn 1"}]}),
+    );
+    env.write_workflow(
+        "next.json",
+        &json!({"id": "next", "nodes": [{"id": "n", "type": "code",
+            "code": "open('order', 'a').write('next\\n')\nreturn 1"}]}),
+    );
+    env.write_file(
+        "a.test.yaml",
+        "workflow: ./flaky.json\ncases:\n  - name: flaky\n",
+    );
+    env.write_file(
+        "b.test.yaml",
+        "workflow: ./next.json\ncases:\n  - name: next\n",
+    );
+    let (code, report, err) = test_json(&env, &[".", "-j", "1", "--retries", "1"], &[]);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+    assert_eq!(case(&report, "flaky")["verdict"], "flaky", "{report:#}");
+    let order = std::fs::read_to_string(env.path("order")).unwrap();
+    assert_eq!(order, "flaky\nflaky\nnext\n");
+}
+
+/// Ctrl-C while cases wait for their turn: each is reported skipped (interrupted), also one
+/// that could not have started (here an environment variable no process can be given), which
+/// is not prepared once the interruption has come.
+#[test]
+fn cases_waiting_their_turn_at_ctrl_c_are_skipped_whatever_they_are() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let env = Env::new();
+    env.write_workflow(
+        "slow.json",
+        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    );
+    env.write_file(
+        "slow.test.yaml",
+        "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n  - name: bad env\n    env: { \"A=B\": x }\n  - name: fourth\n",
+    );
+    let mut child = env
+        .command()
+        .args(["test", "slow.test.yaml", "-j", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first case to run", || {
+        let id = env.try_execution_ids()?.first()?.clone();
+        (env.try_node(&id, "wait")?.status == "running").then_some(())
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
+    assert_eq!(
+        report["summary"], "0 passed, 0 failed, 4 skipped; interrupted by Ctrl-C (SIGINT)",
+        "{report:#}"
+    );
+    assert_eq!(case(&report, "bad env")["skip_reason"], "interrupted");
+}

@@ -171,6 +171,12 @@ impl Drop for Turn {
     }
 }
 
+/// A case's permits, to prepare and to run, kept for its retry.
+struct Permits<'c> {
+    ahead: tokio::sync::SemaphorePermit<'c>,
+    turn: tokio::sync::SemaphorePermit<'c>,
+}
+
 /// A case's two turns: to take a permit to prepare, and one to run.
 struct Turns {
     prepare: Turn,
@@ -293,6 +299,10 @@ async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
         result.skip_reason = Some(reason.clone());
         return result;
     }
+    // With retries, a case keeps its permits from one attempt to the next: a retry runs right
+    // after the attempt that failed, as it did before cases were prepared ahead, not behind the
+    // cases prepared meanwhile.
+    let mut held = None;
     for _ in 0..=ctx.settings.retries {
         if ctx.stop.borrow().is_some() {
             if result.attempts.is_empty() {
@@ -301,7 +311,7 @@ async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
             }
             return result;
         }
-        let Some((attempt, snap)) = attempt(ctx, at, turns).await else {
+        let Some((attempt, snap)) = attempt(ctx, at, turns, &mut held).await else {
             // Interrupted while it waited for its turn to run.
             if result.attempts.is_empty() {
                 result.verdict = Verdict::Skipped;
@@ -346,7 +356,12 @@ type SnapshotResult = (Option<SnapshotNote>, Option<Value>);
 
 /// One execution of a case, checked; None when the suite was interrupted before it started.
 /// Its duration leaves out the time it waited, prepared, for a case before it to end.
-async fn attempt(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> Option<(Attempt, SnapshotResult)> {
+async fn attempt<'c>(
+    ctx: &'c Ctx,
+    at: CaseRef,
+    turns: &mut Turns,
+    held: &mut Option<Permits<'c>>,
+) -> Option<(Attempt, SnapshotResult)> {
     let file = &ctx.suite.files[at.file];
     let case = &file.cases[at.case];
     // An attempt that started no execution: refused as expected (or not), or unable to start.
@@ -365,9 +380,18 @@ async fn attempt(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> Option<(Attempt, 
         let failures = super::refused::check(schema, &case.trigger, want);
         return Some((no_execution(failures, as_ms(t0.elapsed())), (None, None)));
     }
-    turns.prepare.wait().await;
-    let ahead = ctx.prepared.acquire().await.expect("never closed");
-    turns.prepare.pass();
+    let (ahead, kept) = match held.take() {
+        Some(Permits { ahead, turn }) => (ahead, Some(turn)),
+        None => {
+            turns.prepare.wait().await;
+            let ahead = ctx.prepared.acquire().await.expect("never closed");
+            turns.prepare.pass();
+            (ahead, None)
+        }
+    };
+    if ctx.stop.borrow().is_some() {
+        return None;
+    }
     let t0 = Instant::now();
     let mut env = ctx.settings.env.clone();
     env.extend(case.env.iter().cloned());
@@ -403,9 +427,15 @@ async fn attempt(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> Option<(Attempt, 
         }
     };
     let preparing = t0.elapsed();
-    turns.run.wait().await;
-    let turn = ctx.running.acquire().await.expect("never closed");
-    turns.run.pass();
+    let turn = match kept {
+        Some(turn) => turn,
+        None => {
+            turns.run.wait().await;
+            let turn = ctx.running.acquire().await.expect("never closed");
+            turns.run.pass();
+            turn
+        }
+    };
     if ctx.stop.borrow().is_some() {
         return None;
     }
@@ -416,7 +446,11 @@ async fn attempt(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> Option<(Attempt, 
         return Some((setup_failed(e.to_string(), took()), (None, None)));
     }
     let finished = runner::run(&ctx.store, &prepared, &id, &mut Quiet, ctx.stop.clone()).await;
-    drop((turn, ahead));
+    if ctx.settings.retries > 0 {
+        *held = Some(Permits { ahead, turn });
+    } else {
+        drop((turn, ahead));
+    }
     let store = ctx.store.clone();
     let idc = id.clone();
     let record = tokio::task::spawn_blocking(move || record_view(&store.lock(), &idc))
