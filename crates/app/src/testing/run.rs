@@ -312,7 +312,7 @@ async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
             return result;
         }
         let Some((attempt, snap)) = attempt(ctx, at, turns, &mut held).await else {
-            // Interrupted while it waited for its turn to run.
+            // Interrupted while it waited for its turn, before it was prepared or started.
             if result.attempts.is_empty() {
                 result.verdict = Verdict::Skipped;
                 result.skip_reason = Some("interrupted".into());
@@ -354,8 +354,9 @@ fn as_ms(d: std::time::Duration) -> f64 {
 
 type SnapshotResult = (Option<SnapshotNote>, Option<Value>);
 
-/// One execution of a case, checked; None when the suite was interrupted before it started.
-/// Its duration leaves out the time it waited, prepared, for a case before it to end.
+/// One execution of a case, checked; None when the suite was interrupted before it was
+/// prepared or started. Its duration leaves out the time it waited for its turns. `held`: the
+/// permits its last attempt kept for this one (with retries), and where this one keeps them.
 async fn attempt<'c>(
     ctx: &'c Ctx,
     at: CaseRef,
