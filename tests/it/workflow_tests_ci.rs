@@ -523,6 +523,36 @@ fn the_examples_pass_offline() {
     }
 }
 
+/// `flowrun test slow.test.yaml -j 1 ARGS…`, its stdout piped, on a workflow whose one node
+/// waits 30 s, with `cases` (the YAML under `cases:`); returns once the first case's node runs,
+/// with the child and that execution's id.
+pub(crate) fn start_slow_suite(
+    env: &Env,
+    cases: &str,
+    args: &[&str],
+) -> (std::process::Child, String) {
+    env.write_workflow(
+        "slow.json",
+        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    );
+    env.write_file(
+        "slow.test.yaml",
+        &format!("workflow: ./slow.json\ncases:\n{cases}"),
+    );
+    let child = env
+        .command()
+        .args(["test", "slow.test.yaml", "-j", "1"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the first case to run", || {
+        let id = env.try_execution_ids()?.first()?.clone();
+        (env.try_node(&id, "wait")?.status == "running").then_some(id)
+    });
+    (child, id)
+}
+
 /// Ctrl-C, and SIGTERM (how CI cancels a job, and `timeout` and `docker stop` end a command):
 /// the running case is stopped, no other starts, and the report — the last line, the JUnit
 /// document — is written, saying so.
@@ -535,27 +565,13 @@ fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
         (Signal::SIGTERM, "SIGTERM"),
     ] {
         let env = Env::new();
-        env.write_workflow(
-            "slow.json",
-            &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
-        );
-        env.write_file(
-            "slow.test.yaml",
-            "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n",
-        );
         let junit = env.path("junit.xml");
-        let mut child = env
-            .command()
-            .args(["test", "slow.test.yaml", "-j", "1", "--junit"])
-            .arg(&junit)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let id = wait_for("the first case to run", || {
-            let ids = env.try_execution_ids()?;
-            let id = ids.first()?.clone();
-            (env.try_node(&id, "wait")?.status == "running").then_some(id)
-        });
+        let junit_arg = junit.to_str().unwrap();
+        let (mut child, id) = start_slow_suite(
+            &env,
+            "  - name: first\n  - name: second\n",
+            &["--junit", junit_arg],
+        );
         kill(Pid::from_raw(child.id() as i32), signal).unwrap();
         let started = std::time::Instant::now();
         let status = child.wait().unwrap();

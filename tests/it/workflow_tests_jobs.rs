@@ -130,24 +130,11 @@ fn cases_waiting_their_turn_at_ctrl_c_are_skipped_whatever_they_are() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let env = Env::new();
-    env.write_workflow(
-        "slow.json",
-        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    let (mut child, _) = crate::workflow_tests_ci::start_slow_suite(
+        &env,
+        "  - name: first\n  - name: second\n  - name: bad env\n    env: { \"A=B\": x }\n  - name: fourth\n",
+        &["--json"],
     );
-    env.write_file(
-        "slow.test.yaml",
-        "workflow: ./slow.json\ncases:\n  - name: first\n  - name: second\n  - name: bad env\n    env: { \"A=B\": x }\n  - name: fourth\n",
-    );
-    let mut child = env
-        .command()
-        .args(["test", "slow.test.yaml", "-j", "1", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the first case to run", || {
-        let id = env.try_execution_ids()?.first()?.clone();
-        (env.try_node(&id, "wait")?.status == "running").then_some(())
-    });
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
