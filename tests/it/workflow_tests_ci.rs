@@ -523,36 +523,6 @@ fn the_examples_pass_offline() {
     }
 }
 
-/// `flowrun test slow.test.yaml -j 1 ARGS…`, its stdout piped, on a workflow whose one node
-/// waits 30 s, with `cases` (the YAML under `cases:`); returns once the first case's node runs,
-/// with the child and that execution's id.
-pub(crate) fn start_slow_suite(
-    env: &Env,
-    cases: &str,
-    args: &[&str],
-) -> (std::process::Child, String) {
-    env.write_workflow(
-        "slow.json",
-        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
-    );
-    env.write_file(
-        "slow.test.yaml",
-        &format!("workflow: ./slow.json\ncases:\n{cases}"),
-    );
-    let child = env
-        .command()
-        .args(["test", "slow.test.yaml", "-j", "1"])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = wait_for("the first case to run", || {
-        let id = env.try_execution_ids()?.first()?.clone();
-        (env.try_node(&id, "wait")?.status == "running").then_some(id)
-    });
-    (child, id)
-}
-
 /// Ctrl-C, and SIGTERM (how CI cancels a job, and `timeout` and `docker stop` end a command):
 /// the running case is stopped, no other starts, and the report — the last line, the JUnit
 /// document — is written, saying so.
@@ -567,7 +537,7 @@ fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
         let env = Env::new();
         let junit = env.path("junit.xml");
         let junit_arg = junit.to_str().unwrap();
-        let (mut child, id) = start_slow_suite(
+        let (mut child, id) = crate::workflow_tests_jobs::start_slow_suite(
             &env,
             "  - name: first\n  - name: second\n",
             &["--junit", junit_arg],

@@ -130,7 +130,7 @@ fn cases_waiting_their_turn_at_ctrl_c_are_skipped_whatever_they_are() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let env = Env::new();
-    let (mut child, _) = crate::workflow_tests_ci::start_slow_suite(
+    let (mut child, _) = start_slow_suite(
         &env,
         "  - name: first\n  - name: second\n  - name: bad env\n    env: { \"A=B\": x }\n  - name: fourth\n",
         &["--json"],
@@ -146,4 +146,34 @@ fn cases_waiting_their_turn_at_ctrl_c_are_skipped_whatever_they_are() {
         "{report:#}"
     );
     assert_eq!(case(&report, "bad env")["skip_reason"], "interrupted");
+}
+
+/// `flowrun test slow.test.yaml -j 1 ARGS…`, its stdout piped, on a workflow whose one node
+/// waits 30 s, with `cases` (the YAML under `cases:`); returns once the first case's node runs,
+/// with the child and that execution's id.
+pub(crate) fn start_slow_suite(
+    env: &Env,
+    cases: &str,
+    args: &[&str],
+) -> (std::process::Child, String) {
+    env.write_workflow(
+        "slow.json",
+        &json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    );
+    env.write_file(
+        "slow.test.yaml",
+        &format!("workflow: ./slow.json\ncases:\n{cases}"),
+    );
+    let child = env
+        .command()
+        .args(["test", "slow.test.yaml", "-j", "1"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the first case to run", || {
+        let id = env.try_execution_ids()?.first()?.clone();
+        (env.try_node(&id, "wait")?.status == "running").then_some(id)
+    });
+    (child, id)
 }
