@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot, watch};
 
 /// The mode test executions are stored with.
 pub const MODE: &str = "test-suite";
@@ -127,7 +127,7 @@ const AHEAD: usize = 1;
 struct Turn {
     /// Closed by the case before this one when it is this one's turn.
     after: Option<oneshot::Receiver<()>>,
-    /// Closed, for the case after this one, by [`Turn::pass`] or when this case ends.
+    /// Closed, for the case after this one, by [`Turn::take`] or when this case ends.
     then: Option<oneshot::Sender<()>>,
 }
 
@@ -146,15 +146,15 @@ impl Turn {
         turns
     }
 
-    /// Waits for the case before this one to pass the turn (at once after the first time).
-    async fn wait(&mut self) {
+    /// A permit of `permits`, taken once the case before this one has taken its own (or given
+    /// up on it); then the case after this one may take one.
+    async fn take<'s>(&mut self, permits: &'s Semaphore) -> SemaphorePermit<'s> {
         if let Some(after) = self.after.take() {
             let _ = after.await; // the sender closed: the turn is ours
         }
-    }
-
-    fn pass(&mut self) {
+        let permit = permits.acquire().await.expect("never closed");
         self.then = None;
+        permit
     }
 }
 
@@ -173,8 +173,8 @@ impl Drop for Turn {
 
 /// A case's permits, to prepare and to run, kept for its retry.
 struct Permits<'c> {
-    ahead: tokio::sync::SemaphorePermit<'c>,
-    turn: tokio::sync::SemaphorePermit<'c>,
+    ahead: SemaphorePermit<'c>,
+    turn: SemaphorePermit<'c>,
 }
 
 /// A case's two turns: to take a permit to prepare, and one to run.
@@ -304,15 +304,13 @@ async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
     // cases prepared meanwhile.
     let mut held = None;
     for _ in 0..=ctx.settings.retries {
-        if ctx.stop.borrow().is_some() {
-            if result.attempts.is_empty() {
-                result.verdict = Verdict::Skipped;
-                result.skip_reason = Some("interrupted".into());
-            }
-            return result;
-        }
-        let Some((attempt, snap)) = attempt(ctx, at, turns, &mut held).await else {
-            // Interrupted while it waited for its turn, before it was prepared or started.
+        let next = if ctx.stop.borrow().is_some() {
+            None
+        } else {
+            attempt(ctx, at, turns, &mut held).await
+        };
+        let Some((attempt, snap)) = next else {
+            // Interrupted before this attempt, or while it waited for its turn.
             if result.attempts.is_empty() {
                 result.verdict = Verdict::Skipped;
                 result.skip_reason = Some("interrupted".into());
@@ -383,12 +381,7 @@ async fn attempt<'c>(
     }
     let (ahead, kept) = match held.take() {
         Some(Permits { ahead, turn }) => (ahead, Some(turn)),
-        None => {
-            turns.prepare.wait().await;
-            let ahead = ctx.prepared.acquire().await.expect("never closed");
-            turns.prepare.pass();
-            (ahead, None)
-        }
+        None => (turns.prepare.take(&ctx.prepared).await, None),
     };
     if ctx.stop.borrow().is_some() {
         return None;
@@ -430,12 +423,7 @@ async fn attempt<'c>(
     let preparing = t0.elapsed();
     let turn = match kept {
         Some(turn) => turn,
-        None => {
-            turns.run.wait().await;
-            let turn = ctx.running.acquire().await.expect("never closed");
-            turns.run.pass();
-            turn
-        }
+        None => turns.run.take(&ctx.running).await,
     };
     if ctx.stop.borrow().is_some() {
         return None;
