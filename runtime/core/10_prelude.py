@@ -86,3 +86,5 @@ _PREVIEW_CHARS = 1024
 _SANITIZE_MAX_DEPTH = 400
 _OK_STATUSES = ("success", "pinned", "reused", "mocked")
 _MAX_BACKOFF_MS = 86400000  # a day: the runner's timeouts end such a run anyway
+# How often a retry's backoff looks whether the run is ending (60_run.py: _Run.backoff).
+_BACKOFF_SLICE_S = 0.05

@@ -107,6 +107,7 @@ class _Run(object):
         # When a failure that will end the run happened, before run.error says so: a for_each
         # item's, while the node waits for its other items (62_loops.py). Nothing new starts.
         self.failing_since = None
+        self.failing_why = None
         self.fatal = False
         # Set when the run pauses (see 66_limits.py): the Paused error saying where.
         self.paused = None
@@ -286,7 +287,14 @@ class _Run(object):
                               part=part)
                 return status, attempt, duration, output, None
             _cost_add(self, node, error)
+            last = None
             if attempt < max_attempts and not self.fatal:
+                ending = self.ending()
+                if ending is not None:
+                    # Another node failed for good before this attempt did: no retry starts
+                    # for a run that is ending (a retry is new work, as a new node would be).
+                    last = [("reason", "not retried: " + ending)]
+            if attempt < max_attempts and not self.fatal and last is None:
                 try:
                     wait = backoff * (factor ** (attempt - 1))
                 except (OverflowError, ZeroDivisionError):
@@ -300,11 +308,36 @@ class _Run(object):
                     wait_ms = 0
                 self.node_end(nid, "error", attempt, duration, ctx.input, None, error,
                               [("retrying", True), ("retry_in_ms", wait_ms)], part=part)
-                if wait_ms:
-                    time.sleep(wait_ms / 1000.0)
-                continue
+                if self.backoff(wait_ms):
+                    continue
+                # Another node failed for good meanwhile: the retry announced is withdrawn,
+                # this attempt's end said again as the last (the ledger allows that, as an
+                # error only).
+                last = [("reason", "not retried: " + (self.ending() or "the run is ending"))]
             if on_failure is not None:
                 with _STATE.run_lock:
                     on_failure(error)
-            self.node_end(nid, "error", attempt, duration, ctx.input, None, error, part=part)
+            self.node_end(nid, "error", attempt, duration, ctx.input, None, error, last, part=part)
             return "error", attempt, duration, None, error
+
+    def ending(self):
+        """Why the run is ending, if it is: a node, or a for_each node's item, failed for good
+        and the run does not go on after it (on_error: stop).  None while it goes on."""
+        error = self.error
+        if error is not None:
+            return "node '%s' failed" % error.get("node") if error.get("node") else "the run failed"
+        if self.failing_since is not None:
+            return self.failing_why or "the run failed"
+        return None
+
+    def backoff(self, wait_ms):
+        """Waits wait_ms before a retry, in slices, so that a run that starts ending meanwhile
+        (another node failing beside this one) is not held up by it: True if the retry may
+        start, False if the run is ending."""
+        deadline = time.monotonic() + wait_ms / 1000.0
+        while self.ending() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, _BACKOFF_SLICE_S))
+        return False

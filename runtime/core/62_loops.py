@@ -90,6 +90,7 @@ def _run_for_each(run, node):
                     # Nor does any node (64_schedule.py): the run is ending.
                     if run.failing_since is None:
                         run.failing_since = failed_at[0]
+                        run.failing_why = "item %d of node '%s' failed" % (i, nid)
 
         ran = run.attempts(node, scope, ("item", i), may_start, on_failure)
         if ran is None:

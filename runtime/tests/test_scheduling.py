@@ -257,6 +257,52 @@ class ForEachFailFast(unittest.TestCase):
         self.assertEqual(r.starts("deploy"), [])
 
 
+class RetryWhileFailing(unittest.TestCase):
+    """No retry starts once another node has failed for good: the run is ending."""
+
+    def test_a_retry_waiting_is_withdrawn_when_another_node_fails(self):
+        wf = workflow([
+            node("flaky", "code", {"code": "raise ValueError('flaky')"},
+                 retry={"max_attempts": 3, "backoff_ms": 30000, "factor": 1}),
+            node("bad", "code", {"code": "import time\ntime.sleep(0.3)\nraise ValueError('no')"}),
+        ])
+        wf["max_parallel"] = 2
+        r = run(wf, timeout=20)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.result["error"]["node"], "bad")
+        self.assertEqual([e["attempt"] for e in r.starts("flaky")], [1])
+        ends = r.ends("flaky")
+        self.assertEqual([(e["attempt"], e.get("retrying"), e.get("reason")) for e in ends],
+                         [(1, True, None), (1, None, "not retried: node 'bad' failed")])
+        self.assertEqual(ends[1]["error"]["message"], "flaky")
+        # The backoff was cut short: well within the 30 s it asked for.
+        self.assertLess(r.result["duration_ms"], 10000)
+
+    def test_an_attempt_failing_after_another_node_did_is_its_last(self):
+        wf = workflow([
+            node("flaky", "code", {"code": "import time\ntime.sleep(0.3)\nraise ValueError('flaky')"},
+                 retry={"max_attempts": 3, "backoff_ms": 0, "factor": 1}),
+            node("bad", "code", {"code": "raise ValueError('no')"}),
+        ])
+        wf["max_parallel"] = 2
+        r = run(wf, timeout=20)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual([(e["attempt"], e.get("retrying"), e.get("reason")) for e in r.ends("flaky")],
+                         [(1, None, "not retried: node 'bad' failed")])
+
+    def test_on_error_continue_fails_nothing_else(self):
+        wf = workflow([
+            node("flaky", "code", {"code": COUNTING},
+                 retry={"max_attempts": 3, "backoff_ms": 300, "factor": 1}),
+            node("soft", "code", {"code": "raise ValueError('no')"}, on_error="continue"),
+        ])
+        wf["max_parallel"] = 2
+        with tempfile.TemporaryDirectory() as d:
+            r = run(wf, {"counter": os.path.join(d, "n")}, timeout=20)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual([e["status"] for e in r.ends("flaky")], ["error", "error", "success"])
+
+
 class AfterTheResult(unittest.TestCase):
     def test_nothing_goes_out_after_the_result(self):
         # A node left running by a failure beside it prints on and on; once the result is out,

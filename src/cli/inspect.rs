@@ -321,7 +321,12 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
     }
     println!("{head}");
     if let Some(r) = &n.reason {
-        println!("    skipped: {}", clean_line(r));
+        let what = if n.status == NodeStatus::Skipped {
+            "skipped"
+        } else {
+            "reason"
+        };
+        println!("    {what}: {}", clean_line(r));
     }
     if let Some(i) = &n.input {
         println!("    input:  {}", pretty(i, "            "));

@@ -158,3 +158,136 @@ fn a_failed_item_does_not_wait_for_a_hung_one() {
     let warm = last_warm(&env);
     check(&warm);
 }
+
+/// The node_end events of `node` (or of its item `item`), as (attempt, retrying, reason).
+fn ends(env: &Env, id: &str, node: &str, item: Option<i64>) -> Vec<(i64, bool, Option<String>)> {
+    env.events(id)
+        .into_iter()
+        .filter(|e| e.kind == "node_end" && e.node_id.as_deref() == Some(node))
+        .filter(|e| e.data["item"].as_i64() == item)
+        .map(|e| {
+            (
+                e.data["attempt"].as_i64().unwrap(),
+                e.data["retrying"] == true,
+                e.data["reason"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
+
+/// A node waiting out its retry's backoff when another node fails for good is not retried:
+/// the execution ends at once instead of after the backoff and a new attempt, and the record
+/// says so — the failed attempt is its last, `error`, "not retried: node 'bad' failed" — where
+/// it used to stay as the attempt that was to be retried. Items alike, when an item fails for
+/// good beside one waiting for its retry.
+#[test]
+fn a_retry_waiting_when_another_node_fails_is_withdrawn_and_says_why() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "withdrawn.json",
+        &json!({ "id": "withdrawn", "max_parallel": 2, "timeout_ms": 60000, "nodes": [
+            { "id": "flaky", "type": "code", "code": "raise ValueError('flaky')",
+              "retry": { "max_attempts": 3, "backoff_ms": 30000 } },
+            { "id": "bad", "type": "code",
+              "code": "import time\ntime.sleep(0.3)\nraise ValueError('broken')" },
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "a failed node");
+    let id = env.only_execution_id();
+    let e = env.execution(&id);
+    assert!(e.error_message().contains("broken"), "{e:?}");
+    // Not the 30 s of the backoff, nor the 2 s nodes beside a failure are given.
+    assert!(e.duration_ms.unwrap() < 1900.0, "{e:?}");
+    let flaky = env.node(&id, "flaky");
+    assert_eq!(
+        (flaky.status.as_str(), flaky.attempt),
+        ("error", 1),
+        "{flaky:?}"
+    );
+    assert!(flaky.error_message().contains("flaky"), "{flaky:?}");
+    let why = "not retried: node 'bad' failed";
+    assert_eq!(flaky.reason.as_deref(), Some(why), "{flaky:?}");
+    assert_eq!(
+        ends(&env, &id, "flaky", None),
+        [(1, true, None), (1, false, Some(why.into()))]
+    );
+    let show = stdout(&env.cmd(["show", &id]));
+    assert!(show.contains(&format!("reason: {why}")), "{show}");
+
+    // An item waiting for its retry (attempt 1 failed at ~1 s, retry due at ~3 s) when another
+    // item fails for good (its retry at ~2 s fails too).
+    let wf = env.write_workflow(
+        "items-withdrawn.json",
+        &json!({ "id": "items-withdrawn", "timeout_ms": 60000, "nodes": [
+            { "id": "each", "type": "code", "for_each": [0, 1], "max_concurrent": 2,
+              "retry": { "max_attempts": 2, "backoff_ms": 2000, "factor": 1 },
+              "code": "import time\nif item == 1:\n    time.sleep(1)\nraise ValueError('item %d' % item)" },
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "failed items");
+    let id = env.execution_ids().pop().unwrap();
+    let items = env.items(&id, "each");
+    let (first, second) = (&items[0].1, &items[1].1);
+    assert_eq!(
+        (first.status.as_str(), first.attempt),
+        ("error", 2),
+        "{first:?}"
+    );
+    assert_eq!(first.reason, None, "{first:?}");
+    let why = "not retried: item 0 of node 'each' failed";
+    assert_eq!(
+        (
+            second.status.as_str(),
+            second.attempt,
+            second.reason.as_deref()
+        ),
+        ("error", 1, Some(why)),
+        "{second:?}"
+    );
+    assert_eq!(
+        ends(&env, &id, "each", Some(1)),
+        [(1, true, None), (1, false, Some(why.into()))]
+    );
+    let node = env.node(&id, "each");
+    assert!(
+        node.error_message().starts_with("2 of 2 items failed"),
+        "{node:?}"
+    );
+}
+
+/// The runner ends a retry that never came, as it ends what runs: an execution that times out
+/// while a node waits for its retry records the node's failed attempt as its last, "not
+/// retried: the execution timed out" — not as an attempt still to be retried.
+#[test]
+fn a_retry_cut_by_the_execution_timeout_is_recorded_not_retried() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "cut.json",
+        &json!({ "id": "cut", "timeout_ms": 1000, "nodes": [
+            { "id": "flaky", "type": "code", "code": "raise ValueError('flaky')",
+              "retry": { "max_attempts": 3, "backoff_ms": 30000 } },
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 124, "a timeout");
+    let id = env.only_execution_id();
+    assert_eq!(env.execution(&id).status, "timeout");
+    let flaky = env.node(&id, "flaky");
+    let why = "not retried: the execution timed out";
+    assert_eq!(
+        (
+            flaky.status.as_str(),
+            flaky.attempt,
+            flaky.reason.as_deref()
+        ),
+        ("error", 1, Some(why)),
+        "{flaky:?}"
+    );
+    assert!(flaky.error_message().contains("flaky"), "{flaky:?}");
+    assert_eq!(
+        ends(&env, &id, "flaky", None),
+        [(1, true, None), (1, false, Some(why.into()))]
+    );
+}

@@ -201,6 +201,7 @@ impl State<'_> {
                     input: None,
                 };
                 self.running.insert((node.clone(), part), running);
+                self.awaiting_retry.remove(&(node.clone(), part));
                 self.emit(Event::NodeStart {
                     node,
                     attempt,
@@ -243,7 +244,13 @@ impl State<'_> {
                 let key = (node.clone(), part);
                 self.send_delta(&key, true);
                 self.deltas.remove(&key);
+                let withdrawn = self.awaiting_retry.remove(&key);
                 let started_at = self.running.remove(&key).map(|r| r.started_at);
+                // A retry withdrawn (the ledger allowed it: an error) keeps its attempt's times.
+                let (started_at, finished_at) = match &withdrawn {
+                    Some(d) => (d.started_at, d.finished_at),
+                    None => (started_at, now_ms()),
+                };
                 let detail = NodeDetail {
                     node,
                     part,
@@ -251,13 +258,16 @@ impl State<'_> {
                     attempt,
                     duration_ms,
                     started_at,
-                    finished_at: now_ms(),
+                    finished_at,
                     input,
                     output,
                     error,
                     from_execution,
                     reason,
                 };
+                if retrying {
+                    self.awaiting_retry.insert(key, detail.clone());
+                }
                 self.end_node(detail, retrying);
             }
             ChildEvent::NodeInput {
@@ -363,10 +373,18 @@ impl State<'_> {
 
     /// Ends everything that was running when the process stopped, so nothing stays `running`:
     /// items and iterations before their node. `how(node)` gives each one's status and error.
+    /// What waited for a retry ends first, as its last attempt did (`error`), with the reason
+    /// "not retried: `ending`".
     pub(crate) fn close_running(
         &mut self,
+        ending: &str,
         how: impl Fn(&str, Option<Part>) -> (NodeStatus, ErrorInfo),
     ) {
+        for ((node, part), mut detail) in std::mem::take(&mut self.awaiting_retry) {
+            self.ledger.close(&node, part, detail.status);
+            detail.reason = Some(format!("not retried: {ending}"));
+            self.end_node(detail, false);
+        }
         self.deltas.clear();
         let running = std::mem::take(&mut self.running);
         for ((node, part), r) in running.into_iter().rev() {

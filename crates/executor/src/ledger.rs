@@ -21,6 +21,8 @@ struct Track {
     running: bool,
     /// The last `node_end` came (no retry follows): nothing more may come for it.
     ended: Option<NodeStatus>,
+    /// The last attempt ended saying another follows (`retrying`), and none has started yet.
+    retrying: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -182,13 +184,15 @@ impl Ledger {
         }
         t.attempt = attempt;
         t.running = true;
+        t.retrying = false;
         Ok(())
     }
 
     /// A `node_end`: the end of the running attempt, or — for what does not run (skipped,
     /// pinned, reused) — attempt 0 of something that never started. A node ends only after
     /// all of its items or iterations have. A mocked node's attempts start and end like any
-    /// others, `mocked` instead of `success`.
+    /// others, `mocked` instead of `success`. An attempt that ended `retrying` may end once more,
+    /// `error` and not retrying, before the next starts: the retry will not come.
     pub(crate) fn end(
         &mut self,
         node: &str,
@@ -210,7 +214,12 @@ impl Ledger {
         }
         if part.is_none() {
             let n = self.node(node)?;
-            if let Some(p) = n.parts.iter().find(|(_, t)| t.running).map(|(p, _)| *p) {
+            if let Some(p) = n
+                .parts
+                .iter()
+                .find(|(_, t)| t.running || t.retrying)
+                .map(|(p, _)| *p)
+            {
                 return refuse(format!(
                     "node_end of {what} while {} runs",
                     describe(node, Some(p))
@@ -228,8 +237,15 @@ impl Ledger {
             status,
             NodeStatus::Skipped | NodeStatus::Pinned | NodeStatus::Reused
         );
+        // The retry an attempt announced will not come (the run is ending): that attempt's
+        // failure, said again as the last. Only an error: nothing can become a success so.
+        let retry_withdrawn = t.retrying
+            && !t.running
+            && attempt == t.attempt
+            && status == NodeStatus::Error
+            && !retrying;
         if runs {
-            if !t.running || attempt != t.attempt {
+            if !retry_withdrawn && (!t.running || attempt != t.attempt) {
                 return refuse(format!(
                     "node_end of {what} attempt {attempt}, which was not running"
                 ));
@@ -238,6 +254,7 @@ impl Ledger {
             return refuse(format!("node_end {status} of {what}, which had started"));
         }
         t.running = false;
+        t.retrying = retrying;
         if !retrying {
             t.ended = Some(status);
         }
@@ -272,19 +289,20 @@ impl Ledger {
                 Some(p) => n.parts.entry(p).or_default(),
             };
             t.running = false;
+            t.retrying = false;
             t.ended = Some(status);
         }
     }
 
-    /// A node (or an item or iteration of one) still running, if any: a `paused` result cannot
-    /// be true while one is.
+    /// A node (or an item or iteration of one) still running or waiting for its retry, if any:
+    /// a `paused` result cannot be true while one is.
     pub(crate) fn still_running(&self) -> Option<String> {
         let mut ids: Vec<&String> = self.nodes.keys().collect();
         ids.sort();
         ids.into_iter()
             .find(|id| {
                 let n = &self.nodes[*id];
-                n.own.running || n.parts.values().any(|t| t.running)
+                n.own.running || n.own.retrying || n.parts.values().any(|t| t.running || t.retrying)
             })
             .cloned()
     }
@@ -296,7 +314,7 @@ impl Ledger {
         ids.sort();
         for id in ids {
             let n = &self.nodes[id];
-            if n.own.running {
+            if n.own.running || n.own.retrying {
                 return Some(format!("node '{id}' never ended"));
             }
             if let Some(s) = n.own.ended {
@@ -439,6 +457,58 @@ mod tests {
             l.contradicts_success().as_deref(),
             Some("node 'a' ended error")
         );
+    }
+
+    #[test]
+    fn a_retry_announced_may_be_withdrawn_as_an_error_only() {
+        let mut l = ledger(2);
+        l.start("a", 1, None).unwrap();
+        l.end("a", 1, NodeStatus::Error, true, None).unwrap();
+        assert!(
+            l.end("a", 1, NodeStatus::Success, false, None).is_err(),
+            "a withdrawn retry cannot make the attempt a success"
+        );
+        assert!(l.end("a", 2, NodeStatus::Error, false, None).is_err());
+        assert!(l.end("a", 1, NodeStatus::Error, true, None).is_err());
+        l.end("a", 1, NodeStatus::Error, false, None).unwrap();
+        assert!(l.start("a", 2, None).is_err(), "nothing after the last end");
+        assert_eq!(
+            l.contradicts_success().as_deref(),
+            Some("node 'a' ended error")
+        );
+        // Only right after the retrying end: not once the next attempt ran.
+        l.start("c", 1, None).unwrap();
+        l.end("c", 1, NodeStatus::Error, true, None).unwrap();
+        l.start("c", 2, None).unwrap();
+        l.end("c", 2, NodeStatus::Error, false, None).unwrap();
+        assert!(l.end("c", 1, NodeStatus::Error, false, None).is_err());
+        // Items too, inside their node.
+        l.start("l", 1, None).unwrap();
+        l.start("l", 1, Some(Part::Item(0))).unwrap();
+        l.end("l", 1, NodeStatus::Error, true, Some(Part::Item(0)))
+            .unwrap();
+        assert!(
+            l.end("l", 1, NodeStatus::Error, false, None).is_err(),
+            "the node ends after its items, retries included"
+        );
+        l.end("l", 1, NodeStatus::Error, false, Some(Part::Item(0)))
+            .unwrap();
+        l.end("l", 1, NodeStatus::Error, false, None).unwrap();
+    }
+
+    #[test]
+    fn a_node_waiting_for_its_retry_has_not_ended() {
+        let mut l = ledger(1);
+        l.start("a", 1, None).unwrap();
+        l.end("a", 1, NodeStatus::Error, true, None).unwrap();
+        assert_eq!(
+            l.contradicts_success().as_deref(),
+            Some("node 'a' never ended")
+        );
+        assert_eq!(l.still_running().as_deref(), Some("a"));
+        assert!(l.start("b", 1, None).is_err(), "b waits for a's retry");
+        l.close("a", None, NodeStatus::Error);
+        assert_eq!(l.still_running(), None);
     }
 
     #[test]

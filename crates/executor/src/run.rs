@@ -280,7 +280,7 @@ pub async fn execute(
     match ending {
         Some(Ending::Cancel(reason)) => {
             let how = reason.describe();
-            st.close_running(|_, _| {
+            st.close_running(how, |_, _| {
                 (
                     NodeStatus::Cancelled,
                     ErrorInfo::of(ErrorKind::Cancelled, how),
@@ -299,7 +299,7 @@ pub async fn execute(
                 format!("the execution exceeded its timeout of {ms} ms"),
             );
             e.node = st.current_node();
-            st.close_running(|_, _| {
+            st.close_running("the execution timed out", |_, _| {
                 (
                     NodeStatus::Timeout,
                     ErrorInfo::of(
@@ -320,7 +320,7 @@ pub async fn execute(
             let mut e = ErrorInfo::of(ErrorKind::Timeout, msg.clone());
             e.node = Some(node.clone());
             // Nodes running beside the one that timed out are stopped with it.
-            st.close_running(|n, _| {
+            st.close_running(&format!("node '{node}' timed out"), |n, _| {
                 if n == node {
                     (NodeStatus::Timeout, ErrorInfo::of(ErrorKind::Timeout, &msg))
                 } else {
@@ -357,7 +357,7 @@ pub async fn execute(
                     if let Some(why) = contradiction {
                         // A result the events disprove is not believed: the record stays true.
                         let running = st.current_node();
-                        st.close_running(|_, _| {
+                        st.close_running("the script's result was not believed", |_, _| {
                             (
                                 NodeStatus::Error,
                                 ErrorInfo::of(
@@ -392,7 +392,11 @@ pub async fn execute(
                         // So may a `for_each` node's items (runtime/core/62_loops.py): the node
                         // the error names, left running with them, failed with that error.
                         let failed = r.error.as_ref().and_then(|e| e.node.clone());
-                        st.close_running(|n, part| {
+                        let ending = match &failed {
+                            Some(n) => format!("node '{n}' failed"),
+                            None => "the execution failed".to_string(),
+                        };
+                        st.close_running(&ending, |n, part| {
                             if part.is_none()
                                 && failed.as_deref() == Some(n)
                                 && let Some(e) = &r.error
@@ -442,7 +446,7 @@ pub async fn execute(
                     }
                     let mut e = ErrorInfo::of(ErrorKind::ProtocolError, msg.clone());
                     e.node = running;
-                    st.close_running(|_, _| {
+                    st.close_running(&format!("the process ended with {exit_desc}"), |_, _| {
                         (
                             NodeStatus::Error,
                             ErrorInfo::of(

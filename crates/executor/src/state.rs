@@ -5,7 +5,7 @@ use crate::child::{ChildEvent, ChildResult, DeltaBuf, Running, redacted};
 use crate::ledger::{Ledger, Rules};
 use crate::protocol::Frame;
 use crate::redact::Carry;
-use crate::sink::Sink;
+use crate::sink::{NodeDetail, Sink};
 use crate::spec::RunSpec;
 use flowrun_events::json::{MAX_DEPTH, parse_bounded};
 use flowrun_events::{Envelope, Event, Part, Stream, now_ms};
@@ -25,6 +25,9 @@ pub(crate) struct State<'a> {
     pub(crate) started: Instant,
     /// What runs now: nodes, and items or iterations of nodes.
     pub(crate) running: BTreeMap<(String, Option<Part>), Running>,
+    /// What waits for a retry (its last attempt ended `retrying`): that attempt's record, which
+    /// stands as the last if the retry never comes.
+    pub(crate) awaiting_retry: BTreeMap<(String, Option<Part>), NodeDetail>,
     /// What the plan allows, and what the child reported of each node.
     pub(crate) ledger: Ledger,
     pub(crate) log_bytes: u64,
@@ -58,6 +61,7 @@ impl<'a> State<'a> {
             seq: 0,
             started,
             running: BTreeMap::new(),
+            awaiting_retry: BTreeMap::new(),
             ledger: Ledger::new(
                 &spec.nodes,
                 Rules {

@@ -31,6 +31,8 @@ pub struct NodeEndLine<'a> {
     pub duration_ms: f64,
     pub preview: Option<&'a str>,
     pub error: Option<&'a ErrorInfo>,
+    /// Why, for what did not simply end: a retry withdrawn ("not retried: node 'x' failed").
+    pub reason: Option<&'a str>,
 }
 
 /// One finished node as a line: mark, node, type, duration, status, then the output preview or
@@ -70,6 +72,9 @@ pub fn node_end_line(
     }
     if n.attempt > 1 {
         head.push_str(&format!(" (attempt {})", n.attempt));
+    }
+    if let Some(r) = n.reason.filter(|_| n.status != NodeStatus::Skipped) {
+        head.push_str(&format!(" ({})", clean_line(r)));
     }
     // Columns left for the preview or error after the mark, the head and two spaces.
     let room = cols.map(|c| c.saturating_sub(2 + console::measure_text_width(&head) + 2));

@@ -334,6 +334,7 @@ impl Sink for Terminal {
                 retrying,
                 item,
                 iteration,
+                reason,
                 ..
             } => {
                 if item.is_some() || iteration.is_some() {
@@ -372,6 +373,7 @@ impl Sink for Terminal {
                         duration_ms: *duration_ms,
                         preview: output_preview.as_deref(),
                         error: error.as_ref(),
+                        reason: reason.as_deref(),
                     },
                     (self.width, self.type_width),
                     self.columns(),
@@ -467,6 +469,7 @@ mod tests {
             ty: "http_request",
             status: NodeStatus::Success,
             retrying: false,
+            reason: None,
             attempt: 1,
             duration_ms: 12.0,
             preview: Some(&preview),
@@ -494,6 +497,7 @@ mod tests {
             ty: "code",
             status: NodeStatus::Error,
             retrying: false,
+            reason: None,
             attempt: 2,
             duration_ms: 1.0,
             preview: Some("\x1b]0;title\x07\u{202e}"),

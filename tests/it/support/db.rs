@@ -211,7 +211,7 @@ impl Env {
         let mut stmt = db
             .prepare(&format!(
                 "SELECT node_id, position, status, attempt, started_at, finished_at, duration_ms,
-                        input, output, error, from_execution
+                        input, output, error, from_execution, reason
                  FROM node_executions WHERE execution_id = ?1 AND {filter} ORDER BY position, part"
             ))
             .unwrap();
@@ -228,6 +228,7 @@ impl Env {
                 output: json(r.get(8)?),
                 error: json(r.get(9)?),
                 from_execution: r.get(10)?,
+                reason: r.get(11)?,
             })
         })
         .unwrap()
@@ -350,6 +351,8 @@ pub struct NodeRow {
     pub output: Option<Value>,
     pub error: Option<Value>,
     pub from_execution: Option<String>,
+    /// Why it ended as it did, when that needs saying (skipped, not retried).
+    pub reason: Option<String>,
 }
 
 impl NodeRow {

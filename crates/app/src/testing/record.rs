@@ -142,6 +142,8 @@ pub fn record_from(
         let mut attempts: Vec<MockOutcome> = ends
             .iter()
             .filter(|ev| ev.node_id.as_deref() == Some(node) && ev.data["retrying"] == true)
+            // A retry withdrawn (the run was ending) left its attempt the row's: counted once.
+            .filter(|ev| ev.data["attempt"].as_u64() != Some(u64::from(row.attempt)))
             .map(|ev| error_outcome(&ev.data["error"]))
             .collect();
         if row.status.has_output() {

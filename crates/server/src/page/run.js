@@ -221,7 +221,7 @@ function handle(exec, kind, d) {
         break;
       }
       setRowStatus(row, d.retrying ? "running" : d.status);
-      if (!row.parts) row.label.textContent = d.retrying ? " " + d.status + ", retrying" : ["success", "error"].includes(d.status) ? "" : " " + d.status + (d.reason ? " (" + d.reason + ")" : "");
+      if (!row.parts) row.label.textContent = d.retrying ? " " + d.status + ", retrying" : ["success", "error"].includes(d.status) && !d.reason ? "" : " " + d.status + (d.reason ? " (" + d.reason + ")" : "");
       row.dur.textContent = d.status === "skipped" ? "" : formatMs(d.duration_ms);
       row.preview.textContent = d.output_preview && row.stream.classList.contains("hidden") ? d.output_preview : "";
       row.err.textContent = errorLine(d.error);
