@@ -151,6 +151,34 @@ def _code_check_syntax(run):
         error["message"] = "its source does not compile, so no node ran: " + error["message"]
         run.error = dict(error, node=node["id"])
         return
+    _code_check_sub_syntax(run)
+
+
+def _code_check_sub_syntax(run):
+    """Then the code nodes of the sub-workflows a `workflow` node would run (its `sub_code`,
+    from the child files and the files below them, read when this script was made): a source
+    that does not compile would fail the child only once it started, after the nodes before it
+    here had run.  Compiled with warnings ignored (the child shows those when it runs) and not
+    kept: the child compiles its own.  Named after its file, so neither its lines nor its
+    cache entry are taken for a node of this workflow with the same id."""
+    for node in run.workflow.get("nodes") or ():
+        if (node.get("type") != "workflow" or node.get("pinned") is not None
+                or node.get("mock") is not None):
+            continue
+        for sub in node.get("sub_code") or ():
+            file = str(sub.get("file"))
+            label = "%s in %s" % (sub.get("node"), os.path.basename(file))
+            try:
+                _code_with_warnings("ignore", _code_compile, label, sub.get("code") or "", False)
+                continue
+            except Exception as e:  # SyntaxError, and RecursionError or MemoryError
+                error = _error_info(e)
+                if isinstance(e, SyntaxError) and e.lineno:
+                    error["message"] = "%s (line %d)" % (e.msg, e.lineno)
+            error["message"] = ("code node '%s' of %s does not compile, so no node ran: %s"
+                                % (sub.get("node"), file, error["message"]))
+            run.error = dict(error, node=node["id"])
+            return
 
 
 def _code_with_warnings(action, f, *args):

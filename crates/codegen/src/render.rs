@@ -176,6 +176,17 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
             } else if options.offline && pin.is_none() && makes_requests(node.kind.type_name()) {
                 extra.push(("offline".to_string(), Data::Bool(true)));
             }
+            // A sub-workflow's code nodes, checked before any node runs (as this file's are).
+            if !plan.sub_code[i].is_empty() {
+                let code = plan.sub_code[i].iter().map(|c| {
+                    dict([
+                        ("file", Data::from(c.file.as_str())),
+                        ("node", Data::from(c.node.as_str())),
+                        ("code", Data::from(c.code.as_str())),
+                    ])
+                });
+                extra.push(("sub_code".to_string(), Data::List(code.collect())));
+            }
             let pinned = match pin {
                 Some(p) => dict([
                     ("output", Data::from(&p.output)),

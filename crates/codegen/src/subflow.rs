@@ -9,7 +9,7 @@
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{NodeKind, WorkflowNode};
-use crate::plan::Plan;
+use crate::plan::{Plan, SubCode};
 use crate::pyliteral::Data;
 use crate::source::Source;
 use serde_json::Value;
@@ -40,6 +40,7 @@ pub(crate) fn resolve(source: &Source, plan: &mut Plan) -> Result<(), Diagnostic
         return Err(Diagnostics(diags));
     }
     for (index, path) in paths {
+        plan.sub_code[index] = checker.code.get(&path).cloned().unwrap_or_default();
         if let Data::Dict(entries) = &mut plan.params[index] {
             for (k, v) in entries.iter_mut() {
                 if k == "workflow" {
@@ -55,6 +56,9 @@ pub(crate) fn resolve(source: &Source, plan: &mut Plan) -> Result<(), Diagnostic
 struct Checker {
     /// Files checked completely, with how many levels of sub-workflows they have below them.
     height: HashMap<PathBuf, u32>,
+    /// The code nodes of each file checked completely and of the files below it (not those
+    /// pinned in their file: they never run).
+    code: HashMap<PathBuf, Vec<SubCode>>,
 }
 
 impl Checker {
@@ -155,6 +159,29 @@ impl Checker {
             .max()
             .unwrap_or(0);
         self.height.insert(path.to_path_buf(), height);
+        let file = path.display().to_string();
+        let mut code: Vec<SubCode> = child
+            .workflow
+            .nodes
+            .iter()
+            .filter(|n| n.pinned.is_none())
+            .filter_map(|n| match &n.kind {
+                NodeKind::Code(c) => Some(SubCode {
+                    file: file.clone(),
+                    node: n.id.clone(),
+                    code: c.code.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        for (_, p) in &paths {
+            for c in self.code.get(p).into_iter().flatten() {
+                if !code.iter().any(|k| k.file == c.file && k.node == c.node) {
+                    code.push(c.clone());
+                }
+            }
+        }
+        self.code.insert(path.to_path_buf(), code);
         Ok(height)
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod pause;
 mod resume;
+mod start_check;
 
 /// The child used by most tests: doubles `n`; fails for `n == fail_on` unless the file
 /// `trigger.ok_file` exists (so a resume after creating it succeeds).

@@ -34,6 +34,18 @@ pub struct Plan {
     pub until: Vec<Data>,
     /// The workflow's compiled `output` (null: the last node's output).
     pub output: Data,
+    /// Per `workflow` node: the code nodes of its child file and of the files below it, each
+    /// `{file, node, code}`, for the runtime to compile before any node runs (filled by
+    /// [`crate::compile`]; empty for other nodes and in a shallow compile).
+    pub sub_code: Vec<Vec<SubCode>>,
+}
+
+/// A code node of a sub-workflow file: where it is and its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubCode {
+    pub file: String,
+    pub node: String,
+    pub code: String,
 }
 
 impl Plan {
@@ -59,6 +71,11 @@ impl Plan {
             .iter()
             .map(|n| n.kind.node_type())
             .collect();
+        // Sub-workflows' code nodes are compiled here before any node runs: by the code
+        // module's start check.
+        if self.sub_code.iter().any(|c| !c.is_empty()) {
+            types.push(NodeType::Code);
+        }
         types.sort_unstable_by_key(|t| t.name());
         types.dedup();
         types
@@ -447,6 +464,7 @@ pub(crate) fn check(
         for_each,
         until,
         output,
+        sub_code: vec![Vec::new(); n],
     })
 }
 
