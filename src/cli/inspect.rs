@@ -459,7 +459,13 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
 }
 
 fn print_log(ev: &flowrun_store::StoredEvent) {
-    let node = clean_line(ev.node_id.as_deref().unwrap_or("-"));
+    let mut node = clean_line(ev.node_id.as_deref().unwrap_or("-")).into_owned();
+    // The item or iteration that printed it: `each[2]`, `draft#3`, as the live display writes.
+    if let Some(i) = ev.data.get("item").and_then(Value::as_u64) {
+        node.push_str(&format!("[{i}]"));
+    } else if let Some(k) = ev.data.get("iteration").and_then(Value::as_u64) {
+        node.push_str(&format!("#{k}"));
+    }
     let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
     let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
     let tag = if stream == "stdout" {

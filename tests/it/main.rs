@@ -30,6 +30,7 @@ mod secrets;
 mod serve;
 mod serve_editor;
 mod serve_limits;
+mod serve_logs;
 mod serve_page;
 mod serve_security;
 mod serve_slow_clients;

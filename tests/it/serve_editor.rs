@@ -359,6 +359,7 @@ fn features_pause_and_openapi() {
     assert_eq!(info["features"]["max_cost_usd"], true);
     assert_eq!(info["features"]["validate"], true);
     assert_eq!(info["features"]["save_workflows"], true);
+    assert_eq!(info["features"]["logs"], true);
     let id = s.start(
         "/api/executions",
         &json!({"workflow": crate::serve::quick()}),
@@ -390,6 +391,7 @@ fn features_pause_and_openapi() {
         ("/api/executions", "get"),
         ("/api/executions/{id}", "delete"),
         ("/api/executions/{id}/events", "get"),
+        ("/api/executions/{id}/logs", "get"),
         ("/api/executions/{id}/stop", "post"),
         ("/api/executions/{id}/rerun", "post"),
         ("/api/executions/{id}/resume", "post"),

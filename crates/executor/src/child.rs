@@ -159,6 +159,19 @@ impl State<'_> {
         nodes.all(|n| n == first).then(|| first.clone())
     }
 
+    /// The item or iteration of `node` that runs now, when exactly one does: what a line that
+    /// names no part (printed to fd 1 or 2 while items run one at a time, or `log()`ged) comes
+    /// from. None while several run side by side (the runtime then names the part itself).
+    pub(crate) fn current_part(&self, node: &str) -> Option<Part> {
+        let mut parts = self
+            .running
+            .keys()
+            .filter(|(n, p)| n == node && p.is_some())
+            .map(|(_, p)| *p);
+        let first = parts.next()?;
+        parts.next().is_none().then_some(first).flatten()
+    }
+
     /// The first deadline of what runs, and the node it is for.
     pub(crate) fn next_deadline(&self) -> Option<(Instant, String)> {
         self.running
@@ -320,8 +333,9 @@ impl State<'_> {
                 item,
                 iteration,
             } => {
-                let part = Part::from_fields(item, iteration);
                 let node = node.or_else(|| self.current_node());
+                let part = Part::from_fields(item, iteration)
+                    .or_else(|| node.as_deref().and_then(|n| self.current_part(n)));
                 let stream = match stream.as_deref() {
                     Some("stdout") => Stream::Stdout,
                     Some("stderr") => Stream::Stderr,

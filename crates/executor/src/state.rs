@@ -201,7 +201,8 @@ impl<'a> State<'a> {
                     } else {
                         self.current_node()
                     };
-                    self.log(stream, None, node, text, cut);
+                    let part = node.as_deref().and_then(|n| self.current_part(n));
+                    self.log_part(stream, None, node, part, text, cut);
                 }
             }
             Frame::Event(_) if self.result.is_some() || self.in_result => {

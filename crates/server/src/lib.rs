@@ -127,6 +127,7 @@ pub(crate) fn router(app: AppState) -> Router {
         )
         .route("/api/executions/{id}/pause", post(api::executions::pause))
         .route("/api/executions/{id}/events", get(sse::events))
+        .route("/api/executions/{id}/logs", get(api::logs::logs))
         .route("/api/executions/{id}/stop", post(api::executions::stop))
         .route("/api/executions/{id}/rerun", post(api::executions::rerun))
         .route("/api/executions/{id}/resume", post(api::executions::resume))

@@ -293,6 +293,45 @@ impl Store {
         Ok(page)
     }
 
+    /// The `log` events after `after_seq` — of `node` only when given, and of its item or
+    /// iteration when given — as `(seq, JSON text)`, the text as recorded: the first ones only,
+    /// as many as fit in `max_bytes` of text (one at least, however long), and whether more
+    /// follow. A page at a time, whatever a node printed (`GET /api/executions/{id}/logs`).
+    pub fn log_page(
+        &self,
+        execution_id: &str,
+        after_seq: u64,
+        node: Option<&str>,
+        part: (Option<u32>, Option<u32>),
+        max_bytes: usize,
+    ) -> Result<(Vec<(u64, String)>, bool)> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, data FROM events
+             WHERE execution_id = ?1 AND seq > ?2 AND kind = 'log'
+               AND (?3 IS NULL OR node_id = ?3)
+               AND (?4 IS NULL OR json_extract(data, '$.item') = ?4)
+               AND (?5 IS NULL OR json_extract(data, '$.iteration') = ?5)
+             ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![
+            execution_id,
+            after_seq as i64,
+            node,
+            part.0,
+            part.1
+        ])?;
+        let (mut page, mut bytes) = (Vec::new(), 0usize);
+        while let Some(r) = rows.next()? {
+            if bytes >= max_bytes {
+                return Ok((page, true));
+            }
+            let data: String = r.get(1)?;
+            bytes += data.len();
+            page.push((r.get::<_, i64>(0)? as u64, data));
+        }
+        Ok((page, false))
+    }
+
     /// Whether any event after `after_seq` is stored.
     pub fn has_events_after(&self, execution_id: &str, after_seq: u64) -> Result<bool> {
         Ok(self

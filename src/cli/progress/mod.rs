@@ -386,12 +386,19 @@ impl Sink for Terminal {
                 stream,
                 line,
                 level,
+                item,
+                iteration,
                 ..
             } => {
                 if self.agent_action(node.as_deref(), level.as_deref(), line) {
                     return;
                 }
-                let who = clean_line(node.as_deref().unwrap_or("-"));
+                let who = match (node.as_deref().unwrap_or("-"), item, iteration) {
+                    (n, Some(i), _) => format!("{n}[{i}]"),
+                    (n, None, Some(k)) => format!("{n}#{k}"),
+                    (n, None, None) => n.to_string(),
+                };
+                let who = clean_line(&who);
                 let bar = if *stream == Stream::Stderr {
                     "┃"
                 } else {

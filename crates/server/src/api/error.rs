@@ -74,6 +74,15 @@ impl ApiError {
         )
     }
 
+    /// `404`: a node the execution's workflow does not have.
+    pub fn unknown_node(node: &str, id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!("execution {id}'s workflow has no node '{node}'"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

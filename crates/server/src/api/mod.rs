@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod executions;
+pub mod logs;
 pub mod request;
 pub mod validate;
 pub mod workflows;
@@ -272,6 +273,7 @@ pub async fn info(State(app): State<AppState>, _: NoQuery) -> Json<Value> {
             "break_before": true,
             "max_cost_usd": true,
             "agents": true,
+            "logs": true,
         },
     }))
 }

@@ -1,0 +1,90 @@
+//! `GET /api/executions/{id}/logs`: an execution's log lines, of one node (or one item or
+//! iteration of it) when asked, a page at a time — what `flowrun logs ID [--node NODE] --json`
+//! prints, for an editor's "logs of this step" without replaying the whole event stream.
+
+use super::error::{ApiError, blocking};
+use super::query;
+use crate::AppState;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The most of the recorded lines' text one answer carries (one line at least, however long):
+/// `next` and `more` say where to go on.
+pub const PAGE_BYTES: usize = 256 << 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    node: Option<String>,
+    item: Option<u32>,
+    iteration: Option<u32>,
+    /// The `seq` after which to start: the `next` of the page before.
+    #[serde(default)]
+    after: u64,
+}
+
+/// `{execution_id, status, logs: [{seq, execution_id, event: "log", node, stream, level, line,
+/// ts, item?, iteration?}], next, more}`. 404 for a node the execution's workflow does not have.
+pub async fn logs(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    if q.node.is_none() && (q.item.is_some() || q.iteration.is_some()) {
+        return Err(ApiError::bad_request(
+            "item and iteration are those of a node: give node too",
+        ));
+    }
+    let store = app.store.clone();
+    blocking(move || {
+        let store = store.lock();
+        let id = store.resolve_id(&id)?;
+        let e = store.execution(&id)?;
+        if let Some(node) = q.node.as_deref() {
+            let planned = flowrun_app::views::plan_json(&store, &e).is_none_or(|plan| {
+                plan.as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["id"].as_str() == Some(node))
+            });
+            if !planned {
+                return Err(ApiError::unknown_node(node, &id));
+            }
+        }
+        let (page, more) = store.log_page(
+            &id,
+            q.after,
+            q.node.as_deref(),
+            (q.item, q.iteration),
+            PAGE_BYTES,
+        )?;
+        let next = page.last().map_or(q.after, |(seq, _)| *seq);
+        let lines: Vec<Value> = page
+            .into_iter()
+            .map(|(seq, text)| {
+                let mut line = json!({"seq": seq, "execution_id": id});
+                let data = flowrun_events::json::parse_bounded(
+                    text.as_bytes(),
+                    flowrun_events::json::MAX_DEPTH,
+                )
+                .unwrap_or(Value::Null);
+                if let (Some(o), Some(d)) = (line.as_object_mut(), data.as_object()) {
+                    o.extend(d.clone());
+                }
+                line
+            })
+            .collect();
+        Ok(Json(json!({
+            "execution_id": id,
+            "status": e.status,
+            "logs": lines,
+            "next": next,
+            "more": more,
+        })))
+    })
+    .await
+}

@@ -1,0 +1,96 @@
+//! `GET /api/executions/{id}/logs`: an execution's log lines, of one node, item or iteration
+//! when asked, a page at a time — the same lines, in the same form, as `flowrun logs --json`.
+
+use crate::support::serve::World;
+use serde_json::{Value, json};
+
+/// Every line of `path` (a logs URL without `after`), page after page; and the pages' sizes.
+fn all_pages(s: &crate::support::serve::Server, path: &str) -> (Vec<Value>, Vec<usize>) {
+    let (mut lines, mut sizes, mut after) = (Vec::new(), Vec::new(), 0);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let r = s.get(&format!("{path}{sep}after={after}"));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let page = r.body["logs"].as_array().unwrap().clone();
+        sizes.push(page.iter().map(|l| l["line"].as_str().unwrap().len()).sum());
+        if let Some(last) = page.last() {
+            assert_eq!(r.body["next"], last["seq"]);
+        }
+        lines.extend(page);
+        after = r.body["next"].as_u64().unwrap();
+        if r.body["more"] == false {
+            return (lines, sizes);
+        }
+        assert!(sizes.len() < 100, "pages without end");
+    }
+}
+
+#[test]
+fn a_nodes_logs_come_a_page_at_a_time_as_the_cli_prints_them() {
+    let w = World::new();
+    let s = w.serve(&[]);
+    let wf = json!({ "id": "chatty", "max_parallel": 1, "nodes": [
+        { "id": "hello", "type": "code", "code": "print('hello from a')\nlog('noted', level='warning')\nreturn 1" },
+        { "id": "each", "type": "code", "for_each": [0, 1, 2],
+          "code": "print('item %d speaks' % item)\nreturn item" },
+        // ~600 KB: more than two pages.
+        { "id": "flood", "type": "code",
+          "code": "for i in range(3000):\n    print('%05d ' % i + 'x' * 194)\nreturn 0" },
+    ]});
+    let id = s.start("/api/executions", &json!({ "workflow": wf }));
+    assert_eq!(s.wait_final(&id)["status"], "success");
+
+    // All of them, paged: exactly what `flowrun logs --json` prints.
+    let (lines, sizes) = all_pages(&s, &format!("/api/executions/{id}/logs"));
+    let cli: Vec<Value> = w
+        .cli_ok(&["logs", &id, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3005, "{:?}", &lines[..5]);
+    assert_eq!(lines, cli);
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|&b| b <= (256 << 10) + 200), "{sizes:?}");
+
+    // One node; one item of a node.
+    let (hello, _) = all_pages(&s, &format!("/api/executions/{id}/logs?node=hello"));
+    let said: Vec<(&str, &str)> = hello
+        .iter()
+        .map(|l| (l["stream"].as_str().unwrap(), l["line"].as_str().unwrap()))
+        .collect();
+    assert_eq!(said, [("stdout", "hello from a"), ("log", "noted")]);
+    let one = s.get(&format!("/api/executions/{id}/logs?node=each&item=1"));
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert_eq!(one.body["more"], false);
+    let logs = one.body["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(
+        (&logs[0]["line"], &logs[0]["item"]),
+        (&json!("item 1 speaks"), &json!(1))
+    );
+    assert_eq!(one.body["status"], "success");
+    // Items one at a time print to fd 1 as they would alone: the runner names the item that
+    // runs; `flowrun logs` shows it as the live display does.
+    let text = w.cli_ok(&["logs", &id, "--node", "each"]);
+    assert!(text.contains(" each[1] | item 1 speaks\n"), "{text}");
+
+    // Nothing after the last one; what is asked wrongly says so.
+    let last = lines.last().unwrap()["seq"].as_u64().unwrap();
+    let r = s.get(&format!("/api/executions/{id}/logs?after={last}"));
+    assert_eq!(
+        (r.body["logs"].clone(), r.body["next"].clone()),
+        (json!([]), json!(last))
+    );
+    let r = s.get(&format!("/api/executions/{id}/logs?node=ghost"));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (404, Some("unknown_node")),
+        "{}",
+        r.text
+    );
+    let r = s.get(&format!("/api/executions/{id}/logs?item=1"));
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = s.get(&format!("/api/executions/{id}/logs?nodes=each"));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(s.get("/api/executions/ffffffffffffffff/logs").status, 404);
+}
