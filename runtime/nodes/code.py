@@ -160,12 +160,15 @@ def _code_check_sub_syntax(run):
     that does not compile would fail the child only once it started, after the nodes before it
     here had run.  Compiled with warnings ignored (the child shows those when it runs) and not
     kept: the child compiles its own.  Named after its file, so neither its lines nor its
-    cache entry are taken for a node of this workflow with the same id."""
+    cache entry are taken for a node of this workflow with the same id.  A source longer than
+    _code_PREPARE_MAX is left to the child (compiling one twice would cost seconds)."""
     for node in run.workflow.get("nodes") or ():
         if (node.get("type") != "workflow" or node.get("pinned") is not None
                 or node.get("mock") is not None):
             continue
         for sub in node.get("sub_code") or ():
+            if len(sub.get("code") or "") > _code_PREPARE_MAX:
+                continue  # compiling it twice would cost seconds: the child finds its own error
             file = str(sub.get("file"))
             label = "%s in %s" % (sub.get("node"), os.path.basename(file))
             try:

@@ -189,9 +189,10 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
     // `flowrun pause CHILD` pauses the child: its node then fails naming it (or, when its
     // parent is pausing too, the parent pauses), and the parent's resume runs it again.
     let reason = tokio::select! {
-        _ = recv(&mut term) => StopReason::Terminate,
-        _ = recv(&mut int) => StopReason::Terminate,
-        _ = recv(&mut hup) => StopReason::Terminate,
+        // Sent by the parent's runtime (or its process group ending): the parent is ending.
+        _ = recv(&mut term) => StopReason::Parent,
+        _ = recv(&mut int) => StopReason::Parent,
+        _ = recv(&mut hup) => StopReason::Parent,
         _ = super::run::stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));

@@ -291,3 +291,50 @@ fn a_retry_cut_by_the_execution_timeout_is_recorded_not_retried() {
         [(1, true, None), (1, false, Some(why.into()))]
     );
 }
+
+/// A sub-workflow's node waiting for its retry when the parent fails ends with the child,
+/// recorded "not retried", whether the child's own runner stops it (the parent's SIGTERM) or
+/// the parent's runner records the child's end after the fact.
+#[test]
+fn a_childs_retry_cut_by_its_parent_is_recorded_not_retried() {
+    let env = Env::new();
+    env.write_workflow(
+        "child.json",
+        &json!({ "id": "child", "nodes": [
+            { "id": "flaky", "type": "code", "code": "raise ValueError('flaky')",
+              "retry": { "max_attempts": 3, "backoff_ms": 30000 } },
+        ]}),
+    );
+    let parent = env.write_workflow(
+        "parent.json",
+        &json!({ "id": "parent", "max_parallel": 2, "timeout_ms": 60000, "nodes": [
+            { "id": "sub", "type": "workflow", "workflow": "./child.json" },
+            { "id": "bad", "type": "code",
+              "code": "import time\ntime.sleep(1)\nraise ValueError('broken')" },
+        ]}),
+    );
+    let out = env.run(&parent, "{}", &[]);
+    assert_code(&out, 1, "a failed node");
+    let ids = env.execution_ids();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let child = ids
+        .iter()
+        .find(|id| env.execution(id).workflow_id == "child")
+        .unwrap();
+    assert_eq!(env.execution(child).status, "cancelled");
+    let flaky = env.node(child, "flaky");
+    assert_eq!(
+        (flaky.status.as_str(), flaky.attempt),
+        ("error", 1),
+        "{flaky:?}"
+    );
+    let why = flaky.reason.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("not retried: ") && why.contains("with its parent execution"),
+        "{flaky:?}"
+    );
+    let ends = ends(&env, child, "flaky", None);
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!((ends[1].0, ends[1].1), (1, false));
+    assert_eq!(ends[1].2.as_deref(), Some(why.as_str()));
+}

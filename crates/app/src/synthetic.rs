@@ -4,7 +4,8 @@
 //! the process ended, closes it itself).
 //!
 //! Whatever the cause, a viewer (SSE, `logs --follow`, the JSONL stream) sees the same shape:
-//! a `node_end` for every node left running, then one `execution_end`.
+//! a `node_end` for every node left waiting for a retry ("not retried: …") or running, then
+//! one `execution_end`.
 
 use flowrun_events::{ErrorInfo, Event, ExecStatus, NodeStatus};
 use flowrun_store::Abandoned;
@@ -50,26 +51,43 @@ pub fn abandoned(
     if state.ended {
         return Vec::new();
     }
+    // What waited for a retry first: its failed attempt is its last, and says why.
     let mut events: Vec<Event> = state
-        .running
+        .awaiting_retry
         .iter()
         .map(|n| {
             let (item, iteration) = flowrun_events::Part::fields(n.part);
             Event::NodeEnd {
                 node: n.node_id.clone(),
-                status: node_status,
+                status: NodeStatus::Error,
                 attempt: n.attempt,
-                duration_ms: n.started_at.map_or(0.0, |s| (at - s).max(0) as f64),
-                ts: at,
+                duration_ms: n.duration_ms,
+                ts: n.ts,
                 output_preview: None,
-                error: Some(error.clone()),
+                error: n.error.clone(),
                 retrying: false,
                 item,
                 iteration,
-                reason: None,
+                reason: Some(format!("not retried: {}", error.message)),
             }
         })
         .collect();
+    events.extend(state.running.iter().map(|n| {
+        let (item, iteration) = flowrun_events::Part::fields(n.part);
+        Event::NodeEnd {
+            node: n.node_id.clone(),
+            status: node_status,
+            attempt: n.attempt,
+            duration_ms: n.started_at.map_or(0.0, |s| (at - s).max(0) as f64),
+            ts: at,
+            output_preview: None,
+            error: Some(error.clone()),
+            retrying: false,
+            item,
+            iteration,
+            reason: None,
+        }
+    }));
     events.push(Event::ExecutionEnd {
         output: None,
         status,
@@ -87,13 +105,21 @@ mod tests {
     use flowrun_store::RunningNode;
 
     #[test]
-    fn abandoned_closes_running_nodes_then_the_execution() {
+    fn abandoned_closes_retries_and_running_nodes_then_the_execution() {
         let state = Abandoned {
             running: vec![RunningNode {
                 node_id: "slow".into(),
                 part: None,
                 attempt: 2,
                 started_at: Some(1_000),
+            }],
+            awaiting_retry: vec![flowrun_store::AwaitingRetry {
+                node_id: "each".into(),
+                part: Some(flowrun_events::Part::Item(3)),
+                attempt: 1,
+                duration_ms: 12.0,
+                ts: 1_100,
+                error: Some(ErrorInfo::of(ErrorKind::Error, "flaky")),
             }],
             duration_ms: 1_500.0,
             ended: false,
@@ -106,12 +132,18 @@ mod tests {
             &err,
             2_500,
         );
-        assert_eq!(ev.len(), 2);
+        assert_eq!(ev.len(), 3);
         assert!(
-            matches!(&ev[0], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, .. } if node == "slow" && *duration_ms == 1_500.0)
+            matches!(&ev[0], Event::NodeEnd { node, status: NodeStatus::Error, attempt: 1, duration_ms, ts: 1_100, item: Some(3), retrying: false, reason: Some(r), error: Some(e), .. }
+                if node == "each" && *duration_ms == 12.0 && r == "not retried: runner gone" && e.message == "flaky"),
+            "{:?}",
+            ev[0]
+        );
+        assert!(
+            matches!(&ev[1], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, .. } if node == "slow" && *duration_ms == 1_500.0)
         );
         assert!(matches!(
-            &ev[1],
+            &ev[2],
             Event::ExecutionEnd {
                 status: ExecStatus::Interrupted,
                 ..

@@ -174,7 +174,9 @@ impl Checker {
                 _ => None,
             })
             .collect();
-        for (_, p) in &paths {
+        // A `workflow` node pinned in its file never runs its child: nothing below it runs.
+        let runs = |i: &usize| child.workflow.nodes[*i].pinned.is_none();
+        for (_, p) in paths.iter().filter(|(i, _)| runs(i)) {
             for c in self.code.get(p).into_iter().flatten() {
                 if !code.iter().any(|k| k.file == c.file && k.node == c.node) {
                     code.push(c.clone());

@@ -66,6 +66,9 @@ pub enum StopReason {
     Terminate,
     /// The server running it is shutting down (SIGTERM or Ctrl-C to `flowrun serve`).
     Shutdown,
+    /// The parent execution of a sub-workflow stopped, failed or timed out: its runtime ends
+    /// the sub-workflow's runner (`flowrun __sub`), which stops the child.
+    Parent,
     /// Not a stop: `flowrun pause` or the API asked that no new node start. Running nodes
     /// finish, and the runtime ends the execution `paused`. A later stop still stops it.
     Pause,
@@ -79,6 +82,7 @@ impl StopReason {
             StopReason::Interrupt => "stopped by Ctrl-C",
             StopReason::Terminate => "stopped: flowrun received SIGTERM",
             StopReason::Shutdown => "stopped: the server shut down",
+            StopReason::Parent => "stopped with its parent execution",
             StopReason::Pause => "paused by request",
         }
     }

@@ -189,10 +189,25 @@ pub enum Write {
 pub struct Abandoned {
     /// Its nodes still recorded `running`, in plan order.
     pub running: Vec<RunningNode>,
+    /// What waited for a retry: its last `node_end` said another attempt follows, and none
+    /// started.
+    pub awaiting_retry: Vec<AwaitingRetry>,
     /// From its start until now.
     pub duration_ms: f64,
     /// Its event stream already has an `execution_end`.
     pub ended: bool,
+}
+
+/// A node (or item or iteration) whose last attempt failed saying a retry follows: that
+/// attempt's end, which stands as its last when the retry never comes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwaitingRetry {
+    pub node_id: String,
+    pub part: Option<Part>,
+    pub attempt: u32,
+    pub duration_ms: f64,
+    pub ts: i64,
+    pub error: Option<ErrorInfo>,
 }
 
 /// A node recorded `running`.

@@ -271,6 +271,36 @@ impl Store {
                     })
                 })?
                 .collect::<std::result::Result<Vec<_>, _>>()?;
+            // The last end of each node, item or iteration said `retrying`, and nothing of it
+            // came after.
+            let mut stmt = tx.prepare(
+                "SELECT e.node_id, json_extract(e.data, '$.item'), json_extract(e.data, '$.iteration'),
+                        json_extract(e.data, '$.attempt'), json_extract(e.data, '$.duration_ms'),
+                        json_extract(e.data, '$.ts'), json_extract(e.data, '$.error')
+                 FROM events e
+                 WHERE e.execution_id = ?1 AND e.kind = 'node_end'
+                   AND json_extract(e.data, '$.retrying') = 1
+                   AND NOT EXISTS (
+                     SELECT 1 FROM events f
+                     WHERE f.execution_id = e.execution_id AND f.seq > e.seq
+                       AND f.node_id = e.node_id AND f.kind IN ('node_start', 'node_end')
+                       AND json_extract(f.data, '$.item') IS json_extract(e.data, '$.item')
+                       AND json_extract(f.data, '$.iteration') IS json_extract(e.data, '$.iteration'))
+                 ORDER BY e.seq",
+            )?;
+            let awaiting_retry = stmt
+                .query_map([id], |r| {
+                    let error: Option<String> = r.get(6)?;
+                    Ok(AwaitingRetry {
+                        node_id: r.get(0)?,
+                        part: Part::from_fields(r.get(1)?, r.get(2)?),
+                        attempt: r.get(3)?,
+                        duration_ms: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+                        ts: r.get::<_, Option<i64>>(5)?.unwrap_or(at),
+                        error: error.and_then(|t| serde_json::from_str(&t).ok()),
+                    })
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             let ended: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE execution_id = ?1 AND kind = 'execution_end')",
                 [id],
@@ -286,6 +316,7 @@ impl Store {
                 .unwrap_or(0.0);
             Abandoned {
                 running,
+                awaiting_retry,
                 duration_ms,
                 ended,
             }
@@ -309,6 +340,27 @@ impl Store {
                 |r| r.get(0),
             )?;
             for event in events(&state) {
+                // A retry that will not come: its attempt's row says why.
+                if let flowrun_events::Event::NodeEnd {
+                    node,
+                    reason: Some(reason),
+                    item,
+                    iteration,
+                    status: NodeStatus::Error,
+                    ..
+                } = &event
+                {
+                    tx.execute(
+                        "UPDATE node_executions SET reason = ?4
+                         WHERE execution_id = ?1 AND node_id = ?2 AND part = ?3",
+                        params![
+                            id,
+                            node,
+                            part_number(Part::from_fields(*item, *iteration)),
+                            reason
+                        ],
+                    )?;
+                }
                 seq += 1;
                 tx.execute(
                     "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

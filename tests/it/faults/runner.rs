@@ -295,3 +295,54 @@ fn cached(fx: &Fx, ext: &str) -> Vec<std::path::PathBuf> {
         .filter(|p| p.extension() == Some(ext.as_ref()))
         .collect()
 }
+
+/// A node waiting out its retry's backoff when the runner is SIGKILLed: the recovery that
+/// records the execution `interrupted` also ends the retry that will never come, with the
+/// failed attempt as the node's last, "not retried: …" (its row no longer reads as an
+/// attempt about to be retried).
+#[test]
+fn a_retry_left_waiting_by_a_killed_runner_is_recovered_not_retried() {
+    let fx = Fx::new();
+    let wf = fx.write_workflow(
+        "waits.json",
+        &json!({ "id": "waits", "nodes": [
+            { "id": "flaky", "type": "code", "code": "raise ValueError('flaky')",
+              "retry": { "max_attempts": 2, "backoff_ms": 60000 } },
+        ]}),
+    );
+    let mut run = fx.spawn_run(&wf, &json!({}), &["--timeout-ms", "120000"]);
+    let row = fx.wait_running(None, &mut run);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !fx
+        .events(&row.id)
+        .iter()
+        .any(|e| e.kind == "node_end" && e.data["retrying"] == true)
+    {
+        assert!(std::time::Instant::now() < deadline, "no retrying end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(run.pid(), Signal::SIGKILL);
+    run.wait(Duration::from_secs(10));
+    assert_group_gone_reaping(row.pgid.unwrap(), Duration::from_secs(5));
+    fx.flowrun(&["history"]).assert_code(0);
+    let e = fx.execution(&row.id);
+    assert_eq!(e.status, "interrupted", "{e:?}");
+    let flaky = fx.node(&row.id, "flaky");
+    assert_eq!(
+        (flaky.status.as_str(), flaky.attempt),
+        ("error", 1),
+        "{flaky:?}"
+    );
+    assert_eq!(
+        flaky.reason,
+        Some(format!("not retried: {}", e.error_message())),
+        "{flaky:?}"
+    );
+    let last = fx.events(&row.id).into_iter().rev().nth(1).unwrap();
+    assert_eq!(
+        (last.kind.as_str(), &last.data["retrying"]),
+        ("node_end", &serde_json::Value::Null)
+    );
+    assert_eq!(last.data["reason"], json!(flaky.reason.unwrap()));
+    fx.assert_clean(&row.id);
+}

@@ -268,8 +268,13 @@ fn stopping_the_parent_mid_child_ends_every_process_of_both() {
     fx.assert_clean(&row.id);
     assert_eq!(fx.execution(&row.id).status, "cancelled");
     // The child ended with its parent, recorded (by its sub runner, or by the parent's runner
-    // when the sub runner died with the parent's tree first).
-    assert_eq!(fx.execution(&kids[0].0).status, "cancelled");
+    // when the sub runner died with the parent's tree first), and says so.
+    let child = fx.execution(&kids[0].0);
+    assert_eq!(child.status, "cancelled");
+    assert!(
+        child.error_message().contains("with its parent execution"),
+        "{child:?}"
+    );
 }
 
 #[test]

@@ -95,3 +95,62 @@ fn a_grandchilds_code_that_does_not_compile_fails_the_parent_before_any_node_run
     );
     assert!(marker.exists());
 }
+
+/// What never runs is not checked: below a `workflow` node pinned in its file, nothing runs.
+/// And a source too long to compile twice cheaply (over 100,000 characters) is left to the
+/// child, which finds its error as it starts, as before.
+#[test]
+fn what_a_child_never_runs_or_a_huge_source_is_left_to_the_child() {
+    let env = Env::new();
+    put(
+        &env,
+        "broken.json",
+        &json!({ "id": "broken", "nodes": [{ "id": "g", "type": "code", "code": "return )" }]}),
+    );
+    put(
+        &env,
+        "pins.json",
+        &json!({ "id": "pins", "nodes": [
+            { "id": "inner", "type": "workflow", "workflow": "./broken.json", "pinned": {"ok": true} },
+            { "id": "after", "type": "code", "code": "return nodes['inner']['output']['ok']" },
+        ]}),
+    );
+    let parent = put(
+        &env,
+        "parent.json",
+        &json!({ "id": "parent", "nodes": [
+            { "id": "sub", "type": "workflow", "workflow": "./pins.json" },
+        ]}),
+    );
+    let out = env.run(&parent, "{}", &[]);
+    assert_success(
+        &out,
+        "a pinned sub-workflow's file is never run, so never checked",
+    );
+
+    let huge = format!("{}return (\n", "x = 1\n".repeat(20_000));
+    put(
+        &env,
+        "huge.json",
+        &json!({ "id": "huge", "nodes": [{ "id": "h", "type": "code", "code": huge }]}),
+    );
+    let marker = env.path("first-ran");
+    let parent = put(
+        &env,
+        "parent-huge.json",
+        &json!({ "id": "parent-huge", "nodes": [
+            { "id": "first", "type": "command", "argv": ["touch", marker] },
+            { "id": "sub", "type": "workflow", "workflow": "./huge.json" },
+        ]}),
+    );
+    let out = env.run(&parent, "{}", &[]);
+    assert_code(&out, 1, "the child fails as it starts");
+    assert!(
+        marker.exists(),
+        "the parent's first node ran: the child was not checked"
+    );
+    let id = super::top_level_ids(&env).pop().unwrap();
+    let e = env.execution(&id);
+    assert_eq!(e.error.as_ref().unwrap()["node"], "sub", "{e:?}");
+    assert!(e.error_message().contains("does not compile"), "{e:?}");
+}
