@@ -58,6 +58,8 @@ def _run_for_each(run, node):
     outputs = [None] * total
     failed = []
     pausing = []
+    # Items not started because another node failed for good (the run is ending).
+    cut = []
     state = {"stop": False}
     failed_at = []
 
@@ -77,8 +79,16 @@ def _run_for_each(run, node):
             return
         scope = _part_scope(run, item=items[i], index=i)
 
+        refused = []
+
         def may_start():
-            return not state["stop"] and run.error is None
+            # Under the run lock: why it may not start is what held at that moment.
+            if state["stop"]:
+                refused.append("an earlier item failed (fail_fast)")
+            elif run.error is not None:
+                refused.append("not started: " + (run.ending() or "the run failed"))
+                cut.append(i)
+            return not refused
 
         def on_failure(error):
             # Before the failing item's end is written: no item starts after it.
@@ -95,7 +105,7 @@ def _run_for_each(run, node):
         ran = run.attempts(node, scope, ("item", i), may_start, on_failure)
         if ran is None:
             run.node_end(nid, "skipped", 0, 0.0, None, None, None,
-                         [("reason", "an earlier item failed (fail_fast)")], part=("item", i))
+                         [("reason", refused[0])], part=("item", i))
         elif ran[4] is None:
             outputs[i] = ran[3]
 
@@ -135,9 +145,22 @@ def _run_for_each(run, node):
         run.finish(nid, "error", 1, duration, None, error)
         run.fail(node, error)
         return
+    if cut:
+        # Another node failed for good while items were left: the node did not finish, and
+        # its output (the list of every item's) does not exist.
+        error = {"type": "Cancelled", "traceback": "",
+                 "message": "%d of %d items did not start: %s"
+                            % (len(cut), total, run.ending() or "the run failed")}
+        run.node_end(nid, "cancelled", 1, duration, {"items": total}, None, error)
+        run.finish(nid, "cancelled", 1, duration, None, error)
+        return
     status = _loop_status(node)
     run.node_end(nid, status, 1, duration, {"items": total}, outputs, None)
     run.finish(nid, status, 1, duration, outputs, None)
+
+
+def _ordinal(n):
+    return "%d%s" % (n, "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th"))
 
 
 def _loop_status(node):
@@ -234,6 +257,14 @@ def _run_repeat(run, node):
         if done or run.error is not None:
             break
     duration = (time.perf_counter() - t0) * 1000.0
+    if not done and iteration < limit and run.error is not None:
+        # Another node failed for good: no further iteration starts, and `until` never held.
+        error = {"type": "Cancelled", "traceback": "",
+                 "message": "no iteration after the %s: %s"
+                            % (_ordinal(iteration), run.ending() or "the run failed")}
+        run.node_end(nid, "cancelled", 1, duration, {"iterations": iteration}, None, error)
+        run.finish(nid, "cancelled", 1, duration, None, error)
+        return
     if not done:
         error = {"type": "RepeatLimit",
                  "message": "repeat reached max_iterations (%d) without `until` holding" % limit,

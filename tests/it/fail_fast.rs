@@ -338,3 +338,66 @@ fn a_childs_retry_cut_by_its_parent_is_recorded_not_retried() {
     assert_eq!((ends[1].0, ends[1].1), (1, false));
     assert_eq!(ends[1].2.as_deref(), Some(why.as_str()));
 }
+
+/// A looping node beside a node that fails for good starts nothing more, and says why rather
+/// than ending as if it had finished: a `for_each` node's unstarted items are skipped "not
+/// started: node 'bad' failed" (not "an earlier item failed"), and the node ends `cancelled`
+/// without the list of outputs it never had; a `repeat` node ends `cancelled` after its
+/// iteration, not with a RepeatLimit its `until` never reached.
+#[test]
+fn a_loop_beside_a_failed_node_stops_and_says_why() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "loops.json",
+        &json!({ "id": "loops", "max_parallel": 3, "timeout_ms": 60000, "nodes": [
+            { "id": "each", "type": "code", "for_each": [0, 1, 2, 3], "fail_fast": false,
+              "code": "import time\ntime.sleep(0.4)\nreturn item" },
+            { "id": "again", "type": "code",
+              "repeat": { "until": { "op": "ge", "left": "{{ output }}", "right": 100 },
+                          "max_iterations": 50 },
+              "code": "import time\ntime.sleep(0.4)\nreturn iteration" },
+            { "id": "bad", "type": "code",
+              "code": "import time\ntime.sleep(0.6)\nraise ValueError('broken')" },
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_code(&out, 1, "a failed node");
+    let id = env.only_execution_id();
+    let each = env.node(&id, "each");
+    assert_eq!(each.status, "cancelled", "{each:?}");
+    assert_eq!(each.output, None, "{each:?}");
+    let items = env.items(&id, "each");
+    let started: Vec<_> = items
+        .iter()
+        .filter(|(_, r)| r.status == "success")
+        .collect();
+    let skipped: Vec<_> = items
+        .iter()
+        .filter(|(_, r)| r.status == "skipped")
+        .collect();
+    assert_eq!(started.len() + skipped.len(), 4, "{items:?}");
+    assert!(!skipped.is_empty() && started.len() >= 2, "{items:?}");
+    for (_, r) in &skipped {
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("not started: node 'bad' failed"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        each.error_message(),
+        format!(
+            "{} of 4 items did not start: node 'bad' failed",
+            skipped.len()
+        )
+    );
+    let again = env.node(&id, "again");
+    assert_eq!(again.status, "cancelled", "{again:?}");
+    let n = env.iterations(&id, "again").len();
+    assert!((1..50).contains(&n), "{n}");
+    assert!(
+        again.error_message().starts_with("no iteration after the ")
+            && again.error_message().ends_with(": node 'bad' failed"),
+        "{again:?}"
+    );
+}
