@@ -260,16 +260,22 @@ class ForEachFailFast(unittest.TestCase):
 class RetryWhileFailing(unittest.TestCase):
     """No retry starts once another node has failed for good: the run is ending."""
 
-    def test_a_retry_waiting_is_withdrawn_when_another_node_fails(self):
+    def beside(self, flaky_code, backoff_ms, bad_code):
+        """`flaky` (3 attempts) beside `bad`, which fails for good: the run, which fails."""
         wf = workflow([
-            node("flaky", "code", {"code": "raise ValueError('flaky')"},
-                 retry={"max_attempts": 3, "backoff_ms": 30000, "factor": 1}),
-            node("bad", "code", {"code": "import time\ntime.sleep(0.3)\nraise ValueError('no')"}),
+            node("flaky", "code", {"code": flaky_code},
+                 retry={"max_attempts": 3, "backoff_ms": backoff_ms, "factor": 1}),
+            node("bad", "code", {"code": bad_code}),
         ])
         wf["max_parallel"] = 2
         r = run(wf, timeout=20)
         self.assertEqual(r.returncode, 1, r)
         self.assertEqual(r.result["error"]["node"], "bad")
+        return r
+
+    def test_a_retry_waiting_is_withdrawn_when_another_node_fails(self):
+        r = self.beside("raise ValueError('flaky')", 30000,
+                        "import time\ntime.sleep(0.3)\nraise ValueError('no')")
         self.assertEqual([e["attempt"] for e in r.starts("flaky")], [1])
         ends = r.ends("flaky")
         self.assertEqual([(e["attempt"], e.get("retrying"), e.get("reason")) for e in ends],
@@ -279,14 +285,8 @@ class RetryWhileFailing(unittest.TestCase):
         self.assertLess(r.result["duration_ms"], 10000)
 
     def test_an_attempt_failing_after_another_node_did_is_its_last(self):
-        wf = workflow([
-            node("flaky", "code", {"code": "import time\ntime.sleep(0.3)\nraise ValueError('flaky')"},
-                 retry={"max_attempts": 3, "backoff_ms": 0, "factor": 1}),
-            node("bad", "code", {"code": "raise ValueError('no')"}),
-        ])
-        wf["max_parallel"] = 2
-        r = run(wf, timeout=20)
-        self.assertEqual(r.returncode, 1, r)
+        r = self.beside("import time\ntime.sleep(0.3)\nraise ValueError('flaky')", 0,
+                        "raise ValueError('no')")
         self.assertEqual([(e["attempt"], e.get("retrying"), e.get("reason")) for e in r.ends("flaky")],
                          [(1, None, "not retried: node 'bad' failed")])
 

@@ -1,7 +1,7 @@
-//! `flowrun history`, `show` and `logs`.
+//! `flowrun history` and `show` (`flowrun logs` is `logs.rs`).
 
 use super::progress::duration;
-use super::text::{clean, clean_line, json_line, json_pretty};
+use super::text::{clean, clean_line, json_pretty};
 use super::timefmt;
 use super::{Exit, open_store};
 use clap::Args;
@@ -9,7 +9,6 @@ use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, now_ms};
 use flowrun_store::{Execution, HistoryFilter, NodeRow};
 use serde_json::Value;
 use std::path::Path;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
@@ -247,7 +246,7 @@ fn mark(status: &str) -> &'static str {
 const SHOWN_PARTS: usize = 50;
 
 /// `item 3`, `iteration 2`: which part of its node a row is; None for the node's own row.
-fn part_name(part: Option<flowrun_events::Part>) -> Option<String> {
+pub(super) fn part_name(part: Option<flowrun_events::Part>) -> Option<String> {
     match part? {
         flowrun_events::Part::Item(i) => Some(format!("item {i}")),
         flowrun_events::Part::Iteration(k) => Some(format!("iteration {k}")),
@@ -458,74 +457,8 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     Ok(0)
 }
 
-fn print_log(ev: &flowrun_store::StoredEvent) {
-    let mut node = clean_line(ev.node_id.as_deref().unwrap_or("-")).into_owned();
-    // The item or iteration that printed it: `each[2]`, `draft#3`, as the live display writes.
-    if let Some(i) = ev.data.get("item").and_then(Value::as_u64) {
-        node.push_str(&format!("[{i}]"));
-    } else if let Some(k) = ev.data.get("iteration").and_then(Value::as_u64) {
-        node.push_str(&format!("#{k}"));
-    }
-    let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
-    let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
-    let tag = if stream == "stdout" {
-        String::new()
-    } else {
-        format!(" [{stream}]")
-    };
-    println!(
-        "{} {node}{} | {}",
-        timefmt::utc(ev.ts),
-        clean_line(&tag),
-        clean_line(line)
-    );
-}
-
-/// After `logs` of an ended execution, on stderr: each node, item or iteration that failed or
-/// was stopped, and the execution's error when no node carries it (a code node that does not
-/// compile fails it before any node starts).
-fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) -> Result<(), Exit> {
-    let short = &id[..8.min(id.len())];
-    let rows = store.nodes(id)?;
-    for n in &rows {
-        let Some(e) = n.error.as_ref() else { continue };
-        if node.is_some_and(|want| n.node_id != want) {
-            continue;
-        }
-        let part = part_name(n.part)
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default();
-        let how = if n.status == NodeStatus::Cancelled {
-            "was stopped"
-        } else {
-            "failed"
-        };
-        eprintln!(
-            "flowrun: node '{}'{part} {how}: {}: {} (the traceback: flowrun show {short})",
-            clean_line(&n.node_id),
-            clean_line(&e.kind),
-            clean_line(&e.message),
-        );
-    }
-    let exec = store.execution(id)?;
-    if exec.status != ExecStatus::Error {
-        return Ok(());
-    }
-    if let Some(e) = exec.error.as_ref().filter(|e| {
-        node.is_none_or(|want| e.node.as_deref() == Some(want)) && carried_by_no_row(e, &rows)
-    }) {
-        eprintln!(
-            "flowrun: the execution failed{}: {}: {} (flowrun show {short})",
-            in_node(e),
-            clean_line(&e.kind),
-            clean_line(&e.message),
-        );
-    }
-    Ok(())
-}
-
 /// " in node 'ID'" for an error that names its node, else nothing.
-fn in_node(e: &ErrorInfo) -> String {
+pub(super) fn in_node(e: &ErrorInfo) -> String {
     e.node
         .as_deref()
         .map(|n| format!(" in node '{}'", clean_line(n)))
@@ -545,57 +478,8 @@ fn traceback(e: &ErrorInfo) -> Option<&str> {
 
 /// The execution's error is not one of `rows`' own: it names no node, or one without a row (a
 /// code node that does not compile fails the execution before any node starts).
-fn carried_by_no_row(e: &ErrorInfo, rows: &[NodeRow]) -> bool {
+pub(super) fn carried_by_no_row(e: &ErrorInfo, rows: &[NodeRow]) -> bool {
     !e.node
         .as_deref()
         .is_some_and(|n| rows.iter().any(|r| r.node_id == n))
-}
-
-/// `flowrun logs ID [--node NODE] [--json] [-f]`. After the lines of an execution that failed,
-/// stderr names the nodes that failed and why: the logs of a failed step seldom say it (the
-/// error is not printed by the node), and `show` has the traceback.
-pub fn logs(
-    id: &str,
-    follow: bool,
-    node: Option<&str>,
-    json: bool,
-    db: Option<&Path>,
-) -> Result<i32, Exit> {
-    let store = open_store(db)?;
-    let id = store.resolve_id(id)?;
-    let print = |ev: &flowrun_store::StoredEvent| {
-        if node.is_some_and(|n| ev.node_id.as_deref() != Some(n)) {
-            return;
-        }
-        if json {
-            let mut v = serde_json::json!({"seq": ev.seq, "execution_id": id});
-            if let (Some(o), Some(d)) = (v.as_object_mut(), ev.data.as_object()) {
-                o.extend(d.clone());
-            }
-            println!("{}", json_line(&v));
-        } else {
-            print_log(ev);
-        }
-    };
-    let mut after = 0;
-    loop {
-        for ev in store.events(&id, after, Some("log"))? {
-            after = ev.seq;
-            print(&ev);
-        }
-        let ended = store.execution(&id)?.status.is_final();
-        if !follow || ended {
-            // One more pass picks up lines written just before the end.
-            if follow {
-                for ev in store.events(&id, after, Some("log"))? {
-                    print(&ev);
-                }
-            }
-            if ended {
-                print_failures(&store, &id, node)?;
-            }
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -5,6 +5,7 @@ mod exit;
 mod input;
 mod inspect;
 mod inspect_subs;
+mod logs;
 mod maintain;
 mod progress;
 mod run;
@@ -207,7 +208,7 @@ pub fn main() -> i32 {
             follow,
             node,
             json,
-        } => inspect::logs(&id, follow, node.as_deref(), json, db.as_deref()),
+        } => logs::logs(&id, follow, node.as_deref(), json, db.as_deref()),
         Command::Stop { id } => run::stop(&id, db.as_deref()),
         Command::Pause { id } => run::pause(&id, db.as_deref()),
         Command::Rerun { id, file, exec } => {
