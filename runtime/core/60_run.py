@@ -41,7 +41,8 @@ class _Ctx(object):
         lv = _LOG_LEVELS.get(str(level).lower())
         if lv is None:
             raise ValueError("log(): level must be one of info, warning, error, debug (got %r)" % (level,))
-        emit_log(self.id, lv, " ".join(to_text(a) for a in args))
+        # Named with its item or iteration: side by side, nothing else could tell them apart.
+        emit_log(self.id, lv, " ".join(to_text(a) for a in args), None, self.part)
 
     def dep_outputs(self):
         """{dep id: output} of the node's direct upstream nodes."""
@@ -128,9 +129,15 @@ class _Run(object):
             fields.append((part[0], str(int(part[1]))))
         if items is not None:
             fields.append(("items", str(int(items))))
-        # Raw stderr lines after this mark are this node's; with nodes running side by side
-        # they are attributed line by line instead (see _NodeOutput), so the mark says none.
-        mark = b"at -" if _STATE.by_thread else b"at " + _encode(node_id)
+        # Raw stderr lines after this mark are this node's (this item's or iteration's: `at each
+        # item 3`); with nodes running side by side they are attributed line by line instead
+        # (see _NodeOutput), so the mark says none.
+        if _STATE.by_thread:
+            mark = b"at -"
+        elif part is not None:
+            mark = b"at %s %s %d" % (_encode(node_id), _encode(part[0]), int(part[1]))
+        else:
+            mark = b"at " + _encode(node_id)
         _emit_event(fields, mark)
         _announce()
 

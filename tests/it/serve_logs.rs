@@ -2,6 +2,7 @@
 //! when asked, a page at a time — the same lines, in the same form, as `flowrun logs --json`.
 
 use crate::support::serve::World;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Every line of `path` (a logs URL without `after`), page after page; and the pages' sizes.
@@ -92,5 +93,61 @@ fn a_nodes_logs_come_a_page_at_a_time_as_the_cli_prints_them() {
     assert_eq!(r.status, 400, "{}", r.text);
     let r = s.get(&format!("/api/executions/{id}/logs?nodes=each"));
     assert_eq!(r.status, 400, "{}", r.text);
+    for q in ["node=each&item=1&iteration=1", "node="] {
+        let r = s.get(&format!("/api/executions/{id}/logs?{q}"));
+        assert_eq!(r.status, 400, "{q}: {}", r.text);
+    }
+    // Past the largest seq SQLite holds: nothing after it (not everything from the start).
+    for after in ["9223372036854775808", "18446744073709551615"] {
+        let r = s.get(&format!("/api/executions/{id}/logs?after={after}"));
+        assert_eq!(
+            (r.status, r.body["logs"].clone()),
+            (200, json!([])),
+            "{after}"
+        );
+    }
     assert_eq!(s.get("/api/executions/ffffffffffffffff/logs").status, 404);
+}
+
+/// What items and iterations run one at a time print names the one that printed it: stdout by
+/// what runs as the line comes (stdout carries the events too), stderr — a pipe of its own,
+/// read as it comes — by the runtime's marks on it at each item's start and end.
+/// Code and command nodes, `for_each` and `repeat`, every line checked against what it says.
+#[test]
+fn lines_printed_by_items_one_at_a_time_name_their_item_stderr_too() {
+    let w = World::new();
+    let wf = w.write_workflow(
+        "parts.json",
+        &json!({ "id": "parts", "nodes": [
+            { "id": "each", "type": "code", "for_each": [0, 1, 2, 3, 4, 5, 6, 7],
+              "code": "import sys\nfor k in range(3):\n    sys.stderr.write('err item=%d\\n' % item)\n    print('out item=%d' % item)\nreturn item" },
+            { "id": "cmd", "type": "command", "for_each": [0, 1, 2, 3, 4, 5, 6, 7],
+              "argv": ["sh", "-c", "for k in 1 2 3; do echo err item={{ item }} >&2; echo out item={{ item }}; done"] },
+            { "id": "again", "type": "code",
+              "repeat": { "until": { "op": "ge", "left": "{{ output }}", "right": 6 }, "max_iterations": 6 },
+              "code": "import sys\nfor k in range(3):\n    sys.stderr.write('err iteration=%d\\n' % iteration)\n    print('out iteration=%d' % iteration)\nreturn iteration" },
+        ]}),
+    );
+    // "out item=3" -> ("item", 3)
+    let says = |text: &str| {
+        let (_, said) = text.split_once(' ').unwrap();
+        let (kind, n) = said.split_once('=').unwrap();
+        (kind.to_string(), n.parse::<u64>().unwrap())
+    };
+    for round in 0..3 {
+        let out = w.cmd(["run", wf.to_str().unwrap(), "--events", "jsonl"]);
+        assert_success(&out, "the run");
+        let mut checked = 0;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let e: Value = serde_json::from_str(line).unwrap();
+            if e["event"] != "log" {
+                continue;
+            }
+            let text = e["line"].as_str().unwrap();
+            let (kind, want) = says(text);
+            assert_eq!(e[&kind].as_u64(), Some(want), "round {round}: {e}");
+            checked += 1;
+        }
+        assert_eq!(checked, 8 * 6 * 2 + 6 * 6, "round {round}");
+    }
 }

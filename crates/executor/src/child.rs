@@ -163,6 +163,9 @@ impl State<'_> {
     /// names no part (printed to fd 1 or 2 while items run one at a time, or `log()`ged) comes
     /// from. None while several run side by side (the runtime then names the part itself).
     pub(crate) fn current_part(&self, node: &str) -> Option<Part> {
+        if self.side_by_side.contains(node) {
+            return None;
+        }
         let mut parts = self
             .running
             .keys()
@@ -215,6 +218,18 @@ impl State<'_> {
                 };
                 self.running.insert((node.clone(), part), running);
                 self.awaiting_retry.remove(&(node.clone(), part));
+                // Two items (or iterations) of one node at once: a raw line can no longer be
+                // told to be the one that runs (the runtime attributes what Python prints).
+                if part.is_some()
+                    && self
+                        .running
+                        .keys()
+                        .filter(|(n, p)| *n == node && p.is_some())
+                        .nth(1)
+                        .is_some()
+                {
+                    self.side_by_side.insert(node.clone());
+                }
                 self.emit(Event::NodeStart {
                     node,
                     attempt,
@@ -333,9 +348,10 @@ impl State<'_> {
                 item,
                 iteration,
             } => {
+                // The runtime names the item or iteration of what it logs; a line it attributes
+                // to no node is the running node's (see `State::frame` for the raw lines).
+                let part = Part::from_fields(item, iteration);
                 let node = node.or_else(|| self.current_node());
-                let part = Part::from_fields(item, iteration)
-                    .or_else(|| node.as_deref().and_then(|n| self.current_part(n)));
                 let stream = match stream.as_deref() {
                     Some("stdout") => Stream::Stdout,
                     Some("stderr") => Stream::Stderr,

@@ -28,6 +28,8 @@ pub(crate) struct State<'a> {
     /// What waits for a retry (its last attempt ended `retrying`): that attempt's record, which
     /// stands as the last if the retry never comes.
     pub(crate) awaiting_retry: BTreeMap<(String, Option<Part>), NodeDetail>,
+    /// Looping nodes seen running two items or iterations at once.
+    pub(crate) side_by_side: std::collections::HashSet<String>,
     /// What the plan allows, and what the child reported of each node.
     pub(crate) ledger: Ledger,
     pub(crate) log_bytes: u64,
@@ -46,11 +48,25 @@ pub(crate) struct State<'a> {
     pub(crate) pause_requested: bool,
     /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
     /// the first mark (then the running node is the best guess).
-    pub(crate) stderr_node: Option<Option<String>>,
+    pub(crate) stderr_node: Option<Option<(String, Option<Part>)>>,
     /// Per stream (stdout, stderr): the start of a secret the last line may have ended with.
     line_carry: [Carry; 2],
     /// Streamed text (`node_delta`) of what runs, not sent yet.
     pub(crate) deltas: BTreeMap<(String, Option<Part>), DeltaBuf>,
+}
+
+/// A stderr mark's node and part: `each` or `each item 3` / `draft iteration 2` (node ids hold
+/// no spaces).
+fn at_mark(mark: String) -> (String, Option<Part>) {
+    let mut words = mark.splitn(3, ' ');
+    let node = words.next().unwrap_or_default().to_string();
+    let number = |w: Option<&str>| w.and_then(|n| n.parse::<u32>().ok());
+    let part = match words.next() {
+        Some("item") => number(words.next()).map(Part::Item),
+        Some("iteration") => number(words.next()).map(Part::Iteration),
+        _ => None,
+    };
+    (node, part)
 }
 
 impl<'a> State<'a> {
@@ -62,6 +78,7 @@ impl<'a> State<'a> {
             started,
             running: BTreeMap::new(),
             awaiting_retry: BTreeMap::new(),
+            side_by_side: Default::default(),
             ledger: Ledger::new(
                 &spec.nodes,
                 Rules {
@@ -183,9 +200,9 @@ impl<'a> State<'a> {
             return;
         }
         match frame {
-            Frame::At(node) => {
+            Frame::At(mark) => {
                 if stream == Stream::Stderr {
-                    self.stderr_node = Some(node);
+                    self.stderr_node = Some(mark.map(at_mark));
                 }
             }
             Frame::Line { text, cut } => {
@@ -193,15 +210,22 @@ impl<'a> State<'a> {
                     self.add_result_bytes(text.as_bytes());
                 } else {
                     // Past the log budget the line is only counted: skip copying the node id.
-                    let node = if !self.log_fits(text.len() as u64 + cut + 1) {
-                        None
+                    let (node, part) = if !self.log_fits(text.len() as u64 + cut + 1) {
+                        (None, None)
                     } else if stream == Stream::Stderr && self.stderr_node.is_some() {
-                        // The runtime marks stderr at each node boundary: exact attribution.
-                        self.stderr_node.clone().flatten()
+                        // The runtime marks stderr at each node, item and iteration boundary:
+                        // exact attribution (what runs now, as stdout's events tell, may be
+                        // ahead of or behind this pipe).
+                        match self.stderr_node.clone().flatten() {
+                            Some((node, part)) => (Some(node), part),
+                            None => (None, None),
+                        }
                     } else {
-                        self.current_node()
+                        // stdout carries the events too: what runs now is what printed it.
+                        let node = self.current_node();
+                        let part = node.as_deref().and_then(|n| self.current_part(n));
+                        (node, part)
                     };
-                    let part = node.as_deref().and_then(|n| self.current_part(n));
                     self.log_part(stream, None, node, part, text, cut);
                 }
             }

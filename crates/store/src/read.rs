@@ -256,7 +256,7 @@ impl Store {
             "SELECT seq, kind, node_id, ts, data FROM events
              WHERE execution_id = ?1 AND seq > ?2 AND (?3 IS NULL OR kind = ?3) ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![execution_id, after_seq as i64, kind], |r| {
+        let rows = stmt.query_map(params![execution_id, seq_key(after_seq), kind], |r| {
             let data: String = r.get(4)?;
             Ok(StoredEvent {
                 seq: r.get::<_, i64>(0)? as u64,
@@ -282,7 +282,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, kind, data FROM events WHERE execution_id = ?1 AND seq > ?2 ORDER BY seq",
         )?;
-        let mut rows = stmt.query(params![execution_id, after_seq as i64])?;
+        let mut rows = stmt.query(params![execution_id, seq_key(after_seq)])?;
         let (mut page, mut bytes) = (Vec::new(), 0usize);
         while bytes < max_bytes {
             let Some(r) = rows.next()? else { break };
@@ -315,7 +315,7 @@ impl Store {
         )?;
         let mut rows = stmt.query(params![
             execution_id,
-            after_seq as i64,
+            seq_key(after_seq),
             node,
             part.0,
             part.1
@@ -337,7 +337,7 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached("SELECT 1 FROM events WHERE execution_id = ?1 AND seq > ?2 LIMIT 1")?
-            .query_row(params![execution_id, after_seq as i64], |_| Ok(()))
+            .query_row(params![execution_id, seq_key(after_seq)], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -382,4 +382,10 @@ impl Store {
 /// Stored JSON, as deep as flowrun stores it (serde_json alone stops at 128 levels).
 fn stored_json(text: &str) -> Option<Value> {
     flowrun_events::json::parse_bounded(text.as_bytes(), flowrun_events::json::MAX_DEPTH).ok()
+}
+
+/// A seq as SQLite stores it: past `i64::MAX` (which no execution reaches) it stays the
+/// largest, rather than wrapping to a negative number that every seq is after.
+fn seq_key(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }

@@ -39,6 +39,14 @@ pub async fn logs(
             "item and iteration are those of a node: give node too",
         ));
     }
+    if q.item.is_some() && q.iteration.is_some() {
+        return Err(ApiError::bad_request(
+            "a node has items (for_each) or iterations (repeat): give one of them",
+        ));
+    }
+    if q.node.as_deref() == Some("") {
+        return Err(ApiError::bad_request("node: empty (give a node id)"));
+    }
     let store = app.store.clone();
     blocking(move || {
         let store = store.lock();
