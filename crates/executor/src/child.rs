@@ -159,9 +159,10 @@ impl State<'_> {
         nodes.all(|n| n == first).then(|| first.clone())
     }
 
-    /// The item or iteration of `node` that runs now, when exactly one does: what a line that
-    /// names no part (printed to fd 1 or 2 while items run one at a time, or `log()`ged) comes
-    /// from. None while several run side by side (the runtime then names the part itself).
+    /// The item or iteration of `node` that runs now, when exactly one does: what a raw stdout
+    /// line (printed while items run one at a time) comes from. None for a node seen running
+    /// several side by side: the runtime names the part of what Python prints then, and a raw
+    /// line could be any of them. (stderr has the runtime's marks; `log()` names its part.)
     pub(crate) fn current_part(&self, node: &str) -> Option<Part> {
         if self.side_by_side.contains(node) {
             return None;

@@ -46,8 +46,8 @@ pub(crate) struct State<'a> {
     pub(crate) second_result: bool,
     /// A pause was asked of the runtime (so a `paused` result may be true).
     pub(crate) pause_requested: bool,
-    /// The node stderr lines belong to, from the runtime's `at` marks on stderr; `None` until
-    /// the first mark (then the running node is the best guess).
+    /// The node (and item or iteration) stderr lines belong to, from the runtime's `at` marks on
+    /// stderr; `None` until the first mark (then the running node is the best guess).
     pub(crate) stderr_node: Option<Option<(String, Option<Part>)>>,
     /// Per stream (stdout, stderr): the start of a secret the last line may have ended with.
     line_carry: [Carry; 2],
