@@ -294,14 +294,11 @@ class _Run(object):
                               part=part)
                 return status, attempt, duration, output, None
             _cost_add(self, node, error)
-            last = None
-            if attempt < max_attempts and not self.fatal:
-                ending = self.ending()
-                if ending is not None:
-                    # Another node failed for good before this attempt did: no retry starts
-                    # for a run that is ending (a retry is new work, as a new node would be).
-                    last = [("reason", "not retried: " + ending)]
-            if attempt < max_attempts and not self.fatal and last is None:
+            # A retry is new work: none starts for a run that is ending (another node failed
+            # for good), whether before this attempt failed or during its backoff.
+            retries_left = attempt < max_attempts and not self.fatal
+            ending = self.ending() if retries_left else None
+            if retries_left and ending is None:
                 try:
                     wait = backoff * (factor ** (attempt - 1))
                 except (OverflowError, ZeroDivisionError):
@@ -317,10 +314,10 @@ class _Run(object):
                               [("retrying", True), ("retry_in_ms", wait_ms)], part=part)
                 if self.backoff(wait_ms):
                     continue
-                # Another node failed for good meanwhile: the retry announced is withdrawn,
-                # this attempt's end said again as the last (the ledger allows that, as an
-                # error only).
-                last = [("reason", "not retried: " + (self.ending() or "the run is ending"))]
+                # The retry announced is withdrawn: this attempt's end is said again as the
+                # last (the ledger allows that, as an error only).
+                ending = self.ending() or "the run is ending"
+            last = None if ending is None else [("reason", "not retried: " + ending)]
             if on_failure is not None:
                 with _STATE.run_lock:
                     on_failure(error)
