@@ -2,6 +2,7 @@
 //! after those of an execution that failed, on stderr, what failed and why.
 
 use super::inspect::{carried_by_no_row, in_node, part_name};
+use super::progress::part_label;
 use super::text::{clean_line, json_line};
 use super::timefmt;
 use super::{Exit, open_store};
@@ -11,13 +12,14 @@ use std::path::Path;
 use std::time::Duration;
 
 fn print_log(ev: &flowrun_store::StoredEvent) {
-    let mut node = clean_line(ev.node_id.as_deref().unwrap_or("-")).into_owned();
     // The item or iteration that printed it: `each[2]`, `draft#3`, as the live display writes.
-    if let Some(i) = ev.data.get("item").and_then(Value::as_u64) {
-        node.push_str(&format!("[{i}]"));
-    } else if let Some(k) = ev.data.get("iteration").and_then(Value::as_u64) {
-        node.push_str(&format!("#{k}"));
-    }
+    let number = |k: &str| ev.data.get(k).and_then(Value::as_u64).map(|n| n as u32);
+    let node = part_label(
+        ev.node_id.as_deref().unwrap_or("-"),
+        number("item"),
+        number("iteration"),
+    );
+    let node = clean_line(&node);
     let stream = ev.data.get("stream").and_then(Value::as_str).unwrap_or("");
     let line = ev.data.get("line").and_then(Value::as_str).unwrap_or("");
     let tag = if stream == "stdout" {
@@ -89,32 +91,39 @@ pub fn logs(
     let store = open_store(db)?;
     let id = store.resolve_id(id)?;
     let print = |ev: &flowrun_store::StoredEvent| {
-        if node.is_some_and(|n| ev.node_id.as_deref() != Some(n)) {
-            return;
-        }
         if json {
-            let mut v = serde_json::json!({"seq": ev.seq, "execution_id": id});
-            if let (Some(o), Some(d)) = (v.as_object_mut(), ev.data.as_object()) {
-                o.extend(d.clone());
-            }
-            println!("{}", json_line(&v));
+            println!("{}", json_line(&flowrun_app::views::log_json(&id, ev)));
         } else {
             print_log(ev);
         }
     };
+    // Every line after `after` (the node's only, in SQL), a page at a time; the last seq.
+    let print_after = |mut after: u64| -> Result<u64, Exit> {
+        loop {
+            let (page, more) = store.log_page(
+                &id,
+                after,
+                node,
+                (None, None),
+                flowrun_app::views::LOG_PAGE_BYTES,
+            )?;
+            for ev in &page {
+                after = ev.seq;
+                print(ev);
+            }
+            if !more {
+                return Ok(after);
+            }
+        }
+    };
     let mut after = 0;
     loop {
-        for ev in store.events(&id, after, Some("log"))? {
-            after = ev.seq;
-            print(&ev);
-        }
+        after = print_after(after)?;
         let ended = store.execution(&id)?.status.is_final();
         if !follow || ended {
             // One more pass picks up lines written just before the end.
             if follow {
-                for ev in store.events(&id, after, Some("log"))? {
-                    print(&ev);
-                }
+                print_after(after)?;
             }
             if ended {
                 print_failures(&store, &id, node)?;

@@ -1,9 +1,23 @@
 //! The JSON views of stored executions, shared by the CLI (`history --json`, `show --json`,
-//! `run --json`) and the HTTP API, so both print the same stable fields (listed in the README).
+//! `run --json`, `logs --json`) and the HTTP API, so both print the same stable fields (listed in the README).
 
 use flowrun_events::{NodeStatus, Part};
 use flowrun_store::{Execution, NodeRow, Store, StoreError};
 use serde_json::{Value, json};
+
+/// How much recorded log text one read of `flowrun logs` or one page of
+/// `GET /api/executions/{id}/logs` holds (one line at least).
+pub const LOG_PAGE_BYTES: usize = 256 << 10;
+
+/// A stored `log` event as `flowrun logs --json` prints it and the logs API gives it: its
+/// `seq` and execution id, then the event's own fields.
+pub fn log_json(execution_id: &str, ev: &flowrun_store::StoredEvent) -> Value {
+    let mut v = json!({"seq": ev.seq, "execution_id": execution_id});
+    if let (Some(o), Some(d)) = (v.as_object_mut(), ev.data.as_object()) {
+        o.extend(d.clone());
+    }
+    v
+}
 
 /// The JSON form of an execution summary (`history --json`, `GET /api/executions`).
 pub fn summary_json(e: &Execution) -> Value {

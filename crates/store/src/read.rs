@@ -294,9 +294,9 @@ impl Store {
     }
 
     /// The `log` events after `after_seq` — of `node` only when given, and of its item or
-    /// iteration when given — as `(seq, JSON text)`, the text as recorded: the first ones only,
-    /// as many as fit in `max_bytes` of text (one at least, however long), and whether more
-    /// follow. A page at a time, whatever a node printed (`GET /api/executions/{id}/logs`).
+    /// iteration when given — in order: the first ones only, as many as fit in `max_bytes` of
+    /// recorded text (one at least, however long), and whether more follow. A page at a time,
+    /// whatever a node printed (`flowrun logs`, `GET /api/executions/{id}/logs`).
     pub fn log_page(
         &self,
         execution_id: &str,
@@ -304,9 +304,9 @@ impl Store {
         node: Option<&str>,
         part: (Option<u32>, Option<u32>),
         max_bytes: usize,
-    ) -> Result<(Vec<(u64, String)>, bool)> {
+    ) -> Result<(Vec<StoredEvent>, bool)> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, data FROM events
+            "SELECT seq, kind, node_id, ts, data FROM events
              WHERE execution_id = ?1 AND seq > ?2 AND kind = 'log'
                AND (?3 IS NULL OR node_id = ?3)
                AND (?4 IS NULL OR json_extract(data, '$.item') = ?4)
@@ -325,9 +325,15 @@ impl Store {
             if bytes >= max_bytes {
                 return Ok((page, true));
             }
-            let data: String = r.get(1)?;
+            let data: String = r.get(4)?;
             bytes += data.len();
-            page.push((r.get::<_, i64>(0)? as u64, data));
+            page.push(StoredEvent {
+                seq: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                node_id: r.get(2)?,
+                ts: r.get(3)?,
+                data: stored_json(&data).unwrap_or(Value::Null),
+            });
         }
         Ok((page, false))
     }

@@ -21,6 +21,15 @@ pub(super) fn fit(s: &str, cols: usize) -> String {
     console::truncate_str(s, cols, "…").into_owned()
 }
 
+/// A node, or one of its items or iterations, as the terminal names it: `each[2]`, `draft#3`.
+pub fn part_label(node: &str, item: Option<u32>, iteration: Option<u32>) -> String {
+    match (item, iteration) {
+        (Some(i), _) => format!("{node}[{i}]"),
+        (None, Some(k)) => format!("{node}#{k}"),
+        (None, None) => node.to_string(),
+    }
+}
+
 /// What a `node_end` line shows, before it is laid out.
 pub struct NodeEndLine<'a> {
     pub node: &'a str,

@@ -12,7 +12,7 @@ use super::text::{clean, clean_line};
 use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream};
 use flowrun_executor::Sink;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-pub use lines::{NodeEndLine, duration, node_end_line};
+pub use lines::{NodeEndLine, duration, node_end_line, part_label};
 use lines::{fit, running_label, running_message};
 use std::collections::HashMap;
 use std::io::Write;
@@ -358,11 +358,7 @@ impl Sink for Terminal {
                 }
                 let ty = self.types.get(node).map(String::as_str).unwrap_or("");
                 // A failed item or iteration says which: `each[2]`, `draft#3`.
-                let node = &match (item, iteration) {
-                    (Some(i), _) => format!("{node}[{i}]"),
-                    (None, Some(k)) => format!("{node}#{k}"),
-                    _ => node.clone(),
-                };
+                let node = &part_label(node, *item, *iteration);
                 let line = node_end_line(
                     &NodeEndLine {
                         node,
@@ -393,11 +389,7 @@ impl Sink for Terminal {
                 if self.agent_action(node.as_deref(), level.as_deref(), line) {
                     return;
                 }
-                let who = match (node.as_deref().unwrap_or("-"), item, iteration) {
-                    (n, Some(i), _) => format!("{n}[{i}]"),
-                    (n, None, Some(k)) => format!("{n}#{k}"),
-                    (n, None, None) => n.to_string(),
-                };
+                let who = part_label(node.as_deref().unwrap_or("-"), *item, *iteration);
                 let who = clean_line(&who);
                 let bar = if *stream == Stream::Stderr {
                     "┃"

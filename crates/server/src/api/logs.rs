@@ -11,10 +11,6 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The most of the recorded lines' text one answer carries (one line at least, however long):
-/// `next` and `more` say where to go on.
-pub const PAGE_BYTES: usize = 256 << 10;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
@@ -68,23 +64,12 @@ pub async fn logs(
             q.after,
             q.node.as_deref(),
             (q.item, q.iteration),
-            PAGE_BYTES,
+            flowrun_app::views::LOG_PAGE_BYTES,
         )?;
-        let next = page.last().map_or(q.after, |(seq, _)| *seq);
+        let next = page.last().map_or(q.after, |ev| ev.seq);
         let lines: Vec<Value> = page
-            .into_iter()
-            .map(|(seq, text)| {
-                let mut line = json!({"seq": seq, "execution_id": id});
-                let data = flowrun_events::json::parse_bounded(
-                    text.as_bytes(),
-                    flowrun_events::json::MAX_DEPTH,
-                )
-                .unwrap_or(Value::Null);
-                if let (Some(o), Some(d)) = (line.as_object_mut(), data.as_object()) {
-                    o.extend(d.clone());
-                }
-                line
-            })
+            .iter()
+            .map(|ev| flowrun_app::views::log_json(&id, ev))
             .collect();
         Ok(Json(json!({
             "execution_id": id,
