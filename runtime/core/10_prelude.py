@@ -63,10 +63,11 @@
 #   FORK_PREPARE.append(fn)              fn(WORKFLOW) does, once in a warm
 #                                        template, work every execution of the
 #                                        script would repeat (see 80_main.py)
-#   START_CHECKS.append(fn)              fn(run) checks, before any node runs,
-#                                        what would fail a node for sure (a code
-#                                        node's syntax); it sets run.error,
-#                                        naming the node, and no node runs
+#   START_CHECKS.append(fn)              fn(WORKFLOW) yields, before any node
+#                                        runs, what would fail a node for sure (a
+#                                        code node's syntax) as (error naming the
+#                                        node, where): the first fails the run and
+#                                        no node runs; `--check` lists them all
 #
 # The protocol, scheduling and data rules are the contract in docs/design.md
 # ("Child-process protocol"); runtime/README.md lists the decisions taken

@@ -126,7 +126,22 @@ def prepare_for_fork(workflow):
             pass
 
 
+def check_only(workflow):
+    """`script --check` (flowrun validate): every problem the start checks find, as one JSON
+    line on stdout ({"problems": [{"error": …, "where": …}]}), then exit 0.  Reads nothing, runs
+    no node and speaks no protocol: compiling a code node's source defines its function and runs
+    none of its body."""
+    problems = []
+    for check in START_CHECKS:
+        problems.extend({"error": error, "where": where} for error, where in check(workflow))
+    sys.stdout.write(_dumps({"problems": problems}) + "\n")
+    sys.stdout.flush()
+    sys.exit(0)
+
+
 def main(workflow):
+    if sys.argv[1:] == ["--check"]:
+        check_only(workflow)
     t0 = time.perf_counter()
     nonce = _read_nonce()
     _STATE.prefix = ("@@flowrun:" + nonce + ":").encode("utf-8")
@@ -154,8 +169,11 @@ def main(workflow):
         _apply_defaults(workflow.get("inputs"), trigger)
         run = _Run(workflow, trigger, execution)
         for check in START_CHECKS:
-            if run.error is None:
-                check(run)
+            for error, _where in check(run.workflow):
+                run.error = error
+                break
+            if run.error is not None:
+                break
         if run.error is None:
             run.run_all()
         status, output, error = _outcome(run)

@@ -122,16 +122,17 @@ def _code_prepare_for_fork(workflow):
 FORK_PREPARE.append(_code_prepare_for_fork)
 
 
-def _code_check_syntax(run):
-    """Before any node runs: a code node that will run (neither pinned nor mocked) and whose
-    source does not compile fails the execution at once, and no node runs — not those before
-    it, whose requests and commands would have been made for a run bound to fail (a Python file
-    with a syntax error anywhere runs none of its lines either).  Compiled as the node would
-    compile it, into the cache the node then takes it from, with warnings made errors; a source
-    that fails so is compiled again with warnings ignored, and not kept: only an error then is
-    the source's own, and one that merely warns warns in the node's log when it runs, as
-    before.  A source a warm template compiled is in the cache already."""
-    for node in run.workflow.get("nodes") or ():
+def _code_problems(workflow):
+    """Each code node that will run (neither pinned nor mocked) and whose source does not
+    compile, in the order of `nodes`, then those of its sub-workflows (_code_sub_problems), as
+    (node, error, where): `error` the execution's error naming that node, `where` the source's
+    line and column and, for a sub-workflow's, its file and node (for `flowrun validate`).
+    Compiled as the node would compile it, into the cache the node then takes it from, with
+    warnings made errors; a source that fails so is compiled again with warnings ignored, and
+    not kept: only an error then is the source's own, and one that merely warns warns in the
+    node's log when it runs, as before.  A source a warm template compiled is in the cache
+    already."""
+    for node in workflow.get("nodes") or ():
         source = (node.get("params") or {}).get("code")
         if (node.get("type") != "code" or not isinstance(source, str)
                 or node.get("pinned") is not None or node.get("mock") is not None):
@@ -145,16 +146,14 @@ def _code_check_syntax(run):
             _code_with_warnings("ignore", _code_compile, node["id"], source, False)
             continue
         except Exception as e:  # SyntaxError, and RecursionError or MemoryError on deep nesting
-            error = _error_info(e)
-        # The execution's error, naming the node; the node itself never starts (the nodes it
-        # depends on have not ended: a start now would be out of order).
+            error, where = _error_info(e), _code_where(e)
         error["message"] = "its source does not compile, so no node ran: " + error["message"]
-        run.error = dict(error, node=node["id"])
-        return
-    _code_check_sub_syntax(run)
+        yield node["id"], error, where
+    for problem in _code_sub_problems(workflow):
+        yield problem
 
 
-def _code_check_sub_syntax(run):
+def _code_sub_problems(workflow):
     """Then the code nodes of the sub-workflows a `workflow` node would run (its `sub_code`,
     from the child files and the files below them, read when this script was made): a source
     that does not compile would fail the child only once it started, after the nodes before it
@@ -162,7 +161,7 @@ def _code_check_sub_syntax(run):
     kept: the child compiles its own.  Named after its file, so neither its lines nor its
     cache entry are taken for a node of this workflow with the same id.  A source longer than
     _code_PREPARE_MAX is left to the child (compiling one twice would cost seconds)."""
-    for node in run.workflow.get("nodes") or ():
+    for node in workflow.get("nodes") or ():
         if (node.get("type") != "workflow" or node.get("pinned") is not None
                 or node.get("mock") is not None):
             continue
@@ -175,13 +174,31 @@ def _code_check_sub_syntax(run):
                 _code_with_warnings("ignore", _code_compile, label, sub.get("code") or "", False)
                 continue
             except Exception as e:  # SyntaxError, and RecursionError or MemoryError
-                error = _error_info(e)
+                error, where = _error_info(e), _code_where(e)
                 if isinstance(e, SyntaxError) and e.lineno:
                     error["message"] = "%s (line %d)" % (e.msg, e.lineno)
             error["message"] = ("code node '%s' of %s does not compile, so no node ran: %s"
                                 % (sub.get("node"), file, error["message"]))
-            run.error = dict(error, node=node["id"])
-            return
+            where.update(file=file, node=sub.get("node"))
+            yield node["id"], error, where
+
+
+def _code_where(e):
+    """Where in its source a compile error is: the error itself and its line and column, when
+    it is a SyntaxError."""
+    if isinstance(e, SyntaxError):
+        return {"error": e.msg, "line": e.lineno, "column": e.offset}
+    return {"error": "%s: %s" % (_error_type(e), e), "line": None, "column": None}
+
+
+def _code_check_syntax(workflow):
+    """Before any node runs: the code nodes whose source does not compile (_code_problems).  A
+    start check: the first fails the execution at once, and no node runs — not those before it,
+    whose requests and commands would have been made for a run bound to fail (a Python file
+    with a syntax error anywhere runs none of its lines either); `flowrun validate` reports
+    every one."""
+    for node, error, where in _code_problems(workflow):
+        yield dict(error, node=node), where
 
 
 def _code_with_warnings(action, f, *args):

@@ -1,7 +1,9 @@
 """Node types and templates.  Run: python3 -m unittest discover -s runtime/tests"""
+import json
+import subprocess
 import unittest
 
-from harness import R, T, node, ref, run, workflow
+from harness import PYTHON, R, T, build_script, node, ref, run, workflow
 
 
 class TriggerNode(unittest.TestCase):
@@ -196,6 +198,32 @@ class CodeNode(unittest.TestCase):
             err = r.result["error"]
             self.assertEqual((err["node"], err["type"]), ("bad", kind), err)
             self.assertTrue(err["message"].startswith("its source does not compile"), err)
+
+    def test_check_mode_lists_every_problem_and_runs_nothing(self):
+        # `script --check` (flowrun validate): every code node that does not compile, a
+        # sub-workflow's with its file and node, as one JSON line; no stdin read, no node run.
+        wf = workflow([
+            node("first", "command", {"argv": ["echo", "the-command-ran"]}),
+            node("a", "code", {"code": "x = (1,\nreturn x"}, deps=["first"]),
+            node("fine", "code", {"code": "return 1"}),
+            node("b", "code", {"code": "if True:\nreturn 1"}),
+            node("sub", "workflow", {"workflow": "child.yaml"}),
+        ])
+        wf["nodes"][4]["sub_code"] = [{"file": "/w/child.yaml", "node": "deep", "code": "def f(:\n  pass"}]
+        # As crates/app/src/code_check.rs runs it: the script on stdin, no environment.
+        r = subprocess.run([PYTHON, "-I", "-S", "-", "--check"], input=build_script(wf).encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(len(lines), 1, r.stdout)
+        problems = json.loads(lines[0])["problems"]
+        self.assertEqual([p["error"]["node"] for p in problems], ["a", "b", "sub"])
+        self.assertEqual(problems[0]["where"], {"error": "'(' was never closed", "line": 1, "column": 5})
+        self.assertEqual(problems[1]["where"]["line"], 2)
+        self.assertEqual((problems[2]["where"]["file"], problems[2]["where"]["node"]), ("/w/child.yaml", "deep"))
+        self.assertTrue(problems[2]["error"]["message"].startswith("code node 'deep' of /w/child.yaml"))
+        self.assertNotIn(b"the-command-ran", r.stdout + r.stderr)
+        self.assertNotIn(b"@@flowrun", r.stdout + r.stderr)
 
     def test_syntax_errors_of_nodes_that_will_not_run_stop_nothing(self):
         # Pinned and mocked code nodes never run their source, so it is not checked; one that

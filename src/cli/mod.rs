@@ -38,7 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a workflow: validate, generate the script, execute it and record everything.
     Run(run::RunArgs),
-    /// Check workflow files; errors name the file, line, node and field. Exit 2 if any is invalid.
+    /// Check workflow files, code nodes compiled; errors name the file, line, node and field. Exit 2 if any is invalid.
     Validate {
         /// Workflow files (.json, .yaml or .yml).
         #[arg(required = true)]
@@ -46,6 +46,10 @@ pub enum Command {
         /// One JSON document on stdout: per file, whether it is valid and every problem found.
         #[arg(long)]
         json: bool,
+        /// Python interpreter that compiles code nodes (default: as `run` finds it:
+        /// $FLOWRUN_PYTHON, $VIRTUAL_ENV, python3 then python on PATH).
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
     },
     /// Print (or write with -o) the Python script generated for a workflow.
     Codegen {
@@ -199,7 +203,11 @@ pub fn main() -> i32 {
     let db = cli.db.clone();
     let result = match cli.command {
         Command::Run(args) => run::run(args, db.as_deref()),
-        Command::Validate { files, json } => workflow::validate(&files, json),
+        Command::Validate {
+            files,
+            json,
+            python,
+        } => workflow::validate(&files, json, python.as_deref()),
         Command::Codegen { file, output } => workflow::codegen(&file, output.as_deref()),
         Command::History(args) => inspect::history(args, db.as_deref()),
         Command::Show { id, json } => inspect::show(&id, json, db.as_deref()),

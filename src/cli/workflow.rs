@@ -1,6 +1,7 @@
 //! `flowrun validate` and `flowrun codegen`.
 
 use super::Exit;
+use flowrun_app::code_check::CodeCheck;
 use flowrun_codegen::{Diagnostics, Plan, RenderOptions, Source};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,24 @@ fn check(file: &Path) -> Result<(Source, Plan), Diagnostics> {
     let source = flowrun_codegen::load_file(file)?;
     let plan = flowrun_app::inputs::compile(&source)?;
     Ok((source, plan))
+}
+
+/// [`check`], then compiles its code nodes with the interpreter a run would use
+/// (`flowrun_app::code_check`): a source that does not compile makes the file invalid. The
+/// second part says why nothing was compiled, when it could not be.
+fn check_and_compile(
+    file: &Path,
+    python: Option<&Path>,
+) -> (Result<(Source, Plan), Diagnostics>, Option<String>) {
+    let (source, plan) = match check(file) {
+        Ok(sp) => sp,
+        Err(d) => return (Err(d), None),
+    };
+    match flowrun_app::code_check::check(&source, &plan, python) {
+        CodeCheck::Done(problems) if problems.is_empty() => (Ok((source, plan)), None),
+        CodeCheck::Done(problems) => (Err(Diagnostics(problems)), None),
+        CodeCheck::Skipped(why) => (Ok((source, plan)), Some(why)),
+    }
 }
 
 /// Loads and checks a workflow file; exit 2 with every problem when it is invalid.
@@ -36,8 +55,12 @@ fn summary(source: &Source, plan: &Plan) -> String {
 }
 
 /// One file's entry in `validate --json` (the fields are documented in the README).
-fn json_entry(file: &Path, result: &Result<(Source, Plan), Diagnostics>) -> Value {
-    match result {
+fn json_entry(
+    file: &Path,
+    result: &Result<(Source, Plan), Diagnostics>,
+    skipped: Option<&str>,
+) -> Value {
+    let mut entry = match result {
         Ok((source, plan)) => json!({
             "file": source.file,
             "valid": true,
@@ -54,24 +77,30 @@ fn json_entry(file: &Path, result: &Result<(Source, Plan), Diagnostics>) -> Valu
             "order": null,
             "diagnostics": d.0,
         }),
-    }
+    };
+    entry["compile_skipped"] = json!(skipped);
+    entry
 }
 
 /// Checks each file: a one-line summary per valid file on stdout and every problem of the
 /// invalid ones on stderr, or with `json` one JSON document on stdout. Exit 2 if any is invalid.
-pub fn validate(files: &[PathBuf], json: bool) -> Result<i32, Exit> {
+pub fn validate(files: &[PathBuf], json: bool, python: Option<&Path>) -> Result<i32, Exit> {
     let mut entries = Vec::with_capacity(files.len());
     let mut all_valid = true;
     for file in files {
-        let result = check(file);
+        let (result, skipped) = check_and_compile(file, python);
         all_valid &= result.is_ok();
         if json {
-            entries.push(json_entry(file, &result));
+            entries.push(json_entry(file, &result, skipped.as_deref()));
             continue;
         }
         match result {
             Ok((source, plan)) => println!("{}", super::text::clean_line(&summary(&source, &plan))),
             Err(d) => eprintln!("error: {}", super::text::clean(&d.to_string())),
+        }
+        if let Some(why) = skipped {
+            let line = format!("{}: code nodes not compiled: {why}", file.display());
+            eprintln!("warning: {}", super::text::clean(&line));
         }
     }
     if json {

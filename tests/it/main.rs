@@ -38,6 +38,7 @@ mod serve_stream;
 mod shell;
 mod shepherd_binary;
 mod subworkflows;
+mod validate_code;
 mod validate_errors;
 mod warm;
 mod warm_attacks;

@@ -12,6 +12,7 @@
 
 pub mod again;
 pub mod agents;
+pub mod code_check;
 pub mod control;
 pub mod files;
 pub mod inputs;

@@ -92,6 +92,23 @@ impl Source {
         let mut located = self.locate(d.into());
         located.0.remove(0)
     }
+
+    /// A problem with a field of the node `node` (its first with that id) found outside codegen
+    /// (a code node's source that does not compile), with the file and the field's line.
+    pub fn node_diagnostic(
+        &self,
+        node: &str,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let d = Diagnostic::new(message).field(field);
+        let d = match self.workflow.nodes.iter().position(|n| n.id == node) {
+            Some(index) => d.node_at(index, node),
+            None => d.node(node),
+        };
+        let mut located = self.locate(d.into());
+        located.0.remove(0)
+    }
 }
 
 fn locate_in(text: &str, format: Format, file: &str, mut diags: Diagnostics) -> Diagnostics {

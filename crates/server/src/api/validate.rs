@@ -1,5 +1,5 @@
 //! `POST /api/validate`: everything an editor shows about an unsaved definition, without running
-//! anything: diagnostics, the input schema with its defaults, the connections it needs and
+//! any of it: diagnostics (code nodes compiled by the interpreter a run would use), the input schema with its defaults, the connections it needs and
 //! whether each is bound, the agent CLIs it needs and whether each is found, and per node what
 //! it reads.
 
@@ -11,6 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use flowrun_app::code_check::{self, CodeCheck};
 use flowrun_codegen::Plan;
 use flowrun_codegen::pyliteral::Data;
 use flowrun_codegen::template::Part;
@@ -108,13 +109,24 @@ pub async fn validate(
                 })
                 .collect::<Vec<Value>>()
         });
-        let entry = match flowrun_codegen::source::from_value(def, "<request>") {
+        let mut entry = match flowrun_codegen::source::from_value(def, "<request>") {
             Ok(source) => workflows::check(
                 file,
                 workflows::placed(app.workflows_dir.as_deref(), source),
             ),
             Err(d) => workflows::unparsed(file, d),
         };
+        // Code nodes compiled by the interpreter a run would use: a run refuses a source that
+        // does not compile before any node runs, so it is an error here too.
+        let mut compile_skipped = None;
+        if let (Some(source), Some(plan), true) =
+            (&entry.source, &entry.plan, entry.errors.is_empty())
+        {
+            match code_check::check(source, plan, app.options.python.as_deref()) {
+                CodeCheck::Done(problems) => entry.errors = problems,
+                CodeCheck::Skipped(why) => compile_skipped = Some(why),
+            }
+        }
         let given = |var: &str| {
             body.env
                 .get(var)
@@ -131,6 +143,7 @@ pub async fn validate(
         let obj = v.as_object_mut().expect("describe gives an object");
         obj.remove("file");
         obj.insert("diagnostics".into(), json!(entry.errors));
+        obj.insert("compile_skipped".into(), json!(compile_skipped));
         obj.remove("errors");
         let node_list = match (&entry.plan, &entry.source) {
             (Some(plan), _) => nodes(plan),
