@@ -40,6 +40,14 @@ struct LiveState {
 /// The most streamed text of one node kept for viewers that join late.
 const MAX_STREAM_KEPT: usize = 1 << 20;
 
+/// Events kept past which the memory an execution held is given back to the system after it
+/// ends ([`Live::trim_after`]): ~200 bytes each on the heap, so 10,000 are ~2 MB.
+const TRIM_AFTER_EVENTS: usize = 10_000;
+
+/// How long after such an end: the last viewers, the waiting caller and the store's writes let
+/// go of the events in the moments after it, and the pages are only free once all have.
+const TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Live {
     pub(super) fn new(id: &str) -> (Arc<Live>, watch::Receiver<Option<StopReason>>) {
         let (stop, stop_rx) = watch::channel(None);
@@ -103,6 +111,29 @@ impl Live {
             }
         }
         let _ = self.tx.send(Arc::new(env));
+    }
+
+    /// After an execution that kept many events, gives the memory the allocator then holds
+    /// free back to the system, a moment later. A server keeps every event of a running
+    /// execution here (viewers that join late get them all): a loud execution's 160,000 log
+    /// lines took it from 13 to 112 MB, and glibc's allocator kept those pages, once freed, for
+    /// as long as the server ran (the same run, trimmed: 21 MB). A few milliseconds, on a
+    /// blocking thread.
+    pub(super) fn trim_after(&self) {
+        if crate::lock(&self.state).events.len() < TRIM_AFTER_EVENTS {
+            return;
+        }
+        tokio::spawn(async {
+            tokio::time::sleep(TRIM_DELAY).await;
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim only returns the allocator's free pages to the system.
+                #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            })
+            .await;
+        });
     }
 
     /// The events after `after` so far, then the text streamed so far by what streams now

@@ -238,6 +238,7 @@ impl Executions {
             }));
             live.done.send_replace(Some(status));
             this.ended.notify_waiters();
+            live.trim_after();
         });
     }
 
