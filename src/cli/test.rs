@@ -214,6 +214,20 @@ fn writable(f: &Path) -> Result<(), Exit> {
         })
 }
 
+/// The suite cannot run at all: `--junit` and `--json` say why (a CI job reads them whatever the
+/// exit code, and an empty report file would not parse), and the exit says it too.
+fn not_run(args: &TestArgs, code: i32, message: String) -> Exit {
+    if let Some(f) = &args.junit {
+        if let Err(e) = write_junit(f, &report::junit_not_run(&message)) {
+            return e;
+        }
+    }
+    if args.json {
+        print_document(&report::json_not_run(&message));
+    }
+    Exit::new(code, message)
+}
+
 pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if let Some(id) = &args.record_from {
         return record(id, &args, db);
@@ -260,7 +274,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     }
     if suite.files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(Exit::new(
+        return Err(not_run(
+            &args,
             USAGE,
             format!(
                 "no test files (*.test.yaml, *.test.yml, *.test.json) under {}",
@@ -272,7 +287,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     // an empty shard is not: more shards than cases leaves some empty.
     if let Some(f) = args.filter.as_deref() {
         if testing::select(&suite.files, Some(f), None).is_empty() {
-            return Err(Exit::new(
+            return Err(not_run(
+                &args,
                 USAGE,
                 format!(
                     "--filter {}: no case's name or test file's path contains it",
@@ -302,7 +318,22 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         env,
         timeout_ms: args.timeout_ms,
     };
-    let store = SharedStore::new(open_store(db)?);
+    // Every case that runs needs the interpreter: without one the suite cannot run, which is
+    // not a case failing (exit 1) but the environment (3), as for `run`.
+    let executes = chosen.iter().any(|at| {
+        let case = &suite.files[at.file].cases[at.case];
+        case.refused.is_none() && case.skip.is_none()
+    });
+    if executes {
+        let cache = flowrun_app::paths::cache_dir();
+        if let Err(e) = flowrun_app::python::discover(args.python.as_deref(), &cache) {
+            return Err(not_run(&args, 3, e.to_string()));
+        }
+    }
+    let store = match open_store(db) {
+        Ok(s) => SharedStore::new(s),
+        Err(e) => return Err(not_run(&args, e.code, e.message)),
+    };
     flowrun_app::control::become_subreaper();
     if !args.cold {
         flowrun_app::control::enable_warm_starts();
@@ -311,7 +342,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         .worker_threads(jobs.clamp(1, 4))
         .enable_all()
         .build()
-        .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| not_run(&args, 3, format!("cannot start the async runtime: {e}")))?;
     let suite = Arc::new(suite);
     let (stop_tx, stop_rx) = watch::channel(None);
     let json = args.json;

@@ -52,3 +52,4 @@ mod workflow_tests_ci;
 mod workflow_tests_invalid;
 mod workflow_tests_jobs;
 mod workflow_tests_record;
+mod workflow_tests_setup;

@@ -322,6 +322,27 @@ pub fn json_invalid(problems: &[Problem]) -> Value {
            "errors": errors})
 }
 
+/// JUnit XML when the suite could not run at all (no test files, a `--filter` no case matches,
+/// a store or an interpreter that cannot be had): one `testcase` whose `error` says why, so
+/// that a CI job which publishes the report whatever happened shows that rather than an empty
+/// file it cannot parse.
+pub fn junit_not_run(message: &str) -> String {
+    let first = one_line(message);
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"flowrun test\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n  <testsuite name=\"flowrun test\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n    <testcase name=\"nothing was run\" classname=\"flowrun test\" time=\"0.000\">\n      <error type=\"nothing was run\" message=\"{}\">{}</error>\n    </testcase>\n  </testsuite>\n</testsuites>\n",
+        xml(&first, true),
+        xml(message, false)
+    )
+}
+
+/// `--json` when the suite could not run at all: as [`json_invalid`], with one error that
+/// names no file.
+pub fn json_not_run(message: &str) -> Value {
+    json!({"totals": Totals::default(), "summary": message, "files": [],
+           "errors": [{"file": null, "line": null, "case": null, "path": null,
+                       "message": message}]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -515,10 +515,21 @@ fn check_snapshot(
     let name = &ctx.suite.files[at.file].cases[at.case].name;
     let actual = snapshot::of_record(record, ignore);
     let s = &ctx.settings;
+    // A case that fails otherwise (its status, an assertion) is not a state to keep: its
+    // snapshot is neither written nor updated, or the failure would be committed as the
+    // baseline and the mended workflow then fail against it.
+    let failing = !failures.is_empty();
     match ctx.suite.snapshots[at.file].get(name) {
         Some(stored) => match snapshot::compare(stored, &actual, ignore) {
             Ok(()) => (Some(SnapshotNote::Matched), None),
-            Err(_) if s.update_snapshots => (Some(SnapshotNote::Updated), Some(actual)),
+            Err(_) if s.update_snapshots && !failing => (Some(SnapshotNote::Updated), Some(actual)),
+            Err(diff) if s.update_snapshots => {
+                failures.push(Failure::Snapshot {
+                    message: "the snapshot differs, and is not updated while the case fails".into(),
+                    diff,
+                });
+                (None, None)
+            }
             Err(diff) => {
                 failures.push(Failure::Snapshot {
                     message: "the snapshot differs (if the change is meant, accept it with \
@@ -529,6 +540,7 @@ fn check_snapshot(
                 (None, None)
             }
         },
+        None if failing => (None, None),
         None if s.update_snapshots || s.write_new_snapshots => {
             (Some(SnapshotNote::Written), Some(actual))
         }
