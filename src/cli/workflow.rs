@@ -31,6 +31,43 @@ fn check_and_compile(
     }
 }
 
+/// A test file (`*.test.yaml`, …) given to `validate`: checked as `flowrun test` checks it
+/// before running anything (its cases, mocks, expectations, snapshot file and the workflow it
+/// names), then that workflow as [`check_and_compile`] checks it — not read as a workflow it is
+/// not. The number of its cases when it is valid.
+fn check_test_file(
+    file: &Path,
+    python: Option<&Path>,
+) -> (Result<(Source, Plan), Diagnostics>, Option<String>, usize) {
+    let suite = match flowrun_app::testing::load_suite(&[file.to_path_buf()], false) {
+        Ok(suite) => suite,
+        Err(problems) => {
+            let mut diags = Vec::new();
+            for p in problems {
+                // An invalid workflow: said at the test file's line naming it ("the workflow
+                // ./wf.json is invalid:"), then each of its problems at its place in its file.
+                let message = match &p.within {
+                    Some(_) => p.message.lines().next().unwrap_or_default().to_string(),
+                    None => p.message,
+                };
+                let mut d = flowrun_codegen::Diagnostic::new(match &p.case {
+                    Some(c) => format!("case {}: {message}", Value::String(c.clone())),
+                    None => message,
+                });
+                (d.file, d.line, d.field) = (Some(p.file), p.line, p.path);
+                diags.push(d);
+                diags.extend(p.within.into_iter().flat_map(|w| w.0));
+            }
+            return (Err(Diagnostics(diags)), None, 0);
+        }
+    };
+    let Some(test) = suite.files.first() else {
+        return (Err(Diagnostics(Vec::new())), None, 0);
+    };
+    let (result, skipped) = check_and_compile(Path::new(&test.source.file), python);
+    (result, skipped, test.cases.len())
+}
+
 /// Loads and checks a workflow file; exit 2 with every problem when it is invalid.
 pub(crate) fn load_plan(file: &Path) -> Result<(Source, Plan), Exit> {
     check(file).map_err(|d| Exit::new(2, d.to_string()))
@@ -88,13 +125,29 @@ pub fn validate(files: &[PathBuf], json: bool, python: Option<&Path>) -> Result<
     let mut entries = Vec::with_capacity(files.len());
     let mut all_valid = true;
     for file in files {
-        let (result, skipped) = check_and_compile(file, python);
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let (result, skipped, cases) = match name {
+            Some(n) if flowrun_app::testing::is_test_file(&n) => check_test_file(file, python),
+            _ => {
+                let (result, skipped) = check_and_compile(file, python);
+                (result, skipped, 0)
+            }
+        };
         all_valid &= result.is_ok();
         if json {
             entries.push(json_entry(file, &result, skipped.as_deref()));
             continue;
         }
         match result {
+            Ok((source, plan)) if cases > 0 => {
+                let line = format!(
+                    "ok: {} — {cases} case{} of {}",
+                    file.display(),
+                    if cases == 1 { "" } else { "s" },
+                    summary(&source, &plan).trim_start_matches("ok: ")
+                );
+                println!("{}", super::text::clean_line(&line));
+            }
             Ok((source, plan)) => println!("{}", super::text::clean_line(&summary(&source, &plan))),
             Err(d) => eprintln!("error: {}", super::text::clean(&d.to_string())),
         }

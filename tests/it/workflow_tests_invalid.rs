@@ -440,3 +440,53 @@ fn refusals_need_a_valid_inputs_schema_and_a_trigger_may_be_any_json_value() {
         describe(&out)
     );
 }
+
+/// `flowrun validate` given a test file checks it as `flowrun test` would before running
+/// anything (its cases, mocks and the workflow it names), rather than as a workflow it is not
+/// ("unknown field `workflow`", "missing field `nodes`").
+#[test]
+fn validate_checks_a_test_file_as_a_test_file() {
+    let env = Env::new();
+    one_node_workflow(&env);
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: fine\n  - name: also\n",
+    );
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      ghost: { output: 1 }\n",
+    );
+    env.write_file(
+        "gone.test.yaml",
+        "workflow: ./gone.json\ncases:\n  - name: one\n",
+    );
+    let out = env.cmd(["validate", "ok.test.yaml", "w.json"]);
+    assert_code(&out, 0, "a valid test file and its workflow");
+    assert!(
+        stdout(&out).starts_with("ok: ok.test.yaml — 2 cases of w.json — workflow 'w'"),
+        "{}",
+        describe(&out)
+    );
+    let out = env.cmd(["validate", "bad.test.yaml", "gone.test.yaml"]);
+    assert_code(&out, 2, "invalid test files");
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.test.yaml:5: field 'cases[0].mock.ghost': case \"one\": the workflow has no node 'ghost' to mock"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gone.test.yaml:1: field 'workflow': the workflow ./gone.json is invalid"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("unknown field `workflow`"),
+        "read as a workflow:\n{err}"
+    );
+    let out = env.cmd(["validate", "--json", "bad.test.yaml"]);
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["files"][0]["valid"], false, "{doc}");
+    assert_eq!(
+        doc["files"][0]["diagnostics"][0]["field"], "cases[0].mock.ghost",
+        "{doc}"
+    );
+}
