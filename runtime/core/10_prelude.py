@@ -81,6 +81,9 @@ import time
 HANDLERS = {}
 FORK_PREPARE = []
 START_CHECKS = []
+# True in `script --check` (80_main.py: check_only), which compiles what a run's start check
+# leaves to the execution for its cost (a sub-workflow's source over _code_PREPARE_MAX).
+CHECK_ONLY = False
 
 _DEFAULT_MAX_PAYLOAD = 1048576
 _PREVIEW_CHARS = 1024

@@ -131,9 +131,14 @@ def check_only(workflow):
     line on stdout ({"problems": [{"error": …, "where": …}]}), then exit 0.  Reads nothing, runs
     no node and speaks no protocol: compiling a code node's source defines its function and runs
     none of its body."""
+    global CHECK_ONLY
+    CHECK_ONLY = True
     problems = []
     for check in START_CHECKS:
-        problems.extend({"error": error, "where": where} for error, where in check(workflow))
+        for error, where in check(workflow):
+            # Not its traceback: it quotes the source line, which may be megabytes long.
+            error.pop("traceback", None)
+            problems.append({"error": error, "where": where})
     sys.stdout.write(_dumps({"problems": problems}) + "\n")
     sys.stdout.flush()
     sys.exit(0)

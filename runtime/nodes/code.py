@@ -146,7 +146,8 @@ def _code_problems(workflow):
             _code_with_warnings("ignore", _code_compile, node["id"], source, False)
             continue
         except Exception as e:  # SyntaxError, and RecursionError or MemoryError on deep nesting
-            error, where = _error_info(e), _code_where(e)
+            error = _error_info(e)
+            where = _code_where(e, error)
         error["message"] = "its source does not compile, so no node ran: " + error["message"]
         yield node["id"], error, where
     for problem in _code_sub_problems(workflow):
@@ -160,13 +161,14 @@ def _code_sub_problems(workflow):
     here had run.  Compiled with warnings ignored (the child shows those when it runs) and not
     kept: the child compiles its own.  Named after its file, so neither its lines nor its
     cache entry are taken for a node of this workflow with the same id.  A source longer than
-    _code_PREPARE_MAX is left to the child (compiling one twice would cost seconds)."""
+    _code_PREPARE_MAX is left to the child (compiling one twice would cost seconds), but for
+    `script --check` (CHECK_ONLY), which says whether the workflow would run."""
     for node in workflow.get("nodes") or ():
         if (node.get("type") != "workflow" or node.get("pinned") is not None
                 or node.get("mock") is not None):
             continue
         for sub in node.get("sub_code") or ():
-            if len(sub.get("code") or "") > _code_PREPARE_MAX:
+            if len(sub.get("code") or "") > _code_PREPARE_MAX and not CHECK_ONLY:
                 continue  # compiling it twice would cost seconds: the child finds its own error
             file = str(sub.get("file"))
             label = "%s in %s" % (sub.get("node"), os.path.basename(file))
@@ -174,7 +176,8 @@ def _code_sub_problems(workflow):
                 _code_with_warnings("ignore", _code_compile, label, sub.get("code") or "", False)
                 continue
             except Exception as e:  # SyntaxError, and RecursionError or MemoryError
-                error, where = _error_info(e), _code_where(e)
+                error = _error_info(e)
+                where = _code_where(e, error)
                 if isinstance(e, SyntaxError) and e.lineno:
                     error["message"] = "%s (line %d)" % (e.msg, e.lineno)
             error["message"] = ("code node '%s' of %s does not compile, so no node ran: %s"
@@ -183,12 +186,12 @@ def _code_sub_problems(workflow):
             yield node["id"], error, where
 
 
-def _code_where(e):
-    """Where in its source a compile error is: the error itself and its line and column, when
-    it is a SyntaxError."""
+def _code_where(e, error):
+    """Where in its source a compile error is (`error` its _error_info): the error itself and
+    its line and column, when it is a SyntaxError."""
     if isinstance(e, SyntaxError):
         return {"error": e.msg, "line": e.lineno, "column": e.offset}
-    return {"error": "%s: %s" % (_error_type(e), e), "line": None, "column": None}
+    return {"error": "%s: %s" % (error["type"], error["message"]), "line": None, "column": None}
 
 
 def _code_check_syntax(workflow):

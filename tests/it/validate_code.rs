@@ -220,3 +220,92 @@ fn the_editors_validate_compiles_code_too() {
     assert_eq!(r.body["valid"], true, "{}", r.body);
     assert_eq!(r.body["diagnostics"], json!([]));
 }
+
+/// A fake interpreter: answers the probe as Python 3.11 would, and runs `then` for the check.
+fn fake_python(env: &Env, name: &str, then: &str) -> String {
+    let path = env.write_file(
+        name,
+        &format!(
+            "#!/bin/sh\nif [ \"$3\" = \"-c\" ]; then echo \"$0\"; echo 3.11.7; echo cpython; echo a70d0d0a; exit 0; fi\n{then}\n"
+        ),
+    );
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_check_that_hangs_or_fails_is_cut_and_said_not_made() {
+    let env = Env::new();
+    env.write_workflow(
+        "wf.json",
+        &json!({"id": "wf", "nodes": [code("c", "return (")]}),
+    );
+    // Silent with its stdout open, and with it closed: both cut at 10 s, not waited for.
+    let hangs = fake_python(&env, "hangs", "exec sleep 1000");
+    let closes = fake_python(&env, "closes", "exec 1>&-; exec sleep 1000");
+    // Gone at once without reading anything (it used to take flowrun down with SIGPIPE).
+    let dies = fake_python(&env, "dies", "exit 127");
+    let started = std::time::Instant::now();
+    let runs: Vec<_> = [hangs, closes, dies]
+        .into_iter()
+        .map(|python| {
+            let mut c = env.command();
+            c.args(["validate", "--json", "wf.json", "--python", &python]);
+            std::thread::spawn(move || c.output().unwrap())
+        })
+        .collect();
+    for (run, why) in runs.into_iter().zip([
+        "compiling took longer than 10 s",
+        "compiling took longer than 10 s",
+        "the interpreter ended with exit status: 127",
+    ]) {
+        let out = run.join().unwrap();
+        assert_code(
+            &out,
+            0,
+            "a check not made leaves the file as valid as it is otherwise",
+        );
+        let doc: Value = serde_json::from_str(&stdout(&out)).expect("the report is printed");
+        let skipped = doc["files"][0]["compile_skipped"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(skipped, why, "{doc}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the checks were not cut at 10 s: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_large_source_of_a_sub_workflow_or_one_long_line_is_still_checked() {
+    let env = Env::new();
+    // Over the 100,000 characters a run's start check leaves to the child.
+    let big = format!("{}y = (\n", "x = 1\n".repeat(20000));
+    env.write_workflow(
+        "child.json",
+        &json!({"id": "child", "nodes": [code("big", &big)]}),
+    );
+    // One line of 2.5 MB that does not compile: its traceback (which quotes it) is not sent.
+    let long = format!("x = \"{}\" +", "a".repeat(2_500_000));
+    env.write_workflow(
+        "parent.json",
+        &json!({"id": "parent", "nodes": [
+            code("long", &long),
+            {"id": "sub", "type": "workflow", "workflow": "./child.json"},
+        ]}),
+    );
+    let out = env.cmd(["validate", "--json", "parent.json"]);
+    assert_code(&out, 2, "validate");
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let file = &doc["files"][0];
+    assert_eq!(file["compile_skipped"], Value::Null, "{doc}");
+    let nodes: Vec<&str> = file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["long", "big"], "{doc}");
+}

@@ -6,9 +6,10 @@
 //! the definition, so it called such a workflow valid. Only the interpreter that will run the
 //! code can say whether it compiles (a `match` statement is fine in 3.10, an error in 3.9), so
 //! this runs the workflow's own generated script with `--check`: the same start check, the same
-//! compile (sub-workflows' code nodes included), every problem listed, no node run. Compiling
-//! defines each node's function and runs nothing of its body; the script reads nothing, and gets
-//! no environment, so no secret.
+//! compile (sub-workflows' code nodes included, whatever their size), every problem listed, no
+//! node run. Compiling defines each node's function and runs nothing of its body; the script
+//! reads nothing, and gets no environment, so no secret. It is bounded: [`TIMEOUT`], an answer
+//! of [`MAX_ANSWER`], [`MAX_AT_ONCE`] compiles in a process.
 //!
 //! Without an interpreter nothing is compiled, and the caller says so ([`CodeCheck::Skipped`]):
 //! a check that cannot be made is never reported as passed.
@@ -20,11 +21,13 @@ use flowrun_codegen::RenderOptions;
 use flowrun_codegen::source::Source;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long compiling may take: a few milliseconds a node, seconds for a megabyte of source.
@@ -92,17 +95,10 @@ pub fn check(source: &Source, plan: &Plan, python: Option<&Path>) -> CodeCheck {
         Err(e) => return CodeCheck::Skipped(format!("no Python to compile them with: {e}")),
     };
     let script = flowrun_codegen::render(plan, &RenderOptions::default());
-    let answer = match ask(&interpreter.executable, script.text.as_bytes(), TIMEOUT) {
-        Ok(a) => a,
-        Err(why) => return CodeCheck::Skipped(why),
-    };
-    CodeCheck::Done(
-        answer
-            .problems
-            .into_iter()
-            .map(|p| diagnostic(source, p))
-            .collect(),
-    )
+    match ask(&interpreter.executable, script.text.as_bytes(), TIMEOUT) {
+        Ok(answer) => CodeCheck::Done(diagnostics(source, answer.problems)),
+        Err(why) => CodeCheck::Skipped(why),
+    }
 }
 
 /// "'(' was never closed (line 1, column 5 of its code)".
@@ -116,82 +112,171 @@ fn what(place: &Where) -> String {
     }
 }
 
-fn diagnostic(source: &Source, p: Problem) -> Diagnostic {
-    let (Some(file), Some(node)) = (&p.place.file, &p.place.node) else {
-        return source.node_diagnostic(
-            &p.error.node,
-            "code",
-            format!("does not compile: {}", what(&p.place)),
-        );
-    };
-    // A sub-workflow's: where it is written, saying which node of this workflow runs it.
-    let message = format!(
-        "does not compile: {}; run by node '{}' of {}",
-        what(&p.place),
-        p.error.node,
-        source.file
-    );
-    match flowrun_codegen::source::load_file(Path::new(file)) {
-        Ok(child) => child.node_diagnostic(node, "code", message),
-        // Changed since the plan read it: said at this workflow's node, as a run would say it.
-        Err(_) => source.node_diagnostic(&p.error.node, "workflow", p.error.message),
+/// Each problem at its node's `code` field: this workflow's in its file, a sub-workflow's in
+/// that one's (saying which node of this workflow runs it). Each file is read and scanned once.
+fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
+    let mut here = Vec::new();
+    let mut children: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    for p in problems {
+        match &p.place.file {
+            Some(file) if p.place.node.is_some() => {
+                children.entry(file.clone()).or_default().push(p)
+            }
+            _ => here.push((
+                p.error.node.clone(),
+                "code".to_string(),
+                format!("does not compile: {}", what(&p.place)),
+            )),
+        }
+    }
+    let mut out = source.node_diagnostics(here).0;
+    for (file, problems) in children {
+        match flowrun_codegen::source::load_file(Path::new(&file)) {
+            Ok(child) => {
+                let at = problems.iter().map(|p| {
+                    let node = p.place.node.clone().unwrap_or_default();
+                    let message = format!(
+                        "does not compile: {}; run by node '{}' of {}",
+                        what(&p.place),
+                        p.error.node,
+                        source.file
+                    );
+                    (node, "code".to_string(), message)
+                });
+                out.extend(child.node_diagnostics(at.collect()).0);
+            }
+            // Changed since the plan read it: said at this workflow's node, as a run would say it.
+            Err(_) => {
+                let at = problems
+                    .into_iter()
+                    .map(|p| (p.error.node, "workflow".to_string(), p.error.message));
+                out.extend(source.node_diagnostics(at.collect()).0);
+            }
+        }
+    }
+    out
+}
+
+/// Compiles run at once by this process: each takes an interpreter's memory for up to
+/// [`TIMEOUT`], and a server gets them from every editor that validates.
+const MAX_AT_ONCE: usize = 2;
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+/// One of the [`MAX_AT_ONCE`] places, given back when dropped.
+struct Place;
+
+impl Place {
+    /// Waits for a place until `deadline`.
+    fn take(deadline: Instant) -> Option<Place> {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= MAX_AT_ONCE {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            running = FREED
+                .wait_timeout(running, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *running += 1;
+        Some(Place)
     }
 }
 
-/// Runs `python -I -S - --check` with `script` on its stdin and reads its answer, killing it
-/// (and its process group) when it takes longer than `limit` or says too much.
+impl Drop for Place {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        FREED.notify_one();
+    }
+}
+
+/// Runs `python -I -S SCRIPT --check` (the script in a private temporary file, no environment,
+/// stdin empty) and reads its answer. Whatever it does — compiles for minutes, says too much,
+/// keeps its stdout open after it ends — it is killed at `limit` and the check is skipped;
+/// it dies with the thread that waits for it, should this process die first.
 fn ask(python: &Path, script: &[u8], limit: Duration) -> Result<Answer, String> {
+    let deadline = Instant::now() + limit;
+    let _place = Place::take(deadline).ok_or_else(|| {
+        format!(
+            "{MAX_AT_ONCE} other checks took the {} s a check may take",
+            limit.as_secs()
+        )
+    })?;
+    let mut file = tempfile::Builder::new()
+        .prefix("flowrun-check-")
+        .suffix(".py")
+        .tempfile()
+        .map_err(|e| format!("cannot write the script to check: {e}"))?;
+    file.write_all(script)
+        .map_err(|e| format!("cannot write the script to check: {e}"))?;
     let mut cmd = Command::new(python);
-    cmd.args(["-I", "-S", "-", "--check"])
+    cmd.args(["-I", "-S"])
+        .arg(file.path())
+        .arg("--check")
         .env_clear()
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0);
+        .stderr(Stdio::null());
+    // SAFETY: only prctl, a system call, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = flowrun_executor::process::spawn_helper(&mut cmd)
         .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let script = script.to_vec();
-    // Written beside the read: the script is larger than a pipe holds.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&script);
-    });
     let mut stdout = child.stdout.take().expect("stdout is piped");
-    let deadline = Instant::now() + limit;
     let mut out = Vec::new();
-    let ended = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        if left.is_zero() {
-            break Err(format!("compiling took longer than {} s", limit.as_secs()));
+    let read = read_until(&mut stdout, &mut out, deadline);
+    drop(stdout);
+    // Ended, or killed at the deadline (not reaped before: its pid is still its own).
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) if read.is_ok() => break Ok(status),
+            Ok(None) if read.is_ok() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(match &read {
+                    Err(why) => why.clone(),
+                    Ok(()) => format!("compiling took longer than {} s", limit.as_secs()),
+                });
+            }
         }
-        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(ms)).is_err() {
-            continue; // EINTR
-        }
-        let mut buf = [0u8; 64 * 1024];
-        match stdout.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) if out.len() + n > MAX_ANSWER => break Err("its answer was too long".into()),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => break Err(format!("cannot read its answer: {e}")),
-        }
-    };
-    if ended.is_err() {
-        // Not reaped yet, so its pid and group are still its own.
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-    let status = child.wait();
-    let _ = writer.join();
-    ended?;
-    let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
+    }?;
     if !status.success() {
         return Err(format!("the interpreter ended with {status}"));
     }
     serde_json::from_slice(&out).map_err(|e| format!("its answer was not understood: {e}"))
+}
+
+/// Reads `from` to its end into `out`, until `deadline` and at most [`MAX_ANSWER`] bytes.
+fn read_until(from: &mut ChildStdout, out: &mut Vec<u8>, deadline: Instant) -> Result<(), String> {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "compiling took longer than {} s",
+                TIMEOUT.as_secs()
+            ));
+        }
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(_) => continue, // the deadline, looked at above; EINTR
+            Ok(_) => {}
+        }
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) if out.len() + n > MAX_ANSWER => return Err("its answer was too long".into()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read its answer: {e}")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,21 +93,21 @@ impl Source {
         located.0.remove(0)
     }
 
-    /// A problem with a field of the node `node` (its first with that id) found outside codegen
-    /// (a code node's source that does not compile), with the file and the field's line.
-    pub fn node_diagnostic(
-        &self,
-        node: &str,
-        field: &str,
-        message: impl Into<String>,
-    ) -> Diagnostic {
-        let d = Diagnostic::new(message).field(field);
-        let d = match self.workflow.nodes.iter().position(|n| n.id == node) {
-            Some(index) => d.node_at(index, node),
-            None => d.node(node),
-        };
-        let mut located = self.locate(d.into());
-        located.0.remove(0)
+    /// Problems with fields of nodes found outside codegen (code nodes whose source does not
+    /// compile), as `(node, field, message)`: each at the node (its first with that id), with
+    /// the file and the field's line. Located together: the file is scanned once for all.
+    pub fn node_diagnostics(&self, problems: Vec<(String, String, String)>) -> Diagnostics {
+        let diags = problems
+            .into_iter()
+            .map(|(node, field, message)| {
+                let d = Diagnostic::new(message).field(field);
+                match self.workflow.nodes.iter().position(|n| n.id == node) {
+                    Some(index) => d.node_at(index, node),
+                    None => d.node(node),
+                }
+            })
+            .collect();
+        self.locate(Diagnostics(diags))
     }
 }
 
