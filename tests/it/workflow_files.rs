@@ -281,7 +281,7 @@ fn json_output_for_editors_and_ci() {
     assert_eq!(
         doc["files"][0],
         json!({"file": "good.json", "valid": true, "workflow_id": "wf", "name": null,
-               "order": ["a"], "diagnostics": []})
+               "order": ["a"], "diagnostics": [], "compile_skipped": null})
     );
     let bad = &doc["files"][1];
     assert_eq!(bad["file"], "bad.yaml");

@@ -121,6 +121,23 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
             && err.matches("ok.test.yaml.snap.json").count() == 1,
         "{err}"
     );
+    assert!(
+        err.contains("`flowrun test --update-snapshots` writes it anew"),
+        "{err}"
+    );
+    // A merge's conflict markers are named as such.
+    std::fs::write(
+        env.path("__snapshots__/ok.test.yaml.snap.json"),
+        "{\n<<<<<<< HEAD\n  \"one\": 1\n=======\n  \"one\": 2\n>>>>>>> topic\n}\n",
+    )
+    .unwrap();
+    let out = env.cmd(["test", "ok.test.yaml"]);
+    assert_code(&out, 2, "a snapshot file with conflict markers");
+    assert!(
+        stderr(&out).contains("it holds a merge's conflict markers (<<<<<<<)"),
+        "{}",
+        describe(&out)
+    );
     // `--update-snapshots` writes it anew (a merge's conflict markers, say), and says so.
     let out = env.cmd(["test", "ok.test.yaml", "--update-snapshots"]);
     assert_code(&out, 0, "a broken snapshot file, updated");

@@ -132,3 +132,34 @@ fn a_suite_that_cannot_run_says_why_in_its_reports() {
     assert_code(&out, 2, "a filter that matches nothing");
     says(&junit, "--filter nosuch");
 }
+
+/// The rows of a `for_each` node's items and a `repeat` node's iterations, as `show --json` has
+/// them, can be asserted: which input each item had, that one was retried.
+#[test]
+fn a_case_asserts_on_each_item_and_iteration() {
+    let env = Env::new();
+    env.write_workflow(
+        "loop.json",
+        &json!({"id": "loop", "nodes": [
+            {"id": "get", "type": "http_request", "url": "http://127.0.0.1:9/u/{{ item }}",
+             "for_each": [1, 2, 3], "retry": {"max_attempts": 2, "backoff_ms": 1}},
+            {"id": "again", "type": "set", "fields": {"n": "{{ iteration }}"},
+             "repeat": {"until": {"op": "ge", "left": "{{ output.n }}", "right": 2},
+                        "max_iterations": 5}, "after": ["get"]}
+        ]}),
+    );
+    env.write_file(
+        "loop.test.yaml",
+        concat!(
+            "workflow: ./loop.json\ncases:\n  - name: items\n    mock:\n",
+            "      get: [{error: {type: HTTPError, message: busy}}, {output: {status: 200}}]\n",
+            "    expect:\n",
+            "      nodes.get.items[2].input.url: http://127.0.0.1:9/u/3\n",
+            "      nodes.get.items[2].index: 2\n",
+            "      nodes.get.items[0].attempt: 2\n",
+            "      nodes.again.iterations[1].output.n: 2\n",
+        ),
+    );
+    let (code, report, err) = test_json(&env, &["."], &[]);
+    assert_eq!(code, 0, "{err}\n{report:#}");
+}

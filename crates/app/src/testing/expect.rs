@@ -286,6 +286,9 @@ pub const NODE_FIELDS: &[&str] = &[
     "started_at",
     "finished_at",
     "from_execution",
+    // A `for_each` node's items and a `repeat` node's iterations (their rows, in order).
+    "items",
+    "iterations",
 ];
 
 /// A path an assertion names must start at a field of the record, and name a node the

@@ -51,7 +51,9 @@ pub fn load_suite(paths: &[std::path::PathBuf], updating: bool) -> Result<Suite,
                 replaced.push(format!("replacing {}: {broken}", file.display()));
                 Ok(m)
             }
-            (_, Some(broken)) => Err(broken),
+            (_, Some(broken)) => Err(format!(
+                "{broken}; `flowrun test --update-snapshots` writes it anew"
+            )),
             (m, None) => Ok(m),
         };
         match any.then(|| read(&f.snapshot_file)).transpose() {

@@ -113,8 +113,18 @@ pub(crate) fn load_lenient(file: &Path) -> Result<(Map<String, Value>, Option<St
             Map::new(),
             Some("expected a JSON object of case name to snapshot".into()),
         ),
+        Err(_) if conflicted(&text) => (
+            Map::new(),
+            Some("not valid JSON: it holds a merge's conflict markers (<<<<<<<)".into()),
+        ),
         Err(e) => (Map::new(), Some(format!("not valid JSON: {e}"))),
     })
+}
+
+/// Does the text hold a merge's conflict markers, each at the start of a line?
+fn conflicted(text: &str) -> bool {
+    let starts = |m: &str| text.lines().any(|l| l.starts_with(m));
+    starts("<<<<<<< ") && starts("=======") && starts(">>>>>>> ")
 }
 
 /// Does `actual` match the stored snapshot (with `ignore` applied to the stored one too, in
