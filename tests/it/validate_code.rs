@@ -124,8 +124,11 @@ fn a_sub_workflows_code_is_reported_in_its_own_file_with_the_node_that_runs_it()
             && err.contains("run by node 'sub' of parent.json"),
         "{err}"
     );
+    // Written as a literal block (`code: |`): the file's line of the source's line 1, and its
+    // column there.
     let text = std::fs::read_to_string(env.path("child.yaml")).unwrap();
-    assert!(line_of(&err, &child, &text).contains("code:"), "{err}");
+    assert_eq!(line_of(&err, &child, &text), "      x = [1,", "{err}");
+    assert!(err.contains(&format!("{child}:9:11: ")), "{err}");
 }
 
 #[test]

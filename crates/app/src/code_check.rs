@@ -117,6 +117,14 @@ fn what(place: &Where) -> String {
 fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
     let mut here = Vec::new();
     let mut children: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
+    // (file or none, node) -> where in its source: a node has one problem at most.
+    let places: BTreeMap<(Option<String>, String), (Option<u64>, Option<u64>)> = problems
+        .iter()
+        .map(|p| {
+            let node = p.place.node.clone().unwrap_or_else(|| p.error.node.clone());
+            ((p.place.file.clone(), node), (p.place.line, p.place.column))
+        })
+        .collect();
     for p in problems {
         match &p.place.file {
             Some(file) if p.place.node.is_some() => {
@@ -129,7 +137,7 @@ fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
             )),
         }
     }
-    let mut out = source.node_diagnostics(here).0;
+    let mut out = in_blocks(source, source.node_diagnostics(here).0, &places);
     for (file, problems) in children {
         match flowrun_codegen::source::load_file(Path::new(&file)) {
             Ok(child) => {
@@ -143,7 +151,13 @@ fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
                     );
                     (node, "code".to_string(), message)
                 });
-                out.extend(child.node_diagnostics(at.collect()).0);
+                let found = child.node_diagnostics(at.collect()).0;
+                let mine: BTreeMap<_, _> = places
+                    .iter()
+                    .filter(|((f, _), _)| f.as_deref() == Some(file.as_str()))
+                    .map(|((_, n), at)| ((None, n.clone()), *at))
+                    .collect();
+                out.extend(in_blocks(&child, found, &mine));
             }
             // Changed since the plan read it: said at this workflow's node, as a run would say it.
             Err(_) => {
@@ -155,6 +169,33 @@ fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// A diagnostic at a code field written as a YAML literal block (`code: |`) points at the
+/// source's own line in the file (and column), not at the key: the line an editor jumps to.
+fn in_blocks(
+    source: &Source,
+    mut diags: Vec<Diagnostic>,
+    places: &BTreeMap<(Option<String>, String), (Option<u64>, Option<u64>)>,
+) -> Vec<Diagnostic> {
+    for d in &mut diags {
+        let (Some(node), Some(key_line)) = (&d.node, d.line) else {
+            continue;
+        };
+        let Some(&(Some(line), column)) = places.get(&(None, node.clone())) else {
+            continue;
+        };
+        let column = column
+            .and_then(|c| usize::try_from(c).ok())
+            .filter(|&c| c > 0);
+        let Ok(line) = usize::try_from(line) else {
+            continue;
+        };
+        if let Some((l, c)) = source.line_in_block(key_line, line, column) {
+            (d.line, d.column) = (Some(l), c);
+        }
+    }
+    diags
 }
 
 /// Compiles run at once by this process: each takes an interpreter's memory for up to

@@ -93,6 +93,37 @@ impl Source {
         located.0.remove(0)
     }
 
+    /// Where line `line` (and column `column`, 1-based) of a YAML literal block (`code: |`)
+    /// whose key is on line `key_line` of this file is: `None` when that key does not start
+    /// one (JSON, a quoted or folded string), whose lines are not the file's.
+    pub fn line_in_block(
+        &self,
+        key_line: usize,
+        line: usize,
+        column: Option<usize>,
+    ) -> Option<(usize, Option<usize>)> {
+        if self.format != Format::Yaml || line == 0 {
+            return None;
+        }
+        let mut lines = self.text.lines().skip(key_line.checked_sub(1)?);
+        let key = lines.next()?;
+        let key = key.split(" #").next().unwrap_or(key).trim_end();
+        let (_, indicator) = key.rsplit_once(':')?;
+        let indicator = indicator.trim();
+        if !indicator.starts_with('|')
+            || !indicator[1..].chars().all(|c| "+-0123456789".contains(c))
+        {
+            return None;
+        }
+        // The block's indentation is its first line's that is not blank.
+        let indent = lines
+            .clone()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start_matches(' ').len())?;
+        lines.nth(line - 1)?;
+        Some((key_line + line, column.map(|c| indent + c)))
+    }
+
     /// Problems with fields of nodes found outside codegen (code nodes whose source does not
     /// compile), as `(node, field, message)`: each at the node (its first with that id), with
     /// the file and the field's line. Located together: the file is scanned once for all.
