@@ -73,11 +73,20 @@ def _format_traceback(exc):
     return "".join(traceback.format_exception(type(exc), exc, start))
 
 
+try:
+    _EXCEPTION_GROUP = BaseExceptionGroup  # noqa: F821 (3.11+)
+except NameError:
+    _EXCEPTION_GROUP = ()
+
+
 def _traceback_files(exc):
     """The file names a formatted `exc` shows lines of: its frames', a SyntaxError's own, and
-    those of the exceptions it was raised from or while handling."""
-    names, seen = set(), set()
-    while exc is not None and id(exc) not in seen and len(seen) < 100:
+    those of the exceptions it was raised from or while handling, or groups (3.11+)."""
+    names, seen, todo = set(), set(), [exc]
+    while todo and len(seen) < 1000:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
         seen.add(id(exc))
         if isinstance(exc, SyntaxError) and isinstance(exc.filename, str):
             names.add(exc.filename)
@@ -85,7 +94,9 @@ def _traceback_files(exc):
         while tb is not None:
             names.add(tb.tb_frame.f_code.co_filename)
             tb = tb.tb_next
-        exc = exc.__cause__ or exc.__context__
+        todo.extend((exc.__cause__, exc.__context__))
+        if isinstance(exc, _EXCEPTION_GROUP):
+            todo.extend(exc.exceptions)
     return names
 
 

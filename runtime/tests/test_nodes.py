@@ -1,6 +1,9 @@
 """Node types and templates.  Run: python3 -m unittest discover -s runtime/tests"""
 import json
+import os
 import subprocess
+import sys
+import tempfile
 import unittest
 
 from harness import PYTHON, R, T, build_script, node, ref, run, workflow
@@ -210,9 +213,13 @@ class CodeNode(unittest.TestCase):
             node("sub", "workflow", {"workflow": "child.yaml"}),
         ])
         wf["nodes"][4]["sub_code"] = [{"file": "/w/child.yaml", "node": "deep", "code": "def f(:\n  pass"}]
-        # As crates/app/src/code_check.rs runs it: the script on stdin, no environment.
-        r = subprocess.run([PYTHON, "-I", "-S", "-", "--check"], input=build_script(wf).encode(),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, timeout=30)
+        # As crates/app/src/code_check.rs runs it: the script in a file, no environment, no stdin.
+        with tempfile.TemporaryDirectory(prefix="flowrun-rt-") as d:
+            path = os.path.join(d, "script.py")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(build_script(wf))
+            r = subprocess.run([PYTHON, "-I", "-S", path, "--check"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.decode().splitlines()
         self.assertEqual(len(lines), 1, r.stdout)
@@ -236,6 +243,18 @@ class CodeNode(unittest.TestCase):
         r = run(workflow([pinned, mocked, warns]))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.output("warns"), 2)
+
+    @unittest.skipUnless(sys.version_info >= (3, 11), "exception groups are 3.11+")
+    def test_an_exception_groups_traceback_has_the_user_lines_inside_it(self):
+        # Only the sources a traceback shows are put into linecache (not every code node's):
+        # the lines of an exception inside a group, raised apart from it, are still shown.
+        src = ("def f():\n    raise ValueError('inner')\nerrs = []\ntry:\n    f()\n"
+               "except ValueError as e:\n    errs.append(e)\nraise ExceptionGroup('g', errs)\n")
+        r = run(workflow([node("other", "code", {"code": "return 1"}),
+                          node("grp", "code", {"code": src}, deps=["other"])]))
+        tb = r.end("grp")["error"]["traceback"]
+        self.assertIn("raise ExceptionGroup('g', errs)", tb)
+        self.assertIn("    raise ValueError('inner')", tb)
 
     def test_runtime_error_traceback_has_user_lines(self):
         src = "a = 1\n\ndef f(v):\n    return v / 0\nreturn f(a)\n"

@@ -38,7 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a workflow: validate, generate the script, execute it and record everything.
     Run(run::RunArgs),
-    /// Check workflow files, code nodes compiled; errors name the file, line, node and field. Exit 2 if any is invalid.
+    /// Check workflow and test files, code nodes compiled; errors name the file, line, node and
+    /// field. Exit 2 if any is invalid.
     Validate {
         /// Workflow files (.json, .yaml or .yml).
         #[arg(required = true)]

@@ -455,6 +455,7 @@ fn streams_whose_clients_do_not_read_hold_a_page_not_the_record() {
 /// one has ended, the memory they took is given back (it stayed with the allocator: 13 MB ->
 /// 112 MB for 160,000 lines, for as long as the server ran).
 #[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn memory_a_loud_execution_took_is_given_back_after_it() {
     let w = World::new();
     w.save(

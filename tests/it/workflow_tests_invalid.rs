@@ -499,11 +499,56 @@ fn validate_checks_a_test_file_as_a_test_file() {
         !err.contains("unknown field `workflow`"),
         "read as a workflow:\n{err}"
     );
-    let out = env.cmd(["validate", "--json", "bad.test.yaml"]);
+    let out = env.cmd(["validate", "--json", "ok.test.yaml", "bad.test.yaml"]);
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        doc["files"][0]["file"], "ok.test.yaml",
+        "the file given: {doc}"
+    );
+    assert_eq!(doc["files"][0]["workflow_id"], "w", "{doc}");
+    let doc = json!({"files": [doc["files"][1].clone()]});
     assert_eq!(doc["files"][0]["valid"], false, "{doc}");
     assert_eq!(
         doc["files"][0]["diagnostics"][0]["field"], "cases[0].mock.ghost",
         "{doc}"
+    );
+}
+
+/// A code node that does not compile but that every case which runs mocks never compiles in
+/// these tests: `validate` of the test file lets it be, as `flowrun test` would; of the
+/// workflow, or of a test file with a case that runs it, not.
+#[test]
+fn validate_of_a_test_file_lets_be_the_code_its_cases_all_mock() {
+    let env = Env::new();
+    env.write_workflow(
+        "mk.json",
+        &json!({"id": "mk", "nodes": [{"id": "c", "type": "code", "code": "return ("}]}),
+    );
+    env.write_file(
+        "all.test.yaml",
+        "workflow: ./mk.json\ncases:\n  - name: a\n    mock: { c: 1 }\n  - name: skipped\n    skip: later\n",
+    );
+    env.write_file(
+        "some.test.yaml",
+        "workflow: ./mk.json\ncases:\n  - name: a\n    mock: { c: 1 }\n  - name: b\n",
+    );
+    assert_code(
+        &env.cmd(["validate", "all.test.yaml"]),
+        0,
+        "mocked in every case that runs",
+    );
+    assert_code(
+        &env.cmd(["test", "all.test.yaml"]),
+        0,
+        "and the test passes",
+    );
+    let out = env.cmd(["validate", "some.test.yaml", "mk.json"]);
+    assert_code(&out, 2, "run by a case");
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("node 'c', field 'code': does not compile")
+            .count(),
+        2,
+        "{err}"
     );
 }

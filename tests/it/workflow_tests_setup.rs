@@ -162,4 +162,15 @@ fn a_case_asserts_on_each_item_and_iteration() {
     );
     let (code, report, err) = test_json(&env, &["."], &[]);
     assert_eq!(code, 0, "{err}\n{report:#}");
+    // A node without `for_each` has no items: refused as the file loads, not a run's "missing".
+    env.write_file(
+        "loop.test.yaml",
+        "workflow: ./loop.json\ncases:\n  - name: typo\n    expect:\n      nodes.again.items[0].status: success\n",
+    );
+    let (code, _, err) = test_json(&env, &["."], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("node 'again' has no `for_each`, so no items"),
+        "{err}"
+    );
 }

@@ -6,10 +6,9 @@ use flowrun_codegen::Plan;
 use flowrun_codegen::model::{AGENT_CLIS, NodeKind, Workflow, agent_cli};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// An agent CLI that nodes need, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,37 +131,21 @@ pub fn installed() -> Vec<Installed> {
 /// The first non-empty line `exe --version` prints, within `timeout` (a CLI that hangs is
 /// killed and reported).
 pub fn version(exe: &Path, timeout: Duration) -> Result<String, String> {
-    let mut child = flowrun_executor::process::spawn_helper(
-        Command::new(exe)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+    use flowrun_executor::helper::{HelperError, run_bounded};
+    let done = run_bounded(
+        Command::new(exe).arg("--version").stdin(Stdio::null()),
+        timeout,
+        64 * 1024,
     )
-    .map_err(|e| format!("cannot run it: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) | Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`--version` did not answer within {} s",
-                    timeout.as_secs()
-                ));
-            }
+    .map_err(|e| match e {
+        HelperError::Spawn(e) => format!("cannot run it: {e}"),
+        HelperError::TimedOut(_) => {
+            format!("`--version` did not answer within {} s", timeout.as_secs())
         }
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
+        e => format!("`--version`: {e}"),
+    })?;
+    let (status, out) = (done.status, String::from_utf8_lossy(&done.stdout));
+    let err = done.stderr_tail;
     let first = |t: &str| {
         t.lines()
             .map(str::trim)

@@ -18,22 +18,25 @@ use crate::python;
 use flowrun_codegen::Diagnostic;
 use flowrun_codegen::Plan;
 use flowrun_codegen::RenderOptions;
+use flowrun_codegen::model::NodeKind;
 use flowrun_codegen::source::Source;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use flowrun_executor::helper::{HelperError, run_bounded};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::path::Path;
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long compiling may take: a few milliseconds a node, seconds for a megabyte of source.
+/// (a sub-workflow's file or none, node) -> line and column in the node's source.
+type Places = BTreeMap<(Option<String>, String), (Option<u64>, Option<u64>)>;
+
+/// How long compiling may take (a few milliseconds a node, seconds for a megabyte of source),
+/// and, before it, how long a check waits for a place to run.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The most of the checker's answer read: each problem carries a traceback of a few lines.
+/// The most of the checker's answer read: a problem is a few hundred bytes (no traceback).
 const MAX_ANSWER: usize = 4 << 20;
 
 /// What compiling a workflow's code nodes found.
@@ -43,7 +46,8 @@ pub enum CodeCheck {
     /// at its node's `code` field (in the sub-workflow's own file for one of a child's).
     /// Empty also when there is no code node to compile, and then no interpreter was started.
     Done(Vec<Diagnostic>),
-    /// Not compiled, and why (no interpreter, or it failed or took too long).
+    /// Not compiled, and why: no interpreter; it failed, said too much or took too long; the
+    /// other checks kept it waiting.
     Skipped(String),
 }
 
@@ -77,11 +81,14 @@ struct Where {
 
 /// Does the plan have a code node a run would compile (not pinned), here or in a sub-workflow?
 fn has_code(plan: &Plan) -> bool {
-    plan.workflow
-        .nodes
+    let nodes = &plan.workflow.nodes;
+    nodes
         .iter()
-        .any(|n| n.kind.type_name() == "code" && n.pinned.is_none())
-        || plan.sub_code.iter().any(|c| !c.is_empty())
+        .any(|n| matches!(n.kind, NodeKind::Code(_)) && n.pinned.is_none())
+        || nodes
+            .iter()
+            .zip(&plan.sub_code)
+            .any(|(n, code)| n.pinned.is_none() && !code.is_empty())
 }
 
 /// Compiles the code nodes of `plan` (made from `source`) with the interpreter a run would use
@@ -95,7 +102,7 @@ pub fn check(source: &Source, plan: &Plan, python: Option<&Path>) -> CodeCheck {
         Err(e) => return CodeCheck::Skipped(format!("no Python to compile them with: {e}")),
     };
     let script = flowrun_codegen::render(plan, &RenderOptions::default());
-    match ask(&interpreter.executable, script.text.as_bytes(), TIMEOUT) {
+    match ask(&interpreter.executable, script.text.as_bytes()) {
         Ok(answer) => CodeCheck::Done(diagnostics(source, answer.problems)),
         Err(why) => CodeCheck::Skipped(why),
     }
@@ -118,7 +125,7 @@ fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
     let mut here = Vec::new();
     let mut children: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
     // (file or none, node) -> where in its source: a node has one problem at most.
-    let places: BTreeMap<(Option<String>, String), (Option<u64>, Option<u64>)> = problems
+    let places: Places = problems
         .iter()
         .map(|p| {
             let node = p.place.node.clone().unwrap_or_else(|| p.error.node.clone());
@@ -173,11 +180,7 @@ fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
 
 /// A diagnostic at a code field written as a YAML literal block (`code: |`) points at the
 /// source's own line in the file (and column), not at the key: the line an editor jumps to.
-fn in_blocks(
-    source: &Source,
-    mut diags: Vec<Diagnostic>,
-    places: &BTreeMap<(Option<String>, String), (Option<u64>, Option<u64>)>,
-) -> Vec<Diagnostic> {
+fn in_blocks(source: &Source, mut diags: Vec<Diagnostic>, places: &Places) -> Vec<Diagnostic> {
     for d in &mut diags {
         let (Some(node), Some(key_line)) = (&d.node, d.line) else {
             continue;
@@ -231,15 +234,14 @@ impl Drop for Place {
 }
 
 /// Runs `python -I -S SCRIPT --check` (the script in a private temporary file, no environment,
-/// stdin empty) and reads its answer. Whatever it does — compiles for minutes, says too much,
-/// keeps its stdout open after it ends — it is killed at `limit` and the check is skipped;
-/// it dies with the thread that waits for it, should this process die first.
-fn ask(python: &Path, script: &[u8], limit: Duration) -> Result<Answer, String> {
-    let deadline = Instant::now() + limit;
-    let _place = Place::take(deadline).ok_or_else(|| {
+/// stdin empty) and reads its answer: bounded by [`flowrun_executor::helper::run_bounded`] —
+/// killed at [`TIMEOUT`] however it stalls, or past [`MAX_ANSWER`] — after waiting up to
+/// [`TIMEOUT`] for one of the [`MAX_AT_ONCE`] places.
+fn ask(python: &Path, script: &[u8]) -> Result<Answer, String> {
+    let _place = Place::take(Instant::now() + TIMEOUT).ok_or_else(|| {
         format!(
-            "{MAX_AT_ONCE} other checks took the {} s a check may take",
-            limit.as_secs()
+            "{MAX_AT_ONCE} other checks kept this one waiting {} s",
+            TIMEOUT.as_secs()
         )
     })?;
     let mut file = tempfile::Builder::new()
@@ -254,70 +256,28 @@ fn ask(python: &Path, script: &[u8], limit: Duration) -> Result<Answer, String> 
         .arg(file.path())
         .arg("--check")
         .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: only prctl, a system call, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            Ok(())
-        });
+        .stdin(Stdio::null());
+    let done = run_bounded(&mut cmd, TIMEOUT, MAX_ANSWER).map_err(|e| match e {
+        HelperError::TimedOut(_) => format!("compiling took longer than {} s", TIMEOUT.as_secs()),
+        HelperError::TooLong(_) => "its answer was too long".into(),
+        HelperError::Spawn(e) => format!("cannot start {}: {e}", python.display()),
+        e => format!("the interpreter: {e}"),
+    })?;
+    if !done.status.success() {
+        // Its last words: a traceback's last line says why (a Python too old for the runtime).
+        let last = done
+            .stderr_tail
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty());
+        return Err(format!(
+            "the interpreter ended with {}{}",
+            done.status,
+            last.map(|l| format!(": {l}")).unwrap_or_default()
+        ));
     }
-    let mut child = flowrun_executor::process::spawn_helper(&mut cmd)
-        .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut out = Vec::new();
-    let read = read_until(&mut stdout, &mut out, deadline);
-    drop(stdout);
-    // Ended, or killed at the deadline (not reaped before: its pid is still its own).
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) if read.is_ok() => break Ok(status),
-            Ok(None) if read.is_ok() && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(match &read {
-                    Err(why) => why.clone(),
-                    Ok(()) => format!("compiling took longer than {} s", limit.as_secs()),
-                });
-            }
-        }
-    }?;
-    if !status.success() {
-        return Err(format!("the interpreter ended with {status}"));
-    }
-    serde_json::from_slice(&out).map_err(|e| format!("its answer was not understood: {e}"))
-}
-
-/// Reads `from` to its end into `out`, until `deadline` and at most [`MAX_ANSWER`] bytes.
-fn read_until(from: &mut ChildStdout, out: &mut Vec<u8>, deadline: Instant) -> Result<(), String> {
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "compiling took longer than {} s",
-                TIMEOUT.as_secs()
-            ));
-        }
-        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(from.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) | Err(_) => continue, // the deadline, looked at above; EINTR
-            Ok(_) => {}
-        }
-        match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) if out.len() + n > MAX_ANSWER => return Err("its answer was too long".into()),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("cannot read its answer: {e}")),
-        }
-    }
+    serde_json::from_slice(&done.stdout).map_err(|e| format!("its answer was not understood: {e}"))
 }
 
 #[cfg(test)]

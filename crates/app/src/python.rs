@@ -132,6 +132,9 @@ fn write_cache(cache_dir: &Path, entries: &[CacheEntry]) {
     }
 }
 
+/// How long a candidate may take to say what it is (~15 ms; a pyenv shim ~100 ms).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Asks a candidate what it really is. Runs it isolated and without site, so it is quick.
 fn probe(candidate: &Path, found_by: &str) -> Result<Interpreter, PythonError> {
     let script = "import sys, importlib.util; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3]); print(sys.implementation.name); print(getattr(importlib.util, 'MAGIC_NUMBER', b'').hex())";
@@ -140,21 +143,21 @@ fn probe(candidate: &Path, found_by: &str) -> Result<Interpreter, PythonError> {
         found_by: found_by.to_string(),
         message,
     };
-    let out = flowrun_executor::process::spawn_helper(
+    // Bounded: a shim that hangs (or an interpreter that does) must not hang `run`, `validate`
+    // or a server's request with it.
+    let out = flowrun_executor::helper::run_bounded(
         Command::new(candidate)
             .args(["-I", "-S", "-c", script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
+            .stdin(std::process::Stdio::null()),
+        PROBE_TIMEOUT,
+        64 * 1024,
     )
-    .and_then(|c| c.wait_with_output())
     .map_err(|e| broken(e.to_string()))?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(broken(format!(
             "it exited with {} ({})",
             out.status,
-            stderr.trim()
+            out.stderr_tail.trim()
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);

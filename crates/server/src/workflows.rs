@@ -15,7 +15,9 @@ pub struct Entry {
     pub file: PathBuf,
     pub source: Option<Source>,
     pub plan: Option<Plan>,
-    /// Everything `flowrun validate` would report; empty when valid.
+    /// What `flowrun validate` would report but for compiling code nodes (only `POST
+    /// /api/validate` does that: an interpreter per workflow listed would cost too much);
+    /// empty when valid.
     pub errors: Vec<Diagnostic>,
 }
 
@@ -40,7 +42,7 @@ fn is_workflow_file(p: &Path) -> bool {
         && !flowrun_app::testing::is_test_file(name)
 }
 
-/// Loads and checks one file the way `flowrun validate` does.
+/// Loads and checks one file the way `flowrun validate` does, its code nodes not compiled.
 pub fn load(path: &Path) -> Entry {
     match flowrun_codegen::load_file(path) {
         Ok(source) => check(path, source),
@@ -63,7 +65,8 @@ pub fn unparsed(path: &Path, d: Diagnostics) -> Entry {
     }
 }
 
-/// Checks a parsed definition the way `flowrun validate` does: plan and input schema.
+/// Checks a parsed definition the way `flowrun validate` does (plan and input schema), its code
+/// nodes not compiled.
 pub fn check(path: &Path, source: Source) -> Entry {
     let mut errors = Vec::new();
     let plan = match flowrun_app::inputs::compile(&source) {

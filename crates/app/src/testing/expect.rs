@@ -314,6 +314,20 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
             NODE_FIELDS.join(", ")
         )),
         Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),
+        Some(Seg::Key(f)) if f == "items" || f == "iterations" => {
+            let Some(n) = plan.and_then(|p| p.workflow.node(node)) else {
+                return Ok(());
+            };
+            match (f.as_str(), n.for_each.is_some(), n.repeat.is_some()) {
+                ("items", false, _) => Err(format!(
+                    "node '{node}' has no `for_each`, so no items (its row is `nodes.{node}`)"
+                )),
+                ("iterations", _, false) => Err(format!(
+                    "node '{node}' has no `repeat`, so no iterations (its row is `nodes.{node}`)"
+                )),
+                _ => Ok(()),
+            }
+        }
         _ => Ok(()),
     }
 }

@@ -43,6 +43,26 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// As `flowrun validate` reports problems: this one at its place in the test file (an
+    /// invalid workflow said there, "the workflow ./wf.json is invalid:"), then, for an invalid
+    /// workflow, each of its problems at its place in its own file.
+    pub fn into_diagnostics(self) -> Vec<flowrun_codegen::Diagnostic> {
+        let message = match &self.within {
+            Some(_) => self.message.lines().next().unwrap_or_default().to_string(),
+            None => self.message,
+        };
+        let mut d = flowrun_codegen::Diagnostic::new(match &self.case {
+            Some(c) => format!("case {}: {message}", Value::String(c.clone())),
+            None => message,
+        });
+        (d.file, d.line, d.field) = (Some(self.file), self.line, self.path);
+        let mut out = vec![d];
+        out.extend(self.within.into_iter().flat_map(|w| w.0));
+        out
+    }
+}
+
 /// Is this file name a test file's (`*.test.yaml`, `*.test.yml`, `*.test.json`)?
 pub fn is_test_file(name: &str) -> bool {
     [".test.yaml", ".test.yml", ".test.json"]

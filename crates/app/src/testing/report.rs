@@ -289,23 +289,45 @@ pub fn junit_invalid(problems: &[Problem]) -> String {
     );
     for file in files {
         let mine: Vec<&Problem> = problems.iter().filter(|p| p.file == file).collect();
-        let name = xml(file, true);
         let first = one_line(mine.first().map(|p| p.message.as_str()).unwrap_or(""));
         let body: Vec<String> = mine.iter().map(|p| p.to_string()).collect();
-        let _ = writeln!(
-            x,
-            "  <testsuite name=\"{name}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\" file=\"{name}\">\n    <testcase name=\"invalid test file\" classname=\"{name}\" file=\"{name}\"{line} time=\"0.000\">\n      <error type=\"invalid test file\" message=\"{}\">{}</error>\n    </testcase>\n  </testsuite>",
-            xml(&first, true),
-            xml(&body.join("\n"), false),
-            line = mine
-                .iter()
-                .find_map(|p| p.line)
-                .map(|l| format!(" line=\"{l}\""))
-                .unwrap_or_default(),
+        let line = mine.iter().find_map(|p| p.line);
+        error_suite(
+            &mut x,
+            file,
+            Some(file),
+            line,
+            "invalid test file",
+            &first,
+            &body.join("\n"),
         );
     }
     x.push_str("</testsuites>\n");
     x
+}
+
+/// A `testsuite` named `name` of one `testcase` that errored with `kind`: what JUnit shows
+/// when there were no results to report.
+fn error_suite(
+    x: &mut String,
+    name: &str,
+    file: Option<&str>,
+    line: Option<usize>,
+    kind: &str,
+    first: &str,
+    body: &str,
+) {
+    let name = xml(name, true);
+    let file = file
+        .map(|f| format!(" file=\"{}\"", xml(f, true)))
+        .unwrap_or_default();
+    let line = line.map(|l| format!(" line=\"{l}\"")).unwrap_or_default();
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{name}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\"{file}>\n    <testcase name=\"{kind}\" classname=\"{name}\"{file}{line} time=\"0.000\">\n      <error type=\"{kind}\" message=\"{}\">{}</error>\n    </testcase>\n  </testsuite>",
+        xml(first, true),
+        xml(body, false),
+    );
 }
 
 /// `--json` when test files are invalid and nothing ran: no totals counted, no files run, and
@@ -327,12 +349,20 @@ pub fn json_invalid(problems: &[Problem]) -> Value {
 /// that a CI job which publishes the report whatever happened shows that rather than an empty
 /// file it cannot parse.
 pub fn junit_not_run(message: &str) -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str("<testsuites name=\"flowrun test\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n");
     let first = one_line(message);
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"flowrun test\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n  <testsuite name=\"flowrun test\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n    <testcase name=\"nothing was run\" classname=\"flowrun test\" time=\"0.000\">\n      <error type=\"nothing was run\" message=\"{}\">{}</error>\n    </testcase>\n  </testsuite>\n</testsuites>\n",
-        xml(&first, true),
-        xml(message, false)
-    )
+    error_suite(
+        &mut x,
+        "flowrun test",
+        None,
+        None,
+        "nothing was run",
+        &first,
+        message,
+    );
+    x.push_str("</testsuites>\n");
+    x
 }
 
 /// `--json` when the suite could not run at all: as [`json_invalid`], with one error that

@@ -1,7 +1,7 @@
 //! `POST /api/validate`: everything an editor shows about an unsaved definition, without running
-//! any of it: diagnostics (code nodes compiled by the interpreter a run would use), the input schema with its defaults, the connections it needs and
-//! whether each is bound, the agent CLIs it needs and whether each is found, and per node what
-//! it reads.
+//! any of it: diagnostics (code nodes compiled by the interpreter a run would use), the input
+//! schema with its defaults, the connections it needs and whether each is bound, the agent CLIs
+//! it needs and whether each is found, and per node what it reads.
 
 use super::error::{ApiError, blocking};
 use super::parse_body;
