@@ -28,10 +28,14 @@ return {'limits': limits, 'cpus': sorted(os.sched_getaffinity(0)),
 /// lowers the spares' descriptor limit and raises their niceness, then stops them; returns how
 /// many there were.
 const TAMPER: &str = r#"def tamper():
-  import os, resource, signal
+  import os, resource, signal, time
   me, template = os.getpid(), os.getppid()
   spares = []
-  for p in os.listdir('/proc'):
+  # The template makes the next spares as the execution before this one ends: on a busy
+  # machine, maybe only after this one started. Waited for, up to 10 s.
+  deadline = time.monotonic() + 10
+  while not spares and time.monotonic() < deadline:
+    for p in os.listdir('/proc'):
       if p.isdigit() and int(p) != me:
           try:
               stat = open('/proc/%s/stat' % p).read().rpartition(')')[2].split()
@@ -39,6 +43,8 @@ const TAMPER: &str = r#"def tamper():
               continue
           if int(stat[1]) == template:
               spares.append(int(p))
+    if not spares:
+      time.sleep(0.02)
   for p in [template] + spares:
       if len(os.sched_getaffinity(p)) > 1:
           os.sched_setaffinity(p, {min(os.sched_getaffinity(p))})
