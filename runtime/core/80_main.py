@@ -126,20 +126,28 @@ def prepare_for_fork(workflow):
             pass
 
 
+# The most problems `--check` lists (a few hundred bytes each); it says when there are more.
+_CHECK_MAX_PROBLEMS = 100
+
+
 def check_only(workflow):
-    """`script --check` (flowrun validate): every problem the start checks find, as one JSON
-    line on stdout ({"problems": [{"error": …, "where": …}]}), then exit 0.  Reads nothing, runs
+    """`script --check` (flowrun validate): the problems the start checks find (the first
+    _CHECK_MAX_PROBLEMS), as one JSON line on stdout ({"problems": [{"error": …, "where": …}],
+    "more": bool}), then exit 0.  Reads nothing, runs
     no node and speaks no protocol: compiling a code node's source defines its function and runs
     none of its body."""
     global CHECK_ONLY
     CHECK_ONLY = True
-    problems = []
+    problems, more = [], False
     for check in START_CHECKS:
         for error, where in check(workflow):
+            if len(problems) == _CHECK_MAX_PROBLEMS:
+                more = True
+                break
             # Not its traceback: it quotes the source line, which may be megabytes long.
             error.pop("traceback", None)
             problems.append({"error": error, "where": where})
-    sys.stdout.write(_dumps({"problems": problems}) + "\n")
+    sys.stdout.write(_dumps({"problems": problems, "more": more}) + "\n")
     sys.stdout.flush()
     sys.exit(0)
 

@@ -34,36 +34,22 @@ fn check_and_compile(
 
 /// A test file (`*.test.yaml`, …) given to `validate`: checked as `flowrun test` checks it
 /// before running anything (its cases, mocks, expectations, snapshot file and the workflow it
-/// names), then that workflow as [`check_and_compile`] checks it — not read as a workflow it is
-/// not. The number of its cases when it is valid.
-fn check_test_file(
-    file: &Path,
-    python: Option<&Path>,
-) -> (Result<(Source, Plan), Diagnostics>, Option<String>, usize) {
+/// names) — not read as a workflow it is not. Its workflow's code is not compiled here: a case
+/// may mock a node, or expect the run to fail; `validate` of the workflow file compiles it. The
+/// number of its cases when it is valid.
+fn check_test_file(file: &Path) -> (Result<(Source, Plan), Diagnostics>, usize) {
     let suite = match flowrun_app::testing::load_suite(&[file.to_path_buf()], false) {
         Ok(suite) => suite,
         Err(problems) => {
             let diags = problems.into_iter().flat_map(Problem::into_diagnostics);
-            return (Err(Diagnostics(diags.collect())), None, 0);
+            return (Err(Diagnostics(diags.collect())), 0);
         }
     };
     let test = suite
         .files
         .first()
         .expect("a test file loaded is in the suite");
-    let (result, skipped) = match check_and_compile(Path::new(&test.source.file), python) {
-        // A code node mocked in every case that runs never compiles in a test: not its
-        // problem here either.
-        (Err(d), skipped) => {
-            let kept: Vec<_> = d.0.into_iter().filter(|d| !test.always_mocked(d)).collect();
-            match kept.is_empty() {
-                true => (check(Path::new(&test.source.file)), skipped),
-                false => (Err(Diagnostics(kept)), skipped),
-            }
-        }
-        ok => ok,
-    };
-    (result, skipped, test.cases.len())
+    (check(Path::new(&test.source.file)), test.cases.len())
 }
 
 /// Loads and checks a workflow file; exit 2 with every problem when it is invalid.
@@ -126,7 +112,10 @@ pub fn validate(files: &[PathBuf], json: bool, python: Option<&Path>) -> Result<
     for file in files {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
         let (result, skipped, cases) = match name {
-            Some(n) if flowrun_app::testing::is_test_file(&n) => check_test_file(file, python),
+            Some(n) if flowrun_app::testing::is_test_file(&n) => {
+                let (result, cases) = check_test_file(file);
+                (result, None, cases)
+            }
             _ => {
                 let (result, skipped) = check_and_compile(file, python);
                 (result, skipped, 0)

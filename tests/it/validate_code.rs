@@ -312,3 +312,43 @@ fn a_large_source_of_a_sub_workflow_or_one_long_line_is_still_checked() {
         .collect();
     assert_eq!(nodes, ["long", "big"], "{doc}");
 }
+
+#[test]
+fn many_sources_that_do_not_compile_are_listed_up_to_a_hundred_and_said_to_be_more() {
+    let env = Env::new();
+    let nodes: Vec<Value> = (0..150)
+        .map(|i| code(&format!("n{i}"), "return ("))
+        .collect();
+    env.write_workflow("many.json", &json!({"id": "many", "nodes": nodes}));
+    let out = env.cmd(["validate", "--json", "many.json"]);
+    assert_code(&out, 2, "validate");
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let diags = doc["files"][0]["diagnostics"].as_array().unwrap();
+    assert_eq!(diags.len(), 101, "{doc}");
+    assert!(
+        diags.iter().any(
+            |d| d["message"] == "more code nodes do not compile: only the first 100 are listed"
+        ),
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_validate_killed_mid_check_leaves_no_file_behind() {
+    let env = Env::new();
+    env.write_workflow(
+        "wf.json",
+        &json!({"id": "wf", "nodes": [code("c", "return (")]}),
+    );
+    let hangs = fake_python(&env, "hangs", "exec sleep 1000");
+    let mut child = env
+        .command()
+        .args(["validate", "wf.json", "--python", &hangs])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(env.tmp_dir()).unwrap().collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}

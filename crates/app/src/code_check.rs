@@ -23,7 +23,7 @@ use flowrun_codegen::source::Source;
 use flowrun_executor::helper::{HelperError, run_bounded};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
@@ -54,6 +54,9 @@ pub enum CodeCheck {
 #[derive(Deserialize)]
 struct Answer {
     problems: Vec<Problem>,
+    /// More problems than were listed (the checker stops at 100).
+    #[serde(default)]
+    more: bool,
 }
 
 #[derive(Deserialize)]
@@ -97,13 +100,32 @@ pub fn check(source: &Source, plan: &Plan, python: Option<&Path>) -> CodeCheck {
     if !has_code(plan) {
         return CodeCheck::Done(Vec::new());
     }
+    // The place first: finding the interpreter may ask it what it is (up to 10 s of its own).
+    let Some(_place) = Place::take(Instant::now() + TIMEOUT) else {
+        return CodeCheck::Skipped(format!(
+            "{MAX_AT_ONCE} other checks kept this one waiting {} s",
+            TIMEOUT.as_secs()
+        ));
+    };
     let interpreter = match python::discover(python, &crate::paths::cache_dir()) {
         Ok(i) => i,
         Err(e) => return CodeCheck::Skipped(format!("no Python to compile them with: {e}")),
     };
     let script = flowrun_codegen::render(plan, &RenderOptions::default());
     match ask(&interpreter.executable, script.text.as_bytes()) {
-        Ok(answer) => CodeCheck::Done(diagnostics(source, answer.problems)),
+        Ok(answer) => {
+            let mut found = diagnostics(source, answer.problems);
+            if answer.more {
+                found.push(source.diagnostic(
+                    "nodes",
+                    format!(
+                        "more code nodes do not compile: only the first {} are listed",
+                        found.len()
+                    ),
+                ));
+            }
+            CodeCheck::Done(found)
+        }
         Err(why) => CodeCheck::Skipped(why),
     }
 }
@@ -233,30 +255,20 @@ impl Drop for Place {
     }
 }
 
-/// Runs `python -I -S SCRIPT --check` (the script in a private temporary file, no environment,
-/// stdin empty) and reads its answer: bounded by [`flowrun_executor::helper::run_bounded`] —
-/// killed at [`TIMEOUT`] however it stalls, or past [`MAX_ANSWER`] — after waiting up to
-/// [`TIMEOUT`] for one of the [`MAX_AT_ONCE`] places.
+/// Runs `python -I -S - --check` (the script on stdin, no environment) and reads its answer,
+/// bounded by [`flowrun_executor::helper::run_bounded`]: killed at [`TIMEOUT`] however it
+/// stalls, or past [`MAX_ANSWER`]. The caller holds one of the [`MAX_AT_ONCE`] places.
 fn ask(python: &Path, script: &[u8]) -> Result<Answer, String> {
-    let _place = Place::take(Instant::now() + TIMEOUT).ok_or_else(|| {
-        format!(
-            "{MAX_AT_ONCE} other checks kept this one waiting {} s",
-            TIMEOUT.as_secs()
-        )
-    })?;
-    let mut file = tempfile::Builder::new()
-        .prefix("flowrun-check-")
-        .suffix(".py")
-        .tempfile()
-        .map_err(|e| format!("cannot write the script to check: {e}"))?;
+    // On stdin from a file without a name: no pipe to write (whose reader may be gone), and
+    // nothing left behind in TMPDIR whatever ends this process.
+    let mut file = tempfile::tempfile().map_err(|e| format!("cannot write the script: {e}"))?;
     file.write_all(script)
-        .map_err(|e| format!("cannot write the script to check: {e}"))?;
+        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+        .map_err(|e| format!("cannot write the script: {e}"))?;
     let mut cmd = Command::new(python);
-    cmd.args(["-I", "-S"])
-        .arg(file.path())
-        .arg("--check")
+    cmd.args(["-I", "-S", "-", "--check"])
         .env_clear()
-        .stdin(Stdio::null());
+        .stdin(Stdio::from(file));
     let done = run_bounded(&mut cmd, TIMEOUT, MAX_ANSWER).map_err(|e| match e {
         HelperError::TimedOut(_) => format!("compiling took longer than {} s", TIMEOUT.as_secs()),
         HelperError::TooLong(_) => "its answer was too long".into(),

@@ -44,9 +44,15 @@ const MAX_STREAM_KEPT: usize = 1 << 20;
 /// ends ([`Live::trim_after`]): ~200 bytes each on the heap, so 10,000 are ~2 MB.
 const TRIM_AFTER_EVENTS: usize = 10_000;
 
-/// How long after such an end: the last viewers, the waiting caller and the store's writes let
-/// go of the events in the moments after it, and the pages are only free once all have.
-const TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// When after such an end, each after the one before: the viewers still reading it, the
+/// waiting caller and the store's writes let go of its events in the moments after it, or, for
+/// a slow reader of its stream, minutes later; the pages are free only once all have.
+const TRIM_AFTER: [std::time::Duration; 4] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(30),
+    std::time::Duration::from_secs(120),
+];
 
 impl Live {
     pub(super) fn new(id: &str) -> (Arc<Live>, watch::Receiver<Option<StopReason>>) {
@@ -114,32 +120,50 @@ impl Live {
     }
 
     /// After an execution that kept many events, gives the memory the allocator then holds
-    /// free back to the system, a moment later. A server keeps every event of a running
+    /// free back to the system: 1, 6, 36 and 156 s later ([`TRIM_AFTER`]), a few milliseconds
+    /// each on a blocking thread; rounds started close together are one. A server keeps every
+    /// event of a running
     /// execution here (viewers that join late get them all): a loud execution's 160,000 log
     /// lines took it from 13 to 112 MB, and glibc's allocator kept those pages, once freed, for
-    /// as long as the server ran (trimmed: ~19 MB). A few milliseconds, on a
-    /// blocking thread.
+    /// as long as the server ran (trimmed: ~19 MB).
     pub(super) fn trim_after(&self) {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         {
             use std::sync::atomic::{AtomicBool, Ordering};
-            /// A trim is due: executions that end before it are trimmed by it too.
-            static DUE: AtomicBool = AtomicBool::new(false);
-            if crate::lock(&self.state).events.len() < TRIM_AFTER_EVENTS
-                || DUE.swap(true, Ordering::SeqCst)
-            {
+            /// A round of trims runs; `AGAIN`: start it over (another large execution ended).
+            static RUNNING: AtomicBool = AtomicBool::new(false);
+            static AGAIN: AtomicBool = AtomicBool::new(false);
+            if crate::lock(&self.state).events.len() < TRIM_AFTER_EVENTS {
+                return;
+            }
+            AGAIN.store(true, Ordering::SeqCst);
+            if RUNNING.swap(true, Ordering::SeqCst) {
                 return;
             }
             tokio::spawn(async {
-                tokio::time::sleep(TRIM_DELAY).await;
-                DUE.store(false, Ordering::SeqCst);
-                let _ = tokio::task::spawn_blocking(|| {
-                    // SAFETY: malloc_trim only returns the allocator's free pages to the system.
-                    unsafe {
-                        libc::malloc_trim(0);
+                let mut step = 0;
+                loop {
+                    if AGAIN.swap(false, Ordering::SeqCst) {
+                        step = 0;
                     }
-                })
-                .await;
+                    let Some(&wait) = TRIM_AFTER.get(step) else {
+                        RUNNING.store(false, Ordering::SeqCst);
+                        // One that ended as this round ended, and found it still running.
+                        if AGAIN.load(Ordering::SeqCst) && !RUNNING.swap(true, Ordering::SeqCst) {
+                            continue;
+                        }
+                        return;
+                    };
+                    tokio::time::sleep(wait).await;
+                    step += 1;
+                    let _ = tokio::task::spawn_blocking(|| {
+                        // SAFETY: malloc_trim only returns the allocator's free pages.
+                        unsafe {
+                            libc::malloc_trim(0);
+                        }
+                    })
+                    .await;
+                }
             });
         }
     }

@@ -22,23 +22,6 @@ pub struct TestFile {
     pub cases: Vec<Case>,
 }
 
-impl TestFile {
-    /// Is `d` about a code node of this file's workflow that every case which runs mocks (so
-    /// its source never compiles in these tests)?
-    pub fn always_mocked(&self, d: &flowrun_codegen::Diagnostic) -> bool {
-        let (Some(node), Some(file)) = (&d.node, &d.file) else {
-            return false;
-        };
-        d.field.as_deref() == Some("code")
-            && *file == self.source.file
-            && self
-                .cases
-                .iter()
-                .filter(|c| c.refused.is_none() && c.skip.is_none())
-                .all(|c| c.mocks.contains_key(node))
-    }
-}
-
 #[derive(Debug)]
 pub struct Case {
     pub name: String,
