@@ -214,18 +214,30 @@ fn writable(f: &Path) -> Result<(), Exit> {
         })
 }
 
-/// The suite cannot run at all: `--junit` and `--json` say why (a CI job reads them whatever the
-/// exit code, and an empty report file would not parse), and the exit says it too.
-fn not_run(args: &TestArgs, code: i32, message: String) -> Exit {
+/// Nothing was run: the reports asked for say why (a CI job reads them whatever the exit code,
+/// and an empty report file would not parse), then `exit`.
+fn unrun(
+    args: &TestArgs,
+    junit: impl FnOnce() -> String,
+    json: impl FnOnce() -> serde_json::Value,
+    exit: Exit,
+) -> Exit {
     if let Some(f) = &args.junit {
-        if let Err(e) = write_junit(f, &report::junit_not_run(&message)) {
+        if let Err(e) = write_junit(f, &junit()) {
             return e;
         }
     }
     if args.json {
-        print_document(&report::json_not_run(&message));
+        print_document(&json());
     }
-    Exit::new(code, message)
+    exit
+}
+
+/// The suite cannot run at all (no store, no interpreter, nothing to run): [`unrun`].
+fn not_run(args: &TestArgs, code: i32, message: String) -> Exit {
+    let junit = || report::junit_not_run(&message);
+    let json = || report::json_not_run(&message);
+    unrun(args, junit, json, Exit::new(code, message.clone()))
 }
 
 pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
@@ -258,15 +270,12 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         Ok(s) => s,
         Err(problems) => {
             print_problems(&problems, args.json);
-            // The reports asked for say so too: a CI job reads them whatever the exit code.
-            if let Some(f) = &args.junit {
-                write_junit(f, &report::junit_invalid(&problems))?;
-            }
-            if args.json {
-                let doc = report::json_invalid(&problems);
-                print_document(&doc);
-            }
-            return Err(Exit::new(USAGE, report::invalid_line(&problems)));
+            return Err(unrun(
+                &args,
+                || report::junit_invalid(&problems),
+                || report::json_invalid(&problems),
+                Exit::new(USAGE, report::invalid_line(&problems)),
+            ));
         }
     };
     for note in &suite.replaced {
