@@ -16,6 +16,7 @@
 
 use crate::python;
 use flowrun_codegen::Diagnostic;
+use flowrun_codegen::NodeProblem;
 use flowrun_codegen::Plan;
 use flowrun_codegen::RenderOptions;
 use flowrun_codegen::model::NodeKind;
@@ -28,9 +29,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// (a sub-workflow's file or none, node) -> line and column in the node's source.
-type Places = BTreeMap<(Option<String>, String), (Option<u64>, Option<u64>)>;
 
 /// How long compiling may take (a few milliseconds a node, seconds for a megabyte of source),
 /// and, before it, how long a check waits for a place to run.
@@ -80,6 +78,18 @@ struct Where {
     /// For a sub-workflow's code node: its file and id.
     file: Option<String>,
     node: Option<String>,
+}
+
+impl Where {
+    /// Line and column (when known, and past 0) in the node's source.
+    fn within(&self) -> Option<(usize, Option<usize>)> {
+        let line = usize::try_from(self.line?).ok()?;
+        let column = self
+            .column
+            .and_then(|c| usize::try_from(c).ok())
+            .filter(|&c| c > 0);
+        Some((line, column))
+    }
 }
 
 /// Does the plan have a code node a run would compile (not pinned), here or in a sub-workflow?
@@ -146,81 +156,49 @@ fn what(place: &Where) -> String {
 fn diagnostics(source: &Source, problems: Vec<Problem>) -> Vec<Diagnostic> {
     let mut here = Vec::new();
     let mut children: BTreeMap<String, Vec<Problem>> = BTreeMap::new();
-    // (file or none, node) -> where in its source: a node has one problem at most.
-    let places: Places = problems
-        .iter()
-        .map(|p| {
-            let node = p.place.node.clone().unwrap_or_else(|| p.error.node.clone());
-            ((p.place.file.clone(), node), (p.place.line, p.place.column))
-        })
-        .collect();
     for p in problems {
         match &p.place.file {
             Some(file) if p.place.node.is_some() => {
                 children.entry(file.clone()).or_default().push(p)
             }
-            _ => here.push((
-                p.error.node.clone(),
-                "code".to_string(),
-                format!("does not compile: {}", what(&p.place)),
-            )),
+            _ => here.push(NodeProblem {
+                message: format!("does not compile: {}", what(&p.place)),
+                within: p.place.within(),
+                node: p.error.node,
+                field: "code".into(),
+            }),
         }
     }
-    let mut out = in_blocks(source, source.node_diagnostics(here).0, &places);
+    let mut out = source.node_diagnostics(here).0;
     for (file, problems) in children {
         match flowrun_codegen::source::load_file(Path::new(&file)) {
             Ok(child) => {
-                let at = problems.iter().map(|p| {
-                    let node = p.place.node.clone().unwrap_or_default();
-                    let message = format!(
+                let at = problems.into_iter().map(|p| NodeProblem {
+                    message: format!(
                         "does not compile: {}; run by node '{}' of {}",
                         what(&p.place),
                         p.error.node,
                         source.file
-                    );
-                    (node, "code".to_string(), message)
+                    ),
+                    within: p.place.within(),
+                    node: p.place.node.unwrap_or_default(),
+                    field: "code".into(),
                 });
-                let found = child.node_diagnostics(at.collect()).0;
-                let mine: BTreeMap<_, _> = places
-                    .iter()
-                    .filter(|((f, _), _)| f.as_deref() == Some(file.as_str()))
-                    .map(|((_, n), at)| ((None, n.clone()), *at))
-                    .collect();
-                out.extend(in_blocks(&child, found, &mine));
+                out.extend(child.node_diagnostics(at.collect()).0);
             }
             // Changed since the plan read it: said at this workflow's node, as a run would say it.
             Err(_) => {
-                let at = problems
-                    .into_iter()
-                    .map(|p| (p.error.node, "workflow".to_string(), p.error.message));
+                let at = problems.into_iter().map(|p| NodeProblem {
+                    node: p.error.node,
+                    field: "workflow".into(),
+                    message: p.error.message,
+                    within: None,
+                });
                 out.extend(source.node_diagnostics(at.collect()).0);
             }
         }
     }
     out
-}
-
-/// A diagnostic at a code field written as a YAML literal block (`code: |`) points at the
-/// source's own line in the file (and column), not at the key: the line an editor jumps to.
-fn in_blocks(source: &Source, mut diags: Vec<Diagnostic>, places: &Places) -> Vec<Diagnostic> {
-    for d in &mut diags {
-        let (Some(node), Some(key_line)) = (&d.node, d.line) else {
-            continue;
-        };
-        let Some(&(Some(line), column)) = places.get(&(None, node.clone())) else {
-            continue;
-        };
-        let column = column
-            .and_then(|c| usize::try_from(c).ok())
-            .filter(|&c| c > 0);
-        let Ok(line) = usize::try_from(line) else {
-            continue;
-        };
-        if let Some((l, c)) = source.line_in_block(key_line, line, column) {
-            (d.line, d.column) = (Some(l), c);
-        }
-    }
-    diags
 }
 
 /// Compiles run at once by this process: each takes an interpreter's memory for up to

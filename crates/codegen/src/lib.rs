@@ -37,8 +37,8 @@ pub use model::Workflow;
 pub use plan::Plan;
 pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh};
 pub use source::{
-    Format, MAX_FILE_BYTES, Source, load_file, may_be_workflow, parse_str, read_text_file,
-    yaml_too_deep,
+    Format, MAX_FILE_BYTES, NodeProblem, Source, load_file, may_be_workflow, parse_str,
+    read_text_file, yaml_too_deep,
 };
 pub use yaml::{syntax_error as yaml_syntax_error, yaml_to_json};
 

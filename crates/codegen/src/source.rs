@@ -96,7 +96,7 @@ impl Source {
     /// Where line `line` (and column `column`, 1-based) of a YAML literal block (`code: |`)
     /// whose key is on line `key_line` of this file is: `None` when that key does not start
     /// one (JSON, a quoted or folded string), whose lines are not the file's.
-    pub fn line_in_block(
+    fn line_in_block(
         &self,
         key_line: usize,
         line: usize,
@@ -125,24 +125,50 @@ impl Source {
     }
 
     /// Problems with fields of nodes found outside codegen (code nodes whose source does not
-    /// compile), as `(node, field, message)`: each at the node (its first with that id), with
-    /// the file and the field's line. Located together: the file is scanned once for all.
-    pub fn node_diagnostics(&self, problems: Vec<(String, String, String)>) -> Diagnostics {
+    /// compile): each at the node (its first with that id), with the file and the field's line
+    /// — or, for a problem `within` a field written as a YAML literal block (`code: |`), the
+    /// file's line and column of that place in it. Located together: the file is scanned once.
+    pub fn node_diagnostics(&self, problems: Vec<NodeProblem>) -> Diagnostics {
+        let within: Vec<_> = problems.iter().map(|p| p.within).collect();
         let diags = problems
             .into_iter()
-            .map(|(node, field, message)| {
-                let d = Diagnostic::new(message).field(field);
-                match self.workflow.nodes.iter().position(|n| n.id == node) {
-                    Some(index) => d.node_at(index, node),
-                    None => d.node(node),
+            .map(|p| {
+                let d = Diagnostic::new(p.message).field(p.field);
+                match self.workflow.nodes.iter().position(|n| n.id == p.node) {
+                    Some(index) => d.node_at(index, p.node),
+                    None => d.node(p.node),
                 }
             })
             .collect();
-        self.locate(Diagnostics(diags))
+        let mut located = locate_each(&self.text, self.format, &self.file, Diagnostics(diags));
+        for (d, within) in located.0.iter_mut().zip(within) {
+            let (Some(key_line), Some((line, column))) = (d.line, within) else {
+                continue;
+            };
+            if let Some((l, c)) = self.line_in_block(key_line, line, column) {
+                (d.line, d.column) = (Some(l), c);
+            }
+        }
+        located.sorted()
     }
 }
 
-fn locate_in(text: &str, format: Format, file: &str, mut diags: Diagnostics) -> Diagnostics {
+/// A problem with a field of a node found outside codegen ([`Source::node_diagnostics`]).
+#[derive(Debug, Clone)]
+pub struct NodeProblem {
+    pub node: String,
+    pub field: String,
+    pub message: String,
+    /// Where in the field's own text (a code node's source) it is: line and column, 1-based.
+    pub within: Option<(usize, Option<usize>)>,
+}
+
+fn locate_in(text: &str, format: Format, file: &str, diags: Diagnostics) -> Diagnostics {
+    locate_each(text, format, file, diags).sorted()
+}
+
+/// [`locate_in`], in the order given.
+fn locate_each(text: &str, format: Format, file: &str, mut diags: Diagnostics) -> Diagnostics {
     let needs_line = diags.0.iter().any(|d| d.line.is_none());
     let loc = needs_line.then(|| Locator::new(text, format));
     for d in &mut diags.0 {
@@ -154,7 +180,7 @@ fn locate_in(text: &str, format: Format, file: &str, mut diags: Diagnostics) -> 
             }
         }
     }
-    diags.sorted()
+    diags
 }
 
 fn without_bom(text: &str) -> &str {
