@@ -122,11 +122,14 @@ def _code_prepare_for_fork(workflow):
 FORK_PREPARE.append(_code_prepare_for_fork)
 
 
-def _code_problems(workflow):
-    """Each code node that will run (neither pinned nor mocked) and whose source does not
-    compile, in the order of `nodes`, then those of its sub-workflows (_code_sub_problems), as
-    (node, error, where): `error` the execution's error naming that node, `where` the source's
-    line and column and, for a sub-workflow's, its file and node (for `flowrun validate`).
+def _code_check_syntax(workflow):
+    """The start check (START_CHECKS): each code node that will run (neither pinned nor
+    mocked) and whose source does not compile, in the order of `nodes`, then those of its
+    sub-workflows (_code_sub_problems), as (error, where): `error` the execution's error naming
+    that node, `where` the source's line and column and, for a sub-workflow's, its file and node
+    (for `flowrun validate`).  A run stops at the first and no node runs — not those before it,
+    whose requests and commands would have been made for a run bound to fail (a Python file
+    with a syntax error anywhere runs none of its lines either); `--check` lists them all.
     Compiled as the node would compile it, into the cache the node then takes it from, with
     warnings made errors; a source that fails so is compiled again with warnings ignored, and
     not kept: only an error then is the source's own, and one that merely warns warns in the
@@ -149,7 +152,7 @@ def _code_problems(workflow):
             error = _error_info(e)
             where = _code_where(e, error)
         error["message"] = "its source does not compile, so no node ran: " + error["message"]
-        yield node["id"], error, where
+        yield dict(error, node=node["id"]), where
     for problem in _code_sub_problems(workflow):
         yield problem
 
@@ -183,7 +186,7 @@ def _code_sub_problems(workflow):
             error["message"] = ("code node '%s' of %s does not compile, so no node ran: %s"
                                 % (sub.get("node"), file, error["message"]))
             where.update(file=file, node=sub.get("node"))
-            yield node["id"], error, where
+            yield dict(error, node=node["id"]), where
 
 
 def _code_where(e, error):
@@ -192,16 +195,6 @@ def _code_where(e, error):
     if isinstance(e, SyntaxError):
         return {"error": e.msg, "line": e.lineno, "column": e.offset}
     return {"error": "%s: %s" % (error["type"], error["message"]), "line": None, "column": None}
-
-
-def _code_check_syntax(workflow):
-    """Before any node runs: the code nodes whose source does not compile (_code_problems).  A
-    start check: the first fails the execution at once, and no node runs — not those before it,
-    whose requests and commands would have been made for a run bound to fail (a Python file
-    with a syntax error anywhere runs none of its lines either); `flowrun validate` reports
-    every one."""
-    for node, error, where in _code_problems(workflow):
-        yield dict(error, node=node), where
 
 
 def _code_with_warnings(action, f, *args):
