@@ -283,6 +283,35 @@ fn an_assertion_on_a_status_no_execution_or_node_has_is_refused_at_load() {
     assert_code(&env.cmd(["test", "ok.test.yaml"]), 0, "known statuses");
 }
 
+/// A list mocks one outcome per attempt: written for an output that is a list, it is refused
+/// with the way to write one (helper-50 mocked `ids: [1]` for a `for_each` over it, and met
+/// "for_each: expected a list, got a number" at run time).
+#[test]
+fn a_list_mock_that_cannot_be_attempts_says_how_to_mock_a_list_output() {
+    let env = Env::new();
+    one_node_workflow(&env);
+    env.write_file(
+        "bad.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      a: [1]\n  - name: two\n    mock:\n      a: [1, 2]\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml"]);
+    assert_code(&out, 2, "list mocks that are no attempts");
+    assert_eq!(env.execution_count(), 0, "nothing ran");
+    let err = stderr(&out);
+    for want in [
+        "bad.test.yaml:5: case \"one\": cases[0].mock.a: a list of one outcome: a list gives one outcome per attempt (the last repeats), so this mocks 1 for every attempt; write {output: [...]} for an output that is a list, or 1 for its item",
+        "bad.test.yaml:8: case \"two\": cases[1].mock.a: 2 attempts are mocked, but node 'a' makes at most 1 (its retry.max_attempts): a list gives one outcome per attempt; write {output: [...]} for an output that is a list",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    env.write_file(
+        "ok.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      a: { output: [1] }\n    expect:\n      nodes.a.output[0]: 1\n",
+    );
+    let out = env.cmd(["test", "ok.test.yaml"]);
+    assert_code(&out, 0, "a list output");
+}
+
 #[test]
 fn an_invalid_workflow_is_annotated_in_its_own_file_at_each_problem() {
     let env = Env::new();

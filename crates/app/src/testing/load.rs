@@ -353,9 +353,10 @@ fn read_mocks(
                         &here,
                         case,
                         format!(
-                            "{} attempts are mocked, but node '{node}' makes at most {} (its retry.max_attempts)",
+                            "{} attempts are mocked, but node '{node}' makes at most {} (its retry.max_attempts): a list gives one outcome per attempt; {}",
                             mock.attempts().len(),
-                            n.retry.max_attempts
+                            n.retry.max_attempts,
+                            mocks::LIST_OUTPUT
                         ),
                     );
                     continue;

@@ -10,12 +10,23 @@
 use flowrun_codegen::{Mock, MockOutcome};
 use serde_json::{Map, Value, json};
 
+/// How to write an output that is a list, for the errors that a list read as attempts leads to.
+pub(crate) const LIST_OUTPUT: &str = "write {output: [...]} for an output that is a list";
+
 /// Reads a mock; the error says what is wrong.
 pub(crate) fn parse(v: &Value) -> Result<Mock, String> {
     match v {
-        Value::Array(items) if items.is_empty() => {
-            Err("an empty list: give one outcome per attempt".into())
-        }
+        Value::Array(items) if items.is_empty() => Err(format!(
+            "an empty list: a list gives one outcome per attempt; {}",
+            LIST_OUTPUT
+        )),
+        // One outcome for every attempt is the value itself: a list of one is nearly always an
+        // output that is a list, which would otherwise reach the node as its one item.
+        Value::Array(items) if items.len() == 1 => Err(format!(
+            "a list of one outcome: a list gives one outcome per attempt (the last repeats), \
+             so this mocks {} for every attempt; {}, or {} for its item",
+            items[0], LIST_OUTPUT, items[0]
+        )),
         Value::Array(items) => {
             let attempts = items
                 .iter()
@@ -110,6 +121,10 @@ mod tests {
                 vec![err("MockError", "x")],
             ),
             (
+                json!([{"content": "no"}, {"content": "ok"}]),
+                vec![out(json!({"content": "no"})), out(json!({"content": "ok"}))],
+            ),
+            (
                 json!([{"error": {"message": "x"}}, {"content": "ok"}]),
                 vec![err("MockError", "x"), out(json!({"content": "ok"}))],
             ),
@@ -135,6 +150,13 @@ mod tests {
     fn bad_mocks() {
         for (v, why) in [
             (json!([]), "an empty list"),
+            (
+                json!([[1, 2]]),
+                "a list of one outcome: a list gives one outcome per attempt (the last repeats), \
+                 so this mocks [1,2] for every attempt; write {output: [...]} for an output that \
+                 is a list, or [1,2] for its item",
+            ),
+            (json!([1]), "or 1 for its item"),
             (json!({"error": "boom"}), "error: expected {type, message}"),
             (json!({"error": {"type": "X"}}), "a message is required"),
             (
