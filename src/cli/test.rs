@@ -35,9 +35,10 @@ pub struct TestArgs {
     /// Run a failed case again up to N times; one that then passes is reported flaky.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
-    /// Only the cases whose name or test file's path contains TEXT.
+    /// Only the cases whose name or test file's path contains TEXT; given several times, the
+    /// cases any of them picks.
     #[arg(long, value_name = "TEXT")]
-    pub filter: Option<String>,
+    pub filter: Vec<String>,
     /// Write a JUnit XML report to FILE.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -292,10 +293,10 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
             ),
         ));
     }
-    // A filter that matches nothing is a mistake (a typo in a CI job), not a suite that passed;
-    // an empty shard is not: more shards than cases leaves some empty.
-    if let Some(f) = args.filter.as_deref() {
-        if testing::select(&suite.files, Some(f), None).is_empty() {
+    // A filter that matches nothing is a mistake (a typo in a CI job), not a suite that passed,
+    // even beside one that does; an empty shard is not: more shards than cases leaves some empty.
+    for f in &args.filter {
+        if testing::select(&suite.files, std::slice::from_ref(f), None).is_empty() {
             return Err(not_run(
                 &args,
                 USAGE,
@@ -306,7 +307,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
             ));
         }
     }
-    let chosen = testing::select(&suite.files, args.filter.as_deref(), args.partition);
+    let chosen = testing::select(&suite.files, &args.filter, args.partition);
     let jobs = args
         .jobs
         .map(|j| j as usize)

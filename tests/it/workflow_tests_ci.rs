@@ -471,6 +471,35 @@ fn exit_codes_annotations_and_history() {
         "{}",
         describe(&out)
     );
+    // Several filters: the cases any of them picks; one that picks nothing is still a mistake.
+    let out = env.cmd([
+        "test",
+        "w.test.yaml",
+        "--filter",
+        "passes",
+        "--filter",
+        "fails",
+    ]);
+    assert_code(&out, 1, "both cases ran");
+    assert!(
+        stdout(&out).trim_end().ends_with("1 passed, 1 failed"),
+        "{}",
+        describe(&out)
+    );
+    let out = env.cmd([
+        "test",
+        "w.test.yaml",
+        "--filter",
+        "passes",
+        "--filter",
+        "Fails",
+    ]);
+    assert_code(&out, 2, "one of two filters matches nothing");
+    assert!(
+        stderr(&out).contains("--filter Fails: no case"),
+        "{}",
+        describe(&out)
+    );
     let mut cmd = env.flowrun();
     cmd.args(["test", "w.test.yaml"])
         .env("GITHUB_ACTIONS", "true");
@@ -489,8 +518,8 @@ fn exit_codes_annotations_and_history() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["mode"], "test");
     let all = env.history_json(&["--all"]);
-    assert_eq!(all.len(), 4);
-    assert_eq!(all.iter().filter(|e| e["mode"] == "test-suite").count(), 3);
+    assert_eq!(all.len(), 6);
+    assert_eq!(all.iter().filter(|e| e["mode"] == "test-suite").count(), 5);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Which cases run: `filter` (a text in the case's name or its file's path), then one shard of a
-//! partition. Every case is in exactly one shard of a partition into N, whichever way.
+//! Which cases run: `filters` (texts, any of which is in the case's name or its file's path),
+//! then one shard of a partition. Every case is in exactly one shard of a partition into N,
+//! whichever way.
 
 use super::model::{CaseRef, TestFile};
 use sha2::{Digest, Sha256};
@@ -44,16 +45,18 @@ fn hash(key: &str) -> u64 {
     u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-/// The cases to run, in file order then case order.
+/// The cases to run, in file order then case order: those whose name or file any of `filters`
+/// is in (all of them without filters), then one shard of those.
 pub fn select(
     files: &[TestFile],
-    filter: Option<&str>,
+    filters: &[String],
     partition: Option<Partition>,
 ) -> Vec<CaseRef> {
     let mut chosen: Vec<CaseRef> = Vec::new();
     for (fi, f) in files.iter().enumerate() {
         for (ci, c) in f.cases.iter().enumerate() {
-            if filter.is_none_or(|t| c.name.contains(t) || f.file.contains(t)) {
+            let picked = |t: &String| c.name.contains(t.as_str()) || f.file.contains(t.as_str());
+            if filters.is_empty() || filters.iter().any(picked) {
                 chosen.push(CaseRef { file: fi, case: ci });
             }
         }
