@@ -283,24 +283,35 @@ fn an_assertion_on_a_status_no_execution_or_node_has_is_refused_at_load() {
     assert_code(&env.cmd(["test", "ok.test.yaml"]), 0, "known statuses");
 }
 
-/// A list mocks one outcome per attempt: written for an output that is a list, it is refused
-/// with the way to write one (helper-50 mocked `ids: [1]` for a `for_each` over it, and met
-/// "for_each: expected a list, got a number" at run time).
+/// A list mocks one outcome per attempt: one that cannot be attempts is refused with how to
+/// write an output that is a list (helper-50 mocked `ids: [1]` for a `for_each` over it, and met
+/// "for_each: expected a list, got a number" at run time; helper-53 the same with `[1, 2]` and a
+/// retry), and a loop node's mock is said to be each item's.
 #[test]
 fn a_list_mock_that_cannot_be_attempts_says_how_to_mock_a_list_output() {
     let env = Env::new();
     one_node_workflow(&env);
+    env.write_workflow(
+        "loop.json",
+        &json!({"id": "loop", "nodes": [{"id": "each", "type": "set", "fields": {},
+                "for_each": "{{ trigger.xs }}", "retry": {"max_attempts": 3}}]}),
+    );
     env.write_file(
         "bad.test.yaml",
-        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      a: [1]\n  - name: two\n    mock:\n      a: [1, 2]\n",
+        "workflow: ./w.json\ncases:\n  - name: one\n    mock:\n      a: [1]\n  - name: two\n    mock:\n      a: [{ error: { message: x } }, 2]\n",
     );
-    let out = env.cmd(["test", "bad.test.yaml"]);
+    env.write_file(
+        "loop.test.yaml",
+        "workflow: ./loop.json\ncases:\n  - name: three\n    mock:\n      each: [1, 2]\n",
+    );
+    let out = env.cmd(["test", "bad.test.yaml", "loop.test.yaml"]);
     assert_code(&out, 2, "list mocks that are no attempts");
     assert_eq!(env.execution_count(), 0, "nothing ran");
     let err = stderr(&out);
     for want in [
-        "bad.test.yaml:5: case \"one\": cases[0].mock.a: a list of one outcome: a list gives one outcome per attempt (the last repeats), so this mocks 1 for every attempt; write {output: [...]} for an output that is a list, or 1 for its item",
+        "bad.test.yaml:5: case \"one\": cases[0].mock.a: a list of one outcome: a list gives one outcome per attempt (the last repeats); for the output [1], write {\"output\":[1]}; for 1 at every attempt, write 1",
         "bad.test.yaml:8: case \"two\": cases[1].mock.a: 2 attempts are mocked, but node 'a' makes at most 1 (its retry.max_attempts): a list gives one outcome per attempt; write {output: [...]} for an output that is a list",
+        "loop.test.yaml:5: case \"three\": cases[0].mock.each: attempt 2 is never made: attempt 1 is an output, which ends the node (a list gives one outcome per attempt, the failures before the output); for the output [1,2], write {\"output\":[1,2]} (node 'each' has for_each: its mock is each item's outcome, not the list of them)",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -328,10 +328,21 @@ fn read_mocks(
     };
     for (node, mv) in m {
         let here = at.key(node);
+        // A loop node's mock is each item's (or iteration's) outcome, not its list of them: the
+        // advice about writing a list output does not hold for it.
+        let looping = plan
+            .and_then(|p| p.workflow.node(node))
+            .and_then(|n| match (&n.for_each, &n.repeat) {
+                (Some(_), _) => Some("for_each: its mock is each item's outcome"),
+                (_, Some(_)) => Some("repeat: its mock is each iteration's outcome"),
+                _ => None,
+            })
+            .map(|what| format!(" (node '{node}' has {what}, not the list of them)"))
+            .unwrap_or_default();
         let mock = match mocks::parse(mv) {
             Ok(m) => m,
             Err(e) => {
-                r.problem(&here, case, e);
+                r.problem(&here, case, e + &looping);
                 continue;
             }
         };
@@ -357,7 +368,7 @@ fn read_mocks(
                             mock.attempts().len(),
                             n.retry.max_attempts,
                             mocks::LIST_OUTPUT
-                        ),
+                        ) + &looping,
                     );
                     continue;
                 }

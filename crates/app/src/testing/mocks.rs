@@ -17,27 +17,62 @@ pub(crate) const LIST_OUTPUT: &str = "write {output: [...]} for an output that i
 
 /// Reads a mock; the error says what is wrong.
 pub(crate) fn parse(v: &Value) -> Result<Mock, String> {
+    let as_output = || {
+        format!(
+            "for the output {}, write {}",
+            preview(v),
+            preview(&json!({ "output": v }))
+        )
+    };
     match v {
         Value::Array(items) if items.is_empty() => Err(format!(
             "an empty list: a list gives one outcome per attempt; {}",
-            LIST_OUTPUT
+            as_output()
         )),
-        // One outcome for every attempt is the value itself: a list of one is nearly always an
-        // output that is a list, which would otherwise reach the node as its one item.
-        Value::Array(items) if items.len() == 1 => Err(format!(
-            "a list of one outcome: a list gives one outcome per attempt (the last repeats), \
-             so this mocks {} for every attempt; {}, or {} for its item",
-            items[0], LIST_OUTPUT, items[0]
-        )),
+        // One outcome for every attempt is the outcome itself: a list of one is nearly always
+        // an output that is a list, which would otherwise reach the node as its one item.
+        Value::Array(items) if items.len() == 1 => {
+            let alone = to_value(&Mock::new(vec![outcome(&items[0])?]));
+            Err(format!(
+                "a list of one outcome: a list gives one outcome per attempt (the last repeats); \
+                 {}; for {} at every attempt, write {}",
+                as_output(),
+                preview(&items[0]),
+                preview(&alone)
+            ))
+        }
         Value::Array(items) => {
             let attempts = items
                 .iter()
                 .enumerate()
                 .map(|(i, item)| outcome(item).map_err(|e| format!("attempt {}: {e}", i + 1)))
                 .collect::<Result<Vec<_>, _>>()?;
+            // A mocked output ends the node: an outcome after one is never reached.
+            let last = attempts.len() - 1;
+            if let Some(i) = attempts[..last]
+                .iter()
+                .position(|o| matches!(o, MockOutcome::Output(_)))
+            {
+                return Err(format!(
+                    "attempt {} is never made: attempt {} is an output, which ends the node (a \
+                     list gives one outcome per attempt, the failures before the output); {}",
+                    i + 2,
+                    i + 1,
+                    as_output()
+                ));
+            }
             Ok(Mock::new(attempts))
         }
         v => Ok(Mock::new(vec![outcome(v)?])),
+    }
+}
+
+/// A value as an error message shows it: compact JSON, cut at about 60 characters.
+fn preview(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -123,10 +158,6 @@ mod tests {
                 vec![err("MockError", "x")],
             ),
             (
-                json!([{"content": "no"}, {"content": "ok"}]),
-                vec![out(json!({"content": "no"})), out(json!({"content": "ok"}))],
-            ),
-            (
                 json!([{"error": {"message": "x"}}, {"content": "ok"}]),
                 vec![err("MockError", "x"), out(json!({"content": "ok"}))],
             ),
@@ -153,12 +184,32 @@ mod tests {
         for (v, why) in [
             (json!([]), "an empty list"),
             (
-                json!([[1, 2]]),
-                "a list of one outcome: a list gives one outcome per attempt (the last repeats), \
-                 so this mocks [1,2] for every attempt; write {output: [...]} for an output that \
-                 is a list, or [1,2] for its item",
+                json!([1]),
+                "a list of one outcome: a list gives one outcome per attempt (the last repeats); \
+                 for the output [1], write {\"output\":[1]}; for 1 at every attempt, write 1",
             ),
-            (json!([1]), "or 1 for its item"),
+            (
+                json!([[1, 2]]),
+                "for [1,2] at every attempt, write {\"output\":[1,2]}",
+            ),
+            (
+                json!([{"error": {"message": "m"}}]),
+                "at every attempt, write {\"error\":{\"type\":\"MockError\",\"message\":\"m\"}}",
+            ),
+            (
+                json!([1, 2]),
+                "attempt 2 is never made: attempt 1 is an output, which ends the node (a list \
+                 gives one outcome per attempt, the failures before the output); for the output \
+                 [1,2], write {\"output\":[1,2]}",
+            ),
+            (
+                json!([{"error": {"message": "m"}}, 1, {"error": {"message": "m"}}]),
+                "attempt 3 is never made: attempt 2 is an output",
+            ),
+            (
+                json!((0..100).collect::<Vec<_>>()),
+                "[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,…, write",
+            ),
             (json!({"error": "boom"}), "error: expected {type, message}"),
             (json!({"error": {"type": "X"}}), "a message is required"),
             (
