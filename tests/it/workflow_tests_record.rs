@@ -155,3 +155,70 @@ fn record_from_keeps_the_failed_attempts_of_a_retried_node() {
     );
     assert_eq!(server.requests().len(), 2, "the replay made no request");
 }
+
+/// A for_each node's mock is each item's outcome: recorded once when every item went the same
+/// way (retries included), refused when they did not (helper-53: the recorder wrote all items'
+/// failed attempts then the last item's output, a case its own file then refused).
+#[test]
+fn record_from_a_for_each_node_records_its_items_outcome_or_says_they_differ() {
+    let env = Env::new();
+    let workflow = |server: &Server| {
+        json!({"id": "each", "nodes": [
+            {"id": "get", "type": "http_request", "url": server.url("/x"),
+             "for_each": "{{ trigger.ids }}",
+             "retry": {"max_attempts": 2, "backoff_ms": 1}}
+        ]})
+    };
+    let same = Server::scripted([
+        Reply::text(503, "busy"),
+        Reply::json(200, &json!({"ok": true})),
+        Reply::text(503, "busy"),
+        Reply::json(200, &json!({"ok": true})),
+    ]);
+    env.write_workflow("each.json", &workflow(&same));
+    let out = env.run(&env.path("each.json"), r#"{"ids": [1, 2]}"#, &[]);
+    assert_code(&out, 0, "each item: 503, then 200");
+    let id = env.only_execution_id();
+    let out = env.cmd(["test", "--record-from", &id, "--name", "same"]);
+    assert_code(&out, 0, "record-from");
+    let text = std::fs::read_to_string(env.path("each.test.yaml")).unwrap();
+    let file: Value = serde_yaml_ng::from_str(&text).expect("the test file is YAML");
+    let mock = file["cases"][0]["mock"]["get"]
+        .as_array()
+        .expect("attempts")
+        .clone();
+    assert_eq!(
+        mock.len(),
+        2,
+        "one item's attempts, not all of them: {text}"
+    );
+    assert_eq!(mock[0]["error"]["type"], "HttpError", "{text}");
+    assert_eq!(mock[1]["body"], json!({"ok": true}), "{text}");
+    let (code, _report, err) = test_json(&env, &["each.test.yaml", "--offline"], &[]);
+    assert_eq!(code, 0, "the case replays: {err}\n{text}");
+    assert_eq!(same.requests().len(), 4, "the replay made no request");
+
+    let differ = Server::scripted([
+        Reply::json(200, &json!({"n": 1})),
+        Reply::json(200, &json!({"n": 2})),
+    ]);
+    env.write_workflow("each.json", &workflow(&differ));
+    let out = env.run(&env.path("each.json"), r#"{"ids": [1, 2]}"#, &[]);
+    assert_code(&out, 0, "two items, two answers");
+    let listed = env.history_json(&[]);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let out = env.cmd(["test", "--record-from", &id, "--name", "differ"]);
+    assert_code(&out, 2, "items that differ");
+    assert!(
+        stderr(&out).contains(&format!(
+            "node 'get' of execution {id} ran for_each items that ended differently, and a mock gives each the same outcome"
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("each.test.yaml")).unwrap(),
+        text,
+        "the test file is left as it was"
+    );
+}

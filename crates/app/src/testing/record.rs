@@ -10,7 +10,8 @@ use super::run::record_view;
 use super::snapshot;
 use flowrun_codegen::mock::makes_requests;
 use flowrun_codegen::{Mock, MockOutcome};
-use flowrun_store::{Store, StoreError};
+use flowrun_events::Part;
+use flowrun_store::{NodeRow, Store, StoreError, StoredEvent};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,14 @@ pub enum RecordError {
         file: String,
         id: String,
         message: String,
+    },
+    #[error(
+        "node '{node}' of execution {id} ran {parts} that ended differently, and a mock gives each the same outcome: no case of it could replay this execution\nmock the node it iterates over (or what that reads), or write the case by hand"
+    )]
+    Loop {
+        id: String,
+        node: String,
+        parts: &'static str,
     },
     #[error("{0}")]
     TestFile(String),
@@ -124,9 +133,10 @@ pub fn record_from(
             .to_string()
     };
     let ends = store.events(id, 0, Some("node_end"))?;
+    let rows = store.nodes(id)?;
     let mut mock_map = Map::new();
     let mut mocked_ok = Vec::new();
-    for row in store.nodes(id)? {
+    for row in rows.iter().filter(|r| r.part.is_none()) {
         use flowrun_events::NodeStatus::*;
         let node = &row.node_id;
         let requests = makes_requests(&type_of(node));
@@ -139,26 +149,32 @@ pub fn record_from(
         if !wanted {
             continue;
         }
-        let mut attempts: Vec<MockOutcome> = ends
+        // A for_each or repeat node's mock is each item's (iteration's) outcome: recorded only
+        // when every one of them went the same way.
+        let parts: Vec<&NodeRow> = rows
             .iter()
-            .filter(|ev| ev.node_id.as_deref() == Some(node) && ev.data["retrying"] == true)
-            // A retry withdrawn (the run was ending) left its attempt the row's: counted once.
-            .filter(|ev| ev.data["attempt"].as_u64() != Some(u64::from(row.attempt)))
-            .map(|ev| error_outcome(&ev.data["error"]))
+            .filter(|r| r.node_id == *node && r.part.is_some())
             .collect();
-        if row.status.has_output() {
-            let out = row.output.clone().unwrap_or(Value::Null);
-            if truncated(&out) {
-                return Err(cut(&format!("the output of node '{node}'")));
+        let attempts = if let Some((first, rest)) = parts.split_first() {
+            let one = outcomes(&ends, first).map_err(|w| cut(&w))?;
+            for other in rest {
+                if outcomes(&ends, other).map_err(|w| cut(&w))? != one {
+                    return Err(RecordError::Loop {
+                        id: id.into(),
+                        node: node.clone(),
+                        parts: match first.part {
+                            Some(Part::Iteration(_)) => "repeat iterations",
+                            _ => "for_each items",
+                        },
+                    });
+                }
             }
-            attempts.push(MockOutcome::Output(out));
-            mocked_ok.push(node.clone());
+            one
         } else {
-            let err = row
-                .error
-                .as_ref()
-                .map(|e| json!({"type": e.kind, "message": e.message}));
-            attempts.push(error_outcome(&err.unwrap_or(Value::Null)));
+            outcomes(&ends, row).map_err(|w| cut(&w))?
+        };
+        if row.status.has_output() {
+            mocked_ok.push(node.clone());
         }
         mock_map.insert(node.clone(), mocks::to_value(&Mock::new(attempts)));
     }
@@ -168,6 +184,13 @@ pub fn record_from(
     let mut view = record_view(store, id)?;
     for n in &mocked_ok {
         view["nodes"][n]["status"] = json!("mocked");
+        for parts in ["items", "iterations"] {
+            if let Some(Value::Array(list)) = view["nodes"][n].get_mut(parts) {
+                for part in list.iter_mut().filter(|p| p.get("status").is_some()) {
+                    part["status"] = json!("mocked");
+                }
+            }
+        }
     }
     let mut ignore = Vec::new();
     find_id(
@@ -220,6 +243,42 @@ pub fn record_from(
         mocked,
         snapshot_file,
     })
+}
+
+/// A node's (or one item's or iteration's) outcomes, attempt by attempt: the failures a retry
+/// followed, then how it ended. Err: what of it was cut when stored (too large to replay).
+fn outcomes(ends: &[StoredEvent], row: &NodeRow) -> Result<Vec<MockOutcome>, String> {
+    let (item, iteration) = Part::fields(row.part);
+    let part_of = |ev: &StoredEvent| {
+        let field = |k: &str| ev.data.get(k).and_then(Value::as_u64);
+        field("item") == item.map(u64::from) && field("iteration") == iteration.map(u64::from)
+    };
+    let node = row.node_id.as_str();
+    let mut attempts: Vec<MockOutcome> = ends
+        .iter()
+        .filter(|ev| ev.node_id.as_deref() == Some(node) && ev.data["retrying"] == true)
+        .filter(|ev| part_of(ev))
+        // A retry withdrawn (the run was ending) left its attempt the row's: counted once.
+        .filter(|ev| ev.data["attempt"].as_u64() != Some(u64::from(row.attempt)))
+        .map(|ev| error_outcome(&ev.data["error"]))
+        .collect();
+    if row.status.has_output() {
+        let out = row.output.clone().unwrap_or(Value::Null);
+        if truncated(&out) {
+            return Err(match row.part {
+                None => format!("the output of node '{node}'"),
+                Some(_) => format!("an item's output of node '{node}'"),
+            });
+        }
+        attempts.push(MockOutcome::Output(out));
+    } else {
+        let err = row
+            .error
+            .as_ref()
+            .map(|e| json!({"type": e.kind, "message": e.message}));
+        attempts.push(error_outcome(&err.unwrap_or(Value::Null)));
+    }
+    Ok(attempts)
 }
 
 fn error_outcome(e: &Value) -> MockOutcome {
