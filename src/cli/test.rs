@@ -37,7 +37,7 @@ pub struct TestArgs {
     pub retries: u32,
     /// Only the cases whose name or test file's path contains TEXT; given several times, the
     /// cases any of them picks.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub filter: Vec<String>,
     /// Write a JUnit XML report to FILE.
     #[arg(long, value_name = "FILE")]
@@ -295,17 +295,26 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     }
     // A filter that matches nothing is a mistake (a typo in a CI job), not a suite that passed,
     // even beside one that does; an empty shard is not: more shards than cases leaves some empty.
-    for f in &args.filter {
-        if testing::select(&suite.files, std::slice::from_ref(f), None).is_empty() {
-            return Err(not_run(
-                &args,
-                USAGE,
-                format!(
-                    "--filter {}: no case's name or test file's path contains it",
-                    clean_line(f)
-                ),
-            ));
-        }
+    let unmatched: Vec<String> = args
+        .filter
+        .iter()
+        .filter(|f| testing::select(&suite.files, std::slice::from_ref(f), None).is_empty())
+        .map(|f| format!("--filter {}", clean_line(f)))
+        .collect();
+    if !unmatched.is_empty() {
+        let it = if unmatched.len() == 1 {
+            "it"
+        } else {
+            "any of them"
+        };
+        return Err(not_run(
+            &args,
+            USAGE,
+            format!(
+                "{}: no case's name or test file's path contains {it}",
+                unmatched.join(", ")
+            ),
+        ));
     }
     let chosen = testing::select(&suite.files, &args.filter, args.partition);
     let jobs = args

@@ -464,6 +464,17 @@ fn exit_codes_annotations_and_history() {
         (&["passes"], 0, "1 passed, 0 failed"),
         (&["passes", "fails"], 1, "1 passed, 1 failed"),
         (&["passes", "Fails"], 2, "--filter Fails: no case"),
+        (
+            &["Fails", "passes", "x"],
+            2,
+            "--filter Fails, --filter x: no case's name or test file's path contains any of them",
+        ),
+        // An empty one would pick every case (`--filter "$UNSET"` in a CI job).
+        (
+            &[""],
+            2,
+            "a value is required for '--filter <TEXT>' but none was supplied",
+        ),
     ] {
         let mut args = vec!["test", "w.test.yaml"];
         for f in filters {
