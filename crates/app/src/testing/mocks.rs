@@ -3,9 +3,11 @@
 //!
 //! - a value: the node's output, for every attempt;
 //! - `{error: {type, message}}` (that key alone): every attempt fails with that error;
-//! - a list: one of the above per attempt (the last repeats), to exercise `retry`; at least two
-//!   (one is the value itself, so a list of one is taken for a list output written bare) and no
-//!   more than the node makes (checked where the workflow is known, `load::read_mocks`);
+//! - a list: one of the above per attempt (the last repeats), to exercise `retry`: at least two
+//!   (one is the outcome itself, so a list of one is taken for a list output written bare),
+//!   failures before the last (a mocked output ends the node) and no more than the node makes
+//!   (checked where the workflow is known, `load::read_mocks`). A `for_each` (`repeat`) node's
+//!   mock is each item's (iteration's) outcome;
 //! - `{output: X}` (that key alone): the output X, written so when X is itself a list or looks
 //!   like one of the forms above.
 

@@ -1,5 +1,6 @@
 //! A test case written from a stored execution: its trigger data, the outcomes of its nodes that
-//! make requests (`http_request`, `llm`, `agent`; per attempt when they were retried) as mocks,
+//! make requests (`http_request`, `llm`, `agent`; per attempt when they were retried; a loop
+//! node's, when all its items or iterations went the same way, as one of them) as mocks,
 //! its status as an assertion and what it gave as a snapshot. Record once against the real API,
 //! replay offline from then on.
 
