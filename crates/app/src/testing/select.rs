@@ -45,6 +45,15 @@ fn hash(key: &str) -> u64 {
     u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
+/// Whether `text` is in the test file's path as the suite names it (`./x.test.yaml` when found
+/// under a directory given as `.`, `x.test.yaml` when given by name): a leading `./` on either
+/// side is not part of the comparison, so that `--filter ./x` picks the file however it was
+/// given.
+fn in_path(file: &str, text: &str) -> bool {
+    let bare = |p: &'_ str| p.strip_prefix("./").unwrap_or(p).to_string();
+    file.contains(text) || bare(file).contains(&bare(text))
+}
+
 /// The cases to run, in file order then case order: those whose name or file any of `filters`
 /// is in (all of them without filters), then one shard of those.
 pub fn select(
@@ -55,7 +64,7 @@ pub fn select(
     let mut chosen: Vec<CaseRef> = Vec::new();
     for (fi, f) in files.iter().enumerate() {
         for (ci, c) in f.cases.iter().enumerate() {
-            let picked = |t: &String| c.name.contains(t.as_str()) || f.file.contains(t.as_str());
+            let picked = |t: &String| c.name.contains(t.as_str()) || in_path(&f.file, t);
             if filters.is_empty() || filters.iter().any(picked) {
                 chosen.push(CaseRef { file: fi, case: ci });
             }
@@ -97,6 +106,21 @@ mod tests {
             "hash:a/b",
         ] {
             assert!(bad.parse::<Partition>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_path_filter_reads_the_same_with_or_without_a_leading_dot_slash() {
+        for (file, text, want) in [
+            ("./alpha.test.yaml", "alpha", true),
+            ("./alpha.test.yaml", "./alpha", true),
+            ("alpha.test.yaml", "./alpha", true),
+            ("sub/alpha.test.yaml", "sub/", true),
+            ("./sub/alpha.test.yaml", "./sub/alpha", true),
+            ("alpha.test.yaml", "./beta", false),
+            ("alpha.test.yaml", "Alpha", false),
+        ] {
+            assert_eq!(in_path(file, text), want, "{text} in {file}");
         }
     }
 
