@@ -221,4 +221,67 @@ fn record_from_a_for_each_node_records_its_items_outcome_or_says_they_differ() {
         text,
         "the test file is left as it was"
     );
+
+    // Every item that ran failed the same way; those after the first were skipped (fail_fast)
+    // and never ran: recorded as the failing item's attempts (helper-54).
+    let failing = Server::scripted([Reply::text(500, "down"), Reply::text(500, "down")]);
+    env.write_workflow("each.json", &workflow(&failing));
+    let out = env.run(&env.path("each.json"), r#"{"ids": [1, 2, 3]}"#, &[]);
+    assert_code(
+        &out,
+        1,
+        "the first item fails twice, the others are skipped",
+    );
+    let listed = env.history_json(&[]);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let out = env.cmd([
+        "test",
+        "--record-from",
+        &id,
+        "failing.test.yaml",
+        "--name",
+        "down",
+    ]);
+    assert_code(&out, 0, "record-from a fail_fast loop");
+    let text = std::fs::read_to_string(env.path("failing.test.yaml")).unwrap();
+    let file: Value = serde_yaml_ng::from_str(&text).expect("the test file is YAML");
+    let mock = file["cases"][0]["mock"]["get"]
+        .as_array()
+        .expect("attempts")
+        .clone();
+    assert_eq!(mock.len(), 2, "{text}");
+    let (code, _report, err) = test_json(&env, &["failing.test.yaml", "--offline"], &[]);
+    assert_eq!(code, 0, "the case replays: {err}\n{text}");
+    assert_eq!(failing.requests().len(), 2, "the replay made no request");
+}
+
+/// A sub-workflow's requests are its child's nodes', which a case of the parent cannot mock:
+/// the `workflow` node is recorded as a mock, so the replay runs offline (helper-54: the
+/// recorder said "replay it offline", and the replay failed on the child's request).
+#[test]
+fn record_from_mocks_the_node_that_runs_a_sub_workflow() {
+    let env = Env::new();
+    let server = Server::scripted([Reply::json(200, &json!({"ok": true}))]);
+    env.write_workflow(
+        "child.json",
+        &json!({"id": "child", "nodes": [
+            {"id": "get", "type": "http_request", "url": server.url("/x")}]}),
+    );
+    env.write_workflow(
+        "parent.json",
+        &json!({"id": "parent", "nodes": [
+            {"id": "sub", "type": "workflow", "workflow": "./child.json"}]}),
+    );
+    let out = env.run(&env.path("parent.json"), "{}", &[]);
+    assert_code(&out, 0, "the real run");
+    let listed = env.history_json(&[]);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let out = env.cmd(["test", "--record-from", &id, "--name", "sub"]);
+    assert_code(&out, 0, "record-from");
+    let text = std::fs::read_to_string(env.path("parent.test.yaml")).unwrap();
+    let file: Value = serde_yaml_ng::from_str(&text).expect("the test file is YAML");
+    assert!(file["cases"][0]["mock"]["sub"].is_object(), "{text}");
+    let (code, _report, err) = test_json(&env, &["parent.test.yaml", "--offline"], &[]);
+    assert_eq!(code, 0, "the case replays offline: {err}\n{text}");
+    assert_eq!(server.requests().len(), 1, "the replay made no request");
 }

@@ -1,6 +1,7 @@
 //! A test case written from a stored execution: its trigger data, the outcomes of its nodes that
-//! make requests (`http_request`, `llm`, `agent`; per attempt when they were retried; a loop
-//! node's, when all its items or iterations went the same way, as one of them) as mocks,
+//! make requests (`http_request`, `llm`, `agent`, and `workflow`, whose child's requests a case
+//! cannot mock; per attempt when they were retried; a loop node's, when all its items or
+//! iterations that ran went the same way, as one of them) as mocks,
 //! its status as an assertion and what it gave as a snapshot. Record once against the real API,
 //! replay offline from then on.
 
@@ -41,12 +42,13 @@ pub enum RecordError {
         message: String,
     },
     #[error(
-        "node '{node}' of execution {id} ran {parts} that ended differently, and a mock gives each the same outcome: no case of it could replay this execution\nmock the node it iterates over (or what that reads), or write the case by hand"
+        "node '{node}' of execution {id} ran {parts} that ended differently, and a mock gives each the same outcome: no case of it could replay this execution\n{advice}"
     )]
     Loop {
         id: String,
         node: String,
         parts: &'static str,
+        advice: &'static str,
     },
     #[error("{0}")]
     TestFile(String),
@@ -133,6 +135,14 @@ pub fn record_from(
             .unwrap_or("")
             .to_string()
     };
+    let looping = |node: &str| {
+        definition["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"] == node)
+            .is_some_and(|n| n.get("for_each").is_some() || n.get("repeat").is_some())
+    };
     let ends = store.events(id, 0, Some("node_end"))?;
     let rows = store.nodes(id)?;
     let mut mock_map = Map::new();
@@ -140,7 +150,10 @@ pub fn record_from(
     for row in rows.iter().filter(|r| r.part.is_none()) {
         use flowrun_events::NodeStatus::*;
         let node = &row.node_id;
-        let requests = makes_requests(&type_of(node));
+        // A sub-workflow's requests are made by its child's nodes, which a case of this
+        // workflow cannot mock: the node that runs it is mocked instead.
+        let kind = type_of(node);
+        let requests = makes_requests(&kind) || kind == "workflow";
         let wanted = match row.status {
             Success | Error | Timeout if requests => true,
             Pinned => !pinned_in_definition(node),
@@ -151,11 +164,16 @@ pub fn record_from(
             continue;
         }
         // A for_each or repeat node's mock is each item's (iteration's) outcome: recorded only
-        // when every one of them went the same way.
+        // when every one that ran went the same way (items after a failure are skipped, by
+        // fail_fast), and not at all when none ran.
         let parts: Vec<&NodeRow> = rows
             .iter()
             .filter(|r| r.node_id == *node && r.part.is_some())
+            .filter(|r| r.status != Skipped)
             .collect();
+        if looping(node) && parts.is_empty() {
+            continue;
+        }
         let attempts = if let Some((first, rest)) = parts.split_first() {
             let one = outcomes(&ends, first).map_err(|w| cut(&w))?;
             for other in rest {
@@ -166,6 +184,10 @@ pub fn record_from(
                         parts: match first.part {
                             Some(Part::Iteration(_)) => "repeat iterations",
                             _ => "for_each items",
+                        },
+                        advice: match first.part {
+                            Some(Part::Iteration(_)) => "write the case by hand",
+                            _ => "mock what it iterates over instead, or write the case by hand",
                         },
                     });
                 }

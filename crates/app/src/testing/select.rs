@@ -51,7 +51,9 @@ fn hash(key: &str) -> u64 {
 /// given.
 fn in_path(file: &str, text: &str) -> bool {
     let bare = |p: &'_ str| p.strip_prefix("./").unwrap_or(p).to_string();
-    file.contains(text) || bare(file).contains(&bare(text))
+    let text_bare = bare(text);
+    // `./` alone stays a text of its own: stripped, it would be in every path.
+    file.contains(text) || (!text_bare.is_empty() && bare(file).contains(&text_bare))
 }
 
 /// The cases to run, in file order then case order: those whose name or file any of `filters`
@@ -119,6 +121,8 @@ mod tests {
             ("./sub/alpha.test.yaml", "./sub/alpha", true),
             ("alpha.test.yaml", "./beta", false),
             ("alpha.test.yaml", "Alpha", false),
+            ("alpha.test.yaml", "./", false),
+            ("./alpha.test.yaml", "./", true),
         ] {
             assert_eq!(in_path(file, text), want, "{text} in {file}");
         }
