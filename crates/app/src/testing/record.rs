@@ -118,30 +118,25 @@ pub fn record_from(
         });
     }
     let definition = store.snapshot(&e.snapshot_hash)?.unwrap_or(Value::Null);
-    let pinned_in_definition = |node: &str| {
-        definition["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|n| n["id"] == node && n.get("pinned").is_some())
-    };
-    let type_of = |node: &str| {
+    // A node as the definition that ran has it (Null when it has none by that id).
+    let in_definition = |node: &str| {
         definition["nodes"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|n| n["id"] == node)
-            .and_then(|n| n["type"].as_str())
+            .unwrap_or(&Value::Null)
+    };
+    let pinned_in_definition = |node: &str| in_definition(node).get("pinned").is_some();
+    let type_of = |node: &str| {
+        in_definition(node)["type"]
+            .as_str()
             .unwrap_or("")
             .to_string()
     };
     let looping = |node: &str| {
-        definition["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["id"] == node)
-            .is_some_and(|n| n.get("for_each").is_some() || n.get("repeat").is_some())
+        let n = in_definition(node);
+        n.get("for_each").is_some() || n.get("repeat").is_some()
     };
     let ends = store.events(id, 0, Some("node_end"))?;
     let rows = store.nodes(id)?;
