@@ -173,17 +173,18 @@ pub fn record_from(
             let one = outcomes(&ends, first).map_err(|w| cut(&w))?;
             for other in rest {
                 if outcomes(&ends, other).map_err(|w| cut(&w))? != one {
+                    let (parts, advice) = match first.part {
+                        Some(Part::Iteration(_)) => ("repeat iterations", "write the case by hand"),
+                        _ => (
+                            "for_each items",
+                            "mock what it iterates over instead, or write the case by hand",
+                        ),
+                    };
                     return Err(RecordError::Loop {
                         id: id.into(),
                         node: node.clone(),
-                        parts: match first.part {
-                            Some(Part::Iteration(_)) => "repeat iterations",
-                            _ => "for_each items",
-                        },
-                        advice: match first.part {
-                            Some(Part::Iteration(_)) => "write the case by hand",
-                            _ => "mock what it iterates over instead, or write the case by hand",
-                        },
+                        parts,
+                        advice,
                     });
                 }
             }
