@@ -50,10 +50,11 @@ fn hash(key: &str) -> u64 {
 /// side is not part of the comparison, so that `--filter ./x` picks the file however it was
 /// given.
 fn in_path(file: &str, text: &str) -> bool {
-    let bare = |p: &'_ str| p.strip_prefix("./").unwrap_or(p).to_string();
-    let text_bare = bare(text);
+    fn bare(p: &str) -> &str {
+        p.strip_prefix("./").unwrap_or(p)
+    }
     // `./` alone stays a text of its own: stripped, it would be in every path.
-    file.contains(text) || (!text_bare.is_empty() && bare(file).contains(&text_bare))
+    file.contains(text) || (!bare(text).is_empty() && bare(file).contains(bare(text)))
 }
 
 /// The cases to run, in file order then case order: those whose name or file any of `filters`
