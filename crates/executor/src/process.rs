@@ -227,6 +227,20 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     crate::tree::stat(pid).map(|s| s.start_time)
 }
 
+/// This process's pid and [`process_start_time`], read from `/proc` once per process (a runner
+/// records them with every execution it starts; `serve` and `test` start hundreds).
+pub fn own_start() -> (i32, Option<u64>) {
+    static OWN: std::sync::OnceLock<(i32, Option<u64>)> = std::sync::OnceLock::new();
+    let pid = std::process::id() as i32;
+    let own = *OWN.get_or_init(|| (pid, process_start_time(pid)));
+    if own.0 == pid {
+        own
+    } else {
+        // A fork of the process that read it: another process.
+        (pid, process_start_time(pid))
+    }
+}
+
 /// Is the process `pid` still the one that started at `start_time`?
 pub fn is_same_process(pid: i32, start_time: Option<u64>) -> bool {
     match (process_start_time(pid), start_time) {
@@ -288,5 +302,19 @@ pub fn become_subreaper() {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_is_this_process_read_once() {
+        let pid = std::process::id() as i32;
+        let first = own_start();
+        assert_eq!(first, (pid, process_start_time(pid)));
+        assert!(first.1.is_some(), "/proc gives this process's start time");
+        assert_eq!(own_start(), first);
     }
 }

@@ -258,12 +258,8 @@ impl Executions {
             let Some((id, job)) = inner.queue.pop_front() else {
                 break;
             };
-            let pid = std::process::id() as i32;
-            let res = self.store.lock().set_running(
-                &id,
-                pid,
-                flowrun_executor::process::process_start_time(pid),
-            );
+            let (pid, start_time) = flowrun_executor::process::own_start();
+            let res = self.store.lock().set_running(&id, pid, start_time);
             if let Err(e) = res {
                 tracing::warn!("marking execution {id} running: {e}");
             }

@@ -19,7 +19,7 @@ pub fn record_start(
     status: ExecStatus,
 ) -> Result<(), RunError> {
     let wf = &p.plan.workflow;
-    let runner_pid = std::process::id() as i32;
+    let (runner_pid, runner_start_time) = flowrun_executor::process::own_start();
     let mut trigger: Value = p.trigger.clone();
     p.redactor.value(&mut trigger);
     store
@@ -38,7 +38,7 @@ pub fn record_start(
             parent_id: p.options.parent.as_ref().map(|(id, _)| id.as_str()),
             relation: p.options.parent.as_ref().map(|(_, r)| *r),
             runner_pid,
-            runner_start_time: flowrun_executor::process::process_start_time(runner_pid),
+            runner_start_time,
             cwd: p.options.cwd.as_deref().and_then(|d| d.to_str()),
         })
         .map_err(RunError::Store)?;

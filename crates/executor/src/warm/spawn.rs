@@ -85,12 +85,6 @@ pub(crate) async fn spawn(
     } = handle;
     // From here on, an error drops the lifeline: the template kills what it forked.
     let waiter = Supervised::new(pid, status, pidfd, template, nudge, own)?;
-    let info = ProcessInfo {
-        pid,
-        pgid: pid,
-        start_time: crate::process::process_start_time(pid),
-        warm: true,
-    };
     let stdin_pipe = pipe::Sender::from_owned_fd(in_w)?;
     let stdout_pipe = pipe::Receiver::from_owned_fd(out_r)?;
     let stderr_pipe = pipe::Receiver::from_owned_fd(err_r)?;
@@ -100,6 +94,14 @@ pub(crate) async fn spawn(
             "the environment did not fit in the warm start's stdin",
         ));
     }
+    // Read while the interpreter sets itself up from that environment, not before it has it:
+    // it is alive until it has its stdin, written next.
+    let info = ProcessInfo {
+        pid,
+        pgid: pid,
+        start_time: crate::process::process_start_time(pid),
+        warm: true,
+    };
     let stdin_written = prefill(&stdin_pipe, stdin);
     let proc = Proc::warm(
         Box::pin(stdin_pipe),
