@@ -8,12 +8,15 @@
 #[used]
 static BUILD: &str = env!("FLOWRUN_SHEPHERD_MARK");
 
+use std::io::Write as _;
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let rest = match args.get(1) {
         Some(a) if a == flowrun_executor::shepherd::ARG => &args[2..],
         _ => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "flowrun-shepherd: started by flowrun for each execution, not by hand (its first argument is {})",
                 flowrun_executor::shepherd::ARG
             );

@@ -107,7 +107,9 @@ pub fn trigger_text(
     if f.as_os_str() == "-" {
         let what = "the trigger data on stdin (--input-file -)";
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            eprintln!("reading the trigger data (JSON) from the terminal; end it with Ctrl-D");
+            flowrun_app::say!(
+                "reading the trigger data (JSON) from the terminal; end it with Ctrl-D"
+            );
         }
         let text = read_limited(std::io::stdin().lock(), MAX_TRIGGER_BYTES, what, 0)?;
         return Ok(Some((text, what.into())));
@@ -245,7 +247,7 @@ pub fn warn_secrets_on_command_line<'a>(
     vars.sort();
     vars.dedup();
     for var in vars {
-        eprintln!(
+        flowrun_app::say!(
             "warning: --env {var}=… puts a secret on the command line, where any user of this machine can read it (ps); use --env {var} (its value from your environment){or_file}"
         );
     }

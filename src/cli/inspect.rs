@@ -92,7 +92,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
     };
     let note_more = || {
         if more > 0 {
-            eprintln!(
+            flowrun_app::say!(
                 "… and {more} more execution{} (-n {} or -n 0 lists all)",
                 if more == 1 { "" } else { "s" },
                 rows.len() as u64 + more
@@ -117,12 +117,12 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             || args.since.is_some()
             || args.until.is_some();
         if filtered {
-            eprintln!("no executions match these filters");
+            flowrun_app::say!("no executions match these filters");
         } else {
-            eprintln!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
+            flowrun_app::say!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
         }
         if !args.all {
-            eprintln!("(executions of `flowrun test` are listed with --all)");
+            flowrun_app::say!("(executions of `flowrun test` are listed with --all)");
         }
         return Ok(0);
     }

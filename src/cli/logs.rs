@@ -54,7 +54,7 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
         } else {
             "failed"
         };
-        eprintln!(
+        flowrun_app::say!(
             "flowrun: node '{}'{part} {how}: {}: {} (the traceback: flowrun show {short})",
             clean_line(&n.node_id),
             clean_line(&e.kind),
@@ -68,7 +68,7 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
     if let Some(e) = exec.error.as_ref().filter(|e| {
         node.is_none_or(|want| e.node.as_deref() == Some(want)) && carried_by_no_row(e, &rows)
     }) {
-        eprintln!(
+        flowrun_app::say!(
             "flowrun: the execution failed{}: {}: {} (flowrun show {short})",
             in_node(e),
             clean_line(&e.kind),

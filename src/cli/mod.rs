@@ -168,7 +168,7 @@ pub(crate) fn open_store_only(db: Option<&std::path::Path>) -> Result<flowrun_st
 /// Recovers executions that dead runners left `running`, and says so.
 pub(crate) fn recover(mut store: flowrun_store::Store) -> Result<flowrun_store::Store, Exit> {
     for id in flowrun_app::control::recover(&mut store) {
-        eprintln!(
+        flowrun_app::say!(
             "flowrun: execution {id} was left running by a flowrun process that is gone; marked interrupted"
         );
     }
@@ -246,7 +246,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             if !e.message.is_empty() {
-                eprintln!("error: {}", text::clean(&e.message));
+                flowrun_app::say!("error: {}", text::clean(&e.message));
             }
             e.code
         }

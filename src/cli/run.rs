@@ -210,7 +210,7 @@ pub fn again(
     let ran_in = plan.options.cwd.clone();
     plan.place_unsaved(|| ran_in);
     for note in &plan.notes {
-        eprintln!("{}", text::clean(note));
+        flowrun_app::say!("{}", text::clean(note));
     }
     let prepared =
         runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
@@ -228,7 +228,7 @@ pub(crate) fn execute_prepared(
     json: bool,
 ) -> Result<i32, Exit> {
     for w in &prepared.warnings {
-        eprintln!("warning: {}", text::clean(w));
+        flowrun_app::say!("warning: {}", text::clean(w));
     }
     let id = runner::new_execution_id();
     runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(exit::run_error)?;
@@ -271,7 +271,7 @@ pub(crate) fn execute_prepared(
         ));
     }
     if finished.ended_elsewhere {
-        eprintln!(
+        flowrun_app::say!(
             "flowrun: execution {id} was ended by another process first ({}); that end is the one recorded",
             finished.outcome.status
         );
@@ -295,9 +295,9 @@ pub(crate) fn execute_prepared(
             let _ = writeln!(std::io::stdout(), "{text}");
         }
         if outcome.status == ExecStatus::Paused {
-            eprintln!("continue with: flowrun resume {id}");
+            flowrun_app::say!("continue with: flowrun resume {id}");
         }
-        eprintln!("details: flowrun show {id}");
+        flowrun_app::say!("details: flowrun show {id}");
     }
     Ok(exit::status_code(outcome.status))
 }

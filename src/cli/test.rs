@@ -150,9 +150,9 @@ fn print_problems(problems: &[Problem], json: bool) {
         // and a line they started could be a CI log's command (GitHub reads stderr too).
         let text = p.to_string();
         let mut lines = text.lines();
-        eprintln!("error: {}", clean_line(lines.next().unwrap_or("")));
+        flowrun_app::say!("error: {}", clean_line(lines.next().unwrap_or("")));
         for line in lines {
-            eprintln!("  {}", clean_line(line));
+            flowrun_app::say!("  {}", clean_line(line));
         }
         if github() && p.within.is_none() {
             annotate(
@@ -280,7 +280,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         }
     };
     for note in &suite.replaced {
-        eprintln!("{}", clean_line(note));
+        flowrun_app::say!("{}", clean_line(note));
     }
     if suite.files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();

@@ -137,11 +137,11 @@ pub fn validate(files: &[PathBuf], json: bool, python: Option<&Path>) -> Result<
                 println!("{}", super::text::clean_line(&line));
             }
             Ok((source, plan)) => println!("{}", super::text::clean_line(&summary(&source, &plan))),
-            Err(d) => eprintln!("error: {}", super::text::clean(&d.to_string())),
+            Err(d) => flowrun_app::say!("error: {}", super::text::clean(&d.to_string())),
         }
         if let Some(why) = skipped {
             let line = format!("{}: code nodes not compiled: {why}", file.display());
-            eprintln!("warning: {}", super::text::clean(&line));
+            flowrun_app::say!("warning: {}", super::text::clean(&line));
         }
     }
     if json {
@@ -158,7 +158,7 @@ pub fn codegen(file: &Path, output: Option<&Path>) -> Result<i32, Exit> {
         Some(out) => {
             std::fs::write(out, &script.text)
                 .map_err(|e| Exit::new(3, format!("cannot write {}: {e}", out.display())))?;
-            eprintln!(
+            flowrun_app::say!(
                 "wrote {} ({} bytes, sha256 {})",
                 out.display(),
                 script.text.len(),

@@ -117,6 +117,53 @@ fn a_successful_run_prints_its_output_as_one_json_line_on_stdout() {
 }
 
 #[test]
+fn a_reader_of_stderr_that_goes_away_changes_no_exit_code() {
+    // `flowrun run wf.json 2>&1 | head -1` in a CI script: what is told on stderr after the
+    // reader left must not turn the run's status into a panic (it exited 101).
+    let env = Env::new();
+    let fail = env.write_workflow(
+        "fail.json",
+        &json!({ "id": "fail", "nodes": [ { "id": "boom", "type": "code", "code": "raise ValueError('no')" } ] }),
+    );
+    env.write_file(
+        "hello.test.yaml",
+        &format!(
+            "workflow: {}\ncases:\n  - name: ada\n    trigger: {{ name: Ada }}\n",
+            example("hello.json").display()
+        ),
+    );
+    let suite = env.dir.path().join("hello.test.yaml");
+    let hello = example("hello.json");
+    let cases: [(&[&str], i32); 3] = [
+        (
+            &["run", hello.to_str().unwrap(), "-i", r#"{"name": "Ada"}"#],
+            0,
+        ),
+        (&["run", fail.to_str().unwrap()], 1),
+        (&["test", suite.to_str().unwrap(), "--offline"], 0),
+    ];
+    for (args, code) in cases {
+        let mut child = env
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "flowrun {args:?} with stderr closed"
+        );
+    }
+    let ids = env.execution_ids();
+    assert_eq!(ids.len(), 3, "every run recorded: {ids:?}");
+}
+
+#[test]
 fn output_json_on_stdout_is_exact_and_terminal_safe() {
     let env = Env::new();
     let wf = env.write_workflow(

@@ -30,3 +30,14 @@ pub mod testing;
 pub mod views;
 
 pub use shared::{SharedStore, lock};
+
+/// `eprintln!` for what the front ends tell their user on stderr, which never fails: a reader
+/// of stderr that went away (`flowrun run … 2>&1 | head -1`) must not turn a finished run into
+/// a panic (exit 101) after it was recorded; stdout's writes are `let _ = writeln!` alike.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}

@@ -249,7 +249,7 @@ pub fn install(
     let dir = venv_dir(cache, base, requirements);
     crate::paths::private_dir(&cache.join("venvs")).map_err(|e| e.to_string())?;
     if venv_interpreter(&dir, base).is_none() {
-        eprintln!(
+        crate::say!(
             "flowrun: creating a virtual environment in {}",
             dir.display()
         );
@@ -268,7 +268,7 @@ pub fn install(
         }
     }
     let venv = venv_interpreter(&dir, base).ok_or("the virtual environment has no bin/python")?;
-    eprintln!("flowrun: installing {}", requirements.join(" "));
+    crate::say!("flowrun: installing {}", requirements.join(" "));
     let mut child = spawn_helper(
         Command::new(&venv.executable)
             .args([
@@ -288,7 +288,7 @@ pub fn install(
     let errors = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  pip: {line}");
+            crate::say!("  pip: {line}");
             lines.push(line);
         }
         lines
@@ -297,7 +297,7 @@ pub fn install(
         .lines()
         .map_while(Result::ok)
     {
-        eprintln!("  pip: {line}");
+        crate::say!("  pip: {line}");
     }
     let status = child.wait().map_err(|e| e.to_string())?;
     let errors = errors.join().unwrap_or_default();

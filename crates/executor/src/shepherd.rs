@@ -28,6 +28,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 use std::ffi::{CString, OsString};
+use std::io::Write as _;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
@@ -111,7 +112,7 @@ pub fn main(args: &[OsString]) -> ! {
     let req = match Request::parse(args) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("flowrun shepherd: {e}");
+            let _ = writeln!(std::io::stderr(), "flowrun shepherd: {e}");
             std::process::exit(2);
         }
     };
@@ -182,7 +183,7 @@ fn spawn(req: &Request) -> Pid {
         },
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {
-            eprintln!("flowrun shepherd: cannot fork: {e}");
+            let _ = writeln!(std::io::stderr(), "flowrun shepherd: cannot fork: {e}");
             std::process::exit(71);
         }
     }

@@ -183,7 +183,7 @@ pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
         config.options.python.as_deref(),
         &flowrun_app::paths::cache_dir(),
     ) {
-        eprintln!(
+        flowrun_app::say!(
             "warning: {e}\nevery run will be refused (503 python_unavailable) until that is fixed (`flowrun doctor` says how)"
         );
     }
@@ -233,23 +233,23 @@ async fn run_server(
     };
     let (token, how) = token::load_or_create(&token_file, config.token_file.is_none())?;
     match how {
-        token::Origin::Reused => eprintln!(
+        token::Origin::Reused => flowrun_app::say!(
             "flowrun serve: the token in {} is used again (remove the file for a new one)",
             token_file.display()
         ),
-        token::Origin::Replaced { mode } => eprintln!(
+        token::Origin::Replaced { mode } => flowrun_app::say!(
             "flowrun serve: warning: the token file {} had mode {mode:04o}, not 0600: others may have read its token; a new token replaces it",
             token_file.display()
         ),
         token::Origin::Written => {}
     }
     if origins.iter().any(|o| o == "null") {
-        eprintln!(
+        flowrun_app::say!(
             "flowrun serve: warning: Origin null is allowed: every sandboxed page and local file in a browser sends it (they still need the token)"
         );
     }
     if !config.bind.is_loopback() {
-        eprintln!(
+        flowrun_app::say!(
             "flowrun serve: warning: listening on {}, not loopback: anyone who can reach it and has the token can run code here",
             config.bind
         );
@@ -290,12 +290,12 @@ async fn run_server(
     ));
 
     signals.recv().await;
-    eprintln!("flowrun serve: shutting down");
+    flowrun_app::say!("flowrun serve: shutting down");
     // A second signal ends at once; the runtimes of running children see their lifeline close
     // and end their groups, and the next flowrun start records them interrupted.
     tokio::spawn(async move {
         signals.recv().await;
-        eprintln!("flowrun serve: second signal, exiting now");
+        flowrun_app::say!("flowrun serve: second signal, exiting now");
         std::process::exit(130);
     });
     let _ = stop_accepting_tx.send(true);

@@ -276,7 +276,7 @@ fn lock_dir_within(
             )));
         }
         if !said {
-            eprintln!(
+            crate::say!(
                 "waiting for {}: another process is writing snapshots there",
                 dir.display()
             );
