@@ -117,6 +117,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
             item: args.item,
             depth: args.depth,
         }),
+        parent_secrets: flowrun_app::subflow::parent_secrets(),
         ..RunOptions::default()
     };
     let prepared = match runner::prepare(&source, Trigger::Text(text), options) {

@@ -61,6 +61,35 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     if p.options.offline {
         env.push(("FLOWRUN_SUB_OFFLINE".into(), "1".into()));
     }
+    // What this execution redacts goes to its children's runners (`flowrun __sub` reads it into
+    // `RunOptions::parent_secrets`): a secret a node passes to a child in its inputs would be
+    // stored there in clear. Only what the interpreter holds already (its environment: bound
+    // connections, `--env` values) and the parent's own: a value flowrun found only in its own
+    // environment is not handed to the workflow's code this way.
+    let mut pass: Vec<&(String, String)> = p
+        .redacted
+        .iter()
+        .filter(|kv| env.contains(kv) || p.options.parent_secrets.contains(kv))
+        .collect();
+    pass.dedup();
+    let text = serde_json::to_string(&pass).expect("strings serialize");
+    // An exec takes no longer variable (32 pages): secrets that large are not passed.
+    if !pass.is_empty() && SECRETS_VAR.len() + text.len() + 2 <= 32 * 4096 {
+        env.push((SECRETS_VAR.into(), text));
+    }
+}
+
+/// The variable that carries a parent's secrets, `[[VAR, value], …]` in JSON, to the runner of
+/// a child execution.
+pub const SECRETS_VAR: &str = "FLOWRUN_SUB_SECRETS";
+
+/// The parent's secrets a child's runner was given ([`SECRETS_VAR`] in its environment); none
+/// when it is unset or unreadable.
+pub fn parent_secrets() -> Vec<(String, String)> {
+    std::env::var(SECRETS_VAR)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 /// Adds the sub-workflow links to an execution's record (`show --json`, the API): its own

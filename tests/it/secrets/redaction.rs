@@ -367,3 +367,63 @@ fn a_secret_cut_by_a_length_limit_leaves_no_prefix_behind() {
         &odd_preview[..60]
     );
 }
+
+#[test]
+fn a_secret_passed_down_to_sub_workflows_is_redacted_in_every_child() {
+    // A parent hands its secret to a child in its inputs, and the child to a grandchild: each
+    // child's runner redacts the secrets of the executions above it (they were stored in clear
+    // in the children's triggers, outputs, logs and events), cold and warm.
+    let env = Env::new();
+    env.write_workflow(
+        "leaf.json",
+        &json!({ "id": "leaf", "inputs": { "type": "object" }, "nodes": [
+            { "id": "echo", "type": "code", "code": "print('leaf got', trigger['key'])\nreturn trigger" }
+        ]}),
+    );
+    env.write_workflow(
+        "mid.json",
+        &json!({ "id": "mid", "inputs": { "type": "object" }, "nodes": [
+            { "id": "say", "type": "code", "code": "log('mid got', trigger['key'])\nreturn trigger" },
+            { "id": "deeper", "type": "workflow", "workflow": "./leaf.json", "after": ["say"],
+              "inputs": { "key": "{{ trigger.key }}" } }
+        ]}),
+    );
+    let parent = env.write_workflow(
+        "parent.json",
+        &json!({ "id": "parent", "connections": { "vault": { "env": "MY_SECRET" } }, "nodes": [
+            { "id": "get", "type": "code", "connections": ["vault"],
+              "code": "import os\nreturn {'k': os.environ['MY_SECRET']}" },
+            { "id": "sub", "type": "workflow", "workflow": "./mid.json", "after": ["get"],
+              "inputs": { "key": "{{ nodes.get.output.k }}" } }
+        ]}),
+    );
+    let run = env.run_with(&parent, "{}", &[("MY_SECRET", SECRET)], &[]);
+    assert_code(&run, 0, "the parent run");
+    env.write_file(
+        "parent.test.yaml",
+        "workflow: ./parent.json\ncases:\n  - name: passes it down\n    trigger: {}\n",
+    );
+    let mut test = env.flowrun();
+    test.env("MY_SECRET", SECRET)
+        .args(["test", env.path("parent.test.yaml").to_str().unwrap()]);
+    let test = output(&mut test);
+    assert_code(&test, 0, "the suite");
+    for (what, out) in [("run", &run), ("test", &test)] {
+        assert_no_secret(&format!("{what} stdout"), &out.stdout);
+        assert_no_secret(&format!("{what} stderr"), &out.stderr);
+    }
+    let leaves: Vec<String> = env
+        .execution_ids()
+        .into_iter()
+        .filter(|id| env.execution(id).workflow_id == "leaf")
+        .collect();
+    assert_eq!(leaves.len(), 2, "a grandchild per run");
+    for id in &leaves {
+        let leaf = env.execution(id);
+        assert_eq!(leaf.trigger, json!({ "key": MARK }), "{id}");
+        assert_eq!(leaf.output, Some(json!({ "key": MARK })), "{id}");
+    }
+    for (path, bytes) in &all_files(env.dir.path()) {
+        assert_no_secret(&path.display().to_string(), bytes);
+    }
+}

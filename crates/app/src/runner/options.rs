@@ -47,6 +47,10 @@ pub struct RunOptions {
     /// A child execution of a `workflow` node: the node that called it (`parent` is the
     /// parent execution, relation `sub`).
     pub sub: Option<crate::subflow::SubCall>,
+    /// What the parent execution of a sub-workflow redacts (`(VAR, value)`): a secret of the
+    /// parent's that reaches the child (in its inputs, or through a node's own lookup) is
+    /// redacted in the child's record too (`subflow::add_env` passes them down).
+    pub parent_secrets: Vec<(String, String)>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +72,7 @@ impl Default for RunOptions {
             max_cost_usd: None,
             mode: "test".into(),
             parent: None,
+            parent_secrets: Vec::new(),
             cwd: None,
             install_deps: false,
             sub: None,

@@ -37,6 +37,9 @@ pub struct Prepared {
     /// Things the person starting the run should know (printed by the CLI before it starts).
     pub warnings: Vec<String>,
     pub redactor: Redactor,
+    /// What `redactor` redacts, `(VAR, value)`: the declared connections whose value is known,
+    /// then the parent's (a sub-workflow's `parent_secrets`).
+    pub redacted: Vec<(String, String)>,
 }
 
 /// Looks up a variable in `--env`/`--env-file` values (last wins), then in flowrun's environment.
@@ -273,8 +276,15 @@ pub fn prepare(
             }
         }
     }
+    let own = known.len();
+    for (k, v) in &options.parent_secrets {
+        if !known.iter().any(|(kk, vv)| kk == k && vv == v) {
+            known.push((k.clone(), v.clone()));
+        }
+    }
     let redactor = Redactor::new(&known);
-    let warnings = known
+    // The parent warned of its own short secrets.
+    let warnings = known[..own]
         .iter()
         .filter(|(_, v)| v.chars().count() < SHORT_SECRET)
         .map(|(k, v)| {
@@ -324,6 +334,7 @@ pub fn prepare(
         secrets,
         warnings,
         redactor,
+        redacted: known,
     })
 }
 
