@@ -90,6 +90,29 @@ pub fn logs(
 ) -> Result<i32, Exit> {
     let store = open_store(db)?;
     let id = store.resolve_id(id)?;
+    if let Some(node) = node {
+        // As the API answers (404 unknown_node): a node the workflow does not have is a typo,
+        // not an execution without lines.
+        let exec = store.execution(&id)?;
+        if let Some(plan) = flowrun_app::views::plan_json(&store, &exec) {
+            let ids: Vec<&str> = plan
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["id"].as_str())
+                .collect();
+            if !ids.contains(&node) {
+                return Err(Exit::new(
+                    2,
+                    format!(
+                        "execution {id}'s workflow has no node '{}' (its nodes: {})",
+                        clean_line(node),
+                        clean_line(&ids.join(", "))
+                    ),
+                ));
+            }
+        }
+    }
     let print = |ev: &flowrun_store::StoredEvent| {
         if json {
             println!("{}", json_line(&flowrun_app::views::log_json(&id, ev)));

@@ -222,6 +222,16 @@ fn logs_of_one_node_as_json_and_the_failure_named() {
     assert_eq!(lines[0]["node"], "b");
     assert_eq!(lines[0]["line"], "about to divide");
     assert_eq!(lines[0]["execution_id"], id.as_str());
+    // A node the workflow does not have is an error, as the API's 404 unknown_node: it printed
+    // nothing and exited 0, which reads as a node without output.
+    let out = env.cmd(["logs", &id, "--node", "nosuch"]);
+    assert_code(&out, 2, "logs of a node the workflow does not have");
+    assert_eq!(stdout(&out), "", "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("has no node 'nosuch' (its nodes: a, b)"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// A child's multi-line error, in its parent's `show`: the first line, then `…` (it was the
