@@ -170,9 +170,9 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
             // Nothing given: say how, rather than leave the reader with what is missing.
             (true, None) => {
                 x.message = format!(
-                    "{}\nhint: no trigger data was given: pass it with --input '{{\"name\": …}}' or --input-file FILE (`flowrun validate {}` lists the inputs)",
+                    "{}\nhint: no trigger data was given: pass it with --input '{}' or --input-file FILE (the workflow's `inputs` schema says what it takes)",
                     x.message,
-                    args.file.display()
+                    input_example(&source.definition)
                 )
             }
             _ => {}
@@ -188,6 +188,36 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     };
     let store = SharedStore::new(recover(store)?);
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
+}
+
+/// The shape of the trigger a workflow takes, for a hint: its required fields (else its first
+/// properties), `{"customer": …, "lines": …}`.
+fn input_example(definition: &Value) -> String {
+    let schema = &definition["inputs"];
+    let names = |v: &Value| -> Vec<String> {
+        match v {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect(),
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut keys = names(&schema["required"]);
+    if keys.is_empty() {
+        keys = names(&schema["properties"]);
+    }
+    if keys.is_empty() {
+        return "{…}".into();
+    }
+    let more = if keys.len() > 3 { ", …" } else { "" };
+    let fields: Vec<String> = keys
+        .iter()
+        .take(3)
+        .map(|k| format!("{}: …", Value::String(k.clone())))
+        .collect();
+    format!("{{{}{more}}}", fields.join(", "))
 }
 
 /// `rerun` / `resume`: a new execution of an earlier one's definition (or `--file`), with its

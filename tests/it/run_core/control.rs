@@ -212,7 +212,9 @@ fn invalid_input_fails_before_anything_runs() {
     let out = env.cmd(["run", wf.to_str().unwrap()]);
     assert_code(&out, 2, "run without input");
     assert!(
-        stderr(&out).contains("no trigger data was given: pass it with --input"),
+        stderr(&out).contains(
+            r#"no trigger data was given: pass it with --input '{"count": …, "marker": …}'"#
+        ),
         "{}",
         describe(&out)
     );
