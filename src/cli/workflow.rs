@@ -23,7 +23,11 @@ fn check_and_compile(
 ) -> (Result<(Source, Plan), Diagnostics>, Option<String>) {
     let (source, plan) = match check(file) {
         Ok(sp) => sp,
-        Err(d) => return (Err(d), None),
+        Err(d) => {
+            let skipped = flowrun_codegen::source::written_data(file)
+                .and_then(|data| flowrun_app::code_check::skipped_for_errors(&data));
+            return (Err(d), skipped);
+        }
     };
     match flowrun_app::code_check::check(&source, &plan, python) {
         CodeCheck::Done(problems) if problems.is_empty() => (Ok((source, plan)), None),

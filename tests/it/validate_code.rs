@@ -224,6 +224,54 @@ fn the_editors_validate_compiles_code_too() {
     assert_eq!(r.body["diagnostics"], json!([]));
 }
 
+#[test]
+fn a_workflow_with_other_errors_says_its_code_was_not_compiled() {
+    // Code is compiled only once the rest of the workflow is valid (it needs the plan): with a
+    // typo elsewhere, validate said nothing of the code that did not compile either, and
+    // `--json` had `compile_skipped: null`, which reads as compiled (helper-55).
+    let env = Env::new();
+    let typo = json!({"id": "t", "nodes": [
+        {"id": "a", "type": "set", "feilds": {}},
+        code("b", "return {'y': 1"),
+    ]});
+    env.write_workflow("typo.json", &typo);
+    let out = env.cmd(["validate", "typo.json"]);
+    assert_code(&out, 2, "validate a workflow with a typo");
+    assert!(
+        stderr(&out).contains("feilds")
+            && stderr(&out).contains("code nodes not compiled: the workflow has other errors"),
+        "{}",
+        describe(&out)
+    );
+    let out = env.cmd(["validate", "--json", "typo.json"]);
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let skipped = doc["files"][0]["compile_skipped"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(skipped.contains("compiled once they are fixed"), "{doc}");
+    // Without code nodes there is nothing left to compile: null.
+    env.write_workflow(
+        "plain.json",
+        &json!({"id": "p", "nodes": [{"id": "a", "type": "set", "feilds": {}}]}),
+    );
+    let out = env.cmd(["validate", "--json", "plain.json"]);
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["files"][0]["valid"], false, "{doc}");
+    assert_eq!(doc["files"][0]["compile_skipped"], Value::Null, "{doc}");
+
+    // The editor's check says the same.
+    let w = World::new();
+    let s = w.serve(&[]);
+    let r = s.post("/api/validate", &json!({"workflow": typo}));
+    assert_eq!(r.body["valid"], false, "{}", r.text);
+    let skipped = r.body["compile_skipped"].as_str().unwrap_or_default();
+    assert!(
+        skipped.contains("compiled once they are fixed"),
+        "{}",
+        r.body
+    );
+}
+
 /// A fake interpreter: answers the probe as Python 3.11 would, and runs `then` for the check.
 fn fake_python(env: &Env, name: &str, then: &str) -> String {
     let path = env.write_file(

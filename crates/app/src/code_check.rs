@@ -37,6 +37,24 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of the checker's answer read: a problem is a few hundred bytes (no traceback).
 const MAX_ANSWER: usize = 4 << 20;
 
+/// Why the code nodes of a workflow that is not valid (`definition`, as written) were not
+/// compiled: they are compiled once the rest is (a plan is needed to render the script that
+/// compiles them). `None` when it has none (no `code` or `workflow` node), so nothing is left.
+pub fn skipped_for_errors(definition: &serde_json::Value) -> Option<String> {
+    let nodes = definition.get("nodes")?.as_array()?;
+    nodes
+        .iter()
+        .any(|n| {
+            matches!(
+                n.get("type").and_then(|t| t.as_str()),
+                Some("code" | "workflow")
+            )
+        })
+        .then(|| {
+            "the workflow has other errors: its code nodes are compiled once they are fixed".into()
+        })
+}
+
 /// What compiling a workflow's code nodes found.
 #[derive(Debug)]
 pub enum CodeCheck {

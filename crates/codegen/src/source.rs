@@ -198,6 +198,18 @@ pub fn load_file(path: &Path) -> Result<Source, Diagnostics> {
     parse_str(&text, Format::detect(path, &text), &file)
 }
 
+/// The data of a workflow file as written (JSON or YAML), not checked as a workflow: what is
+/// looked into when the file is not a valid one (`validate` says whether code nodes were left
+/// uncompiled). `None` when it cannot be read or parsed.
+pub fn written_data(path: &Path) -> Option<Value> {
+    let text = read_text(path).ok()?;
+    let text = without_bom(&text);
+    match Format::detect(path, text) {
+        Format::Json => crate::json::parse(text).ok(),
+        Format::Yaml => yaml_data(text).ok(),
+    }
+}
+
 /// The text of a workflow file: a regular file (not a directory, device or pipe, which could be
 /// read forever), at most [`MAX_FILE_BYTES`], in UTF-8.
 fn read_text(path: &Path) -> Result<String, String> {

@@ -109,6 +109,8 @@ pub async fn validate(
                 })
                 .collect::<Vec<Value>>()
         });
+        // Said when the definition has errors (its code is compiled once it has none).
+        let skipped_for_errors = code_check::skipped_for_errors(&def);
         let mut entry = match flowrun_codegen::source::from_value(def, "<request>") {
             Ok(source) => workflows::check(
                 file,
@@ -126,6 +128,8 @@ pub async fn validate(
                 CodeCheck::Done(problems) => entry.errors = problems,
                 CodeCheck::Skipped(why) => compile_skipped = Some(why),
             }
+        } else if !entry.errors.is_empty() {
+            compile_skipped = skipped_for_errors;
         }
         let given = |var: &str| {
             body.env
