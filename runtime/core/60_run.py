@@ -321,8 +321,9 @@ class _Run(object):
             if on_failure is not None:
                 with _STATE.run_lock:
                     on_failure(error)
-            self.node_end(nid, "error", attempt, duration, ctx.input, None, error, last, part=part)
-            return "error", attempt, duration, None, error
+            status = _failed_as(error)
+            self.node_end(nid, status, attempt, duration, ctx.input, None, error, last, part=part)
+            return status, attempt, duration, None, error
 
     def ending(self):
         """Why the run is ending, if it is: a node, or a for_each node's item, failed for good

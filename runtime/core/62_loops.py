@@ -141,8 +141,9 @@ def _run_for_each(run, node):
     else:
         error = None
     if error is not None:
-        run.node_end(nid, "error", 1, duration, {"items": total}, None, error)
-        run.finish(nid, "error", 1, duration, None, error)
+        status = _failed_as(error)
+        run.node_end(nid, status, 1, duration, {"items": total}, None, error)
+        run.finish(nid, status, 1, duration, None, error)
         run.fail(node, error)
         return
     if cut:
@@ -218,8 +219,9 @@ def _run_parts(one, total, limit, give_up_at=None):
 def _loop_failed(run, node, error, t0):
     nid = node["id"]
     duration = (time.perf_counter() - t0) * 1000.0
-    run.node_end(nid, "error", 1, duration, None, None, error)
-    run.finish(nid, "error", 1, duration, None, error)
+    status = _failed_as(error)
+    run.node_end(nid, status, 1, duration, None, None, error)
+    run.finish(nid, status, 1, duration, None, error)
     run.fail(node, error)
 
 

@@ -58,6 +58,15 @@ def _pause_before(run, node):
 _PAUSE_TYPES = ("Paused", "ChildPaused")
 
 
+def _failed_as(error):
+    """The status of a node (or item, or iteration) that ended with `error`: `cancelled` when
+    it did not finish only because the run is pausing (items left unstarted, a child paused
+    with it; resume runs it again), else `error` — it did not fail."""
+    if getattr(_STATE, "pause_requested", False) and error.get("type") in _PAUSE_TYPES:
+        return "cancelled"
+    return "error"
+
+
 def _pause_failure(run, node, error):
     """True (and the run paused before `node`) when `node` failed only because the run is
     pausing: a child execution paused with it, or items left unstarted. Resume runs it again."""

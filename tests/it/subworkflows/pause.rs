@@ -76,6 +76,30 @@ fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
     let kids = children(&env, &parent_id);
     let statuses: Vec<&str> = kids.iter().map(|k| k.3.as_str()).collect();
     assert_eq!(statuses, ["success", "paused"], "the third never started");
+    // The node and the item that paused with the run did not fail: they are `cancelled`, with
+    // why (they read `error`, under an execution that did not fail; resume runs them again).
+    let rows: Vec<(i64, String, Option<String>)> = env
+        .db()
+        .prepare(
+            "SELECT part, status, json_extract(error, '$.type') FROM node_executions
+             WHERE execution_id = ?1 AND node_id = 'each' ORDER BY part",
+        )
+        .unwrap()
+        .query_map([&parent_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let row = |part: i64| {
+        rows.iter()
+            .find(|r| r.0 == part)
+            .map(|r| (r.1.as_str(), r.2.as_deref().unwrap_or("")))
+    };
+    assert_eq!(row(-1), Some(("cancelled", "Paused")), "the node: {rows:?}");
+    assert_eq!(
+        row(1),
+        Some(("cancelled", "ChildPaused")),
+        "its paused item: {rows:?}"
+    );
 
     let out = env.cmd(["resume", &parent_id]);
     assert_success(&out, "resume");
