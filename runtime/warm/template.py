@@ -3,9 +3,10 @@
 #
 # One long-lived interpreter per interpreter and requirement set, started by
 # `flowrun serve` / `flowrun test` (crates/executor/src/warm/) with the same
-# flags a cold execution gets (-I [-S] -u) and, as one `-c` source, this file
-# followed by supervise.py, spares.py and serve.py (the request loop, and where
-# W starts).  It imports what every execution's runtime needs, then waits on
+# flags a cold execution gets (-I [-S] -u) and, as one source read from
+# /dev/fd/4 (a sealed memory file; argv[1] is `flowrun-warm-template`), this
+# file followed by supervise.py, spares.py and serve.py (the request loop, and
+# where W starts).  It imports what every execution's runtime needs, then waits on
 # fd 3, a SOCK_SEQPACKET socket to the runner, for requests: one JSON message
 # per execution with the execution's stdin, stdout and stderr pipes attached
 # (SCM_RIGHTS).
@@ -86,6 +87,15 @@ import gc
 import json
 import resource
 import signal
+
+# The memory file this source was read from (/dev/fd/4): read whole before it runs, and held
+# by nothing forked from here.  (Only when started as the template: a test that loads this
+# file has a descriptor 4 of its own.)
+if sys.argv == ["/dev/fd/4", "flowrun-warm-template"]:
+    try:
+        os.close(4)
+    except OSError:
+        pass
 
 # What the runtime imports for each node type it runs (runtime/nodes/, runtime/core/70_http.py):
 # preloaded once a script with such a node arrives.  Were this table to fall behind the runtime,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 /// The first line of `runtime/warm/template.py`'s header names it in its `-c` argument.
-const TEMPLATE_MARK: &str = "flowrun warm template";
+const TEMPLATE_MARK: &str = "flowrun-warm-template";
 
 /// Pids of the warm templates of `parent` (its children running the template source, each the
 /// leader of its own process group; not the copy of one a warm start makes, in the moment
@@ -364,9 +364,9 @@ fn a_warm_stack_starts_where_a_cold_one_does() {
     let cold: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(cold["start"], "cold");
     // The script's last line, `main(WORKFLOW)`, then main; warm, under the template's one
-    // frame (`-c`), which a running interpreter cannot drop.
+    // frame (its source, read from /dev/fd/4), which a running interpreter cannot drop.
     let (warm, cold) = (&warm["output"], &cold["output"]);
-    assert_eq!(warm[0][0], "<string>", "{warm}");
+    assert_eq!(warm[0][0], "4", "{warm}");
     assert_eq!(warm[1], cold[0], "warm {warm}\ncold {cold}");
     assert_eq!(warm[2], cold[1], "warm {warm}\ncold {cold}");
     assert_eq!(cold[0][1], "<module>");

@@ -24,14 +24,47 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// The template's source, run with `-c`: embedded, so nothing is written to disk for it.
-/// Its parts, in this order (`template.py` says what each holds).
+/// The template's source: embedded, so nothing is written to disk for it, and handed to the
+/// interpreter in a sealed memory file ([`source_file`]). Its parts, in this order
+/// (`template.py` says what each holds).
 const SOURCE: &str = concat!(
     include_str!("../../../../runtime/warm/template.py"),
     include_str!("../../../../runtime/warm/supervise.py"),
     include_str!("../../../../runtime/warm/spares.py"),
     include_str!("../../../../runtime/warm/serve.py"),
 );
+
+/// The descriptor the interpreter reads the template's source from, by the path `/dev/fd/4`:
+/// not `-c SOURCE`, which put ~43 KB of source on the command line of the template and of every
+/// process forked from it, all of `ps` (the template closes it once it runs).
+const SOURCE_FD: RawFd = 4;
+
+/// What the template is called on its command line, after the source's path: `ps` shows
+/// `python3 -I -S -u /dev/fd/4 flowrun-warm-template` (its `sys.argv`, which every execution
+/// replaces with its own).
+pub(crate) const ARGV_NAME: &str = "flowrun-warm-template";
+
+/// [`SOURCE`] in a memory file sealed against any change, close-on-exec, at a descriptor above
+/// the ones a template's start puts in place (0 to [`SOURCE_FD`]).
+fn source_file() -> std::io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::Write;
+    let fd = memfd_create(
+        c"flowrun-warm-template",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(SOURCE.as_bytes())?;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
+    let high = fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(SOURCE_FD + 1))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
+}
 
 /// How long a new template may take to import what it preloads and say it is ready. It starts
 /// in a few tens of ms on an idle machine; several seconds means something is wrong (a broken
@@ -81,8 +114,9 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Starts `program args… -c SOURCE` with the socket as its fd 3 and `env` alone (see
-    /// [`super::at_start`]), and waits until it is ready.
+    /// Starts `program args… /dev/fd/4 flowrun-warm-template` with the socket as its fd 3, the
+    /// source at fd 4 ([`source_file`]) and `env` alone (see [`super::at_start`]), and waits
+    /// until it is ready.
     pub async fn start(
         program: &std::path::Path,
         args: &[String],
@@ -95,6 +129,8 @@ impl Template {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )?;
         let theirs_fd = theirs.as_raw_fd();
+        let source = source_file()?;
+        let source_fd = source.as_raw_fd();
         // Without it (no writable temporary directory) its spares copy nothing ahead.
         let pages = tempfile::Builder::new()
             .prefix("flowrun-warm-")
@@ -112,8 +148,8 @@ impl Template {
             None => cmd.env_remove("FLOWRUN_WARM_DIR"),
         };
         cmd.args(args)
-            .arg("-c")
-            .arg(SOURCE)
+            .arg(format!("/dev/fd/{SOURCE_FD}"))
+            .arg(ARGV_NAME)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -136,7 +172,7 @@ impl Template {
                 // interpreter has (crate::sched).
                 crate::sched::reset();
                 non_seekable_stdio();
-                if libc::dup2(theirs_fd, 3) < 0 {
+                if libc::dup2(theirs_fd, 3) < 0 || libc::dup2(source_fd, SOURCE_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // dup2 clears close-on-exec; the template's end must also block (it is a
@@ -149,7 +185,7 @@ impl Template {
         // Under the lock every spawn takes: no other execution's pipes are open across this
         // fork without close-on-exec, to be inherited by the template.
         let child = crate::process::spawn_helper(&mut cmd)?;
-        drop(theirs);
+        drop((theirs, source));
         let pid = child.id() as i32;
         let mut t = Template {
             pid,
