@@ -294,7 +294,7 @@ fn running_for(status: ExecStatus, started_at: i64, now: i64) -> Option<String> 
         .then(|| format!("{}…", duration((now - started_at).max(0) as f64)))
 }
 
-fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
+fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: &[Value]) {
     let mut head = format!(
         "{} {}  {}",
         mark(n.status.as_str()),
@@ -319,6 +319,27 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow]) {
         head.push_str(&format!("  (from execution {from})"));
     }
     println!("{head}");
+    // The attempts before the last, which the row does not keep: why a retried node failed
+    // the first times (a timeout, then a 429) is often what one is looking for.
+    for a in earlier {
+        let error = a["error"]
+            .as_object()
+            .map(|e| {
+                let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+                format!("  {}: {}", text("type"), text("message"))
+            })
+            .unwrap_or_default();
+        println!(
+            "    attempt {}: {}{}{}",
+            a["attempt"],
+            a["status"].as_str().unwrap_or("?"),
+            a["duration_ms"]
+                .as_f64()
+                .map(|d| format!("  {}", duration(d)))
+                .unwrap_or_default(),
+            clean_line(&error)
+        );
+    }
     if let Some(r) = &n.reason {
         let what = if n.status == NodeStatus::Skipped {
             "skipped"
@@ -436,9 +457,16 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         println!("(no node has started)");
     }
     let labels = node_labels(store.snapshot(&e.snapshot_hash)?.as_ref());
+    let earlier =
+        flowrun_app::views::earlier_attempts(&store, &id, nodes.iter().any(|n| n.attempt > 1))?;
+    let earlier_of = |node: &str| {
+        earlier
+            .get(&(node.to_string(), None))
+            .map_or(&[][..], Vec::as_slice)
+    };
     for p in &planned {
         match nodes.iter().find(|n| &n.node_id == p) {
-            Some(n) => print_node(n, labels.get(p), &parts_of(p)),
+            Some(n) => print_node(n, labels.get(p), &parts_of(p), earlier_of(p)),
             None => println!(
                 "· {}  {}",
                 clean_line(p),
@@ -451,7 +479,12 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         }
     }
     for n in nodes.iter().filter(|n| !planned.contains(&n.node_id)) {
-        print_node(n, labels.get(&n.node_id), &parts_of(&n.node_id));
+        print_node(
+            n,
+            labels.get(&n.node_id),
+            &parts_of(&n.node_id),
+            earlier_of(&n.node_id),
+        );
     }
     super::inspect_subs::print_show_children(&store, &id)?;
     Ok(0)

@@ -3,7 +3,7 @@
 //! anywhere, a failed step's logs that say it failed.
 
 use crate::support::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn quick(env: &Env, name: &str, id: &str) -> std::path::PathBuf {
     env.write_workflow(
@@ -294,5 +294,76 @@ fn show_prints_a_traceback_only_when_it_says_more_than_the_error() {
         shown.contains("Traceback (most recent call last)")
             && shown.contains("ZeroDivisionError: division by zero"),
         "the code node's traceback:\n{shown}"
+    );
+}
+
+/// A row keeps a node's last attempt; the ones before it (why it failed the first times) are
+/// listed from its events, in `show` and in the record, for a node and for an item.
+#[test]
+fn show_lists_the_attempts_before_the_last() {
+    let env = Env::new();
+    let count = env.path("count");
+    // Fails until its third attempt; each item fails its first attempt.
+    let flaky = format!(
+        "p = {:?}\nn = int(open(p).read()) if __import__('os').path.exists(p) else 0\nopen(p, 'w').write(str(n + 1))\nif n < 2:\n    raise ValueError('not yet %d' % n)\nreturn n",
+        count.display().to_string()
+    );
+    let wf = env.write_workflow(
+        "retry.json",
+        &json!({"id": "retry", "nodes": [
+            {"id": "flaky", "type": "code", "retry": {"max_attempts": 3, "backoff_ms": 1}, "code": flaky},
+            {"id": "each", "type": "code", "for_each": [0, 1], "after": ["flaky"],
+             "retry": {"max_attempts": 2, "backoff_ms": 1},
+             "code": format!("import os\np = {:?} + str(item)\nif not os.path.exists(p):\n    open(p, 'w').close()\n    raise KeyError('first')\nreturn item", env.path("item").display().to_string())}]}),
+    );
+    let out = env.run(&wf, "{}", &[]);
+    assert_success(&out, "a run that succeeds on retries");
+    let id = env.only_execution_id();
+    let text = stdout(&env.cmd(["show", &id]));
+    let at = text.find("✓ flaky").expect("the node is shown");
+    let lines: Vec<&str> = text[at..].lines().skip(1).take(2).collect();
+    assert!(
+        lines[0].starts_with("    attempt 1: error") && lines[0].contains("ValueError: not yet 0"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("attempt 2: error") && lines[1].contains("not yet 1"),
+        "{text}"
+    );
+    let record: Value = serde_json::from_str(&stdout(&env.cmd(["show", &id, "--json"]))).unwrap();
+    let flaky = &record["nodes"][0];
+    assert_eq!(flaky["attempt"], 3, "{flaky}");
+    let earlier = flaky["earlier_attempts"]
+        .as_array()
+        .expect("earlier attempts");
+    assert_eq!(
+        earlier
+            .iter()
+            .map(|a| (a["attempt"].clone(), a["error"]["type"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (json!(1), json!("ValueError")),
+            (json!(2), json!("ValueError"))
+        ]
+    );
+    let items = record["nodes"][1]["items"].as_array().expect("items");
+    for item in items {
+        let earlier = item["earlier_attempts"]
+            .as_array()
+            .expect("an item's earlier attempt");
+        assert_eq!(earlier.len(), 1, "{item}");
+        assert_eq!(earlier[0]["error"]["type"], "KeyError", "{item}");
+    }
+    // A node that was not retried has none.
+    let plain = env.write_workflow(
+        "plain.json",
+        &json!({"id": "plain", "nodes": [
+        {"id": "a", "type": "code", "code": "return 1"}]}),
+    );
+    let out = env.run(&plain, "{}", &["--json"]);
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        record["nodes"][0].get("earlier_attempts").is_none(),
+        "{record}"
     );
 }

@@ -50,16 +50,79 @@ pub fn summary_json(e: &Execution) -> Value {
 pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     let e = store.execution(id)?;
     let rows = store.nodes(id)?;
+    let rows_retried = rows.iter().any(|r| r.attempt > 1);
     let plan = plan_json(store, &e);
     let mut v = serde_json::to_value(&e).expect("execution serializes");
     let mut nodes = nodes_json(rows);
     if let (false, Some(plan)) = (e.status.is_final(), &plan) {
         nodes = with_pending(nodes, plan);
     }
+    attach_earlier_attempts(&mut nodes, &earlier_attempts(store, id, rows_retried)?);
     v["nodes"] = nodes;
     v["plan"] = plan.unwrap_or(Value::Null);
     crate::subflow::link_json(store, id, &mut v)?;
     Ok(v)
+}
+
+/// The attempts before the last of every node (item, iteration) that was retried, from its
+/// `node_end` events (`retrying: true`): `{attempt, status, duration_ms, error}` each, by node
+/// and part. A row keeps only its last attempt; why the earlier ones failed is often the story
+/// (a timeout, then a 429, then the error left). Nothing is read unless `retried`.
+pub type Attempts = std::collections::HashMap<(String, Option<Part>), Vec<Value>>;
+
+pub fn earlier_attempts(store: &Store, id: &str, retried: bool) -> Result<Attempts, StoreError> {
+    let mut out = Attempts::new();
+    if !retried {
+        return Ok(out);
+    }
+    for ev in store.events(id, 0, Some("node_end"))? {
+        let d = &ev.data;
+        if d["retrying"] != true {
+            continue;
+        }
+        let Some(node) = d["node"].as_str() else {
+            continue;
+        };
+        let number = |k: &str| d[k].as_u64().map(|n| n as u32);
+        let part = Part::from_fields(number("item"), number("iteration"));
+        out.entry((node.to_string(), part))
+            .or_default()
+            .push(json!({
+                "attempt": d["attempt"],
+                "status": d["status"],
+                "duration_ms": d["duration_ms"],
+                "error": d["error"],
+            }));
+    }
+    Ok(out)
+}
+
+/// Puts each retried row's earlier attempts on it, as `earlier_attempts` (see
+/// [`earlier_attempts`]), in the nested form of [`nodes_json`].
+fn attach_earlier_attempts(nodes: &mut Value, earlier: &Attempts) {
+    if earlier.is_empty() {
+        return;
+    }
+    for node in nodes.as_array_mut().into_iter().flatten() {
+        let id = node["node_id"].as_str().unwrap_or_default().to_string();
+        if let Some(list) = earlier.get(&(id.clone(), None)) {
+            node["earlier_attempts"] = json!(list);
+        }
+        for (key, part) in [
+            ("items", Part::Item as fn(u32) -> Part),
+            ("iterations", Part::Iteration),
+        ] {
+            let index = if key == "items" { "index" } else { "iteration" };
+            for row in node[key].as_array_mut().into_iter().flatten() {
+                let Some(n) = row[index].as_u64() else {
+                    continue;
+                };
+                if let Some(list) = earlier.get(&(id.clone(), Some(part(n as u32)))) {
+                    row["earlier_attempts"] = json!(list);
+                }
+            }
+        }
+    }
 }
 
 /// The nodes of the definition an execution ran, in execution order: `[{id, type, name}]`;
