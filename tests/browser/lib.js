@@ -68,6 +68,25 @@ async function api(method, p, body) {
   return { status: r.status, body: await r.json().catch(() => null) };
 }
 
+// The page's own steps: choose a workflow (its run form shows), wait for an execution's status.
+async function selectWorkflow(page, name) {
+  await page.click(`#workflows li button:has-text("${name}")`);
+  await page.waitForSelector("#run:not(.hidden)");
+}
+
+async function waitStatus(page, status) {
+  await page.waitForFunction((s) => {
+    const t = document.querySelector("#ex-status .icon");
+    return t && t.title === s;
+  }, status, { timeout: 30000 });
+}
+
+// How many executions of `workflow` the store has.
+async function count(workflow) {
+  const r = await api("GET", "/api/executions?workflow=" + workflow);
+  return r.body.total;
+}
+
 // Runs `main(name)` and reports: the last line on stdout is {"ok": true} or the process fails.
 function run(scenarios) {
   const name = process.argv[2];
@@ -82,4 +101,4 @@ function run(scenarios) {
   });
 }
 
-module.exports = { config, browser, open, step, check, text, screenshot, api, run };
+module.exports = { config, browser, open, step, check, text, screenshot, api, run, selectWorkflow, waitStatus, count };

@@ -1,9 +1,10 @@
 //! The web page in a real browser: Debian's Chromium driven by playwright-core
-//! (`tests/browser/scenarios.js`) against the real `flowrun serve`, real Python and, for the
-//! streamed LLM answer, the provider stand-in. Screenshots of the run view and the node panel
-//! go to `target/screenshots/` (`FLOWRUN_SCREENSHOTS_DIR=docs/screenshots` refreshes the
-//! README's). These tests fail — never skip — when
-//! Chromium, Node.js or npm is missing. They run in the `browser` nextest group (one at a time).
+//! (`tests/browser/scenarios.js`, the keyboard's scenarios in `keyboard.js`) against the real
+//! `flowrun serve`, real Python and, for the streamed LLM answer, the provider stand-in.
+//! Screenshots of the run view and the node panel go to `target/screenshots/`
+//! (`FLOWRUN_SCREENSHOTS_DIR=docs/screenshots` refreshes the README's). These tests fail — never
+//! skip — when Chromium, Node.js or npm is missing. They run in the `browser` nextest group (one
+//! at a time).
 
 use crate::support::browser::{Scenario, run};
 use crate::support::llm_server::{Reply, Server as Llm};
@@ -51,6 +52,33 @@ fn world() -> World {
         &json!({"id": "slow", "name": "Slow", "nodes": [
             {"id": "begin", "type": "template", "template": "go"},
             {"id": "sleep", "name": "Wait a long time", "type": "delay", "ms": 30000}]}),
+    );
+    // Two steps, the first a short delay: long enough to press Pause while it runs.
+    w.save(
+        "pausable.json",
+        &json!({"id": "pausable", "name": "Pausable", "nodes": [
+            {"id": "first", "type": "delay", "ms": 2500},
+            {"id": "then", "type": "template", "template": "after"}]}),
+    );
+    // Input the form cannot check for itself: a minimum inside a list's items, and a rule about
+    // the input as a whole (no field of it).
+    w.save(
+        "order.json",
+        &json!({"id": "order", "name": "Order", "inputs": {"type": "object", "minProperties": 1,
+                "properties": {
+                    "note": {"type": "string"},
+                    "lines": {"type": "array", "items": {"type": "object", "required": ["qty"],
+                        "properties": {"qty": {"type": "integer", "minimum": 1}}}}}},
+            "nodes": [{"id": "say", "type": "template", "template": "{{ trigger.lines }}"}]}),
+    );
+    // A branch not taken: one of three steps is skipped.
+    w.save(
+        "route.json",
+        &json!({"id": "route", "name": "Route", "nodes": [
+            {"id": "check", "type": "condition", "if": {"op": "eq", "left": "a", "right": "a"},
+             "then": ["yes"], "else": ["no"]},
+            {"id": "yes", "type": "template", "template": "took yes"},
+            {"id": "no", "type": "template", "template": "took no"}]}),
     );
     w.save(
         "needs-key.json",
@@ -165,6 +193,22 @@ fn a_failed_nodes_panel_shows_its_traceback() {
     crate::support::browser::assert_saved("node-panel.png", started);
 }
 
+/// The server refuses input the form could not check: the field it is about is marked and has
+/// the focus; a refusal of the input as a whole puts the focus on the message.
+#[test]
+fn a_refused_input_marks_and_focuses_the_field_it_is_about() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("refused_input", config(&s), &w.tmp_dir());
+}
+
+#[test]
+fn a_skipped_step_is_counted_apart_from_the_steps_that_ran() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("skipped_step", config(&s), &w.tmp_dir());
+}
+
 #[test]
 fn stop_rerun_and_delete_from_the_page() {
     let w = world();
@@ -172,6 +216,8 @@ fn stop_rerun_and_delete_from_the_page() {
     run("stop_rerun_delete", config(&s), &w.tmp_dir());
 }
 
+/// Also: after Stop or Pause a second Enter starts nothing (the focus is on the status, not on
+/// Re-run or Resume).
 #[test]
 fn run_stop_and_delete_with_the_keyboard_keep_the_focus_where_the_user_is() {
     let w = world();
@@ -195,6 +241,8 @@ fn the_history_refreshes_when_the_cli_runs_something() {
     sc.finish();
 }
 
+/// Also: the skip links past the history to the run form and the execution, and Escape closing
+/// the node panel when a Tab took the focus out of it.
 #[test]
 fn keyboard_only_from_load_to_result() {
     let w = world();

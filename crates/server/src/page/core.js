@@ -21,7 +21,19 @@ function button(text, cls, onClick, label) {
   return b;
 }
 
-function show(e, on) { e.classList.toggle("hidden", !on); }
+// A part with `data-skip` takes the skip link that leads to it along: a link is offered only
+// while there is something to go to.
+function show(e, on) {
+  e.classList.toggle("hidden", !on);
+  if (e.dataset.skip) $(e.dataset.skip).classList.toggle("hidden", !on);
+}
+
+// Is `e` a field one types in? Keys such as Escape belong to it there.
+function isTextField(e) {
+  if (!e) return false;
+  if (e.isContentEditable || e.tagName === "TEXTAREA") return true;
+  return e.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image"].includes(e.type);
+}
 
 function say(text, bad) {
   const m = $("message");

@@ -86,10 +86,13 @@ function selectWorkflow(w, li, refresh) {
   if (!(same && refresh)) { buildForm(w); buildRunOptions(w); }
   $("run-message").textContent = "";
   updateRunButton();
-  if (!refresh) {
-    const first = $("fields").querySelector("input, select, textarea");
-    (first || $("run-button")).focus();
-  }
+  if (!refresh) focusRunForm();
+}
+
+// The run form's first field, or Run when it has none (also where "Skip to the run form" goes).
+function focusRunForm() {
+  const first = $("fields").querySelector("input, select, textarea");
+  (first || $("run-button")).focus();
 }
 
 function fieldKind(s) {
@@ -263,6 +266,37 @@ function checkField(f) {
   return r;
 }
 
+// The form field a path of the server's (`lines[0].qty`, `user.age`: docs/api.md, invalid_input)
+// is in: the longest key the path starts with, as a whole segment (a key may hold a dot).
+function fieldOfPath(path) {
+  if (typeof path !== "string") return null;
+  let found = null;
+  for (const f of formFields) {
+    const k = f.key;
+    const inside = path === k || path.startsWith(k + ".") || path.startsWith(k + "[");
+    if (inside && (!found || k.length > found.key.length)) found = f;
+  }
+  return found;
+}
+
+// Marks the fields a refused trigger's diagnostics name, as the form's own checks mark them
+// (a problem inside a list or object says where: `lines[0].qty: …`); returns the first one in
+// the form's order, or null when none is the form's.
+function markRefusedFields(body) {
+  const d = body && body.diagnostics;
+  if (!Array.isArray(d) || body.error !== "invalid_input") return null;
+  const problems = new Map();
+  for (const x of d) {
+    const f = fieldOfPath(x && x.field);
+    if (!f) continue;
+    const text = (x.field === f.key ? "" : x.field + ": ") + (x.message || "refused by the server");
+    problems.set(f, (problems.has(f) ? problems.get(f) + "; " : "") + text);
+  }
+  for (const [f, text] of problems) fieldError(f, text);
+  const first = formFields.find((f) => problems.has(f));
+  return first ? first.input : null;
+}
+
 async function runSelected(ev) {
   if (ev) ev.preventDefault();
   const w = selectedWorkflow;
@@ -292,15 +326,11 @@ async function runSelected(ev) {
   try {
     const r = await api("POST", "/api/workflows/" + encodeURIComponent(w.id) + "/executions", Object.assign({ trigger }, extra));
     if (r.status !== 202 && r.status !== 200) {
-      let text = errorText(r.body, r.status);
-      const d = r.body && r.body.diagnostics;
-      if (Array.isArray(d) && r.body.error === "invalid_input") {
-        for (const x of d) {
-          const f = formFields.find((g) => g.key === x.field);
-          if (f) fieldError(f, x.message);
-        }
-      }
-      $("run-message").textContent = text;
+      $("run-message").textContent = errorText(r.body, r.status);
+      // Run, which had the focus, was disabled meanwhile (the focus fell to the page): it goes to
+      // what to fix, the first field the server named, else to the message.
+      const marked = markRefusedFields(r.body);
+      (marked || $("run-message")).focus();
       return;
     }
     follow(r.body.id, true);

@@ -49,9 +49,29 @@ $("resume-button").addEventListener("click", () => action("resume"));
 $("delete-button").addEventListener("click", () => { show($("confirm-delete"), true); $("confirm-yes").focus(); });
 $("confirm-yes").addEventListener("click", deleteCurrent);
 $("confirm-no").addEventListener("click", () => { show($("confirm-delete"), false); $("delete-button").focus(); });
+// The skip links: the run form and the execution come after the workflows and the whole history
+// (three stops a row), so from the top of the page a link goes past them. The focus goes where
+// the work is: the form's first field, the execution's heading (its actions a Tab away).
+$("skip-run").addEventListener("click", (e) => {
+  e.preventDefault();
+  $("run").scrollIntoView({ block: "start" });
+  focusRunForm();
+});
+$("skip-execution").addEventListener("click", (e) => {
+  e.preventDefault();
+  $("execution").scrollIntoView({ block: "start" });
+  $("ex-heading").focus({ preventScroll: true });
+});
 $("copy-output").addEventListener("click", copyOutput);
 $("panel-close").addEventListener("click", closePanel);
-$("panel").addEventListener("keydown", (e) => { if (e.key === "Escape") closePanel(); });
+// Escape closes the node panel wherever the focus is (a Tab may have taken it out of the panel),
+// except in a field one types in, where Escape belongs to the field (a search clears itself).
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Escape" || e.defaultPrevented || $("panel").classList.contains("hidden")) return;
+  if (isTextField(document.activeElement)) return;
+  e.preventDefault();
+  closePanel();
+});
 $("more").addEventListener("click", () => loadHistory(true));
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(false); });
 for (const id of ["f-workflow", "f-status", "f-since"]) $(id).addEventListener("change", () => loadHistory(false));

@@ -53,16 +53,23 @@ function setRowStatus(row, status) {
   if (status === "running") row.li.setAttribute("aria-current", "step"); else row.li.removeAttribute("aria-current");
 }
 
+// Steps that ended without running this time (docs/events.md: attempt 0): a branch not taken,
+// an output pinned or reused from the execution resumed. Each is counted apart, not as ran.
+const NOT_RUN = ["skipped", "reused", "pinned"];
+
 function updateStep(exec) {
+  const rows = [...exec.rows.values()];
   const total = exec.order.length;
-  const begun = [...exec.rows.values()].filter((r) => r.status !== "pending").length;
-  const running = [...exec.rows.values()].filter((r) => r.status === "running");
+  const begun = rows.filter((r) => r.status !== "pending").length;
+  const running = rows.filter((r) => r.status === "running");
   let text = "";
   if (!exec.ended && total) {
     const at = running.length ? exec.order.indexOf(running[0].id) + 1 : Math.min(begun + 1, total);
     text = "step " + at + " of " + total + (running.length > 1 ? " (" + running.length + " running)" : "");
   } else if (total) {
-    text = begun + " of " + total + " steps ran";
+    const apart = NOT_RUN.map((s) => [s, rows.filter((r) => r.status === s).length]).filter(([, n]) => n > 0);
+    const ran = begun - apart.reduce((sum, [, n]) => sum + n, 0);
+    text = ran + " of " + total + " steps ran" + apart.map(([s, n]) => ", " + n + " " + s).join("");
   }
   $("ex-step").textContent = text;
 }
@@ -88,13 +95,9 @@ function setStatus(exec, status, text) {
   updateActions(exec);
 }
 
-const ACTION_BUTTONS = ["stop-button", "pause-button", "rerun-button", "resume-button", "delete-button"];
-
 function updateActions(exec) {
   const running = exec.status === "running" || exec.status === "queued";
   const ended = exec.ended || !running;
-  // The button pressed (Stop) may go with the state it belonged to: the focus then moves to the
-  // first action there is now (Re-run), not to the page's start.
   const hadFocus = $("ex-actions").contains(document.activeElement);
   show($("stop-button"), running && !exec.ended);
   show($("pause-button"), running && !exec.ended && !!state.features.pause);
@@ -105,13 +108,14 @@ function updateActions(exec) {
     $("action-message").textContent = "";
     delete $("action-message").dataset.pending;
   }
-  // A hidden button keeps the focus until the next rendering takes it away: asked directly.
+  // The button pressed (Stop, Pause) may go with the state it belonged to. The focus then moves
+  // to the status, which says how the execution ended, not to the page's start — and not to an
+  // action that took the button's place: Re-run or Resume under a second Enter started a new
+  // run. The actions are a Tab away. (A hidden button keeps the focus until the next rendering
+  // takes it away: asked directly.)
   const active = document.activeElement;
   if (hadFocus && (active.classList.contains("hidden") || !$("ex-actions").contains(active))) {
-    // Paused, Resume is what comes next; otherwise the first action there is.
-    const order = exec.status === "paused" ? ["resume-button", ...ACTION_BUTTONS] : ACTION_BUTTONS;
-    const next = order.map($).find((b) => !b.classList.contains("hidden"));
-    (next || $("ex-heading")).focus();
+    $("ex-status").focus();
   }
 }
 
