@@ -140,9 +140,24 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
     } else {
         String::new()
     };
+    // With --all, flowrun test's executions (mode test-suite) and children are rows among the
+    // rest: their mode (and a child's relation) tells them apart.
+    let kind = |e: &Execution| match (&e.relation, args.all) {
+        (_, false) => String::new(),
+        (Some(r), true) if *r == flowrun_events::Relation::Sub => format!("  {:<10}", "sub"),
+        (_, true) => format!("  {:<10}", clean_line(&e.mode)),
+    };
     println!(
-        "{:<16}  {:<wid$}  {:<11}  {:>9}{llm_head}  STARTED",
-        "ID", "WORKFLOW", "STATUS", "DURATION"
+        "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm_head}  STARTED",
+        "ID",
+        "WORKFLOW",
+        if args.all {
+            format!("  {:<10}", "MODE")
+        } else {
+            String::new()
+        },
+        "STATUS",
+        "DURATION"
     );
     for e in &rows {
         let llm = if metered {
@@ -151,9 +166,10 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             String::new()
         };
         println!(
-            "{:<16}  {:<wid$}  {:<11}  {:>9}{llm}  {} ({})",
+            "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm}  {} ({})",
             e.id,
             clean_line(&e.workflow_id),
+            kind(e),
             e.status.as_str(),
             e.duration_ms
                 .map(duration)

@@ -509,6 +509,18 @@ fn exit_codes_annotations_and_history() {
     let all = env.history_json(&["--all"]);
     assert_eq!(all.len(), 6);
     assert_eq!(all.iter().filter(|e| e["mode"] == "test-suite").count(), 5);
+    // As text, --all has a MODE column to tell them apart.
+    let text = stdout(&env.cmd(["history", "--all"]));
+    let modes = |m: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("  {m:<10}  ")))
+            .count()
+    };
+    assert_eq!(
+        (modes("MODE"), modes("test-suite"), modes("test")),
+        (1, 5, 1),
+        "{text}"
+    );
 }
 
 #[test]
