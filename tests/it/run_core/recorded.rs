@@ -37,7 +37,7 @@ fn hello_run_is_recorded_completely() {
     assert_eq!(e.trigger, json!({"name": "Ada", "excited": true}));
     assert_eq!(
         e.output,
-        Some(json!({"message": "Hello, Ada!", "length": 10, "execution": id}))
+        Some(json!({"message": "Hello, Ada!", "length": 11, "execution": id}))
     );
     assert!(e.error.is_none(), "{:?}", e.error);
     let finished = e.finished_at.expect("finished_at");
@@ -84,10 +84,10 @@ fn hello_run_is_recorded_completely() {
     assert_eq!(shout.input, Some(json!({"greet": {"text": "Hello, Ada"}})));
     assert_eq!(
         shout.output,
-        Some(json!({"text": "Hello, Ada!", "length": 10}))
+        Some(json!({"text": "Hello, Ada!", "length": 11}))
     );
     let answer = by_id(&nodes, "answer");
-    let answer_out = json!({"message": "Hello, Ada!", "length": 10, "execution": id});
+    let answer_out = json!({"message": "Hello, Ada!", "length": 11, "execution": id});
     assert_eq!(answer.input, Some(json!({ "fields": answer_out })));
     assert_eq!(answer.output, Some(answer_out));
 
@@ -162,7 +162,7 @@ fn hello_run_is_recorded_completely() {
     );
     assert_eq!(
         record["nodes"][2]["output"],
-        json!({"text": "Hello, Ada!", "length": 10})
+        json!({"text": "Hello, Ada!", "length": 11})
     );
 
     // `history --json` lists it.
