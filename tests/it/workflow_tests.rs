@@ -547,3 +547,41 @@ fn update_snapshots_drops_only_what_no_case_keeps_and_says_so() {
     );
     assert_eq!(report["snapshot_errors"], json!([]));
 }
+
+/// "the execution failed: …" under a failed case says why the case failed; it is not said when
+/// the case expected that failure (its `status` assertion held) and failed for something else
+/// (a missing snapshot on CI read as if the error were the cause).
+#[test]
+fn an_expected_error_is_not_reported_as_the_cause_of_a_failure() {
+    let env = Env::new();
+    env.write_workflow(
+        "boom.json",
+        &json!({"id": "boom", "nodes": [{"id": "div", "type": "code", "code": "return 1/0"}]}),
+    );
+    env.write_file(
+        "boom.test.yaml",
+        "workflow: ./boom.json\ncases:\n  - name: expected\n    expect: { status: error, error.message: { contains: nope } }\n  - name: unexpected\n    expect: { status: success }\n",
+    );
+    let (code, report, err) = test_json(&env, &["boom.test.yaml"], &[]);
+    assert_eq!(code, 1, "{err}");
+    let said = |name: &str| {
+        let at = err
+            .find(&format!("› {name} ("))
+            .unwrap_or_else(|| panic!("{name}: {err}"));
+        let rest = &err[at..];
+        let end = rest.find('✗').unwrap_or(rest.len());
+        rest[..end].contains("the execution failed: ZeroDivisionError")
+    };
+    assert!(!said("expected"), "{err}");
+    assert!(said("unexpected"), "{err}");
+    // The JSON report keeps the error either way.
+    for name in ["expected", "unexpected"] {
+        let e = case(&report, name)["attempts"][0]["error"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            e.starts_with("ZeroDivisionError in node 'div'"),
+            "{name}: {e}"
+        );
+    }
+}

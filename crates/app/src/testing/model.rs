@@ -94,6 +94,10 @@ pub struct Attempt {
     /// The execution's error, in words (`Type in node 'x': message`), when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The case asserts the status, and that assertion held: the error is what was expected,
+    /// not why the case failed (a text report does not print it as the failure's cause).
+    #[serde(skip)]
+    pub error_expected: bool,
     pub duration_ms: f64,
     pub failures: Vec<Failure>,
 }

@@ -368,6 +368,7 @@ async fn attempt<'c>(
         execution_id: None,
         status: None,
         error: None,
+        error_expected: false,
         duration_ms: took,
         failures,
     };
@@ -452,6 +453,7 @@ async fn attempt<'c>(
             Some(n) => format!("{} in node '{n}': {}", e.kind, e.message),
             None => format!("{}: {}", e.kind, e.message),
         }),
+        error_expected: false,
         duration_ms: took(),
         failures: Vec::new(),
     };
@@ -497,6 +499,15 @@ async fn attempt<'c>(
             });
         }
     }
+    attempt.error_expected = attempt.error.is_some()
+        && case
+            .expect
+            .iter()
+            .any(|x| x.path.0.len() == 1 && x.path.first_key() == Some("status"))
+        && !attempt
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::Assertion { path, .. } if path == "status"));
     let snap = match &case.snapshot {
         None => (None, None),
         Some(ignore) => check_snapshot(ctx, at, &record, ignore, &mut attempt.failures),
