@@ -523,36 +523,6 @@ fn exit_codes_annotations_and_history() {
     );
 }
 
-#[test]
-fn the_examples_pass_offline() {
-    // What .ci/run runs: flowrun tests itself the way its users will.
-    let env = Env::new();
-    let out = env.cmd([
-        "test".as_ref(),
-        example("").as_os_str(),
-        "--offline".as_ref(),
-        "--junit".as_ref(),
-        env.path("junit.xml").as_os_str(),
-    ]);
-    assert_code(&out, 0, "examples");
-    let text = stdout(&out);
-    let last = text.trim_end().lines().last().unwrap_or("");
-    assert!(last.ends_with(" passed, 0 failed"), "{text}");
-    // Every workflow in examples/ has a test file.
-    for e in std::fs::read_dir(example("")).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let is_workflow =
-            (name.ends_with(".json") || name.ends_with(".yaml")) && !name.contains(".test.");
-        if is_workflow {
-            let stem = name.rsplit_once('.').unwrap().0;
-            assert!(
-                example(&format!("{stem}.test.yaml")).exists(),
-                "{name} has no test file"
-            );
-        }
-    }
-}
-
 /// Ctrl-C, and SIGTERM (how CI cancels a job, and `timeout` and `docker stop` end a command):
 /// the running case is stopped, no other starts, and the report — the last line, the JUnit
 /// document — is written, saying so.

@@ -174,3 +174,33 @@ fn a_case_asserts_on_each_item_and_iteration() {
         "{err}"
     );
 }
+
+#[test]
+fn the_examples_pass_offline() {
+    // What .ci/run runs: flowrun tests itself the way its users will.
+    let env = Env::new();
+    let out = env.cmd([
+        "test".as_ref(),
+        example("").as_os_str(),
+        "--offline".as_ref(),
+        "--junit".as_ref(),
+        env.path("junit.xml").as_os_str(),
+    ]);
+    assert_code(&out, 0, "examples");
+    let text = stdout(&out);
+    let last = text.trim_end().lines().last().unwrap_or("");
+    assert!(last.ends_with(" passed, 0 failed"), "{text}");
+    // Every workflow in examples/ has a test file.
+    for e in std::fs::read_dir(example("")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_workflow =
+            (name.ends_with(".json") || name.ends_with(".yaml")) && !name.contains(".test.");
+        if is_workflow {
+            let stem = name.rsplit_once('.').unwrap().0;
+            assert!(
+                example(&format!("{stem}.test.yaml")).exists(),
+                "{name} has no test file"
+            );
+        }
+    }
+}
