@@ -14,6 +14,33 @@ async function startSlow(page) {
   await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 2 of 2");
 }
 
+// The panel of the step "call" of Flaky (failed twice, then succeeded) lists both failures.
+async function earlierAttemptsShown(page, when) {
+  check((await text(page, "#panel-meta")).startsWith("success · attempt 3"), when + ": the status line is the last attempt's");
+  check(await page.isHidden("#panel-error-box"), when + ": no error box, the last attempt succeeded");
+  check((await text(page, "#panel-attempts-heading")) === "Earlier attempts", when + ": the list's heading");
+  check((await page.getAttribute("#panel-attempts-list", "aria-labelledby")) === "panel-attempts-heading", when + ": the list is labelled by it");
+  const lines = await page.$$eval("#panel-attempts-list > li", (ls) => ls.map((l) => l.textContent));
+  check(lines.length === 2, when + ": two earlier attempts: " + JSON.stringify(lines));
+  check(lines[0].startsWith("attempt 1 · error · ") && lines[0].includes("TimeoutError: the service did not answer"), when + ": the first: " + lines[0]);
+  check(lines[1].startsWith("attempt 2 · error · ") && lines[1].includes("ValueError: rate limited, try later"), when + ": the second: " + lines[1]);
+  const second = "#panel-attempts-list > li:nth-child(2)";
+  check((await page.getAttribute(second + " summary", "aria-label")) === "Traceback of attempt 2", when + ": the traceback is named by its attempt");
+  check(await page.isHidden(second + " pre"), when + ": the traceback is closed at first");
+  const tb = await text(page, second + " pre");
+  check(tb.includes("Traceback") && tb.includes("ValueError: rate limited, try later"), when + ": the traceback: " + tb);
+}
+
+// axe-core (from the test's own node_modules): no serious or critical violation on the page.
+async function axeCheck(page, what) {
+  if (!(await page.evaluate(() => !!window.axe))) {
+    await page.evaluate(fs.readFileSync(path.join(config.modules, "axe-core", "axe.min.js"), "utf8"));
+  }
+  const r = await page.evaluate(() => window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }));
+  const bad = r.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  check(bad.length === 0, "axe, " + what + ": " + JSON.stringify(bad.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target) }))));
+}
+
 const scenarios = {
   // The generated form: a required field left empty is an error and nothing starts; filled,
   // a double click starts exactly one run; missing connections disable Run with the reason.
@@ -135,7 +162,64 @@ const scenarios = {
     check((await text(page, "#panel-error")).includes("ValueError"), "the error line");
     check((await text(page, "#panel-logs")).includes("about to fail"), "the node's logs");
     check((await text(page, "#panel-meta")).startsWith("error"), "the status");
+    await page.waitForSelector("#panel-attempts.hidden", { state: "attached" });
     await screenshot(page, "node-panel.png", "#panel");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // A step that failed twice, then succeeded: its panel lists the attempts before its last,
+  // each with its error and, a disclosure away, its traceback — as the execution ends with the
+  // panel open, and for the past execution; an item of a for_each step lists its own; a step
+  // that ran once lists none. axe finds nothing serious in these lists.
+  async earlier_attempts() {
+    const b = await browser({ bypassCSP: true });
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Flaky");
+    await page.click("#run-button");
+    await page.waitForFunction(() => document.querySelector("#ex-step").textContent === "step 1 of 4");
+    await page.click("#nodes li:nth-child(2) button.open");
+    await page.waitForSelector("#panel:not(.hidden)");
+    check((await text(page, "#panel-meta")).startsWith("pending"), "the panel is open before the step runs");
+    await waitStatus(page, "success");
+    await page.waitForSelector("#panel-attempts:not(.hidden)");
+    await earlierAttemptsShown(page, "live");
+    // A traceback opened stays open when the record is read again (and keeps the focus).
+    await page.focus("#panel-attempts-list > li:nth-child(2) summary");
+    await page.keyboard.press("Enter");
+    check(await page.isVisible("#panel-attempts-list > li:nth-child(2) pre"), "Enter opens the traceback");
+    await page.evaluate(() => refreshRecord(current));
+    check(await page.isVisible("#panel-attempts-list > li:nth-child(2) pre"), "still open after a refresh");
+    check(await page.evaluate(() => document.activeElement.tagName === "SUMMARY"), "and still focused");
+    await screenshot(page, "earlier-attempts.png", "#panel");
+    await axeCheck(page, "a retried step's panel");
+    // The past execution, opened from the history of a fresh page.
+    const id = await text(page, "#ex-id");
+    await open(page);
+    await page.click(`#history li[data-id="${id}"] button.open`);
+    await page.waitForSelector("#nodes li:nth-child(4)");
+    await page.click("#nodes li:nth-child(2) button.open");
+    await page.waitForSelector("#panel-attempts:not(.hidden)");
+    await earlierAttemptsShown(page, "past");
+    // A for_each step: each item lists its own earlier attempt.
+    await page.click("#nodes li:nth-child(3) button.open");
+    await page.waitForSelector("#panel-parts li ol.attempts");
+    check(await page.isHidden("#panel-attempts"), "the step itself ran once");
+    const items = await page.$$eval("#panel-parts > ul > li", (ls) => ls.map((l) => l.firstChild.textContent));
+    check(JSON.stringify(items) === JSON.stringify(["item 0: success · attempt 2", "item 1: success · attempt 2"]), "the items: " + JSON.stringify(items));
+    const itemList = page.locator("#panel-parts ol[aria-label='Earlier attempts of item 1'] > li");
+    check((await itemList.count()) === 1, "one earlier attempt of item 1");
+    check((await itemList.textContent()).startsWith("attempt 1 · error · ") && (await itemList.textContent()).includes("KeyError: 'not ready'"), "item 1's first attempt: " + (await itemList.textContent()));
+    check((await itemList.locator("summary").getAttribute("aria-label")) === "Traceback of item 1, attempt 1", "the item's traceback is named by item and attempt");
+    await screenshot(page, "earlier-attempts-items.png", "#panel");
+    await axeCheck(page, "a for_each step's panel");
+    // A step that ran once: no such list.
+    await page.click("#nodes li:nth-child(4) button.open");
+    await page.waitForFunction(() => document.querySelector("#panel-title").textContent === "steady");
+    check((await text(page, "#panel-meta")).startsWith("success"), "the step succeeded");
+    await page.waitForSelector("#panel-attempts.hidden", { state: "attached" });
+    check((await page.locator("#panel .attempts li").count()) === 0, "no earlier attempts anywhere in its panel");
     check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
     await b.close();
   },

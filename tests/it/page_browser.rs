@@ -193,6 +193,37 @@ fn a_failed_nodes_panel_shows_its_traceback() {
     crate::support::browser::assert_saved("node-panel.png", started);
 }
 
+/// A step that failed twice and then succeeded: its node panel lists the two attempts before
+/// its last, each with its error and traceback — as the execution ends with the panel open, and
+/// for the past execution; each item of a `for_each` step its own; a step run once lists none.
+#[test]
+fn a_retried_steps_panel_lists_its_earlier_attempts() {
+    let w = world();
+    // Counts its attempts in a file of this test's world: fails the first two, differently.
+    let call = format!(
+        "import os\np = {:?}\nn = int(open(p).read()) if os.path.exists(p) else 0\nopen(p, 'w').write(str(n + 1))\nif n == 0:\n    raise TimeoutError('the service did not answer')\nif n == 1:\n    raise ValueError('rate limited, try later')\nreturn {{'tries': n + 1}}",
+        w.path("call-attempts").display().to_string()
+    );
+    // Each item fails its first attempt.
+    let each = format!(
+        "import os\np = {:?} + str(item)\nif not os.path.exists(p):\n    open(p, 'w').close()\n    raise KeyError('not ready')\nreturn item",
+        w.path("item-seen-").display().to_string()
+    );
+    w.save(
+        "flaky.json",
+        &json!({"id": "flaky", "name": "Flaky", "nodes": [
+            // Long enough to open the next step's panel before it runs.
+            {"id": "wait", "type": "delay", "ms": 1500},
+            {"id": "call", "name": "Call the service", "type": "code",
+             "retry": {"max_attempts": 3, "backoff_ms": 1}, "code": call},
+            {"id": "each", "type": "code", "for_each": [0, 1],
+             "retry": {"max_attempts": 2, "backoff_ms": 1}, "code": each},
+            {"id": "steady", "type": "template", "template": "once"}]}),
+    );
+    let s = w.serve(&[]);
+    run("earlier_attempts", config(&s), &w.tmp_dir());
+}
+
 /// The server refuses input the form could not check: the field it is about is marked and has
 /// the focus; a refusal of the input as a whole puts the focus on the message.
 #[test]

@@ -3,8 +3,9 @@
 //! `run.js`, `history.js`, `main.js`, in that order, as one inline script) and embedded at build
 //! time: no external scripts, styles or fonts, no build step. It lists workflows, runs one
 //! through a form generated from its input schema, follows the execution live (step X of Y,
-//! streamed LLM text, the output), shows each node's input, output, error and logs, and keeps a
-//! filtered history that refreshes itself.
+//! streamed LLM text, the output), shows each node's input, output, error and logs (and a retried
+//! node's or item's attempts before its last, with their errors), and keeps a filtered history
+//! that refreshes itself.
 //!
 //! The page holds no data, so it is served without a token (the `Host` and `Origin` checks still
 //! apply); every API call it makes sends the token the user pasted into it. Its inline script and

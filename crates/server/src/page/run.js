@@ -364,19 +364,66 @@ function fillPanel(exec, node) {
   $("panel-error").textContent = e ? (e.type ? e.type + ": " : "") + (e.message || "") : "";
   $("panel-traceback").textContent = e && e.traceback ? e.traceback : "";
   $("panel-logs").textContent = row && row.logs.length ? row.logs.join("\n") : "(no log lines)";
-  const parts = $("panel-parts");
-  parts.replaceChildren();
-  const list = rec && (rec.items || rec.iterations);
-  if (list && list.length) {
+  const earlier = (rec && rec.earlier_attempts) || [];
+  show($("panel-attempts"), earlier.length > 0);
+  renderIfChanged($("panel-attempts-list"), [exec.id, node, earlier], (ol) => fillAttempts(ol, earlier, ""));
+  const list = (rec && (rec.items || rec.iterations)) || [];
+  const shown = list.map((p) => [p.index, p.iteration, p.status, p.attempt, p.error, p.earlier_attempts]);
+  renderIfChanged($("panel-parts"), [exec.id, node, shown], (parts) => {
+    if (!list.length) return;
     parts.append(el("h3", null, rec.items ? "Items" : "Iterations"));
     const ul = el("ul", "list");
     for (const p of list) {
       const what = rec.items ? "item " + p.index : "iteration " + p.iteration;
-      const li = el("li", null, what + ": " + p.status + (p.error ? " — " + errorLine(p.error) : ""));
+      const li = el("li", null, what + ": " + p.status + (p.attempt > 1 ? " · attempt " + p.attempt : "") + (p.error ? " — " + errorLine(p.error) : ""));
+      if (p.earlier_attempts && p.earlier_attempts.length) {
+        const ol = el("ol", "attempts");
+        ol.setAttribute("aria-label", "Earlier attempts of " + what);
+        fillAttempts(ol, p.earlier_attempts, what + ", ");
+        li.append(ol);
+      }
       ul.append(li);
     }
     parts.append(ul);
+  });
+}
+
+// A retried node (item, iteration) keeps its last attempt as its row; the record lists the ones
+// before it (`earlier_attempts`), and why they failed is often the story (a timeout, then a
+// 429, then the error left). One line each, its status in words (not by colour alone), its
+// traceback a disclosure away. `what` names the item in the traceback's label ("item 2, ").
+function fillAttempts(ol, attempts, what) {
+  for (const a of attempts) {
+    const li = el("li");
+    li.append(["attempt " + a.attempt, a.status, formatMs(a.duration_ms)].filter(Boolean).join(" · "));
+    const e = a.error;
+    if (e) li.append(" · ", el("span", "bad mono", (e.type ? e.type + ": " : "") + (e.message || "")));
+    if (e && e.traceback) {
+      const label = "Traceback of " + what + "attempt " + a.attempt;
+      const details = el("details");
+      const summary = el("summary", null, "Traceback");
+      summary.setAttribute("aria-label", label);
+      const pre = el("pre", "traceback", e.traceback);
+      pre.tabIndex = 0;
+      pre.setAttribute("aria-label", label);
+      details.append(summary, pre);
+      li.append(details);
+    }
+    ol.append(li);
   }
+}
+
+// Rebuilds `box` with `build(box)` only when what it shows (`data`) changed: the record is read
+// again at every end of the panel's node and at the execution's end, and rebuilding the same
+// lines would close a traceback the user opened and take the focus away from it.
+const shownKeys = new WeakMap();
+
+function renderIfChanged(box, data, build) {
+  const key = JSON.stringify(data);
+  if (shownKeys.get(box) === key) return;
+  shownKeys.set(box, key);
+  box.replaceChildren();
+  build(box);
 }
 
 function closePanel() {
