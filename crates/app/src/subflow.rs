@@ -66,12 +66,11 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     // stored there in clear. Only what the interpreter holds already (its environment: bound
     // connections, `--env` values) and the parent's own: a value flowrun found only in its own
     // environment is not handed to the workflow's code this way.
-    let mut pass: Vec<&(String, String)> = p
+    let pass: Vec<&(String, String)> = p
         .redacted
         .iter()
         .filter(|kv| env.contains(kv) || p.options.parent_secrets.contains(kv))
         .collect();
-    pass.dedup();
     let text = serde_json::to_string(&pass).expect("strings serialize");
     // An exec takes no longer variable (32 pages): secrets that large are not passed.
     if !pass.is_empty() && SECRETS_VAR.len() + text.len() + 2 <= 32 * 4096 {

@@ -64,12 +64,13 @@ pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     Ok(v)
 }
 
-/// The attempts before the last of every node (item, iteration) that was retried, from its
-/// `node_end` events (`retrying: true`): `{attempt, status, duration_ms, error}` each, by node
-/// and part. A row keeps only its last attempt; why the earlier ones failed is often the story
-/// (a timeout, then a 429, then the error left). Nothing is read unless `retried`.
+/// Attempts before the last, by node and part (`None`: the node's own row).
 pub type Attempts = std::collections::HashMap<(String, Option<Part>), Vec<Value>>;
 
+/// The attempts before the last of every node (item, iteration) that was retried, from its
+/// `node_end` events (`retrying: true`): `{attempt, status, duration_ms, error}` each. A row
+/// keeps only its last attempt; why the earlier ones failed is often the story (a timeout, then
+/// a 429, then the error left). Nothing is read unless `retried` (some row has an attempt > 1).
 pub fn earlier_attempts(store: &Store, id: &str, retried: bool) -> Result<Attempts, StoreError> {
     let mut out = Attempts::new();
     if !retried {
@@ -108,12 +109,11 @@ fn attach_earlier_attempts(nodes: &mut Value, earlier: &Attempts) {
         if let Some(list) = earlier.get(&(id.clone(), None)) {
             node["earlier_attempts"] = json!(list);
         }
-        for (key, part) in [
-            ("items", Part::Item as fn(u32) -> Part),
-            ("iterations", Part::Iteration),
+        for (list, index, part) in [
+            ("items", "index", Part::Item as fn(u32) -> Part),
+            ("iterations", "iteration", Part::Iteration),
         ] {
-            let index = if key == "items" { "index" } else { "iteration" };
-            for row in node[key].as_array_mut().into_iter().flatten() {
+            for row in node[list].as_array_mut().into_iter().flatten() {
                 let Some(n) = row[index].as_u64() else {
                     continue;
                 };
