@@ -61,21 +61,46 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     if p.options.offline {
         env.push(("FLOWRUN_SUB_OFFLINE".into(), "1".into()));
     }
-    // What this execution redacts goes to its children's runners (`flowrun __sub` reads it into
-    // `RunOptions::parent_secrets`): a secret a node passes to a child in its inputs would be
-    // stored there in clear. Only what the interpreter holds already (its environment: bound
-    // connections, `--env` values) and the parent's own: a value flowrun found only in its own
-    // environment is not handed to the workflow's code this way.
-    let pass: Vec<&(String, String)> = p
-        .redacted
-        .iter()
-        .filter(|kv| env.contains(kv) || p.options.parent_secrets.contains(kv))
-        .collect();
-    let text = serde_json::to_string(&pass).expect("strings serialize");
-    // An exec takes no longer variable (32 pages): secrets that large are not passed.
-    if !pass.is_empty() && SECRETS_VAR.len() + text.len() + 2 <= 32 * 4096 {
-        env.push((SECRETS_VAR.into(), text));
+    let pass = secrets_to_pass(p, env);
+    if !pass.is_empty() {
+        env.push((SECRETS_VAR.into(), pass));
     }
+}
+
+/// What this execution redacts that its children's runners get (`flowrun __sub` reads it into
+/// `RunOptions::parent_secrets`): a secret a node passes to a child in its inputs would be
+/// stored there in clear. The variable is in the interpreter's environment, where the
+/// workflow's code can read it, so it holds only what that code has already: the values of its
+/// environment (bound connections, `--env` values; not one flowrun found only in its own), and
+/// of its parent's secrets those its trigger holds (a parent's secret is not handed to a child
+/// that was never given it, nor to that child's children). As JSON; the pairs that would make
+/// it longer than an exec takes (32 pages) are left out, and said so.
+fn secrets_to_pass(p: &Prepared, env: &[(String, String)]) -> String {
+    let trigger = String::from_utf8_lossy(&p.trigger_json);
+    let given = |kv: &(String, String)| {
+        let probe = flowrun_executor::redact::Redactor::new(std::slice::from_ref(kv));
+        probe.text(trigger.to_string()) != trigger
+    };
+    let mut pass: Vec<&(String, String)> = Vec::new();
+    for kv in &p.redacted {
+        let holds = env.contains(kv) || (p.options.parent_secrets.contains(kv) && given(kv));
+        if !holds {
+            continue;
+        }
+        pass.push(kv);
+        let len = serde_json::to_string(&pass).map_or(usize::MAX, |t| t.len());
+        if SECRETS_VAR.len() + len + 2 > 32 * 4096 {
+            pass.pop();
+            tracing::warn!(
+                "{} is too long to pass to this execution's sub-workflows: a child given its value stores it unredacted",
+                kv.0
+            );
+        }
+    }
+    if pass.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&pass).expect("strings serialize")
 }
 
 /// The variable that carries a parent's secrets, `[[VAR, value], …]` in JSON, to the runner of

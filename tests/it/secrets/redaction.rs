@@ -388,13 +388,25 @@ fn a_secret_passed_down_to_sub_workflows_is_redacted_in_every_child() {
               "inputs": { "key": "{{ trigger.key }}" } }
         ]}),
     );
+    // A child that is not given the secret, and runs a sub-workflow itself (so its runner
+    // passes what it redacts on): the parent's secret must not reach its code that way.
+    env.write_workflow(
+        "nosy.json",
+        &json!({ "id": "nosy", "nodes": [
+            { "id": "look", "type": "code",
+              "code": "import os\nv = os.environ.get('FLOWRUN_SUB_SECRETS') or ''\nreturn {'seen': v[::-1]}" },
+            { "id": "more", "type": "workflow", "workflow": "./leaf.json", "after": ["look"],
+              "inputs": { "key": "none" } }
+        ]}),
+    );
     let parent = env.write_workflow(
         "parent.json",
         &json!({ "id": "parent", "connections": { "vault": { "env": "MY_SECRET" } }, "nodes": [
             { "id": "get", "type": "code", "connections": ["vault"],
               "code": "import os\nreturn {'k': os.environ['MY_SECRET']}" },
             { "id": "sub", "type": "workflow", "workflow": "./mid.json", "after": ["get"],
-              "inputs": { "key": "{{ nodes.get.output.k }}" } }
+              "inputs": { "key": "{{ nodes.get.output.k }}" } },
+            { "id": "nosy", "type": "workflow", "workflow": "./nosy.json", "after": ["sub"] }
         ]}),
     );
     let run = env.run_with(&parent, "{}", &[("MY_SECRET", SECRET)], &[]);
@@ -415,9 +427,12 @@ fn a_secret_passed_down_to_sub_workflows_is_redacted_in_every_child() {
     let leaves: Vec<String> = env
         .execution_ids()
         .into_iter()
-        .filter(|id| env.execution(id).workflow_id == "leaf")
+        .filter(|id| {
+            let e = env.execution(id);
+            e.workflow_id == "leaf" && e.trigger != json!({ "key": "none" })
+        })
         .collect();
-    assert_eq!(leaves.len(), 2, "a grandchild per run");
+    assert_eq!(leaves.len(), 2, "a grandchild under mid per run");
     for id in &leaves {
         let leaf = env.execution(id);
         assert_eq!(leaf.trigger, json!({ "key": MARK }), "{id}");
@@ -426,4 +441,61 @@ fn a_secret_passed_down_to_sub_workflows_is_redacted_in_every_child() {
     for (path, bytes) in &all_files(env.dir.path()) {
         assert_no_secret(&path.display().to_string(), bytes);
     }
+    let reversed: String = SECRET.chars().rev().collect();
+    for id in env.execution_ids() {
+        let e = env.execution(&id);
+        if e.workflow_id == "nosy" {
+            assert_eq!(
+                env.node(&id, "look").output(),
+                &json!({ "seen": "" }),
+                "nothing passed to nosy"
+            );
+        }
+        let text = e.output.map(|o| o.to_string()).unwrap_or_default();
+        assert!(!text.contains(&reversed), "{id}: {text}");
+    }
+}
+
+#[test]
+fn a_secret_too_long_to_pass_down_leaves_the_others_passed() {
+    // Only the pairs that fit an exec's variable (32 pages) go to a child's runner: one long
+    // value (a certificate) left every other secret out, and the child stored them in clear.
+    let env = Env::new();
+    env.write_workflow(
+        "child.json",
+        &json!({ "id": "child", "inputs": { "type": "object" }, "nodes": [
+            { "id": "echo", "type": "code", "code": "return trigger" }
+        ]}),
+    );
+    let parent = env.write_workflow(
+        "parent.json",
+        &json!({ "id": "parent", "connections": { "vault": { "env": "MY_SECRET" }, "cert": { "env": "BIG_CERT" } },
+          "nodes": [
+            { "id": "get", "type": "code", "connections": ["vault", "cert"],
+              "code": "import os\nreturn {'k': os.environ['MY_SECRET'], 'n': len(os.environ['BIG_CERT'])}" },
+            { "id": "sub", "type": "workflow", "workflow": "./child.json", "after": ["get"],
+              "inputs": { "key": "{{ nodes.get.output.k }}" } }
+        ]}),
+    );
+    // As long as an exec takes for BIG_CERT=…, too long beside another secret in one variable.
+    let big = "A".repeat(32 * 4096 - 40);
+    let run = env.run_with(
+        &parent,
+        "{}",
+        &[("MY_SECRET", SECRET), ("BIG_CERT", &big)],
+        &[],
+    );
+    assert_code(&run, 0, "the parent run");
+    assert!(
+        stderr(&run).contains("BIG_CERT is too long to pass to this execution's sub-workflows"),
+        "{}",
+        describe(&run)
+    );
+    let child = env
+        .execution_ids()
+        .into_iter()
+        .find(|id| env.execution(id).workflow_id == "child")
+        .expect("the child ran");
+    assert_eq!(env.execution(&child).trigger, json!({ "key": MARK }));
+    assert_no_secret("the database", &env.db_bytes());
 }
