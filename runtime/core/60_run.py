@@ -294,9 +294,11 @@ class _Run(object):
                               part=part)
                 return status, attempt, duration, output, None
             _cost_add(self, node, error)
+            status = _failed_as(error)
             # A retry is new work: none starts for a run that is ending (another node failed
-            # for good), whether before this attempt failed or during its backoff.
-            retries_left = attempt < max_attempts and not self.fatal
+            # for good), whether before this attempt failed or during its backoff; nor for one
+            # cut short by the pause (a child paused with the run: resume runs it again).
+            retries_left = attempt < max_attempts and not self.fatal and status == "error"
             ending = self.ending() if retries_left else None
             if retries_left and ending is None:
                 try:
@@ -321,7 +323,6 @@ class _Run(object):
             if on_failure is not None:
                 with _STATE.run_lock:
                     on_failure(error)
-            status = _failed_as(error)
             self.node_end(nid, status, attempt, duration, ctx.input, None, error, last, part=part)
             return status, attempt, duration, None, error
 

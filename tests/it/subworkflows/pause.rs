@@ -8,8 +8,9 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// A parent calling `kids/slow.json` for each of 1, 2, 3, whose second call's first node
-/// waits 3 s; started, and returned once that second child runs: (parent id, the run).
-fn start_family(env: &Env) -> (String, Child) {
+/// waits 3 s; started, and returned once that second child runs: (parent id, the run). With
+/// `retry`, the calls are retried (`max_attempts: 2`).
+fn start_family(env: &Env, retry: bool) -> (String, Child) {
     put(
         env,
         "kids/slow.json",
@@ -21,12 +22,16 @@ fn start_family(env: &Env) -> (String, Child) {
             {"id": "answer", "type": "code", "code": "return {'twice': 2 * trigger['n']}"}
         ]}),
     );
+    let mut each = json!({"id": "each", "type": "workflow", "workflow": "./kids/slow.json",
+        "for_each": "{{ trigger.ns }}", "inputs": {"n": "{{ item }}"}});
+    if retry {
+        each["retry"] = json!({"max_attempts": 2, "backoff_ms": 1});
+    }
     let parent: PathBuf = put(
         env,
         "fan.json",
         &json!({"id": "fan", "nodes": [
-            {"id": "each", "type": "workflow", "workflow": "./kids/slow.json",
-             "for_each": "{{ trigger.ns }}", "inputs": {"n": "{{ item }}"}},
+            each,
             {"id": "sum", "type": "code",
              "code": "return sum(o['twice'] for o in nodes['each']['output'])"}
         ]}),
@@ -67,7 +72,8 @@ fn start_family(env: &Env) -> (String, Child) {
 #[test]
 fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
     let env = Env::new();
-    let (parent_id, run) = start_family(&env);
+    // Retried: a call cut short by the pause is not retried (a new child ran to its end).
+    let (parent_id, run) = start_family(&env, true);
     let out = env.cmd(["pause", &parent_id]);
     assert_success(&out, "flowrun pause");
     let run = run.wait_with_output().unwrap();
@@ -116,7 +122,7 @@ fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
 #[test]
 fn a_child_paused_on_its_own_fails_its_parents_node_saying_so() {
     let env = Env::new();
-    let (parent_id, run) = start_family(&env);
+    let (parent_id, run) = start_family(&env, false);
     let child = children(&env, &parent_id)[1].0.clone();
     let out = env.cmd(["pause", &child]);
     assert_success(&out, "flowrun pause CHILD");
