@@ -110,7 +110,7 @@ pub fn doctor(
     let (agents, agent_lines) = agent_clis();
     report["agents"] = agents;
     if as_json {
-        println!("{}", super::text::json_pretty(&report));
+        out!("{}", super::text::json_pretty(&report));
     } else {
         match &interp {
             Ok(i) => {
@@ -119,7 +119,7 @@ pub fn doctor(
                 } else {
                     String::new()
                 };
-                println!(
+                out!(
                     "python    ✓ {} ({} {}), found by {}{via}",
                     i.executable.display(),
                     i.implementation,
@@ -127,10 +127,10 @@ pub fn doctor(
                     i.found_by
                 );
             }
-            Err(e) => println!("python    ✗ {e}"),
+            Err(e) => out!("python    ✗ {e}"),
         }
-        println!("cache     {}", cache.display());
-        println!(
+        out!("cache     {}", cache.display());
+        out!(
             "database  {} ({})",
             db_path.display(),
             db_size
@@ -140,27 +140,27 @@ pub fn doctor(
         for w in &workflows {
             let file = clean_line(w["file"].as_str().unwrap_or(""));
             if let Some(e) = w["error"].as_str() {
-                println!("workflow  ✗ {file}: {}", clean(e));
+                out!("workflow  ✗ {file}: {}", clean(e));
                 continue;
             }
             if let Some(m) = w["unbound_message"].as_str() {
-                println!("workflow  ✗ {file}: {}", clean(m));
+                out!("workflow  ✗ {file}: {}", clean(m));
             }
             let reqs: Vec<&str> = w["requirements"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             match w["status"].as_str() {
-                Some("not checked") => println!(
+                Some("not checked") => out!(
                     "workflow  ✗ {file}: not checked, there is no working Python interpreter (see above)"
                 ),
                 // A workflow with an unbound connection got its ✗ above; its requirements are
                 // still worth knowing.
-                Some("ok") | Some("installed") if reqs.is_empty() => println!(
+                Some("ok") | Some("installed") if reqs.is_empty() => out!(
                     "workflow  {} {file}: no requirements (runs isolated, without site-packages)",
                     mark(w)
                 ),
-                Some("ok") | Some("installed") => println!(
+                Some("ok") | Some("installed") => out!(
                     "workflow  {} {file}: {} satisfied by {}",
                     mark(w),
                     reqs.join(", "),
@@ -181,14 +181,14 @@ pub fn doctor(
                                 .collect()
                         })
                         .unwrap_or_default();
-                    println!(
+                    out!(
                         "workflow  ✗ {file}: missing {}; fix with: flowrun doctor --fix {file}",
                         missing.join(", ")
                     );
                 }
             }
         }
-        agent_lines.iter().for_each(|l| println!("{l}"));
+        agent_lines.iter().for_each(|l| out!("{l}"));
     }
     Ok(if invalid {
         exit::USAGE

@@ -107,7 +107,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
                 .map(|e| super::inspect_subs::summary_with_children(&store, e, None))
                 .collect::<Result<_, _>>()?
         };
-        println!("{}", json_pretty(&list));
+        out!("{}", json_pretty(&list));
         note_more();
         return Ok(0);
     }
@@ -147,7 +147,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         (Some(r), true) if *r == flowrun_events::Relation::Sub => format!("  {:<10}", "sub"),
         (_, true) => format!("  {:<10}", clean_line(&e.mode)),
     };
-    println!(
+    out!(
         "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm_head}  STARTED",
         "ID",
         "WORKFLOW",
@@ -165,7 +165,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         } else {
             String::new()
         };
-        println!(
+        out!(
             "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm}  {} ({})",
             e.id,
             clean_line(&e.workflow_id),
@@ -294,10 +294,10 @@ fn print_parts(parts: &[&NodeRow]) {
         if let Some(r) = &p.reason {
             line.push_str(&format!("  ({})", clean_line(r)));
         }
-        println!("{line}");
+        out!("{line}");
     }
     if parts.len() > SHOWN_PARTS {
-        println!(
+        out!(
             "    … {} more (show --json lists them all)",
             parts.len() - SHOWN_PARTS
         );
@@ -334,7 +334,7 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: 
     if let Some(from) = &n.from_execution {
         head.push_str(&format!("  (from execution {from})"));
     }
-    println!("{head}");
+    out!("{head}");
     // The attempts before the last, which the row does not keep: why a retried node failed
     // the first times (a timeout, then a 429) is often what one is looking for.
     for a in earlier {
@@ -345,7 +345,7 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: 
                 format!("  {}: {}", text("type"), text("message"))
             })
             .unwrap_or_default();
-        println!(
+        out!(
             "    attempt {}: {}{}{}",
             a["attempt"],
             a["status"].as_str().unwrap_or("?"),
@@ -362,22 +362,22 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: 
         } else {
             "reason"
         };
-        println!("    {what}: {}", clean_line(r));
+        out!("    {what}: {}", clean_line(r));
     }
     if let Some(i) = &n.input {
-        println!("    input:  {}", pretty(i, "            "));
+        out!("    input:  {}", pretty(i, "            "));
     }
     if let Some(o) = &n.output {
-        println!("    output: {}", pretty(o, "            "));
+        out!("    output: {}", pretty(o, "            "));
     }
     if let Some(e) = &n.error {
-        println!(
+        out!(
             "    error:  {}: {}",
             e.kind,
             clean(&e.message).replace('\n', "\n            ")
         );
         for l in traceback(e).into_iter().flat_map(str::lines) {
-            println!("      {}", clean_line(l));
+            out!("      {}", clean_line(l));
         }
     }
     print_parts(parts);
@@ -387,7 +387,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     let store = open_store(db)?;
     let id = store.resolve_id(id)?;
     if json {
-        println!(
+        out!(
             "{}",
             json_pretty(&flowrun_app::views::record_json(&store, &id)?)
         );
@@ -409,9 +409,9 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
             clean_line(&e.workflow_id)
         )
     };
-    println!("execution {}  {}", e.id, e.status);
-    println!("workflow   {name}");
-    println!(
+    out!("execution {}  {}", e.id, e.status);
+    out!("workflow   {name}");
+    out!(
         "started    {} UTC{}",
         timefmt::utc(e.started_at),
         e.duration_ms
@@ -421,21 +421,21 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
             .unwrap_or_default()
     );
     if let Some(f) = &e.source_file {
-        println!("file       {}", clean_line(f));
+        out!("file       {}", clean_line(f));
     }
     if let Some(d) = &e.cwd {
-        println!("cwd        {}", clean_line(d));
+        out!("cwd        {}", clean_line(d));
     }
     if let (Some(p), Some(r)) = (&e.parent_id, &e.relation) {
-        println!("{r:<10} of {p}");
+        out!("{r:<10} of {p}");
         super::inspect_subs::print_called_by(&store, &e)?;
     }
-    println!("trigger    {}", pretty(&e.trigger, "           "));
+    out!("trigger    {}", pretty(&e.trigger, "           "));
     if let Some(o) = &e.output {
-        println!("output     {}", pretty(o, "           "));
+        out!("output     {}", pretty(o, "           "));
     }
     if let Some(err) = &e.error {
-        println!(
+        out!(
             "error      {}{}: {}",
             err.kind,
             in_node(err),
@@ -445,23 +445,24 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         // node that never started: a code node that does not compile) is printed here.
         if carried_by_no_row(err, &nodes) {
             for l in traceback(err).into_iter().flat_map(str::lines) {
-                println!("             {}", clean_line(l));
+                out!("             {}", clean_line(l));
             }
         }
     }
     if let Some(x) = &e.exit {
-        println!("process    {}", clean_line(x));
+        out!("process    {}", clean_line(x));
     }
     if e.usage.input_tokens.is_some() || e.usage.cost_usd.is_some() {
-        println!("llm        {} tokens in/out, cost {}", tokens(&e), cost(&e));
+        out!("llm        {} tokens in/out, cost {}", tokens(&e), cost(&e));
     }
     if e.log_bytes_cut > 0 {
-        println!(
+        out!(
             "logs       {} bytes kept, {} bytes cut (--max-log-bytes)",
-            e.log_bytes, e.log_bytes_cut
+            e.log_bytes,
+            e.log_bytes_cut
         );
     }
-    println!();
+    out!();
     // Every node of the plan, in order: the ones with a row, and the ones that never ran (after
     // a failure that stopped the run, a timeout or a stop).
     let planned: Vec<String> = store
@@ -470,7 +471,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         .and_then(|ev| serde_json::from_value(ev.data.get("nodes")?.clone()).ok())
         .unwrap_or_default();
     if nodes.is_empty() && planned.is_empty() {
-        println!("(no node has started)");
+        out!("(no node has started)");
     }
     let labels = node_labels(store.snapshot(&e.snapshot_hash)?.as_ref());
     let earlier =
@@ -483,7 +484,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
     for p in &planned {
         match nodes.iter().find(|n| &n.node_id == p) {
             Some(n) => print_node(n, labels.get(p), &parts_of(p), earlier_of(p)),
-            None => println!(
+            None => out!(
                 "· {}  {}",
                 clean_line(p),
                 if e.status.is_final() {

@@ -20,7 +20,7 @@ pub(crate) fn print_history_children(
     depth: usize,
 ) -> Result<(), StoreError> {
     for (child, link) in store.children(parent)? {
-        println!(
+        out!(
             "{}└ {}  {}  {}  {}  {}",
             "  ".repeat(depth),
             child.id,
@@ -69,7 +69,7 @@ pub(crate) fn summary_with_children(
 /// `show`: which node of the parent started this execution, under the `sub of PARENT` line.
 pub(crate) fn print_called_by(store: &Store, e: &Execution) -> Result<(), StoreError> {
     if let Some(link) = store.sub_link(&e.id)? {
-        println!("called by  {}", called_by(&link));
+        out!("called by  {}", called_by(&link));
     }
     Ok(())
 }
@@ -80,8 +80,8 @@ pub(crate) fn print_show_children(store: &Store, id: &str) -> Result<(), StoreEr
     if children.is_empty() {
         return Ok(());
     }
-    println!();
-    println!("sub-workflow executions (flowrun show ID for one)");
+    out!();
+    out!("sub-workflow executions (flowrun show ID for one)");
     print_tree(store, children, 1)
 }
 
@@ -109,7 +109,7 @@ fn print_tree(
             let more = if lines.next().is_some() { " …" } else { "" };
             line.push_str(&format!("  {}: {}{more}", err.kind, clean_line(first)));
         }
-        println!("{line}");
+        out!("{line}");
         let grandchildren = store.children(&child.id)?;
         print_tree(store, grandchildren, depth + 1)?;
     }

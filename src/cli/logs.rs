@@ -27,7 +27,7 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
     } else {
         format!(" [{stream}]")
     };
-    println!(
+    out!(
         "{} {node}{} | {}",
         timefmt::utc(ev.ts),
         clean_line(&tag),
@@ -115,7 +115,7 @@ pub fn logs(
     }
     let print = |ev: &flowrun_store::StoredEvent| {
         if json {
-            println!("{}", json_line(&flowrun_app::views::log_json(&id, ev)));
+            out!("{}", json_line(&flowrun_app::views::log_json(&id, ev)));
         } else {
             print_log(ev);
         }

@@ -26,7 +26,7 @@ pub struct PruneArgs {
 
 fn report(d: &Deleted, db: &Path, before: u64) {
     let after = file_size(db);
-    println!(
+    out!(
         "deleted {} execution{}, {} node rows, {} events, {} unused definition snapshot{}; database {} → {}",
         d.executions,
         if d.executions == 1 { "" } else { "s" },
@@ -79,13 +79,13 @@ pub fn prune(args: PruneArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let mut store = open_store(db)?;
     let ids = store.prune_candidates(before, args.keep, args.workflow.as_deref())?;
     if args.dry_run {
-        println!(
+        out!(
             "would delete {} execution{}",
             ids.len(),
             if ids.len() == 1 { "" } else { "s" }
         );
         for id in &ids {
-            println!("  {id}");
+            out!("  {id}");
         }
         return Ok(0);
     }

@@ -1,5 +1,27 @@
 //! The `flowrun` command line.
 
+/// `println!` for what a command prints on stdout. A reader that went away (a closed pipe) is
+/// not an error: the inspection commands end by SIGPIPE before this sees it, and `run`, `stop`
+/// and the others that must finish their work go on (it panicked: exit 101 after a stop was
+/// done). Any other failure (a full disk, `> /dev/full`) is: said on stderr, exit 3, so that
+/// `flowrun run wf > out.json && use out.json` does not go on with an empty file.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::cli::stdout_written(writeln!(std::io::stdout(), $($arg)*));
+    }};
+}
+
+/// What [`out!`] does with the result of a write to stdout.
+pub(crate) fn stdout_written(result: std::io::Result<()>) {
+    if let Err(e) = result.and_then(|()| std::io::Write::flush(&mut std::io::stdout()))
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        flowrun_app::say!("flowrun: cannot write to stdout: {e}");
+        std::process::exit(exit::ENVIRONMENT);
+    }
+}
+
 mod doctor;
 mod exit;
 mod input;

@@ -307,11 +307,10 @@ pub(crate) fn execute_prepared(
         );
     }
     let outcome = finished.outcome;
-    // A reader that stops early (`| head`) must not turn a finished run into a panic.
-    use std::io::Write;
+    // A reader that stops early (`| head`) must not turn a finished run into a panic (`out!`).
     if json {
         let record = flowrun_app::views::record_json(&store.lock(), &id)?;
-        let _ = writeln!(std::io::stdout(), "{}", text::json_pretty(&record));
+        out!("{}", text::json_pretty(&record));
     } else if events.is_none() {
         // The execution's output is what `run` prints (`flowrun run wf.json > out.json`, `| jq`):
         // one line of JSON, indented on a terminal; nothing when it did not succeed.
@@ -322,7 +321,7 @@ pub(crate) fn execute_prepared(
             } else {
                 text::json_line(output)
             };
-            let _ = writeln!(std::io::stdout(), "{text}");
+            out!("{text}");
         }
         if outcome.status == ExecStatus::Paused {
             flowrun_app::say!("continue with: flowrun resume {id}");
@@ -388,12 +387,12 @@ pub fn pause(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
             ));
         }
         PauseOutcome::Ended(ExecStatus::Paused) => {
-            println!("execution {id} paused; continue it with: flowrun resume {id}")
+            out!("execution {id} paused; continue it with: flowrun resume {id}")
         }
-        PauseOutcome::Ended(status) => println!("execution {id} ended before it paused: {status}"),
-        PauseOutcome::Requested => println!(
-            "execution {id} pauses once its running nodes have ended (`flowrun show {id}`)"
-        ),
+        PauseOutcome::Ended(status) => out!("execution {id} ended before it paused: {status}"),
+        PauseOutcome::Requested => {
+            out!("execution {id} pauses once its running nodes have ended (`flowrun show {id}`)")
+        }
     }
     Ok(0)
 }
@@ -404,9 +403,9 @@ pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
     let mut store = open_store(db)?;
     let id = store.resolve_id(id)?;
     match flowrun_app::control::stop(&mut store, &id)? {
-        StopOutcome::AlreadyEnded(status) => println!("execution {id} already ended: {status}"),
-        StopOutcome::Stopped(status) => println!("execution {id} stopped: {status}"),
-        StopOutcome::Forced => println!("execution {id} stopped: cancelled"),
+        StopOutcome::AlreadyEnded(status) => out!("execution {id} already ended: {status}"),
+        StopOutcome::Stopped(status) => out!("execution {id} stopped: {status}"),
+        StopOutcome::Forced => out!("execution {id} stopped: cancelled"),
     }
     Ok(0)
 }

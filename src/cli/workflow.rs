@@ -138,9 +138,9 @@ pub fn validate(files: &[PathBuf], json: bool, python: Option<&Path>) -> Result<
                     if cases == 1 { "" } else { "s" },
                     summary(&source, &plan).trim_start_matches("ok: ")
                 );
-                println!("{}", super::text::clean_line(&line));
+                out!("{}", super::text::clean_line(&line));
             }
-            Ok((source, plan)) => println!("{}", super::text::clean_line(&summary(&source, &plan))),
+            Ok((source, plan)) => out!("{}", super::text::clean_line(&summary(&source, &plan))),
             Err(d) => flowrun_app::say!("error: {}", super::text::clean(&d.to_string())),
         }
         if let Some(why) = skipped {
@@ -150,7 +150,7 @@ pub fn validate(files: &[PathBuf], json: bool, python: Option<&Path>) -> Result<
     }
     if json {
         let doc = json!({"valid": all_valid, "files": entries});
-        println!("{}", super::text::json_pretty(&doc));
+        out!("{}", super::text::json_pretty(&doc));
     }
     Ok(if all_valid { 0 } else { super::exit::USAGE })
 }
@@ -169,7 +169,10 @@ pub fn codegen(file: &Path, output: Option<&Path>) -> Result<i32, Exit> {
                 &script.sha256[..12]
             );
         }
-        None => print!("{}", script.text),
+        None => {
+            use std::io::Write as _;
+            super::stdout_written(std::io::stdout().write_all(script.text.as_bytes()));
+        }
     }
     Ok(0)
 }
