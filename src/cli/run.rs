@@ -190,10 +190,14 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     execute_prepared(&store, &prepared, args.exec.events, args.exec.json)
 }
 
-/// The shape of the trigger a workflow takes, for a hint: its required fields (else its first
-/// properties), `{"customer": …, "lines": …}`.
+/// The shape of the trigger a workflow takes, for a hint: its required fields without a default
+/// (else its first properties), `{"customer": …, "lines": …}`; in single quotes on a shell line,
+/// so a name with one (or a control character) gives `{…}`.
 fn input_example(definition: &Value) -> String {
     let schema = &definition["inputs"];
+    if schema["type"] == "array" {
+        return "[…]".into();
+    }
     let names = |v: &Value| -> Vec<String> {
         match v {
             Value::Array(a) => a
@@ -205,10 +209,15 @@ fn input_example(definition: &Value) -> String {
         }
     };
     let mut keys = names(&schema["required"]);
+    keys.retain(|k| schema["properties"][k.as_str()].get("default").is_none());
     if keys.is_empty() {
         keys = names(&schema["properties"]);
     }
-    if keys.is_empty() {
+    if keys.is_empty()
+        || keys
+            .iter()
+            .any(|k| k.contains('\'') || k.chars().any(char::is_control))
+    {
         return "{…}".into();
     }
     let more = if keys.len() > 3 { ", …" } else { "" };
@@ -408,4 +417,33 @@ pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
         StopOutcome::Forced => out!("execution {id} stopped: cancelled"),
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::input_example;
+    use serde_json::json;
+
+    #[test]
+    fn the_hint_shows_what_a_workflow_takes_in_a_form_a_shell_keeps() {
+        let of = |inputs| input_example(&json!({ "inputs": inputs }));
+        let props = json!({"a": {"type": "string"}, "b": {"type": "string", "default": "x"}});
+        for (inputs, hint) in [
+            (
+                json!({"required": ["a", "b"], "properties": props}),
+                r#"{"a": …}"#,
+            ),
+            (json!({"properties": props}), r#"{"a": …, "b": …}"#),
+            (
+                json!({"required": ["a", "b", "c", "d"]}),
+                r#"{"a": …, "b": …, "c": …, …}"#,
+            ),
+            (json!({"type": "array"}), "[…]"),
+            (json!({"required": ["it's"]}), "{…}"),
+            (json!({"required": ["a\nb"]}), "{…}"),
+            (json!(null), "{…}"),
+        ] {
+            assert_eq!(of(inputs.clone()), hint, "{inputs}");
+        }
+    }
 }
