@@ -51,7 +51,7 @@ pub fn skipped_for_errors(definition: &serde_json::Value) -> Option<String> {
             )
         })
         .then(|| {
-            "the workflow has other errors: its code nodes are compiled once they are fixed".into()
+            "the workflow has other errors: code nodes (its own and its sub-workflows') are compiled once they are fixed".into()
         })
 }
 
