@@ -1,7 +1,7 @@
 # ---------------------------------------------------------------------------
 # flowrun warm template, part 4: the loop and W's end (runtime/warm/serve.py)
 #
-# Run as one source (read from /dev/fd/4) after template.py, supervise.py and spares.py: its last lines are
+# Run as one source (the template's: read from descriptor 4) after template.py, supervise.py and spares.py: its last lines are
 # where W, the execution, starts running the script.
 # ---------------------------------------------------------------------------
 def _serve(sock):

@@ -1,7 +1,7 @@
 # ---------------------------------------------------------------------------
 # flowrun warm template, part 3: spares (runtime/warm/spares.py)
 #
-# Run as one source (read from /dev/fd/4) after template.py and supervise.py, before serve.py
+# Run as one source (the template's: read from descriptor 4) after template.py and supervise.py, before serve.py
 # (crates/executor/src/warm/template.rs).  Executions' W made ahead of their
 # requests: see "Spares" in template.py's header.
 # ---------------------------------------------------------------------------

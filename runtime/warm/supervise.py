@@ -1,7 +1,7 @@
 # ---------------------------------------------------------------------------
 # flowrun warm template, part 2: supervision (runtime/warm/supervise.py)
 #
-# Run as one source (read from /dev/fd/4) with template.py before it and spares.py and serve.py
+# Run as one source (the template's: read from descriptor 4) with template.py before it and spares.py and serve.py
 # after it.  The template is the parent of every execution it forks (W) and a
 # child subreaper, and does for them what `flowrun __shepherd` does for a cold
 # execution (crates/executor/src/shepherd.rs): it watches each one's lifeline,

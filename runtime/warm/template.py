@@ -3,10 +3,10 @@
 #
 # One long-lived interpreter per interpreter and requirement set, started by
 # `flowrun serve` / `flowrun test` (crates/executor/src/warm/) with the same
-# flags a cold execution gets (-I [-S] -u) and, as one source read from
-# /dev/fd/4 (a sealed memory file; argv[1] is `flowrun-warm-template`), this
-# file followed by supervise.py, spares.py and serve.py (the request loop, and
-# where W starts).  It imports what every execution's runtime needs, then waits on
+# flags a cold execution gets (-I [-S] -u) and, as one source read from a
+# sealed memory file at descriptor 4 (by a link to /dev/fd/4 named
+# `flowrun-warm-template`), this file followed by supervise.py, spares.py and
+# serve.py (the request loop, and where W starts).  It imports what every execution's runtime needs, then waits on
 # fd 3, a SOCK_SEQPACKET socket to the runner, for requests: one JSON message
 # per execution with the execution's stdin, stdout and stderr pipes attached
 # (SCM_RIGHTS).
@@ -88,12 +88,18 @@ import json
 import resource
 import signal
 
-# The memory file this source was read from (/dev/fd/4): read whole before it runs, and held
-# by nothing forked from here.  (Only when started as the template: a test that loads this
-# file has a descriptor 4 of its own.)
-if sys.argv == ["/dev/fd/4", "flowrun-warm-template"]:
+# The memory file this source was read from (descriptor 4, through the link the runner made
+# in this template's directory): read whole before it runs, held by nothing forked from here,
+# and the link gone, so that the name this file's frames carry opens nothing.  (Only when
+# started as the template: a test that loads this file has a descriptor 4 of its own.)
+if len(sys.argv) == 1 and os.path.basename(sys.argv[0]) == "flowrun-warm-template":
     try:
         os.close(4)
+    except OSError:
+        pass
+    try:
+        if os.readlink(sys.argv[0]) == "/dev/fd/4":
+            os.unlink(sys.argv[0])
     except OSError:
         pass
 

@@ -8,7 +8,8 @@ use crate::support::*;
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// The first line of `runtime/warm/template.py`'s header names it in its `-c` argument.
+/// The name of the script a template runs, on its command line (`SCRIPT_NAME` in
+/// crates/executor/src/warm/template.rs).
 const TEMPLATE_MARK: &str = "flowrun-warm-template";
 
 /// Pids of the warm templates of `parent` (its children running the template source, each the
@@ -364,13 +365,34 @@ fn a_warm_stack_starts_where_a_cold_one_does() {
     let cold: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(cold["start"], "cold");
     // The script's last line, `main(WORKFLOW)`, then main; warm, under the template's one
-    // frame (its source, read from /dev/fd/4), which a running interpreter cannot drop.
+    // frame (its source, read through a link the template removes), which a running
+    // interpreter cannot drop.
     let (warm, cold) = (&warm["output"], &cold["output"]);
-    assert_eq!(warm[0][0], "4", "{warm}");
+    assert_eq!(warm[0][0], "flowrun-warm-template", "{warm}");
     assert_eq!(warm[1], cold[0], "warm {warm}\ncold {cold}");
     assert_eq!(warm[2], cold[1], "warm {warm}\ncold {cold}");
     assert_eq!(cold[0][1], "<module>");
     assert_eq!(cold[1][1], "main");
+
+    // The template's frame names a file that opens nothing: a node's own descriptor 4 (the
+    // first pipe it makes gets 3 and 4) is not read for that frame's source line, as it was
+    // when the name was /dev/fd/4 (the pipe's data was swallowed).
+    const FD4: &str = r#"
+import os, traceback
+r, w = os.pipe()
+os.write(w, b'kept')
+stack = traceback.extract_stack()
+return {'fds': [r, w], 'outer_line': stack[0].line, 'read': os.read(r, 10).decode()}
+"#;
+    w.save("fd4.json", &code_workflow("fd4", FD4));
+    let got = run_wait(&srv, "fd4");
+    assert_eq!(got["start"], "warm", "{got:#}");
+    assert!(
+        got["output"]["fds"].as_array().unwrap().contains(&json!(4)),
+        "{got:#}"
+    );
+    assert_eq!(got["output"]["read"], "kept", "{got:#}");
+    assert_eq!(got["output"]["outer_line"], "", "{got:#}");
 }
 
 /// The first thing the node does: a double-forked daemon in a session of its own, which notes

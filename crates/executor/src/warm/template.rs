@@ -34,15 +34,17 @@ const SOURCE: &str = concat!(
     include_str!("../../../../runtime/warm/serve.py"),
 );
 
-/// The descriptor the interpreter reads the template's source from, by the path `/dev/fd/4`:
-/// not `-c SOURCE`, which put ~43 KB of source on the command line of the template and of every
-/// process forked from it, all of `ps` (the template closes it once it runs).
+/// The descriptor the interpreter reads the template's source from: not `-c SOURCE`, which put
+/// ~43 KB of source on the command line of the template and of every process forked from it,
+/// all of `ps`.
 const SOURCE_FD: RawFd = 4;
 
-/// What the template is called on its command line, after the source's path: `ps` shows
-/// `python3 -I -S -u /dev/fd/4 flowrun-warm-template` (its `sys.argv`, which every execution
-/// replaces with its own).
-pub(crate) const ARGV_NAME: &str = "flowrun-warm-template";
+/// The script the interpreter is given: a link by this name to `/dev/fd/4` in the template's
+/// private directory, so `ps` shows `python3 -I -S -u /tmp/flowrun-warm-…/flowrun-warm-template`.
+/// Once running, the template closes the descriptor and removes the link: the name its frames
+/// carry then opens nothing (with `/dev/fd/4` itself as the name, a node's
+/// `traceback.extract_stack()` read whatever file the execution had at descriptor 4).
+pub(crate) const SCRIPT_NAME: &str = "flowrun-warm-template";
 
 /// [`SOURCE`] in a memory file sealed against any change, close-on-exec, at a descriptor above
 /// the ones a template's start puts in place (0 to [`SOURCE_FD`]).
@@ -114,9 +116,9 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Starts `program args… /dev/fd/4 flowrun-warm-template` with the socket as its fd 3, the
-    /// source at fd 4 ([`source_file`]) and `env` alone (see [`super::at_start`]), and waits
-    /// until it is ready.
+    /// Starts `program args… DIR/flowrun-warm-template` ([`SCRIPT_NAME`]) with the socket as its
+    /// fd 3, the source at fd 4 ([`source_file`]) and `env` alone (see [`super::at_start`]), and
+    /// waits until it is ready.
     pub async fn start(
         program: &std::path::Path,
         args: &[String],
@@ -129,14 +131,24 @@ impl Template {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )?;
         let theirs_fd = theirs.as_raw_fd();
-        let source = source_file()?;
-        let source_fd = source.as_raw_fd();
-        // Without it (no writable temporary directory) its spares copy nothing ahead.
+        // Without it (no writable temporary directory) its spares copy nothing ahead, and the
+        // source goes on the command line as before.
         let pages = tempfile::Builder::new()
             .prefix("flowrun-warm-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .ok();
+        let script = pages.as_ref().and_then(|dir| {
+            let link = dir.path().join(SCRIPT_NAME);
+            std::os::unix::fs::symlink(format!("/dev/fd/{SOURCE_FD}"), &link)
+                .ok()
+                .map(|()| link)
+        });
+        let source = match script {
+            Some(_) => Some(source_file()?),
+            None => None,
+        };
+        let source_fd = source.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let mut cmd = std::process::Command::new(program);
         // Not this process's environment: every execution forked from the template replaces
         // its own (os.environ and the C one), but the block the kernel shows as
@@ -147,10 +159,12 @@ impl Template {
             Some(dir) => cmd.env("FLOWRUN_WARM_DIR", dir.path()),
             None => cmd.env_remove("FLOWRUN_WARM_DIR"),
         };
-        cmd.args(args)
-            .arg(format!("/dev/fd/{SOURCE_FD}"))
-            .arg(ARGV_NAME)
-            .stdin(std::process::Stdio::null())
+        cmd.args(args);
+        match &script {
+            Some(link) => cmd.arg(link),
+            None => cmd.arg("-c").arg(SOURCE),
+        };
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0);
@@ -172,7 +186,9 @@ impl Template {
                 // interpreter has (crate::sched).
                 crate::sched::reset();
                 non_seekable_stdio();
-                if libc::dup2(theirs_fd, 3) < 0 || libc::dup2(source_fd, SOURCE_FD) < 0 {
+                if libc::dup2(theirs_fd, 3) < 0
+                    || (source_fd >= 0 && libc::dup2(source_fd, SOURCE_FD) < 0)
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 // dup2 clears close-on-exec; the template's end must also block (it is a
