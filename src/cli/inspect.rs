@@ -310,7 +310,7 @@ fn running_for(status: ExecStatus, started_at: i64, now: i64) -> Option<String> 
         .then(|| format!("{}…", duration((now - started_at).max(0) as f64)))
 }
 
-fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: &[Value]) {
+fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: &[&Value]) {
     let mut head = format!(
         "{} {}  {}",
         mark(n.status.as_str()),
@@ -474,16 +474,13 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         out!("(no node has started)");
     }
     let labels = node_labels(store.snapshot(&e.snapshot_hash)?.as_ref());
-    let earlier =
-        flowrun_app::views::earlier_attempts(&store, &id, nodes.iter().any(|n| n.attempt > 1))?;
-    let earlier_of = |node: &str| {
-        earlier
-            .get(&(node.to_string(), None))
-            .map_or(&[][..], Vec::as_slice)
+    let earlier = flowrun_app::views::earlier_attempts(&store, &id)?;
+    let earlier_of = |n: &NodeRow| {
+        flowrun_app::views::before(earlier.get(&(n.node_id.clone(), None)), n.attempt.into())
     };
     for p in &planned {
         match nodes.iter().find(|n| &n.node_id == p) {
-            Some(n) => print_node(n, labels.get(p), &parts_of(p), earlier_of(p)),
+            Some(n) => print_node(n, labels.get(p), &parts_of(p), &earlier_of(n)),
             None => out!(
                 "· {}  {}",
                 clean_line(p),
@@ -500,7 +497,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
             n,
             labels.get(&n.node_id),
             &parts_of(&n.node_id),
-            earlier_of(&n.node_id),
+            &earlier_of(n),
         );
     }
     super::inspect_subs::print_show_children(&store, &id)?;

@@ -354,6 +354,27 @@ fn show_lists_the_attempts_before_the_last() {
         assert_eq!(earlier.len(), 1, "{item}");
         assert_eq!(earlier[0]["error"]["type"], "KeyError", "{item}");
     }
+    // A retry withdrawn (another node failed for good during the backoff) makes that attempt
+    // the row's own: it is not listed again as an earlier one.
+    let withdrawn = env.write_workflow(
+        "withdrawn.json",
+        &json!({"id": "withdrawn", "max_parallel": 2, "nodes": [
+            {"id": "slow", "type": "code", "retry": {"max_attempts": 2, "backoff_ms": 5000},
+             "code": "raise ValueError('again later')"},
+            {"id": "boom", "type": "code", "code": "import time\ntime.sleep(0.3)\nraise KeyError('now')"}]}),
+    );
+    let out = env.run(&withdrawn, "{}", &[]);
+    assert_code(&out, 1, "a run that fails during a backoff");
+    let last = env.execution_ids().pop().unwrap();
+    let record: Value = serde_json::from_str(&stdout(&env.cmd(["show", &last, "--json"]))).unwrap();
+    let slow = record["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "slow")
+        .unwrap();
+    assert_eq!(slow["attempt"], 1, "{slow}");
+    assert!(slow.get("earlier_attempts").is_none(), "{slow}");
     // A node that was not retried has none.
     let plain = env.write_workflow(
         "plain.json",

@@ -50,14 +50,13 @@ pub fn summary_json(e: &Execution) -> Value {
 pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     let e = store.execution(id)?;
     let rows = store.nodes(id)?;
-    let rows_retried = rows.iter().any(|r| r.attempt > 1);
     let plan = plan_json(store, &e);
     let mut v = serde_json::to_value(&e).expect("execution serializes");
     let mut nodes = nodes_json(rows);
     if let (false, Some(plan)) = (e.status.is_final(), &plan) {
         nodes = with_pending(nodes, plan);
     }
-    attach_earlier_attempts(&mut nodes, &earlier_attempts(store, id, rows_retried)?);
+    attach_earlier_attempts(&mut nodes, &earlier_attempts(store, id)?);
     v["nodes"] = nodes;
     v["plan"] = plan.unwrap_or(Value::Null);
     crate::subflow::link_json(store, id, &mut v)?;
@@ -67,20 +66,15 @@ pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
 /// Attempts before the last, by node and part (`None`: the node's own row).
 pub type Attempts = std::collections::HashMap<(String, Option<Part>), Vec<Value>>;
 
-/// The attempts before the last of every node (item, iteration) that was retried, from its
-/// `node_end` events (`retrying: true`): `{attempt, status, duration_ms, error}` each. A row
-/// keeps only its last attempt; why the earlier ones failed is often the story (a timeout, then
-/// a 429, then the error left). Nothing is read unless `retried` (some row has an attempt > 1).
-pub fn earlier_attempts(store: &Store, id: &str, retried: bool) -> Result<Attempts, StoreError> {
+/// The attempts of every node (item, iteration) that were to be retried, from their `node_end`
+/// events (`retrying: true`): `{attempt, status, duration_ms, error}` each. A row keeps only its
+/// last attempt; why the earlier ones failed is often the story (a timeout, then a 429, then
+/// the error left). A retry withdrawn (the run ended during the backoff) makes its attempt the
+/// row's own: [`before`] leaves it out.
+pub fn earlier_attempts(store: &Store, id: &str) -> Result<Attempts, StoreError> {
     let mut out = Attempts::new();
-    if !retried {
-        return Ok(out);
-    }
-    for ev in store.events(id, 0, Some("node_end"))? {
+    for ev in store.retried_attempts(id)? {
         let d = &ev.data;
-        if d["retrying"] != true {
-            continue;
-        }
         let Some(node) = d["node"].as_str() else {
             continue;
         };
@@ -98,17 +92,29 @@ pub fn earlier_attempts(store: &Store, id: &str, retried: bool) -> Result<Attemp
     Ok(out)
 }
 
+/// Of `list` (of [`earlier_attempts`]), the attempts before a row's own `attempt`.
+pub fn before(list: Option<&Vec<Value>>, attempt: u64) -> Vec<&Value> {
+    list.into_iter()
+        .flatten()
+        .filter(|a| a["attempt"].as_u64().is_some_and(|n| n < attempt))
+        .collect()
+}
+
 /// Puts each retried row's earlier attempts on it, as `earlier_attempts` (see
 /// [`earlier_attempts`]), in the nested form of [`nodes_json`].
 fn attach_earlier_attempts(nodes: &mut Value, earlier: &Attempts) {
     if earlier.is_empty() {
         return;
     }
+    let put = |row: &mut Value, key: (String, Option<Part>)| {
+        let list = before(earlier.get(&key), row["attempt"].as_u64().unwrap_or(0));
+        if !list.is_empty() {
+            row["earlier_attempts"] = json!(list);
+        }
+    };
     for node in nodes.as_array_mut().into_iter().flatten() {
         let id = node["node_id"].as_str().unwrap_or_default().to_string();
-        if let Some(list) = earlier.get(&(id.clone(), None)) {
-            node["earlier_attempts"] = json!(list);
-        }
+        put(node, (id.clone(), None));
         for (list, index, part) in [
             ("items", "index", Part::Item as fn(u32) -> Part),
             ("iterations", "iteration", Part::Iteration),
@@ -117,9 +123,7 @@ fn attach_earlier_attempts(nodes: &mut Value, earlier: &Attempts) {
                 let Some(n) = row[index].as_u64() else {
                     continue;
                 };
-                if let Some(list) = earlier.get(&(id.clone(), Some(part(n as u32)))) {
-                    row["earlier_attempts"] = json!(list);
-                }
+                put(row, (id.clone(), Some(part(n as u32))));
             }
         }
     }

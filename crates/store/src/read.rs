@@ -245,6 +245,27 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// The `node_end` events of attempts that were to be retried (`retrying: true`), in order:
+    /// picked in SQL, so a record read of a large execution does not parse every node's end.
+    pub fn retried_attempts(&self, execution_id: &str) -> Result<Vec<StoredEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, kind, node_id, ts, data FROM events
+             WHERE execution_id = ?1 AND kind = 'node_end'
+               AND json_extract(data, '$.retrying') = 1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![execution_id], |r| {
+            let data: String = r.get(4)?;
+            Ok(StoredEvent {
+                seq: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                node_id: r.get(2)?,
+                ts: r.get(3)?,
+                data: stored_json(&data).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// Stored events after `after_seq`, in order.
     pub fn events(
         &self,
