@@ -222,6 +222,9 @@ pub fn main() -> i32 {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // It reports a failed write with eprintln!, which panics on a closed stderr (exit 101
+        // after a recorded run: see `out!`).
+        .log_internal_errors(false)
         .init();
     let db = cli.db.clone();
     let result = match cli.command {

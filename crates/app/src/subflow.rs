@@ -73,29 +73,34 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
 /// workflow's code can read it, so it holds only what that code has already: the values of its
 /// environment (bound connections, `--env` values; not one flowrun found only in its own), and
 /// of its parent's secrets those its trigger holds (a parent's secret is not handed to a child
-/// that was never given it, nor to that child's children). As JSON; the pairs that would make
-/// it longer than an exec takes (32 pages) are left out, and said so.
+/// that was never given it, nor to that child's children). As JSON; what would make it longer
+/// than an exec takes (32 pages) is left out, the longest values first, and said so.
 fn secrets_to_pass(p: &Prepared, env: &[(String, String)]) -> String {
     let trigger = String::from_utf8_lossy(&p.trigger_json);
     let given = |kv: &(String, String)| {
         let probe = flowrun_executor::redact::Redactor::new(std::slice::from_ref(kv));
         probe.text(trigger.to_string()) != trigger
     };
+    let mut held: Vec<&(String, String)> = p
+        .redacted
+        .iter()
+        .filter(|kv| env.contains(kv) || (p.options.parent_secrets.contains(kv) && given(kv)))
+        .collect();
+    held.sort_by_key(|(_, v)| v.len());
+    // `NAME=[` … `]` and a NUL, then each pair and its comma.
+    let mut len = SECRETS_VAR.len() + 4;
     let mut pass: Vec<&(String, String)> = Vec::new();
-    for kv in &p.redacted {
-        let holds = env.contains(kv) || (p.options.parent_secrets.contains(kv) && given(kv));
-        if !holds {
-            continue;
-        }
-        pass.push(kv);
-        let len = serde_json::to_string(&pass).map_or(usize::MAX, |t| t.len());
-        if SECRETS_VAR.len() + len + 2 > 32 * 4096 {
-            pass.pop();
+    for kv in held {
+        let one = serde_json::to_string(kv).map_or(usize::MAX, |t| t.len()) + 1;
+        if len.saturating_add(one) > 32 * 4096 {
             tracing::warn!(
                 "{} is too long to pass to this execution's sub-workflows: a child given its value stores it unredacted",
                 kv.0
             );
+            continue;
         }
+        len += one;
+        pass.push(kv);
     }
     if pass.is_empty() {
         return String::new();

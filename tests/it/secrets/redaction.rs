@@ -471,7 +471,8 @@ fn a_secret_too_long_to_pass_down_leaves_the_others_passed() {
         "parent.json",
         &json!({ "id": "parent", "connections": { "vault": { "env": "MY_SECRET" }, "cert": { "env": "BIG_CERT" } },
           "nodes": [
-            { "id": "get", "type": "code", "connections": ["vault", "cert"],
+            // The long one first: what is left out is the longest, whatever the order.
+            { "id": "get", "type": "code", "connections": ["cert", "vault"],
               "code": "import os\nreturn {'k': os.environ['MY_SECRET'], 'n': len(os.environ['BIG_CERT'])}" },
             { "id": "sub", "type": "workflow", "workflow": "./child.json", "after": ["get"],
               "inputs": { "key": "{{ nodes.get.output.k }}" } }
@@ -498,4 +499,14 @@ fn a_secret_too_long_to_pass_down_leaves_the_others_passed() {
         .expect("the child ran");
     assert_eq!(env.execution(&child).trigger, json!({ "key": MARK }));
     assert_no_secret("the database", &env.db_bytes());
+    // That warning on a stderr whose reader went away: the run's own exit code, no panic.
+    let mut cmd = env.command();
+    cmd.args(["run", parent.to_str().unwrap()])
+        .env("MY_SECRET", SECRET)
+        .env("BIG_CERT", &big)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "stderr closed");
 }
