@@ -472,7 +472,7 @@ fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
                         let _ = writeln!(w, "    {}", clean_line(line));
                     }
                 }
-                if let Some(e) = a.error.as_ref().filter(|_| !a.error_expected) {
+                if let Some(e) = a.unexpected_error() {
                     let _ = writeln!(
                         w,
                         "    the execution failed: {}",

@@ -560,7 +560,7 @@ fn an_expected_error_is_not_reported_as_the_cause_of_a_failure() {
     );
     env.write_file(
         "boom.test.yaml",
-        "workflow: ./boom.json\ncases:\n  - name: expected\n    expect: { status: error, error.message: { contains: nope } }\n  - name: unexpected\n    expect: { status: success }\n",
+        "workflow: ./boom.json\ncases:\n  - name: expected\n    expect: { status: error, error.message: { contains: nope } }\n  - name: unexpected\n    expect: { status: success }\n  - name: bracketed\n    expect: { '[\"status\"]': success }\n",
     );
     let (code, report, err) = test_json(&env, &["boom.test.yaml"], &[]);
     assert_eq!(code, 1, "{err}");
@@ -574,6 +574,8 @@ fn an_expected_error_is_not_reported_as_the_cause_of_a_failure() {
     };
     assert!(!said("expected"), "{err}");
     assert!(said("unexpected"), "{err}");
+    // The status assertion however it is written: `["status"]` failing is not "as expected".
+    assert!(said("bracketed"), "{err}");
     // The JSON report keeps the error either way.
     for name in ["expected", "unexpected"] {
         let e = case(&report, name)["attempts"][0]["error"]

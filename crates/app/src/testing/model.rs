@@ -102,6 +102,14 @@ pub struct Attempt {
     pub failures: Vec<Failure>,
 }
 
+impl Attempt {
+    /// The execution's error when it is not what the case expected: a text report prints it
+    /// as part of why the case failed.
+    pub fn unexpected_error(&self) -> Option<&String> {
+        self.error.as_ref().filter(|_| !self.error_expected)
+    }
+}
+
 /// What happened to a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -75,7 +75,7 @@ const HEADLINE_MAX: usize = 300;
 /// Every failure of an attempt, with its execution.
 pub fn attempt_text(a: &Attempt) -> String {
     let mut s: Vec<String> = a.failures.iter().map(describe).collect();
-    if let Some(e) = a.error.as_ref().filter(|_| !a.error_expected) {
+    if let Some(e) = a.unexpected_error() {
         s.push(format!("the execution failed: {e}"));
     }
     if let Some(id) = &a.execution_id {

@@ -466,12 +466,12 @@ async fn attempt<'c>(
             return Some((attempt, (None, None)));
         }
     };
+    let is_status = |x: &&super::model::Expectation| {
+        x.path.0.len() == 1 && x.path.first_key() == Some("status")
+    };
     // A case that says nothing of the status expects a success (a smoke test is a trigger).
-    if !case
-        .expect
-        .iter()
-        .any(|x| x.path.0.len() == 1 && x.path.first_key() == Some("status"))
-    {
+    let says_status = case.expect.iter().any(|x| is_status(&x));
+    if !says_status {
         let status = record.get("status").cloned().unwrap_or(Value::Null);
         if status != "success" {
             attempt.failures.push(Failure::Assertion {
@@ -486,8 +486,10 @@ async fn attempt<'c>(
             });
         }
     }
+    let mut status_held = says_status;
     for x in &case.expect {
         if let Err(mut mismatch) = x.check.check(x.path.get(&record)) {
+            status_held &= !is_status(&x);
             // A missing value says where the path stopped finding one (a typo's likely place).
             if let Some(why) = x.path.why_missing(&record) {
                 mismatch.actual = format!("(missing: {why})");
@@ -499,15 +501,7 @@ async fn attempt<'c>(
             });
         }
     }
-    attempt.error_expected = attempt.error.is_some()
-        && case
-            .expect
-            .iter()
-            .any(|x| x.path.0.len() == 1 && x.path.first_key() == Some("status"))
-        && !attempt
-            .failures
-            .iter()
-            .any(|f| matches!(f, Failure::Assertion { path, .. } if path == "status"));
+    attempt.error_expected = attempt.error.is_some() && status_held;
     let snap = match &case.snapshot {
         None => (None, None),
         Some(ignore) => check_snapshot(ctx, at, &record, ignore, &mut attempt.failures),
