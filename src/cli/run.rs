@@ -284,9 +284,8 @@ pub(crate) fn execute_prepared(
         .map(|n| (n.id.clone(), n.kind.type_name().to_string()))
         .collect();
     let mut terminal;
-    let mut jsonl;
+    let mut jsonl = Jsonl::new(std::io::stdout());
     let viewer: &mut dyn Sink = if events == Some(EventFormat::Jsonl) {
-        jsonl = Jsonl::new(std::io::stdout());
         &mut jsonl
     } else {
         terminal = Terminal::new(std::io::stderr().is_terminal(), types);
@@ -301,6 +300,7 @@ pub(crate) fn execute_prepared(
     });
     // This process ran one execution: anything still under it is that execution's.
     flowrun_app::control::end_strays();
+    super::stdout_written(jsonl.written());
     if let Some(e) = &finished.store_error {
         return Err(Exit::new(
             exit::ENVIRONMENT,

@@ -179,11 +179,12 @@ fn print_problems(problems: &[Problem], json: bool) {
 }
 
 /// Prints the `--json` document on stdout (a run's, or an invalid suite's). A reader that went
-/// away (`| head`) is not an error of the tests.
+/// away (`| head`) is not an error of the tests; a document that cannot be written otherwise
+/// is (`out!`: exit 3).
 /// As every `--json` of the CLI: what a test file or an execution named can move no cursor and
 /// reorder no text on a terminal (`json_pretty` writes such characters as `\uXXXX`).
 fn print_document(doc: &serde_json::Value) {
-    let _ = writeln!(std::io::stdout(), "{}", json_pretty(doc));
+    out!("{}", json_pretty(doc));
 }
 
 /// Writes the `--junit` report, making its directory if needed.

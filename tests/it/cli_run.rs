@@ -163,22 +163,22 @@ fn a_reader_of_stderr_that_goes_away_changes_no_exit_code() {
     assert_eq!(ids.len(), 3, "every run recorded: {ids:?}");
     // Output that cannot be written for another reason (a full disk) is an error, exit 3: it
     // exited 0, and `flowrun run wf > out.json && use out.json` went on with an empty file.
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let out = env
-        .command()
-        .args(["run", hello.to_str().unwrap(), "-i", r#"{"name": "Ada"}"#])
-        .stdout(full)
-        .output()
-        .unwrap();
-    assert_code(&out, 3, "run > /dev/full");
-    assert!(
-        stderr(&out).contains("cannot write to stdout: No space left on device"),
-        "{}",
-        describe(&out)
-    );
+    let ada = ["run", hello.to_str().unwrap(), "-i", r#"{"name": "Ada"}"#];
+    let events = [&ada[..], &["--events", "jsonl"]].concat();
+    let test = ["test", suite.to_str().unwrap(), "--offline", "--json"];
+    for args in [&ada[..], &events, &test] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = env.command().args(args).stdout(full).output().unwrap();
+        assert_code(&out, 3, &format!("flowrun {args:?} > /dev/full"));
+        assert!(
+            stderr(&out).contains("cannot write to stdout: No space left on device"),
+            "{}",
+            describe(&out)
+        );
+    }
 }
 
 #[test]

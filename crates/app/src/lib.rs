@@ -33,7 +33,8 @@ pub use shared::{SharedStore, lock};
 
 /// `eprintln!` for what the front ends tell their user on stderr, which never fails: a reader
 /// of stderr that went away (`flowrun run … 2>&1 | head -1`) must not turn a finished run into
-/// a panic (exit 101) after it was recorded; stdout's writes are `let _ = writeln!` alike.
+/// a panic (exit 101) after it was recorded. (The CLI's stdout has its own, `out!`: there a
+/// write that fails for another reason than a closed pipe is an error.)
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
