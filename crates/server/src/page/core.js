@@ -28,10 +28,11 @@ function show(e, on) {
   if (e.dataset.skip) $(e.dataset.skip).classList.toggle("hidden", !on);
 }
 
-// Is `e` a field one types in? Keys such as Escape belong to it there.
+// Is `e` a field one types in or picks from? Keys such as Escape belong to it there (a select's
+// Escape closes its list).
 function isTextField(e) {
   if (!e) return false;
-  if (e.isContentEditable || e.tagName === "TEXTAREA") return true;
+  if (e.isContentEditable || e.tagName === "TEXTAREA" || e.tagName === "SELECT") return true;
   return e.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image"].includes(e.type);
 }
 
