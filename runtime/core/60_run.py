@@ -297,8 +297,11 @@ class _Run(object):
             status = _failed_as(error)
             # A retry is new work: none starts for a run that is ending (another node failed
             # for good), whether before this attempt failed or during its backoff; nor for one
-            # cut short by the pause (a child paused with the run: resume runs it again).
-            retries_left = attempt < max_attempts and not self.fatal and status == "error"
+            # that is pausing, nor for an attempt the pause cut short (a child paused with the
+            # run): resume runs the node again.
+            would_retry = attempt < max_attempts and not self.fatal and status == "error"
+            pausing = would_retry and getattr(_STATE, "pause_requested", False)
+            retries_left = would_retry and not pausing
             ending = self.ending() if retries_left else None
             if retries_left and ending is None:
                 try:
@@ -317,9 +320,14 @@ class _Run(object):
                 if self.backoff(wait_ms):
                     continue
                 # The retry announced is withdrawn: this attempt's end is said again as the
-                # last (the ledger allows that, as an error only).
-                ending = self.ending() or "the run is ending"
+                # last (the ledger allows that, as an error or cancelled only).
+                ending = self.ending()
+                pausing = ending is None
+                ending = ending or "the run is ending"
             last = None if ending is None else [("reason", "not retried: " + ending)]
+            if pausing:
+                error, status = _not_retried_for_pause(error, attempt), "cancelled"
+                last = [("reason", "not retried: the execution is pausing")]
             if on_failure is not None:
                 with _STATE.run_lock:
                     on_failure(error)
@@ -339,9 +347,9 @@ class _Run(object):
     def backoff(self, wait_ms):
         """Waits wait_ms before a retry, in slices, so that a run that starts ending meanwhile
         (another node failing beside this one) is not held up by it: True if the retry may
-        start, False if the run is ending."""
+        start, False if the run is ending or pausing."""
         deadline = time.monotonic() + wait_ms / 1000.0
-        while self.ending() is None:
+        while self.ending() is None and not getattr(_STATE, "pause_requested", False):
             left = deadline - time.monotonic()
             if left <= 0:
                 return True

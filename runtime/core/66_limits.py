@@ -67,6 +67,14 @@ def _failed_as(error):
     return "error"
 
 
+def _not_retried_for_pause(error, attempt):
+    """The error of an attempt whose retry the pause stopped: the run pauses instead of failing
+    (resume runs the node again), and the attempt's own failure is kept in the message."""
+    return {"type": "Paused", "traceback": error.get("traceback") or "",
+            "message": "not retried: the execution is pausing (attempt %d failed: %s: %s)"
+                       % (attempt, error.get("type") or "Error", error.get("message") or "")}
+
+
 def _pause_failure(run, node, error):
     """True (and the run paused before `node`) when `node` failed only because the run is
     pausing: a child execution paused with it, or items left unstarted. Resume runs it again."""

@@ -111,6 +111,67 @@ fn pause_lets_the_running_node_finish_and_resume_reuses_it() {
     );
 }
 
+/// A pause during a retry's backoff: the retry never starts (it was waited for, and ran, before
+/// the run paused), the attempt is recorded cancelled saying why, and resume runs the node again.
+#[test]
+fn a_pause_during_a_backoff_starts_no_retry() {
+    let env = Env::new();
+    let count = env.path("attempts");
+    let code = format!(
+        "p = {:?}\nopen(p, 'a').write('x')\nif len(open(p).read()) < 2:\n    raise TimeoutError('slow service')\nreturn 'ok'",
+        count.display().to_string()
+    );
+    let wf = env.write_workflow(
+        "retry.json",
+        &json!({ "id": "retry", "nodes": [
+            { "id": "call", "type": "code", "retry": { "max_attempts": 3, "backoff_ms": 20000 }, "code": code }
+        ]}),
+    );
+    let child = env
+        .command()
+        .args(["run", wf.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first attempt to fail", || {
+        env.db_path().exists()
+            && env.execution_ids().first().is_some_and(|id| {
+                env.events(id)
+                    .iter()
+                    .any(|e| e.kind == "node_end" && e.data["retrying"] == true)
+            })
+    });
+    let id = env.only_execution_id();
+    assert_success(&env.cmd(["pause", &id]), "pause");
+    let started = Instant::now();
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(75), "{}", describe(&run));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "it waited out the backoff"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap(),
+        "x",
+        "no second attempt"
+    );
+    let call = env.node(&id, "call");
+    assert_eq!((call.status.as_str(), call.attempt), ("cancelled", 1));
+    let error = call.error.as_ref().unwrap();
+    assert_eq!(error["type"], "Paused", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 1 failed: TimeoutError: slow service"),
+        "{error}"
+    );
+    let out = env.cmd(["resume", &id]);
+    assert_success(&out, "resume");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"ok\"");
+}
+
 #[test]
 fn break_before_pauses_before_the_named_node_and_a_pause_is_never_forged() {
     let env = Env::new();

@@ -192,7 +192,8 @@ impl Ledger {
     /// pinned, reused) — attempt 0 of something that never started. A node ends only after
     /// all of its items or iterations have. A mocked node's attempts start and end like any
     /// others, `mocked` instead of `success`. An attempt that ended `retrying` may end once more,
-    /// `error` and not retrying, before the next starts: the retry will not come.
+    /// `error` (or `cancelled`, by a pause) and not retrying, before the next starts: the retry
+    /// will not come.
     pub(crate) fn end(
         &mut self,
         node: &str,
@@ -237,12 +238,13 @@ impl Ledger {
             status,
             NodeStatus::Skipped | NodeStatus::Pinned | NodeStatus::Reused
         );
-        // The retry an attempt announced will not come (the run is ending): that attempt's
-        // failure, said again as the last. Only an error: nothing can become a success so.
+        // The retry an attempt announced will not come (the run is ending, or pausing): that
+        // attempt's failure, said again as the last. Only an error, or cancelled (by the
+        // pause): nothing can become a success so.
         let retry_withdrawn = t.retrying
             && !t.running
             && attempt == t.attempt
-            && status == NodeStatus::Error
+            && matches!(status, NodeStatus::Error | NodeStatus::Cancelled)
             && !retrying;
         if runs {
             if !retry_withdrawn && (!t.running || attempt != t.attempt) {
@@ -460,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_announced_may_be_withdrawn_as_an_error_only() {
+    fn a_retry_announced_may_be_withdrawn_as_an_error_or_cancelled_only() {
         let mut l = ledger(2);
         l.start("a", 1, None).unwrap();
         l.end("a", 1, NodeStatus::Error, true, None).unwrap();
@@ -468,6 +470,12 @@ mod tests {
             l.end("a", 1, NodeStatus::Success, false, None).is_err(),
             "a withdrawn retry cannot make the attempt a success"
         );
+        // Nor skipped; but the pause may withdraw it as cancelled.
+        assert!(l.end("a", 1, NodeStatus::Skipped, false, None).is_err());
+        let mut m = ledger(2);
+        m.start("a", 1, None).unwrap();
+        m.end("a", 1, NodeStatus::Error, true, None).unwrap();
+        m.end("a", 1, NodeStatus::Cancelled, false, None).unwrap();
         assert!(l.end("a", 2, NodeStatus::Error, false, None).is_err());
         assert!(l.end("a", 1, NodeStatus::Error, true, None).is_err());
         l.end("a", 1, NodeStatus::Error, false, None).unwrap();
