@@ -131,13 +131,16 @@ def _run_for_each(run, node):
         return
     duration = (time.perf_counter() - t0) * 1000.0
     paused_items = [f for f in failed if f[1].get("type") in _PAUSE_TYPES]
-    if (pausing or paused_items) and len(paused_items) == len(failed):
+    # Items the pause cut short (recorded cancelled) did not fail: a real failure beside them
+    # is the node's error alone.
+    real = [f for f in failed if f[1].get("type") not in _PAUSE_TYPES]
+    if (pausing or paused_items) and not real:
         error = {"type": "Paused", "traceback": "",
                  "message": "%d of %d items did not finish (the execution is pausing)"
                             % (len(pausing) + len(paused_items), total)}
-    elif failed:
-        failed.sort(key=lambda f: f[0])
-        error = _items_error(failed, total)
+    elif real:
+        real.sort(key=lambda f: f[0])
+        error = _items_error(real, total)
     else:
         error = None
     if error is not None:

@@ -78,7 +78,7 @@ def _not_retried_for_pause(error, attempt):
 def _pause_failure(run, node, error):
     """True (and the run paused before `node`) when `node` failed only because the run is
     pausing: a child execution paused with it, or items left unstarted. Resume runs it again."""
-    if not getattr(_STATE, "pause_requested", False) or error.get("type") not in _PAUSE_TYPES:
+    if _failed_as(error) != "cancelled":
         return False
     with _STATE.run_lock:
         if run.paused is None:

@@ -95,12 +95,7 @@ pub fn logs(
         // not an execution without lines.
         let exec = store.execution(&id)?;
         if let Some(plan) = flowrun_app::views::plan_json(&store, &exec) {
-            let ids: Vec<&str> = plan
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["id"].as_str())
-                .collect();
+            let ids = flowrun_app::views::plan_node_ids(&plan);
             if !ids.contains(&node) {
                 return Err(Exit::new(
                     2,

@@ -152,6 +152,15 @@ pub fn plan_json(store: &Store, e: &Execution) -> Option<Value> {
         .ok()
 }
 
+/// The node ids of a plan ([`plan_json`]), in its order.
+pub fn plan_node_ids(plan: &Value) -> Vec<&str> {
+    plan.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_str())
+        .collect()
+}
+
 /// `nodes` in plan order, with a `pending` entry for each planned node without a row.
 fn with_pending(nodes: Value, plan: &Value) -> Value {
     let mut rows: Vec<Value> = match nodes {

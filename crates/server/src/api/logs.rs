@@ -49,12 +49,8 @@ pub async fn logs(
         let id = store.resolve_id(&id)?;
         let e = store.execution(&id)?;
         if let Some(node) = q.node.as_deref() {
-            let planned = flowrun_app::views::plan_json(&store, &e).is_none_or(|plan| {
-                plan.as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|n| n["id"].as_str() == Some(node))
-            });
+            let planned = flowrun_app::views::plan_json(&store, &e)
+                .is_none_or(|plan| flowrun_app::views::plan_node_ids(&plan).contains(&node));
             if !planned {
                 return Err(ApiError::unknown_node(node, &id));
             }
