@@ -253,16 +253,7 @@ impl Store {
              WHERE execution_id = ?1 AND kind = 'node_end'
                AND json_extract(data, '$.retrying') = 1 ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![execution_id], |r| {
-            let data: String = r.get(4)?;
-            Ok(StoredEvent {
-                seq: r.get::<_, i64>(0)? as u64,
-                kind: r.get(1)?,
-                node_id: r.get(2)?,
-                ts: r.get(3)?,
-                data: stored_json(&data).unwrap_or(Value::Null),
-            })
-        })?;
+        let rows = stmt.query_map(params![execution_id], event_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -277,16 +268,7 @@ impl Store {
             "SELECT seq, kind, node_id, ts, data FROM events
              WHERE execution_id = ?1 AND seq > ?2 AND (?3 IS NULL OR kind = ?3) ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![execution_id, seq_key(after_seq), kind], |r| {
-            let data: String = r.get(4)?;
-            Ok(StoredEvent {
-                seq: r.get::<_, i64>(0)? as u64,
-                kind: r.get(1)?,
-                node_id: r.get(2)?,
-                ts: r.get(3)?,
-                data: stored_json(&data).unwrap_or(Value::Null),
-            })
-        })?;
+        let rows = stmt.query_map(params![execution_id, seq_key(after_seq), kind], event_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -415,4 +397,16 @@ fn stored_json(text: &str) -> Option<Value> {
 /// largest, rather than wrapping to a negative number that every seq is after.
 fn seq_key(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A row of `SELECT seq, kind, node_id, ts, data FROM events` as a [`StoredEvent`].
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let data: String = r.get(4)?;
+    Ok(StoredEvent {
+        seq: r.get::<_, i64>(0)? as u64,
+        kind: r.get(1)?,
+        node_id: r.get(2)?,
+        ts: r.get(3)?,
+        data: stored_json(&data).unwrap_or(Value::Null),
+    })
 }
