@@ -4,7 +4,7 @@
 # One long-lived interpreter per interpreter and requirement set, started by
 # `flowrun serve` / `flowrun test` (crates/executor/src/warm/) with the same
 # flags a cold execution gets (-I [-S] -u) and, as one source read from a
-# sealed memory file at descriptor 4 (by a link to /dev/fd/4 named
+# sealed memory file at descriptor 4 (by a link to /proc/self/fd/4 named
 # `flowrun-warm-template`), this file followed by supervise.py, spares.py and
 # serve.py (the request loop, and where W starts).  It imports what every execution's runtime needs, then waits on
 # fd 3, a SOCK_SEQPACKET socket to the runner, for requests: one JSON message
@@ -98,7 +98,7 @@ if len(sys.argv) == 1 and os.path.basename(sys.argv[0]) == "flowrun-warm-templat
     except OSError:
         pass
     try:
-        if os.readlink(sys.argv[0]) == "/dev/fd/4":
+        if os.readlink(sys.argv[0]) == "/proc/self/fd/4":
             os.unlink(sys.argv[0])
     except OSError:
         pass

@@ -39,8 +39,10 @@ const SOURCE: &str = concat!(
 /// all of `ps`.
 const SOURCE_FD: RawFd = 4;
 
-/// The script the interpreter is given: a link by this name to `/dev/fd/4` in the template's
-/// private directory, so `ps` shows `python3 -I -S -u /tmp/flowrun-warm-…/flowrun-warm-template`.
+/// The script the interpreter is given: a link by this name to `/proc/self/fd/4` (not
+/// `/dev/fd/4`: a minimal container may have no `/dev/fd`, and flowrun needs `/proc`) in the
+/// template's private directory, so `ps` shows `python3 -I -S -u
+/// /tmp/flowrun-warm-…/flowrun-warm-template`.
 /// Once running, the template closes the descriptor and removes the link: the name its frames
 /// carry then opens nothing (with `/dev/fd/4` itself as the name, a node's
 /// `traceback.extract_stack()` read whatever file the execution had at descriptor 4).
@@ -140,7 +142,7 @@ impl Template {
             .ok();
         let script = pages.as_ref().and_then(|dir| {
             let link = dir.path().join(SCRIPT_NAME);
-            std::os::unix::fs::symlink(format!("/dev/fd/{SOURCE_FD}"), &link)
+            std::os::unix::fs::symlink(format!("/proc/self/fd/{SOURCE_FD}"), &link)
                 .ok()
                 .map(|()| link)
         });
