@@ -134,13 +134,18 @@ fn a_pause_during_a_backoff_starts_no_retry() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Through the CLI until the execution exists (the runner may be migrating the database).
+    wait_for("the execution to start", || {
+        let out = env.cmd(["history", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    });
     wait_for("the first attempt to fail", || {
-        env.db_path().exists()
-            && env.execution_ids().first().is_some_and(|id| {
-                env.events(id)
-                    .iter()
-                    .any(|e| e.kind == "node_end" && e.data["retrying"] == true)
-            })
+        env.execution_ids().first().is_some_and(|id| {
+            env.events(id)
+                .iter()
+                .any(|e| e.kind == "node_end" && e.data["retrying"] == true)
+        })
     });
     let id = env.only_execution_id();
     assert_success(&env.cmd(["pause", &id]), "pause");
