@@ -24,6 +24,36 @@ fn group_gone(env: &Env, id: &str) -> bool {
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err()
 }
 
+/// Starts `flowrun run WF` and returns once its execution has recorded an event that `seen`
+/// picks: the run, and the execution's id.
+fn run_until(
+    env: &Env,
+    wf: &std::path::Path,
+    what: &str,
+    seen: impl Fn(&EventRow) -> bool,
+) -> (std::process::Child, String) {
+    let child = env
+        .command()
+        .arg("run")
+        .arg(wf)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Through the CLI until the execution exists (the runner may be migrating the database).
+    wait_for("the execution to start", || {
+        let out = env.cmd(["history", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    });
+    wait_for(what, || {
+        env.execution_ids()
+            .first()
+            .is_some_and(|id| env.events(id).iter().any(&seen))
+    });
+    (child, env.only_execution_id())
+}
+
 fn three_steps(env: &Env) -> std::path::PathBuf {
     // Node two starts a process of its own that would outlive it if nothing ended it.
     env.write_workflow(
@@ -41,28 +71,9 @@ fn three_steps(env: &Env) -> std::path::PathBuf {
 fn pause_lets_the_running_node_finish_and_resume_reuses_it() {
     let env = Env::new();
     let wf = three_steps(&env);
-    let child = env
-        .command()
-        .arg("run")
-        .arg(&wf)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Through the CLI until the execution exists (the runner may be migrating the database).
-    wait_for("the execution to start", || {
-        let out = env.cmd(["history", "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    let (child, id) = run_until(&env, &wf, "node two to start", |e| {
+        e.kind == "node_start" && e.data["node"] == "two"
     });
-    wait_for("node two to start", || {
-        env.execution_ids().first().is_some_and(|id| {
-            env.events(id)
-                .iter()
-                .any(|e| e.kind == "node_start" && e.data["node"] == "two")
-        })
-    });
-    let id = env.only_execution_id();
     let out = env.cmd(["pause", &id]);
     assert_success(&out, "pause");
     assert!(
@@ -127,27 +138,9 @@ fn a_pause_during_a_backoff_starts_no_retry() {
             { "id": "call", "type": "code", "retry": { "max_attempts": 3, "backoff_ms": 20000 }, "code": code }
         ]}),
     );
-    let child = env
-        .command()
-        .args(["run", wf.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Through the CLI until the execution exists (the runner may be migrating the database).
-    wait_for("the execution to start", || {
-        let out = env.cmd(["history", "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    let (child, id) = run_until(&env, &wf, "the first attempt to fail", |e| {
+        e.kind == "node_end" && e.data["retrying"] == true
     });
-    wait_for("the first attempt to fail", || {
-        env.execution_ids().first().is_some_and(|id| {
-            env.events(id)
-                .iter()
-                .any(|e| e.kind == "node_end" && e.data["retrying"] == true)
-        })
-    });
-    let id = env.only_execution_id();
     assert_success(&env.cmd(["pause", &id]), "pause");
     let started = Instant::now();
     let run = child.wait_with_output().unwrap();
