@@ -53,11 +53,17 @@ fn world() -> World {
             {"id": "begin", "type": "template", "template": "go"},
             {"id": "sleep", "name": "Wait a long time", "type": "delay", "ms": 30000}]}),
     );
-    // Two steps, the first a short delay: long enough to press Pause while it runs.
+    // Short delays, then a last step: ~10 s in all to press Pause in on a busy machine (one
+    // delay of 2.5 s was too short for a CI run), and the pause lands at most 2 s after it, once
+    // the delay running ends.
     w.save(
         "pausable.json",
         &json!({"id": "pausable", "name": "Pausable", "nodes": [
-            {"id": "first", "type": "delay", "ms": 2500},
+            {"id": "d1", "type": "delay", "ms": 2000},
+            {"id": "d2", "type": "delay", "ms": 2000},
+            {"id": "d3", "type": "delay", "ms": 2000},
+            {"id": "d4", "type": "delay", "ms": 2000},
+            {"id": "d5", "type": "delay", "ms": 2000},
             {"id": "then", "type": "template", "template": "after"}]}),
     );
     // Input the form cannot check for itself: a minimum inside a list's items, and a rule about
