@@ -7,8 +7,8 @@
 //! as text ([`Redactor::line`]).
 //!
 //! What is matched, for each secret: the value as it is; JSON-escaped once, twice (JSON text
-//! inside a JSON string, like a payload preview) and with non-ASCII as `\uXXXX`; and, when at
-//! least [`MIN_ENCODED`] long, its encodings — standard and URL-safe base64 (padded, unpadded,
+//! inside a JSON string, like a payload preview) and with non-ASCII as `\uXXXX`; as Python's
+//! `repr` writes it (a dict printed, `%r`); and, when at least [`MIN_ENCODED`] long, its encodings — standard and URL-safe base64 (padded, unpadded,
 //! and the part that is the same whatever the secret's byte offset inside a longer base64 text:
 //! the three alignments), hex (lower and upper case), and percent-encoded as Python's
 //! `urllib.parse.quote` (safe `/` and safe nothing) and `quote_plus` produce. A match is replaced
@@ -117,6 +117,57 @@ fn ascii_escaped(s: &str) -> String {
     out
 }
 
+/// The bodies of Python's `repr(s)` (without the quotes), as `print(d)` of a dict or `%r` write
+/// a string: backslash, tab, newline and carriage return as escapes, other characters Python
+/// does not print as `\xhh`, `\uhhhh` or `\Uhhhhhhhh`; the quote Python picks escaped — `'`,
+/// unless the string has a `'` and no `"`. Both quotings are returned (the other one costs
+/// nothing and covers a repr made by hand). Which non-ASCII characters Python prints is
+/// Unicode's table; the ones a secret plausibly holds are listed in [`python_prints`].
+fn python_repr_bodies(s: &str) -> [String; 2] {
+    let mut plain = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => plain.push_str("\\\\"),
+            '\t' => plain.push_str("\\t"),
+            '\n' => plain.push_str("\\n"),
+            '\r' => plain.push_str("\\r"),
+            c if python_prints(c) => plain.push(c),
+            c if (c as u32) < 0x100 => plain.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => plain.push_str(&format!("\\u{:04x}", c as u32)),
+            c => plain.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    let single_escaped = plain.replace('\'', "\\'");
+    [single_escaped, plain]
+}
+
+/// Whether Python's `str.isprintable` holds for `c`, for ASCII exactly and beyond it for the
+/// controls, separators and format characters (Unicode categories Cc, Zs but the space, Zl, Zp,
+/// Cf, Cs, Co) a pasted secret can carry; other unassigned code points are taken as printable.
+fn python_prints(c: char) -> bool {
+    let u = c as u32;
+    !(u < 0x20
+        || (0x7f..=0xa0).contains(&u)
+        || u == 0xad
+        || (0x600..=0x605).contains(&u)
+        || u == 0x61c
+        || u == 0x6dd
+        || u == 0x70f
+        || u == 0x1680
+        || u == 0x180e
+        || (0x2000..=0x200f).contains(&u)
+        || (0x2028..=0x202f).contains(&u)
+        || (0x205f..=0x2064).contains(&u)
+        || (0x2066..=0x206f).contains(&u)
+        || u == 0x3000
+        || (0xd800..=0xf8ff).contains(&u)
+        || u == 0xfeff
+        || (0xfff9..=0xfffb).contains(&u)
+        || (0xf0000..).contains(&u)
+        || u == 0xe0001
+        || (0xe0020..=0xe007f).contains(&u))
+}
+
 /// The base64 characters that encode only bytes of `secret` when it starts `offset` bytes (mod
 /// 3) into the encoded data: the same whatever surrounds it.
 fn base64_part(engine: &impl Engine, secret: &[u8], offset: usize) -> String {
@@ -134,6 +185,7 @@ fn forms_of(value: &str) -> Vec<String> {
     let twice = json_escaped(&once);
     let ascii = ascii_escaped(&once);
     let mut forms = vec![value.to_string(), once, twice, ascii];
+    forms.extend(python_repr_bodies(value));
     let bytes = value.as_bytes();
     let mut encoded = Vec::new();
     for (engine, padding) in [(&STANDARD, "="), (&URL_SAFE, "=")] {

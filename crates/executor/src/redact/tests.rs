@@ -296,3 +296,56 @@ fn a_long_secret_is_redacted_split_at_any_point() {
         assert_eq!(r.string(format!("[{hex}]")), format!("[{MARK}]"));
     }
 }
+
+#[test]
+fn a_secret_as_python_repr_writes_it_is_redacted() {
+    // What Python itself prints: `repr` of the secret alone and inside a dict, per secret.
+    let secrets = [
+        "it's a \"key\"",
+        "it's-no-double",
+        "back\\slash\ttab\nnew\rret",
+        "ctl\u{1}\u{7f}\u{85}nbsp\u{a0}shy\u{ad}",
+        "ls\u{2028}zw\u{200b}bom\u{feff}pua\u{e000}",
+        "ok-é-ß-😀-漢字",
+        "tag\u{e0041}-pua\u{f0000}",
+    ];
+    let input = serde_json::to_string(&secrets).unwrap();
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-I",
+            "-S",
+            "-c",
+            "import json,sys\nfor s in json.load(sys.stdin):\n    print(repr(s)); print({'k': s})",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * secrets.len(), "{text}");
+    for (i, secret) in secrets.iter().enumerate() {
+        let r = redactor(secret);
+        let (alone, in_dict) = (lines[2 * i], lines[2 * i + 1]);
+        let quote = &alone[..1];
+        assert_eq!(
+            r.text(alone.to_string()),
+            format!("{quote}[REDACTED:KEY]{quote}"),
+            "{secret:?} printed as {alone}"
+        );
+        assert_eq!(
+            r.text(in_dict.to_string()),
+            format!("{{'k': {quote}[REDACTED:KEY]{quote}}}"),
+            "{secret:?} printed as {in_dict}"
+        );
+    }
+}
