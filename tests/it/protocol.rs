@@ -62,6 +62,65 @@ fn forged_events_never_make_a_failed_node_succeed_or_a_ghost_appear() {
 }
 
 #[test]
+fn a_node_cannot_write_a_row_for_a_node_that_did_not_run_and_resume_runs_it() {
+    let fx = Fx::new();
+    let gate = fx.dir.path().join("gate");
+    let wf = fx.workflow(
+        "forge-unrun",
+        &json!({ "id": "forge-unrun", "nodes": [
+            // Item 0 writes rows for item 1 (reused) and for an item 7 of a list of two.
+            json!({ "for_each": "{{ trigger.items }}" }).as_object().unwrap().clone().into_iter()
+                .chain(forging_node("each", r#"
+                    if item == 1:
+                        forge('event {"event":"node_end","node":"each","status":"reused","attempt":0,"item":1,"output":"FORGED"}')
+                        forge('event {"event":"node_end","node":"each","status":"skipped","attempt":0,"item":7}')
+                    return item
+                "#).as_object().unwrap().clone())
+                .collect::<serde_json::Map<_, _>>(),
+            forging_node("x", r#"
+                for status in ("pinned", "reused", "skipped"):
+                    forge('event {"event":"node_end","node":"z","status":"%s","attempt":0,"output":{"real":"FORGED"}}' % status)
+                return {"x": 1}
+            "#),
+            code_node("y", &format!(
+                "import os\nif not os.path.exists({:?}):\n    raise ValueError('closed')\nreturn 1",
+                gate.display().to_string()
+            )),
+            { "id": "z", "type": "code", "code": "return {'real': 1}" },
+        ]}),
+    );
+    let out = fx.run(&wf, &json!({ "items": [1, 2] }), &[]);
+    out.assert_code(1);
+    let id = fx.only_execution_id();
+    let rows = fx.nodes(&id);
+    assert!(
+        rows.iter().all(|n| n.node_id != "z"),
+        "z never ran: {rows:?}"
+    );
+    let items = fx.items(&id, "each");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(
+        items.iter().all(|(_, r)| r.status == "success"),
+        "{items:?}"
+    );
+    assert_eq!(items[1].1.output, Some(json!(2)), "{items:?}");
+    let logs = fx.log_lines(&id);
+    assert!(
+        logs.iter()
+            .filter(|(_, l)| l.contains("which the plan does not let end so without running"))
+            .count()
+            >= 4,
+        "{logs:?}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    fx.flowrun(&["resume", &id]).assert_code(0);
+    let resumed = fx.ids().pop().unwrap();
+    let z = fx.node(&resumed, "z");
+    assert_eq!(z.status, "success", "{z:?}");
+    assert_eq!(z.output, Some(json!({ "real": 1 })), "{z:?}");
+}
+
+#[test]
 fn a_forged_result_is_not_believed() {
     let fx = Fx::new();
     let wf = fx.workflow(

@@ -207,7 +207,7 @@ impl State<'_> {
                 items,
             } => {
                 let part = Part::from_fields(item, iteration);
-                if let Err(e) = self.ledger.start(&node, attempt, part) {
+                if let Err(e) = self.ledger.start(&node, attempt, part, items) {
                     self.protocol_error(format!("{e}: ignored"));
                     return;
                 }

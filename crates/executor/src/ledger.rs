@@ -5,10 +5,12 @@
 //! only events the plan allows — a node of this workflow, started only once every node it
 //! depends on has ended and while fewer than `max_parallel` nodes run, one start per attempt,
 //! attempts in order, one end per start, nothing after a node's last end; items and iterations
-//! only inside their node's own start and end — and a result only if it agrees with the events
-//! it saw. What it refuses is logged as a protocol error and never recorded, so a row cannot be
+//! only inside their node's own start and end, no item past the node's count; an end without a
+//! start (`pinned`, `reused`, `skipped`) only where the plan explains it ([`NotRun`]) — and a
+//! result only if it agrees with the events it saw. What it refuses is logged as a protocol error and never recorded, so a row cannot be
 //! forged and a failed node cannot be turned into a success after the fact.
 
+use crate::spec::NotRun;
 use flowrun_events::{NodeStatus, Part};
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +31,8 @@ struct Track {
 struct NodeState {
     own: Track,
     parts: HashMap<Part, Track>,
+    /// A `for_each` node's item count, from its start: no item past it exists.
+    items: Option<u32>,
 }
 
 /// Why an event was refused.
@@ -67,6 +71,8 @@ pub(crate) struct Rules {
     /// Nodes a workflow test mocked: only they end `mocked`, and they never end `success`
     /// (their handler does not run).
     pub(crate) mocked: HashSet<String>,
+    /// What may end without running (`pinned`, `reused`, `skipped`).
+    pub(crate) not_run: NotRun,
 }
 
 /// Every node of the plan and what the child has said of it so far.
@@ -124,6 +130,14 @@ impl Ledger {
                         describe(node, part)
                     ));
                 }
+                if let (Part::Item(i), Some(count)) = (p, n.items)
+                    && i >= count
+                {
+                    return refuse(format!(
+                        "an event for {}, of a node with {count} item(s)",
+                        describe(node, part)
+                    ));
+                }
                 Ok(n.parts.entry(p).or_default())
             }
         }
@@ -134,25 +148,29 @@ impl Ledger {
         self.nodes.values().filter(|n| n.own.running).count()
     }
 
-    /// A `node_start`: allowed for a node of the plan once everything it depends on has ended,
-    /// while fewer than `max_parallel` nodes run, with an attempt after the last one.
+    /// The first node `node` waits for that has not ended.
+    fn waiting_for(&self, node: &str) -> Option<&String> {
+        self.rules
+            .upstream
+            .get(node)
+            .into_iter()
+            .flatten()
+            .find(|u| self.nodes.get(*u).is_none_or(|s| s.own.ended.is_none()))
+    }
+
+    /// A `node_start` (with `items`, the item count its own start gives a `for_each` node):
+    /// allowed for a node of the plan once everything it depends on has ended, while fewer than
+    /// `max_parallel` nodes run, with an attempt after the last one.
     pub(crate) fn start(
         &mut self,
         node: &str,
         attempt: u32,
         part: Option<Part>,
+        items: Option<u32>,
     ) -> Result<(), Refusal> {
         let what = describe(node, part);
         if part.is_none() && self.nodes.contains_key(node) {
-            let waiting: Vec<&String> = self
-                .rules
-                .upstream
-                .get(node)
-                .into_iter()
-                .flatten()
-                .filter(|u| self.nodes.get(*u).is_none_or(|s| s.own.ended.is_none()))
-                .collect();
-            if let Some(u) = waiting.first() {
+            if let Some(u) = self.waiting_for(node) {
                 return refuse(format!("node_start of {what} before '{u}' ended"));
             }
             let busy = self.running_nodes();
@@ -185,7 +203,59 @@ impl Ledger {
         t.attempt = attempt;
         t.running = true;
         t.retrying = false;
+        if part.is_none() && items.is_some() {
+            self.node(node)?.items = items;
+        }
         Ok(())
+    }
+
+    /// Why the plan cannot explain `node` (or its `part`) ending `status` without running, if
+    /// it cannot: `pinned` and `reused` only for what the plan pins or a resume reuses; a node
+    /// `skipped` only once everything it waits for has ended, and only behind a condition or
+    /// when everything it depends on was skipped (the runtime's two reasons). An item may be
+    /// skipped (the run ending or pausing before it starts); an iteration never ends unrun.
+    fn unexplained(&self, node: &str, part: Option<Part>, status: NodeStatus) -> Option<String> {
+        let rules = &self.rules.not_run;
+        let what = describe(node, part);
+        let allowed = match (part, status) {
+            (None, NodeStatus::Pinned) => rules.pinned.contains(node),
+            (None, NodeStatus::Reused) => rules.reused.contains(node),
+            (Some(Part::Item(i)), NodeStatus::Reused) => rules
+                .reused_items
+                .get(node)
+                .is_some_and(|items| items.contains(&i)),
+            (Some(Part::Item(_)), NodeStatus::Skipped) => true,
+            (None, NodeStatus::Skipped) => {
+                if let Some(u) = self.waiting_for(node) {
+                    return Some(format!("node_end skipped of {what} before '{u}' ended"));
+                }
+                let ups = self
+                    .rules
+                    .upstream
+                    .get(node)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                rules.guarded.contains(node)
+                    || (!ups.is_empty()
+                        && ups.iter().all(|u| {
+                            self.nodes
+                                .get(u)
+                                .is_some_and(|s| s.own.ended == Some(NodeStatus::Skipped))
+                        }))
+            }
+            _ => false,
+        };
+        if !allowed {
+            return Some(format!(
+                "node_end {status} of {what}, which the plan does not let end so without running"
+            ));
+        }
+        if part.is_none()
+            && let Some(u) = self.waiting_for(node)
+        {
+            return Some(format!("node_end {status} of {what} before '{u}' ended"));
+        }
+        None
     }
 
     /// A `node_end`: the end of the running attempt, or — for what does not run (skipped,
@@ -227,6 +297,13 @@ impl Ledger {
                 ));
             }
         }
+        let runs = !matches!(
+            status,
+            NodeStatus::Skipped | NodeStatus::Pinned | NodeStatus::Reused
+        );
+        if !runs && let Some(why) = self.unexplained(node, part, status) {
+            return refuse(why);
+        }
         let t = self.track(node, part)?;
         if let Some(prev) = t.ended {
             return Err(Refusal {
@@ -234,10 +311,6 @@ impl Ledger {
                 conflict: true,
             });
         }
-        let runs = !matches!(
-            status,
-            NodeStatus::Skipped | NodeStatus::Pinned | NodeStatus::Reused
-        );
         // The retry an attempt announced will not come (the run is ending, or pausing): that
         // attempt's failure, said again as the last. Only an error, or cancelled (by the
         // pause): nothing can become a success so.
@@ -351,6 +424,10 @@ mod tests {
                 upstream: HashMap::from([("b".to_string(), vec!["a".to_string()])]),
                 looping: HashSet::from(["l".to_string()]),
                 max_parallel,
+                not_run: NotRun {
+                    guarded: HashSet::from(["b".to_string()]),
+                    ..NotRun::default()
+                },
                 ..Rules::default()
             },
         )
@@ -365,7 +442,7 @@ mod tests {
             ..Rules::default()
         };
         let mut l = Ledger::new(&plan, rules);
-        l.start("a", 1, None).unwrap();
+        l.start("a", 1, None, None).unwrap();
         assert!(
             l.end("a", 1, NodeStatus::Mocked, false, None).is_err(),
             "a is not mocked"
@@ -375,9 +452,9 @@ mod tests {
             l.end("m", 0, NodeStatus::Mocked, false, None).is_err(),
             "a mocked node starts first"
         );
-        l.start("m", 1, None).unwrap();
+        l.start("m", 1, None, None).unwrap();
         l.end("m", 1, NodeStatus::Error, true, None).unwrap();
-        l.start("m", 2, None).unwrap();
+        l.start("m", 2, None, None).unwrap();
         assert!(
             l.end("m", 2, NodeStatus::Success, false, None).is_err(),
             "a mocked node's handler never runs"
@@ -389,12 +466,12 @@ mod tests {
     #[test]
     fn the_runtimes_own_sequence_is_accepted() {
         let mut l = ledger(1);
-        l.start("a", 1, None).unwrap();
+        l.start("a", 1, None, None).unwrap();
         l.end("a", 1, NodeStatus::Error, true, None).unwrap();
-        l.start("a", 2, None).unwrap();
+        l.start("a", 2, None, None).unwrap();
         l.end("a", 2, NodeStatus::Success, false, None).unwrap();
         l.end("b", 0, NodeStatus::Skipped, false, None).unwrap();
-        l.start("c", 1, None).unwrap();
+        l.start("c", 1, None, None).unwrap();
         l.end("c", 1, NodeStatus::Error, false, None).unwrap();
         assert_eq!(
             l.contradicts_success(),
@@ -407,12 +484,12 @@ mod tests {
     fn items_live_inside_their_node() {
         let mut l = ledger(2);
         assert!(
-            l.start("l", 1, Some(Part::Item(0))).is_err(),
+            l.start("l", 1, Some(Part::Item(0)), None).is_err(),
             "item before the node"
         );
-        l.start("l", 1, None).unwrap();
-        l.start("l", 1, Some(Part::Item(0))).unwrap();
-        l.start("l", 1, Some(Part::Item(1))).unwrap();
+        l.start("l", 1, None, None).unwrap();
+        l.start("l", 1, Some(Part::Item(0)), None).unwrap();
+        l.start("l", 1, Some(Part::Item(1)), None).unwrap();
         assert!(
             l.end("l", 1, NodeStatus::Success, false, None).is_err(),
             "items still run"
@@ -425,7 +502,7 @@ mod tests {
             .unwrap();
         l.end("l", 1, NodeStatus::Error, false, None).unwrap();
         assert!(
-            l.start("a", 1, Some(Part::Item(0))).is_err(),
+            l.start("a", 1, Some(Part::Item(0)), None).is_err(),
             "a does not loop"
         );
     }
@@ -434,7 +511,7 @@ mod tests {
     fn what_the_plan_makes_impossible_is_refused() {
         let mut l = ledger(1);
         assert!(
-            l.start("ghost", 1, None)
+            l.start("ghost", 1, None, None)
                 .unwrap_err()
                 .message
                 .contains("not a node")
@@ -443,17 +520,26 @@ mod tests {
             l.end("a", 1, NodeStatus::Success, false, None).is_err(),
             "end without start"
         );
-        assert!(l.start("b", 1, None).is_err(), "b starts before a ended");
-        l.start("a", 1, None).unwrap();
-        assert!(l.start("a", 2, None).is_err(), "second start while running");
         assert!(
-            l.start("c", 1, None).is_err(),
+            l.start("b", 1, None, None).is_err(),
+            "b starts before a ended"
+        );
+        l.start("a", 1, None, None).unwrap();
+        assert!(
+            l.start("a", 2, None, None).is_err(),
+            "second start while running"
+        );
+        assert!(
+            l.start("c", 1, None, None).is_err(),
             "a second node while max_parallel is 1"
         );
         l.end("a", 1, NodeStatus::Error, false, None).unwrap();
         let second = l.end("a", 1, NodeStatus::Success, false, None).unwrap_err();
         assert!(second.conflict, "second end of an ended attempt: {second}");
-        assert!(l.start("a", 2, None).is_err(), "a start after the last end");
+        assert!(
+            l.start("a", 2, None, None).is_err(),
+            "a start after the last end"
+        );
         assert!(l.end("b", 3, NodeStatus::Pinned, false, None).is_err());
         assert_eq!(
             l.contradicts_success().as_deref(),
@@ -462,9 +548,85 @@ mod tests {
     }
 
     #[test]
+    fn only_what_the_plan_names_ends_without_running() {
+        let plan: Vec<String> = ["a", "p", "r", "s", "t", "l"].map(String::from).to_vec();
+        let set = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let rules = Rules {
+            upstream: HashMap::from([
+                ("s".to_string(), vec!["a".to_string()]),
+                ("t".to_string(), vec!["s".to_string()]),
+            ]),
+            looping: set(&["l"]),
+            max_parallel: 1,
+            not_run: NotRun {
+                pinned: set(&["p"]),
+                reused: set(&["r"]),
+                reused_items: HashMap::from([("l".to_string(), HashSet::from([1]))]),
+                guarded: HashSet::new(),
+            },
+            ..Rules::default()
+        };
+        let mut l = Ledger::new(&plan, rules);
+        // A node's code writing another node's row: refused, whatever the status.
+        for (node, status) in [
+            ("a", NodeStatus::Pinned),
+            ("a", NodeStatus::Reused),
+            ("r", NodeStatus::Pinned),
+            ("p", NodeStatus::Reused),
+            ("a", NodeStatus::Skipped),
+        ] {
+            let e = l.end(node, 0, status, false, None).unwrap_err();
+            assert!(!e.conflict, "{e}");
+        }
+        // Skipped only after what it waits for, and only when all of that was skipped (no
+        // condition guards s or t).
+        assert!(l.end("s", 0, NodeStatus::Skipped, false, None).is_err());
+        l.start("a", 1, None, None).unwrap();
+        l.end("a", 1, NodeStatus::Success, false, None).unwrap();
+        assert!(l.end("s", 0, NodeStatus::Skipped, false, None).is_err());
+        l.end("p", 0, NodeStatus::Pinned, false, None).unwrap();
+        l.end("r", 0, NodeStatus::Reused, false, None).unwrap();
+        // Items: only those a resume reuses end reused; none past the node's item count.
+        l.start("l", 1, None, Some(3)).unwrap();
+        assert!(
+            l.end("l", 0, NodeStatus::Reused, false, Some(Part::Item(0)))
+                .is_err()
+        );
+        l.end("l", 0, NodeStatus::Reused, false, Some(Part::Item(1)))
+            .unwrap();
+        l.end("l", 0, NodeStatus::Skipped, false, Some(Part::Item(2)))
+            .unwrap();
+        let past = l
+            .end("l", 0, NodeStatus::Skipped, false, Some(Part::Item(7)))
+            .unwrap_err();
+        assert!(past.message.contains("3 item(s)"), "{past}");
+        assert!(l.start("l", 1, Some(Part::Item(3)), None).is_err());
+        l.start("l", 1, Some(Part::Item(0)), None).unwrap();
+        l.end("l", 1, NodeStatus::Success, false, Some(Part::Item(0)))
+            .unwrap();
+        l.end("l", 1, NodeStatus::Success, false, None).unwrap();
+        // A node whose every upstream was skipped is skipped too.
+        let mut m = Ledger::new(
+            &plan,
+            Rules {
+                upstream: HashMap::from([("t".to_string(), vec!["s".to_string()])]),
+                max_parallel: 1,
+                not_run: NotRun {
+                    guarded: set(&["s"]),
+                    ..NotRun::default()
+                },
+                ..Rules::default()
+            },
+        );
+        m.end("s", 0, NodeStatus::Skipped, false, None).unwrap();
+        m.end("t", 0, NodeStatus::Skipped, false, None).unwrap();
+        assert_eq!(m.contradicts_success(), None);
+    }
+
+    #[test]
     fn a_retry_announced_may_be_withdrawn_as_an_error_or_cancelled_only() {
         let mut l = ledger(2);
-        l.start("a", 1, None).unwrap();
+        l.start("a", 1, None, None).unwrap();
         l.end("a", 1, NodeStatus::Error, true, None).unwrap();
         assert!(
             l.end("a", 1, NodeStatus::Success, false, None).is_err(),
@@ -473,26 +635,29 @@ mod tests {
         // Nor skipped; but the pause may withdraw it as cancelled.
         assert!(l.end("a", 1, NodeStatus::Skipped, false, None).is_err());
         let mut m = ledger(2);
-        m.start("a", 1, None).unwrap();
+        m.start("a", 1, None, None).unwrap();
         m.end("a", 1, NodeStatus::Error, true, None).unwrap();
         m.end("a", 1, NodeStatus::Cancelled, false, None).unwrap();
         assert!(l.end("a", 2, NodeStatus::Error, false, None).is_err());
         assert!(l.end("a", 1, NodeStatus::Error, true, None).is_err());
         l.end("a", 1, NodeStatus::Error, false, None).unwrap();
-        assert!(l.start("a", 2, None).is_err(), "nothing after the last end");
+        assert!(
+            l.start("a", 2, None, None).is_err(),
+            "nothing after the last end"
+        );
         assert_eq!(
             l.contradicts_success().as_deref(),
             Some("node 'a' ended error")
         );
         // Only right after the retrying end: not once the next attempt ran.
-        l.start("c", 1, None).unwrap();
+        l.start("c", 1, None, None).unwrap();
         l.end("c", 1, NodeStatus::Error, true, None).unwrap();
-        l.start("c", 2, None).unwrap();
+        l.start("c", 2, None, None).unwrap();
         l.end("c", 2, NodeStatus::Error, false, None).unwrap();
         assert!(l.end("c", 1, NodeStatus::Error, false, None).is_err());
         // Items too, inside their node.
-        l.start("l", 1, None).unwrap();
-        l.start("l", 1, Some(Part::Item(0))).unwrap();
+        l.start("l", 1, None, None).unwrap();
+        l.start("l", 1, Some(Part::Item(0)), None).unwrap();
         l.end("l", 1, NodeStatus::Error, true, Some(Part::Item(0)))
             .unwrap();
         assert!(
@@ -507,14 +672,17 @@ mod tests {
     #[test]
     fn a_node_waiting_for_its_retry_has_not_ended() {
         let mut l = ledger(1);
-        l.start("a", 1, None).unwrap();
+        l.start("a", 1, None, None).unwrap();
         l.end("a", 1, NodeStatus::Error, true, None).unwrap();
         assert_eq!(
             l.contradicts_success().as_deref(),
             Some("node 'a' never ended")
         );
         assert_eq!(l.still_running().as_deref(), Some("a"));
-        assert!(l.start("b", 1, None).is_err(), "b waits for a's retry");
+        assert!(
+            l.start("b", 1, None, None).is_err(),
+            "b waits for a's retry"
+        );
         l.close("a", None, NodeStatus::Error);
         assert_eq!(l.still_running(), None);
     }
@@ -524,16 +692,16 @@ mod tests {
         let mut l = ledger(2);
         assert!(l.delta("a", None).is_err(), "before its start");
         assert!(l.delta("ghost", None).is_err());
-        l.start("a", 1, None).unwrap();
+        l.start("a", 1, None, None).unwrap();
         l.delta("a", None).unwrap();
         l.end("a", 1, NodeStatus::Success, false, None).unwrap();
         assert!(l.delta("a", None).is_err(), "after its end");
-        l.start("l", 1, None).unwrap();
+        l.start("l", 1, None, None).unwrap();
         assert!(
             l.delta("l", Some(Part::Item(0))).is_err(),
             "item not started"
         );
-        l.start("l", 1, Some(Part::Item(0))).unwrap();
+        l.start("l", 1, Some(Part::Item(0)), None).unwrap();
         l.delta("l", Some(Part::Item(0))).unwrap();
         l.end("l", 1, NodeStatus::Success, false, Some(Part::Item(0)))
             .unwrap();
@@ -543,10 +711,10 @@ mod tests {
     #[test]
     fn nodes_run_side_by_side_up_to_max_parallel() {
         let mut l = ledger(2);
-        l.start("a", 1, None).unwrap();
-        l.start("c", 1, None).unwrap();
+        l.start("a", 1, None, None).unwrap();
+        l.start("c", 1, None, None).unwrap();
         assert!(
-            l.start("l", 1, None).is_err(),
+            l.start("l", 1, None, None).is_err(),
             "a third node past max_parallel 2"
         );
         assert_eq!(

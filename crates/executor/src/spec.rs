@@ -33,6 +33,8 @@ pub struct RunSpec {
     pub break_before: Vec<String>,
     /// Nodes a workflow test mocked (they end `mocked`, see `flowrun_codegen::mock`).
     pub mocked: HashSet<String>,
+    /// What may end without running, and how.
+    pub not_run: NotRun,
     pub launch: Launch,
     /// Trigger data (JSON text), written to stdin; shared, not copied, per execution.
     pub trigger: bytes::Bytes,
@@ -47,6 +49,22 @@ pub struct RunSpec {
     pub max_line_bytes: usize,
     /// Secrets to cut out of everything the child prints.
     pub redactor: Redactor,
+}
+
+/// What the plan lets end without running (attempt 0 of a `node_end`): only what it names ends
+/// `pinned` or `reused`, and a node is `skipped` only where a condition or its upstream can
+/// explain it. Code in the workflow's process can print any event; without these, a node could
+/// write a made-up output for another node that then never runs, and a resume would reuse it.
+#[derive(Debug, Clone, Default)]
+pub struct NotRun {
+    /// Nodes pinned by the definition (`pinned:`) or the caller (`--pin`).
+    pub pinned: HashSet<String>,
+    /// Nodes whose output a resume reuses.
+    pub reused: HashSet<String>,
+    /// The items of `for_each` nodes a resume reuses, by index.
+    pub reused_items: HashMap<String, HashSet<u32>>,
+    /// Nodes behind a condition: skipped on the branch it does not take.
+    pub guarded: HashSet<String>,
 }
 
 impl RunSpec {

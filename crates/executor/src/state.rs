@@ -87,6 +87,7 @@ impl<'a> State<'a> {
                     looping: spec.looping.clone(),
                     max_parallel: spec.max_parallel,
                     mocked: spec.mocked.clone(),
+                    not_run: spec.not_run.clone(),
                 },
             ),
             log_bytes: 0,

@@ -4,6 +4,7 @@ use super::options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS};
 use super::prepare::Prepared;
 use flowrun_executor::RunSpec;
 use flowrun_executor::process::Launch;
+use flowrun_executor::spec::NotRun;
 use std::time::Duration;
 
 /// A new execution id: 16 random hex digits (prefixes work like git's).
@@ -112,6 +113,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
             .map(|n| n.id.clone())
             .collect(),
         mocked: p.options.mocks.keys().cloned().collect(),
+        not_run: not_run(p),
         break_before: p.options.break_before.clone(),
         launch: Launch {
             shepherd: shepherd_executable(),
@@ -202,4 +204,44 @@ pub(crate) fn flowrun_executable() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::current_exe().ok())
         .unwrap_or_else(|| "flowrun".into())
+}
+
+/// What the plan lets end without running (see [`NotRun`]).
+fn not_run(p: &Prepared) -> NotRun {
+    use flowrun_codegen::PinStatus;
+    let wf = &p.plan.workflow;
+    let pinned_as = |status: PinStatus| {
+        p.options
+            .pins
+            .iter()
+            .filter(move |(_, pin)| pin.status == status)
+            .map(|(id, _)| id.clone())
+    };
+    NotRun {
+        pinned: wf
+            .nodes
+            .iter()
+            .filter(|n| n.pinned.is_some())
+            .map(|n| n.id.clone())
+            .chain(pinned_as(PinStatus::Pinned))
+            .collect(),
+        reused: pinned_as(PinStatus::Reused).collect(),
+        reused_items: p
+            .options
+            .reused_items
+            .iter()
+            .map(|(id, items)| {
+                let indexes = items.keys().filter_map(|&i| u32::try_from(i).ok());
+                (id.clone(), indexes.collect())
+            })
+            .collect(),
+        guarded: p
+            .plan
+            .guards
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(i, _)| wf.nodes[i].id.clone())
+            .collect(),
+    }
 }
