@@ -177,3 +177,30 @@ pub(crate) fn start_slow_suite(
     });
     (child, id)
 }
+
+/// `flowrun stop ID` of a case's execution is answered by the suite's runner, as one of `flowrun
+/// run` is: the execution ends stopped by request (not forced after the runner "did not
+/// respond"), that case fails, and the suite goes on with the next.
+#[test]
+fn a_case_stopped_from_another_terminal_ends_at_once_and_the_suite_goes_on() {
+    let env = Env::new();
+    let (child, id) = start_slow_suite(
+        &env,
+        "  - name: stuck\n  - name: next\n    timeout_ms: 100\n",
+        &[],
+    );
+    let stop = env.command().args(["stop", &id]).output().unwrap();
+    assert!(stop.status.success(), "{stop:?}");
+    let e = env.execution(&id);
+    assert_eq!(e.status, "cancelled", "{e:?}");
+    let message = e.error_message();
+    assert!(
+        message.contains("stopped by request") && !message.contains("did not respond"),
+        "{message}"
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("✗ slow.test.yaml:3 › stuck"), "{text}");
+    assert_eq!(env.execution_ids().len(), 2, "the next case ran: {text}");
+}

@@ -11,6 +11,7 @@
 //! Like the rest of this crate it knows no flag and prints nothing: the CLI does.
 
 pub mod expect;
+mod live;
 pub mod load;
 mod located;
 pub(crate) mod mocks;

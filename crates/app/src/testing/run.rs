@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Semaphore, SemaphorePermit, oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// The mode test executions are stored with.
 pub const MODE: &str = "test-suite";
@@ -106,6 +107,8 @@ struct Ctx {
     suite: Arc<Suite>,
     settings: Settings,
     stop: watch::Receiver<Option<StopReason>>,
+    /// The cases' executions running now, for stop and pause requests.
+    live: Arc<super::live::LiveCases>,
     /// One per case that may run now (`jobs`): held from the execution's row to its end.
     running: Semaphore,
     /// One per case prepared or being prepared and not yet ended (`jobs` + [`AHEAD`]): the
@@ -198,10 +201,12 @@ pub async fn run(
         store: store.clone(),
         suite,
         settings: settings.clone(),
-        stop,
+        stop: stop.clone(),
+        live: Default::default(),
         running: Semaphore::new(jobs),
         prepared: Semaphore::new(jobs + AHEAD),
     });
+    let watching = ctx.live.watch(store.clone(), stop);
     let mut tasks = tokio::task::JoinSet::new();
     let lines = Turn::line(chosen.len())
         .into_iter()
@@ -217,6 +222,7 @@ pub async fn run(
         on_result(&r);
         results.push(r);
     }
+    watching.iter().for_each(JoinHandle::abort);
     results.sort_by_key(|r| r.at);
     let mut outcome = SuiteOutcome {
         results,
@@ -435,7 +441,9 @@ async fn attempt<'c>(
     if let Err(e) = runner::record_start(&ctx.store, &prepared, &id, ExecStatus::Running) {
         return Some((setup_failed(e.to_string(), took()), (None, None)));
     }
-    let finished = runner::run(&ctx.store, &prepared, &id, &mut Quiet, ctx.stop.clone()).await;
+    let (entered, stop) = ctx.live.enter(&id, &ctx.stop);
+    let finished = runner::run(&ctx.store, &prepared, &id, &mut Quiet, stop).await;
+    drop(entered);
     if ctx.settings.retries > 0 {
         *held = Some(Permits { ahead, turn });
     } else {
