@@ -203,6 +203,8 @@ class _Run(object):
             extra = None
             if pinned.get("from_execution") is not None:
                 extra = [("from_execution", pinned["from_execution"])]
+            if status == "reused":
+                _cost_reused(self, node, pinned)
             self.node_end(nid, status, 0, 0.0, None, output, None, extra)
             self.finish(nid, status, 0, 0.0, output, None)
             return

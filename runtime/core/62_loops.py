@@ -67,6 +67,7 @@ def _run_for_each(run, node):
         key = str(i)
         if key in reused:
             outputs[i] = reused[key].get("output")
+            _cost_reused(run, node, reused[key])
             run.node_end(nid, "reused", 0, 0.0, None, outputs[i], None,
                          [("from_execution", reused[key].get("from_execution"))], part=("item", i))
             return

@@ -11,11 +11,14 @@
 #
 # Cost: `max_cost_usd` / `warn_cost_usd` in WORKFLOW. The running total is the
 # sum of `cost_usd` of the llm and agent calls that ended (mocked ones too), and
-# of what sub-workflows spent (each runs with what is left as its own limit).
+# of what sub-workflows spent (each runs with what is left as its own limit); in
+# a resume, what the outputs it reuses cost when they were made (_cost_reused).
 # Before such a call or child starts, a total at or past the limit fails the
 # node with CostLimit and ends the execution (not retried, whatever on_error
-# says): no call starts past the limit. Crossing the warning threshold logs one
-# `warning` line.
+# says): no call starts past the limit. Calls running when it is reached finish;
+# a run whose total ended past the limit without a call refused (calls side by
+# side, or a last call costing more than was left) ends `error` CostLimit too
+# (_cost_overrun). Crossing the warning threshold logs one `warning` line.
 # ---------------------------------------------------------------------------
 
 _METERED_TYPES = ("llm", "agent", "workflow")
@@ -99,6 +102,40 @@ def _cost_limit(run, node):
         raise NodeError("the execution's cost reached $%.6f, its limit (max_cost_usd) is $%.6f: "
                         "node '%s' was not started" % (total, float(limit), node["id"]),
                         "CostLimit")
+
+
+def _cost_overrun(run):
+    """The CostLimit error of a run whose total ended past its limit though no call was refused:
+    calls running side by side all started below it (an item's, a node's beside it), or the
+    last call cost more than was left.  They were paid for; the execution did not stay within
+    its limit, and does not end `success`.  None when it did."""
+    limit = run.workflow.get("max_cost_usd")
+    if limit is None:
+        return None
+    limit = float(limit)
+    with _STATE.run_lock:
+        total = run.cost_usd
+    if not total > limit + 1e-9 * max(1.0, limit):
+        return None
+    return {"node": None, "type": "CostLimit", "traceback": "",
+            "message": "the execution's cost reached $%.6f, past its limit (max_cost_usd) of "
+                       "$%.6f: the calls that were running when it was reached finished"
+                       % (total, limit)}
+
+
+def _cost_reused(run, node, pin):
+    """A resume's reused output (a node's or an item's) counts what it cost when it was made:
+    a resume spends from the same limit as the run it continues, not from a new one.  The
+    runner says what a `workflow` node's children spent (`spent_usd`); an llm or agent output
+    says it itself."""
+    spent = pin.get("spent_usd")
+    if spent is not None:
+        _cost_add(run, node, {"cost_usd": spent})
+        return
+    output = pin.get("output")
+    # A for_each node reused whole: its output is its items'.
+    for one in (output if isinstance(output, list) else [output]):
+        _cost_add(run, node, one)
 
 
 def _cost_reserve(run, node):

@@ -100,6 +100,9 @@ def _outcome(run):
     the workflow's `output` when it has one, else the last node's."""
     if run.error is not None:
         return "error", run.last_output, run.error
+    over = _cost_overrun(run)
+    if over is not None:
+        return "error", run.last_output, over
     if run.paused is not None:
         return "paused", None, run.paused
     if "output" not in run.workflow:

@@ -148,7 +148,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     // What the child and its own children spent, as recorded: the parent counts it against
     // its own limit. And whether the limit the child ran with was the parent's share (a child
     // refused a call by its own lower limit fails its node; by the parent's, its parent).
-    let cost = family_cost(&store.lock(), &id);
+    let cost = flowrun_app::subflow::family_cost(&store.lock(), &id);
     let limit_from_parent = args
         .max_cost_usd
         .is_some_and(|left| own_limit.is_none_or(|own| left <= own));
@@ -197,16 +197,4 @@ async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Opti
         _ = super::run::stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));
-}
-
-/// What execution `id` and every execution under it (sub-workflows, at any depth) spent, as
-/// each recorded its own calls; None when none of them says.
-fn family_cost(store: &flowrun_store::Store, id: &str) -> Option<f64> {
-    let mut total = store.execution(id).ok()?.usage.cost_usd;
-    for (child, _) in store.children(id).unwrap_or_default() {
-        if let Some(c) = family_cost(store, &child.id) {
-            total = Some(total.unwrap_or(0.0) + c);
-        }
-    }
-    total
 }

@@ -84,6 +84,48 @@ fn items_refused_by_the_cost_limit_end_the_execution_as_cost_limit() {
     assert_eq!(err["type"], "CostLimit", "{err}");
 }
 
+/// Calls side by side all start below the limit and all finish; a total that ends past it is
+/// not a success: the execution ends CostLimit, naming the total, though no call was refused.
+#[test]
+fn calls_side_by_side_that_end_past_the_limit_fail_the_execution() {
+    let env = Env::new();
+    // Slow answers: the three calls are under way together, each started at $0.
+    let server = Server::start(|_| {
+        Reply::openai_chat("llama-3.1-8b-instant", "ok", 1_000_000, 0)
+            .delay(std::time::Duration::from_millis(500))
+    });
+    let wf = env.write_workflow(
+        "fan.json",
+        &json!({ "id": "fan", "max_cost_usd": 0.08,
+            "connections": { "groq": { "env": "GROQ_API_KEY" } },
+            "nodes": [{ "id": "ask", "type": "llm", "provider": "groq",
+                "model": "llama-3.1-8b-instant", "connection": "groq", "for_each": [1, 2, 3],
+                "max_concurrent": 3,
+                "messages": [ { "role": "user", "content": "hi {{ item }}" } ] }] }),
+    );
+    let out = run_priced(&env, &wf, &server, &[]);
+    assert_code(&out, 1, "calls past the limit");
+    let id = env.only_execution_id();
+    let items = env.items(&id, "ask");
+    assert!(
+        items.iter().all(|(_, r)| r.status == "success"),
+        "{items:?}"
+    );
+    assert_eq!(server.requests().len(), 3, "{}", describe(&out));
+    let e = env.execution(&id);
+    assert_eq!(e.status, "error", "{e:?}");
+    let err = e.error.clone().unwrap();
+    assert_eq!(err["type"], "CostLimit", "{err}");
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("$0.150000") && msg.contains("$0.080000"),
+        "{msg}"
+    );
+    // Exactly the limit is within it.
+    let out = run_priced(&env, &wf, &server, &["--max-cost-usd", "0.15"]);
+    assert_code(&out, 0, "three calls of $0.05 within $0.15");
+}
+
 /// A sub-workflow spends from its parent's budget: it runs with what is left as its limit, and
 /// what it spent counts in the parent's total (a child with three $0.05 calls under a parent's
 /// $0.08 made all three, and the parent went on).
@@ -264,4 +306,59 @@ fn children_side_by_side_share_what_is_left() {
         .error
         .unwrap();
     assert_eq!(err["type"], "CostLimit", "{err}");
+}
+
+/// A resume spends from the limit of the run it continues: the outputs it reuses count what
+/// they cost when they were made — an LLM call's, and a sub-workflow's with its calls — so the
+/// call a fresh run would refuse is refused after the resume too.
+#[test]
+fn a_resume_counts_what_its_reused_outputs_cost() {
+    let env = Env::new();
+    let server = priced_server();
+    llm_chain(&env, json!({})); // costly.json: three calls of $0.05
+    let gate = env.path("gate");
+    let ask = |id: &str, after: &str| {
+        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+                "connection": "groq", "after": [after],
+                "messages": [ { "role": "user", "content": "hi" } ] })
+    };
+    let wf = env.write_workflow(
+        "gated.json",
+        &json!({ "id": "gated", "max_cost_usd": 0.2,
+        "connections": { "groq": { "env": "GROQ_API_KEY" } },
+        "nodes": [
+            { "id": "child", "type": "workflow", "workflow": "./costly.json" },
+            ask("a", "child"),
+            { "id": "gate", "type": "code", "after": ["a"], "code": format!(
+                "import os\nif not os.path.exists({:?}):\n    raise ValueError('closed')\nreturn 1",
+                gate.display().to_string()) },
+            ask("d", "gate"),
+        ]}),
+    );
+    // $0.15 in the child, a starts at $0.15 and ends at $0.20; the gate fails.
+    let out = run_priced(&env, &wf, &server, &["--inherit-env"]);
+    assert_code(&out, 1, "the gate is closed");
+    assert_eq!(server.requests().len(), 4, "{}", describe(&out));
+    let first = env
+        .execution_ids()
+        .into_iter()
+        .find(|id| env.execution(id).workflow_id == "gated")
+        .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let resumed = env
+        .command()
+        .args(["resume", &first, "--inherit-env"])
+        .envs(groq_env(&server))
+        .output()
+        .unwrap();
+    assert_code(&resumed, 1, "d would start at $0.20");
+    assert_eq!(server.requests().len(), 4, "{}", describe(&resumed));
+    let last = env.execution_ids().pop().unwrap();
+    let err = env.execution(&last).error.unwrap();
+    assert_eq!(err["type"], "CostLimit", "{err}");
+    assert_eq!(err["node"], "d", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("$0.200000"),
+        "{err}"
+    );
 }

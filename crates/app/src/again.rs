@@ -222,6 +222,7 @@ pub fn plan_again(
                 reused.join(", ")
             ));
         }
+        let r = with_childrens_spending(store, &plan, &id, r);
         for (node, pin) in r.pins {
             options.pins.entry(node).or_insert(pin);
         }
@@ -242,6 +243,34 @@ pub fn plan_again(
         options,
         notes,
     })
+}
+
+/// The reused outputs of `workflow` nodes, each with what its children spent: their outputs do
+/// not say, and a resume spends from the same cost limit as the run it continues.
+fn with_childrens_spending(
+    store: &Store,
+    plan: &flowrun_codegen::Plan,
+    id: &str,
+    mut r: crate::resume::ResumePlan,
+) -> crate::resume::ResumePlan {
+    use flowrun_codegen::model::NodeKind;
+    let spawns = |node: &str| {
+        plan.workflow
+            .nodes
+            .iter()
+            .any(|n| n.id == node && matches!(n.kind, NodeKind::Workflow(_)))
+    };
+    let made_by = |pin: &flowrun_codegen::Pin| pin.from_execution.clone().unwrap_or(id.into());
+    for (node, pin) in r.pins.iter_mut().filter(|(n, _)| spawns(n)) {
+        pin.spent_usd = crate::subflow::spent_by_node(store, &made_by(pin), node, None);
+    }
+    for (node, items) in r.items.iter_mut().filter(|(n, _)| spawns(n)) {
+        for (i, pin) in items.iter_mut() {
+            let at = Some(*i as u64);
+            pin.spent_usd = crate::subflow::spent_by_node(store, &made_by(pin), node, at);
+        }
+    }
+    r
 }
 
 /// The `workflow` nodes of `plan` whose children ran a file (theirs, or one of their own

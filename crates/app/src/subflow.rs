@@ -215,3 +215,33 @@ pub(crate) fn end_left_children(
         }
     }
 }
+
+/// What execution `id` and every execution under it (sub-workflows, at any depth) spent, as
+/// each recorded its own calls; None when none of them says.
+pub fn family_cost(store: &flowrun_store::Store, id: &str) -> Option<f64> {
+    let mut total = store.execution(id).ok()?.usage.cost_usd;
+    for (child, _) in store.children(id).unwrap_or_default() {
+        if let Some(c) = family_cost(store, &child.id) {
+            total = Some(total.unwrap_or(0.0) + c);
+        }
+    }
+    total
+}
+
+/// What the children that node `node` of execution `id` started (those of its item `item`
+/// only, when given) spent, with their own children: what a resume reusing that node's output
+/// (or that item's) counts toward its cost limit. None when none of them says.
+pub(crate) fn spent_by_node(
+    store: &flowrun_store::Store,
+    id: &str,
+    node: &str,
+    item: Option<u64>,
+) -> Option<f64> {
+    store
+        .children(id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, link)| link.parent_node == node && (item.is_none() || link.item == item))
+        .filter_map(|(child, _)| family_cost(store, &child.id))
+        .reduce(|a, b| a + b)
+}

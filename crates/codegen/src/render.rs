@@ -58,6 +58,9 @@ pub struct Pin {
     pub output: Value,
     pub status: PinStatus,
     pub from_execution: Option<String>,
+    /// What a reused output cost when it was made, where its own output does not say (a
+    /// `workflow` node's child and its children): it counts toward a resume's cost limit.
+    pub spent_usd: Option<f64>,
 }
 
 /// Why a node's output is fixed rather than computed: the node's status in its `node_end` event.
@@ -87,6 +90,7 @@ impl Pin {
             output,
             status: PinStatus::Pinned,
             from_execution: None,
+            spent_usd: None,
         }
     }
 
@@ -96,6 +100,7 @@ impl Pin {
             output,
             status: PinStatus::Reused,
             from_execution,
+            spent_usd: None,
         }
     }
 }
@@ -187,14 +192,7 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
                 });
                 extra.push(("sub_code".to_string(), Data::List(code.collect())));
             }
-            let pinned = match pin {
-                Some(p) => dict([
-                    ("output", Data::from(&p.output)),
-                    ("status", Data::from(p.status.as_str())),
-                    ("from_execution", Data::from(p.from_execution.as_deref())),
-                ]),
-                None => Data::Null,
-            };
+            let pinned = pin.as_ref().map_or(Data::Null, |p| pin_data(p, true));
             let ids = |v: &[usize]| {
                 Data::List(
                     v.iter()
@@ -300,21 +298,30 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
     data
 }
 
+/// A pin as the script reads it: its output, its status (`status`: a node's own, not an
+/// item's), where it came from, and what it cost when the output is not the one to say.
+fn pin_data(p: &Pin, status: bool) -> Data {
+    let mut d = vec![("output".to_string(), Data::from(&p.output))];
+    if status {
+        d.push(("status".into(), Data::from(p.status.as_str())));
+    }
+    d.push((
+        "from_execution".into(),
+        Data::from(p.from_execution.as_deref()),
+    ));
+    if let Some(spent) = p.spent_usd {
+        d.push(("spent_usd".into(), Data::from(spent)));
+    }
+    Data::Dict(d)
+}
+
 /// `{"<index>": {"output", "from_execution"}}` of the reused items of a `for_each` node.
 fn reused_items(items: Option<&BTreeMap<usize, Pin>>) -> Data {
     match items {
         Some(items) if !items.is_empty() => Data::Dict(
             items
                 .iter()
-                .map(|(i, p)| {
-                    (
-                        i.to_string(),
-                        dict([
-                            ("output", Data::from(&p.output)),
-                            ("from_execution", Data::from(p.from_execution.as_deref())),
-                        ]),
-                    )
-                })
+                .map(|(i, p)| (i.to_string(), pin_data(p, false)))
                 .collect(),
         ),
         _ => Data::Null,
