@@ -524,3 +524,26 @@ fn the_queue_holds_a_bounded_share_of_definitions() {
     let stopped = s.post(&format!("/api/executions/{blocker}/stop"), &json!({}));
     assert!(stopped.status < 300, "{}", stopped.text);
 }
+
+/// A store that cannot record an execution's end (a full disk) leaves no row `running` in a
+/// server, which no recovery would end (its runner, the server, is alive): the row ends `error`
+/// as soon as the store takes a write again, and a stop of it answers.
+#[test]
+fn an_execution_whose_end_could_not_be_recorded_does_not_stay_running() {
+    let w = World::new();
+    // 3,000 log lines of 1 KiB: more than a database limited to 1 MiB can hold.
+    w.save(
+        "chatty.json",
+        &json!({ "id": "chatty", "nodes": [{ "id": "chatty", "type": "code",
+            "code": "for i in range(3000):\n    print(i, 'z' * 1000)\nreturn 'done'" }] }),
+    );
+    let s = w.serve_opts(ServeOpts {
+        fsize: Some(1 << 20),
+        ignored: &[libc::SIGXFSZ],
+        ..ServeOpts::default()
+    });
+    let id = s.start("/api/workflows/chatty/executions", &json!({"trigger": {}}));
+    let record = s.wait_final(&id);
+    assert_ne!(record["status"], "success", "{record}");
+    assert_eq!(s.get("/api").status, 200);
+}

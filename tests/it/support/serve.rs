@@ -81,6 +81,7 @@ impl World {
             ignored,
             stack,
             cpus,
+            fsize,
         } = o;
         let stderr_path = self.path(&format!(
             "serve-{}.stderr",
@@ -105,7 +106,11 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let limits = [(libc::RLIMIT_NOFILE, nofile), (libc::RLIMIT_STACK, stack)];
+        let limits = [
+            (libc::RLIMIT_NOFILE, nofile),
+            (libc::RLIMIT_STACK, stack),
+            (libc::RLIMIT_FSIZE, fsize),
+        ];
         let ignored = ignored.to_vec();
         use std::os::unix::process::CommandExt;
         // SAFETY: only setrlimit, signal and sched_setaffinity (system calls) between fork and
@@ -200,6 +205,8 @@ pub struct ServeOpts<'a> {
     pub stack: Option<u64>,
     /// Runs the server on its first `n` CPUs only: the cores it sizes itself by.
     pub cpus: Option<usize>,
+    /// The largest file the server may write (RLIMIT_FSIZE), as on a full disk.
+    pub fsize: Option<u64>,
 }
 
 /// The test's own HTTP client: no proxy from the developer's shell either.

@@ -205,7 +205,12 @@ impl Executions {
             let mut sink = LiveSink(live.clone());
             let run = runner::run(&this.store, &prepared, &id, &mut sink, stop_rx);
             let status = match AssertUnwindSafe(run).catch_unwind().await {
-                Ok(finished) => finished.outcome.status,
+                Ok(finished) => {
+                    if let Some(e) = &finished.store_error {
+                        this.settle_unrecorded(&id, e);
+                    }
+                    finished.outcome.status
+                }
                 Err(panic) => {
                     // A bug, not the workflow: record it rather than leave the row running and
                     // the queue one slot short.
@@ -292,6 +297,15 @@ impl Executions {
         let e = store.execution(id)?;
         if e.status.is_final() {
             return Ok(Stopped::AlreadyEnded(e.status));
+        }
+        // Not ours to run (any more): a runner in another process, or this server's run whose
+        // end the store did not take (see `settle_unrecorded`), which nothing else would end.
+        if e.runner
+            .is_some_and(|(pid, _)| pid == std::process::id() as i32)
+        {
+            let err = ErrorInfo::of(ErrorKind::Cancelled, "stopped by request");
+            crate::control::abandon(&mut store, id, ExecStatus::Cancelled, &err)?;
+            return Ok(Stopped::AlreadyEnded(ExecStatus::Cancelled));
         }
         store.request_stop(id, now_ms())?;
         // A runner that is gone will never answer: record what recovery would.
@@ -383,6 +397,21 @@ impl Executions {
             }
         })
         .await
+    }
+
+    /// An execution whose end the store did not take: its row must not stay `running`, which
+    /// no recovery would end (its runner, this server, is alive). Once more, as an error; if
+    /// that fails too, a stop request ends it ([`Executions::stop`]) or the next start of
+    /// `serve` does.
+    fn settle_unrecorded(&self, id: &str, why: &str) {
+        let mut store = self.store.lock();
+        if store.execution(id).is_ok_and(|e| !e.status.is_final()) {
+            let err = ErrorInfo::of(
+                ErrorKind::StoreError,
+                format!("the execution could not be recorded completely: {why}"),
+            );
+            let _ = crate::control::abandon(&mut store, id, ExecStatus::Error, &err);
+        }
     }
 
     /// Stops an execution of this server: dequeues it or stops it. Blocking.
