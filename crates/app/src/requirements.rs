@@ -22,6 +22,13 @@ pub struct Missing {
     pub reason: String,
 }
 
+/// How long the requirement check may take: a few hundred milliseconds with site, seconds for
+/// a huge environment on a slow disk.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The most of the check's answer read: the missing requirements and the `sys.path` entries.
+const MAX_CHECK_ANSWER: usize = 4 << 20;
+
 const CHECK: &str = r#"
 import json, re, sys
 from importlib import metadata
@@ -89,30 +96,31 @@ fn check_with_paths(
     if requirements.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    use std::io::Write;
+    use std::io::{Seek, SeekFrom, Write};
+    // The requirements on stdin from a file without a name (no pipe to write, nothing left in
+    // TMPDIR); bounded in time and output: a shim or a site hook that hangs or floods must not
+    // hang `run`, `validate` or a server's request.
+    let mut file =
+        tempfile::tempfile().map_err(|e| format!("cannot write a temporary file: {e}"))?;
+    file.write_all(&serde_json::to_vec(requirements).expect("strings serialize"))
+        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+        .map_err(|e| format!("cannot write a temporary file: {e}"))?;
     // Isolated from the user's environment variables and cwd, but with site: that is where
     // packages live.
-    let mut child = spawn_helper(
-        Command::new(&interp.executable)
-            .args(["-I", "-c", CHECK])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .map_err(|e| format!("cannot run {}: {e}", interp.executable.display()))?;
-    let input = serde_json::to_vec(requirements).expect("strings serialize");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(&input)
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&interp.executable);
+    cmd.args(["-I", "-c", CHECK]).stdin(Stdio::from(file));
+    let out = flowrun_executor::helper::run_bounded(&mut cmd, CHECK_TIMEOUT, MAX_CHECK_ANSWER)
+        .map_err(|e| {
+            format!(
+                "checking requirements with {}: {e}",
+                interp.executable.display()
+            )
+        })?;
     if !out.status.success() {
         return Err(format!(
             "checking requirements with {} failed: {}",
             interp.executable.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            out.stderr_tail.trim()
         ));
     }
     #[derive(serde::Deserialize)]

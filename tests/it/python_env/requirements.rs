@@ -411,3 +411,32 @@ fn satisfied_requirements_are_cached_until_site_packages_change() {
         describe(&out)
     );
 }
+
+/// The requirement check is bounded like every helper: an interpreter (a shim, a site hook)
+/// that floods its output is cut, and said, instead of filling memory; one that hangs is cut
+/// at its timeout the same way.
+#[test]
+fn a_requirement_check_that_floods_is_cut_and_said() {
+    let env = Env::new();
+    // Answers the probe as Python 3.11 would; floods for anything else (the check).
+    let fake = env.write_file(
+        "floods",
+        "#!/bin/sh\nif [ \"$3\" = \"-c\" ]; then echo \"$0\"; echo 3.11.7; echo cpython; echo a70d0d0a; exit 0; fi\nexec yes flowrun\n",
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let wf = code_workflow(&env, "needs-pkg.json", PKG_CODE, &[PKG]);
+    let out = env
+        .command()
+        .args(["run", wf.to_str().unwrap(), "--python"])
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert_code(&out, 3, "a check that floods");
+    let err = stderr(&out);
+    assert!(err.contains("it printed more than"), "{err}");
+    assert_eq!(
+        env.execution_count(),
+        0,
+        "nothing spawned, nothing recorded"
+    );
+}
