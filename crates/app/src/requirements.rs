@@ -256,6 +256,22 @@ pub fn install(
 ) -> Result<Interpreter, String> {
     let dir = venv_dir(cache, base, requirements);
     crate::paths::private_dir(&cache.join("venvs")).map_err(|e| e.to_string())?;
+    // One install at a time per environment: two runs of one workflow with `--install-deps`
+    // would otherwise both create it and run pip in it, and a failure of one would remove the
+    // directory the other is installing into. The second waits, then finds it made.
+    let _held = {
+        let locks = cache.join("venv-locks");
+        crate::paths::private_dir(&locks).map_err(|e| e.to_string())?;
+        let lock_path = locks.join(dir.file_name().unwrap_or_default());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?
+    };
     if venv_interpreter(&dir, base).is_none() {
         crate::say!(
             "flowrun: creating a virtual environment in {}",
