@@ -514,13 +514,25 @@ fn the_queue_holds_a_bounded_share_of_definitions() {
         assert_eq!(r.body["status"], "queued", "{}", r.text);
         queued.push(r.body["id"].as_str().unwrap().to_string());
     }
-    assert_eq!(queued.len(), 7, "9 MiB each: seven fit in 64 MiB");
+    assert_eq!(
+        queued.len(),
+        7,
+        "9 MiB each, held ~4 times while queued: seven fit in 256 MiB"
+    );
     // A small one still fits, and a big one does once one of those is gone.
     let small = s.post("/api/workflows/slow/executions", &json!({}));
     assert_eq!(small.status, 202, "{}", small.text);
     let stopped = s.post(&format!("/api/executions/{}/stop", queued[0]), &json!({}));
     assert!(stopped.status < 300, "{}", stopped.text);
     assert_eq!(s.post("/api/executions", &big).status, 202);
+    // What a request's `env` holds counts too; more of it than an exec takes is refused at once
+    // (it failed each execution at its spawn).
+    let env: serde_json::Map<String, Value> = (0..20)
+        .map(|i| (format!("V{i}"), json!("a".repeat(120_000))))
+        .collect();
+    let r = s.post("/api/workflows/slow/executions", &json!({ "env": env }));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("KiB together"), "{}", r.text);
     let stopped = s.post(&format!("/api/executions/{blocker}/stop"), &json!({}));
     assert!(stopped.status < 300, "{}", stopped.text);
 }

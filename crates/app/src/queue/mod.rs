@@ -35,12 +35,40 @@ struct Job {
     bytes: usize,
 }
 
-/// The most executions that may wait to start, and the most bytes of definitions and triggers
-/// they may hold (a queued execution keeps its whole prepared definition, up to the request's
-/// 10 MiB, and about three times that in memory): past either, a submission is refused rather
-/// than held, whatever a client sends.
+/// The most executions that may wait to start, and the most memory they may hold by
+/// [`held_by`]'s estimate: past either, a submission is refused rather than held, whatever a
+/// client sends.
 pub const MAX_QUEUED: usize = 10_000;
-pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
+
+/// What a queued execution's prepared form holds for each byte of its definition's text (the
+/// parsed definition, its plan, the rendered script: each has the strings), and for each node
+/// beyond its strings (measured: a 3.7 MB definition of 40,000 small nodes held ~120 MB while
+/// queued; one with a 9 MiB name, about three times that).
+const PREPARED_PER_DEFINITION_BYTE: usize = 4;
+const PREPARED_PER_NODE: usize = 3 << 10;
+
+/// The memory a queued execution holds, estimated: its prepared definition, its trigger, and the
+/// environment variables and secrets its request gave (which the definition's size says nothing
+/// of: up to ~2 MiB).
+fn held_by(prepared: &runner::Prepared) -> usize {
+    let env: usize = prepared
+        .options
+        .env
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let secrets: usize = prepared
+        .redacted
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    prepared.definition.to_string().len() * PREPARED_PER_DEFINITION_BYTE
+        + prepared.plan.workflow.nodes.len() * PREPARED_PER_NODE
+        + prepared.trigger_json.len()
+        + env
+        + secrets
+}
 
 #[derive(Default)]
 struct Inner {
@@ -153,7 +181,7 @@ impl Executions {
         let bytes = if start_now {
             0
         } else {
-            let bytes = prepared.definition.to_string().len() + prepared.trigger_json.len();
+            let bytes = held_by(&prepared);
             let held: usize = inner.queue.iter().map(|(_, j)| j.bytes).sum();
             if inner.queue.len() >= MAX_QUEUED || held + bytes > MAX_QUEUED_BYTES {
                 return Err(SubmitError::QueueFull {

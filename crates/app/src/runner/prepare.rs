@@ -154,6 +154,20 @@ pub fn nodes_directory(given: Option<&Path>, base: &Path, cwd: Option<&str>) -> 
 /// The longest `NAME=value` an exec takes, its NUL included (Linux: 32 pages).
 const MAX_ENV_STRING: usize = 32 * 4096;
 
+/// What the environment variables given may take together in an exec: `ARG_MAX` (read once)
+/// less 64 KiB for flowrun's own variables and the interpreter's arguments.
+fn exec_room() -> usize {
+    static ROOM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROOM.get_or_init(|| {
+        // SAFETY: sysconf reads a limit.
+        let max = usize::try_from(unsafe { libc::sysconf(libc::_SC_ARG_MAX) })
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(128 << 10);
+        max.saturating_sub(64 << 10)
+    })
+}
+
 /// Validates the workflow and its input; everything that can fail before spawning fails here.
 pub fn prepare(
     source: &Source,
@@ -226,6 +240,24 @@ pub fn prepare(
             "{name:?} cannot be passed as an environment variable: its value is {} bytes, and a variable is at most {} KiB (name=value)",
             value.len(),
             MAX_ENV_STRING >> 10
+        );
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
+    }
+    // Nor more of them together than an exec takes (ARG_MAX: a quarter of the stack limit,
+    // each string's pointer included), with room for what flowrun adds to them.
+    let together: usize = options
+        .env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2 + 8)
+        .sum();
+    let room = exec_room();
+    if together > room {
+        let message = format!(
+            "the environment variables given are {} KiB together, and an exec takes at most {} KiB of them here (ARG_MAX, less what flowrun adds)",
+            together >> 10,
+            room >> 10
         );
         return Err(RunError::Invalid(
             flowrun_codegen::Diagnostic::new(message).into(),

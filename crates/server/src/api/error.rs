@@ -213,7 +213,7 @@ pub(crate) fn submit_error(e: SubmitError) -> ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_full",
             format!(
-                "{waiting} executions wait to start already, holding {} MiB of definitions: try again once some have run (at most {} wait, holding at most {} MiB)",
+                "{waiting} executions wait to start already, holding an estimated {} MiB: try again once some have run (at most {} wait, holding at most {} MiB)",
                 bytes >> 20,
                 flowrun_app::queue::MAX_QUEUED,
                 flowrun_app::queue::MAX_QUEUED_BYTES >> 20
