@@ -110,6 +110,14 @@ pub fn delete(ids: &[String], db: Option<&Path>) -> Result<i32, Exit> {
                 ),
             ));
         }
+        if let Some((parent, status)) = store.unfinished_ancestor(&id)? {
+            return Err(Exit::new(
+                2,
+                format!(
+                    "execution {id} is part of execution {parent}, which is {status}: delete it once that has ended (flowrun stop {parent} ends it now)"
+                ),
+            ));
+        }
         full.push(id);
     }
     let size = file_size(store.path());

@@ -2,14 +2,22 @@
 
 use crate::types::*;
 use crate::{Result, Store};
-use rusqlite::{TransactionBehavior, params};
+use flowrun_events::ExecStatus;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 impl Store {
     /// Deletes executions (with their nodes and events) and the snapshots no execution uses any
     /// more, then gives the space back. Running and queued executions are never deleted.
     pub fn delete(&mut self, ids: &[String]) -> Result<Deleted> {
-        // A sub-workflow's execution goes with its parent: it is part of it.
-        let with_children = self.with_sub_executions(ids)?;
+        // A sub-workflow's execution goes with its parent: it is part of it; and stays while its
+        // parent (at any depth) runs, whose record it is part of.
+        let mut mine = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.unfinished_ancestor(id)?.is_none() {
+                mine.push(id.clone());
+            }
+        }
+        let with_children = self.with_sub_executions(&mine)?;
         let ids = with_children.as_slice();
         let mut out = Deleted::default();
         let tx = self
@@ -30,6 +38,30 @@ impl Store {
             self.reclaim()?;
         }
         Ok(out)
+    }
+
+    /// The nearest execution above `id` (it a sub-workflow's, at any depth) that is queued or
+    /// running, with its status: `id` is part of its record, not to be deleted yet.
+    pub fn unfinished_ancestor(&self, id: &str) -> Result<Option<(String, ExecStatus)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.id, p.status FROM executions c JOIN executions p ON p.id = c.parent_id \
+             WHERE c.id = ?1 AND c.relation = 'sub'",
+        )?;
+        let mut at = id.to_string();
+        // Depth is bounded (sub-workflows nest at most a few levels); the bound guards a cycle.
+        for _ in 0..64 {
+            let up: Option<(String, String)> = stmt
+                .query_row([&at], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((parent, status)) = up else {
+                return Ok(None);
+            };
+            if let Some(status) = ExecStatus::parse(&status).filter(|s| !s.is_final()) {
+                return Ok(Some((parent, status)));
+            }
+            at = parent;
+        }
+        Ok(None)
     }
 
     /// `ids` and, at any depth, the child executions of their `workflow` nodes.

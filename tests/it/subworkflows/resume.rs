@@ -1,6 +1,8 @@
-//! `resume` of a parent whose children's files changed since they ran.
+//! `resume` of a parent whose children's files changed since they ran; a child's record kept while
+//! its parent runs.
 
 use super::{put, top_level_ids};
+use crate::support::serve::World;
 use crate::support::*;
 use serde_json::json;
 
@@ -71,4 +73,49 @@ fn a_changed_child_is_seen_through_a_reused_node() {
     let out = env.cmd(["resume", second.as_str()]);
     assert_success(&out, "resume of the resume");
     assert_eq!(stdout(&out).trim(), r#""v2""#, "{}", describe(&out));
+}
+
+/// A child execution is part of its parent's record: not deleted while the parent (at any
+/// depth) runs — by the CLI or the API — and deleted with it, or alone, once it has ended.
+#[test]
+fn a_child_is_not_deleted_while_its_parent_runs() {
+    let w = World::new();
+    w.save(
+        "child.json",
+        &json!({"id": "child", "nodes": [{"id": "say", "type": "template", "template": "hi"}]}),
+    );
+    w.save(
+        "parent.json",
+        &json!({"id": "parent", "nodes": [
+            {"id": "call", "type": "workflow", "workflow": "./child.json"},
+            {"id": "wait", "type": "delay", "ms": 30000, "after": ["call"]}]}),
+    );
+    let s = w.serve(&[]);
+    let parent = s.start("/api/workflows/parent/executions", &json!({}));
+    let rec = s.wait_until(&parent, "its delay running", |r| {
+        r["nodes"][1]["status"] == "running"
+    });
+    let child = rec["nodes"][0]["child_execution"]
+        .as_str()
+        .or_else(|| rec["children"][0]["id"].as_str())
+        .unwrap_or_else(|| panic!("no child in {rec}"))
+        .to_string();
+    let r = s.delete(&format!("/api/executions/{child}"));
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["error"], "not_finished", "{}", r.text);
+    assert_eq!(r.body["parent"], parent.as_str(), "{}", r.text);
+    let out = w.command().args(["delete", &child]).output().unwrap();
+    assert_code(&out, 2, "delete of a running parent's child");
+    assert!(
+        stderr(&out).contains(&format!("part of execution {parent}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.get(&format!("/api/executions/{child}")).status, 200);
+    let stopped = s.post(
+        &format!("/api/executions/{parent}/stop?wait=true"),
+        &json!({}),
+    );
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    assert_eq!(s.delete(&format!("/api/executions/{child}")).status, 200);
 }

@@ -56,6 +56,23 @@ impl ApiError {
         )
     }
 
+    /// `409`: the execution is a sub-workflow's, part of the record of `parent`, which is
+    /// queued or running.
+    pub fn part_of_unfinished(
+        id: &str,
+        parent: &str,
+        status: flowrun_events::ExecStatus,
+    ) -> ApiError {
+        ApiError::in_state(
+            "not_finished",
+            format!(
+                "execution {id} is part of execution {parent}, which is {status}: it can be deleted once that has ended (with it, or on its own)"
+            ),
+            status,
+        )
+        .with("parent", json!(parent))
+    }
+
     /// `409`: the execution's status (`status` in the body) does not allow what was asked.
     pub fn in_state(
         error: &'static str,

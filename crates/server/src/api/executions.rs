@@ -329,6 +329,9 @@ pub async fn delete(
         if !e.status.is_final() {
             return Err(ApiError::not_finished(&id, e.status));
         }
+        if let Some((parent, status)) = store.unfinished_ancestor(&id)? {
+            return Err(ApiError::part_of_unfinished(&id, &parent, status));
+        }
         store.delete(std::slice::from_ref(&id))?;
         Ok(id)
     })
