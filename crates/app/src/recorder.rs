@@ -54,11 +54,18 @@ pub fn metered(workflow: &flowrun_codegen::Workflow) -> HashSet<String> {
 /// `cache_write_tokens`; an LLM node has only `input_tokens`.
 fn tokens(out: &Value) -> (Option<i64>, Option<i64>) {
     let usage = out.get("usage");
-    let tok = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_i64);
+    // What the child or a mock says: a count below zero is none, and sums saturate (an
+    // overflow panicked in debug builds and wrapped negative in release).
+    let tok = |k: &str| {
+        usage
+            .and_then(|u| u.get(k))
+            .and_then(Value::as_i64)
+            .filter(|n| *n >= 0)
+    };
     let input = ["input_tokens", "cache_read_tokens", "cache_write_tokens"]
         .iter()
         .filter_map(|k| tok(k))
-        .reduce(|a, b| a + b);
+        .reduce(i64::saturating_add);
     (input, tok("output_tokens"))
 }
 
@@ -157,12 +164,13 @@ impl Sink for Recorder {
         if let Some(out) = spent.filter(|_| a_call && self.metered.contains(&d.node)) {
             let add = |a: Option<i64>, b: Option<i64>| match (a, b) {
                 (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
             };
             let (input, output) = tokens(&out);
             self.usage.input_tokens = add(self.usage.input_tokens, input);
             self.usage.output_tokens = add(self.usage.output_tokens, output);
-            match out.get("cost_usd").and_then(Value::as_f64) {
+            let cost = out.get("cost_usd").and_then(Value::as_f64);
+            match cost.filter(|c| c.is_finite() && *c >= 0.0) {
                 Some(c) => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0) + c),
                 // A mocked call made no request: it costs what its mock says, else nothing.
                 None if mocked => self.usage.cost_usd = Some(self.usage.cost_usd.unwrap_or(0.0)),
@@ -254,6 +262,10 @@ mod tests {
         let unknown = json!({"usage": {"input_tokens": null, "output_tokens": null}});
         assert_eq!(tokens(&unknown), (None, None));
         assert_eq!(tokens(&json!("text")), (None, None));
+        // What a node or a mock may say: no panic, no wrap, no negative count.
+        let huge = json!({"usage": {"input_tokens": i64::MAX, "cache_read_tokens": i64::MAX,
+                                    "output_tokens": -5}});
+        assert_eq!(tokens(&huge), (Some(i64::MAX), None));
     }
 
     #[test]
