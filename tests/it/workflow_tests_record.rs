@@ -285,3 +285,29 @@ fn record_from_mocks_the_node_that_runs_a_sub_workflow() {
     assert_eq!(code, 0, "the case replays offline: {err}\n{text}");
     assert_eq!(server.requests().len(), 1, "the replay made no request");
 }
+
+/// The test file a case is added to is read as every file flowrun reads: a pipe in its place is
+/// refused, not read for ever.
+#[test]
+fn record_from_into_a_pipe_is_refused_not_waited_on() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
+    );
+    let out = env.run_with(&env.path("w.json"), "{}", &[], &[]);
+    assert_code(&out, 0, "the run");
+    let id = env.only_execution_id();
+    nix::unistd::mkfifo(
+        &env.path("pipe.test.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = env.cmd(["test", "--record-from", &id, "pipe.test.yaml"]);
+    assert_code(&out, 2, "record-from into a pipe");
+    assert!(
+        stderr(&out).contains("pipe.test.yaml"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -361,9 +361,16 @@ fn write_case(file: &Path, workflow: &Path, name: &str, case: Value) -> Result<(
                 yaml_item(&case, 2)
             )
         };
-        return std::fs::write(file, text).map_err(|e| bad(e.to_string()));
+        // Created, never written through a file (or a link) that appeared since the look above.
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(|e| bad(e.to_string()));
     }
-    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+    let hint = "a test file is a .test.yaml, .test.yml or .test.json file";
+    let text = flowrun_codegen::read_text_file(file, "test file", hint).map_err(bad)?;
     let located = located::parse(&text, json).map_err(|(_, m)| bad(m))?;
     let names_it = located.value["workflow"].as_str().is_some_and(|w| {
         std::fs::canonicalize(dir.join(w)).ok() == std::fs::canonicalize(workflow).ok()
@@ -417,7 +424,8 @@ fn write_case(file: &Path, workflow: &Path, name: &str, case: Value) -> Result<(
         }
         t + &yaml_item(&case, indent)
     };
-    std::fs::write(file, text).map_err(|e| bad(e.to_string()))
+    // Whole or not at all: a crash or a full disk never leaves the user's file cut short.
+    crate::files::write_atomically(file, &text).map_err(|e| bad(e.to_string()))
 }
 
 fn yaml_scalar(s: &str) -> String {
