@@ -96,3 +96,12 @@ impl<V: Clone> Memo<V> {
         Ok(v)
     }
 }
+
+/// What a panic said (its `&str` or `String` payload), for a report of a bug.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}

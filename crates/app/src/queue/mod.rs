@@ -242,11 +242,7 @@ impl Executions {
                 Err(panic) => {
                     // A bug, not the workflow: record it rather than leave the row running and
                     // the queue one slot short.
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
+                    let what = crate::shared::panic_message(&*panic);
                     tracing::error!("execution {id}: {what}");
                     let err = ErrorInfo::of(
                         ErrorKind::InternalError,

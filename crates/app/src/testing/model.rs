@@ -139,6 +139,30 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
+    /// The result of a case whose run failed by a bug in flowrun (`what` it said): failed,
+    /// saying so.
+    pub(crate) fn broken(at: CaseRef, case: &Case, what: String) -> CaseResult {
+        CaseResult {
+            at,
+            name: case.name.clone(),
+            line: case.line,
+            verdict: Verdict::Failed,
+            skip_reason: None,
+            attempts: vec![Attempt {
+                execution_id: None,
+                status: None,
+                error: None,
+                error_expected: false,
+                duration_ms: 0.0,
+                failures: vec![Failure::Setup {
+                    message: format!("flowrun failed running this case (a bug): {what}"),
+                }],
+            }],
+            snapshot: None,
+            snapshot_write: None,
+        }
+    }
+
     /// The last attempt (the one that decided).
     pub fn last(&self) -> Option<&Attempt> {
         self.attempts.last()

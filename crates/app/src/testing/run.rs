@@ -208,17 +208,30 @@ pub async fn run(
     });
     let watching = ctx.live.watch(store.clone(), stop);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut cases = std::collections::HashMap::new();
     let lines = Turn::line(chosen.len())
         .into_iter()
         .zip(Turn::line(chosen.len()));
     for (&at, (prepare, run)) in chosen.iter().zip(lines) {
         let ctx = ctx.clone();
         let mut turns = Turns { prepare, run };
-        tasks.spawn(async move { run_case(&ctx, at, &mut turns).await });
+        let task = tasks.spawn(async move { run_case(&ctx, at, &mut turns).await });
+        cases.insert(task.id(), at);
     }
     let mut results = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        let r = done.expect("a case task does not panic");
+    while let Some(done) = tasks.join_next_with_id().await {
+        // A bug in one case (a panic) fails that case, not the suite and the others' reports.
+        let r = match done {
+            Ok((_, r)) => r,
+            Err(e) => {
+                let at = cases[&e.id()];
+                let what = match e.try_into_panic() {
+                    Ok(p) => crate::shared::panic_message(&*p),
+                    Err(e) => e.to_string(),
+                };
+                CaseResult::broken(at, &ctx.suite.files[at.file].cases[at.case], what)
+            }
+        };
         on_result(&r);
         results.push(r);
     }
