@@ -223,3 +223,49 @@ fn a_request_refused_before_its_body_is_read_closes_the_connection_and_says_so()
         assert!(text.contains("connection: close"), "{text}");
     }
 }
+
+/// A long execution's events are not all held in the server's memory (a `for_each` over a long
+/// list is two events an item): a viewer that joins late reads the first ones from the store,
+/// then the rest live, every event once and in order.
+#[test]
+fn a_late_viewer_of_a_long_execution_gets_every_event_in_order() {
+    let w = World::new();
+    w.save(
+        "many.json",
+        &json!({"id": "many", "nodes": [
+            {"id": "each", "type": "template", "template": "{{ item }}",
+             "for_each": "{{ trigger.items }}"},
+            {"id": "wait", "type": "delay", "ms": 5000, "after": ["each"]}]}),
+    );
+    let s = w.serve(&[]);
+    let items: Vec<u32> = (0..60_000).collect();
+    let id = s.start(
+        "/api/workflows/many/executions",
+        &json!({"trigger": {"items": items}}),
+    );
+    // Joins once the items have ended (their events are stored), while the execution runs.
+    crate::support::wait_for("the items' events", || {
+        let stored: i64 = w
+            .db()
+            .query_row(
+                "SELECT count(*) FROM events WHERE execution_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (stored > 120_001).then_some(())
+    });
+    let msgs = s.events(&id, None).read_to_end();
+    let seqs: Vec<u64> = msgs
+        .iter()
+        .filter(|m| m.event != "end")
+        .map(|m| m.seq())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let item_ends = msgs
+        .iter()
+        .filter(|m| m.event == "node_end" && m.json().get("item").is_some())
+        .count();
+    assert_eq!(item_ends, 60_000);
+    assert_eq!(msgs.last().unwrap().event, "end");
+}

@@ -228,7 +228,7 @@ async fn produce(app: AppState, id: String, after: u64, out: Outbox) {
     let status = match app.executions.live(&id) {
         Some(live) => {
             cur.live_done = Some(live.done());
-            follow_live(&live, &mut cur).await
+            follow_live(&app, &id, &live, &mut cur).await
         }
         None => follow_store(&app, &id, &mut cur).await,
     };
@@ -242,49 +242,110 @@ async fn produce(app: AppState, id: String, after: u64, out: Outbox) {
 }
 
 /// Follows an execution of this server. Returns its final status, or `None` if the client left.
-async fn follow_live(live: &Live, cur: &mut Cursor) -> Option<ExecStatus> {
-    let (backlog, mut rx) = live.subscribe(cur.last);
+/// Its events come from its live buffer, and those the buffer let go (a long execution's first
+/// ones) from the store first.
+async fn follow_live(
+    app: &AppState,
+    id: &str,
+    live: &Live,
+    cur: &mut Cursor,
+) -> Option<ExecStatus> {
     let done = live.done();
-    if !cur.send_all(&backlog).await {
-        return None;
-    }
-    while !cur.ended {
-        tokio::select! {
-            // What the channel holds goes first: the execution is marked done only after its
-            // last event and delta were pushed, and a delta left in the channel when `done`
-            // won the race would be lost (only events are in the buffer read below).
-            biased;
-            r = rx.recv() => match r {
-                Ok(env) if env.event.is_live_only() && env.seq <= cur.last => {
-                    if !cur.send_envelope(&env).await {
-                        return None;
-                    }
-                }
-                // (Checked: a client's `Last-Event-ID` may be the largest seq there is.)
-                Ok(env) if cur.last.checked_add(1) == Some(env.seq) && !env.event.is_live_only() => {
-                    if !cur.send_envelope(&env).await {
-                        return None;
-                    }
-                }
-                Ok(env) if env.seq <= cur.last => {}
-                // A gap (cannot happen while the buffer and the channel agree) or a slow reader
-                // that lagged: the buffer has every event, and the text streamed so far.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !cur.send_all(&live.catch_up(cur.last)).await {
-                        return None;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            _ = wait_done(done.clone()) => break,
-            _ = cur.out.closed() => return None,
+    'follow: loop {
+        if !from_store_until_kept(app, id, live, cur).await {
+            return None;
         }
+        let Some((backlog, mut rx)) = live.subscribe(cur.last) else {
+            continue;
+        };
+        if !cur.send_all(&backlog).await {
+            return None;
+        }
+        while !cur.ended {
+            tokio::select! {
+                // What the channel holds goes first: the execution is marked done only after its
+                // last event and delta were pushed, and a delta left in the channel when `done`
+                // won the race would be lost (only events are in the buffer read below).
+                biased;
+                r = rx.recv() => match r {
+                    Ok(env) if env.event.is_live_only() && env.seq <= cur.last => {
+                        if !cur.send_envelope(&env).await {
+                            return None;
+                        }
+                    }
+                    // (Checked: a client's `Last-Event-ID` may be the largest seq there is.)
+                    Ok(env) if cur.last.checked_add(1) == Some(env.seq) && !env.event.is_live_only() => {
+                        if !cur.send_envelope(&env).await {
+                            return None;
+                        }
+                    }
+                    Ok(env) if env.seq <= cur.last => {}
+                    // A gap (cannot happen while the buffer and the channel agree) or a slow
+                    // reader that lagged: the buffer has the events since, and the text
+                    // streamed so far — or, if it let some go meanwhile, the store has them.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match live.catch_up(cur.last) {
+                            Some(list) => {
+                                if !cur.send_all(&list).await {
+                                    return None;
+                                }
+                            }
+                            None => continue 'follow,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = wait_done(done.clone()) => break,
+                _ = cur.out.closed() => return None,
+            }
+        }
+        break;
     }
-    // Ended: whatever is still in the buffer (events pushed just before `done`).
-    if !cur.send_all(&live.since(cur.last)).await {
-        return None;
+    // Ended: whatever is still in the buffer (events pushed just before `done`); the store has
+    // everything by now if the buffer let some of it go.
+    match live.since(cur.last) {
+        Some(list) => {
+            if !cur.send_all(&list).await {
+                return None;
+            }
+        }
+        None => return follow_store(app, id, cur).await,
     }
     wait_done(done).await
+}
+
+/// Sends what the store has of the events the live buffer let go, up to the first it keeps.
+/// False when the client left.
+async fn from_store_until_kept(app: &AppState, id: &str, live: &Live, cur: &mut Cursor) -> bool {
+    while cur.last.saturating_add(1) < live.first_kept() {
+        let store = app.store.clone();
+        let idc = id.to_string();
+        let after = cur.last;
+        let Ok(events) =
+            blocking(move || Ok(store.lock().events_text(&idc, after, PAGE_BYTES)?)).await
+        else {
+            return false;
+        };
+        if events.is_empty() {
+            if live.done().borrow().is_some() {
+                // Ended, and the store does not have them: it failed to write them (the
+                // execution's record says so). What it has comes next.
+                cur.last = live.first_kept() - 1;
+                return true;
+            }
+            // Not written yet (the store was busy): it will be.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = cur.out.closed() => return false,
+            }
+        }
+        for (seq, kind, text) in events {
+            if !cur.send(seq, &kind, stored_json(seq, id, &text)).await {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The event JSON as `--events jsonl` prints it, from a stored event: the envelope fields, then

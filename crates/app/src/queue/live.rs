@@ -6,9 +6,12 @@ use crate::SharedStore;
 use flowrun_events::{Envelope, Event, ExecStatus, Part, now_ms};
 use flowrun_executor::{Sink, StopReason};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
+
+/// What follows a subscriber's backlog: every later event and delta.
+pub type Subscription = broadcast::Receiver<Arc<Envelope>>;
 
 /// Events of one execution as they happen.
 pub struct Live {
@@ -31,7 +34,12 @@ enum FinalRecord {
 }
 
 struct LiveState {
-    events: Vec<Arc<Envelope>>,
+    /// The latest events: at most [`MAX_KEPT_BYTES`] of them by [`approx_bytes`] (and at least
+    /// [`MIN_KEPT`]); what came before is in the store ([`Live::first_kept`]).
+    events: VecDeque<Arc<Envelope>>,
+    kept_bytes: usize,
+    /// The `seq` of `events[0]` (events are numbered 1, 2, 3, …).
+    first: u64,
     /// The text streamed so far by each node (or item or iteration) that streams now, for
     /// viewers that join while it arrives; gone at the node's end.
     streams: BTreeMap<(String, Option<Part>), String>,
@@ -39,6 +47,47 @@ struct LiveState {
 
 /// The most streamed text of one node kept for viewers that join late.
 const MAX_STREAM_KEPT: usize = 1 << 20;
+
+/// What the events of one execution kept in memory may hold, by [`approx_bytes`]: the log cap
+/// bounds its log lines, but not the starts and ends of its items and iterations (a `for_each`
+/// over a list of a million is two million events). A viewer that joins later reads the events
+/// let go from the store, which has them by then.
+const MAX_KEPT_BYTES: usize = 16 << 20;
+
+/// Events kept whatever their size: the last moments of an execution, which the store may not
+/// have written yet.
+const MIN_KEPT: usize = 4096;
+
+/// What an event holds on the heap, roughly: its strings and a fixed part.
+fn approx_bytes(env: &Envelope) -> usize {
+    let error = |e: &Option<flowrun_events::ErrorInfo>| {
+        e.as_ref().map_or(0, |e| {
+            e.kind.len() + e.message.len() + e.traceback.as_ref().map_or(0, String::len)
+        })
+    };
+    let own = match &env.event {
+        Event::ExecutionStart { nodes, .. } => nodes.iter().map(|n| n.len() + 24).sum(),
+        Event::NodeStart { node, .. } => node.len(),
+        Event::NodeEnd {
+            node,
+            output_preview,
+            error: e,
+            reason,
+            ..
+        } => {
+            node.len()
+                + output_preview.as_ref().map_or(0, String::len)
+                + reason.as_ref().map_or(0, String::len)
+                + error(e)
+        }
+        Event::Log { node, line, .. } => node.as_ref().map_or(0, String::len) + line.len(),
+        Event::NodeDelta { node, text, .. } => node.len() + text.len(),
+        Event::ExecutionEnd {
+            error: e, output, ..
+        } => error(e) + output.as_ref().map_or(0, |o| o.to_string().len()),
+    };
+    own + env.execution_id.len() + 160
+}
 
 /// Events kept past which the memory an execution held is given back to the system after it
 /// ends ([`Live::trim_after`]): ~200 bytes each on the heap, so 10,000 are ~2 MB.
@@ -60,7 +109,9 @@ impl Live {
         let live = Arc::new(Live {
             id: id.to_string(),
             state: Mutex::new(LiveState {
-                events: Vec::new(),
+                events: VecDeque::new(),
+                kept_bytes: 0,
+                first: 1,
                 streams: BTreeMap::new(),
             }),
             tx: broadcast::channel(1024).0,
@@ -92,7 +143,14 @@ impl Live {
             }
             _ => {}
         }
-        st.events.push(env.clone());
+        st.kept_bytes += approx_bytes(&env);
+        st.events.push_back(env.clone());
+        while st.kept_bytes > MAX_KEPT_BYTES && st.events.len() > MIN_KEPT {
+            if let Some(old) = st.events.pop_front() {
+                st.kept_bytes = st.kept_bytes.saturating_sub(approx_bytes(&old));
+                st.first += 1;
+            }
+        }
         // No receiver is fine: the buffer has it.
         let _ = self.tx.send(env);
     }
@@ -133,7 +191,11 @@ impl Live {
             /// A round of trims runs; `AGAIN`: start it over (another large execution ended).
             static RUNNING: AtomicBool = AtomicBool::new(false);
             static AGAIN: AtomicBool = AtomicBool::new(false);
-            if crate::lock(&self.state).events.len() < TRIM_AFTER_EVENTS {
+            let had = {
+                let st = crate::lock(&self.state);
+                (st.first - 1) as usize + st.events.len()
+            };
+            if had < TRIM_AFTER_EVENTS {
                 return;
             }
             AGAIN.store(true, Ordering::SeqCst);
@@ -169,22 +231,29 @@ impl Live {
     }
 
     /// The events after `after` so far, then the text streamed so far by what streams now
-    /// (`node_delta` with `so_far`), and a receiver for every later event and delta.
+    /// (`node_delta` with `so_far`), and a receiver for every later event and delta. `None`
+    /// when events after `after` were let go ([`Live::first_kept`]): read them from the store
+    /// first.
     pub fn subscribe(
         &self,
         after: u64,
-    ) -> (Vec<Arc<Envelope>>, broadcast::Receiver<Arc<Envelope>>) {
+    ) -> Option<(Vec<Arc<Envelope>>, Subscription)> {
         let st = crate::lock(&self.state);
         let rx = self.tx.subscribe();
-        let mut backlog = Self::tail(&st.events, after);
+        let mut backlog = Self::tail(&st, after)?;
         backlog.extend(self.so_far(&st));
-        (backlog, rx)
+        Some((backlog, rx))
+    }
+
+    /// The first event kept in memory: those before it are read from the store.
+    pub fn first_kept(&self) -> u64 {
+        crate::lock(&self.state).first
     }
 
     /// The text streamed so far by each node that streams now, as `node_delta` events with
     /// `so_far` (their `seq` is the last event's).
     fn so_far(&self, st: &LiveState) -> Vec<Arc<Envelope>> {
-        let seq = st.events.len() as u64;
+        let seq = st.first - 1 + st.events.len() as u64;
         st.streams
             .iter()
             .map(|((node, part), text)| {
@@ -205,24 +274,27 @@ impl Live {
             .collect()
     }
 
-    /// After a lag: the events after `after` and the text streamed so far, as at subscribing.
-    pub fn catch_up(&self, after: u64) -> Vec<Arc<Envelope>> {
+    /// After a lag: the events after `after` and the text streamed so far, as at subscribing
+    /// (`None`: some were let go, as for [`Live::subscribe`]).
+    pub fn catch_up(&self, after: u64) -> Option<Vec<Arc<Envelope>>> {
         let st = crate::lock(&self.state);
-        let mut list = Self::tail(&st.events, after);
+        let mut list = Self::tail(&st, after)?;
         list.extend(self.so_far(&st));
-        list
+        Some(list)
     }
 
-    /// The events after `after` so far.
-    pub fn since(&self, after: u64) -> Vec<Arc<Envelope>> {
-        let st = crate::lock(&self.state);
-        Self::tail(&st.events, after)
+    /// The events after `after` so far (`None`: some were let go).
+    pub fn since(&self, after: u64) -> Option<Vec<Arc<Envelope>>> {
+        Self::tail(&crate::lock(&self.state), after)
     }
 
-    fn tail(events: &[Arc<Envelope>], after: u64) -> Vec<Arc<Envelope>> {
-        // seq is 1, 2, 3, … so event n sits at index n - 1.
-        let start = (after as usize).min(events.len());
-        events[start..].to_vec()
+    fn tail(st: &LiveState, after: u64) -> Option<Vec<Arc<Envelope>>> {
+        // seq is 1, 2, 3, …: event n sits at index n - first.
+        if after.saturating_add(1) < st.first {
+            return None;
+        }
+        let start = ((after + 1 - st.first) as usize).min(st.events.len());
+        Some(st.events.range(start..).cloned().collect())
     }
 
     /// Becomes `Some(status)` once the execution has ended and the store holds its final state.
@@ -296,5 +368,58 @@ impl Sink for LiveSink {
     }
     fn delta(&mut self, envelope: &Envelope) {
         self.0.push_delta(envelope.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowrun_events::Stream;
+
+    fn log(seq: u64, bytes: usize) -> Envelope {
+        Envelope {
+            seq,
+            execution_id: "e".into(),
+            event: Event::Log {
+                node: Some("n".into()),
+                stream: Stream::Stdout,
+                level: None,
+                line: "x".repeat(bytes),
+                ts: 0,
+                item: None,
+                iteration: None,
+            },
+        }
+    }
+
+    /// The buffer keeps the latest events up to its budget (and at least [`MIN_KEPT`]); a
+    /// subscriber from before them is sent to the store, one from within them gets the rest.
+    #[test]
+    fn the_buffer_keeps_the_latest_events_within_its_budget() {
+        let (live, _stop) = Live::new("e");
+        let n = 3 * MIN_KEPT as u64;
+        for seq in 1..=n {
+            live.push(log(seq, 2000));
+        }
+        let first = live.first_kept();
+        assert!(first > 1, "nothing let go");
+        let st = crate::lock(&live.state);
+        assert!(st.kept_bytes <= MAX_KEPT_BYTES, "{}", st.kept_bytes);
+        assert_eq!(st.first - 1 + st.events.len() as u64, n);
+        drop(st);
+        assert!(live.subscribe(0).is_none());
+        assert!(live.catch_up(first - 2).is_none());
+        let (backlog, _rx) = live.subscribe(first - 1).unwrap();
+        assert_eq!(backlog.first().map(|e| e.seq), Some(first));
+        assert_eq!(backlog.last().map(|e| e.seq), Some(n));
+        assert_eq!(live.since(n - 1).unwrap().len(), 1);
+        assert!(live.since(n).unwrap().is_empty());
+        // Small events: all kept.
+        let (small, _stop) = Live::new("s");
+        for seq in 1..=1000 {
+            small.push(log(seq, 10));
+        }
+        assert_eq!(small.first_kept(), 1);
+        assert_eq!(small.subscribe(0).unwrap().0.len(), 1000);
     }
 }

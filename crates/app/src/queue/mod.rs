@@ -2,10 +2,12 @@
 //! FIFO order, each with a live event buffer that SSE clients follow.
 //!
 //! Every execution started here has a [`Live`] from the moment its row is written until it has
-//! ended and its final state is in the store. The `Live` keeps every event of the execution in
-//! memory (bounded by the executor's log cap) next to a broadcast channel: a subscriber copies
-//! the buffer and subscribes under one lock, so it misses nothing and sees nothing twice, even
-//! for events the recorder has not written to the store yet (it batches log lines).
+//! ended and its final state is in the store. The `Live` keeps the execution's latest events in
+//! memory (~16 MiB of them at most, and the last 4,096 whatever their size) next to a broadcast
+//! channel: a subscriber copies the buffer and subscribes under one lock, so it misses nothing
+//! and sees nothing twice, even for events the recorder has not written to the store yet (it
+//! batches log lines); the events before those kept, the store has, and a late subscriber
+//! reads them there first (`crates/server/src/sse.rs`).
 //!
 //! Locks: `Executions::inner` may be held while the store is locked, never the other way round.
 
