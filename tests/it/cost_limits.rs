@@ -362,3 +362,61 @@ fn a_resume_counts_what_its_reused_outputs_cost() {
         "{err}"
     );
 }
+
+/// A cost limit holds only if every call counts: an `llm` node whose model has no price (not in
+/// the table, no `price`) is refused under one — the workflow's, or one given for the run —
+/// where its calls counted nothing and the run ended `success` past the limit.
+#[test]
+fn a_cost_limit_refuses_a_model_without_a_price() {
+    let env = Env::new();
+    let node = |price: Option<Value>| {
+        let mut n = json!({ "id": "ask", "type": "llm", "provider": "groq",
+            "model": "my-unpriced-model", "connection": "groq",
+            "messages": [ { "role": "user", "content": "hi" } ] });
+        if let Some(p) = price {
+            n["price"] = p;
+        }
+        n
+    };
+    let wf = |limit: Option<f64>, price: Option<Value>| {
+        let mut w = json!({ "id": "unpriced", "connections": { "groq": { "env": "GROQ_API_KEY" } },
+            "nodes": [node(price)] });
+        if let Some(l) = limit {
+            w["max_cost_usd"] = json!(l);
+        }
+        w
+    };
+    let limited = env.write_workflow("limited.json", &wf(Some(0.01), None));
+    let out = env.cmd(["validate", limited.to_str().unwrap()]);
+    assert_code(&out, 2, "validate under a limit");
+    let err = stderr(&out);
+    assert!(
+        err.contains("'my-unpriced-model' has no price") && err.contains("ask"),
+        "{err}"
+    );
+    let free = env.write_workflow("free.json", &wf(None, None));
+    assert_code(
+        &env.cmd(["validate", free.to_str().unwrap()]),
+        0,
+        "no limit",
+    );
+    let out = env.cmd(["run", free.to_str().unwrap(), "--max-cost-usd", "0.01"]);
+    assert_code(&out, 2, "a limit for the run");
+    assert!(
+        stderr(&out).contains("node 'ask': model 'my-unpriced-model'"),
+        "{}",
+        describe(&out)
+    );
+    let priced = env.write_workflow(
+        "priced.json",
+        &wf(
+            Some(0.01),
+            Some(json!({ "input_per_mtok": 0, "output_per_mtok": 0 })),
+        ),
+    );
+    assert_code(
+        &env.cmd(["validate", priced.to_str().unwrap()]),
+        0,
+        "priced by the node",
+    );
+}

@@ -35,6 +35,7 @@ pub use locate::{Seg, path_text};
 pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;
+pub use prices::{unpriced_llm_nodes, unpriced_message};
 pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh};
 pub use source::{
     Format, MAX_FILE_BYTES, NodeProblem, Source, load_file, may_be_workflow, parse_str,

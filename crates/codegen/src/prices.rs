@@ -35,6 +35,29 @@ pub(crate) fn lookup(provider: &str, model: &str) -> Option<Price> {
     })
 }
 
+/// The `llm` nodes of `wf` whose calls have no price (no `price`, and their model is not in
+/// the table): under a cost limit they would count nothing, and the limit would not hold.
+pub fn unpriced_llm_nodes(wf: &crate::model::Workflow) -> Vec<(&str, &str)> {
+    wf.nodes
+        .iter()
+        .filter_map(|node| match &node.kind {
+            crate::model::NodeKind::Llm(n)
+                if n.price.is_none() && lookup(&n.provider, &n.model).is_none() =>
+            {
+                Some((node.id.as_str(), n.model.as_str()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a cost limit needs of an unpriced `llm` node's model, in words.
+pub fn unpriced_message(model: &str) -> String {
+    format!(
+        "model '{model}' has no price in flowrun's table, so its calls would count nothing toward the cost limit (max_cost_usd): give the node `price: {{input_per_mtok: …, output_per_mtok: …}}` (0 for a free local model)"
+    )
+}
+
 /// Every model listed for `provider`, as the table has it (`model: [input, output,
 /// cache_read?, cache_write?]`), for agent nodes: the model an agent CLI uses is known only when
 /// it runs, so its node gets the whole section and looks the model up then.

@@ -215,6 +215,19 @@ pub fn prepare(
             flowrun_codegen::Diagnostic::new(message).into(),
         ));
     }
+    // A limit given for the run (the workflow's own is checked with the workflow) holds only if
+    // every call counts.
+    if options.max_cost_usd.is_some()
+        && let Some((node, model)) = flowrun_codegen::unpriced_llm_nodes(&plan.workflow).first()
+    {
+        let message = format!(
+            "node '{node}': {}",
+            flowrun_codegen::unpriced_message(model)
+        );
+        return Err(RunError::Invalid(
+            flowrun_codegen::Diagnostic::new(message).into(),
+        ));
+    }
     // A name with '=' would reach a cold child as another variable (`A=B=v` is `A`) and make a
     // warm one fail; a NUL cannot be passed at all.
     if let Some((name, _)) = options

@@ -321,6 +321,9 @@ pub(crate) fn compile(node: &Node, wf: &Workflow) -> Result<Params, Vec<Diagnost
             let price = n
                 .price
                 .or_else(|| crate::prices::lookup(&n.provider, &n.model));
+            if price.is_none() && wf.max_cost_usd.is_some() {
+                c.error("model", crate::prices::unpriced_message(&n.model));
+            }
             let mut params = dict([
                 ("provider", Data::from(n.provider.as_str())),
                 ("model", Data::from(n.model.as_str())),
