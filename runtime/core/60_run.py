@@ -114,6 +114,8 @@ class _Run(object):
         self.paused = None
         self.cost_usd = 0.0
         self.cost_warned = False
+        # The node whose cost took the total past max_cost_usd, if one did (66_limits.py).
+        self.cost_crossed_by = None
         # Held by sub-workflows running now (66_limits.py, _cost_reserve): what each may spend.
         self.cost_reserved = 0.0
         self.children_running = 0

@@ -97,11 +97,17 @@ def _cost_limit(run, node):
         return
     with _STATE.run_lock:
         total = run.cost_usd
-    if total >= float(limit):
+    if total >= float(limit) - _cost_slack(float(limit)):
         run.fatal = True
         raise NodeError("the execution's cost reached $%.6f, its limit (max_cost_usd) is $%.6f: "
                         "node '%s' was not started" % (total, float(limit), node["id"]),
                         "CostLimit")
+
+
+def _cost_slack(limit):
+    """How far a sum of costs may be from the limit and still count as at it: ten calls of
+    $0.10 add up to 0.9999999999999999, which has reached $1."""
+    return 1e-9 * max(1.0, limit)
 
 
 def _cost_overrun(run):
@@ -110,17 +116,19 @@ def _cost_overrun(run):
     last call cost more than was left.  They were paid for; the execution did not stay within
     its limit, and does not end `success`.  None when it did."""
     limit = run.workflow.get("max_cost_usd")
-    if limit is None:
+    if limit is None or run.workflow.get("cost_limit_is_share"):
+        # A parent's share (this is its sub-workflow): the parent counts what was spent against
+        # its own limit, and answers for a total past that.
         return None
     limit = float(limit)
     with _STATE.run_lock:
         total = run.cost_usd
-    if not total > limit + 1e-9 * max(1.0, limit):
+    if not total > limit + _cost_slack(limit):
         return None
     return {"node": None, "type": "CostLimit", "traceback": "",
-            "message": "the execution's cost reached $%.6f, past its limit (max_cost_usd) of "
-                       "$%.6f: the calls that were running when it was reached finished"
-                       % (total, limit)}
+            "message": "the execution's cost ended at $%.6f, past its limit (max_cost_usd) of "
+                       "$%.6f: calls that started below the limit ended past it (node '%s' "
+                       "took the total past it)" % (total, limit, run.cost_crossed_by)}
 
 
 def _cost_reused(run, node, pin):
@@ -129,13 +137,12 @@ def _cost_reused(run, node, pin):
     runner says what a `workflow` node's children spent (`spent_usd`); an llm or agent output
     says it itself."""
     spent = pin.get("spent_usd")
-    if spent is not None:
-        _cost_add(run, node, {"cost_usd": spent})
-        return
     output = pin.get("output")
     # A for_each node reused whole: its output is its items'.
-    for one in (output if isinstance(output, list) else [output]):
-        _cost_add(run, node, one)
+    for one in ([{"cost_usd": spent}] if spent is not None
+                else output if isinstance(output, list) else [output]):
+        # The warning threshold, if crossed, was said when the money was spent.
+        _cost_add(run, node, one, warn=False)
 
 
 def _cost_reserve(run, node):
@@ -169,21 +176,25 @@ def _cost_release(run, share):
         run.children_running -= 1
 
 
-def _cost_add(run, node, output):
+def _cost_add(run, node, output, warn=True):
     """Counts a metered call's cost; warns once when the total reaches warn_cost_usd."""
     if node.get("type") not in _METERED_TYPES or not isinstance(output, dict):
         return
     cost = output.get("cost_usd")
     if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
         return
-    warn = run.workflow.get("warn_cost_usd")
+    threshold = run.workflow.get("warn_cost_usd")
+    limit = run.workflow.get("max_cost_usd")
     with _STATE.run_lock:
         run.cost_usd += float(cost)
         total = run.cost_usd
-        crossed = warn is not None and not run.cost_warned and total >= float(warn)
+        if (limit is not None and run.cost_crossed_by is None
+                and total > float(limit) + _cost_slack(float(limit))):
+            run.cost_crossed_by = node["id"]
+        crossed = threshold is not None and not run.cost_warned and total >= float(threshold)
         if crossed:
             run.cost_warned = True
-    if crossed:
+    if crossed and warn:
         emit_log(node["id"], "warning",
                  "the execution's cost reached $%.6f, past its warning threshold "
-                 "(warn_cost_usd) of $%.6f" % (total, float(warn)))
+                 "(warn_cost_usd) of $%.6f" % (total, float(threshold)))

@@ -87,7 +87,8 @@ pub fn again_error(e: AgainError) -> Exit {
         }
         AgainError::NotFinished { .. }
         | AgainError::Invalid(_)
-        | AgainError::OtherWorkflow { .. } => Exit::new(USAGE, e.to_string()),
+        | AgainError::OtherWorkflow { .. }
+        | AgainError::TestCase(_) => Exit::new(USAGE, e.to_string()),
     }
 }
 

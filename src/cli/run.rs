@@ -395,6 +395,14 @@ pub fn pause(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
                 format!("execution {id} is {status}, not running: there is nothing to pause"),
             ));
         }
+        PauseOutcome::Ended(ExecStatus::Paused)
+            if store
+                .execution(&id)
+                .is_ok_and(|e| e.mode == flowrun_app::testing::run::MODE) =>
+        {
+            // Its mocks are not stored: a resume would make the calls they stood for.
+            out!("execution {id} paused: a case of a workflow test, which its suite reports")
+        }
         PauseOutcome::Ended(ExecStatus::Paused) => {
             out!("execution {id} paused; continue it with: flowrun resume {id}")
         }

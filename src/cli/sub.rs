@@ -97,6 +97,11 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         Err(d) => return not_started("Invalid", d.to_string()),
     };
     let own_limit = source.workflow.max_cost_usd;
+    // Whether the limit the child runs with is the parent's share (a child refused a call by
+    // its own lower limit fails its node; by the parent's, its parent).
+    let limit_from_parent = args
+        .max_cost_usd
+        .is_some_and(|left| own_limit.is_none_or(|own| left <= own));
     let options = RunOptions {
         python: args.python,
         kill_grace_ms: args.kill_grace_ms,
@@ -110,6 +115,7 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
                 .max_cost_usd
                 .map_or(left, |own| own.min(left))
         }),
+        cost_limit_is_share: limit_from_parent,
         mode: args.mode,
         parent: Some((args.parent.clone(), Relation::Sub)),
         sub: Some(SubCall {
@@ -146,12 +152,8 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let o = finished.outcome;
     let error: Option<ErrorInfo> = o.error;
     // What the child and its own children spent, as recorded: the parent counts it against
-    // its own limit. And whether the limit the child ran with was the parent's share (a child
-    // refused a call by its own lower limit fails its node; by the parent's, its parent).
+    // its own limit.
     let cost = flowrun_app::subflow::family_cost(&store.lock(), &id);
-    let limit_from_parent = args
-        .max_cost_usd
-        .is_some_and(|left| own_limit.is_none_or(|own| left <= own));
     // Paused with its parent (whose resume runs it again), or on its own (`flowrun pause
     // CHILD`): the parent's node fails then, and the child waits for its own resume.
     let parent_pausing = o.status == ExecStatus::Paused

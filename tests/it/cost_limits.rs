@@ -420,3 +420,121 @@ fn a_cost_limit_refuses_a_model_without_a_price() {
         "priced by the node",
     );
 }
+
+/// A sub-workflow's limit is its share of what its parent has left: its calls stop there, but
+/// a total past the share is the parent's to answer for, against its own limit. Two children
+/// (room for four side by side) spending $0.10 each under a parent's $0.30 succeed.
+#[test]
+fn children_past_their_share_but_within_the_parents_limit_succeed() {
+    let env = Env::new();
+    let server = priced_server();
+    let ask = |id: &str, after: &[&str]| {
+        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+                "connection": "groq", "after": after,
+                "messages": [ { "role": "user", "content": "hi" } ] })
+    };
+    env.write_workflow(
+        "two.json",
+        &json!({ "id": "two", "connections": { "groq": { "env": "GROQ_API_KEY" } },
+            "nodes": [ask("a", &[]), ask("b", &["a"])] }),
+    );
+    let parent = env.write_workflow(
+        "fan.json",
+        &json!({ "id": "fan", "max_cost_usd": 0.3, "nodes": [
+            { "id": "each", "type": "workflow", "workflow": "./two.json",
+              "for_each": [1, 2], "max_concurrent": 4 } ]}),
+    );
+    let out = run_priced(&env, &parent, &server, &["--inherit-env"]);
+    assert_code(&out, 0, "$0.20 spent of $0.30");
+    assert_eq!(server.requests().len(), 4, "{}", describe(&out));
+}
+
+/// Costs add up in binary floating point: eight calls of $0.05 are 0.39999999999999997, which
+/// has reached a limit of $0.40: the ninth is refused, not made.
+#[test]
+fn a_limit_reached_by_a_sum_of_costs_is_reached_whatever_the_rounding() {
+    let env = Env::new();
+    let server = priced_server();
+    let wf = env.write_workflow(
+        "nine.json",
+        &json!({ "id": "nine", "max_cost_usd": 0.4,
+            "connections": { "groq": { "env": "GROQ_API_KEY" } },
+            "nodes": [{ "id": "ask", "type": "llm", "provider": "groq",
+                "model": "llama-3.1-8b-instant", "connection": "groq",
+                "for_each": [1, 2, 3, 4, 5, 6, 7, 8, 9],
+                "messages": [ { "role": "user", "content": "hi {{ item }}" } ] }] }),
+    );
+    let out = run_priced(&env, &wf, &server, &[]);
+    assert_code(&out, 1, "the ninth call is past the limit");
+    assert_eq!(server.requests().len(), 8, "{}", describe(&out));
+}
+
+/// A resume of a resume counts a reused `for_each` of sub-workflows item by item, each where it
+/// ran: the first resume reused three items from the first run and ran one itself.
+#[test]
+fn a_resume_of_a_resume_counts_every_reused_item_where_it_ran() {
+    let env = Env::new();
+    let server = priced_server();
+    let (open1, open2) = (env.path("open1"), env.path("open2"));
+    let ask = |id: &str, after: &str| {
+        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+                "connection": "groq", "after": [after],
+                "messages": [ { "role": "user", "content": "hi" } ] })
+    };
+    let gate = |id: &str, file: &std::path::Path, when: &str| {
+        json!({ "id": id, "type": "code", "code": format!(
+            "import os\nif {when} and not os.path.exists({:?}):\n    raise ValueError('closed')\nreturn 1",
+            file.display().to_string()) })
+    };
+    let mut check = gate("check", &open1, "trigger['n'] == 2");
+    check["after"] = json!([]);
+    env.write_workflow(
+        "item.json",
+        &json!({ "id": "item", "connections": { "groq": { "env": "GROQ_API_KEY" } },
+            "nodes": [check, ask("ask", "check")] }),
+    );
+    let mut second = gate("gate", &open2, "True");
+    second["after"] = json!(["each"]);
+    let wf = env.write_workflow(
+        "top.json",
+        &json!({ "id": "top", "max_cost_usd": 0.2,
+        "connections": { "groq": { "env": "GROQ_API_KEY" } },
+        "nodes": [
+            { "id": "each", "type": "workflow", "workflow": "./item.json",
+              "for_each": [0, 1, 2, 3], "fail_fast": false, "inputs": { "n": "{{ item }}" } },
+            second,
+            ask("last", "gate"),
+        ]}),
+    );
+    assert_code(
+        &run_priced(&env, &wf, &server, &["--inherit-env"]),
+        1,
+        "item 2 fails",
+    );
+    let resume = |what: &str| {
+        let top = env
+            .execution_ids()
+            .into_iter()
+            .filter(|id| env.execution(id).workflow_id == "top")
+            .last()
+            .unwrap();
+        let out = env
+            .command()
+            .args(["resume", &top, "--inherit-env"])
+            .envs(groq_env(&server))
+            .output()
+            .unwrap();
+        assert_code(&out, 1, what);
+    };
+    std::fs::write(&open1, "").unwrap();
+    resume("the gate fails");
+    assert_eq!(server.requests().len(), 4, "three items, then the fourth");
+    std::fs::write(&open2, "").unwrap();
+    // $0.20 spent by the four children: `last` would start at the limit.
+    resume("the last call is past the limit");
+    assert_eq!(server.requests().len(), 4);
+    let last = env.execution_ids().pop().unwrap();
+    let err = env.execution(&last).error.unwrap();
+    assert_eq!(err["type"], "CostLimit", "{err}");
+    assert_eq!(err["node"], "last", "{err}");
+}

@@ -203,4 +203,11 @@ fn a_case_stopped_from_another_terminal_ends_at_once_and_the_suite_goes_on() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("✗ slow.test.yaml:3 › stuck"), "{text}");
     assert_eq!(env.execution_ids().len(), 2, "the next case ran: {text}");
+    // Its mocks (none here) are not stored: it is not resumed or run again on its own.
+    for again in ["resume", "rerun"] {
+        let out = env.command().args([again, &id]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{again}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("was a case of a workflow test"), "{err}");
+    }
 }

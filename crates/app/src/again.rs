@@ -72,6 +72,12 @@ pub enum AgainError {
         given: String,
         file: String,
     },
+    /// A case of a workflow test ran with mocks, which are not stored: run again or resumed
+    /// without them it would make the calls they stood for, and reuse mocked outputs as real.
+    #[error(
+        "execution {0} was a case of a workflow test, run with mocks that are not stored: it cannot be run again or resumed on its own; run its test again"
+    )]
+    TestCase(String),
 }
 
 /// The shared part of `rerun` and `resume` (CLI and HTTP API): finds the earlier execution
@@ -93,6 +99,9 @@ pub fn plan_again(
             id,
             status: previous.status,
         });
+    }
+    if previous.mode == crate::testing::run::MODE {
+        return Err(AgainError::TestCase(id));
     }
     let previous_definition = store
         .snapshot(&previous.snapshot_hash)?
@@ -261,8 +270,31 @@ fn with_childrens_spending(
             .any(|n| n.id == node && matches!(n.kind, NodeKind::Workflow(_)))
     };
     let made_by = |pin: &flowrun_codegen::Pin| pin.from_execution.clone().unwrap_or(id.into());
+    let looping = |node: &str| {
+        plan.workflow
+            .node(node)
+            .is_some_and(|n| n.for_each.is_some())
+    };
     for (node, pin) in r.pins.iter_mut().filter(|(n, _)| spawns(n)) {
-        pin.spent_usd = crate::subflow::spent_by_node(store, &made_by(pin), node, None);
+        let ran = made_by(pin);
+        pin.spent_usd = if looping(node) {
+            // Item by item, each where it ran: the execution that ran the node may have reused
+            // some of its items from an earlier one (a resume of a resume).
+            let items = store.nodes(&ran).unwrap_or_default();
+            items
+                .iter()
+                .filter(|row| row.node_id == *node)
+                .filter_map(|row| match row.part {
+                    Some(flowrun_events::Part::Item(i)) => {
+                        let at = row.from_execution.as_deref().unwrap_or(&ran);
+                        crate::subflow::spent_by_node(store, at, node, Some(u64::from(i)))
+                    }
+                    _ => None,
+                })
+                .reduce(|a, b| a + b)
+        } else {
+            crate::subflow::spent_by_node(store, &ran, node, None)
+        };
     }
     for (node, items) in r.items.iter_mut().filter(|(n, _)| spawns(n)) {
         for (i, pin) in items.iter_mut() {

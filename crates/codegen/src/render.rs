@@ -123,6 +123,9 @@ pub struct RenderOptions {
     pub break_before: Vec<String>,
     /// Overrides the workflow's `max_cost_usd`.
     pub max_cost_usd: Option<f64>,
+    /// That limit is a parent's share for a sub-workflow: a call may not start past it, and
+    /// the parent, not the child, answers for a total that ends past it.
+    pub cost_limit_is_share: bool,
 }
 
 /// A rendered script and the hash of its bytes (its cache key).
@@ -288,6 +291,10 @@ pub(crate) fn workflow_data(plan: &Plan, options: &RenderOptions) -> Data {
     }
     if let Some(max) = options.max_cost_usd.or(wf.max_cost_usd) {
         extra.push(("max_cost_usd".into(), Data::from(max)));
+        extra.push((
+            "cost_limit_is_share".into(),
+            options.cost_limit_is_share.into(),
+        ));
     }
     if let Some(warn) = wf.warn_cost_usd {
         extra.push(("warn_cost_usd".into(), Data::from(warn)));

@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub break_before: Vec<String>,
     /// Overrides the workflow's `max_cost_usd`.
     pub max_cost_usd: Option<f64>,
+    /// `max_cost_usd` is the share of its parent's limit a sub-workflow runs with (see
+    /// `flowrun_codegen::RenderOptions`).
+    pub cost_limit_is_share: bool,
     pub mode: String,
     /// Re-run or resume of this execution.
     pub parent: Option<(String, Relation)>,
@@ -70,6 +73,7 @@ impl Default for RunOptions {
             offline: false,
             break_before: Vec::new(),
             max_cost_usd: None,
+            cost_limit_is_share: false,
             mode: "test".into(),
             parent: None,
             parent_secrets: Vec::new(),

@@ -296,6 +296,7 @@ pub fn prepare(
             offline: options.offline,
             break_before: options.break_before.clone(),
             max_cost_usd: options.max_cost_usd,
+            cost_limit_is_share: options.cost_limit_is_share,
         },
     );
     if let Some(thread) = meta_schema {

@@ -253,6 +253,7 @@ pub(crate) fn again_error(e: AgainError) -> ApiError {
         AgainError::TriggerTruncated { .. } | AgainError::OtherWorkflow { .. } => {
             ApiError::bad_request(message)
         }
+        AgainError::TestCase(_) => ApiError::new(StatusCode::CONFLICT, "test_case", message),
     }
 }
 
