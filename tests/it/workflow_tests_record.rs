@@ -311,3 +311,38 @@ fn record_from_into_a_pipe_is_refused_not_waited_on() {
         describe(&out)
     );
 }
+
+/// A link to a test file counts as the test file: a recorded case is added to its target, and
+/// the link stays a link.
+#[test]
+fn record_from_into_a_linked_test_file_writes_its_target() {
+    let env = Env::new();
+    env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
+    );
+    let out = env.run_with(&env.path("w.json"), "{}", &[], &[]);
+    assert_code(&out, 0, "the run");
+    let id = env.only_execution_id();
+    env.write_file(
+        "real.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: first\n",
+    );
+    std::os::unix::fs::symlink("real.test.yaml", env.path("linked.test.yaml")).unwrap();
+    let out = env.cmd([
+        "test",
+        "--record-from",
+        &id,
+        "linked.test.yaml",
+        "--name",
+        "second",
+    ]);
+    assert_code(&out, 0, "record-from into a link");
+    let link = std::fs::symlink_metadata(env.path("linked.test.yaml")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    let text = std::fs::read_to_string(env.path("real.test.yaml")).unwrap();
+    assert!(
+        text.contains("name: first") && text.contains("second"),
+        "{text}"
+    );
+}

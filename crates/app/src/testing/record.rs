@@ -425,7 +425,9 @@ fn write_case(file: &Path, workflow: &Path, name: &str, case: Value) -> Result<(
         t + &yaml_item(&case, indent)
     };
     // Whole or not at all: a crash or a full disk never leaves the user's file cut short.
-    crate::files::write_atomically(file, &text).map_err(|e| bad(e.to_string()))
+    // A link to a test file (which counts as one) is written through: its target is the file.
+    let target = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    crate::files::write_atomically(&target, &text).map_err(|e| bad(e.to_string()))
 }
 
 fn yaml_scalar(s: &str) -> String {
