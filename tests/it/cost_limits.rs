@@ -515,8 +515,7 @@ fn a_resume_of_a_resume_counts_every_reused_item_where_it_ran() {
         let top = env
             .execution_ids()
             .into_iter()
-            .filter(|id| env.execution(id).workflow_id == "top")
-            .last()
+            .rfind(|id| env.execution(id).workflow_id == "top")
             .unwrap();
         let out = env
             .command()

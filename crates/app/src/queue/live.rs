@@ -234,10 +234,7 @@ impl Live {
     /// (`node_delta` with `so_far`), and a receiver for every later event and delta. `None`
     /// when events after `after` were let go ([`Live::first_kept`]): read them from the store
     /// first.
-    pub fn subscribe(
-        &self,
-        after: u64,
-    ) -> Option<(Vec<Arc<Envelope>>, Subscription)> {
+    pub fn subscribe(&self, after: u64) -> Option<(Vec<Arc<Envelope>>, Subscription)> {
         let st = crate::lock(&self.state);
         let rx = self.tx.subscribe();
         let mut backlog = Self::tail(&st, after)?;
