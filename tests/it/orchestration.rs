@@ -145,6 +145,44 @@ fn a_node_timeout_holds_while_other_nodes_run() {
     assert_eq!(env.node(&id, "other").status, "cancelled");
 }
 
+/// A `for_each` node's timeout applies to each item: the item that ran past it ends `timeout`,
+/// its siblings stopped with it `cancelled` (one had run ~1 s and was recorded as having
+/// exceeded the 1500 ms itself).
+#[test]
+fn an_item_past_its_timeout_times_out_alone_and_its_siblings_are_cancelled() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "items.json",
+        &json!({ "id": "items", "nodes": [
+            { "id": "each", "type": "code", "timeout_ms": 1500, "max_concurrent": 2,
+              "for_each": [0.1, 30, 0.2, 30],
+              "code": "import time\ntime.sleep(item)\nreturn item" },
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &["--kill-grace-ms", "200"]);
+    assert_code(&out, 124, "an item's timeout");
+    let id = env.only_execution_id();
+    let e = env.execution(&id);
+    assert!(
+        e.error_message()
+            .contains("item 1 of node 'each' exceeded its timeout of 1500 ms"),
+        "{e:?}"
+    );
+    let items = env.items(&id, "each");
+    let status = |i: i64| {
+        items
+            .iter()
+            .find(|(k, _)| *k == i)
+            .map(|(_, r)| r.status.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(status(0), "success", "{items:?}");
+    assert_eq!(status(1), "timeout", "{items:?}");
+    assert_eq!(status(2), "success", "{items:?}");
+    assert_eq!(status(3), "cancelled", "{items:?}");
+    assert_eq!(env.node(&id, "each").status, "timeout");
+}
+
 /// Code nodes failing side by side each report their own error: the first to fail imports
 /// what formats tracebacks while the others register their sources with it (a half-imported
 /// module made 21 of 40 such errors an AttributeError in a cold run).

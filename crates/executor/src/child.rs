@@ -177,10 +177,10 @@ impl State<'_> {
     }
 
     /// The first deadline of what runs, and the node it is for.
-    pub(crate) fn next_deadline(&self) -> Option<(Instant, String)> {
+    pub(crate) fn next_deadline(&self) -> Option<(Instant, (String, Option<Part>))> {
         self.running
             .iter()
-            .filter_map(|((node, _), r)| r.deadline.map(|d| (d, node.clone())))
+            .filter_map(|((node, part), r)| r.deadline.map(|d| (d, (node.clone(), *part))))
             .min_by_key(|(d, _)| *d)
     }
 

@@ -15,7 +15,7 @@ use crate::sink::Sink;
 use crate::spec::{RunSpec, StopReason};
 use crate::state::{State, round_ms};
 use crate::{strays, tree};
-use flowrun_events::{ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Stream, now_ms};
+use flowrun_events::{ErrorInfo, ErrorKind, Event, ExecStatus, NodeStatus, Part, Stream, now_ms};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::os::fd::OwnedFd;
@@ -57,7 +57,7 @@ fn describe_exit(status: &std::process::ExitStatus) -> String {
 enum Ending {
     Timeout,
     /// This node ran past its deadline.
-    NodeTimeout(String),
+    NodeTimeout(String, Option<Part>),
     Cancel(StopReason),
 }
 
@@ -201,7 +201,8 @@ pub async fn execute(
                 kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
             }
             _ = &mut node_sleep, if ending.is_none() && exit.is_none() && node_deadline.is_some() => {
-                ending = Some(Ending::NodeTimeout(node_deadline.map(|d| d.1).unwrap_or_default()));
+                let (node, part) = node_deadline.map(|d| d.1).unwrap_or_default();
+                ending = Some(Ending::NodeTimeout(node, part));
                 kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
             }
             changed = stop.changed(), if ending.is_none() && exit.is_none() => {
@@ -310,25 +311,32 @@ pub async fn execute(
             });
             finish(st, ExecStatus::Timeout, None, Some(e), exit_text)
         }
-        Some(Ending::NodeTimeout(node)) => {
+        Some(Ending::NodeTimeout(node, timed_out)) => {
             let ms = spec
                 .node_timeouts
                 .get(&node)
                 .map(|d| d.as_millis())
                 .unwrap_or(0);
-            let msg = format!("node '{node}' exceeded its timeout of {ms} ms");
+            // The node's own timeout, or one item's or iteration's (a `for_each` or `repeat`
+            // node's applies to each).
+            let which = match timed_out {
+                Some(p) => format!("{} {} of node '{node}'", p.kind(), p.number()),
+                None => format!("node '{node}'"),
+            };
+            let msg = format!("{which} exceeded its timeout of {ms} ms");
             let mut e = ErrorInfo::of(ErrorKind::Timeout, msg.clone());
             e.node = Some(node.clone());
-            // Nodes running beside the one that timed out are stopped with it.
-            st.close_running(&format!("node '{node}' timed out"), |n, _| {
-                if n == node {
+            // Nodes running beside the one that timed out are stopped with it, and so are the
+            // node's other items or iterations: they did not time out themselves.
+            st.close_running(&format!("{which} timed out"), |n, part| {
+                if n == node && (part.is_none() || part == timed_out) {
                     (NodeStatus::Timeout, ErrorInfo::of(ErrorKind::Timeout, &msg))
                 } else {
                     (
                         NodeStatus::Cancelled,
                         ErrorInfo::of(
                             ErrorKind::Cancelled,
-                            format!("stopped because node '{node}' timed out"),
+                            format!("stopped because {which} timed out"),
                         ),
                     )
                 }
