@@ -285,7 +285,8 @@ fn what_an_interpreter_reads_as_it_starts_is_the_executions_own() {
 fn an_environment_no_exec_takes_fails_warm_as_it_does_cold() {
     // Each variable under the 128 KiB an exec takes for one, all of them over what it takes in
     // all (ARG_MAX, a quarter of the stack limit: 256 KiB with a 1 MiB stack) though within
-    // what a pipe may hold (1 MiB): a cold start fails to spawn, and a warm one must not run it.
+    // what a pipe may hold (1 MiB): a cold start could not spawn it, and a warm one must not
+    // run it: both refuse it with the request, before any execution.
     let w = World::new();
     w.save("probe.json", &code_workflow("probe", "return 1"));
     let env: serde_json::Map<String, serde_json::Value> = (0..4)
@@ -300,15 +301,13 @@ fn an_environment_no_exec_takes_fails_warm_as_it_does_cold() {
             ..Default::default()
         })
     };
-    let cold = serve(&["--cold"]).post(path, &body).body;
-    assert_eq!(cold["status"], "error", "{cold:#}");
-    assert_eq!(cold["error"]["type"], "SpawnError", "{cold:#}");
-    let warm = serve(&[]).post(path, &body).body;
-    assert_eq!(warm["status"], "error", "{warm:#}");
-    assert_eq!(
-        (&warm["start"], &warm["error"]["type"]),
-        (&cold["start"], &cold["error"]["type"])
-    );
+    for extra in [&["--cold"][..], &[][..]] {
+        let s = serve(extra);
+        let r = s.post(path, &body);
+        assert_eq!(r.status, 422, "{extra:?}: {}", r.text);
+        assert!(r.text.contains("KiB together"), "{}", r.text);
+        assert_eq!(s.get("/api/executions").body["executions"], json!([]));
+    }
     // And what it does take runs warm there too.
     let fits = json!({"trigger": {}, "env": {"BIG": "x".repeat(100_000)}});
     let r = serve(&[]).post(path, &fits).body;

@@ -290,7 +290,10 @@ impl Live {
         if after.saturating_add(1) < st.first {
             return None;
         }
-        let start = ((after + 1 - st.first) as usize).min(st.events.len());
+        // (Saturating: a client's `Last-Event-ID` may be the largest seq there is.)
+        let start = usize::try_from(after.saturating_add(1) - st.first)
+            .unwrap_or(usize::MAX)
+            .min(st.events.len());
         Some(st.events.range(start..).cloned().collect())
     }
 
