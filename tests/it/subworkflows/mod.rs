@@ -529,3 +529,40 @@ fn a_child_output_too_large_to_pass_back_fails_its_node_by_name() {
         "{message}"
     );
 }
+
+/// A connection the parent declares reaches its children though no node of the parent uses
+/// it: the child's LLM call is made with the key flowrun was given (it failed, "a connection is
+/// not bound", unless the key was passed with `--env`).
+#[test]
+fn a_childs_connection_is_bound_from_the_parents_declared_one() {
+    use crate::support::llm_server::{Reply, Server};
+    let env = Env::new();
+    let server = Server::start(|_| Reply::openai_chat("llama-3.1-8b-instant", "ok", 10, 2));
+    let conn = json!({ "groq": { "env": "GROQ_API_KEY" } });
+    put(
+        &env,
+        "asker.json",
+        &json!({ "id": "asker", "connections": conn, "nodes": [
+            { "id": "ask", "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+              "connection": "groq", "messages": [ { "role": "user", "content": "hi" } ] }] }),
+    );
+    let parent = put(
+        &env,
+        "caller.json",
+        &json!({ "id": "caller", "connections": conn, "nodes": [
+            { "id": "call", "type": "workflow", "workflow": "./asker.json" }] }),
+    );
+    let key = "gsk-bound-from-the-parent-7f3a";
+    let base = server.url("/openai/v1");
+    let vars = [
+        ("FLOWRUN_GROQ_BASE_URL", base.as_str()),
+        ("GROQ_API_KEY", key),
+    ];
+    let out = env.run_with(&parent, "{}", &vars, &[]);
+    assert_code(&out, 0, "the child's call with the parent's key");
+    let sent = server.only_request();
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {key}").as_str())
+    );
+}
