@@ -479,6 +479,11 @@ fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
                         "    the execution failed: {}",
                         clean_line(&e.to_string())
                     );
+                    for block in report::why_it_failed(a) {
+                        for line in block.lines() {
+                            let _ = writeln!(w, "    {}", clean_line(line));
+                        }
+                    }
                 }
                 if let Some(id) = &a.execution_id {
                     let _ = writeln!(w, "    details: flowrun show {id}");

@@ -17,6 +17,7 @@ mod located;
 pub(crate) mod mocks;
 pub mod model;
 pub mod path;
+mod readback;
 pub mod record;
 mod refused;
 pub mod report;

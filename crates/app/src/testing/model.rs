@@ -100,9 +100,29 @@ pub struct Attempt {
     pub error_expected: bool,
     pub duration_ms: f64,
     pub failures: Vec<Failure>,
+    /// Why the execution failed, as a CI log shows it without the database: the last lines of
+    /// its traceback, and the last lines the failing node printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_logs: Vec<String>,
 }
 
 impl Attempt {
+    /// An attempt with no execution behind it (refused, not started), failing with `failures`.
+    pub(crate) fn without_execution(failures: Vec<Failure>, duration_ms: f64) -> Attempt {
+        Attempt {
+            execution_id: None,
+            status: None,
+            error: None,
+            error_expected: false,
+            duration_ms,
+            failures,
+            traceback: None,
+            last_logs: Vec::new(),
+        }
+    }
+
     /// The execution's error when it is not what the case expected: a text report prints it
     /// as part of why the case failed.
     pub fn unexpected_error(&self) -> Option<&String> {
@@ -148,16 +168,12 @@ impl CaseResult {
             line: case.line,
             verdict: Verdict::Failed,
             skip_reason: None,
-            attempts: vec![Attempt {
-                execution_id: None,
-                status: None,
-                error: None,
-                error_expected: false,
-                duration_ms: 0.0,
-                failures: vec![Failure::Setup {
+            attempts: vec![Attempt::without_execution(
+                vec![Failure::Setup {
                     message: format!("flowrun failed running this case (a bug): {what}"),
                 }],
-            }],
+                0.0,
+            )],
             snapshot: None,
             snapshot_write: None,
         }

@@ -8,7 +8,7 @@
 use super::located;
 use super::mocks;
 use super::path::{Path as JPath, Seg};
-use super::run::record_view;
+use super::readback::record_view;
 use super::snapshot;
 use flowrun_codegen::mock::makes_requests;
 use flowrun_codegen::{Mock, MockOutcome};

@@ -77,6 +77,7 @@ pub fn attempt_text(a: &Attempt) -> String {
     let mut s: Vec<String> = a.failures.iter().map(describe).collect();
     if let Some(e) = a.unexpected_error() {
         s.push(format!("the execution failed: {e}"));
+        s.extend(why_it_failed(a));
     }
     if let Some(id) = &a.execution_id {
         s.push(format!(
@@ -85,6 +86,29 @@ pub fn attempt_text(a: &Attempt) -> String {
         ));
     }
     s.join("\n")
+}
+
+/// What a report shows under a failed execution's error: its traceback's last lines and the last
+/// lines its failing node printed (each block headed, lines as they are).
+pub fn why_it_failed(a: &Attempt) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = &a.traceback {
+        out.push(format!("traceback:\n{}", indent(t)));
+    }
+    if !a.last_logs.is_empty() {
+        out.push(format!(
+            "the failing node printed (last lines):\n{}",
+            indent(&a.last_logs.join("\n"))
+        ));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Text fit for XML 1.0, escaped; characters XML cannot hold (most control characters) become

@@ -3,12 +3,12 @@
 //! against the case's assertions and snapshot.
 
 use super::model::*;
+use super::readback::{TRACEBACK_LINES, last_lines_of, last_of, record_view};
 use super::snapshot;
 use crate::SharedStore;
 use crate::runner::{self, RunOptions};
 use flowrun_events::ExecStatus;
 use flowrun_executor::{Quiet, StopReason};
-use flowrun_store::{Store, StoreError};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -75,31 +75,6 @@ impl SuiteOutcome {
             None => line,
         }
     }
-}
-
-/// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
-/// (every log line, joined by newlines).
-pub fn record_view(store: &Store, id: &str) -> Result<Value, StoreError> {
-    let mut v = crate::views::record_json(store, id)?;
-    let mut nodes = Map::new();
-    if let Some(Value::Array(rows)) = v.get_mut("nodes").map(Value::take) {
-        for mut row in rows {
-            if let Value::Object(m) = &mut row {
-                m.remove("position");
-                if let Some(Value::String(id)) = m.remove("node_id") {
-                    nodes.insert(id, row);
-                }
-            }
-        }
-    }
-    v["nodes"] = Value::Object(nodes);
-    let lines: Vec<String> = store
-        .events(id, 0, Some("log"))?
-        .iter()
-        .filter_map(|e| e.data.get("line").and_then(Value::as_str).map(String::from))
-        .collect();
-    v["logs"] = Value::String(lines.join("\n"));
-    Ok(v)
 }
 
 struct Ctx {
@@ -383,14 +358,7 @@ async fn attempt<'c>(
     let file = &ctx.suite.files[at.file];
     let case = &file.cases[at.case];
     // An attempt that started no execution: refused as expected (or not), or unable to start.
-    let no_execution = |failures: Vec<Failure>, took: f64| Attempt {
-        execution_id: None,
-        status: None,
-        error: None,
-        error_expected: false,
-        duration_ms: took,
-        failures,
-    };
+    let no_execution = Attempt::without_execution;
     let setup_failed = |message: String, took| no_execution(vec![Failure::Setup { message }], took);
     if let Some(want) = &case.refused {
         // Nothing runs: the schema alone decides, as it would before a run.
@@ -464,9 +432,17 @@ async fn attempt<'c>(
     }
     let store = ctx.store.clone();
     let idc = id.clone();
-    let record = tokio::task::spawn_blocking(move || record_view(&store.lock(), &idc))
-        .await
-        .expect("reading does not panic");
+    let failed_node = finished.outcome.error.as_ref().and_then(|e| e.node.clone());
+    let (record, last_logs) = tokio::task::spawn_blocking(move || {
+        let store = store.lock();
+        let logs = match &failed_node {
+            Some(node) => last_lines_of(&store, &idc, node),
+            None => Vec::new(),
+        };
+        (record_view(&store, &idc), logs)
+    })
+    .await
+    .expect("reading does not panic");
     let mut attempt = Attempt {
         execution_id: Some(id),
         status: Some(finished.outcome.status.to_string()),
@@ -477,6 +453,11 @@ async fn attempt<'c>(
         error_expected: false,
         duration_ms: took(),
         failures: Vec::new(),
+        traceback: finished.outcome.error.as_ref().and_then(|e| {
+            let t = e.traceback.as_deref()?.trim_end();
+            (!t.is_empty()).then(|| last_of(t, TRACEBACK_LINES))
+        }),
+        last_logs,
     };
     let record = match record {
         Ok(r) => r,

@@ -1,0 +1,59 @@
+//! Reading a case's execution back: the record its assertions see, and what a report shows of
+//! why it failed.
+
+use flowrun_store::{Store, StoreError};
+use serde_json::{Map, Value};
+
+/// The most lines of a failed execution's traceback, and of what its failing node printed, a
+/// report shows (the record has them all).
+pub(super) const TRACEBACK_LINES: usize = 30;
+const LOG_LINES: usize = 10;
+
+/// The last `n` lines of `text`, with a line saying how many came before when some did.
+pub(super) fn last_of(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.len().checked_sub(n) {
+        Some(cut) if cut > 0 => format!("… {cut} line(s) before\n{}", lines[cut..].join("\n")),
+        _ => lines.join("\n"),
+    }
+}
+
+/// The last [`LOG_LINES`] lines node `node` of execution `id` printed (any item's).
+pub(super) fn last_lines_of(store: &Store, id: &str, node: &str) -> Vec<String> {
+    let Ok(events) = store.events(id, 0, Some("log")) else {
+        return Vec::new();
+    };
+    let mut lines: Vec<String> = events
+        .iter()
+        .filter(|e| e.data.get("node").and_then(Value::as_str) == Some(node))
+        .filter_map(|e| e.data.get("line").and_then(Value::as_str).map(String::from))
+        .collect();
+    let cut = lines.len().saturating_sub(LOG_LINES);
+    lines.drain(..cut);
+    lines
+}
+
+/// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
+/// (every log line, joined by newlines).
+pub fn record_view(store: &Store, id: &str) -> Result<Value, StoreError> {
+    let mut v = crate::views::record_json(store, id)?;
+    let mut nodes = Map::new();
+    if let Some(Value::Array(rows)) = v.get_mut("nodes").map(Value::take) {
+        for mut row in rows {
+            if let Value::Object(m) = &mut row {
+                m.remove("position");
+                if let Some(Value::String(id)) = m.remove("node_id") {
+                    nodes.insert(id, row);
+                }
+            }
+        }
+    }
+    v["nodes"] = Value::Object(nodes);
+    let lines: Vec<String> = store
+        .events(id, 0, Some("log"))?
+        .iter()
+        .filter_map(|e| e.data.get("line").and_then(Value::as_str).map(String::from))
+        .collect();
+    v["logs"] = Value::String(lines.join("\n"));
+    Ok(v)
+}
