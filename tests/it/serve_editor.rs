@@ -221,6 +221,20 @@ fn executions_are_deleted_but_not_while_running() {
     let r = s.delete(&format!("/api/executions/{running}"));
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.body["error"], "not_finished");
+    // A segment that is not UTF-8 is refused as every error is: in JSON.
+    for path in [
+        "/api/executions/%FF",
+        "/api/workflows/%FF",
+        "/api/executions/%FF/events",
+    ] {
+        let r = s.get(path);
+        assert_eq!(
+            (r.status, &r.body["error"]),
+            (400, &json!("bad_request")),
+            "{path}: {}",
+            r.text
+        );
+    }
 
     let r = s.delete(&format!("/api/executions/{}", &done[..8]));
     assert_eq!(r.status, 200, "{}", r.text);

@@ -347,9 +347,13 @@ fn every_security_refusal() {
     assert_eq!(status, 421, "no Host at all");
     // A loopback Host beside a foreign one, or a request line naming a foreign host: 400.
     let port = srv.addr.rsplit(':').next().unwrap();
+    // So does a second Origin beside the server's own.
     for head in [
         format!("GET /api HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n"),
         format!("GET http://evil.example/api HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+        format!(
+            "GET /api HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nOrigin: http://evil.example\r\n"
+        ),
     ] {
         let (status, body) = raw(
             &srv.addr,

@@ -302,6 +302,15 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
             );
         }
     }
+    // One origin or none: a second one (no browser sends two) could carry what the first hides.
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return refused_unread(
+            has_body,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request has more than one Origin header",
+        );
+    }
     let origin = match headers.get(header::ORIGIN) {
         None => None,
         Some(o) => {

@@ -16,9 +16,10 @@
 //! for the client, and reads nothing more meanwhile.
 
 use crate::AppState;
+use crate::api::Segment;
 use crate::api::error::{ApiError, blocking};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -175,7 +176,7 @@ impl Cursor {
 
 pub async fn events(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -1,5 +1,6 @@
 //! Executions: start one (saved or unsaved definition), list, get, stop, re-run and resume.
 
+use super::Segment;
 use super::error::{ApiError, again_error, blocking, run_error, submit_error};
 use super::request::RunBody;
 use super::{WaitQuery, parse_body, query, record, resolve, started, wait_final};
@@ -7,7 +8,7 @@ use crate::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowrun_app::again::{self, AgainSource};
@@ -43,7 +44,7 @@ fn submit(app: &AppState, source: Source, body: RunBody) -> Result<(String, Exec
 /// `POST /api/workflows/{id}/executions`.
 pub async fn start_saved(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     q: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -211,7 +212,7 @@ pub async fn list(
 /// `GET /api/executions/{id}`: the record `flowrun show --json` prints.
 pub async fn get(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(record(&app, &id).await?))
@@ -221,7 +222,7 @@ pub async fn get(
 /// (read all the same, as every request's is: `security::read_body_first`).
 pub async fn stop(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;
@@ -297,7 +298,7 @@ async fn again(
 /// `POST /api/executions/{id}/rerun`: the same definition and trigger data again.
 pub async fn rerun(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     q: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -307,7 +308,7 @@ pub async fn rerun(
 /// `POST /api/executions/{id}/resume`: again from the failed node, reusing earlier outputs.
 pub async fn resume(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     q: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -318,7 +319,7 @@ pub async fn resume(
 /// or running).
 pub async fn delete(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
     let store = app.store.clone();
@@ -345,7 +346,7 @@ pub async fn delete(
 /// "pausing"}`, or with `wait=true` the record once it has ended; 409 when it is not running.
 pub async fn pause(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let wait = query(q)?.wait()?;

@@ -2,12 +2,13 @@
 //! iteration of it) when asked, a page at a time — what `flowrun logs ID [--node NODE] --json`
 //! prints, for an editor's "logs of this step" without replaying the whole event stream.
 
+use super::Segment;
 use super::error::{ApiError, blocking};
 use super::query;
 use crate::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,7 +27,7 @@ pub struct LogsQuery {
 /// ts, item?, iteration?}], next, more}`. 404 for a node the execution's workflow does not have.
 pub async fn logs(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;

@@ -26,6 +26,24 @@ use std::time::Duration;
 
 pub use error::blocking;
 
+/// The one segment a route names (`{id}`): as `Path<String>`, but refused as every API error
+/// is, in JSON (a segment that is not UTF-8 got axum's plain-text 400).
+pub(crate) struct Segment(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| Segment(s))
+            .map_err(|e| ApiError::bad_request(format!("the path: {}", e.body_text())))
+    }
+}
+
 /// A JSON body; an empty one is `T::default()`.
 pub(crate) fn parse_body<T: DeserializeOwned + Default>(
     body: Result<Bytes, BytesRejection>,

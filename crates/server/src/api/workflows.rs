@@ -1,10 +1,11 @@
 //! Saved workflows: the files of `--workflows DIR`.
 
+use super::Segment;
 use super::error::{ApiError, blocking};
 use crate::AppState;
 use crate::workflows;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -64,7 +65,7 @@ pub(crate) fn find_workflow_now(
 /// `GET /api/workflows/{id}`.
 pub async fn get(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
     let entry = find_workflow(&app, &id).await?;
@@ -100,7 +101,7 @@ fn not_other_data(entry: workflows::Entry) -> Result<workflows::Entry, ApiError>
 /// when it replaced a file; the body is the workflow as `GET` gives it.
 pub async fn put(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     _: super::NoQuery,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -158,7 +159,7 @@ pub async fn put(
 /// `DELETE /api/workflows/{id}`: removes the workflow's file.
 pub async fn delete(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     _: super::NoQuery,
 ) -> Result<Json<Value>, ApiError> {
     let entry = find_workflow(&app, &id).await?;
