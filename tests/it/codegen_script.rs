@@ -504,3 +504,47 @@ proptest! {
         }
     }
 }
+
+/// The script cache keeps at most 500 scripts: adding one past that removes the oldest (with
+/// their bytecode) down to 400, never one written in the last hour (a run may be about to start
+/// it); an editor that runs every edit filled it without end.
+#[test]
+fn the_script_cache_keeps_the_newest_scripts() {
+    let env = Env::new();
+    let dir = env.cache_dir().join("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = std::time::SystemTime::now();
+    let hours = |h: u64| now - std::time::Duration::from_secs(3600 * h);
+    let put = |sha: &str, at: std::time::SystemTime| {
+        for name in [
+            format!("{sha}.py"),
+            format!("{sha}.cpython-311-a70d0d0a.pyc"),
+        ] {
+            let f = std::fs::File::create(dir.join(name)).unwrap();
+            f.set_modified(at).unwrap();
+        }
+    };
+    for i in 0..550 {
+        put(&format!("old{i:04}"), hours(2 + i as u64));
+    }
+    for i in 0..50 {
+        put(&format!("new{i:04}"), now);
+    }
+    let wf = env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
+    );
+    assert_code(&env.run(&wf, "{}", &[]), 0, "a run writing a new script");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".py"))
+        .collect();
+    assert_eq!(left.len(), 400, "{}", left.len());
+    assert_eq!(left.iter().filter(|n| n.starts_with("new")).count(), 50);
+    // The oldest went, with their bytecode; the newest of the old stayed.
+    assert!(
+        !dir.join("old0549.py").exists() && !dir.join("old0549.cpython-311-a70d0d0a.pyc").exists()
+    );
+    assert!(dir.join("old0000.py").exists());
+}

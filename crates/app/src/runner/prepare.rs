@@ -411,5 +411,53 @@ fn write_script(cache: &Path, sha: &str, text: &str) -> std::io::Result<PathBuf>
     paths::private_dir(cache)?;
     paths::private_dir(&dir)?;
     paths::write_private(&path, text.as_bytes())?;
+    evict_scripts(&dir);
     Ok(path)
+}
+
+/// Scripts the cache keeps (with their bytecode, ~270 KB each): an editor that runs every edit
+/// makes a new one each time. Past it, the oldest are removed, down to four fifths of it.
+const MAX_SCRIPTS: usize = 500;
+
+/// A script younger than this is never removed: a run may be about to start it.
+const SCRIPT_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the oldest scripts (`<sha>.py` and its `<sha>.*.pyc`) past [`MAX_SCRIPTS`]. Only
+/// when a script is added: a run of a cached one reads no directory.
+fn evict_scripts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    // Each script's files and the newest time one of them was written.
+    let mut scripts: std::collections::HashMap<String, (std::time::SystemTime, Vec<PathBuf>)> =
+        std::collections::HashMap::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((sha, _)) = name.split_once('.') else {
+            continue;
+        };
+        let Ok(written) = e.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        let s = scripts
+            .entry(sha.to_string())
+            .or_insert((written, Vec::new()));
+        s.0 = s.0.max(written);
+        s.1.push(e.path());
+    }
+    if scripts.len() <= MAX_SCRIPTS {
+        return;
+    }
+    let mut by_age: Vec<(std::time::SystemTime, Vec<PathBuf>)> = scripts.into_values().collect();
+    by_age.sort_by_key(|(t, _)| *t);
+    let excess = by_age.len() - MAX_SCRIPTS * 4 / 5;
+    let now = std::time::SystemTime::now();
+    for (written, files) in by_age.into_iter().take(excess) {
+        if now.duration_since(written).unwrap_or_default() < SCRIPT_MIN_AGE {
+            break;
+        }
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
