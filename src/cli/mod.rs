@@ -56,9 +56,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit codes of `run`, `rerun` and `resume`, as `--help` shows them.
+const RUN_EXIT_CODES: &str = "Exit codes: 0 success, 1 the workflow failed, 2 invalid workflow, input or usage, 3 environment problem (no interpreter, missing packages, unbound connections, a missing agent CLI, the store), 75 paused (flowrun resume ID continues it), 124 timeout, 130 stopped";
+
+/// The exit codes of `test`, as `--help` shows them.
+const TEST_EXIT_CODES: &str = "Exit codes: 0 every case passed, 1 a case failed, 2 an invalid test file or workflow, or a --filter no case matches, 3 the store or the runtime could not be opened or no Python interpreter was found, 130 interrupted (Ctrl-C, SIGTERM)";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a workflow: validate, generate the script, execute it and record everything.
+    #[command(after_help = RUN_EXIT_CODES)]
     Run(run::RunArgs),
     /// Check workflow and test files, code nodes compiled; errors name the file, line, node and
     /// field. Exit 2 if any is invalid.
@@ -118,6 +125,7 @@ pub enum Command {
         id: String,
     },
     /// Run an execution again with the same definition and trigger data (unless overridden).
+    #[command(after_help = RUN_EXIT_CODES)]
     Rerun {
         /// Execution id or a unique prefix of one.
         id: String,
@@ -128,6 +136,7 @@ pub enum Command {
         exec: run::ExecArgs,
     },
     /// Run again from the failed node on, reusing the outputs of the nodes that succeeded.
+    #[command(after_help = RUN_EXIT_CODES)]
     Resume {
         /// Execution id or a unique prefix of one.
         id: String,
@@ -165,6 +174,7 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run workflow test files (*.test.yaml, *.test.json): mocked nodes, assertions, snapshots;
     /// exit 0 all passed, 1 a case failed, 2 an invalid test file or workflow.
+    #[command(after_help = TEST_EXIT_CODES)]
     Test(test::TestArgs),
     /// Runs one child execution of a `workflow` node (started by the node's handler).
     #[command(name = "__sub", hide = true)]

@@ -559,3 +559,42 @@ fn a_run_that_fails_to_prepare_creates_no_database_and_changes_none() {
     assert_eq!(env.execution(&id).status, "interrupted");
     assert_eq!(env.execution_count(), 2);
 }
+
+/// `--help` of the commands a script or CI job branches on lists their exit codes (they were
+/// only in the README).
+#[test]
+fn help_lists_the_exit_codes() {
+    let env = Env::new();
+    for (command, codes) in [
+        (
+            "run",
+            &["0 success", "75 paused", "124 timeout", "130 stopped"][..],
+        ),
+        (
+            "resume",
+            &["1 the workflow failed", "3 environment problem"][..],
+        ),
+        (
+            "test",
+            &[
+                "1 a case failed",
+                "2 an invalid test file",
+                "130 interrupted",
+            ][..],
+        ),
+    ] {
+        let out = env.cmd([command, "--help"]);
+        assert_code(&out, 0, command);
+        // As clap wraps it: words, whatever the line breaks.
+        let text = stdout(&out)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for code in codes {
+            assert!(
+                text.contains(code),
+                "{command} --help has no {code:?}:\n{text}"
+            );
+        }
+    }
+}
