@@ -417,10 +417,23 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     }
     let written = outcome.snapshots_written;
     if written > 0 {
-        let _ = writeln!(
-            w,
-            "{written} snapshot(s) written (commit the __snapshots__ directories)"
-        );
+        // New ones and ones replaced, said apart: a replaced one changed what a case expects.
+        let updated = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.snapshot,
+                    Some(flowrun_app::testing::model::SnapshotNote::Updated)
+                )
+            })
+            .count()
+            .min(written);
+        let what = match (written - updated, updated) {
+            (new, 0) => format!("{new} snapshot(s) written"),
+            (0, changed) => format!("{changed} snapshot(s) updated"),
+            (new, changed) => format!("{new} snapshot(s) written, {changed} updated"),
+        };
+        let _ = writeln!(w, "{what} (commit the __snapshots__ directories)");
     }
     let totals = Totals::of(results);
     let _ = writeln!(w, "{}", outcome.summary());

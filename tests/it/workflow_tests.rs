@@ -403,9 +403,11 @@ fn snapshots_are_written_compared_and_updated_with_ignores() {
     let mut s = stored();
     s["a case that is gone"] = json!(1);
     std::fs::write(&snap_file, s.to_string()).unwrap();
-    let (code, report, _) = test_json(&env, &[".", "--update-snapshots"], &[]);
+    let (code, report, err) = test_json(&env, &[".", "--update-snapshots"], &[]);
     assert_eq!(code, 0);
     assert_eq!(case(&report, "greets")["snapshot"], "updated");
+    // Said as what it is: a snapshot replaced, not a new one.
+    assert!(err.contains("1 snapshot(s) updated"), "{err}");
     assert_eq!(stored()["greets"]["output"]["text"], "Hi, Ada");
     assert_eq!(stored().as_object().unwrap().len(), 1);
     let (code, _, _) = test_json(&env, &["."], &[("CI", "true")]);
