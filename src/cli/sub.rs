@@ -60,6 +60,9 @@ pub struct SubArgs {
     pub max_cost_usd: Option<f64>,
 }
 
+/// The most bytes of inputs a child takes (its trigger).
+const MAX_INPUTS_BYTES: usize = 64 << 20;
+
 fn say(line: &Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -88,9 +91,17 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
             ),
         );
     }
+    // The inputs, as a trigger is bounded: at most 64 MiB.
     let mut text = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut text) {
+    let limit = MAX_INPUTS_BYTES as u64 + 1;
+    if let Err(e) = std::io::stdin().take(limit).read_to_end(&mut text) {
         return not_started("SubWorkflow", format!("cannot read the inputs: {e}"));
+    }
+    if text.len() > MAX_INPUTS_BYTES {
+        return not_started(
+            "SubWorkflow",
+            format!("the inputs are over {} MiB", MAX_INPUTS_BYTES >> 20),
+        );
     }
     let source = match flowrun_codegen::load_file(&args.file) {
         Ok(s) => s,
@@ -126,11 +137,25 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         parent_secrets: flowrun_app::subflow::parent_secrets(),
         ..RunOptions::default()
     };
-    let prepared = match runner::prepare(&source, Trigger::Text(text), options) {
+    let store = SharedStore::new(open_store(db)?);
+    // A parent's resume continues the child its earlier run left unfinished here.
+    let call = options.sub.clone().expect("a sub-workflow's call");
+    let resumed = flowrun_app::subflow::resume_of_earlier_child(
+        &store.lock(),
+        &call,
+        &args.parent,
+        &args.file,
+        &text,
+        options.clone(),
+    );
+    let prepared = match resumed {
+        Some(plan) => runner::prepare(&plan.source, plan.trigger, plan.options),
+        None => runner::prepare(&source, Trigger::Text(text), options),
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => return not_started("SubWorkflow", e.to_string()),
     };
-    let store = SharedStore::new(open_store(db)?);
     let id = runner::new_execution_id();
     if let Err(e) = runner::record_start(&store, &prepared, &id, ExecStatus::Running) {
         return not_started("StoreError", e.to_string());

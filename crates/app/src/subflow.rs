@@ -245,3 +245,48 @@ pub(crate) fn spent_by_node(
         .filter_map(|(child, _)| family_cost(store, &child.id))
         .reduce(|a, b| a + b)
 }
+
+/// What a child runs with when its parent is a resume: the resume of the child that the
+/// parent's earlier run left unfinished at the same node (and item) — paused with it, failed,
+/// stopped — so that what that child finished is reused, not run and paid for again. `None`
+/// when the parent is not a resume, the earlier run started no such child or it succeeded, or
+/// it cannot be resumed (its definition gone, its trigger not stored whole): then the child
+/// starts afresh. One level: a resumed child's own children start afresh.
+pub fn resume_of_earlier_child(
+    store: &flowrun_store::Store,
+    call: &SubCall,
+    parent: &str,
+    file: &Path,
+    trigger: &[u8],
+    options: crate::runner::RunOptions,
+) -> Option<crate::again::AgainPlan> {
+    let this = store.execution(parent).ok()?;
+    let (Some(earlier), Some(flowrun_events::Relation::Resume)) = (this.parent_id, this.relation)
+    else {
+        return None;
+    };
+    let (child, _) = store
+        .children(&earlier)
+        .ok()?
+        .into_iter()
+        .filter(|(_, link)| link.parent_node == call.parent_node && link.item == call.item)
+        .max_by_key(|(c, _)| c.started_at)?;
+    if child.status == flowrun_events::ExecStatus::Success {
+        return None;
+    }
+    let trigger = serde_json::from_slice(trigger).ok()?;
+    let source = crate::again::AgainSource::File(file);
+    let plan = crate::again::plan_again(store, &child.id, source, Some(trigger), options, true);
+    match plan {
+        Ok(mut plan) => {
+            // Linked to this parent as its child, as any sub-workflow; what it reuses points at
+            // the child it continues (`from_execution`).
+            plan.options.parent = Some((parent.to_string(), flowrun_events::Relation::Sub));
+            Some(plan)
+        }
+        Err(e) => {
+            tracing::debug!("child {} not resumed, started afresh: {e}", child.id);
+            None
+        }
+    }
+}

@@ -107,13 +107,26 @@ fn pausing_the_parent_pauses_its_running_child_and_resume_finishes_both() {
         "its paused item: {rows:?}"
     );
 
+    let paused_child = kids[1].0.clone();
     let out = env.cmd(["resume", &parent_id]);
     assert_success(&out, "resume");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
     let resumed = top_level_ids(&env).pop().unwrap();
     // Item 0's child is reused; items 1 and 2 run new children.
-    let kids: Vec<Option<i64>> = children(&env, &resumed).iter().map(|k| k.2).collect();
-    assert_eq!(kids, [Some(1), Some(2)]);
+    let kids = children(&env, &resumed);
+    let items: Vec<Option<i64>> = kids.iter().map(|k| k.2).collect();
+    assert_eq!(items, [Some(1), Some(2)]);
+    // Item 1's continues the child that paused: what that one finished (its 3 s node) is
+    // reused, not run again.
+    let wait = env.node(&kids[0].0, "wait");
+    assert_eq!(wait.status, "reused", "{wait:?}");
+    assert_eq!(wait.from_execution.as_deref(), Some(paused_child.as_str()));
+    assert_eq!(env.node(&kids[0].0, "answer").status, "success");
+    assert_eq!(
+        env.node(&kids[1].0, "wait").status,
+        "success",
+        "item 2 runs afresh"
+    );
 }
 
 /// A child paused on its own (`flowrun pause CHILD`) fails its parent's node, saying so: the
