@@ -7,12 +7,14 @@ use serde_json::{Value, json};
 
 /// Three LLM calls in a chain; each answer costs $0.05 (1M prompt tokens of
 /// llama-3.1-8b-instant at $0.05/M).
+/// An LLM call of $0.05 (see [`priced_server`]) after the nodes `after`.
+fn ask(id: &str, after: &[&str]) -> Value {
+    json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+            "connection": "groq", "after": after,
+            "messages": [ { "role": "user", "content": "hi" } ] })
+}
+
 fn llm_chain(env: &Env, extra: Value) -> std::path::PathBuf {
-    let ask = |id: &str, after: &[&str]| {
-        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
-                "connection": "groq", "after": after,
-                "messages": [ { "role": "user", "content": "hi" } ] })
-    };
     let mut wf = json!({ "id": "costly", "connections": { "groq": { "env": "GROQ_API_KEY" } },
         "nodes": [ask("a", &[]), ask("b", &["a"]), ask("c", &["b"])] });
     for (k, v) in extra.as_object().unwrap() {
@@ -317,22 +319,17 @@ fn a_resume_counts_what_its_reused_outputs_cost() {
     let server = priced_server();
     llm_chain(&env, json!({})); // costly.json: three calls of $0.05
     let gate = env.path("gate");
-    let ask = |id: &str, after: &str| {
-        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
-                "connection": "groq", "after": [after],
-                "messages": [ { "role": "user", "content": "hi" } ] })
-    };
     let wf = env.write_workflow(
         "gated.json",
         &json!({ "id": "gated", "max_cost_usd": 0.2,
         "connections": { "groq": { "env": "GROQ_API_KEY" } },
         "nodes": [
             { "id": "child", "type": "workflow", "workflow": "./costly.json" },
-            ask("a", "child"),
+            ask("a", &["child"]),
             { "id": "gate", "type": "code", "after": ["a"], "code": format!(
                 "import os\nif not os.path.exists({:?}):\n    raise ValueError('closed')\nreturn 1",
                 gate.display().to_string()) },
-            ask("d", "gate"),
+            ask("d", &["gate"]),
         ]}),
     );
     // $0.15 in the child, a starts at $0.15 and ends at $0.20; the gate fails.
@@ -428,11 +425,6 @@ fn a_cost_limit_refuses_a_model_without_a_price() {
 fn children_past_their_share_but_within_the_parents_limit_succeed() {
     let env = Env::new();
     let server = priced_server();
-    let ask = |id: &str, after: &[&str]| {
-        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
-                "connection": "groq", "after": after,
-                "messages": [ { "role": "user", "content": "hi" } ] })
-    };
     env.write_workflow(
         "two.json",
         &json!({ "id": "two", "connections": { "groq": { "env": "GROQ_API_KEY" } },
@@ -476,11 +468,6 @@ fn a_resume_of_a_resume_counts_every_reused_item_where_it_ran() {
     let env = Env::new();
     let server = priced_server();
     let (open1, open2) = (env.path("open1"), env.path("open2"));
-    let ask = |id: &str, after: &str| {
-        json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
-                "connection": "groq", "after": [after],
-                "messages": [ { "role": "user", "content": "hi" } ] })
-    };
     let gate = |id: &str, file: &std::path::Path, when: &str| {
         json!({ "id": id, "type": "code", "code": format!(
             "import os\nif {when} and not os.path.exists({:?}):\n    raise ValueError('closed')\nreturn 1",
@@ -491,7 +478,7 @@ fn a_resume_of_a_resume_counts_every_reused_item_where_it_ran() {
     env.write_workflow(
         "item.json",
         &json!({ "id": "item", "connections": { "groq": { "env": "GROQ_API_KEY" } },
-            "nodes": [check, ask("ask", "check")] }),
+            "nodes": [check, ask("ask", &["check"])] }),
     );
     let mut second = gate("gate", &open2, "True");
     second["after"] = json!(["each"]);
@@ -503,7 +490,7 @@ fn a_resume_of_a_resume_counts_every_reused_item_where_it_ran() {
             { "id": "each", "type": "workflow", "workflow": "./item.json",
               "for_each": [0, 1, 2, 3], "fail_fast": false, "inputs": { "n": "{{ item }}" } },
             second,
-            ask("last", "gate"),
+            ask("last", &["gate"]),
         ]}),
     );
     assert_code(

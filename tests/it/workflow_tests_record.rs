@@ -286,10 +286,8 @@ fn record_from_mocks_the_node_that_runs_a_sub_workflow() {
     assert_eq!(server.requests().len(), 1, "the replay made no request");
 }
 
-/// The test file a case is added to is read as every file flowrun reads: a pipe in its place is
-/// refused, not read for ever.
-#[test]
-fn record_from_into_a_pipe_is_refused_not_waited_on() {
+/// A test's world with one execution of a one-node workflow `w.json` in it, and its id.
+fn one_run() -> (Env, String) {
     let env = Env::new();
     env.write_workflow(
         "w.json",
@@ -298,6 +296,14 @@ fn record_from_into_a_pipe_is_refused_not_waited_on() {
     let out = env.run_with(&env.path("w.json"), "{}", &[], &[]);
     assert_code(&out, 0, "the run");
     let id = env.only_execution_id();
+    (env, id)
+}
+
+/// The test file a case is added to is read as every file flowrun reads: a pipe in its place is
+/// refused, not read for ever.
+#[test]
+fn record_from_into_a_pipe_is_refused_not_waited_on() {
+    let (env, id) = one_run();
     nix::unistd::mkfifo(
         &env.path("pipe.test.yaml"),
         nix::sys::stat::Mode::from_bits_truncate(0o600),
@@ -316,14 +322,7 @@ fn record_from_into_a_pipe_is_refused_not_waited_on() {
 /// the link stays a link.
 #[test]
 fn record_from_into_a_linked_test_file_writes_its_target() {
-    let env = Env::new();
-    env.write_workflow(
-        "w.json",
-        &json!({"id": "w", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
-    );
-    let out = env.run_with(&env.path("w.json"), "{}", &[], &[]);
-    assert_code(&out, 0, "the run");
-    let id = env.only_execution_id();
+    let (env, id) = one_run();
     env.write_file(
         "real.test.yaml",
         "workflow: ./w.json\ncases:\n  - name: first\n",
