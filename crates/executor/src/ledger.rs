@@ -7,8 +7,9 @@
 //! attempts in order, one end per start, nothing after a node's last end; items and iterations
 //! only inside their node's own start and end, no item past the node's count; an end without a
 //! start (`pinned`, `reused`, `skipped`) only where the plan explains it ([`NotRun`]) — and a
-//! result only if it agrees with the events it saw. What it refuses is logged as a protocol error and never recorded, so a row cannot be
-//! forged and a failed node cannot be turned into a success after the fact.
+//! result only if it agrees with the events it saw. What it refuses is logged as a protocol
+//! error and never recorded, so a row cannot be forged and a failed node cannot be turned into
+//! a success after the fact.
 
 use crate::spec::NotRun;
 use flowrun_events::{NodeStatus, Part};
