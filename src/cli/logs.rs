@@ -54,11 +54,18 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
         } else {
             "failed"
         };
+        // Pointed to only where there is one (a node stopped with others has none).
+        let traceback = e.traceback.as_deref().is_some_and(|t| !t.trim().is_empty());
         flowrun_app::say!(
-            "flowrun: node '{}'{part} {how}: {}: {} (the traceback: flowrun show {short})",
+            "flowrun: node '{}'{part} {how}: {}: {}{}",
             clean_line(&n.node_id),
             clean_line(&e.kind),
             clean_line(&e.message),
+            if traceback {
+                format!(" (the traceback: flowrun show {short})")
+            } else {
+                String::new()
+            },
         );
     }
     let exec = store.execution(id)?;
