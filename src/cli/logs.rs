@@ -41,6 +41,8 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
 fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) -> Result<(), Exit> {
     let short = &id[..8.min(id.len())];
     let rows = store.nodes(id)?;
+    // A failed child's traceback is in the child's own record: pointed to there.
+    let children = store.children(id).unwrap_or_default();
     for n in &rows {
         let Some(e) = n.error.as_ref() else { continue };
         if node.is_some_and(|want| n.node_id != want) {
@@ -54,18 +56,34 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
         } else {
             "failed"
         };
-        // Pointed to only where there is one (a node stopped with others has none).
-        let traceback = e.traceback.as_deref().is_some_and(|t| !t.trim().is_empty());
+        // Pointed to only where there is one (a node stopped with others has none), and for a
+        // failed sub-workflow in the child's record.
+        let item = match n.part {
+            Some(flowrun_events::Part::Item(i)) => Some(u64::from(i)),
+            _ => None,
+        };
+        let child = children
+            .iter()
+            .filter(|(_, link)| link.parent_node == n.node_id && link.item == item)
+            .max_by_key(|(c, _)| c.started_at)
+            .filter(|(c, _)| c.status == ExecStatus::Error);
+        let hint = match child {
+            Some((c, _)) if e.kind == "SubWorkflow" => {
+                format!(
+                    " (its traceback: flowrun show {})",
+                    &c.id[..8.min(c.id.len())]
+                )
+            }
+            _ if e.traceback.as_deref().is_some_and(|t| !t.trim().is_empty()) => {
+                format!(" (the traceback: flowrun show {short})")
+            }
+            _ => String::new(),
+        };
         flowrun_app::say!(
-            "flowrun: node '{}'{part} {how}: {}: {}{}",
+            "flowrun: node '{}'{part} {how}: {}: {}{hint}",
             clean_line(&n.node_id),
             clean_line(&e.kind),
             clean_line(&e.message),
-            if traceback {
-                format!(" (the traceback: flowrun show {short})")
-            } else {
-                String::new()
-            },
         );
     }
     let exec = store.execution(id)?;

@@ -325,6 +325,17 @@ fn a_failing_child_fails_its_node_by_name_and_resume_reruns_only_it() {
         item.error_message()
     );
     assert_eq!(env.node(&first, "each").status, "error");
+    // `logs` of the parent points to the traceback where it is: in the failed child.
+    let logs = stderr(&env.cmd(["logs", first.as_str()]));
+    assert!(
+        logs.contains(&format!(
+            "item 1 failed: SubWorkflow: child execution {failed_child}"
+        )) && logs.contains(&format!(
+            "(its traceback: flowrun show {})",
+            &failed_child[..8]
+        )),
+        "{logs}"
+    );
 
     // Fixed: resume runs only the failed item's child; the others are reused.
     std::fs::write(&ok_file, "").unwrap();
