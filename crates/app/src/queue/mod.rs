@@ -326,9 +326,9 @@ impl Executions {
         }
         // Not ours to run (any more): a runner in another process, or this server's run whose
         // end the store did not take (see `settle_unrecorded`), which nothing else would end.
-        if e.runner
-            .is_some_and(|(pid, _)| pid == std::process::id() as i32)
-        {
+        // This very process: its pid and its start time (another process in another pid
+        // namespace, a container sharing the database, may have the same pid).
+        if e.runner == Some(flowrun_executor::process::own_start()) {
             let err = ErrorInfo::of(ErrorKind::Cancelled, "stopped by request");
             crate::control::abandon(&mut store, id, ExecStatus::Cancelled, &err)?;
             return Ok(Stopped::AlreadyEnded(ExecStatus::Cancelled));
