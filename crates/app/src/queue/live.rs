@@ -38,6 +38,9 @@ struct LiveState {
     /// [`MIN_KEPT`]); what came before is in the store ([`Live::first_kept`]).
     events: VecDeque<Arc<Envelope>>,
     kept_bytes: usize,
+    /// What every event pushed held, by [`approx_bytes`]: past [`TRIM_AFTER_BYTES`] the memory
+    /// is given back after the end ([`Live::trim_after`]).
+    pushed_bytes: usize,
     /// The `seq` of `events[0]` (events are numbered 1, 2, 3, …).
     first: u64,
     /// The text streamed so far by each node (or item or iteration) that streams now, for
@@ -54,9 +57,12 @@ const MAX_STREAM_KEPT: usize = 1 << 20;
 /// let go from the store, which has them by then.
 const MAX_KEPT_BYTES: usize = 16 << 20;
 
-/// Events kept whatever their size: the last moments of an execution, which the store may not
-/// have written yet.
+/// Events kept past [`MAX_KEPT_BYTES`] when they are few: the last moments of an execution,
+/// which the store may not have written yet (a late viewer waits for the store to have them
+/// otherwise) — up to [`HARD_MAX_KEPT_BYTES`], which large events (a failed item's error holds
+/// up to 256 KiB) would pass.
 const MIN_KEPT: usize = 4096;
+const HARD_MAX_KEPT_BYTES: usize = 64 << 20;
 
 /// What an event holds on the heap, roughly: its strings and a fixed part.
 fn approx_bytes(env: &Envelope) -> usize {
@@ -92,6 +98,8 @@ fn approx_bytes(env: &Envelope) -> usize {
 /// Events kept past which the memory an execution held is given back to the system after it
 /// ends ([`Live::trim_after`]): ~200 bytes each on the heap, so 10,000 are ~2 MB.
 const TRIM_AFTER_EVENTS: usize = 10_000;
+/// Or past this many bytes of them, whatever their number (large errors).
+const TRIM_AFTER_BYTES: usize = 8 << 20;
 
 /// When after such an end, each after the one before: the viewers still reading it, the
 /// waiting caller and the store's writes let go of its events in the moments after it, or, for
@@ -111,6 +119,7 @@ impl Live {
             state: Mutex::new(LiveState {
                 events: VecDeque::new(),
                 kept_bytes: 0,
+                pushed_bytes: 0,
                 first: 1,
                 streams: BTreeMap::new(),
             }),
@@ -143,9 +152,13 @@ impl Live {
             }
             _ => {}
         }
-        st.kept_bytes += approx_bytes(&env);
+        let bytes = approx_bytes(&env);
+        st.kept_bytes += bytes;
+        st.pushed_bytes = st.pushed_bytes.saturating_add(bytes);
         st.events.push_back(env.clone());
-        while st.kept_bytes > MAX_KEPT_BYTES && st.events.len() > MIN_KEPT {
+        while st.kept_bytes > MAX_KEPT_BYTES
+            && (st.events.len() > MIN_KEPT || st.kept_bytes > HARD_MAX_KEPT_BYTES)
+        {
             if let Some(old) = st.events.pop_front() {
                 st.kept_bytes = st.kept_bytes.saturating_sub(approx_bytes(&old));
                 st.first += 1;
@@ -191,11 +204,11 @@ impl Live {
             /// A round of trims runs; `AGAIN`: start it over (another large execution ended).
             static RUNNING: AtomicBool = AtomicBool::new(false);
             static AGAIN: AtomicBool = AtomicBool::new(false);
-            let had = {
+            let (had, bytes) = {
                 let st = crate::lock(&self.state);
-                (st.first - 1) as usize + st.events.len()
+                ((st.first - 1) as usize + st.events.len(), st.pushed_bytes)
             };
-            if had < TRIM_AFTER_EVENTS {
+            if had < TRIM_AFTER_EVENTS && bytes < TRIM_AFTER_BYTES {
                 return;
             }
             AGAIN.store(true, Ordering::SeqCst);
@@ -414,6 +427,14 @@ mod tests {
         assert_eq!(backlog.last().map(|e| e.seq), Some(n));
         assert_eq!(live.since(n - 1).unwrap().len(), 1);
         assert!(live.since(n).unwrap().is_empty());
+        // Large events: bounded in bytes too, however few.
+        let (large, _stop) = Live::new("l");
+        for seq in 1..=2000 {
+            large.push(log(seq, 256 << 10));
+        }
+        let st = crate::lock(&large.state);
+        assert!(st.kept_bytes <= HARD_MAX_KEPT_BYTES, "{}", st.kept_bytes);
+        drop(st);
         // Small events: all kept.
         let (small, _stop) = Live::new("s");
         for seq in 1..=1000 {

@@ -3,7 +3,7 @@
 //!
 //! Every execution started here has a [`Live`] from the moment its row is written until it has
 //! ended and its final state is in the store. The `Live` keeps the execution's latest events in
-//! memory (~16 MiB of them at most, and the last 4,096 whatever their size) next to a broadcast
+//! memory (~16 MiB of them, or the last 4,096 when those hold more, up to 64 MiB) next to a broadcast
 //! channel: a subscriber copies the buffer and subscribes under one lock, so it misses nothing
 //! and sees nothing twice, even for events the recorder has not written to the store yet (it
 //! batches log lines); the events before those kept, the store has, and a late subscriber
