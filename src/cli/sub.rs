@@ -148,8 +148,12 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         &text,
         options.clone(),
     );
+    let reused = match &resumed {
+        Some(r) if !r.retry => flowrun_app::subflow::reused_spending(&r.plan),
+        _ => 0.0,
+    };
     let prepared = match resumed {
-        Some(plan) => runner::prepare(&plan.source, plan.trigger, plan.options),
+        Some(r) => runner::prepare(&r.plan.source, r.plan.trigger, r.plan.options),
         None => runner::prepare(&source, Trigger::Text(text), options),
     };
     let prepared = match prepared {
@@ -178,7 +182,12 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let error: Option<ErrorInfo> = o.error;
     // What the child and its own children spent, as recorded: the parent counts it against
     // its own limit.
-    let cost = flowrun_app::subflow::family_cost(&store.lock(), &id);
+    // And, for a child that continues an earlier one, what the outputs it reuses cost: the
+    // parent counts them as it counts its own reused outputs.
+    let cost = match flowrun_app::subflow::family_cost(&store.lock(), &id) {
+        Some(c) => Some(c + reused),
+        None => (reused > 0.0).then_some(reused),
+    };
     // Paused with its parent (whose resume runs it again), or on its own (`flowrun pause
     // CHILD`): the parent's node fails then, and the child waits for its own resume.
     let parent_pausing = o.status == ExecStatus::Paused

@@ -246,6 +246,14 @@ pub(crate) fn spent_by_node(
         .reduce(|a, b| a + b)
 }
 
+/// A child that continues an earlier one ([`resume_of_earlier_child`]).
+pub struct ChildResume {
+    pub plan: crate::again::AgainPlan,
+    /// The earlier one was this parent's own previous attempt at the node (a retry), whose
+    /// spending, reused outputs included, the parent has counted already.
+    pub retry: bool,
+}
+
 /// What a child runs with when its parent is a resume: the resume of the child that the
 /// parent's earlier run left unfinished at the same node (and item) — paused with it, failed,
 /// stopped — so that what that child finished is reused, not run and paid for again. `None`
@@ -259,18 +267,27 @@ pub fn resume_of_earlier_child(
     file: &Path,
     trigger: &[u8],
     options: crate::runner::RunOptions,
-) -> Option<crate::again::AgainPlan> {
+) -> Option<ChildResume> {
     let this = store.execution(parent).ok()?;
     let (Some(earlier), Some(flowrun_events::Relation::Resume)) = (this.parent_id, this.relation)
     else {
         return None;
     };
-    let (child, _) = store
-        .children(&earlier)
-        .ok()?
-        .into_iter()
-        .filter(|(_, link)| link.parent_node == call.parent_node && link.item == call.item)
-        .max_by_key(|(c, _)| c.started_at)?;
+    let latest_at = |execution: &str| {
+        store
+            .children(execution)
+            .ok()?
+            .into_iter()
+            .filter(|(_, link)| link.parent_node == call.parent_node && link.item == call.item)
+            .max_by_key(|(c, _)| c.started_at)
+            .map(|(c, _)| c)
+    };
+    // A retry in this resume continues the attempt before it (itself a continuation), not the
+    // earlier run's child again: what that attempt finished would be run and paid once more.
+    let (child, retry) = match latest_at(parent) {
+        Some(c) => (c, true),
+        None => (latest_at(&earlier)?, false),
+    };
     if child.status == flowrun_events::ExecStatus::Success {
         return None;
     }
@@ -282,11 +299,53 @@ pub fn resume_of_earlier_child(
             // Linked to this parent as its child, as any sub-workflow; what it reuses points at
             // the child it continues (`from_execution`).
             plan.options.parent = Some((parent.to_string(), flowrun_events::Relation::Sub));
-            Some(plan)
+            Some(ChildResume { plan, retry })
         }
         Err(e) => {
             tracing::debug!("child {} not resumed, started afresh: {e}", child.id);
             None
         }
     }
+}
+
+/// What the outputs a resumed child reuses cost when they were made: its parent counts it
+/// toward its own limit, as it would count the same calls made by nodes of its own.
+pub fn reused_spending(plan: &crate::again::AgainPlan) -> f64 {
+    use flowrun_codegen::model::NodeKind;
+    let metered = |node: &str| {
+        plan.source.workflow.node(node).is_some_and(|n| {
+            matches!(
+                n.kind,
+                NodeKind::Llm(_) | NodeKind::Agent(_) | NodeKind::Workflow(_)
+            )
+        })
+    };
+    let cost = |pin: &flowrun_codegen::Pin| -> f64 {
+        if pin.status != flowrun_codegen::PinStatus::Reused {
+            return 0.0;
+        }
+        if let Some(spent) = pin.spent_usd {
+            return spent;
+        }
+        let of = |v: &serde_json::Value| v.get("cost_usd").and_then(serde_json::Value::as_f64);
+        match &pin.output {
+            serde_json::Value::Array(items) => items.iter().filter_map(of).sum(),
+            one => of(one).unwrap_or(0.0),
+        }
+    };
+    let nodes: f64 = plan
+        .options
+        .pins
+        .iter()
+        .filter(|(n, _)| metered(n))
+        .map(|(_, p)| cost(p))
+        .sum();
+    let items: f64 = plan
+        .options
+        .reused_items
+        .iter()
+        .filter(|(n, _)| metered(n))
+        .flat_map(|(_, items)| items.values().map(cost))
+        .sum();
+    nodes + items
 }

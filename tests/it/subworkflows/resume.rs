@@ -119,3 +119,127 @@ fn a_child_is_not_deleted_while_its_parent_runs() {
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     assert_eq!(s.delete(&format!("/api/executions/{child}")).status, 200);
 }
+
+/// An LLM call of $0.05 (1M prompt tokens of llama-3.1-8b-instant) after the nodes `after`.
+fn ask(id: &str, after: &[&str]) -> serde_json::Value {
+    json!({ "id": id, "type": "llm", "provider": "groq", "model": "llama-3.1-8b-instant",
+            "connection": "groq", "after": after,
+            "messages": [ { "role": "user", "content": format!("call {id}") } ] })
+}
+
+/// A code node that fails while `file` exists (`once`: and removes it as it fails).
+fn fails_while(id: &str, after: &[&str], file: &std::path::Path, once: bool) -> serde_json::Value {
+    let remove = if once { "    os.remove(p)\n" } else { "" };
+    json!({ "id": id, "type": "code", "after": after, "code": format!(
+        "import os\np = {:?}\nif os.path.exists(p):\n{remove}    raise RuntimeError('{id}')\nreturn 1",
+        file.display().to_string()) })
+}
+
+/// Runs `flowrun ARGS` with the priced stand-in's variables; its output.
+fn priced(
+    env: &Env,
+    server: &crate::support::llm_server::Server,
+    args: &[&str],
+) -> std::process::Output {
+    env.command()
+        .args(args)
+        .env("FLOWRUN_GROQ_BASE_URL", server.url("/openai/v1"))
+        .env("GROQ_API_KEY", "gsk-resume-test-0123456789")
+        .output()
+        .unwrap()
+}
+
+fn priced_server() -> crate::support::llm_server::Server {
+    use crate::support::llm_server::{Reply, Server};
+    Server::start(|_| Reply::openai_chat("llama-3.1-8b-instant", "ok", 1_000_000, 0))
+}
+
+/// A resumed child's reused calls count toward its parent's limit, as the parent's own reused
+/// calls do: the call after the child, which a run with those nodes in one file refuses, is
+/// refused after the resume too (it ran, past the limit, when the child reported nothing).
+#[test]
+fn a_resumed_childs_reused_calls_count_toward_the_parents_limit() {
+    let env = Env::new();
+    let server = priced_server();
+    let fail = env.path("fail");
+    std::fs::write(&fail, "").unwrap();
+    let conn = json!({ "groq": { "env": "GROQ_API_KEY" } });
+    put(
+        &env,
+        "child.json",
+        &json!({ "id": "child", "connections": conn,
+            "nodes": [ask("a", &[]), fails_while("k", &["a"], &fail, false)] }),
+    );
+    let parent = put(
+        &env,
+        "parent.json",
+        &json!({ "id": "parent", "max_cost_usd": 0.05, "connections": conn, "nodes": [
+            { "id": "w", "type": "workflow", "workflow": "./child.json" },
+            ask("b", &["w"]) ]}),
+    );
+    let out = priced(&env, &server, &["run", parent.to_str().unwrap()]);
+    assert_code(&out, 1, "the child fails");
+    std::fs::remove_file(&fail).unwrap();
+    let first = top_level_ids(&env).pop().unwrap();
+    let out = priced(&env, &server, &["resume", &first]);
+    assert_code(&out, 1, "b would start at the limit");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "only the first run's call: {}",
+        describe(&out)
+    );
+    let resumed = top_level_ids(&env).pop().unwrap();
+    let err = env.execution(&resumed).error.unwrap();
+    assert_eq!(
+        (err["type"].as_str(), err["node"].as_str()),
+        (Some("CostLimit"), Some("b"))
+    );
+}
+
+/// A retried `workflow` node in a resume continues its own previous attempt's child, not the
+/// earlier run's again: a call that attempt made is not made twice.
+#[test]
+fn a_retry_in_a_resume_continues_the_attempt_before_it() {
+    let env = Env::new();
+    let server = priced_server();
+    let (fail_k, fail_d) = (env.path("fail_k"), env.path("fail_d"));
+    std::fs::write(&fail_k, "").unwrap();
+    let conn = json!({ "groq": { "env": "GROQ_API_KEY" } });
+    put(
+        &env,
+        "child.json",
+        &json!({ "id": "child", "connections": conn, "nodes": [
+            ask("a", &[]),
+            fails_while("k", &["a"], &fail_k, false),
+            ask("c", &["k"]),
+            fails_while("d", &["c"], &fail_d, true) ]}),
+    );
+    let parent = put(
+        &env,
+        "parent.json",
+        &json!({ "id": "parent", "connections": conn, "nodes": [
+            { "id": "w", "type": "workflow", "workflow": "./child.json",
+              "retry": { "max_attempts": 2, "backoff_ms": 1 } } ]}),
+    );
+    let out = priced(&env, &server, &["run", parent.to_str().unwrap()]);
+    assert_code(&out, 1, "k fails in both attempts");
+    assert_eq!(server.requests().len(), 2, "a, in each attempt's child");
+    std::fs::remove_file(&fail_k).unwrap();
+    std::fs::write(&fail_d, "").unwrap();
+    let first = top_level_ids(&env).pop().unwrap();
+    let out = priced(&env, &server, &["resume", &first]);
+    assert_code(&out, 0, "d fails once, the retry finishes");
+    // c was called once: the retry reused it from the attempt before.
+    let calls: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            r.body_json()["messages"][0]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(calls, ["call a", "call a", "call c"], "{}", describe(&out));
+}
