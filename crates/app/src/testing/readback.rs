@@ -9,9 +9,21 @@ use serde_json::{Map, Value};
 pub(super) const TRACEBACK_LINES: usize = 30;
 const LOG_LINES: usize = 10;
 
-/// The last `n` lines of `text`, with a line saying how many came before when some did.
+/// The most characters of one line a report shows (a 200 KB error line made a 400 KB report).
+const LINE_CHARS: usize = 500;
+
+/// `line` cut at [`LINE_CHARS`] characters, saying so.
+fn short(line: &str) -> String {
+    match line.char_indices().nth(LINE_CHARS) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &line[..at], line.len()),
+        None => line.to_string(),
+    }
+}
+
+/// The last `n` lines of `text`, each cut short, with a line saying how many came before when
+/// some did.
 pub(super) fn last_of(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<String> = text.lines().map(short).collect();
     match lines.len().checked_sub(n) {
         Some(cut) if cut > 0 => format!("… {cut} line(s) before\n{}", lines[cut..].join("\n")),
         _ => lines.join("\n"),
@@ -26,7 +38,7 @@ pub(super) fn last_lines_of(store: &Store, id: &str, node: &str) -> Vec<String> 
     let mut lines: Vec<String> = events
         .iter()
         .filter(|e| e.data.get("node").and_then(Value::as_str) == Some(node))
-        .filter_map(|e| e.data.get("line").and_then(Value::as_str).map(String::from))
+        .filter_map(|e| e.data.get("line").and_then(Value::as_str).map(short))
         .collect();
     let cut = lines.len().saturating_sub(LOG_LINES);
     lines.drain(..cut);
@@ -56,4 +68,21 @@ pub fn record_view(store: &Store, id: &str) -> Result<Value, StoreError> {
         .collect();
     v["logs"] = Value::String(lines.join("\n"));
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_report_shows_the_last_lines_each_cut_short() {
+        let text = format!("one\ntwo\n{}\nfour", "x".repeat(2000));
+        let shown = super::last_of(&text, 2);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0], "… 2 line(s) before");
+        assert!(
+            lines[1].ends_with("… (2000 bytes in all)") && lines[1].len() < 600,
+            "{}",
+            lines[1]
+        );
+        assert_eq!(lines[2], "four");
+    }
 }
