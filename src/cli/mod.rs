@@ -24,6 +24,7 @@ pub(crate) fn stdout_written(result: std::io::Result<()>) {
 
 mod doctor;
 mod exit;
+mod github;
 mod input;
 mod inspect;
 mod inspect_subs;

@@ -3,7 +3,8 @@
 //! passed (flaky ones included), 1 a case failed, 2 an invalid test file, workflow or usage,
 //! 3 the environment (database), 130 interrupted.
 
-use super::text::{clean, clean_line, json_pretty};
+use super::github::{annotate, annotations, gh_path, github};
+use super::text::{clean_line, json_pretty};
 use super::{Exit, open_store};
 use clap::Args;
 use flowrun_app::SharedStore;
@@ -86,62 +87,6 @@ fn out(json: bool) -> Box<dyn Write> {
     } else {
         Box::new(std::io::stdout())
     }
-}
-
-/// Running on GitHub Actions: failures are also printed as workflow commands (annotations).
-fn github() -> bool {
-    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
-}
-
-/// `%`, CR, LF escaped as GitHub's workflow commands need; in properties `:` and `,` too.
-fn gh_escape(s: &str, property: bool) -> String {
-    let mut o = s
-        .replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A");
-    if property {
-        o = o.replace(':', "%3A").replace(',', "%2C");
-    }
-    o
-}
-
-/// A test file's path as GitHub places an annotation: relative to the repository's root
-/// (`GITHUB_WORKSPACE`, else the working directory), however it was given (`./t.test.yaml`,
-/// an absolute path); a file outside it keeps its path, without `./`.
-fn gh_path(file: &str) -> String {
-    // Both resolved (links, `..`): a workspace reached through a link is still the root.
-    let here = std::env::current_dir().unwrap_or_default();
-    let abs = std::fs::canonicalize(here.join(file)).unwrap_or_else(|_| here.join(file));
-    let root = std::env::var_os("GITHUB_WORKSPACE")
-        .map(PathBuf::from)
-        .filter(|r| r.is_absolute())
-        .unwrap_or(here);
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
-    match abs.strip_prefix(&root) {
-        Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
-        _ => file.strip_prefix("./").unwrap_or(file).to_string(),
-    }
-}
-
-/// One workflow command. Its parts come from test files and executions: controls are shown as
-/// escapes (`clean`), and no newline reaches the log raw, so no part can start a command of its
-/// own. On stderr when stdout holds the `--json` document (the runner reads both streams).
-fn annotate(json: bool, level: &str, file: &str, line: Option<usize>, title: &str, message: &str) {
-    let file = gh_path(file);
-    let (file, title, message) = (clean_line(&file), clean_line(title), clean(message));
-    let line = line.map(|l| format!(",line={l}")).unwrap_or_default();
-    let text = format!(
-        "::{level} file={}{line},title={}::{}",
-        gh_escape(&file, true),
-        gh_escape(&title, true),
-        gh_escape(&message, false)
-    );
-    // A reader that went away (`| head`) is not an error of the tests.
-    let _ = if json {
-        writeln!(std::io::stderr(), "{text}")
-    } else {
-        writeln!(std::io::stdout(), "{text}")
-    };
 }
 
 fn print_problems(problems: &[Problem], json: bool) {
@@ -509,38 +454,6 @@ fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
             }
         }
     };
-}
-
-fn annotations(suite: &Suite, results: &[CaseResult], json: bool) {
-    for r in results {
-        let file = &suite.files[r.at.file].file;
-        let title = format!("flowrun test › {}", r.name);
-        match r.verdict {
-            Verdict::Failed => {
-                let Some(a) = r.last() else { continue };
-                for f in &a.failures {
-                    let line = match f {
-                        Failure::Assertion { line, .. } => line.or(r.line),
-                        _ => r.line,
-                    };
-                    let mut text = report::describe_at_line(f);
-                    if let Some(id) = &a.execution_id {
-                        text.push_str(&format!("\ndetails: flowrun show {id}"));
-                    }
-                    annotate(json, "error", file, line, &title, &text);
-                }
-            }
-            Verdict::Flaky => annotate(
-                json,
-                "warning",
-                file,
-                r.line,
-                &title,
-                &format!("flaky: passed on attempt {}", r.attempts.len()),
-            ),
-            _ => {}
-        }
-    }
 }
 
 /// `flowrun test --record-from ID [FILE] [--name NAME]`.
