@@ -22,6 +22,53 @@ import _ast
 
 _code_ARGS = ("trigger", "nodes", "execution", "log", "item", "index", "iteration", "previous")
 _code_CACHE = {}
+# Per compiled source: the arguments its code may read (_code_reads).
+_code_READS = {}
+
+# Names by which code could reach its frame's locals (or run code that does) other than by
+# naming them: code that mentions one of these may read every argument.
+_code_INTROSPECTION = frozenset((
+    "locals", "vars", "eval", "exec", "globals", "compile", "__import__", "getattr", "sys",
+    "inspect", "traceback", "f_locals", "f_back", "tb_frame", "gi_frame", "cr_frame", "ag_frame",
+    "_getframe", "currentframe", "stack", "trace", "__dict__", "__code__", "__closure__",
+    "__globals__", "__builtins__", "importlib", "builtins"))
+
+
+def _code_walk(tree):
+    """Every node of `tree` (`ast.walk`, without importing `ast`: `_ast` is what the runtime
+    has loaded)."""
+    todo = [tree]
+    while todo:
+        n = todo.pop()
+        yield n
+        for field in n._fields:
+            v = getattr(n, field, None)
+            if isinstance(v, _ast.AST):
+                todo.append(v)
+            elif isinstance(v, list):
+                todo.extend(x for x in v if isinstance(x, _ast.AST))
+
+
+def _code_reads(tree):
+    """The arguments a node's code may read: those it names (a name, an attribute, an import,
+    a string), or all of them when it could reach its frame another way. What it cannot read
+    needs no copy: an item of a long for_each that reads neither `nodes` nor `trigger` copies
+    neither (a deep copy of every node's output per item made such a node quadratic)."""
+    names = set()
+    for n in _code_walk(tree):
+        if isinstance(n, _ast.Name):
+            names.add(n.id)
+        elif isinstance(n, _ast.Attribute):
+            names.add(n.attr)
+        elif isinstance(n, _ast.alias):
+            names.update(n.name.split("."))
+            if n.asname:
+                names.add(n.asname)
+        elif isinstance(n, _ast.Constant) and isinstance(n.value, str):
+            names.add(n.value)
+    if names & _code_INTROSPECTION:
+        return frozenset(_code_ARGS)
+    return frozenset(a for a in _code_ARGS if a in names)
 
 
 def _code_func_name(node_id):
@@ -56,6 +103,7 @@ def _code_compile(node_id, source, cache=True):
     filename = "<node %s>" % node_id
     register_source(filename, source, _code_formats_tracebacks(source))
     module = compile(source, filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+    _code_READS[key] = _code_reads(module)
     body = list(module.body)
     last = 1
     if body:
@@ -218,16 +266,26 @@ def node_code(ctx, params):
     source = params.get("code")
     if not isinstance(source, str):
         raise NodeError("code: the code parameter must be a string of Python source", "TypeError")
-    ctx.input = ctx.dep_outputs()
+    scope = ctx.scope
+    if ctx.part is not None and ctx.part[0] == "item":
+        # An item's input is its own: the item and its index (the outputs of the node's
+        # upstream nodes are the same for every item, and recording them per item made a
+        # for_each over a long list quadratic, in time and in the store).
+        ctx.input = {"item": scope.get("item"), "index": scope.get("index")}
+    else:
+        ctx.input = ctx.dep_outputs()
     for conn in params.get("connections") or ():
         connection_secret(conn)  # a clear error, not a KeyError, if it is not bound
     fn = _code_compile(ctx.id, source)
-    scope = ctx.scope
+    # Its own copy of what it reads (what it changes stays its own); what it cannot read is
+    # passed as it is.
+    reads = _code_READS.get((ctx.id, source), _code_ARGS)
+    own = lambda name, value: plain_copy(value) if name in reads else value
     with _STATE.run_lock:  # other nodes may be finishing meanwhile
-        nodes = plain_copy(scope["nodes"])
-    args = (plain_copy(scope["trigger"]), nodes, plain_copy(scope["execution"]), ctx.log,
-            plain_copy(scope.get("item")), scope.get("index"),
-            scope.get("iteration"), plain_copy(scope.get("previous")))
+        nodes = own("nodes", scope["nodes"])
+    args = (own("trigger", scope["trigger"]), nodes, own("execution", scope["execution"]),
+            ctx.log, own("item", scope.get("item")), scope.get("index"),
+            scope.get("iteration"), own("previous", scope.get("previous")))
     cwd = params.get("cwd")
     if cwd is None:
         return fn(*args)

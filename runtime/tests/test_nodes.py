@@ -167,6 +167,20 @@ class CodeNode(unittest.TestCase):
         r = run(wf)
         self.assertEqual(r.output("d"), {"l": [1], "t": {}})
 
+    def test_mutations_through_the_frame_do_not_leak_either(self):
+        # Code that does not name `nodes` gets it uncopied — unless it could reach it another
+        # way (locals(), a frame): then it gets its own copy, as code that names it does.
+        wf = workflow([
+            node("s", "set", {"fields": {"l": [1]}}),
+            node("c", "code", {"code": "locals()['no' + 'des']['s']['output']['l'].append(2)\nreturn 0"},
+                 deps=["s"]),
+            node("f", "code", {"code": "import sys\nsys._getframe(0).f_locals['no' + 'des']['s']['output']['l'].append(3)\nreturn 0"},
+                 deps=["c"]),
+            node("d", "set", {"fields": {"l": T(ref("nodes.s.output.l"))}}, deps=["f"]),
+        ])
+        r = run(wf)
+        self.assertEqual(r.output("d"), {"l": [1]})
+
     def test_syntax_error_names_node_and_line_and_nothing_runs(self):
         # The broken node comes after a command: nothing runs, not even the command (its side
         # effects would be for a run bound to fail).
