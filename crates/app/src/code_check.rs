@@ -24,9 +24,8 @@ use flowrun_codegen::source::Source;
 use flowrun_executor::helper::{HelperError, run_bounded};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -255,16 +254,12 @@ impl Drop for Place {
 /// bounded by [`flowrun_executor::helper::run_bounded`]: killed at [`TIMEOUT`] however it
 /// stalls, or past [`MAX_ANSWER`]. The caller holds one of the [`MAX_AT_ONCE`] places.
 fn ask(python: &Path, script: &[u8]) -> Result<Answer, String> {
-    // On stdin from a file without a name: no pipe to write (whose reader may be gone), and
-    // nothing left behind in TMPDIR whatever ends this process.
-    let mut file = tempfile::tempfile().map_err(|e| format!("cannot write the script: {e}"))?;
-    file.write_all(script)
-        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+    let stdin = flowrun_executor::helper::stdin_of(script)
         .map_err(|e| format!("cannot write the script: {e}"))?;
     let mut cmd = Command::new(python);
     cmd.args(["-I", "-S", "-", "--check"])
         .env_clear()
-        .stdin(Stdio::from(file));
+        .stdin(stdin);
     let done = run_bounded(&mut cmd, TIMEOUT, MAX_ANSWER).map_err(|e| match e {
         HelperError::TimedOut(_) => format!("compiling took longer than {} s", TIMEOUT.as_secs()),
         HelperError::TooLong(_) => "its answer was too long".into(),

@@ -96,19 +96,15 @@ fn check_with_paths(
     if requirements.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
-    use std::io::{Seek, SeekFrom, Write};
-    // The requirements on stdin from a file without a name (no pipe to write, nothing left in
-    // TMPDIR); bounded in time and output: a shim or a site hook that hangs or floods must not
-    // hang `run`, `validate` or a server's request.
-    let mut file =
-        tempfile::tempfile().map_err(|e| format!("cannot write a temporary file: {e}"))?;
-    file.write_all(&serde_json::to_vec(requirements).expect("strings serialize"))
-        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+    // Bounded in time and output: a shim or a site hook that hangs or floods must not hang
+    // `run`, `validate` or a server's request.
+    let input = serde_json::to_vec(requirements).expect("strings serialize");
+    let stdin = flowrun_executor::helper::stdin_of(&input)
         .map_err(|e| format!("cannot write a temporary file: {e}"))?;
     // Isolated from the user's environment variables and cwd, but with site: that is where
     // packages live.
     let mut cmd = Command::new(&interp.executable);
-    cmd.args(["-I", "-c", CHECK]).stdin(Stdio::from(file));
+    cmd.args(["-I", "-c", CHECK]).stdin(stdin);
     let out = flowrun_executor::helper::run_bounded(&mut cmd, CHECK_TIMEOUT, MAX_CHECK_ANSWER)
         .map_err(|e| {
             format!(

@@ -17,6 +17,17 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// `bytes` as a helper's stdin: a file without a name, at its start — no pipe to write (whose
+/// reader may be gone, or may not read until it has said too much), and nothing left behind in
+/// `TMPDIR` whatever ends this process.
+pub fn stdin_of(bytes: &[u8]) -> std::io::Result<Stdio> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = tempfile::tempfile()?;
+    file.write_all(bytes)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(Stdio::from(file))
+}
+
 /// The end of stderr kept: enough for the last lines of a traceback.
 pub const STDERR_TAIL: usize = 2048;
 
