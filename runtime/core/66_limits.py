@@ -110,6 +110,11 @@ def _cost_slack(limit):
     return 1e-9 * max(1.0, limit)
 
 
+def _cost_past(total, limit):
+    """Whether `total` is past `limit`, not merely at it (_cost_slack)."""
+    return total > float(limit) + _cost_slack(float(limit))
+
+
 def _cost_overrun(run):
     """The CostLimit error of a run whose total ended past its limit though no call was refused:
     calls running side by side all started below it (an item's, a node's beside it), or the
@@ -123,7 +128,7 @@ def _cost_overrun(run):
     limit = float(limit)
     with _STATE.run_lock:
         total = run.cost_usd
-    if not total > limit + _cost_slack(limit):
+    if not _cost_past(total, limit):
         return None
     return {"node": None, "type": "CostLimit", "traceback": "",
             "message": "the execution's cost ended at $%.6f, past its limit (max_cost_usd) of "
@@ -188,8 +193,7 @@ def _cost_add(run, node, output, warn=True):
     with _STATE.run_lock:
         run.cost_usd += float(cost)
         total = run.cost_usd
-        if (limit is not None and run.cost_crossed_by is None
-                and total > float(limit) + _cost_slack(float(limit))):
+        if limit is not None and run.cost_crossed_by is None and _cost_past(total, limit):
             run.cost_crossed_by = node["id"]
         crossed = threshold is not None and not run.cost_warned and total >= float(threshold)
         if crossed:

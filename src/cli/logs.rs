@@ -41,8 +41,6 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
 fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) -> Result<(), Exit> {
     let short = &id[..8.min(id.len())];
     let rows = store.nodes(id)?;
-    // A failed child's traceback is in the child's own record: pointed to there.
-    let children = store.children(id).unwrap_or_default();
     for n in &rows {
         let Some(e) = n.error.as_ref() else { continue };
         if node.is_some_and(|want| n.node_id != want) {
@@ -62,13 +60,13 @@ fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) ->
             Some(flowrun_events::Part::Item(i)) => Some(u64::from(i)),
             _ => None,
         };
-        let child = children
-            .iter()
-            .filter(|(_, link)| link.parent_node == n.node_id && link.item == item)
-            .max_by_key(|(c, _)| c.started_at)
-            .filter(|(c, _)| c.status == ExecStatus::Error);
+        // A failed child's traceback is in the child's own record: pointed to there.
+        let child = (e.kind == "SubWorkflow")
+            .then(|| flowrun_app::subflow::latest_child(store, id, &n.node_id, item))
+            .flatten()
+            .filter(|c| c.status == ExecStatus::Error);
         let hint = match child {
-            Some((c, _)) if e.kind == "SubWorkflow" => {
+            Some(c) => {
                 format!(
                     " (its traceback: flowrun show {})",
                     &c.id[..8.min(c.id.len())]

@@ -265,9 +265,8 @@ fn with_childrens_spending(
     use flowrun_codegen::model::NodeKind;
     let spawns = |node: &str| {
         plan.workflow
-            .nodes
-            .iter()
-            .any(|n| n.id == node && matches!(n.kind, NodeKind::Workflow(_)))
+            .node(node)
+            .is_some_and(|n| matches!(n.kind, NodeKind::Workflow(_)))
     };
     let made_by = |pin: &flowrun_codegen::Pin| pin.from_execution.clone().unwrap_or(id.into());
     let looping = |node: &str| {

@@ -22,12 +22,26 @@ pub struct SubCall {
 }
 
 /// Does the workflow start child executions?
-pub(crate) fn has_sub_workflows(p: &Prepared) -> bool {
-    p.plan
-        .workflow
-        .nodes
+pub(crate) fn has_sub_workflows(wf: &flowrun_codegen::Workflow) -> bool {
+    wf.nodes
         .iter()
         .any(|n| matches!(n.kind, flowrun_codegen::model::NodeKind::Workflow(_)))
+}
+
+/// The child execution that node `node` (its item `item`) of execution `id` started last.
+pub fn latest_child(
+    store: &flowrun_store::Store,
+    id: &str,
+    node: &str,
+    item: Option<u64>,
+) -> Option<flowrun_store::Execution> {
+    store
+        .children(id)
+        .ok()?
+        .into_iter()
+        .filter(|(_, link)| link.parent_node == node && link.item == item)
+        .max_by_key(|(c, _)| c.started_at)
+        .map(|(c, _)| c)
 }
 
 /// Adds what the `workflow` handler needs to the child's environment: this flowrun executable,
@@ -35,7 +49,7 @@ pub(crate) fn has_sub_workflows(p: &Prepared) -> bool {
 /// stopped with its parent ends, and is recorded, before the parent's grace runs out), the
 /// timeout and whether the run is offline (`flowrun test --offline`).
 pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
-    if !has_sub_workflows(p) {
+    if !has_sub_workflows(&p.plan.workflow) {
         return;
     }
     let depth = p.options.sub.as_ref().map_or(0, |s| s.depth);
@@ -273,15 +287,7 @@ pub fn resume_of_earlier_child(
     else {
         return None;
     };
-    let latest_at = |execution: &str| {
-        store
-            .children(execution)
-            .ok()?
-            .into_iter()
-            .filter(|(_, link)| link.parent_node == call.parent_node && link.item == call.item)
-            .max_by_key(|(c, _)| c.started_at)
-            .map(|(c, _)| c)
-    };
+    let latest_at = |execution: &str| latest_child(store, execution, &call.parent_node, call.item);
     // A retry in this resume continues the attempt before it (itself a continuation), not the
     // earlier run's child again: what that attempt finished would be run and paid once more.
     let (child, retry) = match latest_at(parent) {

@@ -119,7 +119,7 @@ pub async fn run(
             usage: recorder.usage(),
         },
     );
-    if crate::subflow::has_sub_workflows(p) {
+    if crate::subflow::has_sub_workflows(&p.plan.workflow) {
         crate::subflow::end_left_children(store, execution_id, outcome.status);
     }
     let mut ended_elsewhere = recorder.ended_elsewhere;

@@ -96,12 +96,7 @@ pub fn bind_connections(
     // A workflow that starts sub-workflows passes them its connections (README: a child's are
     // bound from what the parent's nodes see): those its own nodes do not use too, when they
     // have a value — a child that needs one without a value says so itself.
-    let starts_children = plan
-        .workflow
-        .nodes
-        .iter()
-        .any(|n| matches!(n.kind, flowrun_codegen::model::NodeKind::Workflow(_)));
-    if starts_children {
+    if crate::subflow::has_sub_workflows(&plan.workflow) {
         for conn in plan.workflow.connections.values() {
             if !bound.iter().any(|(k, _): &(String, String)| *k == conn.env)
                 && let Some(v) = lookup_env(options, &conn.env)
