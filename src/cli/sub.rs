@@ -180,10 +180,9 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
     flowrun_app::control::end_strays();
     let o = finished.outcome;
     let error: Option<ErrorInfo> = o.error;
-    // What the child and its own children spent, as recorded: the parent counts it against
-    // its own limit.
-    // And, for a child that continues an earlier one, what the outputs it reuses cost: the
-    // parent counts them as it counts its own reused outputs.
+    // What the child and its own children spent, as recorded, and, for a child that continues
+    // an earlier one, what the outputs it reuses cost: the parent counts it against its own
+    // limit, as it counts its own reused outputs.
     let cost = match flowrun_app::subflow::family_cost(&store.lock(), &id) {
         Some(c) => Some(c + reused),
         None => (reused > 0.0).then_some(reused),
