@@ -139,7 +139,10 @@ impl Sink for Recorder {
         let start = if info.warm { "warm" } else { "cold" };
         let res = {
             let mut store = self.store.lock();
-            store.set_process(&self.execution_id, row, start)
+            let res = store.set_process(&self.execution_id, row, start);
+            // The interpreter takes milliseconds to start: the time to copy the log back.
+            store.checkpoint_if_due();
+            res
         };
         if let Err(e) = res {
             self.error.get_or_insert_with(|| e.to_string());

@@ -10,6 +10,7 @@ mod read;
 mod schema;
 mod subs;
 mod types;
+mod wal;
 mod write;
 
 pub use types::*;
@@ -115,12 +116,8 @@ impl Store {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         );
-        // But keep the WAL short: a process that opens the database while no other has it open
-        // (every `flowrun run` on a quiet machine) reads all of its valid frames to rebuild the
-        // WAL index (an execution writes ~45 frames). At SQLite's default
-        // of 1000 a `flowrun run` read ~2.5 MB at open; 200 frames checkpoints every ~4
-        // executions (two fsyncs) and measured ~0.6 ms less per `flowrun run` (2026-12-01).
-        let _ = conn.pragma_update(None, "wal_autocheckpoint", 200);
+        // Keep the log short, and copy it back when the runner would otherwise wait (wal.rs).
+        wal::install(&conn);
         // Several processes may open a new database at once; a migration that loses the race
         // sees the schema already done when it tries again.
         let migrations = schema::migrations();
