@@ -25,6 +25,7 @@ mod python_env;
 mod run_core;
 mod runtime_unittest;
 mod sched_slice;
+mod script_cache;
 mod secret_forms;
 mod secrets;
 mod serve;

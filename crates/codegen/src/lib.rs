@@ -36,7 +36,7 @@ pub use mock::{Mock, MockOutcome};
 pub use model::Workflow;
 pub use plan::Plan;
 pub use prices::{unpriced_llm_nodes, unpriced_message};
-pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh};
+pub use render::{Pin, PinStatus, RenderOptions, Script, render, render_fresh, script_key};
 pub use source::{
     Format, MAX_FILE_BYTES, NodeProblem, Source, load_file, may_be_workflow, parse_str,
     read_text_file, yaml_too_deep,

@@ -377,6 +377,15 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
     script
 }
 
+/// What [`render`] would render, as a hash (hex sha256), without rendering it: the same plan
+/// and options give the same key, and the same key the same script *from the same build* (the
+/// runtime and templates are part of the binary, not of the key). A cache that keeps scripts
+/// across processes adds the build's identity to it.
+pub fn script_key(plan: &Plan, options: &RenderOptions) -> String {
+    let (key, _, _) = render_key(plan, options);
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
 /// [`render`] without what was rendered before: what a benchmark of rendering measures.
 pub fn render_fresh(plan: &Plan, options: &RenderOptions) -> Script {
     let (key, literal_at, types) = render_key(plan, options);

@@ -14,6 +14,7 @@ mod execute;
 mod launch;
 mod options;
 mod prepare;
+mod scripts;
 mod trigger;
 
 pub use bytecode::{PendingBytecode, wait as wait_for_bytecode};

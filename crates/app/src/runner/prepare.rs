@@ -3,6 +3,7 @@
 
 use super::error::{RunError, Unbound};
 use super::options::RunOptions;
+use super::scripts::Script;
 use super::trigger::{self, Trigger};
 use crate::agents::{self, NeededAgent};
 use crate::python::{self, Interpreter};
@@ -298,19 +299,28 @@ pub fn prepare(
             flowrun_codegen::Diagnostic::new(message).into(),
         ));
     }
-    let script = flowrun_codegen::render(
-        &plan,
-        &RenderOptions {
-            pins: options.pins.clone(),
-            reused_items: options.reused_items.clone(),
-            max_parallel: options.max_parallel,
-            mocks: options.mocks.clone(),
-            offline: options.offline,
-            break_before: options.break_before.clone(),
-            max_cost_usd: options.max_cost_usd,
-            cost_limit_is_share: options.cost_limit_is_share,
-        },
-    );
+    let render_options = RenderOptions {
+        pins: options.pins.clone(),
+        reused_items: options.reused_items.clone(),
+        max_parallel: options.max_parallel,
+        mocks: options.mocks.clone(),
+        offline: options.offline,
+        break_before: options.break_before.clone(),
+        max_cost_usd: options.max_cost_usd,
+        cost_limit_is_share: options.cost_limit_is_share,
+    };
+    // A workflow that ran before with this build has its script in the cache already: looked up
+    // (nothing is written before the trigger is checked), else rendered while the meta-schema
+    // thread works.
+    let cache = paths::cache_dir();
+    let key = super::scripts::key(&flowrun_codegen::script_key(&plan, &render_options));
+    let cached = key
+        .as_deref()
+        .and_then(|key| super::scripts::cached(&cache, key));
+    let script = match cached {
+        Some(path) => Script::Cached(path),
+        None => Script::Rendered(flowrun_codegen::render(&plan, &render_options)),
+    };
     if let Some(thread) = meta_schema {
         let _ = thread.join();
     }
@@ -353,7 +363,6 @@ pub fn prepare(
         })
         .collect();
     let stored_trigger = trigger::stored(&mut checked, &redactor);
-    let cache = paths::cache_dir();
     let interpreter = python::discover(options.python.as_deref(), &cache)?;
     let reqs = plan.requirements();
     let interpreter = match requirements::resolve(&cache, &interpreter, &reqs) {
@@ -364,12 +373,19 @@ pub fn prepare(
         }
         Err(Ok(missing)) => return Err(RunError::MissingPackages(missing)),
     };
-    let script_path = write_script(&cache, &script.sha256, &script.text).map_err(|e| {
-        RunError::Environment(format!(
-            "cannot write the script to {}: {e}",
-            cache.display()
-        ))
-    })?;
+    let script_path = match script {
+        Script::Cached(path) => path,
+        Script::Rendered(script) => {
+            super::scripts::write(&cache, key.as_deref(), &script.sha256, &script.text).map_err(
+                |e| {
+                    RunError::Environment(format!(
+                        "cannot write the script to {}: {e}",
+                        cache.display()
+                    ))
+                },
+            )?
+        }
+    };
     let (run_path, bytecode) = super::bytecode::run_path(&interpreter, &script_path);
     Ok(Prepared {
         snapshot_hash: flowrun_codegen::render::definition_hash(&source.definition),
@@ -394,65 +410,4 @@ pub fn prepare(
         redactor,
         redacted: known,
     })
-}
-
-/// Scripts are content-addressed: `<cache>/scripts/<sha256>.py`, 0600 in a 0700 directory.
-fn write_script(cache: &Path, sha: &str, text: &str) -> std::io::Result<PathBuf> {
-    let dir = cache.join("scripts");
-    let path = dir.join(format!("{sha}.py"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    paths::private_dir(cache)?;
-    paths::private_dir(&dir)?;
-    paths::write_private(&path, text.as_bytes())?;
-    evict_scripts(&dir);
-    Ok(path)
-}
-
-/// Scripts the cache keeps (with their bytecode, ~270 KB each): an editor that runs every edit
-/// makes a new one each time. Past it, the oldest are removed, down to four fifths of it.
-const MAX_SCRIPTS: usize = 500;
-
-/// A script younger than this is never removed: a run may be about to start it.
-const SCRIPT_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Removes the oldest scripts (`<sha>.py` and its `<sha>.*.pyc`) past [`MAX_SCRIPTS`]. Only
-/// when a script is added: a run of a cached one reads no directory.
-fn evict_scripts(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    // Each script's files and the newest time one of them was written.
-    let mut scripts: std::collections::HashMap<String, (std::time::SystemTime, Vec<PathBuf>)> =
-        std::collections::HashMap::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((sha, _)) = name.split_once('.') else {
-            continue;
-        };
-        let Ok(written) = e.metadata().and_then(|m| m.modified()) else {
-            continue;
-        };
-        let s = scripts
-            .entry(sha.to_string())
-            .or_insert((written, Vec::new()));
-        s.0 = s.0.max(written);
-        s.1.push(e.path());
-    }
-    if scripts.len() <= MAX_SCRIPTS {
-        return;
-    }
-    let mut by_age: Vec<(std::time::SystemTime, Vec<PathBuf>)> = scripts.into_values().collect();
-    by_age.sort_by_key(|(t, _)| *t);
-    let excess = by_age.len() - MAX_SCRIPTS * 4 / 5;
-    let now = std::time::SystemTime::now();
-    for (written, files) in by_age.into_iter().take(excess) {
-        if now.duration_since(written).unwrap_or_default() < SCRIPT_MIN_AGE {
-            break;
-        }
-        for f in files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
