@@ -120,7 +120,10 @@ pub(super) fn write(
 fn link(dir: &Path, key: &str, sha: &str) -> std::io::Result<()> {
     let keys = dir.join("keys");
     paths::private_dir(&keys)?;
-    let aside = keys.join(format!(".tmp-{key}-{}", std::process::id()));
+    // Its own name in this process too: `serve` may link the same key from two threads.
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = keys.join(format!(".tmp-{key}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_file(&aside);
     std::os::unix::fs::symlink(format!("../{sha}.py"), &aside)?;
     std::fs::rename(&aside, keys.join(key)).inspect_err(|_| {
