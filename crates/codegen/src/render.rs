@@ -377,13 +377,17 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> Script {
     script
 }
 
-/// What [`render`] would render, as a hash (hex sha256), without rendering it: the same plan
-/// and options give the same key, and the same key the same script *from the same build* (the
-/// runtime and templates are part of the binary, not of the key). A cache that keeps scripts
-/// across processes adds the build's identity to it.
-pub fn script_key(plan: &Plan, options: &RenderOptions) -> String {
+/// What [`render`] would render, named without rendering it (hex sha256) for a cache that
+/// keeps scripts across processes: the same plan and options in the same `build` give the same
+/// key. `build` names the binary that renders: the runtime and templates are compiled into it,
+/// so two builds of one version may render the same plan differently.
+pub fn script_key(plan: &Plan, options: &RenderOptions, build: &str) -> String {
     let (key, _, _) = render_key(plan, options);
-    hex(&Sha256::digest(key.as_bytes()))
+    let mut h = Sha256::new();
+    h.update(build.as_bytes());
+    h.update(b"\n");
+    h.update(key.as_bytes());
+    hex(&h.finalize())
 }
 
 /// [`render`] without what was rendered before: what a benchmark of rendering measures.

@@ -70,8 +70,9 @@ impl Store {
         }
     }
 
-    /// The log's length in frames after this process's last commit (for tests).
-    pub fn wal_frames() -> i32 {
+    /// The log's length in frames after this process's last commit.
+    #[cfg(test)]
+    fn wal_frames() -> i32 {
         FRAMES.load(Ordering::Relaxed)
     }
 }

@@ -313,7 +313,7 @@ pub fn prepare(
     // (nothing is written before the trigger is checked), else rendered while the meta-schema
     // thread works.
     let cache = paths::cache_dir();
-    let key = super::scripts::key(&flowrun_codegen::script_key(&plan, &render_options));
+    let key = super::scripts::key(&plan, &render_options);
     let cached = key
         .as_deref()
         .and_then(|key| super::scripts::cached(&cache, key));

@@ -12,7 +12,6 @@
 //! `runtime/`) render the same plan differently and share the cache.
 
 use crate::paths;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// A run's script: found in the cache, or rendered now (and written once the run is sure to
@@ -33,18 +32,13 @@ const MAX_KEYS: usize = 4 * MAX_SCRIPTS;
 /// A script younger than this is never removed: a run may be about to start it.
 const SCRIPT_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The key of what `script_key` (`flowrun_codegen::script_key`) renders with this build, or
+/// The name in the cache of the script for `plan` and `options` rendered by this build, or
 /// `None` when this build cannot be told apart from another (then nothing is looked up).
-pub(super) fn key(script_key: &str) -> Option<String> {
-    build().map(|b| key_of(b, script_key))
-}
-
-fn key_of(build: &str, script_key: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(build.as_bytes());
-    h.update(b"\n");
-    h.update(script_key.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+pub(super) fn key(
+    plan: &flowrun_codegen::Plan,
+    options: &flowrun_codegen::RenderOptions,
+) -> Option<String> {
+    build().map(|b| flowrun_codegen::script_key(plan, options, b))
 }
 
 /// This binary, as the file it was started from: version, size, modification time and inode.

@@ -28,6 +28,17 @@ fn a_script_rendered_again_is_the_same_and_a_change_is_never_served_stale() {
     };
     let changed = render(&one, &limited);
     assert_ne!(changed.sha256, first.sha256);
+    // Its name without rendering: one per plan, options and build.
+    let key = script_key(&one, &none, "build 1");
+    assert_eq!(key, script_key(&one, &none, "build 1"));
+    assert_eq!(key.len(), 64);
+    for other in [
+        script_key(&two, &none, "build 1"),
+        script_key(&one, &limited, "build 1"),
+        script_key(&one, &none, "build 2"),
+    ] {
+        assert_ne!(other, key);
+    }
     assert_eq!(changed.text, render_fresh(&one, &limited).text);
     // Past the bound it starts over, and still renders right; a script too large to keep
     // is rendered and not kept.
