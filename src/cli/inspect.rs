@@ -269,8 +269,19 @@ pub(super) fn part_name(part: Option<flowrun_events::Part>) -> Option<String> {
     }
 }
 
-/// One line per item or iteration of a node, under it.
+/// Failed items or iterations whose input and traceback `show` prints under their line: which
+/// value failed, and where, is what one reads `show` for; past these, `show --json` has them.
+const DETAILED_FAILURES: usize = 5;
+
+/// An item or iteration that failed by itself (not one cancelled because another did).
+fn part_failed(p: &NodeRow) -> bool {
+    matches!(p.status, NodeStatus::Error | NodeStatus::Timeout)
+}
+
+/// One line per item or iteration of a node, under it; a failed one's input and traceback
+/// under that.
 fn print_parts(parts: &[&NodeRow]) {
+    let mut detailed = 0;
     for p in parts.iter().take(SHOWN_PARTS) {
         let Some(what) = part_name(p.part) else {
             continue;
@@ -295,6 +306,31 @@ fn print_parts(parts: &[&NodeRow]) {
             line.push_str(&format!("  ({})", clean_line(r)));
         }
         out!("{line}");
+        if part_failed(p) && detailed < DETAILED_FAILURES {
+            detailed += 1;
+            if let Some(i) = &p.input {
+                out!(
+                    "        input: {}",
+                    clean_line(&flowrun_events::preview(i, 200))
+                );
+            }
+            for l in p
+                .error
+                .as_ref()
+                .and_then(traceback)
+                .into_iter()
+                .flat_map(str::lines)
+            {
+                out!("          {}", clean_line(l));
+            }
+        }
+    }
+    let failed = parts.iter().filter(|p| part_failed(p)).count();
+    if failed > detailed {
+        out!(
+            "    (the input and traceback of {} more failed: show --json)",
+            failed - detailed
+        );
     }
     if parts.len() > SHOWN_PARTS {
         out!(
@@ -376,8 +412,11 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: 
             e.kind,
             clean(&e.message).replace('\n', "\n            ")
         );
-        for l in traceback(e).into_iter().flat_map(str::lines) {
-            out!("      {}", clean_line(l));
+        // A node whose items or iterations failed has their tracebacks under them.
+        if !parts.iter().any(|p| part_failed(p)) {
+            for l in traceback(e).into_iter().flat_map(str::lines) {
+                out!("      {}", clean_line(l));
+            }
         }
     }
     print_parts(parts);
