@@ -38,12 +38,40 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
 /// After `logs` of an ended execution, on stderr: each node, item or iteration that failed or
 /// was stopped, and the execution's error when no node carries it (a code node that does not
 /// compile fails it before any node starts).
+/// `--node each[2]` or `--node draft#3`: the node and the item or iteration, as `logs` labels
+/// lines (node ids have neither `[` nor `#`); anything else is a node id.
+fn node_part(arg: &str) -> (&str, (Option<u32>, Option<u32>)) {
+    if let Some((node, i)) = arg.strip_suffix(']').and_then(|a| a.split_once('['))
+        && let Ok(i) = i.parse()
+    {
+        return (node, (Some(i), None));
+    }
+    if let Some((node, k)) = arg.split_once('#')
+        && let Ok(k) = k.parse()
+    {
+        return (node, (None, Some(k)));
+    }
+    (arg, (None, None))
+}
+
+/// Whether a row is the one `--node` asked for (any row when it asked for none).
+fn wanted(n: &flowrun_store::NodeRow, node: Option<&str>) -> bool {
+    let Some(arg) = node else { return true };
+    let (id, part) = node_part(arg);
+    n.node_id == id
+        && match part {
+            (Some(i), _) => n.part == Some(flowrun_events::Part::Item(i)),
+            (_, Some(k)) => n.part == Some(flowrun_events::Part::Iteration(k)),
+            _ => true,
+        }
+}
+
 fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) -> Result<(), Exit> {
     let short = &id[..8.min(id.len())];
     let rows = store.nodes(id)?;
     for n in &rows {
         let Some(e) = n.error.as_ref() else { continue };
-        if node.is_some_and(|want| n.node_id != want) {
+        if !wanted(n, node) {
             continue;
         }
         let part = part_name(n.part)
@@ -113,7 +141,14 @@ pub fn logs(
 ) -> Result<i32, Exit> {
     let store = open_store(db)?;
     let id = store.resolve_id(id)?;
-    if let Some(node) = node {
+    let (only, part) = match node {
+        Some(arg) => {
+            let (node, part) = node_part(arg);
+            (Some(node), part)
+        }
+        None => (None, (None, None)),
+    };
+    if let Some(node) = only {
         // As the API answers (404 unknown_node): a node the workflow does not have is a typo,
         // not an execution without lines.
         let exec = store.execution(&id)?;
@@ -141,13 +176,8 @@ pub fn logs(
     // Every line after `after` (the node's only, in SQL), a page at a time; the last seq.
     let print_after = |mut after: u64| -> Result<u64, Exit> {
         loop {
-            let (page, more) = store.log_page(
-                &id,
-                after,
-                node,
-                (None, None),
-                flowrun_app::views::LOG_PAGE_BYTES,
-            )?;
+            let (page, more) =
+                store.log_page(&id, after, only, part, flowrun_app::views::LOG_PAGE_BYTES)?;
             for ev in &page {
                 after = ev.seq;
                 print(ev);

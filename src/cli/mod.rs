@@ -107,7 +107,8 @@ pub enum Command {
         /// Keep printing new lines until the execution ends.
         #[arg(short, long)]
         follow: bool,
-        /// Only the lines of this node.
+        /// Only the lines of this node, or of one of its items or iterations as lines are
+        /// labelled: `each[2]`, `draft#3`.
         #[arg(long, value_name = "NODE")]
         node: Option<String>,
         /// One JSON object per line, as `run --events jsonl` prints log events.

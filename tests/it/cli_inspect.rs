@@ -268,6 +268,47 @@ fn show_lists_a_failed_childs_error_by_its_first_line() {
     assert!(!line.contains("x0a"), "{line}");
 }
 
+/// `logs --node each[1]` and `--node loop#2` give the lines of one item or iteration, labelled
+/// as `logs` labels them, and name only its failure.
+#[test]
+fn logs_of_one_item_or_iteration() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "parts.json",
+        &json!({"id": "parts", "nodes": [
+            {"id": "each", "type": "code", "fail_fast": false, "for_each": ["a", "b", "c"],
+             "after": ["loop"],
+             "code": "print('item says', item)\nif item != 'a':\n    raise ValueError(item)\nreturn item"},
+            {"id": "loop", "type": "code",
+             "repeat": {"until": {"op": "ge", "left": "{{ output }}", "right": 2}, "max_iterations": 3},
+             "code": "print('iteration', iteration)\nreturn iteration"}]}),
+    );
+    assert_code(&env.run(&wf, "{}", &[]), 1, "items fail");
+    let id = env.only_execution_id();
+    let logs = |node: &str| env.cmd(["logs", &id, "--node", node]);
+    let one = logs("each[1]");
+    assert_code(&one, 0, "logs of item 1");
+    let lines = stdout(&one);
+    assert!(
+        lines.contains(" each[1] | item says b") && lines.lines().count() == 1,
+        "{lines}"
+    );
+    let failed = String::from_utf8_lossy(&one.stderr).into_owned();
+    assert!(
+        failed.contains("item 1 failed") && !failed.contains("item 2"),
+        "{failed}"
+    );
+    let all = stdout(&logs("each"));
+    assert_eq!(all.matches("item says").count(), 3, "{all}");
+    let iteration = stdout(&logs("loop#2"));
+    assert!(
+        iteration.contains(" loop#2 | iteration 2") && iteration.lines().count() == 1,
+        "{iteration}"
+    );
+    assert_eq!(stdout(&logs("each[7]")), "");
+    assert_code(&logs("nope[1]"), 2, "no such node");
+}
+
 /// `show` prints a node's traceback under its error when it says more: a code node's frames,
 /// not a failed command's `Type: message` a second time.
 #[test]
@@ -294,6 +335,50 @@ fn show_prints_a_traceback_only_when_it_says_more_than_the_error() {
         shown.contains("Traceback (most recent call last)")
             && shown.contains("ZeroDivisionError: division by zero"),
         "the code node's traceback:\n{shown}"
+    );
+}
+
+/// Which value failed, and where: `show` prints each failed item's input and traceback under
+/// its line (the first five; the node's own error no longer repeats the first one's), and says
+/// how many more `show --json` has.
+#[test]
+fn show_prints_the_input_and_traceback_of_each_failed_item() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "each.json",
+        &json!({"id": "each", "nodes": [
+            {"id": "each", "type": "code", "fail_fast": false,
+             "for_each": ["a", "b1", "c", "d2", "e3", "f4", "g5", "h6"],
+             "code": "if item[-1].isdigit():\n    raise ValueError('no ' + item)\nreturn item"}]}),
+    );
+    assert_code(&env.run(&wf, "{}", &[]), 1, "items fail");
+    let shown = stdout(&env.cmd(["show", &env.only_execution_id()]));
+    for (i, v) in [(1, "b1"), (3, "d2"), (4, "e3"), (5, "f4"), (6, "g5")] {
+        let line = format!("item {i}  error");
+        let at = shown
+            .find(&line)
+            .unwrap_or_else(|| panic!("{line}:\n{shown}"));
+        let below: Vec<&str> = shown[at..].lines().skip(1).take(4).collect();
+        assert_eq!(
+            below[0].trim(),
+            format!("input: {{\"item\":\"{v}\",\"index\":{i}}}"),
+            "{shown}"
+        );
+        assert!(
+            below[1].trim() == "Traceback (most recent call last):"
+                && below.iter().any(|l| l.contains("<node each>")),
+            "{shown}"
+        );
+    }
+    assert_eq!(
+        shown.matches("Traceback (most recent call last)").count(),
+        5,
+        "{shown}"
+    );
+    assert!(!shown.contains("\"h6\",\"index\""), "{shown}");
+    assert!(
+        shown.contains("(the input and traceback of 1 more failed: show --json)"),
+        "{shown}"
     );
 }
 
