@@ -237,7 +237,14 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
             common.insert((*key).to_string(), v);
         }
     }
-    let common: Option<CommonFields> = each_error(k, common, |v| typed(v, &label), diags);
+    // What parsed of them, wrong fields left out: the checks of the node's settings still see
+    // it (`max_concurrent: 0` beside a wrong `fail_fast`), though no node is made of it.
+    let common_read: Option<(CommonFields, bool)> =
+        read_each_error(k, common, |v| typed(v, &label), diags);
+    let common = common_read
+        .as_ref()
+        .filter(|(_, whole)| *whole)
+        .map(|(c, _)| c.clone());
     if let Some(c) = common.as_ref().filter(|c| c.for_each.is_none()) {
         for (field, given) in [
             ("max_concurrent", c.max_concurrent.is_some()),
@@ -279,7 +286,10 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
             repeat: c.repeat,
             kind,
         }),
-        _ => Err(partial),
+        _ => Err(Partial {
+            common: common_read.map(|(c, _)| c),
+            ..partial
+        }),
     }
 }
 
@@ -306,6 +316,7 @@ fn partial(obj: &Map<String, Value>) -> Partial {
             .then(|| obj.get("code").and_then(Value::as_str).map(String::from))
             .flatten(),
         trigger: ty == Some(NodeType::Trigger.name()),
+        common: None,
     }
 }
 
@@ -313,16 +324,25 @@ fn partial(obj: &Map<String, Value>) -> Partial {
 /// field, so that every wrong field is reported, not only serde's first. `None` if any was.
 fn each_error<T>(
     k: usize,
-    mut obj: Map<String, Value>,
+    obj: Map<String, Value>,
     parse: impl Fn(Value) -> Result<T, Diagnostic>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
+    read_each_error(k, obj, parse, diags).and_then(|(t, whole)| whole.then_some(t))
+}
+
+/// [`each_error`], and what parsed once the wrong fields were left out, with whether none was.
+fn read_each_error<T>(
+    k: usize,
+    mut obj: Map<String, Value>,
+    parse: impl Fn(Value) -> Result<T, Diagnostic>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(T, bool)> {
     let mut removed: Vec<String> = Vec::new();
     let mut unknown_seen = false;
     loop {
         let mut d = match parse(Value::Object(obj.clone())) {
-            Ok(t) if removed.is_empty() => return Some(t),
-            Ok(_) => return None,
+            Ok(t) => return Some((t, removed.is_empty())),
             Err(d) => d,
         };
         d.index = Some(k);

@@ -86,7 +86,7 @@ pub struct Repeat {
 }
 
 /// The fields shared by all node types. `type` is read separately.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommonFields {
     pub id: String,

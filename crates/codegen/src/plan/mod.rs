@@ -6,6 +6,7 @@
 //! nodes runs top to bottom.
 
 mod graph;
+mod settings;
 use crate::code_refs;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::*;
@@ -14,6 +15,7 @@ use crate::params::{self, Params};
 use crate::pyliteral::Data;
 use crate::template::{EXECUTION_KEYS, NODE_FIELDS, ROOTS, Reference, Segment};
 use graph::{cycle_error, topo_order};
+use settings::{Settings, node_settings};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -158,6 +160,8 @@ pub(crate) struct Partial {
     /// `code`, for a `code` node.
     pub code: Option<String>,
     pub trigger: bool,
+    /// The fields every node takes, as far as they parsed: their settings are checked.
+    pub common: Option<CommonFields>,
 }
 
 impl<'a> Written<'a> {
@@ -330,8 +334,18 @@ pub(crate) fn check(
                 None => diags.push(at(unknown_node(dep, &index), &format!("after[{k}]"))),
             }
         }
+        if let Written::Part(Partial {
+            common: Some(c), ..
+        }) = w
+        {
+            node_settings(&Settings::of_common(c), &mut |msg, field| {
+                diags.push(at(msg, field))
+            });
+        }
         if let Written::Whole(node) = w {
-            node_settings(node, &mut |msg, field| diags.push(at(msg, field)));
+            node_settings(&Settings::of(node), &mut |msg, field| {
+                diags.push(at(msg, field))
+            });
             // Type-specific params and their templates.
             // Names a node's own templates may start with besides the usual roots.
             let scope: &[&str] = match (&node.for_each, &node.repeat) {
@@ -469,49 +483,6 @@ pub(crate) fn check(
 }
 
 /// Checks a node's own settings: retry, timeout, requirements.
-fn node_settings(node: &Node, report: &mut dyn FnMut(String, &str)) {
-    if node.retry.max_attempts == 0 || node.retry.max_attempts > 100 {
-        report(
-            "`max_attempts` must be between 1 and 100".into(),
-            "retry.max_attempts",
-        );
-    }
-    if !(node.retry.factor.is_finite() && node.retry.factor >= 1.0) {
-        report("`factor` must be a number ≥ 1".into(), "retry.factor");
-    }
-    if node.timeout_ms == Some(0) {
-        report("must be at least 1 ms".into(), "timeout_ms");
-    }
-    if let Some(fe) = &node.for_each {
-        if fe.max_concurrent == 0 {
-            report("must be at least 1".into(), "max_concurrent");
-        }
-        if node.repeat.is_some() {
-            report(
-                "a node takes `for_each` or `repeat`, not both (put the repeat in a sub-workflow or a second node)".into(),
-                "repeat",
-            );
-        }
-    }
-    if let Some(r) = &node.repeat {
-        if r.max_iterations == 0 || r.max_iterations > 1000 {
-            report(
-                "`max_iterations` must be between 1 and 1000".into(),
-                "repeat.max_iterations",
-            );
-        }
-    }
-    for (k, req) in node.requirements.iter().enumerate() {
-        if req.trim().is_empty() || req.contains(['\n', '\r']) || req.trim_start().starts_with('-')
-        {
-            report(
-                format!("'{req}' is not a pip requirement specifier"),
-                &format!("requirements[{k}]"),
-            );
-        }
-    }
-}
-
 pub(crate) fn unknown_node(id: &str, index: &HashMap<&str, usize>) -> String {
     let mut known: Vec<&str> = index.keys().copied().collect();
     known.sort_unstable();
