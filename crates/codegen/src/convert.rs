@@ -203,14 +203,14 @@ fn node(k: usize, value: Value, diags: &mut Vec<Diagnostic>) -> Result<Node, Par
         Some(Value::String(t)) => {
             let found = NodeType::from_name(&t);
             if found.is_none() {
-                diags.push(
-                    Diagnostic::new(format!(
-                        "unknown node type '{t}'; one of: {}",
+                let message = match closest(&t, NodeType::ALL.iter().map(|t| t.name())) {
+                    Some(n) => format!(
+                        "unknown node type '{t}', did you mean '{n}'? (one of: {})",
                         NodeType::names()
-                    ))
-                    .node_at(k, &label)
-                    .field("type"),
-                );
+                    ),
+                    None => format!("unknown node type '{t}'; one of: {}", NodeType::names()),
+                };
+                diags.push(Diagnostic::new(message).node_at(k, &label).field("type"));
             }
             found
         }
@@ -388,7 +388,7 @@ fn field_and_message(
     e: &serde_path_to_error::Error<serde_json::Error>,
 ) -> (Option<String>, String) {
     let path = e.path().to_string();
-    let msg = e.inner().to_string();
+    let msg = crate::diagnostic::in_json_terms(&e.inner().to_string());
     let named = (msg.starts_with("missing field") || msg.starts_with("unknown field"))
         .then(|| field_in_message(&msg))
         .flatten();
@@ -411,13 +411,9 @@ fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
         return d;
     };
     let own: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    let every = own.iter().chain(crate::model::COMMON_KEYS.iter());
-    let close = every
-        .map(|f| (edit_distance(given, f), *f))
-        .filter(|&(n, f)| n < f.len() && (n <= 2 || (n == 3 && same_stem(given, f))))
-        .min();
-    let hint = match close {
-        Some((_, f)) => format!(", did you mean `{f}`?"),
+    let every = own.iter().chain(crate::model::COMMON_KEYS.iter()).copied();
+    let hint = match closest(given, every) {
+        Some(f) => format!(", did you mean `{f}`?"),
         None => String::new(),
     };
     let quote = |fields: &[&str]| {
@@ -439,6 +435,15 @@ fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
         quote(crate::model::COMMON_KEYS)
     );
     d
+}
+
+/// The name in `names` that `given` is most likely a typo of, if any.
+fn closest<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .map(|f| (edit_distance(given, f), f))
+        .filter(|&(n, f)| n < f.len() && (n <= 2 || (n == 3 && same_stem(given, f))))
+        .min()
+        .map(|(_, f)| f)
 }
 
 /// Levenshtein distance of two short names (field names: a few dozen characters at most).
@@ -501,6 +506,21 @@ mod tests {
         has("unknown field `retries`, did you mean `retry`?");
         has("unknown field `timeouts`, did you mean `timeout_ms`?");
         has("unknown field `coded`, did you mean `code`?");
+        let e = errors(
+            "id: w\nnodes:\n  - id: b\n    type: templat\n    template: hi\n  - id: c\n    type: zzz\n",
+            Format::Yaml,
+        );
+        let has = |want: &str| assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+        has("unknown node type 'templat', did you mean 'template'? (one of: trigger,");
+        has("unknown node type 'zzz'; one of: trigger,");
+        // serde's Rust types said as JSON.
+        let e = errors(
+            "id: w\nnodes:\n  - id: b\n    type: code\n    code: return 1\n    repeat: {until: x, max_iterations: '5'}\n",
+            Format::Yaml,
+        );
+        let has = |want: &str| assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+        has("invalid type: string \"5\", expected a whole number ≥ 0");
+        assert!(!e.iter().any(|m| m.contains("u32")), "{e:#?}");
         assert_eq!(super::edit_distance("feilds", "fields"), 2);
         assert_eq!(super::edit_distance("", "ms"), 2);
     }

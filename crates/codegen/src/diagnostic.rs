@@ -120,3 +120,28 @@ impl From<Diagnostic> for Diagnostics {
         Diagnostics(vec![d])
     }
 }
+
+/// serde's message with the Rust types it names ("expected struct RunBody", "expected u32")
+/// said as JSON: a workflow's author and an API's caller know them as JSON.
+pub fn in_json_terms(msg: &str) -> String {
+    let mut msg = match (msg.find("expected struct "), msg.rfind(" at line ")) {
+        (Some(i), end) => {
+            let end = end.filter(|&e| e > i).unwrap_or(msg.len());
+            format!("{}expected a JSON object{}", &msg[..i], &msg[end..])
+        }
+        _ => msg.to_string(),
+    };
+    for (rust, json) in [
+        ("expected u64", "expected a whole number ≥ 0"),
+        ("expected u32", "expected a whole number ≥ 0"),
+        ("expected usize", "expected a whole number ≥ 0"),
+        ("expected u16", "expected a whole number ≥ 0"),
+        ("expected u8", "expected a whole number ≥ 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ] {
+        msg = msg.replace(rust, json);
+    }
+    msg
+}

@@ -62,30 +62,9 @@ pub(crate) fn parse_body<T: DeserializeOwned + Default>(
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the request body is not valid: {}",
-            no_type_names(&e.to_string())
+            flowrun_codegen::in_json_terms(&e.to_string())
         ))
     })
-}
-
-/// serde names the Rust type it expected ("expected struct RunBody", "expected u64"): a caller
-/// knows them as JSON.
-fn no_type_names(msg: &str) -> String {
-    let mut msg = match (msg.find("expected struct "), msg.rfind(" at line ")) {
-        (Some(i), end) => {
-            let end = end.filter(|&e| e > i).unwrap_or(msg.len());
-            format!("{}expected a JSON object{}", &msg[..i], &msg[end..])
-        }
-        _ => msg.to_string(),
-    };
-    for (rust, json) in [
-        ("expected u64", "expected a whole number ≥ 0"),
-        ("expected u32", "expected a whole number ≥ 0"),
-        ("expected usize", "expected a whole number ≥ 0"),
-        ("expected f64", "expected a number"),
-    ] {
-        msg = msg.replace(rust, json);
-    }
-    msg
 }
 
 pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
