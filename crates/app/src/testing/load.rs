@@ -329,20 +329,18 @@ fn read_mocks(
     for (node, mv) in m {
         let here = at.key(node);
         // A loop node's mock is each item's (or iteration's) outcome, not its list of them: the
-        // advice about writing a list output does not hold for it.
-        let looping = plan
+        // advice about writing a list output is not the same for it.
+        let part = plan
             .and_then(|p| p.workflow.node(node))
             .and_then(|n| match (&n.for_each, &n.repeat) {
-                (Some(_), _) => Some("for_each: its mock is each item's outcome"),
-                (_, Some(_)) => Some("repeat: its mock is each iteration's outcome"),
+                (Some(_), _) => Some("item"),
+                (_, Some(_)) => Some("iteration"),
                 _ => None,
-            })
-            .map(|what| format!(" (node '{node}' has {what}, not the list of them)"))
-            .unwrap_or_default();
-        let mock = match mocks::parse(mv) {
+            });
+        let mock = match mocks::parse(mv, part) {
             Ok(m) => m,
             Err(e) => {
-                r.problem(&here, case, e + &looping);
+                r.problem(&here, case, e);
                 continue;
             }
         };
@@ -367,8 +365,8 @@ fn read_mocks(
                             "{} attempts are mocked, but node '{node}' makes at most {} (its retry.max_attempts): a list gives one outcome per attempt; {}",
                             mock.attempts().len(),
                             n.retry.max_attempts,
-                            mocks::LIST_OUTPUT
-                        ) + &looping,
+                            mocks::list_output(part)
+                        ),
                     );
                     continue;
                 }

@@ -14,17 +14,36 @@
 use flowrun_codegen::{Mock, MockOutcome};
 use serde_json::{Map, Value, json};
 
-/// How to write an output that is a list, for the errors that a list read as attempts leads to.
-pub(crate) const LIST_OUTPUT: &str = "write {output: [...]} for an output that is a list";
+/// How to write an output that is a list, for the errors that a list read as attempts leads to
+/// (`part`: as for [`parse`]).
+pub(crate) fn list_output(part: Option<&str>) -> String {
+    match part {
+        None => "write {output: [...]} for an output that is a list".into(),
+        Some(part) => format!(
+            "the node's mock is the outcome of every {part} alike, not a list of them: outcomes \
+             that differ from one {part} to the next cannot be mocked (mock what the node reads \
+             instead); write {{output: [...]}} if every {part}'s output is that list"
+        ),
+    }
+}
 
-/// Reads a mock; the error says what is wrong.
-pub(crate) fn parse(v: &Value) -> Result<Mock, String> {
-    let as_output = || {
-        format!(
+/// Reads a mock; the error says what is wrong. `part`: `item` or `iteration` for the mock of a
+/// node with `for_each` or `repeat`.
+pub(crate) fn parse(v: &Value, part: Option<&str>) -> Result<Mock, String> {
+    let as_output = || match part {
+        None => format!(
             "for the output {}, write {}",
             preview(v),
             preview(&json!({ "output": v }))
-        )
+        ),
+        // Writing the list as the output would give it whole to every item or iteration.
+        Some(part) => format!(
+            "the node's mock is the outcome of every {part} alike, not a list of them: outcomes \
+             that differ from one {part} to the next cannot be mocked (mock what the node reads \
+             instead); if every {part}'s output is {}, write {}",
+            preview(v),
+            preview(&json!({ "output": v }))
+        ),
     };
     match v {
         Value::Array(items) if items.is_empty() => Err(format!(
@@ -173,9 +192,9 @@ mod tests {
                 vec![out(json!({"error": "x", "other": 1}))],
             ),
         ] {
-            let m = parse(&written).unwrap();
+            let m = parse(&written, None).unwrap();
             assert_eq!(m.attempts(), attempts.as_slice(), "{written}");
-            assert_eq!(parse(&to_value(&m)).unwrap(), m, "round trip of {written}");
+            assert_eq!(parse(&to_value(&m), None).unwrap(), m, "round trip of {written}");
         }
         assert_eq!(to_value(&Mock::output(json!([1]))), json!({"output": [1]}));
         assert_eq!(to_value(&Mock::output(json!({"a": 1}))), json!({"a": 1}));
@@ -227,7 +246,7 @@ mod tests {
                 "attempt 2: error: a message is required",
             ),
         ] {
-            let e = parse(&v).unwrap_err();
+            let e = parse(&v, None).unwrap_err();
             assert!(e.contains(why), "{v}: {e}");
         }
     }
