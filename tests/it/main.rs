@@ -38,6 +38,7 @@ mod serve_slow_clients;
 mod serve_stream;
 mod shell;
 mod shepherd_binary;
+mod store_wal;
 mod subworkflows;
 mod validate_code;
 mod validate_errors;

@@ -119,7 +119,13 @@ impl Recorder {
         if self.ended_elsewhere {
             return;
         }
-        match self.store.lock().apply(&self.execution_id, &writes) {
+        let mut store = self.store.lock();
+        let res = store.apply(&self.execution_id, &writes);
+        // The child is running: a long execution's log is copied back as it grows, not left for
+        // its end or the next one's start.
+        store.checkpoint_if_due();
+        drop(store);
+        match res {
             Ok(true) => {}
             Ok(false) => self.ended_elsewhere = true,
             Err(e) => {
@@ -140,7 +146,8 @@ impl Sink for Recorder {
         let res = {
             let mut store = self.store.lock();
             let res = store.set_process(&self.execution_id, row, start);
-            // The interpreter takes milliseconds to start: the time to copy the log back.
+            // The interpreter takes milliseconds to start: the time to copy the log back (see
+            // `crates/store/src/wal.rs`).
             store.checkpoint_if_due();
             res
         };

@@ -5,11 +5,12 @@
 //! or its end, every fourth run or so: three fsyncs and ~100 page writes (about 3 ms here)
 //! between the user pressing Enter and the interpreter starting, or between its last event and
 //! the prompt. The log is kept short all the same (a process that opens the database while no
-//! other has it open reads every valid frame to rebuild its index), but the copy is moved to a
-//! moment when the runner has nothing else to do: just after the child is spawned, while the
-//! interpreter starts ([`Store::checkpoint_if_due`]). A log that grows past [`HARD_FRAMES`]
-//! anyway (a long `serve` burst, a writer that never spawns) is checkpointed in its commit, as
-//! SQLite would.
+//! other has it open reads every valid frame to rebuild its index), but the copy is moved to
+//! moments when the runner has nothing else to do, or nothing a user waits on: just after the
+//! child is spawned, while the interpreter starts, and after a batch of its events is recorded
+//! while it runs ([`Store::checkpoint_if_due`], called by the recorder). A log that grows past
+//! [`HARD_FRAMES`] anyway (writers side by side, one that records no execution) is
+//! checkpointed in its commit, as SQLite would.
 
 use crate::Store;
 use std::sync::atomic::{AtomicI32, Ordering};
