@@ -41,19 +41,24 @@ pub(super) fn key(
     build().map(|b| flowrun_codegen::script_key(plan, options, b))
 }
 
-/// This binary, as the file it was started from: version, size, modification time and inode.
+/// This binary, as the file it was started from: version, size, modification and change times,
+/// device and inode.
 fn build() -> Option<&'static str> {
     static BUILD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     BUILD
         .get_or_init(|| {
             use std::os::unix::fs::MetadataExt;
             let m = std::fs::metadata(std::env::current_exe().ok()?).ok()?;
+            // The change time too: a copy over the same file with its old size and modification
+            // time kept (`cp` then `touch -r`) changes it, and nothing can set it back.
             Some(format!(
-                "{} {} {}.{} {}:{}",
+                "{} {} {}.{} {}.{} {}:{}",
                 env!("CARGO_PKG_VERSION"),
                 m.len(),
                 m.mtime(),
                 m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
                 m.dev(),
                 m.ino()
             ))

@@ -330,13 +330,13 @@ fn read_mocks(
         let here = at.key(node);
         // A loop node's mock is each item's (or iteration's) outcome, not its list of them: the
         // advice about writing a list output is not the same for it.
-        let part = plan
-            .and_then(|p| p.workflow.node(node))
-            .and_then(|n| match (&n.for_each, &n.repeat) {
-                (Some(_), _) => Some("item"),
-                (_, Some(_)) => Some("iteration"),
-                _ => None,
-            });
+        let part =
+            plan.and_then(|p| p.workflow.node(node))
+                .and_then(|n| match (&n.for_each, &n.repeat) {
+                    (Some(_), _) => Some("item"),
+                    (_, Some(_)) => Some("iteration"),
+                    _ => None,
+                });
         let mock = match mocks::parse(mv, part) {
             Ok(m) => m,
             Err(e) => {

@@ -194,7 +194,11 @@ mod tests {
         ] {
             let m = parse(&written, None).unwrap();
             assert_eq!(m.attempts(), attempts.as_slice(), "{written}");
-            assert_eq!(parse(&to_value(&m), None).unwrap(), m, "round trip of {written}");
+            assert_eq!(
+                parse(&to_value(&m), None).unwrap(),
+                m,
+                "round trip of {written}"
+            );
         }
         assert_eq!(to_value(&Mock::output(json!([1]))), json!({"output": [1]}));
         assert_eq!(to_value(&Mock::output(json!({"a": 1}))), json!({"a": 1}));
