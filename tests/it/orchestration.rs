@@ -417,12 +417,32 @@ fn resume_runs_only_the_items_that_failed() {
     std::fs::write(&bad, "[]").unwrap();
     let out = env.cmd(["resume", &first]);
     assert_success(&out, "resume");
+    assert!(
+        stderr(&out)
+            .contains("resume: 'each' reuses its items 0, 1, 3, 4, 5, 7, 8, 9 and runs the others"),
+        "{}",
+        stderr(&out)
+    );
     let again = env.execution_ids().pop().unwrap();
     assert_eq!(counted(&counter), [2, 6], "only the failed items ran again");
     let items = env.items(&again, "each");
     let reused = items.iter().filter(|(_, r)| r.status == "reused").count();
     assert_eq!(reused, 8, "{items:?}");
     assert_eq!(env.node(&again, "sum").output, Some(json!(450)));
+
+    // One item reused is said so.
+    std::fs::write(&bad, "[1]").unwrap();
+    let two = json!({ "items": [0, 1], "counter": counter, "bad": bad });
+    assert_code(&env.run(&wf, &two.to_string(), &[]), 1, "item 1 fails");
+    let failed = env.execution_ids().pop().unwrap();
+    std::fs::write(&bad, "[]").unwrap();
+    let out = env.cmd(["resume", &failed]);
+    assert_success(&out, "resume of one");
+    assert!(
+        stderr(&out).contains("resume: 'each' reuses its item 0 and runs the others"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -226,8 +226,9 @@ pub fn plan_again(
         }
         for (node, items) in &r.items {
             let reused: Vec<String> = items.keys().map(usize::to_string).collect();
+            let which = if reused.len() == 1 { "item" } else { "items" };
             notes.push(format!(
-                "resume: '{node}' reuses its items {} and runs the others",
+                "resume: '{node}' reuses its {which} {} and runs the others",
                 reused.join(", ")
             ));
         }
