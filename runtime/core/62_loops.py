@@ -136,9 +136,15 @@ def _run_for_each(run, node):
     # is the node's error alone.
     real = [f for f in failed if f[1].get("type") not in _PAUSE_TYPES]
     if (pausing or paused_items) and not real:
+        # Those never started (recorded skipped) and those cut short, said apart.
+        said = []
+        if pausing:
+            said.append("%d of %d items did not start" % (len(pausing), total))
+        if paused_items:
+            said.append("%d%s did not finish" % (
+                len(paused_items), "" if pausing else " of %d items" % total))
         error = {"type": "Paused", "traceback": "",
-                 "message": "%d of %d items did not finish (the execution is pausing)"
-                            % (len(pausing) + len(paused_items), total)}
+                 "message": "%s (the execution is pausing)" % " and ".join(said)}
     elif real:
         real.sort(key=lambda f: f[0])
         error = _items_error(real, total)

@@ -124,6 +124,33 @@ fn pause_lets_the_running_node_finish_and_resume_reuses_it() {
 
 /// A pause during a retry's backoff: the retry never starts (it was waited for, and ran, before
 /// the run paused), the attempt is recorded cancelled saying why, and resume runs the node again.
+/// A pause during a `for_each` lets the running item finish and starts no other: the node says
+/// how many items did not start (not that they "did not finish").
+#[test]
+fn a_pause_during_a_for_each_says_how_many_items_did_not_start() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "items.json",
+        &json!({ "id": "items", "nodes": [
+            { "id": "each", "type": "code", "for_each": [1, 2, 3],
+              "code": "import time\ntime.sleep(0.5)\nreturn item" }
+        ]}),
+    );
+    let (child, id) = run_until(&env, &wf, "item 0 to start", |e| {
+        e.kind == "node_start" && e.data["node"] == "each" && e.data["item"] == 0
+    });
+    assert_success(&env.cmd(["pause", &id]), "pause");
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(75), "{}", describe(&run));
+    let each = env.node(&id, "each");
+    let message = each.error.as_ref().map(|e| e["message"].to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("\"2 of 3 items did not start (the execution is pausing)\""),
+        "{each:?}"
+    );
+}
+
 #[test]
 fn a_pause_during_a_backoff_starts_no_retry() {
     let env = Env::new();
