@@ -118,6 +118,22 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             || args.until.is_some();
         if filtered {
             flowrun_app::say!("no executions match these filters");
+            // A workflow id that none has: most likely a typo of one that has some.
+            if let Some(w) = &args.workflow {
+                let known = store.workflow_ids(1000)?;
+                if !known.is_empty() && !known.contains(w) {
+                    let hint = flowrun_codegen::closest(w, known.iter().map(String::as_str))
+                        .map(|c| format!(", did you mean '{}'?", clean_line(c)))
+                        .unwrap_or_default();
+                    let some: Vec<&str> = known.iter().take(10).map(String::as_str).collect();
+                    flowrun_app::say!(
+                        "no execution is of a workflow '{}'{hint} (workflows: {}{})",
+                        clean_line(w),
+                        clean_line(&some.join(", ")),
+                        if known.len() > 10 { ", …" } else { "" }
+                    );
+                }
+            }
         } else {
             flowrun_app::say!("no executions yet — start one with: flowrun run WORKFLOW_FILE");
         }

@@ -50,6 +50,17 @@ fn history_says_how_many_more_there_are_and_n_0_lists_all() {
     // All shown: no note.
     let out = env.cmd(["history", "-n", "3"]);
     assert_eq!(stderr(&out), "", "{}", describe(&out));
+    // A workflow id no execution has: most likely a typo of one that has some.
+    let out = env.cmd(["history", "--workflow", "wg"]);
+    assert_success(&out, "history --workflow wg");
+    assert!(
+        stderr(&out)
+            .contains("no execution is of a workflow 'wg', did you mean 'wf'? (workflows: wf)"),
+        "{}",
+        describe(&out)
+    );
+    let out = env.cmd(["history", "--workflow", "wf", "--status", "error"]);
+    assert!(!stderr(&out).contains("did you mean"), "{}", describe(&out));
 }
 
 fn needs_connection(env: &Env) -> std::path::PathBuf {

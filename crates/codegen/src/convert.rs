@@ -438,7 +438,7 @@ fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
 }
 
 /// The name in `names` that `given` is most likely a typo of, if any.
-fn closest<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub fn closest<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     names
         .map(|f| (edit_distance(given, f), f))
         .filter(|&(n, f)| n < f.len() && (n <= 2 || (n == 3 && same_stem(given, f))))

@@ -232,6 +232,15 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// The ids of the workflows that have executions, sorted (at most `limit`).
+    pub fn workflow_ids(&self, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT workflow_id FROM executions ORDER BY workflow_id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(-1)], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// How many executions match a history filter (its cursor and limit aside).
     pub fn history_count(&self, f: &HistoryFilter) -> Result<u64> {
         let (filter, args) = Self::history_where(f);
