@@ -68,6 +68,17 @@ def _mock_outcome(mock, attempt):
     return plain_copy(outcome.get("output"))
 
 
+def _part_mock(mock, part):
+    """The mock of one item (iteration) of a node mocked item by item (`each`, in order; the
+    last repeats), else the node's mock as it is."""
+    each = mock.get("each") if mock is not None else None
+    if not each or part is None:
+        return mock
+    kind, n = part
+    at = n if kind == "item" else n - 1  # items count from 0, iterations from 1
+    return each[min(max(at, 0), len(each) - 1)]
+
+
 def _offline_error(node):
     return NodeError("node %s (%s) is not mocked and this run is offline: it would make network "
                      "requests, so it was not run" % (node.get("id"), node.get("type")), "Offline")
@@ -245,7 +256,7 @@ class _Run(object):
         handler = HANDLERS.get(node.get("type"))
         # A test's mock replaces the handler's call: templates, attempts, retries and on_error
         # are as usual. Offline, a node that would make requests fails at once, never retried.
-        mock = node.get("mock")
+        mock = _part_mock(node.get("mock"), part)
         offline = bool(node.get("offline"))
         if offline:
             max_attempts = 1

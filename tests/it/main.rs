@@ -51,6 +51,7 @@ mod warm_spare;
 mod workflow_files;
 mod workflow_tests;
 mod workflow_tests_ci;
+mod workflow_tests_each;
 mod workflow_tests_failures;
 mod workflow_tests_invalid;
 mod workflow_tests_jobs;

@@ -311,7 +311,7 @@ fn a_list_mock_that_cannot_be_attempts_says_how_to_mock_a_list_output() {
     for want in [
         "bad.test.yaml:5: case \"one\": cases[0].mock.a: a list of one outcome: a list gives one outcome per attempt (the last repeats); for the output [1], write {\"output\":[1]}; for 1 at every attempt, write 1",
         "bad.test.yaml:8: case \"two\": cases[1].mock.a: 2 attempts are mocked, but node 'a' makes at most 1 (its retry.max_attempts): a list gives one outcome per attempt; write {output: [...]} for an output that is a list",
-        "loop.test.yaml:5: case \"three\": cases[0].mock.each: attempt 2 is never made: attempt 1 is an output, which ends the node (a list gives one outcome per attempt, the failures before the output); the node's mock is the outcome of every item alike, not a list of them: outcomes that differ from one item to the next cannot be mocked (mock what the node reads instead); if every item's output is [1,2], write {\"output\":[1,2]}",
+        "loop.test.yaml:5: case \"three\": cases[0].mock.each: attempt 2 is never made: attempt 1 is an output, which ends the node (a list gives one outcome per attempt, the failures before the output); the node's mock is the outcome of every item alike, not a list of them: for one mock per item in order, write {\"each\":[1,2]}; if every item's output is [1,2], write {\"output\":[1,2]}",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -23,10 +23,13 @@ pub enum MockOutcome {
     Error { kind: String, message: String },
 }
 
-/// A node's mocked outcomes, one per attempt; the last repeats for further attempts.
+/// A node's mocked outcomes, one per attempt; the last repeats for further attempts. For a node
+/// with `for_each` or `repeat`, either the same for every item (iteration) or, [`Mock::each`],
+/// its own for each one in order, the last repeating for those after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mock {
     attempts: Vec<MockOutcome>,
+    each: Vec<Mock>,
 }
 
 impl Mock {
@@ -37,7 +40,27 @@ impl Mock {
         } else {
             attempts
         };
-        Mock { attempts }
+        Mock {
+            attempts,
+            each: Vec::new(),
+        }
+    }
+
+    /// One mock per item (iteration), in order; the last repeats. None of them is an `each`.
+    pub fn each(parts: Vec<Mock>) -> Mock {
+        let parts: Vec<Mock> = parts.into_iter().map(|p| Mock::new(p.attempts)).collect();
+        // The first one's, for what reads a mock as one (none of the runtime's calls does).
+        let first = parts.first().map_or_else(Vec::new, |p| p.attempts.clone());
+        Mock {
+            attempts: Mock::new(first).attempts,
+            each: parts,
+        }
+    }
+
+    /// The mocks of each item (iteration) in order, when they differ; empty when every one has
+    /// [`Mock::attempts`].
+    pub fn parts(&self) -> &[Mock] {
+        &self.each
     }
 
     /// The same output for every attempt.
@@ -49,8 +72,20 @@ impl Mock {
         &self.attempts
     }
 
-    /// The mock as the runtime reads it: `{"attempts": [{"output": …} | {"error": {…}}]}`.
+    /// The mock as the runtime reads it: `{"attempts": [{"output": …} | {"error": {…}}]}`, and
+    /// `"each": [{"attempts": …}, …]` when items (iterations) have their own.
     pub(crate) fn data(&self) -> Data {
+        if self.each.is_empty() {
+            return self.attempts_data();
+        }
+        let each = self.each.iter().map(Mock::attempts_data).collect();
+        dict([
+            ("attempts", Data::List(Vec::new())),
+            ("each", Data::List(each)),
+        ])
+    }
+
+    fn attempts_data(&self) -> Data {
         let attempts = self
             .attempts
             .iter()

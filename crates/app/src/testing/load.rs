@@ -314,6 +314,16 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
     })
 }
 
+/// The most attempts a mock gives one call of its node (of any of its items, for `each`).
+fn most_attempts(mock: &Mock) -> usize {
+    mock.parts()
+        .iter()
+        .map(|p| p.attempts().len())
+        .chain([mock.attempts().len()])
+        .max()
+        .unwrap_or(0)
+}
+
 fn read_mocks(
     r: &mut Reader,
     v: &Value,
@@ -357,13 +367,13 @@ fn read_mocks(
                     );
                     continue;
                 }
-                Some(n) if mock.attempts().len() > n.retry.max_attempts as usize => {
+                Some(n) if most_attempts(&mock) > n.retry.max_attempts as usize => {
                     r.problem(
                         &here,
                         case,
                         format!(
                             "{} attempts are mocked, but node '{node}' makes at most {} (its retry.max_attempts): a list gives one outcome per attempt; {}",
-                            mock.attempts().len(),
+                            most_attempts(&mock),
                             n.retry.max_attempts,
                             mocks::list_output(part)
                         ),

@@ -20,9 +20,9 @@ pub(crate) fn list_output(part: Option<&str>) -> String {
     match part {
         None => "write {output: [...]} for an output that is a list".into(),
         Some(part) => format!(
-            "the node's mock is the outcome of every {part} alike, not a list of them: outcomes \
-             that differ from one {part} to the next cannot be mocked (mock what the node reads \
-             instead); write {{output: [...]}} if every {part}'s output is that list"
+            "the node's mock is the outcome of every {part} alike, not a list of them: write \
+             {{each: [...]}} for one mock per {part}, {{output: [...]}} if every {part}'s output \
+             is that list"
         ),
     }
 }
@@ -30,6 +30,23 @@ pub(crate) fn list_output(part: Option<&str>) -> String {
 /// Reads a mock; the error says what is wrong. `part`: `item` or `iteration` for the mock of a
 /// node with `for_each` or `repeat`.
 pub(crate) fn parse(v: &Value, part: Option<&str>) -> Result<Mock, String> {
+    // A loop node's items (iterations) each with their own: `{each: [mock, …]}`.
+    if let (Some(part), Some(each)) = (part, only_key(v, "each")) {
+        let Value::Array(parts) = each else {
+            return Err(format!(
+                "each: expected a list, one mock per {part} in order (the last repeats)"
+            ));
+        };
+        if parts.is_empty() {
+            return Err(format!("each: an empty list: give one mock per {part}"));
+        }
+        let parts = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| parse(p, None).map_err(|e| format!("each[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Mock::each(parts));
+    }
     let as_output = || match part {
         None => format!(
             "for the output {}, write {}",
@@ -38,9 +55,9 @@ pub(crate) fn parse(v: &Value, part: Option<&str>) -> Result<Mock, String> {
         ),
         // Writing the list as the output would give it whole to every item or iteration.
         Some(part) => format!(
-            "the node's mock is the outcome of every {part} alike, not a list of them: outcomes \
-             that differ from one {part} to the next cannot be mocked (mock what the node reads \
-             instead); if every {part}'s output is {}, write {}",
+            "the node's mock is the outcome of every {part} alike, not a list of them: for one \
+             mock per {part} in order, write {}; if every {part}'s output is {}, write {}",
+            preview(&json!({ "each": v })),
             preview(v),
             preview(&json!({ "output": v }))
         ),
@@ -139,7 +156,8 @@ pub(crate) fn to_value(mock: &Mock) -> Value {
         MockOutcome::Output(v) => {
             let ambiguous = (alone && v.is_array())
                 || only_key(v, "output").is_some()
-                || only_key(v, "error").is_some();
+                || only_key(v, "error").is_some()
+                || only_key(v, "each").is_some();
             if ambiguous {
                 Value::Object(Map::from_iter([("output".to_string(), v.clone())]))
             } else {
@@ -147,6 +165,9 @@ pub(crate) fn to_value(mock: &Mock) -> Value {
             }
         }
     };
+    if !mock.parts().is_empty() {
+        return json!({"each": mock.parts().iter().map(to_value).collect::<Vec<_>>()});
+    }
     match mock.attempts() {
         [o] => one(o, true),
         list => Value::Array(list.iter().map(|o| one(o, false)).collect()),
@@ -156,6 +177,26 @@ pub(crate) fn to_value(mock: &Mock) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_gives_items_their_own_and_reads_back_the_same() {
+        let written =
+            json!({"each": [{"v": 0}, [{"error": {"message": "x"}}, {"v": 1}], {"each": 2}]});
+        let m = parse(&written, Some("item")).unwrap();
+        assert_eq!(m.parts().len(), 3);
+        assert_eq!(m.parts()[1].attempts().len(), 2);
+        // An item's output that is itself `{each: …}` reads back as an output.
+        assert_eq!(
+            m.parts()[2].attempts(),
+            &[MockOutcome::Output(json!({"each": 2}))]
+        );
+        assert_eq!(parse(&to_value(&m), Some("item")).unwrap(), m);
+        // A node without a loop: `{each: …}` is its output, as any object.
+        let plain = parse(&written, None).unwrap();
+        assert!(plain.parts().is_empty());
+        assert_eq!(plain.attempts(), &[MockOutcome::Output(written.clone())]);
+        assert!(parse(&json!({"each": {"a": 1}}), Some("iteration")).is_err());
+    }
 
     #[test]
     fn forms() {
