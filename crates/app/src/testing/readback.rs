@@ -1,6 +1,7 @@
 //! Reading a case's execution back: the record its assertions see, and what a report shows of
 //! why it failed.
 
+use flowrun_events::{ErrorInfo, ExecStatus};
 use flowrun_store::{Store, StoreError};
 use serde_json::{Map, Value};
 
@@ -43,6 +44,59 @@ pub(super) fn last_lines_of(store: &Store, id: &str, node: &str) -> Vec<String> 
     let cut = lines.len().saturating_sub(LOG_LINES);
     lines.drain(..cut);
     lines
+}
+
+/// What a report shows of why execution `id` failed with `error`: the last lines of its
+/// traceback and of what its failing node printed. A failed `workflow` node's are its child's
+/// (and so on down, a few levels): the child is where the error was raised, and a CI job has
+/// no database to look in afterwards. The traceback then starts with the child it is from.
+pub(super) fn why_failed(
+    store: &Store,
+    id: &str,
+    error: Option<&ErrorInfo>,
+) -> (Option<String>, Vec<String>) {
+    let mut at = id.to_string();
+    let mut error = error.cloned();
+    let mut from = None;
+    for _ in 0..8 {
+        let Some(e) = error.as_ref().filter(|e| e.kind == "SubWorkflow") else {
+            break;
+        };
+        let Some(node) = e.node.clone() else { break };
+        let Some(child) = failed_child(store, &at, &node) else {
+            break;
+        };
+        from = Some(format!(
+            "(in sub-workflow execution {}, called by node '{node}')",
+            child.id
+        ));
+        at = child.id;
+        error = child.error;
+    }
+    let traceback = error.as_ref().and_then(|e| {
+        let t = e.traceback.as_deref()?.trim_end();
+        (!t.is_empty()).then(|| last_of(t, TRACEBACK_LINES))
+    });
+    let traceback = match (from, traceback) {
+        (Some(from), Some(t)) => Some(format!("{from}\n{t}")),
+        (_, t) => t,
+    };
+    let logs = match error.as_ref().and_then(|e| e.node.as_deref()) {
+        Some(node) => last_lines_of(store, &at, node),
+        None => Vec::new(),
+    };
+    (traceback, logs)
+}
+
+/// The latest child of `id`'s node `node` that failed.
+fn failed_child(store: &Store, id: &str, node: &str) -> Option<flowrun_store::Execution> {
+    store
+        .children(id)
+        .ok()?
+        .into_iter()
+        .filter(|(c, link)| link.parent_node == node && c.status == ExecStatus::Error)
+        .max_by_key(|(c, _)| c.started_at)
+        .map(|(c, _)| c)
 }
 
 /// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`

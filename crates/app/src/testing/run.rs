@@ -3,7 +3,7 @@
 //! against the case's assertions and snapshot.
 
 use super::model::*;
-use super::readback::{TRACEBACK_LINES, last_lines_of, last_of, record_view};
+use super::readback::{record_view, why_failed};
 use super::snapshot;
 use crate::SharedStore;
 use crate::runner::{self, RunOptions};
@@ -432,14 +432,11 @@ async fn attempt<'c>(
     }
     let store = ctx.store.clone();
     let idc = id.clone();
-    let failed_node = finished.outcome.error.as_ref().and_then(|e| e.node.clone());
-    let (record, last_logs) = tokio::task::spawn_blocking(move || {
+    let error = finished.outcome.error.clone();
+    let (record, (traceback, last_logs)) = tokio::task::spawn_blocking(move || {
         let store = store.lock();
-        let logs = match &failed_node {
-            Some(node) => last_lines_of(&store, &idc, node),
-            None => Vec::new(),
-        };
-        (record_view(&store, &idc), logs)
+        let why = why_failed(&store, &idc, error.as_ref());
+        (record_view(&store, &idc), why)
     })
     .await
     .expect("reading does not panic");
@@ -453,10 +450,7 @@ async fn attempt<'c>(
         error_expected: false,
         duration_ms: took(),
         failures: Vec::new(),
-        traceback: finished.outcome.error.as_ref().and_then(|e| {
-            let t = e.traceback.as_deref()?.trim_end();
-            (!t.is_empty()).then(|| last_of(t, TRACEBACK_LINES))
-        }),
+        traceback,
         last_logs,
     };
     let record = match record {
