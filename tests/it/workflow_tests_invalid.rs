@@ -85,7 +85,7 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
     for want in [
         "cases[0].snapshot.ignore[1]: the workflow has no node 'nope'; its nodes are: a",
         "cases[0].snapshot.ignore[2]: a snapshot keeps only each node's status: ignore `nodes.a`",
-        "cases[0].snapshot.ignore[3]: unknown field 'outptu' of a snapshot (one of: status, output, error, nodes)",
+        "cases[0].snapshot.ignore[3]: unknown field 'outptu' of a snapshot, did you mean 'output'? (one of: status, output, error, nodes)",
         "cases[0].snapshot.ignore[4]: a snapshot keeps an error's type, message, node",
         "cases[0].snapshot.ignore[5]: a snapshot's `status` is a string",
     ] {
@@ -93,6 +93,20 @@ fn snapshot_ignores_are_checked_and_a_node_status_path_is_the_node() {
     }
     assert!(!err.contains("ignore[0]"), "output.v is fine: {err}");
     assert_eq!(env.execution_count(), 0, "nothing ran");
+    // Typos of a case's keys and of an expectation's path, operator and node field.
+    env.write_file(
+        "typos.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: one\n    expects: {}\n    expect:\n      outptu.v: 1\n      output.v: {contain: 1}\n      nodes.a.statsu: success\n",
+    );
+    let err = stderr(&env.cmd(["test", "typos.test.yaml"]));
+    for want in [
+        "cases[0].expects: unknown field 'expects', did you mean 'expect'?",
+        "unknown field 'outptu' of the execution record, did you mean 'output'?",
+        "unknown operator 'contain', did you mean 'contains'?",
+        "unknown field 'statsu' of a node, did you mean 'status'?",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
 
     // `nodes.a.status` ignores the node's status, which is how a snapshot keeps a node.
     env.write_file(

@@ -78,7 +78,8 @@ impl Check {
                 )),
                 other => {
                     return Err(format!(
-                        "unknown operator '{other}' (one of: {}); to compare with an object, write equals: {{…}}",
+                        "unknown operator '{other}'{} (one of: {}); to compare with an object, write equals: {{…}}",
+                        did_you_mean(other, OPERATORS),
                         OPERATORS.join(", ")
                     ));
                 }
@@ -291,13 +292,21 @@ pub const NODE_FIELDS: &[&str] = &[
     "iterations",
 ];
 
+/// `, did you mean 'x'?` when `given` is most likely a typo of one of `known`, else nothing.
+pub(crate) fn did_you_mean(given: &str, known: &[&str]) -> String {
+    flowrun_codegen::closest(given, known.iter().copied())
+        .map(|k| format!(", did you mean '{k}'?"))
+        .unwrap_or_default()
+}
+
 /// A path an assertion names must start at a field of the record, and name a node the
 /// workflow has.
 pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
     let root = p.first_key().unwrap_or("");
     if !RECORD_FIELDS.contains(&root) {
         return Err(format!(
-            "unknown field '{root}' of the execution record (one of: {})",
+            "unknown field '{root}' of the execution record{} (one of: {})",
+            did_you_mean(root, RECORD_FIELDS),
             RECORD_FIELDS.join(", ")
         ));
     }
@@ -310,7 +319,8 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
     known_node(plan, node)?;
     match p.0.get(2) {
         Some(Seg::Key(f)) if !NODE_FIELDS.contains(&f.as_str()) => Err(format!(
-            "unknown field '{f}' of a node (one of: {})",
+            "unknown field '{f}' of a node{} (one of: {})",
+            did_you_mean(f, NODE_FIELDS),
             NODE_FIELDS.join(", ")
         )),
         Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),
@@ -468,7 +478,10 @@ mod tests {
     #[test]
     fn bad_assertions_are_errors() {
         for (a, why) in [
-            (json!({"contians": "x"}), "unknown operator 'contians'"),
+            (
+                json!({"contians": "x"}),
+                "unknown operator 'contians', did you mean 'contains'?",
+            ),
             (json!({}), "an empty mapping"),
             (json!({"matches": "("}), "not a valid regular expression"),
             (json!({"schema": {"type": 5}}), "not a valid JSON Schema"),

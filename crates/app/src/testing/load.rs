@@ -172,7 +172,11 @@ impl Reader<'_> {
                 self.problem(
                     &at.key(k),
                     case,
-                    format!("unknown field '{k}' (one of: {})", known.join(", ")),
+                    format!(
+                        "unknown field '{k}'{} (one of: {})",
+                        super::expect::did_you_mean(k, known),
+                        known.join(", ")
+                    ),
                 );
             }
         }
@@ -314,16 +318,6 @@ pub fn load(path: &Path) -> Result<TestFile, Vec<Problem>> {
     })
 }
 
-/// The most attempts a mock gives one call of its node (of any of its items, for `each`).
-fn most_attempts(mock: &Mock) -> usize {
-    mock.parts()
-        .iter()
-        .map(|p| p.attempts().len())
-        .chain([mock.attempts().len()])
-        .max()
-        .unwrap_or(0)
-}
-
 fn read_mocks(
     r: &mut Reader,
     v: &Value,
@@ -367,13 +361,13 @@ fn read_mocks(
                     );
                     continue;
                 }
-                Some(n) if most_attempts(&mock) > n.retry.max_attempts as usize => {
+                Some(n) if mocks::most_attempts(&mock) > n.retry.max_attempts as usize => {
                     r.problem(
                         &here,
                         case,
                         format!(
                             "{} attempts are mocked, but node '{node}' makes at most {} (its retry.max_attempts): a list gives one outcome per attempt; {}",
-                            most_attempts(&mock),
+                            mocks::most_attempts(&mock),
                             n.retry.max_attempts,
                             mocks::list_output(part)
                         ),

@@ -105,6 +105,16 @@ pub(crate) fn parse(v: &Value, part: Option<&str>) -> Result<Mock, String> {
     }
 }
 
+/// The most attempts a mock gives one call of its node (of any of its items, for `each`).
+pub(crate) fn most_attempts(mock: &Mock) -> usize {
+    mock.parts()
+        .iter()
+        .map(|p| p.attempts().len())
+        .chain([mock.attempts().len()])
+        .max()
+        .unwrap_or(0)
+}
+
 /// A value as an error message shows it: compact JSON, cut at about 60 characters.
 fn preview(v: &Value) -> String {
     let text = v.to_string();

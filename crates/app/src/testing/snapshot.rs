@@ -68,10 +68,15 @@ pub(crate) fn ignore_path(p: JPath, plan: Option<&Plan>) -> Result<JPath, String
                 )),
             }
         }
-        (root, _) => Err(format!(
-            "unknown field '{}' of a snapshot (one of: status, output, error, nodes)",
-            root.unwrap_or("")
-        )),
+        (root, _) => {
+            let fields = ["status", "output", "error", "nodes"];
+            let root = root.unwrap_or("");
+            Err(format!(
+                "unknown field '{root}' of a snapshot{} (one of: {})",
+                super::expect::did_you_mean(root, &fields),
+                fields.join(", ")
+            ))
+        }
     }
 }
 
