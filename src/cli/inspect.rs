@@ -122,9 +122,11 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             if let Some(w) = &args.workflow {
                 let known = store.workflow_ids(1000)?;
                 if !known.is_empty() && !known.contains(w) {
-                    let hint = flowrun_codegen::closest(w, known.iter().map(String::as_str))
-                        .map(|c| format!(", did you mean '{}'?", clean_line(c)))
-                        .unwrap_or_default();
+                    let hint = clean_line(&flowrun_codegen::did_you_mean(
+                        w,
+                        known.iter().map(String::as_str),
+                    ))
+                    .into_owned();
                     let some: Vec<&str> = known.iter().take(10).map(String::as_str).collect();
                     flowrun_app::say!(
                         "no execution is of a workflow '{}'{hint} (workflows: {}{})",

@@ -55,9 +55,12 @@ fn node_part(arg: &str) -> (&str, (Option<u32>, Option<u32>)) {
 }
 
 /// Whether a row is the one `--node` asked for (any row when it asked for none).
-fn wanted(n: &flowrun_store::NodeRow, node: Option<&str>) -> bool {
-    let Some(arg) = node else { return true };
-    let (id, part) = node_part(arg);
+fn wanted(
+    n: &flowrun_store::NodeRow,
+    node: Option<&str>,
+    part: (Option<u32>, Option<u32>),
+) -> bool {
+    let Some(id) = node else { return true };
     n.node_id == id
         && match part {
             (Some(i), _) => n.part == Some(flowrun_events::Part::Item(i)),
@@ -66,12 +69,17 @@ fn wanted(n: &flowrun_store::NodeRow, node: Option<&str>) -> bool {
         }
 }
 
-fn print_failures(store: &flowrun_store::Store, id: &str, node: Option<&str>) -> Result<(), Exit> {
+fn print_failures(
+    store: &flowrun_store::Store,
+    id: &str,
+    node: Option<&str>,
+    part: (Option<u32>, Option<u32>),
+) -> Result<(), Exit> {
     let short = &id[..8.min(id.len())];
     let rows = store.nodes(id)?;
     for n in &rows {
         let Some(e) = n.error.as_ref() else { continue };
-        if !wanted(n, node) {
+        if !wanted(n, node, part) {
             continue;
         }
         let part = part_name(n.part)
@@ -197,7 +205,7 @@ pub fn logs(
                 print_after(after)?;
             }
             if ended {
-                print_failures(&store, &id, node)?;
+                print_failures(&store, &id, only, part)?;
             }
             return Ok(0);
         }

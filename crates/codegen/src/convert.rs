@@ -438,12 +438,19 @@ fn unknown_of(mut d: Diagnostic, type_name: &str) -> Diagnostic {
 }
 
 /// The name in `names` that `given` is most likely a typo of, if any.
-pub fn closest<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+fn closest<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     names
         .map(|f| (edit_distance(given, f), f))
         .filter(|&(n, f)| n < f.len() && (n <= 2 || (n == 3 && same_stem(given, f))))
         .min()
         .map(|(_, f)| f)
+}
+
+/// `, did you mean 'x'?` when `given` is most likely a typo of one of `names`, else nothing.
+pub fn did_you_mean<'a>(given: &str, names: impl Iterator<Item = &'a str>) -> String {
+    closest(given, names)
+        .map(|n| format!(", did you mean '{n}'?"))
+        .unwrap_or_default()
 }
 
 /// Levenshtein distance of two short names (field names: a few dozen characters at most).

@@ -29,7 +29,7 @@ pub mod subflow;
 pub mod template;
 mod yaml;
 
-pub use convert::closest;
+pub use convert::did_you_mean;
 pub use diagnostic::{Diagnostic, Diagnostics, in_json_terms};
 pub use json::{apply_defaults, value_kind};
 pub use locate::{Seg, path_text};

@@ -7,6 +7,7 @@
 
 use super::path::{Path as JPath, Seg};
 use flowrun_codegen::Plan;
+use flowrun_codegen::did_you_mean;
 use flowrun_events::{ExecStatus, NodeStatus};
 use serde_json::Value;
 
@@ -79,7 +80,7 @@ impl Check {
                 other => {
                     return Err(format!(
                         "unknown operator '{other}'{} (one of: {}); to compare with an object, write equals: {{…}}",
-                        did_you_mean(other, OPERATORS),
+                        did_you_mean(other, OPERATORS.iter().copied()),
                         OPERATORS.join(", ")
                     ));
                 }
@@ -292,13 +293,6 @@ pub const NODE_FIELDS: &[&str] = &[
     "iterations",
 ];
 
-/// `, did you mean 'x'?` when `given` is most likely a typo of one of `known`, else nothing.
-pub(crate) fn did_you_mean(given: &str, known: &[&str]) -> String {
-    flowrun_codegen::closest(given, known.iter().copied())
-        .map(|k| format!(", did you mean '{k}'?"))
-        .unwrap_or_default()
-}
-
 /// A path an assertion names must start at a field of the record, and name a node the
 /// workflow has.
 pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
@@ -306,7 +300,7 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
     if !RECORD_FIELDS.contains(&root) {
         return Err(format!(
             "unknown field '{root}' of the execution record{} (one of: {})",
-            did_you_mean(root, RECORD_FIELDS),
+            did_you_mean(root, RECORD_FIELDS.iter().copied()),
             RECORD_FIELDS.join(", ")
         ));
     }
@@ -320,7 +314,7 @@ pub(crate) fn check_path(p: &JPath, plan: Option<&Plan>) -> Result<(), String> {
     match p.0.get(2) {
         Some(Seg::Key(f)) if !NODE_FIELDS.contains(&f.as_str()) => Err(format!(
             "unknown field '{f}' of a node{} (one of: {})",
-            did_you_mean(f, NODE_FIELDS),
+            did_you_mean(f, NODE_FIELDS.iter().copied()),
             NODE_FIELDS.join(", ")
         )),
         Some(Seg::Index(_)) => Err("a node's fields are named (status, output, …)".into()),

@@ -174,7 +174,7 @@ impl Reader<'_> {
                     case,
                     format!(
                         "unknown field '{k}'{} (one of: {})",
-                        super::expect::did_you_mean(k, known),
+                        flowrun_codegen::did_you_mean(k, known.iter().copied()),
                         known.join(", ")
                     ),
                 );

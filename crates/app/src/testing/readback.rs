@@ -63,7 +63,10 @@ pub(super) fn why_failed(
             break;
         };
         let Some(node) = e.node.clone() else { break };
-        let Some(child) = failed_child(store, &at, &node) else {
+        // A `workflow` node fails `SubWorkflow` by itself, not by an item (that is `ItemsFailed`).
+        let Some(child) = crate::subflow::latest_child(store, &at, &node, None)
+            .filter(|c| c.status == ExecStatus::Error)
+        else {
             break;
         };
         from = Some(format!(
@@ -86,17 +89,6 @@ pub(super) fn why_failed(
         None => Vec::new(),
     };
     (traceback, logs)
-}
-
-/// The latest child of `id`'s node `node` that failed.
-fn failed_child(store: &Store, id: &str, node: &str) -> Option<flowrun_store::Execution> {
-    store
-        .children(id)
-        .ok()?
-        .into_iter()
-        .filter(|(c, link)| link.parent_node == node && c.status == ExecStatus::Error)
-        .max_by_key(|(c, _)| c.started_at)
-        .map(|(c, _)| c)
 }
 
 /// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`

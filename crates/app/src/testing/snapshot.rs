@@ -73,7 +73,7 @@ pub(crate) fn ignore_path(p: JPath, plan: Option<&Plan>) -> Result<JPath, String
             let root = root.unwrap_or("");
             Err(format!(
                 "unknown field '{root}' of a snapshot{} (one of: {})",
-                super::expect::did_you_mean(root, &fields),
+                flowrun_codegen::did_you_mean(root, fields.into_iter()),
                 fields.join(", ")
             ))
         }
