@@ -72,6 +72,12 @@ pub(crate) fn json_text(v: &Value, max: usize) -> String {
 /// How long a writer waits for another connection to let go of the database: 30 s in all.
 const BUSY_FOR: Duration = Duration::from_secs(30);
 
+/// Prepared statements a connection keeps (rusqlite keeps 16 by default). An execution's
+/// recording and a test case's readback use ~25 distinct ones: with 16, each case evicted what
+/// the next needed and prepared ~10 statements again (parsing SQL and reading the schema, ~0.1
+/// ms of the runner's CPU a case). Every statement of the store fits.
+const STATEMENTS_KEPT: usize = 96;
+
 /// The pause before attempt `attempt` (0 for the first) to use a database another connection
 /// holds, or `None` once [`BUSY_FOR`] has been waited: short at first, as a write of another
 /// process is over in a millisecond or two, then 100 ms (SQLite's own schedule).
@@ -96,6 +102,7 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_FOR).map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         // synchronous first, so nothing below commits with a full sync; auto_vacuum only on a
         // new database (it takes effect only before the first table, and setting it on an
         // existing one rewrites page 1: a WAL and a directory fsync on every open).
@@ -181,6 +188,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowrun_events::ExecStatus;
 
     #[test]
     fn busy_pauses_add_up_to_the_timeout() {
@@ -192,5 +200,139 @@ mod tests {
             "{total:?}"
         );
         assert_eq!(busy_pause(-1), Some(Duration::from_millis(1)));
+    }
+
+    /// The statements `conn` holds prepared (its cache's), with how often each has run.
+    fn held(conn: &Connection) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        // SAFETY: the connection is ours and used by no other thread meanwhile; each statement
+        // pointer comes from sqlite3_next_stmt and is only read (its SQL and a counter).
+        unsafe {
+            let db = conn.handle();
+            let mut stmt = rusqlite::ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                let sql = std::ffi::CStr::from_ptr(rusqlite::ffi::sqlite3_sql(stmt));
+                let runs = rusqlite::ffi::sqlite3_stmt_status(
+                    stmt,
+                    rusqlite::ffi::SQLITE_STMTSTATUS_RUN,
+                    0,
+                );
+                out.push((sql.to_string_lossy().into_owned(), runs));
+                stmt = rusqlite::ffi::sqlite3_next_stmt(db, stmt);
+            }
+        }
+        out
+    }
+
+    /// What a runner writes of one execution and what `flowrun test` reads back of it.
+    fn record_and_read(store: &mut Store, id: &str) {
+        let definition = serde_json::json!({"id": "wf", "nodes": []});
+        let trigger = serde_json::json!({"name": "n"});
+        store
+            .insert_execution(&NewExecution {
+                id,
+                workflow_id: "wf",
+                workflow_name: "wf",
+                snapshot_hash: "h",
+                definition: &definition,
+                source_file: None,
+                mode: "test-suite",
+                status: ExecStatus::Running,
+                trigger: &trigger,
+                started_at: 1,
+                parent_id: None,
+                relation: None,
+                runner_pid: 1,
+                runner_start_time: None,
+                cwd: None,
+            })
+            .unwrap();
+        let process = ProcessRow {
+            pid: 2,
+            pgid: 2,
+            start_time: None,
+        };
+        store.set_process(id, process, "warm").unwrap();
+        store.requested(id).unwrap(); // a stop or pause asked for (flowrun test, serve)
+        let node = |status| NodeRow {
+            node_id: "a".into(),
+            part: None,
+            position: 0,
+            status,
+            attempt: 1,
+            started_at: Some(2),
+            finished_at: Some(3),
+            duration_ms: Some(1.0),
+            input: Some(trigger.clone()),
+            output: Some(trigger.clone()),
+            error: None,
+            from_execution: None,
+            reason: None,
+        };
+        let writes = [
+            Write::NodeStarted {
+                node_id: "a".into(),
+                part: None,
+                position: 0,
+                attempt: 1,
+                started_at: 2,
+            },
+            Write::NodeInput {
+                node_id: "a".into(),
+                part: None,
+                input: trigger.clone(),
+            },
+            Write::Event {
+                seq: 1,
+                kind: "log".into(),
+                node_id: Some("a".into()),
+                ts: 2,
+                data: r#"{"type":"log","node":"a","line":"hi"}"#.into(),
+            },
+            Write::NodeFinished(Box::new(node(flowrun_events::NodeStatus::Success))),
+        ];
+        assert!(store.apply(id, &writes).unwrap());
+        let finish = Finish {
+            status: ExecStatus::Success,
+            output: Some(&trigger),
+            error: None,
+            finished_at: 4,
+            duration_ms: 3.0,
+            exit: Some("0"),
+            log_bytes: 2,
+            log_bytes_cut: 0,
+            usage: Usage::default(),
+        };
+        assert!(store.finish_execution(id, &finish).unwrap());
+        store.execution(id).unwrap();
+        store.nodes(id).unwrap();
+        store.retried_attempts(id).unwrap();
+        store.events(id, 0, Some("log")).unwrap();
+        store.snapshot("h").unwrap();
+        store.children(id).unwrap();
+        store.sub_link(id).unwrap();
+        store.has_events_after(id, 1).unwrap();
+        store.checkpoint_if_due();
+    }
+
+    /// Recording an execution and reading it back takes more statements than rusqlite keeps by
+    /// default (16): with that, every execution of a `flowrun test` or `serve` evicted and
+    /// prepared again what the next one needed.
+    #[test]
+    fn a_second_execution_prepares_none_of_its_statements_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        record_and_read(&mut store, "e1");
+        let first = held(store.connection());
+        record_and_read(&mut store, "e2");
+        let second = held(store.connection());
+        let again: Vec<_> = second.iter().filter(|(_, runs)| *runs < 2).collect();
+        assert!(again.is_empty(), "prepared again: {again:#?}");
+        assert_eq!(first.len(), second.len());
+        assert!(
+            first.len() > 16,
+            "{} statements: the test no longer needs more than rusqlite's default",
+            first.len()
+        );
     }
 }
