@@ -410,6 +410,13 @@ fn print_case(w: &mut dyn Write, suite: &Suite, r: &CaseResult, retries: u32) {
                     .unwrap_or_default()
             )
         }
+        Verdict::Interrupted => {
+            let _ = writeln!(w, "⊘ {file} › {name} (interrupted after {ms:.0} ms)");
+            match r.last().and_then(|a| a.execution_id.as_ref()) {
+                Some(id) => writeln!(w, "    stopped while it ran; details: flowrun show {id}"),
+                None => Ok(()),
+            }
+        }
         Verdict::Flaky => writeln!(
             w,
             "↻ {file} › {name} (flaky: passed on attempt {} of {}, {ms:.0} ms)",

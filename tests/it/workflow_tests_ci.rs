@@ -551,26 +551,42 @@ fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
         );
         assert_eq!(status.code(), Some(130), "{signal}");
         assert_eq!(env.execution(&id).status, "cancelled");
-        assert_eq!(env.execution_ids(), [id], "the second case never started");
+        assert_eq!(
+            env.execution_ids(),
+            [id.clone()],
+            "the second case never started"
+        );
         let mut text = String::new();
         std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
-        // The running case was stopped by the interruption, not failed: both are reported so.
-        for case in ["first", "second"] {
-            assert!(
-                text.contains(&format!("○ slow.test.yaml › {case} (skipped: interrupted)")),
-                "{text}"
-            );
-        }
+        // The running case was stopped by the interruption, not failed, and it ran, unlike
+        // the one the interruption kept from starting.
+        assert!(
+            text.contains("⊘ slow.test.yaml › first (interrupted after "),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("stopped while it ran; details: flowrun show {id}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("○ slow.test.yaml › second (skipped: interrupted)"),
+            "{text}"
+        );
         assert!(
             text.trim_end().ends_with(&format!(
-                "0 passed, 0 failed, 2 skipped; interrupted by {by}"
+                "0 passed, 0 failed, 1 interrupted, 1 skipped; interrupted by {by}"
             )),
             "{text}"
         );
         let xml = std::fs::read_to_string(&junit).expect("the JUnit document is written");
         assert_eq!(
             xml.matches("<skipped message=\"interrupted\"").count(),
-            2,
+            1,
+            "{xml}"
+        );
+        assert_eq!(xml.matches("type=\"interrupted\"").count(), 1, "{xml}");
+        assert!(
+            xml.contains("tests=\"2\" failures=\"0\" errors=\"1\" skipped=\"1\""),
             "{xml}"
         );
     }

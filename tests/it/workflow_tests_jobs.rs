@@ -124,7 +124,7 @@ fn a_retry_runs_before_the_next_case() {
 
 /// Ctrl-C while cases wait for their turn: each is reported skipped (interrupted), also one
 /// that could not have started (here an environment variable no process can be given), which
-/// is not prepared once the interruption has come.
+/// is not prepared once the interruption has come; the case that was running is interrupted.
 #[test]
 fn cases_waiting_their_turn_at_ctrl_c_are_skipped_whatever_they_are() {
     use nix::sys::signal::{Signal, kill};
@@ -142,10 +142,21 @@ fn cases_waiting_their_turn_at_ctrl_c_are_skipped_whatever_they_are() {
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
     let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
     assert_eq!(
-        report["summary"], "0 passed, 0 failed, 4 skipped; interrupted by Ctrl-C (SIGINT)",
+        report["summary"],
+        "0 passed, 0 failed, 1 interrupted, 3 skipped; interrupted by Ctrl-C (SIGINT)",
         "{report:#}"
     );
-    assert_eq!(case(&report, "bad env")["skip_reason"], "interrupted");
+    assert_eq!(
+        case(&report, "first")["verdict"],
+        "interrupted",
+        "{report:#}"
+    );
+    assert_eq!(case(&report, "first")["attempts"][0]["status"], "cancelled");
+    assert_eq!(report["totals"]["interrupted"], 1, "{report:#}");
+    for name in ["second", "bad env", "fourth"] {
+        assert_eq!(case(&report, name)["verdict"], "skipped", "{report:#}");
+        assert_eq!(case(&report, name)["skip_reason"], "interrupted");
+    }
 }
 
 /// `flowrun test slow.test.yaml -j 1 ARGS…`, its stdout piped, on a workflow whose one node

@@ -66,6 +66,9 @@ pub enum Verdict {
     Flaky,
     Failed,
     Skipped,
+    /// Its execution started and was stopped by the interruption of the run (Ctrl-C,
+    /// SIGTERM): it neither passed nor failed, and unlike a skipped case it ran.
+    Interrupted,
 }
 
 /// What went wrong in one run of a case.
@@ -196,6 +199,7 @@ pub struct Totals {
     pub failed: usize,
     pub flaky: usize,
     pub skipped: usize,
+    pub interrupted: usize,
 }
 
 impl Totals {
@@ -207,16 +211,20 @@ impl Totals {
                 Verdict::Flaky => t.flaky += 1,
                 Verdict::Failed => t.failed += 1,
                 Verdict::Skipped => t.skipped += 1,
+                Verdict::Interrupted => t.interrupted += 1,
             }
         }
         t
     }
 
-    /// `N passed, N failed` (`, N flaky`, `, N skipped` when not zero).
+    /// `N passed, N failed` (`, N flaky`, `, N interrupted`, `, N skipped` when not zero).
     pub fn line(&self) -> String {
         let mut s = format!("{} passed, {} failed", self.passed, self.failed);
         if self.flaky > 0 {
             s.push_str(&format!(", {} flaky", self.flaky));
+        }
+        if self.interrupted > 0 {
+            s.push_str(&format!(", {} interrupted", self.interrupted));
         }
         if self.skipped > 0 {
             s.push_str(&format!(", {} skipped", self.skipped));

@@ -140,7 +140,8 @@ fn secs(ms: f64) -> String {
 
 /// JUnit XML of a run: `testsuites` → a `testsuite` per test file (with results) → a `testcase`
 /// per case, `failure` (assertions, snapshots) or `error` (a case that could not run) holding
-/// the expected and actual values, `skipped`, and for a flaky case a `flakyFailure` per failed
+/// the expected and actual values, `error` of type `interrupted` (a case the run's interruption
+/// stopped), `skipped`, and for a flaky case a `flakyFailure` per failed
 /// attempt (Maven Surefire's form).
 pub fn junit(suite: &Suite, results: &[CaseResult]) -> String {
     let totals = Totals::of(results);
@@ -151,7 +152,7 @@ pub fn junit(suite: &Suite, results: &[CaseResult]) -> String {
         "<testsuites name=\"flowrun test\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\">",
         results.len(),
         count(results, |f| !matches!(f, Failure::Setup { .. })),
-        count(results, |f| matches!(f, Failure::Setup { .. })),
+        count(results, |f| matches!(f, Failure::Setup { .. })) + totals.interrupted,
         totals.skipped,
         secs(all_ms)
     );
@@ -168,7 +169,7 @@ pub fn junit(suite: &Suite, results: &[CaseResult]) -> String {
             "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\" file=\"{name}\">",
             owned.len(),
             count(&owned, |f| !matches!(f, Failure::Setup { .. })),
-            count(&owned, |f| matches!(f, Failure::Setup { .. })),
+            count(&owned, |f| matches!(f, Failure::Setup { .. })) + t.interrupted,
             t.skipped,
             secs(owned.iter().map(CaseResult::duration_ms).sum())
         );
@@ -215,6 +216,13 @@ fn testcase(x: &mut String, file: &str, r: &CaseResult) {
         Verdict::Skipped => {
             let reason = r.skip_reason.as_deref().unwrap_or("");
             let _ = writeln!(body, "      <skipped message=\"{}\"/>", xml(reason, true));
+        }
+        Verdict::Interrupted => {
+            // Neither a failure nor a skip: it ran, and the run was stopped while it did.
+            let _ = writeln!(
+                body,
+                "      <error message=\"interrupted: the run was stopped while this case ran\" type=\"interrupted\"/>"
+            );
         }
         Verdict::Failed => {
             if let Some(a) = r.last() {

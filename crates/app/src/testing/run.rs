@@ -60,7 +60,7 @@ pub struct SuiteOutcome {
     /// keep a snapshot, the files no case keeps one in.
     pub snapshots_dropped: Vec<String>,
     /// Why the run stopped before its end (Ctrl-C, SIGTERM), if it did: the cases it cut short
-    /// or never started are skipped.
+    /// are interrupted, those it kept from starting skipped.
     pub interrupted: Option<StopReason>,
 }
 
@@ -314,10 +314,10 @@ async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
         let passed = attempt.failures.is_empty();
         if !passed && ctx.stop.borrow().is_some() && attempt.status.as_deref() == Some("cancelled")
         {
-            // Stopped by the interruption (Ctrl-C), not failed: reported as those not started.
+            // Stopped by the interruption (Ctrl-C), not failed; but it ran, unlike the cases
+            // the interruption kept from starting (skipped).
             result.attempts.push(attempt);
-            result.verdict = Verdict::Skipped;
-            result.skip_reason = Some("interrupted".into());
+            result.verdict = Verdict::Interrupted;
             return result;
         }
         let setup = attempt.execution_id.is_none();
