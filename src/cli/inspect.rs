@@ -1,5 +1,6 @@
 //! `flowrun history` and `show` (`flowrun logs` is `logs.rs`).
 
+use super::inspect_parts::{part_failed, print_parts};
 use super::progress::duration;
 use super::text::{clean, clean_line, json_pretty};
 use super::timefmt;
@@ -265,7 +266,7 @@ fn node_labels(definition: Option<&Value>) -> std::collections::HashMap<String, 
     out
 }
 
-fn mark(status: &str) -> &'static str {
+pub(super) fn mark(status: &str) -> &'static str {
     match status {
         "success" => "✓",
         "pinned" | "reused" | "mocked" => "●",
@@ -276,95 +277,21 @@ fn mark(status: &str) -> &'static str {
     }
 }
 
-/// The most item or iteration lines `show` prints under a node (`show --json` has them all).
-const SHOWN_PARTS: usize = 50;
-
-/// `item 3`, `iteration 2`: which part of its node a row is; None for the node's own row.
-pub(super) fn part_name(part: Option<flowrun_events::Part>) -> Option<String> {
-    match part? {
-        flowrun_events::Part::Item(i) => Some(format!("item {i}")),
-        flowrun_events::Part::Iteration(k) => Some(format!("iteration {k}")),
-    }
-}
-
-/// Failed items or iterations whose input and traceback `show` prints under their line: which
-/// value failed, and where, is what one reads `show` for; past these, `show --json` has them.
-const DETAILED_FAILURES: usize = 5;
-
-/// An item or iteration that failed by itself (not one cancelled because another did).
-fn part_failed(p: &NodeRow) -> bool {
-    matches!(p.status, NodeStatus::Error | NodeStatus::Timeout)
-}
-
-/// One line per item or iteration of a node, under it; a failed one's input and traceback
-/// under that.
-fn print_parts(parts: &[&NodeRow]) {
-    let mut detailed = 0;
-    for p in parts.iter().take(SHOWN_PARTS) {
-        let Some(what) = part_name(p.part) else {
-            continue;
-        };
-        let mut line = format!("    {} {what}  {}", mark(p.status.as_str()), p.status);
-        if p.attempt > 1 {
-            line.push_str(&format!("  attempt {}", p.attempt));
-        }
-        if let Some(d) = p.duration_ms {
-            line.push_str(&format!("  {}", duration(d)));
-        }
-        if let Some(o) = p.output.as_ref().filter(|_| p.status.has_output()) {
-            line.push_str(&format!(
-                "  → {}",
-                clean_line(&flowrun_events::preview(o, 80))
-            ));
-        }
-        if let Some(e) = &p.error {
-            line.push_str(&format!("  {}: {}", e.kind, clean_line(&e.message)));
-        }
-        if let Some(r) = &p.reason {
-            line.push_str(&format!("  ({})", clean_line(r)));
-        }
-        out!("{line}");
-        if part_failed(p) && detailed < DETAILED_FAILURES {
-            detailed += 1;
-            if let Some(i) = &p.input {
-                out!(
-                    "        input: {}",
-                    clean_line(&flowrun_events::preview(i, 200))
-                );
-            }
-            for l in p
-                .error
-                .as_ref()
-                .and_then(traceback)
-                .into_iter()
-                .flat_map(str::lines)
-            {
-                out!("          {}", clean_line(l));
-            }
-        }
-    }
-    let failed = parts.iter().filter(|p| part_failed(p)).count();
-    if failed > detailed {
-        out!(
-            "    (the input and traceback of {} more failed: show --json)",
-            failed - detailed
-        );
-    }
-    if parts.len() > SHOWN_PARTS {
-        out!(
-            "    … {} more (show --json lists them all)",
-            parts.len() - SHOWN_PARTS
-        );
-    }
-}
-
 /// How long a running execution has run so far, ending `…` (not its duration yet).
 fn running_for(status: ExecStatus, started_at: i64, now: i64) -> Option<String> {
     (status == ExecStatus::Running)
         .then(|| format!("{}…", duration((now - started_at).max(0) as f64)))
 }
 
-fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: &[&Value]) {
+/// A node's lines; `items`, `ended`: see [`print_parts`].
+fn print_node(
+    n: &NodeRow,
+    label: Option<&String>,
+    parts: &[&NodeRow],
+    items: Option<u64>,
+    ended: bool,
+    earlier: &[&Value],
+) {
     let mut head = format!(
         "{} {}  {}",
         mark(n.status.as_str()),
@@ -437,7 +364,7 @@ fn print_node(n: &NodeRow, label: Option<&String>, parts: &[&NodeRow], earlier: 
             }
         }
     }
-    print_parts(parts);
+    print_parts(parts, items, ended);
 }
 
 pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
@@ -531,13 +458,22 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         out!("(no node has started)");
     }
     let labels = node_labels(store.snapshot(&e.snapshot_hash)?.as_ref());
+    let items = store.item_counts(&id)?;
+    let items_of = |node: &str| items.iter().find(|(n, _)| n == node).map(|(_, k)| *k);
     let earlier = flowrun_app::views::earlier_attempts(&store, &id)?;
     let earlier_of = |n: &NodeRow| {
         flowrun_app::views::before(earlier.get(&(n.node_id.clone(), None)), n.attempt.into())
     };
     for p in &planned {
         match nodes.iter().find(|n| &n.node_id == p) {
-            Some(n) => print_node(n, labels.get(p), &parts_of(p), &earlier_of(n)),
+            Some(n) => print_node(
+                n,
+                labels.get(p),
+                &parts_of(p),
+                items_of(p),
+                e.status.is_final(),
+                &earlier_of(n),
+            ),
             None => out!(
                 "· {}  {}",
                 clean_line(p),
@@ -554,6 +490,8 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
             n,
             labels.get(&n.node_id),
             &parts_of(&n.node_id),
+            items_of(&n.node_id),
+            e.status.is_final(),
             &earlier_of(n),
         );
     }
@@ -571,7 +509,7 @@ pub(super) fn in_node(e: &ErrorInfo) -> String {
 
 /// An error's traceback, when it says more than the error line above it: a command's or an
 /// HTTP request's is only `Type: message` again.
-fn traceback(e: &ErrorInfo) -> Option<&str> {
+pub(super) fn traceback(e: &ErrorInfo) -> Option<&str> {
     let tb = e.traceback.as_deref()?.trim_end();
     let only_the_line = tb
         .strip_prefix(e.kind.as_str())

@@ -1,7 +1,8 @@
 //! `flowrun logs`: an execution's log lines, as text or JSON lines, followed while it runs;
 //! after those of an execution that failed, on stderr, what failed and why.
 
-use super::inspect::{carried_by_no_row, in_node, part_name};
+use super::inspect::{carried_by_no_row, in_node};
+use super::inspect_parts::part_name;
 use super::progress::part_label;
 use super::text::{clean_line, json_line};
 use super::timefmt;

@@ -27,6 +27,7 @@ mod exit;
 mod github;
 mod input;
 mod inspect;
+mod inspect_parts;
 mod inspect_subs;
 mod logs;
 mod maintain;

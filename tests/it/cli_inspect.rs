@@ -391,6 +391,28 @@ fn show_prints_the_input_and_traceback_of_each_failed_item() {
         shown.contains("(the input and traceback of 1 more failed: show --json)"),
         "{shown}"
     );
+    assert!(!shown.contains("did not start"), "every item ran:\n{shown}");
+}
+
+/// A timeout (or a stop) ends a `for_each` node without a row for the items that had not
+/// started: `show` says which (a pause records them `skipped`, and needs no such line).
+#[test]
+fn show_says_which_items_a_timeout_kept_from_starting() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "each.json",
+        &json!({"id": "each", "timeout_ms": 1000, "nodes": [
+            {"id": "each", "type": "code", "for_each": [0, 1, 2, 3, 4, 5],
+             "code": "if index == 1:\n    import time\n    time.sleep(30)\nreturn item"}]}),
+    );
+    assert_code(&env.run(&wf, "{}", &[]), 124, "the timeout");
+    let shown = stdout(&env.cmd(["show", &env.only_execution_id()]));
+    assert!(shown.contains("item 0  success"), "{shown}");
+    assert!(shown.contains("item 1  timeout"), "{shown}");
+    assert!(
+        shown.contains("· 4 of 6 items did not start: 2–5\n"),
+        "{shown}"
+    );
 }
 
 /// A row keeps a node's last attempt; the ones before it (why it failed the first times) are

@@ -553,7 +553,7 @@ fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
         assert_eq!(env.execution(&id).status, "cancelled");
         assert_eq!(
             env.execution_ids(),
-            [id.clone()],
+            std::slice::from_ref(&id),
             "the second case never started"
         );
         let mut text = String::new();

@@ -266,6 +266,30 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// How many items each `for_each` node of the execution has, as its last start said (the
+    /// `items` of its own `node_start`), by node: what its stored items are of. Picked in SQL,
+    /// as [`Store::retried_attempts`] is.
+    pub fn item_counts(&self, execution_id: &str) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT node_id, json_extract(data, '$.items') FROM events
+             WHERE execution_id = ?1 AND kind = 'node_start'
+               AND json_extract(data, '$.items') IS NOT NULL ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![execution_id], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for row in rows {
+            let (Some(node), n) = row? else { continue };
+            let n = u64::try_from(n).unwrap_or(0);
+            match counts.iter_mut().find(|(id, _)| *id == node) {
+                Some(c) => c.1 = n,
+                None => counts.push((node, n)),
+            }
+        }
+        Ok(counts)
+    }
+
     /// Stored events after `after_seq`, in order.
     pub fn events(
         &self,
