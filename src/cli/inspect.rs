@@ -166,8 +166,24 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         (Some(r), true) if *r == flowrun_events::Relation::Sub => format!("  {:<10}", "sub"),
         (_, true) => format!("  {:<10}", clean_line(&e.mode)),
     };
+    // Why the failed ones failed, in a word: the error's type and node (`show` has the rest).
+    // Last, after the time, so that a long one does not push the columns apart.
+    let failed = |e: &Execution| {
+        e.error
+            .as_ref()
+            .map(|err| clean_line(&format!("{}{}", err.kind, in_node(err))).into_owned())
+    };
+    let any_failed = rows.iter().any(|e| failed(e).is_some());
+    let started_width = if any_failed {
+        rows.iter()
+            .map(|e| started(e, now).chars().count())
+            .max()
+            .unwrap_or(0)
+    } else {
+        0
+    };
     out!(
-        "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm_head}  STARTED",
+        "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm_head}  {}",
         "ID",
         "WORKFLOW",
         if args.all {
@@ -176,7 +192,12 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             String::new()
         },
         "STATUS",
-        "DURATION"
+        "DURATION",
+        if any_failed {
+            format!("{:<started_width$}  ERROR", "STARTED")
+        } else {
+            "STARTED".into()
+        }
     );
     for e in &rows {
         let llm = if metered {
@@ -184,8 +205,11 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         } else {
             String::new()
         };
+        let error = failed(e)
+            .map(|f| format!("{:<started_width$}  {f}", started(e, now)))
+            .unwrap_or_else(|| started(e, now));
         out!(
-            "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm}  {} ({})",
+            "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm}  {}",
             e.id,
             clean_line(&e.workflow_id),
             kind(e),
@@ -194,8 +218,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
                 .map(duration)
                 .or_else(|| running_for(e.status, e.started_at, now))
                 .unwrap_or_else(|| "-".into()),
-            timefmt::utc(e.started_at),
-            timefmt::ago(e.started_at, now),
+            error.trim_end(),
         );
         if !args.all {
             super::inspect_subs::print_history_children(&store, &e.id, 1)?;
@@ -275,6 +298,15 @@ pub(super) fn mark(status: &str) -> &'static str {
         "cancelled" => "■",
         _ => "✗",
     }
+}
+
+/// When `e` started: `2026-12-04 13:12:16 (6 min ago)`.
+fn started(e: &Execution, now: i64) -> String {
+    format!(
+        "{} ({})",
+        timefmt::utc(e.started_at),
+        timefmt::ago(e.started_at, now)
+    )
 }
 
 /// How long a running execution has run so far, ending `…` (not its duration yet).

@@ -428,6 +428,23 @@ fn history_filters_by_workflow_status_and_time_and_prints_stable_json() {
         lines[2].starts_with(three_h.as_str()) && lines[2].contains("3 h ago"),
         "{text}"
     );
+    assert!(
+        !text.contains("ERROR"),
+        "no execution listed failed:\n{text}"
+    );
+    // A failed one says why in a word, last, the column named once one has failed.
+    let text = stdout(&env.cmd(["history", "-n", "0"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].trim_end().ends_with("  ERROR"), "{text}");
+    let bad = lines.iter().find(|l| l.contains("wf-bad")).expect("listed");
+    assert!(bad.ends_with("  ValueError in node 'boom'"), "{text}");
+    let ok = lines.iter().find(|l| l.contains("wf-ok")).expect("listed");
+    assert!(ok.ends_with("ago)"), "{text}");
+    assert_eq!(
+        lines[0].find("ERROR"),
+        bad.find("ValueError"),
+        "in its column:\n{text}"
+    );
 
     // Bad filter values are usage errors.
     for args in [
