@@ -381,3 +381,43 @@ fn after_a_restart_with_a_new_token_the_page_asks_for_it_and_shows_no_failure() 
     sc.answer(json!({"token": s2.token}));
     sc.finish();
 }
+
+/// Numbers the browser's own field could not read (`1e400`, `0,5`, `1e`) are refused and kept,
+/// in the form and in the cost limit; nothing starts until they are fixed.
+#[test]
+fn a_number_the_page_cannot_read_is_refused_not_dropped() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("numbers", config(&s), &w.tmp_dir());
+}
+
+/// A live refresh keeps the focus and the rows "Load more" added; a row deleted moves the focus
+/// to the next one and says so.
+#[test]
+fn a_live_history_refresh_keeps_the_focus_and_the_loaded_rows() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("live_history", config(&s), &w.tmp_dir());
+}
+
+/// At 400 px the execution's heading is in view after Run; a step after the failure is "not run".
+#[test]
+fn a_narrow_page_keeps_the_new_execution_in_view() {
+    let w = world();
+    w.save(
+        "fails-early.json",
+        &json!({"id": "fails-early", "name": "Fails early", "nodes": [
+            {"id": "bad", "type": "code", "code": "raise ValueError('early')"},
+            {"id": "after", "type": "template", "template": "never"}]}),
+    );
+    let s = w.serve(&[]);
+    run("narrow", config(&s), &w.tmp_dir());
+}
+
+/// Typed values stay with their workflow; a JSON field says what to type.
+#[test]
+fn typed_values_stay_with_their_workflow() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("typed_values", config(&s), &w.tmp_dir());
+}

@@ -36,6 +36,17 @@ function isTextField(e) {
   return e.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image"].includes(e.type);
 }
 
+// A number as typed (`3`, `-0.5`, `1e3`), or null for anything else: a number field is a text
+// field, because the browser's own (type=number) hides from the page what it cannot read —
+// `1e400`, `1e`, `-` read as empty, and `0,5` as `05` — so what was typed was dropped or changed
+// without a word.
+function parseNumber(raw) {
+  const t = raw.trim();
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(t)) return null;
+  const n = Number(t);
+  return isFinite(n) ? n : null;
+}
+
 function say(text, bad) {
   const m = $("message");
   m.textContent = text || "";
@@ -118,7 +129,7 @@ function truncatedNote(v) {
   return "This output was " + v.bytes + " bytes, more than the store keeps per field; only its first characters are kept (the preview below). The node itself received the whole value.";
 }
 
-const ICONS = { success: "✓", pinned: "●", reused: "●", mocked: "●", error: "✗", timeout: "✗", cancelled: "■", interrupted: "✗", skipped: "○", pending: "·", paused: "Ⅱ" };
+const ICONS = { success: "✓", pinned: "●", reused: "●", mocked: "●", error: "✗", timeout: "✗", cancelled: "■", interrupted: "✗", skipped: "○", pending: "·", "not run": "·", paused: "Ⅱ" };
 
 function setIcon(icon, status) {
   icon.replaceChildren();

@@ -21,9 +21,10 @@ async function loadWorkflows() {
     open.type = "button";
     open.append(el("strong", null, w.name || w.id));
     if (w.name && w.name !== w.id) open.append(el("span", "muted mono", " " + w.id));
-    if (!w.valid) open.append(el("span", "badge bad", "invalid"));
+    // A space before each badge: the button's name reads "bad invalid", not "badinvalid".
+    if (!w.valid) open.append(" ", el("span", "badge bad", "invalid"));
     const unbound = (w.connections || []).filter((c) => c.required && !c.bound);
-    if (unbound.length) open.append(el("span", "badge bad", "needs " + unbound.map((c) => c.env).join(", ")));
+    if (unbound.length) open.append(" ", el("span", "badge bad", "needs " + unbound.map((c) => c.env).join(", ")));
     if (w.description) open.append(el("span", "muted small-text", " — " + w.description));
     open.addEventListener("click", () => selectWorkflow(w, li));
     li.append(open);
@@ -132,9 +133,9 @@ function runOptions() {
   $("cost-error").textContent = "";
   $("max-cost").removeAttribute("aria-invalid");
   if (state.features.max_cost_usd && raw) {
-    const n = Number(raw);
-    if (!isFinite(n) || n < 0) {
-      $("cost-error").textContent = "a number of dollars, 0 or more";
+    const n = parseNumber(raw);
+    if (n === null || n < 0) {
+      $("cost-error").textContent = "a number of dollars, 0 or more, like 0.5";
       $("max-cost").setAttribute("aria-invalid", "true");
       return null;
     }
@@ -143,10 +144,24 @@ function runOptions() {
   return body;
 }
 
+// What was typed into each workflow's form, by workflow id, then field: the workflow chosen
+// again (or another one and back) shows it again rather than its defaults.
+const typed = new Map();
+
+// A JSON field's hint: what to type, by its schema's type.
+function jsonHint(s) {
+  const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
+  if (t === "array") return "a JSON list, like [\"a\", \"b\"]";
+  if (t === "object") return "a JSON object, like {\"a\": 1}";
+  return "JSON, like \"text\", 3 or [1, 2]";
+}
+
 function buildForm(w) {
   const box = $("fields");
   box.replaceChildren();
   formFields = [];
+  if (!typed.has(w.id)) typed.set(w.id, new Map());
+  const mine = typed.get(w.id);
   const schema = w.inputs || {};
   const props = schema.properties || {};
   const keys = Object.keys(props);
@@ -189,13 +204,22 @@ function buildForm(w) {
       input.value = value !== undefined ? String(value) : "";
     } else {
       input = el("input");
-      input.type = kind === "string" ? "text" : "number";
-      if (kind === "integer") input.step = "1";
-      if (kind === "number") input.step = "any";
-      if (typeof s.minimum === "number") input.min = String(s.minimum);
-      if (typeof s.maximum === "number") input.max = String(s.maximum);
+      // A number is typed in a text field and read by parseNumber (see there).
+      input.type = "text";
+      if (kind !== "string") {
+        input.inputMode = kind === "integer" ? "numeric" : "decimal";
+        input.autocomplete = "off";
+        input.spellcheck = false;
+      }
       input.value = value !== undefined && value !== null ? String(value) : "";
     }
+    const kept = mine.get(key);
+    if (kept && kept.kind === kind) {
+      if (kind === "boolean") input.checked = kept.value; else input.value = kept.value;
+    }
+    const keep = () => mine.set(key, { kind, value: kind === "boolean" ? input.checked : input.value });
+    input.addEventListener("input", keep);
+    input.addEventListener("change", keep);
     input.id = id;
     input.name = key;
     if (required.has(key)) input.setAttribute("aria-required", "true");
@@ -203,8 +227,9 @@ function buildForm(w) {
     error.id = id + "-error";
     const described = [error.id];
     wrap.append(label);
-    if (s.description) {
-      const hint = el("span", "hint muted", s.description);
+    const hintText = [s.description, kind === "json" ? jsonHint(s) : null].filter(Boolean).join(" — ");
+    if (hintText) {
+      const hint = el("span", "hint muted", hintText);
       hint.id = id + "-hint";
       described.push(hint.id);
       if (kind === "boolean") wrap.append(input, hint); else wrap.append(hint, input);
@@ -245,15 +270,15 @@ function fieldValue(f) {
   }
   if (f.kind === "enum") return { value: JSON.parse(raw) };
   if (f.kind === "integer" || f.kind === "number") {
-    const n = Number(raw);
-    if (!isFinite(n)) return { error: "not a number" };
+    const n = parseNumber(raw);
+    if (n === null) return { error: f.kind === "integer" ? "not a whole number, like 3" : "not a number, like 0.5 or -2" };
     if (f.kind === "integer" && !Number.isInteger(n)) return { error: "a whole number" };
     if (typeof s.minimum === "number" && n < s.minimum) return { error: "at least " + s.minimum };
     if (typeof s.maximum === "number" && n > s.maximum) return { error: "at most " + s.maximum };
     return { value: n };
   }
   let v;
-  try { v = JSON.parse(raw); } catch (e) { return { error: "not valid JSON: " + e.message }; }
+  try { v = JSON.parse(raw); } catch (e) { return { error: "not valid JSON (" + jsonHint(s) + "): " + e.message }; }
   const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
   if (t === "array" && !Array.isArray(v)) return { error: "a JSON array, like [1, 2]" };
   if (t === "object" && (v === null || typeof v !== "object" || Array.isArray(v))) return { error: "a JSON object, like {\"a\": 1}" };

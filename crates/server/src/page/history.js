@@ -8,9 +8,12 @@ let feed = null; // {abort}
 let confirming = null;
 let refreshWaiting = false;
 
-function historyQuery(cursor) {
+// The most rows the API gives at once (`limit`, docs/api.md).
+const MOST_ROWS = 500;
+
+function historyQuery(cursor, limit) {
   const q = new URLSearchParams();
-  q.set("limit", String(PAGE_SIZE));
+  q.set("limit", String(limit || PAGE_SIZE));
   // Sub-workflow executions are listed in their parent's view.
   q.set("top_level", "true");
   const wf = $("f-workflow").value;
@@ -25,7 +28,11 @@ function historyQuery(cursor) {
   return "/api/executions?" + q.toString();
 }
 
-async function loadHistory(more) {
+// `more`: the next page, after the rows shown. `live`: the rows shown brought up to date (an
+// execution started, ended or was deleted), as many as are shown, in place: the rows that did
+// not change stay the same elements, so the one with focus keeps it, and "Load more" pages
+// stay loaded. Otherwise (a filter changed) the first page, anew.
+async function loadHistory(more, live) {
   const list = $("history");
   const idText = $("f-id").value.trim();
   if (idText && !/^[0-9a-fA-F]{1,16}$/.test(idText)) {
@@ -34,26 +41,98 @@ async function loadHistory(more) {
     return;
   }
   $("f-id").removeAttribute("aria-invalid");
-  const r = await api("GET", historyQuery(more ? historyCursor : null));
-  if (!more) list.replaceChildren();
+  const loaded = [...list.querySelectorAll("li[data-id]")].map((li) => li.dataset.id);
+  // Live: room for the rows shown and for new ones above them.
+  const limit = live ? Math.min(MOST_ROWS, Math.max(PAGE_SIZE, loaded.length + PAGE_SIZE)) : PAGE_SIZE;
+  const r = await api("GET", historyQuery(more ? historyCursor : null, limit));
   if (r.status !== 200) {
-    list.append(el("li", "bad", errorText(r.body, r.status)));
+    if (!more && !live) list.replaceChildren();
+    if (!live) list.append(el("li", "bad", errorText(r.body, r.status)));
     return;
   }
-  const rows = (r.body && r.body.executions) || [];
-  historyCursor = r.body.next_cursor;
-  show($("more"), !!historyCursor);
-  const shown = list.querySelectorAll("li[data-id]").length + rows.length;
+  let rows = (r.body && r.body.executions) || [];
+  const had = new Set(loaded);
+  let end = -1;
+  if (live) rows.forEach((x, i) => { if (had.has(x.id)) end = i; });
+  if (end >= 0 && end < rows.length - 1) {
+    // Down to the last row shown before: "Load more" goes on after it, as it would have.
+    rows = rows.slice(0, end + 1);
+  } else {
+    historyCursor = r.body.next_cursor;
+  }
+  if (more) {
+    for (const x of rows) list.append(historyRow(x));
+  } else {
+    mergeRows(list, rows, live);
+  }
+  const shown = list.querySelectorAll("li[data-id]").length;
   $("history-count").textContent = typeof r.body.total === "number" ? "showing " + shown + " of " + r.body.total : "";
-  if (!more && !rows.length) list.append(el("li", "muted", "no executions match"));
-  for (const x of rows) list.append(historyRow(x));
+  moreButton(!!historyCursor);
+}
+
+// Shows or hides "Load more"; hidden while it has focus (the last page loaded), focus moves to
+// the last row rather than to nowhere.
+function moreButton(on) {
+  const more = $("more");
+  if (!on && document.activeElement === more) {
+    const rows = $("history").querySelectorAll("li[data-id] .open");
+    if (rows.length) rows[rows.length - 1].focus();
+  }
+  show(more, on);
+}
+
+// What a row shows: a row whose summary is unchanged is kept as it is.
+function rowSignature(x) { return JSON.stringify(x); }
+
+// `list` made to show `rows`, in their order: unchanged rows kept (and the focus in them), changed
+// ones rebuilt with the focus moved to the same control, the rest removed — focus, if it was in
+// one, to the row that took its place. `live`: a refresh nobody asked for, which leaves alone a
+// row whose delete question is showing.
+function mergeRows(list, rows, live) {
+  const active = document.activeElement;
+  const focusedRow = active && list.contains(active) ? active.closest("li") : null;
+  const control = focusedRow && active !== focusedRow ? (active.getAttribute("aria-label") || active.textContent) : null;
+  const wanted = new Set(rows.map((x) => x.id));
+  const old = new Map();
+  let focusNext = null;
+  for (const li of [...list.children]) {
+    if (li.dataset.id && (wanted.has(li.dataset.id) || (live && li === confirming))) { old.set(li.dataset.id, li); continue; }
+    if (li === focusedRow) focusNext = li.nextElementSibling || li.previousElementSibling;
+    li.remove();
+  }
+  let prev = null;
+  for (const x of rows) {
+    let li = old.get(x.id);
+    const sig = rowSignature(x);
+    if (li && li.dataset.sig !== sig && li !== confirming) {
+      const fresh = historyRow(x);
+      li.replaceWith(fresh);
+      if (li === focusedRow) refocus(fresh, control);
+      li = fresh;
+    }
+    if (!li) li = historyRow(x);
+    li.dataset.sig = sig;
+    const at = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (at !== li) list.insertBefore(li, at);
+    prev = li;
+  }
+  if (!rows.length) list.append(el("li", "muted", "no executions match"));
+  if (focusNext && focusNext.isConnected) refocus(focusNext, null);
+  else if (focusedRow && !focusedRow.isConnected && document.activeElement === document.body) $("history-heading").focus();
+}
+
+// Focus to the control of `li` named `control` (its label or text), else to its open button.
+function refocus(li, control) {
+  const all = [...li.querySelectorAll("button")];
+  const same = control && all.find((b) => (b.getAttribute("aria-label") || b.textContent) === control);
+  (same || li.querySelector(".open") || li).focus();
 }
 
 function refreshHistory() {
   clearTimeout(historyTimer);
   historyTimer = setTimeout(() => {
     if (confirming && confirming.isConnected) { refreshWaiting = true; return; }
-    loadHistory(false);
+    loadHistory(false, true);
   }, 200);
 }
 
@@ -90,6 +169,7 @@ function historyRow(x) {
         confirmingDelete(null);
         const r = await deleteExecution(x.id);
         if (r.status !== 200) actions.append(el("span", "bad", errorText(r.body, r.status)));
+        else say("deleted execution " + short);
         if (current && current.id === x.id && r.status === 200) { current = null; show($("execution"), false); show($("panel"), false); }
       });
       const no = button("Cancel", "small", () => { yes.remove(); no.remove(); show(del, true); del.focus(); confirmingDelete(null); });

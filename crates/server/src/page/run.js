@@ -240,7 +240,11 @@ function handle(exec, kind, d) {
     case "execution_end": {
       exec.ended = true;
       exec.endedMs = d.ts || Date.now();
-      for (const row of exec.rows.values()) if (row.status === "running") setRowStatus(row, d.status);
+      for (const row of exec.rows.values()) {
+        if (row.status === "running") setRowStatus(row, d.status);
+        // A step that never started will not now: said so, not left "pending".
+        else if (row.status === "pending") setIcon(row.icon, "not run");
+      }
       setStatus(exec, d.status, d.status + (typeof d.duration_ms === "number" ? " in " + formatMs(d.duration_ms) : ""));
       $("ex-error").textContent = errorLine(d.error);
       if (d.output !== undefined) {
@@ -350,10 +354,12 @@ function fillPanel(exec, node) {
   const row = exec.rows.get(node);
   const rec = exec.record && (exec.record.nodes || []).find((n) => n.node_id === node);
   $("panel-title").textContent = (row ? row.nameEl.textContent : node) + (row && row.nameEl.textContent !== node ? " (" + node + ")" : "");
-  const status = rec ? rec.status : row ? row.status : "pending";
+  const pending = rec ? rec.status : row ? row.status : "pending";
+  // Pending once the execution has ended: it never started.
+  const status = pending === "pending" && exec.ended ? "not run" : pending;
   const meta = [status, rec && rec.attempt > 1 ? "attempt " + rec.attempt : "", rec && typeof rec.duration_ms === "number" ? formatMs(rec.duration_ms) : "", row && row.type ? row.type : ""];
   $("panel-meta").textContent = meta.filter(Boolean).join(" · ");
-  const waiting = status === "pending" ? "(not started yet)" : status === "running" ? "(running…)" : "(none)";
+  const waiting = status === "not run" ? "(not run)" : status === "pending" ? "(not started yet)" : status === "running" ? "(running…)" : "(none)";
   $("panel-input").textContent = rec && rec.input !== null && rec.input !== undefined ? shownValue(rec.input) : waiting;
   const out = rec ? rec.output : undefined;
   show($("panel-truncated"), isTruncated(out));

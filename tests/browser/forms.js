@@ -1,0 +1,134 @@
+// The run form and the history list as a new user found them wanting: numbers the browser could
+// not read dropped without a word, a live refresh taking the focus away, the narrow layout
+// scrolling past a new execution, typed values lost on choosing the workflow again. Run through
+// scenarios.js (node scenarios.js NAME CONFIG) by the tests in tests/it/page_browser.rs.
+"use strict";
+const { browser, open, check, text, api, selectWorkflow, waitStatus, count } = require("./lib");
+
+module.exports = {
+  // What a number field cannot read is refused, said, and kept as typed; nothing starts.
+  async numbers() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Greeter");
+    await page.fill("#in-0", "Ada");
+    const before = await count("greet");
+    for (const typed of ["1e400", "0,5", "1e", "-", "0x10"]) {
+      await page.fill("#in-1", typed);
+      await page.click("#run-button");
+      await page.waitForSelector("#in-1[aria-invalid=true]");
+      check((await text(page, "#in-1-error")).includes("not a whole number"), typed + ": " + (await text(page, "#in-1-error")));
+      check((await page.inputValue("#in-1")) === typed, typed + " is kept as typed");
+    }
+    await page.fill("#in-1", "3");
+    await page.click("#run-options summary");
+    for (const typed of ["0,5", "1e", "-", "1e400"]) {
+      await page.fill("#max-cost", typed);
+      await page.click("#run-button");
+      check((await text(page, "#cost-error")).includes("0 or more"), "cost " + typed + ": " + (await text(page, "#cost-error")));
+      check((await page.inputValue("#max-cost")) === typed, "cost " + typed + " is kept as typed");
+    }
+    check((await count("greet")) === before, "nothing was started");
+    // The one alert is the form's; the field's error is read with the field.
+    check((await page.locator("[role=alert]:not(:empty)").count()) === 1, "one alert, not two");
+    await page.fill("#max-cost", "0.5");
+    await page.click("#run-button");
+    await waitStatus(page, "success");
+    check((await text(page, "#ex-output")).includes("Hello, Ada x3"), "a valid number runs");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // A live refresh of the history (an execution started elsewhere) keeps the focus on the row
+  // it was on, and the rows "Load more" added; a deleted row's focus goes to its neighbour.
+  async live_history() {
+    for (let i = 0; i < 23; i++) {
+      const r = await api("POST", "/api/workflows/greet/executions?wait=true", { trigger: { name: "n" + i } });
+      check(r.status === 200, "run " + i + ": " + r.status);
+    }
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await page.waitForFunction(() => document.querySelector("#history-count").textContent === "showing 20 of 23");
+    await page.click("#more");
+    await page.waitForFunction(() => document.querySelector("#history-count").textContent === "showing 23 of 23");
+    check(await page.isHidden("#more"), "no more to load");
+    const third = await page.evaluate(() => document.querySelectorAll("#history li[data-id]")[2].dataset.id);
+    await page.focus(`#history li[data-id="${third}"] button.open`);
+    const r = await api("POST", "/api/workflows/greet/executions?wait=true", { trigger: { name: "late" } });
+    check(r.status === 200, "another run");
+    await page.waitForFunction(() => document.querySelector("#history-count").textContent === "showing 24 of 24");
+    const after = await page.evaluate(() => {
+      const a = document.activeElement;
+      const li = a && a.closest("#history li");
+      return { id: li && li.dataset.id, open: a && a.classList.contains("open"), rows: document.querySelectorAll("#history li[data-id]").length };
+    });
+    check(after.id === third && after.open, "the focus stayed on the row: " + JSON.stringify(after));
+    check(after.rows === 24, "the loaded rows stayed: " + after.rows);
+    // Deleted from its row: the focus goes to the next row, and the deletion is said.
+    const next = await page.evaluate((id) => document.querySelector(`#history li[data-id="${id}"]`).nextElementSibling.dataset.id, third);
+    await page.focus(`#history li[data-id="${third}"] button[aria-label^="Delete"]`);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.activeElement && document.activeElement.textContent.startsWith("Yes, delete"));
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((id) => !document.querySelector(`#history li[data-id="${id}"]`), third);
+    await page.waitForFunction((id) => {
+      const li = document.activeElement && document.activeElement.closest("#history li");
+      return li && li.dataset.id === id;
+    }, next, { timeout: 5000 }).catch(async () => {
+      throw new Error("the focus is not on the next row: " + (await page.evaluate(() => document.activeElement.outerHTML.slice(0, 200))));
+    });
+    check((await text(page, "#message")).includes("deleted execution " + third.slice(0, 8)), "the deletion is said");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // At 400 px (the side column below the content) the execution's heading, where Run puts the
+  // focus, is in view once its steps have arrived; a step that never ran says so.
+  async narrow() {
+    const b = await browser({ viewport: { width: 400, height: 800 } });
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Fails early");
+    await page.click("#run-button");
+    await waitStatus(page, "error");
+    await page.waitForFunction(() => {
+      const icon = document.querySelector("#nodes li:last-child .icon");
+      return icon && icon.getAttribute("aria-label") === "not run";
+    }, null, { timeout: 5000 }).catch(() => { throw new Error("the step after the failure is not said to be not run"); });
+    await page.waitForTimeout(300); // the record's refresh after the end
+    const at = await page.evaluate(() => {
+      const r = document.querySelector("#ex-heading").getBoundingClientRect();
+      return { top: r.top, bottom: r.bottom, height: innerHeight, focused: document.activeElement.id };
+    });
+    check(at.focused === "ex-heading", "Run put the focus on the execution: " + at.focused);
+    check(at.top >= 0 && at.bottom <= at.height, "the heading is in view: " + JSON.stringify(at));
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+
+  // Typed values stay with their workflow when another is chosen and then it again; a JSON
+  // field says what it wants.
+  async typed_values() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Greeter");
+    await page.fill("#in-0", "Grace");
+    await page.fill("#in-1", "7");
+    await selectWorkflow(page, "Greeter"); // chosen again
+    check((await page.inputValue("#in-0")) === "Grace", "kept on choosing it again");
+    await selectWorkflow(page, "Order");
+    check((await text(page, "#fields")).includes("a JSON list, like"), "the list field says it wants JSON: " + (await text(page, "#fields")));
+    await page.fill("textarea.json", "a, b");
+    await page.click("#run-button");
+    check((await text(page, "#in-1-error")).includes("a JSON list"), "its error says how to write it: " + (await text(page, "#in-1-error")));
+    await selectWorkflow(page, "Greeter");
+    check((await page.inputValue("#in-0")) === "Grace" && (await page.inputValue("#in-1")) === "7", "kept across another workflow");
+    // The run form's region is told apart from the execution's, both named after the workflow.
+    check((await page.getAttribute("#run", "aria-labelledby")) === "run-label wf-name", "the run form's region has its own name");
+    check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
+    await b.close();
+  },
+};
