@@ -3,7 +3,7 @@
 // scrolling past a new execution, typed values lost on choosing the workflow again. Run through
 // scenarios.js (node scenarios.js NAME CONFIG) by the tests in tests/it/page_browser.rs.
 "use strict";
-const { browser, open, check, text, api, selectWorkflow, waitStatus, count } = require("./lib");
+const { config, browser, open, check, text, api, selectWorkflow, waitStatus, count } = require("./lib");
 
 module.exports = {
   // What a number field cannot read is refused, said, and kept as typed; nothing starts.
@@ -108,6 +108,42 @@ module.exports = {
     await b.close();
   },
 
+  // The address names the workflow chosen and the execution shown: a reload shows them again,
+  // and so does the link opened in a new browser once the token is given.
+  async address() {
+    const b = await browser();
+    const { page } = b;
+    await open(page);
+    await selectWorkflow(page, "Greeter");
+    await page.fill("#in-0", "Lin");
+    await page.click("#run-button");
+    await waitStatus(page, "success");
+    const id = await text(page, "#ex-id");
+    const url = page.url();
+    check(url.endsWith("#workflow=greet&execution=" + id), "the address: " + url);
+    check(!url.includes(config.token), "never the token");
+    await page.reload();
+    await page.waitForSelector("#run:not(.hidden)");
+    await waitStatus(page, "success");
+    check((await text(page, "#ex-id")) === id && (await text(page, "#wf-name")) === "Greeter", "a reload shows them again");
+    check((await text(page, "#ex-output")).includes("Hello, Lin"), "with the output");
+    const other = await browser();
+    await other.page.goto(url);
+    await other.page.fill("#token", config.token);
+    await other.page.click("#save-token");
+    await waitStatus(other.page, "success");
+    check((await text(other.page, "#ex-id")) === id, "the link opens the execution");
+    // An address edited to another execution shows that one; a made-up one says it is unknown.
+    await page.evaluate(() => { location.hash = "workflow=greet&execution=0123456789abcdef"; });
+    await page.waitForFunction(() => document.querySelector("#ex-id").textContent === "0123456789abcdef");
+    await waitStatus(page, "error");
+    // (The browser logs the 404 it was answered; nothing else.)
+    const errors = b.errors.concat(other.errors).filter((e) => !e.includes("status of 404"));
+    check(errors.length === 0, "no script errors: " + errors.join("; "));
+    await other.close();
+    await b.close();
+  },
+
   // Typed values stay with their workflow when another is chosen and then it again; a JSON
   // field says what it wants.
   async typed_values() {
@@ -126,6 +162,13 @@ module.exports = {
     check((await text(page, "#in-1-error")).includes("a JSON list"), "its error says how to write it: " + (await text(page, "#in-1-error")));
     await selectWorkflow(page, "Greeter");
     check((await page.inputValue("#in-0")) === "Grace" && (await page.inputValue("#in-1")) === "7", "kept across another workflow");
+    // A workflow that cannot run and has no field: the focus goes to its name, the reason next.
+    await selectWorkflow(page, "Needs a key");
+    check((await page.evaluate(() => document.activeElement.id)) === "wf-name", "the focus is on the workflow's name");
+    // A bad id filter says so at the field.
+    await page.fill("#f-id", "zz");
+    await page.waitForFunction(() => document.querySelector("#f-id-error").textContent.includes("16 hex digits"));
+    check((await page.getAttribute("#f-id", "aria-describedby")) === "f-id-error", "tied to the field");
     // The run form's region is told apart from the execution's, both named after the workflow.
     check((await page.getAttribute("#run", "aria-labelledby")) === "run-label wf-name", "the run form's region has its own name");
     check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));

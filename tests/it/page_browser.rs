@@ -421,3 +421,11 @@ fn typed_values_stay_with_their_workflow() {
     let s = w.serve(&[]);
     run("typed_values", config(&s), &w.tmp_dir());
 }
+
+/// The address names the workflow and the execution shown: a reload or the link shows them.
+#[test]
+fn the_address_brings_back_the_workflow_and_the_execution() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("address", config(&s), &w.tmp_dir());
+}

@@ -88,12 +88,16 @@ function selectWorkflow(w, li, refresh) {
   $("run-message").textContent = "";
   updateRunButton();
   if (!refresh) focusRunForm();
+  placeInUrl();
 }
 
-// The run form's first field, or Run when it has none (also where "Skip to the run form" goes).
+// The run form's first field, or Run when it has none (also where "Skip to the run form" goes);
+// the workflow's name when Run cannot be used either (an invalid workflow: its problems follow
+// the name, and are read next).
 function focusRunForm() {
   const first = $("fields").querySelector("input, select, textarea");
-  (first || $("run-button")).focus();
+  const target = first || ($("run-button").disabled ? $("wf-name") : $("run-button"));
+  target.focus();
 }
 
 function fieldKind(s) {

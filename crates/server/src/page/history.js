@@ -36,10 +36,14 @@ async function loadHistory(more, live) {
   const list = $("history");
   const idText = $("f-id").value.trim();
   if (idText && !/^[0-9a-fA-F]{1,16}$/.test(idText)) {
-    list.replaceChildren(el("li", "bad", "an execution id is up to 16 hex digits (0-9, a-f)"));
+    list.replaceChildren();
+    show($("more"), false);
+    $("f-id-error").textContent = "an execution id is up to 16 hex digits (0-9, a-f)";
     $("f-id").setAttribute("aria-invalid", "true");
+    $("history-count").textContent = "the id filter is not an id";
     return;
   }
+  $("f-id-error").textContent = "";
   $("f-id").removeAttribute("aria-invalid");
   const loaded = [...list.querySelectorAll("li[data-id]")].map((li) => li.dataset.id);
   // Live: room for the rows shown and for new ones above them.
@@ -66,6 +70,8 @@ async function loadHistory(more, live) {
     mergeRows(list, rows, live);
   }
   const shown = list.querySelectorAll("li[data-id]").length;
+  // Said when the user changed a filter or loaded more, not at every refresh nobody asked for.
+  $("history-count").setAttribute("aria-live", live ? "off" : "polite");
   $("history-count").textContent = typeof r.body.total === "number" ? "showing " + shown + " of " + r.body.total : "";
   moreButton(!!historyCursor);
 }
@@ -170,7 +176,7 @@ function historyRow(x) {
         const r = await deleteExecution(x.id);
         if (r.status !== 200) actions.append(el("span", "bad", errorText(r.body, r.status)));
         else say("deleted execution " + short);
-        if (current && current.id === x.id && r.status === 200) { current = null; show($("execution"), false); show($("panel"), false); }
+        if (current && current.id === x.id && r.status === 200) { current = null; placeInUrl(); show($("execution"), false); show($("panel"), false); }
       });
       const no = button("Cancel", "small", () => { yes.remove(); no.remove(); show(del, true); del.focus(); confirmingDelete(null); });
       actions.append(yes, no);

@@ -1,5 +1,31 @@
 // ---- start: the token, the features, the lists ----
 
+// The workflow chosen and the execution shown are in the address's fragment
+// (`#workflow=ID&execution=ID`): a reload, a bookmark or a link shows them again. Never the
+// token (it stays in this tab's session storage).
+function placeInUrl() {
+  const q = new URLSearchParams();
+  if (selectedWorkflow) q.set("workflow", selectedWorkflow.id);
+  if (current) q.set("execution", current.id);
+  const hash = q.toString() ? "#" + q.toString() : "";
+  if (hash !== location.hash) history.replaceState(null, "", location.pathname + location.search + hash);
+}
+
+// Shows what the address names, once the workflows are listed: the workflow's form (the focus
+// left where it is) and the execution.
+function placeFromUrl() {
+  const q = new URLSearchParams(location.hash.slice(1));
+  const wf = q.get("workflow");
+  if (wf && (!selectedWorkflow || selectedWorkflow.id !== wf)) {
+    const w = state.workflows.find((x) => x.id === wf);
+    const li = [...$("workflows").children].find((x) => x.dataset.id === wf);
+    if (w && li) selectWorkflow(w, li, true);
+  }
+  const ex = (q.get("execution") || "").toLowerCase();
+  if (/^[0-9a-f]{16}$/.test(ex) && (!current || current.id !== ex)) follow(ex, false);
+}
+window.addEventListener("hashchange", placeFromUrl);
+
 async function start(given) {
   if (!token()) {
     say("paste the token from the token file that `flowrun serve` printed", false);
@@ -13,7 +39,7 @@ async function start(given) {
     say("Connected: the token works.", false);
     setTimeout(() => { if ($("message").textContent.startsWith("Connected")) say("", false); }, 3000);
   }
-  loadWorkflows();
+  loadWorkflows().then(placeFromUrl);
   loadHistory(false);
   followFeed();
 }
@@ -34,6 +60,7 @@ $("forget-token").addEventListener("click", () => {
   if (feed) feed.abort.abort();
   current = null;
   feed = null;
+  history.replaceState(null, "", location.pathname + location.search);
   $("workflows").replaceChildren();
   $("history").replaceChildren();
   for (const x of ["run", "execution", "panel"]) show($(x), false);

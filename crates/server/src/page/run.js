@@ -263,6 +263,7 @@ async function follow(id, fresh) {
   if (current) current.abort.abort();
   const exec = newExec(id);
   current = exec;
+  placeInUrl();
   show($("execution"), true);
   show($("panel"), false);
   for (const x of ["nodes", "ex-logs", "ex-output"]) $(x).replaceChildren();
@@ -473,6 +474,7 @@ async function deleteCurrent() {
   show($("confirm-delete"), false);
   if (r.status !== 200) { $("action-message").textContent = errorText(r.body, r.status); return; }
   current = null;
+  placeInUrl();
   show($("execution"), false);
   show($("panel"), false);
   say("execution " + exec.id.slice(0, 8) + " deleted", false);
