@@ -221,8 +221,28 @@ pub fn plan_again(
             notes.push(format!("resume: '{node}' runs ({why})"));
         }
         if !r.pins.is_empty() {
-            let names: Vec<&str> = r.pins.keys().map(String::as_str).collect();
-            notes.push(format!("resume: reusing {} from {id}", names.join(", ")));
+            // Each output from the execution that produced it, as `show` says: one the resumed
+            // execution had reused itself comes from further back.
+            let mut by_origin: Vec<(&str, Vec<&str>)> = Vec::new();
+            for (node, pin) in &r.pins {
+                let from = pin.from_execution.as_deref().unwrap_or(id.as_str());
+                match by_origin.iter_mut().find(|(f, _)| *f == from) {
+                    Some((_, nodes)) => nodes.push(node),
+                    None => by_origin.push((from, vec![node])),
+                }
+            }
+            let parts: Vec<String> = by_origin
+                .iter()
+                .map(|(from, nodes)| {
+                    let via = if *from == id {
+                        String::new()
+                    } else {
+                        format!(" (reused by {id})")
+                    };
+                    format!("{} from {from}{via}", nodes.join(", "))
+                })
+                .collect();
+            notes.push(format!("resume: reusing {}", parts.join("; ")));
         }
         for (node, items) in &r.items {
             let reused: Vec<String> = items.keys().map(usize::to_string).collect();

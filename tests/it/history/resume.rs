@@ -81,6 +81,13 @@ fn resume_reruns_only_the_failed_node_and_later_ones() {
     let out = env.cmd(["resume", &second, "--json"]);
     assert_success(&out, "resume after the fix");
     let third = id_of(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "resume: reusing n1, n2 from {first} (reused by {second})\n"
+        )),
+        "the note names where the outputs come from, as show does: {}",
+        stderr(&out)
+    );
     assert_eq!(trail(&env), ids(&["n1", "n2", "n3", "n3", "n3", "n4"]));
     assert_eq!(
         statuses(&env, &third),
@@ -131,6 +138,13 @@ fn resume_reruns_only_the_failed_node_and_later_ones() {
     let out = env.cmd(["resume", &third, "--json"]);
     assert_success(&out, "resume of a success");
     let fourth = id_of(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "resume: reusing n1, n2 from {first} (reused by {third}); n3, n4 from {third}\n"
+        )),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(trail(&env).len(), 6, "nothing ran: {:?}", trail(&env));
     assert_eq!(
         statuses(&env, &fourth),
