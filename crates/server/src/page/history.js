@@ -10,6 +10,8 @@ let refreshWaiting = false;
 
 // The most rows the API gives at once (`limit`, docs/api.md).
 const MOST_ROWS = 500;
+// The number of the last list load asked for (see loadHistory).
+let loadSeq = 0;
 
 function historyQuery(cursor, limit) {
   const q = new URLSearchParams();
@@ -45,17 +47,22 @@ async function loadHistory(more, live) {
   }
   $("f-id-error").textContent = "";
   $("f-id").removeAttribute("aria-invalid");
-  const loaded = [...list.querySelectorAll("li[data-id]")].map((li) => li.dataset.id);
+  const shownIds = () => new Set([...list.querySelectorAll("li[data-id]")].map((li) => li.dataset.id));
   // Live: room for the rows shown and for new ones above them.
-  const limit = live ? Math.min(MOST_ROWS, Math.max(PAGE_SIZE, loaded.length + PAGE_SIZE)) : PAGE_SIZE;
+  const limit = live ? Math.min(MOST_ROWS, Math.max(PAGE_SIZE, shownIds().size + PAGE_SIZE)) : PAGE_SIZE;
+  // A list load (not "Load more") answered after a later one was asked for is dropped: the
+  // later one is what the list should show.
+  const seq = more ? loadSeq : ++loadSeq;
   const r = await api("GET", historyQuery(more ? historyCursor : null, limit));
+  if (!more && seq !== loadSeq) return;
   if (r.status !== 200) {
     if (!more && !live) list.replaceChildren();
     if (!live) list.append(el("li", "bad", errorText(r.body, r.status)));
     return;
   }
   let rows = (r.body && r.body.executions) || [];
-  const had = new Set(loaded);
+  // What is shown now, not when the request went: "Load more" may have added rows meanwhile.
+  const had = shownIds();
   let end = -1;
   if (live) rows.forEach((x, i) => { if (had.has(x.id)) end = i; });
   if (end >= 0 && end < rows.length - 1) {
@@ -65,7 +72,8 @@ async function loadHistory(more, live) {
     historyCursor = r.body.next_cursor;
   }
   if (more) {
-    for (const x of rows) list.append(historyRow(x));
+    // Rows a live refresh brought meanwhile are not listed twice.
+    for (const x of rows) if (!had.has(x.id)) list.append(historyRow(x));
   } else {
     mergeRows(list, rows, live);
   }
