@@ -167,10 +167,12 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
         (_, true) => format!("  {:<10}", clean_line(&e.mode)),
     };
     // Why the failed ones failed, in a word: the error's type and node (`show` has the rest).
-    // Last, after the time, so that a long one does not push the columns apart.
+    // Last, after the time, so that a long one does not push the columns apart. A paused one
+    // did not fail (its "error" says where it paused, before that node ran).
     let failed = |e: &Execution| {
         e.error
             .as_ref()
+            .filter(|_| e.status != ExecStatus::Paused)
             .map(|err| clean_line(&format!("{}{}", err.kind, in_node(err))).into_owned())
     };
     let any_failed = rows.iter().any(|e| failed(e).is_some());

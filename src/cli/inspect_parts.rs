@@ -103,30 +103,28 @@ pub(super) fn print_parts(parts: &[&NodeRow], items: Option<u64>, ended: bool) {
     }
 }
 
-/// The item indices below `n` that no row of `parts` is, as inclusive ranges.
+/// The item indices below `n` that no row of `parts` is, as inclusive ranges: the gaps between
+/// the rows' indices, sorted (exact for any count, in memory as the rows are).
 fn without_rows(parts: &[&NodeRow], n: u64) -> Vec<(u64, u64)> {
-    let mut seen = vec![false; usize::try_from(n).unwrap_or(usize::MAX).min(MOST_ITEMS)];
-    for p in parts {
-        if let Some(flowrun_events::Part::Item(i)) = p.part
-            && let Some(s) = seen.get_mut(i as usize)
-        {
-            *s = true;
+    let mut have: Vec<u64> = parts
+        .iter()
+        .filter_map(|p| match p.part {
+            Some(flowrun_events::Part::Item(i)) if u64::from(i) < n => Some(u64::from(i)),
+            _ => None,
+        })
+        .collect();
+    have.sort_unstable();
+    have.dedup();
+    let mut out = Vec::new();
+    let mut next = 0u64;
+    for i in have.into_iter().chain(std::iter::once(n)) {
+        if i > next {
+            out.push((next, i - 1));
         }
-    }
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for (i, _) in seen.iter().enumerate().filter(|(_, s)| !**s) {
-        let i = i as u64;
-        match out.last_mut() {
-            Some((_, b)) if *b + 1 == i => *b = i,
-            _ => out.push((i, i)),
-        }
+        next = i + 1;
     }
     out
 }
-
-/// The most items the line of those without a row looks at (a list is at most what a
-/// trigger or a node gave; this bounds what `show` allocates for it all the same).
-const MOST_ITEMS: usize = 1 << 20;
 
 /// `3–5, 8, 10–12`, the first ten ranges, then how many more.
 fn ranges(r: &[(u64, u64)]) -> String {
@@ -150,7 +148,40 @@ fn ranges(r: &[(u64, u64)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::ranges;
+    use super::{ranges, without_rows};
+    use flowrun_events::{NodeStatus, Part};
+    use flowrun_store::NodeRow;
+
+    fn item(i: u32) -> NodeRow {
+        NodeRow {
+            node_id: "each".into(),
+            part: Some(Part::Item(i)),
+            position: 0,
+            status: NodeStatus::Success,
+            attempt: 1,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            input: None,
+            output: None,
+            error: None,
+            from_execution: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn items_without_rows_are_the_gaps_whatever_the_count() {
+        let rows: Vec<NodeRow> = [9, 0, 5, 1, 5, 12].into_iter().map(item).collect();
+        let refs: Vec<&NodeRow> = rows.iter().collect();
+        assert_eq!(without_rows(&refs, 10), [(2, 4), (6, 8)]);
+        assert_eq!(
+            without_rows(&refs[..2], 1_100_000),
+            [(1, 8), (10, 1_099_999)]
+        );
+        assert_eq!(without_rows(&[], 3), [(0, 2)]);
+        assert!(without_rows(&refs, 2).is_empty());
+    }
 
     #[test]
     fn ranges_are_joined_and_cut_after_ten() {

@@ -222,3 +222,59 @@ fn a_case_stopped_from_another_terminal_ends_at_once_and_the_suite_goes_on() {
         assert!(err.contains("was a case of a workflow test"), "{err}");
     }
 }
+
+/// Ctrl-C during the retry of a case that failed: it stays failed, its failure reported (the
+/// interruption only kept it from being tried again), as when Ctrl-C comes between attempts; a
+/// case interrupted at its first attempt is `interrupted`.
+#[test]
+fn ctrl_c_during_a_retry_leaves_a_failed_case_failed() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let env = Env::new();
+    let flag = env.path("tried");
+    let code = format!(
+        "import os, time\np = {:?}\nif not os.path.exists(p):\n    open(p, 'w').close()\n    raise ValueError('first try fails')\ntime.sleep(30)\nreturn 1",
+        flag.display().to_string()
+    );
+    env.write_workflow(
+        "flaky.json",
+        &json!({"id": "flaky", "nodes": [{"id": "step", "type": "code", "code": code}]}),
+    );
+    env.write_file(
+        "flaky.test.yaml",
+        "workflow: ./flaky.json\ncases:\n  - name: fails then hangs\n",
+    );
+    let child = env
+        .command()
+        .args(["test", "flaky.test.yaml", "--retries", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the retry to run", || {
+        let ids = env.try_execution_ids()?;
+        (ids.len() == 2 && env.try_node(&ids[1], "step")?.status == "running").then_some(())
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let c = case(&report, "fails then hangs");
+    assert_eq!(c["verdict"], "failed", "{report:#}");
+    let attempts = c["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the failed attempt, reported: {report:#}"
+    );
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("first try fails"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["summary"], "0 passed, 1 failed; interrupted by Ctrl-C (SIGINT)",
+        "{report:#}"
+    );
+}

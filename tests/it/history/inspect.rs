@@ -456,3 +456,23 @@ fn history_filters_by_workflow_status_and_time_and_prints_stable_json() {
         assert_code(&out, 2, &format!("{args:?}"));
     }
 }
+
+/// A paused execution did not fail: `history` gives it no error (its record's error says where
+/// it paused, before that node ran), while a failed one's says why.
+#[test]
+fn history_gives_a_paused_execution_no_error() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "two.json",
+        &json!({"id": "two", "nodes": [
+            {"id": "a", "type": "template", "template": "x"},
+            {"id": "b", "type": "template", "template": "y"}]}),
+    );
+    assert_code(&env.run(&wf, "{}", &["--break-before", "b"]), 75, "paused");
+    let text = stdout(&env.cmd(["history"]));
+    assert!(text.contains("paused"), "{text}");
+    assert!(
+        !text.contains("ERROR") && !text.contains("Paused"),
+        "{text}"
+    );
+}

@@ -315,7 +315,13 @@ async fn run_case(ctx: &Ctx, at: CaseRef, turns: &mut Turns) -> CaseResult {
         if !passed && ctx.stop.borrow().is_some() && attempt.status.as_deref() == Some("cancelled")
         {
             // Stopped by the interruption (Ctrl-C), not failed; but it ran, unlike the cases
-            // the interruption kept from starting (skipped).
+            // the interruption kept from starting (skipped). A retry cut short of a case that
+            // failed already leaves it failed, its last failure reported (the verdict starts
+            // as Failed): the interruption only kept it from being tried again, as one between
+            // two attempts does.
+            if !result.attempts.is_empty() {
+                return result;
+            }
             result.attempts.push(attempt);
             result.verdict = Verdict::Interrupted;
             return result;
