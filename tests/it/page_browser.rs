@@ -414,12 +414,23 @@ fn a_narrow_page_keeps_the_new_execution_in_view() {
     run("narrow", config(&s), &w.tmp_dir());
 }
 
-/// Typed values stay with their workflow; a JSON field says what to type.
+/// Typed values stay with their workflow (and go with the token); a JSON field says what to
+/// type; a workflow whose file changed or went is shown as it is now after Reload.
 #[test]
 fn typed_values_stay_with_their_workflow() {
     let w = world();
     let s = w.serve(&[]);
-    run("typed_values", config(&s), &w.tmp_dir());
+    let mut c = config(&s);
+    c["workflows"] = json!(w.workflows());
+    run("typed_values", c, &w.tmp_dir());
+}
+
+/// Two pages and more: "Load more" after a live refresh, a double click, the id filter.
+#[test]
+fn history_pages_stay_whole_through_refreshes_and_filters() {
+    let w = world();
+    let s = w.serve(&[]);
+    run("history_pages", config(&s), &w.tmp_dir());
 }
 
 /// The address names the workflow and the execution shown: a reload or the link shows them.

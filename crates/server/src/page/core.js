@@ -36,15 +36,29 @@ function isTextField(e) {
   return e.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image"].includes(e.type);
 }
 
-// A number as typed (`3`, `-0.5`, `1e3`), or null for anything else: a number field is a text
-// field, because the browser's own (type=number) hides from the page what it cannot read —
-// `1e400`, `1e`, `-` read as empty, and `0,5` as `05` — so what was typed was dropped or changed
-// without a word.
-function parseNumber(raw) {
+// A number as typed (`3`, `-0.5`, `1e3`): {value}, or {error} saying why not. A number field is
+// a text field, because the browser's own (type=number) hides from the page what it cannot read
+// — `1e400`, `1e`, `-` read as empty, and `0,5` as `05` — so what was typed was dropped or
+// changed without a word. Refused too, for the same reason: what the page cannot hold as typed
+// (`1e400`; `1e-400`, which would be 0) and, for a `whole` number, a fraction however small
+// (`2.9999999999999999` reads as 3) or more than 2^53 - 1 (`9007199254740993` reads as …992).
+function parseNumber(raw, whole) {
   const t = raw.trim();
-  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(t)) return null;
+  const m = /^[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(t);
+  if (!m || (m[1] === "" && !m[2])) {
+    return { error: whole ? "not a whole number (digits 0-9, like 3)" : "not a number (digits 0-9, like 0.5 or -2)" };
+  }
   const n = Number(t);
-  return isFinite(n) ? n : null;
+  const digits = m[1] + (m[2] || "");
+  if (!isFinite(n)) return { error: "too large a number" };
+  if (n === 0 && /[1-9]/.test(digits)) return { error: "too small a number (it would be sent as 0)" };
+  if (whole) {
+    // The digits after the point once the exponent has moved it.
+    const before = m[1].length + Number(m[3] || 0);
+    if (/[1-9]/.test(before <= 0 ? digits : digits.slice(before))) return { error: "a whole number" };
+    if (!Number.isSafeInteger(n)) return { error: "too large a whole number to send exactly (at most " + Number.MAX_SAFE_INTEGER + ")" };
+  }
+  return { value: n };
 }
 
 function say(text, bad) {

@@ -32,6 +32,13 @@ async function loadWorkflows() {
     list.append(li);
     if (selectedWorkflow && selectedWorkflow.id === w.id) selectWorkflow(w, li, true);
   }
+  // The chosen workflow's file is gone: no form to run what is not there.
+  if (selectedWorkflow && !workflows.some((w) => w.id === selectedWorkflow.id)) {
+    say("workflow '" + selectedWorkflow.id + "' is no longer in the list (its file was removed or renamed)", true);
+    selectedWorkflow = null;
+    show($("run"), false);
+    placeInUrl();
+  }
 }
 
 function fillWorkflowFilter(workflows) {
@@ -74,6 +81,9 @@ function selectWorkflow(w, li, refresh) {
   li.classList.add("selected");
   li.querySelector("button.open")?.setAttribute("aria-current", "true");
   const same = selectedWorkflow && selectedWorkflow.id === w.id;
+  // Listed again (Reload) with another definition (an input added or removed, a default or a
+  // node changed): the form is built anew, what was typed brought back (`typed`).
+  const unchanged = same && JSON.stringify(selectedWorkflow) === JSON.stringify(w);
   selectedWorkflow = w;
   show($("run"), true);
   $("wf-name").textContent = w.name || w.id;
@@ -84,7 +94,7 @@ function selectWorkflow(w, li, refresh) {
     const where = [e.file && e.line ? e.file.split("/").pop() + ":" + e.line : null, e.node ? "node '" + e.node + "'" : null, e.field ? "field '" + e.field + "'" : null].filter(Boolean).join(", ");
     problems.append(el("li", null, (where ? where + ": " : "") + e.message));
   }
-  if (!(same && refresh)) { buildForm(w); buildRunOptions(w); }
+  if (!(unchanged && refresh)) { buildForm(w); buildRunOptions(w); }
   $("run-message").textContent = "";
   updateRunButton();
   if (!refresh) focusRunForm();
@@ -102,7 +112,7 @@ function focusRunForm() {
 
 function fieldKind(s) {
   if (Array.isArray(s.enum)) return "enum";
-  const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
+  const t = schemaType(s);
   if (t === "boolean") return "boolean";
   if (t === "integer" || t === "number") return t;
   if (t === "array" || t === "object") return "json";
@@ -137,9 +147,10 @@ function runOptions() {
   $("cost-error").textContent = "";
   $("max-cost").removeAttribute("aria-invalid");
   if (state.features.max_cost_usd && raw) {
-    const n = parseNumber(raw);
-    if (n === null || n < 0) {
-      $("cost-error").textContent = "a number of dollars, 0 or more, like 0.5";
+    const parsed = parseNumber(raw, false);
+    const n = parsed.value;
+    if (parsed.error || n < 0) {
+      $("cost-error").textContent = "a number of dollars, 0 or more, like 0.5" + (parsed.error ? " (" + parsed.error + ")" : "");
       $("max-cost").setAttribute("aria-invalid", "true");
       return null;
     }
@@ -148,13 +159,18 @@ function runOptions() {
   return body;
 }
 
+// A field's schema type, the one that is not null (`["integer", "null"]` is an integer).
+function schemaType(s) {
+  return Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
+}
+
 // What was typed into each workflow's form, by workflow id, then field: the workflow chosen
 // again (or another one and back) shows it again rather than its defaults.
 const typed = new Map();
 
 // A JSON field's hint: what to type, by its schema's type.
 function jsonHint(s) {
-  const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
+  const t = schemaType(s);
   if (t === "array") return "a JSON list, like [\"a\", \"b\"]";
   if (t === "object") return "a JSON object, like {\"a\": 1}";
   return "JSON, like \"text\", 3 or [1, 2]";
@@ -274,17 +290,17 @@ function fieldValue(f) {
   }
   if (f.kind === "enum") return { value: JSON.parse(raw) };
   if (f.kind === "integer" || f.kind === "number") {
-    const n = parseNumber(raw);
-    if (n === null) return { error: f.kind === "integer" ? "not a whole number, like 3" : "not a number, like 0.5 or -2" };
-    if (f.kind === "integer" && !Number.isInteger(n)) return { error: "a whole number" };
+    const parsed = parseNumber(raw, f.kind === "integer");
+    if (parsed.error) return parsed;
+    const n = parsed.value;
     if (typeof s.minimum === "number" && n < s.minimum) return { error: "at least " + s.minimum };
     if (typeof s.maximum === "number" && n > s.maximum) return { error: "at most " + s.maximum };
     return { value: n };
   }
   let v;
   try { v = JSON.parse(raw); } catch (e) { return { error: "not valid JSON (" + jsonHint(s) + "): " + e.message }; }
-  const t = Array.isArray(s.type) ? s.type.find((x) => x !== "null") : s.type;
-  if (t === "array" && !Array.isArray(v)) return { error: "a JSON array, like [1, 2]" };
+  const t = schemaType(s);
+  if (t === "array" && !Array.isArray(v)) return { error: "a JSON list, like [1, 2]" };
   if (t === "object" && (v === null || typeof v !== "object" || Array.isArray(v))) return { error: "a JSON object, like {\"a\": 1}" };
   return { value: v };
 }

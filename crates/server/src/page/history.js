@@ -3,15 +3,26 @@ const PAGE_SIZE = 20;
 let historyCursor = null;
 let historyTimer = null;
 let feed = null; // {abort}
-// The row whose "Yes, delete" is showing: a live refresh would rebuild it under the user (the
-// question gone, the focus lost), so it waits until the question is answered.
+// The row whose "Yes, delete" is showing: a live refresh leaves it as it is, where it is (rebuilt,
+// the question would be gone and the focus lost), and updates the others.
 let confirming = null;
-let refreshWaiting = false;
 
-// The most rows the API gives at once (`limit`, docs/api.md).
+// The most rows the API gives at once (`limit`, docs/api.md): a live refresh keeps up to this
+// many of the rows shown.
 const MOST_ROWS = 500;
-// The number of the last list load asked for (see loadHistory).
+// List loads asked for (filter loads and live refreshes), and filter loads alone: an answer
+// that a later one made stale is dropped (see loadHistory).
 let loadSeq = 0;
+let filterSeq = 0;
+// The filters the rows shown were listed under.
+let listedUnder = null;
+// A "Load more" is being answered.
+let loadingMore = false;
+
+// The history filters as the user set them (the "started" choice, not the time it gives now).
+function filterKey() {
+  return JSON.stringify([$("f-workflow").value, $("f-status").value, $("f-since").value, $("f-id").value.trim().toLowerCase()]);
+}
 
 function historyQuery(cursor, limit) {
   const q = new URLSearchParams();
@@ -31,13 +42,29 @@ function historyQuery(cursor, limit) {
 }
 
 // `more`: the next page, after the rows shown. `live`: the rows shown brought up to date (an
-// execution started, ended or was deleted), as many as are shown, in place: the rows that did
-// not change stay the same elements, so the one with focus keeps it, and "Load more" pages
-// stay loaded. Otherwise (a filter changed) the first page, anew.
+// execution started, ended or was deleted), as many as are shown (up to MOST_ROWS), in place:
+// the rows that did not change stay the same elements, so the one with focus keeps it, and
+// "Load more" pages stay loaded. Otherwise (a filter changed) the first page, anew; so is a
+// live refresh of rows listed under other filters.
 async function loadHistory(more, live) {
+  if (more) {
+    // One at a time: a double click would ask for the same page twice.
+    if (loadingMore) return;
+    loadingMore = true;
+    try { return await loadHistoryNow(true, false); } finally { loadingMore = false; }
+  }
+  return loadHistoryNow(false, live);
+}
+
+async function loadHistoryNow(more, live) {
   const list = $("history");
+  const key = filterKey();
+  if (live && key !== listedUnder) live = false;
   const idText = $("f-id").value.trim();
   if (idText && !/^[0-9a-fA-F]{1,16}$/.test(idText)) {
+    loadSeq += 1; // what was asked before is stale
+    filterSeq += 1;
+    listedUnder = null;
     list.replaceChildren();
     show($("more"), false);
     $("f-id-error").textContent = "an execution id is up to 16 hex digits (0-9, a-f)";
@@ -50,11 +77,14 @@ async function loadHistory(more, live) {
   const shownIds = () => new Set([...list.querySelectorAll("li[data-id]")].map((li) => li.dataset.id));
   // Live: room for the rows shown and for new ones above them.
   const limit = live ? Math.min(MOST_ROWS, Math.max(PAGE_SIZE, shownIds().size + PAGE_SIZE)) : PAGE_SIZE;
-  // A list load (not "Load more") answered after a later one was asked for is dropped: the
-  // later one is what the list should show.
   const seq = more ? loadSeq : ++loadSeq;
+  const fseq = more || live ? filterSeq : ++filterSeq;
   const r = await api("GET", historyQuery(more ? historyCursor : null, limit));
+  // A list load answered after a later one was asked for is dropped: the later one lists what
+  // the filters say now (a live refresh after a filter change is a first page of the new ones).
+  // "Load more" answered after the filters changed is of the old ones: dropped too.
   if (!more && seq !== loadSeq) return;
+  if (more && (fseq !== filterSeq || key !== listedUnder)) return;
   if (r.status !== 200) {
     if (!more && !live) list.replaceChildren();
     if (!live) list.append(el("li", "bad", errorText(r.body, r.status)));
@@ -62,20 +92,32 @@ async function loadHistory(more, live) {
   }
   let rows = (r.body && r.body.executions) || [];
   // What is shown now, not when the request went: "Load more" may have added rows meanwhile.
-  const had = shownIds();
+  let had = shownIds();
+  // Live, after more new executions than the room asked for: on to the last row shown (or
+  // MOST_ROWS), so that no row shown drops off the end.
+  const lastShown = [...had].pop();
+  let body = r.body;
+  while (live && lastShown && body.next_cursor && rows.length < MOST_ROWS && !rows.some((x) => x.id === lastShown)) {
+    const next = await api("GET", historyQuery(body.next_cursor, Math.min(MOST_ROWS - rows.length, 100)));
+    if (seq !== loadSeq || next.status !== 200) return;
+    body = next.body;
+    rows = rows.concat(body.executions || []);
+  }
+  had = shownIds();
   let end = -1;
   if (live) rows.forEach((x, i) => { if (had.has(x.id)) end = i; });
   if (end >= 0 && end < rows.length - 1) {
     // Down to the last row shown before: "Load more" goes on after it, as it would have.
     rows = rows.slice(0, end + 1);
   } else {
-    historyCursor = r.body.next_cursor;
+    historyCursor = body.next_cursor;
   }
   if (more) {
     // Rows a live refresh brought meanwhile are not listed twice.
     for (const x of rows) if (!had.has(x.id)) list.append(historyRow(x));
   } else {
     mergeRows(list, rows, live);
+    listedUnder = key;
   }
   const shown = list.querySelectorAll("li[data-id]").length;
   // Said when the user changed a filter or loaded more, not at every refresh nobody asked for.
@@ -100,39 +142,47 @@ function rowSignature(x) { return JSON.stringify(x); }
 
 // `list` made to show `rows`, in their order: unchanged rows kept (and the focus in them), changed
 // ones rebuilt with the focus moved to the same control, the rest removed — focus, if it was in
-// one, to the row that took its place. `live`: a refresh nobody asked for, which leaves alone a
-// row whose delete question is showing.
+// one, to the row now at its place. `live`: a refresh nobody asked for, which leaves alone a
+// row whose delete question is showing (where it is, even if the answer no longer lists it).
 function mergeRows(list, rows, live) {
   const active = document.activeElement;
   const focusedRow = active && list.contains(active) ? active.closest("li") : null;
   const control = focusedRow && active !== focusedRow ? (active.getAttribute("aria-label") || active.textContent) : null;
   const wanted = new Set(rows.map((x) => x.id));
+  const held = (li) => live && li === confirming;
   const old = new Map();
-  let focusNext = null;
-  for (const li of [...list.children]) {
-    if (li.dataset.id && (wanted.has(li.dataset.id) || (live && li === confirming))) { old.set(li.dataset.id, li); continue; }
-    if (li === focusedRow) focusNext = li.nextElementSibling || li.previousElementSibling;
+  let focusAt = -1;
+  [...list.children].forEach((li, i) => {
+    if (li.dataset.id && (wanted.has(li.dataset.id) || held(li))) { old.set(li.dataset.id, li); return; }
+    if (li === focusedRow) focusAt = i;
     li.remove();
-  }
+  });
   let prev = null;
   for (const x of rows) {
     let li = old.get(x.id);
     const sig = rowSignature(x);
-    if (li && li.dataset.sig !== sig && li !== confirming) {
+    if (!li || (li.dataset.sig !== sig && !held(li))) {
       const fresh = historyRow(x);
-      li.replaceWith(fresh);
-      if (li === focusedRow) refocus(fresh, control);
+      fresh.dataset.sig = sig;
+      if (li) {
+        li.replaceWith(fresh);
+        if (li === focusedRow) refocus(fresh, control);
+      }
       li = fresh;
     }
-    if (!li) li = historyRow(x);
-    li.dataset.sig = sig;
-    const at = prev ? prev.nextElementSibling : list.firstElementChild;
+    // A held row the answer no longer lists stays where it is: the rows go around it, and
+    // nothing with the focus is moved (a moved element loses it).
+    let at = prev ? prev.nextElementSibling : list.firstElementChild;
+    while (at && at !== li && held(at) && !wanted.has(at.dataset.id)) at = at.nextElementSibling;
     if (at !== li) list.insertBefore(li, at);
     prev = li;
   }
-  if (!rows.length) list.append(el("li", "muted", "no executions match"));
-  if (focusNext && focusNext.isConnected) refocus(focusNext, null);
-  else if (focusedRow && !focusedRow.isConnected && document.activeElement === document.body) $("history-heading").focus();
+  if (!rows.length && !list.children.length) list.append(el("li", "muted", "no executions match"));
+  if (focusAt >= 0) {
+    const now = list.querySelectorAll("li[data-id]");
+    if (now.length) refocus(now[Math.min(focusAt, now.length - 1)], null);
+    else $("history-heading").focus();
+  }
 }
 
 // Focus to the control of `li` named `control` (its label or text), else to its open button.
@@ -145,15 +195,15 @@ function refocus(li, control) {
 function refreshHistory() {
   clearTimeout(historyTimer);
   historyTimer = setTimeout(() => {
-    if (confirming && confirming.isConnected) { refreshWaiting = true; return; }
     loadHistory(false, true);
   }, 200);
 }
 
-// The question on `li` is answered (or asked: `li`): a refresh that waited for it runs now.
+// The question on `li` is asked (`li`) or answered (null): after an answer, the row is brought up
+// to date with the others.
 function confirmingDelete(li) {
   confirming = li;
-  if (!li && refreshWaiting) { refreshWaiting = false; refreshHistory(); }
+  if (!li) refreshHistory();
 }
 
 function historyRow(x) {

@@ -6,15 +6,32 @@
 function placeInUrl() {
   const q = new URLSearchParams();
   if (selectedWorkflow) q.set("workflow", selectedWorkflow.id);
-  if (current) q.set("execution", current.id);
+  if (current && !current.missing) q.set("execution", current.id);
   const hash = q.toString() ? "#" + q.toString() : "";
   if (hash !== location.hash) history.replaceState(null, "", location.pathname + location.search + hash);
 }
 
 // Shows what the address names, once the workflows are listed: the workflow's form (the focus
-// left where it is) and the execution.
-function placeFromUrl() {
+// left where it is) and the execution; edited (`hashchange`), what it no longer names is closed.
+// Without a token nothing is asked (it is done once the token is given).
+function placeFromUrl(e) {
+  if (!token()) return;
   const q = new URLSearchParams(location.hash.slice(1));
+  if (e && e.type === "hashchange") {
+    if (!q.get("execution") && current) {
+      current.abort.abort();
+      current = null;
+      for (const x of ["execution", "panel"]) show($(x), false);
+    }
+    if (!q.get("workflow") && selectedWorkflow) {
+      selectedWorkflow = null;
+      show($("run"), false);
+      for (const x of document.querySelectorAll("#workflows li.selected")) {
+        x.classList.remove("selected");
+        x.querySelector("button.open")?.removeAttribute("aria-current");
+      }
+    }
+  }
   const wf = q.get("workflow");
   if (wf && (!selectedWorkflow || selectedWorkflow.id !== wf)) {
     const w = state.workflows.find((x) => x.id === wf);
@@ -39,7 +56,7 @@ async function start(given) {
     say("Connected: the token works.", false);
     setTimeout(() => { if ($("message").textContent.startsWith("Connected")) say("", false); }, 3000);
   }
-  loadWorkflows().then(placeFromUrl);
+  loadWorkflows().then(() => placeFromUrl());
   loadHistory(false);
   followFeed();
 }
@@ -63,6 +80,7 @@ $("forget-token").addEventListener("click", () => {
   history.replaceState(null, "", location.pathname + location.search);
   $("workflows").replaceChildren();
   $("history").replaceChildren();
+  typed.clear(); // what was typed (a key, perhaps) goes with the token
   for (const x of ["run", "execution", "panel"]) show($(x), false);
   selectedWorkflow = null;
   start();
@@ -102,5 +120,10 @@ document.addEventListener("keydown", (e) => {
 $("more").addEventListener("click", () => loadHistory(true));
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(false); });
 for (const id of ["f-workflow", "f-status", "f-since"]) $(id).addEventListener("change", () => loadHistory(false));
-$("f-id").addEventListener("input", refreshHistory);
+// The id filter as it is typed: a first page under it, once the typing pauses.
+let idTyping = null;
+$("f-id").addEventListener("input", () => {
+  clearTimeout(idTyping);
+  idTyping = setTimeout(() => loadHistory(false), 250);
+});
 start();

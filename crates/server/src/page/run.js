@@ -96,8 +96,8 @@ function setStatus(exec, status, text) {
 }
 
 function updateActions(exec) {
-  const running = exec.status === "running" || exec.status === "queued";
-  const ended = exec.ended || !running;
+  const running = !exec.missing && (exec.status === "running" || exec.status === "queued");
+  const ended = !exec.missing && (exec.ended || !running);
   const hadFocus = $("ex-actions").contains(document.activeElement);
   show($("stop-button"), running && !exec.ended);
   show($("pause-button"), running && !exec.ended && !!state.features.pause);
@@ -282,6 +282,10 @@ async function follow(id, fresh) {
   }
   const first = await refreshRecord(exec);
   if (first.status === 404 || (first.status && first.status !== 200 && first.status !== 401)) {
+    // Nothing to act on: no Re-run, Resume or Delete of what is not there, and not kept in
+    // the address (a reload would only say it again).
+    exec.missing = true;
+    placeInUrl();
     setStatus(exec, "error", errorText(first.body, first.status));
     exec.ended = true;
     updateActions(exec);
