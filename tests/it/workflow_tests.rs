@@ -145,6 +145,14 @@ cases:
         ),
         (Some("gt"), Some("a number > 1"), Some("1"))
     );
+    // For a script: what was there as JSON, not as the report's text; nothing when nothing was.
+    assert_eq!(items0["actual_value"], json!(1), "{items0:#}");
+    assert_eq!(
+        by_path("output.obj")["actual_value"]["a"],
+        json!(1),
+        "{bad:#}"
+    );
+    assert!(by_path("output.missing").get("actual_value").is_none());
     assert_eq!(by_path("nodes.calc.status")["expected"], "not \"success\"");
     assert_eq!(
         by_path("output.missing")["actual"],

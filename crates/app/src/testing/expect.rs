@@ -33,7 +33,40 @@ pub(crate) enum Check {
 pub struct Mismatch {
     pub operator: String,
     pub expected: String,
+    /// What was there, as a report says it (cut at 300 characters, `(missing…)`).
     pub actual: String,
+    /// What was there as JSON, for a script reading `--json` (the text above is for people):
+    /// absent when the path found nothing, or when it is over [`ACTUAL_VALUE_MAX`] as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_value: Option<Box<Value>>,
+}
+
+/// The largest value (its compact JSON, in bytes) a mismatch carries as `actual_value`: a
+/// report of many failed cases stays readable, and an output of megabytes stays in the store.
+pub const ACTUAL_VALUE_MAX: usize = 16 * 1024;
+
+impl Mismatch {
+    /// `v` as [`Mismatch::actual_value`]: itself when small enough.
+    pub(crate) fn value(v: Option<&Value>) -> Option<Box<Value>> {
+        /// Counts the bytes written, and stops the writing past the limit.
+        struct Upto(usize);
+        impl std::io::Write for Upto {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0 += b.len();
+                if self.0 > ACTUAL_VALUE_MAX {
+                    return Err(std::io::Error::other("over the limit"));
+                }
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let v = v?;
+        serde_json::to_writer(Upto(0), v)
+            .ok()
+            .map(|()| Box::new(v.clone()))
+    }
 }
 
 impl Check {
@@ -101,6 +134,7 @@ impl Check {
                 operator: operator.to_string(),
                 expected,
                 actual: show(actual),
+                actual_value: Mismatch::value(actual),
             })
         };
         match self {
@@ -387,6 +421,26 @@ pub(crate) fn node_ids(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mismatch_carries_the_value_found_when_it_is_small() {
+        let value = |v: &Value| Mismatch::value(Some(v)).map(|b| *b);
+        assert_eq!(value(&json!({"a": [1, 2]})), Some(json!({"a": [1, 2]})));
+        assert_eq!(Mismatch::value(None), None);
+        let big = json!("x".repeat(ACTUAL_VALUE_MAX));
+        assert_eq!(value(&big), None, "over the limit with its quotes");
+        let fits = json!("x".repeat(ACTUAL_VALUE_MAX - 2));
+        assert_eq!(value(&fits), Some(fits.clone()));
+        let m = Check::parse(&json!({"gt": 5}))
+            .unwrap()
+            .check(Some(&json!(3)))
+            .unwrap_err();
+        assert_eq!(
+            (m.actual.as_str(), m.actual_value.map(|b| *b)),
+            ("3", Some(json!(3)))
+        );
+    }
+
     use serde_json::json;
 
     fn check(assertion: Value, actual: Value) -> Result<(), Mismatch> {

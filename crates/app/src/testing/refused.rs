@@ -146,6 +146,7 @@ pub(crate) fn check(schema: Option<&Value>, trigger: &Value, want: &Expectation)
         None => failed(Mismatch {
             actual: "(none: the workflow's `inputs` schema accepts the trigger; nothing was run)"
                 .into(),
+            actual_value: None,
             ..match want.check {
                 // `refused: true`
                 Check::Exists(true) => None,
@@ -155,6 +156,7 @@ pub(crate) fn check(schema: Option<&Value>, trigger: &Value, want: &Expectation)
                 operator: "exists".into(),
                 expected: "a refusal by the workflow's `inputs` schema".into(),
                 actual: String::new(),
+                actual_value: None,
             })
         }),
     }

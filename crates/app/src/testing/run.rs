@@ -484,6 +484,7 @@ async fn attempt<'c>(
                     expected: "\"success\" (a case without `status` in `expect` expects a success)"
                         .into(),
                     actual: status.to_string(),
+                    actual_value: Some(Box::new(status.clone())),
                 },
             });
         }
