@@ -282,10 +282,12 @@ async function follow(id, fresh) {
   }
   const first = await refreshRecord(exec);
   if (first.status === 404 || (first.status && first.status !== 200 && first.status !== 401)) {
-    // Nothing to act on: no Re-run, Resume or Delete of what is not there, and not kept in
-    // the address (a reload would only say it again).
-    exec.missing = true;
-    placeInUrl();
+    // Not there: nothing to act on (no Re-run, Resume or Delete), and not kept in the address
+    // (a reload would only say it again).
+    if (first.status === 404) {
+      exec.missing = true;
+      placeInUrl();
+    }
     setStatus(exec, "error", errorText(first.body, first.status));
     exec.ended = true;
     updateActions(exec);
