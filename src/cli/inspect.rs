@@ -175,10 +175,13 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             .filter(|_| e.status != ExecStatus::Paused)
             .map(|err| clean_line(&format!("{}{}", err.kind, in_node(err))).into_owned())
     };
-    let any_failed = rows.iter().any(|e| failed(e).is_some());
+    // Each row's start and error, made once: the start's width lines the errors up.
+    let ends: Vec<(String, Option<String>)> =
+        rows.iter().map(|e| (started(e, now), failed(e))).collect();
+    let any_failed = ends.iter().any(|(_, f)| f.is_some());
     let started_width = if any_failed {
-        rows.iter()
-            .map(|e| started(e, now).chars().count())
+        ends.iter()
+            .map(|(s, _)| s.chars().count())
             .max()
             .unwrap_or(0)
     } else {
@@ -201,15 +204,16 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
             "STARTED".into()
         }
     );
-    for e in &rows {
+    for (e, (start, failure)) in rows.iter().zip(&ends) {
         let llm = if metered {
             format!("  {:>13}  {:>10}", tokens(e), cost(e))
         } else {
             String::new()
         };
-        let error = failed(e)
-            .map(|f| format!("{:<started_width$}  {f}", started(e, now)))
-            .unwrap_or_else(|| started(e, now));
+        let tail = match failure {
+            Some(f) => format!("{start:<started_width$}  {f}"),
+            None => start.clone(),
+        };
         out!(
             "{:<16}  {:<wid$}{}  {:<11}  {:>9}{llm}  {}",
             e.id,
@@ -220,7 +224,7 @@ pub fn history(args: HistoryArgs, db: Option<&Path>) -> Result<i32, Exit> {
                 .map(duration)
                 .or_else(|| running_for(e.status, e.started_at, now))
                 .unwrap_or_else(|| "-".into()),
-            error.trim_end(),
+            tail.trim_end(),
         );
         if !args.all {
             super::inspect_subs::print_history_children(&store, &e.id, 1)?;
