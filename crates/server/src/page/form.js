@@ -35,9 +35,7 @@ async function loadWorkflows() {
   // The chosen workflow's file is gone: no form to run what is not there.
   if (selectedWorkflow && !workflows.some((w) => w.id === selectedWorkflow.id)) {
     say("workflow '" + selectedWorkflow.id + "' is no longer in the list (its file was removed or renamed)", true);
-    selectedWorkflow = null;
-    show($("run"), false);
-    placeInUrl();
+    deselectWorkflow();
   }
 }
 
@@ -73,11 +71,24 @@ function updateRunButton() {
   $("run-reason").textContent = why;
 }
 
-function selectWorkflow(w, li, refresh) {
+// No workflow marked chosen in the list.
+function unmarkWorkflows() {
   for (const x of document.querySelectorAll("#workflows li.selected")) {
     x.classList.remove("selected");
     x.querySelector("button.open")?.removeAttribute("aria-current");
   }
+}
+
+// No workflow chosen: none marked, no run form, none in the address.
+function deselectWorkflow() {
+  unmarkWorkflows();
+  selectedWorkflow = null;
+  show($("run"), false);
+  placeInUrl();
+}
+
+function selectWorkflow(w, li, refresh) {
+  unmarkWorkflows();
   li.classList.add("selected");
   li.querySelector("button.open")?.setAttribute("aria-current", "true");
   const same = selectedWorkflow && selectedWorkflow.id === w.id;

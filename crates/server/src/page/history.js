@@ -234,7 +234,7 @@ function historyRow(x) {
         const r = await deleteExecution(x.id);
         if (r.status !== 200) actions.append(el("span", "bad", errorText(r.body, r.status)));
         else say("deleted execution " + short);
-        if (current && current.id === x.id && r.status === 200) { current = null; placeInUrl(); show($("execution"), false); show($("panel"), false); }
+        if (current && current.id === x.id && r.status === 200) closeExecution();
       });
       const no = button("Cancel", "small", () => { yes.remove(); no.remove(); show(del, true); del.focus(); confirmingDelete(null); });
       actions.append(yes, no);

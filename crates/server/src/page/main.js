@@ -18,19 +18,8 @@ function placeFromUrl(e) {
   if (!token()) return;
   const q = new URLSearchParams(location.hash.slice(1));
   if (e && e.type === "hashchange") {
-    if (!q.get("execution") && current) {
-      current.abort.abort();
-      current = null;
-      for (const x of ["execution", "panel"]) show($(x), false);
-    }
-    if (!q.get("workflow") && selectedWorkflow) {
-      selectedWorkflow = null;
-      show($("run"), false);
-      for (const x of document.querySelectorAll("#workflows li.selected")) {
-        x.classList.remove("selected");
-        x.querySelector("button.open")?.removeAttribute("aria-current");
-      }
-    }
+    if (!q.get("execution") && current) closeExecution();
+    if (!q.get("workflow") && selectedWorkflow) deselectWorkflow();
   }
   const wf = q.get("workflow");
   if (wf && (!selectedWorkflow || selectedWorkflow.id !== wf)) {
@@ -73,16 +62,13 @@ $("token-form").addEventListener("submit", (e) => {
 $("forget-token").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
   state.tokenWorked = false;
-  if (current) current.abort.abort();
   if (feed) feed.abort.abort();
-  current = null;
   feed = null;
-  history.replaceState(null, "", location.pathname + location.search);
+  closeExecution();
+  deselectWorkflow();
   $("workflows").replaceChildren();
   $("history").replaceChildren();
   typed.clear(); // what was typed (a key, perhaps) goes with the token
-  for (const x of ["run", "execution", "panel"]) show($(x), false);
-  selectedWorkflow = null;
   start();
 });
 $("reload").addEventListener("click", loadWorkflows);

@@ -473,16 +473,22 @@ async function action(kind) {
   refreshHistory();
 }
 
+// No execution shown: its stream stopped, its view and node panel hidden, none in the address.
+function closeExecution() {
+  if (current) current.abort.abort();
+  current = null;
+  show($("execution"), false);
+  show($("panel"), false);
+  placeInUrl();
+}
+
 async function deleteCurrent() {
   const exec = current;
   if (!exec) return;
   const r = await deleteExecution(exec.id);
   show($("confirm-delete"), false);
   if (r.status !== 200) { $("action-message").textContent = errorText(r.body, r.status); return; }
-  current = null;
-  placeInUrl();
-  show($("execution"), false);
-  show($("panel"), false);
+  closeExecution();
   say("execution " + exec.id.slice(0, 8) + " deleted", false);
   // The pane with the focus is gone: on to the history, where the next one is chosen.
   $("history-heading").focus();
