@@ -158,6 +158,9 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
     let given = input::trigger_text(args.exec.input.as_deref(), args.exec.input_file.as_deref())?;
     let (opts, on_command_line) = options(&args.exec)?;
+    // Python starts while the run is prepared and the store opened (most of a cold run is its
+    // start); ended unused if preparing fails, or if the execution turns out to start otherwise.
+    let _early = runner::start_early(&source, &opts);
     let (trigger, what) = match given {
         Some((text, what)) => (Trigger::Text(text), Some(what)),
         None => (Trigger::Value(Value::Object(Default::default())), None),
@@ -251,6 +254,7 @@ pub fn again(
     for note in &plan.notes {
         flowrun_app::say!("{}", text::clean(note));
     }
+    let _early = runner::start_early(&plan.source, &plan.options);
     let prepared =
         runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
     input::warn_secrets_on_command_line([&prepared.plan.workflow], &on_command_line, true);

@@ -137,6 +137,8 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
         parent_secrets: flowrun_app::subflow::parent_secrets(),
         ..RunOptions::default()
     };
+    // Python starts while the store is opened and the run prepared (`runner::start_early`).
+    let _early = runner::start_early(&source, &options);
     let store = SharedStore::new(open_store(db)?);
     // A parent's resume continues the child its earlier run left unfinished here.
     let call = options.sub.clone().expect("a sub-workflow's call");

@@ -10,6 +10,7 @@ mod cli_inspect;
 mod cli_run;
 mod codegen_script;
 mod cost_limits;
+mod early;
 mod escapes;
 mod fail_fast;
 mod faults;

@@ -29,7 +29,7 @@ pub(crate) fn templates(parent: i32) -> Vec<i32> {
 /// What must be equal between a warm and a cold execution: the events without times, durations
 /// and ids, in order per node (and item or iteration): nodes that run in parallel interleave
 /// differently from run to run, warm or cold.
-fn normalized(events: &[EventRow], id: &str) -> Vec<Value> {
+pub(crate) fn normalized(events: &[EventRow], id: &str) -> Vec<Value> {
     fn scrub(v: &mut Value, id: &str) {
         match v {
             Value::Object(m) => {
@@ -347,53 +347,6 @@ fn a_warm_execution_whose_template_died_leaves_nothing() {
 }
 
 /// The outermost frames of the stack a node sees: file (its name), function and line.
-const STACK: &str = r#"
-import os, traceback
-return [[os.path.basename(f.filename), f.name, f.lineno] for f in traceback.extract_stack()[:3]]
-"#;
-
-#[test]
-fn a_warm_stack_starts_where_a_cold_one_does() {
-    let w = World::new();
-    w.save("stack.json", &code_workflow("stack", STACK));
-    let srv = w.serve(&[]);
-    let warm = run_wait(&srv, "stack");
-    assert_eq!(warm["start"], "warm", "{warm:#}");
-    let cold = Env::new();
-    let run = cold.run(&w.workflows().join("stack.json"), "{}", &["--json"]);
-    assert_success(&run, "flowrun run stack");
-    let cold: Value = serde_json::from_slice(&run.stdout).unwrap();
-    assert_eq!(cold["start"], "cold");
-    // The script's last line, `main(WORKFLOW)`, then main; warm, under the template's one
-    // frame (its source, read through a link the template removes), which a running
-    // interpreter cannot drop.
-    let (warm, cold) = (&warm["output"], &cold["output"]);
-    assert_eq!(warm[0][0], "flowrun-warm-template", "{warm}");
-    assert_eq!(warm[1], cold[0], "warm {warm}\ncold {cold}");
-    assert_eq!(warm[2], cold[1], "warm {warm}\ncold {cold}");
-    assert_eq!(cold[0][1], "<module>");
-    assert_eq!(cold[1][1], "main");
-
-    // The template's frame names a file that opens nothing: a node's own descriptor 4 (the
-    // first pipe it makes gets 3 and 4) is not read for that frame's source line, as it was
-    // when the name was /dev/fd/4 (the pipe's data was swallowed).
-    const FD4: &str = r#"
-import os, traceback
-r, w = os.pipe()
-os.write(w, b'kept')
-stack = traceback.extract_stack()
-return {'fds': [r, w], 'outer_line': stack[0].line, 'read': os.read(r, 10).decode()}
-"#;
-    w.save("fd4.json", &code_workflow("fd4", FD4));
-    let got = run_wait(&srv, "fd4");
-    assert_eq!(got["start"], "warm", "{got:#}");
-    let o = &got["output"];
-    assert_eq!(
-        (&o["fds"][1], &o["read"], &o["outer_line"]),
-        (&json!(4), &json!("kept"), &json!(""))
-    );
-}
-
 /// The first thing the node does: a double-forked daemon in a session of its own, which notes
 /// its pid and sleeps. A warm interpreter runs while its shepherd is still being exec'd, so an
 /// escape this early is one that happens before the shepherd is up.

@@ -10,6 +10,7 @@
 //! - [`redact`]: secrets cut out of everything the child prints.
 
 mod child;
+pub mod early;
 pub mod helper;
 mod ledger;
 pub mod process;

@@ -61,8 +61,10 @@ pub(crate) struct Proc {
     _own: Option<crate::strays::Own>,
 }
 
-enum Waiter {
+pub(crate) enum Waiter {
     Cold(Child),
+    /// A cold shepherd spawned before its execution was known (`crate::early`).
+    Early(crate::early::EarlyChild),
     Warm(crate::warm::Supervised),
 }
 
@@ -82,11 +84,27 @@ impl Proc {
         }
     }
 
+    pub(crate) fn early(
+        stdin: Pin<Box<dyn AsyncWrite + Send>>,
+        stdout: Pin<Box<dyn AsyncRead + Send>>,
+        stderr: Pin<Box<dyn AsyncRead + Send>>,
+        child: crate::early::EarlyChild,
+        own: crate::strays::Own,
+    ) -> Proc {
+        Proc {
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            waiter: Waiter::Early(child),
+            _own: Some(own),
+        }
+    }
+
     /// Whether what the execution left may have come to this process (`crate::strays`): a
     /// warm execution whose template did not see it to its end.
     pub(crate) fn lost(&self) -> bool {
         match &self.waiter {
-            Waiter::Cold(_) => false,
+            Waiter::Cold(_) | Waiter::Early(_) => false,
             Waiter::Warm(s) => s.lost(),
         }
     }
@@ -95,6 +113,7 @@ impl Proc {
     pub(crate) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         match &mut self.waiter {
             Waiter::Cold(c) => c.wait().await,
+            Waiter::Early(c) => c.wait().await,
             Waiter::Warm(a) => a.wait().await,
         }
     }
@@ -140,7 +159,8 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
 }
 
 /// Starts the execution: forked from a warm template when warm starts are on and that works
-/// (`crate::warm`), else cold — a template can make an execution faster, never fail it.
+/// (`crate::warm`), else cold — in the interpreter started early for it if there is one
+/// (`crate::early`) — a template can make an execution faster, never fail it.
 ///
 /// `stdin` is what the child will read: a warm start puts what fits in its pipe before the
 /// interpreter is given the execution, so that it does not wait for the caller to write it.
@@ -150,6 +170,9 @@ pub(crate) async fn spawn(launch: &Launch, stdin: &[&[u8]]) -> std::io::Result<S
             Ok(s) => return Ok(s),
             Err(e) => tracing::debug!("warm start failed, starting cold: {e}"),
         }
+    }
+    if let Some(spawned) = crate::early::take(launch, stdin) {
+        return Ok(spawned);
     }
     spawn_cold(launch)
 }
@@ -161,38 +184,14 @@ pub(crate) async fn spawn(launch: &Launch, stdin: &[&[u8]]) -> std::io::Result<S
 /// `posix_spawn` (a vfork-style clone), several milliseconds cheaper than forking this process;
 /// the session and an address-space limit are set up by the shepherd.
 fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let read_fd = read_end.as_raw_fd();
-    let request = crate::shepherd::Request {
-        lifeline: read_fd,
-        max_memory: launch.max_memory,
-        program: launch.program.clone().into_os_string(),
-        args: launch.args.iter().map(Into::into).collect(),
-    };
-    let mut cmd = Command::new(&launch.shepherd);
-    cmd.arg(crate::shepherd::ARG)
-        .args(request.to_args())
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(cwd) = &launch.cwd {
-        cmd.current_dir(cwd);
-    }
-    let (mut child, own, pid) = {
-        let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        set_cloexec(read_fd, false)?;
-        let child = cmd.spawn();
-        // Closing our copy right after the spawn (drop below) is what matters; restoring the
-        // flag keeps the window closed if anything goes wrong in between.
-        let _ = set_cloexec(read_fd, true);
-        let child = child?;
+    let (mut child, own, lifeline) = spawn_shepherd(launch, |cmd| {
+        let mut cmd = Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let child = cmd.spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        (child, crate::strays::Own::new(pid), pid)
-    };
-    drop(read_end);
+        Ok((child, pid))
+    })?;
+    let pid = own.pid();
     let proc = Proc {
         stdin: child
             .stdin
@@ -217,9 +216,49 @@ fn spawn_cold(launch: &Launch) -> std::io::Result<Spawned> {
             start_time: process_start_time(pid),
             warm: false,
         },
-        lifeline: write_end,
+        lifeline,
         stdin_written: 0,
     })
+}
+
+/// Spawns the shepherd of `launch` with `spawn` (given its command, with the standard streams
+/// piped), a new lifeline's read end inherited for that moment only; returns the child, the
+/// shepherd registered as ours, and the lifeline's write end.
+pub(crate) fn spawn_shepherd<C>(
+    launch: &Launch,
+    spawn: impl FnOnce(std::process::Command) -> std::io::Result<(C, i32)>,
+) -> std::io::Result<(C, crate::strays::Own, OwnedFd)> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let read_fd = read_end.as_raw_fd();
+    let request = crate::shepherd::Request {
+        lifeline: read_fd,
+        max_memory: launch.max_memory,
+        program: launch.program.clone().into_os_string(),
+        args: launch.args.iter().map(Into::into).collect(),
+    };
+    let mut cmd = std::process::Command::new(&launch.shepherd);
+    cmd.arg(crate::shepherd::ARG)
+        .args(request.to_args())
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(cwd) = &launch.cwd {
+        cmd.current_dir(cwd);
+    }
+    let (child, own) = {
+        let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        set_cloexec(read_fd, false)?;
+        let spawned = spawn(cmd);
+        // Closing our copy right after the spawn (drop below) is what matters; restoring the
+        // flag keeps the window closed if anything goes wrong in between.
+        let _ = set_cloexec(read_fd, true);
+        let (child, pid) = spawned?;
+        (child, crate::strays::Own::new(pid))
+    };
+    drop(read_end);
+    Ok((child, own, write_end))
 }
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.

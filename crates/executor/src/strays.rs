@@ -45,6 +45,11 @@ impl Own {
             .or_default() += 1;
         Own(pid)
     }
+
+    /// The process registered.
+    pub(crate) fn pid(&self) -> i32 {
+        self.0
+    }
 }
 
 impl Drop for Own {

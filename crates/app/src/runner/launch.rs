@@ -16,19 +16,7 @@ pub fn new_execution_id() -> String {
 /// The child's environment: a small base, `FLOWRUN_*`, then `--env` values; or everything with
 /// `--inherit-env`.
 fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    if p.options.inherit_env {
-        env.extend(std::env::vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
-    } else {
-        for key in flowrun_executor::process::BASE_ENV {
-            if let Ok(v) = std::env::var(key) {
-                env.push((key.to_string(), v));
-            }
-        }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
-        }
-    }
+    let mut env = base_env(p.options.inherit_env);
     // Provider endpoints set for tests and proxies (FLOWRUN_GROQ_BASE_URL, …) pass through.
     env.extend(
         std::env::vars().filter(|(k, _)| k.starts_with("FLOWRUN_") && k.ends_with("_BASE_URL")),
@@ -51,16 +39,42 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
     env
 }
 
-/// The id and the spec of an execution about to run.
-pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
-    let wf = &p.plan.workflow;
+/// What every child's environment starts with: a small base of flowrun's own, or all of it
+/// but `FLOWRUN_*` with `--inherit-env`.
+pub(super) fn base_env(inherit: bool) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if inherit {
+        env.extend(std::env::vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
+    } else {
+        for key in flowrun_executor::process::BASE_ENV {
+            if let Ok(v) = std::env::var(key) {
+                env.push((key.to_string(), v));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+        }
+    }
+    env
+}
+
+/// The interpreter's flags before the script's path: `-S` (no `site`) unless the workflow
+/// needs third-party packages.
+pub(super) fn interpreter_flags(with_packages: bool) -> Vec<String> {
     let mut args = vec!["-I".to_string()];
-    if p.plan.requirements().is_empty() {
+    if !with_packages {
         // No third-party packages: skip `site` too (user-site and .pth files cost ~100 ms and
         // can change behaviour).
         args.push("-S".into());
     }
     args.push("-u".into());
+    args
+}
+
+/// The id and the spec of an execution about to run.
+pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
+    let wf = &p.plan.workflow;
+    let mut args = interpreter_flags(!p.plan.requirements().is_empty());
     args.push(p.run_path.display().to_string());
     let timeout_ms = p
         .options
@@ -138,7 +152,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
 /// only, so each execution's exec of it is ~1 ms of CPU cheaper), else this binary itself.
 /// `FLOWRUN_SHEPHERD` names another one (for embedding the library in a program that is not
 /// `flowrun`). Looked up once per process.
-fn shepherd_executable() -> std::path::PathBuf {
+pub(super) fn shepherd_executable() -> std::path::PathBuf {
     static FOUND: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {

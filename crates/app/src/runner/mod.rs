@@ -9,6 +9,7 @@
 //! - `launch`: the child's environment and the executor's spec; `options`: [`RunOptions`].
 
 mod bytecode;
+mod early;
 mod error;
 mod execute;
 mod launch;
@@ -18,6 +19,7 @@ mod scripts;
 mod trigger;
 
 pub use bytecode::{PendingBytecode, wait as wait_for_bytecode};
+pub use early::{EarlyStart, start_early};
 pub use error::{RunError, Unbound, pip_install_command};
 pub use execute::{Finished, record_start, run};
 pub(crate) use launch::flowrun_executable;

@@ -50,7 +50,8 @@ mod spawn;
 mod supervised;
 mod template;
 
-pub(crate) use spawn::spawn;
+pub(crate) use handle::{pidfd_kill, pidfd_open, reap_if_ours};
+pub(crate) use spawn::{over_exec_limit, prefill, spawn};
 pub(crate) use supervised::Supervised;
 
 use std::collections::HashMap;

@@ -119,7 +119,7 @@ pub(crate) async fn spawn(
 
 /// Whether the environment and arguments are more than an exec of them takes (`ARG_MAX`: the
 /// strings, their NULs and pointers), which a cold start would fail on.
-fn over_exec_limit(launch: &Launch) -> bool {
+pub(crate) fn over_exec_limit(launch: &Launch) -> bool {
     // SAFETY: sysconf reads a limit and touches no memory of ours.
     let max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
     let size: usize = launch
@@ -147,7 +147,7 @@ fn env_block(env: &[(String, String)]) -> Vec<u8> {
 
 /// Writes what of `parts` fits in the pipe now (never blocking: tokio's sender is
 /// non-blocking); returns how many bytes.
-fn prefill(pipe: &pipe::Sender, parts: &[&[u8]]) -> usize {
+pub(crate) fn prefill(pipe: &pipe::Sender, parts: &[&[u8]]) -> usize {
     let mut total = 0;
     for part in parts {
         let mut rest = *part;
