@@ -10,6 +10,17 @@ import os, sys
 
 
 def _flowrun_early(os=os, sys=sys):
+    # What the interpreter set in its own environment as it started (PEP 538's LC_CTYPE, when
+    # the locale is C): a cold start of the execution would set the same, the variables that
+    # decide it being the same (the runner hands an execution over only then).
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            given = set(f.read().split(b"\0"))
+    except OSError:
+        given = None
+    started = [] if given is None else [
+        (k, v) for k, v in os.environb.items() if k + b"=" + v not in given]
+
     def read(n):
         data = b""
         while len(data) < n:
@@ -25,6 +36,8 @@ def _flowrun_early(os=os, sys=sys):
     env.clear()
     for i in range(1, len(fields) - 1, 2):
         env[fields[i]] = fields[i + 1]
+    for k, v in started:
+        env[k] = v
     if "time" in sys.modules:
         sys.modules["time"].tzset()
     main = sys.modules["__main__"].__dict__

@@ -18,10 +18,13 @@ def header(script, env):
     return len(body).to_bytes(8, "big") + body
 
 
+START_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": "UTC", "EARLY_ONLY": "1"}
+
+
 def start(env=None):
     return subprocess.Popen([PYTHON, "-I", "-S", "-u", BOOTSTRAP], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env if env is not None else {"PATH": "/usr/bin:/bin", "EARLY_ONLY": "1"})
+                            env=START_ENV if env is None else env)
 
 
 SCRIPT = """\
@@ -47,13 +50,14 @@ class Bootstrap(unittest.TestCase):
     def tearDown(self):
         self.dir.cleanup()
 
-    def run_it(self, script, env, stdin=b""):
-        p = start()
+    def run_it(self, script, env, stdin=b"", start_env=None):
+        p = start(start_env)
         out, err = p.communicate(header(script, env) + stdin, timeout=30)
         return p.returncode, out.decode("utf-8"), err.decode("utf-8")
 
     def test_it_runs_the_script_as_python_file_does_with_the_environment_given(self):
-        env = [(b"GIVEN", b"secret value"), (b"PATH", b"/usr/bin:/bin"), (b"STATUS", b"3")]
+        env = [(b"GIVEN", b"secret value"), (b"LANG", b"C.UTF-8"), (b"PATH", b"/usr/bin:/bin"),
+               (b"STATUS", b"3")]
         for script in (self.script, self.compiled()):
             code, out, err = self.run_it(script, env, b"the trigger")
             self.assertEqual(code, 3, err)
@@ -68,6 +72,21 @@ class Bootstrap(unittest.TestCase):
             self.assertEqual(lines[3], "the trigger")
             self.assertEqual(lines[4], "secret value")
             self.assertEqual(lines[5], "\xe9")
+
+    def test_what_the_interpreter_set_as_it_started_stays_and_the_time_zone_follows(self):
+        # No locale: the interpreter sets LC_CTYPE as it starts (PEP 538), as a cold start of
+        # the execution would; the time zone given is the one the script's `time` uses.
+        show = os.path.join(self.dir.name, "show.py")
+        with open(show, "w") as f:
+            f.write("import os, time\nprint(os.environ.get('LC_CTYPE'), time.tzname[0])\n")
+        code, out, err = self.run_it(show, [(b"PATH", b"/usr/bin:/bin"), (b"TZ", b"Asia/Tokyo")],
+                                     start_env={"PATH": "/usr/bin:/bin", "TZ": "UTC"})
+        self.assertEqual(code, 0, err)
+        cold = subprocess.run([PYTHON, "-I", "-S", "-u", show], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "TZ": "Asia/Tokyo"})
+        self.assertEqual(out, cold.stdout)
+        self.assertTrue(out.startswith("C.UTF-8 "), out)
+        self.assertEqual(out.split()[1], "JST")
 
     def compiled(self):
         """The script compiled by the interpreter under test (its own magic number)."""

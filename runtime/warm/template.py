@@ -134,6 +134,21 @@ try:
 except Exception:
     _CLEARENV = None
 _MAX_FD = 65536
+
+
+def _set_by_start():
+    """What the interpreter set in its own environment as it started (PEP 538's LC_CTYPE, when
+    the locale is C): a cold start of an execution would set the same (the variables that
+    decide it are this template's key), so W sets it again over the execution's environment."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            given = set(f.read().split(b"\0"))
+    except OSError:
+        return []
+    return [(k, v) for k, v in os.environb.items() if k + b"=" + v not in given]
+
+
+_SET_BY_START = _set_by_start()
 _PREPARED = {}  # script path -> (mtime_ns, size, (module, main)): see _prepare
 _PREPARED_MAX = 16
 _FUNCTION = type(lambda: None)
@@ -300,6 +315,8 @@ def _worker_setup(req, fds):
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _replace_environ(_read_env())
+    for name, value in _SET_BY_START:
+        os.environb[name] = value
     time.tzset()
     if req.get("cwd"):
         os.chdir(req["cwd"])

@@ -156,11 +156,12 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
         std::thread::spawn(move || open_store_only(db.as_deref()))
     });
     let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
-    let given = input::trigger_text(args.exec.input.as_deref(), args.exec.input_file.as_deref())?;
     let (opts, on_command_line) = options(&args.exec)?;
-    // Python starts while the run is prepared and the store opened (most of a cold run is its
-    // start); ended unused if preparing fails, or if the execution turns out to start otherwise.
+    // Python starts while the trigger is read, the run prepared and the store opened (most of
+    // a cold run is its start); ended unused if preparing fails, or if the execution turns out
+    // to start otherwise.
     let _early = runner::start_early(&source, &opts);
+    let given = input::trigger_text(args.exec.input.as_deref(), args.exec.input_file.as_deref())?;
     let (trigger, what) = match given {
         Some((text, what)) => (Trigger::Text(text), Some(what)),
         None => (Trigger::Value(Value::Object(Default::default())), None),

@@ -7,6 +7,9 @@ use crate::support::serve::World;
 use crate::support::*;
 use crate::warm::{code_workflow, normalized, run_wait};
 use serde_json::{Value, json};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Stdio;
 
 /// What an execution sees of how it was started.
 const PROBE: &str = r#"
@@ -56,6 +59,11 @@ fn forget_bytecode(env: &Env) {
 /// Asserts that `early` ran in the interpreter started early and `plain` did not, and that
 /// each saw the same of how it was started, and recorded the same events.
 fn same_start(env: &Env, plain: &Value, early: &Value) {
+    same_start_without(env, plain, early, &["EARLY_PROBE"]);
+}
+
+/// [`same_start`], the execution's environment holding each of `given`.
+fn same_start_without(env: &Env, plain: &Value, early: &Value, given: &[&str]) {
     let mask = |run: &Value| {
         let id = run["id"].as_str().unwrap();
         let text = run["output"].to_string().replace(id, "<id>");
@@ -93,8 +101,12 @@ fn same_start(env: &Env, plain: &Value, early: &Value) {
         );
     }
     let environ: Vec<(String, String)> = serde_json::from_value(e["environ"].clone()).unwrap();
-    assert!(environ.contains(&("EARLY_PROBE".into(), "given".into())));
-    assert_eq!(e["tz"], json!(["JST", "JST"]));
+    for name in given {
+        assert!(
+            environ.iter().any(|(k, _)| k == name),
+            "{name} in {environ:?}"
+        );
+    }
     // The same events, but for the process that ran them.
     let (pid, eid) = (plain["id"].as_str().unwrap(), early["id"].as_str().unwrap());
     let mut pe = normalized(&env.events(pid), pid);
@@ -138,6 +150,136 @@ fn an_early_start_is_the_cold_start_a_workflow_sees() {
     same_start(&env, &plain, &early);
 }
 
+#[test]
+fn without_a_locale_an_early_start_keeps_what_python_sets_as_a_cold_one_does() {
+    // No LANG, no LC_ALL: Python sets LC_CTYPE=C.UTF-8 as it starts (PEP 538), in os.environ
+    // and for what it starts; the execution's environment, handed over later, must keep it.
+    let env = Env::new();
+    let file = env.write_workflow("probe.json", &code_workflow("probe", PROBE));
+    let run = |early: &str| {
+        let mut cmd = env.flowrun();
+        cmd.arg("run").arg(&file).args(["--input", "{}", "--json"]);
+        cmd.env_remove("LANG")
+            .env_remove("LC_ALL")
+            .env_remove("LC_CTYPE");
+        cmd.env("FLOWRUN_EARLY_START", early);
+        let out = output(&mut cmd);
+        assert_success(&out, "flowrun run without a locale");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let early = run("1");
+    forget_bytecode(&env);
+    let plain = run("0");
+    same_start_without(&env, &plain, &early, &["LC_CTYPE"]);
+}
+
+#[test]
+fn without_a_locale_a_warm_start_keeps_what_python_sets_too() {
+    // The warm template sets the execution's environment in a fork the same way.
+    let env = Env::new();
+    let code = "import os, subprocess\nreturn {'here': os.environ.get('LC_CTYPE'), 'child': subprocess.run(['sh', '-c', 'echo $LC_CTYPE'], capture_output=True, text=True).stdout.strip()}";
+    env.write_workflow("lc.json", &code_workflow("lc", code));
+    env.write_file(
+        "lc.test.yaml",
+        "workflow: ./lc.json\ncases:\n  - name: as a cold start has it\n    expect:\n      output.here: C.UTF-8\n      output.child: C.UTF-8\n",
+    );
+    for cold in [false, true] {
+        let mut cmd = env.flowrun();
+        cmd.args(["test", "-j1", "--json"])
+            .arg(env.path("lc.test.yaml"));
+        cmd.env_remove("LANG")
+            .env_remove("LC_ALL")
+            .env_remove("LC_CTYPE");
+        if cold {
+            cmd.arg("--cold");
+        }
+        let out = output(&mut cmd);
+        assert_success(&out, "flowrun test lc.test.yaml");
+    }
+    let starts: Vec<String> = env
+        .db()
+        .prepare("SELECT start FROM executions ORDER BY started_at, rowid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(starts, ["warm", "cold"]);
+}
+
+/// Code that says where it runs and what is there.
+const WHERE: &str = r#"
+import os
+cmdline = open('/proc/self/cmdline', 'rb').read().split(b'\0')
+return {'script_arg': os.path.basename(cmdline[4].decode()), 'cwd': os.getcwd(), 'ls': sorted(os.listdir('.'))}
+"#;
+
+#[test]
+fn a_directory_made_anew_after_the_early_start_is_where_the_execution_runs() {
+    let env = Env::new();
+    let file = env.write_workflow("where.json", &code_workflow("where", WHERE));
+    let dir = env.path("work");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("old"), "").unwrap();
+    let dir_arg = dir.display().to_string();
+    let running = held_run(&env, &file, &[], &["--json", "--cwd", &dir_arg]);
+    // The early interpreter is in the old directory; the name now leads to another.
+    std::fs::rename(&dir, env.path("work-old")).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("new"), "").unwrap();
+    let out = finish(running, "{}");
+    assert_success(&out, "flowrun run where");
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &run["output"];
+    assert_eq!(o["ls"], json!(["new"]), "{o}");
+    assert!(
+        !o["script_arg"].as_str().unwrap().starts_with("early-"),
+        "{o}"
+    );
+    assert_eq!(running_from(&env.cache_dir()), Vec::<i32>::new());
+    // Left alone, it runs there, started early.
+    let out = finish(
+        held_run(&env, &file, &[], &["--json", "--cwd", &dir_arg]),
+        "{}",
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        run["output"]["script_arg"]
+            .as_str()
+            .unwrap()
+            .starts_with("early-"),
+        "{run}"
+    );
+    assert_eq!(run["output"]["ls"], json!(["new"]));
+}
+
+#[test]
+fn sub_workflows_start_early_from_the_same_cache_or_not_at_all() {
+    let env = Env::new();
+    let child = code_workflow(
+        "child",
+        "return open('/proc/self/cmdline', 'rb').read().split(b'\\0')[4].decode()",
+    );
+    env.write_workflow("child.json", &child);
+    let parent = json!({"id": "parent", "nodes": [
+        {"id": "call", "type": "workflow", "workflow": "./child.json", "inputs": {}}]});
+    let file = env.write_workflow("parent.json", &parent);
+    let cache = env.cache_dir().display().to_string();
+    for (early, from) in [
+        ("1", format!("{cache}/early-")),
+        ("0", format!("{cache}/scripts/")),
+    ] {
+        let out = env.run_with(&file, "{}", &[("FLOWRUN_EARLY_START", early)], &["--json"]);
+        assert_success(&out, "flowrun run parent");
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ran = run["output"].as_str().unwrap_or_default();
+        assert!(
+            ran.starts_with(&from),
+            "FLOWRUN_EARLY_START={early}: the child ran {run}"
+        );
+    }
+}
+
 /// Pids of live processes whose command line names a file of `cache` (an early interpreter's
 /// bootstrap is `<cache>/early-<hash>.py`).
 fn running_from(cache: &std::path::Path) -> Vec<i32> {
@@ -153,6 +295,36 @@ fn running_from(cache: &std::path::Path) -> Vec<i32> {
         .collect()
 }
 
+/// `flowrun run FILE --input-file - EXTRA…` in `env` with `envs`, started with its stdin held
+/// open: it has started its interpreter early (seen in `/proc`) and waits for the trigger.
+fn held_run(env: &Env, file: &Path, envs: &[(&str, &str)], extra: &[&str]) -> std::process::Child {
+    let mut cmd = env.command();
+    cmd.arg("run")
+        .arg(file)
+        .args(["--input-file", "-"])
+        .args(extra);
+    cmd.envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_for("the interpreter started early", || {
+        (!running_from(&env.cache_dir()).is_empty()).then_some(())
+    });
+    child
+}
+
+/// Gives a [`held_run`] its trigger and waits for it to end.
+fn finish(mut child: std::process::Child, trigger: &str) -> std::process::Output {
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(trigger.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn a_run_that_fails_to_prepare_leaves_no_early_interpreter() {
     let env = Env::new();
@@ -161,7 +333,7 @@ fn a_run_that_fails_to_prepare_leaves_no_early_interpreter() {
     wf["inputs"] = schema;
     let file = env.write_workflow("refused.json", &wf);
     for _ in 0..3 {
-        let out = env.run(&file, "{}", &[]);
+        let out = finish(held_run(&env, &file, &[], &[]), "{}");
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -171,12 +343,6 @@ fn a_run_that_fails_to_prepare_leaves_no_early_interpreter() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("name"));
         assert_eq!(running_from(&env.cache_dir()), Vec::<i32>::new());
     }
-    // It was started: the bootstrap is there, and no database was made.
-    let boot = std::fs::read_dir(env.cache_dir())
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("early-"));
-    assert!(boot, "an early start was made");
     assert!(!env.db_path().exists(), "a refused run made no database");
 }
 
@@ -207,9 +373,18 @@ fn a_launch_other_than_the_one_told_starts_cold_and_ends_the_early_interpreter()
     wf["connections"] = json!({"tunables": {"env": "GLIBC_TUNABLES"}});
     wf["nodes"][0]["connections"] = json!(["tunables"]);
     let file = env.write_workflow("other.json", &wf);
-    let tunables = [("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")];
-    let out = env.run_with(&file, "{}", &tunables, &["--json"]);
+    let envs = [
+        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"),
+        ("FLOWRUN_LOG", "flowrun_executor=debug"),
+    ];
+    // It was started (`held_run` saw it), then ended, and why is said.
+    let out = finish(held_run(&env, &file, &envs, &["--json"]), "{}");
     assert_success(&out, "flowrun run other");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("started early is ended: other variables read as a process starts"),
+        "{said}"
+    );
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &run["output"];
     let arg = o["script_arg"].as_str().unwrap();
@@ -222,6 +397,7 @@ fn a_launch_other_than_the_one_told_starts_cold_and_ends_the_early_interpreter()
     assert_eq!(running_from(&env.cache_dir()), Vec::<i32>::new());
 }
 
+/// The outermost frames of the stack a node sees: file (its name), function and line.
 const STACK: &str = r#"
 import os, traceback
 return [[os.path.basename(f.filename), f.name, f.lineno] for f in traceback.extract_stack()[:3]]

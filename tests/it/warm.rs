@@ -346,7 +346,6 @@ fn a_warm_execution_whose_template_died_leaves_nothing() {
     });
 }
 
-/// The outermost frames of the stack a node sees: file (its name), function and line.
 /// The first thing the node does: a double-forked daemon in a session of its own, which notes
 /// its pid and sleeps. A warm interpreter runs while its shepherd is still being exec'd, so an
 /// escape this early is one that happens before the shepherd is up.

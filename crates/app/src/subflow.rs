@@ -47,7 +47,8 @@ pub fn latest_child(
 /// Adds what the `workflow` handler needs to the child's environment: this flowrun executable,
 /// the database, this execution's depth, half the kill grace (so a child
 /// stopped with its parent ends, and is recorded, before the parent's grace runs out), the
-/// timeout and whether the run is offline (`flowrun test --offline`).
+/// timeout and whether the run is offline (`flowrun test --offline`); and the cache and
+/// `FLOWRUN_EARLY_START`, as this runner has them.
 pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     if !has_sub_workflows(&p.plan.workflow) {
         return;
@@ -74,6 +75,14 @@ pub(crate) fn add_env(spec: &mut RunSpec, p: &Prepared, db: &Path) {
     ));
     if p.options.offline {
         env.push(("FLOWRUN_SUB_OFFLINE".into(), "1".into()));
+    }
+    // This runner's settings its children's runners (which inherit the interpreter's
+    // environment) share: the cache, and early starts on or off.
+    for key in ["FLOWRUN_CACHE_DIR", "FLOWRUN_EARLY_START"] {
+        if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), value));
+        }
     }
     let pass = secrets_to_pass(p, env);
     if !pass.is_empty() {

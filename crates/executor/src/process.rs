@@ -36,6 +36,15 @@ pub struct ProcessInfo {
 /// them): what a program expects to find, nothing of the user's.
 pub const BASE_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
+/// `env` as a cold start's exec passes it (`std::process::Command` keeps a map): sorted by
+/// name, the last value of a name given twice. A warm or early start gives the interpreter
+/// its environment in this order too, so that `os.environ` lists it as a cold one does.
+pub(crate) fn exec_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    let map: std::collections::BTreeMap<&str, &str> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    map.into_iter().collect()
+}
+
 /// How to start the interpreter on the script.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -61,7 +70,7 @@ pub(crate) struct Proc {
     _own: Option<crate::strays::Own>,
 }
 
-pub(crate) enum Waiter {
+enum Waiter {
     Cold(Child),
     /// A cold shepherd spawned before its execution was known (`crate::early`).
     Early(crate::early::EarlyChild),

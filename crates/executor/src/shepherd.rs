@@ -181,7 +181,14 @@ fn spawn(req: &Request) -> Pid {
             libc::write(2, msg.as_ptr().cast(), msg.len());
             libc::_exit(127);
         },
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Parent { child }) => {
+            // Stdin is the interpreter's alone: once it is gone, a write to it fails rather than
+            // fill a pipe no one reads (an early start handed to a dead interpreter,
+            // `crate::early`, starts cold instead).
+            // SAFETY: closes a descriptor this process never uses again.
+            unsafe { libc::close(0) };
+            child
+        }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "flowrun shepherd: cannot fork: {e}");
             std::process::exit(71);

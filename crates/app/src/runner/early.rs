@@ -1,11 +1,10 @@
 //! A one-shot run's interpreter started while the run is prepared (`flowrun_executor::early`).
 
-use super::launch::{base_env, interpreter_flags, shepherd_executable};
+use super::launch::{base_env, launch, set_vars};
 use super::options::RunOptions;
 use super::prepare::nodes_directory;
 use crate::{paths, python};
 use flowrun_codegen::Source;
-use flowrun_executor::process::Launch;
 use serde_json::Value;
 
 /// Ends the interpreter started early when dropped, unless an execution took it.
@@ -45,24 +44,18 @@ pub fn start_early(source: &Source, options: &RunOptions) -> EarlyStart {
             return EarlyStart(false);
         }
     };
+    // The execution's environment, but what only the prepared run knows (connections, its id):
+    // what is read as a process starts comes from here.
     let mut env = base_env(options.inherit_env);
-    for (k, v) in &options.env {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
-    let cwd = nodes_directory(
+    set_vars(&mut env, &options.env);
+    // Where `prepare` will put the run (`working_directory`).
+    let mut options = options.clone();
+    options.cwd = Some(nodes_directory(
         options.cwd.as_deref(),
         &source.base_dir(),
         source.definition.get("cwd").and_then(Value::as_str),
-    );
-    let launch = Launch {
-        shepherd: shepherd_executable(),
-        program: interpreter.executable,
-        args: interpreter_flags(false),
-        env,
-        cwd: Some(cwd),
-        max_memory: options.max_memory_mb.map(|mb| mb << 20),
-    };
+    ));
+    let launch = launch(&options, interpreter.executable, false, env);
     match flowrun_executor::early::start(launch, &bootstrap) {
         Ok(()) => EarlyStart(true),
         Err(e) => {
@@ -72,16 +65,35 @@ pub fn start_early(source: &Source, options: &RunOptions) -> EarlyStart {
     }
 }
 
-/// `<cache>/early-<hash>.py`, holding the bootstrap of this build (written once, privately).
+/// `<cache>/early-<hash>.py`, holding the bootstrap of this build: checked as it is read
+/// (whatever else is there, a link included, is replaced: it would be handed every execution's
+/// environment), written privately when missing, and those of other builds removed then.
 fn bootstrap_file(cache: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
     use sha2::Digest;
-    let source = flowrun_executor::early::BOOTSTRAP;
-    let hash = sha2::Sha256::digest(source.as_bytes());
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let source = flowrun_executor::early::BOOTSTRAP.as_bytes();
+    let hash = sha2::Sha256::digest(source);
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let path = cache.join(format!("early-{hex}.py"));
-    if !path.is_file() {
-        paths::private_dir(cache)?;
-        paths::write_private(&path, source.as_bytes())?;
+    let name = format!("early-{hex}.py");
+    let path = cache.join(&name);
+    let mut held = Vec::with_capacity(source.len() + 1);
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|f| f.take(source.len() as u64 + 1).read_to_end(&mut held));
+    if read.is_ok() && held == source {
+        return Ok(path);
+    }
+    paths::private_dir(cache)?;
+    paths::write_private(&path, source)?;
+    for entry in std::fs::read_dir(cache)?.flatten() {
+        let other = entry.file_name();
+        let other = other.to_string_lossy();
+        if other.starts_with("early-") && other.ends_with(".py") && other != name.as_str() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     Ok(path)
 }

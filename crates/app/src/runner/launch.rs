@@ -1,10 +1,12 @@
 //! How an execution is launched: its id, the child's environment and the executor's spec.
 
+use super::options::RunOptions;
 use super::options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS};
 use super::prepare::Prepared;
 use flowrun_executor::RunSpec;
 use flowrun_executor::process::Launch;
 use flowrun_executor::spec::NotRun;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A new execution id: 16 random hex digits (prefixes work like git's).
@@ -21,10 +23,7 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
     env.extend(
         std::env::vars().filter(|(k, _)| k.starts_with("FLOWRUN_") && k.ends_with("_BASE_URL")),
     );
-    for (k, v) in &p.secrets {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
+    set_vars(&mut env, &p.secrets);
     env.push(("FLOWRUN_EXECUTION_ID".into(), execution_id.to_string()));
     env.push(("FLOWRUN_WORKFLOW_ID".into(), p.plan.workflow.id.clone()));
     env.push(("FLOWRUN_MODE".into(), p.options.mode.clone()));
@@ -32,11 +31,16 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
         "FLOWRUN_MAX_PAYLOAD_BYTES".into(),
         flowrun_store::DEFAULT_MAX_FIELD_BYTES.to_string(),
     ));
-    for (k, v) in &p.options.env {
+    set_vars(&mut env, &p.options.env);
+    env
+}
+
+/// Sets `vars` in `env`, each in place of any earlier value of its name.
+pub(super) fn set_vars(env: &mut Vec<(String, String)>, vars: &[(String, String)]) {
+    for (k, v) in vars {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
-    env
 }
 
 /// What every child's environment starts with: a small base of flowrun's own, or all of it
@@ -58,9 +62,27 @@ pub(super) fn base_env(inherit: bool) -> Vec<(String, String)> {
     env
 }
 
+/// How `program` is started for a run with `options` (its `args` the interpreter's flags,
+/// before the script's path): by [`spec`], and by an early start, which must tell it alike.
+pub(super) fn launch(
+    options: &RunOptions,
+    program: PathBuf,
+    with_packages: bool,
+    env: Vec<(String, String)>,
+) -> Launch {
+    Launch {
+        shepherd: shepherd_executable(),
+        program,
+        args: interpreter_flags(with_packages),
+        env,
+        cwd: options.cwd.clone(),
+        max_memory: options.max_memory_mb.map(|mb| mb << 20),
+    }
+}
+
 /// The interpreter's flags before the script's path: `-S` (no `site`) unless the workflow
 /// needs third-party packages.
-pub(super) fn interpreter_flags(with_packages: bool) -> Vec<String> {
+fn interpreter_flags(with_packages: bool) -> Vec<String> {
     let mut args = vec!["-I".to_string()];
     if !with_packages {
         // No third-party packages: skip `site` too (user-site and .pth files cost ~100 ms and
@@ -74,8 +96,13 @@ pub(super) fn interpreter_flags(with_packages: bool) -> Vec<String> {
 /// The id and the spec of an execution about to run.
 pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
     let wf = &p.plan.workflow;
-    let mut args = interpreter_flags(!p.plan.requirements().is_empty());
-    args.push(p.run_path.display().to_string());
+    let mut launch = launch(
+        &p.options,
+        p.interpreter.executable.clone(),
+        !p.plan.requirements().is_empty(),
+        child_env(p, execution_id),
+    );
+    launch.args.push(p.run_path.display().to_string());
     let timeout_ms = p
         .options
         .timeout_ms
@@ -129,14 +156,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         mocked: p.options.mocks.keys().cloned().collect(),
         not_run: not_run(p),
         break_before: p.options.break_before.clone(),
-        launch: Launch {
-            shepherd: shepherd_executable(),
-            program: p.interpreter.executable.clone(),
-            args,
-            env: child_env(p, execution_id),
-            cwd: p.options.cwd.clone(),
-            max_memory: p.options.max_memory_mb.map(|mb| mb << 20),
-        },
+        launch,
         trigger: p.trigger_json.clone(),
         nonce: format!("{:032x}", rand::random::<u128>()),
         timeout: Duration::from_millis(timeout_ms),
@@ -152,7 +172,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
 /// only, so each execution's exec of it is ~1 ms of CPU cheaper), else this binary itself.
 /// `FLOWRUN_SHEPHERD` names another one (for embedding the library in a program that is not
 /// `flowrun`). Looked up once per process.
-pub(super) fn shepherd_executable() -> std::path::PathBuf {
+fn shepherd_executable() -> std::path::PathBuf {
     static FOUND: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     FOUND
         .get_or_init(|| {

@@ -134,12 +134,13 @@ pub(crate) fn over_exec_limit(launch: &Launch) -> bool {
 }
 
 /// What a new pipe holds: 16 pages.
-const PIPE_HOLDS: usize = 64 << 10;
+pub(crate) const PIPE_HOLDS: usize = 64 << 10;
 
 /// The environment as the interpreter reads it first on stdin (`_read_env` in
-/// runtime/warm/template.py): its length in 8 bytes, big-endian, then `[[name, value], …]`.
+/// runtime/warm/template.py): its length in 8 bytes, big-endian, then `[[name, value], …]`,
+/// in the order a cold start's exec has them.
 fn env_block(env: &[(String, String)]) -> Vec<u8> {
-    let json = serde_json::to_vec(env).expect("strings serialize");
+    let json = serde_json::to_vec(&crate::process::exec_env(env)).expect("strings serialize");
     let mut out = (json.len() as u64).to_be_bytes().to_vec();
     out.extend(json);
     out
