@@ -41,6 +41,12 @@ struct Early {
     start_time: Option<u64>,
 }
 
+impl Early {
+    fn end(self, wait: Wait) {
+        end(self.child, self.lifeline, self.own, wait);
+    }
+}
+
 static EARLY: Mutex<Option<Box<Early>>> = Mutex::new(None);
 
 /// Starts the interpreter of `launch` (its `args` the flags before the script's path; its
@@ -91,13 +97,7 @@ enum Wait {
 pub fn discard() {
     let early = EARLY.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(early) = early {
-        let Early {
-            child,
-            lifeline,
-            own,
-            ..
-        } = *early;
-        end(child, lifeline, own, Wait::Here);
+        early.end(Wait::Here);
     }
 }
 
@@ -135,13 +135,7 @@ pub(crate) fn take(launch: &Launch, stdin: &[&[u8]]) -> Option<Spawned> {
         Ok(spawned) => Some(spawned),
         Err((early, why)) => {
             tracing::debug!("the interpreter started early is ended: {why}; starting cold");
-            let Early {
-                child,
-                lifeline,
-                own,
-                ..
-            } = *early;
-            end(child, lifeline, own, Wait::Aside);
+            early.end(Wait::Aside);
             None
         }
     }

@@ -244,3 +244,35 @@ fn the_child_gets_a_small_environment_unless_inherit_env() {
         "inherited-value"
     );
 }
+
+#[test]
+fn a_variable_that_is_not_text_in_flowrun_s_environment_is_left_out_not_a_crash() {
+    // It panicked in `std::env::vars` (exit 101), with or without --inherit-env.
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let file = env.write_workflow(
+        "wf.json",
+        &json!({"id": "bytes", "nodes": [{"id": "vars", "type": "code",
+            "code": "import os\nreturn {'bad': 'NOT_TEXT' in os.environ, 'other': os.environ.get('OTHER')}"}]}),
+    );
+    for extra in [&[][..], &["--inherit-env"][..]] {
+        let mut cmd = env.flowrun();
+        cmd.arg("run")
+            .arg(&file)
+            .args(["--input", "{}", "--json"])
+            .args(extra);
+        cmd.env(
+            std::ffi::OsStr::from_bytes(b"NOT_TEXT"),
+            std::ffi::OsStr::from_bytes(b"caf\xe9"),
+        )
+        .env("OTHER", "kept");
+        let out = output(&mut cmd);
+        assert_code(&out, 0, "run with a variable that is not UTF-8");
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let inherit = !extra.is_empty();
+        assert_eq!(
+            run["output"],
+            json!({"bad": false, "other": if inherit { json!("kept") } else { Value::Null }})
+        );
+    }
+}

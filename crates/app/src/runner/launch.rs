@@ -20,9 +20,7 @@ pub fn new_execution_id() -> String {
 fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
     let mut env = base_env(p.options.inherit_env);
     // Provider endpoints set for tests and proxies (FLOWRUN_GROQ_BASE_URL, …) pass through.
-    env.extend(
-        std::env::vars().filter(|(k, _)| k.starts_with("FLOWRUN_") && k.ends_with("_BASE_URL")),
-    );
+    env.extend(own_vars().filter(|(k, _)| k.starts_with("FLOWRUN_") && k.ends_with("_BASE_URL")));
     set_vars(&mut env, &p.secrets);
     env.push(("FLOWRUN_EXECUTION_ID".into(), execution_id.to_string()));
     env.push(("FLOWRUN_WORKFLOW_ID".into(), p.plan.workflow.id.clone()));
@@ -33,6 +31,13 @@ fn child_env(p: &Prepared, execution_id: &str) -> Vec<(String, String)> {
     ));
     set_vars(&mut env, &p.options.env);
     env
+}
+
+/// This process's environment variables that are text (`std::env::vars` panics on one that
+/// is not UTF-8, and a child's environment is text): one that is not is left out, as
+/// `std::env::var` would not find it.
+fn own_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
 /// Sets `vars` in `env`, each in place of any earlier value of its name.
@@ -48,7 +53,7 @@ pub(super) fn set_vars(env: &mut Vec<(String, String)>, vars: &[(String, String)
 pub(super) fn base_env(inherit: bool) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     if inherit {
-        env.extend(std::env::vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
+        env.extend(own_vars().filter(|(k, _)| !k.starts_with("FLOWRUN_")));
     } else {
         for key in flowrun_executor::process::BASE_ENV {
             if let Ok(v) = std::env::var(key) {
