@@ -57,8 +57,7 @@ pub fn start(mut launch: Launch, bootstrap: &std::path::Path) -> std::io::Result
     discard();
     let guessed = launch.clone();
     launch.args.push(bootstrap.display().to_string());
-    let (child, own, lifeline) = crate::process::spawn_shepherd(&launch, |cmd| {
-        let mut cmd = cmd;
+    let (child, own, lifeline) = crate::process::spawn_shepherd(&launch, |mut cmd| {
         let child = cmd.spawn()?;
         let pid = child.id() as i32;
         Ok((child, pid))

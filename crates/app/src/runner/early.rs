@@ -49,13 +49,12 @@ pub fn start_early(source: &Source, options: &RunOptions) -> EarlyStart {
     let mut env = base_env(options.inherit_env);
     set_vars(&mut env, &options.env);
     // Where `prepare` will put the run (`working_directory`).
-    let mut options = options.clone();
-    options.cwd = Some(nodes_directory(
+    let cwd = nodes_directory(
         options.cwd.as_deref(),
         &source.base_dir(),
         source.definition.get("cwd").and_then(Value::as_str),
-    ));
-    let launch = launch(&options, interpreter.executable, false, env);
+    );
+    let launch = launch(options, interpreter.executable, false, env, Some(cwd));
     match flowrun_executor::early::start(launch, &bootstrap) {
         Ok(()) => EarlyStart(true),
         Err(e) => {

@@ -1,7 +1,6 @@
 //! How an execution is launched: its id, the child's environment and the executor's spec.
 
-use super::options::RunOptions;
-use super::options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS};
+use super::options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS, RunOptions};
 use super::prepare::Prepared;
 use flowrun_executor::RunSpec;
 use flowrun_executor::process::Launch;
@@ -67,20 +66,22 @@ pub(super) fn base_env(inherit: bool) -> Vec<(String, String)> {
     env
 }
 
-/// How `program` is started for a run with `options` (its `args` the interpreter's flags,
-/// before the script's path): by [`spec`], and by an early start, which must tell it alike.
+/// How `program` is started in `cwd` for a run with `options` (its `args` the interpreter's
+/// flags, before the script's path): by [`spec`], and by an early start, which must tell it
+/// alike.
 pub(super) fn launch(
     options: &RunOptions,
     program: PathBuf,
     with_packages: bool,
     env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
 ) -> Launch {
     Launch {
         shepherd: shepherd_executable(),
         program,
         args: interpreter_flags(with_packages),
         env,
-        cwd: options.cwd.clone(),
+        cwd,
         max_memory: options.max_memory_mb.map(|mb| mb << 20),
     }
 }
@@ -106,6 +107,7 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         p.interpreter.executable.clone(),
         !p.plan.requirements().is_empty(),
         child_env(p, execution_id),
+        p.options.cwd.clone(),
     );
     launch.args.push(p.run_path.display().to_string());
     let timeout_ms = p
