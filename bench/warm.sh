@@ -60,6 +60,16 @@ f, b = statistics.median(r["a"]) * 1000, statistics.median(r["b"]) * 1000
 print("  %-5s flowrun run %.1f ms, baseline %.1f ms: %.2fx (target <= 1.3x: %s), runner overhead %.1f ms"
       % (sys.argv[2], f, b, f / b, "PASS" if f / b <= 1.3 else "MISS", f - b))
 ' "$OUT/load-$1.json" "$1" | tee -a "$SUMMARY"
+  # What early starts (docs/design.md, "Early starts") are worth here: the same binary with
+  # them off, alternated with the default.
+  TMPDIR=$PRIVTMP "${TOOLS[@]}" alternate "$((RUNS < 30 ? 30 : RUNS))" bench/trigger.json "$OUT/load-$1-early.json" \
+    -- env FLOWRUN_EARLY_START=0 "$FLOWRUN" run bench/w3.json -- "$FLOWRUN" run bench/w3.json
+  "$PY" -I -S -c '
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))
+off, on = statistics.median(r["a"]) * 1000, statistics.median(r["b"]) * 1000
+print("  %-5s early starts off / on (information): %.1f / %.1f ms" % (sys.argv[2], off, on))
+' "$OUT/load-$1-early.json" "$1" | tee -a "$SUMMARY"
 }
 load_rows idle
 hogs=()
