@@ -455,3 +455,39 @@ return {'fds': [r, w], 'outer_line': stack[0].line, 'read': os.read(r, 10).decod
         (&json!(4), &json!("kept"), &json!(""))
     );
 }
+
+#[test]
+fn a_damaged_or_replaced_bootstrap_is_written_again_not_run() {
+    let env = Env::new();
+    let file = env.write_workflow("where.json", &code_workflow("where", WHERE));
+    let first = run_json(&env, &file, "1", &[]);
+    let boot = std::fs::read_dir(env.cache_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("early-")
+        })
+        .expect("the bootstrap is in the cache");
+    let good = std::fs::read(&boot).unwrap();
+    // Emptied, then a link to a file of someone else's making: each run puts its own back.
+    std::fs::write(&boot, "").unwrap();
+    let elsewhere = env.path("not-the-bootstrap.py");
+    std::fs::write(&elsewhere, "import os\nos._exit(0)\n").unwrap();
+    for damage in ["emptied", "linked"] {
+        if damage == "linked" {
+            std::fs::remove_file(&boot).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, &boot).unwrap();
+        }
+        let run = run_json(&env, &file, "1", &[]);
+        assert_eq!(
+            run["output"]["script_arg"], first["output"]["script_arg"],
+            "{damage}"
+        );
+        assert_eq!(std::fs::read(&boot).unwrap(), good, "{damage}");
+        assert!(!boot.symlink_metadata().unwrap().is_symlink());
+    }
+}
