@@ -158,7 +158,7 @@ fn fits(early: &Launch, launch: &Launch) -> Result<(), &'static str> {
     if crate::warm::at_start(&early.env) != crate::warm::at_start(&launch.env) {
         return Err("other variables read as a process starts");
     }
-    if crate::warm::over_exec_limit(launch) {
+    if crate::process::over_exec_limit(launch) {
         return Err("more environment than an exec takes");
     }
     // What an exec passes as it is but `os.environ` refuses (`=x`, from --inherit-env).
@@ -230,11 +230,7 @@ fn hand_over(mut early: Box<Early>, launch: &Launch, stdin: &[&[u8]]) -> Result<
     let pidfd = early.pidfd.try_clone();
     let pipes = (|| {
         use tokio::net::unix::pipe;
-        if header.len() > crate::warm::PIPE_HOLDS {
-            // As a warm start does: up to the system's limit (1 MiB by default), else cold.
-            let size = header.len().min(i32::MAX as usize) as i32;
-            nix::fcntl::fcntl(&stdin_fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))?;
-        }
+        crate::process::hold_in_pipe(&stdin_fd, header.len())?;
         let stdin = pipe::Sender::from_owned_fd(stdin_fd)?;
         let stdout = pipe::Receiver::from_owned_fd(stdout)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr)?;
@@ -251,10 +247,10 @@ fn hand_over(mut early: Box<Early>, launch: &Launch, stdin: &[&[u8]]) -> Result<
     // All of the header, in the empty pipe, before anything else: else the interpreter would
     // read the execution's stdin as its environment. One too large for it starts cold (the
     // interpreter, which reads only whole headers, is ended).
-    if crate::warm::prefill(&stdin_pipe, &[&header]) != header.len() {
+    if crate::process::prefill(&stdin_pipe, &[&header]) != header.len() {
         return Err((early, "its environment does not fit in its pipe".into()));
     }
-    let stdin_written = crate::warm::prefill(&stdin_pipe, stdin);
+    let stdin_written = crate::process::prefill(&stdin_pipe, stdin);
     let Early {
         child,
         own,

@@ -45,6 +45,57 @@ pub(crate) fn exec_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
     map.into_iter().collect()
 }
 
+/// Whether the environment and arguments are more than an exec of them takes (`ARG_MAX`: the
+/// strings, their NULs and pointers), which a cold start would fail on: a warm or early start,
+/// which passes the environment on stdin, must not run what a cold one could not.
+pub(crate) fn over_exec_limit(launch: &Launch) -> bool {
+    // SAFETY: sysconf reads a limit and touches no memory of ours.
+    let max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    let size: usize = launch
+        .env
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2 + 8)
+        .sum::<usize>()
+        + launch.args.iter().map(|a| a.len() + 1 + 8).sum::<usize>()
+        + launch.program.as_os_str().len()
+        + 9;
+    max > 0 && size > max as usize
+}
+
+/// What a new pipe holds: 16 pages.
+const PIPE_HOLDS: usize = 64 << 10;
+
+/// Makes the empty pipe of `fd` hold `len` bytes when a new one holds less: up to the system's
+/// limit (1 MiB by default, /proc/sys/fs/pipe-max-size; the kernel rounds up to a power of two
+/// pages, so no more than `len` is asked for). A warm or early start writes an execution's
+/// environment whole before anything reads it; past that limit, this fails and it starts cold.
+pub(crate) fn hold_in_pipe(fd: &impl std::os::fd::AsFd, len: usize) -> std::io::Result<()> {
+    if len > PIPE_HOLDS {
+        let size = len.min(i32::MAX as usize) as i32;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))?;
+    }
+    Ok(())
+}
+
+/// Writes what of `parts` fits in the pipe now (never blocking: tokio's sender is
+/// non-blocking); returns how many bytes.
+pub(crate) fn prefill(pipe: &tokio::net::unix::pipe::Sender, parts: &[&[u8]]) -> usize {
+    let mut total = 0;
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            match nix::unistd::write(pipe, rest) {
+                Ok(n) if n > 0 => {
+                    total += n;
+                    rest = &rest[n..];
+                }
+                _ => return total,
+            }
+        }
+    }
+    total
+}
+
 /// How to start the interpreter on the script.
 #[derive(Debug, Clone)]
 pub struct Launch {

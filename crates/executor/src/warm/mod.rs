@@ -51,7 +51,7 @@ mod supervised;
 mod template;
 
 pub(crate) use handle::{pidfd_kill, pidfd_open, reap_if_ours};
-pub(crate) use spawn::{PIPE_HOLDS, over_exec_limit, prefill, spawn};
+pub(crate) use spawn::spawn;
 pub(crate) use supervised::Supervised;
 
 use std::collections::HashMap;

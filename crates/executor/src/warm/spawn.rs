@@ -6,7 +6,7 @@ use super::handle::Handle;
 use super::supervised::Supervised;
 use super::template::Request;
 use super::{Key, Pool};
-use crate::process::{Launch, Proc, ProcessInfo, Spawned};
+use crate::process::{Launch, Proc, ProcessInfo, Spawned, hold_in_pipe, over_exec_limit, prefill};
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use std::os::fd::AsRawFd;
@@ -48,14 +48,9 @@ pub(crate) async fn spawn(
     // can read in its own memory (secrets included).
     let env = env_block(&launch.env);
     let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC)?;
-    // All of the environment must fit in the empty pipe (written before anything can read it):
-    // a pipe holds 64 KiB, and may be made larger up to the system's limit (1 MiB by default,
-    // /proc/sys/fs/pipe-max-size; the kernel rounds up to a power of two pages, so ask for no
-    // more than the environment); a larger environment starts cold.
-    if env.len() > PIPE_HOLDS {
-        let size = env.len().min(i32::MAX as usize) as i32;
-        nix::fcntl::fcntl(&in_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size))?;
-    }
+    // All of the environment must fit in the empty pipe (written before anything can read it);
+    // a larger one than the system lets a pipe hold starts cold.
+    hold_in_pipe(&in_w, env.len())?;
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
     let cwd = match &launch.cwd {
@@ -117,25 +112,6 @@ pub(crate) async fn spawn(
     })
 }
 
-/// Whether the environment and arguments are more than an exec of them takes (`ARG_MAX`: the
-/// strings, their NULs and pointers), which a cold start would fail on.
-pub(crate) fn over_exec_limit(launch: &Launch) -> bool {
-    // SAFETY: sysconf reads a limit and touches no memory of ours.
-    let max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
-    let size: usize = launch
-        .env
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 2 + 8)
-        .sum::<usize>()
-        + launch.args.iter().map(|a| a.len() + 1 + 8).sum::<usize>()
-        + launch.program.as_os_str().len()
-        + 9;
-    max > 0 && size > max as usize
-}
-
-/// What a new pipe holds: 16 pages.
-pub(crate) const PIPE_HOLDS: usize = 64 << 10;
-
 /// The environment as the interpreter reads it first on stdin (`_read_env` in
 /// runtime/warm/template.py): its length in 8 bytes, big-endian, then `[[name, value], …]`,
 /// in the order a cold start's exec has them.
@@ -144,23 +120,4 @@ fn env_block(env: &[(String, String)]) -> Vec<u8> {
     let mut out = (json.len() as u64).to_be_bytes().to_vec();
     out.extend(json);
     out
-}
-
-/// Writes what of `parts` fits in the pipe now (never blocking: tokio's sender is
-/// non-blocking); returns how many bytes.
-pub(crate) fn prefill(pipe: &pipe::Sender, parts: &[&[u8]]) -> usize {
-    let mut total = 0;
-    for part in parts {
-        let mut rest = *part;
-        while !rest.is_empty() {
-            match nix::unistd::write(pipe, rest) {
-                Ok(n) if n > 0 => {
-                    total += n;
-                    rest = &rest[n..];
-                }
-                _ => return total,
-            }
-        }
-    }
-    total
 }
