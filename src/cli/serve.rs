@@ -82,7 +82,7 @@ pub fn serve(args: ServeArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let store = SharedStore::new(open_store(db)?);
     if !args.cold {
         flowrun_app::control::become_subreaper();
-        flowrun_app::control::enable_warm_starts();
+        flowrun_app::control::enable_warm_starts(flowrun_app::control::WarmPolicy::Latency);
     }
     match flowrun_server::serve(config, store) {
         Ok(()) => Ok(0),

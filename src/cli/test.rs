@@ -301,7 +301,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     };
     flowrun_app::control::become_subreaper();
     if !args.cold {
-        flowrun_app::control::enable_warm_starts();
+        flowrun_app::control::enable_warm_starts(flowrun_app::control::WarmPolicy::Batch);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(jobs.clamp(1, 4))

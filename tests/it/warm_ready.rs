@@ -1,8 +1,10 @@
-//! By default no execution waits for a warm template: while one starts, and while it prepares a
-//! script it has not run yet, executions start cold (`crates/executor/src/warm/mod.rs`,
-//! `Pool::with_template`); the ones after start warm. (The other warm tests set
-//! `FLOWRUN_WARM_WAIT=1`, which waits instead.) Nothing here is timed: which executions start
-//! cold is decided by what the template holds, not by how fast it gets there.
+//! By default no request to `flowrun serve` waits for a warm template: while one starts, and
+//! while it prepares a script it has not run yet, executions start cold
+//! (`crates/executor/src/warm/mod.rs`, `Pool::with_template`); the ones after start warm.
+//! `flowrun test` starts its first case cold and has the cases after it wait for the template
+//! that case started (`Policy::Batch`). (The other warm tests set `FLOWRUN_WARM_WAIT=1`, which
+//! waits for everything.) Nothing here is timed: which executions start cold is decided by what
+//! the template holds, not by how fast it gets there.
 
 use crate::support::serve::{Server, World};
 use crate::support::*;
@@ -92,18 +94,17 @@ fn a_suite_does_not_wait_for_its_template_and_leaves_nothing() {
     });
 }
 
-/// Many cases: the first ones start cold while the template starts (its start is a few cold
-/// starts' worth of work, so sixty cases leave it ample room on a loaded machine), and once
-/// one is warm the rest are, each with the output its case expects.
+/// Many cases: the first starts cold and starts the template, the others wait for it and are
+/// warm, each with the output its case expects.
 #[test]
-fn a_suite_turns_warm_once_its_template_is_ready() {
+fn a_suite_waits_for_the_template_its_first_case_started() {
     let env = Env::new();
     env.write_workflow(
         "echo.json",
         &code_workflow("echo", "return {'n': trigger['n'] * 2}"),
     );
     let mut suite = String::from("workflow: ./echo.json\ncases:\n");
-    for n in 0..60 {
+    for n in 0..30 {
         suite.push_str(&format!(
             "  - name: c{n}\n    trigger: {{ n: {n} }}\n    expect: {{ output.n: {} }}\n",
             n * 2
@@ -120,16 +121,101 @@ fn a_suite_turns_warm_once_its_template_is_ready() {
     ]));
     assert_success(&out, "flowrun test");
     let starts = env.execution_starts();
-    assert_eq!(starts.len(), 60);
+    assert_eq!(starts.len(), 30);
     assert_eq!(starts[0], "cold", "{starts:?}");
-    let warm_from = starts.iter().position(|s| s == "warm");
-    let Some(from) = warm_from else {
-        panic!("no case started warm: {starts:?}");
-    };
     assert!(
-        starts[from..].iter().all(|s| s == "warm"),
-        "a cold start after a warm one: {starts:?}"
+        starts[1..].iter().all(|s| s == "warm"),
+        "a case after the first started cold: {starts:?}"
     );
+}
+
+/// A template runs its code compiled by its interpreter, kept in the cache directory after the
+/// first template started from source (its frames then carry `/flowrun-warm-template`, not the
+/// link in its private directory); a compiled file that is damaged is not run: the template
+/// starts from source, every case is still warm, and the file is written anew.
+#[test]
+fn a_template_starts_from_its_compiled_code_and_not_from_a_damaged_one() {
+    let env = Env::new();
+    env.write_workflow(
+        "frame.json",
+        &code_workflow(
+            "frame",
+            "import traceback\nreturn traceback.extract_stack()[0].filename",
+        ),
+    );
+    let mut suite = String::from("workflow: ./frame.json\ncases:\n");
+    for n in 0..30 {
+        suite.push_str(&format!("  - name: c{n}\n"));
+    }
+    env.write_file("frame.test.yaml", &suite);
+    let dir = env.path(".");
+    let suite_run = || {
+        let out = output(env.flowrun().env("FLOWRUN_WARM_WAIT", "1").args([
+            "test",
+            dir.to_str().unwrap(),
+            "--offline",
+            "-j",
+            "1",
+        ]));
+        assert_success(&out, "flowrun test");
+        let frames = env
+            .db()
+            .prepare("SELECT start, output FROM executions")
+            .map(|mut st| {
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap()
+            });
+        let frames = frames.unwrap();
+        env.db_rw().execute("DELETE FROM executions", []).ok();
+        assert!(frames.iter().all(|(s, _)| s == "warm"), "{frames:?}");
+        let names: std::collections::BTreeSet<String> =
+            frames.into_iter().map(|(_, o)| o).collect();
+        names
+    };
+    let compiled = || -> Vec<std::path::PathBuf> {
+        let Ok(dir) = std::fs::read_dir(env.cache_dir()) else {
+            return Vec::new(); // made by the first run
+        };
+        dir.flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("warm-") && n.ends_with(".pyc")
+            })
+            .collect()
+    };
+    assert!(compiled().is_empty());
+    let first = suite_run();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let from_source = first.into_iter().next().unwrap();
+    assert!(
+        from_source.ends_with("/flowrun-warm-template\"")
+            && from_source != "\"/flowrun-warm-template\"",
+        "{from_source}"
+    );
+    let pyc = wait_for("the template's code to be compiled", || {
+        let found = compiled();
+        (found.len() == 1).then(|| found[0].clone())
+    });
+    let good = std::fs::read(&pyc).unwrap();
+    let second = suite_run();
+    assert_eq!(
+        second.into_iter().collect::<Vec<_>>(),
+        ["\"/flowrun-warm-template\""],
+        "started from the compiled code"
+    );
+    // Damaged: a magic number no interpreter has.
+    let mut bad = good.clone();
+    bad[..4].copy_from_slice(b"\xff\xff\r\n");
+    std::fs::write(&pyc, &bad).unwrap();
+    let third = suite_run();
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert!(!third.contains("\"/flowrun-warm-template\""), "{third:?}");
+    wait_for("the compiled code to be written anew", || {
+        (std::fs::read(&pyc).ok()? == good).then_some(())
+    });
 }
 
 /// More keys than templates kept (a key: the interpreter, its flags and the variables read as a

@@ -86,11 +86,19 @@ pub fn become_subreaper() {
     flowrun_executor::process::become_subreaper();
 }
 
+/// What an execution does while the warm template for it is starting: goes cold (`serve`) or,
+/// after the first, waits for it (`test`).
+pub use flowrun_executor::warm::Policy as WarmPolicy;
+
 /// Turns on warm starts for this process: executions are forked from a template interpreter
 /// (see `flowrun_executor::warm`) and fall back to cold starts. Call [`become_subreaper`] first:
 /// a warm execution becomes this process's child by being re-parented to it.
-pub fn enable_warm_starts() {
-    flowrun_executor::warm::enable();
+pub fn enable_warm_starts(policy: WarmPolicy) {
+    // The templates' compiled code goes beside the scripts' (see `flowrun_executor::warm`);
+    // without a private cache directory, each template compiles its source as it starts.
+    let cache = crate::paths::cache_dir();
+    let cache = crate::paths::private_dir(&cache).ok().map(|()| cache);
+    flowrun_executor::warm::enable(policy, cache);
 }
 
 /// Records the end of an execution its runner cannot end (dead, unresponsive, or a bug): the

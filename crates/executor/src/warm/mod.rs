@@ -13,7 +13,8 @@
 //! as cold. `runtime/warm/template.py` and `supervise.py` say how; this module keeps the
 //! templates: one per interpreter and requirement set ([`Key`]), started on first use in the
 //! background; executions start cold until it is ready, and until it has prepared their script
-//! (see [`Pool::with_template`]). The runner waits for a warm execution
+//! (see [`Pool::with_template`]) — but for [`Policy::Batch`], where only the execution that
+//! started the template goes cold and those after it wait for it. The runner waits for a warm execution
 //! through the template's report of its end ([`Supervised`]); a template that dies hands its
 //! executions to the runner, a child subreaper, which then waits for them and ends what they
 //! leave itself.
@@ -44,6 +45,7 @@
 //!   has gone unused for [`IDLE_BEFORE_REPLACED`]; until then the other keys start cold, and no
 //!   more than [`MAX_TEMPLATES`] templates are ever ready or starting.
 
+mod compiled;
 mod handle;
 mod message;
 mod spawn;
@@ -160,13 +162,41 @@ struct Slot {
     used_at: std::time::Instant,
 }
 
+/// How long an execution may wait for a template being started for it under
+/// [`Policy::Batch`] before it starts cold after all. A template is ready in 25-50 ms here, a
+/// cold start takes ~20 ms; one that takes this long is on a machine so busy that a cold start
+/// would be slow too, and a stop (Ctrl-C) waits no longer than this for the execution to be
+/// started and then stopped.
+const WAIT_FOR_START: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What an execution does when the template for its interpreter is not ready yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Starts cold meanwhile, whatever comes after it (`flowrun serve`: a request never waits
+    /// for what a cold start does not).
+    Latency,
+    /// Many executions of a few workflows, one after another (`flowrun test`): the execution
+    /// that finds no template starts one and goes cold; those that come while it starts wait
+    /// for it (up to [`WAIT_FOR_START`]), since it is ready before another cold start would
+    /// be done and each cold start taken on two cores slows the template's own. (Before,
+    /// `flowrun test`'s second and third cases started cold too: ~20 ms each.)
+    Batch,
+    /// Waits for a template to start and for a script to be prepared in it, rather than start
+    /// any execution cold (`FLOWRUN_WARM_WAIT=1`, whatever the caller asked): every execution
+    /// warm, for measurements and tests that need each one to be.
+    Wait,
+}
+
 /// The templates of this process.
 pub struct Pool {
     slots: tokio::sync::Mutex<Slots>,
-    /// Wait for a template to start and for a script to be prepared in it, rather than start
-    /// executions cold meanwhile (`FLOWRUN_WARM_WAIT=1`): every execution warm, for
-    /// measurements and tests that need each one to be.
-    wait: bool,
+    /// What an execution does while its template is not ready.
+    policy: Policy,
+    /// Told when a template has started or failed to: executions waiting for one
+    /// ([`Policy::Batch`]) look again.
+    settled: tokio::sync::Notify,
+    /// Where the templates' compiled code is kept (`compiled`), if anywhere.
+    cache: Option<PathBuf>,
     /// Set by [`retire_all`]: the process is ending, and a template that finishes starting now
     /// is dropped rather than kept (kept, it would outlive the sweep of what the process
     /// leaves, and its private directory with it).
@@ -185,13 +215,18 @@ pub struct Stats {
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// Turns warm starts on for this process. The caller must be a child subreaper
+/// Turns warm starts on for this process, executions waiting for a template as `policy` says
+/// (`FLOWRUN_WARM_WAIT=1` makes it [`Policy::Wait`]), the templates' code compiled and kept in
+/// `cache` (a private directory) if given. The caller must be a child subreaper
 /// (`process::become_subreaper`): that is how a warm execution whose template died becomes its
 /// child.
-pub fn enable() {
+pub fn enable(policy: Policy, cache: Option<PathBuf>) {
+    let wait = std::env::var_os("FLOWRUN_WARM_WAIT").is_some_and(|v| v == "1");
     POOL.get_or_init(|| Pool {
         slots: tokio::sync::Mutex::new(Slots::default()),
-        wait: std::env::var_os("FLOWRUN_WARM_WAIT").is_some_and(|v| v == "1"),
+        policy: if wait { Policy::Wait } else { policy },
+        settled: tokio::sync::Notify::new(),
+        cache,
         closed: Default::default(),
         stats: std::sync::Mutex::new(Stats::default()),
     });
@@ -241,11 +276,13 @@ impl Slots {
 
 /// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
 /// with it, and each is told to end): for a process about to end, which would otherwise kill
-/// its templates with whatever else it leaves before they could remove that directory.
+/// its templates with whatever else it leaves before they could remove that directory. A
+/// template's code being compiled for the cache is waited for first (up to 10 s).
 pub fn retire_all() {
     let Some(pool) = pool() else {
         return;
     };
+    compiled::wait(std::time::Duration::from_secs(10));
     pool.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     // Held only for moments once no execution runs (a template that finished starting being
     // kept): waited for that long, not for an execution's request.
@@ -315,17 +352,23 @@ fn stale(slot: &mut Slot, fingerprint: &[(u64, Option<SystemTime>)]) -> Option<&
 }
 
 impl Pool {
+    /// Starts a template for `key`, from its compiled code when this process has a cache.
+    async fn start(&self, key: &Key) -> std::io::Result<Template> {
+        compiled::start(self.cache.as_deref(), &key.program, &key.flags, &key.env).await
+    }
+
     fn count(&self, f: impl FnOnce(&mut Stats)) {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
     /// another is started in the background (when there is room: [`Slots::make_room`]) and this
-    /// call fails (the execution starts cold), as do those that come before it is ready; so
-    /// does one for a `script` the template has not prepared, which it is asked to prepare now.
-    /// A warm start never makes an execution wait for what a cold one does not (unless
-    /// `FLOWRUN_WARM_WAIT=1`: then the start and the preparing are waited for). A template `f`
-    /// fails with is retired: the next call starts another.
+    /// call fails (the execution starts cold), as do those that come before it is ready
+    /// ([`Policy::Latency`]; under [`Policy::Batch`] they wait for it); so does one for a
+    /// `script` the template has not been asked to prepare, which it is asked to prepare now.
+    /// Under [`Policy::Latency`] a warm start never makes an execution wait for what a cold
+    /// one does not; under [`Policy::Wait`] the start and the preparing are waited for. A
+    /// template `f` fails with is retired: the next call starts another.
     pub(crate) async fn with_template<T>(
         &'static self,
         key: &Key,
@@ -339,6 +382,19 @@ impl Pool {
         }
         let print = fingerprint(&key.program);
         let mut guard = self.slots.lock().await;
+        if self.policy == Policy::Batch
+            && !guard.ready.contains_key(key)
+            && guard.starting.contains(key)
+        {
+            // Told once it is kept or has failed; registered before the lock goes, so that
+            // telling cannot come between.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            drop(guard);
+            let _ = tokio::time::timeout(WAIT_FOR_START, settled).await;
+            guard = self.slots.lock().await;
+        }
         let slots = &mut *guard;
         slots.clock += 1;
         let now = slots.clock;
@@ -352,7 +408,7 @@ impl Pool {
             self.count(|s| s.retired += 1);
         }
         if !slots.ready.contains_key(key) {
-            if !self.wait {
+            if self.policy != Policy::Wait {
                 let failed_lately = slots
                     .failed
                     .get(key)
@@ -361,7 +417,7 @@ impl Pool {
                     slots.starting.insert(key.clone());
                     let (key, script) = (key.clone(), script.to_string());
                     tokio::spawn(async move {
-                        let started = Template::start(&key.program, &key.flags, &key.env).await;
+                        let started = self.start(&key).await;
                         let started = started.map(|mut t| {
                             t.prepare(&script);
                             t
@@ -369,17 +425,20 @@ impl Pool {
                         let mut guard = self.slots.lock().await;
                         guard.starting.remove(&key);
                         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                            self.settled.notify_waiters();
                             return; // dropped: it ends, and its directory goes
                         }
                         if let Err(e) = self.keep(&mut guard, key.clone(), started, print) {
                             tracing::debug!("a warm template did not start: {e}");
                             guard.failed.insert(key, std::time::Instant::now());
                         }
+                        drop(guard);
+                        self.settled.notify_waiters();
                     });
                 }
                 return Err(std::io::Error::other("the warm template is starting"));
             }
-            let started = Template::start(&key.program, &key.flags, &key.env).await;
+            let started = self.start(key).await;
             if let Err(e) = self.keep(slots, key.clone(), started, print) {
                 return Err(std::io::Error::other(e));
             }
@@ -387,7 +446,7 @@ impl Pool {
         let slot = slots.ready.get_mut(key).expect("kept above");
         slot.last_used = now;
         slot.used_at = std::time::Instant::now();
-        if !self.wait && !slot.template.holds(script) {
+        if self.policy != Policy::Wait && !slot.template.holds(script) {
             // Prepared in the background too: what preparing costs the template (compiling
             // the script, running its top level, importing what its nodes need) would be this
             // execution's wait, longer than a cold start.

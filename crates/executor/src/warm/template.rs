@@ -27,7 +27,7 @@ use tokio::io::unix::AsyncFd;
 /// The template's source: embedded, so nothing is written to disk for it, and handed to the
 /// interpreter in a sealed memory file ([`source_file`]). Its parts, in this order
 /// (`template.py` says what each holds).
-const SOURCE: &str = concat!(
+pub(super) const SOURCE: &str = concat!(
     include_str!("../../../../runtime/warm/template.py"),
     include_str!("../../../../runtime/warm/supervise.py"),
     include_str!("../../../../runtime/warm/spares.py"),
@@ -50,7 +50,7 @@ pub(crate) const SCRIPT_NAME: &str = "flowrun-warm-template";
 
 /// [`SOURCE`] in a memory file sealed against any change, close-on-exec, at a descriptor above
 /// the ones a template's start puts in place (0 to [`SOURCE_FD`]).
-fn source_file() -> std::io::Result<OwnedFd> {
+fn source_file(code: &[u8]) -> std::io::Result<OwnedFd> {
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
     use std::io::Write;
@@ -59,7 +59,7 @@ fn source_file() -> std::io::Result<OwnedFd> {
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(SOURCE.as_bytes())?;
+    file.write_all(code)?;
     let seals = SealFlag::F_SEAL_WRITE
         | SealFlag::F_SEAL_GROW
         | SealFlag::F_SEAL_SHRINK
@@ -119,12 +119,14 @@ pub(crate) struct Template {
 
 impl Template {
     /// Starts `program args… DIR/flowrun-warm-template` ([`SCRIPT_NAME`]) with the socket as its
-    /// fd 3, the source at fd 4 ([`source_file`]) and `env` alone (see [`super::at_start`]), and
-    /// waits until it is ready.
+    /// fd 3, `code` at fd 4 ([`source_file`]: the source, or it compiled, which the interpreter
+    /// tells by its magic number, see `super::compiled`) and `env` alone (see
+    /// [`super::at_start`]), and waits until it is ready.
     pub async fn start(
         program: &std::path::Path,
         args: &[String],
         env: &[(String, String)],
+        code: &[u8],
     ) -> std::io::Result<Template> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
@@ -147,7 +149,7 @@ impl Template {
                 .map(|()| link)
         });
         let source = match script {
-            Some(_) => Some(source_file()?),
+            Some(_) => Some(source_file(code)?),
             None => None,
         };
         let source_fd = source.as_ref().map_or(-1, AsRawFd::as_raw_fd);

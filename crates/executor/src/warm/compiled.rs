@@ -1,0 +1,212 @@
+//! The template's code compiled once per interpreter and kept in the cache directory, so that a
+//! template starts without compiling its ~45 KB of source: ~8 ms of the ~30 ms a template takes
+//! to be ready here, which `flowrun test`'s first cases wait for ([`super::Policy::Batch`]).
+//!
+//! `<cache>/warm-<interpreter>-<source>.pyc`: named by a hash of the interpreter (its resolved
+//! path, inode and mtime: a reinstalled or upgraded one is another) and one of the template's
+//! source (another build of flowrun is another), so that no template runs another's code or
+//! code compiled for another interpreter. It is written by the interpreter itself (a `-I -S`
+//! helper given the source on stdin, through a private file of its own renamed into place)
+//! after the first template of that interpreter started from source, beside it; the files of
+//! other builds for that interpreter are removed then. A template started from a `.pyc` that
+//! does not become ready (a damaged file, a magic number the interpreter refuses) is started
+//! again from source at once, and that file removed and written anew.
+//!
+//! The `.pyc` is trusted as the scripts' own `.pyc` files beside it are (`flowrun_app`'s
+//! `runner::bytecode`): the cache directory is private to its user. It is read through no link
+//! and only when it is a regular file of this user's.
+
+use super::template::{SOURCE, Template};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The most a compiled template may hold (it is ~56 KB): anything larger is not ours.
+const MAX_LEN: u64 = 1 << 20;
+
+/// Writes the template's code, compiled by the interpreter that runs this, to `argv[1]`. Its
+/// frames are named `/flowrun-warm-template`: the name a template started from source gives
+/// them (the link it runs, removed once read), and a path no execution's directory can answer
+/// for when a traceback looks its lines up.
+const COMPILE: &str = "import marshal, os, sys
+from _frozen_importlib_external import MAGIC_NUMBER
+code = compile(sys.stdin.buffer.read(), '/flowrun-warm-template', 'exec', dont_inherit=True)
+tmp = '%s.tmp-%d' % (sys.argv[1], os.getpid())
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+with os.fdopen(fd, 'wb') as f:
+    f.write(MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
+os.replace(tmp, sys.argv[1])";
+
+/// Starts a template for `program`, from its compiled code in `cache` when there is one that
+/// works, else from source (and then compiles it there, in the background, for the next).
+pub(super) async fn start(
+    cache: Option<&Path>,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> std::io::Result<Template> {
+    let Some(pyc) = cache.and_then(|c| file_for(c, program)) else {
+        return Template::start(program, args, env, SOURCE.as_bytes()).await;
+    };
+    if let Some(code) = read(&pyc) {
+        match Template::start(program, args, env, &code).await {
+            Ok(t) => return Ok(t),
+            Err(e) => tracing::debug!("a warm template did not start from {pyc:?}: {e}"),
+        }
+        let _ = std::fs::remove_file(&pyc);
+    }
+    let started = Template::start(program, args, env, SOURCE.as_bytes()).await?;
+    let program = program.to_path_buf();
+    // Not waited for here: it takes a Python of its own (~30 ms of CPU), once per interpreter;
+    // the process waits for it as it ends ([`wait`]).
+    let compiling = std::thread::spawn(move || {
+        if let Err(e) = write(&program, &pyc) {
+            tracing::debug!("the warm template was not compiled to {pyc:?}: {e}");
+        }
+    });
+    COMPILING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(compiling);
+    Ok(started)
+}
+
+/// The compiles [`start`] left running.
+static COMPILING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits up to `limit` for the compiles still running, so that a process that ends soon after
+/// its template started (a short `flowrun test`) leaves the compiled code for the next one,
+/// rather than its compile killed with what the process leaves.
+pub(super) fn wait(limit: std::time::Duration) {
+    let until = std::time::Instant::now() + limit;
+    let running = std::mem::take(&mut *COMPILING.lock().unwrap_or_else(|e| e.into_inner()));
+    for compile in running {
+        while !compile.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if compile.is_finished() {
+            let _ = compile.join();
+        }
+    }
+}
+
+/// `<cache>/warm-<interpreter>-<source>.pyc` for `program`; None when it cannot be found.
+fn file_for(cache: &Path, program: &Path) -> Option<PathBuf> {
+    use sha2::Digest;
+    let resolved = std::fs::canonicalize(program).ok()?;
+    let meta = std::fs::metadata(&resolved).ok()?;
+    let mut interp = sha2::Sha256::new();
+    interp.update(resolved.as_os_str().as_encoded_bytes());
+    interp.update(meta.ino().to_le_bytes());
+    interp.update(meta.mtime().to_le_bytes());
+    interp.update(meta.mtime_nsec().to_le_bytes());
+    let source = sha2::Sha256::digest(SOURCE.as_bytes());
+    Some(cache.join(format!(
+        "warm-{}-{}.pyc",
+        hex(&interp.finalize()[..8]),
+        hex(&source[..8])
+    )))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The file's bytes when it is a regular file of this user's, reached through no link, and
+/// not larger than a compiled template can be.
+fn read(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.len() > MAX_LEN {
+        return None;
+    }
+    let mut code = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_LEN).read_to_end(&mut code).ok()?;
+    (code.len() > 16).then_some(code)
+}
+
+/// Has `program` compile the template's source to `pyc`, then removes the files of other
+/// builds for that interpreter (and what a compile cut short left).
+fn write(program: &Path, pyc: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(["-I", "-S", "-c", COMPILE])
+        .arg(pyc)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = crate::process::spawn_helper(&mut cmd)?;
+    let fed = child
+        .stdin
+        .take()
+        .map(|mut input| input.write_all(SOURCE.as_bytes()));
+    let status = child.wait()?;
+    if !status.success() || !matches!(fed, Some(Ok(()))) {
+        return Err(std::io::Error::other(format!("the compile ended {status}")));
+    }
+    let name = pyc.file_name().unwrap_or_default().to_string_lossy();
+    // `warm-<interpreter>-`: what this interpreter had before.
+    let ours = &name[..name.len().min("warm-".len() + 17)];
+    if let Some(dir) = pyc.parent() {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let other = entry.file_name();
+            let other = other.to_string_lossy();
+            if other.starts_with(ours) && other != name {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_a_link_or_another_users_or_too_short_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.pyc");
+        std::fs::write(&real, vec![1u8; 64]).unwrap();
+        assert_eq!(read(&real).map(|c| c.len()), Some(64));
+        let link = dir.path().join("link.pyc");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(read(&link), None);
+        let short = dir.path().join("short.pyc");
+        std::fs::write(&short, b"0123456789abcdef").unwrap();
+        assert_eq!(read(&short), None);
+        let fifo = dir.path().join("fifo.pyc");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(read(&fifo), None);
+    }
+
+    #[test]
+    fn the_file_is_named_by_the_interpreter_and_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("python-a");
+        let b = dir.path().join("python-b");
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        let (fa, fb) = (
+            file_for(dir.path(), &a).unwrap(),
+            file_for(dir.path(), &b).unwrap(),
+        );
+        assert_ne!(fa, fb);
+        assert_eq!(fa, file_for(dir.path(), &a).unwrap());
+        let name = fa.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("warm-") && name.ends_with(".pyc"),
+            "{name}"
+        );
+        assert_eq!(name.len(), "warm-".len() + 16 + 1 + 16 + ".pyc".len());
+        assert_eq!(file_for(dir.path(), &dir.path().join("missing")), None);
+    }
+}
