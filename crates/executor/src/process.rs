@@ -224,9 +224,15 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
 ///
 /// `stdin` is what the child will read: a warm start puts what fits in its pipe before the
 /// interpreter is given the execution, so that it does not wait for the caller to write it.
-pub(crate) async fn spawn(launch: &Launch, stdin: &[&[u8]]) -> std::io::Result<Spawned> {
+/// `wait`: the most a warm start may wait for a template being started for it (part of the
+/// execution's time, so a small share of its timeout; see `warm::Policy::Batch`).
+pub(crate) async fn spawn(
+    launch: &Launch,
+    stdin: &[&[u8]],
+    wait: std::time::Duration,
+) -> std::io::Result<Spawned> {
     if let Some(pool) = crate::warm::pool() {
-        match crate::warm::spawn(pool, launch, stdin).await {
+        match crate::warm::spawn(pool, launch, stdin, wait).await {
             Ok(s) => return Ok(s),
             Err(e) => tracing::debug!("warm start failed, starting cold: {e}"),
         }

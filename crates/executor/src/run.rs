@@ -97,7 +97,10 @@ pub async fn execute(
     }
     let nonce_line = format!("{}\n", spec.nonce);
     let trigger = spec.trigger.clone();
-    let spawned = match process::spawn(&launch, &[nonce_line.as_bytes(), &trigger]).await {
+    // A tenth of the timeout at most waiting for a warm template being started (it counts
+    // against the execution's time, as a cold start's interpreter does).
+    let wait = spec.timeout / 10;
+    let spawned = match process::spawn(&launch, &[nonce_line.as_bytes(), &trigger], wait).await {
         Ok(s) => s,
         Err(e) => {
             let error = ErrorInfo::of(

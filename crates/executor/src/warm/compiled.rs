@@ -8,9 +8,9 @@
 //! code compiled for another interpreter. It is written by the interpreter itself (a `-I -S`
 //! helper given the source on stdin, through a private file of its own renamed into place)
 //! after the first template of that interpreter started from source, beside it; the files of
-//! other builds for that interpreter are removed then. A template started from a `.pyc` that
-//! does not become ready (a damaged file, a magic number the interpreter refuses) is started
-//! again from source at once, and that file removed and written anew.
+//! other builds for that interpreter are removed then, once a week old. A template started from
+//! a `.pyc` that ends before it is ready (a damaged file, a magic number the interpreter refuses)
+//! is started again from source at once, and that file removed and written anew.
 //!
 //! The `.pyc` is trusted as the scripts' own `.pyc` files beside it are (`flowrun_app`'s
 //! `runner::bytecode`): the cache directory is private to its user. It is read through no link
@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 const MAX_LEN: u64 = 1 << 20;
 
 /// Writes the template's code, compiled by the interpreter that runs this, to `argv[1]`. Its
-/// frames are named `/flowrun-warm-template`: the name a template started from source gives
+/// frames are named `/flowrun-warm-template`: the basename a template started from source gives
 /// them (the link it runs, removed once read), and a path no execution's directory can answer
 /// for when a traceback looks its lines up.
 const COMPILE: &str = "import marshal, os, sys
-from _frozen_importlib_external import MAGIC_NUMBER
+from importlib.util import MAGIC_NUMBER
 code = compile(sys.stdin.buffer.read(), '/flowrun-warm-template', 'exec', dont_inherit=True)
 tmp = '%s.tmp-%d' % (sys.argv[1], os.getpid())
 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -36,51 +36,119 @@ with os.fdopen(fd, 'wb') as f:
     f.write(MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
 os.replace(tmp, sys.argv[1])";
 
+/// A compile to run once the template it is for has started ([`begin`]).
+pub(super) struct Pending {
+    program: PathBuf,
+    env: Vec<(String, String)>,
+    pyc: PathBuf,
+}
+
 /// Starts a template for `program`, from its compiled code in `cache` when there is one that
-/// works, else from source (and then compiles it there, in the background, for the next).
+/// works, else from source; then also the compile the next template of that interpreter can
+/// start from, when there was none.
 pub(super) async fn start(
     cache: Option<&Path>,
     program: &Path,
     args: &[String],
     env: &[(String, String)],
-) -> std::io::Result<Template> {
+) -> std::io::Result<(Template, Option<Pending>)> {
     let Some(pyc) = cache.and_then(|c| file_for(c, program)) else {
-        return Template::start(program, args, env, SOURCE.as_bytes()).await;
+        let t = Template::start(program, args, env, SOURCE.as_bytes()).await?;
+        return Ok((t, None));
     };
     if let Some(code) = read(&pyc) {
         match Template::start(program, args, env, &code).await {
-            Ok(t) => return Ok(t),
-            Err(e) => tracing::debug!("a warm template did not start from {pyc:?}: {e}"),
+            Ok(t) => return Ok((t, None)),
+            // It ended before it was ready: the file is what it could not run (a damaged one,
+            // a magic number it refuses; 20-60 ms here). Anything else (no answer in time, a
+            // refusal to serve) would be the same from source, and is the caller's.
+            Err(e) if refused(&e) => {
+                tracing::debug!("a warm template did not start from {pyc:?}: {e}");
+                let _ = std::fs::remove_file(&pyc);
+            }
+            Err(e) => return Err(e),
         }
-        let _ = std::fs::remove_file(&pyc);
     }
-    let started = Template::start(program, args, env, SOURCE.as_bytes()).await?;
-    let program = program.to_path_buf();
-    // Not waited for here: it takes a Python of its own (~30 ms of CPU), once per interpreter;
-    // the process waits for it as it ends ([`wait`]).
-    let compiling = std::thread::spawn(move || {
-        if let Err(e) = write(&program, &pyc) {
-            tracing::debug!("the warm template was not compiled to {pyc:?}: {e}");
-        }
-    });
-    COMPILING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(compiling);
-    Ok(started)
+    let t = Template::start(program, args, env, SOURCE.as_bytes()).await?;
+    let compile = Pending {
+        program: program.to_path_buf(),
+        env: env.to_vec(),
+        pyc,
+    };
+    Ok((t, Some(compile)))
 }
 
-/// The compiles [`start`] left running.
-static COMPILING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
-    std::sync::Mutex::new(Vec::new());
+/// Did the template end before it said it was ready?
+fn refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    )
+}
 
-/// Waits up to `limit` for the compiles still running, so that a process that ends soon after
-/// its template started (a short `flowrun test`) leaves the compiled code for the next one,
-/// rather than its compile killed with what the process leaves.
+/// The compiles [`begin`] started, and whether the process is ending ([`wait`]): then no more
+/// are started.
+#[derive(Default)]
+struct Compiles {
+    closed: bool,
+    running: Vec<(PathBuf, std::thread::JoinHandle<()>)>,
+}
+
+static COMPILES: std::sync::Mutex<Compiles> = std::sync::Mutex::new(Compiles {
+    closed: false,
+    running: Vec::new(),
+});
+
+fn compiles() -> std::sync::MutexGuard<'static, Compiles> {
+    COMPILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Compiles the template's code for the cache on a thread of its own (a Python of its own,
+/// ~30 ms of CPU, once per interpreter), unless one for that file is running already or the
+/// process is ending.
+pub(super) fn begin(compile: Pending) {
+    let mut all = compiles();
+    if all.closed {
+        return;
+    }
+    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut all.running)
+        .into_iter()
+        .partition(|(_, t)| t.is_finished());
+    all.running = running;
+    for (_, t) in done {
+        let _ = t.join();
+    }
+    if all.running.iter().any(|(p, _)| *p == compile.pyc) {
+        return;
+    }
+    let pyc = compile.pyc.clone();
+    let thread = std::thread::Builder::new()
+        .name("flowrun-compile".into())
+        .spawn(move || {
+            if let Err(e) = write(&compile) {
+                tracing::debug!(
+                    "the warm template was not compiled to {:?}: {e}",
+                    compile.pyc
+                );
+            }
+        });
+    match thread {
+        Ok(t) => all.running.push((pyc, t)),
+        Err(e) => tracing::debug!("no thread to compile the warm template: {e}"),
+    }
+}
+
+/// Waits up to `limit` for the compiles still running and starts no more: for a process that
+/// ends (a short `flowrun test` leaves the compiled code for the next one, rather than its
+/// compile killed with what the process leaves).
 pub(super) fn wait(limit: std::time::Duration) {
     let until = std::time::Instant::now() + limit;
-    let running = std::mem::take(&mut *COMPILING.lock().unwrap_or_else(|e| e.into_inner()));
-    for compile in running {
+    let running = {
+        let mut all = compiles();
+        all.closed = true;
+        std::mem::take(&mut all.running)
+    };
+    for (_, compile) in running {
         while !compile.is_finished() && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
@@ -132,14 +200,24 @@ fn read(path: &Path) -> Option<Vec<u8>> {
     (code.len() > 16).then_some(code)
 }
 
-/// Has `program` compile the template's source to `pyc`, then removes the files of other
-/// builds for that interpreter (and what a compile cut short left).
-fn write(program: &Path, pyc: &Path) -> std::io::Result<()> {
+/// How old another build's compiled template for the same interpreter must be before it is
+/// removed: two builds that share a cache (a release and a development build) would otherwise
+/// remove each other's on every start, and compile again each time.
+const OTHER_BUILDS_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
+
+/// How old a compile's own file must be before it counts as left by one cut short.
+const LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Has the interpreter compile the template's source to the file, with the variables a process
+/// reads as it starts that the template has (a `LD_LIBRARY_PATH` it needs, say); then removes
+/// what other builds left for that interpreter long ago, and what compiles cut short left.
+fn write(compile: &Pending) -> std::io::Result<()> {
     use std::io::Write;
-    let mut cmd = std::process::Command::new(program);
+    let mut cmd = std::process::Command::new(&compile.program);
     cmd.args(["-I", "-S", "-c", COMPILE])
-        .arg(pyc)
+        .arg(&compile.pyc)
         .env_clear()
+        .envs(compile.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -152,16 +230,31 @@ fn write(program: &Path, pyc: &Path) -> std::io::Result<()> {
     if !status.success() || !matches!(fed, Some(Ok(()))) {
         return Err(std::io::Error::other(format!("the compile ended {status}")));
     }
-    let name = pyc.file_name().unwrap_or_default().to_string_lossy();
-    // `warm-<interpreter>-`: what this interpreter had before.
+    let name = compile
+        .pyc
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    // `warm-<interpreter>-`: what this interpreter had.
     let ours = &name[..name.len().min("warm-".len() + 17)];
-    if let Some(dir) = pyc.parent() {
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let other = entry.file_name();
-            let other = other.to_string_lossy();
-            if other.starts_with(ours) && other != name {
-                let _ = std::fs::remove_file(entry.path());
-            }
+    let Some(dir) = compile.pyc.parent() else {
+        return Ok(());
+    };
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let other = entry.file_name();
+        let other = other.to_string_lossy();
+        if !other.starts_with(ours) || other == name {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let cut_short = other.contains(".tmp-");
+        if (cut_short && age > LEFT_AFTER) || (!cut_short && age > OTHER_BUILDS_KEPT) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(())
@@ -172,7 +265,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_that_is_a_link_or_another_users_or_too_short_is_not_read() {
+    fn a_file_that_is_a_link_a_fifo_or_too_short_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real.pyc");
         std::fs::write(&real, vec![1u8; 64]).unwrap();
@@ -208,5 +301,10 @@ mod tests {
         );
         assert_eq!(name.len(), "warm-".len() + 16 + 1 + 16 + ".pyc".len());
         assert_eq!(file_for(dir.path(), &dir.path().join("missing")), None);
+        // The interpreter changed in place (reinstalled: another mtime): another file.
+        let f = std::fs::File::options().write(true).open(&a).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .unwrap();
+        assert_ne!(file_for(dir.path(), &a).unwrap(), fa);
     }
 }

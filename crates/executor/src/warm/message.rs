@@ -31,7 +31,10 @@ pub(super) fn receive_from(fd: RawFd) -> std::io::Result<(Value, Vec<OwnedFd>)> 
     }
     let n = msg.bytes;
     if n == 0 {
-        return Err(std::io::Error::other("the warm template is gone"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the warm template is gone",
+        ));
     }
     let v = serde_json::from_slice(&buf[..n])
         .map_err(|e| std::io::Error::other(format!("the warm template said nonsense: {e}")))?;

@@ -13,8 +13,8 @@
 //! as cold. `runtime/warm/template.py` and `supervise.py` say how; this module keeps the
 //! templates: one per interpreter and requirement set ([`Key`]), started on first use in the
 //! background; executions start cold until it is ready, and until it has prepared their script
-//! (see [`Pool::with_template`]) — but for [`Policy::Batch`], where only the execution that
-//! started the template goes cold and those after it wait for it. The runner waits for a warm execution
+//! (see [`Pool::with_template`]) — but under [`Policy::Batch`] those of the script the template
+//! is being started for wait for it rather than start cold. The runner waits for a warm execution
 //! through the template's report of its end ([`Supervised`]); a template that dies hands its
 //! executions to the runner, a child subreaper, which then waits for them and ends what they
 //! leave itself.
@@ -176,10 +176,11 @@ pub enum Policy {
     /// for what a cold start does not).
     Latency,
     /// Many executions of a few workflows, one after another (`flowrun test`): the execution
-    /// that finds no template starts one and goes cold; those that come while it starts wait
-    /// for it (up to [`WAIT_FOR_START`]), since it is ready before another cold start would
-    /// be done and each cold start taken on two cores slows the template's own. (Before,
-    /// `flowrun test`'s second and third cases started cold too: ~20 ms each.)
+    /// that finds no template starts one and goes cold; those for the same script that come
+    /// while it starts wait for it (up to [`WAIT_FOR_START`] and what the caller allows),
+    /// since it is ready about when another cold start would be done and each cold start taken
+    /// on two cores slows the template's own. (Before, `flowrun test`'s second and third cases
+    /// started cold too: ~20 ms each.) Those for another script start cold.
     Batch,
     /// Waits for a template to start and for a script to be prepared in it, rather than start
     /// any execution cold (`FLOWRUN_WARM_WAIT=1`, whatever the caller asked): every execution
@@ -236,7 +237,8 @@ pub fn enable(policy: Policy, cache: Option<PathBuf>) {
 #[derive(Default)]
 struct Slots {
     ready: HashMap<Key, Slot>,
-    starting: std::collections::HashSet<Key>,
+    /// The keys whose template is being started, and the script each is started for.
+    starting: HashMap<Key, String>,
     /// When a template of each key last failed to start: none is started again for
     /// [`START_AGAIN_AFTER`] (one that cannot start here, without `pidfd_open` say, would
     /// otherwise cost every execution a Python started for nothing).
@@ -277,12 +279,13 @@ impl Slots {
 /// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
 /// with it, and each is told to end): for a process about to end, which would otherwise kill
 /// its templates with whatever else it leaves before they could remove that directory. A
-/// template's code being compiled for the cache is waited for first (up to 10 s).
+/// template's code being compiled for the cache is waited for first (up to 2 s; none starts
+/// after), so that the process's sweep of what it leaves does not cut it short.
 pub fn retire_all() {
     let Some(pool) = pool() else {
         return;
     };
-    compiled::wait(std::time::Duration::from_secs(10));
+    compiled::wait(std::time::Duration::from_secs(2));
     pool.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     // Held only for moments once no execution runs (a template that finished starting being
     // kept): waited for that long, not for an execution's request.
@@ -352,9 +355,15 @@ fn stale(slot: &mut Slot, fingerprint: &[(u64, Option<SystemTime>)]) -> Option<&
 }
 
 impl Pool {
-    /// Starts a template for `key`, from its compiled code when this process has a cache.
+    /// Starts a template for `key`, from its compiled code when this process has a cache (and
+    /// has that compiled when it had to start from source, unless the process is ending).
     async fn start(&self, key: &Key) -> std::io::Result<Template> {
-        compiled::start(self.cache.as_deref(), &key.program, &key.flags, &key.env).await
+        let (template, compile) =
+            compiled::start(self.cache.as_deref(), &key.program, &key.flags, &key.env).await?;
+        if let Some(compile) = compile {
+            compiled::begin(compile);
+        }
+        Ok(template)
     }
 
     fn count(&self, f: impl FnOnce(&mut Stats)) {
@@ -364,8 +373,9 @@ impl Pool {
     /// Runs `f` with the template for `key`. When there is none, or the one there is stale,
     /// another is started in the background (when there is room: [`Slots::make_room`]) and this
     /// call fails (the execution starts cold), as do those that come before it is ready
-    /// ([`Policy::Latency`]; under [`Policy::Batch`] they wait for it); so does one for a
-    /// `script` the template has not been asked to prepare, which it is asked to prepare now.
+    /// ([`Policy::Latency`]; under [`Policy::Batch`] those for the script it is started for wait
+    /// for it, at most `wait` and [`WAIT_FOR_START`]); so does one for a `script` the template
+    /// has not been asked to prepare, which it is asked to prepare now.
     /// Under [`Policy::Latency`] a warm start never makes an execution wait for what a cold
     /// one does not; under [`Policy::Wait`] the start and the preparing are waited for. A
     /// template `f` fails with is retired: the next call starts another.
@@ -373,6 +383,7 @@ impl Pool {
         &'static self,
         key: &Key,
         script: &str,
+        wait: std::time::Duration,
         f: impl AsyncFnOnce(&mut Template) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -382,18 +393,27 @@ impl Pool {
         }
         let print = fingerprint(&key.program);
         let mut guard = self.slots.lock().await;
-        if self.policy == Policy::Batch
-            && !guard.ready.contains_key(key)
-            && guard.starting.contains(key)
-        {
-            // Told once it is kept or has failed; registered before the lock goes, so that
-            // telling cannot come between.
-            let settled = self.settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            drop(guard);
-            let _ = tokio::time::timeout(WAIT_FOR_START, settled).await;
-            guard = self.slots.lock().await;
+        if self.policy == Policy::Batch {
+            // For a template being started for this script: the others go cold (it would not
+            // hold theirs once ready). Every template that settles wakes every waiter, so each
+            // looks again until its own has, or `wait` is over.
+            let until = tokio::time::Instant::now() + wait.min(WAIT_FOR_START);
+            while !guard.ready.contains_key(key)
+                && guard.starting.get(key).is_some_and(|s| s == script)
+                && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+                && tokio::time::Instant::now() < until
+            {
+                // Registered before the lock goes, so that telling cannot come between.
+                let settled = self.settled.notified();
+                drop(guard);
+                let _ = tokio::time::timeout_at(until, settled).await;
+                guard = self.slots.lock().await;
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other(
+                    "warm starts are over for this process",
+                ));
+            }
         }
         let slots = &mut *guard;
         slots.clock += 1;
@@ -413,8 +433,8 @@ impl Pool {
                     .failed
                     .get(key)
                     .is_some_and(|t| t.elapsed() < START_AGAIN_AFTER);
-                if !failed_lately && !slots.starting.contains(key) && slots.make_room(self) {
-                    slots.starting.insert(key.clone());
+                if !failed_lately && !slots.starting.contains_key(key) && slots.make_room(self) {
+                    slots.starting.insert(key.clone(), script.to_string());
                     let (key, script) = (key.clone(), script.to_string());
                     tokio::spawn(async move {
                         let started = self.start(&key).await;
@@ -425,6 +445,7 @@ impl Pool {
                         let mut guard = self.slots.lock().await;
                         guard.starting.remove(&key);
                         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                            drop(guard);
                             self.settled.notify_waiters();
                             return; // dropped: it ends, and its directory goes
                         }

@@ -21,6 +21,7 @@ pub(crate) async fn spawn(
     pool: &'static Pool,
     launch: &Launch,
     stdin: &[&[u8]],
+    wait: std::time::Duration,
 ) -> std::io::Result<Spawned> {
     let Some((script, flags)) = launch.args.split_last() else {
         return Err(std::io::Error::other("no script to run"));
@@ -64,7 +65,7 @@ pub(crate) async fn spawn(
     };
     let fds = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
     let (handle, nudge) = pool
-        .with_template(&key, script, async |t| {
+        .with_template(&key, script, wait, async |t| {
             Ok((t.fork(&req, fds).await?, t.nudge()))
         })
         .await?;

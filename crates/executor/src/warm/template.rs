@@ -24,9 +24,9 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// The template's source: embedded, so nothing is written to disk for it, and handed to the
-/// interpreter in a sealed memory file ([`source_file`]). Its parts, in this order
-/// (`template.py` says what each holds).
+/// The template's source: embedded, and handed to the interpreter in a sealed memory file
+/// ([`source_file`]) — or that source compiled, which is kept in the cache directory
+/// (`super::compiled`). Its parts, in this order (`template.py` says what each holds).
 pub(super) const SOURCE: &str = concat!(
     include_str!("../../../../runtime/warm/template.py"),
     include_str!("../../../../runtime/warm/supervise.py"),
