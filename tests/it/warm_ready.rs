@@ -95,6 +95,20 @@ fn a_suite_does_not_wait_for_its_template_and_leaves_nothing() {
     });
 }
 
+/// `flowrun test` of the suite in `env`'s directory, one case at a time, `FLOWRUN_WARM_WAIT`
+/// set to `wait`; it must pass.
+fn test_one_at_a_time(env: &Env, wait: &str) {
+    let dir = env.path(".");
+    let out = output(env.flowrun().env("FLOWRUN_WARM_WAIT", wait).args([
+        "test",
+        dir.to_str().unwrap(),
+        "--offline",
+        "-j",
+        "1",
+    ]));
+    assert_success(&out, "flowrun test");
+}
+
 /// Many cases: the first starts cold and starts the template, the others wait for it and are
 /// warm, each with the output its case expects.
 #[test]
@@ -112,15 +126,7 @@ fn a_suite_waits_for_the_template_its_first_case_started() {
         ));
     }
     env.write_file("echo.test.yaml", &suite);
-    let dir = env.path(".");
-    let out = output(env.flowrun().env("FLOWRUN_WARM_WAIT", "0").args([
-        "test",
-        dir.to_str().unwrap(),
-        "--offline",
-        "-j",
-        "1",
-    ]));
-    assert_success(&out, "flowrun test");
+    test_one_at_a_time(&env, "0");
     let starts = env.execution_starts();
     assert_eq!(starts.len(), 30);
     assert_eq!(starts[0], "cold", "{starts:?}");
@@ -149,16 +155,8 @@ fn a_template_starts_from_its_compiled_code_and_not_from_a_damaged_one() {
         suite.push_str(&format!("  - name: c{n}\n"));
     }
     env.write_file("frame.test.yaml", &suite);
-    let dir = env.path(".");
     let suite_run = || {
-        let out = output(env.flowrun().env("FLOWRUN_WARM_WAIT", "1").args([
-            "test",
-            dir.to_str().unwrap(),
-            "--offline",
-            "-j",
-            "1",
-        ]));
-        assert_success(&out, "flowrun test");
+        test_one_at_a_time(&env, "1");
         let frames = env
             .db()
             .prepare("SELECT start, output FROM executions")
