@@ -173,18 +173,7 @@ fn a_template_starts_from_its_compiled_code_and_not_from_a_damaged_one() {
             frames.into_iter().map(|(_, o)| o).collect();
         names
     };
-    let compiled = || -> Vec<std::path::PathBuf> {
-        let Ok(dir) = std::fs::read_dir(env.cache_dir()) else {
-            return Vec::new(); // made by the first run
-        };
-        dir.flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with("warm-") && n.ends_with(".pyc")
-            })
-            .collect()
-    };
+    let compiled = || compiled(&env);
     assert!(compiled().is_empty());
     let first = suite_run();
     assert_eq!(first.len(), 1, "{first:?}");
@@ -224,6 +213,99 @@ fn a_template_starts_from_its_compiled_code_and_not_from_a_damaged_one() {
             (now != bad && now[..4] == good[..4] && now.len() > good.len() / 2).then_some(())
         });
     }
+}
+
+/// The compiled template code files in `env`'s cache directory.
+fn compiled(env: &Env) -> Vec<std::path::PathBuf> {
+    let Ok(dir) = std::fs::read_dir(env.cache_dir()) else {
+        return Vec::new(); // made by the first run
+    };
+    dir.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("warm-") && n.ends_with(".pyc")
+        })
+        .collect()
+}
+
+/// A template killed as it starts from the compiled code (its process ending: a Ctrl-C during
+/// a suite's first case, the sweep of what the process leaves) says nothing of that file: it
+/// is kept, not removed. Here the file is code that never says ready, so nothing but that kill
+/// can end the template it starts (it would be removed after the 10 s a template is given).
+/// Whatever a compile leaves that it could not put in place (a directory where the file goes)
+/// is removed by the compile itself.
+#[test]
+fn a_template_killed_as_it_starts_leaves_its_compiled_code_alone() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let env = Env::new();
+    env.write_workflow("echo.json", &code_workflow("echo", "return 1"));
+    env.write_file(
+        "echo.test.yaml",
+        "workflow: ./echo.json\ncases:\n  - name: a\n  - name: b\n",
+    );
+    test_one_at_a_time(&env, "1");
+    let pyc = wait_for("the template's code to be compiled", || {
+        compiled(&env).into_iter().next()
+    });
+    let good = std::fs::read(&pyc).unwrap();
+    let made = std::process::Command::new("python3")
+        .args(["-I", "-S", "-c"])
+        .arg(
+            "import marshal, sys\nfrom importlib.util import MAGIC_NUMBER as M\n\
+             code = compile('import time\\ntime.sleep(3600)', 'hang', 'exec')\n\
+             open(sys.argv[1], 'wb').write(M + bytes(12) + marshal.dumps(code))",
+        )
+        .arg(&pyc)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let hang = std::fs::read(&pyc).unwrap();
+    assert_eq!(hang[..4], good[..4], "compiled by the suite's interpreter");
+    std::fs::remove_file(env.path("echo.test.yaml")).unwrap();
+    env.write_workflow(
+        "slow.json",
+        &serde_json::json!({"id": "slow", "nodes": [{"id": "wait", "type": "delay", "ms": 30000}]}),
+    );
+    env.write_file(
+        "slow.test.yaml",
+        "workflow: ./slow.json\ncases:\n  - name: first\n",
+    );
+    // The first case starts cold while the template starts from the file (in the background).
+    let mut child = env
+        .command()
+        .env("FLOWRUN_WARM_WAIT", "0")
+        .args(["test", "slow.test.yaml", "-j", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the template to start", || {
+        (!templates(child.id() as i32).is_empty()).then_some(())
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(
+        std::fs::read(&pyc).unwrap(),
+        hang,
+        "the compiled code was kept"
+    );
+    // A directory where the file goes: each compile fails, and leaves nothing of its own.
+    std::fs::remove_file(&pyc).unwrap();
+    std::fs::create_dir(&pyc).unwrap();
+    std::fs::remove_file(env.path("slow.test.yaml")).unwrap();
+    env.write_file(
+        "echo.test.yaml",
+        "workflow: ./echo.json\ncases:\n  - name: a\n  - name: b\n",
+    );
+    test_one_at_a_time(&env, "1");
+    let left: Vec<String> = std::fs::read_dir(env.cache_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// More keys than templates kept (a key: the interpreter, its flags and the variables read as a

@@ -9,8 +9,9 @@
 //! helper given the source on stdin, through a private file of its own renamed into place)
 //! after the first template of that interpreter started from source, beside it; the files of
 //! other builds for that interpreter are removed then, once a week old. A template started from
-//! a `.pyc` that ends before it is ready (a damaged file, a magic number the interpreter refuses)
-//! is started again from source at once, and that file removed and written anew.
+//! a `.pyc` that does not become ready (a damaged file, a magic number the interpreter refuses,
+//! code that never says ready) is started again from source at once, and that file removed and
+//! written anew — unless it was killed as it started (the process ending, a Ctrl-C).
 //!
 //! The `.pyc` is trusted as the scripts' own `.pyc` files beside it are (`flowrun_app`'s
 //! `runner::bytecode`): the cache directory is private to its user. It is read through no link
@@ -20,7 +21,8 @@ use super::template::{SOURCE, Template};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The most a compiled template may hold (it is ~56 KB): anything larger is not ours.
+/// The most a compiled template may hold (it is 30-57 KB by version): anything larger is not
+/// ours.
 const MAX_LEN: u64 = 1 << 20;
 
 /// Writes the template's code, compiled by the interpreter that runs this, to `argv[1]`. Its
@@ -32,9 +34,13 @@ from importlib.util import MAGIC_NUMBER
 code = compile(sys.stdin.buffer.read(), '/flowrun-warm-template', 'exec', dont_inherit=True)
 tmp = '%s.tmp-%d' % (sys.argv[1], os.getpid())
 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-with os.fdopen(fd, 'wb') as f:
-    f.write(MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
-os.replace(tmp, sys.argv[1])";
+try:
+    with os.fdopen(fd, 'wb') as f:
+        f.write(MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
+    os.replace(tmp, sys.argv[1])
+except BaseException:
+    os.unlink(tmp)
+    raise";
 
 /// A compile to run once the template it is for has started ([`begin`]).
 pub(super) struct Pending {
@@ -59,14 +65,15 @@ pub(super) async fn start(
     if let Some(code) = read(&pyc) {
         match Template::start(program, args, env, &code).await {
             Ok(t) => return Ok((t, None)),
-            // It ended before it was ready: the file is what it could not run (a damaged one,
-            // a magic number it refuses; 20-60 ms here). Anything else (no answer in time, a
-            // refusal to serve) would be the same from source, and is the caller's.
-            Err(e) if refused(&e) => {
+            // Killed as it started (the process ending, a Ctrl-C): nothing to say of the file.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            // Anything else: the file may be what it could not run (a damaged one, a magic
+            // number it refuses: 20-60 ms here; code that never says ready: the time it is
+            // given). Compiled again, it costs ~30 ms of CPU once; kept, every start from it.
+            Err(e) => {
                 tracing::debug!("a warm template did not start from {pyc:?}: {e}");
                 let _ = std::fs::remove_file(&pyc);
             }
-            Err(e) => return Err(e),
         }
     }
     let t = Template::start(program, args, env, SOURCE.as_bytes()).await?;
@@ -76,14 +83,6 @@ pub(super) async fn start(
         pyc,
     };
     Ok((t, Some(compile)))
-}
-
-/// Did the template end before it said it was ready?
-fn refused(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-    )
 }
 
 /// The compiles [`begin`] started, and whether the process is ending ([`wait`]): then no more
@@ -209,10 +208,11 @@ const OTHER_BUILDS_KEPT: std::time::Duration = std::time::Duration::from_secs(7 
 const LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Has the interpreter compile the template's source to the file, with the variables a process
-/// reads as it starts that the template has (a `LD_LIBRARY_PATH` it needs, say); then removes
-/// what other builds left for that interpreter long ago, and what compiles cut short left.
+/// reads as it starts that the template has (a `LD_LIBRARY_PATH` it needs, say), after
+/// [`tidy`]ing the directory.
 fn write(compile: &Pending) -> std::io::Result<()> {
     use std::io::Write;
+    tidy(&compile.pyc);
     let mut cmd = std::process::Command::new(&compile.program);
     cmd.args(["-I", "-S", "-c", COMPILE])
         .arg(&compile.pyc)
@@ -230,17 +230,19 @@ fn write(compile: &Pending) -> std::io::Result<()> {
     if !status.success() || !matches!(fed, Some(Ok(()))) {
         return Err(std::io::Error::other(format!("the compile ended {status}")));
     }
-    let name = compile
-        .pyc
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy();
+    Ok(())
+}
+
+/// Removes what other builds left for `pyc`'s interpreter long ago, and what compiles cut
+/// short left (a compile that fails removes its own file; one killed cannot).
+fn tidy(pyc: &Path) {
+    let name = pyc.file_name().unwrap_or_default().to_string_lossy();
     // `warm-<interpreter>-`: what this interpreter had.
     let ours = &name[..name.len().min("warm-".len() + 17)];
-    let Some(dir) = compile.pyc.parent() else {
-        return Ok(());
+    let Some(Ok(dir)) = pyc.parent().map(std::fs::read_dir) else {
+        return;
     };
-    for entry in std::fs::read_dir(dir)?.flatten() {
+    for entry in dir.flatten() {
         let other = entry.file_name();
         let other = other.to_string_lossy();
         if !other.starts_with(ours) || other == name {
@@ -257,7 +259,6 @@ fn write(compile: &Pending) -> std::io::Result<()> {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -239,6 +239,10 @@ struct Slots {
     ready: HashMap<Key, Slot>,
     /// The keys whose template is being started, and the script each is started for.
     starting: HashMap<Key, String>,
+    /// Keys whose template being started an execution waited for until its time was up: the
+    /// executions after it do not wait for that start (one that never ends would otherwise
+    /// cost each of them its wait).
+    waited_out: std::collections::HashSet<Key>,
     /// When a template of each key last failed to start: none is started again for
     /// [`START_AGAIN_AFTER`] (one that cannot start here, without `pidfd_open` say, would
     /// otherwise cost every execution a Python started for nothing).
@@ -398,11 +402,21 @@ impl Pool {
             // hold theirs once ready). Every template that settles wakes every waiter, so each
             // looks again until its own has, or `wait` is over.
             let until = tokio::time::Instant::now() + wait.min(WAIT_FOR_START);
-            while !guard.ready.contains_key(key)
-                && guard.starting.get(key).is_some_and(|s| s == script)
-                && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
-                && tokio::time::Instant::now() < until
-            {
+            let pending = |slots: &Slots| {
+                !slots.ready.contains_key(key)
+                    && slots.starting.get(key).is_some_and(|s| s == script)
+                    && !slots.waited_out.contains(key)
+                    && !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+            };
+            while pending(&guard) {
+                if tokio::time::Instant::now() >= until {
+                    // Only a whole wait says the start is slow (not a short one, a case's
+                    // small timeout's).
+                    if wait >= WAIT_FOR_START {
+                        guard.waited_out.insert(key.clone());
+                    }
+                    break;
+                }
                 // Registered before the lock goes, so that telling cannot come between.
                 let settled = self.settled.notified();
                 drop(guard);
@@ -444,6 +458,7 @@ impl Pool {
                         });
                         let mut guard = self.slots.lock().await;
                         guard.starting.remove(&key);
+                        guard.waited_out.remove(&key);
                         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
                             drop(guard);
                             self.settled.notify_waiters();

@@ -238,9 +238,36 @@ impl Template {
             Ok(Ok(v)) => Err(other(format!(
                 "the warm template said {v} instead of ready"
             ))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof && t.killed().await => {
+                // Not what it was given to run: something ended it (the process's own sweep
+                // as it ends, a Ctrl-C to the group).
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the warm template was killed as it started",
+                ))
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(other("the warm template was not ready in time".into())),
         }
+    }
+
+    /// For a template whose socket closed before it was ready: was it ended by a signal (as
+    /// opposed to exiting, as an interpreter does on code it cannot run)? Waits for its end
+    /// at most 200 ms; not known then: no. Reaped already by another than its `Child` (the
+    /// sweep of a process that ends, which kills and reaps what it leaves): yes.
+    async fn killed(&mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        for _ in 0..200 {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.signal().is_some(),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(_) => return true,
+            }
+        }
+        false
     }
 
     /// Asks for one execution: returns its [`Handle`]. `fds` are the child's stdin, stdout and
