@@ -35,11 +35,23 @@ use std::time::{Duration, Instant};
 static COMPILING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 static DONE: Condvar = Condvar::new();
 
-/// Compiles the script to `pyc` through a file of its own, renamed into place.
-const COMPILE: &str = "import os, py_compile, sys
+/// Compiles the script to `pyc` through a file of its own, read back before it is renamed into
+/// place: `py_compile` writes through an unbuffered file and ignores a short write (a full
+/// disk), and a truncated `.pyc` in place failed every later run of its workflow. A compile
+/// that fails removes its file.
+const COMPILE: &str = "import marshal, os, py_compile, sys
 tmp = '%s.tmp-%d' % (sys.argv[2], os.getpid())
-py_compile.compile(sys.argv[1], cfile=tmp, doraise=True)
-os.replace(tmp, sys.argv[2])";
+try:
+    py_compile.compile(sys.argv[1], cfile=tmp, doraise=True)
+    with open(tmp, 'rb') as f:
+        marshal.loads(f.read()[16:])
+    os.replace(tmp, sys.argv[2])
+except BaseException:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    raise";
 
 /// A `.pyc` to compile once the run that found none starts.
 #[derive(Debug, Clone)]
@@ -148,5 +160,47 @@ pub fn wait(limit: Duration) -> bool {
             .wait_timeout(compiling, left)
             .unwrap_or_else(|e| e.into_inner())
             .0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::COMPILE;
+
+    /// Runs the compile on `script` to `pyc`, after `before` (Python run first in the same
+    /// interpreter).
+    fn compile(before: &str, script: &std::path::Path, pyc: &std::path::Path) -> bool {
+        std::process::Command::new("python3")
+            .args(["-I", "-S", "-c", &format!("{before}\n{COMPILE}")])
+            .arg(script)
+            .arg(pyc)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("python3 runs")
+            .success()
+    }
+
+    #[test]
+    fn a_short_write_leaves_no_pyc_in_place_and_nothing_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s.py");
+        let body: String = (0..2000).map(|i| format!("x{i} = {i}\n")).collect();
+        std::fs::write(&script, body).unwrap();
+        let pyc = dir.path().join("s.pyc");
+        // What a full disk does to py_compile's write: a third of the bytes, and no error.
+        let short = "import importlib._bootstrap_external as b\n\
+                     def w(path, data, mode=0o666):\n    \
+                     with open(path, 'wb') as f:\n        f.write(data[:len(data) // 3])\n\
+                     b._write_atomic = w";
+        assert!(!compile(short, &script, &pyc), "the compile says it failed");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("s.py")]);
+        // And whole: in place, and it loads.
+        assert!(compile("", &script, &pyc));
+        let code = std::fs::read(&pyc).unwrap();
+        assert!(code.len() > 16);
     }
 }
