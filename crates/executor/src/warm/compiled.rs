@@ -1,6 +1,7 @@
-//! The template's code compiled once per interpreter and kept in the cache directory, so that a
-//! template starts without compiling its ~45 KB of source: ~8 ms of the ~30 ms a template takes
-//! to be ready here, which `flowrun test`'s first cases wait for ([`super::Policy::Batch`]).
+//! The template's code: its source, the memory file it is handed in, and that source compiled
+//! once per interpreter and kept in the cache directory, so that a template starts without
+//! compiling its ~45 KB of source: ~8 ms of the ~30 ms a template takes to be ready here, which
+//! `flowrun test`'s first cases wait for ([`super::Policy::Batch`]).
 //!
 //! `<cache>/warm-<interpreter>-<source>.pyc`: named by a hash of the interpreter (its resolved
 //! path, inode and mtime: a reinstalled or upgraded one is another) and one of the template's
@@ -17,9 +18,42 @@
 //! `runner::bytecode`): the cache directory is private to its user. It is read through no link
 //! and only when it is a regular file of this user's.
 
-use super::template::{SOURCE, Template};
+use super::template::Template;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// The template's source: embedded, and handed to the interpreter in a sealed memory file
+/// ([`memory_file`]) — or that source compiled, which is kept in the cache directory
+/// (this module). Its parts, in this order (`template.py` says what each holds).
+pub(super) const SOURCE: &str = concat!(
+    include_str!("../../../../runtime/warm/template.py"),
+    include_str!("../../../../runtime/warm/supervise.py"),
+    include_str!("../../../../runtime/warm/spares.py"),
+    include_str!("../../../../runtime/warm/serve.py"),
+);
+
+/// `code` ([`SOURCE`] or it compiled) in a memory file sealed against any change,
+/// close-on-exec, at a descriptor above `above` (the ones a template's start puts in place).
+pub(super) fn memory_file(code: &[u8], above: RawFd) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::Write;
+    let fd = memfd_create(
+        c"flowrun-warm-template",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(code)?;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
+    let high = fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(above + 1))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
+}
 
 /// The most a compiled template may hold (it is 30-57 KB by version): anything larger is not
 /// ours.

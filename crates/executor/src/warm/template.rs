@@ -9,6 +9,7 @@
 //! execution's pipes attached to the request and the runner's ends of its supervision
 //! ([`Handle`]) to the answer (`SCM_RIGHTS`).
 
+use super::compiled::{SOURCE, memory_file};
 use super::handle::{Handle, Spare, TemplateRef, pidfd_open};
 use super::message::{Message, receive_from, send_now};
 use nix::sys::socket::{
@@ -24,16 +25,6 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// The template's source: embedded, and handed to the interpreter in a sealed memory file
-/// ([`source_file`]) — or that source compiled, which is kept in the cache directory
-/// (`super::compiled`). Its parts, in this order (`template.py` says what each holds).
-pub(super) const SOURCE: &str = concat!(
-    include_str!("../../../../runtime/warm/template.py"),
-    include_str!("../../../../runtime/warm/supervise.py"),
-    include_str!("../../../../runtime/warm/spares.py"),
-    include_str!("../../../../runtime/warm/serve.py"),
-);
-
 /// The descriptor the interpreter reads the template's source from: not `-c SOURCE`, which put
 /// ~43 KB of source on the command line of the template and of every process forked from it,
 /// all of `ps`.
@@ -47,28 +38,6 @@ const SOURCE_FD: RawFd = 4;
 /// carry then opens nothing (with `/dev/fd/4` itself as the name, a node's
 /// `traceback.extract_stack()` read whatever file the execution had at descriptor 4).
 pub(crate) const SCRIPT_NAME: &str = "flowrun-warm-template";
-
-/// [`SOURCE`] in a memory file sealed against any change, close-on-exec, at a descriptor above
-/// the ones a template's start puts in place (0 to [`SOURCE_FD`]).
-fn source_file(code: &[u8]) -> std::io::Result<OwnedFd> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    use std::io::Write;
-    let fd = memfd_create(
-        c"flowrun-warm-template",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(code)?;
-    let seals = SealFlag::F_SEAL_WRITE
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_SEAL;
-    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
-    let high = fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(SOURCE_FD + 1))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) })
-}
 
 /// How long a new template may take to import what it preloads and say it is ready. It starts
 /// in a few tens of ms on an idle machine; several seconds means something is wrong (a broken
@@ -119,7 +88,7 @@ pub(crate) struct Template {
 
 impl Template {
     /// Starts `program args… DIR/flowrun-warm-template` ([`SCRIPT_NAME`]) with the socket as its
-    /// fd 3, `code` at fd 4 ([`source_file`]: the source, or it compiled, which the interpreter
+    /// fd 3, `code` at fd 4 ([`memory_file`]: the source, or it compiled, which the interpreter
     /// tells by its magic number, see `super::compiled`) and `env` alone (see
     /// [`super::at_start`]), and waits until it is ready.
     pub async fn start(
@@ -149,7 +118,7 @@ impl Template {
                 .map(|()| link)
         });
         let source = match script {
-            Some(_) => Some(source_file(code)?),
+            Some(_) => Some(memory_file(code, SOURCE_FD)?),
             None => None,
         };
         let source_fd = source.as_ref().map_or(-1, AsRawFd::as_raw_fd);
