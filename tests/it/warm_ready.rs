@@ -173,8 +173,7 @@ fn a_template_starts_from_its_compiled_code_and_not_from_a_damaged_one() {
             frames.into_iter().map(|(_, o)| o).collect();
         names
     };
-    let compiled = || compiled(&env);
-    assert!(compiled().is_empty());
+    assert!(compiled(&env).is_empty());
     let first = suite_run();
     assert_eq!(first.len(), 1, "{first:?}");
     let from_source = first.into_iter().next().unwrap();
@@ -184,7 +183,7 @@ fn a_template_starts_from_its_compiled_code_and_not_from_a_damaged_one() {
         "{from_source}"
     );
     let pyc = wait_for("the template's code to be compiled", || {
-        let found = compiled();
+        let found = compiled(&env);
         (found.len() == 1).then(|| found[0].clone())
     });
     let good = std::fs::read(&pyc).unwrap();
