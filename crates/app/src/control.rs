@@ -279,10 +279,11 @@ pub async fn watch_requests(
 /// (`flowrun run`, `flowrun test`): as a child subreaper, whatever escaped an execution's
 /// shepherd (a shepherd killed from outside leaves its orphans here) is an execution's. Warm
 /// templates are retired first, so that each removes the directory it keeps in `$TMPDIR`
-/// rather than being killed with it still there; a script's `.pyc` being compiled in the
-/// background is waited for (up to 10 s), so that the next run finds it.
+/// rather than being killed with it still there; bytecode being compiled in the background (a
+/// script's `.pyc`, a warm template's code) is waited for first (up to 10 s), so that the next
+/// run finds it.
 pub fn end_strays() {
-    crate::runner::wait_for_bytecode(Duration::from_secs(10));
+    flowrun_executor::background::finish(Duration::from_secs(10));
     flowrun_executor::warm::retire_all();
     let me = std::process::id() as i32;
     for _ in 0..50 {

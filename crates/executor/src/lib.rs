@@ -9,6 +9,7 @@
 //! - `state`: what the frames mean; `run`: the loop with deadlines and stops; [`sink`]: viewers;
 //! - [`redact`]: secrets cut out of everything the child prints.
 
+pub mod background;
 mod child;
 pub mod early;
 pub mod helper;

@@ -8,7 +8,7 @@
 //! - **A one-shot run** (`flowrun run`, a sub-workflow's `flowrun __sub`; every run on a fresh
 //!   CI machine is a first run) does not wait: it runs the `.py` while the `.pyc` is compiled
 //!   beside it ([`start`], from `runner::run`, so that a run that fails before it starts leaves
-//!   nothing behind), and waits for that compile only as it ends ([`wait`], from
+//!   nothing behind), and waits for that compile only as it ends (`background::finish`, from
 //!   `control::end_strays`, which then kills what is left under it): a w3 first run 62 -> 48 ms.
 //!   The compile runs at the default priority: at a lower one a busy machine starved it for
 //!   seconds, all of them waited for.
@@ -20,20 +20,15 @@
 //!
 //! The compile writes a file of its own (its pid in the name) and renames it into place, so a
 //! compile cut short leaves no `.pyc` for a run to load and stands in the way of no later one.
-//! The compiling Python is a child of this process and in its session, so the stray sweep
-//! (`flowrun_executor::strays`) counts it as the runner's own.
+//! It is one of the process's background jobs (`flowrun_executor::background`, with the warm
+//! template's compile): one per `.pyc` however many runs of its script start meanwhile (the
+//! cases of a `flowrun test --cold`), waited for as the process ends. The compiling Python is a
+//! child of this process and in its session, so the stray sweep (`flowrun_executor::strays`)
+//! counts it as the runner's own.
 
 use crate::python::Interpreter;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-/// `.pyc` files being written in the background by this process: one compile per script
-/// however many of its runs start meanwhile (the cases of a `flowrun test --cold`).
-static COMPILING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-static DONE: Condvar = Condvar::new();
 
 /// Compiles the script to `pyc` through a file of its own, read back before it is renamed into
 /// place: `py_compile` writes through an unbuffered file and ignores a short write (a full
@@ -109,58 +104,13 @@ fn compile_command(p: &PendingBytecode) -> Command {
     cmd
 }
 
-/// Starts compiling `m` in the background unless this process already is. Nothing fails if it
-/// cannot: the `.py` runs instead.
+/// Starts compiling `m` in the background unless this process already is
+/// ([`flowrun_executor::background`]). Nothing fails if it cannot: the `.py` runs instead.
 pub(super) fn start(m: &PendingBytecode) {
-    let mut compiling = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
-    if !compiling
-        .get_or_insert_with(HashSet::new)
-        .insert(m.pyc.clone())
-    {
-        return;
-    }
-    drop(compiling);
     let job = m.clone();
-    // The thread spawns the compile and waits for it, so that it is reaped as soon as it ends
-    // (no zombie under a server that runs for days) and [`wait`] hears of it; no thread, no
-    // compile.
-    let thread = std::thread::Builder::new()
-        .name("flowrun-pyc".into())
-        .spawn(move || {
-            let _ = flowrun_executor::process::run_helper(&mut compile_command(&job));
-            finished(&job.pyc);
-        });
-    if let Err(e) = thread {
-        tracing::debug!("cannot start compiling the .pyc: {e}");
-        finished(&m.pyc);
-    }
-}
-
-fn finished(pyc: &Path) {
-    let mut compiling = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(set) = compiling.as_mut() {
-        set.remove(pyc);
-    }
-    DONE.notify_all();
-}
-
-/// Waits up to `limit` for the compiles this process started to end: before it ends and kills
-/// what is left under it, which would waste them. True when none is left.
-pub fn wait(limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    let mut compiling = COMPILING.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        if compiling.as_ref().is_none_or(HashSet::is_empty) {
-            return true;
-        }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return false;
-        };
-        compiling = DONE
-            .wait_timeout(compiling, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
+    flowrun_executor::background::start(&m.pyc, "flowrun-pyc", move || {
+        let _ = flowrun_executor::process::run_helper(&mut compile_command(&job));
+    });
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod prepare;
 mod scripts;
 mod trigger;
 
-pub use bytecode::{PendingBytecode, wait as wait_for_bytecode};
+pub use bytecode::PendingBytecode;
 pub use early::{EarlyStart, start_early};
 pub use error::{RunError, Unbound, pip_install_command};
 pub use execute::{Finished, record_start, run};

@@ -119,76 +119,19 @@ pub(super) async fn start(
     Ok((t, Some(compile)))
 }
 
-/// The compiles [`begin`] started, and whether the process is ending ([`wait`]): then no more
-/// are started.
-#[derive(Default)]
-struct Compiles {
-    closed: bool,
-    running: Vec<(PathBuf, std::thread::JoinHandle<()>)>,
-}
-
-static COMPILES: std::sync::Mutex<Compiles> = std::sync::Mutex::new(Compiles {
-    closed: false,
-    running: Vec::new(),
-});
-
-fn compiles() -> std::sync::MutexGuard<'static, Compiles> {
-    COMPILES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Compiles the template's code for the cache on a thread of its own (a Python of its own,
 /// ~30 ms of CPU, once per interpreter), unless one for that file is running already or the
-/// process is ending.
+/// process is ending ([`crate::background`]).
 pub(super) fn begin(compile: Pending) {
-    let mut all = compiles();
-    if all.closed {
-        return;
-    }
-    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut all.running)
-        .into_iter()
-        .partition(|(_, t)| t.is_finished());
-    all.running = running;
-    for (_, t) in done {
-        let _ = t.join();
-    }
-    if all.running.iter().any(|(p, _)| *p == compile.pyc) {
-        return;
-    }
     let pyc = compile.pyc.clone();
-    let thread = std::thread::Builder::new()
-        .name("flowrun-compile".into())
-        .spawn(move || {
-            if let Err(e) = write(&compile) {
-                tracing::debug!(
-                    "the warm template was not compiled to {:?}: {e}",
-                    compile.pyc
-                );
-            }
-        });
-    match thread {
-        Ok(t) => all.running.push((pyc, t)),
-        Err(e) => tracing::debug!("no thread to compile the warm template: {e}"),
-    }
-}
-
-/// Waits up to `limit` for the compiles still running and starts no more: for a process that
-/// ends (a short `flowrun test` leaves the compiled code for the next one, rather than its
-/// compile killed with what the process leaves).
-pub(super) fn wait(limit: std::time::Duration) {
-    let until = std::time::Instant::now() + limit;
-    let running = {
-        let mut all = compiles();
-        all.closed = true;
-        std::mem::take(&mut all.running)
-    };
-    for (_, compile) in running {
-        while !compile.is_finished() && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(2));
+    crate::background::start(&pyc, "flowrun-compile", move || {
+        if let Err(e) = write(&compile) {
+            tracing::debug!(
+                "the warm template was not compiled to {:?}: {e}",
+                compile.pyc
+            );
         }
-        if compile.is_finished() {
-            let _ = compile.join();
-        }
-    }
+    });
 }
 
 /// `<cache>/warm-<interpreter>-<source>.pyc` for `program`; None when it cannot be found.

@@ -282,14 +282,15 @@ impl Slots {
 
 /// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
 /// with it, and each is told to end): for a process about to end, which would otherwise kill
-/// its templates with whatever else it leaves before they could remove that directory. A
-/// template's code being compiled for the cache is waited for first (up to 2 s; none starts
-/// after), so that the process's sweep of what it leaves does not cut it short.
+/// its templates with whatever else it leaves before they could remove that directory. The
+/// process's background compiles (a template's code for the cache among them) are waited for
+/// first (up to 2 s, none started after: [`crate::background::finish`]), so that the process's
+/// sweep of what it leaves does not cut them short.
 pub fn retire_all() {
     let Some(pool) = pool() else {
         return;
     };
-    compiled::wait(std::time::Duration::from_secs(2));
+    crate::background::finish(std::time::Duration::from_secs(2));
     pool.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     // Held only for moments once no execution runs (a template that finished starting being
     // kept): waited for that long, not for an execution's request.
