@@ -223,6 +223,15 @@ module.exports = {
     check((await text(page, "#in-1-error")).includes("a JSON list"), "its error says how to write it: " + (await text(page, "#in-1-error")));
     await selectWorkflow(page, "Greeter");
     check((await page.inputValue("#in-0")) === "Grace" && (await page.inputValue("#in-1")) === "7", "kept across another workflow");
+    // A list field that comes first and is focused opens at the start of its default, not
+    // scrolled to its end.
+    await selectWorkflow(page, "Batch");
+    const box = await page.evaluate(() => {
+      const t = document.activeElement;
+      return { tag: t.tagName, top: t.scrollTop, caret: t.selectionStart, taller: t.scrollHeight > t.clientHeight };
+    });
+    check(box.tag === "TEXTAREA" && box.taller, "the list field is focused and longer than its box: " + JSON.stringify(box));
+    check(box.top === 0 && box.caret === 0, "it shows its start: " + JSON.stringify(box));
     // A workflow that cannot run and has no field: the focus goes to its name, the reason next.
     await selectWorkflow(page, "Needs a key");
     check((await page.evaluate(() => document.activeElement.id)) === "wf-name", "the focus is on the workflow's name");

@@ -183,6 +183,9 @@ const scenarios = {
     await page.waitForSelector("#panel:not(.hidden)");
     check((await text(page, "#panel-meta")).startsWith("pending"), "the panel is open before the step runs");
     await waitStatus(page, "success");
+    // Ended: one duration, the execution's own, in its status.
+    check(/^success in \d/.test(await text(page, "#ex-status strong")), "the status says how long: " + (await text(page, "#ex-status strong")));
+    check((await text(page, "#ex-elapsed")) === "", "no second figure beside it: " + (await text(page, "#ex-elapsed")));
     await page.waitForSelector("#panel-attempts:not(.hidden)");
     await earlierAttemptsShown(page, "live");
     // A traceback opened stays open when the record is read again (and keeps the focus).
@@ -212,6 +215,18 @@ const scenarios = {
     check((await itemList.count()) === 1, "one earlier attempt of item 1");
     check((await itemList.textContent()).startsWith("attempt 1 · error · ") && (await itemList.textContent()).includes("KeyError: 'not ready'"), "item 1's first attempt: " + (await itemList.textContent()));
     check((await itemList.locator("summary").getAttribute("aria-label")) === "Traceback of item 1, attempt 1", "the item's traceback is named by item and attempt");
+    // Each item's own input and output, a disclosure away (built when first opened), from the
+    // keyboard.
+    const itemInput = "#panel-parts pre[aria-label='Input of item 1']";
+    check((await page.locator(itemInput).count()) === 0, "an item's input is not built before it is opened");
+    await page.focus("#panel-parts summary[aria-label='Input and output of item 1']");
+    await page.keyboard.press("Enter");
+    await page.waitForSelector(itemInput);
+    const itemIn = await text(page, itemInput);
+    check(itemIn.includes('"item": 1') && itemIn.includes('"index": 1'), "item 1's input: " + itemIn);
+    const itemOut = await text(page, "#panel-parts pre[aria-label='Output of item 1']");
+    check(itemOut.trim() === "1", "item 1's output: " + itemOut);
+    check((await page.locator("#panel-parts pre[aria-label='Input of item 0']").count()) === 0, "item 0 stays closed");
     await screenshot(page, "earlier-attempts-items.png", "#panel");
     await axeCheck(page, "a for_each step's panel");
     // A step that ran once: no such list.

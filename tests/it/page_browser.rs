@@ -77,6 +77,14 @@ fn world() -> World {
                         "properties": {"qty": {"type": "integer", "minimum": 1}}}}}},
             "nodes": [{"id": "say", "type": "template", "template": "{{ trigger.lines }}"}]}),
     );
+    // A list field first, with a default longer than its box: it opens at its start.
+    w.save(
+        "batch.json",
+        &json!({"id": "batch", "name": "Batch", "inputs": {"type": "object", "properties": {
+                    "numbers": {"type": "array", "items": {"type": "integer"},
+                        "default": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}}},
+            "nodes": [{"id": "say", "type": "template", "template": "{{ trigger.numbers }}"}]}),
+    );
     // A branch not taken: one of three steps is skipped.
     w.save(
         "route.json",

@@ -248,6 +248,9 @@ function buildForm(w) {
     if (kept && kept.kind === kind) {
       if (kind === "boolean") input.checked = kept.value; else input.value = kept.value;
     }
+    // A value set from a script leaves the caret at its end, and a textarea focused later (the
+    // form's first field) scrolls there: it opens at its start instead.
+    if (input.tagName === "TEXTAREA") input.setSelectionRange(0, 0);
     const keep = () => mine.set(key, { kind, value: kind === "boolean" ? input.checked : input.value });
     input.addEventListener("input", keep);
     input.addEventListener("change", keep);

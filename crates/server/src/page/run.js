@@ -4,7 +4,7 @@ let current = null;
 
 function newExec(id) {
   return { id, abort: new AbortController(), rows: new Map(), order: [], ended: false, lastId: null, status: "queued",
-    startedAt: null, endedMs: null, logs: [], record: null, refreshTimer: null, panelNode: null };
+    startedAt: null, endedMs: null, durationMs: null, logs: [], record: null, refreshTimer: null, panelNode: null };
 }
 
 function nodeRow(exec, id, info) {
@@ -81,7 +81,10 @@ function tick() {
   for (const row of exec.rows.values()) {
     if (row.status === "running" && row.started) row.dur.textContent = formatMs(now - row.started) + "…";
   }
-  if (exec.startedAt) $("ex-elapsed").textContent = formatMs((exec.ended && exec.endedMs ? exec.endedMs : now) - exec.startedAt);
+  // Once ended, the status says how long it took (the execution's own duration); the time
+  // between its first and last events, a millisecond apart from it, would be a second figure.
+  if (exec.ended && typeof exec.durationMs === "number") $("ex-elapsed").textContent = "";
+  else if (exec.startedAt) $("ex-elapsed").textContent = formatMs((exec.ended && exec.endedMs ? exec.endedMs : now) - exec.startedAt);
 }
 setInterval(tick, 250);
 
@@ -240,6 +243,7 @@ function handle(exec, kind, d) {
     case "execution_end": {
       exec.ended = true;
       exec.endedMs = d.ts || Date.now();
+      exec.durationMs = d.duration_ms;
       for (const row of exec.rows.values()) {
         if (row.status === "running") setRowStatus(row, d.status);
         // A step that never started will not now: said so, not left "pending".
@@ -389,6 +393,7 @@ function fillPanel(exec, node) {
     for (const p of list) {
       const what = rec.items ? "item " + p.index : "iteration " + p.iteration;
       const li = el("li", null, what + ": " + p.status + (p.attempt > 1 ? " · attempt " + p.attempt : "") + (p.error ? " — " + errorLine(p.error) : ""));
+      li.append(partDetails(p, what));
       if (p.earlier_attempts && p.earlier_attempts.length) {
         const ol = el("ol", "attempts");
         ol.setAttribute("aria-label", "Earlier attempts of " + what);
@@ -399,6 +404,30 @@ function fillPanel(exec, node) {
     }
     parts.append(ul);
   });
+}
+
+// An item's or iteration's own input, output and traceback, a disclosure away: filled when it is
+// first opened (a for_each of thousands of items builds none of them until asked).
+function partDetails(p, what) {
+  const details = el("details", "part");
+  const summary = el("summary", null, "Input and output");
+  summary.setAttribute("aria-label", "Input and output of " + what);
+  details.append(summary);
+  details.addEventListener("toggle", () => {
+    if (!details.open || details.dataset.filled) return;
+    details.dataset.filled = "1";
+    const shown = (label, value) => {
+      const pre = el("pre", null, value);
+      pre.tabIndex = 0;
+      pre.setAttribute("aria-label", label + " of " + what);
+      details.append(el("h4", null, label), pre);
+    };
+    shown("Input", p.input !== null && p.input !== undefined ? shownValue(p.input) : "(none)");
+    if (isTruncated(p.output)) details.append(el("p", "muted", truncatedNote(p.output)));
+    shown("Output", p.output !== null && p.output !== undefined ? shownValue(p.output) : "(none)");
+    if (p.error && p.error.traceback) shown("Traceback", p.error.traceback);
+  });
+  return details;
 }
 
 // A retried node (item, iteration) keeps its last attempt as its row; the record lists the ones
