@@ -241,6 +241,23 @@ fn unknown_template_root() {
 }
 
 #[test]
+fn a_misspelled_field_after_a_node_gets_a_suggestion() {
+    let env = Env::new();
+    let (err, _) = invalid_json(
+        &env,
+        "typo.json",
+        &workflow(json!([
+            set("a", json!({"v": "x"})),
+            set("b", json!({"v": "{{ nodes.a.ouput.v }}"}))
+        ])),
+    );
+    assert!(
+        err.contains("after `nodes.a` comes one of output, error, status, did you mean 'output'?"),
+        "{err}"
+    );
+}
+
+#[test]
 fn reference_to_unknown_node() {
     let env = Env::new();
     let (err, text) = invalid_json(

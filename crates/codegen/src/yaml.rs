@@ -349,7 +349,26 @@ pub fn syntax_error(e: &serde_yaml_ng::Error, text: &str) -> (Option<(usize, usi
         }
         (at, _) => at,
     };
-    (at, format!("invalid YAML: {}", parser_message(&msg)))
+    let mut message = format!("invalid YAML: {}", parser_message(&msg));
+    if let Some(hint) = at.and_then(|(line, _)| bracket_in_flow_mapping(text, line)) {
+        message.push_str(hint);
+    }
+    (at, message)
+}
+
+/// A hint for the line of a syntax error that has a `{ … }` mapping with a key like
+/// `nodes.poll.iterations[2].output`: in flow style, `[` starts a list, so the key ends there.
+fn bracket_in_flow_mapping(text: &str, line: usize) -> Option<&'static str> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let inside = &l[l.find('{')?..];
+    let key_bracket = inside
+        .as_bytes()
+        .windows(2)
+        .any(|w| (w[0].is_ascii_alphanumeric() || w[0] == b'_') && w[1] == b'[');
+    key_bracket.then_some(
+        "; in a `{ … }` mapping `[` starts a list: quote a key that has one \
+         ('nodes.x.items[0].output': …) or write the mapping one key a line",
+    )
 }
 
 /// What follows the `:` when `text` starts with `key` written as a mapping key — plain, in
@@ -505,6 +524,27 @@ mod tests {
         let y: Yaml = serde_yaml_ng::from_str("m:\n  1: a\n  \"1\": b\n").unwrap();
         let e = to_json(y, &mut Vec::new()).unwrap_err();
         assert!(e.message.contains("duplicate key `1`"), "{}", e.message);
+    }
+
+    /// What a user writes from the README's flow-style `expect:` and a path with an index.
+    #[test]
+    fn a_key_with_an_index_in_a_flow_mapping_gets_a_hint() {
+        let at = |text: &str| {
+            let e = serde_yaml_ng::from_str::<Yaml>(text).unwrap_err();
+            syntax_error(&e, text)
+        };
+        let text = "cases:\n  - name: polls\n    expect: { nodes.poll.iterations[2].output.ready: true, output.n: 3 }\n";
+        let (place, message) = at(text);
+        assert_eq!(place.map(|p| p.0), Some(3), "{message}");
+        assert!(
+            message.contains("`[` starts a list: quote a key that has one"),
+            "{message}"
+        );
+        // Quoted, it parses; another error on a line without such a key gets no hint.
+        let quoted = "expect: { 'nodes.poll.iterations[2].output.ready': true }\n";
+        assert!(serde_yaml_ng::from_str::<Yaml>(quoted).is_ok());
+        let (_, message) = at("expect: { a: 1, b: [1, 2 }\n");
+        assert!(!message.contains("starts a list"), "{message}");
     }
 
     #[test]

@@ -535,6 +535,11 @@ fn check_reference(
             }
             match r.path.get(2) {
                 Some(Segment::Key(f)) if NODE_FIELDS.contains(&f.as_str()) => Ok(Some(j)),
+                Some(Segment::Key(f)) => Err(format!(
+                    "`{{{{ {r} }}}}`: after `nodes.{id}` comes one of {}{}",
+                    NODE_FIELDS.join(", "),
+                    crate::convert::did_you_mean(f, NODE_FIELDS.iter().copied())
+                )),
                 _ => Err(format!(
                     "`{{{{ {r} }}}}`: after `nodes.{id}` comes one of {}",
                     NODE_FIELDS.join(", ")
