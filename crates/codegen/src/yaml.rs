@@ -494,13 +494,15 @@ mod tests {
         to_json(y, &mut Vec::new()).map_err(|e| e.message).unwrap()
     }
 
+    /// Where the syntax error in `text` is, and what it says.
+    fn at(text: &str) -> (Option<(usize, usize)>, String) {
+        let e = serde_yaml_ng::from_str::<Yaml>(text).unwrap_err();
+        syntax_error(&e, text)
+    }
+
     /// serde_yaml_ng names the mapping's first key; the error names the key written twice.
     #[test]
     fn a_duplicate_key_is_placed_on_its_second_occurrence() {
-        let at = |text: &str| {
-            let e = serde_yaml_ng::from_str::<Yaml>(text).unwrap_err();
-            syntax_error(&e, text)
-        };
         let text = "a: 1\nexpect:\n  x: 1\n  # note\n  y: 2\n\n  x: 3\nz: 0\n";
         let (place, message) = at(text);
         assert_eq!(place, Some((7, 3)), "{message}");
@@ -529,10 +531,6 @@ mod tests {
     /// What a user writes from the README's flow-style `expect:` and a path with an index.
     #[test]
     fn a_key_with_an_index_in_a_flow_mapping_gets_a_hint() {
-        let at = |text: &str| {
-            let e = serde_yaml_ng::from_str::<Yaml>(text).unwrap_err();
-            syntax_error(&e, text)
-        };
         let text = "cases:\n  - name: polls\n    expect: { nodes.poll.iterations[2].output.ready: true, output.n: 3 }\n";
         let (place, message) = at(text);
         assert_eq!(place.map(|p| p.0), Some(3), "{message}");
