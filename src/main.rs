@@ -8,6 +8,8 @@ fn main() {
     {
         flowrun_executor::shepherd::main(&args[2..]);
     }
+    // What the caller left open (beyond 0-2) reaches nothing this process starts.
+    flowrun_executor::process::close_inherited_on_exec();
     // Not dumpable: the executions it runs are the same user's processes, and must not trace it
     // (and, say, write the store as it) or open its descriptors through /proc. Root still can.
     // SAFETY: prctl with PR_SET_DUMPABLE takes integers and touches no memory.

@@ -3,21 +3,26 @@
 # ---------------------------------------------------------------------------
 
 _CODE_SOURCES = {}  # "<node ID>" -> source, for linecache (see register_source)
+# Whether the sources are in linecache before any error (see register_source).
+_SOURCES_SHOWN = [False]
 
 
 def register_source(filename, source, eager=False):
-    """Make `source` visible to tracebacks under `filename`.  Importing
-    linecache costs ~7 ms, so unless `eager` (the source itself formats
-    tracebacks) the registration happens now only if linecache is already
-    loaded, and otherwise when the runtime formats a node error."""
+    """Make `source` visible to tracebacks under `filename`.  Importing linecache costs ~7 ms,
+    so the sources go there before anything fails only once a code node that may format
+    tracebacks itself is compiled (`eager`: then all of them, and every one after); otherwise
+    the runtime puts there the sources of a traceback it formats (_format_traceback).  Whether
+    linecache happens to be loaded does not decide it: a warm execution's template has it loaded,
+    a cold one not, and a warning's source line (shown when its source is there) would differ."""
     _CODE_SOURCES[filename] = source
-    if eager and "linecache" not in sys.modules:
-        import linecache  # noqa: F401
-    if "linecache" in sys.modules:
+    if eager:
+        _SOURCES_SHOWN[0] = True
+    if _SOURCES_SHOWN[0]:
         # Through `import`, not sys.modules: a node in another thread may be importing it
         # right now, and the module found there would be half made; `import` waits for it.
         import linecache
-        _linecache_put(linecache, filename, source)
+        for name, text in (_CODE_SOURCES.items() if eager else [(filename, source)]):
+            _linecache_put(linecache, name, text)
 
 
 def _linecache_put(linecache, filename, source):
@@ -30,14 +35,16 @@ def _linecache_put(linecache, filename, source):
 def _own_sources_in_linecache():
     """linecache as a cold start of this script has it: a warm one is a fork of a template that
     prepared other scripts too, whose code nodes put their sources there under the same kind of
-    name ("<node c>"): those go, this script's own take their place."""
+    name ("<node c>"): those go, and this script's own are there only as register_source would
+    have put them."""
     linecache = sys.modules.get("linecache")
     if linecache is None:
         return
-    for name in [n for n in linecache.cache if n.startswith("<node ") and n not in _CODE_SOURCES]:
+    for name in [n for n in linecache.cache if n.startswith("<node ")]:
         del linecache.cache[name]
-    for name, source in _CODE_SOURCES.items():
-        _linecache_put(linecache, name, source)
+    if _SOURCES_SHOWN[0]:
+        for name, source in _CODE_SOURCES.items():
+            _linecache_put(linecache, name, source)
 
 
 def _own_file():

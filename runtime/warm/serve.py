@@ -116,17 +116,41 @@ def _end_template():
             fd = None  # gone, or no longer the directory it was
         if fd is not None:
             try:
-                for name in os.listdir(fd):
-                    try:
-                        os.unlink(name, dir_fd=fd)
-                    except OSError:
-                        pass
+                _empty(fd, 16)
                 os.rmdir(_PAGES_DIR)
             except OSError:
                 pass
             finally:
                 os.close(fd)
     os._exit(0)
+
+
+def _empty(fd, depth):
+    """Removes what the directory open at `fd` holds, through descriptors only (no link is
+    followed): files, and directories an execution may have made there, `depth` levels deep."""
+    for name in os.listdir(fd):
+        try:
+            os.unlink(name, dir_fd=fd)
+            continue
+        except OSError:
+            pass
+        if depth <= 0:
+            continue
+        try:
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+        except OSError:
+            continue
+        try:
+            _empty(sub, depth - 1)
+        except OSError:
+            pass
+        finally:
+            os.close(sub)
+        try:
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            pass
 
 
 def _template_main():
@@ -158,10 +182,16 @@ def _template_main():
     return _serve(sock)
 
 
+# An unhandled KeyboardInterrupt, as _finish is told: no value a SystemExit could carry.
+_INTERRUPTED = object()
+
+
 def _finish(status):
     """Ends W the way the interpreter would after the script — non-daemon threads joined,
-    atexit handlers run, streams flushed, the exit status of SystemExit — but with os._exit,
-    since freeing every preloaded module at finalization costs more than the execution."""
+    atexit handlers run, streams flushed, the exit status of SystemExit (its code's low byte,
+    as C's exit takes it; anything but an int printed, and 1), an unhandled Ctrl-C by SIGINT
+    itself — but with os._exit, since freeing every preloaded module at finalization costs more
+    than the execution."""
     try:
         if "threading" in sys.modules:
             sys.modules["threading"]._shutdown()
@@ -169,11 +199,13 @@ def _finish(status):
         atexit._run_exitfuncs()
     except BaseException:
         pass
-    if status is None:
+    interrupted = status is _INTERRUPTED
+    if interrupted or status is None:
         status = 0
-    elif status == "interrupt":
-        status = -signal.SIGINT
-    elif not isinstance(status, int):
+    elif isinstance(status, int):
+        # CPython reads the code as a C long (out of range: -1) and exits with it.
+        status = status & 0xFF if -(1 << 63) <= status < (1 << 63) else 0xFF
+    else:
         try:
             sys.stderr.write(str(status) + "\n")
         except BaseException:
@@ -185,11 +217,11 @@ def _finish(status):
         except BaseException:
             pass
     _learn_pages()
-    if status < 0:
+    if interrupted:
         # Like the interpreter after an unhandled Ctrl-C: end by the signal itself.
-        signal.signal(-status, signal.SIG_DFL)
-        os.kill(os.getpid(), -status)
-    os._exit(status & 0xFF)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status)
 
 
 _prepared, _script = _template_main()
@@ -204,7 +236,7 @@ try:
 except SystemExit as _e:
     _status = _e.code
 except KeyboardInterrupt:
-    _status = "interrupt"
+    _status = _INTERRUPTED
 except BaseException:
     _kind, _value, _tb = sys.exc_info()
     sys.excepthook(_kind, _value, _tb.tb_next)  # from the script's frame on, as cold

@@ -46,6 +46,7 @@ mod validate_errors;
 mod warm;
 mod warm_attacks;
 mod warm_memory;
+mod warm_parity;
 mod warm_ready;
 mod warm_settings;
 mod warm_spare;

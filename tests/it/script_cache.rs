@@ -133,3 +133,67 @@ fn the_script_cache_keeps_the_newest_scripts() {
     );
     assert!(dir.join("old0000.py").exists());
 }
+
+/// The script's `.pyc` (written in the background after a first run, and waited for as that run
+/// ends) in the cache.
+fn pyc(env: &Env) -> std::path::PathBuf {
+    let found: Vec<_> = std::fs::read_dir(env.cache_dir().join("scripts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pyc"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+/// A damaged `.pyc` failed every run of its workflow, warm and cold, until removed by hand: one
+/// that is empty (a crash after its rename) or of another magic number is compiled again before
+/// it is used; one whose code is cut short fails the run that loads it, which removes it and
+/// says so, and the next run compiles it again.
+#[test]
+fn a_damaged_pyc_is_compiled_again() {
+    let env = Env::new();
+    let file = env.write_workflow(
+        "w.json",
+        &json!({"id": "w", "nodes": [{"id": "a", "type": "code", "code": "return 41 + 1"}]}),
+    );
+    let ok = |what: &str| {
+        let out = env.run(&file, "{}", &[]);
+        assert_success(&out, what);
+        assert_eq!(output(&out), json!(42), "{what}");
+    };
+    ok("first run");
+    let p = pyc(&env);
+    let good = std::fs::read(&p).unwrap();
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        (
+            "another magic number",
+            [b"\x00\x00\x0d\x0a".as_slice(), &good[4..]].concat(),
+        ),
+    ] {
+        std::fs::write(&p, &bytes).unwrap();
+        ok(what);
+        assert_eq!(std::fs::read(&p).unwrap(), good, "{what}: compiled again");
+    }
+    std::fs::write(&p, &good[..good.len() / 2]).unwrap();
+    let out = env.run(&file, "{}", &[]);
+    assert_code(&out, 1, "the run that loads a .pyc cut short");
+    assert!(
+        stderr(&out).contains("could not be loaded") && stderr(&out).contains("it is removed"),
+        "{}",
+        describe(&out)
+    );
+    ok("the run after it");
+    assert_eq!(std::fs::read(pyc(&env)).unwrap(), good, "compiled again");
+    // The same in a suite: its first cases may fail on it, the next run's none.
+    std::fs::write(&p, &good[..good.len() / 2]).unwrap();
+    env.write_file(
+        "w.test.yaml",
+        "workflow: ./w.json\ncases:\n  - name: a\n    expect: { output: 42 }\n  - name: b\n    expect: { output: 42 }\n  - name: c\n    expect: { output: 42 }\n",
+    );
+    let _ = env.cmd(["test", "w.test.yaml", "-j", "1"]);
+    let out = env.cmd(["test", "w.test.yaml", "-j", "1"]);
+    assert_code(&out, 0, "the suite run again");
+}

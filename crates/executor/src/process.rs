@@ -203,6 +203,39 @@ pub fn spawn_helper(cmd: &mut std::process::Command) -> std::io::Result<std::pro
     cmd.spawn()
 }
 
+/// Marks every descriptor this process was started with beyond 0, 1 and 2 close-on-exec: a
+/// wrapper's open credential file or a make jobserver's pipe would otherwise reach every process
+/// flowrun starts — a cold execution's interpreter and all it runs, a warm template (whose
+/// executions close them, so the same workflow saw them cold and not warm), a helper. For a
+/// process's start, before it opens anything of its own. Linux 5.11's `close_range`, else each
+/// descriptor in `/proc/self/fd`.
+pub fn close_inherited_on_exec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // The directory's own descriptor is closed by now: EBADF, nothing else.
+        let _ = set_cloexec(fd, true);
+    }
+}
+
 /// [`spawn_helper`], then waits for it to end.
 pub fn run_helper(cmd: &mut std::process::Command) -> std::io::Result<std::process::ExitStatus> {
     spawn_helper(cmd)?.wait()

@@ -30,16 +30,18 @@ use crate::python::Interpreter;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Compiles the script to `pyc` through a file of its own, read back before it is renamed into
-/// place: `py_compile` writes through an unbuffered file and ignores a short write (a full
-/// disk), and a truncated `.pyc` in place failed every later run of its workflow. A compile
-/// that fails removes its file.
+/// Compiles the script to `pyc` through a file of its own, read back and synced before it is
+/// renamed into place: `py_compile` writes through an unbuffered file and ignores a short write
+/// (a full disk), and a truncated `.pyc` in place failed every later run of its workflow; a
+/// crash after a rename of a file not yet on disk can leave it empty. A compile that fails
+/// removes its file.
 const COMPILE: &str = "import marshal, os, py_compile, sys
 tmp = '%s.tmp-%d' % (sys.argv[2], os.getpid())
 try:
     py_compile.compile(sys.argv[1], cfile=tmp, doraise=True)
     with open(tmp, 'rb') as f:
         marshal.loads(f.read()[16:])
+        os.fsync(f.fileno())
     os.replace(tmp, sys.argv[2])
 except BaseException:
     try:
@@ -60,7 +62,7 @@ pub struct PendingBytecode {
 /// with warm starts; else the script itself, and the `.pyc` to compile for the runs after it.
 pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<PendingBytecode>) {
     let pyc = pyc_path(interp, script);
-    if pyc.is_file() {
+    if usable(&pyc, interp.bytecode_magic.as_deref()) {
         return (pyc, None);
     }
     let pending = PendingBytecode {
@@ -76,6 +78,90 @@ pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<
         return (run.to_path_buf(), None);
     }
     (script.to_path_buf(), Some(pending))
+}
+
+/// Whether `pyc` looks like bytecode the interpreter can load: a regular file with a header
+/// and something after it, and the interpreter's magic number when it is known. An empty file
+/// (a crash), a short one or another magic number failed every run of its workflow ("Bad magic
+/// number in .pyc file"); such a file is compiled again, as a missing one is. What the header
+/// cannot tell (marshal data cut short) is caught as it fails to load ([`Watch`]).
+fn usable(pyc: &Path, magic: Option<&str>) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 17];
+    let Ok(mut file) = std::fs::File::open(pyc) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) || file.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let hex: String = head[..4].iter().map(|b| format!("{b:02x}")).collect();
+    magic.is_none_or(|m| m.eq_ignore_ascii_case(&hex))
+}
+
+/// Watches an execution run from a `.pyc` for the interpreter saying it could not load it (its
+/// marshal data cut short or damaged: it fails before the script's first line, so every run of
+/// the workflow failed the same way). [`Watch::repair`] then removes the file, so that the next
+/// run compiles it again, and says so in the execution's error.
+pub(super) struct Watch {
+    pyc: PathBuf,
+    said: Option<String>,
+}
+
+/// What the interpreter prints when it cannot load a `.pyc` it was told to run
+/// (`run_pyc_file` in CPython's `pythonrun.c`: a bad magic number or code object; its marshal
+/// reader: data cut short or damaged).
+const LOAD_ERRORS: [&str; 4] = [
+    "in .pyc file",
+    "marshal data",
+    "EOF read where object expected",
+    "NULL object in marshal data",
+];
+
+impl Watch {
+    /// A watch for an execution that runs `run_path`, if that is a `.pyc`.
+    pub(super) fn of(run_path: &Path) -> Option<Watch> {
+        (run_path.extension().is_some_and(|e| e == "pyc")).then(|| Watch {
+            pyc: run_path.to_path_buf(),
+            said: None,
+        })
+    }
+
+    /// After the execution: when it failed to load its `.pyc`, the file is removed (the
+    /// record keeps what the interpreter said, as the child's own output) and the user told.
+    pub(super) fn repair(&self) {
+        let Some(said) = &self.said else {
+            return;
+        };
+        // Gone already: removed by another run that failed on it (a suite's next case).
+        match std::fs::remove_file(&self.pyc).or_else(|e| match self.pyc.exists() {
+            false => Ok(()),
+            true => Err(e),
+        }) {
+            Ok(()) => tracing::warn!(
+                "the script's cached bytecode {} could not be loaded ({}): it is removed, and the next run compiles it again",
+                self.pyc.display(),
+                said.trim()
+            ),
+            Err(e) => tracing::warn!(
+                "the script's cached bytecode {} could not be loaded ({}) nor removed ({e}): remove it by hand",
+                self.pyc.display(),
+                said.trim()
+            ),
+        }
+    }
+}
+
+impl flowrun_executor::Sink for Watch {
+    fn event(&mut self, envelope: &flowrun_events::Envelope) {
+        if let flowrun_events::Event::Log {
+            node: None, line, ..
+        } = &envelope.event
+        {
+            if self.said.is_none() && LOAD_ERRORS.iter().any(|m| line.contains(m)) {
+                self.said = Some(line.clone());
+            }
+        }
+    }
 }
 
 /// Where `script`'s bytecode for `interp` goes: named by the interpreter's implementation,

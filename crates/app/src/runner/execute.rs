@@ -91,10 +91,17 @@ pub async fn run(
     if let Some(missing) = &p.bytecode {
         super::bytecode::start(missing);
     }
+    let mut watch = super::bytecode::Watch::of(&p.run_path);
     let mut outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
+        if let Some(w) = watch.as_mut() {
+            sinks.0.push(w);
+        }
         flowrun_executor::execute(&spec, &mut sinks, stop).await
     };
+    if let Some(w) = &watch {
+        w.repair();
+    }
     let mut store_error = recorder.error.take();
     if let Some(e) = &store_error {
         tracing::warn!("recording execution {execution_id}: {e}");
