@@ -100,11 +100,14 @@ fn usable(pyc: &Path, magic: Option<&str>) -> bool {
 
 /// Watches an execution run from a `.pyc` for the interpreter saying it could not load it (its
 /// marshal data cut short or damaged: it fails before the script's first line, so every run of
-/// the workflow failed the same way). [`Watch::repair`] then removes the file, so that the next
-/// run compiles it again, and says so in the execution's error.
+/// the workflow failed the same way): a line of its own stderr before any node started, in an
+/// execution that then failed. [`Watch::repair`] then removes the file, so that the next run
+/// compiles it again, and tells the user.
 pub(super) struct Watch {
     pyc: PathBuf,
     said: Option<String>,
+    /// A node started: the script was loaded, and whatever is printed after is the workflow's.
+    ran: bool,
 }
 
 /// What the interpreter prints when it cannot load a `.pyc` it was told to run
@@ -123,13 +126,18 @@ impl Watch {
         (run_path.extension().is_some_and(|e| e == "pyc")).then(|| Watch {
             pyc: run_path.to_path_buf(),
             said: None,
+            ran: false,
         })
     }
 
     /// After the execution: when it failed to load its `.pyc`, the file is removed (the
     /// record keeps what the interpreter said, as the child's own output) and the user told.
-    pub(super) fn repair(&self) {
-        let Some(said) = &self.said else {
+    pub(super) fn repair(&self, status: flowrun_events::ExecStatus) {
+        let Some(said) = self
+            .said
+            .as_ref()
+            .filter(|_| status == flowrun_events::ExecStatus::Error)
+        else {
             return;
         };
         // Gone already: removed by another run that failed on it (a suite's next case).
@@ -153,13 +161,18 @@ impl Watch {
 
 impl flowrun_executor::Sink for Watch {
     fn event(&mut self, envelope: &flowrun_events::Envelope) {
-        if let flowrun_events::Event::Log {
-            node: None, line, ..
-        } = &envelope.event
-        {
-            if self.said.is_none() && LOAD_ERRORS.iter().any(|m| line.contains(m)) {
+        use flowrun_events::Event;
+        match &envelope.event {
+            Event::NodeStart { .. } => self.ran = true,
+            Event::Log {
+                node: None, line, ..
+            } if !self.ran
+                && self.said.is_none()
+                && LOAD_ERRORS.iter().any(|m| line.contains(m)) =>
+            {
                 self.said = Some(line.clone());
             }
+            _ => {}
         }
     }
 }

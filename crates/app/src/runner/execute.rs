@@ -100,7 +100,7 @@ pub async fn run(
         flowrun_executor::execute(&spec, &mut sinks, stop).await
     };
     if let Some(w) = &watch {
-        w.repair();
+        w.repair(outcome.status);
     }
     let mut store_error = recorder.error.take();
     if let Some(e) = &store_error {
