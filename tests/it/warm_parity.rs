@@ -8,19 +8,10 @@ use crate::support::*;
 use serde_json::{Value, json};
 use std::os::unix::process::CommandExt;
 
-/// `flowrun test --json ARGS` in `env`: its document's executions (case order), as `show
-/// --json` has them.
+/// `flowrun test --json ARGS` in `env`: its executions, in case order, as `show --json` has
+/// them.
 fn executions(env: &Env, args: &[&str]) -> Vec<Value> {
-    let out = env.cmd([&["test", "--json"], args].concat());
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json is JSON ({e}): {}", describe(&out)));
-    doc["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|f| f["cases"].as_array().unwrap().clone())
-        .map(|c| env.show_json(c["attempts"][0]["execution_id"].as_str().unwrap()))
-        .collect()
+    env.suite_executions(&env.cmd([&["test", "--json"], args].concat()))
 }
 
 /// An OpenSSL configuration that changes what a default TLS context is: one TLS 1.3 suite, and

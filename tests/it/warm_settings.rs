@@ -70,14 +70,7 @@ fn probe() -> Value {
 /// The executions of `flowrun test --json`'s document, in case order, with their records.
 fn executions(env: &Env, out: &std::process::Output) -> Vec<Value> {
     assert_code(out, 0, "every case passes");
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("--json is JSON");
-    doc["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|f| f["cases"].as_array().unwrap().clone())
-        .map(|c| env.show_json(c["attempts"][0]["execution_id"].as_str().unwrap()))
-        .collect()
+    env.suite_executions(out)
 }
 
 /// `flowrun ARGS` with a soft descriptor limit below its hard one, as in a shell after `ulimit

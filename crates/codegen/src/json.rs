@@ -88,7 +88,7 @@ impl<'de> Visitor<'de> for UniqueVisitor {
 }
 
 fn json_error(e: &serde_json::Error) -> Diagnostic {
-    let msg = crate::yaml::parser_message(&e.to_string());
+    let msg = crate::yaml_errors::parser_message(&e.to_string());
     let mut d = Diagnostic::new(format!("invalid JSON: {msg}"));
     if e.line() > 0 {
         // serde_json says column 0 before the first character of a line (an empty file); a

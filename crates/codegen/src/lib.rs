@@ -28,6 +28,7 @@ pub mod source;
 pub mod subflow;
 pub mod template;
 mod yaml;
+mod yaml_errors;
 
 pub use convert::did_you_mean;
 pub use diagnostic::{Diagnostic, Diagnostics, in_json_terms};
@@ -42,7 +43,8 @@ pub use source::{
     Format, MAX_FILE_BYTES, NodeProblem, Source, load_file, may_be_workflow, parse_str,
     read_text_file, yaml_too_deep,
 };
-pub use yaml::{syntax_error as yaml_syntax_error, yaml_to_json};
+pub use yaml::yaml_to_json;
+pub use yaml_errors::syntax_error as yaml_syntax_error;
 
 /// Parses and validates, with every diagnostic located in the file.
 pub fn compile(source: &Source) -> Result<Plan, Diagnostics> {

@@ -349,7 +349,7 @@ fn yaml_data(text: &str) -> Result<Value, Diagnostic> {
         );
     }
     let data: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| yaml::yaml_error(&e, text))?;
+        serde_yaml_ng::from_str(text).map_err(|e| crate::yaml_errors::yaml_error(&e, text))?;
     let ids: Vec<Option<String>> = data
         .get("nodes")
         .and_then(|n| n.as_sequence())

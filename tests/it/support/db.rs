@@ -291,6 +291,20 @@ impl Env {
         assert_success(&out, "show --json");
         serde_json::from_slice(&out.stdout).expect("show --json prints JSON")
     }
+
+    /// The executions of a `flowrun test --json` document (`out`), in case order, as `show
+    /// --json` has them (each case's first attempt).
+    pub fn suite_executions(&self, out: &std::process::Output) -> Vec<Value> {
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("--json is JSON ({e}): {}", describe(out)));
+        doc["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f["cases"].as_array().unwrap().clone())
+            .map(|c| self.show_json(c["attempts"][0]["execution_id"].as_str().unwrap()))
+            .collect()
+    }
 }
 
 /// Stored JSON, as deep as flowrun stores it (deeper than serde_json's default limit of 128).
