@@ -21,7 +21,8 @@ def register_source(filename, source, eager=False):
         # Through `import`, not sys.modules: a node in another thread may be importing it
         # right now, and the module found there would be half made; `import` waits for it.
         import linecache
-        for name, text in (_CODE_SOURCES.items() if eager else [(filename, source)]):
+        # A list: nodes running side by side may register theirs meanwhile.
+        for name, text in (list(_CODE_SOURCES.items()) if eager else [(filename, source)]):
             _linecache_put(linecache, name, text)
 
 

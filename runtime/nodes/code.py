@@ -157,7 +157,10 @@ def _code_prepare_for_fork(workflow):
     every execution prints one (with its source line, which a cold run does not show)."""
     for node in workflow.get("nodes") or ():
         source = (node.get("params") or {}).get("code")
-        if node.get("type") != "code" or not isinstance(source, str):
+        # As the start check: a pinned or mocked node never runs, and is not compiled (its
+        # source would register in linecache, and decide for the others, as cold it does not).
+        if (node.get("type") != "code" or not isinstance(source, str)
+                or node.get("pinned") is not None or node.get("mock") is not None):
             continue
         if len(source) > _code_PREPARE_MAX:
             continue

@@ -142,6 +142,10 @@ def _empty(fd, depth):
         except OSError:
             continue
         try:
+            os.fchmod(sub, 0o700)  # one an execution made unwritable
+        except OSError:
+            pass
+        try:
             _empty(sub, depth - 1)
         except OSError:
             pass

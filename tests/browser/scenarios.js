@@ -227,6 +227,12 @@ const scenarios = {
     const itemOut = await text(page, "#panel-parts pre[aria-label='Output of item 1']");
     check(itemOut.trim() === "1", "item 1's output: " + itemOut);
     check((await page.locator("#panel-parts pre[aria-label='Input of item 0']").count()) === 0, "item 0 stays closed");
+    // The list built again (as when an item ends with the panel open): item 1 stays open, and
+    // its summary keeps the focus.
+    await page.evaluate(() => { shownKeys.delete($("panel-parts")); fillPanel(current, current.panelNode); });
+    await page.waitForSelector(itemInput);
+    check(await page.isVisible(itemInput), "item 1 stays open when the list is built again");
+    check((await page.evaluate(() => document.activeElement.getAttribute("aria-label"))) === "Input and output of item 1", "and keeps the focus");
     await screenshot(page, "earlier-attempts-items.png", "#panel");
     await axeCheck(page, "a for_each step's panel");
     // A step that ran once: no such list.

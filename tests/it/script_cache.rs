@@ -193,7 +193,33 @@ fn a_damaged_pyc_is_compiled_again() {
         "w.test.yaml",
         "workflow: ./w.json\ncases:\n  - name: a\n    expect: { output: 42 }\n  - name: b\n    expect: { output: 42 }\n  - name: c\n    expect: { output: 42 }\n",
     );
-    let _ = env.cmd(["test", "w.test.yaml", "-j", "1"]);
+    let out = env.cmd(["test", "w.test.yaml", "-j", "1"]);
+    assert!(
+        stdout(&out).contains("2 passed, 1 failed"),
+        "the case that loads it fails, not the next one (prepared meanwhile, it runs the .py): {}",
+        describe(&out)
+    );
     let out = env.cmd(["test", "w.test.yaml", "-j", "1"]);
     assert_code(&out, 0, "the suite run again");
+    // A workflow that prints those words itself, after its nodes ran, keeps its `.pyc`.
+    let file = env.write_workflow(
+        "loud.json",
+        &json!({"id": "loud", "nodes": [{"id": "a", "type": "code", "code":
+            "import atexit, os\natexit.register(lambda: os.write(2, b'ValueError: bad marshal data (unknown type code)\\n'))\nreturn 1"}]}),
+    );
+    for what in ["first run", "second run"] {
+        let out = env.run(&file, "{}", &[]);
+        assert_success(&out, what);
+        assert!(
+            !stderr(&out).contains("could not be loaded"),
+            "{what}: {}",
+            describe(&out)
+        );
+    }
+    let loud: Vec<_> = std::fs::read_dir(env.cache_dir().join("scripts"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pyc"))
+        .collect();
+    assert_eq!(loud.len(), 2, "both workflows' .pyc are there: {loud:?}");
 }

@@ -297,9 +297,10 @@ fn a_warm_execution_sees_nothing_of_the_one_before() {
     assert_success(&run, "flowrun run check");
     let cold_out: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(cold_out["start"], "cold");
-    // (Not the descriptors: a cold child inherits any the runner holds without close-on-exec,
-    // like a make jobserver's under cargo; a warm one closes all but 0, 1 and 2.)
+    // The descriptors too: flowrun marks any its caller left open (a make jobserver's under
+    // cargo) close-on-exec, as a warm fork closes all but 0, 1 and 2.
     for k in [
+        "fds",
         "module_global",
         "builtin",
         "module",

@@ -53,19 +53,38 @@ pub fn syntax_error(e: &serde_yaml_ng::Error, text: &str) -> (Option<(usize, usi
     (at, message)
 }
 
-/// A hint for the line of a syntax error that has a `{ … }` mapping with a key like
-/// `nodes.poll.iterations[2].output`: in flow style, `[` starts a list, so the key ends there.
+/// A hint for the line of a syntax error, for two mistakes YAML's flow style invites: a value
+/// that is a template written bare (`v: {{ trigger.items[0] }}`: `{` starts a mapping), and a
+/// key with an index in a `{ … }` mapping (`{ nodes.poll.iterations[2].output: true }`: `[`
+/// starts a list, so the key ends there). Quoted text is skipped; only a plain key's `x[` counts.
 fn bracket_in_flow_mapping(text: &str, line: usize) -> Option<&'static str> {
-    let l = text.lines().nth(line.checked_sub(1)?)?;
-    let inside = &l[l.find('{')?..];
-    let key_bracket = inside
-        .as_bytes()
-        .windows(2)
-        .any(|w| (w[0].is_ascii_alphanumeric() || w[0] == b'_') && w[1] == b'[');
-    key_bracket.then_some(
-        "; in a `{ … }` mapping `[` starts a list: quote a key that has one \
-         ('nodes.x.items[0].output': …) or write the mapping one key a line",
-    )
+    let l = text.lines().nth(line.checked_sub(1)?)?.as_bytes();
+    let (mut quote, mut in_key, mut prev) = (None::<u8>, false, b' ');
+    for (i, &c) in l.iter().enumerate() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(c),
+            (None, b'#') if prev == b' ' => break,
+            (None, b'{') if l.get(i + 1) == Some(&b'{') => {
+                return Some(
+                    "; a value that starts with `{{` is a template: quote it (\"{{ … }}\"), \
+                     since YAML reads `{` as the start of a mapping",
+                );
+            }
+            (None, b'{' | b',') => in_key = true,
+            (None, b':') => in_key = false,
+            (None, b'[') if in_key && (prev.is_ascii_alphanumeric() || prev == b'_') => {
+                return Some(
+                    "; in a `{ … }` mapping `[` starts a list: quote a key that has one \
+                     ('nodes.x.items[0].output': …) or write the mapping one key a line",
+                );
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    None
 }
 
 /// What follows the `:` when `text` starts with `key` written as a mapping key — plain, in
@@ -237,5 +256,11 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<Yaml>(quoted).is_ok());
         let (_, message) = at("expect: { a: 1, b: [1, 2 }\n");
         assert!(!message.contains("starts a list"), "{message}");
+        // An index inside a quoted template value is not a key's.
+        let (_, message) = at("values: { v: \"{{ trigger.items[0] }}\", w: [1, 2 }\n");
+        assert!(!message.contains("starts a list"), "{message}");
+        // A template written bare: the hint is to quote the value.
+        let (_, message) = at("fields:\n  v: {{ trigger.items[0] }}\n  w: 1\n");
+        assert!(message.contains("is a template: quote it"), "{message}");
     }
 }

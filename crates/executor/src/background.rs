@@ -44,8 +44,10 @@ pub fn start(file: &Path, name: &str, job: impl FnOnce() + Send + 'static) -> bo
     let thread = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
+            // Ended however the job ends, a panic too: else its file would never be written
+            // again in this process, and `finish` would wait its whole limit.
+            let _ended = Ended(key);
             job();
-            ended(&key);
         });
     match thread {
         Ok(_) => true,
@@ -54,6 +56,15 @@ pub fn start(file: &Path, name: &str, job: impl FnOnce() + Send + 'static) -> bo
             ended(file);
             false
         }
+    }
+}
+
+/// Says its job has ended when dropped.
+struct Ended(PathBuf);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        ended(&self.0);
     }
 }
 
@@ -90,7 +101,8 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    /// One test for the whole lifecycle: [`finish`] closes the registry for the process.
+    /// One test for the whole lifecycle: [`finish`] closes the registry for the process (this
+    /// test binary: a later test here that starts a job would find it closed).
     #[test]
     fn one_job_per_file_waited_for_as_the_process_ends_and_none_after() {
         let file = Path::new("/nonexistent/one.pyc");
@@ -115,6 +127,14 @@ mod tests {
             move || { other.send("other").unwrap() }
         ));
         assert_eq!(count.recv().unwrap(), "other");
+        // A job that panics has ended too: its file can have another.
+        let boom = Path::new("/nonexistent/boom.pyc");
+        assert!(start(boom, "test-job", || panic!("a job that panics")));
+        let t = Instant::now();
+        while running(boom) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(!running(boom), "a panicked job's file is free again");
         // The first is still blocked: a short finish gives up and says so.
         assert!(!finish(Duration::from_millis(20)));
         // Closed now: nothing starts, even for a file with no job.

@@ -80,6 +80,17 @@ pub(super) fn run_path(interp: &Interpreter, script: &Path) -> (PathBuf, Option<
     (script.to_path_buf(), Some(pending))
 }
 
+/// What to run now: the prepared `run_path` unless it is a `.pyc` that has gone or gone bad
+/// since it was prepared (an execution before this one failed to load it and removed it:
+/// [`Watch`]; a suite prepares its next case while one runs): then the script itself.
+pub(super) fn path_now<'a>(run_path: &'a Path, script: &'a Path, magic: Option<&str>) -> &'a Path {
+    if run_path != script && !usable(run_path, magic) {
+        script
+    } else {
+        run_path
+    }
+}
+
 /// Whether `pyc` looks like bytecode the interpreter can load: a regular file with a header
 /// and something after it, and the interpreter's magic number when it is known. An empty file
 /// (a crash), a short one or another magic number failed every run of its workflow ("Bad magic
@@ -105,6 +116,9 @@ fn usable(pyc: &Path, magic: Option<&str>) -> bool {
 /// compiles it again, and tells the user.
 pub(super) struct Watch {
     pyc: PathBuf,
+    /// Its device and inode as the execution starts: only that file is removed, not one
+    /// compiled again meanwhile for another execution.
+    id: Option<(u64, u64)>,
     said: Option<String>,
     /// A node started: the script was loaded, and whatever is printed after is the workflow's.
     ran: bool,
@@ -125,6 +139,7 @@ impl Watch {
     pub(super) fn of(run_path: &Path) -> Option<Watch> {
         (run_path.extension().is_some_and(|e| e == "pyc")).then(|| Watch {
             pyc: run_path.to_path_buf(),
+            id: file_id(run_path),
             said: None,
             ran: false,
         })
@@ -140,11 +155,13 @@ impl Watch {
         else {
             return;
         };
-        // Gone already: removed by another run that failed on it (a suite's next case).
-        match std::fs::remove_file(&self.pyc).or_else(|e| match self.pyc.exists() {
-            false => Ok(()),
-            true => Err(e),
-        }) {
+        // Gone already (removed by another execution that failed on it), or another file now:
+        // nothing to remove.
+        let removed = match file_id(&self.pyc) {
+            Some(id) if Some(id) == self.id => std::fs::remove_file(&self.pyc),
+            _ => Ok(()),
+        };
+        match removed {
             Ok(()) => tracing::warn!(
                 "the script's cached bytecode {} could not be loaded ({}): it is removed, and the next run compiles it again",
                 self.pyc.display(),
@@ -157,6 +174,13 @@ impl Watch {
             ),
         }
     }
+}
+
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl flowrun_executor::Sink for Watch {

@@ -91,7 +91,11 @@ pub async fn run(
     if let Some(missing) = &p.bytecode {
         super::bytecode::start(missing);
     }
-    let mut watch = super::bytecode::Watch::of(&p.run_path);
+    let mut watch = super::bytecode::Watch::of(super::bytecode::path_now(
+        &p.run_path,
+        &p.script_path,
+        p.interpreter.bytecode_magic.as_deref(),
+    ));
     let mut outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
         if let Some(w) = watch.as_mut() {

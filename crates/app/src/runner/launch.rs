@@ -109,7 +109,12 @@ pub fn spec(p: &Prepared, execution_id: &str) -> RunSpec {
         child_env(p, execution_id),
         p.options.cwd.clone(),
     );
-    launch.args.push(p.run_path.display().to_string());
+    let run = super::bytecode::path_now(
+        &p.run_path,
+        &p.script_path,
+        p.interpreter.bytecode_magic.as_deref(),
+    );
+    launch.args.push(run.display().to_string());
     let timeout_ms = p
         .options
         .timeout_ms

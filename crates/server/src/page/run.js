@@ -386,7 +386,11 @@ function fillPanel(exec, node) {
   renderIfChanged($("panel-attempts-list"), [exec.id, node, earlier], (ol) => fillAttempts(ol, earlier, ""));
   const list = (rec && (rec.items || rec.iterations)) || [];
   const shown = list.map((p) => [p.index, p.iteration, p.status, p.attempt, p.error, p.earlier_attempts]);
-  renderIfChanged($("panel-parts"), [exec.id, node, shown], (parts) => {
+  // An item opened (or focused) stays so when the list is built again (an item ended).
+  const box = $("panel-parts");
+  const opened = new Set([...box.querySelectorAll("details.part[open] > summary")].map((x) => x.getAttribute("aria-label")));
+  const focused = box.contains(document.activeElement) && document.activeElement.tagName === "SUMMARY" ? document.activeElement.getAttribute("aria-label") : null;
+  renderIfChanged(box, [exec.id, node, shown], (parts) => {
     if (!list.length) return;
     parts.append(el("h3", null, rec.items ? "Items" : "Iterations"));
     const ul = el("ul", "list");
@@ -403,6 +407,11 @@ function fillPanel(exec, node) {
       ul.append(li);
     }
     parts.append(ul);
+    for (const summary of parts.querySelectorAll("details.part > summary")) {
+      const label = summary.getAttribute("aria-label");
+      if (opened.has(label)) summary.parentElement.open = true;
+      if (label === focused) summary.focus();
+    }
   });
 }
 
