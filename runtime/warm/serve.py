@@ -204,7 +204,9 @@ def _finish(status):
     except BaseException:
         pass
     interrupted = status is _INTERRUPTED
-    if interrupted or status is None:
+    if interrupted:
+        status = 128 + signal.SIGINT  # should the signal not end it (blocked): as a shell says
+    elif status is None:
         status = 0
     elif isinstance(status, int):
         # CPython reads the code as a C long (out of range: -1) and exits with it.
