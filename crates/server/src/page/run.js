@@ -386,11 +386,14 @@ function fillPanel(exec, node) {
   renderIfChanged($("panel-attempts-list"), [exec.id, node, earlier], (ol) => fillAttempts(ol, earlier, ""));
   const list = (rec && (rec.items || rec.iterations)) || [];
   const shown = list.map((p) => [p.index, p.iteration, p.status, p.attempt, p.error, p.earlier_attempts]);
-  // An item opened (or focused) stays so when the list is built again (an item ended).
+  // An item opened (or focused) stays so when the same node's list is built again (an item
+  // ended), not when another node's takes its place.
   const box = $("panel-parts");
-  const opened = new Set([...box.querySelectorAll("details.part[open] > summary")].map((x) => x.getAttribute("aria-label")));
-  const focused = box.contains(document.activeElement) && document.activeElement.tagName === "SUMMARY" ? document.activeElement.getAttribute("aria-label") : null;
+  const same = box.dataset.shows === exec.id + " " + node;
+  const opened = new Set(same ? [...box.querySelectorAll("details.part[open] > summary")].map((x) => x.getAttribute("aria-label")) : []);
+  const focused = same && box.contains(document.activeElement) && document.activeElement.tagName === "SUMMARY" ? document.activeElement.getAttribute("aria-label") : null;
   renderIfChanged(box, [exec.id, node, shown], (parts) => {
+    parts.dataset.shows = exec.id + " " + node;
     if (!list.length) return;
     parts.append(el("h3", null, rec.items ? "Items" : "Iterations"));
     const ul = el("ul", "list");
