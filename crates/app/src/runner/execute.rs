@@ -91,11 +91,12 @@ pub async fn run(
     if let Some(missing) = &p.bytecode {
         super::bytecode::start(missing);
     }
-    let mut watch = super::bytecode::Watch::of(super::bytecode::path_now(
-        &p.run_path,
-        &p.script_path,
-        p.interpreter.bytecode_magic.as_deref(),
-    ));
+    // What the spec runs (its last argument: the `.pyc` unless it went bad since `prepare`).
+    let mut watch = spec
+        .launch
+        .args
+        .last()
+        .and_then(|run| super::bytecode::Watch::of(std::path::Path::new(run)));
     let mut outcome = {
         let mut sinks = Fanout(vec![&mut recorder, viewers]);
         if let Some(w) = watch.as_mut() {
