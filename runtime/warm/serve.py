@@ -23,7 +23,7 @@ def _serve(sock):
                 _supervise(fd)
                 continue
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+                msg, fds = _recv_fds(sock, 1 << 20, 8)
             except InterruptedError:
                 continue
             except OSError:
@@ -56,7 +56,7 @@ def _answer(sock, msg, fds):
         # _make_spare); it names the spares it used or let go of since the last one.  Or a
         # script to prepare ahead: its first executions start cold meanwhile.
         try:
-            nudge = json.loads(msg.decode("utf-8"))
+            nudge = _loads(msg)
             if "prepare" in nudge:
                 _prepare(nudge["prepare"])
                 return None
@@ -76,7 +76,7 @@ def _answer(sock, msg, fds):
         return None
     reply, ends = {}, None
     try:
-        req = json.loads(msg.decode("utf-8"))
+        req = _loads(msg)
         if not _restore(_OWN):
             # Changed from outside beyond what it can undo (a hard limit lowered, a niceness
             # raised): every W would inherit it.  An answer without `seq` retires the template
@@ -96,7 +96,7 @@ def _answer(sock, msg, fds):
     for fd in fds:
         os.close(fd)
     try:
-        socket.send_fds(sock, [json.dumps(reply).encode("utf-8")], list(ends or ()))
+        _send_fds(sock, _dumps(reply), list(ends or ()))
     except OSError:
         pass  # the runner is gone: the execution's lifeline closes below, and it is ended
     if ends is not None:
@@ -165,8 +165,8 @@ def _template_main():
         _PRCTL(4, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     # A pause request (SIGUSR1, see runtime/core/66_limits.py) that reaches an execution before
     # its runtime installed the handler is dropped, as in a cold start, not fatal.
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    sock = socket.socket(fileno=3)
+    _signal.signal(_signal.SIGUSR1, _signal.SIG_IGN)
+    sock = _socket.socket(fileno=3)
     # Supervising executions takes being their subreaper and pidfds (Linux 5.3): without them the
     # runner starts every execution cold.
     try:
@@ -175,14 +175,14 @@ def _template_main():
     except (AttributeError, OSError):
         supervised = False
     if not supervised:
-        sock.send(json.dumps({"error": "no pidfd_open or no child subreaper here"}).encode())
+        sock.send(_dumps({"error": "no pidfd_open or no child subreaper here"}))
         os._exit(0)
     global _COLD, _OWN
     _COLD = _attrs()
     # As many descriptors as it may: three per execution it supervises.
     _raise_nofile()
     _OWN = _attrs()
-    sock.send(json.dumps({"ready": os.getpid()}).encode("utf-8"))
+    sock.send(_dumps({"ready": os.getpid()}))
     return _serve(sock)
 
 
@@ -205,7 +205,7 @@ def _finish(status):
         pass
     interrupted = status is _INTERRUPTED
     if interrupted:
-        status = 128 + signal.SIGINT  # should the signal not end it (blocked): as a shell says
+        status = 128 + _signal.SIGINT  # should the signal not end it (blocked): as a shell says
     elif status is None:
         status = 0
     elif isinstance(status, int):
@@ -225,8 +225,8 @@ def _finish(status):
     _learn_pages()
     if interrupted:
         # Like the interpreter after an unhandled Ctrl-C: end by the signal itself.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
     os._exit(status)
 
 

@@ -24,7 +24,7 @@ def _make_spare(sock):
     if not _PREPARED:
         return None
     _take_pages()
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     pid, ends = _fork_execution()
     if pid == 0:
         # W keeps its socket, at 3, and nothing else of the template's.
@@ -37,7 +37,7 @@ def _make_spare(sock):
     theirs.close()
     try:
         report = {"spare": pid, "scripts": list(_PREPARED)}
-        socket.send_fds(sock, [json.dumps(report).encode("utf-8")], [ours.fileno()] + list(ends))
+        _send_fds(sock, _dumps(report), [ours.fileno()] + list(ends))
         _MADE.add(pid)
     except OSError:
         pass  # the runner is gone: W's lifeline closes below, and W is ended
@@ -53,10 +53,10 @@ def _spare_wait(conn):
     lets the spare go or goes (its end of the socket closes)."""
     try:
         _prefault()
-        sock = socket.socket(fileno=conn)
-        msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 3)
+        sock = _socket.socket(fileno=conn)
+        msg, fds = _recv_fds(sock, 1 << 20, 3)
         sock.detach()
-        req = json.loads(msg.decode("utf-8")) if msg else None
+        req = _loads(msg) if msg else None
         entry = _PREPARED[req["script"]] if req else None
         if entry is None or len(fds) != 3:
             os._exit(0)

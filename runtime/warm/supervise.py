@@ -64,7 +64,7 @@ def _fork_execution():
         pidfd = os.pidfd_open(pid)
     except BaseException:
         # Not supervised, so not run: W waits for its environment on stdin, and is killed here.
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, _signal.SIGKILL)
         os.waitpid(pid, 0)
         for fd in (life_r, life_w, status_r, status_w):
             os.close(fd)
@@ -93,12 +93,12 @@ def _on_lifeline(ex):
         data = b""
     if data:
         if b"t" in data:
-            _signal_tree(ex, signal.SIGTERM)
+            _signal_tree(ex, _signal.SIGTERM)
         return
     _unwatch(ex.lifeline)
     ex.lifeline = None
     # W first: what it leaves comes here as it dies, and is ended with the rest (_on_end).
-    _signal_tree(ex, signal.SIGKILL)
+    _signal_tree(ex, _signal.SIGKILL)
 
 
 def _signal_tree(ex, sig):
@@ -113,7 +113,7 @@ def _signal_tree(ex, sig):
     except OSError:
         pass
     try:
-        signal.pidfd_send_signal(ex.pidfd, sig)
+        _signal.pidfd_send_signal(ex.pidfd, sig)
     except OSError:
         pass
     for p in _descendants(ex.pid):
@@ -186,7 +186,7 @@ def _give_up():
     they left and what they run are re-parented to the runner, a subreaper, which waits for them
     and ends what is left (crates/executor/src/warm/supervised.rs).  An execution of the same
     template fails for none of that."""
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), _signal.SIGKILL)
 
 
 # Executions that ended and whose leftovers are being ended: their reports wait for that, done
@@ -232,7 +232,7 @@ def _leftovers_round():
     doomed = _freeze_trees(left)
     for p in doomed:
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(p, _signal.SIGKILL)
         except OSError:
             pass
     return False
@@ -243,7 +243,7 @@ def _freeze_trees(roots):
     read; returns all of them."""
     def stop(p):
         try:
-            os.kill(p, signal.SIGSTOP)
+            os.kill(p, _signal.SIGSTOP)
             return True
         except OSError:
             return False

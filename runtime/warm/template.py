@@ -74,7 +74,8 @@ import stat as _stat
 import sys
 import time
 import _json
-import socket
+import _signal
+import _socket
 import marshal
 
 # Preloaded for every execution: what this file and the runtime of any workflow use.  What only some
@@ -84,9 +85,7 @@ import marshal
 # tables of all that is loaded and every exit tears them down, ~0.7 ms per execution for the
 # full set, which a plain workflow should not pay.
 import gc
-import json
 import resource
-import signal
 
 # The memory file this source was read from (descriptor 4, through the link the runner made
 # in this template's directory): read whole before it runs, held by nothing forked from here,
@@ -105,7 +104,10 @@ if len(sys.argv) == 1 and os.path.basename(sys.argv[0]) == "flowrun-warm-templat
 
 # What the runtime imports for each node type it runs (runtime/nodes/, runtime/core/70_http.py):
 # preloaded once a script with such a node arrives.  Were this table to fall behind the runtime,
-# an execution would import the missing module itself: slower, never wrong.
+# an execution would import the missing module itself: slower, never wrong.  Not what only a
+# failure needs: a failing code node imports `traceback` (and with `linecache` `tokenize`, `re`,
+# `enum`: ~6 ms) itself, as it does cold; preloaded, that was ~6 ms of the first request's wait
+# for its template and pages that every execution's fork mapped and its exit unmapped.
 _HTTP_MODULES = ("base64", "email.utils", "http.client", "io", "socket", "urllib.parse",
                  "urllib.request", "zlib")
 _NODE_MODULES = {
@@ -114,8 +116,6 @@ _NODE_MODULES = {
     "agent": ("json", "re", "selectors", "signal", "subprocess"),
     "command": ("selectors", "subprocess"),
     "workflow": ("json", "subprocess"),
-    # A failing code node's traceback (runtime/core/50_errors.py).
-    "code": ("linecache", "traceback"),
 }
 # Nodes side by side, for_each and repeat run in threads.
 _THREAD_MODULES = ("threading",)
@@ -134,6 +134,69 @@ try:
 except Exception:
     _CLEARENV = None
 _MAX_FD = 65536
+
+
+# Messages with the runner: JSON through the C accelerator and descriptors through `_socket`
+# directly, as the runtime does (runtime/core/20_json.py).  `json` imports `re` and `enum`,
+# `socket` imports `enum` and `selectors`, `signal` `enum` too: ~10 ms of a template's start,
+# which a suite's first warm cases wait for, and pages every fork maps and every exit unmaps.
+class _StrictJson:
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError("%s is not JSON" % name)
+
+
+try:
+    _SCAN = _json.make_scanner(_StrictJson())
+    _ENCODE = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
+                                 False, False, False)
+except (AttributeError, TypeError):  # pragma: no cover - an interpreter without them
+    _SCAN = _ENCODE = None
+
+
+def _loads(data):
+    """A message of the runner's (serde_json's: strict JSON, UTF-8) as a value."""
+    text = data.decode("utf-8")
+    if _SCAN is None:  # pragma: no cover
+        import json
+        return json.loads(text)
+    try:
+        value, end = _SCAN(text, 0)
+    except Exception:  # StopIteration; SystemError where json.decoder is not loaded (3.11)
+        raise ValueError("a message that is not JSON") from None
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError("a message with more than one JSON value")
+    return value
+
+
+def _dumps(value):
+    """A message for the runner: ASCII JSON, as json.dumps writes it."""
+    if _ENCODE is None:  # pragma: no cover
+        import json
+        return json.dumps(value).encode("ascii")
+    return "".join(_ENCODE(value, 0)).encode("ascii")
+
+
+def _send_fds(sock, data, fds):
+    """One message with `fds` attached (SCM_RIGHTS: C ints; `array` would import `collections`)."""
+    rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+
+
+def _recv_fds(sock, size, most):
+    """One message and the descriptors attached to it, at most `most` of them."""
+    data, ancillary, _flags, _addr = sock.recvmsg(size, _socket.CMSG_LEN(most * 4))
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True)
+                       for i in range(0, len(payload) - 3, 4))
+    return data, fds
 
 
 def _set_by_start():
@@ -338,7 +401,7 @@ def _read_env():
     bytes, then JSON pairs; crates/executor/src/warm/spawn.rs): never in a request to the
     template, whose memory every later fork inherits, secrets and all."""
     size = int.from_bytes(_read_exactly(8), "big")
-    return json.loads(_read_exactly(size).decode("utf-8"))
+    return _loads(_read_exactly(size))
 
 
 def _read_exactly(n):

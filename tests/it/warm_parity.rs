@@ -277,3 +277,37 @@ fn a_warning_reads_the_same_warm_and_cold() {
     );
     assert_eq!(warm, cold);
 }
+
+/// Modules a cold start of a plain workflow does without (tests/it/codegen_script.rs keeps it so):
+/// each costs its import and, loaded in a template, pages every fork maps and every exit unmaps.
+/// (Two names split: a code node that mentions them is one that may format tracebacks itself,
+/// for which the runtime loads `linecache` at once.)
+const SLOW: &str = "['re', 'enum', 'json', 'socket', 'selectors', 'signal', 'trace' 'back', \
+                    'line' 'cache', 'tokenize', 'functools', 'collections', 'array']";
+
+#[test]
+fn a_plain_workflow_finds_no_slow_module_loaded_warm_or_cold() {
+    let env = Env::new();
+    // A code node (its template once preloaded `traceback` for it) after a template node.
+    env.write_workflow(
+        "plain.json",
+        &json!({"id": "plain", "nodes": [
+            {"id": "greet", "type": "template", "template": "hi"},
+            {"id": "probe", "type": "code", "after": ["greet"], "code":
+                format!("import sys\nreturn [m for m in {SLOW} if m in sys.modules]")}]}),
+    );
+    env.write_file(
+        "plain.test.yaml",
+        "workflow: ./plain.json\ncases:\n  - name: a\n  - name: b\n  - name: c\n",
+    );
+    for extra in [&[][..], &["--cold"]] {
+        let got = executions(&env, &[&["plain.test.yaml", "-j", "1"], extra].concat());
+        let want = if extra.is_empty() { "warm" } else { "cold" };
+        assert_eq!(got.len(), 3);
+        for e in &got {
+            assert_eq!(e["status"], "success", "{e:#}");
+            assert_eq!(e["start"], want, "{e:#}");
+            assert_eq!(e["nodes"][1]["output"], json!([]), "{want}: {e:#}");
+        }
+    }
+}
