@@ -302,12 +302,26 @@ pub fn end_strays() {
         for pid in &left {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
         }
-        while let Ok(s) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
-        {
-            if s == nix::sys::wait::WaitStatus::StillAlive {
+        // A killed process is gone in well under a millisecond, most of the time: reaped as they
+        // end, and the process ends as soon as none is left, rather than after a fixed pause;
+        // what is still there after 2 ms (an orphan of one of them, re-parented here) is
+        // looked for again.
+        let until = std::time::Instant::now() + Duration::from_millis(2);
+        loop {
+            while let Ok(s) =
+                nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            {
+                if s == nix::sys::wait::WaitStatus::StillAlive {
+                    break;
+                }
+            }
+            if !flowrun_executor::tree::has_children() {
+                return;
+            }
+            if std::time::Instant::now() >= until {
                 break;
             }
+            std::thread::sleep(Duration::from_micros(100));
         }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
