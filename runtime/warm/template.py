@@ -175,7 +175,7 @@ def _loads(data):
 
 
 def _dumps(value):
-    """A message for the runner: ASCII JSON, as json.dumps writes it."""
+    """A message for the runner: ASCII JSON, as json.dumps(value, separators=(",", ":"))."""
     if _ENCODE is None:  # pragma: no cover
         import json
         return json.dumps(value).encode("ascii")
