@@ -278,8 +278,8 @@ pub async fn watch_requests(
 /// Ends every process left under this one. Only for a process that runs executions and is done
 /// (`flowrun run`, `flowrun test`): as a child subreaper, whatever escaped an execution's
 /// shepherd (a shepherd killed from outside leaves its orphans here) is an execution's. Warm
-/// templates are retired first, so that each removes the directory it keeps in `$TMPDIR`
-/// rather than being killed with it still there; bytecode being compiled in the background (a
+/// templates are retired first, so that the private directory each has in `$TMPDIR` is removed
+/// as it is let go, before the sweep below kills what is left of them; bytecode being compiled in the background (a
 /// script's `.pyc`, a warm template's code) is waited for first (up to 10 s), so that the next
 /// run finds it.
 pub fn end_strays() {
