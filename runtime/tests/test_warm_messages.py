@@ -21,6 +21,9 @@ class Messages(unittest.TestCase):
 
     def test_json_reads_and_writes_as_the_json_module_does(self):
         loads, dumps = self.ns["_loads"], self.ns["_dumps"]
+        # Through the C accelerator, not the `json` fallback (which this test process has loaded).
+        self.assertIsNotNone(self.ns["_SCAN"])
+        self.assertIsNotNone(self.ns["_ENCODE"])
         values = [
             {"seq": 7, "script": "/tmp/ä b/x.pyc", "cwd": None, "max_memory": 1 << 40},
             [["PATH", "/usr/bin"], ["NAME", "Zoë \u2603 \U0001f600"], ["EMPTY", ""]],
