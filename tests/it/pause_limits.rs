@@ -122,6 +122,78 @@ fn pause_lets_the_running_node_finish_and_resume_reuses_it() {
     );
 }
 
+/// Stands in for the interpreter: says it is its own executable (so executions start it, not
+/// the real one), and holds an execution's start until a SIGUSR1 — a pause — has reached it,
+/// then runs the real interpreter with the signal ignored again, as it was given. Files beside
+/// it say it is waiting and that the signal came.
+const HELD_PYTHON: &str = r#"#!/usr/bin/env python3
+import importlib.util, os, signal, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+if sys.argv[1:3] == ["-I", "-S"] and "print(sys.executable)" in " ".join(sys.argv):
+    print("\n%d.%d.%d\n%s\n%s" % (sys.version_info[:3] + (sys.implementation.name,
+                                       importlib.util.MAGIC_NUMBER.hex())))
+    sys.exit(0)
+if os.environ.get("FLOWRUN_EXECUTION_ID"):
+    got = []
+    signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+    open(os.path.join(here, "waiting"), "w").close()
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    open(os.path.join(here, "usr1" if got else "no-usr1"), "w").close()
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+os.execv(sys.executable, [sys.executable] + sys.argv[1:])
+"#;
+
+/// A pause asked for while the interpreter is still starting — before the runtime has
+/// installed its handler, while SIGUSR1 is ignored — pauses the run all the same: the runner
+/// asks again when the runtime first speaks. (Such a pause was lost, and the run went on to the
+/// end: the page's Pause pressed right after Run, on a busy machine.)
+#[test]
+fn a_pause_asked_for_while_the_interpreter_starts_is_not_lost() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    std::fs::create_dir(env.path("held")).unwrap();
+    let python = env.write_file("held/python", HELD_PYTHON);
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let held = |name: &str| python.parent().unwrap().join(name);
+    let wf = env.write_workflow(
+        "two.json",
+        &json!({ "id": "two", "nodes": [
+            { "id": "first", "type": "delay", "ms": 300 },
+            { "id": "second", "type": "template", "template": "done" }
+        ]}),
+    );
+    // Not started early: an early start's interpreter gets the execution's variables later.
+    let child = env
+        .command()
+        .env("FLOWRUN_EARLY_START", "0")
+        .arg("run")
+        .arg(&wf)
+        .arg("--python")
+        .arg(&python)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the interpreter to hold its start", || {
+        held("waiting").exists()
+    });
+    let id = env.only_execution_id();
+    let out = env.cmd(["pause", &id]);
+    assert_success(&out, "pause");
+    let run = child.wait_with_output().unwrap();
+    assert!(
+        held("usr1").exists(),
+        "the pause reached the interpreter before its runtime: {}",
+        describe(&run)
+    );
+    assert_eq!(run.status.code(), Some(75), "{}", describe(&run));
+    let e = env.execution(&id);
+    assert_eq!(e.status, "paused");
+    assert_eq!(e.error.as_ref().unwrap()["node"], "second");
+}
+
 /// A pause during a retry's backoff: the retry never starts (it was waited for, and ran, before
 /// the run paused), the attempt is recorded cancelled saying why, and resume runs the node again.
 /// A pause during a `for_each` lets the running item finish and starts no other: the node says

@@ -40,6 +40,12 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// Whether the frame is the runtime's own (an event or its result, marked with the
+    /// execution's nonce), not a line any process of the execution could print.
+    pub fn is_runtimes(&self) -> bool {
+        !matches!(self, Frame::Line { .. })
+    }
+
     /// Roughly the bytes the frame holds (what it weighs against the reader's budget).
     pub fn weight(&self) -> usize {
         match self {

@@ -9,7 +9,7 @@
 //! cannot deadlock us, and memory stays bounded (backpressure stops the child, not us).
 
 use crate::process::{self, ProcessInfo};
-use crate::protocol::Framer;
+use crate::protocol::{Frame, Framer};
 use crate::read::{Msg, read_stream};
 use crate::sink::Sink;
 use crate::spec::{RunSpec, StopReason};
@@ -175,6 +175,17 @@ pub async fn execute(
     let node_sleep = sleep_until(far.into());
     tokio::pin!(node_sleep);
     let at = |when: Option<Instant>| async move { sleep_until(when.unwrap_or(far).into()).await };
+    // A pause is a SIGUSR1 that the runtime's handler takes; until the runtime has installed it
+    // (before it says anything: its first event), the interpreter ignores SIGUSR1, so a pause
+    // asked for while it starts would be lost. Such a pause is asked again at its first event.
+    let mut heard = false;
+    let mut pause_unheard = false;
+    let ask_pause = |pid: i32| {
+        // For the interpreter only (a cold execution's shepherd passes it on; a warm one's pid
+        // is its interpreter's): the runtime starts no new node, and ends `paused` once the
+        // running ones have ended.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1);
+    };
 
     while exit.is_none() || open_streams > 0 {
         let node_deadline = st.next_deadline();
@@ -185,6 +196,12 @@ pub async fn execute(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Frames(stream, frames, _budget)) => {
+                    if !heard && stream == Stream::Stdout && frames.iter().any(Frame::is_runtimes) {
+                        heard = true;
+                        if std::mem::take(&mut pause_unheard) && exit.is_none() {
+                            ask_pause(info.pid);
+                        }
+                    }
                     for f in frames {
                         st.frame(stream, f);
                     }
@@ -213,13 +230,8 @@ pub async fn execute(
                 if changed.is_ok() && reason == Some(StopReason::Pause) {
                     if !st.pause_requested {
                         st.pause_requested = true;
-                        // For the interpreter only (a cold execution's shepherd passes it on; a
-                        // warm one's pid is its interpreter's): the runtime starts no new node,
-                        // and ends `paused` once the running ones have ended.
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(info.pid),
-                            Signal::SIGUSR1,
-                        );
+                        pause_unheard = !heard;
+                        ask_pause(info.pid);
                     }
                 } else if changed.is_ok() && reason.is_some() {
                     ending = Some(Ending::Cancel(reason.unwrap_or(StopReason::Cancel)));
