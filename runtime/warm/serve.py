@@ -164,7 +164,8 @@ def _template_main():
     if _PRCTL is not None:
         _PRCTL(4, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     # A pause request (SIGUSR1, see runtime/core/66_limits.py) that reaches an execution before
-    # its runtime installed the handler is dropped, as in a cold start, not fatal.
+    # its runtime installed the handler is ignored, as in a cold start, not fatal (the runner
+    # asks again at the runtime's first event: crates/executor/src/run.rs).
     _signal.signal(_signal.SIGUSR1, _signal.SIG_IGN)
     sock = _socket.socket(fileno=3)
     # Supervising executions takes being their subreaper and pidfds (Linux 5.3): without them the

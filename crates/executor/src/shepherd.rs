@@ -162,8 +162,9 @@ fn spawn(req: &Request) -> Pid {
         Ok(ForkResult::Child) => unsafe {
             let empty = SigSet::empty();
             libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut());
-            // A pause request that comes before the runtime installed its handler is dropped,
-            // not fatal (SIGUSR1's default action ends the process). The runtime's handler
+            // A pause request that comes before the runtime installed its handler is ignored,
+            // not fatal (SIGUSR1's default action ends the process), and asked again at the
+            // runtime's first event (`run.rs`). The runtime's handler
             // replaces this, so what the nodes start gets the default again.
             libc::signal(libc::SIGUSR1, libc::SIG_IGN);
             // The interpreter competes for the CPU as any process does, not with the
