@@ -217,15 +217,14 @@ impl Slots {
 
 /// Retires every template of this process now (each one's private directory in `$TMPDIR` goes
 /// with it, and each is told to end): for a process about to end, which would otherwise kill
-/// its templates with whatever else it leaves before they could remove that directory. The
-/// process's background compiles (a template's code for the cache among them) are waited for
-/// first (up to 2 s, none started after: [`crate::background::finish`]), so that the process's
-/// sweep of what it leaves does not cut them short.
+/// its templates with whatever else it leaves before they could remove that directory. Its
+/// caller waits for the process's background compiles first ([`crate::background::finish`],
+/// as `control::end_strays` does), so that a template's code being compiled for the cache is
+/// not cut short by the sweep that follows.
 pub fn retire_all() {
     let Some(pool) = pool() else {
         return;
     };
-    crate::background::finish(std::time::Duration::from_secs(2));
     pool.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     // Held only for moments once no execution runs (a template that finished starting being
     // kept): waited for that long, not for an execution's request.
