@@ -5,20 +5,12 @@ Run: python3 -m unittest discover -s runtime/tests"""
 import json
 import os
 import socket
-import tempfile
 import unittest
 
-from test_warm_pages import template
+from test_warm_pages import WithTemplate
 
 
-class Messages(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.ns = template(self.dir.name)
-
-    def tearDown(self):
-        self.dir.cleanup()
-
+class Messages(WithTemplate):
     def test_json_reads_and_writes_as_the_json_module_does(self):
         loads, dumps = self.ns["_loads"], self.ns["_dumps"]
         # Through the C accelerator, not the `json` fallback (which this test process has loaded).

@@ -25,17 +25,24 @@ def template(pages_dir):
         del os.environ["FLOWRUN_WARM_DIR"]
 
 
-class LearnedPages(unittest.TestCase):
+class WithTemplate(unittest.TestCase):
+    """A test case with the template's namespace (`self.ns`) and its private directory."""
+
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
         self.ns = template(self.dir.name)
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+
+class LearnedPages(WithTemplate):
+    def setUp(self):
+        super().setUp()
         self.path = os.path.join(self.dir.name, "pages")
         # As after a script is prepared.
         self.ns["_PAGES"][1] = self.path
         self.ns["_MAPS"][:] = self.ns["_writable_private"]()
-
-    def tearDown(self):
-        self.dir.cleanup()
 
     def test_what_an_execution_learns_the_template_takes_and_a_spare_copies(self):
         self.ns["_learn_pages"]()

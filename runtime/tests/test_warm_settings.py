@@ -4,10 +4,9 @@ spare.  Each check runs in a child process, whose own settings it changes.
 Run: python3 -m unittest discover -s runtime/tests"""
 import os
 import resource
-import tempfile
 import unittest
 
-from test_warm_pages import template
+from test_warm_pages import WithTemplate
 
 
 def in_child(check):
@@ -24,14 +23,7 @@ def in_child(check):
     return os.waitpid(pid, 0)[1] == 0
 
 
-class Settings(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.ns = template(self.dir.name)
-
-    def tearDown(self):
-        self.dir.cleanup()
-
+class Settings(WithTemplate):
     def test_what_a_node_changed_is_put_back(self):
         ns = self.ns
 
