@@ -12,8 +12,9 @@ def register_source(filename, source, eager=False):
     so the sources go there before anything fails only once a code node that may format
     tracebacks itself is compiled (`eager`: then all of them, and every one after); otherwise
     the runtime puts there the sources of a traceback it formats (_format_traceback).  Whether
-    linecache happens to be loaded does not decide it: a warm execution's template has it loaded,
-    a cold one not, and a warning's source line (shown when its source is there) would differ."""
+    linecache happens to be loaded does not decide it: a warm execution's template may have it
+    loaded (for another script), a cold one not, and a warning's source line (shown when its
+    source is there) would differ."""
     _CODE_SOURCES[filename] = source
     if eager:
         _SOURCES_SHOWN[0] = True
