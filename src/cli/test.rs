@@ -303,8 +303,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if !args.cold {
         flowrun_app::control::enable_warm_starts(flowrun_app::control::WarmPolicy::Batch);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.clamp(1, 4))
+    let rt = runtime_for(jobs)
         .enable_all()
         .build()
         .map_err(|e| not_run(&args, 3, format!("cannot start the async runtime: {e}")))?;
@@ -519,4 +518,24 @@ fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         clean_line(&done.test_file.display().to_string())
     );
     Ok(0)
+}
+
+/// The runtime that drives the cases: one thread when `jobs` is 1 or the machine has two CPUs
+/// or fewer, else up to four workers. What a case costs this process (reading its child's
+/// events, recording them, checking the result: ~1.7 ms of CPU for examples/hello.json, a
+/// third of it in the kernel) is small beside its execution, and on two cores the executions,
+/// their template and this process already take both: a second runtime thread only adds
+/// hand-offs between threads, each a wake-up that waits for a core. Measured on 2 CPUs, 100
+/// cases of hello.json, alternated run by run: `-j 1` 334 → 315 ms, `-j 2` 331 → 300, `-j 4`
+/// 341 → 283, and `-j 1 --cold` 1559 → 1448 (docs/performance.md, item 16). With more CPUs
+/// and cases side by side, their work may spread over several workers. Preparing a case and
+/// reading it back run on tokio's blocking threads either way.
+fn runtime_for(jobs: usize) -> tokio::runtime::Builder {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if jobs <= 1 || cpus <= 2 {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(jobs.clamp(1, 4));
+    builder
 }
