@@ -14,6 +14,7 @@ mod child;
 pub mod early;
 pub mod helper;
 mod ledger;
+mod order;
 pub mod process;
 pub mod protocol;
 mod read;

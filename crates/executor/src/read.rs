@@ -38,7 +38,8 @@ const FRAME_PIECE: usize = 1024;
 pub(crate) enum Msg {
     /// Frames of one stream, and the budget they hold until they are handled.
     Frames(Stream, Vec<Frame>, Option<OwnedSemaphorePermit>),
-    Closed,
+    /// The stream has ended (its pipe closed).
+    Closed(Stream),
 }
 
 /// Sends a batch once the budget has room for it. False when the run loop is gone.
@@ -90,5 +91,5 @@ pub(crate) async fn read_stream<R: AsyncRead + Unpin>(
     if !frames.is_empty() {
         send(&tx, &budget, stream, frames).await;
     }
-    let _ = tx.send(Msg::Closed).await;
+    let _ = tx.send(Msg::Closed(stream)).await;
 }

@@ -8,6 +8,7 @@
 //! into a bounded channel, so a child that prints a lot while we still write a large trigger
 //! cannot deadlock us, and memory stays bounded (backpressure stops the child, not us).
 
+use crate::order::Order;
 use crate::process::{self, ProcessInfo};
 use crate::protocol::{Frame, Framer};
 use crate::read::{Msg, read_stream};
@@ -158,6 +159,8 @@ pub async fn execute(
 
     let exec_deadline = started + spec.timeout;
     let mut open_streams = 2;
+    // The two streams' frames, put back in the order they were written (`order`).
+    let mut order = Order::default();
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut ending: Option<Ending> = None;
@@ -195,23 +198,30 @@ pub async fn execute(
         }
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(Msg::Frames(stream, frames, _budget)) => {
+                Some(Msg::Frames(stream, frames, budget)) => {
                     if !heard && stream == Stream::Stdout && frames.iter().any(Frame::is_runtimes) {
                         heard = true;
                         if std::mem::take(&mut pause_unheard) && exit.is_none() {
                             ask_pause(info.pid);
                         }
                     }
-                    for f in frames {
-                        st.frame(stream, f);
-                    }
+                    order.push(stream, frames, budget);
+                    order.release(|s, f| st.frame(s, f));
                     if rx.is_empty() {
                         st.sink.flush();
                     }
                 }
-                Some(Msg::Closed) => open_streams -= 1,
+                Some(Msg::Closed(stream)) => {
+                    open_streams -= 1;
+                    order.close(stream);
+                    order.release(|s, f| st.frame(s, f));
+                }
                 None => open_streams = 0,
             },
+            _ = at(order.give_up_at()), if order.give_up_at().is_some() => {
+                order.waited(|s, f| st.frame(s, f));
+                st.sink.flush();
+            }
             status = child.wait(), if exit.is_none() => {
                 exit = Some(status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0)));
                 drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
@@ -265,15 +275,15 @@ pub async fn execute(
                 // Take what the readers already framed, without waiting for more (one stream
                 // may have closed while frames of the other are still queued behind it).
                 while let Ok(msg) = rx.try_recv() {
-                    if let Msg::Frames(stream, frames, _budget) = msg {
-                        for f in frames {
-                            st.frame(stream, f);
-                        }
+                    if let Msg::Frames(stream, frames, budget) = msg {
+                        order.push(stream, frames, budget);
                     }
                 }
             }
         }
     }
+    // Whatever is still held back waits for nothing now: both streams are done.
+    order.finish(|s, f| st.frame(s, f));
     if let Some(writer) = writer {
         writer.abort();
     }
