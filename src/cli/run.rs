@@ -69,8 +69,9 @@ pub struct ExecArgs {
     /// Install missing `requirements` into a managed virtual environment first.
     #[arg(long)]
     pub install_deps: bool,
-    /// Address-space limit for the workflow's process, in MiB.
-    #[arg(long, value_name = "MB")]
+    /// Address-space limit for the workflow's process, in MiB (at least 1: a limit of 0 would
+    /// only make the interpreter crash as it starts; at most 2^40, which fits in bytes).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
     pub max_memory_mb: Option<u64>,
     /// How many independent nodes may run at once (default: the workflow's `max_parallel`, else 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

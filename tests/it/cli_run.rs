@@ -518,6 +518,16 @@ fn a_run_that_fails_to_prepare_creates_no_database_and_changes_none() {
         describe(&out)
     );
     assert!(!env.db_path().exists(), "--timeout-ms 0 made a database");
+    // So is an address-space limit of 0 MiB (the interpreter crashed as it started: exit 1 and a
+    // recorded execution, helper report of Dec 5).
+    let out = env.run(&good, r#"{"n": 1}"#, &["--max-memory-mb", "0"]);
+    assert_code(&out, 2, "--max-memory-mb 0");
+    assert!(
+        stderr(&out).contains("'0' for '--max-memory-mb"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!env.db_path().exists(), "--max-memory-mb 0 made a database");
 
     assert_code(
         &env.run(&good, r#"{"n": 1}"#, &[]),
