@@ -522,8 +522,8 @@ fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
 
 /// The runtime that drives the cases: one thread when `jobs` is 1 or the machine has two CPUs
 /// or fewer, else up to four workers. What a case costs this process (reading its child's
-/// events, recording them, checking the result: ~1.7 ms of CPU for examples/hello.json, a
-/// third of it in the kernel) is small beside its execution, and on two cores the executions,
+/// events, recording them, checking the result: ~1.7 ms of CPU for examples/hello.json,
+/// nearly half of it in the kernel) is small beside its execution, and on two cores the executions,
 /// their template and this process already take both: a second runtime thread only adds
 /// hand-offs between threads, each a wake-up that waits for a core. Measured on 2 CPUs, 100
 /// cases of hello.json, alternated run by run: `-j 1` 334 → 315 ms, `-j 2` 331 → 300, `-j 4`
