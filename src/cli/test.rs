@@ -263,10 +263,8 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         ));
     }
     let chosen = testing::select(&suite.files, &args.filter, args.partition);
-    let jobs = args
-        .jobs
-        .map(|j| j as usize)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args.jobs.map_or(cpus, |j| j as usize);
     super::input::warn_secrets_on_command_line(
         suite.files.iter().map(|f| &f.source.workflow),
         &on_command_line,
@@ -303,7 +301,7 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     if !args.cold {
         flowrun_app::control::enable_warm_starts(flowrun_app::control::WarmPolicy::Batch);
     }
-    let rt = runtime_for(jobs)
+    let rt = runtime_for(jobs, cpus)
         .enable_all()
         .build()
         .map_err(|e| not_run(&args, 3, format!("cannot start the async runtime: {e}")))?;
@@ -521,17 +519,16 @@ fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
 }
 
 /// The runtime that drives the cases: one thread when `jobs` is 1 or the machine has two CPUs
-/// or fewer, else up to four workers. What a case costs this process (reading its child's
-/// events, recording them, checking the result: ~1.7 ms of CPU for examples/hello.json,
-/// nearly half of it in the kernel) is small beside its execution, and on two cores the executions,
-/// their template and this process already take both: a second runtime thread only adds
-/// hand-offs between threads, each a wake-up that waits for a core. Measured on 2 CPUs, 100
-/// cases of hello.json, alternated run by run: `-j 1` 334 → 315 ms, `-j 2` 331 → 300, `-j 4`
-/// 341 → 283, and `-j 1 --cold` 1559 → 1448 (docs/performance.md, item 16). With more CPUs
-/// and cases side by side, their work may spread over several workers. Preparing a case and
-/// reading it back run on tokio's blocking threads either way.
-fn runtime_for(jobs: usize) -> tokio::runtime::Builder {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// or fewer (`cpus`), else up to four workers. What a case costs this process (reading its
+/// child's events, recording them, checking the result: ~1.7 ms of CPU for
+/// examples/hello.json, nearly half of it in the kernel) is small beside its execution, and on
+/// two cores the executions, their template and this process already take both: a second
+/// runtime thread only adds hand-offs between threads, each a wake-up that waits for a core.
+/// Measured on 2 CPUs, 100 cases of hello.json, alternated run by run: `-j 1` 334 → 315 ms,
+/// `-j 2` 331 → 300, `-j 4` 341 → 283, and `-j 1 --cold` 1559 → 1448 (docs/performance.md,
+/// item 16). With more CPUs and cases side by side, their work may spread over several
+/// workers. Preparing a case and reading it back run on tokio's blocking threads either way.
+fn runtime_for(jobs: usize, cpus: usize) -> tokio::runtime::Builder {
     if jobs <= 1 || cpus <= 2 {
         return tokio::runtime::Builder::new_current_thread();
     }
