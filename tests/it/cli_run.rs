@@ -510,24 +510,18 @@ fn a_run_that_fails_to_prepare_creates_no_database_and_changes_none() {
         assert!(!env.db_path().exists(), "invalid run {i} made a database");
     }
     // A timeout of 0 would end the execution at once: refused as the workflow's own would be.
-    let out = env.run(&good, r#"{"n": 1}"#, &["--timeout-ms", "0"]);
-    assert_code(&out, 2, "--timeout-ms 0");
-    assert!(
-        stderr(&out).contains("'0' for '--timeout-ms"),
-        "{}",
-        describe(&out)
-    );
-    assert!(!env.db_path().exists(), "--timeout-ms 0 made a database");
     // So is an address-space limit of 0 MiB (the interpreter crashed as it started: exit 1 and a
     // recorded execution, helper report of Dec 5).
-    let out = env.run(&good, r#"{"n": 1}"#, &["--max-memory-mb", "0"]);
-    assert_code(&out, 2, "--max-memory-mb 0");
-    assert!(
-        stderr(&out).contains("'0' for '--max-memory-mb"),
-        "{}",
-        describe(&out)
-    );
-    assert!(!env.db_path().exists(), "--max-memory-mb 0 made a database");
+    for flag in ["--timeout-ms", "--max-memory-mb"] {
+        let out = env.run(&good, r#"{"n": 1}"#, &[flag, "0"]);
+        assert_code(&out, 2, &format!("{flag} 0"));
+        assert!(
+            stderr(&out).contains(&format!("'0' for '{flag}")),
+            "{}",
+            describe(&out)
+        );
+        assert!(!env.db_path().exists(), "{flag} 0 made a database");
+    }
 
     assert_code(
         &env.run(&good, r#"{"n": 1}"#, &[]),

@@ -224,6 +224,17 @@ mod tests {
         Frame::At(node.map(String::from))
     }
 
+    /// stderr of two nodes, `a` and `b`, each writing a line; `b`'s end mark not yet written.
+    fn stderr_of_a_and_b() -> Vec<Frame> {
+        vec![
+            at(Some("a")),
+            line("a-err"),
+            at(None),
+            at(Some("b")),
+            line("b-err"),
+        ]
+    }
+
     /// What `release` hands out, as short labels.
     fn drain(order: &mut Order) -> Vec<String> {
         let mut got = Vec::new();
@@ -266,18 +277,9 @@ mod tests {
             "the first boundary waits for its mark"
         );
         assert!(o.give_up_at().is_some());
-        o.push(
-            Stream::Stderr,
-            vec![
-                at(Some("a")),
-                line("a-err"),
-                at(None),
-                at(Some("b")),
-                line("b-err"),
-                at(None),
-            ],
-            None,
-        );
+        let mut both = stderr_of_a_and_b();
+        both.push(at(None));
+        o.push(Stream::Stderr, both, None);
         assert_eq!(
             drain(&mut o),
             [
@@ -328,17 +330,7 @@ mod tests {
     #[test]
     fn a_stream_read_to_its_end_early_still_orders_what_it_sent() {
         let mut o = Order::default();
-        o.push(
-            Stream::Stderr,
-            vec![
-                at(Some("a")),
-                line("a-err"),
-                at(None),
-                at(Some("b")),
-                line("b-err"),
-            ],
-            None,
-        );
+        o.push(Stream::Stderr, stderr_of_a_and_b(), None);
         o.close(Stream::Stderr);
         assert_eq!(drain(&mut o), ["err:at:a"]);
         o.push(Stream::Stdout, vec![start("a"), end("a")], None);

@@ -259,12 +259,13 @@ fn stderr_lines_are_attributed_to_the_node_that_wrote_them() {
     assert!(wrong.is_empty(), "misattributed log lines: {wrong:?}");
 }
 
-/// Every log line of `id` lies between its node's `node_start` and `node_end` in the stored
-/// events (the order `logs`, `show`, the event stream and SSE give). Returns the misplaced ones.
-fn misplaced_lines(env: &Env, id: &str) -> Vec<String> {
+/// Every log line among an execution's stored `events` lies between its node's `node_start`
+/// and `node_end` (the order `logs`, `show`, the event stream and SSE give). Returns the
+/// misplaced ones.
+fn misplaced_lines(events: &[EventRow]) -> Vec<String> {
     let mut running: Option<String> = None;
     let mut wrong = Vec::new();
-    for e in env.events(id) {
+    for e in events {
         match e.kind.as_str() {
             "node_start" => running = e.node_id.clone(),
             "node_end" => running = None,
@@ -304,25 +305,20 @@ fn stderr_lines_keep_their_place_between_their_node_s_start_and_end() {
         "order.test.yaml",
         "workflow: ./order.json\ncases:\n  - name: a\n  - name: b\n  - name: c\n",
     );
-    // Every case warm (the first one of a suite would start cold while its template starts).
-    let suite = output(env.flowrun().env("FLOWRUN_WARM_WAIT", "1").args([
-        "test",
-        "order.test.yaml",
-        "-j",
-        "1",
-    ]));
-    assert_success(&suite, "test");
+    // Every case warm: `Env` sets FLOWRUN_WARM_WAIT=1 (else the first case of a suite starts
+    // cold while its template starts).
+    assert_success(&env.cmd(["test", "order.test.yaml", "-j", "1"]), "test");
     let ids = env.execution_ids();
     assert!(ids.len() >= 6, "{ids:?}");
     for id in ids {
-        let lines = env.events(&id).iter().filter(|e| e.kind == "log").count();
+        let events = env.events(&id);
+        let lines = events.iter().filter(|e| e.kind == "log").count();
         if lines == 0 {
             continue; // the suite's own row
         }
         assert_eq!(lines, 80, "{id}");
-        let wrong = misplaced_lines(&env, &id);
-        let first: Vec<String> = env
-            .events(&id)
+        let wrong = misplaced_lines(&events);
+        let first: Vec<String> = events
             .iter()
             .take(12)
             .map(|e| format!("{} {:?} {}", e.kind, e.node_id, e.data["line"]))
