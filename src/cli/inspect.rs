@@ -452,6 +452,7 @@ pub fn show(id: &str, json: bool, db: Option<&Path>) -> Result<i32, Exit> {
         out!("{r:<10} of {p}");
         super::inspect_subs::print_called_by(&store, &e)?;
     }
+    super::inspect_subs::print_later_runs(&store, &id)?;
     out!("trigger    {}", pretty(&e.trigger, "           "));
     if let Some(o) = &e.output {
         out!("output     {}", pretty(o, "           "));

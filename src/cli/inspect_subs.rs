@@ -1,7 +1,9 @@
-//! Sub-workflows in `history` and `show`: child executions listed under their parent.
+//! Links between executions in `history` and `show`: child executions of sub-workflows listed
+//! under their parent, and the re-runs and resumes of an execution.
 
 use super::progress::duration;
 use super::text::clean_line;
+use flowrun_events::Relation;
 use flowrun_store::{Execution, Store, StoreError, SubLink};
 use serde_json::Value;
 
@@ -70,6 +72,23 @@ pub(crate) fn summary_with_children(
 pub(crate) fn print_called_by(store: &Store, e: &Execution) -> Result<(), StoreError> {
     if let Some(link) = store.sub_link(&e.id)? {
         out!("called by  {}", called_by(&link));
+    }
+    Ok(())
+}
+
+/// `show`: the executions that re-ran or resumed this one, one line per kind (`resumed as X
+/// (success), Y (error)`). A paused execution stays `paused` once resumed: this says it was.
+pub(crate) fn print_later_runs(store: &Store, id: &str) -> Result<(), StoreError> {
+    let later = store.later_runs(id)?;
+    for (relation, label) in [(Relation::Resume, "resumed"), (Relation::Rerun, "re-run")] {
+        let runs: Vec<String> = later
+            .iter()
+            .filter(|e| e.relation == Some(relation))
+            .map(|e| format!("{} ({})", e.id, e.status.as_str()))
+            .collect();
+        if !runs.is_empty() {
+            out!("{label:<10} as {}", runs.join(", "));
+        }
     }
     Ok(())
 }

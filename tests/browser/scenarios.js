@@ -317,6 +317,22 @@ const scenarios = {
     await waitStatus(page, "paused");
     await page.waitForSelector("#resume-button:not(.hidden)");
     check((await text(page, "#ex-status")).length > 0, "the status is shown");
+    // Resumed, the new execution links back to the paused one, which then says where it went
+    // on (it stays paused), with a link to it.
+    const paused = await text(page, "#ex-id");
+    await page.click("#resume-button");
+    await page.waitForFunction((p) => document.querySelector("#ex-id").textContent !== p, paused);
+    const resumed = await text(page, "#ex-id");
+    await page.waitForSelector("#ex-parent:not(.hidden)");
+    check((await text(page, "#ex-parent")).includes("Resume of " + paused.slice(0, 8)), "the resume links back: " + (await text(page, "#ex-parent")));
+    await page.click("#ex-parent button");
+    await page.waitForFunction((p) => document.querySelector("#ex-id").textContent === p, paused);
+    await page.waitForFunction((r) => document.querySelector("#ex-parent").textContent.includes("Resumed as " + r.slice(0, 8)), resumed);
+    check((await text(page, "#ex-status")).includes("paused"), "the paused execution stays paused");
+    await page.click("#ex-parent button");
+    await page.waitForFunction((r) => document.querySelector("#ex-id").textContent === r, resumed);
+    await page.click("#stop-button:not(.hidden)");
+    await waitStatus(page, "cancelled");
     check(b.errors.length === 0, "no script errors: " + b.errors.join("; "));
     await b.close();
   },

@@ -186,6 +186,20 @@ pub fn plan_again(
         ));
     }
     if resume {
+        // Resuming again is allowed (after a fix, say) but rarely meant: a paused execution
+        // stays `paused` once resumed, and its record or page still offers to resume it.
+        let before: Vec<String> = store
+            .later_runs(&id)?
+            .iter()
+            .filter(|e| e.relation == Some(flowrun_events::Relation::Resume))
+            .map(|e| format!("{} ({})", e.id, e.status.as_str()))
+            .collect();
+        if !before.is_empty() {
+            notes.push(format!(
+                "note: execution {id} was resumed before, as {}; this resumes it again",
+                before.join(", ")
+            ));
+        }
         let plan = flowrun_codegen::compile(&source).map_err(AgainError::Invalid)?;
         let rows = store.nodes(&id)?;
         let r = plan_resume(

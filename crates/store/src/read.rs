@@ -46,12 +46,12 @@ impl Store {
         }
     }
 
-    const EXEC_COLS: &'static str = "id, workflow_id, workflow_name, status, mode, started_at, finished_at, duration_ms,
+    pub(crate) const EXEC_COLS: &'static str = "id, workflow_id, workflow_name, status, mode, started_at, finished_at, duration_ms,
         trigger, output, error, exit, snapshot_hash, source_file, parent_id, relation, log_bytes, log_bytes_cut,
         pid, pgid, process_start_time, runner_pid, runner_start_time, stop_requested_at,
         input_tokens, output_tokens, cost_usd, pause_requested_at, cwd, start";
 
-    fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
+    pub(crate) fn execution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Execution> {
         let json = |i: usize| -> rusqlite::Result<Option<Value>> {
             Ok(r.get::<_, Option<String>>(i)?.and_then(|s| stored_json(&s)))
         };

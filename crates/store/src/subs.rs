@@ -1,5 +1,6 @@
-//! Sub-workflow links: which node (and `for_each` item) of a parent execution started a child
-//! execution (`relation` `sub`), and a parent's children.
+//! Links between executions: which node (and `for_each` item) of a parent execution started a
+//! child execution (`relation` `sub`), a parent's children, and the re-runs and resumes of an
+//! execution (`relation` `rerun`, `resume`).
 
 use crate::types::{Execution, SubLink};
 use crate::{Result, Store};
@@ -50,5 +51,18 @@ impl Store {
             out.push((self.execution(&id)?, link));
         }
         Ok(out)
+    }
+
+    /// The executions that re-ran or resumed this one (`flowrun rerun`, `flowrun resume`), in
+    /// the order they started: the way on from an execution, as `parent_id` is the way back.
+    pub fn later_runs(&self, id: &str) -> Result<Vec<Execution>> {
+        let sql = format!(
+            "SELECT {} FROM executions
+             WHERE parent_id = ?1 AND relation IN ('rerun', 'resume') ORDER BY started_at, id",
+            Self::EXEC_COLS
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([id], Self::execution_from_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }

@@ -311,3 +311,70 @@ fn resume_with_a_changed_file_reruns_the_changed_node_and_its_dependants_only() 
     assert_eq!(output_of(&env, &fourth, "e"), json!(1030));
     assert!(stderr(&out).contains("resume: 'e' runs (it is new)"));
 }
+
+/// A paused execution stays `paused` once resumed (the resume is another execution): its
+/// record says where it went on — `show`, `show --json` (`later_runs`) — and resuming it again
+/// says it was resumed before.
+#[test]
+fn a_resumed_execution_says_where_it_went_on() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "bp.json",
+        &json!({ "id": "bp", "nodes": [
+            { "id": "one", "type": "code", "code": "return 1" },
+            { "id": "two", "type": "code", "code": "return 2" }
+        ]}),
+    );
+    let out = env.run(&wf, "{}", &["--break-before", "two"]);
+    assert_code(&out, 75, "run --break-before two");
+    let paused = env.only_execution_id();
+    let out = env.cmd(["resume", &paused, "--json"]);
+    assert_success(&out, "resume");
+    let first = id_of(&out);
+    assert!(!stderr(&out).contains("resumed before"), "{}", stderr(&out));
+    let out = env.cmd(["resume", &paused, "--json"]);
+    assert_success(&out, "resume again");
+    let second = id_of(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "note: execution {paused} was resumed before, as {first} (success); this resumes it again"
+        )),
+        "{err}"
+    );
+    let out = env.cmd(["rerun", &paused, "--json"]);
+    assert_success(&out, "rerun");
+    let rerun = id_of(&out);
+
+    let record = env.show_json(&paused);
+    assert_eq!(
+        record["status"], "paused",
+        "a resume leaves the paused record as it was"
+    );
+    let later: Vec<(Value, Value, Value)> = record["later_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["id"].clone(), l["relation"].clone(), l["status"].clone()))
+        .collect();
+    assert_eq!(
+        later,
+        vec![
+            (json!(first), json!("resume"), json!("success")),
+            (json!(second), json!("resume"), json!("success")),
+            (json!(rerun), json!("rerun"), json!("success")),
+        ]
+    );
+    assert_eq!(env.show_json(&first)["later_runs"], json!([]));
+    let text = String::from_utf8_lossy(&env.cmd(["show", &paused]).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "resumed    as {first} (success), {second} (success)\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("re-run     as {rerun} (success)\n")),
+        "{text}"
+    );
+}

@@ -158,12 +158,24 @@ function showFamily(b) {
     list.append(li);
   }
   show($("children-panel"), (b.children || []).length > 0);
+  // And the way back from a re-run or resume, and on from an execution re-run or resumed (a
+  // paused one stays paused once resumed: this says where it went on).
   const parent = $("ex-parent");
   parent.replaceChildren();
+  const open = (id) => button(id.slice(0, 8), "small", () => follow(id), "open execution " + id);
   if (b.relation === "sub" && b.parent_id) {
-    parent.append("Called by node '" + b.parent_node + "' of ", button(b.parent_id.slice(0, 8), "small", () => follow(b.parent_id)));
+    parent.append("Called by node '" + b.parent_node + "' of ", open(b.parent_id));
+  } else if (b.parent_id && (b.relation === "resume" || b.relation === "rerun")) {
+    parent.append((b.relation === "resume" ? "Resume" : "Re-run") + " of ", open(b.parent_id));
   }
-  show(parent, b.relation === "sub" && !!b.parent_id);
+  for (const [relation, label] of [["resume", "Resumed as "], ["rerun", "Re-run as "]]) {
+    const later = (b.later_runs || []).filter((x) => x.relation === relation);
+    if (!later.length) continue;
+    if (parent.childNodes.length) parent.append(" · ");
+    parent.append(label);
+    later.forEach((x, i) => parent.append(i ? ", " : "", open(x.id), " " + x.status));
+  }
+  show(parent, parent.childNodes.length > 0);
 }
 
 function refreshSoon(exec) {
