@@ -70,6 +70,72 @@ fn wanted(
         }
 }
 
+/// `--node each[7]` or `--node draft#9`: an item or iteration the node did not run is an error,
+/// as an unknown node is, naming those it ran (it printed nothing and exited 0, which reads as a
+/// part without output). Only once it is known: a running node may start more iterations, and
+/// a node's items are known when it starts.
+fn check_part(
+    store: &flowrun_store::Store,
+    id: &str,
+    node: &str,
+    part: (Option<u32>, Option<u32>),
+) -> Result<(), Exit> {
+    if part == (None, None) {
+        return Ok(());
+    }
+    let rows: Vec<flowrun_store::NodeRow> = store
+        .nodes(id)?
+        .into_iter()
+        .filter(|n| n.node_id == node)
+        .collect();
+    let items = store
+        .item_counts(id)?
+        .into_iter()
+        .find(|(n, _)| n == node)
+        .map(|(_, k)| k);
+    let mut iterations: Vec<u32> = rows
+        .iter()
+        .filter_map(|n| match n.part {
+            Some(flowrun_events::Part::Iteration(k)) => Some(k),
+            _ => None,
+        })
+        .collect();
+    iterations.sort_unstable();
+    let ended = store.execution(id)?.status.is_final()
+        || rows
+            .iter()
+            .any(|n| n.part.is_none() && n.status != NodeStatus::Running);
+    let exists = match part {
+        (Some(i), _) => items.map_or(!ended, |k| u64::from(i) < k),
+        (_, Some(k)) => k > 0 && (iterations.contains(&k) || !ended),
+        _ => true,
+    };
+    if exists {
+        return Ok(());
+    }
+    let asked = match part {
+        (Some(i), _) => format!("item {i}"),
+        (_, Some(k)) => format!("iteration {k}"),
+        _ => String::new(),
+    };
+    let node = clean_line(node);
+    let ran = match (items, iterations.as_slice()) {
+        (Some(1), _) => format!("ran 1 item ({node}[0])"),
+        (Some(k), _) if k > 0 => format!("ran {k} items ({node}[0] to {node}[{}])", k - 1),
+        (_, [k]) => format!("ran 1 iteration ({node}#{k})"),
+        (_, [first, .., last]) => format!(
+            "ran {} iterations ({node}#{first} to {node}#{last})",
+            iterations.len()
+        ),
+        _ if rows.is_empty() => "did not run".to_string(),
+        _ => "ran no items or iterations".to_string(),
+    };
+    Err(Exit::new(
+        2,
+        format!("node '{node}' of execution {id} has no {asked}: it {ran}"),
+    ))
+}
+
 fn print_failures(
     store: &flowrun_store::Store,
     id: &str,
@@ -174,6 +240,7 @@ pub fn logs(
                 ));
             }
         }
+        check_part(&store, &id, node, part)?;
     }
     let print = |ev: &flowrun_store::StoredEvent| {
         if json {

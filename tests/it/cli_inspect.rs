@@ -316,7 +316,35 @@ fn logs_of_one_item_or_iteration() {
         iteration.contains(" loop#2 | iteration 2") && iteration.lines().count() == 1,
         "{iteration}"
     );
-    assert_eq!(stdout(&logs("each[7]")), "");
+    // An item or iteration the node did not run is an error, as an unknown node is, naming
+    // those it ran: it printed nothing and exited 0, which reads as an item without output.
+    for (asked, said) in [
+        (
+            "each[7]",
+            "node 'each' of execution {id} has no item 7: it ran 3 items (each[0] to each[2])",
+        ),
+        (
+            "loop#3",
+            "node 'loop' of execution {id} has no iteration 3: it ran 2 iterations (loop#1 to loop#2)",
+        ),
+        (
+            "loop[0]",
+            "node 'loop' of execution {id} has no item 0: it ran 2 iterations (loop#1 to loop#2)",
+        ),
+        (
+            "each#1",
+            "node 'each' of execution {id} has no iteration 1: it ran 3 items (each[0] to each[2])",
+        ),
+    ] {
+        let out = logs(asked);
+        assert_code(&out, 2, asked);
+        assert_eq!(stdout(&out), "", "{}", describe(&out));
+        assert!(
+            stderr(&out).contains(&said.replace("{id}", &id)),
+            "{}",
+            describe(&out)
+        );
+    }
     assert_code(&logs("nope[1]"), 2, "no such node");
 }
 
