@@ -3,7 +3,7 @@
 
 use super::inspect::{carried_by_no_row, in_node};
 use super::inspect_parts::part_name;
-use super::progress::part_label;
+use super::progress::{colors, level_tag, paint, part_label};
 use super::text::{clean_line, json_line};
 use super::timefmt;
 use super::{Exit, open_store};
@@ -12,7 +12,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-fn print_log(ev: &flowrun_store::StoredEvent) {
+/// One line: `TIME NODE [STREAM] LEVEL | LINE`, the stream when not stdout, the level when not
+/// `info` (coloured when stdout is a terminal, as `run`'s display colours it).
+fn print_log(ev: &flowrun_store::StoredEvent, color: bool) {
     // The item or iteration that printed it: `each[2]`, `draft#3`, as the live display writes.
     let number = |k: &str| ev.data.get(k).and_then(Value::as_u64).map(|n| n as u32);
     let node = part_label(
@@ -28,8 +30,11 @@ fn print_log(ev: &flowrun_store::StoredEvent) {
     } else {
         format!(" [{stream}]")
     };
+    let level = level_tag(ev.data.get("level").and_then(Value::as_str))
+        .map(|(tag, code)| format!(" {}", paint(color, code, &tag)))
+        .unwrap_or_default();
     out!(
-        "{} {node}{} | {}",
+        "{} {node}{}{level} | {}",
         timefmt::utc(ev.ts),
         clean_line(&tag),
         clean_line(line)
@@ -242,11 +247,12 @@ pub fn logs(
         }
         check_part(&store, &id, node, part)?;
     }
+    let color = colors(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let print = |ev: &flowrun_store::StoredEvent| {
         if json {
             out!("{}", json_line(&flowrun_app::views::log_json(&id, ev)));
         } else {
-            print_log(ev);
+            print_log(ev, color);
         }
     };
     // Every line after `after` (the node's only, in SQL), a page at a time; the last seq.

@@ -38,6 +38,8 @@ fn run_on_pty(fx: &Fx, args: &[&str], cols: u16, interrupt_at: Option<&str>) -> 
     let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
     let slave = pty.slave.as_raw_fd();
     let mut cmd = fx.command();
+    // Colours as a user's terminal gets them.
+    cmd.env_remove("NO_COLOR");
     cmd.args(args)
         .stdin(pty.slave.try_clone().unwrap())
         .stdout(pty.slave.try_clone().unwrap())
@@ -205,6 +207,64 @@ fn a_successful_run_on_a_terminal_shows_its_output_indented() {
         "{screen}"
     );
     assert!(!screen.contains("step "), "{screen}");
+}
+
+/// A log line's level, when it is not `info`, is shown beside it — on `run`'s terminal and in
+/// `logs` — coloured only on a terminal: it was in `--json` and `--events jsonl` alone, so an
+/// error logged by a code node read like any other line.
+#[test]
+fn log_levels_are_shown_live_and_in_logs() {
+    let fx = Fx::new();
+    let wf = fx.workflow(
+        "levels",
+        &json!({ "id": "levels", "nodes": [
+            { "id": "talk", "type": "code",
+              "code": "log('all fine')\nlog('disk almost full', level='warn')\nlog('lost a file', level='error')\nlog('details', level='debug')\nreturn 1" }
+        ]}),
+    );
+    let run = run_on_pty(&fx, &["run", wf.to_str().unwrap()], 80, None);
+    let screen = run.rows().join("\n");
+    for line in [
+        "  talk │ all fine",
+        "  talk warning │ disk almost full",
+        "  talk error │ lost a file",
+        "  talk debug │ details",
+    ] {
+        assert!(
+            screen.contains(line),
+            "no {line:?} on the screen:\n{screen}"
+        );
+    }
+    let colored = |raw: &[u8]| {
+        let raw = String::from_utf8_lossy(raw);
+        raw.contains("\u{1b}[33mwarning\u{1b}[0m") && raw.contains("\u{1b}[31merror\u{1b}[0m")
+    };
+    assert!(colored(&run.raw), "{:?}", String::from_utf8_lossy(&run.raw));
+    let id = fx.only_execution_id();
+    let out = fx.cmd(["logs", &id]);
+    assert_success(&out, "logs");
+    let text = stdout(&out);
+    let ends: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once(" talk ").map_or(l, |(_, end)| end))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            "[log] | all fine",
+            "[log] warning | disk almost full",
+            "[log] error | lost a file",
+            "[log] debug | details"
+        ],
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "colours on a pipe: {text:?}");
+    let logs = run_on_pty(&fx, &["logs", &id], 100, None);
+    assert!(
+        colored(&logs.raw),
+        "{:?}",
+        String::from_utf8_lossy(&logs.raw)
+    );
 }
 
 #[test]

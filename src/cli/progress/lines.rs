@@ -30,6 +30,18 @@ pub fn part_label(node: &str, item: Option<u32>, iteration: Option<u32>) -> Stri
     }
 }
 
+/// The level of a log line when it is not `info` (the default, untagged): `warning`, `error`,
+/// `debug` (docs/events.md), as a tag beside the line, with the colour a terminal shows it in.
+pub fn level_tag(level: Option<&str>) -> Option<(String, &'static str)> {
+    let level = level.filter(|l| !l.is_empty() && *l != "info")?;
+    let code = match level {
+        "error" => "31",
+        "warning" => "33",
+        _ => "2",
+    };
+    Some((clean_line(level).into_owned(), code))
+}
+
 /// What a `node_end` line shows, before it is laid out.
 pub struct NodeEndLine<'a> {
     pub node: &'a str,

@@ -12,7 +12,7 @@ use super::text::{clean, clean_line};
 use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream};
 use flowrun_executor::Sink;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-pub use lines::{NodeEndLine, duration, node_end_line, part_label};
+pub use lines::{NodeEndLine, duration, level_tag, node_end_line, part_label};
 use lines::{fit, running_label, running_message};
 use std::collections::HashMap;
 use std::io::Write;
@@ -159,7 +159,7 @@ impl Terminal {
             order: Vec::new(),
             width,
             type_width,
-            color: tty && std::env::var_os("NO_COLOR").is_none(),
+            color: colors(tty),
         }
     }
 
@@ -232,7 +232,12 @@ impl Drop for Terminal {
     }
 }
 
-fn paint(color: bool, code: &str, s: &str) -> String {
+/// Whether to colour what goes to a stream: a terminal, unless `NO_COLOR` is set.
+pub fn colors(tty: bool) -> bool {
+    tty && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub fn paint(color: bool, code: &str, s: &str) -> String {
     if color {
         format!("\x1b[{code}m{s}\x1b[0m")
     } else {
@@ -396,9 +401,14 @@ impl Sink for Terminal {
                 } else {
                     "│"
                 };
+                // A warning or error is tagged (and coloured): `talk warning │ disk full`.
+                let level = level_tag(level.as_deref())
+                    .map(|(tag, code)| format!(" {}", self.paint(code, &tag)))
+                    .unwrap_or_default();
                 self.line(&format!(
-                    "  {} {}",
-                    self.paint("2", &format!("{who} {bar}")),
+                    "  {}{level} {} {}",
+                    self.paint("2", &who),
+                    self.paint("2", bar),
                     clean_line(line)
                 ));
             }
