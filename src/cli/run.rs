@@ -156,7 +156,7 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
         let db = db.map(Path::to_path_buf);
         std::thread::spawn(move || open_store_only(db.as_deref()))
     });
-    let source = flowrun_codegen::load_file(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
+    let source = super::workflow::load(&args.file).map_err(|d| Exit::new(2, d.to_string()))?;
     let (opts, on_command_line) = options(&args.exec)?;
     // Python starts while the trigger is read, the run prepared and the store opened (most of
     // a cold run is its start); ended unused if preparing fails, or if the execution turns out

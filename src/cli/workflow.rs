@@ -3,13 +3,44 @@
 use super::Exit;
 use flowrun_app::code_check::CodeCheck;
 use flowrun_app::testing::Problem;
-use flowrun_codegen::{Diagnostics, Plan, RenderOptions, Source};
+use flowrun_codegen::{Diagnostic, Diagnostics, Plan, RenderOptions, Source};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
+/// Reads and parses a workflow file (`flowrun_codegen::load_file`); a test file given where a
+/// workflow is expected (`run x.test.yaml`) is said to be one, with the command that runs it,
+/// instead of its `workflow` and `cases` being unknown fields of a workflow.
+pub(crate) fn load(file: &Path) -> Result<Source, Diagnostics> {
+    flowrun_codegen::load_file(file).map_err(|d| {
+        let data = flowrun_codegen::source::written_data(file);
+        let Some(Value::Object(top)) = data else {
+            return d;
+        };
+        if !top.contains_key("cases") || top.contains_key("nodes") {
+            return d;
+        }
+        let mut d = Diagnostic::new(format!(
+            "this is a test file (`workflow` and `cases`), not a workflow: run it with `flowrun test {}`",
+            shell_word(&file.display().to_string())
+        ));
+        d.file = Some(file.display().to_string());
+        d.into()
+    })
+}
+
+/// `s` as one shell word: as it is when nothing in it is special to a shell, else quoted.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Loads and checks a workflow file, including its input schema: the plan, or every problem.
 fn check(file: &Path) -> Result<(Source, Plan), Diagnostics> {
-    let source = flowrun_codegen::load_file(file)?;
+    let source = load(file)?;
     let plan = flowrun_app::inputs::compile(&source)?;
     Ok((source, plan))
 }

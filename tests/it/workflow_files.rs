@@ -226,6 +226,47 @@ fn files_that_are_not_regular_or_too_big_are_refused_at_once() {
     );
 }
 
+/// A test file given to `run` (or `validate` under a name that is not `*.test.yaml`) is said to
+/// be one, with the command that runs it: it was a workflow with the unknown fields `workflow`
+/// and `cases` and without `id` and `nodes`.
+#[test]
+fn a_test_file_given_to_run_is_told_to_be_run_with_flowrun_test() {
+    let env = Env::new();
+    env.write_workflow("w.json", &one_node("a"));
+    let suite = "workflow: ./w.json\ncases:\n  - name: one\n    expect: {status: success}\n";
+    let file = env.write_file("w.test.yaml", suite);
+    let out = env.run(&file, "{}", &[]);
+    assert_code(&out, 2, "run of a test file");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{0}: this is a test file (`workflow` and `cases`), not a workflow: run it with `flowrun test {0}`",
+            file.display()
+        )) && !err.contains("unknown field"),
+        "{}",
+        describe(&out)
+    );
+    // A name a shell would split is quoted in the command.
+    env.write_file("my suite.yaml", suite);
+    let out = env.cmd(["validate", "my suite.yaml"]);
+    assert_code(&out, 2, "validate of a test file not named *.test.yaml");
+    assert!(
+        stderr(&out).contains("run it with `flowrun test 'my suite.yaml'`"),
+        "{}",
+        describe(&out)
+    );
+    // A workflow with a stray `cases` key is still a workflow with an unknown field.
+    let mut wf = one_node("a");
+    wf["cases"] = json!([]);
+    let out = env.run(&env.write_workflow("cases.json", &wf), "{}", &[]);
+    assert_code(&out, 2, "a workflow with a `cases` field");
+    assert!(
+        stderr(&out).contains("unknown field `cases`"),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// A workflow `wf` of one `set` node.
 fn one_node(id: &str) -> Value {
     json!({"id": "wf", "nodes": [{"id": id, "type": "set", "fields": {}}]})
