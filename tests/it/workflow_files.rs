@@ -226,6 +226,46 @@ fn files_that_are_not_regular_or_too_big_are_refused_at_once() {
     );
 }
 
+/// An empty workflow file (nothing, white space, or in YAML only comments) is said to be empty,
+/// naming it: it was "a workflow is an object with `id` and `nodes`, not null" (or a JSON parse
+/// error at its end).
+#[test]
+fn an_empty_workflow_file_is_said_to_be_empty() {
+    let env = Env::new();
+    for (name, text, said) in [
+        ("empty.yaml", "", "empty"),
+        ("blank.json", "  \n\n", "empty"),
+        ("blank.yml", "\t\n  \n", "empty"),
+        (
+            "comments.yaml",
+            "# to do\n---\n  # later\n",
+            "empty: nothing but comments",
+        ),
+    ] {
+        let file = env.write_file(name, text);
+        let out = env.run(&file, "{}", &[]);
+        assert_code(&out, 2, name);
+        assert!(
+            stderr(&out).contains(&format!(
+                "{}: the workflow file is {said} (a workflow is an object with `id` and `nodes`)",
+                file.display()
+            )),
+            "{}",
+            describe(&out)
+        );
+        let out = env.cmd(["validate", name]);
+        assert_code(&out, 2, name);
+        assert!(
+            stderr(&out).contains(&format!("{name}: the workflow file is {said} (")),
+            "{}",
+            describe(&out)
+        );
+    }
+    // YAML that says null is not empty.
+    let out = env.run(&env.write_file("null.yaml", "~\n"), "{}", &[]);
+    assert!(stderr(&out).contains("not null"), "{}", describe(&out));
+}
+
 /// A test file given to `run` (or `validate` under a name that is not `*.test.yaml`) is said to
 /// be one, with the command that runs it: it was a workflow with the unknown fields `workflow`
 /// and `cases` and without `id` and `nodes`.

@@ -310,6 +310,11 @@ pub fn parse_str(text: &str, format: Format, file: &str) -> Result<Source, Diagn
     // A byte-order mark is not part of the data (and is not a column in an editor).
     let text = without_bom(text);
     let fail = |d: Diagnostic| locate_in(text, format, file, d.into());
+    if let Some(what) = no_data(text, format) {
+        return Err(fail(Diagnostic::new(format!(
+            "the workflow file is {what} (a workflow is an object with `id` and `nodes`)"
+        ))));
+    }
     let definition = match format {
         Format::Json => crate::json::parse(text).map_err(|d| fail(name_node(d, text, format)))?,
         Format::Yaml => yaml_data(text).map_err(|d| fail(name_node(d, text, format)))?,
@@ -339,6 +344,20 @@ pub fn parse_str(text: &str, format: Format, file: &str) -> Result<Source, Diagn
         diags.extend(more.0);
     }
     Err(source.locate(Diagnostics(diags)))
+}
+
+/// Why text holds no data at all, when it holds none: `empty` (nothing, or only white space),
+/// or, in YAML, nothing but comments and document markers. Such a file read as `null`, and was
+/// "not null" in the message, not the empty file it is.
+fn no_data(text: &str, format: Format) -> Option<&'static str> {
+    if text.trim().is_empty() {
+        return Some("empty");
+    }
+    let nothing = |l: &str| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    };
+    (format == Format::Yaml && text.lines().all(nothing)).then_some("empty: nothing but comments")
 }
 
 /// YAML text as JSON data, with merge keys applied.
