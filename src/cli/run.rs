@@ -95,20 +95,29 @@ pub enum EventFormat {
     Jsonl,
 }
 
-/// The trigger data of `rerun`/`resume` when `--input`/`--input-file` is given, parsed (a resume
-/// compares it with the earlier execution's).
-fn given_trigger(args: &ExecArgs) -> Result<Option<Value>, Exit> {
+/// The trigger data of `rerun`/`resume` when `--input`/`--input-file` is given, parsed as `run`
+/// parses it (a resume compares it with the earlier execution's), with what gave it.
+fn given_trigger(args: &ExecArgs) -> Result<Option<(Value, String)>, Exit> {
     let Some((text, what)) =
         input::trigger_text(args.input.as_deref(), args.input_file.as_deref())?
     else {
         return Ok(None);
     };
-    if text.trim_ascii().is_empty() {
-        return Ok(Some(Value::Object(Default::default())));
+    match runner::parse_trigger_text(&text) {
+        Ok(v) => Ok(Some((v, what))),
+        Err(e) => Err(run_error_of(e.into(), Some(&what))),
     }
-    flowrun_events::json::parse_bounded(&text, flowrun_events::json::MAX_DEPTH)
-        .map(Some)
-        .map_err(|e| Exit::new(exit::USAGE, format!("{what} is not valid JSON: {e}")))
+}
+
+/// Why a run could not start ([`exit::run_error`]); a refusal of the trigger data given names
+/// what gave it: `--input: invalid input: …`, `--input-file F: …`.
+fn run_error_of(e: RunError, given: Option<&str>) -> Exit {
+    let input_error = matches!(e, RunError::Input(_));
+    let mut x = exit::run_error(e);
+    if let (true, Some(what)) = (input_error, given) {
+        x.message = format!("{what}: {}", x.message);
+    }
+    x
 }
 
 /// The run options, and the names given as `--env KEY=VALUE` (their values are on the command
@@ -169,18 +178,14 @@ pub fn run(args: RunArgs, db: Option<&Path>) -> Result<i32, Exit> {
     };
     let prepared = runner::prepare(&source, trigger, opts).map_err(|e| {
         let input_error = matches!(e, RunError::Input(_));
-        let mut x = exit::run_error(e);
-        match (input_error, what) {
-            (true, Some(what)) => x.message = format!("{what}: {}", x.message),
-            // Nothing given: say how, rather than leave the reader with what is missing.
-            (true, None) => {
-                x.message = format!(
-                    "{}\nhint: no trigger data was given: pass it with --input '{}' or --input-file FILE (the workflow's `inputs` schema says what it takes)",
-                    x.message,
-                    input_example(&source.definition)
-                )
-            }
-            _ => {}
+        let mut x = run_error_of(e, what.as_deref());
+        // Nothing given: say how, rather than leave the reader with what is missing.
+        if input_error && what.is_none() {
+            x.message = format!(
+                "{}\nhint: no trigger data was given: pass it with --input '{}' or --input-file FILE (the workflow's `inputs` schema says what it takes)",
+                x.message,
+                input_example(&source.definition)
+            )
         }
         x
     })?;
@@ -247,8 +252,9 @@ pub fn again(
     let store = open_store(db)?;
     let source = file.map_or(AgainSource::Snapshot, AgainSource::File);
     let (options, on_command_line) = options(&exec)?;
-    let mut plan = again::plan_again(&store, id, source, given_trigger(&exec)?, options, resume)
-        .map_err(exit::again_error)?;
+    let (given, what) = given_trigger(&exec)?.unzip();
+    let mut plan =
+        again::plan_again(&store, id, source, given, options, resume).map_err(exit::again_error)?;
     // A definition that had no file (an editor's, run by `flowrun serve`): its relative paths
     // are read from where it ran.
     let ran_in = plan.options.cwd.clone();
@@ -257,8 +263,8 @@ pub fn again(
         flowrun_app::say!("{}", text::clean(note));
     }
     let _early = runner::start_early(&plan.source, &plan.options);
-    let prepared =
-        runner::prepare(&plan.source, plan.trigger, plan.options).map_err(exit::run_error)?;
+    let prepared = runner::prepare(&plan.source, plan.trigger, plan.options)
+        .map_err(|e| run_error_of(e, what.as_deref()))?;
     input::warn_secrets_on_command_line([&prepared.plan.workflow], &on_command_line, true);
     let store = SharedStore::new(store);
     execute_prepared(&store, &prepared, exec.events, exec.json)

@@ -161,3 +161,53 @@ fn rerun_of_a_running_or_unknown_execution_is_refused() {
     assert!(finish(run, "the gated run").success());
     assert_eq!(env.execution_count(), 1);
 }
+
+/// Trigger data `rerun` and `resume` refuse is refused in `run`'s words, naming what gave it
+/// (`--input: …`, `--input-file F: …`) and with its hint for single quotes: `rerun` said
+/// `--input is not valid JSON: …`, and a refusal by the `inputs` schema named no flag.
+#[test]
+fn rerun_and_resume_refuse_trigger_data_as_run_does() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "typed.json",
+        &json!({"id": "typed",
+                "inputs": {"type": "object", "properties": {"n": {"type": "integer"}}},
+                "nodes": [code("fail", "raise ValueError(trigger.get('n'))")]}),
+    );
+    assert_code(&env.run(&wf, r#"{"n": 1}"#, &[]), 1, "the first run fails");
+    let first = env.only_execution_id();
+    env.write_file("bad.json", "bad json");
+    for (given, what) in [
+        (vec!["--input", "bad json"], "--input: invalid input:"),
+        (vec!["--input", "{'n': 1}"], "--input: invalid input:"),
+        (
+            vec!["--input-file", "bad.json"],
+            "--input-file bad.json: invalid input:",
+        ),
+        (vec!["--input", r#"{"n": "x"}"#], "--input: invalid input:"),
+    ] {
+        let mut run = vec!["run", path_str(&wf)];
+        run.extend(&given);
+        let by_run = env.cmd(&run);
+        assert_code(&by_run, 2, &format!("run {given:?}"));
+        assert!(
+            stderr(&by_run).starts_with(&format!("error: {what}")),
+            "{}",
+            describe(&by_run)
+        );
+        for verb in ["rerun", "resume"] {
+            let mut again = vec![verb, first.as_str()];
+            again.extend(&given);
+            let out = env.cmd(&again);
+            assert_code(&out, 2, &format!("{verb} {given:?}"));
+            // After what a resume plans to run again (`resume: 'fail' runs …`), if it says it.
+            assert!(
+                stderr(&out).ends_with(&stderr(&by_run)),
+                "{verb} {given:?}: {}\nrun said: {}",
+                describe(&out),
+                stderr(&by_run)
+            );
+        }
+    }
+    assert_eq!(env.execution_count(), 1, "nothing refused was recorded");
+}

@@ -26,4 +26,4 @@ pub(crate) use launch::flowrun_executable;
 pub use launch::{new_execution_id, spec, use_shepherd_built_as};
 pub use options::{DEFAULT_TIMEOUT_MS, OWN_CALL_SLACK_MS, RunOptions};
 pub use prepare::{Prepared, bind_connections, missing_agents, nodes_directory, prepare};
-pub use trigger::Trigger;
+pub use trigger::{Trigger, parse_text as parse_trigger_text};

@@ -57,8 +57,9 @@ fn not_json(e: impl std::fmt::Display) -> InputError {
     }])
 }
 
-/// Parses JSON text with the runtime's nesting bound; blank text is `{}`.
-fn parse_text(text: &[u8]) -> Result<Value, InputError> {
+/// Parses JSON text with the runtime's nesting bound; blank text is `{}`. What the trigger data
+/// given as text is checked with ([`check`]), and `rerun`/`resume`'s given data is parsed with.
+pub fn parse_text(text: &[u8]) -> Result<Value, InputError> {
     if text.trim_ascii().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
