@@ -2,9 +2,14 @@
 
 use super::*;
 
-/// `1.2 ms`, `340 ms`, `2.41 s`, `3 m 05 s`.
+/// `20 µs`, `1.2 ms`, `340 ms`, `2.41 s`, `3 m 05 s`. Under a tenth of a millisecond in
+/// microseconds (durations are recorded to the microsecond), not `0.0 ms`, which reads as
+/// nothing done.
 pub fn duration(ms: f64) -> String {
-    if ms < 10.0 {
+    let us = (ms.max(0.0) * 1000.0).round() as u64;
+    if us < 100 {
+        format!("{us} µs")
+    } else if ms < 10.0 {
         format!("{ms:.1} ms")
     } else if ms < 1000.0 {
         format!("{ms:.0} ms")

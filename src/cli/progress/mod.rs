@@ -484,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_true_at_every_size() {
+        for (ms, shown) in [
+            (0.0, "0 µs"),
+            (0.0004, "0 µs"),
+            (0.02, "20 µs"),
+            (0.049, "49 µs"),
+            (0.0994, "99 µs"),
+            (0.0996, "0.1 ms"),
+            (1.23, "1.2 ms"),
+            (340.0, "340 ms"),
+            (2410.0, "2.41 s"),
+            (185_000.0, "3 m 05 s"),
+        ] {
+            assert_eq!(duration(ms), shown, "{ms}");
+        }
+    }
+
+    #[test]
     fn a_node_line_fits_a_narrow_terminal() {
         let preview = format!("\"{}\"", "x".repeat(300));
         let n = NodeEndLine {

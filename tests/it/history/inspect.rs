@@ -476,3 +476,38 @@ fn history_gives_a_paused_execution_no_error() {
         "{text}"
     );
 }
+
+/// A node or execution that took under a tenth of a millisecond shows its microseconds in
+/// `show` and `history`: it printed `0.0 ms`, which reads as nothing done.
+#[test]
+fn durations_under_a_tenth_of_a_millisecond_show_their_microseconds() {
+    let env = Env::new();
+    let wf = env.write_workflow(
+        "quick.json",
+        &json!({"id": "quick", "nodes": [code("n", "return 1")]}),
+    );
+    assert_success(&env.run(&wf, "{}", &[]), "run");
+    let id = env.only_execution_id();
+    // Recorded durations this short, whatever this machine's took.
+    let db = env.db_rw();
+    let set = |sql: &str| db.execute(sql, rusqlite::params![id]).unwrap();
+    assert_eq!(
+        set("UPDATE executions SET duration_ms = 0.042 WHERE id = ?1"),
+        1
+    );
+    assert_eq!(
+        set("UPDATE node_executions SET duration_ms = 0.02 WHERE execution_id = ?1"),
+        1
+    );
+    drop(db);
+    let shown = stdout(&env.cmd(["show", &id]));
+    assert!(
+        shown.contains(", took 42 µs") && shown.contains("✓ n  success  20 µs"),
+        "{shown}"
+    );
+    let listed = stdout(&env.cmd(["history"]));
+    assert!(
+        listed.contains(" 42 µs") && !listed.contains("0.0 ms"),
+        "{listed}"
+    );
+}
