@@ -31,7 +31,8 @@ pub fn never_started(
         Event::ExecutionEnd {
             output: None,
             status,
-            duration_ms: 0.0,
+            // It never ran.
+            duration_ms: None,
             error: Some(error),
             ts: at,
         },
@@ -121,7 +122,7 @@ mod tests {
                 ts: 1_100,
                 error: Some(ErrorInfo::of(ErrorKind::Error, "flaky")),
             }],
-            duration_ms: 1_500.0,
+            duration_ms: Some(1_500.0),
             ended: false,
         };
         let err = ErrorInfo::of(ErrorKind::Interrupted, "runner gone");

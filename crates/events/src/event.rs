@@ -94,7 +94,9 @@ pub enum Event {
     },
     ExecutionEnd {
         status: ExecStatus,
-        duration_ms: f64,
+        /// `None` (absent) for an execution that never started: cancelled while queued.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<f64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
         /// The execution's output (a success's; over the store's field limit: a truncation

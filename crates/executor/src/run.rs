@@ -537,7 +537,7 @@ fn finish(
     let duration_ms = round_ms(st.started.elapsed().as_secs_f64() * 1000.0);
     st.emit(Event::ExecutionEnd {
         status,
-        duration_ms,
+        duration_ms: Some(duration_ms),
         error: error.clone(),
         output: output.as_ref().map(end_output),
         ts: now_ms(),

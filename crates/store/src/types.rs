@@ -192,8 +192,8 @@ pub struct Abandoned {
     /// What waited for a retry: its last `node_end` said another attempt follows, and none
     /// started.
     pub awaiting_retry: Vec<AwaitingRetry>,
-    /// From its start until now.
-    pub duration_ms: f64,
+    /// From its start until now; `None` for one that never started (it was queued).
+    pub duration_ms: Option<f64>,
     /// Its event stream already has an `execution_end`.
     pub ended: bool,
 }

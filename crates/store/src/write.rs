@@ -7,6 +7,13 @@ use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Part, Relation};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+/// An execution's duration as it ends now (the SQL parameter `now`), from its start: NULL for
+/// one still queued, which never ran (its `started_at` is when it was queued: the time it
+/// waited is no duration of its). In an `UPDATE`, of the row as it was before.
+fn duration_unless_queued(now: &str) -> String {
+    format!("CASE WHEN status = 'queued' THEN NULL ELSE CAST({now} - started_at AS REAL) END")
+}
+
 impl Store {
     /// Writes the definition snapshot (once per hash) and the execution row.
     pub fn insert_execution(&mut self, e: &NewExecution<'_>) -> Result<()> {
@@ -306,14 +313,17 @@ impl Store {
                 [id],
                 |r| r.get(0),
             )?;
-            let duration_ms: f64 = tx
+            let duration_ms: Option<f64> = tx
                 .query_row(
-                    "SELECT CAST(?2 - started_at AS REAL) FROM executions WHERE id = ?1",
+                    &format!(
+                        "SELECT {} FROM executions WHERE id = ?1",
+                        duration_unless_queued("?2")
+                    ),
                     params![id, at],
                     |r| r.get(0),
                 )
                 .optional()?
-                .unwrap_or(0.0);
+                .flatten();
             Abandoned {
                 running,
                 awaiting_retry,
@@ -322,9 +332,12 @@ impl Store {
             }
         };
         let n = tx.execute(
-            "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
-                    duration_ms = CAST(?4 - started_at AS REAL)
-             WHERE id = ?1 AND status IN ('running', 'queued')",
+            &format!(
+                "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
+                        duration_ms = {}
+                 WHERE id = ?1 AND status IN ('running', 'queued')",
+                duration_unless_queued("?4")
+            ),
             params![id, status.as_str(), error_text, at],
         )?;
         if n > 0 {

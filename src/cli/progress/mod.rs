@@ -428,11 +428,10 @@ impl Sink for Terminal {
                 } else {
                     "31"
                 };
-                let mut s = format!(
-                    "{} in {}",
-                    self.paint(code, status.as_str()),
-                    duration(*duration_ms)
-                );
+                let mut s = self.paint(code, status.as_str());
+                if let Some(d) = duration_ms {
+                    s.push_str(&format!(" in {}", duration(*d)));
+                }
                 if let Some(e) = error {
                     s.push_str(&format!(" — {}: {}", e.kind, clean(&e.message)));
                 }

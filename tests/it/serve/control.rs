@@ -119,10 +119,22 @@ fn queue_runs_in_order_and_stopping_a_queued_execution_cancels_it() {
         b_started >= a_rec["finished_at"].as_i64().unwrap(),
         "b started at {b_started}, before a ended: {a_rec}"
     );
+    // Never started, so no duration: the time they waited in the queue is none of theirs (it
+    // was recorded as theirs, and the stream's end said 0 ms).
+    assert_eq!(events[1].get("duration_ms"), None, "{:?}", events[1]);
+    let history = w.cli_ok(&["history", "--status", "cancelled"]);
     for id in [&c, &d] {
         let rec = srv.get(&format!("/api/executions/{id}")).body;
         assert_eq!(rec["status"], "cancelled");
         assert_eq!(rec["nodes"], json!([]));
+        assert_eq!(rec["duration_ms"], Value::Null, "{rec}");
+        let row: Vec<&str> = history
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("no {id} in\n{history}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[2..4], ["cancelled", "-"], "{history}");
     }
 }
 

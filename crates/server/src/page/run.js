@@ -4,7 +4,7 @@ let current = null;
 
 function newExec(id) {
   return { id, abort: new AbortController(), rows: new Map(), order: [], ended: false, lastId: null, status: "queued",
-    startedAt: null, endedMs: null, durationMs: null, logs: [], record: null, refreshTimer: null, panelNode: null };
+    startedAt: null, logs: [], record: null, refreshTimer: null, panelNode: null };
 }
 
 function nodeRow(exec, id, info) {
@@ -81,10 +81,11 @@ function tick() {
   for (const row of exec.rows.values()) {
     if (row.status === "running" && row.started) row.dur.textContent = formatMs(now - row.started) + "…";
   }
-  // Once ended, the status says how long it took (the execution's own duration); the time
-  // between its first and last events, a millisecond apart from it, would be a second figure.
-  if (exec.ended && typeof exec.durationMs === "number") $("ex-elapsed").textContent = "";
-  else if (exec.startedAt) $("ex-elapsed").textContent = formatMs((exec.ended && exec.endedMs ? exec.endedMs : now) - exec.startedAt);
+  // Once ended, the status says how long it took (the execution's own duration; one cancelled
+  // while queued never ran and has none); the time between its first and last events, a
+  // millisecond apart from it, would be a second figure.
+  if (exec.ended) $("ex-elapsed").textContent = "";
+  else if (exec.startedAt) $("ex-elapsed").textContent = formatMs(now - exec.startedAt);
 }
 setInterval(tick, 250);
 
@@ -254,8 +255,6 @@ function handle(exec, kind, d) {
     }
     case "execution_end": {
       exec.ended = true;
-      exec.endedMs = d.ts || Date.now();
-      exec.durationMs = d.duration_ms;
       for (const row of exec.rows.values()) {
         if (row.status === "running") setRowStatus(row, d.status);
         // A step that never started will not now: said so, not left "pending".
