@@ -34,11 +34,14 @@ mod maintain;
 mod progress;
 mod run;
 mod serve;
+mod signals;
 mod sub;
 mod test;
 mod text;
 mod timefmt;
 mod workflow;
+
+use signals::Signals;
 
 use clap::{Parser, Subcommand};
 pub(crate) use exit::Exit;

@@ -352,17 +352,20 @@ pub(crate) fn execute_prepared(
     Ok(exit::status_code(outcome.status))
 }
 
-/// Stops the execution on Ctrl-C or SIGTERM, or when another process asks through the store;
-/// pauses it when another process asks for that.
+/// Stops the execution on Ctrl-C, SIGTERM or SIGHUP (its terminal closed), or when another
+/// process asks through the store; pauses it when another process asks for that. A second
+/// signal while it stops ends its processes at once instead of after their grace period.
 async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut signals = super::Signals::new();
     let reason = tokio::select! {
-        _ = tokio::signal::ctrl_c() => StopReason::Interrupt,
-        _ = async { match sigterm.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => StopReason::Terminate,
+        r = signals.next() => r,
         _ = stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));
+    loop {
+        signals.next().await;
+        let _ = stop.send(Some(reason));
+    }
 }
 
 /// Passes what other processes ask of execution `id` through the store to its executor: a
@@ -431,7 +434,12 @@ pub fn pause(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
 pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
     let mut store = open_store(db)?;
     let id = store.resolve_id(id)?;
-    match flowrun_app::control::stop(&mut store, &id)? {
+    let slow = || {
+        flowrun_app::say!(
+            "stopping execution {id}: its runner sent it SIGTERM, and ends what is left after its grace period (--kill-grace-ms, 2 s unless set)…"
+        )
+    };
+    match flowrun_app::control::stop(&mut store, &id, slow)? {
         StopOutcome::AlreadyEnded(status) => out!("execution {id} already ended: {status}"),
         StopOutcome::Stopped(status) => out!("execution {id} stopped: {status}"),
         StopOutcome::Forced => out!("execution {id} stopped: cancelled"),

@@ -212,25 +212,12 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
 /// Stops the child when this runner is signalled (its parent is being stopped) or when another
 /// process asks through the store (`flowrun stop CHILD`); pauses it on `flowrun pause CHILD`.
 async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-        match s.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
+    let mut signals = super::Signals::new();
     // `flowrun pause CHILD` pauses the child: its node then fails naming it (or, when its
     // parent is pausing too, the parent pauses), and the parent's resume runs it again.
     let reason = tokio::select! {
         // Sent by the parent's runtime (or its process group ending): the parent is ending.
-        _ = recv(&mut term) => StopReason::Parent,
-        _ = recv(&mut int) => StopReason::Parent,
-        _ = recv(&mut hup) => StopReason::Parent,
+        _ = signals.next() => StopReason::Parent,
         _ = super::run::stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));

@@ -12,11 +12,9 @@ use flowrun_app::testing::{
     self, CaseResult, Failure, Partition, Problem, Settings, Suite, Totals, Verdict,
     record::RecordError, report,
 };
-use flowrun_executor::StopReason;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 const USAGE: i32 = super::exit::USAGE;
@@ -309,18 +307,21 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
     let (stop_tx, stop_rx) = watch::channel(None);
     let json = args.json;
     let outcome = rt.block_on(async {
-        // SIGTERM is how CI cancels a job (and `timeout`, `docker stop`): the report, the JUnit
-        // and JSON documents and the snapshots of the cases that ended are written for it too.
+        // SIGTERM is how CI cancels a job (and `timeout`, `docker stop`), SIGHUP a closed
+        // terminal: the report, the JUnit and JSON documents and the snapshots of the cases
+        // that ended are written for them too. A second signal ends the cases' processes at
+        // once instead of after their grace period.
         let watcher = tokio::spawn(async move {
-            let mut term = signal(SignalKind::terminate()).ok();
-            let reason = tokio::select! {
-                r = tokio::signal::ctrl_c() => match r {
-                    Ok(()) => StopReason::Interrupt,
-                    Err(_) => return,
-                },
-                Some(_) = async { term.as_mut()?.recv().await } => StopReason::Terminate,
-            };
+            let mut signals = super::Signals::new();
+            let reason = signals.next().await;
             let _ = stop_tx.send(Some(reason));
+            let grace = flowrun_app::runner::RunOptions::default().kill_grace_ms;
+            let grace = std::time::Duration::from_millis(grace);
+            flowrun_app::say!("{}", super::progress::stopping_line(reason, grace));
+            loop {
+                signals.next().await;
+                let _ = stop_tx.send(Some(reason));
+            }
         });
         let s = suite.clone();
         let mut w = out(json);

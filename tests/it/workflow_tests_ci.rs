@@ -523,9 +523,9 @@ fn exit_codes_annotations_and_history() {
     );
 }
 
-/// Ctrl-C, and SIGTERM (how CI cancels a job, and `timeout` and `docker stop` end a command):
-/// the running case is stopped, no other starts, and the report — the last line, the JUnit
-/// document — is written, saying so.
+/// Ctrl-C, SIGTERM (how CI cancels a job, and `timeout` and `docker stop` end a command) and
+/// SIGHUP (the terminal closed): the running case is stopped, no other starts, and the report —
+/// the last line, the JUnit document — is written, saying so.
 #[test]
 fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
     use nix::sys::signal::{Signal, kill};
@@ -533,6 +533,7 @@ fn ctrl_c_or_sigterm_stops_the_running_cases_and_starts_no_more() {
     for (signal, by) in [
         (Signal::SIGINT, "Ctrl-C (SIGINT)"),
         (Signal::SIGTERM, "SIGTERM"),
+        (Signal::SIGHUP, "SIGHUP"),
     ] {
         let env = Env::new();
         let junit = env.path("junit.xml");

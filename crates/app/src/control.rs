@@ -129,6 +129,10 @@ pub enum StopOutcome {
     Forced,
 }
 
+/// How long a stop may take before [`stop`]'s caller is told it waits: a runner answers in
+/// ~100 ms, and its nodes end at once unless one ignores SIGTERM.
+pub const STOP_SLOW_AFTER: Duration = Duration::from_millis(500);
+
 /// How long [`stop`] waits for a live runner to answer: it polls every 100 ms and then takes
 /// at most its kill grace period (default 2 s).
 pub const STOP_ANSWER_WAIT: Duration = Duration::from_secs(10);
@@ -136,15 +140,24 @@ pub const STOP_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Stops execution `id` (a full id) from any process: records the request, which its runner
 /// sees within 100 ms, and waits for the execution to end. If its runner is gone, or does not
 /// answer within [`STOP_ANSWER_WAIT`], kills the group itself — only when it is still the
-/// execution's (see [`group_is_ours`]) — and records the execution `cancelled`.
-pub fn stop(store: &mut Store, id: &str) -> Result<StopOutcome, StoreError> {
+/// execution's (see [`group_is_ours`]) — and records the execution `cancelled`. `slow` is
+/// called once if the execution has not ended after [`STOP_SLOW_AFTER`] (its nodes have their
+/// grace period): for the caller to say what it waits for.
+pub fn stop(store: &mut Store, id: &str, slow: impl FnOnce()) -> Result<StopOutcome, StoreError> {
     let e = store.execution(id)?;
     if e.status.is_final() {
         return Ok(StopOutcome::AlreadyEnded(e.status));
     }
     store.request_stop(id, now_ms())?;
-    let deadline = Instant::now() + STOP_ANSWER_WAIT;
+    let asked = Instant::now();
+    let deadline = asked + STOP_ANSWER_WAIT;
+    let mut slow = Some(slow);
     loop {
+        if asked.elapsed() >= STOP_SLOW_AFTER {
+            if let Some(f) = slow.take() {
+                f();
+            }
+        }
         let e = store.execution(id)?;
         if e.status.is_final() {
             return Ok(StopOutcome::Stopped(e.status));

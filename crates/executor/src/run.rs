@@ -235,17 +235,26 @@ pub async fn execute(
                 ending = Some(Ending::NodeTimeout(node, part));
                 kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
             }
-            changed = stop.changed(), if ending.is_none() && exit.is_none() => {
+            // Also while the processes have their grace period: a stop asked again then (a
+            // second Ctrl-C: whoever asks twice wants it over now) ends it.
+            changed = stop.changed(), if exit.is_none() && (ending.is_none() || kill_at.is_some()) => {
                 let reason = *stop.borrow();
-                if changed.is_ok() && reason == Some(StopReason::Pause) {
+                if ending.is_some() {
+                    if changed.is_err() {
+                        stop = watch::channel(None).1;
+                    } else if reason.is_some_and(|r| r != StopReason::Pause) {
+                        kill_at = Some(Instant::now());
+                    }
+                } else if changed.is_ok() && reason == Some(StopReason::Pause) {
                     if !st.pause_requested {
                         st.pause_requested = true;
                         pause_unheard = !heard;
                         ask_pause(info.pid);
                     }
-                } else if changed.is_ok() && reason.is_some() {
-                    ending = Some(Ending::Cancel(reason.unwrap_or(StopReason::Cancel)));
+                } else if let (true, Some(reason)) = (changed.is_ok(), reason) {
+                    ending = Some(Ending::Cancel(reason));
                     kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
+                    st.sink.stopping(reason, spec.kill_grace);
                 } else if changed.is_err() {
                     // The stop handle is gone; nobody can stop us any more. Keep running.
                     stop = watch::channel(None).1;

@@ -1,6 +1,7 @@
 //! Where an execution's events go: every viewer (store recorder, terminal, JSONL, HTTP) is a
 //! [`Sink`] and gets the same events in the same order.
 
+use crate::StopReason;
 use crate::process::ProcessInfo;
 use flowrun_events::{Envelope, ErrorInfo, NodeStatus, Part};
 use serde_json::Value;
@@ -39,6 +40,10 @@ pub trait Sink: Send {
     fn delta(&mut self, _envelope: &Envelope) {}
     /// Nothing else is pending right now: a good moment to write batched work.
     fn flush(&mut self) {}
+    /// The execution is being stopped for `reason`: its processes were sent SIGTERM and are
+    /// killed after `grace`, or at once if a stop comes again meanwhile (a second Ctrl-C). For
+    /// a viewer to say so: the nodes' ends come only once they have ended.
+    fn stopping(&mut self, _reason: StopReason, _grace: std::time::Duration) {}
 }
 
 /// Views nothing: for runs whose events only the store's recorder needs (a test case, a
@@ -63,6 +68,9 @@ impl Sink for Fanout<'_> {
         self.0
             .iter_mut()
             .for_each(|s| s.node_input(node, part, input));
+    }
+    fn stopping(&mut self, reason: StopReason, grace: std::time::Duration) {
+        self.0.iter_mut().for_each(|s| s.stopping(reason, grace));
     }
     fn event(&mut self, e: &Envelope) {
         self.0.iter_mut().for_each(|s| s.event(e));

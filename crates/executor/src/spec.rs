@@ -82,6 +82,9 @@ pub enum StopReason {
     Interrupt,
     /// SIGTERM to the `flowrun run` process.
     Terminate,
+    /// SIGHUP to the `flowrun run` process: its terminal closed (an ssh session dropped, a
+    /// terminal window shut).
+    Hangup,
     /// The server running it is shutting down (SIGTERM or Ctrl-C to `flowrun serve`).
     Shutdown,
     /// The parent execution of a sub-workflow stopped, failed or timed out: its runtime ends
@@ -99,9 +102,20 @@ impl StopReason {
             StopReason::Cancel => "stopped by request",
             StopReason::Interrupt => "stopped by Ctrl-C",
             StopReason::Terminate => "stopped: flowrun received SIGTERM",
+            StopReason::Hangup => "stopped: flowrun's terminal closed (SIGHUP)",
             StopReason::Shutdown => "stopped: the server shut down",
             StopReason::Parent => "stopped with its parent execution",
             StopReason::Pause => "paused by request",
+        }
+    }
+
+    /// The signal to flowrun that this stop came from, if it came from one.
+    pub fn signal(self) -> Option<&'static str> {
+        match self {
+            StopReason::Interrupt => Some("SIGINT"),
+            StopReason::Terminate => Some("SIGTERM"),
+            StopReason::Hangup => Some("SIGHUP"),
+            _ => None,
         }
     }
 }

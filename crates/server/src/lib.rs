@@ -148,7 +148,7 @@ fn write_out(line: &str) {
     let _ = out.flush();
 }
 
-/// Runs the server until SIGINT or SIGTERM: prints its URL and token file on stdout, serves,
+/// Runs the server until SIGINT, SIGTERM or SIGHUP: prints its URL and token file on stdout, serves,
 /// then cancels what is queued, stops what runs and returns.
 pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
     // A client or child that goes away must give an error, not end the server.
@@ -317,10 +317,11 @@ async fn run_server(
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM, registered at once.
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal it runs in closed), registered at once.
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -329,12 +330,14 @@ impl Signals {
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
     async fn recv(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
             _ = self.term.recv() => {}
         }
     }

@@ -166,3 +166,25 @@ pub(super) fn running_message(
     }
     m
 }
+
+/// What a viewer says as an execution starts being stopped: why, how long its nodes are given
+/// (`--kill-grace-ms`), and, for a signal, that another one ends them now.
+pub fn stopping_line(reason: StopReason, grace: std::time::Duration) -> String {
+    let why = match reason {
+        StopReason::Interrupt => "Ctrl-C".to_string(),
+        StopReason::Cancel => "asked by `flowrun stop` or the API".to_string(),
+        r => r.signal().unwrap_or(r.describe()).to_string(),
+    };
+    if grace.is_zero() {
+        return format!("stopping ({why}): ending the running nodes now");
+    }
+    let again = match reason {
+        StopReason::Interrupt => "; Ctrl-C again ends them now",
+        StopReason::Terminate => "; a second SIGTERM ends them now",
+        _ => "",
+    };
+    format!(
+        "stopping ({why}): the running nodes have {} to end{again}",
+        duration(grace.as_secs_f64() * 1000.0)
+    )
+}

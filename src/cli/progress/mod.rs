@@ -7,12 +7,14 @@
 //!   workflow is neutralised (`super::text`).
 //! - [`Jsonl`]: one JSON object per event on stdout (`--events jsonl`, see docs/events.md).
 
+mod jsonl;
 mod lines;
 use super::text::{clean, clean_line};
 use flowrun_events::{Envelope, ErrorInfo, Event, NodeStatus, Stream};
-use flowrun_executor::Sink;
+use flowrun_executor::{Sink, StopReason};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-pub use lines::{NodeEndLine, duration, level_tag, node_end_line, part_label};
+pub use jsonl::Jsonl;
+pub use lines::{NodeEndLine, duration, level_tag, node_end_line, part_label, stopping_line};
 use lines::{fit, running_label, running_message};
 use std::collections::HashMap;
 use std::io::Write;
@@ -269,6 +271,11 @@ impl Terminal {
 }
 
 impl Sink for Terminal {
+    fn stopping(&mut self, reason: StopReason, grace: Duration) {
+        let line = stopping_line(reason, grace);
+        self.line(&self.paint("33", &line));
+    }
+
     fn event(&mut self, env: &Envelope) {
         match &env.event {
             Event::ExecutionStart {
@@ -437,39 +444,6 @@ impl Sink for Terminal {
                 }
                 self.line(&s);
             }
-        }
-    }
-}
-
-/// `--events jsonl`: each event as one line of JSON on stdout, flushed at once.
-pub struct Jsonl<W: Write> {
-    out: W,
-    /// The first write that failed: the execution goes on (a reader that went away does not
-    /// stop it), and the caller says so once it has ended ([`Jsonl::written`]).
-    failed: Option<std::io::Error>,
-}
-
-impl<W: Write> Jsonl<W> {
-    pub fn new(out: W) -> Self {
-        Jsonl { out, failed: None }
-    }
-
-    /// Whether every event was written, as [`crate::cli::stdout_written`] takes it.
-    pub fn written(&mut self) -> std::io::Result<()> {
-        self.failed.take().map_or(Ok(()), Err)
-    }
-}
-
-impl<W: Write + Send> Sink for Jsonl<W> {
-    fn event(&mut self, env: &Envelope) {
-        let mut line = super::text::json_line(env);
-        line.push('\n');
-        if let Err(e) = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|()| self.out.flush())
-        {
-            self.failed.get_or_insert(e);
         }
     }
 }

@@ -261,8 +261,9 @@ fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
     let fx = Fx::new();
     let wf = stop_workflow(&fx, SLEEP_FOREVER);
     // The child runs in its own process group, so a terminal's Ctrl-C reaches only the runner, which
-    // must stop the group itself. SIGTERM (a service manager, `kill`) does the same.
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+    // must stop the group itself. SIGTERM (a service manager, `kill`) does the same, and SIGHUP
+    // (the terminal closed, an ssh session dropped).
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let _ = std::fs::remove_file(fx.path("pids"));
         let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
         let row = fx.wait_running(Some("sleeper"), &mut run);
@@ -277,14 +278,86 @@ fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
             .as_str()
             .unwrap_or("")
             .to_string();
-        let expected = if sig == Signal::SIGINT {
-            "stopped by Ctrl-C"
-        } else {
-            "stopped: flowrun received SIGTERM"
+        let expected = match sig {
+            Signal::SIGINT => "stopped by Ctrl-C",
+            Signal::SIGTERM => "stopped: flowrun received SIGTERM",
+            _ => "stopped: flowrun's terminal closed (SIGHUP)",
         };
         assert!(message.starts_with(expected), "{sig}: {message}");
+        // The display said it was stopping, and why.
+        assert!(out.stderr.contains("stopping ("), "{sig}: {out}");
         assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled", "{sig}");
         assert_pids_gone(&p, row.pgid.unwrap());
         fx.assert_clean(&row.id);
     }
+}
+
+/// Nodes that ignore SIGTERM have the grace period to end once a stop begins — unless the stop
+/// is asked again: a second Ctrl-C (or SIGTERM) ends them at once. The display says both; and
+/// `flowrun stop` from another terminal says what it waits for when it takes a while.
+#[test]
+fn a_second_signal_ends_the_grace_period_and_the_wait_is_announced() {
+    let fx = Fx::new();
+    let wf = stop_workflow(
+        &fx,
+        r#"
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note(os.getpid())
+        grandchild('stubborn', ignore_term=True)
+        while True:
+            time.sleep(1)
+        "#,
+    );
+    let grace = ["--timeout-ms", "120000", "--kill-grace-ms", "60000"];
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let _ = std::fs::remove_file(fx.path("pids"));
+        let mut run = fx.spawn_run(&wf, &trigger(&fx), &grace);
+        let row = fx.wait_running(Some("sleeper"), &mut run);
+        let p = wait_pids(&fx.path("pids"), 2);
+        signal(run.pid(), sig);
+        // The first signal has been taken once its execution's nodes are told to stop: the
+        // display says so (the record's stop comes with the end).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !run.stderr_so_far().contains("stopping (") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{sig}: no stopping line: {}",
+                run.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let begun = std::time::Instant::now();
+        signal(run.pid(), sig);
+        // Well inside the minute of grace: the second signal ended it.
+        let out = run.wait(Duration::from_secs(30));
+        assert!(begun.elapsed() < Duration::from_secs(30), "{sig}");
+        out.assert_code(130);
+        let again = if sig == Signal::SIGINT {
+            "stopping (Ctrl-C): the running nodes have 1 m 00 s to end; Ctrl-C again ends them now"
+        } else {
+            "stopping (SIGTERM): the running nodes have 1 m 00 s to end; a second SIGTERM ends them now"
+        };
+        assert!(out.stderr.contains(again), "{sig}: {out}");
+        assert_eq!(fx.execution(&row.id).status, "cancelled", "{sig}");
+        assert_pids_gone(&p, row.pgid.unwrap());
+        fx.assert_clean(&row.id);
+    }
+
+    // From another terminal: a stop that takes a while says what it waits for.
+    let _ = std::fs::remove_file(fx.path("pids"));
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--kill-grace-ms", "1500"]);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 2);
+    let stop = fx.flowrun(&["stop", &row.id]);
+    stop.assert_code(0);
+    assert!(
+        stop.stderr.contains(&format!(
+            "stopping execution {}: its runner sent it SIGTERM",
+            row.id
+        )),
+        "{stop}"
+    );
+    run.wait(Duration::from_secs(20)).assert_code(130);
+    assert_pids_gone(&p, row.pgid.unwrap());
+    fx.assert_clean(&row.id);
 }

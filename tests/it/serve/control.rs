@@ -176,6 +176,21 @@ fn shutdown_cancels_running_and_queued_executions_and_exits_0() {
     assert!(!srv.token_file.exists());
 }
 
+/// SIGHUP (the terminal the server runs in closed) shuts it down as SIGTERM does: what runs is
+/// stopped and recorded, and it exits 0 taking its token file along.
+#[test]
+fn a_closed_terminal_shuts_the_server_down_cleanly() {
+    let w = World::new();
+    w.save("slow.json", &slow());
+    let mut srv = w.serve(&["--kill-grace-ms", "500"]);
+    let a = srv.start("/api/workflows/slow/executions", &json!({}));
+    srv.wait_until(&a, "sleeping", sleeping);
+    assert_eq!(srv.end_with(libc::SIGHUP), Some(0), "{}", srv.stderr());
+    let rec = w.show_json(&a);
+    assert_eq!(rec["status"], "cancelled", "{rec}");
+    assert!(!srv.token_file.exists());
+}
+
 #[test]
 fn executions_of_flowrun_run_stream_and_stop_through_the_server() {
     let w = World::new();

@@ -145,6 +145,8 @@ pub struct Running {
     pub started: Instant,
     out: Option<JoinHandle<Vec<u8>>>,
     err: Option<JoinHandle<Vec<u8>>>,
+    /// What stderr has given so far (all of it once `err` is joined).
+    err_so_far: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     /// Largest `VmHWM` seen while sampling (kB).
     pub peak_hwm_kb: u64,
 }
@@ -157,20 +159,47 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
     })
 }
 
+/// As [`drain`], and what was read so far is in `so_far` as it comes.
+fn drain_shared(
+    mut r: impl Read + Send + 'static,
+    so_far: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            so_far.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        so_far.lock().unwrap().clone()
+    })
+}
+
 impl Running {
     pub fn spawn(mut c: Command) -> Running {
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = c.spawn().expect("spawn flowrun");
         let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
+        let err_so_far = std::sync::Arc::default();
+        let err = drain_shared(
+            child.stderr.take().unwrap(),
+            std::sync::Arc::clone(&err_so_far),
+        );
         Running {
             child,
             started,
             out: Some(out),
             err: Some(err),
+            err_so_far,
             peak_hwm_kb: 0,
         }
+    }
+
+    /// What the process has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.err_so_far.lock().unwrap()).into_owned()
     }
 
     pub fn pid(&self) -> i32 {

@@ -438,9 +438,14 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process (at most 30 s); returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.end_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` and waits for the process (at most 30 s); returns its exit code.
+    pub fn end_with(&mut self, signal: i32) -> Option<i32> {
         // SAFETY: signalling our own child by pid.
         unsafe {
-            libc::kill(self.pid(), libc::SIGTERM);
+            libc::kill(self.pid(), signal);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -449,7 +454,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "the server did not exit after SIGTERM"
+                "the server did not exit after signal {signal}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

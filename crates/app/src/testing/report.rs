@@ -4,7 +4,6 @@
 use super::load::Problem;
 use super::model::*;
 use super::run::{Suite, SuiteOutcome};
-use flowrun_executor::StopReason;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -281,10 +280,7 @@ pub fn json(suite: &Suite, outcome: &SuiteOutcome) -> Value {
                 .then(|| json!({"file": f.file, "workflow": f.source.file, "cases": cases}))
         })
         .collect();
-    let interrupted = outcome.interrupted.map(|r| match r {
-        StopReason::Terminate => "SIGTERM",
-        _ => "SIGINT",
-    });
+    let interrupted = outcome.interrupted.map(|r| r.signal().unwrap_or("SIGINT"));
     json!({"totals": totals, "summary": outcome.summary(), "interrupted": interrupted,
            "files": files, "snapshot_errors": outcome.snapshot_errors})
 }

@@ -69,10 +69,10 @@ impl SuiteOutcome {
     /// exit status says it too, but a log read later shows this line).
     pub fn summary(&self) -> String {
         let line = Totals::of(&self.results).line();
-        match self.interrupted {
-            Some(StopReason::Terminate) => format!("{line}; interrupted by SIGTERM"),
-            Some(_) => format!("{line}; interrupted by Ctrl-C (SIGINT)"),
+        match self.interrupted.map(|r| r.signal().unwrap_or("SIGINT")) {
             None => line,
+            Some("SIGINT") => format!("{line}; interrupted by Ctrl-C (SIGINT)"),
+            Some(signal) => format!("{line}; interrupted by {signal}"),
         }
     }
 }
