@@ -15,7 +15,7 @@ use crate::SharedStore;
 use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, now_ms};
 use flowrun_executor::process::{is_same_process, signal_group};
 use flowrun_executor::tree;
-use flowrun_store::{Request, Store, StoreError};
+use flowrun_store::{EndTime, Request, Store, StoreError};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,9 +47,12 @@ pub fn recover(store: &mut Store) -> Vec<String> {
         }
         let err = ErrorInfo::of(
             ErrorKind::Interrupted,
-            format!("the flowrun process running this execution (pid {pid}) ended before it did"),
+            format!(
+                "the flowrun process running this execution (pid {pid}) ended before it did, at a moment not recorded: its duration is not known"
+            ),
         );
-        if let Ok(true) = abandon(store, &e.id, ExecStatus::Interrupted, &err) {
+        let found = EndTime::Unknown { found: now_ms() };
+        if let Ok(true) = abandon_at(store, &e.id, ExecStatus::Interrupted, &err, found) {
             done.push(e.id);
         }
     }
@@ -111,9 +114,20 @@ pub(crate) fn abandon(
     status: ExecStatus,
     error: &ErrorInfo,
 ) -> Result<bool, StoreError> {
-    let at = now_ms();
-    store.end_abandoned(id, status, error, NodeStatus::Cancelled, at, |state| {
-        crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, at)
+    abandon_at(store, id, status, error, EndTime::Now(now_ms()))
+}
+
+/// As [`abandon`], for an execution that ended at `end` — one whose runner died at an unknown
+/// moment has no duration ([`EndTime::Unknown`]), rather than the time until it was found.
+pub(crate) fn abandon_at(
+    store: &mut Store,
+    id: &str,
+    status: ExecStatus,
+    error: &ErrorInfo,
+    end: EndTime,
+) -> Result<bool, StoreError> {
+    store.end_abandoned(id, status, error, NodeStatus::Cancelled, end, |state| {
+        crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, end.at())
     })
 }
 
@@ -163,9 +177,9 @@ pub fn stop(store: &mut Store, id: &str, slow: impl FnOnce()) -> Result<StopOutc
             return Ok(StopOutcome::Stopped(e.status));
         }
         // A runner that is stopped (Ctrl-Z) cannot answer: treat it like a dead one.
-        let runner_answers = e
-            .runner
-            .is_some_and(|(pid, st)| is_same_process(pid, st) && !tree::is_stopped(pid));
+        let runner_alive = e.runner.is_some_and(|(pid, st)| is_same_process(pid, st));
+        let runner_answers =
+            runner_alive && e.runner.is_some_and(|(pid, _)| !tree::is_stopped(pid));
         if !runner_answers || Instant::now() >= deadline {
             if let Some(p) = e.process {
                 end_process_tree(p);
@@ -174,7 +188,12 @@ pub fn stop(store: &mut Store, id: &str, slow: impl FnOnce()) -> Result<StopOutc
                 ErrorKind::Cancelled,
                 "stopped by request (the runner did not respond)",
             );
-            abandon(store, id, ExecStatus::Cancelled, &err)?;
+            // A runner that died took the execution with it, at a moment nobody recorded.
+            let end = match (runner_alive, e.runner) {
+                (false, Some(_)) => EndTime::Unknown { found: now_ms() },
+                _ => EndTime::Now(now_ms()),
+            };
+            abandon_at(store, id, ExecStatus::Cancelled, &err, end)?;
             return Ok(StopOutcome::Forced);
         }
         std::thread::sleep(Duration::from_millis(50));

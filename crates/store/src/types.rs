@@ -184,6 +184,27 @@ pub enum Write {
     },
 }
 
+/// When an execution whose runner cannot end it ended, as far as whoever ends it knows (see
+/// [`crate::Store::end_abandoned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndTime {
+    /// At this moment (ms): its processes were just ended, or it never started.
+    Now(i64),
+    /// Its runner died at a moment nobody recorded, noticed `found` (ms) — perhaps long after,
+    /// at the next flowrun command. Its duration and its running nodes' are unknown (null),
+    /// not the time until it was found; `found` is its `finished_at`.
+    Unknown { found: i64 },
+}
+
+impl EndTime {
+    /// The time recorded as its end (`finished_at`).
+    pub fn at(self) -> i64 {
+        match self {
+            EndTime::Now(at) | EndTime::Unknown { found: at } => at,
+        }
+    }
+}
+
 /// What is left open of an execution whose runner cannot end it (see [`crate::Store::end_abandoned`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Abandoned {
@@ -192,7 +213,8 @@ pub struct Abandoned {
     /// What waited for a retry: its last `node_end` said another attempt follows, and none
     /// started.
     pub awaiting_retry: Vec<AwaitingRetry>,
-    /// From its start until now; `None` for one that never started (it was queued).
+    /// From its start until now; `None` for one that never started (it was queued), or whose
+    /// end is not known ([`EndTime::Unknown`]).
     pub duration_ms: Option<f64>,
     /// Its event stream already has an `execution_end`.
     pub ended: bool,

@@ -256,9 +256,11 @@ impl Store {
         status: ExecStatus,
         error: &ErrorInfo,
         node_status: NodeStatus,
-        at: i64,
+        end: EndTime,
         events: impl FnOnce(&Abandoned) -> Vec<flowrun_events::Event>,
     ) -> Result<bool> {
+        let at = end.at();
+        let timed = matches!(end, EndTime::Now(_));
         let error_text = self.error_text(Some(error));
         let tx = self
             .conn
@@ -323,7 +325,8 @@ impl Store {
                     |r| r.get(0),
                 )
                 .optional()?
-                .flatten();
+                .flatten()
+                .filter(|_| timed);
             Abandoned {
                 running,
                 awaiting_retry,
@@ -334,18 +337,18 @@ impl Store {
         let n = tx.execute(
             &format!(
                 "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
-                        duration_ms = {}
+                        duration_ms = CASE WHEN ?5 THEN {} END
                  WHERE id = ?1 AND status IN ('running', 'queued')",
                 duration_unless_queued("?4")
             ),
-            params![id, status.as_str(), error_text, at],
+            params![id, status.as_str(), error_text, at, timed],
         )?;
         if n > 0 {
             tx.execute(
                 "UPDATE node_executions SET status = ?2, finished_at = ?3,
-                        duration_ms = CAST(?3 - started_at AS REAL), error = ?4
+                        duration_ms = CASE WHEN ?5 THEN CAST(?3 - started_at AS REAL) END, error = ?4
                  WHERE execution_id = ?1 AND status = 'running'",
-                params![id, node_status.as_str(), at, error_text],
+                params![id, node_status.as_str(), at, error_text, timed],
             )?;
             let mut seq: i64 = tx.query_row(
                 "SELECT event_seq FROM executions WHERE id = ?1",

@@ -54,6 +54,14 @@ fn sigkill_of_the_runner_takes_the_group_down_and_is_recovered() {
     assert_eq!(e.status, "interrupted", "{e:?}");
     assert_eq!(fx.node(&row.id, "first").status, "success");
     assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled");
+    // When the runner died is not recorded: no duration, rather than the time until the next
+    // command found it (which could be days later); the node that ran keeps its own.
+    assert_eq!(e.duration_ms, None, "{e:?}");
+    assert!(e.finished_at.is_some(), "{e:?}");
+    assert_eq!(fx.node(&row.id, "sleeper").duration_ms, None);
+    assert!(fx.node(&row.id, "first").duration_ms.is_some());
+    let message = e.error.as_ref().unwrap()["message"].as_str().unwrap_or("");
+    assert!(message.contains("its duration is not known"), "{message}");
     fx.assert_clean(&row.id);
 }
 

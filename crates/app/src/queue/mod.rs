@@ -383,7 +383,7 @@ impl Executions {
             ExecStatus::Cancelled,
             &error,
             NodeStatus::Cancelled,
-            at,
+            flowrun_store::EndTime::Now(at),
             |_| events.clone(),
         );
         if let Err(e) = res {
