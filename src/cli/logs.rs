@@ -85,9 +85,9 @@ fn check_part(
     node: &str,
     part: (Option<u32>, Option<u32>),
 ) -> Result<(), Exit> {
-    if part == (None, None) {
+    let Some(asked) = part_name(flowrun_events::Part::from_fields(part.0, part.1)) else {
         return Ok(());
-    }
+    };
     let rows: Vec<flowrun_store::NodeRow> = store
         .nodes(id)?
         .into_iter()
@@ -118,11 +118,6 @@ fn check_part(
     if exists {
         return Ok(());
     }
-    let asked = match part {
-        (Some(i), _) => format!("item {i}"),
-        (_, Some(k)) => format!("iteration {k}"),
-        _ => String::new(),
-    };
     let node = clean_line(node);
     let ran = match (items, iterations.as_slice()) {
         (Some(1), _) => format!("ran 1 item ({node}[0])"),
