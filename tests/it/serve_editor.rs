@@ -388,6 +388,24 @@ fn features_pause_and_openapi() {
             .status,
         404
     );
+    // A paused execution's error has no traceback, as no error flowrun makes itself has one: it
+    // was `"traceback": ""`, in the record, the list and the stream's end.
+    let id = s.start(
+        "/api/executions",
+        &json!({"workflow": crate::serve::quick(), "break_before": ["only"]}),
+    );
+    let rec = s.wait_final(&id);
+    assert_eq!(rec["status"], "paused", "{rec}");
+    let listed = &s.get("/api/executions?limit=1").body["executions"][0];
+    let events = crate::serve::check_stream(&s.events(&id, None).read_to_end(), &id);
+    for error in [
+        &rec["error"],
+        &listed["error"],
+        &events.last().unwrap()["error"],
+    ] {
+        assert_eq!(error["type"], "Paused", "{error}");
+        assert_eq!(error.get("traceback"), None, "{error}");
+    }
 
     let r = s.get("/api/openapi.json");
     assert_eq!(r.status, 200);

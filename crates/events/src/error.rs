@@ -11,7 +11,13 @@ pub struct ErrorInfo {
     #[serde(rename = "type")]
     pub kind: String,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent when there is none: an empty one, as the runtime writes for the errors it makes
+    /// itself (`Paused`, `Cancelled`, `CostLimit`), is read as none.
+    #[serde(
+        default,
+        deserialize_with = "traceback_if_any",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub traceback: Option<String>,
     /// What a failed call spent before it failed (an `agent` node whose CLI reported an error
     /// after using tokens): counted in the execution's totals like a success's.
@@ -19,6 +25,12 @@ pub struct ErrorInfo {
     pub usage: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+}
+
+/// A traceback as written, `None` for a blank one.
+fn traceback_if_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let tb = Option::<String>::deserialize(d)?;
+    Ok(tb.filter(|t| !t.trim().is_empty()))
 }
 
 impl ErrorInfo {
@@ -83,5 +95,30 @@ impl ErrorInfo {
     /// Is this an error of `kind`?
     pub fn is(&self, kind: ErrorKind) -> bool {
         self.kind == kind.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_traceback_is_none() {
+        let read = |tb: &str| {
+            let e: ErrorInfo = serde_json::from_str(&format!(
+                r#"{{"type": "Paused", "message": "m", "traceback": {tb}}}"#
+            ))
+            .unwrap();
+            e.traceback
+        };
+        assert_eq!(read(r#""""#), None);
+        assert_eq!(read(r#"" \n""#), None);
+        assert_eq!(read("null"), None);
+        assert_eq!(read(r#""Traceback …""#).as_deref(), Some("Traceback …"));
+        let e: ErrorInfo = serde_json::from_str(r#"{"type": "Paused", "message": "m"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"Paused","message":"m"}"#
+        );
     }
 }
