@@ -130,33 +130,55 @@ fn print_document(doc: &serde_json::Value) {
     out!("{}", json_pretty(doc));
 }
 
-/// Writes the `--junit` report, making its directory if needed.
-/// Its directories were made by [`writable`], before anything ran.
+/// Writes the `--junit` report (its directories were made by [`writable`], before anything
+/// ran): whole or not at all, replacing what is there in one rename — a kill halfway leaves the
+/// file as it was, not cut short.
 fn write_junit(f: &Path, xml: &str) -> Result<(), Exit> {
-    std::fs::write(f, xml).map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))
+    replace_file(f, xml.as_bytes())
+        .map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))
 }
 
-/// Whether the JUnit report can be written where asked (its directories made, the file opened
-/// for writing, nothing in it changed): checked before anything runs.
+/// Writes `bytes` to a new file beside `f` and renames it over `f` (a file the user can read as
+/// any other: mode 0666 less the umask). Something that is not a regular file (`/dev/stdout`)
+/// is written in place.
+fn replace_file(f: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::metadata(f).is_ok_and(|m| !m.is_file()) {
+        return std::fs::write(f, bytes);
+    }
+    let name = f.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = f.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(&tmp)
+        .and_then(|mut t| t.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, f));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Whether the JUnit report can be written where asked (its directories made): checked before
+/// anything runs, by writing there a report that says the run did not finish, which the real
+/// one replaces — so a run killed before its end (SIGKILL, a CI job's hard timeout) leaves a
+/// report that says so, not an empty file or an earlier run's results.
 fn writable(f: &Path) -> Result<(), Exit> {
     if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(f)
-        .map(drop)
-        .map_err(|e| {
-            Exit::new(
-                USAGE,
-                format!(
-                    "--junit {}: cannot be written: {e}; nothing was run",
-                    f.display()
-                ),
-            )
-        })
+    replace_file(f, report::junit_unfinished().as_bytes()).map_err(|e| {
+        Exit::new(
+            USAGE,
+            format!(
+                "--junit {}: cannot be written: {e}; nothing was run",
+                f.display()
+            ),
+        )
+    })
 }
 
 /// Nothing was run: the reports asked for say why (a CI job reads them whatever the exit code,

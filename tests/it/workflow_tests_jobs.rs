@@ -278,3 +278,58 @@ fn ctrl_c_during_a_retry_leaves_a_failed_case_failed() {
         "{report:#}"
     );
 }
+
+/// A suite killed before its end (SIGKILL, a CI job's hard timeout) leaves a `--junit` report
+/// that says it did not finish — from the moment the suite starts, replacing an earlier run's
+/// results — not an empty file, nor those results; the finished run's report replaces it.
+#[test]
+fn a_killed_suite_leaves_a_report_that_says_it_did_not_finish() {
+    let env = Env::new();
+    let junit = env.path("reports/junit.xml");
+    std::fs::create_dir_all(junit.parent().unwrap()).unwrap();
+    std::fs::write(
+        &junit,
+        "<testsuites tests=\"7\">an earlier run's</testsuites>",
+    )
+    .unwrap();
+    let junit_arg = junit.to_str().unwrap();
+    let unfinished = r#"
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+assert root.get("errors") == "1", root.attrib
+error = root.find("testsuite/testcase/error")
+assert error.get("type") == "did not finish", error.attrib
+assert "did not finish" in error.get("message"), error.attrib
+print("ok")
+"#;
+    let (mut child, _) = crate::workflow_tests_jobs::start_slow_suite(
+        &env,
+        "  - name: first\n",
+        &["--junit", junit_arg],
+    );
+    crate::workflow_tests_ci::check_junit(&junit, unfinished);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    crate::workflow_tests_ci::check_junit(&junit, unfinished);
+    let left: Vec<_> = std::fs::read_dir(junit.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "no temporary file left beside it: {left:?}");
+
+    // Run to its end, the real report replaces it.
+    env.write_workflow(
+        "quick.json",
+        &json!({"id": "quick", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
+    );
+    env.write_file(
+        "quick.test.yaml",
+        "workflow: ./quick.json\ncases:\n  - name: ok\n",
+    );
+    let out = env.cmd(["test", "quick.test.yaml", "--junit", junit_arg]);
+    assert_success(&out, "the quick suite");
+    crate::workflow_tests_ci::check_junit(
+        &junit,
+        "import sys, xml.etree.ElementTree as ET\nr = ET.parse(sys.argv[1]).getroot()\nassert r.get('tests') == '1' and r.get('errors') == '0', r.attrib\nprint('ok')",
+    );
+}

@@ -377,18 +377,24 @@ pub fn json_invalid(problems: &[Problem]) -> Value {
 /// that a CI job which publishes the report whatever happened shows that rather than an empty
 /// file it cannot parse.
 pub fn junit_not_run(message: &str) -> String {
+    junit_one_error("nothing was run", message)
+}
+
+/// JUnit XML for a run still going: what the `--junit` file holds until the report replaces
+/// it, so that a run killed before it ends (SIGKILL, a CI job's hard timeout) leaves a report
+/// saying so — not an empty file, nor an earlier run's results.
+pub fn junit_unfinished() -> String {
+    junit_one_error(
+        "did not finish",
+        "flowrun test did not finish: it ended (killed?) before it wrote this report",
+    )
+}
+
+fn junit_one_error(kind: &str, message: &str) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str("<testsuites name=\"flowrun test\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n");
     let first = one_line(message);
-    error_suite(
-        &mut x,
-        "flowrun test",
-        None,
-        None,
-        "nothing was run",
-        &first,
-        message,
-    );
+    error_suite(&mut x, "flowrun test", None, None, kind, &first, message);
     x.push_str("</testsuites>\n");
     x
 }
