@@ -144,11 +144,16 @@ impl<'a> State<'a> {
             if !self.log_cap_announced {
                 self.log_cap_announced = true;
                 let limit = self.spec.max_log_bytes;
+                // In the terms `show` uses (bytes kept, bytes cut): the budget also counts what
+                // storing each line costs, which is not text that was kept.
+                let (kept, lines) = (self.log_bytes, self.log_lines);
                 self.emit(Event::Log {
                     node: None,
                     stream: Stream::Stderr,
                     level: Some("warning".into()),
-                    line: format!("flowrun: log limit of {limit} bytes reached; further output is counted, not kept"),
+                    line: format!(
+                        "flowrun: log limit reached (--max-log-bytes {limit}, which counts {LOG_LINE_OVERHEAD} bytes a line besides its text): {kept} bytes of {lines} lines kept; further output is counted, not kept"
+                    ),
                     ts: now_ms(),
                     item: None,
                     iteration: None,

@@ -116,6 +116,18 @@ fn an_endless_flood_of_empty_lines_is_cut_and_times_out_on_time() {
     );
     assert!(e.log_bytes as u64 <= cap, "{e:?}");
     assert!(e.log_bytes_cut > 1_000_000, "{e:?}");
+    // The warning says what was kept in the terms `show` uses, and why that is under the cap.
+    let lines = fx.log_lines(&id);
+    let warning = format!(
+        "flowrun: log limit reached (--max-log-bytes {cap}, which counts 64 bytes a line besides its text): {} bytes of {} lines kept;",
+        e.log_bytes,
+        lines.len() - 1
+    );
+    assert!(
+        lines.iter().any(|(_, l)| l.starts_with(&warning)),
+        "{warning}: {:?}",
+        lines.last()
+    );
     assert_pids_gone(&pids(&fx), e.pgid.unwrap());
     fx.assert_clean(&id);
 }
