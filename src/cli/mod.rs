@@ -121,8 +121,8 @@ pub enum Command {
     },
     /// Stop a running execution (from any process).
     Stop {
-        /// Execution id or a unique prefix of one.
-        id: String,
+        /// Execution id or a unique prefix of one (without one, lists what could be stopped).
+        id: Option<String>,
     },
     /// Pause a running execution (from any process): the nodes running now finish, no new one
     /// starts, and it ends `paused`; `flowrun resume ID` continues it.
@@ -259,7 +259,7 @@ pub fn main() -> i32 {
             node,
             json,
         } => logs::logs(&id, follow, node.as_deref(), json, db.as_deref()),
-        Command::Stop { id } => run::stop(&id, db.as_deref()),
+        Command::Stop { id } => run::stop(id.as_deref(), db.as_deref()),
         Command::Pause { id } => run::pause(&id, db.as_deref()),
         Command::Rerun { id, file, exec } => {
             run::again(&id, file.as_deref(), exec, false, db.as_deref())

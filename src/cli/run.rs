@@ -431,8 +431,11 @@ pub fn pause(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
 
 /// `flowrun stop ID`: asks the runner through the store and waits for the execution to end; if
 /// its runner is gone, stops the process group itself (see `flowrun_app::control::stop`).
-pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
+pub fn stop(id: Option<&str>, db: Option<&Path>) -> Result<i32, Exit> {
     let mut store = open_store(db)?;
+    let Some(id) = id else {
+        return Err(which_to_stop(&store));
+    };
     let id = store.resolve_id(id)?;
     let slow = || {
         flowrun_app::say!(
@@ -445,6 +448,34 @@ pub fn stop(id: &str, db: Option<&Path>) -> Result<i32, Exit> {
         StopOutcome::Forced => out!("execution {id} stopped: cancelled"),
     }
     Ok(0)
+}
+
+/// `flowrun stop` without an id: a usage error listing what runs now (test cases included),
+/// newest first, so that the id is at hand.
+fn which_to_stop(store: &flowrun_store::Store) -> Exit {
+    let mut running = store.unfinished().unwrap_or_default();
+    running.sort_by_key(|e| std::cmp::Reverse(e.started_at));
+    let now = flowrun_events::now_ms();
+    let mut message = String::from("say which execution to stop: flowrun stop ID");
+    if running.is_empty() {
+        message.push_str("\n(no execution is running or queued now)");
+    }
+    for e in running.iter().take(10) {
+        message.push_str(&format!(
+            "\n  {}  {}  {}  started {}",
+            e.id,
+            text::clean_line(&e.workflow_id),
+            e.status,
+            super::timefmt::ago(e.started_at, now)
+        ));
+    }
+    if running.len() > 10 {
+        message.push_str(&format!(
+            "\n  … and {} more (flowrun history --all --status running)",
+            running.len() - 10
+        ));
+    }
+    Exit::new(exit::USAGE, message)
 }
 
 #[cfg(test)]

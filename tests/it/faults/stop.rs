@@ -22,6 +22,20 @@ fn stop_and_check(fx: &Fx, wf: &Path, extra: &[&str], n_pids: usize, id_arg: fn(
     wait_pids(&fx.path("pids"), n_pids);
     assert!(alive(row.pid.unwrap()));
 
+    // Without an id: a usage error that lists what could be stopped, stopping nothing.
+    let which = fx.flowrun(&["stop"]);
+    which.assert_code(2);
+    assert!(
+        which
+            .stderr
+            .contains("say which execution to stop: flowrun stop ID")
+            && which
+                .stderr
+                .contains(&format!("  {}  stoppable  running  started ", row.id)),
+        "{which}"
+    );
+    assert!(alive(row.pid.unwrap()));
+
     let stop = fx.flowrun(&["stop", &id_arg(&row.id)]);
     stop.assert_code(0);
     assert!(
