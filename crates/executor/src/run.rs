@@ -68,6 +68,11 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// How long the shepherd has to end the tree after its lifeline closed before the runner does it.
 const SHEPHERD_ANSWER: Duration = Duration::from_millis(300);
 
+/// How long an execution killed by SIGKILL that nobody here sent waits for a stop asked from
+/// outside before its death is told as the script's crash: the front ends poll the store for
+/// requests every 100 ms.
+const OUTSIDE_STOP_WAIT: Duration = Duration::from_millis(300);
+
 /// Runs the execution to its end. Never panics on anything the child does.
 pub async fn execute(
     spec: &RunSpec,
@@ -310,6 +315,18 @@ pub async fn execute(
         crate::warm::retire_dead();
     }
 
+    // Killed from outside while this runner could not look (frozen by Ctrl-Z, say): `flowrun
+    // stop` ends the execution of a runner that does not answer itself. Its request reaches us
+    // through the stop channel within a poll of the store: waited for that long before the
+    // death is told as a crash of the script, which the record already contradicts.
+    let killed = exit.is_some_and(|e| e.signal() == Some(libc::SIGKILL));
+    if ending.is_none() && st.result.is_none() && killed {
+        if let Ok(Ok(())) = tokio::time::timeout(OUTSIDE_STOP_WAIT, stop.changed()).await {
+            if let Some(reason) = (*stop.borrow()).filter(|r| *r != StopReason::Pause) {
+                ending = Some(Ending::Cancel(reason));
+            }
+        }
+    }
     let exit_text = exit.as_ref().map(describe_exit);
     let runtime_secs = started.elapsed().as_secs_f64();
     match ending {

@@ -375,3 +375,28 @@ fn a_second_signal_ends_the_grace_period_and_the_wait_is_announced() {
     assert_pids_gone(&p, row.pgid.unwrap());
     fx.assert_clean(&row.id);
 }
+
+/// A runner frozen (Ctrl-Z) while `flowrun stop` ends its execution for it finds, once
+/// continued, its child killed by a signal it did not send: what it shows is the stop that
+/// was asked (as recorded), not a crash of the script that the record contradicts.
+#[test]
+fn a_frozen_runner_continued_after_a_stop_shows_the_stop_not_a_crash() {
+    let fx = Fx::new();
+    let wf = stop_workflow(&fx, SLEEP_FOREVER);
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 2);
+    signal(run.pid(), Signal::SIGSTOP);
+    let stop = fx.flowrun(&["stop", &row.id]);
+    stop.assert_code(0);
+    signal(run.pid(), Signal::SIGCONT);
+    let out = run.wait(Duration::from_secs(20));
+    out.assert_code(130);
+    assert_eq!(fx.execution(&row.id).status, "cancelled");
+    for crash in ["ProtocolError", "ProcessExited", "error in "] {
+        assert!(!out.stderr.contains(crash), "{crash}: {out}");
+    }
+    assert!(out.stderr.contains("cancelled in "), "{out}");
+    assert_pids_gone(&p, row.pgid.unwrap());
+    fx.assert_clean(&row.id);
+}
