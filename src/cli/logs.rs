@@ -85,54 +85,18 @@ fn check_part(
     node: &str,
     part: (Option<u32>, Option<u32>),
 ) -> Result<(), Exit> {
-    let Some(asked) = part_name(flowrun_events::Part::from_fields(part.0, part.1)) else {
+    let Some(part) = flowrun_events::Part::from_fields(part.0, part.1) else {
         return Ok(());
     };
-    let rows: Vec<flowrun_store::NodeRow> = store
-        .nodes(id)?
-        .into_iter()
-        .filter(|n| n.node_id == node)
-        .collect();
-    let items = store
-        .item_counts(id)?
-        .into_iter()
-        .find(|(n, _)| n == node)
-        .map(|(_, k)| k);
-    let mut iterations: Vec<u32> = rows
-        .iter()
-        .filter_map(|n| match n.part {
-            Some(flowrun_events::Part::Iteration(k)) => Some(k),
-            _ => None,
-        })
-        .collect();
-    iterations.sort_unstable();
-    let ended = store.execution(id)?.status.is_final()
-        || rows
-            .iter()
-            .any(|n| n.part.is_none() && n.status != NodeStatus::Running);
-    let exists = match part {
-        (Some(i), _) => items.map_or(!ended, |k| u64::from(i) < k),
-        (_, Some(k)) => k > 0 && (iterations.contains(&k) || !ended),
-        _ => true,
-    };
-    if exists {
+    let Some(ran) = flowrun_app::views::part_not_run(store, id, node, part)? else {
         return Ok(());
-    }
-    let node = clean_line(node);
-    let ran = match (items, iterations.as_slice()) {
-        (Some(1), _) => format!("ran 1 item ({node}[0])"),
-        (Some(k), _) if k > 0 => format!("ran {k} items ({node}[0] to {node}[{}])", k - 1),
-        (_, [k]) => format!("ran 1 iteration ({node}#{k})"),
-        (_, [first, .., last]) => format!(
-            "ran {} iterations ({node}#{first} to {node}#{last})",
-            iterations.len()
-        ),
-        _ if rows.is_empty() => "did not run".to_string(),
-        _ => "ran no items or iterations".to_string(),
     };
+    let asked = part_name(Some(part)).unwrap_or_default();
     Err(Exit::new(
         2,
-        format!("node '{node}' of execution {id} has no {asked}: it {ran}"),
+        clean_line(&format!(
+            "node '{node}' of execution {id} has no {asked}: it {ran}"
+        )),
     ))
 }
 

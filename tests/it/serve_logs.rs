@@ -89,6 +89,23 @@ fn a_nodes_logs_come_a_page_at_a_time_as_the_cli_prints_them() {
         "{}",
         r.text
     );
+    // An item the node did not run: 404, saying which it ran, as `flowrun logs --node` does.
+    let r = s.get(&format!("/api/executions/{id}/logs?node=each&item=7"));
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (404, Some("unknown_part")),
+        "{}",
+        r.text
+    );
+    let said =
+        format!("node 'each' of execution {id} has no item 7: it ran 3 items (each[0] to each[2])");
+    assert_eq!(r.body["message"], json!(said), "{}", r.text);
+    let cli = w.cmd(&["logs", &id, "--node", "each[7]"]);
+    assert_code(&cli, 2, "logs of an item not run");
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains(&said),
+        "{cli:?}"
+    );
     let r = s.get(&format!("/api/executions/{id}/logs?item=1"));
     assert_eq!(r.status, 400, "{}", r.text);
     let r = s.get(&format!("/api/executions/{id}/logs?nodes=each"));

@@ -237,3 +237,55 @@ pub fn nodes_json(rows: Vec<NodeRow>) -> Value {
     }
     Value::Array(nodes)
 }
+
+/// Whether `node` of execution `id` ran the item or iteration `part`, as far as it is known:
+/// `None` when it did, or may yet (a node still running may start more iterations; its items
+/// are known as it starts); otherwise what it did run (`ran 3 items (each[0] to each[2])`), for
+/// an error that says so rather than an empty answer that reads as a part without output.
+pub fn part_not_run(
+    store: &Store,
+    id: &str,
+    node: &str,
+    part: Part,
+) -> Result<Option<String>, StoreError> {
+    let rows: Vec<NodeRow> = store
+        .nodes(id)?
+        .into_iter()
+        .filter(|n| n.node_id == node)
+        .collect();
+    let items = store
+        .item_counts(id)?
+        .into_iter()
+        .find(|(n, _)| n == node)
+        .map(|(_, k)| k);
+    let mut iterations: Vec<u32> = rows
+        .iter()
+        .filter_map(|n| match n.part {
+            Some(Part::Iteration(k)) => Some(k),
+            _ => None,
+        })
+        .collect();
+    iterations.sort_unstable();
+    let ended = store.execution(id)?.status.is_final()
+        || rows
+            .iter()
+            .any(|n| n.part.is_none() && n.status != NodeStatus::Running);
+    let ran_it = match part {
+        Part::Item(i) => items.map_or(!ended, |k| u64::from(i) < k),
+        Part::Iteration(k) => k > 0 && (iterations.contains(&k) || !ended),
+    };
+    if ran_it {
+        return Ok(None);
+    }
+    Ok(Some(match (items, iterations.as_slice()) {
+        (Some(1), _) => format!("ran 1 item ({node}[0])"),
+        (Some(k), _) if k > 0 => format!("ran {k} items ({node}[0] to {node}[{}])", k - 1),
+        (_, [k]) => format!("ran 1 iteration ({node}#{k})"),
+        (_, [first, .., last]) => format!(
+            "ran {} iterations ({node}#{first} to {node}#{last})",
+            iterations.len()
+        ),
+        _ if rows.is_empty() => "did not run".to_string(),
+        _ => "ran no items or iterations".to_string(),
+    }))
+}

@@ -100,6 +100,19 @@ impl ApiError {
         )
     }
 
+    /// `404`: an item or iteration the node did not run; `ran` says what it did.
+    pub fn unknown_part(node: &str, part: flowrun_events::Part, id: &str, ran: &str) -> ApiError {
+        let asked = match part {
+            flowrun_events::Part::Item(i) => format!("item {i}"),
+            flowrun_events::Part::Iteration(k) => format!("iteration {k}"),
+        };
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_part",
+            format!("node '{node}' of execution {id} has no {asked}: it {ran}"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

@@ -24,7 +24,8 @@ pub struct LogsQuery {
 }
 
 /// `{execution_id, status, logs: [{seq, execution_id, event: "log", node, stream, level, line,
-/// ts, item?, iteration?}], next, more}`. 404 for a node the execution's workflow does not have.
+/// ts, item?, iteration?}], next, more}`. 404 for a node the execution's workflow does not have,
+/// or an item or iteration the node did not run.
 pub async fn logs(
     State(app): State<AppState>,
     Segment(id): Segment,
@@ -54,6 +55,11 @@ pub async fn logs(
                 .is_none_or(|plan| flowrun_app::views::plan_node_ids(&plan).contains(&node));
             if !planned {
                 return Err(ApiError::unknown_node(node, &id));
+            }
+            if let Some(part) = flowrun_events::Part::from_fields(q.item, q.iteration) {
+                if let Some(ran) = flowrun_app::views::part_not_run(&store, &id, node, part)? {
+                    return Err(ApiError::unknown_part(node, part, &id, &ran));
+                }
             }
         }
         let (page, more) = store.log_page(
