@@ -100,7 +100,7 @@ fn a_nodes_logs_come_a_page_at_a_time_as_the_cli_prints_them() {
     let said =
         format!("node 'each' of execution {id} has no item 7: it ran 3 items (each[0] to each[2])");
     assert_eq!(r.body["message"], json!(said), "{}", r.text);
-    let cli = w.cmd(&["logs", &id, "--node", "each[7]"]);
+    let cli = w.cmd(["logs", &id, "--node", "each[7]"]);
     assert_code(&cli, 2, "logs of an item not run");
     assert!(
         String::from_utf8_lossy(&cli.stderr).contains(&said),
