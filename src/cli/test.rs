@@ -36,7 +36,7 @@ pub struct TestArgs {
     pub retries: u32,
     /// Only the cases whose name or test file's path contains TEXT; given several times, the
     /// cases any of them picks.
-    #[arg(long, value_name = "TEXT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "TEXT", value_parser = non_empty_filter)]
     pub filter: Vec<String>,
     /// Write a JUnit XML report to FILE.
     #[arg(long, value_name = "FILE")]
@@ -72,6 +72,17 @@ pub struct TestArgs {
     /// its interpreter.
     #[arg(long)]
     pub cold: bool,
+}
+
+/// `--filter ""` is refused saying why (clap's own check said no value was given, when one was).
+fn non_empty_filter(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(
+            "empty: it would pick every case (give part of a case's name or of a test file's path)"
+                .into(),
+        );
+    }
+    Ok(s.to_string())
 }
 
 fn parse_partition(s: &str) -> Result<Partition, String> {

@@ -473,7 +473,7 @@ fn exit_codes_annotations_and_history() {
         (
             &[""],
             2,
-            "a value is required for '--filter <TEXT>' but none was supplied",
+            "invalid value '' for '--filter <TEXT>': empty: it would pick every case",
         ),
     ] {
         let mut args = vec!["test", "w.test.yaml"];
