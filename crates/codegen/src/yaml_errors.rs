@@ -9,12 +9,40 @@ use serde_json::Value;
 /// A parser's message without the " at line X column Y" it appends (the diagnostic has them),
 /// and with the nesting limit explained.
 pub(crate) fn parser_message(msg: &str) -> String {
-    let msg = msg.rfind(" at line ").map_or(msg, |i| &msg[..i]);
+    let msg = without_places(msg);
     if msg.starts_with("recursion limit exceeded") {
         too_deep()
     } else {
-        msg.to_string()
+        msg
     }
+}
+
+/// `msg` without the ` at line L column C` the parser puts after each of its parts (`did not
+/// find expected ',' or ']' at line 4 column 31, while parsing a flow sequence at line 4 column
+/// 20`): the diagnostic gives the place once, before the message.
+fn without_places(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        let after = &rest[i + " at line ".len()..];
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let line = digits(after);
+        let place = after[line..]
+            .strip_prefix(" column ")
+            .filter(|_| line > 0)
+            .map(|c| (c, digits(c)))
+            .filter(|(_, n)| *n > 0);
+        out.push_str(&rest[..i]);
+        match place {
+            Some((c, n)) => rest = &c[n..],
+            None => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// serde_yaml_ng's error as a diagnostic with line and column.
@@ -204,6 +232,24 @@ fn second_key(text: &str, line: usize, column: usize, key: &str) -> Option<(usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_place_in_the_parsers_message_goes() {
+        for (msg, want) in [
+            (
+                "did not find expected ',' or ']' at line 4 column 31, while parsing a flow sequence at line 4 column 20",
+                "did not find expected ',' or ']', while parsing a flow sequence",
+            ),
+            (
+                "mapping values are not allowed in this context at line 2 column 5",
+                "mapping values are not allowed in this context",
+            ),
+            ("a key named at line one", "a key named at line one"),
+            ("at line 3 column", "at line 3 column"),
+        ] {
+            assert_eq!(without_places(msg), want, "{msg}");
+        }
+    }
     use crate::yaml::to_json;
     use serde_yaml_ng::Value as Yaml;
 
