@@ -29,19 +29,17 @@ mod input;
 mod inspect;
 mod inspect_parts;
 mod inspect_subs;
+mod junit_file;
 mod logs;
 mod maintain;
 mod progress;
 mod run;
 mod serve;
-mod signals;
 mod sub;
 mod test;
 mod text;
 mod timefmt;
 mod workflow;
-
-use signals::Signals;
 
 use clap::{Parser, Subcommand};
 pub(crate) use exit::Exit;

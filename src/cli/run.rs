@@ -8,6 +8,7 @@ use flowrun_app::SharedStore;
 use flowrun_app::again::{self, AgainSource};
 use flowrun_app::control::{PauseOutcome, StopOutcome};
 use flowrun_app::runner::{self, RunError, RunOptions, Trigger};
+use flowrun_app::signals::{self, Signals};
 use flowrun_codegen::Pin;
 use flowrun_events::ExecStatus;
 use flowrun_executor::{Sink, StopReason};
@@ -281,12 +282,17 @@ pub(crate) fn execute_prepared(
     for w in &prepared.warnings {
         flowrun_app::say!("warning: {}", text::clean(w));
     }
-    let id = runner::new_execution_id();
-    runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(exit::run_error)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Exit::new(3, format!("cannot start the async runtime: {e}")))?;
+    // Before the execution exists: a Ctrl-C from then on stops it, never kills flowrun.
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::new().map_err(|e| Exit::new(3, format!("cannot handle signals: {e}")))?
+    };
+    let id = runner::new_execution_id();
+    runner::record_start(store, prepared, &id, ExecStatus::Running).map_err(exit::run_error)?;
     flowrun_executor::process::become_subreaper();
     let types = prepared
         .plan
@@ -305,7 +311,7 @@ pub(crate) fn execute_prepared(
     };
     let finished = rt.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(None);
-        let watcher = tokio::spawn(watch_for_stop(store.clone(), id.clone(), stop_tx));
+        let watcher = tokio::spawn(watch_for_stop(store.clone(), id.clone(), stop_tx, signals));
         let finished = runner::run(store, prepared, &id, viewer, stop_rx).await;
         watcher.abort();
         finished
@@ -354,17 +360,23 @@ pub(crate) fn execute_prepared(
 
 /// Stops the execution on Ctrl-C, SIGTERM or SIGHUP (its terminal closed), or when another
 /// process asks through the store; pauses it when another process asks for that. A second
-/// signal while it stops ends its processes at once instead of after their grace period.
-async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
-    let mut signals = super::Signals::new();
+/// Ctrl-C or SIGTERM while it stops ends its processes at once instead of after their grace
+/// period (not SIGHUP: a closing terminal sends it twice by itself).
+async fn watch_for_stop(
+    store: SharedStore,
+    id: String,
+    stop: watch::Sender<Option<StopReason>>,
+    mut signals: Signals,
+) {
     let reason = tokio::select! {
         r = signals.next() => r,
         _ = stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));
     loop {
-        signals.next().await;
-        let _ = stop.send(Some(reason));
+        if signals::insists(signals.next().await) {
+            let _ = stop.send(Some(reason));
+        }
     }
 }
 
@@ -439,7 +451,7 @@ pub fn stop(id: Option<&str>, db: Option<&Path>) -> Result<i32, Exit> {
     let id = store.resolve_id(id)?;
     let slow = || {
         flowrun_app::say!(
-            "stopping execution {id}: its runner sent it SIGTERM, and ends what is left after its grace period (--kill-grace-ms, 2 s unless set)…"
+            "stopping execution {id}: waiting for its runner, which ends what is left of it after its grace period (`--kill-grace-ms` of the run)…"
         )
     };
     match flowrun_app::control::stop(&mut store, &id, slow)? {

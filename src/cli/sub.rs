@@ -16,6 +16,7 @@ use super::{Exit, open_store};
 use clap::Args;
 use flowrun_app::SharedStore;
 use flowrun_app::runner::{self, RunOptions, Trigger};
+use flowrun_app::signals::Signals;
 use flowrun_app::subflow::{MAX_DEPTH, SubCall};
 use flowrun_events::{ErrorInfo, ExecStatus, Relation};
 use flowrun_executor::{Quiet, StopReason};
@@ -212,12 +213,18 @@ pub fn sub(args: SubArgs, db: Option<&Path>) -> Result<i32, Exit> {
 /// Stops the child when this runner is signalled (its parent is being stopped) or when another
 /// process asks through the store (`flowrun stop CHILD`); pauses it on `flowrun pause CHILD`.
 async fn watch_for_stop(store: SharedStore, id: String, stop: watch::Sender<Option<StopReason>>) {
-    let mut signals = super::Signals::new();
+    let mut signals = Signals::new().ok();
+    let signalled = async {
+        match signals.as_mut() {
+            Some(s) => s.next().await,
+            None => std::future::pending().await,
+        }
+    };
     // `flowrun pause CHILD` pauses the child: its node then fails naming it (or, when its
     // parent is pausing too, the parent pauses), and the parent's resume runs it again.
     let reason = tokio::select! {
         // Sent by the parent's runtime (or its process group ending): the parent is ending.
-        _ = signals.next() => StopReason::Parent,
+        _ = signalled => StopReason::Parent,
         _ = super::run::stop_requested(store, id, &stop) => StopReason::Cancel,
     };
     let _ = stop.send(Some(reason));

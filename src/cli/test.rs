@@ -4,10 +4,12 @@
 //! 3 the environment (database), 130 interrupted.
 
 use super::github::{annotate, annotations, gh_path, github};
+use super::junit_file::{writable, write_junit};
 use super::text::{clean_line, json_pretty};
 use super::{Exit, open_store};
 use clap::Args;
 use flowrun_app::SharedStore;
+use flowrun_app::signals::{self, Signals};
 use flowrun_app::testing::{
     self, CaseResult, Failure, Partition, Problem, Settings, Suite, Totals, Verdict,
     record::RecordError, report,
@@ -139,57 +141,6 @@ fn print_problems(problems: &[Problem], json: bool) {
 /// reorder no text on a terminal (`json_pretty` writes such characters as `\uXXXX`).
 fn print_document(doc: &serde_json::Value) {
     out!("{}", json_pretty(doc));
-}
-
-/// Writes the `--junit` report (its directories were made by [`writable`], before anything
-/// ran): whole or not at all, replacing what is there in one rename — a kill halfway leaves the
-/// file as it was, not cut short.
-fn write_junit(f: &Path, xml: &str) -> Result<(), Exit> {
-    replace_file(f, xml.as_bytes())
-        .map_err(|e| Exit::new(USAGE, format!("--junit {}: {e}", f.display())))
-}
-
-/// Writes `bytes` to a new file beside `f` and renames it over `f` (a file the user can read as
-/// any other: mode 0666 less the umask). Something that is not a regular file (`/dev/stdout`)
-/// is written in place.
-fn replace_file(f: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if std::fs::metadata(f).is_ok_and(|m| !m.is_file()) {
-        return std::fs::write(f, bytes);
-    }
-    let name = f.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = f.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o666)
-        .open(&tmp)
-        .and_then(|mut t| t.write_all(bytes))
-        .and_then(|()| std::fs::rename(&tmp, f));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// Whether the JUnit report can be written where asked (its directories made): checked before
-/// anything runs, by writing there a report that says the run did not finish, which the real
-/// one replaces — so a run killed before its end (SIGKILL, a CI job's hard timeout) leaves a
-/// report that says so, not an empty file or an earlier run's results.
-fn writable(f: &Path) -> Result<(), Exit> {
-    if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    replace_file(f, report::junit_unfinished().as_bytes()).map_err(|e| {
-        Exit::new(
-            USAGE,
-            format!(
-                "--junit {}: cannot be written: {e}; nothing was run",
-                f.display()
-            ),
-        )
-    })
 }
 
 /// Nothing was run: the reports asked for say why (a CI job reads them whatever the exit code,
@@ -343,17 +294,23 @@ pub fn test(args: TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
         // SIGTERM is how CI cancels a job (and `timeout`, `docker stop`), SIGHUP a closed
         // terminal: the report, the JUnit and JSON documents and the snapshots of the cases
         // that ended are written for them too. A second signal ends the cases' processes at
-        // once instead of after their grace period.
+        // once instead of after their grace period (Ctrl-C or SIGTERM: a closing terminal sends
+        // SIGHUP twice by itself). Listened for before any case starts.
+        let signals = Signals::new();
         let watcher = tokio::spawn(async move {
-            let mut signals = super::Signals::new();
+            let Ok(mut signals) = signals else {
+                return std::future::pending().await;
+            };
             let reason = signals.next().await;
             let _ = stop_tx.send(Some(reason));
+            // The grace the cases run with (`flowrun test` sets none of its own).
             let grace = flowrun_app::runner::RunOptions::default().kill_grace_ms;
             let grace = std::time::Duration::from_millis(grace);
             flowrun_app::say!("{}", super::progress::stopping_line(reason, grace));
             loop {
-                signals.next().await;
-                let _ = stop_tx.send(Some(reason));
+                if signals::insists(signals.next().await) {
+                    let _ = stop_tx.send(Some(reason));
+                }
             }
         });
         let s = suite.clone();

@@ -333,3 +333,44 @@ print("ok")
         "import sys, xml.etree.ElementTree as ET\nr = ET.parse(sys.argv[1]).getroot()\nassert r.get('tests') == '1' and r.get('errors') == '0', r.attrib\nprint('ok')",
     );
 }
+
+/// A report path that is a link is written through it (the link stays); one that is not a file
+/// (`--junit /dev/stdout` into a pipe) gets the report once, in place, with nothing ahead of it.
+#[test]
+fn junit_through_a_link_or_into_a_pipe() {
+    let env = Env::new();
+    env.write_workflow(
+        "quick.json",
+        &json!({"id": "quick", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
+    );
+    env.write_file(
+        "quick.test.yaml",
+        "workflow: ./quick.json\ncases:\n  - name: ok\n",
+    );
+    let real = env.path("real.xml");
+    let link = env.path("link.xml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = env.cmd(["test", "quick.test.yaml", "--junit", link.to_str().unwrap()]);
+    assert_success(&out, "through a link");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let xml = std::fs::read_to_string(&real).unwrap();
+    assert!(
+        xml.contains("tests=\"1\" failures=\"0\" errors=\"0\""),
+        "{xml}"
+    );
+
+    let out = env.cmd(["test", "quick.test.yaml", "--junit", "/dev/stdout"]);
+    assert_success(&out, "into the pipe of stdout");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("<?xml").count(), 1, "{text}");
+    assert!(!text.contains("did not finish"), "{text}");
+    assert!(
+        std::fs::symlink_metadata("/dev/stdout").is_ok_and(|m| !m.is_file()),
+        "/dev/stdout itself is untouched"
+    );
+}

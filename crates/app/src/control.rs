@@ -127,7 +127,7 @@ pub(crate) fn abandon_at(
     end: EndTime,
 ) -> Result<bool, StoreError> {
     store.end_abandoned(id, status, error, NodeStatus::Cancelled, end, |state| {
-        crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, end.at())
+        crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, end)
     })
 }
 

@@ -24,6 +24,7 @@ pub mod requirements;
 pub(crate) mod resume;
 pub mod runner;
 mod shared;
+pub mod signals;
 pub mod subflow;
 pub(crate) mod synthetic;
 pub mod testing;

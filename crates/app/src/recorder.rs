@@ -255,6 +255,12 @@ impl Sink for Recorder {
     fn flush(&mut self) {
         self.write_pending();
     }
+
+    fn asked_to_stop(&mut self) -> Option<flowrun_executor::StopReason> {
+        let asked = self.store.lock().requested(&self.execution_id);
+        matches!(asked, Ok(Some(flowrun_store::Request::Stop)))
+            .then_some(flowrun_executor::StopReason::Cancel)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! one `execution_end`.
 
 use flowrun_events::{ErrorInfo, Event, ExecStatus, NodeStatus};
-use flowrun_store::Abandoned;
+use flowrun_store::{Abandoned, EndTime};
 
 /// `execution_start` and `execution_end` of an execution that never started.
 pub fn never_started(
@@ -47,8 +47,9 @@ pub fn abandoned(
     status: ExecStatus,
     node_status: NodeStatus,
     error: &ErrorInfo,
-    at: i64,
+    end: EndTime,
 ) -> Vec<Event> {
+    let at = end.at();
     if state.ended {
         return Vec::new();
     }
@@ -62,7 +63,7 @@ pub fn abandoned(
                 node: n.node_id.clone(),
                 status: NodeStatus::Error,
                 attempt: n.attempt,
-                duration_ms: n.duration_ms,
+                duration_ms: Some(n.duration_ms),
                 ts: n.ts,
                 output_preview: None,
                 error: n.error.clone(),
@@ -79,7 +80,11 @@ pub fn abandoned(
             node: n.node_id.clone(),
             status: node_status,
             attempt: n.attempt,
-            duration_ms: n.started_at.map_or(0.0, |s| (at - s).max(0) as f64),
+            // Not the time until a dead runner was found: unknown, as the row says.
+            duration_ms: match end {
+                EndTime::Now(_) => Some(n.started_at.map_or(0.0, |s| (at - s).max(0) as f64)),
+                EndTime::Unknown { .. } => None,
+            },
             ts: at,
             output_preview: None,
             error: Some(error.clone()),
@@ -131,17 +136,30 @@ mod tests {
             ExecStatus::Interrupted,
             NodeStatus::Cancelled,
             &err,
-            2_500,
+            EndTime::Now(2_500),
         );
         assert_eq!(ev.len(), 3);
         assert!(
             matches!(&ev[0], Event::NodeEnd { node, status: NodeStatus::Error, attempt: 1, duration_ms, ts: 1_100, item: Some(3), retrying: false, reason: Some(r), error: Some(e), .. }
-                if node == "each" && *duration_ms == 12.0 && r == "not retried: runner gone" && e.message == "flaky"),
+                if node == "each" && *duration_ms == Some(12.0) && r == "not retried: runner gone" && e.message == "flaky"),
             "{:?}",
             ev[0]
         );
         assert!(
-            matches!(&ev[1], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, .. } if node == "slow" && *duration_ms == 1_500.0)
+            matches!(&ev[1], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, .. } if node == "slow" && *duration_ms == Some(1_500.0))
+        );
+        // A runner that died at a moment nobody recorded: the node that ran has no duration.
+        let found = abandoned(
+            &state,
+            ExecStatus::Interrupted,
+            NodeStatus::Cancelled,
+            &err,
+            EndTime::Unknown { found: 9_000 },
+        );
+        assert!(
+            matches!(&found[1], Event::NodeEnd { node, duration_ms: None, ts: 9_000, .. } if node == "slow"),
+            "{:?}",
+            found[1]
         );
         assert!(matches!(
             &ev[2],
@@ -160,7 +178,7 @@ mod tests {
                 ExecStatus::Interrupted,
                 NodeStatus::Cancelled,
                 &err,
-                1
+                EndTime::Now(1)
             )
             .is_empty()
         );

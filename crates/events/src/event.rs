@@ -44,7 +44,10 @@ pub enum Event {
         node: String,
         status: NodeStatus,
         attempt: u32,
-        duration_ms: f64,
+        /// `None` (absent) when it is not known: the node was running when its execution's
+        /// runner died, at a moment nobody recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<f64>,
         ts: i64,
         /// The first ~200 characters of the output as JSON.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +97,8 @@ pub enum Event {
     },
     ExecutionEnd {
         status: ExecStatus,
-        /// `None` (absent) for an execution that never started: cancelled while queued.
+        /// `None` (absent) when it has none: it never started (cancelled while queued), or its
+        /// runner died at a moment nobody recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_ms: Option<f64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -482,7 +482,7 @@ impl State<'_> {
             node: detail.node,
             status: detail.status,
             attempt: detail.attempt,
-            duration_ms: detail.duration_ms,
+            duration_ms: Some(detail.duration_ms),
             ts: detail.finished_at,
             output_preview,
             error: detail.error,

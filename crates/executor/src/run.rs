@@ -68,11 +68,6 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// How long the shepherd has to end the tree after its lifeline closed before the runner does it.
 const SHEPHERD_ANSWER: Duration = Duration::from_millis(300);
 
-/// How long an execution killed by SIGKILL that nobody here sent waits for a stop asked from
-/// outside before its death is told as the script's crash: the front ends poll the store for
-/// requests every 100 ms.
-const OUTSIDE_STOP_WAIT: Duration = Duration::from_millis(300);
-
 /// Runs the execution to its end. Never panics on anything the child does.
 pub async fn execute(
     spec: &RunSpec,
@@ -170,6 +165,9 @@ pub async fn execute(
     let mut drain_deadline: Option<Instant> = None;
     let mut ending: Option<Ending> = None;
     let mut kill_at: Option<Instant> = None;
+    // Whether anyone can still stop us: once the stop handle is gone, its `changed()` fails at
+    // once, every time, and must not be polled again.
+    let mut stop_open = true;
     // When the shepherd has not ended the tree this long after the lifeline closed (it may be
     // stopped or killed), the runner ends the tree itself.
     let mut tree_kill_at: Option<Instant> = None;
@@ -242,27 +240,25 @@ pub async fn execute(
             }
             // Also while the processes have their grace period: a stop asked again then (a
             // second Ctrl-C: whoever asks twice wants it over now) ends it.
-            changed = stop.changed(), if exit.is_none() && (ending.is_none() || kill_at.is_some()) => {
+            changed = stop.changed(), if stop_open && exit.is_none() && (ending.is_none() || kill_at.is_some()) => {
                 let reason = *stop.borrow();
-                if ending.is_some() {
-                    if changed.is_err() {
-                        stop = watch::channel(None).1;
-                    } else if reason.is_some_and(|r| r != StopReason::Pause) {
+                if changed.is_err() {
+                    // The stop handle is gone; nobody can stop us any more. Keep running.
+                    stop_open = false;
+                } else if ending.is_some() {
+                    if reason.is_some_and(|r| r != StopReason::Pause) {
                         kill_at = Some(Instant::now());
                     }
-                } else if changed.is_ok() && reason == Some(StopReason::Pause) {
+                } else if reason == Some(StopReason::Pause) {
                     if !st.pause_requested {
                         st.pause_requested = true;
                         pause_unheard = !heard;
                         ask_pause(info.pid);
                     }
-                } else if let (true, Some(reason)) = (changed.is_ok(), reason) {
+                } else if let Some(reason) = reason {
                     ending = Some(Ending::Cancel(reason));
                     kill_at = Some(begin_stop(&info, lifeline.as_ref(), spec.kill_grace));
                     st.sink.stopping(reason, spec.kill_grace);
-                } else if changed.is_err() {
-                    // The stop handle is gone; nobody can stop us any more. Keep running.
-                    stop = watch::channel(None).1;
                 }
             }
             _ = at(kill_at), if kill_at.is_some() => {
@@ -316,15 +312,12 @@ pub async fn execute(
     }
 
     // Killed from outside while this runner could not look (frozen by Ctrl-Z, say): `flowrun
-    // stop` ends the execution of a runner that does not answer itself. Its request reaches us
-    // through the stop channel within a poll of the store: waited for that long before the
-    // death is told as a crash of the script, which the record already contradicts.
+    // stop` ends the execution of a runner that does not answer itself, after asking. Asked,
+    // the death is that stop, not a crash of the script (which the record would contradict).
     let killed = exit.is_some_and(|e| e.signal() == Some(libc::SIGKILL));
     if ending.is_none() && st.result.is_none() && killed {
-        if let Ok(Ok(())) = tokio::time::timeout(OUTSIDE_STOP_WAIT, stop.changed()).await {
-            if let Some(reason) = (*stop.borrow()).filter(|r| *r != StopReason::Pause) {
-                ending = Some(Ending::Cancel(reason));
-            }
+        if let Some(reason) = st.sink.asked_to_stop() {
+            ending = Some(Ending::Cancel(reason));
         }
     }
     let exit_text = exit.as_ref().map(describe_exit);

@@ -44,6 +44,12 @@ pub trait Sink: Send {
     /// killed after `grace`, or at once if a stop comes again meanwhile (a second Ctrl-C). For
     /// a viewer to say so: the nodes' ends come only once they have ended.
     fn stopping(&mut self, _reason: StopReason, _grace: std::time::Duration) {}
+    /// Whether a stop of this execution was asked from outside (`flowrun stop`, through the
+    /// store) that has not reached the executor: asked when its process was killed by a signal
+    /// nobody here sent, which such a stop does itself for a runner that does not answer.
+    fn asked_to_stop(&mut self) -> Option<StopReason> {
+        None
+    }
 }
 
 /// Views nothing: for runs whose events only the store's recorder needs (a test case, a
@@ -71,6 +77,9 @@ impl Sink for Fanout<'_> {
     }
     fn stopping(&mut self, reason: StopReason, grace: std::time::Duration) {
         self.0.iter_mut().for_each(|s| s.stopping(reason, grace));
+    }
+    fn asked_to_stop(&mut self) -> Option<StopReason> {
+        self.0.iter_mut().find_map(|s| s.asked_to_stop())
     }
     fn event(&mut self, e: &Envelope) {
         self.0.iter_mut().for_each(|s| s.event(e));

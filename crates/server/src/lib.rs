@@ -148,7 +148,7 @@ fn write_out(line: &str) {
     let _ = out.flush();
 }
 
-/// Runs the server until SIGINT, SIGTERM or SIGHUP: prints its URL and token file on stdout, serves,
+/// Runs the server until SIGINT, SIGTERM or SIGHUP (unless ignored, as `nohup` does): prints its URL and token file on stdout, serves,
 /// then cancels what is queued, stops what runs and returns.
 pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
     // A client or child that goes away must give an error, not end the server.
@@ -255,7 +255,7 @@ async fn run_server(
         );
     }
     // Signal handlers go in before the URL is printed: a client that reads it may signal at once.
-    let mut signals = Signals::new().map_err(|source| ServeError::Io {
+    let mut signals = flowrun_app::signals::Signals::new().map_err(|source| ServeError::Io {
         what: "cannot handle signals",
         source,
     })?;
@@ -289,12 +289,13 @@ async fn run_server(
         stop_accepting_rx,
     ));
 
-    signals.recv().await;
+    signals.next().await;
     flowrun_app::say!("flowrun serve: shutting down");
-    // A second signal ends at once; the runtimes of running children see their lifeline close
-    // and end their groups, and the next flowrun start records them interrupted.
+    // A second Ctrl-C or SIGTERM ends at once (not a second SIGHUP: a closing terminal sends
+    // two by itself); the runtimes of running children see their lifeline close and end their
+    // groups, and the next flowrun start records them interrupted.
     tokio::spawn(async move {
-        signals.recv().await;
+        while !flowrun_app::signals::insists(signals.next().await) {}
         flowrun_app::say!("flowrun serve: second signal, exiting now");
         std::process::exit(130);
     });
@@ -315,30 +316,4 @@ async fn run_server(
         let _ = std::fs::remove_file(&token_file);
     }
     Ok(())
-}
-
-/// SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal it runs in closed), registered at once.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.hup.recv() => {}
-            _ = self.term.recv() => {}
-        }
-    }
 }

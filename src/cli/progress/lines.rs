@@ -54,7 +54,8 @@ pub struct NodeEndLine<'a> {
     pub status: NodeStatus,
     pub retrying: bool,
     pub attempt: u32,
-    pub duration_ms: f64,
+    /// None when not known (its runner died at a moment nobody recorded).
+    pub duration_ms: Option<f64>,
     pub preview: Option<&'a str>,
     pub error: Option<&'a ErrorInfo>,
     /// Why, for what did not simply end: a retry withdrawn ("not retried: node 'x' failed").
@@ -80,10 +81,9 @@ pub fn node_end_line(
         _ => ("✗", "31"),
     };
     let node = clean_line(n.node);
-    let dur = if n.status == NodeStatus::Skipped {
-        String::new()
-    } else {
-        duration(n.duration_ms)
+    let dur = match n.duration_ms {
+        Some(ms) if n.status != NodeStatus::Skipped => duration(ms),
+        _ => String::new(),
     };
     let mut head = format!(
         "{:<w$} {:<tw$} {:>9}",

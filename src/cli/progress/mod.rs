@@ -484,7 +484,7 @@ mod tests {
             retrying: false,
             reason: None,
             attempt: 1,
-            duration_ms: 12.0,
+            duration_ms: Some(12.0),
             preview: Some(&preview),
             error: None,
         };
@@ -512,7 +512,7 @@ mod tests {
             retrying: false,
             reason: None,
             attempt: 2,
-            duration_ms: 1.0,
+            duration_ms: Some(1.0),
             preview: Some("\x1b]0;title\x07\u{202e}"),
             error: Some(&err),
         };

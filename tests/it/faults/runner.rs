@@ -59,6 +59,16 @@ fn sigkill_of_the_runner_takes_the_group_down_and_is_recovered() {
     assert_eq!(e.duration_ms, None, "{e:?}");
     assert!(e.finished_at.is_some(), "{e:?}");
     assert_eq!(fx.node(&row.id, "sleeper").duration_ms, None);
+    // Nor has the stream what the row does not: the synthetic `node_end` and `execution_end`.
+    for ev in fx.events(&row.id) {
+        let ends_it =
+            (ev.kind == "node_end" && ev.data["node"] == "sleeper") || ev.kind == "execution_end";
+        assert!(
+            !ends_it || ev.data.get("duration_ms").is_none(),
+            "{}",
+            ev.data
+        );
+    }
     assert!(fx.node(&row.id, "first").duration_ms.is_some());
     let message = e.error.as_ref().unwrap()["message"].as_str().unwrap_or("");
     assert!(message.contains("its duration is not known"), "{message}");

@@ -366,7 +366,7 @@ fn a_second_signal_ends_the_grace_period_and_the_wait_is_announced() {
     stop.assert_code(0);
     assert!(
         stop.stderr.contains(&format!(
-            "stopping execution {}: its runner sent it SIGTERM",
+            "stopping execution {}: waiting for its runner",
             row.id
         )),
         "{stop}"
@@ -397,6 +397,71 @@ fn a_frozen_runner_continued_after_a_stop_shows_the_stop_not_a_crash() {
         assert!(!out.stderr.contains(crash), "{crash}: {out}");
     }
     assert!(out.stderr.contains("cancelled in "), "{out}");
+    assert_pids_gone(&p, row.pgid.unwrap());
+    fx.assert_clean(&row.id);
+}
+
+/// A closing terminal sends SIGHUP twice (the kernel, then the shell to its jobs): the second
+/// does not cut the nodes' grace period short, as a second Ctrl-C does. And under `nohup`
+/// (SIGHUP ignored as flowrun starts) a hangup stops nothing.
+#[test]
+fn sighup_twice_keeps_the_grace_period_and_nohup_is_kept() {
+    let fx = Fx::new();
+    let wf = stop_workflow(
+        &fx,
+        r#"
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note(os.getpid())
+        grandchild('stubborn', ignore_term=True)
+        while True:
+            time.sleep(1)
+        "#,
+    );
+    let grace = ["--timeout-ms", "60000", "--kill-grace-ms", "1500"];
+    let mut run = fx.spawn_run(&wf, &trigger(&fx), &grace);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 2);
+    signal(run.pid(), Signal::SIGHUP);
+    let hung_up = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(100));
+    signal(run.pid(), Signal::SIGHUP);
+    let out = run.wait(Duration::from_secs(20));
+    // Not before the grace period was over: the second SIGHUP asked for nothing more.
+    assert!(hung_up.elapsed() >= Duration::from_millis(1400), "{out}");
+    out.assert_code(130);
+    assert_eq!(fx.execution(&row.id).status, "cancelled");
+    assert_pids_gone(&p, row.pgid.unwrap());
+    fx.assert_clean(&row.id);
+
+    // `nohup flowrun run …`: the hangup is ignored, as the user asked.
+    let _ = std::fs::remove_file(fx.path("pids"));
+    let mut c = fx.command();
+    c.args([
+        "run",
+        wf.to_str().unwrap(),
+        "--input",
+        &trigger(&fx).to_string(),
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut run = Running::spawn(c);
+    let row = fx.wait_running(Some("sleeper"), &mut run);
+    let p = wait_pids(&fx.path("pids"), 2);
+    signal(run.pid(), Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "a hangup under nohup ended flowrun"
+    );
+    assert_eq!(fx.execution(&row.id).status, "running");
+    signal(run.pid(), Signal::SIGINT);
+    signal(run.pid(), Signal::SIGINT);
+    run.wait(Duration::from_secs(20)).assert_code(130);
     assert_pids_gone(&p, row.pgid.unwrap());
     fx.assert_clean(&row.id);
 }

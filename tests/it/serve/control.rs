@@ -177,14 +177,24 @@ fn shutdown_cancels_running_and_queued_executions_and_exits_0() {
 }
 
 /// SIGHUP (the terminal the server runs in closed) shuts it down as SIGTERM does: what runs is
-/// stopped and recorded, and it exits 0 taking its token file along.
+/// stopped and recorded, and it exits 0 taking its token file along — also when the hangup
+/// comes twice (the kernel's, then the shell's), which is not a second Ctrl-C.
 #[test]
 fn a_closed_terminal_shuts_the_server_down_cleanly() {
     let w = World::new();
-    w.save("slow.json", &slow());
-    let mut srv = w.serve(&["--kill-grace-ms", "500"]);
+    // A node that ignores SIGTERM: the shutdown takes the grace period, and the second hangup
+    // comes during it.
+    let stubborn = json!({"id": "slow", "nodes": [{"id": "sleep", "type": "code",
+        "code": "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\nreturn 1"}]});
+    w.save("slow.json", &stubborn);
+    let mut srv = w.serve(&["--kill-grace-ms", "1500"]);
     let a = srv.start("/api/workflows/slow/executions", &json!({}));
     srv.wait_until(&a, "sleeping", sleeping);
+    // SAFETY: signalling our own child by pid.
+    unsafe {
+        libc::kill(srv.pid(), libc::SIGHUP);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(srv.end_with(libc::SIGHUP), Some(0), "{}", srv.stderr());
     let rec = w.show_json(&a);
     assert_eq!(rec["status"], "cancelled", "{rec}");
