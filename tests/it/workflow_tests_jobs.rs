@@ -279,6 +279,18 @@ fn ctrl_c_during_a_retry_leaves_a_failed_case_failed() {
     );
 }
 
+/// `quick.test.yaml`: one case of a one-node workflow, passing.
+fn quick_suite(env: &Env) {
+    env.write_workflow(
+        "quick.json",
+        &json!({"id": "quick", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
+    );
+    env.write_file(
+        "quick.test.yaml",
+        "workflow: ./quick.json\ncases:\n  - name: ok\n",
+    );
+}
+
 /// A suite killed before its end (SIGKILL, a CI job's hard timeout) leaves a `--junit` report
 /// that says it did not finish — from the moment the suite starts, replacing an earlier run's
 /// results — not an empty file, nor those results; the finished run's report replaces it.
@@ -318,14 +330,7 @@ print("ok")
     assert_eq!(left.len(), 1, "no temporary file left beside it: {left:?}");
 
     // Run to its end, the real report replaces it.
-    env.write_workflow(
-        "quick.json",
-        &json!({"id": "quick", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
-    );
-    env.write_file(
-        "quick.test.yaml",
-        "workflow: ./quick.json\ncases:\n  - name: ok\n",
-    );
+    quick_suite(&env);
     let out = env.cmd(["test", "quick.test.yaml", "--junit", junit_arg]);
     assert_success(&out, "the quick suite");
     crate::workflow_tests_ci::check_junit(
@@ -339,14 +344,7 @@ print("ok")
 #[test]
 fn junit_through_a_link_or_into_a_pipe() {
     let env = Env::new();
-    env.write_workflow(
-        "quick.json",
-        &json!({"id": "quick", "nodes": [{"id": "a", "type": "template", "template": "hi"}]}),
-    );
-    env.write_file(
-        "quick.test.yaml",
-        "workflow: ./quick.json\ncases:\n  - name: ok\n",
-    );
+    quick_suite(&env);
     let real = env.path("real.xml");
     let link = env.path("link.xml");
     std::os::unix::fs::symlink(&real, &link).unwrap();

@@ -65,11 +65,11 @@ fn stop_from_another_process_cancels_the_run() {
     stop_and_check(&fx, &wf, &[], 2, |id| id.to_string());
 }
 
-#[test]
-fn stop_by_id_prefix_also_kills_what_ignores_sigterm() {
-    let fx = Fx::new();
-    let wf = stop_workflow(
-        &fx,
+/// [`stop_workflow`] whose sleeper and its grandchild ignore SIGTERM: they end only when the
+/// grace period is over.
+fn stubborn_workflow(fx: &Fx) -> std::path::PathBuf {
+    stop_workflow(
+        fx,
         r#"
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         note(os.getpid())
@@ -77,7 +77,13 @@ fn stop_by_id_prefix_also_kills_what_ignores_sigterm() {
         while True:
             time.sleep(1)
         "#,
-    );
+    )
+}
+
+#[test]
+fn stop_by_id_prefix_also_kills_what_ignores_sigterm() {
+    let fx = Fx::new();
+    let wf = stubborn_workflow(&fx);
     stop_and_check(&fx, &wf, &["--kill-grace-ms", "200"], 2, |id| {
         id[..6].to_string()
     });
@@ -312,16 +318,7 @@ fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
 #[test]
 fn a_second_signal_ends_the_grace_period_and_the_wait_is_announced() {
     let fx = Fx::new();
-    let wf = stop_workflow(
-        &fx,
-        r#"
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        note(os.getpid())
-        grandchild('stubborn', ignore_term=True)
-        while True:
-            time.sleep(1)
-        "#,
-    );
+    let wf = stubborn_workflow(&fx);
     let grace = ["--timeout-ms", "120000", "--kill-grace-ms", "60000"];
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         let _ = std::fs::remove_file(fx.path("pids"));
@@ -407,16 +404,7 @@ fn a_frozen_runner_continued_after_a_stop_shows_the_stop_not_a_crash() {
 #[test]
 fn sighup_twice_keeps_the_grace_period_and_nohup_is_kept() {
     let fx = Fx::new();
-    let wf = stop_workflow(
-        &fx,
-        r#"
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        note(os.getpid())
-        grandchild('stubborn', ignore_term=True)
-        while True:
-            time.sleep(1)
-        "#,
-    );
+    let wf = stubborn_workflow(&fx);
     let grace = ["--timeout-ms", "60000", "--kill-grace-ms", "1500"];
     let mut run = fx.spawn_run(&wf, &trigger(&fx), &grace);
     let row = fx.wait_running(Some("sleeper"), &mut run);
