@@ -88,16 +88,10 @@ fn check_part(
     let Some(part) = flowrun_events::Part::from_fields(part.0, part.1) else {
         return Ok(());
     };
-    let Some(ran) = flowrun_app::views::part_not_run(store, id, node, part)? else {
-        return Ok(());
-    };
-    let asked = part_name(Some(part)).unwrap_or_default();
-    Err(Exit::new(
-        2,
-        clean_line(&format!(
-            "node '{node}' of execution {id} has no {asked}: it {ran}"
-        )),
-    ))
+    match flowrun_app::views::part_not_run(store, id, node, part)? {
+        Some(not_run) => Err(Exit::new(2, clean_line(&not_run))),
+        None => Ok(()),
+    }
 }
 
 fn print_failures(

@@ -177,9 +177,8 @@ pub fn stop(store: &mut Store, id: &str, slow: impl FnOnce()) -> Result<StopOutc
             return Ok(StopOutcome::Stopped(e.status));
         }
         // A runner that is stopped (Ctrl-Z) cannot answer: treat it like a dead one.
-        let runner_alive = e.runner.is_some_and(|(pid, st)| is_same_process(pid, st));
-        let runner_answers =
-            runner_alive && e.runner.is_some_and(|(pid, _)| !tree::is_stopped(pid));
+        let runner_alive = e.runner.filter(|&(pid, st)| is_same_process(pid, st));
+        let runner_answers = runner_alive.is_some_and(|(pid, _)| !tree::is_stopped(pid));
         if !runner_answers || Instant::now() >= deadline {
             if let Some(p) = e.process {
                 end_process_tree(p);
@@ -190,7 +189,7 @@ pub fn stop(store: &mut Store, id: &str, slow: impl FnOnce()) -> Result<StopOutc
             );
             // A runner that died took the execution with it, at a moment nobody recorded.
             let end = match (runner_alive, e.runner) {
-                (false, Some(_)) => EndTime::Unknown { found: now_ms() },
+                (None, Some(_)) => EndTime::Unknown { found: now_ms() },
                 _ => EndTime::Now(now_ms()),
             };
             abandon_at(store, id, ExecStatus::Cancelled, &err, end)?;

@@ -240,8 +240,9 @@ pub fn nodes_json(rows: Vec<NodeRow>) -> Value {
 
 /// Whether `node` of execution `id` ran the item or iteration `part`, as far as it is known:
 /// `None` when it did, or may yet (a node still running may start more iterations; its items
-/// are known as it starts); otherwise what it did run (`ran 3 items (each[0] to each[2])`), for
-/// an error that says so rather than an empty answer that reads as a part without output.
+/// are known as it starts); otherwise the error to give, saying what it did run (`node 'each'
+/// of execution … has no item 7: it ran 3 items (each[0] to each[2])`), rather than an empty
+/// answer that reads as a part without output.
 pub fn part_not_run(
     store: &Store,
     id: &str,
@@ -277,7 +278,7 @@ pub fn part_not_run(
     if ran_it {
         return Ok(None);
     }
-    Ok(Some(match (items, iterations.as_slice()) {
+    let ran = match (items, iterations.as_slice()) {
         (Some(1), _) => format!("ran 1 item ({node}[0])"),
         (Some(k), _) if k > 0 => format!("ran {k} items ({node}[0] to {node}[{}])", k - 1),
         (_, [k]) => format!("ran 1 iteration ({node}#{k})"),
@@ -287,5 +288,9 @@ pub fn part_not_run(
         ),
         _ if rows.is_empty() => "did not run".to_string(),
         _ => "ran no items or iterations".to_string(),
-    }))
+    };
+    let asked = format!("{} {}", part.kind(), part.number());
+    Ok(Some(format!(
+        "node '{node}' of execution {id} has no {asked}: it {ran}"
+    )))
 }

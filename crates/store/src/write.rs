@@ -7,13 +7,6 @@ use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Part, Relation};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-/// An execution's duration as it ends now (the SQL parameter `now`), from its start: NULL for
-/// one still queued, which never ran (its `started_at` is when it was queued: the time it
-/// waited is no duration of its). In an `UPDATE`, of the row as it was before.
-fn duration_unless_queued(now: &str) -> String {
-    format!("CASE WHEN status = 'queued' THEN NULL ELSE CAST({now} - started_at AS REAL) END")
-}
-
 impl Store {
     /// Writes the definition snapshot (once per hash) and the execution row.
     pub fn insert_execution(&mut self, e: &NewExecution<'_>) -> Result<()> {
@@ -315,12 +308,12 @@ impl Store {
                 [id],
                 |r| r.get(0),
             )?;
+            // From its start until `at`: none for one still queued, which never ran (its
+            // `started_at` is when it was queued: the time it waited is no duration of its).
             let duration_ms: Option<f64> = tx
                 .query_row(
-                    &format!(
-                        "SELECT {} FROM executions WHERE id = ?1",
-                        duration_unless_queued("?2")
-                    ),
+                    "SELECT CASE WHEN status = 'queued' THEN NULL ELSE CAST(?2 - started_at AS REAL) END
+                     FROM executions WHERE id = ?1",
                     params![id, at],
                     |r| r.get(0),
                 )
@@ -334,14 +327,11 @@ impl Store {
                 ended,
             }
         };
+        // Its duration as worked out above (none when queued, or when not `timed`).
         let n = tx.execute(
-            &format!(
-                "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4,
-                        duration_ms = CASE WHEN ?5 THEN {} END
-                 WHERE id = ?1 AND status IN ('running', 'queued')",
-                duration_unless_queued("?4")
-            ),
-            params![id, status.as_str(), error_text, at, timed],
+            "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4, duration_ms = ?5
+             WHERE id = ?1 AND status IN ('running', 'queued')",
+            params![id, status.as_str(), error_text, at, state.duration_ms],
         )?;
         if n > 0 {
             tx.execute(

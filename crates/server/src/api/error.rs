@@ -100,17 +100,9 @@ impl ApiError {
         )
     }
 
-    /// `404`: an item or iteration the node did not run; `ran` says what it did.
-    pub fn unknown_part(node: &str, part: flowrun_events::Part, id: &str, ran: &str) -> ApiError {
-        let asked = match part {
-            flowrun_events::Part::Item(i) => format!("item {i}"),
-            flowrun_events::Part::Iteration(k) => format!("iteration {k}"),
-        };
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_part",
-            format!("node '{node}' of execution {id} has no {asked}: it {ran}"),
-        )
+    /// `404`: an item or iteration the node did not run (`views::part_not_run`'s message).
+    pub fn unknown_part(message: String) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_part", message)
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {

@@ -57,8 +57,8 @@ pub async fn logs(
                 return Err(ApiError::unknown_node(node, &id));
             }
             if let Some(part) = flowrun_events::Part::from_fields(q.item, q.iteration) {
-                if let Some(ran) = flowrun_app::views::part_not_run(&store, &id, node, part)? {
-                    return Err(ApiError::unknown_part(node, part, &id, &ran));
+                if let Some(not_run) = flowrun_app::views::part_not_run(&store, &id, node, part)? {
+                    return Err(ApiError::unknown_part(not_run));
                 }
             }
         }
