@@ -148,8 +148,9 @@ fn write_out(line: &str) {
     let _ = out.flush();
 }
 
-/// Runs the server until SIGINT, SIGTERM or SIGHUP (unless ignored, as `nohup` does): prints its URL and token file on stdout, serves,
-/// then cancels what is queued, stops what runs and returns.
+/// Runs the server until SIGINT, SIGTERM or SIGHUP (unless ignored, as under `nohup`): prints
+/// its URL and token file on stdout, serves, then cancels what is queued, stops what runs and
+/// returns.
 pub fn serve(config: Config, store: SharedStore) -> Result<(), ServeError> {
     // A client or child that goes away must give an error, not end the server.
     // SAFETY: setting a signal disposition before any thread of ours starts.
