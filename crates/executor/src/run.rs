@@ -325,16 +325,19 @@ pub async fn execute(
     match ending {
         Some(Ending::Cancel(reason)) => {
             let how = reason.describe();
+            // The node it was stopped in, as a timeout names it: where a hung run hung.
+            let running = st.current_node();
             st.close_running(how, |_, _| {
                 (
                     NodeStatus::Cancelled,
                     ErrorInfo::of(ErrorKind::Cancelled, how),
                 )
             });
-            let e = ErrorInfo::of(
+            let mut e = ErrorInfo::of(
                 ErrorKind::Cancelled,
                 format!("{how} after {runtime_secs:.1} s"),
             );
+            e.node = running;
             finish(st, ExecStatus::Cancelled, None, Some(e), exit_text)
         }
         Some(Ending::Timeout) => {

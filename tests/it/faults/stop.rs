@@ -304,6 +304,13 @@ fn ctrl_c_or_sigterm_to_the_runner_cancels_its_execution() {
             _ => "stopped: flowrun's terminal closed (SIGHUP)",
         };
         assert!(message.starts_with(expected), "{sig}: {message}");
+        // It names the node it was stopped in (where a hung run hung), as `history` shows.
+        assert_eq!(e.error.as_ref().unwrap()["node"], "sleeper", "{sig}: {e:?}");
+        let history = fx.flowrun(&["history", "-n", "1"]);
+        assert!(
+            history.stdout.contains("Cancelled in node 'sleeper'"),
+            "{sig}: {history}"
+        );
         // The display said it was stopping, and why.
         assert!(out.stderr.contains("stopping ("), "{sig}: {out}");
         assert_eq!(fx.node(&row.id, "sleeper").status, "cancelled", "{sig}");
