@@ -64,23 +64,11 @@ pub fn record_json(store: &Store, id: &str) -> Result<Value, StoreError> {
     Ok(v)
 }
 
-/// The re-runs and resumes of an execution, oldest first: `{id, relation, status, started_at,
-/// duration_ms}` each. A paused execution stays `paused` once resumed (the resume is another
-/// execution); this says where it went on.
+/// The re-runs and resumes of an execution, oldest first, as [`summary_json`]s (`id`,
+/// `relation`, `status`, `started_at`, `duration_ms`, …). A paused execution stays `paused`
+/// once resumed (the resume is another execution); this says where it went on.
 pub fn later_runs_json(store: &Store, id: &str) -> Result<Value, StoreError> {
-    let later = store.later_runs(id)?;
-    Ok(later
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "relation": e.relation,
-                "status": e.status,
-                "started_at": e.started_at,
-                "duration_ms": e.duration_ms,
-            })
-        })
-        .collect())
+    Ok(store.later_runs(id)?.iter().map(summary_json).collect())
 }
 
 /// Attempts before the last, by node and part (`None`: the node's own row).
