@@ -56,6 +56,7 @@ fn new_execution(store: &mut Store, id: &str, started_at: i64, definition: &Valu
             started_at,
             parent_id: None,
             relation: None,
+            sub_link: None,
             runner_pid: std::process::id() as i32,
             runner_start_time: Some(12345),
             cwd: None,

@@ -242,6 +242,7 @@ mod tests {
                 started_at: 1,
                 parent_id: None,
                 relation: None,
+                sub_link: None,
                 runner_pid: 1,
                 runner_start_time: None,
                 cwd: None,

@@ -4,18 +4,9 @@
 
 use crate::types::{Execution, SubLink};
 use crate::{Result, Store};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::OptionalExtension;
 
 impl Store {
-    /// Records the parent node (and item) of a child execution whose row exists.
-    pub fn set_sub_link(&mut self, id: &str, link: &SubLink) -> Result<()> {
-        self.conn.execute(
-            "UPDATE executions SET parent_node = ?2, parent_item = ?3 WHERE id = ?1",
-            params![id, link.parent_node, link.item.map(|i| i as i64)],
-        )?;
-        Ok(())
-    }
-
     /// The parent node (and item) that started this execution, if a `workflow` node did.
     pub fn sub_link(&self, id: &str) -> Result<Option<SubLink>> {
         let row: Option<(Option<String>, Option<i64>)> = self

@@ -18,6 +18,9 @@ pub struct NewExecution<'a> {
     pub started_at: i64,
     pub parent_id: Option<&'a str>,
     pub relation: Option<Relation>,
+    /// The parent's node (and item) that started it, for a child execution (`relation` `sub`):
+    /// written with the row, so no reader sees a child without it.
+    pub sub_link: Option<&'a SubLink>,
     pub runner_pid: i32,
     pub runner_start_time: Option<u64>,
     /// The directory the execution's nodes run in.

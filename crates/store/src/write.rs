@@ -22,8 +22,9 @@ impl Store {
         .execute(params![e.snapshot_hash, e.workflow_id, definition, e.started_at])?;
         tx.prepare_cached(
             "INSERT INTO executions (id, workflow_id, workflow_name, snapshot_hash, source_file, mode, status, trigger,
-                                     started_at, parent_id, relation, runner_pid, runner_start_time, cwd)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                     started_at, parent_id, relation, runner_pid, runner_start_time, cwd,
+                                     parent_node, parent_item)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?
         .execute(params![
                 e.id,
@@ -40,6 +41,8 @@ impl Store {
                 e.runner_pid,
                 e.runner_start_time.map(|t| t as i64),
                 e.cwd,
+                e.sub_link.map(|l| &l.parent_node),
+                e.sub_link.and_then(|l| l.item).map(|i| i as i64),
             ],
         )?;
         tx.commit()?;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod pause;
+mod records;
 mod resume;
 mod start_check;
 

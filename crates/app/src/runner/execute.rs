@@ -22,6 +22,10 @@ pub fn record_start(
     let (runner_pid, runner_start_time) = flowrun_executor::process::own_start();
     let mut trigger: Value = p.trigger.clone();
     p.redactor.value(&mut trigger);
+    let sub_link = p.options.sub.as_ref().map(|sub| flowrun_store::SubLink {
+        parent_node: sub.parent_node.clone(),
+        item: sub.item,
+    });
     store
         .lock()
         .insert_execution(&NewExecution {
@@ -37,21 +41,12 @@ pub fn record_start(
             started_at: now_ms(),
             parent_id: p.options.parent.as_ref().map(|(id, _)| id.as_str()),
             relation: p.options.parent.as_ref().map(|(_, r)| *r),
+            sub_link: sub_link.as_ref(),
             runner_pid,
             runner_start_time,
             cwd: p.options.cwd.as_deref().and_then(|d| d.to_str()),
         })
         .map_err(RunError::Store)?;
-    if let Some(sub) = &p.options.sub {
-        let link = flowrun_store::SubLink {
-            parent_node: sub.parent_node.clone(),
-            item: sub.item,
-        };
-        store
-            .lock()
-            .set_sub_link(execution_id, &link)
-            .map_err(RunError::Store)?;
-    }
     Ok(())
 }
 
