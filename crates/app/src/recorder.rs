@@ -122,8 +122,8 @@ impl Recorder {
         let mut store = self.store.lock();
         let res = store.apply(&self.execution_id, &writes);
         // The child is running: a long execution's log is copied back as it grows, not left for
-        // its end or the next one's start.
-        store.checkpoint_if_due();
+        // its end or the next one's start (by the store's thread: see crates/store/src/wal.rs).
+        store.checkpoint_in_background();
         drop(store);
         match res {
             Ok(true) => {}
@@ -146,9 +146,9 @@ impl Sink for Recorder {
         let res = {
             let mut store = self.store.lock();
             let res = store.set_process(&self.execution_id, row, start);
-            // The interpreter takes milliseconds to start: the time to copy the log back (see
+            // The moment to copy the log back, by the store's thread, beside the execution (see
             // `crates/store/src/wal.rs`).
-            store.checkpoint_if_due();
+            store.checkpoint_in_background();
             res
         };
         if let Err(e) = res {

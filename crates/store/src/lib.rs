@@ -50,6 +50,8 @@ pub struct Store {
     path: PathBuf,
     /// Longest stored input/output/error/log text; longer ones are truncated with a marker.
     pub max_field_bytes: usize,
+    /// The thread that copies the log back for [`Store::checkpoint_in_background`], once started.
+    background: Option<wal::Background>,
 }
 
 /// Default cap on any stored input, output or log field.
@@ -151,6 +153,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            background: None,
         })
     }
 
