@@ -3,6 +3,7 @@ _prefault): what one execution writes is read back by the template only where it
 template's own writable private mappings, whatever the file holds.
 Run: python3 -m unittest discover -s runtime/tests"""
 import os
+import socket
 import tempfile
 import unittest
 
@@ -56,7 +57,30 @@ class LearnedPages(WithTemplate):
         for lo, n in runs:
             self.assertTrue(any(a <= lo and lo + n * self.ns["_PAGE"] <= b for a, b in maps),
                             (lo, n))
-        self.ns["_prefault"]()  # writes nothing visible; must not fail
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours, theirs:
+            self.ns["_prefault"](theirs.fileno())  # writes nothing visible; must not fail
+
+    def test_a_spare_stops_copying_ahead_once_its_request_is_there(self):
+        # Runs of one page each, counted instead of copied.
+        slice_ = self.ns["_PREFAULT_SLICE"]
+        lo, _ = self.ns["_writable_private"]()[0]
+        self.ns["_PAGES"][0] = [(lo, 1)] * (4 * slice_)
+        calls = []
+        self.ns["_MADVISE"] = lambda *args: calls.append(args) or 0
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours, theirs:
+            self.ns["_prefault"](theirs.fileno())
+            self.assertEqual(len(calls), 4 * slice_, "nothing waiting: all of it")
+            del calls[:]
+            ours.send(b'{"script": "x"}')
+            self.ns["_prefault"](theirs.fileno())
+            self.assertEqual(len(calls), slice_, "a request waiting: one slice, not the rest")
+            self.assertEqual(theirs.recv(64), b'{"script": "x"}', "the request is left to read")
+            del calls[:]
+            ours.close()  # the runner lets the spare go
+            self.ns["_prefault"](theirs.fileno())
+            self.assertEqual(len(calls), slice_, "let go: it stops too")
 
     def test_a_file_of_anything_else_is_ignored_line_by_line(self):
         lo, hi = self.ns["_writable_private"]()[0]
