@@ -2,6 +2,7 @@
 
 use flowrun_store::Store;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 
 /// Locks `m`, also when a thread panicked while holding it: every value kept behind these locks
@@ -28,17 +29,30 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// worker's other tasks to another thread first ([`off_workers`]), so that `serve` keeps
 /// answering whatever does not need the store, however few its workers.
 #[derive(Clone)]
-pub struct SharedStore(Arc<Mutex<Store>>);
+pub struct SharedStore {
+    store: Arc<Mutex<Store>>,
+    /// The database's path, known without the lock: an execution that starts while the one
+    /// before it is read back (`flowrun test`) needs it before anything else of the store.
+    path: Arc<Path>,
+}
 
 impl SharedStore {
     pub fn new(store: Store) -> SharedStore {
         // It fails only on a closed connection, whose timeout then stays.
         let _ = store.on_busy(wait_while_busy);
-        SharedStore(Arc::new(Mutex::new(store)))
+        SharedStore {
+            path: store.path().into(),
+            store: Arc::new(Mutex::new(store)),
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Store> {
-        lock(&self.0)
+        lock(&self.store)
+    }
+
+    /// The database's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

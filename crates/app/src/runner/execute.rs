@@ -73,7 +73,7 @@ pub async fn run(
     stop: watch::Receiver<Option<StopReason>>,
 ) -> Finished {
     let mut spec = spec(p, execution_id);
-    let db = store.lock().path().to_path_buf();
+    let db = store.path().to_path_buf();
     crate::subflow::add_env(&mut spec, p, &db);
     let metered = crate::recorder::metered(&p.plan.workflow);
     let mut recorder = Recorder::new(
