@@ -126,9 +126,16 @@ pub(crate) fn abandon_at(
     error: &ErrorInfo,
     end: EndTime,
 ) -> Result<bool, StoreError> {
-    store.end_abandoned(id, status, error, NodeStatus::Cancelled, end, |state| {
-        crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, end)
-    })
+    store.end_abandoned(
+        id,
+        status,
+        error,
+        NodeStatus::Cancelled,
+        end,
+        |state, error| {
+            crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, end)
+        },
+    )
 }
 
 /// What [`stop`] did.

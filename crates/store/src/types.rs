@@ -223,6 +223,18 @@ pub struct Abandoned {
     pub ended: bool,
 }
 
+impl Abandoned {
+    /// The node it was in: the one node whose rows (its items, iterations) are running, as an
+    /// execution its runner ends names it. None when several nodes ran side by side, or none.
+    pub fn only_node(&self) -> Option<&str> {
+        let first = &self.running.first()?.node_id;
+        self.running
+            .iter()
+            .all(|n| n.node_id == *first)
+            .then_some(first.as_str())
+    }
+}
+
 /// A node (or item or iteration) whose last attempt failed saying a retry follows: that
 /// attempt's end, which stands as its last when the retry never comes.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,4 +261,36 @@ pub struct RunningNode {
 pub enum Request {
     Stop,
     Pause,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(node: &str, part: Option<Part>) -> RunningNode {
+        RunningNode {
+            node_id: node.into(),
+            part,
+            attempt: 1,
+            started_at: Some(1),
+        }
+    }
+
+    #[test]
+    fn an_abandoned_execution_names_its_node_only_when_one_node_ran() {
+        let mut state = Abandoned {
+            running: vec![],
+            awaiting_retry: vec![],
+            duration_ms: None,
+            ended: false,
+        };
+        assert_eq!(state.only_node(), None, "none ran");
+        state.running = vec![
+            running("each", Some(Part::Item(0))),
+            running("each", Some(Part::Item(3))),
+        ];
+        assert_eq!(state.only_node(), Some("each"), "items of one node");
+        state.running.push(running("other", None));
+        assert_eq!(state.only_node(), None, "nodes side by side");
+    }
 }

@@ -253,11 +253,11 @@ impl Store {
         error: &ErrorInfo,
         node_status: NodeStatus,
         end: EndTime,
-        events: impl FnOnce(&Abandoned) -> Vec<flowrun_events::Event>,
+        events: impl FnOnce(&Abandoned, &ErrorInfo) -> Vec<flowrun_events::Event>,
     ) -> Result<bool> {
         let at = end.at();
         let timed = matches!(end, EndTime::Now(_));
-        let error_text = self.error_text(Some(error));
+        let max_bytes = self.max_field_bytes;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -330,6 +330,20 @@ impl Store {
                 ended,
             }
         };
+        // The node it was in, named as its runner would have (`Cancelled in node 'x'`), when
+        // the error does not say.
+        let named = match (&error.node, state.only_node()) {
+            (None, Some(node)) => Some(ErrorInfo {
+                node: Some(node.to_string()),
+                ..error.clone()
+            }),
+            _ => None,
+        };
+        let error = named.as_ref().unwrap_or(error);
+        let error_text = crate::json_text(
+            &serde_json::to_value(error).expect("an error serializes"),
+            max_bytes,
+        );
         // Its duration as worked out above (none when queued, or when not `timed`).
         let n = tx.execute(
             "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4, duration_ms = ?5
@@ -348,7 +362,7 @@ impl Store {
                 [id],
                 |r| r.get(0),
             )?;
-            for event in events(&state) {
+            for event in events(&state, error) {
                 // A retry that will not come: its attempt's row says why.
                 if let flowrun_events::Event::NodeEnd {
                     node,

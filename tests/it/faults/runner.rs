@@ -72,6 +72,13 @@ fn sigkill_of_the_runner_takes_the_group_down_and_is_recovered() {
     assert!(fx.node(&row.id, "first").duration_ms.is_some());
     let message = e.error.as_ref().unwrap()["message"].as_str().unwrap_or("");
     assert!(message.contains("its duration is not known"), "{message}");
+    // It names the node it was in, as an execution its runner ended does; so does its stream.
+    assert_eq!(e.error.as_ref().unwrap()["node"], "sleeper", "{e:?}");
+    let end = fx
+        .events(&row.id)
+        .into_iter()
+        .find(|ev| ev.kind == "execution_end");
+    assert_eq!(end.expect("execution_end").data["error"]["node"], "sleeper");
     fx.assert_clean(&row.id);
 }
 

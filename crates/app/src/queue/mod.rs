@@ -384,7 +384,7 @@ impl Executions {
             &error,
             NodeStatus::Cancelled,
             flowrun_store::EndTime::Now(at),
-            |_| events.clone(),
+            |_, _| events.clone(),
         );
         if let Err(e) = res {
             tracing::warn!("recording the cancellation of {id}: {e}");
