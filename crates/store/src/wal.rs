@@ -8,8 +8,8 @@
 //! other has it open reads every valid frame to rebuild its index), but the copy is moved to
 //! moments when the runner has nothing else to do, or nothing a user waits on: just after the
 //! child is spawned, while the interpreter starts, and after a batch of its events is recorded
-//! while it runs ([`Store::checkpoint_if_due`], called by the recorder). A log that grows past
-//! [`HARD_FRAMES`] anyway (writers side by side, one that records no execution) is
+//! while it runs ([`Store::checkpoint_in_background`], called by the recorder). A log that
+//! grows past [`HARD_FRAMES`] anyway (writers side by side, one that records no execution) is
 //! checkpointed in its commit, as SQLite would.
 //!
 //! The recorder's copies are made by a thread of the store's own, on a connection of its own
@@ -109,7 +109,8 @@ impl Background {
 
 impl Store {
     /// Copies the log back if it has grown past [`SOFT_FRAMES`], here and now. Never fails.
-    pub fn checkpoint_if_due(&self) {
+    #[cfg(test)]
+    pub(crate) fn checkpoint_if_due(&self) {
         if FRAMES.load(Ordering::Relaxed) >= SOFT_FRAMES {
             checkpoint(&self.conn);
         }
