@@ -146,3 +146,64 @@ fn a_node_that_stops_and_retunes_its_template_and_spares_changes_no_later_execut
         warm[1]
     );
 }
+
+/// Sets every spare beside it (the template's other children, not the template) to SCHED_IDLE,
+/// which a process without CAP_SYS_NICE cannot leave; returns how many there were.
+const IDLE_SPARES: &str = r#"import os, time
+me, template = os.getpid(), os.getppid()
+spares = []
+deadline = time.monotonic() + 10
+while trigger.get('tamper') and not spares and time.monotonic() < deadline:
+    for p in os.listdir('/proc'):
+        if p.isdigit() and int(p) != me:
+            try:
+                stat = open('/proc/%s/stat' % p).read().rpartition(')')[2].split()
+            except OSError:
+                continue
+            if int(stat[1]) == template:
+                spares.append(int(p))
+    if not spares:
+        time.sleep(0.02)
+for p in spares:
+    os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
+return {'policy': os.sched_getscheduler(0), 'spares': len(spares)}"#;
+
+#[test]
+fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
+    let env = Env::new();
+    env.write_workflow("idle.json", &code("idle", IDLE_SPARES));
+    env.write_file(
+        "a.test.yaml",
+        "workflow: ./idle.json\ncases:\n  - name: before\n  - name: tamper\n    trigger: { tamper: true }\n    expect: { output.spares: { gt: 0 } }\n  - name: after\n    expect: { output.policy: 0 }\n  - name: later\n    expect: { output.policy: 0 }\n",
+    );
+    let mut cmd = env.command();
+    // Without CAP_SYS_NICE (a root test run has it), as a user's flowrun runs: W could otherwise
+    // put itself back. SAFETY: only prctl and capset between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            #[repr(C)]
+            struct Header {
+                version: u32,
+                pid: i32,
+            }
+            let header = Header { version: 0x2008_0522, pid: 0 };
+            let data = [0u32; 6];
+            libc::syscall(libc::SYS_capset, &header, data.as_ptr());
+            Ok(())
+        });
+    }
+    let out = output(
+        assert_cmd::Command::from_std(cmd)
+            .timeout(TIMEOUT)
+            .args(["test", ".", "-j", "1", "--offline", "--json"]),
+    );
+    let runs = executions(&env, &out);
+    assert_eq!(runs.len(), 4);
+    assert!(runs[1]["output"]["spares"].as_u64() > Some(0), "{:#}", runs[1]);
+    for (name, e) in [("after", &runs[2]), ("later", &runs[3])] {
+        assert_eq!(e["output"]["policy"], 0, "{name}: {e:#}");
+    }
+}
