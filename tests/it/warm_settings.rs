@@ -166,7 +166,8 @@ while trigger.get('tamper') and not spares and time.monotonic() < deadline:
         time.sleep(0.02)
 for p in spares:
     os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
-return {'policy': os.sched_getscheduler(0), 'spares': len(spares)}"#;
+caps = open('/proc/self/status').read().split('CapEff:')[1].split()[0]
+return {'policy': os.sched_getscheduler(0), 'spares': len(spares), 'caps': caps}"#;
 
 #[test]
 fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
@@ -189,20 +190,37 @@ fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
                 version: u32,
                 pid: i32,
             }
-            let header = Header { version: 0x2008_0522, pid: 0 };
+            let header = Header {
+                version: 0x2008_0522,
+                pid: 0,
+            };
             let data = [0u32; 6];
             libc::syscall(libc::SYS_capset, &header, data.as_ptr());
             Ok(())
         });
     }
-    let out = output(
-        assert_cmd::Command::from_std(cmd)
-            .timeout(TIMEOUT)
-            .args(["test", ".", "-j", "1", "--offline", "--json"]),
-    );
+    let out = output(assert_cmd::Command::from_std(cmd).timeout(TIMEOUT).args([
+        "test",
+        ".",
+        "-j",
+        "1",
+        "--offline",
+        "--json",
+    ]));
     let runs = executions(&env, &out);
     assert_eq!(runs.len(), 4);
-    assert!(runs[1]["output"]["spares"].as_u64() > Some(0), "{:#}", runs[1]);
+    assert!(
+        runs[1]["output"]["spares"].as_u64() > Some(0),
+        "{:#}",
+        runs[1]
+    );
+    // Without privilege indeed (else W could leave SCHED_IDLE itself, and this test could not
+    // fail).
+    assert_eq!(
+        runs[1]["output"]["caps"], "0000000000000000",
+        "{:#}",
+        runs[1]
+    );
     for (name, e) in [("after", &runs[2]), ("later", &runs[3])] {
         assert_eq!(e["output"]["policy"], 0, "{name}: {e:#}");
     }

@@ -96,8 +96,9 @@ impl Spare {
     /// A node of an earlier execution (the same user) may have changed it from outside. Stopped
     /// (SIGSTOP), it is continued, or this execution would wait for its deadline; with a hard
     /// limit, a scheduling policy or a niceness other than ours (what a cold interpreter would
-    /// have), which it could not put back, it is refused, so this execution goes to another spare or the template (a
-    /// descriptor limit of 5 left it unable to take its pipes: the execution failed). What an
+    /// have), which it could not put back, it is refused, so this execution goes to another
+    /// spare or the template (a descriptor limit of 5 left it unable to take its pipes: the
+    /// execution failed; SCHED_IDLE ran it at idle priority). What an
     /// execution running beside it does to it after that, it could do to any running execution.
     pub(super) fn give(&self, body: &[u8], fds: &[RawFd; 3]) -> std::io::Result<()> {
         if !as_ours(self.handle.pid) {
@@ -155,11 +156,12 @@ fn as_ours(pid: i32) -> bool {
                 return false;
             }
         }
-        // A scheduling policy other than ours: SCHED_IDLE, which an unprivileged W cannot leave
-        // (sched_setscheduler back to SCHED_OTHER needs CAP_SYS_NICE or RLIMIT_NICE), ran the
-        // execution at idle priority.
+        // A scheduling policy other than ours (SCHED_RESET_ON_FORK aside: no child inherits it):
+        // SCHED_IDLE, which an unprivileged W cannot leave (back to SCHED_OTHER needs
+        // CAP_SYS_NICE or a RLIMIT_NICE that allows it), ran the execution at idle priority.
         let theirs = libc::sched_getscheduler(pid);
-        if theirs >= 0 && theirs != libc::sched_getscheduler(0) {
+        let ours = libc::sched_getscheduler(0);
+        if theirs >= 0 && theirs & !libc::SCHED_RESET_ON_FORK != ours & !libc::SCHED_RESET_ON_FORK {
             return false;
         }
         *libc::__errno_location() = 0;
