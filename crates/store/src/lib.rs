@@ -1,6 +1,8 @@
 //! The store: executions, node executions, events and definition snapshots in SQLite.
 //!
-//! One connection per process, WAL mode, `synchronous=NORMAL`, a busy timeout, and write
+//! One connection per process for all it reads and writes (and, once the log has grown, a
+//! second on a thread of the store's own that copies it back: `wal.rs`), WAL mode,
+//! `synchronous=NORMAL`, a busy timeout, and write
 //! transactions that take the write lock up front (`BEGIN IMMEDIATE`), so several flowrun
 //! processes can record at once without "database is locked". This module knows SQL, not
 //! processes: it stores what it is given.
@@ -52,6 +54,8 @@ pub struct Store {
     pub max_field_bytes: usize,
     /// The thread that copies the log back for [`Store::checkpoint_in_background`], once started.
     background: Option<wal::Background>,
+    /// The database file's device and inode as opened: that thread opens it by path, later.
+    file: Option<(u64, u64)>,
 }
 
 /// Default cap on any stored input, output or log field.
@@ -154,6 +158,10 @@ impl Store {
             path: path.to_path_buf(),
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
             background: None,
+            file: {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+            },
         })
     }
 

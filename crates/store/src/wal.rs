@@ -33,9 +33,11 @@ pub const SOFT_FRAMES: i32 = 200;
 /// Frames at which a commit checkpoints by itself (SQLite's default).
 pub const HARD_FRAMES: i32 = 1000;
 
-/// The log's length in frames after the last commit of this process. One per process, not per
-/// connection: the hook SQLite calls is a plain function. A process holds one connection (tests
-/// may hold several; for them this only decides when a checkpoint is tried, never what is kept).
+/// The log's length in frames after the last commit of this process (0 once a copy took all of
+/// it). One per process, not per connection: the hook SQLite calls is a plain function. A
+/// process writes through one connection (its store's checkpointing thread only copies; tests
+/// may hold several: for them this only decides when a checkpoint is tried, never what is
+/// kept, and they run one process each under nextest).
 static FRAMES: AtomicI32 = AtomicI32::new(0);
 
 fn after_commit(wal: &rusqlite::hooks::Wal, frames: i32) -> rusqlite::Result<()> {
@@ -58,8 +60,12 @@ pub(crate) fn install(conn: &rusqlite::Connection) {
 }
 
 /// Copies the log back (passive: it waits for no reader or writer), noting when it copied all
-/// of it; a database another process is using is checkpointed later, by whoever is next.
+/// of it; a database another process is using is checkpointed later, by whoever is next. What
+/// SQLite calls the log is its length when the copy began: a commit made meanwhile (the
+/// store's thread copies beside the runner) leaves the count it set, so that the copy is asked
+/// for again and the log can start over once all of it is in.
 fn checkpoint(conn: &Connection) {
+    let before = FRAMES.load(Ordering::Relaxed);
     let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -67,27 +73,35 @@ fn checkpoint(conn: &Connection) {
             r.get::<_, i64>(2)?,
         ))
     });
+    // (-1, -1: not a log at all, a database not in WAL mode.)
     if let Ok((0, log, done)) = copied {
-        if log == done {
-            FRAMES.store(0, Ordering::Relaxed);
+        if log >= 0 && log == done {
+            let _ = FRAMES.compare_exchange(before, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 }
 
 /// The store's checkpointing thread: started at its first copy, it opens its own connection and
-/// copies the log each time it is asked; it ends when its store is dropped (its sender with
-/// it). A process that exits meanwhile cuts a copy short, which SQLite recovers from as from a
-/// crash: the log keeps every frame until a copy has finished.
+/// copies the log each time it is asked and the copy is still due; it ends when its store is
+/// dropped (its sender with it). A process that exits meanwhile cuts a copy short, which SQLite
+/// recovers from as from a crash: the log keeps every frame until a copy has finished.
 pub(crate) struct Background {
     asks: SyncSender<()>,
 }
 
 impl Background {
-    fn start(path: PathBuf) -> std::io::Result<Background> {
+    /// None when the file at `path` is no longer the store's (`file`: its device and inode as
+    /// the store opened it): the thread would copy another database's log.
+    fn start(path: PathBuf, file: Option<(u64, u64)>) -> Option<Background> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        if file.is_none() || now != file {
+            return None;
+        }
         // One ask waits at most: asks while a copy is waiting to start add nothing to it.
         let (asks, asked) = sync_channel::<()>(1);
         std::thread::Builder::new()
-            .name("flowrun-checkpoint".into())
+            .name("flowrun-wal".into())
             .spawn(move || {
                 let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let Ok(conn) = Connection::open_with_flags(&path, flags) else {
@@ -100,10 +114,14 @@ impl Background {
                     true,
                 );
                 while asked.recv().is_ok() {
-                    checkpoint(&conn);
+                    // An ask that waited while the last copy ran may find nothing due now.
+                    if FRAMES.load(Ordering::Relaxed) >= SOFT_FRAMES {
+                        checkpoint(&conn);
+                    }
                 }
-            })?;
-        Ok(Background { asks })
+            })
+            .ok()?;
+        Some(Background { asks })
     }
 }
 
@@ -119,13 +137,14 @@ impl Store {
     /// Has the store's thread copy the log back if it has grown past [`SOFT_FRAMES`], and
     /// returns at once: for a moment when the caller would otherwise wait (a child just
     /// spawned, a batch of its events recorded) but must not wait for the copy itself. Where
-    /// the thread cannot be started or could not open the database, copies here. Never fails.
+    /// the thread cannot be started (or the file is no longer the store's), copies here, as
+    /// it does from the next ask on when the thread could not open the database. Never fails.
     pub fn checkpoint_in_background(&mut self) {
         if FRAMES.load(Ordering::Relaxed) < SOFT_FRAMES {
             return;
         }
         if self.background.is_none() {
-            self.background = Background::start(self.path.clone()).ok();
+            self.background = Background::start(self.path.clone(), self.file);
         }
         match &self.background {
             Some(b) => match b.asks.try_send(()) {
@@ -203,7 +222,7 @@ mod tests {
     }
 
     /// The copy asked for in the background is made by the store's own thread while the caller
-    /// goes on committing, and the log starts again after it.
+    /// goes on committing (and asking, as the recorder does), and the log starts again after it.
     #[test]
     fn a_copy_in_the_background_is_made_beside_the_commits() {
         let dir = tempfile::tempdir().unwrap();
@@ -220,12 +239,29 @@ mod tests {
         }
         store.checkpoint_in_background();
         assert!(store.background.is_some(), "the thread is started");
-        // The log starts again once the copy is done: at the first commit after it, long
+        // A thread of this process's own, named once it runs (nextest runs each test in a
+        // process of its own).
+        let named = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .any(|c| c.trim() == "flowrun-wal")
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !named() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no thread of the store's"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The log starts again once a copy took all of it: at the first commit after it, long
         // before the commits reach the hard limit, which would copy it in a commit (20 ms
-        // between commits: ~16 s for the thread to copy 200 frames).
+        // between commits: ~16 s for the thread).
         let mut i = 0;
         loop {
             commit(&store, i);
+            store.checkpoint_in_background();
             i += 1;
             if Store::wal_frames() < 10 {
                 break;
@@ -249,5 +285,26 @@ mod tests {
             .query_row("SELECT count(*) FROM wal_test", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, SOFT_FRAMES as i64 + i);
+    }
+
+    /// A database file replaced under an open store (moved away, another put in its place) is
+    /// not the one the thread would copy: the store copies its own log itself.
+    #[test]
+    fn a_replaced_file_is_not_copied_by_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flowrun.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .connection()
+            .execute_batch("CREATE TABLE wal_test (x INTEGER)")
+            .unwrap();
+        for i in 0..SOFT_FRAMES as i64 {
+            commit(&store, i);
+        }
+        std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        store.checkpoint_in_background();
+        assert!(store.background.is_none(), "no thread for another file");
+        assert_eq!(Store::wal_frames(), 0, "copied here instead");
     }
 }
