@@ -132,8 +132,9 @@ pub(crate) fn abandon_at(
         error,
         NodeStatus::Cancelled,
         end,
-        |state, error| {
-            crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, error, end)
+        |state, ended_with| {
+            let errors = (error, ended_with);
+            crate::synthetic::abandoned(state, status, NodeStatus::Cancelled, errors, end)
         },
     )
 }

@@ -40,13 +40,14 @@ pub fn never_started(
 }
 
 /// The end of an execution whose runner cannot record it: each node still running ends
-/// `node_status` (with the execution's error), then the execution ends `status`. Nothing is
-/// added to a stream that already has its `execution_end`.
+/// `node_status` with `error`, then the execution ends `status` with `ended_with` (the same
+/// error, naming the node it was in where the store found one: `Store::end_abandoned`).
+/// Nothing is added to a stream that already has its `execution_end`.
 pub fn abandoned(
     state: &Abandoned,
     status: ExecStatus,
     node_status: NodeStatus,
-    error: &ErrorInfo,
+    (error, ended_with): (&ErrorInfo, &ErrorInfo),
     end: EndTime,
 ) -> Vec<Event> {
     let at = end.at();
@@ -98,7 +99,7 @@ pub fn abandoned(
         output: None,
         status,
         duration_ms: state.duration_ms,
-        error: Some(error.clone()),
+        error: Some(ended_with.clone()),
         ts: at,
     });
     events
@@ -131,11 +132,15 @@ mod tests {
             ended: false,
         };
         let err = ErrorInfo::of(ErrorKind::Interrupted, "runner gone");
+        let named = ErrorInfo {
+            node: Some("slow".into()),
+            ..err.clone()
+        };
         let ev = abandoned(
             &state,
             ExecStatus::Interrupted,
             NodeStatus::Cancelled,
-            &err,
+            (&err, &named),
             EndTime::Now(2_500),
         );
         assert_eq!(ev.len(), 3);
@@ -145,15 +150,16 @@ mod tests {
             "{:?}",
             ev[0]
         );
+        // The node's own end carries the error as given; the execution's names the node.
         assert!(
-            matches!(&ev[1], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, .. } if node == "slow" && *duration_ms == Some(1_500.0))
+            matches!(&ev[1], Event::NodeEnd { node, status: NodeStatus::Cancelled, attempt: 2, duration_ms, error: Some(e), .. } if node == "slow" && *duration_ms == Some(1_500.0) && e.node.is_none())
         );
         // A runner that died at a moment nobody recorded: the node that ran has no duration.
         let found = abandoned(
             &state,
             ExecStatus::Interrupted,
             NodeStatus::Cancelled,
-            &err,
+            (&err, &err),
             EndTime::Unknown { found: 9_000 },
         );
         assert!(
@@ -165,8 +171,9 @@ mod tests {
             &ev[2],
             Event::ExecutionEnd {
                 status: ExecStatus::Interrupted,
+                error: Some(e),
                 ..
-            }
+            } if e.node.as_deref() == Some("slow")
         ));
         let ended = Abandoned {
             ended: true,
@@ -177,7 +184,7 @@ mod tests {
                 &ended,
                 ExecStatus::Interrupted,
                 NodeStatus::Cancelled,
-                &err,
+                (&err, &err),
                 EndTime::Now(1)
             )
             .is_empty()

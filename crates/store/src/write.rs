@@ -3,7 +3,7 @@
 
 use crate::types::*;
 use crate::{Result, Store, json_text};
-use flowrun_events::{ErrorInfo, ExecStatus, NodeStatus, Part, Relation};
+use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, Part, Relation};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
@@ -330,20 +330,27 @@ impl Store {
                 ended,
             }
         };
-        // The node it was in, named as its runner would have (`Cancelled in node 'x'`), when
-        // the error does not say.
+        // A stop or a dead runner names the node it came in, as the runner names a stopped
+        // one (`Cancelled in node 'x'`), when the error does not say; in the execution's error
+        // (and `execution_end`) only, not in its nodes' own.
+        let text = |e: &ErrorInfo| {
+            crate::json_text(
+                &serde_json::to_value(e).expect("an error serializes"),
+                max_bytes,
+            )
+        };
+        let stop = [ErrorKind::Cancelled, ErrorKind::Interrupted].map(ErrorKind::as_str);
+        let stop = stop.contains(&error.kind.as_str());
         let named = match (&error.node, state.only_node()) {
-            (None, Some(node)) => Some(ErrorInfo {
+            (None, Some(node)) if stop => Some(ErrorInfo {
                 node: Some(node.to_string()),
                 ..error.clone()
             }),
             _ => None,
         };
-        let error = named.as_ref().unwrap_or(error);
-        let error_text = crate::json_text(
-            &serde_json::to_value(error).expect("an error serializes"),
-            max_bytes,
-        );
+        let ended_with = named.as_ref().unwrap_or(error);
+        let error_text = text(ended_with);
+        let node_error_text = text(error);
         // Its duration as worked out above (none when queued, or when not `timed`).
         let n = tx.execute(
             "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4, duration_ms = ?5
@@ -355,14 +362,14 @@ impl Store {
                 "UPDATE node_executions SET status = ?2, finished_at = ?3,
                         duration_ms = CASE WHEN ?5 THEN CAST(?3 - started_at AS REAL) END, error = ?4
                  WHERE execution_id = ?1 AND status = 'running'",
-                params![id, node_status.as_str(), at, error_text, timed],
+                params![id, node_status.as_str(), at, node_error_text, timed],
             )?;
             let mut seq: i64 = tx.query_row(
                 "SELECT event_seq FROM executions WHERE id = ?1",
                 [id],
                 |r| r.get(0),
             )?;
-            for event in events(&state, error) {
+            for event in events(&state, ended_with) {
                 // A retry that will not come: its attempt's row says why.
                 if let flowrun_events::Event::NodeEnd {
                     node,
