@@ -166,8 +166,10 @@ while trigger.get('tamper') and not spares and time.monotonic() < deadline:
         time.sleep(0.02)
 for p in spares:
     os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
+import resource
 caps = open('/proc/self/status').read().split('CapEff:')[1].split()[0]
-return {'policy': os.sched_getscheduler(0), 'spares': len(spares), 'caps': caps}"#;
+nice_limit = resource.getrlimit(resource.RLIMIT_NICE)[0]
+return {'policy': os.sched_getscheduler(0), 'spares': len(spares), 'caps': caps, 'nice_limit': nice_limit}"#;
 
 #[test]
 fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
@@ -178,10 +180,16 @@ fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
         "workflow: ./idle.json\ncases:\n  - name: before\n  - name: tamper\n    trigger: { tamper: true }\n    expect: { output.spares: { gt: 0 } }\n  - name: after\n    expect: { output.policy: 0 }\n  - name: later\n    expect: { output.policy: 0 }\n",
     );
     let mut cmd = env.command();
-    // Without CAP_SYS_NICE (a root test run has it), as a user's flowrun runs: W could otherwise
-    // put itself back. SAFETY: only prctl and capset between fork and exec.
+    // Without CAP_SYS_NICE (a root test run has it) and with a RLIMIT_NICE of 0 (lowering it
+    // needs no privilege), as a user's flowrun runs: W could otherwise put itself back.
+    // SAFETY: only setrlimit, prctl and capset between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_NICE, &none);
             for cap in 0..64 {
                 libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
             }
@@ -214,13 +222,14 @@ fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
         "{:#}",
         runs[1]
     );
-    // Without privilege indeed (else W could leave SCHED_IDLE itself, and this test could not
-    // fail).
+    // Without privilege indeed, nor a RLIMIT_NICE that lets a process leave SCHED_IDLE (else W
+    // could put itself back, and this test could not fail).
     assert_eq!(
         runs[1]["output"]["caps"], "0000000000000000",
         "{:#}",
         runs[1]
     );
+    assert_eq!(runs[1]["output"]["nice_limit"], 0, "{:#}", runs[1]);
     for (name, e) in [("after", &runs[2]), ("later", &runs[3])] {
         assert_eq!(e["output"]["policy"], 0, "{name}: {e:#}");
     }

@@ -102,7 +102,9 @@ impl Spare {
     /// execution running beside it does to it after that, it could do to any running execution.
     pub(super) fn give(&self, body: &[u8], fds: &[RawFd; 3]) -> std::io::Result<()> {
         if !as_ours(self.handle.pid) {
-            return Err(std::io::Error::other("its limits were changed"));
+            return Err(std::io::Error::other(
+                "its limits or scheduling were changed",
+            ));
         }
         pidfd_signal(&self.handle.pidfd, libc::SIGCONT);
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
@@ -156,18 +158,28 @@ fn as_ours(pid: i32) -> bool {
                 return false;
             }
         }
-        // A scheduling policy other than ours (SCHED_RESET_ON_FORK aside: no child inherits it):
-        // SCHED_IDLE, which an unprivileged W cannot leave (back to SCHED_OTHER needs
-        // CAP_SYS_NICE or a RLIMIT_NICE that allows it), ran the execution at idle priority.
-        let theirs = libc::sched_getscheduler(pid);
+        // A scheduling policy other than a child of ours gets: SCHED_IDLE, which an unprivileged
+        // W cannot leave (back to SCHED_OTHER needs CAP_SYS_NICE or a RLIMIT_NICE that allows
+        // it), ran the execution at idle priority. With SCHED_RESET_ON_FORK (which no child
+        // inherits), a child gets SCHED_OTHER for a real-time policy and no negative niceness.
         let ours = libc::sched_getscheduler(0);
-        if theirs >= 0 && theirs & !libc::SCHED_RESET_ON_FORK != ours & !libc::SCHED_RESET_ON_FORK {
+        let reset = ours >= 0 && ours & libc::SCHED_RESET_ON_FORK != 0;
+        let ours = ours & !libc::SCHED_RESET_ON_FORK;
+        let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
+        let child = if reset && !normal.contains(&ours) {
+            libc::SCHED_OTHER
+        } else {
+            ours
+        };
+        let theirs = libc::sched_getscheduler(pid);
+        if theirs >= 0 && ours >= 0 && theirs & !libc::SCHED_RESET_ON_FORK != child {
             return false;
         }
         *libc::__errno_location() = 0;
         let theirs = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
         let ours = libc::getpriority(libc::PRIO_PROCESS, 0);
-        theirs == ours || *libc::__errno_location() != 0
+        let child = if reset { ours.max(0) } else { ours };
+        theirs == child || *libc::__errno_location() != 0
     }
 }
 
