@@ -460,3 +460,45 @@ fn sighup_twice_keeps_the_grace_period_and_nohup_is_kept() {
     assert_pids_gone(&p, row.pgid.unwrap());
     fx.assert_clean(&row.id);
 }
+
+/// One stop signals a whole tree: a parent's stop reaches a sub-workflow's runner and that
+/// runner's child alike, and on a busy machine the child's death can be seen before the stop
+/// is. Here the interpreter dies by SIGTERM and its runner gets the stop's SIGTERM the moment
+/// after: the execution is that stop (`cancelled`), not a crash of the script (it was `error`,
+/// killed by SIGTERM).
+const DIES_BY_SIGTERM: &str = r#"
+import signal
+note(os.getpid())
+wait_file(trigger['dir'] + '/go')
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+"#;
+
+#[test]
+fn a_stop_that_reaches_the_child_before_the_runner_is_still_a_stop() {
+    let fx = Fx::new();
+    let wf = stop_workflow(&fx, DIES_BY_SIGTERM);
+    let go = fx.path("scratch").join("go");
+    for round in 0..3 {
+        let _ = std::fs::remove_file(fx.path("pids"));
+        let _ = std::fs::remove_file(&go);
+        let run = fx.spawn_run(&wf, &trigger(&fx), &["--timeout-ms", "30000"]);
+        let interpreter = wait_pids(&fx.path("pids"), 1)[0];
+        std::fs::write(&go, "").unwrap();
+        while alive(interpreter) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        signal(run.pid(), Signal::SIGTERM);
+        let out = run.wait(Duration::from_secs(20));
+        let id = fx.execution_ids().last().unwrap().clone();
+        let e = fx.execution(&id);
+        assert_eq!(e.status, "cancelled", "round {round}: {e:?}");
+        let message = e.error.as_ref().unwrap()["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with("stopped: flowrun received SIGTERM"),
+            "round {round}: {message}"
+        );
+        out.assert_code(130);
+        fx.assert_clean(&id);
+    }
+}

@@ -271,7 +271,7 @@ fn stopping_the_parent_mid_child_ends_every_process_of_both() {
     // The child ended with its parent, recorded (by its sub runner, or by the parent's runner
     // when the sub runner died with the parent's tree first), and says so.
     let child = fx.execution(&kids[0].0);
-    assert_eq!(child.status, "cancelled");
+    assert_eq!(child.status, "cancelled", "{child:?}");
     assert!(
         child.error_message().contains("with its parent execution"),
         "{child:?}"
