@@ -24,39 +24,46 @@ return {'limits': limits, 'cpus': sorted(os.sched_getaffinity(0)),
         'seekable': [s.seekable() for s in (sys.stdin, sys.stdout, sys.stderr)], 'tell': tell,
         'spares': spares}"#;
 
+/// `find_spares(template, me)`: the template's children other than `me` — the spares it made
+/// for the next executions — waited for up to 10 s (the template makes them as the execution
+/// before this one ends: on a busy machine, maybe only after this one started).
+const SPARES: &str = r#"def find_spares(template, me):
+  import os, time
+  found = []
+  deadline = time.monotonic() + 10
+  while not found and time.monotonic() < deadline:
+    for p in os.listdir('/proc'):
+      if p.isdigit() and int(p) != me:
+        try:
+          stat = open('/proc/%s/stat' % p).read().rpartition(')')[2].split()
+        except OSError:
+          continue
+        if int(stat[1]) == template:
+          found.append(int(p))
+    if not found:
+      time.sleep(0.02)
+  return found
+"#;
+
 /// Changes its template (its parent) and every spare beside it (the template's other children),
 /// lowers the spares' descriptor limit and raises their niceness, then stops them; returns how
 /// many there were.
 const TAMPER: &str = r#"def tamper():
   import os, resource, signal, time
   me, template = os.getpid(), os.getppid()
-  spares = []
-  # The template makes the next spares as the execution before this one ends: on a busy
-  # machine, maybe only after this one started. Waited for, up to 10 s.
-  deadline = time.monotonic() + 10
-  while not spares and time.monotonic() < deadline:
-    for p in os.listdir('/proc'):
-      if p.isdigit() and int(p) != me:
-          try:
-              stat = open('/proc/%s/stat' % p).read().rpartition(')')[2].split()
-          except OSError:
-              continue
-          if int(stat[1]) == template:
-              spares.append(int(p))
-    if not spares:
-      time.sleep(0.02)
-  for p in [template] + spares:
+  spares_now = find_spares(template, me)
+  for p in [template] + spares_now:
       if len(os.sched_getaffinity(p)) > 1:
           os.sched_setaffinity(p, {min(os.sched_getaffinity(p))})
       os.sched_setscheduler(p, os.SCHED_BATCH, os.sched_param(0))
       hard = resource.prlimit(p, resource.RLIMIT_FSIZE)[1]
       resource.prlimit(p, resource.RLIMIT_FSIZE, (1000, hard))
-  for p in spares:
+  for p in spares_now:
       # Too few descriptors to take an execution's pipes, and a niceness it cannot lower.
       resource.prlimit(p, resource.RLIMIT_NOFILE, (5, 5))
       os.setpriority(os.PRIO_PROCESS, p, 5)
       os.kill(p, signal.SIGSTOP)
-  return len(spares)"#;
+  return len(spares_now)"#;
 
 fn code(id: &str, code: &str) -> Value {
     json!({"id": id, "nodes": [{"id": "n", "type": "code", "code": code}]})
@@ -64,7 +71,7 @@ fn code(id: &str, code: &str) -> Value {
 
 /// The probe, its `tamper` defined first.
 fn probe() -> Value {
-    code("probe", &format!("{TAMPER}\n{PROBE}"))
+    code("probe", &format!("{SPARES}\n{TAMPER}\n{PROBE}"))
 }
 
 /// The executions of `flowrun test --json`'s document, in case order, with their records.
@@ -149,32 +156,23 @@ fn a_node_that_stops_and_retunes_its_template_and_spares_changes_no_later_execut
 
 /// Sets every spare beside it (the template's other children, not the template) to SCHED_IDLE,
 /// which a process without CAP_SYS_NICE cannot leave; returns how many there were.
-const IDLE_SPARES: &str = r#"import os, time
+const IDLE_SPARES: &str = r#"import os
 me, template = os.getpid(), os.getppid()
-spares = []
-deadline = time.monotonic() + 10
-while trigger.get('tamper') and not spares and time.monotonic() < deadline:
-    for p in os.listdir('/proc'):
-        if p.isdigit() and int(p) != me:
-            try:
-                stat = open('/proc/%s/stat' % p).read().rpartition(')')[2].split()
-            except OSError:
-                continue
-            if int(stat[1]) == template:
-                spares.append(int(p))
-    if not spares:
-        time.sleep(0.02)
-for p in spares:
+found = find_spares(template, me) if trigger.get('tamper') else []
+for p in found:
     os.sched_setscheduler(p, os.SCHED_IDLE, os.sched_param(0))
 import resource
 caps = open('/proc/self/status').read().split('CapEff:')[1].split()[0]
 nice_limit = resource.getrlimit(resource.RLIMIT_NICE)[0]
-return {'policy': os.sched_getscheduler(0), 'spares': len(spares), 'caps': caps, 'nice_limit': nice_limit}"#;
+return {'policy': os.sched_getscheduler(0), 'spares': len(found), 'caps': caps, 'nice_limit': nice_limit}"#;
 
 #[test]
 fn a_spare_set_to_idle_scheduling_runs_no_later_execution() {
     let env = Env::new();
-    env.write_workflow("idle.json", &code("idle", IDLE_SPARES));
+    env.write_workflow(
+        "idle.json",
+        &code("idle", &format!("{SPARES}\n{IDLE_SPARES}")),
+    );
     env.write_file(
         "a.test.yaml",
         "workflow: ./idle.json\ncases:\n  - name: before\n  - name: tamper\n    trigger: { tamper: true }\n    expect: { output.spares: { gt: 0 } }\n  - name: after\n    expect: { output.policy: 0 }\n  - name: later\n    expect: { output.policy: 0 }\n",

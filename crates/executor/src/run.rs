@@ -68,30 +68,6 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 /// How long the shepherd has to end the tree after its lifeline closed before the runner does it.
 const SHEPHERD_ANSWER: Duration = Duration::from_millis(300);
 
-/// How long a child killed by a stop's signal waits for that stop to reach this runner (see
-/// [`stop_in_flight`]).
-const STOP_IN_FLIGHT: Duration = Duration::from_millis(100);
-
-/// A stop (not a pause) that was asked for, or is asked within [`STOP_IN_FLIGHT`].
-async fn stop_in_flight(stop: &mut watch::Receiver<Option<StopReason>>) -> Option<StopReason> {
-    let asked = async {
-        loop {
-            if let Some(reason) = *stop.borrow_and_update() {
-                if reason != StopReason::Pause {
-                    return Some(reason);
-                }
-            }
-            if stop.changed().await.is_err() {
-                return None;
-            }
-        }
-    };
-    tokio::time::timeout(STOP_IN_FLIGHT, asked)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// Runs the execution to its end. Never panics on anything the child does.
 pub async fn execute(
     spec: &RunSpec,
@@ -352,7 +328,7 @@ pub async fn execute(
         .and_then(|e| e.signal())
         .is_some_and(|s| [libc::SIGTERM, libc::SIGKILL, libc::SIGINT, libc::SIGHUP].contains(&s));
     if ending.is_none() && st.result.is_none() && stop_signal && stop_open {
-        if let Some(reason) = stop_in_flight(&mut stop).await {
+        if let Some(reason) = StopReason::in_flight(&mut stop).await {
             ending = Some(Ending::Cancel(reason));
         }
     }

@@ -119,3 +119,33 @@ impl StopReason {
         }
     }
 }
+
+/// How long a child killed by a stop's signal waits for that stop to reach its runner (see
+/// [`StopReason::in_flight`]).
+const STOP_IN_FLIGHT: Duration = Duration::from_millis(100);
+
+impl StopReason {
+    /// A stop (not a pause) that was asked for on `stop`, or is asked within
+    /// [`STOP_IN_FLIGHT`]: for a child that died by a stop's signal while that stop was still
+    /// on its way here (one stop signals a whole tree).
+    pub(crate) async fn in_flight(
+        stop: &mut tokio::sync::watch::Receiver<Option<StopReason>>,
+    ) -> Option<StopReason> {
+        let asked = async {
+            loop {
+                if let Some(reason) = *stop.borrow_and_update() {
+                    if reason != StopReason::Pause {
+                        return Some(reason);
+                    }
+                }
+                if stop.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(STOP_IN_FLIGHT, asked)
+            .await
+            .ok()
+            .flatten()
+    }
+}
