@@ -75,6 +75,11 @@ pub(crate) fn json_text(v: &Value, max: usize) -> String {
     flowrun_events::truncated::marker(text.len(), &text[..cut]).to_string()
 }
 
+/// An error as JSON text, cut as [`json_text`] cuts.
+pub(crate) fn error_json(e: &ErrorInfo, max: usize) -> String {
+    json_text(&serde_json::to_value(e).expect("an error serializes"), max)
+}
+
 /// How long a writer waits for another connection to let go of the database: 30 s in all.
 const BUSY_FOR: Duration = Duration::from_secs(30);
 
@@ -158,10 +163,7 @@ impl Store {
             path: path.to_path_buf(),
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
             background: None,
-            file: {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-            },
+            file: wal::file_id(path),
         })
     }
 
@@ -187,7 +189,7 @@ impl Store {
     }
 
     pub(crate) fn error_text(&self, e: Option<&ErrorInfo>) -> Option<String> {
-        e.map(|e| self.json_text(&serde_json::to_value(e).expect("an error serializes")))
+        e.map(|e| error_json(e, self.max_field_bytes))
     }
 
     /// Raw access for tests and maintenance commands.

@@ -21,7 +21,7 @@
 
 use crate::Store;
 use rusqlite::{Connection, OpenFlags};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
@@ -39,6 +39,17 @@ pub const HARD_FRAMES: i32 = 1000;
 /// may hold several: for them this only decides when a checkpoint is tried, never what is
 /// kept, and they run one process each under nextest).
 static FRAMES: AtomicI32 = AtomicI32::new(0);
+
+/// Has the log grown past [`SOFT_FRAMES`] since it was last copied back?
+fn due() -> bool {
+    FRAMES.load(Ordering::Relaxed) >= SOFT_FRAMES
+}
+
+/// A file's device and inode: which file a path named when it was read.
+pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 fn after_commit(wal: &rusqlite::hooks::Wal, frames: i32) -> rusqlite::Result<()> {
     FRAMES.store(frames, Ordering::Relaxed);
@@ -93,9 +104,7 @@ impl Background {
     /// None when the file at `path` is no longer the store's (`file`: its device and inode as
     /// the store opened it): the thread would copy another database's log.
     fn start(path: PathBuf, file: Option<(u64, u64)>) -> Option<Background> {
-        use std::os::unix::fs::MetadataExt;
-        let now = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
-        if file.is_none() || now != file {
+        if file.is_none() || file_id(&path) != file {
             return None;
         }
         // One ask waits at most: asks while a copy is waiting to start add nothing to it.
@@ -115,7 +124,7 @@ impl Background {
                 );
                 while asked.recv().is_ok() {
                     // An ask that waited while the last copy ran may find nothing due now.
-                    if FRAMES.load(Ordering::Relaxed) >= SOFT_FRAMES {
+                    if due() {
                         checkpoint(&conn);
                     }
                 }
@@ -129,7 +138,7 @@ impl Store {
     /// Copies the log back if it has grown past [`SOFT_FRAMES`], here and now. Never fails.
     #[cfg(test)]
     pub(crate) fn checkpoint_if_due(&self) {
-        if FRAMES.load(Ordering::Relaxed) >= SOFT_FRAMES {
+        if due() {
             checkpoint(&self.conn);
         }
     }
@@ -140,7 +149,7 @@ impl Store {
     /// the thread cannot be started (or the file is no longer the store's), copies here, as
     /// it does from the next ask on when the thread could not open the database. Never fails.
     pub fn checkpoint_in_background(&mut self) {
-        if FRAMES.load(Ordering::Relaxed) < SOFT_FRAMES {
+        if !due() {
             return;
         }
         if self.background.is_none() {

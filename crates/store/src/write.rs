@@ -2,7 +2,7 @@
 //! end; stop requests; and ending what a dead runner left behind.
 
 use crate::types::*;
-use crate::{Result, Store, json_text};
+use crate::{Result, Store, error_json, json_text};
 use flowrun_events::{ErrorInfo, ErrorKind, ExecStatus, NodeStatus, Part, Relation};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -333,14 +333,7 @@ impl Store {
         // A stop or a dead runner names the node it came in, as the runner names a stopped
         // one (`Cancelled in node 'x'`), when the error does not say; in the execution's error
         // (and `execution_end`) only, not in its nodes' own.
-        let text = |e: &ErrorInfo| {
-            crate::json_text(
-                &serde_json::to_value(e).expect("an error serializes"),
-                max_bytes,
-            )
-        };
-        let stop = [ErrorKind::Cancelled, ErrorKind::Interrupted].map(ErrorKind::as_str);
-        let stop = stop.contains(&error.kind.as_str());
+        let stop = error.is(ErrorKind::Cancelled) || error.is(ErrorKind::Interrupted);
         let named = match (&error.node, state.only_node()) {
             (None, Some(node)) if stop => Some(ErrorInfo {
                 node: Some(node.to_string()),
@@ -349,8 +342,8 @@ impl Store {
             _ => None,
         };
         let ended_with = named.as_ref().unwrap_or(error);
-        let error_text = text(ended_with);
-        let node_error_text = text(error);
+        let error_text = error_json(ended_with, max_bytes);
+        let node_error_text = error_json(error, max_bytes);
         // Its duration as worked out above (none when queued, or when not `timed`).
         let n = tx.execute(
             "UPDATE executions SET status = ?2, error = ?3, finished_at = ?4, duration_ms = ?5
