@@ -311,26 +311,26 @@ pub async fn execute(
         crate::warm::retire_dead();
     }
 
-    // Killed from outside while this runner could not look (frozen by Ctrl-Z, say): `flowrun
-    // stop` ends the execution of a runner that does not answer itself, after asking. Asked,
-    // the death is that stop, not a crash of the script (which the record would contradict).
-    let killed = exit.is_some_and(|e| e.signal() == Some(libc::SIGKILL));
-    if ending.is_none() && st.result.is_none() && killed {
-        if let Some(reason) = st.sink.asked_to_stop() {
-            ending = Some(Ending::Cancel(reason));
+    // Ended by a stop's signal that this runner had not taken as a stop: the stop is its end,
+    // not a crash of the script. Either `flowrun stop` ended it while this runner could not
+    // look (frozen by Ctrl-Z, say: it kills the group of a runner that does not answer, after
+    // asking through the store), or the stop was still on its way here: one stop signals a
+    // whole tree (a parent's stop reaches a sub-workflow's runner and that runner's child
+    // alike), and on a busy machine the child's death can be seen first.
+    let by_signal = exit.and_then(|e| e.signal());
+    let stop_signal = [libc::SIGTERM, libc::SIGKILL, libc::SIGINT, libc::SIGHUP];
+    if ending.is_none()
+        && st.result.is_none()
+        && by_signal.is_some_and(|s| stop_signal.contains(&s))
+    {
+        let mut asked = None;
+        if by_signal == Some(libc::SIGKILL) {
+            asked = st.sink.asked_to_stop();
         }
-    }
-    // Ended by a stop's signal while that stop was still on its way to us: one stop signals a
-    // whole tree (a parent's stop reaches a sub-workflow's runner and that runner's child alike),
-    // and on a busy machine the child's death can be seen first. Its end is that stop, not a
-    // crash of the script.
-    let stop_signal = exit
-        .and_then(|e| e.signal())
-        .is_some_and(|s| [libc::SIGTERM, libc::SIGKILL, libc::SIGINT, libc::SIGHUP].contains(&s));
-    if ending.is_none() && st.result.is_none() && stop_signal && stop_open {
-        if let Some(reason) = StopReason::in_flight(&mut stop).await {
-            ending = Some(Ending::Cancel(reason));
+        if asked.is_none() && stop_open {
+            asked = StopReason::in_flight(&mut stop).await;
         }
+        ending = asked.map(Ending::Cancel);
     }
     let exit_text = exit.as_ref().map(describe_exit);
     let runtime_secs = started.elapsed().as_secs_f64();
