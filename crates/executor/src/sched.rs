@@ -16,6 +16,26 @@
 //!
 //! On an older kernel, or where the call is refused, nothing changes and nothing fails.
 
+/// The policies of normal tasks (not real-time or deadline ones).
+const NORMAL: [libc::c_int; 3] = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
+
+/// The scheduling policy a child of this process gets, and whether its niceness is raised to at
+/// least 0 as it starts: with SCHED_RESET_ON_FORK (which no child inherits) a real-time policy
+/// becomes SCHED_OTHER and a negative niceness 0. None when this process's cannot be read.
+pub(crate) fn of_a_child() -> Option<(libc::c_int, bool)> {
+    // SAFETY: reads this process's policy; no memory is passed.
+    let ours = unsafe { libc::sched_getscheduler(0) };
+    if ours < 0 {
+        return None;
+    }
+    let reset = ours & libc::SCHED_RESET_ON_FORK != 0;
+    let policy = ours & !libc::SCHED_RESET_ON_FORK;
+    match reset && !NORMAL.contains(&policy) {
+        true => Some((libc::SCHED_OTHER, reset)),
+        false => Some((policy, reset)),
+    }
+}
+
 /// The slice asked for flowrun's own processes: the kernel's least (0.1 ms).
 const SHORT_SLICE_NS: u64 = 100_000;
 
@@ -42,8 +62,7 @@ fn set_runtime(ns: u64) -> bool {
         if libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut _, size, 0) != 0 {
             return false;
         }
-        let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
-        if !normal.contains(&(attr.sched_policy as libc::c_int)) {
+        if !NORMAL.contains(&(attr.sched_policy as libc::c_int)) {
             return false; // a real-time or deadline policy is not ours to change
         }
         if attr.sched_runtime == ns {

@@ -160,24 +160,18 @@ fn as_ours(pid: i32) -> bool {
         }
         // A scheduling policy other than a child of ours gets: SCHED_IDLE, which an unprivileged
         // W cannot leave (back to SCHED_OTHER needs CAP_SYS_NICE or a RLIMIT_NICE that allows
-        // it), ran the execution at idle priority. With SCHED_RESET_ON_FORK (which no child
-        // inherits), a child gets SCHED_OTHER for a real-time policy and no negative niceness.
-        let ours = libc::sched_getscheduler(0);
-        let reset = ours >= 0 && ours & libc::SCHED_RESET_ON_FORK != 0;
-        let ours = ours & !libc::SCHED_RESET_ON_FORK;
-        let normal = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
-        let child = if reset && !normal.contains(&ours) {
-            libc::SCHED_OTHER
-        } else {
-            ours
-        };
+        // it), ran the execution at idle priority.
+        let child = crate::sched::of_a_child();
         let theirs = libc::sched_getscheduler(pid);
-        if theirs >= 0 && ours >= 0 && theirs & !libc::SCHED_RESET_ON_FORK != child {
-            return false;
+        if let Some((policy, _)) = child {
+            if theirs >= 0 && theirs & !libc::SCHED_RESET_ON_FORK != policy {
+                return false;
+            }
         }
         *libc::__errno_location() = 0;
         let theirs = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
         let ours = libc::getpriority(libc::PRIO_PROCESS, 0);
+        let reset = child.is_some_and(|(_, reset)| reset);
         let child = if reset { ours.max(0) } else { ours };
         theirs == child || *libc::__errno_location() != 0
     }
