@@ -43,6 +43,7 @@ mod store_wal;
 mod subworkflows;
 mod validate_code;
 mod validate_errors;
+mod waiting;
 mod warm;
 mod warm_attacks;
 mod warm_memory;

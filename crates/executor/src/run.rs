@@ -200,7 +200,12 @@ pub async fn execute(
             node_sleep.as_mut().reset(node_at);
         }
         tokio::select! {
-            msg = rx.recv() => match msg {
+            // Not once both streams have closed: their readers are gone then, and `recv()`
+            // answers `None` at once, every time, which would turn this loop into a busy wait
+            // for as long as the child outlives its streams (a warm execution's end is
+            // reported after its interpreter's teardown: a millisecond of spinning on the core
+            // that teardown needed).
+            msg = rx.recv(), if open_streams > 0 => match msg {
                 Some(Msg::Frames(stream, frames, budget)) => {
                     if !heard && stream == Stream::Stdout && frames.iter().any(Frame::is_runtimes) {
                         heard = true;
