@@ -91,6 +91,35 @@ pub(super) fn why_failed(
     (traceback, logs)
 }
 
+/// What a case's assertions and report read of its execution `id`: the record
+/// ([`record_view`]) and why it failed ([`why_failed`]). Read where it costs the suite least: on
+/// a runtime of one thread (`flowrun test` at `-j 1`, or on two CPUs or fewer) on that thread,
+/// after the tasks woken meanwhile — the next case, whose turn this one has just given up, starts
+/// first, and the reading runs beside its interpreter. Handed to the blocking pool, it cost two
+/// wake-ups between threads per case, and on two cores a thread more to schedule beside the
+/// interpreter, the template and its next spare (100 warm cases: 3.5–4.5% slower). On a runtime
+/// of several threads it goes to the blocking pool, off the workers.
+pub(super) async fn read_back(
+    store: crate::SharedStore,
+    id: String,
+    error: Option<ErrorInfo>,
+) -> (Result<Value, StoreError>, (Option<String>, Vec<String>)) {
+    let read = move || {
+        let store = store.lock();
+        let why = why_failed(&store, &id, error.as_ref());
+        (record_view(&store, &id), why)
+    };
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        tokio::task::yield_now().await;
+        read()
+    } else {
+        tokio::task::spawn_blocking(read)
+            .await
+            .expect("reading does not panic")
+    }
+}
+
 /// The execution record as assertions see it: `show --json`'s fields, `nodes` by id, and `logs`
 /// (every log line, joined by newlines).
 pub fn record_view(store: &Store, id: &str) -> Result<Value, StoreError> {

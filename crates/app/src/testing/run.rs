@@ -3,7 +3,7 @@
 //! against the case's assertions and snapshot.
 
 use super::model::*;
-use super::readback::{record_view, why_failed};
+use super::readback::read_back;
 use super::snapshot;
 use crate::SharedStore;
 use crate::runner::{self, RunOptions};
@@ -436,16 +436,8 @@ async fn attempt<'c>(
     } else {
         drop((turn, ahead));
     }
-    let store = ctx.store.clone();
-    let idc = id.clone();
     let error = finished.outcome.error.clone();
-    let (record, (traceback, last_logs)) = tokio::task::spawn_blocking(move || {
-        let store = store.lock();
-        let why = why_failed(&store, &idc, error.as_ref());
-        (record_view(&store, &idc), why)
-    })
-    .await
-    .expect("reading does not panic");
+    let (record, (traceback, last_logs)) = read_back(ctx.store.clone(), id.clone(), error).await;
     let mut attempt = Attempt {
         execution_id: Some(id),
         status: Some(finished.outcome.status.to_string()),
