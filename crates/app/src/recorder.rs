@@ -34,6 +34,9 @@ pub struct Recorder {
     /// The store refused a write because the execution had ended already (`flowrun stop` or
     /// recovery ended it for a runner that did not answer): it keeps that end.
     pub ended_elsewhere: bool,
+    /// The execution's end has been seen: what is pending from then on is written with the
+    /// execution's row's end, in one transaction ([`Recorder::take_last`]).
+    ended: bool,
 }
 
 const BATCH: usize = 512;
@@ -95,6 +98,7 @@ impl Recorder {
             pending: Vec::new(),
             error: None,
             ended_elsewhere: false,
+            ended: false,
         }
     }
 
@@ -105,6 +109,18 @@ impl Recorder {
             u.cost_usd = None;
         }
         u
+    }
+
+    /// What is left to write once the execution has ended (its `execution_end` event, and
+    /// whatever came with it), for `Store::finish_execution` to write with the row's end; none
+    /// when the store had ended the execution already.
+    pub fn take_last(&mut self) -> Vec<Write> {
+        let last = std::mem::take(&mut self.pending);
+        if self.ended_elsewhere {
+            Vec::new()
+        } else {
+            last
+        }
     }
 
     fn position(&self, node: &str) -> i64 {
@@ -242,18 +258,22 @@ impl Sink for Recorder {
             ts,
             data: serde_json::to_string(&env.event).expect("events serialize"),
         });
-        // The execution's end is written at once; everything else, nodes' ends included, waits
-        // for the executor's `flush`, which comes as soon as it has handled all the output that
-        // was there to read — so the nodes that ended within one read of the child's output
-        // share one transaction, and none waits longer than that read.
-        let boundary = matches!(env.event, Event::ExecutionEnd { .. });
-        if boundary || self.pending.len() >= BATCH {
+        // Everything, nodes' ends included, waits for the executor's `flush`, which comes as
+        // soon as it has handled all the output that was there to read — so the nodes that
+        // ended within one read of the child's output share one transaction, and none waits
+        // longer than that read. The execution's end (the executor's last event) waits for the
+        // row's end, written right after it with it ([`Recorder::take_last`]).
+        if matches!(env.event, Event::ExecutionEnd { .. }) {
+            self.ended = true;
+        } else if self.pending.len() >= BATCH {
             self.write_pending();
         }
     }
 
     fn flush(&mut self) {
-        self.write_pending();
+        if !self.ended {
+            self.write_pending();
+        }
     }
 
     fn asked_to_stop(&mut self) -> Option<flowrun_executor::StopReason> {

@@ -317,7 +317,7 @@ mod tests {
             log_bytes_cut: 0,
             usage: Usage::default(),
         };
-        assert!(store.finish_execution(id, &finish).unwrap());
+        assert!(store.finish_execution(id, &[], &finish).unwrap());
         store.execution(id).unwrap();
         store.nodes(id).unwrap();
         store.retried_attempts(id).unwrap();

@@ -91,122 +91,27 @@ impl Store {
             return Ok(true);
         }
         let max = self.max_field_bytes;
-        let this = |v: &Value| json_text(v, max);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         if !is_open(&tx, execution_id)? {
             return Ok(false);
         }
-        {
-            let mut ev = tx.prepare_cached(
-                "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut started = tx.prepare_cached(
-                "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, part, part_kind)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)
-                 ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
-                    status = 'running', attempt = excluded.attempt, started_at = excluded.started_at,
-                    finished_at = NULL, duration_ms = NULL, error = NULL",
-            )?;
-            let mut finished = tx.prepare_cached(
-                "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, finished_at,
-                                              duration_ms, input, output, error, from_execution, part, part_kind, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-                 ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
-                    status = excluded.status, attempt = excluded.attempt,
-                    started_at = COALESCE(excluded.started_at, node_executions.started_at),
-                    finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
-                    input = COALESCE(excluded.input, node_executions.input),
-                    output = excluded.output, error = excluded.error, from_execution = excluded.from_execution,
-                    reason = excluded.reason",
-            )?;
-            let mut input = tx.prepare_cached(
-                "UPDATE node_executions SET input = ?4
-                 WHERE execution_id = ?1 AND node_id = ?2 AND part = ?3 AND status = 'running'",
-            )?;
-            let mut last_seq = None;
-            for w in writes {
-                match w {
-                    Write::Event {
-                        seq,
-                        kind,
-                        node_id,
-                        ts,
-                        data,
-                    } => {
-                        ev.execute(params![execution_id, *seq as i64, kind, node_id, ts, data])?;
-                        last_seq = Some(*seq);
-                    }
-                    Write::NodeStarted {
-                        node_id,
-                        part,
-                        position,
-                        attempt,
-                        started_at,
-                    } => {
-                        started.execute(params![
-                            execution_id,
-                            node_id,
-                            position,
-                            attempt,
-                            started_at,
-                            part_number(*part),
-                            part.map(Part::kind),
-                        ])?;
-                    }
-                    Write::NodeInput {
-                        node_id,
-                        part,
-                        input: value,
-                    } => {
-                        input.execute(params![
-                            execution_id,
-                            node_id,
-                            part_number(*part),
-                            this(value)
-                        ])?;
-                    }
-                    Write::NodeFinished(n) => {
-                        finished.execute(params![
-                            execution_id,
-                            n.node_id,
-                            n.position,
-                            n.status.as_str(),
-                            n.attempt,
-                            n.started_at,
-                            n.finished_at,
-                            n.duration_ms,
-                            n.input.as_ref().map(&this),
-                            n.output.as_ref().map(&this),
-                            n.error.as_ref().map(|e| this(
-                                &serde_json::to_value(e).expect("an error serializes")
-                            )),
-                            n.from_execution,
-                            part_number(n.part),
-                            n.part.map(Part::kind),
-                            n.reason,
-                        ])?;
-                    }
-                }
-            }
-            if let Some(seq) = last_seq {
-                tx.prepare_cached(
-                    "UPDATE executions SET event_seq = MAX(event_seq, ?2) WHERE id = ?1",
-                )?
-                .execute(params![execution_id, seq as i64])?;
-            }
-        }
+        write_in(&tx, max, execution_id, writes)?;
         tx.commit()?;
         Ok(true)
     }
 
-    /// Records how an execution ended. Nodes still recorded `running` end `cancelled` (an
-    /// ended execution has no running node). False, and nothing written, when it had ended
-    /// already (see [`Store::apply`]): the first end recorded is the one that stays.
-    pub fn finish_execution(&mut self, id: &str, f: &Finish<'_>) -> Result<bool> {
+    /// Records how an execution ended, with `last`, the writes its runner made since its last
+    /// [`Store::apply`] (its `execution_end` event), in the same transaction: the end of a
+    /// short execution is one commit, not two (each writes the execution's row and its index
+    /// pages to the log again). Nodes still recorded `running` end `cancelled` (an ended
+    /// execution has no running node). False, and nothing written, `last` included, when it had
+    /// ended already (see [`Store::apply`]): the first end recorded is the one that stays.
+    pub fn finish_execution(&mut self, id: &str, last: &[Write], f: &Finish<'_>) -> Result<bool> {
         let output = self.opt_json(f.output);
         let error = self.error_text(f.error);
+        let max = self.max_field_bytes;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -231,6 +136,7 @@ impl Store {
             ],
         )?;
         if n > 0 {
+            write_in(&tx, max, id, last)?;
             tx.prepare_cached(
                 "UPDATE node_executions SET status = 'cancelled', finished_at = ?2,
                         duration_ms = CAST(?2 - started_at AS REAL)
@@ -447,4 +353,111 @@ pub(crate) fn part_of(number: i64, kind: Option<&str>) -> Option<Part> {
         "iteration" => Some(Part::Iteration(n)),
         _ => None,
     }
+}
+
+/// Writes `writes` of one execution within `tx` (see [`Store::apply`]); `max`: the store's
+/// limit on one stored JSON field.
+fn write_in(
+    tx: &rusqlite::Transaction<'_>,
+    max: usize,
+    execution_id: &str,
+    writes: &[Write],
+) -> Result<()> {
+    let this = |v: &Value| json_text(v, max);
+    let mut ev = tx.prepare_cached(
+            "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+    let mut started = tx.prepare_cached(
+            "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, part, part_kind)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)
+             ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
+                status = 'running', attempt = excluded.attempt, started_at = excluded.started_at,
+                finished_at = NULL, duration_ms = NULL, error = NULL",
+        )?;
+    let mut finished = tx.prepare_cached(
+            "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, finished_at,
+                                          duration_ms, input, output, error, from_execution, part, part_kind, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
+                status = excluded.status, attempt = excluded.attempt,
+                started_at = COALESCE(excluded.started_at, node_executions.started_at),
+                finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+                input = COALESCE(excluded.input, node_executions.input),
+                output = excluded.output, error = excluded.error, from_execution = excluded.from_execution,
+                reason = excluded.reason",
+        )?;
+    let mut input = tx.prepare_cached(
+        "UPDATE node_executions SET input = ?4
+             WHERE execution_id = ?1 AND node_id = ?2 AND part = ?3 AND status = 'running'",
+    )?;
+    let mut last_seq = None;
+    for w in writes {
+        match w {
+            Write::Event {
+                seq,
+                kind,
+                node_id,
+                ts,
+                data,
+            } => {
+                ev.execute(params![execution_id, *seq as i64, kind, node_id, ts, data])?;
+                last_seq = Some(*seq);
+            }
+            Write::NodeStarted {
+                node_id,
+                part,
+                position,
+                attempt,
+                started_at,
+            } => {
+                started.execute(params![
+                    execution_id,
+                    node_id,
+                    position,
+                    attempt,
+                    started_at,
+                    part_number(*part),
+                    part.map(Part::kind),
+                ])?;
+            }
+            Write::NodeInput {
+                node_id,
+                part,
+                input: value,
+            } => {
+                input.execute(params![
+                    execution_id,
+                    node_id,
+                    part_number(*part),
+                    this(value)
+                ])?;
+            }
+            Write::NodeFinished(n) => {
+                finished.execute(params![
+                    execution_id,
+                    n.node_id,
+                    n.position,
+                    n.status.as_str(),
+                    n.attempt,
+                    n.started_at,
+                    n.finished_at,
+                    n.duration_ms,
+                    n.input.as_ref().map(&this),
+                    n.output.as_ref().map(&this),
+                    n.error
+                        .as_ref()
+                        .map(|e| this(&serde_json::to_value(e).expect("an error serializes"))),
+                    n.from_execution,
+                    part_number(n.part),
+                    n.part.map(Part::kind),
+                    n.reason,
+                ])?;
+            }
+        }
+    }
+    if let Some(seq) = last_seq {
+        tx.prepare_cached("UPDATE executions SET event_seq = MAX(event_seq, ?2) WHERE id = ?1")?
+            .execute(params![execution_id, seq as i64])?;
+    }
+    Ok(())
 }

@@ -6,6 +6,37 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
+#[test]
+fn an_executions_end_event_and_its_rows_end_are_written_together() {
+    let env = Env::new();
+    assert_success(&env.cmd(["history"]), "history (creates the store)");
+    // The store refuses, from here on, an `execution_end` event written while the execution's
+    // row still says it runs: a reader between two commits would have seen the one without
+    // the other (the end in the stream, `running` in the record).
+    rusqlite::Connection::open(env.db_path())
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER end_with_its_row BEFORE INSERT ON events
+             WHEN NEW.kind = 'execution_end' AND (SELECT status FROM executions
+                 WHERE id = NEW.execution_id) IN ('running', 'queued')
+             BEGIN SELECT RAISE(ABORT, 'an execution_end before its row ended'); END;",
+        )
+        .unwrap();
+    let out = env.run(&example("hello.json"), r#"{"name":"Ada"}"#, &["--json"]);
+    assert_success(&out, "run hello.json");
+    let record: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(record["status"], "success", "{record:#}");
+    let last: String = rusqlite::Connection::open(env.db_path())
+        .unwrap()
+        .query_row(
+            "SELECT kind FROM events WHERE execution_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [record["id"].as_str().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(last, "execution_end");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. A successful multi-node run
 // ---------------------------------------------------------------------------------------------

@@ -112,8 +112,10 @@ pub async fn run(
             format!("the execution could not be recorded completely: {e}"),
         ));
     }
+    let last = recorder.take_last();
     let res = store.lock().finish_execution(
         execution_id,
+        &last,
         &Finish {
             status: outcome.status,
             output: outcome.output.as_ref(),
