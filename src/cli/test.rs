@@ -518,7 +518,8 @@ fn record(id: &str, args: &TestArgs, db: Option<&Path>) -> Result<i32, Exit> {
 /// Measured on 2 CPUs, 100 cases of hello.json, alternated run by run: `-j 1` 334 → 315 ms,
 /// `-j 2` 331 → 300, `-j 4` 341 → 283, and `-j 1 --cold` 1559 → 1448 (docs/performance.md,
 /// item 16). With more CPUs and cases side by side, their work may spread over several
-/// workers. Preparing a case and reading it back run on tokio's blocking threads either way.
+/// workers. Preparing a case runs on tokio's blocking threads either way; reading a small one
+/// back runs on the runtime's own thread when it has one (`testing::readback::read_back`).
 fn runtime_for(jobs: usize, cpus: usize) -> tokio::runtime::Builder {
     if jobs <= 1 || cpus <= 2 {
         return tokio::runtime::Builder::new_current_thread();

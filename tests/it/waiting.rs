@@ -4,7 +4,8 @@
 //! long as it likes by pointing its stdout and stderr elsewhere. A busy wait there takes a core
 //! from the very teardown it waits for: on a 2-core machine a warm `flowrun test` case was 9%
 //! slower for it. (A cold execution's streams stay open until its shepherd, which holds them,
-//! has exited, so its runner learns of both together.)
+//! has exited, so its runner learns of both together.) What the child printed before its
+//! streams closed is in the store meanwhile, not held back until its exit.
 
 use crate::support::serve::World;
 use crate::support::wait_for;
@@ -12,12 +13,13 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
-/// Points stdout and stderr at /dev/null (the pipes to the runner close: nothing else of the
-/// execution holds them), says so in a file, then lives on for `hold` seconds.
+/// Prints a line, points stdout and stderr at /dev/null (the pipes to the runner close: nothing
+/// else of the execution holds them), says so in a file, then lives on for `hold` seconds.
 fn outlive_streams(hold: f64) -> String {
     format!(
         r#"
 import os, time
+print('the last line before the streams close', flush=True)
 null = os.open(os.devnull, os.O_WRONLY)
 os.dup2(null, 1)
 os.dup2(null, 2)
@@ -70,24 +72,32 @@ fn a_warm_runner_waits_without_spinning_while_its_child_outlives_its_streams() {
             {"id": "hold", "type": "code", "code": outlive_streams(2.5)}
         ]}),
     );
-    w.save(
-        "quick.json",
-        &json!({"id": "quick", "nodes": [{"id": "q", "type": "code", "code": "return 1"}]}),
-    );
+    // (The tests' `serve` waits for its template to start: this execution starts warm.)
     let srv = w.serve(&[]);
-    // Until the template has started, an execution of `serve` starts cold.
-    wait_for("a warm start", || {
-        let r = srv.post(
-            "/api/workflows/quick/executions?wait=true",
-            &json!({"trigger": {}}),
-        );
-        (r.body["start"] == "warm").then_some(())
-    });
     let id = srv.start(
         "/api/workflows/outlive/executions",
         &json!({"trigger": {"dir": dir.display().to_string()}}),
     );
     let used = cpu_while_waiting(srv.pid(), &dir, WINDOW);
+    // What the child printed before its streams closed is recorded while it lives on, not
+    // held back until its exit.
+    let printed: i64 = rusqlite::Connection::open(w.db_path())
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM events WHERE execution_id = ?1 AND kind = 'log'
+             AND data LIKE '%the last line before the streams close%'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        srv.get(&format!("/api/executions/{id}")).body["status"],
+        "running"
+    );
+    assert_eq!(
+        printed, 1,
+        "the line printed before the streams closed, in the store"
+    );
     let end = srv.wait_final(&id);
     assert_eq!(end["start"], "warm", "{end:#}");
     assert!(

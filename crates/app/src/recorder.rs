@@ -8,7 +8,7 @@
 
 use crate::SharedStore;
 use flowrun_codegen::model::NodeKind;
-use flowrun_events::{Envelope, Event};
+use flowrun_events::{Envelope, ErrorInfo, Event, ExecStatus};
 use flowrun_executor::process::ProcessInfo;
 use flowrun_executor::{NodeDetail, Sink};
 use flowrun_store::{NodeRow, ProcessRow, Usage, Write};
@@ -34,9 +34,9 @@ pub struct Recorder {
     /// The store refused a write because the execution had ended already (`flowrun stop` or
     /// recovery ended it for a runner that did not answer): it keeps that end.
     pub ended_elsewhere: bool,
-    /// The execution's end has been seen: what is pending from then on is written with the
-    /// execution's row's end, in one transaction ([`Recorder::take_last`]).
-    ended: bool,
+    /// The execution's end (its `execution_end`, with its seq), once the executor has said it:
+    /// written with the execution's row's end, in one transaction ([`Recorder::take_last`]).
+    end: Option<(u64, Event)>,
 }
 
 const BATCH: usize = 512;
@@ -72,6 +72,17 @@ fn tokens(out: &Value) -> (Option<i64>, Option<i64>) {
     (input, tok("output_tokens"))
 }
 
+/// An event as the store keeps it.
+fn event_write(seq: u64, event: &Event) -> Write {
+    Write::Event {
+        seq,
+        kind: event.kind().to_string(),
+        node_id: event.node().map(str::to_string),
+        ts: event.ts(),
+        data: serde_json::to_string(event).expect("events serialize"),
+    }
+}
+
 impl Recorder {
     /// `metered`: the LLM and agent nodes ([`metered`]), whose token usage and cost are summed;
     /// `looping`: the nodes with `for_each` or `repeat`, whose calls are their items or
@@ -98,7 +109,7 @@ impl Recorder {
             pending: Vec::new(),
             error: None,
             ended_elsewhere: false,
-            ended: false,
+            end: None,
         }
     }
 
@@ -111,16 +122,33 @@ impl Recorder {
         u
     }
 
-    /// What is left to write once the execution has ended (its `execution_end` event, and
-    /// whatever came with it), for `Store::finish_execution` to write with the row's end; none
-    /// when the store had ended the execution already.
-    pub fn take_last(&mut self) -> Vec<Write> {
-        let last = std::mem::take(&mut self.pending);
+    /// What is left to write once the execution has ended — its `execution_end` event, and
+    /// what came with it — for `Store::finish_execution` to write with the row's end; none when
+    /// the store had ended the execution already. The event says `status` and `error`, the
+    /// row's, when they are not what the executor said (a store that failed to take some of the
+    /// execution makes it an error): the stream and the record never tell two ends.
+    pub fn take_last(&mut self, status: ExecStatus, error: Option<&ErrorInfo>) -> Vec<Write> {
+        let mut last = std::mem::take(&mut self.pending);
+        let end = self.end.take();
         if self.ended_elsewhere {
-            Vec::new()
-        } else {
-            last
+            return Vec::new();
         }
+        if let Some((seq, mut event)) = end {
+            if let Event::ExecutionEnd {
+                status: said,
+                error: why,
+                output,
+                ..
+            } = &mut event
+                && *said != status
+            {
+                *said = status;
+                *why = error.cloned();
+                *output = None;
+            }
+            last.push(event_write(seq, &event));
+        }
+        last
     }
 
     fn position(&self, node: &str) -> i64 {
@@ -250,28 +278,25 @@ impl Sink for Recorder {
         if env.event.is_live_only() {
             return; // node_delta: for viewers only; the node's output keeps the answer
         }
-        let ts = env.event.ts();
-        self.pending.push(Write::Event {
-            seq: env.seq,
-            kind: env.event.kind().to_string(),
-            node_id: env.event.node().map(str::to_string),
-            ts,
-            data: serde_json::to_string(&env.event).expect("events serialize"),
-        });
-        // Everything, nodes' ends included, waits for the executor's `flush`, which comes as
-        // soon as it has handled all the output that was there to read — so the nodes that
-        // ended within one read of the child's output share one transaction, and none waits
-        // longer than that read. The execution's end (the executor's last event) waits for the
-        // row's end, written right after it with it ([`Recorder::take_last`]).
+        // The execution's end (the executor's last event) waits for the row's end, written
+        // right after it and with it ([`Recorder::take_last`]).
         if matches!(env.event, Event::ExecutionEnd { .. }) {
-            self.ended = true;
-        } else if self.pending.len() >= BATCH {
+            self.end = Some((env.seq, env.event.clone()));
+            return;
+        }
+        self.pending.push(event_write(env.seq, &env.event));
+        // Everything else, nodes' ends included, waits for the executor's `flush`, which comes
+        // as soon as it has handled all the output that was there to read — so the nodes that
+        // ended within one read of the child's output share one transaction, and none waits
+        // longer than that read.
+        if self.pending.len() >= BATCH {
             self.write_pending();
         }
     }
 
     fn flush(&mut self) {
-        if !self.ended {
+        // After the end, what is left goes with it.
+        if self.end.is_none() {
             self.write_pending();
         }
     }

@@ -37,6 +37,9 @@ pub struct Outcome {
     pub exit: Option<String>,
     pub log_bytes: u64,
     pub log_bytes_cut: u64,
+    /// How many events its stream has (the last one's `seq`): with `log_bytes`, what reading
+    /// the execution back will cost.
+    pub events: u64,
 }
 
 fn describe_exit(status: &std::process::ExitStatus) -> String {
@@ -200,11 +203,9 @@ pub async fn execute(
             node_sleep.as_mut().reset(node_at);
         }
         tokio::select! {
-            // Not once both streams have closed: their readers are gone then, and `recv()`
-            // answers `None` at once, every time, which would turn this loop into a busy wait
-            // for as long as the child outlives its streams (a warm execution's end is
-            // reported after its interpreter's teardown: a millisecond of spinning on the core
-            // that teardown needed).
+            // Not once both streams have closed: with their readers gone `recv()` answers at
+            // once, every time, and the loop would spin while the child outlives its streams
+            // (a warm one's end comes after its interpreter's teardown, on the same cores).
             msg = rx.recv(), if open_streams > 0 => match msg {
                 Some(Msg::Frames(stream, frames, budget)) => {
                     if !heard && stream == Stream::Stdout && frames.iter().any(Frame::is_runtimes) {
@@ -223,6 +224,10 @@ pub async fn execute(
                     open_streams -= 1;
                     order.close(stream);
                     order.release(|s, f| st.frame(s, f));
+                    // Frames that came with the end: recorded while the child ends.
+                    if rx.is_empty() {
+                        st.sink.flush();
+                    }
                 }
                 None => open_streams = 0,
             },
@@ -590,5 +595,6 @@ fn finish(
         exit,
         log_bytes: st.log_bytes,
         log_bytes_cut: st.log_bytes_cut,
+        events: st.seq,
     }
 }

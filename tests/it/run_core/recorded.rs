@@ -37,6 +37,59 @@ fn an_executions_end_event_and_its_rows_end_are_written_together() {
     assert_eq!(last, "execution_end");
 }
 
+/// The execution's row and the `execution_end` events stored for it, after a run of hello.json
+/// on a store given `trigger` (SQL run on the store before the run).
+fn hello_with_store_trigger(trigger: &str) -> (Value, Vec<Value>) {
+    let env = Env::new();
+    assert_success(&env.cmd(["history"]), "history (creates the store)");
+    let db = rusqlite::Connection::open(env.db_path()).unwrap();
+    db.execute_batch(trigger).unwrap();
+    let out = env.run(&example("hello.json"), r#"{"name":"Ada"}"#, &[]);
+    // 3: an environment problem, the store.
+    assert_code(&out, 3, "a run whose record the store refused in part");
+    let (status, error): (String, String) = db
+        .query_row("SELECT status, error FROM executions", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let row = json!({"status": status, "error": serde_json::from_str::<Value>(&error).unwrap()});
+    let ends = db
+        .prepare("SELECT data FROM events WHERE kind = 'execution_end'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|d| serde_json::from_str(&d.unwrap()).unwrap())
+        .collect();
+    (row, ends)
+}
+
+#[test]
+fn an_end_the_store_refuses_with_its_event_is_still_recorded_an_error() {
+    let (row, ends) = hello_with_store_trigger(
+        "CREATE TRIGGER no_end BEFORE INSERT ON events WHEN NEW.kind = 'execution_end'
+         BEGIN SELECT RAISE(ABORT, 'no room for the end'); END;",
+    );
+    assert_eq!(row["status"], "error", "{row:#}");
+    assert_eq!(row["error"]["type"], "StoreError", "{row:#}");
+    assert!(ends.is_empty(), "{ends:?}");
+}
+
+#[test]
+fn an_execution_the_store_took_in_part_ends_an_error_in_its_event_too() {
+    let (row, ends) = hello_with_store_trigger(
+        "CREATE TRIGGER no_node_end BEFORE INSERT ON events WHEN NEW.kind = 'node_end'
+         BEGIN SELECT RAISE(ABORT, 'no room for a node'); END;",
+    );
+    assert_eq!(row["status"], "error", "{row:#}");
+    assert_eq!(row["error"]["type"], "StoreError", "{row:#}");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(
+        ends[0]["status"], "error",
+        "the stream tells the record's end: {ends:?}"
+    );
+    assert_eq!(ends[0]["error"], row["error"], "{ends:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. A successful multi-node run
 // ---------------------------------------------------------------------------------------------

@@ -105,29 +105,20 @@ pub async fn run(
     let mut store_error = recorder.error.take();
     if let Some(e) = &store_error {
         tracing::warn!("recording execution {execution_id}: {e}");
-        outcome.status = ExecStatus::Error;
-        outcome.output = None;
-        outcome.error = Some(ErrorInfo::of(
-            ErrorKind::StoreError,
-            format!("the execution could not be recorded completely: {e}"),
-        ));
+        unrecorded(&mut outcome, e);
     }
-    let last = recorder.take_last();
-    let res = store.lock().finish_execution(
-        execution_id,
-        &last,
-        &Finish {
-            status: outcome.status,
-            output: outcome.output.as_ref(),
-            error: outcome.error.as_ref(),
-            finished_at: now_ms(),
-            duration_ms: outcome.duration_ms,
-            exit: outcome.exit.as_deref(),
-            log_bytes: outcome.log_bytes,
-            log_bytes_cut: outcome.log_bytes_cut,
-            usage: recorder.usage(),
-        },
-    );
+    let usage = recorder.usage();
+    let last = recorder.take_last(outcome.status, outcome.error.as_ref());
+    let mut res = finish(store, execution_id, &last, &outcome, usage);
+    if let (Err(e), false) = (&res, last.is_empty()) {
+        // The end could not be written with the last events: the row's end at least, which
+        // says so, rather than a record left `running` until a recovery.
+        tracing::warn!("recording the last events of execution {execution_id}: {e}");
+        let e = e.to_string();
+        unrecorded(&mut outcome, &e);
+        store_error.get_or_insert(e);
+        res = finish(store, execution_id, &[], &outcome, usage);
+    }
     if crate::subflow::has_sub_workflows(&p.plan.workflow) {
         crate::subflow::end_left_children(store, execution_id, outcome.status);
     }
@@ -155,4 +146,39 @@ pub async fn run(
         ended_elsewhere,
         store_error,
     }
+}
+
+/// An execution the store did not take all of: an error, whatever it did.
+fn unrecorded(outcome: &mut Outcome, why: &str) {
+    outcome.status = ExecStatus::Error;
+    outcome.output = None;
+    outcome.error = Some(ErrorInfo::of(
+        ErrorKind::StoreError,
+        format!("the execution could not be recorded completely: {why}"),
+    ));
+}
+
+/// Records the execution's end, `last` (its last events) with it.
+fn finish(
+    store: &SharedStore,
+    id: &str,
+    last: &[flowrun_store::Write],
+    outcome: &Outcome,
+    usage: flowrun_store::Usage,
+) -> Result<bool, flowrun_store::StoreError> {
+    store.lock().finish_execution(
+        id,
+        last,
+        &Finish {
+            status: outcome.status,
+            output: outcome.output.as_ref(),
+            error: outcome.error.as_ref(),
+            finished_at: now_ms(),
+            duration_ms: outcome.duration_ms,
+            exit: outcome.exit.as_deref(),
+            log_bytes: outcome.log_bytes,
+            log_bytes_cut: outcome.log_bytes_cut,
+            usage,
+        },
+    )
 }

@@ -91,26 +91,37 @@ pub(super) fn why_failed(
     (traceback, logs)
 }
 
+/// The most events, and log bytes, of an execution read back on the suite's own thread
+/// ([`read_back`]): a hello case has 12 events; a few hundred read in well under a millisecond,
+/// while one of 100,000 log lines takes a few hundred, during which no other case's output
+/// would be read.
+const INLINE_EVENTS: u64 = 256;
+const INLINE_LOG_BYTES: u64 = 64 << 10;
+
 /// What a case's assertions and report read of its execution `id`: the record
-/// ([`record_view`]) and why it failed ([`why_failed`]). Read where it costs the suite least: on
-/// a runtime of one thread (`flowrun test` at `-j 1`, or on two CPUs or fewer) on that thread,
-/// after the tasks woken meanwhile — the next case, whose turn this one has just given up, starts
+/// ([`record_view`]) and why it failed ([`why_failed`]). Read where it costs the suite least: a
+/// small execution (`events`, `log_bytes`: at most [`INLINE_EVENTS`], [`INLINE_LOG_BYTES`]), on
+/// a runtime of one thread (`flowrun test` at `-j 1`, or on two CPUs or fewer), on that thread
+/// after the tasks woken meanwhile — the next case, when this one has given up its turn, starts
 /// first, and the reading runs beside its interpreter. Handed to the blocking pool, it cost two
 /// wake-ups between threads per case, and on two cores a thread more to schedule beside the
-/// interpreter, the template and its next spare (100 warm cases: 3.5–4.5% slower). On a runtime
-/// of several threads it goes to the blocking pool, off the workers.
+/// interpreter, the template and its next spare (100 warm cases: 3.5–4.5% slower). A larger
+/// one, or on a runtime of several threads, goes to the blocking pool, off the thread that reads
+/// the running cases' output.
 pub(super) async fn read_back(
     store: crate::SharedStore,
     id: String,
     error: Option<ErrorInfo>,
+    (events, log_bytes): (u64, u64),
 ) -> (Result<Value, StoreError>, (Option<String>, Vec<String>)) {
     let read = move || {
         let store = store.lock();
         let why = why_failed(&store, &id, error.as_ref());
         (record_view(&store, &id), why)
     };
-    let handle = tokio::runtime::Handle::current();
-    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+    let one_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
+    if one_thread && events <= INLINE_EVENTS && log_bytes <= INLINE_LOG_BYTES {
         tokio::task::yield_now().await;
         read()
     } else {

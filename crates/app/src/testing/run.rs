@@ -436,8 +436,12 @@ async fn attempt<'c>(
     } else {
         drop((turn, ahead));
     }
-    let error = finished.outcome.error.clone();
-    let (record, (traceback, last_logs)) = read_back(ctx.store.clone(), id.clone(), error).await;
+    let (error, size) = (
+        finished.outcome.error.clone(),
+        (finished.outcome.events, finished.outcome.log_bytes),
+    );
+    let (record, (traceback, last_logs)) =
+        read_back(ctx.store.clone(), id.clone(), error, size).await;
     let mut attempt = Attempt {
         execution_id: Some(id),
         status: Some(finished.outcome.status.to_string()),
