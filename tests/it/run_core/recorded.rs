@@ -69,7 +69,7 @@ fn hello_with_store_trigger(trigger: &str) -> (Value, Vec<Value>) {
 
 #[test]
 fn an_end_the_store_refuses_with_its_event_is_still_recorded_an_error() {
-    let (row, ends) = hello_with_store_trigger(
+    let (_, ends) = hello_with_store_trigger(
         "CREATE TRIGGER no_end BEFORE INSERT ON events WHEN NEW.kind = 'execution_end'
          BEGIN SELECT RAISE(ABORT, 'no room for the end'); END;",
     );
