@@ -365,30 +365,30 @@ fn write_in(
 ) -> Result<()> {
     let this = |v: &Value| json_text(v, max);
     let mut ev = tx.prepare_cached(
-            "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        "INSERT INTO events (execution_id, seq, kind, node_id, ts, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
     let mut started = tx.prepare_cached(
-            "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, part, part_kind)
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)
-             ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
-                status = 'running', attempt = excluded.attempt, started_at = excluded.started_at,
-                finished_at = NULL, duration_ms = NULL, error = NULL",
-        )?;
+        "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, part, part_kind)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)
+         ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
+            status = 'running', attempt = excluded.attempt, started_at = excluded.started_at,
+            finished_at = NULL, duration_ms = NULL, error = NULL",
+    )?;
     let mut finished = tx.prepare_cached(
-            "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, finished_at,
-                                          duration_ms, input, output, error, from_execution, part, part_kind, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-             ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
-                status = excluded.status, attempt = excluded.attempt,
-                started_at = COALESCE(excluded.started_at, node_executions.started_at),
-                finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
-                input = COALESCE(excluded.input, node_executions.input),
-                output = excluded.output, error = excluded.error, from_execution = excluded.from_execution,
-                reason = excluded.reason",
-        )?;
+        "INSERT INTO node_executions (execution_id, node_id, position, status, attempt, started_at, finished_at,
+                                      duration_ms, input, output, error, from_execution, part, part_kind, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (execution_id, node_id, part) DO UPDATE SET
+            status = excluded.status, attempt = excluded.attempt,
+            started_at = COALESCE(excluded.started_at, node_executions.started_at),
+            finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+            input = COALESCE(excluded.input, node_executions.input),
+            output = excluded.output, error = excluded.error, from_execution = excluded.from_execution,
+            reason = excluded.reason",
+    )?;
     let mut input = tx.prepare_cached(
         "UPDATE node_executions SET input = ?4
-             WHERE execution_id = ?1 AND node_id = ?2 AND part = ?3 AND status = 'running'",
+         WHERE execution_id = ?1 AND node_id = ?2 AND part = ?3 AND status = 'running'",
     )?;
     let mut last_seq = None;
     for w in writes {
@@ -444,9 +444,7 @@ fn write_in(
                     n.duration_ms,
                     n.input.as_ref().map(&this),
                     n.output.as_ref().map(&this),
-                    n.error
-                        .as_ref()
-                        .map(|e| this(&serde_json::to_value(e).expect("an error serializes"))),
+                    n.error.as_ref().map(|e| error_json(e, max)),
                     n.from_execution,
                     part_number(n.part),
                     n.part.map(Part::kind),
